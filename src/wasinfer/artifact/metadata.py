@@ -1,0 +1,97 @@
+"""The JSON metadata custom section every wasinfer module carries (schema below is versioned)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wasinfer.codegen import METADATA_SECTION
+from wasinfer.codegen.wasm import name_bytes, uleb
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # numpy name: float32, int64, ...
+    shape: list[int]  # per sample when batch_axis is 0; the full shape otherwise
+    batch_axis: int | None  # 0 when the leading dim is the run-time batch
+    offset: int  # byte address of the slot in linear memory
+
+    @property
+    def sample_bytes(self) -> int:
+        import numpy as np
+
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Metadata:
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch: int
+    abi_version: int
+    source_sha256: str
+    source_format: str
+    producer: str
+    arena_bytes: int
+    memory_bytes: int
+    compile_options: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, indent=None, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Metadata:
+        data = json.loads(raw)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"metadata schema {data.get('schema_version')} is not {SCHEMA_VERSION}")
+        data["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
+        data["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
+        return cls(**data)
+
+
+def custom_section(name: str, payload: bytes) -> bytes:
+    body = name_bytes(name) + payload
+    return b"\x00" + uleb(len(body)) + body
+
+
+def read_custom_sections(wasm: bytes) -> dict[str, bytes]:
+    """Custom sections by name, read straight from the binary (no engine needed)."""
+    if wasm[:4] != b"\x00asm":
+        raise ValueError("not a WebAssembly binary (bad magic)")
+    pos, sections = 8, {}
+    while pos < len(wasm):
+        sid = wasm[pos]
+        size, pos = _read_uleb(wasm, pos + 1)
+        end = pos + size
+        if end > len(wasm):
+            raise ValueError("truncated WebAssembly binary")
+        if sid == 0:
+            name_len, npos = _read_uleb(wasm, pos)
+            sections[wasm[npos:npos + name_len].decode()] = wasm[npos + name_len:end]
+        pos = end
+    return sections
+
+
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def read_metadata(wasm: bytes) -> Metadata:
+    sections = read_custom_sections(wasm)
+    if METADATA_SECTION not in sections:
+        raise ValueError(f"no {METADATA_SECTION!r} custom section: not a wasinfer module")
+    return Metadata.from_json(sections[METADATA_SECTION])

@@ -1,0 +1,248 @@
+"""IR graph → Wasm module: check support, plan memory, emit one function per node, lay out data.
+
+Linear memory, from address 0:
+    [ header | input slots | output slots | arena (planned) | constants ]
+An input or output slot holds `max_batch` samples. `wasinfer_run(batch)` runs the graph once
+per sample: it copies sample s of each batched input into the arena, calls the node functions
+in order, and copies each output to its slot. With `max_batch == 1` inputs are read in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import wasinfer.codegen.kernels as kernels_pkg
+from wasinfer.codegen.context import REGISTRY, Ctx, Kernel
+from wasinfer.codegen.mathfn import add_math_helpers
+from wasinfer.codegen.wasm import I32, Func, Module
+from wasinfer.ir import Graph, Node
+from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
+
+ABI_VERSION = 1
+METADATA_SECTION = "wasinfer.metadata"
+HEADER = 64
+PAGE = 65536
+MAX_PAGES = 65536  # 4 GiB: the wasm32 limit
+
+
+class UnsupportedModel(ValueError):
+    """Every node the compiler cannot handle, so that one run lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("unsupported:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class CompileOptions:
+    max_batch: int = 1
+    batch_inputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Compiled:
+    wasm: bytes
+    layout: dict[str, object]
+    arena_size: int
+    naive_arena_size: int
+
+
+def _load_kernels() -> None:
+    for info in pkgutil.iter_modules(kernels_pkg.__path__):
+        importlib.import_module(f"{kernels_pkg.__name__}.{info.name}")
+
+
+def kernel_for(node: Node) -> Kernel | None:
+    _load_kernels()
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return REGISTRY.get((domain, node.op_type))
+
+
+def supported_ops() -> list[tuple[str, str]]:
+    _load_kernels()
+    return sorted(REGISTRY)
+
+
+def check_support(graph: Graph) -> None:
+    problems: list[str] = []
+    for node in graph.nodes:
+        if node.op_type in VIEW_OPS:
+            continue
+        spec = kernel_for(node)
+        label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
+        if spec is None:
+            problems.append(f"node {node.name!r}: op {label} is not supported")
+            continue
+        missing = [o for o in node.outputs if o and o not in graph.tensors]
+        if missing:
+            problems.append(f"node {node.name!r} ({label}): cannot infer the shape of {missing}")
+            continue
+        for problem in spec.check(node, graph) if spec.check else []:
+            problems.append(f"node {node.name!r} ({label}): {problem}")
+    for name in graph.inputs + graph.outputs:
+        if name not in graph.tensors:
+            problems.append(f"tensor {name!r}: shape could not be inferred")
+    if problems:
+        raise UnsupportedModel(problems)
+
+
+def _align(n: int, to: int = 16) -> int:
+    return (n + to - 1) // to * to
+
+
+def compile_graph(graph: Graph, options: CompileOptions,
+                  progress: Callable[[int, int], None] | None = None) -> Compiled:
+    check_support(graph)
+    batch = options.max_batch
+    if batch > 1:
+        fixed = [n for n in graph.inputs if n not in options.batch_inputs]
+        if fixed:
+            raise UnsupportedModel([f"input {n!r} has a fixed leading dimension, so --max-batch must be 1"
+                                    for n in fixed])
+
+    # IO slots
+    cursor = HEADER
+    slots: dict[str, int] = {}
+    for name in graph.inputs + graph.outputs:
+        if name in slots:
+            continue
+        slots[name] = cursor
+        cursor = _align(cursor + graph.info(name).nbytes * batch)
+    in_place = set(graph.inputs) if batch == 1 else set()
+
+    scratch = {}
+    for node in graph.nodes:
+        spec = kernel_for(node)
+        if spec is not None and spec.scratch is not None:
+            scratch[node.name] = spec.scratch(node, graph)
+    plan = plan_memory(graph, scratch, pinned=in_place)
+    arena = cursor
+    const_cursor = _align(arena + plan.arena_size)
+
+    module = Module()
+    helpers = add_math_helpers(module)
+    data: list[tuple[int, bytes]] = []
+    fills: list[tuple[int, int, int]] = []  # address, 32-bit words, bit pattern
+    placed: dict[str, int] = {}
+
+    def place_data(array: np.ndarray) -> int:
+        nonlocal const_cursor
+        raw = np.ascontiguousarray(array)
+        addr, const_cursor = const_cursor, _align(const_cursor + raw.nbytes)
+        words = raw.reshape(-1).view(np.uint32) if raw.dtype.itemsize == 4 else None
+        if words is not None and words.size > 64 and np.all(words == words[0]):
+            fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
+        else:
+            data.append((addr, raw.tobytes()))
+        return addr
+
+    def address(name: str) -> int:
+        if name in graph.constants:
+            if name not in placed:
+                placed[name] = place_data(graph.constants[name])
+            return placed[name]
+        if name in in_place:
+            return slots[name]
+        root = plan.root(name)
+        if root in graph.constants:
+            return address(root)
+        if root in in_place:
+            return slots[root]
+        return arena + plan.offsets[root]
+
+    node_funcs: list[int] = []
+    compute = [n for n in graph.nodes if n.op_type not in VIEW_OPS]
+    for index, node in enumerate(compute):
+        func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120])
+        spec = kernel_for(node)
+        assert spec is not None
+        ctx = Ctx(module, graph, func, address, place_data, helpers,
+                  scratch_addr=arena + plan.scratch.get(node.name, 0))
+        spec.emit(ctx, node)
+        node_funcs.append(func_index)
+        if progress:
+            progress(index + 1, len(compute))
+
+    run = _emit_run(module, graph, options, slots, in_place, address, node_funcs)
+    init = _emit_init(module, fills)
+    module.start = init
+    for name, value in (("wasinfer_abi_version", ABI_VERSION), ("wasinfer_max_batch", batch)):
+        index, func = module.reserve([], [I32], name=name)
+        func.i32(value)
+        module.export_func(name, index)
+    for kind, names in (("input", graph.inputs), ("output", graph.outputs)):
+        index, func = module.reserve([I32], [I32], name=f"wasinfer_{kind}_ptr")
+        for i, name in enumerate(names):
+            func.get(0).i32(i).op("i32.eq")
+            with func.if_():
+                func.i32(slots[name]).op("return")
+        func.i32(0)
+        module.export_func(f"wasinfer_{kind}_ptr", index)
+    module.export_func("wasinfer_run", run)
+
+    module.data = data
+    memory_end = _align(const_cursor, PAGE)
+    module.memory_pages = max(1, memory_end // PAGE)
+    if module.memory_pages > MAX_PAGES:
+        raise UnsupportedModel([f"model needs {memory_end / 2**30:.1f} GiB of linear memory; wasm32 allows 4 GiB"])
+    layout: dict[str, object] = {
+        "inputs": {n: slots[n] for n in graph.inputs},
+        "outputs": {n: slots[n] for n in graph.outputs},
+        "arena_offset": arena,
+        "constants_offset": _align(arena + plan.arena_size),
+        "memory_bytes": module.memory_pages * PAGE,
+    }
+    return Compiled(module.encode(), layout, plan.arena_size, plan.naive_size)
+
+
+def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
+              in_place: set[str], address: Callable[[str], int], node_funcs: list[int]) -> int:
+    index, f = module.reserve([I32], [I32], name="wasinfer_run")
+    sample = f.local(I32)
+    f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
+    with f.if_():
+        f.i32(1).op("return")
+    with f.for_range(sample, 0, ("local", 0)):
+        for name in graph.inputs:
+            if name in in_place:
+                continue
+            size = graph.info(name).nbytes
+            f.i32(address(name)).addr(slots[name], sample, size).i32(size).memory_copy()
+        for func_index in node_funcs:
+            f.call(func_index)
+        for name in graph.outputs:
+            size = graph.info(name).nbytes
+            f.addr(slots[name], sample, size).i32(address(name)).i32(size).memory_copy()
+    f.i32(0)
+    return index
+
+
+def _emit_init(module: Module, fills: list[tuple[int, int, int]]) -> int:
+    """Start function: write uniform constants (e.g. ConstantOfShape weights) without storing them."""
+    index, f = module.reserve([], [], name="wasinfer_init")
+    ptr, end = f.local(I32), f.local(I32)
+    for addr, words, bits in fills:
+        nbytes = words * 4
+        f.i32(addr).set(ptr).i32(addr + nbytes // 16 * 16).set(end)
+        with f.block(), f.block(b"\x03"):
+            f.get(ptr).get(end).op("i32.ge_u").br_if(1)
+            f.get(ptr).v128(struct.pack("<4I", bits, bits, bits, bits)).mem("v128.store")
+            f.inc(ptr, 16).br(0)
+        for tail in range(nbytes // 16 * 16, nbytes, 4):
+            f.i32(addr + tail).i32(bits).mem("i32.store")
+    return index
+
+
+def metadata_bytes(metadata: dict[str, object]) -> bytes:
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+
+
+__all__ = ["ABI_VERSION", "METADATA_SECTION", "Compiled", "CompileOptions", "MemoryPlan", "UnsupportedModel",
+           "check_support", "compile_graph", "kernel_for", "supported_ops"]

@@ -1,0 +1,335 @@
+"""A small WebAssembly binary writer: just enough of the core spec for compiled models.
+
+Kernels emit instructions through `Func`; `Module` lays out the sections. The encoding
+follows the WebAssembly core specification (binary format, chapter 5); SIMD opcodes use
+the 0xFD prefix and bulk-memory ones the 0xFC prefix.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+I32, I64, F32, F64, V128 = 0x7F, 0x7E, 0x7D, 0x7C, 0x7B
+VALTYPE_NAMES = {"i32": I32, "i64": I64, "f32": F32, "f64": F64, "v128": V128}
+
+
+def uleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def sleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        done = (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40)
+        out.append(byte if done else byte | 0x80)
+        if done:
+            return bytes(out)
+
+
+def name_bytes(name: str) -> bytes:
+    raw = name.encode()
+    return uleb(len(raw)) + raw
+
+
+def vector(items: list[bytes]) -> bytes:
+    return uleb(len(items)) + b"".join(items)
+
+
+# Opcodes without immediates, by their text-format names.
+PLAIN = {
+    "unreachable": b"\x00", "nop": b"\x01", "return": b"\x0f", "drop": b"\x1a", "select": b"\x1b",
+    "i32.eqz": b"\x45", "i32.eq": b"\x46", "i32.ne": b"\x47", "i32.lt_s": b"\x48", "i32.lt_u": b"\x49",
+    "i32.gt_s": b"\x4a", "i32.gt_u": b"\x4b", "i32.le_s": b"\x4c", "i32.le_u": b"\x4d",
+    "i32.ge_s": b"\x4e", "i32.ge_u": b"\x4f",
+    "i64.eqz": b"\x50", "i64.eq": b"\x51", "i64.ne": b"\x52", "i64.lt_s": b"\x53", "i64.gt_s": b"\x55",
+    "i64.le_s": b"\x57", "i64.ge_s": b"\x59",
+    "f32.eq": b"\x5b", "f32.ne": b"\x5c", "f32.lt": b"\x5d", "f32.gt": b"\x5e", "f32.le": b"\x5f",
+    "f32.ge": b"\x60",
+    "i32.add": b"\x6a", "i32.sub": b"\x6b", "i32.mul": b"\x6c", "i32.div_s": b"\x6d",
+    "i32.div_u": b"\x6e", "i32.rem_s": b"\x6f", "i32.and": b"\x71", "i32.or": b"\x72",
+    "i32.xor": b"\x73", "i32.shl": b"\x74", "i32.shr_s": b"\x75", "i32.shr_u": b"\x76",
+    "i64.add": b"\x7c", "i64.sub": b"\x7d", "i64.mul": b"\x7e", "i64.div_s": b"\x7f",
+    "f32.abs": b"\x8b", "f32.neg": b"\x8c", "f32.ceil": b"\x8d", "f32.floor": b"\x8e",
+    "f32.trunc": b"\x8f", "f32.nearest": b"\x90", "f32.sqrt": b"\x91", "f32.add": b"\x92",
+    "f32.sub": b"\x93", "f32.mul": b"\x94", "f32.div": b"\x95", "f32.min": b"\x96",
+    "f32.max": b"\x97",
+    "i32.wrap_i64": b"\xa7", "i32.trunc_f32_s": b"\xa8", "i64.extend_i32_s": b"\xac",
+    "i64.extend_i32_u": b"\xad", "i64.trunc_f32_s": b"\xae", "f32.convert_i32_s": b"\xb2",
+    "f32.convert_i64_s": b"\xb4", "f32.demote_f64": b"\xb6", "f64.promote_f32": b"\xbb",
+    "i32.reinterpret_f32": b"\xbc", "f32.reinterpret_i32": b"\xbe",
+    "i32.trunc_sat_f32_s": b"\xfc\x00", "i64.trunc_sat_f32_s": b"\xfc\x04",
+}
+
+# Loads and stores: opcode and natural alignment (log2 bytes).
+MEMORY = {
+    "i32.load": (b"\x28", 2), "i64.load": (b"\x29", 3), "f32.load": (b"\x2a", 2),
+    "f64.load": (b"\x2b", 3), "i32.load8_s": (b"\x2c", 0), "i32.load8_u": (b"\x2d", 0),
+    "i32.load16_s": (b"\x2e", 1), "i32.load16_u": (b"\x2f", 1),
+    "i32.store": (b"\x36", 2), "i64.store": (b"\x37", 3),
+    "f32.store": (b"\x38", 2), "f64.store": (b"\x39", 3), "i32.store8": (b"\x3a", 0),
+    "i32.store16": (b"\x3b", 1),
+    "v128.load": (b"\xfd" + uleb(0), 4), "v128.store": (b"\xfd" + uleb(11), 4),
+}
+
+SIMD = {
+    "i8x16.swizzle": 14, "i32x4.splat": 17, "f32x4.splat": 19,
+    "v128.not": 77, "v128.and": 78, "v128.andnot": 79, "v128.or": 80, "v128.xor": 81,
+    "v128.bitselect": 82, "v128.any_true": 83,
+    "f32x4.eq": 65, "f32x4.ne": 66, "f32x4.lt": 67, "f32x4.gt": 68, "f32x4.le": 69, "f32x4.ge": 70,
+    "i32x4.add": 174, "i32x4.sub": 177, "i32x4.mul": 181, "i32x4.shl": 171,
+    "i32x4.shr_s": 172, "i32x4.shr_u": 173, "i32x4.min_s": 182, "i32x4.max_s": 184,
+    "f32x4.ceil": 103, "f32x4.floor": 104, "f32x4.trunc": 105, "f32x4.nearest": 106,
+    "f32x4.abs": 224, "f32x4.neg": 225, "f32x4.sqrt": 227, "f32x4.add": 228, "f32x4.sub": 229,
+    "f32x4.mul": 230, "f32x4.div": 231, "f32x4.min": 232, "f32x4.max": 233,
+    "f32x4.pmin": 234, "f32x4.pmax": 235,
+    "i32x4.trunc_sat_f32x4_s": 248, "f32x4.convert_i32x4_s": 250,
+}
+
+LANE_OPS = {"f32x4.extract_lane": 31, "f32x4.replace_lane": 32, "i32x4.extract_lane": 27}
+
+
+@dataclass
+class Func:
+    """One function body under construction; `locals` beyond the params are declared on use."""
+
+    params: list[int]
+    results: list[int]
+    name: str = ""
+    local_types: list[int] = field(default_factory=list)
+    code: bytearray = field(default_factory=bytearray)
+    depth: int = 0
+
+    def local(self, valtype: int) -> int:
+        self.local_types.append(valtype)
+        return len(self.params) + len(self.local_types) - 1
+
+    def op(self, name: str) -> Func:
+        if name in PLAIN:
+            self.code += PLAIN[name]
+        elif name in SIMD:
+            self.code += b"\xfd" + uleb(SIMD[name])
+        else:
+            raise KeyError(f"unknown opcode {name}")
+        return self
+
+    def ops(self, *names: str) -> Func:
+        for name in names:
+            self.op(name)
+        return self
+
+    def mem(self, name: str, offset: int = 0, align: int | None = None) -> Func:
+        opcode, natural = MEMORY[name]
+        self.code += opcode + uleb(natural if align is None else align) + uleb(offset)
+        return self
+
+    def lane(self, name: str, index: int) -> Func:
+        self.code += b"\xfd" + uleb(LANE_OPS[name]) + bytes([index])
+        return self
+
+    def i32(self, value: int) -> Func:
+        if value >= 2**31:
+            value -= 2**32
+        self.code += b"\x41" + sleb(value)
+        return self
+
+    def i64(self, value: int) -> Func:
+        self.code += b"\x42" + sleb(value)
+        return self
+
+    def f32(self, value: float) -> Func:
+        self.code += b"\x43" + struct.pack("<f", value)
+        return self
+
+    def v128(self, lanes: bytes) -> Func:
+        assert len(lanes) == 16
+        self.code += b"\xfd" + uleb(12) + lanes
+        return self
+
+    def f32x4_const(self, value: float) -> Func:
+        return self.v128(struct.pack("<4f", value, value, value, value))
+
+    def get(self, index: int) -> Func:
+        self.code += b"\x20" + uleb(index)
+        return self
+
+    def set(self, index: int) -> Func:
+        self.code += b"\x21" + uleb(index)
+        return self
+
+    def tee(self, index: int) -> Func:
+        self.code += b"\x22" + uleb(index)
+        return self
+
+    def call(self, index: int) -> Func:
+        self.code += b"\x10" + uleb(index)
+        return self
+
+    def br(self, depth: int) -> Func:
+        self.code += b"\x0c" + uleb(depth)
+        return self
+
+    def br_if(self, depth: int) -> Func:
+        self.code += b"\x0d" + uleb(depth)
+        return self
+
+    def memory_copy(self) -> Func:
+        self.code += b"\xfc" + uleb(10) + b"\x00\x00"
+        return self
+
+    def memory_fill(self) -> Func:
+        self.code += b"\xfc" + uleb(11) + b"\x00"
+        return self
+
+    def addr(self, base: int, index_local: int | None = None, scale: int = 4) -> Func:
+        """Push `base + index*scale` (an i32 byte address)."""
+        if index_local is None:
+            return self.i32(base)
+        self.get(index_local)
+        if scale != 1:
+            self.i32(scale).op("i32.mul")
+        if base:
+            self.i32(base).op("i32.add")
+        return self
+
+    def inc(self, index: int, step: int | None = None, by_local: int | None = None) -> Func:
+        self.get(index)
+        if by_local is not None:
+            self.get(by_local)
+        else:
+            self.i32(1 if step is None else step)
+        return self.op("i32.add").set(index)
+
+    @contextmanager
+    def block(self, kind: bytes = b"\x02", blocktype: int = 0x40) -> Iterator[None]:
+        self.code += kind + bytes([blocktype])
+        self.depth += 1
+        yield
+        self.depth -= 1
+        self.code += b"\x0b"
+
+    @contextmanager
+    def if_(self, blocktype: int = 0x40) -> Iterator[None]:
+        with self.block(b"\x04", blocktype):
+            yield
+
+    def else_(self) -> Func:
+        self.code += b"\x05"
+        return self
+
+    @contextmanager
+    def for_range(self, var: int, start: int, stop: int | tuple[str, int], step: int = 1) -> Iterator[None]:
+        """`for var in range(start, stop, step)` with an i32 counter.
+
+        `stop` is a constant, or ("local", index) for a bound known only at run time.
+        Constant bounds that are non-empty compile to a bottom-tested loop.
+        """
+        self.i32(start).set(var)
+        if isinstance(stop, int):
+            if start >= stop:
+                # Empty loop: emit the body unreachable-free but never executed.
+                with self.block():
+                    self.br(0)
+                    with self.block(b"\x03"):
+                        yield
+                return
+            with self.block(b"\x03"):
+                yield
+                self.inc(var, step).get(var).i32(stop).op("i32.lt_s").br_if(0)
+            return
+        _, bound = stop
+        with self.block():
+            with self.block(b"\x03"):
+                self.get(var).get(bound).op("i32.ge_s").br_if(1)
+                yield
+                self.inc(var, step).br(0)
+
+    def body(self) -> bytes:
+        groups: list[bytes] = []
+        for valtype in self.local_types:
+            groups.append(uleb(1) + bytes([valtype]))
+        payload = vector(groups) + bytes(self.code) + b"\x0b"
+        return uleb(len(payload)) + payload
+
+
+@dataclass
+class Module:
+    """Collects types, imports, functions, data and exports; `encode` writes the binary."""
+
+    types: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    imports: list[tuple[str, str, int]] = field(default_factory=list)  # module, name, type index
+    funcs: list[tuple[int, Func]] = field(default_factory=list)
+    exports: list[tuple[str, int, int]] = field(default_factory=list)  # name, kind, index
+    data: list[tuple[int, bytes]] = field(default_factory=list)
+    custom: list[tuple[str, bytes]] = field(default_factory=list)
+    memory_pages: int = 1
+    max_pages: int | None = None
+    start: int | None = None
+
+    def type_index(self, params: list[int], results: list[int]) -> int:
+        sig = (tuple(params), tuple(results))
+        if sig not in self.types:
+            self.types.append(sig)
+        return self.types.index(sig)
+
+    def import_func(self, module: str, name: str, params: list[int], results: list[int]) -> int:
+        assert not self.funcs, "imports must be declared before functions"
+        self.imports.append((module, name, self.type_index(params, results)))
+        return len(self.imports) - 1
+
+    def add(self, func: Func) -> int:
+        self.funcs.append((self.type_index(func.params, func.results), func))
+        return len(self.imports) + len(self.funcs) - 1
+
+    def reserve(self, params: list[int], results: list[int], name: str = "") -> tuple[int, Func]:
+        """Declare a function now (so others can call it) and fill its body later."""
+        func = Func(params, results, name)
+        return self.add(func), func
+
+    def export_func(self, name: str, index: int) -> None:
+        self.exports.append((name, 0x00, index))
+
+    def encode(self) -> bytes:
+        def section(sid: int, payload: bytes) -> bytes:
+            return bytes([sid]) + uleb(len(payload)) + payload
+
+        out = bytearray(b"\x00asm\x01\x00\x00\x00")
+        types = [b"\x60" + vector([bytes([p]) for p in ps]) + vector([bytes([r]) for r in rs])
+                 for ps, rs in self.types]
+        out += section(1, vector(types))
+        if self.imports:
+            out += section(2, vector([name_bytes(m) + name_bytes(n) + b"\x00" + uleb(t)
+                                      for m, n, t in self.imports]))
+        out += section(3, vector([uleb(t) for t, _ in self.funcs]))
+        limits = (b"\x01" + uleb(self.memory_pages) + uleb(self.max_pages)
+                  if self.max_pages is not None else b"\x00" + uleb(self.memory_pages))
+        out += section(5, vector([limits]))
+        exports = [name_bytes(n) + bytes([k]) + uleb(i) for n, k, i in self.exports]
+        exports.append(name_bytes("memory") + b"\x02" + uleb(0))
+        out += section(7, vector(exports))
+        if self.start is not None:
+            out += section(8, uleb(self.start))
+        out += section(12, uleb(len(self.data)))  # DataCount: lets memory.copy validate
+        out += section(10, vector([f.body() for _, f in self.funcs]))
+        segments = [b"\x00\x41" + sleb(offset if offset < 2**31 else offset - 2**32) + b"\x0b"
+                    + uleb(len(blob)) + blob for offset, blob in self.data]
+        out += section(11, vector(segments))
+        for name, payload in self.custom:
+            out += section(0, name_bytes(name) + payload)
+        names = [uleb(len(self.imports) + i) + name_bytes(f.name)
+                 for i, (_, f) in enumerate(self.funcs) if f.name]
+        if names:
+            out += section(0, name_bytes("name") + b"\x01" + uleb(len(vector(names))) + vector(names))
+        return bytes(out)

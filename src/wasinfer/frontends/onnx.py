@@ -1,0 +1,173 @@
+"""ONNX → IR: fix every dynamic dimension, infer shapes, keep constants as numpy arrays.
+
+The leading dimension of an input is the run-time batch when the model leaves it dynamic;
+it is compiled as 1 and the module runs the graph once per sample. Every other dynamic
+dimension must be given with `--input-shape NAME=d0,d1,...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from wasinfer.ir import Graph, Node, TensorInfo
+
+MIN_OPSET = 9
+
+
+class FrontendError(ValueError):
+    """The model cannot be read into the IR (bad file, unknown dims, old opset)."""
+
+
+@dataclass
+class Loaded:
+    graph: Graph
+    batch_inputs: list[str]  # inputs whose leading dim is the run-time batch
+    source_sha256: str
+
+
+def _attr_value(attr: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    if isinstance(value, list) and value and isinstance(value[0], onnx.TensorProto):
+        return [numpy_helper.to_array(v) for v in value]
+    return value
+
+
+def _dims(type_proto: onnx.TypeProto) -> list[int | str | None] | None:
+    tensor = type_proto.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(d.dim_value)
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def parse_shape_overrides(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    """Parse `NAME=1,3,224,224` strings (as given to --input-shape)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        if not sep or not name:
+            raise FrontendError(f"--input-shape {spec!r}: expected NAME=d0,d1,...")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise FrontendError(f"--input-shape {spec!r}: dimensions must be integers") from None
+    return shapes
+
+
+def load_onnx(
+    source: str | Path | onnx.ModelProto,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Loaded:
+    if isinstance(source, onnx.ModelProto):
+        raw = source.SerializeToString()
+        model = onnx.load_from_string(raw)  # a copy: input dims are rewritten below
+    else:
+        try:
+            raw = Path(source).read_bytes()
+            model = onnx.load_from_string(raw)
+        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:  # type: ignore[attr-defined]
+            raise FrontendError(f"cannot read {source}: {exc}") from exc
+        except Exception as exc:  # protobuf decode errors have no stable public type
+            raise FrontendError(f"{source} is not an ONNX model: {exc}") from exc
+    overrides = dict(input_shapes or {})
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        raise FrontendError(f"ONNX opset {opset} is older than the supported minimum {MIN_OPSET}")
+
+    graph_proto = model.graph
+    initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
+    batch_inputs: list[str] = []
+    for value in graph_proto.input:
+        if value.name in initializers:
+            continue
+        dims = _dims(value.type)
+        if dims is None:
+            raise FrontendError(f"input {value.name!r} has no shape; give --input-shape {value.name}=...")
+        if value.name in overrides:
+            given = overrides.pop(value.name)
+            if len(given) != len(dims):
+                raise FrontendError(
+                    f"--input-shape {value.name}: model has rank {len(dims)}, got {len(given)} dims")
+            for axis, (have, want) in enumerate(zip(dims, given, strict=True)):
+                if isinstance(have, int) and have != want:
+                    raise FrontendError(
+                        f"--input-shape {value.name}: axis {axis} is fixed at {have} in the model, got {want}")
+            fixed = list(given)
+        else:
+            fixed = list(dims)
+        if dims and not isinstance(dims[0], int):
+            batch_inputs.append(value.name)
+            fixed[0] = 1
+        unknown = [axis for axis, d in enumerate(fixed) if not isinstance(d, int)]
+        if unknown:
+            raise FrontendError(
+                f"input {value.name!r} has dynamic dims at axes {unknown} ({dims}); "
+                f"give --input-shape {value.name}=d0,d1,...")
+        shape_proto = value.type.tensor_type.shape
+        for dim, size in zip(shape_proto.dim, fixed, strict=True):
+            dim.Clear()
+            dim.dim_value = int(size)  # type: ignore[arg-type]
+    if overrides:
+        raise FrontendError(f"--input-shape names unknown inputs: {sorted(overrides)}")
+
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise FrontendError(f"shape inference failed: {exc}") from exc
+
+    tensors: dict[str, TensorInfo] = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = _dims(value.type)
+        elem = value.type.tensor_type.elem_type
+        if dims is None or elem == 0 or not all(isinstance(d, int) for d in dims):
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        tensors[value.name] = TensorInfo(value.name, dtype, tuple(int(d) for d in dims))  # type: ignore[arg-type]
+
+    nodes: list[Node] = []
+    for index, proto in enumerate(graph_proto.node):
+        name = proto.name or f"{proto.op_type}_{index}"
+        attrs = {a.name: _attr_value(a) for a in proto.attribute}
+        nodes.append(Node(proto.op_type, name, list(proto.input), list(proto.output), attrs,
+                          proto.domain if proto.domain != "ai.onnx" else ""))
+
+    graph = Graph(
+        name=graph_proto.name or "model",
+        inputs=[v.name for v in graph_proto.input if v.name not in initializers],
+        outputs=[v.name for v in graph_proto.output],
+        nodes=nodes,
+        tensors=tensors,
+        opset=opset,
+    )
+    for name, array in initializers.items():
+        graph.add_constant(name, array)
+    # Declared output types win when inference leaves them unknown (common for ai.onnx.ml).
+    for value in graph_proto.output:
+        if value.name not in graph.tensors:
+            dims = _dims(value.type)
+            if dims is not None and dims and not isinstance(dims[0], int):
+                dims[0] = 1
+            if dims is not None and all(isinstance(d, int) for d in dims):
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+                graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(dims))  # type: ignore[arg-type]
+    return Loaded(graph, batch_inputs, hashlib.sha256(raw).hexdigest())

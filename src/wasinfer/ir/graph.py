@@ -1,0 +1,72 @@
+"""Tensors, nodes and graphs with fully static shapes.
+
+Shapes are static by the time a graph reaches the IR: frontends specialise every dynamic
+dimension (the run-time batch is handled outside the graph, by running it per sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+@dataclass
+class Node:
+    op_type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+
+@dataclass
+class Graph:
+    """A static dataflow graph. `tensors` holds the type of every value, constants included."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[Node]
+    tensors: dict[str, TensorInfo]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    opset: int = 13
+
+    def info(self, name: str) -> TensorInfo:
+        return self.tensors[name]
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def producer(self, name: str) -> Node | None:
+        for node in self.nodes:
+            if name in node.outputs:
+                return node
+        return None
+
+    def add_constant(self, name: str, value: np.ndarray) -> None:
+        self.constants[name] = value
+        self.tensors[name] = TensorInfo(name, value.dtype, tuple(value.shape))
+
+    def param_count(self) -> int:
+        return sum(int(v.size) for v in self.constants.values())

@@ -1,0 +1,71 @@
+"""Constant folding: a node whose inputs are all constants is evaluated once, at compile time.
+
+The evaluation uses ONNX's own reference implementation, so folded values have the
+spec's semantics by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from wasinfer.ir import Graph, Node
+
+# Ops that are views or metadata: folding them would copy weights for nothing.
+NEVER_FOLD = {"Identity", "Dropout"}
+
+
+def _proto_attr(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return numpy_helper.from_array(value)
+    return value
+
+
+def evaluate(node: Node, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None,
+                             **{k: _proto_attr(v) for k, v in node.attrs.items()})
+    opsets = [helper.make_opsetid("", opset)]
+    if node.domain:
+        opsets.append(helper.make_opsetid(node.domain, 1 if node.domain == "ai.onnx.ml" else 1))
+    feeds = {name: value for name, value in zip(node.inputs, inputs, strict=True) if name and value is not None}
+    model_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                    for n, v in feeds.items()]
+    model_outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.outputs if n]
+    model = helper.make_model(helper.make_graph([proto], "fold", model_inputs, model_outputs), opset_imports=opsets)
+    results = ReferenceEvaluator(model).run(None, feeds)
+    return [np.asarray(r) for r in results]
+
+
+def fold_constants(graph: Graph) -> int:
+    """Fold every constant-only node (Constant, shape subgraphs, ConstantOfShape weights)."""
+    folded = 0
+    kept: list[Node] = []
+    for node in graph.nodes:
+        present = [name for name in node.inputs if name]
+        if node.op_type in NEVER_FOLD or not all(name in graph.constants for name in present):
+            kept.append(node)
+            continue
+        if node.op_type == "Constant":
+            values = [_constant_value(node)]
+        else:
+            values = evaluate(node, [graph.constants.get(n) if n else None for n in node.inputs], graph.opset)
+        for name, value in zip([o for o in node.outputs if o], values, strict=False):
+            graph.add_constant(name, value)
+        folded += 1
+    graph.nodes = kept
+    return folded
+
+
+def _constant_value(node: Node) -> np.ndarray:
+    attrs = node.attrs
+    if "value" in attrs:
+        return np.asarray(attrs["value"])
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    raise ValueError(f"Constant node {node.name}: unsupported attribute {sorted(attrs)}")

@@ -1,0 +1,126 @@
+"""Run wasinfer modules with wasmtime, with an on-disk cache of compiled machine code.
+
+A module is compiled once per (module digest, wasmtime version, engine settings) and
+serialised next to the store; later loads deserialise it (memory-mapped), so a cold start
+is an mmap plus instantiation, not a compilation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import wasmtime
+
+from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
+from wasinfer.runtime.base import InputError
+
+DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
+
+
+def make_engine() -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.cranelift_opt_level = "speed"
+    config.wasm_simd = True
+    config.wasm_bulk_memory = True
+    return wasmtime.Engine(config)
+
+
+class CompiledCache:
+    """Serialised wasmtime modules keyed by module digest and engine version."""
+
+    def __init__(self, directory: Path | None = DEFAULT_CACHE):
+        self.directory = directory
+
+    def key(self, wasm: bytes) -> str:
+        return hashlib.sha256(wasm + f"|wasmtime {wasmtime.__version__}|speed|simd".encode()).hexdigest()
+
+    def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+        if self.directory is None:
+            return wasmtime.Module(engine, wasm)
+        path = self.directory / f"{self.key(wasm)}.cwasm"
+        if path.exists():
+            try:
+                return wasmtime.Module.deserialize_file(engine, str(path))
+            except wasmtime.WasmtimeError:
+                path.unlink(missing_ok=True)  # stale or corrupt: recompile below
+        module = wasmtime.Module(engine, wasm)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.directory, delete=False, suffix=".tmp") as tmp:
+            tmp.write(module.serialize())
+        os.replace(tmp.name, path)  # atomic: a crash never leaves a half-written cache entry
+        return module
+
+
+class WasmModel:
+    """One instance of a compiled module; `run` takes and returns numpy arrays by name."""
+
+    name = "wasm"
+
+    def __init__(self, wasm: bytes, engine: wasmtime.Engine | None = None, cache: CompiledCache | None = None):
+        self.metadata: Metadata = read_metadata(wasm)
+        self.engine = engine or make_engine()
+        module = (cache or CompiledCache(None)).load(self.engine, wasm)
+        self.store = wasmtime.Store(self.engine)
+        self.instance = wasmtime.Instance(self.store, module, [])
+        exports = self.instance.exports(self.store)
+        memory = exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self.memory = memory
+        self._run = exports["wasinfer_run"]
+
+    @classmethod
+    def from_file(cls, path: str | Path, cache: CompiledCache | None = None) -> WasmModel:
+        return cls(Path(path).read_bytes(), cache=cache)
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.metadata.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.metadata.outputs]
+
+    def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
+        expected = tuple(spec.shape)
+        if spec.batch_axis == 0:
+            if array.ndim != len(expected) or tuple(array.shape[1:]) != expected[1:]:
+                raise InputError(f"input {spec.name!r}: expected shape [N, {', '.join(map(str, expected[1:]))}]"
+                                 f" with N <= {self.metadata.max_batch}, got {list(array.shape)}")
+            return int(array.shape[0])
+        if tuple(array.shape) != expected:
+            raise InputError(f"input {spec.name!r}: expected shape {list(expected)}, got {list(array.shape)}")
+        return 1
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [t.name for t in self.metadata.inputs if t.name not in inputs]
+        extra = sorted(set(inputs) - {t.name for t in self.metadata.inputs})
+        if missing or extra:
+            raise InputError(f"inputs: missing {missing}, unexpected {extra}")
+        batches = set()
+        buffer = self.memory.get_buffer_ptr(self.store)
+        size = self.memory.data_len(self.store)
+        view = np.ctypeslib.as_array(buffer, shape=(size,))
+        for spec in self.metadata.inputs:
+            array = np.asarray(inputs[spec.name])
+            if array.dtype != np.dtype(spec.dtype):
+                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype}")
+            batches.add(self._batch_of(spec, array))
+            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+            view[spec.offset:spec.offset + raw.size] = raw
+        batch = max(batches) if batches else 1
+        if len(batches) > 1:
+            raise InputError(f"inputs have different batch sizes: {sorted(batches)}")
+        if not 1 <= batch <= self.metadata.max_batch:
+            raise InputError(f"batch {batch} is outside 1..{self.metadata.max_batch} (compiled --max-batch)")
+        status = self._run(self.store, batch)  # type: ignore[operator]
+        if status != 0:
+            raise RuntimeError(f"wasinfer_run returned {status}")
+        outputs = {}
+        for spec in self.metadata.outputs:
+            count = batch if spec.batch_axis == 0 else 1
+            nbytes = spec.sample_bytes * count
+            shape = [count, *spec.shape[1:]] if spec.batch_axis == 0 else spec.shape
+            outputs[spec.name] = view[spec.offset:spec.offset + nbytes].copy().view(np.dtype(spec.dtype)).reshape(shape)
+        return outputs
