@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import wasmtime
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 from wasinfer.runtime.base import InputError
 
+WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
 
 
@@ -36,7 +38,7 @@ class CompiledCache:
         self.directory = directory
 
     def key(self, wasm: bytes) -> str:
-        return hashlib.sha256(wasm + f"|wasmtime {wasmtime.__version__}|speed|simd".encode()).hexdigest()
+        return hashlib.sha256(wasm + f"|wasmtime {WASMTIME_VERSION}|speed|simd".encode()).hexdigest()
 
     def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         if self.directory is None:

@@ -1,0 +1,168 @@
+"""`wasinfer validate`: is this file a well-formed wasinfer module, and does it compute what
+its source model computes?
+
+Checks, in order: the binary validates in wasmtime; the metadata section parses; the ABI
+exports exist with the documented signatures and agree with the metadata; and, given the
+source model, outputs match ONNX Runtime on random (or given) inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import wasmtime
+
+from wasinfer.artifact.metadata import Metadata, read_metadata
+from wasinfer.codegen import ABI_VERSION
+
+RTOL, ATOL = 1e-4, 1e-5
+
+EXPECTED_EXPORTS: dict[str, tuple[list[str], list[str]]] = {
+    "wasinfer_abi_version": ([], ["i32"]),
+    "wasinfer_max_batch": ([], ["i32"]),
+    "wasinfer_input_ptr": (["i32"], ["i32"]),
+    "wasinfer_output_ptr": (["i32"], ["i32"]),
+    "wasinfer_run": (["i32"], ["i32"]),
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    metadata: Metadata | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+
+def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in metadata.inputs:
+        shape = [batch, *spec.shape[1:]] if spec.batch_axis == 0 else spec.shape
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            feeds[spec.name] = rng.integers(0, 8, shape).astype(dtype)
+    return feeds
+
+
+def _valtype_names(types: list[wasmtime.ValType]) -> list[str]:
+    return [str(t) for t in types]
+
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def validate(wasm_path: str | Path, reference: str | Path | None = None, samples: int = 8,
+             given: dict[str, np.ndarray] | None = None, seed: int = 0, runner: Runner | None = None) -> Report:
+    """Check the module; with `reference` and `runner` (the runtime's `run`), check parity too."""
+    report = Report()
+    wasm = Path(wasm_path).read_bytes()
+    engine = wasmtime.Engine()
+    try:
+        module = wasmtime.Module(engine, wasm)
+        report.add("wasm binary validates", True, f"{len(wasm):,} bytes")
+    except wasmtime.WasmtimeError as exc:
+        report.add("wasm binary validates", False, str(exc).splitlines()[0])
+        return report
+    try:
+        metadata = read_metadata(wasm)
+        report.metadata = metadata
+        report.add("metadata section", True, f"schema {metadata.schema_version}, model {metadata.name!r}")
+    except (ValueError, TypeError, KeyError) as exc:
+        report.add("metadata section", False, str(exc))
+        return report
+
+    exports = {e.name: e.type for e in module.exports}
+    problems = []
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        problems.append("memory is not exported")
+    for name, (params, results) in EXPECTED_EXPORTS.items():
+        kind = exports.get(name)
+        if not isinstance(kind, wasmtime.FuncType):
+            problems.append(f"{name} is not an exported function")
+        elif (_valtype_names(kind.params), _valtype_names(kind.results)) != (params, results):
+            problems.append(f"{name} has signature {kind}, expected {params} -> {results}")
+    if not report.add("ABI exports", not problems, "; ".join(problems) or "memory, wasinfer_* present"):
+        return report
+
+    store = wasmtime.Store(engine)
+    instance = wasmtime.Instance(store, module, [])
+    ex = instance.exports(store)
+    memory = ex["memory"]
+    assert isinstance(memory, wasmtime.Memory)
+    abi = ex["wasinfer_abi_version"](store)  # type: ignore[operator]
+    max_batch = ex["wasinfer_max_batch"](store)  # type: ignore[operator]
+    mismatches = []
+    if abi != metadata.abi_version or abi != ABI_VERSION:
+        mismatches.append(f"ABI version export {abi}, metadata {metadata.abi_version}, runtime {ABI_VERSION}")
+    if max_batch != metadata.max_batch:
+        mismatches.append(f"max batch export {max_batch} != metadata {metadata.max_batch}")
+    memory_bytes = memory.data_len(store)
+    for kind, specs in (("input", metadata.inputs), ("output", metadata.outputs)):
+        for i, spec in enumerate(specs):
+            ptr = ex[f"wasinfer_{kind}_ptr"](store, i)  # type: ignore[operator]
+            if ptr != spec.offset:
+                mismatches.append(f"{kind} {spec.name!r}: export says {ptr}, metadata {spec.offset}")
+            end = spec.offset + spec.sample_bytes * (metadata.max_batch if spec.batch_axis == 0 else 1)
+            if end > memory_bytes:
+                mismatches.append(f"{kind} {spec.name!r} slot ends past linear memory ({end} > {memory_bytes})")
+    if not report.add("ABI agrees with metadata", not mismatches, "; ".join(mismatches) or
+                      f"ABI v{abi}, max batch {max_batch}, {memory_bytes:,} bytes of memory"):
+        return report
+    run_status = ex["wasinfer_run"](store, metadata.max_batch + 1)  # type: ignore[operator]
+    report.add("run rejects a batch above the maximum", run_status != 0, f"wasinfer_run returned {run_status}")
+
+    if reference is not None and runner is not None:
+        _check_parity(report, runner, metadata, Path(reference), samples, given, seed)
+    return report
+
+
+def _check_parity(report: Report, runner: Runner, metadata: Metadata, reference: Path, samples: int,
+                  given: dict[str, np.ndarray] | None, seed: int) -> None:
+    import onnxruntime as ort
+
+    digest = hashlib.sha256(reference.read_bytes()).hexdigest()
+    report.add("reference is the source model", digest == metadata.source_sha256,
+               "sha256 matches" if digest == metadata.source_sha256 else
+               f"sha256 {digest[:12]}… != source {metadata.source_sha256[:12]}…")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(reference), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    batches = [given] if given else [random_inputs(metadata, 1, rng) for _ in range(samples)]
+    if not given and metadata.max_batch > 1:
+        batches.append(random_inputs(metadata, metadata.max_batch, rng))
+    worst: dict[str, float] = {}
+    failures = []
+    for feeds in batches:
+        ours = runner(feeds)
+        theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+        for name, got in ours.items():
+            want = np.asarray(theirs[name])
+            err = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if got.size else 0.0
+            worst[name] = max(worst.get(name, 0.0), err)
+            if got.shape != want.shape or not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+                failures.append(f"{name}: max abs error {err:.3g} (shape {list(got.shape)} vs {list(want.shape)})")
+    detail = ", ".join(f"{n} max|err| {e:.2g}" for n, e in worst.items())
+    report.add(f"parity with ONNX Runtime on {len(batches)} input sets (rtol {RTOL}, atol {ATOL})", not failures,
+               "; ".join(failures[:5]) or detail)

@@ -1,0 +1,1 @@
+"""The `wasinfer` command line."""

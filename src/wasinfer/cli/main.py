@@ -1,0 +1,243 @@
+"""`wasinfer` command line: parses, calls the parts, prints. Exit codes: 0 ok, 1 failed check,
+2 bad input or unsupported model (nothing written)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wasinfer import __version__
+from wasinfer.artifact import convert_onnx, read_metadata
+from wasinfer.artifact.validate import Report, validate
+from wasinfer.codegen import UnsupportedModel
+from wasinfer.frontends import FrontendError, parse_shape_overrides
+from wasinfer.runtime import CompiledCache, InputError, WasmModel
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+console = Console()
+errors = Console(stderr=True)
+
+
+def wasinfer_home() -> Path:
+    return Path(os.environ.get("WASINFER_HOME", Path.home() / ".wasinfer"))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write next to the target and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    source = Path(args.model)
+    output = Path(args.output) if args.output else source.with_suffix(".wasm")
+    if not source.is_file():
+        errors.print(f"[red]error:[/] {source}: no such file")
+        return EXIT_BAD_INPUT
+    progress = Progress(TextColumn("compiling {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=errors, transient=True, disable=args.json)
+    try:
+        with progress:
+            task = progress.add_task(source.name, total=None)
+            result = convert_onnx(
+                source, parse_shape_overrides(args.input_shape or []), max_batch=args.max_batch,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+                **({"wasi": True} if args.wasi else {}),
+            )
+    except UnsupportedModel as exc:
+        errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")
+        for problem in exc.problems:
+            errors.print(f"  - {problem}", markup=False, highlight=False)
+        errors.print(f"nothing was written to {output}")
+        return EXIT_BAD_INPUT
+    except (FrontendError, ValueError) as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=False)
+        errors.print(f"nothing was written to {output}")
+        return EXIT_BAD_INPUT
+    atomic_write(output, result.wasm)
+    stats = dict(result.stats, onnx_bytes=source.stat().st_size, output=str(output))
+    if args.json:
+        print(json.dumps(stats, default=str))
+        return 0
+    table = Table(title=f"{source.name} → {output}", show_header=False)
+    table.add_row("ops", ", ".join(map(str, stats["ops"])))  # type: ignore[call-overload]
+    table.add_row("nodes", f"{stats['nodes_in']} in ONNX → {stats['kernels']} kernels "
+                  f"({stats['folded']} folded, {stats['bn_folded']} BN folded, {stats['activations_fused']} "
+                  f"activations fused)")
+    table.add_row("parameters", f"{stats['params']:,}")
+    table.add_row("arena", f"{_fmt_bytes(stats['arena_bytes'])} (without reuse "  # type: ignore[arg-type]
+                  f"{_fmt_bytes(stats['arena_bytes_without_reuse'])})")  # type: ignore[arg-type]
+    table.add_row("size", f"{_fmt_bytes(stats['wasm_bytes'])} wasm, {_fmt_bytes(stats['onnx_bytes'])} onnx")  # type: ignore[arg-type]
+    table.add_row("max batch", str(args.max_batch))
+    table.add_row("time", f"{stats['seconds']:.2f} s")
+    console.print(table)
+    return 0
+
+
+def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep:
+            raise InputError(f"--input {spec!r}: expected NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--input {name}: cannot read {file}: {exc}") from exc
+    return inputs
+
+
+def _print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": report.ok, "checks": [c.__dict__ for c in report.checks]}))
+        return
+    table = Table(title="validation", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for check in report.checks:
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAILED[/]", check.detail)
+    console.print(table)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    if not path.is_file():
+        errors.print(f"[red]error:[/] {path}: no such file")
+        return EXIT_BAD_INPUT
+    try:
+        given = _load_inputs(args.input or []) or None
+    except InputError as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=False)
+        return EXIT_BAD_INPUT
+    runner = None
+    if args.reference:
+        try:
+            runner = WasmModel.from_file(path).run
+        except Exception as exc:  # the report below says what is wrong with the module
+            errors.print(f"[yellow]warning:[/] cannot instantiate for parity: {exc}", markup=False)
+    report = validate(path, args.reference, samples=args.samples, given=given, runner=runner)
+    _print_report(report, args.json)
+    return 0 if report.ok else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        model = WasmModel.from_file(args.model, cache=CompiledCache())
+        outputs = model.run(_load_inputs(args.input or []))
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=False)
+        return EXIT_BAD_INPUT
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    for name, value in outputs.items():
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            np.save(out_dir / f"{name.replace('/', '_')}.npy", value)
+        preview = np.array2string(value.reshape(-1)[:10], precision=4, separator=", ")
+        console.print(f"{name}: {value.dtype} {list(value.shape)} {preview}{' …' if value.size > 10 else ''}",
+                      markup=False, highlight=False)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    try:
+        metadata = read_metadata(Path(args.model).read_bytes())
+    except (OSError, ValueError) as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=False)
+        return EXIT_BAD_INPUT
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(metadata), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from wasinfer.cli.demo import run_demo
+
+    return run_demo(wasinfer_home(), console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wasinfer",
+        description="Compile ONNX models into self-contained WebAssembly modules, check them, run them.",
+    )
+    parser.add_argument("--version", action="version", version=f"wasinfer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="compile MODEL.onnx into a .wasm module",
+                       description="Compile an ONNX model (opset >= 9) into one self-contained WebAssembly "
+                       "module: code, weights and metadata. Exit code 2 lists every unsupported op; nothing "
+                       "is written then.")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--output", help="output .wasm path (default: MODEL.wasm next to the model)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="fix the shape of an input with dynamic dims (repeatable); a dynamic leading dim is "
+                   "the run-time batch and is compiled per sample")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N",
+                   help="largest batch wasinfer_run accepts (default 1); needs a dynamic leading dim")
+    p.add_argument("--wasi", action="store_true", help="also export a WASI _start (npy on stdin → npy on stdout)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("validate", help="check a module's structure, ABI and (with --reference) parity",
+                       description="Check that a module validates, carries wasinfer metadata, exports the "
+                       "documented ABI consistently, and - with --reference - matches ONNX Runtime.")
+    p.add_argument("model", help="the .wasm module")
+    p.add_argument("--reference", metavar="MODEL.onnx", help="the source model to compare against")
+    p.add_argument("--samples", type=int, default=8, metavar="K", help="random input sets to compare (default 8)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="use these inputs instead")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a module on .npy inputs",
+                       description="Run a module once on the given inputs and print (or save) its outputs.")
+    p.add_argument("model", help="the .wasm module")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input tensor (repeatable)")
+    p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="print a module's metadata", description="Print the metadata section as JSON.")
+    p.add_argument("model", help="the .wasm module")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="build, convert, validate and run the built-in digits model",
+                       description="Train the built-in demo (an MLP on scikit-learn's bundled digits), export "
+                       "it to ONNX, compile it, validate it against ONNX Runtime and classify the test split. "
+                       "Files go to $WASINFER_HOME/demo (default ~/.wasinfer/demo).")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

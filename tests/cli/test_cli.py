@@ -1,0 +1,106 @@
+"""The command line end to end: convert, validate, run, info, and the error paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.parity import ort_run
+from wasinfer.cli.main import main
+
+
+def mlp(path: Path) -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array(rng.standard_normal((6, 8)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+    return model
+
+
+def test_convert_validate_run_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = mlp(tmp_path / "mlp.onnx")
+    wasm = tmp_path / "mlp.wasm"
+    assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(wasm), "--max-batch", "4"]) == 0
+    assert wasm.read_bytes()[:4] == b"\x00asm"
+    assert main(["validate", str(wasm), "--reference", str(tmp_path / "mlp.onnx"), "--samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "parity with ONNX Runtime" in out and "FAILED" not in out
+
+    x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(wasm), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "y.npy"), ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+    assert main(["info", str(wasm)]) == 0
+    assert '"max_batch": 4' in capsys.readouterr().out
+
+
+def test_unsupported_ops_exit_2_list_all_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
+             helper.make_node("Hardmax", ["a"], ["b"], name="first_bad"),
+             helper.make_node("Det", ["b"], ["c"], name="second_bad"),
+             helper.make_node("Softsign", ["c"], ["y"], name="third_bad")]
+    graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "bad.onnx")
+    out = tmp_path / "bad.wasm"
+    out.write_bytes(b"previous good module")
+    assert main(["convert", str(tmp_path / "bad.onnx"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    for name, op in (("first_bad", "Hardmax"), ("second_bad", "Det"), ("third_bad", "Softsign")):
+        assert f"'{name}'" in err and op in err
+    assert "ok_relu" not in err
+    assert out.read_bytes() == b"previous good module"
+
+
+def test_unsupported_attribute_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], name="gemm_rt", transB=1, beta=0.5)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                                            for n, s in (("a", [2, 3]), ("b", [4, 3]), ("c", [2, 4]))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "g.onnx")
+    assert main(["convert", str(tmp_path / "g.onnx"), "-o", str(tmp_path / "g.wasm")]) == 2
+    err = capsys.readouterr().err
+    assert "gemm_rt" in err and "beta" in err and "transB" in err
+    assert not (tmp_path / "g.wasm").exists()
+
+
+def test_dynamic_dim_needs_input_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "d.onnx")
+    assert main(["convert", str(tmp_path / "d.onnx")]) == 2
+    assert "--input-shape x=" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "d.onnx"), "--input-shape", "x=1,5"]) == 0
+    assert (tmp_path / "d.wasm").exists()
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    assert main(["convert", str(tmp_path / "junk.onnx")]) == 2
+    assert main(["convert", str(tmp_path / "missing.onnx")]) == 2
+    (tmp_path / "junk.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00garbage")
+    assert main(["validate", str(tmp_path / "junk.wasm")]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_run_rejects_wrong_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mlp(tmp_path / "mlp.onnx")
+    assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "m.wasm")]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((1, 5), np.float32))
+    assert main(["run", str(tmp_path / "m.wasm"), "--input", f"x={tmp_path / 'x.npy'}"]) == 2
+    assert "expected shape" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.zeros((2, 6), np.float32))  # batch 2 > compiled max 1
+    assert main(["run", str(tmp_path / "m.wasm"), "--input", f"x={tmp_path / 'x.npy'}"]) == 2
+    assert "max-batch" in capsys.readouterr().err

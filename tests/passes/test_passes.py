@@ -1,0 +1,64 @@
+"""Graph passes: folding, BN folding, activation fusion, memory reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.parity import assert_matches_ort
+from wasinfer.frontends import load_onnx
+from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations, plan_memory
+
+
+def conv_bn_relu_model() -> helper.ModelProto:
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(v, n) for n, v in {
+        "w": rng.standard_normal((4, 3, 1, 1)).astype(np.float32),
+        "scale": rng.uniform(0.5, 2, 4).astype(np.float32), "bias": rng.standard_normal(4).astype(np.float32),
+        "mean": rng.standard_normal(4).astype(np.float32), "var": rng.uniform(0.5, 2, 4).astype(np.float32),
+        "shape": np.array([1, 4 * 5 * 5], np.int64)}.items()]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], name="bn"),
+             helper.make_node("Relu", ["b"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["y"], name="flat")]
+    graph = helper.make_graph(nodes, "cbr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 100])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_bn_folds_into_conv_and_relu_fuses() -> None:
+    graph = load_onnx(conv_bn_relu_model()).graph
+    assert fold_batchnorm(graph) == 1
+    assert fuse_activations(graph) == 1
+    assert [n.op_type for n in graph.nodes] == ["Conv", "Reshape"]
+    assert graph.nodes[0].attrs["_activation"][0] == "Relu"
+
+
+def test_folded_model_still_matches_onnxruntime() -> None:
+    x = np.random.default_rng(4).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    assert_matches_ort(conv_bn_relu_model(), {"x": x})
+
+
+def test_constant_subgraph_is_folded() -> None:
+    nodes = [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones((2, 2), np.float32))),
+             helper.make_node("Add", ["k", "k"], ["k2"]), helper.make_node("Mul", ["x", "k2"], ["y"])]
+    graph_proto = helper.make_graph(nodes, "f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    graph = load_onnx(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)])).graph
+    assert fold_constants(graph) == 2
+    assert [n.op_type for n in graph.nodes] == ["Mul"]
+    np.testing.assert_array_equal(graph.constants["k2"], np.full((2, 2), 2, np.float32))
+
+
+def test_memory_plan_reuses_dead_buffers_and_never_overlaps_live_ones() -> None:
+    # a chain of 6 relus: only two buffers need to be alive at once
+    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"r{i}") for i in range(6)]
+    graph_proto = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [256])],
+                                    [helper.make_tensor_value_info("t6", TensorProto.FLOAT, [256])])
+    graph = load_onnx(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)])).graph
+    plan = plan_memory(graph, {})
+    assert plan.arena_size < plan.naive_size
+    assert plan.arena_size <= 3 * 1024
+    for node in graph.nodes:  # input and output of each node must not overlap
+        a, b = plan.offsets[node.inputs[0]], plan.offsets[node.outputs[0]]
+        assert abs(a - b) >= 1024
