@@ -45,7 +45,8 @@ def single_op_model(op: str, inputs: dict[str, np.ndarray], output_count: int = 
     node = helper.make_node(op, names, outputs, **attrs)
     graph = helper.make_graph(
         [node], op,
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in inputs.items()],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for n, v in inputs.items()],
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
         [onnx.numpy_helper.from_array(v, n) for n, v in constants.items()],
     )

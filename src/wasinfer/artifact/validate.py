@@ -93,15 +93,15 @@ def validate(wasm_path: str | Path, reference: str | Path | None = None, samples
         return report
 
     exports = {e.name: e.type for e in module.exports}
-    problems = []
+    problems: list[str] = []
     if not isinstance(exports.get("memory"), wasmtime.MemoryType):
         problems.append("memory is not exported")
     for name, (params, results) in EXPECTED_EXPORTS.items():
-        kind = exports.get(name)
-        if not isinstance(kind, wasmtime.FuncType):
+        export_type = exports.get(name)
+        if not isinstance(export_type, wasmtime.FuncType):
             problems.append(f"{name} is not an exported function")
-        elif (_valtype_names(kind.params), _valtype_names(kind.results)) != (params, results):
-            problems.append(f"{name} has signature {kind}, expected {params} -> {results}")
+        elif (_valtype_names(export_type.params), _valtype_names(export_type.results)) != (params, results):
+            problems.append(f"{name} has signature {export_type}, expected {params} -> {results}")
     if not report.add("ABI exports", not problems, "; ".join(problems) or "memory, wasinfer_* present"):
         return report
 

@@ -21,7 +21,7 @@ import numpy as np
 import wasinfer.codegen.kernels as kernels_pkg
 from wasinfer.codegen.context import REGISTRY, Ctx, Kernel
 from wasinfer.codegen.mathfn import add_math_helpers
-from wasinfer.codegen.wasm import I32, Func, Module
+from wasinfer.codegen.wasm import I32, Module
 from wasinfer.ir import Graph, Node
 from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
 

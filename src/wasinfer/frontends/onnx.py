@@ -112,7 +112,7 @@ def load_onnx(
                 if isinstance(have, int) and have != want:
                     raise FrontendError(
                         f"--input-shape {value.name}: axis {axis} is fixed at {have} in the model, got {want}")
-            fixed = list(given)
+            fixed: list[int | str | None] = list(given)
         else:
             fixed = list(dims)
         if dims and not isinstance(dims[0], int):

@@ -30,7 +30,7 @@ def evaluate(node: Node, inputs: list[np.ndarray | None], opset: int) -> list[np
                              **{k: _proto_attr(v) for k, v in node.attrs.items()})
     opsets = [helper.make_opsetid("", opset)]
     if node.domain:
-        opsets.append(helper.make_opsetid(node.domain, 1 if node.domain == "ai.onnx.ml" else 1))
+        opsets.append(helper.make_opsetid(node.domain, 3 if node.domain == "ai.onnx.ml" else 1))
     feeds = {name: value for name, value in zip(node.inputs, inputs, strict=True) if name and value is not None}
     model_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                     for n, v in feeds.items()]

@@ -59,7 +59,7 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
         nonlocal top
         size = _align(max(size, 1))
         best = None
-        for i, (off, sz) in enumerate(free):
+        for i, (_, sz) in enumerate(free):
             if sz >= size and (best is None or sz < free[best][1]):
                 best = i
         if best is None:

@@ -120,6 +120,10 @@ def _check_binary(node: Node, graph: Graph) -> list[str]:
     return only_float32(node, graph)
 
 
+def _apply(ctx: Ctx, opcode: str) -> None:
+    ctx.f.op(opcode)
+
+
 @kernel("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", check=_check_binary)
 def emit_binary(ctx: Ctx, node: Node) -> None:
     out = node.outputs[0]
@@ -134,7 +138,7 @@ def emit_binary(ctx: Ctx, node: Node) -> None:
     for index, other in enumerate(inputs[1:], start=1):
         last = index == len(inputs) - 1
         emit_broadcast(ctx, ctx.addr(out), out_shape, ctx.addr(acc), acc_shape, ctx.addr(other),
-                       ctx.info(other).shape, lambda: ctx.f.op(op), node if last else None)
+                       ctx.info(other).shape, lambda: _apply(ctx, op), node if last else None)
         acc, acc_shape = out, out_shape
 
 

@@ -163,8 +163,8 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
 
 def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int, int, int]:
     """Per output batch: (element offset into A, into B); and M, N, K, with numpy matmul rules."""
-    a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape
-    b2 = b_shape + (1,) if len(b_shape) == 1 else b_shape
+    a2 = (1, *a_shape) if len(a_shape) == 1 else a_shape
+    b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
     m_size, k_size, n_size = a2[-2], a2[-1], b2[-1]
     batch = np.broadcast_shapes(a2[:-2], b2[:-2])
     a_index = np.broadcast_to(np.arange(int(np.prod(a2[:-2], dtype=np.int64))).reshape(a2[:-2]), batch)
