@@ -35,28 +35,60 @@ def _push(ctx: Ctx, base: Base) -> None:
         ctx.f.get(base[1])
 
 
-def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand, c: Operand,
+def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand | np.ndarray, c: Operand,
               bias: Operand | None = None, alpha: float = 1.0, node: Node | None = None) -> None:
-    assert b.col == 1 and c.col == 1, "B and C must be contiguous along n"
+    """Emit C = alpha*A@B + bias (+ activation). A constant B (a [K, N] array) is packed at
+    compile time into panels [N/width][K][width], so the k loop reads B contiguously."""
     f = ctx.f
     m, n, k = f.local(I32), f.local(I32), f.local(I32)
     pa, pb, pc, pbias = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
-    m4 = m_size // 4 * 4
-    n8, n4 = n_size // 8 * 8, n_size // 4 * 4
-    for m_lo, m_hi, rows in ((0, m4, 4), (m4, m_size, 1)):
+    widths = WIDTHS[ROWS] if m_size >= ROWS else WIDTHS[1]
+    regions = []  # (n_lo, n_hi, width)
+    n_lo = 0
+    for width in widths:
+        n_hi = n_size // width * width
+        if n_hi > n_lo:
+            regions.append((n_lo, n_hi, width))
+            n_lo = n_hi
+    if isinstance(b, np.ndarray):
+        packed = [b[:, lo:hi].reshape(k_size, (hi - lo) // w, w).transpose(1, 0, 2).reshape(-1)
+                  for lo, hi, w in regions]
+        base = ctx.data(np.concatenate(packed).astype(np.float32))
+        starts = np.cumsum([0] + [p.size for p in packed]).tolist()
+        b_sources = [(base + starts[i] * 4, w) for i, (_, _, w) in enumerate(regions)]
+    else:
+        assert b.col == 1, "a run-time B must be contiguous along n"
+    assert c.col == 1, "C must be contiguous along n"
+    m_block = m_size // ROWS * ROWS
+    for m_lo, m_hi, rows in ((0, m_block, ROWS), (m_block, m_size, 1)):
         if m_hi <= m_lo:
             continue
         with f.for_range(m, m_lo, m_hi, rows):
-            for n_lo, n_hi, width in ((0, n8, 8), (n8, n4, 4), (n4, n_size, 1)):
-                if n_hi <= n_lo:
-                    continue
-                with f.for_range(n, n_lo, n_hi, width):
-                    _tile(ctx, rows, width, k_size, m, n, k, pa, pb, pc, pbias, a, b, c, bias, alpha, node)
+            for index, (lo, hi, width) in enumerate(regions):
+                with f.for_range(n, lo, hi, width):
+                    if isinstance(b, np.ndarray):
+                        region_base, step = b_sources[index]
+                        # pb = region + (n - lo) * K * 4 ; next k is one panel row further
+                        f.get(n).i32(lo).op("i32.sub").i32(k_size * 4).op("i32.mul").i32(region_base)
+                        f.op("i32.add").set(pb)
+                        b_step = step
+                    else:
+                        _push(ctx, b.base)
+                        f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
+                        b_step = b.row
+                    _tile(ctx, rows, width, k_size, b_step, m, n, k, pa, pb, pc, pbias, a, c, bias, alpha, node)
 
 
-def _tile(ctx: Ctx, rows: int, width: int, k_size: int, m: int, n: int, k: int, pa: int, pb: int,
-          pc: int, pbias: int, a: Operand, b: Operand, c: Operand, bias: Operand | None, alpha: float,
+# Register tiles: ROWS x width. 4 x 8 keeps 8 accumulators + 2 B vectors + 1 splat in the
+# 16 SIMD registers of x86-64; a single row can afford 4 B vectors per step.
+ROWS = 4
+WIDTHS = {ROWS: (8, 4, 1), 1: (16, 4, 1)}
+
+
+def _tile(ctx: Ctx, rows: int, width: int, k_size: int, b_step: int, m: int, n: int, k: int, pa: int, pb: int,
+          pc: int, pbias: int, a: Operand, c: Operand, bias: Operand | None, alpha: float,
           node: Node | None) -> None:
+    """One register tile; pb already points at B[0, n] and advances by `b_step` elements per k."""
     f = ctx.f
     vectors = width // 4
     scalar = width == 1
@@ -65,11 +97,8 @@ def _tile(ctx: Ctx, rows: int, width: int, k_size: int, m: int, n: int, k: int, 
     for row in acc:
         for v in row:
             f.f32x4_const(0.0).set(v)
-    # pa = A + m*row*4 ; pb = B + n*4
     _push(ctx, a.base)
     f.get(m).i32(a.row * 4).op("i32.mul").op("i32.add").set(pa)
-    _push(ctx, b.base)
-    f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
     with f.for_range(k, 0, k_size):
         for v in range(max(vectors, 1)):
             f.get(pb)
@@ -84,7 +113,7 @@ def _tile(ctx: Ctx, rows: int, width: int, k_size: int, m: int, n: int, k: int, 
             f.set(splat)
             for v in range(max(vectors, 1)):
                 f.get(acc[r][v]).get(splat).get(bvec[v]).op("f32x4.mul").op("f32x4.add").set(acc[r][v])
-        f.inc(pa, a.col * 4).inc(pb, b.row * 4)
+        f.inc(pa, a.col * 4).inc(pb, b_step * 4)
     # pc = C + m*row*4 + n*4
     _push(ctx, c.base)
     f.get(m).i32(c.row * 4).op("i32.mul").op("i32.add").get(n).i32(4).op("i32.mul").op("i32.add").set(pc)
@@ -134,9 +163,8 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
     a = Operand(ctx.addr(a_name), 1, a_shape[1]) if trans_a else Operand(ctx.addr(a_name), a_shape[1], 1)
     weights = ctx.const(b_name)
     if weights is not None:
-        packed = weights.T if trans_b else weights
-        n_size = packed.shape[1]
-        b = Operand(ctx.data(packed.astype(np.float32)), n_size, 1)
+        b: Operand | np.ndarray = (weights.T if trans_b else weights).astype(np.float32)
+        n_size = b.shape[1]
     else:
         n_size = ctx.info(b_name).shape[1]
         b = Operand(ctx.addr(b_name), n_size, 1)
@@ -179,10 +207,14 @@ def emit_matmul(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     a_name, b_name = node.inputs
     pairs, m_size, n_size, k_size = matmul_batches(ctx.info(a_name).shape, ctx.info(b_name).shape)
-    a_addr, b_addr, c_addr = ctx.addr(a_name), ctx.addr(b_name), ctx.addr(node.outputs[0])
+    a_addr, c_addr = ctx.addr(a_name), ctx.addr(node.outputs[0])
+    b_addr = ctx.addr(b_name) if ctx.const(b_name) is None or len(pairs) > 1 else 0
     if len(pairs) == 1:
-        emit_gemm(ctx, m_size, n_size, k_size, Operand(a_addr + pairs[0][0] * 4, k_size, 1),
-                  Operand(b_addr + pairs[0][1] * 4, n_size, 1), Operand(c_addr, n_size, 1), node=node)
+        weights = ctx.const(b_name)
+        b: Operand | np.ndarray = (Operand(b_addr + pairs[0][1] * 4, n_size, 1) if weights is None
+                                   else weights.astype(np.float32).reshape(k_size, n_size))
+        emit_gemm(ctx, m_size, n_size, k_size, Operand(a_addr + pairs[0][0] * 4, k_size, 1), b,
+                  Operand(c_addr, n_size, 1), node=node)
         return
     # One GEMM body in a run-time loop; a table gives each batch's A and B offsets (bytes).
     table = ctx.data(np.array([(a_addr + i * 4, b_addr + j * 4) for i, j in pairs], dtype=np.int32))
