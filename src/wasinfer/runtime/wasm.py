@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import tempfile
 from importlib.metadata import version
@@ -33,14 +34,27 @@ def make_engine() -> wasmtime.Engine:
     return wasmtime.Engine(config)
 
 
+ENGINE_TAG = f"wasmtime {WASMTIME_VERSION}|speed|simd"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)  # a crash never leaves a half-written cache entry
+
+
 class CompiledCache:
-    """Serialised wasmtime modules keyed by module digest and engine version."""
+    """Serialised wasmtime modules keyed by module digest and engine version.
+
+    Files get a second, stat-keyed entry (path, size, mtime → digest + metadata), so a warm
+    start from a file neither reads nor hashes the .wasm: it is one mmap plus instantiation.
+    """
 
     def __init__(self, directory: Path | None = DEFAULT_CACHE):
         self.directory = directory
 
     def key(self, wasm: bytes) -> str:
-        return hashlib.sha256(wasm + f"|wasmtime {WASMTIME_VERSION}|speed|simd".encode()).hexdigest()
+        return hashlib.sha256(wasm + f"|{ENGINE_TAG}".encode()).hexdigest()
 
     def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         if self.directory is None:
@@ -53,10 +67,28 @@ class CompiledCache:
                 path.unlink(missing_ok=True)  # stale or corrupt: recompile below
         module = wasmtime.Module(engine, wasm)
         self.directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.directory, delete=False, suffix=".tmp") as tmp:
-            tmp.write(module.serialize())
-        os.replace(tmp.name, path)  # atomic: a crash never leaves a half-written cache entry
+        _atomic_write(path, module.serialize())
         return module
+
+    def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
+        if self.directory is not None:
+            st = path.stat()
+            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{ENGINE_TAG}".encode())
+            entry = self.directory / f"file-{stat_key.hexdigest()}.json"
+            if entry.exists():
+                try:
+                    record = json.loads(entry.read_text())
+                    module = wasmtime.Module.deserialize_file(engine, str(self.directory / record["cwasm"]))
+                    return module, Metadata.from_json(record["metadata"].encode())
+                except (OSError, ValueError, KeyError, wasmtime.WasmtimeError):
+                    entry.unlink(missing_ok=True)
+        wasm = path.read_bytes()
+        metadata = read_metadata(wasm)
+        module = self.load(engine, wasm)
+        if self.directory is not None:
+            record = {"cwasm": f"{self.key(wasm)}.cwasm", "metadata": metadata.to_json().decode()}
+            _atomic_write(entry, json.dumps(record).encode())
+        return module, metadata
 
 
 class I32Call:
@@ -97,10 +129,13 @@ class WasmModel:
 
     name = "wasm"
 
-    def __init__(self, wasm: bytes, engine: wasmtime.Engine | None = None, cache: CompiledCache | None = None):
-        self.metadata: Metadata = read_metadata(wasm)
+    def __init__(self, wasm: bytes, engine: wasmtime.Engine | None = None, cache: CompiledCache | None = None,
+                 *, compiled: tuple[wasmtime.Module, Metadata] | None = None):
         self.engine = engine or make_engine()
-        module = (cache or CompiledCache(None)).load(self.engine, wasm)
+        if compiled is None:
+            module, self.metadata = (cache or CompiledCache(None)).load(self.engine, wasm), read_metadata(wasm)
+        else:
+            module, self.metadata = compiled
         self.store = wasmtime.Store(self.engine)
         self.instance = wasmtime.Instance(self.store, module, [])
         exports = self.instance.exports(self.store)
@@ -115,8 +150,10 @@ class WasmModel:
         self._view = np.ctypeslib.as_array(memory.get_buffer_ptr(self.store), shape=(size,))
 
     @classmethod
-    def from_file(cls, path: str | Path, cache: CompiledCache | None = None) -> WasmModel:
-        return cls(Path(path).read_bytes(), cache=cache)
+    def from_file(cls, path: str | Path, cache: CompiledCache | None = None,
+                  engine: wasmtime.Engine | None = None) -> WasmModel:
+        engine = engine or make_engine()
+        return cls(b"", engine, compiled=(cache or CompiledCache(None)).load_file(engine, Path(path)))
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]
