@@ -67,7 +67,7 @@ class CompiledCache:
                 path.unlink(missing_ok=True)  # stale or corrupt: recompile below
         module = wasmtime.Module(engine, wasm)
         self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, module.serialize())
+        _atomic_write(path, bytes(module.serialize()))
         return module
 
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
