@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import wasinfer.codegen.kernels as kernels_pkg
-from wasinfer.codegen.context import REGISTRY, Ctx, Kernel
+from wasinfer.codegen.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.codegen.mathfn import add_math_helpers
 from wasinfer.codegen.wasm import I32, Module
 from wasinfer.ir import Graph, Node
@@ -74,11 +74,15 @@ def check_support(graph: Graph) -> None:
     problems: list[str] = []
     for node in graph.nodes:
         if node.op_type in VIEW_OPS:
+            used = [o for o in node.outputs[1:] if o and (o in graph.outputs or graph.consumers(o))]
+            if used:
+                problems.append(f"node {node.name!r} ({node.op_type}): output {used} (the mask) is not supported")
             continue
         spec = kernel_for(node)
         label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
         if spec is None:
-            problems.append(f"node {node.name!r}: op {label} is not supported")
+            hint = UNSUPPORTED_HINTS.get(("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
+            problems.append(f"node {node.name!r}: op {label} is not supported" + (f"; {hint}" if hint else ""))
             continue
         missing = [o for o in node.outputs if o and o not in graph.tensors]
         if missing:

@@ -59,6 +59,9 @@ class Kernel:
 
 REGISTRY: dict[tuple[str, str], Kernel] = {}
 
+# Ops left out on purpose, with what to do instead; shown in place of the bare "not supported".
+UNSUPPORTED_HINTS: dict[tuple[str, str], str] = {}
+
 
 def kernel(*ops: str, domain: str = "", check: Check | None = None,
            scratch: Scratch | None = None) -> Callable[[Callable[[Ctx, Node], None]], Callable[[Ctx, Node], None]]:

@@ -59,7 +59,7 @@ PLAIN = {
     "f32.eq": b"\x5b", "f32.ne": b"\x5c", "f32.lt": b"\x5d", "f32.gt": b"\x5e", "f32.le": b"\x5f",
     "f32.ge": b"\x60",
     "i32.add": b"\x6a", "i32.sub": b"\x6b", "i32.mul": b"\x6c", "i32.div_s": b"\x6d",
-    "i32.div_u": b"\x6e", "i32.rem_s": b"\x6f", "i32.and": b"\x71", "i32.or": b"\x72",
+    "i32.div_u": b"\x6e", "i32.rem_s": b"\x6f", "i32.rem_u": b"\x70", "i32.and": b"\x71", "i32.or": b"\x72",
     "i32.xor": b"\x73", "i32.shl": b"\x74", "i32.shr_s": b"\x75", "i32.shr_u": b"\x76",
     "i64.add": b"\x7c", "i64.sub": b"\x7d", "i64.mul": b"\x7e", "i64.div_s": b"\x7f",
     "f32.abs": b"\x8b", "f32.neg": b"\x8c", "f32.ceil": b"\x8d", "f32.floor": b"\x8e",
@@ -70,6 +70,9 @@ PLAIN = {
     "i64.extend_i32_u": b"\xad", "i64.trunc_f32_s": b"\xae", "f32.convert_i32_s": b"\xb2",
     "f32.convert_i64_s": b"\xb4", "f32.demote_f64": b"\xb6", "f64.promote_f32": b"\xbb",
     "i32.reinterpret_f32": b"\xbc", "f32.reinterpret_i32": b"\xbe",
+    "f64.ne": b"\x62", "i32.trunc_f64_s": b"\xaa", "f64.convert_i32_s": b"\xb7", "f64.convert_i64_s": b"\xb9",
+    "f32.convert_i32_u": b"\xb3", "f64.convert_i32_u": b"\xb8",
+    "i32.trunc_sat_f64_s": b"\xfc\x02", "i64.trunc_sat_f64_s": b"\xfc\x06",
     "i32.trunc_sat_f32_s": b"\xfc\x00", "i64.trunc_sat_f32_s": b"\xfc\x04",
 }
 
@@ -147,6 +150,10 @@ class Func:
 
     def i64(self, value: int) -> Func:
         self.code += b"\x42" + sleb(value)
+        return self
+
+    def f64(self, value: float) -> Func:
+        self.code += b"\x44" + struct.pack("<d", value)
         return self
 
     def f32(self, value: float) -> Func:
@@ -242,7 +249,7 @@ class Func:
                 # Empty loop: emit the body unreachable-free but never executed.
                 with self.block():
                     self.br(0)
-                    with self.block(b"\x03"):  # noqa: SIM117 - the br must sit between the two
+                    with self.block(b"\x03"):
                         yield
                 return
             with self.block(b"\x03"):
@@ -250,11 +257,10 @@ class Func:
                 self.inc(var, step).get(var).i32(stop).op("i32.lt_s").br_if(0)
             return
         _, bound = stop
-        with self.block():
-            with self.block(b"\x03"):
-                self.get(var).get(bound).op("i32.ge_s").br_if(1)
-                yield
-                self.inc(var, step).br(0)
+        with self.block(), self.block(b"\x03"):
+            self.get(var).get(bound).op("i32.ge_s").br_if(1)
+            yield
+            self.inc(var, step).br(0)
 
     def body(self) -> bytes:
         groups: list[bytes] = []

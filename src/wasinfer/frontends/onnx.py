@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
+from wasinfer.frontends.probe import probe_missing_shapes
 from wasinfer.ir import Graph, Node, TensorInfo
 
 MIN_OPSET = 9
@@ -132,6 +133,7 @@ def load_onnx(
 
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = probe_missing_shapes(inferred)
     except Exception as exc:
         raise FrontendError(f"shape inference failed: {exc}") from exc
 

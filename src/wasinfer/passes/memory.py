@@ -86,7 +86,9 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
             plan.offsets[name] = allocate(graph.info(name).nbytes)
             plan.naive_size += _align(graph.info(name).nbytes)
     for index, node in enumerate(graph.nodes):
-        for name in node.outputs:
+        # a view's extra outputs (Dropout's mask) are never materialised; check_support
+        # refuses a model that uses them
+        for name in node.outputs[:1] if node.op_type in VIEW_OPS else node.outputs:
             if needs_buffer(name) and name not in plan.offsets:
                 plan.offsets[name] = allocate(graph.info(name).nbytes)
                 plan.naive_size += _align(graph.info(name).nbytes)

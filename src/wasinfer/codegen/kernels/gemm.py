@@ -163,8 +163,9 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
     a = Operand(ctx.addr(a_name), 1, a_shape[1]) if trans_a else Operand(ctx.addr(a_name), a_shape[1], 1)
     weights = ctx.const(b_name)
     if weights is not None:
-        b: Operand | np.ndarray = (weights.T if trans_b else weights).astype(np.float32)
-        n_size = b.shape[1]
+        packed = (weights.T if trans_b else weights).astype(np.float32)
+        n_size = packed.shape[1]
+        b: Operand | np.ndarray = packed
     else:
         n_size = ctx.info(b_name).shape[1]
         b = Operand(ctx.addr(b_name), n_size, 1)

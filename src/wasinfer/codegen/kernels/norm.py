@@ -1,0 +1,182 @@
+"""LRN and inference-mode BatchNormalization (float32, any rank with channels on axis 1).
+
+BatchNormalization is a per-channel affine y = x*s + t with s = scale/sqrt(var + eps) and
+t = bias - mean*s: computed at compile time from constant parameters (the usual case:
+BN after Concat, which passes/fuse.py cannot fold into a Conv), or at the start of the
+run into scratch when a parameter is a run-time tensor. It applies a fused activation.
+
+LRN: y = x * (bias + alpha/size * sum of x^2 over the channel window)^-beta, the power
+taken as exp(-beta * log(.)) with the f32x4 helpers, four spatial positions per v128.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from wasinfer.codegen.context import Ctx, kernel, only_float32
+from wasinfer.codegen.kernels.pool import for_lanes, load_lanes, store_lanes
+from wasinfer.codegen.kernels.unary import epilogue
+from wasinfer.codegen.wasm import I32, V128
+from wasinfer.ir import Graph, Node
+
+# ---------------------------------------------------------------- BatchNormalization
+
+
+def _bn_params(node: Node) -> list[str]:
+    return node.inputs[1:5]
+
+
+def _check_bn(node: Node, graph: Graph) -> list[str]:
+    problems = only_float32(node, graph, [node.inputs[0], node.outputs[0], *_bn_params(node)])
+    if len(graph.info(node.inputs[0]).shape) < 2:
+        problems.append("input must have N and C axes")
+    if int(node.attr("training_mode", 0)):
+        problems.append("training_mode=1 (batch statistics) is not supported; export the model in eval mode")
+    if any(node.outputs[1:]):
+        problems.append("the running mean/variance outputs (training mode) are not supported")
+    channels = graph.info(node.inputs[0]).shape[1] if len(graph.info(node.inputs[0]).shape) > 1 else 0
+    for name in _bn_params(node):
+        if graph.info(name).shape != (channels,):
+            problems.append(f"parameter {name!r} has shape {graph.info(name).shape}, expected ({channels},)")
+    return problems
+
+
+def _bn_runtime(node: Node, graph: Graph) -> bool:
+    return not all(name in graph.constants for name in _bn_params(node))
+
+
+def _bn_scratch(node: Node, graph: Graph) -> int:
+    return 8 * graph.info(node.inputs[0]).shape[1] if _bn_runtime(node, graph) else 0
+
+
+@kernel("BatchNormalization", check=_check_bn, scratch=_bn_scratch)
+def emit_batchnorm(ctx: Ctx, node: Node) -> None:
+    """y = x*s[c] + t[c]; s then t are `channels` floats each at `table`."""
+    f = ctx.f
+    shape = ctx.info(node.inputs[0]).shape
+    batch, channels, size = shape[0], shape[1], math.prod(shape[2:])
+    eps = float(node.attr("epsilon", 1e-5))
+    if _bn_runtime(node, ctx.graph):
+        table = ctx.scratch_addr
+        _emit_bn_affine(ctx, [ctx.addr(name) for name in _bn_params(node)], eps, table, channels)
+    else:
+        scale, bias, mean, var = (ctx.graph.constants[name].astype(np.float64) for name in _bn_params(node))
+        s = scale / np.sqrt(var + eps)
+        table = ctx.data(np.concatenate([s, bias - mean * s]).astype(np.float32))
+    x, y = f.local(I32), f.local(I32)
+    f.i32(ctx.addr(node.inputs[0])).set(x).i32(ctx.addr(node.outputs[0])).set(y)
+    sample, channel, ps = f.local(I32), f.local(I32), f.local(I32)
+
+    def affine(lanes: int, scale_bias: tuple[int, int] | None) -> None:
+        """y = x*s + t (+ activation) on `lanes` floats; `scale_bias` holds splatted s, t locals."""
+        f.get(y).get(x)
+        load_lanes(f, lanes)
+        if scale_bias is None:  # s, t run along with x (size == 1: one float per channel)
+            f.get(ps)
+            load_lanes(f, lanes)
+            f.op("f32x4.mul").get(ps)
+            load_lanes(f, lanes, 4 * channels)
+        else:
+            f.get(scale_bias[0]).op("f32x4.mul").get(scale_bias[1])
+        f.op("f32x4.add")
+        epilogue(ctx, node)
+        store_lanes(f, lanes)
+        f.inc(x, 4 * lanes).inc(y, 4 * lanes)
+        if scale_bias is None:
+            f.inc(ps, 4 * lanes)
+
+    s_vec, t_vec = f.local(V128), f.local(V128)
+    with f.for_range(sample, 0, batch):
+        f.i32(table).set(ps)
+        if size == 1:
+            for_lanes(f, channels, lambda lanes: affine(lanes, None))
+        else:
+            with f.for_range(channel, 0, channels):
+                f.get(ps).mem("f32.load").op("f32x4.splat").set(s_vec)
+                f.get(ps).mem("f32.load", offset=4 * channels).op("f32x4.splat").set(t_vec)
+                for_lanes(f, size, lambda lanes: affine(lanes, (s_vec, t_vec)))
+                f.inc(ps, 4)
+
+
+def _emit_bn_affine(ctx: Ctx, params: list[int], eps: float, table: int, channels: int) -> None:
+    """table[c] = scale/sqrt(var + eps); table[C + c] = bias - mean * table[c], from run-time tensors."""
+    f = ctx.f
+    scale, bias, mean, var = params
+    offset, s = f.local(I32), f.local(V128)
+    f.i32(0).set(offset)
+
+    def body(lanes: int) -> None:
+        f.get(offset).get(offset).get(offset).get(offset)
+        load_lanes(f, lanes, scale)
+        f.get(offset)
+        load_lanes(f, lanes, var)
+        f.f32x4_const(eps).op("f32x4.add").op("f32x4.sqrt").op("f32x4.div").set(s)
+        f.get(s)
+        store_lanes(f, lanes, table)
+        load_lanes(f, lanes, bias)
+        f.get(offset)
+        load_lanes(f, lanes, mean)
+        f.get(s).op("f32x4.mul").op("f32x4.sub")
+        store_lanes(f, lanes, table + 4 * channels)
+        f.inc(offset, 4 * lanes)
+
+    for_lanes(f, channels, body)
+
+
+# ---------------------------------------------------------------- LRN
+
+
+def _check_lrn(node: Node, graph: Graph) -> list[str]:
+    problems = only_float32(node, graph)
+    if len(graph.info(node.inputs[0]).shape) < 3:
+        problems.append("input must have N, C and spatial axes")
+    if node.attr("size") is None or int(node.attr("size")) < 1:
+        problems.append("size must be a positive integer")
+    return problems
+
+
+@kernel("LRN", check=_check_lrn)
+def emit_lrn(ctx: Ctx, node: Node) -> None:
+    f = ctx.f
+    shape = ctx.info(node.inputs[0]).shape
+    batch, channels, size = shape[0], shape[1], math.prod(shape[2:])
+    width = int(node.attr("size"))
+    alpha, beta, bias = float(node.attr("alpha", 1e-4)), float(node.attr("beta", 0.75)), float(node.attr("bias", 1.0))
+    before = (width - 1) // 2  # the window is [c - before, c + width - 1 - before]
+    plane = size * 4
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    sample, channel, lo, count = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    px, py, pw, q, j = f.local(I32), f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    acc, v = f.local(V128), f.local(V128)
+
+    def body(lanes: int) -> None:
+        f.f32x4_const(0.0).set(acc)
+        f.get(pw).set(q)
+        with f.for_range(j, 0, ("local", count)):
+            f.get(q)
+            load_lanes(f, lanes)
+            f.set(v)
+            f.get(acc).get(v).get(v).op("f32x4.mul").op("f32x4.add").set(acc)
+            f.inc(q, plane)
+        f.get(py).get(px)
+        load_lanes(f, lanes)
+        f.get(acc).f32x4_const(alpha / width).op("f32x4.mul").f32x4_const(bias).op("f32x4.add")
+        f.call(ctx.helper("log4")).f32x4_const(-beta).op("f32x4.mul").call(ctx.helper("exp4"))
+        f.op("f32x4.mul")
+        store_lanes(f, lanes)
+        f.inc(px, 4 * lanes).inc(py, 4 * lanes).inc(pw, 4 * lanes)
+
+    f.i32(x).set(px).i32(y).set(py)
+    with f.for_range(sample, 0, batch), f.for_range(channel, 0, channels):
+        # window [lo, lo + count): lo = max(0, channel - before), end = min(C, channel - before + size)
+        f.get(channel).i32(before).op("i32.sub").set(lo)
+        f.get(lo).i32(width).op("i32.add").set(count)
+        f.get(count).i32(channels).get(count).i32(channels).op("i32.lt_s").op("select").set(count)
+        f.get(lo).i32(0).get(lo).i32(0).op("i32.gt_s").op("select").set(lo)
+        f.get(count).get(lo).op("i32.sub").set(count)
+        f.get(lo).get(channel).op("i32.sub").i32(plane).op("i32.mul").get(px).op("i32.add").set(pw)
+        for_lanes(f, size, body)
+
+__all__ = ["emit_batchnorm", "emit_lrn"]

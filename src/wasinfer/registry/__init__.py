@@ -1,0 +1,1 @@
+"""Where models live: the local store, OCI registries, and the built-in demo model."""
