@@ -331,8 +331,6 @@ def test_tree_with_a_cycle_is_refused() -> None:
 @pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"])
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.float64])
 def test_linear_classifier(classes: int, labels: list[int], transform: str, dtype: type) -> None:
-    if transform == "PROBIT" and len(labels) == 2:
-        pytest.skip("refused: ONNX Runtime leaves half of the scores unwritten")
     x = (rng.normal(size=(25, 6)) * 2).astype(dtype)
     coefficients = rng.normal(size=classes * 6).astype(np.float32) * (0.05 if transform == "PROBIT" else 1)
     intercepts = (rng.uniform(0.3, 0.6, classes) if transform == "PROBIT" else rng.normal(size=classes))
@@ -341,6 +339,10 @@ def test_linear_classifier(classes: int, labels: list[int], transform: str, dtyp
                      {"label": (TensorProto.INT64, [None]), "scores": (TensorProto.FLOAT, [None, width])},
                      coefficients=coefficients.tolist(), intercepts=intercepts.tolist(), post_transform=transform,
                      batched=True, **({"classlabels_ints": labels} if labels else {}))
+    if transform == "PROBIT" and len(labels) == 2:  # ONNX Runtime leaves half of the scores unwritten
+        with pytest.raises(UnsupportedModel, match="PROBIT"):
+            convert_onnx(model, max_batch=len(x))
+        return
     assert_matches_ort(model, {"x": x}, max_batch=len(x))
 
 

@@ -34,9 +34,13 @@ def run_demo(home: Path, console: Console) -> int:
 
     model = WasmModel.from_file(wasm_path, cache=CompiledCache())
     report = validate(wasm_path, onnx_path, samples=4, runner=model.run)
-    status = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
-    console.print(f"3. validate {status}: " + "; ".join(f"{c.name}: {'ok' if c.ok else c.detail}"
-                                                      for c in report.checks))
+    passed = sum(c.ok for c in report.checks)
+    console.print(f"3. validate {passed}/{len(report.checks)} checks passed "
+                  f"({'[green]ok[/]' if report.ok else '[red]FAILED[/]'}); {report.checks[-1].name}: "
+                  f"{report.checks[-1].detail}")
+    for check in report.checks:
+        if not check.ok:
+            console.print(f"   [red]FAILED[/] {check.name}: {check.detail}")
     if not report.ok:
         return 1
 
