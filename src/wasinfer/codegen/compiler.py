@@ -73,6 +73,15 @@ def supported_ops() -> list[tuple[str, str]]:
 def check_support(graph: Graph) -> None:
     problems: list[str] = []
     for node in graph.nodes:
+        unknown = [n for n in node.inputs if n and n not in graph.tensors]
+        if unknown:
+            problems.append(f"node {node.name!r} ({node.op_type}): cannot infer the shape of input {unknown}")
+            continue
+        if node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2]:
+            training = graph.constants.get(node.inputs[2])
+            if training is None or bool(training):
+                problems.append(f"node {node.name!r} (Dropout): training_mode must be a constant false")
+                continue
         if node.op_type in VIEW_OPS:
             used = [o for o in node.outputs[1:] if o and (o in graph.outputs or graph.consumers(o))]
             if used:

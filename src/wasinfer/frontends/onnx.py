@@ -52,7 +52,7 @@ def _dims(type_proto: onnx.TypeProto) -> list[int | str | None] | None:
         return None
     dims: list[int | str | None] = []
     for d in tensor.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(d.dim_value)
         elif d.HasField("dim_param"):
             dims.append(d.dim_param)
@@ -91,7 +91,9 @@ def load_onnx(
         except Exception as exc:  # protobuf decode errors have no stable public type
             raise FrontendError(f"{source} is not an ONNX model: {exc}") from exc
     overrides = dict(input_shapes or {})
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:  # e.g. a model of ai.onnx.ml ops only
+        opset = max(MIN_OPSET, onnx.defs.onnx_opset_version())
     if opset < MIN_OPSET:
         raise FrontendError(f"ONNX opset {opset} is older than the supported minimum {MIN_OPSET}")
 

@@ -46,7 +46,8 @@ def fold_constants(graph: Graph) -> int:
     kept: list[Node] = []
     for node in graph.nodes:
         present = [name for name in node.inputs if name]
-        if node.op_type in NEVER_FOLD or not all(name in graph.constants for name in present):
+        has_subgraph = any(isinstance(v, onnx.GraphProto) for v in node.attrs.values())
+        if node.op_type in NEVER_FOLD or has_subgraph or not all(name in graph.constants for name in present):
             kept.append(node)
             continue
         if node.op_type == "Constant":

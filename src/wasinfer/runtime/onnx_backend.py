@@ -1,0 +1,151 @@
+"""The `onnx.backend.base.Backend` API over the compiler, so ONNX's own test suite can judge it.
+
+A model whose inputs are fully static is compiled once, in `prepare`, so an unsupported op
+fails there. A model with dynamic input dims cannot be compiled before its inputs are seen,
+so `BackendRep.run` pins every input dim to the shapes it is given (in a copy of the model)
+and compiles then, keeping one module per input-shape signature. Pinning in the model rather
+than passing `input_shapes` keeps a dynamic leading dim a real dim: the frontend would make it
+the per-sample batch, which is wrong for ops that mix samples (reductions over axis 0, ...).
+
+Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
+
+from wasinfer.artifact import convert_onnx
+from wasinfer.runtime.base import InputError
+from wasinfer.runtime.wasm import WasmModel
+
+Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds: old models also list their initializers as inputs."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _is_dynamic(value: onnx.ValueInfoProto) -> bool:
+    """A tensor input whose shape is known only at run time."""
+    tensor = value.type.tensor_type
+    return not tensor.HasField("shape") or any(not d.HasField("dim_value") for d in tensor.shape.dim)
+
+
+def _pin_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    for value in pinned.graph.input:
+        if value.name not in shapes:
+            continue
+        shape = value.type.tensor_type.shape
+        shape.Clear()
+        for size in shapes[value.name]:
+            shape.dim.add().dim_value = size
+    return pinned
+
+
+class WasinferRep(BackendRep):
+    """A prepared model: one compiled module per input-shape signature (one when static)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        inputs = _graph_inputs(model)
+        self.model = model
+        self.input_names = [v.name for v in inputs]
+        self.output_names = [v.name for v in model.graph.output]
+        # A sequence or map input is not compilable whatever the shapes: let the frontend say so now.
+        tensors_only = all(v.type.HasField("tensor_type") for v in inputs)
+        self.static = not tensors_only or not any(_is_dynamic(v) for v in inputs)
+        self.modules: dict[Signature | None, WasmModel] = {}
+        # Of the latest compile, for reports: wasinfer convert, wasmtime compile, module size.
+        self.stats: dict[str, float] = {}
+        if self.static:
+            self.modules[None] = self._compile(model)
+
+    def _compile(self, model: onnx.ModelProto) -> WasmModel:
+        started = time.perf_counter()
+        wasm = convert_onnx(model, max_batch=1).wasm
+        converted = time.perf_counter()
+        module = WasmModel(wasm)
+        self.stats = {"convert_s": converted - started, "jit_s": time.perf_counter() - converted,
+                      "wasm_bytes": len(wasm)}
+        return module
+
+    def _feeds(self, inputs: Any) -> dict[str, np.ndarray]:
+        if isinstance(inputs, dict):
+            return {name: np.asarray(value) for name, value in inputs.items()}
+        values = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        if len(values) != len(self.input_names):
+            raise InputError(f"expected {len(self.input_names)} inputs {self.input_names}, got {len(values)}")
+        return {name: np.asarray(value) for name, value in zip(self.input_names, values, strict=True)}
+
+    def module_for(self, feeds: dict[str, np.ndarray]) -> WasmModel:
+        if self.static:
+            return self.modules[None]
+        signature: Signature = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
+        if signature not in self.modules:
+            shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
+            self.modules[signature] = self._compile(_pin_shapes(self.model, shapes))
+        return self.modules[signature]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        feeds = self._feeds(inputs)
+        outputs = self.module_for(feeds).run(feeds)
+        return namedtupledict("Outputs", self.output_names)(*[outputs[name] for name in self.output_names])
+
+
+class WasinferBackend(Backend):
+    """CPU only: the module runs in wasmtime on the host."""
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> WasinferRep:
+        if not cls.supports_device(device):
+            raise ValueError(f"wasinfer runs on CPU only, not {device}")
+        return WasinferRep(model)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        try:
+            return bool(Device(device).type == DeviceType.CPU)
+        except AttributeError:  # an unknown device name
+            return False
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+                 **kwargs: Any) -> tuple[Any, ...]:
+        """Run one node by compiling the one-node model around it."""
+        values = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
+        names = [name for name in node.input if name]
+        if len(names) != len(values):
+            raise InputError(f"node {node.op_type} has {len(names)} inputs, got {len(values)} values")
+        arrays = [np.asarray(v) for v in values]
+        graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for n, a in zip(names, arrays, strict=True)]
+        outputs = [name for name in node.output if name]
+        if outputs_info is not None:
+            graph_outputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape)
+                             for n, (dt, shape) in zip(outputs, outputs_info, strict=True)]
+        else:
+            graph_outputs = [helper.make_empty_tensor_value_info(n) for n in outputs]
+        opsets = [helper.make_opsetid("", int(kwargs.get("opset_version", onnx.defs.onnx_opset_version())))]
+        if node.domain not in ("", "ai.onnx"):
+            ml = node.domain == "ai.onnx.ml"
+            opsets.append(helper.make_opsetid(node.domain, onnx.defs.onnx_ml_opset_version() if ml else 1))
+        model = helper.make_model(helper.make_graph([node], f"run_node_{node.op_type}", graph_inputs, graph_outputs),
+                                  opset_imports=opsets)
+        return cls.prepare(model, device).run(arrays)
+
+
+prepare = WasinferBackend.prepare
+run_model = WasinferBackend.run_model
+run_node = WasinferBackend.run_node
+supports_device = WasinferBackend.supports_device
