@@ -104,3 +104,14 @@ def test_run_rejects_wrong_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     np.save(tmp_path / "x.npy", np.zeros((2, 6), np.float32))  # batch 2 > compiled max 1
     assert main(["run", str(tmp_path / "m.wasm"), "--input", f"x={tmp_path / 'x.npy'}"]) == 2
     assert "max-batch" in capsys.readouterr().err
+
+
+def test_wasi_module_still_serves_the_abi(tmp_path: Path) -> None:
+    model = mlp(tmp_path / "mlp.onnx")
+    wasm = tmp_path / "mlp.wasm"
+    assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(wasm), "--wasi", "--max-batch", "2"]) == 0
+    assert main(["validate", str(wasm), "--reference", str(tmp_path / "mlp.onnx"), "--samples", "2"]) == 0
+    x = np.random.default_rng(5).standard_normal((2, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(wasm), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "o")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "y.npy"), ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
 from wasinfer.codegen import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.frontends import load_onnx
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
+from wasinfer.passes.shapes import fold_static_values
 
 
 @dataclass
@@ -29,18 +30,22 @@ def convert_onnx(
     max_batch: int = 1,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    wasi: bool = False,
 ) -> ConvertResult:
-    """Compile an ONNX model into a self-contained module. Raises before producing anything."""
+    """Compile an ONNX model into a self-contained module. Raises before producing anything.
+
+    With `wasi`, the module is also a WASI command (`_start`: .npy on stdin → .npy on stdout).
+    """
     if max_batch < 1:
         raise ValueError("--max-batch must be at least 1")
     started = time.perf_counter()
     loaded = load_onnx(source, input_shapes)
     graph = loaded.graph
     nodes_in = len(graph.nodes)
-    folded = fold_constants(graph)
+    folded = fold_static_values(graph) + fold_constants(graph)
     bn = fold_batchnorm(graph)
     fused = fuse_activations(graph)
-    options = CompileOptions(max_batch=max_batch, batch_inputs=loaded.batch_inputs)
+    options = CompileOptions(max_batch=max_batch, batch_inputs=loaded.batch_inputs, wasi=wasi)
     compiled = compile_graph(graph, options, progress)
 
     def spec(tensor: str, slots: dict[str, int]) -> TensorSpec:
@@ -68,7 +73,7 @@ def convert_onnx(
         producer=f"wasinfer {__version__}",
         arena_bytes=compiled.arena_size,
         memory_bytes=int(layout["memory_bytes"]),  # type: ignore[call-overload]
-        compile_options={"max_batch": max_batch,
+        compile_options={"max_batch": max_batch, "wasi": wasi,
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}},
         stats={k: v for k, v in stats.items() if k != "ops"},
     )

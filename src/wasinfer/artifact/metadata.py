@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from wasinfer.codegen import METADATA_SECTION
@@ -53,7 +53,8 @@ class Metadata:
             raise ValueError(f"metadata schema {data.get('schema_version')} is not {SCHEMA_VERSION}")
         data["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
         data["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
 
 
 def custom_section(name: str, payload: bytes) -> bytes:

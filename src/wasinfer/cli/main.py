@@ -62,7 +62,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             result = convert_onnx(
                 source, parse_shape_overrides(args.input_shape or []), max_batch=args.max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
-                **({"wasi": True} if args.wasi else {}),
+                wasi=args.wasi,
             )
     except UnsupportedModel as exc:
         errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")

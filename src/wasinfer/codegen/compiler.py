@@ -21,6 +21,7 @@ import numpy as np
 import wasinfer.codegen.kernels as kernels_pkg
 from wasinfer.codegen.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.codegen.mathfn import add_math_helpers
+from wasinfer.codegen.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.codegen.wasm import I32, Module
 from wasinfer.ir import Graph, Node
 from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
@@ -44,6 +45,7 @@ class UnsupportedModel(ValueError):
 class CompileOptions:
     max_batch: int = 1
     batch_inputs: list[str] = field(default_factory=list)
+    wasi: bool = False  # also a WASI command: `_start` reads .npy inputs on stdin (codegen/wasi.py)
 
 
 @dataclass
@@ -140,6 +142,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     const_cursor = _align(arena + plan.arena_size)
 
     module = Module()
+    wasi_imports = declare_wasi_imports(module) if options.wasi else None
     helpers = add_math_helpers(module)
     data: list[tuple[int, bytes]] = []
     fills: list[tuple[int, int, int]] = []  # address, 32-bit words, bit pattern
@@ -154,6 +157,12 @@ def compile_graph(graph: Graph, options: CompileOptions,
             fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
         else:
             data.append((addr, raw.tobytes()))
+        return addr
+
+    def reserve(nbytes: int) -> int:
+        """Zero-initialised bytes after the constants, with no data segment (WASI I/O buffers)."""
+        nonlocal const_cursor
+        addr, const_cursor = const_cursor, _align(const_cursor + nbytes)
         return addr
 
     def address(name: str) -> int:
@@ -199,6 +208,9 @@ def compile_graph(graph: Graph, options: CompileOptions,
         func.i32(0)
         module.export_func(f"wasinfer_{kind}_ptr", index)
     module.export_func("wasinfer_run", run)
+    if wasi_imports is not None:
+        module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_inputs, slots, run,
+                                                     wasi_imports, place_data, reserve))
 
     module.data = data
     memory_end = _align(const_cursor, PAGE)

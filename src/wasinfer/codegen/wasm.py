@@ -74,6 +74,10 @@ PLAIN = {
     "f32.convert_i32_u": b"\xb3", "f64.convert_i32_u": b"\xb8",
     "i32.trunc_sat_f64_s": b"\xfc\x02", "i64.trunc_sat_f64_s": b"\xfc\x06",
     "i32.trunc_sat_f32_s": b"\xfc\x00", "i64.trunc_sat_f32_s": b"\xfc\x04",
+    "f64.eq": b"\x61", "f64.lt": b"\x63", "f64.gt": b"\x64", "f64.le": b"\x65", "f64.ge": b"\x66",
+    "f32.convert_i64_u": b"\xb5", "f64.convert_i64_u": b"\xba",
+    "i32.trunc_sat_f32_u": b"\xfc\x01", "i32.trunc_sat_f64_u": b"\xfc\x03",
+    "i64.trunc_sat_f32_u": b"\xfc\x05", "i64.trunc_sat_f64_u": b"\xfc\x07",
 }
 
 # Loads and stores: opcode and natural alignment (log2 bytes).
@@ -99,6 +103,11 @@ SIMD = {
     "f32x4.mul": 230, "f32x4.div": 231, "f32x4.min": 232, "f32x4.max": 233,
     "f32x4.pmin": 234, "f32x4.pmax": 235,
     "i32x4.trunc_sat_f32x4_s": 248, "f32x4.convert_i32x4_s": 250,
+    "i16x8.extend_low_i8x16_s": 135, "i16x8.extend_high_i8x16_s": 136,
+    "i16x8.extend_low_i8x16_u": 137, "i16x8.extend_high_i8x16_u": 138,
+    "i32x4.extend_low_i16x8_s": 167, "i32x4.extend_high_i16x8_s": 168,
+    "i32x4.extend_low_i16x8_u": 169, "i32x4.extend_high_i16x8_u": 170,
+    "i64x2.extend_low_i32x4_s": 199, "i64x2.extend_high_i32x4_s": 200,
 }
 
 LANE_OPS = {"f32x4.extract_lane": 31, "f32x4.replace_lane": 32, "i32x4.extract_lane": 27}
@@ -163,6 +172,12 @@ class Func:
     def v128(self, lanes: bytes) -> Func:
         assert len(lanes) == 16
         self.code += b"\xfd" + uleb(12) + lanes
+        return self
+
+    def shuffle32(self, lanes: tuple[int, int, int, int]) -> Func:
+        """i8x16.shuffle picking 32-bit lanes 0-3 of the first operand, 4-7 of the second."""
+        picked = bytes(4 * lane + byte for lane in lanes for byte in range(4))
+        self.code += b"\xfd" + uleb(13) + picked
         return self
 
     def f32x4_const(self, value: float) -> Func:

@@ -37,7 +37,7 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
     plan = MemoryPlan()
     pinned = pinned or set()
     for node in graph.nodes:
-        if node.op_type in VIEW_OPS and node.inputs[0] not in graph.constants:
+        if node.op_type in VIEW_OPS:  # a view of a constant reads the constant itself
             plan.alias[node.outputs[0]] = node.inputs[0]
 
     def needs_buffer(name: str) -> bool:

@@ -91,6 +91,14 @@ class CompiledCache:
         return module, metadata
 
 
+def instantiate(engine: wasmtime.Engine, store: wasmtime.Store, module: wasmtime.Module) -> wasmtime.Instance:
+    """Instantiate for the ABI. A --wasi module imports fd_read/fd_write/proc_exit for its
+    `_start`; the ABI never calls them, so they are satisfied with trapping stubs."""
+    linker = wasmtime.Linker(engine)
+    linker.define_unknown_imports_as_traps(module)
+    return linker.instantiate(store, module)
+
+
 class I32Call:
     """Call an exported `(i32) -> i32` function with little overhead.
 
@@ -137,7 +145,7 @@ class WasmModel:
         else:
             module, self.metadata = compiled
         self.store = wasmtime.Store(self.engine)
-        self.instance = wasmtime.Instance(self.store, module, [])
+        self.instance = instantiate(self.engine, self.store, module)
         exports = self.instance.exports(self.store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)

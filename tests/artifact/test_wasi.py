@@ -1,0 +1,169 @@
+"""The WASI command form: .npy on stdin → .npy on stdout, under Node's node:wasi and wasmtime's WASI.
+
+Outputs must equal the ABI's (wasmtime, plain build) bit for bit, both engines must write the
+same bytes, and bad inputs must end with status 2 and a message on stderr.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wasmtime
+
+from tests.artifact.engines import CASES, Case, mlp_case, node, requires_node
+from wasinfer.artifact import convert_onnx
+from wasinfer.runtime import WasmModel
+
+
+def npy_stream(*arrays: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
+    out = io.BytesIO()
+    for array in arrays:
+        np.lib.format.write_array(out, array, version=version, allow_pickle=False)
+    return out.getvalue()
+
+
+def read_npy_stream(raw: bytes, count: int) -> list[np.ndarray]:
+    stream = io.BytesIO(raw)
+    arrays = [np.load(stream, allow_pickle=False) for _ in range(count)]
+    assert stream.read() == b"", "bytes after the last output"
+    return arrays
+
+
+def run_wasmtime_wasi(wasm: bytes, stdin: bytes, tmp_path: Path) -> tuple[int, bytes, str]:
+    """_start under wasmtime's WASI (stdin/stdout/stderr are files); returns exit status, stdout, stderr."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = {name: tmp_path / f"{name}.wasmtime" for name in ("stdin", "stdout", "stderr")}
+    paths["stdin"].write_bytes(stdin)
+    config = wasmtime.WasiConfig()
+    config.stdin_file, config.stdout_file, config.stderr_file = (str(p) for p in paths.values())
+    engine = wasmtime.Engine()
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    store.set_wasi(config)
+    instance = linker.instantiate(store, wasmtime.Module(engine, wasm))
+    start = instance.exports(store)["_start"]
+    assert isinstance(start, wasmtime.Func)
+    try:
+        start(store)
+        status = 0
+    except wasmtime.ExitTrap as exit_:
+        status = exit_.code
+    return status, paths["stdout"].read_bytes(), paths["stderr"].read_text()
+
+
+def run_node_wasi(wasm: bytes, stdin: bytes, tmp_path: Path) -> tuple[int, bytes, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "model.wasm").write_bytes(wasm)
+    (tmp_path / "stdin.node").write_bytes(stdin)
+    result = node("wasi_run.mjs", tmp_path / "model.wasm", stdin=tmp_path / "stdin.node",
+                  stdout=tmp_path / "stdout.node")
+    return result.returncode, (tmp_path / "stdout.node").read_bytes(), result.stderr.decode()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_wasmtime_wasi_matches_the_abi(case: Case, tmp_path: Path) -> None:
+    wasi = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    reference = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm)
+    for batch in sorted({1, case.max_batch}):
+        feeds = case.inputs(batch)
+        status, stdout, stderr = run_wasmtime_wasi(wasi, npy_stream(*feeds.values()), tmp_path / str(batch))
+        assert status == 0, stderr
+        want = reference.run(feeds)
+        got = read_npy_stream(stdout, len(want))
+        for (name, expected), actual in zip(want.items(), got, strict=True):
+            assert actual.dtype == expected.dtype and actual.shape == expected.shape, name
+            assert np.array_equal(actual.view(np.uint8), expected.view(np.uint8)), name
+
+
+@requires_node
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_node_wasi_writes_the_same_bytes_as_wasmtime(case: Case, tmp_path: Path) -> None:
+    wasi = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    stdin = npy_stream(*case.inputs(case.max_batch).values())
+    node_status, node_out, node_err = run_node_wasi(wasi, stdin, tmp_path)
+    assert node_status == 0, node_err
+    assert node_out == run_wasmtime_wasi(wasi, stdin, tmp_path)[1]
+
+
+def test_output_headers_are_numpy_style_and_aligned(tmp_path: Path) -> None:
+    case = CASES[1]  # cnn: a float32 (N, 10) and an int64 (N,) output
+    wasm = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    _, stdout, _ = run_wasmtime_wasi(wasm, npy_stream(*case.inputs(3).values()), tmp_path)
+    stream = io.BytesIO(stdout)
+    for descr, shape in (("<f4", (3, 10)), ("<i8", (3,))):
+        start = stream.tell()
+        assert np.lib.format.read_magic(stream) == (1, 0)
+        header = np.lib.format.read_array_header_1_0(stream)
+        assert header == (shape, False, np.dtype(descr))
+        assert (stream.tell() - start) % 64 == 0, "header padded to 64 bytes, as np.save writes it"
+        stream.seek(int(np.prod(shape)) * np.dtype(descr).itemsize, io.SEEK_CUR)
+
+
+def test_other_npy_writers_are_read(tmp_path: Path) -> None:
+    """Format 2.0, double quotes, another key order, odd spacing: all valid .npy headers."""
+    case = mlp_case()
+    wasm = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    feeds = case.inputs(2)
+    text = b'{"shape":(2 ,8  ,) , "fortran_order" :False,"descr":"<f4"}'
+    hand_written = b"\x93NUMPY\x01\x00" + len(text + b"\n").to_bytes(2, "little") + text + b"\n" + feeds["x"].tobytes()
+    assert np.array_equal(np.load(io.BytesIO(hand_written)), feeds["x"])  # numpy agrees it is valid
+    stdin = hand_written + npy_stream(feeds["skip"], version=(2, 0))
+    status, stdout, stderr = run_wasmtime_wasi(wasm, stdin, tmp_path)
+    assert status == 0, stderr
+    want = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm).run(feeds)
+    for expected, actual in zip(want.values(), read_npy_stream(stdout, 2), strict=True):
+        assert np.array_equal(actual, expected)
+
+
+BAD_INPUTS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "shape": (lambda: npy_stream(np.zeros((2, 7), np.float32), np.zeros((2, 5), np.float32)), "shape differs"),
+    "dtype": (lambda: npy_stream(np.zeros((2, 8), np.float64), np.zeros((2, 5), np.float32)), "dtype differs"),
+    "batch too large": (lambda: npy_stream(np.zeros((5, 8), np.float32), np.zeros((5, 5), np.float32)),
+                        "out of range"),
+    "batches differ": (lambda: npy_stream(np.zeros((2, 8), np.float32), np.zeros((3, 5), np.float32)),
+                       "differs from an earlier input"),
+    "fortran order": (lambda: npy_stream(np.asfortranarray(np.zeros((2, 8), np.float32)),
+                                         np.zeros((2, 5), np.float32)), "fortran_order must be False"),
+    "missing input": (lambda: npy_stream(np.zeros((2, 8), np.float32)), "stdin ended before this .npy"),
+    "truncated data": (lambda: npy_stream(np.zeros((2, 8), np.float32), np.zeros((2, 5), np.float32))[:-4],
+                       "stdin ended inside the tensor data"),
+    "not npy": (lambda: b"x,skip\n1,2\n", "not a .npy file"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_exits_2_with_a_message(kind: str, tmp_path: Path) -> None:
+    case = mlp_case()
+    wasm = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    make, message = BAD_INPUTS[kind]
+    status, stdout, stderr = run_wasmtime_wasi(wasm, make(), tmp_path)
+    assert status == 2
+    assert stdout == b""
+    assert stderr.startswith("wasinfer: input ") and message in stderr, stderr
+
+
+@requires_node
+def test_node_wasi_wrong_shape_exits_2(tmp_path: Path) -> None:
+    case = mlp_case()
+    wasm = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
+    status, stdout, stderr = run_node_wasi(wasm, BAD_INPUTS["shape"][0](), tmp_path)
+    assert status == 2 and stdout == b""
+    assert "input 'x'" in stderr and "shape differs" in stderr and "'shape': (2, 7)" in stderr, stderr
+
+
+def test_two_digit_batches(tmp_path: Path) -> None:
+    """N is written into the output header at run time; 10 and 12 take two digits, 9 one."""
+    case = mlp_case()
+    wasm = convert_onnx(case.model, max_batch=12, wasi=True).wasm
+    reference = WasmModel(convert_onnx(case.model, max_batch=12).wasm)
+    for batch in (9, 10, 12):
+        feeds = case.inputs(batch)
+        status, stdout, stderr = run_wasmtime_wasi(wasm, npy_stream(*feeds.values()), tmp_path / str(batch))
+        assert status == 0, stderr
+        for expected, actual in zip(reference.run(feeds).values(), read_npy_stream(stdout, 2), strict=True):
+            assert actual.shape == expected.shape and np.array_equal(actual, expected)

@@ -1,0 +1,35 @@
+// Call a wasinfer model through its ABI, with nothing but Node (>= 20) on the host.
+//   node abi_run.mjs model.wasm input0.bin [input1.bin ...]
+// An input file holds the tensor's raw bytes (C order, little-endian) for N samples, in the
+// order of the metadata's inputs; output i is written to output<i>.bin in the same form.
+import { readFileSync, writeFileSync } from "node:fs";
+
+const ITEM_BYTES = { float32: 4, float64: 8, float16: 2, int64: 8, int32: 4, int16: 2, int8: 1,
+                     uint64: 8, uint32: 4, uint16: 2, uint8: 1, bool: 1 };
+const [wasmPath, ...inputPaths] = process.argv.slice(2);
+
+const module = await WebAssembly.compile(readFileSync(wasmPath));
+const [section] = WebAssembly.Module.customSections(module, "wasinfer.metadata");
+const meta = JSON.parse(new TextDecoder().decode(section));
+
+// A module built with --wasi also imports three WASI functions; the ABI never calls them.
+const imports = {};
+for (const { module: from, name } of WebAssembly.Module.imports(module)) {
+  (imports[from] ??= {})[name] = () => { throw new Error(`${from}.${name} is not provided`); };
+}
+const { exports: abi } = await WebAssembly.instantiate(module, imports);
+if (abi.wasinfer_abi_version() !== 1) throw new Error("unsupported wasinfer ABI version");
+
+const sampleBytes = (t) => t.shape.reduce((a, b) => a * b, 1) * ITEM_BYTES[t.dtype];
+let batch = 1;
+meta.inputs.forEach((t, i) => {
+  const raw = readFileSync(inputPaths[i]);
+  if (t.batch_axis === 0) batch = raw.length / sampleBytes(t);
+  new Uint8Array(abi.memory.buffer, abi.wasinfer_input_ptr(i), raw.length).set(raw);
+});
+const status = abi.wasinfer_run(batch);  // 0: ok; 1: batch outside 1..wasinfer_max_batch()
+if (status !== 0) throw new Error(`wasinfer_run returned ${status}`);
+meta.outputs.forEach((t, i) => {
+  const bytes = (t.batch_axis === 0 ? batch : 1) * sampleBytes(t);
+  writeFileSync(`output${i}.bin`, new Uint8Array(abi.memory.buffer, abi.wasinfer_output_ptr(i), bytes));
+});
