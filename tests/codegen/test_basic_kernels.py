@@ -24,6 +24,12 @@ def test_gemm_shapes_and_transposes(m: int, k: int, n: int, trans_a: int, trans_
     assert_matches_ort(model, {"a": a})
 
 
+def test_gemm_runtime_transposed_b_and_scaled_runtime_c() -> None:
+    a, b, c = rand(5, 7), rand(9, 7), rand(5, 9)
+    model = single_op_model("Gemm", {"a": a, "b": b, "c": c}, transB=1, alpha=0.7, beta=0.5)
+    assert_matches_ort(model, {"a": a, "b": b, "c": c})
+
+
 def test_gemm_runtime_b_and_row_bias() -> None:
     a, b, c = rand(6, 5), rand(5, 9), rand(6, 1)
     model = single_op_model("Gemm", {"a": a, "b": b, "c": c})

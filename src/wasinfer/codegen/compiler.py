@@ -67,9 +67,14 @@ def kernel_for(node: Node) -> Kernel | None:
     return REGISTRY.get((domain, node.op_type))
 
 
+# Ops that need no kernel: views alias their input; these are always evaluated at compile time.
+COMPILE_TIME_OPS = {"Constant", "ConstantOfShape", "Shape", "Size"}
+
+
 def supported_ops() -> list[tuple[str, str]]:
+    """(domain, op) pairs the compiler accepts: kernels, views, and compile-time-only ops."""
     _load_kernels()
-    return sorted(REGISTRY)
+    return sorted(set(REGISTRY) | {("", op) for op in VIEW_OPS | COMPILE_TIME_OPS})
 
 
 def check_support(graph: Graph) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.codegen.context import Ctx, kernel, only_float32
+from wasinfer.codegen.kernels.layout import emit_permute
 from wasinfer.codegen.kernels.unary import epilogue
 from wasinfer.codegen.wasm import I32, V128
 from wasinfer.ir import Graph, Node
@@ -26,6 +27,7 @@ class Operand:
     base: Base
     row: int  # element stride between rows (m for A and C, k for B)
     col: int  # element stride between columns (k for A, n for B and C)
+    scale: float = 1.0  # applied on load (Gemm's beta on a run-time C)
 
 
 def _push(ctx: Ctx, base: Base) -> None:
@@ -134,6 +136,8 @@ def _tile(ctx: Ctx, rows: int, width: int, k_size: int, b_step: int, m: int, n: 
                     f.mem("v128.load", offset=offset)
                 else:
                     f.mem("f32.load", offset=offset).op("f32x4.splat")
+                if bias.scale != 1.0:
+                    f.f32x4_const(bias.scale).op("f32x4.mul")
                 f.op("f32x4.add")
             if node is not None:
                 epilogue(ctx, node)
@@ -143,17 +147,14 @@ def _tile(ctx: Ctx, rows: int, width: int, k_size: int, b_step: int, m: int, n: 
                 f.mem("v128.store", offset=r * c.row * 4 + v * 16)
 
 
-def _check_gemm(node: Node, graph: Graph) -> list[str]:
-    problems = only_float32(node, graph)
-    if len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in graph.constants \
-            and float(node.attr("beta", 1.0)) != 1.0:
-        problems.append("Gemm with a run-time C and beta != 1 is not supported")
-    if node.inputs[1] not in graph.constants and node.attr("transB", 0):
-        problems.append("Gemm with a run-time B and transB=1 is not supported")
-    return problems
+def _gemm_scratch(node: Node, graph: Graph) -> int:
+    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n."""
+    if node.inputs[1] in graph.constants or not node.attr("transB", 0):
+        return 0
+    return graph.info(node.inputs[1]).nbytes
 
 
-@kernel("Gemm", check=_check_gemm)
+@kernel("Gemm", check=lambda node, graph: only_float32(node, graph), scratch=_gemm_scratch)
 def emit_gemm_op(ctx: Ctx, node: Node) -> None:
     a_name, b_name = node.inputs[0], node.inputs[1]
     a_shape = ctx.info(a_name).shape
@@ -166,6 +167,10 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
         packed = (weights.T if trans_b else weights).astype(np.float32)
         n_size = packed.shape[1]
         b: Operand | np.ndarray = packed
+    elif trans_b:
+        n_size, k_rows = ctx.info(b_name).shape
+        emit_permute(ctx.f, ctx.scratch_addr, ctx.addr(b_name), (n_size, k_rows), [1, 0], 4)
+        b = Operand(ctx.scratch_addr, n_size, 1)
     else:
         n_size = ctx.info(b_name).shape[1]
         b = Operand(ctx.addr(b_name), n_size, 1)
@@ -185,7 +190,7 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
                 bias = Operand(ctx.data(np.ascontiguousarray(full)), n_size, 1)
         else:
             padded = (1,) * (2 - len(c_shape)) + tuple(c_shape)
-            bias = Operand(ctx.addr(c_name), padded[1] if padded[0] != 1 else 0, 1 if padded[1] != 1 else 0)
+            bias = Operand(ctx.addr(c_name), padded[1] if padded[0] != 1 else 0, 1 if padded[1] != 1 else 0, beta)
     out = Operand(ctx.addr(node.outputs[0]), n_size, 1)
     emit_gemm(ctx, m_size, n_size, k_size, a, b, out, bias, alpha, node)
 

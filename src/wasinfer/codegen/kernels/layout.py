@@ -171,14 +171,18 @@ def emit_transpose(ctx: Ctx, node: Node) -> None:
     """Walk the output axes but the innermost, whose row is a block copy when the input is
     contiguous along it and a strided gather otherwise; f32-sized elements whose input-
     contiguous axis is another output axis go as 2-D transposes of 4x4 register tiles."""
-    f = ctx.f
     info = ctx.info(node.inputs[0])
-    dims, strides = transpose_plan(info.shape, transpose_perm(node, len(info.shape)))
+    emit_permute(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]), info.shape,
+                 transpose_perm(node, len(info.shape)), info.dtype.itemsize)
+
+
+def emit_permute(f: Func, dst: int, src: int, shape: tuple[int, ...], perm: list[int], size: int) -> None:
+    """dst = src.transpose(perm) for a row-major tensor of `shape` with `size`-byte elements."""
+    dims, strides = transpose_plan(shape, perm)
     out_strides = list(row_major(tuple(dims)))
-    size = info.dtype.itemsize
     pin, pout = f.local(I32), f.local(I32)
-    f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
-    if info.size == 0:
+    f.i32(src).set(pin).i32(dst).set(pout)
+    if math.prod(shape) == 0:
         return
     tile = _tile_axis(dims, strides, size)
     if tile is not None:
