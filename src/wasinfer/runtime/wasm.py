@@ -156,6 +156,8 @@ class WasmModel:
         # Modules never grow their memory, so one byte view serves every call.
         size = memory.data_len(self.store)
         self._view = np.ctypeslib.as_array(memory.get_buffer_ptr(self.store), shape=(size,))
+        self._inputs = [(spec, self._slot(spec)) for spec in self.metadata.inputs]
+        self._outputs = [(spec, self._slot(spec)) for spec in self.metadata.outputs]
 
     @classmethod
     def from_file(cls, path: str | Path, cache: CompiledCache | None = None,
@@ -169,6 +171,13 @@ class WasmModel:
     def output_names(self) -> list[str]:
         return [t.name for t in self.metadata.outputs]
 
+    def _slot(self, spec: TensorSpec) -> np.ndarray:
+        """A typed numpy view of a tensor's slot in linear memory, [max_batch, ...] when batched."""
+        dtype = np.dtype(spec.dtype)
+        count = self.metadata.max_batch if spec.batch_axis == 0 else 1
+        shape = (count, *spec.shape[1:]) if spec.batch_axis == 0 else tuple(spec.shape)
+        return self._view[spec.offset:spec.offset + spec.sample_bytes * count].view(dtype).reshape(shape)
+
     def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
         if spec.batch_axis == 0:
@@ -181,31 +190,34 @@ class WasmModel:
         return 1
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [t.name for t in self.metadata.inputs if t.name not in inputs]
-        extra = sorted(set(inputs) - {t.name for t in self.metadata.inputs})
-        if missing or extra:
+        """Check every input against the metadata before touching memory, then run the batch."""
+        if len(inputs) != len(self._inputs) or any(spec.name not in inputs for spec, _ in self._inputs):
+            missing = [spec.name for spec, _ in self._inputs if spec.name not in inputs]
+            extra = sorted(set(inputs) - {spec.name for spec, _ in self._inputs})
             raise InputError(f"inputs: missing {missing}, unexpected {extra}")
-        batches = set()
-        view = self._view
-        for spec in self.metadata.inputs:
-            array = np.asarray(inputs[spec.name])
-            if array.dtype != np.dtype(spec.dtype):
+        arrays, batches = [], set()
+        for spec, slot in self._inputs:
+            array = inputs[spec.name]
+            if not isinstance(array, np.ndarray):
+                array = np.asarray(array)
+            if array.dtype != slot.dtype:
                 raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-            batches.add(self._batch_of(spec, array))
-            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-            view[spec.offset:spec.offset + raw.size] = raw
-        batch = max(batches) if batches else 1
+            if spec.batch_axis == 0:
+                batches.add(self._batch_of(spec, array))
+            else:
+                self._batch_of(spec, array)
+            arrays.append(array)
         if len(batches) > 1:
             raise InputError(f"inputs have different batch sizes: {sorted(batches)}")
+        batch = batches.pop() if batches else 1
         if not 1 <= batch <= self.metadata.max_batch:
             raise InputError(f"batch {batch} is outside 1..{self.metadata.max_batch} (compiled --max-batch)")
+        for (spec, slot), array in zip(self._inputs, arrays, strict=True):
+            if spec.batch_axis == 0:
+                slot[:batch] = array
+            else:
+                slot[...] = array
         status = self._run(batch)
         if status != 0:
             raise RuntimeError(f"wasinfer_run returned {status}")
-        outputs = {}
-        for spec in self.metadata.outputs:
-            count = batch if spec.batch_axis == 0 else 1
-            nbytes = spec.sample_bytes * count
-            shape = [count, *spec.shape[1:]] if spec.batch_axis == 0 else spec.shape
-            outputs[spec.name] = view[spec.offset:spec.offset + nbytes].copy().view(np.dtype(spec.dtype)).reshape(shape)
-        return outputs
+        return {spec.name: (slot[:batch] if spec.batch_axis == 0 else slot).copy() for spec, slot in self._outputs}
