@@ -177,6 +177,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(wasinfer_home(), console)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from wasinfer.serving.cli import run
+
+    return run(args, wasinfer_home(), console, errors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wasinfer",
@@ -226,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "it to ONNX, compile it, validate it against ONNX Runtime and classify the test split. "
                        "Files go to $WASINFER_HOME/demo (default ~/.wasinfer/demo).")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="serve models over KServe v2 REST and gRPC",
+                       description="Serve a model repository (DIR/<name>/<version>/model.wasm or model.onnx) over "
+                       "the KServe Open Inference Protocol v2, REST and gRPC, with Prometheus metrics at /metrics. "
+                       "Models load on their first request. With no repository, serves the built-in digits demo "
+                       "and prints a curl command to try it.")
+    from wasinfer.serving.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,241 @@
+"""The v2 gRPC front end: `inference.GRPCInferenceService` on grpcio's threaded server.
+
+The messages come from proto/grpc_service.proto, compiled by grpcio-tools' protoc when the
+server starts into a descriptor pool of our own. No generated code is committed, and none is
+imported into the default pool, where tritonclient registers the same `inference.*` names
+(a client and a server in one process, as in the tests, would collide there). Handlers run
+on grpcio's worker threads and call the blocking model manager directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from wasinfer import __version__
+from wasinfer.serving.errors import BadRequest, NotFound, ServingError
+from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.models import LoadedModel, ModelManager
+from wasinfer.serving.protocol import (
+    InferRequest,
+    RequestedOutput,
+    datatype_of,
+    decode_raw,
+    element_count,
+    encode_raw,
+    numpy_dtype,
+)
+
+PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
+SERVICE = "inference.GRPCInferenceService"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+# Which InferTensorContents field carries each datatype (FP16 has none: raw contents only).
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+@functools.cache
+def service_descriptor_set() -> bytes:
+    """grpc_service.proto as a serialised FileDescriptorSet, compiled by grpcio-tools' protoc."""
+    from grpc_tools import protoc
+
+    with tempfile.TemporaryDirectory(prefix="wasinfer-proto-") as tmp:
+        out = Path(tmp) / "grpc_service.pb"
+        code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name])
+        if code != 0:
+            raise RuntimeError(f"protoc failed ({code}) on {PROTO}")
+        return out.read_bytes()
+
+
+@functools.cache
+def _pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(service_descriptor_set()).file:
+        pool.Add(file)
+    return pool
+
+
+def messages() -> dict[str, Any]:
+    """The message classes of the service, by unqualified name, from the private pool."""
+    package = _pool().FindFileByName(PROTO.name)
+    return {name: message_factory.GetMessageClass(desc) for name, desc in package.message_types_by_name.items()}
+
+
+def service_methods() -> dict[str, tuple[str, str]]:
+    """Method name → (request message, response message), as the .proto declares them."""
+    service = _pool().FindServiceByName(SERVICE)
+    return {m.name: (m.input_type.name, m.output_type.name) for m in service.methods}
+
+
+def decode_infer_request(request: Any) -> InferRequest:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: give one per input "
+                         "(or none, and contents in every input)")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    for index, tensor in enumerate(request.inputs):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
+        if raw:
+            inputs[name] = decode_raw(name, datatype, shape, raw[index])
+        else:
+            inputs[name] = _decode_contents(name, datatype, shape, tensor.contents)
+        datatypes[name] = datatype
+    outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
+    return InferRequest(inputs, datatypes, outputs, request.id)
+
+
+def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) -> np.ndarray:
+    dtype = numpy_dtype(datatype, name)
+    count = element_count(shape, name)
+    if datatype not in CONTENTS_FIELDS:
+        raise BadRequest(f"input {name!r}: {datatype} can only be sent in raw_input_contents")
+    values = getattr(contents, CONTENTS_FIELDS[datatype])
+    if len(values) != count:
+        raise BadRequest(f"input {name!r}: {len(values)} values in contents, but shape {shape} needs {count}")
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+    else:
+        try:
+            array = np.array(values, dtype=dtype)
+        except OverflowError as exc:
+            raise BadRequest(f"input {name!r}: a value does not fit {datatype}: {exc}") from None
+    return array.reshape(shape)
+
+
+class InferenceServicer:
+    """The service's handlers; each takes (request message, grpc context)."""
+
+    def __init__(self, manager: ModelManager, metrics: Metrics):
+        self.manager, self.metrics, self.m = manager, metrics, messages()
+
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.m["ServerLiveResponse"](live=True)
+
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.m["ServerReadyResponse"](ready=True)
+
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.m["ServerMetadataResponse"](name="wasinfer", version=__version__, extensions=EXTENSIONS)
+
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.m["ModelReadyResponse"](ready=self.manager.is_ready(request.name, request.version))
+
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        model = self.manager.get(request.name, request.version)
+        tensor = self.m["ModelMetadataResponse"].TensorMetadata
+        return self.m["ModelMetadataResponse"](
+            name=model.name, versions=model.versions, platform=model.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.outputs])
+
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        model: LoadedModel | None = None
+        try:
+            model = self.manager.get(request.model_name, request.model_version)
+            infer = decode_infer_request(request)
+            model.check(infer)
+            outputs = model.infer(infer.inputs)
+            response = self._response(model, infer, outputs)
+        except ServingError as exc:
+            self.metrics.request(model.name if model else "", model.version if model else "", "grpc", exc.outcome,
+                                 time.perf_counter() - started)
+            raise
+        self.metrics.request(model.name, model.version, "grpc", "ok", time.perf_counter() - started)
+        return response
+
+    def _response(self, model: LoadedModel, request: InferRequest, outputs: dict[str, np.ndarray]) -> Any:
+        names = [o.name for o in request.outputs] if request.outputs else list(outputs)
+        tensor = self.m["ModelInferResponse"].InferOutputTensor
+        return self.m["ModelInferResponse"](
+            model_name=model.name, model_version=model.version, id=request.id,
+            outputs=[tensor(name=n, datatype=datatype_of(outputs[n].dtype), shape=outputs[n].shape) for n in names],
+            raw_output_contents=[encode_raw(outputs[n]) for n in names])
+
+    def _check_repository(self, name: str) -> None:
+        if name and name != self.manager.repository.root.name:
+            raise NotFound(f"unknown repository {name!r}; this server has {self.manager.repository.root.name!r}")
+
+    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_repository(request.repository_name)
+        entry = self.m["RepositoryIndexResponse"].ModelIndex
+        return self.m["RepositoryIndexResponse"](models=[entry(**row) for row in self.manager.index(request.ready)])
+
+    def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_repository(request.repository_name)
+        check_load_parameters(request.parameters)
+        self.manager.load(request.model_name)
+        return self.m["RepositoryModelLoadResponse"]()
+
+    def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_repository(request.repository_name)
+        self.manager.unload(request.model_name)
+        return self.m["RepositoryModelUnloadResponse"]()
+
+
+def check_load_parameters(parameters: Any) -> None:
+    """Triton lets a load carry a model config or files; wasinfer loads what is on disk, and says so."""
+    refused = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
+    if refused:
+        raise BadRequest(f"load parameters {refused} are not supported: wasinfer loads the model files that are in "
+                         "the repository; copy new versions there and load again")
+
+
+def _handler(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """Turn ServingError into the matching gRPC status (the REST front end maps the same errors)."""
+
+    @functools.wraps(method)
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(request, context)
+        except ServingError as exc:
+            context.abort(exc.grpc_code, exc.message)
+
+    return handle
+
+
+def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, workers: int,
+                      max_message_bytes: int) -> tuple[grpc.Server, int]:
+    """A started-to-be server bound to `address` (port 0: any free one); returns it and its port."""
+    servicer = InferenceServicer(manager, metrics)
+    classes = servicer.m
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _handler(getattr(servicer, name)),
+            request_deserializer=classes[request].FromString,
+            response_serializer=classes[response].SerializeToString,
+        )
+        for name, (request, response) in service_methods().items()
+    }
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),
+        handlers=[grpc.method_handlers_generic_handler(SERVICE, handlers)],
+        options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1),
+                 ("grpc.so_reuseport", 0)],
+    )
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio's way of saying the address is taken or not ours
+        port, reason = 0, str(exc).split(";")[0]
+    else:
+        reason = "no address bound"
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {address}: {reason}")
+    return server, port

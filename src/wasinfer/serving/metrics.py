@@ -1,0 +1,131 @@
+"""Prometheus metrics of one server, in a registry of its own (two servers in one process never mix).
+
+Counting is on the request path, so it is plain dict and list arithmetic under one lock
+(well under a microsecond), and the Prometheus families are built only when /metrics is
+scraped. prometheus-client's own Counter/Histogram cost several microseconds per update,
+a tenth of a small model's whole request. Exposition is still prometheus-client's.
+
+Requests that name no known model (404s, bodies refused before the model is resolved) are
+counted with empty `model` and `version` labels, so a client cannot create series at will.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Latency buckets from 100 us (a small wasm model) to 10 s (a cold start of a large one).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+COLD_START_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+Labels = tuple[str, ...]
+
+
+class _Histogram:
+    """Per-bucket (not cumulative) counts; the last slot is +Inf."""
+
+    __slots__ = ("buckets", "counts", "total")
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets, self.counts, self.total = buckets, [0] * (len(buckets) + 1), 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1  # le is inclusive: value == bound counts there
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, out = 0, []
+        for bound, count in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+class Metrics(Collector):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[Labels, int] = {}
+        self._request_seconds: dict[Labels, _Histogram] = {}
+        self._inference_seconds: dict[Labels, _Histogram] = {}
+        self._cold_starts: dict[Labels, int] = {}
+        self._cold_start_seconds: dict[Labels, _Histogram] = {}
+        self._models_loaded = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    @staticmethod
+    def _histogram(table: dict[Labels, _Histogram], key: Labels, buckets: tuple[float, ...]) -> _Histogram:
+        histogram = table.get(key)
+        if histogram is None:
+            histogram = table[key] = _Histogram(buckets)
+        return histogram
+
+    def request(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
+        """One inference request ended; its latency counts only when it succeeded."""
+        key = (model, version, protocol, outcome)
+        with self._lock:
+            self._requests[key] = self._requests.get(key, 0) + 1
+            if outcome == "ok":
+                self._histogram(self._request_seconds, key[:3], LATENCY_BUCKETS).observe(seconds)
+
+    def inference(self, model: str, version: str, seconds: float) -> None:
+        with self._lock:
+            self._histogram(self._inference_seconds, (model, version), LATENCY_BUCKETS).observe(seconds)
+
+    def cold_start(self, model: str, version: str, outcome: str, seconds: float) -> None:
+        with self._lock:
+            key = (model, version, outcome)
+            self._cold_starts[key] = self._cold_starts.get(key, 0) + 1
+            if outcome == "ok":
+                self._histogram(self._cold_start_seconds, (model, version), COLD_START_BUCKETS).observe(seconds)
+
+    def model_loaded(self, delta: int) -> None:
+        with self._lock:
+            self._models_loaded += delta
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            requests, cold_starts = dict(self._requests), dict(self._cold_starts)
+            histograms = [(name, {k: (h.cumulative(), h.total) for k, h in table.items()})
+                          for name, table in (("request", self._request_seconds),
+                                              ("inference", self._inference_seconds),
+                                              ("cold_start", self._cold_start_seconds))]
+            loaded = self._models_loaded
+        family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
+                                     "outcome (ok, bad_request, not_found, too_large, unavailable, error).",
+                                     labels=["model", "version", "protocol", "outcome"])
+        for labels, value in requests.items():
+            family.add_metric(list(labels), value)
+        yield family
+        docs = {
+            "request": ("wasinfer_request_duration_seconds", ["model", "version", "protocol"],
+                        "Latency of successful inference requests in the server, from the handler's start "
+                        "(before the body is read; a lazy load included) to the response encoded."),
+            "inference": ("wasinfer_inference_duration_seconds", ["model", "version"],
+                          "Time in the model itself (one run of a wasm instance or an ONNX Runtime session)."),
+            "cold_start": ("wasinfer_cold_start_duration_seconds", ["model", "version"],
+                           "Time to load a model version: read, compile or fetch compiled code from the cache, "
+                           "instantiate."),
+        }
+        for kind, table in histograms:
+            name, label_names, doc = docs[kind]
+            histogram = HistogramMetricFamily(name, doc, labels=label_names)
+            for labels, (buckets, total) in table.items():
+                histogram.add_metric(list(labels), buckets, total)
+            yield histogram
+        family = CounterMetricFamily("wasinfer_cold_starts", "Model version loads (lazy, on a first request, or "
+                                     "through the repository API) by outcome (ok, error).",
+                                     labels=["model", "version", "outcome"])
+        for labels, value in cold_starts.items():
+            family.add_metric(list(labels), value)
+        yield family
+        yield GaugeMetricFamily("wasinfer_models_loaded", "Model versions loaded and ready.", value=loaded)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,151 @@
+"""The OpenAPI 3.1 description of the REST API, served at GET /v2/openapi.json.
+
+Written by hand next to the router (rest.py) rather than generated from it: the router has
+no framework to introspect. tests/serving checks that every route the server answers is
+described here and every path described here is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from wasinfer import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "Malformed request, or tensors that do not match the model"),
+    "404": _json(_ref("Error"), "Unknown model or version"),
+    "413": _json(_ref("Error"), "Body over --max-body-bytes"),
+    "503": _json(_ref("Error"), "Model unloaded, or its load failed"),
+}
+EMPTY_OK = {"200": {"description": "Yes"}}
+MODEL_PARAMS = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+VERSION_PARAMS = [*MODEL_PARAMS, {"name": "version", "in": "path", "required": True,
+                                  "schema": {"type": "string", "pattern": "^[0-9]+$"}}]
+
+TENSOR_DATA = {"description": "Row-major tensor data, flat or nested as the shape",
+               "type": "array", "items": {}}
+DATATYPE = {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                                       "INT64", "FP16", "FP32", "FP64", "BYTES"]}
+PARAMETERS = {"type": "object", "additionalProperties": {"type": ["boolean", "integer", "number", "string"]}}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}}}},
+    "TensorMetadata": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+        "name": {"type": "string"}, "datatype": DATATYPE,
+        "shape": {"type": "array", "items": {"type": "integer"}, "description": "-1: known at run time"}}},
+    "ModelMetadata": {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
+        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string", "enum": ["wasinfer_wasm", "onnxruntime_onnx"]},
+        "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+        "outputs": {"type": "array", "items": _ref("TensorMetadata")}}},
+    "RequestInput": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": DATATYPE, "data": TENSOR_DATA,
+        "parameters": {**PARAMETERS, "description": "binary_data_size: the input's bytes follow the JSON "
+                       "header (binary tensor data extension) instead of data"}}},
+    "RequestOutput": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"},
+        "parameters": {**PARAMETERS, "description": "binary_data: return this output as raw bytes"}}},
+    "InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {**PARAMETERS, "description": "binary_data_output: return "
+                                                "outputs that are not listed as raw bytes"},
+        "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
+        "outputs": {"type": "array", "items": _ref("RequestOutput"), "description": "default: every output"}}},
+    "ResponseOutput": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": DATATYPE, "data": TENSOR_DATA, "parameters": PARAMETERS}},
+    "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+        "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _ref("ResponseOutput")}}},
+    "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+    "RepositoryIndex": {"type": "array", "items": {"type": "object", "required": ["name", "state"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"}}}},
+    "RepositoryLoadRequest": {"type": "object", "properties": {"parameters": PARAMETERS}},
+}
+
+INFER = {
+    "post": {
+        "summary": "Run an inference",
+        "description": "JSON tensors, or the binary tensor data extension: the JSON header, then the inputs' raw "
+                       "little-endian bytes, with the header's length in Inference-Header-Content-Length "
+                       "(responses with binary outputs carry the same header).",
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                        "schema": {"type": "integer", "minimum": 1}}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("InferenceRequest")},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": {"description": "The outputs", "content": {
+            "application/json": {"schema": _ref("InferenceResponse")},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS},
+    }
+}
+MODEL_METADATA = {"get": {"summary": "Model metadata (loads the model if it is not loaded)",
+                          "responses": {"200": _json(_ref("ModelMetadata"), "The model"), **ERRORS}}}
+MODEL_READY = {"get": {"summary": "Is the model loaded and ready (never loads it)",
+                       "responses": {**EMPTY_OK, "404": ERRORS["404"], "503": ERRORS["503"]}}}
+
+
+def _with(params: list[dict[str, Any]], item: dict[str, Any]) -> dict[str, Any]:
+    return {"parameters": params, **item}
+
+
+PATHS: dict[str, Any] = {
+    "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json(_ref("ServerMetadata"), "Server")}}},
+    "/v2/health/live": {"get": {"summary": "Is the server live", "responses": EMPTY_OK}},
+    "/v2/health/ready": {"get": {"summary": "Is the server ready", "responses": EMPTY_OK}},
+    "/v2/models/{model}": _with(MODEL_PARAMS, MODEL_METADATA),
+    "/v2/models/{model}/versions/{version}": _with(VERSION_PARAMS, MODEL_METADATA),
+    "/v2/models/{model}/ready": _with(MODEL_PARAMS, MODEL_READY),
+    "/v2/models/{model}/versions/{version}/ready": _with(VERSION_PARAMS, MODEL_READY),
+    "/v2/models/{model}/infer": _with(MODEL_PARAMS, INFER),
+    "/v2/models/{model}/versions/{version}/infer": _with(VERSION_PARAMS, INFER),
+    "/v2/repository/index": {"post": {
+        "summary": "Every model version in the repository, with its state",
+        "requestBody": {"required": False, "content": {"application/json": {
+            "schema": _ref("RepositoryIndexRequest")}}},
+        "responses": {"200": _json(_ref("RepositoryIndex"), "The index")}}},
+    "/v2/repository/models/{model}/load": _with(MODEL_PARAMS, {"post": {
+        "summary": "Load (or reload, if its file changed) the highest version and make it the default",
+        "requestBody": {"required": False, "content": {"application/json": {
+            "schema": _ref("RepositoryLoadRequest")}}},
+        "responses": {**EMPTY_OK, "400": ERRORS["400"], "404": ERRORS["404"], "503": ERRORS["503"]}}}),
+    "/v2/repository/models/{model}/unload": _with(MODEL_PARAMS, {"post": {
+        "summary": "Unload every version; requests get 503 until the next load",
+        "requestBody": {"required": False, "content": {"application/json": {
+            "schema": _ref("RepositoryLoadRequest")}}},
+        "responses": {**EMPTY_OK, "404": ERRORS["404"]}}}),
+    "/v2/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+        "description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {
+            "type": "string"}}}}}}},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "wasinfer inference server", "version": __version__,
+                 "description": "KServe Open Inference Protocol v2 (REST) with the binary tensor data and model "
+                                "repository extensions."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    }
+
+
+def document_json() -> bytes:
+    return orjson.dumps(document())

@@ -1,0 +1,255 @@
+"""KServe v2 tensors on the wire: datatypes, JSON and binary (raw) encodings, REST bodies.
+
+Both front ends decode into `InferRequest` (numpy arrays by name) and encode from the
+model's output arrays, so the two protocols accept and refuse exactly the same tensors.
+Raw tensor bytes are little-endian and row-major; a BYTES element is a 4-byte
+little-endian length followed by its bytes (the binary tensor data extension, and
+gRPC's raw_input_contents / raw_output_contents).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from wasinfer.serving.errors import BadRequest
+
+# v2 datatype ↔ numpy dtype. BYTES is an object array of bytes.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+# Keyed by dtype object (native byte order on every platform that runs wasm): dtype.name is slow.
+_BY_DTYPE = {np.dtype(dtype.name): name for name, dtype in DATATYPES.items()}
+
+
+def datatype_of(dtype: np.dtype | str) -> str:
+    """The v2 datatype of a numpy dtype (strings of any kind are BYTES)."""
+    found = _BY_DTYPE.get(dtype) if isinstance(dtype, np.dtype) else None
+    if found is not None:
+        return found
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OUS":
+        return "BYTES"
+    try:
+        return _BY_DTYPE[dtype.newbyteorder("=")]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dtype} has no KServe v2 datatype") from None
+
+
+def numpy_dtype(datatype: str, tensor: str) -> np.dtype:
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise BadRequest(f"tensor {tensor!r}: unknown datatype {datatype!r}; expected one of "
+                         f"{', '.join(DATATYPES)}") from None
+
+
+def element_count(shape: Sequence[int], tensor: str) -> int:
+    count = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise BadRequest(f"tensor {tensor!r}: shape {list(shape)} must be a list of non-negative integers")
+        count *= dim
+    return count
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool  # REST only: send this output in the binary tensor data extension
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]  # as the client declared them, for messages in v2 terms
+    outputs: list[RequestedOutput] | None  # None: every output
+    id: str = ""
+    binary_outputs: bool = False  # REST: default for outputs not listed (binary_data_output)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+# --- raw (binary) tensors -------------------------------------------------------------------
+
+
+def decode_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray:
+    dtype = numpy_dtype(datatype, name)
+    count = element_count(shape, name)
+    if datatype == "BYTES":
+        return _decode_bytes(name, shape, count, raw)
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(f"input {name!r}: {len(raw)} bytes of data, but shape {list(shape)} of {datatype} "
+                         f"needs {count * dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _decode_bytes(name: str, shape: Sequence[int], count: int, raw: bytes | memoryview) -> np.ndarray:
+    items: list[bytes] = []
+    view, pos = memoryview(raw), 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise BadRequest(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
+        (size,) = struct.unpack_from("<I", view, pos)
+        if pos + 4 + size > len(view):
+            raise BadRequest(f"input {name!r}: BYTES element of {size} bytes runs past the end of the data")
+        items.append(bytes(view[pos + 4:pos + 4 + size]))
+        pos += 4 + size
+    if len(items) != count:
+        raise BadRequest(f"input {name!r}: {len(items)} BYTES elements, but shape {list(shape)} needs {count}")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def encode_raw(array: np.ndarray) -> bytes:
+    if array.dtype.kind in "OUS":
+        parts = []
+        for item in array.reshape(-1):
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(struct.pack("<I", len(data)) + data)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+# --- JSON tensors ---------------------------------------------------------------------------
+
+
+def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
+    """`data` is row-major, flat or nested as the shape; either way its size must match."""
+    dtype = numpy_dtype(datatype, name)
+    count = element_count(shape, name)
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        if datatype == "BYTES":
+            flat = np.asarray(data, dtype=object).reshape(-1)
+            array = np.empty(flat.size, dtype=object)
+            array[:] = [item.encode() if isinstance(item, str) else _not_string(name, item) for item in flat]
+        else:
+            array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f"input {name!r}: data is not a (regular) list of {datatype} values: {exc}") from None
+    if array.size != count:
+        raise BadRequest(f"input {name!r}: {array.size} values of data, but shape {list(shape)} needs {count}")
+    return array.reshape(shape)
+
+
+def _not_string(name: str, item: Any) -> bytes:
+    raise BadRequest(f"input {name!r}: BYTES data must be strings, got {type(item).__name__}")
+
+
+def json_data(array: np.ndarray) -> Any:
+    """What goes in an output's "data": flat, numbers as numbers, BYTES as text."""
+    flat = array.reshape(-1)
+    if array.dtype.kind in "OUS":
+        return [item.decode(errors="replace") if isinstance(item, bytes) else str(item) for item in flat]
+    return flat
+
+
+# --- REST bodies ----------------------------------------------------------------------------
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def _string(obj: dict[str, Any], key: str, what: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise BadRequest(f"{what}: \"{key}\" must be a string")
+    return value
+
+
+def parse_rest_request(body: bytes, header_length: int | None) -> InferRequest:
+    """The JSON body, followed (binary tensor data extension) by the inputs' raw bytes."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body's "
+                         f"{len(body)} bytes")
+    header = body if header_length is None else memoryview(body)[:header_length]
+    try:
+        document = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    request = _object(document, "the request")
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("the request needs \"inputs\": a non-empty list of tensors")
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    position = 0
+    for index, raw in enumerate(raw_inputs):
+        tensor = _object(raw, f"inputs[{index}]")
+        name = _string(tensor, "name", f"inputs[{index}]")
+        datatype = _string(tensor, "datatype", f"input {name!r}")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list):
+            raise BadRequest(f"input {name!r}: \"shape\" must be a list of integers")
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
+        size = _object(tensor.get("parameters") or {}, f"input {name!r}: parameters").get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0 or position + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size {size} does not fit the {len(binary)} "
+                                 f"bytes of binary data after the JSON header")
+            inputs[name] = decode_raw(name, datatype, shape, binary[position:position + size])
+            position += size
+        elif "data" in tensor:
+            inputs[name] = decode_json(name, datatype, shape, tensor["data"])
+        else:
+            raise BadRequest(f"input {name!r} has neither \"data\" nor a binary_data_size parameter")
+        datatypes[name] = datatype
+    if position != len(binary):
+        raise BadRequest(f"{len(binary) - position} bytes of binary data after the JSON header belong to no input")
+    parameters = _object(request.get("parameters") or {}, "parameters")
+    outputs = None
+    if request.get("outputs") is not None:
+        if not isinstance(request["outputs"], list):
+            raise BadRequest("\"outputs\" must be a list")
+        outputs = [_requested_output(index, raw, parameters) for index, raw in enumerate(request["outputs"])]
+    request_id = request.get("id", "")
+    return InferRequest(inputs, datatypes, outputs, request_id if isinstance(request_id, str) else str(request_id),
+                        bool(parameters.get("binary_data_output", False)), parameters)
+
+
+def _requested_output(index: int, raw: Any, parameters: dict[str, Any]) -> RequestedOutput:
+    tensor = _object(raw, f"outputs[{index}]")
+    name = _string(tensor, "name", f"outputs[{index}]")
+    own = _object(tensor.get("parameters") or {}, f"output {name!r}: parameters")
+    return RequestedOutput(name, bool(own.get("binary_data", parameters.get("binary_data_output", False))))
+
+
+def encode_rest_response(model_name: str, version: str, request: InferRequest,
+                         outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it."""
+    wanted = request.outputs or [RequestedOutput(name, request.binary_outputs) for name in outputs]
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in wanted:
+        array = outputs[output.name]
+        tensor: dict[str, Any] = {"name": output.name, "datatype": datatype_of(array.dtype),
+                                  "shape": list(array.shape)}
+        if output.binary:
+            blob = encode_raw(array)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = json_data(array)
+        tensors.append(tensor)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": tensors}
+    if request.id:
+        document["id"] = request.id
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

@@ -1,0 +1,150 @@
+"""One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
+over one model manager, one set of metrics and one inference executor.
+
+`Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
+and `grpc_port` say which), so a caller can connect at once; `stop()` stops both, bounded
+by `grace` seconds. The CLI runs it until SIGINT/SIGTERM; tests run it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import uvicorn
+
+from wasinfer.runtime import CompiledCache
+from wasinfer.serving.grpc_api import build_grpc_server
+from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.models import ModelManager
+from wasinfer.serving.openapi import document_json
+from wasinfer.serving.repository import Repository
+from wasinfer.serving.rest import RestApp
+
+log = logging.getLogger("wasinfer.serving")
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def default_pool_size() -> int:
+    """Instances per model: one per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class ServerConfig:
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = 8001  # None: no gRPC
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    pool_size: int = 0  # 0: one instance per core
+    cache_dir: Path | None = None  # compiled-code cache; None: compile on every load
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class Server:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        pool_size = config.pool_size or default_pool_size()
+        self.metrics = Metrics()
+        cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
+        self.manager = ModelManager(Repository(config.model_repository), self.metrics, pool_size, cache)
+        self.executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-infer")
+        self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
+        self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
+                           document_json())
+        self.http_port = self.grpc_port = 0
+        self._grpc: grpc.Server | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        config = self.config
+        sock = _listen(config.host, config.http_port)
+        self.http_port = sock.getsockname()[1]
+        if config.grpc_port is not None:
+            try:
+                server, self.grpc_port = build_grpc_server(
+                    self.manager, self.metrics, _address(config.host, config.grpc_port),
+                    workers=max(8, 2 * (config.pool_size or default_pool_size())),
+                    max_message_bytes=config.max_body_bytes)
+            except OSError:
+                sock.close()
+                raise
+            server.start()
+            self._grpc = server
+        # No lifespan, access log, Server header or X-Forwarded-* rewriting: nothing here uses them, and
+        # each is work on every request.
+        uv_config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False, proxy_headers=False,
+                                   log_level="warning", timeout_graceful_shutdown=5, server_header=False)
+        self._uvicorn = uvicorn.Server(uv_config)
+        loop_factory = uv_config.get_loop_factory()
+
+        def serve() -> None:
+            loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+            try:
+                assert self._uvicorn is not None
+                loop.run_until_complete(self._uvicorn.serve(sockets=[sock]))
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="wasinfer-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError("the HTTP server stopped while starting (see the log above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the HTTP server did not start within {timeout} s")
+            time.sleep(0.005)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait(grace)
+            self._grpc = None
+        if self._thread is not None:
+            self._thread.join(grace + 1)
+            self._thread = None
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.load_executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()

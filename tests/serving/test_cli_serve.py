@@ -1,0 +1,91 @@
+"""`wasinfer serve` as a user runs it: a process, its printed addresses and curl line, Ctrl+C."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from wasinfer.cli.main import main
+
+
+def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"no {marker!r} within {timeout} s; got {''.join(seen)!r}")
+
+
+def test_demo_server_prints_a_working_curl_command_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env = dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="80")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinfer.cli.main", "serve", "--http-port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        output = _read_until(_lines(process), "Press Ctrl+C", timeout=60)
+        [command] = [line for line in output if line.startswith("curl ")]
+        args = shlex.split(command)
+        url, body = args[args.index("-X") + 2], args[args.index("-d") + 1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v2/models/digits/infer")
+        assert any("gRPC  127.0.0.1:" in line for line in output)
+        request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        [label] = answer["outputs"]
+        assert label["name"] == "label" and label["datatype"] == "INT64"
+        said = next(line for line in output if "held-out handwritten" in line)
+        assert f"handwritten {label['data'][0]};" in said  # the demo model gets this digit right
+        assert (tmp_path / "home" / "serve-demo" / "repository" / "digits" / "1" / "model.wasm").is_file()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_missing_repository_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model-repository", str(tmp_path / "nowhere"), "--http-port", "0"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_port_in_use_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = ["--http-port", port, "--grpc-port", "-1"] if protocol == "http" else [
+            "--http-port", "0", "--grpc-port", port]
+        code = main(["serve", "--model-repository", str(tmp_path), *ports])
+    assert code == 2
+    assert "cannot listen" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+"""The repo's grpc_service.proto against the descriptors tritonclient ships: same wire format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor_pb2
+from tritonclient.grpc import service_pb2
+
+from wasinfer.serving.grpc_api import SERVICE, _pool, service_methods
+
+
+def _fields(message: Any) -> dict[str, tuple[int, int, int, str]]:
+    proto = descriptor_pb2.DescriptorProto()
+    message.CopyToProto(proto)
+    return {f.name: (f.number, f.type, f.label, f.type_name.rsplit(".", 1)[-1]) for f in proto.field}
+
+
+def _walk(message: Any) -> dict[str, Any]:
+    """Every message type reachable from `message` (nested types and field types), by full name."""
+    found = {message.full_name: message}
+    for field in message.fields:
+        if field.message_type is not None and field.message_type.full_name not in found:
+            found.update(_walk(field.message_type))
+    return found
+
+
+def test_every_message_matches_triton_field_for_field() -> None:
+    ours = _pool().FindServiceByName(SERVICE)
+    theirs = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert ours.full_name == theirs.full_name == "inference.GRPCInferenceService"
+    checked = 0
+    for method in ours.methods:
+        triton = theirs.methods_by_name[method.name]
+        assert (method.input_type.full_name, method.output_type.full_name) == (
+            triton.input_type.full_name, triton.output_type.full_name)
+        assert not method.server_streaming and not method.client_streaming
+        for side in ("input_type", "output_type"):
+            our_types, their_types = _walk(getattr(method, side)), _walk(getattr(triton, side))
+            assert set(our_types) == set(their_types), method.name
+            for name, message in our_types.items():
+                assert _fields(message) == _fields(their_types[name]), name
+                checked += 1
+    assert checked > 20
+
+
+def test_the_service_has_the_v2_methods() -> None:
+    assert set(service_methods()) == {
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+        "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
