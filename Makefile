@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/wasinfer demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint
