@@ -7,6 +7,8 @@ codegen bug, not rounding.
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import pytest
 
 from tests.artifact.engines import CASES, JS, Case, node, requires_node
 from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.metadata import Metadata, TensorSpec, read_custom_sections, read_metadata
+from wasinfer.codegen import ABI_VERSION, METADATA_SECTION
 from wasinfer.runtime import WasmModel
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "abi.md"
@@ -53,3 +57,44 @@ def test_node_and_wasmtime_agree_bitwise(case: Case, tmp_path: Path) -> None:
 def test_docs_show_the_tested_scripts(script: str) -> None:
     """docs/abi.md quotes these scripts verbatim, so the examples there are the ones run here."""
     assert (JS / script).read_text() in DOCS.read_text()
+
+
+ABI_EXPORTS = {"memory": ("memory", None), "wasinfer_abi_version": ("function", 0),
+               "wasinfer_max_batch": ("function", 0), "wasinfer_input_ptr": ("function", 1),
+               "wasinfer_output_ptr": ("function", 1), "wasinfer_run": ("function", 1)}
+WASI_IMPORTS = {"fd_read", "fd_write", "proc_exit"}
+
+
+@requires_node
+@pytest.mark.parametrize("wasi", [False, True], ids=["plain", "wasi"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_node_sees_the_documented_abi(case: Case, wasi: bool, tmp_path: Path) -> None:
+    """The export and import tables of docs/abi.md, as V8 sees them, and the run/ptr results they promise."""
+    wasm = convert_onnx(case.model, max_batch=case.max_batch, wasi=wasi).wasm
+    (tmp_path / "model.wasm").write_bytes(wasm)
+    result = node("abi_contract.mjs", "model.wasm", cwd=tmp_path, stdout=tmp_path / "abi.json")
+    assert result.returncode == 0, result.stderr.decode()
+    seen = json.loads((tmp_path / "abi.json").read_text())
+    meta = read_metadata(wasm)
+
+    want = ABI_EXPORTS | ({"_start": ("function", 0)} if wasi else {})
+    assert {e["name"]: (e["kind"], e["arity"]) for e in seen["exports"]} == want
+    assert {(i["module"], i["name"], i["kind"]) for i in seen["imports"]} == (
+        {("wasi_snapshot_preview1", name, "function") for name in WASI_IMPORTS} if wasi else set())
+    assert seen["metadata"] == json.loads(read_custom_sections(wasm)[METADATA_SECTION])
+    assert seen["abi_version"] == meta.abi_version == ABI_VERSION
+    assert seen["max_batch"] == meta.max_batch == case.max_batch
+    assert seen["input_ptrs"] == [t.offset for t in meta.inputs] + [0, 0]
+    assert seen["output_ptrs"] == [t.offset for t in meta.outputs] + [0, 0]
+    assert seen["run_status"] == {"0": 1, "-1": 1, str(case.max_batch + 1): 1, "1": 0}
+    assert seen["memory_bytes"] == meta.memory_bytes and not seen["memory_grew"]
+    for spec in meta.inputs + meta.outputs:
+        assert spec.offset % 16 == 0, f"{spec.name}: slot not 16-byte aligned"
+        assert spec.offset + meta.max_batch * spec.sample_bytes <= meta.memory_bytes
+
+
+def test_docs_name_every_metadata_key() -> None:
+    """The metadata table of docs/abi.md lists every key the schema writes, and every tensor-spec key."""
+    text = DOCS.read_text()
+    for key in [f.name for f in fields(Metadata)] + [f.name for f in fields(TensorSpec)]:
+        assert f"`{key}`" in text, f"docs/abi.md does not describe metadata key {key!r}"

@@ -7,14 +7,17 @@ same bytes, and bad inputs must end with status 2 and a message on stderr.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import wasmtime
+from onnx import TensorProto, helper
 
-from tests.artifact.engines import CASES, Case, mlp_case, node, requires_node
+from tests.artifact.engines import CASES, JS, NODE, Case, mlp_case, node, requires_node
 from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import WasmModel
 
@@ -167,3 +170,36 @@ def test_two_digit_batches(tmp_path: Path) -> None:
         assert status == 0, stderr
         for expected, actual in zip(reference.run(feeds).values(), read_npy_stream(stdout, 2), strict=True):
             assert actual.shape == expected.shape and np.array_equal(actual, expected)
+
+
+WASMTIME_COMMAND = """
+import sys, wasmtime
+config = wasmtime.WasiConfig()
+config.inherit_stdin(); config.inherit_stdout(); config.inherit_stderr()
+engine = wasmtime.Engine(); linker = wasmtime.Linker(engine); linker.define_wasi()
+store = wasmtime.Store(engine); store.set_wasi(config)
+instance = linker.instantiate(store, wasmtime.Module.from_file(engine, sys.argv[1]))
+try:
+    instance.exports(store)["_start"](store)
+except wasmtime.ExitTrap as exit_:
+    sys.exit(exit_.code)
+"""
+
+
+@pytest.mark.parametrize("engine", ["wasmtime", pytest.param("node", marks=requires_node)])
+def test_pipes_deliver_in_pieces(engine: str, tmp_path: Path) -> None:
+    """Through a pipe (64 KiB at a time) fd_read and fd_write move less than asked; _start must loop."""
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 100_000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 100_000])]),
+        opset_imports=[helper.make_opsetid("", 13)])
+    (tmp_path / "model.wasm").write_bytes(convert_onnx(model, max_batch=3, wasi=True).wasm)
+    x = np.random.default_rng(3).standard_normal((3, 100_000)).astype(np.float32)
+    command = ([sys.executable, "-c", WASMTIME_COMMAND] if engine == "wasmtime"
+               else [str(NODE), "--no-warnings", str(JS / "wasi_run.mjs")])
+    result = subprocess.run([*command, str(tmp_path / "model.wasm")], input=npy_stream(x),
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    (y,) = read_npy_stream(result.stdout, 1)
+    assert np.array_equal(y, -x)
