@@ -1,0 +1,871 @@
+"""Compiled models side by side: wasinfer vs ONNX Runtime (1 thread) vs tract vs onnxruntime-web (Node, 1 thread).
+
+One run on one machine measures, per model and runtime:
+- latency: p50/p90 of one inference after warm-up, sampled for at least `min_iters` runs and
+  then while under `max_iters` runs and `max_seconds` (so tiny models get many samples and
+  big ones still finish);
+- cold start: from nothing loaded to the first result, p50 over repetitions after unmeasured
+  ones under the warm-up rule (the first in a process pays one-time setup such as loading a
+  runtime's own code, and onnxruntime-web's JIT keeps compiling for a while after).
+  wasinfer: load the compiled-code cache entry written beforehand + instantiate + first run;
+  ONNX Runtime: InferenceSession + first run; tract: load + optimise + first run;
+  onnxruntime-web: InferenceSession.create + first run, timed inside Node;
+- size: the .wasm artifact against the .onnx file;
+- ratios wasinfer/peer of p50 latency, and their geometric means over the models that ran
+  on every runtime.
+
+Models: the digits MLP demo (wasinfer.registry.demo) and the nine `light` models that the
+onnx wheel ships, each fed random float32 of its declared input shape. A model wasinfer
+cannot compile gets "unsupported: <reason>", a peer that cannot load one "n/a: <reason>";
+nothing stops the run. Every runtime's output is checked against ONNX Runtime's.
+
+Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models"
+section of docs/performance.md (only the text between its marker comments).
+
+    python benchmarks/compile_bench.py                      # everything (about 5 minutes on 2 cores)
+    python benchmarks/compile_bench.py --quick --models digits,squeezenet
+    python benchmarks/compile_bench.py --render --doc       # redo the tables and section from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+from rich.console import Console
+from rich.table import Table
+
+import wasinfer
+from wasinfer.artifact.convert import convert_onnx
+from wasinfer.codegen import UnsupportedModel
+from wasinfer.frontends import FrontendError
+from wasinfer.registry.demo import build_demo_model
+from wasinfer.runtime.wasm import CompiledCache, WasmModel, make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "compile_bench.json"
+DOC = ROOT / "docs" / "performance.md"
+NODE_DIR = ROOT / "benchmarks" / "node"
+NODE_RUNNER = NODE_DIR / "ort_web_bench.mjs"
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+BEGIN, END = "<!-- compile_bench:begin -->", "<!-- compile_bench:end -->"
+RUNTIMES = ("wasinfer", "ort", "tract", "ort-web")
+PEERS = RUNTIMES[1:]
+LABELS = {"wasinfer": "wasinfer", "ort": "ORT native", "tract": "tract", "ort-web": "ort-web"}
+NOISE = 0.95  # a ratio between this and 1 is a tie on these machines, not a win
+STORED_WEIGHTS = "squeezenet_rw"  # light squeezenet with random weights stored in the file
+COLD_TARGET_MS, COLD_TARGET_BYTES, ORT_GEOMEAN_TARGET = 1.0, 5 * 1024 * 1024, 3.0
+console = Console(width=None if sys.stdout.isatty() else 200)  # a log file keeps whole table rows
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each cell samples: counts bound it below, counts and seconds above."""
+
+    warmup_min: int
+    warmup_seconds: float
+    min_iters: int
+    max_iters: int
+    max_seconds: float
+    cold_min: int
+    cold_max: int
+    cold_seconds: float
+
+
+FULL = Budget(warmup_min=1, warmup_seconds=0.5, min_iters=5, max_iters=20_000, max_seconds=2.0,
+              cold_min=3, cold_max=25, cold_seconds=2.0)
+QUICK = Budget(warmup_min=1, warmup_seconds=0.1, min_iters=3, max_iters=2_000, max_seconds=0.3,
+               cold_min=2, cold_max=10, cold_seconds=0.3)
+
+
+@dataclass
+class BenchModel:
+    name: str
+    path: Path
+    feeds: dict[str, np.ndarray]
+
+
+@dataclass
+class Cell:
+    """One runtime on one model: samples in ms, or why there are none."""
+
+    status: str  # ok | unsupported (wasinfer declined) | n/a (a peer could not) | error
+    reason: str = ""
+    latency_ms: list[float] = field(default_factory=list)
+    cold_ms: list[float] = field(default_factory=list)
+    parts_ms: dict[str, list[float]] = field(default_factory=dict)  # named sub-timings
+    info: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def sample(fn: Callable[[], object], min_n: int, max_n: float, seconds: float) -> list[float]:
+    """Milliseconds per call: `min_n` calls at least, then more while under `max_n` calls and `seconds`."""
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_n or (len(times) < max_n and time.perf_counter() < deadline):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def measure(run: Callable[[], object], budget: Budget) -> list[float]:
+    """Steady-state latencies of `run`, after a warm-up under the same count-and-time rule."""
+    sample(run, budget.warmup_min, math.inf, budget.warmup_seconds)
+    return sample(run, budget.min_iters, budget.max_iters, budget.max_seconds)
+
+
+def measure_cold(start: Callable[[], object], budget: Budget) -> list[float]:
+    """Cold starts after unmeasured ones: a process that has loaded models before (a JIT-compiled
+    runtime such as onnxruntime-web needs this; the rule is the same for every runtime)."""
+    sample(start, budget.warmup_min, math.inf, budget.warmup_seconds)
+    return sample(start, budget.cold_min, budget.cold_max, budget.cold_seconds)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+# --- models -------------------------------------------------------------------------------------------------------
+
+
+def digits_model(workdir: Path) -> BenchModel:
+    demo = build_demo_model()
+    path = workdir / "digits.onnx"
+    path.write_bytes(demo.onnx)
+    return BenchModel("digits", path, {"input": np.ascontiguousarray(demo.x_test[:1])})
+
+
+def light_model(path: Path, name: str | None = None) -> BenchModel:
+    """Random float32 of the declared shape for each real input (inputs with an initializer are weights)."""
+    rng = np.random.default_rng(0)  # per model: a --models filter feeds the same inputs as a full run
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    feeds = {}
+    for value in graph.input:
+        if value.name in weights:
+            continue
+        shape = [d.dim_value if d.dim_value > 0 else 1 for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = rng.random(shape, dtype=np.float32)
+    return BenchModel(name or path.stem.removeprefix("light_"), path, feeds)
+
+
+def with_stored_weights(light: Path, out: Path) -> Path:
+    """The light model with its ConstantOfShape weights replaced by random initializers in the file.
+
+    Uniform weights are written at instantiation by wasinfer and materialised at session build by
+    the peers; stored ones travel as data (wasinfer: data segments that wasmtime can map
+    copy-on-write from its cache). He-scaled normals keep activations finite.
+    """
+    model = onnx.load(str(light))
+    graph = model.graph
+    rng = np.random.default_rng(1)
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes, weights = [], []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in consts:
+            nodes.append(node)
+            continue
+        shape = [int(d) for d in consts[node.input[0]]]
+        fan_in = math.prod(shape[1:])
+        std = math.sqrt(2 / fan_in) if len(shape) > 1 else 0.01
+        weights.append(numpy_helper.from_array(rng.normal(0, std, shape).astype(np.float32), node.output[0]))
+    used = {name for node in nodes for name in node.input}
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *weights])
+    inputs = [i for i in graph.input if i.name in used]
+    del graph.input[:]
+    # IR version 3 lists every initializer among the graph inputs too.
+    graph.input.extend([*inputs, *(onnx.helper.make_tensor_value_info(w.name, onnx.TensorProto.FLOAT, w.dims)
+                                   for w in weights)])
+    onnx.save(model, str(out))
+    return out
+
+
+def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
+    names = ["digits", *(p.stem.removeprefix("light_") for p in sorted(LIGHT_DIR.glob("light_*.onnx"))),
+             STORED_WEIGHTS]
+    models = []
+    for name in names:
+        if wanted and not any(w in name for w in wanted):
+            continue
+        if name == "digits":
+            models.append(digits_model(workdir))
+        elif name == STORED_WEIGHTS:
+            path = with_stored_weights(LIGHT_DIR / "light_squeezenet.onnx", workdir / f"{name}.onnx")
+            models.append(light_model(path, name))
+        else:
+            models.append(light_model(LIGHT_DIR / f"light_{name}.onnx"))
+    return models
+
+
+# --- runtimes -----------------------------------------------------------------------------------------------------
+
+
+def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path) -> Cell:
+    """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`."""
+    try:
+        started = time.perf_counter()
+        result = convert_onnx(model.path)
+        convert_s = time.perf_counter() - started
+    except (UnsupportedModel, FrontendError) as exc:
+        return Cell("unsupported", one_line(exc))
+    except Exception as exc:  # a compiler crash is a result here, not the end of the run
+        return Cell("error", f"convert: {one_line(exc)}")
+    wasm_path = workdir / f"{model.name}.wasm"
+    wasm_path.write_bytes(result.wasm)
+    engine, cache = make_engine(), CompiledCache(workdir / "wasmtime-cache")
+    started = time.perf_counter()
+    WasmModel.from_file(wasm_path, cache, engine)  # Cranelift compile + the cache entry every later load reads
+    jit_s = time.perf_counter() - started
+    parts: dict[str, list[float]] = {"load": [], "instantiate": [], "first_run": []}
+
+    def cold() -> None:  # WasmModel.from_file, split where its time goes
+        t0 = time.perf_counter()
+        compiled = cache.load_file(engine, wasm_path)
+        t1 = time.perf_counter()
+        instance = WasmModel(b"", engine, compiled=compiled)
+        t2 = time.perf_counter()
+        instance.run(model.feeds)
+        t3 = time.perf_counter()
+        for key, seconds in (("load", t1 - t0), ("instantiate", t2 - t1), ("first_run", t3 - t2)):
+            parts[key].append(seconds * 1000)
+
+    sample(cold, budget.warmup_min, math.inf, budget.warmup_seconds)  # measure_cold's warm-up, then reset
+    for samples in parts.values():
+        samples.clear()
+    cold_ms = sample(cold, budget.cold_min, budget.cold_max, budget.cold_seconds)
+    instance = WasmModel.from_file(wasm_path, cache, engine)
+    latency = measure(lambda: instance.run(model.feeds), budget)
+    outputs = instance.run(model.feeds)
+    # The exported wasinfer_run alone (inputs already in memory): the rest of `run` is Python.
+    raw_call = instance._run
+    parts["raw_call"] = measure(lambda: raw_call(1), budget)
+    info = {"wasm_bytes": len(result.wasm), "convert_s": convert_s, "jit_s": jit_s,
+            "kernels": result.stats.get("kernels"), "arena_bytes": result.stats.get("arena_bytes"),
+            "weight_bytes": 4 * params if isinstance(params := result.stats.get("params"), int) else None}
+    return Cell("ok", latency_ms=latency, cold_ms=cold_ms, parts_ms=parts, info=info, outputs=outputs)
+
+
+def ort_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # the light models' unused initializers warn on every load
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def bench_ort(model: BenchModel, budget: Budget) -> Cell:
+    try:
+        session = ort_session(model.path)
+        names = [o.name for o in session.get_outputs()]
+        session.run(None, model.feeds)
+    except Exception as exc:
+        return Cell("n/a", one_line(exc))
+    cold_ms = measure_cold(lambda: ort_session(model.path).run(None, model.feeds), budget)
+    latency = measure(lambda: session.run(None, model.feeds), budget)
+    outputs = dict(zip(names, session.run(None, model.feeds), strict=True))
+    return Cell("ok", latency_ms=latency, cold_ms=cold_ms, outputs=outputs)
+
+
+TRACT_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.int64): "i64", np.dtype(np.int32): "i32"}
+
+
+def bench_tract(model: BenchModel, budget: Budget) -> Cell:
+    """tract's own pipeline: load, type with the feed shapes, optimise (into_runnable), run on one state."""
+    try:
+        import tract
+    except ImportError as exc:
+        return Cell("n/a", f"tract is not installed (pip install -e '.[bench]'): {exc}")
+
+    def load() -> tuple[Any, list[str]]:
+        inference = tract.onnx().load(str(model.path))
+        inputs = [inference.input_name(i) for i in range(inference.input_count())]
+        for i, name in enumerate(inputs):
+            array = model.feeds[name]
+            inference.set_input_fact(i, ",".join([*map(str, array.shape), TRACT_TYPES[array.dtype]]))
+        return inference.into_model().into_runnable(), inputs
+
+    def plain(tensor: Any) -> np.ndarray:
+        return np.asarray(tensor.to_numpy())
+
+    def tdim(tensor: Any) -> np.ndarray:  # tract types some integer outputs (ArgMax labels) as TDim
+        return np.asarray(tensor.convert_to(tract.DatumType.I64).to_numpy())
+
+    def converters(tensors: list[Any]) -> list[Callable[[Any], np.ndarray]]:
+        """Chosen once: a failed to_numpy costs tens of ms (tract captures a backtrace)."""
+        chosen: list[Callable[[Any], np.ndarray]] = []
+        for tensor in tensors:
+            try:
+                plain(tensor)
+                chosen.append(plain)
+            except tract.TractError:
+                chosen.append(tdim)
+        return chosen
+
+    try:
+        runnable, input_names = load()
+        state = runnable.spawn_state()
+        feeds = [model.feeds[name] for name in input_names]
+        convert = converters(state.run(feeds))
+
+        def run() -> list[np.ndarray]:
+            return [f(t) for f, t in zip(convert, state.run(feeds), strict=True)]
+
+        run()
+    except Exception as exc:
+        return Cell("n/a", one_line(exc))
+
+    def cold() -> None:
+        fresh, _ = load()
+        [f(t) for f, t in zip(convert, fresh.spawn_state().run(feeds), strict=True)]
+
+    cold_ms = measure_cold(cold, budget)
+    latency = measure(run, budget)
+    # tract renames outputs after their nodes; they come in the graph's order.
+    outputs = [o.name for o in onnx.load(str(model.path), load_external_data=False).graph.output]
+    return Cell("ok", latency_ms=latency, cold_ms=cold_ms, outputs=dict(zip(outputs, run(), strict=True)))
+
+
+def ensure_node_modules() -> str | None:
+    """None when onnxruntime-web is installed (installing it from package-lock.json if needed), else why not."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if (NODE_DIR / "node_modules" / "onnxruntime-web").is_dir():
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed, and benchmarks/node/node_modules is missing"
+    command = [npm, "ci" if (NODE_DIR / "package-lock.json").exists() else "install", "--prefix", str(NODE_DIR),
+               "--no-audit", "--no-fund"]
+    console.print(f"[dim]installing onnxruntime-web: {' '.join(command)}[/dim]")
+    done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        return f"npm failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    return None
+
+
+def bench_ort_web(model: BenchModel, budget: Budget, workdir: Path, web: dict[str, Any]) -> Cell:
+    """One Node process per model (numbers taken inside Node), so onnxruntime-web's cells are interleaved
+    with the other runtimes' like theirs are; `web` carries the Node check and versions between calls."""
+    if "problem" not in web:
+        web["problem"] = ensure_node_modules()
+    if web["problem"] is not None:
+        return Cell("n/a", web["problem"])
+    if any(a.dtype != np.float32 for a in model.feeds.values()):
+        return Cell("n/a", "the Node runner feeds float32 only")
+    inputs = []
+    for n, (name, array) in enumerate(model.feeds.items()):
+        file = workdir / f"{model.name}.input{n}.bin"
+        array.astype("<f4").tofile(file)
+        inputs.append({"name": name, "file": str(file), "dims": list(array.shape)})
+    job = workdir / f"{model.name}.ort_web_job.json"
+    job.write_text(json.dumps({"budget": asdict(budget),
+                               "models": [{"name": model.name, "path": str(model.path), "inputs": inputs}]}))
+    done = subprocess.run(["node", str(NODE_RUNNER), str(job)], cwd=NODE_DIR, capture_output=True, text=True,
+                          timeout=1800, check=False)
+    if done.returncode != 0:
+        return Cell("n/a", f"node exited {done.returncode}: {' '.join(done.stderr.strip().splitlines()[-1:])}")
+    report = json.loads(done.stdout)
+    web.update(version=report["version"], node=report["node"])
+    entry = report["models"][model.name]
+    if entry["status"] != "ok":
+        return Cell("n/a", entry.get("reason", "failed"))
+    outputs = {k: np.asarray(v) for k, v in entry["outputs"].items()}
+    return Cell("ok", latency_ms=entry["latency_ms"], cold_ms=entry["cold_ms"],
+                info={"first_cold_ms": entry["first_cold_ms"]}, outputs=outputs)
+
+
+# --- results ------------------------------------------------------------------------------------------------------
+
+
+def stats(samples: list[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    array = np.asarray(samples)
+    return {"n": len(samples), "p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90)),
+            "min": float(array.min()), "mean": float(array.mean())}
+
+
+def agreement(cell: Cell, reference: Cell) -> float | None:
+    """Largest |difference| from ONNX Runtime's outputs (by name, flattened); None if nothing to compare."""
+    worst = None
+    for name, want in reference.outputs.items():
+        got = cell.outputs.get(name)
+        if got is None or np.asarray(got).size != want.size:
+            continue  # the table's numbers stand; a missing output would have failed the run itself
+        diff = float(np.max(np.abs(np.asarray(got, dtype=np.float64).ravel() - want.astype(np.float64).ravel())))
+        worst = diff if worst is None else max(worst, diff)
+    return worst
+
+
+def geomean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def summarise(models: list[BenchModel], cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for model in models:
+        row = cells[model.name]
+        entry: dict[str, Any] = {"onnx_bytes": model.path.stat().st_size,
+                                 "inputs": {k: list(v.shape) for k, v in model.feeds.items()}, "runtimes": {}}
+        for runtime in RUNTIMES:
+            cell = row.get(runtime)
+            if cell is None:
+                continue
+            record: dict[str, Any] = {"status": cell.status, "reason": cell.reason,
+                                      "latency_ms": stats(cell.latency_ms), "cold_ms": stats(cell.cold_ms),
+                                      "parts_ms": {k: stats(v) for k, v in cell.parts_ms.items()}, **cell.info}
+            if cell.status == "ok" and runtime != "ort" and row.get("ort") and row["ort"].status == "ok":
+                record["max_abs_diff_vs_ort"] = agreement(cell, row["ort"])
+            entry["runtimes"][runtime] = record
+        entry["ratios"] = {peer: ratio(entry["runtimes"], peer) for peer in PEERS}
+        summary[model.name] = entry
+    return summary
+
+
+def p50(record: dict[str, Any] | None, key: str = "latency_ms") -> float | None:
+    if not record or record["status"] != "ok" or not record.get(key):
+        return None
+    return float(record[key]["p50"])
+
+
+def ratio(runtimes: dict[str, Any], peer: str) -> float | None:
+    ours, theirs = p50(runtimes.get("wasinfer")), p50(runtimes.get(peer))
+    return ours / theirs if ours is not None and theirs else None
+
+
+def geomeans(summary: dict[str, Any], runtimes: tuple[str, ...]) -> dict[str, Any]:
+    everywhere = [name for name, e in summary.items()
+                  if "wasinfer" in runtimes and all(p50(e["runtimes"].get(r)) is not None for r in runtimes)]
+    return {"models": everywhere,
+            **{peer: geomean(summary[n]["ratios"][peer] for n in everywhere) for peer in runtimes if peer in PEERS}}
+
+
+def model_bytes(entry: dict[str, Any]) -> float:
+    """A model's size for the cold-start target: its module, or its fp32 weights where those are bigger
+    (the light models' uniform weights are written at start-up, not stored; a real one's would be)."""
+    ours = entry["runtimes"].get("wasinfer", {})
+    return float(max(ours.get("wasm_bytes", math.inf), ours.get("weight_bytes") or 0))
+
+
+def targets(summary: dict[str, Any], means: dict[str, Any], runtimes: tuple[str, ...]) -> list[dict[str, str]]:
+    """The issue's three targets, each judged on this run's numbers only."""
+    found = []
+    small = {n: e for n, e in summary.items() if model_bytes(e) < COLD_TARGET_BYTES}
+    to_result = {n: p50(e["runtimes"]["wasinfer"], "cold_ms") for n, e in small.items()}
+    to_ready = {n: sum(e["runtimes"]["wasinfer"]["parts_ms"][k]["p50"] for k in ("load", "instantiate"))
+                for n, e in small.items() if p50(e["runtimes"]["wasinfer"], "cold_ms") is not None}
+    result_ok = [n for n, v in to_result.items() if v is not None and v < COLD_TARGET_MS]
+    ready_ok = [n for n, v in to_ready.items() if v < COLD_TARGET_MS]
+    missing = sorted(set(small) - set(to_ready))
+    if "wasinfer" not in runtimes or not to_ready:
+        status = "not measured"
+    elif len(result_ok) == len(small):
+        status = "met"
+    elif len(ready_ok) == len(small):
+        status = "met to ready, not met to first result"
+    else:
+        status = "not met"
+    slow = [f"{n} {to_ready[n]:.2f} ms" for n in sorted(set(to_ready) - set(ready_ok))]
+    found.append({"target": "cold start p50 < 1 ms for models under 5 MB", "status": status,
+                  "detail": f"load + instantiate < 1 ms on {len(ready_ok)}/{len(small)} models"
+                            + (f" (not: {', '.join(slow)})" if slow else "")
+                            + f"; to first result < 1 ms on {len(result_ok)}/{len(small)}"
+                            + (f" ({', '.join(result_ok)})" if result_ok else "")
+                            + (f"; not compiled: {', '.join(missing)}" if missing else "")})
+    both = {n: e["ratios"]["ort-web"] for n, e in summary.items()}
+    slower = [f"{n} {r:.2f}x" + (" (a tie within this machine's noise)" if r < 2 - NOISE else "")
+              for n, r in both.items() if r is not None and r >= 1]
+    absent = [n for n, r in both.items() if r is None]
+    if "ort-web" not in runtimes or all(r is None for r in both.values()):
+        status = "not measured"
+    else:
+        status = "met" if not slower and not absent else "not met"
+    close = [f"{n} {r:.2f}x" for n, r in both.items() if r is not None and NOISE <= r < 1]
+    if status == "met" and close:
+        status = "met, narrowly"
+    found.append({"target": "faster than onnxruntime-web on every model", "status": status,
+                  "detail": f"faster on {sum(1 for r in both.values() if r is not None and r < 1)}/{len(both)}"
+                            + (f"; slower: {', '.join(slower)}" if slower else "")
+                            + (f"; by less than 5%, within this machine's noise: {', '.join(close)}" if close else "")
+                            + (f"; not compared (a side did not run): {', '.join(absent)}" if absent else "")})
+    ort_mean = means.get("ort")
+    found.append({"target": "geomean latency within 3x of ONNX Runtime native",
+                  "status": "not measured" if ort_mean is None else ("met" if ort_mean <= ORT_GEOMEAN_TARGET
+                                                                       else "not met"),
+                  "detail": "no model ran everywhere" if ort_mean is None
+                  else f"wasinfer/ORT geomean {ort_mean:.2f}x over {len(means['models'])} models"})
+    return found
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+
+    def cpu_field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.split(":")[0].strip() == name), "")
+
+    # Virtual machines often name only the vendor; family/model and the vector extensions tell more.
+    vector = " ".join(f for f in ("fma", "avx2", "avx512f") if f in cpu_field("flags").split())
+    cpu = (f"{cpu_field('model name') or platform.processor() or 'unknown'}, family {cpu_field('cpu family')} "
+           f"model {cpu_field('model')}, {vector}")
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), "0")
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "memory_gib": round(int(memory) / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "loadavg_1min": round(os.getloadavg()[0], 2)}  # other work on the machine skews every column
+
+
+def versions(web: dict[str, Any]) -> dict[str, str | None]:
+    def dist(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        import tract
+
+        tract_native: str | None = tract.version()
+    except ImportError:
+        tract_native = None
+    return {"wasinfer": wasinfer.__version__, "wasmtime (py)": dist("wasmtime"), "onnxruntime": ort.__version__,
+            "tract (py)": dist("tract"), "tract (native)": tract_native, "onnxruntime-web": web.get("version"),
+            "node": web.get("node"), "numpy": np.__version__, "onnx": onnx.__version__}
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms * 1000:.1f} µs"
+    return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def status_text(record: dict[str, Any] | None) -> str | None:
+    """A cell that has no number: `unsupported: why` for wasinfer, `n/a: why` for a peer."""
+    if record is None:
+        return "-"
+    if record["status"] == "ok":
+        return None
+    label = "unsupported" if record["status"] == "unsupported" else "n/a"
+    return f"{label}: {record['reason']}"
+
+
+def latency_cell(record: dict[str, Any] | None) -> str:
+    text = status_text(record)
+    if text is not None:
+        return text
+    assert record is not None
+    mark = " ⚠" if (record.get("max_abs_diff_vs_ort") or 0) > 1e-3 else ""
+    return f"{fmt_ms(record['latency_ms']['p50'])} ({fmt_ms(record['latency_ms']['p90'])}){mark}"
+
+
+def cold_cell(record: dict[str, Any] | None) -> str:
+    text = status_text(record)
+    return text if text is not None else fmt_ms(p50(record, "cold_ms"))
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def latency_rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, entry in summary.items():
+        rt = entry["runtimes"]
+        ours = rt.get("wasinfer")
+        raw = ours["parts_ms"]["raw_call"]["p50"] if ours and ours["status"] == "ok" else None
+        rows.append([name, latency_cell(ours), fmt_ms(raw), *(latency_cell(rt.get(p)) for p in PEERS),
+                     *(fmt_ratio(entry["ratios"][p]) for p in PEERS)])
+    return rows
+
+
+LATENCY_HEADER = ["model", "wasinfer p50 (p90)", "wasm call p50", "ORT p50 (p90)", "tract p50 (p90)",
+                  "ort-web p50 (p90)", "w/ORT", "w/tract", "w/ort-web"]
+COLD_HEADER = ["model", "wasinfer cold", "load + inst.", "ORT cold", "tract cold", "ort-web cold", ".wasm", ".onnx"]
+
+
+def cold_rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, entry in summary.items():
+        rt = entry["runtimes"]
+        ours = rt.get("wasinfer")
+        ready = (fmt_ms(ours["parts_ms"]["load"]["p50"]) + " + " + fmt_ms(ours["parts_ms"]["instantiate"]["p50"])
+                 if ours and ours["status"] == "ok" else "-")
+        rows.append([name, cold_cell(ours), ready, *(cold_cell(rt.get(p)) for p in PEERS),
+                     fmt_bytes(ours.get("wasm_bytes") if ours else None), fmt_bytes(entry["onnx_bytes"])])
+    return rows
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    summary = report["models"]
+    for title, header, rows in (("Latency per inference, after warm-up", LATENCY_HEADER, latency_rows(summary)),
+                                ("Cold start to first result (p50) and size", COLD_HEADER, cold_rows(summary))):
+        table = Table(title=title, title_justify="left")
+        for n, column in enumerate(header):
+            table.add_column(column, justify="left" if n == 0 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    means = report["geomeans"]
+    console.print(f"geomean wasinfer/peer over {len(means['models'])} models that ran everywhere: "
+                  + ", ".join(f"{LABELS[p]} {fmt_ratio(means.get(p))}" for p in PEERS if p in means))
+    for target in report["targets"]:
+        colour = "green" if target["status"] == "met" else "yellow"
+        console.print(f"[{colour}]{target['status']}[/{colour}] {target['target']}: {target['detail']}",
+                      highlight=False)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def clean(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(map(clean, row)) + " |" for row in rows)]
+
+
+def render_section(report: dict[str, Any]) -> str:
+    m, v, b = report["machine"], report["versions"], report["budget"]
+    means = report["geomeans"]
+    lines = [
+        "## Compiled models",
+        "",
+        f"Generated by `python benchmarks/compile_bench.py` on {report['date']} ({report['seconds']:.0f} s); "
+        "do not edit between the markers. One run, one machine, side by side; absolute times hold only within this "
+        "run, so read the ratios.",
+        "",
+        f"**Machine:** {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}; 1-minute load average {m['loadavg_1min']} before the run, "
+        f"{m['loadavg_1min_after']} after.",
+        "",
+        "**Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
+        "",
+        "**Method.** Every runtime on one thread: ONNX Runtime with `intra_op_num_threads=1`, "
+        "`inter_op_num_threads=1`, sequential execution, all graph optimisations; tract as its Python bindings "
+        "load, type (the feed shapes) and optimise a model, run on one reused state; onnxruntime-web's plain wasm "
+        "backend in Node with `ort.env.wasm.numThreads = 1`, timed inside Node; wasinfer `convert_onnx` → "
+        "`WasmModel` on wasmtime. Latency is one inference (inputs in, outputs out as numpy / JS arrays) after "
+        f"a warm-up (at least {b['warmup_min']} run and {b['warmup_seconds']} s), sampled for at least "
+        f"{b['min_iters']} runs, then while under {b['max_iters']} runs and {b['max_seconds']} s. Cold start is "
+        "from nothing loaded to the first result, p50 over "
+        f"{b['cold_min']} to {b['cold_max']} repetitions (≤ {b['cold_seconds']} s past the minimum) after "
+        "unmeasured starts under the warm-up rule (a process that has loaded models before; onnxruntime-web's "
+        "JIT needs it, and every runtime gets the same): wasinfer = load of the compiled-code cache entry "
+        "written beforehand (`CompiledCache.load_file`: stat-keyed record + `Module.deserialize_file`) "
+        "+ instantiate + first run; "
+        "ORT = `InferenceSession` + first run; tract = load + type + optimise + first run; ort-web = "
+        "`InferenceSession.create` (from the file's bytes) + first run. Engines/runtimes themselves are loaded "
+        "once per process and not counted (ort-web runs in a Node process per model; its first session there, "
+        f"which also instantiates ORT's own Wasm, took {fmt_ms(report.get('ort_web_first_ms'))} at the median). "
+        "Runtimes take turns model by model, so other work on the machine falls on all of them alike. "
+        "Inputs: the digits model gets a "
+        "held-out digit, the light models random float32 of their declared shape. Every peer's output is "
+        "compared with ONNX Runtime's (⚠ marks a max abs difference above 1e-3).",
+        "",
+        "### Latency",
+        "",
+        "`wasm call` is the exported `wasinfer_run` alone, inputs already in memory; the rest of "
+        "`WasmModel.run` is Python (checking and copying inputs and outputs). `w/peer` = wasinfer p50 / peer p50, "
+        "below 1 means wasinfer is faster.",
+        "",
+        *md_table(LATENCY_HEADER, latency_rows(report["models"])),
+        "",
+        f"Geometric mean of wasinfer/peer over the {len(means['models'])} models that ran on every runtime"
+        + (f" ({', '.join(means['models'])})" if means["models"] else "") + ": "
+        + ", ".join(f"{LABELS[p]} **{fmt_ratio(means.get(p))}**" for p in PEERS if p in means) + ".",
+        "",
+        "### Cold start and size",
+        "",
+        "Cold start p50 to the first result; `load + inst.` is wasinfer's part before the first run "
+        "(cache-entry load + instantiate). Sizes are the files on disk. The light models keep their weights "
+        "as `ConstantOfShape` nodes (uniform values), so their `.onnx` files are tiny next to the real "
+        "architectures, and so are their modules: wasinfer writes those weights into memory when a module is "
+        "instantiated (its start function), which is why their `inst.` grows with the weights, "
+        "and ONNX Runtime, tract and onnxruntime-web materialise them when a session is built. "
+        f"`{STORED_WEIGHTS}` is light squeezenet with random weights stored in the file instead, as a real "
+        "model has them: wasinfer carries them as data segments, which wasmtime maps copy-on-write from the "
+        "compiled-code cache, so instantiation no longer depends on their size. The digits model's weights "
+        "are real initializers. For the cold-start target a model's size is its `.wasm` or its fp32 weights, "
+        "whichever is bigger; under 5 MB here: "
+        + (", ".join(n for n, e in report["models"].items() if model_bytes(e) < COLD_TARGET_BYTES) or "none") + ".",
+        "",
+        *md_table(COLD_HEADER, cold_rows(report["models"])),
+        "",
+        "### Targets",
+        "",
+        *md_table(["target", "status", "this run"], [[t["target"], t["status"], t["detail"]]
+                                                     for t in report["targets"]]),
+        "",
+    ]
+    notes = report.get("notes", [])
+    if notes:
+        lines += ["Notes:", "", *(f"- {n}" for n in notes), ""]
+    return "\n".join(lines)
+
+
+def write_doc(section: str, path: Path = DOC) -> None:
+    """Replace only the text between the markers, keeping whatever other sections the file has."""
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Performance\n\n{block}\n")
+        return
+    text = path.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def notes_for(report: dict[str, Any]) -> list[str]:
+    notes = []
+    if report.get("ort_web_problem"):
+        notes.append(f"onnxruntime-web did not run: {report['ort_web_problem']}.")
+    if report["models"].get("digits", {}).get("runtimes", {}).get("tract", {}).get("status") == "ok":
+        notes.append("tract types the digits model's `label` output (ArgMax → ArrayFeatureExtractor) as TDim, "
+                     "which its Python API cannot return; the benchmark converts it to int64 on every run.")
+    filled = []
+    for name, entry in report["models"].items():
+        ours = entry["runtimes"].get("wasinfer", {})
+        ready = sum(ours["parts_ms"][k]["p50"] for k in ("load", "instantiate")) if ours.get("parts_ms") else 0
+        if ready >= COLD_TARGET_MS and (ours.get("weight_bytes") or 0) > ours.get("wasm_bytes", 0):
+            filled.append(f"{name} {fmt_bytes(ours['weight_bytes'])} → {fmt_ms(ready)}")
+        for runtime, record in entry["runtimes"].items():
+            diff = record.get("max_abs_diff_vs_ort")
+            if diff is not None and diff > 1e-3:
+                notes.append(f"{name} on {LABELS[runtime]}: outputs differ from ONNX Runtime's by up to {diff:.3g}.")
+    if filled:
+        notes.append("wasinfer's time to ready (load + instantiate) grows with the uniform `ConstantOfShape` weights "
+                     "its start function writes at instantiation: " + ", ".join(filled)
+                     + f". Weights stored in the file cost no such time ({STORED_WEIGHTS}).")
+    notes.append("`wasm call` is measured after `run`, not interleaved with it: on the big models the two differ "
+                 "by this machine's noise, not by Python's overhead.")
+    return notes
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+
+def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, workdir: Path
+        ) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
+    cells: dict[str, dict[str, Cell]] = {m.name: {} for m in models}
+    web: dict[str, Any] = {}
+    for model in models:
+        for runtime in runtimes:
+            console.print(f"[dim]{model.name}: {runtime}…[/dim]", highlight=False)
+            if runtime == "wasinfer":
+                cell = bench_wasinfer(model, budget, workdir)
+            elif runtime == "ort":
+                cell = bench_ort(model, budget)
+            elif runtime == "tract":
+                cell = bench_tract(model, budget)
+            else:
+                cell = bench_ort_web(model, budget, workdir, web)
+            cells[model.name][runtime] = cell
+            gc.collect()  # the big light models' materialised weights go before the next runtime loads
+    return cells, web
+
+
+def render_saved(path: Path, doc: bool) -> None:
+    """Tables (and the doc section) from a results file, its judgements redone by this script's rules."""
+    report = json.loads(path.read_text())
+    report["targets"] = targets(report["models"], report["geomeans"], tuple(report["runtimes"]))
+    report["notes"] = notes_for(report)
+    path.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print_tables(report)
+    if doc:
+        write_doc(render_section(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", help="comma-separated names or parts of names (digits, squeezenet, ...)")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated subset of {RUNTIMES}")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples: a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
+                        help="update docs/performance.md (default: only on a full run)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    args = parser.parse_args(argv)
+    if args.render:
+        render_saved(args.out, bool(args.doc))
+        return 0
+    runtimes = tuple(r for r in RUNTIMES if r in args.runtimes.split(","))
+    wanted = [w.strip() for w in args.models.split(",")] if args.models else None
+    budget = QUICK if args.quick else FULL
+    started, before = time.perf_counter(), machine()
+    with tempfile.TemporaryDirectory(prefix="compile-bench-") as tmp:
+        workdir = Path(tmp)
+        models = load_models(wanted, workdir)
+        if not models:
+            parser.error(f"no model matches {args.models!r}")
+        cells, web = run(models, runtimes, budget, workdir)
+        summary = summarise(models, cells)
+    means = geomeans(summary, runtimes)
+    first_web = [c.info["first_cold_ms"] for row in cells.values() for r, c in row.items()
+                 if r == "ort-web" and c.status == "ok"]
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - started, "quick": args.quick,
+        "machine": {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}, "versions": versions(web),
+        "budget": asdict(budget), "runtimes": list(runtimes),
+        "ort_web_first_ms": float(np.median(first_web)) if first_web else None, "ort_web_problem": web.get("problem"),
+        "models": summary, "geomeans": means,
+    }
+    report["targets"] = targets(summary, means, runtimes)
+    report["notes"] = notes_for(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print_tables(report)
+    full = not args.quick and wanted is None and runtimes == RUNTIMES
+    if args.doc or (args.doc is None and full):
+        write_doc(render_section(report))
+        console.print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
+                      f"and {DOC.relative_to(ROOT)}")
+    else:
+        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
