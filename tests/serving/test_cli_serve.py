@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import socket
@@ -64,9 +65,34 @@ def test_demo_server_prints_a_working_curl_command_and_stops_on_ctrl_c(tmp_path:
         assert label["name"] == "label" and label["datatype"] == "INT64"
         said = next(line for line in output if "held-out handwritten" in line)
         assert f"handwritten {label['data'][0]};" in said  # the demo model gets this digit right
-        assert (tmp_path / "home" / "serve-demo" / "repository" / "digits" / "1" / "model.wasm").is_file()
+        assert (tmp_path / "home" / "repository" / "digits" / "1" / "model.wasm").is_file()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_serves_a_repository_and_stops_on_sigterm(repository: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = dict(os.environ, WASINFER_HOME=str(home), COLUMNS="200")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(repository),
+         "--http-port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
+        match = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", output)
+        assert match, output
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]})
+        request = urllib.request.Request(f"{match[1]}/v2/models/scale/infer", data=body.encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["outputs"][0]["data"] == [10, 20, 30, 40]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        # Compiled code and the gRPC descriptors are cached in $WASINFER_HOME for the next start.
+        assert list((home / "cache" / "proto").glob("*.pb")) and list((home / "cache").glob("*.cwasm"))
     finally:
         if process.poll() is None:
             process.kill()

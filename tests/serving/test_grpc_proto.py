@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from google.protobuf import descriptor_pb2
+from grpc_tools import protoc
 from tritonclient.grpc import service_pb2
 
-from wasinfer.serving.grpc_api import SERVICE, _pool, service_methods
+from wasinfer.serving.grpc_api import SERVICE, _pool, service_descriptor_set, service_methods
 
 
 def _fields(message: Any) -> dict[str, tuple[int, int, int, str]]:
@@ -48,3 +51,15 @@ def test_the_service_has_the_v2_methods() -> None:
     assert set(service_methods()) == {
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
         "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
+
+
+def test_descriptors_are_compiled_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = service_descriptor_set(tmp_path)
+    [cached] = (tmp_path / "proto").iterdir()
+    assert cached.read_bytes() == compiled and compiled == service_descriptor_set(None)
+
+    def no_protoc(args: list[str]) -> int:
+        raise AssertionError("protoc ran although the descriptors were cached")
+
+    monkeypatch.setattr(protoc, "main", no_protoc)
+    assert service_descriptor_set(tmp_path) == compiled

@@ -2,7 +2,7 @@
 
 The demo model (registry/demo.py: an MLP trained on scikit-learn's bundled digits) is built
 in $WASINFER_HOME/demo, shared with `wasinfer demo`, and compiled once into the repository
-$WASINFER_HOME/serve-demo/repository/digits/1/model.wasm; later starts reuse both.
+$WASINFER_HOME/repository/digits/1/model.wasm; later starts reuse both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def prepare_demo_repository(home: Path) -> tuple[Path, dict[str, Any], int]:
 
     source_dir = home / "demo"
     onnx_path = ensure_demo_model(source_dir)
-    repository = home / "serve-demo" / "repository"
+    repository = home / "repository"
     target = repository / DEMO_MODEL / "1" / "model.wasm"
     if not target.exists() or target.stat().st_mtime_ns < onnx_path.stat().st_mtime_ns:
         wasm = convert_onnx(onnx_path, max_batch=DEMO_MAX_BATCH, name=DEMO_MODEL).wasm

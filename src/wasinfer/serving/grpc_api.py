@@ -1,15 +1,20 @@
 """The v2 gRPC front end: `inference.GRPCInferenceService` on grpcio's threaded server.
 
-The messages come from proto/grpc_service.proto, compiled by grpcio-tools' protoc when the
-server starts into a descriptor pool of our own. No generated code is committed, and none is
-imported into the default pool, where tritonclient registers the same `inference.*` names
-(a client and a server in one process, as in the tests, would collide there). Handlers run
+The messages come from proto/grpc_service.proto, compiled by grpcio-tools' protoc at first use
+into a descriptor set, kept in the compiled-code cache ($WASINFER_HOME/cache/proto, keyed by the
+.proto's hash: protoc takes a third of a second, a cached set a millisecond), and loaded into a
+descriptor pool of our own. No generated code is committed, and none is imported into the
+default pool, where tritonclient registers the same `inference.*` names (a client and a server
+in one process, as in the tests, would collide there). Handlers run
 on grpcio's worker threads and call the blocking model manager directly.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +40,8 @@ from wasinfer.serving.protocol import (
     numpy_dtype,
 )
 
+log = logging.getLogger("wasinfer.serving")
+
 PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
 SERVICE = "inference.GRPCInferenceService"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -47,9 +54,13 @@ CONTENTS_FIELDS = {
 }
 
 
-@functools.cache
-def service_descriptor_set() -> bytes:
-    """grpc_service.proto as a serialised FileDescriptorSet, compiled by grpcio-tools' protoc."""
+def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
+    """grpc_service.proto as a serialised FileDescriptorSet: from `cache_dir` when this .proto was
+    compiled before, else compiled by grpcio-tools' protoc (and kept there)."""
+    source = PROTO.read_bytes()
+    cached = cache_dir / "proto" / f"grpc_service-{hashlib.sha256(source).hexdigest()[:16]}.pb" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory(prefix="wasinfer-proto-") as tmp:
@@ -57,26 +68,35 @@ def service_descriptor_set() -> bytes:
         code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name])
         if code != 0:
             raise RuntimeError(f"protoc failed ({code}) on {PROTO}")
-        return out.read_bytes()
+        data = out.read_bytes()
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=f".{cached.name}.", delete=False) as tmp_file:
+                tmp_file.write(data)
+            os.replace(tmp_file.name, cached)  # two servers starting at once never read half a file
+        except OSError as exc:  # a read-only cache costs the next start a protoc run, nothing more
+            log.warning("cannot cache the gRPC descriptors in %s: %s", cached.parent, exc)
+    return data
 
 
 @functools.cache
-def _pool() -> descriptor_pool.DescriptorPool:
+def _pool(cache_dir: Path | None = None) -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
-    for file in descriptor_pb2.FileDescriptorSet.FromString(service_descriptor_set()).file:
+    for file in descriptor_pb2.FileDescriptorSet.FromString(service_descriptor_set(cache_dir)).file:
         pool.Add(file)
     return pool
 
 
-def messages() -> dict[str, Any]:
+def messages(cache_dir: Path | None = None) -> dict[str, Any]:
     """The message classes of the service, by unqualified name, from the private pool."""
-    package = _pool().FindFileByName(PROTO.name)
+    package = _pool(cache_dir).FindFileByName(PROTO.name)
     return {name: message_factory.GetMessageClass(desc) for name, desc in package.message_types_by_name.items()}
 
 
-def service_methods() -> dict[str, tuple[str, str]]:
+def service_methods(cache_dir: Path | None = None) -> dict[str, tuple[str, str]]:
     """Method name → (request message, response message), as the .proto declares them."""
-    service = _pool().FindServiceByName(SERVICE)
+    service = _pool(cache_dir).FindServiceByName(SERVICE)
     return {m.name: (m.input_type.name, m.output_type.name) for m in service.methods}
 
 
@@ -122,8 +142,8 @@ def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) 
 class InferenceServicer:
     """The service's handlers; each takes (request message, grpc context)."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics):
-        self.manager, self.metrics, self.m = manager, metrics, messages()
+    def __init__(self, manager: ModelManager, metrics: Metrics, cache_dir: Path | None = None):
+        self.manager, self.metrics, self.m = manager, metrics, messages(cache_dir)
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self.m["ServerLiveResponse"](live=True)
@@ -212,9 +232,9 @@ def _handler(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[An
 
 
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, workers: int,
-                      max_message_bytes: int) -> tuple[grpc.Server, int]:
+                      max_message_bytes: int, cache_dir: Path | None = None) -> tuple[grpc.Server, int]:
     """A started-to-be server bound to `address` (port 0: any free one); returns it and its port."""
-    servicer = InferenceServicer(manager, metrics)
+    servicer = InferenceServicer(manager, metrics, cache_dir)
     classes = servicer.m
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -222,7 +242,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
             request_deserializer=classes[request].FromString,
             response_serializer=classes[response].SerializeToString,
         )
-        for name, (request, response) in service_methods().items()
+        for name, (request, response) in service_methods(cache_dir).items()
     }
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),

@@ -96,7 +96,7 @@ class Server:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
                     workers=max(8, 2 * (config.pool_size or default_pool_size())),
-                    max_message_bytes=config.max_body_bytes)
+                    max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir)
             except OSError:
                 sock.close()
                 raise
