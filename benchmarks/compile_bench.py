@@ -780,6 +780,16 @@ def notes_for(report: dict[str, Any]) -> list[str]:
                      + f". Weights stored in the file cost no such time ({STORED_WEIGHTS}).")
     notes.append("`wasm call` is measured after `run`, not interleaved with it: on the big models the two differ "
                  "by this machine's noise, not by Python's overhead.")
+    disturbed = []
+    for name, entry in report["models"].items():
+        ours = entry["runtimes"].get("wasinfer", {})
+        run_p50, call = p50(ours), (ours.get("parts_ms") or {}).get("raw_call")
+        if run_p50 is not None and call and run_p50 > 1 and abs(run_p50 / call["p50"] - 1) > 0.1:
+            disturbed.append(f"{name} ({run_p50 / call['p50']:.2f})")
+    if disturbed:
+        notes.append("Other work disturbed this run: on these models wasinfer's `run` and `wasm call` (the same work "
+                     "a few seconds apart) differ by more than 10% (ratio in brackets), so every cell measured "
+                     f"around then is suspect: {', '.join(disturbed)}. Rerun on a quiet machine for a clean table.")
     return notes
 
 
