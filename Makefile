@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: the compiler's demo (train, convert, validate, classify), then the server on the same
+# model, which prints a curl request to paste into another terminal (Ctrl+C stops it).
 demo: $(STAMP)
 	$(BIN)/wasinfer demo
+	$(BIN)/wasinfer serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

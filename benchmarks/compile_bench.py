@@ -236,7 +236,7 @@ def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path) -> Cell:
         return Cell("error", f"convert: {one_line(exc)}")
     wasm_path = workdir / f"{model.name}.wasm"
     wasm_path.write_bytes(result.wasm)
-    engine, cache = make_engine(), CompiledCache(workdir / "wasmtime-cache")
+    engine, cache = make_engine(interruptible=False), CompiledCache(workdir / "wasmtime-cache")
     started = time.perf_counter()
     WasmModel.from_file(wasm_path, cache, engine)  # Cranelift compile + the cache entry every later load reads
     jit_s = time.perf_counter() - started

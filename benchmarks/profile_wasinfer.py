@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         wasm_path = workdir / "model.wasm"
         wasm_path.write_bytes(wasm)
-        engine, cache = make_engine(), CompiledCache(workdir / "cache")
+        engine, cache = make_engine(interruptible=False), CompiledCache(workdir / "cache")
         instance = WasmModel.from_file(wasm_path, cache, engine)
         profile_run(model, instance)
         profile_cold(model, wasm_path, cache, engine)

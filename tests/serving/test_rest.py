@@ -61,6 +61,9 @@ def test_infer_json_default_and_explicit_versions(server: Server) -> None:
             [output] = body["outputs"]
             assert output["name"] == "y" and output["datatype"] == "FP32" and output["shape"] == [2, 4]
             np.testing.assert_allclose(np.array(output["data"]).reshape(2, 4), np.array(x) * SCALE[version])
+        # A dimension written 1.0 is the integer 1 (JSON, and JSON Schema's "integer", say so).
+        assert http.post("/v2/models/scale/infer", json={"inputs": [
+            {"name": "x", "shape": [1.0, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).status_code == 200
         # Nested data is row-major data too.
         nested = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x}]}
         assert http.post("/v2/models/scale/infer", json=nested).json()["outputs"][0]["shape"] == [2, 4]
@@ -132,8 +135,11 @@ BAD_REQUESTS: list[tuple[str, str, bytes | dict[str, Any], dict[str, str], int, 
     ("wrong shape", "scale", {"inputs": [_x([1, 5], [1, 2, 3, 4, 5])]}, {}, 400, "expected shape [N, 4]"),
     ("batch over max", "scale", {"inputs": [_x([9, 4], [1] * 36)]}, {}, 400, "outside 1..8"),
     ("negative dim", "scale", {"inputs": [_x([-1, 4], [1] * 4)]}, {}, 400, "non-negative integers"),
+    ("fractional dim", "scale", {"inputs": [_x([1.5, 4], [1] * 4)]}, {}, 400, "non-negative integers"),
     ("data shorter than shape", "scale", {"inputs": [_x([2, 4], [1, 2, 3, 4])]}, {}, 400,
      "4 values of data, but shape [2, 4] needs 8"),
+    ("nested data not matching shape", "scale", {"inputs": [_x([2, 4], [[1, 2, 3, 4, 5, 6, 7, 8]])]}, {}, 400,
+     "nested as [1, 8], but shape is [2, 4]"),
     ("ragged data", "scale", {"inputs": [_x([2, 2], [[1, 2], [3]])]}, {}, 400, "regular"),
     ("data of strings", "scale", {"inputs": [_x([1, 4], ["a", "b", "c", "d"])]}, {}, 400, "FP32 values"),
     ("no data", "scale", {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32"}]}, {}, 400,

@@ -10,8 +10,7 @@ from rich.console import Console
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.validate import validate
 from wasinfer.runtime import CompiledCache, WasmModel
-
-DEMO_MAX_BATCH = 64
+from wasinfer.serving.demo import DEMO_MAX_BATCH, DEMO_MODEL
 
 
 def run_demo(home: Path, console: Console) -> int:
@@ -24,8 +23,8 @@ def run_demo(home: Path, console: Console) -> int:
     console.print(f"1. model    {onnx_path} ({onnx_path.stat().st_size:,} bytes), "
                   f"test split {len(y_test)} digits")
 
-    result = convert_onnx(onnx_path, max_batch=DEMO_MAX_BATCH, name="digits")
-    wasm_path = directory / "digits.wasm"
+    result = convert_onnx(onnx_path, max_batch=DEMO_MAX_BATCH, name=DEMO_MODEL)
+    wasm_path = directory / f"{DEMO_MODEL}.wasm"
     tmp = wasm_path.with_suffix(".wasm.tmp")
     tmp.write_bytes(result.wasm)
     tmp.replace(wasm_path)

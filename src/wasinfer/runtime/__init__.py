@@ -1,6 +1,7 @@
 """Executing models: backends behind one interface."""
 
-from wasinfer.runtime.base import Backend, InputError
-from wasinfer.runtime.wasm import CompiledCache, WasmModel, make_engine
+from wasinfer.runtime.base import Backend, DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
+from wasinfer.runtime.wasm import CompiledCache, EpochTicker, WasmModel, make_engine
 
-__all__ = ["Backend", "CompiledCache", "InputError", "WasmModel", "make_engine"]
+__all__ = ["Backend", "CompiledCache", "DeadlineExceeded", "EpochTicker", "InputError", "MemoryLimitExceeded",
+           "ModelFault", "WasmModel", "make_engine"]

@@ -8,10 +8,22 @@ is dynamic. Dims only known at run time are -1.
 One session is safe to call from several threads at once (ONNX Runtime's `run` is
 thread-safe and releases the GIL), so a server shares one per model; each run uses one
 intra-op thread, so concurrency comes from concurrent requests, as with wasm instances.
+
+Where the installed onnxruntime has the CUDA execution provider (the onnxruntime-gpu wheel),
+sessions ask for it first, with CPU behind it for the nodes CUDA does not take; the plain
+wheel has only CPU. ONNX Runtime drops a provider it cannot start (no driver, missing CUDA
+libraries) with a warning and no error, so what a session really runs on is read back from
+it (`metadata.providers`) and logged, rather than assumed from what was asked.
+`WASINFER_ORT_PROVIDERS` (comma-separated, e.g. `CPUExecutionProvider`; `cpu` and `cuda` are
+short for the two) or the `providers` argument overrides the choice, e.g. to keep a GPU for
+something else.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +31,12 @@ import numpy as np
 import onnxruntime as ort
 
 from wasinfer.runtime.base import InputError
+
+log = logging.getLogger("wasinfer.runtime")
+
+PROVIDERS_ENV = "WASINFER_ORT_PROVIDERS"
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+_SHORT_NAMES = {"cpu": CPU, "cuda": CUDA}
 
 # ONNX Runtime's type strings → numpy dtype names (BYTES tensors are numpy object arrays).
 ORT_DTYPES = {
@@ -43,6 +61,31 @@ class OrtMetadata:
     inputs: list[OrtTensorSpec]
     outputs: list[OrtTensorSpec]
     max_batch: int | None = None  # no compiled limit
+    providers: tuple[str, ...] = ()  # what the session runs on, in ONNX Runtime's order of preference
+
+
+def choose_providers(requested: Sequence[str] | str | None = None) -> list[str]:
+    """The execution providers to ask for: `requested`, else $WASINFER_ORT_PROVIDERS, else CUDA if present, then CPU.
+
+    An explicit request for a provider this onnxruntime does not have is an error, not a
+    silent fall-back: someone who asked for CUDA wants to hear that the wheel is CPU-only.
+    """
+    available = ort.get_available_providers()
+    if requested is None:
+        requested = os.environ.get(PROVIDERS_ENV, "").strip() or None
+    if requested is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    names = requested.split(",") if isinstance(requested, str) else list(requested)
+    chosen = [_SHORT_NAMES.get(n.strip().lower(), n.strip()) for n in names if n.strip()]
+    missing = [n for n in chosen if n not in available]
+    if not chosen:
+        raise ValueError(f"no ONNX Runtime execution provider named in {requested!r}; this onnxruntime has "
+                         f"{', '.join(available)}")
+    if missing:
+        raise ValueError(f"ONNX Runtime execution providers {missing} are not available here; "
+                         f"this onnxruntime has {', '.join(available)} (set {PROVIDERS_ENV} or the providers "
+                         "argument to a comma-separated subset, or cpu / cuda)")
+    return chosen
 
 
 def _spec(arg: ort.NodeArg) -> OrtTensorSpec:
@@ -58,15 +101,23 @@ class OnnxRuntimeModel:
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1, name: str | None = None):
+    def __init__(self, model: str | Path | bytes, threads: int = 1, name: str | None = None,
+                 providers: Sequence[str] | str | None = None):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        wanted = choose_providers(providers)
+        self.session = ort.InferenceSession(source, options, providers=wanted)
         label = name or (Path(model).stem if not isinstance(model, bytes) else "model")
         self.metadata = OrtMetadata(label, [_spec(a) for a in self.session.get_inputs()],
-                                    [_spec(a) for a in self.session.get_outputs()])
+                                    [_spec(a) for a in self.session.get_outputs()],
+                                    providers=tuple(self.session.get_providers()))
+        if wanted[0] not in self.metadata.providers:
+            log.warning("model %s: ONNX Runtime could not start %s; it runs on %s", label, wanted[0],
+                        ", ".join(self.metadata.providers))
+        else:
+            log.info("model %s runs on ONNX Runtime with %s", label, ", ".join(self.metadata.providers))
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]

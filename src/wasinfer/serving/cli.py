@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rich.console import Console
 
@@ -15,6 +17,7 @@ EXIT_BAD_INPUT = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx); default: the built-in "
                         "digits demo, compiled into $WASINFER_HOME/repository")
@@ -27,14 +30,99 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body (REST) or message (gRPC) accepted; larger get 413 / "
                         "RESOURCE_EXHAUSTED (default 64 MiB)")
     parser.add_argument("--pool-size", type=int, default=0, metavar="N",
-                        help="instances per model, i.e. concurrent inferences per model (default: one per core)")
+                        help="instances per model, i.e. concurrent inferences per model (default: one per core; "
+                        "a model's config.json \"instance_count\" overrides it)")
+    parser.add_argument("--batch-delay-us", type=int, default=None, metavar="US",
+                        help="turn on dynamic batching for every model that can batch: a batch runs when it is "
+                        "full or its oldest request has waited US microseconds (0: batch only what queued while "
+                        "the instances were busy). Default: off, except for models whose config.json has "
+                        "\"dynamic_batching\"")
+    parser.add_argument("--max-concurrency", type=int, default=0, metavar="N",
+                        help="requests in flight per model (running or queued); more get 429 / "
+                        "RESOURCE_EXHAUSTED (default 0: unlimited; config.json \"max_concurrency\" overrides)")
+    parser.add_argument("--max-tensor-elements", type=int, default=1 << 24, metavar="N",
+                        help="largest input tensor, in elements; bigger ones get 400 (default 16777216)")
+    parser.add_argument("--memory-budget-mb", type=int, default=0, metavar="MB",
+                        help="memory for loaded models; loading one over it evicts the least recently used "
+                        "(their next request reloads them). Default 0: no budget")
+    parser.add_argument("--deadline-ms", type=int, default=30_000, metavar="MS",
+                        help="longest a wasm model may compute one request (batch); a run past it is stopped and "
+                        "gets 504 / DEADLINE_EXCEEDED, and only that request fails. Default 30000; 0 turns it off, "
+                        "which also compiles models without the interruption checks (faster on compute-heavy "
+                        "models). ONNX Runtime and TFLite models have no deadline")
+    parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
+                        help="most linear memory one wasm model instance may have: a model that needs more fails "
+                        "to load, one that grows past it fails its request (500 / INTERNAL). Default 1024; 0: no "
+                        "cap beyond WebAssembly's own 4 GiB")
+
+
+def _add_security_and_log_arguments(parser: argparse.ArgumentParser) -> None:
+    from wasinfer.serving.auth import INFERENCE_TOKEN_ENV, MANAGEMENT_TOKEN_ENV
+    from wasinfer.serving.logs import FORMATS, LEVELS
+
+    security = parser.add_argument_group(
+        "security", "Bearer tokens (read from files or the environment, never from the command line, where ps "
+        "shows them; a file wins over the variable) and TLS. A missing or wrong token gets 401 / UNAUTHENTICATED. "
+        "Health (/v2/health/live, /v2/health/ready, gRPC ServerLive/ServerReady), /metrics and /v2/openapi.json "
+        "stay open whatever is set; a token that is not set leaves its endpoints open.")
+    security.add_argument("--inference-token-file", metavar="FILE",
+                          help="require 'Authorization: Bearer <token>' (gRPC: authorization metadata) with the "
+                          "token in FILE for inference and metadata: /v2, /v2/models/... (infer, metadata, "
+                          f"ready); also ${INFERENCE_TOKEN_ENV}")
+    security.add_argument("--management-token-file", metavar="FILE",
+                          help="the same for the model repository API: /v2/repository/... (index, load, unload); "
+                          f"also ${MANAGEMENT_TOKEN_ENV}")
+    security.add_argument("--tls-cert", metavar="FILE", help="serve REST (https) and gRPC over TLS with this PEM "
+                          "certificate chain (needs --tls-key)")
+    security.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    logs = parser.add_argument_group("logging", "Logs go to stderr. Refused requests log at info, failed ones at "
+                                     "warning/error, each with its request id (the client's X-Request-ID / "
+                                     "x-request-id, else the request's \"id\", else a new one; answers carry it).")
+    logs.add_argument("--log-format", choices=FORMATS, default="text",
+                      help="text lines, or one JSON object per line (default text)")
+    logs.add_argument("--log-level", choices=LEVELS, default="info", help="default info")
+    logs.add_argument("--access-log", action="store_true",
+                      help="one line per request (method, path, status, duration, request id); off by default, "
+                      "as it costs more than a small model's inference")
+
+
+def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any] | None:
+    """The ServerConfig fields of the security flags, or None (after saying why) when they cannot be used."""
+    from wasinfer.serving.auth import INFERENCE_TOKEN_ENV, MANAGEMENT_TOKEN_ENV, Tokens, check_tls_files, read_token
+
+    try:
+        inference = read_token(args.inference_token_file, INFERENCE_TOKEN_ENV)
+        management = read_token(args.management_token_file, MANAGEMENT_TOKEN_ENV)
+        Tokens.of(inference, management)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if args.tls_cert is not None:
+            check_tls_files(args.tls_cert, args.tls_key)
+    except ValueError as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        return None
+    return {"inference_token": inference, "management_token": management, "access_log": args.access_log,
+            "tls_cert": Path(args.tls_cert) if args.tls_cert else None,
+            "tls_key": Path(args.tls_key) if args.tls_key else None}
 
 
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
     from wasinfer.serving.demo import DEMO_MODEL, curl_command, prepare_demo_repository
     from wasinfer.serving.server import Server, ServerConfig
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
+                                 args.max_concurrency, 0), ("--max-tensor-elements", args.max_tensor_elements, 1),
+                                 ("--memory-budget-mb", args.memory_budget_mb, 0), ("--deadline-ms",
+                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0)):
+        if value is not None and value < minimum:
+            errors.print(f"[red]error:[/] {flag} must be at least {minimum}, got {value}", markup=True)
+            return EXIT_BAD_INPUT
+    secured = _security_config(args, errors)
+    if secured is None:
+        return EXIT_BAD_INPUT
+    from wasinfer.serving.logs import configure as configure_logs
+
+    configure_logs(args.log_format, args.log_level)
     example = None
     if args.model_repository:
         repository = Path(args.model_repository)
@@ -47,41 +135,61 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         example = (request, label)
     config = ServerConfig(repository, host=args.host, http_port=args.http_port,
                           grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-                          max_body_bytes=args.max_body_bytes, pool_size=args.pool_size, cache_dir=home / "cache")
+                          max_body_bytes=args.max_body_bytes, pool_size=args.pool_size, cache_dir=home / "cache",
+                          batch_delay_us=args.batch_delay_us, max_concurrency=args.max_concurrency,
+                          max_tensor_elements=args.max_tensor_elements,
+                          memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
+                          deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
+                          instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
+                          else None)
+    config = dataclasses.replace(config, **secured)
     server = Server(config)
+    # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
+    # drain it, not kill the process mid-request.
+    stop, restore = _catch_stop_signals()
     try:
         server.start()
     except OSError as exc:
+        restore()
         errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
         return EXIT_BAD_INPUT
     authority = f"[{args.host}]" if ":" in args.host else args.host
     console.print(f"wasinfer serving {repository}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  REST  http://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
+    scheme = "https" if config.tls_cert else "http"
+    console.print(f"  REST  {scheme}://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
                   "/metrics)", markup=False, highlight=False, soft_wrap=True)
     if config.grpc_port is not None:
-        console.print(f"  gRPC  {authority}:{server.grpc_port}  (inference.GRPCInferenceService)", markup=False,
+        console.print(f"  gRPC  {authority}:{server.grpc_port}  (inference.GRPCInferenceService"
+                      f"{', TLS' if config.tls_cert else ''})", markup=False,
                       highlight=False, soft_wrap=True)
     if example is not None:
         request, label = example
         console.print(f"\nTry it (a held-out handwritten {label}; the answer's \"data\" is the predicted digit):",
                       markup=False, highlight=False, soft_wrap=True)
-        print(curl_command(args.host, server.http_port, DEMO_MODEL, request), flush=True)
+        print(curl_command(args.host, server.http_port, DEMO_MODEL, request, cacert=args.tls_cert,
+                           token_file=args.inference_token_file, token_env=secured["inference_token"] is not None),
+              flush=True)
     console.print("Press Ctrl+C to stop.", markup=False, highlight=False, soft_wrap=True)
-    _wait_for_signal()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        restore()
     server.stop()
     return 0
 
 
-def _wait_for_signal() -> None:
+def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
+    """SIGINT and SIGTERM set the event from now on; the callable puts the previous handlers back."""
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
+
+    def restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+    return stop, restore

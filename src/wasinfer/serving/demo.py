@@ -40,11 +40,22 @@ def prepare_demo_repository(home: Path) -> tuple[Path, dict[str, Any], int]:
     return repository, request, int(y_test[0])
 
 
-def curl_command(host: str, port: int, model: str, request: dict[str, Any]) -> str:
-    """A shell command that posts `request` to the server (a wildcard host is reached on loopback)."""
+def curl_command(host: str, port: int, model: str, request: dict[str, Any], cacert: str | None = None,
+                 token_file: str | None = None, token_env: bool = False) -> str:
+    """A shell command that posts `request` to the server (a wildcard host is reached on loopback).
+
+    With TLS it trusts the server's own certificate (`cacert`); with an inference token it reads
+    the token from its file or variable when it runs, so the token itself is never printed.
+    """
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     body = json.dumps(request, separators=(",", ":"))
-    return (f"curl -s -X POST http://{authority}/v2/models/{model}/infer "
+    scheme = "https" if cacert else "http"
+    options = f" --cacert {shlex.quote(cacert)}" if cacert else ""
+    if token_file:
+        options += f' -H "Authorization: Bearer $(cat {shlex.quote(token_file)})"'
+    elif token_env:
+        options += ' -H "Authorization: Bearer $WASINFER_INFERENCE_TOKEN"'
+    return (f"curl -s -X POST {scheme}://{authority}/v2/models/{model}/infer{options} "
             f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")

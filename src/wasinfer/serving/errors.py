@@ -37,6 +37,22 @@ class NotFound(ServingError):
     outcome = "not_found"
 
 
+class Unauthorized(ServingError):
+    """No bearer token, or not the one this endpoint takes (--inference-token-file / --management-token-file).
+
+    A missing and a wrong token are both 401 (RFC 6750: a wrong token is `invalid_token`, not a
+    lack of permission), so a client cannot tell which tokens exist from 401 versus 403.
+    """
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    outcome = "unauthorized"
+
+    def __init__(self, message: str, invalid: bool = False):
+        super().__init__(message)
+        self.invalid = invalid  # a token was given but is not the right one: `error="invalid_token"`
+
+
 class MethodNotAllowed(ServingError):
     http_status = 405
     grpc_code = grpc.StatusCode.UNIMPLEMENTED
@@ -63,5 +79,21 @@ class Unavailable(ServingError):
     outcome = "unavailable"
 
 
+class DeadlineExceeded(ServingError):
+    """The model ran past its per-call deadline (--deadline-ms) and was stopped; other requests are unaffected."""
+
+    http_status = 504
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    outcome = "deadline"
+
+
 class Internal(ServingError):
     """The model or the server failed on a valid request."""
+
+
+class TooManyRequests(ServingError):
+    """The model already has its --max-concurrency requests in flight; the client should retry later."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    outcome = "overloaded"

@@ -7,6 +7,12 @@ descriptor pool of our own. No generated code is committed, and none is imported
 default pool, where tritonclient registers the same `inference.*` names (a client and a server
 in one process, as in the tests, would collide there). Handlers run
 on grpcio's worker threads and call the blocking model manager directly.
+
+One wrapper (`_handler`) gives every method what REST has too: the request id (`x-request-id`
+metadata, else ModelInfer's "id", else a new one; answered as `x-request-id` trailing metadata),
+the bearer token from `authorization` metadata for the methods that need one (auth.py), a log
+line per refused or failed call, and INTERNAL with the request id, not grpcio's UNKNOWN with the
+exception's text, when a handler has a bug.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from wasinfer import __version__
-from wasinfer.serving.errors import BadRequest, NotFound, ServingError
+from wasinfer.serving.auth import Tokens, check_bearer
+from wasinfer.serving.errors import BadRequest, Internal, NotFound, ServingError
+from wasinfer.serving.logs import accept_request_id, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
@@ -139,25 +148,49 @@ def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) 
     return array.reshape(shape)
 
 
+class Call(NamedTuple):
+    """What `_handler` read from a call's metadata for the method."""
+
+    request_id: str
+    authorization: bytes | None  # the `authorization` metadata, if sent
+
+
+Handler = Callable[[Any, grpc.ServicerContext, Call], Any]
+
+
 class InferenceServicer:
-    """The service's handlers; each takes (request message, grpc context)."""
+    """The service's handlers; each takes (request message, grpc context, Call)."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, cache_dir: Path | None = None):
+    def __init__(self, manager: ModelManager, metrics: Metrics, cache_dir: Path | None = None,
+                 tokens: Tokens | None = None):
         self.manager, self.metrics, self.m = manager, metrics, messages(cache_dir)
+        tokens = tokens or Tokens()
+        self.inference_token, self.management_token = tokens.inference, tokens.management
 
-    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def _inference(self, call: Call) -> None:
+        if self.inference_token is not None:
+            check_bearer(self.inference_token, call.authorization, "inference")
+
+    def _management(self, call: Call) -> None:
+        if self.management_token is not None:
+            check_bearer(self.management_token, call.authorization, "management")
+
+    def ServerLive(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         return self.m["ServerLiveResponse"](live=True)
 
-    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ServerReady(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         return self.m["ServerReadyResponse"](ready=True)
 
-    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._inference(call)
         return self.m["ServerMetadataResponse"](name="wasinfer", version=__version__, extensions=EXTENSIONS)
 
-    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelReady(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._inference(call)
         return self.m["ModelReadyResponse"](ready=self.manager.is_ready(request.name, request.version))
 
-    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._inference(call)
         model = self.manager.get(request.name, request.version)
         tensor = self.m["ModelMetadataResponse"].TensorMetadata
         return self.m["ModelMetadataResponse"](
@@ -165,17 +198,19 @@ class InferenceServicer:
             inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.inputs],
             outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.outputs])
 
-    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
+            self._inference(call)  # in here, so refused calls are counted like any other outcome
             model = self.manager.get(request.model_name, request.model_version)
             infer = decode_infer_request(request)
             model.check(infer)
             outputs = model.infer(infer.inputs)
             response = self._response(model, infer, outputs)
-        except ServingError as exc:
-            self.metrics.request(model.name if model else "", model.version if model else "", "grpc", exc.outcome,
+        except Exception as exc:
+            outcome = exc.outcome if isinstance(exc, ServingError) else Internal.outcome
+            self.metrics.request(model.name if model else "", model.version if model else "", "grpc", outcome,
                                  time.perf_counter() - started)
             raise
         self.metrics.request(model.name, model.version, "grpc", "ok", time.perf_counter() - started)
@@ -193,18 +228,21 @@ class InferenceServicer:
         if name and name != self.manager.repository.root.name:
             raise NotFound(f"unknown repository {name!r}; this server has {self.manager.repository.root.name!r}")
 
-    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._management(call)
         self._check_repository(request.repository_name)
         entry = self.m["RepositoryIndexResponse"].ModelIndex
         return self.m["RepositoryIndexResponse"](models=[entry(**row) for row in self.manager.index(request.ready)])
 
-    def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._management(call)
         self._check_repository(request.repository_name)
         check_load_parameters(request.parameters)
         self.manager.load(request.model_name)
         return self.m["RepositoryModelLoadResponse"]()
 
-    def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        self._management(call)
         self._check_repository(request.repository_name)
         self.manager.unload(request.model_name)
         return self.m["RepositoryModelUnloadResponse"]()
@@ -218,28 +256,77 @@ def check_load_parameters(parameters: Any) -> None:
                          "the repository; copy new versions there and load again")
 
 
-def _handler(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """Turn ServingError into the matching gRPC status (the REST front end maps the same errors)."""
+def _handler(name: str, method: Handler, message: Any) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    """grpcio's (request bytes, context) handler around a servicer method: request id, token, errors, logs.
 
-    @functools.wraps(method)
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+    The request is parsed here rather than by grpcio's request_deserializer, whose failure is
+    an INTERNAL "Exception deserializing request!": bytes that are not a `message` are the
+    client's error, INVALID_ARGUMENT with protobuf's reason. A ServingError becomes the matching
+    gRPC status (the REST front end maps the same errors).
+    """
+    body_id = name == "ModelInfer"
+    parse = message.FromString
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        authorization = request_id = None
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                authorization = value.encode() if isinstance(value, str) else value
+            elif key == "x-request-id":
+                request_id = accept_request_id(value)
+        request = None
         try:
-            return method(request, context)
-        except ServingError as exc:
-            context.abort(exc.grpc_code, exc.message)
+            request = parse(raw)
+        except DecodeError as exc:
+            failure: ServingError | None = BadRequest(f"the {name} request is not valid protobuf for "
+                                                      f"{message.DESCRIPTOR.name}: {exc}")
+        else:
+            failure = None
+            if request_id is None and body_id:
+                request_id = accept_request_id(request.id)
+        request_id = request_id or new_request_id()
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        try:
+            if failure is not None:
+                raise failure
+            return method(request, context, Call(request_id, authorization))
+        except Exception as exc:  # every failure is a status with a message, and a log line
+            failure = exc if isinstance(exc, ServingError) else Internal(
+                f"internal server error (request id {request_id}; the server log has the details)")
+            _log_failure(name, request, failure, exc, request_id, started)
+            context.abort(failure.grpc_code, failure.message)
 
     return handle
 
 
+def _log_failure(name: str, request: Any, failure: ServingError, cause: Exception, request_id: str,
+                 started: float) -> None:
+    code = failure.grpc_code
+    level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.WARNING if \
+        code == grpc.StatusCode.UNAVAILABLE else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    model = getattr(request, "model_name", None) or getattr(request, "name", None) or None
+    version = getattr(request, "model_version", None) or getattr(request, "version", None) or None
+    log.log(level, "%s: %s %s", name, code.name, failure.message, exc_info=cause if cause is not failure else None,
+            extra={"request_id": request_id, "protocol": "grpc", "method": name, "model": model,
+                   "version": version, "status": code.name,
+                   "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, workers: int,
-                      max_message_bytes: int, cache_dir: Path | None = None) -> tuple[grpc.Server, int]:
-    """A started-to-be server bound to `address` (port 0: any free one); returns it and its port."""
-    servicer = InferenceServicer(manager, metrics, cache_dir)
+                      max_message_bytes: int, cache_dir: Path | None = None, tokens: Tokens | None = None,
+                      tls: tuple[bytes, bytes] | None = None) -> tuple[grpc.Server, int]:
+    """A started-to-be server bound to `address` (port 0: any free one); returns it and its port.
+
+    `tls`: (certificate chain, private key) in PEM; the port then speaks TLS only.
+    """
+    servicer = InferenceServicer(manager, metrics, cache_dir, tokens)
     classes = servicer.m
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _handler(getattr(servicer, name)),
-            request_deserializer=classes[request].FromString,
+            _handler(name, getattr(servicer, name), classes[request]),
             response_serializer=classes[response].SerializeToString,
         )
         for name, (request, response) in service_methods(cache_dir).items()
@@ -251,7 +338,11 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
                  ("grpc.so_reuseport", 0)],
     )
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            cert, key = tls
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
     except RuntimeError as exc:  # grpcio's way of saying the address is taken or not ours
         port, reason = 0, str(exc).split(";")[0]
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 # Latency buckets from 100 us (a small wasm model) to 10 s (a cold start of a large one).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COLD_START_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Labels = tuple[str, ...]
@@ -56,6 +57,11 @@ class Metrics(Collector):
         self._cold_starts: dict[Labels, int] = {}
         self._cold_start_seconds: dict[Labels, _Histogram] = {}
         self._models_loaded = 0
+        self._batch_sizes: dict[Labels, _Histogram] = {}
+        self._queue_seconds: dict[Labels, _Histogram] = {}
+        self._evictions: dict[Labels, int] = {}
+        # Set by the model manager: bytes held per (model, version), read at scrape time.
+        self.memory_source: Callable[[], dict[tuple[str, str], int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -85,6 +91,16 @@ class Metrics(Collector):
             if outcome == "ok":
                 self._histogram(self._cold_start_seconds, (model, version), COLD_START_BUCKETS).observe(seconds)
 
+    def batch(self, model: str, version: str, samples: int, waited: float) -> None:
+        """A dynamic batch of `samples` samples started, its oldest request having queued `waited` seconds."""
+        with self._lock:
+            self._histogram(self._batch_sizes, (model, version), BATCH_BUCKETS).observe(samples)
+            self._histogram(self._queue_seconds, (model, version), LATENCY_BUCKETS).observe(waited)
+
+    def eviction(self, model: str, version: str) -> None:
+        with self._lock:
+            self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
+
     def model_loaded(self, delta: int) -> None:
         with self._lock:
             self._models_loaded += delta
@@ -95,10 +111,13 @@ class Metrics(Collector):
             histograms = [(name, {k: (h.cumulative(), h.total) for k, h in table.items()})
                           for name, table in (("request", self._request_seconds),
                                               ("inference", self._inference_seconds),
-                                              ("cold_start", self._cold_start_seconds))]
-            loaded = self._models_loaded
+                                              ("cold_start", self._cold_start_seconds),
+                                              ("batch", self._batch_sizes),
+                                              ("queue", self._queue_seconds))]
+            loaded, evictions = self._models_loaded, dict(self._evictions)
         family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
-                                     "outcome (ok, bad_request, not_found, too_large, unavailable, error).",
+                                     "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
+                                     "unavailable, error, ...).",
                                      labels=["model", "version", "protocol", "outcome"])
         for labels, value in requests.items():
             family.add_metric(list(labels), value)
@@ -112,6 +131,10 @@ class Metrics(Collector):
             "cold_start": ("wasinfer_cold_start_duration_seconds", ["model", "version"],
                            "Time to load a model version: read, compile or fetch compiled code from the cache, "
                            "instantiate."),
+            "batch": ("wasinfer_batch_size", ["model", "version"],
+                      "Samples per run of a dynamically batched model (one run may serve several requests)."),
+            "queue": ("wasinfer_queue_duration_seconds", ["model", "version"],
+                      "Time the oldest request of a dynamic batch waited in the batching queue."),
         }
         for kind, table in histograms:
             name, label_names, doc = docs[kind]
@@ -126,6 +149,17 @@ class Metrics(Collector):
             family.add_metric(list(labels), value)
         yield family
         yield GaugeMetricFamily("wasinfer_models_loaded", "Model versions loaded and ready.", value=loaded)
+        family = CounterMetricFamily("wasinfer_model_evictions", "Model versions evicted (least recently used) "
+                                     "to fit the memory budget.", labels=["model", "version"])
+        for labels, value in evictions.items():
+            family.add_metric(list(labels), value)
+        yield family
+        memory = GaugeMetricFamily("wasinfer_model_memory_bytes", "Memory held by a loaded model version: its "
+                                   "file plus each instance's linear memory (an estimate for ONNX Runtime).",
+                                   labels=["model", "version"])
+        for labels, size in (self.memory_source() if self.memory_source else {}).items():
+            memory.add_metric(list(labels), size)
+        yield memory
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,11 +17,13 @@ whose file was rewritten), as in Triton's explicit model control mode.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,18 +31,36 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
-from wasinfer.serving.errors import BadRequest, Internal, NotFound, ServingError, Unavailable
+from wasinfer.runtime import CompiledCache, InputError, ModelFault, WasmModel, make_engine
+from wasinfer.runtime import DeadlineExceeded as RunDeadlineExceeded
+from wasinfer.serving.batching import Batcher
+from wasinfer.serving.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    Internal,
+    NotFound,
+    ServingError,
+    TooManyRequests,
+    Unavailable,
+)
 from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.model_config import ModelSettings, ServingDefaults, load_model_config, settings_for
 from wasinfer.serving.protocol import InferRequest, datatype_of
 from wasinfer.serving.repository import ModelVersion, Repository
 
 log = logging.getLogger("wasinfer.serving")
 
-PLATFORMS = {"wasm": "wasinfer_wasm", "onnx": "onnxruntime_onnx"}
+# Triton's names where it has one; it has no TFLite platform (its community TFLite backends are
+# backend-only), so that one is named like its tensorflow_graphdef and tensorflow_savedmodel.
+PLATFORMS = {"wasm": "wasinfer_wasm", "onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 # A run expected to take less than this is cheaper on the calling (event-loop) thread than the
 # hand-off to a worker thread and back, which costs tens of microseconds of CPU on both sides.
 INLINE_SECONDS = 100e-6
+# A run on the event loop stalls every other REST request while it runs, so a wasm model run
+# there gets this deadline instead of its own: a hostile input (or a model that became slow)
+# costs the loop at most this long once, then the run is retried on a worker thread with the
+# full deadline and the model never runs on the loop again.
+INLINE_DEADLINE_SECONDS = 0.010
 
 
 class TensorDescription(Protocol):
@@ -78,56 +98,112 @@ class TensorMeta:
 
 
 class InstancePool:
-    """Instances of one model; grows to `size` only when every existing one is busy."""
+    """Instances of one model; grows to `size` only when every existing one is busy.
+
+    An instance whose run raised a ModelFault (a trap, a deadline, its memory cap) may be left
+    mid-run, so it is discarded rather than returned. Its place becomes a vacancy: a None in the
+    idle queue, so that a request already waiting for an instance builds a fresh one instead of
+    waiting for one that will never come back. `created` counts live instances (and those being
+    built); live instances plus vacancies never exceed `size`.
+    """
 
     def __init__(self, factory: Callable[[], Runner], size: int):
         self._factory, self._size = factory, max(1, size)
-        self._idle: queue.SimpleQueue[Runner] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[Runner | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle.put(factory())  # the first is part of the cold start: a failing model fails its load
         self.created = 1
+        self._vacant = 0  # Nones in _idle
+        self.discarded = 0  # instances dropped after a fault, over the pool's life
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        instance = self._acquire()
+    def run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
+        """Run on an idle instance; `deadline_seconds` (wasm instances only) replaces the instance's own."""
+        instance, healthy = self._acquire(), True
         try:
+            if deadline_seconds is not None:
+                assert isinstance(instance, WasmModel)
+                return instance.run(inputs, deadline_seconds)
             return instance.run(inputs)
+        except ModelFault as exc:
+            healthy = False
+            with self._lock:
+                self.discarded += 1
+                discarded = self.discarded
+            log.warning("discarded a model instance after a fault (%d so far in this pool): %s", discarded, exc)
+            raise
         finally:
-            self._idle.put(instance)
+            if healthy:
+                self._idle.put(instance)
+            else:
+                self._vacate()
+
+    def _vacate(self) -> None:
+        with self._lock:
+            self.created -= 1
+            self._vacant += 1
+        self._idle.put(None)
 
     def _acquire(self) -> Runner:
         try:
-            return self._idle.get_nowait()
+            instance = self._idle.get_nowait()
         except queue.Empty:
-            pass
-        with self._lock:
-            grow = self.created < self._size
+            with self._lock:
+                grow = self.created + self._vacant < self._size
+                if grow:
+                    self.created += 1
             if grow:
-                self.created += 1
-        if not grow:
-            return self._idle.get()
+                return self._build()
+            instance = self._idle.get()
+        if instance is not None:
+            return instance
+        with self._lock:  # a vacancy left by a discarded instance: fill it
+            self._vacant -= 1
+            self.created += 1
+        return self._build()
+
+    def _build(self) -> Runner:
+        """A new instance for a slot already counted in `created`; on failure the slot becomes a vacancy."""
         try:
             return self._factory()
         except BaseException:
-            with self._lock:
-                self.created -= 1
+            self._vacate()
             raise
 
 
 class LoadedModel:
-    """One model version ready for requests, with its v2 metadata answer precomputed."""
+    """One model version ready for requests, with its v2 metadata answer precomputed.
+
+    Requests reach the pool in one of two ways: each alone (the default), or through a
+    `Batcher` when the model has dynamic batching and every tensor of it is batched along
+    axis 0 (a model with an unbatched tensor cannot merge requests, so it runs them alone).
+    """
 
     def __init__(self, version: ModelVersion, all_versions: Sequence[int], inputs: list[TensorMeta],
-                 outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int]):
+                 outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int],
+                 settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None):
         self.name, self.version = version.name, str(version.version)
         self.path, self.platform = version.path, PLATFORMS[version.format]
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
         self.inputs, self.outputs = inputs, outputs
         self.versions = [str(v) for v in all_versions]
-        self.pool, self.metrics = pool, metrics
+        self.pool, self.metrics, self.settings = pool, metrics, settings
         self._input_types = {t.name: t.datatype for t in inputs}
+        self._input_shapes = {t.name: t.shape for t in inputs}
         self._output_names = {t.name for t in outputs}
         self._batched = next((t.name for t in inputs if t.shape[:1] == [-1]), None)
         self.sample_seconds = float("inf")  # moving average of a run's time per sample; unknown at first
+        self.last_used = time.monotonic()  # for least-recently-used eviction under the memory budget
+        self.inline, self.inline_deadline = True, inline_deadline  # see INLINE_DEADLINE_SECONDS
+        # Memory it holds: the model file (compiled code is mapped from the cache, weights sit in the
+        # module's data) plus each instance's own memory.
+        self._file_bytes, self._instance_bytes = _size_of(version.path), instance_bytes
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
+        self.batcher: Batcher | None = None
+        can_batch = bool(inputs) and all(t.shape[:1] == [-1] for t in (*inputs, *outputs))
+        if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
+            self.batcher = Batcher(self._run, settings.max_batch or 64, settings.batching_delay_us / 1e6,
+                                   settings.instance_count, f"{self.name}-{self.version}",
+                                   lambda size, waited: metrics.batch(self.name, self.version, size, waited))
         self.metadata = {"name": self.name, "versions": self.versions, "platform": self.platform,
                          "inputs": [t.as_json() for t in inputs], "outputs": [t.as_json() for t in outputs]}
         self.metadata_json = orjson.dumps(self.metadata)
@@ -149,6 +225,24 @@ class LoadedModel:
             if output.name not in self._output_names:
                 raise BadRequest(f"model {self.name!r} has no output {output.name!r}; its outputs are "
                                  f"{', '.join(repr(t.name) for t in self.outputs)}")
+        limit, batches = self.settings.max_tensor_elements, set()
+        for name, array in request.inputs.items():
+            expected = self._input_shapes[name]
+            if array.ndim != len(expected) or any(e not in (-1, d) for e, d in zip(expected, array.shape, strict=True)):
+                wanted = "[" + ", ".join("N" if d == -1 else str(d) for d in expected) + "]"
+                raise BadRequest(f"input {name!r}: expected shape {wanted} (N: any size) for model {self.name!r}, "
+                                 f"got {list(array.shape)}")
+            if array.size > limit:
+                raise BadRequest(f"input {name!r} has {array.size} elements; this server takes at most {limit} "
+                                 "per tensor (--max-tensor-elements)")
+            if expected[:1] == [-1]:
+                batches.add(array.shape[0])
+        if len(batches) > 1:
+            raise BadRequest(f"model {self.name!r}: the inputs have different batch sizes {sorted(batches)}")
+        max_batch = self.settings.max_batch
+        if batches and max_batch is not None and not 1 <= max(batches) <= max_batch:
+            raise BadRequest(f"model {self.name!r} version {self.version}: batch {max(batches)} is outside "
+                             f"1..{max_batch} (its max_batch_size)")
 
     def _batch(self, inputs: dict[str, np.ndarray]) -> int:
         array = inputs.get(self._batched) if self._batched else None
@@ -156,17 +250,73 @@ class LoadedModel:
 
     def is_quick(self, inputs: dict[str, np.ndarray]) -> bool:
         """Whether this run is expected to be short enough to run on the event loop itself."""
-        return self.sample_seconds * self._batch(inputs) < INLINE_SECONDS
+        return self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < INLINE_SECONDS
+
+    def footprint(self) -> int:
+        """Bytes this version holds now (an estimate: see __init__)."""
+        return self._file_bytes + self._instance_bytes * self.pool.created
+
+    def _admit(self) -> None:
+        self.last_used = time.monotonic()
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            raise TooManyRequests(f"model {self.name!r} version {self.version} has {self.settings.max_concurrency} "
+                                  "requests in flight, its limit (--max-concurrency); retry later")
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it)."""
+        self._admit()
+        try:
+            if self.batcher is not None:
+                return self.batcher.submit(inputs, self._batch(inputs)).result()
+            return self._run(inputs)
+        finally:
+            self._release()
+
+    async def infer_async(self, inputs: dict[str, np.ndarray], executor: Executor) -> dict[str, np.ndarray]:
+        """The same for the event loop: short runs inline, long ones on `executor`, batched ones on the batcher."""
+        self._admit()
+        try:
+            if self.batcher is not None:
+                return await asyncio.wrap_future(self.batcher.submit(inputs, self._batch(inputs)))
+            if self.is_quick(inputs):
+                try:
+                    return self._run(inputs, self.inline_deadline)
+                except DeadlineExceeded:
+                    if self.inline_deadline is None:
+                        raise
+                    self.inline = False
+                    log.warning("model %s version %s ran past %g ms on the event loop; it runs on worker threads "
+                                "from now on", self.name, self.version, self.inline_deadline * 1000)
+            return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs)
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Called when the version is dropped; requests already queued still run."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
         """Run on a pooled instance (blocking)."""
         started = time.perf_counter()
         try:
-            outputs = self.pool.run(inputs)
+            outputs = self.pool.run(inputs, deadline_seconds)
         except InputError as exc:
             raise BadRequest(f"model {self.name!r} version {self.version}: {exc}") from None
         except ServingError:
             raise
+        # The module's own failures: expected of untrusted code, already logged by the pool in one
+        # line, and no traceback of ours would explain them.
+        except RunDeadlineExceeded as exc:
+            raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
+                                   f"{exc.deadline_seconds * 1000:g} ms and was stopped") from None
+        except ModelFault as exc:
+            raise Internal(f"model {self.name!r} version {self.version} failed and its instance was discarded: "
+                           f"{exc}") from None
         except Exception as exc:
             log.exception("model %s version %s failed", self.name, self.version)
             raise Internal(f"model {self.name!r} version {self.version} failed: {exc}") from None
@@ -187,13 +337,27 @@ class _Record:
 
 
 class ModelManager:
-    """Which model versions are loaded, loading them on first use or on request."""
+    """Which model versions are loaded, loading them on first use or on request.
+
+    With a memory budget, loading a version that takes the loaded total over it evicts the
+    least recently used other versions until it fits (the new one stays even if it alone is
+    over). An evicted version is not "unloaded": its next request loads it again and waits.
+    """
 
     def __init__(self, repository: Repository, metrics: Metrics, pool_size: int,
-                 cache: CompiledCache | None = None):
+                 cache: CompiledCache | None = None, defaults: ServingDefaults | None = None,
+                 memory_budget_bytes: int = 0, *, deadline_seconds: float | None = None,
+                 memory_limit_bytes: int | None = None):
         self.repository, self.metrics, self.pool_size = repository, metrics, pool_size
+        # Per wasm call and per wasm instance (None: off); ONNX Runtime and LiteRT models have neither.
+        self.deadline_seconds, self.memory_limit_bytes = deadline_seconds, memory_limit_bytes
+        self.defaults = defaults or ServingDefaults(pool_size=pool_size)
+        self.memory_budget_bytes = memory_budget_bytes  # 0: no budget
+        metrics.memory_source = self.memory_by_model
         self.cache = cache or CompiledCache(None)
-        self.engine = make_engine()  # shared by every wasm model: compiled code is per engine
+        # Shared by every wasm model (compiled code is per engine); the epoch checks a deadline
+        # needs slow compute-heavy models down, so without a deadline they are left out.
+        self.engine = make_engine(interruptible=deadline_seconds is not None)
         self._lock = threading.Lock()
         self._records: dict[tuple[str, int], _Record] = {}
         self._unloaded: set[str] = set()
@@ -276,20 +440,62 @@ class ModelManager:
                 if self._records.get((target.name, target.version)) is record:  # not unloaded meanwhile
                     self._ready[(target.name, label)] = model
                     self.metrics.model_loaded(+1)
+                    self._fit_budget(keep=(target.name, target.version))
         finally:
             record.done.set()
+
+    def _fit_budget(self, keep: tuple[str, int]) -> None:
+        """Evict least-recently-used ready versions (lock held) until the loaded total fits the budget."""
+        if not self.memory_budget_bytes:
+            return
+        loaded = {key: r.model for key, r in self._records.items() if r.model is not None}
+        total = sum(model.footprint() for model in loaded.values())
+        for key, model in sorted(loaded.items(), key=lambda item: item[1].last_used):
+            if total <= self.memory_budget_bytes:
+                break
+            if key == keep:
+                continue
+            log.info("evicting model %s version %s (%d bytes) to fit the memory budget of %d bytes", key[0],
+                     key[1], model.footprint(), self.memory_budget_bytes)
+            total -= model.footprint()
+            self._drop(key)
+            self.metrics.eviction(key[0], str(key[1]))
+
+    def memory_by_model(self) -> dict[tuple[str, str], int]:
+        """Bytes held per loaded (model, version), for the metrics."""
+        return {(name, str(version)): record.model.footprint() for (name, version), record
+                in list(self._records.items()) if record.model is not None}
 
     def _open(self, target: ModelVersion) -> LoadedModel:
         specs: tuple[Sequence[TensorDescription], Sequence[TensorDescription]]
         stamp = file_stamp(target.path)
+        config = load_model_config(target.path.parent.parent)
+        compiled_max_batch: int | None = None
+        instance_bytes = 0
+        inline_deadline = None
         if target.format == "wasm":
             compiled = self.cache.load_file(self.engine, target.path)
+            compiled_max_batch, instance_bytes = compiled[1].max_batch, compiled[1].memory_bytes
             engine = self.engine
+            if self.deadline_seconds is not None:
+                inline_deadline = min(INLINE_DEADLINE_SECONDS, self.deadline_seconds)
 
             def factory() -> Runner:
-                return WasmModel(b"", engine, compiled=compiled)
+                return WasmModel(b"", engine, compiled=compiled, deadline_seconds=self.deadline_seconds,
+                                 memory_limit_bytes=self.memory_limit_bytes)
 
             specs = compiled[1].inputs, compiled[1].outputs
+        elif target.format == "tflite":
+            from wasinfer.runtime.litert import LiteRtModel
+
+            # An interpreter is not thread-safe: each pooled instance gets its own (sharing the bytes).
+            first = [LiteRtModel(target.path, name=target.name)]
+            template = first[0]
+
+            def factory() -> Runner:
+                return first.pop() if first else template.spawn()
+
+            specs = template.metadata.inputs, template.metadata.outputs
         else:
             from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 
@@ -299,10 +505,12 @@ class ModelManager:
                 return session
 
             specs = session.metadata.inputs, session.metadata.outputs
-        pool = InstancePool(factory, self.pool_size)
+        settings = settings_for(config, self.defaults, compiled_max_batch)
+        pool = InstancePool(factory, settings.instance_count)
         versions = sorted(self.repository.versions(target.name)) or [target.version]
         return LoadedModel(target, versions, [TensorMeta.of(s) for s in specs[0]],
-                           [TensorMeta.of(s) for s in specs[1]], pool, self.metrics, stamp)
+                           [TensorMeta.of(s) for s in specs[1]], pool, self.metrics, stamp, settings,
+                           instance_bytes, inline_deadline)
 
     # --- the repository extension --------------------------------------------------------------
 
@@ -339,6 +547,7 @@ class ModelManager:
                       and model.version == str(key[1])]:
             del self._ready[alias]
         if record.model is not None:
+            record.model.close()
             self.metrics.model_loaded(-1)
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
@@ -354,6 +563,13 @@ class ModelManager:
                                         "reason": record.reason}
         rows = [entries[key] for key in sorted(entries)]
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def file_stamp(path: Path) -> tuple[int, int]:

@@ -2,16 +2,20 @@
 
 Written by hand next to the router (rest.py) rather than generated from it: the router has
 no framework to introspect. tests/serving checks that every route the server answers is
-described here and every path described here is answered.
+described here and every path described here is answered, and tests/serving/test_fuzz.py
+runs schemathesis against it: every status code the server can answer is listed, so the
+document is a contract a client generator can trust.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
 
 from wasinfer import __version__
+from wasinfer.serving.auth import Tokens
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -26,8 +30,14 @@ ERRORS = {
     "400": _json(_ref("Error"), "Malformed request, or tensors that do not match the model"),
     "404": _json(_ref("Error"), "Unknown model or version"),
     "413": _json(_ref("Error"), "Body over --max-body-bytes"),
+    "429": _json(_ref("Error"), "The model has --max-concurrency requests in flight; retry later"),
     "503": _json(_ref("Error"), "Model unloaded, or its load failed"),
 }
+MODEL_FAILED = {"500": _json(_ref("Error"), "The model failed on a valid request (the server log has the details, "
+                             "under the answer's X-Request-ID)"),
+                "504": _json(_ref("Error"), "The model ran past its deadline (--deadline-ms) and was stopped")}
+UNAUTHORIZED = _json(_ref("Error"), "No bearer token, or not this server's token for the endpoint (the "
+                     "WWW-Authenticate header says which)")
 EMPTY_OK = {"200": {"description": "Yes"}}
 MODEL_PARAMS = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
 VERSION_PARAMS = [*MODEL_PARAMS, {"name": "version", "in": "path", "required": True,
@@ -83,19 +93,24 @@ INFER = {
         "summary": "Run an inference",
         "description": "JSON tensors, or the binary tensor data extension: the JSON header, then the inputs' raw "
                        "little-endian bytes, with the header's length in Inference-Header-Content-Length "
-                       "(responses with binary outputs carry the same header).",
+                       "(responses with binary outputs carry the same header). The body may be compressed "
+                       "(Content-Encoding: gzip or deflate).",
         "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
                         "schema": {"type": "integer", "minimum": 1}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": _ref("InferenceRequest")},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-        "responses": {"200": {"description": "The outputs", "content": {
+        "responses": {"200": {"description": "The outputs", "headers": {"Inference-Header-Content-Length": {
+            "description": "With binary outputs: the length of the JSON header before them",
+            "schema": {"type": "integer"}}}, "content": {
             "application/json": {"schema": _ref("InferenceResponse")},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS,
+            **MODEL_FAILED},
     }
 }
 MODEL_METADATA = {"get": {"summary": "Model metadata (loads the model if it is not loaded)",
-                          "responses": {"200": _json(_ref("ModelMetadata"), "The model"), **ERRORS}}}
+                          "responses": {"200": _json(_ref("ModelMetadata"), "The model"), "404": ERRORS["404"],
+                                        "503": ERRORS["503"]}}}
 MODEL_READY = {"get": {"summary": "Is the model loaded and ready (never loads it)",
                        "responses": {**EMPTY_OK, "404": ERRORS["404"], "503": ERRORS["503"]}}}
 
@@ -118,34 +133,84 @@ PATHS: dict[str, Any] = {
         "summary": "Every model version in the repository, with its state",
         "requestBody": {"required": False, "content": {"application/json": {
             "schema": _ref("RepositoryIndexRequest")}}},
-        "responses": {"200": _json(_ref("RepositoryIndex"), "The index")}}},
+        "responses": {"200": _json(_ref("RepositoryIndex"), "The index"), "400": ERRORS["400"],
+                      "413": ERRORS["413"]}}},
     "/v2/repository/models/{model}/load": _with(MODEL_PARAMS, {"post": {
         "summary": "Load (or reload, if its file changed) the highest version and make it the default",
         "requestBody": {"required": False, "content": {"application/json": {
             "schema": _ref("RepositoryLoadRequest")}}},
-        "responses": {**EMPTY_OK, "400": ERRORS["400"], "404": ERRORS["404"], "503": ERRORS["503"]}}}),
+        "responses": {**EMPTY_OK, "400": ERRORS["400"], "404": ERRORS["404"], "413": ERRORS["413"],
+                      "503": ERRORS["503"]}}}),
     "/v2/repository/models/{model}/unload": _with(MODEL_PARAMS, {"post": {
         "summary": "Unload every version; requests get 503 until the next load",
         "requestBody": {"required": False, "content": {"application/json": {
             "schema": _ref("RepositoryLoadRequest")}}},
-        "responses": {**EMPTY_OK, "404": ERRORS["404"]}}}),
-    "/v2/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "responses": {**EMPTY_OK, "400": ERRORS["400"], "404": ERRORS["404"], "413": ERRORS["413"]}}}),
+    "/v2/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"},
+                                                                                        "OpenAPI 3.1")}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
         "description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {
             "type": "string"}}}}}}},
 }
 
 
-def document() -> dict[str, Any]:
+# Which token guards which paths (auth.py); the rest (health, this document, /metrics) stay open.
+INFERENCE_PATHS = ("/v2", "/v2/models/")
+MANAGEMENT_PATHS = ("/v2/repository/",)
+REQUEST_ID_PARAM = {"name": "X-Request-ID", "in": "header", "required": False, "schema": {
+    "type": "string", "maxLength": 128}, "description": "The client's id for this request, echoed in the answer and "
+    "in the server's log lines (printable ASCII; otherwise the server makes one)"}
+REQUEST_ID_HEADER = {"description": "The request's id: the client's X-Request-ID, else the inference request's "
+                     "\"id\", else one the server made", "required": True, "schema": {"type": "string"}}
+
+
+def _plane(path: str) -> str | None:
+    if path == "/v2" or path.startswith(INFERENCE_PATHS[1]):
+        return "inference"
+    if path.startswith(MANAGEMENT_PATHS):
+        return "management"
+    return None
+
+
+def document(tokens: Tokens | None = None) -> dict[str, Any]:
+    """The document for a server with these tokens: operations a token guards say so (security, 401)
+    only when that token is set, so the document describes the server that serves it."""
+    tokens = tokens or Tokens()
+    schemes = {"inference": tokens.inference is not None, "management": tokens.management is not None}
+    paths: dict[str, Any] = {}
+    for path, item in PATHS.items():
+        item = copy.deepcopy(item)
+        plane = _plane(path)
+        for method in ("get", "post"):
+            operation = item.get(method)
+            if operation is None or not path.startswith("/v2"):
+                continue
+            operation["parameters"] = [*operation.get("parameters", []), REQUEST_ID_PARAM]
+            for response in operation["responses"].values():
+                response["headers"] = {**response.get("headers", {}),
+                                       "X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
+            if plane is not None and schemes[plane]:
+                operation["security"] = [{f"{plane}Token": []}]
+                operation["responses"]["401"] = {**UNAUTHORIZED, "headers": {
+                    "X-Request-ID": {"$ref": "#/components/headers/RequestId"},
+                    "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}}
+        paths[path] = item
+    components: dict[str, Any] = {"schemas": SCHEMAS, "headers": {"RequestId": REQUEST_ID_HEADER}}
+    if any(schemes.values()):
+        components["securitySchemes"] = {
+            f"{plane}Token": {"type": "http", "scheme": "bearer", "description": f"The {plane} token "
+                              f"(--{plane}-token-file or the WASINFER_{plane.upper()}_TOKEN environment variable)"}
+            for plane, on in schemes.items() if on}
     return {
         "openapi": "3.1.0",
         "info": {"title": "wasinfer inference server", "version": __version__,
                  "description": "KServe Open Inference Protocol v2 (REST) with the binary tensor data and model "
-                                "repository extensions."},
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+                                "repository extensions. Every /v2 answer carries X-Request-ID; errors are "
+                                "{\"error\": message}."},
+        "paths": paths,
+        "components": components,
     }
 
 
-def document_json() -> bytes:
-    return orjson.dumps(document())
+def document_json(tokens: Tokens | None = None) -> bytes:
+    return orjson.dumps(document(tokens))

@@ -130,13 +130,18 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
         data = [data]
     try:
         if datatype == "BYTES":
-            flat = np.asarray(data, dtype=object).reshape(-1)
+            nested = np.asarray(data, dtype=object)
+            flat = nested.reshape(-1)
             array = np.empty(flat.size, dtype=object)
             array[:] = [item.encode() if isinstance(item, str) else _not_string(name, item) for item in flat]
         else:
-            array = np.asarray(data, dtype=dtype)
+            array = nested = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data is not a (regular) list of {datatype} values: {exc}") from None
+    if nested.ndim > 1 and nested.shape != tuple(shape):
+        # Flat data is any row-major list; nested data must nest as the shape does, or it means another tensor.
+        raise BadRequest(f"input {name!r}: data is nested as {list(nested.shape)}, but shape is {list(shape)} "
+                         "(send it flat, or nested exactly as the shape)")
     if array.size != count:
         raise BadRequest(f"input {name!r}: {array.size} values of data, but shape {list(shape)} needs {count}")
     return array.reshape(shape)
@@ -195,6 +200,10 @@ def parse_rest_request(body: bytes, header_length: int | None) -> InferRequest:
         shape = tensor.get("shape")
         if not isinstance(shape, list):
             raise BadRequest(f"input {name!r}: \"shape\" must be a list of integers")
+        for dim in shape:
+            if type(dim) is not int:  # JSON's 4.0 is the integer 4 (JSON Schema says so too): accept it as such
+                shape = [int(d) if type(d) is float and d.is_integer() else d for d in shape]
+                break
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
         size = _object(tensor.get("parameters") or {}, f"input {name!r}: parameters").get("binary_data_size")

@@ -1,10 +1,12 @@
-"""The model repository on disk: `<root>/<model>/<version>/model.{wasm,onnx}`, as Triton lays it out.
+"""The model repository on disk: `<root>/<model>/<version>/model.{wasm,onnx,tflite}`, as Triton lays it out.
 
-Versions are positive integer directory names; the highest is a model's default. A version
-directory holding both files serves the `.wasm` (the compiled artifact is the point of
-wasinfer); `.onnx` alone is served by ONNX Runtime. The disk is read on demand (a model
-that appears is found by the first request for it), never cached here: the model manager
-decides when a change takes effect.
+Versions are positive integer directory names; the highest is a model's default. The file's
+name picks the backend: `model.wasm` runs in wasmtime, `model.onnx` in ONNX Runtime,
+`model.tflite` in LiteRT. A version directory holding several serves the first of wasm, onnx,
+tflite: the compiled artifact is the point of wasinfer, and ONNX Runtime, unlike the LiteRT
+interpreter, can use a GPU (CUDA) and serves one shared session instead of one interpreter per
+concurrent request. The disk is read on demand (a model that appears is found by the first
+request for it), never cached here: the model manager decides when a change takes effect.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_FILES = ("model.wasm", "model.onnx")  # in order of preference
+MODEL_FILES = ("model.wasm", "model.onnx", "model.tflite")  # in order of preference
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -25,6 +27,7 @@ class ModelVersion:
 
     @property
     def format(self) -> str:
+        """The backend's key: "wasm", "onnx" or "tflite" (the file's suffix)."""
         return self.path.suffix.lstrip(".")
 
 

@@ -4,14 +4,22 @@ Routing is a split of the path, answers that do not change are encoded once, the
 parsed by orjson, and a model runs on the inference executor so the event loop keeps
 parsing the next request while wasm runs on another core. A model whose runs take less than
 the hand-off to a thread and back (models.INLINE_SECONDS, judged from its recent runs) runs
-on the event loop instead: for it, the hand-off would cost more than the parallelism gains.
+on the event loop instead: for it, the hand-off would cost more than the parallelism gains
+(LoadedModel.infer_async decides, and hands batched models to their batcher).
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
 model's inference needs.
+
+Every /v2 answer carries X-Request-ID (logs.py says where the id comes from). Bearer tokens
+(auth.py) are checked only when one is set: with none, a request pays one attribute test.
+Every failure, expected (a ServingError) or not (a bug), is answered with a JSON
+{"error": ...} and logged with the request's id; a bug never leaves the client with uvicorn's
+bare 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,8 +30,19 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from wasinfer import __version__
-from wasinfer.serving.errors import BadRequest, MethodNotAllowed, NotFound, ServingError, TooLarge, Unavailable
+from wasinfer.serving.auth import Tokens, challenge, check_bearer
+from wasinfer.serving.errors import (
+    BadRequest,
+    Internal,
+    MethodNotAllowed,
+    NotFound,
+    ServingError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from wasinfer.serving.grpc_api import EXTENSIONS, check_load_parameters
+from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import encode_rest_response, parse_rest_request
@@ -32,26 +51,66 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
+log = logging.getLogger("wasinfer.serving")
+
 JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
+# What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
+# Content-Encoding, Authorization, and the client's request id (already vetted).
+Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
 
 
 class RestApp:
     """ASGI application serving KServe v2 REST, the repository extension, OpenAPI and /metrics."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
-                 max_body_bytes: int, openapi: bytes):
+                 max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False):
         self.manager, self.metrics = manager, metrics
         self.executor, self.load_executor = executor, load_executor
         self.max_body_bytes, self.openapi = max_body_bytes, openapi
+        tokens = tokens or Tokens()
+        self.inference_token, self.management_token = tokens.inference, tokens.management
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if self.access_log:
+            return await self._logged(scope, receive, send)
         try:
             await self._route(scope, receive, send)
-        except ServingError as exc:
-            await _error(send, exc)
+        except Exception as exc:  # every failure gets a JSON answer and a log line
+            await self._fail(scope, send, exc)
+
+    async def _fail(self, scope: Scope, send: Send, exc: Exception) -> None:
+        """Answer and log a failure outside inference (which does its own, to count it in the metrics)."""
+        request_id = _scan(scope)[4] or new_request_id()
+        failure = _serving_error(exc, request_id)
+        _log_failure(failure, exc, request_id, scope, None, None, None)
+        await _error(send, failure, request_id)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """__call__ with one access-log line per request (--access-log)."""
+        started = time.perf_counter()
+        status, request_id = 0, ""
+
+        async def capture(message: MutableMapping[str, Any]) -> None:
+            nonlocal status, request_id
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                request_id = next((v.decode() for k, v in message["headers"] if k == b"x-request-id"), "")
+            await send(message)
+
+        try:
+            await self._route(scope, receive, capture)
+        except Exception as exc:
+            await self._fail(scope, capture, exc)
+        finally:
+            model, version = _path_model(scope["path"])
+            access_log.info("%s %s %s", scope["method"], scope["path"], status or "-", extra={
+                "request_id": request_id or None, "protocol": "rest", "method": scope["method"],
+                "path": scope["path"], "model": model, "version": version, "status": status or None,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, parts = scope["method"], scope["path"].split("/")
@@ -62,23 +121,26 @@ class RestApp:
         root, rest = parts[1], parts[2:]
         if root == "metrics" and not rest:
             _allow(method, "GET")
-            return await _send(send, 200, self.metrics.exposition(), CONTENT_TYPE_LATEST.encode())
+            return await _send(send, 200, self.metrics.exposition(), "", CONTENT_TYPE_LATEST.encode())
         if root != "v2":
             raise NotFound(f"no route {scope['path']}")
         if not rest:
             _allow(method, "GET")
-            return await _send(send, 200, SERVER_METADATA)
-        head = rest[0]
-        if head == "models" and len(rest) >= 2:
+            head = _scan(scope)
+            if self.inference_token is not None:
+                check_bearer(self.inference_token, head[3], "inference")
+            return await _send(send, 200, SERVER_METADATA, head[4])
+        first = rest[0]
+        if first == "models" and len(rest) >= 2:
             return await self._model_route(scope, receive, send, rest[1], rest[2:])
-        if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+        if first == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             _allow(method, "GET")
-            return await _send(send, 200, b"")
-        if head == "repository":
+            return await _send(send, 200, b"", _scan(scope)[4])
+        if first == "repository":
             return await self._repository_route(scope, receive, send, rest[1:])
-        if head == "openapi.json" and len(rest) == 1:
+        if first == "openapi.json" and len(rest) == 1:
             _allow(method, "GET")
-            return await _send(send, 200, self.openapi)
+            return await _send(send, 200, self.openapi, _scan(scope)[4])
         raise NotFound(f"no route {scope['path']}")
 
     async def _model_route(self, scope: Scope, receive: Receive, send: Send, name: str, rest: list[str]) -> None:
@@ -89,37 +151,41 @@ class RestApp:
         if action == "infer":
             _allow(scope["method"], "POST")
             return await self._infer(scope, receive, send, name, version)
+        if action is None or action not in ("", "ready"):
+            raise NotFound(f"no route {scope['path']}")
+        _allow(scope["method"], "GET")
+        head = _scan(scope)
+        if self.inference_token is not None:
+            check_bearer(self.inference_token, head[3], "inference")
         if action == "":
-            _allow(scope["method"], "GET")
             model = await self._model(name, version)
-            return await _send(send, 200, model.metadata_json)
-        if action == "ready":
-            _allow(scope["method"], "GET")
-            if not self.manager.is_ready(name, version):
-                raise Unavailable(f"model {name!r}{f' version {version}' if version else ''} is not ready")
-            return await _send(send, 200, b"")
-        raise NotFound(f"no route {scope['path']}")
+            return await _send(send, 200, model.metadata_json, head[4])
+        if not self.manager.is_ready(name, version):
+            raise Unavailable(f"model {name!r}{f' version {version}' if version else ''} is not ready")
+        return await _send(send, 200, b"", head[4])
 
     async def _repository_route(self, scope: Scope, receive: Receive, send: Send, rest: list[str]) -> None:
-        if rest == ["index"]:
-            _allow(scope["method"], "POST")
-            options = await self._json_body(scope, receive)
+        index = rest == ["index"]
+        if not index and not (len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload")):
+            raise NotFound(f"no route {scope['path']}")
+        _allow(scope["method"], "POST")
+        head = _scan(scope)
+        if self.management_token is not None:
+            check_bearer(self.management_token, head[3], "management")
+        options = await self._json_body(receive, head)
+        if index:
             rows = self.manager.index(bool(options.get("ready", False)))
-            return await _send(send, 200, orjson.dumps(rows))
-        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
-            _allow(scope["method"], "POST")
-            options = await self._json_body(scope, receive)
-            parameters = options.get("parameters") or {}
-            if not isinstance(parameters, dict):
-                raise BadRequest("\"parameters\" must be a JSON object")
-            loop = asyncio.get_running_loop()
-            if rest[2] == "load":
-                check_load_parameters(parameters)
-                await loop.run_in_executor(self.load_executor, self.manager.load, rest[1])
-            else:
-                await loop.run_in_executor(self.load_executor, self.manager.unload, rest[1])
-            return await _send(send, 200, b"")
-        raise NotFound(f"no route {scope['path']}")
+            return await _send(send, 200, orjson.dumps(rows), head[4])
+        parameters = options.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise BadRequest("\"parameters\" must be a JSON object")
+        loop = asyncio.get_running_loop()
+        if rest[2] == "load":
+            check_load_parameters(parameters)
+            await loop.run_in_executor(self.load_executor, self.manager.load, rest[1])
+        else:
+            await loop.run_in_executor(self.load_executor, self.manager.unload, rest[1])
+        return await _send(send, 200, b"", head[4])
 
     async def _model(self, name: str, version: str) -> LoadedModel:
         model = self.manager.lookup(name, version)
@@ -131,53 +197,55 @@ class RestApp:
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str) -> None:
         started = time.perf_counter()
         model: LoadedModel | None = None
+        request_id: str | None = None
         try:
-            body, header_length = await self._body(scope, receive)
+            head = _scan(scope)
+            request_id = head[4]
+            if self.inference_token is not None:
+                check_bearer(self.inference_token, head[3], "inference")
+            body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
             request = parse_rest_request(body, header_length)
+            if request_id is None and request.id:
+                request_id = accept_request_id(request.id)
             model.check(request)
-            if model.is_quick(request.inputs):
-                outputs = model.infer(request.inputs)
-            else:
-                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, model.infer,
-                                                                           request.inputs)
+            outputs = await model.infer_async(request.inputs, self.executor)
             payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
-        except ServingError as exc:
+        except Exception as exc:  # answered and logged with the request's id
+            request_id = request_id or new_request_id()
+            failure = _serving_error(exc, request_id)
             self.metrics.request(model.name if model else "", model.version if model else "", "rest",
-                                 exc.outcome, time.perf_counter() - started)
-            return await _error(send, exc)
+                                 failure.outcome, time.perf_counter() - started)
+            _log_failure(failure, exc, request_id, scope, model.name if model else name,
+                         model.version if model else version or None, started)
+            return await _error(send, failure, request_id)
         self.metrics.request(model.name, model.version, "rest", "ok", time.perf_counter() - started)
         if json_length is None:
-            return await _send(send, 200, payload)
-        await _send(send, 200, payload, b"application/octet-stream",
+            return await _send(send, 200, payload, request_id)
+        await _send(send, 200, payload, request_id, b"application/octet-stream",
                     [(b"inference-header-content-length", str(json_length).encode())])
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, int | None]:
+    async def _body(self, receive: Receive, head: Head) -> tuple[bytes, int | None]:
         """The whole body (decompressed), and its Inference-Header-Content-Length if given."""
-        length = header_length = encoding = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                length = value
-            elif key == b"inference-header-content-length":
-                header_length = value
-            elif key == b"content-encoding":
-                encoding = value.strip().lower()
+        length, header_length, encoding = head[0], head[1], head[2]
         limit = self.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit} (--max-body-bytes)")
         body = await _read(receive, limit)
-        if encoding not in (None, b"identity"):
-            body = _decompress(body, encoding, limit)
+        if encoding is not None:
+            encoding = encoding.strip().lower()
+            if encoding != b"identity":
+                body = _decompress(body, encoding, limit)
         if header_length is None:
             return body, None
         if not header_length.isdigit():
-            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} "
+            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} "
                              "is not a number")
         return body, int(header_length)
 
-    async def _json_body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+    async def _json_body(self, receive: Receive, head: Head) -> dict[str, Any]:
         """An optional JSON object (repository requests may come with no body at all)."""
-        body, _ = await self._body(scope, receive)
+        body, _ = await self._body(receive, head)
         if not body.strip():
             return {}
         try:
@@ -187,6 +255,56 @@ class RestApp:
         if not isinstance(value, dict):
             raise BadRequest("the request body must be a JSON object")
         return value
+
+
+def _scan(scope: Scope) -> Head:
+    """The headers a handler needs, in one pass over the (short) header list."""
+    length = header_length = encoding = authorization = None
+    request_id: str | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            length = value
+        elif key == b"inference-header-content-length":
+            header_length = value
+        elif key == b"content-encoding":
+            encoding = value
+        elif key == b"authorization":
+            authorization = value
+        elif key == b"x-request-id":
+            request_id = accept_request_id(value)
+    return length, header_length, encoding, authorization, request_id
+
+
+def _path_model(path: str) -> tuple[str | None, str | None]:
+    """The model and version a /v2/models/... path names (for log lines), else Nones."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
+        return None, None
+    return parts[3], parts[5] if len(parts) > 5 and parts[4] == "versions" and parts[5] else None
+
+
+def _serving_error(exc: Exception, request_id: str) -> ServingError:
+    """`exc` as the answer to send: a ServingError as it is, anything else (a bug) as a 500 that names the id."""
+    if isinstance(exc, ServingError):
+        return exc
+    return Internal(f"internal server error (request id {request_id}; the server log has the details)")
+
+
+def _log_failure(failure: ServingError, cause: Exception, request_id: str, scope: Scope, model: str | None,
+                 version: str | None, started: float | None) -> None:
+    """One line per refused or failed request: INFO for the client's errors, WARNING or ERROR for ours
+    (with the traceback when the cause was not a ServingError, i.e. a bug)."""
+    status = failure.http_status
+    level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
+    if not log.isEnabledFor(level):
+        return
+    if model is None:
+        model, version = _path_model(scope["path"])
+    log.log(level, "%s %s: %d %s", scope["method"], scope["path"], status, failure.message,
+            exc_info=cause if cause is not failure else None, extra={
+                "request_id": request_id, "protocol": "rest", "method": scope["method"], "path": scope["path"],
+                "model": model, "version": version, "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3) if started is not None else None})
 
 
 async def _read(receive: Receive, limit: int) -> bytes:
@@ -216,7 +334,7 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     elif encoding == b"deflate":
         inflater = zlib.decompressobj()
     else:
-        raise BadRequest(f"Content-Encoding {encoding.decode(errors='replace')!r} is not supported "
+        raise BadRequest(f"Content-Encoding {encoding.decode('latin-1')!r} is not supported "
                          "(use gzip, deflate or none)")
     try:
         data = inflater.decompress(body, limit + 1)
@@ -232,17 +350,26 @@ def _allow(method: str, allowed: str) -> None:
         raise MethodNotAllowed(method, allowed)
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes = JSON,
+async def _send(send: Send, status: int, body: bytes, request_id: str | None, content_type: bytes = JSON,
                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """One whole response; `request_id` None: the client sent none, so one is made (not for /metrics: "")."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if request_id is None:
+        request_id = new_request_id()
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, exc: ServingError) -> None:
-    extra = [(b"connection", b"close")] if isinstance(exc, TooLarge) else None  # the rest of the body is unread
-    if isinstance(exc, MethodNotAllowed):
+async def _error(send: Send, exc: ServingError, request_id: str) -> None:
+    extra = None
+    if isinstance(exc, TooLarge):
+        extra = [(b"connection", b"close")]  # the rest of the body is unread
+    elif isinstance(exc, MethodNotAllowed):
         extra = [(b"allow", exc.allowed.encode())]
-    await _send(send, exc.http_status, orjson.dumps({"error": exc.message}), extra=extra)
+    elif isinstance(exc, Unauthorized):
+        extra = [(b"www-authenticate", challenge(exc))]
+    await _send(send, exc.http_status, orjson.dumps({"error": exc.message}), request_id, extra=extra)

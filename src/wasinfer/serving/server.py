@@ -23,8 +23,10 @@ import grpc
 import uvicorn
 
 from wasinfer.runtime import CompiledCache
+from wasinfer.serving.auth import Tokens, check_tls_files
 from wasinfer.serving.grpc_api import build_grpc_server
 from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
 from wasinfer.serving.repository import Repository
@@ -52,6 +54,23 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     pool_size: int = 0  # 0: one instance per core
     cache_dir: Path | None = None  # compiled-code cache; None: compile on every load
+    # Bearer tokens (auth.py; None leaves that plane open), TLS for both ports (both files or neither),
+    # one log line per request (logs.py).
+    inference_token: str | None = None
+    management_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    access_log: bool = False
+    batch_delay_us: int | None = None  # dynamic batching for every model that can batch; None: per config.json
+    max_concurrency: int = 0  # per model, requests in flight; 0: unlimited
+    max_tensor_elements: int = 1 << 24
+    memory_budget_bytes: int = 0  # loaded models' total; 0: no budget (nothing is evicted)
+    # Per wasm call and per wasm instance; None turns each off. A call past the deadline is stopped
+    # and answered 504 / DEADLINE_EXCEEDED; the epoch checks that make it possible cost compute-heavy
+    # models speed (see make_engine), so None also compiles without them. ONNX Runtime (and LiteRT)
+    # models run native code that cannot be interrupted this way: they have neither limit.
+    deadline_seconds: float | None = 30.0
+    instance_memory_bytes: int | None = 1 << 30
 
 
 def _address(host: str, port: int) -> str:
@@ -77,11 +96,20 @@ class Server:
         pool_size = config.pool_size or default_pool_size()
         self.metrics = Metrics()
         cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
-        self.manager = ModelManager(Repository(config.model_repository), self.metrics, pool_size, cache)
+        defaults = ServingDefaults(pool_size=pool_size, batching_delay_us=config.batch_delay_us,
+                                   max_concurrency=config.max_concurrency,
+                                   max_tensor_elements=config.max_tensor_elements)
+        self.manager = ModelManager(Repository(config.model_repository), self.metrics, pool_size, cache,
+                                    defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
+                                    deadline_seconds=config.deadline_seconds,
+                                    memory_limit_bytes=config.instance_memory_bytes)
         self.executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-infer")
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
+        self.tokens = Tokens.of(config.inference_token, config.management_token)
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
-                           document_json())
+                           document_json(self.tokens), self.tokens, config.access_log)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None
         self._uvicorn: uvicorn.Server | None = None
@@ -89,6 +117,10 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
+        tls = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            check_tls_files(config.tls_cert, config.tls_key)
+            tls = (Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes())
         sock = _listen(config.host, config.http_port)
         self.http_port = sock.getsockname()[1]
         if config.grpc_port is not None:
@@ -96,16 +128,19 @@ class Server:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
                     workers=max(8, 2 * (config.pool_size or default_pool_size())),
-                    max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir)
+                    max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls)
             except OSError:
                 sock.close()
                 raise
             server.start()
             self._grpc = server
         # No lifespan, access log, Server header or X-Forwarded-* rewriting: nothing here uses them, and
-        # each is work on every request.
+        # each is work on every request (--access-log is the app's own). No logging config of uvicorn's own:
+        # its lines go to the root logger, in the server's format (logs.py). The TLS context applies to
+        # the pre-bound socket too (uvicorn passes it to create_server).
         uv_config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False, proxy_headers=False,
-                                   log_level="warning", timeout_graceful_shutdown=5, server_header=False)
+                                   log_level="warning", log_config=None, timeout_graceful_shutdown=5,
+                                   server_header=False, ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
         self._uvicorn = uvicorn.Server(uv_config)
         loop_factory = uv_config.get_loop_factory()
 

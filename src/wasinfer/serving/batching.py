@@ -1,0 +1,132 @@
+"""Dynamic batching: requests for one model that arrive close together run as one batch.
+
+A wasinfer module takes its batch size at run time and loops over the samples in one call,
+so one call for eight samples costs one entry into wasm, one copy per tensor and one slot of
+the instance pool instead of eight. The win is largest for conv models, whose per-call work
+(weights packed, arena set up) is shared across the batch.
+
+One worker thread per model instance takes the oldest waiting request, then waits until the
+batch is full (`max_batch` samples) or the oldest request has waited `max_delay` seconds,
+whichever is first, and runs what it has. With a delay of 0 it never waits: it batches
+only what queued up while the instances were busy, so batching costs nothing at low load.
+A request is never split across batches. If a batch fails, each of its requests is run
+again alone, so one bad request fails by itself and its neighbours still get their answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("wasinfer.serving")
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass
+class _Pending:
+    inputs: Tensors
+    samples: int
+    future: Future[Tensors]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Collects requests for one model and runs them in batches on `run` (blocking, thread-safe)."""
+
+    def __init__(self, run: Callable[[Tensors], Tensors], max_batch: int, max_delay: float, workers: int,
+                 name: str, observe: Callable[[int, float], None] | None = None):
+        self._run, self.max_batch, self.max_delay = run, max_batch, max_delay
+        self._observe = observe  # (batch size in samples, seconds the oldest request waited)
+        self._pending: deque[_Pending] = deque()
+        self._queued_samples = 0
+        self._ready = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"wasinfer-batch-{name}-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, inputs: Tensors, samples: int) -> Future[Tensors]:
+        """Queue one request of `samples` samples (at most max_batch); its outputs arrive on the future."""
+        future: Future[Tensors] = Future()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the model was unloaded")
+            self._pending.append(_Pending(inputs, samples, future))
+            self._queued_samples += samples
+            self._ready.notify()
+        return future
+
+    def close(self) -> None:
+        """Stop the workers once the queue is empty (requests already queued still run)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        with self._ready:
+            while True:
+                while not self._pending:
+                    if self._closed:
+                        return None
+                    self._ready.wait()
+                if self._queued_samples >= self.max_batch or self._closed:
+                    break
+                # The oldest request sets the deadline; another worker may take it meanwhile.
+                remaining = self._pending[0].queued_at + self.max_delay - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            batch: list[_Pending] = []
+            samples = 0
+            while self._pending and (not batch or samples + self._pending[0].samples <= self.max_batch):
+                item = self._pending.popleft()
+                batch.append(item)
+                samples += item.samples
+            self._queued_samples -= samples
+            if self._pending:
+                self._ready.notify()  # leftovers: wake another worker instead of making them wait for us
+            return batch
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        if self._observe is not None:
+            self._observe(sum(item.samples for item in batch), started - batch[0].queued_at)
+        if len(batch) == 1:
+            self._settle(batch[0], lambda: self._run(batch[0].inputs))
+            return
+        try:
+            merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+            outputs = self._run(merged)
+        except Exception:  # one of them is at fault: let each fail (or succeed) on its own
+            log.debug("a batch of %d requests failed; running them one by one", len(batch), exc_info=True)
+            for item in batch:
+                self._settle(item, lambda item=item: self._run(item.inputs))  # type: ignore[misc]
+            return
+        start = 0
+        for item in batch:
+            end = start + item.samples
+            item.future.set_result({name: array[start:end] for name, array in outputs.items()})
+            start = end
+
+    @staticmethod
+    def _settle(item: _Pending, compute: Callable[[], Tensors]) -> None:
+        try:
+            item.future.set_result(compute())
+        except BaseException as exc:
+            item.future.set_exception(exc)

@@ -1,0 +1,95 @@
+"""Hand-written modules that honour the ABI's shape but misbehave when run.
+
+Each is what `WasmModel` accepts (a `memory` export, the ABI functions, a metadata section
+with one batched FP32 input `x` [N, 4] and one output `y` [N, 4], max batch 4), written in
+WAT so that the misbehaviour is plain to read. The compiler never emits such code; a server
+still has to survive a module that does.
+"""
+
+from __future__ import annotations
+
+import wasmtime
+
+from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
+from wasinfer.codegen import METADATA_SECTION
+
+PAGE = 65536
+MAX_BATCH = 4
+INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
+
+
+def _module(name: str, run_body: str, pages: int = 1, start_body: str = "") -> bytes:
+    """The ABI's exports around `run_body`, the body of `wasinfer_run(batch) -> i32` (batch already checked),
+    with `start_body` as the start function that instantiation runs, if given."""
+    start = f"(func $start {start_body}) (start $start)" if start_body else ""
+    wat = f"""
+    (module
+      (memory (export "memory") {pages})
+      (func (export "wasinfer_abi_version") (result i32) (i32.const 1))
+      (func (export "wasinfer_max_batch") (result i32) (i32.const {MAX_BATCH}))
+      (func (export "wasinfer_input_ptr") (param i32) (result i32)
+        (select (i32.const {INPUT}) (i32.const 0) (i32.eqz (local.get 0))))
+      (func (export "wasinfer_output_ptr") (param i32) (result i32)
+        (select (i32.const {OUTPUT}) (i32.const 0) (i32.eqz (local.get 0))))
+      (func (export "wasinfer_run") (param $batch i32) (result i32) (local $old i32)
+        (if (i32.or (i32.lt_s (local.get $batch) (i32.const 1)) (i32.gt_s (local.get $batch) (i32.const {MAX_BATCH})))
+          (then (return (i32.const 1))))
+        {run_body}
+        (i32.const 0))
+      {start})
+    """
+    metadata = Metadata(
+        name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
+        producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
+        inputs=[TensorSpec("x", "float32", [1, 4], 0, INPUT)], outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
+    return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
+
+
+def echo_module(pages: int = 1) -> bytes:
+    """A well-behaved module: y = x, in `pages` pages of memory."""
+    return _module("echo", f"(memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) "
+                           "(i32.const 16)))", pages)
+
+
+def looping_module() -> bytes:
+    """y = x, except that a first element below zero sends it into a loop that never ends.
+
+    Negative inputs are the hostile requests; the same model then answers other requests.
+    """
+    return _module("loop", f"""
+        (if (f32.lt (f32.load (i32.const {INPUT})) (f32.const 0))
+          (then (loop $forever (br $forever))))
+        (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
+
+
+def memory_bomb_module() -> bytes:
+    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0."""
+    return _module("bomb", f"""
+        (block $full
+          (loop $more
+            (local.set $old (memory.grow (i32.const 1)))
+            (br_if $full (i32.eq (local.get $old) (i32.const -1)))
+            (i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))
+            (br $more)))""")
+
+
+def growing_module(pages: int) -> bytes:
+    """y = x, but each run first grows memory by `pages` pages, which the ABI forbids."""
+    return _module("grow", f"""
+        (drop (memory.grow (i32.const {pages})))
+        (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
+
+
+def looping_start_module() -> bytes:
+    """Never finishes instantiating: its start function loops forever."""
+    return _module("loopstart", "(i32.const 0) (drop)", start_body="(loop $forever (br $forever))")
+
+
+def trapping_module() -> bytes:
+    """Traps on every run (an `unreachable` instruction), as a module with a bug would."""
+    return _module("trap", "(unreachable)")
+
+
+def big_memory_module(pages: int) -> bytes:
+    """A well-behaved module that declares `pages` pages of initial memory."""
+    return echo_module(pages)

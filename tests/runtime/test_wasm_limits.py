@@ -1,0 +1,219 @@
+"""Deadlines and memory caps of WasmModel: a misbehaving module fails its own call, nothing else.
+
+Every call that could hang if interruption were broken runs on a daemon thread with a generous
+bound, so a regression fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.hostile import (
+    PAGE,
+    big_memory_module,
+    echo_module,
+    growing_module,
+    looping_module,
+    looping_start_module,
+    memory_bomb_module,
+    trapping_module,
+)
+from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.metadata import read_metadata
+from wasinfer.runtime import (
+    CompiledCache,
+    DeadlineExceeded,
+    EpochTicker,
+    MemoryLimitExceeded,
+    ModelFault,
+    WasmModel,
+    make_engine,
+)
+from wasinfer.runtime.wasm import ENGINE_TAG, engine_tag
+
+T = TypeVar("T")
+BOUND = 60.0  # seconds: only a broken interruption comes anywhere near it
+CAP = 8 << 20
+X = np.array([[1.5, -2.0, 3.0, 4.25], [0.5, 6.0, -7.0, 8.0]], np.float32)
+
+
+def bounded(call: Callable[[], T]) -> T:
+    """`call()` on a daemon thread: its result, or its exception; fails if it has not returned within BOUND."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(BOUND)
+    assert not thread.is_alive(), f"the call did not return within {BOUND} s: interruption is broken"
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def hostile_x() -> dict[str, np.ndarray]:
+    return {"x": -np.abs(X)}  # a negative first element sends looping_module into its loop
+
+
+def mlp_model() -> helper.ModelProto:
+    """y = relu(x @ w + b), FP32 [N, 16] → [N, 8]: a normal model, with loops in its kernels."""
+    rng = np.random.default_rng(7)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_looping_call_is_stopped_and_only_its_instance_is_spent() -> None:
+    engine = make_engine()
+    wasm = looping_module()
+    compiled = (CompiledCache(None).load(engine, wasm), read_metadata(wasm))
+    model = WasmModel(b"", engine, compiled=compiled, deadline_seconds=0.1)
+    np.testing.assert_array_equal(model.run({"x": X})["y"], X)  # the deadline is per call, not per instance
+
+    with pytest.raises(DeadlineExceeded, match=r"model 'loop' ran past its deadline of 100 ms") as caught:
+        bounded(lambda: model.run(hostile_x()))
+    assert caught.value.deadline_seconds == 0.1
+    with pytest.raises(ModelFault, match="unusable after an earlier fault") as refused:
+        model.run({"x": X})
+    assert not isinstance(refused.value, DeadlineExceeded)
+
+    # The engine and the compiled module are untouched: a fresh instance answers, and stops again.
+    fresh = WasmModel(b"", engine, compiled=compiled, deadline_seconds=0.1)
+    np.testing.assert_array_equal(fresh.run({"x": X})["y"], X)
+    with pytest.raises(DeadlineExceeded):
+        bounded(lambda: fresh.run(hostile_x()))
+    normal = WasmModel(echo_module(), engine, deadline_seconds=0.1)
+    np.testing.assert_array_equal(normal.run({"x": X})["y"], X)
+
+
+def test_each_call_gets_the_whole_deadline() -> None:
+    """The deadline restarts with every call: an instance outlives many deadlines between its calls
+    (were it set once, the first call after the pauses would trap at its entry)."""
+    model = WasmModel(convert_onnx(mlp_model(), max_batch=4).wasm, deadline_seconds=0.02)
+    x = np.ones((4, 16), np.float32)
+    expected = model.run({"x": x})["y"]
+    for _ in range(5):
+        time.sleep(0.03)
+        np.testing.assert_array_equal(model.run({"x": x})["y"], expected)
+
+
+def test_a_start_function_that_never_returns_is_stopped_at_instantiation() -> None:
+    with pytest.raises(DeadlineExceeded, match=r"'loopstart' .* \(instantiation\)"):
+        bounded(lambda: WasmModel(looping_start_module(), make_engine(), deadline_seconds=0.05))
+
+
+def test_a_memory_bomb_is_held_to_the_cap() -> None:
+    model = WasmModel(memory_bomb_module(), make_engine(), deadline_seconds=10.0, memory_limit_bytes=CAP)
+    with pytest.raises((MemoryLimitExceeded, DeadlineExceeded)) as caught:
+        bounded(lambda: model.run({"x": X}))
+    assert isinstance(caught.value, MemoryLimitExceeded)  # this bomb stops when a grow fails
+    assert f"grew its memory from {PAGE} to {CAP} bytes" in str(caught.value)
+    assert f"cap of {CAP} bytes" in str(caught.value)
+    assert model.memory.data_len(model.store) <= CAP
+    with pytest.raises(ModelFault, match="unusable"):
+        model.run({"x": X})
+
+
+def test_growing_memory_is_a_fault_even_without_a_cap() -> None:
+    """The ABI promises a fixed memory, and our view of it would go stale if it moved."""
+    model = WasmModel(growing_module(2))
+    with pytest.raises(ModelFault, match=rf"grew its memory from {PAGE} to {3 * PAGE} bytes") as caught:
+        model.run({"x": X})
+    assert not isinstance(caught.value, MemoryLimitExceeded)
+
+
+def test_a_module_over_the_cap_does_not_instantiate() -> None:
+    pages = CAP // PAGE + 1
+    with pytest.raises(MemoryLimitExceeded, match=rf"'echo' needs {pages * PAGE} bytes of linear memory at "
+                       rf"instantiation, more than the instance memory cap of {CAP} bytes"):
+        WasmModel(big_memory_module(pages), make_engine(), memory_limit_bytes=CAP)
+    at_cap = WasmModel(big_memory_module(CAP // PAGE), make_engine(), memory_limit_bytes=CAP)
+    np.testing.assert_array_equal(at_cap.run({"x": X})["y"], X)
+
+
+def test_a_trap_is_a_fault_with_its_reason() -> None:
+    model = WasmModel(trapping_module(), make_engine(), deadline_seconds=1.0)
+    with pytest.raises(ModelFault, match=r"'trap' trapped \(wasinfer_run\): wasm trap: wasm `unreachable`") as caught:
+        model.run({"x": X})
+    assert not isinstance(caught.value, DeadlineExceeded)
+    assert "backtrace" not in str(caught.value)
+
+
+def test_limits_leave_a_normal_model_bit_identical() -> None:
+    wasm = convert_onnx(mlp_model(), max_batch=8).wasm
+    plain = WasmModel(wasm)
+    limited = WasmModel(wasm, make_engine(), deadline_seconds=5.0, memory_limit_bytes=CAP)
+    assert limited._run._set_deadline is not None  # the fast call path, deadline included
+    rng = np.random.default_rng(3)
+    for batch in (1, 3, 8):
+        x = rng.standard_normal((batch, 16)).astype(np.float32)
+        expected, got = plain.run({"x": x})["y"], limited.run({"x": x})["y"]
+        assert got.shape == (batch, 8)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_argument_checks() -> None:
+    with pytest.raises(ValueError, match="deadline_seconds must be positive"):
+        WasmModel(echo_module(), deadline_seconds=0)
+    with pytest.raises(ValueError, match="memory_limit_bytes must be positive"):
+        WasmModel(echo_module(), memory_limit_bytes=0)
+    with pytest.raises(ValueError, match="needs an engine with epoch interruption"):
+        WasmModel(echo_module(), make_engine(interruptible=False), deadline_seconds=1.0)
+
+
+def test_the_cache_keeps_code_with_and_without_epoch_checks_apart(tmp_path: Path) -> None:
+    assert engine_tag(True) == ENGINE_TAG and ENGINE_TAG.endswith("|epoch")
+    wasm, cache = echo_module(), CompiledCache(tmp_path)
+    assert cache.key(wasm, engine_tag(True)) != cache.key(wasm, engine_tag(False))
+    path = tmp_path / "echo.wasm"
+    path.write_bytes(wasm)
+    for interruptible in (True, False, True, False):  # the second round deserialises what the first wrote
+        engine = make_engine(interruptible)
+        model = WasmModel(b"", engine, compiled=cache.load_file(engine, path),
+                          deadline_seconds=1.0 if interruptible else None)
+        np.testing.assert_array_equal(model.run({"x": X})["y"], X)
+    assert len(list(tmp_path.glob("*.cwasm"))) == 2
+
+
+def test_one_ticker_per_engine_started_once_and_stoppable() -> None:
+    engine = make_engine()
+    ticker = EpochTicker.for_engine(engine)
+    assert EpochTicker.for_engine(engine) is ticker and EpochTicker.for_engine(make_engine()) is not ticker
+    ticker.start()
+    thread = ticker._thread
+    assert ticker.start()._thread is thread and ticker.running
+    ticker.stop()
+    assert not ticker.running
+    ticker.start()
+    assert ticker.running and ticker._thread is not thread
+    ticker.stop()
+
+
+def test_a_ticker_ends_with_its_engine() -> None:
+    engine = make_engine()
+    ticker = EpochTicker(engine, tick_seconds=0.001).start()
+    thread = ticker._thread
+    assert thread is not None
+    del engine
+    gc.collect()
+    thread.join(BOUND)
+    assert not thread.is_alive()

@@ -1,0 +1,275 @@
+"""Misbehaving models on a live server: each hostile request fails alone, everything else keeps answering.
+
+The repository holds a normal model (scale) next to `loop` (answers, but loops forever on a
+negative first element), `bomb` (grows its memory until the cap stops it) and `trap` (an
+`unreachable` instruction), and `big` (a normal module with four pages of memory). The server runs
+with a short deadline and a small memory cap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tests.hostile import PAGE, big_memory_module, looping_module, memory_bomb_module, trapping_module
+from tests.serving.conftest import SCALE, Repo, scale_model, start_server
+from wasinfer.runtime import DeadlineExceeded, ModelFault
+from wasinfer.serving import Server
+from wasinfer.serving.models import InstancePool
+
+DEADLINE_MS = 200
+CAP = 8 << 20
+ROUNDS = 3
+X = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
+NEGATIVE = -X
+
+
+@pytest.fixture(scope="module")
+def hostile_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = Repo(tmp_path_factory.mktemp("hostile"))
+    repo.add_wasm("scale", 1, scale_model(SCALE[1]))
+    for name, wasm in (("loop", looping_module()), ("bomb", memory_bomb_module()), ("trap", trapping_module()),
+                       ("big", big_memory_module(4))):
+        path = repo.root / name / "1" / "model.wasm"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(wasm)
+    return repo.root
+
+
+@pytest.fixture
+def server(hostile_repository: Path) -> Iterator[Server]:
+    running = start_server(hostile_repository, deadline_seconds=DEADLINE_MS / 1000, instance_memory_bytes=CAP)
+    try:
+        yield running
+    finally:
+        running.stop(grace=2)
+
+
+def rest_request(x: np.ndarray) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+
+
+def run_together(calls: list[Callable[[], None]]) -> None:
+    """Every call at once on its own thread (a failed assertion in any fails the test)."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result(timeout=60)
+
+
+def test_rest_hostile_requests_fail_alone(server: Server) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
+        def normal() -> None:
+            for _ in range(5):
+                response = http.post("/v2/models/scale/infer", json=rest_request(X))
+                assert response.status_code == 200, response.text
+                np.testing.assert_array_equal(np.reshape(response.json()["outputs"][0]["data"], (2, 4)), X * SCALE[1])
+
+        def expect(model: str, x: np.ndarray, status: int, message: str) -> Callable[[], None]:
+            def call() -> None:
+                response = http.post(f"/v2/models/{model}/infer", json=rest_request(x))
+                assert response.status_code == status, response.text
+                assert message in response.json()["error"]
+            return call
+
+        for model in ("scale", "loop", "bomb", "trap"):  # loads first: the rounds below are about the runs
+            assert http.post(f"/v2/repository/models/{model}/load").status_code == 200
+        deadline = f"model 'loop' version 1 ran past its deadline of {DEADLINE_MS} ms and was stopped"
+        run_together([normal] * 3
+                     + [expect("loop", NEGATIVE, 504, deadline)] * ROUNDS
+                     + [expect("bomb", X, 500, f"up to the instance memory cap of {CAP} bytes")] * ROUNDS
+                     + [expect("trap", X, 500, "wasm `unreachable` instruction executed")] * ROUNDS)
+
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+        normal()
+        response = http.post("/v2/models/loop/infer", json=rest_request(X))
+        assert response.status_code == 200
+        np.testing.assert_array_equal(np.reshape(response.json()["outputs"][0]["data"], (2, 4)), X)  # fresh instances
+        metrics = http.get("/metrics").text
+    assert f'wasinfer_requests_total{{model="loop",outcome="deadline",protocol="rest",version="1"}} {ROUNDS}.0' \
+        in metrics
+    assert f'wasinfer_requests_total{{model="bomb",outcome="error",protocol="rest",version="1"}} {ROUNDS}.0' in metrics
+    assert f'wasinfer_requests_total{{model="trap",outcome="error",protocol="rest",version="1"}} {ROUNDS}.0' in metrics
+    assert 'wasinfer_requests_total{model="scale",outcome="ok",protocol="rest",version="1"} 20.0' in metrics
+
+
+def test_grpc_hostile_requests_fail_alone(server: Server) -> None:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        def infer(model: str, x: np.ndarray) -> np.ndarray:
+            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            output = client.infer(model, [tensor], client_timeout=30).as_numpy("y")
+            assert output is not None
+            return output
+
+        def normal() -> None:
+            for _ in range(5):
+                np.testing.assert_array_equal(infer("scale", X), X * SCALE[1])
+
+        def expect(model: str, x: np.ndarray, status: str, message: str) -> Callable[[], None]:
+            def call() -> None:
+                with pytest.raises(InferenceServerException) as error:
+                    infer(model, x)
+                assert error.value.status() == status
+                assert message in error.value.message()
+            return call
+
+        for model in ("scale", "loop", "bomb", "trap"):
+            client.load_model(model)
+        run_together([normal] * 3
+                     + [expect("loop", NEGATIVE, "StatusCode.DEADLINE_EXCEEDED",
+                               f"ran past its deadline of {DEADLINE_MS} ms")] * ROUNDS
+                     + [expect("bomb", X, "StatusCode.INTERNAL", "grew its memory")] * ROUNDS
+                     + [expect("trap", X, "StatusCode.INTERNAL", "unreachable")] * ROUNDS)
+
+        assert client.is_server_live() and client.is_model_ready("loop")
+        normal()
+        np.testing.assert_array_equal(infer("loop", X), X)
+    finally:
+        client.close()
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
+        metrics = http.get("/metrics").text
+    assert f'wasinfer_requests_total{{model="loop",outcome="deadline",protocol="grpc",version="1"}} {ROUNDS}.0' \
+        in metrics
+
+
+def test_a_model_over_the_memory_cap_fails_its_load(hostile_repository: Path) -> None:
+    running = start_server(hostile_repository, instance_memory_bytes=2 * PAGE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{running.http_port}", timeout=30) as http:
+            response = http.post("/v2/models/big/infer", json=rest_request(X))
+            assert response.status_code == 503
+            assert (f"needs {4 * PAGE} bytes of linear memory at instantiation, more than the instance memory cap "
+                    f"of {2 * PAGE} bytes") in response.json()["error"]
+            assert http.get("/v2/health/live").status_code == 200
+            loop = http.post("/v2/models/loop/infer", json=rest_request(X))  # a one-page module still fits
+            assert loop.status_code == 200
+    finally:
+        running.stop(grace=2)
+
+
+# --- the pool on its own ----------------------------------------------------------------------------
+
+
+class Fake:
+    """A runner that answers, or raises what it is told to once `release` is set."""
+
+    def __init__(self, fault: Exception | None = None):
+        self.fault, self.release = fault, threading.Event()
+        self.release.set()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.release.wait(30)
+        if self.fault is not None:
+            raise self.fault
+        return {"y": inputs["x"]}
+
+
+def test_the_pool_discards_a_faulted_instance_and_builds_another() -> None:
+    made: list[Fake] = [Fake(DeadlineExceeded("stopped", 0.1)), Fake()]
+    built: list[Fake] = []
+
+    def factory() -> Fake:
+        built.append(made.pop(0))
+        return built[-1]
+
+    pool = InstancePool(factory, 2)
+    with pytest.raises(DeadlineExceeded):
+        pool.run({"x": X})
+    assert (pool.created, pool.discarded, len(built)) == (0, 1, 1)
+    np.testing.assert_array_equal(pool.run({"x": X})["y"], X)
+    np.testing.assert_array_equal(pool.run({"x": X})["y"], X)
+    assert (pool.created, pool.discarded, len(built)) == (1, 1, 2)  # the fresh one is reused
+
+
+def test_a_request_waiting_for_a_faulting_instance_gets_a_fresh_one() -> None:
+    first = Fake(ModelFault("trapped"))
+    first.release.clear()
+    fresh = Fake()
+    made = [first, fresh]
+    pool = InstancePool(lambda: made.pop(0), 1)
+    results: dict[str, Any] = {}
+
+    def call(key: str) -> None:
+        try:
+            results[key] = pool.run({"x": X})
+        except ModelFault as exc:
+            results[key] = exc
+
+    hostile = threading.Thread(target=call, args=("hostile",), daemon=True)
+    hostile.start()
+    waiter = threading.Thread(target=call, args=("waiter",), daemon=True)
+    waiter.start()  # the pool is full (size 1, busy): it waits in the idle queue
+    waiter.join(0.1)
+    first.release.set()
+    for thread in (hostile, waiter):
+        thread.join(30)
+        assert not thread.is_alive()
+    assert isinstance(results["hostile"], ModelFault)
+    np.testing.assert_array_equal(results["waiter"]["y"], X)
+    assert (pool.created, pool.discarded, made) == (1, 1, [])
+
+
+def test_a_failed_rebuild_leaves_the_vacancy_for_the_next_request() -> None:
+    attempts: list[int] = []
+
+    def factory() -> Fake:
+        attempts.append(1)
+        if len(attempts) == 1:
+            return Fake(ModelFault("trapped"))
+        if len(attempts) == 2:
+            raise ModelFault("the start function trapped")
+        return Fake()
+
+    pool = InstancePool(factory, 1)
+    with pytest.raises(ModelFault, match="trapped"):
+        pool.run({"x": X})
+    with pytest.raises(ModelFault, match="start function"):
+        pool.run({"x": X})
+    assert pool.created == 0
+    np.testing.assert_array_equal(pool.run({"x": X})["y"], X)
+    assert (pool.created, len(attempts)) == (1, 3)
+
+
+def test_a_hostile_run_on_the_event_loop_is_cut_short_and_moved_off_it(tmp_path: Path) -> None:
+    """A quick model runs on the event loop; a looping input there must not stall REST for the full deadline."""
+    repo = Repo(tmp_path)
+    path = repo.root / "loop" / "1" / "model.wasm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(looping_module())
+    server = start_server(repo.root, deadline_seconds=3.0)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
+            assert http.post("/v2/models/loop/infer", json=rest_request(X)).status_code == 200
+            model = server.manager.get("loop")
+            model.sample_seconds = 0.0  # as after many fast runs (on a loaded machine they may not be fast)
+            assert model.is_quick({"x": X}) and model.inline_deadline is not None  # it runs on the loop
+            answers: list[httpx.Response] = []
+            hostile = threading.Thread(target=lambda: answers.append(
+                http.post("/v2/models/loop/infer", json=rest_request(NEGATIVE))))
+            hostile.start()
+            for _ in range(3000):  # bounded: the short inline deadline is 10 ms
+                if not model.inline:
+                    break
+                hostile.join(0.01)
+            assert not model.inline
+            # The hostile request now runs on a worker thread for its full 3 s deadline; the loop answers meanwhile.
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as other:
+                assert other.get("/v2/health/live").status_code == 200
+                assert other.post("/v2/models/loop/infer", json=rest_request(X)).status_code == 200
+            assert hostile.is_alive()
+            hostile.join(30)
+            assert answers[0].status_code == 504 and "deadline of 3000 ms" in answers[0].json()["error"]
+            assert not model.is_quick({"x": X})
+    finally:
+        server.stop(grace=2)
