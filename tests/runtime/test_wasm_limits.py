@@ -7,6 +7,7 @@ bound, so a regression fails the test instead of hanging the suite.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+import wasmtime
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.hostile import (
@@ -194,26 +196,48 @@ def test_the_cache_keeps_code_with_and_without_epoch_checks_apart(tmp_path: Path
     assert len(list(tmp_path.glob("*.cwasm"))) == 2
 
 
-def test_one_ticker_per_engine_started_once_and_stoppable() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["kernel-timer", "thread"])
+def test_one_ticker_per_engine_started_once_and_stoppable(native: bool) -> None:
     engine = make_engine()
-    ticker = EpochTicker.for_engine(engine)
-    assert EpochTicker.for_engine(engine) is ticker and EpochTicker.for_engine(make_engine()) is not ticker
+    ticker = EpochTicker.for_engine(engine) if native else EpochTicker(engine, native=False)
+    if native:
+        assert EpochTicker.for_engine(engine) is ticker and EpochTicker.for_engine(make_engine()) is not ticker
     ticker.start()
-    thread = ticker._thread
-    assert ticker.start()._thread is thread and ticker.running
+    clock = ticker._clock
+    assert ticker.start()._clock is clock and ticker.running
+    assert ticker.native == (native and sys.platform.startswith("linux"))
     ticker.stop()
     assert not ticker.running
     ticker.start()
-    assert ticker.running and ticker._thread is not thread
+    assert ticker.running and ticker._clock is not clock
+    ticker.stop()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["kernel-timer", "thread"])
+def test_either_clock_stops_a_looping_call(native: bool) -> None:
+    engine = make_engine()
+    ticker = EpochTicker(engine, tick_seconds=0.002, native=native).start()
+    store = wasmtime.Store(engine)
+    instance = wasmtime.Instance(store, wasmtime.Module(engine, '(module (func (export "spin") (loop $l (br $l))))'),
+                                 [])
+    spin = instance.exports(store)["spin"]
+    assert isinstance(spin, wasmtime.Func)
+    store.set_epoch_deadline(ticker.ticks_for(0.02))
+    with pytest.raises(wasmtime.Trap) as trapped:
+        bounded(lambda: spin(store))
+    assert trapped.value.trap_code is wasmtime.TrapCode.INTERRUPT
     ticker.stop()
 
 
 def test_a_ticker_ends_with_its_engine() -> None:
     engine = make_engine()
-    ticker = EpochTicker(engine, tick_seconds=0.001).start()
-    thread = ticker._thread
-    assert thread is not None
+    ticker = EpochTicker(engine, tick_seconds=0.001, native=False).start()
+    clock = ticker._clock
+    assert clock is not None and clock.alive
     del engine
     gc.collect()
-    thread.join(BOUND)
-    assert not thread.is_alive()
+    for _ in range(int(BOUND * 100)):  # bounded: the thread notices within a tick
+        if not clock.alive:
+            break
+        time.sleep(0.01)
+    assert not clock.alive

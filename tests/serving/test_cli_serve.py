@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +66,9 @@ def test_demo_server_prints_a_working_curl_command_and_stops_on_ctrl_c(tmp_path:
         assert label["name"] == "label" and label["datatype"] == "INT64"
         said = next(line for line in output if "held-out handwritten" in line)
         assert f"handwritten {label['data'][0]};" in said  # the demo model gets this digit right
+        if shutil.which("curl"):  # and the printed command itself, pasted into a shell, gets the same answer
+            pasted = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30, check=True)
+            assert json.loads(pasted.stdout)["outputs"] == answer["outputs"]
         assert (tmp_path / "home" / "repository" / "digits" / "1" / "model.wasm").is_file()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0

@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="serve models over KServe v2 REST and gRPC",
-                       description="Serve a model repository (DIR/<name>/<version>/model.wasm or model.onnx) over "
+                       description="Serve a model repository (DIR/<name>/<version>/model.wasm, model.onnx or "
+                       "model.tflite, run by wasmtime, ONNX Runtime or LiteRT; optional DIR/<name>/config.json with "
+                       "Triton's max_batch_size, dynamic_batching, plus instance_count and max_concurrency) over "
                        "the KServe Open Inference Protocol v2, REST and gRPC, with Prometheus metrics at /metrics. "
                        "Models load on their first request. With no repository, serves the built-in digits demo "
                        "and prints a curl command to try it.")

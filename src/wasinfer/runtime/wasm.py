@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import threading
 import weakref
@@ -71,32 +72,140 @@ def tag_of(engine: wasmtime.Engine) -> str:
 
 WASM_PAGE = 65536
 # How often an EpochTicker advances its engine's epoch. A deadline of d seconds interrupts a
-# call no sooner than d and, on an idle machine, within about d + 2 ticks; a ticker thread
-# starved of the GIL ticks later, which only makes deadlines later, never earlier.
-TICK_SECONDS = 0.005
+# call no sooner than d and, on an idle machine, within about d + 2 ticks; a late tick only
+# makes deadlines later, never earlier.
+TICK_SECONDS = 0.010
 # The deadline of a store without one: an engine with epoch interruption traps at once at the
 # default deadline 0, and this many ticks is centuries even for a ticking engine.
 NO_DEADLINE_TICKS = 1 << 40
 
 
+class _Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+class _SigevThread(ctypes.Structure):
+    _fields_ = [("function", ctypes.c_void_p), ("attribute", ctypes.c_void_p)]
+
+
+class _SigevUnion(ctypes.Union):
+    _fields_ = [("pad", ctypes.c_int * 12), ("tid", ctypes.c_int), ("thread", _SigevThread)]
+
+
+class _Sigevent(ctypes.Structure):
+    """Linux's struct sigevent (64 bytes)."""
+
+    _fields_ = [("value", _Sigval), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("un", _SigevUnion)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("interval", _Timespec), ("value", _Timespec)]
+
+
+_SIGEV_THREAD, _CLOCK_MONOTONIC = 2, 1
+
+
+def _libc() -> Any:
+    """glibc, where its POSIX timers can run a native function; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.timer_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        libc.timer_settime.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        libc.timer_delete.argtypes = [ctypes.c_void_p]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+class _NativeClock:
+    """A kernel timer whose every expiry calls `wasmtime_engine_increment_epoch` on a native thread.
+
+    Why not a Python thread: a Python thread that wakes every few milliseconds costs the event
+    loop's thread a third of its throughput here (measured: ~70 us per small-model request
+    without one, ~110 us with one), as each wake-up makes it give up and win back the GIL.
+    glibc's SIGEV_THREAD timers call a C function directly, with no Python and no GIL; their
+    `union sigval` argument is passed as a pointer would be, so the function can be wasmtime's
+    own. The timer ticks an engine handle of its own (`wasmtime_engine_clone`), which is never
+    deleted: an expiry already under way when the timer is deleted may still use it.
+    Expiries that come late are merged by the kernel (overruns), never replayed in a burst.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, tick_seconds: float, libc: Any):
+        from wasmtime import _ffi
+
+        self._libc = libc
+        handle = _ffi.wasmtime_engine_clone(engine.ptr())
+        event = _Sigevent()
+        event.notify = _SIGEV_THREAD
+        event.value.sival_ptr = ctypes.cast(handle, ctypes.c_void_p).value
+        event.un.thread.function = ctypes.cast(_ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
+        self._timer = ctypes.c_void_p()
+        if libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(self._timer)) != 0:
+            raise OSError(ctypes.get_errno(), "timer_create failed")
+        seconds, fraction = divmod(tick_seconds, 1.0)
+        period = _Timespec(int(seconds), int(fraction * 1e9))
+        spec = _Itimerspec(period, period)
+        if libc.timer_settime(self._timer, 0, ctypes.byref(spec), None) != 0:
+            libc.timer_delete(self._timer)
+            raise OSError(ctypes.get_errno(), "timer_settime failed")
+        self.alive = True
+
+    def stop(self) -> None:
+        if self.alive:
+            self.alive = False
+            self._libc.timer_delete(self._timer)
+
+
+class _ThreadClock:
+    """The portable fallback: a daemon thread that holds the engine weakly and ends with it."""
+
+    def __init__(self, engine: wasmtime.Engine, tick_seconds: float):
+        self._engine, self._tick_seconds = weakref.ref(engine), tick_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="wasinfer-epoch", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._tick_seconds):
+            engine = self._engine()
+            if engine is None:
+                return
+            engine.increment_epoch()
+            del engine  # hold the engine only while ticking it
+
+
 class EpochTicker:
     """Advances one engine's epoch every `tick_seconds`, which is what makes epoch deadlines fire.
 
-    One daemon thread per engine (`for_engine` always hands out the same ticker), started only
-    when some instance asks for a deadline, so engines without deadlines cost no thread. The
-    thread holds the engine weakly and ends within a tick of the engine being collected. It
-    advances the epoch once per wake-up, never catching up on missed ticks: a catch-up burst
-    would cut short a deadline set while the thread was stalled.
+    One per engine (`for_engine` always hands out the same ticker), started only when some
+    instance asks for a deadline, so engines without deadlines cost nothing. On Linux a kernel
+    timer ticks the engine from native code (`_NativeClock`, about 1% of a core at 10 ms);
+    elsewhere, or with `native=False`, a Python thread does. Either stops when the engine is
+    collected.
     """
 
-    def __init__(self, engine: wasmtime.Engine, tick_seconds: float = TICK_SECONDS):
+    def __init__(self, engine: wasmtime.Engine, tick_seconds: float = TICK_SECONDS, native: bool = True):
         if tick_seconds <= 0:
             raise ValueError(f"tick_seconds must be positive, got {tick_seconds}")
         self.tick_seconds = tick_seconds
         self._engine = weakref.ref(engine)
+        self._libc = _libc() if native else None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._clock: _NativeClock | _ThreadClock | None = None
 
     @classmethod
     def for_engine(cls, engine: wasmtime.Engine) -> EpochTicker:
@@ -108,8 +217,12 @@ class EpochTicker:
 
     @property
     def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        clock = self._clock
+        return clock is not None and clock.alive
+
+    @property
+    def native(self) -> bool:
+        return isinstance(self._clock, _NativeClock)
 
     def ticks_for(self, seconds: float) -> int:
         """Epoch ticks for a deadline of `seconds`; one extra since the first tick may come at once."""
@@ -117,28 +230,24 @@ class EpochTicker:
 
     def start(self) -> EpochTicker:
         with self._lock:
-            if not self.running:
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._tick, args=(self._stop,), name="wasinfer-epoch",
-                                                daemon=True)
-                self._thread.start()
+            engine = self._engine()
+            if not self.running and engine is not None:
+                clock: _NativeClock | _ThreadClock | None = None
+                if self._libc is not None:
+                    try:
+                        clock = _NativeClock(engine, self.tick_seconds, self._libc)
+                        weakref.finalize(engine, clock.stop)
+                    except (OSError, AttributeError):  # no timers here, or a wasmtime-py without these symbols
+                        self._libc = None
+                self._clock = clock or _ThreadClock(engine, self.tick_seconds)
         return self
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self) -> None:
         """Stop ticking: deadlines already set on this engine's stores then never fire."""
         with self._lock:
-            thread, self._thread = self._thread, None
-            self._stop.set()
-        if thread is not None:
-            thread.join(timeout)
-
-    def _tick(self, stop: threading.Event) -> None:
-        while not stop.wait(self.tick_seconds):
-            engine = self._engine()
-            if engine is None:
-                return
-            engine.increment_epoch()
-            del engine  # hold the engine only while ticking it
+            clock, self._clock = self._clock, None
+        if clock is not None:
+            clock.stop()
 
 
 _TICKERS: weakref.WeakKeyDictionary[wasmtime.Engine, EpochTicker] = weakref.WeakKeyDictionary()

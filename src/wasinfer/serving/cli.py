@@ -19,8 +19,8 @@ EXIT_BAD_INPUT = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
     parser.add_argument("--model-repository", metavar="DIR",
-                        help="models as DIR/<name>/<version>/model.wasm (or model.onnx); default: the built-in "
-                        "digits demo, compiled into $WASINFER_HOME/repository")
+                        help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
+                        "the built-in digits demo, compiled into $WASINFER_HOME/repository")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=8000, metavar="PORT",
                         help="REST port (default 8000; 0 picks a free one)")
