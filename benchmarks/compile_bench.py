@@ -34,7 +34,6 @@ import gc
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
+from bench_report import fmt_ms, machine, md_table, write_doc
 from wasinfer.artifact.convert import convert_onnx
 from wasinfer.codegen import UnsupportedModel
 from wasinfer.frontends import FrontendError
@@ -523,22 +523,6 @@ def targets(summary: dict[str, Any], means: dict[str, Any], runtimes: tuple[str,
     return found
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-
-    def cpu_field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.split(":")[0].strip() == name), "")
-
-    # Virtual machines often name only the vendor; family/model and the vector extensions tell more.
-    vector = " ".join(f for f in ("fma", "avx2", "avx512f") if f in cpu_field("flags").split())
-    cpu = (f"{cpu_field('model name') or platform.processor() or 'unknown'}, family {cpu_field('cpu family')} "
-           f"model {cpu_field('model')}, {vector}")
-    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), "0")
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "memory_gib": round(int(memory) / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "loadavg_1min": round(os.getloadavg()[0], 2)}  # other work on the machine skews every column
-
 
 def versions(web: dict[str, Any]) -> dict[str, str | None]:
     def dist(name: str) -> str | None:
@@ -560,13 +544,6 @@ def versions(web: dict[str, Any]) -> dict[str, str | None]:
 
 # --- rendering ----------------------------------------------------------------------------------------------------
 
-
-def fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1:
-        return f"{ms * 1000:.1f} µs"
-    return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -654,13 +631,6 @@ def print_tables(report: dict[str, Any]) -> None:
                       highlight=False)
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def clean(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-            *("| " + " | ".join(map(clean, row)) + " |" for row in rows)]
-
 
 def render_section(report: dict[str, Any]) -> str:
     m, v, b = report["machine"], report["versions"], report["budget"]
@@ -741,21 +711,6 @@ def render_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace only the text between the markers, keeping whatever other sections the file has."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Performance\n\n{block}\n")
-        return
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
 
 def notes_for(report: dict[str, Any]) -> list[str]:
     notes = []
@@ -824,7 +779,7 @@ def render_saved(path: Path, doc: bool) -> None:
     path.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print_tables(report)
     if doc:
-        write_doc(render_section(report))
+        write_doc(render_section(report), BEGIN, END, DOC)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -869,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(report)
     full = not args.quick and wanted is None and runtimes == RUNTIMES
     if args.doc or (args.doc is None and full):
-        write_doc(render_section(report))
+        write_doc(render_section(report), BEGIN, END, DOC)
         console.print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
                       f"and {DOC.relative_to(ROOT)}")
     else:

@@ -41,7 +41,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -61,6 +60,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
+from bench_report import fmt_ms, machine, md_table, write_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.json"
@@ -851,21 +851,6 @@ def git_state() -> str:
     return f"{head}{', src/ modified' if dirty else ''}"
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-
-    def cpu_field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.split(":")[0].strip() == name), "")
-
-    vector = " ".join(f for f in ("fma", "avx2", "avx512f") if f in cpu_field("flags").split())
-    cpu = (f"{cpu_field('model name') or platform.processor() or 'unknown'}, family {cpu_field('cpu family')} "
-           f"model {cpu_field('model')}, {vector}")
-    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")), "0")
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "memory_gib": round(int(memory) / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "loadavg_1min": round(os.getloadavg()[0], 2)}
-
 
 def versions(extra: dict[str, Any]) -> dict[str, str | None]:
     ml = extra.get("mlserver_versions") or {}
@@ -1022,13 +1007,6 @@ def notes_for(report: dict[str, Any]) -> list[str]:
 # --- rendering ------------------------------------------------------------------------------------------------------
 
 
-def fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1:
-        return f"{ms * 1000:.0f} µs"
-    return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
-
 
 def fmt_rps(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
@@ -1108,10 +1086,6 @@ def print_tables(report: dict[str, Any]) -> None:
     for note in report["notes"]:
         console.print(f"note: {note}", highlight=False)
 
-
-def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-            *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows)]
 
 
 def render_section(report: dict[str, Any]) -> str:
@@ -1194,21 +1168,6 @@ def render_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace only the text between the markers, keeping whatever other sections the file has."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Performance\n\n{block}\n")
-        return
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
 
 def finish(report: dict[str, Any]) -> None:
     report["ratios"] = ratios(report)
@@ -1261,7 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         print_tables(report)
         if args.doc:
-            write_doc(render_section(report))
+            write_doc(render_section(report), BEGIN, END, DOC)
         return 0
     groups = set(GROUPS) if not args.only else {g.strip() for g in args.only.split(",") if g.strip()}
     unknown = groups - set(GROUPS)
@@ -1291,7 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
     full = (not args.quick and groups == set(GROUPS) and all(x is None for x in overrides.values())
             and args.rate is None and not args.no_rate)
     if args.doc or (args.doc is None and full):
-        write_doc(render_section(report))
+        write_doc(render_section(report), BEGIN, END, DOC)
         console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
     else:
         console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")

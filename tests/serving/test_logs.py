@@ -6,12 +6,10 @@ import io
 import json
 import logging
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import httpx
 import pytest
 
 from tests.serving.conftest import start_server
-from tests.serving.test_cli_serve import _read_until
+from tests.serving.test_cli_serve import _lines, _read_until
 from wasinfer.serving import Server
 from wasinfer.serving.grpc_api import SERVICE, messages
 from wasinfer.serving.logs import JsonFormatter, TextFormatter, accept_request_id, configure, new_request_id
@@ -28,17 +26,6 @@ from wasinfer.serving.logs import JsonFormatter, TextFormatter, accept_request_i
 WRONG_DATATYPE = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3, 4]}]}
 GOOD = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
-
-def _stdout_lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
 
 
 def test_json_logs_carry_request_ids(repository: Path, tmp_path: Path) -> None:
@@ -48,7 +35,7 @@ def test_json_logs_carry_request_ids(repository: Path, tmp_path: Path) -> None:
          "--http-port", "0", "--grpc-port", "0", "--log-format", "json", "--log-level", "info", "--access-log"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        output = "".join(_read_until(_stdout_lines(process), "Press Ctrl+C", timeout=60))
+        output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
         rest = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", output)
         grpc_port = re.search(r"gRPC  127\.0\.0\.1:(\d+)", output)
         assert rest and grpc_port, output
