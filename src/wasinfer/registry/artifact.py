@@ -40,7 +40,9 @@ ANNOTATIONS = {
     "signature": "dev.wasinfer.signature",  # base64 Ed25519 signature of `signed_payload()`
 }
 
-_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+# A leading "v" is accepted, as tags are often written (the seed's ConfigMap says "v1.0.0"); the
+# stored version is the canonical form without it.
+_SEMVER = re.compile(r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 ALIASES = ("stable", "canary", "latest")
 
 
@@ -50,6 +52,13 @@ def sha256_digest(data: bytes) -> str:
 
 def is_semver(tag: str) -> bool:
     return _SEMVER.fullmatch(tag) is not None
+
+
+def canonical_version(version: str) -> str:
+    """"v1.2.3" → "1.2.3"; anything that is not a semantic version is refused."""
+    if not is_semver(version):
+        raise ValueError(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH, optionally v-prefixed)")
+    return version[1:] if version.startswith("v") else version
 
 
 def semver_key(version: str) -> tuple[int, int, int, int, str]:
@@ -93,8 +102,7 @@ class ModelArtifact:
     def from_module(cls, wasm: bytes, name: str, version: str, source: bytes | None = None,
                     source_format: str = "onnx", annotations: dict[str, str] | None = None) -> ModelArtifact:
         """An artifact for a module (its metadata becomes the config blob); refuses what is not a wasinfer module."""
-        if not is_semver(version):
-            raise ValueError(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        version = canonical_version(version)
         metadata = read_metadata(wasm)
         notes = {ANNOTATIONS["title"]: name, ANNOTATIONS["version"]: version, **(annotations or {})}
         if source is not None:
