@@ -117,7 +117,7 @@ class Metrics(Collector):
             loaded, evictions = self._models_loaded, dict(self._evictions)
         family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
                                      "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
-                                     "unavailable, error, ...).",
+                                     "overloaded, unavailable, deadline, error).",
                                      labels=["model", "version", "protocol", "outcome"])
         for labels, value in requests.items():
             family.add_metric(list(labels), value)

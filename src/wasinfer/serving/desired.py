@@ -1,0 +1,189 @@
+"""What a server should be serving, in the seed's ConfigMap keys, and a watch that notices changes.
+
+The seed configures model version management with a ConfigMap:
+
+    data:
+      model_path: "/models/ai-model.wasm"     # a module file, or a model reference (store name or registry REF)
+      model_version: "v1.0.0"                 # a version or an alias (stable, canary, latest); optional
+      model_update_interval: "5m"             # how often to look for a new version
+      cache_enabled: "true"                   # keep compiled code on disk between loads
+
+and its Deployment sets `MODEL_PATH` in the environment, which wins over `model_path`. The source
+may be the ConfigMap as Kubernetes mounts it (a directory with one file per key, swapped
+atomically through its `..data` symlink), the ConfigMap manifest itself (YAML), or a plain YAML
+or JSON mapping of the same keys. Kubernetes updates a mounted ConfigMap in place, so the watch
+polls a cheap fingerprint of the source and applies a change without a restart; a source that
+becomes unreadable or invalid keeps the last good state (and says why in the log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("wasinfer.serving")
+
+KEYS = ("model_path", "model_version", "model_update_interval", "cache_enabled")
+DEFAULT_UPDATE_INTERVAL = 300.0  # the seed's "5m"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+class DesiredStateError(ValueError):
+    """The desired-state source is unreadable or holds a value we do not accept."""
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    model_path: str
+    model_version: str | None = None
+    update_interval: float = DEFAULT_UPDATE_INTERVAL  # seconds
+    cache_enabled: bool = True
+
+
+def parse_duration(text: str) -> float:
+    """Go-style durations as Kubernetes users write them: "5m", "90s", "1h30m", "250ms"; a bare number is seconds."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(number + unit for number, unit in parts) != value:
+            raise DesiredStateError(f"model_update_interval {text!r} is not a duration (like 30s, 5m, 1h30m)") from None
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        seconds = sum(float(number) * scale[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise DesiredStateError(f"model_update_interval {text!r} must be positive")
+    return seconds
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise DesiredStateError(f"cache_enabled {text!r} is not a boolean (true or false)")
+
+
+def desired_from_mapping(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> DesiredState:
+    """Check the keys (unknown ones are refused: a typo must not silently change nothing)."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise DesiredStateError(f"unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
+    values = {key: str(value).strip() for key, value in data.items() if value is not None}
+    path = environ.get("MODEL_PATH") or values.get("model_path", "")
+    if not path:
+        raise DesiredStateError("no model_path (and no MODEL_PATH in the environment)")
+    return DesiredState(
+        model_path=path,
+        model_version=values.get("model_version") or None,
+        update_interval=parse_duration(values["model_update_interval"]) if "model_update_interval" in values
+        else DEFAULT_UPDATE_INTERVAL,
+        cache_enabled=_boolean(values["cache_enabled"]) if "cache_enabled" in values else True)
+
+
+def _read_mapping(source: Path) -> dict[str, Any]:
+    if source.is_dir():  # a mounted ConfigMap: one file per key; Kubernetes' own entries start with ".."
+        return {entry.name: entry.read_text() for entry in sorted(source.iterdir())
+                if not entry.name.startswith(".") and entry.is_file()}
+    text, kind = source.read_text(), "JSON" if source.suffix == ".json" else "YAML"
+    try:
+        document = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise DesiredStateError(f"{source}: not valid {kind}: {exc}") from None
+    if isinstance(document, dict) and document.get("kind") == "ConfigMap":
+        document = document.get("data") or {}
+    if not isinstance(document, dict):
+        raise DesiredStateError(f"{source}: expected a mapping of {', '.join(KEYS)} (or a ConfigMap)")
+    return document
+
+
+def load_desired(source: Path, environ: Mapping[str, str] | None = None) -> DesiredState:
+    try:
+        data = _read_mapping(source)
+    except OSError as exc:
+        raise DesiredStateError(f"{source}: cannot read it: {exc}") from None
+    try:
+        return desired_from_mapping(data, environ)
+    except DesiredStateError as exc:
+        raise DesiredStateError(f"{source}: {exc}") from None
+
+
+def fingerprint(source: Path) -> tuple[Any, ...]:
+    """Changes whenever the content may have: inode, size and mtime of every file (symlinks followed)."""
+    try:
+        paths = sorted(p for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else [source]
+        if source.is_dir() and (source / "..data").exists():
+            paths.append(source / "..data")
+        stamps = []
+        for path in paths:
+            st = path.stat()
+            stamps.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+    except OSError as exc:
+        return (("unreadable", str(exc)),)
+
+
+class DesiredStateWatcher:
+    """Polls the source every `poll_seconds` and calls `on_change` with each new valid state.
+
+    Polling, not inotify: a ConfigMap update is a symlink swap of a directory, which inotify
+    watches of the files miss, and the poll costs a few stat calls.
+    """
+
+    def __init__(self, source: Path, on_change: Callable[[DesiredState], None], poll_seconds: float = 1.0,
+                 environ: Mapping[str, str] | None = None):
+        self.source, self.on_change, self.poll_seconds = source, on_change, poll_seconds
+        self.environ = environ
+        self.current = load_desired(source, environ)  # a bad source at start is the caller's error to report
+        self.last_error: str | None = None
+        self._stamp = fingerprint(source)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wasinfer-desired-state", daemon=True)
+
+    def start(self) -> DesiredStateWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.poll_seconds + 1)
+
+    def check(self) -> bool:
+        """One poll: True when a new valid state was applied."""
+        stamp = fingerprint(self.source)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            state = load_desired(self.source, self.environ)
+        except DesiredStateError as exc:
+            if str(exc) != self.last_error:
+                log.warning("desired state not applied, keeping the last good one: %s", exc)
+            self.last_error = str(exc)
+            return False
+        self.last_error = None
+        if state == self.current:
+            return False
+        log.info("desired state changed: %s", state)
+        self.current = state
+        self.on_change(state)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check()
+            except Exception:  # the callback's failure must not end the watch
+                log.exception("applying the desired state failed")
