@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -21,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
                         "the built-in digits demo, compiled into $WASINFER_HOME/repository")
+    parser.add_argument("--desired-state", metavar="PATH", default=os.environ.get("WASINFER_DESIRED_STATE"),
+                        help="serve one model kept at the version a config says, in the seed's ConfigMap keys "
+                        "(model_path, model_version, model_update_interval, cache_enabled; MODEL_PATH in the "
+                        "environment wins): a mounted ConfigMap directory, a ConfigMap manifest, or a YAML/JSON "
+                        "mapping. Changes apply without a restart; a version that fails its warm-up is refused "
+                        "and the old one keeps serving. Also $WASINFER_DESIRED_STATE")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=8000, metavar="PORT",
                         help="REST port (default 8000; 0 picks a free one)")
@@ -99,7 +106,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
         if args.tls_cert is not None:
             check_tls_files(args.tls_cert, args.tls_key)
     except ValueError as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return None
     return {"inference_token": inference, "management_token": management, "access_log": args.access_log,
             "tls_cert": Path(args.tls_cert) if args.tls_cert else None,
@@ -108,6 +115,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
 
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
     from wasinfer.serving.demo import DEMO_MODEL, curl_command, prepare_demo_repository
+    from wasinfer.serving.desired import DesiredStateError
     from wasinfer.serving.server import Server, ServerConfig
 
     for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
@@ -124,7 +132,14 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
 
     configure_logs(args.log_format, args.log_level)
     example = None
-    if args.model_repository:
+    desired = Path(args.desired_state) if args.desired_state else None
+    if desired is not None and not desired.exists():
+        errors.print(f"[red]error:[/] --desired-state {desired}: no such file or directory", markup=True)
+        return EXIT_BAD_INPUT
+    if desired is not None and not args.model_repository:  # its versions live beside the demo, not in it
+        repository = home / "desired"
+        repository.mkdir(parents=True, exist_ok=True)
+    elif args.model_repository:
         repository = Path(args.model_repository)
         if not repository.is_dir():
             errors.print(f"[red]error:[/] {repository}: not a directory", markup=True)
@@ -141,7 +156,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
-                          else None)
+                          else None, desired_state=desired)
     config = dataclasses.replace(config, **secured)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
@@ -153,8 +168,17 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         restore()
         errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
         return EXIT_BAD_INPUT
+    except DesiredStateError as exc:
+        restore()
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
     authority = f"[{args.host}]" if ":" in args.host else args.host
     console.print(f"wasinfer serving {repository}", markup=False, highlight=False, soft_wrap=True)
+    if server.updates is not None:
+        status, name = server.updates.updater.status, server.updates.updater.name
+        console.print(f"  model {name!r} from {server.updates.watcher.current.model_path}: "
+                      + (f"serving {status.label} (version {status.version})" if status.state == "serving"
+                         else f"not serving yet: {status.reason}"), markup=False, highlight=False, soft_wrap=True)
     scheme = "https" if config.tls_cert else "http"
     console.print(f"  REST  {scheme}://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
                   "/metrics)", markup=False, highlight=False, soft_wrap=True)

@@ -60,6 +60,8 @@ class Metrics(Collector):
         self._batch_sizes: dict[Labels, _Histogram] = {}
         self._queue_seconds: dict[Labels, _Histogram] = {}
         self._evictions: dict[Labels, int] = {}
+        self._updates: dict[Labels, int] = {}
+        self._update_seconds: dict[Labels, _Histogram] = {}
         # Set by the model manager: bytes held per (model, version), read at scrape time.
         self.memory_source: Callable[[], dict[tuple[str, str], int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -97,6 +99,13 @@ class Metrics(Collector):
             self._histogram(self._batch_sizes, (model, version), BATCH_BUCKETS).observe(samples)
             self._histogram(self._queue_seconds, (model, version), LATENCY_BUCKETS).observe(waited)
 
+    def update(self, model: str, outcome: str, seconds: float) -> None:
+        """A desired-state update ended: ok (swapped in), failed (the old version serves on), rollback."""
+        with self._lock:
+            self._updates[(model, outcome)] = self._updates.get((model, outcome), 0) + 1
+            if outcome == "ok":
+                self._histogram(self._update_seconds, (model,), COLD_START_BUCKETS).observe(seconds)
+
     def eviction(self, model: str, version: str) -> None:
         with self._lock:
             self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
@@ -113,8 +122,9 @@ class Metrics(Collector):
                                               ("inference", self._inference_seconds),
                                               ("cold_start", self._cold_start_seconds),
                                               ("batch", self._batch_sizes),
-                                              ("queue", self._queue_seconds))]
-            loaded, evictions = self._models_loaded, dict(self._evictions)
+                                              ("queue", self._queue_seconds),
+                                              ("update", self._update_seconds))]
+            loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
         family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
                                      "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
                                      "overloaded, unavailable, deadline, error).",
@@ -135,6 +145,8 @@ class Metrics(Collector):
                       "Samples per run of a dynamically batched model (one run may serve several requests)."),
             "queue": ("wasinfer_queue_duration_seconds", ["model", "version"],
                       "Time the oldest request of a dynamic batch waited in the batching queue."),
+            "update": ("wasinfer_model_update_duration_seconds", ["model"],
+                       "Time from fetching a new version to serving it (fetch, check, compile, warm-up, swap)."),
         }
         for kind, table in histograms:
             name, label_names, doc = docs[kind]
@@ -149,6 +161,12 @@ class Metrics(Collector):
             family.add_metric(list(labels), value)
         yield family
         yield GaugeMetricFamily("wasinfer_models_loaded", "Model versions loaded and ready.", value=loaded)
+        family = CounterMetricFamily("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new "
+                                     "version serves), failed (refused; the old version serves on), rollback.",
+                                     labels=["model", "outcome"])
+        for labels, value in updates.items():
+            family.add_metric(list(labels), value)
+        yield family
         family = CounterMetricFamily("wasinfer_model_evictions", "Model versions evicted (least recently used) "
                                      "to fit the memory budget.", labels=["model", "version"])
         for labels, value in evictions.items():

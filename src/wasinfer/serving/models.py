@@ -532,6 +532,24 @@ class ModelManager:
             self._ready[(name, "")] = model
         return model
 
+    # --- updates: load a candidate beside the serving version, then swap in one step -------------
+
+    def load_candidate(self, name: str, version: int) -> LoadedModel:
+        """Load one version without making it the default (the caller warms it up first)."""
+        return self._load(self.resolve(name, str(version)))
+
+    def make_default(self, name: str, model: LoadedModel) -> None:
+        """The swap: one dict assignment, so each request sees the old model or the new, never neither."""
+        with self._lock:
+            self._unloaded.discard(name)
+            self._ready[(name, "")] = model
+
+    def drop_version(self, name: str, version: int) -> None:
+        """Forget a version; requests already running on it finish (they hold their model)."""
+        with self._lock:
+            if (name, version) in self._records:
+                self._drop((name, version))
+
     def unload(self, name: str) -> None:
         if not self.repository.versions(name) and not any(key[0] == name for key in self._records):
             raise NotFound(f"unknown model {name!r}")

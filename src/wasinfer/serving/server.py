@@ -24,6 +24,7 @@ import uvicorn
 
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
+from wasinfer.serving.desired import DesiredStateWatcher
 from wasinfer.serving.grpc_api import build_grpc_server
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
@@ -31,6 +32,7 @@ from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
 from wasinfer.serving.repository import Repository
 from wasinfer.serving.rest import RestApp
+from wasinfer.serving.updater import DesiredStateLoop, ModelUpdater, model_name_of
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -71,6 +73,8 @@ class ServerConfig:
     # models run native code that cannot be interrupted this way: they have neither limit.
     deadline_seconds: float | None = 30.0
     instance_memory_bytes: int | None = 1 << 30
+    # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
+    desired_state: Path | None = None
 
 
 def _address(host: str, port: int) -> str:
@@ -114,9 +118,14 @@ class Server:
         self._grpc: grpc.Server | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self.updates: DesiredStateLoop | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
+        if config.desired_state is not None:  # serve the desired version before the ports open
+            watcher = DesiredStateWatcher(config.desired_state, lambda state: None)
+            updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path))
+            self.updates = DesiredStateLoop(watcher, updater).start()
         tls = None
         if config.tls_cert is not None and config.tls_key is not None:
             check_tls_files(config.tls_cert, config.tls_key)
@@ -165,6 +174,8 @@ class Server:
             time.sleep(0.005)
 
     def stop(self, grace: float = 5.0) -> None:
+        if self.updates is not None:
+            self.updates.stop()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._grpc is not None:

@@ -1,0 +1,204 @@
+"""Keeps one served model at its desired version: fetch → check → compile (cached) → warm up → swap → drain.
+
+The new version is written into the model repository as the next integer version (a temp
+directory renamed into place, so the repository never shows half a module), loaded beside the
+serving one, and warmed up with a smoke inference. Only then does it become the default, in one
+step (`ModelManager.make_default`); the old version is dropped after the swap, and requests
+already running on it finish there. Any failure before the swap leaves the old version serving,
+removes the candidate, and is reported (log, `wasinfer_model_updates_total{outcome="failed"}`,
+`status`). The last `keep` versions stay on disk, so `rollback` is one load and one swap.
+
+Where the bytes come from is a `Fetcher`: a module file today (the seed's `model_path:
+/models/ai-model.wasm`); the local store and OCI registries plug in the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wasinfer.artifact.metadata import read_metadata
+from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
+from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.models import LoadedModel, ModelManager
+from wasinfer.serving.protocol import numpy_dtype
+
+log = logging.getLogger("wasinfer.serving")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    wasm: bytes
+    digest: str  # sha256:<hex> of the module
+    label: str  # what the operator asked for, for logs and status ("v1.0.0", a file name)
+
+
+Fetcher = Callable[[DesiredState], Fetched]
+
+
+class UpdateError(Exception):
+    """An update that was refused or failed; the serving version is untouched."""
+
+
+def fetch_file(state: DesiredState) -> Fetched:
+    """`model_path` names a module file on this node (a volume, as in the seed's Deployment)."""
+    path = Path(state.model_path)
+    try:
+        wasm = path.read_bytes()
+    except OSError as exc:
+        raise UpdateError(f"cannot read model_path {path}: {exc}") from None
+    try:
+        read_metadata(wasm)
+    except ValueError as exc:
+        raise UpdateError(f"{path} is not a wasinfer module: {exc}") from None
+    return Fetched(wasm, "sha256:" + hashlib.sha256(wasm).hexdigest(), state.model_version or path.name)
+
+
+def model_name_of(model_path: str) -> str:
+    """The served name: the file's stem (ai-model.wasm → ai-model), or a reference's last path component."""
+    last = model_path.rstrip("/").rsplit("/", 1)[-1]
+    stem = last.rsplit(".", 1)[0] if last.endswith((".wasm", ".onnx")) else last.split("@")[0].split(":")[0]
+    return stem or "model"
+
+
+@dataclass
+class UpdateStatus:
+    state: str = "starting"  # serving, failed (the old version still serves), starting
+    version: int | None = None  # repository version serving now
+    digest: str = ""
+    label: str = ""
+    reason: str = ""
+
+
+def smoke_inputs(model: LoadedModel) -> dict[str, np.ndarray]:
+    """Zeros of every input's shape, batch 1: enough to instantiate and run every kernel once."""
+    return {t.name: np.zeros([1 if d < 0 else d for d in t.shape], numpy_dtype(t.datatype, t.name))
+            for t in model.inputs}
+
+
+class ModelUpdater:
+    def __init__(self, manager: ModelManager, metrics: Metrics, name: str, fetch: Fetcher = fetch_file,
+                 keep: int = 3):
+        self.manager, self.metrics, self.name, self.fetch, self.keep = manager, metrics, name, fetch, max(2, keep)
+        self.directory = manager.repository.root / name
+        self.status = UpdateStatus()
+        self._lock = threading.Lock()  # one update at a time
+
+    def _versions(self) -> list[int]:
+        return sorted(self.manager.repository.versions(self.name))
+
+    def apply(self, state: DesiredState) -> UpdateStatus:
+        """Bring the model to `state`; a no-op when the fetched module is the one serving."""
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                fetched = self.fetch(state)
+                if fetched.digest == self.status.digest and self.status.state == "serving":
+                    return self.status
+                version = self._install(fetched)
+                self._swap_to(version, fetched.digest, fetched.label)
+            except UpdateError as exc:
+                self._failed(str(exc))
+            else:
+                self.metrics.update(self.name, "ok", time.perf_counter() - started)
+                log.info("model %s now serves %s (version %d, %s)", self.name, fetched.label, version, fetched.digest)
+            return self.status
+
+    def rollback(self) -> UpdateStatus:
+        """Serve the version before the current one again, and forget the current one."""
+        with self._lock:
+            versions = self._versions()
+            current = self.status.version
+            older = [v for v in versions if current is None or v < current]
+            if not older:
+                raise UpdateError(f"model {self.name!r} has no earlier version to roll back to")
+            target = older[-1]
+            wasm = (self.directory / str(target) / "model.wasm").read_bytes()
+            self._swap_to(target, "sha256:" + hashlib.sha256(wasm).hexdigest(), f"rollback to version {target}")
+            if current is not None:
+                shutil.rmtree(self.directory / str(current), ignore_errors=True)
+            self.metrics.update(self.name, "rollback", 0.0)
+            return self.status
+
+    def _install(self, fetched: Fetched) -> int:
+        """The module as the next repository version, renamed into place whole."""
+        version = max(self._versions(), default=0) + 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.directory))
+        try:
+            with open(staging / "model.wasm", "wb") as out:
+                out.write(fetched.wasm)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(staging, self.directory / str(version))
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UpdateError(f"cannot write version {version} of {self.name!r}: {exc}") from None
+        return version
+
+    def _swap_to(self, version: int, digest: str, label: str) -> None:
+        previous = self.status.version
+        try:
+            model = self.manager.load_candidate(self.name, version)
+            model.infer(smoke_inputs(model))
+        except Exception as exc:  # a candidate that cannot load or run is refused, whatever the cause
+            self.manager.drop_version(self.name, version)
+            if version != previous and version == max(self._versions(), default=0):
+                shutil.rmtree(self.directory / str(version), ignore_errors=True)
+            raise UpdateError(f"version {version} ({label}) failed its warm-up: {exc}") from None
+        self.manager.make_default(self.name, model)
+        if previous is not None and previous != version:
+            self.manager.drop_version(self.name, previous)  # drain: requests on it finish there
+        self.status = UpdateStatus("serving", version, digest, label)
+        self._prune()
+
+    def _prune(self) -> None:
+        for old in self._versions()[:-self.keep]:
+            shutil.rmtree(self.directory / str(old), ignore_errors=True)
+
+    def _failed(self, reason: str) -> None:
+        log.error("update of model %s refused; %s: %s", self.name,
+                  f"version {self.status.version} keeps serving" if self.status.version else "nothing is served",
+                  reason)
+        self.metrics.update(self.name, "failed", 0.0)
+        self.status = UpdateStatus("failed", self.status.version, self.status.digest, self.status.label, reason)
+
+
+class DesiredStateLoop:
+    """Applies the desired state at start, on every change of its source, and every `model_update_interval`."""
+
+    def __init__(self, watcher: DesiredStateWatcher, updater: ModelUpdater, poll_seconds: float = 1.0):
+        self.watcher, self.updater, self.poll_seconds = watcher, updater, poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wasinfer-updates", daemon=True)
+
+    def start(self) -> DesiredStateLoop:
+        self.updater.apply(self.watcher.current)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.poll_seconds + 5)
+
+    def _run(self) -> None:
+        due = time.monotonic() + self.watcher.current.update_interval
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                changed = self.watcher.check()
+                if changed or time.monotonic() >= due:
+                    self.updater.apply(self.watcher.current)
+                    due = time.monotonic() + self.watcher.current.update_interval
+            except Exception:  # an update's failure is reported by apply; this keeps the loop alive regardless
+                log.exception("the update loop of model %s failed", self.updater.name)

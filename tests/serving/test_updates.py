@@ -1,0 +1,185 @@
+"""Desired-state updates in a live server: swaps under load lose nothing, bad versions are refused, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hostile import trapping_module
+from tests.serving.conftest import SCALE, scale_model, start_server
+from tests.serving.test_desired import mount
+from wasinfer.artifact import convert_onnx
+from wasinfer.serving import Server
+from wasinfer.serving.desired import DesiredState
+from wasinfer.serving.updater import ModelUpdater
+
+X = [[1.0, 1.0, 1.0, 1.0]]
+MODULES = {scale: convert_onnx(scale_model(SCALE[scale]), max_batch=8, name="m").wasm for scale in SCALE}
+
+
+def place(path: Path, wasm: bytes) -> None:
+    """Replace the file whole, as a deployment tool would (a reader never sees half of it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(wasm)
+    os.replace(tmp, path)
+
+
+def infer(http: httpx.Client) -> list[float]:
+    response = http.post("/v2/models/ai-model/infer",
+                         json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+    assert response.status_code == 200, response.text
+    return list(response.json()["outputs"][0]["data"])
+
+
+@pytest.fixture
+def desired(tmp_path: Path) -> tuple[Path, Path]:
+    module = tmp_path / "models" / "ai-model.wasm"
+    module.parent.mkdir()
+    place(module, MODULES[1])
+    config = tmp_path / "desired.json"
+    config.write_text(json.dumps({"model_path": str(module), "model_version": "v1.0.0",
+                                  "model_update_interval": "1h"}))
+    return module, config
+
+
+def updater_of(server: Server) -> ModelUpdater:
+    assert server.updates is not None
+    return server.updates.updater
+
+
+def test_successive_updates_under_load_fail_no_request(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    module, config = desired
+    server = start_server(tmp_path / "repository", desired_state=config)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+        assert infer(http) == SCALE[1].tolist()
+        answers: list[list[float]] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as client:
+                for _ in range(100_000):  # bounded; stopped by the test long before
+                    if stop.is_set():
+                        return
+                    response = client.post("/v2/models/ai-model/infer", json={"inputs": [
+                        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text}")
+                    else:
+                        answers.append(response.json()["outputs"][0]["data"])
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        updater = updater_of(server)
+        for round_ in range(10):
+            scale = 2 if round_ % 2 == 0 else 1
+            place(module, MODULES[scale])
+            status = updater.apply(DesiredState(str(module), f"v1.{round_ + 1}.0"))
+            assert status.state == "serving" and status.label == f"v1.{round_ + 1}.0", status
+            assert infer(http) == SCALE[scale].tolist()
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        assert answers and all(a in (SCALE[1].tolist(), SCALE[2].tolist()) for a in answers)
+        assert len(list((tmp_path / "repository" / "ai-model").iterdir())) <= 3  # older versions pruned
+        metrics = http.get("/metrics").text
+        assert re.search(r'wasinfer_model_updates_total\{model="ai-model",outcome="ok"\} 11\.0', metrics)
+        http.close()
+    finally:
+        server.stop(grace=2)
+
+
+@pytest.mark.parametrize(("bad", "reason"), [(b"\x00asm not a module", "is not a wasinfer module"),
+                                             (trapping_module(), "failed its warm-up")])
+def test_a_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, desired: tuple[Path, Path],
+                                                                 bad: bytes, reason: str) -> None:
+    module, config = desired
+    server = start_server(tmp_path / "repository", desired_state=config)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+        updater = updater_of(server)
+        before = updater.status
+        place(module, bad)
+        status = updater.apply(DesiredState(str(module), "v2.0.0"))
+        assert status.state == "failed" and reason in status.reason
+        assert status.version == before.version and status.digest == before.digest
+        assert infer(http) == SCALE[1].tolist()
+        assert sorted(p.name for p in (tmp_path / "repository" / "ai-model").iterdir()) == [str(before.version)]
+        assert 'wasinfer_model_updates_total{model="ai-model",outcome="failed"} 1.0' in http.get("/metrics").text
+        place(module, MODULES[2])  # the next good version goes through
+        assert updater.apply(DesiredState(str(module), "v2.0.1")).state == "serving"
+        assert infer(http) == SCALE[2].tolist()
+        http.close()
+    finally:
+        server.stop(grace=2)
+
+
+def test_rollback_serves_the_previous_version_in_one_step(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    module, config = desired
+    server = start_server(tmp_path / "repository", desired_state=config)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+        updater = updater_of(server)
+        place(module, MODULES[2])
+        updater.apply(DesiredState(str(module), "v2.0.0"))
+        assert infer(http) == SCALE[2].tolist()
+        status = updater.rollback()
+        assert status.state == "serving" and infer(http) == SCALE[1].tolist()
+        with pytest.raises(Exception, match="no earlier version"):
+            updater.rollback()
+        http.close()
+    finally:
+        server.stop(grace=2)
+
+
+def test_an_in_place_configmap_update_is_applied_without_a_restart(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    place(models / "ai-model.wasm", MODULES[1])
+    place(models / "ai-model-2.wasm", MODULES[2])
+    volume = tmp_path / "config"
+    mount(volume, {"model_path": str(models / "ai-model.wasm"), "model_version": "v1.0.0",
+                   "model_update_interval": "1h"}, "gen1")
+    server = start_server(tmp_path / "repository", desired_state=volume)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+        assert infer(http) == SCALE[1].tolist()
+        # The served name stays the one the server started with; the path now points at other bytes.
+        place(models / "ai-model.wasm", MODULES[2])
+        mount(volume, {"model_path": str(models / "ai-model.wasm"), "model_version": "v1.1.0",
+                       "model_update_interval": "1h"}, "gen2")
+        for _ in range(600):  # bounded: the loop polls every second
+            if infer(http) == SCALE[2].tolist():
+                break
+            threading.Event().wait(0.05)
+        assert infer(http) == SCALE[2].tolist() and updater_of(server).status.label == "v1.1.0"
+        http.close()
+    finally:
+        server.stop(grace=2)
+
+
+def test_serve_refuses_a_bad_desired_state_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wasinfer.cli.main import main
+
+    config = tmp_path / "desired.json"
+    config.write_text(json.dumps({"model_version": "v1.0.0"}))
+    os.environ.pop("MODEL_PATH", None)
+    code = main(["serve", "--desired-state", str(config), "--http-port", "0", "--grpc-port", "-1"])
+    assert code == 2
+    assert "no model_path" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_missing_desired_state_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wasinfer.cli.main import main
+
+    assert main(["serve", "--desired-state", str(tmp_path / "nope.yaml"), "--http-port", "0"]) == 2
+    assert "no such file" in " ".join(capsys.readouterr().err.split())
