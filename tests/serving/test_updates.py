@@ -15,6 +15,8 @@ from tests.hostile import trapping_module
 from tests.serving.conftest import SCALE, scale_model, start_server
 from tests.serving.test_desired import mount
 from wasinfer.artifact import convert_onnx
+from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
+from wasinfer.registry.store import LocalStore
 from wasinfer.serving import Server
 from wasinfer.serving.desired import DesiredState
 from wasinfer.serving.updater import ModelUpdater
@@ -183,3 +185,52 @@ def test_a_missing_desired_state_file_is_a_usage_error(tmp_path: Path, capsys: p
 
     assert main(["serve", "--desired-state", str(tmp_path / "nope.yaml"), "--http-port", "0"]) == 2
     assert "no such file" in " ".join(capsys.readouterr().err.split())
+
+
+def _artifact(scale: int, version: str, accuracy: str = "0.97") -> ModelArtifact:
+    return ModelArtifact.from_module(MODULES[scale], "team/scale", version,
+                                     annotations={ANNOTATIONS["accuracy"]: accuracy})
+
+
+def test_versions_from_the_local_store_and_a_registry_are_admitted_before_they_serve(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.registry.registry_server import run_registry
+    from wasinfer.registry.oci import OciClient
+    from wasinfer.serving.cli import fetch_desired
+
+    monkeypatch.setenv("WASINFER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WASINFER_TRUST_MODE", "off")
+    store = LocalStore()
+    store.put(_artifact(1, "1.0.0"))
+    store.put(_artifact(2, "2.0.0"))
+    store.put(_artifact(2, "3.0.0", accuracy="0.2"))  # the shipped accuracy policy denies it
+    config = tmp_path / "desired.json"
+    config.write_text(json.dumps({"model_path": "team/scale", "model_version": "v1.0.0"}))
+    server = start_server(tmp_path / "repository", desired_state=config, fetcher=fetch_desired)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+
+        def answer() -> list[float]:
+            response = http.post("/v2/models/scale/infer", json={"inputs": [
+                {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+            assert response.status_code == 200, response.text
+            return list(response.json()["outputs"][0]["data"])
+
+        updater = updater_of(server)
+        assert updater.status.state == "serving" and answer() == SCALE[1].tolist()
+        assert updater.apply(DesiredState("team/scale", "2.0.0")).state == "serving" and answer() == SCALE[2].tolist()
+        refused = updater.apply(DesiredState("team/scale", "3.0.0"))
+        assert refused.state == "failed" and "by policy" in refused.reason and answer() == SCALE[2].tolist()
+        with run_registry(tmp_path / "registry") as registry:
+            monkeypatch.setenv("WASINFER_REGISTRY_PLAIN_HTTP", "1")
+            with OciClient(registry.address, plain_http=True) as client:
+                client.push("team/scale", "1.0.0", _artifact(1, "1.0.0"))
+            # The registry is down (nothing listens there): the update fails, the old version serves on.
+            down = updater.apply(DesiredState("127.0.0.1:9/team/scale", "1.0.0"))
+            assert down.state == "failed" and "127.0.0.1:9" in down.reason and answer() == SCALE[2].tolist()
+            # Back up (the real address): the same desired version converges.
+            up = updater.apply(DesiredState(f"{registry.address}/team/scale", "v1.0.0"))
+            assert up.state == "serving" and answer() == SCALE[1].tolist()
+        http.close()
+    finally:
+        server.stop(grace=2)

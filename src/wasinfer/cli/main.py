@@ -244,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+    from wasinfer.cli.registry import add_commands as add_registry_commands
+
+    add_registry_commands(sub)  # push, pull, models
+    from wasinfer.cli.trust import add_commands as add_trust_commands
+
+    add_trust_commands(sub)  # keys, policy
     return parser
 
 

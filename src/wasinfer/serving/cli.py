@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from wasinfer.serving.desired import DesiredState
+    from wasinfer.serving.updater import Fetched
 
 EXIT_BAD_INPUT = 2
 
@@ -156,7 +161,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
-                          else None, desired_state=desired)
+                          else None, desired_state=desired, fetcher=fetch_desired if desired else None)
     config = dataclasses.replace(config, **secured)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
@@ -217,3 +222,21 @@ def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
             signal.signal(sig, handler)
 
     return stop, restore
+
+
+def fetch_desired(state: DesiredState) -> Fetched:
+    """A file path is read as it is; anything else is a reference, pulled and admitted by the registry."""
+    from wasinfer.serving.updater import Fetched, UpdateError, fetch_file
+
+    path = state.model_path
+    if path.startswith(("/", "./", "../")) or path.endswith(".wasm"):
+        return fetch_file(state)
+    from wasinfer.registry.fetch import fetch_artifact
+
+    try:
+        artifact = fetch_artifact(path, state.model_version)
+    except Exception as exc:  # a registry outage, a refusal, a missing version: the serving version stays
+        raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
+    digest = "sha256:" + hashlib.sha256(artifact.wasm).hexdigest()
+    return Fetched(artifact.wasm, digest, state.model_version or artifact.version)
+

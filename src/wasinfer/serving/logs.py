@@ -113,6 +113,7 @@ def configure(log_format: str = "text", level: str = "info", stream: IO[str] | N
     Called again, it replaces its own handler and leaves any other on the root logger alone.
     uvicorn's own loggers propagate here because the server starts it with no logging config of
     its own (server.py), at WARNING: its INFO lines repeat what `wasinfer serve` prints itself.
+    httpx's request lines are held at WARNING for the same reason.
     """
     if log_format not in FORMATS:
         raise ValueError(f"unknown log format {log_format!r}; expected one of {', '.join(FORMATS)}")
@@ -124,3 +125,6 @@ def configure(log_format: str = "text", level: str = "info", stream: IO[str] | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx (registry pulls) logs every HTTP request at INFO: a line per blob is noise in a server's log.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
 from wasinfer.serving.repository import Repository
 from wasinfer.serving.rest import RestApp
-from wasinfer.serving.updater import DesiredStateLoop, ModelUpdater, model_name_of
+from wasinfer.serving.updater import DesiredStateLoop, Fetcher, ModelUpdater, fetch_file, model_name_of
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -75,6 +75,7 @@ class ServerConfig:
     instance_memory_bytes: int | None = 1 << 30
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
     desired_state: Path | None = None
+    fetcher: Fetcher | None = None  # where a desired version comes from; None: model_path is a file
 
 
 def _address(host: str, port: int) -> str:
@@ -124,7 +125,8 @@ class Server:
         config = self.config
         if config.desired_state is not None:  # serve the desired version before the ports open
             watcher = DesiredStateWatcher(config.desired_state, lambda state: None)
-            updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path))
+            updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path),
+                                   config.fetcher or fetch_file)
             self.updates = DesiredStateLoop(watcher, updater).start()
         tls = None
         if config.tls_cert is not None and config.tls_key is not None:

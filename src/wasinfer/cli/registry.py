@@ -1,0 +1,441 @@
+"""`wasinfer push`, `pull` and `models ...`: moving model versions between files, the local store
+and OCI registries, and managing versions and aliases in the local store.
+
+A REF is `[registry/]name[:tag][@digest]`. Without a registry host (a first component with a dot,
+a port, or `localhost`) it names the local store ($WASINFER_HOME/store), so the same commands
+work with no registry at all. The registry client is imported only when a REF names a host, so
+local use needs no network stack.
+
+Exit codes as elsewhere: 0 ok, 2 bad input (unknown model or version, a non-semver version, a
+file that is not a wasinfer module, a corrupted blob, a registry refusal), with a one-line
+message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors, wasinfer_home
+from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver
+from wasinfer.registry.store import LocalStore, StoreError
+
+if TYPE_CHECKING:
+    from wasinfer.registry.oci import OciClient
+
+Command = Callable[[argparse.Namespace], int]
+SOURCE_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+# --- hooks for the trust module ------------------------------------------------------------------
+
+def _sign_and_admit(artifact: ModelArtifact) -> ModelArtifact:
+    """Push: sign with $WASINFER_SIGNING_KEY when set, then the same gate as pull and load (admission.py)."""
+    from wasinfer.registry.admission import admit, sign_if_configured
+
+    artifact = sign_if_configured(artifact)
+    _warn(admit(artifact).warnings)
+    return artifact
+
+
+def _admit(artifact: ModelArtifact) -> None:
+    """Pull: a digest-verified artifact must also pass the signature check and the policies."""
+    from wasinfer.registry.admission import admit
+
+    _warn(admit(artifact).warnings)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+
+
+# --- plumbing ------------------------------------------------------------------------------------
+
+def _store() -> LocalStore:
+    return LocalStore(wasinfer_home() / "store")
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that mean 'your input or your data is wrong', reported in one line with exit 2.
+    The registry client's error class is checked only when that module was loaded."""
+    if isinstance(exc, StoreError | ValueError | OSError):
+        return True
+    for module, name in (("wasinfer.registry.trust", "TrustError"), ("wasinfer.registry.policy", "PolicyError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    oci = sys.modules.get("wasinfer.registry.oci")
+    return oci is not None and isinstance(exc, oci.RegistryError)
+
+
+def _reports_errors(func: Command) -> Command:
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except Exception as exc:
+            if not _is_user_error(exc):
+                raise
+            errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, however long
+            return EXIT_BAD_INPUT
+
+    return wrapper
+
+
+def _parse_ref(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"REF {exc}") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file next to the target, fsync, rename, fsync the directory: readers see the old file
+    or the whole new one, and a crash never leaves a truncated model behind."""
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _client(ref: Reference, args: argparse.Namespace) -> OciClient:
+    """A registry client for REF's host, with credentials from the flags, the environment or
+    Docker's config.json (in that order)."""
+    from wasinfer.registry.credentials import load_credentials
+    from wasinfer.registry.oci import OciClient
+
+    assert ref.registry is not None
+    password = sys.stdin.readline().rstrip("\r\n") if getattr(args, "password_stdin", False) else None
+    username, password = load_credentials(ref.registry, getattr(args, "username", None), password)
+    return OciClient(ref.registry, plain_http=getattr(args, "plain_http", False), username=username,
+                     password=password)
+
+
+@contextmanager
+def _transfer_progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A byte progress bar on stderr (gone when done; none with --json or when stderr is not a
+    terminal), fed by the client's `progress(done, total)` callback."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=errors, transient=True, disable=quiet or not errors.is_terminal)
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        yield report
+
+
+def _emit(args: argparse.Namespace, document: dict[str, Any] | list[Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(document))
+    else:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)  # digests stay on one line
+
+
+# --- push / pull ---------------------------------------------------------------------------------
+
+@_reports_errors
+def cmd_push(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    ref = _parse_ref(args.ref)
+    if ref.digest or not ref.tag:
+        raise ValueError(f"REF {args.ref!r} must name a version: [registry/]name:MAJOR.MINOR.PATCH")
+    if not is_semver(ref.tag):
+        raise ValueError(f"REF {args.ref!r}: push needs a semantic version tag (MAJOR.MINOR.PATCH), not {ref.tag!r}; "
+                         "aliases are set with `wasinfer models promote`")
+    annotations: dict[str, str] = {}
+    if args.accuracy is not None:
+        if not math.isfinite(args.accuracy):
+            raise ValueError(f"--accuracy {args.accuracy}: expected a finite number")
+        annotations[ANNOTATIONS["accuracy"]] = repr(args.accuracy)
+    source, source_format = None, "onnx"
+    if args.source:
+        source_path = Path(args.source)
+        source_format = SOURCE_FORMATS.get(source_path.suffix.lower(), "")
+        if not source_format:
+            raise ValueError(f"--source {source_path}: expected a {' or '.join(SOURCE_FORMATS)} file")
+        source = source_path.read_bytes()
+    try:
+        artifact = ModelArtifact.from_module(path.read_bytes(), ref.repository, ref.tag, source, source_format,
+                                             annotations)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a wasinfer module: {exc}") from None
+    artifact = _sign_and_admit(artifact)
+    if ref.registry:
+        with _client(ref, args) as client, _transfer_progress(f"pushing {ref}", args.json) as report:
+            digest = client.push(ref.repository, ref.tag, artifact, report)
+        where = ref.registry
+    else:
+        digest = _store().put(artifact)
+        where = "local store"
+    _emit(args, {"reference": str(ref), "digest": digest, "store": where,
+                 "size": sum(len(b) for b in artifact.blobs().values()) + len(artifact.manifest())},
+          f"pushed {ref} to the {where}: {digest}" if not ref.registry else f"pushed {ref}: {digest}")
+    return 0
+
+
+@_reports_errors
+def cmd_pull(args: argparse.Namespace) -> int:
+    ref = _parse_ref(args.ref)
+    if ref.registry:
+        with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
+            artifact = client.pull(ref.repository, ref.reference, report)
+        if ref.digest and artifact.digest() != ref.digest:
+            raise ValueError(f"{ref}: the registry returned {artifact.digest()}, not the digest asked for")
+    else:
+        artifact = _store().get(ref.repository, ref.reference)
+    _admit(artifact)
+    digest = artifact.digest()
+    document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
+                                "digest": digest}
+    if args.output:
+        output = Path(args.output)
+        _atomic_write(output, artifact.wasm)
+        document["output"] = str(output)
+        text = f"pulled {ref} ({artifact.version}, {digest}) to {output}"
+    elif ref.registry:
+        if not artifact.name or not is_semver(artifact.version):
+            raise ValueError(f"{ref}: the artifact has no wasinfer name/version annotations, so it cannot go "
+                             "into the local store; use -o FILE")
+        _store().put(artifact)
+        document["store"] = "local store"
+        text = f"pulled {ref} into the local store as {artifact.name}:{artifact.version} ({digest})"
+    else:
+        document["store"] = "local store"
+        text = f"{artifact.name}:{artifact.version} is in the local store already ({digest}); -o FILE writes it out"
+    _emit(args, document, text)
+    return 0
+
+
+# --- models --------------------------------------------------------------------------------------
+
+def _summary(store: LocalStore, name: str, version: str) -> dict[str, Any]:
+    """What `models show` says about one version: identity, size, aliases, and what its metadata
+    and annotations tell without loading the module."""
+    info, annotations, metadata = store.describe(name, version)
+    accuracy = annotations.get(ANNOTATIONS["accuracy"])
+    return {
+        "version": info.version, "digest": info.digest, "size": info.size, "created": info.created,
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in metadata.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in metadata.outputs],
+        "ops": metadata.stats.get("nodes_in"), "kernels": metadata.stats.get("kernels"),
+        "params": metadata.stats.get("params"), "max_batch": metadata.max_batch,
+        "accuracy": float(accuracy) if accuracy is not None else None,
+        "signer": annotations.get(ANNOTATIONS["signer"]),
+        "source_digest": annotations.get(ANNOTATIONS["source_digest"]),
+    }
+
+
+def _shapes(tensors: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in tensors)
+
+
+@_reports_errors
+def cmd_models_list(args: argparse.Namespace) -> int:
+    store = _store()
+    rows: list[dict[str, Any]] = []
+    for name in store.models():
+        versions = store.versions(name)
+        rows.append({"name": name, "versions": [v.version for v in versions], "aliases": store.aliases(name),
+                     "size": sum(v.size for v in versions)})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        console.print("the local store is empty; `wasinfer push MODEL.wasm NAME:VERSION` adds a model")
+        return 0
+    table = Table(title=f"models in {store.root}")
+    for column in ("name", "versions", "aliases"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], ", ".join(row["versions"]),
+                      ", ".join(f"{a} → {v}" for a, v in row["aliases"].items()))
+    console.print(table)
+    return 0
+
+
+@_reports_errors
+def cmd_models_show(args: argparse.Namespace) -> int:
+    store = _store()
+    aliases = store.aliases(args.name)
+    versions = [_summary(store, args.name, v.version) for v in store.versions(args.name)]
+    for version in versions:
+        version["aliases"] = sorted(a for a, v in aliases.items() if v == version["version"])
+    if args.json:
+        print(json.dumps({"name": args.name, "aliases": aliases, "versions": versions}))
+        return 0
+    table = Table(title=args.name)
+    for column in ("version", "aliases", "digest", "size", "inputs → outputs", "ops", "accuracy"):
+        table.add_column(column, overflow="fold")
+    for v in versions:
+        table.add_row(v["version"], ", ".join(v["aliases"]), v["digest"].partition(":")[2][:12], f"{v['size']:,} B",
+                      f"{_shapes(v['inputs'])} → {_shapes(v['outputs'])}", str(v["ops"]),
+                      "" if v["accuracy"] is None else f"{v['accuracy']:.4g}")
+    console.print(table)
+    return 0
+
+
+@_reports_errors
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    ref = _parse_ref(args.name)
+    if ref.registry:  # a registry's aliases are tags: point the alias tag at the version's manifest
+        if ref.tag or ref.digest:
+            raise ValueError(f"NAME {args.name!r}: give the version as its own argument, not in NAME")
+        with _client(ref, args) as client:
+            digest = client.resolve(ref.repository, args.version)
+            client.tag(ref.repository, digest, args.alias)
+        _emit(args, {"name": str(ref), "alias": args.alias, "version": args.version, "digest": digest},
+              f"{ref}:{args.alias} → {args.version} ({digest})")
+        return 0
+    info = _store().promote(args.name, args.version, alias=args.alias)
+    _emit(args, {"name": args.name, "alias": args.alias, "version": info.version, "digest": info.digest},
+          f"{args.name}:{args.alias} → {info.version} ({info.digest})")
+    return 0
+
+
+@_reports_errors
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    info = _store().rollback(args.name, alias=args.alias)
+    _emit(args, {"name": args.name, "alias": args.alias, "version": info.version, "digest": info.digest},
+          f"{args.name}:{args.alias} rolled back to {info.version} ({info.digest})")
+    return 0
+
+
+@_reports_errors
+def cmd_models_delete(args: argparse.Namespace) -> int:
+    _store().delete(args.name, args.version, force=args.force)
+    _emit(args, {"name": args.name, "version": args.version, "deleted": True},
+          f"deleted {args.name}:{args.version}; `wasinfer models gc` frees its blobs")
+    return 0
+
+
+@_reports_errors
+def cmd_models_gc(args: argparse.Namespace) -> int:
+    removed, freed = _store().gc()
+    _emit(args, {"files_removed": removed, "bytes_freed": freed},
+          f"removed {removed} unreferenced file(s), {freed:,} bytes freed")
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+REF_HELP = ("[registry/]name:version; without a registry host (a first component with a dot, a port, or "
+            "localhost) the local store ($WASINFER_HOME/store)")
+
+
+def _registry_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plain-http", action="store_true",
+                   help="speak plain HTTP to the registry (for registries without TLS, e.g. on loopback)")
+    p.add_argument("--username", metavar="U", help="registry user (default: $WASINFER_REGISTRY_USERNAME, then "
+                   "Docker's config.json)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the registry password from the first line of stdin (never from a flag, so it stays "
+                   "out of shell history and process listings)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register push, pull and models on the top-level `wasinfer` parser."""
+    p = sub.add_parser("push", help="publish a module as a model version (local store or OCI registry)",
+                       description="Publish MODEL.wasm as version VERSION of NAME: into the local store, or to "
+                       "an OCI registry as an ORAS-style artifact (config = the module's metadata, layers = the "
+                       "module and, with --source, the source model). Versions are semver and immutable: the "
+                       "same bytes again is a no-op, different bytes under an existing version are refused.")
+    p.add_argument("model", metavar="MODEL.wasm", help="a module made by `wasinfer convert`")
+    p.add_argument("ref", metavar="REF", help=REF_HELP)
+    p.add_argument("--source", metavar="MODEL.onnx", help="also store the source model (.onnx or .tflite) as a layer")
+    p.add_argument("--accuracy", type=float, metavar="F",
+                   help="record a measured accuracy in the manifest's annotations (policies can require one)")
+    _registry_arguments(p)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="fetch a model version to a file or into the local store",
+                       description="Fetch the version REF names (a version, an alias such as stable, or @digest; "
+                       "default latest), verifying every blob's digest. With -o the module is written to FILE "
+                       "(atomically); without, a version from a registry goes into the local store.")
+    p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the .wasm module here")
+    _registry_arguments(p)
+    p.set_defaults(func=cmd_pull)
+
+    models = sub.add_parser("models", help="list, inspect, promote, roll back, delete models in the local store",
+                            description="Manage the local store ($WASINFER_HOME/store): versions and aliases "
+                            "(stable, canary, latest; latest is the highest release unless set).")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    p = msub.add_parser("list", help="every model with its versions and aliases",
+                        description="List every model in the local store with its versions and aliases.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_models_list)
+
+    p = msub.add_parser("show", help="one model's versions, aliases, digests, sizes and metadata",
+                        description="Show every version of NAME: digest, size, creation time, aliases, inputs "
+                        "and outputs, op count and recorded accuracy (read from the manifest and config blob, "
+                        "each verified against its digest).")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    p.set_defaults(func=cmd_models_show)
+
+    p = msub.add_parser("promote", help="point an alias (default stable) at a version",
+                        description="Point ALIAS at VERSION (a version, or another alias such as canary). In the "
+                        "local store each change is recorded, so `models rollback` can undo it in one step. With "
+                        "NAME as registry/name, the registry's ALIAS tag is pointed at VERSION's manifest instead "
+                        "(a registry keeps no history, so rollback is local only).")
+    p.add_argument("name", metavar="NAME", help="a model in the local store, or registry/name")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--alias", default="stable", help="the alias to move (default stable)")
+    _registry_arguments(p)
+    p.set_defaults(func=cmd_models_promote)
+
+    p = msub.add_parser("rollback", help="return an alias (default stable) to its previous version",
+                        description="Point ALIAS back at the version it named before its last change; repeated "
+                        "rollbacks walk further back. Fails, changing nothing, when there is no earlier version.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--alias", default="stable", help="the alias to roll back (default stable)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_models_rollback)
+
+    p = msub.add_parser("delete", help="remove a version (its blobs go at the next gc)",
+                        description="Remove VERSION of NAME from the local store's index. Refused while an alias "
+                        "points at it unless --force (which removes those aliases). `models gc` frees the space.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--force", action="store_true", help="delete even if aliases point at it (removing them)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_models_delete)
+
+    p = msub.add_parser("gc", help="free blobs no version references",
+                        description="Remove blobs that no version references (deleted versions, puts interrupted "
+                        "by a crash) and leftover temporary files.")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_models_gc)
