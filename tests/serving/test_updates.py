@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.hostile import trapping_module
@@ -234,3 +235,63 @@ def test_versions_from_the_local_store_and_a_registry_are_admitted_before_they_s
         http.close()
     finally:
         server.stop(grace=2)
+
+
+def test_a_corrupted_blob_or_an_untrusted_signature_is_refused_and_the_old_version_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasinfer.registry.trust import generate_keys, sign
+    from wasinfer.serving.cli import fetch_desired
+
+    monkeypatch.setenv("WASINFER_HOME", str(tmp_path / "home"))
+    trusted, stranger = generate_keys(tmp_path / "keys", "ops"), generate_keys(tmp_path / "other", "someone")
+    monkeypatch.setenv("WASINFER_TRUST_KEYS", str(trusted.public_key))
+    monkeypatch.setenv("WASINFER_TRUST_MODE", "require")
+    store = LocalStore()
+    store.put(sign(_artifact(1, "1.0.0"), trusted.private_key))
+    corrupt = sign(ModelArtifact.from_module(convert_onnx(scale_model(np.full(4, 5.0, np.float32)), max_batch=8,
+                                                          name="m").wasm, "team/scale", "2.0.0",
+                                             annotations={ANNOTATIONS["accuracy"]: "0.97"}), trusted.private_key)
+    store.put(corrupt)
+    store.put(sign(_artifact(2, "3.0.0"), stranger.private_key))
+    blob = tmp_path / "home" / "store" / "blobs" / "sha256" / corrupt.layer_descriptors()[0].digest.split(":")[1]
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")  # one byte of the module flipped on disk
+    config = tmp_path / "desired.json"
+    config.write_text(json.dumps({"model_path": "team/scale", "model_version": "1.0.0"}))
+    server = start_server(tmp_path / "repository", desired_state=config, fetcher=fetch_desired)
+    try:
+        updater = updater_of(server)
+        assert updater.status.state == "serving"
+        for version, reason in (("2.0.0", "corrupt"), ("3.0.0", "signed by unknown key")):
+            status = updater.apply(DesiredState("team/scale", version))
+            assert status.state == "failed" and reason in status.reason, status
+            response = httpx.post(f"http://127.0.0.1:{server.http_port}/v2/models/scale/infer", json={
+                "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+            assert response.json()["outputs"][0]["data"] == SCALE[1].tolist()
+    finally:
+        server.stop(grace=2)
+
+
+def test_three_servers_watching_one_desired_state_converge(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    module, config = desired
+    config.write_text(json.dumps({"model_path": str(module), "model_version": "v1.0.0",
+                                  "model_update_interval": "2s"}))
+    servers = [start_server(tmp_path / f"repository-{i}", desired_state=config) for i in range(3)]
+    try:
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{s.http_port}", timeout=30) for s in servers]
+        assert all(infer(c) == SCALE[1].tolist() for c in clients)
+        place(module, MODULES[2])  # the new version appears at the same path; the config names it
+        config.write_text(json.dumps({"model_path": str(module), "model_version": "v2.0.0",
+                                      "model_update_interval": "2s"}))
+        pending = set(range(3))
+        for _ in range(600):  # bounded (~30 s): each polls its source every second
+            pending = {i for i in pending if infer(clients[i]) != SCALE[2].tolist()}
+            if not pending:
+                break
+            threading.Event().wait(0.05)
+        assert not pending, f"servers {sorted(pending)} did not converge"
+        assert all(updater_of(s).status.label == "v2.0.0" for s in servers)
+        for client in clients:
+            client.close()
+    finally:
+        for server in servers:
+            server.stop(grace=2)

@@ -114,6 +114,28 @@ class ModelUpdater:
                 log.info("model %s now serves %s (version %d, %s)", self.name, fetched.label, version, fetched.digest)
             return self.status
 
+    def resume(self) -> UpdateStatus:
+        """After a restart (a crash included): serve the newest version on disk that passes its warm-up.
+
+        An update killed midway leaves at most a staging directory (removed here) or a version that
+        was never warmed up (tried here like any other, and removed if it fails), never half a module.
+        """
+        with self._lock:
+            if self.directory.is_dir():
+                for stale in self.directory.glob(".incoming-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            for version in reversed(self._versions()):
+                wasm = (self.directory / str(version) / "model.wasm").read_bytes()
+                try:
+                    self._swap_to(version, "sha256:" + hashlib.sha256(wasm).hexdigest(), f"version {version} (resumed)")
+                except UpdateError as exc:
+                    log.warning("model %s: not resuming %s", self.name, exc)
+                    shutil.rmtree(self.directory / str(version), ignore_errors=True)
+                    continue
+                log.info("model %s resumed on version %d", self.name, version)
+                break
+            return self.status
+
     def rollback(self) -> UpdateStatus:
         """Serve the version before the current one again, and forget the current one."""
         with self._lock:
@@ -175,17 +197,36 @@ class ModelUpdater:
 
 
 class DesiredStateLoop:
-    """Applies the desired state at start, on every change of its source, and every `model_update_interval`."""
+    """Applies the desired state at start, on every change of its source, and every `model_update_interval`.
+
+    A failed update (a registry down, a refused version) is retried with exponential backoff, from
+    one second up to the update interval, so an outage costs a few requests to the registry, and
+    the server converges soon after it returns.
+    """
+
+    FIRST_RETRY_SECONDS = 1.0
 
     def __init__(self, watcher: DesiredStateWatcher, updater: ModelUpdater, poll_seconds: float = 1.0):
         self.watcher, self.updater, self.poll_seconds = watcher, updater, poll_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasinfer-updates", daemon=True)
+        self._due = 0.0
+        self._backoff = self.FIRST_RETRY_SECONDS
 
     def start(self) -> DesiredStateLoop:
-        self.updater.apply(self.watcher.current)
+        self.updater.resume()  # the last good version serves at once, before any fetch
+        self._apply()
         self._thread.start()
         return self
+
+    def _apply(self) -> None:
+        interval = self.watcher.current.update_interval
+        if self.updater.apply(self.watcher.current).state == "failed":
+            self._due = time.monotonic() + min(self._backoff, interval)
+            self._backoff = min(self._backoff * 2, interval)
+        else:
+            self._due = time.monotonic() + interval
+            self._backoff = self.FIRST_RETRY_SECONDS
 
     def stop(self) -> None:
         self._stop.set()
@@ -193,12 +234,9 @@ class DesiredStateLoop:
             self._thread.join(self.poll_seconds + 5)
 
     def _run(self) -> None:
-        due = time.monotonic() + self.watcher.current.update_interval
         while not self._stop.wait(self.poll_seconds):
             try:
-                changed = self.watcher.check()
-                if changed or time.monotonic() >= due:
-                    self.updater.apply(self.watcher.current)
-                    due = time.monotonic() + self.watcher.current.update_interval
+                if self.watcher.check() or time.monotonic() >= self._due:
+                    self._apply()
             except Exception:  # an update's failure is reported by apply; this keeps the loop alive regardless
                 log.exception("the update loop of model %s failed", self.updater.name)
