@@ -295,3 +295,52 @@ def test_three_servers_watching_one_desired_state_converge(tmp_path: Path, desir
     finally:
         for server in servers:
             server.stop(grace=2)
+
+
+def _post(port: int, x: list[list[float]]) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/v2/models/ai-model/infer", timeout=30,
+                      json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x}]})
+
+
+def test_a_canary_that_fails_its_requests_is_rolled_back(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    from tests.hostile import looping_module
+    from wasinfer.serving.updater import CanaryPolicy
+
+    module, config = desired
+    server = start_server(tmp_path / "repository", desired_state=config, deadline_seconds=0.2,
+                          canary=CanaryPolicy(percent=50, bake_seconds=3600, max_error_rate=0.01))
+    try:
+        updater = updater_of(server)
+        place(module, looping_module())  # passes its warm-up (zeros), hangs on a negative input
+        status = updater.apply(DesiredState(str(module), "v2.0.0"))
+        assert status.state == "canary" and "50%" in status.reason
+        codes = [_post(server.http_port, [[-1.0, 1.0, 1.0, 1.0]]).status_code for _ in range(12)]
+        assert 504 in codes and 200 in codes  # half the traffic found the candidate, half the old version
+        status = updater.tick()
+        assert status.state == "failed" and "rolled back" in status.reason and "failed" in status.reason
+        assert [_post(server.http_port, [[-1.0, 1.0, 1.0, 1.0]]).status_code for _ in range(10)] == [200] * 10
+        assert status.version == 1 and sorted(p.name for p in (tmp_path / "repository" / "ai-model").iterdir()) == ["1"]
+        again = updater.apply(DesiredState(str(module), "v2.0.0"))  # the same bytes are not tried again
+        assert again.state == "failed" and "rolled back by its canary" in again.reason
+    finally:
+        server.stop(grace=2)
+
+
+def test_a_canary_that_holds_through_its_bake_window_is_promoted(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    from wasinfer.serving.updater import CanaryPolicy
+
+    module, config = desired
+    server = start_server(tmp_path / "repository", desired_state=config,
+                          canary=CanaryPolicy(percent=50, bake_seconds=0.0))
+    try:
+        updater = updater_of(server)
+        place(module, MODULES[2])
+        assert updater.apply(DesiredState(str(module), "v2.0.0")).state == "canary"
+        seen = {tuple(_post(server.http_port, X).json()["outputs"][0]["data"]) for _ in range(30)}
+        assert seen == {tuple(SCALE[1].tolist()), tuple(SCALE[2].tolist())}  # both versions answered
+        status = updater.tick()
+        assert status.state == "serving" and status.label == "v2.0.0"
+        assert {tuple(_post(server.http_port, X).json()["outputs"][0]["data"]) for _ in range(10)} == {
+            tuple(SCALE[2].tolist())}
+    finally:
+        server.stop(grace=2)

@@ -17,7 +17,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from wasinfer.serving.desired import DesiredState
-    from wasinfer.serving.updater import Fetched
+    from wasinfer.serving.updater import CanaryPolicy, Fetched
 
 EXIT_BAD_INPUT = 2
 
@@ -33,6 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "environment wins): a mounted ConfigMap directory, a ConfigMap manifest, or a YAML/JSON "
                         "mapping. Changes apply without a restart; a version that fails its warm-up is refused "
                         "and the old one keeps serving. Also $WASINFER_DESIRED_STATE")
+    canary = parser.add_argument_group(
+        "canary (with --desired-state)", "A new version first takes a share of the default-version traffic for a "
+        "bake window; it is rolled back at once if it fails more than the allowed share of its requests (500s and "
+        "deadlines) or its p99 exceeds a multiple of the serving version's, and promoted when the window holds.")
+    canary.add_argument("--canary-percent", type=float, default=0.0, metavar="P",
+                        help="share of the traffic for a new version, 0-100 (default 0: swap at once)")
+    canary.add_argument("--canary-bake-seconds", type=float, default=60.0, metavar="S", help="default 60")
+    canary.add_argument("--canary-max-error-rate", type=float, default=0.01, metavar="R",
+                        help="largest share of failed requests, 0-1 (default 0.01)")
+    canary.add_argument("--canary-max-p99-factor", type=float, default=2.0, metavar="F",
+                        help="largest p99 as a multiple of the serving version's (default 2)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=8000, metavar="PORT",
                         help="REST port (default 8000; 0 picks a free one)")
@@ -137,6 +148,11 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
 
     configure_logs(args.log_format, args.log_level)
     example = None
+    if not 0 <= args.canary_percent <= 100 or args.canary_bake_seconds < 0 or not 0 <= args.canary_max_error_rate <= 1 \
+            or args.canary_max_p99_factor <= 0:
+        errors.print("[red]error:[/] canary settings out of range: --canary-percent 0-100, --canary-bake-seconds >= 0, "
+                     "--canary-max-error-rate 0-1, --canary-max-p99-factor > 0", markup=True)
+        return EXIT_BAD_INPUT
     desired = Path(args.desired_state) if args.desired_state else None
     if desired is not None and not desired.exists():
         errors.print(f"[red]error:[/] --desired-state {desired}: no such file or directory", markup=True)
@@ -161,7 +177,8 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
-                          else None, desired_state=desired, fetcher=fetch_desired if desired else None)
+                          else None, desired_state=desired, fetcher=fetch_desired if desired else None,
+                          canary=_canary_policy(args))
     config = dataclasses.replace(config, **secured)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
@@ -239,4 +256,13 @@ def fetch_desired(state: DesiredState) -> Fetched:
         raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
     digest = "sha256:" + hashlib.sha256(artifact.wasm).hexdigest()
     return Fetched(artifact.wasm, digest, state.model_version or artifact.version)
+
+
+def _canary_policy(args: argparse.Namespace) -> CanaryPolicy | None:
+    from wasinfer.serving.updater import CanaryPolicy
+
+    if not args.canary_percent:
+        return None
+    return CanaryPolicy(percent=args.canary_percent, bake_seconds=args.canary_bake_seconds,
+                        max_error_rate=args.canary_max_error_rate, max_p99_factor=args.canary_max_p99_factor)
 

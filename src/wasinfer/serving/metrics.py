@@ -106,6 +106,21 @@ class Metrics(Collector):
             if outcome == "ok":
                 self._histogram(self._update_seconds, (model,), COLD_START_BUCKETS).observe(seconds)
 
+    def health(self, model: str, version: str) -> tuple[int, int, list[int]]:
+        """(requests, failures the model caused — errors and deadlines —, per-bucket latency counts of the
+        successful ones), summed over both protocols: what a canary is judged on, as deltas between two calls."""
+        with self._lock:
+            requests = failures = 0
+            for (m, v, _protocol, outcome), count in self._requests.items():
+                if m == model and v == version:
+                    requests += count
+                    failures += count if outcome in ("error", "deadline") else 0
+            buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+            for (m, v, _protocol), histogram in self._request_seconds.items():
+                if m == model and v == version:
+                    buckets = [a + b for a, b in zip(buckets, histogram.counts, strict=True)]
+            return requests, failures, buckets
+
     def eviction(self, model: str, version: str) -> None:
         with self._lock:
             self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
@@ -181,3 +196,16 @@ class Metrics(Collector):
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def quantile(buckets: list[int], q: float) -> float:
+    """The upper bound of the latency bucket holding quantile q of per-bucket counts (inf past the last bound)."""
+    total = sum(buckets)
+    if not total:
+        return 0.0
+    running = 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+        running += count
+        if running >= q * total:
+            return bound
+    return float("inf")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -363,12 +364,26 @@ class ModelManager:
         self._unloaded: set[str] = set()
         # The lock-free fast path: (name, version as requested, "" for the default) → ready model.
         self._ready: dict[tuple[str, str], LoadedModel] = {}
+        self._canaries: dict[str, tuple[LoadedModel, float]] = {}  # name → (candidate, share of default traffic)
 
     # --- lookups -------------------------------------------------------------------------------
 
     def lookup(self, name: str, version: str) -> LoadedModel | None:
-        """The ready model for this request, without blocking; None when it needs `get`."""
+        """The ready model for this request, without blocking; None when it needs `get`.
+
+        During a canary, a request for the default version goes to the candidate with the
+        canary's probability (requests naming a version get that version)."""
+        if self._canaries and not version:
+            canary = self._canaries.get(name)
+            if canary is not None and random.random() < canary[1]:
+                return canary[0]
         return self._ready.get((name, version))
+
+    def start_canary(self, name: str, candidate: LoadedModel, fraction: float) -> None:
+        self._canaries[name] = (candidate, fraction)
+
+    def end_canary(self, name: str) -> None:
+        self._canaries.pop(name, None)
 
     def resolve(self, name: str, version: str) -> ModelVersion:
         versions = self.repository.versions(name)

@@ -32,7 +32,14 @@ from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
 from wasinfer.serving.repository import Repository
 from wasinfer.serving.rest import RestApp
-from wasinfer.serving.updater import DesiredStateLoop, Fetcher, ModelUpdater, fetch_file, model_name_of
+from wasinfer.serving.updater import (
+    CanaryPolicy,
+    DesiredStateLoop,
+    Fetcher,
+    ModelUpdater,
+    fetch_file,
+    model_name_of,
+)
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -76,6 +83,7 @@ class ServerConfig:
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
     desired_state: Path | None = None
     fetcher: Fetcher | None = None  # where a desired version comes from; None: model_path is a file
+    canary: CanaryPolicy | None = None  # new versions bake on a share of the traffic first; None: swap at once
 
 
 def _address(host: str, port: int) -> str:
@@ -126,7 +134,7 @@ class Server:
         if config.desired_state is not None:  # serve the desired version before the ports open
             watcher = DesiredStateWatcher(config.desired_state, lambda state: None)
             updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path),
-                                   config.fetcher or fetch_file)
+                                   config.fetcher or fetch_file, canary=config.canary)
             self.updates = DesiredStateLoop(watcher, updater).start()
         tls = None
         if config.tls_cert is not None and config.tls_key is not None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from wasinfer.artifact.metadata import read_metadata
 from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
-from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import numpy_dtype
 
@@ -71,9 +71,37 @@ def model_name_of(model_path: str) -> str:
     return stem or "model"
 
 
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How a new version earns the default: a share of the traffic for a bake window, judged against the old one.
+
+    It is rolled back at once when, over the window so far, the share of its requests that the
+    model failed (500s and deadlines, not clients' mistakes) exceeds `max_error_rate`, or its p99
+    latency exceeds `max_p99_factor` times the serving version's over the same window (once each
+    has `min_requests`); it is promoted when the window ends without a breach.
+    """
+
+    percent: float = 10.0
+    bake_seconds: float = 60.0
+    max_error_rate: float = 0.01
+    max_p99_factor: float = 2.0
+    min_requests: int = 20
+
+
+@dataclass
+class _Canary:
+    model: LoadedModel
+    version: int
+    digest: str
+    label: str
+    started: float
+    candidate_base: tuple[int, int, list[int]]
+    stable_base: tuple[int, int, list[int]]
+
+
 @dataclass
 class UpdateStatus:
-    state: str = "starting"  # serving, failed (the old version still serves), starting
+    state: str = "starting"  # serving, canary (a candidate takes a share), failed (the old version serves), starting
     version: int | None = None  # repository version serving now
     digest: str = ""
     label: str = ""
@@ -88,11 +116,14 @@ def smoke_inputs(model: LoadedModel) -> dict[str, np.ndarray]:
 
 class ModelUpdater:
     def __init__(self, manager: ModelManager, metrics: Metrics, name: str, fetch: Fetcher = fetch_file,
-                 keep: int = 3):
+                 keep: int = 3, canary: CanaryPolicy | None = None):
         self.manager, self.metrics, self.name, self.fetch, self.keep = manager, metrics, name, fetch, max(2, keep)
+        self.canary_policy = canary
         self.directory = manager.repository.root / name
         self.status = UpdateStatus()
         self._lock = threading.Lock()  # one update at a time
+        self._canary: _Canary | None = None
+        self._rejected: set[str] = set()  # digests a canary rolled back: not tried again
 
     def _versions(self) -> list[int]:
         return sorted(self.manager.repository.versions(self.name))
@@ -105,7 +136,16 @@ class ModelUpdater:
                 fetched = self.fetch(state)
                 if fetched.digest == self.status.digest and self.status.state == "serving":
                     return self.status
+                if self._canary is not None and fetched.digest == self._canary.digest:
+                    return self.status  # already baking
+                if fetched.digest in self._rejected:
+                    raise UpdateError(f"{fetched.label} ({fetched.digest}) was rolled back by its canary; the "
+                                      "desired state has to name another version")
+                self._abandon_canary()
                 version = self._install(fetched)
+                if self.canary_policy is not None and self.status.version is not None:
+                    self._start_canary(version, fetched)
+                    return self.status
                 self._swap_to(version, fetched.digest, fetched.label)
             except UpdateError as exc:
                 self._failed(str(exc))
@@ -113,6 +153,65 @@ class ModelUpdater:
                 self.metrics.update(self.name, "ok", time.perf_counter() - started)
                 log.info("model %s now serves %s (version %d, %s)", self.name, fetched.label, version, fetched.digest)
             return self.status
+
+    # --- canary -------------------------------------------------------------------------------
+
+    def _start_canary(self, version: int, fetched: Fetched) -> None:
+        policy = self.canary_policy
+        assert policy is not None
+        model = self._warmed(version, fetched.label)
+        stable = str(self.status.version)
+        self._canary = _Canary(model, version, fetched.digest, fetched.label, time.monotonic(),
+                               self.metrics.health(self.name, str(version)), self.metrics.health(self.name, stable))
+        self.manager.start_canary(self.name, model, policy.percent / 100)
+        self.status = UpdateStatus("canary", self.status.version, self.status.digest, self.status.label,
+                                   f"{fetched.label} (version {version}) takes {policy.percent:g}% of the traffic")
+        log.info("model %s: canary %s (version %d) takes %g%% of the traffic for %g s", self.name, fetched.label,
+                 version, policy.percent, policy.bake_seconds)
+
+    def tick(self) -> UpdateStatus:
+        """Judge a running canary: roll it back on a breach, promote it when its bake window ends."""
+        with self._lock:
+            canary, policy = self._canary, self.canary_policy
+            if canary is None or policy is None:
+                return self.status
+            breach = self._breach(canary, policy)
+            if breach:
+                self._rejected.add(canary.digest)
+                self._abandon_canary()
+                self._failed(f"canary {canary.label} (version {canary.version}) rolled back: {breach}")
+                self.metrics.update(self.name, "rollback", 0.0)
+            elif time.monotonic() - canary.started >= policy.bake_seconds:
+                self.manager.end_canary(self.name)
+                self._canary = None
+                self._swap_to(canary.version, canary.digest, canary.label)
+                self.metrics.update(self.name, "ok", time.monotonic() - canary.started)
+                log.info("model %s: canary %s promoted", self.name, canary.label)
+            return self.status
+
+    def _breach(self, canary: _Canary, policy: CanaryPolicy) -> str:
+        """Why the canary must go, or "" while it holds (both measured since it started)."""
+        def since(now: tuple[int, int, list[int]], base: tuple[int, int, list[int]]) -> tuple[int, int, list[int]]:
+            return now[0] - base[0], now[1] - base[1], [a - b for a, b in zip(now[2], base[2], strict=True)]
+
+        requests, failures, buckets = since(self.metrics.health(self.name, str(canary.version)), canary.candidate_base)
+        if failures > policy.max_error_rate * max(requests, policy.min_requests):
+            return (f"it failed {failures} of {requests} requests, over the {policy.max_error_rate:.1%} allowed "
+                    f"(over at least {policy.min_requests})")
+        stable = since(self.metrics.health(self.name, str(self.status.version)), canary.stable_base)
+        if sum(buckets) >= policy.min_requests and sum(stable[2]) >= policy.min_requests:
+            mine, theirs = quantile(buckets, 0.99), quantile(stable[2], 0.99)
+            if mine > policy.max_p99_factor * theirs:
+                return (f"its p99 latency (≤ {mine * 1000:g} ms) is over {policy.max_p99_factor:g}x the serving "
+                        f"version's (≤ {theirs * 1000:g} ms)")
+        return ""
+
+    def _abandon_canary(self) -> None:
+        canary, self._canary = self._canary, None
+        if canary is not None:
+            self.manager.end_canary(self.name)
+            self.manager.drop_version(self.name, canary.version)
+            shutil.rmtree(self.directory / str(canary.version), ignore_errors=True)
 
     def resume(self) -> UpdateStatus:
         """After a restart (a crash included): serve the newest version on disk that passes its warm-up.
@@ -168,16 +267,21 @@ class ModelUpdater:
             raise UpdateError(f"cannot write version {version} of {self.name!r}: {exc}") from None
         return version
 
-    def _swap_to(self, version: int, digest: str, label: str) -> None:
-        previous = self.status.version
+    def _warmed(self, version: int, label: str) -> LoadedModel:
+        """The version loaded and run once; one that cannot load or run is dropped (and removed if new)."""
         try:
             model = self.manager.load_candidate(self.name, version)
             model.infer(smoke_inputs(model))
         except Exception as exc:  # a candidate that cannot load or run is refused, whatever the cause
             self.manager.drop_version(self.name, version)
-            if version != previous and version == max(self._versions(), default=0):
+            if version != self.status.version and version == max(self._versions(), default=0):
                 shutil.rmtree(self.directory / str(version), ignore_errors=True)
             raise UpdateError(f"version {version} ({label}) failed its warm-up: {exc}") from None
+        return model
+
+    def _swap_to(self, version: int, digest: str, label: str) -> None:
+        previous = self.status.version
+        model = self._warmed(version, label)
         self.manager.make_default(self.name, model)
         if previous is not None and previous != version:
             self.manager.drop_version(self.name, previous)  # drain: requests on it finish there
@@ -236,6 +340,7 @@ class DesiredStateLoop:
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
+                self.updater.tick()
                 if self.watcher.check() or time.monotonic() >= self._due:
                     self._apply()
             except Exception:  # an update's failure is reported by apply; this keeps the loop alive regardless
