@@ -95,6 +95,10 @@ def test_models_over_the_memory_budget_are_evicted_least_recently_used_first(tmp
         assert 'wasinfer_model_evictions_total{model="b",version="1"} 1.0' in metrics
         assert 'wasinfer_model_evictions_total{model="a",version="1"} 1.0' in metrics
         assert re.search(r'wasinfer_model_memory_bytes\{model="c",version="1"\} \d', metrics)
+        # five requests; a, b and c waited for their first loads and b for its reload: four misses
+        assert "wasinfer_model_cache_misses_total 4.0" in metrics
+        ratio = float(re.search(r"^wasinfer_model_cache_hit_ratio (\S+)$", metrics, re.M)[1])  # type: ignore[index]
+        assert abs(ratio - (1 - 4 / 5)) < 1e-9
     finally:
         server.stop(grace=2)
 

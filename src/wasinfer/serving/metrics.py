@@ -61,6 +61,7 @@ class Metrics(Collector):
         self._queue_seconds: dict[Labels, _Histogram] = {}
         self._evictions: dict[Labels, int] = {}
         self._updates: dict[Labels, int] = {}
+        self._misses = 0  # requests that found their model not loaded and waited for the load
         self._update_seconds: dict[Labels, _Histogram] = {}
         # Set by the model manager: bytes held per (model, version), read at scrape time.
         self.memory_source: Callable[[], dict[tuple[str, str], int]] | None = None
@@ -121,6 +122,10 @@ class Metrics(Collector):
                     buckets = [a + b for a, b in zip(buckets, histogram.counts, strict=True)]
             return requests, failures, buckets
 
+    def cache_miss(self) -> None:
+        with self._lock:
+            self._misses += 1
+
     def eviction(self, model: str, version: str) -> None:
         with self._lock:
             self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
@@ -140,6 +145,7 @@ class Metrics(Collector):
                                               ("queue", self._queue_seconds),
                                               ("update", self._update_seconds))]
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
+            misses, served = self._misses, sum(requests.values())
         family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
                                      "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
                                      "overloaded, unavailable, deadline, error).",
@@ -176,6 +182,11 @@ class Metrics(Collector):
             family.add_metric(list(labels), value)
         yield family
         yield GaugeMetricFamily("wasinfer_models_loaded", "Model versions loaded and ready.", value=loaded)
+        yield CounterMetricFamily("wasinfer_model_cache_misses", "Requests that found their model not loaded (never "
+                                  "loaded, or evicted) and waited for its load.", value=misses)
+        yield GaugeMetricFamily("wasinfer_model_cache_hit_ratio", "Share of inference requests since start whose "
+                                "model was already loaded: 1 - cache misses / requests.",
+                                value=1.0 - min(misses, served) / served if served else 1.0)
         family = CounterMetricFamily("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new "
                                      "version serves), failed (refused; the old version serves on), rollback.",
                                      labels=["model", "outcome"])

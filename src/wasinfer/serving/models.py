@@ -405,6 +405,7 @@ class ModelManager:
         if name in self._unloaded and self.repository.versions(name):
             raise Unavailable(f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load")
         target = self.resolve(name, version)
+        self.metrics.cache_miss()
         model = self._load(target)
         with self._lock:
             record = self._records.get((name, target.version))
