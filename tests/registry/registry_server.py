@@ -115,12 +115,15 @@ class Registry:
 
 
 @contextmanager
-def run_registry(directory: Path, auth: dict[str, Any] | None = None, delete: bool = True) -> Iterator[Registry]:
-    """Start docker-registry with its files under `directory`; stop it when the block ends."""
+def run_registry(directory: Path, auth: dict[str, Any] | None = None, delete: bool = True,
+                 port: int | None = None) -> Iterator[Registry]:
+    """Start docker-registry with its files under `directory`; stop it when the block ends.
+
+    The same `directory` and `port` again bring back the same registry, as after an outage."""
     if not REGISTRY_BINARY.exists():
         pytest.skip(SKIP_REASON)
     directory.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{port or free_port()}"
     config: dict[str, Any] = {
         "version": "0.1",
         "log": {"level": "info", "formatter": "text"},

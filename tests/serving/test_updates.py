@@ -344,3 +344,54 @@ def test_a_canary_that_holds_through_its_bake_window_is_promoted(tmp_path: Path,
             tuple(SCALE[2].tolist())}
     finally:
         server.stop(grace=2)
+
+
+def test_a_registry_outage_during_an_update_keeps_serving_and_converges_when_it_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.registry.registry_server import free_port, run_registry
+    from wasinfer.registry.oci import OciClient
+    from wasinfer.serving.cli import fetch_desired
+
+    monkeypatch.setenv("WASINFER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WASINFER_TRUST_MODE", "off")
+    monkeypatch.setenv("WASINFER_REGISTRY_PLAIN_HTTP", "1")
+    port, storage = free_port(), tmp_path / "registry"
+    config = tmp_path / "desired.json"
+
+    def want(version: str) -> None:
+        config.write_text(json.dumps({"model_path": f"127.0.0.1:{port}/team/scale", "model_version": version,
+                                      "model_update_interval": "1h"}))  # only changes and retries fetch
+
+    with run_registry(storage, port=port) as registry:
+        with OciClient(registry.address, plain_http=True) as client:
+            client.push("team/scale", "1.0.0", _artifact(1, "1.0.0"))
+            client.push("team/scale", "2.0.0", _artifact(2, "2.0.0"))
+        want("1.0.0")
+        server = start_server(tmp_path / "repository", desired_state=config, fetcher=fetch_desired)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+
+        def answer() -> list[float]:
+            response = http.post("/v2/models/scale/infer", json={"inputs": [
+                {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+            assert response.status_code == 200, response.text
+            return list(response.json()["outputs"][0]["data"])
+
+        assert answer() == SCALE[1].tolist()
+        want("2.0.0")  # while the registry is down
+        updater = updater_of(server)
+        for _ in range(600):  # bounded: the loop polls every second
+            if updater.status.state == "failed":
+                break
+            threading.Event().wait(0.05)
+        assert updater.status.state == "failed" and "cannot connect" in updater.status.reason
+        assert answer() == SCALE[1].tolist()  # the old version serves on
+        with run_registry(storage, port=port):  # back, with the same storage: the retry converges
+            for _ in range(600):  # bounded (~30 s): retries back off from 1 s
+                if answer() == SCALE[2].tolist():
+                    break
+                threading.Event().wait(0.05)
+            assert answer() == SCALE[2].tolist() and updater.status.state == "serving"
+        http.close()
+    finally:
+        server.stop(grace=2)
