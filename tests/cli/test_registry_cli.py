@@ -240,6 +240,18 @@ def test_signed_push_and_verified_pull_through_a_real_registry(home: Path, modul
         assert code == 2 and "by policy" in err and "accuracy" in err
         tags = json.loads(httpx_get(f"http://{registry.address}/v2/team/scale/tags/list"))["tags"]
         assert "4.0.0" not in tags and {"1.0.0", "2.0.0", "3.0.0"} <= set(tags)
+        # On the registry itself: list what it holds, promote, and roll the alias back one version.
+        monkeypatch.setenv("WASINFER_SIGNING_KEY", str(keys / "ci.key"))
+        run_json(capsys, "push", str(modules["v2"]), f"{ref}:1.1.0", "--plain-http", "--accuracy", "0.98")
+        run_json(capsys, "models", "promote", ref, "1.1.0", "--plain-http")
+        shown = run_json(capsys, "models", "show", ref, "--plain-http")
+        assert shown["aliases"] == {"stable": "1.1.0"}
+        assert [v["version"] for v in shown["versions"]] == ["1.0.0", "1.1.0", "2.0.0", "3.0.0"]
+        rolled = run_json(capsys, "models", "rollback", ref, "--plain-http")
+        assert (rolled["previous"], rolled["version"]) == ("1.1.0", "1.0.0")
+        assert run_json(capsys, "models", "show", ref, "--plain-http")["aliases"] == {"stable": "1.0.0"}
+        code, _, err = run(capsys, "models", "rollback", ref, "--plain-http")
+        assert code == 2 and "no earlier version" in err
         # The verified version goes through promote and rollback in the local store as well.
         monkeypatch.delenv("WASINFER_SIGNING_KEY")
         assert run_json(capsys, "pull", f"{ref}:1.0.0", "--plain-http")["store"] == "local store"

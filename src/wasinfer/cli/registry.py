@@ -30,7 +30,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors, wasinfer_home
-from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver
+from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver, semver_key
 from wasinfer.registry.store import LocalStore, StoreError
 
 if TYPE_CHECKING:
@@ -284,8 +284,34 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_tags(client: OciClient, repository: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(semver tag → digest, alias tag → the version whose digest it shares, or its digest if none)."""
+    digests = {tag: client.resolve(repository, tag) for tag in client.tags(repository)}
+    versions = {tag: d for tag, d in digests.items() if is_semver(tag)}
+    by_digest = {d: tag for tag, d in sorted(versions.items(), key=lambda item: semver_key(item[0]))}
+    aliases = {tag: by_digest.get(d, d) for tag, d in digests.items() if not is_semver(tag)}
+    return versions, aliases
+
+
 @_reports_errors
 def cmd_models_show(args: argparse.Namespace) -> int:
+    ref = _parse_ref(args.name)
+    if ref.registry:  # what a registry holds: its semver tags and where its alias tags point
+        with _client(ref, args) as client:
+            tags, alias_of = _registry_tags(client, ref.repository)
+        entries = [(tag, digest, sorted(alias for alias, target in alias_of.items() if target == tag))
+                   for tag, digest in sorted(tags.items(), key=lambda item: semver_key(item[0]))]
+        if args.json:
+            print(json.dumps({"name": str(ref), "aliases": alias_of, "versions": [
+                {"version": tag, "digest": digest, "aliases": names} for tag, digest, names in entries]}))
+            return 0
+        listing = Table(title=str(ref))
+        for column in ("version", "aliases", "digest"):
+            listing.add_column(column, overflow="fold")
+        for tag, digest, names in entries:
+            listing.add_row(tag, ", ".join(names), digest)
+        console.print(listing)
+        return 0
     store = _store()
     aliases = store.aliases(args.name)
     versions = [_summary(store, args.name, v.version) for v in store.versions(args.name)]
@@ -325,6 +351,22 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def cmd_models_rollback(args: argparse.Namespace) -> int:
+    ref = _parse_ref(args.name)
+    if ref.registry:  # no history in a registry: the alias goes to the highest version below its current one
+        with _client(ref, args) as client:
+            versions, aliases = _registry_tags(client, ref.repository)
+            current = aliases.get(args.alias)
+            if current is None:
+                raise ValueError(f"{ref} has no {args.alias!r} tag to roll back")
+            if not is_semver(current):
+                raise ValueError(f"{ref}:{args.alias} points at {current}, which no version tag names")
+            older = sorted((v for v in versions if semver_key(v) < semver_key(current)), key=semver_key)
+            if not older:
+                raise ValueError(f"{ref}:{args.alias} is at {current}; there is no earlier version to roll back to")
+            client.tag(ref.repository, versions[older[-1]], args.alias)
+        _emit(args, {"name": str(ref), "alias": args.alias, "version": older[-1], "digest": versions[older[-1]],
+                     "previous": current}, f"{ref}:{args.alias} rolled back from {current} to {older[-1]}")
+        return 0
     info = _store().rollback(args.name, alias=args.alias)
     _emit(args, {"name": args.name, "alias": args.alias, "version": info.version, "digest": info.digest},
           f"{args.name}:{args.alias} rolled back to {info.version} ({info.digest})")
@@ -402,8 +444,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         description="Show every version of NAME: digest, size, creation time, aliases, inputs "
                         "and outputs, op count and recorded accuracy (read from the manifest and config blob, "
                         "each verified against its digest).")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    p.add_argument("name", metavar="NAME", help="a model in the local store, or registry/name (its version and alias "
+                   "tags)")
+    _registry_arguments(p)
     p.set_defaults(func=cmd_models_show)
 
     p = msub.add_parser("promote", help="point an alias (default stable) at a version",
@@ -419,10 +462,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = msub.add_parser("rollback", help="return an alias (default stable) to its previous version",
                         description="Point ALIAS back at the version it named before its last change; repeated "
-                        "rollbacks walk further back. Fails, changing nothing, when there is no earlier version.")
-    p.add_argument("name", metavar="NAME")
+                        "rollbacks walk further back. Fails, changing nothing, when there is no earlier version. "
+                        "With NAME as registry/name (a registry keeps no history), ALIAS moves to the highest "
+                        "version below the one it names.")
+    p.add_argument("name", metavar="NAME", help="a model in the local store, or registry/name")
     p.add_argument("--alias", default="stable", help="the alias to roll back (default stable)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _registry_arguments(p)
     p.set_defaults(func=cmd_models_rollback)
 
     p = msub.add_parser("delete", help="remove a version (its blobs go at the next gc)",
