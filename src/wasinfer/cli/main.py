@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from wasinfer import __version__
 from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.artifact.validate import Report, validate
 from wasinfer.codegen import UnsupportedModel
+from wasinfer.fileio import atomic_write
 from wasinfer.frontends import FrontendError, parse_shape_overrides
 from wasinfer.runtime import CompiledCache, InputError, WasmModel
 
@@ -30,14 +30,6 @@ errors = Console(stderr=True)
 
 def wasinfer_home() -> Path:
     return Path(os.environ.get("WASINFER_HOME", Path.home() / ".wasinfer"))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write next to the target and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
 
 
 def _fmt_bytes(n: float) -> str:

@@ -17,9 +17,7 @@ import argparse
 import functools
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +28,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors, wasinfer_home
+from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver, semver_key
 from wasinfer.registry.store import LocalStore, StoreError
 
@@ -101,28 +100,6 @@ def _parse_ref(text: str) -> Reference:
         return Reference.parse(text)
     except ValueError as exc:
         raise ValueError(f"REF {exc}") from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file next to the target, fsync, rename, fsync the directory: readers see the old file
-    or the whole new one, and a crash never leaves a truncated model behind."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _client(ref: Reference, args: argparse.Namespace) -> OciClient:
@@ -220,7 +197,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                                 "digest": digest}
     if args.output:
         output = Path(args.output)
-        _atomic_write(output, artifact.wasm)
+        atomic_write(output, artifact.wasm)
         document["output"] = str(output)
         text = f"pulled {ref} ({artifact.version}, {digest}) to {output}"
     elif ref.registry:

@@ -11,13 +11,13 @@ builds once per directory and reuses the files afterwards.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from wasinfer.fileio import atomic_write
 
 ONNX_FILE = "demo.onnx"
 SPLIT_FILE = "demo_test_split.npz"
@@ -55,13 +55,6 @@ def build_demo_model(seed: int = 0) -> DemoModel:
     return DemoModel(onnx_model.SerializeToString(), x_test, y_test, float(model.score(x_test, y_test)))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a half-written one."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
-
-
 def ensure_demo_model(directory: Path, seed: int = 0) -> Path:
     """The path of demo.onnx in `directory`, building it (and the test split) the first time."""
     directory = Path(directory)
@@ -72,8 +65,8 @@ def ensure_demo_model(directory: Path, seed: int = 0) -> Path:
     demo = build_demo_model(seed)
     buffer = io.BytesIO()
     np.savez(buffer, x_test=demo.x_test, y_test=demo.y_test, accuracy=np.float64(demo.accuracy))
-    _atomic_write(directory / SPLIT_FILE, buffer.getvalue())
-    _atomic_write(onnx_path, demo.onnx)  # last: its presence means both files are complete
+    atomic_write(directory / SPLIT_FILE, buffer.getvalue())
+    atomic_write(onnx_path, demo.onnx)  # last: its presence means both files are complete
     return onnx_path
 
 

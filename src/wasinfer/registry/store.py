@@ -32,7 +32,6 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinfer.artifact.metadata import Metadata
+from wasinfer.fileio import atomic_write, fsync_dir
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, is_semver, semver_key, sha256_digest
 
 BUSY_TIMEOUT_S = 30.0
@@ -117,15 +117,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _fsync_dir(path: Path) -> None:
-    """A rename is durable only once its directory is; without this a power loss can undo it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _before_index_commit() -> None:
     """Called after every blob is durable and before the index transaction; tests replace it to
     simulate a crash at the worst moment."""
@@ -195,17 +186,7 @@ class LocalStore:
                     return
             except OSError:
                 pass
-        fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=_TEMP_PREFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.blob_dir)
+        atomic_write(path, data, prefix=_TEMP_PREFIX)
 
     def _read_blob(self, digest: str) -> bytes:
         path = self._blob_path(digest)
@@ -362,7 +343,7 @@ class LocalStore:
                     removed += 1
                     freed += size
             if removed:
-                _fsync_dir(self.blob_dir)
+                fsync_dir(self.blob_dir)
         return removed, freed
 
     # --- reading --------------------------------------------------------------------------------

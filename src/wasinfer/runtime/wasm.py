@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import numpy as np
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
+from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
 
 WASMTIME_VERSION = version("wasmtime")
@@ -254,12 +254,6 @@ _TICKERS: weakref.WeakKeyDictionary[wasmtime.Engine, EpochTicker] = weakref.Weak
 _TICKERS_LOCK = threading.Lock()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)  # a crash never leaves a half-written cache entry
-
-
 class CompiledCache:
     """Serialised wasmtime modules keyed by module digest and engine version.
 
@@ -284,7 +278,7 @@ class CompiledCache:
                 path.unlink(missing_ok=True)  # stale or corrupt: recompile below
         module = wasmtime.Module(engine, wasm)
         self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, bytes(module.serialize()))
+        atomic_write(path, bytes(module.serialize()))
         return module
 
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
@@ -304,7 +298,7 @@ class CompiledCache:
         module = self.load(engine, wasm)
         if self.directory is not None:
             record = {"cwasm": f"{self.key(wasm, tag_of(engine))}.cwasm", "metadata": metadata.to_json().decode()}
-            _atomic_write(entry, json.dumps(record).encode())
+            atomic_write(entry, json.dumps(record).encode())
         return module, metadata
 
 

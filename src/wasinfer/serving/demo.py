@@ -8,9 +8,7 @@ $WASINFER_HOME/repository/digits/1/model.wasm; later starts reuse both.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ DEMO_MAX_BATCH = 64
 def prepare_demo_repository(home: Path) -> tuple[Path, dict[str, Any], int]:
     """The demo repository, an example request (one held-out digit, label only), and its true label."""
     from wasinfer.artifact import convert_onnx
+    from wasinfer.fileio import atomic_write
     from wasinfer.registry.demo import ensure_demo_model, load_test_split
 
     source_dir = home / "demo"
@@ -29,10 +28,7 @@ def prepare_demo_repository(home: Path) -> tuple[Path, dict[str, Any], int]:
     target = repository / DEMO_MODEL / "1" / "model.wasm"
     if not target.exists() or target.stat().st_mtime_ns < onnx_path.stat().st_mtime_ns:
         wasm = convert_onnx(onnx_path, max_batch=DEMO_MAX_BATCH, name=DEMO_MODEL).wasm
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".model.", delete=False) as tmp:
-            tmp.write(wasm)
-        os.replace(tmp.name, target)  # a server never sees half a module
+        atomic_write(target, wasm)  # a server never sees half a module
     x_test, y_test = load_test_split(source_dir)
     pixels = [int(v) if float(v).is_integer() else float(v) for v in x_test[0]]
     request = {"inputs": [{"name": "input", "shape": [1, len(pixels)], "datatype": "FP32", "data": pixels}],

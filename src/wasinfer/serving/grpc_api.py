@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from wasinfer import __version__
+from wasinfer.fileio import atomic_write
 from wasinfer.serving.auth import Tokens, check_bearer
 from wasinfer.serving.errors import BadRequest, Internal, NotFound, ServingError
 from wasinfer.serving.logs import accept_request_id, new_request_id
@@ -80,10 +80,7 @@ def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
         data = out.read_bytes()
     if cached is not None:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=f".{cached.name}.", delete=False) as tmp_file:
-                tmp_file.write(data)
-            os.replace(tmp_file.name, cached)  # two servers starting at once never read half a file
+            atomic_write(cached, data)  # two servers starting at once never read half a file
         except OSError as exc:  # a read-only cache costs the next start a protoc run, nothing more
             log.warning("cannot cache the gRPC descriptors in %s: %s", cached.parent, exc)
     return data
