@@ -1,6 +1,19 @@
 """The `.wasm` contract: metadata section, ABI, conversion pipeline and validation."""
 
-from wasinfer.artifact.convert import ConvertResult, convert_onnx
+from typing import TYPE_CHECKING, Any
+
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 
+if TYPE_CHECKING:
+    from wasinfer.artifact.convert import ConvertResult, convert_onnx
+
 __all__ = ["ConvertResult", "Metadata", "TensorSpec", "convert_onnx", "read_metadata"]
+
+
+def __getattr__(name: str) -> Any:
+    """The converter (and onnx, ~13 MiB resident) loads on first use: a server that only runs modules never needs it."""
+    if name in ("ConvertResult", "convert_onnx"):
+        from wasinfer.artifact import convert
+
+        return getattr(convert, name)
+    raise AttributeError(f"module 'wasinfer.artifact' has no attribute {name!r}")

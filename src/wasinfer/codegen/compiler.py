@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import wasinfer.codegen.kernels as kernels_pkg
+from wasinfer.codegen.abi import ABI_VERSION, METADATA_SECTION
 from wasinfer.codegen.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.codegen.mathfn import add_math_helpers
 from wasinfer.codegen.wasi import declare_wasi_imports, emit_wasi_start
@@ -26,8 +27,6 @@ from wasinfer.codegen.wasm import I32, Module
 from wasinfer.ir import Graph, Node
 from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
 
-ABI_VERSION = 1
-METADATA_SECTION = "wasinfer.metadata"
 HEADER = 64
 PAGE = 65536
 MAX_PAGES = 65536  # 4 GiB: the wasm32 limit

@@ -6,14 +6,12 @@ a 400 over REST exactly when it is INVALID_ARGUMENT over gRPC.
 
 from __future__ import annotations
 
-import grpc
-
 
 class ServingError(Exception):
     """A request the server answers with an error instead of a result."""
 
     http_status = 500
-    grpc_code = grpc.StatusCode.INTERNAL
+    grpc_code = "INTERNAL"  # a grpc.StatusCode name: grpcio is imported only where gRPC is served
     outcome = "error"  # the `outcome` label of wasinfer_requests_total
 
     def __init__(self, message: str):
@@ -25,7 +23,7 @@ class BadRequest(ServingError):
     """Malformed body, or tensors that do not match the model."""
 
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
     outcome = "bad_request"
 
 
@@ -33,7 +31,7 @@ class NotFound(ServingError):
     """No such model, version or route."""
 
     http_status = 404
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    grpc_code = "NOT_FOUND"
     outcome = "not_found"
 
 
@@ -45,7 +43,7 @@ class Unauthorized(ServingError):
     """
 
     http_status = 401
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code = "UNAUTHENTICATED"
     outcome = "unauthorized"
 
     def __init__(self, message: str, invalid: bool = False):
@@ -55,7 +53,7 @@ class Unauthorized(ServingError):
 
 class MethodNotAllowed(ServingError):
     http_status = 405
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    grpc_code = "UNIMPLEMENTED"
     outcome = "bad_request"
 
     def __init__(self, method: str, allowed: str):
@@ -67,7 +65,7 @@ class TooLarge(ServingError):
     """The body is over --max-body-bytes."""
 
     http_status = 413
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = "RESOURCE_EXHAUSTED"
     outcome = "too_large"
 
 
@@ -75,7 +73,7 @@ class Unavailable(ServingError):
     """The model exists but cannot take requests: unloaded, or its load failed."""
 
     http_status = 503
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    grpc_code = "UNAVAILABLE"
     outcome = "unavailable"
 
 
@@ -83,7 +81,7 @@ class DeadlineExceeded(ServingError):
     """The model ran past its per-call deadline (--deadline-ms) and was stopped; other requests are unaffected."""
 
     http_status = 504
-    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    grpc_code = "DEADLINE_EXCEEDED"
     outcome = "deadline"
 
 
@@ -95,5 +93,5 @@ class TooManyRequests(ServingError):
     """The model already has its --max-concurrency requests in flight; the client should retry later."""
 
     http_status = 429
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = "RESOURCE_EXHAUSTED"
     outcome = "overloaded"

@@ -40,8 +40,10 @@ from wasinfer.serving.logs import accept_request_id, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
+    EXTENSIONS,
     InferRequest,
     RequestedOutput,
+    check_load_parameters,
     datatype_of,
     decode_raw,
     element_count,
@@ -53,7 +55,6 @@ log = logging.getLogger("wasinfer.serving")
 
 PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
 SERVICE = "inference.GRPCInferenceService"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 # Which InferTensorContents field carries each datatype (FP16 has none: raw contents only).
 CONTENTS_FIELDS = {
@@ -245,14 +246,6 @@ class InferenceServicer:
         return self.m["RepositoryModelUnloadResponse"]()
 
 
-def check_load_parameters(parameters: Any) -> None:
-    """Triton lets a load carry a model config or files; wasinfer loads what is on disk, and says so."""
-    refused = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
-    if refused:
-        raise BadRequest(f"load parameters {refused} are not supported: wasinfer loads the model files that are in "
-                         "the repository; copy new versions there and load again")
-
-
 def _handler(name: str, method: Handler, message: Any) -> Callable[[bytes, grpc.ServicerContext], Any]:
     """grpcio's (request bytes, context) handler around a servicer method: request id, token, errors, logs.
 
@@ -292,14 +285,14 @@ def _handler(name: str, method: Handler, message: Any) -> Callable[[bytes, grpc.
             failure = exc if isinstance(exc, ServingError) else Internal(
                 f"internal server error (request id {request_id}; the server log has the details)")
             _log_failure(name, request, failure, exc, request_id, started)
-            context.abort(failure.grpc_code, failure.message)
+            context.abort(grpc.StatusCode[failure.grpc_code], failure.message)
 
     return handle
 
 
 def _log_failure(name: str, request: Any, failure: ServingError, cause: Exception, request_id: str,
                  started: float) -> None:
-    code = failure.grpc_code
+    code = grpc.StatusCode[failure.grpc_code]
     level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.WARNING if \
         code == grpc.StatusCode.UNAVAILABLE else logging.INFO
     if not log.isEnabledFor(level):

@@ -262,3 +262,16 @@ def encode_rest_response(model_name: str, version: str, request: InferRequest,
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+# --- extensions ------------------------------------------------------------------------------
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def check_load_parameters(parameters: Any) -> None:
+    """Triton lets a load carry a model config or files; wasinfer loads what is on disk, and says so."""
+    refused = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
+    if refused:
+        raise BadRequest(f"load parameters {refused} are not supported: wasinfer loads the model files that are in "
+                         "the repository; copy new versions there and load again")

@@ -41,11 +41,10 @@ from wasinfer.serving.errors import (
     Unauthorized,
     Unavailable,
 )
-from wasinfer.serving.grpc_api import EXTENSIONS, check_load_parameters
 from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
-from wasinfer.serving.protocol import encode_rest_response, parse_rest_request
+from wasinfer.serving.protocol import EXTENSIONS, check_load_parameters, encode_rest_response, parse_rest_request
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

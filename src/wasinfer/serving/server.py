@@ -18,14 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-import grpc
 import uvicorn
 
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
 from wasinfer.serving.desired import DesiredStateWatcher
-from wasinfer.serving.grpc_api import build_grpc_server
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
@@ -40,6 +39,9 @@ from wasinfer.serving.updater import (
     fetch_file,
     model_name_of,
 )
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -124,7 +126,7 @@ class Server:
         self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
                            document_json(self.tokens), self.tokens, config.access_log)
         self.http_port = self.grpc_port = 0
-        self._grpc: grpc.Server | None = None
+        self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.updates: DesiredStateLoop | None = None
@@ -143,6 +145,8 @@ class Server:
         sock = _listen(config.host, config.http_port)
         self.http_port = sock.getsockname()[1]
         if config.grpc_port is not None:
+            from wasinfer.serving.grpc_api import build_grpc_server
+
             try:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
