@@ -1246,13 +1246,16 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get(MLSERVER_VENV_ENV, DEFAULT_MLSERVER_VENV)),
                         help=f"MLServer's virtual environment (default ${MLSERVER_VENV_ENV} or %(default)s); "
                         "`python benchmarks/serve_bench.py --setup-mlserver` makes it")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
+                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
     parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
                         help="update docs/performance.md (default: only on a full run)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: print and (with --doc) write the section from the --out JSON")
     args = parser.parse_args(argv)
     if args.render:
+        args.out = args.out or RESULTS
         report = json.loads(args.out.read_text())
         finish(report)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
@@ -1287,10 +1290,11 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = time.perf_counter() - started
     report["machine"] = {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     finish(report)
+    full = not args.quick and groups == set(GROUPS) and all(v is None for v in overrides.values())
+    args.out = args.out or (RESULTS if full else RESULTS.with_suffix(".partial.json"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_tables(report)
-    full = not args.quick and groups == set(GROUPS) and all(v is None for v in overrides.values())
     if args.doc or (args.doc is None and full):
         write_doc(render_section(report), BEGIN, END, DOC)
         console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
