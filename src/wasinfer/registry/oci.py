@@ -75,6 +75,15 @@ def _registry_errors(response: httpx.Response) -> tuple[str | None, str]:
     return code, "; ".join(parts)
 
 
+def _canonical_scope(scope: str) -> str:
+    """Registries list a scope's actions in no fixed order ("pull,push" or "push,pull"): one cache key for both."""
+    parts = []
+    for item in scope.split():
+        resource, _, actions = item.rpartition(":")
+        parts.append(f"{resource}:{','.join(sorted(actions.split(',')))}" if resource else item)
+    return " ".join(sorted(parts))
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     """`Bearer realm="…",service="…",scope="…"` → ("bearer", {realm, service, scope})."""
     scheme, _, rest = header.strip().partition(" ")
@@ -159,7 +168,8 @@ class OciClient:
                     break
                 self._use_basic = True
             elif scheme == "bearer" and "realm" in params_:
-                key = "\n".join((params_["realm"], params_.get("service", ""), params_.get("scope", "")))
+                scope = _canonical_scope(params_.get("scope", ""))
+                key = "\n".join((params_["realm"], params_.get("service", ""), scope))
                 if key not in self._tokens or self._tokens[key] == sent_token:  # none yet, or it expired
                     self._tokens[key] = self._fetch_token(params_)
                 self._token_for[(repository, action)] = key
