@@ -184,9 +184,13 @@ class ModelUpdater:
             elif time.monotonic() - canary.started >= policy.bake_seconds:
                 self.manager.end_canary(self.name)
                 self._canary = None
-                self._swap_to(canary.version, canary.digest, canary.label)
-                self.metrics.update(self.name, "ok", time.monotonic() - canary.started)
-                log.info("model %s: canary %s promoted", self.name, canary.label)
+                try:
+                    self._swap_to(canary.version, canary.digest, canary.label)
+                except UpdateError as exc:  # it held its traffic but fails now: the old version stays
+                    self._failed(str(exc))
+                else:
+                    self.metrics.update(self.name, "ok", time.monotonic() - canary.started)
+                    log.info("model %s: canary %s promoted", self.name, canary.label)
             return self.status
 
     def _breach(self, canary: _Canary, policy: CanaryPolicy) -> str:
