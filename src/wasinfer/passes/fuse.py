@@ -82,6 +82,15 @@ def activation_params(graph: Graph, node: Node) -> dict[str, float] | None:
     """The scalar parameters of an activation, or None when they are not compile-time constants."""
     if node.op_type == "LeakyRelu":
         return {"alpha": float(node.attr("alpha", 0.01))}
+    if node.op_type == "HardSigmoid":
+        return {"alpha": float(node.attr("alpha", 0.2)), "beta": float(node.attr("beta", 0.5))}
+    if node.op_type == "HardSwish":  # HardSigmoid with alpha 1/6, beta 0.5
+        return {"alpha": 1.0 / 6.0, "beta": 0.5}
+    if node.op_type == "Elu":
+        return {"alpha": float(node.attr("alpha", 1.0))}
+    if node.op_type == "Selu":
+        return {"alpha": float(node.attr("alpha", 1.67326319217681884765625)),
+                "gamma": float(node.attr("gamma", 1.05070102214813232421875))}
     if node.op_type == "Clip":
         lo, hi = node.attr("min", -np.inf), node.attr("max", np.inf)
         for index, key in ((1, "lo"), (2, "hi")):

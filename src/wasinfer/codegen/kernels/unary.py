@@ -50,12 +50,32 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         f.get(v).call(ctx.helper("exp4"))
     elif op == "Log":
         f.get(v).call(ctx.helper("log4"))
+    elif op == "Round":  # ONNX rounds half to even, as f32x4.nearest does
+        f.get(v).op("f32x4.nearest")
+    elif op == "Softsign":  # x / (1 + |x|)
+        f.get(v).f32x4_const(1.0).get(v).op("f32x4.abs").op("f32x4.add").op("f32x4.div")
+    elif op in ("HardSigmoid", "HardSwish"):  # clamp(alpha * x + beta, 0, 1), times x for HardSwish
+        if op == "HardSwish":
+            f.get(v)
+        f.get(v).f32x4_const(params["alpha"]).op("f32x4.mul").f32x4_const(params["beta"]).op("f32x4.add")
+        f.f32x4_const(0.0).op("f32x4.pmax").f32x4_const(1.0).op("f32x4.pmin")
+        if op == "HardSwish":
+            f.op("f32x4.mul")
+    elif op in ("Elu", "Selu"):  # x > 0 ? x : alpha * (exp(x) - 1), times gamma for Selu
+        f.get(v).get(v).call(ctx.helper("exp4")).f32x4_const(1.0).op("f32x4.sub").f32x4_const(params["alpha"])
+        f.op("f32x4.mul").get(v).f32x4_const(0.0).op("f32x4.gt").op("v128.bitselect")
+        if op == "Selu":
+            f.f32x4_const(params["gamma"]).op("f32x4.mul")
+    elif op == "Softplus":  # log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow for large x
+        f.get(v).f32x4_const(0.0).op("f32x4.pmax")
+        f.f32x4_const(1.0).get(v).op("f32x4.abs").op("f32x4.neg").call(ctx.helper("exp4")).op("f32x4.add")
+        f.call(ctx.helper("log4")).op("f32x4.add")
     else:  # pragma: no cover - guarded by the registry
         raise KeyError(op)
 
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Abs", "Neg", "Sqrt", "Floor", "Ceil",
-             "Reciprocal", "Exp", "Log")
+             "Reciprocal", "Exp", "Log", "Round", "Softsign", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus")
 
 
 def epilogue(ctx: Ctx, node: Node) -> None:
