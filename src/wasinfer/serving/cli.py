@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import signal
 import threading
@@ -243,7 +242,7 @@ def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
 
 def fetch_desired(state: DesiredState) -> Fetched:
     """A file path is read as it is; anything else is a reference, pulled and admitted by the registry."""
-    from wasinfer.serving.updater import Fetched, UpdateError, fetch_file
+    from wasinfer.serving.updater import Fetched, UpdateError, fetch_file, module_digest
 
     path = state.model_path
     if path.startswith(("/", "./", "../")) or path.endswith(".wasm"):
@@ -254,8 +253,7 @@ def fetch_desired(state: DesiredState) -> Fetched:
         artifact = fetch_artifact(path, state.model_version)
     except Exception as exc:  # a registry outage, a refusal, a missing version: the serving version stays
         raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
-    digest = "sha256:" + hashlib.sha256(artifact.wasm).hexdigest()
-    return Fetched(artifact.wasm, digest, state.model_version or artifact.version)
+    return Fetched(artifact.wasm, module_digest(artifact.wasm), state.model_version or artifact.version)
 
 
 def _canary_policy(args: argparse.Namespace) -> CanaryPolicy | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from wasinfer.artifact.metadata import read_metadata
+from wasinfer.fileio import atomic_write
 from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
 from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
@@ -50,6 +51,11 @@ class UpdateError(Exception):
     """An update that was refused or failed; the serving version is untouched."""
 
 
+def module_digest(wasm: bytes) -> str:
+    """What tells two versions apart: the same sha256:<hex> form as OCI digests."""
+    return "sha256:" + hashlib.sha256(wasm).hexdigest()
+
+
 def fetch_file(state: DesiredState) -> Fetched:
     """`model_path` names a module file on this node (a volume, as in the seed's Deployment)."""
     path = Path(state.model_path)
@@ -61,7 +67,7 @@ def fetch_file(state: DesiredState) -> Fetched:
         read_metadata(wasm)
     except ValueError as exc:
         raise UpdateError(f"{path} is not a wasinfer module: {exc}") from None
-    return Fetched(wasm, "sha256:" + hashlib.sha256(wasm).hexdigest(), state.model_version or path.name)
+    return Fetched(wasm, module_digest(wasm), state.model_version or path.name)
 
 
 def model_name_of(model_path: str) -> str:
@@ -230,7 +236,7 @@ class ModelUpdater:
             for version in reversed(self._versions()):
                 wasm = (self.directory / str(version) / "model.wasm").read_bytes()
                 try:
-                    self._swap_to(version, "sha256:" + hashlib.sha256(wasm).hexdigest(), f"version {version} (resumed)")
+                    self._swap_to(version, module_digest(wasm), f"version {version} (resumed)")
                 except UpdateError as exc:
                     log.warning("model %s: not resuming %s", self.name, exc)
                     shutil.rmtree(self.directory / str(version), ignore_errors=True)
@@ -249,7 +255,7 @@ class ModelUpdater:
                 raise UpdateError(f"model {self.name!r} has no earlier version to roll back to")
             target = older[-1]
             wasm = (self.directory / str(target) / "model.wasm").read_bytes()
-            self._swap_to(target, "sha256:" + hashlib.sha256(wasm).hexdigest(), f"rollback to version {target}")
+            self._swap_to(target, module_digest(wasm), f"rollback to version {target}")
             if current is not None:
                 shutil.rmtree(self.directory / str(current), ignore_errors=True)
             self.metrics.update(self.name, "rollback", 0.0)
@@ -261,10 +267,7 @@ class ModelUpdater:
         self.directory.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.directory))
         try:
-            with open(staging / "model.wasm", "wb") as out:
-                out.write(fetched.wasm)
-                out.flush()
-                os.fsync(out.fileno())
+            atomic_write(staging / "model.wasm", fetched.wasm)
             os.rename(staging, self.directory / str(version))
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
