@@ -22,8 +22,7 @@ import json
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,33 +134,20 @@ def fingerprint(source: Path) -> tuple[Any, ...]:
 
 
 class DesiredStateWatcher:
-    """Polls the source every `poll_seconds` and calls `on_change` with each new valid state.
+    """Tells when the source holds a new valid state; `check` is one cheap poll (the update loop calls it).
 
     Polling, not inotify: a ConfigMap update is a symlink swap of a directory, which inotify
     watches of the files miss, and the poll costs a few stat calls.
     """
 
-    def __init__(self, source: Path, on_change: Callable[[DesiredState], None], poll_seconds: float = 1.0,
-                 environ: Mapping[str, str] | None = None):
-        self.source, self.on_change, self.poll_seconds = source, on_change, poll_seconds
-        self.environ = environ
+    def __init__(self, source: Path, environ: Mapping[str, str] | None = None):
+        self.source, self.environ = source, environ
         self.current = load_desired(source, environ)  # a bad source at start is the caller's error to report
         self.last_error: str | None = None
         self._stamp = fingerprint(source)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wasinfer-desired-state", daemon=True)
-
-    def start(self) -> DesiredStateWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self.poll_seconds + 1)
 
     def check(self) -> bool:
-        """One poll: True when a new valid state was applied."""
+        """True when the source changed into a new valid state, now `current`; an invalid one keeps the last good."""
         stamp = fingerprint(self.source)
         if stamp == self._stamp:
             return False
@@ -178,12 +164,4 @@ class DesiredStateWatcher:
             return False
         log.info("desired state changed: %s", state)
         self.current = state
-        self.on_change(state)
         return True
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check()
-            except Exception:  # the callback's failure must not end the watch
-                log.exception("applying the desired state failed")

@@ -134,7 +134,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
         if config.desired_state is not None:  # serve the desired version before the ports open
-            watcher = DesiredStateWatcher(config.desired_state, lambda state: None)
+            watcher = DesiredStateWatcher(config.desired_state)
             updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path),
                                    config.fetcher or fetch_file, canary=config.canary)
             self.updates = DesiredStateLoop(watcher, updater).start()
