@@ -33,8 +33,8 @@ def place(path: Path, wasm: bytes) -> None:
     os.replace(tmp, path)
 
 
-def infer(http: httpx.Client) -> list[float]:
-    response = http.post("/v2/models/ai-model/infer",
+def infer(http: httpx.Client, model: str = "ai-model") -> list[float]:
+    response = http.post(f"/v2/models/{model}/infer",
                          json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
     assert response.status_code == 200, response.text
     return list(response.json()["outputs"][0]["data"])
@@ -212,10 +212,7 @@ def test_versions_from_the_local_store_and_a_registry_are_admitted_before_they_s
         http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
 
         def answer() -> list[float]:
-            response = http.post("/v2/models/scale/infer", json={"inputs": [
-                {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
-            assert response.status_code == 200, response.text
-            return list(response.json()["outputs"][0]["data"])
+            return infer(http, "scale")
 
         updater = updater_of(server)
         assert updater.status.state == "serving" and answer() == SCALE[1].tolist()
@@ -372,10 +369,7 @@ def test_a_registry_outage_during_an_update_keeps_serving_and_converges_when_it_
         http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
 
         def answer() -> list[float]:
-            response = http.post("/v2/models/scale/infer", json={"inputs": [
-                {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
-            assert response.status_code == 200, response.text
-            return list(response.json()["outputs"][0]["data"])
+            return infer(http, "scale")
 
         assert answer() == SCALE[1].tolist()
         want("2.0.0")  # while the registry is down
