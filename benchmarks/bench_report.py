@@ -42,6 +42,12 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
+def results_path(chosen: Path | None, default: Path, full: bool) -> Path:
+    """Where a run's JSON goes: a quick or partial run writes `*.partial.json` beside the full run's file (ignored
+    by git), so it never replaces the figures that docs/performance.md was written from."""
+    return chosen or (default if full else default.with_suffix(".partial.json"))
+
+
 def write_doc(section: str, begin: str, end: str, path: Path) -> None:
     """Replace only the text between the markers, keeping whatever other sections the file has."""
     block = f"{begin}\n{section.rstrip()}\n{end}"

@@ -53,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
-from bench_report import fmt_ms, machine, md_table, write_doc
+from bench_report import fmt_ms, machine, md_table, results_path, write_doc
 from wasinfer.artifact.convert import convert_onnx
 from wasinfer.codegen import UnsupportedModel
 from wasinfer.frontends import FrontendError
@@ -787,14 +787,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated names or parts of names (digits, squeezenet, ...)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated subset of {RUNTIMES}")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples: a smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
+                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
     parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
                         help="update docs/performance.md (default: only on a full run)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: print and (with --doc) write the section from the --out JSON")
     args = parser.parse_args(argv)
     if args.render:
-        render_saved(args.out, bool(args.doc))
+        render_saved(args.out or RESULTS, bool(args.doc))
         return 0
     runtimes = tuple(r for r in RUNTIMES if r in args.runtimes.split(","))
     wanted = [w.strip() for w in args.models.split(",")] if args.models else None
@@ -819,10 +821,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["targets"] = targets(summary, means, runtimes)
     report["notes"] = notes_for(report)
+    full = not args.quick and wanted is None and runtimes == RUNTIMES
+    args.out = results_path(args.out, RESULTS, full)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print_tables(report)
-    full = not args.quick and wanted is None and runtimes == RUNTIMES
     if args.doc or (args.doc is None and full):
         write_doc(render_section(report), BEGIN, END, DOC)
         console.print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "

@@ -62,7 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
-from bench_report import fmt_ms, machine, md_table, write_doc
+from bench_report import fmt_ms, machine, md_table, results_path, write_doc
 from serve_bench import (
     DEFAULT_MLSERVER_VENV,
     HOST,
@@ -1291,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"] = {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     finish(report)
     full = not args.quick and groups == set(GROUPS) and all(v is None for v in overrides.values())
-    args.out = args.out or (RESULTS if full else RESULTS.with_suffix(".partial.json"))
+    args.out = results_path(args.out, RESULTS, full)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_tables(report)
