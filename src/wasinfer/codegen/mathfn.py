@@ -3,6 +3,9 @@
 WebAssembly has no exp or log instruction. These follow Cephes' expf/logf: range
 reduction by ln 2, then a degree-6 polynomial; relative error ~1e-7 over the f32 range.
 Scalar code uses the same functions on a splatted vector, so there is one implementation.
+erf follows the two-interval scheme of Sun's s_erff.c (as in musl and FreeBSD): a polynomial
+in x² near 0, and exp(-x²) times a correction beyond; the coefficients are our own
+least-squares fits (Chebyshev nodes, float64) checked in float32 to |error| < 1e-7.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 
 LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
             -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
 SQRT_HALF = 0.707106781186547524
+# erf(x) = x + x * P(x²) for |x| < 1;  erf(x) = 1 - exp(-x²) * Q(1/|x|) for 1 <= |x| <= 4
+ERF_SMALL = (7.933493907330558e-05, -0.0008034846396185458, 0.005191218573600054, -0.02685539983212948,
+             0.11283625662326813, -0.3761262893676758, 0.12837916612625122)
+ERF_LARGE = (-0.018135668709874153, 0.12200977653265, -0.35671499371528625, 0.5782349109649658,
+             -0.5072547793388367, 0.0514148585498333, 0.5576755404472351, 0.00035397446481510997)
 
 
 def _horner(f: Func, x: int, coeffs: tuple[float, ...], acc: int) -> None:
@@ -62,10 +70,31 @@ def build_log(f: Func) -> None:
     f.get(orig).get(p).get(orig).f32x4_const(float("inf")).op("f32x4.eq").op("v128.bitselect")
 
 
+def build_erf(f: Func, exp: int) -> None:
+    """erf; |x| > 4 gives ±1 (erf(4) rounds to 1 in float32), NaN stays NaN."""
+    x, a, p, small = 0, f.local(V128), f.local(V128), f.local(V128)
+    f.get(x).op("f32x4.abs").f32x4_const(4.0).op("f32x4.min").set(a)
+    z = f.local(V128)
+    f.get(x).get(x).op("f32x4.mul").set(z)
+    _horner(f, z, ERF_SMALL, p)
+    f.get(x).get(x).get(p).op("f32x4.mul").op("f32x4.add").set(small)
+    u = f.local(V128)
+    f.f32x4_const(1.0).get(a).f32x4_const(1.0).op("f32x4.max").op("f32x4.div").set(u)
+    _horner(f, u, ERF_LARGE, p)
+    # copysign(1 - exp(-a²) * Q, x), chosen where |x| >= 1
+    f.get(small)
+    f.f32x4_const(1.0).get(a).get(a).op("f32x4.mul").op("f32x4.neg").call(exp).get(p).op("f32x4.mul")
+    f.op("f32x4.sub").get(x).i32(0x80000000).op("i32x4.splat").op("v128.and").op("v128.or")
+    f.get(a).f32x4_const(1.0).op("f32x4.lt").op("v128.bitselect")
+
+
 def add_math_helpers(module: Module) -> dict[str, int]:
     helpers = {}
     for name, build in (("exp4", build_exp), ("log4", build_log)):
         index, func = module.reserve([V128], [V128], name=name)
         build(func)
         helpers[name] = index
+    index, func = module.reserve([V128], [V128], name="erf4")
+    build_erf(func, helpers["exp4"])
+    helpers["erf4"] = index
     return helpers

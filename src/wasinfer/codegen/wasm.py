@@ -112,6 +112,27 @@ SIMD = {
 
 LANE_OPS = {"f32x4.extract_lane": 31, "f32x4.replace_lane": 32, "i32x4.extract_lane": 27}
 
+# Integer lanes and comparisons (elementwise logic and integer arithmetic, kernels/logic.py, binary.py).
+PLAIN.update({"i64.ne": b"\x52", "i64.lt_u": b"\x54", "i64.gt_u": b"\x56", "i64.le_u": b"\x58",
+              "i64.ge_u": b"\x5a", "i64.div_u": b"\x80", "i64.rem_s": b"\x81", "i64.rem_u": b"\x82",
+              "i64.and": b"\x83", "i64.or": b"\x84", "i64.xor": b"\x85", "i64.lt_s": b"\x53",
+              "f64.abs": b"\x99", "f64.trunc": b"\x9d", "f64.add": b"\xa0", "f64.sub": b"\xa1",
+              "f64.mul": b"\xa2", "f64.div": b"\xa3", "f64.copysign": b"\xa6", "i64.shr_u": b"\x88"})
+SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
+             **{f"{shape}.{cmp}": base + k for shape, base in (("i8x16", 35), ("i16x8", 45), ("i32x4", 55))
+                for k, cmp in enumerate(("eq", "ne", "lt_s", "lt_u", "gt_s", "gt_u", "le_s", "le_u", "ge_s", "ge_u"))},
+             "i64x2.eq": 214, "i64x2.ne": 215, "i64x2.lt_s": 216, "i64x2.gt_s": 217, "i64x2.le_s": 218,
+             "i64x2.ge_s": 219, "i8x16.narrow_i16x8_s": 101, "i16x8.narrow_i32x4_s": 133,
+             "i8x16.add": 110, "i8x16.sub": 113, "i8x16.min_s": 118, "i8x16.min_u": 119, "i8x16.max_s": 120,
+             "i8x16.max_u": 121, "i16x8.add": 142, "i16x8.sub": 145, "i16x8.mul": 149, "i16x8.min_s": 150,
+             "i16x8.min_u": 151, "i16x8.max_s": 152, "i16x8.max_u": 153, "i32x4.min_u": 183, "i32x4.max_u": 185,
+             "i8x16.abs": 96, "i8x16.neg": 97, "i16x8.abs": 128, "i16x8.neg": 129, "i32x4.abs": 160,
+             "i32x4.neg": 161, "i64x2.abs": 192, "i64x2.neg": 193, "i64x2.add": 206, "i64x2.sub": 209,
+             "i64x2.mul": 213, "i64x2.extend_low_i32x4_u": 201})
+LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
+                 "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
+                 "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})
+
 
 @dataclass
 class Func:

@@ -8,7 +8,7 @@ import numpy as np
 from wasinfer.ir import Graph, Node
 
 # Activations a producing kernel can apply in its epilogue, with their parameters.
-FUSABLE_ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip"}
+FUSABLE_ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Gelu", "Erf"}
 FUSING_PRODUCERS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sum"}
 
 
@@ -79,7 +79,11 @@ def fuse_activations(graph: Graph) -> int:
 
 
 def activation_params(graph: Graph, node: Node) -> dict[str, float] | None:
-    """The scalar parameters of an activation, or None when they are not compile-time constants."""
+    """The scalar parameters of an activation, or None when they are not compile-time constants
+    or the input is not float32 (integer Clip runs as its own kernel, never fused)."""
+    info = graph.tensors.get(node.inputs[0])
+    if info is not None and info.dtype != np.float32:
+        return None
     if node.op_type == "LeakyRelu":
         return {"alpha": float(node.attr("alpha", 0.01))}
     if node.op_type == "HardSigmoid":
@@ -91,6 +95,9 @@ def activation_params(graph: Graph, node: Node) -> dict[str, float] | None:
     if node.op_type == "Selu":
         return {"alpha": float(node.attr("alpha", 1.67326319217681884765625)),
                 "gamma": float(node.attr("gamma", 1.05070102214813232421875))}
+    if node.op_type == "Gelu":  # an unknown approximation is left for the kernel's check to refuse
+        approximate = node.attr("approximate", "none")
+        return {"tanh": float(approximate == "tanh")} if approximate in ("none", "tanh") else None
     if node.op_type == "Clip":
         lo, hi = node.attr("min", -np.inf), node.attr("max", np.inf)
         for index, key in ((1, "lo"), (2, "hi")):

@@ -7,6 +7,13 @@ and compiles then, keeping one module per input-shape signature. Pinning in the 
 than passing `input_shapes` keeps a dynamic leading dim a real dim: the frontend would make it
 the per-sample batch, which is wrong for ops that mix samples (reductions over axis 0, ...).
 
+Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads,
+Resize scales, Reshape's shape...) as graph inputs, where exported models hold constants or
+shape subgraphs that fold. The compiler needs them at compile time (output shapes and index
+tables depend on them), so when a model is declined with such inputs run-time, the backend
+binds them to the values `run` is given, as initializers, and keeps one module per value —
+what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
 
@@ -18,14 +25,49 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
 from wasinfer.artifact import convert_onnx
+from wasinfer.codegen import UnsupportedModel
+from wasinfer.frontends.onnx import FrontendError
 from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+
+# op → positions of inputs that are parameters: they decide output shapes or index tables.
+PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
+    "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,), "Tile": (1,),
+    "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "CumSum": (1,), "Split": (1,),
+    "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
+    **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                           "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
+}
+
+
+def parameter_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs read only at parameter positions."""
+    fed = {v.name for v in _graph_inputs(model)}
+    params: set[str] = set()
+    other: set[str] = set()
+    for node in model.graph.node:
+        positions = PARAMETER_INPUTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        for index, name in enumerate(node.input):
+            if name in fed:
+                (params if index in positions else other).add(name)
+    return params - other
+
+
+def _bind(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of `model` with the given inputs turned into initializers."""
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [v for v in bound.graph.input if v.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    bound.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), n) for n, a in values.items())
+    return bound
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -67,8 +109,15 @@ class WasinferRep(BackendRep):
         self.modules: dict[Signature | None, WasmModel] = {}
         # Of the latest compile, for reports: wasinfer convert, wasmtime compile, module size.
         self.stats: dict[str, float] = {}
+        self.bound: set[str] = set()  # parameter inputs bound to their values at run time
         if self.static:
-            self.modules[None] = self._compile(model)
+            try:
+                self.modules[None] = self._compile(model)
+            except (UnsupportedModel, FrontendError):
+                self.bound = parameter_inputs(model) if tensors_only else set()
+                if not self.bound:
+                    raise
+                self.static = False
 
     def _compile(self, model: onnx.ModelProto) -> WasmModel:
         started = time.perf_counter()
@@ -91,14 +140,23 @@ class WasinferRep(BackendRep):
         if self.static:
             return self.modules[None]
         signature: Signature = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
+        signature += tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
         if signature not in self.modules:
             shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
-            self.modules[signature] = self._compile(_pin_shapes(self.model, shapes))
+            model = _pin_shapes(self.model, shapes)
+            try:
+                self.modules[signature] = self._compile(model)
+            except (UnsupportedModel, FrontendError):
+                self.bound = self.bound or parameter_inputs(model)
+                if not self.bound:
+                    raise
+                self.modules[signature] = self._compile(_bind(model, {n: feeds[n] for n in self.bound}))
         return self.modules[signature]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         feeds = self._feeds(inputs)
-        outputs = self.module_for(feeds).run(feeds)
+        module = self.module_for(feeds)
+        outputs = module.run({n: v for n, v in feeds.items() if n not in self.bound})
         return namedtupledict("Outputs", self.output_names)(*[outputs[name] for name in self.output_names])
 
 

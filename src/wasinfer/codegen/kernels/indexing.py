@@ -258,9 +258,18 @@ def emit_gather_elements(ctx: Ctx, node: Node) -> None:
 
 # ---------------------------------------------------------------- Expand, Tile
 
+def _runtime_parameter(node: Node, graph: Graph, index: int, label: str) -> list[str]:
+    """A parameter that decides the output shape must be known when the shape is fixed."""
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if name and name not in graph.constants:
+        return [f"{label} is computed at run time; it must be a compile-time constant (it sets the output shape)"]
+    return []
+
+
 def _check_shaped(node: Node, graph: Graph) -> list[str]:
     """Expand and Tile: the output shape (known statically) says everything the kernel needs."""
     problems = movable_problems(node, graph)
+    problems += _runtime_parameter(node, graph, 1, "shape" if node.op_type == "Expand" else "repeats")
     data, out = graph.info(node.inputs[0]).shape, graph.info(node.outputs[0]).shape
     if node.op_type == "Tile" and (len(data) != len(out) or any(
             (d == 0 and o != 0) or (d and o % d) for d, o in zip(data, out, strict=True))):
@@ -297,6 +306,7 @@ def emit_tile(ctx: Ctx, node: Node) -> None:
 def _check_split(node: Node, graph: Graph) -> list[str]:
     shape = graph.info(node.inputs[0]).shape
     problems = movable_problems(node, graph) + _axis_problems(node, len(shape))
+    problems += _runtime_parameter(node, graph, 1, "split")
     if problems:
         return problems
     axis = _axis(node, len(shape))

@@ -1,9 +1,13 @@
-"""Reductions along one axis: Softmax, LogSoftmax, ArgMax, ArgMin.
+"""Reductions: Softmax, LogSoftmax, ArgMax and ArgMin along one axis; ReduceSum, ReduceMean,
+ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum and
+ReduceLogSumExp over any set of axes.
 
-Each views its input as (outer, n, inner) around the reduced axis. Opset < 13 Softmax
-coerces the input to 2-D at `axis`, which is the same view with inner = 1. With inner = 1
-a line's elements share a v128; otherwise neighbouring lines do, one per lane, so no
-reduction crosses lanes.
+The one-axis ops view their input as (outer, n, inner) around the reduced axis. Opset < 13
+Softmax coerces the input to 2-D at `axis`, which is the same view with inner = 1. With
+inner = 1 a line's elements share a v128; otherwise neighbouring lines do, one per lane, so
+no reduction crosses lanes. The Reduce* ops merge neighbouring kept and reduced axes and do
+the same with the innermost one: lanes across neighbouring outputs when it is kept, along
+the contiguous run (lanes combined at the end) when it is reduced.
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from wasinfer.codegen.context import Ctx, kernel, only_float32
+from wasinfer.codegen.kernels.layout import _walk
+from wasinfer.codegen.kernels.pool import row_major
 from wasinfer.codegen.wasm import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
 
 LANE0 = np.array([-1, 0, 0, 0], np.int32).tobytes()
+STEP_VECTORS = 4  # v128s per step: 16 floats, a cache line
 
 
 def reduce_view(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
@@ -65,7 +73,7 @@ def _store(f: Func, width: int, offset: int = 0) -> None:
         f.lane("f32x4.extract_lane", 0).mem("f32.store", offset=offset)
 
 
-def _horizontal(f: Func, regs: list[int], vector_op: str, scalar_op: str) -> None:
+def horizontal(f: Func, regs: list[int], vector_op: str, scalar_op: str) -> None:
     """Combine the accumulators `regs` and then their 4 lanes, leaving the result splatted in regs[0]."""
     acc = f.local(F32)
     for reg in regs[1:]:
@@ -74,6 +82,23 @@ def _horizontal(f: Func, regs: list[int], vector_op: str, scalar_op: str) -> Non
     for lane in (1, 2, 3):
         f.get(acc).get(regs[0]).lane("f32x4.extract_lane", lane).op(scalar_op).set(acc)
     f.get(acc).op("f32x4.splat").set(regs[0])
+
+
+def walk_segments(f: Func, segments: list[Segment], pointers: list[int], step: Callable[[Segment], None]) -> None:
+    """Run `step(segment)` once per step of every segment, then advance each pointer local by the step."""
+    j = f.local(I32)
+    for seg in segments:
+        if seg.count:
+            with f.for_range(j, 0, seg.count):
+                step(seg)
+                for pointer in pointers:
+                    f.inc(pointer, seg.advance)
+
+
+def line_segments(n: int) -> list[Segment]:
+    """A contiguous line of n floats: 16 at a time (STEP_VECTORS v128s), then 4, then one by one."""
+    wide = 4 * STEP_VECTORS
+    return [Segment(n // wide, 4, 4 * wide, STEP_VECTORS), Segment(n % wide // 4, 4, 16), Segment(n % 4, 1, 4)]
 
 
 def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment], across: bool) -> None:
@@ -85,7 +110,7 @@ def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment],
     a step's vectors keeps its own accumulators.
     """
     f = ctx.f
-    px, py, j, v = f.local(I32), f.local(I32), f.local(I32), f.local(V128)
+    px, py, v = f.local(I32), f.local(I32), f.local(V128)
     vectors = max(seg.vectors for seg in segments)
     vmax = [f.local(V128) for _ in range(vectors)]
     vsum = [f.local(V128) for _ in range(vectors)]
@@ -96,12 +121,12 @@ def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment],
 
     def walk(body: Callable[[int, int], None]) -> None:
         f.get(x).set(px).get(y).set(py)
-        for seg in segments:
-            if seg.count:
-                with f.for_range(j, 0, seg.count):
-                    for k in range(seg.vectors):
-                        body(seg.width, k)
-                    f.inc(px, seg.advance).inc(py, seg.advance)
+
+        def step(seg: Segment) -> None:
+            for k in range(seg.vectors):
+                body(seg.width, k)
+
+        walk_segments(f, segments, [px, py], step)
 
     def max_pass(width: int, k: int) -> None:
         _load(f, px, width, 16 * k)
@@ -133,10 +158,10 @@ def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment],
         f.f32x4_const(float("-inf")).set(vmax[k]).f32x4_const(0.0).set(vsum[k])
     walk(max_pass)
     if across:
-        _horizontal(f, vmax, "f32x4.max", "f32.max")
+        horizontal(f, vmax, "f32x4.max", "f32.max")
     walk(exp_pass)
     if across:
-        _horizontal(f, vsum, "f32x4.add", "f32.add")
+        horizontal(f, vsum, "f32x4.add", "f32.add")
     finished = vsum[:1] if across else vsum
     for k, reg in enumerate(finished):
         if log:
@@ -144,9 +169,6 @@ def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment],
         else:
             f.f32x4_const(1.0).get(reg).op("f32x4.div").set(reg)
     walk(log_pass if log else scale_pass)
-
-
-STEP_VECTORS = 4  # v128s per step: 16 floats, a cache line
 
 
 @kernel("Softmax", "LogSoftmax", check=lambda node, graph: only_float32(node, graph))
@@ -167,8 +189,7 @@ def emit_softmax(ctx: Ctx, node: Node) -> None:
         return
     wide = 4 * STEP_VECTORS
     if inner == 1:
-        segments = [Segment(n // wide, 4, 4 * wide, STEP_VECTORS), Segment(n % wide // 4, 4, 16),
-                    Segment(n % 4, 1, 4)]
+        segments = line_segments(n)
         with f.for_range(o, 0, outer):
             f.addr(src, o, line_bytes).set(x).addr(dst, o, line_bytes).set(y)
             _softmax_lines(ctx, log, x, y, segments, across=True)
@@ -289,3 +310,292 @@ def _argmax_lanes(ctx: Ctx, node: Node, o: int, i: int, n: int, inner: int, comp
     _store_index(f, ctx.addr(node.outputs[0]), o, i, inner)
     f.tee(p).get(best_index).op("i64x2.extend_low_i32x4_s").mem("v128.store")
     f.get(p).get(best_index).op("i64x2.extend_high_i32x4_s").mem("v128.store", offset=16)
+
+
+# ---------------------------------------------------------------- ReduceSum, ReduceMean, ... over any axes
+
+@dataclass(frozen=True)
+class Combine:
+    """How values are folded together: the empty fold, and the f32x4 / f32 instructions."""
+
+    identity: float
+    vector: str
+    scalar: str
+
+
+SUM = Combine(0.0, "f32x4.add", "f32.add")
+PROD = Combine(1.0, "f32x4.mul", "f32.mul")
+MAX = Combine(float("-inf"), "f32x4.max", "f32.max")
+MIN = Combine(float("inf"), "f32x4.min", "f32.min")
+
+# op → (fold, per-element transform, finish), as onnx/reference/ops/op_reduce_*.py; LogSumExp
+# folds exp(x - max) after a max pass, so a large x cannot overflow.
+REDUCTIONS: dict[str, tuple[Combine, str, str]] = {
+    "ReduceSum": (SUM, "", ""), "ReduceMean": (SUM, "", "mean"), "ReduceMax": (MAX, "", ""),
+    "ReduceMin": (MIN, "", ""), "ReduceProd": (PROD, "", ""), "ReduceL1": (SUM, "abs", ""),
+    "ReduceL2": (SUM, "square", "sqrt"), "ReduceSumSquare": (SUM, "square", ""),
+    "ReduceLogSum": (SUM, "", "log"), "ReduceLogSumExp": (SUM, "exp", "log_max"),
+}
+REDUCE_OPS = tuple(REDUCTIONS)
+# The value of a reduction over no elements, as ONNX Runtime writes it (its ReduceMean gives 0).
+EMPTY = {"ReduceSum": 0.0, "ReduceMean": 0.0, "ReduceMax": float("-inf"), "ReduceMin": float("inf"),
+         "ReduceProd": 1.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceSumSquare": 0.0,
+         "ReduceLogSum": float("-inf"), "ReduceLogSumExp": float("-inf")}
+# Integer (and, for Max/Min from opset 20, bool) reductions go element by element.
+INTEGER_REDUCE = {"ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin"}
+INTEGER_TYPES = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64", np.dtype(np.bool_): "i32"}
+
+
+def _axes_input_opset(op: str) -> int:
+    """The opset from which `axes` is an input rather than an attribute."""
+    return 13 if op == "ReduceSum" else 18
+
+
+def reduced_axes(node: Node, graph: Graph) -> tuple[int, ...] | str:
+    """The reduced axes, non-negative and sorted, or why they are not known at compile time.
+
+    Empty (or absent) axes mean every axis, unless noop_with_empty_axes: then none, which
+    still applies the op's per-element part (ReduceSumSquare squares), as the spec says.
+    """
+    shape = graph.info(node.inputs[0]).shape
+    rank = len(shape)
+    noop = False
+    if graph.opset >= _axes_input_opset(node.op_type):
+        noop = bool(node.attr("noop_with_empty_axes", 0))
+        name = node.inputs[1] if len(node.inputs) > 1 else ""
+        if name and name not in graph.constants:  # the output shape depends on its value
+            return "axes is computed at run time; it must be a compile-time constant (an initializer)"
+        values = [int(a) for a in graph.constants[name].reshape(-1)] if name else []
+    else:
+        values = [int(a) for a in node.attr("axes", None) or []]
+    if not values:
+        return () if noop else tuple(range(rank))
+    if any(not -rank <= a < rank for a in values):
+        return f"axes {values} are out of range for rank {rank}"
+    return tuple(sorted({a % rank for a in values}))
+
+
+def _check_reduce(node: Node, graph: Graph) -> list[str]:
+    dtype = graph.info(node.inputs[0]).dtype
+    problems = []
+    if dtype != np.float32:
+        allowed = dtype in INTEGER_TYPES and node.op_type in INTEGER_REDUCE
+        if dtype == np.bool_ and node.op_type not in ("ReduceMax", "ReduceMin"):
+            allowed = False
+        if not allowed:
+            problems.append(f"input dtype {dtype} is not supported (float32; int32/int64 for ReduceSum, ReduceProd, "
+                            "ReduceMax and ReduceMin; bool for ReduceMax and ReduceMin)")
+    axes = reduced_axes(node, graph)
+    if isinstance(axes, str):
+        problems.append(axes)
+    return problems
+
+
+def reduce_plan(shape: tuple[int, ...], axes: tuple[int, ...]) -> list[tuple[int, int, bool]]:
+    """(size, input element stride, reduced) per axis, with size-1 axes dropped and neighbours
+    of the same kind merged (they are contiguous in a row-major tensor)."""
+    strides = row_major(shape)
+    dims: list[tuple[int, int, bool]] = []
+    for axis, size in enumerate(shape):
+        if size == 1:
+            continue
+        reduced = axis in axes
+        if dims and dims[-1][2] == reduced:
+            dims[-1] = (dims[-1][0] * size, strides[axis], reduced)
+        else:
+            dims.append((size, strides[axis], reduced))
+    return dims or [(1, 1, False)]
+
+
+def _walk_reduced(f: Func, dims: list[tuple[int, int]], ptr: int, size: int, leaf: Callable[[], None]) -> None:
+    """Run `leaf` with the local `ptr` at every element of the (size, stride) axes; `ptr` is restored after."""
+    def level(depth: int) -> None:
+        if depth == len(dims):
+            leaf()
+            return
+        count, stride = dims[depth]
+        saved, counter = f.local(I32), f.local(I32)
+        f.get(ptr).set(saved)
+        with f.for_range(counter, 0, count):
+            level(depth + 1)
+            f.inc(ptr, stride * size)
+        f.get(saved).set(ptr)
+
+    level(0)
+
+
+@kernel(*REDUCE_OPS, check=_check_reduce)
+def emit_reduce(ctx: Ctx, node: Node) -> None:
+    """Any set of axes, walked as strides: the input is viewed as merged kept and reduced axes.
+
+    When the innermost axis is kept, 16, 4 or 1 neighbouring outputs are computed at once,
+    one per lane, walking the reduced axes for each group. When it is reduced, each output
+    folds its contiguous innermost run 16 floats at a time into 4 accumulators, whose lanes
+    are combined at the end. Integer and bool inputs go element by element.
+    """
+    f = ctx.f
+    info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    axes = reduced_axes(node, ctx.graph)
+    assert not isinstance(axes, str)
+    count = math.prod(info.shape[a] for a in axes)
+    if out.size == 0:
+        return
+    if count == 0:  # nothing to fold: every output is the empty reduction's value
+        empty = EMPTY[node.op_type] if info.dtype == np.float32 else integer_identity(node.op_type, info.dtype)
+        filled = ctx.data(np.full(out.shape, empty, info.dtype))
+        f.i32(ctx.addr(node.outputs[0])).i32(filled).i32(out.nbytes).memory_copy()
+        return
+    dims = reduce_plan(info.shape, axes)
+    kept = [(size, stride) for size, stride, reduced in dims if not reduced]
+    reduced = [(size, stride) for size, stride, is_reduced in dims if is_reduced]
+    out_strides = list(row_major(tuple(size for size, _ in kept)))
+    pin, pout = f.local(I32), f.local(I32)
+    f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
+    if info.dtype != np.float32:
+        scalar = _IntegerFold(ctx, node.op_type, info.dtype, pin, pout, reduced)
+        _walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, info.dtype.itemsize, scalar.emit)
+        return
+    fold = _Fold(ctx, node.op_type, count)
+    if dims[-1][2]:  # innermost axis reduced: along lines
+        _walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, 4,
+              lambda: fold.along(pin, pout, reduced))
+    else:  # innermost axis kept: across lanes
+        _walk(f, [s for s, _ in kept[:-1]], [s for _, s in kept[:-1]], out_strides[:-1], pin, pout, 4,
+              lambda: fold.across(pin, pout, kept[-1][0], reduced))
+
+
+class _Fold:
+    """The float32 reduction of one op, emitted as passes over the reduced elements."""
+
+    def __init__(self, ctx: Ctx, op: str, count: int):
+        self.ctx, self.f, self.count = ctx, ctx.f, count
+        self.combine, self.transform, self.finish = REDUCTIONS[op]
+        self.acc = [self.f.local(V128) for _ in range(STEP_VECTORS)]
+        self.top = [self.f.local(V128) for _ in range(STEP_VECTORS)]  # LogSumExp's maxima
+        self.v = self.f.local(V128)
+
+    def _element(self, top: int) -> None:
+        """The v128 on the stack → its transformed value (LogSumExp: exp(x - max))."""
+        f = self.f
+        if self.transform == "abs":
+            f.op("f32x4.abs")
+        elif self.transform == "square":
+            f.tee(self.v).get(self.v).op("f32x4.mul")
+        elif self.transform == "exp":
+            f.get(top).op("f32x4.sub").call(self.ctx.helper("exp4"))
+
+    def _finish(self, reg: int, top: int) -> None:
+        f = self.f
+        f.get(reg)
+        if self.finish == "mean":
+            f.f32x4_const(float(self.count)).op("f32x4.div")
+        elif self.finish == "sqrt":
+            f.op("f32x4.sqrt")
+        elif self.finish == "log":
+            f.call(self.ctx.helper("log4"))
+        elif self.finish == "log_max":
+            f.call(self.ctx.helper("log4")).get(top).op("f32x4.add")
+        f.set(reg)
+
+    def _passes(self) -> list[tuple[Combine, list[int], bool]]:
+        """(fold, accumulators, transformed) per pass: LogSumExp's max pass comes first."""
+        if self.transform == "exp":
+            return [(MAX, self.top, False), (self.combine, self.acc, True)]
+        return [(self.combine, self.acc, True)]
+
+    def across(self, pin: int, pout: int, m: int, reduced: list[tuple[int, int]]) -> None:
+        """The m contiguous outputs at `pout`: lanes are neighbouring outputs, each folding its
+        own elements (input at `pin`, then the reduced axes' strides)."""
+        f = self.f
+        px, py, q = f.local(I32), f.local(I32), f.local(I32)
+        f.get(pin).set(px).get(pout).set(py)
+
+        def step(seg: Segment) -> None:
+            for fold, regs, transformed in self._passes():
+                for k in range(seg.vectors):
+                    f.f32x4_const(fold.identity).set(regs[k])
+                f.get(px).set(q)
+                _walk_reduced(f, reduced, q, 4, partial(self._fold_step, q, seg, fold, regs, transformed, False))
+            for k in range(seg.vectors):
+                self._finish(self.acc[k], self.top[k])
+                f.get(py).get(self.acc[k])
+                _store(f, seg.width, 16 * k)
+
+        walk_segments(f, line_segments(m), [px, py], step)
+
+    def along(self, pin: int, pout: int, reduced: list[tuple[int, int]]) -> None:
+        """One output at `pout`: the innermost reduced run is contiguous and folded 16 floats
+        at a time into 4 accumulators, whose lanes are combined at the end."""
+        f = self.f
+        *outer, (run, _) = reduced
+        q, p = f.local(I32), f.local(I32)
+        for fold, regs, transformed in self._passes():
+            for reg in regs:
+                f.f32x4_const(fold.identity).set(reg)
+            f.get(pin).set(q)
+
+            _walk_reduced(f, outer, q, 4, partial(self._fold_line, q, p, run, fold, regs, transformed))
+            horizontal(f, regs, fold.vector, fold.scalar)
+        self._finish(self.acc[0], self.top[0])
+        f.get(pout).get(self.acc[0]).lane("f32x4.extract_lane", 0).mem("f32.store")
+
+    def _fold_line(self, q: int, p: int, run: int, fold: Combine, regs: list[int], transformed: bool) -> None:
+        """Fold the `run` contiguous floats at `q` into regs (through the pointer local `p`)."""
+        self.f.get(q).set(p)
+        walk_segments(self.f, line_segments(run), [p],
+                      lambda seg: self._fold_step(p, seg, fold, regs, transformed, True))
+
+    def _fold_step(self, ptr: int, seg: Segment, fold: Combine, regs: list[int], transformed: bool,
+                   lanes: bool) -> None:
+        """regs[k] = fold(regs[k], element(vector k at ptr)). `lanes`: the lanes are one line's
+        elements (`top` is splatted), so a single element must only touch lane 0."""
+        f = self.f
+        for k in range(seg.vectors):
+            f.get(regs[k])
+            _load(f, ptr, seg.width, 16 * k)
+            if transformed:
+                self._element(self.top[0] if lanes else self.top[k])
+            if lanes and seg.width == 1:  # the other lanes are copies: give them the fold's identity
+                f.f32x4_const(fold.identity).v128(LANE0).op("v128.bitselect")
+            f.op(fold.vector).set(regs[k])
+
+
+def integer_identity(op: str, dtype: np.dtype) -> int:
+    """Where an integer (or bool) fold starts, which is also its value over no elements."""
+    if op in ("ReduceMax", "ReduceMin"):
+        if dtype == np.bool_:
+            return int(op == "ReduceMin")
+        limits = np.iinfo(dtype)
+        return int(limits.min if op == "ReduceMax" else limits.max)
+    return int(op == "ReduceProd")
+
+
+class _IntegerFold:
+    """Sum, Prod, Max or Min of int32, int64 or bool elements, one at a time."""
+
+    def __init__(self, ctx: Ctx, op: str, dtype: np.dtype, pin: int, pout: int, reduced: list[tuple[int, int]]):
+        self.f, self.op, self.pin, self.pout, self.reduced = ctx.f, op, pin, pout, reduced
+        self.kind = INTEGER_TYPES[dtype]
+        self.size = dtype.itemsize
+        self.load, self.store = (("i32.load8_u", "i32.store8") if dtype == np.bool_
+                                 else (f"{self.kind}.load", f"{self.kind}.store"))
+        valtype = I64 if self.kind == "i64" else I32
+        self.acc, self.value, self.q = self.f.local(valtype), self.f.local(valtype), self.f.local(I32)
+        self.identity = integer_identity(op, dtype)
+
+    def emit(self) -> None:
+        f, kind = self.f, self.kind
+        (f.i64 if kind == "i64" else f.i32)(self.identity)
+        f.set(self.acc).get(self.pin).set(self.q)
+
+        def leaf() -> None:
+            f.get(self.q).mem(self.load).set(self.value)
+            if self.op in ("ReduceSum", "ReduceProd"):
+                f.get(self.acc).get(self.value).op(f"{kind}.add" if self.op == "ReduceSum" else f"{kind}.mul")
+            else:  # select(value, acc, value beats acc)
+                f.get(self.value).get(self.acc).get(self.value).get(self.acc)
+                f.op(f"{kind}.gt_s" if self.op == "ReduceMax" else f"{kind}.lt_s").op("select")
+            f.set(self.acc)
+
+        _walk_reduced(f, self.reduced, self.q, self.size, leaf)
+        f.get(self.pout).get(self.acc).mem(self.store)
