@@ -14,8 +14,10 @@ One run on one machine measures, per model and runtime:
 - ratios wasinfer/peer of p50 latency, and their geometric means over the models that ran
   on every runtime.
 
-Models: the digits MLP demo (wasinfer.registry.demo) and the nine `light` models that the
-onnx wheel ships, each fed random float32 of its declared input shape. A model wasinfer
+Models: the digits MLP demo (wasinfer.registry.demo), the nine `light` models that the
+onnx wheel ships, each fed random float32 of its declared input shape, and the exporter-shaped
+models of tests/model_zoo.py (mobilenet_like, resnet_like, crnn at width 128, transformer_encoder
+at sequence 32; their dynamic dims fixed in the file, so every runtime sees one shape). A model wasinfer
 cannot compile gets "unsupported: <reason>", a peer that cannot load one "n/a: <reason>";
 nothing stops the run. Every runtime's output is checked against ONNX Runtime's.
 
@@ -50,6 +52,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import wasinfer
@@ -204,14 +207,50 @@ def with_stored_weights(light: Path, out: Path) -> Path:
     return out
 
 
+# tests/model_zoo.py builders and the shape each input is fixed to (batch 1; crnn's width, the sequence).
+ZOO_SHAPES: dict[str, dict[str, list[int]]] = {
+    "mobilenet_like": {"image": [1, 3, 32, 32]},
+    "resnet_like": {"image": [1, 3, 32, 32]},
+    "crnn": {"image": [1, 1, 16, 128]},
+    "transformer_encoder": {"input_ids": [1, 32], "attention_mask": [1, 32]},
+}
+
+
+def zoo_model(name: str, workdir: Path) -> BenchModel:
+    """A tests/model_zoo.py model with its dynamic dims fixed in the file, and feeds to match: random
+    float32 images, token ids below the zoo's vocabulary (64), an all-ones attention mask."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests import model_zoo
+
+    model: onnx.ModelProto = getattr(model_zoo, name)()
+    rng = np.random.default_rng(0)
+    feeds: dict[str, np.ndarray] = {}
+    for value in model.graph.input:
+        shape = ZOO_SHAPES[name][value.name]
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape, strict=True):
+            dim.dim_value = size
+        if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            feeds[value.name] = (np.ones(shape, np.int64) if "mask" in value.name
+                                 else rng.integers(0, 64, shape, dtype=np.int64))
+        else:
+            feeds[value.name] = rng.random(shape, dtype=np.float32)
+    path = workdir / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return BenchModel(name, path, feeds)
+
+
 def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
+    zoo = list(ZOO_SHAPES) if (ROOT / "tests" / "model_zoo.py").exists() else []
     names = ["digits", *(p.stem.removeprefix("light_") for p in sorted(LIGHT_DIR.glob("light_*.onnx"))),
-             STORED_WEIGHTS]
+             STORED_WEIGHTS, *zoo]
     models = []
     for name in names:
         if wanted and not any(w in name for w in wanted):
             continue
-        if name == "digits":
+        if name in zoo:
+            models.append(zoo_model(name, workdir))
+        elif name == "digits":
             models.append(digits_model(workdir))
         elif name == STORED_WEIGHTS:
             path = with_stored_weights(LIGHT_DIR / "light_squeezenet.onnx", workdir / f"{name}.onnx")
@@ -224,11 +263,11 @@ def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
 # --- runtimes -----------------------------------------------------------------------------------------------------
 
 
-def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path) -> Cell:
+def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_simd: bool = False) -> Cell:
     """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`."""
     try:
         started = time.perf_counter()
-        result = convert_onnx(model.path)
+        result = convert_onnx(model.path, relaxed_simd=relaxed_simd)
         convert_s = time.perf_counter() - started
     except (UnsupportedModel, FrontendError) as exc:
         return Cell("unsupported", one_line(exc))
@@ -620,7 +659,8 @@ def print_tables(report: dict[str, Any]) -> None:
         for n, column in enumerate(header):
             table.add_column(column, justify="left" if n == 0 else "right", overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(escape, row))  # reasons quote commands such as pip install -e '.[bench]'
+
         console.print(table)
     means = report["geomeans"]
     console.print(f"geomean wasinfer/peer over {len(means['models'])} models that ran everywhere: "
@@ -667,7 +707,10 @@ def render_section(report: dict[str, Any]) -> str:
         f"which also instantiates ORT's own Wasm, took {fmt_ms(report.get('ort_web_first_ms'))} at the median). "
         "Runtimes take turns model by model, so other work on the machine falls on all of them alike. "
         "Inputs: the digits model gets a "
-        "held-out digit, the light models random float32 of their declared shape. Every peer's output is "
+        "held-out digit, the light models random float32 of their declared shape; the models of "
+        "`tests/model_zoo.py` (exporter-shaped, seeded random weights) have their dynamic dims fixed in the file "
+        "(batch 1, crnn width 128, transformer sequence 32) and get random images, token ids below 64 and an "
+        "all-ones attention mask (onnxruntime-web's runner takes float32 inputs only). Every peer's output is "
         "compared with ONNX Runtime's (⚠ marks a max abs difference above 1e-3).",
         "",
         "### Latency",
@@ -751,7 +794,7 @@ def notes_for(report: dict[str, Any]) -> list[str]:
 # --- main ---------------------------------------------------------------------------------------------------------
 
 
-def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, workdir: Path
+def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, workdir: Path, relaxed_simd: bool = False
         ) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
     cells: dict[str, dict[str, Cell]] = {m.name: {} for m in models}
     web: dict[str, Any] = {}
@@ -759,7 +802,7 @@ def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, wor
         for runtime in runtimes:
             console.print(f"[dim]{model.name}: {runtime}…[/dim]", highlight=False)
             if runtime == "wasinfer":
-                cell = bench_wasinfer(model, budget, workdir)
+                cell = bench_wasinfer(model, budget, workdir, relaxed_simd)
             elif runtime == "ort":
                 cell = bench_ort(model, budget)
             elif runtime == "tract":
@@ -787,6 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated names or parts of names (digits, squeezenet, ...)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated subset of {RUNTIMES}")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples: a smoke run")
+    parser.add_argument("--relaxed-simd", action="store_true",
+                        help="compile with relaxed SIMD's fused multiply-add (`convert --relaxed-simd`); "
+                        "never counts as a full run")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
                         "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
@@ -807,13 +853,14 @@ def main(argv: list[str] | None = None) -> int:
         models = load_models(wanted, workdir)
         if not models:
             parser.error(f"no model matches {args.models!r}")
-        cells, web = run(models, runtimes, budget, workdir)
+        cells, web = run(models, runtimes, budget, workdir, args.relaxed_simd)
         summary = summarise(models, cells)
     means = geomeans(summary, runtimes)
     first_web = [c.info["first_cold_ms"] for row in cells.values() for r, c in row.items()
                  if r == "ort-web" and c.status == "ok"]
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - started, "quick": args.quick,
+        "relaxed_simd": args.relaxed_simd,
         "machine": {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}, "versions": versions(web),
         "budget": asdict(budget), "runtimes": list(runtimes),
         "ort_web_first_ms": float(np.median(first_web)) if first_web else None, "ort_web_problem": web.get("problem"),
@@ -821,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["targets"] = targets(summary, means, runtimes)
     report["notes"] = notes_for(report)
-    full = not args.quick and wanted is None and runtimes == RUNTIMES
+    full = not args.quick and wanted is None and runtimes == RUNTIMES and not args.relaxed_simd
     args.out = results_path(args.out, RESULTS, full)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")

@@ -35,20 +35,16 @@ def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rto
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
 
 
-def single_op_model(op: str, inputs: dict[str, np.ndarray], output_count: int = 1,
-                    constants: dict[str, np.ndarray] | None = None, opset: int = 13,
-                    **attrs: object) -> onnx.ModelProto:
-    """A one-node model: `inputs` become graph inputs, `constants` initializers."""
-    constants = constants or {}
-    names = list(inputs) + list(constants)
-    outputs = [f"y{i}" for i in range(output_count)]
-    node = helper.make_node(op, names, outputs, **attrs)
+def graph_model(nodes: list[onnx.NodeProto], inputs: dict[str, np.ndarray], outputs: list[str],
+                inits: dict[str, np.ndarray] | None = None, opset: int = 13, name: str = "model") -> onnx.ModelProto:
+    """A model of `nodes`: `inputs` become graph inputs, `inits` initializers; output types come
+    from ONNX shape inference (strict, so a test's malformed model fails here)."""
     graph = helper.make_graph(
-        [node], op,
+        nodes, name,
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
          for n, v in inputs.items()],
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
-        [onnx.numpy_helper.from_array(v, n) for n, v in constants.items()],
+        [onnx.numpy_helper.from_array(v, n) for n, v in (inits or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -56,3 +52,13 @@ def single_op_model(op: str, inputs: dict[str, np.ndarray], output_count: int = 
     for output in model.graph.output:
         output.type.CopyFrom(types[output.name])
     return model
+
+
+def single_op_model(op: str, inputs: dict[str, np.ndarray], output_count: int = 1,
+                    constants: dict[str, np.ndarray] | None = None, opset: int = 13,
+                    **attrs: object) -> onnx.ModelProto:
+    """A one-node model: `inputs` become graph inputs, `constants` initializers."""
+    constants = constants or {}
+    outputs = [f"y{i}" for i in range(output_count)]
+    node = helper.make_node(op, list(inputs) + list(constants), outputs, **attrs)
+    return graph_model([node], inputs, outputs, constants, opset, op)

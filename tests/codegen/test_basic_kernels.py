@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
+import wasinfer.codegen.kernels.gemm as gemm
 from tests.parity import assert_matches_ort, single_op_model
+from wasinfer.artifact import convert_onnx
+from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
 
@@ -81,3 +86,31 @@ def test_clip_with_constant_bounds() -> None:
     model = single_op_model("Clip", {"x": x}, constants={"lo": np.array(-1, np.float32),
                                                           "hi": np.array(0.5, np.float32)})
     assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 70, 37), (6, 45, 13), (9, 64, 6)])
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_gemm_k_blocks(monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int, trans_a: int) -> None:
+    """K cut into blocks (a short last one too): partial sums go through C; alpha, the bias and the
+    fused activation come once, at the end."""
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)
+    a, b = rand(*((k, m) if trans_a else (m, k))), rand(k, n)
+    gemm_node = helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=trans_a, alpha=0.5, beta=2.0)
+    graph = helper.make_graph([gemm_node, helper.make_node("Tanh", ["g"], ["y"])], "gemm_tanh",
+                              [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, a.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, (m, n))],
+                              [onnx.numpy_helper.from_array(b, "b"), onnx.numpy_helper.from_array(rand(n), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"a": a})
+    x, y = rand(3, m, k), rand(k, n)
+    assert_matches_ort(single_op_model("MatMul", {"x": x, "y": y}), {"x": x, "y": y})
+
+
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+def test_gemm_relaxed_simd(op: str) -> None:
+    a, b = rand(5, 33), rand(33, 19)
+    model = single_op_model(op, {"a": a}, constants={"b": b})
+    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    assert gemm.RELAXED_MADD in relaxed
+    np.testing.assert_allclose(WasmModel(relaxed).run({"a": a})["y0"], a @ b, rtol=1e-4, atol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,9 +11,14 @@ import pytest
 from onnx import helper
 
 import wasinfer.codegen.kernels.conv as conv
-from tests.parity import assert_matches_ort, single_op_model
-from wasinfer.artifact import convert_onnx
+import wasinfer.codegen.kernels.conv_winograd as winograd
+import wasinfer.codegen.kernels.gemm as gemm
+from tests.parity import assert_matches_ort, ort_run, single_op_model
+from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.codegen import UnsupportedModel
+from wasinfer.codegen.kernels.gemm import RELAXED_MADD
+from wasinfer.frontends import load_onnx
+from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
 
@@ -146,3 +152,175 @@ def test_conv_rejects_what_it_cannot_compute() -> None:
     model = single_op_model("Conv", {"x": x}, constants={"w": rand(2, 3, 3, 3).astype(np.float64)})
     with pytest.raises(UnsupportedModel, match="only float32"):
         convert_onnx(model)
+
+
+# ---- the GEMM's register tiles, packed weight panels, K blocks and relaxed SIMD
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 8, 7, 7), (7, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # 49 columns: an overlapping last tile; 4 + 3 rows
+    ((1, 5, 13, 1), (5, 5, 1, 1), {}),  # 13 columns (8 + overlapping 8), 1x1 read in place
+    ((1, 6, 2, 3), (2, 6, 1, 1), {}),  # 6 columns: 4 + overlapping 4; 2 rows only
+    ((1, 3, 3, 1), (9, 3, 1, 1), {}),  # 3 columns: one at a time
+    ((1, 4, 1, 1), (1, 4, 1, 1), {}),  # a dot product
+    ((1, 6, 8, 9), (10, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2], "group": 2}),  # 5 rows per group
+    ((1, 8, 9, 9), (12, 8, 3, 3), {"strides": [2, 2]}),  # 3x3 stride 2, 16 columns
+])
+def test_conv_gemm_tiles(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    conv_case(x_shape, w_shape, **attrs)
+
+
+@pytest.mark.parametrize("k_block", [16, 50])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 12, 5, 7), (7, 12, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 108: equal blocks or a short last one
+    ((1, 37, 3, 5), (6, 37, 1, 1), {}),  # 15 columns, K = 37
+    ((1, 8, 6, 6), (10, 4, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+])
+def test_conv_k_blocks(monkeypatch: pytest.MonkeyPatch, k_block: int, x_shape: tuple[int, ...],
+                       w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """A long K runs in blocks that add to C; only the last adds the bias and the activation."""
+    monkeypatch.setattr(gemm, "K_BLOCK", k_block)
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    model = conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0]), **attrs)
+    assert_matches_ort(model, {"x": x})
+
+
+def test_conv_k_blocks_at_the_default_size() -> None:
+    conv_case((1, 64, 5, 6), (9, 64, 3, 3), pads=[1, 1, 1, 1])  # K = 576 > K_BLOCK
+
+
+def test_pack_panels_keeps_uniform_weights_uniform() -> None:
+    a = rand(6, 3)
+    packed = gemm.pack_panels(a)
+    assert packed.shape == (2, 3, gemm.PANEL)
+    np.testing.assert_array_equal(packed[0], a[:4].T)
+    np.testing.assert_array_equal(packed[1, :, :2], a[4:].T)
+    assert np.unique(gemm.pack_panels(np.full((5, 7), 0.25, np.float32))).tolist() == [0.25]
+
+
+@pytest.mark.parametrize("n_size,overlap,expected", [
+    (16, True, [(0, 2, 8)]),
+    (13, True, [(0, 1, 8), (5, 1, 8)]),
+    (12, True, [(0, 1, 8), (8, 1, 4)]),
+    (6, True, [(0, 1, 4), (2, 1, 4)]),
+    (3, True, [(0, 3, 1)]),
+    (15, False, [(0, 1, 8), (8, 1, 4), (12, 3, 1)]),
+])
+def test_column_tiles_cover_every_column(n_size: int, overlap: bool, expected: list[tuple[int, int, int]]) -> None:
+    tiles = gemm.column_tiles(n_size, gemm.ROWS, overlap)
+    assert tiles == expected
+    covered = [lo + t * w + i for lo, count, w in tiles for t in range(count) for i in range(w)]
+    assert set(covered) == set(range(n_size))
+    assert overlap or len(covered) == n_size
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 8, 7, 7), (7, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 6, 8, 9), (10, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2], "group": 2}),
+    ((1, 64, 5, 6), (9, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+])
+def test_conv_relaxed_simd(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """--relaxed-simd: f32x4.relaxed_madd in the GEMM, within float32 tolerance of ONNX Runtime."""
+    x = rand(*x_shape)
+    model = conv_then("Relu", x, rand(*w_shape), rand(w_shape[0]), **attrs)
+    plain, relaxed = convert_onnx(model).wasm, convert_onnx(model, relaxed_simd=True).wasm
+    assert RELAXED_MADD in relaxed and RELAXED_MADD not in plain
+    assert json.loads(read_metadata(relaxed).to_json())["compile_options"]["relaxed_simd"] is True
+    got = WasmModel(relaxed).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 4, 11, 21), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 4, "strides": [2, 2]}),  # 11 outputs: 4+4+3
+    ((1, 4, 9, 17), (8, 1, 3, 3), {"group": 4, "strides": [2, 2]}),  # read in place, up to the row's last input
+    ((1, 2, 13, 30), (2, 1, 3, 3), {"pads": [2, 2, 2, 2], "group": 2, "strides": [1, 2], "dilations": [2, 2]}),
+    ((1, 2, 12, 27), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2, "strides": [2, 2]}),  # looped taps
+    ((1, 3, 8, 19), (3, 1, 2, 4), {"pads": [0, 1, 1, 2], "group": 3, "strides": [2, 2]}),
+])
+def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                            attrs: dict[str, object]) -> None:
+    """Four outputs per v128 at stride 2: each tap's inputs come from two overlapping loads."""
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
+# ---- Winograd F(2x2, 3x3)
+
+WINOGRAD_CASES = [
+    ((1, 4, 8, 8), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 4x4 tiles: one group per tile row
+    ((1, 3, 9, 11), (6, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # odd output: cropped row and column, overlap
+    ((1, 5, 10, 19), (4, 5, 3, 3), {}),  # no padding, 17 columns: 9 tiles, groups 0, 4 and 5
+    ((2, 3, 7, 13), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding
+    ((1, 2, 5, 16), (3, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one
+    ((1, 3, 12, 10), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),
+    ((1, 2, 21, 8), (3, 2, 3, 3), {"pads": [1, 1, 1, 1]}),  # 11 tile rows, the last one cropped
+    ((1, 2, 6, 9), (3, 2, 3, 3), {}),  # 7 columns: the only group writes 7 of its 8
+    ((1, 2, 6, 17), (3, 2, 3, 3), {}),  # 15 columns: 8 tiles, the second group cropped
+    ((1, 2, 4, 34), (3, 2, 3, 3), {"pads": [0, 1, 0, 1]}),  # 34 columns: 17 tiles, 4 looped groups + overlap
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_CASES)
+@pytest.mark.parametrize("bias,chunk_rows", [(True, None), (False, None), (True, 2), (False, 3)])
+def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                       attrs: dict[str, object], bias: bool, chunk_rows: int | None) -> None:
+    """Odd sizes, padding, batch; tile rows in chunks (a run-time loop, a shorter last chunk, a cropped row)."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    if chunk_rows:
+        tile_columns = -(-(x_shape[3] - 2 + sum(attrs.get("pads", [0, 0, 0, 0])[1::2])) // 2)  # type: ignore[index]
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", 64 * (x_shape[1] + w_shape[0]) * tile_columns * chunk_rows)
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
+def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the 16 GEMMs run in K blocks
+    x = rand(1, 40, 9, 10)
+    model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_conv_winograd_at_its_default_sizes() -> None:
+    x = rand(1, 32, 14, 14)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(48, 32, 3, 3), "b": rand(48)}, pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("w_shape,attrs", [
+    ((16, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((16, 16, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((16, 8, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    ((16, 16, 3, 1), {"pads": [1, 0, 1, 0]}),
+])
+def test_conv_winograd_only_where_it_applies(w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    x = rand(1, 16, 12, 12)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape)}, **attrs)
+    graph = load_onnx(model).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd
+    small = single_op_model("Conv", {"x": rand(1, 16, 12, 5)}, constants={"w": rand(16, 16, 3, 3)})  # 2 tile columns
+    graph = load_onnx(small).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd
+
+
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_conv_winograd_not_with_compressed_weights(weights: str) -> None:
+    """Compressed weights keep their layout (the transformed ones would be stored as float32)."""
+    x = rand(1, 16, 10, 10)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(16, 16, 3, 3), "b": rand(16)}, pads=[1, 1, 1, 1])
+    plain, small = convert_onnx(model), convert_onnx(model, weights=weights)
+    assert len(small.wasm) < len(plain.wasm) * 0.7  # Winograd's float32 U would not shrink
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))

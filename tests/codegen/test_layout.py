@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.parity import assert_matches_ort, single_op_model
+from tests.parity import assert_matches_ort, graph_model, single_op_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.codegen.compiler import UnsupportedModel
 from wasinfer.frontends import load_onnx
@@ -26,23 +26,6 @@ def values(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     if np.dtype(dtype).kind in "iu":
         return np.asarray(rng.integers(0, 100, shape), dtype)
     return np.asarray(rng.standard_normal(shape) * 10, dtype)
-
-
-def graph_model(nodes: list[onnx.NodeProto], inputs: dict[str, np.ndarray], outputs: list[str],
-                inits: dict[str, np.ndarray] | None = None, opset: int = 13) -> onnx.ModelProto:
-    """A model of several nodes; output types come from ONNX shape inference."""
-    graph = helper.make_graph(
-        nodes, "layout",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-         for n, v in inputs.items()],
-        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
-        [numpy_helper.from_array(v, n) for n, v in (inits or {}).items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    types = {v.name: v.type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    for output in model.graph.output:
-        output.type.CopyFrom(types[output.name])
-    return model
 
 
 def compute_ops(model: onnx.ModelProto) -> list[str]:

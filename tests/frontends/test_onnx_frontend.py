@@ -7,7 +7,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.parity import assert_matches_ort
+from wasinfer.artifact import convert_onnx
 from wasinfer.frontends import FrontendError, load_onnx, parse_shape_overrides
+from wasinfer.runtime import WasmModel
 
 
 def relu_model(dims: list[int | str], opset: int = 13) -> helper.ModelProto:
@@ -43,9 +45,24 @@ def test_override_errors_are_specific() -> None:
         parse_shape_overrides(["x=a,b"])
 
 
-def test_old_opset_is_rejected() -> None:
-    with pytest.raises(FrontendError, match="opset 8"):
-        load_onnx(relu_model([2], opset=8))
+def test_old_opsets_are_upgraded_by_onnx_version_converter() -> None:
+    """An opset-6 Add with the legacy `broadcast` attribute compiles with numpy semantics."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"], broadcast=1)], "legacy",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    x, b = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32), np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(WasmModel(convert_onnx(model).wasm).run({"x": x, "b": b})["y"], x + b)
+    assert load_onnx(model).graph.opset == 9
+
+
+def test_a_model_the_version_converter_cannot_upgrade_is_refused() -> None:
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "old",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    with pytest.raises(FrontendError, match="opset 8 is older than 9 and ONNX's version converter cannot"):
+        load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)]))
 
 
 def test_batched_run_matches_onnxruntime_sample_by_sample() -> None:

@@ -41,6 +41,7 @@ class Metadata:
     memory_bytes: int
     compile_options: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    weight_encoding: str = "float32"  # or int8 / fp16: stored compressed, expanded to float32 at start-up
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:

@@ -43,7 +43,7 @@ def _fmt_bytes(n: float) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from wasinfer.artifact import convert_onnx
+    from wasinfer.artifact.convert import convert_model
     from wasinfer.codegen import UnsupportedModel
     from wasinfer.frontends import FrontendError, parse_shape_overrides
 
@@ -57,10 +57,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         with progress:
             task = progress.add_task(source.name, total=None)
-            result = convert_onnx(
+            result = convert_model(
                 source, parse_shape_overrides(args.input_shape or []), max_batch=args.max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
-                wasi=args.wasi,
+                wasi=args.wasi, weights=args.quantize or args.weights, relaxed_simd=args.relaxed_simd,
             )
     except UnsupportedModel as exc:
         errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -85,8 +85,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     table.add_row("parameters", f"{stats['params']:,}")
     table.add_row("arena", f"{_fmt_bytes(stats['arena_bytes'])} (without reuse "  # type: ignore[arg-type]
                   f"{_fmt_bytes(stats['arena_bytes_without_reuse'])})")  # type: ignore[arg-type]
-    table.add_row("size", f"{_fmt_bytes(stats['wasm_bytes'])} wasm, {_fmt_bytes(stats['onnx_bytes'])} onnx")  # type: ignore[arg-type]
+    table.add_row("size", f"{_fmt_bytes(stats['wasm_bytes'])} wasm, {_fmt_bytes(stats['onnx_bytes'])} "  # type: ignore[arg-type]
+                  f"{result.metadata.source_format}")
     table.add_row("max batch", str(args.max_batch))
+    if stats.get("weight_encoding", "float32") != "float32":
+        table.add_row("weights", f"{stats['weight_encoding']}: {stats['compressed_tensors']} tensors, "
+                      f"{_fmt_bytes(stats['compressed_float32_bytes'])} → "  # type: ignore[arg-type]
+                      f"{_fmt_bytes(stats['compressed_stored_bytes'])}, expanded at start-up")  # type: ignore[arg-type]
     table.add_row("time", f"{stats['seconds']:.2f} s")
     console.print(table)
     return 0
@@ -193,11 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wasinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="compile MODEL.onnx into a .wasm module",
-                       description="Compile an ONNX model (opset >= 9) into one self-contained WebAssembly "
-                       "module: code, weights and metadata. Exit code 2 lists every unsupported op; nothing "
-                       "is written then.")
-    p.add_argument("model", help="the .onnx file")
+    p = sub.add_parser("convert", help="compile MODEL.onnx or MODEL.tflite into a .wasm module",
+                       description="Compile an ONNX model (opsets before 9 are upgraded by ONNX's version converter) "
+                       "or a float32 TensorFlow Lite model into one self-contained WebAssembly module: code, weights "
+                       "and metadata. Exit code 2 lists every unsupported op; nothing is written then. "
+                       "docs/compiler.md describes the pipeline.")
+    p.add_argument("model", help="the .onnx or .tflite file (told apart by content)")
     p.add_argument("-o", "--output", help="output .wasm path (default: MODEL.wasm next to the model)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="fix the shape of an input with dynamic dims (repeatable); a dynamic leading dim is "
@@ -205,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=1, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1); needs a dynamic leading dim")
     p.add_argument("--wasi", action="store_true", help="also export a WASI _start (npy on stdin → npy on stdout)")
+    p.add_argument("--relaxed-simd", action="store_true",
+                   help="use relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul (about 10%% faster there; results "
+                   "differ from plain SIMD in the last bits); the runtime must support relaxed SIMD (wasmtime does, "
+                   "as does Chrome 114+; Firefox and Safari do not by default)")
+    smaller = p.add_mutually_exclusive_group()
+    smaller.add_argument("--quantize", choices=["int8"],
+                         help="store large weights (Conv, Gemm, MatMul, ConvTranspose, LSTM/GRU/RNN, Gather tables) "
+                         "as int8 with one symmetric scale per output channel: about 4x smaller weights; each weight "
+                         "moves by up to half its channel's step (max|w|/254), so outputs differ from the float32 "
+                         "model's beyond `validate --reference`'s float32 tolerance: check accuracy on your own data. "
+                         "Expanded to float32 once at start-up; kernels run at float32 speed")
+    smaller.add_argument("--weights", choices=["float32", "fp16"], default="float32",
+                         help="fp16: store large weights as float16 (2x smaller, about 3 significant digits; "
+                         "values beyond float16's range stay float32); expanded to float32 at start-up")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_convert)
 

@@ -23,21 +23,15 @@ from wasinfer.codegen.abi import ABI_VERSION, METADATA_SECTION
 from wasinfer.codegen.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.codegen.mathfn import add_math_helpers
 from wasinfer.codegen.wasi import declare_wasi_imports, emit_wasi_start
-from wasinfer.codegen.wasm import I32, Module
-from wasinfer.ir import Graph, Node
+from wasinfer.codegen.wasm import I32, Func, Module
+from wasinfer.codegen.weights import SPILL, Hint, WeightStore
+from wasinfer.ir import Graph, Node, UnsupportedModel
 from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
+from wasinfer.passes.quantize import WeightEncoding
 
 HEADER = 64
 PAGE = 65536
 MAX_PAGES = 65536  # 4 GiB: the wasm32 limit
-
-
-class UnsupportedModel(ValueError):
-    """Every node the compiler cannot handle, so that one run lists them all."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("unsupported:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass
@@ -45,6 +39,10 @@ class CompileOptions:
     max_batch: int = 1
     batch_inputs: list[str] = field(default_factory=list)
     wasi: bool = False  # also a WASI command: `_start` reads .npy inputs on stdin (codegen/wasi.py)
+    weights: WeightEncoding | None = None  # int8 / fp16 weight storage (passes/quantize.py)
+    # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM and Conv; needs an engine with
+    # relaxed SIMD (wasmtime: on by default; browsers: Chrome 114+), results differ in the last bits
+    relaxed_simd: bool = False
 
 
 @dataclass
@@ -96,7 +94,8 @@ def check_support(graph: Graph) -> None:
         spec = kernel_for(node)
         label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
         if spec is None:
-            hint = UNSUPPORTED_HINTS.get(("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
+            hint = node.attr("_unsupported") or UNSUPPORTED_HINTS.get(
+                ("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
             problems.append(f"node {node.name!r}: op {label} is not supported" + (f"; {hint}" if hint else ""))
             continue
         missing = [o for o in node.outputs if o and o not in graph.tensors]
@@ -136,6 +135,10 @@ def compile_graph(graph: Graph, options: CompileOptions,
         cursor = _align(cursor + graph.info(name).nbytes * batch)
     in_place = set(graph.inputs) if batch == 1 else set()
 
+    compressed = set(options.weights.tensors) if options.weights is not None else set()
+    for node in graph.nodes:  # such weights stay in layouts the store can compress (no Winograd transform)
+        if any(name in compressed for name in node.inputs):
+            node.attrs["_compressed_weights"] = True
     scratch = {}
     for node in graph.nodes:
         spec = kernel_for(node)
@@ -152,13 +155,17 @@ def compile_graph(graph: Graph, options: CompileOptions,
     fills: list[tuple[int, int, int]] = []  # address, 32-bit words, bit pattern
     placed: dict[str, int] = {}
 
-    def place_data(array: np.ndarray) -> int:
+    weights = WeightStore(options.weights)
+
+    def place_data(array: np.ndarray, hint: Hint | None = None) -> int:
         nonlocal const_cursor
         raw = np.ascontiguousarray(array)
         addr, const_cursor = const_cursor, _align(const_cursor + raw.nbytes)
         words = raw.reshape(-1).view(np.uint32) if raw.dtype.itemsize == 4 else None
         if words is not None and words.size > 64 and np.all(words == words[0]):
             fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
+        elif weights.encode(raw, addr, hint):  # compressed: expanded at start-up
+            const_cursor = _align(const_cursor + SPILL)  # room for the expansion's last vectors
         else:
             data.append((addr, raw.tobytes()))
         return addr
@@ -172,7 +179,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     def address(name: str) -> int:
         if name in graph.constants:
             if name not in placed:
-                placed[name] = place_data(graph.constants[name])
+                placed[name] = place_data(graph.constants[name], weights.natural(name))
             return placed[name]
         if name in in_place:
             return slots[name]
@@ -190,15 +197,14 @@ def compile_graph(graph: Graph, options: CompileOptions,
         spec = kernel_for(node)
         assert spec is not None
         ctx = Ctx(module, graph, func, address, place_data, helpers,
-                  scratch_addr=arena + plan.scratch.get(node.name, 0))
+                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd)
+        ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
         spec.emit(ctx, node)
         node_funcs.append(func_index)
         if progress:
             progress(index + 1, len(compute))
 
     run = _emit_run(module, graph, options, slots, in_place, address, node_funcs)
-    init = _emit_init(module, fills)
-    module.start = init
     for name, value in (("wasinfer_abi_version", ABI_VERSION), ("wasinfer_max_batch", batch)):
         index, func = module.reserve([], [I32], name=name)
         func.i32(value)
@@ -216,6 +222,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_inputs, slots, run,
                                                      wasi_imports, place_data, reserve))
 
+    module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
     module.data = data
     memory_end = _align(const_cursor, PAGE)
     module.memory_pages = max(1, memory_end // PAGE)
@@ -227,6 +234,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         "arena_offset": arena,
         "constants_offset": _align(arena + plan.arena_size),
         "memory_bytes": module.memory_pages * PAGE,
+        "weights": weights.stats(),
     }
     return Compiled(module.encode(), layout, plan.arena_size, plan.naive_size)
 
@@ -253,8 +261,9 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
     return index
 
 
-def _emit_init(module: Module, fills: list[tuple[int, int, int]]) -> int:
-    """Start function: write uniform constants (e.g. ConstantOfShape weights) without storing them."""
+def _emit_init(module: Module, fills: list[tuple[int, int, int]], expand: Callable[[Func], None] | None = None) -> int:
+    """Start function: write uniform constants (e.g. ConstantOfShape weights) without storing them,
+    and expand compressed weights (int8 / fp16, passes/quantize.py) into float32."""
     index, f = module.reserve([], [], name="wasinfer_init")
     ptr, end = f.local(I32), f.local(I32)
     for addr, words, bits in fills:
@@ -266,6 +275,8 @@ def _emit_init(module: Module, fills: list[tuple[int, int, int]]) -> int:
             f.inc(ptr, 16).br(0)
         for tail in range(nbytes // 16 * 16, nbytes, 4):
             f.i32(addr + tail).i32(bits).mem("i32.store")
+    if expand is not None:
+        expand(f)
     return index
 
 

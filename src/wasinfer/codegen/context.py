@@ -31,6 +31,7 @@ class Ctx:
     place_data: Callable[[np.ndarray], int]
     helpers: dict[str, int]
     scratch_addr: int = 0
+    relaxed_simd: bool = False  # CompileOptions.relaxed_simd: kernels may use relaxed-SIMD opcodes (FMA)
 
     def addr(self, name: str) -> int:
         return self.addresses(name)

@@ -1,7 +1,8 @@
 """ONNX → IR: fix every dynamic dimension, infer shapes, keep constants as numpy arrays.
 
 The leading dimension of an input is the run-time batch when the model leaves it dynamic;
-it is compiled as 1 and the module runs the graph once per sample. Every other dynamic
+it is compiled as 1 and the module runs the graph once per sample (unless a node mixes samples
+along it: then artifact/convert.py loads it again with `batch=False`). Every other dynamic
 dimension must be given with `--input-shape NAME=d0,d1,...`.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from wasinfer.frontends.probe import probe_missing_shapes
 from wasinfer.ir import Graph, Node, TensorInfo
@@ -33,7 +34,7 @@ class Loaded:
     source_sha256: str
 
 
-def _attr_value(attr: onnx.AttributeProto) -> Any:
+def attr_value(attr: onnx.AttributeProto) -> Any:
     value = helper.get_attribute_value(attr)
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
@@ -46,7 +47,7 @@ def _attr_value(attr: onnx.AttributeProto) -> Any:
     return value
 
 
-def _dims(type_proto: onnx.TypeProto) -> list[int | str | None] | None:
+def tensor_dims(type_proto: onnx.TypeProto) -> list[int | str | None] | None:
     tensor = type_proto.tensor_type
     if not tensor.HasField("shape"):
         return None
@@ -59,6 +60,19 @@ def _dims(type_proto: onnx.TypeProto) -> list[int | str | None] | None:
         else:
             dims.append(None)
     return dims
+
+
+def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """An opset 1-8 model rewritten to opset MIN_OPSET by ONNX's own version converter (legacy
+    `broadcast`/`axis` attributes, Upsample's scales attribute, BatchNormalization's `spatial`...),
+    so the kernels see one set of semantics."""
+    if opset < 1:
+        raise FrontendError(f"ONNX opset {opset} is not a valid opset")
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises RuntimeError / its own C++ errors
+        raise FrontendError(f"ONNX opset {opset} is older than {MIN_OPSET} and ONNX's version converter "
+                            f"cannot upgrade this model: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
 
 
 def parse_shape_overrides(specs: list[str]) -> dict[str, tuple[int, ...]]:
@@ -78,7 +92,10 @@ def parse_shape_overrides(specs: list[str]) -> dict[str, tuple[int, ...]]:
 def load_onnx(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    batch: bool = True,
 ) -> Loaded:
+    """With `batch`, a dynamic leading dim is the run-time batch (compiled as 1, run per
+    sample); without, it is an ordinary dim, given in `input_shapes`."""
     if isinstance(source, onnx.ModelProto):
         raw = source.SerializeToString()
         model = onnx.load_from_string(raw)  # a copy: input dims are rewritten below
@@ -95,7 +112,7 @@ def load_onnx(
     if opset is None:  # e.g. a model of ai.onnx.ml ops only
         opset = max(MIN_OPSET, onnx.defs.onnx_opset_version())
     if opset < MIN_OPSET:
-        raise FrontendError(f"ONNX opset {opset} is older than the supported minimum {MIN_OPSET}")
+        model, opset = _upgrade(model, opset), MIN_OPSET
 
     graph_proto = model.graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
@@ -103,7 +120,7 @@ def load_onnx(
     for value in graph_proto.input:
         if value.name in initializers:
             continue
-        dims = _dims(value.type)
+        dims = tensor_dims(value.type)
         if dims is None:
             raise FrontendError(f"input {value.name!r} has no shape; give --input-shape {value.name}=...")
         if value.name in overrides:
@@ -118,7 +135,7 @@ def load_onnx(
             fixed: list[int | str | None] = list(given)
         else:
             fixed = list(dims)
-        if dims and not isinstance(dims[0], int):
+        if batch and dims and not isinstance(dims[0], int):
             batch_inputs.append(value.name)
             fixed[0] = 1
         unknown = [axis for axis, d in enumerate(fixed) if not isinstance(d, int)]
@@ -141,7 +158,7 @@ def load_onnx(
 
     tensors: dict[str, TensorInfo] = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = _dims(value.type)
+        dims = tensor_dims(value.type)
         elem = value.type.tensor_type.elem_type
         if dims is None or elem == 0 or not all(isinstance(d, int) for d in dims):
             continue
@@ -151,7 +168,7 @@ def load_onnx(
     nodes: list[Node] = []
     for index, proto in enumerate(graph_proto.node):
         name = proto.name or f"{proto.op_type}_{index}"
-        attrs = {a.name: _attr_value(a) for a in proto.attribute}
+        attrs = {a.name: attr_value(a) for a in proto.attribute}
         nodes.append(Node(proto.op_type, name, list(proto.input), list(proto.output), attrs,
                           proto.domain if proto.domain != "ai.onnx" else ""))
 
@@ -168,7 +185,7 @@ def load_onnx(
     # Declared output types win when inference leaves them unknown (common for ai.onnx.ml).
     for value in graph_proto.output:
         if value.name not in graph.tensors:
-            dims = _dims(value.type)
+            dims = tensor_dims(value.type)
             if dims is not None and dims and not isinstance(dims[0], int):
                 dims[0] = 1
             if dims is not None and all(isinstance(d, int) for d in dims):

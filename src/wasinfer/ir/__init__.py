@@ -1,5 +1,5 @@
 """The one model representation every frontend produces and every pass rewrites."""
 
-from wasinfer.ir.graph import Graph, Node, TensorInfo
+from wasinfer.ir.graph import Graph, Node, TensorInfo, UnsupportedModel
 
-__all__ = ["Graph", "Node", "TensorInfo"]
+__all__ = ["Graph", "Node", "TensorInfo", "UnsupportedModel"]

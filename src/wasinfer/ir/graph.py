@@ -70,3 +70,12 @@ class Graph:
 
     def param_count(self) -> int:
         return sum(int(v.size) for v in self.constants.values())
+
+
+class UnsupportedModel(ValueError):
+    """Everything a frontend or the compiler cannot handle in a model, so that one run lists it all
+    (and nothing is written)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("unsupported:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -36,11 +36,12 @@ from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
 
-# op → positions of inputs that are parameters: they decide output shapes or index tables.
+# op → positions of inputs that are parameters: they decide output shapes, index tables or loop counts.
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,), "Tile": (1,),
     "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "CumSum": (1,), "Split": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
+    "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: the kernels unroll to the lengths
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }

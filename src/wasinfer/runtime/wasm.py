@@ -59,6 +59,7 @@ def make_engine(interruptible: bool = True) -> wasmtime.Engine:
     config.cranelift_opt_level = "speed"
     config.wasm_simd = True
     config.wasm_bulk_memory = True
+    config.wasm_relaxed_simd = True  # modules compiled with --relaxed-simd (FMA); wasmtime's default, made explicit
     config.epoch_interruption = interruptible
     engine = wasmtime.Engine(config)
     _ENGINE_TAGS[engine] = engine_tag(interruptible)

@@ -5,15 +5,22 @@ positions) is built in the kernel's scratch, then Y[Cout/g, P] = W[Cout/g, K] @ 
 with the fused activation in the GEMM epilogue. Shapes are static, so for every kernel
 offset the output range that reads inside the input is known at compile time: the copies
 carry no bounds checks, padding becomes explicit zero runs, and unit-stride rows are one
-memory.copy (or a few v128 moves). A 1x1, stride-1, unpadded conv needs no column buffer:
+memory.copy (or a few v128 moves). Constant weights are packed in the GEMM's 4-row panels
+(gemm.pack_panels) at compile time. A 1x1, stride-1, unpadded conv needs no column buffer:
 B is the input itself. The column buffer is built and multiplied in tiles of output rows
 (spatial axis 0) of about COLUMN_BUDGET bytes, so the GEMM reads it from cache; tiles that
 read no padding along that axis share one copy of the code in a run-time loop.
 
+A 3x3 stride-1 conv with constant weights and at least 16 input and output channels runs as
+Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the same GEMM. Not
+when the weights are stored compressed (int8 / fp16): the transformed weights (16/9 as many)
+would have to be stored as float32.
+
 A depthwise conv (one input channel per group) has too little reuse for a GEMM (M = 1):
 it runs as a weighted sliding window instead, with pool.py's window machinery: each input
 plane is copied once into a zero-padded buffer, each tap's weight is splatted once per
-output plane, and four outputs are computed per v128 along a unit-stride row.
+output plane, and four outputs are computed per v128 along a row of stride 1 or 2 (at stride 2
+a tap's four inputs are picked from two overlapping v128 loads by one shuffle).
 """
 
 from __future__ import annotations
@@ -22,8 +29,12 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from wasinfer.codegen.context import Ctx, kernel, only_float32
-from wasinfer.codegen.kernels.gemm import Operand, emit_gemm
+from wasinfer.codegen.kernels import conv_winograd as winograd
+from wasinfer.codegen.kernels import gemm
+from wasinfer.codegen.kernels.gemm import Operand, emit_gemm, pack_panels
 from wasinfer.codegen.kernels.pool import (
     Addr,
     Taps,
@@ -46,6 +57,7 @@ from wasinfer.ir import Graph, Node
 COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
 GEMM_B_BUDGET = 256 * 1024  # bytes of B per GEMM column block: stays in L2 across all row blocks of A
 GEMM_MIN_COLUMNS = 64
+WINOGRAD = True  # 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) where conv_winograd.fits
 
 
 # ---------------------------------------------------------------- Conv
@@ -58,6 +70,7 @@ class ConvPlan:
     groups: int
     window: Window
     tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
+    winograd: bool = False  # 3x3 stride 1 with constant weights: conv_winograd.py
 
     @property
     def k_size(self) -> int:
@@ -97,6 +110,8 @@ class ConvPlan:
 
     @property
     def scratch_bytes(self) -> int:
+        if self.winograd:
+            return winograd.scratch_bytes(self.window, self.channels, self.out_channels)
         if self.depthwise:
             return window_scratch(self.window)
         return 0 if self.direct else self.k_size * self.tile_rows * self.row_size * 4
@@ -109,7 +124,9 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     groups = int(node.attr("group", 1))
     k_size = x_shape[1] // groups * math.prod(kernel_dims)
     row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
-    plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0])
+    plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
+                    WINOGRAD and not node.attr("_compressed_weights")
+                    and winograd.fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
     if plan.direct:
         return plan
     return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))
@@ -149,10 +166,19 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
     if plan.depthwise:
         _emit_depthwise(ctx, node, plan)
         return
+    if plan.winograd:
+        winograd.emit_winograd(ctx, node, plan.window, plan.batch, plan.channels, plan.out_channels)
+        return
     win = plan.window
     in_size, positions = math.prod(win.in_dims), math.prod(win.out_dims)
     group_in, group_out, k_size = plan.channels // plan.groups, plan.out_channels // plan.groups, plan.k_size
-    x, w, y = ctx.addr(node.inputs[0]), ctx.addr(node.inputs[1]), ctx.addr(node.outputs[0])
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    weights = ctx.const(node.inputs[1])
+    if weights is not None:  # constant weights: packed in panels for the GEMM, once per group
+        packed = np.stack([pack_panels(g) for g in weights.astype(np.float32).reshape(plan.groups, group_out, -1)])
+        w, group_w_bytes = ctx.data(packed), packed[0].nbytes
+    else:
+        w, group_w_bytes = ctx.addr(node.inputs[1]), group_out * k_size * 4
     has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
     sample, group = f.local(I32), f.local(I32)
     px, pw, py, pb, pc, tile, px_tile = (f.local(I32) for _ in range(7))
@@ -164,7 +190,7 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
     with f.for_range(sample, 0, plan.batch), f.for_range(group, 0, plan.groups):
         base(px, x, plan.channels * in_size * 4, group_in * in_size * 4)
         base(py, y, plan.out_channels * positions * 4, group_out * positions * 4)
-        base(pw, w, 0, group_out * k_size * 4)
+        base(pw, w, 0, group_w_bytes)
         if has_bias:
             base(pb, ctx.addr(node.inputs[2]), 0, group_out * 4)
         bias = Operand(("local", pb), 1, 0) if has_bias else None
@@ -181,16 +207,16 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
                 else:
                     _im2col(ctx, win, (lo, hi), px_tile, ctx.scratch_addr, group_in)
                     b = Operand(ctx.scratch_addr, columns, 1)
-                _blocked_gemm(ctx, group_out, columns, k_size, Operand(("local", pw), k_size, 1), b,
-                              Operand(("local", pc), positions, 1), bias, node)
+                a = Operand(("local", pw), k_size, 1, panels=weights is not None)
+                _blocked_gemm(ctx, group_out, columns, k_size, a, b, Operand(("local", pc), positions, 1), bias, node)
 
 
 def _blocked_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand, c: Operand,
-                  bias: Operand | None, node: Node) -> None:
+                  bias: Operand | None, node: Node | None) -> None:
     """emit_gemm over blocks of columns small enough that B's block stays in cache while
     every row block of A passes over it (the GEMM walks rows outermost)."""
     f = ctx.f
-    block = max(GEMM_MIN_COLUMNS, GEMM_B_BUDGET // (k_size * 4) // 8 * 8)
+    block = max(GEMM_MIN_COLUMNS, GEMM_B_BUDGET // (min(k_size, gemm.K_BLOCK) * 4) // 8 * 8)
     if n_size <= block:
         emit_gemm(ctx, m_size, n_size, k_size, a, b, c, bias, node=node)
         return
@@ -259,8 +285,11 @@ def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, cha
 class _Depthwise(WindowOp):
     """y = bias + sum over taps of weight * x, then the fused activation; weights are [M, 1, kernel]."""
 
+    stride2_lanes = True
+
     def __init__(self, ctx: Ctx, node: Node, plan: ConvPlan, taps: Taps):
         f = self.f = ctx.f
+        self.stride2 = plan.window.strides[-1] == 2
         self.ctx, self.node = ctx, node
         self.out_channels, self.taps = plan.out_channels, math.prod(plan.window.kernel)
         self.weights = ctx.addr(node.inputs[1])
@@ -290,7 +319,13 @@ class _Depthwise(WindowOp):
 
         def tap(pointer: int, offset: int, index: int, looped: int | None) -> None:
             f.get(self.acc).get(pointer)
-            load_lanes(f, lanes, offset)
+            if lanes == 4 and self.stride2:  # inputs 0, 2, 4, 6 from inputs 0-3 and 3-6 (no read past 6)
+                load_lanes(f, 4, offset)
+                f.get(pointer)
+                load_lanes(f, 4, offset + 12)
+                f.shuffle32((0, 2, 5, 7))
+            else:
+                load_lanes(f, lanes, offset)
             if looped is None:
                 f.get(self.splats[index])
             else:

@@ -300,6 +300,7 @@ class WindowOp:
     """What a sliding-window kernel computes per window; `push` leaves the result (v128) on the stack."""
 
     pad_bits = 0  # the f32 bit pattern of padding
+    stride2_lanes = False  # push can load 4 outputs' inputs at stride 2 along the last axis (lanes=4)
 
     def walks(self) -> list[Walk]:
         """Extra run-time values that advance with the outputs (their starts are set by start_plane)."""
@@ -402,7 +403,7 @@ def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: 
         op.finish(lanes)
         f.inc(out, 4 * lanes).inc(p, 4 * lanes * stride)
 
-    if stride == 1:
+    if stride == 1 or (stride == 2 and op.stride2_lanes):
         for_lanes(f, size, body)
     else:
         with f.for_range(counter, 0, size):

@@ -1,0 +1,939 @@
+"""TensorFlow Lite (`.tflite`, float32) → IR, by way of the ONNX ops the compiler already has.
+
+Each operator of the main subgraph becomes one or a few ONNX nodes; the result is an ONNX
+model that `load_onnx` turns into the IR, so shape inference, dynamic-batch handling and
+`--input-shape` work exactly as for ONNX models, and the same passes and kernels compile it.
+
+Layout. TFLite is NHWC with OHWI conv filters (depthwise: 1HW(C*M)); ONNX's Conv and pools
+are NCHW. Every rank-4 value may exist in either layout, or both: a conv or pool asks for
+its input channels-first and writes its output channels-first; an op whose meaning depends
+on memory order (RESHAPE, SOFTMAX, FULLY_CONNECTED, a graph output) asks for TFLite's
+layout; elementwise ops, CONCATENATION, PAD and MEAN work in whichever layout their input
+already has. A Transpose is emitted only when a value is first asked for in the layout it
+does not have yet, so consecutive convs (with activations, residual adds and concats
+between them) exchange channels-first values and no Transpose pair is emitted to be cancelled
+later; `merge_transposes` composes the model's own TRANSPOSE with a relayout after it. A
+relayout that moves only size-1 dims is a Reshape (a view, no copy). Filters are transposed
+here, once, as numpy arrays.
+
+Padding. SAME becomes explicit pads with the odd row/column at the bottom/right, as TFLite
+pads (SAME_UPPER, defined alike, when the size is only known at run time); a zero PAD that
+only feeds VALID convs is folded into their pads.
+
+Ops: CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED, BATCH_MATMUL, AVERAGE_POOL_2D,
+MAX_POOL_2D, MEAN/SUM/REDUCE_MAX/REDUCE_MIN/REDUCE_PROD, ADD/SUB/MUL/DIV/MAXIMUM/MINIMUM/POW/
+SQUARED_DIFFERENCE/PRELU (fused activations NONE, RELU, RELU6, RELU_N1_TO_1, TANH), RELU, RELU6,
+RELU_N1_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, EXP, LOG, ABS, NEG, SQRT, RSQRT,
+SQUARE, FLOOR, CEIL, RESHAPE/SQUEEZE/EXPAND_DIMS, CONCATENATION, SOFTMAX, LOG_SOFTMAX, PAD/PADV2/
+MIRROR_PAD (REFLECT), TRANSPOSE, STRIDED_SLICE, SLICE, SPLIT/SPLIT_V, GATHER (constant indices),
+RESIZE_BILINEAR/RESIZE_NEAREST_NEIGHBOR, DEQUANTIZE (float16 constants).
+
+What is declined (every problem listed at once, nothing written): ops without a mapping,
+quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), and options
+the mapping does not cover. DEQUANTIZE of float16 constants (the converter's float16 option)
+is evaluated here: the weights are float32 in the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import tflite  # type: ignore[import-untyped]
+from onnx import helper, numpy_helper
+from tflite.utils import BUILTIN_OPCODE2NAME  # type: ignore[import-untyped]
+
+from wasinfer.frontends.onnx import FrontendError, Loaded, load_onnx
+from wasinfer.ir import UnsupportedModel
+
+MAGIC = b"TFL3"  # the flatbuffer file identifier, at byte 4
+OPSET = 14  # HardSwish; Clip, Squeeze and Pad take their parameters as inputs
+NHWC_TO_NCHW = (0, 3, 1, 2)
+NCHW_TO_NHWC = (0, 2, 3, 1)
+
+_T = tflite.TensorType
+DTYPES: dict[int, np.dtype[Any]] = {
+    _T.FLOAT32: np.dtype(np.float32), _T.FLOAT16: np.dtype(np.float16), _T.FLOAT64: np.dtype(np.float64),
+    _T.INT32: np.dtype(np.int32), _T.INT64: np.dtype(np.int64), _T.BOOL: np.dtype(np.bool_),
+    _T.INT8: np.dtype(np.int8), _T.UINT8: np.dtype(np.uint8), _T.INT16: np.dtype(np.int16),
+}
+QUANTIZED_TYPES = {_T.INT8, _T.UINT8, _T.INT16, _T.INT4} if hasattr(_T, "INT4") else {_T.INT8, _T.UINT8, _T.INT16}
+TYPE_NAMES = {v: k.lower() for k, v in vars(_T).items() if not k.startswith("_")}
+
+_A = tflite.ActivationFunctionType
+UNARY = {"RELU": "Relu", "LOGISTIC": "Sigmoid", "TANH": "Tanh", "HARD_SWISH": "HardSwish", "EXP": "Exp",
+         "LOG": "Log", "ABS": "Abs", "NEG": "Neg", "SQRT": "Sqrt", "FLOOR": "Floor", "CEIL": "Ceil", "ELU": "Elu",
+         "RELU6": "Clip", "RELU_N1_TO_1": "Clip", "LEAKY_RELU": "LeakyRelu"}
+CLIP_RANGES = {"RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+BINARY = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div", "MAXIMUM": "Max", "MINIMUM": "Min",
+          "PRELU": "PRelu"}
+# Ops whose output is their input with another shape: the target comes from the output's shape.
+RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+# Reductions; ReduceSum takes its axes as an input from opset 13, the others from opset 18.
+REDUCTIONS = {"MEAN": "ReduceMean", "SUM": "ReduceSum", "REDUCE_MAX": "ReduceMax", "REDUCE_MIN": "ReduceMin",
+              "REDUCE_PROD": "ReduceProd"}
+SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "FULLY_CONNECTED",
+             "CONCATENATION", "SOFTMAX", "LOG_SOFTMAX", "PAD", "PADV2", "MIRROR_PAD", "TRANSPOSE", "DEQUANTIZE",
+             "SQUARED_DIFFERENCE", "POW", "RSQRT", "SQUARE", "BATCH_MATMUL", "STRIDED_SLICE", "SLICE", "SPLIT",
+             "SPLIT_V", "GATHER", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU"}
+INT_MAX = np.iinfo(np.int64).max
+
+
+def is_tflite(source: str | Path) -> bool:
+    """A `.tflite` file by its content (the flatbuffer identifier), whatever its name."""
+    try:
+        with open(source, "rb") as file:
+            head = file.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] == MAGIC
+
+
+@dataclass
+class _Tensor:
+    index: int
+    name: str  # the tensor's own name in the file
+    type: int  # tflite.TensorType
+    shape: tuple[int, ...]  # -1 where the model leaves the dim to run time
+    data: np.ndarray | None  # constants
+    quantized: bool
+    sparse: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+@dataclass
+class _Op:
+    index: int
+    kind: str  # BUILTIN name, or CUSTOM:<code>
+    inputs: list[int]  # -1 for an omitted optional input
+    outputs: list[int]
+    options: Any  # the flatbuffer table of the builtin options, or None
+
+    def opts(self, cls: type) -> Any:
+        opts = cls()
+        if self.options is not None:
+            opts.Init(self.options.Bytes, self.options.Pos)
+        return opts
+
+
+class _Declined(Exception):
+    """One operator cannot be mapped; the message says why."""
+
+
+def _read_tensor(model: tflite.Model, raw: bytes, graph: tflite.SubGraph, index: int) -> _Tensor:
+    t = graph.Tensors(index)
+    shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+    signature = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else shape
+    data = None
+    buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+    dtype = DTYPES.get(t.Type())
+    sparse = t.Sparsity() is not None
+    if buffer is not None and dtype is not None and not sparse:
+        payload = b""
+        if buffer.DataLength():
+            payload = buffer.DataAsNumpy().tobytes()
+        elif buffer.Offset() > 1:  # models over 2 GiB keep buffers after the flatbuffer
+            payload = raw[buffer.Offset():buffer.Offset() + buffer.Size()]
+        if payload:
+            data = np.frombuffer(payload, dtype).reshape(shape).copy()
+    quant = t.Quantization()
+    quantized = t.Type() in QUANTIZED_TYPES or (quant is not None and quant.ScaleLength() > 0)
+    name = (t.Name() or b"").decode(errors="replace") or f"tensor_{index}"
+    return _Tensor(index, name, t.Type(), signature if len(signature) == len(shape) else shape, data, quantized,
+                   sparse)
+
+
+def _read_ops(model: tflite.Model, graph: tflite.SubGraph) -> list[_Op]:
+    ops = []
+    for index in range(graph.OperatorsLength()):
+        op = graph.Operators(index)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        kind = BUILTIN_OPCODE2NAME.get(builtin, f"BUILTIN_{builtin}")
+        if kind == "CUSTOM":
+            kind = f"CUSTOM:{(code.CustomCode() or b'').decode(errors='replace')}"
+        inputs = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+        outputs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        ops.append(_Op(index, kind, inputs, outputs, op.BuiltinOptions()))
+    return ops
+
+
+def _signature_names(model: tflite.Model, graph: tflite.SubGraph) -> dict[int, str]:
+    """Tensor index → signature name (inputs, then outputs, in the signature's order), when the one
+    signature is the main subgraph's inputs and outputs.
+
+    The names clients see: LiteRT serves the same model under these names (runtime/litert.py).
+    """
+    if model.SignatureDefsLength() != 1:
+        return {}
+    sig = model.SignatureDefs(0)
+    if sig.SubgraphIndex() != 0:
+        return {}
+    ins = {sig.Inputs(i).TensorIndex(): sig.Inputs(i).Name().decode() for i in range(sig.InputsLength())}
+    outs = {sig.Outputs(i).TensorIndex(): sig.Outputs(i).Name().decode() for i in range(sig.OutputsLength())}
+    graph_ins = set(graph.InputsAsNumpy().tolist()) if graph.InputsLength() else set()
+    graph_outs = set(graph.OutputsAsNumpy().tolist()) if graph.OutputsLength() else set()
+    if set(ins) != graph_ins or set(outs) != graph_outs or len(set(ins.values()) | set(outs.values())) != len(
+            ins) + len(outs):
+        return {}
+    return ins | outs
+
+
+class _Converter:
+    """Writes the ONNX nodes for one subgraph; see the module docstring for the layout rules."""
+
+    def __init__(self, tensors: list[_Tensor], ops: list[_Op], outputs: list[int], names: dict[int, str]):
+        self.tensors, self.ops, self.graph_outputs = tensors, ops, outputs
+        self.names = names
+        self.used_names = {names[t] for t in outputs}  # given to the outputs at the end (_rename_output)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, np.ndarray] = {}
+        self.consts: dict[int, np.ndarray] = {t.index: t.data for t in tensors if t.data is not None}
+        self.tl: dict[int, str] = {}  # tensor → its value in TFLite's layout
+        self.cf: dict[int, str] = {}  # rank-4 tensor → its value channels-first
+        self.folded_pads: dict[int, tuple[int, list[int]]] = {}  # PAD output → (its input, [t, l, b, r])
+        self.consumers: dict[int, list[_Op]] = {}
+        for op in ops:
+            for t in op.inputs:
+                self.consumers.setdefault(t, []).append(op)
+        self.node_name = ""
+
+    # -- names and constants ------------------------------------------------------------------------------------
+
+    def fresh(self, hint: str) -> str:
+        """A new value name: the hint itself when free (so a tensor's value in TFLite's layout keeps the
+        tensor's name), else the hint with a number."""
+        name, n = hint, 1
+        while name in self.used_names:
+            n += 1
+            name = f"{hint}_{n}"
+        self.used_names.add(name)
+        return name
+
+    def constant(self, hint: str, value: np.ndarray) -> str:
+        name = self.fresh(hint)
+        self.inits[name] = value
+        return name
+
+    def node(self, op_type: str, inputs: list[str], output_hint: str, **attrs: Any) -> str:
+        output = self.fresh(output_hint)
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.fresh(f"{self.node_name}/{op_type}"),
+                                           **attrs))
+        return output
+
+    def const_of(self, t: int) -> np.ndarray | None:
+        return self.consts.get(t)
+
+    def ints(self, t: int, what: str) -> list[int]:
+        value = self.const_of(t)
+        if value is None:
+            raise _Declined(f"the {what} must be a constant")
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+
+    # -- layouts --------------------------------------------------------------------------------------------------
+
+    def _relayout(self, source: str, t: int, perm: tuple[int, ...], suffix: str) -> str:
+        """Transpose between layouts; a Reshape (a view) when only size-1 dims move."""
+        tensor = self.tensors[t]
+        _, h, w, c = tensor.shape
+        hint = self.names[t] + suffix
+        if all(d >= 0 for d in (h, w, c)) and (c == 1 or (h == 1 and w == 1)):
+            dims = [0, h, w, c] if perm == NCHW_TO_NHWC else [0, c, h, w]
+            return self.node("Reshape", [source, self.constant(f"{hint}/shape", np.array(dims, np.int64))], hint)
+        return self.node("Transpose", [source], hint, perm=list(perm))
+
+    def value(self, t: int) -> str:
+        """The tensor in TFLite's layout."""
+        if t in self.tl:
+            return self.tl[t]
+        if t in self.consts:
+            self.tl[t] = self.constant(self.names[t], self.consts[t])
+        elif t in self.cf:
+            self.tl[t] = self._relayout(self.cf[t], t, NCHW_TO_NHWC, "")
+        else:
+            raise KeyError(t)
+        return self.tl[t]
+
+    def channels_first(self, t: int) -> str:
+        """A rank-4 tensor as N, C, H, W."""
+        if t in self.cf:
+            return self.cf[t]
+        if t in self.consts:
+            self.cf[t] = self.constant(f"{self.names[t]}/nchw", self.consts[t].transpose(NHWC_TO_NCHW))
+        else:
+            self.cf[t] = self._relayout(self.value(t), t, NHWC_TO_NCHW, "/nchw")
+        return self.cf[t]
+
+    def prefers_channels_first(self, t: int) -> bool:
+        return t in self.cf and t not in self.tl
+
+    def layout_for(self, inputs: list[int], rank: int) -> bool:
+        """Whether an op that works in either layout should run channels-first: when a runtime input
+        is channels-first only, and every runtime input has the output's rank 4 (so broadcasting
+        means the same in both layouts; constants are permuted to match)."""
+        runtime = [t for t in inputs if t >= 0 and t not in self.consts]
+        if rank != 4 or any(self.tensors[t].rank != 4 for t in runtime):
+            return False
+        return any(self.prefers_channels_first(t) for t in runtime)
+
+    def operand(self, t: int, channels_first: bool) -> str:
+        if not channels_first:
+            return self.value(t)
+        if t in self.consts and self.consts[t].ndim < 4:  # broadcasts from the right: align to rank 4 first
+            value = self.consts[t].reshape((1,) * (4 - self.consts[t].ndim) + self.consts[t].shape)
+            return self.constant(f"{self.names[t]}/nchw", value.transpose(NHWC_TO_NCHW))
+        return self.channels_first(t)
+
+    def define(self, t: int, name: str, channels_first: bool) -> None:
+        (self.cf if channels_first else self.tl)[t] = name
+
+    def activate(self, name: str, code: int, hint: str) -> str:
+        """A fused activation as its own node (fuse_activations puts it back into the producer's kernel)."""
+        if code == _A.NONE:
+            return name
+        if code == _A.RELU:
+            return self.node("Relu", [name], hint)
+        if code == _A.TANH:
+            return self.node("Tanh", [name], hint)
+        if code in (_A.RELU6, _A.RELU_N1_TO_1):
+            lo, hi = (0.0, 6.0) if code == _A.RELU6 else (-1.0, 1.0)
+            return self.clip(name, lo, hi, hint)
+        raise _Declined(f"fused activation {code} (SIGN_BIT) is not supported")
+
+    def clip(self, name: str, lo: float, hi: float, hint: str) -> str:
+        return self.node("Clip", [name, self.constant(f"{hint}/min", np.array(lo, np.float32)),
+                                  self.constant(f"{hint}/max", np.array(hi, np.float32))], hint)
+
+    def same_pads(self, x: int, kernel: list[int], strides: list[int], dilations: list[int]) -> dict[str, Any]:
+        """TFLite's SAME: ceil(in / stride) outputs, the odd pixel of padding at the bottom/right.
+
+        Explicit pads when the input's size is static (ONNX Runtime, the tests' second opinion,
+        does not take SAME_UPPER with dilations); else SAME_UPPER, which the spec defines alike.
+        """
+        dims = self.tensors[x].shape[1:3]
+        if any(d < 0 for d in dims):
+            return {"auto_pad": "SAME_UPPER"}
+        begin, end = [], []
+        for size, k, stride, dilation in zip(dims, kernel, strides, dilations, strict=True):
+            total = max(0, (-(-size // stride) - 1) * stride + (k - 1) * dilation + 1 - size)
+            begin.append(total // 2)
+            end.append(total - total // 2)
+        return {"pads": begin + end}
+
+    def out_hint(self, t: int, channels_first: bool) -> str:
+        return self.names[t] + ("/nchw" if channels_first else "")
+
+    def reshape_target(self, t: int) -> np.ndarray | None:
+        """The output's shape as a Reshape target: -1 for its one run-time dim (the batch)."""
+        shape = self.tensors[t].shape
+        return np.array(shape, np.int64) if sum(d < 0 for d in shape) <= 1 else None
+
+    # -- ops ------------------------------------------------------------------------------------------------------
+
+    def convert(self, op: _Op) -> None:
+        self.node_name = f"{op.kind}_{op.index}"
+        kind = op.kind
+        if kind in CONVS:
+            self.conv(op)
+        elif kind == "TRANSPOSE_CONV":
+            self.transpose_conv(op)
+        elif kind == "GELU":
+            self.gelu(op)
+        elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            self.pool(op)
+        elif kind == "FULLY_CONNECTED":
+            self.fully_connected(op)
+        elif kind in BINARY or kind in ("SQUARED_DIFFERENCE", "POW"):
+            self.binary(op)
+        elif kind in UNARY or kind in ("RSQRT", "SQUARE"):
+            self.unary(op)
+        elif kind in RESHAPES:
+            self.reshape(op)
+        elif kind == "CONCATENATION":
+            self.concat(op)
+        elif kind in ("SOFTMAX", "LOG_SOFTMAX"):
+            self.softmax(op)
+        elif kind in REDUCTIONS:
+            self.reduce(op)
+        elif kind in ("PAD", "PADV2", "MIRROR_PAD"):
+            self.pad(op)
+        elif kind == "TRANSPOSE":
+            self.transpose(op)
+        elif kind == "BATCH_MATMUL":
+            self.batch_matmul(op)
+        elif kind in ("STRIDED_SLICE", "SLICE"):
+            self.slice(op)
+        elif kind in ("SPLIT", "SPLIT_V"):
+            self.split(op)
+        elif kind == "GATHER":
+            self.gather(op)
+        elif kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            self.resize(op)
+        else:
+            self.dequantize(op)
+
+    def conv(self, op: _Op) -> None:
+        x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        depthwise = op.kind == "DEPTHWISE_CONV_2D"
+        opts = op.opts(tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
+        filt = self.const_of(w)
+        if filt is None or filt.ndim != 4:
+            raise _Declined("the filter must be a rank-4 constant")
+        channels = self.tensors[x].shape[3]
+        if channels < 0:
+            raise _Declined("the input's channel count must be static")
+        if depthwise:  # 1, KH, KW, C*M → C*M, 1, KH, KW; output channel c*M + m is group c's m-th
+            weight, groups = filt.transpose(3, 0, 1, 2), channels
+            if filt.shape[0] != 1 or filt.shape[3] % channels:
+                raise _Declined(f"filter shape {list(filt.shape)} does not fit {channels} input channels")
+        else:  # O, KH, KW, I → O, I, KH, KW (I < C: grouped)
+            weight = filt.transpose(0, 3, 1, 2)
+            if channels % filt.shape[3] or filt.shape[0] % (channels // filt.shape[3]):
+                raise _Declined(f"filter shape {list(filt.shape)} does not fit {channels} input channels")
+            groups = channels // filt.shape[3]
+        attrs: dict[str, Any] = {
+            "kernel_shape": list(weight.shape[2:]), "strides": [opts.StrideH(), opts.StrideW()],
+            "dilations": [opts.DilationHFactor(), opts.DilationWFactor()], "group": int(groups)}
+        if opts.Padding() == tflite.Padding.SAME:
+            attrs.update(self.same_pads(x, attrs["kernel_shape"], attrs["strides"], attrs["dilations"]))
+        else:
+            attrs["pads"] = [0, 0, 0, 0]
+            if x in self.folded_pads:
+                x, (top, left, bottom, right) = self.folded_pads[x]
+                attrs["pads"] = [top, left, bottom, right]
+        inputs = [self.channels_first(x), self.constant(f"{self.names[w]}/oihw", np.ascontiguousarray(weight))]
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            inputs.append(self.value(op.inputs[2]))
+        y = self.node("Conv", inputs, f"{self.names[out]}/conv", **attrs)
+        self.define(out, self.activate(y, opts.FusedActivationFunction(), self.out_hint(out, True)), True)
+
+    def transpose_conv(self, op: _Op) -> None:
+        """TRANSPOSE_CONV (inputs: output shape, OHWI filter, x, bias) as ConvTranspose with explicit pads:
+        SAME crops the smaller half of the excess at the top/left, as TFLite's SAME conv pads there."""
+        shape_t, w, x, out = op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]
+        opts = op.opts(tflite.TransposeConvOptions)
+        filt = self.const_of(w)
+        if filt is None or filt.ndim != 4:
+            raise _Declined("the filter must be a rank-4 constant")
+        out_dims = self.ints(shape_t, "output shape")[1:3]
+        in_dims = self.tensors[x].shape[1:3]
+        if any(d < 0 for d in in_dims) or self.tensors[x].shape[3] != filt.shape[3]:
+            raise _Declined("the input's size must be static, its channels the filter's")
+        strides = [opts.StrideH(), opts.StrideW()]
+        begin, end, extra = [], [], []
+        for size, k, stride, target in zip(in_dims, filt.shape[1:3], strides, out_dims, strict=True):
+            total = stride * (size - 1) + k - target  # > 0: cropped; < 0: zeros appended
+            head = max(total, 0) // 2 if opts.Padding() == tflite.Padding.SAME else 0
+            begin.append(head)
+            end.append(max(total, 0) - head)
+            extra.append(max(-total, 0))
+        inputs = [self.channels_first(x),
+                  self.constant(f"{self.names[w]}/iohw", np.ascontiguousarray(filt.transpose(3, 0, 1, 2)))]
+        if len(op.inputs) > 3 and op.inputs[3] >= 0:
+            inputs.append(self.value(op.inputs[3]))
+        y = self.node("ConvTranspose", inputs, f"{self.names[out]}/deconv", kernel_shape=list(filt.shape[1:3]),
+                      strides=strides, pads=begin + end, output_padding=extra)
+        act = opts.FusedActivationFunction() if op.options is not None else _A.NONE
+        self.define(out, self.activate(y, act, self.out_hint(out, True)), True)
+
+    def gelu(self, op: _Op) -> None:
+        """0.5 x (1 + erf(x / sqrt 2)), or with `approximate` the tanh form, from elementwise ops."""
+        x, out = op.inputs[0], op.outputs[0]
+        cf = self.layout_for([x], self.tensors[out].rank)
+        source, hint = self.operand(x, cf), self.names[out]
+
+        def scalar(tag: str, value: float) -> str:
+            return self.constant(f"{hint}/{tag}", np.array(value, np.float32))
+
+        if op.opts(tflite.GeluOptions).Approximate():
+            cube = self.node("Mul", [self.node("Mul", [source, source], f"{hint}/square"), source], f"{hint}/cube")
+            inner = self.node("Add", [source, self.node("Mul", [cube, scalar("c", 0.044715)], f"{hint}/cubic")],
+                              f"{hint}/inner")
+            core = self.node("Tanh", [self.node("Mul", [inner, scalar("k", float(np.sqrt(2 / np.pi)))],
+                                                f"{hint}/scaled")], f"{hint}/tanh")
+        else:
+            core = self.node("Erf", [self.node("Mul", [source, scalar("k", float(1 / np.sqrt(2)))],
+                                               f"{hint}/scaled")], f"{hint}/erf")
+        half = self.node("Mul", [source, scalar("half", 0.5)], f"{hint}/half")
+        gate = self.node("Add", [core, scalar("one", 1.0)], f"{hint}/gate")
+        self.define(out, self.node("Mul", [half, gate], self.out_hint(out, cf)), cf)
+
+    def pool(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.Pool2DOptions)
+        attrs: dict[str, Any] = {"kernel_shape": [opts.FilterHeight(), opts.FilterWidth()],
+                                 "strides": [opts.StrideH(), opts.StrideW()]}
+        if opts.Padding() == tflite.Padding.SAME:  # AveragePool's count_include_pad=0: TFLite's divisor too
+            attrs.update(self.same_pads(x, attrs["kernel_shape"], attrs["strides"], [1, 1]))
+        op_type = "AveragePool" if op.kind == "AVERAGE_POOL_2D" else "MaxPool"
+        y = self.node(op_type, [self.channels_first(x)], f"{self.names[out]}/pool", **attrs)
+        self.define(out, self.activate(y, opts.FusedActivationFunction(), self.out_hint(out, True)), True)
+
+    def fully_connected(self, op: _Op) -> None:
+        x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        opts = op.opts(tflite.FullyConnectedOptions)
+        if opts.WeightsFormat() != tflite.FullyConnectedOptionsWeightsFormat.DEFAULT:
+            raise _Declined("only the DEFAULT weights format is supported")
+        weight = self.const_of(w)
+        if weight is None or weight.ndim != 2:
+            raise _Declined("the weights must be a rank-2 constant")
+        source = self.value(x)
+        if self.tensors[x].rank != 2:  # every leading dim is a row
+            source = self.node("Reshape", [source, self.constant(
+                f"{self.names[x]}/rows", np.array([-1, weight.shape[1]], np.int64))], f"{self.names[x]}/rows")
+        inputs = [source, self.value(w)]
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            inputs.append(self.value(op.inputs[2]))
+        y = self.node("Gemm", inputs, f"{self.names[out]}/gemm", transB=1)
+        y = self.activate(y, opts.FusedActivationFunction(), self.names[out] + "/act")
+        if self.tensors[out].rank != 2:
+            target = self.reshape_target(out)
+            if target is None:
+                raise _Declined("the output has more than one run-time dim")
+            y = self.node("Reshape", [y, self.constant(f"{self.names[out]}/shape", target)], self.names[out])
+        self.define(out, y, False)
+
+    def binary(self, op: _Op) -> None:
+        out = op.outputs[0]
+        options = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions,
+                   "DIV": tflite.DivOptions}.get(op.kind)
+        act = op.opts(options).FusedActivationFunction() if options and op.options is not None else _A.NONE
+        cf = self.layout_for(op.inputs, self.tensors[out].rank)
+        operands = [self.operand(t, cf) for t in op.inputs[:2]]
+        if op.kind == "SQUARED_DIFFERENCE":
+            d = self.node("Sub", operands, self.names[out] + "/difference")
+            y = self.node("Mul", [d, d], self.out_hint(out, cf))
+        else:
+            y = self.node(BINARY.get(op.kind, "Pow"), operands, self.names[out] + "/raw")
+        self.define(out, self.activate(y, act, self.out_hint(out, cf)), cf)
+
+    def unary(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        cf = self.layout_for([x], self.tensors[out].rank)
+        source, hint = self.operand(x, cf), self.out_hint(out, cf)
+        if op.kind in CLIP_RANGES:
+            y = self.clip(source, *CLIP_RANGES[op.kind], hint)
+        elif op.kind == "LEAKY_RELU":
+            y = self.node("LeakyRelu", [source], hint, alpha=float(op.opts(tflite.LeakyReluOptions).Alpha()))
+        elif op.kind == "RSQRT":
+            y = self.node("Reciprocal", [self.node("Sqrt", [source], f"{hint}/sqrt")], hint)
+        elif op.kind == "SQUARE":
+            y = self.node("Mul", [source, source], hint)
+        else:
+            y = self.node(UNARY[op.kind], [source], hint)
+        self.define(out, y, cf)
+
+    def reshape(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        target = self.reshape_target(out)
+        if target is None and op.kind == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] in self.consts:
+            target = np.array(self.ints(op.inputs[1], "shape"), np.int64)
+        if target is None:
+            raise _Declined("the target shape depends on run-time values")
+        self.define(out, self.node("Reshape", [self.value(x), self.constant(
+            f"{self.names[out]}/shape", target)], self.names[out]), False)
+
+    def concat(self, op: _Op) -> None:
+        out = op.outputs[0]
+        opts = op.opts(tflite.ConcatenationOptions)
+        rank = self.tensors[out].rank
+        axis = opts.Axis() % rank if rank else 0
+        cf = self.layout_for(op.inputs, rank)
+        if cf:
+            axis = NHWC_TO_NCHW.index(axis)
+        y = self.node("Concat", [self.operand(t, cf) for t in op.inputs], self.names[out] + "/raw", axis=axis)
+        self.define(out, self.activate(y, opts.FusedActivationFunction(), self.out_hint(out, cf)), cf)
+
+    def softmax(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        source = self.value(x)
+        if op.kind == "SOFTMAX":
+            beta = float(op.opts(tflite.SoftmaxOptions).Beta())
+            if beta != 1.0:
+                source = self.node("Mul", [source, self.constant(f"{self.names[out]}/beta", np.array(
+                    beta, np.float32))], f"{self.names[out]}/scaled")
+        op_type = "Softmax" if op.kind == "SOFTMAX" else "LogSoftmax"
+        self.define(out, self.node(op_type, [source], self.names[out], axis=-1), False)
+
+    def reduce(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        rank = self.tensors[x].rank
+        axes = sorted({a % rank for a in self.ints(op.inputs[1], "axes")}) if rank else []
+        keep = bool(op.opts(tflite.ReducerOptions).KeepDims())
+        if op.kind == "MEAN" and rank == 4 and axes == [1, 2]:  # global pooling
+            pooled = self.node("GlobalAveragePool", [self.channels_first(x)],
+                               self.names[out] + ("/nchw" if keep else "/pool"))
+            if keep:
+                self.define(out, pooled, True)
+            else:
+                self.define(out, self.node("Reshape", [pooled, self.constant(
+                    f"{self.names[out]}/shape", np.array([0, -1], np.int64))], self.names[out]), False)
+            return
+        if not axes:
+            raise _Declined("reducing over no axes is not supported")
+        cf = self.layout_for([x], rank) and keep
+        if cf:
+            axes = sorted(NHWC_TO_NCHW.index(a) for a in axes)
+        op_type, hint = REDUCTIONS[op.kind], self.out_hint(out, cf)
+        if op_type == "ReduceSum":
+            y = self.node(op_type, [self.operand(x, cf), self.constant(f"{hint}/axes", np.array(axes, np.int64))],
+                          hint, keepdims=int(keep))
+        else:
+            y = self.node(op_type, [self.operand(x, cf)], hint, axes=axes, keepdims=int(keep))
+        self.define(out, y, cf)
+
+    def _pad_amounts(self, op: _Op) -> np.ndarray:
+        pads = self.const_of(op.inputs[1])
+        rank = self.tensors[op.inputs[0]].rank
+        if pads is None or pads.shape != (rank, 2):
+            raise _Declined("the paddings must be a constant of shape [rank, 2]")
+        return pads.astype(np.int64)
+
+    def _foldable(self, op: _Op, pads: np.ndarray) -> bool:
+        """A zero PAD of H and W whose every consumer is a VALID conv: it becomes the convs' pads."""
+        out = op.outputs[0]
+        if op.kind == "MIRROR_PAD":
+            return False
+        if op.kind == "PADV2" and (len(op.inputs) < 3 or self.const_of(op.inputs[2]) is None
+                                   or float(np.asarray(self.consts[op.inputs[2]]).reshape(-1)[0]) != 0.0):
+            return False
+        if pads.shape != (4, 2) or pads[0].any() or pads[3].any() or (pads < 0).any() or out in self.graph_outputs:
+            return False
+        for consumer in self.consumers.get(out, []):
+            opts = consumer.opts(tflite.DepthwiseConv2DOptions if consumer.kind == "DEPTHWISE_CONV_2D"
+                                 else tflite.Conv2DOptions) if consumer.kind in CONVS else None
+            if opts is None or consumer.inputs[0] != out or opts.Padding() != tflite.Padding.VALID:
+                return False
+        return True
+
+    def pad(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        pads = self._pad_amounts(op)
+        if self._foldable(op, pads):
+            self.folded_pads[out] = (x, [int(pads[1, 0]), int(pads[2, 0]), int(pads[1, 1]), int(pads[2, 1])])
+            return
+        cf = self.layout_for([x], self.tensors[out].rank)
+        if cf:
+            pads = pads[list(NHWC_TO_NCHW)]
+        inputs = [self.operand(x, cf), self.constant(f"{self.names[out]}/pads", pads.T.reshape(-1))]
+        mode = "constant"
+        if op.kind == "MIRROR_PAD":
+            if op.opts(tflite.MirrorPadOptions).Mode() != tflite.MirrorPadMode.REFLECT:
+                raise _Declined("only REFLECT mirror padding is supported (ONNX has no SYMMETRIC mode)")
+            mode = "reflect"
+        if op.kind == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            value = self.const_of(op.inputs[2])
+            if value is None:
+                raise _Declined("the pad value must be a constant")
+            inputs.append(self.constant(f"{self.names[out]}/value", np.asarray(value, np.float32).reshape(())))
+        self.define(out, self.node("Pad", inputs, self.out_hint(out, cf), mode=mode), cf)
+
+    def transpose(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        perm = self.ints(op.inputs[1], "permutation")
+        if self.prefers_channels_first(x):  # compose with channels-first → TFLite's layout: one Transpose
+            source, perm = self.cf[x], [NCHW_TO_NHWC[p] for p in perm]
+        else:
+            source = self.value(x)
+        if perm == list(range(len(perm))):
+            self.define(out, self.node("Identity", [source], self.names[out]), False)
+        else:
+            self.define(out, self.node("Transpose", [source], self.names[out], perm=perm), False)
+
+    def batch_matmul(self, op: _Op) -> None:
+        out = op.outputs[0]
+        opts = op.opts(tflite.BatchMatMulOptions)
+        operands = []
+        for t, adjoint in zip(op.inputs[:2], (opts.AdjX(), opts.AdjY()), strict=True):
+            name, rank = self.value(t), self.tensors[t].rank
+            if adjoint:  # the last two axes swapped
+                perm = [*range(rank - 2), rank - 1, rank - 2]
+                name = (self.constant(f"{self.names[t]}/adjoint", self.consts[t].transpose(perm)) if t in self.consts
+                        else self.node("Transpose", [name], f"{self.names[t]}/adjoint", perm=perm))
+            operands.append(name)
+        self.define(out, self.node("MatMul", operands, self.names[out]), False)
+
+    def slice(self, op: _Op) -> None:
+        """STRIDED_SLICE (without ellipsis or new axes) and SLICE as an ONNX Slice, then a Reshape to the
+        output's shape, which drops the shrunk axes."""
+        x, out = op.inputs[0], op.outputs[0]
+        begin = self.ints(op.inputs[1], "begin")
+        if op.kind == "SLICE":
+            sizes = self.ints(op.inputs[2], "size")
+            starts, ends = begin, [INT_MAX if n < 0 else b + n for b, n in zip(begin, sizes, strict=True)]
+            steps = [1] * len(begin)
+        else:
+            end, steps = self.ints(op.inputs[2], "end"), self.ints(op.inputs[3], "strides")
+            opts = op.opts(tflite.StridedSliceOptions)
+            if opts.EllipsisMask() or opts.NewAxisMask() or opts.Offset():
+                raise _Declined("ellipsis_mask, new_axis_mask and offset are not supported")
+            starts, ends = [], []
+            for axis, (b, e, step) in enumerate(zip(begin, end, steps, strict=True)):
+                if opts.ShrinkAxisMask() >> axis & 1:
+                    starts.append(b)
+                    ends.append(INT_MAX if b == -1 else b + 1)
+                    continue
+                far = INT_MAX if step > 0 else -INT_MAX
+                starts.append((0 if step > 0 else INT_MAX) if opts.BeginMask() >> axis & 1 else b)
+                ends.append(far if opts.EndMask() >> axis & 1 else e)
+        axes = list(range(len(starts)))
+        hint = self.names[out]
+        arrays = [np.array(v, np.int64) for v in (starts, ends, axes, steps)]
+        sliced = self.node("Slice", [self.value(x)] + [self.constant(f"{hint}/{part}", a) for part, a in zip(
+            ("starts", "ends", "axes", "steps"), arrays, strict=True)], f"{hint}/slice")
+        target = self.reshape_target(out)
+        if target is None:
+            raise _Declined("the output has more than one run-time dim")
+        self.define(out, self.node("Reshape", [sliced, self.constant(f"{hint}/shape", target)], hint), False)
+
+    def split(self, op: _Op) -> None:
+        if op.kind == "SPLIT":  # axis, x
+            axis_t, x = op.inputs[0], op.inputs[1]
+        else:  # x, size_splits, axis
+            x, axis_t = op.inputs[0], op.inputs[2]
+        rank = self.tensors[x].rank
+        axis = self.ints(axis_t, "axis")[0] % rank
+        sizes = [self.tensors[t].shape[axis] for t in op.outputs]
+        if any(n < 0 for n in sizes):
+            raise _Declined("the split sizes must be static")
+        outputs = [self.fresh(self.names[t]) for t in op.outputs]
+        self.nodes.append(helper.make_node(
+            "Split", [self.value(x), self.constant(f"{self.names[x]}/split", np.array(sizes, np.int64))], outputs,
+            name=self.fresh(f"{self.node_name}/Split"), axis=axis))
+        for t, name in zip(op.outputs, outputs, strict=True):
+            self.define(t, name, False)
+
+    def gather(self, op: _Op) -> None:
+        x, indices, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        opts = op.opts(tflite.GatherOptions)
+        if opts.BatchDims():
+            raise _Declined("batch_dims is not supported")
+        if indices not in self.consts:
+            raise _Declined("the indices must be a constant")
+        index = self.constant(f"{self.names[indices]}/int64", self.consts[indices].astype(np.int64))
+        self.define(out, self.node("Gather", [self.value(x), index], self.names[out],
+                                   axis=opts.Axis() % self.tensors[x].rank), False)
+
+    def resize(self, op: _Op) -> None:
+        """RESIZE_* as ONNX Resize on the channels-first value, with TFLite's sampling grid: half-pixel
+        centres, aligned corners, or (neither) the legacy top-left grid."""
+        x, out = op.inputs[0], op.outputs[0]
+        bilinear = op.kind == "RESIZE_BILINEAR"
+        opts = op.opts(tflite.ResizeBilinearOptions if bilinear else tflite.ResizeNearestNeighborOptions)
+        height, width = self.ints(op.inputs[1], "size")
+        channels = self.tensors[x].shape[3]
+        if self.tensors[x].rank != 4 or channels < 0:
+            raise _Declined("the input must be rank 4 with a static channel count")
+        if opts.AlignCorners():
+            mode, nearest = "align_corners", "round_prefer_ceil"
+        elif opts.HalfPixelCenters():
+            mode, nearest = ("half_pixel", "floor") if bilinear else ("tf_half_pixel_for_nn", "floor")
+        else:
+            mode, nearest = "asymmetric", "floor"
+        batch = self.tensors[x].shape[0]
+        sizes = np.array([max(batch, 1), channels, height, width], np.int64)  # a run-time batch runs per sample
+        hint = self.out_hint(out, True)
+        attrs: dict[str, Any] = {"mode": "linear" if bilinear else "nearest", "coordinate_transformation_mode": mode}
+        if not bilinear:
+            attrs["nearest_mode"] = nearest
+        y = self.node("Resize", [self.channels_first(x), "", "", self.constant(f"{hint}/sizes", sizes)], hint,
+                      **attrs)
+        self.define(out, y, True)
+
+    def dequantize(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        source = self.tensors[x]
+        if source.type != _T.FLOAT16 or source.data is None:
+            raise _Declined(f"only float16 constants can be dequantized, not {TYPE_NAMES.get(source.type)} "
+                            f"{'constants' if source.data is not None else 'tensors'} (a quantized model)")
+        self.consts[out] = source.data.astype(np.float32)
+
+
+def _live_ops(tensors: list[_Tensor], ops: list[_Op], outputs: list[int]) -> list[_Op]:
+    """The ops the outputs depend on. A reshape whose target is its output's shape does not depend
+    on its shape operand, so a dynamic-batch Flatten's SHAPE → STRIDED_SLICE → PACK chain is dead."""
+    needed = set(outputs)
+    live: list[_Op] = []
+    for op in reversed(ops):
+        if not any(t in needed for t in op.outputs):
+            continue
+        live.append(op)
+        inputs = op.inputs
+        if op.kind in RESHAPES and sum(d < 0 for d in tensors[op.outputs[0]].shape) <= 1:
+            inputs = inputs[:1]
+        needed.update(t for t in inputs if t >= 0)
+    return live[::-1]
+
+
+def _type_problem(op: _Op, tensors: list[_Tensor]) -> str | None:
+    """Quantized or non-float run-time tensors, which the op mappings do not handle."""
+    quantized, other = [], []
+    for t in dict.fromkeys(t for t in op.inputs + op.outputs if t >= 0):
+        tensor = tensors[t]
+        if tensor.sparse:
+            return f"tensor {tensor.name!r} is stored sparse, which is not supported"
+        if op.kind == "DEQUANTIZE" and t == op.inputs[0] and tensor.type == _T.FLOAT16:
+            continue
+        label = f"{tensor.name!r} ({TYPE_NAMES.get(tensor.type, tensor.type)})"
+        if tensor.quantized:
+            quantized.append(label)
+        elif tensor.data is None and tensor.type != _T.FLOAT32:
+            other.append(label)
+    if quantized:
+        return (f"quantized tensors {', '.join(quantized)}: quantized models are not supported; convert the "
+                "float32 model (float16 weights are fine)")
+    if other:
+        return f"tensors {', '.join(other)}: only float32 run-time tensors are supported"
+    return None
+
+
+def _unique_names(tensors: list[_Tensor], preferred: dict[int, str]) -> dict[int, str]:
+    names: dict[int, str] = dict(preferred)
+    taken = set(preferred.values())
+    for tensor in tensors:
+        if tensor.index in names:
+            continue
+        name, n = tensor.name, 1
+        while name in taken:
+            n += 1
+            name = f"{tensor.name}_{n}"
+        names[tensor.index] = name
+        taken.add(name)
+    return names
+
+
+def _value_info(name: str, tensor: _Tensor, dims: bool) -> onnx.ValueInfoProto:
+    elem = helper.np_dtype_to_tensor_dtype(DTYPES[tensor.type])
+    if not dims:
+        return helper.make_tensor_value_info(name, elem, None)
+    shape: list[int | str] = [d if d >= 0 else ("N" if axis == 0 else f"{name}_{axis}")
+                              for axis, d in enumerate(tensor.shape)]
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def tflite_to_onnx(raw: bytes, label: str = "model") -> onnx.ModelProto:
+    """The `.tflite` flatbuffer as an ONNX model of the ops the compiler knows.
+
+    Raises FrontendError for a file that is not a TFLite model, UnsupportedModel listing every
+    operator that cannot be mapped.
+    """
+    if len(raw) < 8 or raw[4:8] != MAGIC:
+        raise FrontendError(f"{label} is not a TensorFlow Lite model (no {MAGIC.decode()} identifier at byte 4)")
+    try:
+        model = tflite.Model.GetRootAsModel(raw, 0)
+        if model.SubgraphsLength() < 1:
+            raise FrontendError(f"{label} has no subgraph")
+        graph = model.Subgraphs(0)
+        tensors = [_read_tensor(model, raw, graph, i) for i in range(graph.TensorsLength())]
+        ops = _read_ops(model, graph)
+        inputs = [int(i) for i in graph.InputsAsNumpy()] if graph.InputsLength() else []
+        outputs = [int(i) for i in graph.OutputsAsNumpy()] if graph.OutputsLength() else []
+        signature = _signature_names(model, graph)
+        names = _unique_names(tensors, signature)
+        if signature:  # in the signature's order, as LiteRT lists them
+            inputs.sort(key=list(signature).index)
+            outputs.sort(key=list(signature).index)
+    except FrontendError:
+        raise
+    except Exception as exc:  # a damaged flatbuffer fails anywhere, with any of several types
+        raise FrontendError(f"{label} is not a valid TensorFlow Lite model: {type(exc).__name__}: {exc}") from exc
+    if not outputs or any(not 0 <= t < len(tensors) for t in inputs + outputs + [
+            t for op in ops for t in op.inputs + op.outputs if t != -1]):
+        raise FrontendError(f"{label} is not a valid TensorFlow Lite model: tensor indices out of range")
+
+    converter = _Converter(tensors, ops, outputs, names)
+    problems: list[str] = []
+    for t in inputs:
+        if tensors[t].type != _T.FLOAT32 or tensors[t].quantized:
+            problems.append(f"input {names[t]!r} has type {TYPE_NAMES.get(tensors[t].type)}; only float32 "
+                            "inputs are supported")
+        converter.tl[t] = names[t]
+        converter.used_names.add(names[t])
+    for op in _live_ops(tensors, ops, outputs):
+        label_op = f"operator {op.index} ({op.kind}, output {tensors[op.outputs[0]].name!r})" if op.outputs \
+            else f"operator {op.index} ({op.kind})"
+        type_problem = _type_problem(op, tensors) if op.kind in SUPPORTED else "op not supported" + (
+            "; quantized models are not supported" if op.kind == "QUANTIZE" else "")
+        if type_problem:
+            problems.append(f"{label_op}: {type_problem}")
+            continue
+        try:
+            converter.convert(op)
+        except _Declined as exc:
+            problems.append(f"{label_op}: {exc}")
+        except KeyError as exc:  # reads the output of an operator declined above, or of none at all
+            if not problems:
+                problems.append(f"{label_op}: reads tensor {tensors[exc.args[0]].name!r}, which no operator writes")
+    if problems:
+        raise UnsupportedModel(problems)
+
+    for t in outputs:
+        try:
+            source = converter.value(t)
+        except KeyError:
+            raise UnsupportedModel([f"output {names[t]!r}: no operator writes it"]) from None
+        if source != names[t]:
+            _rename_output(converter, source, names[t])
+    merge_transposes(converter.nodes, {names[t] for t in outputs})
+    return helper.make_model(
+        helper.make_graph(
+            converter.nodes, label,
+            [_value_info(names[t], tensors[t], True) for t in inputs],
+            [_value_info(names[t], tensors[t], False) for t in outputs],
+            [numpy_helper.from_array(v.copy(order="C"), name) for name, v in converter.inits.items()]),
+        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="wasinfer-tflite")
+
+
+def merge_transposes(nodes: list[onnx.NodeProto], outputs: set[str]) -> int:
+    """Compose a Transpose that only feeds another Transpose into it (an Identity when they cancel),
+    e.g. a model's own TRANSPOSE followed by the relayout for a conv; returns how many merged."""
+    merged = 0
+    for second in list(nodes):
+        if second.op_type != "Transpose":
+            continue
+        first = next((n for n in nodes if n.op_type == "Transpose" and second.input[0] in n.output), None)
+        if first is None or first.output[0] in outputs or sum(first.output[0] in n.input for n in nodes) != 1:
+            continue
+        outer = list(helper.get_attribute_value(second.attribute[0]))
+        inner = list(helper.get_attribute_value(first.attribute[0]))
+        perm = [inner[p] for p in outer]
+        composed = helper.make_node("Identity", [first.input[0]], list(second.output), name=second.name) \
+            if perm == sorted(perm) else \
+            helper.make_node("Transpose", [first.input[0]], list(second.output), name=second.name, perm=perm)
+        nodes[nodes.index(second)] = composed
+        nodes.remove(first)
+        merged += 1
+    return merged
+
+
+def _rename_output(converter: _Converter, source: str, name: str) -> None:
+    """Give the graph output its public name (reserved for it from the start): rename the producing
+    node's output if nothing else reads it, else add an Identity."""
+    readers = [n for n in converter.nodes if source in n.input]
+    producer = next((n for n in converter.nodes if source in n.output), None)
+    if producer is not None and not readers:
+        producer.output[list(producer.output).index(source)] = name
+    else:
+        converter.nodes.append(helper.make_node("Identity", [source], [name], name=f"output/{name}"))
+
+
+def load_tflite(source: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                batch: bool = True) -> Loaded:
+    """A `.tflite` model as IR; `input_shapes` and the run-time batch work as in `load_onnx`."""
+    try:
+        raw = Path(source).read_bytes()
+    except OSError as exc:
+        raise FrontendError(f"cannot read {source}: {exc}") from exc
+    proto = tflite_to_onnx(raw, str(source))
+    loaded = load_onnx(proto, input_shapes, batch=batch)
+    loaded.graph.name = Path(source).stem
+    return Loaded(loaded.graph, loaded.batch_inputs, hashlib.sha256(raw).hexdigest())
+

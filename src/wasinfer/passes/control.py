@@ -1,0 +1,405 @@
+"""What the graph's structure decides at compile time: which branch an `If` takes, and whether
+a dynamic leading dim can be run sample by sample.
+
+`If` whose condition is known at compile time: the taken branch replaces the node.
+
+Exporters emit `If` mostly on shape facts (`Equal(Shape(x)[0], 1)` and the like), which
+fold to constants once shapes are static (passes/shapes.py, passes/fold.py). The taken
+branch's nodes then move into the outer graph: its own values and initializers get the If's
+name as a prefix (so the two branches, or two inlined copies, never clash), the values it
+reads from outer scopes keep their names, and its outputs take the If's output names.
+Nested subgraphs that read a renamed value are renamed too. The new values' types come from
+ONNX shape inference over the whole graph, then folding runs again, since the inlined
+branch may be foldable and may hold further Ifs. An If decided at run time stays, and the
+compiler names it with the reason `RUNTIME_CONDITION`.
+
+`batch_mixing` tells the frontend when a dynamic leading dim is not a per-sample batch: a
+node reduces, slides, contracts or recurs along it (followed through transposes, reshapes,
+...), or an If tests the batch size. Such a dim is then an ordinary one, given with
+--input-shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from wasinfer.frontends.onnx import attr_value, tensor_dims
+from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.passes.fold import _constant_value, _proto_attr, fold_constants
+from wasinfer.passes.shapes import fold_static_values
+
+# What the compiler says about an If left in place (kept in the node, as passes/einsum.py does).
+RUNTIME_CONDITION = (
+    "condition computed at run time; only an If whose condition folds to a constant at compile time "
+    "(e.g. a test on static shapes) is compiled, by inlining the taken branch")
+
+# Constants up to this many elements go to shape inference by value (shape arithmetic needs
+# them); larger ones (weights) by type only.
+INFER_BY_VALUE = 4096
+
+
+def _rename_subgraph(graph: onnx.GraphProto, rename: dict[str, str]) -> None:
+    """Rename outer-scope reads inside a nested graph (in place), minding its own names."""
+    local = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+    local |= {o for n in graph.node for o in n.output}
+    visible = {k: v for k, v in rename.items() if k not in local}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in visible:
+                node.input[index] = visible[name]
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _rename_subgraph(sub, visible)
+    for output in graph.output:
+        if output.name in visible:
+            output.name = visible[output.name]
+
+
+def _inline(node: Node, graph: Graph, branch: onnx.GraphProto) -> list[Node]:
+    prefix = f"{node.name}/"
+    produced = [o for n in branch.node for o in n.output if o]
+    rename = {name: prefix + name for name in produced + [i.name for i in branch.initializer]}
+    identities: list[Node] = []
+    for index, (value, target) in enumerate(zip(branch.output, node.outputs, strict=False)):
+        if not target:
+            continue
+        if value.name in produced and rename[value.name] == prefix + value.name:
+            rename[value.name] = target
+        else:  # an outer value, an initializer, or a value returned twice
+            identities.append(Node("Identity", f"{prefix}output{index}", [value.name], [target]))
+    for init in branch.initializer:
+        graph.add_constant(rename[init.name], numpy_helper.to_array(init))
+    nodes: list[Node] = []
+    for index, proto in enumerate(branch.node):
+        attrs = {}
+        for attr in proto.attribute:
+            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                attr = onnx.AttributeProto.FromString(attr.SerializeToString())
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    _rename_subgraph(sub, rename)
+            attrs[attr.name] = attr_value(attr)
+        nodes.append(Node(proto.op_type, prefix + (proto.name or f"{proto.op_type}_{index}"),
+                          [rename.get(i, i) for i in proto.input], [rename.get(o, o) for o in proto.output],
+                          attrs, proto.domain if proto.domain != "ai.onnx" else ""))
+    for identity in identities:
+        identity.inputs = [rename.get(i, i) for i in identity.inputs]
+    return nodes + identities
+
+
+def infer_types(graph: Graph) -> int:
+    """Give every value without a static type one from ONNX shape inference over the graph;
+    returns how many were added. Types already known are kept."""
+    produced = {o for n in graph.nodes for o in n.outputs if o}
+    read = [i for n in graph.nodes for i in n.inputs if i] + graph.inputs
+    inputs, initializers, seen = [], [], set()
+    for name in read:
+        if name in seen or name in produced:
+            continue
+        seen.add(name)
+        value = graph.constants.get(name)
+        if value is not None and value.size <= INFER_BY_VALUE and value.dtype != object:
+            initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        elif name in graph.tensors:
+            info = graph.tensors[name]
+            inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(info.dtype), info.shape))
+    protos = [helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain or None,
+                               **{k: _proto_attr(v) for k, v in n.attrs.items() if not k.startswith("_")})
+              for n in graph.nodes]
+    outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in graph.outputs]
+    opsets = [helper.make_opsetid("", graph.opset)]
+    for domain in sorted({n.domain for n in graph.nodes if n.domain}):
+        opsets.append(helper.make_opsetid(domain, 3 if domain == "ai.onnx.ml" else 1))
+    model = helper.make_model(helper.make_graph(protos, graph.name, inputs, outputs, initializers),
+                              opset_imports=opsets)
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # the compiler then names the values whose type stays unknown
+        return 0
+    added = 0
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = tensor_dims(value.type)
+        elem = value.type.tensor_type.elem_type
+        if value.name in graph.tensors or dims is None or not elem or not all(isinstance(d, int) for d in dims):
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(int(d) for d in dims))  # type: ignore[arg-type]
+        added += 1
+    return added
+
+
+def inline_constant_ifs(graph: Graph) -> int:
+    """Inline every If whose condition is a constant (one pass); returns how many."""
+    kept: list[Node] = []
+    inlined = 0
+    for node in graph.nodes:
+        condition = graph.constants.get(node.inputs[0]) if node.op_type == "If" and not node.domain else None
+        if condition is None:
+            if node.op_type == "If" and not node.domain:
+                node.attrs["_unsupported"] = RUNTIME_CONDITION
+            kept.append(node)
+            continue
+        taken = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"
+        kept.extend(_inline(node, graph, node.attrs[taken]))
+        inlined += 1
+    graph.nodes = kept
+    return inlined
+
+
+def settle(graph: Graph, rounds: int = 16) -> int:
+    """After the first folding: inline constant Ifs, type the values the frontend's inference
+    left unknown (a reshape target that only folding made constant, an inlined branch), and
+    fold again, until nothing changes. Returns how many nodes were inlined or folded."""
+    changed = 0
+    for _ in range(rounds):
+        inlined = inline_constant_ifs(graph)
+        untyped = any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
+        typed = infer_types(graph) if inlined or untyped else 0
+        if not inlined and not typed:
+            break
+        changed += inlined + fold_static_values(graph) + fold_constants(graph)
+    return changed
+
+
+# ---------------------------------------------------------------- is the leading dim a per-sample batch?
+
+# Ops that work element by element (with numpy broadcasting): a batch axis keeps its place,
+# counted from the end.
+ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Greater",
+    "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not", "Relu", "LeakyRelu", "Sigmoid", "Tanh",
+    "Clip", "Abs", "Neg", "Sqrt", "Floor", "Ceil", "Reciprocal", "Exp", "Log", "Round", "Softsign", "HardSigmoid",
+    "HardSwish", "Elu", "Selu", "Softplus", "Erf", "Gelu", "Cast", "CastLike", "Identity", "Dropout", "Sign",
+    "IsNaN", "IsInf", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Mish", "ThresholdedRelu", "Celu", "BitShift", "Expand", "QuantizeLinear", "DequantizeLinear",
+}
+# Ops that slide or normalise over the axes after the first two: the batch must be axis 0.
+SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
+           "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth",
+           "Resize", "Upsample"}
+REDUCE = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+# Ops acting along one `axis` attribute (default): the batch must not be that axis.
+ALONG_AXIS = {"Concat": 0, "Split": 0, "GatherElements": 0, "TopK": -1, "Hardmax": -1}
+
+
+def _ints_input(graph: Graph, node: Node, index: int) -> list[int] | None:
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if not name:
+        return None
+    value = graph.constants.get(name)
+    return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+def _rank(graph: Graph, name: str) -> int | None:
+    return len(graph.tensors[name].shape) if name in graph.tensors else None
+
+
+def _batch_flow(graph: Graph, node: Node, axes: dict[str, int]) -> tuple[list[int | None], str | None]:
+    """(the batch axis of each output, or None where it cannot be followed; why the node
+    mixes samples along the batch axis, or None)."""
+    op = node.op_type
+    ins = [axes.get(name) if name else None for name in node.inputs]
+    outs = [o for o in node.outputs]
+    out_rank = [_rank(graph, o) if o else None for o in outs]
+    first = ins[0] if ins else None
+    in_rank = _rank(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
+    none: list[int | None] = [None] * len(outs)
+
+    def mixes(why: str) -> tuple[list[int | None], str | None]:
+        return none, why
+
+    if op in ELEMENTWISE:
+        placed = {a + (out_rank[0] or 0) - (_rank(graph, n) or 0)
+                  for a, n in zip(ins, node.inputs, strict=True) if a is not None}
+        if len(placed) > 1:
+            return mixes("its inputs carry the batch on different axes")
+        return [placed.pop() if placed else None, *none[1:]], None
+    if first is None:
+        if op in ("MatMul", "Gemm") and any(a is not None for a in ins[1:2]):
+            return mixes("the batch is in its second operand")
+        if op == "Gather" and len(ins) > 1 and ins[1] is not None:  # embedding lookup of batched ids
+            return [int(node.attr("axis", 0)) % max(_rank(graph, node.inputs[0]) or 1, 1) + ins[1]], None
+        return none, None
+    if in_rank is None:  # untyped: nothing to say
+        return none, None
+    rank = in_rank
+    if op in SPATIAL:
+        return ([0, *none[1:]], None) if first == 0 else mixes(f"it slides over axis {first}, the batch")
+    if op in ("Softmax", "LogSoftmax", "Hardmax") and graph.opset < 13:
+        axis = int(node.attr("axis", 1)) % max(rank, 1)
+        return ([first], None) if first < axis else mixes(f"it coerces axes {axis}.. (with the batch) to one")
+    if op in ("Softmax", "LogSoftmax", "LayerNormalization"):
+        axis = int(node.attr("axis", -1)) % max(rank, 1)
+        if first == axis or (op == "LayerNormalization" and first > axis):
+            return mixes(f"it normalises over axis {first}, the batch")
+        return [first, *none[1:]], None
+    if op in ALONG_AXIS or op in ("Gather", "ArgMax", "ArgMin", "CumSum"):
+        axis = node.attr("axis", ALONG_AXIS.get(op, 0))
+        if op == "CumSum":
+            found = _ints_input(graph, node, 1)
+            if found is None:
+                return none, None
+            axis = found[0]
+        axis = int(axis) % max(rank, 1)
+        if axis == first:
+            return mixes(f"it works along axis {axis}, the batch")
+        if op == "Gather":
+            indices = _rank(graph, node.inputs[1]) or 0
+            return [first if first < axis else first + indices - 1], None
+        if op in ("ArgMax", "ArgMin") and not int(node.attr("keepdims", 1)):
+            return [first - (axis < first)], None
+        return [first] * len(outs), None
+    if op in REDUCE:
+        listed = node.attr("axes") if node.attr("axes") is not None else _ints_input(graph, node, 1)
+        if listed is None and (len(node.inputs) > 1 and node.inputs[1]):
+            return none, None
+        reduced = {int(a) % max(rank, 1) for a in (listed or [])}
+        if not reduced and not int(node.attr("noop_with_empty_axes", 0)):
+            reduced = set(range(rank))
+        if first in reduced:
+            return mixes(f"it reduces axis {first}, the batch")
+        keep = int(node.attr("keepdims", 1))
+        return [first if keep else first - sum(a < first for a in reduced)], None
+    if op == "Transpose":
+        perm = list(node.attr("perm", list(reversed(range(rank)))))
+        return [perm.index(first)], None
+    if op in ("Reshape", "Flatten"):
+        if op == "Flatten" and int(node.attr("axis", 1)) % max(rank + 1, 1) == 0:
+            return mixes("Flatten with axis 0 merges the batch into the inner axis")
+        if first == 0:
+            return [0], None
+        return none, None
+    if op in ("Squeeze", "Unsqueeze"):
+        listed = node.attr("axes") if node.attr("axes") is not None else _ints_input(graph, node, 1)
+        if listed is None:
+            return none, None
+        if op == "Squeeze":
+            dropped = {int(a) % rank for a in listed}
+            if first in dropped:
+                return mixes("it squeezes the batch axis")
+            return [first - sum(a < first for a in dropped)], None
+        total = out_rank[0] or 0
+        added = sorted(int(a) % total for a in listed)
+        position = first
+        for a in added:
+            if a <= position:
+                position += 1
+        return [position], None
+    if op == "Slice":
+        starts, ends = _ints_input(graph, node, 1), _ints_input(graph, node, 2)
+        listed = _ints_input(graph, node, 3)
+        steps = _ints_input(graph, node, 4)
+        if starts is None or ends is None:
+            return none, None
+        listed = listed if listed is not None else list(range(len(starts)))
+        for k, a in enumerate(listed):
+            if int(a) % rank == first and not (starts[k] == 0 and ends[k] >= 2**31 - 1
+                                               and (steps is None or steps[k] == 1)):
+                return mixes("it slices the batch axis")
+        return [first], None
+    if op in ("Pad", "Tile"):
+        return none, None
+    if op == "MatMul":
+        if first == rank - 1:
+            return mixes("it contracts over the batch axis")
+        return [first + (out_rank[0] or 0) - rank], None
+    if op == "Gemm":
+        trans_a = int(node.attr("transA", 0))
+        return ([0], None) if first == trans_a else mixes("it contracts over the batch axis")
+    if op in ("LSTM", "GRU", "RNN"):
+        layout = int(node.attr("layout", 0))
+        if first != (1 if layout == 0 else 0):
+            return mixes(f"its input has the batch on axis {first}, which is the time axis")
+        y_axis, state_axis = (2, 1) if layout == 0 else (0, 0)
+        flows: list[int | None] = [y_axis, *[state_axis] * (len(outs) - 1)]
+        return flows, None
+    return none, None
+
+
+# Ops whose output is data shaped by a (batch-sized) shape operand, not a size itself.
+SHAPED_BY = {"Reshape", "Expand", "ConstantOfShape", "Tile", "Resize", "Upsample", "Pad", "Slice"}
+
+
+def _batch_sized_conditions(graph: Graph, batch_inputs: list[str]) -> list[str]:
+    """Ifs deciding on the batch size (`Equal(Shape(x)[0], 1)`): run per sample, the size is 1.
+
+    A shape vector remembers where the batch size sits in it, so `Shape(x)[1]` is not
+    batch-sized; anything else computed from a batch-sized value is."""
+    axes = {name: 0 for name in batch_inputs}
+    consts = dict(graph.constants)
+    sized: dict[str, int | None] = {}  # value → position of the batch size in a shape vector, None: all of it
+    problems = []
+    for node in graph.nodes:
+        if node.op_type == "Constant":
+            with contextlib.suppress(ValueError):  # a Constant of a kind the fold pass also refuses
+                consts[node.outputs[0]] = _constant_value(node)
+            continue
+        source = node.inputs[0] if node.inputs else ""
+        if node.op_type in ("Shape", "Size") and source in axes:
+            window = range(_rank(graph, source) or 0)[slice(node.attr("start"), node.attr("end"))]
+            if node.op_type == "Size":
+                sized[node.outputs[0]] = None
+            elif axes[source] in window:
+                sized[node.outputs[0]] = window.index(axes[source])
+            continue
+        if node.op_type == "If" and source in sized:
+            problems.append(f"node {node.name!r} (If): its condition depends on the batch size")
+        if source in sized and sized[source] is not None and node.op_type in ("Gather", "Slice"):
+            position = sized[source]
+            picked: list[int] | None = None
+            if node.op_type == "Gather" and len(node.inputs) > 1 and node.inputs[1] in consts:
+                length = (graph.info(source).shape or (0,))[0] if source in graph.tensors else 0
+                picked = [int(i) % max(length, 1) for i in np.asarray(consts[node.inputs[1]]).reshape(-1)]
+            elif node.op_type == "Slice" and all(n in consts for n in node.inputs[1:3]):
+                length = (graph.info(source).shape or (0,))[0] if source in graph.tensors else 0
+                bounds = [int(np.asarray(consts[n]).reshape(-1)[0]) for n in node.inputs[1:3]]
+                step = int(np.asarray(consts[node.inputs[4]]).reshape(-1)[0]) \
+                    if len(node.inputs) > 4 and node.inputs[4] in consts else 1
+                picked = list(range(length)[bounds[0]:bounds[1]:step])
+            if picked is not None:
+                if position in picked:
+                    sized[node.outputs[0]] = picked.index(position) if node.op_type == "Slice" else None
+                continue
+        if node.op_type not in SHAPED_BY and any(name in sized for name in node.inputs if name):
+            sized.update({name: None for name in node.outputs if name})
+        if any(name in axes for name in node.inputs if name):
+            flow, _ = _batch_flow(graph, node, axes)
+            axes.update({name: axis for name, axis in zip(node.outputs, flow, strict=False)
+                         if name and axis is not None})
+    return problems
+
+
+def batch_mixing(graph: Graph, batch_inputs: list[str]) -> list[str]:
+    """Where running the graph once per sample of the leading dim would differ from running it
+    on the whole batch: nodes that reduce, slide, contract or recur along that axis, and Ifs
+    on the batch size. Values
+    are followed through the ops above on a folded copy of the graph (so axes computed by
+    shape subgraphs are known); where the batch axis cannot be followed (an unlisted op, a
+    run-time axis), the node is trusted, as before this check."""
+    conditions = _batch_sized_conditions(graph, batch_inputs)
+    graph = Graph(graph.name, list(graph.inputs), list(graph.outputs), [replace(n) for n in graph.nodes],
+                  dict(graph.tensors), dict(graph.constants), graph.opset)
+    try:
+        fold_static_values(graph)
+        fold_constants(graph)
+        settle(graph)
+    except Exception:  # the pipeline reports it, with the node, when it folds for real
+        return conditions
+    axes = {name: 0 for name in batch_inputs}
+    problems = conditions
+    for node in graph.nodes:
+        if not any(name in axes for name in node.inputs if name):
+            continue
+        flow, why = _batch_flow(graph, node, axes)
+        if why is not None:
+            problems.append(f"node {node.name!r} ({node.op_type}): {why}")
+            continue
+        for name, axis in zip(node.outputs, flow, strict=False):
+            if name and axis is not None:
+                axes[name] = axis
+    return problems

@@ -1,0 +1,193 @@
+"""The model zoo (tests/model_zoo.py) compiled end to end and compared with ONNX Runtime:
+dynamic dims pinned with input_shapes, a run-time batch > 1 where the leading dim is the
+batch, If inlined on shape facts (and refused on run-time conditions), recurrent layers,
+attention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests import model_zoo
+from tests.parity import assert_matches_ort
+from wasinfer.artifact import convert_onnx
+from wasinfer.codegen.compiler import UnsupportedModel
+from wasinfer.frontends import FrontendError
+
+rng = np.random.default_rng(21)
+
+
+def images(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("build", [model_zoo.mobilenet_like, model_zoo.resnet_like])
+def test_cnn_classifiers_with_a_run_time_batch(build: Callable[[], onnx.ModelProto]) -> None:
+    model = build()
+    assert_matches_ort(model, {"image": images(3, 3, 32, 32)}, max_batch=4)
+    stats: dict[str, Any] = convert_onnx(model).stats
+    assert stats["bn_folded"] and stats["kernels"] < len(model.graph.node)  # BN folded, activations fused
+
+
+@pytest.mark.parametrize("width", [32, 44])
+def test_crnn_with_its_width_given(width: int) -> None:
+    model = model_zoo.crnn()
+    assert_matches_ort(model, {"image": images(2, 1, 16, width)}, max_batch=2,
+                       input_shapes={"image": (1, 1, 16, width)})
+
+
+@pytest.mark.parametrize("length", [7, 16])
+def test_transformer_encoder_with_padding_mask(length: int) -> None:
+    model = model_zoo.transformer_encoder()
+    ids = rng.integers(0, 64, (3, length)).astype(np.int64)
+    mask = np.ones((3, length), np.int64)
+    mask[1, length - 3:] = 0
+    mask[2, 1:] = 0
+    shapes: dict[str, tuple[int, ...]] = {"input_ids": (1, length), "attention_mask": (1, length)}
+    assert_matches_ort(model, {"input_ids": ids, "attention_mask": mask}, max_batch=3, input_shapes=shapes,
+                       atol=1e-4)
+    result = convert_onnx(model, input_shapes=shapes)
+    assert {"Shape", "Range", "ConstantOfShape", "Concat"}.isdisjoint(result.stats["ops"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("width", [8, 6, 3])
+def test_if_on_a_shape_fact_is_inlined(width: int) -> None:
+    """8: then-branch and nested then (Relu); 6: nested else (Abs); 3: the outer else."""
+    model = model_zoo.if_model()
+    assert_matches_ort(model, {"x": images(2, width) * 3}, max_batch=2, input_shapes={"x": (1, width)})
+    assert "If" not in convert_onnx(model, input_shapes={"x": (1, width)}).stats["ops"]  # type: ignore[operator]
+
+
+def test_if_on_a_run_time_condition_is_refused() -> None:
+    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["a"])], "t", [],
+                                    [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3])])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "e", [],
+                                    [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["positive"]),
+             helper.make_node("If", ["positive"], ["y"], name="choose", then_branch=then_branch,
+                              else_branch=else_branch)]
+    graph = helper.make_graph(nodes, "if_rt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModel, match=r"'choose'.*condition computed at run time"):
+        convert_onnx(model)
+
+
+def test_recurrent_stack() -> None:
+    model = model_zoo.recurrent_model()
+    x = images(6, 3, 8)
+    assert_matches_ort(model, {"x": x}, input_shapes={"x": (6, 3, 8)})
+
+
+def test_attention_block_with_a_run_time_batch() -> None:
+    assert_matches_ort(model_zoo.attention_block(), {"x": images(3, 10, 16)}, max_batch=4, atol=1e-4)
+
+
+def test_zoo_models_are_small() -> None:
+    for build in model_zoo.ZOO.values():
+        model = build()
+        weights = sum(int(np.prod(init.dims)) * 4 for init in model.graph.initializer)
+        assert 0 < weights < 2_000_000
+
+
+# ---------------------------------------------------------------- a dynamic leading dim that is not a batch
+
+def _one_node(op: str, dims: list[int | str], out_dims: list[int | str], inits: dict[str, np.ndarray] | None = None,
+              **attrs: Any) -> onnx.ModelProto:
+    inits = inits or {}
+    graph = helper.make_graph([helper.make_node(op, ["x", *inits], ["y"], **attrs)], op,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+MIXING = [
+    ("ReduceSum", ["N", 3], [1, 3], {"axes": np.array([0], np.int64)}, {}),
+    ("Softmax", ["N", 3], ["N", 3], {}, {"axis": 0}),
+    ("CumSum", ["N", 3], ["N", 3], {"axis": np.array(0, np.int64)}, {}),
+    ("Gemm", ["N", 3], [3, 3], {"b": np.ones((4, 3), np.float32)}, {"transA": 1}),
+    ("Flatten", ["N", 3], [1, "M"], {}, {"axis": 0}),
+]
+
+
+@pytest.mark.parametrize(("op", "dims", "out_dims", "inits", "attrs"), MIXING, ids=[m[0] for m in MIXING])
+def test_a_leading_dim_that_mixes_samples_is_not_the_batch(op: str, dims: list[int | str],
+                                                           out_dims: list[int | str], inits: dict[str, np.ndarray],
+                                                           attrs: dict[str, object]) -> None:
+    """Per-sample runs would give wrong answers, so the dim must be given and is compiled as is."""
+    model = _one_node(op, dims, out_dims, inits, **attrs)
+    with pytest.raises(FrontendError, match=f"cannot be a per-sample batch: node .*{op}"):
+        convert_onnx(model)
+    assert_matches_ort(model, {"x": images(4, 3)}, input_shapes={"x": (4, 3)})
+
+
+def test_a_dynamic_time_axis_is_not_the_batch() -> None:
+    model = model_zoo.recurrent_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "T"
+    assert_matches_ort(model, {"x": images(6, 2, 8)}, input_shapes={"x": (6, 2, 8)})
+
+
+def test_a_batch_moved_by_transpose_is_followed() -> None:
+    """Softmax over the last axis is per sample before the Transpose, and mixes after it."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("Softmax", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "moved", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert_matches_ort(model, {"x": images(5, 3)}, input_shapes={"x": (5, 3)})
+    per_sample = _one_node("Softmax", ["N", 3], ["N", 3], axis=-1)
+    assert_matches_ort(per_sample, {"x": images(5, 3)}, max_batch=8)
+
+
+def test_an_if_on_the_batch_size_pins_the_batch() -> None:
+    """`if x.shape[0] == 1:` decided per sample would always take the then-branch."""
+    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["a"])], "t", [],
+                                    [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "e", [],
+                                    [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Equal", ["n", "one"], ["single"]),
+             helper.make_node("If", ["single"], ["y"], name="on_batch", then_branch=then_branch,
+                              else_branch=else_branch)]
+    graph = helper.make_graph(nodes, "if_batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [onnx.numpy_helper.from_array(np.array(v, np.int64), k)
+                               for k, v in (("zero", 0), ("one", 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(FrontendError, match=r"'on_batch'.*depends on the batch size"):
+        convert_onnx(model)
+    for rows in (1, 3):
+        assert_matches_ort(model, {"x": images(rows, 4)}, input_shapes={"x": (rows, 4)})
+
+
+def test_a_reshape_target_folded_from_shape_arithmetic_gets_its_types() -> None:
+    """ONNX's data propagation does not follow Div, so the frontend leaves the Reshape (and all
+    after it) untyped; once folding makes the target constant, inference types them."""
+    def i64(name: str, value: object) -> onnx.TensorProto:
+        return onnx.numpy_helper.from_array(np.array(value, np.int64), name)
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "two"], ["d"], axis=0),
+             helper.make_node("Div", ["d", "four"], ["dh"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+             helper.make_node("Gather", ["s", "one"], ["l"], axis=0),
+             *[helper.make_node("Unsqueeze", [v, "ax0"], [v + "1"]) for v in ("b", "l", "dh")],
+             helper.make_node("Concat", ["b1", "l1", "four1", "dh1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Softmax", ["t"], ["sm"], axis=-1),
+             helper.make_node("ReduceMean", ["sm", "ax3"], ["y"], keepdims=0)]
+    inits = [i64("two", 2), i64("four", 4), i64("zero", 0), i64("one", 1), i64("ax0", [0]), i64("four1", [4]),
+             i64("ax3", [3])]
+    graph = helper.make_graph(nodes, "div", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert_matches_ort(model, {"x": images(3, 5, 32)}, max_batch=3, input_shapes={"x": (1, 5, 32)})
