@@ -4,7 +4,8 @@
 //
 // usage: node ort_web_bench.mjs JOB.json  ->  one JSON object on stdout
 // JOB: {budget: {warmup_min, warmup_seconds, min_iters, max_iters, max_seconds, cold_min, cold_max, cold_seconds},
-//       models: [{name, path, inputs: [{name, file, dims}]}]}   (input files: raw little-endian float32)
+//       models: [{name, path, inputs: [{name, file, dims, type}]}]}
+// (input files: raw little-endian values of `type`: float32, int32, int64 or bool)
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
@@ -23,12 +24,17 @@ ort.env.logLevel = "error";
 
 const SESSION_OPTIONS = { executionProviders: ["wasm"], graphOptimizationLevel: "all", executionMode: "sequential" };
 
+// ort.Tensor's type name → the typed array that holds it (bool as one byte per value)
+const ARRAYS = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array };
+
 function feedsOf(model) {
   const feeds = {};
   for (const input of model.inputs) {
     const bytes = readFileSync(input.file);
-    const data = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    feeds[input.name] = new ort.Tensor("float32", data, input.dims);
+    const type = input.type ?? "float32";
+    const Array_ = ARRAYS[type];
+    const data = new Array_(bytes.buffer, bytes.byteOffset, bytes.byteLength / Array_.BYTES_PER_ELEMENT);
+    feeds[input.name] = new ort.Tensor(type, data, input.dims);
   }
   return feeds;
 }
