@@ -262,7 +262,8 @@ def test_metrics_count_requests_by_outcome(server: Server) -> None:
     assert "wasinfer_models_loaded 1.0" in text
     assert re.search(r'wasinfer_cold_start_duration_seconds_count\{model="scale",version="2"\} 1\.0', text)
     names = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
-    assert names and all(name.startswith("wasinfer_") for name in names)
+    assert names and all(name.startswith(("wasinfer_", "process_")) for name in names)  # process_*: the alerts'
+    assert "process_resident_memory_bytes" in names
 
 
 def _route_pattern(path: str) -> str:

@@ -117,10 +117,17 @@ def test_a_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, 
         assert status.version == before.version and status.digest == before.digest
         assert infer(http) == SCALE[1].tolist()
         assert sorted(p.name for p in (tmp_path / "repository" / "ai-model").iterdir()) == [str(before.version)]
-        assert 'wasinfer_model_updates_total{model="ai-model",outcome="failed"} 1.0' in http.get("/metrics").text
+        metrics = http.get("/metrics").text
+        assert 'wasinfer_model_updates_total{model="ai-model",outcome="failed"} 1.0' in metrics
+        # stuck on the old version: what it serves and what the desired state names differ
+        assert (f'wasinfer_model_version_info{{desired_version="v2.0.0",model="ai-model",'
+                f'serving_version="{before.label}"}} 1.0') in metrics
+        assert "process_resident_memory_bytes" in metrics and "wasinfer_model_memory_budget_bytes 0.0" in metrics
         place(module, MODULES[2])  # the next good version goes through
         assert updater.apply(DesiredState(str(module), "v2.0.1")).state == "serving"
         assert infer(http) == SCALE[2].tolist()
+        assert ('wasinfer_model_version_info{desired_version="v2.0.1",model="ai-model",serving_version="v2.0.1"} 1.0'
+                in http.get("/metrics").text)
         http.close()
     finally:
         server.stop(grace=2)
@@ -222,13 +229,19 @@ def test_versions_from_the_local_store_and_a_registry_are_admitted_before_they_s
         with run_registry(tmp_path / "registry") as registry:
             monkeypatch.setenv("WASINFER_REGISTRY_PLAIN_HTTP", "1")
             with OciClient(registry.address, plain_http=True) as client:
-                client.push("team/scale", "1.0.0", _artifact(1, "1.0.0"))
+                pinned = client.push("team/scale", "1.0.0", _artifact(1, "1.0.0"))
+                client.push("team/scale", "2.0.0", _artifact(2, "2.0.0"))
             # The registry is down (nothing listens there): the update fails, the old version serves on.
             down = updater.apply(DesiredState("127.0.0.1:9/team/scale", "1.0.0"))
             assert down.state == "failed" and "127.0.0.1:9" in down.reason and answer() == SCALE[2].tolist()
             # Back up (the real address): the same desired version converges.
             up = updater.apply(DesiredState(f"{registry.address}/team/scale", "v1.0.0"))
             assert up.state == "serving" and answer() == SCALE[1].tolist()
+            # A digest in model_path pins the content: the model_version tag beside it does not move it.
+            assert updater.apply(DesiredState(f"{registry.address}/team/scale", "v2.0.0")).state == "serving"
+            assert answer() == SCALE[2].tolist()
+            assert updater.apply(DesiredState(f"{registry.address}/team/scale@{pinned}", "v2.0.0")).state == "serving"
+            assert answer() == SCALE[1].tolist()
         http.close()
     finally:
         server.stop(grace=2)

@@ -272,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     from wasinfer.cli.trust import add_commands as add_trust_commands
 
     add_trust_commands(sub)  # keys, policy
+    from wasinfer.cli.package import add_commands as add_package_commands
+
+    add_package_commands(sub)  # package (an OCI container image of a model)
+    from wasinfer.cli.deploy import add_commands as add_deploy_commands
+
+    add_deploy_commands(sub)  # deploy render (Kubernetes manifests)
     return parser
 
 

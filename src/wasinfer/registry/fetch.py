@@ -29,7 +29,9 @@ def _spellings(version: str) -> list[str]:
 def fetch_artifact(model_path: str, version: str | None) -> ModelArtifact:
     """Pull (registry) or read (local store), then admit; raises ValueError (or a RegistryError) saying why not."""
     ref = Reference.parse(model_path)
-    spellings = _spellings(version or ref.reference)
+    # A digest in model_path pins the content: model_version (a tag) is then only a label, never
+    # what is pulled (Gatekeeper's pinned-models rule relies on this).
+    spellings = _spellings(ref.reference if ref.digest else (version or ref.reference))
     if ref.registry:
         from wasinfer.registry.credentials import load_credentials
         from wasinfer.registry.oci import OciClient, RegistryError

@@ -394,8 +394,13 @@ class OciClient:
         `progress(done, total)` counts bytes of the blobs actually uploaded (total 0 when the
         registry already had them all).
         """
-        manifest = artifact.manifest()
-        missing = {d: b for d, b in artifact.blobs().items() if not self._blob_exists(repository, d)}
+        return self.push_manifest(repository, tag, artifact.manifest(), artifact.blobs(), progress)
+
+    def push_manifest(self, repository: str, tag: str, manifest: bytes, blobs: dict[str, bytes],
+                      progress: Progress | None = None, media_type: str = MANIFEST_MEDIA_TYPE) -> str:
+        """`push` for any manifest (e.g. a container image, deploy/image.py): its blobs by digest, then
+        the manifest's exact bytes under `tag`; returns the manifest digest."""
+        missing = {d: b for d, b in blobs.items() if not self._blob_exists(repository, d)}
         total = sum(len(b) for b in missing.values())
         done = 0
 
@@ -407,7 +412,7 @@ class OciClient:
 
         for digest, data in missing.items():
             self._upload(repository, digest, data, report)
-        return self._put_manifest(repository, tag, manifest, MANIFEST_MEDIA_TYPE)
+        return self._put_manifest(repository, tag, manifest, media_type)
 
     def pull(self, repository: str, reference: str, progress: Progress | None = None) -> ModelArtifact:
         """The artifact a tag or digest names, every digest verified; nothing is returned on a mismatch."""

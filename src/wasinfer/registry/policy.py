@@ -140,7 +140,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
-def _rego_message(error: str, source: str) -> str:
+def rego_message(error: str, source: str) -> str:
     """rego-cpp reports errors as an S-expression; keep the message and turn the offset into line:column."""
     messages = [error[m.end():m.end() + int(m[1])] for m in _ERROR_MSG.finditer(error)]
     text = "; ".join(dict.fromkeys(m.strip() for m in messages)) or error.strip().splitlines()[0]
@@ -154,7 +154,7 @@ def _rego_message(error: str, source: str) -> str:
     return text
 
 
-def _query(interpreter: Interpreter, query: str) -> tuple[bool, str]:
+def query_raw(interpreter: Interpreter, query: str) -> tuple[bool, str]:
     """(ok, text) of a query. regopy's own `query` raises an unhelpful JSONDecodeError when the result
     is an error, so this reads the raw output through the same C API it uses."""
     from regopy.rego_shared import rego_free_output, rego_output_ok, rego_output_string, rego_query
@@ -230,16 +230,16 @@ def evaluate(policy_dir: Path, input: dict[str, Any], data: dict[str, Any] | Non
         try:
             interpreter.add_module(path.name, source)
         except RegoError as exc:
-            raise PolicyError(f"{path.name}: {_rego_message(str(exc), source)}") from None
+            raise PolicyError(f"{path.name}: {rego_message(str(exc), source)}") from None
 
     decisions: list[Decision] = []
     for path, package, source in policies:
-        ok, text = _query(interpreter, f"data.{package}")
+        ok, text = query_raw(interpreter, f"data.{package}")
         if not ok:
             raise PolicyError(f"{path.name}: evaluation failed (a built-in function raised an error, e.g. wrong "
                               "argument types; rego-cpp gives no detail)")
         if text.lstrip().startswith("("):
-            raise PolicyError(f"{path.name}: {_rego_message(text, source)}")
+            raise PolicyError(f"{path.name}: {rego_message(text, source)}")
         if text.strip() == "undefined":
             raise PolicyError(f"{path.name}: package {package} defines neither deny nor warn")
         try:

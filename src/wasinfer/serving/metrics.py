@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 # Latency buckets from 100 us (a small wasm model) to 10 s (a cold start of a large one).
@@ -65,10 +66,14 @@ class Metrics(Collector):
         self._updates: dict[Labels, int] = {}
         self._misses = 0  # requests that found their model not loaded and waited for the load
         self._update_seconds: dict[Labels, _Histogram] = {}
-        # Set by the model manager: bytes held per (model, version), read at scrape time.
+        # Set by the model manager: bytes held per (model, version), read at scrape time, and its budget.
         self.memory_source: Callable[[], dict[tuple[str, str], int]] | None = None
+        self.memory_budget_bytes = 0
+        # Set by the updater: model → (the version it serves, the one the desired state names).
+        self._versions: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends, for the alerts
 
     @staticmethod
     def _histogram(table: dict[Labels, _Histogram], key: Labels, buckets: tuple[float, ...]) -> _Histogram:
@@ -131,6 +136,12 @@ class Metrics(Collector):
     def eviction(self, model: str, version: str) -> None:
         with self._lock:
             self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
+
+    def model_version(self, model: str, serving: str, desired: str) -> None:
+        """What a desired-state model serves against what it should: they differ while an update is
+        pending, baking as a canary, or refused (the alert "stuck on an old version" reads this)."""
+        with self._lock:
+            self._versions[model] = (serving, desired)
 
     def model_loaded(self, delta: int) -> None:
         with self._lock:
@@ -206,6 +217,16 @@ class Metrics(Collector):
         for labels, size in (self.memory_source() if self.memory_source else {}).items():
             memory.add_metric(list(labels), size)
         yield memory
+        yield GaugeMetricFamily("wasinfer_model_memory_budget_bytes", "The --memory-budget-mb that loaded model "
+                                "versions must fit in (0: none).", value=self.memory_budget_bytes)
+        info = GaugeMetricFamily("wasinfer_model_version_info", "1 for each model under a desired state: the "
+                                 "version label it serves and the one its desired state names.",
+                                 labels=["model", "serving_version", "desired_version"])
+        with self._lock:
+            versions = dict(self._versions)
+        for model, (serving, desired) in versions.items():
+            info.add_metric([model, serving, desired], 1)
+        yield info
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

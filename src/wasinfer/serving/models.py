@@ -355,6 +355,7 @@ class ModelManager:
         self.defaults = defaults or ServingDefaults(pool_size=pool_size)
         self.memory_budget_bytes = memory_budget_bytes  # 0: no budget
         metrics.memory_source = self.memory_by_model
+        metrics.memory_budget_bytes = memory_budget_bytes
         self.cache = cache or CompiledCache(None)
         # Shared by every wasm model (compiled code is per engine); the epoch checks a deadline
         # needs slow compute-heavy models down, so without a deadline they are left out.

@@ -130,6 +130,7 @@ class ModelUpdater:
         self._lock = threading.Lock()  # one update at a time
         self._canary: _Canary | None = None
         self._rejected: set[str] = set()  # digests a canary rolled back: not tried again
+        self._desired = ""  # the version label the latest desired state names
 
     def _versions(self) -> list[int]:
         return sorted(self.manager.repository.versions(self.name))
@@ -137,28 +138,35 @@ class ModelUpdater:
     def apply(self, state: DesiredState) -> UpdateStatus:
         """Bring the model to `state`; a no-op when the fetched module is the one serving."""
         with self._lock:
-            started = time.perf_counter()
+            self._desired = state.model_version or Path(state.model_path).name  # as fetch_file labels it
             try:
-                fetched = self.fetch(state)
-                if fetched.digest == self.status.digest and self.status.state == "serving":
-                    return self.status
-                if self._canary is not None and fetched.digest == self._canary.digest:
-                    return self.status  # already baking
-                if fetched.digest in self._rejected:
-                    raise UpdateError(f"{fetched.label} ({fetched.digest}) was rolled back by its canary; the "
-                                      "desired state has to name another version")
-                self._abandon_canary()
-                version = self._install(fetched)
-                if self.canary_policy is not None and self.status.version is not None:
-                    self._start_canary(version, fetched)
-                    return self.status
-                self._swap_to(version, fetched.digest, fetched.label)
-            except UpdateError as exc:
-                self._failed(str(exc))
-            else:
-                self.metrics.update(self.name, "ok", time.perf_counter() - started)
-                log.info("model %s now serves %s (version %d, %s)", self.name, fetched.label, version, fetched.digest)
-            return self.status
+                return self._apply(state)
+            finally:
+                self.metrics.model_version(self.name, self.status.label, self._desired)
+
+    def _apply(self, state: DesiredState) -> UpdateStatus:
+        started = time.perf_counter()
+        try:
+            fetched = self.fetch(state)
+            if fetched.digest == self.status.digest and self.status.state == "serving":
+                return self.status
+            if self._canary is not None and fetched.digest == self._canary.digest:
+                return self.status  # already baking
+            if fetched.digest in self._rejected:
+                raise UpdateError(f"{fetched.label} ({fetched.digest}) was rolled back by its canary; the "
+                                  "desired state has to name another version")
+            self._abandon_canary()
+            version = self._install(fetched)
+            if self.canary_policy is not None and self.status.version is not None:
+                self._start_canary(version, fetched)
+                return self.status
+            self._swap_to(version, fetched.digest, fetched.label)
+        except UpdateError as exc:
+            self._failed(str(exc))
+        else:
+            self.metrics.update(self.name, "ok", time.perf_counter() - started)
+            log.info("model %s now serves %s (version %d, %s)", self.name, fetched.label, version, fetched.digest)
+        return self.status
 
     # --- canary -------------------------------------------------------------------------------
 
@@ -197,6 +205,7 @@ class ModelUpdater:
                 else:
                     self.metrics.update(self.name, "ok", time.monotonic() - canary.started)
                     log.info("model %s: canary %s promoted", self.name, canary.label)
+            self.metrics.model_version(self.name, self.status.label, self._desired)
             return self.status
 
     def _breach(self, canary: _Canary, policy: CanaryPolicy) -> str:

@@ -1,0 +1,1289 @@
+"""A cluster on one machine: three serving nodes, a registry and Prometheus; a rollout and a rollback under load.
+
+What the seed runs on 500 K3s nodes, shrunk to what one machine can show for real (issue "Edge deployment on
+K3s", "A cluster on one machine"):
+
+- nodes: three `wasinfer serve --desired-state DIR` processes. Where this runs as root and `ip netns` works,
+  each node has a network namespace of its own, joined to a bridge by a veth pair on a private 10.250.x.0/24
+  subnet that exists only on this machine, and listens on port 8000 of its own address, as pods do; elsewhere
+  they are processes on 127.0.0.1 (the report says which ran, and why);
+- desired state: each node's ConfigMap as the kubelet mounts it (a directory of key files swapped atomically
+  through its `..data` symlink), holding the seed's keys: model_path (a registry reference), model_version
+  ("v1.0.0"), model_update_interval ("5m", as the seed writes it: a change of the mount is seen by the node's
+  1 s poll, not by the interval) and cache_enabled ("true");
+- registry: Debian's `docker-registry` (as tests/registry/registry_server.py starts it), on the bridge's address
+  (or loopback); the versions are pushed to it with wasinfer.registry.oci.OciClient;
+- Prometheus (Debian's `prometheus`, optional): scrapes the three nodes every second; the per-node request
+  rates and the model version that served the traffic are read back from its HTTP API. Without it, the
+  nodes' /metrics are read directly and the Prometheus figures read n/a;
+- load: a client-side round-robin over the nodes (request i goes to node i mod 3, no retries), open loop at a
+  fixed rate (a share of the capacity measured first with closed-loop clients), so a slow answer delays no later
+  request's clock; each answer is checked against both versions' outputs.
+
+The run: capacity (closed loop), then steady load before, during and after a rollout of v1.1.0 (push, then every
+node's ConfigMap rewritten at once), then a rollback to v1.0.0 the same way; then the registry's pull throughput
+with nothing else running. Reported: each node's time from the ConfigMap write to serving the new version (the
+first answer with the new version's output; also as Prometheus saw it), failed requests (target 0), p50/p99
+latency per window, per-node and total throughput, and the extrapolation to the seed's 500 nodes, written out as
+arithmetic from these figures (labelled as such: nothing at that scale is measured here).
+
+Writes benchmarks/results/cluster_sim.json and, on a full run, the "A cluster on one machine" section of
+docs/performance.md (only the text between its marker comments).
+
+    python benchmarks/cluster_sim.py                    # the full run (about 1.5 minutes on 2 cores)
+    python benchmarks/cluster_sim.py --quick            # shorter windows (under a minute); writes *.partial.json
+    python benchmarks/cluster_sim.py --network loopback # processes on 127.0.0.1 even where namespaces work
+    python benchmarks/cluster_sim.py --render --doc     # measure nothing: redo the tables and section from the JSON
+
+Setup: Debian's `docker-registry` (required) and `prometheus` (optional): `apt-get install -y docker-registry
+prometheus`. Namespaces need root and iproute2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from lifecycle_bench import BODY, SAMPLE, event_loop_factory, mlp_onnx, mlp_reference
+from serve_bench import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "cluster_sim.json"
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- cluster_sim:begin -->", "<!-- cluster_sim:end -->"
+REGISTRY_BINARY = Path("/usr/bin/docker-registry")
+PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
+REPOSITORY = "edge/ai-model"  # served as "ai-model", the seed's /models/ai-model.wasm
+SERVED = "ai-model"
+OLD, NEW = "v1.0.0", "v1.1.0"  # the seed's spelling, in the ConfigMap and as the registry tags
+WEIGHT_SEED = {OLD: 20_000, NEW: 20_001}
+SEED_NODES, SEED_PODS, SEED_DAILY_INFERENCES, SEED_POD_CPU_LIMIT = 500, 5000, 100_000_000, 2.0
+SEED_LATENCY_MS = 100.0  # the seed: "延迟 < 100ms"
+SWAP_P99_FACTOR = 2.0  # as lifecycle_bench judges updates: p99 while swapping within 2x the steady p99
+NETNS_PREFIX = "wasinfer-sim-"
+NODE_PORT = 8000  # every node's port inside its own namespace, as pods all listen on the same port
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how hard each phase runs; recorded with the results."""
+
+    nodes: int = 3
+    capacity_clients_per_node: int = 3  # closed-loop connections per node while measuring capacity
+    capacity_s: float = 8.0
+    load_share: float = 0.4  # the rollout's offered rate, as a share of the measured capacity
+    max_rate: float = 1000.0  # requests/s, whatever the capacity
+    window_s: float = 8.0  # steady load before the rollout, after it and after the rollback
+    converge_timeout_s: float = 60.0
+    pulls: int = 64  # registry pull throughput: this many pulls of the module ...
+    pull_threads: int = 8  # ... from this many threads (and as many connections for the raw blob GETs)
+    blob_get_s: float = 3.0
+    scrape_interval_s: float = 1.0
+    update_interval: str = "5m"  # the seed's model_update_interval
+    seed: int = 0  # of the pauses' jitter
+
+
+FULL = Settings()
+QUICK = Settings(capacity_s=3.0, window_s=3.0, pulls=16, blob_get_s=1.0)
+
+
+# --- the network: one namespace per node, or loopback ---------------------------------------------------------------
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=False)
+    if done.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Namespaces (and bridges) an earlier run of this script left behind when it was killed: their pid is gone."""
+    removed: list[str] = []
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20, check=False)
+    for line in done.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith(NETNS_PREFIX):
+            continue
+        pid = name[len(NETNS_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                _ip("netns", "del", name)
+                removed.append(name)
+                with contextlib.suppress(OSError):
+                    _ip("link", "del", f"wsb{pid}")
+    return removed
+
+
+@dataclass
+class Network:
+    """Where the nodes listen and where the host-side services (registry) listen, and how a node is started."""
+
+    mode: str  # "netns" or "loopback"
+    host_address: str
+    node_addresses: list[str]
+    reason: str = ""  # why loopback, when namespaces were asked for
+    namespaces: list[str] = field(default_factory=list)
+    bridge: str = ""
+    subnet: str = ""
+
+    def wrap(self, index: int, command: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.namespaces[index], *command] if self.mode == "netns" else command
+
+    def close(self) -> None:
+        for name in self.namespaces:  # deleting a namespace deletes its end of the veth pair, and so the pair
+            with contextlib.suppress(OSError):
+                _ip("netns", "del", name)
+        if self.bridge:
+            with contextlib.suppress(OSError):
+                _ip("link", "del", self.bridge)
+        self.namespaces, self.bridge = [], ""
+
+
+def _free_subnet() -> int:
+    """A third octet X with 10.250.X.0/24 on no interface or route here."""
+    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=20, check=False).stdout
+    used += subprocess.run(["ip", "route"], capture_output=True, text=True, timeout=20, check=False).stdout
+    start = os.getpid() % 250
+    for k in range(250):
+        octet = (start + k) % 250 + 1
+        if f"10.250.{octet}." not in used:
+            return octet
+    raise OSError("no free 10.250.x.0/24 subnet")
+
+
+def namespace_network(nodes: int) -> Network:
+    """A bridge with 10.250.X.1 for the host's services and one namespace per node at 10.250.X.(2+i).
+
+    Only this machine sees the subnet: the bridge has no uplink and nothing routes it anywhere."""
+    pid = os.getpid()
+    octet = _free_subnet()
+    net = Network("netns", f"10.250.{octet}.1", [f"10.250.{octet}.{2 + i}" for i in range(nodes)],
+                  subnet=f"10.250.{octet}.0/24")
+    try:
+        net.bridge = f"wsb{pid}"[:15]
+        _ip("link", "add", net.bridge, "type", "bridge")
+        _ip("addr", "add", f"{net.host_address}/24", "dev", net.bridge)
+        _ip("link", "set", net.bridge, "up")
+        for i, address in enumerate(net.node_addresses):
+            name, host_end, node_end = f"{NETNS_PREFIX}{pid}-{i}", f"wsv{pid}h{i}"[:15], f"wsv{pid}n{i}"[:15]
+            _ip("netns", "add", name)
+            net.namespaces.append(name)
+            _ip("link", "add", host_end, "type", "veth", "peer", "name", node_end)
+            _ip("link", "set", node_end, "netns", name)
+            _ip("link", "set", host_end, "master", net.bridge)
+            _ip("link", "set", host_end, "up")
+            _ip("-n", name, "addr", "add", f"{address}/24", "dev", node_end)
+            _ip("-n", name, "link", "set", node_end, "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+    except OSError:
+        net.close()
+        raise
+    return net
+
+
+def loopback_network(nodes: int, reason: str = "") -> Network:
+    return Network("loopback", "127.0.0.1", ["127.0.0.1"] * nodes, reason=reason)
+
+
+def make_network(nodes: int, wanted: str) -> Network:
+    """Namespaces when asked for (or, with "auto", when root and iproute2 allow them); else loopback, saying why."""
+    if wanted == "loopback":
+        return loopback_network(nodes, "asked for (--network loopback)")
+    problem = ""
+    if os.geteuid() != 0:
+        problem = "not root (network namespaces need CAP_NET_ADMIN)"
+    elif shutil.which("ip") is None:
+        problem = "no `ip` (iproute2)"
+    if not problem:
+        remove_stale_namespaces()
+        try:
+            return namespace_network(nodes)
+        except OSError as exc:
+            problem = f"namespaces unavailable: {exc}"
+    if wanted == "netns":
+        raise SystemExit(f"error: --network netns: {problem}")
+    return loopback_network(nodes, problem)
+
+
+# --- processes ------------------------------------------------------------------------------------------------------
+
+
+class HostProcess(ServerProcess):
+    """serve_bench's ServerProcess (own process group, log file, group CPU), readiness checked on any address."""
+
+    def __init__(self, name: str, command: list[str], host: str, port: int, ready_path: str, cwd: Path,
+                 env: dict[str, str] | None = None):
+        super().__init__(name, command, port, ready_path, cwd, cwd / f"{name}.log", env)
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def wait_ready(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return f"{self.name} exited with code {self.proc.returncode}: {self.log_tail()}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    return None
+            time.sleep(0.2)
+        return f"{self.name} was not ready within {timeout:.0f} s: {self.log_tail()}"
+
+
+def start_all(processes: list[HostProcess], timeout: float = 120) -> None:
+    for process in processes:
+        process.start(None)
+    for process in processes:
+        problem = process.wait_ready(timeout)
+        if problem is not None:
+            raise RuntimeError(problem)
+
+
+def registry_process(workdir: Path, host: str) -> HostProcess:
+    """Debian's docker-registry, storage in the work directory, configured as tests/registry/registry_server.py does."""
+    directory = workdir / "registry"
+    directory.mkdir(parents=True)
+    port = free_port()
+    config = {"version": "0.1", "log": {"level": "warn", "formatter": "text"},
+              "storage": {"filesystem": {"rootdirectory": str(directory / "storage")}, "delete": {"enabled": True},
+                          "maintenance": {"uploadpurging": {"enabled": False}}},
+              "http": {"addr": f"{host}:{port}", "secret": uuid.uuid4().hex}}
+    (directory / "config.yml").write_text(json.dumps(config))  # JSON is YAML to the registry's parser
+    process = HostProcess("docker-registry", [str(REGISTRY_BINARY), "serve", str(directory / "config.yml")], host,
+                          port, "/v2/", directory)
+    process.env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # they override the file
+    return process
+
+
+def prometheus_process(workdir: Path, targets: list[str], interval_s: float) -> HostProcess:
+    """Prometheus on loopback scraping the nodes; each target labelled node="node<i>"."""
+    directory = workdir / "prometheus"
+    directory.mkdir(parents=True)
+    port = free_port()
+    interval = f"{int(interval_s * 1000)}ms"
+    config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+              "scrape_configs": [{"job_name": "wasinfer", "metrics_path": "/metrics", "static_configs": [
+                  {"targets": [target], "labels": {"node": f"node{i}"}} for i, target in enumerate(targets)]}]}
+    (directory / "prometheus.yml").write_text(json.dumps(config))
+    return HostProcess("prometheus", [str(PROMETHEUS_BINARY), f"--config.file={directory / 'prometheus.yml'}",
+                                      f"--storage.tsdb.path={directory / 'data'}",
+                                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                       "127.0.0.1", port, "/-/ready", directory)
+
+
+def node_process(net: Network, index: int, workdir: Path, config_dir: Path) -> HostProcess:
+    host = net.node_addresses[index]
+    port = NODE_PORT if net.mode == "netns" else free_port()
+    home = workdir / f"home-node{index}"  # its own compiled-code cache, as each node has
+    command = net.wrap(index, [sys.executable, "-m", "wasinfer.cli.main", "serve", "--desired-state", str(config_dir),
+                               "--host", host, "--http-port", str(port), "--grpc-port", "-1"])
+    env = {"WASINFER_HOME": str(home), "WASINFER_CACHE": str(home / "cache"), "WASINFER_REGISTRY_PLAIN_HTTP": "1",
+           "WASINFER_TRUST_MODE": "off"}
+    process = HostProcess(f"node{index}", command, host, port, "/v2/health/ready", workdir, env)
+    process.env.pop("MODEL_PATH", None)  # it would win over the ConfigMap's model_path
+    return process
+
+
+# --- the desired state, as the kubelet mounts a ConfigMap -----------------------------------------------------------
+
+
+def mount_configmap(directory: Path, data: dict[str, str]) -> None:
+    """The kubelet's layout: a timestamped dir of key files, `..data` → it (one rename swaps it), key → `..data/key`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    generation = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{uuid.uuid4().hex[:8]}"
+    generation.mkdir()
+    for key, value in data.items():
+        (generation / key).write_text(value)
+    old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
+    staging = directory / "..data_tmp"
+    staging.symlink_to(generation.name)
+    os.replace(staging, directory / "..data")
+    for key in data:
+        link = directory / key
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / key)
+    if old:
+        shutil.rmtree(directory / old, ignore_errors=True)
+
+
+def configmap(model_path: str, model_version: str, settings: Settings) -> dict[str, str]:
+    return {"model_path": model_path, "model_version": model_version,
+            "model_update_interval": settings.update_interval, "cache_enabled": "true"}
+
+
+# --- load -----------------------------------------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams (lifecycle_bench's, for any address): a failure in
+    transport, or an answer slower than `timeout`, reads as status 0 and the connection is made again."""
+
+    def __init__(self, host: str, port: int, timeout: float = 30.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.raw = (f"POST /v2/models/{SERVED}/infer HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+                    f"application/json\r\nContent-Length: {len(BODY)}\r\n\r\n").encode() + BODY
+
+    async def post(self) -> tuple[int, bytes]:
+        try:
+            return await asyncio.wait_for(self._post(), self.timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self.close()
+            return 0, f"{type(exc).__name__}: {exc}".encode()
+
+    async def _post(self) -> tuple[int, bytes]:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status, length, close = int(head[9:12]), 0, False
+        for line in head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class Versions:
+    """Tells which version answered, by the output: each version has its own weights, so its own answer."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        self.expected = np.stack([mlp_reference(WEIGHT_SEED[label], SAMPLE).reshape(-1) for label in labels])
+
+    def of(self, body: bytes) -> int:
+        """The index of the version whose output this is, or -1."""
+        try:
+            data = np.asarray(json.loads(body)["outputs"][0]["data"], dtype=np.float32).reshape(-1)
+            close = np.all(np.abs(self.expected - data) <= 1e-4 + 1e-4 * np.abs(self.expected), axis=1)
+        except (KeyError, IndexError, ValueError, TypeError):
+            return -1
+        hits = np.flatnonzero(close)
+        return int(hits[0]) if len(hits) else -1
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float | None]:
+    values = np.asarray(latencies) * 1000
+    return {"p50_ms": float(np.percentile(values, 50)) if len(values) else None,
+            "p99_ms": float(np.percentile(values, 99)) if len(values) else None}
+
+
+async def _capacity(targets: list[tuple[str, int]], per_node: int, seconds: float) -> dict[str, Any]:
+    """Closed-loop clients, `per_node` per node, each posting as fast as its node answers."""
+    counts = [0] * len(targets)
+    failures = [0] * len(targets)
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(node: int) -> None:
+        connection = Connection(*targets[node])
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                status, _ = await connection.post()
+                latencies.append(time.perf_counter() - started)
+                if status == 200:
+                    counts[node] += 1
+                else:
+                    failures[node] += 1
+        finally:
+            connection.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(len(targets)) for _ in range(per_node)))
+    elapsed = time.perf_counter() - began
+    return {"seconds": elapsed, "per_node_rps": [c / elapsed for c in counts], "total_rps": sum(counts) / elapsed,
+            "failed": sum(failures), "requests": sum(counts) + sum(failures), **_percentiles(latencies)}
+
+
+def measure_capacity(targets: list[tuple[str, int]], per_node: int, seconds: float) -> dict[str, Any]:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(_capacity(targets, per_node, seconds))
+
+
+@dataclass
+class Record:
+    scheduled: float  # perf_counter time the request was due (open loop)
+    done: float
+    node: int
+    status: int
+    version: int  # Versions index, -1 for none (a failure)
+
+
+class OpenLoad:
+    """Requests at a fixed rate, round-robin over the nodes, on a thread of its own until stopped (bounded anyway).
+
+    Open loop: request i is due at start + i / rate whatever happened to the ones before, and its latency counts
+    from then, so a stall shows in the latencies instead of slowing the load down. Each node has a pool of
+    keep-alive connections; a request that finds its node's queue full (the node is far behind) is counted as
+    shed by the generator, apart from the server's failures."""
+
+    def __init__(self, targets: list[tuple[str, int]], rate: float, versions: Versions, limit_s: float,
+                 connections_per_node: int = 8, queue_limit: int = 512):
+        self.targets, self.rate, self.versions, self.limit_s = targets, rate, versions, limit_s
+        self.connections_per_node, self.queue_limit = connections_per_node, queue_limit
+        self.records: list[Record] = []
+        self.failures: Counter[str] = Counter()
+        self.shed = 0
+        self.latest = [-1] * len(targets)  # the version each node answered last
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="open-load", daemon=True)
+
+    def _main(self) -> None:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(self._run())
+
+    def start(self) -> OpenLoad:
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        queues: list[asyncio.Queue[float]] = [asyncio.Queue(self.queue_limit) for _ in self.targets]
+
+        async def worker(node: int) -> None:
+            connection = Connection(*self.targets[node])
+            try:
+                while True:
+                    due = await queues[node].get()
+                    status, body = await connection.post()
+                    done = time.perf_counter()
+                    seen = self.versions.of(body) if status == 200 else -1
+                    if status != 200:
+                        self.failures[f"node{node}: {status or 'transport'}: "
+                                      f"{body[:100].decode(errors='replace')}"] += 1
+                    elif seen < 0:
+                        self.failures[f"node{node}: an answer that is no version's output"] += 1
+                    else:
+                        self.latest[node] = seen
+                    self.records.append(Record(due, done, node, status, seen))
+                    queues[node].task_done()
+            finally:
+                connection.close()
+
+        workers = [asyncio.create_task(worker(n)) for n in range(len(self.targets))
+                   for _ in range(self.connections_per_node)]
+        deadline = self.started + self.limit_s
+        for index in range(10**9):
+            due = self.started + index / self.rate
+            if self._stop.is_set() or due > deadline:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                queues[index % len(self.targets)].put_nowait(due)
+            except asyncio.QueueFull:
+                self.shed += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(q.join() for q in queues)), 30)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+# --- metrics: the nodes' own, and Prometheus --------------------------------------------------------------------------
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(url: str) -> Samples:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", timeout=30)
+    response.raise_for_status()
+    return [(s.name, dict(s.labels), float(s.value))
+            for family in text_string_to_metric_families(response.text) for s in family.samples]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
+
+
+class Prometheus:
+    """The few queries this report needs, against Prometheus' HTTP API."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        response = httpx.get(self.url + path, params=params, timeout=30)
+        response.raise_for_status()
+        document = response.json()
+        if document.get("status") != "success":
+            raise RuntimeError(f"Prometheus: {document.get('error')}")
+        result: list[dict[str, Any]] = document["data"]["result"]
+        return result
+
+    def instant(self, query: str, at: float) -> list[dict[str, Any]]:
+        return self._get("/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+
+    def series(self, query: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        return self._get("/api/v1/query_range", {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                 "step": f"{step:g}"})
+
+    def targets_up(self) -> int:
+        return sum(1 for r in self.instant("up", time.time()) if r["value"][1] == "1")
+
+
+def wait_scraped(prometheus: Prometheus, nodes: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, KeyError):
+            if prometheus.targets_up() >= nodes:
+                return True
+        time.sleep(0.25)
+    return False
+
+
+# --- the run --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Marks:
+    """Wall-clock (for Prometheus) and perf_counter (for the load's records) times of the run's events."""
+
+    perf: dict[str, float] = field(default_factory=dict)
+    wall: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.perf[name], self.wall[name] = time.perf_counter(), time.time()
+
+
+def wait_converged(load: OpenLoad, target: int, timeout: float) -> bool:
+    """Until every node's latest answer is `target`'s output (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(v == target for v in load.latest):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def convergence(records: list[Record], nodes: int, since: float, until: float, target: int) -> dict[str, Any]:
+    """Per node: seconds from `since` to its first answer with `target`'s output, and how many requests due after
+    that answer (and before `until`, the next round) still got another version (0 when the swap is clean)."""
+    per_node: list[float | None] = []
+    stale = 0
+    for node in range(nodes):
+        mine = [r for r in records if r.node == node and since - 5 <= r.scheduled < until]
+        first = min((r.done for r in mine if r.version == target and r.done >= since), default=None)
+        per_node.append(None if first is None else first - since)
+        if first is not None:
+            stale += sum(1 for r in mine if r.scheduled > first and r.status == 200 and r.version != target)
+    done = [t for t in per_node if t is not None]
+    return {"per_node_s": per_node, "max_s": max(done) if len(done) == nodes else None,
+            "first_s": min(done) if done else None, "converged": len(done) == nodes, "stale_answers": stale}
+
+
+def window_stats(records: list[Record], nodes: int, start: float, end: float) -> dict[str, Any]:
+    """Requests due inside [start, end): latency percentiles of the successful ones, failures, throughput."""
+    rows = [r for r in records if start <= r.scheduled < end]
+    seconds = max(end - start, 1e-9)
+    ok = [r for r in rows if r.status == 200 and r.version >= 0]
+    return {"seconds": end - start, "requests": len(rows), "failed": len(rows) - len(ok),
+            "total_rps": len(ok) / seconds,
+            "per_node_rps": [sum(1 for r in ok if r.node == n) / seconds for n in range(nodes)],
+            **_percentiles([r.done - r.scheduled for r in ok])}
+
+
+async def _blob_gets(host: str, port: int, path: str, connections: int, seconds: float) -> tuple[int, int, float]:
+    """Keep-alive GETs of one blob from `connections` connections for `seconds`: (GETs, bytes, elapsed)."""
+    raw = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    gets = received = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal gets, received
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.perf_counter() < deadline:
+                writer.write(raw)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head[9:12] != b"200":
+                    raise RuntimeError(f"GET {path}: {head[:60]!r}")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                received += len(await reader.readexactly(length))
+                gets += 1
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return gets, received, time.perf_counter() - began
+
+
+def measure_pulls(address: str, settings: Settings, reference: str) -> dict[str, Any]:
+    """What the registry serves here: whole pulls as a node makes them (OciClient: manifest, config, module, every
+    digest checked), one at a time and from several threads; and raw GETs of the module's blob, the registry's own
+    throughput, which the fan-out arithmetic uses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wasinfer.registry.oci import OciClient
+
+    def pull(_: int) -> int:
+        with OciClient(address, plain_http=True) as client:
+            return len(client.pull(REPOSITORY, reference).wasm)
+
+    single = []
+    for _ in range(5):
+        began = time.perf_counter()
+        size = pull(0)
+        single.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(settings.pull_threads) as pool:
+        sizes = list(pool.map(pull, range(settings.pulls)))
+    elapsed = time.perf_counter() - began
+    manifest = httpx.get(f"http://{address}/v2/{REPOSITORY}/manifests/{reference}", timeout=30,
+                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    manifest.raise_for_status()
+    layer = max(manifest.json()["layers"], key=lambda d: int(d["size"]))
+    host, port = address.rsplit(":", 1)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        gets, received, raw_s = runner.run(_blob_gets(host, int(port), f"/v2/{REPOSITORY}/blobs/{layer['digest']}",
+                                                      settings.pull_threads, settings.blob_get_s))
+    return {"module_bytes": size, "single_pull_p50_s": float(np.median(single)), "pulls": settings.pulls,
+            "threads": settings.pull_threads, "seconds": elapsed, "pulls_per_s": settings.pulls / elapsed,
+            "pull_bytes_per_s": sum(sizes) / elapsed, "blob_gets": gets, "blob_gets_s": raw_s,
+            "bytes_per_s": received / raw_s}
+
+
+def read_prometheus(prometheus: Prometheus, marks: Marks, nodes: int, labels: dict[str, str]) -> dict[str, Any]:
+    """Per-node request rates per window, and the version that served each node's traffic over time."""
+    selector = f'model="{SERVED}"'
+    rates: dict[str, list[float | None]] = {}
+    for window, (a, b) in WINDOWS.items():
+        start, end = marks.wall.get(a), marks.wall.get(b)
+        seconds = int(end - start) if start is not None and end is not None else 0
+        if end is None or seconds < 2:  # rate() needs two scrapes inside the range
+            rates[window] = [None] * nodes
+            continue
+        result = prometheus.instant(f'sum by (node) (rate(wasinfer_requests_total{{{selector},outcome="ok"}}'
+                                    f'[{seconds}s]))', end)
+        by_node = {r["metric"].get("node"): float(r["value"][1]) for r in result}
+        rates[window] = [by_node.get(f"node{n}") for n in range(nodes)]
+    # The nodes' counters by repository version, as scraped: when a version's counter first moves after a round
+    # starts, Prometheus has seen that node serve it (scrape lag included, so within one scrape interval).
+    step = 0.25
+    series = prometheus.series(f'sum by (node, version) (wasinfer_requests_total{{{selector},outcome="ok"}})',
+                               marks.wall["load"] - 2, marks.wall["end"], step)
+    counters: dict[int, dict[str, dict[float, float]]] = {n: {} for n in range(nodes)}
+    for row in series:
+        node = int(row["metric"].get("node", "node-1")[4:])
+        counters.setdefault(node, {})[row["metric"].get("version", "?")] = {
+            float(at): float(value) for at, value in row["values"]}
+
+    def value(node: int, label: str, at: float) -> float:
+        """The counter's last value at or before `at` (0 before it exists)."""
+        points = counters.get(node, {}).get(label, {})
+        return max(((t, v) for t, v in points.items() if t <= at), default=(0.0, 0.0))[1]
+
+    def serving(node: int, at: float) -> str | None:
+        """The version whose counter grew most over the 2 s before `at`."""
+        growth = {label: value(node, label, at) - value(node, label, at - 2) for label in counters.get(node, {})}
+        moving = {label: g for label, g in growth.items() if g > 0}
+        return max(moving, key=lambda label: moving[label]) if moving else None
+
+    def switched(node: int, since: float, until: float, old: str | None) -> float | None:
+        """Seconds from `since` to the first scrape at which another version's counter than `old` had moved."""
+        others = [label for label in counters.get(node, {}) if label != old]
+        steps = sorted({t for label in others for t in counters[node][label] if since < t <= until})
+        for t in steps:
+            if any(value(node, label, t) > value(node, label, since) for label in others):
+                return t - since
+        return None
+
+    versions, switch = {}, {}
+    phases = {"rollout": ("rollout", "rollback"), "rollback": ("rollback", "end")}
+    for phase, (event, next_event) in phases.items():
+        before = [serving(n, marks.wall[event]) for n in range(nodes)]
+        versions[f"before_{phase}"] = before
+        versions[f"after_{phase}"] = [serving(n, marks.wall[next_event]) for n in range(nodes)]
+        switch[phase] = [switched(n, marks.wall[event], marks.wall[next_event], before[n]) for n in range(nodes)]
+    end = marks.wall["end"]
+    updates = prometheus.instant('sum by (node, outcome) (wasinfer_model_updates_total)', end)
+    return {"status": "ok", "rates_rps": rates, "serving_version": versions, "traffic_switched_s": switch,
+            "updates": {f"{r['metric'].get('node')}/{r['metric'].get('outcome')}": int(float(r["value"][1]))
+                        for r in updates},
+            "version_labels": labels, "model_version_info": read_version_info(prometheus, marks, nodes, step)}
+
+
+def read_version_info(prometheus: Prometheus, marks: Marks, nodes: int, step: float) -> dict[str, Any]:
+    """The servers' own `wasinfer_model_version_info{serving_version}` (the ConfigMap's label, e.g. v1.1.0), where
+    the server exports it: per round, when Prometheus first saw each node serve the round's version, and the label
+    each node served when the round ended."""
+    series = prometheus.series(f'max by (node, serving_version) (wasinfer_model_version_info{{model="{SERVED}"}})',
+                               marks.wall["load"] - 2, marks.wall["end"], step)
+    if not series:
+        return {"status": "n/a", "reason": "the servers export no wasinfer_model_version_info"}
+    seen: dict[int, dict[float, str]] = {n: {} for n in range(nodes)}
+    for row in series:
+        node = int(row["metric"].get("node", "node-1")[4:])
+        for at, _ in row["values"]:
+            seen.setdefault(node, {})[float(at)] = row["metric"].get("serving_version", "?")
+
+    def label_at(node: int, at: float) -> str | None:
+        steps = [t for t in seen.get(node, {}) if t <= at]
+        return seen[node][max(steps)] if steps else None
+
+    def first(node: int, label: str, since: float, until: float) -> float | None:
+        times = sorted(t for t, v in seen.get(node, {}).items() if since < t <= until and v == label)
+        return times[0] - since if times else None
+
+    rounds = {"rollout": (NEW, "rollout", "rollback"), "rollback": (OLD, "rollback", "end")}
+    return {"status": "ok",
+            "switched_s": {phase: [first(n, label, marks.wall[a], marks.wall[b]) for n in range(nodes)]
+                           for phase, (label, a, b) in rounds.items()},
+            "serving": {phase: [label_at(n, marks.wall[b]) for n in range(nodes)]
+                        for phase, (_, _, b) in rounds.items()}}
+
+
+# windows of the steady load: name → (start mark, end mark)
+WINDOWS = {"before": ("steady", "rollout"), "rollout": ("rollout", "after"), "after": ("after", "rollback"),
+           "rollback": ("rollback", "after_rollback"), "after_rollback": ("after_rollback", "end")}
+
+
+def run(settings: Settings, workdir: Path, network: str = "auto", with_prometheus: bool = True) -> dict[str, Any]:
+    """Start the cluster, roll out and roll back under load, stop everything; the figures as a JSON-able dict."""
+    if not REGISTRY_BINARY.exists():
+        raise FileNotFoundError(f"no {REGISTRY_BINARY}: install Debian's docker-registry package")
+    from wasinfer.artifact import convert_onnx
+    from wasinfer.registry.artifact import ModelArtifact
+    from wasinfer.registry.oci import OciClient
+
+    versions = Versions([OLD, NEW])
+    modules = {label: convert_onnx(mlp_onnx(WEIGHT_SEED[label]), max_batch=8, name=SERVED).wasm
+               for label in (OLD, NEW)}
+    net = make_network(settings.nodes, network)
+    report: dict[str, Any] = {"network": {"mode": net.mode, "reason": net.reason, "subnet": net.subnet,
+                                          "host_address": net.host_address, "nodes": net.node_addresses}}
+    console.print(f"[dim]network: {net.mode}" + (f" ({net.reason})" if net.reason else f", {net.subnet}") + "[/dim]")
+    processes: list[HostProcess] = []
+    load: OpenLoad | None = None
+    try:
+        registry = registry_process(workdir, net.host_address)
+        processes.append(registry)
+        start_all([registry], timeout=30)
+        address = f"{registry.host}:{registry.port}"
+        client = OciClient(address, plain_http=True)
+        client.push(REPOSITORY, OLD, ModelArtifact.from_module(modules[OLD], REPOSITORY, OLD))
+        model_path = f"{address}/{REPOSITORY}"
+        config_dirs = [workdir / f"configmap-node{i}" for i in range(settings.nodes)]
+        for directory in config_dirs:
+            mount_configmap(directory, configmap(model_path, OLD, settings))
+        nodes = [node_process(net, i, workdir, config_dirs[i]) for i in range(settings.nodes)]
+        processes += nodes
+        started = time.perf_counter()
+        start_all(nodes)
+        report["nodes_ready_s"] = time.perf_counter() - started
+        targets = [(node.host, node.port) for node in nodes]
+        prometheus: Prometheus | None = None
+        if with_prometheus and PROMETHEUS_BINARY.exists():
+            process = prometheus_process(workdir, [f"{h}:{p}" for h, p in targets], settings.scrape_interval_s)
+            processes.append(process)
+            start_all([process], timeout=60)
+            prometheus = Prometheus(process.url)
+            if not wait_scraped(prometheus, settings.nodes):
+                raise RuntimeError("Prometheus never scraped every node")
+        report["prometheus"] = {"status": "running" if prometheus else "n/a", "reason": "" if prometheus else (
+            "not asked for" if not with_prometheus else f"no {PROMETHEUS_BINARY}: install Debian's prometheus")}
+
+        console.print(f"[dim]capacity: {settings.capacity_clients_per_node} closed-loop clients per node for "
+                      f"{settings.capacity_s:g} s…[/dim]")
+        capacity = measure_capacity(targets, settings.capacity_clients_per_node, settings.capacity_s)
+        report["capacity"] = capacity
+        rate = max(10.0, min(settings.max_rate, capacity["total_rps"] * settings.load_share))
+        report["rate_rps"] = rate
+        node_cpu = [node.cpu_seconds() for node in nodes]
+        before = [scrape(node.url) for node in nodes]
+        marks = Marks()
+        limit = 4 * settings.window_s + 2 * settings.converge_timeout_s + 30
+        console.print(f"[dim]open-loop load at {rate:.0f} requests/s, round-robin; rollout to {NEW}, rollback to "
+                      f"{OLD}…[/dim]")
+        load = OpenLoad(targets, rate, versions, limit).start()
+        marks.mark("load")
+        time.sleep(0.5)  # connections made; the steady window starts here
+        marks.mark("steady")
+        # Each window lasts window_s plus a jitter under 1 s: the writes then fall at any phase of the nodes' 1 s
+        # polls, not always just after one (a whole number of seconds after a convergence would lock them to it).
+        jitter = np.random.default_rng(settings.seed).random(3)
+        time.sleep(settings.window_s + jitter[0])
+        rounds = {}
+        for phase, label, settled in (("rollout", NEW, "after"), ("rollback", OLD, "after_rollback")):
+            push_s = None
+            if label == NEW:
+                began = time.perf_counter()
+                client.push(REPOSITORY, NEW, ModelArtifact.from_module(modules[NEW], REPOSITORY, NEW))
+                push_s = time.perf_counter() - began
+            marks.mark(phase)
+            for directory in config_dirs:  # every node's mount at once, as if the kubelets all synced together
+                mount_configmap(directory, configmap(model_path, label, settings))
+            converged = wait_converged(load, versions.labels.index(label), settings.converge_timeout_s)
+            marks.mark(settled)
+            rounds[phase] = {"version": label, "push_s": push_s, "converged_before_timeout": converged}
+            console.print(f"[dim]  {phase} to {label}: "
+                          + ("every node serving it" if converged else "timed out") + "[/dim]")
+            time.sleep(settings.window_s + jitter[1 if phase == "rollout" else 2])
+        load.stop()
+        marks.mark("end")
+        after = [scrape(node.url) for node in nodes]
+        node_cpu = [node.cpu_seconds() - cpu for node, cpu in zip(nodes, node_cpu, strict=True)]
+        if prometheus is not None:
+            time.sleep(settings.scrape_interval_s * 2.5)  # the last window's scrapes
+            try:
+                report["prometheus"] = read_prometheus(prometheus, marks, settings.nodes,
+                                                       {"1": OLD, "2": NEW, "3": f"{OLD} (reinstalled)"})
+            except (httpx.HTTPError, RuntimeError, KeyError, ValueError) as exc:
+                report["prometheus"] = {"status": "n/a", "reason": f"query failed: {exc}"}
+        console.print(f"[dim]registry pulls: {settings.pulls} from {settings.pull_threads} threads…[/dim]")
+        report["registry"] = measure_pulls(address, settings, NEW)
+        client.close()
+    finally:
+        if load is not None:
+            load.stop()
+        for process in reversed(processes):
+            process.stop()
+        net.close()
+
+    records = load.records
+    for phase, (label, event, until) in {"rollout": (NEW, "rollout", "rollback"),
+                                         "rollback": (OLD, "rollback", "end")}.items():
+        rounds[phase].update(convergence(records, settings.nodes, marks.perf[event], marks.perf[until],
+                                         versions.labels.index(label)))
+    report["rounds"] = rounds
+    report["windows"] = {name: window_stats(records, settings.nodes, marks.perf[a], marks.perf[b])
+                         for name, (a, b) in WINDOWS.items()}
+    measured = [r for r in records if r.scheduled >= marks.perf["steady"]]
+    report["load"] = {"requests": len(records), "failed": sum(1 for r in records if r.status != 200 or r.version < 0),
+                      "shed": load.shed, "failure_kinds": dict(load.failures),
+                      "seconds": marks.perf["end"] - marks.perf["steady"], "measured_requests": len(measured),
+                      "node_cpu_share": [c / (marks.perf["end"] - marks.perf["load"]) for c in node_cpu]}
+
+    def node_updates(outcome: str) -> list[int]:
+        return [int(total(a, "wasinfer_model_updates_total", outcome=outcome)
+                    - total(b, "wasinfer_model_updates_total", outcome=outcome)) for a, b in zip(after, before,
+                                                                                                 strict=True)]
+
+    durations = [(total(a, "wasinfer_model_update_duration_seconds_sum")
+                  - total(b, "wasinfer_model_update_duration_seconds_sum"),
+                  total(a, "wasinfer_model_update_duration_seconds_count")
+                  - total(b, "wasinfer_model_update_duration_seconds_count")) for a, b in zip(after, before,
+                                                                                               strict=True)]
+    report["server_updates"] = {"ok": node_updates("ok"), "failed": node_updates("failed"),
+                                "mean_update_s": [s / c if c else None for s, c in durations]}
+    return report
+
+
+# --- the report -----------------------------------------------------------------------------------------------------
+
+
+def finish(report: dict[str, Any]) -> None:
+    """Targets and the extrapolation to the seed's scale, from the measured figures (and the notes)."""
+    load, rounds, reg, cap = report["load"], report["rounds"], report["registry"], report["capacity"]
+    nodes = len(report["network"]["nodes"])
+    nproc = report["machine"]["nproc"]
+    converged = all(r["converged"] for r in rounds.values())
+    windows = report["windows"]
+    worst_p99 = max((w["p99_ms"] for w in windows.values() if w["p99_ms"] is not None), default=None)
+    swap_p99 = [(windows["rollout"]["p99_ms"], windows["before"]["p99_ms"]),
+                (windows["rollback"]["p99_ms"], windows["after"]["p99_ms"])]
+    report["targets"] = [
+        {"target": "no failed request during the rollout and the rollback", "status": "met" if load["failed"] == 0
+         and load["shed"] == 0 else "not met", "detail": f"{load['failed']} failed, {load['shed']} shed, of "
+         f"{load['requests']:,}"},
+        {"target": "every node converges, both ways", "status": "met" if converged else "not met",
+         "detail": "; ".join(f"{phase}: max {fmt_s(r['max_s'])}" for phase, r in rounds.items())},
+        {"target": "p99 under 100 ms (the seed's inference latency) in every window", "status": "met" if all(
+            w["p99_ms"] is not None and w["p99_ms"] < SEED_LATENCY_MS for w in windows.values()) else "not met",
+         "detail": f"worst {fmt_ms(worst_p99)}"},
+        {"target": f"p99 during a round within {SWAP_P99_FACTOR:g}x the p99 before it", "status": "met" if all(
+            during is not None and steady is not None and during <= SWAP_P99_FACTOR * steady
+            for during, steady in swap_p99) else "not met",
+         "detail": "; ".join(f"{phase} {fmt_ms(d)} vs {fmt_ms(b)}" for phase, (d, b) in zip(
+             ("rollout", "rollback"), swap_p99, strict=True))},
+        {"target": "no stale answer after a node's swap", "status": "met" if all(
+            r["stale_answers"] == 0 for r in rounds.values()) else "not met",
+         "detail": ", ".join(f"{phase} {r['stale_answers']}" for phase, r in rounds.items())},
+    ]
+    # Arithmetic, not measurements: each line says what it multiplies.
+    per_node = cap["total_rps"] / nodes
+    per_core = cap["total_rps"] / nproc
+    per_pod = per_core * SEED_POD_CPU_LIMIT
+    daily_rps = SEED_DAILY_INFERENCES / 86400
+    module = reg["module_bytes"]
+    fan_out = module * SEED_NODES / reg["bytes_per_s"]
+    five_mb = 5 * 1024 * 1024
+    fan_out_5mb = five_mb * SEED_NODES / reg["bytes_per_s"]
+    update_means = [u for u in report["server_updates"]["mean_update_s"] if u is not None]
+    update_s = max(update_means) if update_means else None
+    rollout_max = rounds["rollout"]["max_s"]
+    report["extrapolation"] = [
+        {"what": f"throughput of {SEED_NODES} nodes like these",
+         "arithmetic": f"{per_node:,.0f} req/s per node (capacity here {cap['total_rps']:,.0f} / {nodes} nodes, "
+         f"each with {nproc / nodes:.2g} of a core) x {SEED_NODES} = {per_node * SEED_NODES:,.0f} req/s",
+         "value": per_node * SEED_NODES},
+        {"what": f"throughput of the seed's {SEED_PODS} pods at their 2-core limit",
+         "arithmetic": f"{per_core:,.0f} req/s per core ({cap['total_rps']:,.0f} / {nproc} cores, load generator "
+         f"included) x {SEED_POD_CPU_LIMIT:g} cores x {SEED_PODS} pods = {per_pod * SEED_PODS:,.0f} req/s",
+         "value": per_pod * SEED_PODS},
+        {"what": "the seed's 100 million inferences a day",
+         "arithmetic": f"{SEED_DAILY_INFERENCES:,} / 86,400 s = {daily_rps:,.0f} req/s on average = "
+         f"{daily_rps / per_node:.2f} nodes' worth of this capacity ({daily_rps / per_node / SEED_NODES:.2%} of "
+         f"{SEED_NODES})", "value": daily_rps / per_node},
+        {"what": f"registry fan-out: every one of {SEED_NODES} nodes pulls the new module at once",
+         "arithmetic": f"{module / 1024:.0f} KiB x {SEED_NODES} / {reg['bytes_per_s'] / 2**20:.0f} MiB/s (this "
+         f"registry's blob throughput here, {reg['threads']} connections) = {fan_out:.2f} s; a 5 MiB module: "
+         f"{fan_out_5mb:.1f} s. Whole pulls as a node makes them ran at {reg['pulls_per_s']:.0f}/s here from "
+         f"{reg['threads']} threads of one Python client: {SEED_NODES} / {reg['pulls_per_s']:.0f} = "
+         f"{SEED_NODES / reg['pulls_per_s']:.1f} s if one client did them all. One registry like this one; "
+         "replicas or a pull-through cache per site divide it",
+         "value": fan_out},
+        {"what": "convergence of every node after a ConfigMap change",
+         "arithmetic": "the kubelet's ConfigMap propagation (not measured here, no kubelet; Kubernetes documents "
+         "it as up to the kubelet's sync period, 1 min by default, plus its ConfigMap cache's delay) + the node's "
+         f"1 s poll + pull + compile and warm-up = 60 s + 1 s + {fan_out:.1f} s (fan-out above, every node at "
+         f"once) + {fmt_s(update_s)} (slowest node's mean server-side update here, fetch included) = "
+         f"{61 + fan_out + (update_s or 0.0):.0f} s plus the cache's delay, inside the seed's 5 min update "
+         f"interval; three nodes here, without a kubelet: {fmt_s(rollout_max)} at most",
+         "value": 61 + fan_out + (update_s or 0.0)},
+        {"what": "convergence after a tag moves in the registry (no ConfigMap change)",
+         "arithmetic": f"up to model_update_interval ({report['settings']['update_interval']}) + {fan_out:.1f} s "
+         f"+ {fmt_s(update_s)}: the interval dominates; nodes poll at independent phases, so the registry sees "
+         f"{SEED_NODES} pulls spread over the interval, not at once", "value": None},
+    ]
+    notes = [f"The load generator, the {nodes} nodes, the registry and Prometheus share {nproc} cores (other work on "
+             "the machine too: see the load average): per-node figures are this machine's capacity split "
+             f"{nodes} ways, not one node's own."]
+    short = [name for name in ("rollout", "rollback") if windows[name]["requests"] < 5000]
+    if short:
+        counts = ", ".join(f"{windows[n]['requests']:,}" for n in short)
+        notes.append(f"The {' and '.join(short)} window(s) last about as long as the slowest node takes to swap, "
+                     f"so their p99 is one of their few slowest requests ({counts} requests); each node fetches, "
+                     "compiles (or loads from its cache) and warms up the new version on the same cores that serve.")
+    if report["network"]["mode"] == "loopback":
+        notes.append(f"Nodes ran as processes on 127.0.0.1: {report['network']['reason']}.")
+    if report["prometheus"].get("status") != "ok":
+        notes.append(f"Prometheus: n/a ({report['prometheus'].get('reason')}); rates and versions come from the "
+                     "load generator and the nodes' /metrics only.")
+    if load["failure_kinds"]:
+        notes.append("failures: " + "; ".join(f"{k} x{v}" for k, v in load["failure_kinds"].items())[:600])
+    report["notes"] = notes
+
+
+def fmt_s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_rps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}/s" if value >= 10 else f"{value:.1f}/s"
+
+
+WINDOW_LABELS = {"before": "before the rollout", "rollout": f"rollout to {NEW} (until every node serves it)",
+                 "after": "after the rollout", "rollback": f"rollback to {OLD} (until every node serves it)",
+                 "after_rollback": "after the rollback"}
+
+
+def window_rows(report: dict[str, Any]) -> list[list[str]]:
+    prom = report["prometheus"].get("rates_rps", {}) if report["prometheus"].get("status") == "ok" else {}
+    rows = []
+    for name, w in report["windows"].items():
+        per_node = " / ".join(fmt_rps(v) for v in w["per_node_rps"])
+        seen = prom.get(name)
+        rows.append([WINDOW_LABELS[name], fmt_s(w["seconds"]), f"{w['requests']:,}", str(w["failed"]),
+                     fmt_ms(w["p50_ms"]), fmt_ms(w["p99_ms"]), fmt_rps(w["total_rps"]), per_node,
+                     " / ".join(fmt_rps(v) for v in seen) if seen and any(v is not None for v in seen) else "-"])
+    return rows
+
+
+WINDOW_HEADER = ["window", "length", "requests", "failed", "p50", "p99", "total", "per node (client)",
+                 "per node (Prometheus)"]
+
+
+def convergence_rows(report: dict[str, Any]) -> list[list[str]]:
+    prom = report["prometheus"]
+    rows = []
+    info = prom.get("model_version_info", {}) if prom.get("status") == "ok" else {}
+    for phase, r in report["rounds"].items():
+        if info.get("status") == "ok":  # the servers' own version label
+            seen, after = info["switched_s"][phase], info["serving"][phase]
+        else:  # which repository version's request counter moved
+            seen = prom.get("traffic_switched_s", {}).get(phase) if prom.get("status") == "ok" else None
+            after = prom.get("serving_version", {}).get(f"after_{phase}") if prom.get("status") == "ok" else None
+        rows.append([f"{phase} to {r['version']}", "-" if r["push_s"] is None else fmt_s(r["push_s"]),
+                     " / ".join(fmt_s(t) for t in r["per_node_s"]), f"**{fmt_s(r['max_s'])}**",
+                     " / ".join(fmt_s(t) for t in seen) if seen else "-",
+                     " / ".join(v or "-" for v in after) if after else "-", str(r["stale_answers"])])
+    return rows
+
+
+CONVERGENCE_HEADER = ["round", "push", "per node (first new answer)", "max", "per node (Prometheus)",
+                      "model version after (Prometheus)", "stale answers"]
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    for title, header, rows in (("Convergence (from the ConfigMap write)", CONVERGENCE_HEADER,
+                                 convergence_rows(report)),
+                                ("Steady load, round-robin, open loop", WINDOW_HEADER, window_rows(report))):
+        table = Table(title=title, title_justify="left")
+        for n, column in enumerate(header):
+            table.add_column(column, justify="left" if n < 1 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*(cell.replace("**", "") for cell in row))
+        console.print(table)
+    cap, reg = report["capacity"], report["registry"]
+    console.print(f"capacity: {fmt_rps(cap['total_rps'])} total ("
+                  + " / ".join(fmt_rps(v) for v in cap["per_node_rps"]) + f" per node); load {report['rate_rps']:.0f}"
+                  f"/s; registry: blobs at {reg['bytes_per_s'] / 2**20:.0f} MiB/s, {reg['pulls_per_s']:.0f} whole "
+                  f"pulls/s of {reg['module_bytes'] / 1024:.0f} KiB", highlight=False)
+    for target in report["targets"]:
+        colour = {"met": "green", "not met": "yellow"}.get(target["status"], "dim")
+        console.print(f"[{colour}]{target['status']}[/{colour}] {target['target']}: {target['detail']}",
+                      highlight=False)
+    for line in report["extrapolation"]:
+        console.print(f"arithmetic, not measured: {line['what']}: {line['arithmetic']}", highlight=False)
+    for note in report["notes"]:
+        console.print(f"note: {note}", highlight=False)
+
+
+def render_section(report: dict[str, Any]) -> str:
+    m, s, net, cap, reg = (report["machine"], report["settings"], report["network"], report["capacity"],
+                           report["registry"])
+    where = (f"each node in its own network namespace, joined to a bridge by a veth pair on the private subnet "
+             f"{net['subnet']} (nothing outside this machine sees it), listening on port {NODE_PORT} of its own "
+             f"address; the registry on the bridge's address {net['host_address']}"
+             if net["mode"] == "netns" else f"every node a process on 127.0.0.1 ({net['reason']})")
+    prom = report["prometheus"]
+    lines = [
+        "## A cluster on one machine",
+        "",
+        f"Generated by `python benchmarks/cluster_sim.py` on {report['date']} ({report['seconds']:.0f} s); do not edit "
+        f"between the markers. **The load generator, the {len(net['nodes'])} nodes, the registry and Prometheus share "
+        f"{m['nproc']} cores** (and the machine with other work: 1-minute load average {m['loadavg_1min']} before the "
+        f"run, {m['loadavg_1min_after']} after), so every per-node figure is this machine's capacity split "
+        f"{len(net['nodes'])} ways.",
+        "",
+        f"**Machine:** {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python "
+        f"{m['python']}. **Versions:** " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
+        "",
+        f"**Setup.** {len(net['nodes'])} `wasinfer serve --desired-state DIR` nodes, {where}. Each node's DIR is a "
+        "ConfigMap volume as the kubelet lays it out (key files behind a `..data` symlink swapped in one rename) "
+        f"holding the seed's keys: `model_path` = the registry reference, `model_version` {OLD}, "
+        f"`model_update_interval` \"{s['update_interval']}\", `cache_enabled` \"true\"; each node has its own compiled-"
+        "code cache. Registry: Debian's docker-registry, plain HTTP. Prometheus: "
+        + (f"Debian's prometheus scraping every node each {s['scrape_interval_s']:g} s."
+           if prom.get("status") == "ok" else f"n/a ({prom.get('reason')}).")
+        + f" Model: an MLP (64 → 128 → 128 → 10, {reg['module_bytes'] / 1024:.0f} KiB module), each version with its "
+        "own weights, so every answer tells which version gave it.",
+        "",
+        f"**Load.** A client-side round-robin (request i to node i mod {len(net['nodes'])}, no retries). Capacity "
+        "first: "
+        f"{s['capacity_clients_per_node']} closed-loop keep-alive clients per node for {s['capacity_s']:g} s: "
+        f"**{fmt_rps(cap['total_rps'])}** in total (" + " / ".join(fmt_rps(v) for v in cap["per_node_rps"])
+        + f" per node), p50 {fmt_ms(cap['p50_ms'])}, p99 {fmt_ms(cap['p99_ms'])}, {cap['failed']} failed. Then open "
+        f"loop at {report['rate_rps']:.0f} requests/s ({s['load_share']:.0%} of that, at most {s['max_rate']:g}/s): "
+        f"{s['window_s']:g} s steady, the rollout ({NEW} pushed, then every node's ConfigMap rewritten at once), "
+        f"{s['window_s']:g} s, the rollback (every ConfigMap back to {OLD}), {s['window_s']:g} s; each window gets a "
+        "random extra under 1 s, so the writes fall at any phase of the nodes' 1 s polls. Latency counts from each "
+        "request's due time.",
+        "",
+        "### Convergence: ConfigMap write to the node serving the version",
+        "",
+        *md_table(CONVERGENCE_HEADER, convergence_rows(report)),
+        "",
+        "Per node: the first answer with the new version's output, from the write (node0 / node1 / node2); it "
+        "includes the wait for the node's next 1 s poll of its mount (0 to 1 s). "
+        + (f"Prometheus's columns: from the write to the first scrape (every {s['scrape_interval_s']:g} s, read back "
+           "in 0.25 s steps) at which the node's `wasinfer_model_version_info` said `serving_version` = the round's "
+           "version, and that label when the round ended. "
+           if prom.get("model_version_info", {}).get("status") == "ok" else
+           f"Prometheus's columns: from the write to the first scrape (every {s['scrape_interval_s']:g} s, read back "
+           "in 0.25 s steps) at which the node's request counter of another version had moved (scrape lag "
+           "included), and the version with the most requests when the round ended: the node's repository "
+           f"versions (1 = {OLD}, 2 = {NEW}, 3 = {OLD} installed again by the rollback, its compiled code from the "
+           "node's cache). " if prom.get("status") == "ok" else "")
+        + "Stale answers: requests due after a node's first new answer that still got the old version. The nodes "
+        "counted " + ", ".join(f"node{i}: {ok} updates ok, {bad} failed" for i, (ok, bad) in enumerate(zip(
+            report["server_updates"]["ok"], report["server_updates"]["failed"], strict=True)))
+        + "; mean server-side update (fetch, check, compile, warm-up, swap): "
+        + " / ".join(fmt_s(u) for u in report["server_updates"]["mean_update_s"]) + ".",
+        "",
+        "### Latency and throughput under the rollout",
+        "",
+        *md_table(WINDOW_HEADER, window_rows(report)),
+        "",
+        f"Failed requests: **{report['load']['failed']}** of {report['load']['requests']:,} (shed by the generator: "
+        f"{report['load']['shed']}). Registry, with nothing else running: one pull (manifest, config, module, every "
+        f"digest checked, by `OciClient` in Python) {fmt_s(reg['single_pull_p50_s'])} (p50); {reg['pulls']} pulls "
+        f"from {reg['threads']} threads at {reg['pulls_per_s']:.0f} pulls/s ({reg['pull_bytes_per_s'] / 2**20:.1f} "
+        f"MiB/s of module, the client's pace); raw keep-alive GETs of the module's blob from {reg['threads']} "
+        f"connections: {reg['blob_gets']:,} in {reg['blob_gets_s']:.1f} s = **{reg['bytes_per_s'] / 2**20:.0f} "
+        "MiB/s**, the registry's pace here.",
+        "",
+        "### Targets",
+        "",
+        *md_table(["target", "status", "this run"], [[t["target"], t["status"], t["detail"]]
+                                                     for t in report["targets"]]),
+        "",
+        f"### The seed's {SEED_NODES} nodes: arithmetic, not measured",
+        "",
+        "Nothing below ran at that scale: each line multiplies this run's figures, and says what it leaves out.",
+        "",
+        *md_table(["what", "arithmetic"], [[e["what"], e["arithmetic"]] for e in report["extrapolation"]]),
+        "",
+    ]
+    if report["notes"]:
+        lines += ["Notes:", "", *(f"- {n}" for n in report["notes"]), ""]
+    return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str | None]:
+    import wasinfer
+
+    found: dict[str, str | None] = {"wasinfer": wasinfer.__version__}
+    for name in ("wasmtime", "uvicorn"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    for key, command in (("docker-registry", [str(REGISTRY_BINARY), "--version"]),
+                         ("prometheus", [str(PROMETHEUS_BINARY), "--version"])):
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+            text = (out.stdout or out.stderr).split("\n")[0]
+            found[key] = (text.split("version")[-1].strip().split()[0] if "version" in text
+                          else text.split()[-1] if text.split() else None)
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            found[key] = None
+    return found
+
+
+@contextlib.contextmanager
+def terminated_cleanly() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the nodes and remove the namespaces."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter windows and fewer pulls: a smoke run")
+    parser.add_argument("--network", choices=("auto", "netns", "loopback"), default="auto",
+                        help="auto (default): a network namespace per node where root and `ip netns` allow it, "
+                        "else processes on 127.0.0.1; netns: namespaces or an error; loopback: always 127.0.0.1")
+    parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even when installed")
+    parser.add_argument("--window", type=float, help=f"seconds of steady load before/after each round (default "
+                        f"{FULL.window_s:g}, quick {QUICK.window_s:g})")
+    parser.add_argument("--load-share", type=float, help=f"offered rate as a share of the measured capacity "
+                        f"(default {FULL.load_share:g})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or changed "
+                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
+    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
+                        help="update docs/performance.md (default: only on a full run)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    args = parser.parse_args(argv)
+    if args.window is not None and args.window <= 0:
+        parser.error("--window must be positive")
+    if args.load_share is not None and not 0 < args.load_share <= 1:
+        parser.error("--load-share must be in (0, 1]")
+    if args.render:
+        args.out = args.out or RESULTS
+        if not args.out.exists():
+            parser.error(f"--render: no {args.out}")
+        stored: dict[str, Any] = json.loads(args.out.read_text())
+        finish(stored)
+        print_tables(stored)
+        if args.doc:
+            write_doc(render_section(stored), BEGIN, END, DOC)
+        return 0
+    if not REGISTRY_BINARY.exists():
+        print(f"error: no {REGISTRY_BINARY}: install Debian's docker-registry package", file=sys.stderr)
+        return 2
+    overrides = {"window_s": args.window, "load_share": args.load_share}
+    settings = replace(QUICK if args.quick else FULL, **{k: v for k, v in overrides.items() if v is not None})
+    full = not args.quick and all(v is None for v in overrides.values()) and not args.no_prometheus
+    started, before = time.perf_counter(), machine()
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "quick": args.quick, "settings": asdict(settings),
+                              "versions": package_versions()}
+    with terminated_cleanly(), tempfile.TemporaryDirectory(prefix="cluster-sim-") as tmp:
+        report.update(run(settings, Path(tmp), args.network, not args.no_prometheus))
+    report["seconds"] = time.perf_counter() - started
+    report["machine"] = {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}
+    finish(report)
+    args.out = results_path(args.out, RESULTS, full)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print_tables(report)
+    if args.doc or (args.doc is None and full):
+        write_doc(render_section(report), BEGIN, END, DOC)
+        console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
+    else:
+        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`wasinfer deploy render`: the Kubernetes manifests of a wasinfer deployment, without Helm.
+
+Kept apart from main.py so `add_commands` is the one hook; the objects come from
+wasinfer.deploy.render, the same ones the Helm chart in deploy/helm/wasinfer renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.markup import escape
+
+from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors
+from wasinfer.deploy.render import Extras, default_extras, file_name, render, to_yaml
+from wasinfer.deploy.values import ValuesError, load, parse_set
+from wasinfer.fileio import atomic_write
+
+
+def _extras(args: argparse.Namespace) -> Extras:
+    """The monitoring files: given ones must exist; otherwise those of a source checkout, when there."""
+    found = default_extras()
+    dashboard, rules = found.dashboard, found.rules
+    if args.dashboard:
+        dashboard = Path(args.dashboard).read_text()
+    if args.rules:
+        rules = Path(args.rules).read_text()
+    return Extras(dashboard, rules)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        values = load([Path(v) for v in args.values or []], parse_set(args.set or []))
+        extras = _extras(args)
+    except ValuesError as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        errors.print(f"[red]error:[/] {escape(f'{exc.filename}: {exc.strerror}')}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    manifests = render(values, extras)
+    if args.output is None:
+        if args.json:
+            print(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
+        else:
+            print(to_yaml(manifests), end="")
+        return 0
+    directory = Path(args.output)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        errors.print(f"[red]error:[/] {escape(f'{directory}: {exc.strerror}')}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    written = []
+    for manifest in manifests:
+        name = file_name(manifest)
+        if args.json:
+            path = directory / (name.removesuffix(".yaml") + ".json")
+            atomic_write(path, (json.dumps(manifest, indent=2) + "\n").encode())
+        else:
+            path = directory / name
+            atomic_write(path, to_yaml([manifest]).encode())
+        written.append(str(path))
+    if args.json:
+        print(json.dumps({"files": written}))
+    else:
+        for path_text in written:
+            console.print(path_text, markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `deploy` and its actions on the top-level `wasinfer` parser."""
+    deploy = sub.add_parser("deploy", help="Kubernetes (K3s) manifests for a wasinfer deployment",
+                            description="Kubernetes objects for serving models on K3s with crun + WasmEdge. "
+                            "docs/deploy.md describes them and every value.")
+    dsub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="ACTION")
+    p = dsub.add_parser(
+        "render", help="print (or write) the manifests: RuntimeClass, ConfigMap, Service, Deployment, ...",
+        description="Render the objects of a wasinfer deployment, the same the Helm chart deploy/helm/wasinfer "
+        "renders from the same values: the wasmedge RuntimeClass, the ai-model-config ConfigMap the servers watch "
+        "for the model version, the Service, the Deployment (50 replicas of `wasinfer serve`), its "
+        "HorizontalPodAutoscaler and PodDisruptionBudget, and - when enabled - a ServiceMonitor or PodMonitor, "
+        "the Grafana dashboard ConfigMap, a PrometheusRule and a batch Job that runs a model's Wasm image. "
+        "Without --output: multi-document YAML on stdout, ready for `kubectl apply -f -`.")
+    p.add_argument("-f", "--values", action="append", metavar="FILE",
+                   help="a YAML or JSON values file (repeatable; later files win, as with helm -f); unknown keys "
+                   "are refused. Defaults: deploy/helm/wasinfer/values.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="one value, KEY dotted (replicas=3, image.tag=0.2.0, batch.enabled=true); VALUE is read as "
+                   "YAML; applied after the files (repeatable)")
+    p.add_argument("-o", "--output", metavar="DIR", help="write one file per object into DIR (kind-name.yaml) "
+                   "instead of printing")
+    p.add_argument("--dashboard", metavar="FILE", help="the Grafana dashboard JSON to wrap in a ConfigMap "
+                   "(default: deploy/grafana/wasinfer-dashboard.json of a source checkout, when there)")
+    p.add_argument("--rules", metavar="FILE", help="the Prometheus rule file to wrap in a PrometheusRule "
+                   "(default: deploy/prometheus/wasinfer-rules.yaml of a source checkout, when there)")
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML: a v1 List on stdout, or one .json "
+                   "file per object with --output (and the list of files written on stdout)")
+    p.set_defaults(func=cmd_render)

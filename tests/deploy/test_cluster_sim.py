@@ -1,0 +1,67 @@
+"""A short run of benchmarks/cluster_sim.py: three nodes, a registry, (Prometheus), a rollout and a rollback under load.
+
+The benchmark's own code path, bounded: three `wasinfer serve --desired-state` nodes (each in its own
+network namespace where this runs as root and `ip netns` works, else processes on 127.0.0.1), Debian's
+docker-registry, Prometheus when installed, an open-loop round-robin load, v1.1.0 rolled out through every
+node's ConfigMap mount and rolled back. What must hold whatever the machine's speed: no request fails, every
+node converges both ways, no node answers with the old version after it has answered with the new one, and
+the nodes (and Prometheus, when it ran) count the two updates.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_BINARY = Path("/usr/bin/docker-registry")
+
+
+def _cluster_sim() -> Any:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cluster_sim
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return cluster_sim
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REGISTRY_BINARY.exists(),
+                    reason="needs Debian's docker-registry package (/usr/bin/docker-registry); .ci/run installs it")
+def test_rollout_and_rollback_under_load_fail_no_request(tmp_path: Path) -> None:
+    sim = _cluster_sim()
+    # Windows of 3 s: long enough that Prometheus' 1 s scrapes see each window's version dominate its traffic.
+    settings = sim.Settings(capacity_s=1.0, window_s=3.0, max_rate=200.0, pulls=4, pull_threads=2, blob_get_s=0.3,
+                            converge_timeout_s=60.0)
+    report = sim.run(settings, tmp_path, network="auto", with_prometheus=True)
+
+    load = report["load"]
+    assert load["failed"] == 0, load["failure_kinds"]
+    assert load["shed"] == 0
+    assert load["requests"] > 0 and all(w["requests"] > 0 for name, w in report["windows"].items()
+                                        if name in ("before", "after", "after_rollback"))
+    for phase in ("rollout", "rollback"):
+        rounds = report["rounds"][phase]
+        assert rounds["converged"], (phase, rounds)
+        assert all(t is not None for t in rounds["per_node_s"]), (phase, rounds)
+        assert rounds["stale_answers"] == 0, (phase, rounds)
+    assert report["server_updates"]["ok"] == [2, 2, 2]  # the rollout and the rollback on every node
+    assert report["server_updates"]["failed"] == [0, 0, 0]
+    assert report["registry"]["module_bytes"] > 0 and report["registry"]["blob_gets"] > 0
+    assert report["network"]["mode"] in ("netns", "loopback")
+    prometheus = report["prometheus"]
+    if sim.PROMETHEUS_BINARY.exists():
+        assert prometheus["status"] == "ok", prometheus
+        # Repository versions: 1 = v1.0.0, 2 = v1.1.0, 3 = v1.0.0 installed again by the rollback.
+        assert prometheus["serving_version"]["before_rollout"] == ["1", "1", "1"]
+        assert prometheus["serving_version"]["after_rollback"] == ["3", "3", "3"]
+        assert all(prometheus["updates"].get(f"node{n}/ok") == 3 for n in range(3)), prometheus["updates"]
+        assert all(t is not None for t in prometheus["traffic_switched_s"]["rollout"])
+        info = prometheus["model_version_info"]
+        if info["status"] == "ok":  # where the server exports the label its desired state names
+            assert info["serving"] == {"rollout": ["v1.1.0"] * 3, "rollback": ["v1.0.0"] * 3}, info
+            assert all(t is not None for phase in ("rollout", "rollback") for t in info["switched_s"][phase]), info
