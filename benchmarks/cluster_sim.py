@@ -67,7 +67,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench_report import fmt_ms, machine, md_table, results_path, write_doc
-from lifecycle_bench import BODY, SAMPLE, event_loop_factory, mlp_onnx, mlp_reference
+from lifecycle_bench import SAMPLE, Connection, event_loop_factory, mlp_onnx, mlp_reference, raw_post, total
 from serve_bench import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,48 +351,6 @@ def configmap(model_path: str, model_version: str, settings: Settings) -> dict[s
 # --- load -----------------------------------------------------------------------------------------------------------
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection on asyncio streams (lifecycle_bench's, for any address): a failure in
-    transport, or an answer slower than `timeout`, reads as status 0 and the connection is made again."""
-
-    def __init__(self, host: str, port: int, timeout: float = 30.0):
-        self.host, self.port, self.timeout = host, port, timeout
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.raw = (f"POST /v2/models/{SERVED}/infer HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
-                    f"application/json\r\nContent-Length: {len(BODY)}\r\n\r\n").encode() + BODY
-
-    async def post(self) -> tuple[int, bytes]:
-        try:
-            return await asyncio.wait_for(self._post(), self.timeout)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            self.close()
-            return 0, f"{type(exc).__name__}: {exc}".encode()
-
-    async def _post(self) -> tuple[int, bytes]:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(self.raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status, length, close = int(head[9:12]), 0, False
-        for line in head.split(b"\r\n")[1:]:
-            key, _, value = line.partition(b":")
-            key = key.strip().lower()
-            if key == b"content-length":
-                length = int(value)
-            elif key == b"connection" and value.strip().lower() == b"close":
-                close = True
-        body = await self.reader.readexactly(length) if length else b""
-        if close:
-            self.close()
-        return status, body
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 class Versions:
     """Tells which version answered, by the output: each version has its own weights, so its own answer."""
 
@@ -425,11 +383,12 @@ async def _capacity(targets: list[tuple[str, int]], per_node: int, seconds: floa
     deadline = time.perf_counter() + seconds
 
     async def client(node: int) -> None:
-        connection = Connection(*targets[node])
+        host, port = targets[node]
+        connection, raw = Connection(port, timeout=30.0, host=host), raw_post(port, SERVED, host)
         try:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                status, _ = await connection.post()
+                status, _ = await connection.post(raw)
                 latencies.append(time.perf_counter() - started)
                 if status == 200:
                     counts[node] += 1
@@ -496,11 +455,12 @@ class OpenLoad:
         queues: list[asyncio.Queue[float]] = [asyncio.Queue(self.queue_limit) for _ in self.targets]
 
         async def worker(node: int) -> None:
-            connection = Connection(*self.targets[node])
+            host, port = self.targets[node]
+            connection, raw = Connection(port, timeout=30.0, host=host), raw_post(port, SERVED, host)
             try:
                 while True:
                     due = await queues[node].get()
-                    status, body = await connection.post()
+                    status, body = await connection.post(raw)
                     done = time.perf_counter()
                     seen = self.versions.of(body) if status == 200 else -1
                     if status != 200:
@@ -549,10 +509,6 @@ def scrape(url: str) -> Samples:
     response.raise_for_status()
     return [(s.name, dict(s.labels), float(s.value))
             for family in text_string_to_metric_families(response.text) for s in family.samples]
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
 
 
 class Prometheus:

@@ -324,9 +324,9 @@ def zipf_probabilities(n: int, s: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def raw_post(port: int, name: str) -> bytes:
+def raw_post(port: int, name: str, host: str = HOST) -> bytes:
     """The exact bytes of one JSON infer request for a model, built once per model."""
-    return (f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+    return (f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
 
 
@@ -337,8 +337,8 @@ class Connection:
     the server, set the pace and the latencies. This costs a tenth of that. A request that fails in transport
     or takes longer than `timeout` is answered with status 0 and the connection is made again."""
 
-    def __init__(self, port: int, timeout: float = 60.0):
-        self.port, self.timeout = port, timeout
+    def __init__(self, port: int, timeout: float = 60.0, host: str = HOST):
+        self.host, self.port, self.timeout = host, port, timeout
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -351,7 +351,7 @@ class Connection:
 
     async def _post(self, raw: bytes) -> tuple[int, bytes]:
         if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status, length, close = int(head[9:12]), 0, False

@@ -27,8 +27,9 @@ from tests.artifact.engines import NODE_PROBLEM, mlp_case
 from tests.artifact.test_wasi import npy_stream, read_npy_stream, run_node_wasi, run_wasmtime_wasi
 from tests.registry.registry_server import Registry, bcrypt_entry, run_registry
 from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.metadata import function_exports
 from wasinfer.cli.main import main
-from wasinfer.deploy.image import build_image, function_exports
+from wasinfer.deploy.image import build_image
 from wasinfer.runtime import WasmModel
 
 SKOPEO = shutil.which("skopeo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -63,27 +64,51 @@ def custom_section(name: str, payload: bytes) -> bytes:
     return b"\x00" + uleb(len(body)) + body
 
 
-def read_custom_sections(wasm: bytes) -> dict[str, bytes]:
-    """Custom sections by name, read straight from the binary (no engine needed)."""
+def sections(wasm: bytes) -> Iterator[tuple[int, bytes]]:
+    """(section id, payload) of each section, read straight from the binary (no engine needed)."""
     if wasm[:4] != b"\x00asm":
         raise ValueError("not a WebAssembly binary (bad magic)")
-    pos, sections = 8, {}
+    pos = 8
     while pos < len(wasm):
         sid = wasm[pos]
         size, pos = _read_uleb(wasm, pos + 1)
         end = pos + size
         if end > len(wasm):
             raise ValueError("truncated WebAssembly binary")
-        if sid == 0:
-            name_len, npos = _read_uleb(wasm, pos)
-            sections[wasm[npos:npos + name_len].decode()] = wasm[npos + name_len:end]
+        yield sid, wasm[pos:end]
         pos = end
-    return sections
+
+
+def read_custom_sections(wasm: bytes) -> dict[str, bytes]:
+    """Custom sections by name."""
+    found = {}
+    for sid, payload in sections(wasm):
+        if sid == 0:
+            name_len, npos = _read_uleb(payload, 0)
+            found[payload[npos:npos + name_len].decode()] = payload[npos + name_len:]
+    return found
+
+
+def function_exports(wasm: bytes) -> set[str]:
+    """Names of the exported functions."""
+    names = set()
+    for sid, payload in sections(wasm):
+        if sid == 7:  # the export section: name, kind (0: function), index
+            count, p = _read_uleb(payload, 0)
+            for _ in range(count):
+                length, p = _read_uleb(payload, p)
+                name, kind = payload[p:p + length].decode(), payload[p + length]
+                _, p = _read_uleb(payload, p + length + 1)
+                if kind == 0:
+                    names.add(name)
+    return names
 
 
 def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
+        if pos >= len(data):
+            raise ValueError("truncated WebAssembly binary")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift

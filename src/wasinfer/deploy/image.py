@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinfer import __version__
-from wasinfer.artifact.metadata import Metadata, read_metadata
+from wasinfer.artifact.metadata import Metadata, function_exports, read_metadata
 from wasinfer.fileio import atomic_write
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -77,42 +77,6 @@ def sha256_digest(data: bytes) -> str:
 
 def _canonical_json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated WebAssembly binary")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def function_exports(wasm: bytes) -> set[str]:
-    """Names of the exported functions, read from the export section (no engine, no compilation)."""
-    if wasm[:4] != b"\x00asm":
-        raise ValueError("not a WebAssembly binary (bad magic)")
-    pos, names = 8, set()
-    while pos < len(wasm):
-        section = wasm[pos]
-        size, pos = _read_uleb(wasm, pos + 1)
-        end = pos + size
-        if end > len(wasm):
-            raise ValueError("truncated WebAssembly binary")
-        if section == 7:
-            count, p = _read_uleb(wasm, pos)
-            for _ in range(count):
-                length, p = _read_uleb(wasm, p)
-                name, kind = wasm[p:p + length].decode(), wasm[p + length]
-                _, p = _read_uleb(wasm, p + length + 1)
-                if kind == 0:
-                    names.add(name)
-        pos = end
-    return names
 
 
 def check_command(wasm: bytes) -> Metadata:
