@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wasinfer.cli.deploy import add_commands as add_deploy_commands
 
     add_deploy_commands(sub)  # deploy render (Kubernetes manifests)
+    from wasinfer.cli.guest import add_commands as add_guest_commands
+
+    add_guest_commands(sub)  # run-guest (WASI-NN guest programs)
     return parser
 
 

@@ -23,6 +23,7 @@ EXIT_BAD_INPUT = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
+    _add_guest_arguments(parser)
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
                         "the built-in digits demo, compiled into $WASINFER_HOME/repository")
@@ -108,6 +109,50 @@ def _add_security_and_log_arguments(parser: argparse.ArgumentParser) -> None:
                       "as it costs more than a small model's inference")
 
 
+def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
+    guests = parser.add_argument_group(
+        "WASI-NN guests", "WasmEdge-style WASI-NN programs, one fresh instance per request: POST "
+        "/v2/guests/NAME/run with the program's stdin as the body answers its stdout (application/octet-stream) "
+        "and its exit code in X-Guest-Exit-Code; 504 past --guest-timeout-s, 500 if it traps. See docs/wasi-nn.md")
+    guests.add_argument("--guest", action="append", default=[], metavar="NAME=APP.wasm",
+                        help="serve the WASI command APP.wasm as NAME (repeatable)")
+    guests.add_argument("--nn-preload", action="append", default=[], metavar="ALIAS:ENCODING:TARGET:PATH",
+                        help="a model every guest may load with load_by_name(ALIAS), as WasmEdge's --nn-preload "
+                        "(ENCODING onnx, tensorflowlite, autodetect or wasinfer; TARGET cpu, gpu, auto); repeatable")
+    guests.add_argument("--guest-memory-mb", type=int, default=1024, metavar="MB",
+                        help="cap on each guest's linear memory (default 1024; 0: WebAssembly's own 4 GiB)")
+    guests.add_argument("--guest-timeout-s", type=float, default=30.0, metavar="S",
+                        help="longest a guest may run (default 30; 0: no limit)")
+
+
+def _guest_config(args: argparse.Namespace, workers: int) -> Any:
+    """The GuestConfig of the guest flags (None without --guest); ValueError says what is wrong."""
+    from wasinfer.runtime.wasi_nn import Preload, compile_guest
+    from wasinfer.serving.guests import GuestConfig
+
+    if not args.guest:
+        if args.nn_preload:
+            raise ValueError("--nn-preload is for guests: give one with --guest NAME=APP.wasm")
+        return None
+    if args.guest_memory_mb < 0 or args.guest_timeout_s < 0:
+        raise ValueError("--guest-memory-mb and --guest-timeout-s must not be negative")
+    guests = []
+    for spec in args.guest:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or "/" in name:
+            raise ValueError(f"--guest {spec!r}: expected NAME=APP.wasm (NAME without '/')")
+        if not Path(path).is_file():
+            raise ValueError(f"--guest {name}: {path}: no such file")
+        compile_guest(Path(path))  # GuestError, a ValueError, for a module that cannot run here
+        guests.append((name, Path(path)))
+    preloads = tuple(Preload.parse(spec) for spec in args.nn_preload)
+    for preload in preloads:
+        if not preload.path.is_file():
+            raise ValueError(f"--nn-preload {preload.alias}: {preload.path}: no such file")
+    return GuestConfig(tuple(guests), preloads, args.guest_memory_mb << 20 if args.guest_memory_mb else None,
+                       args.guest_timeout_s or None, workers=workers)
+
+
 def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any] | None:
     """The ServerConfig fields of the security flags, or None (after saying why) when they cannot be used."""
     from wasinfer.serving.auth import INFERENCE_TOKEN_ENV, MANAGEMENT_TOKEN_ENV, Tokens, check_tls_files, read_token
@@ -142,6 +187,15 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
             return EXIT_BAD_INPUT
     secured = _security_config(args, errors)
     if secured is None:
+        return EXIT_BAD_INPUT
+    from wasinfer.serving.server import default_pool_size
+
+    try:
+        guests = _guest_config(args, args.pool_size or default_pool_size())
+    except ValueError as exc:
+        from rich.markup import escape
+
+        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     from wasinfer.serving.logs import configure as configure_logs
 
@@ -178,7 +232,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
                           else None, desired_state=desired, fetcher=fetch_desired if desired else None,
                           canary=_canary_policy(args))
-    config = dataclasses.replace(config, **secured)
+    config = dataclasses.replace(config, **secured, guests=guests)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
     # drain it, not kill the process mid-request.
@@ -203,6 +257,10 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     scheme = "https" if config.tls_cert else "http"
     console.print(f"  REST  {scheme}://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
                   "/metrics)", markup=False, highlight=False, soft_wrap=True)
+    if guests is not None:
+        console.print(f"  WASI-NN guests: POST {scheme}://{authority}:{server.http_port}/v2/guests/{{"
+                      f"{','.join(name for name, _ in guests.guests)}}}/run", markup=False, highlight=False,
+                      soft_wrap=True)
     if config.grpc_port is not None:
         console.print(f"  gRPC  {authority}:{server.grpc_port}  (inference.GRPCInferenceService"
                       f"{', TLS' if config.tls_cert else ''})", markup=False,

@@ -33,14 +33,17 @@ from wasinfer import __version__
 from wasinfer.serving.auth import Tokens, challenge, check_bearer
 from wasinfer.serving.errors import (
     BadRequest,
+    DeadlineExceeded,
     Internal,
     MethodNotAllowed,
     NotFound,
     ServingError,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
+from wasinfer.serving.guests import EXIT_CODE_HEADER, GuestBusy, Guests, stderr_tail
 from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
@@ -63,8 +66,10 @@ class RestApp:
     """ASGI application serving KServe v2 REST, the repository extension, OpenAPI and /metrics."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
-                 max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False):
+                 max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
+                 guests: Guests | None = None):
         self.manager, self.metrics = manager, metrics
+        self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
         self.executor, self.load_executor = executor, load_executor
         self.max_body_bytes, self.openapi = max_body_bytes, openapi
         tokens = tokens or Tokens()
@@ -140,7 +145,31 @@ class RestApp:
         if first == "openapi.json" and len(rest) == 1:
             _allow(method, "GET")
             return await _send(send, 200, self.openapi, _scan(scope)[4])
+        if first == "guests" and self.guests is not None and len(rest) == 3 and rest[2] == "run":
+            return await self._guest(scope, receive, send, rest[1])
         raise NotFound(f"no route {scope['path']}")
+
+    async def _guest(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """POST /v2/guests/{name}/run: the body is the guest's stdin, the answer its stdout (guests.py)."""
+        assert self.guests is not None
+        _allow(scope["method"], "POST")
+        head = _scan(scope)
+        if self.inference_token is not None:
+            check_bearer(self.inference_token, head[3], "inference")
+        if name not in self.guests.programs:
+            raise NotFound(f"no guest {name!r} (served: {', '.join(self.guests.names()) or 'none'})")
+        body, _ = await self._body(receive, head)
+        try:
+            self.guests.admit()
+        except GuestBusy as exc:
+            raise TooManyRequests(str(exc)) from None
+        result = await asyncio.get_running_loop().run_in_executor(self.guests.executor, self.guests.run, name, body)
+        if result.fault == "deadline":
+            raise DeadlineExceeded(f"guest {name!r} ran past its deadline and was stopped: {stderr_tail(result)}")
+        if result.fault is not None:
+            raise Internal(f"guest {name!r} failed: {stderr_tail(result)}")
+        await _send(send, 200, result.stdout, head[4], b"application/octet-stream",
+                    [(EXIT_CODE_HEADER, str(result.exit_code).encode())])
 
     async def _model_route(self, scope: Scope, receive: Receive, send: Send, name: str, rest: list[str]) -> None:
         version = ""

@@ -25,6 +25,7 @@ import uvicorn
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
 from wasinfer.serving.desired import DesiredStateWatcher
+from wasinfer.serving.guests import GuestConfig, Guests
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
@@ -86,6 +87,7 @@ class ServerConfig:
     desired_state: Path | None = None
     fetcher: Fetcher | None = None  # where a desired version comes from; None: model_path is a file
     canary: CanaryPolicy | None = None  # new versions bake on a share of the traffic first; None: swap at once
+    guests: GuestConfig | None = None  # WASI-NN guest programs at /v2/guests/{name}/run (guests.py); None: none
 
 
 def _address(host: str, port: int) -> str:
@@ -123,8 +125,9 @@ class Server:
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
         self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
-                           document_json(self.tokens), self.tokens, config.access_log)
+                           document_json(self.tokens), self.tokens, config.access_log, guests=self.guests)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
@@ -200,6 +203,8 @@ class Server:
             self._thread = None
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.load_executor.shutdown(wait=False, cancel_futures=True)
+        if self.guests is not None:
+            self.guests.close()
 
     def __enter__(self) -> Server:
         self.start()

@@ -1,0 +1,86 @@
+"""WASI-NN guest programs served over REST: `POST /v2/guests/{name}/run`, one fresh guest per request.
+
+The request body is the guest's stdin; the answer is its stdout (application/octet-stream) with its
+exit code in `X-Guest-Exit-Code`. A guest that exits by itself answers 200 whatever its exit code
+(it is the program's answer, as a CGI script's would be); one the host had to stop answers like a
+model that did: 504 past its deadline, 500 after a trap or at its memory cap, each as the usual
+JSON {"error": ...} with the end of the guest's stderr. An unknown name is 404, a body over
+--max-body-bytes 413, and more guests in flight than `max_in_flight` 429.
+
+Why a fresh instance per request: a guest is a program with global state (and it may have died
+at its cap), so nothing of one request may reach the next; an instance costs little next to the
+models it runs, which the host keeps loaded (wasi_nn's preload cache) across requests. Guests run
+on an executor of their own so that a slow program never holds a thread that model inference needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasinfer.runtime.wasi_nn import GuestResult, Preload, compile_guest, run_guest
+
+log = logging.getLogger("wasinfer.serving")
+
+EXIT_CODE_HEADER = b"x-guest-exit-code"
+STDERR_TAIL = 2048  # bytes of a failed guest's stderr that go into its error answer
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """What `wasinfer serve --guest NAME=APP.wasm --nn-preload ...` asks for."""
+
+    guests: tuple[tuple[str, Path], ...] = ()
+    preloads: tuple[Preload, ...] = ()
+    memory_limit_bytes: int | None = 1 << 30
+    deadline_seconds: float | None = 30.0
+    workers: int = 2
+    max_in_flight: int = 64  # running or queued; more are refused with 429
+
+
+class GuestBusy(Exception):
+    """More guest runs in flight than the server takes."""
+
+
+class Guests:
+    """The served guests, compiled at start-up (a bad module stops the server from starting)."""
+
+    def __init__(self, config: GuestConfig):
+        self.config = config
+        self.programs: dict[str, bytes] = {}
+        for name, path in config.guests:
+            if name in self.programs:
+                raise ValueError(f"guest {name!r} is given twice")
+            content = Path(path).read_bytes()
+            compile_guest(content)  # GuestError (a ValueError) for what cannot run
+            self.programs[name] = content
+        self.executor = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="wasinfer-guest")
+        self._in_flight = threading.BoundedSemaphore(max(1, config.max_in_flight))
+
+    def names(self) -> list[str]:
+        return sorted(self.programs)
+
+    def run(self, name: str, stdin: bytes) -> GuestResult:
+        """Run guest `name` (it must exist) with `stdin`; called on the guest executor."""
+        try:
+            return run_guest(self.programs[name], (), self.config.preloads, stdin,
+                             memory_limit_bytes=self.config.memory_limit_bytes,
+                             deadline_seconds=self.config.deadline_seconds, program_name=f"{name}.wasm")
+        finally:
+            self._in_flight.release()
+
+    def admit(self) -> None:
+        """Take a place for one run (released when it ends), or raise GuestBusy."""
+        if not self._in_flight.acquire(blocking=False):
+            raise GuestBusy(f"{self.config.max_in_flight} guest runs are already in flight")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def stderr_tail(result: GuestResult) -> str:
+    text = result.stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+    return text if len(result.stderr) <= STDERR_TAIL else "..." + text

@@ -1,0 +1,69 @@
+"""`wasinfer run-guest`: the guest's stdout and stderr on ours, its exit code as ours, exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.nn_guests import X, dense_onnx, echo_guest, looping_guest, nn_guest, wat_guest
+from wasinfer.cli.main import main
+from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
+from wasinfer.runtime.wasi_nn import EXIT_DEADLINE
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("run-guest")
+    (directory / "dense.onnx").write_bytes(dense_onnx().SerializeToString())
+    (directory / "classify.wasm").write_bytes(nn_guest(name="default", dims=X.shape, data=X.tobytes()))
+    (directory / "echo.wasm").write_bytes(echo_guest())
+    (directory / "loop.wasm").write_bytes(looping_guest())
+    # Exits 10 * argc + fd_prestat_get(3): 0 with a preopen, 8 (badf) without.
+    import wasmtime
+
+    (directory / "argv.wasm").write_bytes(bytes(wasmtime.wat2wasm(
+        '(module (import "wasi_snapshot_preview1" "fd_prestat_get" (func $p (param i32 i32) (result i32)))'
+        ' (import "wasi_snapshot_preview1" "args_sizes_get" (func $a (param i32 i32) (result i32)))'
+        ' (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
+        ' (memory (export "memory") 1)'
+        ' (func (export "_start") (drop (call $a (i32.const 0) (i32.const 4)))'
+        '  (call $exit (i32.add (i32.mul (i32.load (i32.const 0)) (i32.const 10)) (call $p (i32.const 3) '
+        '(i32.const 8))))))')))
+    (directory / "three.wasm").write_bytes(wat_guest("(call $exit (i32.const 3))"))
+    return directory
+
+
+def test_run_guest_prints_the_guest_s_output_and_exits_with_its_code(
+        files: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    code = main(["run-guest", str(files / "classify.wasm"), "--nn-preload",
+                 f"default:onnx:cpu:{files / 'dense.onnx'}"])
+    assert code == 0
+    expected = OnnxRuntimeModel(files / "dense.onnx").run({"x": X})["y"]
+    out = capfdbinary.readouterr().out
+    np.testing.assert_allclose(np.frombuffer(out, np.float32).reshape(2, 3), expected, rtol=1e-6)
+    assert main(["run-guest", str(files / "three.wasm")]) == 3
+
+
+def test_json_stdin_args_and_dirs(files: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in.bin").write_bytes(b"hello guest")
+    assert main(["run-guest", str(files / "echo.wasm"), "--stdin", str(tmp_path / "in.bin"), "--json"]) == 0
+    report = json.loads(capfd.readouterr().out)
+    assert report["exit_code"] == 0 and report["stdout"] == "hello guest"
+    # Options after APP.wasm are ours up to --; after it, the guest's own (even ones that look like ours).
+    assert main(["run-guest", str(files / "argv.wasm"), "--dir", f"{tmp_path}:/data", "--", "--json", "x"]) == 30
+    assert main(["run-guest", "--memory-mb", "64", str(files / "argv.wasm")]) == 18  # argv: the program alone
+
+
+def test_deadline_and_bad_input(files: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["run-guest", str(files / "loop.wasm"), "--timeout-s", "0.2"]) == EXIT_DEADLINE
+    assert "ran past its deadline" in capfd.readouterr().err
+    for argv, says in (([str(files / "absent.wasm")], "no such file"),
+                       ([str(files / "echo.wasm"), "--nn-preload", "x:onnx"], "ALIAS:ENCODING:TARGET:PATH"),
+                       ([str(files / "echo.wasm"), "--nn-preload", "x:onnx:cpu:/nonexistent.onnx"], "no such file"),
+                       ([str(files / "dense.onnx")], "not a WebAssembly module"),
+                       ([str(files / "echo.wasm"), "--dir", "/nonexistent-dir"], "not a directory")):
+        assert main(["run-guest", *argv]) == 2, argv
+        assert says in capfd.readouterr().err
