@@ -254,6 +254,13 @@ def test_values_refuse_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
         load(overrides={"image": {"digest": "latest"}})
     with pytest.raises(ValuesError, match="Secret names"):
         load(overrides={"imagePullSecrets": [{"name": "x"}]})
+    # keys the chart sets itself would be duplicate YAML keys in its output, so render refuses them too
+    with pytest.raises(ValuesError, match=r"podAnnotations: \['prometheus.io/port'\] are set by the chart"):
+        load(overrides={"podAnnotations": {"prometheus.io/port": "9000"}})
+    with pytest.raises(ValuesError, match=r"podLabels: \['app.kubernetes.io/name'\] are set by the chart"):
+        load(overrides={"podLabels": {"app.kubernetes.io/name": "x"}})
+    with pytest.raises(ValuesError, match="targetCPUUtilizationPercentage or targetMemory"):
+        load(overrides={"autoscaling": {"targetCPUUtilizationPercentage": 0, "targetMemoryUtilizationPercentage": 0}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("replicas: [1\n")
     with pytest.raises(ValuesError, match="not valid YAML"):

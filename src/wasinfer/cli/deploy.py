@@ -88,8 +88,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="a YAML or JSON values file (repeatable; later files win, as with helm -f); unknown keys "
                    "are refused. Defaults: deploy/helm/wasinfer/values.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="one value, KEY dotted (replicas=3, image.tag=0.2.0, batch.enabled=true); VALUE is read as "
-                   "YAML; applied after the files (repeatable)")
+                   help="one scalar value, KEY dotted (replicas=3, image.tag=0.2.0, batch.enabled=true); VALUE typed "
+                   "as Helm's --set does (true/false, null, integers, else a string); mappings and lists go in a "
+                   "values file; applied after the files (repeatable)")
     p.add_argument("-o", "--output", metavar="DIR", help="write one file per object into DIR (kind-name.yaml) "
                    "instead of printing")
     p.add_argument("--dashboard", metavar="FILE", help="the Grafana dashboard JSON to wrap in a ConfigMap "

@@ -27,14 +27,11 @@ def parse_dir(spec: str) -> tuple[Path, str]:
 
 
 def cmd_run_guest(args: argparse.Namespace) -> int:
-    from wasinfer.runtime.wasi_nn import GuestError, Preload, run_guest
+    from wasinfer.runtime.wasi_nn import GuestError, parse_preloads, run_guest
 
     split_rest(args)
     try:
-        preloads = [Preload.parse(spec) for spec in args.nn_preload]
-        for preload in preloads:
-            if not preload.path.is_file():
-                raise ValueError(f"--nn-preload {preload.alias}: {preload.path}: no such file")
+        preloads = parse_preloads(args.nn_preload)
         dirs = [parse_dir(spec) for spec in args.dir]
         env = dict(item.partition("=")[::2] for item in args.env)
         if any(not key for key in env):

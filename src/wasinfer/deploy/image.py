@@ -29,7 +29,6 @@ gives the same manifest digest on any machine (with the same zlib).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import tarfile
@@ -40,6 +39,7 @@ from typing import Any
 from wasinfer import __version__
 from wasinfer.artifact.metadata import Metadata, function_exports, read_metadata
 from wasinfer.fileio import atomic_write
+from wasinfer.registry.artifact import sha256_digest
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -69,10 +69,6 @@ WASI_HINT = ("compile it with `wasinfer convert --wasi`, or give `wasinfer packa
 
 class NotACommand(ValueError):
     """The module has no WASI `_start`: a container runtime would have nothing to call."""
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _canonical_json(document: dict[str, Any]) -> bytes:

@@ -181,6 +181,20 @@ def check(values: Values) -> None:
     scaling = values["autoscaling"]
     if scaling["enabled"] and not 1 <= scaling["minReplicas"] <= scaling["maxReplicas"]:
         raise ValuesError("autoscaling: need 1 <= minReplicas <= maxReplicas")
+    if scaling["enabled"] and not (scaling["targetCPUUtilizationPercentage"]
+                                   or scaling["targetMemoryUtilizationPercentage"]):
+        raise ValuesError("autoscaling: give targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage, "
+                          "or set enabled: false")
+    # Keys the chart sets itself: a user's copy would be a duplicate YAML key in the chart's output.
+    for key in ("podLabels", "monitor.labels", "dashboard.labels", "prometheusRule.labels"):
+        head, _, tail = key.partition(".")
+        taken = [k for k in (values[head][tail] if tail else values[head]) if k.startswith("app.kubernetes.io/")]
+        if taken:
+            raise ValuesError(f"{key}: {taken} are set by the chart (the recommended app.kubernetes.io/* labels)")
+    taken = [k for k in values["podAnnotations"] if k in ("prometheus.io/scrape", "prometheus.io/port",
+                                                           "prometheus.io/path")]
+    if taken:
+        raise ValuesError(f"podAnnotations: {taken} are set by the chart (from server.httpPort)")
     for name in ("imagePullSecrets",):
         if not all(isinstance(item, str) and item for item in values[name]):
             raise ValuesError(f"{name}: expected a list of Secret names (the Secrets themselves stay out of "

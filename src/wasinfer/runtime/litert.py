@@ -119,6 +119,12 @@ class LiteRtModel:
         other._lock = threading.Lock()
         return other
 
+    def op_names(self) -> set[str]:
+        """The builtin operators the model uses (e.g. to refuse loops a caller cannot interrupt)."""
+        with self._lock:
+            interpreter = next(iter(self._prepared.values()))
+            return {str(op["op_name"]) for op in interpreter._get_ops_details()}
+
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]
 

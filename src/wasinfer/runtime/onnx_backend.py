@@ -29,8 +29,8 @@ from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
 from wasinfer.artifact import convert_onnx
-from wasinfer.codegen import UnsupportedModel
 from wasinfer.frontends.onnx import FrontendError
+from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
@@ -137,21 +137,27 @@ class WasinferRep(BackendRep):
             raise InputError(f"expected {len(self.input_names)} inputs {self.input_names}, got {len(values)}")
         return {name: np.asarray(value) for name, value in zip(self.input_names, values, strict=True)}
 
+    def _signature(self, feeds: dict[str, np.ndarray]) -> Signature:
+        """Input shapes and dtypes, and the values of the bound parameter inputs."""
+        shapes = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
+        return shapes + tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
+
     def module_for(self, feeds: dict[str, np.ndarray]) -> WasmModel:
         if self.static:
             return self.modules[None]
-        signature: Signature = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
-        signature += tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
+        signature = self._signature(feeds)
         if signature not in self.modules:
             shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
             model = _pin_shapes(self.model, shapes)
             try:
-                self.modules[signature] = self._compile(model)
+                module = self._compile(model)
             except (UnsupportedModel, FrontendError):
                 self.bound = self.bound or parameter_inputs(model)
                 if not self.bound:
                     raise
-                self.modules[signature] = self._compile(_bind(model, {n: feeds[n] for n in self.bound}))
+                module = self._compile(_bind(model, {n: feeds[n] for n in self.bound}))
+                signature = self._signature(feeds)  # now with the bound values in it
+            self.modules[signature] = module
         return self.modules[signature]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:

@@ -133,7 +133,8 @@ class OnnxRuntimeModel:
         if array.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape, array.shape, strict=True)):
             raise InputError(f"input {spec.name!r}: expected shape {wanted}, got {list(array.shape)}")
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> dict[str, np.ndarray]:
+        """`run_options` lets a caller stop a run from another thread (`terminate`), e.g. at a deadline."""
         missing = [t.name for t in self.metadata.inputs if t.name not in inputs]
         extra = sorted(set(inputs) - {t.name for t in self.metadata.inputs})
         if missing or extra:
@@ -143,5 +144,5 @@ class OnnxRuntimeModel:
             array = np.asarray(inputs[spec.name])
             self._check(spec, array)
             feeds[spec.name] = array
-        results = self.session.run(None, feeds)
+        results = self.session.run(None, feeds, run_options)
         return {spec.name: np.asarray(value) for spec, value in zip(self.metadata.outputs, results, strict=True)}

@@ -76,9 +76,11 @@ as the model's raw bytes, whatever their type.
 Limits. The guest's linear memory is capped (`memory_limit_bytes`: wasmtime's store limit; growing
 past it fails the grow, as in any runtime, and a guest that then traps is reported as hitting the
 cap), and its run time (`deadline_seconds`: epoch interruption, as `WasmModel`'s deadlines; the
-time spent in host calls counts, but a model's compute in ONNX Runtime or LiteRT cannot be
-interrupted midway: the guest is stopped when it returns). wasinfer modules loaded by a guest get the
-same memory cap and the deadline's remainder. `NnLimits` caps what a guest can make the host hold.
+time spent in host calls counts: an ONNX Runtime run is terminated at the deadline (RunOptions'
+`terminate`), LiteRT cannot be stopped midway so TFLite models with WHILE loops are refused, and a
+wasinfer module loaded by a guest gets the same memory cap and, at each compute, what is left of the
+deadline). `NnLimits` caps what a guest can make the host hold: graphs, contexts, and the bytes its
+contexts' inputs and outputs keep on the host.
 
 Failures. A guest that traps, runs past its deadline or dies at its memory cap gives a GuestResult
 with exit code EXIT_TRAP (134) or EXIT_DEADLINE (124), `fault` "trap" or "deadline", and a
@@ -207,6 +209,19 @@ class Preload:
         return cls(alias, encoding.lower(), target.lower(), Path(path))
 
 
+def parse_preloads(specs: Sequence[str]) -> tuple[Preload, ...]:
+    """--nn-preload flags as a command line gives them: each well-formed, naming a file, aliases unique."""
+    preloads = tuple(Preload.parse(spec) for spec in specs)
+    for preload in preloads:
+        if not preload.path.is_file():
+            raise ValueError(f"--nn-preload {preload.alias}: {preload.path}: no such file")
+    aliases = [p.alias for p in preloads]
+    if len(set(aliases)) != len(aliases):
+        twice = sorted({a for a in aliases if aliases.count(a) > 1})
+        raise ValueError(f"--nn-preload: an alias is given twice: {twice}")
+    return preloads
+
+
 @dataclass
 class GuestResult:
     exit_code: int
@@ -256,7 +271,8 @@ class _Graph:
     backend: str
     inputs: list[_TensorInfo]
     outputs: list[str]
-    new_runner: Callable[[float | None, int | None], Runner]  # (deadline left, memory cap)
+    # (the guest's deadline left, read at each compute; memory cap) → a runner for one context
+    new_runner: Callable[[Callable[[], float | None], int | None], Runner]
     context_bytes: int = 0  # host memory one context holds, about (NnLimits.max_context_bytes)
 
 
@@ -292,7 +308,27 @@ def _onnx_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         raise NnError(NnErrno.INVALID_ARGUMENT, "onnx: target gpu: ONNX Runtime could not start its CUDA provider "
                       "here (no GPU or driver); use target cpu")
     inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape)) for s in model.metadata.inputs]
-    return _Graph("onnxruntime", inputs, model.output_names(), lambda deadline, memory: model.run)
+
+    def runner(deadline_left: Callable[[], float | None], memory: int | None) -> Runner:
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            """A guest may load a graph that never ends (a Loop with no exit): ONNX Runtime stops the run
+            when `terminate` is set, which a timer does at the guest's deadline."""
+            left = deadline_left()
+            if left is None:
+                return model.run(feeds)
+            import onnxruntime as ort
+
+            options = ort.RunOptions()
+            timer = threading.Timer(left, lambda: setattr(options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+            try:
+                return model.run(feeds, run_options=options)
+            finally:
+                timer.cancel()
+        return run
+
+    return _Graph("onnxruntime", inputs, model.output_names(), runner)
 
 
 def _tflite_graph(content: bytes, target: ExecutionTarget) -> _Graph:
@@ -305,8 +341,12 @@ def _tflite_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         model = LiteRtModel(content)
     except Exception as exc:  # LiteRT raises ValueError / RuntimeError for bad flatbuffers and unknown ops
         raise NnError(NnErrno.INVALID_ARGUMENT, f"tensorflowlite: cannot load the model: {_first_line(exc)}") from None
+    if "WHILE" in model.op_names():  # LiteRT cannot stop a run from outside: a loop could hold the host forever
+        raise NnError(NnErrno.UNSUPPORTED_OPERATION, "tensorflowlite: models with WHILE loops are refused: LiteRT "
+                      "cannot stop a run at the guest's deadline")
     inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape)) for s in model.metadata.inputs]
-    return _Graph("litert", inputs, model.output_names(), lambda deadline, memory: model.spawn().run, len(content))
+    return _Graph("litert", inputs, model.output_names(), lambda deadline_left, memory: model.spawn().run,
+                  len(content))
 
 
 _MODEL_ENGINE: wasmtime.Engine | None = None
@@ -334,13 +374,14 @@ def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
     except (ValueError, KeyError, TypeError, wasmtime.WasmtimeError) as exc:
         raise NnError(NnErrno.INVALID_ARGUMENT, f"wasinfer: not a wasinfer module: {_first_line(exc)}") from None
 
-    def runner(deadline: float | None, memory: int | None) -> Runner:
+    def runner(deadline_left: Callable[[], float | None], memory: int | None) -> Runner:
         try:
-            model = WasmModel(b"", engine, compiled=(module, metadata), deadline_seconds=deadline,
+            model = WasmModel(b"", engine, compiled=(module, metadata), deadline_seconds=deadline_left(),
                               memory_limit_bytes=memory)
         except ModelFault as exc:
             raise NnError(NnErrno.RUNTIME_ERROR, f"wasinfer: cannot instantiate the model: {exc}") from None
-        return model.run
+        # each compute gets what is left of the guest's deadline, not a fresh one
+        return lambda feeds: model.run(feeds, deadline_seconds=deadline_left())
 
     inputs = [_TensorInfo(s.name, np.dtype(s.dtype), (-1, *s.shape[1:]) if s.batch_axis == 0 else tuple(s.shape))
               for s in metadata.inputs]
@@ -400,7 +441,12 @@ def _preloaded_graph(preload: Preload) -> _Graph:
             return graph
     encoding: GraphEncoding | str = (WASINFER_ENCODING if preload.encoding == WASINFER_ENCODING
                                      else GraphEncoding[preload.encoding.upper()])
-    graph = _build_graph(preload.path.read_bytes(), encoding, ExecutionTarget[preload.target.upper()])
+    try:
+        content = preload.path.read_bytes()
+    except OSError as exc:  # a directory, unreadable: as absent as a missing file, to the guest
+        raise NnError(NnErrno.NOT_FOUND, f"load_by_name: preload {preload.alias!r}: {preload.path}: "
+                      f"{exc.strerror}") from None
+    graph = _build_graph(content, encoding, ExecutionTarget[preload.target.upper()])
     with _PRELOADED_LOCK:
         _PRELOADED[key] = graph
         while len(_PRELOADED) > PRELOAD_CACHE_SIZE:
@@ -455,10 +501,8 @@ class NnHost:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"{what}: [{ptr}, {ptr + length}) is outside the guest's "
                           f"memory of {memory.data_len(caller)} bytes")
 
-    _check_writable = _check_span
-
     def _write(self, caller: wasmtime.Caller, ptr: int, data: bytes, what: str) -> None:
-        self._check_writable(caller, ptr, len(data), what)
+        self._check_span(caller, ptr, len(data), what)
         self._memory(caller).write(caller, data, ptr & 0xFFFFFFFF)
 
     # -- handles
@@ -485,6 +529,11 @@ class NnHost:
             raise NnError(NnErrno.BUSY, f"this guest already holds {len(self.graphs)} graphs, the most it may "
                           "(unload one first)")
 
+    def _held_bytes(self) -> int:
+        """Host memory the guest's contexts hold: each graph's per-context estimate, its inputs, its outputs."""
+        return sum(c.graph.context_bytes + sum(int(a.nbytes) for a in c.inputs.values())
+                   + sum(len(o or b"") for o in c.outputs or ()) for c in self.contexts.values())
+
     def _deadline_left(self) -> float | None:
         if self.deadline_at is None:
             return None
@@ -494,7 +543,7 @@ class NnHost:
 
     def load(self, caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int, target: int,
              graph_out: int) -> None:
-        self._check_writable(caller, graph_out, 4, "load: graph out-pointer")
+        self._check_span(caller, graph_out, 4, "load: graph out-pointer")
         count = builders_len & 0xFFFFFFFF
         if count != 1:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"load: expected 1 graph builder (the model's bytes), got {count}")
@@ -513,7 +562,7 @@ class NnHost:
         self._write(caller, graph_out, _U32.pack(self._add_graph(graph)), "load: graph out-pointer")
 
     def load_by_name(self, caller: wasmtime.Caller, name_ptr: int, name_len: int, graph_out: int) -> None:
-        self._check_writable(caller, graph_out, 4, "load_by_name: graph out-pointer")
+        self._check_span(caller, graph_out, 4, "load_by_name: graph out-pointer")
         raw = self._read(caller, name_ptr, name_len, "load_by_name: name")
         name = raw.decode("utf-8", "replace")
         preload = self.preloads.get(name)
@@ -526,7 +575,7 @@ class NnHost:
 
     def load_by_name_with_config(self, caller: wasmtime.Caller, name_ptr: int, name_len: int, config_ptr: int,
                                  config_len: int, graph_out: int) -> None:
-        self._read(caller, config_ptr, config_len, "load_by_name_with_config: config")
+        self._check_span(caller, config_ptr, config_len, "load_by_name_with_config: config")  # read, not used
         self.load_by_name(caller, name_ptr, name_len, graph_out)
 
     def unload(self, caller: wasmtime.Caller, graph: int) -> None:
@@ -534,17 +583,17 @@ class NnHost:
         del self.graphs[graph & 0xFFFFFFFF]
 
     def init_execution_context(self, caller: wasmtime.Caller, graph_handle: int, context_out: int) -> None:
-        self._check_writable(caller, context_out, 4, "init_execution_context: context out-pointer")
+        self._check_span(caller, context_out, 4, "init_execution_context: context out-pointer")
         graph = self._graph(graph_handle)
         if len(self.contexts) >= self.limits.max_contexts:
             raise NnError(NnErrno.BUSY, f"init_execution_context: this guest already holds {len(self.contexts)} "
                           "contexts, the most it may")
-        held = sum(c.graph.context_bytes for c in self.contexts.values())
+        held = self._held_bytes()
         if held + graph.context_bytes > self.limits.max_context_bytes:
             raise NnError(NnErrno.BUSY, f"init_execution_context: the guest's contexts already hold about {held} "
                           f"bytes of host memory; another of {graph.context_bytes} would pass the limit of "
                           f"{self.limits.max_context_bytes}")
-        context = _Context(graph, graph.new_runner(self._deadline_left(), self.memory_limit_bytes))
+        context = _Context(graph, graph.new_runner(self._deadline_left, self.memory_limit_bytes))
         handle, self._next_context = self._next_context, self._next_context + 1
         self.contexts[handle] = context
         self._write(caller, context_out, _U32.pack(handle), "init_execution_context: context out-pointer")
@@ -585,6 +634,11 @@ class NnHost:
         if data_len != expected:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} of dims {list(dims)} is "
                           f"{expected} bytes, got {data_len}")
+        previous = context.inputs.get(index)
+        held = self._held_bytes() - (previous.nbytes if previous is not None else 0)
+        if held + data_len > self.limits.max_context_bytes:
+            raise NnError(NnErrno.BUSY, f"set_input: the guest's contexts already hold about {held} bytes of host "
+                          f"memory; {data_len} more would pass the limit of {self.limits.max_context_bytes}")
         data = self._read(caller, data_ptr, data_len, "set_input: data")
         context.inputs[index] = np.frombuffer(data, spec.dtype).reshape(dims).astype(spec.dtype.newbyteorder("="))
         context.outputs = None
@@ -608,12 +662,17 @@ class NnHost:
             raise
         except Exception as exc:  # the backend's own failure
             raise NnError(NnErrno.RUNTIME_ERROR, f"compute: {context.graph.backend}: {_first_line(exc)}") from None
-        context.outputs = [_raw(np.asarray(results[name])) for name in context.graph.outputs]
+        outputs = [_raw(np.asarray(results[name])) for name in context.graph.outputs]
+        context.outputs = None
+        if self._held_bytes() + sum(len(o or b"") for o in outputs) > self.limits.max_context_bytes:
+            raise NnError(NnErrno.BUSY, "compute: the outputs would take the guest's contexts past the host memory "
+                          f"limit of {self.limits.max_context_bytes} bytes")
+        context.outputs = outputs
 
     def get_output(self, caller: wasmtime.Caller, context_handle: int, index: int, out_ptr: int, out_max: int,
                    written_out: int) -> None:
         context = self._context(context_handle)
-        self._check_writable(caller, written_out, 4, "get_output: bytes-written out-pointer")
+        self._check_span(caller, written_out, 4, "get_output: bytes-written out-pointer")
         if context.outputs is None:
             raise NnError(NnErrno.INVALID_ARGUMENT, "get_output: no outputs yet (call compute first)")
         index &= 0xFFFFFFFF
@@ -761,8 +820,9 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
         config.argv = [name, *args]
         config.env = sorted((env or {}).items())
         config.stdin_file = str(files / "stdin")
-        config.stdout_file = str(files / "stdout")
-        config.stderr_file = str(files / "stderr")
+        stdout, stderr = _CappedOutput(limits.max_output_bytes), _CappedOutput(limits.max_output_bytes)
+        config.stdout_custom = stdout.write  # kept in memory up to the cap: a guest cannot fill a disk
+        config.stderr_custom = stderr.write
         for host_dir, guest_path in dirs:
             config.preopen_dir(str(host_dir), guest_path)
         store = wasmtime.Store(engine)
@@ -792,12 +852,11 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             exit_code, note = _failure(exc, store, instance, memory_limit_bytes, deadline_seconds)
             fault = "deadline" if exit_code == EXIT_DEADLINE else "trap"
-        stdout = _read_capped(files / "stdout", limits.max_output_bytes)
-        stderr = _read_capped(files / "stderr", limits.max_output_bytes)
+    out, err = stdout.value(), stderr.value()
     lines = [*host.messages, *([f"wasinfer: {note}"] if note else [])]
     if lines:
-        stderr += ("" if not stderr or stderr.endswith(b"\n") else "\n").encode() + "\n".join(lines).encode() + b"\n"
-    return GuestResult(exit_code, stdout, stderr, fault)
+        err += ("" if not err or err.endswith(b"\n") else "\n").encode() + "\n".join(lines).encode() + b"\n"
+    return GuestResult(exit_code, out, err, fault)
 
 
 def _failure(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: wasmtime.Store, instance: wasmtime.Instance | None,
@@ -819,12 +878,20 @@ def _failure(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: wasmtime.Store,
     return EXIT_TRAP, reason
 
 
-def _read_capped(path: Path, limit: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        return b""
-    if len(data) > limit:
-        return data[:limit] + f"\n[wasinfer: output cut at {limit} bytes]\n".encode()
-    return data
+class _CappedOutput:
+    """A guest's stdout or stderr: the first `limit` bytes, and a count of what was cut."""
+
+    def __init__(self, limit: int):
+        self.limit, self.parts, self.kept, self.cut = limit, list[bytes](), 0, 0
+
+    def write(self, data: bytes) -> int:
+        room = max(0, self.limit - self.kept)
+        if room:
+            self.parts.append(bytes(data[:room]))
+            self.kept += min(room, len(data))
+        self.cut += max(0, len(data) - room)
+        return len(data)  # all taken: the guest is not told to retry what was cut
+
+    def value(self) -> bytes:
+        data = b"".join(self.parts)
+        return data + (f"\n[wasinfer: output cut at {self.limit} bytes]\n".encode() if self.cut else b"")

@@ -127,7 +127,7 @@ def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _guest_config(args: argparse.Namespace, workers: int) -> Any:
     """The GuestConfig of the guest flags (None without --guest); ValueError says what is wrong."""
-    from wasinfer.runtime.wasi_nn import Preload, compile_guest
+    from wasinfer.runtime.wasi_nn import compile_guest, parse_preloads
     from wasinfer.serving.guests import GuestConfig
 
     if not args.guest:
@@ -136,21 +136,20 @@ def _guest_config(args: argparse.Namespace, workers: int) -> Any:
         return None
     if args.guest_memory_mb < 0 or args.guest_timeout_s < 0:
         raise ValueError("--guest-memory-mb and --guest-timeout-s must not be negative")
-    guests = []
+    guests: list[tuple[str, Path]] = []
     for spec in args.guest:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path or "/" in name:
             raise ValueError(f"--guest {spec!r}: expected NAME=APP.wasm (NAME without '/')")
         if not Path(path).is_file():
             raise ValueError(f"--guest {name}: {path}: no such file")
+        if name in dict(guests):
+            raise ValueError(f"--guest {name}: given twice")
         compile_guest(Path(path))  # GuestError, a ValueError, for a module that cannot run here
         guests.append((name, Path(path)))
-    preloads = tuple(Preload.parse(spec) for spec in args.nn_preload)
-    for preload in preloads:
-        if not preload.path.is_file():
-            raise ValueError(f"--nn-preload {preload.alias}: {preload.path}: no such file")
-    return GuestConfig(tuple(guests), preloads, args.guest_memory_mb << 20 if args.guest_memory_mb else None,
-                       args.guest_timeout_s or None, workers=workers)
+    memory = args.guest_memory_mb << 20 if args.guest_memory_mb else None
+    return GuestConfig(tuple(guests), parse_preloads(args.nn_preload), memory, args.guest_timeout_s or None,
+                       workers=workers)
 
 
 def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any] | None:
@@ -300,7 +299,8 @@ def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
 
 def fetch_desired(state: DesiredState) -> Fetched:
     """A file path is read as it is; anything else is a reference, pulled and admitted by the registry."""
-    from wasinfer.serving.updater import Fetched, UpdateError, fetch_file, module_digest
+    from wasinfer.registry.artifact import sha256_digest
+    from wasinfer.serving.updater import Fetched, UpdateError, fetch_file
 
     path = state.model_path
     if path.startswith(("/", "./", "../")) or path.endswith(".wasm"):
@@ -311,7 +311,7 @@ def fetch_desired(state: DesiredState) -> Fetched:
         artifact = fetch_artifact(path, state.model_version)
     except Exception as exc:  # a registry outage, a refusal, a missing version: the serving version stays
         raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
-    return Fetched(artifact.wasm, module_digest(artifact.wasm), state.model_version or artifact.version)
+    return Fetched(artifact.wasm, sha256_digest(artifact.wasm), state.model_version or artifact.version)
 
 
 def _canary_policy(args: argparse.Namespace) -> CanaryPolicy | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,17 +65,22 @@ class Guests:
 
     def run(self, name: str, stdin: bytes) -> GuestResult:
         """Run guest `name` (it must exist) with `stdin`; called on the guest executor."""
-        try:
-            return run_guest(self.programs[name], (), self.config.preloads, stdin,
-                             memory_limit_bytes=self.config.memory_limit_bytes,
-                             deadline_seconds=self.config.deadline_seconds, program_name=f"{name}.wasm")
-        finally:
-            self._in_flight.release()
+        return run_guest(self.programs[name], (), self.config.preloads, stdin,
+                         memory_limit_bytes=self.config.memory_limit_bytes,
+                         deadline_seconds=self.config.deadline_seconds, program_name=f"{name}.wasm")
 
-    def admit(self) -> None:
-        """Take a place for one run (released when it ends), or raise GuestBusy."""
+    def submit(self, name: str, stdin: bytes) -> Future[GuestResult]:
+        """Start a run on the guest executor, or raise GuestBusy when too many are in flight. The place is
+        given back when the future is done, however it ends (a run cancelled before it started included)."""
         if not self._in_flight.acquire(blocking=False):
             raise GuestBusy(f"{self.config.max_in_flight} guest runs are already in flight")
+        try:
+            future = self.executor.submit(self.run, name, stdin)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        future.add_done_callback(lambda _: self._in_flight.release())
+        return future
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

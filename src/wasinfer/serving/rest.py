@@ -160,10 +160,10 @@ class RestApp:
             raise NotFound(f"no guest {name!r} (served: {', '.join(self.guests.names()) or 'none'})")
         body, _ = await self._body(receive, head)
         try:
-            self.guests.admit()
+            future = self.guests.submit(name, body)
         except GuestBusy as exc:
             raise TooManyRequests(str(exc)) from None
-        result = await asyncio.get_running_loop().run_in_executor(self.guests.executor, self.guests.run, name, body)
+        result = await asyncio.wrap_future(future)
         if result.fault == "deadline":
             raise DeadlineExceeded(f"guest {name!r} ran past its deadline and was stopped: {stderr_tail(result)}")
         if result.fault is not None:

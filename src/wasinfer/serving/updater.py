@@ -14,7 +14,6 @@ Where the bytes come from is a `Fetcher`: a module file today (the seed's `model
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 
 from wasinfer.artifact.metadata import read_metadata
 from wasinfer.fileio import atomic_write
+from wasinfer.registry.artifact import sha256_digest
 from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
 from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
@@ -51,11 +51,6 @@ class UpdateError(Exception):
     """An update that was refused or failed; the serving version is untouched."""
 
 
-def module_digest(wasm: bytes) -> str:
-    """What tells two versions apart: the same sha256:<hex> form as OCI digests."""
-    return "sha256:" + hashlib.sha256(wasm).hexdigest()
-
-
 def fetch_file(state: DesiredState) -> Fetched:
     """`model_path` names a module file on this node (a volume, as in the seed's Deployment)."""
     path = Path(state.model_path)
@@ -67,7 +62,7 @@ def fetch_file(state: DesiredState) -> Fetched:
         read_metadata(wasm)
     except ValueError as exc:
         raise UpdateError(f"{path} is not a wasinfer module: {exc}") from None
-    return Fetched(wasm, module_digest(wasm), state.model_version or path.name)
+    return Fetched(wasm, sha256_digest(wasm), state.model_version or path.name)
 
 
 def model_name_of(model_path: str) -> str:
@@ -138,7 +133,8 @@ class ModelUpdater:
     def apply(self, state: DesiredState) -> UpdateStatus:
         """Bring the model to `state`; a no-op when the fetched module is the one serving."""
         with self._lock:
-            self._desired = state.model_version or Path(state.model_path).name  # as fetch_file labels it
+            # until a fetch names it (the registry's version for an untagged reference), the state's own words
+            self._desired = state.model_version or Path(state.model_path).name
             try:
                 return self._apply(state)
             finally:
@@ -148,6 +144,7 @@ class ModelUpdater:
         started = time.perf_counter()
         try:
             fetched = self.fetch(state)
+            self._desired = fetched.label
             if fetched.digest == self.status.digest and self.status.state == "serving":
                 return self.status
             if self._canary is not None and fetched.digest == self._canary.digest:
@@ -245,7 +242,7 @@ class ModelUpdater:
             for version in reversed(self._versions()):
                 wasm = (self.directory / str(version) / "model.wasm").read_bytes()
                 try:
-                    self._swap_to(version, module_digest(wasm), f"version {version} (resumed)")
+                    self._swap_to(version, sha256_digest(wasm), f"version {version} (resumed)")
                 except UpdateError as exc:
                     log.warning("model %s: not resuming %s", self.name, exc)
                     shutil.rmtree(self.directory / str(version), ignore_errors=True)
@@ -264,7 +261,7 @@ class ModelUpdater:
                 raise UpdateError(f"model {self.name!r} has no earlier version to roll back to")
             target = older[-1]
             wasm = (self.directory / str(target) / "model.wasm").read_bytes()
-            self._swap_to(target, module_digest(wasm), f"rollback to version {target}")
+            self._swap_to(target, sha256_digest(wasm), f"rollback to version {target}")
             if current is not None:
                 shutil.rmtree(self.directory / str(current), ignore_errors=True)
             self.metrics.update(self.name, "rollback", 0.0)

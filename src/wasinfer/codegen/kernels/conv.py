@@ -57,7 +57,6 @@ from wasinfer.ir import Graph, Node
 COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
 GEMM_B_BUDGET = 256 * 1024  # bytes of B per GEMM column block: stays in L2 across all row blocks of A
 GEMM_MIN_COLUMNS = 64
-WINOGRAD = True  # 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) where conv_winograd.fits
 
 
 # ---------------------------------------------------------------- Conv
@@ -125,7 +124,7 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     k_size = x_shape[1] // groups * math.prod(kernel_dims)
     row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
     plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
-                    WINOGRAD and not node.attr("_compressed_weights")
+                    not node.attr("_compressed_weights")
                     and winograd.fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
     if plan.direct:
         return plan

@@ -220,6 +220,10 @@ def _check_gather_elements(node: Node, graph: Graph) -> list[str]:
         problems.append(f"indices have dtype {indices.dtype}; int32 or int64 expected")
     if len(indices.shape) != len(data.shape) or not data.shape:
         problems.append(f"indices of shape {indices.shape} do not match data of shape {data.shape}")
+    elif not problems:
+        axis = _axis(node, len(data.shape))
+        if any(i > d for a, (i, d) in enumerate(zip(indices.shape, data.shape, strict=True)) if a != axis):
+            problems.append(f"indices of shape {indices.shape} exceed data of shape {data.shape} off the axis")
     return problems
 
 
