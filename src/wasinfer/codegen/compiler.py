@@ -26,7 +26,7 @@ from wasinfer.codegen.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.codegen.wasm import I32, Func, Module
 from wasinfer.codegen.weights import SPILL, Hint, WeightStore
 from wasinfer.ir import Graph, Node, UnsupportedModel
-from wasinfer.passes import VIEW_OPS, MemoryPlan, plan_memory
+from wasinfer.passes import VIEW_OPS, MemoryPlan, align, plan_memory
 from wasinfer.passes.quantize import WeightEncoding
 
 HEADER = 64
@@ -111,10 +111,6 @@ def check_support(graph: Graph) -> None:
         raise UnsupportedModel(problems)
 
 
-def _align(n: int, to: int = 16) -> int:
-    return (n + to - 1) // to * to
-
-
 def compile_graph(graph: Graph, options: CompileOptions,
                   progress: Callable[[int, int], None] | None = None) -> Compiled:
     check_support(graph)
@@ -132,7 +128,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         if name in slots:
             continue
         slots[name] = cursor
-        cursor = _align(cursor + graph.info(name).nbytes * batch)
+        cursor = align(cursor + graph.info(name).nbytes * batch)
     in_place = set(graph.inputs) if batch == 1 else set()
 
     compressed = set(options.weights.tensors) if options.weights is not None else set()
@@ -146,7 +142,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
             scratch[node.name] = spec.scratch(node, graph)
     plan = plan_memory(graph, scratch, pinned=in_place)
     arena = cursor
-    const_cursor = _align(arena + plan.arena_size)
+    const_cursor = align(arena + plan.arena_size)
 
     module = Module()
     wasi_imports = declare_wasi_imports(module) if options.wasi else None
@@ -160,12 +156,12 @@ def compile_graph(graph: Graph, options: CompileOptions,
     def place_data(array: np.ndarray, hint: Hint | None = None) -> int:
         nonlocal const_cursor
         raw = np.ascontiguousarray(array)
-        addr, const_cursor = const_cursor, _align(const_cursor + raw.nbytes)
+        addr, const_cursor = const_cursor, align(const_cursor + raw.nbytes)
         words = raw.reshape(-1).view(np.uint32) if raw.dtype.itemsize == 4 else None
         if words is not None and words.size > 64 and np.all(words == words[0]):
             fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
         elif weights.encode(raw, addr, hint):  # compressed: expanded at start-up
-            const_cursor = _align(const_cursor + SPILL)  # room for the expansion's last vectors
+            const_cursor = align(const_cursor + SPILL)  # room for the expansion's last vectors
         else:
             data.append((addr, raw.tobytes()))
         return addr
@@ -173,7 +169,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     def reserve(nbytes: int) -> int:
         """Zero-initialised bytes after the constants, with no data segment (WASI I/O buffers)."""
         nonlocal const_cursor
-        addr, const_cursor = const_cursor, _align(const_cursor + nbytes)
+        addr, const_cursor = const_cursor, align(const_cursor + nbytes)
         return addr
 
     def address(name: str) -> int:
@@ -224,7 +220,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
 
     module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
     module.data = data
-    memory_end = _align(const_cursor, PAGE)
+    memory_end = align(const_cursor, PAGE)
     module.memory_pages = max(1, memory_end // PAGE)
     if module.memory_pages > MAX_PAGES:
         raise UnsupportedModel([f"model needs {memory_end / 2**30:.1f} GiB of linear memory; wasm32 allows 4 GiB"])
@@ -232,7 +228,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         "inputs": {n: slots[n] for n in graph.inputs},
         "outputs": {n: slots[n] for n in graph.outputs},
         "arena_offset": arena,
-        "constants_offset": _align(arena + plan.arena_size),
+        "constants_offset": align(arena + plan.arena_size),
         "memory_bytes": module.memory_pages * PAGE,
         "weights": weights.stats(),
     }

@@ -38,6 +38,7 @@ import numpy as np
 from wasinfer.codegen.context import Ctx
 from wasinfer.codegen.wasm import I32, V128, Func, Module
 from wasinfer.ir import Node
+from wasinfer.passes import align
 from wasinfer.passes.quantize import MIN_ELEMENTS, WeightEncoding, dequantize_int8
 
 SPILL = 32  # bytes reserved after each compressed array for the expansion's last vectors
@@ -203,7 +204,7 @@ class WeightStore:
             return False
         c_lo, c_hi = int(channels.min()), int(channels.max())
         table = scales[c_lo:c_hi + 1].astype(np.float32).tobytes()
-        table_offset = _round16(flat.size)
+        table_offset = align(flat.size)
         payload = codes8.tobytes() + bytes(table_offset - flat.size) + table
         self._add(Compressed(address, flat.size, payload, segments, table_offset, c_lo))
         return True
@@ -254,10 +255,6 @@ class WeightStore:
                         f.i32(s.lanes).call(cols)
 
         return emit
-
-
-def _round16(n: int) -> int:
-    return (n + 15) // 16 * 16
 
 
 def _widen_int8(f: Func, codes: int) -> None:

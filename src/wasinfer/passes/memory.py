@@ -14,8 +14,9 @@ VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 ALIGN = 16
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def align(n: int, to: int = ALIGN) -> int:
+    """n rounded up to a multiple of `to` (16: a v128 load or store of any buffer start is aligned)."""
+    return (n + to - 1) // to * to
 
 
 @dataclass
@@ -57,7 +58,7 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
 
     def allocate(size: int) -> int:
         nonlocal top
-        size = _align(max(size, 1))
+        size = align(max(size, 1))
         best = None
         for i, (_, sz) in enumerate(free):
             if sz >= size and (best is None or sz < free[best][1]):
@@ -71,7 +72,7 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
         return off
 
     def release(off: int, size: int) -> None:
-        free.append((off, _align(max(size, 1))))
+        free.append((off, align(max(size, 1))))
         free.sort()
         merged: list[tuple[int, int]] = []
         for o, s in free:
@@ -84,19 +85,19 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
     for name in graph.inputs:
         if needs_buffer(name):
             plan.offsets[name] = allocate(graph.info(name).nbytes)
-            plan.naive_size += _align(graph.info(name).nbytes)
+            plan.naive_size += align(graph.info(name).nbytes)
     for index, node in enumerate(graph.nodes):
         # a view's extra outputs (Dropout's mask) are never materialised; check_support
         # refuses a model that uses them
         for name in node.outputs[:1] if node.op_type in VIEW_OPS else node.outputs:
             if needs_buffer(name) and name not in plan.offsets:
                 plan.offsets[name] = allocate(graph.info(name).nbytes)
-                plan.naive_size += _align(graph.info(name).nbytes)
+                plan.naive_size += align(graph.info(name).nbytes)
         if scratch_bytes.get(node.name):
             plan.scratch[node.name] = allocate(scratch_bytes[node.name])
             release(plan.scratch[node.name], scratch_bytes[node.name])
         for name in {plan.root(n) for n in node.inputs + node.outputs if n}:
             if last_use.get(name) == index and name in plan.offsets:
                 release(plan.offsets[name], graph.info(name).nbytes)
-    plan.arena_size = _align(top)
+    plan.arena_size = align(top)
     return plan

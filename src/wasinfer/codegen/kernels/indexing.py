@@ -22,7 +22,7 @@ import numpy as np
 
 from wasinfer.codegen.context import Ctx, kernel
 from wasinfer.codegen.kernels.binary import broadcast_strides, merge_axes
-from wasinfer.codegen.kernels.layout import LOAD_STORE, _gather, _walk, copy_bytes, emit_permute, movable_problems
+from wasinfer.codegen.kernels.layout import LOAD_STORE, copy_bytes, emit_permute, gather_run, movable_problems, walk
 from wasinfer.codegen.kernels.pool import row_major
 from wasinfer.codegen.wasm import I32, I64, Func
 from wasinfer.ir import Graph, Node
@@ -50,7 +50,7 @@ def emit_copy(f: Func, dst: int, dst_strides: list[int], src: int, src_strides: 
         d, s = f.local(I32), f.local(I32)
         f.get(pout).set(d).get(pin).set(s)
         if dstep == 1 and sstep >= 0:
-            _gather(f, d, s, count, size, sstep)
+            gather_run(f, d, s, count, size, sstep)
             return
         load, store = LOAD_STORE[size]
         counter = f.local(I32)
@@ -58,7 +58,7 @@ def emit_copy(f: Func, dst: int, dst_strides: list[int], src: int, src_strides: 
             f.get(d).get(s).mem(load, align=0).mem(store, align=0)
             f.inc(d, dstep * size).inc(s, sstep * size)
 
-    _walk(f, dims[:-1], [s * size for s in ss[:-1]], [s * size for s in ds[:-1]], pin, pout, 1, row)
+    walk(f, dims[:-1], [s * size for s in ss[:-1]], [s * size for s in ds[:-1]], pin, pout, 1, row)
 
 
 def emit_gather_copy(f: Func, dst: int, src: int, shape: tuple[int, ...], src_strides: list[int],
@@ -257,7 +257,7 @@ def emit_gather_elements(ctx: Ctx, node: Node) -> None:
             if walk_strides[-1]:
                 f.inc(q, walk_strides[-1])
 
-    _walk(f, list(shape[:-1]), walk_strides[:-1], out_strides[:-1], pin, pout, 1, row)
+    walk(f, list(shape[:-1]), walk_strides[:-1], out_strides[:-1], pin, pout, 1, row)
 
 
 # ---------------------------------------------------------------- Expand, Tile

@@ -90,7 +90,7 @@ def _check_transpose(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _gather(f: Func, dst: int, src: int, count: int, size: int, src_step: int) -> None:
+def gather_run(f: Func, dst: int, src: int, count: int, size: int, src_step: int) -> None:
     """dst[j] = src[j * src_step] for j < count (elements of `size` bytes); advances both pointers."""
     load, store = LOAD_STORE[size]
     counter = f.local(I32)
@@ -107,7 +107,7 @@ def _gather(f: Func, dst: int, src: int, count: int, size: int, src_step: int) -
         moves(count % GATHER_UNROLL)
 
 
-def _walk(f: Func, dims: list[int], in_strides: list[int], out_strides: list[int], pin: int, pout: int,
+def walk(f: Func, dims: list[int], in_strides: list[int], out_strides: list[int], pin: int, pout: int,
           size: int, leaf: Callable[[], None]) -> None:
     """Run `leaf` at every index of `dims`, with `pin`/`pout` pointing at its input/output."""
     def level(depth: int) -> None:
@@ -162,7 +162,7 @@ def _transpose_2d(f: Func, pin: int, pout: int, rows: int, cols: int, col_stride
         f.inc(rin, 16).inc(rout, 16 * row_stride)
     with f.for_range(r, rows4, rows):
         f.get(rin).set(qin).get(rout).set(qout)
-        _gather(f, qout, qin, cols, 4, col_stride)
+        gather_run(f, qout, qin, cols, 4, col_stride)
         f.inc(rin, 4).inc(rout, 4 * row_stride)
 
 
@@ -187,7 +187,7 @@ def emit_permute(f: Func, dst: int, src: int, shape: tuple[int, ...], perm: list
     tile = _tile_axis(dims, strides, size)
     if tile is not None:
         rest = [a for a in range(len(dims) - 1) if a != tile]
-        _walk(f, [dims[a] for a in rest], [strides[a] for a in rest], [out_strides[a] for a in rest], pin, pout,
+        walk(f, [dims[a] for a in rest], [strides[a] for a in rest], [out_strides[a] for a in rest], pin, pout,
               size, lambda: _transpose_2d(f, pin, pout, dims[tile], dims[-1], strides[-1], out_strides[tile]))
         return
 
@@ -197,9 +197,9 @@ def emit_permute(f: Func, dst: int, src: int, shape: tuple[int, ...], perm: list
             return
         src, dst = f.local(I32), f.local(I32)
         f.get(pin).set(src).get(pout).set(dst)
-        _gather(f, dst, src, dims[-1], size, strides[-1])
+        gather_run(f, dst, src, dims[-1], size, strides[-1])
 
-    _walk(f, dims[:-1], strides[:-1], out_strides[:-1], pin, pout, size, row)
+    walk(f, dims[:-1], strides[:-1], out_strides[:-1], pin, pout, size, row)
 
 
 # ---------------------------------------------------------------- Concat

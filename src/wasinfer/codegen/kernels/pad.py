@@ -18,7 +18,7 @@ import numpy as np
 from wasinfer.codegen.context import Ctx, kernel
 from wasinfer.codegen.kernels.binary import merge_axes
 from wasinfer.codegen.kernels.indexing import emit_copy
-from wasinfer.codegen.kernels.layout import LOAD_STORE, _walk, copy_bytes, movable_problems
+from wasinfer.codegen.kernels.layout import LOAD_STORE, copy_bytes, movable_problems, walk
 from wasinfer.codegen.kernels.pool import Addr, push_addr, row_major
 from wasinfer.codegen.wasm import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
@@ -192,8 +192,8 @@ def emit_pad(ctx: Ctx, node: Node) -> None:
             pairs = [(q, int(sources[q])) for q in [*range(b), *range(b + d, b + d + e)]]
             _copy_runs(f, ptr, _runs(pairs), block)
 
-        # one pointer walks the outer axes: `_walk` gets it as both of its pointers, stepping once
-        _walk(f, dims, [0] * len(dims), [s * size for s in strides], ptr, ptr, 1, leaf)
+        # one pointer walks the outer axes: `walk` gets it as both of its pointers, stepping once
+        walk(f, dims, [0] * len(dims), [s * size for s in strides], ptr, ptr, 1, leaf)
 
 
 __all__ = ["pad_plan"]

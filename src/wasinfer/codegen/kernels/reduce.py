@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 
 from wasinfer.codegen.context import Ctx, kernel, only_float32
-from wasinfer.codegen.kernels.layout import _walk
+from wasinfer.codegen.kernels.layout import walk
 from wasinfer.codegen.kernels.pool import row_major
 from wasinfer.codegen.wasm import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
@@ -453,14 +453,14 @@ def emit_reduce(ctx: Ctx, node: Node) -> None:
     f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
     if info.dtype != np.float32:
         scalar = _IntegerFold(ctx, node.op_type, info.dtype, pin, pout, reduced)
-        _walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, info.dtype.itemsize, scalar.emit)
+        walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, info.dtype.itemsize, scalar.emit)
         return
     fold = _Fold(ctx, node.op_type, count)
     if dims[-1][2]:  # innermost axis reduced: along lines
-        _walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, 4,
+        walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, 4,
               lambda: fold.along(pin, pout, reduced))
     else:  # innermost axis kept: across lanes
-        _walk(f, [s for s, _ in kept[:-1]], [s for _, s in kept[:-1]], out_strides[:-1], pin, pout, 4,
+        walk(f, [s for s, _ in kept[:-1]], [s for _, s in kept[:-1]], out_strides[:-1], pin, pout, 4,
               lambda: fold.across(pin, pout, kept[-1][0], reduced))
 
 

@@ -35,6 +35,7 @@ from wasinfer.codegen.context import Ctx, kernel
 from wasinfer.codegen.kernels.layout import LOAD_STORE, copy_bytes, movable_problems
 from wasinfer.codegen.wasm import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.passes import align
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
@@ -229,11 +230,7 @@ class ResizePlan:
         sizes = [math.prod(s) * self.itemsize for s in self.shapes()[1:-1]]
         even = max(sizes[0::2], default=0)
         odd = max(sizes[1::2], default=0)
-        return _align(even), _align(odd)
-
-
-def _align(n: int) -> int:
-    return (n + 15) // 16 * 16
+        return align(even), align(odd)
 
 
 def _const(graph: Graph, node: Node, position: int) -> np.ndarray | None:
