@@ -7,6 +7,7 @@ deliberate change here too.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -554,3 +555,21 @@ def test_rendered_manifests_pass_all_constraints() -> None:
             obj["data"]["model_path"] = "ghcr.io/someone/ai-model"
     assert sorted(v.constraint for v in audit(objects, namespace_labels=INFERENCE_NS)) == [
         "wasinfer-allowed-registries", "wasinfer-pinned-models"]
+
+
+def test_cli_audit_passes_the_rendered_deployment_and_names_a_violation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wasinfer.cli.main import main
+
+    assert main(["deploy", "audit"]) == 0
+    assert "0 violations" in capsys.readouterr().out
+    assert main(["deploy", "audit", "--set", "runtimeClass.name=runc"]) == 1
+    out = capsys.readouterr().out
+    assert 'runtimeClassName "runc" is not allowed' in out and "1 violations" in out
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: edge}\n"
+                   "spec: {runtimeClassName: wasmedge, containers: [{name: c, image: nginx}]}\n")
+    assert main(["deploy", "audit", str(pod), "--json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert {v["constraint"] for v in found} >= {"wasinfer-resources", "wasinfer-allowed-registries"}
+    assert main(["deploy", "audit", str(tmp_path / "missing.yaml")]) == 2

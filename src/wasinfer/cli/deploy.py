@@ -1,4 +1,5 @@
-"""`wasinfer deploy render`: the Kubernetes manifests of a wasinfer deployment, without Helm.
+"""`wasinfer deploy render` (the Kubernetes manifests of a wasinfer deployment, without Helm) and
+`wasinfer deploy audit` (those manifests, or any, against the shipped Gatekeeper constraints).
 
 Kept apart from main.py so `add_commands` is the one hook; the objects come from
 wasinfer.deploy.render, the same ones the Helm chart in deploy/helm/wasinfer renders.
@@ -70,6 +71,36 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Gatekeeper's decision on each object, evaluated here (regopy) before anything reaches a cluster."""
+    import yaml
+
+    from wasinfer.deploy.gatekeeper import DEFAULT_DIR, GatekeeperError, audit, load_constraints, load_templates
+
+    try:
+        if args.files:
+            objects = [doc for name in args.files for doc in yaml.safe_load_all(Path(name).read_text()) if doc]
+        else:
+            objects = render(load([Path(v) for v in args.values or []], parse_set(args.set or [])), _extras(args))
+        policy = Path(args.policy) if args.policy else DEFAULT_DIR
+        labels = dict(item.partition("=")[::2] for item in args.namespace_label or ["wasinfer.io/inference=enabled"])
+        found = audit(objects, load_templates(policy / "templates"), load_constraints(policy / "constraints"),
+                      namespace_labels=labels)
+    except (ValuesError, GatekeeperError, yaml.YAMLError) as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        errors.print(f"[red]error:[/] {escape(f'{exc.filename}: {exc.strerror}')}", soft_wrap=True)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps([{"constraint": v.constraint, "object": v.object, "message": v.message} for v in found]))
+    else:
+        for violation in found:
+            console.print(f"{violation.object}: {violation}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{len(objects)} objects, {len(found)} violations", markup=False, highlight=False)
+    return 1 if found else 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `deploy` and its actions on the top-level `wasinfer` parser."""
     deploy = sub.add_parser("deploy", help="Kubernetes (K3s) manifests for a wasinfer deployment",
@@ -100,3 +131,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--json", action="store_true", help="JSON instead of YAML: a v1 List on stdout, or one .json "
                    "file per object with --output (and the list of files written on stdout)")
     p.set_defaults(func=cmd_render)
+
+    p = dsub.add_parser(
+        "audit", help="check manifests against the Gatekeeper constraints in deploy/gatekeeper, here",
+        description="Evaluate the ConstraintTemplates' Rego (in-process, as Gatekeeper would at admission) on the "
+        "objects `deploy render` makes from the given values, or on YAML files: runtime class, resource requests "
+        "and limits, allowed registries for images and models, models pinned by digest or signed. Prints each "
+        "violation; exit 1 when there is any, 2 for bad input.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="multi-document YAML to check instead of rendering")
+    p.add_argument("-f", "--values", action="append", metavar="FILE", help="values files, as for render")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one value, as for render")
+    p.add_argument("--policy", metavar="DIR", help="a directory with templates/ and constraints/ (default: "
+                   "deploy/gatekeeper of a source checkout)")
+    p.add_argument("--namespace-label", action="append", metavar="KEY=VALUE",
+                   help="a label of the objects' namespace, which constraints select on (default: "
+                   "wasinfer.io/inference=enabled, the label the shipped constraints match)")
+    p.add_argument("--json", action="store_true", help="the violations as a JSON list")
+    p.set_defaults(func=cmd_audit, dashboard=None, rules=None)
