@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from wasinfer.frontends.onnx import attr_value, tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.passes.fold import _constant_value, _proto_attr, fold_constants
+from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.shapes import fold_static_values
 
 # What the compiler says about an If left in place (kept in the node, as passes/einsum.py does).
@@ -107,13 +107,9 @@ def infer_types(graph: Graph) -> int:
         elif name in graph.tensors:
             info = graph.tensors[name]
             inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(info.dtype), info.shape))
-    protos = [helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain or None,
-                               **{k: _proto_attr(v) for k, v in n.attrs.items() if not k.startswith("_")})
-              for n in graph.nodes]
+    protos = [node_proto(n) for n in graph.nodes]
     outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in graph.outputs]
-    opsets = [helper.make_opsetid("", graph.opset)]
-    for domain in sorted({n.domain for n in graph.nodes if n.domain}):
-        opsets.append(helper.make_opsetid(domain, 3 if domain == "ai.onnx.ml" else 1))
+    opsets = opset_ids(graph.opset, {n.domain for n in graph.nodes})
     model = helper.make_model(helper.make_graph(protos, graph.name, inputs, outputs, initializers),
                               opset_imports=opsets)
     try:
@@ -337,7 +333,7 @@ def _batch_sized_conditions(graph: Graph, batch_inputs: list[str]) -> list[str]:
     for node in graph.nodes:
         if node.op_type == "Constant":
             with contextlib.suppress(ValueError):  # a Constant of a kind the fold pass also refuses
-                consts[node.outputs[0]] = _constant_value(node)
+                consts[node.outputs[0]] = constant_value(node)
             continue
         source = node.inputs[0] if node.inputs else ""
         if node.op_type in ("Shape", "Size") and source in axes:

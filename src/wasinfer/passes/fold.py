@@ -25,12 +25,22 @@ def _proto_attr(value: Any) -> Any:
     return value
 
 
+def node_proto(node: Node) -> onnx.NodeProto:
+    """The IR node as ONNX again (the compiler's own `_`-prefixed attributes left out)."""
+    return helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name or None,
+                            domain=node.domain or None,
+                            **{k: _proto_attr(v) for k, v in node.attrs.items() if not k.startswith("_")})
+
+
+def opset_ids(opset: int, domains: set[str]) -> list[onnx.OperatorSetIdProto]:
+    """The default opset, and the version each other domain's ops are read at."""
+    return [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 3 if d == "ai.onnx.ml" else 1)
+                                                for d in sorted(domains) if d]
+
+
 def evaluate(node: Node, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
-    proto = helper.make_node(node.op_type, node.inputs, node.outputs, domain=node.domain or None,
-                             **{k: _proto_attr(v) for k, v in node.attrs.items()})
-    opsets = [helper.make_opsetid("", opset)]
-    if node.domain:
-        opsets.append(helper.make_opsetid(node.domain, 3 if node.domain == "ai.onnx.ml" else 1))
+    proto = node_proto(node)
+    opsets = opset_ids(opset, {node.domain})
     feeds = {name: value for name, value in zip(node.inputs, inputs, strict=True) if name and value is not None}
     model_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                     for n, v in feeds.items()]
@@ -51,7 +61,7 @@ def fold_constants(graph: Graph) -> int:
             kept.append(node)
             continue
         if node.op_type == "Constant":
-            values = [_constant_value(node)]
+            values = [constant_value(node)]
         else:
             values = evaluate(node, [graph.constants.get(n) if n else None for n in node.inputs], graph.opset)
         for name, value in zip([o for o in node.outputs if o], values, strict=False):
@@ -61,7 +71,7 @@ def fold_constants(graph: Graph) -> int:
     return folded
 
 
-def _constant_value(node: Node) -> np.ndarray:
+def constant_value(node: Node) -> np.ndarray:
     attrs = node.attrs
     if "value" in attrs:
         return np.asarray(attrs["value"])
