@@ -6,8 +6,11 @@ The scripts run as `python benchmarks/<name>.py`, so this module is imported fro
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +65,28 @@ def write_doc(section: str, begin: str, end: str, path: Path) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, results: Path, root: Path) -> None:
+    """--out, --doc and --render, which every benchmark takes alike."""
+    shown = results.relative_to(root) if results.is_relative_to(root) else results
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON results (default: {shown} for a full run; a quick or partial run writes beside "
+                        "it as *.partial.json, so it never replaces the full run's figures)")
+    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
+                        help="update docs/performance.md (default: only on a full run)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+
+
+def publish(report: dict[str, Any], chosen: Path | None, default: Path, full: bool, doc: bool | None,
+            section: Callable[[dict[str, Any]], str], begin: str, end: str, doc_path: Path) -> str:
+    """Write a run's JSON (results_path decides where) and, for a full run or with --doc, its section of the doc;
+    returns the line saying what was written."""
+    out = results_path(chosen, default, full)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    if doc or (doc is None and full):
+        write_doc(section(report), begin, end, doc_path)
+        return f"wrote {out} and {doc_path}"
+    return f"wrote {out}; docs/performance.md untouched (not a full run; --doc forces it)"

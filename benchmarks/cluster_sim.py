@@ -66,7 +66,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from lifecycle_bench import SAMPLE, Connection, event_loop_factory, mlp_onnx, mlp_reference, raw_post, total
 from serve_bench import ServerProcess, free_port
 
@@ -1193,13 +1193,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{FULL.window_s:g}, quick {QUICK.window_s:g})")
     parser.add_argument("--load-share", type=float, help=f"offered rate as a share of the measured capacity "
                         f"(default {FULL.load_share:g})")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or changed "
-                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
-    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
-                        help="update docs/performance.md (default: only on a full run)")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.window is not None and args.window <= 0:
         parser.error("--window must be positive")
@@ -1229,15 +1223,9 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = time.perf_counter() - started
     report["machine"] = {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     finish(report)
-    args.out = results_path(args.out, RESULTS, full)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_tables(report)
-    if args.doc or (args.doc is None and full):
-        write_doc(render_section(report), BEGIN, END, DOC)
-        console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
-    else:
-        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
+    console.print(written, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

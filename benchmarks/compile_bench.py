@@ -56,7 +56,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import wasinfer
-from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from wasinfer.artifact.convert import convert_onnx
 from wasinfer.codegen import UnsupportedModel
 from wasinfer.frontends import FrontendError
@@ -840,13 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relaxed-simd", action="store_true",
                         help="compile with relaxed SIMD's fused multiply-add (`convert --relaxed-simd`); "
                         "never counts as a full run")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
-                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
-    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
-                        help="update docs/performance.md (default: only on a full run)")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
         render_saved(args.out or RESULTS, bool(args.doc))
@@ -876,16 +870,9 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = targets(summary, means, runtimes)
     report["notes"] = notes_for(report)
     full = not args.quick and wanted is None and runtimes == RUNTIMES and not args.relaxed_simd
-    args.out = results_path(args.out, RESULTS, full)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print_tables(report)
-    if args.doc or (args.doc is None and full):
-        write_doc(render_section(report), BEGIN, END, DOC)
-        console.print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
-                      f"and {DOC.relative_to(ROOT)}")
-    else:
-        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
+    console.print(written, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -62,7 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
-from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from serve_bench import (
     DEFAULT_MLSERVER_VENV,
     HOST,
@@ -1246,13 +1246,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get(MLSERVER_VENV_ENV, DEFAULT_MLSERVER_VENV)),
                         help=f"MLServer's virtual environment (default ${MLSERVER_VENV_ENV} or %(default)s); "
                         "`python benchmarks/serve_bench.py --setup-mlserver` makes it")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
-                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
-    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
-                        help="update docs/performance.md (default: only on a full run)")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
         args.out = args.out or RESULTS
@@ -1291,15 +1285,9 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"] = {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     finish(report)
     full = not args.quick and groups == set(GROUPS) and all(v is None for v in overrides.values())
-    args.out = results_path(args.out, RESULTS, full)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_tables(report)
-    if args.doc or (args.doc is None and full):
-        write_doc(render_section(report), BEGIN, END, DOC)
-        console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
-    else:
-        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
+    console.print(written, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

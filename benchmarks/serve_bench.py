@@ -60,7 +60,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasinfer
-from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.json"
@@ -1206,13 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-mlserver", action="store_true",
                         help=f"create --mlserver-venv with pip (mlserver=={MLSERVER_VERSION}, onnxruntime, "
                         f"{MLSERVER_UVLOOP}) and exit")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run; a quick or partial "
-                        "run writes beside it as *.partial.json, so it never replaces the full run's figures)")
-    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
-                        help="update docs/performance.md (default: only on a full run)")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: print and (with --doc) write the section from the --out JSON")
+    add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.setup_mlserver:
         return setup_mlserver(args.mlserver_venv)
@@ -1249,15 +1243,9 @@ def main(argv: list[str] | None = None) -> int:
     finish(report)
     full = (not args.quick and groups == set(GROUPS) and all(x is None for x in overrides.values())
             and args.rate is None and not args.no_rate)
-    args.out = results_path(args.out, RESULTS, full)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_tables(report)
-    if args.doc or (args.doc is None and full):
-        write_doc(render_section(report), BEGIN, END, DOC)
-        console.print(f"wrote {args.out} and {DOC.relative_to(ROOT)}")
-    else:
-        console.print(f"wrote {args.out}; docs/performance.md untouched (not a full run; --doc forces it)")
+    written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
+    console.print(written, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 import wasmtime
 
-from bench_report import fmt_ms, machine, md_table, results_path, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from compile_bench import LIGHT_DIR, STORED_WEIGHTS, BenchModel, load_models
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.metadata import _read_uleb
@@ -253,11 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated names or parts of names (digits, squeezenet, crnn, ...)")
     parser.add_argument("--reps", type=int, default=7, help="instantiations timed per module (default 7)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON results (default: {RESULTS.relative_to(ROOT)} for a full run, else *.partial.json)")
-    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
-                        help="update docs/performance.md (default: only on a full run)")
-    parser.add_argument("--render", action="store_true", help="measure nothing: print (and --doc write) from --out")
+    add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads((args.out or RESULTS).read_text())
@@ -291,15 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                               "machine": before, "reps": args.reps, "models": models}
     report["notes"] = notes_for(report)
     full = wanted is None
-    out = results_path(args.out, RESULTS, full)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print_tables(report)
-    if args.doc or (args.doc is None and full):
-        write_doc(render_section(report), BEGIN, END, DOC)
-        print(f"wrote {out} and {DOC}", file=sys.stderr)
-    else:
-        print(f"wrote {out}; docs/performance.md untouched (not a full run; --doc forces it)", file=sys.stderr)
+    print(publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC), file=sys.stderr)
     return 0
 
 
