@@ -8,12 +8,18 @@ still has to survive a module that does.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
 from wasinfer.codegen import METADATA_SECTION
 
 PAGE = 65536
+BOUND = 60.0  # seconds a call into hostile code may take in a test: only a broken interruption comes near it
+T = TypeVar("T")
 MAX_BATCH = 4
 INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
 
@@ -93,3 +99,24 @@ def trapping_module() -> bytes:
 def big_memory_module(pages: int) -> bytes:
     """A well-behaved module that declares `pages` pages of initial memory."""
     return echo_module(pages)
+
+
+def bounded(call: Callable[[], T], what: str = "the call") -> T:
+    """`call()` on a daemon thread: its result, or its exception; fails the test, instead of hanging it,
+    if `what` has not returned within BOUND (a deadline or interruption that does not work)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(BOUND)
+    assert not thread.is_alive(), f"{what} did not return within {BOUND} s: interruption is broken"
+    if error:
+        raise error[0]
+    return result[0]

@@ -7,14 +7,12 @@ tests/nn_guests.py). Guests that loop or grow must fail alone: the next guest st
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
 
+from tests.hostile import bounded
 from tests.nn_guests import (
     DATA,
     DIMS,
@@ -51,28 +49,6 @@ from wasinfer.runtime.wasi_nn import (
 )
 
 TFLITE = Path(__file__).parent.parent / "fixtures" / "dense_softmax.tflite"
-T = TypeVar("T")
-BOUND = 60.0  # seconds: only a broken deadline comes anywhere near it
-
-
-def bounded(call: Callable[[], T]) -> T:
-    """`call()` on a daemon thread; fails the test instead of hanging it if the host never returns."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(call())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), f"the guest did not return within {BOUND} s"
-    if error:
-        raise error[0]
-    return result[0]
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +245,7 @@ def test_a_guest_without_memory_gets_missing_memory() -> None:
 # ---------------------------------------------------------------- limits: the guest fails, the host goes on
 
 def test_a_looping_guest_is_stopped_at_its_deadline_and_the_next_runs() -> None:
-    result = bounded(lambda: run_guest(looping_guest(), deadline_seconds=0.2))
+    result = bounded(lambda: run_guest(looping_guest(), deadline_seconds=0.2), "the guest")
     assert result.exit_code == EXIT_DEADLINE
     assert b"ran past its deadline of 0.2 s" in result.stderr
     assert run_guest(echo_guest(), stdin=b"still here").stdout == b"still here"
@@ -277,7 +253,7 @@ def test_a_looping_guest_is_stopped_at_its_deadline_and_the_next_runs() -> None:
 
 def test_a_growing_guest_stops_at_its_memory_cap_and_the_next_runs(onnx_bytes: bytes) -> None:
     cap = 4 << 20
-    result = bounded(lambda: run_guest(growing_guest(), memory_limit_bytes=cap, deadline_seconds=30))
+    result = bounded(lambda: run_guest(growing_guest(), memory_limit_bytes=cap, deadline_seconds=30), "the guest")
     assert result.exit_code == EXIT_TRAP
     assert f"at its cap of {cap} bytes".encode() in result.stderr
     np.testing.assert_array_equal(ok(run_guest(guest_for(X, model=onnx_bytes), memory_limit_bytes=cap)).shape, (6,))

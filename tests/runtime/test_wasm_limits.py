@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import gc
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -20,8 +17,10 @@ import wasmtime
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.hostile import (
+    BOUND,
     PAGE,
     big_memory_module,
+    bounded,
     echo_module,
     growing_module,
     looping_module,
@@ -42,30 +41,8 @@ from wasinfer.runtime import (
 )
 from wasinfer.runtime.wasm import ENGINE_TAG, engine_tag
 
-T = TypeVar("T")
-BOUND = 60.0  # seconds: only a broken interruption comes anywhere near it
 CAP = 8 << 20
 X = np.array([[1.5, -2.0, 3.0, 4.25], [0.5, 6.0, -7.0, 8.0]], np.float32)
-
-
-def bounded(call: Callable[[], T]) -> T:
-    """`call()` on a daemon thread: its result, or its exception; fails if it has not returned within BOUND."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(call())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), f"the call did not return within {BOUND} s: interruption is broken"
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def hostile_x() -> dict[str, np.ndarray]:
