@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import pytest
 import yaml
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
+from tests.processes import output_lines, read_until
 from wasinfer.artifact import convert_onnx
 from wasinfer.deploy.observability import expand, load_dashboard, panels, problems, queries
 
@@ -142,26 +141,6 @@ def _free_port() -> int:
         return port
 
 
-def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
-        except queue.Empty:
-            break
-        if marker in seen[-1]:
-            return "".join(seen)
-    raise AssertionError(f"no {marker!r} within {timeout} s; got {''.join(seen)!r}")
-
-
 def _stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -231,7 +210,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     prometheus: subprocess.Popen[bytes] | None = None
     try:
-        match = re.search(r"REST  (http://127\.0\.0\.1:(\d+))/v2", _read_until(server, "Press Ctrl+C", 60))
+        printed = "".join(read_until(output_lines(server), "Press Ctrl+C", 60))
+        match = re.search(r"REST  (http://127\.0\.0\.1:(\d+))/v2", printed)
         assert match
         address = f"127.0.0.1:{_free_port()}"
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},

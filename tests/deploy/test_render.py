@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +29,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.deploy.crd_schemas import SCHEMAS
+from tests.processes import output_lines, read_until
 from tests.serving.test_desired import mount
 from wasinfer import __version__
 from wasinfer.cli.main import build_parser, main
@@ -366,21 +364,8 @@ def test_the_rendered_container_serves_probes_metrics_and_drains_on_sigterm(tmp_
                "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=dict(os.environ, COLUMNS="200", **env))
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
     try:
-        seen, deadline = "", time.monotonic() + 90
-        while "Press Ctrl+C" not in seen and time.monotonic() < deadline:
-            try:
-                seen += lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+        seen = "".join(read_until(output_lines(process), "Press Ctrl+C", 90))
         match = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", seen)
         assert match, seen
         assert "serving v1.0.0" in seen or "version v1.0.0" in seen, seen

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -12,39 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.processes import output_lines, read_until
 from wasinfer.cli.main import main
-
-
-def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str]:
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        seen.append(line)
-        if marker in line:
-            return seen
-    raise AssertionError(f"no {marker!r} within {timeout} s; got {''.join(seen)!r}")
 
 
 def test_demo_server_prints_a_working_curl_command_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -53,7 +26,7 @@ def test_demo_server_prints_a_working_curl_command_and_stops_on_ctrl_c(tmp_path:
         [sys.executable, "-m", "wasinfer.cli.main", "serve", "--http-port", "0", "--grpc-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        output = _read_until(_lines(process), "Press Ctrl+C", timeout=60)
+        output = read_until(output_lines(process), "Press Ctrl+C", timeout=60)
         [command] = [line for line in output if line.startswith("curl ")]
         args = shlex.split(command)
         url, body = args[args.index("-X") + 2], args[args.index("-d") + 1]
@@ -86,7 +59,7 @@ def test_serves_a_repository_and_stops_on_sigterm(repository: Path, tmp_path: Pa
          "--http-port", "0", "--grpc-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
+        output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))
         match = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", output)
         assert match, output
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]})

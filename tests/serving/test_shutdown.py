@@ -26,8 +26,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tests.processes import output_lines, read_until
 from tests.serving.conftest import start_server
-from tests.serving.test_cli_serve import _lines, _read_until
 
 
 def _refuses_connections(port: int, timeout: float) -> bool:
@@ -49,7 +49,7 @@ def test_sigterm_lets_an_in_flight_request_finish(repository: Path, tmp_path: Pa
          "--http-port", "0", "--grpc-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
+        output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))
         match = re.search(r"REST  http://127\.0\.0\.1:(\d+)/v2", output)
         assert match, output
         port = int(match[1])
