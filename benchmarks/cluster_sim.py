@@ -67,14 +67,24 @@ from rich.console import Console
 from rich.table import Table
 
 from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
-from lifecycle_bench import SAMPLE, Connection, event_loop_factory, mlp_onnx, mlp_reference, raw_post, total
+from lifecycle_bench import (
+    REGISTRY_BINARY,
+    SAMPLE,
+    Connection,
+    event_loop_factory,
+    mlp_onnx,
+    mlp_reference,
+    raw_post,
+    registry_command,
+    registry_env,
+    total,
+)
 from serve_bench import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "cluster_sim.json"
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- cluster_sim:begin -->", "<!-- cluster_sim:end -->"
-REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 REPOSITORY = "edge/ai-model"  # served as "ai-model", the seed's /models/ai-model.wasm
 SERVED = "ai-model"
@@ -277,18 +287,10 @@ def start_all(processes: list[HostProcess], timeout: float = 120) -> None:
 
 
 def registry_process(workdir: Path, host: str) -> HostProcess:
-    """Debian's docker-registry, storage in the work directory, configured as tests/registry/registry_server.py does."""
-    directory = workdir / "registry"
-    directory.mkdir(parents=True)
-    port = free_port()
-    config = {"version": "0.1", "log": {"level": "warn", "formatter": "text"},
-              "storage": {"filesystem": {"rootdirectory": str(directory / "storage")}, "delete": {"enabled": True},
-                          "maintenance": {"uploadpurging": {"enabled": False}}},
-              "http": {"addr": f"{host}:{port}", "secret": uuid.uuid4().hex}}
-    (directory / "config.yml").write_text(json.dumps(config))  # JSON is YAML to the registry's parser
-    process = HostProcess("docker-registry", [str(REGISTRY_BINARY), "serve", str(directory / "config.yml")], host,
-                          port, "/v2/", directory)
-    process.env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # they override the file
+    """Debian's docker-registry on `host`, storage in the work directory (lifecycle_bench's configuration)."""
+    directory, port = workdir / "registry", free_port()
+    process = HostProcess("docker-registry", registry_command(directory, host, port), host, port, "/v2/", directory)
+    process.env = registry_env()
     return process
 
 

@@ -619,19 +619,28 @@ def write_config(path: Path, data: dict[str, str]) -> None:
     os.replace(staging, path)
 
 
-def registry_process(workdir: Path) -> tuple[ServerProcess, str]:
-    """Debian's docker-registry on a free loopback port, storage in the work directory (as tests/registry does)."""
-    directory = workdir / "registry"
+def registry_command(directory: Path, host: str, port: int) -> list[str]:
+    """Debian's docker-registry listening on host:port, storage under `directory` (as tests/registry does);
+    run it with `registry_env()`."""
     directory.mkdir(parents=True)
-    port = free_port()
     config = {"version": "0.1", "log": {"level": "warn", "formatter": "text"},
               "storage": {"filesystem": {"rootdirectory": str(directory / "storage")}, "delete": {"enabled": True},
                           "maintenance": {"uploadpurging": {"enabled": False}}},
-              "http": {"addr": f"{HOST}:{port}", "secret": uuid.uuid4().hex}}
+              "http": {"addr": f"{host}:{port}", "secret": uuid.uuid4().hex}}
     (directory / "config.yml").write_text(json.dumps(config))  # JSON is YAML to the registry's parser
-    process = ServerProcess("docker-registry", [str(REGISTRY_BINARY), "serve", str(directory / "config.yml")], port,
-                            "/v2/", directory, directory / "registry.log")
-    process.env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # they override the file
+    return [str(REGISTRY_BINARY), "serve", str(directory / "config.yml")]
+
+
+def registry_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}  # they override the file
+
+
+def registry_process(workdir: Path) -> tuple[ServerProcess, str]:
+    """Debian's docker-registry on a free loopback port, storage in the work directory."""
+    directory, port = workdir / "registry", free_port()
+    process = ServerProcess("docker-registry", registry_command(directory, HOST, port), port, "/v2/", directory,
+                            directory / "registry.log")
+    process.env = registry_env()
     return process, f"{HOST}:{port}"
 
 
