@@ -349,25 +349,12 @@ def _tflite_graph(content: bytes, target: ExecutionTarget) -> _Graph:
                   len(content))
 
 
-_MODEL_ENGINE: wasmtime.Engine | None = None
-_ENGINE_LOCK = threading.Lock()
-
-
-def _model_engine() -> wasmtime.Engine:
-    """One engine for the wasinfer modules guests load (interruptible, so they get the guest's deadline)."""
-    global _MODEL_ENGINE
-    with _ENGINE_LOCK:
-        if _MODEL_ENGINE is None:
-            _MODEL_ENGINE = make_engine(interruptible=True)
-        return _MODEL_ENGINE
-
-
 def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
     from wasinfer.artifact.metadata import read_metadata
 
     if target not in (ExecutionTarget.CPU, ExecutionTarget.AUTO):
         raise NnError(NnErrno.INVALID_ARGUMENT, f"wasinfer: only target cpu is supported, got {target.name.lower()}")
-    engine = _model_engine()
+    engine = guest_engine()  # the guests' own engine: interruptible, one epoch ticker for both
     try:
         metadata = read_metadata(content)
         module = CompiledCache(None).load(engine, content)
@@ -753,13 +740,15 @@ def _spent(reason: str) -> Runner:
 
 # ---------------------------------------------------------------- running a guest
 
+_ENGINE_LOCK = threading.Lock()
 _GUEST_ENGINE: wasmtime.Engine | None = None
 _GUEST_MODULES: OrderedDict[str, wasmtime.Module] = OrderedDict()
 GUEST_CACHE_SIZE = 16
 
 
 def guest_engine() -> wasmtime.Engine:
-    """The engine guests run on: epoch interruption on, so every guest can have a deadline."""
+    """The engine guests, and the wasinfer modules they load, run on: epoch interruption on, so every guest
+    (and every compute it asks of a wasinfer module) can have a deadline."""
     global _GUEST_ENGINE
     with _ENGINE_LOCK:
         if _GUEST_ENGINE is None:
