@@ -117,6 +117,18 @@ def echo_guest() -> bytes:
                      " (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))")
 
 
+def argv_preopen_guest() -> bytes:
+    """Exits 10 * argc + fd_prestat_get(3): fd 3 is the first preopen, and without one the call fails (badf, 8)."""
+    return bytes(wasmtime.wat2wasm(
+        '(module (import "wasi_snapshot_preview1" "fd_prestat_get" (func $p (param i32 i32) (result i32)))'
+        ' (import "wasi_snapshot_preview1" "args_sizes_get" (func $a (param i32 i32) (result i32)))'
+        ' (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
+        ' (memory (export "memory") 1)'
+        ' (func (export "_start") (drop (call $a (i32.const 0) (i32.const 4)))'
+        '  (call $exit (i32.add (i32.mul (i32.load (i32.const 0)) (i32.const 10)) (call $p (i32.const 3) '
+        '(i32.const 8))))))'))
+
+
 def dense_onnx() -> ModelProto:
     """y = softmax(relu(x @ w + b)), FP32 [N, 4] → [N, 3]: small, and wasinfer compiles it."""
     rng = np.random.default_rng(11)

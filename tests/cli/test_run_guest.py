@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.nn_guests import X, dense_onnx, echo_guest, looping_guest, nn_guest, wat_guest
+from tests.nn_guests import X, argv_preopen_guest, dense_onnx, echo_guest, looping_guest, nn_guest, wat_guest
 from wasinfer.cli.main import main
 from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 from wasinfer.runtime.wasi_nn import EXIT_DEADLINE
@@ -21,17 +21,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "classify.wasm").write_bytes(nn_guest(name="default", dims=X.shape, data=X.tobytes()))
     (directory / "echo.wasm").write_bytes(echo_guest())
     (directory / "loop.wasm").write_bytes(looping_guest())
-    # Exits 10 * argc + fd_prestat_get(3): 0 with a preopen, 8 (badf) without.
-    import wasmtime
-
-    (directory / "argv.wasm").write_bytes(bytes(wasmtime.wat2wasm(
-        '(module (import "wasi_snapshot_preview1" "fd_prestat_get" (func $p (param i32 i32) (result i32)))'
-        ' (import "wasi_snapshot_preview1" "args_sizes_get" (func $a (param i32 i32) (result i32)))'
-        ' (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
-        ' (memory (export "memory") 1)'
-        ' (func (export "_start") (drop (call $a (i32.const 0) (i32.const 4)))'
-        '  (call $exit (i32.add (i32.mul (i32.load (i32.const 0)) (i32.const 10)) (call $p (i32.const 3) '
-        '(i32.const 8))))))')))
+    (directory / "argv.wasm").write_bytes(argv_preopen_guest())  # exits 10 * argc + 0 with a preopen, 8 without
     (directory / "three.wasm").write_bytes(wat_guest("(call $exit (i32.const 3))"))
     return directory
 

@@ -22,6 +22,7 @@ from tests.nn_guests import (
     STEP_LOAD,
     STEP_SET,
     X,
+    argv_preopen_guest,
     dense_onnx,
     echo_guest,
     growing_guest,
@@ -283,17 +284,7 @@ def test_what_the_host_cannot_run_raises_guest_error(tmp_path: Path) -> None:
 
 def test_wasi_stdin_stdout_args_and_preopens(tmp_path: Path) -> None:
     assert run_guest(echo_guest(), stdin=b"abc\x00\xff").stdout == b"abc\x00\xff"
-    # Exits 10 * argc + fd_prestat_get(3): fd 3 is the first preopen, and without one the call fails (badf, 8).
-    import wasmtime
-
-    module = bytes(wasmtime.wat2wasm(
-        '(module (import "wasi_snapshot_preview1" "fd_prestat_get" (func $p (param i32 i32) (result i32)))'
-        ' (import "wasi_snapshot_preview1" "args_sizes_get" (func $a (param i32 i32) (result i32)))'
-        ' (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
-        ' (memory (export "memory") 1)'
-        ' (func (export "_start") (drop (call $a (i32.const 0) (i32.const 4)))'
-        '  (call $exit (i32.add (i32.mul (i32.load (i32.const 0)) (i32.const 10)) (call $p (i32.const 3) '
-        '(i32.const 8))))))'))
+    module = argv_preopen_guest()
     assert run_guest(module, args=["x", "y"]).exit_code == 3 * 10 + 8  # argv: program, x, y; no preopen
     assert run_guest(module, dirs=[(tmp_path, "/data")]).exit_code == 1 * 10 + 0
 
