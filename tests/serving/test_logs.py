@@ -17,8 +17,8 @@ import grpc
 import httpx
 import pytest
 
+from tests.processes import output_lines, read_until
 from tests.serving.conftest import start_server
-from tests.serving.test_cli_serve import _lines, _read_until
 from wasinfer.serving import Server
 from wasinfer.serving.grpc_api import SERVICE, messages
 from wasinfer.serving.logs import JsonFormatter, TextFormatter, accept_request_id, configure, new_request_id
@@ -35,7 +35,7 @@ def test_json_logs_carry_request_ids(repository: Path, tmp_path: Path) -> None:
          "--http-port", "0", "--grpc-port", "0", "--log-format", "json", "--log-level", "info", "--access-log"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
+        output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))
         rest = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", output)
         grpc_port = re.search(r"gRPC  127\.0\.0\.1:(\d+)", output)
         assert rest and grpc_port, output

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import output_lines, read_until
 from tests.registry.registry_server import run_registry
 from tests.serving.conftest import SCALE
-from tests.serving.test_cli_serve import _lines, _read_until
 from tests.serving.test_updates import MODULES
 from wasinfer.artifact.metadata import read_metadata
 from wasinfer.registry.artifact import ModelArtifact
@@ -31,7 +31,7 @@ def start(config: Path, home: Path) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen([sys.executable, "-m", "wasinfer.cli.main", "serve", "--desired-state", str(config),
                                 "--http-port", "0", "--grpc-port", "-1"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    output = "".join(_read_until(_lines(process), "Press Ctrl+C", timeout=60))
+    output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))
     match = re.search(r"REST  http://127\.0\.0\.1:(\d+)/v2", output)
     assert match, output
     return process, int(match[1])
