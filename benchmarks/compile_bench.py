@@ -58,7 +58,7 @@ from rich.table import Table
 import wasinfer
 from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from wasinfer.artifact.convert import convert_onnx
-from wasinfer.codegen import UnsupportedModel
+from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.frontends import FrontendError
 from wasinfer.registry.demo import build_demo_model
 from wasinfer.runtime.wasm import CompiledCache, WasmModel, make_engine

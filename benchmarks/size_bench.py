@@ -8,7 +8,7 @@ Per model and weight encoding:
 - start-up: instantiating an already compiled module (the median of `--reps`), which runs the
   start function: for fp16/int8 that is where the weights are expanded into float32, so the
   difference from float32 is the expansion's cost added to every cold start;
-- convert: compile time (int8 emits the nodes with packed weights twice, see codegen/weights.py).
+- convert: compile time (int8 emits the nodes with packed weights twice, see backends/wasm/weights.py).
 
 Models: the digits MLP demo, the `light` models and the squeezenet with stored random weights
 that compile_bench.py uses (the light models' own weights are ConstantOfShape fills, which no

@@ -388,7 +388,7 @@ def run_all(cases: list[Case], jobs: int, timeout: float, model_timeout: float,
 # ---------------------------------------------------------------------------- the report
 
 def registered_ops() -> list[str]:
-    from wasinfer.codegen import supported_ops
+    from wasinfer.backends.wasm import supported_ops
 
     return [op_label(domain, op) for domain, op in supported_ops()]
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
-from wasinfer.codegen import METADATA_SECTION
+from wasinfer.backends.wasm import METADATA_SECTION
 
 PAGE = 65536
 BOUND = 60.0  # seconds a call into hostile code may take in a test: only a broken interruption comes near it

@@ -17,7 +17,7 @@ import pytest
 from tests.artifact.engines import CASES, JS, Case, node, requires_node
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_custom_sections, read_metadata
-from wasinfer.codegen import ABI_VERSION, METADATA_SECTION
+from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION
 from wasinfer.runtime import WasmModel
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "abi.md"

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from tests import model_zoo
 from tests.parity import assert_matches_ort
 from wasinfer.artifact import convert_onnx
-from wasinfer.codegen.compiler import UnsupportedModel
+from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.frontends import FrontendError
 
 rng = np.random.default_rng(21)

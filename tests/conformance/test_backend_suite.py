@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from onnx.backend.test import BackendTest
 
 from tests.conformance import harness
-from wasinfer.codegen import UnsupportedModel
+from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.runtime.onnx_backend import WasinferBackend
 
 EXPECTED = Path(__file__).with_name("expected_pass.txt")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from wasinfer.artifact.convert import convert_model, convert_onnx
+from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.cli.main import main
-from wasinfer.codegen import UnsupportedModel
 from wasinfer.frontends import FrontendError
 from wasinfer.frontends.tflite import is_tflite, load_tflite, tflite_to_onnx
 from wasinfer.runtime.litert import LiteRtModel

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.parity import assert_matches_ort
-from wasinfer.codegen import UnsupportedModel
+from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.frontends import load_onnx
 from wasinfer.passes.einsum import lower_einsums
 

@@ -17,8 +17,8 @@ from tests.artifact.test_node_engine import run_in_node
 from tests.parity import ort_run, single_op_model
 from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.artifact.metadata import _read_uleb
-from wasinfer.codegen.wasm import Module
-from wasinfer.codegen.weights import SPILL, WeightStore, find_segments
+from wasinfer.backends.wasm.weights import SPILL, WeightStore, find_segments
+from wasinfer.backends.wasm.writer import Module
 from wasinfer.passes.quantize import WeightEncoding, dequantize_int8, quantize_int8
 from wasinfer.runtime import WasmModel
 

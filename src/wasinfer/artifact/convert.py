@@ -1,4 +1,4 @@
-"""The compile pipeline: frontend → passes → codegen → artifact (module + metadata section)."""
+"""The compile pipeline: frontend → passes → backends/wasm → artifact (module + metadata section)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import onnx
 
 from wasinfer import __version__
 from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
-from wasinfer.codegen import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
+from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations

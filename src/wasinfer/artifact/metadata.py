@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from wasinfer.codegen import METADATA_SECTION
-from wasinfer.codegen.wasm import name_bytes, uleb
+from wasinfer.backends.wasm import METADATA_SECTION
+from wasinfer.backends.wasm.writer import name_bytes, uleb
 
 SCHEMA_VERSION = 1
 

@@ -17,7 +17,7 @@ import numpy as np
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, read_metadata
-from wasinfer.codegen import ABI_VERSION
+from wasinfer.backends.wasm import ABI_VERSION
 
 RTOL, ATOL = 1e-4, 1e-5
 

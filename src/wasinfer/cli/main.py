@@ -44,7 +44,7 @@ def _fmt_bytes(n: float) -> str:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from wasinfer.artifact.convert import convert_model
-    from wasinfer.codegen import UnsupportedModel
+    from wasinfer.backends.wasm import UnsupportedModel
     from wasinfer.frontends import FrontendError, parse_shape_overrides
 
     source = Path(args.model)

@@ -20,7 +20,7 @@ weight input: Conv/ConvTranspose W, Gemm/MatMul B, LSTM/GRU/RNN W and R, or Gath
 Everything downstream (constant folding, kernels that pack weights at compile time) then sees
 values the compressed form represents exactly.
 
-Module side (storage and the start-up expansion): codegen/weights.py.
+Module side (storage and the start-up expansion): backends/wasm/weights.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,284 @@
+"""IR graph → Wasm module: check support, plan memory, emit one function per node, lay out data.
+
+Linear memory, from address 0:
+    [ header | input slots | output slots | arena (planned) | constants ]
+An input or output slot holds `max_batch` samples. `wasinfer_run(batch)` runs the graph once
+per sample: it copies sample s of each batched input into the arena, calls the node functions
+in order, and copies each output to its slot. With `max_batch == 1` inputs are read in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import wasinfer.backends.wasm.emitters as kernels_pkg
+from wasinfer.backends.wasm.abi import ABI_VERSION, METADATA_SECTION
+from wasinfer.backends.wasm.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
+from wasinfer.backends.wasm.mathfn import add_math_helpers
+from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
+from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
+from wasinfer.backends.wasm.writer import I32, Func, Module
+from wasinfer.ir import Graph, Node, UnsupportedModel
+from wasinfer.passes import VIEW_OPS, MemoryPlan, align, plan_memory
+from wasinfer.passes.quantize import WeightEncoding
+
+HEADER = 64
+PAGE = 65536
+MAX_PAGES = 65536  # 4 GiB: the wasm32 limit
+
+
+@dataclass
+class CompileOptions:
+    max_batch: int = 1
+    batch_inputs: list[str] = field(default_factory=list)
+    wasi: bool = False  # also a WASI command: `_start` reads .npy inputs on stdin (backends/wasm/wasi.py)
+    weights: WeightEncoding | None = None  # int8 / fp16 weight storage (passes/quantize.py)
+    # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM and Conv; needs an engine with
+    # relaxed SIMD (wasmtime: on by default; browsers: Chrome 114+), results differ in the last bits
+    relaxed_simd: bool = False
+
+
+@dataclass
+class Compiled:
+    wasm: bytes
+    layout: dict[str, object]
+    arena_size: int
+    naive_arena_size: int
+
+
+def _load_kernels() -> None:
+    for info in pkgutil.iter_modules(kernels_pkg.__path__):
+        importlib.import_module(f"{kernels_pkg.__name__}.{info.name}")
+
+
+def kernel_for(node: Node) -> Kernel | None:
+    _load_kernels()
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return REGISTRY.get((domain, node.op_type))
+
+
+# Ops that need no kernel: views alias their input; these are always evaluated at compile time.
+COMPILE_TIME_OPS = {"Constant", "ConstantOfShape", "Shape", "Size"}
+
+
+def supported_ops() -> list[tuple[str, str]]:
+    """(domain, op) pairs the compiler accepts: kernels, views, and compile-time-only ops."""
+    _load_kernels()
+    return sorted(set(REGISTRY) | {("", op) for op in VIEW_OPS | COMPILE_TIME_OPS})
+
+
+def check_support(graph: Graph) -> None:
+    problems: list[str] = []
+    for node in graph.nodes:
+        unknown = [n for n in node.inputs if n and n not in graph.tensors]
+        if unknown:
+            problems.append(f"node {node.name!r} ({node.op_type}): cannot infer the shape of input {unknown}")
+            continue
+        if node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2]:
+            training = graph.constants.get(node.inputs[2])
+            if training is None or bool(training):
+                problems.append(f"node {node.name!r} (Dropout): training_mode must be a constant false")
+                continue
+        if node.op_type in VIEW_OPS:
+            used = [o for o in node.outputs[1:] if o and (o in graph.outputs or graph.consumers(o))]
+            if used:
+                problems.append(f"node {node.name!r} ({node.op_type}): output {used} (the mask) is not supported")
+            continue
+        spec = kernel_for(node)
+        label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
+        if spec is None:
+            hint = node.attr("_unsupported") or UNSUPPORTED_HINTS.get(
+                ("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
+            problems.append(f"node {node.name!r}: op {label} is not supported" + (f"; {hint}" if hint else ""))
+            continue
+        missing = [o for o in node.outputs if o and o not in graph.tensors]
+        if missing:
+            problems.append(f"node {node.name!r} ({label}): cannot infer the shape of {missing}")
+            continue
+        for problem in spec.check(node, graph) if spec.check else []:
+            problems.append(f"node {node.name!r} ({label}): {problem}")
+    for name in graph.inputs + graph.outputs:
+        if name not in graph.tensors:
+            problems.append(f"tensor {name!r}: shape could not be inferred")
+    if problems:
+        raise UnsupportedModel(problems)
+
+
+def compile_graph(graph: Graph, options: CompileOptions,
+                  progress: Callable[[int, int], None] | None = None) -> Compiled:
+    check_support(graph)
+    batch = options.max_batch
+    if batch > 1:
+        fixed = [n for n in graph.inputs if n not in options.batch_inputs]
+        if fixed:
+            raise UnsupportedModel([f"input {n!r} has a fixed leading dimension, so --max-batch must be 1"
+                                    for n in fixed])
+
+    # IO slots
+    cursor = HEADER
+    slots: dict[str, int] = {}
+    for name in graph.inputs + graph.outputs:
+        if name in slots:
+            continue
+        slots[name] = cursor
+        cursor = align(cursor + graph.info(name).nbytes * batch)
+    in_place = set(graph.inputs) if batch == 1 else set()
+
+    compressed = set(options.weights.tensors) if options.weights is not None else set()
+    for node in graph.nodes:  # such weights stay in layouts the store can compress (no Winograd transform)
+        if any(name in compressed for name in node.inputs):
+            node.attrs["_compressed_weights"] = True
+    scratch = {}
+    for node in graph.nodes:
+        spec = kernel_for(node)
+        if spec is not None and spec.scratch is not None:
+            scratch[node.name] = spec.scratch(node, graph)
+    plan = plan_memory(graph, scratch, pinned=in_place)
+    arena = cursor
+    const_cursor = align(arena + plan.arena_size)
+
+    module = Module()
+    wasi_imports = declare_wasi_imports(module) if options.wasi else None
+    helpers = add_math_helpers(module)
+    data: list[tuple[int, bytes]] = []
+    fills: list[tuple[int, int, int]] = []  # address, 32-bit words, bit pattern
+    placed: dict[str, int] = {}
+
+    weights = WeightStore(options.weights)
+
+    def place_data(array: np.ndarray, hint: Hint | None = None) -> int:
+        nonlocal const_cursor
+        raw = np.ascontiguousarray(array)
+        addr, const_cursor = const_cursor, align(const_cursor + raw.nbytes)
+        words = raw.reshape(-1).view(np.uint32) if raw.dtype.itemsize == 4 else None
+        if words is not None and words.size > 64 and np.all(words == words[0]):
+            fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
+        elif weights.encode(raw, addr, hint):  # compressed: expanded at start-up
+            const_cursor = align(const_cursor + SPILL)  # room for the expansion's last vectors
+        else:
+            data.append((addr, raw.tobytes()))
+        return addr
+
+    def reserve(nbytes: int) -> int:
+        """Zero-initialised bytes after the constants, with no data segment (WASI I/O buffers)."""
+        nonlocal const_cursor
+        addr, const_cursor = const_cursor, align(const_cursor + nbytes)
+        return addr
+
+    def address(name: str) -> int:
+        if name in graph.constants:
+            if name not in placed:
+                placed[name] = place_data(graph.constants[name], weights.natural(name))
+            return placed[name]
+        if name in in_place:
+            return slots[name]
+        root = plan.root(name)
+        if root in graph.constants:
+            return address(root)
+        if root in in_place:
+            return slots[root]
+        return arena + plan.offsets[root]
+
+    node_funcs: list[int] = []
+    compute = [n for n in graph.nodes if n.op_type not in VIEW_OPS]
+    for index, node in enumerate(compute):
+        func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120])
+        spec = kernel_for(node)
+        assert spec is not None
+        ctx = Ctx(module, graph, func, address, place_data, helpers,
+                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd)
+        ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
+        spec.emit(ctx, node)
+        node_funcs.append(func_index)
+        if progress:
+            progress(index + 1, len(compute))
+
+    run = _emit_run(module, graph, options, slots, in_place, address, node_funcs)
+    for name, value in (("wasinfer_abi_version", ABI_VERSION), ("wasinfer_max_batch", batch)):
+        index, func = module.reserve([], [I32], name=name)
+        func.i32(value)
+        module.export_func(name, index)
+    for kind, names in (("input", graph.inputs), ("output", graph.outputs)):
+        index, func = module.reserve([I32], [I32], name=f"wasinfer_{kind}_ptr")
+        for i, name in enumerate(names):
+            func.get(0).i32(i).op("i32.eq")
+            with func.if_():
+                func.i32(slots[name]).op("return")
+        func.i32(0)
+        module.export_func(f"wasinfer_{kind}_ptr", index)
+    module.export_func("wasinfer_run", run)
+    if wasi_imports is not None:
+        module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_inputs, slots, run,
+                                                     wasi_imports, place_data, reserve))
+
+    module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
+    module.data = data
+    memory_end = align(const_cursor, PAGE)
+    module.memory_pages = max(1, memory_end // PAGE)
+    if module.memory_pages > MAX_PAGES:
+        raise UnsupportedModel([f"model needs {memory_end / 2**30:.1f} GiB of linear memory; wasm32 allows 4 GiB"])
+    layout: dict[str, object] = {
+        "inputs": {n: slots[n] for n in graph.inputs},
+        "outputs": {n: slots[n] for n in graph.outputs},
+        "arena_offset": arena,
+        "constants_offset": align(arena + plan.arena_size),
+        "memory_bytes": module.memory_pages * PAGE,
+        "weights": weights.stats(),
+    }
+    return Compiled(module.encode(), layout, plan.arena_size, plan.naive_size)
+
+
+def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
+              in_place: set[str], address: Callable[[str], int], node_funcs: list[int]) -> int:
+    index, f = module.reserve([I32], [I32], name="wasinfer_run")
+    sample = f.local(I32)
+    f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
+    with f.if_():
+        f.i32(1).op("return")
+    with f.for_range(sample, 0, ("local", 0)):
+        for name in graph.inputs:
+            if name in in_place:
+                continue
+            size = graph.info(name).nbytes
+            f.i32(address(name)).addr(slots[name], sample, size).i32(size).memory_copy()
+        for func_index in node_funcs:
+            f.call(func_index)
+        for name in graph.outputs:
+            size = graph.info(name).nbytes
+            f.addr(slots[name], sample, size).i32(address(name)).i32(size).memory_copy()
+    f.i32(0)
+    return index
+
+
+def _emit_init(module: Module, fills: list[tuple[int, int, int]], expand: Callable[[Func], None] | None = None) -> int:
+    """Start function: write uniform constants (e.g. ConstantOfShape weights) without storing them,
+    and expand compressed weights (int8 / fp16, passes/quantize.py) into float32."""
+    index, f = module.reserve([], [], name="wasinfer_init")
+    ptr, end = f.local(I32), f.local(I32)
+    for addr, words, bits in fills:
+        nbytes = words * 4
+        f.i32(addr).set(ptr).i32(addr + nbytes // 16 * 16).set(end)
+        with f.block(), f.block(b"\x03"):
+            f.get(ptr).get(end).op("i32.ge_u").br_if(1)
+            f.get(ptr).v128(struct.pack("<4I", bits, bits, bits, bits)).mem("v128.store")
+            f.inc(ptr, 16).br(0)
+        for tail in range(nbytes // 16 * 16, nbytes, 4):
+            f.i32(addr + tail).i32(bits).mem("i32.store")
+    if expand is not None:
+        expand(f)
+    return index
+
+
+def metadata_bytes(metadata: dict[str, object]) -> bytes:
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+
+
+__all__ = ["ABI_VERSION", "METADATA_SECTION", "Compiled", "CompileOptions", "MemoryPlan", "UnsupportedModel",
+           "check_support", "compile_graph", "kernel_for", "supported_ops"]

@@ -1,0 +1,82 @@
+"""What a kernel generator sees: the node, tensor addresses, and a function to fill.
+
+Kernel generators (one module per op family in `backends/wasm/emitters/`) register themselves in
+`REGISTRY` with `@kernel(...)`. Each has up to three parts, all pure functions of the node
+and the static graph:
+- `check(node, graph)` → problems (unsupported attribute values), empty when supported;
+- `scratch(node, graph)` → bytes of temporary arena the kernel needs while it runs;
+- `emit(ctx, node)` → writes the node's function body into `ctx.f`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wasinfer.backends.wasm.writer import Func, Module
+from wasinfer.ir import Graph, Node, TensorInfo
+
+Check = Callable[[Node, Graph], list[str]]
+Scratch = Callable[[Node, Graph], int]
+
+
+@dataclass
+class Ctx:
+    module: Module
+    graph: Graph
+    f: Func
+    addresses: Callable[[str], int]
+    place_data: Callable[[np.ndarray], int]
+    helpers: dict[str, int]
+    scratch_addr: int = 0
+    relaxed_simd: bool = False  # CompileOptions.relaxed_simd: kernels may use relaxed-SIMD opcodes (FMA)
+
+    def addr(self, name: str) -> int:
+        return self.addresses(name)
+
+    def info(self, name: str) -> TensorInfo:
+        return self.graph.info(name)
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.graph.constants.get(name)
+
+    def data(self, array: np.ndarray) -> int:
+        """Place a kernel-specific constant (packed weights, tables) and return its address."""
+        return self.place_data(np.ascontiguousarray(array))
+
+    def helper(self, name: str) -> int:
+        return self.helpers[name]
+
+
+@dataclass
+class Kernel:
+    emit: Callable[[Ctx, Node], None]
+    check: Check | None = None
+    scratch: Scratch | None = None
+    ops: tuple[str, ...] = field(default_factory=tuple)
+
+
+REGISTRY: dict[tuple[str, str], Kernel] = {}
+
+# Ops left out on purpose, with what to do instead; shown in place of the bare "not supported".
+UNSUPPORTED_HINTS: dict[tuple[str, str], str] = {}
+
+
+def kernel(*ops: str, domain: str = "", check: Check | None = None,
+           scratch: Scratch | None = None) -> Callable[[Callable[[Ctx, Node], None]], Callable[[Ctx, Node], None]]:
+    def register(emit: Callable[[Ctx, Node], None]) -> Callable[[Ctx, Node], None]:
+        for op in ops:
+            REGISTRY[(domain, op)] = Kernel(emit, check, scratch, ops)
+        return emit
+    return register
+
+
+def only_float32(node: Node, graph: Graph, names: list[str] | None = None) -> list[str]:
+    """The common check: the listed (default: all) tensors must be float32."""
+    problems = []
+    for name in names if names is not None else [n for n in node.inputs + node.outputs if n]:
+        if name and graph.info(name).dtype != np.float32:
+            problems.append(f"tensor {name!r} has dtype {graph.info(name).dtype}, only float32 is supported")
+    return problems

@@ -1,0 +1,158 @@
+"""Cast and CastLike between bool, (u)int8..64, float32 and float64, with ONNX's rules.
+
+float → integer truncates toward zero; out-of-range values saturate (ONNX leaves them
+undefined), except that 8- and 16-bit targets keep the low bits of the 32-bit result, as a
+C cast does. x → bool is x != 0 (so NaN is true). Casts that only reinterpret bits
+(int8 ↔ uint8, int32 ↔ uint32, bool → uint8, ...) are a memory.copy; float32 ↔ int32 and
+the widenings of (u)int8, bool and int32 go a v128 at a time. `saturate` (opset 19)
+concerns only the float8 types, which are refused along with float16, bfloat16, the
+2- and 4-bit types and strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.writer import I32, V128, Func
+from wasinfer.ir import Graph, Node
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One dtype in memory: its load and store, and what the loaded value is (`cls`):
+    i32/u32 (signed/unsigned in an i32), i64/u64, f32 or f64."""
+
+    load: str
+    store: str
+    cls: str
+
+    @property
+    def reg(self) -> str:
+        """The Wasm value type holding it."""
+        return {"u32": "i32", "u64": "i64"}.get(self.cls, self.cls)
+
+    @property
+    def unsigned(self) -> bool:
+        return self.cls.startswith("u")
+
+
+KINDS = {
+    np.dtype(np.bool_): Kind("i32.load8_u", "i32.store8", "u32"),
+    np.dtype(np.int8): Kind("i32.load8_s", "i32.store8", "i32"),
+    np.dtype(np.uint8): Kind("i32.load8_u", "i32.store8", "u32"),
+    np.dtype(np.int16): Kind("i32.load16_s", "i32.store16", "i32"),
+    np.dtype(np.uint16): Kind("i32.load16_u", "i32.store16", "u32"),
+    np.dtype(np.int32): Kind("i32.load", "i32.store", "i32"),
+    np.dtype(np.uint32): Kind("i32.load", "i32.store", "u32"),
+    np.dtype(np.int64): Kind("i64.load", "i64.store", "i64"),
+    np.dtype(np.uint64): Kind("i64.load", "i64.store", "u64"),
+    np.dtype(np.float32): Kind("f32.load", "f32.store", "f32"),
+    np.dtype(np.float64): Kind("f64.load", "f64.store", "f64"),
+}
+
+# (source register, target register) → opcode stem; the suffix says signed or unsigned
+CONVERT = {
+    ("i32", "i64"): "i64.extend_i32", ("i64", "i32"): "i32.wrap_i64",
+    ("i32", "f32"): "f32.convert_i32", ("i32", "f64"): "f64.convert_i32",
+    ("i64", "f32"): "f32.convert_i64", ("i64", "f64"): "f64.convert_i64",
+    ("f32", "i32"): "i32.trunc_sat_f32", ("f32", "i64"): "i64.trunc_sat_f32",
+    ("f64", "i32"): "i32.trunc_sat_f64", ("f64", "i64"): "i64.trunc_sat_f64",
+    ("f32", "f64"): "f64.promote_f32", ("f64", "f32"): "f32.demote_f64",
+}
+
+
+def _widen(sign: str) -> tuple[tuple[str, ...], ...]:
+    """16 bytes → 4 f32x4: each quarter widened to i32 lanes, then converted."""
+    return tuple((f"i16x8.extend_{a}_i8x16_{sign}", f"i32x4.extend_{b}_i16x8_{sign}", "f32x4.convert_i32x4_s")
+                 for a in ("low", "high") for b in ("low", "high"))
+
+
+# (source, target) → the ops making each output v128 from one loaded v128 of source elements
+VECTOR: dict[tuple[np.dtype, np.dtype], tuple[tuple[str, ...], ...]] = {  # type: ignore[type-arg]
+    (np.dtype(np.float32), np.dtype(np.int32)): (("i32x4.trunc_sat_f32x4_s",),),
+    (np.dtype(np.int32), np.dtype(np.float32)): (("f32x4.convert_i32x4_s",),),
+    (np.dtype(np.int32), np.dtype(np.int64)): (("i64x2.extend_low_i32x4_s",), ("i64x2.extend_high_i32x4_s",)),
+    (np.dtype(np.uint8), np.dtype(np.float32)): _widen("u"),
+    (np.dtype(np.bool_), np.dtype(np.float32)): _widen("u"),
+    (np.dtype(np.int8), np.dtype(np.float32)): _widen("s"),
+}
+MINIFLOATS = ("float8", "float4")
+
+
+def _dtype_problem(dtype: np.dtype) -> str | None:  # type: ignore[type-arg]
+    if dtype in KINDS:
+        return None
+    name = "string" if dtype.kind == "O" else str(dtype)
+    if name.startswith(MINIFLOATS):
+        return f"dtype {name} is not supported (float8/float4 types, and `saturate` which concerns only them)"
+    return f"dtype {name} is not supported"
+
+
+def _check_cast(node: Node, graph: Graph) -> list[str]:
+    dtypes = [graph.info(node.inputs[0]).dtype, graph.info(node.outputs[0]).dtype]
+    return [p for p in {_dtype_problem(d) for d in dtypes} if p]
+
+
+def _convert_op(s: Kind, d: Kind) -> str:
+    """The opcode between two different value types. int → *: the source's signedness
+    decides; float → int: the target's, where only 32- and 64-bit targets saturate as
+    unsigned (8/16-bit ones keep the low bits of a signed conversion)."""
+    stem = CONVERT[(s.reg, d.reg)]
+    if stem in ("i32.wrap_i64", "f64.promote_f32", "f32.demote_f64"):
+        return stem
+    unsigned = (d.unsigned and d.load in ("i32.load", "i64.load")) if s.reg.startswith("f") else s.unsigned
+    return stem + ("_u" if unsigned else "_s")
+
+
+def emit_convert(f: Func, src: np.dtype, dst: np.dtype) -> None:  # type: ignore[type-arg]
+    """Turn the loaded `src` value on the stack into the value `dst`'s store takes."""
+    s, d = KINDS[src], KINDS[dst]
+    if dst == np.bool_:
+        {"i32": f.i32, "i64": f.i64, "f32": f.f32, "f64": f.f64}[s.reg](0)
+        f.op(f"{s.reg}.ne")
+    elif s.reg != d.reg:
+        f.op(_convert_op(s, d))
+
+
+def _bit_copy(src: np.dtype, dst: np.dtype) -> bool:  # type: ignore[type-arg]
+    """Same-size integers (and bool → integer) share their bit pattern."""
+    integer = {"b", "i", "u"}
+    return (src == dst or (src.itemsize == dst.itemsize and src.kind in integer and dst.kind in integer
+                           and dst != np.bool_))
+
+
+@kernel("Cast", "CastLike", check=_check_cast)
+def emit_cast(ctx: Ctx, node: Node) -> None:
+    """CastLike's target is its second input's dtype, which the output already carries."""
+    f = ctx.f
+    src_info, dst_info = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    src_type, dst_type = src_info.dtype, dst_info.dtype
+    src, dst = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    count = src_info.size
+    if _bit_copy(src_type, dst_type):
+        if count:
+            f.i32(dst).i32(src).i32(src_info.nbytes).memory_copy()
+        return
+    ps, pd, i = f.local(I32), f.local(I32), f.local(I32)
+    f.i32(src).set(ps).i32(dst).set(pd)
+    done = 0
+    parts = VECTOR.get((src_type, dst_type))
+    if parts:  # one v128 of source elements per step
+        step = 16 // src_type.itemsize
+        done = count // step * step
+        v = f.local(V128)
+        if done:
+            with f.for_range(i, 0, done // step):
+                f.get(ps).mem("v128.load").set(v)
+                for index, ops in enumerate(parts):
+                    f.get(pd).get(v).ops(*ops).mem("v128.store", offset=16 * index)
+                f.inc(ps, 16).inc(pd, 16 * len(parts))
+    if count > done:
+        with f.for_range(i, done, count):
+            f.get(pd).get(ps).mem(KINDS[src_type].load)
+            emit_convert(f, src_type, dst_type)
+            f.mem(KINDS[dst_type].store)
+            f.inc(ps, src_type.itemsize).inc(pd, dst_type.itemsize)

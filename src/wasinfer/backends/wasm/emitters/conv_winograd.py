@@ -1,0 +1,259 @@
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): 2.25x fewer multiplies.
+
+Each 2x2 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, with d the tile's 4x4
+input patch and g the 3x3 kernel (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+Networks", 2016). Summed over input channels, the 16 elementwise products become 16
+independent GEMMs, U[xi] [M, C] @ V[xi] [C, tiles], which run on the shared GEMM (weights
+transformed and packed in its panels at compile time). Per sample:
+
+1. the input, zero-padded, into scratch P [C, Hp, Wp] (Hp, Wp: 2 x tiles + 2);
+2. input transform: V[xi, c, t] for 4 tiles at once, one per lane: a tile row's patches start
+   2 columns apart, so each patch element of 4 tiles comes from two overlapping v128 loads and
+   one shuffle; the transform itself is adds and subtracts on whole vectors;
+3. the 16 GEMMs, in a run-time loop over xi;
+4. output transform, bias, the fused activation, and the two output columns of 4 tiles
+   interleaved into 8 consecutive outputs (two v128 stores per output row).
+
+A tile row whose tile count is not a multiple of 4 ends with a group overlapping the previous
+one (identical values written twice); an odd output width or height crops the last column or row.
+F(2x2, 3x3)'s transforms use only 0, +-1 and +-0.5, so results stay within float32 rounding
+of the direct sum (ONNX Runtime's own tolerance tests hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx
+from wasinfer.backends.wasm.emitters.gemm import Operand, pack_panels
+from wasinfer.backends.wasm.emitters.pool import Window
+from wasinfer.backends.wasm.emitters.unary import epilogue
+from wasinfer.backends.wasm.writer import I32, V128
+from wasinfer.ir import Node
+
+# Below these sizes the transforms cost more than the multiplies they save.
+MIN_CHANNELS = 16
+MIN_TILE_COLUMNS = 4  # a tile row needs one whole group of 4 tiles
+CHUNK_BYTES = 2**21  # transformed input and output of one chunk of tile rows
+
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def fits(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
+    return (win.rank == 2 and win.kernel == (3, 3) and win.strides == (1, 1) and win.dilations == (1, 1)
+            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_CHANNELS
+            and -(-win.out_dims[1] // 2) >= MIN_TILE_COLUMNS)
+
+
+def _tiles(win: Window) -> tuple[int, int]:
+    return -(-win.out_dims[0] // 2), -(-win.out_dims[1] // 2)
+
+
+def _chunk_rows(win: Window, channels: int, out_channels: int) -> int:
+    """Tile rows per chunk: V and M of a chunk (16 x (C + M) x tiles floats) within CHUNK_BYTES, so the
+    scratch stays bounded on big images and a chunk's V is still in cache when the GEMMs read it."""
+    th, tw = _tiles(win)
+    return max(1, min(th, CHUNK_BYTES // (64 * (channels + out_channels) * tw)))
+
+
+def scratch_bytes(win: Window, channels: int, out_channels: int) -> int:
+    th, tw = _tiles(win)
+    chunk = _chunk_rows(win, channels, out_channels) * tw
+    return 4 * (channels * (2 * th + 2) * (2 * tw + 2) + 16 * (channels + out_channels) * chunk)
+
+
+def transformed_weights(weights: np.ndarray) -> np.ndarray:
+    """U[xi] = (G g G^T)[xi] for xi = 4i + j, each [M, C] packed in the GEMM's panels, concatenated."""
+    u = np.einsum("ia,mcab,jb->ijmc", G, weights.astype(np.float64), G).astype(np.float32)
+    return np.stack([pack_panels(u[i, j]) for i in range(4) for j in range(4)])
+
+
+def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, channels: int, out_channels: int) -> None:
+    from wasinfer.backends.wasm.emitters.conv import _blocked_gemm  # conv.py imports this module
+
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    th, tw = _tiles(win)
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    (h, w), (ho, wo) = win.in_dims, win.out_dims
+    rows = _chunk_rows(win, channels, out_channels)
+    p_base = ctx.scratch_addr
+    v_base = p_base + 4 * channels * hp * wp
+    m_base = v_base + 4 * 16 * channels * rows * tw
+    # each U[xi] placed on its own, so that uniform weights (ConstantOfShape) stay uniform
+    # blocks, written at start-up rather than stored; a table holds their addresses
+    table = ctx.data(np.array([ctx.data(u) for u in transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, row, src, dst, chunk, row0 = (f.local(I32) for _ in range(7))
+    xi, pu, pv, pm = (f.local(I32) for _ in range(4))
+    # runs of chunks: (tile rows per chunk, chunks, first tile row, output rows per tile row); an odd
+    # output height leaves a last tile row with one output row, in a chunk of its own
+    body = th - ho % 2
+    runs = [(rows, body // rows, 0, 2), (body % rows, 1, body // rows * rows, 2), (1, ho % 2, body, 1)]
+
+    with f.for_range(sample, 0, batch):
+        # 1. zero-padded copy of the input
+        f.i32(p_base).i32(0).i32(4 * channels * hp * wp).memory_fill()
+        with f.for_range(c, 0, channels):
+            f.get(c).i32(4 * h * w).op("i32.mul").get(sample).i32(4 * channels * h * w).op("i32.mul")
+            f.op("i32.add").i32(x).op("i32.add").set(src)
+            f.get(c).i32(4 * hp * wp).op("i32.mul").i32(p_base + 4 * (win.pad_begin[0] * wp + win.pad_begin[1]))
+            f.op("i32.add").set(dst)
+            with f.for_range(row, 0, h):
+                f.get(dst).get(src).i32(4 * w).memory_copy()
+                f.inc(dst, 4 * wp).inc(src, 4 * w)
+        for n_rows, repeat, first, out_rows in runs:
+            if not n_rows or not repeat:
+                continue
+            tiles = n_rows * tw
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(n_rows).op("i32.mul").i32(first).op("i32.add").set(row0)
+                _input_transform(ctx, channels, n_rows, tw, hp, wp, row0, p_base, v_base)
+                # 3. the 16 GEMMs: M[xi] = U[xi] @ V[xi]
+                with f.for_range(xi, 0, 16):
+                    f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+                    f.get(xi).i32(4 * channels * tiles).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+                    f.get(xi).i32(4 * out_channels * tiles).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+                    _blocked_gemm(ctx, out_channels, tiles, channels,
+                                  Operand(("local", pu), channels, 1, panels=True), Operand(("local", pv), tiles, 1),
+                                  Operand(("local", pm), tiles, 1), None, None)
+                # dst: Y[sample, 0, 2 * row0, 0]
+                f.get(sample).i32(4 * out_channels * ho * wo).op("i32.mul").get(row0).i32(4 * 2 * wo)
+                f.op("i32.mul").op("i32.add").i32(y).op("i32.add").set(dst)
+                _output_transform(ctx, node, out_channels, n_rows, out_rows, tw, ho, wo, m_base, dst, bias)
+
+
+def _groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
+    """Groups of 4 tiles in a tile row: how many lead it with the same code (a run-time loop), and the
+    first tiles of the rest: a last partial group overlapping the one before, or (with `wo`, an odd
+    output width) the group whose last column must not be written."""
+    looped = tw // 4
+    if wo is not None and 8 * looped > wo:
+        looped -= 1
+    rest = list(range(4 * looped, tw - 3, 4))
+    if tw % 4:
+        rest.append(tw - 4)
+    return looped, rest
+
+
+def _input_transform(ctx: Ctx, channels: int, n_rows: int, tw: int, hp: int, wp: int, row0: int, p_base: int,
+                     v_base: int) -> None:
+    """V[4i + j, c, t] = (B^T d B)[i, j] for every channel and tile of the chunk, 4 tiles per v128."""
+    f = ctx.f
+    tiles = n_rows * tw
+    c, trow, ps, pd, group, qs, qd = (f.local(I32) for _ in range(7))
+    x = [[f.local(V128) for _ in range(4)] for _ in range(4)]
+    t = [[f.local(V128) for _ in range(4)] for _ in range(4)]
+
+    def four_tiles(src: int, dst: int, start: int) -> None:
+        for a in range(4):
+            for b in range(4):  # patch element (a, b) of tiles start..start+3: columns 2j + b
+                offset = 4 * (a * wp + 2 * start + b)
+                f.get(src).mem("v128.load", offset=offset).get(src).mem("v128.load", offset=offset + 12)
+                f.shuffle32((0, 2, 5, 7)).set(x[a][b])
+        for b in range(4):  # t = B^T x, column by column
+            for i, push in enumerate(_bt_terms(ctx, [x[a][b] for a in range(4)])):
+                push()
+                f.set(t[i][b])
+        for i in range(4):  # v = t B (columns)
+            for j, push in enumerate(_bt_terms(ctx, [t[i][k] for k in range(4)])):
+                f.get(dst)
+                push()
+                f.mem("v128.store", offset=4 * ((4 * i + j) * channels * tiles + start))
+
+    looped, rest = _groups(tw)
+    with f.for_range(c, 0, channels), f.for_range(trow, 0, n_rows):
+        # ps: P[c, 2 * (row0 + trow), 0], patch row 0 of the row's first tile; pd: V[0, c, trow * tw]
+        f.get(c).i32(hp * wp).op("i32.mul").get(trow).get(row0).op("i32.add").i32(2 * wp).op("i32.mul")
+        f.op("i32.add").i32(4).op("i32.mul").i32(p_base).op("i32.add").tee(ps).set(qs)
+        f.get(c).i32(tiles).op("i32.mul").get(trow).i32(tw).op("i32.mul").op("i32.add")
+        f.i32(4).op("i32.mul").i32(v_base).op("i32.add").tee(pd).set(qd)
+        with f.for_range(group, 0, looped):
+            four_tiles(qs, qd, 0)
+            f.inc(qs, 4 * 8).inc(qd, 4 * 4)
+        for start in rest:
+            four_tiles(ps, pd, start)
+
+
+def _bt_terms(ctx: Ctx, d: list[int]) -> list[Callable[[], object]]:
+    """B^T d for one line of 4 values (locals): d0 - d2, d1 + d2, d2 - d1, d1 - d3, as emitters."""
+    f = ctx.f
+    pairs = [(d[0], d[2], "f32x4.sub"), (d[1], d[2], "f32x4.add"), (d[2], d[1], "f32x4.sub"),
+             (d[1], d[3], "f32x4.sub")]
+
+    def term(p: int, q: int, op: str) -> Callable[[], object]:
+        return lambda: f.get(p).get(q).op(op)
+
+    return [term(p, q, op) for p, q, op in pairs]
+
+
+def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_rows: int, tw: int, ho: int,
+                      wo: int, m_base: int, y: int, bias: int | None) -> None:
+    """Y (2x2 per tile) = A^T m A + bias, activation, for the chunk's tile rows (`y`: the first one's
+    output row of channel 0); 4 tiles' outputs stored as 8 consecutive columns; `out_rows` output rows
+    per tile row (1 for the last tile row of an odd output height)."""
+    f = ctx.f
+    tiles = n_rows * tw
+    mch, trow, pm, py = (f.local(I32) for _ in range(4))
+    m = [[f.local(V128) for _ in range(4)] for _ in range(4)]
+    s = [[f.local(V128) for _ in range(4)] for _ in range(2)]
+    out = [[f.local(V128) for _ in range(2)] for _ in range(2)]
+    bias_v = f.local(V128)
+    looped, rest = _groups(tw, wo)
+    group, qm, qy = (f.local(I32) for _ in range(3))
+    with f.for_range(mch, 0, out_channels):
+        if bias is None:
+            f.f32x4_const(0.0).set(bias_v)
+        else:
+            f.get(mch).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+
+        def four_tiles(src: int, dst: int, start: int, rows: int, last: bool) -> None:
+            """Tiles start..start+3 of a tile row; `rows` (1 or 2) output rows of it are inside the output;
+            a group ending past an odd output width writes 7 columns, not 8."""
+            for i in range(4):
+                for j in range(4):
+                    f.get(src).mem("v128.load", offset=4 * ((4 * i + j) * out_channels * tiles + start))
+                    f.set(m[i][j])
+            for j in range(4):  # s = A^T m: m0 + m1 + m2, m1 - m2 - m3
+                f.get(m[0][j]).get(m[1][j]).op("f32x4.add").get(m[2][j]).op("f32x4.add").set(s[0][j])
+                f.get(m[1][j]).get(m[2][j]).op("f32x4.sub").get(m[3][j]).op("f32x4.sub").set(s[1][j])
+            for r in range(2):  # y = s A, + bias, activation
+                f.get(s[r][0]).get(s[r][1]).op("f32x4.add").get(s[r][2]).op("f32x4.add")
+                f.get(bias_v).op("f32x4.add")
+                epilogue(ctx, node)
+                f.set(out[r][0])
+                f.get(s[r][1]).get(s[r][2]).op("f32x4.sub").get(s[r][3]).op("f32x4.sub")
+                f.get(bias_v).op("f32x4.add")
+                epilogue(ctx, node)
+                f.set(out[r][1])
+            for r in range(rows):
+                base = 4 * (r * wo + 2 * start)
+                f.get(dst).get(out[r][0]).get(out[r][1]).shuffle32((0, 4, 1, 5)).mem("v128.store", offset=base)
+                f.get(out[r][0]).get(out[r][1]).shuffle32((2, 6, 3, 7))
+                if last:
+                    high = f.local(V128)
+                    f.set(high)
+                    for lane in range(3):
+                        f.get(dst).get(high).lane("f32x4.extract_lane", lane)
+                        f.mem("f32.store", offset=base + 16 + 4 * lane)
+                else:
+                    f.set(out[r][0]).get(dst).get(out[r][0]).mem("v128.store", offset=base + 16)
+
+        # pm: M[0, mch, 0]; py: Y[mch, 2 * row0, 0]
+        f.get(mch).i32(4 * tiles).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+        f.get(mch).i32(4 * ho * wo).op("i32.mul").get(y).op("i32.add").set(py)
+        with f.for_range(trow, 0, n_rows):
+            f.get(pm).set(qm).get(py).set(qy)
+            with f.for_range(group, 0, looped):
+                four_tiles(qm, qy, 0, out_rows, False)
+                f.inc(qm, 4 * 4).inc(qy, 4 * 8)
+            for start in rest:
+                four_tiles(pm, py, start, out_rows, 2 * start + 8 > wo)
+            f.inc(pm, 4 * tw).inc(py, 4 * 2 * wo)
+
+
+__all__ = ["emit_winograd", "fits", "scratch_bytes", "transformed_weights"]

@@ -1,0 +1,384 @@
+"""Indexing and data movement: Slice, Gather, GatherElements, Expand, Tile, Split, DepthToSpace,
+SpaceToDepth, for any whole-byte dtype (moved by element size, as Transpose and Concat are).
+
+Most of these are one strided copy (`emit_copy`): every output element reads the input at a
+fixed per-axis element stride from a fixed base, both known at compile time — Slice's stride
+is step times the input stride (negative for negative steps), Expand's and Tile's are 0 on the
+repeated axes, Split's outputs and a Gather by an evenly spaced constant index list are
+slices. Axes that stay contiguous are merged, so a row is one memory.copy whenever it can be.
+DepthToSpace and SpaceToDepth are a 6-D transpose between reshapes (`emit_permute`).
+
+Gather and GatherElements with indices that are not evenly spaced constants read the indices
+at run time (from the placed constant when they are one): a negative index wraps once, and an
+index outside [-n, n) executes `unreachable` rather than read outside the tensor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.emitters.binary import broadcast_strides, merge_axes
+from wasinfer.backends.wasm.emitters.layout import (
+    LOAD_STORE,
+    copy_bytes,
+    emit_permute,
+    gather_run,
+    movable_problems,
+    walk,
+)
+from wasinfer.backends.wasm.emitters.pool import row_major
+from wasinfer.backends.wasm.writer import I32, I64, Func
+from wasinfer.ir import Graph, Node
+
+INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+# ---------------------------------------------------------------- strided copy
+
+def emit_copy(f: Func, dst: int, dst_strides: list[int], src: int, src_strides: list[int],
+              shape: tuple[int, ...], size: int) -> None:
+    """dst[i·dst_strides] = src[i·src_strides] for every index i of `shape` (element strides, any
+    sign; `size`-byte elements)."""
+    if math.prod(shape) == 0:
+        return
+    dims, (ds, ss) = merge_axes(tuple(shape), [list(dst_strides), list(src_strides)])
+    pin, pout = f.local(I32), f.local(I32)
+    f.i32(src).set(pin).i32(dst).set(pout)
+
+    def row() -> None:
+        count, dstep, sstep = dims[-1], ds[-1], ss[-1]
+        if count == 1 or (dstep == 1 and sstep == 1):
+            copy_bytes(f, (pout, 0), (pin, 0), count * size)
+            return
+        d, s = f.local(I32), f.local(I32)
+        f.get(pout).set(d).get(pin).set(s)
+        if dstep == 1 and sstep >= 0:
+            gather_run(f, d, s, count, size, sstep)
+            return
+        load, store = LOAD_STORE[size]
+        counter = f.local(I32)
+        with f.for_range(counter, 0, count):
+            f.get(d).get(s).mem(load, align=0).mem(store, align=0)
+            f.inc(d, dstep * size).inc(s, sstep * size)
+
+    walk(f, dims[:-1], [s * size for s in ss[:-1]], [s * size for s in ds[:-1]], pin, pout, 1, row)
+
+
+def emit_gather_copy(f: Func, dst: int, src: int, shape: tuple[int, ...], src_strides: list[int],
+                     size: int) -> None:
+    """emit_copy into a contiguous output of `shape`."""
+    emit_copy(f, dst, list(row_major(shape)), src, src_strides, shape, size)
+
+
+def push_index(f: Func, ptr: int, dtype: np.dtype[np.generic], bound: int) -> None:
+    """Push the index at `ptr` as an i32 in [0, bound), wrapping a negative one once; trap on
+    anything outside [-bound, bound)."""
+    if dtype == np.int64:
+        v = f.local(I64)
+        f.get(ptr).mem("i64.load", align=0).set(v)
+        f.get(v).i64(-bound).op("i64.lt_s").get(v).i64(bound).op("i64.ge_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        f.get(v).op("i32.wrap_i64")
+    else:
+        v = f.local(I32)
+        f.get(ptr).mem("i32.load", align=0).set(v)
+        f.get(v).i32(-bound).op("i32.lt_s").get(v).i32(bound).op("i32.ge_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        f.get(v)
+    t = f.local(I32)
+    f.set(t).get(t).get(t).i32(31).op("i32.shr_s").i32(bound).op("i32.and").op("i32.add")
+
+
+def _axis(node: Node, rank: int, default: int = 0) -> int:
+    return int(node.attr("axis", default)) % max(rank, 1)
+
+
+def _axis_problems(node: Node, rank: int, default: int = 0) -> list[str]:
+    axis = int(node.attr("axis", default))
+    return [] if -rank <= axis < max(rank, 1) else [f"axis {axis} is out of range for rank {rank}"]
+
+
+# ---------------------------------------------------------------- Slice
+
+def slice_plan(node: Node, graph: Graph) -> list[range] | str:
+    """Per input axis, the input indices the output takes; or why they are unknown.
+
+    Python's `slice.indices` clamps exactly as ONNX specifies (negative starts/ends count from
+    the end; out-of-range values clamp to [0, d] for positive steps and [-1, d-1] for negative).
+    """
+    shape = graph.info(node.inputs[0]).shape
+    rank = len(shape)
+    if "starts" in node.attrs:  # Slice-1
+        starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+        axes = list(node.attr("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        values: list[list[int] | None] = []
+        for position, label in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
+            name = node.inputs[position] if len(node.inputs) > position else ""
+            if not name:
+                values.append(None)
+                continue
+            value = graph.constants.get(name)
+            if value is None:
+                return f"{label} must be a compile-time constant"
+            values.append([int(v) for v in np.asarray(value).reshape(-1)])
+        starts, ends = values[0] or [], values[1] or []
+        axes = values[2] if values[2] is not None else list(range(len(starts)))
+        steps = values[3] if values[3] is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        return "starts, ends, axes and steps must have the same length"
+    plan = [range(d) for d in shape]
+    seen: set[int] = set()
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        if not -rank <= axis < rank or axis % rank in seen:
+            return f"axes {axes} are out of range or repeated for rank {rank}"
+        if step == 0:
+            return "a step of 0 is not allowed"
+        axis %= rank
+        seen.add(axis)
+        plan[axis] = range(*slice(start, end, step).indices(shape[axis]))
+    return plan
+
+
+def _check_slice(node: Node, graph: Graph) -> list[str]:
+    plan = slice_plan(node, graph)
+    problems = movable_problems(node, graph)
+    if isinstance(plan, str):
+        return [*problems, plan]
+    if tuple(len(r) for r in plan) != graph.info(node.outputs[0]).shape:
+        problems.append(f"output shape {graph.info(node.outputs[0]).shape} does not match the slice")
+    return problems
+
+
+@kernel("Slice", check=_check_slice)
+def emit_slice(ctx: Ctx, node: Node) -> None:
+    """Output index o on each axis reads input index start + o·step."""
+    info = ctx.info(node.inputs[0])
+    plan = slice_plan(node, ctx.graph)
+    assert not isinstance(plan, str)
+    strides = row_major(info.shape)
+    base = sum(r.start * s for r, s in zip(plan, strides, strict=True) if len(r))
+    size = info.dtype.itemsize
+    emit_gather_copy(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]) + base * size,
+                     tuple(len(r) for r in plan), [r.step * s for r, s in zip(plan, strides, strict=True)], size)
+
+
+# ---------------------------------------------------------------- Gather
+
+def _check_gather(node: Node, graph: Graph) -> list[str]:
+    data, indices = graph.info(node.inputs[0]), graph.info(node.inputs[1])
+    problems = movable_problems(node, graph) + _axis_problems(node, len(data.shape))
+    if indices.dtype not in INDEX_TYPES:
+        problems.append(f"indices have dtype {indices.dtype}; int32 or int64 expected")
+    value = graph.constants.get(node.inputs[1])
+    if not problems and value is not None and value.size:
+        bound = data.shape[_axis(node, len(data.shape))]
+        if value.min() < -bound or value.max() >= bound:
+            problems.append(f"constant indices {value.min()}..{value.max()} are outside [-{bound}, {bound})")
+    return problems
+
+
+@kernel("Gather", check=_check_gather)
+def emit_gather(ctx: Ctx, node: Node) -> None:
+    """Viewed as data (outer, n, inner) → out (outer, indices, inner): one block of `inner`
+    elements per (outer, index). Evenly spaced constant indices make it a slice."""
+    f = ctx.f
+    data, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    if out.size == 0:
+        return
+    axis = _axis(node, len(data.shape))
+    outer, n, inner = math.prod(data.shape[:axis]), data.shape[axis], math.prod(data.shape[axis + 1:])
+    size, block = data.dtype.itemsize, inner * data.dtype.itemsize
+    value = ctx.const(node.inputs[1])
+    if value is not None:
+        flat = [int(v) % n for v in value.reshape(-1)]
+        steps = {b - a for a, b in itertools.pairwise(flat)}
+        if len(steps) <= 1:
+            step = steps.pop() if steps else 0
+            emit_gather_copy(f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]) + flat[0] * block,
+                             (outer, len(flat), inner), [n * inner, step * inner, 1], size)
+            return
+    indices = ctx.info(node.inputs[1])
+    pd, pi, po, src, o, j = (f.local(I32) for _ in range(6))
+    f.i32(ctx.addr(node.inputs[0])).set(pd).i32(ctx.addr(node.outputs[0])).set(po)
+    with f.for_range(o, 0, outer):
+        f.i32(ctx.addr(node.inputs[1])).set(pi)
+        with f.for_range(j, 0, indices.size):
+            push_index(f, pi, indices.dtype, n)
+            f.i32(block).op("i32.mul").get(pd).op("i32.add").set(src)
+            copy_bytes(f, (po, 0), (src, 0), block)
+            f.inc(po, block).inc(pi, indices.dtype.itemsize)
+        f.inc(pd, n * block)
+
+
+# ---------------------------------------------------------------- GatherElements
+
+def _check_gather_elements(node: Node, graph: Graph) -> list[str]:
+    data, indices = graph.info(node.inputs[0]), graph.info(node.inputs[1])
+    problems = movable_problems(node, graph) + _axis_problems(node, len(data.shape))
+    if indices.dtype not in INDEX_TYPES:
+        problems.append(f"indices have dtype {indices.dtype}; int32 or int64 expected")
+    if len(indices.shape) != len(data.shape) or not data.shape:
+        problems.append(f"indices of shape {indices.shape} do not match data of shape {data.shape}")
+    elif not problems:
+        axis = _axis(node, len(data.shape))
+        if any(i > d for a, (i, d) in enumerate(zip(indices.shape, data.shape, strict=True)) if a != axis):
+            problems.append(f"indices of shape {indices.shape} exceed data of shape {data.shape} off the axis")
+    return problems
+
+
+@kernel("GatherElements", check=_check_gather_elements)
+def emit_gather_elements(ctx: Ctx, node: Node) -> None:
+    """out[i] = data[i with i[axis] replaced by indices[i]]: walk the output (and the indices,
+    in step), with the data pointer following every axis but `axis`."""
+    f = ctx.f
+    data, indices = ctx.info(node.inputs[0]), ctx.info(node.inputs[1])
+    shape = indices.shape
+    if indices.size == 0:
+        return
+    axis = _axis(node, len(data.shape))
+    size = data.dtype.itemsize
+    data_strides = [s * size for s in row_major(data.shape)]
+    walk_strides = [0 if a == axis else s for a, s in enumerate(data_strides)]
+    out_strides = [s * size for s in row_major(shape)]
+    pin, pout, pi = f.local(I32), f.local(I32), f.local(I32)
+    f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
+    f.i32(ctx.addr(node.inputs[1])).set(pi)
+    load, store = LOAD_STORE[size]
+
+    def row() -> None:
+        q, o, counter = f.local(I32), f.local(I32), f.local(I32)
+        f.get(pin).set(q).get(pout).set(o)
+        with f.for_range(counter, 0, shape[-1]):
+            f.get(o)
+            push_index(f, pi, indices.dtype, data.shape[axis])
+            f.i32(data_strides[axis]).op("i32.mul").get(q).op("i32.add").mem(load, align=0).mem(store, align=0)
+            f.inc(o, size).inc(pi, indices.dtype.itemsize)
+            if walk_strides[-1]:
+                f.inc(q, walk_strides[-1])
+
+    walk(f, list(shape[:-1]), walk_strides[:-1], out_strides[:-1], pin, pout, 1, row)
+
+
+# ---------------------------------------------------------------- Expand, Tile
+
+def _runtime_parameter(node: Node, graph: Graph, index: int, label: str) -> list[str]:
+    """A parameter that decides the output shape must be known when the shape is fixed."""
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if name and name not in graph.constants:
+        return [f"{label} is computed at run time; it must be a compile-time constant (it sets the output shape)"]
+    return []
+
+
+def _check_shaped(node: Node, graph: Graph) -> list[str]:
+    """Expand and Tile: the output shape (known statically) says everything the kernel needs."""
+    problems = movable_problems(node, graph)
+    problems += _runtime_parameter(node, graph, 1, "shape" if node.op_type == "Expand" else "repeats")
+    data, out = graph.info(node.inputs[0]).shape, graph.info(node.outputs[0]).shape
+    if node.op_type == "Tile" and (len(data) != len(out) or any(
+            (d == 0 and o != 0) or (d and o % d) for d, o in zip(data, out, strict=True))):
+        problems.append(f"output shape {out} is not a tiling of {data}")
+    return problems
+
+
+@kernel("Expand", check=_check_shaped)
+def emit_expand(ctx: Ctx, node: Node) -> None:
+    """Broadcast: stride 0 on the axes the input repeats."""
+    data, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    emit_gather_copy(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]), out.shape,
+                     broadcast_strides(data.shape, out.shape), data.dtype.itemsize)
+
+
+@kernel("Tile", check=_check_shaped)
+def emit_tile(ctx: Ctx, node: Node) -> None:
+    """Output axis k of size r·d is the pair (repeat r, index d): row-major over the pairs,
+    with input stride 0 on each repeat."""
+    data, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    if out.size == 0:
+        return
+    shape: list[int] = []
+    strides: list[int] = []
+    for d, o, s in zip(data.shape, out.shape, row_major(data.shape), strict=True):
+        shape += [o // d, d]
+        strides += [0, s]
+    emit_gather_copy(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]), tuple(shape), strides,
+                     data.dtype.itemsize)
+
+
+# ---------------------------------------------------------------- Split
+
+def _check_split(node: Node, graph: Graph) -> list[str]:
+    shape = graph.info(node.inputs[0]).shape
+    problems = movable_problems(node, graph) + _axis_problems(node, len(shape))
+    problems += _runtime_parameter(node, graph, 1, "split")
+    if problems:
+        return problems
+    axis = _axis(node, len(shape))
+    sizes = [graph.info(o).shape[axis] for o in node.outputs if o]
+    if len(node.outputs) != len([o for o in node.outputs if o]) or sum(sizes) != shape[axis]:
+        problems.append(f"output sizes {sizes} along axis {axis} do not add up to {shape[axis]}")
+    return problems
+
+
+@kernel("Split", check=_check_split)
+def emit_split(ctx: Ctx, node: Node) -> None:
+    """Each output is a slice along `axis`; its size there comes from its (static) shape, so
+    the split attribute or input, num_outputs and an equal split all read the same."""
+    data = ctx.info(node.inputs[0])
+    axis = _axis(node, len(data.shape))
+    strides = row_major(data.shape)
+    offset = 0
+    for name in node.outputs:
+        shape = ctx.info(name).shape
+        emit_gather_copy(ctx.f, ctx.addr(name), ctx.addr(node.inputs[0]) + offset * strides[axis] * data.dtype.itemsize,
+                         shape, list(strides), data.dtype.itemsize)
+        offset += shape[axis]
+
+
+# ---------------------------------------------------------------- DepthToSpace, SpaceToDepth
+
+def space_depth_plan(node: Node, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[int]]:
+    """The 6-D view of the input and the permutation the reference evaluator applies to it."""
+    b, c, h, w = shape
+    bs = int(node.attr("blocksize"))
+    crd = node.attr("mode", "DCR") == "CRD"
+    if node.op_type == "DepthToSpace":
+        if crd:
+            return (b, c // (bs * bs), bs, bs, h, w), [0, 1, 4, 2, 5, 3]
+        return (b, bs, bs, c // (bs * bs), h, w), [0, 3, 4, 1, 5, 2]
+    return (b, c, h // bs, bs, w // bs, bs), [0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4]
+
+
+def _check_space_depth(node: Node, graph: Graph) -> list[str]:
+    problems = movable_problems(node, graph)
+    shape = graph.info(node.inputs[0]).shape
+    bs = node.attr("blocksize")
+    mode = node.attr("mode", "DCR")
+    if len(shape) != 4:
+        problems.append(f"input has rank {len(shape)}, 4 expected")
+    elif not isinstance(bs, int) or bs < 1:
+        problems.append("blocksize must be a positive integer")
+    elif mode not in ("DCR", "CRD"):
+        problems.append(f"mode={mode!r} is not DCR or CRD")
+    elif node.op_type == "DepthToSpace" and shape[1] % (bs * bs):
+        problems.append(f"channels {shape[1]} are not divisible by blocksize² {bs * bs}")
+    elif node.op_type == "SpaceToDepth" and (shape[2] % bs or shape[3] % bs):
+        problems.append(f"spatial size {shape[2:]} is not divisible by blocksize {bs}")
+    return problems
+
+
+@kernel("DepthToSpace", "SpaceToDepth", check=_check_space_depth)
+def emit_space_depth(ctx: Ctx, node: Node) -> None:
+    info = ctx.info(node.inputs[0])
+    shape, perm = space_depth_plan(node, info.shape)
+    emit_permute(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]), shape, perm, info.dtype.itemsize)
+
+
+__all__ = ["emit_copy", "emit_gather_copy", "push_index", "slice_plan", "space_depth_plan"]

@@ -1,0 +1,199 @@
+"""Pad (constant, reflect, edge and wrap modes) for any whole-byte dtype.
+
+The input is copied into the middle of the output (a strided copy; negative pads crop it, in
+constant mode). Then the border is written one axis at a time, innermost first: for axis k
+the region is the output's pad positions on k, the input's extent on the axes before k and
+the whole output on the axes after k — a contiguous block per position on k, so each block is
+either filled (constant mode) or copied from a block of the output that is already complete
+(the other modes; which one comes from `np.pad` on an index vector, as ONNX's reference does).
+Neighbouring positions that copy neighbouring sources go as one run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.emitters.binary import merge_axes
+from wasinfer.backends.wasm.emitters.indexing import emit_copy
+from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes, movable_problems, walk
+from wasinfer.backends.wasm.emitters.pool import Addr, push_addr, row_major
+from wasinfer.backends.wasm.writer import I32, I64, V128, Func
+from wasinfer.ir import Graph, Node
+
+MODES = ("constant", "reflect", "edge", "wrap")
+UNROLL_FILL = 8  # fills up to this many elements are unrolled stores; longer ones double by memory.copy
+UNROLL_RUN = 4  # single-block copies unrolled before a loop is used
+
+
+def _const_input(node: Node, graph: Graph, position: int) -> tuple[bool, np.ndarray | None]:
+    """(present, value): value is None for a present input known only at run time."""
+    name = node.inputs[position] if len(node.inputs) > position else ""
+    if not name:
+        return False, None
+    return True, graph.constants.get(name)
+
+
+def pad_plan(node: Node, graph: Graph) -> tuple[list[int], list[int]] | str:
+    """Begin and end pads for every axis, or why they are unknown."""
+    rank = len(graph.info(node.inputs[0]).shape)
+    if "pads" in node.attrs or "paddings" in node.attrs:  # Pad-1 / Pad-2
+        raw = [int(p) for p in node.attrs.get("pads", node.attrs.get("paddings", []))]
+        axes = list(range(rank))
+    else:
+        present, pads = _const_input(node, graph, 1)
+        if pads is None:
+            return "pads must be a compile-time constant"
+        raw = [int(p) for p in pads.reshape(-1)]
+        present, axes_value = _const_input(node, graph, 3)
+        if present and axes_value is None:
+            return "axes must be a compile-time constant"
+        axes = [int(a) for a in axes_value.reshape(-1)] if axes_value is not None else list(range(rank))
+    if len(raw) != 2 * len(axes):
+        return f"{len(raw)} pads for {len(axes)} axes"
+    if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) != len(axes):
+        return f"axes {axes} are out of range or repeated for rank {rank}"
+    begin, end = [0] * rank, [0] * rank
+    for i, axis in enumerate(axes):
+        begin[axis % rank], end[axis % rank] = raw[i], raw[len(axes) + i]
+    return begin, end
+
+
+def _check_pad(node: Node, graph: Graph) -> list[str]:
+    problems = movable_problems(node, graph)
+    mode = node.attr("mode", "constant")
+    if mode not in MODES:
+        problems.append(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    plan = pad_plan(node, graph)
+    if isinstance(plan, str):
+        return [*problems, plan]
+    shape = graph.info(node.inputs[0]).shape
+    begin, end = plan
+    out = tuple(d + b + e for d, b, e in zip(shape, begin, end, strict=True))
+    if out != graph.info(node.outputs[0]).shape:
+        problems.append(f"output shape {graph.info(node.outputs[0]).shape} does not match the pads ({out})")
+    if mode != "constant" and min(begin + end) < 0:
+        problems.append(f"negative pads are only supported in constant mode, not {mode!r}")
+    padded = [d for d, b, e in zip(shape, begin, end, strict=True) if b or e]
+    if mode in ("edge", "wrap", "reflect") and 0 in padded:
+        problems.append(f"mode {mode!r} cannot pad an empty axis")
+    if mode == "reflect" and any((b or e) and max(b, e) >= d for d, b, e in zip(shape, begin, end, strict=True)):
+        problems.append("reflect pads must be smaller than the axis they pad")
+    return problems
+
+
+def _value_local(ctx: Ctx, node: Node, size: int, dtype: np.dtype[np.generic]) -> tuple[int, bytes | None]:
+    """The pad value: its bytes when known now, and a local holding it for stores."""
+    f = ctx.f
+    name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    value = ctx.const(name) if name else np.asarray(node.attr("value", 0.0))
+    local = f.local({8: I64, 16: V128}.get(size, I32))
+    if value is None:  # a run-time scalar
+        f.i32(ctx.addr(name)).mem(LOAD_STORE[size][0], align=0).set(local)
+        return local, None
+    raw = np.asarray(value).reshape(-1)[:1].astype(dtype).tobytes() or bytes(size)
+    if size == 16:
+        f.v128(raw)
+    elif size == 8:
+        f.i64(int.from_bytes(raw, "little", signed=True))
+    else:
+        f.i32(int.from_bytes(raw, "little", signed=True))
+    f.set(local)
+    return local, raw
+
+
+def _fill(f: Func, dst: Addr, count: int, size: int, value: int, raw: bytes | None) -> None:
+    """dst[0:count] = value: a few stores, then memory.fill when every byte of the value is equal,
+    else copies of what is already written, doubling each time."""
+    if count <= 0:
+        return
+    if count > UNROLL_FILL and raw is not None and len(set(raw)) == 1:
+        push_addr(f, dst)
+        f.i32(raw[0]).i32(count * size).memory_fill()
+        return
+    store = LOAD_STORE[size][1]
+    first = min(count, UNROLL_FILL)
+    for k in range(first):
+        f.get(dst[0]).get(value).mem(store, offset=dst[1] + k * size, align=0)
+    done = first
+    while done < count:
+        step = min(done, count - done)
+        copy_bytes(f, (dst[0], dst[1] + done * size), dst, step * size)
+        done += step
+
+
+def _runs(sources: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """(dst, src) position pairs → runs (dst, src, count, src_step) with dst stepping by 1."""
+    runs: list[tuple[int, int, int, int]] = []
+    for dst, src in sources:
+        if runs:
+            d, s, count, step = runs[-1]
+            if d + count == dst and ((count == 1 and src - s in (-1, 0, 1)) or s + count * step == src):
+                runs[-1] = (d, s, count + 1, src - s if count == 1 else step)
+                continue
+        runs.append((dst, src, 1, 1))
+    return runs
+
+
+def _copy_runs(f: Func, ptr: int, runs: list[tuple[int, int, int, int]], block: int) -> None:
+    """Copy blocks of `block` bytes within the output at `ptr`, run by run."""
+    for dst, src, count, step in runs:
+        if step == 1:
+            copy_bytes(f, (ptr, dst * block), (ptr, src * block), count * block)
+        elif count <= UNROLL_RUN:
+            for k in range(count):
+                copy_bytes(f, (ptr, (dst + k) * block), (ptr, (src + k * step) * block), block)
+        else:
+            d, s, counter = f.local(I32), f.local(I32), f.local(I32)
+            f.get(ptr).i32(dst * block).op("i32.add").set(d).get(ptr).i32(src * block).op("i32.add").set(s)
+            with f.for_range(counter, 0, count):
+                copy_bytes(f, (d, 0), (s, 0), block)
+                f.inc(d, block).inc(s, step * block)
+
+
+@kernel("Pad", check=_check_pad)
+def emit_pad(ctx: Ctx, node: Node) -> None:
+    f = ctx.f
+    info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    if out.size == 0:
+        return
+    plan = pad_plan(node, ctx.graph)
+    assert not isinstance(plan, str)
+    mode = node.attr("mode", "constant")
+    size, rank = info.dtype.itemsize, len(info.shape)
+    crop = [max(-b, 0) for b in plan[0]], [max(-e, 0) for e in plan[1]]
+    begin, end = [max(b, 0) for b in plan[0]], [max(e, 0) for e in plan[1]]
+    inner = [d - cb - ce for d, cb, ce in zip(info.shape, *crop, strict=True)]
+    in_strides, out_strides = row_major(info.shape), row_major(out.shape)
+    dst = ctx.addr(node.outputs[0])
+    emit_copy(f, dst + sum(b * s for b, s in zip(begin, out_strides, strict=True)) * size, list(out_strides),
+              ctx.addr(node.inputs[0]) + sum(c * s for c, s in zip(crop[0], in_strides, strict=True)) * size,
+              list(in_strides), tuple(inner), size)
+    value, raw = _value_local(ctx, node, size, info.dtype) if mode == "constant" else (0, None)
+    ptr = f.local(I32)
+    for axis in reversed(range(rank)):
+        b, e, d = begin[axis], end[axis], inner[axis]
+        if not (b or e) or math.prod(inner[:axis]) == 0:
+            continue
+        block = out_strides[axis] * size
+        f.i32(dst + sum(begin[j] * out_strides[j] for j in range(axis)) * size).set(ptr)
+        dims, (strides,) = merge_axes(tuple(inner[:axis]), [list(out_strides[:axis])])
+        if not axis:
+            dims, strides = [], []
+
+        def leaf(b: int = b, e: int = e, d: int = d, block: int = block) -> None:
+            if mode == "constant":
+                _fill(f, (ptr, 0), b * block // size, size, value, raw)
+                _fill(f, (ptr, (b + d) * block), e * block // size, size, value, raw)
+                return
+            sources = np.pad(np.arange(d) + b, (b, e), mode=mode)
+            pairs = [(q, int(sources[q])) for q in [*range(b), *range(b + d, b + d + e)]]
+            _copy_runs(f, ptr, _runs(pairs), block)
+
+        # one pointer walks the outer axes: `walk` gets it as both of its pointers, stepping once
+        walk(f, dims, [0] * len(dims), [s * size for s in strides], ptr, ptr, 1, leaf)
+
+
+__all__ = ["pad_plan"]

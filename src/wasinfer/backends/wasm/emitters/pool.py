@@ -1,0 +1,681 @@
+"""MaxPool (with Indices), AveragePool, LpPool and their Global forms (float32, any spatial rank),
+and the sliding-window machinery they share with Conv.
+
+`Window` is the geometry (strides, dilations, pads, auto_pad, ceil_mode → output sizes and
+explicit pads). `emit_windows` runs a `WindowOp` over every output: a padded op first copies
+each input plane into a scratch buffer whose border holds the padding value (-inf for max,
+NaN when Indices are wanted, 0 otherwise; written once per call), so every window reads
+without bounds checks; unpadded ops read the input in place. Tap offsets are compile-time
+constants (memarg offsets), unrolled up to MAX_UNROLL taps. With a unit stride on the last
+axis four outputs are computed per v128.
+
+AveragePool divides by the per-axis product of counts computed at compile time, exactly
+as ONNX Runtime does: taps inside the input (count_include_pad=0), or inside the input
+plus its explicit pads (count_include_pad=1). MaxPool's Indices follow ONNX Runtime too
+(see `_Argmax`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.writer import I32, V128, Func
+from wasinfer.ir import Graph, Node
+
+UNROLL_FLOATS = 16  # copies and fills up to this many floats are unrolled v128/f32 moves
+MAX_UNROLL = 64  # window taps unrolled; larger windows loop over their leading kernel axes
+NEG_INF_BITS = 0xFF800000
+NAN_BITS = 0x7FC00000
+
+
+# ---------------------------------------------------------------- window geometry
+
+@dataclass(frozen=True)
+class Window:
+    """Per spatial axis: input i = o*stride + offset*dilation - pad_begin for output o."""
+
+    in_dims: tuple[int, ...]
+    out_dims: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pad_begin: tuple[int, ...]
+    pad_end: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.in_dims)
+
+    def valid(self, axis: int, offset: int, lo: int, hi: int) -> tuple[int, int]:
+        """The outputs in [lo, hi) whose input index for kernel `offset` lies inside the input."""
+        stride, shift = self.strides[axis], offset * self.dilations[axis] - self.pad_begin[axis]
+        first = -(shift // stride)  # ceil(-shift / stride)
+        last = (self.in_dims[axis] - 1 - shift) // stride
+        start = max(lo, first)
+        return start, max(start, min(hi, last + 1))
+
+    def source(self, axis: int, offset: int, out: int) -> int:
+        return out * self.strides[axis] + offset * self.dilations[axis] - self.pad_begin[axis]
+
+
+def _ints(node: Node, key: str, rank: int, default: int) -> tuple[int, ...]:
+    value = node.attr(key)
+    return tuple(int(v) for v in value) if value else (default,) * rank
+
+
+def window_problems(node: Node, rank: int) -> list[str]:
+    """Attribute lists whose length does not match the spatial rank (read by `make_window`)."""
+    problems = []
+    for key, length in (("strides", rank), ("dilations", rank), ("pads", 2 * rank), ("kernel_shape", rank)):
+        value = node.attr(key)
+        if value and len(value) != length:
+            problems.append(f"{key} has {len(value)} values, expected {length}")
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        problems.append(f"auto_pad={auto_pad!r} is not a valid value")
+    return problems
+
+
+def make_window(node: Node, in_dims: tuple[int, ...], kernel_dims: tuple[int, ...], ceil_mode: bool = False) -> Window:
+    """Output sizes and explicit pads from strides/dilations/pads/auto_pad, as the ONNX spec defines them.
+
+    With ceil_mode, a last window that would start in the end padding is dropped, as ONNX
+    Runtime (and ONNX's reference tests) do; ONNX 1.23's shape inference keeps it, and the
+    kernels' checks report that disagreement rather than pick a side. SAME_* pads use the
+    dilated kernel span, as the spec says (ONNX Runtime's pools use the undilated one).
+    """
+    rank = len(in_dims)
+    strides, dilations = _ints(node, "strides", rank, 1), _ints(node, "dilations", rank, 1)
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel_dims, dilations, strict=True)]
+    begin, end, out = [], [], []
+    for size, stride, span, axis in zip(in_dims, strides, spans, range(rank), strict=True):
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            count = -(-size // stride)
+            total = max(0, (count - 1) * stride + span - size)
+            head = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            begin.append(head)
+            end.append(total - head)
+            out.append(count)
+            continue
+        pads = _ints(node, "pads", 2 * rank, 0) if auto_pad == "NOTSET" else (0,) * (2 * rank)
+        head, tail = pads[axis], pads[axis + rank]
+        room = size + head + tail - span
+        count = (-(-room // stride) if ceil_mode else room // stride) + 1
+        if ceil_mode and (count - 1) * stride >= size + head:
+            count -= 1
+        begin.append(head)
+        end.append(tail)
+        out.append(count)
+    return Window(tuple(in_dims), tuple(out), tuple(kernel_dims), strides, dilations, tuple(begin), tuple(end))
+
+
+def row_major(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a contiguous tensor with these dims."""
+    strides, step = [], 1
+    for size in reversed(dims):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+# ---------------------------------------------------------------- copy / fill emitters
+
+# An address known as a run-time pointer local plus a compile-time byte offset (>= 0).
+Addr = tuple[int, int]
+
+
+def push_addr(f: Func, addr: Addr) -> None:
+    f.get(addr[0])
+    if addr[1]:
+        f.i32(addr[1]).op("i32.add")
+
+
+def emit_fill(f: Func, dst: Addr, count: int, bits: int = 0) -> None:
+    """dst[0:count] = the f32 with these bits; short runs are unrolled, zero runs use memory.fill."""
+    if count <= 0:
+        return
+    if count > UNROLL_FLOATS and bits == 0:
+        push_addr(f, dst)
+        f.i32(0).i32(count * 4).memory_fill()
+        return
+    if count > UNROLL_FLOATS:
+        counter, ptr = f.local(I32), f.local(I32)
+        push_addr(f, dst)
+        f.set(ptr)
+        with f.for_range(counter, 0, count // 4):
+            f.get(ptr).v128(bits.to_bytes(4, "little") * 4).mem("v128.store")
+            f.inc(ptr, 16)
+        emit_fill(f, (ptr, 0), count % 4, bits)
+        return
+    for index in range(count // 4):
+        f.get(dst[0]).v128(bits.to_bytes(4, "little") * 4).mem("v128.store", offset=dst[1] + 16 * index)
+    for index in range(count // 4 * 4, count):
+        f.get(dst[0]).i32(bits).mem("i32.store", offset=dst[1] + 4 * index)
+
+
+def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> None:
+    """dst[j] = src[j * src_step] for j < count: memory.copy for long unit-stride runs."""
+    if count <= 0:
+        return
+    if src_step == 1 and count > UNROLL_FLOATS:
+        push_addr(f, dst)
+        push_addr(f, src)
+        f.i32(count * 4).memory_copy()
+        return
+    if src_step == 1:
+        for index in range(count // 4):
+            f.get(dst[0]).get(src[0]).mem("v128.load", offset=src[1] + 16 * index)
+            f.mem("v128.store", offset=dst[1] + 16 * index)
+        for index in range(count // 4 * 4, count):
+            f.get(dst[0]).get(src[0]).mem("f32.load", offset=src[1] + 4 * index)
+            f.mem("f32.store", offset=dst[1] + 4 * index)
+        return
+    unroll = 4
+    if count > UNROLL_FLOATS:
+        counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
+        push_addr(f, dst)
+        f.set(pd)
+        push_addr(f, src)
+        f.set(ps)
+        with f.for_range(counter, 0, count // unroll):
+            _gather(f, (pd, 0), (ps, 0), unroll, src_step)
+            f.inc(pd, 4 * unroll).inc(ps, 4 * unroll * src_step)
+        _gather(f, (pd, 0), (ps, 0), count % unroll, src_step)
+        return
+    _gather(f, dst, src, count, src_step)
+
+
+def for_lanes(f: Func, count: int, body: Callable[[int], None]) -> None:
+    """Run `body(lanes)` over `count` floats: lanes=4 per v128, then lanes=1 for the tail.
+
+    Tail elements are splatted and go through the same v128 body, so both paths agree bit
+    for bit (as in `map_f32`).
+    """
+    counter = f.local(I32)
+    for steps, lanes in ((count // 4, 4), (count % 4, 1)):
+        if steps:
+            with f.for_range(counter, 0, steps):
+                body(lanes)
+
+
+def load_lanes(f: Func, lanes: int, offset: int = 0) -> None:
+    """Load 4 floats, or 1 splatted, from the address on the stack."""
+    if lanes == 4:
+        f.mem("v128.load", offset=offset)
+    else:
+        f.mem("f32.load", offset=offset).op("f32x4.splat")
+
+
+def store_lanes(f: Func, lanes: int, offset: int = 0) -> None:
+    """Store the v128 on the stack (or its lane 0) at the address below it."""
+    if lanes == 4:
+        f.mem("v128.store", offset=offset)
+    else:
+        f.lane("f32x4.extract_lane", 0).mem("f32.store", offset=offset)
+
+
+def _gather(f: Func, dst: Addr, src: Addr, count: int, src_step: int) -> None:
+    for index in range(count):
+        f.get(dst[0]).get(src[0]).mem("f32.load", offset=src[1] + 4 * index * src_step)
+        f.mem("f32.store", offset=dst[1] + 4 * index)
+
+
+# ---------------------------------------------------------------- sliding windows
+
+def padded_dims(win: Window) -> tuple[int, ...] | None:
+    """Dims of the padded copy of one plane that every window can read without bounds checks;
+    None when the windows stay inside the input (read in place)."""
+    extents = [(o - 1) * s + (k - 1) * d + 1
+               for o, s, k, d in zip(win.out_dims, win.strides, win.kernel, win.dilations, strict=True)]
+    if not any(win.pad_begin) and all(e <= size for e, size in zip(extents, win.in_dims, strict=True)):
+        return None
+    return tuple(max(e, p + size) for e, p, size in zip(extents, win.pad_begin, win.in_dims, strict=True))
+
+
+def window_scratch(win: Window) -> int:
+    dims = padded_dims(win)
+    return math.prod(dims) * 4 if dims else 0
+
+
+# A run-time i32 (a pointer, an input index) and what it advances by per output along each axis.
+Walk = tuple[int, tuple[int, ...]]
+
+# One tap: the pointer local, its constant byte offset, the tap's constant index offset, and a
+# local adding the index offset of looped kernel axes (None when all taps are unrolled).
+Tap = Callable[[int, int, int, int | None], None]
+
+
+class Taps:
+    """Visits every tap of a window: unrolled up to MAX_UNROLL, looping over leading kernel axes beyond.
+
+    Each tap also carries an index: the sum over kernel axes of tap position x `index_steps`
+    (flat input indices for MaxPool's Indices, weight offsets for depthwise Conv).
+    """
+
+    def __init__(self, f: Func, win: Window, index_steps: tuple[int, ...] | None = None):
+        self.f = f
+        reads = padded_dims(win) or win.in_dims
+        byte_steps = [d * s * 4 for d, s in zip(win.dilations, row_major(reads), strict=True)]
+        steps = index_steps or (0,) * win.rank
+        looped = 0
+        while math.prod(win.kernel[looped:]) > MAX_UNROLL:
+            looped += 1
+        self.loops = [(win.kernel[a], byte_steps[a], steps[a]) for a in range(looped)]
+        self.unrolled = [(sum(i * s for i, s in zip(tap, byte_steps[looped:], strict=True)),
+                          sum(i * s for i, s in zip(tap, steps[looped:], strict=True)))
+                         for tap in np.ndindex(*win.kernel[looped:])]
+        self.pointers = [f.local(I32) for _ in self.loops]
+        self.indices = [f.local(I32) for _ in self.loops]
+        self.counters = [f.local(I32) for _ in self.loops]
+
+    def visit(self, p: int, tap: Tap) -> None:
+        f = self.f
+        if not self.loops:
+            for offset, index in self.unrolled:
+                tap(p, offset, index, None)
+            return
+        f.get(p).set(self.pointers[0]).i32(0).set(self.indices[0])
+        self._loop(0, tap)
+
+    def _loop(self, a: int, tap: Tap) -> None:
+        f = self.f
+        _, byte_step, index_step = self.loops[a]
+        with f.for_range(self.counters[a], 0, self.loops[a][0]):
+            if a + 1 < len(self.loops):
+                f.get(self.pointers[a]).set(self.pointers[a + 1]).get(self.indices[a]).set(self.indices[a + 1])
+                self._loop(a + 1, tap)
+            else:
+                for offset, index in self.unrolled:
+                    tap(self.pointers[a], offset, index, self.indices[a])
+            f.inc(self.pointers[a], byte_step).inc(self.indices[a], index_step)
+
+
+class WindowOp:
+    """What a sliding-window kernel computes per window; `push` leaves the result (v128) on the stack."""
+
+    pad_bits = 0  # the f32 bit pattern of padding
+    stride2_lanes = False  # push can load 4 outputs' inputs at stride 2 along the last axis (lanes=4)
+
+    def walks(self) -> list[Walk]:
+        """Extra run-time values that advance with the outputs (their starts are set by start_plane)."""
+        return []
+
+    def start_plane(self, in_plane: int, out_plane: int) -> None:
+        return None
+
+    def start_row(self, starts: list[int]) -> None:
+        """`starts` holds the window pointer, then each extra walk, at the row's first output."""
+        return None
+
+    def push(self, taps: Taps, p: int, lanes: int) -> None:
+        raise NotImplementedError
+
+    def finish(self, lanes: int) -> None:
+        """After the output is stored: advance per-output state by `lanes` outputs."""
+        return None
+
+
+def emit_windows(ctx: Ctx, win: Window, x: int, y: int, planes: int, op: WindowOp, taps: Taps,
+                 repeat: int = 1) -> None:
+    """y's planes, in order: `repeat` output planes per input plane of x, each output = op(its window)."""
+    f = ctx.f
+    padded = padded_dims(win)
+    reads = padded or win.in_dims
+    plane_bytes = math.prod(win.in_dims) * 4
+    in_plane, out_plane, copy, src, out = (f.local(I32) for _ in range(5))
+    if padded is not None:
+        f.i32(ctx.scratch_addr).set(src)
+        emit_fill(f, (src, 0), math.prod(padded), op.pad_bits)
+    pointer_steps = tuple(s * r * 4 for s, r in zip(win.strides, row_major(reads), strict=True))
+    walks = [(src, pointer_steps), *op.walks()]
+    f.i32(y).set(out).i32(0).set(out_plane)
+    with f.for_range(in_plane, 0, planes):
+        f.get(in_plane).i32(plane_bytes).op("i32.mul").i32(x).op("i32.add").set(src)
+        if padded is not None:
+            _copy_in(f, win, padded, src, ctx.scratch_addr)
+            f.i32(ctx.scratch_addr).set(src)
+        with f.for_range(copy, 0, repeat):
+            op.start_plane(in_plane, out_plane)
+            _rows(f, win, walks, lambda starts: _outputs(f, win, starts, out, taps, op))
+            f.inc(out_plane)
+
+
+def _copy_in(f: Func, win: Window, reads: tuple[int, ...], src: int, buffer: int) -> None:
+    """Copy one plane into the interior of the padded buffer, a row at a time."""
+    dst_strides, src_strides = row_major(reads), row_major(win.in_dims)
+    start = buffer + sum(p * s for p, s in zip(win.pad_begin, dst_strides, strict=True)) * 4
+    dst, walk = f.local(I32), f.local(I32)
+    f.i32(start).set(dst).get(src).set(walk)
+    counters = [f.local(I32) for _ in range(win.rank - 1)]
+    saved = [(f.local(I32), f.local(I32)) for _ in range(win.rank - 1)]
+
+    def level(a: int) -> None:
+        if a == win.rank - 1:
+            emit_copy(f, (dst, 0), (walk, 0), win.in_dims[a])
+            return
+        keep_dst, keep_src = saved[a]
+        f.get(dst).set(keep_dst).get(walk).set(keep_src)
+        with f.for_range(counters[a], 0, win.in_dims[a]):
+            level(a + 1)
+            f.inc(dst, dst_strides[a] * 4).inc(walk, src_strides[a] * 4)
+        f.get(keep_dst).set(dst).get(keep_src).set(walk)
+
+    level(0)
+
+
+def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int]], None]) -> None:
+    """Loop over the outputs' leading axes; `body` gets locals holding each walk at the row's first output."""
+    levels = [[f.local(I32) for _ in walks] for _ in range(win.rank - 1)]
+    counters = [f.local(I32) for _ in range(win.rank - 1)]
+
+    def level(a: int, current: list[int]) -> None:
+        if a == win.rank - 1:
+            body(current)
+            return
+        mine = levels[a]
+        for src, dst in zip(current, mine, strict=True):
+            f.get(src).set(dst)
+        with f.for_range(counters[a], 0, win.out_dims[a]):
+            level(a + 1, mine)
+            for local, (_, steps) in zip(mine, walks, strict=True):
+                f.inc(local, steps[a])
+
+    level(0, [start for start, _ in walks])
+
+
+def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: WindowOp) -> None:
+    """One row of outputs along the last axis: v128 at a time when the stride is 1."""
+    size, stride = win.out_dims[-1], win.strides[-1]
+    p, counter = f.local(I32), f.local(I32)
+    f.get(starts[0]).set(p)
+    op.start_row(starts)
+
+    def body(lanes: int) -> None:
+        f.get(out)
+        op.push(taps, p, lanes)
+        store_lanes(f, lanes)
+        op.finish(lanes)
+        f.inc(out, 4 * lanes).inc(p, 4 * lanes * stride)
+
+    if stride == 1 or (stride == 2 and op.stride2_lanes):
+        for_lanes(f, size, body)
+    else:
+        with f.for_range(counter, 0, size):
+            body(1)
+
+
+# ---------------------------------------------------------------- pools
+
+def pool_window(node: Node, graph: Graph) -> Window:
+    shape = graph.info(node.inputs[0]).shape
+    return make_window(node, tuple(shape[2:]), tuple(int(k) for k in node.attr("kernel_shape")),
+                       bool(node.attr("ceil_mode", 0)))
+
+
+def _check_pool(node: Node, graph: Graph) -> list[str]:
+    problems = only_float32(node, graph, [node.inputs[0], node.outputs[0]])
+    shape = graph.info(node.inputs[0]).shape
+    if len(shape) < 3:
+        return [*problems, f"input rank {len(shape)}: expected N, C and spatial axes"]
+    if not node.attr("kernel_shape"):
+        return [*problems, "kernel_shape is required"]
+    if len(node.outputs) > 1 and node.outputs[1] and graph.info(node.outputs[1]).dtype != np.int64:
+        problems.append("the Indices output must be int64")
+    if node.op_type == "LpPool" and int(node.attr("p", 2)) < 1:
+        problems.append(f"p={node.attr('p')} must be at least 1")
+    problems += window_problems(node, len(shape) - 2)
+    if problems:
+        return problems
+    expected = (*shape[:2], *pool_window(node, graph).out_dims)
+    if graph.info(node.outputs[0]).shape != expected:
+        problems.append(f"output shape {graph.info(node.outputs[0]).shape} differs from the computed {expected}")
+    return problems
+
+
+def _pool_scratch(node: Node, graph: Graph) -> int:
+    return window_scratch(pool_window(node, graph))
+
+
+def tap_counts(win: Window, axis: int, include_pad: bool) -> np.ndarray:
+    """Per output along `axis`: taps inside the input (or inside input + explicit pads)."""
+    lo, hi = (-win.pad_begin[axis], win.in_dims[axis] + win.pad_end[axis]) if include_pad \
+        else (0, win.in_dims[axis])
+    taps = np.add.outer(np.arange(win.out_dims[axis]) * win.strides[axis],
+                        np.arange(win.kernel[axis]) * win.dilations[axis]) - win.pad_begin[axis]
+    inside: np.ndarray = ((taps >= lo) & (taps < hi)).sum(axis=1).astype(np.float32)
+    return inside
+
+
+@kernel("MaxPool", "AveragePool", "LpPool", check=_check_pool, scratch=_pool_scratch)
+def emit_pool(ctx: Ctx, node: Node) -> None:
+    f = ctx.f
+    win = pool_window(node, ctx.graph)
+    shape = ctx.info(node.inputs[0]).shape
+    op: WindowOp
+    taps = Taps(f, win)
+    if node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]:
+        op = _Argmax(f, win, int(node.attr("storage_order", 0)), ctx.addr(node.outputs[1]))
+        taps = Taps(f, win, tuple(d * s for d, s in zip(win.dilations, op.strides, strict=True)))
+    elif node.op_type == "MaxPool":
+        op = _Reduce(f, "f32x4.pmax", NEG_INF_BITS)
+    elif node.op_type == "LpPool":
+        op = _Lp(ctx, int(node.attr("p", 2)))
+    else:
+        op = _Average(ctx, win, bool(node.attr("count_include_pad", 0)))
+    emit_windows(ctx, win, ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0]), shape[0] * shape[1], op, taps)
+
+
+class _Reduce(WindowOp):
+    """acc = combine(acc, transform(tap)) from a seed, which is also the padding."""
+
+    def __init__(self, f: Func, combine: str, seed_bits: int, transform: Callable[[], None] | None = None):
+        self.f, self.combine, self.acc, self.transform = f, combine, f.local(V128), transform
+        self.pad_bits = seed_bits
+
+    def push(self, taps: Taps, p: int, lanes: int) -> None:
+        f = self.f
+        f.v128(self.pad_bits.to_bytes(4, "little") * 4).set(self.acc)
+
+        def tap(pointer: int, offset: int, index: int, looped: int | None) -> None:
+            f.get(self.acc).get(pointer)
+            load_lanes(f, lanes, offset)
+            if self.transform is not None:
+                self.transform()
+            f.op(self.combine).set(self.acc)
+
+        taps.visit(p, tap)
+        f.get(self.acc)
+
+
+def lp_power(ctx: Ctx, p: int) -> None:
+    """|x|^p for the v128 on the stack (exp(p*log|x|) beyond p = 2)."""
+    f = ctx.f
+    f.op("f32x4.abs")
+    if p == 2:
+        v = f.local(V128)
+        f.tee(v).get(v).op("f32x4.mul")
+    elif p != 1:
+        f.call(ctx.helper("log4")).f32x4_const(float(p)).op("f32x4.mul").call(ctx.helper("exp4"))
+
+
+def lp_root(ctx: Ctx, p: int) -> None:
+    """s^(1/p) for the (non-negative) v128 on the stack."""
+    f = ctx.f
+    if p == 2:
+        f.op("f32x4.sqrt")
+    elif p != 1:
+        f.call(ctx.helper("log4")).f32x4_const(1.0 / p).op("f32x4.mul").call(ctx.helper("exp4"))
+
+
+class _Lp(_Reduce):
+    """(sum of |x|^p)^(1/p); padding is 0 and adds nothing."""
+
+    def __init__(self, ctx: Ctx, p: int):
+        super().__init__(ctx.f, "f32x4.add", 0, lambda: lp_power(ctx, p))
+        self.ctx, self.p = ctx, p
+
+    def push(self, taps: Taps, p: int, lanes: int) -> None:
+        super().push(taps, p, lanes)
+        lp_root(self.ctx, self.p)
+
+
+class _Average(_Reduce):
+    """Sum, then divide by a constant, or by row count x column count from tables."""
+
+    def __init__(self, ctx: Ctx, win: Window, include_pad: bool):
+        super().__init__(ctx.f, "f32x4.add", 0)
+        f = self.f
+        counts = [tap_counts(win, a, include_pad) for a in range(win.rank)]
+        rows = np.ones(1, np.float32)
+        for c in counts[:-1]:
+            rows = np.multiply.outer(rows, c).reshape(-1)
+        cols = counts[-1]
+        self.uniform = float(rows[0] * cols[0]) if np.all(rows == rows[0]) and np.all(cols == cols[0]) else None
+        if self.uniform is None:
+            self.rows, self.cols = ctx.data(rows.astype(np.float32)), ctx.data(cols)
+            self.prow, self.pcol = f.local(I32), f.local(I32)
+
+    def start_plane(self, in_plane: int, out_plane: int) -> None:
+        if self.uniform is None:
+            self.f.i32(self.rows - 4).set(self.prow)
+
+    def start_row(self, starts: list[int]) -> None:
+        if self.uniform is None:
+            self.f.inc(self.prow, 4).i32(self.cols).set(self.pcol)
+
+    def push(self, taps: Taps, p: int, lanes: int) -> None:
+        f = self.f
+        super().push(taps, p, lanes)
+        if self.uniform is not None:
+            f.f32x4_const(self.uniform).op("f32x4.div")
+            return
+        f.get(self.prow).mem("f32.load").op("f32x4.splat").get(self.pcol)
+        load_lanes(f, lanes)
+        f.op("f32x4.mul").op("f32x4.div")
+
+    def finish(self, lanes: int) -> None:
+        if self.uniform is None:
+            self.f.inc(self.pcol, 4 * lanes)
+
+
+class _Argmax(WindowOp):
+    """Max with ONNX Runtime's Indices: the flat input index (row-major for storage_order=0,
+    else column-major within the plane) of the first real tap, replaced by any strictly greater
+    later one. Padding is NaN here, so "no real tap yet" is "best is NaN" even for -inf inputs."""
+
+    pad_bits = NAN_BITS
+
+    def __init__(self, f: Func, win: Window, storage_order: int, indices: int):
+        self.f, self.win = f, win
+        dims = win.in_dims
+        self.strides = row_major(dims) if storage_order == 0 else tuple(math.prod(dims[:a]) for a in range(len(dims)))
+        self.start, self.index, self.out = f.local(I32), f.local(I32), f.local(I32)
+        self.best, self.best_index, self.lane_base, self.value, self.mask = (f.local(V128) for _ in range(5))
+        self.no_winner = f.local(I32)
+        f.i32(indices).set(self.out)
+
+    def walks(self) -> list[Walk]:
+        return [(self.start, tuple(s * i for s, i in zip(self.win.strides, self.strides, strict=True)))]
+
+    def start_plane(self, in_plane: int, out_plane: int) -> None:
+        f, win = self.f, self.win
+        # the index of tap 0 of output 0; with no winner ONNX Runtime reports every coordinate as -1
+        f.get(in_plane).i32(math.prod(win.in_dims)).op("i32.mul").set(self.no_winner)
+        f.get(self.no_winner).i32(-sum(p * s for p, s in zip(win.pad_begin, self.strides, strict=True)))
+        f.op("i32.add").set(self.start)
+        f.get(self.no_winner).i32(-sum(self.strides)).op("i32.add").set(self.no_winner)
+
+    def start_row(self, starts: list[int]) -> None:
+        self.f.get(starts[1]).set(self.index)
+
+    def push(self, taps: Taps, p: int, lanes: int) -> None:
+        f = self.f
+        step = self.win.strides[-1] * self.strides[-1]
+        f.get(self.index).op("i32x4.splat")
+        if lanes == 4:
+            f.v128((np.arange(4, dtype="<i4") * step).tobytes()).op("i32x4.add")
+        f.set(self.lane_base)
+        f.v128(NAN_BITS.to_bytes(4, "little") * 4).set(self.best)
+        f.get(self.no_winner).op("i32x4.splat").set(self.best_index)
+
+        def tap(pointer: int, offset: int, index: int, looped: int | None) -> None:
+            f.get(pointer)
+            load_lanes(f, lanes, offset)
+            f.set(self.value)
+            f.get(self.value).get(self.best).op("f32x4.gt")
+            f.get(self.best).get(self.best).op("f32x4.ne").get(self.value).get(self.value).op("f32x4.eq")
+            f.op("v128.and").op("v128.or").set(self.mask)
+            f.get(self.value).get(self.best).get(self.mask).op("v128.bitselect").set(self.best)
+            f.i32(index)
+            if looped is not None:
+                f.get(looped).op("i32.add")
+            f.op("i32x4.splat").get(self.lane_base).op("i32x4.add")
+            f.get(self.best_index).get(self.mask).op("v128.bitselect").set(self.best_index)
+
+        taps.visit(p, tap)
+        for lane in range(lanes):
+            f.get(self.out).get(self.best_index).lane("i32x4.extract_lane", lane).op("i64.extend_i32_s")
+            f.mem("i64.store", offset=8 * lane)
+        f.get(self.best)
+
+    def finish(self, lanes: int) -> None:
+        self.f.inc(self.out, 8 * lanes).inc(self.index, lanes * self.win.strides[-1] * self.strides[-1])
+
+
+# ---------------------------------------------------------------- global pools
+
+def _check_global(node: Node, graph: Graph) -> list[str]:
+    problems = only_float32(node, graph)
+    if len(graph.info(node.inputs[0]).shape) < 3:
+        problems.append("input must have N, C and spatial axes")
+    if node.op_type == "GlobalLpPool" and int(node.attr("p", 2)) < 1:
+        problems.append(f"p={node.attr('p')} must be at least 1")
+    return problems
+
+
+@kernel("GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool", check=_check_global)
+def emit_global_pool(ctx: Ctx, node: Node) -> None:
+    f = ctx.f
+    shape = ctx.info(node.inputs[0]).shape
+    channels, size = shape[0] * shape[1], math.prod(shape[2:])
+    is_max = node.op_type == "GlobalMaxPool"
+    p_norm = int(node.attr("p", 2)) if node.op_type == "GlobalLpPool" else None
+    combine = "f32x4.pmax" if is_max else "f32x4.add"
+    seed = float("-inf") if is_max else 0.0
+    channel, p, out = f.local(I32), f.local(I32), f.local(I32)
+    acc, tail = f.local(V128), f.local(V128)
+    f.i32(ctx.addr(node.inputs[0])).set(p).i32(ctx.addr(node.outputs[0])).set(out)
+    with f.for_range(channel, 0, channels):
+        f.f32x4_const(seed).set(acc)
+        f.f32x4_const(seed).set(tail)
+
+        def body(lanes: int) -> None:
+            into = acc if lanes == 4 else tail
+            f.get(into).get(p)
+            load_lanes(f, lanes)
+            if p_norm is not None:
+                lp_power(ctx, p_norm)
+            f.op(combine).set(into)
+            f.inc(p, 4 * lanes)
+
+        for_lanes(f, size, body)
+        f.get(out).get(tail)
+        for lane in range(4):
+            f.get(acc).lane("f32x4.extract_lane", lane).op("f32x4.splat").op(combine)
+        if p_norm is not None:
+            lp_root(ctx, p_norm)
+        elif not is_max:
+            f.f32x4_const(float(size)).op("f32x4.div")
+        f.lane("f32x4.extract_lane", 0).mem("f32.store")
+        f.inc(out, 4)
+
+
+__all__ = ["Addr", "Taps", "Walk", "Window", "WindowOp", "emit_copy", "emit_fill", "emit_windows", "for_lanes",
+           "load_lanes", "make_window", "padded_dims", "pool_window", "push_addr", "row_major", "store_lanes",
+           "tap_counts", "window_problems", "window_scratch"]

@@ -1,0 +1,230 @@
+"""Ops that walk a line in order: CumSum and TopK; and why Range has no kernel.
+
+Both view their input as (outer, n, inner) around `axis`, as reduce.py does. CumSum keeps a
+running sum, four neighbouring lines at once (one per lane) for float32/int32 when the axis
+is not innermost, adding in order as ONNX Runtime does, so results match bit for bit.
+
+TopK keeps the best k values seen so far sorted in scratch and inserts each new element
+after the ones it does not beat: ties keep the lower index first, as the spec asks and
+ONNX Runtime does. k must be a compile-time constant: it sets the output's static size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
+from wasinfer.backends.wasm.emitters.reduce import reduce_view
+from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
+from wasinfer.ir import Graph, Node
+
+UNSUPPORTED_HINTS[("", "Range")] = (
+    "it is evaluated at compile time when start, limit and delta are constants; here they are run-time "
+    "values, and its output length depends on them, which static shapes cannot express")
+
+
+def _axis_value(node: Node, graph: Graph, index: int, default: int) -> int | None:
+    """An axis given as a constant input (or absent: `default`); None when computed at run time."""
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if not name:
+        return default
+    value = graph.constants.get(name)
+    return None if value is None else int(np.asarray(value).reshape(-1)[0])
+
+
+# ---------------------------------------------------------------- CumSum
+
+# dtype → (scalar add, v128 add or "" when lanes are not vectorised)
+CUMSUM_TYPES = {np.dtype(np.float32): ("f32.add", "f32x4.add"), np.dtype(np.int32): ("i32.add", "i32x4.add"),
+                np.dtype(np.int64): ("i64.add", ""), np.dtype(np.float64): ("f64.add", "")}
+
+
+def _cumsum_axis(node: Node, graph: Graph) -> int | None:
+    """The axis; a run-time one is only known for a vector, whose one axis it must be."""
+    rank = len(graph.info(node.inputs[0]).shape)
+    axis = _axis_value(node, graph, 1, 0)
+    if axis is None:
+        return 0 if rank == 1 else None
+    return axis % rank if -rank <= axis < rank else None
+
+
+def _check_cumsum(node: Node, graph: Graph) -> list[str]:
+    problems = []
+    dtype = graph.info(node.inputs[0]).dtype
+    if dtype not in CUMSUM_TYPES:
+        problems.append(f"input dtype {dtype} is not supported (float32, float64, int32, int64)")
+    if not graph.info(node.inputs[0]).shape:
+        problems.append("input must have at least one axis")
+    elif _cumsum_axis(node, graph) is None:
+        problems.append("axis must be a constant (an initializer) within the input's rank")
+    return problems
+
+
+@kernel("CumSum", check=_check_cumsum)
+def emit_cumsum(ctx: Ctx, node: Node) -> None:
+    """y[j] = sum of x[i] for i <= j (i < j when exclusive; from the end when reverse)."""
+    f = ctx.f
+    info = ctx.info(node.inputs[0])
+    axis = _cumsum_axis(node, ctx.graph)
+    assert axis is not None
+    outer, n, inner = reduce_view(info.shape, axis)
+    if outer * n * inner == 0:
+        return
+    size = info.dtype.itemsize
+    scalar_add, vector_add = CUMSUM_TYPES[info.dtype]
+    exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
+    step = -inner * size if reverse else inner * size
+    first = (n - 1) * inner * size if reverse else 0  # byte offset of the first element walked
+    o, i, j, px, py = (f.local(I32) for _ in range(5))
+    kind = scalar_add.split(".")[0]
+
+    def line(lanes: int) -> None:
+        """The lines (o, i..i+lanes-1); the running sum starts at zero."""
+        valtype = V128 if lanes == 4 else {"f32": F32, "f64": F64, "i32": I32, "i64": I64}[kind]
+        acc, value = f.local(valtype), f.local(valtype)
+        if lanes == 4:
+            f.v128(bytes(16))
+        else:
+            {"f32": f.f32, "f64": f.f64, "i32": f.i32, "i64": f.i64}[kind](0)
+        f.set(acc)
+        f.get(o).i32(n * inner).op("i32.mul").get(i).op("i32.add").i32(size).op("i32.mul").i32(first).op("i32.add")
+        f.tee(px).i32(ctx.addr(node.outputs[0])).op("i32.add").set(py)
+        f.get(px).i32(ctx.addr(node.inputs[0])).op("i32.add").set(px)
+        load, store = ("v128.load", "v128.store") if lanes == 4 else (f"{kind}.load", f"{kind}.store")
+        add = vector_add if lanes == 4 else scalar_add
+        with f.for_range(j, 0, n):
+            f.get(px).mem(load).set(value)
+            if exclusive:
+                f.get(py).get(acc).mem(store)
+            f.get(acc).get(value).op(add).set(acc)
+            if not exclusive:
+                f.get(py).get(acc).mem(store)
+            f.inc(px, step).inc(py, step)
+
+    vector_end = inner // 4 * 4 if vector_add else 0
+    with f.for_range(o, 0, outer):
+        if vector_end:
+            with f.for_range(i, 0, vector_end, 4):
+                line(4)
+        if inner > vector_end:
+            with f.for_range(i, vector_end, inner):
+                line(1)
+
+
+# ---------------------------------------------------------------- TopK
+
+# dtype → (wasm value type, instruction prefix, comparison suffix)
+TOPK_TYPES = {np.dtype(np.float32): (F32, "f32", ""), np.dtype(np.float64): (F64, "f64", ""),
+              np.dtype(np.int32): (I32, "i32", "_s"), np.dtype(np.int64): (I64, "i64", "_s"),
+              np.dtype(np.uint32): (I32, "i32", "_u"), np.dtype(np.uint64): (I64, "i64", "_u")}
+
+
+def _topk_axis(node: Node, graph: Graph) -> int:
+    rank = len(graph.info(node.inputs[0]).shape)
+    return int(node.attr("axis", -1)) % max(rank, 1)
+
+
+def _check_topk(node: Node, graph: Graph) -> list[str]:
+    problems = []
+    info = graph.info(node.inputs[0])
+    if info.dtype not in TOPK_TYPES:
+        problems.append(f"input dtype {info.dtype} is not supported ({', '.join(str(t) for t in TOPK_TYPES)})")
+    rank = len(info.shape)
+    axis = int(node.attr("axis", -1))
+    if not rank or not -rank <= axis < rank:
+        problems.append(f"axis {axis} is out of range for rank {rank}")
+        return problems
+    k = graph.info(node.outputs[0]).shape[axis % rank]
+    given = _axis_value(node, graph, 1, k) if graph.opset >= 10 else int(node.attr("k", k))
+    if given is None:  # the output shape depends on its value
+        problems.append("k is computed at run time; it must be a compile-time constant (an initializer)")
+    elif given != k:
+        problems.append(f"k={given} disagrees with the output's static size {k}")
+    if k > info.shape[axis % rank]:
+        problems.append(f"k={k} is larger than the axis ({info.shape[axis % rank]})")
+    return problems
+
+
+def _topk_scratch(node: Node, graph: Graph) -> int:
+    info = graph.info(node.inputs[0])
+    k = graph.info(node.outputs[0]).shape[_topk_axis(node, graph)]
+    return k * (info.dtype.itemsize + 4)
+
+
+@kernel("TopK", check=_check_topk, scratch=_topk_scratch)
+def emit_topk(ctx: Ctx, node: Node) -> None:
+    """Per line: insertion into a sorted list of the k best (values, then int32 indices, in
+    scratch), then a copy out along `axis` with the indices widened to int64. `sorted=0`
+    leaves the order to the implementation; this one is sorted too."""
+    f = ctx.f
+    info = ctx.info(node.inputs[0])
+    axis = _topk_axis(node, ctx.graph)
+    outer, n, inner = reduce_view(info.shape, axis)
+    k = ctx.info(node.outputs[0]).shape[axis]
+    if outer * inner * k == 0:
+        return
+    valtype, prefix, suffix = TOPK_TYPES[info.dtype]
+    size = info.dtype.itemsize
+    load, store = f"{prefix}.load", f"{prefix}.store"
+    values, indices = ctx.scratch_addr, ctx.scratch_addr + k * size
+    o, i, j, px, count, pos = (f.local(I32) for _ in range(6))
+    value, other = f.local(valtype), f.local(valtype)
+    largest = bool(int(node.attr("largest", 1)))
+
+    def beats() -> None:
+        """Push whether `value` ranks before `other`: NaN above every number, as ONNX Runtime orders."""
+        f.get(value).get(other).op(f"{prefix}.{'gt' if largest else 'lt'}{suffix}")
+        if prefix[0] == "f":
+            nan, number = (value, other) if largest else (other, value)
+            f.get(nan).get(nan).op(f"{prefix}.ne").get(number).get(number).op(f"{prefix}.eq").op("i32.and")
+            f.op("i32.or")
+    with f.for_range(o, 0, outer), f.for_range(i, 0, inner):
+        f.get(o).i32(n * inner).op("i32.mul").get(i).op("i32.add").i32(size).op("i32.mul")
+        f.i32(ctx.addr(node.inputs[0])).op("i32.add").set(px)
+        f.i32(0).set(count)
+        with f.for_range(j, 0, n), f.block():  # br 0 here: on to the next element
+            f.get(px).mem(load).set(value)
+            f.inc(px, inner * size)
+            f.get(count).i32(k).op("i32.lt_s")
+            with f.if_():
+                f.get(count).set(pos).inc(count)
+                f.else_()
+                f.i32(values + (k - 1) * size).mem(load).set(other)  # the last of the k best
+                beats()
+                f.op("i32.eqz").br_if(1)
+                f.i32(k - 1).set(pos)
+            _shift(f, values, indices, pos, other, size, load, store, beats)
+            f.get(pos).i32(size).op("i32.mul").get(value).mem(store, offset=values)
+            f.get(pos).i32(4).op("i32.mul").get(j).mem("i32.store", offset=indices)
+        _copy_out(ctx, node, o, i, k, inner, size, load, store)
+
+
+def _shift(f: Func, values: int, indices: int, pos: int, other: int, size: int, load: str, store: str,
+           beats: Callable[[], None]) -> None:
+    """Move the entries that `value` beats one slot down, leaving `pos` at its place."""
+    with f.block(), f.block(b"\x03"):
+        f.get(pos).op("i32.eqz").br_if(1)
+        f.get(pos).i32(size).op("i32.mul").mem(load, offset=values - size).set(other)
+        beats()
+        f.op("i32.eqz").br_if(1)
+        f.get(pos).i32(size).op("i32.mul").get(other).mem(store, offset=values)
+        f.get(pos).i32(4).op("i32.mul").get(pos).i32(4).op("i32.mul").mem("i32.load", offset=indices - 4)
+        f.mem("i32.store", offset=indices)
+        f.get(pos).i32(1).op("i32.sub").set(pos).br(0)
+
+
+def _copy_out(ctx: Ctx, node: Node, o: int, i: int, k: int, inner: int, size: int, load: str, store: str) -> None:
+    """values[t] → Values[o, t, i] and int64(indices[t]) → Indices[o, t, i] for t < k."""
+    f = ctx.f
+    values, indices = ctx.scratch_addr, ctx.scratch_addr + k * size
+    t, pv, pi = f.local(I32), f.local(I32), f.local(I32)
+    f.get(o).i32(k * inner).op("i32.mul").get(i).op("i32.add").tee(pi).i32(size).op("i32.mul").set(pv)
+    f.get(pi).i32(8).op("i32.mul").set(pi)
+    with f.for_range(t, 0, k):
+        f.get(pv).get(t).i32(size).op("i32.mul").mem(load, offset=values).mem(store, offset=ctx.addr(node.outputs[0]))
+        if len(node.outputs) > 1 and node.outputs[1]:
+            f.get(pi).get(t).i32(4).op("i32.mul").mem("i32.load", offset=indices)
+            f.op("i64.extend_i32_s").mem("i64.store", offset=ctx.addr(node.outputs[1]))
+        f.inc(pv, inner * size).inc(pi, inner * 8)

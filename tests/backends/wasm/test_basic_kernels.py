@@ -1,0 +1,116 @@
+"""Gemm, MatMul, elementwise and activation kernels against ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import wasinfer.backends.wasm.emitters.gemm as gemm
+from tests.parity import assert_matches_ort, single_op_model
+from wasinfer.artifact import convert_onnx
+from wasinfer.runtime import WasmModel
+
+rng = np.random.default_rng(0)
+
+
+def rand(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 7, 10), (5, 9, 13), (8, 16, 16), (3, 1, 2), (13, 33, 21)])
+@pytest.mark.parametrize("trans_a,trans_b", [(0, 0), (1, 0), (0, 1)])
+def test_gemm_shapes_and_transposes(m: int, k: int, n: int, trans_a: int, trans_b: int) -> None:
+    a = rand(*((k, m) if trans_a else (m, k)))
+    b = rand(*((n, k) if trans_b else (k, n)))
+    model = single_op_model("Gemm", {"a": a}, constants={"b": b, "c": rand(n)}, transA=trans_a, transB=trans_b,
+                            alpha=0.5, beta=2.0)
+    assert_matches_ort(model, {"a": a})
+
+
+def test_gemm_runtime_transposed_b_and_scaled_runtime_c() -> None:
+    a, b, c = rand(5, 7), rand(9, 7), rand(5, 9)
+    model = single_op_model("Gemm", {"a": a, "b": b, "c": c}, transB=1, alpha=0.7, beta=0.5)
+    assert_matches_ort(model, {"a": a, "b": b, "c": c})
+
+
+def test_gemm_runtime_b_and_row_bias() -> None:
+    a, b, c = rand(6, 5), rand(5, 9), rand(6, 1)
+    model = single_op_model("Gemm", {"a": a, "b": b, "c": c})
+    assert_matches_ort(model, {"a": a, "b": b, "c": c})
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 4), (4, 5)), ((2, 3, 4), (4, 6)), ((2, 1, 3, 4), (5, 4, 2)),
+                                             ((4,), (4, 3)), ((2, 3, 4), (4,))])
+def test_matmul_broadcast(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
+    a, b = rand(*a_shape), rand(*b_shape)
+    assert_matches_ort(single_op_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+@pytest.mark.parametrize("a_shape,b_shape", [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (3, 1, 1)),
+                                             ((2, 3, 4, 5), ()), ((1, 5), (7, 1)), ((3, 1, 6), (1, 4, 1))])
+def test_binary_broadcast(op: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
+    a, b = rand(*a_shape), rand(*b_shape)
+    if op == "Div":
+        b = np.where(np.abs(b) < 0.1, 1.0, b).astype(np.float32)
+    assert_matches_ort(single_op_model(op, {"a": a, "b": b}), {"a": a, "b": b})
+
+
+def test_variadic_sum_three_inputs() -> None:
+    a, b, c = rand(2, 3), rand(3), rand(2, 1)
+    assert_matches_ort(single_op_model("Sum", {"a": a, "b": b, "c": c}), {"a": a, "b": b, "c": c})
+
+
+@pytest.mark.parametrize("op,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}),
+                                      ("Exp", {}), ("Abs", {}), ("Neg", {}), ("Floor", {}), ("Ceil", {})])
+def test_unary(op: str, attrs: dict[str, float]) -> None:
+    x = (rand(3, 7, 5) * 4).astype(np.float32)
+    assert_matches_ort(single_op_model(op, {"x": x}, **attrs), {"x": x})
+
+
+def test_log_and_sqrt_on_positive_values() -> None:
+    x = (np.abs(rand(4, 9)) * 100 + 1e-3).astype(np.float32)
+    for op in ("Log", "Sqrt", "Reciprocal"):
+        assert_matches_ort(single_op_model(op, {"x": x}), {"x": x})
+
+
+def test_prelu_per_channel_slope() -> None:
+    x, slope = rand(2, 3, 4, 4), rand(3, 1, 1)
+    assert_matches_ort(single_op_model("PRelu", {"x": x}, constants={"slope": slope}), {"x": x})
+
+
+def test_clip_with_constant_bounds() -> None:
+    x = rand(5, 6) * 3
+    model = single_op_model("Clip", {"x": x}, constants={"lo": np.array(-1, np.float32),
+                                                          "hi": np.array(0.5, np.float32)})
+    assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 70, 37), (6, 45, 13), (9, 64, 6)])
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_gemm_k_blocks(monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int, trans_a: int) -> None:
+    """K cut into blocks (a short last one too): partial sums go through C; alpha, the bias and the
+    fused activation come once, at the end."""
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)
+    a, b = rand(*((k, m) if trans_a else (m, k))), rand(k, n)
+    gemm_node = helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=trans_a, alpha=0.5, beta=2.0)
+    graph = helper.make_graph([gemm_node, helper.make_node("Tanh", ["g"], ["y"])], "gemm_tanh",
+                              [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, a.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, (m, n))],
+                              [onnx.numpy_helper.from_array(b, "b"), onnx.numpy_helper.from_array(rand(n), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"a": a})
+    x, y = rand(3, m, k), rand(k, n)
+    assert_matches_ort(single_op_model("MatMul", {"x": x, "y": y}), {"x": x, "y": y})
+
+
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+def test_gemm_relaxed_simd(op: str) -> None:
+    a, b = rand(5, 33), rand(33, 19)
+    model = single_op_model(op, {"a": a}, constants={"b": b})
+    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    assert gemm.RELAXED_MADD in relaxed
+    np.testing.assert_allclose(WasmModel(relaxed).run({"a": a})["y0"], a @ b, rtol=1e-4, atol=1e-4)

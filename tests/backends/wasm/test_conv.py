@@ -1,0 +1,326 @@
+"""Conv against ONNX Runtime: every attribute, 1-D to 3-D, groups, tiling and fused activations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import wasinfer.backends.wasm.emitters.conv as conv
+import wasinfer.backends.wasm.emitters.conv_winograd as winograd
+import wasinfer.backends.wasm.emitters.gemm as gemm
+from tests.parity import assert_matches_ort, ort_run, single_op_model
+from wasinfer.artifact import convert_onnx, read_metadata
+from wasinfer.backends.wasm import UnsupportedModel
+from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
+from wasinfer.frontends import load_onnx
+from wasinfer.runtime import WasmModel
+
+rng = np.random.default_rng(0)
+
+
+def rand(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def conv_case(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bias: bool = True, **attrs: object) -> None:
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape)}
+    if bias:
+        constants["b"] = rand(w_shape[0])
+    assert_matches_ort(single_op_model("Conv", {"x": x}, constants=constants, **attrs), {"x": x})
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 8, 8), (4, 3, 3, 3), {}),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 3, 9, 7), (5, 3, 3, 3), {"pads": [2, 0, 1, 3], "strides": [2, 1]}),  # asymmetric, odd sizes
+    ((1, 2, 11, 13), (3, 2, 5, 3), {"pads": [3, 2, 3, 2], "strides": [3, 2]}),  # pad larger than 1
+    ((1, 3, 10, 9), (4, 3, 3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ((1, 3, 10, 9), (4, 3, 2, 3), {"dilations": [3, 1], "strides": [1, 2]}),
+    ((1, 4, 9, 7), (6, 2, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+    ((1, 4, 9, 7), (6, 2, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "dilations": [2, 2]}),
+    ((1, 6, 9, 7), (6, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 6}),  # depthwise
+    ((1, 5, 9, 8), (10, 1, 3, 3), {"pads": [1, 0, 1, 2], "group": 5, "strides": [2, 2]}),  # depthwise x2
+    ((1, 8, 6, 6), (5, 8, 1, 1), {}),  # 1x1: the input is the column buffer
+    ((1, 8, 6, 6), (5, 8, 1, 1), {"strides": [2, 2]}),
+    ((1, 8, 6, 6), (4, 4, 1, 1), {"group": 2}),
+    ((1, 8, 5, 6), (3, 8, 1, 1), {"pads": [1, 0, 2, 1]}),  # 1x1 with padding: zero rows and columns
+    ((1, 3, 5, 5), (2, 3, 7, 7), {"pads": [3, 3, 3, 3]}),  # kernel larger than the input
+    ((1, 3, 4, 4), (2, 3, 3, 3), {"pads": [5, 5, 5, 5], "strides": [2, 2]}),  # all-padding rows
+    ((2, 3, 6, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # batch of two
+    ((1, 3, 224, 5), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),  # long unit-stride rows
+    ((1, 3, 5, 70), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 3]}),  # long strided rows
+])
+def test_conv_2d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    conv_case(x_shape, w_shape, **attrs)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("kernel,strides", [((3, 3), (1, 1)), ((2, 4), (2, 3)), ((1, 1), (2, 2))])
+def test_conv_auto_pad(auto_pad: str, kernel: tuple[int, int], strides: tuple[int, int]) -> None:
+    conv_case((1, 3, 9, 8), (4, 3, *kernel), auto_pad=auto_pad, strides=list(strides))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 10), (5, 3, 3), {"pads": [1, 2]}),
+    ((2, 4, 17), (6, 2, 4), {"strides": [3], "dilations": [2], "group": 2}),
+    ((1, 3, 9), (4, 3, 3), {"auto_pad": "SAME_LOWER", "strides": [2]}),
+    ((1, 3, 5, 6, 7), (2, 3, 3, 2, 3), {"pads": [1, 0, 1, 1, 1, 0]}),
+    ((1, 4, 5, 6, 5), (4, 2, 2, 3, 2), {"strides": [2, 1, 2], "dilations": [1, 2, 1], "group": 2}),
+])
+def test_conv_1d_and_3d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    conv_case(x_shape, w_shape, **attrs)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((2, 4, 9, 10), (4, 1, 3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2], "group": 4}),
+    ((1, 3, 12, 13), (3, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 3}),  # more taps than unrolled
+    ((1, 3, 12, 13), (6, 1, 5, 5), {"pads": [1, 2, 3, 0], "strides": [1, 2], "group": 3}),
+    ((1, 4, 16), (8, 1, 3), {"pads": [1, 1], "group": 4}),
+    ((1, 2, 5, 6, 7), (2, 1, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1], "group": 2}),
+    ((1, 3, 9, 9), (3, 1, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2], "group": 3}),
+    ((2, 3, 7, 8), (6, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # multiplier 2, batch 2
+    ((1, 4, 6, 7), (4, 1, 3, 3), {"group": 4}),  # no padding: the input is read in place
+])
+def test_conv_depthwise(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    conv_case(x_shape, w_shape, **attrs)
+    conv_case(x_shape, w_shape, bias=False, **attrs)
+
+
+def test_conv_without_bias_and_explicit_kernel_shape() -> None:
+    conv_case((1, 3, 7, 7), (2, 3, 3, 2), bias=False, kernel_shape=[3, 2], pads=[1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("group,w_shape", [(2, (6, 2, 3, 3)), (4, (8, 1, 3, 3))])
+def test_conv_runtime_weights_and_bias(group: int, w_shape: tuple[int, ...]) -> None:
+    x, w, b = rand(1, 4, 7, 6), rand(*w_shape), rand(w_shape[0])
+    model = single_op_model("Conv", {"x": x, "w": w, "b": b}, group=group, pads=[1, 1, 1, 1], strides=[2, 1])
+    assert_matches_ort(model, {"x": x, "w": w, "b": b})
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,tile_rows", [
+    ((1, 3, 19, 20), (5, 3, 3, 3), {"pads": [1, 1, 2, 1]}, 3),
+    ((1, 3, 23, 20), (4, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}, 2),
+    ((1, 4, 17, 9), (6, 2, 3, 3), {"pads": [2, 0, 2, 0], "dilations": [2, 1], "group": 2}, 4),
+    ((1, 3, 40), (5, 3, 9), {"pads": [2, 3]}, 7),
+])
+def test_conv_tiles_and_column_blocks(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...],
+                                      w_shape: tuple[int, ...], attrs: dict[str, object], tile_rows: int) -> None:
+    """Column buffers over budget are built in tiles of output rows (the inner ones in a run-time
+    loop); wide GEMMs run in column blocks."""
+    k_size = math.prod(w_shape[1:])
+    row_size = math.prod(x_shape[3:])  # an upper bound on output positions per row
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", k_size * 4 * tile_rows * row_size)
+    monkeypatch.setattr(conv, "GEMM_B_BUDGET", k_size * 4 * 24)
+    monkeypatch.setattr(conv, "GEMM_MIN_COLUMNS", 8)
+    conv_case(x_shape, w_shape, **attrs)
+
+
+def conv_then(activation: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs: object) -> onnx.ModelProto:
+    act_inputs = ["c"]
+    constants = [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")]
+    if activation == "Clip":
+        constants += [onnx.numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+                      onnx.numpy_helper.from_array(np.array(0.7, np.float32), "hi")]
+        act_inputs += ["lo", "hi"]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+             helper.make_node(activation, act_inputs, ["y"])]
+    graph = helper.make_graph(nodes, "conv_act", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {}, {"group": 3, "strides": [2, 2]}])
+def test_conv_fused_activation(activation: str, attrs: dict[str, object]) -> None:
+    x = rand(1, 3, 9, 10)
+    kernel = (1, 1) if not attrs else (3, 3)
+    channels = 1 if attrs.get("group") else 3
+    model = conv_then(activation, x, rand(6, channels, *kernel), rand(6), **attrs)
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x})
+
+
+def test_conv_rejects_what_it_cannot_compute() -> None:
+    x = rand(1, 3, 5, 5).astype(np.float64)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(2, 3, 3, 3).astype(np.float64)})
+    with pytest.raises(UnsupportedModel, match="only float32"):
+        convert_onnx(model)
+
+
+# ---- the GEMM's register tiles, packed weight panels, K blocks and relaxed SIMD
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 8, 7, 7), (7, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # 49 columns: an overlapping last tile; 4 + 3 rows
+    ((1, 5, 13, 1), (5, 5, 1, 1), {}),  # 13 columns (8 + overlapping 8), 1x1 read in place
+    ((1, 6, 2, 3), (2, 6, 1, 1), {}),  # 6 columns: 4 + overlapping 4; 2 rows only
+    ((1, 3, 3, 1), (9, 3, 1, 1), {}),  # 3 columns: one at a time
+    ((1, 4, 1, 1), (1, 4, 1, 1), {}),  # a dot product
+    ((1, 6, 8, 9), (10, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2], "group": 2}),  # 5 rows per group
+    ((1, 8, 9, 9), (12, 8, 3, 3), {"strides": [2, 2]}),  # 3x3 stride 2, 16 columns
+])
+def test_conv_gemm_tiles(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    conv_case(x_shape, w_shape, **attrs)
+
+
+@pytest.mark.parametrize("k_block", [16, 50])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 12, 5, 7), (7, 12, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 108: equal blocks or a short last one
+    ((1, 37, 3, 5), (6, 37, 1, 1), {}),  # 15 columns, K = 37
+    ((1, 8, 6, 6), (10, 4, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+])
+def test_conv_k_blocks(monkeypatch: pytest.MonkeyPatch, k_block: int, x_shape: tuple[int, ...],
+                       w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """A long K runs in blocks that add to C; only the last adds the bias and the activation."""
+    monkeypatch.setattr(gemm, "K_BLOCK", k_block)
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    model = conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0]), **attrs)
+    assert_matches_ort(model, {"x": x})
+
+
+def test_conv_k_blocks_at_the_default_size() -> None:
+    conv_case((1, 64, 5, 6), (9, 64, 3, 3), pads=[1, 1, 1, 1])  # K = 576 > K_BLOCK
+
+
+def test_pack_panels_keeps_uniform_weights_uniform() -> None:
+    a = rand(6, 3)
+    packed = gemm.pack_panels(a)
+    assert packed.shape == (2, 3, gemm.PANEL)
+    np.testing.assert_array_equal(packed[0], a[:4].T)
+    np.testing.assert_array_equal(packed[1, :, :2], a[4:].T)
+    assert np.unique(gemm.pack_panels(np.full((5, 7), 0.25, np.float32))).tolist() == [0.25]
+
+
+@pytest.mark.parametrize("n_size,overlap,expected", [
+    (16, True, [(0, 2, 8)]),
+    (13, True, [(0, 1, 8), (5, 1, 8)]),
+    (12, True, [(0, 1, 8), (8, 1, 4)]),
+    (6, True, [(0, 1, 4), (2, 1, 4)]),
+    (3, True, [(0, 3, 1)]),
+    (15, False, [(0, 1, 8), (8, 1, 4), (12, 3, 1)]),
+])
+def test_column_tiles_cover_every_column(n_size: int, overlap: bool, expected: list[tuple[int, int, int]]) -> None:
+    tiles = gemm.column_tiles(n_size, gemm.ROWS, overlap)
+    assert tiles == expected
+    covered = [lo + t * w + i for lo, count, w in tiles for t in range(count) for i in range(w)]
+    assert set(covered) == set(range(n_size))
+    assert overlap or len(covered) == n_size
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 8, 7, 7), (7, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 6, 8, 9), (10, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2], "group": 2}),
+    ((1, 64, 5, 6), (9, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+])
+def test_conv_relaxed_simd(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """--relaxed-simd: f32x4.relaxed_madd in the GEMM, within float32 tolerance of ONNX Runtime."""
+    x = rand(*x_shape)
+    model = conv_then("Relu", x, rand(*w_shape), rand(w_shape[0]), **attrs)
+    plain, relaxed = convert_onnx(model).wasm, convert_onnx(model, relaxed_simd=True).wasm
+    assert RELAXED_MADD in relaxed and RELAXED_MADD not in plain
+    assert json.loads(read_metadata(relaxed).to_json())["compile_options"]["relaxed_simd"] is True
+    got = WasmModel(relaxed).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 4, 11, 21), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 4, "strides": [2, 2]}),  # 11 outputs: 4+4+3
+    ((1, 4, 9, 17), (8, 1, 3, 3), {"group": 4, "strides": [2, 2]}),  # read in place, up to the row's last input
+    ((1, 2, 13, 30), (2, 1, 3, 3), {"pads": [2, 2, 2, 2], "group": 2, "strides": [1, 2], "dilations": [2, 2]}),
+    ((1, 2, 12, 27), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2, "strides": [2, 2]}),  # looped taps
+    ((1, 3, 8, 19), (3, 1, 2, 4), {"pads": [0, 1, 1, 2], "group": 3, "strides": [2, 2]}),
+])
+def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                            attrs: dict[str, object]) -> None:
+    """Four outputs per v128 at stride 2: each tap's inputs come from two overlapping loads."""
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
+# ---- Winograd F(2x2, 3x3)
+
+WINOGRAD_CASES = [
+    ((1, 4, 8, 8), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 4x4 tiles: one group per tile row
+    ((1, 3, 9, 11), (6, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # odd output: cropped row and column, overlap
+    ((1, 5, 10, 19), (4, 5, 3, 3), {}),  # no padding, 17 columns: 9 tiles, groups 0, 4 and 5
+    ((2, 3, 7, 13), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding
+    ((1, 2, 5, 16), (3, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one
+    ((1, 3, 12, 10), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),
+    ((1, 2, 21, 8), (3, 2, 3, 3), {"pads": [1, 1, 1, 1]}),  # 11 tile rows, the last one cropped
+    ((1, 2, 6, 9), (3, 2, 3, 3), {}),  # 7 columns: the only group writes 7 of its 8
+    ((1, 2, 6, 17), (3, 2, 3, 3), {}),  # 15 columns: 8 tiles, the second group cropped
+    ((1, 2, 4, 34), (3, 2, 3, 3), {"pads": [0, 1, 0, 1]}),  # 34 columns: 17 tiles, 4 looped groups + overlap
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_CASES)
+@pytest.mark.parametrize("bias,chunk_rows", [(True, None), (False, None), (True, 2), (False, 3)])
+def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                       attrs: dict[str, object], bias: bool, chunk_rows: int | None) -> None:
+    """Odd sizes, padding, batch; tile rows in chunks (a run-time loop, a shorter last chunk, a cropped row)."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    if chunk_rows:
+        tile_columns = -(-(x_shape[3] - 2 + sum(attrs.get("pads", [0, 0, 0, 0])[1::2])) // 2)  # type: ignore[index]
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", 64 * (x_shape[1] + w_shape[0]) * tile_columns * chunk_rows)
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
+def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the 16 GEMMs run in K blocks
+    x = rand(1, 40, 9, 10)
+    model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_conv_winograd_at_its_default_sizes() -> None:
+    x = rand(1, 32, 14, 14)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(48, 32, 3, 3), "b": rand(48)}, pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("w_shape,attrs", [
+    ((16, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((16, 16, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((16, 8, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    ((16, 16, 3, 1), {"pads": [1, 0, 1, 0]}),
+])
+def test_conv_winograd_only_where_it_applies(w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    x = rand(1, 16, 12, 12)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape)}, **attrs)
+    graph = load_onnx(model).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd
+    small = single_op_model("Conv", {"x": rand(1, 16, 12, 5)}, constants={"w": rand(16, 16, 3, 3)})  # 2 tile columns
+    graph = load_onnx(small).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd
+
+
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_conv_winograd_not_with_compressed_weights(weights: str) -> None:
+    """Compressed weights keep their layout (the transformed ones would be stored as float32)."""
+    x = rand(1, 16, 10, 10)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(16, 16, 3, 3), "b": rand(16)}, pads=[1, 1, 1, 1])
+    plain, small = convert_onnx(model), convert_onnx(model, weights=weights)
+    assert len(small.wasm) < len(plain.wasm) * 0.7  # Winograd's float32 U would not shrink
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))

@@ -1,0 +1,302 @@
+"""Indexing ops against ONNX Runtime: Slice, Gather, GatherElements, Expand, Tile, Split, Pad,
+DepthToSpace and SpaceToDepth, for several dtypes, opsets and modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
+from wasinfer.artifact import convert_onnx
+from wasinfer.backends.wasm.compiler import UnsupportedModel
+from wasinfer.runtime.base import ModelFault
+
+rng = np.random.default_rng(5)
+
+
+def values(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    if np.dtype(dtype) == np.bool_:
+        return np.asarray(rng.random(shape) > 0.5)
+    if np.dtype(dtype).kind in "iu":
+        return np.asarray(rng.integers(0, 100, shape), dtype)
+    return np.asarray(rng.standard_normal(shape) * 10, dtype)
+
+
+def ints(*items: int) -> np.ndarray:
+    return np.array(items, np.int64)
+
+
+# ---------------------------------------------------------------- Slice
+
+BIG = 2**63 - 1
+SLICES = [  # starts, ends, axes, steps (None: input left out)
+    ([1, 0], [3, 10], [0, 1], None),
+    ([0], [-1], [1], None),
+    ([-3, 2], [BIG, -1], [2, 0], None),  # ends clamp at the axis size
+    ([-100], [100], [-1], [2]),  # starts and ends out of range, negative axis
+    ([4, 9], [0, -BIG], [0, 2], [-1, -3]),  # negative steps, end through index 0
+    ([10], [-100], [1], [-2]),
+    ([2], [2], [0], None),  # empty result
+    ([0, 0, 0], [1, 1, 3], None, None),  # axes left out: the first len(starts)
+    ([1], [4], [0], [2]),
+]
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", SLICES)
+def test_slice_inputs_clamping_and_negative_steps(starts: list[int], ends: list[int], axes: list[int] | None,
+                                                  steps: list[int] | None) -> None:
+    x = values((5, 6, 11))
+    constants = {"starts": ints(*starts), "ends": ints(*ends)}
+    if axes is not None or steps is not None:
+        constants["axes"] = ints(*(axes if axes is not None else range(len(starts))))
+    if steps is not None:
+        constants["steps"] = ints(*steps)
+    assert_matches_ort(single_op_model("Slice", {"x": x}, constants=constants), {"x": x})
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_, np.float16, np.float64])
+def test_slice_moves_any_dtype(dtype: type) -> None:
+    x = values((4, 7, 3), dtype)
+    constants = {"starts": ints(3, 1), "ends": ints(-BIG, 6), "axes": ints(0, 1), "steps": ints(-2, 2)}
+    assert_matches_ort(single_op_model("Slice", {"x": x}, constants=constants), {"x": x})
+
+
+def test_slice_opset_9_attributes() -> None:
+    x = values((3, 8))
+    model = single_op_model("Slice", {"x": x}, opset=9, starts=[1, -5], ends=[3, 1000], axes=[0, 1])
+    assert_matches_ort(model, {"x": x})
+
+
+def test_slice_with_run_time_starts_is_refused() -> None:
+    x = values((3, 8))
+    model = single_op_model("Slice", {"x": x, "starts": ints(1)}, constants={"ends": ints(3)})
+    model.graph.output[0].type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, (2, 8)))
+    with pytest.raises(UnsupportedModel, match="starts must be a compile-time constant"):
+        convert_onnx(model)
+
+
+# ---------------------------------------------------------------- Gather
+
+@pytest.mark.parametrize("axis", [0, 1, -1, 2])
+@pytest.mark.parametrize("indices", [np.array(2), ints(0, 2, 1), ints(-1, 0, -3, 1), ints(1, 1), ints(2, 1, 0),
+                                     np.array([[0, 3], [2, -2]], np.int32)])
+def test_gather_constant_indices_any_axis(axis: int, indices: np.ndarray) -> None:
+    x = values((4, 5, 6))
+    model = single_op_model("Gather", {"x": x}, constants={"i": indices}, axis=axis)
+    assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("ids", [[[0, 5, -1, 7, 7]], [[-8, 3], [2, -2]]])
+def test_gather_embedding_lookup_of_run_time_ids(dtype: type, ids: list[list[int]]) -> None:
+    """Gather(weights, input_ids): the ids (negative ones wrap) arrive at run time."""
+    weights = values((8, 40))
+    input_ids: np.ndarray = np.array(ids, dtype)
+    model = graph_model([helper.make_node("Gather", ["weights", "ids"], ["y"], axis=0)], {"ids": input_ids}, ["y"],
+                        {"weights": weights})
+    assert_matches_ort(model, {"ids": input_ids})
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8, np.float16])
+def test_gather_run_time_data_and_indices(axis: int, dtype: type) -> None:
+    x = values((3, 4, 5), dtype)
+    i = np.array([[2, -1, 0], [1, 1, -3]], np.int64)
+    assert_matches_ort(single_op_model("Gather", {"x": x, "i": i}, axis=axis), {"x": x, "i": i})
+
+
+@pytest.mark.parametrize("bad", [8, -9, 2**40])
+def test_gather_out_of_range_run_time_index_traps(bad: int) -> None:
+    weights = values((8, 4))
+    ids = np.array([1, bad], np.int64)
+    model = graph_model([helper.make_node("Gather", ["weights", "ids"], ["y"], axis=0)], {"ids": ids}, ["y"],
+                        {"weights": weights})
+    with pytest.raises(ModelFault):
+        wasm_run(model, {"ids": ids})
+
+
+def test_gather_out_of_range_constant_index_is_refused() -> None:
+    x = values((3, 4))
+    model = single_op_model("Gather", {"x": x}, constants={"i": ints(0, 3)}, axis=0)
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    with pytest.raises(UnsupportedModel, match="outside"):
+        convert_onnx(model)
+
+
+# ---------------------------------------------------------------- GatherElements
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("constant", [False, True])
+def test_gather_elements(axis: int, constant: bool) -> None:
+    x = values((4, 5, 3))
+    i_shape = [3, 2, 3]
+    i = rng.integers(-x.shape[axis], x.shape[axis], i_shape).astype(np.int64)
+    if constant:
+        model = single_op_model("GatherElements", {"x": x}, constants={"i": i}, axis=axis)
+        assert_matches_ort(model, {"x": x})
+    else:
+        model = single_op_model("GatherElements", {"x": x, "i": i.astype(np.int32)}, axis=axis)
+        assert_matches_ort(model, {"x": x, "i": i.astype(np.int32)})
+
+
+def test_gather_elements_out_of_range_traps() -> None:
+    x = values((2, 3))
+    i = np.array([[0, 3]], np.int64)
+    model = single_op_model("GatherElements", {"x": x, "i": i}, axis=1)
+    with pytest.raises(ModelFault):
+        wasm_run(model, {"x": x, "i": i})
+
+
+# ---------------------------------------------------------------- Expand, Tile
+
+@pytest.mark.parametrize("shape,target", [((3, 1), (3, 4)), ((1, 5), (4, 1, 5)), ((2, 1, 3), (2, 7, 3)),
+                                          ((1,), (6, 40)), ((3, 1, 1), (1, 2, 5)), ((2, 3), (2, 3))])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.bool_])
+def test_expand(shape: tuple[int, ...], target: tuple[int, ...], dtype: type) -> None:
+    x = values(shape, dtype)
+    model = single_op_model("Expand", {"x": x}, constants={"shape": ints(*target)})
+    assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("shape,repeats", [((3, 4), (2, 1)), ((3, 4), (1, 5)), ((2, 3, 2), (3, 2, 2)),
+                                           ((5,), (1,)), ((1, 2), (40, 3))])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int64])
+def test_tile(shape: tuple[int, ...], repeats: tuple[int, ...], dtype: type) -> None:
+    x = values(shape, dtype)
+    model = single_op_model("Tile", {"x": x}, constants={"repeats": ints(*repeats)})
+    assert_matches_ort(model, {"x": x})
+
+
+# ---------------------------------------------------------------- Split
+
+@pytest.mark.parametrize("opset,axis,split,outputs", [
+    (11, 1, [2, 5, 1], 3), (11, 0, None, 2), (13, -1, [3, 0, 3], 3), (13, 2, None, 3),
+    (18, 1, None, 3), (18, 2, [1, 5], 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.bool_])
+def test_split(opset: int, axis: int, split: list[int] | None, outputs: int, dtype: type) -> None:
+    x = values((4, 8, 6), dtype)
+    attrs: dict[str, Any] = {"axis": axis}
+    constants: dict[str, np.ndarray] = {}
+    if split is not None and opset < 13:
+        attrs["split"] = split
+    elif split is not None:
+        constants["split"] = ints(*split)
+    elif opset >= 18:
+        attrs["num_outputs"] = outputs  # 8 in 3: uneven, 3 3 2
+    model = single_op_model("Split", {"x": x}, output_count=outputs, constants=constants, opset=opset, **attrs)
+    assert_matches_ort(model, {"x": x})
+
+
+# ---------------------------------------------------------------- Pad
+
+PADS = [[1, 2, 0, 3], [0, 0, 2, 1], [3, 1, 3, 2], [0, 4, 0, 4]]
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+@pytest.mark.parametrize("pads", PADS)
+def test_pad_modes(mode: str, pads: list[int]) -> None:
+    x = values((2, 4, 5))
+    full = [0, *pads[:2], 0, *pads[2:]]
+    constants = {"pads": ints(*full)}
+    if mode == "constant":
+        constants["value"] = np.array(1.5, np.float32)
+    assert_matches_ort(single_op_model("Pad", {"x": x}, constants=constants, opset=13, mode=mode), {"x": x})
+
+
+@pytest.mark.parametrize("pads", [*PADS, [5, 9, 6, 1]])
+def test_pad_wrap_mode(pads: list[int]) -> None:
+    x = values((2, 4, 5))
+    full = [0, *pads[:2], 0, *pads[2:]]
+    model = single_op_model("Pad", {"x": x}, constants={"pads": ints(*full)}, opset=19, mode="wrap")
+    assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.float16, np.bool_, np.int32])
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_pad_any_dtype_and_a_run_time_value(dtype: type, mode: str) -> None:
+    x = values((1, 3, 30, 7), dtype)
+    inputs = {"x": x}
+    if mode == "constant":
+        inputs["v"] = values((), dtype)
+    model = single_op_model("Pad", inputs, constants={"pads": ints(0, 0, 2, 1, 0, 1, 3, 2)}, opset=13, mode=mode)
+    if mode == "constant":
+        model.graph.node[0].input[:] = ["x", "pads", "v"]
+    assert_matches_ort(model, inputs)
+
+
+def test_pad_negative_pads_crop_in_constant_mode() -> None:
+    x = values((4, 6))
+    model = single_op_model("Pad", {"x": x}, constants={"pads": ints(-1, 2, 1, -3)}, opset=13)
+    assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("axes", [[1], [-1, 0]])
+def test_pad_axes_input_opset_18(axes: list[int]) -> None:
+    x = values((3, 4, 5))
+    pads = ints(*([2, 1] * len(axes)))
+    model = graph_model([helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], mode="edge")], {"x": x}, ["y"],
+                        {"pads": pads, "axes": ints(*axes)}, opset=18)
+    assert_matches_ort(model, {"x": x})
+
+
+def test_pad_opset_9_attributes() -> None:
+    x = values((3, 4))
+    assert_matches_ort(single_op_model("Pad", {"x": x}, opset=9, pads=[1, 0, 2, 3], value=-2.0), {"x": x})
+
+
+def test_pad_with_run_time_pads_is_refused() -> None:
+    x = values((3, 4))
+    model = single_op_model("Pad", {"x": x, "pads": ints(1, 1, 1, 1)}, opset=13)
+    model.graph.output[0].type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, (5, 6)))
+    with pytest.raises(UnsupportedModel, match="pads must be a compile-time constant"):
+        convert_onnx(model)
+
+
+# ---------------------------------------------------------------- DepthToSpace, SpaceToDepth
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+@pytest.mark.parametrize("shape,blocksize", [((1, 8, 2, 3), 2), ((2, 18, 3, 2), 3), ((1, 4, 5, 5), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_depth_to_space(mode: str, shape: tuple[int, ...], blocksize: int, dtype: type) -> None:
+    x = values(shape, dtype)
+    assert_matches_ort(single_op_model("DepthToSpace", {"x": x}, blocksize=blocksize, mode=mode), {"x": x})
+
+
+@pytest.mark.parametrize("shape,blocksize", [((1, 2, 4, 6), 2), ((2, 3, 6, 3), 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_space_to_depth(shape: tuple[int, ...], blocksize: int, dtype: type) -> None:
+    x = values(shape, dtype)
+    assert_matches_ort(single_op_model("SpaceToDepth", {"x": x}, blocksize=blocksize), {"x": x})
+
+
+# ---------------------------------------------------------------- whole models
+
+def test_embedding_lookup_per_sample_of_a_batch() -> None:
+    """Token ids with a run-time batch dimension, then a per-token op on the embeddings."""
+    weights = values((50, 16))
+    nodes = [helper.make_node("Gather", ["weights", "ids"], ["e"], axis=0), helper.make_node("Relu", ["e"], ["y"])]
+    graph = helper.make_graph(nodes, "embed", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 16])],
+                              [numpy_helper.from_array(weights, "weights")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    ids = rng.integers(-50, 50, (3, 6)).astype(np.int64)
+    assert_matches_ort(model, {"ids": ids}, max_batch=3)
+
+
+@pytest.mark.parametrize("op,constants,attrs", [
+    ("Expand", {"shape": ints(300, 1, 200)}, {}),
+    ("Tile", {"repeats": ints(50, 40)}, {}),
+    ("Slice", {"starts": ints(1, 0), "ends": ints(-1, 200), "axes": ints(0, 1), "steps": ints(1, 3)}, {}),
+    ("Pad", {"pads": ints(5, 7, 9, 3)}, {"mode": "reflect"}),
+    ("Pad", {"pads": ints(20, 70, 90, 30), "value": np.array(2.5, np.float32)}, {}),
+    ("Gather", {"i": np.array([[5, 1, 3, 7]] * 50, np.int64)}, {"axis": 1}),
+])
+def test_big_outputs_take_loops_not_tables(op: str, constants: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Outputs of 10^4..10^5 elements come from a module of a few KiB: no per-element tables."""
+    x = values((1, 200) if op == "Expand" else (30, 20) if op != "Pad" else (12, 40))
+    model = single_op_model(op, {"x": x}, constants=constants, **attrs)
+    assert_matches_ort(model, {"x": x})
+    assert len(convert_onnx(model).wasm) < 6000 + 8 * sum(c.size for c in constants.values())

@@ -1,0 +1,319 @@
+"""Reduce* over any axes, LayerNormalization, InstanceNormalization, CumSum, TopK and Range
+against ONNX Runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from tests.parity import assert_matches_ort, ort_run, single_op_model, wasm_run
+from wasinfer.artifact import convert_onnx
+from wasinfer.backends.wasm.compiler import UnsupportedModel
+from wasinfer.runtime.onnx_backend import WasinferBackend
+
+rng = np.random.default_rng(11)
+
+REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
+
+
+def rand(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def reduce_input(op: str, *shape: int) -> np.ndarray:
+    """Values in each op's comfortable range: positive for LogSum, near 1 for Prod."""
+    x = rand(*shape)
+    if op == "ReduceLogSum":
+        return np.abs(x) + np.float32(0.1)
+    if op == "ReduceProd":
+        return (x * np.float32(0.2) + np.float32(1.0)).astype(np.float32)
+    return x
+
+
+def reduce_model(op: str, x: np.ndarray, axes: list[int] | None, opset: int = 18, **attrs: Any) -> onnx.ModelProto:
+    """Axes as a constant input from the opset that has it, else as the attribute."""
+    input_from = 13 if op == "ReduceSum" else 18
+    if axes is None:
+        return single_op_model(op, {"x": x}, opset=opset, **attrs)
+    if opset >= input_from:
+        return single_op_model(op, {"x": x}, constants={"axes": np.array(axes, np.int64)}, opset=opset, **attrs)
+    return single_op_model(op, {"x": x}, opset=opset, axes=axes, **attrs)
+
+
+# ---------------------------------------------------------------- Reduce*
+
+AXES_SETS = [[1], [3], [1, 2], [0, 2], [-1, -3], [0, 3], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("shape", [(2, 6, 3, 20), (3, 5, 2, 7)])
+def test_reduce_any_axes_and_keepdims(op: str, shape: tuple[int, ...]) -> None:
+    """Innermost axis kept (lanes across outputs) or reduced (along the run), middle and
+    several axes; 20 and 7 exercise the 16-, 4- and 1-float steps."""
+    x = reduce_input(op, *shape)
+    rtol = 1e-3 if op == "ReduceProd" else 1e-4
+    for index, axes in enumerate(AXES_SETS):  # keepdims changes the output shape only: alternate it
+        assert_matches_ort(reduce_model(op, x, axes, keepdims=index % 2), {"x": x}, rtol=rtol)
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_empty_axes_noop_and_attribute_form(op: str) -> None:
+    """No axes reduce everything; noop_with_empty_axes keeps the shape but still applies the
+    per-element part; opset 13 (11 for ReduceSum) takes axes as an attribute."""
+    x = reduce_input(op, 3, 4, 5)
+    assert_matches_ort(reduce_model(op, x, None), {"x": x})
+    assert_matches_ort(reduce_model(op, x, None, keepdims=0), {"x": x})
+    assert_matches_ort(reduce_model(op, x, [], noop_with_empty_axes=1), {"x": x})
+    assert_matches_ort(reduce_model(op, x, None, noop_with_empty_axes=1), {"x": x})
+    attr_opset = 11 if op == "ReduceSum" else 13
+    for axes in ([1], [0, 2], None):
+        assert_matches_ort(reduce_model(op, x, axes, opset=attr_opset, keepdims=0), {"x": x})
+
+
+def test_reduce_on_vectors_scalars_and_long_runs() -> None:
+    for op in ("ReduceSum", "ReduceLogSumExp"):
+        for shape in [(1,), (9,), (1, 1, 1), (2, 1, 3), (1000,), (3, 333)]:
+            x = reduce_input(op, *shape)
+            assert_matches_ort(reduce_model(op, x, None), {"x": x})
+            assert_matches_ort(reduce_model(op, x, [-1], keepdims=0), {"x": x})
+
+
+def test_reduce_log_sum_exp_is_stable() -> None:
+    """exp(1000) overflows float32; subtracting the max first keeps it finite."""
+    x = np.array([[1000.0, 999.0, 998.0, -5.0, 1000.0], [-1000.0, -999.0, -1001.0, -1000.0, -998.0]], np.float32)
+    for axes in ([1], [0]):
+        assert_matches_ort(reduce_model("ReduceLogSumExp", x, axes), {"x": x})
+    wide = np.full((2, 40), 100.0, np.float32)
+    assert_matches_ort(reduce_model("ReduceLogSumExp", wide, [1]), {"x": wide})
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_reduce_integers(op: str, dtype: type) -> None:
+    x = rng.integers(-9, 10, (3, 4, 5)).astype(dtype)
+    if op == "ReduceProd":
+        x = rng.integers(-3, 4, (3, 4, 5)).astype(dtype)
+    for axes in ([1], [0, 2], [2], []):
+        for keepdims in (0, 1):
+            assert_matches_ort(reduce_model(op, x, axes, keepdims=keepdims), {"x": x})
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_reduce_bool_max_min(op: str) -> None:
+    x = rng.random((3, 4, 5)) > 0.7
+    for axes in ([1], [0, 2], []):
+        assert_matches_ort(reduce_model(op, x, axes, opset=20), {"x": x})
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_over_an_empty_axis_and_an_empty_output(op: str) -> None:
+    """Folding no elements gives each op's empty value (0, 1, -inf, inf; ONNX Runtime's
+    ReduceMean gives 0); an empty output is nothing to do."""
+    x = np.zeros((2, 0, 3), np.float32)
+    assert_matches_ort(reduce_model(op, x, [1]), {"x": x})
+    assert_matches_ort(reduce_model(op, x, [2], keepdims=0), {"x": x})
+    if op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"):
+        ints = np.zeros((2, 0, 3), np.int64)
+        assert_matches_ort(reduce_model(op, ints, [1]), {"x": ints})
+
+
+def runtime_axes_model(op: str, x: np.ndarray, axes_count: int, out_shape: tuple[int, ...],
+                       keepdims: int) -> onnx.ModelProto:
+    """Axes fed at run time; only the declared output shape tells the compiler which."""
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)
+    graph = helper.make_graph(
+        [node], op,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [axes_count])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_runtime_axes_are_refused_by_convert_and_bound_by_the_backend() -> None:
+    """The output shape depends on axes, so convert needs a constant; the ONNX backend binds the
+    values it is given (one module per value), and then every axes set matches ORT."""
+    x = reduce_input("ReduceL1", 3, 4, 1, 5)
+    ambiguous = runtime_axes_model("ReduceSum", rand(3, 4, 4), 1, (3, 4), keepdims=0)  # axis 1 or 2?
+    with pytest.raises(UnsupportedModel, match="axes is computed at run time"):
+        convert_onnx(ambiguous)
+    cases = [([1], (3, 1, 1, 5), 1), ([0, 3], (1, 4, 1, 1), 1), ([1, 2], (3, 5), 0), ([3], (3, 4, 1), 0)]
+    for axes, out_shape, keepdims in cases:
+        model = runtime_axes_model("ReduceL1", x, len(axes), out_shape, keepdims)
+        feeds = {"x": x, "axes": np.array(axes, np.int64)}
+        rep = WasinferBackend.prepare(model)
+        (got,) = rep.run(feeds)
+        np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=1e-5, atol=1e-6)
+        assert rep.bound == {"axes"}
+
+
+def test_reduce_refuses_what_it_cannot_compute() -> None:
+    x = rand(3, 4, 4)
+    with pytest.raises(UnsupportedModel, match="float64 is not supported"):
+        convert_onnx(reduce_model("ReduceMean", x.astype(np.float64), [1]))
+    with pytest.raises(UnsupportedModel, match="int32 is not supported"):
+        convert_onnx(reduce_model("ReduceL2", x.astype(np.int32), [1]))
+
+
+# ---------------------------------------------------------------- LayerNormalization / InstanceNormalization
+
+def layernorm_model(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, outputs: int = 1,
+                    **attrs: Any) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    inputs = {"x": x, "scale": scale} | ({"bias": bias} if bias is not None else {})
+    return single_op_model("LayerNormalization", inputs, output_count=outputs, opset=17, **attrs), inputs
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 20), (4, 37), (2, 3, 2, 5)])
+@pytest.mark.parametrize("axis", [-1, -2, 1])
+def test_layernorm_axis_scale_bias_and_statistics(shape: tuple[int, ...], axis: int) -> None:
+    """Scale per element of a line, per last axis only (broadcast within the line), or one
+    value; bias or none; Mean and InvStdDev outputs."""
+    x = rand(*shape) * np.float32(3) + np.float32(2)
+    normalized = shape[axis:]
+    for scale_shape, bias in ((normalized, rand(*normalized)), (normalized[-1:], None),
+                              ((1,), rand(*normalized[-1:])), (normalized, rand(1))):
+        model, feeds = layernorm_model(x, rand(*scale_shape), bias, outputs=3, axis=axis, epsilon=1e-3)
+        assert_matches_ort(model, feeds)
+
+
+def test_layernorm_default_axis_and_a_large_mean() -> None:
+    """The variance is computed from deviations, so a mean far from zero costs no precision."""
+    x = rand(3, 64) + np.float32(1000.0)
+    model, feeds = layernorm_model(x, rand(64), rand(64))
+    assert_matches_ort(model, feeds, rtol=1e-3, atol=1e-3)
+    model, feeds = layernorm_model(x[:, :5], rand(5), None, outputs=2)
+    assert_matches_ort(model, feeds, rtol=1e-3, atol=1e-3)
+
+
+def test_layernorm_refuses_other_stash_types_and_dtypes() -> None:
+    x = rand(2, 8)
+    with pytest.raises(UnsupportedModel, match="stash_type=0"):
+        convert_onnx(layernorm_model(x, rand(8), None, stash_type=0)[0])
+    with pytest.raises(UnsupportedModel, match="only float32"):
+        convert_onnx(layernorm_model(x.astype(np.float64), rand(8).astype(np.float64), None)[0])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 4, 6, 7), (2, 2, 1), (1, 3, 2, 2, 9)])
+def test_instancenorm(shape: tuple[int, ...]) -> None:
+    x = rand(*shape) * np.float32(2) - np.float32(1)
+    inputs = {"x": x, "scale": rand(shape[1]), "bias": rand(shape[1])}
+    for attrs in ({}, {"epsilon": 1e-2}):
+        assert_matches_ort(single_op_model("InstanceNormalization", inputs, opset=13, **attrs), inputs)
+
+
+# ---------------------------------------------------------------- CumSum
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("shape", [(9,), (3, 9), (2, 5, 6)])
+def test_cumsum_axes_exclusive_reverse(dtype: type, shape: tuple[int, ...]) -> None:
+    """Sums in order, so float results match exactly; inner sizes of 6 and 30 take 4-lane
+    steps and a tail."""
+    x = (rand(*shape) * 10).astype(dtype)
+    for axis in (*range(len(shape)), -1):
+        for exclusive, reverse in ((0, 0), (1, 1)) if axis != 0 else ((0, 0), (1, 0), (0, 1), (1, 1)):
+            model = single_op_model("CumSum", {"x": x}, constants={"axis": np.array(axis, np.int32)},
+                                    opset=14, exclusive=exclusive, reverse=reverse)
+            assert_matches_ort(model, {"x": x}, rtol=1e-6, atol=1e-6)
+
+
+def test_cumsum_needs_a_constant_axis_unless_the_input_is_a_vector() -> None:
+    x = rand(3, 4)
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+              helper.make_tensor_value_info("axis", TensorProto.INT64, [])]
+    graph = helper.make_graph([node], "c", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    with pytest.raises(UnsupportedModel, match="axis must be a constant"):
+        convert_onnx(model)
+    vector = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7]), inputs[1]],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])])
+    v = rand(7)
+    assert_matches_ort(helper.make_model(vector, opset_imports=[helper.make_opsetid("", 14)]),
+                       {"x": v, "axis": np.array(0, np.int64)})
+    del x
+
+
+# ---------------------------------------------------------------- TopK
+
+def topk_model(x: np.ndarray, k: int, opset: int = 11, **attrs: Any) -> onnx.ModelProto:
+    return single_op_model("TopK", {"x": x}, output_count=2, constants={"k": np.array([k], np.int64)},
+                           opset=opset, **attrs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("largest", [0, 1])
+def test_topk_ties_keep_the_lower_index_first(dtype: type, largest: int) -> None:
+    """Few distinct values, so most picks are ties; every axis and k from 1 to the whole axis."""
+    x = rng.integers(0, 4, (3, 6, 5)).astype(dtype)
+    for axis in (0, 1, 2, -1):
+        for k in sorted({1, 2, x.shape[axis]}):
+            assert_matches_ort(topk_model(x, k, axis=axis, largest=largest), {"x": x}, rtol=0, atol=0)
+
+
+def test_topk_random_floats_default_axis_and_nan() -> None:
+    x = rand(4, 50)
+    for k in (1, 7, 50):
+        assert_matches_ort(topk_model(x, k), {"x": x}, rtol=0, atol=0)
+        assert_matches_ort(topk_model(x, k, largest=0), {"x": x}, rtol=0, atol=0)
+    assert_matches_ort(topk_model(x, 5, opset=10), {"x": x}, rtol=0, atol=0)
+    nan = np.array([[1.0, np.nan, 3.0, -1.0, np.nan, 2.0, np.inf]], np.float32)
+    for largest in (0, 1):  # NaN ranks above every number, as ONNX Runtime has it
+        for k in (3, 7):
+            model = topk_model(nan, k, largest=largest)
+            want, got = ort_run(model, {"x": nan}), wasm_run(model, {"x": nan})
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_topk_unsorted_returns_the_same_elements() -> None:
+    """sorted=0 leaves the order open; the elements (value, index pairs) must be the same."""
+    x = rand(3, 20)
+    model = topk_model(x, 6, sorted=0)
+    want, got = ort_run(model, {"x": x}), wasm_run(model, {"x": x})
+    for row in range(3):
+        assert sorted(zip(got[1][row], got[0][row], strict=True)) == sorted(zip(want[1][row], want[0][row],
+                                                                                strict=True))
+
+
+@pytest.mark.parametrize("largest", [0, 1])
+def test_topk_unsigned_compares_unsigned(largest: int) -> None:
+    """ONNX Runtime has no uint64 TopK; ONNX's reference evaluator (as in the conformance
+    suite) judges, with values above 2**63 that a signed comparison would put last."""
+    x = np.array([[3, 2**63 + 5, 0, 2**64 - 1, 3, 7], [1, 1, 2**63, 0, 2**63, 5]], np.uint64)
+    model = topk_model(x, 4, largest=largest)
+    want = ReferenceEvaluator(model).run(None, {"x": x})
+    got = wasm_run(model, {"x": x})
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_topk_refuses_unsupported_dtypes() -> None:
+    with pytest.raises(UnsupportedModel, match="int8 is not supported"):
+        convert_onnx(topk_model(rng.integers(0, 9, (2, 5)).astype(np.int8), 2))
+
+
+# ---------------------------------------------------------------- Range
+
+def test_range_with_constant_inputs_folds() -> None:
+    consts = {"start": np.array(1.0, np.float32), "limit": np.array(9.5, np.float32),
+              "delta": np.array(1.5, np.float32)}
+    nodes = [helper.make_node("Range", ["start", "limit", "delta"], ["r"]), helper.make_node("Add", ["x", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6])],
+                              [onnx.numpy_helper.from_array(v, n) for n, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rand(6)
+    assert_matches_ort(model, {"x": x})
+
+
+def test_range_with_runtime_inputs_is_refused_with_a_hint() -> None:
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("start", "limit", "delta")]
+    node = helper.make_node("Range", ["start", "limit", "delta"], ["y"])
+    graph = helper.make_graph([node], "r", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    with pytest.raises(UnsupportedModel, match="evaluated at compile time when start, limit and delta"):
+        convert_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
