@@ -31,7 +31,7 @@ def test_bn_folds_into_conv_and_relu_fuses() -> None:
     assert fold_batchnorm(graph) == 1
     assert fuse_activations(graph) == 1
     assert [n.op_type for n in graph.nodes] == ["Conv", "Reshape"]
-    assert graph.nodes[0].attrs["_activation"][0] == "Relu"
+    assert graph.nodes[0].activation is not None and graph.nodes[0].activation.op_type == "Relu"
 
 
 def test_folded_model_still_matches_onnxruntime() -> None:

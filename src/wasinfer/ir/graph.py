@@ -27,14 +27,31 @@ class TensorInfo:
         return self.size * self.dtype.itemsize
 
 
+@dataclass(frozen=True)
+class Activation:
+    """An activation fused into the kernel that produces its input (passes/fuse.py): the op it
+    was (Relu, Clip, ...) and its scalar parameters, settled at compile time."""
+
+    op_type: str
+    params: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class Node:
+    """One op. `attrs` holds the model's attributes only; what the compiler learns about a node
+    has a typed field of its own, so passes and kernels never trade private attributes."""
+
     op_type: str
     name: str
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
+    # the activation applied in this node's epilogue (its output is the activation's output)
+    activation: Activation | None = None
+    # why a pass left this node for the compiler to decline (an If on a run-time condition, an
+    # Einsum it could not lower), shown in place of the bare "not supported"
+    declined: str | None = None
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
@@ -51,6 +68,9 @@ class Graph:
     tensors: dict[str, TensorInfo]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     opset: int = 13
+    # constants stored compressed in the module (int8 / fp16, passes/quantize.py): kernels keep
+    # them in layouts the start-up expansion can write (no Winograd transform of such weights)
+    compressed: set[str] = field(default_factory=set)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

@@ -136,7 +136,7 @@ def inline_constant_ifs(graph: Graph) -> int:
         condition = graph.constants.get(node.inputs[0]) if node.op_type == "If" and not node.domain else None
         if condition is None:
             if node.op_type == "If" and not node.domain:
-                node.attrs["_unsupported"] = RUNTIME_CONDITION
+                node.declined = RUNTIME_CONDITION
             kept.append(node)
             continue
         taken = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"

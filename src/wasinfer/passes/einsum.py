@@ -173,7 +173,7 @@ def lower_einsums(graph: Graph) -> int:
             nodes.extend(lower_einsum(graph, node))
             lowered += 1
         except EinsumError as exc:
-            node.attrs["_unsupported"] = str(exc)
+            node.declined = str(exc)
             nodes.append(node)
     graph.nodes = nodes
     return lowered

@@ -26,10 +26,10 @@ def _proto_attr(value: Any) -> Any:
 
 
 def node_proto(node: Node) -> onnx.NodeProto:
-    """The IR node as ONNX again (the compiler's own `_`-prefixed attributes left out)."""
+    """The IR node as ONNX again (its attributes; what passes learnt lives in typed fields, left out)."""
     return helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name or None,
                             domain=node.domain or None,
-                            **{k: _proto_attr(v) for k, v in node.attrs.items() if not k.startswith("_")})
+                            **{k: _proto_attr(v) for k, v in node.attrs.items()})
 
 
 def opset_ids(opset: int, domains: set[str]) -> list[onnx.OperatorSetIdProto]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wasinfer.ir import Graph, Node
+from wasinfer.ir import Activation, Graph, Node
 
 # Activations a producing kernel can apply in its epilogue, with their parameters.
 FUSABLE_ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Gelu", "Erf"}
@@ -64,14 +64,14 @@ def fuse_activations(graph: Graph) -> int:
     fused = 0
     for act in [n for n in graph.nodes if n.op_type in FUSABLE_ACTIVATIONS]:
         producer = graph.producer(act.inputs[0])
-        if producer is None or producer.op_type not in FUSING_PRODUCERS or "_activation" in producer.attrs:
+        if producer is None or producer.op_type not in FUSING_PRODUCERS or producer.activation is not None:
             continue
         if _sole_consumer(graph, act.inputs[0]) is not act or len(producer.outputs) != 1:
             continue
         params = activation_params(graph, act)
         if params is None:
             continue
-        producer.attrs["_activation"] = (act.op_type, params)
+        producer.activation = Activation(act.op_type, params)
         producer.outputs = [act.outputs[0]]
         graph.nodes.remove(act)
         fused += 1

@@ -94,7 +94,7 @@ def check_support(graph: Graph) -> None:
         spec = kernel_for(node)
         label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
         if spec is None:
-            hint = node.attr("_unsupported") or UNSUPPORTED_HINTS.get(
+            hint = node.declined or UNSUPPORTED_HINTS.get(
                 ("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
             problems.append(f"node {node.name!r}: op {label} is not supported" + (f"; {hint}" if hint else ""))
             continue
@@ -131,10 +131,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         cursor = align(cursor + graph.info(name).nbytes * batch)
     in_place = set(graph.inputs) if batch == 1 else set()
 
-    compressed = set(options.weights.tensors) if options.weights is not None else set()
-    for node in graph.nodes:  # such weights stay in layouts the store can compress (no Winograd transform)
-        if any(name in compressed for name in node.inputs):
-            node.attrs["_compressed_weights"] = True
+    graph.compressed = set(options.weights.tensors) if options.weights is not None else set()
     scratch = {}
     for node in graph.nodes:
         spec = kernel_for(node)

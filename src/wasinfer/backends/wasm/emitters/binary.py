@@ -185,9 +185,9 @@ def check_same_dtype(node: Node, graph: Graph, allowed: set[np.dtype]) -> list[s
 
 def _check_binary(node: Node, graph: Graph) -> list[str]:
     problems = check_same_dtype(node, graph, {np.dtype(np.float32)} | INTEGER_TYPES)
-    fused = node.attr("_activation")
+    fused = node.activation
     if not problems and fused is not None and graph.info(node.outputs[0]).dtype != np.float32:
-        problems.append(f"the fused {fused[0]} applies to float32 only")
+        problems.append(f"the fused {fused.op_type} applies to float32 only")
     return problems
 
 

@@ -124,7 +124,7 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     k_size = x_shape[1] // groups * math.prod(kernel_dims)
     row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
     plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
-                    not node.attr("_compressed_weights")
+                    node.inputs[1] not in graph.compressed
                     and winograd.fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
     if plan.direct:
         return plan

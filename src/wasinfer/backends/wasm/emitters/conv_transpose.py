@@ -211,7 +211,7 @@ def emit_conv_transpose(ctx: Ctx, node: Node) -> None:
                     for index, offset in enumerate(itertools.product(*(range(k) for k in plan.kernel))):
                         _scatter(f, plan, offset, (pout, 0), (pcol, index * columns * 4), (lo, hi))
                     f.inc(pcol, k_size * columns * 4).inc(pout, out_size * 4)
-        if node.attr("_activation") is not None:
+        if node.activation is not None:
             _activate(ctx, node, py, mg * out_size)
 
 

@@ -103,14 +103,13 @@ INTEGER_UNARY = {"Neg", "Abs", "Clip"}
 
 def epilogue(ctx: Ctx, node: Node) -> None:
     """Apply the node's fused activation (if any) to the v128 on the stack."""
-    fused = node.attr("_activation")
-    if fused is not None:
-        apply_v128(ctx, fused[0], fused[1])
+    if node.activation is not None:
+        apply_v128(ctx, node.activation.op_type, node.activation.params)
 
 
 def epilogue_scalar(ctx: Ctx, node: Node) -> None:
     """Same as `epilogue` for one f32 on the stack."""
-    if node.attr("_activation") is not None:
+    if node.activation is not None:
         ctx.f.op("f32x4.splat")
         epilogue(ctx, node)
         ctx.f.lane("f32x4.extract_lane", 0)
