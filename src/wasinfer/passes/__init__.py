@@ -2,6 +2,6 @@
 
 from wasinfer.passes.fold import fold_constants
 from wasinfer.passes.fuse import fold_batchnorm, fuse_activations
-from wasinfer.passes.memory import VIEW_OPS, MemoryPlan, align, plan_memory
+from wasinfer.passes.memory import MemoryPlan, align, plan_memory
 
-__all__ = ["VIEW_OPS", "MemoryPlan", "align", "fold_batchnorm", "fold_constants", "fuse_activations", "plan_memory"]
+__all__ = ["MemoryPlan", "align", "fold_batchnorm", "fold_constants", "fuse_activations", "plan_memory"]

@@ -30,6 +30,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from wasinfer.frontends.onnx import attr_value, tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ops import BatchFlow, BatchView, batch_flow
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.shapes import fold_static_values
 
@@ -163,158 +164,13 @@ def settle(graph: Graph, rounds: int = 16) -> int:
 
 # ---------------------------------------------------------------- is the leading dim a per-sample batch?
 
-# Ops that work element by element (with numpy broadcasting): a batch axis keeps its place,
-# counted from the end.
-ELEMENTWISE = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Greater",
-    "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not", "Relu", "LeakyRelu", "Sigmoid", "Tanh",
-    "Clip", "Abs", "Neg", "Sqrt", "Floor", "Ceil", "Reciprocal", "Exp", "Log", "Round", "Softsign", "HardSigmoid",
-    "HardSwish", "Elu", "Selu", "Softplus", "Erf", "Gelu", "Cast", "CastLike", "Identity", "Dropout", "Sign",
-    "IsNaN", "IsInf", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
-    "Mish", "ThresholdedRelu", "Celu", "BitShift", "Expand", "QuantizeLinear", "DequantizeLinear",
-}
-# Ops that slide or normalise over the axes after the first two: the batch must be axis 0.
-SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
-           "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth",
-           "Resize", "Upsample"}
-REDUCE = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
-# Ops acting along one `axis` attribute (default): the batch must not be that axis.
-ALONG_AXIS = {"Concat": 0, "Split": 0, "GatherElements": 0, "TopK": -1, "Hardmax": -1}
-
-
-def _ints_input(graph: Graph, node: Node, index: int) -> list[int] | None:
-    name = node.inputs[index] if len(node.inputs) > index else ""
-    if not name:
-        return None
-    value = graph.constants.get(name)
-    return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
-
-
 def _rank(graph: Graph, name: str) -> int | None:
     return len(graph.tensors[name].shape) if name in graph.tensors else None
 
 
-def _batch_flow(graph: Graph, node: Node, axes: dict[str, int]) -> tuple[list[int | None], str | None]:
-    """(the batch axis of each output, or None where it cannot be followed; why the node
-    mixes samples along the batch axis, or None)."""
-    op = node.op_type
-    ins = [axes.get(name) if name else None for name in node.inputs]
-    outs = [o for o in node.outputs]
-    out_rank = [_rank(graph, o) if o else None for o in outs]
-    first = ins[0] if ins else None
-    in_rank = _rank(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
-    none: list[int | None] = [None] * len(outs)
-
-    def mixes(why: str) -> tuple[list[int | None], str | None]:
-        return none, why
-
-    if op in ELEMENTWISE:
-        placed = {a + (out_rank[0] or 0) - (_rank(graph, n) or 0)
-                  for a, n in zip(ins, node.inputs, strict=True) if a is not None}
-        if len(placed) > 1:
-            return mixes("its inputs carry the batch on different axes")
-        return [placed.pop() if placed else None, *none[1:]], None
-    if first is None:
-        if op in ("MatMul", "Gemm") and any(a is not None for a in ins[1:2]):
-            return mixes("the batch is in its second operand")
-        if op == "Gather" and len(ins) > 1 and ins[1] is not None:  # embedding lookup of batched ids
-            return [int(node.attr("axis", 0)) % max(_rank(graph, node.inputs[0]) or 1, 1) + ins[1]], None
-        return none, None
-    if in_rank is None:  # untyped: nothing to say
-        return none, None
-    rank = in_rank
-    if op in SPATIAL:
-        return ([0, *none[1:]], None) if first == 0 else mixes(f"it slides over axis {first}, the batch")
-    if op in ("Softmax", "LogSoftmax", "Hardmax") and graph.opset < 13:
-        axis = int(node.attr("axis", 1)) % max(rank, 1)
-        return ([first], None) if first < axis else mixes(f"it coerces axes {axis}.. (with the batch) to one")
-    if op in ("Softmax", "LogSoftmax", "LayerNormalization"):
-        axis = int(node.attr("axis", -1)) % max(rank, 1)
-        if first == axis or (op == "LayerNormalization" and first > axis):
-            return mixes(f"it normalises over axis {first}, the batch")
-        return [first, *none[1:]], None
-    if op in ALONG_AXIS or op in ("Gather", "ArgMax", "ArgMin", "CumSum"):
-        axis = node.attr("axis", ALONG_AXIS.get(op, 0))
-        if op == "CumSum":
-            found = _ints_input(graph, node, 1)
-            if found is None:
-                return none, None
-            axis = found[0]
-        axis = int(axis) % max(rank, 1)
-        if axis == first:
-            return mixes(f"it works along axis {axis}, the batch")
-        if op == "Gather":
-            indices = _rank(graph, node.inputs[1]) or 0
-            return [first if first < axis else first + indices - 1], None
-        if op in ("ArgMax", "ArgMin") and not int(node.attr("keepdims", 1)):
-            return [first - (axis < first)], None
-        return [first] * len(outs), None
-    if op in REDUCE:
-        listed = node.attr("axes") if node.attr("axes") is not None else _ints_input(graph, node, 1)
-        if listed is None and (len(node.inputs) > 1 and node.inputs[1]):
-            return none, None
-        reduced = {int(a) % max(rank, 1) for a in (listed or [])}
-        if not reduced and not int(node.attr("noop_with_empty_axes", 0)):
-            reduced = set(range(rank))
-        if first in reduced:
-            return mixes(f"it reduces axis {first}, the batch")
-        keep = int(node.attr("keepdims", 1))
-        return [first if keep else first - sum(a < first for a in reduced)], None
-    if op == "Transpose":
-        perm = list(node.attr("perm", list(reversed(range(rank)))))
-        return [perm.index(first)], None
-    if op in ("Reshape", "Flatten"):
-        if op == "Flatten" and int(node.attr("axis", 1)) % max(rank + 1, 1) == 0:
-            return mixes("Flatten with axis 0 merges the batch into the inner axis")
-        if first == 0:
-            return [0], None
-        return none, None
-    if op in ("Squeeze", "Unsqueeze"):
-        listed = node.attr("axes") if node.attr("axes") is not None else _ints_input(graph, node, 1)
-        if listed is None:
-            return none, None
-        if op == "Squeeze":
-            dropped = {int(a) % rank for a in listed}
-            if first in dropped:
-                return mixes("it squeezes the batch axis")
-            return [first - sum(a < first for a in dropped)], None
-        total = out_rank[0] or 0
-        added = sorted(int(a) % total for a in listed)
-        position = first
-        for a in added:
-            if a <= position:
-                position += 1
-        return [position], None
-    if op == "Slice":
-        starts, ends = _ints_input(graph, node, 1), _ints_input(graph, node, 2)
-        listed = _ints_input(graph, node, 3)
-        steps = _ints_input(graph, node, 4)
-        if starts is None or ends is None:
-            return none, None
-        listed = listed if listed is not None else list(range(len(starts)))
-        for k, a in enumerate(listed):
-            if int(a) % rank == first and not (starts[k] == 0 and ends[k] >= 2**31 - 1
-                                               and (steps is None or steps[k] == 1)):
-                return mixes("it slices the batch axis")
-        return [first], None
-    if op in ("Pad", "Tile"):
-        return none, None
-    if op == "MatMul":
-        if first == rank - 1:
-            return mixes("it contracts over the batch axis")
-        return [first + (out_rank[0] or 0) - rank], None
-    if op == "Gemm":
-        trans_a = int(node.attr("transA", 0))
-        return ([0], None) if first == trans_a else mixes("it contracts over the batch axis")
-    if op in ("LSTM", "GRU", "RNN"):
-        layout = int(node.attr("layout", 0))
-        if first != (1 if layout == 0 else 0):
-            return mixes(f"its input has the batch on axis {first}, which is the time axis")
-        y_axis, state_axis = (2, 1) if layout == 0 else (0, 0)
-        flows: list[int | None] = [y_axis, *[state_axis] * (len(outs) - 1)]
-        return flows, None
-    return none, None
+def _batch_flow(graph: Graph, node: Node, axes: dict[str, int]) -> BatchFlow:
+    """The node's batch rule (ops/) given the batch axis of each of its inputs."""
+    return batch_flow(BatchView(graph, node, tuple(axes.get(name) if name else None for name in node.inputs)))
 
 
 # Ops whose output is data shaped by a (batch-sized) shape operand, not a size itself.
@@ -364,8 +220,8 @@ def _batch_sized_conditions(graph: Graph, batch_inputs: list[str]) -> list[str]:
         if node.op_type not in SHAPED_BY and any(name in sized for name in node.inputs if name):
             sized.update({name: None for name in node.outputs if name})
         if any(name in axes for name in node.inputs if name):
-            flow, _ = _batch_flow(graph, node, axes)
-            axes.update({name: axis for name, axis in zip(node.outputs, flow, strict=False)
+            flow = _batch_flow(graph, node, axes)
+            axes.update({name: axis for name, axis in zip(node.outputs, flow.outputs, strict=False)
                          if name and axis is not None})
     return problems
 
@@ -391,11 +247,11 @@ def batch_mixing(graph: Graph, batch_inputs: list[str]) -> list[str]:
     for node in graph.nodes:
         if not any(name in axes for name in node.inputs if name):
             continue
-        flow, why = _batch_flow(graph, node, axes)
-        if why is not None:
-            problems.append(f"node {node.name!r} ({node.op_type}): {why}")
+        flow = _batch_flow(graph, node, axes)
+        if flow.mixes is not None:
+            problems.append(f"node {node.name!r} ({node.op_type}): {flow.mixes}")
             continue
-        for name, axis in zip(node.outputs, flow, strict=False):
+        for name, axis in zip(node.outputs, flow.outputs, strict=False):
             if name and axis is not None:
                 axes[name] = axis
     return problems

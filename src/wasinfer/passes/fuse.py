@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Activation, Graph, Node
+from wasinfer.ops import Fusion, activation_params, with_fusion
 
-# Activations a producing kernel can apply in its epilogue, with their parameters.
-FUSABLE_ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Gelu", "Erf"}
-FUSING_PRODUCERS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sum"}
+# The ops' fusion roles (ops/): activations a producing kernel can apply in its epilogue, and those producers.
+FUSABLE_ACTIVATIONS = with_fusion(Fusion.ACTIVATION)
+FUSING_PRODUCERS = with_fusion(Fusion.PRODUCER)
 
 
 def _sole_consumer(graph: Graph, name: str) -> Node | None:
@@ -68,7 +69,7 @@ def fuse_activations(graph: Graph) -> int:
             continue
         if _sole_consumer(graph, act.inputs[0]) is not act or len(producer.outputs) != 1:
             continue
-        params = activation_params(graph, act)
+        params = activation_params(act, graph)
         if params is None:
             continue
         producer.activation = Activation(act.op_type, params)
@@ -76,35 +77,3 @@ def fuse_activations(graph: Graph) -> int:
         graph.nodes.remove(act)
         fused += 1
     return fused
-
-
-def activation_params(graph: Graph, node: Node) -> dict[str, float] | None:
-    """The scalar parameters of an activation, or None when they are not compile-time constants
-    or the input is not float32 (integer Clip runs as its own kernel, never fused)."""
-    info = graph.tensors.get(node.inputs[0])
-    if info is not None and info.dtype != np.float32:
-        return None
-    if node.op_type == "LeakyRelu":
-        return {"alpha": float(node.attr("alpha", 0.01))}
-    if node.op_type == "HardSigmoid":
-        return {"alpha": float(node.attr("alpha", 0.2)), "beta": float(node.attr("beta", 0.5))}
-    if node.op_type == "HardSwish":  # HardSigmoid with alpha 1/6, beta 0.5
-        return {"alpha": 1.0 / 6.0, "beta": 0.5}
-    if node.op_type == "Elu":
-        return {"alpha": float(node.attr("alpha", 1.0))}
-    if node.op_type == "Selu":
-        return {"alpha": float(node.attr("alpha", 1.67326319217681884765625)),
-                "gamma": float(node.attr("gamma", 1.05070102214813232421875))}
-    if node.op_type == "Gelu":  # an unknown approximation is left for the kernel's check to refuse
-        approximate = node.attr("approximate", "none")
-        return {"tanh": float(approximate == "tanh")} if approximate in ("none", "tanh") else None
-    if node.op_type == "Clip":
-        lo, hi = node.attr("min", -np.inf), node.attr("max", np.inf)
-        for index, key in ((1, "lo"), (2, "hi")):
-            if len(node.inputs) > index and node.inputs[index]:
-                if node.inputs[index] not in graph.constants:
-                    return None
-                value = float(graph.constants[node.inputs[index]])
-                lo, hi = (value, hi) if key == "lo" else (lo, value)
-        return {"min": float(lo), "max": float(hi)}
-    return {}

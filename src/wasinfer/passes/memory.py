@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wasinfer.ir import Graph
+from wasinfer.ops import VIEW_OPS
 
-VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 ALIGN = 16
 
 

@@ -14,7 +14,8 @@ from tests.parity import assert_matches_ort, graph_model, single_op_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.frontends import load_onnx
-from wasinfer.passes import VIEW_OPS, fold_constants
+from wasinfer.ops import VIEW_OPS
+from wasinfer.passes import fold_constants
 from wasinfer.passes.shapes import fold_static_values
 
 rng = np.random.default_rng(11)

@@ -26,7 +26,8 @@ from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
 from wasinfer.backends.wasm.writer import I32, Func, Module
 from wasinfer.ir import Graph, Node, UnsupportedModel
-from wasinfer.passes import VIEW_OPS, MemoryPlan, align, plan_memory
+from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
+from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.quantize import WeightEncoding
 
 HEADER = 64
@@ -60,18 +61,20 @@ def _load_kernels() -> None:
 
 def kernel_for(node: Node) -> Kernel | None:
     _load_kernels()
-    domain = "" if node.domain in ("", "ai.onnx") else node.domain
-    return REGISTRY.get((domain, node.op_type))
-
-
-# Ops that need no kernel: views alias their input; these are always evaluated at compile time.
-COMPILE_TIME_OPS = {"Constant", "ConstantOfShape", "Shape", "Size"}
+    return REGISTRY.get((normal_domain(node.domain), node.op_type))
 
 
 def supported_ops() -> list[tuple[str, str]]:
     """(domain, op) pairs the compiler accepts: kernels, views, and compile-time-only ops."""
     _load_kernels()
     return sorted(set(REGISTRY) | {("", op) for op in VIEW_OPS | COMPILE_TIME_OPS})
+
+
+def emitter_files() -> dict[tuple[str, str], str]:
+    """(domain, op) → the emitter file that runs it (docs/ops.md's emitter column)."""
+    _load_kernels()
+    return {key: f"backends/wasm/emitters/{spec.emit.__module__.rsplit('.', 1)[-1]}.py"
+            for key, spec in REGISTRY.items()}
 
 
 def check_support(graph: Graph) -> None:
@@ -94,8 +97,7 @@ def check_support(graph: Graph) -> None:
         spec = kernel_for(node)
         label = f"{node.domain + '.' if node.domain else ''}{node.op_type}"
         if spec is None:
-            hint = node.declined or UNSUPPORTED_HINTS.get(
-                ("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
+            hint = node.declined or UNSUPPORTED_HINTS.get((normal_domain(node.domain), node.op_type))
             problems.append(f"node {node.name!r}: op {label} is not supported" + (f"; {hint}" if hint else ""))
             continue
         missing = [o for o in node.outputs if o and o not in graph.tensors]
@@ -278,4 +280,4 @@ def metadata_bytes(metadata: dict[str, object]) -> bytes:
 
 
 __all__ = ["ABI_VERSION", "METADATA_SECTION", "Compiled", "CompileOptions", "MemoryPlan", "UnsupportedModel",
-           "check_support", "compile_graph", "kernel_for", "supported_ops"]
+           "check_support", "compile_graph", "emitter_files", "kernel_for", "supported_ops"]

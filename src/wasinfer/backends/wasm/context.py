@@ -17,6 +17,7 @@ import numpy as np
 
 from wasinfer.backends.wasm.writer import Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ops import REGISTRY as OP_DEFINITIONS
 
 Check = Callable[[Node, Graph], list[str]]
 Scratch = Callable[[Node, Graph], int]
@@ -67,6 +68,10 @@ UNSUPPORTED_HINTS: dict[tuple[str, str], str] = {}
 def kernel(*ops: str, domain: str = "", check: Check | None = None,
            scratch: Scratch | None = None) -> Callable[[Callable[[Ctx, Node], None]], Callable[[Ctx, Node], None]]:
     def register(emit: Callable[[Ctx, Node], None]) -> Callable[[Ctx, Node], None]:
+        undefined = [op for op in ops if (domain, op) not in OP_DEFINITIONS]
+        if undefined:  # what an op is lives in wasinfer.ops; an emitter only says how to run it
+            raise ValueError(f"emitter {emit.__module__}.{emit.__name__}: no definition in wasinfer.ops "
+                             f"for {undefined}")
         for op in ops:
             REGISTRY[(domain, op)] = Kernel(emit, check, scratch, ops)
         return emit

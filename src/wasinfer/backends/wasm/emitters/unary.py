@@ -15,7 +15,7 @@ import numpy as np
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.passes.fuse import activation_params
+from wasinfer.ops import activation_params
 
 
 def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
@@ -154,7 +154,7 @@ def _check_unary(node: Node, graph: Graph) -> list[str]:
 
 @kernel(*UNARY_OPS, check=_check_unary)
 def emit_unary(ctx: Ctx, node: Node) -> None:
-    params = activation_params(ctx.graph, node)
+    params = activation_params(node, ctx.graph)
     if params is None or ctx.info(node.inputs[0]).dtype != np.float32:
         _emit_integer_or_runtime_clip(ctx, node)
         return

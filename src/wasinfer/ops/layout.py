@@ -1,0 +1,59 @@
+"""Ops that move or pick elements: transposes, joins and splits, slices, gathers, padding, tiling."""
+
+from __future__ import annotations
+
+from wasinfer.ops.batch import along_axis, not_followed, per_sample
+from wasinfer.ops.definition import BatchFlow, BatchView, define
+
+
+@per_sample
+def _transpose(view: BatchView) -> BatchFlow:
+    """Where the permutation puts it."""
+    rank = view.in_rank or 0
+    perm = list(view.node.attrs.get("perm", list(reversed(range(rank)))))
+    return view.same(perm.index(view.first))
+
+
+def _gather(view: BatchView) -> BatchFlow:
+    """Data: any axis but `axis`; indices: where they land.
+
+    Batched data: along `axis` mixes, elsewhere the indices' axes replace `axis`. Batched
+    indices into constant data (an embedding lookup): the batch lands where the indices go."""
+    axis_attr = int(view.attr("axis") or 0)
+    if view.first is None:
+        if len(view.axes) > 1 and view.axes[1] is not None:
+            return view.same(axis_attr % max(view.in_rank or 1, 1) + view.axes[1])
+        return view.none()
+    if view.in_rank is None:
+        return view.none()
+    axis = axis_attr % max(view.in_rank, 1)
+    if axis == view.first:
+        return view.mixes(f"it works along axis {axis}, the batch")
+    indices = view.rank(view.node.inputs[1]) or 0
+    return view.same(view.first if view.first < axis else view.first + indices - 1)
+
+
+@per_sample
+def _slice(view: BatchView) -> BatchFlow:
+    """Any axis not sliced.
+
+    Slicing the batch axis (anything but all of it) mixes samples; constant bounds are needed to tell."""
+    starts, ends, listed, steps = view.ints(1), view.ints(2), view.ints(3), view.ints(4)
+    if starts is None or ends is None:
+        return view.none()
+    rank = view.in_rank or 1
+    for k, axis in enumerate(listed if listed is not None else range(len(starts))):
+        whole = starts[k] == 0 and ends[k] >= 2**31 - 1 and (steps is None or steps[k] == 1)
+        if int(axis) % rank == view.first and not whole:
+            return view.mixes("it slices the batch axis")
+    return view.same(view.first)
+
+
+define("Transpose", batch=_transpose)
+define("Concat", batch=along_axis(0))
+define("Split", batch=along_axis(0))
+define("Gather", batch=_gather)
+define("GatherElements", batch=along_axis(0))
+define("Slice", batch=_slice)
+define("Tile", batch=not_followed)
+define("Pad", batch=not_followed)

@@ -1,0 +1,36 @@
+"""Matrix products. The batch may ride along any axis but the contracted one."""
+
+from __future__ import annotations
+
+from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, define
+
+
+def _matmul(view: BatchView) -> BatchFlow:
+    """Any axis of A but the contracted one.
+
+    Broadcast batched product: a batch in A keeps its place counted from the end; one in B or
+    on A's contracted (last) axis mixes samples."""
+    if view.first is None:
+        return view.mixes("the batch is in its second operand") if view.axes[1:2] != (None,) else view.none()
+    rank = view.in_rank
+    if rank is None:
+        return view.none()
+    if view.first == rank - 1:
+        return view.mixes("it contracts over the batch axis")
+    return view.same(view.first + (view.out_rank() or 0) - rank)
+
+
+def _gemm(view: BatchView) -> BatchFlow:
+    """A's rows.
+
+    A's rows are samples unless A is transposed: then the batch is contracted."""
+    if view.first is None:
+        return view.mixes("the batch is in its second operand") if view.axes[1:2] != (None,) else view.none()
+    if view.in_rank is None:
+        return view.none()
+    return view.same(0) if view.first == int(view.attr("transA")) else view.mixes("it contracts over the batch axis")
+
+
+define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul)
+define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm)
+define("Einsum", summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")

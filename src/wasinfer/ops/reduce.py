@@ -1,0 +1,54 @@
+"""Reductions and ops along one axis: softmax, arg-max, scans and top-k."""
+
+from __future__ import annotations
+
+from wasinfer.ops.batch import along_axis, normalise_axis, per_sample, reduce
+from wasinfer.ops.definition import BatchFlow, BatchView, define
+
+for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
+    define(op, batch=reduce)
+
+for op in ("Softmax", "LogSoftmax"):
+    define(op, batch=normalise_axis)
+
+
+@per_sample
+def _hardmax(view: BatchView) -> BatchFlow:
+    """Any axis but `axis`.
+
+    As Softmax before opset 13 (axes `axis`.. coerced to one); along `axis` from then on."""
+    return (normalise_axis if view.graph.opset < 13 else along_axis(-1))(view)
+
+
+@per_sample
+def _arg(view: BatchView) -> BatchFlow:
+    """Any axis but `axis`.
+
+    Without keepdims the batch moves down where the reduced axis was before it."""
+    axis = int(view.attr("axis")) % max(view.in_rank or 1, 1)
+    first = view.first or 0
+    if axis == first:
+        return view.mixes(f"it works along axis {axis}, the batch")
+    return view.same(first - (axis < first) if not int(view.attr("keepdims")) else first)
+
+
+@per_sample
+def _cumsum(view: BatchView) -> BatchFlow:
+    """Any axis but the scanned one.
+
+    The axis is the second input (not followed when computed at run time)."""
+    found = view.ints(1)
+    if found is None:
+        return view.none()
+    axis = found[0] % max(view.in_rank or 1, 1)
+    if axis == view.first:
+        return view.mixes(f"it works along axis {axis}, the batch")
+    return view.same(view.first)
+
+
+define("Hardmax", batch=_hardmax)
+define("ArgMax", batch=_arg)
+define("ArgMin", batch=_arg)
+define("CumSum", batch=_cumsum)
+define("TopK", batch=along_axis(-1))
