@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort
+from wasinfer.artifact import convert_onnx
 from wasinfer.frontends import load_onnx
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations, plan_memory
 
@@ -62,3 +66,44 @@ def test_memory_plan_reuses_dead_buffers_and_never_overlaps_live_ones() -> None:
     for node in graph.nodes:  # input and output of each node must not overlap
         a, b = plan.offsets[node.inputs[0]], plan.offsets[node.outputs[0]]
         assert abs(a - b) >= 1024
+
+
+def _small_cnn(opset: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(10, 8)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_qdq_model_below_opset_19_folds_its_dequantized_weights(tmp_path: Path) -> None:
+    """ONNX Runtime's quantizer writes QDQ models at the model's opset (13 here); ONNX's reference
+    evaluator implements DequantizeLinear only from 19, so folding the weights' DequantizeLinear
+    used to crash the converter with a traceback. ONNX Runtime evaluates those nodes instead."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(8)
+    samples = [{"x": rng.random((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+
+    class Samples(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.left, None)
+
+    onnx.save(_small_cnn(13), tmp_path / "float.onnx")
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qdq.onnx", Samples(), quant_format=QuantFormat.QDQ)
+    model = onnx.load(tmp_path / "qdq.onnx")
+    assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 19
+    result = convert_onnx(model)
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("_quantized")]
+    assert len(weights) == 3  # w1, b1, w2
+    assert result.stats["folded"] >= len(weights)  # type: ignore[operator]
+    assert_matches_ort(model, samples[0])
