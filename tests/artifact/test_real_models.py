@@ -1,6 +1,6 @@
 """The model zoo (tests/model_zoo.py) compiled end to end and compared with ONNX Runtime:
 dynamic dims pinned with input_shapes, a run-time batch > 1 where the leading dim is the
-batch, If inlined on shape facts (and refused on run-time conditions), recurrent layers,
+batch, If inlined on shape facts or guarded on run-time conditions, recurrent layers,
 attention."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests import model_zoo
-from tests.parity import assert_matches_ort
+from tests.parity import assert_matches_ort, ort_run, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.frontends import FrontendError
@@ -63,20 +63,63 @@ def test_if_on_a_shape_fact_is_inlined(width: int) -> None:
     assert "If" not in convert_onnx(model, input_shapes={"x": (1, width)}).stats["ops"]  # type: ignore[operator]
 
 
-def test_if_on_a_run_time_condition_is_refused() -> None:
-    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["a"])], "t", [],
-                                    [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3])])
-    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "e", [],
-                                    [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+def _run_time_if(then_nodes: list[onnx.NodeProto], else_nodes: list[onnx.NodeProto], then_out: str, else_out: str,
+                 shape: list[int], per_row: bool = False) -> onnx.ModelProto:
+    """y = If(sum(x) > 0, then, else) over x of `shape`, decided by the data (`per_row`: the sum of
+    axis 1, so that a one-row x decides per sample)."""
+    then_branch = helper.make_graph(then_nodes, "t", [], [helper.make_tensor_value_info(then_out, TensorProto.FLOAT,
+                                                                                        None)])
+    else_branch = helper.make_graph(else_nodes, "e", [], [helper.make_tensor_value_info(else_out, TensorProto.FLOAT,
+                                                                                        None)])
+    nodes = [helper.make_node("ReduceSum", ["x", "row"] if per_row else ["x"], ["s"], keepdims=0),
              helper.make_node("Greater", ["s", "zero"], ["positive"]),
              helper.make_node("If", ["positive"], ["y"], name="choose", then_branch=then_branch,
                               else_branch=else_branch)]
-    graph = helper.make_graph(nodes, "if_rt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-                              [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedModel, match=r"'choose'.*condition computed at run time"):
+    graph = helper.make_graph(nodes, "if_rt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                               onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                               onnx.numpy_helper.from_array(np.array([1], np.int64), "row")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_if_on_a_run_time_condition_runs_the_branch_the_data_picks() -> None:
+    """Both branches are compiled, guarded by the condition; the outer value x and the outer
+    constant `two` are read inside them; a Where picks each output."""
+    model = _run_time_if([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "two"], ["a"])],
+                         [helper.make_node("Neg", ["x"], ["b"])], "a", "b", [2, 3])
+    for x in (np.ones((2, 3), np.float32), -np.ones((2, 3), np.float32), images(2, 3) - 0.5):
+        assert_matches_ort(model, {"x": x})
+    result = convert_onnx(model)
+    assert "If" not in result.stats["ops"] and "Where" in result.stats["ops"]  # type: ignore[operator]
+
+
+def test_run_time_ifs_nest_and_decide_per_sample() -> None:
+    """An If inside a branch is guarded by both conditions; with a run-time batch each sample
+    takes its own branch (the graph runs once per sample), as ONNX Runtime does on each row."""
+    inner_then = helper.make_graph([helper.make_node("Abs", ["x"], ["p"])], "it", [],
+                                   [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)])
+    inner_else = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["q"])], "ie", [],
+                                   [helper.make_tensor_value_info("q", TensorProto.FLOAT, None)])
+    then_nodes = [helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=0),
+                  helper.make_node("Greater", ["m", "two"], ["big"]),
+                  helper.make_node("If", ["big"], ["a"], name="inner", then_branch=inner_then, else_branch=inner_else)]
+    model = _run_time_if(then_nodes, [helper.make_node("Tanh", ["x"], ["b"])], "a", "b", [1, 4], per_row=True)
+    rows = np.array([[3, 1, 1, 1], [0.5, 0.2, 0.1, 0.3], [-1, -2, -0.5, -3], [-4, 5, -1, 1]], np.float32)
+    for row in rows:  # then/then, then/else, else, and a sample that crosses zero
+        assert_matches_ort(model, {"x": row[None]})
+    batched = onnx.ModelProto()
+    batched.CopyFrom(model)
+    batched.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    got = wasm_run(batched, {"x": rows}, max_batch=4)[0]
+    want = np.concatenate([ort_run(model, {"x": row[None]})[0] for row in rows])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_if_whose_branches_differ_in_shape_is_refused() -> None:
+    model = _run_time_if([helper.make_node("Relu", ["x"], ["a"])],
+                         [helper.make_node("ReduceSum", ["x"], ["b"], keepdims=0)], "a", "b", [2, 3])
+    with pytest.raises(UnsupportedModel, match=r"'choose'.*not tensors of one static type and shape"):
         convert_onnx(model)
 
 

@@ -49,9 +49,12 @@ class Node:
     domain: str = ""
     # the activation applied in this node's epilogue (its output is the activation's output)
     activation: Activation | None = None
-    # why a pass left this node for the compiler to decline (an If on a run-time condition, an
-    # Einsum it could not lower), shown in place of the bare "not supported"
+    # why a pass left this node for the compiler to decline (an If whose branches differ in type,
+    # an Einsum it could not lower), shown in place of the bare "not supported"
     declined: str | None = None
+    # the node runs only where each (bool tensor, value) holds: it came from a branch of an If
+    # decided at run time (passes/control.py), outermost If first
+    guards: tuple[tuple[str, bool], ...] = ()
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

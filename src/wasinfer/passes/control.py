@@ -2,6 +2,11 @@
 a dynamic leading dim can be run sample by sample.
 
 `If` whose condition is known at compile time: the taken branch replaces the node.
+`If` decided at run time: both branches replace it, each node guarded by the condition (it runs
+only when the condition has its branch's value), and each output is chosen by a `Where` on
+the condition (the untaken branch's buffers hold stale values that Where does not pick).
+Both branches must give each output the same static type; ONNX's inference types the If's
+outputs only then.
 
 Exporters emit `If` mostly on shape facts (`Equal(Shape(x)[0], 1)` and the like), which
 fold to constants once shapes are static (passes/shapes.py, passes/fold.py). The taken
@@ -10,8 +15,8 @@ name as a prefix (so the two branches, or two inlined copies, never clash), the 
 reads from outer scopes keep their names, and its outputs take the If's output names.
 Nested subgraphs that read a renamed value are renamed too. The new values' types come from
 ONNX shape inference over the whole graph, then folding runs again, since the inlined
-branch may be foldable and may hold further Ifs. An If decided at run time stays, and the
-compiler names it with the reason `RUNTIME_CONDITION`.
+branch may be foldable and may hold further Ifs. Ifs decided at run time are inlined the same
+way, twice (prefixes `NAME/then/` and `NAME/else/`), once no constant If is left.
 
 `batch_mixing` tells the frontend when a dynamic leading dim is not a per-sample batch: a
 node reduces, slides, contracts or recurs along it (followed through transposes, reshapes,
@@ -34,10 +39,11 @@ from wasinfer.ops import BatchFlow, BatchView, batch_flow
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.shapes import fold_static_values
 
-# What the compiler says about an If left in place (kept in the node, as passes/einsum.py does).
-RUNTIME_CONDITION = (
-    "condition computed at run time; only an If whose condition folds to a constant at compile time "
-    "(e.g. a test on static shapes) is compiled, by inlining the taken branch")
+# What the compiler says about an If it cannot compile (kept in the node, as passes/einsum.py does).
+UNTYPED_BRANCHES = (
+    "condition computed at run time, and its branches' outputs are not tensors of one static type and "
+    "shape (both branches are compiled and chosen at run time only then)")
+NOT_A_CONDITION = "its condition must be one bool"
 
 # Constants up to this many elements go to shape inference by value (shape arithmetic needs
 # them); larger ones (weights) by type only.
@@ -61,12 +67,16 @@ def _rename_subgraph(graph: onnx.GraphProto, rename: dict[str, str]) -> None:
             output.name = visible[output.name]
 
 
-def _inline(node: Node, graph: Graph, branch: onnx.GraphProto) -> list[Node]:
-    prefix = f"{node.name}/"
+def _inline(node: Node, graph: Graph, branch: onnx.GraphProto, prefix: str | None = None,
+            targets: list[str] | None = None) -> list[Node]:
+    """The branch's nodes, renamed under `prefix` (default: the If's name), its outputs written
+    to `targets` (default: the If's outputs)."""
+    prefix = prefix if prefix is not None else f"{node.name}/"
+    targets = targets if targets is not None else node.outputs
     produced = [o for n in branch.node for o in n.output if o]
     rename = {name: prefix + name for name in produced + [i.name for i in branch.initializer]}
     identities: list[Node] = []
-    for index, (value, target) in enumerate(zip(branch.output, node.outputs, strict=False)):
+    for index, (value, target) in enumerate(zip(branch.output, targets, strict=False)):
         if not target:
             continue
         if value.name in produced and rename[value.name] == prefix + value.name:
@@ -136,8 +146,6 @@ def inline_constant_ifs(graph: Graph) -> int:
     for node in graph.nodes:
         condition = graph.constants.get(node.inputs[0]) if node.op_type == "If" and not node.domain else None
         if condition is None:
-            if node.op_type == "If" and not node.domain:
-                node.declined = RUNTIME_CONDITION
             kept.append(node)
             continue
         taken = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"
@@ -147,13 +155,59 @@ def inline_constant_ifs(graph: Graph) -> int:
     return inlined
 
 
+def _choose(graph: Graph, node: Node, output: str, index: int) -> list[Node]:
+    """`output` = Where(condition, then's value, else's value). The condition is first viewed with
+    the output's rank (all ones), so that Where broadcasts it like a scalar and a condition that
+    is one element per sample lines up with the samples' axis (passes' batch analysis)."""
+    rank = len(graph.info(output).shape)
+    shape, condition = f"{node.name}/rank{rank}", f"{node.name}/condition{rank}"
+    graph.add_constant(shape, np.ones(rank, np.int64))
+    graph.tensors[condition] = TensorInfo(condition, np.dtype(np.bool_), (1,) * rank)
+    return [Node("Reshape", f"{node.name}/view{index}", [node.inputs[0], shape], [condition], guards=node.guards),
+            Node("Where", f"{node.name}/choose{index}",
+                 [condition, f"{node.name}/then:{output}", f"{node.name}/else:{output}"], [output], guards=node.guards)]
+
+
+def inline_runtime_ifs(graph: Graph) -> int:
+    """Inline both branches of every If decided at run time (one pass), guarded by its condition,
+    with a Where per output; returns how many. An If whose outputs have no static tensor type
+    (branches that differ, sequences) stays, declined with the reason."""
+    kept: list[Node] = []
+    inlined = 0
+    for node in graph.nodes:
+        if node.op_type != "If" or node.domain or node.inputs[0] in graph.constants:
+            kept.append(node)
+            continue
+        condition = graph.tensors.get(node.inputs[0])
+        if condition is None or condition.dtype != np.bool_ or condition.size != 1:
+            node.declined = NOT_A_CONDITION
+        elif not all(name in graph.tensors for name in node.outputs if name):
+            node.declined = UNTYPED_BRANCHES
+        if node.declined is not None:
+            kept.append(node)
+            continue
+        for taken, branch in ((True, "then_branch"), (False, "else_branch")):
+            side = "then" if taken else "else"
+            targets = [f"{node.name}/{side}:{name}" if name else "" for name in node.outputs]
+            for inner in _inline(node, graph, node.attrs[branch], f"{node.name}/{side}/", targets):
+                inner.guards = (*node.guards, (node.inputs[0], taken), *inner.guards)
+                kept.append(inner)
+        for index, name in enumerate(node.outputs):
+            if name:
+                kept.extend(_choose(graph, node, name, index))
+        inlined += 1
+    graph.nodes = kept
+    return inlined
+
+
 def settle(graph: Graph, rounds: int = 16) -> int:
-    """After the first folding: inline constant Ifs, type the values the frontend's inference
-    left unknown (a reshape target that only folding made constant, an inlined branch), and
-    fold again, until nothing changes. Returns how many nodes were inlined or folded."""
+    """After the first folding: inline constant Ifs (then those decided at run time, guarded),
+    type the values the frontend's inference left unknown (a reshape target that only folding
+    made constant, an inlined branch), and fold again, until nothing changes. Returns how many
+    nodes were inlined or folded."""
     changed = 0
     for _ in range(rounds):
-        inlined = inline_constant_ifs(graph)
+        inlined = inline_constant_ifs(graph) or inline_runtime_ifs(graph)
         untyped = any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
         typed = infer_types(graph) if inlined or untyped else 0
         if not inlined and not typed:

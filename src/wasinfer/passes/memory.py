@@ -47,7 +47,8 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
     last_use: dict[str, int] = {}
     end = len(graph.nodes)
     for index, node in enumerate(graph.nodes):
-        for name in node.inputs + node.outputs:
+        # a guarded node (a branch of a run-time If) reads its conditions when it is reached
+        for name in node.inputs + node.outputs + [condition for condition, _ in node.guards]:
             if name and name not in graph.constants:
                 last_use[plan.root(name)] = index
     for name in graph.outputs + graph.inputs:
@@ -96,7 +97,7 @@ def plan_memory(graph: Graph, scratch_bytes: dict[str, int], pinned: set[str] | 
         if scratch_bytes.get(node.name):
             plan.scratch[node.name] = allocate(scratch_bytes[node.name])
             release(plan.scratch[node.name], scratch_bytes[node.name])
-        for name in {plan.root(n) for n in node.inputs + node.outputs if n}:
+        for name in {plan.root(n) for n in node.inputs + node.outputs + [c for c, _ in node.guards] if n}:
             if last_use.get(name) == index and name in plan.offsets:
                 release(plan.offsets[name], graph.info(name).nbytes)
     plan.arena_size = align(top)

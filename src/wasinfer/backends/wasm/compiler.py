@@ -10,6 +10,7 @@ in order, and copies each output to its slot. With `max_batch == 1` inputs are r
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import pkgutil
 import struct
@@ -185,7 +186,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
             return slots[root]
         return arena + plan.offsets[root]
 
-    node_funcs: list[int] = []
+    node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]] = []  # function, guards
     compute = [n for n in graph.nodes if n.op_type not in VIEW_OPS]
     for index, node in enumerate(compute):
         func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120])
@@ -195,7 +196,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
                   scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd)
         ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
         spec.emit(ctx, node)
-        node_funcs.append(func_index)
+        node_funcs.append((func_index, node.guards))
         if progress:
             progress(index + 1, len(compute))
 
@@ -235,7 +236,8 @@ def compile_graph(graph: Graph, options: CompileOptions,
 
 
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
-              in_place: set[str], address: Callable[[str], int], node_funcs: list[int]) -> int:
+              in_place: set[str], address: Callable[[str], int],
+              node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]]) -> int:
     index, f = module.reserve([I32], [I32], name="wasinfer_run")
     sample = f.local(I32)
     f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
@@ -247,8 +249,20 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                 continue
             size = graph.info(name).nbytes
             f.i32(address(name)).addr(slots[name], sample, size).i32(size).memory_copy()
-        for func_index in node_funcs:
-            f.call(func_index)
+        for guards, run_of_nodes in itertools.groupby(node_funcs, key=lambda pair: pair[1]):
+            if not guards:
+                for func_index, _ in run_of_nodes:
+                    f.call(func_index)
+                continue
+            for position, (condition, value) in enumerate(guards):  # a branch of a run-time If
+                f.i32(address(condition)).mem("i32.load8_u", align=0)
+                if not value:
+                    f.op("i32.eqz")
+                if position:
+                    f.op("i32.and")
+            with f.if_():
+                for func_index, _ in run_of_nodes:
+                    f.call(func_index)
         for name in graph.outputs:
             size = graph.info(name).nbytes
             f.addr(slots[name], sample, size).i32(address(name)).i32(size).memory_copy()
