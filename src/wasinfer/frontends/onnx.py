@@ -68,6 +68,10 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     so the kernels see one set of semantics."""
     if opset < 1:
         raise FrontendError(f"ONNX opset {opset} is not a valid opset")
+    if opset < 9 and any(node.op_type == "Scan" for node in model.graph.node):
+        # Scan-8 has a batch axis and sequence_lens; the converter's rewrite changes the graph's inputs
+        raise FrontendError(f"Scan at opset {opset} (with a batch axis and sequence_lens) is not supported; "
+                            "export the model at opset 9 or later")
     try:
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises RuntimeError / its own C++ errors

@@ -1,8 +1,12 @@
-"""Control flow. An `If` whose condition folds at compile time is replaced by its taken branch
-(passes/control.py); one decided at run time is declined."""
+"""Control flow, replaced by the nodes it runs while compiling (passes/control.py, passes/loops.py):
+an `If` by its taken branch (both branches, guarded, when decided at run time); a `Loop` or
+`Scan` whose trip count is known once shapes are static by one copy of its body per iteration."""
 
 from __future__ import annotations
 
 from wasinfer.ops.definition import Role, define
 
-define("If", role=Role.INLINED, summary="inlined when its condition folds to a constant")
+define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the condition, when decided at run time")
+define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds; later iterations guarded by a "
+                                          "run-time condition")
+define("Scan", role=Role.INLINED, summary="unrolled over the static length of its scan axis (opset 9 and later)")

@@ -33,11 +33,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from wasinfer.frontends.onnx import attr_value, tensor_dims
+from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops import BatchFlow, BatchView, batch_flow
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
+from wasinfer.passes.loops import unroll_loops
 from wasinfer.passes.shapes import fold_static_values
+from wasinfer.passes.subgraph import choose, inline_subgraph
 
 # What the compiler says about an If it cannot compile (kept in the node, as passes/einsum.py does).
 UNTYPED_BRANCHES = (
@@ -48,58 +50,6 @@ NOT_A_CONDITION = "its condition must be one bool"
 # Constants up to this many elements go to shape inference by value (shape arithmetic needs
 # them); larger ones (weights) by type only.
 INFER_BY_VALUE = 4096
-
-
-def _rename_subgraph(graph: onnx.GraphProto, rename: dict[str, str]) -> None:
-    """Rename outer-scope reads inside a nested graph (in place), minding its own names."""
-    local = {v.name for v in graph.input} | {i.name for i in graph.initializer}
-    local |= {o for n in graph.node for o in n.output}
-    visible = {k: v for k, v in rename.items() if k not in local}
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            if name in visible:
-                node.input[index] = visible[name]
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                _rename_subgraph(sub, visible)
-    for output in graph.output:
-        if output.name in visible:
-            output.name = visible[output.name]
-
-
-def _inline(node: Node, graph: Graph, branch: onnx.GraphProto, prefix: str | None = None,
-            targets: list[str] | None = None) -> list[Node]:
-    """The branch's nodes, renamed under `prefix` (default: the If's name), its outputs written
-    to `targets` (default: the If's outputs)."""
-    prefix = prefix if prefix is not None else f"{node.name}/"
-    targets = targets if targets is not None else node.outputs
-    produced = [o for n in branch.node for o in n.output if o]
-    rename = {name: prefix + name for name in produced + [i.name for i in branch.initializer]}
-    identities: list[Node] = []
-    for index, (value, target) in enumerate(zip(branch.output, targets, strict=False)):
-        if not target:
-            continue
-        if value.name in produced and rename[value.name] == prefix + value.name:
-            rename[value.name] = target
-        else:  # an outer value, an initializer, or a value returned twice
-            identities.append(Node("Identity", f"{prefix}output{index}", [value.name], [target]))
-    for init in branch.initializer:
-        graph.add_constant(rename[init.name], numpy_helper.to_array(init))
-    nodes: list[Node] = []
-    for index, proto in enumerate(branch.node):
-        attrs = {}
-        for attr in proto.attribute:
-            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                attr = onnx.AttributeProto.FromString(attr.SerializeToString())
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    _rename_subgraph(sub, rename)
-            attrs[attr.name] = attr_value(attr)
-        nodes.append(Node(proto.op_type, prefix + (proto.name or f"{proto.op_type}_{index}"),
-                          [rename.get(i, i) for i in proto.input], [rename.get(o, o) for o in proto.output],
-                          attrs, proto.domain if proto.domain != "ai.onnx" else ""))
-    for identity in identities:
-        identity.inputs = [rename.get(i, i) for i in identity.inputs]
-    return nodes + identities
 
 
 def infer_types(graph: Graph) -> int:
@@ -149,23 +99,10 @@ def inline_constant_ifs(graph: Graph) -> int:
             kept.append(node)
             continue
         taken = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"
-        kept.extend(_inline(node, graph, node.attrs[taken]))
+        kept.extend(inline_subgraph(node, graph, node.attrs[taken]))
         inlined += 1
     graph.nodes = kept
     return inlined
-
-
-def _choose(graph: Graph, node: Node, output: str, index: int) -> list[Node]:
-    """`output` = Where(condition, then's value, else's value). The condition is first viewed with
-    the output's rank (all ones), so that Where broadcasts it like a scalar and a condition that
-    is one element per sample lines up with the samples' axis (passes' batch analysis)."""
-    rank = len(graph.info(output).shape)
-    shape, condition = f"{node.name}/rank{rank}", f"{node.name}/condition{rank}"
-    graph.add_constant(shape, np.ones(rank, np.int64))
-    graph.tensors[condition] = TensorInfo(condition, np.dtype(np.bool_), (1,) * rank)
-    return [Node("Reshape", f"{node.name}/view{index}", [node.inputs[0], shape], [condition], guards=node.guards),
-            Node("Where", f"{node.name}/choose{index}",
-                 [condition, f"{node.name}/then:{output}", f"{node.name}/else:{output}"], [output], guards=node.guards)]
 
 
 def inline_runtime_ifs(graph: Graph) -> int:
@@ -189,12 +126,13 @@ def inline_runtime_ifs(graph: Graph) -> int:
         for taken, branch in ((True, "then_branch"), (False, "else_branch")):
             side = "then" if taken else "else"
             targets = [f"{node.name}/{side}:{name}" if name else "" for name in node.outputs]
-            for inner in _inline(node, graph, node.attrs[branch], f"{node.name}/{side}/", targets):
+            for inner in inline_subgraph(node, graph, node.attrs[branch], f"{node.name}/{side}/", targets):
                 inner.guards = (*node.guards, (node.inputs[0], taken), *inner.guards)
                 kept.append(inner)
         for index, name in enumerate(node.outputs):
             if name:
-                kept.extend(_choose(graph, node, name, index))
+                kept.extend(choose(graph, node.inputs[0], f"{node.name}/then:{name}", f"{node.name}/else:{name}",
+                                   name, f"{node.name}/output{index}", node.guards))
         inlined += 1
     graph.nodes = kept
     return inlined
@@ -207,7 +145,7 @@ def settle(graph: Graph, rounds: int = 16) -> int:
     nodes were inlined or folded."""
     changed = 0
     for _ in range(rounds):
-        inlined = inline_constant_ifs(graph) or inline_runtime_ifs(graph)
+        inlined = inline_constant_ifs(graph) or unroll_loops(graph) or inline_runtime_ifs(graph)
         untyped = any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
         typed = infer_types(graph) if inlined or untyped else 0
         if not inlined and not typed:

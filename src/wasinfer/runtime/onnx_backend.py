@@ -42,6 +42,7 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "CumSum": (1,), "Split": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
     "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: the kernels unroll to the lengths
+    "Loop": (0, 1),  # trip count and first condition: passes/loops.py unrolls to the count
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }

@@ -1,0 +1,216 @@
+"""Loop and Scan whose trip counts are known at compile time, unrolled into the graph.
+
+Shapes are static, so a Scan's iteration count (the length of its scan axis) is known, and so
+is a Loop's once its trip count M folds to a constant (exporters compute it from shapes). Each
+iteration is one inlined copy of the body (passes/subgraph.py) that reads the previous
+iteration's loop-carried values; scan outputs are stacked with Unsqueeze and Concat.
+
+A Loop whose condition is computed at run time stops early only at run time: each iteration
+after that condition is first computed runs guarded by the running condition (as a branch of a
+run-time If does), and each loop-carried value is chosen by a Where between the iteration's
+result and the value before it. Its scan outputs would have a run-time length, so such a Loop
+with scan outputs is declined, as is one with a run-time trip count: both need run-time shapes.
+`UNROLL_LIMIT` bounds the nodes one loop may add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from wasinfer.ir import Graph, Node
+from wasinfer.passes.subgraph import choose, inline_subgraph
+
+UNROLL_LIMIT = 20_000  # nodes an unrolled loop may add
+
+
+class _Declined(Exception):
+    """Why a loop stays in the graph (the compiler then names it with this reason)."""
+
+
+def unroll_loops(graph: Graph) -> int:
+    """Unroll every Loop and Scan that can be (one pass); returns how many."""
+    kept: list[Node] = []
+    unrolled = 0
+    for node in graph.nodes:
+        if node.domain or node.op_type not in ("Loop", "Scan") or node.declined is not None:
+            kept.append(node)
+            continue
+        try:
+            nodes = _scan(graph, node) if node.op_type == "Scan" else _loop(graph, node)
+        except _Declined as why:
+            node.declined = str(why)
+            kept.append(node)
+            continue
+        kept.extend(nodes)
+        unrolled += 1
+    graph.nodes = kept
+    return unrolled
+
+
+def _constant(graph: Graph, name: str, value: Any, dtype: type) -> str:
+    if name not in graph.constants:
+        graph.add_constant(name, np.asarray(value, dtype))
+    return name
+
+
+def _check_size(node: Node, body: onnx.GraphProto, iterations: int) -> None:
+    if iterations * max(len(body.node), 1) > UNROLL_LIMIT:
+        raise _Declined(f"{iterations} iterations of a {len(body.node)}-node body is more than the "
+                        f"{UNROLL_LIMIT} nodes a loop may unroll to")
+
+
+def _stack(graph: Graph, node: Node, parts: list[str], axis: int, output: str, tag: str) -> list[Node]:
+    """`output` = the per-iteration values `parts` stacked along a new `axis`."""
+    if not parts:
+        raise _Declined("a scan output of zero iterations (an empty tensor) is not supported")
+    nodes: list[Node] = []
+    pieces = []
+    for index, part in enumerate(parts):
+        piece = f"{node.name}/{tag}/{index}"
+        if graph.opset >= 13:
+            axes = _constant(graph, f"{node.name}/{tag}/axes", [axis], np.int64)
+            nodes.append(Node("Unsqueeze", f"{piece}/unsqueeze", [part, axes], [piece], guards=node.guards))
+        else:
+            nodes.append(Node("Unsqueeze", f"{piece}/unsqueeze", [part], [piece], {"axes": [axis]},
+                              guards=node.guards))
+        pieces.append(piece)
+    nodes.append(Node("Concat", f"{node.name}/{tag}/concat", pieces, [output], {"axis": axis}, guards=node.guards))
+    return nodes
+
+
+def _ints(node: Node, key: str, count: int) -> list[int]:
+    return [int(v) for v in node.attrs.get(key, [0] * count)]
+
+
+def _scan(graph: Graph, node: Node) -> list[Node]:
+    if graph.opset < 9:
+        raise _Declined("Scan before opset 9 (with a batch axis and sequence_lens) is not supported")
+    body: onnx.GraphProto = node.attrs["body"]
+    scans = int(node.attrs["num_scan_inputs"])
+    states = len(node.inputs) - scans
+    outputs = len(body.output) - states
+    in_axes, in_directions = _ints(node, "scan_input_axes", scans), _ints(node, "scan_input_directions", scans)
+    out_axes, out_directions = _ints(node, "scan_output_axes", outputs), _ints(node, "scan_output_directions", outputs)
+    lengths = set()
+    for name, axis in zip(node.inputs[states:], in_axes, strict=True):
+        if name not in graph.tensors:
+            raise _Declined(f"the shape of scan input {name!r} is not known")
+        shape = graph.info(name).shape
+        lengths.add(shape[axis % len(shape)])
+    if len(lengths) != 1:
+        raise _Declined(f"its scan inputs differ in length ({sorted(lengths)})")
+    length = lengths.pop()
+    _check_size(node, body, length)
+    formals = [v.name for v in body.input]
+    state = list(node.inputs[:states])
+    produced: list[list[str]] = [[] for _ in range(outputs)]
+    nodes: list[Node] = []
+    for step in range(length):
+        prefix = f"{node.name}/{step}/"
+        mapping = dict(zip(formals[:states], state, strict=True))
+        for j, (name, axis, backwards) in enumerate(zip(node.inputs[states:], in_axes, in_directions, strict=True)):
+            index = _constant(graph, f"{node.name}/index{length - 1 - step if backwards else step}",
+                              length - 1 - step if backwards else step, np.int64)
+            sliced = f"{prefix}in{j}"
+            nodes.append(Node("Gather", f"{prefix}slice{j}", [name, index], [sliced],
+                              {"axis": axis % len(graph.info(name).shape)}, guards=node.guards))
+            mapping[formals[states + j]] = sliced
+        targets = [f"{prefix}state{i}" for i in range(states)] + [f"{prefix}out{k}" for k in range(outputs)]
+        for inner in inline_subgraph(node, graph, body, prefix, targets, mapping):
+            inner.guards = (*node.guards, *inner.guards)
+            nodes.append(inner)
+        state = targets[:states]
+        for k in range(outputs):
+            produced[k].append(targets[states + k])
+    for i, name in enumerate(node.outputs[:states]):
+        if name:
+            nodes.append(Node("Identity", f"{node.name}/final{i}", [state[i]], [name], guards=node.guards))
+    for k, name in enumerate(node.outputs[states:]):
+        if name:
+            parts = produced[k][::-1] if out_directions[k] else produced[k]
+            rank = len(graph.info(name).shape) if name in graph.tensors else None
+            axis = out_axes[k] % rank if rank else out_axes[k]
+            nodes += _stack(graph, node, parts, axis, name, f"scan{k}")
+    return nodes
+
+
+def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
+    """`name`'s value when it is a constant, directly or through Identity nodes among `nodes`."""
+    producers = {o: n for n in nodes for o in n.outputs}
+    while name not in graph.constants:
+        producer = producers.get(name)
+        if producer is None or producer.op_type != "Identity":
+            return None
+        name = producer.inputs[0]
+    return graph.constants[name]
+
+
+def _loop(graph: Graph, node: Node) -> list[Node]:
+    body: onnx.GraphProto = node.attrs["body"]
+    trip = node.inputs[0] if node.inputs else ""
+    first = node.inputs[1] if len(node.inputs) > 1 else ""
+    carried = list(node.inputs[2:])
+    scans = len(body.output) - 1 - len(carried)
+    if not trip:
+        raise _Declined("a Loop without a trip count runs until a run-time condition: its length needs "
+                        "run-time shapes")
+    if trip not in graph.constants:
+        raise _Declined(f"its trip count {trip!r} is computed at run time: only a constant one (or one that "
+                        "static shapes fold) is unrolled")
+    count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])
+    _check_size(node, body, count)
+    # the condition entering the next iteration: a known bool, or the name of a run-time one
+    running: bool | str = True
+    if first:
+        running = bool(np.asarray(graph.constants[first]).reshape(-1)[0]) if first in graph.constants else first
+    formals = [v.name for v in body.input]
+    produced: list[list[str]] = [[] for _ in range(scans)]
+    nodes: list[Node] = []
+    for step in range(count):
+        if running is False:
+            break
+        prefix = f"{node.name}/{step}/"
+        if scans and not isinstance(running, bool):
+            raise _Declined("it stops at a run-time condition and has scan outputs, whose length then needs "
+                            "run-time shapes")
+        condition_in = _constant(graph, f"{node.name}/true", True, np.bool_) if running is True else str(running)
+        mapping = dict(zip(formals, [_constant(graph, f"{node.name}/iteration{step}", step, np.int64),
+                                     condition_in, *carried], strict=True))
+        targets = [f"{prefix}condition", *(f"{prefix}carried{j}" for j in range(len(carried))),
+                   *(f"{prefix}scan{k}" for k in range(scans))]
+        guard = () if isinstance(running, bool) else ((running, True),)
+        inner = inline_subgraph(node, graph, body, prefix, targets, mapping)
+        for each in inner:
+            each.guards = (*node.guards, *guard, *each.guards)
+        nodes += inner
+        if guard:  # skipped iterations keep the values from before
+            chosen = [f"{prefix}kept{j}" for j in range(len(carried))]
+            for j, (new, old) in enumerate(zip(targets[1:1 + len(carried)], carried, strict=True)):
+                nodes += choose(graph, str(running), new, old, chosen[j], f"{prefix}keep{j}", node.guards)
+                if old in graph.tensors:  # a carried value keeps its type from one iteration to the next
+                    graph.tensors[chosen[j]] = replace(graph.info(old), name=chosen[j])
+            carried = chosen
+        else:
+            carried = targets[1:1 + len(carried)]
+        for k in range(scans):
+            produced[k].append(targets[1 + len(carried) + k])
+        known = _resolve(inner, graph, targets[0])
+        if known is not None and isinstance(running, bool):
+            running = bool(np.asarray(known).reshape(-1)[0])
+        elif isinstance(running, bool):
+            running = targets[0]
+        else:  # still running only if it was and the body says so
+            both = f"{prefix}running"
+            nodes.append(Node("And", f"{prefix}and", [str(running), targets[0]], [both], guards=node.guards))
+            running = both
+    for j, name in enumerate(node.outputs[:len(carried)]):
+        if name:
+            nodes.append(Node("Identity", f"{node.name}/final{j}", [carried[j]], [name], guards=node.guards))
+    for k, name in enumerate(node.outputs[len(carried):]):
+        if name:
+            nodes += _stack(graph, node, produced[k], 0, name, f"scan{k}")
+    return nodes
