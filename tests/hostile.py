@@ -69,14 +69,18 @@ def looping_module() -> bytes:
         (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
 
 
-def memory_bomb_module() -> bytes:
-    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0."""
+def memory_bomb_module(fill: bool = False) -> bytes:
+    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0.
+
+    With `fill`, every byte of each new page is written, so all it grew is resident memory of the host."""
+    write = (f"(memory.fill (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1) (i32.const {PAGE}))"
+             if fill else f"(i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))")
     return _module("bomb", f"""
         (block $full
           (loop $more
             (local.set $old (memory.grow (i32.const 1)))
             (br_if $full (i32.eq (local.get $old) (i32.const -1)))
-            (i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))
+            {write}
             (br $more)))""")
 
 
