@@ -84,6 +84,14 @@ def memory_bomb_module(fill: bool = False) -> bytes:
             (br $more)))""")
 
 
+def bulk_fill_module(pages: int = 65536) -> bytes:
+    """A `pages`-page memory (default 4 GiB, WebAssembly's most) that each run fills whole with one
+    memory.fill: a single instruction, inside which nothing checks a deadline unless the host splits it."""
+    length = min(pages * PAGE, 2**32 - 1)  # a u32, written as the i32 with the same bits
+    signed = length - 2**32 if length >= 2**31 else length
+    return _module("fill", f"(memory.fill (i32.const 0) (i32.const 7) (i32.const {signed}))", pages)
+
+
 def growing_module(pages: int) -> bytes:
     """y = x, but each run first grows memory by `pages` pages, which the ABI forbids."""
     return _module("grow", f"""

@@ -32,6 +32,7 @@ import wasmtime
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
+from wasinfer.runtime.bulk import REWRITE_TAG, interruptible_bulk_memory
 
 WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
@@ -69,6 +70,22 @@ def make_engine(interruptible: bool = True) -> wasmtime.Engine:
 def tag_of(engine: wasmtime.Engine) -> str:
     """The engine's tag; an engine not made by `make_engine` is assumed to be configured like its default."""
     return _ENGINE_TAGS.get(engine, ENGINE_TAG)
+
+
+def code_tag(engine: wasmtime.Engine) -> str:
+    """What code compiled for `engine` depends on besides the module: the engine's tag, and on an
+    interruptible engine the rewrite that makes bulk-memory instructions interruptible (bulk.py)."""
+    tag = tag_of(engine)
+    return f"{tag}|{REWRITE_TAG}" if tag.endswith("|epoch") else tag
+
+
+def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+    """Compile `wasm` for `engine`; on an interruptible engine its memory.fill and memory.copy are chunked
+    first, so a deadline also stops one that covers a gigabyte (UnverifiableModule, a ValueError, when the
+    module cannot be decoded for that)."""
+    if code_tag(engine) != tag_of(engine):
+        wasm = interruptible_bulk_memory(wasm)
+    return wasmtime.Module(engine, wasm)
 
 
 WASM_PAGE = 65536
@@ -270,14 +287,14 @@ class CompiledCache:
 
     def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         if self.directory is None:
-            return wasmtime.Module(engine, wasm)
-        path = self.directory / f"{self.key(wasm, tag_of(engine))}.cwasm"
+            return compile_module(engine, wasm)
+        path = self.directory / f"{self.key(wasm, code_tag(engine))}.cwasm"
         if path.exists():
             try:
                 return wasmtime.Module.deserialize_file(engine, str(path))
             except wasmtime.WasmtimeError:
                 path.unlink(missing_ok=True)  # stale or corrupt: recompile below
-        module = wasmtime.Module(engine, wasm)
+        module = compile_module(engine, wasm)
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(path, bytes(module.serialize()))
         return module
@@ -285,7 +302,7 @@ class CompiledCache:
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
         if self.directory is not None:
             st = path.stat()
-            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag_of(engine)}".encode())
+            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{code_tag(engine)}".encode())
             entry = self.directory / f"file-{stat_key.hexdigest()}.json"
             if entry.exists():
                 try:
@@ -298,7 +315,7 @@ class CompiledCache:
         metadata = read_metadata(wasm)
         module = self.load(engine, wasm)
         if self.directory is not None:
-            record = {"cwasm": f"{self.key(wasm, tag_of(engine))}.cwasm", "metadata": metadata.to_json().decode()}
+            record = {"cwasm": f"{self.key(wasm, code_tag(engine))}.cwasm", "metadata": metadata.to_json().decode()}
             atomic_write(entry, json.dumps(record).encode())
         return module, metadata
 
