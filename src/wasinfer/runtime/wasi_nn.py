@@ -113,6 +113,7 @@ import wasmtime
 from wasmtime import _ffi
 
 from wasinfer.runtime.base import InputError, ModelFault
+from wasinfer.runtime.bulk import UnverifiableModule
 from wasinfer.runtime.wasm import (
     NO_DEADLINE_TICKS,
     WASM_PAGE,
@@ -120,6 +121,7 @@ from wasinfer.runtime.wasm import (
     EpochTicker,
     WasmModel,
     _trap_reason,
+    compile_module,
     make_engine,
 )
 
@@ -770,9 +772,11 @@ def compile_guest(wasm: bytes | Path) -> wasmtime.Module:
             return module
     engine = guest_engine()
     try:
-        module = wasmtime.Module(engine, content)
+        module = compile_module(engine, content)  # its memory.fill / memory.copy interruptible, as a model's
     except wasmtime.WasmtimeError as exc:
         raise GuestError(f"not a WebAssembly module wasmtime can compile: {_first_line(exc)}") from None
+    except UnverifiableModule as exc:
+        raise GuestError(f"the module cannot be run with a deadline: {exc}") from None
     if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in module.exports):
         raise GuestError("the module has no _start function: it is not a WASI command (a program with main)")
     provided = set(NnHost([], NnLimits(), None, None).functions())

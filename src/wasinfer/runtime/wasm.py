@@ -32,7 +32,7 @@ import wasmtime
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
-from wasinfer.runtime.bulk import REWRITE_TAG, interruptible_bulk_memory
+from wasinfer.runtime.bulk import REWRITE_TAG, UnverifiableModule, interruptible_bulk_memory
 
 WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
@@ -84,7 +84,11 @@ def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
     first, so a deadline also stops one that covers a gigabyte (UnverifiableModule, a ValueError, when the
     module cannot be decoded for that)."""
     if code_tag(engine) != tag_of(engine):
-        wasm = interruptible_bulk_memory(wasm)
+        try:
+            wasm = interruptible_bulk_memory(wasm)
+        except UnverifiableModule:
+            wasmtime.Module.validate(engine, wasm)  # bytes that are not a valid module: wasmtime's error says why
+            raise
     return wasmtime.Module(engine, wasm)
 
 
