@@ -60,3 +60,20 @@ def test_well_formed_metadata_reads_back_unchanged() -> None:
         Metadata.from_json(b"{")
     with pytest.raises(ValueError, match="expected a JSON object, got list"):
         Metadata.from_json(b"[]")
+
+
+def test_metadata_that_claims_more_memory_than_the_module_has_fails_the_load() -> None:
+    """Checked against the module itself: memory_bytes is the author's claim, the instance's memory is not."""
+    from wasinfer.artifact.metadata import custom_section
+    from wasinfer.runtime import WasmModel
+
+    wasm = echo_module()
+    fields = echo_fields()
+    fields.update(memory_bytes=1 << 30, max_batch=1 << 20)  # 1 Mi samples of 16 bytes "fit" in 1 GiB
+    section = custom_section(METADATA_SECTION, json.dumps(fields).encode())
+    original = custom_section(METADATA_SECTION, read_custom_sections(wasm)[METADATA_SECTION])
+    assert wasm.endswith(original)
+    lying = wasm[:-len(original)] + section
+    with pytest.raises(ValueError, match=r"tensor 'x': its slot \[64, 16777280\) in the metadata ends past the "
+                                         r"module's linear memory of 65536 bytes"):
+        WasmModel(lying)

@@ -537,7 +537,11 @@ class WasmModel:
         dtype = np.dtype(spec.dtype)
         count = self.metadata.max_batch if spec.batch_axis == 0 else 1
         shape = (count, *spec.shape[1:]) if spec.batch_axis == 0 else tuple(spec.shape)
-        return self._view[spec.offset:spec.offset + spec.sample_bytes * count].view(dtype).reshape(shape)
+        end = spec.offset + spec.sample_bytes * count
+        if end > self._memory_bytes:  # the metadata checked itself against its memory_bytes, which may not be true
+            raise ValueError(f"tensor {spec.name!r}: its slot [{spec.offset}, {end}) in the metadata ends past the "
+                             f"module's linear memory of {self._memory_bytes} bytes")
+        return self._view[spec.offset:end].view(dtype).reshape(shape)
 
     def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
