@@ -24,9 +24,10 @@ MAX_BATCH = 4
 INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
 
 
-def _module(name: str, run_body: str, pages: int = 1, start_body: str = "") -> bytes:
+def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dtype: str = "float32") -> bytes:
     """The ABI's exports around `run_body`, the body of `wasinfer_run(batch) -> i32` (batch already checked),
-    with `start_body` as the start function that instantiation runs, if given."""
+    with `start_body` as the start function that instantiation runs, if given, and `x_dtype` as what the
+    metadata says input x holds."""
     start = f"(func $start {start_body}) (start $start)" if start_body else ""
     wat = f"""
     (module
@@ -47,7 +48,7 @@ def _module(name: str, run_body: str, pages: int = 1, start_body: str = "") -> b
     metadata = Metadata(
         name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
         producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
-        inputs=[TensorSpec("x", "float32", [1, 4], 0, INPUT)], outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
+        inputs=[TensorSpec("x", x_dtype, [1, 4], 0, INPUT)], outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
     return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
 
 
@@ -68,15 +69,27 @@ def looping_module() -> bytes:
         (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
 
 
-def memory_bomb_module() -> bytes:
-    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0."""
+def memory_bomb_module(fill: bool = False) -> bytes:
+    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0.
+
+    With `fill`, every byte of each new page is written, so all it grew is resident memory of the host."""
+    write = (f"(memory.fill (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1) (i32.const {PAGE}))"
+             if fill else f"(i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))")
     return _module("bomb", f"""
         (block $full
           (loop $more
             (local.set $old (memory.grow (i32.const 1)))
             (br_if $full (i32.eq (local.get $old) (i32.const -1)))
-            (i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))
+            {write}
             (br $more)))""")
+
+
+def bulk_fill_module(pages: int = 65536) -> bytes:
+    """A `pages`-page memory (default 4 GiB, WebAssembly's most) that each run fills whole with one
+    memory.fill: a single instruction, inside which nothing checks a deadline unless the host splits it."""
+    length = min(pages * PAGE, 2**32 - 1)  # a u32, written as the i32 with the same bits
+    signed = length - 2**32 if length >= 2**31 else length
+    return _module("fill", f"(memory.fill (i32.const 0) (i32.const 7) (i32.const {signed}))", pages)
 
 
 def growing_module(pages: int) -> bytes:
@@ -94,6 +107,13 @@ def looping_start_module() -> bytes:
 def trapping_module() -> bytes:
     """Traps on every run (an `unreachable` instruction), as a module with a bug would."""
     return _module("trap", "(unreachable)")
+
+
+def string_input_module() -> bytes:
+    """Echo's code, but its metadata declares input x as numpy's `<U1` (one-character strings), which no
+    module can take: a string has no fixed layout in linear memory."""
+    return _module("strings", f"(memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) "
+                              "(i32.const 16)))", x_dtype="<U1")
 
 
 def big_memory_module(pages: int) -> bytes:
