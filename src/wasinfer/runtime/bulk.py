@@ -29,7 +29,7 @@ import functools
 
 import wasmtime
 
-from wasinfer.codegen.wasm import uleb
+from wasinfer.backends.wasm.writer import uleb
 
 CHUNK_BYTES = 1 << 20  # worst case here about a millisecond of page faults per chunk; the loop costs nothing
 REWRITE_TAG = "bulk-chunked-1"  # part of the compiled-code cache key: code compiled before the rewrite is not reused
