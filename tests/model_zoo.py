@@ -310,3 +310,28 @@ def attention_block(seed: int = 6, d_model: int = 16, heads: int = 2, seq: int =
 ZOO = {"mobilenet_like": mobilenet_like, "resnet_like": resnet_like, "crnn": crnn,
        "transformer_encoder": transformer_encoder, "if_model": if_model, "recurrent_model": recurrent_model,
        "attention_block": attention_block}
+
+
+def stateful_recurrent(seed: int = 21, hidden: int = 5, features: int = 4) -> onnx.ModelProto:
+    """A voice-activity-style model: x [batch, time, features] and a recurrent state [2, batch, hidden]
+    in, a score [batch, hidden] and the next state [2, batch, hidden] out; the state's batch is axis 1."""
+    rng = np.random.default_rng(seed)
+    weights = {"W": rng.normal(0, 0.5, (1, 4 * hidden, features)).astype(np.float32),
+               "R": rng.normal(0, 0.5, (1, 4 * hidden, hidden)).astype(np.float32),
+               "starts": np.array([0], np.int64), "middle": np.array([1], np.int64), "ends": np.array([2], np.int64),
+               "first": np.array([0], np.int64)}
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("Slice", ["state", "starts", "middle", "first"], ["h0"]),
+             helper.make_node("Slice", ["state", "middle", "ends", "first"], ["c0"]),
+             helper.make_node("LSTM", ["xt", "W", "R", "", "", "h0", "c0"], ["", "h", "c"], hidden_size=hidden),
+             helper.make_node("Concat", ["h", "c"], ["next_state"], axis=0),
+             helper.make_node("Squeeze", ["h", "first"], ["hs"]),
+             helper.make_node("Sigmoid", ["hs"], ["score"])]
+    graph = helper.make_graph(
+        nodes, "stateful",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, features]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", hidden])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", hidden]),
+         helper.make_tensor_value_info("next_state", TensorProto.FLOAT, [2, "batch", hidden])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])

@@ -34,7 +34,8 @@ def edit(change: Callable[[dict[str, Any]], None]) -> bytes:
     (lambda m: m["inputs"][0].update(dtype="float32x"), r"inputs\[0\]\.dtype \('x'\) is 'float32x'"),
     (lambda m: m["inputs"][0].update(shape=[1, -4]), r"inputs\[0\]\.shape \('x'\) is \[1, -4\]"),
     (lambda m: m["inputs"][0].update(shape="1x4"), r"inputs\[0\]\.shape \('x'\) is '1x4'"),
-    (lambda m: m["inputs"][0].update(batch_axis=1), r"inputs\[0\]\.batch_axis \('x'\) is 1: expected 0 or null"),
+    (lambda m: m["inputs"][0].update(batch_axis=2), r"inputs\[0\]\.batch_axis \('x'\) is 2: expected null or an axis"),
+    (lambda m: m["inputs"][0].update(batch_axis=1), r"inputs\[0\]\.shape \('x'\) is \[1, 4\]: expected one sample's"),
     (lambda m: m["inputs"][0].update(offset=-64), r"inputs\[0\]\.offset \('x'\) is -64"),
     (lambda m: m["inputs"][0].update(offset=65530), r"inputs\[0\]\.offset \('x'\): its slot \[65530, 65594\) ends "
                                                     r"past memory_bytes 65536"),
@@ -45,7 +46,8 @@ def edit(change: Callable[[dict[str, Any]], None]) -> bytes:
     (lambda m: m.update(memory_bytes="64k"), r"memory_bytes is '64k'"),
     (lambda m: m.update(inputs={"x": 1}), r"inputs is \{'x': 1\}: expected a list"),
     (lambda m: m.pop("outputs"), r"field outputs is missing"),
-], ids=["object-dtype", "unknown-dtype", "negative-dim", "shape-string", "batch-axis", "negative-offset",
+], ids=["object-dtype", "unknown-dtype", "negative-dim", "shape-string", "batch-axis", "batch-axis-not-1",
+        "negative-offset",
         "slot-past-memory", "overflowing-shape", "no-name", "empty-name", "max-batch", "memory-bytes", "inputs-dict",
         "no-outputs"])
 def test_each_unusable_field_is_named(change: Callable[[dict[str, Any]], None], says: str) -> None:

@@ -234,3 +234,15 @@ def test_a_reshape_target_folded_from_shape_arithmetic_gets_its_types() -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     assert_matches_ort(model, {"x": images(3, 5, 32)}, max_batch=3, input_shapes={"x": (1, 5, 32)})
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_recurrent_state_carries_the_batch_on_axis_1(batch: int) -> None:
+    """The batch's axis comes from the data flow: the state input [2, batch, hidden] carries it on
+    axis 1 (its dim has the batch's name), and so does the next state the LSTM's outputs make."""
+    model = model_zoo.stateful_recurrent()
+    result = convert_onnx(model, max_batch=3)
+    axes = {spec.name: spec.batch_axis for spec in result.metadata.inputs + result.metadata.outputs}
+    assert axes == {"x": 0, "state": 1, "score": 0, "next_state": 1}
+    state = images(2, batch, 5) - 0.5
+    assert_matches_ort(model, {"x": images(batch, 6, 4), "state": state}, max_batch=3)

@@ -203,3 +203,21 @@ def test_pipes_deliver_in_pieces(engine: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     (y,) = read_npy_stream(result.stdout, 1)
     assert np.array_equal(y, -x)
+
+
+def test_a_batch_on_axis_1_streams_through_the_command_form(tmp_path: Path) -> None:
+    """The .npy headers carry N where the metadata puts the batch: [2, N, 5] for a recurrent state."""
+    from tests import model_zoo
+
+    wasm = convert_onnx(model_zoo.stateful_recurrent(), max_batch=4, wasi=True).wasm
+    rng = np.random.default_rng(5)
+    x, state = rng.random((3, 6, 4), np.float32), rng.random((2, 3, 5), np.float32) - 0.5
+    status, stdout, stderr = run_wasmtime_wasi(wasm, npy_stream(x, state), tmp_path)
+    assert status == 0, stderr
+    score, next_state = read_npy_stream(stdout, 2)
+    want = WasmModel(wasm).run({"x": x, "state": state})
+    assert next_state.shape == (2, 3, 5) and score.shape == (3, 5)
+    np.testing.assert_array_equal(next_state, want["next_state"])
+    np.testing.assert_array_equal(score, want["score"])
+    status, _, stderr = run_wasmtime_wasi(wasm, npy_stream(x, state[:, :2]), tmp_path / "mismatch")
+    assert status == 2 and "batch size N differs" in stderr

@@ -21,8 +21,28 @@ def relu_model(dims: list[int | str], opset: int = 13) -> helper.ModelProto:
 
 def test_dynamic_leading_dim_is_the_batch() -> None:
     loaded = load_onnx(relu_model(["batch", 3]))
-    assert loaded.batch_inputs == ["x"]
+    assert loaded.batch_axes == {"x": 0}
     assert loaded.graph.info("x").shape == (1, 3)
+
+
+def test_a_dim_named_like_the_batch_carries_it_on_its_axis() -> None:
+    """A recurrent state [2, batch, 8] beside x [batch, 8]: the batch is its axis 1; one given with
+    --input-shape is taken as given (no batch), and an unnamed dynamic dim still needs a size."""
+    def model(state_dims: list[int | str]) -> helper.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["state"], ["z"])], "m",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+             helper.make_tensor_value_info("state", TensorProto.FLOAT, state_dims)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+             helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    loaded = load_onnx(model([2, "batch", 8]))
+    assert loaded.batch_axes == {"x": 0, "state": 1}
+    assert loaded.graph.info("state").shape == (2, 1, 8)
+    assert load_onnx(model([2, "batch", 8]), {"state": (2, 3, 8)}).batch_axes == {"x": 0}
+    with pytest.raises(FrontendError, match="--input-shape state="):
+        load_onnx(model([2, "steps", 8]))
 
 
 def test_other_dynamic_dims_need_an_override() -> None:

@@ -24,12 +24,12 @@ const sampleBytes = (t) => t.shape.reduce((a, b) => a * b, 1) * ITEM_BYTES[t.dty
 let batch = 1;
 meta.inputs.forEach((t, i) => {
   const raw = readFileSync(inputPaths[i]);
-  if (t.batch_axis === 0) batch = raw.length / sampleBytes(t);
+  if (t.batch_axis !== null) batch = raw.length / sampleBytes(t);
   new Uint8Array(abi.memory.buffer, abi.wasinfer_input_ptr(i), raw.length).set(raw);
 });
 const status = abi.wasinfer_run(batch);  // 0: ok; 1: batch outside 1..wasinfer_max_batch()
 if (status !== 0) throw new Error(`wasinfer_run returned ${status}`);
 meta.outputs.forEach((t, i) => {
-  const bytes = (t.batch_axis === 0 ? batch : 1) * sampleBytes(t);
+  const bytes = (t.batch_axis !== null ? batch : 1) * sampleBytes(t);
   writeFileSync(`output${i}.bin`, new Uint8Array(abi.memory.buffer, abi.wasinfer_output_ptr(i), bytes));
 });

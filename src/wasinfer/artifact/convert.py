@@ -16,7 +16,7 @@ from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
-from wasinfer.passes.control import batch_mixing, settle
+from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.shapes import fold_static_values
@@ -64,15 +64,14 @@ def convert_model(
     bn = fold_batchnorm(graph)
     fused = fuse_activations(graph)
     encoding = quantize_weights(graph, weights)
-    options = CompileOptions(max_batch=max_batch, batch_inputs=loaded.batch_inputs, wasi=wasi, weights=encoding,
+    batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
+    options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
                              relaxed_simd=relaxed_simd)
     compiled = compile_graph(graph, options, progress)
 
     def spec(tensor: str, slots: dict[str, int]) -> TensorSpec:
         info = graph.info(tensor)
-        # The graph runs once per sample, so outputs are batched whenever inputs are.
-        batched = tensor in loaded.batch_inputs or (tensor in graph.outputs and bool(loaded.batch_inputs))
-        return TensorSpec(tensor, info.dtype.name, list(info.shape), 0 if batched else None, slots[tensor])
+        return TensorSpec(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor])
 
     layout = compiled.layout
     stats: dict[str, object] = {
@@ -115,12 +114,12 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
         return load_onnx(source, input_shapes, batch=batch)
 
     loaded = load(batch=True)
-    mixing = batch_mixing(loaded.graph, loaded.batch_inputs) if loaded.batch_inputs else []
+    mixing = batch_mixing(loaded.graph, loaded.batch_axes) if loaded.batch_axes else []
     if not mixing:
         return loaded
-    missing = [n for n in loaded.batch_inputs if n not in (input_shapes or {})]
+    missing = [n for n in loaded.batch_axes if n not in (input_shapes or {})]
     if missing:
-        raise FrontendError(f"the dynamic leading dim of {missing} cannot be a per-sample batch: "
+        raise FrontendError(f"the dynamic batch dim of {missing} cannot be a per-sample batch: "
                             f"{'; '.join(mixing[:3])}; give its size with --input-shape {missing[0]}=d0,d1,...")
     return load(batch=False)
 

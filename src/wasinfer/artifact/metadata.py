@@ -18,8 +18,8 @@ SCHEMA_VERSION = 1
 class TensorSpec:
     name: str
     dtype: str  # numpy name: float32, int64, ...
-    shape: list[int]  # per sample when batch_axis is 0; the full shape otherwise
-    batch_axis: int | None  # 0 when the leading dim is the run-time batch
+    shape: list[int]  # one sample's (1 at batch_axis) when batched; the full shape otherwise
+    batch_axis: int | None  # the axis that carries the run-time batch (0, or 1 for a recurrent state), or None
     offset: int  # byte address of the slot in linear memory
 
     @property
@@ -27,6 +27,18 @@ class TensorSpec:
         import numpy as np
 
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def slot_samples(self, max_batch: int) -> int:
+        """How many samples the tensor's slot holds: max_batch when it carries the batch, else one.
+        The slot is laid out [outer, n, inner] around the batch axis for a run of n samples."""
+        return max_batch if self.batch_axis is not None else 1
+
+    def shape_for(self, count: int) -> list[int]:
+        """The tensor's shape in a run of `count` samples."""
+        shape = list(self.shape)
+        if self.batch_axis is not None:
+            shape[self.batch_axis] = count
+        return shape
 
 
 @dataclass
@@ -114,10 +126,11 @@ def _check_fields(data: dict[str, Any]) -> None:
                 raise bad(f"{where}.dtype ({name!r})", dtype, f"one of {', '.join(TENSOR_DTYPES)}")
             if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
                 raise bad(f"{where}.shape ({name!r})", shape, "a list of integers >= 0")
-            if tensor["batch_axis"] not in (None, 0) or isinstance(tensor["batch_axis"], bool):
-                raise bad(f"{where}.batch_axis ({name!r})", tensor["batch_axis"], "0 or null")
-            if tensor["batch_axis"] == 0 and not shape:
-                raise bad(f"{where}.shape ({name!r})", shape, "a batch dimension first, as batch_axis is 0")
+            axis = tensor["batch_axis"]
+            if axis is not None and (not _is_count(axis) or axis >= max(len(shape), 1)):
+                raise bad(f"{where}.batch_axis ({name!r})", axis, f"null or an axis of its shape {shape}")
+            if axis is not None and shape[axis] != 1:
+                raise bad(f"{where}.shape ({name!r})", shape, f"one sample's shape, with 1 at batch_axis {axis}")
             if not _is_count(tensor["offset"]):
                 raise bad(f"{where}.offset ({name!r})", tensor["offset"], "an integer >= 0")
 
@@ -127,7 +140,7 @@ def _check_slots(metadata: Metadata) -> None:
     for group, specs in (("inputs", metadata.inputs), ("outputs", metadata.outputs)):
         for index, spec in enumerate(specs):
             sample_bytes = math.prod(spec.shape) * TENSOR_DTYPES[spec.dtype]  # Python ints: no overflow to hide behind
-            end = spec.offset + sample_bytes * (metadata.max_batch if spec.batch_axis == 0 else 1)
+            end = spec.offset + sample_bytes * spec.slot_samples(metadata.max_batch)
             if end > metadata.memory_bytes:
                 raise ValueError(f"metadata field {group}[{index}].offset ({spec.name!r}): its slot "
                                  f"[{spec.offset}, {end}) ends past memory_bytes {metadata.memory_bytes}")

@@ -54,7 +54,7 @@ class Report:
 def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     feeds = {}
     for spec in metadata.inputs:
-        shape = [batch, *spec.shape[1:]] if spec.batch_axis == 0 else spec.shape
+        shape = spec.shape_for(batch)
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -125,7 +125,7 @@ def validate(wasm_path: str | Path, reference: str | Path | None = None, samples
             ptr = ex[f"wasinfer_{kind}_ptr"](store, i)  # type: ignore[operator]
             if ptr != spec.offset:
                 mismatches.append(f"{kind} {spec.name!r}: export says {ptr}, metadata {spec.offset}")
-            end = spec.offset + spec.sample_bytes * (metadata.max_batch if spec.batch_axis == 0 else 1)
+            end = spec.offset + spec.sample_bytes * spec.slot_samples(metadata.max_batch)
             if end > memory_bytes:
                 mismatches.append(f"{kind} {spec.name!r} slot ends past linear memory ({end} > {memory_bytes})")
     if not report.add("ABI agrees with metadata", not mismatches, "; ".join(mismatches) or

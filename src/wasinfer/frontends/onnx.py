@@ -2,8 +2,10 @@
 
 The leading dimension of an input is the run-time batch when the model leaves it dynamic;
 it is compiled as 1 and the module runs the graph once per sample (unless a node mixes samples
-along it: then artifact/convert.py loads it again with `batch=False`). Every other dynamic
-dimension must be given with `--input-shape NAME=d0,d1,...`.
+along it: then artifact/convert.py loads it again with `batch=False`). An input whose leading
+dim is fixed carries the batch where a dim has the batch's name (a recurrent state
+`[2, batch, 128]` on axis 1). Every other dynamic dimension must be given with
+`--input-shape NAME=d0,d1,...`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class FrontendError(ValueError):
 @dataclass
 class Loaded:
     graph: Graph
-    batch_inputs: list[str]  # inputs whose leading dim is the run-time batch
+    # inputs that carry the run-time batch, with its axis: the leading dim where the model leaves it
+    # dynamic, or the axis that repeats that dim's name (a recurrent state [layers, batch, hidden])
+    batch_axes: dict[str, int]
     source_sha256: str
 
 
@@ -120,10 +124,11 @@ def load_onnx(
 
     graph_proto = model.graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
-    batch_inputs: list[str] = []
-    for value in graph_proto.input:
-        if value.name in initializers:
-            continue
+    batch_axes: dict[str, int] = {}
+    fed = [v for v in graph_proto.input if v.name not in initializers]
+    # the batch's name: the name of a dynamic leading dim (e.g. "batch"), where the model gives one
+    batch_names = {d[0] for d in (tensor_dims(v.type) for v in fed) if d and isinstance(d[0], str) and d[0]}
+    for value in fed:
         dims = tensor_dims(value.type)
         if dims is None:
             raise FrontendError(f"input {value.name!r} has no shape; give --input-shape {value.name}=...")
@@ -140,8 +145,13 @@ def load_onnx(
         else:
             fixed = list(dims)
         if batch and dims and not isinstance(dims[0], int):
-            batch_inputs.append(value.name)
-            fixed[0] = 1
+            batch_axes[value.name] = 0
+        elif batch and value.name not in (input_shapes or {}):
+            named = [axis for axis, d in enumerate(dims) if isinstance(d, str) and d in batch_names]
+            if len(named) == 1:
+                batch_axes[value.name] = named[0]
+        if value.name in batch_axes:
+            fixed[batch_axes[value.name]] = 1
         unknown = [axis for axis, d in enumerate(fixed) if not isinstance(d, int)]
         if unknown:
             raise FrontendError(
@@ -195,4 +205,4 @@ def load_onnx(
             if dims is not None and all(isinstance(d, int) for d in dims):
                 dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
                 graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(dims))  # type: ignore[arg-type]
-    return Loaded(graph, batch_inputs, hashlib.sha256(raw).hexdigest())
+    return Loaded(graph, batch_axes, hashlib.sha256(raw).hexdigest())

@@ -935,5 +935,5 @@ def load_tflite(source: str | Path, input_shapes: dict[str, tuple[int, ...]] | N
     proto = tflite_to_onnx(raw, str(source))
     loaded = load_onnx(proto, input_shapes, batch=batch)
     loaded.graph.name = Path(source).stem
-    return Loaded(loaded.graph, loaded.batch_inputs, hashlib.sha256(raw).hexdigest())
+    return Loaded(loaded.graph, loaded.batch_axes, hashlib.sha256(raw).hexdigest())
 

@@ -169,12 +169,12 @@ def _batch_flow(graph: Graph, node: Node, axes: dict[str, int]) -> BatchFlow:
 SHAPED_BY = {"Reshape", "Expand", "ConstantOfShape", "Tile", "Resize", "Upsample", "Pad", "Slice"}
 
 
-def _batch_sized_conditions(graph: Graph, batch_inputs: list[str]) -> list[str]:
+def _batch_sized_conditions(graph: Graph, batch_axes: dict[str, int]) -> list[str]:
     """Ifs deciding on the batch size (`Equal(Shape(x)[0], 1)`): run per sample, the size is 1.
 
     A shape vector remembers where the batch size sits in it, so `Shape(x)[1]` is not
     batch-sized; anything else computed from a batch-sized value is."""
-    axes = {name: 0 for name in batch_inputs}
+    axes = dict(batch_axes)
     consts = dict(graph.constants)
     sized: dict[str, int | None] = {}  # value → position of the batch size in a shape vector, None: all of it
     problems = []
@@ -218,24 +218,11 @@ def _batch_sized_conditions(graph: Graph, batch_inputs: list[str]) -> list[str]:
     return problems
 
 
-def batch_mixing(graph: Graph, batch_inputs: list[str]) -> list[str]:
-    """Where running the graph once per sample of the leading dim would differ from running it
-    on the whole batch: nodes that reduce, slide, contract or recur along that axis, and Ifs
-    on the batch size. Values
-    are followed through the ops above on a folded copy of the graph (so axes computed by
-    shape subgraphs are known); where the batch axis cannot be followed (an unlisted op, a
-    run-time axis), the node is trusted, as before this check."""
-    conditions = _batch_sized_conditions(graph, batch_inputs)
-    graph = Graph(graph.name, list(graph.inputs), list(graph.outputs), [replace(n) for n in graph.nodes],
-                  dict(graph.tensors), dict(graph.constants), graph.opset)
-    try:
-        fold_static_values(graph)
-        fold_constants(graph)
-        settle(graph)
-    except Exception:  # the pipeline reports it, with the node, when it folds for real
-        return conditions
-    axes = {name: 0 for name in batch_inputs}
-    problems = conditions
+def follow_batch(graph: Graph, batch_axes: dict[str, int]) -> tuple[dict[str, int], list[str]]:
+    """The batch axis of every value the batch reaches from the inputs in `batch_axes`, by each
+    op's batch rule (ops/), and the nodes that mix samples along it (with why)."""
+    axes = dict(batch_axes)
+    problems = []
     for node in graph.nodes:
         if not any(name in axes for name in node.inputs if name):
             continue
@@ -246,4 +233,44 @@ def batch_mixing(graph: Graph, batch_inputs: list[str]) -> list[str]:
         for name, axis in zip(node.outputs, flow.outputs, strict=False):
             if name and axis is not None:
                 axes[name] = axis
-    return problems
+    return axes, problems
+
+
+def tensor_batch_axes(graph: Graph, input_axes: dict[str, int]) -> dict[str, int]:
+    """The batch axis of each graph input and output that carries the run-time batch.
+
+    An output takes the axis the batch reaches it on; one that depends on a batched input along
+    a path the rules cannot follow keeps axis 0 (per-sample results stacked); one that depends on
+    no batched input carries no batch (the same value for every sample, as on the whole batch)."""
+    if not input_axes:
+        return {}
+    reached, _ = follow_batch(graph, input_axes)
+    depends = set(input_axes)
+    for node in graph.nodes:
+        if any(name in depends for name in node.inputs if name):
+            depends.update(name for name in node.outputs if name)
+    axes = dict(input_axes)
+    for name in graph.outputs:
+        if name in reached:
+            axes[name] = reached[name]
+        elif name in depends:
+            axes[name] = 0
+    return axes
+
+
+def batch_mixing(graph: Graph, batch_axes: dict[str, int]) -> list[str]:
+    """Where running the graph once per sample of the batch would differ from running it on the
+    whole batch: nodes that reduce, slide, contract or recur along the batch axis, and Ifs on
+    the batch size. Values are followed through the ops on a folded copy of the graph (so axes
+    computed by shape subgraphs are known); where the batch axis cannot be followed (an op with
+    no batch rule, a run-time axis), the node is trusted."""
+    conditions = _batch_sized_conditions(graph, batch_axes)
+    graph = Graph(graph.name, list(graph.inputs), list(graph.outputs), [replace(n) for n in graph.nodes],
+                  dict(graph.tensors), dict(graph.constants), graph.opset)
+    try:
+        fold_static_values(graph)
+        fold_constants(graph)
+        settle(graph)
+    except Exception:  # the pipeline reports it, with the node, when it folds for real
+        return conditions
+    return conditions + follow_batch(graph, batch_axes)[1]

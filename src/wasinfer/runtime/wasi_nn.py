@@ -375,7 +375,7 @@ def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         # each compute gets what is left of the guest's deadline, not a fresh one
         return lambda feeds: model.run(feeds, deadline_seconds=deadline_left())
 
-    inputs = [_TensorInfo(s.name, np.dtype(s.dtype), (-1, *s.shape[1:]) if s.batch_axis == 0 else tuple(s.shape))
+    inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape_for(-1)))
               for s in metadata.inputs]
     return _Graph("wasinfer", inputs, [s.name for s in metadata.outputs], runner,
                   max(metadata.memory_bytes, metadata.arena_bytes))

@@ -533,23 +533,25 @@ class WasmModel:
         return [t.name for t in self.metadata.outputs]
 
     def _slot(self, spec: TensorSpec) -> np.ndarray:
-        """A typed numpy view of a tensor's slot in linear memory, [max_batch, ...] when batched."""
+        """A flat typed view of a tensor's slot in linear memory (max_batch samples when batched); a run
+        of n samples uses its first n samples' worth, laid out as the tensor is for n."""
         dtype = np.dtype(spec.dtype)
-        count = self.metadata.max_batch if spec.batch_axis == 0 else 1
-        shape = (count, *spec.shape[1:]) if spec.batch_axis == 0 else tuple(spec.shape)
-        end = spec.offset + spec.sample_bytes * count
+        end = spec.offset + spec.sample_bytes * spec.slot_samples(self.metadata.max_batch)
         if end > self._memory_bytes:  # the metadata checked itself against its memory_bytes, which may not be true
             raise ValueError(f"tensor {spec.name!r}: its slot [{spec.offset}, {end}) in the metadata ends past the "
                              f"module's linear memory of {self._memory_bytes} bytes")
-        return self._view[spec.offset:end].view(dtype).reshape(shape)
+        return self._view[spec.offset:end].view(dtype)
 
     def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
-        if spec.batch_axis == 0:
-            if array.ndim != len(expected) or tuple(array.shape[1:]) != expected[1:]:
-                raise InputError(f"input {spec.name!r}: expected shape [N, {', '.join(map(str, expected[1:]))}]"
-                                 f" with N <= {self.metadata.max_batch}, got {list(array.shape)}")
-            return int(array.shape[0])
+        axis = spec.batch_axis
+        if axis is not None:
+            if array.ndim != len(expected) or any(
+                    a != e for i, (a, e) in enumerate(zip(array.shape, expected, strict=True)) if i != axis):
+                wanted = ", ".join("N" if i == axis else str(d) for i, d in enumerate(expected))
+                raise InputError(f"input {spec.name!r}: expected shape [{wanted}] with N <= "
+                                 f"{self.metadata.max_batch}, got {list(array.shape)}")
+            return int(array.shape[axis])
         if tuple(array.shape) != expected:
             raise InputError(f"input {spec.name!r}: expected shape {list(expected)}, got {list(array.shape)}")
         return 1
@@ -572,7 +574,7 @@ class WasmModel:
                 array = np.asarray(array)
             if array.dtype != slot.dtype:
                 raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-            if spec.batch_axis == 0:
+            if spec.batch_axis is not None:
                 batches.add(self._batch_of(spec, array))
             else:
                 self._batch_of(spec, array)
@@ -582,11 +584,8 @@ class WasmModel:
         batch = batches.pop() if batches else 1
         if not 1 <= batch <= self.metadata.max_batch:
             raise InputError(f"batch {batch} is outside 1..{self.metadata.max_batch} (compiled --max-batch)")
-        for (spec, slot), array in zip(self._inputs, arrays, strict=True):
-            if spec.batch_axis == 0:
-                slot[:batch] = array
-            else:
-                slot[...] = array
+        for (_, slot), array in zip(self._inputs, arrays, strict=True):
+            slot[:array.size] = array.reshape(-1)
         ticks = None
         if deadline_seconds is not None and self._ticker is not None:
             ticks = self._ticker.ticks_for(deadline_seconds)
@@ -599,4 +598,8 @@ class WasmModel:
             raise self._retire(self._grown())
         if status != 0:
             raise RuntimeError(f"wasinfer_run returned {status}")
-        return {spec.name: (slot[:batch] if spec.batch_axis == 0 else slot).copy() for spec, slot in self._outputs}
+        outputs = {}
+        for spec, slot in self._outputs:
+            shape = spec.shape_for(batch)
+            outputs[spec.name] = slot[:math.prod(shape)].reshape(shape).copy()
+        return outputs

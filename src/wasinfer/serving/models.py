@@ -90,8 +90,8 @@ class TensorMeta:
     @classmethod
     def of(cls, spec: TensorDescription) -> TensorMeta:
         shape = list(spec.shape)
-        if spec.batch_axis == 0 and shape:
-            shape[0] = -1
+        if spec.batch_axis is not None and shape:
+            shape[spec.batch_axis] = -1
         return cls(spec.name, datatype_of(spec.dtype), shape)
 
     def as_json(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
+import math
 import pkgutil
 import struct
 from collections.abc import Callable
@@ -39,7 +40,9 @@ MAX_PAGES = 65536  # 4 GiB: the wasm32 limit
 @dataclass
 class CompileOptions:
     max_batch: int = 1
-    batch_inputs: list[str] = field(default_factory=list)
+    # the inputs and outputs that carry the run-time batch, with its axis (passes/control.py
+    # tensor_batch_axes); the others are one value for every sample
+    batch_axes: dict[str, int] = field(default_factory=dict)
     wasi: bool = False  # also a WASI command: `_start` reads .npy inputs on stdin (backends/wasm/wasi.py)
     weights: WeightEncoding | None = None  # int8 / fp16 weight storage (passes/quantize.py)
     # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM and Conv; needs an engine with
@@ -118,21 +121,20 @@ def compile_graph(graph: Graph, options: CompileOptions,
                   progress: Callable[[int, int], None] | None = None) -> Compiled:
     check_support(graph)
     batch = options.max_batch
-    if batch > 1:
-        fixed = [n for n in graph.inputs if n not in options.batch_inputs]
-        if fixed:
-            raise UnsupportedModel([f"input {n!r} has a fixed leading dimension, so --max-batch must be 1"
-                                    for n in fixed])
+    if batch > 1 and not any(name in options.batch_axes for name in graph.inputs):
+        raise UnsupportedModel(["no input carries a run-time batch (a dynamic leading dim, or a dim named like "
+                                "one), so --max-batch must be 1"])
 
-    # IO slots
+    # IO slots: [outer, max_batch, inner] around a tensor's batch axis; one sample's worth for the others
     cursor = HEADER
     slots: dict[str, int] = {}
     for name in graph.inputs + graph.outputs:
         if name in slots:
             continue
         slots[name] = cursor
-        cursor = align(cursor + graph.info(name).nbytes * batch)
-    in_place = set(graph.inputs) if batch == 1 else set()
+        cursor = align(cursor + graph.info(name).nbytes * (batch if name in options.batch_axes else 1))
+    # inputs without a batch (and every input of a batch-1 module) are read where the caller wrote them
+    in_place = {name for name in graph.inputs if batch == 1 or name not in options.batch_axes}
 
     graph.compressed = set(options.weights.tensors) if options.weights is not None else set()
     scratch = {}
@@ -215,7 +217,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         module.export_func(f"wasinfer_{kind}_ptr", index)
     module.export_func("wasinfer_run", run)
     if wasi_imports is not None:
-        module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_inputs, slots, run,
+        module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_axes, slots, run,
                                                      wasi_imports, place_data, reserve))
 
     module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
@@ -243,12 +245,42 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
     f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
     with f.if_():
         f.i32(1).op("return")
+    def split(name: str) -> tuple[int, int]:
+        """(outer elements, inner bytes) around a batched tensor's batch axis."""
+        shape, axis = graph.info(name).shape, options.batch_axes[name]
+        outer = math.prod(shape[:axis])
+        return outer, graph.info(name).nbytes // max(outer, 1)
+
+    batched = [n for n in graph.inputs + graph.outputs if n in options.batch_axes and n not in in_place]
+    outer_index = f.local(I32) if any(split(n)[0] > 1 for n in batched) else -1
+
+    def copy_sample(name: str, into_slot: bool) -> None:
+        """Sample `sample` of a batched tensor between its slot, laid out [outer, n, inner] around its
+        batch axis (n: this run's batch), and its one-sample buffer [outer, 1, inner]."""
+        outer, inner = split(name)
+        if outer == 1:  # the batch on the leading axis (or after unit dims): one copy
+            if into_slot:
+                f.addr(slots[name], sample, inner).i32(address(name))
+            else:
+                f.i32(address(name)).addr(slots[name], sample, inner)
+            f.i32(inner).memory_copy()
+            return
+        def slot_at() -> None:  # slot + (o * n + sample) * inner
+            f.get(outer_index).get(0).op("i32.mul").get(sample).op("i32.add")
+            f.i32(inner).op("i32.mul").i32(slots[name]).op("i32.add")
+
+        def buffer_at() -> None:  # buffer + o * inner
+            f.get(outer_index).i32(inner).op("i32.mul").i32(address(name)).op("i32.add")
+
+        with f.for_range(outer_index, 0, outer):
+            for push in (slot_at, buffer_at) if into_slot else (buffer_at, slot_at):  # memory.copy: dst, src
+                push()
+            f.i32(inner).memory_copy()
+
     with f.for_range(sample, 0, ("local", 0)):
         for name in graph.inputs:
-            if name in in_place:
-                continue
-            size = graph.info(name).nbytes
-            f.i32(address(name)).addr(slots[name], sample, size).i32(size).memory_copy()
+            if name not in in_place:
+                copy_sample(name, into_slot=False)
         for guards, run_of_nodes in itertools.groupby(node_funcs, key=lambda pair: pair[1]):
             if not guards:
                 for func_index, _ in run_of_nodes:
@@ -264,8 +296,10 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                 for func_index, _ in run_of_nodes:
                     f.call(func_index)
         for name in graph.outputs:
-            size = graph.info(name).nbytes
-            f.addr(slots[name], sample, size).i32(address(name)).i32(size).memory_copy()
+            if name in options.batch_axes:
+                copy_sample(name, into_slot=True)
+            else:  # the same value for every sample
+                f.i32(slots[name]).i32(address(name)).i32(graph.info(name).nbytes).memory_copy()
     f.i32(0)
     return index
 

@@ -56,8 +56,12 @@ class StreamTensor:
     name: str
     address: int
     dtype: np.dtype
-    shape: tuple[int, ...]  # the leading 1 stands for N when batched
-    batched: bool
+    shape: tuple[int, ...]  # the 1 at batch_axis stands for N when batched
+    batch_axis: int | None
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_axis is not None
 
     @property
     def descr(self) -> str:
@@ -68,8 +72,8 @@ class StreamTensor:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def header_text(self, lead: str) -> str:
-        """NumPy's header dict with the leading dimension spelled `lead` (e.g. 'N') when batched."""
-        dims = [lead if self.batched and axis == 0 else str(d) for axis, d in enumerate(self.shape)]
+        """NumPy's header dict with the batch's dimension spelled `lead` (e.g. 'N') when batched."""
+        dims = [lead if axis == self.batch_axis else str(d) for axis, d in enumerate(self.shape)]
         shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"  # Python's tuple repr
         return f"{{'descr': '{self.descr}', 'fortran_order': False, 'shape': {shape}, }}"
 
@@ -88,17 +92,17 @@ def npy_prefix(text_length: int) -> tuple[bytes, int]:
     raise ValueError("header too long for .npy")
 
 
-def emit_wasi_start(module: Module, graph: Graph, max_batch: int, batch_inputs: list[str],
+def emit_wasi_start(module: Module, graph: Graph, max_batch: int, batch_axes: dict[str, int],
                     slots: dict[str, int], run: int, imports: WasiImports,
                     place_data: Callable[[np.ndarray], int], reserve: Callable[[int], int]) -> int:
-    """Add `_start` (and its helpers) to `module` and return its function index."""
-    # The same rule as the metadata: the graph runs per sample, so outputs are batched iff inputs are.
-    def tensor(name: str, batched: bool) -> StreamTensor:
+    """Add `_start` (and its helpers) to `module` and return its function index. `batch_axes`: the
+    inputs and outputs that carry the run-time batch, and on which axis (as in the metadata)."""
+    def tensor(name: str) -> StreamTensor:
         info = graph.info(name)
-        return StreamTensor(name, slots[name], info.dtype, info.shape, batched)
+        return StreamTensor(name, slots[name], info.dtype, info.shape, batch_axes.get(name))
 
-    inputs = [tensor(n, n in batch_inputs) for n in graph.inputs]
-    outputs = [tensor(n, bool(batch_inputs)) for n in graph.outputs]
+    inputs = [tensor(n) for n in graph.inputs]
+    outputs = [tensor(n) for n in graph.outputs]
     return _StartBuilder(module, imports, max_batch, place_data, reserve).emit(inputs, outputs, run)
 
 
@@ -366,11 +370,11 @@ class _StartBuilder:
         fail_header("malformed .npy header (bad 'shape')")
         f.get(v.at).i32(len(spec.shape)).op("i32.ne")
         for axis, size in enumerate(spec.shape):
-            if not (spec.batched and axis == 0):
+            if axis != spec.batch_axis:
                 f.i32(self.dims + 4 * axis).mem("i32.load").i32(size).op("i32.ne").op("i32.or")
         fail_header("shape differs")
-        if spec.batched:
-            self._take_batch(f, v, fail_header)
+        if spec.batch_axis is not None:
+            self._take_batch(f, v, spec.batch_axis, fail_header)
             f.i32(spec.address).get(v.batch).i32(spec.sample_bytes).op("i32.mul")
         else:
             f.i32(spec.address).i32(spec.sample_bytes)
@@ -398,9 +402,9 @@ class _StartBuilder:
         with f.if_():
             self._emit_fail(f, [prefix, f".npy header longer than {MAX_HEADER} bytes"], EXIT_INPUT)
 
-    def _take_batch(self, f: Func, v: _InputLocals, fail_header: Callable[[str], None]) -> None:
-        """N from the shape's leading number: in range, and the same for every batched input."""
-        f.i32(self.dims).mem("i32.load").tee(v.at).i32(1).op("i32.lt_s")
+    def _take_batch(self, f: Func, v: _InputLocals, axis: int, fail_header: Callable[[str], None]) -> None:
+        """N from the shape's number at the batch axis: in range, and the same for every batched input."""
+        f.i32(self.dims + 4 * axis).mem("i32.load").tee(v.at).i32(1).op("i32.lt_s")
         f.get(v.at).i32(self.max_batch).op("i32.gt_s").op("i32.or")
         fail_header(f"batch size N out of range (compiled max_batch is {self.max_batch})")
         f.get(v.batch).i32(0).op("i32.ne").get(v.at).get(v.batch).op("i32.ne").op("i32.and")
