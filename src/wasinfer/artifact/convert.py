@@ -11,10 +11,11 @@ from typing import Any
 import onnx
 
 from wasinfer import __version__
-from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
+from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSpec, custom_section
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
+from wasinfer.ir import UnsupportedModel
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.einsum import lower_einsums
@@ -67,6 +68,11 @@ def convert_model(
     batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
     options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
                              relaxed_simd=relaxed_simd)
+    carried = [f"tensor {name!r}: dtype {graph.info(name).dtype.name} cannot cross the module's ABI (it carries "
+               f"{', '.join(TENSOR_DTYPES)})" for name in graph.inputs + graph.outputs
+               if name in graph.tensors and graph.info(name).dtype.name not in TENSOR_DTYPES]
+    if carried:
+        raise UnsupportedModel(carried)
     compiled = compile_graph(graph, options, progress)
 
     def spec(tensor: str, slots: dict[str, int]) -> TensorSpec:
