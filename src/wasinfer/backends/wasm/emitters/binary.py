@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
-from wasinfer.backends.wasm.emitters.unary import epilogue
+from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
 

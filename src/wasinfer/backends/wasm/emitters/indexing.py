@@ -27,12 +27,11 @@ from wasinfer.backends.wasm.emitters.layout import (
     copy_bytes,
     emit_permute,
     gather_run,
-    movable_problems,
     walk,
 )
-from wasinfer.backends.wasm.emitters.pool import row_major
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.layout import movable_problems, row_major
 
 INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
 

@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.binary import emit_broadcast
 from wasinfer.backends.wasm.emitters.pool import for_lanes, load_lanes, store_lanes
 from wasinfer.backends.wasm.emitters.reduce import (
@@ -30,7 +31,6 @@ from wasinfer.backends.wasm.emitters.reduce import (
     line_segments,
     walk_segments,
 )
-from wasinfer.backends.wasm.emitters.unary import epilogue
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
 
