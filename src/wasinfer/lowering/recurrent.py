@@ -28,8 +28,10 @@ BETA = {"HardSigmoid": 0.5}
 Activation = tuple[str, dict[str, float]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecurrentSpec:
+    """What the node asks for, defaults filled in; `problems` lists why it cannot be compiled."""
+
     op: str
     gates: int
     hidden: int
