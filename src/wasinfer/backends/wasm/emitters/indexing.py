@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.emitters.binary import broadcast_strides, merge_axes
 from wasinfer.backends.wasm.emitters.layout import (
     LOAD_STORE,
     copy_bytes,
@@ -31,6 +30,7 @@ from wasinfer.backends.wasm.emitters.layout import (
 )
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
 from wasinfer.lowering.layout import movable_problems, row_major
 
 INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
