@@ -7,9 +7,10 @@ import onnx
 import pytest
 from onnx import helper
 
-import wasinfer.backends.wasm.emitters.gemm as gemm
+import wasinfer.lowering.gemm as gemm
 from tests.parity import assert_matches_ort, single_op_model
 from wasinfer.artifact import convert_onnx
+from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
 from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
@@ -112,5 +113,5 @@ def test_gemm_relaxed_simd(op: str) -> None:
     a, b = rand(5, 33), rand(33, 19)
     model = single_op_model(op, {"a": a}, constants={"b": b})
     relaxed = convert_onnx(model, relaxed_simd=True).wasm
-    assert gemm.RELAXED_MADD in relaxed
+    assert RELAXED_MADD in relaxed
     np.testing.assert_allclose(WasmModel(relaxed).run({"a": a})["y0"], a @ b, rtol=1e-4, atol=1e-4)

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import helper
 
-import wasinfer.backends.wasm.emitters.conv as conv
-import wasinfer.backends.wasm.emitters.conv_winograd as winograd
-import wasinfer.backends.wasm.emitters.gemm as gemm
+import wasinfer.lowering.conv as conv
+import wasinfer.lowering.gemm as gemm
+import wasinfer.lowering.winograd as winograd
 from tests.parity import assert_matches_ort, ort_run, single_op_model
 from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.backends.wasm import UnsupportedModel
@@ -116,8 +116,8 @@ def test_conv_tiles_and_column_blocks(monkeypatch: pytest.MonkeyPatch, x_shape: 
     k_size = math.prod(w_shape[1:])
     row_size = math.prod(x_shape[3:])  # an upper bound on output positions per row
     monkeypatch.setattr(conv, "COLUMN_BUDGET", k_size * 4 * tile_rows * row_size)
-    monkeypatch.setattr(conv, "GEMM_B_BUDGET", k_size * 4 * 24)
-    monkeypatch.setattr(conv, "GEMM_MIN_COLUMNS", 8)
+    monkeypatch.setattr(gemm, "GEMM_B_BUDGET", k_size * 4 * 24)
+    monkeypatch.setattr(gemm, "GEMM_MIN_COLUMNS", 8)
     conv_case(x_shape, w_shape, **attrs)
 
 

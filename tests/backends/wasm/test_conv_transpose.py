@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import wasinfer.backends.wasm.emitters.conv_transpose as conv_transpose
+import wasinfer.lowering.conv_transpose as conv_transpose
 import wasinfer.passes.fuse as fuse
 from tests.parity import assert_matches_ort, single_op_model
 from wasinfer.artifact import convert_onnx

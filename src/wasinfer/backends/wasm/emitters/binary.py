@@ -1,8 +1,9 @@
 """Elementwise ops with numpy broadcasting: Add, Sub, Mul, Div, Max, Min, Sum, PRelu.
 
 The output is walked in its own order; each operand has a stride per output axis (0 where it
-broadcasts). Axes that are contiguous for every tensor are merged first, so the common cases
-(same shape, scalar, per-channel) become one or two loops, the innermost vectorised. Each
+broadcasts). Axes that are contiguous for every tensor are merged first (the loop nest is
+lowering/elementwise.py's), so the common cases (same shape, scalar, per-channel) become one
+or two loops, the innermost vectorised. Each
 tensor's `Access` says how its elements travel between memory and v128 lanes, so one walker
 serves float32, the integer types and the bool/mask conversions of kernels/logic.py.
 """
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
-from wasinfer.backends.wasm.emitters.unary import epilogue
+from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
 
 VECTOR_OP = {"Add": "f32x4.add", "Sum": "f32x4.add", "Sub": "f32x4.sub", "Mul": "f32x4.mul",
              "Div": "f32x4.div", "Max": "f32x4.max", "Min": "f32x4.min"}
@@ -63,37 +65,6 @@ def access_for(dtype: np.dtype) -> Access:  # type: ignore[type-arg]
 
 
 Operand = tuple[int, tuple[int, ...], Access]  # address, shape, access
-
-
-def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
-    """Element strides of `shape` walked as `out_shape` (0 on broadcast axes)."""
-    padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
-    strides, step = [0] * len(out_shape), 1
-    for axis in reversed(range(len(out_shape))):
-        strides[axis] = step if padded[axis] != 1 else 0
-        step *= padded[axis]
-    return strides
-
-
-def merge_axes(out_shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Merge neighbouring axes that every operand walks contiguously; drop size-1 axes."""
-    dims: list[int] = []
-    merged: list[list[int]] = [[] for _ in strides]
-    for axis, size in enumerate(out_shape):
-        if size == 1:
-            continue
-        if dims and all(s[axis] * size == m[-1] or (s[axis] == 0 and m[-1] == 0)
-                        for s, m in zip(strides, merged, strict=True)):
-            dims[-1] *= size
-            for s, m in zip(strides, merged, strict=True):
-                m[-1] = s[axis]
-            continue
-        dims.append(size)
-        for s, m in zip(strides, merged, strict=True):
-            m.append(s[axis])
-    if not dims:
-        return [1], [[0] for _ in strides]
-    return dims, merged
 
 
 def emit_elementwise(ctx: Ctx, out: Operand, operands: list[Operand], combine: Callable[[], None],
@@ -303,5 +274,5 @@ def emit_prelu(ctx: Ctx, node: Node) -> None:
                    ctx.addr(slope), slope_shape, combine, None)
 
 
-__all__ = ["F32", "INTEGER_TYPES", "Access", "Operand", "access_for", "broadcast_strides", "check_same_dtype",
-           "emit_broadcast", "emit_elementwise", "integer_op", "lanewise", "merge_axes", "plain_access"]
+__all__ = ["F32", "INTEGER_TYPES", "Access", "Operand", "access_for", "check_same_dtype", "emit_broadcast",
+           "emit_elementwise", "integer_op", "lanewise", "plain_access"]

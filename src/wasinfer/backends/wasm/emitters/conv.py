@@ -5,11 +5,12 @@ positions) is built in the kernel's scratch, then Y[Cout/g, P] = W[Cout/g, K] @ 
 with the fused activation in the GEMM epilogue. Shapes are static, so for every kernel
 offset the output range that reads inside the input is known at compile time: the copies
 carry no bounds checks, padding becomes explicit zero runs, and unit-stride rows are one
-memory.copy (or a few v128 moves). Constant weights are packed in the GEMM's 4-row panels
-(gemm.pack_panels) at compile time. A 1x1, stride-1, unpadded conv needs no column buffer:
-B is the input itself. The column buffer is built and multiplied in tiles of output rows
-(spatial axis 0) of about COLUMN_BUDGET bytes, so the GEMM reads it from cache; tiles that
-read no padding along that axis share one copy of the code in a run-time loop.
+memory.copy (or a few v128 moves). Which way a conv runs, its tiles of output rows and its
+packed weights are planned in lowering/conv.py; this module renders the plan. A 1x1,
+stride-1, unpadded conv needs no column buffer: B is the input itself. The column buffer is
+built and multiplied in tiles of output rows (spatial axis 0) of about COLUMN_BUDGET bytes, so
+the GEMM reads it from cache; tiles that read no padding along that axis share one copy of the
+code in a run-time loop.
 
 A 3x3 stride-1 conv with constant weights and at least 16 input and output channels runs as
 Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the same GEMM. Not
@@ -27,108 +28,26 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
-
-import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
-from wasinfer.backends.wasm.emitters import conv_winograd as winograd
-from wasinfer.backends.wasm.emitters import gemm
-from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm, pack_panels
+from wasinfer.backends.wasm.emitters.activation import epilogue
+from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd
+from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm
 from wasinfer.backends.wasm.emitters.pool import (
     Addr,
     Taps,
-    Window,
     WindowOp,
     emit_copy,
     emit_fill,
     emit_windows,
     load_lanes,
-    make_window,
     push_addr,
-    row_major,
-    window_problems,
-    window_scratch,
 )
-from wasinfer.backends.wasm.emitters.unary import epilogue
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Graph, Node
-
-COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
-GEMM_B_BUDGET = 256 * 1024  # bytes of B per GEMM column block: stays in L2 across all row blocks of A
-GEMM_MIN_COLUMNS = 64
-
-
-# ---------------------------------------------------------------- Conv
-
-@dataclass(frozen=True)
-class ConvPlan:
-    batch: int
-    channels: int
-    out_channels: int
-    groups: int
-    window: Window
-    tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
-    winograd: bool = False  # 3x3 stride 1 with constant weights: conv_winograd.py
-
-    @property
-    def k_size(self) -> int:
-        return self.channels // self.groups * math.prod(self.window.kernel)
-
-    @property
-    def depthwise(self) -> bool:
-        """One input channel per group (any channel multiplier): a weighted sliding window."""
-        return self.groups == self.channels > 1
-
-    @property
-    def direct(self) -> bool:
-        """1x1, stride 1, no padding: the input already is the column buffer."""
-        w = self.window
-        return all(k == 1 for k in w.kernel) and all(s == 1 for s in w.strides) \
-            and not any(w.pad_begin) and not any(w.pad_end)
-
-    @property
-    def row_size(self) -> int:
-        """Output positions per step of spatial axis 0."""
-        return math.prod(self.window.out_dims[1:])
-
-    def tiles(self) -> list[tuple[int, int, int]]:
-        """(lo, hi, repeat): output rows [lo, hi) of a tile, and how many such tiles follow each
-        other. Tiles whose every kernel row reads inside the input differ only by where they read,
-        so a run of them shares one copy of the code in a run-time loop."""
-        rows, size, win = self.window.out_dims[0], self.tile_rows, self.window
-        runs: list[tuple[int, int, int, bool]] = []
-        for lo in range(0, rows, size):
-            hi = min(rows, lo + size)
-            inside = hi - lo == size and all(win.valid(0, k, lo, hi) == (lo, hi) for k in range(win.kernel[0]))
-            if inside and runs and runs[-1][3]:
-                runs[-1] = (*runs[-1][:2], runs[-1][2] + 1, True)
-            else:
-                runs.append((lo, hi, 1, inside))
-        return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
-
-    @property
-    def scratch_bytes(self) -> int:
-        if self.winograd:
-            return winograd.scratch_bytes(self.window, self.channels, self.out_channels)
-        if self.depthwise:
-            return window_scratch(self.window)
-        return 0 if self.direct else self.k_size * self.tile_rows * self.row_size * 4
-
-
-def conv_plan(node: Node, graph: Graph) -> ConvPlan:
-    x_shape, w_shape = graph.info(node.inputs[0]).shape, graph.info(node.inputs[1]).shape
-    kernel_dims = tuple(int(k) for k in node.attr("kernel_shape") or w_shape[2:])
-    win = make_window(node, tuple(x_shape[2:]), kernel_dims)
-    groups = int(node.attr("group", 1))
-    k_size = x_shape[1] // groups * math.prod(kernel_dims)
-    row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
-    plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
-                    node.inputs[1] not in graph.compressed
-                    and winograd.fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
-    if plan.direct:
-        return plan
-    return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))
+from wasinfer.lowering.conv import ConvPlan, conv_plan, conv_scratch, packed_weights
+from wasinfer.lowering.layout import row_major
+from wasinfer.lowering.window import Window, window_problems
 
 
 def _check_conv(node: Node, graph: Graph) -> list[str]:
@@ -154,11 +73,7 @@ def _check_conv(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _conv_scratch(node: Node, graph: Graph) -> int:
-    return conv_plan(node, graph).scratch_bytes
-
-
-@kernel("Conv", check=_check_conv, scratch=_conv_scratch)
+@kernel("Conv", check=_check_conv, scratch=conv_scratch)
 def emit_conv(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     plan = conv_plan(node, ctx.graph)
@@ -166,7 +81,7 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
         _emit_depthwise(ctx, node, plan)
         return
     if plan.winograd:
-        winograd.emit_winograd(ctx, node, plan.window, plan.batch, plan.channels, plan.out_channels)
+        emit_winograd(ctx, node, plan.window, plan.batch, plan.winograd_plan())
         return
     win = plan.window
     in_size, positions = math.prod(win.in_dims), math.prod(win.out_dims)
@@ -174,7 +89,7 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     weights = ctx.const(node.inputs[1])
     if weights is not None:  # constant weights: packed in panels for the GEMM, once per group
-        packed = np.stack([pack_panels(g) for g in weights.astype(np.float32).reshape(plan.groups, group_out, -1)])
+        packed = packed_weights(weights, plan.groups)
         w, group_w_bytes = ctx.data(packed), packed[0].nbytes
     else:
         w, group_w_bytes = ctx.addr(node.inputs[1]), group_out * k_size * 4
@@ -207,38 +122,8 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
                     _im2col(ctx, win, (lo, hi), px_tile, ctx.scratch_addr, group_in)
                     b = Operand(ctx.scratch_addr, columns, 1)
                 a = Operand(("local", pw), k_size, 1, panels=weights is not None)
-                _blocked_gemm(ctx, group_out, columns, k_size, a, b, Operand(("local", pc), positions, 1), bias, node)
-
-
-def _blocked_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand, c: Operand,
-                  bias: Operand | None, node: Node | None) -> None:
-    """emit_gemm over blocks of columns small enough that B's block stays in cache while
-    every row block of A passes over it (the GEMM walks rows outermost)."""
-    f = ctx.f
-    block = max(GEMM_MIN_COLUMNS, GEMM_B_BUDGET // (min(k_size, gemm.K_BLOCK) * 4) // 8 * 8)
-    if n_size <= block:
-        emit_gemm(ctx, m_size, n_size, k_size, a, b, c, bias, node=node)
-        return
-    full, rest = divmod(n_size, block)
-    counter, pb, pc = f.local(I32), f.local(I32), f.local(I32)
-    b_start, c_start = f.local(I32), f.local(I32)
-    for start, local in ((b.base, b_start), (c.base, c_start)):
-        if isinstance(start, int):
-            f.i32(start)
-        else:
-            f.get(start[1])
-        f.set(local)
-    with f.for_range(counter, 0, full):
-        f.get(counter).i32(block * 4).op("i32.mul").set(pb)
-        f.get(pb).get(c_start).op("i32.add").set(pc)
-        f.get(pb).get(b_start).op("i32.add").set(pb)
-        emit_gemm(ctx, m_size, block, k_size, a, Operand(("local", pb), b.row, 1), Operand(("local", pc), c.row, 1),
-                  bias, node=node)
-    if rest:
-        f.get(b_start).i32(full * block * 4).op("i32.add").set(pb)
-        f.get(c_start).i32(full * block * 4).op("i32.add").set(pc)
-        emit_gemm(ctx, m_size, rest, k_size, a, Operand(("local", pb), b.row, 1), Operand(("local", pc), c.row, 1),
-                  bias, node=node)
+                c = Operand(("local", pc), positions, 1)
+                emit_blocked_gemm(ctx, group_out, columns, k_size, a, b, c, bias, node)
 
 
 def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, channels: int) -> None:
@@ -345,4 +230,4 @@ def _emit_depthwise(ctx: Ctx, node: Node, plan: ConvPlan) -> None:
                  taps, repeat=plan.out_channels // plan.channels)
 
 
-__all__ = ["ConvPlan", "conv_plan"]
+__all__ = ["emit_conv"]

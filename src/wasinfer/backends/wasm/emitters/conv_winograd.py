@@ -18,6 +18,9 @@ A tile row whose tile count is not a multiple of 4 ends with a group overlapping
 one (identical values written twice); an odd output width or height crops the last column or row.
 F(2x2, 3x3)'s transforms use only 0, +-1 and +-0.5, so results stay within float32 rounding
 of the direct sum (ONNX Runtime's own tolerance tests hold).
+
+When a conv qualifies, its tiles and chunks, the scratch layout and the transformed weights are
+planned in lowering/winograd.py; this module renders that plan.
 """
 
 from __future__ import annotations
@@ -27,62 +30,25 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx
-from wasinfer.backends.wasm.emitters.gemm import Operand, pack_panels
-from wasinfer.backends.wasm.emitters.pool import Window
-from wasinfer.backends.wasm.emitters.unary import epilogue
+from wasinfer.backends.wasm.emitters.activation import epilogue
+from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Node
-
-# Below these sizes the transforms cost more than the multiplies they save.
-MIN_CHANNELS = 16
-MIN_TILE_COLUMNS = 4  # a tile row needs one whole group of 4 tiles
-CHUNK_BYTES = 2**21  # transformed input and output of one chunk of tile rows
-
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+from wasinfer.lowering.window import Window
+from wasinfer.lowering.winograd import WinogradPlan, tile_groups, transformed_weights
 
 
-def fits(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
-    return (win.rank == 2 and win.kernel == (3, 3) and win.strides == (1, 1) and win.dilations == (1, 1)
-            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_CHANNELS
-            and -(-win.out_dims[1] // 2) >= MIN_TILE_COLUMNS)
-
-
-def _tiles(win: Window) -> tuple[int, int]:
-    return -(-win.out_dims[0] // 2), -(-win.out_dims[1] // 2)
-
-
-def _chunk_rows(win: Window, channels: int, out_channels: int) -> int:
-    """Tile rows per chunk: V and M of a chunk (16 x (C + M) x tiles floats) within CHUNK_BYTES, so the
-    scratch stays bounded on big images and a chunk's V is still in cache when the GEMMs read it."""
-    th, tw = _tiles(win)
-    return max(1, min(th, CHUNK_BYTES // (64 * (channels + out_channels) * tw)))
-
-
-def scratch_bytes(win: Window, channels: int, out_channels: int) -> int:
-    th, tw = _tiles(win)
-    chunk = _chunk_rows(win, channels, out_channels) * tw
-    return 4 * (channels * (2 * th + 2) * (2 * tw + 2) + 16 * (channels + out_channels) * chunk)
-
-
-def transformed_weights(weights: np.ndarray) -> np.ndarray:
-    """U[xi] = (G g G^T)[xi] for xi = 4i + j, each [M, C] packed in the GEMM's panels, concatenated."""
-    u = np.einsum("ia,mcab,jb->ijmc", G, weights.astype(np.float64), G).astype(np.float32)
-    return np.stack([pack_panels(u[i, j]) for i in range(4) for j in range(4)])
-
-
-def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, channels: int, out_channels: int) -> None:
-    from wasinfer.backends.wasm.emitters.conv import _blocked_gemm  # conv.py imports this module
-
+def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, plan: WinogradPlan) -> None:
     f = ctx.f
     weights = ctx.const(node.inputs[1])
     assert weights is not None
-    th, tw = _tiles(win)
-    hp, wp = 2 * th + 2, 2 * tw + 2
+    channels, out_channels = plan.channels, plan.out_channels
+    tw = plan.tile_columns
+    hp, wp = plan.padded
     (h, w), (ho, wo) = win.in_dims, win.out_dims
-    rows = _chunk_rows(win, channels, out_channels)
     p_base = ctx.scratch_addr
-    v_base = p_base + 4 * channels * hp * wp
-    m_base = v_base + 4 * 16 * channels * rows * tw
+    v_base = p_base + plan.v_offset
+    m_base = p_base + plan.m_offset
     # each U[xi] placed on its own, so that uniform weights (ConstantOfShape) stay uniform
     # blocks, written at start-up rather than stored; a table holds their addresses
     table = ctx.data(np.array([ctx.data(u) for u in transformed_weights(weights)], np.int32))
@@ -90,10 +56,7 @@ def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, channels: int, 
     bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     sample, c, row, src, dst, chunk, row0 = (f.local(I32) for _ in range(7))
     xi, pu, pv, pm = (f.local(I32) for _ in range(4))
-    # runs of chunks: (tile rows per chunk, chunks, first tile row, output rows per tile row); an odd
-    # output height leaves a last tile row with one output row, in a chunk of its own
-    body = th - ho % 2
-    runs = [(rows, body // rows, 0, 2), (body % rows, 1, body // rows * rows, 2), (1, ho % 2, body, 1)]
+    runs = plan.runs(ho)
 
     with f.for_range(sample, 0, batch):
         # 1. zero-padded copy of the input
@@ -118,26 +81,13 @@ def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, channels: int, 
                     f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
                     f.get(xi).i32(4 * channels * tiles).op("i32.mul").i32(v_base).op("i32.add").set(pv)
                     f.get(xi).i32(4 * out_channels * tiles).op("i32.mul").i32(m_base).op("i32.add").set(pm)
-                    _blocked_gemm(ctx, out_channels, tiles, channels,
+                    emit_blocked_gemm(ctx, out_channels, tiles, channels,
                                   Operand(("local", pu), channels, 1, panels=True), Operand(("local", pv), tiles, 1),
                                   Operand(("local", pm), tiles, 1), None, None)
                 # dst: Y[sample, 0, 2 * row0, 0]
                 f.get(sample).i32(4 * out_channels * ho * wo).op("i32.mul").get(row0).i32(4 * 2 * wo)
                 f.op("i32.mul").op("i32.add").i32(y).op("i32.add").set(dst)
                 _output_transform(ctx, node, out_channels, n_rows, out_rows, tw, ho, wo, m_base, dst, bias)
-
-
-def _groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
-    """Groups of 4 tiles in a tile row: how many lead it with the same code (a run-time loop), and the
-    first tiles of the rest: a last partial group overlapping the one before, or (with `wo`, an odd
-    output width) the group whose last column must not be written."""
-    looped = tw // 4
-    if wo is not None and 8 * looped > wo:
-        looped -= 1
-    rest = list(range(4 * looped, tw - 3, 4))
-    if tw % 4:
-        rest.append(tw - 4)
-    return looped, rest
 
 
 def _input_transform(ctx: Ctx, channels: int, n_rows: int, tw: int, hp: int, wp: int, row0: int, p_base: int,
@@ -165,7 +115,7 @@ def _input_transform(ctx: Ctx, channels: int, n_rows: int, tw: int, hp: int, wp:
                 push()
                 f.mem("v128.store", offset=4 * ((4 * i + j) * channels * tiles + start))
 
-    looped, rest = _groups(tw)
+    looped, rest = tile_groups(tw)
     with f.for_range(c, 0, channels), f.for_range(trow, 0, n_rows):
         # ps: P[c, 2 * (row0 + trow), 0], patch row 0 of the row's first tile; pd: V[0, c, trow * tw]
         f.get(c).i32(hp * wp).op("i32.mul").get(trow).get(row0).op("i32.add").i32(2 * wp).op("i32.mul")
@@ -203,7 +153,7 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
     s = [[f.local(V128) for _ in range(4)] for _ in range(2)]
     out = [[f.local(V128) for _ in range(2)] for _ in range(2)]
     bias_v = f.local(V128)
-    looped, rest = _groups(tw, wo)
+    looped, rest = tile_groups(tw, wo)
     group, qm, qy = (f.local(I32) for _ in range(3))
     with f.for_range(mch, 0, out_channels):
         if bias is None:
@@ -256,4 +206,4 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
             f.inc(pm, 4 * tw).inc(py, 4 * 2 * wo)
 
 
-__all__ = ["emit_winograd", "fits", "scratch_bytes", "transformed_weights"]
+__all__ = ["emit_winograd"]

@@ -2,10 +2,11 @@
 
 C[m, n] = alpha * sum_k A[m, k] * B[k, n] + bias[m, n], then the fused activation.
 B must be contiguous along n; A may have any strides (so transA is free), or be packed in
-4-row panels (constant Conv weights, `pack_panels`). The routine walks C in register tiles of
-4 rows x 8 columns (8 f32x4 accumulators), the last rows as one shorter tile; a single row
-takes 16 columns. A last partial column tile overlaps the previous one instead of falling back
-to narrow tiles. Long K runs in blocks (K_BLOCK) that keep the tile's A in L1 and B's block in L2.
+4-row panels (constant Conv weights, lowering/gemm.py's `pack_panels`). The tiling is planned in
+lowering/gemm.py (`gemm_plan`): C in register tiles of 4 rows x 8 columns (8 f32x4 accumulators),
+the last rows as one shorter tile; a single row takes 16 columns. A last partial column tile
+overlaps the previous one instead of falling back to narrow tiles. Long K runs in blocks
+(K_BLOCK) that keep the tile's A in L1 and B's block in L2. This module renders that plan.
 
 What the micro-kernel costs was measured on Cranelift's x86-64 output (wasmtime 50):
 - f32.load + f32x4.splat is two instructions (vmovss, vbroadcastss): Cranelift cannot fold the
@@ -29,10 +30,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.layout import emit_permute
-from wasinfer.backends.wasm.emitters.unary import epilogue
 from wasinfer.backends.wasm.writer import I32, V128, uleb
-from wasinfer.ir import Graph, Node
+from wasinfer.ir import Node
+from wasinfer.lowering.gemm import (
+    PANEL,
+    bias_strides,
+    column_block,
+    constant_bias,
+    gemm_plan,
+    gemm_scratch,
+    matmul_batches,
+    pack_columns,
+)
 
 # A base address: a constant, or ("local", index) for one computed at run time.
 Base = int | tuple[str, int]
@@ -45,19 +56,6 @@ class Operand:
     col: int  # element stride between columns (k for A, n for B and C)
     scale: float = 1.0  # applied on load (Gemm's beta on a run-time C)
     panels: bool = False  # A only: packed by `pack_panels`, [M/PANEL][K][PANEL], `row` = K, `col` unused
-
-
-PANEL = 4  # rows of A per packed panel: one v128 load gives a k step's A values for a whole tile
-
-
-def pack_panels(a: np.ndarray) -> np.ndarray:
-    """A [M, K] as [ceil(M/PANEL), K, PANEL]: a tile's A values for one k are one v128, splatted
-    lane by lane (a register shuffle) instead of a load + broadcast per row. The padding rows
-    repeat the last row (no tile reads them): uniform weights stay uniform, so they are still
-    written at start-up instead of stored."""
-    m_size = a.shape[0]
-    padded = np.pad(a.astype(np.float32), ((0, -m_size % PANEL), (0, 0)), mode="edge")
-    return np.ascontiguousarray(padded.reshape(-1, PANEL, a.shape[1]).transpose(0, 2, 1))
 
 
 def _push(ctx: Ctx, base: Base) -> None:
@@ -79,25 +77,21 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
     f = ctx.f
     m, n, k = f.local(I32), f.local(I32), f.local(I32)
     pa, pb, pc, pbias = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
-    blocks = max(1, -(-k_size // K_BLOCK))
-    regions = column_tiles(n_size, 1 if m_size == 1 else ROWS, overlap=blocks == 1)
+    plan = gemm_plan(m_size, n_size, k_size)
+    regions, k_len = plan.regions, plan.k_len
     if isinstance(b, np.ndarray):
-        packed = [b[:, lo:lo + count * w].reshape(k_size, count, w).transpose(1, 0, 2).reshape(-1)
-                  for lo, count, w in regions]
-        base = ctx.data(np.concatenate(packed).astype(np.float32))
-        starts = np.cumsum([0] + [p.size for p in packed]).tolist()
-        b_sources = [base + starts[i] * 4 for i in range(len(regions))]
+        packed, starts = pack_columns(b, regions)
+        base = ctx.data(packed)
+        b_sources = [base + start * 4 for start in starts]
     else:
         assert b.col == 1, "a run-time B must be contiguous along n"
     assert c.col == 1, "C must be contiguous along n"
-    k_len = -(-k_size // blocks)
-    kb = KBlock(f.local(I32), f.local(I32)) if blocks > 1 else None
-    m_block = m_size // ROWS * ROWS
+    kb = KBlock(f.local(I32), f.local(I32)) if plan.blocks > 1 else None
     with f.for_range(kb.start, 0, k_size, k_len) if kb else nullcontext():
         if kb:  # the last block may be shorter
             f.i32(k_len).i32(k_size).get(kb.start).op("i32.sub").get(kb.start).i32(k_size - k_len)
             f.op("i32.lt_s").op("select").set(kb.length)
-        for m_lo, m_hi, rows in ((0, m_block, ROWS), (m_block, m_size, m_size - m_block)):
+        for m_lo, m_hi, rows in plan.row_tiles:
             if m_hi <= m_lo:
                 continue
             with f.for_range(m, m_lo, m_hi, rows):
@@ -116,10 +110,8 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
                               alpha, node)
 
 
-# Register tiles: ROWS x 8 (8 accumulators, 2 B vectors, the A values and a splat) fit the 16
-# SIMD registers of x86-64; a single row takes 16 columns (4 accumulators, 4 B vectors).
-ROWS = 4
-K_BLOCK = 512  # k steps per block: a tile's A panel (ROWS x K_BLOCK floats) stays in L1
+# Register tiles (lowering/gemm.py): ROWS x 8 (8 accumulators, 2 B vectors, the A values and a
+# splat) fit the 16 SIMD registers of x86-64; a single row takes 16 columns (4 accumulators, 4 B vectors).
 RELAXED_MADD = b"\xfd" + uleb(0x105)  # f32x4.relaxed_madd(a, b, c) = a * b + c, fused or not
 
 
@@ -138,36 +130,6 @@ class Tile:
     k_size: int
     b_step: int  # elements between B's rows
     kb: KBlock | None
-
-
-def column_tiles(n_size: int, rows: int, overlap: bool = True) -> list[tuple[int, int, int]]:
-    """(first column, tiles, width) runs covering [0, n_size). A last partial tile is not done
-    column by column: a full-width tile ending at n_size recomputes a few columns the previous
-    tile already wrote (bit for bit the same values), which costs far less than narrow tiles.
-    Not when K is cut into blocks: a tile then adds to what C holds, so no column may be done twice."""
-    widest = 16 if rows == 1 else 8
-    full = n_size // widest
-    regions = [(0, full, widest)] if full else []
-    rest = n_size - full * widest
-    if not rest:
-        return regions
-    if not overlap:
-        fours = rest // 4
-        if fours:
-            regions.append((full * widest, fours, 4))
-        if rest % 4:
-            regions.append((full * widest + fours * 4, rest % 4, 1))
-        return regions
-    if full and rest > 4:
-        return [*regions, (n_size - widest, 1, widest)]
-    if n_size >= 4:
-        fours = rest // 4
-        if fours:
-            regions.append((full * widest, fours, 4))
-        if rest % 4:
-            regions.append((n_size - 4, 1, 4))
-        return regions
-    return [*regions, (0, n_size, 1)]
 
 
 def _madd(ctx: Ctx, acc: int, x: int, y: int) -> None:
@@ -299,14 +261,39 @@ def _finish(ctx: Ctx, r: int, v: int, scalar: bool, pbias: int, bias: Operand | 
         epilogue(ctx, node)
 
 
-def _gemm_scratch(node: Node, graph: Graph) -> int:
-    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n."""
-    if node.inputs[1] in graph.constants or not node.attr("transB", 0):
-        return 0
-    return graph.info(node.inputs[1]).nbytes
+def emit_blocked_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand, c: Operand,
+                      bias: Operand | None, node: Node | None) -> None:
+    """emit_gemm over blocks of `column_block(k_size)` columns, so that B's block stays in cache
+    while every row block of A passes over it (the GEMM walks rows outermost); Conv and
+    Winograd's products."""
+    f = ctx.f
+    block = column_block(k_size)
+    if n_size <= block:
+        emit_gemm(ctx, m_size, n_size, k_size, a, b, c, bias, node=node)
+        return
+    full, rest = divmod(n_size, block)
+    counter, pb, pc = f.local(I32), f.local(I32), f.local(I32)
+    b_start, c_start = f.local(I32), f.local(I32)
+    for start, local in ((b.base, b_start), (c.base, c_start)):
+        if isinstance(start, int):
+            f.i32(start)
+        else:
+            f.get(start[1])
+        f.set(local)
+    with f.for_range(counter, 0, full):
+        f.get(counter).i32(block * 4).op("i32.mul").set(pb)
+        f.get(pb).get(c_start).op("i32.add").set(pc)
+        f.get(pb).get(b_start).op("i32.add").set(pb)
+        emit_gemm(ctx, m_size, block, k_size, a, Operand(("local", pb), b.row, 1), Operand(("local", pc), c.row, 1),
+                  bias, node=node)
+    if rest:
+        f.get(b_start).i32(full * block * 4).op("i32.add").set(pb)
+        f.get(c_start).i32(full * block * 4).op("i32.add").set(pc)
+        emit_gemm(ctx, m_size, rest, k_size, a, Operand(("local", pb), b.row, 1), Operand(("local", pc), c.row, 1),
+                  bias, node=node)
 
 
-@kernel("Gemm", check=lambda node, graph: only_float32(node, graph), scratch=_gemm_scratch)
+@kernel("Gemm", check=lambda node, graph: only_float32(node, graph), scratch=gemm_scratch)
 def emit_gemm_op(ctx: Ctx, node: Node) -> None:
     a_name, b_name = node.inputs[0], node.inputs[1]
     a_shape = ctx.info(a_name).shape
@@ -332,32 +319,12 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
         c_shape = ctx.info(c_name).shape
         c_value = ctx.const(c_name)
         if c_value is not None:
-            full = np.broadcast_to(c_value.astype(np.float32) * np.float32(beta), (m_size, n_size))
-            # keep the cheapest broadcast form: per column, per row, or full
-            if np.all(full == full[:1]):
-                bias = Operand(ctx.data(full[0].copy()), 0, 1)
-            elif np.all(full == full[:, :1]):
-                bias = Operand(ctx.data(full[:, 0].copy()), 1, 0)
-            else:
-                bias = Operand(ctx.data(np.ascontiguousarray(full)), n_size, 1)
+            values, row, col = constant_bias(c_value, beta, m_size, n_size)
+            bias = Operand(ctx.data(values), row, col)
         else:
-            padded = (1,) * (2 - len(c_shape)) + tuple(c_shape)
-            bias = Operand(ctx.addr(c_name), padded[1] if padded[0] != 1 else 0, 1 if padded[1] != 1 else 0, beta)
+            bias = Operand(ctx.addr(c_name), *bias_strides(c_shape), beta)
     out = Operand(ctx.addr(node.outputs[0]), n_size, 1)
     emit_gemm(ctx, m_size, n_size, k_size, a, b, out, bias, alpha, node)
-
-
-def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int, int, int]:
-    """Per output batch: (element offset into A, into B); and M, N, K, with numpy matmul rules."""
-    a2 = (1, *a_shape) if len(a_shape) == 1 else a_shape
-    b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
-    m_size, k_size, n_size = a2[-2], a2[-1], b2[-1]
-    batch = np.broadcast_shapes(a2[:-2], b2[:-2])
-    a_index = np.broadcast_to(np.arange(int(np.prod(a2[:-2], dtype=np.int64))).reshape(a2[:-2]), batch)
-    b_index = np.broadcast_to(np.arange(int(np.prod(b2[:-2], dtype=np.int64))).reshape(b2[:-2]), batch)
-    pairs = [(int(i) * m_size * k_size, int(j) * k_size * n_size)
-             for i, j in zip(a_index.reshape(-1), b_index.reshape(-1), strict=True)]
-    return pairs, m_size, n_size, k_size
 
 
 @kernel("MatMul", check=lambda node, graph: only_float32(node, graph))

@@ -21,18 +21,17 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.emitters.binary import broadcast_strides, merge_axes
 from wasinfer.backends.wasm.emitters.layout import (
     LOAD_STORE,
     copy_bytes,
     emit_permute,
     gather_run,
-    movable_problems,
     walk,
 )
-from wasinfer.backends.wasm.emitters.pool import row_major
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
+from wasinfer.lowering.layout import movable_problems, row_major
 
 INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
 

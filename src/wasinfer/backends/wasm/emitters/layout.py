@@ -2,7 +2,8 @@
 
 Neither op looks at values, so one code path serves every numpy dtype whose elements are
 whole bytes: bool, (u)int8..64, float16/32/64, complex64/128. Strings, and the ml_dtypes
-types (bfloat16, float8, packed 2- and 4-bit integers), are refused. ConstantOfShape has no
+types (bfloat16, float8, packed 2- and 4-bit integers), are refused (lowering/layout.py's
+`MOVABLE`). ConstantOfShape has no
 kernel: it is evaluated at compile time whenever its shape input is known then
 (passes/shapes.py, passes/fold.py), and a hint explains the rest.
 """
@@ -12,31 +13,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
-
 from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
-from wasinfer.backends.wasm.emitters.pool import Addr, push_addr, row_major
+from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.layout import movable_problems, row_major
 
 # Element size → (load, store) moving one element bit for bit.
 LOAD_STORE = {1: ("i32.load8_u", "i32.store8"), 2: ("i32.load16_u", "i32.store16"),
               4: ("i32.load", "i32.store"), 8: ("i64.load", "i64.store"), 16: ("v128.load", "v128.store")}
-MOVABLE = {np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
-                                 np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128)}
 UNROLL_BYTES = 128  # contiguous runs up to this size are unrolled loads/stores, longer ones use memory.copy
 GATHER_UNROLL = 4  # strided element copies per loop iteration
 
 UNSUPPORTED_HINTS[("", "ConstantOfShape")] = (
     "it is evaluated at compile time when its shape input is known then; here the shape depends on "
     "run-time values, which static shapes cannot express")
-
-
-def movable_problems(node: Node, graph: Graph) -> list[str]:
-    """Every tensor of a data-movement node must have whole-byte elements."""
-    names = [n for n in node.inputs + node.outputs if n]
-    return [f"tensor {n!r} has dtype {graph.info(n).dtype}, which cannot be moved element by element"
-            for n in names if graph.info(n).dtype not in MOVABLE]
 
 
 def copy_bytes(f: Func, dst: Addr, src: Addr, nbytes: int) -> None:

@@ -22,9 +22,9 @@ from wasinfer.backends.wasm.emitters.binary import (
     emit_elementwise,
     lanewise,
 )
-from wasinfer.backends.wasm.emitters.layout import MOVABLE
 from wasinfer.backends.wasm.writer import F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.layout import MOVABLE
 
 BOOL = np.dtype(np.bool_)
 ONES = bytes([1] * 16)

@@ -26,6 +26,7 @@ from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.unary import map_f32
 from wasinfer.backends.wasm.writer import F32, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.ml import feature_rows, float_scratch, linear_classifier_scratch, tree_scratch
 
 ML = "ai.onnx.ml"
 UNSUPPORTED_HINTS[(ML, "ZipMap")] = "export with options={'zipmap': False}"
@@ -46,12 +47,6 @@ LOADS: dict[np.dtype, tuple[str, str | None]] = {
 
 def _dtype(graph: Graph, name: str) -> np.dtype:
     return np.dtype(graph.info(name).dtype)
-
-
-def _rows(graph: Graph, name: str) -> tuple[int, int]:
-    """(rows, features) of an [N, F] or [F] input, as the ML ops read it."""
-    shape = graph.info(name).shape
-    return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
 
 
 def _check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: int = 2) -> list[str]:
@@ -80,12 +75,6 @@ def _check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
     if np.dtype(info.dtype) != np.dtype(dtype):
         problems.append(f"output {name!r} has dtype {info.dtype}, expected {np.dtype(dtype).name}")
     return problems
-
-
-def _float_scratch(node: Node, graph: Graph) -> int:
-    """Bytes for a float32 copy of input 0 when it is not float32 already."""
-    info = graph.info(node.inputs[0])
-    return 0 if _dtype(graph, node.inputs[0]) == np.float32 else info.size * 4
 
 
 def _float_input(ctx: Ctx, node: Node) -> int:
@@ -241,7 +230,7 @@ def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
     problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64)) + _check_transform(node)
     if problems:
         return problems
-    n, features = _rows(graph, node.inputs[0])
+    n, features = feature_rows(graph, node.inputs[0])
     classes = len(node.attr("intercepts", []))
     coefficients = node.attr("coefficients", [])
     labels = node.attr("classlabels_ints", [])
@@ -264,23 +253,18 @@ def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _linear_classifier_scratch(node: Node, graph: Graph) -> int:
-    n, _ = _rows(graph, node.inputs[0])
-    return _float_scratch(node, graph) + n * len(node.attr("intercepts", [])) * 4
-
-
-@kernel("LinearClassifier", domain=ML, check=_check_linear_classifier, scratch=_linear_classifier_scratch)
+@kernel("LinearClassifier", domain=ML, check=_check_linear_classifier, scratch=linear_classifier_scratch)
 def emit_linear_classifier(ctx: Ctx, node: Node) -> None:
     """scores = X W^T + b; the label is the best score's class (or the sign of a single score)."""
     f = ctx.f
-    n, features = _rows(ctx.graph, node.inputs[0])
+    n, features = feature_rows(ctx.graph, node.inputs[0])
     intercepts = np.asarray(node.attr("intercepts"), dtype=np.float32)
     classes = intercepts.size
     weights = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(classes, features)
     labels = [int(v) for v in node.attr("classlabels_ints", [])]
     kind = node.attr("post_transform", "NONE")
     x = _float_input(ctx, node)
-    scores = ctx.scratch_addr + _float_scratch(node, ctx.graph)
+    scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     emit_gemm(ctx, n, classes, features, Operand(x, features, 1), np.ascontiguousarray(weights.T),
               Operand(scores, classes, 1), Operand(ctx.data(intercepts), 0, 1))
     label_out = node.outputs[0]
@@ -332,7 +316,7 @@ def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
     problems = _check_input(node, graph, (np.float32,)) + _check_transform(node)
     if problems:
         return problems
-    n, features = _rows(graph, node.inputs[0])
+    n, features = feature_rows(graph, node.inputs[0])
     targets = int(node.attr("targets", 1))
     if len(node.attr("coefficients", [])) != targets * features:
         problems.append(f"expected {targets * features} coefficients ({targets} targets x {features} features), "
@@ -344,7 +328,7 @@ def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
 def emit_linear_regressor(ctx: Ctx, node: Node) -> None:
     """Y = X W^T + b (b only when there is one intercept per target), then the transform."""
     f = ctx.f
-    n, features = _rows(ctx.graph, node.inputs[0])
+    n, features = feature_rows(ctx.graph, node.inputs[0])
     targets = int(node.attr("targets", 1))
     weights = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(targets, features)
     intercepts = np.asarray(node.attr("intercepts", []), dtype=np.float32)
@@ -370,11 +354,11 @@ def _check_normalizer(node: Node, graph: Graph) -> list[str]:
     return problems + (_check_output(graph, node.outputs[0], info.size, np.float32) if not problems else [])
 
 
-@kernel("Normalizer", domain=ML, check=_check_normalizer, scratch=_float_scratch)
+@kernel("Normalizer", domain=ML, check=_check_normalizer, scratch=float_scratch)
 def emit_normalizer(ctx: Ctx, node: Node) -> None:
     """Each row divided by its max, L1 or L2 norm; a row whose norm is 0 is copied."""
     f = ctx.f
-    n, features = _rows(ctx.graph, node.inputs[0])
+    n, features = feature_rows(ctx.graph, node.inputs[0])
     norm = node.attr("norm", "MAX")
     x = _float_input(ctx, node)
     out = ctx.addr(node.outputs[0])
@@ -429,7 +413,7 @@ def _check_scaler(node: Node, graph: Graph) -> list[str]:
     return problems + _check_output(graph, node.outputs[0], graph.info(node.inputs[0]).size, np.float32)
 
 
-@kernel("Scaler", domain=ML, check=_check_scaler, scratch=_float_scratch)
+@kernel("Scaler", domain=ML, check=_check_scaler, scratch=float_scratch)
 def emit_scaler(ctx: Ctx, node: Node) -> None:
     """Y = (X - offset) * scale, per feature or with one value for all."""
     shape = ctx.info(node.inputs[0]).shape
@@ -746,18 +730,12 @@ def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> l
                  if node.attr(name) is not None]
     if problems:
         return problems
-    _, features = _rows(graph, node.inputs[0])
+    _, features = feature_rows(graph, node.inputs[0])
     try:
         build_forest(node, features, max(outputs, 1), prefix, False)
     except ValueError as exc:
         problems.append(str(exc))
     return problems
-
-
-def _tree_scratch(node: Node, graph: Graph) -> int:
-    outputs = (len(node.attr("classlabels_int64s", []) or node.attr("classlabels_strings", []))
-               if node.op_type == "TreeEnsembleClassifier" else int(node.attr("n_targets", 1)))
-    return _float_scratch(node, graph) + max(outputs, 1) * 8
 
 
 def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
@@ -771,21 +749,21 @@ def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
         problems.append(f"base_values must have 0 or {targets} values (one per target)")
     if problems:
         return problems
-    n, _ = _rows(graph, node.inputs[0])
+    n, _ = feature_rows(graph, node.inputs[0])
     return _check_output(graph, node.outputs[0], n * targets, np.float32)
 
 
-@kernel("TreeEnsembleRegressor", domain=ML, check=_check_tree_regressor, scratch=_tree_scratch)
+@kernel("TreeEnsembleRegressor", domain=ML, check=_check_tree_regressor, scratch=tree_scratch)
 def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
     f = ctx.f
-    n, features = _rows(ctx.graph, node.inputs[0])
+    n, features = feature_rows(ctx.graph, node.inputs[0])
     targets = int(node.attr("n_targets", 1))
     aggregate = node.attr("aggregate_function", "SUM")
     kind = node.attr("post_transform", "NONE")
     base = [float(v) for v in node.attr("base_values", [])]
     forest = build_forest(node, features, targets, "target", first_weight_only=targets == 1)
     x = _float_input(ctx, node)
-    scores = ctx.scratch_addr + _float_scratch(node, ctx.graph)
+    scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     out = ctx.addr(node.outputs[0])
     row = f.local(I32)
     with f.for_range(row, 0, n):
@@ -867,22 +845,22 @@ def _check_tree_classifier(node: Node, graph: Graph) -> list[str]:
                         "has no class-1 weight, is not supported (ONNX Runtime leaves the second score unwritten)")
     if problems:
         return problems
-    n, _ = _rows(graph, node.inputs[0])
+    n, _ = feature_rows(graph, node.inputs[0])
     problems += _check_output(graph, node.outputs[0], n, np.int64)
     if len(node.outputs) > 1:
         problems += _check_output(graph, node.outputs[1], n * len(labels), np.float32)
     return problems
 
 
-@kernel("TreeEnsembleClassifier", domain=ML, check=_check_tree_classifier, scratch=_tree_scratch)
+@kernel("TreeEnsembleClassifier", domain=ML, check=_check_tree_classifier, scratch=tree_scratch)
 def emit_tree_classifier(ctx: Ctx, node: Node) -> None:
     f = ctx.f
-    n, features = _rows(ctx.graph, node.inputs[0])
+    n, features = feature_rows(ctx.graph, node.inputs[0])
     labels, _, _ = _classifier_facts(node)
     classes = len(labels)
     forest = build_forest(node, features, classes, "class", first_weight_only=False)
     x = _float_input(ctx, node)
-    scores = ctx.scratch_addr + _float_scratch(node, ctx.graph)
+    scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     label_out = node.outputs[0]
     z_out = node.outputs[1] if len(node.outputs) > 1 else ""
     z_row = f.local(I32)

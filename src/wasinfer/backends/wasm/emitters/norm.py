@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from functools import partial
 
-import numpy as np
-
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.binary import emit_broadcast
 from wasinfer.backends.wasm.emitters.pool import for_lanes, load_lanes, store_lanes
 from wasinfer.backends.wasm.emitters.reduce import (
@@ -30,19 +29,15 @@ from wasinfer.backends.wasm.emitters.reduce import (
     line_segments,
     walk_segments,
 )
-from wasinfer.backends.wasm.emitters.unary import epilogue
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.norm import bn_params, bn_runtime, bn_scratch, bn_table
 
 # ---------------------------------------------------------------- BatchNormalization
 
 
-def _bn_params(node: Node) -> list[str]:
-    return node.inputs[1:5]
-
-
 def _check_bn(node: Node, graph: Graph) -> list[str]:
-    problems = only_float32(node, graph, [node.inputs[0], node.outputs[0], *_bn_params(node)])
+    problems = only_float32(node, graph, [node.inputs[0], node.outputs[0], *bn_params(node)])
     if len(graph.info(node.inputs[0]).shape) < 2:
         problems.append("input must have N and C axes")
     if int(node.attr("training_mode", 0)):
@@ -50,34 +45,25 @@ def _check_bn(node: Node, graph: Graph) -> list[str]:
     if any(node.outputs[1:]):
         problems.append("the running mean/variance outputs (training mode) are not supported")
     channels = graph.info(node.inputs[0]).shape[1] if len(graph.info(node.inputs[0]).shape) > 1 else 0
-    for name in _bn_params(node):
+    for name in bn_params(node):
         if graph.info(name).shape != (channels,):
             problems.append(f"parameter {name!r} has shape {graph.info(name).shape}, expected ({channels},)")
     return problems
 
 
-def _bn_runtime(node: Node, graph: Graph) -> bool:
-    return not all(name in graph.constants for name in _bn_params(node))
-
-
-def _bn_scratch(node: Node, graph: Graph) -> int:
-    return 8 * graph.info(node.inputs[0]).shape[1] if _bn_runtime(node, graph) else 0
-
-
-@kernel("BatchNormalization", check=_check_bn, scratch=_bn_scratch)
+@kernel("BatchNormalization", check=_check_bn, scratch=bn_scratch)
 def emit_batchnorm(ctx: Ctx, node: Node) -> None:
     """y = x*s[c] + t[c]; s then t are `channels` floats each at `table`."""
     f = ctx.f
     shape = ctx.info(node.inputs[0]).shape
     batch, channels, size = shape[0], shape[1], math.prod(shape[2:])
     eps = float(node.attr("epsilon", 1e-5))
-    if _bn_runtime(node, ctx.graph):
+    if bn_runtime(node, ctx.graph):
         table = ctx.scratch_addr
-        _emit_bn_affine(ctx, [ctx.addr(name) for name in _bn_params(node)], eps, table, channels)
+        _emit_bn_affine(ctx, [ctx.addr(name) for name in bn_params(node)], eps, table, channels)
     else:
-        scale, bias, mean, var = (ctx.graph.constants[name].astype(np.float64) for name in _bn_params(node))
-        s = scale / np.sqrt(var + eps)
-        table = ctx.data(np.concatenate([s, bias - mean * s]).astype(np.float32))
+        scale, bias, mean, var = (ctx.graph.constants[name] for name in bn_params(node))
+        table = ctx.data(bn_table(scale, bias, mean, var, eps))
     x, y = f.local(I32), f.local(I32)
     f.i32(ctx.addr(node.inputs[0])).set(x).i32(ctx.addr(node.outputs[0])).set(y)
     sample, channel, ps = f.local(I32), f.local(I32), f.local(I32)

@@ -16,12 +16,13 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.emitters.binary import merge_axes
 from wasinfer.backends.wasm.emitters.indexing import emit_copy
-from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes, movable_problems, walk
-from wasinfer.backends.wasm.emitters.pool import Addr, push_addr, row_major
+from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes, walk
+from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
 from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.elementwise import merge_axes
+from wasinfer.lowering.layout import movable_problems, row_major
 
 MODES = ("constant", "reflect", "edge", "wrap")
 UNROLL_FILL = 8  # fills up to this many elements are unrolled stores; longer ones double by memory.copy

@@ -1,8 +1,9 @@
 """MaxPool (with Indices), AveragePool, LpPool and their Global forms (float32, any spatial rank),
 and the sliding-window machinery they share with Conv.
 
-`Window` is the geometry (strides, dilations, pads, auto_pad, ceil_mode → output sizes and
-explicit pads). `emit_windows` runs a `WindowOp` over every output: a padded op first copies
+The geometry is planned in lowering/window.py (`Window`: strides, dilations, pads, auto_pad,
+ceil_mode → output sizes and explicit pads; which taps unroll; AveragePool's divisors); this
+module renders it. `emit_windows` runs a `WindowOp` over every output: a padded op first copies
 each input plane into a scratch buffer whose border holds the padding value (-inf for max,
 NaN when Indices are wanted, 0 otherwise; written once per call), so every window reads
 without bounds checks; unpadded ops read the input in place. Tap offsets are compile-time
@@ -19,109 +20,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.layout import row_major
+from wasinfer.lowering.window import (
+    Window,
+    average_divisors,
+    padded_dims,
+    pool_scratch,
+    pool_window,
+    tap_nest,
+    window_problems,
+)
 
 UNROLL_FLOATS = 16  # copies and fills up to this many floats are unrolled v128/f32 moves
-MAX_UNROLL = 64  # window taps unrolled; larger windows loop over their leading kernel axes
 NEG_INF_BITS = 0xFF800000
 NAN_BITS = 0x7FC00000
-
-
-# ---------------------------------------------------------------- window geometry
-
-@dataclass(frozen=True)
-class Window:
-    """Per spatial axis: input i = o*stride + offset*dilation - pad_begin for output o."""
-
-    in_dims: tuple[int, ...]
-    out_dims: tuple[int, ...]
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    dilations: tuple[int, ...]
-    pad_begin: tuple[int, ...]
-    pad_end: tuple[int, ...]
-
-    @property
-    def rank(self) -> int:
-        return len(self.in_dims)
-
-    def valid(self, axis: int, offset: int, lo: int, hi: int) -> tuple[int, int]:
-        """The outputs in [lo, hi) whose input index for kernel `offset` lies inside the input."""
-        stride, shift = self.strides[axis], offset * self.dilations[axis] - self.pad_begin[axis]
-        first = -(shift // stride)  # ceil(-shift / stride)
-        last = (self.in_dims[axis] - 1 - shift) // stride
-        start = max(lo, first)
-        return start, max(start, min(hi, last + 1))
-
-    def source(self, axis: int, offset: int, out: int) -> int:
-        return out * self.strides[axis] + offset * self.dilations[axis] - self.pad_begin[axis]
-
-
-def _ints(node: Node, key: str, rank: int, default: int) -> tuple[int, ...]:
-    value = node.attr(key)
-    return tuple(int(v) for v in value) if value else (default,) * rank
-
-
-def window_problems(node: Node, rank: int) -> list[str]:
-    """Attribute lists whose length does not match the spatial rank (read by `make_window`)."""
-    problems = []
-    for key, length in (("strides", rank), ("dilations", rank), ("pads", 2 * rank), ("kernel_shape", rank)):
-        value = node.attr(key)
-        if value and len(value) != length:
-            problems.append(f"{key} has {len(value)} values, expected {length}")
-    auto_pad = node.attr("auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
-        problems.append(f"auto_pad={auto_pad!r} is not a valid value")
-    return problems
-
-
-def make_window(node: Node, in_dims: tuple[int, ...], kernel_dims: tuple[int, ...], ceil_mode: bool = False) -> Window:
-    """Output sizes and explicit pads from strides/dilations/pads/auto_pad, as the ONNX spec defines them.
-
-    With ceil_mode, a last window that would start in the end padding is dropped, as ONNX
-    Runtime (and ONNX's reference tests) do; ONNX 1.23's shape inference keeps it, and the
-    kernels' checks report that disagreement rather than pick a side. SAME_* pads use the
-    dilated kernel span, as the spec says (ONNX Runtime's pools use the undilated one).
-    """
-    rank = len(in_dims)
-    strides, dilations = _ints(node, "strides", rank, 1), _ints(node, "dilations", rank, 1)
-    auto_pad = node.attr("auto_pad", "NOTSET")
-    spans = [(k - 1) * d + 1 for k, d in zip(kernel_dims, dilations, strict=True)]
-    begin, end, out = [], [], []
-    for size, stride, span, axis in zip(in_dims, strides, spans, range(rank), strict=True):
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            count = -(-size // stride)
-            total = max(0, (count - 1) * stride + span - size)
-            head = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            begin.append(head)
-            end.append(total - head)
-            out.append(count)
-            continue
-        pads = _ints(node, "pads", 2 * rank, 0) if auto_pad == "NOTSET" else (0,) * (2 * rank)
-        head, tail = pads[axis], pads[axis + rank]
-        room = size + head + tail - span
-        count = (-(-room // stride) if ceil_mode else room // stride) + 1
-        if ceil_mode and (count - 1) * stride >= size + head:
-            count -= 1
-        begin.append(head)
-        end.append(tail)
-        out.append(count)
-    return Window(tuple(in_dims), tuple(out), tuple(kernel_dims), strides, dilations, tuple(begin), tuple(end))
-
-
-def row_major(dims: tuple[int, ...]) -> tuple[int, ...]:
-    """Element strides of a contiguous tensor with these dims."""
-    strides, step = [], 1
-    for size in reversed(dims):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
 
 
 # ---------------------------------------------------------------- copy / fill emitters
@@ -228,21 +146,6 @@ def _gather(f: Func, dst: Addr, src: Addr, count: int, src_step: int) -> None:
 
 # ---------------------------------------------------------------- sliding windows
 
-def padded_dims(win: Window) -> tuple[int, ...] | None:
-    """Dims of the padded copy of one plane that every window can read without bounds checks;
-    None when the windows stay inside the input (read in place)."""
-    extents = [(o - 1) * s + (k - 1) * d + 1
-               for o, s, k, d in zip(win.out_dims, win.strides, win.kernel, win.dilations, strict=True)]
-    if not any(win.pad_begin) and all(e <= size for e, size in zip(extents, win.in_dims, strict=True)):
-        return None
-    return tuple(max(e, p + size) for e, p, size in zip(extents, win.pad_begin, win.in_dims, strict=True))
-
-
-def window_scratch(win: Window) -> int:
-    dims = padded_dims(win)
-    return math.prod(dims) * 4 if dims else 0
-
-
 # A run-time i32 (a pointer, an input index) and what it advances by per output along each axis.
 Walk = tuple[int, tuple[int, ...]]
 
@@ -252,24 +155,13 @@ Tap = Callable[[int, int, int, int | None], None]
 
 
 class Taps:
-    """Visits every tap of a window: unrolled up to MAX_UNROLL, looping over leading kernel axes beyond.
-
-    Each tap also carries an index: the sum over kernel axes of tap position x `index_steps`
-    (flat input indices for MaxPool's Indices, weight offsets for depthwise Conv).
-    """
+    """Visits every tap of a window as its `TapNest` (lowering/window.py) says: unrolled up to
+    MAX_UNROLL, looping over leading kernel axes beyond; each tap also carries an index."""
 
     def __init__(self, f: Func, win: Window, index_steps: tuple[int, ...] | None = None):
         self.f = f
-        reads = padded_dims(win) or win.in_dims
-        byte_steps = [d * s * 4 for d, s in zip(win.dilations, row_major(reads), strict=True)]
-        steps = index_steps or (0,) * win.rank
-        looped = 0
-        while math.prod(win.kernel[looped:]) > MAX_UNROLL:
-            looped += 1
-        self.loops = [(win.kernel[a], byte_steps[a], steps[a]) for a in range(looped)]
-        self.unrolled = [(sum(i * s for i, s in zip(tap, byte_steps[looped:], strict=True)),
-                          sum(i * s for i, s in zip(tap, steps[looped:], strict=True)))
-                         for tap in np.ndindex(*win.kernel[looped:])]
+        nest = tap_nest(win, index_steps)
+        self.loops, self.unrolled = nest.loops, nest.unrolled
         self.pointers = [f.local(I32) for _ in self.loops]
         self.indices = [f.local(I32) for _ in self.loops]
         self.counters = [f.local(I32) for _ in self.loops]
@@ -412,12 +304,6 @@ def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: 
 
 # ---------------------------------------------------------------- pools
 
-def pool_window(node: Node, graph: Graph) -> Window:
-    shape = graph.info(node.inputs[0]).shape
-    return make_window(node, tuple(shape[2:]), tuple(int(k) for k in node.attr("kernel_shape")),
-                       bool(node.attr("ceil_mode", 0)))
-
-
 def _check_pool(node: Node, graph: Graph) -> list[str]:
     problems = only_float32(node, graph, [node.inputs[0], node.outputs[0]])
     shape = graph.info(node.inputs[0]).shape
@@ -438,21 +324,7 @@ def _check_pool(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _pool_scratch(node: Node, graph: Graph) -> int:
-    return window_scratch(pool_window(node, graph))
-
-
-def tap_counts(win: Window, axis: int, include_pad: bool) -> np.ndarray:
-    """Per output along `axis`: taps inside the input (or inside input + explicit pads)."""
-    lo, hi = (-win.pad_begin[axis], win.in_dims[axis] + win.pad_end[axis]) if include_pad \
-        else (0, win.in_dims[axis])
-    taps = np.add.outer(np.arange(win.out_dims[axis]) * win.strides[axis],
-                        np.arange(win.kernel[axis]) * win.dilations[axis]) - win.pad_begin[axis]
-    inside: np.ndarray = ((taps >= lo) & (taps < hi)).sum(axis=1).astype(np.float32)
-    return inside
-
-
-@kernel("MaxPool", "AveragePool", "LpPool", check=_check_pool, scratch=_pool_scratch)
+@kernel("MaxPool", "AveragePool", "LpPool", check=_check_pool, scratch=pool_scratch)
 def emit_pool(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     win = pool_window(node, ctx.graph)
@@ -531,14 +403,10 @@ class _Average(_Reduce):
     def __init__(self, ctx: Ctx, win: Window, include_pad: bool):
         super().__init__(ctx.f, "f32x4.add", 0)
         f = self.f
-        counts = [tap_counts(win, a, include_pad) for a in range(win.rank)]
-        rows = np.ones(1, np.float32)
-        for c in counts[:-1]:
-            rows = np.multiply.outer(rows, c).reshape(-1)
-        cols = counts[-1]
-        self.uniform = float(rows[0] * cols[0]) if np.all(rows == rows[0]) and np.all(cols == cols[0]) else None
+        divisors = average_divisors(win, include_pad)
+        self.uniform = divisors.uniform
         if self.uniform is None:
-            self.rows, self.cols = ctx.data(rows.astype(np.float32)), ctx.data(cols)
+            self.rows, self.cols = ctx.data(divisors.rows), ctx.data(divisors.cols)
             self.prow, self.pcol = f.local(I32), f.local(I32)
 
     def start_plane(self, in_plane: int, out_plane: int) -> None:
@@ -676,6 +544,5 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         f.inc(out, 4)
 
 
-__all__ = ["Addr", "Taps", "Walk", "Window", "WindowOp", "emit_copy", "emit_fill", "emit_windows", "for_lanes",
-           "load_lanes", "make_window", "padded_dims", "pool_window", "push_addr", "row_major", "store_lanes",
-           "tap_counts", "window_problems", "window_scratch"]
+__all__ = ["Addr", "Taps", "Walk", "WindowOp", "emit_copy", "emit_fill", "emit_windows", "for_lanes", "load_lanes",
+           "push_addr", "store_lanes"]

@@ -14,164 +14,38 @@ splatted tail. Gate orders and formulas follow ONNX (W: LSTM iofc, GRU zrh; P: i
 where Xg/Hg are the gate's input/recurrent projections with their biases. `clip` bounds
 every pre-activation of f and g (not the cell state before h), and `input_forget` makes the
 forget gate 1 - i, as ONNX Runtime does. Weights and biases may be constants (packed at
-compile time) or run-time tensors (transposed into scratch first).
+compile time) or run-time tensors (transposed into scratch first). The node's configuration,
+scratch layout and weight layouts are planned in lowering/recurrent.py; this module renders them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.emitters.activation import apply_v128
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.layout import emit_permute
 from wasinfer.backends.wasm.emitters.pool import for_lanes, load_lanes, store_lanes
-from wasinfer.backends.wasm.emitters.unary import apply_v128
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Graph, Node
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
-# Activation functions apply_v128 implements, by lower-case name; the alpha/beta each takes
-# (consumed in order from activation_alpha/activation_beta), with the operator's default.
-ACTIVATIONS = {name.lower(): name for name in
-               ("Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "Elu", "Softsign", "Softplus")}
-ALPHA = {"LeakyRelu": 0.01, "HardSigmoid": 0.2, "Elu": 1.0}
-BETA = {"HardSigmoid": 0.5}
-Activation = tuple[str, dict[str, float]]
-
-
-@dataclass
-class Spec:
-    op: str
-    gates: int
-    hidden: int
-    seq: int
-    batch: int
-    input: int
-    layout: int
-    reverse: list[bool]  # per direction
-    activations: list[list[Activation]]  # per direction
-    clip: float | None
-    input_forget: bool
-    linear_before_reset: bool
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def dirs(self) -> int:
-        return len(self.reverse)
-
-
-def _input(node: Node, index: int) -> str:
-    return node.inputs[index] if len(node.inputs) > index and node.inputs[index] else ""
-
-
-def _activations(node: Node, dirs: int) -> tuple[list[list[Activation]], list[str]]:
-    per = len(DEFAULT_ACTIVATIONS[node.op_type])
-    names = list(node.attr("activations", []) or [])
-    if not names:
-        names = list(DEFAULT_ACTIVATIONS[node.op_type]) * dirs
-    if len(names) != per * dirs:
-        return [], [f"activations lists {len(names)} functions, expected {per * dirs} ({per} per direction)"]
-    alphas, betas = list(node.attr("activation_alpha", []) or []), list(node.attr("activation_beta", []) or [])
-    problems, parsed = [], []
-    for name in names:
-        canonical = ACTIVATIONS.get(name.lower())
-        if canonical is None:
-            problems.append(f"activation {name!r} is not supported (supported: {', '.join(ACTIVATIONS.values())})")
-            continue
-        params: dict[str, float] = {}
-        if canonical in ALPHA:
-            params["alpha"] = float(alphas.pop(0)) if alphas else ALPHA[canonical]
-        if canonical in BETA:
-            params["beta"] = float(betas.pop(0)) if betas else BETA[canonical]
-        parsed.append((canonical, params))
-    return [parsed[d * per:(d + 1) * per] for d in range(dirs)], problems
-
-
-def parse(node: Node, graph: Graph) -> Spec:
-    """The node's static configuration, with every reason it cannot be compiled in `problems`."""
-    op = node.op_type
-    gates = GATES[op]
-    problems: list[str] = []
-    names = [n for n in node.inputs if n] + [n for n in node.outputs if n]
-    seq_lens = _input(node, 4)
-    problems += only_float32(node, graph, [n for n in names if n != seq_lens])
-    layout = int(node.attr("layout", 0))
-    if layout not in (0, 1):
-        problems.append(f"layout {layout} is not defined")
-    direction = node.attr("direction", "forward")
-    reverse = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}.get(direction)
-    if reverse is None:
-        problems.append(f"direction {direction!r} is not defined")
-        reverse = [False]
-    x_shape = graph.info(node.inputs[0]).shape
-    w_shape = graph.info(node.inputs[1]).shape
-    seq, batch = (x_shape[0], x_shape[1]) if layout == 0 else (x_shape[1], x_shape[0])
-    hidden = int(node.attr("hidden_size", w_shape[1] // gates))
-    if w_shape[0] != len(reverse) or w_shape[1] != gates * hidden:
-        problems.append(f"W has shape {w_shape}, expected [{len(reverse)}, {gates * hidden}, input_size]")
-    expected = {2: (len(reverse), gates * hidden, hidden), 3: (len(reverse), 2 * gates * hidden),
-                7: (len(reverse), 3 * hidden)}
-    for index, shape in expected.items():
-        name = _input(node, index) if op == "LSTM" or index < 7 else ""
-        if name and graph.info(name).shape != shape:
-            problems.append(f"input {index} has shape {graph.info(name).shape}, expected {list(shape)}")
-    if seq_lens:
-        lengths = graph.constants.get(seq_lens)
-        if lengths is None:
-            problems.append("sequence_lens computed at run time is not supported (only a constant equal to "
-                            "seq_length for every batch entry)")
-        elif not np.all(np.asarray(lengths) == seq):
-            problems.append(f"sequence_lens {np.asarray(lengths).tolist()} shorter than seq_length {seq} "
-                            "is not supported (padded sequences)")
-    activations, act_problems = _activations(node, len(reverse))
-    problems += act_problems
-    clip = node.attr("clip")
-    return Spec(op, gates, hidden, seq, batch, x_shape[2], layout, reverse, activations,
-                None if clip is None else float(clip), bool(node.attr("input_forget", 0)),
-                bool(node.attr("linear_before_reset", 0)), problems)
+from wasinfer.lowering.recurrent import (
+    Activation,
+    constant_biases,
+    gate_columns,
+    optional_input,
+    recurrent_scratch,
+    recurrent_spec,
+    scratch_layout,
+)
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
-    return parse(node, graph).problems
-
-
-@dataclass
-class Scratch:
-    """Byte offsets into the node's scratch area."""
-
-    xw: int
-    hr: int
-    h: int
-    c: int
-    rh: int
-    wt: int
-    rt: int
-    bias: int
-    size: int
-
-
-def _scratch_layout(spec: Spec, node: Node, graph: Graph) -> Scratch:
-    gh = spec.gates * spec.hidden
-    sizes = [spec.seq * spec.batch * gh, spec.batch * gh, spec.batch * spec.hidden, spec.batch * spec.hidden,
-             spec.batch * spec.hidden,
-             spec.input * gh if node.inputs[1] not in graph.constants else 0,
-             spec.hidden * gh if node.inputs[2] not in graph.constants else 0,
-             gh if _input(node, 3) and _input(node, 3) not in graph.constants else 0]
-    offsets, cursor = [], 0
-    for count in sizes:
-        offsets.append(cursor)
-        cursor += (count * 4 + 15) // 16 * 16
-    xw, hr, h, c, rh, wt, rt, bias = offsets
-    return Scratch(xw, hr, h, c, rh, wt, rt, bias, cursor)
-
-
-def _scratch(node: Node, graph: Graph) -> int:
-    spec = parse(node, graph)
-    return 0 if spec.problems else _scratch_layout(spec, node, graph).size
+    seq_lens = optional_input(node, 4)
+    names = [n for n in node.inputs + node.outputs if n and n != seq_lens]
+    return only_float32(node, graph, names) + recurrent_spec(node, graph).problems
 
 
 class _Emitter:
@@ -179,8 +53,8 @@ class _Emitter:
 
     def __init__(self, ctx: Ctx, node: Node) -> None:
         self.ctx, self.node, self.f = ctx, node, ctx.f
-        self.spec = spec = parse(node, ctx.graph)
-        self.s = _scratch_layout(spec, node, ctx.graph)
+        self.spec = spec = recurrent_spec(node, ctx.graph)
+        self.s = scratch_layout(spec, node, ctx.graph)
         self.base = ctx.scratch_addr
         self.gh = spec.gates * spec.hidden
         self.peephole = 0  # address of this direction's P, when the node has one
@@ -194,10 +68,9 @@ class _Emitter:
         """W or R of direction d, transposed to [K, G*H], restricted to gate columns `cols`."""
         name = self.node.inputs[index]
         value = self.ctx.const(name)
-        lo, hi = cols
         if value is not None:
-            return np.ascontiguousarray(value[d].astype(np.float32).T[:, lo:hi])
-        return Operand(self.at(scratch) + lo * 4, self.gh, 1)
+            return gate_columns(value, d, cols)
+        return Operand(self.at(scratch) + cols[0] * 4, self.gh, 1)
 
     def transpose_runtime(self, index: int, d: int, scratch: int) -> None:
         name = self.node.inputs[index]
@@ -211,17 +84,16 @@ class _Emitter:
         linear_before_reset keeps Rb in the recurrent GEMM (Rbh sits inside r * (...));
         otherwise Wb + Rb both go with the input projection."""
         spec, f = self.spec, self.f
-        name = _input(self.node, 3)
+        name = optional_input(self.node, 3)
         if not name:
             return None, None
         gh = self.gh
         value = self.ctx.const(name)
         split = spec.op == "GRU" and spec.linear_before_reset
         if value is not None:
-            wb, rb = value[d, :gh].astype(np.float32), value[d, gh:].astype(np.float32)
-            if split:
-                return Operand(self.ctx.data(wb), 0, 1), Operand(self.ctx.data(rb), 0, 1)
-            return Operand(self.ctx.data(wb + rb), 0, 1), None
+            xw_bias, hr_bias = constant_biases(value, d, split)
+            xw = Operand(self.ctx.data(xw_bias), 0, 1)
+            return xw, None if hr_bias is None else Operand(self.ctx.data(hr_bias), 0, 1)
         addr = self.ctx.addr(name) + d * 2 * gh * 4
         if split:
             return Operand(addr, 0, 1), Operand(addr + gh * 4, 0, 1)
@@ -243,7 +115,7 @@ class _Emitter:
     def init_state(self, index: int, d: int, buffer: int) -> None:
         f, spec = self.f, self.spec
         row = spec.hidden * 4
-        if _input(self.node, index):
+        if optional_input(self.node, index):
             for b in range(spec.batch):
                 f.i32(self.at(buffer) + b * row).i32(self.state_addr(index, d, b)).i32(row).memory_copy()
         else:
@@ -317,7 +189,7 @@ class _Emitter:
     def lstm_body(self, acts: list[Activation], lanes: int, ptrs: dict[str, int]) -> None:
         f, hid = self.f, self.spec.hidden * 4
         act_f, act_g, act_h = acts
-        peep = bool(_input(self.node, 7))
+        peep = bool(optional_input(self.node, 7))
         c_old, i, fg, c_new, o = (f.local(V128) for _ in range(5))
         self.load(ptrs["c"], lanes)
         f.set(c_old)
@@ -411,7 +283,7 @@ class _Emitter:
     def direction(self, d: int) -> None:
         f, spec, s, gh, hidden = self.f, self.spec, self.s, self.gh, self.spec.hidden
         acts = spec.activations[d]
-        p_name = _input(self.node, 7)
+        p_name = optional_input(self.node, 7)
         self.peephole = self.ctx.addr(p_name) + d * 3 * hidden * 4 if p_name else 0
         self.transpose_runtime(1, d, s.wt)
         self.transpose_runtime(2, d, s.rt)
@@ -453,11 +325,11 @@ class _Emitter:
             self.final_state(2, d, s.c)
 
 
-@kernel("LSTM", "GRU", "RNN", check=_check, scratch=_scratch)
+@kernel("LSTM", "GRU", "RNN", check=_check, scratch=recurrent_scratch)
 def emit_recurrent(ctx: Ctx, node: Node) -> None:
     emitter = _Emitter(ctx, node)
     for d in range(emitter.spec.dirs):
         emitter.direction(d)
 
 
-__all__ = ["parse"]
+__all__ = ["emit_recurrent"]

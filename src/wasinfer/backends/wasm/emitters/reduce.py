@@ -21,9 +21,9 @@ import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.layout import walk
-from wasinfer.backends.wasm.emitters.pool import row_major
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.layout import row_major
 
 LANE0 = np.array([-1, 0, 0, 0], np.int32).tobytes()
 STEP_VECTORS = 4  # v128s per step: 16 floats, a cache line

@@ -19,6 +19,7 @@ from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
 from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.scan import topk_axis, topk_scratch
 
 UNSUPPORTED_HINTS[("", "Range")] = (
     "it is evaluated at compile time when start, limit and delta are constants; here they are run-time "
@@ -121,11 +122,6 @@ TOPK_TYPES = {np.dtype(np.float32): (F32, "f32", ""), np.dtype(np.float64): (F64
               np.dtype(np.uint32): (I32, "i32", "_u"), np.dtype(np.uint64): (I64, "i64", "_u")}
 
 
-def _topk_axis(node: Node, graph: Graph) -> int:
-    rank = len(graph.info(node.inputs[0]).shape)
-    return int(node.attr("axis", -1)) % max(rank, 1)
-
-
 def _check_topk(node: Node, graph: Graph) -> list[str]:
     problems = []
     info = graph.info(node.inputs[0])
@@ -147,20 +143,14 @@ def _check_topk(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _topk_scratch(node: Node, graph: Graph) -> int:
-    info = graph.info(node.inputs[0])
-    k = graph.info(node.outputs[0]).shape[_topk_axis(node, graph)]
-    return k * (info.dtype.itemsize + 4)
-
-
-@kernel("TopK", check=_check_topk, scratch=_topk_scratch)
+@kernel("TopK", check=_check_topk, scratch=topk_scratch)
 def emit_topk(ctx: Ctx, node: Node) -> None:
     """Per line: insertion into a sorted list of the k best (values, then int32 indices, in
     scratch), then a copy out along `axis` with the indices widened to int64. `sorted=0`
     leaves the order to the implementation; this one is sorted too."""
     f = ctx.f
     info = ctx.info(node.inputs[0])
-    axis = _topk_axis(node, ctx.graph)
+    axis = topk_axis(node, ctx.graph)
     outer, n, inner = reduce_view(info.shape, axis)
     k = ctx.info(node.outputs[0]).shape[axis]
     if outer * inner * k == 0:

@@ -1,0 +1,111 @@
+"""Activation math on one v128 of float32: the unary ops' kernels and the fused-activation epilogue.
+
+`apply_v128` transforms the v128 on top of the stack in place. Conv, Gemm, MatMul, Add and the
+normalisations call `epilogue` on each result vector, so an activation that passes/fuse.py folded
+into its producer (`Node.activation`) costs no separate pass over memory; the recurrent kernels
+apply their gate functions with it. It lives apart from unary.py and binary.py so that every
+kernel can use it without importing another kernel module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from wasinfer.backends.wasm.context import Ctx
+from wasinfer.backends.wasm.writer import V128
+from wasinfer.ir import Node
+
+
+def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
+    f = ctx.f
+    v = f.local(V128)
+    f.set(v)
+    if op == "Relu":
+        f.get(v).f32x4_const(0.0).op("f32x4.pmax")
+    elif op == "LeakyRelu":
+        f.get(v).get(v).f32x4_const(params["alpha"]).op("f32x4.mul")
+        f.get(v).f32x4_const(0.0).op("f32x4.gt").op("v128.bitselect")
+    elif op == "Sigmoid":
+        f.f32x4_const(1.0).f32x4_const(1.0).get(v).op("f32x4.neg").call(ctx.helper("exp4"))
+        f.op("f32x4.add").op("f32x4.div")
+    elif op == "Tanh":
+        _tanh(ctx, v)
+    elif op == "Erf":
+        f.get(v).call(ctx.helper("erf4"))
+    elif op == "Gelu":  # x/2 * (1 + erf(x/sqrt 2)), or with tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+        f.get(v).f32x4_const(0.5).op("f32x4.mul").f32x4_const(1.0)
+        if params["tanh"]:
+            t = f.local(V128)
+            f.get(v).get(v).op("f32x4.mul").get(v).op("f32x4.mul").f32x4_const(0.044715).op("f32x4.mul")
+            f.get(v).op("f32x4.add").f32x4_const(math.sqrt(2.0 / math.pi)).op("f32x4.mul").set(t)
+            _tanh(ctx, t)
+        else:
+            f.get(v).f32x4_const(math.sqrt(0.5)).op("f32x4.mul").call(ctx.helper("erf4"))
+        f.op("f32x4.add").op("f32x4.mul")
+    elif op == "Clip":
+        f.get(v).f32x4_const(params["min"]).op("f32x4.pmax").f32x4_const(params["max"]).op("f32x4.pmin")
+    elif op == "Abs":
+        f.get(v).op("f32x4.abs")
+    elif op == "Neg":
+        f.get(v).op("f32x4.neg")
+    elif op == "Sqrt":
+        f.get(v).op("f32x4.sqrt")
+    elif op == "Floor":
+        f.get(v).op("f32x4.floor")
+    elif op == "Ceil":
+        f.get(v).op("f32x4.ceil")
+    elif op == "Reciprocal":
+        f.f32x4_const(1.0).get(v).op("f32x4.div")
+    elif op == "Exp":
+        f.get(v).call(ctx.helper("exp4"))
+    elif op == "Log":
+        f.get(v).call(ctx.helper("log4"))
+    elif op == "Round":  # ONNX rounds half to even, as f32x4.nearest does
+        f.get(v).op("f32x4.nearest")
+    elif op == "Softsign":  # x / (1 + |x|)
+        f.get(v).f32x4_const(1.0).get(v).op("f32x4.abs").op("f32x4.add").op("f32x4.div")
+    elif op in ("HardSigmoid", "HardSwish"):  # clamp(alpha * x + beta, 0, 1), times x for HardSwish
+        if op == "HardSwish":
+            f.get(v)
+        f.get(v).f32x4_const(params["alpha"]).op("f32x4.mul").f32x4_const(params["beta"]).op("f32x4.add")
+        f.f32x4_const(0.0).op("f32x4.pmax").f32x4_const(1.0).op("f32x4.pmin")
+        if op == "HardSwish":
+            f.op("f32x4.mul")
+    elif op in ("Elu", "Selu"):  # x > 0 ? x : alpha * (exp(x) - 1), times gamma for Selu
+        f.get(v).get(v).call(ctx.helper("exp4")).f32x4_const(1.0).op("f32x4.sub").f32x4_const(params["alpha"])
+        f.op("f32x4.mul").get(v).f32x4_const(0.0).op("f32x4.gt").op("v128.bitselect")
+        if op == "Selu":
+            f.f32x4_const(params["gamma"]).op("f32x4.mul")
+    elif op == "Softplus":  # log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow for large x
+        f.get(v).f32x4_const(0.0).op("f32x4.pmax")
+        f.f32x4_const(1.0).get(v).op("f32x4.abs").op("f32x4.neg").call(ctx.helper("exp4")).op("f32x4.add")
+        f.call(ctx.helper("log4")).op("f32x4.add")
+    else:  # pragma: no cover - guarded by the registry
+        raise KeyError(op)
+
+
+def _tanh(ctx: Ctx, v: int) -> None:
+    """Push tanh(v) = 1 - 2 / (exp(2v) + 1); tiny |v| keeps v itself so tanh(v) ~ v stays exact."""
+    f = ctx.f
+    t = f.local(V128)
+    f.f32x4_const(1.0).f32x4_const(2.0).get(v).get(v).op("f32x4.add").call(ctx.helper("exp4"))
+    f.f32x4_const(1.0).op("f32x4.add").op("f32x4.div").op("f32x4.sub").set(t)
+    f.get(v).get(t).get(v).op("f32x4.abs").f32x4_const(1e-3).op("f32x4.lt").op("v128.bitselect")
+
+
+def epilogue(ctx: Ctx, node: Node) -> None:
+    """Apply the node's fused activation (if any) to the v128 on the stack."""
+    if node.activation is not None:
+        apply_v128(ctx, node.activation.op_type, node.activation.params)
+
+
+def epilogue_scalar(ctx: Ctx, node: Node) -> None:
+    """Same as `epilogue` for one f32 on the stack."""
+    if node.activation is not None:
+        ctx.f.op("f32x4.splat")
+        epilogue(ctx, node)
+        ctx.f.lane("f32x4.extract_lane", 0)
+
+
+__all__ = ["apply_v128", "epilogue", "epilogue_scalar"]

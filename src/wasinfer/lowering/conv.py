@@ -1,0 +1,113 @@
+"""How a Conv runs: im2col + GEMM in tiles of output rows, a direct GEMM, a depthwise window, or Winograd.
+
+For each (sample, group) the column buffer B[K, P] (K = C/g * prod(kernel), P = output
+positions) is built in scratch, then Y[Cout/g, P] = W[Cout/g, K] @ B. The buffer is built
+and multiplied in tiles of output rows (spatial axis 0) of about COLUMN_BUDGET bytes, so the
+GEMM reads it from cache; tiles that read no padding along that axis form runs that share one
+copy of the code (`ConvPlan.tiles`). A 1x1, stride-1, unpadded conv needs no buffer (`direct`);
+a depthwise conv (one input channel per group) has too little reuse for a GEMM and runs as a
+weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
+uncompressed weights and enough channels runs as Winograd F(2x2, 3x3) (lowering/winograd.py).
+Constant weights are packed in the GEMM's panels, once per group (`packed_weights`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from wasinfer.ir import Graph, Node
+from wasinfer.lowering.gemm import pack_panels
+from wasinfer.lowering.window import Window, make_window, window_scratch
+from wasinfer.lowering.winograd import WinogradPlan, fits, winograd_plan
+
+COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    batch: int
+    channels: int
+    out_channels: int
+    groups: int
+    window: Window
+    tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
+    winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
+
+    @property
+    def k_size(self) -> int:
+        return self.channels // self.groups * math.prod(self.window.kernel)
+
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group (any channel multiplier): a weighted sliding window."""
+        return self.groups == self.channels > 1
+
+    @property
+    def direct(self) -> bool:
+        """1x1, stride 1, no padding: the input already is the column buffer."""
+        w = self.window
+        return all(k == 1 for k in w.kernel) and all(s == 1 for s in w.strides) \
+            and not any(w.pad_begin) and not any(w.pad_end)
+
+    @property
+    def row_size(self) -> int:
+        """Output positions per step of spatial axis 0."""
+        return math.prod(self.window.out_dims[1:])
+
+    def tiles(self) -> list[tuple[int, int, int]]:
+        """(lo, hi, repeat): output rows [lo, hi) of a tile, and how many such tiles follow each
+        other. Tiles whose every kernel row reads inside the input differ only by where they read,
+        so a run of them shares one copy of the code in a run-time loop."""
+        rows, size, win = self.window.out_dims[0], self.tile_rows, self.window
+        runs: list[tuple[int, int, int, bool]] = []
+        for lo in range(0, rows, size):
+            hi = min(rows, lo + size)
+            inside = hi - lo == size and all(win.valid(0, k, lo, hi) == (lo, hi) for k in range(win.kernel[0]))
+            if inside and runs and runs[-1][3]:
+                runs[-1] = (*runs[-1][:2], runs[-1][2] + 1, True)
+            else:
+                runs.append((lo, hi, 1, inside))
+        return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
+
+    def winograd_plan(self) -> WinogradPlan:
+        return winograd_plan(self.window, self.channels, self.out_channels)
+
+    @property
+    def scratch_bytes(self) -> int:
+        if self.winograd:
+            return self.winograd_plan().scratch_bytes
+        if self.depthwise:
+            return window_scratch(self.window)
+        return 0 if self.direct else self.k_size * self.tile_rows * self.row_size * 4
+
+
+def conv_plan(node: Node, graph: Graph) -> ConvPlan:
+    x_shape, w_shape = graph.info(node.inputs[0]).shape, graph.info(node.inputs[1]).shape
+    kernel_dims = tuple(int(k) for k in node.attr("kernel_shape") or w_shape[2:])
+    win = make_window(node, tuple(x_shape[2:]), kernel_dims)
+    groups = int(node.attr("group", 1))
+    k_size = x_shape[1] // groups * math.prod(kernel_dims)
+    row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
+    plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
+                    node.inputs[1] not in graph.compressed
+                    and fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
+    if plan.direct:
+        return plan
+    return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))
+
+
+def conv_scratch(node: Node, graph: Graph) -> int:
+    return conv_plan(node, graph).scratch_bytes
+
+
+def packed_weights(weights: np.ndarray, groups: int) -> np.ndarray:
+    """Constant W [M, C/g, kernel] as [groups, ceil(M/g / PANEL), K, PANEL]: each group's
+    [M/g, K] matrix in the GEMM's panels (lowering/gemm.py `pack_panels`)."""
+    group_out = weights.shape[0] // groups
+    return np.stack([pack_panels(g) for g in weights.astype(np.float32).reshape(groups, group_out, -1)])
+
+
+__all__ = ["COLUMN_BUDGET", "ConvPlan", "conv_plan", "conv_scratch", "packed_weights"]

@@ -1,0 +1,72 @@
+"""Winograd F(2x2, 3x3): the transformed weights satisfy the identity, chunks and scratch are bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import wasinfer.lowering.winograd as winograd
+from wasinfer.lowering.gemm import PANEL
+from wasinfer.lowering.window import Window
+from wasinfer.lowering.winograd import tile_groups, transformed_weights, winograd_plan
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)  # B^T
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)  # A^T
+
+
+def window(out_h: int, out_w: int) -> Window:
+    return Window((out_h, out_w), (out_h, out_w), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
+
+
+def test_transformed_weights_give_the_direct_convolution() -> None:
+    """A^T [U[c] . (B^T d B)] A summed over channels equals the 2x2 correlation of d with g."""
+    rng = np.random.default_rng(0)
+    out_channels, channels = 5, 3
+    g = rng.standard_normal((out_channels, channels, 3, 3)).astype(np.float32)
+    d = rng.standard_normal((channels, 4, 4))
+    packed = transformed_weights(g)
+    assert packed.shape == (16, -(-out_channels // PANEL), channels, PANEL)
+    u = packed.transpose(0, 1, 3, 2).reshape(16, -1, channels)[:, :out_channels]  # U[xi] as [M, C]
+    for m in range(out_channels):
+        got = sum(AT @ (u[:, m, c].reshape(4, 4) * (BT @ d[c] @ BT.T)) @ AT.T for c in range(channels))
+        direct = np.array([[sum((g[m, c] * d[c, i:i + 3, j:j + 3]).sum() for c in range(channels))
+                            for j in range(2)] for i in range(2)])
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(14, 14, 32, 48), (200, 180, 64, 64),
+                                                                (7, 9, 16, 16), (33, 8, 128, 16)])
+def test_chunks_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, channels: int,
+                                                       out_channels: int) -> None:
+    plan = winograd_plan(window(out_h, out_w), channels, out_channels)
+    assert (plan.tile_rows, plan.tile_columns) == (-(-out_h // 2), -(-out_w // 2))
+    chunk_bytes = 64 * (channels + out_channels) * plan.tile_columns * plan.chunk_rows
+    assert plan.chunk_rows == 1 or chunk_bytes <= winograd.CHUNK_BYTES
+    rows: list[int] = []
+    output_rows = 0
+    for n_rows, chunks, first, out_rows in plan.runs(out_h):
+        for chunk in range(chunks if n_rows else 0):
+            rows += range(first + chunk * n_rows, first + (chunk + 1) * n_rows)
+            output_rows += n_rows * out_rows
+    assert rows == list(range(plan.tile_rows)) and output_rows == out_h  # an odd height: one row in the last
+    hp, wp = plan.padded
+    assert plan.v_offset == 4 * channels * hp * wp
+    assert plan.m_offset == plan.v_offset + 4 * 16 * channels * plan.chunk_rows * plan.tile_columns
+    assert plan.scratch_bytes == plan.m_offset + 4 * 16 * out_channels * plan.chunk_rows * plan.tile_columns
+
+
+def test_chunk_rows_follow_chunk_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 64 * (4 + 4) * 5 * 3)
+    plan = winograd_plan(window(20, 10), 4, 4)
+    assert (plan.tile_columns, plan.chunk_rows) == (5, 3)
+    assert plan.runs(20) == [(3, 3, 0, 2), (1, 1, 9, 2), (1, 0, 10, 1)]
+
+
+@pytest.mark.parametrize("tw,wo", [(4, None), (5, None), (9, None), (17, None), (4, 7), (8, 15), (9, 17), (5, 10)])
+def test_tile_groups_cover_the_row_once_and_stop_at_an_odd_width(tw: int, wo: int | None) -> None:
+    looped, rest = tile_groups(tw, wo)
+    starts = [4 * i for i in range(looped)] + rest
+    covered = {t for s in starts for t in range(s, s + 4)}
+    assert covered == set(range(tw)) and max(starts) + 4 <= tw
+    if wo is not None:  # the looped groups write all 8 of their columns: those must lie inside
+        assert 8 * looped <= wo
