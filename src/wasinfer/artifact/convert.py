@@ -68,12 +68,12 @@ def convert_model(
     batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
     options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
                              relaxed_simd=relaxed_simd)
+    compiled = compile_graph(graph, options, progress)  # the kernels' own checks name most problems first
     carried = [f"tensor {name!r}: dtype {graph.info(name).dtype.name} cannot cross the module's ABI (it carries "
                f"{', '.join(TENSOR_DTYPES)})" for name in graph.inputs + graph.outputs
                if name in graph.tensors and graph.info(name).dtype.name not in TENSOR_DTYPES]
     if carried:
         raise UnsupportedModel(carried)
-    compiled = compile_graph(graph, options, progress)
 
     def spec(tensor: str, slots: dict[str, int]) -> TensorSpec:
         info = graph.info(tensor)
