@@ -37,8 +37,12 @@ def test_every_op_the_compiler_accepts_has_one_definition() -> None:
 
 
 def test_definitions_name_real_onnx_ops() -> None:
+    """Every definition of the ONNX domains names an op ONNX's schemas know (ONNX Runtime's own
+    com.microsoft ops have no schema in the onnx package)."""
     unknown = []
     for domain, op in REGISTRY:
+        if domain == "com.microsoft":
+            continue
         try:
             defs.get_schema(op, domain=domain)
         except defs.SchemaError:

@@ -20,6 +20,7 @@ from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.quantize import quantize_weights
+from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
 
 
@@ -116,8 +117,11 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
     samples along it (passes/control.py): then that dim must come from `input_shapes`."""
     def load(batch: bool) -> Loaded:
         if source_format == "tflite":
-            return load_tflite(source, input_shapes, batch=batch)  # type: ignore[arg-type]
-        return load_onnx(source, input_shapes, batch=batch)
+            loaded = load_tflite(source, input_shapes, batch=batch)  # type: ignore[arg-type]
+        else:
+            loaded = load_onnx(source, input_shapes, batch=batch)
+        decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
+        return loaded
 
     loaded = load(batch=True)
     mixing = batch_mixing(loaded.graph, loaded.batch_axes) if loaded.batch_axes else []

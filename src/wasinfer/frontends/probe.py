@@ -14,7 +14,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-PROBED_DOMAINS = ("ai.onnx.ml",)
+PROBED_DOMAINS = ("ai.onnx.ml", "com.microsoft")
 
 
 def _known(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

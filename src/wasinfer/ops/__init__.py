@@ -13,7 +13,18 @@ package (`python scripts/op_table.py`).
 import numpy as np
 
 from wasinfer.ir import Graph, Node
-from wasinfer.ops import control, elementwise, layout, linalg, ml, nn, recurrent, reduce, shape  # noqa: F401
+from wasinfer.ops import (  # noqa: F401
+    control,
+    elementwise,
+    layout,
+    linalg,
+    ml,
+    nn,
+    quantized,
+    recurrent,
+    reduce,
+    shape,
+)
 from wasinfer.ops.definition import (
     REGISTRY,
     BatchFlow,

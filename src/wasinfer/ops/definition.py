@@ -27,7 +27,8 @@ class Role(enum.Enum):
     KERNEL = "kernel"  # a backend runs it
     VIEW = "view"  # its output aliases its input: no code, no buffer
     COMPILE_TIME = "compile-time"  # always evaluated while compiling (shapes are static)
-    INLINED = "inlined"  # replaced by a subgraph while compiling (If on a folded condition)
+    INLINED = "inlined"  # replaced by a subgraph while compiling (If, Loop, Scan)
+    LOWERED = "lowered"  # rewritten into other ops by a pass (Einsum, the quantized operators)
 
 
 class Fusion(enum.Enum):

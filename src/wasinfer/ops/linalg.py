@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, Role, define
 
 
 def _matmul(view: BatchView) -> BatchFlow:
@@ -33,4 +33,5 @@ def _gemm(view: BatchView) -> BatchFlow:
 
 define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul)
 define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm)
-define("Einsum", summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")
+define("Einsum", role=Role.LOWERED,
+       summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")

@@ -19,6 +19,7 @@ FAMILIES = {
     "recurrent": "Recurrent layers",
     "control": "Control flow",
     "ml": "Classical ML (ai.onnx.ml)",
+    "quantized": "Quantized operators (QOperator, dynamic, com.microsoft)",
 }
 
 
@@ -48,7 +49,8 @@ def render(emitters: Mapping[tuple[str, str], str]) -> str:
         "ONNX's own at the model's opset) and, where it runs, one emitter in `src/wasinfer/backends/wasm/emitters/`.",
         "*role*: `kernel` (an emitter runs it), `view` (its output aliases its input: no code, no copy),",
         "`compile-time` (shapes are static, so it is always evaluated while compiling), `inlined` (replaced",
-        "by a subgraph). *fusion*: `activation` (applied in the epilogue of the kernel that produces its",
+        "by a subgraph), `lowered` (rewritten into other ops by a pass). *fusion*: `activation` (applied in",
+        "the epilogue of the kernel that produces its",
         "input), `producer` (applies such an activation). *batch*: where the samples of a run-time batch go",
         "through the op (docs/compiler.md, \"Dynamic dimensions\"). Defaults are those of ONNX "
         f"{onnx.__version__}'s newest opset.",

@@ -1,0 +1,89 @@
+"""ONNX Runtime's quantizer output (static QOperator and QDQ, dynamic) compiles and matches ONNX
+Runtime on the same quantized model within one quantization step (passes/quantized.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+from tests.parity import ort_run, wasm_run
+from wasinfer.artifact import convert_onnx
+
+rng = np.random.default_rng(17)
+
+
+def _cnn() -> onnx.ModelProto:
+    """Conv (+ bias, per-channel weights), Relu, Add of two branches, Sigmoid, Concat, global pooling, Gemm."""
+    inits = {"w1": rng.normal(0, 0.4, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
+             "w2": rng.normal(0, 0.3, (8, 8, 1, 1)), "w3": rng.normal(0, 0.3, (8, 8, 3, 3)),
+             "wf": rng.normal(0, 0.3, (10, 16)), "bf": rng.normal(0, 0.1, 10)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("Conv", ["r1", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "c3"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Concat", ["s", "r1"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _mlp() -> onnx.ModelProto:
+    inits = {"w1": rng.normal(0, 0.3, (20, 32)), "b1": rng.normal(0, 0.1, 32), "w2": rng.normal(0, 0.3, (32, 6))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+class _Samples(CalibrationDataReader):
+    def __init__(self, samples: list[dict[str, np.ndarray]]):
+        self.left = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.left, None)
+
+
+def _quantized(model: onnx.ModelProto, how: str, samples: list[dict[str, np.ndarray]], tmp: Path) -> onnx.ModelProto:
+    onnx.save(model, tmp / "float.onnx")
+    out = tmp / f"{how}.onnx"
+    if how == "dynamic":
+        quantize_dynamic(tmp / "float.onnx", out, weight_type=QuantType.QInt8)
+    else:
+        quantize_static(tmp / "float.onnx", out, _Samples(samples), per_channel=True,
+                        quant_format=QuantFormat.QOperator if how == "qoperator" else QuantFormat.QDQ)
+    return onnx.load(out)
+
+
+@pytest.mark.parametrize("how", ["qoperator", "qdq", "dynamic"])
+@pytest.mark.parametrize("make", [_cnn, _mlp], ids=["cnn", "mlp"])
+def test_onnx_runtime_quantized_models_compile_and_match(make: object, how: str, tmp_path: Path) -> None:
+    model = make()  # type: ignore[operator]
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    samples = [{"x": rng.random(shape, np.float32) * 2 - 0.5} for _ in range(6)]
+    quantized = _quantized(model, how, samples, tmp_path)
+    ops = {n.op_type for n in quantized.graph.node}
+    expected = {"qoperator": {"QLinearConv", "QLinearMatMul"}, "qdq": {"DequantizeLinear"},
+                "dynamic": {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}}[how]
+    assert ops & expected, ops
+    result = convert_onnx(quantized)
+    assert not {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"} & set(
+        result.stats["ops"])  # type: ignore[arg-type]
+    for feeds in samples[:3]:
+        want, = ort_run(quantized, feeds)
+        got, = wasm_run(quantized, feeds)
+        # within one int8 step of the output's range (measured: equal, or 2.4e-7 apart)
+        step = float(np.abs(want).max()) / 127 + 1e-6
+        np.testing.assert_allclose(got, want, rtol=0, atol=step)
