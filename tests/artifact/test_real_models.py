@@ -246,3 +246,16 @@ def test_a_recurrent_state_carries_the_batch_on_axis_1(batch: int) -> None:
     assert axes == {"x": 0, "state": 1, "score": 0, "next_state": 1}
     state = images(2, batch, 5) - 0.5
     assert_matches_ort(model, {"x": images(batch, 6, 4), "state": state}, max_batch=3)
+
+
+def test_an_output_whose_batch_cannot_be_followed_is_refused_by_name() -> None:
+    """Tile's batch is not followed; here it also stacks two copies of each sample on axis 0, so the
+    per-sample results could not be laid out along the batch: convert says so instead of guessing."""
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"])], "tile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.array([2, 1], np.int64), "repeats")]),
+        opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModel, match=r"output 'y' \(shape \[2, 3\] per sample\).*cannot be followed"):
+        convert_onnx(model, max_batch=2)

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from wasinfer.frontends.onnx import tensor_dims
-from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ops import BatchFlow, BatchView, batch_flow
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.loops import unroll_loops
@@ -240,8 +240,9 @@ def tensor_batch_axes(graph: Graph, input_axes: dict[str, int]) -> dict[str, int
     """The batch axis of each graph input and output that carries the run-time batch.
 
     An output takes the axis the batch reaches it on; one that depends on a batched input along
-    a path the rules cannot follow keeps axis 0 (per-sample results stacked); one that depends on
-    no batched input carries no batch (the same value for every sample, as on the whole batch)."""
+    a path the rules cannot follow takes axis 0 (per-sample results stacked), which its leading
+    dim must then be able to carry (size 1); one that depends on no batched input carries no
+    batch (the same value for every sample, as on the whole batch)."""
     if not input_axes:
         return {}
     reached, _ = follow_batch(graph, input_axes)
@@ -250,11 +251,18 @@ def tensor_batch_axes(graph: Graph, input_axes: dict[str, int]) -> dict[str, int
         if any(name in depends for name in node.inputs if name):
             depends.update(name for name in node.outputs if name)
     axes = dict(input_axes)
+    lost = []
     for name in graph.outputs:
         if name in reached:
             axes[name] = reached[name]
         elif name in depends:
+            shape = graph.info(name).shape
+            if not shape or shape[0] != 1:
+                lost.append(f"output {name!r} (shape {list(shape)} per sample): where the run-time batch is in it "
+                            "cannot be followed; give the batch's size with --input-shape")
             axes[name] = 0
+    if lost:
+        raise UnsupportedModel(lost)
     return axes
 
 
