@@ -1,0 +1,497 @@
+"""TFLite builtins one or a few at a time: small float32 models built here (tests/tflite_builder.py),
+run by LiteRT and, converted, by the wasm runtime, with odd sizes, NHWC layouts and several values
+of each option; MediaPipe's custom ops against LiteRT's builtins or the kernels' own definitions;
+what cannot be expressed is declined naming the operator index, op and output."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.tflite_builder import DENSE, SPARSE_CSR, Sparse, TfliteBuilder, run_litert
+from wasinfer.artifact.convert import convert_model
+from wasinfer.backends.wasm import UnsupportedModel
+from wasinfer.frontends.tflite import load_tflite
+from wasinfer.runtime.wasm import WasmModel
+
+RNG = np.random.default_rng(7)
+SAME, VALID = 1, 2  # tflite.Padding in options tables is SAME 0, VALID 1; these are TfLitePadding (custom ops)
+
+
+def weights(*shape: int) -> np.ndarray:
+    return RNG.normal(size=shape).astype(np.float32)
+
+
+def random_feeds(b: TfliteBuilder, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for t in b.inputs:
+        shape = [batch if d == -1 else d for d in b.tensors[t].signature or b.tensors[t].shape or []]
+        feeds[b.tensors[t].name] = rng.normal(size=shape).astype(np.float32)
+    return feeds
+
+
+def run_both(tmp_path: Path, b: TfliteBuilder, raw: bytes, feeds: dict[str, np.ndarray] | None = None,
+             batch: int = 1, max_batch: int = 1) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """LiteRT's outputs and the compiled module's, on the same inputs."""
+    path = tmp_path / "model.tflite"
+    path.write_bytes(raw)
+    feeds = feeds if feeds is not None else random_feeds(b, batch)
+    got = WasmModel(convert_model(path, max_batch=max_batch).wasm).run(feeds)
+    return run_litert(raw, feeds), got
+
+
+def assert_parity(tmp_path: Path, b: TfliteBuilder, raw: bytes, feeds: dict[str, np.ndarray] | None = None,
+                  rtol: float = 1e-4, atol: float = 1e-5, batch: int = 1, max_batch: int = 1) -> None:
+    expected, got = run_both(tmp_path, b, raw, feeds, batch, max_batch)
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        assert got[name].shape == want.shape, f"{name}: {got[name].shape} != {want.shape}"
+        assert got[name].dtype == want.dtype, f"{name}: {got[name].dtype} != {want.dtype}"
+        if want.dtype == np.float32:
+            np.testing.assert_allclose(got[name], want, rtol=rtol, atol=atol, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
+# -- one model per case: (builder → outputs) ---------------------------------------------------------------------
+
+Case = Callable[[TfliteBuilder], list[int]]
+
+
+def unary(kind: str, shape: list[int], **options: object) -> Case:
+    return lambda b: [b.op(kind, [b.input(shape)], options=dict(options))]
+
+
+def binary(kind: str, a: list[int], c: list[int] | np.ndarray, **options: object) -> Case:
+    """`c` a shape (a second input) or an array (a constant operand, broadcast)."""
+    def make(b: TfliteBuilder) -> list[int]:
+        x = b.input(a)
+        y = b.const(c) if isinstance(c, np.ndarray) else b.input(c)
+        return [b.op(kind, [x, y], options=dict(options))]
+    return make
+
+
+def after_conv(kind: str, **options: object) -> Case:
+    """The op on a conv's channels-first output, so the layout handling is exercised too."""
+    def make(b: TfliteBuilder) -> list[int]:
+        x = b.input([1, 5, 7, 4])
+        c = b.op("CONV_2D", [x, b.const(weights(8, 3, 3, 4)), b.const(weights(8))],
+                 options={"Padding": 0, "StrideH": 1, "StrideW": 1, "DilationHFactor": 1, "DilationWFactor": 1})
+        return [b.op(kind, [c], options=dict(options))]
+    return make
+
+
+def with_const(kind: str, shape: list[int], *consts: np.ndarray, dtype: object = np.float32,
+               outputs: int = 1, **options: object) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        made = b.op(kind, [b.input(shape), *(b.const(c) for c in consts)], outputs=outputs, options=dict(options),
+                    dtype=dtype)
+        return made if isinstance(made, list) else [made]
+    return make
+
+
+def strided(shape: list[int], begin: list[int], end: list[int], strides: list[int], **masks: int) -> Case:
+    return with_const("STRIDED_SLICE", shape, np.array(begin, np.int32), np.array(end, np.int32),
+                      np.array(strides, np.int32), **masks)
+
+
+def pack(axis: int) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        xs = [b.input([3, 5]) for _ in range(3)]
+        return [b.op("PACK", xs, options={"ValuesCount": 3, "Axis": axis})]
+    return make
+
+
+def compare(kind: str) -> Case:
+    """A bool output, and a float one selected by it (SELECT_V2)."""
+    def make(b: TfliteBuilder) -> list[int]:
+        x, y = b.input([2, 3, 5]), b.input([3, 5])
+        mask = b.op(kind, [x, y], dtype=np.bool_)
+        return [mask, b.op("SELECT_V2", [mask, x, y])]
+    return make
+
+
+def logical(kind: str) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        x, y = b.input([4, 3]), b.input([4, 3])
+        p = b.op("GREATER", [x, b.const(np.float32(0))], dtype=np.bool_)
+        q = b.op("LESS", [y, b.const(np.float32(0.3))], dtype=np.bool_)
+        out = b.op(kind, [p] if kind == "LOGICAL_NOT" else [p, q], dtype=np.bool_)
+        return [out, b.op("SELECT", [out, x, y])]
+    return make
+
+
+def select_rows(b: TfliteBuilder) -> list[int]:
+    x, y = b.input([4, 3, 2]), b.input([4, 3, 2])
+    return [b.op("SELECT", [b.const(np.array([True, False, False, True])), x, y])]
+
+
+def arg(kind: str, axis: int, dtype: object) -> Case:
+    table = "ArgMaxOptions" if kind == "ARG_MAX" else "ArgMinOptions"
+    code = 2 if dtype == np.int32 else 4  # TensorType INT32, INT64
+    return lambda b: [b.op(kind, [b.input([3, 6, 5]), b.const(np.array([axis], np.int32))],
+                           options={"OutputType": code}, options_table=table, dtype=dtype)]
+
+
+def reduce(kind: str, axes: list[int], keep: bool) -> Case:
+    return with_const(kind, [2, 5, 3, 4], np.array(axes, np.int32), KeepDims=keep)
+
+
+def resize(kind: str, size: list[int], align: bool, half: bool) -> Case:
+    table = "ResizeBilinearOptions" if kind == "RESIZE_BILINEAR" else "ResizeNearestNeighborOptions"
+    return lambda b: [b.op(kind, [b.input([1, 5, 7, 3]), b.const(np.array(size, np.int32))],
+                           options={"AlignCorners": align, "HalfPixelCenters": half}, options_table=table)]
+
+
+def transpose_conv(padding: int, stride: int, out_hw: list[int], bias: bool) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        x = b.input([1, 5, 6, 3])
+        inputs = [b.const(np.array([1, *out_hw, 4], np.int32)), b.const(weights(4, 3, 3, 3)), x]
+        if bias:
+            inputs.append(b.const(weights(4)))
+        return [b.op("TRANSPOSE_CONV", inputs, options={"Padding": padding, "StrideH": stride, "StrideW": stride})]
+    return make
+
+
+def batch_matmul(adj_x: bool, adj_y: bool) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        x = b.input([2, 5, 3] if adj_x else [2, 3, 5])
+        y = b.input([4, 5] if adj_y else [5, 4])
+        return [b.op("BATCH_MATMUL", [x, y], options={"AdjX": adj_x, "AdjY": adj_y})]
+    return make
+
+
+def split_v(b: TfliteBuilder) -> list[int]:
+    parts = b.op("SPLIT_V", [b.input([2, 9, 3]), b.const(np.array([2, -1, 4], np.int32)),
+                             b.const(np.array([1], np.int32))], outputs=3, options={"NumSplits": 3})
+    return list(parts)
+
+
+def unpack(axis: int) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        return list(b.op("UNPACK", [b.input([3, 4, 5])], outputs=[3, 4, 5][axis],
+                         options={"Num": [3, 4, 5][axis], "Axis": axis}))
+    return make
+
+
+def gather_nd(b: TfliteBuilder) -> list[int]:
+    index = np.array([[[1, 2], [0, 0]], [[2, 3], [1, 0]], [[0, 4], [2, 1]]], np.int32)
+    return [b.op("GATHER_ND", [b.input([3, 5, 4]), b.const(index)])]
+
+
+def densify(sparse: Sparse, dense: np.ndarray) -> Case:
+    def make(b: TfliteBuilder) -> list[int]:
+        x = b.input(list(dense.shape))
+        weights_t = b.op("DENSIFY", [b.const(dense, sparse=sparse)])
+        return [b.op("ADD", [x, weights_t])]
+    return make
+
+
+def sparse_fully_connected(b: TfliteBuilder) -> list[int]:
+    """Sparse FC weights as the converter's sparsity option writes them: 1x4 blocks, CSR over blocks."""
+    dense = weights(6, 8) * (RNG.random((6, 2, 1)) < 0.5).repeat(4, axis=2).reshape(6, 8)
+    w = b.const(dense, sparse=Sparse([DENSE, SPARSE_CSR, DENSE], block=[(1, 4)]))
+    return [b.op("FULLY_CONNECTED", [b.input([3, 8]), w, b.const(weights(6))])]
+
+
+def lrn(b: TfliteBuilder) -> list[int]:
+    return [b.op("LOCAL_RESPONSE_NORMALIZATION", [b.input([1, 3, 4, 7])],
+                 options={"Radius": 2, "Bias": 1.5, "Alpha": 0.3, "Beta": 0.75})]
+
+
+def mirror(mode: int, pads: list[list[int]]) -> Case:
+    return with_const("MIRROR_PAD", [1, 4, 5, 3], np.array(pads, np.int32), Mode=mode)
+
+
+CONV_OPTS = {"Padding": 0, "StrideH": 1, "StrideW": 1, "DilationHFactor": 1, "DilationWFactor": 1}
+NHWC_PADS = [[0, 0], [2, 1], [0, 3], [0, 0]]
+CASES: dict[str, Case] = {
+    # elementwise, unary
+    **{k.lower(): unary(k, [2, 7, 3]) for k in ("ABS", "NEG", "EXP", "CEIL", "FLOOR", "TANH", "LOGISTIC", "RELU",
+                                                 "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "HARD_SWISH", "ELU",
+                                                 "SQUARE", "ROUND")},
+    "leaky_relu": unary("LEAKY_RELU", [3, 5], Alpha=0.15),
+    "gelu": unary("GELU", [3, 5]),
+    "gelu_tanh": unary("GELU", [3, 5], Approximate=True),
+    "hard_swish_nhwc": after_conv("HARD_SWISH"),
+    "round_halves": lambda b: [b.op("ROUND", [b.op("MUL", [b.input([3, 7]), b.const(np.float32(4))])])],
+    # elementwise, binary (a second input, or a broadcast constant)
+    **{k.lower(): binary(k, [2, 3, 5], [3, 5]) for k in ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM",
+                                                        "SQUARED_DIFFERENCE")},
+    "div": binary("DIV", [2, 3, 5], weights(5) + 3.0),
+    "add_relu6": binary("ADD", [2, 3, 5], weights(3, 5), FusedActivationFunction=3),
+    "pow": binary("POW", [2, 5], np.array(1.5, np.float32)),
+    "floor_div": binary("FLOOR_DIV", [4, 5], np.array([1.5, -2.0, 0.7, -0.4, 3.0], np.float32)),
+    "floor_mod": binary("FLOOR_MOD", [4, 5], np.array([1.5, -2.0, 0.7, -0.4, 3.0], np.float32)),
+    "prelu_nhwc": lambda b: [b.op("PRELU", [b.input([1, 5, 6, 3]), b.const(weights(1, 1, 3))])],
+    "add_n": lambda b: [b.op("ADD_N", [b.input([3, 4]), b.input([3, 4]), b.const(weights(3, 4))])],
+    "rsqrt": lambda b: [b.op("RSQRT", [b.op("ADD", [b.op("ABS", [b.input([3, 5])]), b.const(np.float32(0.5))])])],
+    "sqrt_log": lambda b: [b.op("LOG", [b.op("SQRT", [b.op("ADD", [b.op("ABS", [b.input([3, 5])]),
+                                                                   b.const(np.float32(0.5))])])])],
+    # comparisons, logic, selection
+    **{f"compare_{k.lower()}": compare(k) for k in ("EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER",
+                                                    "GREATER_EQUAL")},
+    **{k.lower(): logical(k) for k in ("LOGICAL_AND", "LOGICAL_OR", "LOGICAL_NOT")},
+    "select_rows": select_rows,
+    # reductions
+    **{f"{k.lower()}_{'keep' if keep else 'drop'}": reduce(k, axes, keep)
+       for k in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD")
+       for axes, keep in (([1, -1], True), ([2], False))},
+    "mean_hw": reduce("MEAN", [1, 2], False),
+    "arg_max_int32": arg("ARG_MAX", 1, np.int32),
+    "arg_min_int64": arg("ARG_MIN", -1, np.int64),
+    # layout
+    "depth_to_space": unary("DEPTH_TO_SPACE", [1, 3, 5, 12], BlockSize=2),
+    "depth_to_space_3": after_conv("DEPTH_TO_SPACE", BlockSize=2),
+    "space_to_depth": unary("SPACE_TO_DEPTH", [1, 6, 9, 2], BlockSize=3),
+    "pack_0": pack(0), "pack_1": pack(1), "pack_last": pack(-1),
+    "unpack_0": unpack(0), "unpack_2": unpack(2),
+    "split": lambda b: list(b.op("SPLIT", [b.const(np.array(2, np.int32)), b.input([1, 4, 9])], outputs=3,
+                                 options={"NumSplits": 3})),
+    "split_v": split_v,
+    "tile": with_const("TILE", [2, 3], np.array([3, 2], np.int32)),
+    "broadcast_to": with_const("BROADCAST_TO", [3, 1], np.array([2, 3, 4], np.int32)),
+    "reverse": with_const("REVERSE_V2", [3, 4, 5], np.array([1, 2], np.int32)),
+    "transpose": with_const("TRANSPOSE", [2, 3, 4, 5], np.array([0, 3, 1, 2], np.int32)),
+    "concat_nhwc": lambda b: [b.op("CONCATENATION", [b.input([1, 3, 4, 2]), b.input([1, 3, 4, 5])],
+                                   options={"Axis": 3})],
+    # slicing and gathering
+    "strided_plain": strided([5, 6, 7], [1, 0, 6], [5, 6, 0], [2, 1, -2]),
+    "strided_masks": strided([5, 6, 7], [1, 4, 2], [3, 1, 5], [1, -1, 2], BeginMask=0b010, EndMask=0b011),
+    "strided_shrink": strided([5, 6, 7], [-1, 1, 0], [0, 5, 7], [1, 2, 1], ShrinkAxisMask=0b001),
+    "strided_ellipsis": strided([2, 5, 6, 7], [0, 1], [0, 6], [1, 2], EllipsisMask=0b01),
+    "strided_new_axis": strided([5, 6], [0, 1, 0], [0, 5, 6], [1, 1, 3], NewAxisMask=0b001),
+    "strided_all": strided([3, 5, 6, 7], [1, 0, 0, 2, 0], [2, 0, 0, 7, 0], [1, 1, 1, 2, 1],
+                           ShrinkAxisMask=0b00001, EllipsisMask=0b00010, NewAxisMask=0b10100),
+    "strided_offset": strided([5, 6], [1, 2], [3, 3], [1, 1], Offset=True),
+    "slice": with_const("SLICE", [3, 6, 5], np.array([1, 2, 0], np.int32), np.array([2, -1, 3], np.int32)),
+    "gather": with_const("GATHER", [4, 6, 3], np.array([[5, 0], [2, 2]], np.int32), Axis=1),
+    "gather_nd": gather_nd,
+    # padding
+    "pad": with_const("PAD", [1, 4, 5, 3], np.array(NHWC_PADS, np.int32)),
+    "padv2": with_const("PADV2", [2, 5], np.array([[1, 0], [2, 3]], np.int32), np.float32(-1.5)),
+    "mirror_reflect": mirror(0, NHWC_PADS),
+    "mirror_symmetric": mirror(1, [[0, 0], [2, 1], [0, 3], [1, 2]]),
+    "mirror_symmetric_full": mirror(1, [[0, 0], [4, 4], [5, 0], [0, 0]]),
+    # normalisation
+    "l2_normalization": unary("L2_NORMALIZATION", [3, 7]),
+    "l2_normalization_nhwc": after_conv("L2_NORMALIZATION"),
+    "lrn": lrn,
+    "lrn_nhwc": after_conv("LOCAL_RESPONSE_NORMALIZATION", Radius=1, Bias=2.0, Alpha=0.5, Beta=0.5),
+    "softmax_beta": unary("SOFTMAX", [3, 7], Beta=0.7),
+    "log_softmax": unary("LOG_SOFTMAX", [3, 7]),
+    # matrix products and convolutions
+    **{f"batch_matmul_{int(x)}{int(y)}": batch_matmul(x, y) for x in (False, True) for y in (False, True)},
+    "fully_connected": lambda b: [b.op("FULLY_CONNECTED", [b.input([3, 8]), b.const(weights(6, 8)),
+                                                           b.const(weights(6))])],
+    "transpose_conv_same": transpose_conv(0, 2, [10, 12], True),
+    "transpose_conv_same_odd": transpose_conv(0, 2, [9, 11], False),
+    "transpose_conv_valid": transpose_conv(1, 2, [11, 13], True),
+    "transpose_conv_stride1": transpose_conv(0, 1, [5, 6], True),
+    "conv_depthwise": lambda b: [b.op("DEPTHWISE_CONV_2D", [b.input([1, 7, 6, 3]), b.const(weights(1, 3, 3, 6)),
+                                                            b.const(weights(6))],
+                                      options={**CONV_OPTS, "DepthMultiplier": 2, "StrideH": 2})],
+    # resizing
+    **{f"{kind.lower()}_{size[0]}x{size[1]}_{int(align)}{int(half)}": resize(kind, size, align, half)
+       for kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") for size in ([10, 14], [4, 11])
+       for align, half in ((False, False), (True, False), (False, True))},
+    # sparse constants
+    "densify_csr": densify(Sparse([DENSE, SPARSE_CSR]),
+                           weights(4, 6) * (RNG.random((4, 6)) < 0.4)),
+    "densify_csr_csr": densify(Sparse([SPARSE_CSR, SPARSE_CSR]), (weights(5, 3) * np.array([[1], [0], [1], [1], [0]])
+                                                                   * (RNG.random((5, 3)) < 0.6)).astype(np.float32)),
+    "densify_block": densify(Sparse([DENSE, SPARSE_CSR, DENSE], block=[(1, 2)]),
+                             weights(3, 8) * np.repeat(RNG.random((3, 4)) < 0.5, 2, axis=1)),
+    "sparse_fully_connected": sparse_fully_connected,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_builtin_matches_litert(case: str, tmp_path: Path) -> None:
+    b = TfliteBuilder()
+    raw = b.build(CASES[case](b))
+    assert_parity(tmp_path, b, raw, atol=1e-4 if case.startswith("lrn") else 1e-5)
+
+
+def test_run_time_batch(tmp_path: Path) -> None:
+    """New builtins in a model whose batch is left to run time, with 3 samples."""
+    b = TfliteBuilder()
+    x = b.input([1, 4, 6, 8], batch=True)
+    d = b.op("DEPTH_TO_SPACE", [x], options={"BlockSize": 2})
+    m = b.op("MIRROR_PAD", [d, b.const(np.array([[0, 0], [1, 2], [2, 0], [0, 0]], np.int32))], options={"Mode": 1})
+    s = b.op("STRIDED_SLICE", [m, b.const(np.array([0, 1], np.int32)), b.const(np.array([0, -1], np.int32)),
+                               b.const(np.array([1, 2], np.int32))], options={"EllipsisMask": 1})
+    n = b.op("L2_NORMALIZATION", [s])
+    assert_parity(tmp_path, b, b.build([n]), batch=3, max_batch=4)
+
+
+def test_densified_weights_are_dense_constants(tmp_path: Path) -> None:
+    """The sparse constant becomes its dense array at convert time: no DENSIFY work is left."""
+    b = TfliteBuilder()
+    dense = weights(4, 6) * (RNG.random((4, 6)) < 0.4)
+    raw = b.build(densify(Sparse([DENSE, SPARSE_CSR]), dense)(b))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(raw)
+    graph = load_tflite(path).graph
+    assert [n.op_type for n in graph.nodes] == ["Add"]
+    np.testing.assert_array_equal(next(v for v in graph.constants.values() if v.shape == (4, 6)), dense)
+
+
+# -- MediaPipe's custom ops ----------------------------------------------------------------------------------------
+
+
+def pool_params(padding: int, stride: tuple[int, int], window: tuple[int, int], activation: int = 0) -> bytes:
+    """TfLitePoolParams as the converter writes it: padding, stride_width, stride_height, filter_width,
+    filter_height, activation, then the computed padding the kernel fills in."""
+    return struct.pack("<10i", padding, stride[1], stride[0], window[1], window[0], activation, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("padding,stride,size", [(SAME, 2, 12), (SAME, 2, 11), (VALID, 2, 11), (SAME, 1, 7),
+                                                 (VALID, 3, 13)])
+def test_convolution2d_transpose_bias_matches_transpose_conv(tmp_path: Path, padding: int, stride: int,
+                                                             size: int) -> None:
+    """MediaPipe's transpose conv with bias against LiteRT's TRANSPOSE_CONV + bias for the output size
+    the custom kernel computes: stride * (in - 1) + k - max(0, k - (in - 1) % stride - 1) for SAME."""
+    filt, bias = weights(5, 3, 3, 4), weights(5)
+    in_h, in_w = 5, 6
+    out = []
+    for n in (in_h, in_w):
+        trim = max(0, 3 - (n - 1) % stride - 1) if padding == SAME else 0
+        out.append(stride * (n - 1) + 3 - trim)
+    custom = TfliteBuilder()
+    x = custom.input([1, in_h, in_w, 4], name="x")
+    y = custom.tensor([1, *out, 5], name="y")
+    custom.op("CUSTOM:Convolution2DTransposeBias", [x, custom.const(filt), custom.const(bias)], outputs=[y],
+              custom=struct.pack("<4i", padding, stride, stride, 0))
+    builtin = TfliteBuilder()
+    bx = builtin.input([1, in_h, in_w, 4], name="x")
+    conv = builtin.op("TRANSPOSE_CONV", [builtin.const(np.array([1, *out, 5], np.int32)), builtin.const(filt), bx,
+                                         builtin.const(bias)],
+                      options={"Padding": 0 if padding == SAME else 1, "StrideH": stride, "StrideW": stride})
+    builtin.tensors[conv].name = "y"
+    path = tmp_path / "custom.tflite"
+    path.write_bytes(custom.build([y]))
+    feeds = {"x": weights(1, in_h, in_w, 4)}
+    want = run_litert(builtin.build([conv]), feeds)["y"]
+    got = WasmModel(convert_model(path).wasm).run(feeds)["y"]
+    assert got.shape == (1, *out, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def pool_argmax_reference(x: np.ndarray, padding: int, stride: tuple[int, int],
+                          window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's MaxPoolingWithArgmax2D kernel, loop for loop (max_pool_argmax.cc)."""
+    n, h, w, c = x.shape
+    (sh, sw), (fh, fw) = stride, window
+    oh, ow = ((-(-h // sh), -(-w // sw)) if padding == SAME else ((h - fh + sh) // sh, (w - fw + sw) // sw))
+    ph = max(((oh - 1) * sh + fh - h) // 2, 0) if padding == SAME else 0
+    pw = max(((ow - 1) * sw + fw - w) // 2, 0) if padding == SAME else 0
+    values, indices = np.zeros((n, oh, ow, c), np.float32), np.zeros((n, oh, ow, c), np.float32)
+    for b, oy, ox, ch in np.ndindex(n, oh, ow, c):
+        y0, x0 = oy * sh - ph, ox * sw - pw
+        best, at = np.finfo(np.float32).min, (0, 0)
+        for fy in range(max(0, -y0), min(fh, h - y0)):
+            for fx in range(max(0, -x0), min(fw, w - x0)):
+                if x[b, y0 + fy, x0 + fx, ch] > best:
+                    best, at = x[b, y0 + fy, x0 + fx, ch], (fy, fx)
+        values[b, oy, ox, ch], indices[b, oy, ox, ch] = best, at[0] * fw + at[1] + np.float32(0.1)
+    return values, indices
+
+
+@pytest.mark.parametrize("padding,stride,window", [(SAME, (2, 2), (2, 2)), (SAME, (2, 1), (4, 2)),
+                                                   (VALID, (2, 2), (3, 3)), (SAME, (3, 2), (3, 3))])
+def test_max_pooling_with_argmax(tmp_path: Path, padding: int, stride: tuple[int, int],
+                                 window: tuple[int, int]) -> None:
+    x = weights(2, 9, 7, 3)
+    want_values, want_indices = pool_argmax_reference(x, padding, stride, window)
+    b = TfliteBuilder()
+    inp = b.input([2, 9, 7, 3], name="x")
+    outs = [b.tensor(list(want_values.shape), name="values"), b.tensor(list(want_values.shape), name="indices")]
+    b.op("CUSTOM:MaxPoolingWithArgmax2D", [inp], outputs=outs, custom=pool_params(padding, stride, window))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b.build(outs))
+    got = WasmModel(convert_model(path).wasm).run({"x": x})
+    np.testing.assert_array_equal(got["values"], want_values)
+    np.testing.assert_allclose(got["indices"], want_indices, rtol=0, atol=1e-6)
+
+
+def unpool_reference(x: np.ndarray, indices: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+    """MediaPipe's MaxUnpooling2D kernel for stride = filter (max_unpooling.cc)."""
+    n, h, w, c = x.shape
+    fh, fw = window
+    out = np.zeros((n, h * fh, w * fw, c), np.float32)
+    for b, y, xx, ch in np.ndindex(n, h, w, c):
+        idx = int(indices[b, y, xx, ch])
+        oy, ox = y * fh + idx // fw, xx * fw + idx % fw
+        if 0 <= oy < h * fh and 0 <= ox < w * fw:
+            out[b, oy, ox, ch] = x[b, y, xx, ch]
+    return out
+
+
+@pytest.mark.parametrize("window", [(2, 2), (3, 2)])
+def test_max_pooling_then_unpooling(tmp_path: Path, window: tuple[int, int]) -> None:
+    """The segmentation models' pair: pool with argmax, then unpool the values back to their cells."""
+    x = weights(1, 6 * window[0] // 2, 8, 3)
+    b = TfliteBuilder()
+    inp = b.input(list(x.shape), name="x")
+    pooled_shape = [1, x.shape[1] // window[0], x.shape[2] // window[1], 3]
+    values, indices = b.tensor(pooled_shape, name="values"), b.tensor(pooled_shape, name="indices")
+    params = pool_params(SAME, window, window)
+    b.op("CUSTOM:MaxPoolingWithArgmax2D", [inp], outputs=[values, indices], custom=params)
+    out = b.tensor(list(x.shape), name="y")
+    b.op("CUSTOM:MaxUnpooling2D", [values, indices], outputs=[out], custom=params)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b.build([out]))
+    got = WasmModel(convert_model(path).wasm).run({"x": x})["y"]
+    want_values, want_indices = pool_argmax_reference(x, SAME, window, window)
+    np.testing.assert_array_equal(got, unpool_reference(want_values, want_indices, window))
+    assert np.count_nonzero(got) == want_values.size  # one cell per window, the others zero
+
+
+# -- what is declined ------------------------------------------------------------------------------------------------
+
+
+def declined(tmp_path: Path, b: TfliteBuilder, outputs: list[int]) -> list[str]:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b._write(outputs))
+    with pytest.raises(UnsupportedModel) as caught:
+        convert_model(path)
+    return caught.value.problems
+
+
+def test_unsupported_builtins_name_index_op_and_output(tmp_path: Path) -> None:
+    b = TfliteBuilder()
+    x = b.input([2, 5])
+    y = b.op("ADD", [x, x])
+    sin = b.tensor([2, 5], name="sine")
+    b.op("SIN", [y], outputs=[sin])
+    overlap = b.tensor([1, 4, 6, 1], name="unpooled")
+    img = b.input([1, 3, 3, 1])
+    b.op("CUSTOM:MaxUnpooling2D", [img, img], outputs=[overlap], custom=pool_params(SAME, (1, 1), (2, 2)))
+    odd = b.tensor([1, 3, 3, 1], name="mystery")
+    b.op("CUSTOM:MyOwnOp", [img], outputs=[odd])
+    problems = declined(tmp_path, b, [sin, overlap, odd])
+    assert len(problems) == 3
+    assert problems[0].startswith("operator 1 (SIN, output 'sine')") and "not supported" in problems[0]
+    assert problems[1].startswith("operator 2 (CUSTOM:MaxUnpooling2D, output 'unpooled')")
+    assert "overlapping windows" in problems[1]
+    assert problems[2].startswith("operator 3 (CUSTOM:MyOwnOp, output 'mystery')") and "not supported" in problems[2]
+
+
+def test_unsupported_options_are_declined(tmp_path: Path) -> None:
+    b = TfliteBuilder()
+    x = b.input([1, 4, 4, 2])
+    short = b.tensor([1, 8, 8, 2], name="short")
+    b.op("CUSTOM:Convolution2DTransposeBias", [x, b.const(weights(2, 3, 3, 2)), b.const(weights(2))],
+         outputs=[short], custom=b"\x01\x00")
+    runtime = b.tensor([1, 4, 4, 2], name="runtime_indices")
+    b.op("GATHER_ND", [x, b.op("CAST", [x], dtype=np.int32)], outputs=[runtime])
+    problems = declined(tmp_path, b, [short, runtime])
+    assert problems[0].startswith("operator 0 (CUSTOM:Convolution2DTransposeBias, output 'short')")
+    assert "custom options of 2 bytes" in problems[0]
+    assert any(p.startswith("operator 2 (GATHER_ND, output 'runtime_indices')") for p in problems)
