@@ -33,7 +33,8 @@ OPTIONS = {"MAX_POOL_2D": "Pool2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions", "
            "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "MEAN": "ReducerOptions", "SUM": "ReducerOptions",
            "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions", "REDUCE_PROD": "ReducerOptions",
            "L2_NORMALIZATION": "L2NormOptions", "SPLIT_V": "SplitVOptions", "ARG_MAX": "ArgMaxOptions",
-           "ARG_MIN": "ArgMinOptions", "BATCH_MATMUL": "BatchMatMulOptions", "SELECT_V2": "SelectV2Options"}
+           "ARG_MIN": "ArgMinOptions", "BATCH_MATMUL": "BatchMatMulOptions", "SELECT_V2": "SelectV2Options",
+           "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions"}
 # Ops whose version 1 LiteRT does not register.
 VERSIONS = {tflite.BuiltinOperator.BROADCAST_TO: 2}
 DENSE, SPARSE_CSR = tflite.DimensionType.DENSE, tflite.DimensionType.SPARSE_CSR
@@ -83,6 +84,7 @@ class _Tensor:
     data: np.ndarray | None = None
     sparse: Sparse | None = None
     signature: list[int] | None = None  # -1 where the batch is left to run time
+    variable: bool = False  # a state tensor (an LSTM's), which LiteRT keeps between invocations
 
 
 @dataclass
@@ -154,6 +156,12 @@ class TfliteBuilder:
         self.tensors[t].data, self.tensors[t].sparse = data, sparse
         return t
 
+    def state(self, shape: list[int]) -> int:
+        """A variable tensor (zeros until an op writes it)."""
+        t = self.tensor(shape)
+        self.tensors[t].variable = True
+        return t
+
     def op(self, kind: str, inputs: list[int], outputs: int | list[int] = 1, options: dict[str, Any] | None = None,
            options_table: str | None = None, custom: bytes = b"", dtype: Any = np.float32) -> Any:
         """Adds an operator; `outputs` is a count of new float32 (or `dtype`) tensors of inferred shape, or
@@ -214,6 +222,8 @@ class TfliteBuilder:
             m.TensorAddType(b, TYPES[tensor.dtype])
             m.TensorAddBuffer(b, buffer)
             m.TensorAddName(b, name)
+            if tensor.variable:
+                m.TensorAddIsVariable(b, True)
             if sparsity is not None:
                 m.TensorAddSparsity(b, sparsity)
             tensor_offsets.append(m.TensorEnd(b))

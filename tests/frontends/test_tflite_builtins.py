@@ -342,6 +342,56 @@ def test_densified_weights_are_dense_constants(tmp_path: Path) -> None:
     np.testing.assert_array_equal(next(v for v in graph.constants.values() if v.shape == (4, 6)), dense)
 
 
+def lstm_model(time_major: bool, peepholes: bool, batch: int = 2, steps: int = 5, features: int = 3,
+               hidden: int = 4, cifg: bool = False, clip: float = 0.0,
+               dynamic: bool = False) -> tuple[TfliteBuilder, int]:
+    """A Keras-style LSTM layer as the converter fuses it: 24 inputs, the states variable tensors."""
+    b = TfliteBuilder()
+    x = b.input([steps, batch, features] if time_major else [batch, steps, features], name="x",
+                batch=dynamic and not time_major)
+    scale = 0.5
+
+    def const(*shape: int) -> int:
+        return b.const(weights(*shape) * scale)
+
+    inputs = [x]
+    inputs += [-1 if cifg and gate == 0 else const(hidden, features) for gate in range(4)]
+    inputs += [-1 if cifg and gate == 0 else const(hidden, hidden) for gate in range(4)]
+    inputs += [const(hidden) if peepholes and not (cifg and gate == 0) else -1 for gate in range(3)]
+    inputs += [-1 if cifg and gate == 0 else const(hidden) for gate in range(4)]
+    inputs += [-1, -1, b.state([batch, hidden]), b.state([batch, hidden]), -1, -1, -1, -1]
+    y = b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, options={
+        "FusedActivationFunction": 4, "CellClip": clip, "ProjClip": 0.0, "TimeMajor": time_major})
+    return b, y
+
+
+@pytest.mark.parametrize("time_major,peepholes", [(True, False), (False, False), (False, True), (True, True)])
+def test_unidirectional_sequence_lstm(tmp_path: Path, time_major: bool, peepholes: bool) -> None:
+    b, y = lstm_model(time_major, peepholes)
+    assert_parity(tmp_path, b, b.build([y]))
+
+
+def test_unidirectional_sequence_lstm_run_time_batch(tmp_path: Path) -> None:
+    """Batch-major input with the batch left to run time: 3 samples at once against LiteRT one sample
+    at a time (its state tensors are allocated for one sample and cannot be resized)."""
+    b, y = lstm_model(False, False, batch=1, dynamic=True)
+    raw = b.build([y])
+    path = tmp_path / "model.tflite"
+    path.write_bytes(raw)
+    x = weights(3, 5, 3)
+    got = WasmModel(convert_model(path, max_batch=4).wasm).run({"x": x})
+    want = np.concatenate([run_litert(raw, {"x": x[i:i + 1]})[b.tensors[y].name] for i in range(3)])
+    np.testing.assert_allclose(got[b.tensors[y].name], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant,reason", [({"cifg": True}, "CIFG"), ({"clip": 3.0}, "cell_clip")])
+def test_unidirectional_sequence_lstm_declined(tmp_path: Path, variant: dict[str, object], reason: str) -> None:
+    b, y = lstm_model(False, False, **variant)  # type: ignore[arg-type]
+    problems = declined(tmp_path, b, [y], build=True)
+    assert len(problems) == 1 and problems[0].startswith("operator 0 (UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert reason in problems[0]
+
+
 # -- MediaPipe's custom ops ----------------------------------------------------------------------------------------
 
 
@@ -456,9 +506,10 @@ def test_max_pooling_then_unpooling(tmp_path: Path, window: tuple[int, int]) -> 
 # -- what is declined ------------------------------------------------------------------------------------------------
 
 
-def declined(tmp_path: Path, b: TfliteBuilder, outputs: list[int]) -> list[str]:
+def declined(tmp_path: Path, b: TfliteBuilder, outputs: list[int], build: bool = False) -> list[str]:
+    """The problems convert lists; `build` infers shapes with LiteRT first (else they must be given)."""
     path = tmp_path / "model.tflite"
-    path.write_bytes(b._write(outputs))
+    path.write_bytes(b.build(outputs) if build else b._write(outputs))
     with pytest.raises(UnsupportedModel) as caught:
         convert_model(path)
     return caught.value.problems

@@ -91,7 +91,7 @@ SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOG
              "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "PACK", "UNPACK",
              "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION", "SELECT", "SELECT_V2", "FLOOR_DIV", "FLOOR_MOD",
              "ROUND", "ADD_N", "ARG_MAX", "ARG_MIN", "DENSIFY", "TILE", "BROADCAST_TO", "REVERSE_V2", "ZEROS_LIKE",
-             "ONES_LIKE", "CAST"}
+             "ONES_LIKE", "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM"}
 # Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
 ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST",
             "CUSTOM:MaxPoolingWithArgmax2D"}
@@ -106,7 +106,11 @@ EXTRA = {"DEPTH_TO_SPACE": "depth_space", "SPACE_TO_DEPTH": "depth_space", "PACK
          "ARG_MIN": "arg", "CAST": "cast", "DENSIFY": "densify_op", "ZEROS_LIKE": "filled", "ONES_LIKE": "filled",
          "TILE": "tile", "BROADCAST_TO": "tile", "REVERSE_V2": "reverse", "GATHER_ND": "gather_nd",
          "CUSTOM:Convolution2DTransposeBias": "transpose_conv_bias", "CUSTOM:MaxPoolingWithArgmax2D": "pool_argmax",
-         "CUSTOM:MaxUnpooling2D": "unpool"}
+         "CUSTOM:MaxUnpooling2D": "unpool", "UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm"}
+# UNIDIRECTIONAL_SEQUENCE_LSTM's inputs: the per-gate weights (input, forget, cell, output gates) in ONNX's
+# i, o, f, c order, the peepholes in ONNX's i, o, f order.
+LSTM_INPUT_WEIGHTS, LSTM_RECURRENT_WEIGHTS, LSTM_BIASES = (1, 4, 2, 3), (5, 8, 6, 7), (12, 15, 13, 14)
+LSTM_PEEPHOLES, LSTM_PROJECTION, LSTM_STATES, LSTM_LAYER_NORM = (9, 11, 10), (16, 17), (18, 19), (20, 21, 22, 23)
 
 
 def is_tflite(source: str | Path) -> bool:
@@ -1068,6 +1072,57 @@ class _Converter:
         rows = self.node("Reshape", [self.value(params), self.constant(
             f"{hint}/rows", np.array([int(dims.prod()), *shape[depth:]], np.int64))], f"{hint}/rows")
         self.define(out, self.node("Gather", [rows, self.constant(f"{hint}/flat", flat)], hint, axis=0), False)
+
+    def lstm(self, op: _Op) -> None:
+        """UNIDIRECTIONAL_SEQUENCE_LSTM as ONNX's LSTM: the four gates' weights stacked in ONNX's i, o, f, c
+        order, the gate biases as W's bias (R's is zero), the peepholes as P; batch-major input runs
+        with layout 1. Each run starts from zero states, as a fresh LiteRT interpreter does (LiteRT
+        carries its variable state tensors over to the next invocation until they are reset).
+
+        Declined: CIFG (no input gate: TFLite derives it from the forget gate, ONNX's input_forget the
+        other way round), projection, layer normalisation, cell or projection clipping (ONNX's clip
+        bounds the gates' pre-activations, not the cell state), an activation other than TANH."""
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.UnidirectionalSequenceLSTMOptions)
+        inputs = op.inputs + [-1] * (24 - len(op.inputs))
+        present = [i for i in (*LSTM_PROJECTION, *LSTM_LAYER_NORM) if inputs[i] >= 0]
+        if inputs[1] < 0:
+            raise _Declined("CIFG (coupled input and forget gates) is not supported")
+        if present:
+            raise _Declined(f"projection and layer normalisation are not supported (inputs {present})")
+        if opts.CellClip() or opts.ProjClip():
+            raise _Declined("cell_clip and proj_clip are not supported")
+        if opts.FusedActivationFunction() != _A.TANH:
+            raise _Declined(f"fused activation {opts.FusedActivationFunction()} (only TANH is supported)")
+        for t in LSTM_STATES:
+            state = self.const_of(inputs[t]) if inputs[t] >= 0 else None
+            if state is not None and np.any(state):
+                raise _Declined("the initial state must be zero")
+
+        def stacked(indices: tuple[int, ...], what: str) -> np.ndarray:
+            arrays = [self.const_of(inputs[i]) for i in indices]
+            if any(a is None for a in arrays):
+                raise _Declined(f"the {what} must be constants")
+            return np.stack([np.asarray(a, np.float32) for a in arrays if a is not None])
+
+        w = stacked(LSTM_INPUT_WEIGHTS, "input weights")
+        hidden = w.shape[1]
+        r = stacked(LSTM_RECURRENT_WEIGHTS, "recurrent weights")
+        bias = stacked(LSTM_BIASES, "gate biases").reshape(-1)
+        hint = self.names[out]
+        operands = [self.value(x), self.constant(f"{hint}/W", w.reshape(1, 4 * hidden, -1)),
+                    self.constant(f"{hint}/R", r.reshape(1, 4 * hidden, -1)),
+                    self.constant(f"{hint}/B", np.concatenate([bias, np.zeros_like(bias)]).reshape(1, -1))]
+        if any(inputs[i] >= 0 for i in LSTM_PEEPHOLES):
+            peepholes = [self.const_of(inputs[i]) if inputs[i] >= 0 else np.zeros(hidden, np.float32)
+                         for i in LSTM_PEEPHOLES]
+            if any(p is None for p in peepholes):
+                raise _Declined("the peephole weights must be constants")
+            operands += ["", "", "", self.constant(f"{hint}/P", np.concatenate(
+                [np.asarray(p, np.float32) for p in peepholes if p is not None]).reshape(1, -1))]
+        layout = 0 if opts.TimeMajor() else 1
+        y = self.node("LSTM", operands, f"{hint}/lstm", hidden_size=int(hidden), layout=layout)
+        self.define(out, self.node("Squeeze", [y, self.axes(hint, [1 if layout == 0 else 2])], hint), False)
 
     # -- MediaPipe's custom ops: their parameters are the kernel's C struct, as the converter writes it -----------
 
