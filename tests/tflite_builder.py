@@ -34,7 +34,7 @@ OPTIONS = {"MAX_POOL_2D": "Pool2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions", "
            "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions", "REDUCE_PROD": "ReducerOptions",
            "L2_NORMALIZATION": "L2NormOptions", "SPLIT_V": "SplitVOptions", "ARG_MAX": "ArgMaxOptions",
            "ARG_MIN": "ArgMinOptions", "BATCH_MATMUL": "BatchMatMulOptions", "SELECT_V2": "SelectV2Options",
-           "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions"}
+           "L2_POOL_2D": "Pool2DOptions",           "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions"}
 # Ops whose version 1 LiteRT does not register.
 VERSIONS = {tflite.BuiltinOperator.BROADCAST_TO: 2}
 DENSE, SPARSE_CSR = tflite.DimensionType.DENSE, tflite.DimensionType.SPARSE_CSR

@@ -5,19 +5,22 @@ what cannot be expressed is declined naming the operator index, op and output.""
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tflite  # type: ignore[import-untyped]
 
 from tests.tflite_builder import DENSE, SPARSE_CSR, Sparse, TfliteBuilder, run_litert
 from wasinfer.artifact.convert import convert_model
 from wasinfer.backends.wasm import UnsupportedModel
-from wasinfer.frontends.tflite import load_tflite
+from wasinfer.frontends.tflite import CUSTOM_OPS, SUPPORTED, builtin_table, load_tflite
 from wasinfer.runtime.wasm import WasmModel
 
+ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(7)
 SAME, VALID = 1, 2  # tflite.Padding in options tables is SAME 0, VALID 1; these are TfLitePadding (custom ops)
 
@@ -300,6 +303,26 @@ CASES: dict[str, Case] = {
     **{f"{kind.lower()}_{size[0]}x{size[1]}_{int(align)}{int(half)}": resize(kind, size, align, half)
        for kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") for size in ([10, 14], [4, 11])
        for align, half in ((False, False), (True, False), (False, True))},
+    "l2_pool_same": unary("L2_POOL_2D", [1, 7, 6, 3], Padding=0, StrideH=2, StrideW=2, FilterHeight=3,
+                          FilterWidth=2),
+    "l2_pool_valid_nhwc": after_conv("L2_POOL_2D", Padding=1, StrideH=1, StrideW=2, FilterHeight=2, FilterWidth=3),
+    "cumsum": with_const("CUMSUM", [3, 5, 4], np.array(1, np.int32)),
+    "cumsum_exclusive_reverse": with_const("CUMSUM", [3, 5, 4], np.array(-1, np.int32), Exclusive=True,
+                                           Reverse=True),
+    "topk": lambda b: list(b.op("TOPK_V2", [b.input([3, 9]), b.const(np.array(4, np.int32))],
+                                outputs=[b.tensor(None), b.tensor(None, np.int32)])),
+    "average_pool_same": unary("AVERAGE_POOL_2D", [1, 7, 6, 3], Padding=0, StrideH=2, StrideW=2, FilterHeight=3,
+                               FilterWidth=3),
+    "max_pool_valid_relu": after_conv("MAX_POOL_2D", Padding=1, StrideH=2, StrideW=1, FilterHeight=2,
+                                      FilterWidth=3, FusedActivationFunction=1),
+    "reshapes": lambda b: [b.op("EXPAND_DIMS", [b.op("SQUEEZE", [b.op("RESHAPE", [
+        b.input([2, 3, 4]), b.const(np.array([2, 1, 12], np.int32))], options={"NewShape": [2, 1, 12]})],
+        options={"SqueezeDims": [1]}), b.const(np.array(1, np.int32))])],
+    "cast_like_masks": lambda b: [b.op("ADD", [b.op("CAST", [b.op("GREATER", [x, b.const(np.float32(0))],
+                                                                  dtype=np.bool_)]),
+                                                b.op("ZEROS_LIKE", [x])]) for x in [b.input([3, 5])]],
+    "cast_to_int": lambda b: [b.op("CAST", [b.op("MUL", [b.input([3, 5]), b.const(np.float32(3))])],
+                                   dtype=np.int32)],
     # sparse constants
     "densify_csr": densify(Sparse([DENSE, SPARSE_CSR]),
                            weights(4, 6) * (RNG.random((4, 6)) < 0.4)),
@@ -316,6 +339,34 @@ def test_builtin_matches_litert(case: str, tmp_path: Path) -> None:
     b = TfliteBuilder()
     raw = b.build(CASES[case](b))
     assert_parity(tmp_path, b, raw, atol=1e-4 if case.startswith("lrn") else 1e-5)
+
+
+def test_every_supported_op_is_compared_with_litert() -> None:
+    """docs/conformance.md says each converted op is tested here: the ops these models use (and the
+    custom ops' and LSTM's tests below) cover the frontend's list."""
+    used = {"UNIDIRECTIONAL_SEQUENCE_LSTM", *CUSTOM_OPS}
+    for make in CASES.values():
+        b = TfliteBuilder()
+        make(b)
+        used.update(op.kind for op in b.operators)
+    fixtures = {"DEQUANTIZE"}  # mobilenet_mini_fp16.tflite (test_tflite_frontend.py)
+    assert SUPPORTED - used - fixtures == set()
+
+
+def test_status_table_names_real_builtins_and_is_current() -> None:
+    """The frontend's table has one row per LiteRT builtin (and the custom ops), says "declined" exactly
+    for what the frontend does not convert, and docs/conformance.md shows it as the code says."""
+    rows = builtin_table()
+    builtins = {k for k in vars(tflite.BuiltinOperator) if not k.startswith("_")}
+    assert [name for name, _, _ in rows] == [*sorted(builtins, key=lambda k: getattr(tflite.BuiltinOperator, k)),
+                                             *sorted(CUSTOM_OPS)]
+    assert {name for name, status, _ in rows if status != "declined"} == SUPPORTED
+    spec = importlib.util.spec_from_file_location("wasinfer_tflite_table", ROOT / "scripts" / "tflite_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "docs/conformance.md is stale: run python scripts/tflite_table.py"
+    assert "| SIN | declined | no kernel in the compiler |" in module.DOC.read_text()
 
 
 def test_run_time_batch(tmp_path: Path) -> None:

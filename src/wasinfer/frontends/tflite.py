@@ -91,9 +91,9 @@ SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOG
              "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "PACK", "UNPACK",
              "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION", "SELECT", "SELECT_V2", "FLOOR_DIV", "FLOOR_MOD",
              "ROUND", "ADD_N", "ARG_MAX", "ARG_MIN", "DENSIFY", "TILE", "BROADCAST_TO", "REVERSE_V2", "ZEROS_LIKE",
-             "ONES_LIKE", "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM"}
+             "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM", "L2_POOL_2D", "CUMSUM", "TOPK_V2"}
 # Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
-ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST",
+ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2",
             "CUSTOM:MaxPoolingWithArgmax2D"}
 RUNTIME_TYPES = {_T.FLOAT32, _T.BOOL, _T.INT32, _T.INT64}
 INT_MAX = np.iinfo(np.int64).max
@@ -103,14 +103,108 @@ EXTRA = {"DEPTH_TO_SPACE": "depth_space", "SPACE_TO_DEPTH": "depth_space", "PACK
          "L2_NORMALIZATION": "l2_normalization", "LOCAL_RESPONSE_NORMALIZATION": "local_response_normalization",
          **dict.fromkeys([*COMPARISONS, *LOGICAL], "compare"), "SELECT": "select", "SELECT_V2": "select",
          "FLOOR_DIV": "floor_div_mod", "FLOOR_MOD": "floor_div_mod", "ADD_N": "add_n", "ARG_MAX": "arg",
-         "ARG_MIN": "arg", "CAST": "cast", "DENSIFY": "densify_op", "ZEROS_LIKE": "filled", "ONES_LIKE": "filled",
+         "ARG_MIN": "arg", "CAST": "cast", "DENSIFY": "densify_op", "ZEROS_LIKE": "zeros",
          "TILE": "tile", "BROADCAST_TO": "tile", "REVERSE_V2": "reverse", "GATHER_ND": "gather_nd",
          "CUSTOM:Convolution2DTransposeBias": "transpose_conv_bias", "CUSTOM:MaxPoolingWithArgmax2D": "pool_argmax",
-         "CUSTOM:MaxUnpooling2D": "unpool", "UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm"}
+         "CUSTOM:MaxUnpooling2D": "unpool", "UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm", "L2_POOL_2D": "l2_pool",
+         "CUMSUM": "cumsum", "TOPK_V2": "top_k"}
 # UNIDIRECTIONAL_SEQUENCE_LSTM's inputs: the per-gate weights (input, forget, cell, output gates) in ONNX's
 # i, o, f, c order, the peepholes in ONNX's i, o, f order.
 LSTM_INPUT_WEIGHTS, LSTM_RECURRENT_WEIGHTS, LSTM_BIASES = (1, 4, 2, 3), (5, 8, 6, 7), (12, 15, 13, 14)
 LSTM_PEEPHOLES, LSTM_PROJECTION, LSTM_STATES, LSTM_LAYER_NORM = (9, 11, 10), (16, 17), (18, 19), (20, 21, 22, 23)
+
+# What each supported op becomes, for docs/conformance.md's TFLite table (builtin_table below). One
+# ONNX op is "converted"; anything more (or nothing at run time) is "lowered".
+MAPPINGS: dict[str, tuple[str, str]] = {
+    **{k: ("converted", f"{v}") for k, v in UNARY.items() if v != "Clip"},
+    **{k: ("converted", f"Clip {lo:g}..{hi:g}") for k, (lo, hi) in CLIP_RANGES.items()},
+    **{k: ("converted", f"{v} (+ fused activation)") for k, v in BINARY.items()},
+    **{k: ("converted", "Reshape (a view)") for k in RESHAPES},
+    **{k: ("converted", f"{v}, or GlobalAveragePool for the mean over H and W" if k == "MEAN" else v)
+       for k, v in REDUCTIONS.items()},
+    **{k: ("converted", v) for k, v in COMPARISONS.items() if k != "NOT_EQUAL"},
+    **{k: ("converted", v) for k, v in LOGICAL.items()},
+    "CONV_2D": ("converted", "Conv; filters transposed to OIHW at convert time, a zero PAD before a VALID conv folded"),
+    "DEPTHWISE_CONV_2D": ("converted", "Conv with one group per input channel"),
+    "TRANSPOSE_CONV": ("converted", "ConvTranspose with explicit pads (SAME crops as TFLite)"),
+    "FULLY_CONNECTED": ("converted", "Gemm (rows flattened by a Reshape; DEFAULT weights format only)"),
+    "AVERAGE_POOL_2D": ("converted", "AveragePool (padded taps not counted, as TFLite)"),
+    "MAX_POOL_2D": ("converted", "MaxPool"),
+    "CONCATENATION": ("converted", "Concat"), "SOFTMAX": ("converted", "Softmax (beta ≠ 1: Mul first)"),
+    "LOG_SOFTMAX": ("converted", "LogSoftmax"), "PAD": ("converted", "Pad"), "PADV2": ("converted", "Pad"),
+    "MIRROR_PAD": ("converted", "Pad reflect; SYMMETRIC: one Gather of constant indices per padded axis"),
+    "TRANSPOSE": ("converted", "Transpose"), "SLICE": ("lowered", "Slice + Reshape"),
+    "STRIDED_SLICE": ("lowered", "Slice + Reshape: begin/end/ellipsis/new-axis/shrink masks, offset"),
+    "SPLIT": ("converted", "Split"), "SPLIT_V": ("converted", "Split"),
+    "GATHER": ("converted", "Gather (constant indices; batch_dims 0)"),
+    "GATHER_ND": ("lowered", "Reshape + Gather of flattened constant indices"),
+    "RESIZE_BILINEAR": ("converted", "Resize linear: align_corners, half_pixel_centers or TFLite's legacy grid"),
+    "RESIZE_NEAREST_NEIGHBOR": ("converted", "Resize nearest, with TFLite's rounding per grid"),
+    "DEQUANTIZE": ("lowered", "float16 constants only: evaluated at convert time"),
+    "SQUARED_DIFFERENCE": ("lowered", "Sub + Mul"), "POW": ("converted", "Pow"),
+    "RSQRT": ("lowered", "Sqrt + Reciprocal"), "SQUARE": ("lowered", "Mul"),
+    "BATCH_MATMUL": ("lowered", "MatMul; adj_x/adj_y as Transpose"), "GELU": ("lowered", "Erf or Tanh form"),
+    "DEPTH_TO_SPACE": ("converted", "DepthToSpace DCR"), "SPACE_TO_DEPTH": ("converted", "SpaceToDepth"),
+    "PACK": ("lowered", "Unsqueeze + Concat"), "UNPACK": ("lowered", "Split + Squeeze"),
+    "L2_NORMALIZATION": ("lowered", "ReduceL2 + Max(1e-6) + Div"),
+    "LOCAL_RESPONSE_NORMALIZATION": ("converted", "LRN (size 2r+1, alpha * size)"),
+    "NOT_EQUAL": ("lowered", "Equal + Not"), "SELECT": ("converted", "Where (rank-1 condition: Reshape first)"),
+    "SELECT_V2": ("converted", "Where"), "FLOOR_DIV": ("lowered", "Div + Floor (float32)"),
+    "FLOOR_MOD": ("converted", "Mod fmod=0 (float32)"), "ADD_N": ("converted", "Sum"),
+    "ARG_MAX": ("lowered", "ArgMax + Cast to int32"), "ARG_MIN": ("lowered", "ArgMin + Cast to int32"),
+    "CAST": ("converted", "Cast (float32, bool, int32, int64)"),
+    "DENSIFY": ("lowered", "the sparse constant densified at convert time"),
+    "ZEROS_LIKE": ("lowered", "a constant (static shape)"),
+    "TILE": ("converted", "Tile"), "BROADCAST_TO": ("converted", "Expand"),
+    "REVERSE_V2": ("converted", "Slice with step -1"),
+    "L2_POOL_2D": ("lowered", "Mul + AveragePool + Sqrt (the root of the mean square over the taps inside)"),
+    "CUMSUM": ("converted", "CumSum (exclusive, reverse)"),
+    "TOPK_V2": ("lowered", "TopK (largest, sorted) + Cast of the indices to int32"),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("converted", "LSTM (peepholes; no CIFG, projection, layer norm or clipping)"),
+    "CUSTOM:Convolution2DTransposeBias": ("converted", "ConvTranspose with bias"),
+    "CUSTOM:MaxPoolingWithArgmax2D": ("lowered", "Pad + Slice per window offset + Concat + ReduceMax/ArgMax"),
+    "CUSTOM:MaxUnpooling2D": ("lowered", "Equal + Where + Transpose + Reshape (stride = filter)"),
+}
+# Why a builtin without a mapping is declined, where there is more to say than "no mapping yet".
+_NO_KERNEL = "no kernel in the compiler"
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "quantized models are declined (integer kernels are planned)": ("QUANTIZE", "FAKE_QUANT"),
+    _NO_KERNEL: ("SIN", "COS", "SIGN", "ATAN2", "BITCAST", "BITWISE_XOR", "RIGHT_SHIFT", "SEGMENT_SUM",
+                 "UNSORTED_SEGMENT_PROD", "UNSORTED_SEGMENT_MAX", "UNSORTED_SEGMENT_SUM", "UNSORTED_SEGMENT_MIN",
+                 "SCATTER_ND", "CONV_3D", "CONV_3D_TRANSPOSE", "DYNAMIC_UPDATE_SLICE", "REVERSE_SEQUENCE"),
+    "integer (ids) model inputs are not supported": ("EMBEDDING_LOOKUP",),
+    "the output's shape depends on run-time values": ("WHERE", "UNIQUE", "NON_MAX_SUPPRESSION_V4",
+                                                       "NON_MAX_SUPPRESSION_V5", "RANGE", "FILL", "SHAPE", "RANK",
+                                                       "BROADCAST_ARGS"),
+    "subgraphs (control flow) are not converted": ("IF", "WHILE", "CALL", "CALL_ONCE"),
+    "resource, hash-table and variable tensors": ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "HASHTABLE",
+                                                  "HASHTABLE_FIND", "HASHTABLE_IMPORT", "HASHTABLE_SIZE",
+                                                  "HASHTABLE_LOOKUP", "LSH_PROJECTION", "SKIP_GRAM",
+                                                  "CONCAT_EMBEDDINGS", "EMBEDDING_LOOKUP_SPARSE"),
+    "random numbers": ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"),
+    "complex numbers": ("RFFT2D", "IMAG", "REAL", "COMPLEX_ABS"),
+    "recurrent layer without a mapping yet (UNIDIRECTIONAL_SEQUENCE_LSTM is converted)": (
+        "LSTM", "RNN", "SVDF", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN",
+        "BIDIRECTIONAL_SEQUENCE_LSTM"),
+    "not an operator a model runs": ("CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"),
+}
+DECLINED: dict[str, str] = {op: reason for reason, ops in _GROUPS.items() for op in ops}
+
+
+def builtin_table() -> list[tuple[str, str, str]]:
+    """Every LiteRT builtin (the `tflite` package's BuiltinOperator), then the custom ops converted:
+    (name, status, how or why). StableHLO ops are one row each, declined."""
+    names = sorted((k for k in vars(tflite.BuiltinOperator) if not k.startswith("_")),
+                   key=lambda k: getattr(tflite.BuiltinOperator, k))
+    rows = []
+    for name in [*names, *sorted(CUSTOM_OPS)]:
+        if name in MAPPINGS:
+            rows.append((name, *MAPPINGS[name]))
+        elif name.startswith("STABLEHLO_"):
+            rows.append((name, "declined", "StableHLO ops (a converter option) are not converted"))
+        else:
+            rows.append((name, "declined", DECLINED.get(name, "no mapping yet")))
+    return rows
 
 
 def is_tflite(source: str | Path) -> bool:
@@ -1022,14 +1116,13 @@ class _Converter:
             raise _Declined("the input must be a constant")
         self.consts[out] = self.consts[x]
 
-    def filled(self, op: _Op) -> None:
-        """ZEROS_LIKE / ONES_LIKE: a constant of the output's (static) shape."""
+    def zeros(self, op: _Op) -> None:
+        """ZEROS_LIKE: a constant of the output's (static) shape."""
         out = op.outputs[0]
         shape = self.tensors[out].shape
         if any(d < 0 for d in shape):
             raise _Declined("the shape must be static")
-        value = 0 if op.kind == "ZEROS_LIKE" else 1
-        self.consts[out] = np.full(shape, value, DTYPES.get(self.tensors[out].type, np.dtype(np.float32)))
+        self.consts[out] = np.zeros(shape, DTYPES.get(self.tensors[out].type, np.dtype(np.float32)))
 
     def tile(self, op: _Op) -> None:
         x, out = op.inputs[0], op.outputs[0]
@@ -1072,6 +1165,47 @@ class _Converter:
         rows = self.node("Reshape", [self.value(params), self.constant(
             f"{hint}/rows", np.array([int(dims.prod()), *shape[depth:]], np.int64))], f"{hint}/rows")
         self.define(out, self.node("Gather", [rows, self.constant(f"{hint}/flat", flat)], hint, axis=0), False)
+
+    def l2_pool(self, op: _Op) -> None:
+        """L2_POOL_2D: sqrt(mean of squares over the window's taps inside the input) = Sqrt(AveragePool(x * x)),
+        AveragePool counting only those taps, as TFLite."""
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.Pool2DOptions)
+        attrs: dict[str, Any] = {"kernel_shape": [opts.FilterHeight(), opts.FilterWidth()],
+                                 "strides": [opts.StrideH(), opts.StrideW()]}
+        if opts.Padding() == tflite.Padding.SAME:
+            attrs.update(self.same_pads(x, attrs["kernel_shape"], attrs["strides"], [1, 1]))
+        hint = self.out_hint(out, True)
+        source = self.channels_first(x)
+        squares = self.node("Mul", [source, source], f"{hint}/squares")
+        mean = self.node("AveragePool", [squares], f"{hint}/mean", **attrs)
+        y = self.node("Sqrt", [mean], f"{hint}/root")
+        self.define(out, self.activate(y, opts.FusedActivationFunction(), hint), True)
+
+    def cumsum(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.CumsumOptions)
+        axis = self.ints(op.inputs[1], "axis")[0] % self.tensors[x].rank
+        y = self.node("CumSum", [self.value(x), self.constant(f"{self.names[out]}/axis", np.array(axis, np.int64))],
+                      self.names[out], exclusive=int(opts.Exclusive()), reverse=int(opts.Reverse()))
+        self.define(out, y, False)
+
+    def top_k(self, op: _Op) -> None:
+        """TOPK_V2 along the last axis, largest first; the indices cast to the output's int32."""
+        x = op.inputs[0]
+        k = self.ints(op.inputs[1], "k")
+        values = self.fresh(self.names[op.outputs[0]])
+        indices = self.fresh(f"{self.names[op.outputs[1]]}/int64") if len(op.outputs) > 1 else ""
+        self.nodes.append(helper.make_node(
+            "TopK", [self.value(x), self.constant(f"{values}/k", np.array(k[:1], np.int64))],
+            [values, indices or self.fresh(f"{values}/indices")], name=self.fresh(f"{self.node_name}/TopK"),
+            axis=-1, largest=1, sorted=1))
+        self.define(op.outputs[0], values, False)
+        if indices:
+            target = self.tensors[op.outputs[1]].type
+            if target == _T.INT32:
+                indices = self.node("Cast", [indices], self.names[op.outputs[1]], to=onnx.TensorProto.INT32)
+            self.define(op.outputs[1], indices, False)
 
     def lstm(self, op: _Op) -> None:
         """UNIDIRECTIONAL_SEQUENCE_LSTM as ONNX's LSTM: the four gates' weights stacked in ONNX's i, o, f, c
