@@ -17,6 +17,7 @@ import tflite  # type: ignore[import-untyped]
 from tests.tflite_builder import DENSE, SPARSE_CSR, Sparse, TfliteBuilder, run_litert
 from wasinfer.artifact.convert import convert_model
 from wasinfer.backends.wasm import UnsupportedModel
+from wasinfer.frontends import FrontendError
 from wasinfer.frontends.tflite import CUSTOM_OPS, SUPPORTED, builtin_table, load_tflite
 from wasinfer.runtime.wasm import WasmModel
 
@@ -441,6 +442,24 @@ def test_unidirectional_sequence_lstm_declined(tmp_path: Path, variant: dict[str
     problems = declined(tmp_path, b, [y], build=True)
     assert len(problems) == 1 and problems[0].startswith("operator 0 (UNIDIRECTIONAL_SEQUENCE_LSTM")
     assert reason in problems[0]
+
+
+@pytest.mark.parametrize("damage", ["huge_shape", "wrong_shape"])
+def test_damaged_sparse_constant_is_a_frontend_error(tmp_path: Path, damage: str) -> None:
+    """Sparsity metadata that does not fit the tensor's shape fails the read naming the file, and
+    a claimed shape is not allocated before it is checked."""
+    b = TfliteBuilder()
+    dense = weights(4, 6) * (RNG.random((4, 6)) < 0.4)
+    outputs = densify(Sparse([DENSE, SPARSE_CSR]), dense)(b)
+    raw_ok = b.build(outputs)
+    assert raw_ok
+    sparse = next(t for t in b.tensors if t.sparse is not None)
+    sparse.shape = [1 << 20, 1 << 20] if damage == "huge_shape" else [4, 5]
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b._write(outputs))
+    with pytest.raises(FrontendError, match="not a valid TensorFlow Lite model") as caught:
+        convert_model(path)
+    assert ("GiB" if damage == "huge_shape" else "do not fit its size") in str(caught.value)
 
 
 # -- MediaPipe's custom ops ----------------------------------------------------------------------------------------

@@ -20,18 +20,26 @@ Padding. SAME becomes explicit pads with the odd row/column at the bottom/right,
 pads (SAME_UPPER, defined alike, when the size is only known at run time); a zero PAD that
 only feeds VALID convs is folded into their pads.
 
-Ops: CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED, BATCH_MATMUL, AVERAGE_POOL_2D,
-MAX_POOL_2D, MEAN/SUM/REDUCE_MAX/REDUCE_MIN/REDUCE_PROD, ADD/SUB/MUL/DIV/MAXIMUM/MINIMUM/POW/
-SQUARED_DIFFERENCE/PRELU (fused activations NONE, RELU, RELU6, RELU_N1_TO_1, TANH), RELU, RELU6,
-RELU_N1_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, EXP, LOG, ABS, NEG, SQRT, RSQRT,
-SQUARE, FLOOR, CEIL, RESHAPE/SQUEEZE/EXPAND_DIMS, CONCATENATION, SOFTMAX, LOG_SOFTMAX, PAD/PADV2/
-MIRROR_PAD (REFLECT), TRANSPOSE, STRIDED_SLICE, SLICE, SPLIT/SPLIT_V, GATHER (constant indices),
-RESIZE_BILINEAR/RESIZE_NEAREST_NEIGHBOR, DEQUANTIZE (float16 constants).
+Ops: the SUPPORTED set below; MAPPINGS says what each becomes and `builtin_table` lists every
+LiteRT builtin's status (docs/conformance.md, written by scripts/tflite_table.py). Among them:
+convs, pools (L2 too), FULLY_CONNECTED, BATCH_MATMUL, TRANSPOSE_CONV, the elementwise ops with
+their fused activations, comparisons and LOGICAL_* (bool tensors), SELECT/SELECT_V2, the
+reductions, ARG_MAX/ARG_MIN, CUMSUM, TOPK_V2, the reshapes, PACK/UNPACK, SPLIT/SPLIT_V,
+STRIDED_SLICE (every mask, offset), GATHER/GATHER_ND (constant indices), PAD/PADV2/MIRROR_PAD
+(SYMMETRIC as a Gather), DEPTH_TO_SPACE/SPACE_TO_DEPTH, RESIZE_*, L2_NORMALIZATION,
+LOCAL_RESPONSE_NORMALIZATION, UNIDIRECTIONAL_SEQUENCE_LSTM, DEQUANTIZE of float16 constants,
+DENSIFY; and MediaPipe's custom ops Convolution2DTransposeBias, MaxPoolingWithArgmax2D and
+MaxUnpooling2D, whose parameters are the kernel's C struct (TfLiteTransposeConvParams,
+TfLitePoolParams) as the converter writes it into custom_options, not a flexbuffer.
+
+Sparse constants (TFLite's sparsity format) are made dense when the file is read (`densify`),
+so DENSIFY and sparse weights cost nothing at run time.
 
 What is declined (every problem listed at once, nothing written): ops without a mapping,
-quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), and options
-the mapping does not cover. DEQUANTIZE of float16 constants (the converter's float16 option)
-is evaluated here: the weights are float32 in the module.
+quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), run-time tensors
+other than float32 (bool and int32/int64 only around comparisons, logic, SELECT, ARG_MAX/ARG_MIN,
+TOPK_V2 and CAST), and options the mapping does not cover. DEQUANTIZE of float16 constants (the
+converter's float16 option) is evaluated here: the weights are float32 in the module.
 """
 
 from __future__ import annotations
@@ -93,10 +101,10 @@ SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOG
              "ROUND", "ADD_N", "ARG_MAX", "ARG_MIN", "DENSIFY", "TILE", "BROADCAST_TO", "REVERSE_V2", "ZEROS_LIKE",
              "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM", "L2_POOL_2D", "CUMSUM", "TOPK_V2"}
 # Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
-ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2",
-            "CUSTOM:MaxPoolingWithArgmax2D"}
+ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2"}
 RUNTIME_TYPES = {_T.FLOAT32, _T.BOOL, _T.INT32, _T.INT64}
 INT_MAX = np.iinfo(np.int64).max
+MAX_DENSE_BYTES = 1 << 31  # a sparse constant made dense, at most (a damaged file may claim any shape)
 PADDING_SAME, PADDING_VALID = 1, 2  # TfLitePadding, in custom ops' parameter structs
 # The ops converted by a _Converter method of that name (the others: see _Converter.convert).
 EXTRA = {"DEPTH_TO_SPACE": "depth_space", "SPACE_TO_DEPTH": "depth_space", "PACK": "pack", "UNPACK": "unpack",
@@ -306,28 +314,41 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: tflite.Sparsit
     if sparsity.DimMetadataLength() != len(order) or sorted(order) != list(range(rank + len(block_map))):
         raise ValueError(f"sparsity metadata for {len(order)} dims does not fit a rank-{rank} tensor "
                          f"with {len(block_map)} block dims")
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) * values.itemsize > MAX_DENSE_BYTES:
+        raise ValueError(f"a sparse tensor of shape {list(shape)}: dense it would exceed "
+                         f"{MAX_DENSE_BYTES >> 30} GiB")
+    blocks = {target: sparsity.DimMetadata(order.index(rank + i)).DenseSize() for i, target in enumerate(block_map)}
+    if any(size < 1 or shape[d] % size for d, size in blocks.items()):
+        raise ValueError(f"block sizes {blocks} do not divide shape {list(shape)}")
+    sizes = [shape[d] // blocks.get(d, 1) for d in range(rank)] + [blocks[d] for d in block_map]
     positions = np.zeros(1, np.int64)  # one parent at the root
     coords = np.zeros((len(order), 1), np.int64)  # coordinate of each stored dim, per entry
     for level, dim in enumerate(order):
         metadata = sparsity.DimMetadata(level)
         if metadata.Format() == tflite.DimensionType.DENSE:
             size = metadata.DenseSize()
+            if size != sizes[dim]:
+                raise ValueError(f"dense size {size} of stored dim {dim}, expected {sizes[dim]}")
             children = np.arange(size, dtype=np.int64)
             coords = np.repeat(coords, size, axis=1)
             positions = (positions[:, None] * size + children[None, :]).reshape(-1)
             coords[dim] = np.tile(children, len(positions) // max(size, 1))
         else:
             segments, indices = _index_vector(metadata, True), _index_vector(metadata, False)
+            if (len(segments) != len(positions) + 1 or segments[0] != 0 or np.any(np.diff(segments) < 0)
+                    or segments[-1] != len(indices) or np.any(indices < 0) or np.any(indices >= sizes[dim])):
+                raise ValueError(f"the segments or indices of stored dim {dim} do not fit its size {sizes[dim]}")
             starts, ends = segments[positions], segments[positions + 1]
             counts = ends - starts
             coords = np.repeat(coords, counts, axis=1)
             positions = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)]) \
                 if len(positions) else np.zeros(0, np.int64)
             coords[dim] = indices[positions]
+    if len(positions) and positions.max() >= len(values):
+        raise ValueError(f"{len(values)} stored values, the metadata addresses {positions.max() + 1}")
     dense_coords = coords[:rank].copy()
     for i, target in enumerate(block_map):  # a blocked dim's coordinate is block * size + offset
-        size = sparsity.DimMetadata(order.index(rank + i)).DenseSize()
-        dense_coords[target] = dense_coords[target] * size + coords[rank + i]
+        dense_coords[target] = dense_coords[target] * blocks[target] + coords[rank + i]
     dense = np.zeros(shape, values.dtype)
     dense[tuple(dense_coords)] = values[positions]
     return dense
@@ -808,13 +829,13 @@ class _Converter:
         cf = self.layout_for([x], self.tensors[out].rank)
         if cf:
             pads = pads[list(NHWC_TO_NCHW)]
-        inputs = [self.operand(x, cf), self.constant(f"{self.names[out]}/pads", pads.T.reshape(-1))]
         mode = "constant"
         if op.kind == "MIRROR_PAD":
             if op.opts(tflite.MirrorPadOptions).Mode() != tflite.MirrorPadMode.REFLECT:
-                self.define(out, self.symmetric_pad(op, inputs[0], pads, cf), cf)
+                self.define(out, self.symmetric_pad(op, self.operand(x, cf), pads, cf), cf)
                 return
             mode = "reflect"
+        inputs = [self.operand(x, cf), self.constant(f"{self.names[out]}/pads", pads.T.reshape(-1))]
         if op.kind == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
             value = self.const_of(op.inputs[2])
             if value is None:
