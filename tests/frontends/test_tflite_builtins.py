@@ -342,6 +342,27 @@ def test_builtin_matches_litert(case: str, tmp_path: Path) -> None:
     assert_parity(tmp_path, b, raw, atol=1e-4 if case.startswith("lrn") else 1e-5)
 
 
+EDGE_VALUES = {
+    "round": np.repeat(np.array([[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5],
+                                 [0.49, -0.51, 1e-3, 7.5, -7.5, 0.0, 2.4999]], np.float32)[:, :, None], 3, axis=2),
+    "l2_normalization": np.array([[1e-7] * 7, [0.0] * 7, [3.0, -4.0, 0, 0, 0, 0, 1e-3]], np.float32),
+    "floor_div": np.array([[-3, 3, 1.4, -1.4, 0], [7, -7, 2.1, 0.35, -0.2], [4.5, -4.5, 1, 1, 6],
+                           [-6, 6, 0.7, -0.7, 2.9]], np.float32),
+    "floor_mod": np.array([[-3, 3, 1.4, -1.4, 0], [7, -7, 2.1, 0.35, -0.2], [4.5, -4.5, 1, 1, 6],
+                           [-6, 6, 0.7, -0.7, 2.9]], np.float32),
+    "arg_max_int32": np.tile(np.array([[1.0, 3.0, 3.0, 0.0, 3.0]], np.float32), (3, 6, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_VALUES))
+def test_builtin_edge_values(case: str, tmp_path: Path) -> None:
+    """Ties and boundaries random inputs miss: ROUND's halves (to even), L2_NORMALIZATION's epsilon (on
+    the norm), FLOOR_DIV/FLOOR_MOD's signs, ARG_MAX's first of equal maxima."""
+    b = TfliteBuilder()
+    raw = b.build(CASES[case](b))
+    assert_parity(tmp_path, b, raw, feeds={b.tensors[b.inputs[0]].name: EDGE_VALUES[case]})
+
+
 def test_every_supported_op_is_compared_with_litert() -> None:
     """docs/conformance.md says each converted op is tested here: the ops these models use (and the
     custom ops' and LSTM's tests below) cover the frontend's list."""

@@ -157,7 +157,8 @@ MAPPINGS: dict[str, tuple[str, str]] = {
     "L2_NORMALIZATION": ("lowered", "ReduceL2 + Max(1e-6) + Div"),
     "LOCAL_RESPONSE_NORMALIZATION": ("converted", "LRN (size 2r+1, alpha * size)"),
     "NOT_EQUAL": ("lowered", "Equal + Not"), "SELECT": ("converted", "Where (rank-1 condition: Reshape first)"),
-    "SELECT_V2": ("converted", "Where"), "FLOOR_DIV": ("lowered", "Div + Floor (float32)"),
+    "SELECT_V2": ("converted", "Where"),
+    "FLOOR_DIV": ("lowered", "Round((a - Mod(a, b)) / b): exact as TFLite's double division (float32)"),
     "FLOOR_MOD": ("converted", "Mod fmod=0 (float32)"), "ADD_N": ("converted", "Sum"),
     "ARG_MAX": ("lowered", "ArgMax + Cast to int32"), "ARG_MIN": ("lowered", "ArgMin + Cast to int32"),
     "CAST": ("converted", "Cast (float32, bool, int32, int64)"),
@@ -1093,13 +1094,17 @@ class _Converter:
         self.define(out, y, cf)
 
     def floor_div_mod(self, op: _Op) -> None:
-        """FLOOR_DIV as floor(a / b); FLOOR_MOD as ONNX's Mod with fmod=0 (the remainder takes b's sign)."""
+        """FLOOR_MOD as ONNX's Mod with fmod=0 (the remainder takes b's sign); FLOOR_DIV as the whole number
+        (a - a mod b) / b, rounded: floor(a / b) in float32 would round 2.1 / 0.7 up to 3 where TFLite's
+        double division gives 2.9999999 and so 2."""
         out = op.outputs[0]
         cf = self.layout_for(op.inputs, self.tensors[out].rank)
         operands = [self.operand(t, cf) for t in op.inputs[:2]]
         hint = self.out_hint(out, cf)
-        if op.kind == "FLOOR_DIV":
-            y = self.node("Floor", [self.node("Div", operands, f"{hint}/quotient")], hint)
+        if op.kind == "FLOOR_DIV":  # TFLite divides in double; the remainder (Mod works in f64) keeps that exact
+            remainder = self.node("Mod", operands, f"{hint}/remainder", fmod=0)
+            multiple = self.node("Sub", [operands[0], remainder], f"{hint}/multiple")
+            y = self.node("Round", [self.node("Div", [multiple, operands[1]], f"{hint}/quotient")], hint)
         else:
             y = self.node("Mod", operands, hint, fmod=0)
         self.define(out, y, cf)
