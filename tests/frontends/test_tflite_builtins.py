@@ -637,3 +637,26 @@ def test_unsupported_options_are_declined(tmp_path: Path) -> None:
     assert problems[0].startswith("operator 0 (CUSTOM:Convolution2DTransposeBias, output 'short')")
     assert "custom options of 2 bytes" in problems[0]
     assert any(p.startswith("operator 2 (GATHER_ND, output 'runtime_indices')") for p in problems)
+
+
+def test_malformed_options_are_declined_not_crashes(tmp_path: Path) -> None:
+    """Options no converter writes (a zero block size, a zero stride, a huge window, a rank-0 PACK)
+    are each a problem naming the operator, not an exception out of convert."""
+    b = TfliteBuilder()
+    x = b.input([1, 4, 4, 4])
+    d2s = b.tensor([1, 8, 8, 1], name="d2s")
+    b.op("DEPTH_TO_SPACE", [x], outputs=[d2s], options={"BlockSize": 0})
+    deconv = b.tensor([1, 8, 8, 2], name="deconv")
+    b.op("CUSTOM:Convolution2DTransposeBias", [x, b.const(weights(2, 3, 3, 4)), b.const(weights(2))],
+         outputs=[deconv], custom=struct.pack("<3i", SAME, 0, 0))
+    pooled = [b.tensor([1, 1, 1, 4], name="pooled"), b.tensor([1, 1, 1, 4], name="where")]
+    b.op("CUSTOM:MaxPoolingWithArgmax2D", [x], outputs=pooled, custom=pool_params(SAME, (1, 1), (1000, 1000)))
+    scalar = b.input([])
+    packed = b.tensor([], name="packed")
+    b.op("PACK", [scalar], outputs=[packed], options={"ValuesCount": 1, "Axis": 0})
+    problems = declined(tmp_path, b, [d2s, deconv, pooled[0], packed])
+    assert [p.split(":")[0] for p in problems] == [
+        "operator 0 (DEPTH_TO_SPACE, output 'd2s')", "operator 1 (CUSTOM", "operator 2 (CUSTOM",
+        "operator 3 (PACK, output 'packed')"]
+    assert "block size 0" in problems[0] and "strides must be positive" in problems[1]
+    assert "at most 256 taps" in problems[2] and "malformed" in problems[3]

@@ -106,6 +106,7 @@ RUNTIME_TYPES = {_T.FLOAT32, _T.BOOL, _T.INT32, _T.INT64}
 INT_MAX = np.iinfo(np.int64).max
 MAX_DENSE_BYTES = 1 << 31  # a sparse constant made dense, at most (a damaged file may claim any shape)
 PADDING_SAME, PADDING_VALID = 1, 2  # TfLitePadding, in custom ops' parameter structs
+MAX_WINDOW_TAPS = 256  # MaxPoolingWithArgmax2D slices once per window offset
 # The ops converted by a _Converter method of that name (the others: see _Converter.convert).
 EXTRA = {"DEPTH_TO_SPACE": "depth_space", "SPACE_TO_DEPTH": "depth_space", "PACK": "pack", "UNPACK": "unpack",
          "L2_NORMALIZATION": "l2_normalization", "LOCAL_RESPONSE_NORMALIZATION": "local_response_normalization",
@@ -1006,6 +1007,8 @@ class _Converter:
         opts = op.opts(tflite.DepthToSpaceOptions if to_space else tflite.SpaceToDepthOptions)
         if self.tensors[x].rank != 4:
             raise _Declined("the input must be rank 4 (NHWC)")
+        if opts.BlockSize() < 1:
+            raise _Declined(f"block size {opts.BlockSize()}")
         attrs: dict[str, Any] = {"blocksize": int(opts.BlockSize())}
         if to_space:
             attrs["mode"] = "DCR"
@@ -1301,6 +1304,8 @@ class _Converter:
             raise _Declined(f"activation {act} (the kernel clamps only for RELU, RELU_N1_TO_1 and RELU6)")
         if min(sw, sh, fw, fh) < 1:
             raise _Declined("strides and filter sizes must be positive")
+        if fw * fh > MAX_WINDOW_TAPS:
+            raise _Declined(f"a {fh}x{fw} window: at most {MAX_WINDOW_TAPS} taps are unrolled")
         return padding, sw, sh, fw, fh, act
 
     def _static_hwc(self, x: int) -> tuple[int, int, int]:
@@ -1314,6 +1319,8 @@ class _Converter:
         SAME trims max(0, k - (in - 1) % stride - 1) rows, the smaller half at the top, as the kernel does."""
         x, w, bias, out = op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]
         padding, sw, sh = self._params(op, 3, "TfLiteTransposeConvParams")
+        if min(sw, sh) < 1:
+            raise _Declined("strides must be positive")
         filt = self.const_of(w)
         if filt is None or filt.ndim != 4:
             raise _Declined("the filter must be a rank-4 constant")
@@ -1528,6 +1535,8 @@ def tflite_to_onnx(raw: bytes, label: str = "model") -> onnx.ModelProto:
         except KeyError as exc:  # reads the output of an operator declined above, or of none at all
             if not problems:
                 problems.append(f"{label_op}: reads tensor {tensors[exc.args[0]].name!r}, which no operator writes")
+        except (ValueError, IndexError, ZeroDivisionError, struct.error) as exc:  # a damaged file's options
+            problems.append(f"{label_op}: its inputs or options are malformed ({type(exc).__name__}: {exc})")
     if problems:
         raise UnsupportedModel(problems)
 
