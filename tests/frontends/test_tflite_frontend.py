@@ -1,6 +1,6 @@
 """The TFLite frontend: the committed `.tflite` fixtures (tests/fixtures/make_tflite.py) compile and
 match LiteRT, unsupported and quantized models are declined with every problem listed, damaged
-files fail clearly, and `wasinfer convert` takes a `.tflite` file."""
+files fail clearly, and `wasinfer convert` takes a `.tflite` file. Op by op: test_tflite_builtins.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tflite_builder import TfliteBuilder
 from wasinfer.artifact.convert import convert_model, convert_onnx
 from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.cli.main import main
@@ -22,7 +23,8 @@ from wasinfer.runtime.wasm import WasmModel
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 # fixture → (batch to run, whether the model leaves the batch to run time)
 MODELS = {"dense_softmax": (3, True), "conv_fixed": (1, False), "misc_ops": (1, False), "more_ops": (1, False),
-          "extra_ops": (1, False), "mobilenet_mini": (2, True), "mobilenet_mini_fp16": (2, True)}
+          "extra_ops": (1, False), "cumsum_topk": (1, False), "mobilenet_mini": (2, True),
+          "mobilenet_mini_fp16": (2, True)}
 
 
 def feeds_for(model: LiteRtModel, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -79,13 +81,24 @@ def test_fp16_weights_are_float32_constants() -> None:
     assert all(value.dtype != np.float16 for value in graph.constants.values())
 
 
-def test_unsupported_ops_are_all_listed() -> None:
+def unsupported_model(path: Path) -> Path:
+    """x → SIN → SIGN: two builtins the compiler has no kernel for."""
+    b = TfliteBuilder()
+    sine = b.op("SIN", [b.input([1, 8], name="x")])
+    b.tensors[sine].name = "Sin"
+    sign = b.op("SIGN", [sine])
+    b.tensors[sign].name = "Sign"
+    path.write_bytes(b.build([sign]))
+    return path
+
+
+def test_unsupported_ops_are_all_listed(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModel) as caught:
-        convert_model(FIXTURES / "unsupported_ops.tflite")
+        convert_model(unsupported_model(tmp_path / "unsupported_ops.tflite"))
     problems = caught.value.problems
     assert len(problems) == 2
-    assert problems[0].startswith("operator 0 (CUMSUM, output 'Cumsum')") and "not supported" in problems[0]
-    assert problems[1].startswith("operator 1 (TOPK_V2, output 'TopKV2')") and "not supported" in problems[1]
+    assert problems[0].startswith("operator 0 (SIN, output 'Sin')") and "not supported" in problems[0]
+    assert problems[1].startswith("operator 1 (SIGN, output 'Sign')") and "not supported" in problems[1]
 
 
 def test_quantized_model_is_declined() -> None:
@@ -130,8 +143,7 @@ def test_cli_converts_tflite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-4, atol=1e-5)
     assert "tflite" in capsys.readouterr().out
 
-    bad = tmp_path / "unsupported_ops.tflite"
-    shutil.copy(FIXTURES / "unsupported_ops.tflite", bad)
+    bad = unsupported_model(tmp_path / "unsupported_ops.tflite")
     assert main(["convert", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "CUMSUM" in err and "TOPK_V2" in err and not (tmp_path / "unsupported_ops.wasm").exists()
+    assert "SIN" in err and "SIGN" in err and not (tmp_path / "unsupported_ops.wasm").exists()

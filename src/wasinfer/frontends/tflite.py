@@ -20,23 +20,32 @@ Padding. SAME becomes explicit pads with the odd row/column at the bottom/right,
 pads (SAME_UPPER, defined alike, when the size is only known at run time); a zero PAD that
 only feeds VALID convs is folded into their pads.
 
-Ops: CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED, BATCH_MATMUL, AVERAGE_POOL_2D,
-MAX_POOL_2D, MEAN/SUM/REDUCE_MAX/REDUCE_MIN/REDUCE_PROD, ADD/SUB/MUL/DIV/MAXIMUM/MINIMUM/POW/
-SQUARED_DIFFERENCE/PRELU (fused activations NONE, RELU, RELU6, RELU_N1_TO_1, TANH), RELU, RELU6,
-RELU_N1_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, EXP, LOG, ABS, NEG, SQRT, RSQRT,
-SQUARE, FLOOR, CEIL, RESHAPE/SQUEEZE/EXPAND_DIMS, CONCATENATION, SOFTMAX, LOG_SOFTMAX, PAD/PADV2/
-MIRROR_PAD (REFLECT), TRANSPOSE, STRIDED_SLICE, SLICE, SPLIT/SPLIT_V, GATHER (constant indices),
-RESIZE_BILINEAR/RESIZE_NEAREST_NEIGHBOR, DEQUANTIZE (float16 constants).
+Ops: the SUPPORTED set below; MAPPINGS says what each becomes and `builtin_table` lists every
+LiteRT builtin's status (docs/conformance.md, written by scripts/tflite_table.py). Among them:
+convs, pools (L2 too), FULLY_CONNECTED, BATCH_MATMUL, TRANSPOSE_CONV, the elementwise ops with
+their fused activations, comparisons and LOGICAL_* (bool tensors), SELECT/SELECT_V2, the
+reductions, ARG_MAX/ARG_MIN, CUMSUM, TOPK_V2, the reshapes, PACK/UNPACK, SPLIT/SPLIT_V,
+STRIDED_SLICE (every mask, offset), GATHER/GATHER_ND (constant indices), PAD/PADV2/MIRROR_PAD
+(SYMMETRIC as a Gather), DEPTH_TO_SPACE/SPACE_TO_DEPTH, RESIZE_*, L2_NORMALIZATION,
+LOCAL_RESPONSE_NORMALIZATION, UNIDIRECTIONAL_SEQUENCE_LSTM, DEQUANTIZE of float16 constants,
+DENSIFY; and MediaPipe's custom ops Convolution2DTransposeBias, MaxPoolingWithArgmax2D and
+MaxUnpooling2D, whose parameters are the kernel's C struct (TfLiteTransposeConvParams,
+TfLitePoolParams) as the converter writes it into custom_options, not a flexbuffer.
+
+Sparse constants (TFLite's sparsity format) are made dense when the file is read (`densify`),
+so DENSIFY and sparse weights cost nothing at run time.
 
 What is declined (every problem listed at once, nothing written): ops without a mapping,
-quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), and options
-the mapping does not cover. DEQUANTIZE of float16 constants (the converter's float16 option)
-is evaluated here: the weights are float32 in the module.
+quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), run-time tensors
+other than float32 (bool and int32/int64 only around comparisons, logic, SELECT, ARG_MAX/ARG_MIN,
+TOPK_V2 and CAST), and options the mapping does not cover. DEQUANTIZE of float16 constants (the
+converter's float16 option) is evaluated here: the weights are float32 in the module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +76,9 @@ TYPE_NAMES = {v: k.lower() for k, v in vars(_T).items() if not k.startswith("_")
 _A = tflite.ActivationFunctionType
 UNARY = {"RELU": "Relu", "LOGISTIC": "Sigmoid", "TANH": "Tanh", "HARD_SWISH": "HardSwish", "EXP": "Exp",
          "LOG": "Log", "ABS": "Abs", "NEG": "Neg", "SQRT": "Sqrt", "FLOOR": "Floor", "CEIL": "Ceil", "ELU": "Elu",
-         "RELU6": "Clip", "RELU_N1_TO_1": "Clip", "LEAKY_RELU": "LeakyRelu"}
-CLIP_RANGES = {"RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+         "RELU6": "Clip", "RELU_N1_TO_1": "Clip", "RELU_0_TO_1": "Clip", "LEAKY_RELU": "LeakyRelu",
+         "ROUND": "Round"}
+CLIP_RANGES = {"RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)}
 BINARY = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div", "MAXIMUM": "Max", "MINIMUM": "Min",
           "PRELU": "PRelu"}
 # Ops whose output is their input with another shape: the target comes from the output's shape.
@@ -77,11 +87,134 @@ CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 # Reductions; ReduceSum takes its axes as an input from opset 13, the others from opset 18.
 REDUCTIONS = {"MEAN": "ReduceMean", "SUM": "ReduceSum", "REDUCE_MAX": "ReduceMax", "REDUCE_MIN": "ReduceMin",
               "REDUCE_PROD": "ReduceProd"}
-SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "FULLY_CONNECTED",
-             "CONCATENATION", "SOFTMAX", "LOG_SOFTMAX", "PAD", "PADV2", "MIRROR_PAD", "TRANSPOSE", "DEQUANTIZE",
-             "SQUARED_DIFFERENCE", "POW", "RSQRT", "SQUARE", "BATCH_MATMUL", "STRIDED_SLICE", "SLICE", "SPLIT",
-             "SPLIT_V", "GATHER", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU"}
+COMPARISONS = {"EQUAL": "Equal", "NOT_EQUAL": "Equal", "LESS": "Less", "LESS_EQUAL": "LessOrEqual",
+               "GREATER": "Greater", "GREATER_EQUAL": "GreaterOrEqual"}
+LOGICAL = {"LOGICAL_AND": "And", "LOGICAL_OR": "Or", "LOGICAL_NOT": "Not"}
+# MediaPipe's custom ops (mediapipe/util/tflite/operations), as the segmentation and selfie models carry them.
+CUSTOM_OPS = {"CUSTOM:Convolution2DTransposeBias", "CUSTOM:MaxPoolingWithArgmax2D", "CUSTOM:MaxUnpooling2D"}
+SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOGICAL, *CUSTOM_OPS, "AVERAGE_POOL_2D",
+             "MAX_POOL_2D", "FULLY_CONNECTED", "CONCATENATION", "SOFTMAX", "LOG_SOFTMAX", "PAD", "PADV2", "MIRROR_PAD",
+             "TRANSPOSE", "DEQUANTIZE", "SQUARED_DIFFERENCE", "POW", "RSQRT", "SQUARE", "BATCH_MATMUL",
+             "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "RESIZE_BILINEAR",
+             "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "PACK", "UNPACK",
+             "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION", "SELECT", "SELECT_V2", "FLOOR_DIV", "FLOOR_MOD",
+             "ROUND", "ADD_N", "ARG_MAX", "ARG_MIN", "DENSIFY", "TILE", "BROADCAST_TO", "REVERSE_V2", "ZEROS_LIKE",
+             "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM", "L2_POOL_2D", "CUMSUM", "TOPK_V2"}
+# Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
+ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2"}
+RUNTIME_TYPES = {_T.FLOAT32, _T.BOOL, _T.INT32, _T.INT64}
 INT_MAX = np.iinfo(np.int64).max
+MAX_DENSE_BYTES = 1 << 31  # a sparse constant made dense, at most (a damaged file may claim any shape)
+PADDING_SAME, PADDING_VALID = 1, 2  # TfLitePadding, in custom ops' parameter structs
+MAX_WINDOW_TAPS = 256  # MaxPoolingWithArgmax2D slices once per window offset
+# The ops converted by a _Converter method of that name (the others: see _Converter.convert).
+EXTRA = {"DEPTH_TO_SPACE": "depth_space", "SPACE_TO_DEPTH": "depth_space", "PACK": "pack", "UNPACK": "unpack",
+         "L2_NORMALIZATION": "l2_normalization", "LOCAL_RESPONSE_NORMALIZATION": "local_response_normalization",
+         **dict.fromkeys([*COMPARISONS, *LOGICAL], "compare"), "SELECT": "select", "SELECT_V2": "select",
+         "FLOOR_DIV": "floor_div_mod", "FLOOR_MOD": "floor_div_mod", "ADD_N": "add_n", "ARG_MAX": "arg",
+         "ARG_MIN": "arg", "CAST": "cast", "DENSIFY": "densify_op", "ZEROS_LIKE": "zeros",
+         "TILE": "tile", "BROADCAST_TO": "tile", "REVERSE_V2": "reverse", "GATHER_ND": "gather_nd",
+         "CUSTOM:Convolution2DTransposeBias": "transpose_conv_bias", "CUSTOM:MaxPoolingWithArgmax2D": "pool_argmax",
+         "CUSTOM:MaxUnpooling2D": "unpool", "UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm", "L2_POOL_2D": "l2_pool",
+         "CUMSUM": "cumsum", "TOPK_V2": "top_k"}
+# UNIDIRECTIONAL_SEQUENCE_LSTM's inputs: the per-gate weights (input, forget, cell, output gates) in ONNX's
+# i, o, f, c order, the peepholes in ONNX's i, o, f order.
+LSTM_INPUT_WEIGHTS, LSTM_RECURRENT_WEIGHTS, LSTM_BIASES = (1, 4, 2, 3), (5, 8, 6, 7), (12, 15, 13, 14)
+LSTM_PEEPHOLES, LSTM_PROJECTION, LSTM_STATES, LSTM_LAYER_NORM = (9, 11, 10), (16, 17), (18, 19), (20, 21, 22, 23)
+
+# What each supported op becomes, for docs/conformance.md's TFLite table (builtin_table below). One
+# ONNX op is "converted"; anything more (or nothing at run time) is "lowered".
+MAPPINGS: dict[str, tuple[str, str]] = {
+    **{k: ("converted", f"{v}") for k, v in UNARY.items() if v != "Clip"},
+    **{k: ("converted", f"Clip {lo:g}..{hi:g}") for k, (lo, hi) in CLIP_RANGES.items()},
+    **{k: ("converted", f"{v} (+ fused activation)") for k, v in BINARY.items()},
+    **{k: ("converted", "Reshape (a view)") for k in RESHAPES},
+    **{k: ("converted", f"{v}, or GlobalAveragePool for the mean over H and W" if k == "MEAN" else v)
+       for k, v in REDUCTIONS.items()},
+    **{k: ("converted", v) for k, v in COMPARISONS.items() if k != "NOT_EQUAL"},
+    **{k: ("converted", v) for k, v in LOGICAL.items()},
+    "CONV_2D": ("converted", "Conv; filters transposed to OIHW at convert time, a zero PAD before a VALID conv folded"),
+    "DEPTHWISE_CONV_2D": ("converted", "Conv with one group per input channel"),
+    "TRANSPOSE_CONV": ("converted", "ConvTranspose with explicit pads (SAME crops as TFLite)"),
+    "FULLY_CONNECTED": ("converted", "Gemm (rows flattened by a Reshape; DEFAULT weights format only)"),
+    "AVERAGE_POOL_2D": ("converted", "AveragePool (padded taps not counted, as TFLite)"),
+    "MAX_POOL_2D": ("converted", "MaxPool"),
+    "CONCATENATION": ("converted", "Concat"), "SOFTMAX": ("converted", "Softmax (beta ≠ 1: Mul first)"),
+    "LOG_SOFTMAX": ("converted", "LogSoftmax"), "PAD": ("converted", "Pad"), "PADV2": ("converted", "Pad"),
+    "MIRROR_PAD": ("converted", "Pad reflect; SYMMETRIC: one Gather of constant indices per padded axis"),
+    "TRANSPOSE": ("converted", "Transpose"), "SLICE": ("lowered", "Slice + Reshape"),
+    "STRIDED_SLICE": ("lowered", "Slice + Reshape: begin/end/ellipsis/new-axis/shrink masks, offset"),
+    "SPLIT": ("converted", "Split"), "SPLIT_V": ("converted", "Split"),
+    "GATHER": ("converted", "Gather (constant indices; batch_dims 0)"),
+    "GATHER_ND": ("lowered", "Reshape + Gather of flattened constant indices"),
+    "RESIZE_BILINEAR": ("converted", "Resize linear: align_corners, half_pixel_centers or TFLite's legacy grid"),
+    "RESIZE_NEAREST_NEIGHBOR": ("converted", "Resize nearest, with TFLite's rounding per grid"),
+    "DEQUANTIZE": ("lowered", "float16 constants only: evaluated at convert time"),
+    "SQUARED_DIFFERENCE": ("lowered", "Sub + Mul"), "POW": ("converted", "Pow"),
+    "RSQRT": ("lowered", "Sqrt + Reciprocal"), "SQUARE": ("lowered", "Mul"),
+    "BATCH_MATMUL": ("lowered", "MatMul; adj_x/adj_y as Transpose"), "GELU": ("lowered", "Erf or Tanh form"),
+    "DEPTH_TO_SPACE": ("converted", "DepthToSpace DCR"), "SPACE_TO_DEPTH": ("converted", "SpaceToDepth"),
+    "PACK": ("lowered", "Unsqueeze + Concat"), "UNPACK": ("lowered", "Split + Squeeze"),
+    "L2_NORMALIZATION": ("lowered", "ReduceL2 + Max(1e-6) + Div"),
+    "LOCAL_RESPONSE_NORMALIZATION": ("converted", "LRN (size 2r+1, alpha * size)"),
+    "NOT_EQUAL": ("lowered", "Equal + Not"), "SELECT": ("converted", "Where (rank-1 condition: Reshape first)"),
+    "SELECT_V2": ("converted", "Where"),
+    "FLOOR_DIV": ("lowered", "Round((a - Mod(a, b)) / b): exact as TFLite's double division (float32)"),
+    "FLOOR_MOD": ("converted", "Mod fmod=0 (float32)"), "ADD_N": ("converted", "Sum"),
+    "ARG_MAX": ("lowered", "ArgMax + Cast to int32"), "ARG_MIN": ("lowered", "ArgMin + Cast to int32"),
+    "CAST": ("converted", "Cast (float32, bool, int32, int64)"),
+    "DENSIFY": ("lowered", "the sparse constant densified at convert time"),
+    "ZEROS_LIKE": ("lowered", "a constant (static shape)"),
+    "TILE": ("converted", "Tile"), "BROADCAST_TO": ("converted", "Expand"),
+    "REVERSE_V2": ("converted", "Slice with step -1"),
+    "L2_POOL_2D": ("lowered", "Mul + AveragePool + Sqrt (the root of the mean square over the taps inside)"),
+    "CUMSUM": ("converted", "CumSum (exclusive, reverse)"),
+    "TOPK_V2": ("lowered", "TopK (largest, sorted) + Cast of the indices to int32"),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("converted", "LSTM (peepholes; no CIFG, projection, layer norm or clipping)"),
+    "CUSTOM:Convolution2DTransposeBias": ("converted", "ConvTranspose with bias"),
+    "CUSTOM:MaxPoolingWithArgmax2D": ("lowered", "Pad + Slice per window offset + Concat + ReduceMax/ArgMax"),
+    "CUSTOM:MaxUnpooling2D": ("lowered", "Equal + Where + Transpose + Reshape (stride = filter)"),
+}
+# Why a builtin without a mapping is declined, where there is more to say than "no mapping yet".
+_NO_KERNEL = "no kernel in the compiler"
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "quantized models are declined (integer kernels are planned)": ("QUANTIZE", "FAKE_QUANT"),
+    _NO_KERNEL: ("SIN", "COS", "SIGN", "ATAN2", "BITCAST", "BITWISE_XOR", "RIGHT_SHIFT", "SEGMENT_SUM",
+                 "UNSORTED_SEGMENT_PROD", "UNSORTED_SEGMENT_MAX", "UNSORTED_SEGMENT_SUM", "UNSORTED_SEGMENT_MIN",
+                 "SCATTER_ND", "CONV_3D", "CONV_3D_TRANSPOSE", "DYNAMIC_UPDATE_SLICE", "REVERSE_SEQUENCE"),
+    "integer (ids) model inputs are not supported": ("EMBEDDING_LOOKUP",),
+    "the output's shape depends on run-time values": ("WHERE", "UNIQUE", "NON_MAX_SUPPRESSION_V4",
+                                                       "NON_MAX_SUPPRESSION_V5", "RANGE", "FILL", "SHAPE", "RANK",
+                                                       "BROADCAST_ARGS"),
+    "subgraphs (control flow) are not converted": ("IF", "WHILE", "CALL", "CALL_ONCE"),
+    "resource, hash-table and variable tensors": ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "HASHTABLE",
+                                                  "HASHTABLE_FIND", "HASHTABLE_IMPORT", "HASHTABLE_SIZE",
+                                                  "HASHTABLE_LOOKUP", "LSH_PROJECTION", "SKIP_GRAM",
+                                                  "CONCAT_EMBEDDINGS", "EMBEDDING_LOOKUP_SPARSE"),
+    "random numbers": ("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"),
+    "complex numbers": ("RFFT2D", "IMAG", "REAL", "COMPLEX_ABS"),
+    "recurrent layer without a mapping yet (UNIDIRECTIONAL_SEQUENCE_LSTM is converted)": (
+        "LSTM", "RNN", "SVDF", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN",
+        "BIDIRECTIONAL_SEQUENCE_LSTM"),
+    "not an operator a model runs": ("CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"),
+}
+DECLINED: dict[str, str] = {op: reason for reason, ops in _GROUPS.items() for op in ops}
+
+
+def builtin_table() -> list[tuple[str, str, str]]:
+    """Every LiteRT builtin (the `tflite` package's BuiltinOperator), then the custom ops converted:
+    (name, status, how or why). StableHLO ops are one row each, declined."""
+    names = sorted((k for k in vars(tflite.BuiltinOperator) if not k.startswith("_")),
+                   key=lambda k: getattr(tflite.BuiltinOperator, k))
+    rows = []
+    for name in [*names, *sorted(CUSTOM_OPS)]:
+        if name in MAPPINGS:
+            rows.append((name, *MAPPINGS[name]))
+        elif name.startswith("STABLEHLO_"):
+            rows.append((name, "declined", "StableHLO ops (a converter option) are not converted"))
+        else:
+            rows.append((name, "declined", DECLINED.get(name, "no mapping yet")))
+    return rows
 
 
 def is_tflite(source: str | Path) -> bool:
@@ -116,6 +249,7 @@ class _Op:
     inputs: list[int]  # -1 for an omitted optional input
     outputs: list[int]
     options: Any  # the flatbuffer table of the builtin options, or None
+    custom_options: bytes = b""  # a custom op's parameters, as its kernel reads them
 
     def opts(self, cls: type) -> Any:
         opts = cls()
@@ -135,20 +269,91 @@ def _read_tensor(model: tflite.Model, raw: bytes, graph: tflite.SubGraph, index:
     data = None
     buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
     dtype = DTYPES.get(t.Type())
-    sparse = t.Sparsity() is not None
-    if buffer is not None and dtype is not None and not sparse:
+    sparsity = t.Sparsity()
+    if buffer is not None and dtype is not None:
         payload = b""
         if buffer.DataLength():
             payload = buffer.DataAsNumpy().tobytes()
         elif buffer.Offset() > 1:  # models over 2 GiB keep buffers after the flatbuffer
             payload = raw[buffer.Offset():buffer.Offset() + buffer.Size()]
         if payload:
-            data = np.frombuffer(payload, dtype).reshape(shape).copy()
+            values = np.frombuffer(payload, dtype)
+            data = densify(values, shape, sparsity) if sparsity is not None else values.reshape(shape).copy()
     quant = t.Quantization()
     quantized = t.Type() in QUANTIZED_TYPES or (quant is not None and quant.ScaleLength() > 0)
     name = (t.Name() or b"").decode(errors="replace") or f"tensor_{index}"
     return _Tensor(index, name, t.Type(), signature if len(signature) == len(shape) else shape, data, quantized,
-                   sparse)
+                   sparsity is not None and data is None)
+
+
+def _index_vector(metadata: tflite.DimensionMetadata, segments: bool) -> np.ndarray:
+    """A SPARSE_CSR dimension's array_segments or array_indices (a union of int32/uint16/uint8 vectors)."""
+    kind = metadata.ArraySegmentsType() if segments else metadata.ArrayIndicesType()
+    table = metadata.ArraySegments() if segments else metadata.ArrayIndices()
+    vectors = {tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+               tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+               tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}
+    if kind not in vectors or table is None:
+        raise ValueError("a SPARSE_CSR dimension without its segments and indices")
+    vector = vectors[kind]()
+    vector.Init(table.Bytes, table.Pos)
+    return vector.ValuesAsNumpy().astype(np.int64) if vector.ValuesLength() else np.zeros(0, np.int64)
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: tflite.SparsityParameters) -> np.ndarray:
+    """A sparse constant (TFLite's sparsity format) as its dense array: done once at convert time, so
+    DENSIFY and sparse weights cost nothing at run time.
+
+    The stored dims are the tensor's dims, each blocked one split into (blocks, block size), the
+    block dims appended (`block_map[i]` names the dim block dim `rank + i` splits), visited in
+    `traversal_order`. A DENSE level has `dense_size` children per parent; a SPARSE_CSR level
+    keeps, for parent p, the children `array_segments[p]` to `array_segments[p + 1]`, whose
+    coordinates are `array_indices`; a value's position at the last level indexes `values`.
+    """
+    rank = len(shape)
+    order = sparsity.TraversalOrderAsNumpy().tolist() if sparsity.TraversalOrderLength() else list(range(rank))
+    block_map = sparsity.BlockMapAsNumpy().tolist() if sparsity.BlockMapLength() else []
+    if sparsity.DimMetadataLength() != len(order) or sorted(order) != list(range(rank + len(block_map))):
+        raise ValueError(f"sparsity metadata for {len(order)} dims does not fit a rank-{rank} tensor "
+                         f"with {len(block_map)} block dims")
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) * values.itemsize > MAX_DENSE_BYTES:
+        raise ValueError(f"a sparse tensor of shape {list(shape)}: dense it would exceed "
+                         f"{MAX_DENSE_BYTES >> 30} GiB")
+    blocks = {target: sparsity.DimMetadata(order.index(rank + i)).DenseSize() for i, target in enumerate(block_map)}
+    if any(size < 1 or shape[d] % size for d, size in blocks.items()):
+        raise ValueError(f"block sizes {blocks} do not divide shape {list(shape)}")
+    sizes = [shape[d] // blocks.get(d, 1) for d in range(rank)] + [blocks[d] for d in block_map]
+    positions = np.zeros(1, np.int64)  # one parent at the root
+    coords = np.zeros((len(order), 1), np.int64)  # coordinate of each stored dim, per entry
+    for level, dim in enumerate(order):
+        metadata = sparsity.DimMetadata(level)
+        if metadata.Format() == tflite.DimensionType.DENSE:
+            size = metadata.DenseSize()
+            if size != sizes[dim]:
+                raise ValueError(f"dense size {size} of stored dim {dim}, expected {sizes[dim]}")
+            children = np.arange(size, dtype=np.int64)
+            coords = np.repeat(coords, size, axis=1)
+            positions = (positions[:, None] * size + children[None, :]).reshape(-1)
+            coords[dim] = np.tile(children, len(positions) // max(size, 1))
+        else:
+            segments, indices = _index_vector(metadata, True), _index_vector(metadata, False)
+            if (len(segments) != len(positions) + 1 or segments[0] != 0 or np.any(np.diff(segments) < 0)
+                    or segments[-1] != len(indices) or np.any(indices < 0) or np.any(indices >= sizes[dim])):
+                raise ValueError(f"the segments or indices of stored dim {dim} do not fit its size {sizes[dim]}")
+            starts, ends = segments[positions], segments[positions + 1]
+            counts = ends - starts
+            coords = np.repeat(coords, counts, axis=1)
+            positions = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)]) \
+                if len(positions) else np.zeros(0, np.int64)
+            coords[dim] = indices[positions]
+    if len(positions) and positions.max() >= len(values):
+        raise ValueError(f"{len(values)} stored values, the metadata addresses {positions.max() + 1}")
+    dense_coords = coords[:rank].copy()
+    for i, target in enumerate(block_map):  # a blocked dim's coordinate is block * size + offset
+        dense_coords[target] = dense_coords[target] * blocks[target] + coords[rank + i]
+    dense = np.zeros(shape, values.dtype)
+    dense[tuple(dense_coords)] = values[positions]
+    return dense
 
 
 def _read_ops(model: tflite.Model, graph: tflite.SubGraph) -> list[_Op]:
@@ -162,7 +367,8 @@ def _read_ops(model: tflite.Model, graph: tflite.SubGraph) -> list[_Op]:
             kind = f"CUSTOM:{(code.CustomCode() or b'').decode(errors='replace')}"
         inputs = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
         outputs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
-        ops.append(_Op(index, kind, inputs, outputs, op.BuiltinOptions()))
+        custom = op.CustomOptionsAsNumpy().tobytes() if op.CustomOptionsLength() else b""
+        ops.append(_Op(index, kind, inputs, outputs, op.BuiltinOptions(), custom))
     return ops
 
 
@@ -377,6 +583,8 @@ class _Converter:
             self.gather(op)
         elif kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
             self.resize(op)
+        elif kind in EXTRA:
+            getattr(self, EXTRA[kind])(op)
         else:
             self.dequantize(op)
 
@@ -623,18 +831,39 @@ class _Converter:
         cf = self.layout_for([x], self.tensors[out].rank)
         if cf:
             pads = pads[list(NHWC_TO_NCHW)]
-        inputs = [self.operand(x, cf), self.constant(f"{self.names[out]}/pads", pads.T.reshape(-1))]
         mode = "constant"
         if op.kind == "MIRROR_PAD":
             if op.opts(tflite.MirrorPadOptions).Mode() != tflite.MirrorPadMode.REFLECT:
-                raise _Declined("only REFLECT mirror padding is supported (ONNX has no SYMMETRIC mode)")
+                self.define(out, self.symmetric_pad(op, self.operand(x, cf), pads, cf), cf)
+                return
             mode = "reflect"
+        inputs = [self.operand(x, cf), self.constant(f"{self.names[out]}/pads", pads.T.reshape(-1))]
         if op.kind == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
             value = self.const_of(op.inputs[2])
             if value is None:
                 raise _Declined("the pad value must be a constant")
             inputs.append(self.constant(f"{self.names[out]}/value", np.asarray(value, np.float32).reshape(())))
         self.define(out, self.node("Pad", inputs, self.out_hint(out, cf), mode=mode), cf)
+
+    def symmetric_pad(self, op: _Op, source: str, pads: np.ndarray, channels_first: bool) -> str:
+        """MIRROR_PAD SYMMETRIC (the edge repeated; ONNX's Pad has no such mode) as one Gather of constant
+        indices per padded axis: [p-1 .. 0, 0 .. n-1, n-1 .. n-q]."""
+        shape = list(self.tensors[op.inputs[0]].shape)
+        if channels_first:
+            shape = [shape[p] for p in NHWC_TO_NCHW]
+        hint = self.out_hint(op.outputs[0], channels_first)
+        for axis, (before, after) in enumerate(pads.tolist()):
+            if not before and not after:
+                continue
+            size = shape[axis]
+            if size < 0 or before > size or after > size or before < 0 or after < 0:
+                raise _Declined(f"SYMMETRIC padding of axis {axis} by {before}, {after} needs a static size at "
+                                "least that large")
+            index = np.concatenate([np.arange(before)[::-1], np.arange(size),
+                                    np.arange(size - 1, size - 1 - after, -1)])
+            source = self.node("Gather", [source, self.constant(f"{hint}/mirror{axis}", index.astype(np.int64))],
+                               hint, axis=axis)
+        return source
 
     def transpose(self, op: _Op) -> None:
         x, out = op.inputs[0], op.outputs[0]
@@ -662,8 +891,8 @@ class _Converter:
         self.define(out, self.node("MatMul", operands, self.names[out]), False)
 
     def slice(self, op: _Op) -> None:
-        """STRIDED_SLICE (without ellipsis or new axes) and SLICE as an ONNX Slice, then a Reshape to the
-        output's shape, which drops the shrunk axes."""
+        """STRIDED_SLICE and SLICE as an ONNX Slice, then a Reshape to the output's shape, which drops the
+        shrunk axes and inserts the new ones."""
         x, out = op.inputs[0], op.outputs[0]
         begin = self.ints(op.inputs[1], "begin")
         if op.kind == "SLICE":
@@ -671,19 +900,7 @@ class _Converter:
             starts, ends = begin, [INT_MAX if n < 0 else b + n for b, n in zip(begin, sizes, strict=True)]
             steps = [1] * len(begin)
         else:
-            end, steps = self.ints(op.inputs[2], "end"), self.ints(op.inputs[3], "strides")
-            opts = op.opts(tflite.StridedSliceOptions)
-            if opts.EllipsisMask() or opts.NewAxisMask() or opts.Offset():
-                raise _Declined("ellipsis_mask, new_axis_mask and offset are not supported")
-            starts, ends = [], []
-            for axis, (b, e, step) in enumerate(zip(begin, end, steps, strict=True)):
-                if opts.ShrinkAxisMask() >> axis & 1:
-                    starts.append(b)
-                    ends.append(INT_MAX if b == -1 else b + 1)
-                    continue
-                far = INT_MAX if step > 0 else -INT_MAX
-                starts.append((0 if step > 0 else INT_MAX) if opts.BeginMask() >> axis & 1 else b)
-                ends.append(far if opts.EndMask() >> axis & 1 else e)
+            starts, ends, steps = self._strided(op, begin, self.tensors[x].rank)
         axes = list(range(len(starts)))
         hint = self.names[out]
         arrays = [np.array(v, np.int64) for v in (starts, ends, axes, steps)]
@@ -693,6 +910,40 @@ class _Converter:
         if target is None:
             raise _Declined("the output has more than one run-time dim")
         self.define(out, self.node("Reshape", [sliced, self.constant(f"{hint}/shape", target)], hint), False)
+
+    def _strided(self, op: _Op, begin: list[int], rank: int) -> tuple[list[int], list[int], list[int]]:
+        """STRIDED_SLICE's sparse spec made dense, as TensorFlow does: the ellipsis stands for every dim
+        the other entries do not name (one at the end if there is none), a new axis names no input dim,
+        a shrunk axis is [begin, begin + 1) whatever the masks say; `offset` makes end relative to begin."""
+        end, strides = self.ints(op.inputs[2], "end"), self.ints(op.inputs[3], "strides")
+        opts = op.opts(tflite.StridedSliceOptions)
+        if opts.Offset():
+            end = [b + e for b, e in zip(begin, end, strict=True)]
+        ellipsis, new_axis, shrink = opts.EllipsisMask(), opts.NewAxisMask(), opts.ShrinkAxisMask()
+        if bin(ellipsis).count("1") > 1:
+            raise _Declined("more than one ellipsis")
+        full = (0, INT_MAX, 1, False)
+        dense: list[tuple[int, int, int, bool]] = []  # start, end, step, shrunk
+        count = len(begin)
+        for i in range(count):
+            if ellipsis >> i & 1:
+                named_after = sum(1 for j in range(i + 1, count) if not new_axis >> j & 1)
+                dense += [full] * (rank - len(dense) - named_after)
+            elif new_axis >> i & 1:
+                continue
+            elif shrink >> i & 1:
+                dense.append((begin[i], INT_MAX if begin[i] == -1 else begin[i] + 1, 1, True))
+            else:
+                step = strides[i]
+                if step == 0:
+                    raise _Declined("a stride is 0")
+                far = INT_MAX if step > 0 else -INT_MAX
+                start = (0 if step > 0 else INT_MAX) if opts.BeginMask() >> i & 1 else begin[i]
+                dense.append((start, far if opts.EndMask() >> i & 1 else end[i], step, False))
+        dense += [full] * (rank - len(dense))
+        if len(dense) != rank:
+            raise _Declined(f"the slice names {len(dense)} dims of a rank-{rank} input")
+        return [d[0] for d in dense], [d[1] for d in dense], [d[2] for d in dense]
 
     def split(self, op: _Op) -> None:
         if op.kind == "SPLIT":  # axis, x
@@ -748,6 +999,416 @@ class _Converter:
                       **attrs)
         self.define(out, y, True)
 
+    def depth_space(self, op: _Op) -> None:
+        """DEPTH_TO_SPACE / SPACE_TO_DEPTH on the channels-first value: TensorFlow's channel order is
+        ONNX's DCR (channel (i * block + j) * C + c holds pixel (i, j) of channel c)."""
+        x, out = op.inputs[0], op.outputs[0]
+        to_space = op.kind == "DEPTH_TO_SPACE"
+        opts = op.opts(tflite.DepthToSpaceOptions if to_space else tflite.SpaceToDepthOptions)
+        if self.tensors[x].rank != 4:
+            raise _Declined("the input must be rank 4 (NHWC)")
+        if opts.BlockSize() < 1:
+            raise _Declined(f"block size {opts.BlockSize()}")
+        attrs: dict[str, Any] = {"blocksize": int(opts.BlockSize())}
+        if to_space:
+            attrs["mode"] = "DCR"
+        y = self.node("DepthToSpace" if to_space else "SpaceToDepth", [self.channels_first(x)],
+                      self.out_hint(out, True), **attrs)
+        self.define(out, y, True)
+
+    def axes(self, hint: str, axes: list[int]) -> str:
+        return self.constant(f"{hint}/axes", np.array(axes, np.int64))
+
+    def pack(self, op: _Op) -> None:
+        """PACK: each value Unsqueezed (a view) at the axis, then one Concat."""
+        out = op.outputs[0]
+        axis = op.opts(tflite.PackOptions).Axis() % self.tensors[out].rank
+        axes = self.axes(self.names[out], [axis])
+        parts = [self.node("Unsqueeze", [self.value(t), axes], f"{self.names[out]}/part") for t in op.inputs]
+        self.define(out, self.node("Concat", parts, self.names[out], axis=axis), False)
+
+    def unpack(self, op: _Op) -> None:
+        """UNPACK: a Split into ones along the axis, each part Squeezed (a view)."""
+        x = op.inputs[0]
+        rank = self.tensors[x].rank
+        axis = op.opts(tflite.UnpackOptions).Axis() % rank
+        count = self.tensors[x].shape[axis]
+        if count < 0 or count != len(op.outputs):
+            raise _Declined(f"the unpacked axis must have a static size equal to the {len(op.outputs)} outputs")
+        parts = [self.fresh(f"{self.names[t]}/part") for t in op.outputs]
+        self.nodes.append(helper.make_node(
+            "Split", [self.value(x), self.constant(f"{self.names[x]}/ones", np.ones(count, np.int64))], parts,
+            name=self.fresh(f"{self.node_name}/Split"), axis=axis))
+        axes = self.axes(self.names[x], [axis])
+        for t, part in zip(op.outputs, parts, strict=True):
+            self.define(t, self.node("Squeeze", [part, axes], self.names[t]), False)
+
+    def l2_normalization(self, op: _Op) -> None:
+        """x / max(||x||, 1e-6) over the last axis, TFLite's kernel's epsilon on the norm."""
+        x, out = op.inputs[0], op.outputs[0]
+        hint = self.names[out]
+        source = self.value(x)
+        norm = self.node("ReduceL2", [source], f"{hint}/norm", axes=[self.tensors[x].rank - 1], keepdims=1)
+        clamped = self.node("Max", [norm, self.constant(f"{hint}/epsilon", np.array(1e-6, np.float32))],
+                            f"{hint}/clamped")
+        y = self.node("Div", [source, clamped], f"{hint}/raw")
+        act = op.opts(tflite.L2NormOptions).FusedActivationFunction() if op.options is not None else _A.NONE
+        self.define(out, self.activate(y, act, hint), False)
+
+    def local_response_normalization(self, op: _Op) -> None:
+        """TFLite: x / (bias + alpha * sum of squares over channels c - r .. c + r) ** beta. ONNX's LRN divides
+        alpha by its window size 2r + 1, so alpha is multiplied back."""
+        x, out = op.inputs[0], op.outputs[0]
+        if self.tensors[x].rank != 4:
+            raise _Declined("the input must be rank 4 (NHWC)")
+        opts = op.opts(tflite.LocalResponseNormalizationOptions)
+        size = 2 * opts.Radius() + 1
+        y = self.node("LRN", [self.channels_first(x)], self.out_hint(out, True), size=size,
+                      alpha=float(opts.Alpha()) * size, beta=float(opts.Beta()), bias=float(opts.Bias()))
+        self.define(out, y, True)
+
+    def compare(self, op: _Op) -> None:
+        """Comparisons and LOGICAL_* (bool results), in whichever layout the inputs have."""
+        out = op.outputs[0]
+        cf = self.layout_for(op.inputs, self.tensors[out].rank)
+        operands = [self.operand(t, cf) for t in op.inputs]
+        hint = self.out_hint(out, cf)
+        if op.kind in LOGICAL:
+            y = self.node(LOGICAL[op.kind], operands, hint)
+        elif op.kind == "NOT_EQUAL":
+            y = self.node("Not", [self.node("Equal", operands, f"{hint}/equal")], hint)
+        else:
+            y = self.node(COMPARISONS[op.kind], operands, hint)
+        self.define(out, y, cf)
+
+    def select(self, op: _Op) -> None:
+        """SELECT / SELECT_V2 as Where. SELECT's rank-1 condition picks whole rows of higher-rank
+        values: it is reshaped to [n, 1, ...] so that numpy broadcasting means the same."""
+        cond, a, b = op.inputs[:3]
+        out = op.outputs[0]
+        rank = self.tensors[out].rank
+        if op.kind == "SELECT" and self.tensors[cond].rank == 1 and rank > 1:
+            rows = self.node("Reshape", [self.value(cond), self.constant(
+                f"{self.names[cond]}/rows", np.array([-1] + [1] * (rank - 1), np.int64))], f"{self.names[cond]}/rows")
+            self.define(out, self.node("Where", [rows, self.value(a), self.value(b)], self.names[out]), False)
+            return
+        cf = self.layout_for(op.inputs, rank)
+        y = self.node("Where", [self.operand(t, cf) for t in op.inputs], self.out_hint(out, cf))
+        self.define(out, y, cf)
+
+    def floor_div_mod(self, op: _Op) -> None:
+        """FLOOR_MOD as ONNX's Mod with fmod=0 (the remainder takes b's sign); FLOOR_DIV as the whole number
+        (a - a mod b) / b, rounded: floor(a / b) in float32 would round 2.1 / 0.7 up to 3 where TFLite's
+        double division gives 2.9999999 and so 2."""
+        out = op.outputs[0]
+        cf = self.layout_for(op.inputs, self.tensors[out].rank)
+        operands = [self.operand(t, cf) for t in op.inputs[:2]]
+        hint = self.out_hint(out, cf)
+        if op.kind == "FLOOR_DIV":  # TFLite divides in double; the remainder (Mod works in f64) keeps that exact
+            remainder = self.node("Mod", operands, f"{hint}/remainder", fmod=0)
+            multiple = self.node("Sub", [operands[0], remainder], f"{hint}/multiple")
+            y = self.node("Round", [self.node("Div", [multiple, operands[1]], f"{hint}/quotient")], hint)
+        else:
+            y = self.node("Mod", operands, hint, fmod=0)
+        self.define(out, y, cf)
+
+    def add_n(self, op: _Op) -> None:
+        out = op.outputs[0]
+        cf = self.layout_for(op.inputs, self.tensors[out].rank)
+        self.define(out, self.node("Sum", [self.operand(t, cf) for t in op.inputs], self.out_hint(out, cf)), cf)
+
+    def arg(self, op: _Op) -> None:
+        """ARG_MAX / ARG_MIN (first index of the extreme, as both kernels), cast to the output's int32."""
+        x, out = op.inputs[0], op.outputs[0]
+        axis = self.ints(op.inputs[1], "axis")[0] % self.tensors[x].rank
+        hint = self.names[out]
+        y = self.node("ArgMax" if op.kind == "ARG_MAX" else "ArgMin", [self.value(x)], f"{hint}/int64", axis=axis,
+                      keepdims=0)
+        if self.tensors[out].type == _T.INT32:
+            y = self.node("Cast", [y], hint, to=onnx.TensorProto.INT32)
+        elif self.tensors[out].type != _T.INT64:
+            raise _Declined(f"output type {TYPE_NAMES.get(self.tensors[out].type)} (int32 and int64 are supported)")
+        self.define(out, y, False)
+
+    def cast(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        target = self.tensors[out].type
+        if target not in RUNTIME_TYPES:
+            raise _Declined(f"casting to {TYPE_NAMES.get(target)} (float32, bool, int32 and int64 are supported)")
+        to = helper.np_dtype_to_tensor_dtype(DTYPES[target])
+        self.define(out, self.node("Cast", [self.value(x)], self.names[out], to=to), False)
+
+    def densify_op(self, op: _Op) -> None:
+        """DENSIFY of a sparse constant: the constant was made dense when the file was read."""
+        x, out = op.inputs[0], op.outputs[0]
+        if x not in self.consts:
+            raise _Declined("the input must be a constant")
+        self.consts[out] = self.consts[x]
+
+    def zeros(self, op: _Op) -> None:
+        """ZEROS_LIKE: a constant of the output's (static) shape."""
+        out = op.outputs[0]
+        shape = self.tensors[out].shape
+        if any(d < 0 for d in shape):
+            raise _Declined("the shape must be static")
+        self.consts[out] = np.zeros(shape, DTYPES.get(self.tensors[out].type, np.dtype(np.float32)))
+
+    def tile(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        if op.kind == "TILE":
+            repeats = self.constant(f"{self.names[out]}/repeats", np.array(self.ints(op.inputs[1], "multiples"),
+                                                                          np.int64))
+            self.define(out, self.node("Tile", [self.value(x), repeats], self.names[out]), False)
+        else:  # BROADCAST_TO
+            shape = self.constant(f"{self.names[out]}/shape", np.array(self.ints(op.inputs[1], "shape"), np.int64))
+            self.define(out, self.node("Expand", [self.value(x), shape], self.names[out]), False)
+
+    def reverse(self, op: _Op) -> None:
+        """REVERSE_V2 as a Slice with step -1 on each reversed axis."""
+        x, out = op.inputs[0], op.outputs[0]
+        rank = self.tensors[x].rank
+        axes = sorted({a % rank for a in self.ints(op.inputs[1], "axes")})
+        hint = self.names[out]
+        count = len(axes)
+        inputs = [self.value(x), self.constant(f"{hint}/starts", np.full(count, -1, np.int64)),
+                  self.constant(f"{hint}/ends", np.full(count, -INT_MAX, np.int64)), self.axes(hint, axes),
+                  self.constant(f"{hint}/steps", np.full(count, -1, np.int64))]
+        self.define(out, self.node("Slice", inputs, hint), False)
+
+    def gather_nd(self, op: _Op) -> None:
+        """GATHER_ND with constant indices: the first k dims of the params flattened into one (a
+        view), and a Gather of the flat indices along it."""
+        params, indices, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        if indices not in self.consts:
+            raise _Declined("the indices must be a constant")
+        index = self.consts[indices].astype(np.int64)
+        shape = self.tensors[params].shape
+        depth = index.shape[-1] if index.ndim else 0
+        if not 1 <= depth <= len(shape) or any(d < 0 for d in shape):
+            raise _Declined("the params' shape must be static and the indices' last dim between 1 and its rank")
+        dims = np.array(shape[:depth], np.int64)
+        if (index < 0).any() or (index >= dims).any():
+            raise _Declined("an index is out of range")
+        flat = (index * np.cumprod(np.r_[1, dims[1:][::-1]])[::-1]).sum(axis=-1)
+        hint = self.names[out]
+        rows = self.node("Reshape", [self.value(params), self.constant(
+            f"{hint}/rows", np.array([int(dims.prod()), *shape[depth:]], np.int64))], f"{hint}/rows")
+        self.define(out, self.node("Gather", [rows, self.constant(f"{hint}/flat", flat)], hint, axis=0), False)
+
+    def l2_pool(self, op: _Op) -> None:
+        """L2_POOL_2D: sqrt(mean of squares over the window's taps inside the input) = Sqrt(AveragePool(x * x)),
+        AveragePool counting only those taps, as TFLite."""
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.Pool2DOptions)
+        attrs: dict[str, Any] = {"kernel_shape": [opts.FilterHeight(), opts.FilterWidth()],
+                                 "strides": [opts.StrideH(), opts.StrideW()]}
+        if opts.Padding() == tflite.Padding.SAME:
+            attrs.update(self.same_pads(x, attrs["kernel_shape"], attrs["strides"], [1, 1]))
+        hint = self.out_hint(out, True)
+        source = self.channels_first(x)
+        squares = self.node("Mul", [source, source], f"{hint}/squares")
+        mean = self.node("AveragePool", [squares], f"{hint}/mean", **attrs)
+        y = self.node("Sqrt", [mean], f"{hint}/root")
+        self.define(out, self.activate(y, opts.FusedActivationFunction(), hint), True)
+
+    def cumsum(self, op: _Op) -> None:
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.CumsumOptions)
+        axis = self.ints(op.inputs[1], "axis")[0] % self.tensors[x].rank
+        y = self.node("CumSum", [self.value(x), self.constant(f"{self.names[out]}/axis", np.array(axis, np.int64))],
+                      self.names[out], exclusive=int(opts.Exclusive()), reverse=int(opts.Reverse()))
+        self.define(out, y, False)
+
+    def top_k(self, op: _Op) -> None:
+        """TOPK_V2 along the last axis, largest first; the indices cast to the output's int32."""
+        x = op.inputs[0]
+        k = self.ints(op.inputs[1], "k")
+        values = self.fresh(self.names[op.outputs[0]])
+        indices = self.fresh(f"{self.names[op.outputs[1]]}/int64") if len(op.outputs) > 1 else ""
+        self.nodes.append(helper.make_node(
+            "TopK", [self.value(x), self.constant(f"{values}/k", np.array(k[:1], np.int64))],
+            [values, indices or self.fresh(f"{values}/indices")], name=self.fresh(f"{self.node_name}/TopK"),
+            axis=-1, largest=1, sorted=1))
+        self.define(op.outputs[0], values, False)
+        if indices:
+            target = self.tensors[op.outputs[1]].type
+            if target == _T.INT32:
+                indices = self.node("Cast", [indices], self.names[op.outputs[1]], to=onnx.TensorProto.INT32)
+            self.define(op.outputs[1], indices, False)
+
+    def lstm(self, op: _Op) -> None:
+        """UNIDIRECTIONAL_SEQUENCE_LSTM as ONNX's LSTM: the four gates' weights stacked in ONNX's i, o, f, c
+        order, the gate biases as W's bias (R's is zero), the peepholes as P; batch-major input runs
+        with layout 1. Each run starts from zero states, as a fresh LiteRT interpreter does (LiteRT
+        carries its variable state tensors over to the next invocation until they are reset).
+
+        Declined: CIFG (no input gate: TFLite derives it from the forget gate, ONNX's input_forget the
+        other way round), projection, layer normalisation, cell or projection clipping (ONNX's clip
+        bounds the gates' pre-activations, not the cell state), an activation other than TANH."""
+        x, out = op.inputs[0], op.outputs[0]
+        opts = op.opts(tflite.UnidirectionalSequenceLSTMOptions)
+        inputs = op.inputs + [-1] * (24 - len(op.inputs))
+        present = [i for i in (*LSTM_PROJECTION, *LSTM_LAYER_NORM) if inputs[i] >= 0]
+        if inputs[1] < 0:
+            raise _Declined("CIFG (coupled input and forget gates) is not supported")
+        if present:
+            raise _Declined(f"projection and layer normalisation are not supported (inputs {present})")
+        if opts.CellClip() or opts.ProjClip():
+            raise _Declined("cell_clip and proj_clip are not supported")
+        if opts.FusedActivationFunction() != _A.TANH:
+            raise _Declined(f"fused activation {opts.FusedActivationFunction()} (only TANH is supported)")
+        for t in LSTM_STATES:
+            state = self.const_of(inputs[t]) if inputs[t] >= 0 else None
+            if state is not None and np.any(state):
+                raise _Declined("the initial state must be zero")
+
+        def stacked(indices: tuple[int, ...], what: str) -> np.ndarray:
+            arrays = [self.const_of(inputs[i]) for i in indices]
+            if any(a is None for a in arrays):
+                raise _Declined(f"the {what} must be constants")
+            return np.stack([np.asarray(a, np.float32) for a in arrays if a is not None])
+
+        w = stacked(LSTM_INPUT_WEIGHTS, "input weights")
+        hidden = w.shape[1]
+        r = stacked(LSTM_RECURRENT_WEIGHTS, "recurrent weights")
+        bias = stacked(LSTM_BIASES, "gate biases").reshape(-1)
+        hint = self.names[out]
+        operands = [self.value(x), self.constant(f"{hint}/W", w.reshape(1, 4 * hidden, -1)),
+                    self.constant(f"{hint}/R", r.reshape(1, 4 * hidden, -1)),
+                    self.constant(f"{hint}/B", np.concatenate([bias, np.zeros_like(bias)]).reshape(1, -1))]
+        if any(inputs[i] >= 0 for i in LSTM_PEEPHOLES):
+            peepholes = [self.const_of(inputs[i]) if inputs[i] >= 0 else np.zeros(hidden, np.float32)
+                         for i in LSTM_PEEPHOLES]
+            if any(p is None for p in peepholes):
+                raise _Declined("the peephole weights must be constants")
+            operands += ["", "", "", self.constant(f"{hint}/P", np.concatenate(
+                [np.asarray(p, np.float32) for p in peepholes if p is not None]).reshape(1, -1))]
+        layout = 0 if opts.TimeMajor() else 1
+        y = self.node("LSTM", operands, f"{hint}/lstm", hidden_size=int(hidden), layout=layout)
+        self.define(out, self.node("Squeeze", [y, self.axes(hint, [1 if layout == 0 else 2])], hint), False)
+
+    # -- MediaPipe's custom ops: their parameters are the kernel's C struct, as the converter writes it -----------
+
+    def _params(self, op: _Op, fields: int, struct_name: str) -> tuple[int, ...]:
+        if len(op.custom_options) < 4 * fields:
+            raise _Declined(f"custom options of {len(op.custom_options)} bytes; {struct_name} needs {4 * fields}")
+        values: tuple[int, ...] = struct.unpack_from(f"<{fields}i", op.custom_options)
+        if values[0] not in (PADDING_SAME, PADDING_VALID):
+            raise _Declined(f"padding {values[0]} (SAME is 1, VALID 2)")
+        return values
+
+    def _pool_params(self, op: _Op) -> tuple[int, int, int, int, int, int]:
+        """TfLitePoolParams: padding, stride_width, stride_height, filter_width, filter_height, activation."""
+        padding, sw, sh, fw, fh, act = self._params(op, 6, "TfLitePoolParams")
+        if act not in (_A.NONE, _A.RELU, _A.RELU_N1_TO_1, _A.RELU6):
+            raise _Declined(f"activation {act} (the kernel clamps only for RELU, RELU_N1_TO_1 and RELU6)")
+        if min(sw, sh, fw, fh) < 1:
+            raise _Declined("strides and filter sizes must be positive")
+        if fw * fh > MAX_WINDOW_TAPS:
+            raise _Declined(f"a {fh}x{fw} window: at most {MAX_WINDOW_TAPS} taps are unrolled")
+        return padding, sw, sh, fw, fh, act
+
+    def _static_hwc(self, x: int) -> tuple[int, int, int]:
+        shape = self.tensors[x].shape
+        if len(shape) != 4 or any(d < 0 for d in shape[1:]):
+            raise _Declined("the input must be rank 4 (NHWC) with static height, width and channels")
+        return shape[1], shape[2], shape[3]
+
+    def transpose_conv_bias(self, op: _Op) -> None:
+        """Convolution2DTransposeBias (x, OHWI filter, bias; TfLiteTransposeConvParams) as ConvTranspose.
+        SAME trims max(0, k - (in - 1) % stride - 1) rows, the smaller half at the top, as the kernel does."""
+        x, w, bias, out = op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]
+        padding, sw, sh = self._params(op, 3, "TfLiteTransposeConvParams")
+        if min(sw, sh) < 1:
+            raise _Declined("strides must be positive")
+        filt = self.const_of(w)
+        if filt is None or filt.ndim != 4:
+            raise _Declined("the filter must be a rank-4 constant")
+        height, width, channels = self._static_hwc(x)
+        if channels != filt.shape[3]:
+            raise _Declined(f"filter shape {list(filt.shape)} does not fit {channels} input channels")
+        begin, end = [], []
+        for size, k, stride in zip((height, width), filt.shape[1:3], (sh, sw), strict=True):
+            total = max(0, k - (size - 1) % stride - 1) if padding == PADDING_SAME else 0
+            begin.append(total // 2)
+            end.append(total - total // 2)
+        inputs = [self.channels_first(x),
+                  self.constant(f"{self.names[w]}/iohw", np.ascontiguousarray(filt.transpose(3, 0, 1, 2))),
+                  self.value(bias)]
+        y = self.node("ConvTranspose", inputs, self.out_hint(out, True), kernel_shape=list(filt.shape[1:3]),
+                      strides=[sh, sw], pads=begin + end)
+        self.define(out, y, True)
+
+    def pool_argmax(self, op: _Op) -> None:
+        """MaxPoolingWithArgmax2D: the max of each window and, as a float, the index of its first maximum
+        within the window (row * filter_width + column, plus the kernel's 0.1 against truncation).
+
+        The input, padded with -inf, is sliced once per window offset; the slices stacked on a new last
+        axis give the values (ReduceMax) and the indices (ArgMax, first maximum as the kernel's `>`)."""
+        x, out = op.inputs[0], op.outputs[0]
+        padding, sw, sh, fw, fh, act = self._pool_params(op)
+        height, width, _ = self._static_hwc(x)
+        sizes, pads = [], []
+        for size, k, stride in zip((height, width), (fh, fw), (sh, sw), strict=True):
+            count = -(-size // stride) if padding == PADDING_SAME else (size - k + stride) // stride
+            if count < 1:
+                raise _Declined(f"a {k}-wide window does not fit the input's {size}")
+            top = max(((count - 1) * stride + k - size) // 2, 0) if padding == PADDING_SAME else 0
+            sizes.append(count)
+            pads.append((top, max(0, (count - 1) * stride + k - size - top)))
+        hint = self.names[out]
+        source = self.value(x)
+        if any(p for pair in pads for p in pair):
+            amounts = np.array([0, pads[0][0], pads[1][0], 0, 0, pads[0][1], pads[1][1], 0], np.int64)
+            lowest = self.constant(f"{hint}/lowest", np.array(-np.inf, np.float32))
+            source = self.node("Pad", [source, self.constant(f"{hint}/pads", amounts), lowest], f"{hint}/padded")
+        last = self.axes(hint, [4])
+        taps = []
+        for dy in range(fh):
+            for dx in range(fw):
+                ends = [dy + (sizes[0] - 1) * sh + 1, dx + (sizes[1] - 1) * sw + 1]
+                tap = self.node("Slice", [source, self.constant(f"{hint}/starts", np.array([dy, dx], np.int64)),
+                                          self.constant(f"{hint}/ends", np.array(ends, np.int64)),
+                                          self.axes(hint, [1, 2]),
+                                          self.constant(f"{hint}/steps", np.array([sh, sw], np.int64))], f"{hint}/tap")
+                taps.append(self.node("Unsqueeze", [tap, last], f"{hint}/tap"))
+        stacked = self.node("Concat", taps, f"{hint}/windows", axis=4) if len(taps) > 1 else taps[0]
+        values = self.node("ReduceMax", [stacked], f"{hint}/max", axes=[4], keepdims=0)
+        self.define(out, self.activate(values, act, hint), False)
+        if len(op.outputs) > 1:
+            index = self.node("ArgMax", [stacked], f"{self.names[op.outputs[1]]}/int64", axis=4, keepdims=0)
+            as_float = self.node("Cast", [index], f"{self.names[op.outputs[1]]}/float", to=onnx.TensorProto.FLOAT)
+            self.define(op.outputs[1], self.node("Add", [as_float, self.constant(
+                f"{self.names[op.outputs[1]]}/tenth", np.array(0.1, np.float32))], self.names[op.outputs[1]]), False)
+
+    def unpool(self, op: _Op) -> None:
+        """MaxUnpooling2D (values, float indices from MaxPoolingWithArgmax2D; TfLitePoolParams): each value
+        goes to the cell its index names in its window, the other cells are 0; the output is the input
+        times the filter size. For non-overlapping windows (stride = filter, as MediaPipe's models use):
+        a [N, H, W, fh * fw, C] stack of Where(index == k, value, 0), interleaved by Transpose and Reshape.
+        An index outside its window writes nothing."""
+        x, indices, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        _, sw, sh, fw, fh, act = self._pool_params(op)
+        if (sh, sw) != (fh, fw):
+            raise _Declined(f"strides {sh}x{sw} differ from the filter {fh}x{fw} (overlapping windows)")
+        if act != _A.NONE:
+            raise _Declined("the kernel ignores its activation; only NONE is accepted")
+        height, width, channels = self._static_hwc(x)
+        hint = self.names[out]
+        depth = self.axes(hint, [3])
+        whole = self.node("Cast", [self.value(indices)], f"{hint}/index", to=onnx.TensorProto.INT32)
+        index = self.node("Unsqueeze", [whole, depth], f"{hint}/index")
+        offsets = self.constant(f"{hint}/offsets", np.arange(fh * fw, dtype=np.int32).reshape(-1, 1))
+        mask = self.node("Equal", [index, offsets], f"{hint}/mask")
+        values = self.node("Unsqueeze", [self.value(x), depth], f"{hint}/values")
+        spread = self.node("Where", [mask, values, self.constant(f"{hint}/zero", np.array(0, np.float32))],
+                           f"{hint}/spread")
+        windows = self.node("Reshape", [spread, self.constant(
+            f"{hint}/windows", np.array([-1, height, width, fh, fw, channels], np.int64))], f"{hint}/windows")
+        rows = self.node("Transpose", [windows], f"{hint}/rows", perm=[0, 1, 3, 2, 4, 5])
+        self.define(out, self.node("Reshape", [rows, self.constant(
+            f"{hint}/shape", np.array([-1, height * fh, width * fw, channels], np.int64))], hint), False)
+
     def dequantize(self, op: _Op) -> None:
         x, out = op.inputs[0], op.outputs[0]
         source = self.tensors[x]
@@ -785,13 +1446,15 @@ def _type_problem(op: _Op, tensors: list[_Tensor]) -> str | None:
         label = f"{tensor.name!r} ({TYPE_NAMES.get(tensor.type, tensor.type)})"
         if tensor.quantized:
             quantized.append(label)
-        elif tensor.data is None and tensor.type != _T.FLOAT32:
+        elif tensor.data is None and tensor.type != _T.FLOAT32 and not (
+                op.kind in ANY_TYPE and tensor.type in RUNTIME_TYPES):
             other.append(label)
     if quantized:
         return (f"quantized tensors {', '.join(quantized)}: quantized models are not supported; convert the "
                 "float32 model (float16 weights are fine)")
     if other:
-        return f"tensors {', '.join(other)}: only float32 run-time tensors are supported"
+        return (f"tensors {', '.join(other)}: only float32 run-time tensors are supported (bool and int32/int64 "
+                "ones only by comparisons, logical ops, SELECT, ARG_MAX/ARG_MIN and CAST)")
     return None
 
 
@@ -872,6 +1535,8 @@ def tflite_to_onnx(raw: bytes, label: str = "model") -> onnx.ModelProto:
         except KeyError as exc:  # reads the output of an operator declined above, or of none at all
             if not problems:
                 problems.append(f"{label_op}: reads tensor {tensors[exc.args[0]].name!r}, which no operator writes")
+        except (ValueError, IndexError, ZeroDivisionError, struct.error) as exc:  # a damaged file's options
+            problems.append(f"{label_op}: its inputs or options are malformed ({type(exc).__name__}: {exc})")
     if problems:
         raise UnsupportedModel(problems)
 
