@@ -135,7 +135,7 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
             array = np.empty(flat.size, dtype=object)
             array[:] = [item.encode() if isinstance(item, str) else _not_string(name, item) for item in flat]
         else:
-            array = nested = np.asarray(data, dtype=dtype)
+            array = nested = _numbers(name, datatype, dtype, data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data is not a (regular) list of {datatype} values: {exc}") from None
     if nested.ndim > 1 and nested.shape != tuple(shape):
@@ -145,6 +145,36 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
     if array.size != count:
         raise BadRequest(f"input {name!r}: {array.size} values of data, but shape {list(shape)} needs {count}")
     return array.reshape(shape)
+
+
+def _numbers(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -> np.ndarray:
+    """JSON numbers (and true/false) as `dtype`. numpy itself would also take strings, reading "nan" or "1e3"
+    as numbers and every non-empty string ("false" too) as True, and None as NaN: the data is converted with
+    numpy's own type discovery first, which keeps a string a string, so such data is refused instead."""
+    found = np.asarray(data)
+    if found.dtype.kind not in "biuf":
+        if found.dtype.kind in "US":
+            raise BadRequest(f"input {name!r}: strings are not {datatype} values; send JSON numbers"
+                             f"{' or true/false' if datatype == 'BOOL' else ''}")
+        for item in found.reshape(-1):  # an object array: Python ints past int64 are numbers, the rest not
+            if type(item) not in (int, float, bool):
+                raise BadRequest(f"input {name!r}: {datatype} data must be JSON numbers"
+                                 f"{' or true/false' if datatype == 'BOOL' else ''}; got {_json_kind(item)}")
+    if dtype.kind in "fb" or (found.dtype.kind in "iub" and _fits(found, dtype)):
+        return found.astype(dtype, copy=False)
+    return np.asarray(data, dtype=dtype)  # out of range, or floats for integers: numpy's own conversion decides
+
+
+def _fits(found: np.ndarray, dtype: np.dtype) -> bool:
+    if not found.size:
+        return True
+    limits = np.iinfo(dtype)
+    return bool(limits.min <= found.min() and found.max() <= limits.max)
+
+
+def _json_kind(item: Any) -> str:
+    return "null" if item is None else "an object" if isinstance(item, dict) else "a string" if \
+        isinstance(item, str) else "a list" if isinstance(item, list) else type(item).__name__
 
 
 def _not_string(name: str, item: Any) -> bytes:

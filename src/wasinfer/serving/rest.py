@@ -267,8 +267,11 @@ class RestApp:
         if header_length is None:
             return body, None
         if not header_length.isdigit():
-            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} "
+            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode('latin-1')[:40]!r} "
                              "is not a number")
+        if len(header_length.lstrip(b"0")) > len(str(len(body))):  # past the body (and int() stops at 4,300 digits)
+            raise BadRequest(f"Inference-Header-Content-Length of {len(header_length)} digits is outside the body's "
+                             f"{len(body)} bytes")
         return body, int(header_length)
 
     async def _json_body(self, receive: Receive, head: Head) -> dict[str, Any]:
