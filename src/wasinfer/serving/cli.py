@@ -23,6 +23,7 @@ EXIT_BAD_INPUT = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
+    _add_connection_arguments(parser)
     _add_guest_arguments(parser)
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
@@ -109,6 +110,29 @@ def _add_security_and_log_arguments(parser: argparse.ArgumentParser) -> None:
                       "as it costs more than a small model's inference")
 
 
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    connections = parser.add_argument_group(
+        "connections and shutdown", "SIGTERM (or Ctrl+C) drains the server: readiness (/v2/health/ready, gRPC "
+        "ServerReady) answers 503 / not ready at once; after --drain-delay-s both ports refuse new connections "
+        "and calls, and the requests in flight get the grace period to finish before the process exits.")
+    connections.add_argument("--shutdown-grace-s", type=float, default=None, metavar="S",
+                             help="longest the requests in flight may take to finish on shutdown (default: "
+                             "--deadline-ms plus 5 s, i.e. 35; 30 with no deadline)")
+    connections.add_argument("--drain-delay-s", type=float, default=0.0, metavar="S",
+                             help="on shutdown, keep serving this long with readiness answering 503, so that a "
+                             "load balancer polling it stops sending traffic first (default 0)")
+    connections.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
+                             help="a REST connection must send a request's headers within S seconds of opening "
+                             "(or of the request's first byte), else it gets 408 and is closed; also gRPC's "
+                             "handshake timeout (default 10; 0: no limit)")
+    connections.add_argument("--idle-timeout-s", type=float, default=5.0, metavar="S",
+                             help="close a connection idle this long between requests (REST keep-alive; gRPC: "
+                             "no call in flight; default 5)")
+    connections.add_argument("--max-connections-per-client", type=int, default=0, metavar="N",
+                             help="open REST connections one client address may hold; more are answered 429 and "
+                             "closed (default 0: no cap; behind a proxy every client has the proxy's address)")
+
+
 def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
     guests = parser.add_argument_group(
         "WASI-NN guests", "WasmEdge-style WASI-NN programs, one fresh instance per request: POST "
@@ -180,7 +204,11 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
                                  args.max_concurrency, 0), ("--max-tensor-elements", args.max_tensor_elements, 1),
                                  ("--memory-budget-mb", args.memory_budget_mb, 0), ("--deadline-ms",
-                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0)):
+                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0),
+                                 ("--shutdown-grace-s", args.shutdown_grace_s, 0), ("--drain-delay-s",
+                                 args.drain_delay_s, 0), ("--header-timeout-s", args.header_timeout_s, 0),
+                                 ("--idle-timeout-s", args.idle_timeout_s, 1),
+                                 ("--max-connections-per-client", args.max_connections_per_client, 0)):
         if value is not None and value < minimum:
             errors.print(f"[red]error:[/] {flag} must be at least {minimum}, got {value}", markup=True)
             return EXIT_BAD_INPUT
@@ -230,7 +258,10 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
                           else None, desired_state=desired, fetcher=fetch_desired if desired else None,
-                          canary=_canary_policy(args))
+                          canary=_canary_policy(args), shutdown_grace_seconds=args.shutdown_grace_s,
+                          drain_delay_seconds=args.drain_delay_s, header_timeout_seconds=args.header_timeout_s or None,
+                          idle_timeout_seconds=args.idle_timeout_s,
+                          max_connections_per_client=args.max_connections_per_client)
     config = dataclasses.replace(config, **secured, guests=guests)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -67,7 +68,7 @@ class RestApp:
 
     def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
                  max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
-                 guests: Guests | None = None):
+                 guests: Guests | None = None, draining: threading.Event | None = None):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
         self.executor, self.load_executor = executor, load_executor
@@ -75,6 +76,7 @@ class RestApp:
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
         self.access_log = access_log
+        self.draining = draining or threading.Event()  # the server is stopping: readiness answers 503
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +141,8 @@ class RestApp:
             return await self._model_route(scope, receive, send, rest[1], rest[2:])
         if first == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             _allow(method, "GET")
+            if rest[1] == "ready" and self.draining.is_set():
+                raise Unavailable("the server is shutting down")
             return await _send(send, 200, b"", _scan(scope)[4])
         if first == "repository":
             return await self._repository_route(scope, receive, send, rest[1:])
