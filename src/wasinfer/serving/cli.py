@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "RESOURCE_EXHAUSTED (default 0: unlimited; config.json \"max_concurrency\" overrides)")
     parser.add_argument("--max-tensor-elements", type=int, default=1 << 24, metavar="N",
                         help="largest input tensor, in elements; bigger ones get 400 (default 16777216)")
+    parser.add_argument("--max-json-values", type=int, default=1 << 20, metavar="N",
+                        help="most values (counted by their commas, before parsing) in a REST request's JSON; more "
+                        "get 413. Parsing makes a Python object of every value and holds the interpreter while it "
+                        "runs, so large tensors belong in the binary tensor data extension (default 1048576)")
     parser.add_argument("--memory-budget-mb", type=int, default=0, metavar="MB",
                         help="memory for loaded models; loading one over it evicts the least recently used "
                         "(their next request reloads them). Default 0: no budget")
@@ -203,6 +207,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
 
     for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
                                  args.max_concurrency, 0), ("--max-tensor-elements", args.max_tensor_elements, 1),
+                                 ("--max-json-values", args.max_json_values, 1),
                                  ("--memory-budget-mb", args.memory_budget_mb, 0), ("--deadline-ms",
                                  args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0),
                                  ("--shutdown-grace-s", args.shutdown_grace_s, 0), ("--drain-delay-s",
@@ -253,7 +258,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           grpc_port=None if args.grpc_port < 0 else args.grpc_port,
                           max_body_bytes=args.max_body_bytes, pool_size=args.pool_size, cache_dir=home / "cache",
                           batch_delay_us=args.batch_delay_us, max_concurrency=args.max_concurrency,
-                          max_tensor_elements=args.max_tensor_elements,
+                          max_tensor_elements=args.max_tensor_elements, max_json_values=args.max_json_values,
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from wasinfer.serving.errors import BadRequest
+from wasinfer.serving.errors import BadRequest, TooLarge
 
 # v2 datatype ↔ numpy dtype. BYTES is an object array of bytes.
 DATATYPES: dict[str, np.dtype] = {
@@ -205,11 +205,37 @@ def _string(obj: dict[str, Any], key: str, what: str) -> str:
     return value
 
 
-def parse_rest_request(body: bytes, header_length: int | None) -> InferRequest:
+DEFAULT_MAX_JSON_VALUES = 1 << 20
+_COUNT_SLICE = 1 << 20  # bytes counted per call, so that a count of a big body lets other threads run between
+
+
+def check_json_values(body: bytes, end: int, limit: int) -> None:
+    """Refuse, before parsing, a JSON text (`body[:end]`) that could hold more than `limit` values.
+
+    Parsing costs time and memory per value, not per byte: orjson makes a Python object of every
+    number (32 bytes each, for "1," two bytes of body) and holds the GIL throughout, so a 60 MiB
+    body once took a gigabyte and stalled every other request, health checks too, for seconds.
+    Every value but the first of an array follows a comma, so the commas bound the values (a
+    string's commas count too: the bound errs on the safe side). A text shorter than `limit` cannot
+    have that many and is not counted; a longer one is counted in slices.
+    """
+    if end <= limit:
+        return
+    commas = 0
+    for start in range(0, end, _COUNT_SLICE):
+        commas += body.count(b",", start, min(end, start + _COUNT_SLICE))
+        if commas >= limit:
+            raise TooLarge(f"the request's JSON has more than {limit} values (commas; --max-json-values): send "
+                           "large tensors as binary data (the binary tensor data extension), which is not parsed")
+
+
+def parse_rest_request(body: bytes, header_length: int | None,
+                       max_json_values: int = DEFAULT_MAX_JSON_VALUES) -> InferRequest:
     """The JSON body, followed (binary tensor data extension) by the inputs' raw bytes."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body's "
                          f"{len(body)} bytes")
+    check_json_values(body, len(body) if header_length is None else header_length, max_json_values)
     header = body if header_length is None else memoryview(body)[:header_length]
     try:
         document = orjson.loads(header)

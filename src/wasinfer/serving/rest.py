@@ -7,7 +7,10 @@ the hand-off to a thread and back (models.INLINE_SECONDS, judged from its recent
 on the event loop instead: for it, the hand-off would cost more than the parallelism gains
 (LoadedModel.infer_async decides, and hands batched models to their batcher).
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
-model's inference needs.
+model's inference needs. A body over PARSE_INLINE_BYTES is parsed on a parse thread of its own,
+one at a time, so the event loop keeps answering (health checks above all) while it is; and
+protocol.check_json_values refuses, before parsing, JSON with more values than
+--max-json-values, whose parse would cost seconds and gigabytes.
 
 Every /v2 answer carries X-Request-ID (logs.py says where the id comes from). Bearer tokens
 (auth.py) are checked only when one is set: with none, a request pays one attribute test.
@@ -24,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -48,7 +51,13 @@ from wasinfer.serving.guests import EXIT_CODE_HEADER, GuestBusy, Guests, stderr_
 from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
-from wasinfer.serving.protocol import EXTENSIONS, check_load_parameters, encode_rest_response, parse_rest_request
+from wasinfer.serving.protocol import (
+    DEFAULT_MAX_JSON_VALUES,
+    EXTENSIONS,
+    check_load_parameters,
+    encode_rest_response,
+    parse_rest_request,
+)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -58,6 +67,8 @@ log = logging.getLogger("wasinfer.serving")
 
 JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
+PARSE_INLINE_BYTES = 256 * 1024  # bodies up to this parse on the event loop (a few ms); bigger, on the parse thread
+REPOSITORY_BODY_BYTES = 64 * 1024  # a repository request is a small JSON object
 # What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
 # Content-Encoding, Authorization, and the client's request id (already vetted).
 Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
@@ -68,7 +79,8 @@ class RestApp:
 
     def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
                  max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
-                 guests: Guests | None = None, draining: threading.Event | None = None):
+                 guests: Guests | None = None, draining: threading.Event | None = None,
+                 max_json_values: int = DEFAULT_MAX_JSON_VALUES):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
         self.executor, self.load_executor = executor, load_executor
@@ -77,6 +89,9 @@ class RestApp:
         self.inference_token, self.management_token = tokens.inference, tokens.management
         self.access_log = access_log
         self.draining = draining or threading.Event()  # the server is stopping: readiness answers 503
+        self.max_json_values = max_json_values
+        # One thread: big bodies parse one at a time, so their parses' memory is never more than one's.
+        self.parse_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasinfer-parse")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -237,7 +252,11 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
-            request = parse_rest_request(body, header_length)
+            if len(body) <= PARSE_INLINE_BYTES:
+                request = parse_rest_request(body, header_length, self.max_json_values)
+            else:
+                request = await asyncio.get_running_loop().run_in_executor(
+                    self.parse_executor, parse_rest_request, body, header_length, self.max_json_values)
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
@@ -257,12 +276,14 @@ class RestApp:
         await _send(send, 200, payload, request_id, b"application/octet-stream",
                     [(b"inference-header-content-length", str(json_length).encode())])
 
-    async def _body(self, receive: Receive, head: Head) -> tuple[bytes, int | None]:
-        """The whole body (decompressed), and its Inference-Header-Content-Length if given."""
+    async def _body(self, receive: Receive, head: Head, limit: int | None = None) -> tuple[bytes, int | None]:
+        """The whole body (decompressed), and its Inference-Header-Content-Length if given; over `limit` (default
+        --max-body-bytes) it is refused, by its Content-Length before a byte of it is read."""
         length, header_length, encoding = head[0], head[1], head[2]
-        limit = self.max_body_bytes
+        limit = self.max_body_bytes if limit is None else limit
         if length is not None and length.isdigit() and int(length) > limit:
-            raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit} (--max-body-bytes)")
+            raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit}"
+                           f"{' (--max-body-bytes)' if limit == self.max_body_bytes else ' here'}")
         body = await _read(receive, limit)
         if encoding is not None:
             encoding = encoding.strip().lower()
@@ -280,7 +301,7 @@ class RestApp:
 
     async def _json_body(self, receive: Receive, head: Head) -> dict[str, Any]:
         """An optional JSON object (repository requests may come with no body at all)."""
-        body, _ = await self._body(receive, head)
+        body, _ = await self._body(receive, head, min(REPOSITORY_BODY_BYTES, self.max_body_bytes))
         if not body.strip():
             return {}
         try:

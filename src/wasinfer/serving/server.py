@@ -36,6 +36,7 @@ from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
+from wasinfer.serving.protocol import DEFAULT_MAX_JSON_VALUES
 from wasinfer.serving.repository import Repository
 from wasinfer.serving.rest import RestApp
 from wasinfer.serving.updater import (
@@ -84,6 +85,7 @@ class ServerConfig:
     batch_delay_us: int | None = None  # dynamic batching for every model that can batch; None: per config.json
     max_concurrency: int = 0  # per model, requests in flight; 0: unlimited
     max_tensor_elements: int = 1 << 24
+    max_json_values: int = DEFAULT_MAX_JSON_VALUES  # per REST request's JSON, counted before it is parsed
     memory_budget_bytes: int = 0  # loaded models' total; 0: no budget (nothing is evicted)
     # Per wasm call and per wasm instance; None turns each off. A call past the deadline is stopped
     # and answered 504 / DEADLINE_EXCEEDED; the epoch checks that make it possible cost compute-heavy
@@ -153,7 +155,7 @@ class Server:
         self.draining = threading.Event()  # set by stop(): readiness answers 503 / not ready from then on
         self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
                            document_json(self.tokens), self.tokens, config.access_log, guests=self.guests,
-                           draining=self.draining)
+                           draining=self.draining, max_json_values=config.max_json_values)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
@@ -250,6 +252,7 @@ class Server:
             grpc_stopped.wait(max(0.0, ends - time.monotonic()))
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.load_executor.shutdown(wait=False, cancel_futures=True)
+        self.app.parse_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
             self.guests.close()
 
