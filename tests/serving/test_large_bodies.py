@@ -1,6 +1,6 @@
-"""Big JSON bodies cost bounded memory and never stall the server: the health check still answers
-at once while two 56 MiB bodies (28 million values each, under the default 64 MiB body limit)
-arrive and are refused.
+"""Big bodies cost bounded memory and never stall the server: the health check still answers
+at once while two 56 MiB JSON bodies (28 million values each, under the default 64 MiB body limit)
+arrive and are refused, and a body over the limit gets its 413 rather than a reset connection.
 
 The server runs as a process of its own, so its peak resident memory (VmHWM, reset through
 /proc/PID/clear_refs just before the requests) is its alone. Parsed, each body took a gigabyte
@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from tests.processes import output_lines, read_until
+from tests.serving.conftest import MAX_BODY, start_server
 
 VALUES = 28 * 1024 * 1024  # "1," each: 56 MiB
 
@@ -91,3 +92,21 @@ def test_two_huge_json_bodies_are_refused_before_parsing_and_health_keeps_answer
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_body_over_the_limit_is_answered_413_not_reset(repository: Path) -> None:
+    """The server refuses by Content-Length, then reads and drops the body: had it closed with the body unread,
+    the kernel would reset the connection, and a client still sending would see that instead of the 413."""
+    server = start_server(repository)
+    try:
+        body = b" " * (8 * 1024 * 1024)  # 32 times the test servers' limit, more than the socket buffers hold
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=60) as conn:
+            conn.sendall(b"POST /v2/models/scale/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+        assert f"this server takes at most {MAX_BODY} (--max-body-bytes)".encode() in answer
+    finally:
+        server.stop(grace=2)

@@ -22,6 +22,7 @@ bare 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -69,6 +70,11 @@ JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
 PARSE_INLINE_BYTES = 256 * 1024  # bodies up to this parse on the event loop (a few ms); bigger, on the parse thread
 REPOSITORY_BODY_BYTES = 64 * 1024  # a repository request is a small JSON object
+# A body refused by its Content-Length is still read (and dropped), up to this much more than the limit and for at
+# most DISCARD_SECONDS: closing a connection with unread data makes the kernel reset it, and the reset throws the
+# 413 away from the client's receive buffer, so a client still sending saw a broken connection instead.
+DISCARD_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 10.0
 # What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
 # Content-Encoding, Authorization, and the client's request id (already vetted).
 Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
@@ -282,6 +288,8 @@ class RestApp:
         length, header_length, encoding = head[0], head[1], head[2]
         limit = self.max_body_bytes if limit is None else limit
         if length is not None and length.isdigit() and int(length) > limit:
+            if int(length) <= limit + DISCARD_BYTES:
+                await _discard(receive)
             raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit}"
                            f"{' (--max-body-bytes)' if limit == self.max_body_bytes else ' here'}")
         body = await _read(receive, limit)
@@ -381,6 +389,16 @@ async def _read(receive: Receive, limit: int) -> bytes:
             raise TooLarge(f"the body is over {limit} bytes (--max-body-bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop a refused body (see DISCARD_BYTES), for at most DISCARD_SECONDS."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DISCARD_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
