@@ -175,3 +175,24 @@ def _grpc_refuses_calls(port: int, timeout: float) -> bool:
             probe.close()
         time.sleep(0.05)
     return False
+
+
+def test_a_request_still_running_when_the_grace_period_ends_gets_a_json_503(repository: Path) -> None:
+    """Past --shutdown-grace-s the request is cut off, but answered in JSON like every other failure, not with
+    uvicorn's bare text 500."""
+    running = start_server(repository, shutdown_grace_seconds=1)
+    conn = _hold_rest_request(running.http_port)  # never gets its body
+    stopper = threading.Thread(target=running.stop)
+    try:
+        stopper.start()
+        with conn:
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+    finally:
+        stopper.join(30)
+    head, _, payload = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), response
+    assert b"x-request-id: in-flight" in head.lower()
+    assert "grace period (--shutdown-grace-s) ran out" in json.loads(payload)["error"]
+    assert not stopper.is_alive()

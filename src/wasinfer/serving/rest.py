@@ -108,6 +108,16 @@ class RestApp:
             await self._route(scope, receive, send)
         except Exception as exc:  # every failure gets a JSON answer and a log line
             await self._fail(scope, send, exc)
+        except asyncio.CancelledError:  # still running when the shutdown's grace period ran out
+            await self._cut_off(scope, send)
+            raise
+
+    async def _cut_off(self, scope: Scope, send: Send) -> None:
+        """A JSON 503 for a request the shutdown cancels (uvicorn's own answer is a bare text 500), unless its
+        answer had already begun."""
+        with contextlib.suppress(Exception):
+            await self._fail(scope, send, Unavailable("the server shut down before this request finished: its "
+                                                      "grace period (--shutdown-grace-s) ran out"))
 
     async def _fail(self, scope: Scope, send: Send, exc: Exception) -> None:
         """Answer and log a failure outside inference (which does its own, to count it in the metrics)."""
@@ -132,6 +142,9 @@ class RestApp:
             await self._route(scope, receive, capture)
         except Exception as exc:
             await self._fail(scope, capture, exc)
+        except asyncio.CancelledError:
+            await self._cut_off(scope, capture)
+            raise
         finally:
             model, version = _path_model(scope["path"])
             access_log.info("%s %s %s", scope["method"], scope["path"], status or "-", extra={

@@ -210,6 +210,10 @@ class Server:
             try:
                 assert self._uvicorn is not None
                 loop.run_until_complete(self._uvicorn.serve(sockets=[sock]))
+                # Requests cancelled when the grace period ran out send their 503 in their next step: let them.
+                pending = asyncio.all_tasks(loop)
+                if pending:
+                    loop.run_until_complete(asyncio.wait(pending, timeout=1))
             finally:
                 loop.close()
 
