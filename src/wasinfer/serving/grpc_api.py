@@ -141,10 +141,26 @@ def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) 
         array[:] = list(values)
     else:
         try:
-            array = np.array(values, dtype=dtype)
+            array = _numbers(values, dtype)
         except OverflowError as exc:
             raise BadRequest(f"input {name!r}: a value does not fit {datatype}: {exc}") from None
     return array.reshape(shape)
+
+
+CONTENTS_SLICE = 65536  # values converted per step
+
+
+def _numbers(values: Any, dtype: np.dtype) -> np.ndarray:
+    """A repeated numeric field as an array, a slice at a time. np.array() on the field itself reads it value
+    by value through the sequence protocol in one call that holds the interpreter (a 48 MiB message for seconds,
+    while health checks and every other request waited); a slice is a list, which numpy converts five times
+    faster, and other threads run between slices."""
+    if len(values) <= CONTENTS_SLICE:
+        return np.array(values[:], dtype=dtype)
+    array = np.empty(len(values), dtype=dtype)
+    for start in range(0, len(values), CONTENTS_SLICE):
+        array[start:start + CONTENTS_SLICE] = np.array(values[start:start + CONTENTS_SLICE], dtype=dtype)
+    return array
 
 
 class Call(NamedTuple):
