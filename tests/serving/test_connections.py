@@ -79,6 +79,19 @@ def test_headers_sent_a_byte_at_a_time_do_not_extend_the_deadline(writable_repo:
         server.stop(grace=2)
 
 
+def test_a_body_that_stops_arriving_is_cut_off(writable_repo: Repo) -> None:
+    server = start_server(writable_repo.root, header_timeout_seconds=1)
+    try:
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as conn:
+            conn.sendall(b"POST /v2/models/scale/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 100\r\n\r\n{\"inputs\": ")  # and no more
+            answer = _until_closed(conn, time.monotonic() + BOUND)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"body stopped arriving for 1 s (--header-timeout-s)" in answer
+    finally:
+        server.stop(grace=2)
+
+
 def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(writable_repo: Repo) -> None:
     server = start_server(writable_repo.root, idle_timeout_seconds=1)
     try:

@@ -6,7 +6,8 @@ the per-call deadline).
 A REST request is held in flight by the client itself: it sends the headers with `Expect:
 100-continue` and waits for the server's "100 Continue" (the handler is running and waiting
 for the body), the server is signalled, and the body goes only once the server has stopped
-accepting connections (so the signal has certainly been handled). A gRPC call is held inside
+accepting connections (so the signal has certainly been handled; the body's time-out,
+--header-timeout-s, is set well past the hold). A gRPC call is held inside
 its handler (the model lookup waits for an event). No model has to be slow and nothing depends
 on timing: the holds only last longer than the old grace period.
 """
@@ -91,7 +92,7 @@ def test_sigterm_turns_readiness_503_then_lets_an_in_flight_request_finish(repos
     env = dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200")
     process = subprocess.Popen(
         [sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(repository),
-         "--http-port", "0", "--grpc-port", "0", "--drain-delay-s", "4"],
+         "--http-port", "0", "--grpc-port", "0", "--drain-delay-s", "4", "--header-timeout-s", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))
@@ -126,7 +127,7 @@ def test_stop_lets_in_flight_rest_and_grpc_requests_finish_past_the_old_grace(re
     The gRPC call is held inside the handler (the model lookup waits for an event), so it is certainly in
     flight when stop() starts; both are released only once new connections and calls are refused.
     """
-    running = start_server(repository)
+    running = start_server(repository, header_timeout_seconds=60)  # a body held back 10 s is not cut off
     assert running.config.grace() == 35  # the 30 s deadline and 5 s
     entered, release = threading.Event(), threading.Event()
     lookup = running.manager.get
@@ -180,7 +181,7 @@ def _grpc_refuses_calls(port: int, timeout: float) -> bool:
 def test_a_request_still_running_when_the_grace_period_ends_gets_a_json_503(repository: Path) -> None:
     """Past --shutdown-grace-s the request is cut off, but answered in JSON like every other failure, not with
     uvicorn's bare text 500."""
-    running = start_server(repository, shutdown_grace_seconds=1)
+    running = start_server(repository, shutdown_grace_seconds=1, header_timeout_seconds=60)
     conn = _hold_rest_request(running.http_port)  # never gets its body
     stopper = threading.Thread(target=running.stop)
     try:

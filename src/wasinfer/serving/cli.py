@@ -127,8 +127,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                              "load balancer polling it stops sending traffic first (default 0)")
     connections.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
                              help="a REST connection must send a request's headers within S seconds of opening "
-                             "(or of the request's first byte), else it gets 408 and is closed; also gRPC's "
-                             "handshake timeout (default 10; 0: no limit)")
+                             "(or of the request's first byte), and its body may not pause for S seconds, else it "
+                             "gets 408 and is closed; also gRPC's handshake timeout (default 10; 0: no limit)")
     connections.add_argument("--idle-timeout-s", type=float, default=5.0, metavar="S",
                              help="close a connection idle this long between requests (REST keep-alive; gRPC: "
                              "no call in flight; default 5)")

@@ -7,7 +7,9 @@ out: its first byte cancels the keep-alive timer and httptools has no deadline o
 thousand such connections (slowloris) cost the server a file descriptor and a protocol object
 each, for ever. `guarded_protocol` returns uvicorn's protocol class with a per-connection timer
 from the connection's start (and from each later request's first byte) to the end of the
-request's headers: past `header_timeout` the client gets 408 and the connection is closed.
+request's headers: past `header_timeout` the client gets 408 and the connection is closed. The
+same time-out bounds a body that stops arriving: a pause of `header_timeout` between two of its
+chunks ends the connection too (with a 408 if no answer has begun).
 Headers larger than `max_header_bytes` end the connection with uvicorn's 400, and with
 `max_per_client`, a client (an IP address) that already holds that many connections has the next
 one answered 429 and closed at once. Everything here runs on the server's one event loop thread.
@@ -49,6 +51,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     timeout = limits.header_timeout
     too_slow = _answer(b"408 Request Timeout", f"the request's headers did not arrive within {timeout:g} s "
                        "(--header-timeout-s)") if timeout else b""
+    body_stalled = _answer(b"408 Request Timeout", f"the request's body stopped arriving for {timeout:g} s "
+                           "(--header-timeout-s)") if timeout else b""
     too_many = _answer(b"429 Too Many Requests", f"this client already has {limits.max_per_client} connections "
                        "open (--max-connections-per-client)")
 
@@ -56,6 +60,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         _counted = False
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
+        _body_timer: asyncio.TimerHandle | None = None
+        _body_seen = 0.0  # loop time of the body's last chunk
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -70,6 +76,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._stop_body_timer()
             if self._counted:
                 self._counted = False
                 open_by_client[self._peer] -= 1
@@ -94,6 +101,17 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            if timeout and self._body_timer is None:  # until on_message_complete: the body's pauses are timed
+                self._body_seen = self.loop.time()
+                self._body_timer = self.loop.call_later(timeout, self._body_late)
+
+        def on_body(self, body: bytes) -> None:
+            self._body_seen = self.loop.time()  # the timer looks at this when it fires: no re-arming per chunk
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._stop_body_timer()
+            super().on_message_complete()
 
         def _count(self, size: int) -> None:
             self._header_bytes += size
@@ -108,6 +126,24 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+
+        def _stop_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_late(self) -> None:
+            assert timeout
+            self._body_timer = None
+            if self.transport.is_closing():
+                return
+            quiet = self.loop.time() - self._body_seen
+            if quiet < timeout:
+                self._body_timer = self.loop.call_later(timeout - quiet, self._body_late)
+                return
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(body_stalled)
+            self.transport.close()
 
         def _headers_late(self) -> None:
             self._header_timer = None

@@ -103,8 +103,9 @@ class ServerConfig:
     drain_delay_seconds: float = 0.0
     shutdown_grace_seconds: float | None = None
     # Connections (connections.py): a request's headers must arrive within header_timeout_seconds of the
-    # connection (or of the request's first byte); an idle keep-alive connection closes after
-    # idle_timeout_seconds (uvicorn's keep-alive timeout; gRPC's max connection idle); 0: no cap per client.
+    # connection (or of the request's first byte), and its body may not pause that long; an idle keep-alive
+    # connection closes after idle_timeout_seconds (uvicorn's keep-alive timeout; gRPC's max connection idle);
+    # max_connections_per_client 0: no cap.
     header_timeout_seconds: float | None = DEFAULT_HEADER_TIMEOUT
     idle_timeout_seconds: float = 5.0
     max_connections_per_client: int = 0
