@@ -10,7 +10,7 @@ from the connection's start (and from each later request's first byte) to the en
 request's headers: past `header_timeout` the client gets 408 and the connection is closed. The
 same time-out bounds a body that stops arriving: a pause of `header_timeout` between two of its
 chunks ends the connection too (with a 408 if no answer has begun).
-Headers larger than `max_header_bytes` end the connection with uvicorn's 400, and with
+Headers larger than `max_header_bytes` end the connection with a 431, and with
 `max_per_client`, a client (an IP address) that already holds that many connections has the next
 one answered 429 and closed at once. Everything here runs on the server's one event loop thread.
 """
@@ -26,6 +26,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# A connection's phase: waiting for (the rest of) a request's headers, for its body, or for the next request.
+HEADERS, BODY, IDLE = "headers", "body", "idle"
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,6 @@ class ConnectionLimits:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES  # request line and headers of one request
 
 
-class HeadersTooLarge(Exception):
-    """Raised inside a parser callback: httptools turns it into the parser error uvicorn answers 400."""
-
-
 def _answer(status: bytes, message: str) -> bytes:
     body = orjson.dumps({"error": message})
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
@@ -46,22 +44,30 @@ def _answer(status: bytes, message: str) -> bytes:
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """A protocol class for one server: its connection counts are its own."""
+    """A protocol class for one server: its connection counts are its own.
+
+    One watchdog timer per connection, armed when it opens and re-armed by itself, reads what the
+    parser callbacks note (the phase, and when it last made progress): a request costs a few
+    attribute writes, never a timer of its own.
+    """
     open_by_client: Counter[str] = Counter()
     timeout = limits.header_timeout
-    too_slow = _answer(b"408 Request Timeout", f"the request's headers did not arrive within {timeout:g} s "
-                       "(--header-timeout-s)") if timeout else b""
+    headers_late = _answer(b"408 Request Timeout", f"the request's headers did not arrive within {timeout:g} s "
+                           "(--header-timeout-s)") if timeout else b""
     body_stalled = _answer(b"408 Request Timeout", f"the request's body stopped arriving for {timeout:g} s "
                            "(--header-timeout-s)") if timeout else b""
+    too_large = _answer(b"431 Request Header Fields Too Large", f"the request's headers are over "
+                        f"{limits.max_header_bytes} bytes")
     too_many = _answer(b"429 Too Many Requests", f"this client already has {limits.max_per_client} connections "
                        "open (--max-connections-per-client)")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _counted = False
-        _header_timer: asyncio.TimerHandle | None = None
-        _header_bytes = 0
-        _body_timer: asyncio.TimerHandle | None = None
-        _body_seen = 0.0  # loop time of the body's last chunk
+        _watchdog: asyncio.TimerHandle | None = None
+        _phase = HEADERS
+        _since = 0.0  # loop time the phase began (HEADERS) or the body last moved (BODY)
+        _header_bytes = 0  # read while in HEADERS: a bound on the headers' size, exact unless a read ends them
+        _refused = False  # answered (431) and closing: the parser's further callbacks are ignored
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -72,11 +78,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 return
             self._counted = True
             open_by_client[self._peer] += 1
-            self._arm()
+            self._since = self.loop.time()
+            if timeout:
+                self._watchdog = self.loop.call_later(timeout, self._watch)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            self._stop_body_timer()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             if self._counted:
                 self._counted = False
                 open_by_client[self._peer] -= 1
@@ -84,75 +93,64 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                     del open_by_client[self._peer]
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            if self._phase is not HEADERS:
+                return super().data_received(data)
+            self._header_bytes += len(data)
+            super().data_received(data)
+            if self._phase is HEADERS and self._header_bytes > limits.max_header_bytes:
+                self._refuse()  # still inside the headers: they are too large, whatever follows
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._header_bytes = 0
-            if self._header_timer is None:  # a request after a response: its headers get the same deadline
-                self._arm()
-
-        def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value))
-            super().on_header(name, value)
+            if self._phase is IDLE:  # the first request's deadline runs from the connection's start
+                self._phase, self._since, self._header_bytes = HEADERS, self.loop.time(), 0
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            if self._refused:
+                return
+            if self._header_bytes > limits.max_header_bytes and len(self.url) + sum(
+                    len(name) + len(value) for name, value in self.headers) > limits.max_header_bytes:
+                return self._refuse()  # they came in one read with what follows them: counted exactly here
+            self._phase, self._since = BODY, self.loop.time()
             super().on_headers_complete()
-            if timeout and self._body_timer is None:  # until on_message_complete: the body's pauses are timed
-                self._body_seen = self.loop.time()
-                self._body_timer = self.loop.call_later(timeout, self._body_late)
 
         def on_body(self, body: bytes) -> None:
-            self._body_seen = self.loop.time()  # the timer looks at this when it fires: no re-arming per chunk
+            if self._refused:
+                return
+            self._since = self.loop.time()
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            self._stop_body_timer()
+            if self._refused:
+                return
+            self._phase = IDLE
             super().on_message_complete()
 
-        def _count(self, size: int) -> None:
-            self._header_bytes += size
-            if self._header_bytes > limits.max_header_bytes:
-                raise HeadersTooLarge(f"request headers over {limits.max_header_bytes} bytes")
+        def _refuse(self) -> None:
+            if not self._refused and not self.transport.is_closing():
+                self.transport.write(too_large)
+                self.transport.close()
+            self._refused = True
 
-        def _arm(self) -> None:
-            if timeout:
-                self._header_timer = self.loop.call_later(timeout, self._headers_late)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _stop_body_timer(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
-
-        def _body_late(self) -> None:
+        def _watch(self) -> None:
             assert timeout
-            self._body_timer = None
+            self._watchdog = None
             if self.transport.is_closing():
                 return
-            quiet = self.loop.time() - self._body_seen
-            if quiet < timeout:
-                self._body_timer = self.loop.call_later(timeout - quiet, self._body_late)
+            waited = self.loop.time() - self._since
+            cut_off = self._phase is not IDLE and waited >= timeout
+            if cut_off and self._phase is HEADERS and self.cycle is not None and not self.cycle.response_complete:
+                cut_off = False  # a response is still going out (pipelining): the next request's clock restarts
+                self._since = self.loop.time()
+            if not cut_off:
+                left = timeout - waited if self._phase is not IDLE and waited < timeout else timeout
+                self._watchdog = self.loop.call_later(left, self._watch)
                 return
-            if self.cycle is None or not self.cycle.response_started:
+            if self._phase is HEADERS:
+                self.transport.write(headers_late)
+            elif self.cycle is None or not self.cycle.response_started:
                 self.transport.write(body_stalled)
-            self.transport.close()
-
-        def _headers_late(self) -> None:
-            self._header_timer = None
-            if self.transport.is_closing():
-                return
-            if self.cycle is not None and not self.cycle.response_complete:
-                self._arm()  # a response is still going out (pipelining): the next request's clock restarts
-                return
-            self.transport.write(too_slow)
             self.transport.close()
 
     return GuardedHttpToolsProtocol
