@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -196,4 +197,31 @@ def test_a_request_still_running_when_the_grace_period_ends_gets_a_json_503(repo
     assert head.startswith(b"HTTP/1.1 503"), response
     assert b"x-request-id: in-flight" in head.lower()
     assert "grace period (--shutdown-grace-s) ran out" in json.loads(payload)["error"]
+    assert not stopper.is_alive()
+
+
+def test_while_draining_readiness_is_503_and_keep_alive_connections_are_closed_after_their_answer(
+        repository: Path) -> None:
+    """During the drain delay everything is still served, but readiness says 503 / not ready, and each answer
+    closes its connection, so no client's next request races the final close of an idle keep-alive connection."""
+    running = start_server(repository, drain_delay_seconds=4)
+    stopper = threading.Thread(target=running.stop, kwargs={"grace": 2})
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{running.http_port}", timeout=10) as http:
+            assert http.get("/v2/health/live").headers.get("connection") != "close"  # kept alive
+            assert client.is_server_ready()
+            stopper.start()
+            deadline = time.monotonic() + 20
+            while _status(running.http_port, "/v2/health/ready") == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ready = http.get("/v2/health/ready")
+            assert ready.status_code == 503 and "shutting down" in ready.json()["error"]
+            assert ready.headers["connection"] == "close"
+            assert not client.is_server_ready()  # gRPC says so too, and still answers meanwhile
+            inferred = http.post("/v2/models/scale/versions/1/infer", content=BODY)  # still served
+            assert inferred.status_code == 200 and inferred.headers["connection"] == "close"
+    finally:
+        stopper.join(30)
+        client.close()
     assert not stopper.is_alive()

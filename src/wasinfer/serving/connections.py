@@ -18,6 +18,7 @@ one answered 429 and closed at once. Everything here runs on the server's one ev
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -43,14 +44,17 @@ def _answer(status: bytes, message: str) -> bytes:
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """A protocol class for one server: its connection counts are its own.
+def guarded_protocol(limits: ConnectionLimits, draining: threading.Event | None = None) -> type[HttpToolsProtocol]:
+    """A protocol class for one server: its connection counts are its own. Once `draining` is set (the server
+    is stopping), every answer closes its connection, so that clients open new ones (elsewhere, behind a load
+    balancer) instead of racing the final close of an idle keep-alive connection with their next request.
 
     One watchdog timer per connection, armed when it opens and re-armed by itself, reads what the
     parser callbacks note (the phase, and when it last made progress): a request costs a few
     attribute writes, never a timer of its own.
     """
     open_by_client: Counter[str] = Counter()
+    stopping = draining or threading.Event()
     timeout = limits.header_timeout
     headers_late = _answer(b"408 Request Timeout", f"the request's headers did not arrive within {timeout:g} s "
                            "(--header-timeout-s)") if timeout else b""
@@ -114,6 +118,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 return self._refuse()  # they came in one read with what follows them: counted exactly here
             self._phase, self._since = BODY, self.loop.time()
             super().on_headers_complete()
+            if stopping.is_set() and self.cycle is not None:
+                self.cycle.keep_alive = False  # uvicorn answers with `connection: close` and closes after it
 
         def on_body(self, body: bytes) -> None:
             if self._refused:

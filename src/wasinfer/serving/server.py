@@ -198,8 +198,8 @@ class Server:
         # and connection cap of connections.py.
         limits = ConnectionLimits(header_timeout=config.header_timeout_seconds or None,
                                   max_per_client=config.max_connections_per_client)
-        uv_config = uvicorn.Config(self.app, http=guarded_protocol(limits), lifespan="off", access_log=False,
-                                   proxy_headers=False, log_level="warning", log_config=None,
+        uv_config = uvicorn.Config(self.app, http=guarded_protocol(limits, self.draining), lifespan="off",
+                                   access_log=False, proxy_headers=False, log_level="warning", log_config=None,
                                    timeout_keep_alive=math.ceil(config.idle_timeout_seconds),
                                    timeout_graceful_shutdown=math.ceil(config.grace()), server_header=False,
                                    ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
