@@ -31,6 +31,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tests.hostile import looping_module
 from tests.processes import output_lines, read_until
 from tests.serving.conftest import start_server
 
@@ -225,3 +226,45 @@ def test_while_draining_readiness_is_503_and_keep_alive_connections_are_closed_a
         stopper.join(30)
         client.close()
     assert not stopper.is_alive()
+
+
+def test_a_call_that_cannot_be_interrupted_does_not_keep_the_process_from_exiting(tmp_path: Path) -> None:
+    """With --deadline-ms 0 nothing stops a looping wasm call, and Python waits for its worker thread before
+    exiting: the process still ends a few seconds after the grace period, saying why, with exit code 1."""
+    wasm = tmp_path / "repository" / "loop" / "1" / "model.wasm"
+    wasm.parent.mkdir(parents=True)
+    wasm.write_bytes(looping_module())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(wasm.parents[2]),
+         "--http-port", "0", "--grpc-port", "0", "--deadline-ms", "0", "--shutdown-grace-s", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200"))
+    lines = output_lines(process)
+    try:
+        output = "".join(read_until(lines, "Press Ctrl+C", timeout=60))
+        match = re.search(r"gRPC  127\.0\.0\.1:(\d+)", output)
+        assert match, output
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{match[1]}")
+        x = grpcclient.InferInput("x", [1, 4], "FP32")
+        x.set_data_from_numpy(np.array([[-1, 0, 0, 0]], np.float32))  # a negative first element loops for ever
+        errors: list[Exception] = []
+
+        def call() -> None:
+            try:
+                client.infer("loop", [x], client_timeout=120)
+            except InferenceServerException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        time.sleep(2)  # the call is loaded and looping (were it not yet, the exit would only be quicker)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 1  # before: never, until killed
+        assert "exiting without it" in "".join(read_until(lines, "exiting without it", timeout=10))
+        caller.join(30)
+        assert errors  # the call was cut off, not answered
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -118,7 +120,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     connections = parser.add_argument_group(
         "connections and shutdown", "SIGTERM (or Ctrl+C) drains the server: readiness (/v2/health/ready, gRPC "
         "ServerReady) answers 503 / not ready at once; after --drain-delay-s both ports refuse new connections "
-        "and calls, and the requests in flight get the grace period to finish before the process exits.")
+        "and calls, and the requests in flight get the grace period to finish before the process exits (5 s "
+        "later, with code 1, if a call that cannot be interrupted is still running).")
     connections.add_argument("--shutdown-grace-s", type=float, default=None, metavar="S",
                              help="longest the requests in flight may take to finish on shutdown (default: "
                              "--deadline-ms plus 5 s, i.e. 35; 30 with no deadline)")
@@ -314,7 +317,26 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     finally:
         restore()
     server.stop()
+    _exit_even_if_work_is_stuck(errors)
     return 0
+
+
+STUCK_EXIT_SECONDS = 5.0
+
+
+def _exit_even_if_work_is_stuck(errors: Console) -> None:
+    """Python waits for worker threads before it exits, and a call that cannot be interrupted (ONNX Runtime,
+    a wasm model with --deadline-ms 0) may never return: past the grace period the server is done, so a daemon
+    thread ends the process STUCK_EXIT_SECONDS later if the exit is still waiting then (exit code 1)."""
+
+    def force() -> None:
+        time.sleep(STUCK_EXIT_SECONDS)
+        errors.print(f"[red]error:[/] work still running {STUCK_EXIT_SECONDS:g} s after the shutdown's grace period "
+                     "(a model call that cannot be interrupted); exiting without it", markup=True)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=force, name="wasinfer-exit", daemon=True).start()
 
 
 def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
