@@ -141,7 +141,7 @@ def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) 
         array[:] = list(values)
     else:
         try:
-            array = _numbers(values, dtype)
+            array = _contents_array(values, dtype)
         except OverflowError as exc:
             raise BadRequest(f"input {name!r}: a value does not fit {datatype}: {exc}") from None
     return array.reshape(shape)
@@ -150,7 +150,7 @@ def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) 
 CONTENTS_SLICE = 65536  # values converted per step
 
 
-def _numbers(values: Any, dtype: np.dtype) -> np.ndarray:
+def _contents_array(values: Any, dtype: np.dtype) -> np.ndarray:
     """A repeated numeric field as an array, a slice at a time. np.array() on the field itself reads it value
     by value through the sequence protocol in one call that holds the interpreter (a 48 MiB message for seconds,
     while health checks and every other request waited); a slice is a list, which numpy converts five times

@@ -297,7 +297,7 @@ class RestApp:
 
     async def _body(self, receive: Receive, head: Head, limit: int | None = None) -> tuple[bytes, int | None]:
         """The whole body (decompressed), and its Inference-Header-Content-Length if given; over `limit` (default
-        --max-body-bytes) it is refused, by its Content-Length before a byte of it is read."""
+        --max-body-bytes) it is refused, by its Content-Length when it has one, before a byte of it is kept."""
         length, header_length, encoding = head[0], head[1], head[2]
         limit = self.max_body_bytes if limit is None else limit
         if length is not None and length.isdigit() and int(length) > limit:
