@@ -51,7 +51,8 @@ DEFAULTS: Values = {
     "nodeSelector": {},
     "tolerations": [],
     "affinity": {},
-    "terminationGracePeriodSeconds": 30,
+    # the preStop sleep (5), then the server's default drain (--shutdown-grace-s: the 30 s deadline + 5), + 5
+    "terminationGracePeriodSeconds": 45,
     "preStopSleepSeconds": 5,
     "probes": {
         "startup": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 2,
