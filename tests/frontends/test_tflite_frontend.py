@@ -30,7 +30,7 @@ MODELS = {"dense_softmax": (3, True), "conv_fixed": (1, False), "misc_ops": (1, 
 def feeds_for(model: LiteRtModel, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {spec.name: rng.normal(size=[batch if d == -1 else d for d in spec.shape]).astype(np.float32)
-            for spec in model.metadata.inputs}
+            for spec in model.info.inputs}
 
 
 @pytest.mark.parametrize("fixture", sorted(MODELS))
@@ -44,7 +44,7 @@ def test_fixture_matches_litert(fixture: str) -> None:
     # Same names, order and per-sample shapes as LiteRT serves the model with.
     assert [t.name for t in result.metadata.inputs] == reference.input_names()
     assert [t.name for t in result.metadata.outputs] == reference.output_names()
-    for ours, theirs in zip(result.metadata.outputs, reference.metadata.outputs, strict=True):
+    for ours, theirs in zip(result.metadata.outputs, reference.info.outputs, strict=True):
         assert ours.shape[1:] == theirs.shape[1:] and (ours.batch_axis == 0) == dynamic
     feeds = feeds_for(reference, batch)
     expected, got = reference.run(feeds), WasmModel(result.wasm).run(feeds)

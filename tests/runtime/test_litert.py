@@ -29,20 +29,20 @@ def reference() -> dict[str, np.ndarray]:
 
 def test_describes_a_dynamic_batch_with_signature_names() -> None:
     model = LiteRtModel(DENSE)
-    assert model.metadata.name == "dense_softmax" and model.metadata.max_batch is None
+    assert model.info.name == "dense_softmax" and model.info.max_batch is None
     assert model.input_names() == ["x"] and model.output_names() == ["probabilities"]
-    [x], [probabilities] = model.metadata.inputs, model.metadata.outputs
+    [x], [probabilities] = model.info.inputs, model.info.outputs
     assert (x.dtype, x.shape, x.batch_axis) == ("float32", [-1, 4], 0)
     assert (probabilities.dtype, probabilities.shape, probabilities.batch_axis) == ("float32", [-1, 3], 0)
 
 
 def test_describes_a_fixed_batch() -> None:
     model = LiteRtModel(CONV.read_bytes(), name="conv")
-    assert model.metadata.name == "conv"
-    [image] = model.metadata.inputs
+    assert model.info.name == "conv"
+    [image] = model.info.inputs
     assert (image.name, image.shape, image.batch_axis) == ("image", [1, 8, 8, 1], None)
     # the interpreter lists the outputs as logits, features; the signature names them
-    assert [(t.name, t.shape, t.batch_axis) for t in model.metadata.outputs] == [
+    assert [(t.name, t.shape, t.batch_axis) for t in model.info.outputs] == [
         ("features", [1, 6, 6, 2], None), ("logits", [1, 3], None)]
 
 

@@ -40,10 +40,10 @@ def test_cuda_matches_cpu() -> None:
         pytest.skip(f"onnxruntime has no {CUDA} here (CPU-only wheel; it has "
                     f"{', '.join(ort.get_available_providers())})")
     model = OnnxRuntimeModel(softmax_model(), name="softmax")
-    if model.metadata.providers[:1] != (CUDA,):
+    if model.info.providers[:1] != (CUDA,):
         pytest.skip(f"onnxruntime has {CUDA} but could not start it (no GPU or CUDA libraries?); "
-                    f"the session runs on {model.metadata.providers}")
-    assert model.metadata.providers == (CUDA, CPU)
+                    f"the session runs on {model.info.providers}")
+    assert model.info.providers == (CUDA, CPU)
     x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
     on_gpu = model.run({"x": x})["probabilities"]
     on_cpu = OnnxRuntimeModel(softmax_model(), providers="cpu").run({"x": x})["probabilities"]
@@ -54,7 +54,7 @@ def test_cuda_matches_cpu() -> None:
 
 def test_forcing_cpu_by_argument() -> None:
     model = OnnxRuntimeModel(softmax_model(), providers=["CPUExecutionProvider"])
-    assert model.metadata.providers == ("CPUExecutionProvider",)
+    assert model.info.providers == ("CPUExecutionProvider",)
     assert model.session.get_providers() == ["CPUExecutionProvider"]
     probabilities = model.run({"x": np.ones((2, 4), np.float32)})["probabilities"]
     np.testing.assert_allclose(probabilities.sum(axis=1), [1, 1], rtol=1e-6)
@@ -62,7 +62,7 @@ def test_forcing_cpu_by_argument() -> None:
 
 def test_forcing_cpu_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PROVIDERS_ENV, " cpu ")
-    assert OnnxRuntimeModel(softmax_model()).metadata.providers == ("CPUExecutionProvider",)
+    assert OnnxRuntimeModel(softmax_model()).info.providers == ("CPUExecutionProvider",)
 
 
 def test_cuda_comes_first_when_the_wheel_has_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,7 +127,7 @@ def test_each_pooled_instance_has_its_own_interpreter(server: Server) -> None:
     first, second = pool._acquire(), pool._acquire()  # both held: the second must be a new instance
     try:
         assert isinstance(first, LiteRtModel) and isinstance(second, LiteRtModel) and first is not second
-        assert first.metadata is second.metadata  # parsed once, at load
+        assert first.info is second.info  # parsed once, at load
     finally:
         pool._idle.put(first)
         pool._idle.put(second)

@@ -15,9 +15,9 @@ from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 def test_runs_and_describes_its_tensors() -> None:
     model = OnnxRuntimeModel(count_model().SerializeToString(), name="count")
     assert model.input_names() == ["n"] and model.output_names() == ["next"]
-    [spec] = model.metadata.inputs
+    [spec] = model.info.inputs
     assert (spec.name, spec.dtype, spec.shape, spec.batch_axis) == ("n", "int64", [-1, 2], 0)
-    assert model.metadata.name == "count" and model.metadata.max_batch is None
+    assert model.info.name == "count" and model.info.max_batch is None
     out = model.run({"n": np.array([[1, 2], [3, 4], [5, 6]], np.int64)})
     np.testing.assert_array_equal(out["next"], [[2, 3], [4, 5], [6, 7]])
 
@@ -41,8 +41,8 @@ def test_string_tensors_and_files(tmp_path: object) -> None:
     path = f"{tmp_path}/strings.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     model = OnnxRuntimeModel(path)
-    assert model.metadata.name == "strings" and model.metadata.inputs[0].dtype == "object"
-    assert model.metadata.inputs[0].batch_axis is None
+    assert model.info.name == "strings" and model.info.inputs[0].dtype == "object"
+    assert model.info.inputs[0].batch_axis is None
     assert model.run({"s": np.array(["a", "b"], dtype=object)})["t"].tolist() == ["a", "b"]
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.validate import validate
 from wasinfer.runtime import CompiledCache, WasmModel
+from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 from wasinfer.serving.demo import DEMO_MAX_BATCH, DEMO_MODEL
 
 
@@ -32,7 +33,8 @@ def run_demo(home: Path, console: Console) -> int:
                   f"arena {result.metadata.arena_bytes:,} bytes)")
 
     model = WasmModel.from_file(wasm_path, cache=CompiledCache())
-    report = validate(wasm_path, onnx_path, samples=4, runner=model.run)
+    reference = OnnxRuntimeModel(onnx_path, threads=1, providers="cpu")
+    report = validate(wasm_path, onnx_path, samples=4, runner=model.run, reference_runner=reference.run)
     passed = sum(c.ok for c in report.checks)
     console.print(f"3. validate {passed}/{len(report.checks)} checks passed "
                   f"({'[green]ok[/]' if report.ok else '[red]FAILED[/]'}); {report.checks[-1].name}: "

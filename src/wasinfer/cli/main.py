@@ -135,13 +135,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except InputError as exc:
         errors.print(f"[red]error:[/] {exc}", markup=False)
         return EXIT_BAD_INPUT
-    runner = None
+    runner = reference_runner = None
     if args.reference:
+        from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
+
         try:
             runner = WasmModel.from_file(path).run
         except Exception as exc:  # the report below says what is wrong with the module
             errors.print(f"[yellow]warning:[/] cannot instantiate for parity: {exc}", markup=False)
-    report = validate(path, args.reference, samples=args.samples, given=given, runner=runner)
+        try:
+            reference_runner = OnnxRuntimeModel(args.reference, threads=1, providers="cpu").run
+        except Exception as exc:  # onnxruntime's own errors for a file it cannot load
+            errors.print(f"[red]error:[/] {args.reference}: ONNX Runtime cannot load it: {exc}", markup=False)
+            return EXIT_BAD_INPUT
+    report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
+                      reference_runner=reference_runner)
     _print_report(report, args.json)
     return 0 if report.ok else EXIT_FAILED
 

@@ -1,7 +1,15 @@
 """Executing models: backends behind one interface."""
 
-from wasinfer.runtime.base import Backend, DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
-from wasinfer.runtime.wasm import CompiledCache, EpochTicker, WasmModel, make_engine
+from wasinfer.runtime.base import (
+    Backend,
+    DeadlineExceeded,
+    InputError,
+    MemoryLimitExceeded,
+    ModelFault,
+    ModelInfo,
+    TensorSpec,
+)
+from wasinfer.runtime.wasm import CompiledCache, EpochTicker, WasmModel, make_engine, model_info
 
 __all__ = ["Backend", "CompiledCache", "DeadlineExceeded", "EpochTicker", "InputError", "MemoryLimitExceeded",
-           "ModelFault", "WasmModel", "make_engine"]
+           "ModelFault", "ModelInfo", "TensorSpec", "WasmModel", "make_engine", "model_info"]

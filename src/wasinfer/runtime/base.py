@@ -1,10 +1,44 @@
-"""The one interface every execution backend implements."""
+"""The one interface every execution backend implements, and the one way they describe tensors.
+
+The server, the WASI-NN host and `validate` use a model through `Backend` alone: its `info`
+(name, tensors, batch limit) and `run`. What a wasinfer module adds beyond that (slot addresses,
+the compile options) stays in its own metadata section (wasinfer.artifact.metadata).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as a caller sees it, whatever runs it: the numpy dtype's name ("object"
+    for ONNX strings), the shape with -1 where a dim is left to run time (the batch's included),
+    and the axis that carries the run-time batch (None: the tensor has none)."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    batch_axis: int | None
+
+    def shown(self) -> str:
+        """The shape as errors print it: N for the batch, ? for any other run-time dim."""
+        dims = ("N" if axis == self.batch_axis else "?" if d == -1 else str(d) for axis, d in enumerate(self.shape))
+        return "[" + ", ".join(dims) + "]"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a backend says about the model it runs."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch: int | None = None  # None: no compiled limit
+    providers: tuple[str, ...] = ()  # ONNX Runtime: what the session runs on, in its order of preference
 
 
 class InputError(ValueError):
@@ -33,10 +67,9 @@ class MemoryLimitExceeded(ModelFault):
 
 
 class Backend(Protocol):
-    name: str
+    name: str  # the backend's kind: "wasm", "onnxruntime", "litert"
 
-    def input_names(self) -> list[str]: ...
-
-    def output_names(self) -> list[str]: ...
+    @property
+    def info(self) -> ModelInfo: ...
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -2,7 +2,7 @@
 
 The server serves `model.tflite` files with it, so a model exported for phones and
 microcontrollers gets the protocol, the metrics and the repository without a conversion
-step. `metadata` describes the tensors as `OnnxRuntimeModel.metadata` does: numpy dtype
+step. `info` describes the tensors as every backend does (runtime/base.py): numpy dtype
 names, -1 for dims the model leaves to run time (`shape_signature`), and `batch_axis` 0 when
 the leading dim is one of them. A model whose leading dim is fixed (often at 1) takes exactly
 that many samples: LiteRT could be asked to resize it, but the converter wrote a graph for
@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from wasinfer.runtime.base import InputError
+from wasinfer.runtime.base import InputError, ModelInfo, TensorSpec
 
 # Element types that reach a client unchanged. Strings (and resource/variant handles) are refused
 # at load rather than served wrong: LiteRT's string tensors are a packed buffer, not an array.
@@ -45,24 +44,7 @@ DEFAULT_SHAPE_CACHE = 4
 Shapes = tuple[tuple[int, ...], ...]
 
 
-@dataclass(frozen=True)
-class LiteRtTensorSpec:
-    name: str
-    dtype: str  # numpy name
-    shape: list[int]  # -1 where the model leaves the dim to run time
-    batch_axis: int | None  # 0 when the leading dim is dynamic
-    index: int  # the tensor's index in the interpreter's main subgraph
-
-
-@dataclass(frozen=True)
-class LiteRtMetadata:
-    name: str
-    inputs: list[LiteRtTensorSpec]
-    outputs: list[LiteRtTensorSpec]
-    max_batch: int | None = None  # no compiled limit
-
-
-def _spec(name: str, details: dict[str, Any]) -> LiteRtTensorSpec:
+def _spec(name: str, details: dict[str, Any]) -> TensorSpec:
     dtype = np.dtype(details["dtype"]).name
     if dtype not in SERVABLE_DTYPES:
         raise ValueError(f"tensor {name!r} has type {dtype}: only tensors of numeric or bool elements can be "
@@ -70,7 +52,7 @@ def _spec(name: str, details: dict[str, Any]) -> LiteRtTensorSpec:
     signature = details.get("shape_signature")
     dims = signature if signature is not None and len(signature) else details["shape"]
     shape = [int(d) if d >= 0 else -1 for d in dims]
-    return LiteRtTensorSpec(name, dtype, shape, 0 if shape and shape[0] == -1 else None, int(details["index"]))
+    return TensorSpec(name, dtype, shape, 0 if shape and shape[0] == -1 else None)
 
 
 def _names(interpreter: Interpreter) -> tuple[dict[int, str], dict[int, str]]:
@@ -102,9 +84,10 @@ class LiteRtModel:
         in_details = {int(d["index"]): d for d in first.get_input_details()}
         out_details = {int(d["index"]): d for d in first.get_output_details()}
         label = name or (Path(model).stem if not isinstance(model, bytes) else "model")
-        self.metadata = LiteRtMetadata(label, [_spec(in_names[i], in_details[i]) for i in in_names],
-                                       [_spec(out_names[i], out_details[i]) for i in out_names])
-        self._by_name = {spec.name: spec for spec in self.metadata.inputs}
+        self.info = ModelInfo(label, [_spec(in_names[i], in_details[i]) for i in in_names],
+                              [_spec(out_names[i], out_details[i]) for i in out_names])
+        # a tensor's index in the interpreter's main subgraph, by the name clients use
+        self._index = {**{n: i for i, n in in_names.items()}, **{n: i for i, n in out_names.items()}}
         self._prepared: OrderedDict[Shapes, Interpreter] = OrderedDict()
         self._prepared[self._shapes_of(first)] = first
         self._lock = threading.Lock()  # a shared instance serialises rather than corrupting an interpreter
@@ -113,7 +96,7 @@ class LiteRtModel:
         """Another instance of the same model for another thread: shares the bytes, not the interpreters."""
         other = object.__new__(LiteRtModel)
         other._content, other._threads, other._shape_cache = self._content, self._threads, self._shape_cache
-        other.metadata, other._by_name = self.metadata, self._by_name
+        other.info, other._index = self.info, self._index
         first = other._interpreter()
         other._prepared = OrderedDict([(other._shapes_of(first), first)])
         other._lock = threading.Lock()
@@ -126,10 +109,10 @@ class LiteRtModel:
             return {str(op["op_name"]) for op in interpreter._get_ops_details()}
 
     def input_names(self) -> list[str]:
-        return [t.name for t in self.metadata.inputs]
+        return [t.name for t in self.info.inputs]
 
     def output_names(self) -> list[str]:
-        return [t.name for t in self.metadata.outputs]
+        return [t.name for t in self.info.outputs]
 
     def _interpreter(self) -> Interpreter:
         interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
@@ -138,17 +121,16 @@ class LiteRtModel:
 
     def _shapes_of(self, interpreter: Interpreter) -> Shapes:
         current = {int(d["index"]): tuple(int(n) for n in d["shape"]) for d in interpreter.get_input_details()}
-        return tuple(current[spec.index] for spec in self.metadata.inputs)
+        return tuple(current[self._index[spec.name]] for spec in self.info.inputs)
 
-    def _check(self, spec: LiteRtTensorSpec, array: np.ndarray) -> None:
+    def _check(self, spec: TensorSpec, array: np.ndarray) -> None:
         """Say what is wrong in our words, before LiteRT says it in its own (or, for shapes, not at all)."""
         if array.dtype != np.dtype(spec.dtype):
             raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-        wanted = "[" + ", ".join("N" if d == -1 else str(d) for d in spec.shape) + "]"
         if array.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape, array.shape, strict=True)):
             fixed = " (this model's batch size is fixed)" if spec.batch_axis is None and array.ndim == len(
                 spec.shape) and array.shape[1:] == tuple(spec.shape[1:]) else ""
-            raise InputError(f"input {spec.name!r}: expected shape {wanted}, got {list(array.shape)}{fixed}")
+            raise InputError(f"input {spec.name!r}: expected shape {spec.shown()}, got {list(array.shape)}{fixed}")
 
     def _for_shapes(self, shapes: Shapes) -> Interpreter:
         """An interpreter allocated for these shapes: a kept one, a new one, or the least recently used resized."""
@@ -159,8 +141,8 @@ class LiteRtModel:
             else:
                 interpreter = self._interpreter()
             try:
-                for spec, shape in zip(self.metadata.inputs, shapes, strict=True):
-                    interpreter.resize_tensor_input(spec.index, list(shape), strict=True)
+                for spec, shape in zip(self.info.inputs, shapes, strict=True):
+                    interpreter.resize_tensor_input(self._index[spec.name], list(shape), strict=True)
                 interpreter.allocate_tensors()
             except (RuntimeError, ValueError) as exc:  # the interpreter is dropped: it may be half-resized
                 raise InputError(f"the model cannot run inputs of shapes {[list(s) for s in shapes]}: {exc}") from None
@@ -168,22 +150,22 @@ class LiteRtModel:
         return interpreter
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [t.name for t in self.metadata.inputs if t.name not in inputs]
-        extra = sorted(set(inputs) - set(self._by_name))
+        missing = [t.name for t in self.info.inputs if t.name not in inputs]
+        extra = sorted(set(inputs) - {t.name for t in self.info.inputs})
         if missing or extra:
             raise InputError(f"inputs: missing {missing}, unexpected {extra}")
         arrays = []
-        for spec in self.metadata.inputs:
+        for spec in self.info.inputs:
             array = np.asarray(inputs[spec.name])
             self._check(spec, array)
             arrays.append(np.ascontiguousarray(array))
-        batches = {spec.name: a.shape[0] for spec, a in zip(self.metadata.inputs, arrays, strict=True)
+        batches = {spec.name: a.shape[0] for spec, a in zip(self.info.inputs, arrays, strict=True)
                    if spec.batch_axis == 0}
         if len(set(batches.values())) > 1:
             raise InputError(f"inputs have different batch sizes: {batches}")
         with self._lock:
             interpreter = self._for_shapes(tuple(a.shape for a in arrays))
-            for spec, array in zip(self.metadata.inputs, arrays, strict=True):
-                interpreter.set_tensor(spec.index, array)
+            for spec, array in zip(self.info.inputs, arrays, strict=True):
+                interpreter.set_tensor(self._index[spec.name], array)
             interpreter.invoke()
-            return {spec.name: interpreter.get_tensor(spec.index) for spec in self.metadata.outputs}
+            return {spec.name: interpreter.get_tensor(self._index[spec.name]) for spec in self.info.outputs}

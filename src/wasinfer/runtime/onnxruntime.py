@@ -1,9 +1,9 @@
 """Run `.onnx` models with ONNX Runtime behind the same interface as `WasmModel`.
 
 The server serves `model.onnx` files with it (a model wasinfer cannot compile yet still gets
-the protocol, the metrics and the repository), and `metadata` describes the tensors the
-way `WasmModel.metadata` does: numpy dtype names, and `batch_axis` 0 when the leading dim
-is dynamic. Dims only known at run time are -1.
+the protocol, the metrics and the repository), and `info` describes the tensors as every
+backend does (runtime/base.py `TensorSpec`): numpy dtype names, -1 for dims only known at run
+time, and `batch_axis` 0 when the leading dim is dynamic.
 
 One session is safe to call from several threads at once (ONNX Runtime's `run` is
 thread-safe and releases the GIL), so a server shares one per model; each run uses one
@@ -13,7 +13,7 @@ Where the installed onnxruntime has the CUDA execution provider (the onnxruntime
 sessions ask for it first, with CPU behind it for the nodes CUDA does not take; the plain
 wheel has only CPU. ONNX Runtime drops a provider it cannot start (no driver, missing CUDA
 libraries) with a warning and no error, so what a session really runs on is read back from
-it (`metadata.providers`) and logged, rather than assumed from what was asked.
+it (`info.providers`) and logged, rather than assumed from what was asked.
 `WASINFER_ORT_PROVIDERS` (comma-separated, e.g. `CPUExecutionProvider`; `cpu` and `cuda` are
 short for the two) or the `providers` argument overrides the choice, e.g. to keep a GPU for
 something else.
@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from wasinfer.runtime.base import InputError
+from wasinfer.runtime.base import InputError, ModelInfo, TensorSpec
 
 log = logging.getLogger("wasinfer.runtime")
 
@@ -45,23 +44,6 @@ ORT_DTYPES = {
     "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
     "tensor(bool)": "bool", "tensor(string)": "object",
 }
-
-
-@dataclass(frozen=True)
-class OrtTensorSpec:
-    name: str
-    dtype: str  # numpy name; "object" for strings
-    shape: list[int]  # -1 where the model leaves the dim to run time
-    batch_axis: int | None  # 0 when the leading dim is dynamic
-
-
-@dataclass(frozen=True)
-class OrtMetadata:
-    name: str
-    inputs: list[OrtTensorSpec]
-    outputs: list[OrtTensorSpec]
-    max_batch: int | None = None  # no compiled limit
-    providers: tuple[str, ...] = ()  # what the session runs on, in ONNX Runtime's order of preference
 
 
 def choose_providers(requested: Sequence[str] | str | None = None) -> list[str]:
@@ -88,12 +70,12 @@ def choose_providers(requested: Sequence[str] | str | None = None) -> list[str]:
     return chosen
 
 
-def _spec(arg: ort.NodeArg) -> OrtTensorSpec:
+def _spec(arg: ort.NodeArg) -> TensorSpec:
     if arg.type not in ORT_DTYPES:
         raise ValueError(f"tensor {arg.name!r} has type {arg.type}: only tensors of numeric, bool or string "
                          "elements can be served (export classifiers without ZipMap)")
     shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
-    return OrtTensorSpec(arg.name, ORT_DTYPES[arg.type], shape, 0 if shape and shape[0] == -1 else None)
+    return TensorSpec(arg.name, ORT_DTYPES[arg.type], shape, 0 if shape and shape[0] == -1 else None)
 
 
 class OnnxRuntimeModel:
@@ -110,39 +92,38 @@ class OnnxRuntimeModel:
         wanted = choose_providers(providers)
         self.session = ort.InferenceSession(source, options, providers=wanted)
         label = name or (Path(model).stem if not isinstance(model, bytes) else "model")
-        self.metadata = OrtMetadata(label, [_spec(a) for a in self.session.get_inputs()],
-                                    [_spec(a) for a in self.session.get_outputs()],
-                                    providers=tuple(self.session.get_providers()))
-        if wanted[0] not in self.metadata.providers:
+        self.info = ModelInfo(label, [_spec(a) for a in self.session.get_inputs()],
+                              [_spec(a) for a in self.session.get_outputs()],
+                              providers=tuple(self.session.get_providers()))
+        if wanted[0] not in self.info.providers:
             log.warning("model %s: ONNX Runtime could not start %s; it runs on %s", label, wanted[0],
-                        ", ".join(self.metadata.providers))
+                        ", ".join(self.info.providers))
         else:
-            log.info("model %s runs on ONNX Runtime with %s", label, ", ".join(self.metadata.providers))
+            log.info("model %s runs on ONNX Runtime with %s", label, ", ".join(self.info.providers))
 
     def input_names(self) -> list[str]:
-        return [t.name for t in self.metadata.inputs]
+        return [t.name for t in self.info.inputs]
 
     def output_names(self) -> list[str]:
-        return [t.name for t in self.metadata.outputs]
+        return [t.name for t in self.info.outputs]
 
-    def _check(self, spec: OrtTensorSpec, array: np.ndarray) -> None:
+    def _check(self, spec: TensorSpec, array: np.ndarray) -> None:
         """Say what is wrong in our words, before ONNX Runtime says it in its own."""
         if array.dtype != np.dtype(spec.dtype) and not (spec.dtype == "object" and array.dtype.kind in "OUS"):
             raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {array.dtype}")
-        wanted = "[" + ", ".join("N" if d == -1 else str(d) for d in spec.shape) + "]"
         if array.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape, array.shape, strict=True)):
-            raise InputError(f"input {spec.name!r}: expected shape {wanted}, got {list(array.shape)}")
+            raise InputError(f"input {spec.name!r}: expected shape {spec.shown()}, got {list(array.shape)}")
 
     def run(self, inputs: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> dict[str, np.ndarray]:
         """`run_options` lets a caller stop a run from another thread (`terminate`), e.g. at a deadline."""
-        missing = [t.name for t in self.metadata.inputs if t.name not in inputs]
-        extra = sorted(set(inputs) - {t.name for t in self.metadata.inputs})
+        missing = [t.name for t in self.info.inputs if t.name not in inputs]
+        extra = sorted(set(inputs) - {t.name for t in self.info.inputs})
         if missing or extra:
             raise InputError(f"inputs: missing {missing}, unexpected {extra}")
         feeds = {}
-        for spec in self.metadata.inputs:
+        for spec in self.info.inputs:
             array = np.asarray(inputs[spec.name])
             self._check(spec, array)
             feeds[spec.name] = array
         results = self.session.run(None, feeds, run_options)
-        return {spec.name: np.asarray(value) for spec, value in zip(self.metadata.outputs, results, strict=True)}
+        return {spec.name: np.asarray(value) for spec, value in zip(self.info.outputs, results, strict=True)}

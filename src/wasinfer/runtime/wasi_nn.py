@@ -112,7 +112,7 @@ import numpy as np
 import wasmtime
 from wasmtime import _ffi
 
-from wasinfer.runtime.base import InputError, ModelFault
+from wasinfer.runtime.base import InputError, ModelFault, TensorSpec
 from wasinfer.runtime.bulk import UnverifiableModule
 from wasinfer.runtime.wasm import (
     NO_DEADLINE_TICKS,
@@ -123,6 +123,7 @@ from wasinfer.runtime.wasm import (
     _trap_reason,
     compile_module,
     make_engine,
+    model_info,
 )
 
 log = logging.getLogger("wasinfer.runtime")
@@ -259,13 +260,6 @@ class NnError(Exception):
         self.errno = errno
 
 
-@dataclass(frozen=True)
-class _TensorInfo:
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]  # -1: any size
-
-
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -274,7 +268,7 @@ class _Graph:
     """A loaded model: what its tensors are, and how to make a runner for one execution context."""
 
     backend: str
-    inputs: list[_TensorInfo]
+    inputs: list[TensorSpec]
     outputs: list[str]
     # (the guest's deadline left, read at each compute; memory cap) → a runner for one context
     new_runner: Callable[[Callable[[], float | None], int | None], Runner]
@@ -309,10 +303,10 @@ def _onnx_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         model = OnnxRuntimeModel(content, providers=providers)
     except Exception as exc:  # onnxruntime's own exception types for unreadable or invalid models
         raise NnError(NnErrno.INVALID_ARGUMENT, f"onnx: cannot load the model: {_first_line(exc)}") from None
-    if providers[0] == CUDA and CUDA not in model.metadata.providers:  # the wheel has CUDA, the machine no GPU
+    if providers[0] == CUDA and CUDA not in model.info.providers:  # the wheel has CUDA, the machine no GPU
         raise NnError(NnErrno.INVALID_ARGUMENT, "onnx: target gpu: ONNX Runtime could not start its CUDA provider "
                       "here (no GPU or driver); use target cpu")
-    inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape)) for s in model.metadata.inputs]
+    inputs = model.info.inputs
 
     def runner(deadline_left: Callable[[], float | None], memory: int | None) -> Runner:
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -349,7 +343,7 @@ def _tflite_graph(content: bytes, target: ExecutionTarget) -> _Graph:
     if "WHILE" in model.op_names():  # LiteRT cannot stop a run from outside: a loop could hold the host forever
         raise NnError(NnErrno.UNSUPPORTED_OPERATION, "tensorflowlite: models with WHILE loops are refused: LiteRT "
                       "cannot stop a run at the guest's deadline")
-    inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape)) for s in model.metadata.inputs]
+    inputs = model.info.inputs
     return _Graph("litert", inputs, model.output_names(), lambda deadline_left, memory: model.spawn().run,
                   len(content))
 
@@ -375,8 +369,7 @@ def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         # each compute gets what is left of the guest's deadline, not a fresh one
         return lambda feeds: model.run(feeds, deadline_seconds=deadline_left())
 
-    inputs = [_TensorInfo(s.name, np.dtype(s.dtype), tuple(s.shape_for(-1)))
-              for s in metadata.inputs]
+    inputs = model_info(metadata).inputs
     return _Graph("wasinfer", inputs, [s.name for s in metadata.outputs], runner,
                   max(metadata.memory_bytes, metadata.arena_bytes))
 
@@ -606,23 +599,23 @@ class NnHost:
         type_code &= 0xFF  # a u8 enum in a padded field: the padding bytes are not ours to read
         if type_code not in TensorType._value2member_map_:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: unknown tensor type {type_code}")
-        wanted = next((t for t, d in TENSOR_DTYPES.items() if d == spec.dtype), None)
+        dtype = np.dtype(spec.dtype)
+        wanted = next((t for t, d in TENSOR_DTYPES.items() if d == dtype), None)
         if wanted is None:
-            raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} is {spec.dtype.name}, which "
+            raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} is {spec.dtype}, which "
                           "no wasi-nn tensor type carries")
         if TensorType(type_code) is not wanted:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} is {wanted.name.lower()} "
-                          f"({spec.dtype.name}), got {TensorType(type_code).name.lower()}")
+                          f"({spec.dtype}), got {TensorType(type_code).name.lower()}")
         if dims_len > MAX_DIMS:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: {dims_len} dims; at most {MAX_DIMS}")
         raw_dims = self._read(caller, dims_ptr, 4 * dims_len, "set_input: dims")
         dims = tuple(struct.unpack(f"<{dims_len}I", raw_dims))
-        shown = "[" + ", ".join("N" if d == -1 else str(d) for d in spec.shape) + "]"
         if len(dims) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, dims,
                                                                                           strict=False)):
-            raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} takes dims {shown}, got "
+            raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} takes dims {spec.shown()}, got "
                           f"{list(dims)}")
-        expected = math.prod(dims) * spec.dtype.itemsize
+        expected = math.prod(dims) * dtype.itemsize
         if data_len != expected:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} of dims {list(dims)} is "
                           f"{expected} bytes, got {data_len}")
@@ -632,7 +625,7 @@ class NnHost:
             raise NnError(NnErrno.BUSY, f"set_input: the guest's contexts already hold about {held} bytes of host "
                           f"memory; {data_len} more would pass the limit of {self.limits.max_context_bytes}")
         data = self._read(caller, data_ptr, data_len, "set_input: data")
-        context.inputs[index] = np.frombuffer(data, spec.dtype).reshape(dims).astype(spec.dtype.newbyteorder("="))
+        context.inputs[index] = np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="))
         context.outputs = None
 
     def compute(self, caller: wasmtime.Caller, context_handle: int) -> None:

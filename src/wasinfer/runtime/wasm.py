@@ -31,11 +31,27 @@ import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 from wasinfer.fileio import atomic_write
-from wasinfer.runtime.base import DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
+from wasinfer.runtime.base import (
+    DeadlineExceeded,
+    InputError,
+    MemoryLimitExceeded,
+    ModelFault,
+    ModelInfo,
+)
+from wasinfer.runtime.base import TensorSpec as CallerSpec
 from wasinfer.runtime.bulk import REWRITE_TAG, UnverifiableModule, interruptible_bulk_memory
 
 WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
+
+
+def model_info(metadata: Metadata) -> ModelInfo:
+    """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1."""
+    def caller(spec: TensorSpec) -> CallerSpec:
+        return CallerSpec(spec.name, spec.dtype, spec.shape_for(-1), spec.batch_axis)
+
+    return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
+                     metadata.max_batch)
 
 
 def engine_tag(interruptible: bool = True) -> str:
@@ -525,6 +541,10 @@ class WasmModel:
         self._inputs, self._outputs = [], []
         self.store.close()
         return fault
+
+    @functools.cached_property
+    def info(self) -> ModelInfo:
+        return model_info(self.metadata)
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]

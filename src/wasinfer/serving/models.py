@@ -32,7 +32,16 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from wasinfer.runtime import CompiledCache, InputError, ModelFault, WasmModel, make_engine
+from wasinfer.runtime import (
+    CompiledCache,
+    InputError,
+    ModelFault,
+    ModelInfo,
+    TensorSpec,
+    WasmModel,
+    make_engine,
+    model_info,
+)
 from wasinfer.runtime import DeadlineExceeded as RunDeadlineExceeded
 from wasinfer.serving.batching import Batcher
 from wasinfer.serving.errors import (
@@ -64,19 +73,6 @@ INLINE_SECONDS = 100e-6
 INLINE_DEADLINE_SECONDS = 0.010
 
 
-class TensorDescription(Protocol):
-    """What the server needs of a backend's tensor spec (WasmModel's and OnnxRuntimeModel's both fit)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def shape(self) -> list[int]: ...
-    @property
-    def batch_axis(self) -> int | None: ...
-
-
 class Runner(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -88,11 +84,9 @@ class TensorMeta:
     shape: list[int]  # v2 metadata shape: -1 for the batch and other run-time dims
 
     @classmethod
-    def of(cls, spec: TensorDescription) -> TensorMeta:
-        shape = list(spec.shape)
-        if spec.batch_axis is not None and shape:
-            shape[spec.batch_axis] = -1
-        return cls(spec.name, datatype_of(spec.dtype), shape)
+    def of(cls, spec: TensorSpec) -> TensorMeta:
+        """A backend's tensor (runtime/base.py: -1 already stands for the batch and run-time dims)."""
+        return cls(spec.name, datatype_of(spec.dtype), list(spec.shape))
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
@@ -485,7 +479,7 @@ class ModelManager:
                 in list(self._records.items()) if record.model is not None}
 
     def _open(self, target: ModelVersion) -> LoadedModel:
-        specs: tuple[Sequence[TensorDescription], Sequence[TensorDescription]]
+        info: ModelInfo
         stamp = file_stamp(target.path)
         config = load_model_config(target.path.parent.parent)
         compiled_max_batch: int | None = None
@@ -502,7 +496,7 @@ class ModelManager:
                 return WasmModel(b"", engine, compiled=compiled, deadline_seconds=self.deadline_seconds,
                                  memory_limit_bytes=self.memory_limit_bytes)
 
-            specs = compiled[1].inputs, compiled[1].outputs
+            info = model_info(compiled[1])
         elif target.format == "tflite":
             from wasinfer.runtime.litert import LiteRtModel
 
@@ -513,7 +507,7 @@ class ModelManager:
             def factory() -> Runner:
                 return first.pop() if first else template.spawn()
 
-            specs = template.metadata.inputs, template.metadata.outputs
+            info = template.info
         else:
             from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 
@@ -522,12 +516,12 @@ class ModelManager:
             def factory() -> Runner:
                 return session
 
-            specs = session.metadata.inputs, session.metadata.outputs
+            info = session.info
         settings = settings_for(config, self.defaults, compiled_max_batch)
         pool = InstancePool(factory, settings.instance_count)
         versions = sorted(self.repository.versions(target.name)) or [target.version]
-        return LoadedModel(target, versions, [TensorMeta.of(s) for s in specs[0]],
-                           [TensorMeta.of(s) for s in specs[1]], pool, self.metrics, stamp, settings,
+        return LoadedModel(target, versions, [TensorMeta.of(s) for s in info.inputs],
+                           [TensorMeta.of(s) for s in info.outputs], pool, self.metrics, stamp, settings,
                            instance_bytes, inline_deadline)
 
     # --- the repository extension --------------------------------------------------------------
