@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import wasmtime
 
-from wasinfer.artifact.metadata import Metadata, TensorSpec, custom_section
+from wasinfer.artifact.metadata import Metadata, TensorSlot, custom_section
 from wasinfer.backends.wasm import METADATA_SECTION
 
 PAGE = 65536
@@ -48,7 +48,7 @@ def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dt
     metadata = Metadata(
         name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
         producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
-        inputs=[TensorSpec("x", x_dtype, [1, 4], 0, INPUT)], outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
+        inputs=[TensorSlot("x", x_dtype, [1, 4], 0, INPUT)], outputs=[TensorSlot("y", "float32", [1, 4], 0, OUTPUT)])
     return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.artifact.engines import CASES, JS, Case, node, requires_node
 from wasinfer.artifact import convert_onnx
-from wasinfer.artifact.metadata import Metadata, TensorSpec, read_custom_sections, read_metadata
+from wasinfer.artifact.metadata import Metadata, TensorSlot, read_custom_sections, read_metadata
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION
 from wasinfer.runtime import WasmModel
 
@@ -96,5 +96,5 @@ def test_node_sees_the_documented_abi(case: Case, wasi: bool, tmp_path: Path) ->
 def test_docs_name_every_metadata_key() -> None:
     """The metadata table of docs/abi.md lists every key the schema writes, and every tensor-spec key."""
     text = DOCS.read_text()
-    for key in [f.name for f in fields(Metadata)] + [f.name for f in fields(TensorSpec)]:
+    for key in [f.name for f in fields(Metadata)] + [f.name for f in fields(TensorSlot)]:
         assert f"`{key}`" in text, f"docs/abi.md does not describe metadata key {key!r}"

@@ -2,12 +2,12 @@
 
 from typing import TYPE_CHECKING, Any
 
-from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
+from wasinfer.artifact.metadata import Metadata, TensorSlot, read_metadata
 
 if TYPE_CHECKING:
     from wasinfer.artifact.convert import ConvertResult, convert_onnx
 
-__all__ = ["ConvertResult", "Metadata", "TensorSpec", "convert_onnx", "read_metadata"]
+__all__ = ["ConvertResult", "Metadata", "TensorSlot", "convert_onnx", "read_metadata"]
 
 
 def __getattr__(name: str) -> Any:

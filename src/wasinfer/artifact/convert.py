@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from wasinfer import __version__
-from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSpec, custom_section
+from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
@@ -76,9 +76,9 @@ def convert_model(
     if carried:
         raise UnsupportedModel(carried)
 
-    def spec(tensor: str, slots: dict[str, int]) -> TensorSpec:
+    def spec(tensor: str, slots: dict[str, int]) -> TensorSlot:
         info = graph.info(tensor)
-        return TensorSpec(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor])
+        return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor])
 
     layout = compiled.layout
     stats: dict[str, object] = {

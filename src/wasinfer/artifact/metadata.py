@@ -15,7 +15,11 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class TensorSpec:
+class TensorSlot:
+    """An input's or output's slot in the module's linear memory, as the metadata section writes it (a
+    "tensor spec" in docs/abi.md). Callers see tensors through the runtime's TensorSpec instead
+    (runtime/base.py, with -1 for the batch), which every backend shares."""
+
     name: str
     dtype: str  # numpy name: float32, int64, ...
     shape: list[int]  # one sample's (1 at batch_axis) when batched; the full shape otherwise
@@ -44,8 +48,8 @@ class TensorSpec:
 @dataclass
 class Metadata:
     name: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[TensorSlot]
+    outputs: list[TensorSlot]
     max_batch: int
     abi_version: int
     source_sha256: str
@@ -76,8 +80,8 @@ class Metadata:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"metadata schema {data.get('schema_version')} is not {SCHEMA_VERSION}")
         _check_fields(data)
-        data["inputs"] = [TensorSpec(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["inputs"]]
-        data["outputs"] = [TensorSpec(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["outputs"]]
+        data["inputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["inputs"]]
+        data["outputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["outputs"]]
         known = {f.name for f in fields(cls)}
         metadata = cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
         _check_slots(metadata)

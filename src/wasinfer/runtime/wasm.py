@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import wasmtime
 
-from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
+from wasinfer.artifact.metadata import Metadata, TensorSlot, read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import (
     DeadlineExceeded,
@@ -37,8 +37,8 @@ from wasinfer.runtime.base import (
     MemoryLimitExceeded,
     ModelFault,
     ModelInfo,
+    TensorSpec,
 )
-from wasinfer.runtime.base import TensorSpec as CallerSpec
 from wasinfer.runtime.bulk import REWRITE_TAG, UnverifiableModule, interruptible_bulk_memory
 
 WASMTIME_VERSION = version("wasmtime")
@@ -47,8 +47,8 @@ DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "
 
 def model_info(metadata: Metadata) -> ModelInfo:
     """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1."""
-    def caller(spec: TensorSpec) -> CallerSpec:
-        return CallerSpec(spec.name, spec.dtype, spec.shape_for(-1), spec.batch_axis)
+    def caller(slot: TensorSlot) -> TensorSpec:
+        return TensorSpec(slot.name, slot.dtype, slot.shape_for(-1), slot.batch_axis)
 
     return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
                      metadata.max_batch)
@@ -552,7 +552,7 @@ class WasmModel:
     def output_names(self) -> list[str]:
         return [t.name for t in self.metadata.outputs]
 
-    def _slot(self, spec: TensorSpec) -> np.ndarray:
+    def _slot(self, spec: TensorSlot) -> np.ndarray:
         """A flat typed view of a tensor's slot in linear memory (max_batch samples when batched); a run
         of n samples uses its first n samples' worth, laid out as the tensor is for n."""
         dtype = np.dtype(spec.dtype)
@@ -562,7 +562,7 @@ class WasmModel:
                              f"module's linear memory of {self._memory_bytes} bytes")
         return self._view[spec.offset:end].view(dtype)
 
-    def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
+    def _batch_of(self, spec: TensorSlot, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
         axis = spec.batch_axis
         if axis is not None:
