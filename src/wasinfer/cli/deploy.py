@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors
+from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors
 from wasinfer.deploy.render import Extras, default_extras, file_name, render, to_yaml
 from wasinfer.deploy.values import ValuesError, load, parse_set
 from wasinfer.fileio import atomic_write

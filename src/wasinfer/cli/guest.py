@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wasinfer.cli.main import EXIT_BAD_INPUT, errors
+from wasinfer.cli.output import EXIT_BAD_INPUT, errors
 
 DEFAULT_MEMORY_MB = 1024
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from wasinfer import __version__
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel
 
@@ -24,15 +23,6 @@ if TYPE_CHECKING:
 
 # The compiler, the ONNX frontend and validation (onnx, onnxruntime) are imported by the commands
 # that use them: `wasinfer serve`, `run` and `info` start without them (tens of MiB less resident).
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-console = Console()
-errors = Console(stderr=True)
-
-
-def wasinfer_home() -> Path:
-    return Path(os.environ.get("WASINFER_HOME", Path.home() / ".wasinfer"))
-
 
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from wasinfer.cli.main import errors
+from wasinfer.cli.output import errors
 from wasinfer.cli.registry import _client, _emit, _parse_ref, _registry_arguments, _reports_errors, _transfer_progress
 from wasinfer.registry.artifact import Reference, is_semver
 

@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from wasinfer.cli.main import EXIT_BAD_INPUT, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver, semver_key
 from wasinfer.registry.store import LocalStore, StoreError

@@ -15,7 +15,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from wasinfer.cli.main import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
 from wasinfer.registry.trust import (
