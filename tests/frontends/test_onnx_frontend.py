@@ -61,8 +61,27 @@ def test_override_errors_are_specific() -> None:
         load_onnx(relu_model([2, 3]), {"nope": (1,)})
     with pytest.raises(FrontendError, match="NAME=d0"):
         parse_shape_overrides(["1,2,3"])
-    with pytest.raises(FrontendError, match="integers"):
+    with pytest.raises(FrontendError, match="not an integer or a range"):
         parse_shape_overrides(["x=a,b"])
+
+
+def test_a_leading_range_is_the_batch_and_other_ranges_are_refused() -> None:
+    """`1..MAX` on the leading dim says what --max-batch says; elsewhere a range needs run-time shapes."""
+    overrides = parse_shape_overrides(["x=1..8,3", "mask=1..8,5"])
+    assert overrides.shapes == {"x": (1, 3), "mask": (1, 5)} and overrides.max_batch == 8
+    assert overrides.batch_limit(None) == 8 and overrides.batch_limit(8) == 8
+    assert parse_shape_overrides(["x=1,3"]).batch_limit(None) == 1
+    with pytest.raises(FrontendError, match="disagree"):
+        overrides.batch_limit(4)
+    with pytest.raises(FrontendError, match=r"axis 3 is a range \(32..1280\)"):
+        parse_shape_overrides(["x=1,3,48,32..1280"])
+    with pytest.raises(FrontendError, match=r"must be 1\.\.MAX"):
+        parse_shape_overrides(["x=2..8,3"])
+    with pytest.raises(FrontendError, match="different sizes"):
+        parse_shape_overrides(["x=1..8,3", "y=1..4,3"])
+    model = relu_model(["batch", 3])
+    result = convert_onnx(model, {"x": overrides.shapes["x"]}, max_batch=overrides.batch_limit(None))
+    assert result.metadata.max_batch == 8
 
 
 def test_old_opsets_are_upgraded_by_onnx_version_converter() -> None:

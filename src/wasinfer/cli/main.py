@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,10 +46,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     progress = Progress(TextColumn("compiling {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=errors, transient=True, disable=args.json)
     try:
+        overrides = parse_shape_overrides(args.input_shape or [])
+        max_batch = overrides.batch_limit(args.max_batch)
         with progress:
             task = progress.add_task(source.name, total=None)
             result = convert_model(
-                source, parse_shape_overrides(args.input_shape or []), max_batch=args.max_batch,
+                source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 wasi=args.wasi, weights=args.quantize or args.weights, relaxed_simd=args.relaxed_simd,
             )
@@ -59,7 +62,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         errors.print(f"nothing was written to {output}")
         return EXIT_BAD_INPUT
     except (FrontendError, ValueError) as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=False)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         errors.print(f"nothing was written to {output}")
         return EXIT_BAD_INPUT
     atomic_write(output, result.wasm)
@@ -77,7 +80,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   f"{_fmt_bytes(stats['arena_bytes_without_reuse'])})")  # type: ignore[arg-type]
     table.add_row("size", f"{_fmt_bytes(stats['wasm_bytes'])} wasm, {_fmt_bytes(stats['onnx_bytes'])} "  # type: ignore[arg-type]
                   f"{result.metadata.source_format}")
-    table.add_row("max batch", str(args.max_batch))
+    table.add_row("max batch", str(result.metadata.max_batch))
     if stats.get("weight_encoding", "float32") != "float32":
         table.add_row("weights", f"{stats['weight_encoding']}: {stats['compressed_tensors']} tensors, "
                       f"{_fmt_bytes(stats['compressed_float32_bytes'])} → "  # type: ignore[arg-type]
@@ -123,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         given = _load_inputs(args.input or []) or None
     except InputError as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=False)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     runner = reference_runner = None
     if args.reference:
@@ -132,11 +135,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             runner = WasmModel.from_file(path).run
         except Exception as exc:  # the report below says what is wrong with the module
-            errors.print(f"[yellow]warning:[/] cannot instantiate for parity: {exc}", markup=False)
+            errors.print(f"[yellow]warning:[/] cannot instantiate for parity: {escape(str(exc))}", soft_wrap=True)
         try:
             reference_runner = OnnxRuntimeModel(args.reference, threads=1, providers="cpu").run
         except Exception as exc:  # onnxruntime's own errors for a file it cannot load
-            errors.print(f"[red]error:[/] {args.reference}: ONNX Runtime cannot load it: {exc}", markup=False)
+            message = f"{args.reference}: ONNX Runtime cannot load it: {exc}"
+            errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
             return EXIT_BAD_INPUT
     report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
                       reference_runner=reference_runner)
@@ -149,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
         outputs = model.run(_load_inputs(args.input or []))
     except (InputError, ValueError, FileNotFoundError) as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=False)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     out_dir = Path(args.output_dir) if args.output_dir else None
     for name, value in outputs.items():
@@ -168,7 +172,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         metadata = read_metadata(Path(args.model).read_bytes())
     except (OSError, ValueError) as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=False)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_BAD_INPUT
     from dataclasses import asdict
 
@@ -205,9 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output .wasm path (default: MODEL.wasm next to the model)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="fix the shape of an input with dynamic dims (repeatable); a dynamic leading dim is "
-                   "the run-time batch and is compiled per sample")
-    p.add_argument("--max-batch", type=int, default=1, metavar="N",
-                   help="largest batch wasinfer_run accepts (default 1); needs a dynamic leading dim")
+                   "the run-time batch and is compiled per sample: give it as a range 1..MAX (the same as "
+                   "--max-batch MAX) or as 1")
+    p.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
+                   "dynamic leading dim")
     p.add_argument("--wasi", action="store_true", help="also export a WASI _start (npy on stdin → npy on stdout)")
     p.add_argument("--relaxed-simd", action="store_true",
                    help="use relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul (about 10%% faster there; results "

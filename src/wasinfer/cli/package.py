@@ -39,9 +39,10 @@ def _module(args: argparse.Namespace) -> tuple[bytes, bool]:
     progress = Progress(TextColumn("compiling {task.description} with --wasi"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=errors, transient=True,
                         disable=args.json or not errors.is_terminal)
+    overrides = parse_shape_overrides(args.input_shape or [])
     with progress:
         task = progress.add_task(path.name, total=None)
-        result = convert_model(path, parse_shape_overrides(args.input_shape or []), max_batch=args.max_batch or 1,
+        result = convert_model(path, overrides.shapes, max_batch=overrides.batch_limit(args.max_batch),
                                wasi=True, progress=lambda done, total: progress.update(task, completed=done,
                                                                                        total=total))
     return result.wasm, True

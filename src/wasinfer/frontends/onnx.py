@@ -83,18 +83,53 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
                             f"cannot upgrade this model: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
 
 
-def parse_shape_overrides(specs: list[str]) -> dict[str, tuple[int, ...]]:
-    """Parse `NAME=1,3,224,224` strings (as given to --input-shape)."""
+@dataclass
+class ShapeOverrides:
+    """What --input-shape said: each input's dims, and the largest batch a leading `1..MAX` allows."""
+
+    shapes: dict[str, tuple[int, ...]]
+    max_batch: int | None = None
+
+    def batch_limit(self, max_batch: int | None) -> int:
+        """The batch limit --max-batch and a leading 1..MAX give (they must agree); 1 without either."""
+        if max_batch is not None and self.max_batch is not None and max_batch != self.max_batch:
+            raise FrontendError(f"--max-batch {max_batch} and the batch range 1..{self.max_batch} of --input-shape "
+                                "disagree; give one of them")
+        return self.max_batch or max_batch or 1
+
+
+def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
+    """Parse `NAME=1,3,224,224` strings (as given to --input-shape). The leading dim may be a range
+    `1..MAX`: the run-time batch, up to MAX (what --max-batch says); a range anywhere else needs
+    run-time shapes, which the compiler does not have yet, and is refused saying so."""
     shapes: dict[str, tuple[int, ...]] = {}
+    batches: set[int] = set()
     for spec in specs:
-        name, sep, dims = spec.rpartition("=")
+        name, sep, text = spec.rpartition("=")
         if not sep or not name:
             raise FrontendError(f"--input-shape {spec!r}: expected NAME=d0,d1,...")
-        try:
-            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
-        except ValueError:
-            raise FrontendError(f"--input-shape {spec!r}: dimensions must be integers") from None
-    return shapes
+        dims: list[int] = []
+        for axis, dim in enumerate(d.strip() for d in text.split(",") if d.strip()):
+            low, dots, high = dim.partition("..")
+            try:
+                if not dots:
+                    dims.append(int(dim))
+                    continue
+                low_value, high_value = int(low), int(high)
+            except ValueError:
+                raise FrontendError(f"--input-shape {spec!r}: dimension {dim!r} is not an integer or a range "
+                                    "MIN..MAX") from None
+            if axis:
+                raise FrontendError(f"--input-shape {spec!r}: axis {axis} is a range ({dim}); only the leading dim "
+                                    "(the run-time batch) takes one today, other dims need one size each")
+            if low_value != 1 or high_value < 1:
+                raise FrontendError(f"--input-shape {spec!r}: the batch range must be 1..MAX with MAX >= 1, got {dim}")
+            batches.add(high_value)
+            dims.append(1)
+        shapes[name] = tuple(dims)
+    if len(batches) > 1:
+        raise FrontendError(f"--input-shape: the inputs' batch ranges end at different sizes {sorted(batches)}")
+    return ShapeOverrides(shapes, batches.pop() if batches else None)
 
 
 def load_onnx(
