@@ -105,18 +105,22 @@ def test_unmatched_patterns_keep_the_float_path(tmp_path: Path) -> None:
 
 
 def _qdq_model(a_dtype: type, y_dtype: type, w: np.ndarray, a_zero: int, y_zero: int, scales: dict[str, np.ndarray],
-               m: int, bias: np.ndarray | None) -> onnx.ModelProto:
+               m: int, bias: np.ndarray | None, w_zero: np.ndarray | None = None, **gemm: float) -> onnx.ModelProto:
     """a (int) → DequantizeLinear → Gemm(DequantizeLinear(w), bias int32) → QuantizeLinear → y (int)."""
     inits = {"w": w, "w_scale": scales["w"], "a_scale": scales["a"], "a_zero": np.array(a_zero, a_dtype),
              "y_scale": scales["y"], "y_zero": np.array(y_zero, y_dtype)}
+    w_inputs = ["w", "w_scale"]
+    if w_zero is not None:
+        inits["w_zero"] = w_zero
+        w_inputs.append("w_zero")
     nodes = [helper.make_node("DequantizeLinear", ["a", "a_scale", "a_zero"], ["a_f"]),
-             helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=1)]
+             helper.make_node("DequantizeLinear", w_inputs, ["w_f"], axis=1)]
     inputs = ["a_f", "w_f"]
     if bias is not None:
         inits.update(bias=bias, bias_scale=(scales["a"] * scales["w"]).astype(np.float32))
         nodes.append(helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0))
         inputs.append("bias_f")
-    nodes += [helper.make_node("Gemm", inputs, ["p"]),
+    nodes += [helper.make_node("Gemm", inputs, ["p"], **gemm),
               helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
     return graph_model(nodes, {"a": np.zeros((m, w.shape[0]), a_dtype)}, ["y"], inits)
 
@@ -146,3 +150,21 @@ def test_extreme_values_accumulate_exactly_and_saturate(a_dtype: type, y_dtype: 
     info_y = np.iinfo(y_dtype)
     assert (got == info_y.min).any() and (got == info_y.max).any()  # saturated both ways
     np.testing.assert_array_equal(got, ort_run(model, {"a": a})[0])
+
+
+@pytest.mark.parametrize("case", ["alpha", "weight_zero_point"])
+def test_products_the_kernel_cannot_express_keep_the_float_path(case: str) -> None:
+    """Gemm's alpha (ONNX Runtime folds it into its multiplier in an order of its own) and a nonzero
+    weight zero point (a per-row correction the kernel does not compute) are not fused; the
+    float path stays within one step of ONNX Runtime."""
+    m, k, n = 3, 40, 12
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(-100, 100, (k, n)).astype(np.int8)
+    scales = {"a": np.float32(0.02), "w": rng.uniform(0.001, 0.01, n).astype(np.float32), "y": np.float32(0.05)}
+    extra: dict[str, object] = {"alpha": 0.5} if case == "alpha" else {"w_zero": np.full(n, 3, np.int8)}
+    model = _qdq_model(np.int8, np.int8, w, 1, 2, scales, m, None, **extra)  # type: ignore[arg-type]
+    ops = convert_onnx(model).stats["ops"]
+    assert "QGemmInt8" not in ops and "Gemm" in ops, ops  # type: ignore[operator]
+    got, = wasm_run(model, {"a": a})
+    want, = ort_run(model, {"a": a})
+    assert np.abs(got.astype(np.int32) - want).max() <= 1
