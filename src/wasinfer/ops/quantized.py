@@ -1,7 +1,8 @@
 """Quantized operators as ONNX Runtime's quantizer writes them (QOperator and dynamic formats), and
 its `com.microsoft` contrib ops: each is rewritten into DequantizeLinear, the float op and
 QuantizeLinear (passes/quantized.py) before any other pass, so their batch rules are those of
-the ops they become."""
+the ops they become. QGemmInt8 (domain `wasinfer`) is the compiler's own: the int8 GEMM that
+passes/int8.py fuses DequantizeLinear → MatMul/Gemm → QuantizeLinear into."""
 
 from __future__ import annotations
 

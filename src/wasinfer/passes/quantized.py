@@ -11,7 +11,9 @@ and cast back to int32). Constant weights dequantize once, at compile time (pass
 The results match ONNX Runtime within one quantization step of each output: it accumulates in
 int32 and requantizes with one float multiplier, the rewritten graph accumulates the same
 products in float32. This is the compatibility path: the model runs in float between its
-quantize and dequantize steps, so it is no faster than its float32 original.
+quantize and dequantize steps, so it is no faster than its float32 original. The matrix
+products among them then leave it: passes/int8.py fuses DequantizeLinear → MatMul/Gemm →
+QuantizeLinear (QLinearMatMul, QGemm and static QDQ products alike) into an int8 kernel.
 """
 
 from __future__ import annotations
