@@ -40,6 +40,7 @@ import numpy as np
 
 from wasinfer.ir import Graph, Node
 from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.passes.control import infer_types
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -198,7 +199,17 @@ def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
 
 
 def fuse_int8_gemms(graph: Graph) -> int:
-    """Fuse every matching quantized MatMul/Gemm into QGemmInt8; returns how many."""
+    """Fuse every matching quantized MatMul/Gemm into QGemmInt8; returns how many.
+
+    It runs before constant folding (which would dequantize the int8 weights), so the values
+    passes/quantized.py just wrote, and those of ONNX Runtime's contrib ops, may have no type
+    yet: ONNX's shape inference gives them one first, where there is a candidate to fuse."""
+    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs
+                  and (producer := graph.producer(n.inputs[0])) is not None and producer.op_type == "DequantizeLinear"]
+    if not candidates:
+        return 0
+    if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
+        infer_types(graph)
     fused = 0
     for node in list(graph.nodes):
         if node in graph.nodes and _fuse(graph, node) is not None:
