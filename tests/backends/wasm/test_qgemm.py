@@ -168,3 +168,22 @@ def test_products_the_kernel_cannot_express_keep_the_float_path(case: str) -> No
     got, = wasm_run(model, {"a": a})
     want, = ort_run(model, {"a": a})
     assert np.abs(got.astype(np.int32) - want).max() <= 1
+
+
+def test_matmul_of_rank_three_runs_its_leading_dims_as_rows() -> None:
+    """A [2, 5, K] @ W [K, N]: the leading dims are rows of one product, the output [2, 5, N]."""
+    k, n = 19, 21
+    a = rng.integers(0, 256, (2, 5, k)).astype(np.uint8)
+    inits = {"w": rng.integers(-127, 128, (k, n)).astype(np.int8), "w_scale": np.float32(0.01),
+             "a_scale": np.float32(0.03), "a_zero": np.array(120, np.uint8), "y_scale": np.float32(0.4),
+             "y_zero": np.array(-3, np.int8)}
+    nodes = [helper.make_node("DequantizeLinear", ["a", "a_scale", "a_zero"], ["a_f"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"]),
+             helper.make_node("MatMul", ["a_f", "w_f"], ["p"]),
+             helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
+    model = graph_model(nodes, {"a": a}, ["y"], inits)
+    result = convert_onnx(model)
+    assert result.stats["ops"] == ["QGemmInt8"]
+    got = WasmModel(result.wasm).run({"a": a})["y"]
+    assert got.shape == (2, 5, n)
+    np.testing.assert_array_equal(got, ort_run(model, {"a": a})[0])
