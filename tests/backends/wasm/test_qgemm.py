@@ -15,6 +15,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 from tests.parity import graph_model, ort_run, wasm_run
 from wasinfer.artifact import convert_onnx
+from wasinfer.ir import UnsupportedModel
 from wasinfer.lowering.qgemm import reference
 from wasinfer.runtime import WasmModel
 
@@ -187,3 +188,15 @@ def test_matmul_of_rank_three_runs_its_leading_dims_as_rows() -> None:
     got = WasmModel(result.wasm).run({"a": a})["y"]
     assert got.shape == (2, 5, n)
     np.testing.assert_array_equal(got, ort_run(model, {"a": a})[0])
+
+
+def test_a_model_calling_the_internal_op_wrongly_is_declined_by_name() -> None:
+    """QGemmInt8 is the compiler's own op; a model that uses it with the wrong inputs gets a
+    problem naming the node, not an exception from inside the compiler."""
+    node = helper.make_node("QGemmInt8", ["a", "w"], ["y"], name="mine", domain="wasinfer")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.INT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 3])],
+                              [numpy_helper.from_array(np.zeros((4, 3), np.int8), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("wasinfer", 1)])
+    with pytest.raises(UnsupportedModel, match=r"mine.*QGemmInt8.*expects inputs"):
+        convert_onnx(model)

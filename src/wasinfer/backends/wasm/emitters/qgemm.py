@@ -42,6 +42,8 @@ def _plan(node: Node, graph: Graph) -> QGemmPlan:
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
+    if len(node.inputs) != 6 or not all(node.inputs) or len(node.outputs) != 1:
+        return ["expects inputs (a, w, bias, scale, a_zero, y_zero) and one output, as passes/int8.py writes it"]
     a, w, bias, scale, a_zero, y_zero = node.inputs
     y = node.outputs[0]
     problems = []
