@@ -192,10 +192,15 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
 
 
 def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
-    """Remove the DequantizeLinear nodes the fusion left without consumers."""
+    """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
+    only they read (the fused node holds its own copies: stats count parameters once)."""
     for node in nodes:
         if node in graph.nodes and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
             graph.nodes.remove(node)
+            for name in node.inputs:
+                if name in graph.constants and name not in graph.outputs and not graph.consumers(name):
+                    del graph.constants[name]
+                    del graph.tensors[name]
 
 
 def fuse_int8_gemms(graph: Graph) -> int:
