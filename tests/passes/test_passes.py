@@ -105,5 +105,7 @@ def test_qdq_model_below_opset_19_folds_its_dequantized_weights(tmp_path: Path) 
     result = convert_onnx(model)
     weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("_quantized")]
     assert len(weights) == 3  # w1, b1, w2
-    assert result.stats["folded"] >= len(weights)  # type: ignore[operator]
+    # the Conv's weight and bias fold; the Gemm's weight stays int8 in its fused kernel (passes/int8.py)
+    assert "QGemmInt8" in result.stats["ops"]  # type: ignore[operator]
+    assert result.stats["folded"] >= len(weights) - 1  # type: ignore[operator]
     assert_matches_ort(model, samples[0])

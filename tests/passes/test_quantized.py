@@ -81,6 +81,8 @@ def test_onnx_runtime_quantized_models_compile_and_match(make: object, how: str,
     result = convert_onnx(quantized)
     assert not {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"} & set(
         result.stats["ops"])  # type: ignore[arg-type]
+    # static models' products (QLinearMatMul, QGemm, QDQ MatMul/Gemm) run as int8 GEMMs (passes/int8.py)
+    assert ("QGemmInt8" in result.stats["ops"]) == (how != "dynamic"), result.stats["ops"]  # type: ignore[operator]
     for feeds in samples[:3]:
         want, = ort_run(quantized, feeds)
         got, = wasm_run(quantized, feeds)

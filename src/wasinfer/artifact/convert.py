@@ -19,6 +19,7 @@ from wasinfer.ir import UnsupportedModel
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.einsum import lower_einsums
+from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
@@ -121,6 +122,7 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
         else:
             loaded = load_onnx(source, input_shapes, batch=batch)
         decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
+        fuse_int8_gemms(loaded.graph)  # before folding would dequantize the int8 weights
         return loaded
 
     loaded = load(batch=True)

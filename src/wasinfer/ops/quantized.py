@@ -1,11 +1,12 @@
 """Quantized operators as ONNX Runtime's quantizer writes them (QOperator and dynamic formats), and
 its `com.microsoft` contrib ops: each is rewritten into DequantizeLinear, the float op and
 QuantizeLinear (passes/quantized.py) before any other pass, so their batch rules are those of
-the ops they become."""
+the ops they become. QGemmInt8 (domain `wasinfer`) is the compiler's own: the int8 GEMM that
+passes/int8.py fuses DequantizeLinear → MatMul/Gemm → QuantizeLinear into."""
 
 from __future__ import annotations
 
-from wasinfer.ops.definition import Role, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
 for op in ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"):
     define(op, role=Role.LOWERED, summary="rewritten into DequantizeLinear, the float op, QuantizeLinear")
@@ -13,3 +14,20 @@ for op in ("QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAvera
            "QLinearLeakyRelu", "QLinearConcat", "QGemm"):
     define(op, domain="com.microsoft", role=Role.LOWERED,
            summary="rewritten into DequantizeLinear, the float op, QuantizeLinear")
+
+
+def _rows(view: BatchView) -> BatchFlow:
+    """Any axis of A but the contracted (last) one: the weights are a constant."""
+    if view.first is None or view.in_rank is None:
+        return view.none()
+    if view.first == view.in_rank - 1:
+        return view.mixes("it contracts over the batch axis")
+    return view.same(view.first + (view.out_rank() or 0) - view.in_rank)
+
+
+# The integer kernels passes/int8.py fuses DequantizeLinear → MatMul/Gemm → QuantizeLinear into.
+INT8_DOMAIN = "wasinfer"
+define("QGemmInt8", domain=INT8_DOMAIN, batch=_rows,
+       summary="y = saturate(round(float(sum_k (a - a_zero) * w + bias) * scale) + y_zero): (u)int8 A, "
+               "int8 constant W [K, N], int32 accumulation; inputs a, w, bias (int32 [N]), scale (float32 [N]), "
+               "a_zero, y_zero (passes/int8.py)")

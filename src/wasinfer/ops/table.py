@@ -19,7 +19,7 @@ FAMILIES = {
     "recurrent": "Recurrent layers",
     "control": "Control flow",
     "ml": "Classical ML (ai.onnx.ml)",
-    "quantized": "Quantized operators (QOperator, dynamic, com.microsoft)",
+    "quantized": "Quantized operators (QOperator, dynamic, com.microsoft) and the int8 kernels (wasinfer)",
 }
 
 

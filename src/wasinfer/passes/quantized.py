@@ -11,7 +11,9 @@ and cast back to int32). Constant weights dequantize once, at compile time (pass
 The results match ONNX Runtime within one quantization step of each output: it accumulates in
 int32 and requantizes with one float multiplier, the rewritten graph accumulates the same
 products in float32. This is the compatibility path: the model runs in float between its
-quantize and dequantize steps, so it is no faster than its float32 original.
+quantize and dequantize steps, so it is no faster than its float32 original. The matrix
+products among them then leave it: passes/int8.py fuses DequantizeLinear → MatMul/Gemm →
+QuantizeLinear (QLinearMatMul, QGemm and static QDQ products alike) into an int8 kernel.
 """
 
 from __future__ import annotations
@@ -144,7 +146,13 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
         a = r.dequantize(_arg(node, 0), _arg(node, 1), _arg(node, 2))
         b = r.dequantize(_arg(node, 3), _arg(node, 4), _arg(node, 5), axis=0 if trans_b else 1)
         inputs = [a, b]
-        if _arg(node, 6):
+        scales = [graph.constants.get(_arg(node, i)) for i in (1, 4)]
+        if _arg(node, 6) and scales[0] is not None and scales[1] is not None:
+            # constant scales: the bias as the DequantizeLinear of int32 that QDQ models carry (and
+            # passes/int8.py adds exactly), its scale the same float32 products as below
+            unit = (scales[0].astype(np.float32) * scales[1].astype(np.float32)).reshape(-1) * np.float32(alpha)
+            inputs.append(r.dequantize(_arg(node, 6), r.constant(unit.astype(np.float32)), "", axis=0))
+        elif _arg(node, 6):
             scale = r.op("Mul", [r.op("Mul", [_arg(node, 1), _arg(node, 4)]),
                                  r.constant(np.array(alpha, np.float32))])
             inputs.append(r.op("Mul", [r.op("Cast", [_arg(node, 6)], FLOAT), scale]))

@@ -89,6 +89,9 @@ MEMORY = {
     "f32.store": (b"\x38", 2), "f64.store": (b"\x39", 3), "i32.store8": (b"\x3a", 0),
     "i32.store16": (b"\x3b", 1),
     "v128.load": (b"\xfd" + uleb(0), 4), "v128.store": (b"\xfd" + uleb(11), 4),
+    # 8 bytes widened to 8 i16 lanes in the load; 4 bytes splatted to every i32 lane
+    "v128.load8x8_s": (b"\xfd" + uleb(1), 3), "v128.load8x8_u": (b"\xfd" + uleb(2), 3),
+    "v128.load32_splat": (b"\xfd" + uleb(9), 2),
 }
 
 SIMD = {
@@ -128,7 +131,9 @@ SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
              "i16x8.min_u": 151, "i16x8.max_s": 152, "i16x8.max_u": 153, "i32x4.min_u": 183, "i32x4.max_u": 185,
              "i8x16.abs": 96, "i8x16.neg": 97, "i16x8.abs": 128, "i16x8.neg": 129, "i32x4.abs": 160,
              "i32x4.neg": 161, "i64x2.abs": 192, "i64x2.neg": 193, "i64x2.add": 206, "i64x2.sub": 209,
-             "i64x2.mul": 213, "i64x2.extend_low_i32x4_u": 201})
+             "i64x2.mul": 213, "i64x2.extend_low_i32x4_u": 201,
+             # integer kernels (emitters/qgemm.py): exact i16 pair products summed into i32 lanes
+             "i32x4.dot_i16x8_s": 186, "i8x16.narrow_i16x8_u": 102, "i16x8.narrow_i32x4_u": 134})
 LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
                  "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
                  "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})

@@ -1,0 +1,134 @@
+"""int8 vs float32: an MLP quantized by onnxruntime.quantization (static QDQ), three ways.
+
+    python benchmarks/int8_bench.py [--sizes 256,512,512,10] [--batches 1,8] [--seconds 3] [--uninterruptible]
+
+For each batch size (a fixed leading dim, so the module runs the whole batch as one product):
+- wasinfer int8: the QDQ model compiled (its products fused into QGemmInt8, passes/int8.py);
+- wasinfer float32: the float model it was quantized from;
+- ONNX Runtime on the same QDQ model (1 thread; it fuses the pattern into its own int8 kernels).
+Each prints the median of `WasmModel.run` / `InferenceSession.run` calls in microseconds, taken
+in interleaved rounds so that a noisy, shared machine slows all three alike; and the ratios
+float32 / int8 (the int8 kernels' speed-up) and int8 / ONNX Runtime.
+
+`--uninterruptible` runs the modules on an engine without epoch interruption (the serving
+engine has it, for deadlines): Cranelift then keeps the GEMM accumulators in registers across
+the k loop's back edge instead of stack slots (its epoch check's slow path is a call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+from wasinfer.artifact import convert_onnx
+from wasinfer.runtime import WasmModel
+from wasinfer.runtime.wasm import make_engine
+
+
+class _Samples(CalibrationDataReader):
+    def __init__(self, samples: list[dict[str, np.ndarray]]):
+        self.left = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.left, None)
+
+
+def mlp(sizes: list[int], batch: int, rng: np.random.Generator) -> onnx.ModelProto:
+    """Gemm (transB=1, bias) + Relu per hidden layer, the last Gemm without Relu."""
+    nodes, inits, x = [], [], "x"
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        w = rng.normal(0, 1 / np.sqrt(fan_in), (fan_out, fan_in)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, fan_out).astype(np.float32), f"b{i}")]
+        last = i == len(sizes) - 2
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], ["y" if last else f"h{i}"], transB=1))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"h{i}"], [f"r{i}"]))
+            x = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, sizes[-1]])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def quantized(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], workdir: Path) -> onnx.ModelProto:
+    onnx.save(model, workdir / "float.onnx")
+    logging.disable(logging.WARNING)
+    quantize_static(workdir / "float.onnx", workdir / "qdq.onnx", _Samples(samples), per_channel=True,
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    logging.disable(logging.NOTSET)
+    return onnx.load(workdir / "qdq.onnx")
+
+
+def medians(runs: dict[str, Callable[[], object]], seconds: float, rounds: int = 20) -> dict[str, float]:
+    """Median microseconds per call of each run, over `rounds` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():  # warm up
+        for _ in range(20):
+            run()
+    per_round = seconds / rounds / len(runs)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            count, started = 0, time.perf_counter()
+            while True:
+                run()
+                count += 1
+                elapsed = time.perf_counter() - started
+                if elapsed >= per_round or count >= 100_000:
+                    break
+            times[name].append(elapsed / count * 1e6)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256,512,512,10")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per batch size")
+    parser.add_argument("--uninterruptible", action="store_true", help="an engine without epoch interruption")
+    args = parser.parse_args()
+    engine = make_engine(interruptible=not args.uninterruptible)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = np.random.default_rng(0)
+    print(f"MLP {'x'.join(map(str, sizes))}, static QDQ (int8 activations, per-channel int8 weights), "
+          f"median us per call{' (no epoch interruption)' if args.uninterruptible else ''}")
+    print(f"{'batch':>5} {'wasm int8':>10} {'wasm f32':>10} {'ORT int8':>10} {'f32/int8':>9} {'int8/ORT':>9} "
+          f"{'max diff (steps)':>16}")
+    for batch in [int(b) for b in args.batches.split(",")]:
+        print(one_batch(sizes, batch, rng, engine, args.seconds))
+
+
+def one_batch(sizes: list[int], batch: int, rng: np.random.Generator, engine: Any, seconds: float) -> str:
+    """The table's row for one batch size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = mlp(sizes, batch, rng)
+        samples = [{"x": rng.random((batch, sizes[0]), np.float32) * 2 - 1} for _ in range(8)]
+        qdq = quantized(model, samples, Path(tmp))
+    int8 = convert_onnx(qdq)
+    assert "QGemmInt8" in int8.stats["ops"], int8.stats["ops"]  # type: ignore[operator]
+    wasm_int8, wasm_f32 = WasmModel(int8.wasm, engine), WasmModel(convert_onnx(model).wasm, engine)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = samples[0]
+    y_scale = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == "y_scale")))
+    steps = float(np.abs(wasm_int8.run(feeds)["y"] - session.run(None, feeds)[0]).max()) / y_scale
+    got = medians({"int8": lambda: wasm_int8.run(feeds), "f32": lambda: wasm_f32.run(feeds),
+                   "ort": lambda: session.run(None, feeds)}, seconds)
+    return (f"{batch:>5} {got['int8']:>10.1f} {got['f32']:>10.1f} {got['ort']:>10.1f} "
+            f"{got['f32'] / got['int8']:>9.2f} {got['int8'] / got['ort']:>9.2f} {steps:>16.1f}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Quantized matrix products fused into one integer kernel: QDQ patterns → QGemmInt8.
+
+ONNX Runtime's static QDQ models (and, after passes/quantized.py, its QOperator ones) compute a
+quantized layer as
+
+    DequantizeLinear(a_q) , DequantizeLinear(w_q constant) → MatMul | Gemm (+ bias) → QuantizeLinear(y)
+
+which, run as written, is a float32 product between a dequantize and a quantize. ONNX Runtime
+itself fuses the pattern into QLinearMatMul / QGemm: int32 accumulation of the integer
+products, then one float multiplier per output column. `fuse_int8_gemms` does the same, into
+the `wasinfer` domain's QGemmInt8 (ops/quantized.py) with inputs
+
+    a (int8 or uint8, the quantized activation), w (int8 [K, N]), bias (int32 [N]),
+    scale (float32 [N]: float32(a_scale * w_scale[n]) / y_scale, ONNX Runtime's order),
+    a_zero (a's dtype, scalar), y_zero (y's dtype, scalar)
+
+and y = saturate(round_half_to_even(float32(sum_k (a[m, k] - a_zero) * w[k, n] + bias[n]) *
+scale[n]) + y_zero), as MLAS requantizes (emitters/qgemm.py runs it).
+
+What matches, and why the rest keeps the float path:
+- a per-tensor activation scale and zero point (constants): the kernel subtracts one zero
+  point; per-row activation scales would need a scale per row, which no quantizer writes;
+- a constant int8 weight, 2-D, with zero zero points (symmetric, onnxruntime.quantization's
+  default), scales per tensor or per output column: a nonzero weight zero point would need a
+  per-row correction term the kernel does not compute; uint8 weights are rare (the quantizer
+  writes them only on request) and keep the float path;
+- MatMul with A of any rank ≥ 2 (its leading dims are rows) and a 2-D weight; Gemm with
+  transA = 0, alpha = 1 and beta = 1 (transB is free: the weight is a constant);
+- a bias that is a DequantizeLinear of an int32 constant with zero zero point whose scale is
+  a_scale * w_scale (what the quantizer writes): its integers are added exactly; a float
+  constant bias (or one with another scale) is rounded to those integers, an error of at
+  most half a unit of a_scale * w_scale, far below an output step;
+- the product's only consumer is the QuantizeLinear, whose scale and zero point are constants
+  of size one and whose output is int8 or uint8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wasinfer.ir import Graph, Node
+from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.passes.control import infer_types
+
+QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+def _arg(node: Node, index: int) -> str:
+    return node.inputs[index] if len(node.inputs) > index else ""
+
+
+def _scalar(graph: Graph, name: str) -> np.ndarray | None:
+    """A constant of one element, as a 0-d array; None otherwise."""
+    value = graph.constants.get(name) if name else None
+    return value.reshape(()) if value is not None and value.size == 1 else None
+
+
+class _Match:
+    """The parts of one DequantizeLinear → MatMul/Gemm → QuantizeLinear pattern."""
+
+    def __init__(self, graph: Graph, product: Node):
+        self.graph, self.product = graph, product
+        self.removed: list[Node] = []
+
+    def dequantize_of(self, name: str) -> Node | None:
+        producer = self.graph.producer(name)
+        if producer is None or producer.op_type != "DequantizeLinear" or name in self.graph.outputs:
+            return None
+        return producer
+
+    def activation(self) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """(a_q, a_scale, a_zero) of input 0: a per-tensor (u)int8 DequantizeLinear."""
+        dq = self.dequantize_of(self.product.inputs[0])
+        if dq is None:
+            return None
+        a_q = dq.inputs[0]
+        scale, zero = _scalar(self.graph, _arg(dq, 1)), _scalar(self.graph, _arg(dq, 2))
+        dtype = self.graph.info(a_q).dtype if a_q in self.graph.tensors else None
+        if dtype not in QUANTIZED or scale is None or (_arg(dq, 2) and zero is None):
+            return None
+        self.removed.append(dq)
+        return a_q, scale.astype(np.float32), (zero if zero is not None else np.zeros((), dtype)).astype(dtype)
+
+    def weight(self, trans_b: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """(w [K, N] int8, w_scale [N] float32) of input 1: a symmetric int8 constant, per tensor or per column."""
+        dq = self.dequantize_of(self.product.inputs[1])
+        if dq is None:
+            return None
+        w = self.graph.constants.get(dq.inputs[0])
+        scale = self.graph.constants.get(_arg(dq, 1))
+        zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int8)
+        if w is None or w.dtype != np.int8 or w.ndim != 2 or scale is None or zero is None or np.any(zero != 0):
+            return None
+        if int(dq.attr("block_size", 0)):
+            return None
+        w = w.T if trans_b else w
+        n_size = w.shape[1]
+        if scale.size != 1:  # per channel: the channel must be the output column
+            axis = int(dq.attr("axis", 1)) % 2
+            if scale.size != n_size or axis != (0 if trans_b else 1):
+                return None
+        self.removed.append(dq)
+        return np.ascontiguousarray(w), np.broadcast_to(scale.astype(np.float32).reshape(-1), (n_size,)).copy()
+
+    def bias(self, name: str, unit: np.ndarray) -> np.ndarray | None:
+        """The bias as int32 multiples of `unit` (a_scale * w_scale, per column)."""
+        n_size = unit.size
+        dq = self.dequantize_of(name)
+        if dq is not None:
+            q = self.graph.constants.get(dq.inputs[0])
+            scale = self.graph.constants.get(_arg(dq, 1))
+            zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int32)
+            if q is None or scale is None or zero is None or q.dtype != np.int32 or np.any(zero != 0):
+                return None
+            if q.size not in (1, n_size) or scale.size not in (1, n_size):
+                return None
+            ints = np.broadcast_to(q.reshape(-1), (n_size,)).astype(np.int64)
+            scale = np.broadcast_to(scale.astype(np.float32).reshape(-1), (n_size,))
+            self.removed.append(dq)
+            if np.array_equal(scale, unit):
+                return ints.astype(np.int32)
+            values = ints.astype(np.float64) * scale.astype(np.float64)
+        else:
+            value = self.graph.constants.get(name)
+            if value is None or value.size not in (1, n_size) or value.dtype != np.float32:
+                return None
+            values = np.broadcast_to(value.reshape(-1), (n_size,)).astype(np.float64)
+        rounded = np.rint(values / unit.astype(np.float64))
+        if np.any(np.abs(rounded) >= 2**30):  # no headroom left for the products
+            return None
+        return rounded.astype(np.int32)
+
+    def quantize(self) -> tuple[Node, np.ndarray, np.ndarray] | None:
+        """(the QuantizeLinear, y_scale, y_zero) consuming the product, its only consumer."""
+        out = self.product.outputs[0]
+        consumers = self.graph.consumers(out)
+        if out in self.graph.outputs or len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+            return None
+        q = consumers[0]
+        scale, zero = _scalar(self.graph, _arg(q, 1)), _scalar(self.graph, _arg(q, 2))
+        y = q.outputs[0]
+        if scale is None or (_arg(q, 2) and zero is None) or int(q.attr("precision", 0)):
+            return None
+        if y not in self.graph.tensors or self.graph.info(y).dtype not in QUANTIZED:
+            return None
+        dtype = self.graph.info(y).dtype
+        return q, scale.astype(np.float32), (zero if zero is not None else np.zeros((), dtype)).astype(dtype)
+
+
+def _fuse(graph: Graph, node: Node) -> Node | None:
+    """The QGemmInt8 node replacing `node` and its QuantizeLinear, or None: the pattern does not match."""
+    is_gemm = node.op_type == "Gemm"
+    if node.op_type not in ("MatMul", "Gemm") or node.domain not in ("", "ai.onnx") or node.activation is not None:
+        return None
+    if is_gemm and (int(node.attr("transA", 0)) or float(node.attr("alpha", 1.0)) != 1.0
+                    or float(node.attr("beta", 1.0)) != 1.0):
+        return None
+    a_name = node.inputs[0]
+    rank = len(graph.info(a_name).shape) if a_name in graph.tensors else 0
+    if rank < 2 or (is_gemm and rank != 2):
+        return None
+    match = _Match(graph, node)
+    activation = match.activation()
+    weight = match.weight(bool(is_gemm and int(node.attr("transB", 0))))
+    requantize = match.quantize()
+    if activation is None or weight is None or requantize is None:
+        return None
+    a_q, a_scale, a_zero = activation
+    w, w_scale = weight
+    q, y_scale, y_zero = requantize
+    if graph.info(a_name).shape[-1] != w.shape[0]:
+        return None
+    unit = (a_scale * w_scale).astype(np.float32)  # float32 products, as ONNX Runtime forms them
+    bias = np.zeros(w.shape[1], np.int32)
+    if is_gemm and _arg(node, 2):
+        found = match.bias(_arg(node, 2), unit)
+        if found is None:
+            return None
+        bias = found
+    scale = (unit / y_scale).astype(np.float32)
+    if not np.all(np.isfinite(scale)):
+        return None
+    names = [f"{node.name}/int8/{part}" for part in ("w", "bias", "scale", "a_zero", "y_zero")]
+    for name, value in zip(names, (w, bias, scale, a_zero, y_zero), strict=True):
+        graph.add_constant(name, value)
+    fused = Node("QGemmInt8", f"{node.name}/int8", [a_q, *names], [q.outputs[0]], domain=INT8_DOMAIN,
+                 guards=node.guards)
+    graph.nodes[graph.nodes.index(node)] = fused
+    graph.nodes.remove(q)
+    _drop_unused(graph, match.removed)
+    return fused
+
+
+def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
+    """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
+    only they read (the fused node holds its own copies: stats count parameters once)."""
+    for node in nodes:
+        if node in graph.nodes and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
+            graph.nodes.remove(node)
+            for name in node.inputs:
+                if name in graph.constants and name not in graph.outputs and not graph.consumers(name):
+                    del graph.constants[name]
+                    del graph.tensors[name]
+
+
+def fuse_int8_gemms(graph: Graph) -> int:
+    """Fuse every matching quantized MatMul/Gemm into QGemmInt8; returns how many.
+
+    It runs before constant folding (which would dequantize the int8 weights), so the values
+    passes/quantized.py just wrote, and those of ONNX Runtime's contrib ops, may have no type
+    yet: ONNX's shape inference gives them one first, where there is a candidate to fuse."""
+    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs
+                  and (producer := graph.producer(n.inputs[0])) is not None and producer.op_type == "DequantizeLinear"]
+    if not candidates:
+        return 0
+    if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
+        infer_types(graph)
+    fused = 0
+    for node in list(graph.nodes):
+        if node in graph.nodes and _fuse(graph, node) is not None:
+            fused += 1
+    return fused
+
+
+__all__ = ["fuse_int8_gemms"]
