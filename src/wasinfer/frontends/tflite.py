@@ -43,8 +43,9 @@ the quantized dimension wherever the filter transpose moved it, folded at compil
 biases scaled by input scale times weight scale, as the integer kernel's accumulator), runs the float
 op mapped above, and `requantize` rounds each int8/uint8 output with QuantizeLinear and reads it
 back with DequantizeLinear, as LiteRT's integer kernels round once per op. Ops LiteRT runs on the
-stored integers (RAW: reshapes, pools, TRANSPOSE, PAD) round with their input's parameters,
-whatever the output's say. int8/uint8 model inputs and outputs stay integers at the boundary.
+stored integers (RAW: reshapes, slices, splits, pools, resizes, MAXIMUM/MINIMUM, TRANSPOSE, PAD,
+...) round with their input's parameters, whatever the output's say, and need their inputs
+quantized alike. int8/uint8 model inputs and outputs stay integers at the boundary.
 
 What is declined (every problem listed at once, nothing written): ops without a mapping,
 int8/uint8 tensors around an op outside QUANTIZED_OPS, 16-bit activations, dynamic-range
@@ -120,9 +121,13 @@ SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOG
 # compares or averages them and reads the result with the output's parameters), so they round with the input's
 # parameters; with equal parameters EXACT_RAW ops need no rounding at all.
 REQUANTIZED = {*CONVS, "FULLY_CONNECTED", "ADD", "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH",
-               "MEAN", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE"}
-RAW = {*RESHAPES, "MAX_POOL_2D", "AVERAGE_POOL_2D", "TRANSPOSE", "PAD"}
-EXACT_RAW = RAW - {"AVERAGE_POOL_2D"}
+               "MEAN", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "LEAKY_RELU", "PRELU", "BATCH_MATMUL",
+               "TRANSPOSE_CONV", "SUM", "L2_NORMALIZATION", "LOG_SOFTMAX", "SQUARED_DIFFERENCE"}
+RAW = {*RESHAPES, "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESIZE_BILINEAR", "TRANSPOSE", "PAD", "STRIDED_SLICE",
+       "SLICE", "SPLIT", "SPLIT_V", "GATHER", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+       "RESIZE_NEAREST_NEIGHBOR", "REDUCE_MAX", "REDUCE_MIN", "MAXIMUM", "MINIMUM", "ARG_MAX", "ARG_MIN"}
+EXACT_RAW = RAW - {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
+DATA_INPUT = {"SPLIT": 1}  # the input a RAW op copies from, where it is not the first
 QUANTIZED_OPS = REQUANTIZED | RAW
 # Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
 ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2"}
@@ -541,10 +546,13 @@ class _Converter:
         assert quant is not None  # _type_problem declined int8/uint8 tensors without parameters
         rounding = quant
         if op.kind in RAW:
-            source = self.tensors[op.inputs[0]]
+            source = self.tensors[op.inputs[DATA_INPUT.get(op.kind, 0)]]
             if source.quant is None or source.type != tensor.type:
                 raise _Declined(f"the input is {TYPE_NAMES.get(source.type)}, the output "
                                 f"{TYPE_NAMES.get(tensor.type)}: LiteRT copies the stored integers")
+            others = [self.tensors[i] for i in op.inputs if i >= 0 and self.tensors[i].type in INTEGER_TYPES]
+            if any(not source.quant.same(other.quant) for other in others):
+                raise _Declined("inputs quantized differently: LiteRT compares or copies their stored integers")
             if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and not source.quant.same(quant) and op.opts(
                     tflite.Pool2DOptions).FusedActivationFunction() != _A.NONE:
                 raise _Declined("a fused activation with input and output quantized differently")
@@ -796,10 +804,10 @@ class _Converter:
             begin.append(head)
             end.append(max(total, 0) - head)
             extra.append(max(-total, 0))
-        inputs = [self.channels_first(x),
-                  self.constant(f"{self.names[w]}/iohw", np.ascontiguousarray(filt.transpose(3, 0, 1, 2)))]
+        inputs = [self.channels_first(x), self.const_value(w, np.ascontiguousarray(filt.transpose(3, 0, 1, 2)),
+                                                           f"{self.names[w]}/iohw", (3, 0, 1, 2))]
         if len(op.inputs) > 3 and op.inputs[3] >= 0:
-            inputs.append(self.value(op.inputs[3]))
+            inputs.append(self.bias(op.inputs[3], x, w))
         y = self.node("ConvTranspose", inputs, f"{self.names[out]}/deconv", kernel_shape=list(filt.shape[1:3]),
                       strides=strides, pads=begin + end, output_padding=extra)
         act = opts.FusedActivationFunction() if op.options is not None else _A.NONE
