@@ -10,7 +10,8 @@ A tensor's shape may be left out (None): `build` then asks LiteRT, which infers 
 allocates, and writes the file again with them, as a converter writes its shapes. Ops LiteRT does
 not run (custom ops) need their output shapes given. Options are the builtin options table's
 fields by their generated names (`{"BlockSize": 2}`: `DepthToSpaceOptionsAddBlockSize`); the table
-is the op's usual one unless `options_table` names it.
+is the op's usual one unless `options_table` names it. Quantized tensors carry a `Quant` (scale and
+zero point, per tensor or per slice along `axis`), as the converter writes full-integer models.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 TYPES = {np.dtype(np.float32): tflite.TensorType.FLOAT32, np.dtype(np.float16): tflite.TensorType.FLOAT16,
          np.dtype(np.int32): tflite.TensorType.INT32, np.dtype(np.int64): tflite.TensorType.INT64,
          np.dtype(np.bool_): tflite.TensorType.BOOL, np.dtype(np.int8): tflite.TensorType.INT8,
-         np.dtype(np.uint8): tflite.TensorType.UINT8}
+         np.dtype(np.uint8): tflite.TensorType.UINT8, np.dtype(np.int16): tflite.TensorType.INT16}
 # The options table of the ops whose table is not named after the op.
 OPTIONS = {"MAX_POOL_2D": "Pool2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions", "CONV_2D": "Conv2DOptions",
            "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "MEAN": "ReducerOptions", "SUM": "ReducerOptions",
@@ -77,6 +78,16 @@ class Sparse:
 
 
 @dataclass
+class Quant:
+    """Quantization parameters: real = (stored - zero_point) * scale, per slice along `axis` when there
+    are several scales."""
+
+    scale: list[float]
+    zero_point: list[int]
+    axis: int = 0
+
+
+@dataclass
 class _Tensor:
     name: str
     dtype: np.dtype[Any]
@@ -85,6 +96,7 @@ class _Tensor:
     sparse: Sparse | None = None
     signature: list[int] | None = None  # -1 where the batch is left to run time
     variable: bool = False  # a state tensor (an LSTM's), which LiteRT keeps between invocations
+    quant: Quant | None = None
 
 
 @dataclass
@@ -137,22 +149,24 @@ class TfliteBuilder:
         self.operators: list[_Operator] = []
         self.inputs: list[int] = []
 
-    def tensor(self, shape: list[int] | None = None, dtype: Any = np.float32, name: str | None = None) -> int:
-        self.tensors.append(_Tensor(name or f"t{len(self.tensors)}", np.dtype(dtype), shape))
+    def tensor(self, shape: list[int] | None = None, dtype: Any = np.float32, name: str | None = None,
+               quant: Quant | None = None) -> int:
+        self.tensors.append(_Tensor(name or f"t{len(self.tensors)}", np.dtype(dtype), shape, quant=quant))
         return len(self.tensors) - 1
 
     def input(self, shape: list[int], dtype: Any = np.float32, name: str | None = None,
-              batch: bool = False) -> int:
+              batch: bool = False, quant: Quant | None = None) -> int:
         """A graph input; `batch` leaves its leading dim to run time (shape_signature -1)."""
-        t = self.tensor(shape, dtype, name or f"input{len(self.inputs)}")
+        t = self.tensor(shape, dtype, name or f"input{len(self.inputs)}", quant)
         if batch:
             self.tensors[t].signature = [-1, *shape[1:]]
         self.inputs.append(t)
         return t
 
-    def const(self, value: Any, dtype: Any = None, name: str | None = None, sparse: Sparse | None = None) -> int:
+    def const(self, value: Any, dtype: Any = None, name: str | None = None, sparse: Sparse | None = None,
+              quant: Quant | None = None) -> int:
         data = np.asarray(value, dtype)
-        t = self.tensor(list(data.shape), data.dtype, name)
+        t = self.tensor(list(data.shape), data.dtype, name, quant)
         self.tensors[t].data, self.tensors[t].sparse = data, sparse
         return t
 
@@ -163,10 +177,13 @@ class TfliteBuilder:
         return t
 
     def op(self, kind: str, inputs: list[int], outputs: int | list[int] = 1, options: dict[str, Any] | None = None,
-           options_table: str | None = None, custom: bytes = b"", dtype: Any = np.float32) -> Any:
-        """Adds an operator; `outputs` is a count of new float32 (or `dtype`) tensors of inferred shape, or
-        the tensors themselves. Returns the output, or the list of them when there are several."""
-        made = [self.tensor(None, dtype) for _ in range(outputs)] if isinstance(outputs, int) else outputs
+           options_table: str | None = None, custom: bytes = b"", dtype: Any = np.float32,
+           quant: Quant | None = None) -> Any:
+        """Adds an operator; `outputs` is a count of new float32 (or `dtype`, quantized by `quant`) tensors of
+        inferred shape, or the tensors themselves. Returns the output, or the list of them when there are
+        several."""
+        made = [self.tensor(None, dtype, quant=quant) for _ in range(outputs)] if isinstance(outputs, int) \
+            else outputs
         self.operators.append(_Operator(kind, inputs, made, options or {}, options_table, custom))
         return made[0] if len(made) == 1 else made
 
@@ -214,6 +231,7 @@ class TfliteBuilder:
             name = b.CreateString(tensor.name)
             shape = ints(tensor.shape or [])
             signature = ints(tensor.signature) if tensor.signature else None
+            quantization = self._quantization(b, tensor.quant) if tensor.quant is not None else None
             m = mod["Tensor"]
             m.TensorStart(b)
             m.TensorAddShape(b, shape)
@@ -224,6 +242,8 @@ class TfliteBuilder:
             m.TensorAddName(b, name)
             if tensor.variable:
                 m.TensorAddIsVariable(b, True)
+            if quantization is not None:
+                m.TensorAddQuantization(b, quantization)
             if sparsity is not None:
                 m.TensorAddSparsity(b, sparsity)
             tensor_offsets.append(m.TensorEnd(b))
@@ -297,6 +317,17 @@ class TfliteBuilder:
         if vector is not None:
             m.BufferAddData(b, vector)
         return int(m.BufferEnd(b))
+
+    @staticmethod
+    def _quantization(b: flatbuffers.Builder, quant: Quant) -> int:
+        m = _module("QuantizationParameters")
+        scale = b.CreateNumpyVector(np.array(quant.scale, np.float32))
+        zero_point = b.CreateNumpyVector(np.array(quant.zero_point, np.int64))
+        m.QuantizationParametersStart(b)
+        m.QuantizationParametersAddScale(b, scale)
+        m.QuantizationParametersAddZeroPoint(b, zero_point)
+        m.QuantizationParametersAddQuantizedDimension(b, quant.axis)
+        return int(m.QuantizationParametersEnd(b))
 
     @staticmethod
     def _sparsity(b: flatbuffers.Builder, sparse: Sparse, metadata: list[dict[str, Any]], block_map: list[int],

@@ -1,4 +1,5 @@
-"""TensorFlow Lite (`.tflite`, float32) → IR, by way of the ONNX ops the compiler already has.
+"""TensorFlow Lite (`.tflite`, float32 or full-integer int8/uint8) → IR, by way of the ONNX ops the compiler
+already has.
 
 Each operator of the main subgraph becomes one or a few ONNX nodes; the result is an ONNX
 model that `load_onnx` turns into the IR, so shape inference, dynamic-batch handling and
@@ -35,11 +36,23 @@ TfLitePoolParams) as the converter writes it into custom_options, not a flexbuff
 Sparse constants (TFLite's sparsity format) are made dense when the file is read (`densify`),
 so DENSIFY and sparse weights cost nothing at run time.
 
+Full-integer models. Each tensor's scale, zero point and quantized_dimension come from the
+flatbuffer. A quantized tensor's value here is its float value: an op of QUANTIZED_OPS reads
+DequantizeLinear of each int8/uint8 input (constants: of the stored integers, per channel along
+the quantized dimension wherever the filter transpose moved it, folded at compile time; int32
+biases scaled by input scale times weight scale, as the integer kernel's accumulator), runs the float
+op mapped above, and `requantize` rounds each int8/uint8 output with QuantizeLinear and reads it
+back with DequantizeLinear, as LiteRT's integer kernels round once per op. Ops LiteRT runs on the
+stored integers (RAW: reshapes, slices, splits, pools, resizes, MAXIMUM/MINIMUM, TRANSPOSE, PAD,
+...) round with their input's parameters, whatever the output's say, and need their inputs
+quantized alike. int8/uint8 model inputs and outputs stay integers at the boundary.
+
 What is declined (every problem listed at once, nothing written): ops without a mapping,
-quantized tensors (int8/uint8/int16, QUANTIZE, DEQUANTIZE of integer weights), run-time tensors
-other than float32 (bool and int32/int64 only around comparisons, logic, SELECT, ARG_MAX/ARG_MIN,
-TOPK_V2 and CAST), and options the mapping does not cover. DEQUANTIZE of float16 constants (the
-converter's float16 option) is evaluated here: the weights are float32 in the module.
+int8/uint8 tensors around an op outside QUANTIZED_OPS, 16-bit activations, dynamic-range
+(hybrid) ops, run-time tensors other than float32 (bool and int32/int64 only around comparisons,
+logic, SELECT, ARG_MAX/ARG_MIN, TOPK_V2 and CAST), and options the mapping does not cover.
+DEQUANTIZE of float16 constants (the converter's float16 option) is evaluated here: the weights
+are float32 in the module.
 """
 
 from __future__ import annotations
@@ -71,6 +84,7 @@ DTYPES: dict[int, np.dtype[Any]] = {
     _T.INT8: np.dtype(np.int8), _T.UINT8: np.dtype(np.uint8), _T.INT16: np.dtype(np.int16),
 }
 QUANTIZED_TYPES = {_T.INT8, _T.UINT8, _T.INT16, _T.INT4} if hasattr(_T, "INT4") else {_T.INT8, _T.UINT8, _T.INT16}
+INTEGER_TYPES = {_T.INT8, _T.UINT8}  # the quantized activations and weights converted
 TYPE_NAMES = {v: k.lower() for k, v in vars(_T).items() if not k.startswith("_")}
 
 _A = tflite.ActivationFunctionType
@@ -99,7 +113,22 @@ SUPPORTED = {*UNARY, *BINARY, *RESHAPES, *CONVS, *REDUCTIONS, *COMPARISONS, *LOG
              "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV", "GELU", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "PACK", "UNPACK",
              "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION", "SELECT", "SELECT_V2", "FLOOR_DIV", "FLOOR_MOD",
              "ROUND", "ADD_N", "ARG_MAX", "ARG_MIN", "DENSIFY", "TILE", "BROADCAST_TO", "REVERSE_V2", "ZEROS_LIKE",
-             "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM", "L2_POOL_2D", "CUMSUM", "TOPK_V2"}
+             "CAST", "UNIDIRECTIONAL_SEQUENCE_LSTM", "L2_POOL_2D", "CUMSUM", "TOPK_V2", "QUANTIZE"}
+# Full-integer models: the ops converted with int8/uint8 tensors, as DequantizeLinear of each quantized input,
+# the float op, QuantizeLinear of each quantized output. REQUANTIZED ops rescale their result to the output's
+# scale and zero point, as LiteRT's integer kernels do (int32 accumulation, one multiplier: the float op rounds
+# once, at the end, so the two agree within one step). RAW ops work on the stored integers (LiteRT copies,
+# compares or averages them and reads the result with the output's parameters), so they round with the input's
+# parameters; with equal parameters EXACT_RAW ops need no rounding at all.
+REQUANTIZED = {*CONVS, "FULLY_CONNECTED", "ADD", "SUB", "MUL", "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH",
+               "MEAN", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "LEAKY_RELU", "PRELU", "BATCH_MATMUL",
+               "TRANSPOSE_CONV", "SUM", "L2_NORMALIZATION", "LOG_SOFTMAX", "SQUARED_DIFFERENCE"}
+RAW = {*RESHAPES, "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESIZE_BILINEAR", "TRANSPOSE", "PAD", "STRIDED_SLICE",
+       "SLICE", "SPLIT", "SPLIT_V", "GATHER", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+       "RESIZE_NEAREST_NEIGHBOR", "REDUCE_MAX", "REDUCE_MIN", "MAXIMUM", "MINIMUM", "ARG_MAX", "ARG_MIN"}
+EXACT_RAW = RAW - {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
+DATA_INPUT = {"SPLIT": 1}  # the input a RAW op copies from, where it is not the first
+QUANTIZED_OPS = REQUANTIZED | RAW
 # Ops whose run-time tensors may be bool or integer (the rest take and give float32 only).
 ANY_TYPE = {*COMPARISONS, *LOGICAL, "SELECT", "SELECT_V2", "ARG_MAX", "ARG_MIN", "CAST", "TOPK_V2"}
 RUNTIME_TYPES = {_T.FLOAT32, _T.BOOL, _T.INT32, _T.INT64}
@@ -149,7 +178,8 @@ MAPPINGS: dict[str, tuple[str, str]] = {
     "GATHER_ND": ("lowered", "Reshape + Gather of flattened constant indices"),
     "RESIZE_BILINEAR": ("converted", "Resize linear: align_corners, half_pixel_centers or TFLite's legacy grid"),
     "RESIZE_NEAREST_NEIGHBOR": ("converted", "Resize nearest, with TFLite's rounding per grid"),
-    "DEQUANTIZE": ("lowered", "float16 constants only: evaluated at convert time"),
+    "DEQUANTIZE": ("converted", "DequantizeLinear (int8/uint8); float16 constants: evaluated at convert time"),
+    "QUANTIZE": ("converted", "QuantizeLinear to int8/uint8 (from int8/uint8: DequantizeLinear first)"),
     "SQUARED_DIFFERENCE": ("lowered", "Sub + Mul"), "POW": ("converted", "Pow"),
     "RSQRT": ("lowered", "Sqrt + Reciprocal"), "SQUARE": ("lowered", "Mul"),
     "BATCH_MATMUL": ("lowered", "MatMul; adj_x/adj_y as Transpose"), "GELU": ("lowered", "Erf or Tanh form"),
@@ -178,7 +208,7 @@ MAPPINGS: dict[str, tuple[str, str]] = {
 # Why a builtin without a mapping is declined, where there is more to say than "no mapping yet".
 _NO_KERNEL = "no kernel in the compiler"
 _GROUPS: dict[str, tuple[str, ...]] = {
-    "quantized models are declined (integer kernels are planned)": ("QUANTIZE", "FAKE_QUANT"),
+    "quantization-aware training's op: convert the model with full-integer quantization": ("FAKE_QUANT",),
     _NO_KERNEL: ("SIN", "COS", "SIGN", "ATAN2", "BITCAST", "BITWISE_XOR", "RIGHT_SHIFT", "SEGMENT_SUM",
                  "UNSORTED_SEGMENT_PROD", "UNSORTED_SEGMENT_MAX", "UNSORTED_SEGMENT_SUM", "UNSORTED_SEGMENT_MIN",
                  "SCATTER_ND", "CONV_3D", "CONV_3D_TRANSPOSE", "DYNAMIC_UPDATE_SLICE", "REVERSE_SEQUENCE"),
@@ -203,13 +233,15 @@ DECLINED: dict[str, str] = {op: reason for reason, ops in _GROUPS.items() for op
 
 def builtin_table() -> list[tuple[str, str, str]]:
     """Every LiteRT builtin (the `tflite` package's BuiltinOperator), then the custom ops converted:
-    (name, status, how or why). StableHLO ops are one row each, declined."""
+    (name, status, how or why; whether full-integer models' int8/uint8 form converts too). StableHLO ops
+    are one row each, declined."""
     names = sorted((k for k in vars(tflite.BuiltinOperator) if not k.startswith("_")),
                    key=lambda k: getattr(tflite.BuiltinOperator, k))
     rows = []
     for name in [*names, *sorted(CUSTOM_OPS)]:
         if name in MAPPINGS:
-            rows.append((name, *MAPPINGS[name]))
+            status, detail = MAPPINGS[name]
+            rows.append((name, status, f"{detail}; int8/uint8 too" if name in QUANTIZED_OPS else detail))
         elif name.startswith("STABLEHLO_"):
             rows.append((name, "declined", "StableHLO ops (a converter option) are not converted"))
         else:
@@ -228,6 +260,24 @@ def is_tflite(source: str | Path) -> bool:
 
 
 @dataclass
+class _Quant:
+    """A tensor's quantization parameters: real = (stored - zero) * scale, one (scale, zero) per tensor or
+    one per slice along `axis` (TFLite's quantized_dimension, in the file's layout)."""
+
+    scale: np.ndarray  # float32
+    zero: np.ndarray  # int64, as many as scale
+    axis: int
+
+    @property
+    def per_axis(self) -> bool:
+        return self.scale.size > 1
+
+    def same(self, other: _Quant | None) -> bool:
+        return other is not None and np.array_equal(self.scale, other.scale) and np.array_equal(
+            self.zero, other.zero)
+
+
+@dataclass
 class _Tensor:
     index: int
     name: str  # the tensor's own name in the file
@@ -236,6 +286,7 @@ class _Tensor:
     data: np.ndarray | None  # constants
     quantized: bool
     sparse: bool = False
+    quant: _Quant | None = None
 
     @property
     def rank(self) -> int:
@@ -281,9 +332,18 @@ def _read_tensor(model: tflite.Model, raw: bytes, graph: tflite.SubGraph, index:
             data = densify(values, shape, sparsity) if sparsity is not None else values.reshape(shape).copy()
     quant = t.Quantization()
     quantized = t.Type() in QUANTIZED_TYPES or (quant is not None and quant.ScaleLength() > 0)
+    params = None
+    if quant is not None and quant.ScaleLength() > 0:
+        scale = quant.ScaleAsNumpy().astype(np.float32)
+        zero = quant.ZeroPointAsNumpy().astype(np.int64) if quant.ZeroPointLength() else np.zeros(1, np.int64)
+        if zero.size == 1:
+            zero = np.repeat(zero, scale.size)
+        if zero.size != scale.size:
+            raise ValueError(f"tensor {index} has {scale.size} scales and {zero.size} zero points")
+        params = _Quant(scale, zero, int(quant.QuantizedDimension()))
     name = (t.Name() or b"").decode(errors="replace") or f"tensor_{index}"
     return _Tensor(index, name, t.Type(), signature if len(signature) == len(shape) else shape, data, quantized,
-                   sparsity is not None and data is None)
+                   sparsity is not None and data is None, params)
 
 
 def _index_vector(metadata: tflite.DimensionMetadata, segments: bool) -> np.ndarray:
@@ -406,6 +466,7 @@ class _Converter:
         self.tl: dict[int, str] = {}  # tensor → its value in TFLite's layout
         self.cf: dict[int, str] = {}  # rank-4 tensor → its value channels-first
         self.folded_pads: dict[int, tuple[int, list[int]]] = {}  # PAD output → (its input, [t, l, b, r])
+        self.integer: dict[str, str] = {}  # a quantized tensor's float value → the stored integers it was read from
         self.consumers: dict[int, list[_Op]] = {}
         for op in ops:
             for t in op.inputs:
@@ -438,6 +499,103 @@ class _Converter:
     def const_of(self, t: int) -> np.ndarray | None:
         return self.consts.get(t)
 
+    def quant_params(self, quant: _Quant, dtype: np.dtype[Any], hint: str) -> list[str]:
+        """QuantizeLinear's / DequantizeLinear's scale and zero point; the zero point's type is the integer
+        type QuantizeLinear writes."""
+        shape = (quant.scale.size,) if quant.per_axis else ()
+        return [self.constant(f"{hint}/scale", quant.scale.reshape(shape)),
+                self.constant(f"{hint}/zero_point", quant.zero.astype(dtype).reshape(shape))]
+
+    def dequantized(self, stored: np.ndarray, quant: _Quant, axis: int, hint: str) -> str:
+        """Quantized constants as DequantizeLinear of the stored integers (`axis`: where the quantized
+        dimension is in `stored`, which the caller may have transposed); folding evaluates it at compile time."""
+        attrs = {"axis": axis} if quant.per_axis else {}
+        integers = self.constant(f"{hint}/stored", np.ascontiguousarray(stored))
+        return self.node("DequantizeLinear", [integers, *self.quant_params(quant, stored.dtype, hint)], hint, **attrs)
+
+    def const_value(self, t: int, value: np.ndarray, hint: str, perm: tuple[int, ...] | None = None,
+                    lead: int = 0) -> str:
+        """A constant as its reader wants it: `value` is the stored array with `lead` size-1 dims put in front,
+        then transposed by `perm`; int8/uint8 ones are dequantized with their scales."""
+        quant = self.tensors[t].quant
+        if quant is None or self.tensors[t].type not in INTEGER_TYPES:
+            return self.constant(hint, value)
+        axis = quant.axis + lead
+        return self.dequantized(value, quant, perm.index(axis) if perm is not None else axis, hint)
+
+    def bias(self, t: int, x: int, w: int) -> str:
+        """A conv's or FULLY_CONNECTED's bias. An int32 one is added to the integer kernel's accumulator, so
+        its scale is the input's times the weights' (per output channel), whatever the file says."""
+        tensor, x_quant, w_quant = self.tensors[t], self.tensors[x].quant, self.tensors[w].quant
+        if tensor.type != _T.INT32:
+            return self.value(t)
+        stored = self.const_of(t)
+        if stored is None or x_quant is None or w_quant is None or x_quant.per_axis:
+            raise _Declined("an int32 bias must be a constant, with a quantized input and weights")
+        scale = (x_quant.scale.astype(np.float64) * w_quant.scale).astype(np.float32)
+        return self.dequantized(stored, _Quant(scale, np.zeros(scale.size, np.int64), 0), 0,
+                                f"{self.names[t]}/real")
+
+    def requantize(self, op: _Op, t: int) -> None:
+        """Round an int8/uint8 output as LiteRT's integer kernel does: QuantizeLinear with the output's scale
+        and zero point (REQUANTIZED ops) or the input's (RAW ops, which LiteRT runs on the stored integers;
+        none at all when they are equal and the op moves values without computing new ones), and
+        DequantizeLinear with the output's for the ops that read it."""
+        tensor, channels_first = self.tensors[t], t in self.cf
+        quant = tensor.quant
+        assert quant is not None  # _type_problem declined int8/uint8 tensors without parameters
+        rounding = quant
+        if op.kind in RAW:
+            source = self.tensors[op.inputs[DATA_INPUT.get(op.kind, 0)]]
+            if source.quant is None or source.type != tensor.type:
+                raise _Declined(f"the input is {TYPE_NAMES.get(source.type)}, the output "
+                                f"{TYPE_NAMES.get(tensor.type)}: LiteRT copies the stored integers")
+            others = [self.tensors[i] for i in op.inputs if i >= 0 and self.tensors[i].type in INTEGER_TYPES]
+            if any(not source.quant.same(other.quant) for other in others):
+                raise _Declined("inputs quantized differently: LiteRT compares or copies their stored integers")
+            if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and not source.quant.same(quant) and op.opts(
+                    tflite.Pool2DOptions).FusedActivationFunction() != _A.NONE:
+                raise _Declined("a fused activation with input and output quantized differently")
+            if source.quant.same(quant) and op.kind in EXACT_RAW:
+                return
+            rounding = source.quant
+        hint = self.out_hint(t, channels_first)
+        name = self.cf[t] if channels_first else self.tl[t]
+        dtype = DTYPES[tensor.type]
+        params = self.quant_params(quant, dtype, hint)
+        integers = self.node("QuantizeLinear", [name, *(params if rounding is quant else self.quant_params(
+            rounding, dtype, f"{hint}/input"))], f"{hint}/q")
+        value = self.node("DequantizeLinear", [integers, *params], f"{hint}/dq")
+        if rounding is quant:
+            self.integer[value] = integers
+        self.define(t, value, channels_first)
+
+    def dequantize_input(self, t: int) -> str:
+        """An int8/uint8 model input (LiteRT takes the stored integers) as the float values ops read."""
+        quant, dtype = self.tensors[t].quant, DTYPES[self.tensors[t].type]
+        assert quant is not None
+        self.node_name = "input"
+        value = self.node("DequantizeLinear", [self.names[t], *self.quant_params(quant, dtype, self.names[t])],
+                          f"{self.names[t]}/dq")
+        self.integer[value] = self.names[t]
+        return value
+
+    def stored(self, t: int) -> str:
+        """An int8/uint8 tensor's stored integers in TFLite's layout, for a model output (a channels-first
+        one moved back as integers: a quarter of the bytes, no rounding)."""
+        if t not in self.tl and self.cf.get(t) in self.integer:
+            self.node_name = "output"
+            return self._relayout(self.integer[self.cf[t]], t, NCHW_TO_NHWC, "/stored")
+        value = self.value(t)
+        if value in self.integer:
+            return self.integer[value]
+        quant = self.tensors[t].quant
+        assert quant is not None
+        self.node_name = "output"
+        hint = self.names[t]
+        return self.node("QuantizeLinear", [value, *self.quant_params(quant, DTYPES[self.tensors[t].type], hint)],
+                         f"{hint}/q")
+
     def ints(self, t: int, what: str) -> list[int]:
         value = self.const_of(t)
         if value is None:
@@ -461,7 +619,7 @@ class _Converter:
         if t in self.tl:
             return self.tl[t]
         if t in self.consts:
-            self.tl[t] = self.constant(self.names[t], self.consts[t])
+            self.tl[t] = self.const_value(t, self.consts[t], self.names[t])
         elif t in self.cf:
             self.tl[t] = self._relayout(self.cf[t], t, NCHW_TO_NHWC, "")
         else:
@@ -473,7 +631,8 @@ class _Converter:
         if t in self.cf:
             return self.cf[t]
         if t in self.consts:
-            self.cf[t] = self.constant(f"{self.names[t]}/nchw", self.consts[t].transpose(NHWC_TO_NCHW))
+            self.cf[t] = self.const_value(t, self.consts[t].transpose(NHWC_TO_NCHW), f"{self.names[t]}/nchw",
+                                          NHWC_TO_NCHW)
         else:
             self.cf[t] = self._relayout(self.value(t), t, NHWC_TO_NCHW, "/nchw")
         return self.cf[t]
@@ -494,8 +653,9 @@ class _Converter:
         if not channels_first:
             return self.value(t)
         if t in self.consts and self.consts[t].ndim < 4:  # broadcasts from the right: align to rank 4 first
-            value = self.consts[t].reshape((1,) * (4 - self.consts[t].ndim) + self.consts[t].shape)
-            return self.constant(f"{self.names[t]}/nchw", value.transpose(NHWC_TO_NCHW))
+            lead = 4 - self.consts[t].ndim
+            value = self.consts[t].reshape((1,) * lead + self.consts[t].shape)
+            return self.const_value(t, value.transpose(NHWC_TO_NCHW), f"{self.names[t]}/nchw", NHWC_TO_NCHW, lead)
         return self.channels_first(t)
 
     def define(self, t: int, name: str, channels_first: bool) -> None:
@@ -587,6 +747,9 @@ class _Converter:
             getattr(self, EXTRA[kind])(op)
         else:
             self.dequantize(op)
+        for t in op.outputs:
+            if t >= 0 and self.tensors[t].type in INTEGER_TYPES and t not in self.consts:
+                self.requantize(op, t)
 
     def conv(self, op: _Op) -> None:
         x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -598,12 +761,13 @@ class _Converter:
         channels = self.tensors[x].shape[3]
         if channels < 0:
             raise _Declined("the input's channel count must be static")
+        perm = (3, 0, 1, 2) if depthwise else (0, 3, 1, 2)
         if depthwise:  # 1, KH, KW, C*M → C*M, 1, KH, KW; output channel c*M + m is group c's m-th
-            weight, groups = filt.transpose(3, 0, 1, 2), channels
+            weight, groups = filt.transpose(perm), channels
             if filt.shape[0] != 1 or filt.shape[3] % channels:
                 raise _Declined(f"filter shape {list(filt.shape)} does not fit {channels} input channels")
         else:  # O, KH, KW, I → O, I, KH, KW (I < C: grouped)
-            weight = filt.transpose(0, 3, 1, 2)
+            weight = filt.transpose(perm)
             if channels % filt.shape[3] or filt.shape[0] % (channels // filt.shape[3]):
                 raise _Declined(f"filter shape {list(filt.shape)} does not fit {channels} input channels")
             groups = channels // filt.shape[3]
@@ -617,9 +781,10 @@ class _Converter:
             if x in self.folded_pads:
                 x, (top, left, bottom, right) = self.folded_pads[x]
                 attrs["pads"] = [top, left, bottom, right]
-        inputs = [self.channels_first(x), self.constant(f"{self.names[w]}/oihw", np.ascontiguousarray(weight))]
+        inputs = [self.channels_first(x), self.const_value(w, np.ascontiguousarray(weight), f"{self.names[w]}/oihw",
+                                                           perm)]
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            inputs.append(self.value(op.inputs[2]))
+            inputs.append(self.bias(op.inputs[2], x, w))
         y = self.node("Conv", inputs, f"{self.names[out]}/conv", **attrs)
         self.define(out, self.activate(y, opts.FusedActivationFunction(), self.out_hint(out, True)), True)
 
@@ -643,10 +808,10 @@ class _Converter:
             begin.append(head)
             end.append(max(total, 0) - head)
             extra.append(max(-total, 0))
-        inputs = [self.channels_first(x),
-                  self.constant(f"{self.names[w]}/iohw", np.ascontiguousarray(filt.transpose(3, 0, 1, 2)))]
+        inputs = [self.channels_first(x), self.const_value(w, np.ascontiguousarray(filt.transpose(3, 0, 1, 2)),
+                                                           f"{self.names[w]}/iohw", (3, 0, 1, 2))]
         if len(op.inputs) > 3 and op.inputs[3] >= 0:
-            inputs.append(self.value(op.inputs[3]))
+            inputs.append(self.bias(op.inputs[3], x, w))
         y = self.node("ConvTranspose", inputs, f"{self.names[out]}/deconv", kernel_shape=list(filt.shape[1:3]),
                       strides=strides, pads=begin + end, output_padding=extra)
         act = opts.FusedActivationFunction() if op.options is not None else _A.NONE
@@ -699,7 +864,7 @@ class _Converter:
                 f"{self.names[x]}/rows", np.array([-1, weight.shape[1]], np.int64))], f"{self.names[x]}/rows")
         inputs = [source, self.value(w)]
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            inputs.append(self.value(op.inputs[2]))
+            inputs.append(self.bias(op.inputs[2], x, w))
         y = self.node("Gemm", inputs, f"{self.names[out]}/gemm", transB=1)
         y = self.activate(y, opts.FusedActivationFunction(), self.names[out] + "/act")
         if self.tensors[out].rank != 2:
@@ -815,6 +980,9 @@ class _Converter:
             return False
         if pads.shape != (4, 2) or pads[0].any() or pads[3].any() or (pads < 0).any() or out in self.graph_outputs:
             return False
+        out_quant = self.tensors[out].quant
+        if out_quant is not None and not out_quant.same(self.tensors[op.inputs[0]].quant):
+            return False  # the stored integers are read with other parameters (see pad)
         for consumer in self.consumers.get(out, []):
             opts = consumer.opts(tflite.DepthwiseConv2DOptions if consumer.kind == "DEPTHWISE_CONV_2D"
                                  else tflite.Conv2DOptions) if consumer.kind in CONVS else None
@@ -843,6 +1011,13 @@ class _Converter:
             if value is None:
                 raise _Declined("the pad value must be a constant")
             inputs.append(self.constant(f"{self.names[out]}/value", np.asarray(value, np.float32).reshape(())))
+        x_quant, out_quant = self.tensors[x].quant, self.tensors[out].quant
+        if op.kind == "PAD" and self.tensors[out].type in INTEGER_TYPES and x_quant is not None and out_quant \
+                is not None and x_quant.zero[0] != out_quant.zero[0]:
+            # LiteRT pads the stored integers with the output's zero point; `requantize` reads them with the
+            # output's parameters, so here the pad is the value the input's parameters store as that integer.
+            shift = np.float32((out_quant.zero[0] - x_quant.zero[0]) * x_quant.scale[0])
+            inputs.append(self.constant(f"{self.names[out]}/value", np.array(shift, np.float32)))
         self.define(out, self.node("Pad", inputs, self.out_hint(out, cf), mode=mode), cf)
 
     def symmetric_pad(self, op: _Op, source: str, pads: np.ndarray, channels_first: bool) -> str:
@@ -1410,12 +1585,22 @@ class _Converter:
             f"{hint}/shape", np.array([-1, height * fh, width * fw, channels], np.int64))], hint), False)
 
     def dequantize(self, op: _Op) -> None:
+        """DEQUANTIZE and QUANTIZE: the input's float value (int8/uint8 ones are read through DequantizeLinear);
+        a QUANTIZE's output is then rounded to its type by `requantize`. DEQUANTIZE of float16 constants (the
+        converter's float16 option) is evaluated here."""
         x, out = op.inputs[0], op.outputs[0]
         source = self.tensors[x]
-        if source.type != _T.FLOAT16 or source.data is None:
-            raise _Declined(f"only float16 constants can be dequantized, not {TYPE_NAMES.get(source.type)} "
-                            f"{'constants' if source.data is not None else 'tensors'} (a quantized model)")
-        self.consts[out] = source.data.astype(np.float32)
+        if op.kind == "DEQUANTIZE" and source.type == _T.FLOAT16 and source.data is not None:
+            self.consts[out] = source.data.astype(np.float32)
+            return
+        if op.kind == "DEQUANTIZE" and (source.type not in INTEGER_TYPES or self.tensors[out].type != _T.FLOAT32):
+            raise _Declined(f"dequantizing {TYPE_NAMES.get(source.type)} to {TYPE_NAMES.get(self.tensors[out].type)}"
+                            " (int8/uint8 to float32, or float16 constants, are supported)")
+        if op.kind == "QUANTIZE" and (self.tensors[out].type not in INTEGER_TYPES
+                                      or source.type not in {_T.FLOAT32, *INTEGER_TYPES}):
+            raise _Declined(f"quantizing {TYPE_NAMES.get(source.type)} to {TYPE_NAMES.get(self.tensors[out].type)}"
+                            " (float32, int8 or uint8 to int8 or uint8 are supported)")
+        self.define(out, self.value(x), False)
 
 
 def _live_ops(tensors: list[_Tensor], ops: list[_Op], outputs: list[int]) -> list[_Op]:
@@ -1435,8 +1620,10 @@ def _live_ops(tensors: list[_Tensor], ops: list[_Op], outputs: list[int]) -> lis
 
 
 def _type_problem(op: _Op, tensors: list[_Tensor]) -> str | None:
-    """Quantized or non-float run-time tensors, which the op mappings do not handle."""
-    quantized, other = [], []
+    """Tensors the op mappings do not handle: 16-bit (or 4-bit) quantized ones, int8/uint8 ones without a
+    scale or around an op without an integer mapping, float32 run-time inputs of an op with int8 weights
+    (LiteRT's dynamic-range kernels quantize them at run time), and other non-float run-time tensors."""
+    unsupported, integer, floats, other = [], [], [], []
     for t in dict.fromkeys(t for t in op.inputs + op.outputs if t >= 0):
         tensor = tensors[t]
         if tensor.sparse:
@@ -1444,14 +1631,28 @@ def _type_problem(op: _Op, tensors: list[_Tensor]) -> str | None:
         if op.kind == "DEQUANTIZE" and t == op.inputs[0] and tensor.type == _T.FLOAT16:
             continue
         label = f"{tensor.name!r} ({TYPE_NAMES.get(tensor.type, tensor.type)})"
-        if tensor.quantized:
-            quantized.append(label)
+        if tensor.type in INTEGER_TYPES:
+            if tensor.quant is None:
+                return f"tensor {label} has no quantization scale"
+            if tensor.data is None and tensor.quant.per_axis:
+                return f"tensor {label} is quantized per channel at run time; only weights may be"
+            integer.append(label)
+        elif tensor.quantized and not (tensor.type == _T.INT32 and tensor.data is not None):  # int32: a bias
+            unsupported.append(label)
         elif tensor.data is None and tensor.type != _T.FLOAT32 and not (
                 op.kind in ANY_TYPE and tensor.type in RUNTIME_TYPES):
             other.append(label)
-    if quantized:
-        return (f"quantized tensors {', '.join(quantized)}: quantized models are not supported; convert the "
-                "float32 model (float16 weights are fine)")
+        elif tensor.data is None and tensor.type == _T.FLOAT32 and t in op.inputs:
+            floats.append(label)
+    if unsupported:
+        return (f"quantized tensors {', '.join(unsupported)}: only int8/uint8 quantization is supported (16-bit "
+                "activations, 16x8 quantization, are not)")
+    if integer and op.kind not in QUANTIZED_OPS:
+        return (f"quantized tensors {', '.join(integer)}: {op.kind} has no integer mapping (int8/uint8 models "
+                f"convert with {', '.join(sorted(QUANTIZED_OPS))})")
+    if integer and floats and op.kind not in ("QUANTIZE", "DEQUANTIZE"):
+        return (f"float32 inputs {', '.join(floats)} and quantized tensors {', '.join(integer)}: a dynamic-range "
+                "(hybrid) op, whose float inputs LiteRT quantizes at run time, is not supported")
     if other:
         return (f"tensors {', '.join(other)}: only float32 run-time tensors are supported (bool and int32/int64 "
                 "ones only by comparisons, logical ops, SELECT, ARG_MAX/ARG_MIN and CAST)")
@@ -1515,11 +1716,16 @@ def tflite_to_onnx(raw: bytes, label: str = "model") -> onnx.ModelProto:
     converter = _Converter(tensors, ops, outputs, names)
     problems: list[str] = []
     for t in inputs:
-        if tensors[t].type != _T.FLOAT32 or tensors[t].quantized:
-            problems.append(f"input {names[t]!r} has type {TYPE_NAMES.get(tensors[t].type)}; only float32 "
-                            "inputs are supported")
-        converter.tl[t] = names[t]
+        tensor = tensors[t]
         converter.used_names.add(names[t])
+        quantized_input = tensor.type in INTEGER_TYPES and tensor.quant is not None and not tensor.quant.per_axis
+        if quantized_input:
+            converter.tl[t] = converter.dequantize_input(t)
+            continue
+        if tensor.type != _T.FLOAT32 or tensor.quantized:
+            problems.append(f"input {names[t]!r} has type {TYPE_NAMES.get(tensor.type)}; only float32 inputs and "
+                            "int8/uint8 ones quantized per tensor are supported")
+        converter.tl[t] = names[t]
     for op in _live_ops(tensors, ops, outputs):
         label_op = f"operator {op.index} ({op.kind}, output {tensors[op.outputs[0]].name!r})" if op.outputs \
             else f"operator {op.index} ({op.kind})"
@@ -1540,11 +1746,14 @@ def tflite_to_onnx(raw: bytes, label: str = "model") -> onnx.ModelProto:
     if problems:
         raise UnsupportedModel(problems)
 
+    sources: dict[int, str] = {}
     for t in outputs:
         try:
-            source = converter.value(t)
+            sources[t] = converter.stored(t) if tensors[t].type in INTEGER_TYPES else converter.value(t)
         except KeyError:
             raise UnsupportedModel([f"output {names[t]!r}: no operator writes it"]) from None
+    _drop_unread(converter.nodes, set(converter.integer), set(sources.values()))
+    for t, source in sources.items():
         if source != names[t]:
             _rename_output(converter, source, names[t])
     merge_transposes(converter.nodes, {names[t] for t in outputs})
@@ -1577,6 +1786,13 @@ def merge_transposes(nodes: list[onnx.NodeProto], outputs: set[str]) -> int:
         nodes.remove(first)
         merged += 1
     return merged
+
+
+def _drop_unread(nodes: list[onnx.NodeProto], candidates: set[str], outputs: set[str]) -> None:
+    """Remove the DequantizeLinear of a quantized output that only the output's stored integers needed."""
+    read = {name for n in nodes for name in n.input} | outputs
+    nodes[:] = [n for n in nodes if not (n.op_type == "DequantizeLinear" and n.output[0] in candidates
+                                         and n.output[0] not in read)]
 
 
 def _rename_output(converter: _Converter, source: str, name: str) -> None:
