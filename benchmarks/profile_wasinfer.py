@@ -230,6 +230,7 @@ def profile_nodes(model: BenchModel, top: int) -> None:
 OPS_SECONDS = 4.0
 PERF_HZ = 1999
 OUTSIDE = "(outside nodes)"
+SMALL_SHARE = 0.002  # op types under this share on both sides are summed into one row of the doc's table
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 BEGIN, END = "<!-- profile_ops:begin -->", "<!-- profile_ops:end -->"
 # ONNX Runtime's fused kernels, counted under the op that wasinfer's row for the same work has: its Conv, Gemm
@@ -380,6 +381,18 @@ def set_summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return op_rows(dict(ours), dict(theirs))
 
 
+def fold_small(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with a share of SMALL_SHARE or more on either side, then the rest summed as one."""
+    kept = [r for r in rows if max(r["wasinfer_share"], r["ort_share"]) >= SMALL_SHARE or r["op"] == OUTSIDE]
+    rest = [r for r in rows if r not in kept]
+    if not rest:
+        return kept
+    ours, theirs = (sum(r[key] or 0.0 for r in rest) for key in ("wasinfer_ms", "ort_ms"))
+    return [*kept, {"op": f"{len(rest)} other op types", "wasinfer_ms": ours,
+                    "wasinfer_share": sum(r["wasinfer_share"] for r in rest), "ort_ms": theirs,
+                    "ort_share": sum(r["ort_share"] for r in rest), "ratio": None}]
+
+
 def render_ops(set_name: str, results: dict[str, dict[str, Any]], failed: dict[str, str], seconds: float) -> str:
     m = machine()
     rows = set_summary(results)
@@ -402,9 +415,10 @@ def render_ops(set_name: str, results: dict[str, dict[str, Any]], failed: dict[s
         "ReorderInput/ReorderOutput are its NCHWc layout changes, which wasinfer does not make) applied to "
         "`session.run` without the profiler; the rest of `run` (its Python "
         "binding, copying inputs and outputs) lands in the kernels' shares. Each side after its own fusions. "
-        "Sums over one run of each model:",
+        f"Sums over one run of each model (op types under {SMALL_SHARE:.1%} of both sides' time summed in the "
+        "last row):",
         "",
-        *md_table(OPS_HEADER, [fmt_op_row(r) for r in rows]),
+        *md_table(OPS_HEADER, [fmt_op_row(r) for r in fold_small(rows)]),
         "",
         "Per model, wasinfer / ORT CPU ms per run, and the op types that take most of wasinfer's time there "
         "(share, w/ORT):",
