@@ -152,6 +152,21 @@ def measure(run: Callable[[], object], budget: Budget) -> list[float]:
     return sample(run, budget.min_iters, budget.max_iters, budget.max_seconds)
 
 
+def measure_turns(runs: list[Callable[[], object]], budget: Budget) -> list[list[float]]:
+    """Steady-state latencies of several callables taking turns call by call (after each one's warm-up), so
+    that a burst of other work on the machine falls on all of them alike: for ratios between them."""
+    for run in runs:
+        sample(run, budget.warmup_min, math.inf, budget.warmup_seconds)
+    times: list[list[float]] = [[] for _ in runs]
+    deadline = time.perf_counter() + budget.max_seconds * len(runs)
+    while len(times[0]) < budget.min_iters or (len(times[0]) < budget.max_iters and time.perf_counter() < deadline):
+        for run, samples in zip(runs, times, strict=True):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def measure_cold(start: Callable[[], object], budget: Budget) -> list[float]:
     """Cold starts after unmeasured ones: a process that has loaded models before (a JIT-compiled
     runtime such as onnxruntime-web needs this; the rule is the same for every runtime)."""
@@ -368,12 +383,14 @@ def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_sim
     raw_call = instance._run
     parts["raw_call"] = measure(lambda: raw_call(1), budget)
     # What `wasinfer serve` runs: epoch checks compiled in (their own Cranelift build and cache entry) and a
-    # deadline set before every call. Measured right after the plain run, so both see the same machine.
+    # deadline set before every call; timed taking turns with the plain instance, call by call, so that the
+    # deadline's cost is a ratio of two runs that saw the same machine.
     deadline_engine = make_engine(interruptible=True)
     started = time.perf_counter()
     guarded = WasmModel.from_file(wasm_path, cache, deadline_engine, deadline_seconds=SERVE_DEADLINE_S)
     deadline_jit_s = time.perf_counter() - started
-    parts["deadline_run"] = measure(lambda: guarded.run(model.feeds), budget)
+    parts["deadline_run"], parts["deadline_plain"] = measure_turns(
+        [lambda: guarded.run(model.feeds), lambda: instance.run(model.feeds)], budget)
     info = {"wasm_bytes": len(result.wasm), "convert_s": convert_s, "jit_s": jit_s, "deadline_jit_s": deadline_jit_s,
             "kernels": result.stats.get("kernels"), "arena_bytes": result.stats.get("arena_bytes"),
             "weight_bytes": 4 * params if isinstance(params := result.stats.get("params"), int) else None}
@@ -578,8 +595,10 @@ def deadline_p50(record: dict[str, Any] | None) -> float | None:
 
 
 def deadline_cost(record: dict[str, Any] | None) -> float | None:
-    """The deadline's cost: p50 with it / p50 without, the same module on the same machine seconds apart."""
-    with_deadline, without = deadline_p50(record), p50(record)
+    """The deadline's cost: p50 with it / p50 without, the two instances of one module taking turns call by call
+    (results from before the turns compare with the plain latency, measured seconds earlier)."""
+    plain = (record or {}).get("parts_ms", {}).get("deadline_plain")
+    with_deadline, without = deadline_p50(record), plain["p50"] if plain else p50(record)
     return with_deadline / without if with_deadline is not None and without else None
 
 
@@ -830,8 +849,9 @@ def render_section(report: dict[str, Any]) -> str:
         "`WasmModel` on wasmtime, on an engine without epoch interruption; `with deadline` is the same module as "
         "`wasinfer serve` runs it: compiled for an engine with epoch interruption (`make_engine(interruptible=True)`,"
         f" checks at every function entry and loop back-edge) and a {SERVE_DEADLINE_S:g} s deadline set before "
-        "every call (serve's default `--deadline-ms`), measured right after the plain run; `deadline cost` is its "
-        "p50 over the plain p50. Latency is one inference (inputs in, outputs out as numpy / JS arrays) after "
+        "every call (serve's default `--deadline-ms`), timed after the plain run, the two instances taking turns "
+        "call by call; `deadline cost` is its p50 over the plain instance's p50 in those turns. Latency is one "
+        "inference (inputs in, outputs out as numpy / JS arrays) after "
         f"a warm-up (at least {b['warmup_min']} run and {b['warmup_seconds']} s), sampled for at least "
         f"{b['min_iters']} runs, then while under {b['max_iters']} runs and {b['max_seconds']} s. Cold start is "
         "from nothing loaded to the first result, p50 over "
