@@ -32,7 +32,7 @@ input shapes and realistic inputs); the files are fed as shipped, with wasinfer 
 Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models" and
 "Real models" sections of docs/performance.md (only the text between its marker comments).
 
-    python benchmarks/compile_bench.py                      # everything (about 12 minutes on 2 cores)
+    python benchmarks/compile_bench.py                      # everything (13-16 minutes on 2 busy cores)
     python benchmarks/compile_bench.py --quick --models digits,squeezenet
     python benchmarks/compile_bench.py --quick --sets real  # only the real models
     python benchmarks/compile_bench.py --render --doc       # redo the tables and section from the JSON
