@@ -119,7 +119,8 @@ def test_run_time_ifs_nest_and_decide_per_sample() -> None:
 def test_if_whose_branches_differ_in_shape_is_refused() -> None:
     model = _run_time_if([helper.make_node("Relu", ["x"], ["a"])],
                          [helper.make_node("ReduceSum", ["x"], ["b"], keepdims=0)], "a", "b", [2, 3])
-    with pytest.raises(UnsupportedModel, match=r"'choose'.*not tensors of one static type and shape"):
+    says = r"'choose/output0'.*its branches give 'y' float32 \[2, 3\] and float32 \[\]"
+    with pytest.raises(UnsupportedModel, match=says):
         convert_onnx(model)
 
 
@@ -259,3 +260,16 @@ def test_an_output_whose_batch_cannot_be_followed_is_refused_by_name() -> None:
         opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(UnsupportedModel, match=r"output 'y' \(shape \[2, 3\] per sample\).*cannot be followed"):
         convert_onnx(model, max_batch=2)
+
+
+def test_a_run_time_if_whose_branches_declare_no_types_takes_them_from_its_inlined_branches() -> None:
+    """Exporters often declare branch outputs without shapes, so ONNX's inference leaves the If's
+    outputs untyped; once inlined, the branches' values are typed and the If's outputs take their
+    type (here through a Shape-folded Reshape in one branch)."""
+    then_nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Relu", ["x"], ["r"]),
+                  helper.make_node("Reshape", ["r", "shape"], ["a"])]
+    model = _run_time_if(then_nodes, [helper.make_node("Neg", ["x"], ["b"])], "a", "b", [2, 3])
+    for branch in (model.graph.node[-1].attribute[0].g, model.graph.node[-1].attribute[1].g):
+        assert not branch.output[0].type.tensor_type.HasField("shape")
+    for x in (np.ones((2, 3), np.float32), -np.ones((2, 3), np.float32)):
+        assert_matches_ort(model, {"x": x})

@@ -10,3 +10,5 @@ define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the 
 define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds; later iterations guarded by a "
                                           "run-time condition")
 define("Scan", role=Role.INLINED, summary="unrolled over the static length of its scan axis (opset 9 and later)")
+define("IfChoose", domain="wasinfer", role=Role.LOWERED,
+       summary="an output of a run-time If, a Where on its condition once both branches' types are known")

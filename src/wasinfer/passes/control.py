@@ -105,10 +105,14 @@ def inline_constant_ifs(graph: Graph) -> int:
     return inlined
 
 
+CHOOSE = ("wasinfer", "IfChoose")  # an output of a run-time If until its branches' types are known
+
+
 def inline_runtime_ifs(graph: Graph) -> int:
-    """Inline both branches of every If decided at run time (one pass), guarded by its condition,
-    with a Where per output; returns how many. An If whose outputs have no static tensor type
-    (branches that differ, sequences) stays, declined with the reason."""
+    """Inline both branches of every If decided at run time (one pass), guarded by its condition;
+    returns how many. Each output is first an IfChoose of (condition, then's value, else's value):
+    ONNX's inference types an If's outputs only from its branches' declared types, so they may be
+    known only once the inlined branches have been typed and folded (`resolve_choices`)."""
     kept: list[Node] = []
     inlined = 0
     for node in graph.nodes:
@@ -118,8 +122,9 @@ def inline_runtime_ifs(graph: Graph) -> int:
         condition = graph.tensors.get(node.inputs[0])
         if condition is None or condition.dtype != np.bool_ or condition.size != 1:
             node.declined = NOT_A_CONDITION
-        elif not all(name in graph.tensors for name in node.outputs if name):
-            node.declined = UNTYPED_BRANCHES
+        elif any(value.type.WhichOneof("value") not in (None, "tensor_type")
+                 for key in ("then_branch", "else_branch") for value in node.attrs[key].output):
+            node.declined = UNTYPED_BRANCHES  # sequences, optionals: not tensors
         if node.declined is not None:
             kept.append(node)
             continue
@@ -131,11 +136,44 @@ def inline_runtime_ifs(graph: Graph) -> int:
                 kept.append(inner)
         for index, name in enumerate(node.outputs):
             if name:
-                kept.extend(choose(graph, node.inputs[0], f"{node.name}/then:{name}", f"{node.name}/else:{name}",
-                                   name, f"{node.name}/output{index}", node.guards))
+                kept.append(Node(CHOOSE[1], f"{node.name}/output{index}",
+                                 [node.inputs[0], f"{node.name}/then:{name}", f"{node.name}/else:{name}"], [name],
+                                 domain=CHOOSE[0], guards=node.guards))
         inlined += 1
     graph.nodes = kept
     return inlined
+
+
+def resolve_choices(graph: Graph, final: bool = False) -> int:
+    """Each IfChoose whose two values have types becomes a Where on the condition (subgraph.choose),
+    the output taking their type; returns how many. Two values of different types or shapes, or
+    (with `final`, when nothing more will be typed) values still untyped, leave it declined."""
+    kept: list[Node] = []
+    resolved = 0
+    for node in graph.nodes:
+        if (node.domain, node.op_type) != CHOOSE or node.declined is not None:
+            kept.append(node)
+            continue
+        condition, then, other = node.inputs
+        first, second = graph.tensors.get(then), graph.tensors.get(other)
+        output = node.outputs[0]
+        if first is None or second is None:
+            if final:
+                node.declined = UNTYPED_BRANCHES
+            kept.append(node)
+            continue
+        declared = graph.tensors.get(output)
+        if (first.dtype, first.shape) != (second.dtype, second.shape) or (
+                declared is not None and (declared.dtype, declared.shape) != (first.dtype, first.shape)):
+            node.declined = (f"{UNTYPED_BRANCHES}: its branches give {output!r} {first.dtype} {list(first.shape)} and "
+                             f"{second.dtype} {list(second.shape)}")
+            kept.append(node)
+            continue
+        graph.tensors[output] = replace(first, name=output)
+        kept += choose(graph, condition, then, other, output, node.name, node.guards)
+        resolved += 1
+    graph.nodes = kept
+    return resolved
 
 
 def settle(graph: Graph, rounds: int = 16) -> int:
@@ -148,9 +186,11 @@ def settle(graph: Graph, rounds: int = 16) -> int:
         inlined = inline_constant_ifs(graph) or unroll_loops(graph) or inline_runtime_ifs(graph)
         untyped = any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
         typed = infer_types(graph) if inlined or untyped else 0
-        if not inlined and not typed:
+        resolved = resolve_choices(graph)
+        if not inlined and not typed and not resolved:
             break
-        changed += inlined + fold_static_values(graph) + fold_constants(graph)
+        changed += inlined + resolved + fold_static_values(graph) + fold_constants(graph)
+    resolve_choices(graph, final=True)
     return changed
 
 
