@@ -45,6 +45,14 @@ def test_a_dim_named_like_the_batch_carries_it_on_its_axis() -> None:
         load_onnx(model([2, "steps", 8]))
 
 
+def test_a_leading_dim_given_above_1_is_fixed_not_the_batch() -> None:
+    """`--input-shape x=32,8` on a dynamic leading dim means 32 rows through the graph at once (a
+    sequence of windows), not a batch of one-row samples; given as 1 it stays the batch."""
+    fixed = load_onnx(relu_model(["batch", 8]), {"x": (32, 8)})
+    assert fixed.batch_axes == {} and fixed.graph.info("x").shape == (32, 8)
+    assert load_onnx(relu_model(["batch", 8]), {"x": (1, 8)}).batch_axes == {"x": 0}
+
+
 def test_other_dynamic_dims_need_an_override() -> None:
     with pytest.raises(FrontendError, match="--input-shape x="):
         load_onnx(relu_model(["batch", "len"]))

@@ -2,7 +2,8 @@
 
 The leading dimension of an input is the run-time batch when the model leaves it dynamic;
 it is compiled as 1 and the module runs the graph once per sample (unless a node mixes samples
-along it: then artifact/convert.py loads it again with `batch=False`). An input whose leading
+along it: then artifact/convert.py loads it again with `batch=False`), or `--input-shape` gives
+it a size above 1 (then it is that fixed size). An input whose leading
 dim is fixed carries the batch where a dim has the batch's name (a recurrent state
 `[2, batch, 128]` on axis 1). Every other dynamic dimension must be given with
 `--input-shape NAME=d0,d1,...`.
@@ -179,7 +180,9 @@ def load_onnx(
             fixed: list[int | str | None] = list(given)
         else:
             fixed = list(dims)
-        if batch and dims and not isinstance(dims[0], int):
+        # a dynamic leading dim is the batch unless --input-shape fixes it at more than 1 (a sequence of
+        # windows, say): given as 1 (or as the range 1..MAX) it stays the batch
+        if batch and dims and not isinstance(dims[0], int) and fixed[0] in (1, dims[0]):
             batch_axes[value.name] = 0
         elif batch and value.name not in (input_shapes or {}):
             named = [axis for axis, d in enumerate(dims) if isinstance(d, str) and d in batch_names]

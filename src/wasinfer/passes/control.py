@@ -295,7 +295,7 @@ def tensor_batch_axes(graph: Graph, input_axes: dict[str, int]) -> dict[str, int
     for name in graph.outputs:
         if name in reached:
             axes[name] = reached[name]
-        elif name in depends:
+        elif name in depends and name in graph.tensors:  # an untyped output is the compiler's to name
             shape = graph.info(name).shape
             if not shape or shape[0] != 1:
                 lost.append(f"output {name!r} (shape {list(shape)} per sample): where the run-time batch is in it "
