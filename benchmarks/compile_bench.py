@@ -924,8 +924,8 @@ def render_real(report: dict[str, Any]) -> str:
         "version and the model file's sha256, fetches them into its cache (`~/.cache/wasinfer/real-models`) and "
         "makes the inputs the libraries feed (their preprocessing applied). The files are fed as shipped (their "
         "dynamic dims stay dynamic for the peers; wasinfer is given the shapes below), except `silero_vad_seq`'s: "
-        "its leading dim is a sequence of windows, not a batch, and wasinfer takes a dynamic leading dim for the "
-        "per-sample batch even where a shape is given, so its dims are fixed in a copy that every runtime gets. "
+        "its leading dim is a sequence of windows, not a batch, so its dims are fixed in a copy that every runtime "
+        "gets (all run the one 32-window shape; wasinfer alone would take `--input-shape input=32,576` as fixed). "
         "`tests/` never fetches these models.",
         "",
         *md_table(["model", "task", "package (registry, licence)", "inputs fed", ".onnx"],

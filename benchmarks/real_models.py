@@ -71,9 +71,8 @@ class RealModel:
     feeds: str  # a key of FEEDS: how realistic inputs of those shapes are made
     about: str  # what the inputs stand for, for the tables
     dtypes: dict[str, str] = field(default_factory=dict)  # inputs that are not float32
-    # A dynamic leading dim that is not a batch (silero_vad_seq's windows run through one LSTM): wasinfer takes a
-    # dynamic leading dim for the per-sample batch even where --input-shape gives it, so these dims are fixed in
-    # a copy of the file that every runtime gets.
+    # A dynamic leading dim that is not a batch (silero_vad_seq's windows run through one LSTM): its dims are
+    # fixed in a copy of the file that every runtime gets, so that all of them run the one shape.
     fixed_dims: bool = False
 
     def path(self, cache: Path) -> Path:
