@@ -1,11 +1,16 @@
 """The v2 REST front end: a plain ASGI app (no framework between the server and the handlers).
 
 Routing is a split of the path, answers that do not change are encoded once, the JSON is
-parsed by orjson, and a model runs on the inference executor so the event loop keeps
-parsing the next request while wasm runs on another core. A model whose runs take less than
-the hand-off to a thread and back (models.INLINE_SECONDS, judged from its recent runs) runs
-on the event loop instead: for it, the hand-off would cost more than the parallelism gains
-(LoadedModel.infer_async decides, and hands batched models to their batcher).
+parsed by orjson, and a model runs on its own worker threads (models.py) so the event loop
+keeps parsing the next request while wasm runs on another core, and a slow model's queue never
+holds another model's requests. A model whose runs take less than the hand-off to a thread and
+back (models.INLINE_SECONDS, judged from its recent runs) runs on the event loop instead: for
+it, the hand-off would cost more than the parallelism gains (LoadedModel.infer_async decides,
+and hands batched models to their batcher). A request must be answered by its deadline
+(--deadline-ms from its arrival): one still queued then gets 504 without running.
+Health, readiness and /metrics are answered on the event loop itself, never queued behind
+inference. Parsing a large body and encoding a large answer (over LARGE_BYTES) hold the GIL
+for milliseconds, so they run on the codec executor, between which the loop answers others.
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
 model's inference needs.
 
@@ -57,6 +62,8 @@ log = logging.getLogger("wasinfer.serving")
 
 JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
+# Bodies and answers larger than this are parsed and encoded on the codec executor, off the event loop.
+LARGE_BYTES = 1 << 20
 # What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
 # Content-Encoding, Authorization, and the client's request id (already vetted).
 Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
@@ -65,12 +72,13 @@ Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
 class RestApp:
     """ASGI application serving KServe v2 REST, the repository extension, OpenAPI and /metrics."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
+    def __init__(self, manager: ModelManager, metrics: Metrics, codec_executor: Executor, load_executor: Executor,
                  max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
-                 guests: Guests | None = None):
+                 guests: Guests | None = None, not_ready: Callable[[], str] = lambda: ""):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
-        self.executor, self.load_executor = executor, load_executor
+        self.codec_executor, self.load_executor = codec_executor, load_executor
+        self.not_ready = not_ready  # why the server must not take traffic yet ("" when it may): /v2/health/ready
         self.max_body_bytes, self.openapi = max_body_bytes, openapi
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
@@ -139,6 +147,9 @@ class RestApp:
             return await self._model_route(scope, receive, send, rest[1], rest[2:])
         if first == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             _allow(method, "GET")
+            reason = self.not_ready() if rest[1] == "ready" else ""
+            if reason:
+                raise Unavailable(f"not ready: {reason}")
             return await _send(send, 200, b"", _scan(scope)[4])
         if first == "repository":
             return await self._repository_route(scope, receive, send, rest[1:])
@@ -224,6 +235,7 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str) -> None:
         started = time.perf_counter()
+        deadline = self.manager.deadline()
         model: LoadedModel | None = None
         request_id: str | None = None
         try:
@@ -233,12 +245,20 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
-            request = parse_rest_request(body, header_length)
+            loop = asyncio.get_running_loop()
+            if len(body) > LARGE_BYTES:
+                request = await loop.run_in_executor(self.codec_executor, parse_rest_request, body, header_length)
+            else:
+                request = parse_rest_request(body, header_length)
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
-            outputs = await model.infer_async(request.inputs, self.executor)
-            payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
+            outputs = await model.infer_async(request.inputs, deadline)
+            if sum(array.nbytes for array in outputs.values()) > LARGE_BYTES:
+                payload, json_length = await loop.run_in_executor(
+                    self.codec_executor, encode_rest_response, model.name, model.version, request, outputs)
+            else:
+                payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
         except Exception as exc:  # answered and logged with the request's id
             request_id = request_id or new_request_id()
             failure = _serving_error(exc, request_id)

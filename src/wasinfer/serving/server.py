@@ -1,5 +1,7 @@
 """One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
-over one model manager, one set of metrics and one inference executor.
+over one model manager and one set of metrics. Each model runs on threads of its own
+(models.py); the server's executors do the rest: lazy loads, and the parsing and encoding of
+large REST bodies (off the event loop).
 
 `Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
 and `grpc_port` say which), so a caller can connect at once; `stop()` stops both, bounded
@@ -120,19 +122,35 @@ class Server:
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
                                     memory_limit_bytes=config.instance_memory_bytes)
-        self.executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-infer")
+        self.codec_executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-codec")
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
-        self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
-                           document_json(self.tokens), self.tokens, config.access_log, guests=self.guests)
+        self.app = RestApp(self.manager, self.metrics, self.codec_executor, self.load_executor,
+                           config.max_body_bytes, document_json(self.tokens), self.tokens, config.access_log,
+                           guests=self.guests, not_ready=self.not_ready)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.updates: DesiredStateLoop | None = None
+
+    def not_ready(self) -> str:
+        """Why the server must not take traffic yet, "" when it may (/v2/health/ready, gRPC ServerReady).
+
+        With --desired-state it is ready once its model serves a version, as in the seed (a probe that
+        said ready while nothing is served would route traffic to a pod that can only fail it); a later
+        update that fails leaves the serving version, and readiness, as they are. Without one, models
+        load on their first request, so the server is ready as soon as it listens. Liveness never waits."""
+        if self.updates is None:
+            return ""
+        status = self.updates.updater.status
+        if status.version is not None:
+            return ""
+        return f"model {self.updates.updater.name!r} is not served yet" + (f": {status.reason}" if status.reason
+                                                                            else "")
 
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
@@ -153,8 +171,9 @@ class Server:
             try:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
-                    workers=max(8, 2 * (config.pool_size or default_pool_size())),
-                    max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls)
+                    workers=max(32, 4 * (config.pool_size or default_pool_size())),
+                    max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
+                    not_ready=self.not_ready)
             except OSError:
                 sock.close()
                 raise
@@ -201,7 +220,7 @@ class Server:
         if self._thread is not None:
             self._thread.join(grace + 1)
             self._thread = None
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.codec_executor.shutdown(wait=False, cancel_futures=True)
         self.load_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
             self.guests.close()
