@@ -335,12 +335,20 @@ class LoadedModel:
                     log.warning("model %s version %s ran past %g ms on the event loop; it runs on worker threads "
                                 "from now on", self.name, self.version, self.inline_deadline * 1000)
             future = self._submit(inputs, deadline)
-            answer = asyncio.wrap_future(future)
-            if deadline is not None:
-                await asyncio.wait((answer,), timeout=max(0.0, deadline.remaining()))
-                if not answer.done() and future.cancel():
-                    raise self._expired(deadline)
-            return await answer
+            if deadline is None:
+                return await asyncio.wrap_future(future)
+            # At the deadline, withdraw the run if it is still queued (a no-op once it runs): one timer,
+            # cheaper on every request than asyncio.wait's waiter and callbacks.
+            timer = asyncio.get_running_loop().call_later(max(0.0, deadline.remaining()), future.cancel)
+            try:
+                return await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if future.cancelled() and (task is None or not task.cancelling()):  # the timer's, not the client's
+                    raise self._expired(deadline) from None
+                raise
+            finally:
+                timer.cancel()
         finally:
             self._release()
 
