@@ -243,7 +243,7 @@ class Observed:
 def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: int,
           hostile_timeout: float = CLIENT_TIMEOUT_S) -> Observed:
     """Hammer `attack` (each by `per_scenario` clients) over `protocol` for WINDOW_S while the probes run over it."""
-    until = time.monotonic() + WINDOW_S
+    until = 0.0  # set once the probes' connections are warm
     rss, stop = [served.rss()], threading.Event()
     hostile: list[tuple[Scenario, str, str]] = []
     results: dict[str, list[float]] = {}
@@ -287,6 +287,7 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
 
     probes = [threading.Thread(target=run(probe(key, call)), daemon=True)
               for key, call in (("steady", Client.steady), ("health", Client.health))]
+    until = time.monotonic() + WINDOW_S
     attackers = [threading.Thread(target=run(attacker(s)), daemon=True) for s in attack for _ in range(per_scenario)]
     for thread in attackers:
         thread.start()

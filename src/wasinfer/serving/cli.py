@@ -70,12 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory for loaded models; loading one over it evicts the least recently used "
                         "(their next request reloads them). Default 0: no budget")
     parser.add_argument("--deadline-ms", type=int, default=30_000, metavar="MS",
-                        help="every request's deadline, from its arrival (gRPC: the client's own deadline when "
-                        "sooner): a request still waiting for its model's instances then gets 504 / "
-                        "DEADLINE_EXCEEDED without running, and a wasm run past it is stopped (only that request "
-                        "fails). Default 30000; 0 turns it off, which also compiles models without the "
-                        "interruption checks (faster on compute-heavy models). ONNX Runtime and TFLite runs "
-                        "cannot be stopped: the deadline bounds only their wait")
+                        help="every request's deadline, from its arrival, not counting its model's cold start "
+                        "(gRPC: the client's own deadline when sooner): a request still waiting for its model's "
+                        "instances then gets 504 / DEADLINE_EXCEEDED without running, and a wasm run past it is "
+                        "stopped (only that request fails). Default 30000; 0 turns it off, which also compiles "
+                        "models without the interruption checks (faster on compute-heavy models). ONNX Runtime "
+                        "and TFLite runs cannot be stopped: the deadline bounds only their wait")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "
                         "to load, one that grows past it fails its request (500 / INTERNAL). Default 1024; 0: no "

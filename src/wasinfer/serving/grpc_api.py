@@ -249,11 +249,12 @@ class InferenceServicer:
         model: LoadedModel | None = None
         try:
             self._inference(call)  # in here, so refused calls are counted like any other outcome
+            model = self.manager.get(request.model_name, request.model_version)
             left = context.time_remaining()  # the client's deadline (grpcio: a far future without one)
             if left <= 0:
-                raise DeadlineExceeded("the call waited for a server thread until its deadline passed and was not run")
+                raise DeadlineExceeded(f"model {model.name!r} version {model.version}: the call waited for a server "
+                                       "thread until its deadline passed and was not run")
             deadline = self.manager.deadline(left)
-            model = self.manager.get(request.model_name, request.model_version)
             infer = decode_infer_request(request)
             model.check(infer)
             with self.shares.hold(model.name):

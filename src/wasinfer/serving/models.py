@@ -9,8 +9,8 @@ hands out the one session.
 Isolation: each loaded version runs its requests on worker threads of its own, as many as it has
 instances (`instance_count`, by default one per core), so a model whose runs are slow or hostile
 fills its own threads and queue, never those of another model (Triton's instance groups). A
-request carries a `Deadline` (the server's --deadline-ms from its arrival, or a gRPC client's own
-if sooner): it waits in its model's queue at most until then and is answered DEADLINE_EXCEEDED
+request carries a `Deadline` (the server's --deadline-ms from when its model is ready, or a gRPC
+client's own if sooner): it waits in its model's queue at most until then and is answered DEADLINE_EXCEEDED
 without running, and a wasm run that starts gets only what is left of it.
 
 States per model version, as the repository index reports them: LOADING, READY, and
@@ -73,7 +73,8 @@ INLINE_DEADLINE_SECONDS = 0.010
 
 @dataclass(frozen=True)
 class Deadline:
-    """When a request must have its answer: `seconds` after it arrived (said in messages), at `expires_at`.
+    """When a request must have its answer: `seconds` (said in messages) after its model was ready, at
+    `expires_at`.
 
     One value travels with the request through every queue (its model's worker threads, the
     batcher) and into the wasm run, so a request is answered by its deadline wherever it waits.

@@ -7,7 +7,7 @@ holds another model's requests. A model whose runs take less than the hand-off t
 back (models.INLINE_SECONDS, judged from its recent runs) runs on the event loop instead: for
 it, the hand-off would cost more than the parallelism gains (LoadedModel.infer_async decides,
 and hands batched models to their batcher). A request must be answered by its deadline
-(--deadline-ms from its arrival): one still queued then gets 504 without running.
+(--deadline-ms, counted once its model is loaded): one still queued then gets 504 without running.
 Health, readiness and /metrics are answered on the event loop itself, never queued behind
 inference. Parsing a large body and encoding a large answer (over LARGE_BYTES) hold the GIL
 for milliseconds, so they run on the codec executor, between which the loop answers others.
@@ -235,7 +235,6 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str) -> None:
         started = time.perf_counter()
-        deadline = self.manager.deadline()
         model: LoadedModel | None = None
         request_id: str | None = None
         try:
@@ -245,6 +244,7 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
+            deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
             loop = asyncio.get_running_loop()
             if len(body) > LARGE_BYTES:
                 request = await loop.run_in_executor(self.codec_executor, parse_rest_request, body, header_length)
