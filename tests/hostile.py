@@ -24,9 +24,11 @@ MAX_BATCH = 4
 INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
 
 
-def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", functions: str = "") -> bytes:
+def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", functions: str = "",
+            input_dtype: str = "float32") -> bytes:
     """The ABI's exports around `run_body`, the body of `wasinfer_run(batch) -> i32` (batch already checked),
-    with `start_body` as the start function that instantiation runs, if given, and `functions` (WAT) beside."""
+    with `start_body` as the start function that instantiation runs, if given, and `functions` (WAT) beside;
+    `input_dtype` is what the metadata says `x` holds."""
     start = f"(func $start {start_body}) (start $start)" if start_body else ""
     wat = f"""
     (module
@@ -48,7 +50,8 @@ def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", func
     metadata = Metadata(
         name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
         producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
-        inputs=[TensorSpec("x", "float32", [1, 4], 0, INPUT)], outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
+        inputs=[TensorSpec("x", input_dtype, [1, 4], 0, INPUT)],
+        outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
     return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
 
 
@@ -85,6 +88,21 @@ def recursing_module() -> bytes:
     return _module("recurse", "(drop (call $deeper (i32.const 0)))", functions="""
         (func $deeper (param $depth i32) (result i32)
           (i32.add (call $deeper (i32.add (local.get $depth) (i32.const 1))) (i32.const 1)))""")
+
+
+def bulk_copy_module(pages: int) -> bytes:
+    """Copies half of its `pages` pages over the other half with memory.copy, again and again, until stopped:
+    a loop whose every step is one large bulk-memory operation."""
+    half = pages * PAGE // 2
+    return _module("bulk", f"""
+        (loop $again
+          (memory.copy (i32.const 0) (i32.const {half}) (i32.const {half}))
+          (br $again))""", pages)
+
+
+def bad_dtype_module() -> bytes:
+    """A module whose metadata gives its input a dtype no backend knows ("complex512")."""
+    return _module("baddtype", "(nop)", input_dtype="complex512")
 
 
 def memory_bomb_module() -> bytes:
