@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("wasinfer.serving")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# gRPC's main thread pool. A call holds its thread while it waits for its model (models run on threads of
+# their own), so waiting is what these threads mostly do: many cost little (they start as calls need them),
+# and one model's calls may hold half of them (grpc_api.ThreadShares) before more are refused.
+GRPC_WORKERS = 256
 
 
 def default_pool_size() -> int:
@@ -171,7 +175,7 @@ class Server:
             try:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
-                    workers=max(32, 4 * (config.pool_size or default_pool_size())),
+                    workers=GRPC_WORKERS,
                     max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
                     not_ready=self.not_ready)
             except OSError:
