@@ -53,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body (REST) or message (gRPC) accepted; larger get 413 / "
                         "RESOURCE_EXHAUSTED (default 64 MiB)")
     parser.add_argument("--pool-size", type=int, default=0, metavar="N",
-                        help="instances per model, i.e. concurrent inferences per model, each on a worker thread "
-                        "of that model's own, so a slow or hostile model never takes another's (default: one per "
-                        "core; a model's config.json \"instance_count\" overrides it). See docs/serving.md")
+                        help="instances per model, i.e. concurrent inferences per model: its own execution slots, "
+                        "so a slow or hostile model never takes another's (default: one per core; a model's "
+                        "config.json \"instance_count\" overrides it). See docs/serving.md")
     parser.add_argument("--batch-delay-us", type=int, default=None, metavar="US",
                         help="turn on dynamic batching for every model that can batch: a batch runs when it is "
                         "full or its oldest request has waited US microseconds (0: batch only what queued while "

@@ -6,12 +6,13 @@ keeps a pool of instances (one per core by default, created as concurrency needs
 two requests use two cores. An ONNX Runtime session is itself thread-safe, so its "pool"
 hands out the one session.
 
-Isolation: each loaded version runs its requests on worker threads of its own, as many as it has
-instances (`instance_count`, by default one per core), so a model whose runs are slow or hostile
-fills its own threads and queue, never those of another model (Triton's instance groups). A
-request carries a `Deadline` (the server's --deadline-ms from when its model is ready, or a gRPC
-client's own if sooner): it waits in its model's queue at most until then and is answered DEADLINE_EXCEEDED
-without running, and a wasm run that starts gets only what is left of it.
+Isolation: each loaded version has as many execution slots as instances (`instance_count`, by
+default one per core), and a run takes one first: a gRPC call on its own thread, a REST request
+on one of the version's own worker threads (one per slot). A model whose runs are slow or
+hostile fills its own slots and queue, never those of another model (Triton's instance groups).
+A request carries a `Deadline` (the server's --deadline-ms from when its model is ready, or a
+gRPC client's own if sooner): it waits for a slot at most until then and is answered
+DEADLINE_EXCEEDED without running, and a wasm run that starts gets only what is left of it.
 
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
@@ -201,7 +202,7 @@ class InstancePool:
 class LoadedModel:
     """One model version ready for requests, with its v2 metadata answer precomputed.
 
-    Requests reach the pool in one of two ways: each alone on the version's own worker threads
+    Requests reach the pool in one of two ways: each alone in one of the version's execution slots
     (the default), or through a `Batcher` (whose threads are the version's too) when the model has
     dynamic batching and every tensor of it is batched along axis 0 (a model with an unbatched
     tensor cannot merge requests, so it runs them alone). Either way a version never has more
@@ -230,9 +231,12 @@ class LoadedModel:
         # module's data) plus each instance's own memory.
         self._file_bytes, self._instance_bytes = _size_of(version.path), instance_bytes
         self._slots = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
-        # The version's execution slots: threads of its own, one per instance, started as requests need
-        # them. No explicit shutdown: requests that looked the version up just before it was dropped still
-        # run here, and the threads end once the version is collected (ThreadPoolExecutor's weakref).
+        # The version's execution slots, one per instance: a run takes one first (gRPC's threads run in
+        # theirs; REST's requests, on the event loop, go to threads of the version's own, one per slot,
+        # started as requests need them). No explicit shutdown: requests that looked the version up just
+        # before it was dropped still run here, and the threads end once the version is collected
+        # (ThreadPoolExecutor's weakref).
+        self._run_slots = threading.BoundedSemaphore(settings.instance_count)
         self._workers = ThreadPoolExecutor(max_workers=settings.instance_count,
                                            thread_name_prefix=f"wasinfer-model-{self.name}-{self.version}")
         self.batcher: Batcher | None = None
@@ -310,7 +314,9 @@ class LoadedModel:
         a wasm run is stopped at the deadline and other runs finish."""
         self._admit()
         try:
-            future = self._submit(inputs, deadline)
+            if self.batcher is None:  # on this thread, in one of the version's slots: no hand-off
+                return self._run_in_slot(inputs, deadline)
+            future = self.batcher.submit(inputs, self._batch(inputs))
             if deadline is not None:
                 try:
                     return future.result(timeout=max(0.0, deadline.remaining()))
@@ -357,20 +363,28 @@ class LoadedModel:
         """Queue the run on the batcher or the version's own threads; the future can be cancelled while queued."""
         if self.batcher is not None:
             return self.batcher.submit(inputs, self._batch(inputs))
-        return self._workers.submit(self._run_queued, inputs, deadline)
+        return self._workers.submit(self._run_in_slot, inputs, deadline)
 
-    def _run_queued(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> dict[str, np.ndarray]:
-        """A worker thread's run: refused if the deadline passed in the queue, else given only what is left."""
+    def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> dict[str, np.ndarray]:
+        """Run on this thread once one of the version's slots is free, waiting at most until the deadline;
+        a wasm run then gets only what is left of it."""
         if deadline is None:
-            return self._run(inputs)
-        remaining = deadline.remaining()
-        if remaining <= 0:
+            self._run_slots.acquire()
+        elif not self._run_slots.acquire(timeout=max(0.0, deadline.remaining())):
             raise self._expired(deadline)
         try:
-            return self._run(inputs, remaining if self.interruptible else None)
-        except DeadlineExceeded:
-            raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
-                                   f"{deadline.seconds * 1000:g} ms and was stopped") from None
+            if deadline is None:
+                return self._run(inputs)
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise self._expired(deadline)
+            try:
+                return self._run(inputs, remaining if self.interruptible else None)
+            except DeadlineExceeded:
+                raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
+                                       f"{deadline.seconds * 1000:g} ms and was stopped") from None
+        finally:
+            self._run_slots.release()
 
     def _expired(self, deadline: Deadline) -> DeadlineExceeded:
         return DeadlineExceeded(f"model {self.name!r} version {self.version}: the request waited for a free "

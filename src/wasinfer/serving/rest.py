@@ -1,7 +1,7 @@
 """The v2 REST front end: a plain ASGI app (no framework between the server and the handlers).
 
 Routing is a split of the path, answers that do not change are encoded once, the JSON is
-parsed by orjson, and a model runs on its own worker threads (models.py) so the event loop
+parsed by orjson, and a model runs on worker threads of its own (models.py) so the event loop
 keeps parsing the next request while wasm runs on another core, and a slow model's queue never
 holds another model's requests. A model whose runs take less than the hand-off to a thread and
 back (models.INLINE_SECONDS, judged from its recent runs) runs on the event loop instead: for

@@ -1,5 +1,5 @@
 """One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
-over one model manager and one set of metrics. Each model runs on threads of its own
+over one model manager and one set of metrics. Each model runs in execution slots of its own
 (models.py); the server's executors do the rest: lazy loads, and the parsing and encoding of
 large REST bodies (off the event loop).
 
