@@ -230,7 +230,8 @@ class LoadedModel:
         # Memory it holds: the model file (compiled code is mapped from the cache, weights sit in the
         # module's data) plus each instance's own memory.
         self._file_bytes, self._instance_bytes = _size_of(version.path), instance_bytes
-        self._slots = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
+        # --max-concurrency: requests in flight (running or waiting), past which more get 429
+        self._in_flight = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
         # The version's execution slots, one per instance: a run takes one first (gRPC's threads run in
         # theirs; REST's requests, on the event loop, go to threads of the version's own, one per slot,
         # started as requests need them). No explicit shutdown: requests that looked the version up just
@@ -299,13 +300,13 @@ class LoadedModel:
 
     def _admit(self) -> None:
         self.last_used = time.monotonic()
-        if self._slots is not None and not self._slots.acquire(blocking=False):
+        if self._in_flight is not None and not self._in_flight.acquire(blocking=False):
             raise TooManyRequests(f"model {self.name!r} version {self.version} has {self.settings.max_concurrency} "
                                   "requests in flight, its limit (--max-concurrency); retry later")
 
     def _release(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
+        if self._in_flight is not None:
+            self._in_flight.release()
 
     def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
         """Run one request, batched with others when the model batches (blocking; gRPC's threads call it).
