@@ -20,7 +20,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.hostile import PAGE, big_memory_module, looping_module, memory_bomb_module, trapping_module
+from tests.hostile import (
+    PAGE,
+    big_memory_module,
+    looping_module,
+    memory_bomb_module,
+    spinning_module,
+    trapping_module,
+)
 from tests.serving.conftest import SCALE, Repo, scale_model, start_server
 from wasinfer.runtime import DeadlineExceeded, ModelFault
 from wasinfer.serving import Server
@@ -162,6 +169,29 @@ def test_a_request_queued_behind_a_looping_run_is_answered_at_its_deadline_witho
                           "model 'loop' version 1: the request waited for a free instance until its deadline of "
                           "1000 ms passed and was not run (the model's instances are busy)"]
         assert running.manager.get("loop").pool.discarded == 1  # one run was stopped; the other never started
+    finally:
+        running.stop(grace=2)
+
+
+def test_grpc_calls_without_any_deadline_wait_for_a_busy_model(tmp_path: Path) -> None:
+    """No --deadline-ms and no client deadline: calls queue for the one instance as long as it takes (grpcio
+    reports such a call's time left as ~9e18 s, which no wait may be given)."""
+    path = tmp_path / "spin" / "1" / "model.wasm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(spinning_module(20_000_000))  # tens of milliseconds a run: the calls overlap
+    running = start_server(tmp_path, deadline_seconds=None, pool_size=1)
+    try:
+        def call() -> None:
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+            try:
+                tensor = grpcclient.InferInput("x", list(X.shape), "FP32")
+                tensor.set_data_from_numpy(X)
+                np.testing.assert_array_equal(client.infer("spin", [tensor]).as_numpy("y"), X)
+            finally:
+                client.close()
+
+        call()
+        run_together([call] * 4)
     finally:
         running.stop(grace=2)
 

@@ -70,6 +70,8 @@ SERVICE = "inference.GRPCInferenceService"
 # Answered from memory, never blocking: these run on their own threads, never queued behind inference.
 CONTROL_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "RepositoryIndex"})
 CONTROL_WORKERS = 4
+# grpcio's time_remaining() for a call whose client set no deadline is ~9.2e18 s; anything this far off is none.
+NO_DEADLINE_SECONDS = 1e7
 
 # Which InferTensorContents field carries each datatype (FP16 has none: raw contents only).
 CONTENTS_FIELDS = {
@@ -250,11 +252,11 @@ class InferenceServicer:
         try:
             self._inference(call)  # in here, so refused calls are counted like any other outcome
             model = self.manager.get(request.model_name, request.model_version)
-            left = context.time_remaining()  # the client's deadline (grpcio: a far future without one)
+            left = context.time_remaining()  # the client's deadline
             if left <= 0:
                 raise DeadlineExceeded(f"model {model.name!r} version {model.version}: the call waited for a server "
                                        "thread until its deadline passed and was not run")
-            deadline = self.manager.deadline(left)
+            deadline = self.manager.deadline(left if left < NO_DEADLINE_SECONDS else None)
             infer = decode_infer_request(request)
             model.check(infer)
             with self.shares.hold(model.name):
