@@ -9,8 +9,7 @@ it, the hand-off would cost more than the parallelism gains (LoadedModel.infer_a
 and hands batched models to their batcher). A request must be answered by its deadline
 (--deadline-ms, counted once its model is loaded): one still queued then gets 504 without running.
 Health, readiness and /metrics are answered on the event loop itself, never queued behind
-inference. Parsing a large body and encoding a large answer (over LARGE_BYTES) hold the GIL
-for milliseconds, so they run on the codec executor, between which the loop answers others.
+inference.
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
 model's inference needs.
 
@@ -62,8 +61,6 @@ log = logging.getLogger("wasinfer.serving")
 
 JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
-# Bodies and answers larger than this are parsed and encoded on the codec executor, off the event loop.
-LARGE_BYTES = 1 << 20
 # What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
 # Content-Encoding, Authorization, and the client's request id (already vetted).
 Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
@@ -72,12 +69,12 @@ Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
 class RestApp:
     """ASGI application serving KServe v2 REST, the repository extension, OpenAPI and /metrics."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, codec_executor: Executor, load_executor: Executor,
-                 max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
+    def __init__(self, manager: ModelManager, metrics: Metrics, load_executor: Executor, max_body_bytes: int,
+                 openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
                  guests: Guests | None = None, not_ready: Callable[[], str] = lambda: ""):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
-        self.codec_executor, self.load_executor = codec_executor, load_executor
+        self.load_executor = load_executor
         self.not_ready = not_ready  # why the server must not take traffic yet ("" when it may): /v2/health/ready
         self.max_body_bytes, self.openapi = max_body_bytes, openapi
         tokens = tokens or Tokens()
@@ -245,20 +242,12 @@ class RestApp:
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
             deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
-            loop = asyncio.get_running_loop()
-            if len(body) > LARGE_BYTES:
-                request = await loop.run_in_executor(self.codec_executor, parse_rest_request, body, header_length)
-            else:
-                request = parse_rest_request(body, header_length)
+            request = parse_rest_request(body, header_length)
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
             outputs = await model.infer_async(request.inputs, deadline)
-            if sum(array.nbytes for array in outputs.values()) > LARGE_BYTES:
-                payload, json_length = await loop.run_in_executor(
-                    self.codec_executor, encode_rest_response, model.name, model.version, request, outputs)
-            else:
-                payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
+            payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
         except Exception as exc:  # answered and logged with the request's id
             request_id = request_id or new_request_id()
             failure = _serving_error(exc, request_id)

@@ -1,7 +1,6 @@
 """One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
 over one model manager and one set of metrics. Each model runs in execution slots of its own
-(models.py); the server's executors do the rest: lazy loads, and the parsing and encoding of
-large REST bodies (off the event loop).
+(models.py); the server's one executor does lazy loads.
 
 `Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
 and `grpc_port` say which), so a caller can connect at once; `stop()` stops both, bounded
@@ -126,15 +125,14 @@ class Server:
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
                                     memory_limit_bytes=config.instance_memory_bytes)
-        self.codec_executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-codec")
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
-        self.app = RestApp(self.manager, self.metrics, self.codec_executor, self.load_executor,
-                           config.max_body_bytes, document_json(self.tokens), self.tokens, config.access_log,
-                           guests=self.guests, not_ready=self.not_ready)
+        self.app = RestApp(self.manager, self.metrics, self.load_executor, config.max_body_bytes,
+                           document_json(self.tokens), self.tokens, config.access_log, guests=self.guests,
+                           not_ready=self.not_ready)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
@@ -224,7 +222,6 @@ class Server:
         if self._thread is not None:
             self._thread.join(grace + 1)
             self._thread = None
-        self.codec_executor.shutdown(wait=False, cancel_futures=True)
         self.load_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
             self.guests.close()
