@@ -24,11 +24,11 @@ MAX_BATCH = 4
 INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
 
 
-def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", functions: str = "",
-            input_dtype: str = "float32") -> bytes:
+def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dtype: str = "float32",
+            functions: str = "") -> bytes:
     """The ABI's exports around `run_body`, the body of `wasinfer_run(batch) -> i32` (batch already checked),
-    with `start_body` as the start function that instantiation runs, if given, and `functions` (WAT) beside;
-    `input_dtype` is what the metadata says `x` holds."""
+    with `start_body` as the start function that instantiation runs, if given, `x_dtype` as what the
+    metadata says input x holds, and `functions` (WAT) beside."""
     start = f"(func $start {start_body}) (start $start)" if start_body else ""
     wat = f"""
     (module
@@ -50,7 +50,7 @@ def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", func
     metadata = Metadata(
         name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
         producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
-        inputs=[TensorSpec("x", input_dtype, [1, 4], 0, INPUT)],
+        inputs=[TensorSpec("x", x_dtype, [1, 4], 0, INPUT)],
         outputs=[TensorSpec("y", "float32", [1, 4], 0, OUTPUT)])
     return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
 
@@ -100,20 +100,27 @@ def bulk_copy_module(pages: int) -> bytes:
           (br $again))""", pages)
 
 
-def bad_dtype_module() -> bytes:
-    """A module whose metadata gives its input a dtype no backend knows ("complex512")."""
-    return _module("baddtype", "(nop)", input_dtype="complex512")
+def memory_bomb_module(fill: bool = False) -> bytes:
+    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0.
 
-
-def memory_bomb_module() -> bytes:
-    """Grows its memory a page at a time, writing to every new page, until a grow fails; then returns 0."""
+    With `fill`, every byte of each new page is written, so all it grew is resident memory of the host."""
+    write = (f"(memory.fill (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1) (i32.const {PAGE}))"
+             if fill else f"(i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))")
     return _module("bomb", f"""
         (block $full
           (loop $more
             (local.set $old (memory.grow (i32.const 1)))
             (br_if $full (i32.eq (local.get $old) (i32.const -1)))
-            (i32.store (i32.mul (local.get $old) (i32.const {PAGE})) (i32.const 1))
+            {write}
             (br $more)))""")
+
+
+def bulk_fill_module(pages: int = 65536) -> bytes:
+    """A `pages`-page memory (default 4 GiB, WebAssembly's most) that each run fills whole with one
+    memory.fill: a single instruction, inside which nothing checks a deadline unless the host splits it."""
+    length = min(pages * PAGE, 2**32 - 1)  # a u32, written as the i32 with the same bits
+    signed = length - 2**32 if length >= 2**31 else length
+    return _module("fill", f"(memory.fill (i32.const 0) (i32.const 7) (i32.const {signed}))", pages)
 
 
 def growing_module(pages: int) -> bytes:
@@ -131,6 +138,13 @@ def looping_start_module() -> bytes:
 def trapping_module() -> bytes:
     """Traps on every run (an `unreachable` instruction), as a module with a bug would."""
     return _module("trap", "(unreachable)")
+
+
+def string_input_module() -> bytes:
+    """Echo's code, but its metadata declares input x as numpy's `<U1` (one-character strings), which no
+    module can take: a string has no fixed layout in linear memory."""
+    return _module("strings", f"(memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) "
+                              "(i32.const 16)))", x_dtype="<U1")
 
 
 def big_memory_module(pages: int) -> bytes:

@@ -264,3 +264,62 @@ def httpx_get(url: str) -> str:
     import httpx
 
     return httpx.get(url, timeout=10).text
+
+
+def test_a_signed_manifest_re_tagged_in_the_registry_is_refused(home: Path, modules: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 row 8: a signature covers the name and version, not the tag; a copy of a signed manifest under
+    another tag or repository verified, and was pulled and stored as accepted."""
+    from tests.registry.registry_server import run_registry
+    from wasinfer.registry.admission import Refused
+    from wasinfer.registry.artifact import ModelArtifact
+    from wasinfer.registry.fetch import PLAIN_HTTP_ENV, fetch_artifact
+    from wasinfer.registry.oci import OciClient
+    from wasinfer.registry.trust import sign
+
+    keys = tmp_path / "keys"
+    run_json(capsys, "keys", "generate", "--dir", str(keys), "--name", "ci")
+    monkeypatch.setenv("WASINFER_TRUST_KEYS", str(keys / "ci.pub"))
+    monkeypatch.setenv("WASINFER_TRUST_MODE", "require")
+    monkeypatch.setenv(PLAIN_HTTP_ENV, "1")
+    with run_registry(tmp_path / "registry") as registry:
+        signed_ref = f"{registry.address}/team/signed"
+        monkeypatch.setenv("WASINFER_SIGNING_KEY", str(keys / "ci.key"))
+        pushed = run_json(capsys, "push", str(modules["v1"]), f"{signed_ref}:1.0.0", "--plain-http")
+        monkeypatch.delenv("WASINFER_SIGNING_KEY")
+        run_json(capsys, "models", "promote", signed_ref, "1.0.0", "--alias", "stable", "--plain-http")
+        # What someone with write access to the registry (and no key) can do: copy the manifest elsewhere.
+        edge = sign(ModelArtifact.from_module(modules["v2"].read_bytes(), "team/signed", "5.0.0"), keys / "ci.key")
+        with OciClient(registry.address, plain_http=True) as client:
+            client.tag("team/signed", pushed["digest"], "2.0.0")
+            artifact = client.pull("team/signed", "1.0.0")
+            client.push_manifest("team/other", "3.1.4", artifact.manifest(), artifact.blobs())
+            client.push("team/signed", "edge", edge)  # signed as 5.0.0, but no 5.0.0 tag names it
+
+        for reference, says in (
+                (f"{signed_ref}:2.0.0", "signed as version 1.0.0, but was fetched as team/signed:2.0.0"),
+                (f"{registry.address}/team/other:3.1.4", "signed as team/signed:1.0.0, but was fetched as "
+                                                          "team/other:3.1.4"),
+                (f"{signed_ref}:edge", "team/signed:edge is not an alias of the signed version 5.0.0")):
+            code, _, err = run(capsys, "pull", reference, "--plain-http")
+            assert code == 2 and says in err, err
+            code, _, err = run(capsys, "pull", reference, "--plain-http", "-o", str(tmp_path / "copy.wasm"))
+            assert code == 2 and says in err and not (tmp_path / "copy.wasm").exists(), err
+            repository, _, tag = reference.rpartition(":")
+            with pytest.raises(Refused, match=says):  # the server's desired-state fetch: the same gate
+                fetch_artifact(repository, tag)
+        assert LocalStore(home / "store").models() == []  # nothing was stored
+
+        # What the signature names is still pulled: by its version, by an alias that points at it, by digest.
+        for reference in (f"{signed_ref}:1.0.0", f"{signed_ref}:stable", f"{signed_ref}@{pushed['digest']}"):
+            pulled = run_json(capsys, "pull", reference, "--plain-http")
+            assert (pulled["name"], pulled["version"], pulled["digest"]) == ("team/signed", "1.0.0", pushed["digest"])
+        assert fetch_artifact(signed_ref, "stable").version == "1.0.0"
+        store = LocalStore(home / "store")
+        assert store.models() == ["team/signed"] and [v.version for v in store.versions("team/signed")] == ["1.0.0"]
+
+        # Under warn the copy is accepted, and the warning says what it is.
+        monkeypatch.setenv("WASINFER_TRUST_MODE", "warn")
+        code, _, err = run(capsys, "pull", f"{signed_ref}:2.0.0", "--plain-http", "-o", str(tmp_path / "warned.wasm"))
+        assert code == 0 and "signed as version 1.0.0" in err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +60,31 @@ def test_deadline_and_bad_input(files: Path, capfd: pytest.CaptureFixture[str]) 
                        ([str(files / "echo.wasm"), "--dir", "/nonexistent-dir"], "not a directory")):
         assert main(["run-guest", *argv]) == 2, argv
         assert says in capfd.readouterr().err
+
+
+def busy_loop(seconds: float) -> subprocess.Popen[bytes]:
+    """A process that keeps one core busy for `seconds`, then exits by itself (the test's CPU load)."""
+    return subprocess.Popen([sys.executable, "-c", f"import time\nend = time.monotonic() + {seconds}\n"
+                             "while time.monotonic() < end: pass"])
+
+
+def test_run_guest_exits_with_the_guest_s_code_under_cpu_load(files: Path) -> None:
+    """Issue 15 row 12: a guest that wrote to stdout made the process abort (a Rust panic in a tokio worker,
+    exit 134) about half the time on a loaded machine, after the guest had succeeded: wasmtime released the
+    guest's output streams on a tokio thread, which called back into Python while the interpreter exited."""
+    load = [busy_loop(60.0) for _ in range(2)]
+    try:
+        codes = []
+        for round in range(12):
+            data = f"round {round}".encode()
+            done = subprocess.run([sys.executable, "-m", "wasinfer.cli.main", "run-guest", str(files / "echo.wasm"),
+                                   "--stdin", "-"], input=data, capture_output=True, timeout=60, check=False,
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            assert done.stdout == data, done.stderr
+            assert b"panicked" not in done.stderr, done.stderr
+            codes.append(done.returncode)
+        assert codes == [0] * 12
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()

@@ -7,6 +7,7 @@ tests/nn_guests.py). Guests that loop or grow must fail alone: the next guest st
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,17 @@ def test_a_looping_guest_is_stopped_at_its_deadline_and_the_next_runs() -> None:
     assert result.exit_code == EXIT_DEADLINE
     assert b"ran past its deadline of 0.2 s" in result.stderr
     assert run_guest(echo_guest(), stdin=b"still here").stdout == b"still here"
+
+
+def test_a_guest_s_huge_memory_fill_is_stopped_at_its_deadline() -> None:
+    """Issue 15 row 9, for guests: one memory.fill over a 4 GiB memory ran seconds past the deadline (a
+    single instruction); guests get the same 1 MiB pieces as models. Bound 2 s, expected about 0.1 s."""
+    guest = wat_guest("(memory.fill (i32.const 0) (i32.const 7) (i32.const -1))", memory_pages=65536)
+    started = time.monotonic()
+    result = bounded(lambda: run_guest(guest, deadline_seconds=0.05), "the guest")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == EXIT_DEADLINE and b"ran past its deadline of 0.05 s" in result.stderr
+    assert elapsed < 2.0, f"a 4 GiB memory.fill in a guest ran {elapsed:.1f} s against a 50 ms deadline"
 
 
 def test_a_growing_guest_stops_at_its_memory_cap_and_the_next_runs(onnx_bytes: bytes) -> None:

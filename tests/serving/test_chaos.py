@@ -38,12 +38,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.hostile import (
-    bad_dtype_module,
     bulk_copy_module,
     looping_module,
     memory_bomb_module,
     recursing_module,
     spinning_module,
+    string_input_module,
     trapping_module,
 )
 from tests.processes import output_lines, read_until
@@ -89,7 +89,7 @@ SCENARIOS = [
     Scenario("trap", trapping_module, frozenset({500}), frozenset({"StatusCode.INTERNAL"})),
     Scenario("recurse", recursing_module, frozenset({500}), frozenset({"StatusCode.INTERNAL"})),
     Scenario("bulk", lambda: bulk_copy_module(256), frozenset({504}), frozenset({"StatusCode.DEADLINE_EXCEEDED"})),
-    Scenario("baddtype", bad_dtype_module, frozenset({503}), frozenset({"StatusCode.UNAVAILABLE"}), loads=False),
+    Scenario("strings", string_input_module, frozenset({503}), frozenset({"StatusCode.UNAVAILABLE"}), loads=False),
 ]
 
 

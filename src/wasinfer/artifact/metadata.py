@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -50,13 +51,86 @@ class Metadata:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Metadata:
-        data = json.loads(raw)
+        """Parse and check the section; a field a runtime could not use is refused here, by its name.
+
+        The section is the module author's word, and a hostile or broken one must fail the load with
+        a message, not every request later (a tensor of dtype `<U1` once loaded and answered 500)."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"metadata: not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"metadata: expected a JSON object, got {type(data).__name__}")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"metadata schema {data.get('schema_version')} is not {SCHEMA_VERSION}")
-        data["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
-        data["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
+        _check_fields(data)
+        data["inputs"] = [TensorSpec(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["inputs"]]
+        data["outputs"] = [TensorSpec(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["outputs"]]
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
+        metadata = cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
+        _check_slots(metadata)
+        return metadata
+
+
+# The element types a module's tensors may have, with their bytes per element: numpy's names, each with a
+# KServe v2 datatype and a fixed size in linear memory. Strings and objects have neither.
+TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
+                 "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
+_TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    """The fields a runtime reads, each of the type and range it needs (ValueError naming the first that is not)."""
+    def bad(field: str, value: Any, wanted: str) -> ValueError:
+        return ValueError(f"metadata field {field} is {value!r}: expected {wanted}")
+
+    for key, wanted in (("name", "a string"), ("max_batch", "an integer >= 1"), ("abi_version", "an integer"),
+                        ("memory_bytes", "an integer >= 0"), ("arena_bytes", "an integer >= 0"),
+                        ("inputs", "a list of tensors"), ("outputs", "a list of tensors")):
+        if key not in data:
+            raise ValueError(f"metadata field {key} is missing")
+        value = data[key]
+        ok = {"name": isinstance(value, str), "abi_version": isinstance(value, int) and not isinstance(value, bool),
+              "max_batch": _is_count(value) and value >= 1, "memory_bytes": _is_count(value),
+              "arena_bytes": _is_count(value), "inputs": isinstance(value, list), "outputs": isinstance(value, list)}
+        if not ok[key]:
+            raise bad(key, value, wanted)
+    for group in ("inputs", "outputs"):
+        for index, tensor in enumerate(data[group]):
+            where = f"{group}[{index}]"
+            if not isinstance(tensor, dict):
+                raise bad(where, tensor, "an object with " + ", ".join(_TENSOR_FIELDS))
+            missing = [key for key in _TENSOR_FIELDS if key not in tensor]
+            if missing:
+                raise ValueError(f"metadata field {where}.{missing[0]} is missing")
+            name, dtype, shape = tensor["name"], tensor["dtype"], tensor["shape"]
+            if not isinstance(name, str) or not name:
+                raise bad(f"{where}.name", name, "a non-empty string")
+            if dtype not in TENSOR_DTYPES:
+                raise bad(f"{where}.dtype ({name!r})", dtype, f"one of {', '.join(TENSOR_DTYPES)}")
+            if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+                raise bad(f"{where}.shape ({name!r})", shape, "a list of integers >= 0")
+            if tensor["batch_axis"] not in (None, 0) or isinstance(tensor["batch_axis"], bool):
+                raise bad(f"{where}.batch_axis ({name!r})", tensor["batch_axis"], "0 or null")
+            if tensor["batch_axis"] == 0 and not shape:
+                raise bad(f"{where}.shape ({name!r})", shape, "a batch dimension first, as batch_axis is 0")
+            if not _is_count(tensor["offset"]):
+                raise bad(f"{where}.offset ({name!r})", tensor["offset"], "an integer >= 0")
+
+
+def _check_slots(metadata: Metadata) -> None:
+    """Each tensor's slot (max_batch samples when batched) lies inside the declared linear memory."""
+    for group, specs in (("inputs", metadata.inputs), ("outputs", metadata.outputs)):
+        for index, spec in enumerate(specs):
+            sample_bytes = math.prod(spec.shape) * TENSOR_DTYPES[spec.dtype]  # Python ints: no overflow to hide behind
+            end = spec.offset + sample_bytes * (metadata.max_batch if spec.batch_axis == 0 else 1)
+            if end > metadata.memory_bytes:
+                raise ValueError(f"metadata field {group}[{index}].offset ({spec.name!r}): its slot "
+                                 f"[{spec.offset}, {end}) ends past memory_bytes {metadata.memory_bytes}")
 
 
 def custom_section(name: str, payload: bytes) -> bytes:

@@ -50,11 +50,12 @@ def _sign_and_admit(artifact: ModelArtifact) -> ModelArtifact:
     return artifact
 
 
-def _admit(artifact: ModelArtifact) -> None:
-    """Pull: a digest-verified artifact must also pass the signature check and the policies."""
+def _admit(artifact: ModelArtifact, mismatch: str | None = None) -> None:
+    """Pull: a digest-verified artifact must also pass the signature check and the policies, and be what
+    its reference asked for (`mismatch`: admission.reference_mismatch)."""
     from wasinfer.registry.admission import admit
 
-    _warn(admit(artifact).warnings)
+    _warn(admit(artifact, mismatch=mismatch).warnings)
 
 
 def _warn(warnings: list[str]) -> None:
@@ -183,15 +184,21 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def cmd_pull(args: argparse.Namespace) -> int:
+    from wasinfer.registry.admission import reference_mismatch
+
     ref = _parse_ref(args.ref)
+    mismatch = None
     if ref.registry:
-        with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
-            artifact = client.pull(ref.repository, ref.reference, report)
-        if ref.digest and artifact.digest() != ref.digest:
-            raise ValueError(f"{ref}: the registry returned {artifact.digest()}, not the digest asked for")
+        with _client(ref, args) as client:
+            with _transfer_progress(f"pulling {ref}", args.json) as report:
+                artifact = client.pull(ref.repository, ref.reference, report)
+            if ref.digest and artifact.digest() != ref.digest:
+                raise ValueError(f"{ref}: the registry returned {artifact.digest()}, not the digest asked for")
+            mismatch = reference_mismatch(artifact, ref.repository, ref.reference,
+                                          lambda version: client.tag_digest(ref.repository, version))
     else:
         artifact = _store().get(ref.repository, ref.reference)
-    _admit(artifact)
+    _admit(artifact, mismatch)
     digest = artifact.digest()
     document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
                                 "digest": digest}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from wasinfer.registry.admission import admit
+from wasinfer.registry.admission import admit, reference_mismatch
 from wasinfer.registry.artifact import ModelArtifact, Reference, canonical_version, is_semver
 from wasinfer.registry.store import LocalStore, NotFoundError
 
@@ -46,6 +46,8 @@ def fetch_artifact(model_path: str, version: str | None) -> ModelArtifact:
                 except RegistryError as exc:
                     if exc.status != 404 or tag == spellings[-1]:
                         raise
+            mismatch = reference_mismatch(artifact, ref.repository, tag,
+                                          lambda version: client.tag_digest(ref.repository, version))
     else:
         store = LocalStore()
         for tag in spellings:
@@ -55,5 +57,13 @@ def fetch_artifact(model_path: str, version: str | None) -> ModelArtifact:
             except NotFoundError:
                 if tag == spellings[-1]:
                     raise
-    admit(artifact)
+
+        def version_digest(version: str) -> str | None:
+            try:
+                return store.resolve(ref.repository, version).digest
+            except NotFoundError:
+                return None
+
+        mismatch = reference_mismatch(artifact, ref.repository, tag, version_digest)
+    admit(artifact, mismatch=mismatch)
     return artifact

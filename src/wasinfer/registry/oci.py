@@ -282,6 +282,15 @@ class OciClient:
                                 "not a sha256 digest")
         return digest
 
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        """The manifest digest `tag` names now, or None when the repository has no such tag."""
+        try:
+            return self.resolve(repository, tag)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def tag(self, repository: str, digest: str, tag: str) -> None:
         """Put the manifest `digest` names under `tag` too (an alias such as stable or canary)."""
         if not _DIGEST.fullmatch(digest):

@@ -92,7 +92,9 @@ provide, a preopen directory that does not exist.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import itertools
 import logging
 import math
 import struct
@@ -108,8 +110,10 @@ from typing import Any
 
 import numpy as np
 import wasmtime
+from wasmtime import _ffi
 
 from wasinfer.runtime.base import InputError, ModelFault
+from wasinfer.runtime.bulk import UnverifiableModule
 from wasinfer.runtime.wasm import (
     NO_DEADLINE_TICKS,
     WASM_PAGE,
@@ -117,6 +121,7 @@ from wasinfer.runtime.wasm import (
     EpochTicker,
     WasmModel,
     _trap_reason,
+    compile_module,
     make_engine,
 )
 
@@ -767,9 +772,11 @@ def compile_guest(wasm: bytes | Path) -> wasmtime.Module:
             return module
     engine = guest_engine()
     try:
-        module = wasmtime.Module(engine, content)
+        module = compile_module(engine, content)  # its memory.fill / memory.copy interruptible, as a model's
     except wasmtime.WasmtimeError as exc:
         raise GuestError(f"not a WebAssembly module wasmtime can compile: {_first_line(exc)}") from None
+    except UnverifiableModule as exc:
+        raise GuestError(f"the module cannot be run with a deadline: {exc}") from None
     if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in module.exports):
         raise GuestError("the module has no _start function: it is not a WASI command (a program with main)")
     provided = set(NnHost([], NnLimits(), None, None).functions())
@@ -810,37 +817,41 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
         config.env = sorted((env or {}).items())
         config.stdin_file = str(files / "stdin")
         stdout, stderr = _CappedOutput(limits.max_output_bytes), _CappedOutput(limits.max_output_bytes)
-        config.stdout_custom = stdout.write  # kept in memory up to the cap: a guest cannot fill a disk
-        config.stderr_custom = stderr.write
-        for host_dir, guest_path in dirs:
-            config.preopen_dir(str(host_dir), guest_path)
+        sinks = [_capture(config, "stdout", stdout), _capture(config, "stderr", stderr)]
         store = wasmtime.Store(engine)
-        store.set_wasi(config)
-        if memory_limit_bytes is not None:
-            store.set_limits(memory_size=memory_limit_bytes)
-        deadline_at = None
-        if deadline_seconds is not None:
-            ticker = EpochTicker.for_engine(engine).start()
-            store.set_epoch_deadline(ticker.ticks_for(deadline_seconds))
-            deadline_at = time.monotonic() + deadline_seconds
-        else:
-            store.set_epoch_deadline(NO_DEADLINE_TICKS)
-        host = NnHost(preloads, limits, memory_limit_bytes, deadline_at)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        host.define(linker)
-        exit_code, note, fault = 0, "", None
-        instance = None
         try:
-            instance = linker.instantiate(store, module)
-            start = instance.exports(store)["_start"]
-            assert isinstance(start, wasmtime.Func)
-            start(store)
-        except wasmtime.ExitTrap as exc:
-            exit_code = exc.code
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            exit_code, note = _failure(exc, store, instance, memory_limit_bytes, deadline_seconds)
-            fault = "deadline" if exit_code == EXIT_DEADLINE else "trap"
+            for host_dir, guest_path in dirs:
+                config.preopen_dir(str(host_dir), guest_path)
+            store.set_wasi(config)
+            if memory_limit_bytes is not None:
+                store.set_limits(memory_size=memory_limit_bytes)
+            deadline_at = None
+            if deadline_seconds is not None:
+                ticker = EpochTicker.for_engine(engine).start()
+                store.set_epoch_deadline(ticker.ticks_for(deadline_seconds))
+                deadline_at = time.monotonic() + deadline_seconds
+            else:
+                store.set_epoch_deadline(NO_DEADLINE_TICKS)
+            host = NnHost(preloads, limits, memory_limit_bytes, deadline_at)
+            linker = wasmtime.Linker(engine)
+            linker.define_wasi()
+            host.define(linker)
+            exit_code, note, fault = 0, "", None
+            instance = None
+            try:
+                instance = linker.instantiate(store, module)
+                start = instance.exports(store)["_start"]
+                assert isinstance(start, wasmtime.Func)
+                start(store)
+            except wasmtime.ExitTrap as exc:
+                exit_code = exc.code
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                exit_code, note = _failure(exc, store, instance, memory_limit_bytes, deadline_seconds)
+                fault = "deadline" if exit_code == EXIT_DEADLINE else "trap"
+        finally:
+            store.close()  # the guest's memory and WASI state go now, not whenever the collector finds them
+            for key in sinks:
+                del _SINKS[key]
     out, err = stdout.value(), stderr.value()
     lines = [*host.messages, *([f"wasinfer: {note}"] if note else [])]
     if lines:
@@ -865,6 +876,41 @@ def _failure(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: wasmtime.Store,
             memory.data_len(store) + WASM_PAGE > memory_limit_bytes:
         reason += f" (its memory is at its cap of {memory_limit_bytes} bytes: a memory.grow had failed)"
     return EXIT_TRAP, reason
+
+
+_OutputCallback = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t)
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a null function pointer
+_SINKS: dict[int, _CappedOutput] = {}  # by the key each guest's output streams were given
+_SINK_KEYS = itertools.count(1)
+
+
+def _write_to_sink(key: int | None, data: Any, size: int) -> int:
+    """What wasmtime calls with a guest's stdout or stderr bytes (on one of its tokio threads)."""
+    sink = _SINKS.get(key or 0)
+    if sink is not None and size and data:
+        sink.write(ctypes.string_at(data, size))
+    return size  # a key already gone (the guest's run is over): the bytes are dropped, never an error
+
+
+_WRITE_TO_SINK = _OutputCallback(_write_to_sink)  # module-level: wasmtime may hold it for as long as the process
+
+
+def _capture(config: wasmtime.WasiConfig, stream: str, sink: _CappedOutput) -> int:
+    """Send the guest's `stream` ("stdout" or "stderr") to `sink`, with no finalizer; the key to forget after the run.
+
+    Why not `WasiConfig.stdout_custom`: it hands wasmtime a Python finalizer, which wasmtime calls when the last
+    handle on the stream is dropped, and that is often a tokio worker thread some time after the store is gone.
+    When that happens while the interpreter exits (a `wasinfer run-guest` that just printed the guest's output),
+    the thread finds Python finalizing, is ended by it mid-call, and the unwind through Rust aborts the process
+    (exit 134, "panic in a function that cannot unwind"): on a loaded 2-core machine, half of all runs. Here
+    nothing of Python is called once the guest has stopped: its writes are complete when its fd_write returns
+    (WASI preview 1 writes and flushes), and the sink is a plain dict entry `run_guest` removes.
+    """
+    key = next(_SINK_KEYS)
+    _SINKS[key] = sink
+    setter = _ffi.wasi_config_set_stdout_custom if stream == "stdout" else _ffi.wasi_config_set_stderr_custom
+    setter(config.ptr(), _WRITE_TO_SINK, key, _NO_FINALIZER)
+    return key
 
 
 class _CappedOutput:

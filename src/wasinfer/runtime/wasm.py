@@ -32,6 +32,7 @@ import wasmtime
 from wasinfer.artifact.metadata import Metadata, TensorSpec, read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import DeadlineExceeded, InputError, MemoryLimitExceeded, ModelFault
+from wasinfer.runtime.bulk import REWRITE_TAG, UnverifiableModule, interruptible_bulk_memory
 
 WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
@@ -69,6 +70,26 @@ def make_engine(interruptible: bool = True) -> wasmtime.Engine:
 def tag_of(engine: wasmtime.Engine) -> str:
     """The engine's tag; an engine not made by `make_engine` is assumed to be configured like its default."""
     return _ENGINE_TAGS.get(engine, ENGINE_TAG)
+
+
+def code_tag(engine: wasmtime.Engine) -> str:
+    """What code compiled for `engine` depends on besides the module: the engine's tag, and on an
+    interruptible engine the rewrite that makes bulk-memory instructions interruptible (bulk.py)."""
+    tag = tag_of(engine)
+    return f"{tag}|{REWRITE_TAG}" if tag.endswith("|epoch") else tag
+
+
+def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+    """Compile `wasm` for `engine`; on an interruptible engine its memory.fill and memory.copy are chunked
+    first, so a deadline also stops one that covers a gigabyte (UnverifiableModule, a ValueError, when the
+    module cannot be decoded for that)."""
+    if code_tag(engine) != tag_of(engine):
+        try:
+            wasm = interruptible_bulk_memory(wasm)
+        except UnverifiableModule:
+            wasmtime.Module.validate(engine, wasm)  # bytes that are not a valid module: wasmtime's error says why
+            raise
+    return wasmtime.Module(engine, wasm)
 
 
 WASM_PAGE = 65536
@@ -270,14 +291,14 @@ class CompiledCache:
 
     def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         if self.directory is None:
-            return wasmtime.Module(engine, wasm)
-        path = self.directory / f"{self.key(wasm, tag_of(engine))}.cwasm"
+            return compile_module(engine, wasm)
+        path = self.directory / f"{self.key(wasm, code_tag(engine))}.cwasm"
         if path.exists():
             try:
                 return wasmtime.Module.deserialize_file(engine, str(path))
             except wasmtime.WasmtimeError:
                 path.unlink(missing_ok=True)  # stale or corrupt: recompile below
-        module = wasmtime.Module(engine, wasm)
+        module = compile_module(engine, wasm)
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(path, bytes(module.serialize()))
         return module
@@ -285,7 +306,7 @@ class CompiledCache:
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
         if self.directory is not None:
             st = path.stat()
-            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag_of(engine)}".encode())
+            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{code_tag(engine)}".encode())
             entry = self.directory / f"file-{stat_key.hexdigest()}.json"
             if entry.exists():
                 try:
@@ -298,7 +319,7 @@ class CompiledCache:
         metadata = read_metadata(wasm)
         module = self.load(engine, wasm)
         if self.directory is not None:
-            record = {"cwasm": f"{self.key(wasm, tag_of(engine))}.cwasm", "metadata": metadata.to_json().decode()}
+            record = {"cwasm": f"{self.key(wasm, code_tag(engine))}.cwasm", "metadata": metadata.to_json().decode()}
             atomic_write(entry, json.dumps(record).encode())
         return module, metadata
 
@@ -418,7 +439,8 @@ class WasmModel:
         else:
             module, self.metadata = compiled
         self.deadline_seconds, self.memory_limit_bytes = deadline_seconds, memory_limit_bytes
-        self._fault: ModelFault | None = None
+        self._fault: str | None = None  # why this instance is spent (see `_retire`)
+        self.memory_bytes_at_fault: int | None = None
         self.store = wasmtime.Store(self.engine)
         if memory_limit_bytes is not None:
             needed = initial_memory_bytes(module)
@@ -436,6 +458,7 @@ class WasmModel:
         try:
             self.instance = instantiate(self.engine, self.store, module)
         except wasmtime.Trap as exc:  # the start function trapped or ran past the deadline
+            self.store.close()  # what the start function allocated goes now, whoever keeps the exception
             raise self._fault_of(exc, "instantiation") from exc
         exports = self.instance.exports(self.store)
         memory = exports["memory"]
@@ -487,6 +510,22 @@ class WasmModel:
             return MemoryLimitExceeded(f"{text}, up to the instance memory cap of {cap} bytes")
         return ModelFault(text)
 
+    def _retire(self, fault: ModelFault) -> ModelFault:
+        """Spend this instance after `fault`: keep only its message, and free the instance's memory now.
+
+        Why not keep the exception: its traceback holds the frames of the failed call, and they hold
+        this instance, so the instance (and a linear memory grown up to its cap) would live until
+        Python's cycle collector happened to run; eight faults at a 1 GiB cap grew a server by 3.4 GB.
+        Closing the store frees the linear memory at once, whoever still holds the instance or the
+        exception; the views into it go first, and `run` refuses every later call before touching them.
+        """
+        self._fault = str(fault)
+        self.memory_bytes_at_fault = self._memory_len()
+        self._view = np.empty(0, np.uint8)
+        self._inputs, self._outputs = [], []
+        self.store.close()
+        return fault
+
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]
 
@@ -498,7 +537,11 @@ class WasmModel:
         dtype = np.dtype(spec.dtype)
         count = self.metadata.max_batch if spec.batch_axis == 0 else 1
         shape = (count, *spec.shape[1:]) if spec.batch_axis == 0 else tuple(spec.shape)
-        return self._view[spec.offset:spec.offset + spec.sample_bytes * count].view(dtype).reshape(shape)
+        end = spec.offset + spec.sample_bytes * count
+        if end > self._memory_bytes:  # the metadata checked itself against its memory_bytes, which may not be true
+            raise ValueError(f"tensor {spec.name!r}: its slot [{spec.offset}, {end}) in the metadata ends past the "
+                             f"module's linear memory of {self._memory_bytes} bytes")
+        return self._view[spec.offset:end].view(dtype).reshape(shape)
 
     def _batch_of(self, spec: TensorSpec, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
@@ -550,11 +593,10 @@ class WasmModel:
         try:
             status = self._run(batch, ticks)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            self._fault = self._fault_of(exc, "wasinfer_run", deadline_seconds if ticks is not None else None)
-            raise self._fault from exc
+            raise self._retire(self._fault_of(exc, "wasinfer_run", deadline_seconds if ticks is not None else None)) \
+                from exc
         if self._memory_len() != self._memory_bytes:
-            self._fault = self._grown()
-            raise self._fault
+            raise self._retire(self._grown())
         if status != 0:
             raise RuntimeError(f"wasinfer_run returned {status}")
         return {spec.name: (slot[:batch] if spec.batch_axis == 0 else slot).copy() for spec, slot in self._outputs}
