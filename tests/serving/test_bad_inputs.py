@@ -88,6 +88,9 @@ CASES: list[tuple[str, Case, int, str, str | tuple[str, str]]] = [
      (f"this server takes at most {MAX_BODY}", "larger than max")),  # gRPC's words are grpcio's
     ("unknown model", Case("nosuch", X), 404, "NOT_FOUND", "unknown model 'nosuch'"),
     ("unknown version", Case("scale", X, version="9"), 404, "NOT_FOUND", "has no version '9'"),
+    # Longer than a file name may be (ENAMETOOLONG), and more digits than Python's int() takes (4,300).
+    ("model name of 300 characters", Case("a" * 300, X), 404, "NOT_FOUND", "unknown model 'aaaa"),
+    ("version of 4,400 digits", Case("scale", X, version="1" * 4400), 404, "NOT_FOUND", "has no version '1111"),
     ("model not ready (unloaded)", Case("count", [Tensor("n", [1, 2], "INT64")]), 503, "UNAVAILABLE",
      "model 'count' is unloaded"),
     ("management call without token", Case("", method="index"), 401, "UNAUTHENTICATED",

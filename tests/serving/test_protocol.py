@@ -41,6 +41,28 @@ def test_raw_and_json_roundtrip_every_numeric_datatype(datatype: str) -> None:
     np.testing.assert_array_equal(decoded, array)
 
 
+@pytest.mark.parametrize(("datatype", "data", "said"), [
+    ("BOOL", ["false", "no", "0"], "strings are not BOOL values"),  # numpy reads every non-empty string as True
+    ("FP32", ["nan", "1.5", "-inf"], "strings are not FP32 values"),  # and parses numbers out of strings
+    ("INT32", ["7", 8, 9], "strings are not INT32 values"),
+    ("FP64", [[1.0, None, 3.0]], "FP64 data must be JSON numbers; got null"),  # numpy makes None a NaN
+    ("UINT8", [1, {"a": 1}, 3], "UINT8 data must be JSON numbers; got an object"),
+])
+def test_json_data_must_be_numbers_or_booleans(datatype: str, data: list[Any], said: str) -> None:
+    with pytest.raises(BadRequest, match=said):
+        decode_json("t", datatype, [3], data)
+
+
+def test_json_booleans_and_numbers_convert_as_before() -> None:
+    np.testing.assert_array_equal(decode_json("t", "BOOL", [4], [True, False, 1, 0]), [True, False, True, False])
+    np.testing.assert_array_equal(decode_json("t", "FP32", [3], [True, 2, 2.5]), np.array([1, 2, 2.5], np.float32))
+    np.testing.assert_array_equal(decode_json("t", "INT64", [2], [2**62, -1]), [2**62, -1])
+    with pytest.raises(BadRequest, match="UINT8 values"):
+        decode_json("t", "UINT8", [1], [300])  # out of range: refused, never wrapped
+    with pytest.raises(BadRequest, match="INT32 values"):
+        decode_json("t", "INT32", [1], [2**70])
+
+
 def test_bytes_tensors() -> None:
     array = np.array([b"", b"wasm", "\u00e9t\u00e9".encode()], dtype=object)
     raw = encode_raw(array)

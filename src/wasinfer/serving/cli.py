@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -23,6 +25,7 @@ EXIT_BAD_INPUT = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
+    _add_connection_arguments(parser)
     _add_guest_arguments(parser)
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
@@ -66,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "RESOURCE_EXHAUSTED (default 0: unlimited; config.json \"max_concurrency\" overrides)")
     parser.add_argument("--max-tensor-elements", type=int, default=1 << 24, metavar="N",
                         help="largest input tensor, in elements; bigger ones get 400 (default 16777216)")
+    parser.add_argument("--max-json-values", type=int, default=1 << 20, metavar="N",
+                        help="most values (counted by their commas, before parsing) in a REST request's JSON; more "
+                        "get 413. Parsing makes a Python object of every value and holds the interpreter while it "
+                        "runs, so large tensors belong in the binary tensor data extension (default 1048576)")
     parser.add_argument("--memory-budget-mb", type=int, default=0, metavar="MB",
                         help="memory for loaded models; loading one over it evicts the least recently used "
                         "(their next request reloads them). Default 0: no budget")
@@ -110,6 +117,30 @@ def _add_security_and_log_arguments(parser: argparse.ArgumentParser) -> None:
     logs.add_argument("--access-log", action="store_true",
                       help="one line per request (method, path, status, duration, request id); off by default, "
                       "as it costs more than a small model's inference")
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    connections = parser.add_argument_group(
+        "connections and shutdown", "SIGTERM (or Ctrl+C) drains the server: readiness (/v2/health/ready, gRPC "
+        "ServerReady) answers 503 / not ready at once; after --drain-delay-s both ports refuse new connections "
+        "and calls, and the requests in flight get the grace period to finish before the process exits (5 s "
+        "later, with code 1, if a call that cannot be interrupted is still running).")
+    connections.add_argument("--shutdown-grace-s", type=float, default=None, metavar="S",
+                             help="longest the requests in flight may take to finish on shutdown (default: "
+                             "--deadline-ms plus 5 s, i.e. 35; 30 with no deadline)")
+    connections.add_argument("--drain-delay-s", type=float, default=0.0, metavar="S",
+                             help="on shutdown, keep serving this long with readiness answering 503, so that a "
+                             "load balancer polling it stops sending traffic first (default 0)")
+    connections.add_argument("--header-timeout-s", type=float, default=10.0, metavar="S",
+                             help="a REST connection must send a request's headers within S seconds of opening "
+                             "(or of the request's first byte), and its body may not pause for S seconds, else it "
+                             "gets 408 and is closed; also gRPC's handshake timeout (default 10; 0: no limit)")
+    connections.add_argument("--idle-timeout-s", type=float, default=5.0, metavar="S",
+                             help="close a connection idle this long between requests (REST keep-alive; gRPC: "
+                             "no call in flight; default 5)")
+    connections.add_argument("--max-connections-per-client", type=int, default=0, metavar="N",
+                             help="open REST connections one client address may hold; more are answered 429 and "
+                             "closed (default 0: no cap; behind a proxy every client has the proxy's address)")
 
 
 def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,8 +213,13 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
 
     for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
                                  args.max_concurrency, 0), ("--max-tensor-elements", args.max_tensor_elements, 1),
+                                 ("--max-json-values", args.max_json_values, 1),
                                  ("--memory-budget-mb", args.memory_budget_mb, 0), ("--deadline-ms",
-                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0)):
+                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0),
+                                 ("--shutdown-grace-s", args.shutdown_grace_s, 0), ("--drain-delay-s",
+                                 args.drain_delay_s, 0), ("--header-timeout-s", args.header_timeout_s, 0),
+                                 ("--idle-timeout-s", args.idle_timeout_s, 1),
+                                 ("--max-connections-per-client", args.max_connections_per_client, 0)):
         if value is not None and value < minimum:
             errors.print(f"[red]error:[/] {flag} must be at least {minimum}, got {value}", markup=True)
             return EXIT_BAD_INPUT
@@ -228,12 +264,15 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           grpc_port=None if args.grpc_port < 0 else args.grpc_port,
                           max_body_bytes=args.max_body_bytes, pool_size=args.pool_size, cache_dir=home / "cache",
                           batch_delay_us=args.batch_delay_us, max_concurrency=args.max_concurrency,
-                          max_tensor_elements=args.max_tensor_elements,
+                          max_tensor_elements=args.max_tensor_elements, max_json_values=args.max_json_values,
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
                           else None, desired_state=desired, fetcher=fetch_desired if desired else None,
-                          canary=_canary_policy(args))
+                          canary=_canary_policy(args), shutdown_grace_seconds=args.shutdown_grace_s,
+                          drain_delay_seconds=args.drain_delay_s, header_timeout_seconds=args.header_timeout_s or None,
+                          idle_timeout_seconds=args.idle_timeout_s,
+                          max_connections_per_client=args.max_connections_per_client)
     config = dataclasses.replace(config, **secured, guests=guests)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
@@ -281,7 +320,26 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     finally:
         restore()
     server.stop()
+    _exit_even_if_work_is_stuck(errors)
     return 0
+
+
+STUCK_EXIT_SECONDS = 5.0
+
+
+def _exit_even_if_work_is_stuck(errors: Console) -> None:
+    """Python waits for worker threads before it exits, and a call that cannot be interrupted (ONNX Runtime,
+    a wasm model with --deadline-ms 0) may never return: past the grace period the server is done, so a daemon
+    thread ends the process STUCK_EXIT_SECONDS later if the exit is still waiting then (exit code 1)."""
+
+    def force() -> None:
+        time.sleep(STUCK_EXIT_SECONDS)
+        errors.print(f"[red]error:[/] work still running {STUCK_EXIT_SECONDS:g} s after the shutdown's grace period "
+                     "(a model call that cannot be interrupted); exiting without it", markup=True)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=force, name="wasinfer-exit", daemon=True).start()
 
 
 def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:

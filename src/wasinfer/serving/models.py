@@ -495,7 +495,8 @@ class ModelManager:
             raise NotFound(f"unknown model {name!r}")
         if not version:
             return versions[max(versions)]
-        number = int(version) if version.isascii() and version.isdigit() else -1
+        # No version has more than 18 digits (int64); more than 4,300 would be a ValueError from int() itself.
+        number = int(version) if version.isascii() and version.isdigit() and len(version) <= 18 else -1
         if number not in versions:
             raise NotFound(f"model {name!r} has no version {version!r}; it has "
                            f"{', '.join(str(v) for v in versions)}")

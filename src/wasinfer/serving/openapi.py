@@ -29,7 +29,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 ERRORS = {
     "400": _json(_ref("Error"), "Malformed request, or tensors that do not match the model"),
     "404": _json(_ref("Error"), "Unknown model or version"),
-    "413": _json(_ref("Error"), "Body over --max-body-bytes"),
+    "413": _json(_ref("Error"), "Body over --max-body-bytes, or JSON with more values than --max-json-values"),
     "429": _json(_ref("Error"), "The model has --max-concurrency requests in flight; retry later"),
     "503": _json(_ref("Error"), "Model unloaded, or its load failed"),
 }
@@ -123,7 +123,8 @@ PATHS: dict[str, Any] = {
     "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json(_ref("ServerMetadata"), "Server")}}},
     "/v2/health/live": {"get": {"summary": "Is the server live", "responses": EMPTY_OK}},
     "/v2/health/ready": {"get": {"summary": "Is the server ready (with --desired-state: once its model serves)",
-                                 "responses": {**EMPTY_OK, "503": _json(_ref("Error"), "Not ready, and why")}}},
+                                 "responses": {**EMPTY_OK, "503": _json(
+                                     _ref("Error"), "Not ready (shutting down, or no model served yet), and why")}}},
     "/v2/models/{model}": _with(MODEL_PARAMS, MODEL_METADATA),
     "/v2/models/{model}/versions/{version}": _with(VERSION_PARAMS, MODEL_METADATA),
     "/v2/models/{model}/ready": _with(MODEL_PARAMS, MODEL_READY),

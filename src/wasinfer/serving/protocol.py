@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from wasinfer.serving.errors import BadRequest
+from wasinfer.serving.errors import BadRequest, TooLarge
 
 # v2 datatype ↔ numpy dtype. BYTES is an object array of bytes.
 DATATYPES: dict[str, np.dtype] = {
@@ -135,7 +135,7 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
             array = np.empty(flat.size, dtype=object)
             array[:] = [item.encode() if isinstance(item, str) else _not_string(name, item) for item in flat]
         else:
-            array = nested = np.asarray(data, dtype=dtype)
+            array = nested = _numbers(name, datatype, dtype, data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data is not a (regular) list of {datatype} values: {exc}") from None
     if nested.ndim > 1 and nested.shape != tuple(shape):
@@ -145,6 +145,36 @@ def decode_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> np
     if array.size != count:
         raise BadRequest(f"input {name!r}: {array.size} values of data, but shape {list(shape)} needs {count}")
     return array.reshape(shape)
+
+
+def _numbers(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -> np.ndarray:
+    """JSON numbers (and true/false) as `dtype`. numpy itself would also take strings, reading "nan" or "1e3"
+    as numbers and every non-empty string ("false" too) as True, and None as NaN: the data is converted with
+    numpy's own type discovery first, which keeps a string a string, so such data is refused instead."""
+    found = np.asarray(data)
+    if found.dtype.kind not in "biuf":
+        if found.dtype.kind in "US":
+            raise BadRequest(f"input {name!r}: strings are not {datatype} values; send JSON numbers"
+                             f"{' or true/false' if datatype == 'BOOL' else ''}")
+        for item in found.reshape(-1):  # an object array: Python ints past int64 are numbers, the rest not
+            if type(item) not in (int, float, bool):
+                raise BadRequest(f"input {name!r}: {datatype} data must be JSON numbers"
+                                 f"{' or true/false' if datatype == 'BOOL' else ''}; got {_json_kind(item)}")
+    if dtype.kind in "fb" or (found.dtype.kind in "iub" and _fits(found, dtype)):
+        return found.astype(dtype, copy=False)
+    return np.asarray(data, dtype=dtype)  # out of range, or floats for integers: numpy's own conversion decides
+
+
+def _fits(found: np.ndarray, dtype: np.dtype) -> bool:
+    if not found.size:
+        return True
+    limits = np.iinfo(dtype)
+    return bool(limits.min <= found.min() and found.max() <= limits.max)
+
+
+def _json_kind(item: Any) -> str:
+    return "null" if item is None else "an object" if isinstance(item, dict) else "a string" if \
+        isinstance(item, str) else "a list" if isinstance(item, list) else type(item).__name__
 
 
 def _not_string(name: str, item: Any) -> bytes:
@@ -175,11 +205,37 @@ def _string(obj: dict[str, Any], key: str, what: str) -> str:
     return value
 
 
-def parse_rest_request(body: bytes, header_length: int | None) -> InferRequest:
+DEFAULT_MAX_JSON_VALUES = 1 << 20
+_COUNT_SLICE = 1 << 20  # bytes counted per call, so that a count of a big body lets other threads run between
+
+
+def check_json_values(body: bytes, end: int, limit: int) -> None:
+    """Refuse, before parsing, a JSON text (`body[:end]`) that could hold more than `limit` values.
+
+    Parsing costs time and memory per value, not per byte: orjson makes a Python object of every
+    number (32 bytes each, for "1," two bytes of body) and holds the GIL throughout, so a 60 MiB
+    body once took a gigabyte and stalled every other request, health checks too, for seconds.
+    Every value but the first of an array follows a comma, so the commas bound the values (a
+    string's commas count too: the bound errs on the safe side). A text shorter than `limit` cannot
+    have that many and is not counted; a longer one is counted in slices.
+    """
+    if end <= limit:
+        return
+    commas = 0
+    for start in range(0, end, _COUNT_SLICE):
+        commas += body.count(b",", start, min(end, start + _COUNT_SLICE))
+        if commas >= limit:
+            raise TooLarge(f"the request's JSON has more than {limit} values (commas; --max-json-values): send "
+                           "large tensors as binary data (the binary tensor data extension), which is not parsed")
+
+
+def parse_rest_request(body: bytes, header_length: int | None,
+                       max_json_values: int = DEFAULT_MAX_JSON_VALUES) -> InferRequest:
     """The JSON body, followed (binary tensor data extension) by the inputs' raw bytes."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body's "
                          f"{len(body)} bytes")
+    check_json_values(body, len(body) if header_length is None else header_length, max_json_values)
     header = body if header_length is None else memoryview(body)[:header_length]
     try:
         document = orjson.loads(header)

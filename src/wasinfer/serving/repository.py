@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_FILES = ("model.wasm", "model.onnx", "model.tflite")  # in order of preference
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# At most 255 characters: longer is no file name (ENAMETOOLONG), so no model, and a request naming one is a 404.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ and hands batched models to their batcher). A request must be answered by its de
 Health, readiness and /metrics are answered on the event loop itself, never queued behind
 inference.
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
-model's inference needs.
+model's inference needs. A body over PARSE_INLINE_BYTES is parsed on a parse thread of its own,
+one at a time, so the event loop keeps answering (health checks above all) while it is; and
+protocol.check_json_values refuses, before parsing, JSON with more values than
+--max-json-values, whose parse would cost seconds and gigabytes.
 
 Every /v2 answer carries X-Request-ID (logs.py says where the id comes from). Bearer tokens
 (auth.py) are checked only when one is set: with none, a request pays one attribute test.
@@ -23,11 +26,12 @@ bare 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -51,7 +55,13 @@ from wasinfer.serving.guests import EXIT_CODE_HEADER, GuestBusy, Guests, stderr_
 from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
-from wasinfer.serving.protocol import EXTENSIONS, check_load_parameters, encode_rest_response, parse_rest_request
+from wasinfer.serving.protocol import (
+    DEFAULT_MAX_JSON_VALUES,
+    EXTENSIONS,
+    check_load_parameters,
+    encode_rest_response,
+    parse_rest_request,
+)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -61,6 +71,13 @@ log = logging.getLogger("wasinfer.serving")
 
 JSON = b"application/json"
 SERVER_METADATA = orjson.dumps({"name": "wasinfer", "version": __version__, "extensions": EXTENSIONS})
+PARSE_INLINE_BYTES = 256 * 1024  # bodies up to this parse on the event loop (a few ms); bigger, on the parse thread
+REPOSITORY_BODY_BYTES = 64 * 1024  # a repository request is a small JSON object
+# A body refused by its Content-Length is still read (and dropped), up to this much more than the limit and for at
+# most DISCARD_SECONDS: closing a connection with unread data makes the kernel reset it, and the reset throws the
+# 413 away from the client's receive buffer, so a client still sending saw a broken connection instead.
+DISCARD_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 10.0
 # What a request's headers say, in one pass: Content-Length, Inference-Header-Content-Length,
 # Content-Encoding, Authorization, and the client's request id (already vetted).
 Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
@@ -71,7 +88,8 @@ class RestApp:
 
     def __init__(self, manager: ModelManager, metrics: Metrics, load_executor: Executor, max_body_bytes: int,
                  openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
-                 guests: Guests | None = None, not_ready: Callable[[], str] = lambda: ""):
+                 guests: Guests | None = None, not_ready: Callable[[], str] = lambda: "",
+                 max_json_values: int = DEFAULT_MAX_JSON_VALUES):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
         self.load_executor = load_executor
@@ -80,6 +98,9 @@ class RestApp:
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
         self.access_log = access_log
+        self.max_json_values = max_json_values
+        # One thread: big bodies parse one at a time, so their parses' memory is never more than one's.
+        self.parse_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasinfer-parse")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +111,16 @@ class RestApp:
             await self._route(scope, receive, send)
         except Exception as exc:  # every failure gets a JSON answer and a log line
             await self._fail(scope, send, exc)
+        except asyncio.CancelledError:  # still running when the shutdown's grace period ran out
+            await self._cut_off(scope, send)
+            raise
+
+    async def _cut_off(self, scope: Scope, send: Send) -> None:
+        """A JSON 503 for a request the shutdown cancels (uvicorn's own answer is a bare text 500), unless its
+        answer had already begun."""
+        with contextlib.suppress(Exception):
+            await self._fail(scope, send, Unavailable("the server shut down before this request finished: its "
+                                                      "grace period (--shutdown-grace-s) ran out"))
 
     async def _fail(self, scope: Scope, send: Send, exc: Exception) -> None:
         """Answer and log a failure outside inference (which does its own, to count it in the metrics)."""
@@ -114,6 +145,9 @@ class RestApp:
             await self._route(scope, receive, capture)
         except Exception as exc:
             await self._fail(scope, capture, exc)
+        except asyncio.CancelledError:
+            await self._cut_off(scope, capture)
+            raise
         finally:
             model, version = _path_model(scope["path"])
             access_log.info("%s %s %s", scope["method"], scope["path"], status or "-", extra={
@@ -242,7 +276,11 @@ class RestApp:
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
             deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
-            request = parse_rest_request(body, header_length)
+            if len(body) <= PARSE_INLINE_BYTES:
+                request = parse_rest_request(body, header_length, self.max_json_values)
+            else:
+                request = await asyncio.get_running_loop().run_in_executor(
+                    self.parse_executor, parse_rest_request, body, header_length, self.max_json_values)
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
@@ -262,12 +300,16 @@ class RestApp:
         await _send(send, 200, payload, request_id, b"application/octet-stream",
                     [(b"inference-header-content-length", str(json_length).encode())])
 
-    async def _body(self, receive: Receive, head: Head) -> tuple[bytes, int | None]:
-        """The whole body (decompressed), and its Inference-Header-Content-Length if given."""
+    async def _body(self, receive: Receive, head: Head, limit: int | None = None) -> tuple[bytes, int | None]:
+        """The whole body (decompressed), and its Inference-Header-Content-Length if given; over `limit` (default
+        --max-body-bytes) it is refused, by its Content-Length when it has one, before a byte of it is kept."""
         length, header_length, encoding = head[0], head[1], head[2]
-        limit = self.max_body_bytes
+        limit = self.max_body_bytes if limit is None else limit
         if length is not None and length.isdigit() and int(length) > limit:
-            raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit} (--max-body-bytes)")
+            if int(length) <= limit + DISCARD_BYTES:
+                await _discard(receive)
+            raise TooLarge(f"the body is {int(length)} bytes; this server takes at most {limit}"
+                           f"{' (--max-body-bytes)' if limit == self.max_body_bytes else ' here'}")
         body = await _read(receive, limit)
         if encoding is not None:
             encoding = encoding.strip().lower()
@@ -276,13 +318,16 @@ class RestApp:
         if header_length is None:
             return body, None
         if not header_length.isdigit():
-            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} "
+            raise BadRequest(f"Inference-Header-Content-Length {header_length.decode('latin-1')[:40]!r} "
                              "is not a number")
+        if len(header_length.lstrip(b"0")) > len(str(len(body))):  # past the body (and int() stops at 4,300 digits)
+            raise BadRequest(f"Inference-Header-Content-Length of {len(header_length)} digits is outside the body's "
+                             f"{len(body)} bytes")
         return body, int(header_length)
 
     async def _json_body(self, receive: Receive, head: Head) -> dict[str, Any]:
         """An optional JSON object (repository requests may come with no body at all)."""
-        body, _ = await self._body(receive, head)
+        body, _ = await self._body(receive, head, min(REPOSITORY_BODY_BYTES, self.max_body_bytes))
         if not body.strip():
             return {}
         try:
@@ -362,6 +407,16 @@ async def _read(receive: Receive, limit: int) -> bytes:
             raise TooLarge(f"the body is over {limit} bytes (--max-body-bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop a refused body (see DISCARD_BYTES), for at most DISCARD_SECONDS."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DISCARD_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:

@@ -3,14 +3,19 @@ over one model manager and one set of metrics. Each model runs in execution slot
 (models.py); the server's one executor does lazy loads.
 
 `Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
-and `grpc_port` say which), so a caller can connect at once; `stop()` stops both, bounded
-by `grace` seconds. The CLI runs it until SIGINT/SIGTERM; tests run it in-process.
+and `grpc_port` say which), so a caller can connect at once. `stop()` drains: readiness answers
+503 / not ready at once (and, for `drain_delay_seconds`, everything else is still served, so a
+load balancer that polls readiness stops sending traffic first); then both ports refuse new
+connections and calls while the requests in flight finish, for at most the grace period, which
+by default outlasts the per-call deadline so that no request in flight is cut off. The CLI runs
+it until SIGINT/SIGTERM; tests run it in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,12 +30,14 @@ import uvicorn
 
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
+from wasinfer.serving.connections import DEFAULT_HEADER_TIMEOUT, ConnectionLimits, guarded_protocol
 from wasinfer.serving.desired import DesiredStateWatcher
 from wasinfer.serving.guests import GuestConfig, Guests
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
+from wasinfer.serving.protocol import DEFAULT_MAX_JSON_VALUES
 from wasinfer.serving.repository import Repository
 from wasinfer.serving.rest import RestApp
 from wasinfer.serving.updater import (
@@ -52,6 +59,8 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 # their own), so waiting is what these threads mostly do: many cost little (they start as calls need them),
 # and one model's calls may hold half of them (grpc_api.ThreadShares) before more are refused.
 GRPC_WORKERS = 256
+GRACE_BEYOND_DEADLINE = 5.0  # the default grace period: the deadline plus this (a call may start just before stop)
+DEFAULT_GRACE = 30.0  # with no deadline
 
 
 def default_pool_size() -> int:
@@ -81,6 +90,7 @@ class ServerConfig:
     batch_delay_us: int | None = None  # dynamic batching for every model that can batch; None: per config.json
     max_concurrency: int = 0  # per model, requests in flight; 0: unlimited
     max_tensor_elements: int = 1 << 24
+    max_json_values: int = DEFAULT_MAX_JSON_VALUES  # per REST request's JSON, counted before it is parsed
     memory_budget_bytes: int = 0  # loaded models' total; 0: no budget (nothing is evicted)
     # Per wasm call and per wasm instance; None turns each off. A call past the deadline is stopped
     # and answered 504 / DEADLINE_EXCEEDED; the epoch checks that make it possible cost compute-heavy
@@ -93,6 +103,23 @@ class ServerConfig:
     fetcher: Fetcher | None = None  # where a desired version comes from; None: model_path is a file
     canary: CanaryPolicy | None = None  # new versions bake on a share of the traffic first; None: swap at once
     guests: GuestConfig | None = None  # WASI-NN guest programs at /v2/guests/{name}/run (guests.py); None: none
+    # Shutdown (stop(), SIGTERM): readiness goes 503 for drain_delay_seconds while everything else is served,
+    # then requests in flight get shutdown_grace_seconds to finish (None: the deadline + 5 s, see grace()).
+    drain_delay_seconds: float = 0.0
+    shutdown_grace_seconds: float | None = None
+    # Connections (connections.py): a request's headers must arrive within header_timeout_seconds of the
+    # connection (or of the request's first byte), and its body may not pause that long; an idle keep-alive
+    # connection closes after idle_timeout_seconds (uvicorn's keep-alive timeout; gRPC's max connection idle);
+    # max_connections_per_client 0: no cap.
+    header_timeout_seconds: float | None = DEFAULT_HEADER_TIMEOUT
+    idle_timeout_seconds: float = 5.0
+    max_connections_per_client: int = 0
+
+    def grace(self) -> float:
+        """Seconds requests in flight get to finish on stop: by default longer than any wasm call may run."""
+        if self.shutdown_grace_seconds is not None:
+            return self.shutdown_grace_seconds
+        return self.deadline_seconds + GRACE_BEYOND_DEADLINE if self.deadline_seconds else DEFAULT_GRACE
 
 
 def _address(host: str, port: int) -> str:
@@ -130,9 +157,10 @@ class Server:
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
+        self.draining = threading.Event()  # set by stop(): readiness answers 503 / not ready from then on
         self.app = RestApp(self.manager, self.metrics, self.load_executor, config.max_body_bytes,
                            document_json(self.tokens), self.tokens, config.access_log, guests=self.guests,
-                           not_ready=self.not_ready)
+                           not_ready=self.not_ready, max_json_values=config.max_json_values)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
@@ -140,12 +168,15 @@ class Server:
         self.updates: DesiredStateLoop | None = None
 
     def not_ready(self) -> str:
-        """Why the server must not take traffic yet, "" when it may (/v2/health/ready, gRPC ServerReady).
+        """Why the server must not take traffic, "" when it may (/v2/health/ready, gRPC ServerReady).
 
-        With --desired-state it is ready once its model serves a version, as in the seed (a probe that
-        said ready while nothing is served would route traffic to a pod that can only fail it); a later
-        update that fails leaves the serving version, and readiness, as they are. Without one, models
-        load on their first request, so the server is ready as soon as it listens. Liveness never waits."""
+        Not while it drains (stop()). With --desired-state it is ready once its model serves a version,
+        as in the seed (a probe that said ready while nothing is served would route traffic to a pod that
+        can only fail it); a later update that fails leaves the serving version, and readiness, as they
+        are. Without one, models load on their first request, so the server is ready as soon as it
+        listens. Liveness never waits."""
+        if self.draining.is_set():
+            return "the server is shutting down"
         if self.updates is None:
             return ""
         status = self.updates.updater.status
@@ -175,7 +206,8 @@ class Server:
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
                     workers=GRPC_WORKERS,
                     max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
-                    not_ready=self.not_ready)
+                    not_ready=self.not_ready, handshake_timeout=config.header_timeout_seconds,
+                    idle_timeout=config.idle_timeout_seconds)
             except OSError:
                 sock.close()
                 raise
@@ -184,10 +216,15 @@ class Server:
         # No lifespan, access log, Server header or X-Forwarded-* rewriting: nothing here uses them, and
         # each is work on every request (--access-log is the app's own). No logging config of uvicorn's own:
         # its lines go to the root logger, in the server's format (logs.py). The TLS context applies to
-        # the pre-bound socket too (uvicorn passes it to create_server).
-        uv_config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False, proxy_headers=False,
-                                   log_level="warning", log_config=None, timeout_graceful_shutdown=5,
-                                   server_header=False, ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
+        # the pre-bound socket too (uvicorn passes it to create_server). httptools, with the header deadline
+        # and connection cap of connections.py.
+        limits = ConnectionLimits(header_timeout=config.header_timeout_seconds or None,
+                                  max_per_client=config.max_connections_per_client)
+        uv_config = uvicorn.Config(self.app, http=guarded_protocol(limits, self.draining), lifespan="off",
+                                   access_log=False, proxy_headers=False, log_level="warning", log_config=None,
+                                   timeout_keep_alive=math.ceil(config.idle_timeout_seconds),
+                                   timeout_graceful_shutdown=math.ceil(config.grace()), server_header=False,
+                                   ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
         self._uvicorn = uvicorn.Server(uv_config)
         loop_factory = uv_config.get_loop_factory()
 
@@ -196,6 +233,10 @@ class Server:
             try:
                 assert self._uvicorn is not None
                 loop.run_until_complete(self._uvicorn.serve(sockets=[sock]))
+                # Requests cancelled when the grace period ran out send their 503 in their next step: let them.
+                pending = asyncio.all_tasks(loop)
+                if pending:
+                    loop.run_until_complete(asyncio.wait(pending, timeout=1))
             finally:
                 loop.close()
 
@@ -211,18 +252,33 @@ class Server:
                 raise RuntimeError(f"the HTTP server did not start within {timeout} s")
             time.sleep(0.005)
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        """Drain, then stop: see the module's docstring. `grace`: seconds for the requests in flight (default:
+        the config's grace()); REST and gRPC drain side by side, so the whole stop takes at most the drain
+        delay plus `grace` (and a second)."""
+        grace = self.config.grace() if grace is None else grace
+        self.draining.set()
+        if self.config.drain_delay_seconds > 0 and self._thread is not None:
+            log.info("draining: readiness answers 503 for %g s before new connections are refused",
+                     self.config.drain_delay_seconds)
+            time.sleep(self.config.drain_delay_seconds)
         if self.updates is not None:
             self.updates.stop()
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+        ends = time.monotonic() + grace + 1
+        grpc_stopped = None
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace)
+            grpc_stopped = self._grpc.stop(grace)  # refuses new calls now, cancels what still runs after `grace`
             self._grpc = None
+        if self._uvicorn is not None:
+            self._uvicorn.config.timeout_graceful_shutdown = math.ceil(grace)  # read when its shutdown starts
+            self._uvicorn.should_exit = True
         if self._thread is not None:
-            self._thread.join(grace + 1)
+            self._thread.join(max(0.0, ends - time.monotonic()))
             self._thread = None
+        if grpc_stopped is not None:
+            grpc_stopped.wait(max(0.0, ends - time.monotonic()))
         self.load_executor.shutdown(wait=False, cancel_futures=True)
+        self.app.parse_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
             self.guests.close()
 
