@@ -1,6 +1,6 @@
 """One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
 over one model manager and one set of metrics. Each model runs in execution slots of its own
-(models.py); the server's one executor does lazy loads.
+(models.py); a load executor does lazy loads, and rest.py parses big bodies on a thread of its own.
 
 `Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
 and `grpc_port` say which), so a caller can connect at once. `stop()` drains: readiness answers
