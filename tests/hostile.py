@@ -24,10 +24,11 @@ MAX_BATCH = 4
 INPUT, OUTPUT = 64, 128  # slot addresses: 4 samples x 4 float32 each = 64 bytes per slot
 
 
-def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dtype: str = "float32") -> bytes:
+def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dtype: str = "float32",
+            functions: str = "") -> bytes:
     """The ABI's exports around `run_body`, the body of `wasinfer_run(batch) -> i32` (batch already checked),
-    with `start_body` as the start function that instantiation runs, if given, and `x_dtype` as what the
-    metadata says input x holds."""
+    with `start_body` as the start function that instantiation runs, if given, `x_dtype` as what the
+    metadata says input x holds, and `functions` (WAT) beside."""
     start = f"(func $start {start_body}) (start $start)" if start_body else ""
     wat = f"""
     (module
@@ -43,12 +44,14 @@ def _module(name: str, run_body: str, pages: int = 1, start_body: str = "", x_dt
           (then (return (i32.const 1))))
         {run_body}
         (i32.const 0))
-      {start})
+      {start}
+      {functions})
     """
     metadata = Metadata(
         name=name, max_batch=MAX_BATCH, abi_version=1, source_sha256="0" * 64, source_format="onnx",
         producer="tests.hostile", arena_bytes=0, memory_bytes=pages * PAGE,
-        inputs=[TensorSlot("x", x_dtype, [1, 4], 0, INPUT)], outputs=[TensorSlot("y", "float32", [1, 4], 0, OUTPUT)])
+        inputs=[TensorSlot("x", x_dtype, [1, 4], 0, INPUT)],
+        outputs=[TensorSlot("y", "float32", [1, 4], 0, OUTPUT)])
     return bytes(wasmtime.wat2wasm(wat)) + custom_section(METADATA_SECTION, metadata.to_json())
 
 
@@ -67,6 +70,34 @@ def looping_module() -> bytes:
         (if (f32.lt (f32.load (i32.const {INPUT})) (f32.const 0))
           (then (loop $forever (br $forever))))
         (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
+
+
+def spinning_module(iterations: int) -> bytes:
+    """A well-behaved module whose runs take a set time: y = x after counting down from `iterations`
+    (about a millisecond per million), the cost of a small real model without compiling one."""
+    return _module("spin", f"""
+        (local.set $old (i32.const {iterations}))
+        (loop $spin
+          (local.set $old (i32.sub (local.get $old) (i32.const 1)))
+          (br_if $spin (local.get $old)))
+        (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
+
+
+def recursing_module() -> bytes:
+    """Calls itself without end on every run, until the engine's stack limit traps it."""
+    return _module("recurse", "(drop (call $deeper (i32.const 0)))", functions="""
+        (func $deeper (param $depth i32) (result i32)
+          (i32.add (call $deeper (i32.add (local.get $depth) (i32.const 1))) (i32.const 1)))""")
+
+
+def bulk_copy_module(pages: int) -> bytes:
+    """Copies half of its `pages` pages over the other half with memory.copy, again and again, until stopped:
+    a loop whose every step is one large bulk-memory operation."""
+    half = pages * PAGE // 2
+    return _module("bulk", f"""
+        (loop $again
+          (memory.copy (i32.const 0) (i32.const {half}) (i32.const {half}))
+          (br $again))""", pages)
 
 
 def memory_bomb_module(fill: bool = False) -> bytes:

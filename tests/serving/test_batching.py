@@ -102,6 +102,22 @@ def test_close_lets_queued_requests_finish_and_refuses_new_ones() -> None:
         batcher.submit({"x": rows(0, 1)}, 1)
 
 
+def test_a_request_withdrawn_while_queued_is_never_run() -> None:
+    """A caller whose deadline passes cancels its queued future (LoadedModel.infer): no batch takes it."""
+    model = Recorder()
+    model.gate.clear()
+    batcher = Batcher(model, max_batch=1, max_delay=0.0, workers=1, name="t")
+    running = batcher.submit({"x": rows(0, 1)}, 1)
+    assert model.entered.wait(30)
+    withdrawn = batcher.submit({"x": rows(1, 1)}, 1)
+    kept = batcher.submit({"x": rows(2, 1)}, 1)
+    assert withdrawn.cancel()
+    model.gate.set()
+    np.testing.assert_array_equal(kept.result(timeout=10)["y"], rows(2, 1) * 2)
+    np.testing.assert_array_equal(running.result(timeout=10)["y"], rows(0, 1) * 2)
+    assert model.sizes == [1, 1]  # the first request and the kept one: the withdrawn one never ran
+
+
 # --- config.json ---------------------------------------------------------------------------------
 
 

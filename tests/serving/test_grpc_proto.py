@@ -10,7 +10,8 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 from tritonclient.grpc import service_pb2
 
-from wasinfer.serving.grpc_api import SERVICE, _pool, service_descriptor_set, service_methods
+from wasinfer.serving.errors import TooManyRequests
+from wasinfer.serving.grpc_api import SERVICE, ThreadShares, _pool, service_descriptor_set, service_methods
 
 
 def _fields(message: Any) -> dict[str, tuple[int, int, int, str]]:
@@ -63,3 +64,16 @@ def test_descriptors_are_compiled_once_into_the_cache(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(protoc, "main", no_protoc)
     assert service_descriptor_set(tmp_path) == compiled
+
+
+def test_one_model_holds_at_most_its_share_of_the_grpc_threads() -> None:
+    """A call keeps its thread while it waits for its model: past its share a model's calls are refused at
+    once, and other models keep theirs."""
+    shares = ThreadShares(2)
+    with shares.hold("loop"), shares.hold("loop"):
+        with pytest.raises(TooManyRequests, match="model 'loop' already has 2 calls in progress"), shares.hold("loop"):
+            pass
+        with shares.hold("steady"), shares.hold("steady"):
+            pass
+    with shares.hold("loop"), shares.hold("loop"):  # given back when the calls end
+        pass

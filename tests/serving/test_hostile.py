@@ -29,6 +29,7 @@ from tests.hostile import (
     big_memory_module,
     looping_module,
     memory_bomb_module,
+    spinning_module,
     string_input_module,
     trapping_module,
 )
@@ -85,18 +86,21 @@ def test_rest_hostile_requests_fail_alone(server: Server) -> None:
                 assert response.status_code == 200, response.text
                 np.testing.assert_array_equal(np.reshape(response.json()["outputs"][0]["data"], (2, 4)), X * SCALE[1])
 
-        def expect(model: str, x: np.ndarray, status: int, message: str) -> Callable[[], None]:
+        def expect(model: str, x: np.ndarray, status: int, *messages: str) -> Callable[[], None]:
+            """The call fails with `status` and one of `messages` in its error."""
             def call() -> None:
                 response = http.post(f"/v2/models/{model}/infer", json=rest_request(x))
                 assert response.status_code == status, response.text
-                assert message in response.json()["error"]
+                assert any(message in response.json()["error"] for message in messages), response.text
             return call
 
         for model in ("scale", "loop", "bomb", "trap"):  # loads first: the rounds below are about the runs
             assert http.post(f"/v2/repository/models/{model}/load").status_code == 200
+        # Stopped mid-run, or (the third, while both instances loop) never run: answered at the deadline either way.
         deadline = f"model 'loop' version 1 ran past its deadline of {DEADLINE_MS} ms and was stopped"
+        queued = f"model 'loop' version 1: the request waited for a free instance until its deadline of {DEADLINE_MS}"
         run_together([normal] * 3
-                     + [expect("loop", NEGATIVE, 504, deadline)] * ROUNDS
+                     + [expect("loop", NEGATIVE, 504, deadline, queued)] * ROUNDS
                      + [expect("bomb", X, 500, f"up to the instance memory cap of {CAP} bytes")] * ROUNDS
                      + [expect("trap", X, 500, "wasm `unreachable` instruction executed")] * ROUNDS)
 
@@ -140,7 +144,7 @@ def test_grpc_hostile_requests_fail_alone(server: Server) -> None:
             client.load_model(model)
         run_together([normal] * 3
                      + [expect("loop", NEGATIVE, "StatusCode.DEADLINE_EXCEEDED",
-                               f"ran past its deadline of {DEADLINE_MS} ms")] * ROUNDS
+                               f"its deadline of {DEADLINE_MS} ms")] * ROUNDS
                      + [expect("bomb", X, "StatusCode.INTERNAL", "grew its memory")] * ROUNDS
                      + [expect("trap", X, "StatusCode.INTERNAL", "unreachable")] * ROUNDS)
 
@@ -153,6 +157,49 @@ def test_grpc_hostile_requests_fail_alone(server: Server) -> None:
         metrics = http.get("/metrics").text
     assert f'wasinfer_requests_total{{model="loop",outcome="deadline",protocol="grpc",version="1"}} {ROUNDS}.0' \
         in metrics
+
+
+def test_a_request_queued_behind_a_looping_run_is_answered_at_its_deadline_without_running(
+        hostile_repository: Path) -> None:
+    """One instance, two looping requests: the second waits for the instance until its deadline, then is
+    answered 504 without running (it used to wait for the first run's deadline, then loop for its own)."""
+    running = start_server(hostile_repository, deadline_seconds=1.0, pool_size=1)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{running.http_port}", timeout=30) as http:
+            assert http.post("/v2/repository/models/loop/load").status_code == 200
+            answers: list[httpx.Response] = []
+            run_together([lambda: answers.append(http.post("/v2/models/loop/infer", json=rest_request(NEGATIVE)))] * 2)
+        errors = sorted(answer.json()["error"] for answer in answers)
+        assert [answer.status_code for answer in answers] == [504, 504]
+        assert errors == ["model 'loop' version 1 ran past its deadline of 1000 ms and was stopped",
+                          "model 'loop' version 1: the request waited for a free instance until its deadline of "
+                          "1000 ms passed and was not run (the model's instances are busy)"]
+        assert running.manager.get("loop").pool.discarded == 1  # one run was stopped; the other never started
+    finally:
+        running.stop(grace=2)
+
+
+def test_grpc_calls_without_any_deadline_wait_for_a_busy_model(tmp_path: Path) -> None:
+    """No --deadline-ms and no client deadline: calls queue for the one instance as long as it takes (grpcio
+    reports such a call's time left as ~9e18 s, which no wait may be given)."""
+    path = tmp_path / "spin" / "1" / "model.wasm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(spinning_module(20_000_000))  # tens of milliseconds a run: the calls overlap
+    running = start_server(tmp_path, deadline_seconds=None, pool_size=1)
+    try:
+        def call() -> None:
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+            try:
+                tensor = grpcclient.InferInput("x", list(X.shape), "FP32")
+                tensor.set_data_from_numpy(X)
+                np.testing.assert_array_equal(client.infer("spin", [tensor]).as_numpy("y"), X)
+            finally:
+                client.close()
+
+        call()
+        run_together([call] * 4)
+    finally:
+        running.stop(grace=2)
 
 
 def test_a_model_over_the_memory_cap_fails_its_load(hostile_repository: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from tests.hostile import trapping_module
 from tests.serving.conftest import SCALE, scale_model, start_server
@@ -130,6 +131,37 @@ def test_a_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, 
                 in http.get("/metrics").text)
         http.close()
     finally:
+        server.stop(grace=2)
+
+
+def test_not_ready_until_the_desired_model_serves_and_live_throughout(tmp_path: Path,
+                                                                      desired: tuple[Path, Path]) -> None:
+    """Readiness is the seed's (and the Helm chart's readiness probe relies on it): a server whose desired
+    model cannot be fetched serves nothing, so it is not ready, though it is live; it becomes ready once it serves."""
+    module, config = desired
+    module.unlink()  # model_path names nothing yet
+    server = start_server(tmp_path / "repository", desired_state=config)
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
+            assert http.get("/v2/health/live").status_code == 200 and grpc.is_server_live()
+            ready = http.get("/v2/health/ready")
+            assert ready.status_code == 503, ready.text
+            assert (f"not ready: model 'ai-model' is not served yet: cannot read model_path {module}"
+                    in ready.json()["error"])
+            assert not grpc.is_server_ready()
+            place(module, MODULES[1])  # the update loop's next retry (backoff from 1 s) fetches it
+            for _ in range(600):  # bounded, 30 s
+                if http.get("/v2/health/ready").status_code == 200:
+                    break
+                threading.Event().wait(0.05)
+            assert http.get("/v2/health/ready").status_code == 200 and grpc.is_server_ready()
+            assert infer(http) == SCALE[1].tolist()
+            place(module, trapping_module())  # a later failed update leaves the serving version, and readiness
+            assert updater_of(server).apply(DesiredState(str(module), "v2.0.0")).state == "failed"
+            assert http.get("/v2/health/ready").status_code == 200 and grpc.is_server_ready()
+    finally:
+        grpc.close()
         server.stop(grace=2)
 
 

@@ -11,6 +11,8 @@ whichever is first, and runs what it has. With a delay of 0 it never waits: it b
 only what queued up while the instances were busy, so batching costs nothing at low load.
 A request is never split across batches. If a batch fails, each of its requests is run
 again alone, so one bad request fails by itself and its neighbours still get their answers.
+A request whose future is cancelled while it waits (its caller's deadline passed) is dropped
+when a worker reaches it, never run.
 """
 
 from __future__ import annotations
@@ -80,27 +82,29 @@ class Batcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._ready:
-            while True:
-                while not self._pending:
-                    if self._closed:
-                        return None
-                    self._ready.wait()
-                if self._queued_samples >= self.max_batch or self._closed:
-                    break
-                # The oldest request sets the deadline; another worker may take it meanwhile.
-                remaining = self._pending[0].queued_at + self.max_delay - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._ready.wait(remaining)
             batch: list[_Pending] = []
-            samples = 0
-            while self._pending and (not batch or samples + self._pending[0].samples <= self.max_batch):
-                item = self._pending.popleft()
-                batch.append(item)
-                samples += item.samples
-            self._queued_samples -= samples
-            if self._pending:
-                self._ready.notify()  # leftovers: wake another worker instead of making them wait for us
+            while not batch:  # empty again when every request taken had been withdrawn
+                while True:
+                    while not self._pending:
+                        if self._closed:
+                            return None
+                        self._ready.wait()
+                    if self._queued_samples >= self.max_batch or self._closed:
+                        break
+                    # The oldest request sets the deadline; another worker may take it meanwhile.
+                    remaining = self._pending[0].queued_at + self.max_delay - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._ready.wait(remaining)
+                samples = 0
+                while self._pending and (not batch or samples + self._pending[0].samples <= self.max_batch):
+                    item = self._pending.popleft()
+                    self._queued_samples -= item.samples
+                    if item.future.set_running_or_notify_cancel():  # False: withdrawn by its caller
+                        batch.append(item)
+                        samples += item.samples
+                if self._pending:
+                    self._ready.notify()  # leftovers: wake another worker instead of making them wait for us
             return batch
 
     def _execute(self, batch: list[_Pending]) -> None:

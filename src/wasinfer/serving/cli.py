@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body (REST) or message (gRPC) accepted; larger get 413 / "
                         "RESOURCE_EXHAUSTED (default 64 MiB)")
     parser.add_argument("--pool-size", type=int, default=0, metavar="N",
-                        help="instances per model, i.e. concurrent inferences per model (default: one per core; "
-                        "a model's config.json \"instance_count\" overrides it)")
+                        help="instances per model, i.e. concurrent inferences per model: its own execution slots, "
+                        "so a slow or hostile model never takes another's (default: one per core; a model's "
+                        "config.json \"instance_count\" overrides it). See docs/serving.md")
     parser.add_argument("--batch-delay-us", type=int, default=None, metavar="US",
                         help="turn on dynamic batching for every model that can batch: a batch runs when it is "
                         "full or its oldest request has waited US microseconds (0: batch only what queued while "
@@ -76,10 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory for loaded models; loading one over it evicts the least recently used "
                         "(their next request reloads them). Default 0: no budget")
     parser.add_argument("--deadline-ms", type=int, default=30_000, metavar="MS",
-                        help="longest a wasm model may compute one request (batch); a run past it is stopped and "
-                        "gets 504 / DEADLINE_EXCEEDED, and only that request fails. Default 30000; 0 turns it off, "
-                        "which also compiles models without the interruption checks (faster on compute-heavy "
-                        "models). ONNX Runtime and TFLite models have no deadline")
+                        help="every request's deadline, from its arrival, not counting its model's cold start "
+                        "(gRPC: the client's own deadline when sooner): a request still waiting for its model's "
+                        "instances then gets 504 / DEADLINE_EXCEEDED without running, and a wasm run past it is "
+                        "stopped (only that request fails). Default 30000; 0 turns it off, which also compiles "
+                        "models without the interruption checks (faster on compute-heavy models). ONNX Runtime "
+                        "and TFLite runs cannot be stopped: the deadline bounds only their wait")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "
                         "to load, one that grows past it fails its request (500 / INTERNAL). Default 1024; 0: no "

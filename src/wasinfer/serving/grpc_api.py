@@ -8,6 +8,16 @@ default pool, where tritonclient registers the same `inference.*` names (a clien
 in one process, as in the tests, would collide there). Handlers run
 on grpcio's worker threads and call the blocking model manager directly.
 
+Two thread pools, so that health never waits behind inference: the methods that answer from
+memory at once (CONTROL_METHODS: ServerLive, ServerReady, ModelReady, ServerMetadata,
+RepositoryIndex) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
+everything else on the main pool, whose threads may each wait for a model up to the request's
+deadline. One model's calls may hold at most half of the main pool's threads (`ThreadShares`;
+more get RESOURCE_EXHAUSTED at once), so a model whose calls all wait leaves threads for the
+others. ModelInfer's deadline is the client's (its gRPC deadline) or --deadline-ms, whichever is
+sooner: a call that waited past it in grpcio's queue, or waits past it for a free model
+instance, is answered DEADLINE_EXCEEDED without running.
+
 One wrapper (`_handler`) gives every method what REST has too: the request id (`x-request-id`
 metadata, else ModelInfer's "id", else a new one; answered as `x-request-id` trailing metadata),
 the bearer token from `authorization` metadata for the methods that need one (auth.py), a log
@@ -23,8 +33,9 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +47,7 @@ from google.protobuf.message import DecodeError
 from wasinfer import __version__
 from wasinfer.fileio import atomic_write
 from wasinfer.serving.auth import Tokens, check_bearer
-from wasinfer.serving.errors import BadRequest, Internal, NotFound, ServingError
+from wasinfer.serving.errors import BadRequest, DeadlineExceeded, Internal, NotFound, ServingError, TooManyRequests
 from wasinfer.serving.logs import accept_request_id, new_request_id
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import LoadedModel, ModelManager
@@ -56,6 +67,11 @@ log = logging.getLogger("wasinfer.serving")
 
 PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
 SERVICE = "inference.GRPCInferenceService"
+# Answered from memory, never blocking: these run on their own threads, never queued behind inference.
+CONTROL_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "RepositoryIndex"})
+CONTROL_WORKERS = 4
+# grpcio's time_remaining() for a call whose client set no deadline is ~9.2e18 s; anything this far off is none.
+NO_DEADLINE_SECONDS = 1e7
 
 # Which InferTensorContents field carries each datatype (FP16 has none: raw contents only).
 CONTENTS_FIELDS = {
@@ -163,6 +179,37 @@ def _contents_array(values: Any, dtype: np.dtype) -> np.ndarray:
     return array
 
 
+class ThreadShares:
+    """How many of the main pool's threads each model's calls hold, with at most `limit` for one model.
+
+    A gRPC call keeps its thread while it waits for its model (up to its deadline), so without a
+    share a model whose runs loop would soon hold every thread, and other models' calls would
+    queue in grpcio's pool behind it."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, model: str) -> Iterator[None]:
+        with self._lock:
+            held = self._held.get(model, 0)
+            if held >= self.limit:
+                raise TooManyRequests(f"model {model!r} already has {held} calls in progress, its share of the "
+                                      "server's gRPC threads; retry later")
+            self._held[model] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held[model] - 1
+                if left:
+                    self._held[model] = left
+                else:
+                    del self._held[model]
+
+
 class Call(NamedTuple):
     """What `_handler` read from a call's metadata for the method."""
 
@@ -177,9 +224,10 @@ class InferenceServicer:
     """The service's handlers; each takes (request message, grpc context, Call)."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics, cache_dir: Path | None = None,
-                 tokens: Tokens | None = None, draining: threading.Event | None = None):
+                 tokens: Tokens | None = None, not_ready: Callable[[], str] = lambda: "", workers: int = 8):
         self.manager, self.metrics, self.m = manager, metrics, messages(cache_dir)
-        self.draining = draining or threading.Event()  # the server is stopping: ServerReady says not ready
+        self.shares = ThreadShares(workers // 2)  # of the main pool's `workers` threads, per model
+        self.not_ready = not_ready  # why the server must not take traffic (draining, no model yet); "" when it may
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
 
@@ -195,7 +243,7 @@ class InferenceServicer:
         return self.m["ServerLiveResponse"](live=True)
 
     def ServerReady(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
-        return self.m["ServerReadyResponse"](ready=not self.draining.is_set())
+        return self.m["ServerReadyResponse"](ready=not self.not_ready())
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         self._inference(call)
@@ -220,9 +268,15 @@ class InferenceServicer:
         try:
             self._inference(call)  # in here, so refused calls are counted like any other outcome
             model = self.manager.get(request.model_name, request.model_version)
+            left = context.time_remaining()  # the client's deadline
+            if left <= 0:
+                raise DeadlineExceeded(f"model {model.name!r} version {model.version}: the call waited for a server "
+                                       "thread until its deadline passed and was not run")
+            deadline = self.manager.deadline(left if left < NO_DEADLINE_SECONDS else None)
             infer = decode_infer_request(request)
             model.check(infer)
-            outputs = model.infer(infer.inputs)
+            with self.shares.hold(model.name):
+                outputs = model.infer(infer.inputs, deadline)
             response = self._response(model, infer, outputs)
         except Exception as exc:
             outcome = exc.outcome if isinstance(exc, ServingError) else Internal.outcome
@@ -325,26 +379,30 @@ def _log_failure(name: str, request: Any, failure: ServingError, cause: Exceptio
 
 def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, workers: int,
                       max_message_bytes: int, cache_dir: Path | None = None, tokens: Tokens | None = None,
-                      tls: tuple[bytes, bytes] | None = None, draining: threading.Event | None = None,
+                      tls: tuple[bytes, bytes] | None = None, not_ready: Callable[[], str] = lambda: "",
                       handshake_timeout: float | None = None, idle_timeout: float | None = None,
                       ) -> tuple[grpc.Server, int]:
     """A started-to-be server bound to `address` (port 0: any free one); returns it and its port.
 
-    `tls`: (certificate chain, private key) in PEM; the port then speaks TLS only. `handshake_timeout`:
-    seconds a new connection has to complete its handshake; `idle_timeout`: a connection with no call for
-    that long is closed (clients reconnect on their next call); None: grpcio's defaults (120 s, never).
+    `workers` threads serve inference and the other methods that may wait; CONTROL_METHODS get
+    CONTROL_WORKERS threads of their own. `tls`: (certificate chain, private key) in PEM; the port
+    then speaks TLS only. `not_ready`: why ServerReady must say false ("" when it may say true).
+    `handshake_timeout`: seconds a new connection has to complete its handshake; `idle_timeout`: a
+    connection with no call for that long is closed (clients reconnect on their next call); None:
+    grpcio's defaults (120 s, never).
     """
-    servicer = InferenceServicer(manager, metrics, cache_dir, tokens, draining)
+    servicer = InferenceServicer(manager, metrics, cache_dir, tokens, not_ready, workers)
     limits = ([("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))] if handshake_timeout else []) + \
         ([("grpc.max_connection_idle_ms", int(idle_timeout * 1000))] if idle_timeout else [])
     classes = servicer.m
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _handler(name, getattr(servicer, name), classes[request]),
-            response_serializer=classes[response].SerializeToString,
-        )
-        for name, (request, response) in service_methods(cache_dir).items()
-    }
+    control = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="wasinfer-grpc-control")
+    handlers = {}
+    for name, (request, response) in service_methods(cache_dir).items():
+        handle = _handler(name, getattr(servicer, name), classes[request])
+        if name in CONTROL_METHODS:
+            handle.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
+        handlers[name] = grpc.unary_unary_rpc_method_handler(handle,
+                                                             response_serializer=classes[response].SerializeToString)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),
         handlers=[grpc.method_handlers_generic_handler(SERVICE, handlers)],

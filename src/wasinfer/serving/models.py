@@ -6,6 +6,14 @@ keeps a pool of instances (one per core by default, created as concurrency needs
 two requests use two cores. An ONNX Runtime session is itself thread-safe, so its "pool"
 hands out the one session.
 
+Isolation: each loaded version has as many execution slots as instances (`instance_count`, by
+default one per core), and a run takes one first: a gRPC call on its own thread, a REST request
+on one of the version's own worker threads (one per slot). A model whose runs are slow or
+hostile fills its own slots and queue, never those of another model (Triton's instance groups).
+A request carries a `Deadline` (the server's --deadline-ms from when its model is ready, or a
+gRPC client's own if sooner): it waits for a slot at most until then and is answered
+DEADLINE_EXCEEDED without running, and a wasm run that starts gets only what is left of it.
+
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
 version that is not loaded loads it and waits; one for a model unloaded through the
@@ -24,7 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +79,26 @@ INLINE_SECONDS = 100e-6
 # costs the loop at most this long once, then the run is retried on a worker thread with the
 # full deadline and the model never runs on the loop again.
 INLINE_DEADLINE_SECONDS = 0.010
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must have its answer: `seconds` (said in messages) after its model was ready, at
+    `expires_at`.
+
+    One value travels with the request through every queue (its model's worker threads, the
+    batcher) and into the wasm run, so a request is answered by its deadline wherever it waits.
+    """
+
+    seconds: float
+    expires_at: float  # time.monotonic()
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(seconds, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.expires_at - time.monotonic()
 
 
 class Runner(Protocol):
@@ -168,14 +196,17 @@ class InstancePool:
 class LoadedModel:
     """One model version ready for requests, with its v2 metadata answer precomputed.
 
-    Requests reach the pool in one of two ways: each alone (the default), or through a
-    `Batcher` when the model has dynamic batching and every tensor of it is batched along
-    axis 0 (a model with an unbatched tensor cannot merge requests, so it runs them alone).
+    Requests reach the pool in one of two ways: each alone in one of the version's execution slots
+    (the default), or through a `Batcher` (whose threads are the version's too) when the model has
+    dynamic batching and every tensor of it is batched along axis 0 (a model with an unbatched
+    tensor cannot merge requests, so it runs them alone). Either way a version never has more
+    runs going than it has instances, and never takes a thread another model needs.
     """
 
     def __init__(self, version: ModelVersion, all_versions: Sequence[int], inputs: list[TensorMeta],
                  outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int],
-                 settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None):
+                 settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None,
+                 interruptible: bool = False):
         self.name, self.version = version.name, str(version.version)
         self.path, self.platform = version.path, PLATFORMS[version.format]
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
@@ -189,10 +220,20 @@ class LoadedModel:
         self.sample_seconds = float("inf")  # moving average of a run's time per sample; unknown at first
         self.last_used = time.monotonic()  # for least-recently-used eviction under the memory budget
         self.inline, self.inline_deadline = True, inline_deadline  # see INLINE_DEADLINE_SECONDS
+        self.interruptible = interruptible  # a wasm run can be stopped at a request's deadline
         # Memory it holds: the model file (compiled code is mapped from the cache, weights sit in the
         # module's data) plus each instance's own memory.
         self._file_bytes, self._instance_bytes = _size_of(version.path), instance_bytes
-        self._slots = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
+        # --max-concurrency: requests in flight (running or waiting), past which more get 429
+        self._in_flight = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
+        # The version's execution slots, one per instance: a run takes one first (gRPC's threads run in
+        # theirs; REST's requests, on the event loop, go to threads of the version's own, one per slot,
+        # started as requests need them). No explicit shutdown: requests that looked the version up just
+        # before it was dropped still run here, and the threads end once the version is collected
+        # (ThreadPoolExecutor's weakref).
+        self._run_slots = threading.BoundedSemaphore(settings.instance_count)
+        self._workers = ThreadPoolExecutor(max_workers=settings.instance_count,
+                                           thread_name_prefix=f"wasinfer-model-{self.name}-{self.version}")
         self.batcher: Batcher | None = None
         can_batch = bool(inputs) and all(t.shape[:1] == [-1] for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
@@ -253,30 +294,39 @@ class LoadedModel:
 
     def _admit(self) -> None:
         self.last_used = time.monotonic()
-        if self._slots is not None and not self._slots.acquire(blocking=False):
+        if self._in_flight is not None and not self._in_flight.acquire(blocking=False):
             raise TooManyRequests(f"model {self.name!r} version {self.version} has {self.settings.max_concurrency} "
                                   "requests in flight, its limit (--max-concurrency); retry later")
 
     def _release(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
+        if self._in_flight is not None:
+            self._in_flight.release()
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it)."""
+    def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
+        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it).
+
+        Still queued at its deadline, it is withdrawn and answered DEADLINE_EXCEEDED; once running,
+        a wasm run is stopped at the deadline and other runs finish."""
         self._admit()
         try:
-            if self.batcher is not None:
-                return self.batcher.submit(inputs, self._batch(inputs)).result()
-            return self._run(inputs)
+            if self.batcher is None:  # on this thread, in one of the version's slots: no hand-off
+                return self._run_in_slot(inputs, deadline)
+            future = self.batcher.submit(inputs, self._batch(inputs))
+            if deadline is not None:
+                try:
+                    return future.result(timeout=max(0.0, deadline.remaining()))
+                except TimeoutError:
+                    if future.cancel():
+                        raise self._expired(deadline) from None
+            return future.result()
         finally:
             self._release()
 
-    async def infer_async(self, inputs: dict[str, np.ndarray], executor: Executor) -> dict[str, np.ndarray]:
-        """The same for the event loop: short runs inline, long ones on `executor`, batched ones on the batcher."""
+    async def infer_async(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
+                          ) -> dict[str, np.ndarray]:
+        """The same for the event loop: short runs inline, the rest on the version's threads or its batcher."""
         self._admit()
         try:
-            if self.batcher is not None:
-                return await asyncio.wrap_future(self.batcher.submit(inputs, self._batch(inputs)))
             if self.is_quick(inputs):
                 try:
                     return self._run(inputs, self.inline_deadline)
@@ -286,9 +336,55 @@ class LoadedModel:
                     self.inline = False
                     log.warning("model %s version %s ran past %g ms on the event loop; it runs on worker threads "
                                 "from now on", self.name, self.version, self.inline_deadline * 1000)
-            return await asyncio.get_running_loop().run_in_executor(executor, self._run, inputs)
+            future = self._submit(inputs, deadline)
+            if deadline is None:
+                return await asyncio.wrap_future(future)
+            # At the deadline, withdraw the run if it is still queued (a no-op once it runs): one timer,
+            # cheaper on every request than asyncio.wait's waiter and callbacks.
+            timer = asyncio.get_running_loop().call_later(max(0.0, deadline.remaining()), future.cancel)
+            try:
+                return await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if future.cancelled() and (task is None or not task.cancelling()):  # the timer's, not the client's
+                    raise self._expired(deadline) from None
+                raise
+            finally:
+                timer.cancel()
         finally:
             self._release()
+
+    def _submit(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> Future[dict[str, np.ndarray]]:
+        """Queue the run on the batcher or the version's own threads; the future can be cancelled while queued."""
+        if self.batcher is not None:
+            return self.batcher.submit(inputs, self._batch(inputs))
+        return self._workers.submit(self._run_in_slot, inputs, deadline)
+
+    def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> dict[str, np.ndarray]:
+        """Run on this thread once one of the version's slots is free, waiting at most until the deadline;
+        a wasm run then gets only what is left of it."""
+        if deadline is None:
+            self._run_slots.acquire()
+        elif not self._run_slots.acquire(timeout=max(0.0, deadline.remaining())):
+            raise self._expired(deadline)
+        try:
+            if deadline is None:
+                return self._run(inputs)
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise self._expired(deadline)
+            try:
+                return self._run(inputs, remaining if self.interruptible else None)
+            except DeadlineExceeded:
+                raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
+                                       f"{deadline.seconds * 1000:g} ms and was stopped") from None
+        finally:
+            self._run_slots.release()
+
+    def _expired(self, deadline: Deadline) -> DeadlineExceeded:
+        return DeadlineExceeded(f"model {self.name!r} version {self.version}: the request waited for a free "
+                                f"instance until its deadline of {deadline.seconds * 1000:g} ms passed and was "
+                                "not run (the model's instances are busy)")
 
     def close(self) -> None:
         """Called when the version is dropped; requests already queued still run."""
@@ -360,6 +456,13 @@ class ModelManager:
         # The lock-free fast path: (name, version as requested, "" for the default) → ready model.
         self._ready: dict[tuple[str, str], LoadedModel] = {}
         self._canaries: dict[str, tuple[LoadedModel, float]] = {}  # name → (candidate, share of default traffic)
+
+    def deadline(self, client_seconds: float | None = None) -> Deadline | None:
+        """A request's deadline from now: --deadline-ms, or the client's own if sooner (a gRPC deadline).
+
+        None when neither is set: the request then waits for its model however long that takes."""
+        limits = [seconds for seconds in (self.deadline_seconds, client_seconds) if seconds is not None]
+        return Deadline.after(min(limits)) if limits else None
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -485,12 +588,14 @@ class ModelManager:
         compiled_max_batch: int | None = None
         instance_bytes = 0
         inline_deadline = None
+        interruptible = False
         if target.format == "wasm":
             compiled = self.cache.load_file(self.engine, target.path)
             compiled_max_batch, instance_bytes = compiled[1].max_batch, compiled[1].memory_bytes
             engine = self.engine
             if self.deadline_seconds is not None:
                 inline_deadline = min(INLINE_DEADLINE_SECONDS, self.deadline_seconds)
+                interruptible = True
 
             def factory() -> Runner:
                 return WasmModel(b"", engine, compiled=compiled, deadline_seconds=self.deadline_seconds,
@@ -522,7 +627,7 @@ class ModelManager:
         versions = sorted(self.repository.versions(target.name)) or [target.version]
         return LoadedModel(target, versions, [TensorMeta.of(s) for s in info.inputs],
                            [TensorMeta.of(s) for s in info.outputs], pool, self.metrics, stamp, settings,
-                           instance_bytes, inline_deadline)
+                           instance_bytes, inline_deadline, interruptible)
 
     # --- the repository extension --------------------------------------------------------------
 

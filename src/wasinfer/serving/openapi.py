@@ -122,8 +122,9 @@ def _with(params: list[dict[str, Any]], item: dict[str, Any]) -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json(_ref("ServerMetadata"), "Server")}}},
     "/v2/health/live": {"get": {"summary": "Is the server live", "responses": EMPTY_OK}},
-    "/v2/health/ready": {"get": {"summary": "Is the server ready", "responses": {
-        **EMPTY_OK, "503": _json(_ref("Error"), "The server is shutting down")}}},
+    "/v2/health/ready": {"get": {"summary": "Is the server ready (with --desired-state: once its model serves)",
+                                 "responses": {**EMPTY_OK, "503": _json(
+                                     _ref("Error"), "Not ready (shutting down, or no model served yet), and why")}}},
     "/v2/models/{model}": _with(MODEL_PARAMS, MODEL_METADATA),
     "/v2/models/{model}/versions/{version}": _with(VERSION_PARAMS, MODEL_METADATA),
     "/v2/models/{model}/ready": _with(MODEL_PARAMS, MODEL_READY),

@@ -1,11 +1,15 @@
 """The v2 REST front end: a plain ASGI app (no framework between the server and the handlers).
 
 Routing is a split of the path, answers that do not change are encoded once, the JSON is
-parsed by orjson, and a model runs on the inference executor so the event loop keeps
-parsing the next request while wasm runs on another core. A model whose runs take less than
-the hand-off to a thread and back (models.INLINE_SECONDS, judged from its recent runs) runs
-on the event loop instead: for it, the hand-off would cost more than the parallelism gains
-(LoadedModel.infer_async decides, and hands batched models to their batcher).
+parsed by orjson, and a model runs on worker threads of its own (models.py) so the event loop
+keeps parsing the next request while wasm runs on another core, and a slow model's queue never
+holds another model's requests. A model whose runs take less than the hand-off to a thread and
+back (models.INLINE_SECONDS, judged from its recent runs) runs on the event loop instead: for
+it, the hand-off would cost more than the parallelism gains (LoadedModel.infer_async decides,
+and hands batched models to their batcher). A request must be answered by its deadline
+(--deadline-ms, counted once its model is loaded): one still queued then gets 504 without running.
+Health, readiness and /metrics are answered on the event loop itself, never queued behind
+inference.
 Lazy loads go to a separate executor, so a cold start never holds a thread that a warm
 model's inference needs. A body over PARSE_INLINE_BYTES is parsed on a parse thread of its own,
 one at a time, so the event loop keeps answering (health checks above all) while it is; and
@@ -24,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -83,18 +86,18 @@ Head = tuple[bytes | None, bytes | None, bytes | None, bytes | None, str | None]
 class RestApp:
     """ASGI application serving KServe v2 REST, the repository extension, OpenAPI and /metrics."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, executor: Executor, load_executor: Executor,
-                 max_body_bytes: int, openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
-                 guests: Guests | None = None, draining: threading.Event | None = None,
+    def __init__(self, manager: ModelManager, metrics: Metrics, load_executor: Executor, max_body_bytes: int,
+                 openapi: bytes, tokens: Tokens | None = None, access_log: bool = False,
+                 guests: Guests | None = None, not_ready: Callable[[], str] = lambda: "",
                  max_json_values: int = DEFAULT_MAX_JSON_VALUES):
         self.manager, self.metrics = manager, metrics
         self.guests = guests  # WASI-NN guest programs (guests.py); None: no /v2/guests routes
-        self.executor, self.load_executor = executor, load_executor
+        self.load_executor = load_executor
+        self.not_ready = not_ready  # why the server must not take traffic yet ("" when it may): /v2/health/ready
         self.max_body_bytes, self.openapi = max_body_bytes, openapi
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
         self.access_log = access_log
-        self.draining = draining or threading.Event()  # the server is stopping: readiness answers 503
         self.max_json_values = max_json_values
         # One thread: big bodies parse one at a time, so their parses' memory is never more than one's.
         self.parse_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasinfer-parse")
@@ -175,8 +178,9 @@ class RestApp:
             return await self._model_route(scope, receive, send, rest[1], rest[2:])
         if first == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             _allow(method, "GET")
-            if rest[1] == "ready" and self.draining.is_set():
-                raise Unavailable("the server is shutting down")
+            reason = self.not_ready() if rest[1] == "ready" else ""
+            if reason:
+                raise Unavailable(f"not ready: {reason}")
             return await _send(send, 200, b"", _scan(scope)[4])
         if first == "repository":
             return await self._repository_route(scope, receive, send, rest[1:])
@@ -271,6 +275,7 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
+            deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
             if len(body) <= PARSE_INLINE_BYTES:
                 request = parse_rest_request(body, header_length, self.max_json_values)
             else:
@@ -279,7 +284,7 @@ class RestApp:
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
-            outputs = await model.infer_async(request.inputs, self.executor)
+            outputs = await model.infer_async(request.inputs, deadline)
             payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
         except Exception as exc:  # answered and logged with the request's id
             request_id = request_id or new_request_id()

@@ -1,5 +1,6 @@
 """One server process: REST (uvicorn, on its own event-loop thread) and gRPC (grpcio's threads)
-over one model manager, one set of metrics and one inference executor.
+over one model manager and one set of metrics. Each model runs in execution slots of its own
+(models.py); a load executor does lazy loads, and rest.py parses big bodies on a thread of its own.
 
 `Server.start()` binds both ports before it returns (port 0 picks a free one; `http_port`
 and `grpc_port` say which), so a caller can connect at once. `stop()` drains: readiness answers
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("wasinfer.serving")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# gRPC's main thread pool. A call holds its thread while it waits for its model (models run on threads of
+# their own), so waiting is what these threads mostly do: many cost little (they start as calls need them),
+# and one model's calls may hold half of them (grpc_api.ThreadShares) before more are refused.
+GRPC_WORKERS = 256
 GRACE_BEYOND_DEADLINE = 5.0  # the default grace period: the deadline plus this (a call may start just before stop)
 DEFAULT_GRACE = 30.0  # with no deadline
 
@@ -147,21 +152,38 @@ class Server:
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
                                     memory_limit_bytes=config.instance_memory_bytes)
-        self.executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="wasinfer-infer")
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
         self.draining = threading.Event()  # set by stop(): readiness answers 503 / not ready from then on
-        self.app = RestApp(self.manager, self.metrics, self.executor, self.load_executor, config.max_body_bytes,
+        self.app = RestApp(self.manager, self.metrics, self.load_executor, config.max_body_bytes,
                            document_json(self.tokens), self.tokens, config.access_log, guests=self.guests,
-                           draining=self.draining, max_json_values=config.max_json_values)
+                           not_ready=self.not_ready, max_json_values=config.max_json_values)
         self.http_port = self.grpc_port = 0
         self._grpc: grpc.Server | None = None  # grpcio is imported only when gRPC is served (~15 MiB)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.updates: DesiredStateLoop | None = None
+
+    def not_ready(self) -> str:
+        """Why the server must not take traffic, "" when it may (/v2/health/ready, gRPC ServerReady).
+
+        Not while it drains (stop()). With --desired-state it is ready once its model serves a version,
+        as in the seed (a probe that said ready while nothing is served would route traffic to a pod that
+        can only fail it); a later update that fails leaves the serving version, and readiness, as they
+        are. Without one, models load on their first request, so the server is ready as soon as it
+        listens. Liveness never waits."""
+        if self.draining.is_set():
+            return "the server is shutting down"
+        if self.updates is None:
+            return ""
+        status = self.updates.updater.status
+        if status.version is not None:
+            return ""
+        return f"model {self.updates.updater.name!r} is not served yet" + (f": {status.reason}" if status.reason
+                                                                            else "")
 
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
@@ -182,9 +204,9 @@ class Server:
             try:
                 server, self.grpc_port = build_grpc_server(
                     self.manager, self.metrics, _address(config.host, config.grpc_port),
-                    workers=max(8, 2 * (config.pool_size or default_pool_size())),
+                    workers=GRPC_WORKERS,
                     max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
-                    draining=self.draining, handshake_timeout=config.header_timeout_seconds,
+                    not_ready=self.not_ready, handshake_timeout=config.header_timeout_seconds,
                     idle_timeout=config.idle_timeout_seconds)
             except OSError:
                 sock.close()
@@ -255,7 +277,6 @@ class Server:
             self._thread = None
         if grpc_stopped is not None:
             grpc_stopped.wait(max(0.0, ends - time.monotonic()))
-        self.executor.shutdown(wait=False, cancel_futures=True)
         self.load_executor.shutdown(wait=False, cancel_futures=True)
         self.app.parse_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
