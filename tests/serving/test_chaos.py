@@ -17,8 +17,6 @@ while the probes run, then waits for every client; the tests assert that
 - every hostile request got one of its scenario's answers: no hang, no dropped connection.
 
 Hostile clients are scenarios too (huge JSON bodies, strings for numbers, headers that never end).
-A scenario whose fix is made on another branch waits in PENDING, with the check that tells whether
-that fix is in this tree; it joins the suite only where it is (see `scenarios()`).
 """
 
 from __future__ import annotations
@@ -136,30 +134,6 @@ SCENARIOS = [
 ]
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A scenario whose expected answers need a fix made on another branch of issue 15, and the check
-    (of behaviour, not of names) that tells whether that fix is in this tree."""
-
-    what: str
-    branch: str
-    fixed: Callable[[], bool]
-    scenario: Callable[[], Scenario]
-
-
-# Rows of issue 15 fixed on other branches, merged here: rel-runtime's row 1 (the bomb's memory is given back:
-# RSS_RETAINED), row 9 (bulk memory ops stop at the deadline: bulk) and row 10 (string_input_module refused at
-# load: strings); rel-http's rows 5, 7 and 11 as hostile clients (huge-json, strings-for-numbers, slow-headers).
-# A scenario whose expected answers need a fix that is not in this tree goes into PENDING with its check, so
-# that the suite runs it only where the fix is; none is waiting now.
-PENDING: list[Pending] = []
-
-
-def scenarios() -> list[Scenario]:
-    """SCENARIOS, and those of PENDING whose fix is in this tree."""
-    return SCENARIOS + [pending.scenario() for pending in PENDING if pending.fixed()]
-
-
 @dataclass
 class Served:
     process: subprocess.Popen[str]
@@ -178,7 +152,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("chaos")
     modules = {"steady": lambda: spinning_module(1_500_000),
-               **{s.name: s.module for s in scenarios() if s.module is not None}}
+               **{s.name: s.module for s in SCENARIOS if s.module is not None}}
     for name, module in modules.items():
         path = root / "repository" / name / "1" / "model.wasm"
         path.parent.mkdir(parents=True)
@@ -196,7 +170,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert rest and grpc, output
         server = Served(process, int(rest[1]), int(grpc[1]))
         with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=CLIENT_TIMEOUT_S) as http:
-            refused = {s.name for s in scenarios() if not s.loads}
+            refused = {s.name for s in SCENARIOS if not s.loads}
             for name in modules:  # loads first: the phases are about runs, not cold starts
                 status = http.post(f"/v2/repository/models/{name}/load").status_code
                 assert status == (503 if name in refused else 200), name
@@ -434,7 +408,7 @@ def test_a_grpc_call_queued_past_its_deadline_is_answered_then_not_run(served: S
 def test_every_hostile_model_at_once_over_rest_and_grpc(served: Served) -> None:
     """The whole zoo, both protocols at once: the normal model, health and memory as when it was alone."""
     baselines = {protocol: alone(served, protocol) for protocol in ("rest", "grpc")}
-    attack = scenarios()
+    attack = SCENARIOS
     observed: dict[str, Observed] = {}
     errors: list[BaseException] = []
 
