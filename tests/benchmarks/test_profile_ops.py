@@ -5,22 +5,15 @@ The input is the text `perf script -F tid,ip,sym` prints for call-chain samples,
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load
 
 
 def _profile_wasinfer() -> Any:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import profile_wasinfer
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return profile_wasinfer
+    return load("benchmarks/profile_wasinfer.py")
 
 
 pw = _profile_wasinfer()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,16 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load
 
 
 def _real_models() -> Any:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import real_models
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return real_models
+    return load("benchmarks/real_models.py")
 
 
 rm = _real_models()

@@ -10,23 +10,18 @@ the nodes (and Prometheus, when it ran) count the two updates.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load
+
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 
 
 def _cluster_sim() -> Any:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import cluster_sim
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return cluster_sim
+    return load("benchmarks/cluster_sim.py")
 
 
 @pytest.mark.slow

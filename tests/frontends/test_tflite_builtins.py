@@ -5,7 +5,6 @@ what cannot be expressed is declined naming the operator index, op and output.""
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import tflite  # type: ignore[import-untyped]
 
+from tests.scripts import load
 from tests.tflite_builder import DENSE, SPARSE_CSR, Sparse, TfliteBuilder, run_litert
 from wasinfer.artifact.convert import convert_model
 from wasinfer.backends.wasm import UnsupportedModel
@@ -21,7 +21,6 @@ from wasinfer.frontends import FrontendError
 from wasinfer.frontends.tflite import CUSTOM_OPS, SUPPORTED, builtin_table, load_tflite
 from wasinfer.runtime.wasm import WasmModel
 
-ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(7)
 SAME, VALID = 1, 2  # tflite.Padding in options tables is SAME 0, VALID 1; these are TfLitePadding (custom ops)
 
@@ -383,10 +382,7 @@ def test_status_table_names_real_builtins_and_is_current() -> None:
     assert [name for name, _, _ in rows] == [*sorted(builtins, key=lambda k: getattr(tflite.BuiltinOperator, k)),
                                              *sorted(CUSTOM_OPS)]
     assert {name for name, status, _ in rows if status != "declined"} == SUPPORTED
-    spec = importlib.util.spec_from_file_location("wasinfer_tflite_table", ROOT / "scripts" / "tflite_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("scripts/tflite_table.py")
     assert module.main(["--check"]) == 0, "docs/conformance.md is stale: run python scripts/tflite_table.py"
     assert "| SIN | declined | no kernel in the compiler |" in module.DOC.read_text()
 

@@ -3,14 +3,11 @@ opset, the batch rules say what the compiler relies on, and docs/ops.md is what 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from onnx import defs
 
+from tests.scripts import load
 from wasinfer.backends.wasm import supported_ops
 from wasinfer.backends.wasm.context import kernel
 from wasinfer.ir import Graph, Node, TensorInfo
@@ -28,8 +25,6 @@ from wasinfer.ops import (
     with_fusion,
 )
 from wasinfer.ops.quantized import INT8_DOMAIN
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_op_the_compiler_accepts_has_one_definition() -> None:
@@ -132,9 +127,4 @@ def test_activation_parameters_come_from_the_definition() -> None:
 
 
 def test_docs_op_table_is_current() -> None:
-    spec = importlib.util.spec_from_file_location("wasinfer_op_table", ROOT / "scripts" / "op_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0, "docs/ops.md is stale: run python scripts/op_table.py"
+    assert load("scripts/op_table.py").main(["--check"]) == 0, "docs/ops.md is stale: run python scripts/op_table.py"
