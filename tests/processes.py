@@ -1,4 +1,4 @@
-"""Reading what a server process started by a test prints, with a bound on the wait."""
+"""A server process started by a test: reading what it prints, and stopping it, each with a bound on the wait."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str
         if marker in line:
             return seen
     raise AssertionError(f"no {marker!r} within {timeout} s; got {''.join(seen)!r}")
+
+
+def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, up to `grace` seconds to exit, then SIGKILL: a test's server never outlives the test."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

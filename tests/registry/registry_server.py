@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
+from tests.processes import stop
+
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 SKIP_REASON = "needs Debian's docker-registry package (/usr/bin/docker-registry); .ci/run installs it"
 SERVICE = "wasinfer-test-registry"
@@ -153,12 +155,7 @@ def run_registry(directory: Path, auth: dict[str, Any] | None = None, delete: bo
             raise RuntimeError(f"docker-registry did not answer on {address}:\n{log.read_text()}")
         yield Registry(address, directory / "storage", log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process, grace=10)
 
 
 def _openssl(*args: str, stdin: bytes | None = None) -> bytes:

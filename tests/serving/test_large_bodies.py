@@ -29,7 +29,7 @@ import grpc
 import httpx
 import numpy as np
 
-from tests.processes import output_lines, read_until
+from tests.processes import output_lines, read_until, stop
 from tests.serving.conftest import MAX_BODY, start_server
 from wasinfer.serving.grpc_api import SERVICE, messages
 
@@ -60,12 +60,7 @@ def _serve(repository: Path, home: Path) -> Iterator[tuple[subprocess.Popen[str]
                           timeout=60).status_code == 200
         yield process, int(rest[1]), int(grpc_port[1])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process, grace=60)
 
 
 def _health_while(port: int, busy: list[threading.Thread]) -> list[float]:
