@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from generated import publish
 from wasinfer.backends.wasm.compiler import emitter_files
 from wasinfer.ops.table import render
 
@@ -20,16 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when docs/ops.md is stale")
     args = parser.parse_args(argv)
-    text = render(emitter_files())
-    if args.check:
-        current = DOC.read_text() if DOC.exists() else ""
-        if current != text:
-            print(f"{DOC} is stale: run python scripts/op_table.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
-    return 0
+    return publish(DOC, render(emitter_files()), args.check, "python scripts/op_table.py")
 
 
 if __name__ == "__main__":

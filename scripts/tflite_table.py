@@ -16,6 +16,7 @@ from pathlib import Path
 
 import tflite  # type: ignore[import-untyped]
 
+from generated import publish
 from wasinfer.frontends.tflite import builtin_table
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
@@ -63,15 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the section is stale")
     args = parser.parse_args(argv)
     current = DOC.read_text() if DOC.exists() else ""
-    text = with_section(current, render())
-    if args.check:
-        if current != text:
-            print(f"{DOC} is stale: run python scripts/tflite_table.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
-    return 0
+    return publish(DOC, with_section(current, render()), args.check, "python scripts/tflite_table.py")
 
 
 if __name__ == "__main__":
