@@ -59,13 +59,14 @@ def render(emitters: Mapping[tuple[str, str], str]) -> str:
         ops = sorted((op for op in REGISTRY.values() if op.family == family), key=lambda o: o.key)
         if not ops:
             continue
-        lines += ["", f"## {title}", "", "| op | role | fusion | emitter | batch | attribute defaults |",
+        lines += ["", f"## {title}", "",
+                  "| op | role | fusion | emitter (or what replaces it) | batch | attribute defaults |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for op in ops:
             defaults = schema_defaults(op.op_type, op.domain, onnx.defs.onnx_opset_version())
             shown = ", ".join(f"{k}={_value(v)}" for k, v in sorted(defaults.items()) if _value(v) != "[]")
             emitter = emitters.get(op.key)
-            where = f"`{emitter}`" if emitter else ("—" if op.role is not Role.KERNEL else "none yet")
+            where = f"`{emitter}`" if emitter else ((op.summary or "—") if op.role is not Role.KERNEL else "none yet")
             lines.append(f"| {op.op_type} | {op.role.value} | {op.fusion.value or '—'} | {where} | {_batch(op)} | "
                          f"{shown or '—'} |")
     return "\n".join(lines) + "\n"
