@@ -11,8 +11,8 @@ One run on one machine measures, per model and runtime:
   ONNX Runtime: InferenceSession + first run; tract: load + optimise + first run;
   onnxruntime-web: InferenceSession.create + first run, timed inside Node;
 - size: the .wasm artifact against the .onnx file;
-- wasinfer with a deadline, as `wasinfer serve` runs a module: an engine with epoch interruption
-  (`make_engine(interruptible=True)`) and a per-call deadline (serve's default, 30 s) set on the
+- wasinfer with a deadline, as `wasinfer serve` runs a module: compiled with interrupt checks
+  (`make_engine(interruptible=True)`, docs/sandbox.md) and a per-call deadline (serve's default, 30 s) set on the
   instance, against the same module without (the checks' cost, a ratio);
 - ratios wasinfer/peer of p50 latency, and their geometric means, one per set, over the models
   that ran on every runtime.
@@ -344,7 +344,7 @@ def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
 
 def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_simd: bool = False) -> Cell:
     """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`
-    without a deadline and, on an engine with epoch interruption, with serve's deadline."""
+    without a deadline and, compiled with interrupt checks, with serve's deadline."""
     try:
         started = time.perf_counter()
         result = convert_onnx(model.path, model.input_shapes, relaxed_simd=relaxed_simd)
@@ -382,8 +382,8 @@ def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_sim
     # The exported wasinfer_run alone (inputs already in memory): the rest of `run` is Python.
     raw_call = instance._run
     parts["raw_call"] = measure(lambda: raw_call(1), budget)
-    # What `wasinfer serve` runs: epoch checks compiled in (their own Cranelift build and cache entry) and a
-    # deadline set before every call; timed taking turns with the plain instance, call by call, so that the
+    # What `wasinfer serve` runs: interrupt checks compiled in (their own Cranelift build and cache entry) and a
+    # deadline armed for every call; timed taking turns with the plain instance, call by call, so that the
     # deadline's cost is a ratio of two runs that saw the same machine.
     deadline_engine = make_engine(interruptible=True)
     started = time.perf_counter()
@@ -588,7 +588,7 @@ def p50(record: dict[str, Any] | None, key: str = "latency_ms") -> float | None:
 
 
 def deadline_p50(record: dict[str, Any] | None) -> float | None:
-    """wasinfer's p50 under serve's deadline (epoch interruption on), None if not measured."""
+    """wasinfer's p50 under serve's deadline (interrupt checks in), None if not measured."""
     if not record or record["status"] != "ok" or not (record.get("parts_ms") or {}).get("deadline_run"):
         return None
     return float(record["parts_ms"]["deadline_run"]["p50"])
@@ -844,9 +844,10 @@ def render_section(report: dict[str, Any]) -> str:
         "`inter_op_num_threads=1`, sequential execution, all graph optimisations; tract as its Python bindings "
         "load, type (the feed shapes) and optimise a model, run on one reused state; onnxruntime-web's plain wasm "
         "backend in Node with `ort.env.wasm.numThreads = 1`, timed inside Node; wasinfer `convert_onnx` → "
-        "`WasmModel` on wasmtime, on an engine without epoch interruption; `with deadline` is the same module as "
-        "`wasinfer serve` runs it: compiled for an engine with epoch interruption (`make_engine(interruptible=True)`,"
-        f" checks at every function entry and loop back-edge) and a {SERVE_DEADLINE_S:g} s deadline set before "
+        "`WasmModel` on wasmtime, compiled without interrupt checks; `with deadline` is the same module as "
+        "`wasinfer serve` runs it: compiled with interrupt checks (`make_engine(interruptible=True)`: a flag "
+        "checked at every function entry and loop head, docs/sandbox.md) and a "
+        f"{SERVE_DEADLINE_S:g} s deadline armed before "
         "every call (serve's default `--deadline-ms`), timed after the plain run, the two instances taking turns "
         "call by call; `deadline cost` is its p50 over the plain instance's p50 in those turns. Latency is one "
         "inference (inputs in, outputs out as numpy / JS arrays) after "

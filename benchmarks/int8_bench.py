@@ -10,9 +10,8 @@ Each prints the median of `WasmModel.run` / `InferenceSession.run` calls in micr
 in interleaved rounds so that a noisy, shared machine slows all three alike; and the ratios
 float32 / int8 (the int8 kernels' speed-up) and int8 / ONNX Runtime.
 
-`--uninterruptible` runs the modules on an engine without epoch interruption (the serving
-engine has it, for deadlines): Cranelift then keeps the GEMM accumulators in registers across
-the k loop's back edge instead of stack slots (its epoch check's slow path is a call).
+`--uninterruptible` runs the modules compiled without interrupt checks (the serving engine
+compiles them in, for deadlines: docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -97,13 +96,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,512,512,10")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per batch size")
-    parser.add_argument("--uninterruptible", action="store_true", help="an engine without epoch interruption")
+    parser.add_argument("--uninterruptible", action="store_true", help="modules compiled without interrupt checks")
     args = parser.parse_args()
     engine = make_engine(interruptible=not args.uninterruptible)
     sizes = [int(s) for s in args.sizes.split(",")]
     rng = np.random.default_rng(0)
     print(f"MLP {'x'.join(map(str, sizes))}, static QDQ (int8 activations, per-channel int8 weights), "
-          f"median us per call{' (no epoch interruption)' if args.uninterruptible else ''}")
+          f"median us per call{' (no interrupt checks)' if args.uninterruptible else ''}")
     print(f"{'batch':>5} {'wasm int8':>10} {'wasm f32':>10} {'ORT int8':>10} {'f32/int8':>9} {'int8/ORT':>9} "
           f"{'max diff (steps)':>16}")
     for batch in [int(b) for b in args.batches.split(",")]:

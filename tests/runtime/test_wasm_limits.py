@@ -10,12 +10,12 @@ import functools
 import gc
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import wasmtime
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.hostile import (
@@ -36,12 +36,12 @@ from wasinfer.artifact.metadata import read_metadata
 from wasinfer.runtime import (
     CompiledCache,
     DeadlineExceeded,
-    EpochTicker,
     MemoryLimitExceeded,
     ModelFault,
     WasmModel,
     make_engine,
 )
+from wasinfer.runtime.interrupt import REWRITE_TAG
 from wasinfer.runtime.wasm import ENGINE_TAG, engine_tag
 
 CAP = 8 << 20
@@ -144,7 +144,7 @@ def test_limits_leave_a_normal_model_bit_identical() -> None:
     wasm = convert_onnx(mlp_model(), max_batch=8).wasm
     plain = WasmModel(wasm)
     limited = WasmModel(wasm, make_engine(), deadline_seconds=5.0, memory_limit_bytes=CAP)
-    assert limited._run._set_deadline is not None  # the fast call path, deadline included
+    assert limited._run._ffi is not None and limited._flag is not None  # the fast call path, with its interrupt flag
     rng = np.random.default_rng(3)
     for batch in (1, 3, 8):
         x = rng.standard_normal((batch, 16)).astype(np.float32)
@@ -158,12 +158,12 @@ def test_argument_checks() -> None:
         WasmModel(echo_module(), deadline_seconds=0)
     with pytest.raises(ValueError, match="memory_limit_bytes must be positive"):
         WasmModel(echo_module(), memory_limit_bytes=0)
-    with pytest.raises(ValueError, match="needs an engine with epoch interruption"):
+    with pytest.raises(ValueError, match="needs a module compiled with interrupt checks"):
         WasmModel(echo_module(), make_engine(interruptible=False), deadline_seconds=1.0)
 
 
-def test_the_cache_keeps_code_with_and_without_epoch_checks_apart(tmp_path: Path) -> None:
-    assert engine_tag(True) == ENGINE_TAG and ENGINE_TAG.endswith("|epoch")
+def test_the_cache_keeps_code_with_and_without_interrupt_checks_apart(tmp_path: Path) -> None:
+    assert engine_tag(True) == ENGINE_TAG and ENGINE_TAG.endswith(f"|{REWRITE_TAG}")
     wasm, cache = echo_module(), CompiledCache(tmp_path)
     assert cache.key(wasm, engine_tag(True)) != cache.key(wasm, engine_tag(False))
     path = tmp_path / "echo.wasm"
@@ -176,51 +176,46 @@ def test_the_cache_keeps_code_with_and_without_epoch_checks_apart(tmp_path: Path
     assert len(list(tmp_path.glob("*.cwasm"))) == 2
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["kernel-timer", "thread"])
-def test_one_ticker_per_engine_started_once_and_stoppable(native: bool) -> None:
+def test_one_watchdog_stops_many_looping_calls_each_at_its_own_deadline() -> None:
+    """Three instances loop on three threads with deadlines 0.1, 0.3 and 0.6 s: each is stopped, no sooner
+    than its own deadline, and a normal call armed meanwhile (deadline 30 s) is not touched."""
     engine = make_engine()
-    ticker = EpochTicker.for_engine(engine) if native else EpochTicker(engine, native=False)
-    if native:
-        assert EpochTicker.for_engine(engine) is ticker and EpochTicker.for_engine(make_engine()) is not ticker
-    ticker.start()
-    clock = ticker._clock
-    assert ticker.start()._clock is clock and ticker.running
-    assert ticker.native == (native and sys.platform.startswith("linux"))
-    ticker.stop()
-    assert not ticker.running
-    ticker.start()
-    assert ticker.running and ticker._clock is not clock
-    ticker.stop()
+    deadlines = [0.1, 0.3, 0.6]
+    models = [WasmModel(looping_module(), engine, deadline_seconds=d) for d in deadlines]
+    normal = WasmModel(convert_onnx(mlp_model(), max_batch=4).wasm, engine, deadline_seconds=30.0)
+    stopped: dict[float, float] = {}
+    errors: list[BaseException] = []
+
+    def spin(model: WasmModel, deadline: float) -> None:
+        started = time.monotonic()
+        try:
+            model.run(hostile_x())
+        except DeadlineExceeded:
+            stopped[deadline] = time.monotonic() - started
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=spin, args=(m, d), daemon=True) for m, d in zip(models, deadlines, strict=True)]
+    for thread in threads:
+        thread.start()
+    x = np.ones((2, 16), np.float32)
+    for _ in range(20):
+        assert normal.run({"x": x})["y"].shape == (2, 8)
+    for thread in threads:
+        thread.join(BOUND)
+    assert not errors and sorted(stopped) == deadlines
+    for deadline, elapsed in stopped.items():
+        assert deadline <= elapsed < deadline + BOUND
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["kernel-timer", "thread"])
-def test_either_clock_stops_a_looping_call(native: bool) -> None:
-    engine = make_engine()
-    ticker = EpochTicker(engine, tick_seconds=0.002, native=native).start()
-    store = wasmtime.Store(engine)
-    instance = wasmtime.Instance(store, wasmtime.Module(engine, '(module (func (export "spin") (loop $l (br $l))))'),
-                                 [])
-    spin = instance.exports(store)["spin"]
-    assert isinstance(spin, wasmtime.Func)
-    store.set_epoch_deadline(ticker.ticks_for(0.02))
-    with pytest.raises(wasmtime.Trap) as trapped:
-        bounded(lambda: spin(store))
-    assert trapped.value.trap_code is wasmtime.TrapCode.INTERRUPT
-    ticker.stop()
-
-
-def test_a_ticker_ends_with_its_engine() -> None:
-    engine = make_engine()
-    ticker = EpochTicker(engine, tick_seconds=0.001, native=False).start()
-    clock = ticker._clock
-    assert clock is not None and clock.alive
-    del engine
-    gc.collect()
-    for _ in range(int(BOUND * 100)):  # bounded: the thread notices within a tick
-        if not clock.alive:
-            break
-        time.sleep(0.01)
-    assert not clock.alive
+def test_a_call_that_returns_is_never_interrupted_later() -> None:
+    """The watchdog writes a flag only while its call is armed: a call that returned before its deadline
+    leaves the flag clear, and the next call on the same instance runs to its end."""
+    model = WasmModel(echo_module(), make_engine(), deadline_seconds=0.02)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.run({"x": X})["y"], X)
+        time.sleep(0.05)  # past the deadline the previous call was armed with
+    assert model._flag is not None and model._flag.value == 0
 
 
 def resident_bytes() -> int:

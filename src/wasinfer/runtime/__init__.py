@@ -9,7 +9,7 @@ from wasinfer.runtime.base import (
     ModelInfo,
     TensorSpec,
 )
-from wasinfer.runtime.wasm import CompiledCache, EpochTicker, WasmModel, make_engine, model_info
+from wasinfer.runtime.wasm import CompiledCache, WasmModel, make_engine, model_info
 
-__all__ = ["Backend", "CompiledCache", "DeadlineExceeded", "EpochTicker", "InputError", "MemoryLimitExceeded",
+__all__ = ["Backend", "CompiledCache", "DeadlineExceeded", "InputError", "MemoryLimitExceeded",
            "ModelFault", "ModelInfo", "TensorSpec", "WasmModel", "make_engine", "model_info"]

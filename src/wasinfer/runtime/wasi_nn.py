@@ -75,7 +75,7 @@ as the model's raw bytes, whatever their type.
 
 Limits. The guest's linear memory is capped (`memory_limit_bytes`: wasmtime's store limit; growing
 past it fails the grow, as in any runtime, and a guest that then traps is reported as hitting the
-cap), and its run time (`deadline_seconds`: epoch interruption, as `WasmModel`'s deadlines; the
+cap), and its run time (`deadline_seconds`: interrupt checks, as `WasmModel`'s deadlines; the
 time spent in host calls counts: an ONNX Runtime run is terminated at the deadline (RunOptions'
 `terminate`), LiteRT cannot be stopped midway so TFLite models with WHILE loops are refused, and a
 wasinfer module loaded by a guest gets the same memory cap and, at each compute, what is left of the
@@ -113,12 +113,10 @@ import wasmtime
 from wasmtime import _ffi
 
 from wasinfer.runtime.base import InputError, ModelFault, TensorSpec
-from wasinfer.runtime.bulk import UnverifiableModule
+from wasinfer.runtime.interrupt import WATCHDOG, UnverifiableModule, interrupt_flag, run_start
 from wasinfer.runtime.wasm import (
-    NO_DEADLINE_TICKS,
     WASM_PAGE,
     CompiledCache,
-    EpochTicker,
     WasmModel,
     _trap_reason,
     compile_module,
@@ -353,7 +351,7 @@ def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
 
     if target not in (ExecutionTarget.CPU, ExecutionTarget.AUTO):
         raise NnError(NnErrno.INVALID_ARGUMENT, f"wasinfer: only target cpu is supported, got {target.name.lower()}")
-    engine = guest_engine()  # the guests' own engine: interruptible, one epoch ticker for both
+    engine = guest_engine()  # the guests' own engine: interruptible, as the guest is
     try:
         metadata = read_metadata(content)
         module = CompiledCache(None).load(engine, content)
@@ -745,7 +743,7 @@ GUEST_CACHE_SIZE = 16
 
 
 def guest_engine() -> wasmtime.Engine:
-    """The engine guests, and the wasinfer modules they load, run on: epoch interruption on, so every guest
+    """The engine guests, and the wasinfer modules they load, run on: interrupt checks in, so every guest
     (and every compute it asks of a wasinfer module) can have a deadline."""
     global _GUEST_ENGINE
     with _ENGINE_LOCK:
@@ -765,7 +763,7 @@ def compile_guest(wasm: bytes | Path) -> wasmtime.Module:
             return module
     engine = guest_engine()
     try:
-        module = compile_module(engine, content)  # its memory.fill / memory.copy interruptible, as a model's
+        module = compile_module(engine, content)  # with interrupt checks, as a model's
     except wasmtime.WasmtimeError as exc:
         raise GuestError(f"not a WebAssembly module wasmtime can compile: {_first_line(exc)}") from None
     except UnverifiableModule as exc:
@@ -818,29 +816,32 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
             store.set_wasi(config)
             if memory_limit_bytes is not None:
                 store.set_limits(memory_size=memory_limit_bytes)
-            deadline_at = None
-            if deadline_seconds is not None:
-                ticker = EpochTicker.for_engine(engine).start()
-                store.set_epoch_deadline(ticker.ticks_for(deadline_seconds))
-                deadline_at = time.monotonic() + deadline_seconds
-            else:
-                store.set_epoch_deadline(NO_DEADLINE_TICKS)
+            deadline_at = None if deadline_seconds is None else time.monotonic() + deadline_seconds
             host = NnHost(preloads, limits, memory_limit_bytes, deadline_at)
             linker = wasmtime.Linker(engine)
             linker.define_wasi()
             host.define(linker)
             exit_code, note, fault = 0, "", None
             instance = None
+            alarm = None
             try:
                 instance = linker.instantiate(store, module)
+                flag = interrupt_flag(instance, store)
+                if deadline_at is not None and flag is not None:
+                    alarm = WATCHDOG.arm(flag, deadline_at - time.monotonic())
+                run_start(instance, store)
                 start = instance.exports(store)["_start"]
                 assert isinstance(start, wasmtime.Func)
                 start(store)
             except wasmtime.ExitTrap as exc:
                 exit_code = exc.code
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-                exit_code, note = _failure(exc, store, instance, memory_limit_bytes, deadline_seconds)
+                stopped = deadline_seconds if alarm is not None and WATCHDOG.disarm(alarm) else None
+                exit_code, note = _failure(exc, store, instance, memory_limit_bytes, stopped)
                 fault = "deadline" if exit_code == EXIT_DEADLINE else "trap"
+            finally:
+                if alarm is not None:
+                    WATCHDOG.disarm(alarm)  # before the store closes: the flag is in the guest's instance
         finally:
             store.close()  # the guest's memory and WASI state go now, not whenever the collector finds them
             for key in sinks:
@@ -856,9 +857,7 @@ def _failure(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: wasmtime.Store,
              memory_limit_bytes: int | None, deadline_seconds: float | None) -> tuple[int, str]:
     """The exit code and the host's line for a guest that did not exit by itself."""
     message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
-    code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
-    if deadline_seconds is not None and (code is wasmtime.TrapCode.INTERRUPT or (code is None and "interrupt" in
-                                                                                 message)):
+    if deadline_seconds is not None:  # the watchdog had set the guest's interrupt flag
         return EXIT_DEADLINE, f"the guest ran past its deadline of {deadline_seconds:g} s and was stopped"
     if instance is None and memory_limit_bytes is not None and "memory" in message:
         return EXIT_TRAP, (f"the guest needs more linear memory than its cap of {memory_limit_bytes} bytes "

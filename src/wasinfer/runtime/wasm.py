@@ -4,10 +4,10 @@ A module is compiled once per (module digest, wasmtime version, engine settings)
 serialised next to the store; later loads deserialise it (memory-mapped), so a cold start
 is an mmap plus instantiation, not a compilation.
 
-A module is untrusted code: each instance may get a deadline per call (epoch interruption,
-advanced by an `EpochTicker` thread) and a cap on its linear memory, and whatever the module
-does wrong surfaces as a `ModelFault` from that instance's `run`, never as a crash or a hang
-of the process.
+A module is untrusted code: each instance may get a deadline per call (an interrupt flag the
+module checks in every loop, set by the process's watchdog: interrupt.py) and a cap on its linear
+memory, and whatever the module does wrong surfaces as a `ModelFault` from that instance's `run`,
+never as a crash or a hang of the process.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import hashlib
 import json
 import math
 import os
-import sys
-import threading
 import weakref
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import wasmtime
@@ -39,8 +37,16 @@ from wasinfer.runtime.base import (
     ModelInfo,
     TensorSpec,
 )
-from wasinfer.runtime.bulk import REWRITE_TAG, UnverifiableModule, interruptible_bulk_memory
+from wasinfer.runtime.interrupt import (
+    INTERRUPT_EXPORT,
+    REWRITE_TAG,
+    WATCHDOG,
+    interrupt_flag,
+    interruptible,
+    run_start,
+)
 
+T = TypeVar("T")
 WASMTIME_VERSION = version("wasmtime")
 DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "wasinfer" / "compiled"))
 
@@ -55,9 +61,9 @@ def model_info(metadata: Metadata) -> ModelInfo:
 
 
 def engine_tag(interruptible: bool = True) -> str:
-    """What the compiled code depends on; part of every cache key, so code compiled with one
-    setting is never deserialised into an engine with the other."""
-    return f"wasmtime {WASMTIME_VERSION}|speed|simd" + ("|epoch" if interruptible else "")
+    """What compiled code depends on; part of every cache key, so code compiled with interrupt checks is never
+    deserialised for an engine without them, nor code from before a change of the rewrite."""
+    return f"wasmtime {WASMTIME_VERSION}|speed|simd" + (f"|{REWRITE_TAG}" if interruptible else "")
 
 
 ENGINE_TAG = engine_tag()
@@ -67,17 +73,17 @@ _ENGINE_TAGS: weakref.WeakKeyDictionary[wasmtime.Engine, str] = weakref.WeakKeyD
 def make_engine(interruptible: bool = True) -> wasmtime.Engine:
     """The engine wasinfer modules are compiled for.
 
-    `interruptible` turns on epoch interruption: compiled code then checks the epoch at every
-    function entry and loop back-edge, which is what lets a deadline stop a module that never
-    returns. The checks cost speed in tight kernel loops (1.7-1.8x on a 3x3 convolution, 2.5x on the
-    demo MLP, measured with wasmtime 50), so hosts that set no deadline can turn them off.
+    `interruptible` has every module compiled for it rewritten with interrupt checks (interrupt.py), which is
+    what lets a deadline stop a module that never returns; they cost 0-7% on real models, so hosts that
+    set no deadline can leave them out. Both kinds have the same wasmtime settings.
     """
     config = wasmtime.Config()
     config.cranelift_opt_level = "speed"
     config.wasm_simd = True
     config.wasm_bulk_memory = True
     config.wasm_relaxed_simd = True  # modules compiled with --relaxed-simd (FMA); wasmtime's default, made explicit
-    config.epoch_interruption = interruptible
+    config.wasm_multi_memory = True  # the interrupt flag's memory beside the module's own
+    config.wasm_threads = interruptible  # the checks load the flag atomically (interrupt.py); modules may not
     engine = wasmtime.Engine(config)
     _ENGINE_TAGS[engine] = engine_tag(interruptible)
     return engine
@@ -88,208 +94,20 @@ def tag_of(engine: wasmtime.Engine) -> str:
     return _ENGINE_TAGS.get(engine, ENGINE_TAG)
 
 
-def code_tag(engine: wasmtime.Engine) -> str:
-    """What code compiled for `engine` depends on besides the module: the engine's tag, and on an
-    interruptible engine the rewrite that makes bulk-memory instructions interruptible (bulk.py)."""
-    tag = tag_of(engine)
-    return f"{tag}|{REWRITE_TAG}" if tag.endswith("|epoch") else tag
+def is_interruptible(engine: wasmtime.Engine) -> bool:
+    return tag_of(engine) == ENGINE_TAG
 
 
 def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
-    """Compile `wasm` for `engine`; on an interruptible engine its memory.fill and memory.copy are chunked
-    first, so a deadline also stops one that covers a gigabyte (UnverifiableModule, a ValueError, when the
-    module cannot be decoded for that)."""
-    if code_tag(engine) != tag_of(engine):
-        try:
-            wasm = interruptible_bulk_memory(wasm)
-        except UnverifiableModule:
-            wasmtime.Module.validate(engine, wasm)  # bytes that are not a valid module: wasmtime's error says why
-            raise
+    """Compile `wasm` for `engine`; for an interruptible one it is first checked valid, then rewritten with
+    interrupt checks (interrupt.py; UnverifiableModule, a ValueError, when it cannot be decoded for that)."""
+    if is_interruptible(engine):
+        wasmtime.Module.validate(engine, wasm)  # bytes that are not a valid module: wasmtime's error says why
+        wasm = interruptible(wasm)
     return wasmtime.Module(engine, wasm)
 
 
 WASM_PAGE = 65536
-# How often an EpochTicker advances its engine's epoch. A deadline of d seconds interrupts a
-# call no sooner than d and, on an idle machine, within about d + 2 ticks; a late tick only
-# makes deadlines later, never earlier.
-TICK_SECONDS = 0.010
-# The deadline of a store without one: an engine with epoch interruption traps at once at the
-# default deadline 0, and this many ticks is centuries even for a ticking engine.
-NO_DEADLINE_TICKS = 1 << 40
-
-
-class _Sigval(ctypes.Union):
-    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
-
-
-class _SigevThread(ctypes.Structure):
-    _fields_ = [("function", ctypes.c_void_p), ("attribute", ctypes.c_void_p)]
-
-
-class _SigevUnion(ctypes.Union):
-    _fields_ = [("pad", ctypes.c_int * 12), ("tid", ctypes.c_int), ("thread", _SigevThread)]
-
-
-class _Sigevent(ctypes.Structure):
-    """Linux's struct sigevent (64 bytes)."""
-
-    _fields_ = [("value", _Sigval), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("un", _SigevUnion)]
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("interval", _Timespec), ("value", _Timespec)]
-
-
-_SIGEV_THREAD, _CLOCK_MONOTONIC = 2, 1
-
-
-def _libc() -> Any:
-    """glibc, where its POSIX timers can run a native function; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.timer_create.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        libc.timer_settime.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        libc.timer_delete.argtypes = [ctypes.c_void_p]
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-class _NativeClock:
-    """A kernel timer whose every expiry calls `wasmtime_engine_increment_epoch` on a native thread.
-
-    Why not a Python thread: a Python thread that wakes every few milliseconds costs the event
-    loop's thread a third of its throughput here (measured: ~70 us per small-model request
-    without one, ~110 us with one), as each wake-up makes it give up and win back the GIL.
-    glibc's SIGEV_THREAD timers call a C function directly, with no Python and no GIL; their
-    `union sigval` argument is passed as a pointer would be, so the function can be wasmtime's
-    own. The timer ticks an engine handle of its own (`wasmtime_engine_clone`), which is never
-    deleted: an expiry already under way when the timer is deleted may still use it.
-    Expiries that come late are merged by the kernel (overruns), never replayed in a burst.
-    """
-
-    def __init__(self, engine: wasmtime.Engine, tick_seconds: float, libc: Any):
-        from wasmtime import _ffi
-
-        self._libc = libc
-        handle = _ffi.wasmtime_engine_clone(engine.ptr())
-        event = _Sigevent()
-        event.notify = _SIGEV_THREAD
-        event.value.sival_ptr = ctypes.cast(handle, ctypes.c_void_p).value
-        event.un.thread.function = ctypes.cast(_ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
-        self._timer = ctypes.c_void_p()
-        if libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(self._timer)) != 0:
-            raise OSError(ctypes.get_errno(), "timer_create failed")
-        seconds, fraction = divmod(tick_seconds, 1.0)
-        period = _Timespec(int(seconds), int(fraction * 1e9))
-        spec = _Itimerspec(period, period)
-        if libc.timer_settime(self._timer, 0, ctypes.byref(spec), None) != 0:
-            libc.timer_delete(self._timer)
-            raise OSError(ctypes.get_errno(), "timer_settime failed")
-        self.alive = True
-
-    def stop(self) -> None:
-        if self.alive:
-            self.alive = False
-            self._libc.timer_delete(self._timer)
-
-
-class _ThreadClock:
-    """The portable fallback: a daemon thread that holds the engine weakly and ends with it."""
-
-    def __init__(self, engine: wasmtime.Engine, tick_seconds: float):
-        self._engine, self._tick_seconds = weakref.ref(engine), tick_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tick, name="wasinfer-epoch", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(1.0)
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self._tick_seconds):
-            engine = self._engine()
-            if engine is None:
-                return
-            engine.increment_epoch()
-            del engine  # hold the engine only while ticking it
-
-
-class EpochTicker:
-    """Advances one engine's epoch every `tick_seconds`, which is what makes epoch deadlines fire.
-
-    One per engine (`for_engine` always hands out the same ticker), started only when some
-    instance asks for a deadline, so engines without deadlines cost nothing. On Linux a kernel
-    timer ticks the engine from native code (`_NativeClock`, about 1% of a core at 10 ms);
-    elsewhere, or with `native=False`, a Python thread does. Either stops when the engine is
-    collected.
-    """
-
-    def __init__(self, engine: wasmtime.Engine, tick_seconds: float = TICK_SECONDS, native: bool = True):
-        if tick_seconds <= 0:
-            raise ValueError(f"tick_seconds must be positive, got {tick_seconds}")
-        self.tick_seconds = tick_seconds
-        self._engine = weakref.ref(engine)
-        self._libc = _libc() if native else None
-        self._lock = threading.Lock()
-        self._clock: _NativeClock | _ThreadClock | None = None
-
-    @classmethod
-    def for_engine(cls, engine: wasmtime.Engine) -> EpochTicker:
-        with _TICKERS_LOCK:
-            ticker = _TICKERS.get(engine)
-            if ticker is None:
-                ticker = _TICKERS[engine] = cls(engine)
-        return ticker
-
-    @property
-    def running(self) -> bool:
-        clock = self._clock
-        return clock is not None and clock.alive
-
-    @property
-    def native(self) -> bool:
-        return isinstance(self._clock, _NativeClock)
-
-    def ticks_for(self, seconds: float) -> int:
-        """Epoch ticks for a deadline of `seconds`; one extra since the first tick may come at once."""
-        return max(1, math.ceil(seconds / self.tick_seconds)) + 1
-
-    def start(self) -> EpochTicker:
-        with self._lock:
-            engine = self._engine()
-            if not self.running and engine is not None:
-                clock: _NativeClock | _ThreadClock | None = None
-                if self._libc is not None:
-                    try:
-                        clock = _NativeClock(engine, self.tick_seconds, self._libc)
-                        weakref.finalize(engine, clock.stop)
-                    except (OSError, AttributeError):  # no timers here, or a wasmtime-py without these symbols
-                        self._libc = None
-                self._clock = clock or _ThreadClock(engine, self.tick_seconds)
-        return self
-
-    def stop(self) -> None:
-        """Stop ticking: deadlines already set on this engine's stores then never fire."""
-        with self._lock:
-            clock, self._clock = self._clock, None
-        if clock is not None:
-            clock.stop()
-
-
-_TICKERS: weakref.WeakKeyDictionary[wasmtime.Engine, EpochTicker] = weakref.WeakKeyDictionary()
-_TICKERS_LOCK = threading.Lock()
 
 
 class CompiledCache:
@@ -308,7 +126,7 @@ class CompiledCache:
     def load(self, engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
         if self.directory is None:
             return compile_module(engine, wasm)
-        path = self.directory / f"{self.key(wasm, code_tag(engine))}.cwasm"
+        path = self.directory / f"{self.key(wasm, tag_of(engine))}.cwasm"
         if path.exists():
             try:
                 return wasmtime.Module.deserialize_file(engine, str(path))
@@ -322,7 +140,7 @@ class CompiledCache:
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
         if self.directory is not None:
             st = path.stat()
-            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{code_tag(engine)}".encode())
+            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag_of(engine)}".encode())
             entry = self.directory / f"file-{stat_key.hexdigest()}.json"
             if entry.exists():
                 try:
@@ -335,7 +153,7 @@ class CompiledCache:
         metadata = read_metadata(wasm)
         module = self.load(engine, wasm)
         if self.directory is not None:
-            record = {"cwasm": f"{self.key(wasm, code_tag(engine))}.cwasm", "metadata": metadata.to_json().decode()}
+            record = {"cwasm": f"{self.key(wasm, tag_of(engine))}.cwasm", "metadata": metadata.to_json().decode()}
             atomic_write(entry, json.dumps(record).encode())
         return module, metadata
 
@@ -369,16 +187,10 @@ class I32Call:
     call (~17 us here, more than a small model's whole inference). Our ABI's `wasinfer_run`
     has a fixed signature, so we call `wasmtime_func_call_unchecked` with one preallocated raw
     slot; traps still surface as `wasmtime.Trap` through wasmtime's own `enter_wasm`.
-
-    With `deadline_ticks`, every call first sets the store's epoch deadline that many ticks
-    ahead (an epoch deadline is relative to the epoch when it is set, so once per call), with
-    a direct foreign call of about 0.3 us.
     """
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, deadline_ticks: int | None = None):
-        self.store, self.func, self.deadline_ticks = store, func, deadline_ticks
-        self._set_deadline: Callable[[], None] | None = None
-        self._set_deadline_to: Callable[[int], None] = store.set_epoch_deadline
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func):
+        self.store, self.func = store, func
         try:
             from wasmtime import _ffi
             from wasmtime._func import enter_wasm
@@ -388,25 +200,12 @@ class I32Call:
             self._slot = (_ffi.wasmtime_val_raw_t * 1)()
             self._func_ref = ctypes.byref(func._func)
             self._context = store._context()
-            if deadline_ticks is not None:
-                set_deadline = _quick_call("wasmtime_context_set_epoch_deadline", None, ctypes.c_void_p,
-                                           ctypes.c_uint64)
-                context = ctypes.cast(self._context, ctypes.c_void_p)
-                self._set_deadline = functools.partial(set_deadline, context, ctypes.c_uint64(deadline_ticks))
-                self._set_deadline_to = functools.partial(set_deadline, context)
         except (ImportError, AttributeError):  # a wasmtime-py whose internals moved: use the public call
             self._ffi = None
 
-    def __call__(self, arg: int, ticks: int | None = None) -> int:
-        """Call with the instance's deadline, or with `ticks` instead (only where it has one)."""
+    def __call__(self, arg: int) -> int:
         if self._ffi is None:
-            if self.deadline_ticks is not None:
-                self.store.set_epoch_deadline(ticks or self.deadline_ticks)
             return int(self.func(self.store, arg))
-        if ticks is not None and self.deadline_ticks is not None:
-            self._set_deadline_to(ticks)
-        elif self._set_deadline is not None:
-            self._set_deadline()
         self._slot[0].i32 = arg
         with self._enter(self.store) as trap:
             error = self._ffi.wasmtime_func_call_unchecked(self._context, self._func_ref, self._slot, 1, trap)
@@ -431,9 +230,9 @@ class WasmModel:
     """One instance of a compiled module; `run` takes and returns numpy arrays by name.
 
     `deadline_seconds` bounds every call (and the module's start function, at instantiation);
-    `memory_limit_bytes` caps the instance's linear memory. A deadline needs an engine from
-    `make_engine()` (epoch interruption on); without `engine`, one is made with the checks only
-    when there is a deadline, since they slow compute-heavy models. Whatever the module
+    `memory_limit_bytes` caps the instance's linear memory. A deadline needs a module compiled
+    for an engine from `make_engine()` (interrupt checks in); without `engine`, one is made with the
+    checks only when there is a deadline. Whatever the module
     does wrong (a trap, a call past its deadline, growing its memory) raises a `ModelFault`,
     after which this instance refuses every call: build another from the same compiled module.
     """
@@ -448,12 +247,13 @@ class WasmModel:
         if memory_limit_bytes is not None and memory_limit_bytes <= 0:
             raise ValueError(f"memory_limit_bytes must be positive (or None for no cap), got {memory_limit_bytes}")
         self.engine = engine or make_engine(interruptible=deadline_seconds is not None)
-        if deadline_seconds is not None and tag_of(self.engine) != ENGINE_TAG:
-            raise ValueError("a deadline needs an engine with epoch interruption: make it with make_engine()")
         if compiled is None:
             module, self.metadata = (cache or CompiledCache(None)).load(self.engine, wasm), read_metadata(wasm)
         else:
             module, self.metadata = compiled
+        if deadline_seconds is not None and not any(e.name == INTERRUPT_EXPORT for e in module.exports):
+            raise ValueError("a deadline needs a module compiled with interrupt checks: compile it for an engine "
+                             "from make_engine() (interruptible=True)")
         self.deadline_seconds, self.memory_limit_bytes = deadline_seconds, memory_limit_bytes
         self._fault: str | None = None  # why this instance is spent (see `_retire`)
         self.memory_bytes_at_fault: int | None = None
@@ -465,24 +265,22 @@ class WasmModel:
                     f"model {self.metadata.name!r} needs {needed} bytes of linear memory at instantiation, more "
                     f"than the instance memory cap of {memory_limit_bytes} bytes")
             self.store.set_limits(memory_size=memory_limit_bytes)
-        ticks = None
-        self._ticker: EpochTicker | None = None
-        if deadline_seconds is not None:
-            self._ticker = EpochTicker.for_engine(self.engine).start()
-            ticks = self._ticker.ticks_for(deadline_seconds)
-        self.store.set_epoch_deadline(NO_DEADLINE_TICKS if ticks is None else ticks)
+        self._flag: ctypes.c_int32 | None = None
+        self._fired = False
         try:
-            self.instance = instantiate(self.engine, self.store, module)
+            self.instance = instantiate(self.engine, self.store, module)  # a start function runs here if not rewritten
+            self._flag = interrupt_flag(self.instance, self.store)
+            self._call_with_deadline(deadline_seconds, run_start, self.instance, self.store)
         except wasmtime.Trap as exc:  # the start function trapped or ran past the deadline
             self.store.close()  # what the start function allocated goes now, whoever keeps the exception
-            raise self._fault_of(exc, "instantiation") from exc
+            raise self._fault_of(exc, "instantiation", deadline_seconds if self._fired else None) from exc
         exports = self.instance.exports(self.store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
         run = exports["wasinfer_run"]
         assert isinstance(run, wasmtime.Func)
-        self._run = I32Call(self.store, run, ticks)
+        self._run = I32Call(self.store, run)
         # Modules never grow their memory, so one byte view serves every call; `run` checks the
         # size after each call, since a grown memory would also leave this view stale.
         size = self._memory_bytes = memory.data_len(self.store)
@@ -507,15 +305,25 @@ class WasmModel:
         except (ImportError, AttributeError):
             return functools.partial(memory.data_len, self.store)
 
+    def _call_with_deadline(self, seconds: float | None, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` with the watchdog armed for `seconds` (None: no deadline); `_fired` then says whether
+        the flag was set, so that a trap is known to be the deadline's (the check's `unreachable`)."""
+        self._fired = False
+        if seconds is None or self._flag is None:
+            return call(*args)
+        alarm = WATCHDOG.arm(self._flag, seconds)
+        try:
+            return call(*args)
+        finally:
+            self._fired = WATCHDOG.disarm(alarm)  # before anything may close the store
+
     def _fault_of(self, exc: wasmtime.Trap | wasmtime.WasmtimeError, during: str,
                   deadline: float | None = None) -> ModelFault:
-        message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
-        code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
-        deadline = deadline or self.deadline_seconds
-        if deadline is not None and (
-                code is wasmtime.TrapCode.INTERRUPT or (code is None and "interrupt" in message)):
+        """A DeadlineExceeded when `deadline` is given (the call's flag was set), else what the trap says."""
+        if deadline is not None:
             return DeadlineExceeded(f"model {self.metadata.name!r} ran past its deadline of "
                                     f"{deadline * 1000:g} ms ({during}) and was stopped", deadline)
+        message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
         return ModelFault(f"model {self.metadata.name!r} trapped ({during}): {_trap_reason(message)}")
 
     def _grown(self) -> ModelFault:
@@ -606,14 +414,12 @@ class WasmModel:
             raise InputError(f"batch {batch} is outside 1..{self.metadata.max_batch} (compiled --max-batch)")
         for (_, slot), array in zip(self._inputs, arrays, strict=True):
             slot[:array.size] = array.reshape(-1)
-        ticks = None
-        if deadline_seconds is not None and self._ticker is not None:
-            ticks = self._ticker.ticks_for(deadline_seconds)
+        seconds = self.deadline_seconds if deadline_seconds is None or self.deadline_seconds is None \
+            else deadline_seconds
         try:
-            status = self._run(batch, ticks)
+            status = self._call_with_deadline(seconds, self._run, batch)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise self._retire(self._fault_of(exc, "wasinfer_run", deadline_seconds if ticks is not None else None)) \
-                from exc
+            raise self._retire(self._fault_of(exc, "wasinfer_run", seconds if self._fired else None)) from exc
         if self._memory_len() != self._memory_bytes:
             raise self._retire(self._grown())
         if status != 0:

@@ -447,8 +447,8 @@ class ModelManager:
         metrics.memory_source = self.memory_by_model
         metrics.memory_budget_bytes = memory_budget_bytes
         self.cache = cache or CompiledCache(None)
-        # Shared by every wasm model (compiled code is per engine); the epoch checks a deadline
-        # needs slow compute-heavy models down, so without a deadline they are left out.
+        # Shared by every wasm model (compiled code is per engine); the interrupt checks a deadline
+        # needs cost a few percent, so without a deadline they are left out.
         self.engine = make_engine(interruptible=deadline_seconds is not None)
         self._lock = threading.Lock()
         self._records: dict[tuple[str, int], _Record] = {}

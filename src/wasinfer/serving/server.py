@@ -93,8 +93,8 @@ class ServerConfig:
     max_json_values: int = DEFAULT_MAX_JSON_VALUES  # per REST request's JSON, counted before it is parsed
     memory_budget_bytes: int = 0  # loaded models' total; 0: no budget (nothing is evicted)
     # Per wasm call and per wasm instance; None turns each off. A call past the deadline is stopped
-    # and answered 504 / DEADLINE_EXCEEDED; the epoch checks that make it possible cost compute-heavy
-    # models speed (see make_engine), so None also compiles without them. ONNX Runtime (and LiteRT)
+    # and answered 504 / DEADLINE_EXCEEDED; the interrupt checks that make it possible cost a few
+    # percent (see make_engine), so None also compiles without them. ONNX Runtime (and LiteRT)
     # models run native code that cannot be interrupted this way: they have neither limit.
     deadline_seconds: float | None = 30.0
     instance_memory_bytes: int | None = 1 << 30
