@@ -46,10 +46,11 @@ def edit(change: Callable[[dict[str, Any]], None]) -> bytes:
     (lambda m: m.update(memory_bytes="64k"), r"memory_bytes is '64k'"),
     (lambda m: m.update(inputs={"x": 1}), r"inputs is \{'x': 1\}: expected a list"),
     (lambda m: m.pop("outputs"), r"field outputs is missing"),
+    (lambda m: m.update(run_errors=["ok", 3]), r"run_errors is \['ok', 3\]: expected a list of strings"),
 ], ids=["object-dtype", "unknown-dtype", "negative-dim", "shape-string", "batch-axis", "batch-axis-not-1",
         "negative-offset",
         "slot-past-memory", "overflowing-shape", "no-name", "empty-name", "max-batch", "memory-bytes", "inputs-dict",
-        "no-outputs"])
+        "no-outputs", "run-errors"])
 def test_each_unusable_field_is_named(change: Callable[[dict[str, Any]], None], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         Metadata.from_json(edit(change))

@@ -6,6 +6,7 @@ attention."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests import model_zoo
+from tests.artifact.test_wasi import npy_stream, run_wasmtime_wasi
 from tests.parity import assert_matches_ort, ort_run, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.frontends import FrontendError
+from wasinfer.runtime import InputError, WasmModel
 
 rng = np.random.default_rng(21)
 
@@ -64,7 +67,8 @@ def test_if_on_a_shape_fact_is_inlined(width: int) -> None:
 
 
 def _run_time_if(then_nodes: list[onnx.NodeProto], else_nodes: list[onnx.NodeProto], then_out: str, else_out: str,
-                 shape: list[int], per_row: bool = False) -> onnx.ModelProto:
+                 shape: list[int], per_row: bool = False,
+                 extra: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
     """y = If(sum(x) > 0, then, else) over x of `shape`, decided by the data (`per_row`: the sum of
     axis 1, so that a one-row x decides per sample)."""
     then_branch = helper.make_graph(then_nodes, "t", [], [helper.make_tensor_value_info(then_out, TensorProto.FLOAT,
@@ -79,7 +83,7 @@ def _run_time_if(then_nodes: list[onnx.NodeProto], else_nodes: list[onnx.NodePro
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
                                onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"),
-                               onnx.numpy_helper.from_array(np.array([1], np.int64), "row")])
+                               onnx.numpy_helper.from_array(np.array([1], np.int64), "row"), *(extra or [])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -249,6 +253,43 @@ def test_a_recurrent_state_carries_the_batch_on_axis_1(batch: int) -> None:
     assert_matches_ort(model, {"x": images(batch, 6, 4), "state": state}, max_batch=3)
 
 
+def _branch_for_other_sizes() -> onnx.ModelProto:
+    """y = If(sum(x) > 0, 2·relu(x), its else branch written for another size): x has dynamic dims, compiled
+    at [2, 3], but the else branch reshapes it to [4, -1] (as an exporter's branch for 8-element inputs
+    would), which no shape fits: at [2, 3] that branch is not a computation, as Silero VAD's 8 kHz branch
+    is not at 512 samples. ONNX Runtime, which loads it with dynamic dims, fails only a run that takes it."""
+    return _run_time_if([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "two"], ["a"])],
+                        [helper.make_node("Reshape", ["x", "four_rows"], ["b"])], "a", "b", ["rows", "cols"],
+                        extra=[onnx.numpy_helper.from_array(np.array([4, -1], np.int64), "four_rows")])
+
+
+AT_2_BY_3 = {"x": (2, 3)}
+
+
+def test_a_branch_that_cannot_run_at_the_compiled_shapes_is_refused_at_run_time_as_onnx_runtime_does() -> None:
+    model = _branch_for_other_sizes()
+    result = convert_onnx(model, AT_2_BY_3)
+    assert len(result.metadata.run_errors) == 1 and "'choose' (If) takes its else branch" in \
+        result.metadata.run_errors[0]
+    taken = np.abs(images(2, 3)) + 0.1
+    module = WasmModel(result.wasm)
+    np.testing.assert_allclose(module.run({"x": taken})["y"], ort_run(model, {"x": taken})[0], rtol=1e-6)
+    refused = -taken
+    with pytest.raises(Exception, match="Reshape"):  # ONNX Runtime cannot run that branch either
+        ort_run(model, {"x": refused})
+    with pytest.raises(InputError, match=r"'choose' \(If\) takes its else branch, which cannot run at the compiled"):
+        module.run({"x": refused})
+    np.testing.assert_allclose(module.run({"x": taken})["y"], 2 * taken)  # the instance goes on
+
+
+def test_the_wasi_command_reports_a_refused_branch_on_stderr_with_exit_status_2(tmp_path: Path) -> None:
+    wasm = convert_onnx(_branch_for_other_sizes(), AT_2_BY_3, wasi=True).wasm
+    x = -np.abs(images(2, 3)) - 0.1
+    status, stdout, stderr = run_wasmtime_wasi(wasm, npy_stream(x), tmp_path)
+    assert (status, stdout) == (2, b"")
+    assert "wasinfer: node 'choose' (If) takes its else branch, which cannot run at the compiled input shapes" in stderr
+
+
 def test_an_output_whose_batch_cannot_be_followed_is_refused_by_name() -> None:
     """Tile's batch is not followed; here it also stacks two copies of each sample on axis 0, so the
     per-sample results could not be laid out along the batch: convert says so instead of guessing."""
@@ -260,6 +301,9 @@ def test_an_output_whose_batch_cannot_be_followed_is_refused_by_name() -> None:
         opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(UnsupportedModel, match=r"output 'y' \(shape \[2, 3\] per sample\).*cannot be followed"):
         convert_onnx(model, max_batch=2)
+    one = convert_onnx(model)  # one sample per run: nothing to follow, the shapes are those compiled
+    assert [spec.batch_axis for spec in one.metadata.inputs + one.metadata.outputs] == [None, None]
+    assert_matches_ort(model, {"x": images(1, 3)})
 
 
 def test_a_run_time_if_whose_branches_declare_no_types_takes_them_from_its_inlined_branches() -> None:

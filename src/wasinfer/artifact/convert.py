@@ -67,7 +67,12 @@ def convert_model(
     bn = fold_batchnorm(graph)
     fused = fuse_activations(graph)
     encoding = quantize_weights(graph, weights)
-    batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
+    try:
+        batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
+    except UnsupportedModel:
+        if max_batch > 1:
+            raise
+        batch_axes = {}  # one sample per run: every tensor keeps the shape it was compiled at, no batch axis
     options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
                              relaxed_simd=relaxed_simd)
     compiled = compile_graph(graph, options, progress)  # the kernels' own checks name most problems first
@@ -105,6 +110,7 @@ def convert_model(
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}},
         stats={k: v for k, v in stats.items() if k not in ("ops", "weight_encoding")},
         weight_encoding=weights,
+        run_errors=list(graph.run_errors),
     )
     wasm = compiled.wasm + custom_section(METADATA_SECTION, metadata.to_json())
     stats["seconds"] = time.perf_counter() - started

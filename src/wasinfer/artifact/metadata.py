@@ -60,6 +60,8 @@ class Metadata:
     compile_options: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     weight_encoding: str = "float32"  # or int8 / fp16: stored compressed, expanded to float32 at start-up
+    # wasinfer_run's status 2 + i means run_errors[i] (a branch that cannot run at the compiled shapes)
+    run_errors: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -115,6 +117,9 @@ def _check_fields(data: dict[str, Any]) -> None:
               "arena_bytes": _is_count(value), "inputs": isinstance(value, list), "outputs": isinstance(value, list)}
         if not ok[key]:
             raise bad(key, value, wanted)
+    run_errors = data.get("run_errors", [])
+    if not isinstance(run_errors, list) or not all(isinstance(e, str) for e in run_errors):
+        raise bad("run_errors", run_errors, "a list of strings")
     for group in ("inputs", "outputs"):
         for index, tensor in enumerate(data[group]):
             where = f"{group}[{index}]"

@@ -74,6 +74,9 @@ class Graph:
     # constants stored compressed in the module (int8 / fp16, passes/quantize.py): kernels keep
     # them in layouts the start-up expansion can write (no Winograd transform of such weights)
     compressed: set[str] = field(default_factory=set)
+    # why a run is refused, by the Refuse nodes that say so (passes/control.py): the module's run
+    # returns status 2 + the index here, and the runtime raises the message
+    run_errors: list[str] = field(default_factory=list)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

@@ -12,3 +12,6 @@ define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds; l
 define("Scan", role=Role.INLINED, summary="unrolled over the static length of its scan axis (opset 9 and later)")
 define("IfChoose", domain="wasinfer", role=Role.LOWERED,
        summary="an output of a run-time If, a Where on its condition once both branches' types are known")
+define("Refuse", domain="wasinfer", role=Role.KERNEL,
+       summary="a branch of a run-time If that cannot run at the compiled shapes: the run stops there and "
+               "returns the branch's error")

@@ -176,6 +176,59 @@ def resolve_choices(graph: Graph, final: bool = False) -> int:
     return resolved
 
 
+REFUSE = ("wasinfer", "Refuse")  # a branch that cannot run at the compiled shapes: the run stops with an error
+
+
+def refuse_untypable_branches(graph: Graph) -> int:
+    """A run-time If one of whose branches cannot be typed at the compiled shapes keeps the other branch
+    only; taking the first stops the run with an error (a Refuse node, guarded by that side of the
+    condition). Returns how many branches were refused.
+
+    Why: an exporter's `If` may hold a branch written for other input sizes (Silero VAD's 8 kHz
+    branch expects 256 samples, its 16 kHz one 512): at the compiled size that branch is not a valid
+    computation, and ONNX Runtime fails a run that takes it ("Input X must have 3 dimensions"). The
+    module does the same, with a message naming the If and the side, instead of refusing to compile
+    the whole model. Every output of that If must be typed on the other side; if not, nothing changes.
+    """
+    chooses: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        if (node.domain, node.op_type) == CHOOSE:
+            chooses.setdefault(node.name.rsplit("/output", 1)[0], []).append(node)
+    refused = 0
+    for if_name, outputs in chooses.items():
+        typed = [(graph.tensors.get(n.inputs[1]), graph.tensors.get(n.inputs[2])) for n in outputs]
+        failing = {taken for then, other in typed for taken, info in ((True, then), (False, other)) if info is None}
+        if len(failing) != 1:
+            continue  # both sides typed (a real type mismatch), or neither: left declined
+        if not any(node is outputs[0] for node in graph.nodes):
+            continue  # inside a branch an outer If's refusal removed
+        taken = failing.pop()
+        keep = 2 if taken else 1  # the IfChoose input of the side that runs
+        side = "then" if taken else "else"
+        condition = outputs[0].inputs[0]
+        message = (f"node {if_name!r} (If) takes its {side} branch, which cannot run at the compiled input shapes "
+                   f"(ONNX Runtime fails such a run too); compile with the input shapes that branch expects")
+        graph.run_errors.append(message)
+        code = len(graph.run_errors) + 1  # status 0 is success, 1 a batch out of range
+        prefix = f"{if_name}/{side}/"
+        kept: list[Node] = []
+        for node in graph.nodes:
+            if node.name.startswith(prefix):
+                continue  # the branch's own nodes: never run
+            if any(node is output for output in outputs):
+                if node is outputs[0]:
+                    kept.append(Node(REFUSE[1], f"{if_name}/refuse", [], [], {"code": code}, domain=REFUSE[0],
+                                     guards=(*node.guards, (condition, taken))))
+                value = node.inputs[keep]
+                graph.tensors[node.outputs[0]] = replace(graph.tensors[value], name=node.outputs[0])
+                kept.append(Node("Identity", node.name, [value], node.outputs, guards=node.guards))
+                continue
+            kept.append(node)
+        graph.nodes = kept
+        refused += 1
+    return refused
+
+
 def settle(graph: Graph, rounds: int = 16) -> int:
     """After the first folding: inline constant Ifs (then those decided at run time, guarded),
     type the values the frontend's inference left unknown (a reshape target that only folding
@@ -190,6 +243,8 @@ def settle(graph: Graph, rounds: int = 16) -> int:
         if not inlined and not typed and not resolved:
             break
         changed += inlined + resolved + fold_static_values(graph) + fold_constants(graph)
+    if refuse_untypable_branches(graph):  # what follows the refused Ifs can be typed now
+        changed += infer_types(graph) + resolve_choices(graph) + fold_static_values(graph) + fold_constants(graph)
     resolve_choices(graph, final=True)
     return changed
 

@@ -423,6 +423,9 @@ class WasmModel:
         if self._memory_len() != self._memory_bytes:
             raise self._retire(self._grown())
         if status != 0:
+            errors = self.metadata.run_errors
+            if 2 <= status < 2 + len(errors):  # the module refused these inputs (docs/abi.md, status codes)
+                raise InputError(f"model {self.metadata.name!r}: {errors[status - 2]}")
             raise RuntimeError(f"wasinfer_run returned {status}")
         outputs = {}
         for spec, slot in self._outputs:

@@ -30,6 +30,7 @@ from wasinfer.backends.wasm.writer import I32, Func, Module
 from wasinfer.ir import Graph, Node, UnsupportedModel
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
+from wasinfer.passes.control import REFUSE
 from wasinfer.passes.quantize import WeightEncoding
 
 HEADER = 64
@@ -93,6 +94,8 @@ def check_support(graph: Graph) -> None:
             if training is None or bool(training):
                 problems.append(f"node {node.name!r} (Dropout): training_mode must be a constant false")
                 continue
+        if (node.domain, node.op_type) == REFUSE:
+            continue  # no kernel: the run returns its code there (_emit_run)
         if node.op_type in VIEW_OPS:
             used = [o for o in node.outputs[1:] if o and (o in graph.outputs or graph.consumers(o))]
             if used:
@@ -188,9 +191,13 @@ def compile_graph(graph: Graph, options: CompileOptions,
             return slots[root]
         return arena + plan.offsets[root]
 
-    node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]] = []  # function, guards
+    # function, guards; a Refuse node is its status code, negated: the run returns it there
+    node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]] = []
     compute = [n for n in graph.nodes if n.op_type not in VIEW_OPS]
     for index, node in enumerate(compute):
+        if (node.domain, node.op_type) == REFUSE:
+            node_funcs.append((-int(node.attrs["code"]), node.guards))
+            continue
         func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120])
         spec = kernel_for(node)
         assert spec is not None
@@ -277,6 +284,12 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                 push()
             f.i32(inner).memory_copy()
 
+    def call_or_refuse(func_index: int) -> None:
+        if func_index < 0:  # a Refuse node (passes/control.py): stop the run with its status
+            f.i32(-func_index).op("return")
+        else:
+            f.call(func_index)
+
     with f.for_range(sample, 0, ("local", 0)):
         for name in graph.inputs:
             if name not in in_place:
@@ -284,7 +297,7 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
         for guards, run_of_nodes in itertools.groupby(node_funcs, key=lambda pair: pair[1]):
             if not guards:
                 for func_index, _ in run_of_nodes:
-                    f.call(func_index)
+                    call_or_refuse(func_index)
                 continue
             for position, (condition, value) in enumerate(guards):  # a branch of a run-time If
                 f.i32(address(condition)).mem("i32.load8_u", align=0)
@@ -294,7 +307,7 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                     f.op("i32.and")
             with f.if_():
                 for func_index, _ in run_of_nodes:
-                    f.call(func_index)
+                    call_or_refuse(func_index)
         for name in graph.outputs:
             if name in options.batch_axes:
                 copy_sample(name, into_slot=True)

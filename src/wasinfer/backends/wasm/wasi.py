@@ -103,7 +103,7 @@ def emit_wasi_start(module: Module, graph: Graph, max_batch: int, batch_axes: di
 
     inputs = [tensor(n) for n in graph.inputs]
     outputs = [tensor(n) for n in graph.outputs]
-    return _StartBuilder(module, imports, max_batch, place_data, reserve).emit(inputs, outputs, run)
+    return _StartBuilder(module, imports, max_batch, place_data, reserve).emit(inputs, outputs, run, graph.run_errors)
 
 
 class _StartBuilder:
@@ -291,7 +291,7 @@ class _StartBuilder:
 
     # -- _start --
 
-    def emit(self, inputs: list[StreamTensor], outputs: list[StreamTensor], run: int) -> int:
+    def emit(self, inputs: list[StreamTensor], outputs: list[StreamTensor], run: int, run_errors: list[str]) -> int:
         index, f = self.module.reserve([], [], name="_start")
         v = _InputLocals(status=f.local(I32), length=f.local(I32), at=f.local(I32), quote=f.local(I32),
                          batch=f.local(I32))
@@ -299,8 +299,12 @@ class _StartBuilder:
             self._read_input(f, v, spec, position, len(inputs))
         batch = v.batch
         f.get(batch).i32(1).get(batch).op("select").set(batch)  # no batched input: run once
-        f.get(batch).call(run)
+        f.get(batch).call(run).tee(v.status)
         with f.if_():
+            for code, message in enumerate(run_errors, start=2):  # the run refused these inputs (Refuse nodes)
+                f.get(v.status).i32(code).op("i32.eq")
+                with f.if_():
+                    self._emit_fail(f, [f"wasinfer: {message}"], EXIT_INPUT)
             self._emit_fail(f, ["wasinfer: wasinfer_run failed"], EXIT_IO)
         for spec in outputs:
             self._write_output(f, spec, batch)
