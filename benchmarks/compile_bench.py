@@ -342,12 +342,12 @@ def load_models(wanted: list[str] | None, workdir: Path) -> list[BenchModel]:
 # --- runtimes -----------------------------------------------------------------------------------------------------
 
 
-def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, relaxed_simd: bool = False) -> Cell:
+def bench_wasinfer(model: BenchModel, budget: Budget, workdir: Path, simd: str = "auto") -> Cell:
     """Compile, then time the serving path: a cache-entry load + instantiate + run, and `WasmModel.run`
     without a deadline and, compiled with interrupt checks, with serve's deadline."""
     try:
         started = time.perf_counter()
-        result = convert_onnx(model.path, model.input_shapes, relaxed_simd=relaxed_simd)
+        result = convert_onnx(model.path, model.input_shapes, simd=simd)
         convert_s = time.perf_counter() - started
     except (UnsupportedModel, FrontendError) as exc:
         return Cell("unsupported", one_line(exc))
@@ -993,7 +993,7 @@ def notes_for(report: dict[str, Any]) -> list[str]:
 # --- main ---------------------------------------------------------------------------------------------------------
 
 
-def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, workdir: Path, relaxed_simd: bool = False
+def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, workdir: Path, simd: str = "auto"
         ) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
     cells: dict[str, dict[str, Cell]] = {m.name: {} for m in models}
     web: dict[str, Any] = {}
@@ -1001,7 +1001,7 @@ def run(models: list[BenchModel], runtimes: tuple[str, ...], budget: Budget, wor
         for runtime in runtimes:
             console.print(f"[dim]{model.name}: {runtime}…[/dim]", highlight=False)
             if runtime == "wasinfer":
-                cell = bench_wasinfer(model, budget, workdir, relaxed_simd)
+                cell = bench_wasinfer(model, budget, workdir, simd)
             elif runtime == "ort":
                 cell = bench_ort(model, budget)
             elif runtime == "tract":
@@ -1039,9 +1039,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None,
                         help="the real models' cache (default: real_models.py's, ~/.cache/wasinfer/real-models)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples: a smoke run")
-    parser.add_argument("--relaxed-simd", action="store_true",
-                        help="compile with relaxed SIMD's fused multiply-add (`convert --relaxed-simd`); "
-                        "never counts as a full run")
+    parser.add_argument("--simd", choices=["auto", "plain", "relaxed"], default="auto",
+                        help="`convert --simd`: auto (default, what users get: the runtime runs the relaxed-SIMD "
+                        "variant), plain (SIMD128 only) or relaxed; only auto writes docs/performance.md")
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
@@ -1060,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         if not models:
             parser.error(f"no model matches {args.models!r} in {', '.join(sets)}"
                          + (f" (not fetched: {'; '.join(missing.values())})" if missing else ""))
-        cells, web = run(models, runtimes, budget, workdir, args.relaxed_simd)
+        cells, web = run(models, runtimes, budget, workdir, args.simd)
         summary = summarise(models, cells)
     means_by_set = set_geomeans(summary, runtimes)
     means = means_by_set.get("builtin") or geomeans({}, runtimes)
@@ -1068,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
                  if r == "ort-web" and c.status == "ok"]
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - started, "quick": args.quick,
-        "relaxed_simd": args.relaxed_simd,
+        "simd": args.simd,
         "machine": {**before, "loadavg_1min_after": round(os.getloadavg()[0], 2)}, "versions": versions(web),
         "budget": asdict(budget), "runtimes": list(runtimes),
         "ort_web_first_ms": float(np.median(first_web)) if first_web else None, "ort_web_problem": web.get("problem"),
@@ -1076,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["targets"] = targets(in_set(summary, "builtin"), means, runtimes)
     report["notes"] = notes_for(report)
-    full = not args.quick and wanted is None and runtimes == RUNTIMES and sets == SETS and not args.relaxed_simd
+    full = not args.quick and wanted is None and runtimes == RUNTIMES and sets == SETS and args.simd == "auto"
     print_tables(report)
     written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
     console.print(written, markup=False, highlight=False, soft_wrap=True)

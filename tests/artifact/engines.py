@@ -13,7 +13,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from wasinfer.runtime import make_engine
+
 JS = Path(__file__).resolve().parents[1] / "js"
+# wasinfer's runtime on a module's plain SIMD128 code, which is what other engines run (they ignore the
+# relaxed-SIMD variant it carries: artifact/variants.py), so that outputs can be compared bit for bit
+PLAIN = make_engine(interruptible=False, relaxed_simd=False)
 NODE = shutil.which("node")
 
 

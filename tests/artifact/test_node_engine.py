@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.artifact.engines import CASES, JS, Case, node, requires_node
+from tests.artifact.engines import CASES, JS, PLAIN, Case, node, requires_node
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.metadata import Metadata, TensorSlot, read_custom_sections, read_metadata
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION
@@ -40,7 +40,7 @@ def test_node_and_wasmtime_agree_bitwise(case: Case, tmp_path: Path) -> None:
     """Node runs the plain module and the --wasi build (same code, WASI imports unused) through the ABI."""
     plain = convert_onnx(case.model, max_batch=case.max_batch).wasm
     wasi = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
-    reference = WasmModel(plain)
+    reference = WasmModel(plain, PLAIN)
     for batch in sorted({1, case.max_batch - 1, case.max_batch} - {0}):
         feeds = case.inputs(batch)
         want = reference.run(feeds)

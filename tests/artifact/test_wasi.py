@@ -17,7 +17,7 @@ import pytest
 import wasmtime
 from onnx import TensorProto, helper
 
-from tests.artifact.engines import CASES, JS, NODE, Case, mlp_case, node, requires_node
+from tests.artifact.engines import CASES, JS, NODE, PLAIN, Case, mlp_case, node, requires_node
 from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import WasmModel
 
@@ -71,7 +71,7 @@ def run_node_wasi(wasm: bytes, stdin: bytes, tmp_path: Path) -> tuple[int, bytes
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_wasmtime_wasi_matches_the_abi(case: Case, tmp_path: Path) -> None:
     wasi = convert_onnx(case.model, max_batch=case.max_batch, wasi=True).wasm
-    reference = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm)
+    reference = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm, PLAIN)
     for batch in sorted({1, case.max_batch}):
         feeds = case.inputs(batch)
         status, stdout, stderr = run_wasmtime_wasi(wasi, npy_stream(*feeds.values()), tmp_path / str(batch))
@@ -118,7 +118,7 @@ def test_other_npy_writers_are_read(tmp_path: Path) -> None:
     stdin = hand_written + npy_stream(feeds["skip"], version=(2, 0))
     status, stdout, stderr = run_wasmtime_wasi(wasm, stdin, tmp_path)
     assert status == 0, stderr
-    want = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm).run(feeds)
+    want = WasmModel(convert_onnx(case.model, max_batch=case.max_batch).wasm, PLAIN).run(feeds)
     for expected, actual in zip(want.values(), read_npy_stream(stdout, 2), strict=True):
         assert np.array_equal(actual, expected)
 
@@ -163,7 +163,7 @@ def test_two_digit_batches(tmp_path: Path) -> None:
     """N is written into the output header at run time; 10 and 12 take two digits, 9 one."""
     case = mlp_case()
     wasm = convert_onnx(case.model, max_batch=12, wasi=True).wasm
-    reference = WasmModel(convert_onnx(case.model, max_batch=12).wasm)
+    reference = WasmModel(convert_onnx(case.model, max_batch=12).wasm, PLAIN)
     for batch in (9, 10, 12):
         feeds = case.inputs(batch)
         status, stdout, stderr = run_wasmtime_wasi(wasm, npy_stream(*feeds.values()), tmp_path / str(batch))
@@ -215,7 +215,7 @@ def test_a_batch_on_axis_1_streams_through_the_command_form(tmp_path: Path) -> N
     status, stdout, stderr = run_wasmtime_wasi(wasm, npy_stream(x, state), tmp_path)
     assert status == 0, stderr
     score, next_state = read_npy_stream(stdout, 2)
-    want = WasmModel(wasm).run({"x": x, "state": state})
+    want = WasmModel(wasm, PLAIN).run({"x": x, "state": state})
     assert next_state.shape == (2, 3, 5) and score.shape == (3, 5)
     np.testing.assert_array_equal(next_state, want["next_state"])
     np.testing.assert_array_equal(score, want["score"])

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.artifact.engines import NODE_PROBLEM, mlp_case
+from tests.artifact.engines import NODE_PROBLEM, PLAIN, mlp_case
 from tests.artifact.test_wasi import npy_stream, read_npy_stream, run_node_wasi, run_wasmtime_wasi
 from tests.registry.registry_server import Registry, bcrypt_entry, run_registry
 from wasinfer.artifact import convert_onnx
@@ -137,7 +137,7 @@ def test_copied_image_holds_only_the_module_and_it_runs_in_two_engines(
     assert (info.mode, info.uid, info.gid, info.mtime) == (0o755, 0, 0, 0)
 
     feeds = CASE.inputs(3)
-    want = WasmModel(convert_onnx(CASE.model, max_batch=CASE.max_batch).wasm).run(feeds)
+    want = WasmModel(convert_onnx(CASE.model, max_batch=CASE.max_batch).wasm, PLAIN).run(feeds)
     status, wasmtime_out, stderr = run_wasmtime_wasi(module, npy_stream(*feeds.values()), tmp_path / "wasmtime")
     assert status == 0, stderr
     for (name, expected), actual in zip(want.items(), read_npy_stream(wasmtime_out, len(want)), strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import onnx
 
 from wasinfer import __version__
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
+from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
@@ -32,6 +35,9 @@ class ConvertResult:
     stats: dict[str, object] = field(default_factory=dict)
 
 
+SIMD_CHOICES = ("auto", "plain", "relaxed")
+
+
 def convert_model(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -41,7 +47,7 @@ def convert_model(
     wasi: bool = False,
     weights: str = "float32",
     source_format: str | None = None,
-    relaxed_simd: bool = False,
+    simd: str = "auto",
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -50,7 +56,12 @@ def convert_model(
 
     With `wasi`, the module is also a WASI command (`_start`: .npy on stdin → .npy on stdout).
     `weights` "int8" or "fp16" stores the large weights compressed (passes/quantize.py).
+    `simd` "auto" carries both plain-SIMD code and relaxed-SIMD (FMA) code that a host with relaxed SIMD
+    swaps in (artifact/variants.py); "plain" only the first, "relaxed" only the second (the module then
+    needs an engine with relaxed SIMD).
     """
+    if simd not in SIMD_CHOICES:
+        raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
     if max_batch < 1:
         raise ValueError("--max-batch must be at least 1")
     started = time.perf_counter()
@@ -74,8 +85,19 @@ def convert_model(
             raise
         batch_axes = {}  # one sample per run: every tensor keeps the shape it was compiled at, no batch axis
     options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
-                             relaxed_simd=relaxed_simd)
+                             relaxed_simd=simd == "relaxed")
+    variant_graph = copy.deepcopy(graph) if simd == "auto" else None  # compiling may change a graph's records
+    simd_note = simd
     compiled = compile_graph(graph, options, progress)  # the kernels' own checks name most problems first
+    code = compiled.wasm
+    if variant_graph is not None:
+        relaxed = compile_graph(variant_graph, dataclasses.replace(options, relaxed_simd=True))
+        try:
+            code = attach_relaxed_code(compiled.wasm, relaxed.wasm)
+        except ValueError as exc:  # a kernel whose layout depends on the variant: ship the plain code only
+            simd_note = f"plain only: {exc}"
+        else:
+            simd_note = "auto"
     carried = [f"tensor {name!r}: dtype {graph.info(name).dtype.name} cannot cross the module's ABI (it carries "
                f"{', '.join(TENSOR_DTYPES)})" for name in graph.inputs + graph.outputs
                if name in graph.tensors and graph.info(name).dtype.name not in TENSOR_DTYPES]
@@ -106,13 +128,13 @@ def convert_model(
         producer=f"wasinfer {__version__}",
         arena_bytes=compiled.arena_size,
         memory_bytes=int(layout["memory_bytes"]),  # type: ignore[call-overload]
-        compile_options={"max_batch": max_batch, "wasi": wasi, "weights": weights, "relaxed_simd": relaxed_simd,
+        compile_options={"max_batch": max_batch, "wasi": wasi, "weights": weights, "simd": simd_note,
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}},
         stats={k: v for k, v in stats.items() if k not in ("ops", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),
     )
-    wasm = compiled.wasm + custom_section(METADATA_SECTION, metadata.to_json())
+    wasm = code + custom_section(METADATA_SECTION, metadata.to_json())
     stats["seconds"] = time.perf_counter() - started
     stats["wasm_bytes"] = len(wasm)
     return ConvertResult(wasm, metadata, stats)

@@ -53,7 +53,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             result = convert_model(
                 source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
-                wasi=args.wasi, weights=args.quantize or args.weights, relaxed_simd=args.relaxed_simd,
+                wasi=args.wasi, weights=args.quantize or args.weights, simd=args.simd,
             )
     except UnsupportedModel as exc:
         errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -215,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")
     p.add_argument("--wasi", action="store_true", help="also export a WASI _start (npy on stdin → npy on stdout)")
-    p.add_argument("--relaxed-simd", action="store_true",
-                   help="use relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul (about 10%% faster there; results "
-                   "differ from plain SIMD in the last bits); the runtime must support relaxed SIMD (wasmtime does, "
-                   "as does Chrome 114+; Firefox and Safari do not by default)")
+    p.add_argument("--simd", choices=["auto", "plain", "relaxed"], default="auto",
+                   help="auto (default): plain SIMD128 code, which every engine runs with the same results, plus a "
+                   "variant with relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul (about 10%% faster there; "
+                   "results differ in the last bits) that wasinfer's runtime runs instead; plain: only the first "
+                   "(a smaller file); relaxed: only the second (the engine must have relaxed SIMD: wasmtime and "
+                   "Chrome 114+ do, Firefox and Safari not by default)")
     smaller = p.add_mutually_exclusive_group()
     smaller.add_argument("--quantize", choices=["int8"],
                          help="store large weights (Conv, Gemm, MatMul, ConvTranspose, LSTM/GRU/RNN, Gather tables) "

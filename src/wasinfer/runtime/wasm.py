@@ -28,6 +28,7 @@ import numpy as np
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSlot, read_metadata
+from wasinfer.artifact.variants import select_code
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime.base import (
     DeadlineExceeded,
@@ -60,32 +61,36 @@ def model_info(metadata: Metadata) -> ModelInfo:
                      metadata.max_batch)
 
 
-def engine_tag(interruptible: bool = True) -> str:
+def engine_tag(interruptible: bool = True, relaxed_simd: bool = True) -> str:
     """What compiled code depends on; part of every cache key, so code compiled with interrupt checks is never
-    deserialised for an engine without them, nor code from before a change of the rewrite."""
-    return f"wasmtime {WASMTIME_VERSION}|speed|simd" + (f"|{REWRITE_TAG}" if interruptible else "")
+    deserialised for an engine without them, nor code from before a change of the rewrite, nor one code
+    variant for an engine that runs the other (artifact/variants.py)."""
+    return (f"wasmtime {WASMTIME_VERSION}|speed|simd" + ("|relaxed" if relaxed_simd else "")
+            + (f"|{REWRITE_TAG}" if interruptible else ""))
 
 
 ENGINE_TAG = engine_tag()
 _ENGINE_TAGS: weakref.WeakKeyDictionary[wasmtime.Engine, str] = weakref.WeakKeyDictionary()
 
 
-def make_engine(interruptible: bool = True) -> wasmtime.Engine:
+def make_engine(interruptible: bool = True, relaxed_simd: bool = True) -> wasmtime.Engine:
     """The engine wasinfer modules are compiled for.
 
     `interruptible` has every module compiled for it rewritten with interrupt checks (interrupt.py), which is
     what lets a deadline stop a module that never returns; they cost 0-7% on real models, so hosts that
-    set no deadline can leave them out. Both kinds have the same wasmtime settings.
+    set no deadline can leave them out. `relaxed_simd` runs a module's relaxed-SIMD code variant where it
+    carries one (artifact/variants.py: fused multiply-add, results different in the last bits); without
+    it the plain code runs, bit for bit what every engine computes. The wasmtime settings are the same.
     """
     config = wasmtime.Config()
     config.cranelift_opt_level = "speed"
     config.wasm_simd = True
     config.wasm_bulk_memory = True
-    config.wasm_relaxed_simd = True  # modules compiled with --relaxed-simd (FMA); wasmtime's default, made explicit
+    config.wasm_relaxed_simd = True  # relaxed-SIMD code (convert --simd auto|relaxed); wasmtime's default too
     config.wasm_multi_memory = True  # the interrupt flag's memory beside the module's own
     config.wasm_threads = interruptible  # the checks load the flag atomically (interrupt.py); modules may not
     engine = wasmtime.Engine(config)
-    _ENGINE_TAGS[engine] = engine_tag(interruptible)
+    _ENGINE_TAGS[engine] = engine_tag(interruptible, relaxed_simd)
     return engine
 
 
@@ -95,12 +100,14 @@ def tag_of(engine: wasmtime.Engine) -> str:
 
 
 def is_interruptible(engine: wasmtime.Engine) -> bool:
-    return tag_of(engine) == ENGINE_TAG
+    return tag_of(engine).endswith(f"|{REWRITE_TAG}")
 
 
 def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
-    """Compile `wasm` for `engine`; for an interruptible one it is first checked valid, then rewritten with
-    interrupt checks (interrupt.py; UnverifiableModule, a ValueError, when it cannot be decoded for that)."""
+    """Compile `wasm` for `engine`: its relaxed-SIMD code variant in place of the plain code where the engine
+    runs it (artifact/variants.py); for an interruptible engine checked valid, then rewritten with interrupt
+    checks (interrupt.py; UnverifiableModule, a ValueError, when it cannot be decoded for that)."""
+    wasm = select_code(wasm, relaxed="|relaxed" in tag_of(engine))
     if is_interruptible(engine):
         wasmtime.Module.validate(engine, wasm)  # bytes that are not a valid module: wasmtime's error says why
         wasm = interruptible(wasm)

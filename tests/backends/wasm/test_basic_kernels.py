@@ -112,6 +112,6 @@ def test_gemm_k_blocks(monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int, 
 def test_gemm_relaxed_simd(op: str) -> None:
     a, b = rand(5, 33), rand(33, 19)
     model = single_op_model(op, {"a": a}, constants={"b": b})
-    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    relaxed = convert_onnx(model, simd="relaxed").wasm
     assert RELAXED_MADD in relaxed
     np.testing.assert_allclose(WasmModel(relaxed).run({"a": a})["y0"], a @ b, rtol=1e-4, atol=1e-4)

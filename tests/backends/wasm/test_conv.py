@@ -220,12 +220,12 @@ def test_column_tiles_cover_every_column(n_size: int, overlap: bool, expected: l
     ((1, 64, 5, 6), (9, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
 ])
 def test_conv_relaxed_simd(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
-    """--relaxed-simd: f32x4.relaxed_madd in the GEMM, within float32 tolerance of ONNX Runtime."""
+    """--simd relaxed: f32x4.relaxed_madd in the GEMM, within float32 tolerance of ONNX Runtime."""
     x = rand(*x_shape)
     model = conv_then("Relu", x, rand(*w_shape), rand(w_shape[0]), **attrs)
-    plain, relaxed = convert_onnx(model).wasm, convert_onnx(model, relaxed_simd=True).wasm
+    plain, relaxed = convert_onnx(model, simd="plain").wasm, convert_onnx(model, simd="relaxed").wasm
     assert RELAXED_MADD in relaxed and RELAXED_MADD not in plain
-    assert json.loads(read_metadata(relaxed).to_json())["compile_options"]["relaxed_simd"] is True
+    assert json.loads(read_metadata(relaxed).to_json())["compile_options"]["simd"] == "relaxed"
     got = WasmModel(relaxed).run({"x": x})["y"]
     np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
@@ -286,7 +286,7 @@ def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyP
     model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
     assert convert_onnx(model).stats["activations_fused"] == 1
     assert_matches_ort(model, {"x": x}, atol=1e-4)
-    relaxed = convert_onnx(model, relaxed_simd=True).wasm
+    relaxed = convert_onnx(model, simd="relaxed").wasm
     np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
                                rtol=1e-4, atol=1e-4)
 
