@@ -1,4 +1,4 @@
-"""Smaller modules: float32 weights vs `--weights fp16` vs `--quantize int8`, side by side.
+"""Smaller modules: float32 weights vs `--weights fp16` vs `--weights int8`, side by side.
 
 Per model and weight encoding:
 - size: the module against the ONNX file, and the module's data section (what the weights cost);
@@ -176,7 +176,7 @@ def render_section(report: dict[str, Any]) -> str:
         "",
         f"`python benchmarks/size_bench.py`, {report['date']}, {m['nproc']} cores ({m['cpu']}), load "
         f"{m['loadavg_1min']}. `wasinfer convert --weights fp16` stores large weights as float16, "
-        "`--quantize int8` as int8 with one symmetric scale per output channel; the module's start "
+        "`--weights int8` as int8 with one symmetric scale per output channel; the module's start "
         "function expands them into float32 once per instantiation, and the kernels run unchanged. "
         "*module/onnx*: the module against the ONNX file; *data*: the module's data section (what the "
         "weights cost); *quality*: the digits demo's test-split accuracy, otherwise the largest output "

@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 from onnx import helper, numpy_helper
 
-from tests.artifact.engines import requires_node
+from tests.artifact.engines import PLAIN, requires_node
 from tests.artifact.test_node_engine import run_in_node
 from tests.parity import ort_run, single_op_model
 from wasinfer.artifact import convert_onnx, read_metadata
@@ -213,7 +213,7 @@ def test_models_match_ort_within_the_quantisation_step(case: str, kind: str) -> 
     else:
         stored = weights.astype(np.float16).astype(np.float32)
         delta = np.abs(weights) * 2.0**-11
-    result = convert_onnx(model, weights=kind)
+    result = convert_onnx(model, weights=kind, simd="plain")  # sizes below: one code section
     got = WasmModel(result.wasm).run(feeds)["y0"]
     # exact storage: the module computes with precisely the quantised weights
     np.testing.assert_allclose(got, ort_run(with_weight(model, name, stored), feeds)[0], rtol=1e-4, atol=1e-4)
@@ -223,7 +223,7 @@ def test_models_match_ort_within_the_quantisation_step(case: str, kind: str) -> 
     assert np.all(np.abs(got - want) <= bound * 1.001 + 1e-4)
     assert np.abs(got - want).max() > 0  # the weights really were rounded
     assert result.metadata.weight_encoding == kind and result.stats["compressed_tensors"] == 1
-    plain = len(convert_onnx(model).wasm)
+    plain = len(convert_onnx(model, simd="plain").wasm)
     # int8 saves 3/4 of the weight bytes less the scales, fp16 1/2; both pay once for the expansion code
     saving = weights.nbytes * (0.7 if kind == "int8" else 0.48) - 400
     assert len(result.wasm) <= plain - saving, (len(result.wasm), plain)
@@ -278,8 +278,8 @@ def accuracy(wasm: bytes, x: np.ndarray, y: np.ndarray) -> float:
 def test_digits_int8_keeps_accuracy_and_shrinks_the_weights(digits: tuple[bytes, np.ndarray, np.ndarray]) -> None:
     raw, x, y = digits
     model = onnx.load_from_string(raw)
-    plain = convert_onnx(model, max_batch=64).wasm
-    small = convert_onnx(model, max_batch=64, weights="int8").wasm
+    plain = convert_onnx(model, max_batch=64, simd="plain").wasm  # the sizes below: one code section
+    small = convert_onnx(model, max_batch=64, weights="int8", simd="plain").wasm
     assert read_metadata(small).weight_encoding == "int8"
     # THE ACCEPTANCE BOUND, part 1: at most half a point of accuracy lost on the test split
     assert accuracy(small, x, y) >= accuracy(plain, x, y) - 0.005
@@ -317,16 +317,16 @@ def test_a_model_whose_weights_dominate_is_under_30_percent_of_its_onnx_file() -
     assert np.abs(WasmModel(small).run(feeds)[name] - want).max() < 0.05 * np.abs(want).max()
 
 
-def test_cli_convert_quantize_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_convert_int8_weights_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from wasinfer.cli.main import main
 
     directory = tmp_path
     model, _, _, _ = gemm_model(True)
     onnx.save(model, directory / "m.onnx")
-    assert main(["convert", str(directory / "m.onnx"), "--quantize", "int8", "--json"]) == 0
+    assert main(["convert", str(directory / "m.onnx"), "--weights", "int8", "--json"]) == 0
     assert main(["info", str(directory / "m.wasm")]) == 0
     assert '"weight_encoding": "int8"' in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # static quantization and compressed storage are one or the other
         main(["convert", str(directory / "m.onnx"), "--quantize", "int8", "--weights", "fp16"])
 
 
@@ -335,7 +335,7 @@ def test_cli_convert_quantize_and_info(tmp_path: Path, capsys: pytest.CaptureFix
 def test_node_expands_the_weights_bit_for_bit_like_wasmtime(kind: str, tmp_path: Path) -> None:
     model, feeds, _, _ = conv_model()
     wasm = convert_onnx(model, weights=kind).wasm
-    want = WasmModel(wasm).run(feeds)["y0"]
+    want = WasmModel(wasm, PLAIN).run(feeds)["y0"]  # node runs the plain code
     (got,) = run_in_node(wasm, feeds, tmp_path)
     assert got == want.tobytes()
 

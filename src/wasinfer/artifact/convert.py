@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import onnx
 
 from wasinfer import __version__
+from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
@@ -48,6 +50,8 @@ def convert_model(
     weights: str = "float32",
     source_format: str | None = None,
     simd: str = "auto",
+    quantize: str | None = None,
+    calibration: Sequence[Feeds] = (),
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -59,6 +63,9 @@ def convert_model(
     `simd` "auto" carries both plain-SIMD code and relaxed-SIMD (FMA) code that a host with relaxed SIMD
     swaps in (artifact/variants.py); "plain" only the first, "relaxed" only the second (the module then
     needs an engine with relaxed SIMD).
+    `quantize` "int8" quantizes an ONNX model statically first, calibrated on the `calibration` samples
+    (artifact/calibrate.py: ONNX Runtime's quantizer), so that its layers run on the integer kernels; the
+    metadata's source_sha256 stays the float model's.
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
@@ -69,7 +76,12 @@ def convert_model(
         source_format = "tflite" if not isinstance(source, onnx.ModelProto) and is_tflite(source) else "onnx"
     if source_format not in ("onnx", "tflite") or (source_format == "tflite" and isinstance(source, onnx.ModelProto)):
         raise ValueError(f"source_format {source_format!r}: expected 'onnx' or a .tflite file for 'tflite'")
+    source_sha256 = None
+    if quantize is not None:
+        source, source_sha256 = _quantized(source, source_format, quantize, calibration)
     loaded = _load(source, input_shapes, source_format)
+    if source_sha256 is not None:
+        loaded = dataclasses.replace(loaded, source_sha256=source_sha256)
     graph = loaded.graph
     nodes_in = len(graph.nodes)
     folded = fold_static_values(graph) + fold_constants(graph)
@@ -129,6 +141,7 @@ def convert_model(
         arena_bytes=compiled.arena_size,
         memory_bytes=int(layout["memory_bytes"]),  # type: ignore[call-overload]
         compile_options={"max_batch": max_batch, "wasi": wasi, "weights": weights, "simd": simd_note,
+                         "quantize": quantize, "calibration_samples": len(calibration) if quantize else 0,
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}},
         stats={k: v for k, v in stats.items() if k not in ("ops", "weight_encoding")},
         weight_encoding=weights,
@@ -138,6 +151,26 @@ def convert_model(
     stats["seconds"] = time.perf_counter() - started
     stats["wasm_bytes"] = len(wasm)
     return ConvertResult(wasm, metadata, stats)
+
+
+def _quantized(source: str | Path | onnx.ModelProto, source_format: str, quantize: str,
+               calibration: Sequence[Feeds]) -> tuple[onnx.ModelProto, str]:
+    """The statically quantized model, and the float model's sha256 (what the module was made from)."""
+    if quantize != "int8":
+        raise ValueError(f"--quantize {quantize!r}: only int8 is supported")
+    if source_format != "onnx":
+        raise ValueError("--quantize int8 quantizes ONNX models; a TensorFlow Lite model is quantized by its own "
+                         "converter (full-integer .tflite files compile as they are)")
+    if not calibration:
+        raise ValueError("--quantize int8 needs calibration samples: --calibration DIR, a directory of .npy "
+                         "(one input) or .npz files (one array per input) that look like real inputs; for "
+                         "smaller weights alone, use --weights int8")
+    raw = source.SerializeToString() if isinstance(source, onnx.ModelProto) else Path(source).read_bytes()
+    try:
+        quantized = quantize_static(onnx.load_from_string(raw), calibration)
+    except Exception as exc:  # ONNX Runtime's quantizer and its sessions raise many kinds
+        raise ValueError(f"--quantize int8: ONNX Runtime's quantizer failed: {str(exc).splitlines()[0]}") from exc
+    return quantized, hashlib.sha256(raw).hexdigest()
 
 
 def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None,

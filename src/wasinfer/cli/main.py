@@ -17,7 +17,7 @@ from rich.table import Table
 from wasinfer import __version__
 from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
 from wasinfer.fileio import atomic_write
-from wasinfer.runtime import CompiledCache, InputError, WasmModel
+from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 
 if TYPE_CHECKING:
     from wasinfer.artifact.validate import Report
@@ -48,12 +48,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         overrides = parse_shape_overrides(args.input_shape or [])
         max_batch = overrides.batch_limit(args.max_batch)
+        samples = _calibration_samples(source, args.quantize, args.calibration)
         with progress:
             task = progress.add_task(source.name, total=None)
             result = convert_model(
                 source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
-                wasi=args.wasi, weights=args.quantize or args.weights, simd=args.simd,
+                wasi=args.wasi, weights=args.weights, simd=args.simd, quantize=args.quantize, calibration=samples,
             )
     except UnsupportedModel as exc:
         errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -67,6 +68,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     atomic_write(output, result.wasm)
     stats = dict(result.stats, onnx_bytes=source.stat().st_size, output=str(output))
+    drops = _quantization_drop(source, result.wasm, samples) if args.quantize else []
+    if drops:
+        stats["quantization"] = [vars(drop) for drop in drops]
     if args.json:
         print(json.dumps(stats, default=str))
         return 0
@@ -85,9 +89,54 @@ def cmd_convert(args: argparse.Namespace) -> int:
         table.add_row("weights", f"{stats['weight_encoding']}: {stats['compressed_tensors']} tensors, "
                       f"{_fmt_bytes(stats['compressed_float32_bytes'])} → "  # type: ignore[arg-type]
                       f"{_fmt_bytes(stats['compressed_stored_bytes'])}, expanded at start-up")  # type: ignore[arg-type]
+    if drops:
+        table.add_row("int8 vs float", f"on the {len(samples)} calibration samples: "
+                      + "; ".join(drop.describe() for drop in drops))
     table.add_row("time", f"{stats['seconds']:.2f} s")
     console.print(table)
     return 0
+
+
+def _calibration_samples(source: Path, quantize: str | None, calibration: str | None) -> list[dict[str, np.ndarray]]:
+    """The samples `--calibration` names, for `--quantize int8`; ValueError for one flag without the other."""
+    from wasinfer.artifact.calibrate import model_inputs, read_samples
+
+    if calibration is not None and quantize is None:
+        raise ValueError("--calibration is for --quantize int8 (static quantization); give both")
+    if quantize is None:
+        return []
+    if calibration is None:
+        raise ValueError("--quantize int8 needs --calibration DIR: a directory of .npy (one input) or .npz files "
+                         "(one array per input) that look like real inputs; for smaller weights alone, use "
+                         "--weights int8")
+    import onnx
+
+    try:
+        names = model_inputs(onnx.load(str(source), load_external_data=False))
+    except Exception as exc:  # protobuf's decode errors have no stable type
+        raise ValueError(f"--quantize int8 quantizes ONNX models; {source} is not one: {exc}") from None
+    return read_samples(Path(calibration), names)
+
+
+def _quantization_drop(source: Path, wasm: bytes, samples: list[dict[str, np.ndarray]]) -> list[Any]:
+    """How far the quantized module is from the float model (run by ONNX Runtime) on the calibration samples."""
+    from wasinfer.artifact.calibrate import accuracy_drop
+    from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
+
+    module = WasmModel(wasm, make_engine(interruptible=False))
+    reference = OnnxRuntimeModel(source, threads=1, providers="cpu")
+    names = module.output_names()
+
+    def run_float(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        outputs = reference.run(feeds)
+        return [outputs[name] for name in names]
+
+    try:
+        return accuracy_drop(module.run, run_float, names, samples)
+    except InputError as exc:
+        errors.print(f"[yellow]warning:[/] the calibration samples do not fit the compiled module, so the "
+                     f"quantization's effect was not measured: {escape(str(exc))}", soft_wrap=True)
+        return []
 
 
 def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
@@ -223,14 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "Chrome 114+ do, Firefox and Safari not by default)")
     smaller = p.add_mutually_exclusive_group()
     smaller.add_argument("--quantize", choices=["int8"],
-                         help="store large weights (Conv, Gemm, MatMul, ConvTranspose, LSTM/GRU/RNN, Gather tables) "
-                         "as int8 with one symmetric scale per output channel: about 4x smaller weights; each weight "
-                         "moves by up to half its channel's step (max|w|/254), so outputs differ from the float32 "
-                         "model's beyond `validate --reference`'s float32 tolerance: check accuracy on your own data. "
-                         "Expanded to float32 once at start-up; kernels run at float32 speed")
-    smaller.add_argument("--weights", choices=["float32", "fp16"], default="float32",
-                         help="fp16: store large weights as float16 (2x smaller, about 3 significant digits; "
-                         "values beyond float16's range stay float32); expanded to float32 at start-up")
+                         help="quantize an ONNX model statically with ONNX Runtime's quantizer (QDQ, int8 weights "
+                         "with one symmetric scale per output channel, int8 activations), calibrated on "
+                         "--calibration's samples, so that its matrix products run on int8 kernels; convert then "
+                         "reports how far the outputs moved from the float model's on those samples")
+    smaller.add_argument("--weights", choices=["float32", "fp16", "int8"], default="float32",
+                         help="store large weights compressed, expanded to float32 at start-up (kernels run at "
+                         "float32 speed): fp16 (2x smaller, about 3 significant digits; values beyond float16's "
+                         "range stay float32) or int8 (about 4x smaller, one symmetric scale per output channel; "
+                         "each weight moves by up to half its channel's step: check accuracy on your own data)")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="for --quantize int8: a directory of samples, .npy files (a model with one input) or .npz "
+                   "files (one array per input name), each one run's inputs at the compiled shapes")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_convert)
 
