@@ -72,6 +72,15 @@ def looping_module() -> bytes:
         (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""")
 
 
+def table_growing_module(elements: int) -> bytes:
+    """Grows a function table by `elements` on every run (host memory outside the linear memory, 8 bytes an
+    element); y = x if the grow was refused, a trap if it was granted."""
+    return _module("tables", f"""
+        (if (i32.ne (table.grow $t (ref.null func) (i32.const {elements})) (i32.const -1)) (then unreachable))
+        (memory.copy (i32.const {OUTPUT}) (i32.const {INPUT}) (i32.mul (local.get $batch) (i32.const 16)))""",
+                   functions="(table $t 1 funcref)")
+
+
 def spinning_module(iterations: int) -> bytes:
     """A well-behaved module whose runs take a set time: y = x after counting down from `iterations`
     (about a millisecond per million), the cost of a small real model without compiling one."""

@@ -29,6 +29,7 @@ from tests.hostile import (
     looping_module,
     looping_start_module,
     memory_bomb_module,
+    table_growing_module,
     trapping_module,
 )
 from wasinfer.artifact import convert_onnx
@@ -265,3 +266,13 @@ def test_a_deadline_stops_a_huge_bulk_memory_instruction() -> None:
         bounded(lambda: model.run({"x": X}))
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"a 4 GiB memory.fill ran {elapsed:.1f} s against a 50 ms deadline"
+
+
+@pytest.mark.parametrize("deadline", [None, 30.0], ids=["no-deadline", "deadline"])
+def test_tables_cannot_grow_past_the_store_cap(deadline: float | None) -> None:
+    """A table's elements are host memory outside the linear-memory cap: 100M of them grew a process by 0.8 GB in
+    one 0.6 s instruction. Every store caps them (TABLE_ELEMENTS_CAP), so the grow is refused (-1) at once."""
+    model = WasmModel(table_growing_module(100_000_000), deadline_seconds=deadline, memory_limit_bytes=CAP)
+    before = resident_bytes()
+    np.testing.assert_array_equal(model.run({"x": X})["y"], X)  # refused: no trap
+    assert resident_bytes() - before < 64 << 20

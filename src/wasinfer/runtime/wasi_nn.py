@@ -122,6 +122,7 @@ from wasinfer.runtime.wasm import (
     compile_module,
     make_engine,
     model_info,
+    set_store_limits,
 )
 
 log = logging.getLogger("wasinfer.runtime")
@@ -814,8 +815,7 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
             for host_dir, guest_path in dirs:
                 config.preopen_dir(str(host_dir), guest_path)
             store.set_wasi(config)
-            if memory_limit_bytes is not None:
-                store.set_limits(memory_size=memory_limit_bytes)
+            set_store_limits(store, memory_limit_bytes)
             deadline_at = None if deadline_seconds is None else time.monotonic() + deadline_seconds
             host = NnHost(preloads, limits, memory_limit_bytes, deadline_at)
             linker = wasmtime.Linker(engine)

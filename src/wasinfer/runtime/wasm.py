@@ -115,6 +115,17 @@ def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
 
 
 WASM_PAGE = 65536
+# Table elements one store may hold. wasinfer modules have no tables and compiled programs' function tables
+# hold hundreds to thousands of entries, but without a cap a module's table.grow takes host memory outside
+# its linear-memory cap (8 bytes an element: 100M elements grew a process by 0.8 GB in 0.6 s, one
+# instruction) and table.fill / table.copy over them run as single steps no deadline splits.
+TABLE_ELEMENTS_CAP = 1 << 20
+
+
+def set_store_limits(store: wasmtime.Store, memory_limit_bytes: int | None) -> None:
+    """Cap the store's linear memory (None: no cap) and, always, its table elements (TABLE_ELEMENTS_CAP)."""
+    store.set_limits(memory_size=-1 if memory_limit_bytes is None else memory_limit_bytes,
+                     table_elements=TABLE_ELEMENTS_CAP)
 
 
 class CompiledCache:
@@ -271,7 +282,7 @@ class WasmModel:
                 raise MemoryLimitExceeded(
                     f"model {self.metadata.name!r} needs {needed} bytes of linear memory at instantiation, more "
                     f"than the instance memory cap of {memory_limit_bytes} bytes")
-            self.store.set_limits(memory_size=memory_limit_bytes)
+        set_store_limits(self.store, memory_limit_bytes)
         self._flag: ctypes.c_int32 | None = None
         self._fired = False
         try:
