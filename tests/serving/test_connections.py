@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 import time
+from pathlib import Path
 
 import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
+from tests.hostile import spinning_module
 from tests.serving.conftest import Repo, start_server
 
 BOUND = 30.0  # seconds a connection may take to be closed here: 30 times the deadline the tests set
@@ -158,4 +164,41 @@ def test_grpc_connections_without_a_handshake_are_closed(writable_repo: Repo) ->
             answer = _until_closed(conn, time.monotonic() + BOUND)  # the server's SETTINGS, then its GOAWAY
         assert b"handshake timeout" in answer, answer
     finally:
+        server.stop(grace=2)
+
+
+def test_grpc_calls_over_the_per_client_cap_get_resource_exhausted(tmp_path: Path) -> None:
+    """grpcio admits connections in its core, so the cap counts a client's calls in progress: with two slow calls
+    running, the client's third call (even a health check) is refused at once, and once they end it is served."""
+    path = tmp_path / "spin" / "1" / "model.wasm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(spinning_module(2_000_000_000))  # seconds a run: the two calls are surely in progress
+    server = start_server(tmp_path, max_connections_per_client=2, pool_size=2)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        def slow() -> None:
+            x = np.ones((1, 4), np.float32)
+            tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            client.infer("spin", [tensor], client_timeout=BOUND)
+
+        assert client.is_server_live()
+        runs = [threading.Thread(target=slow, daemon=True) for _ in range(2)]
+        for run in runs:
+            run.start()
+        refused = None
+        deadline = time.monotonic() + BOUND
+        while refused is None and time.monotonic() < deadline and all(run.is_alive() for run in runs):
+            try:
+                client.is_server_live()
+                time.sleep(0.02)  # the two calls have not both reached the server yet
+            except InferenceServerException as exc:
+                refused = exc
+        assert refused is not None and refused.status() == "StatusCode.RESOURCE_EXHAUSTED", refused
+        assert "this client already has 2 calls in progress" in refused.message()
+        for run in runs:
+            run.join(BOUND)
+        assert client.is_server_live()  # the calls ended: the client is under its cap again
+    finally:
+        client.close()
         server.stop(grace=2)

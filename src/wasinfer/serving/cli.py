@@ -139,8 +139,9 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                              help="close a connection idle this long between requests (REST keep-alive; gRPC: "
                              "no call in flight; default 5)")
     connections.add_argument("--max-connections-per-client", type=int, default=0, metavar="N",
-                             help="open REST connections one client address may hold; more are answered 429 and "
-                             "closed (default 0: no cap; behind a proxy every client has the proxy's address)")
+                             help="open REST connections one client address may hold (more are answered 429 and "
+                             "closed), and gRPC calls in progress (more get RESOURCE_EXHAUSTED); default 0: no cap; "
+                             "behind a proxy every client has the proxy's address")
 
 
 def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -318,7 +318,56 @@ class InferenceServicer:
         return self.m["RepositoryModelUnloadResponse"]()
 
 
-def _handler(name: str, method: Handler, message: Any) -> Callable[[bytes, grpc.ServicerContext], Any]:
+def client_address(peer: str) -> str:
+    """The client's address in grpcio's peer string ("ipv4:127.0.0.1:50123", "ipv6:[::1]:50123"), port dropped:
+    one client, however many connections and ports it uses."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host, _, _ = rest.rpartition(":")
+        return host.strip("[]") or rest
+    return peer  # unix sockets and the like: the whole string
+
+
+class ClientCalls:
+    """Calls in progress per client address, capped: the gRPC side of `--max-connections-per-client`.
+
+    Why calls, not connections: grpcio accepts connections in its core, with no hook to refuse one from
+    Python, and HTTP/2 multiplexes any number of calls over one connection; what a client holds of the
+    server is the calls it has in flight (each keeps a thread while it waits for its model). So a client
+    at the cap gets RESOURCE_EXHAUSTED at once for its next call, as a REST client gets 429 for its next
+    connection; health and metadata calls count too, since they also take threads.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit  # 0: no cap
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, peer: str) -> Iterator[None]:
+        if not self.limit:
+            yield
+            return
+        client = client_address(peer)
+        with self._lock:
+            held = self._open.get(client, 0)
+            if held >= self.limit:
+                raise TooManyRequests(f"this client already has {held} calls in progress, the most one client "
+                                      f"may have (--max-connections-per-client); retry when one has finished")
+            self._open[client] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._open[client] - 1
+                if left:
+                    self._open[client] = left
+                else:
+                    del self._open[client]
+
+
+def _handler(name: str, method: Handler, message: Any,
+             clients: ClientCalls | None = None) -> Callable[[bytes, grpc.ServicerContext], Any]:
     """grpcio's (request bytes, context) handler around a servicer method: request id, token, errors, logs.
 
     The request is parsed here rather than by grpcio's request_deserializer, whose failure is
@@ -352,7 +401,8 @@ def _handler(name: str, method: Handler, message: Any) -> Callable[[bytes, grpc.
         try:
             if failure is not None:
                 raise failure
-            return method(request, context, Call(request_id, authorization))
+            with clients.hold(context.peer()) if clients is not None else nullcontext():
+                return method(request, context, Call(request_id, authorization))
         except Exception as exc:  # every failure is a status with a message, and a log line
             failure = exc if isinstance(exc, ServingError) else Internal(
                 f"internal server error (request id {request_id}; the server log has the details)")
@@ -381,7 +431,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
                       max_message_bytes: int, cache_dir: Path | None = None, tokens: Tokens | None = None,
                       tls: tuple[bytes, bytes] | None = None, not_ready: Callable[[], str] = lambda: "",
                       handshake_timeout: float | None = None, idle_timeout: float | None = None,
-                      ) -> tuple[grpc.Server, int]:
+                      max_calls_per_client: int = 0) -> tuple[grpc.Server, int]:
     """A started-to-be server bound to `address` (port 0: any free one); returns it and its port.
 
     `workers` threads serve inference and the other methods that may wait; CONTROL_METHODS get
@@ -389,7 +439,8 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
     then speaks TLS only. `not_ready`: why ServerReady must say false ("" when it may say true).
     `handshake_timeout`: seconds a new connection has to complete its handshake; `idle_timeout`: a
     connection with no call for that long is closed (clients reconnect on their next call); None:
-    grpcio's defaults (120 s, never).
+    grpcio's defaults (120 s, never). `max_calls_per_client`: calls in progress one client address may have
+    (ClientCalls; 0: no cap).
     """
     servicer = InferenceServicer(manager, metrics, cache_dir, tokens, not_ready, workers)
     limits = ([("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))] if handshake_timeout else []) + \
@@ -397,8 +448,9 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
     classes = servicer.m
     control = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="wasinfer-grpc-control")
     handlers = {}
+    clients = ClientCalls(max_calls_per_client) if max_calls_per_client else None
     for name, (request, response) in service_methods(cache_dir).items():
-        handle = _handler(name, getattr(servicer, name), classes[request])
+        handle = _handler(name, getattr(servicer, name), classes[request], clients)
         if name in CONTROL_METHODS:
             handle.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
         handlers[name] = grpc.unary_unary_rpc_method_handler(handle,

@@ -207,7 +207,7 @@ class Server:
                     workers=GRPC_WORKERS,
                     max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
                     not_ready=self.not_ready, handshake_timeout=config.header_timeout_seconds,
-                    idle_timeout=config.idle_timeout_seconds)
+                    idle_timeout=config.idle_timeout_seconds, max_calls_per_client=config.max_connections_per_client)
             except OSError:
                 sock.close()
                 raise
