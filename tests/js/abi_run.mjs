@@ -18,9 +18,14 @@ for (const { module: from, name } of WebAssembly.Module.imports(module)) {
   (imports[from] ??= {})[name] = () => { throw new Error(`${from}.${name} is not provided`); };
 }
 const { exports: abi } = await WebAssembly.instantiate(module, imports);
-if (abi.wasinfer_abi_version() !== 1) throw new Error("unsupported wasinfer ABI version");
+const version = abi.wasinfer_abi_version();  // 2: some output's shape is decided by each run
+if (version !== 1 && version !== 2) throw new Error(`unsupported wasinfer ABI version ${version}`);
 
-const sampleBytes = (t) => t.shape.reduce((a, b) => a * b, 1) * ITEM_BYTES[t.dtype];
+const elements = (shape) => shape.reduce((a, b) => a * b, 1);
+const sampleBytes = (t) => elements(t.shape) * ITEM_BYTES[t.dtype];
+// ABI 2: the dims this run wrote (int32 each) for an output with run-time axes; the shape otherwise
+const shapeOf = (t) => t.dims_offset == null ? t.shape
+  : Array.from(new Int32Array(abi.memory.buffer, t.dims_offset, t.shape.length));
 let batch = 1;
 meta.inputs.forEach((t, i) => {
   const raw = readFileSync(inputPaths[i]);
@@ -30,6 +35,6 @@ meta.inputs.forEach((t, i) => {
 const status = abi.wasinfer_run(batch);  // 0: ok; 1: batch outside 1..wasinfer_max_batch()
 if (status !== 0) throw new Error(`wasinfer_run returned ${status}`);
 meta.outputs.forEach((t, i) => {
-  const bytes = (t.batch_axis !== null ? batch : 1) * sampleBytes(t);
+  const bytes = (t.batch_axis !== null ? batch : 1) * elements(shapeOf(t)) * ITEM_BYTES[t.dtype];
   writeFileSync(`output${i}.bin`, new Uint8Array(abi.memory.buffer, abi.wasinfer_output_ptr(i), bytes));
 });

@@ -17,12 +17,14 @@ from wasinfer import __version__
 from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.variants import attach_relaxed_code
-from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions, compile_graph
+from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
+from wasinfer.backends.wasm.compiler import abi_version
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
+from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.quantize import quantize_weights
@@ -86,6 +88,7 @@ def convert_model(
     nodes_in = len(graph.nodes)
     folded = fold_static_values(graph) + fold_constants(graph)
     folded += settle(graph)  # constant Ifs inlined, values typed once their shapes folded, refolded
+    bound_run_time_shapes(graph)  # NonZero, Compress: their largest shape, and the axes each run decides
     lower_einsums(graph)
     bn = fold_batchnorm(graph)
     fused = fuse_activations(graph)
@@ -118,7 +121,10 @@ def convert_model(
 
     def spec(tensor: str, slots: dict[str, int]) -> TensorSlot:
         info = graph.info(tensor)
-        return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor])
+        dims = layout["dims"]
+        assert isinstance(dims, dict)
+        return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor],
+                          list(graph.run_time_axes.get(tensor, ())), dims.get(tensor))
 
     layout = compiled.layout
     stats: dict[str, object] = {
@@ -134,7 +140,7 @@ def convert_model(
         inputs=[spec(n, layout["inputs"]) for n in graph.inputs],  # type: ignore[arg-type]
         outputs=[spec(n, layout["outputs"]) for n in graph.outputs],  # type: ignore[arg-type]
         max_batch=max_batch,
-        abi_version=ABI_VERSION,
+        abi_version=abi_version(graph),
         source_sha256=loaded.source_sha256,
         source_format=source_format,
         producer=f"wasinfer {__version__}",

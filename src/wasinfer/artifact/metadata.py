@@ -25,6 +25,10 @@ class TensorSlot:
     shape: list[int]  # one sample's (1 at batch_axis) when batched; the full shape otherwise
     batch_axis: int | None  # the axis that carries the run-time batch (0, or 1 for a recurrent state), or None
     offset: int  # byte address of the slot in linear memory
+    # ABI version 2: axes whose size each run decides (the shape above is then the largest), and the byte
+    # address where each run writes the actual dims (int32 each); none in version-1 modules
+    run_time_axes: list[int] = field(default_factory=list)
+    dims_offset: int | None = None
 
     @property
     def sample_bytes(self) -> int:
@@ -82,8 +86,10 @@ class Metadata:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"metadata schema {data.get('schema_version')} is not {SCHEMA_VERSION}")
         _check_fields(data)
-        data["inputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["inputs"]]
-        data["outputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS}) for t in data["outputs"]]
+        data["inputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS + _OPTIONAL_TENSOR_FIELDS if k in t})
+                          for t in data["inputs"]]
+        data["outputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS + _OPTIONAL_TENSOR_FIELDS if k in t})
+                           for t in data["outputs"]]
         known = {f.name for f in fields(cls)}
         metadata = cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
         _check_slots(metadata)
@@ -95,6 +101,7 @@ class Metadata:
 TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
                  "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
 _TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
+_OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset")  # ABI version 2
 
 
 def _is_count(value: Any) -> bool:
@@ -142,6 +149,15 @@ def _check_fields(data: dict[str, Any]) -> None:
                 raise bad(f"{where}.shape ({name!r})", shape, f"one sample's shape, with 1 at batch_axis {axis}")
             if not _is_count(tensor["offset"]):
                 raise bad(f"{where}.offset ({name!r})", tensor["offset"], "an integer >= 0")
+            varying, dims = tensor.get("run_time_axes", []), tensor.get("dims_offset")
+            if not isinstance(varying, list) or not all(_is_count(a) and a < len(shape) for a in varying):
+                raise bad(f"{where}.run_time_axes ({name!r})", varying, f"a list of axes of its shape {shape}")
+            if (dims is None) != (not varying) or (dims is not None and not _is_count(dims)):
+                raise bad(f"{where}.dims_offset ({name!r})", dims,
+                          "an integer >= 0 exactly when run_time_axes lists some axis")
+            if varying and (axis is not None or group == "inputs"):
+                raise bad(f"{where}.run_time_axes ({name!r})", varying, "no run-time axes on inputs or batched "
+                          "tensors")
 
 
 def _check_slots(metadata: Metadata) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, read_metadata
-from wasinfer.backends.wasm import ABI_VERSION
+from wasinfer.backends.wasm.abi import SUPPORTED_ABI_VERSIONS
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -117,8 +117,9 @@ def validate(wasm_path: str | Path, reference: str | Path | None = None, samples
     abi = ex["wasinfer_abi_version"](store)  # type: ignore[operator]
     max_batch = ex["wasinfer_max_batch"](store)  # type: ignore[operator]
     mismatches = []
-    if abi != metadata.abi_version or abi != ABI_VERSION:
-        mismatches.append(f"ABI version export {abi}, metadata {metadata.abi_version}, runtime {ABI_VERSION}")
+    if abi != metadata.abi_version or abi not in SUPPORTED_ABI_VERSIONS:
+        mismatches.append(f"ABI version export {abi}, metadata {metadata.abi_version}, runtime "
+                          f"{' or '.join(map(str, SUPPORTED_ABI_VERSIONS))}")
     if max_batch != metadata.max_batch:
         mismatches.append(f"max batch export {max_batch} != metadata {metadata.max_batch}")
     memory_bytes = memory.data_len(store)

@@ -77,6 +77,9 @@ class Graph:
     # why a run is refused, by the Refuse nodes that say so (passes/control.py): the module's run
     # returns status 2 + the index here, and the runtime raises the message
     run_errors: list[str] = field(default_factory=list)
+    # values whose size along these axes is decided at run time by the data (NonZero, Compress:
+    # passes/dynamic.py); their TensorInfo holds the largest shape, and each run writes the actual dims
+    run_time_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

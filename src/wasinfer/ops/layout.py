@@ -57,3 +57,16 @@ define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice)
 define("Tile", batch=not_followed)
 define("Pad", batch=not_followed)
+
+
+def _data_decides_size(view: BatchView) -> BatchFlow:
+    """How many elements come out depends on every sample's values together."""
+    if view.first is None:
+        return view.none()
+    return view.mixes("how many elements it outputs depends on the values of the whole batch")
+
+
+define("NonZero", batch=_data_decides_size,
+       summary="the indices of the nonzero elements, [rank, count]; count is decided at run time (ABI v2)")
+define("Compress", batch=_data_decides_size,
+       summary="the slices where the condition holds; their count is decided at run time (ABI v2)")

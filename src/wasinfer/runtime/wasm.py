@@ -55,7 +55,10 @@ DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "
 def model_info(metadata: Metadata) -> ModelInfo:
     """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1."""
     def caller(slot: TensorSlot) -> TensorSpec:
-        return TensorSpec(slot.name, slot.dtype, slot.shape_for(-1), slot.batch_axis)
+        shape = slot.shape_for(-1)
+        for axis in slot.run_time_axes:  # decided by each run (ABI version 2)
+            shape[axis] = -1
+        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis)
 
     return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
                      metadata.max_batch)
@@ -447,6 +450,16 @@ class WasmModel:
             raise RuntimeError(f"wasinfer_run returned {status}")
         outputs = {}
         for spec, slot in self._outputs:
-            shape = spec.shape_for(batch)
+            shape = spec.shape_for(batch) if spec.dims_offset is None else self._run_time_shape(spec)
             outputs[spec.name] = slot[:math.prod(shape)].reshape(shape).copy()
         return outputs
+
+    def _run_time_shape(self, spec: TensorSlot) -> list[int]:
+        """The dims this run wrote for an output whose shape it decides; a dim past the metadata's largest is the
+        module's fault (a hostile one could claim any), so this instance is spent, never read past its slot."""
+        assert spec.dims_offset is not None
+        dims = self._view[spec.dims_offset:spec.dims_offset + 4 * len(spec.shape)].view(np.int32).tolist()
+        if any(not 0 <= d <= largest for d, largest in zip(dims, spec.shape, strict=True)):
+            raise self._retire(ModelFault(f"model {self.metadata.name!r} wrote dims {dims} for output {spec.name!r}, "
+                                          f"outside its largest shape {spec.shape}"))
+        return [int(d) for d in dims]

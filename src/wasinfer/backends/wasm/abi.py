@@ -1,4 +1,6 @@
-"""The two constants of the module contract (docs/abi.md) that readers of modules need without the compiler."""
+"""The constants of the module contract (docs/abi.md) that readers of modules need without the compiler."""
 
-ABI_VERSION = 1
+ABI_VERSION = 1  # modules whose every shape is fixed at compile time
+RUN_TIME_SHAPES_ABI_VERSION = 2  # modules with an output whose shape each run decides (NonZero, Compress)
+SUPPORTED_ABI_VERSIONS = (ABI_VERSION, RUN_TIME_SHAPES_ABI_VERSION)
 METADATA_SECTION = "wasinfer.metadata"

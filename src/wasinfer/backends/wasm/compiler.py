@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import wasinfer.backends.wasm.emitters as kernels_pkg
-from wasinfer.backends.wasm.abi import ABI_VERSION, METADATA_SECTION
+from wasinfer.backends.wasm.abi import ABI_VERSION, METADATA_SECTION, RUN_TIME_SHAPES_ABI_VERSION
 from wasinfer.backends.wasm.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.backends.wasm.mathfn import add_math_helpers
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
@@ -31,6 +31,7 @@ from wasinfer.ir import Graph, Node, UnsupportedModel
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
+from wasinfer.passes.dynamic import run_time_shape_problems
 from wasinfer.passes.quantize import WeightEncoding
 
 HEADER = 64
@@ -83,7 +84,7 @@ def emitter_files() -> dict[tuple[str, str], str]:
 
 
 def check_support(graph: Graph) -> None:
-    problems: list[str] = []
+    problems: list[str] = run_time_shape_problems(graph)
     for node in graph.nodes:
         unknown = [n for n in node.inputs if n and n not in graph.tensors]
         if unknown:
@@ -120,10 +121,21 @@ def check_support(graph: Graph) -> None:
         raise UnsupportedModel(problems)
 
 
+def abi_version(graph: Graph) -> int:
+    """ABI_VERSION, or RUN_TIME_SHAPES_ABI_VERSION when an output's shape is decided at run time: hosts that know only
+    version 1 then refuse the module instead of reading a wrong shape."""
+    return RUN_TIME_SHAPES_ABI_VERSION if any(name in graph.run_time_axes for name in graph.outputs) else ABI_VERSION
+
+
 def compile_graph(graph: Graph, options: CompileOptions,
                   progress: Callable[[int, int], None] | None = None) -> Compiled:
     check_support(graph)
     batch = options.max_batch
+    varying = [name for name in graph.outputs if name in graph.run_time_axes]
+    if varying and (batch > 1 or options.wasi):
+        raise UnsupportedModel([f"output {varying[0]!r} has a shape decided at run time, which "
+                                + ("--max-batch above 1" if batch > 1 else "the --wasi command form")
+                                + " does not support yet"])
     if batch > 1 and not any(name in options.batch_axes for name in graph.inputs):
         raise UnsupportedModel(["no input carries a run-time batch (a dynamic leading dim, or a dim named like "
                                 "one), so --max-batch must be 1"])
@@ -138,6 +150,11 @@ def compile_graph(graph: Graph, options: CompileOptions,
         cursor = align(cursor + graph.info(name).nbytes * (batch if name in options.batch_axes else 1))
     # inputs without a batch (and every input of a batch-1 module) are read where the caller wrote them
     in_place = {name for name in graph.inputs if batch == 1 or name not in options.batch_axes}
+    dims: dict[str, int] = {}  # outputs with a run-time shape: where each run writes their actual dims (ABI v2)
+    for name in graph.outputs:
+        if name in graph.run_time_axes and name not in dims:
+            dims[name] = cursor
+            cursor = align(cursor + 4 * len(graph.info(name).shape))
 
     graph.compressed = set(options.weights.tensors) if options.weights is not None else set()
     scratch = {}
@@ -202,7 +219,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         spec = kernel_for(node)
         assert spec is not None
         ctx = Ctx(module, graph, func, address, place_data, helpers,
-                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd)
+                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd, dims=dims)
         ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
         spec.emit(ctx, node)
         node_funcs.append((func_index, node.guards))
@@ -210,7 +227,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
             progress(index + 1, len(compute))
 
     run = _emit_run(module, graph, options, slots, in_place, address, node_funcs)
-    for name, value in (("wasinfer_abi_version", ABI_VERSION), ("wasinfer_max_batch", batch)):
+    for name, value in (("wasinfer_abi_version", abi_version(graph)), ("wasinfer_max_batch", batch)):
         index, func = module.reserve([], [I32], name=name)
         func.i32(value)
         module.export_func(name, index)
@@ -236,6 +253,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     layout: dict[str, object] = {
         "inputs": {n: slots[n] for n in graph.inputs},
         "outputs": {n: slots[n] for n in graph.outputs},
+        "dims": dims,
         "arena_offset": arena,
         "constants_offset": align(arena + plan.arena_size),
         "memory_bytes": module.memory_pages * PAGE,

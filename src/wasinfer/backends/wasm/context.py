@@ -33,6 +33,8 @@ class Ctx:
     helpers: dict[str, int]
     scratch_addr: int = 0
     relaxed_simd: bool = False  # CompileOptions.relaxed_simd: kernels may use relaxed-SIMD opcodes (FMA)
+    # where a value with a run-time shape (Graph.run_time_axes) gets its actual dims written, int32 each
+    dims: dict[str, int] = field(default_factory=dict)
 
     def addr(self, name: str) -> int:
         return self.addresses(name)

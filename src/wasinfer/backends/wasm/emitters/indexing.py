@@ -8,6 +8,9 @@ repeated axes, Split's outputs and a Gather by an evenly spaced constant index l
 slices. Axes that stay contiguous are merged, so a row is one memory.copy whenever it can be.
 DepthToSpace and SpaceToDepth are a 6-D transpose between reshapes (`emit_permute`).
 
+NonZero and Compress write as many elements as the data decides, compactly (as for the actual shape),
+and the actual dims at `ctx.dims[output]` (ABI version 2, passes/dynamic.py).
+
 Gather and GatherElements with indices that are not evenly spaced constants read the indices
 at run time (from the placed constant when they are one): a negative index wraps once, and an
 index outside [-n, n) executes `unreachable` rather than read outside the tensor.
@@ -381,3 +384,101 @@ def emit_space_depth(ctx: Ctx, node: Node) -> None:
 
 
 __all__ = ["emit_copy", "emit_gather_copy", "push_index", "slice_plan", "space_depth_plan"]
+
+
+def _nonzero_test(f: Func, dtype: np.dtype) -> None:
+    """Replace the address on the stack by 1 if the element there is nonzero (NaN is), else 0."""
+    if dtype == np.float32:
+        f.mem("f32.load", align=0).f32(0.0).op("f32.ne")
+    elif dtype == np.float64:
+        f.mem("f64.load", align=0).f64(0.0).op("f64.ne")
+    elif dtype.itemsize == 8:
+        f.mem("i64.load", align=0).op("i64.eqz").op("i32.eqz")
+    else:
+        f.mem(LOAD_STORE[dtype.itemsize][0], align=0).op("i32.eqz").op("i32.eqz")
+
+
+def _check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
+    problems = []
+    if node.outputs[0] not in graph.run_time_axes:
+        problems.append(f"its output {node.outputs[0]!r} has no bounded run-time shape (passes/dynamic.py)")
+    if graph.info(node.inputs[0]).dtype.itemsize not in (1, 2, 4, 8):
+        problems.append(f"input dtype {graph.info(node.inputs[0]).dtype} is not supported")
+    if node.op_type == "Compress" and graph.info(node.inputs[1]).dtype != np.bool_:
+        problems.append("its condition must be bool")
+    return problems
+
+
+def _write_dims(ctx: Ctx, node: Node, count: int) -> None:
+    """The output's actual dims (int32 each) where the runtime reads them; `count` the local holding the varying one."""
+    f, output = ctx.f, node.outputs[0]
+    base = ctx.dims[output]
+    varying = set(ctx.graph.run_time_axes[output])
+    for axis, dim in enumerate(ctx.info(output).shape):
+        f.i32(base + 4 * axis)
+        if axis in varying:
+            f.get(count)
+        else:
+            f.i32(dim)
+        f.mem("i32.store")
+
+
+@kernel("NonZero", check=_check_run_time_shaped)
+def nonzero(ctx: Ctx, node: Node) -> None:
+    """Count the nonzero elements, then write each one's coordinates as int64, [rank, count] row by row."""
+    f = ctx.f
+    x = ctx.info(node.inputs[0])
+    size, esize, rank = math.prod(x.shape), x.dtype.itemsize, len(x.shape)
+    strides = [math.prod(x.shape[d + 1:]) for d in range(rank)]
+    src, dst = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    i, count, k, rest = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    f.i32(0).set(count)
+    with f.for_range(i, 0, size):
+        f.get(count).addr(src, i, esize)
+        _nonzero_test(f, x.dtype)
+        f.op("i32.add").set(count)
+    f.i32(0).set(k)
+    with f.for_range(i, 0, size):
+        f.addr(src, i, esize)
+        _nonzero_test(f, x.dtype)
+        with f.if_():
+            f.get(i).set(rest)
+            for d, stride in enumerate(strides):
+                # out[d, k] = rest // stride; rest %= stride
+                f.get(count).i32(d).op("i32.mul").get(k).op("i32.add").i32(8).op("i32.mul").i32(dst).op("i32.add")
+                f.get(rest).i32(stride).op("i32.div_u").op("i64.extend_i32_u").mem("i64.store", align=0)
+                f.get(rest).i32(stride).op("i32.rem_u").set(rest)
+            f.inc(k)
+    _write_dims(ctx, node, count)
+
+
+@kernel("Compress", check=_check_run_time_shaped)
+def compress(ctx: Ctx, node: Node) -> None:
+    """Copy the slices along the axis (the flattened elements without one) whose condition holds, in order."""
+    f = ctx.f
+    x, condition = ctx.info(node.inputs[0]), ctx.info(node.inputs[1])
+    esize = x.dtype.itemsize
+    if node.attr("axis") is None:
+        outer, n, inner = 1, math.prod(x.shape), esize
+    else:
+        axis = int(node.attr("axis")) % len(x.shape)
+        outer, n = math.prod(x.shape[:axis]), x.shape[axis]
+        inner = math.prod(x.shape[axis + 1:]) * esize
+    taken = min(condition.shape[0], n)
+    src, cond, out = ctx.addr(node.inputs[0]), ctx.addr(node.inputs[1]), ctx.addr(node.outputs[0])
+    o, j, count, dst = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    f.i32(0).set(count)
+    if taken:
+        with f.for_range(j, 0, taken):
+            f.get(count).addr(cond, j, 1).mem("i32.load8_u", align=0).op("i32.add").set(count)
+    f.i32(out).set(dst)
+    if taken and inner:
+        with f.for_range(o, 0, outer), f.for_range(j, 0, taken):
+            f.addr(cond, j, 1).mem("i32.load8_u", align=0)
+            with f.if_():
+                f.get(dst)
+                f.get(o).i32(n * inner).op("i32.mul").get(j).i32(inner).op("i32.mul").op("i32.add")
+                f.i32(src).op("i32.add")
+                f.i32(inner).memory_copy()
+                f.get(dst).i32(inner).op("i32.add").set(dst)
+    _write_dims(ctx, node, count)

@@ -1,0 +1,121 @@
+"""Outputs whose shape each run decides (ABI version 2): NonZero and Compress against ONNX Runtime, the metadata
+and the runtime's reading of the dims, and the uses that are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from tests.artifact.engines import requires_node
+from tests.artifact.test_node_engine import run_in_node
+from tests.parity import ort_run
+from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.metadata import Metadata
+from wasinfer.backends.wasm.abi import RUN_TIME_SHAPES_ABI_VERSION
+from wasinfer.frontends import FrontendError
+from wasinfer.ir import UnsupportedModel
+from wasinfer.runtime import ModelFault, WasmModel
+
+
+def one_node(op: str, inputs: dict[str, tuple[int, TensorProto.DataType]], output_type: int, **attrs: object) -> object:
+    graph = helper.make_graph([helper.make_node(op, list(inputs), ["y"], **attrs)], op.lower(),
+                              [helper.make_tensor_value_info(n, t, list(s)) for n, (s, t) in inputs.items()],
+                              [helper.make_tensor_value_info("y", output_type, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize(("shape", "dtype", "onnx_type"), [
+    ((3, 4), np.float32, TensorProto.FLOAT), ((2, 3, 5), np.int64, TensorProto.INT64),
+    ((7,), np.bool_, TensorProto.BOOL), ((4, 1, 3), np.int32, TensorProto.INT32),
+], ids=["f32-2d", "i64-3d", "bool-1d", "i32-3d"])
+def test_nonzero_matches_onnx_runtime_whatever_the_count(shape: tuple[int, ...], dtype: type, onnx_type: int) -> None:
+    model = one_node("NonZero", {"x": (shape, onnx_type)}, TensorProto.INT64)
+    module = WasmModel(convert_onnx(model).wasm)
+    rng = np.random.default_rng(4)
+    for fill in ("random", "zeros", "ones"):
+        x = {"random": (rng.random(shape) < 0.4), "zeros": np.zeros(shape), "ones": np.ones(shape)}[fill].astype(dtype)
+        got, want = module.run({"x": x})["y"], ort_run(model, {"x": x})[0]
+        assert got.dtype == np.int64 and got.shape == want.shape, (fill, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_nonzero_counts_nan_and_not_negative_zero() -> None:
+    model = one_node("NonZero", {"x": ((4,), TensorProto.FLOAT)}, TensorProto.INT64)
+    x = np.array([np.nan, -0.0, 0.0, 1e-45], np.float32)
+    np.testing.assert_array_equal(WasmModel(convert_onnx(model).wasm).run({"x": x})["y"], [[0, 3]])
+
+
+@pytest.mark.parametrize(("shape", "length", "axis"), [
+    ((3, 4), 4, 1), ((3, 4), 2, 0), ((2, 3, 4), 3, -2), ((3, 4), 12, None), ((3, 4), 5, None), ((2, 5), 7, 1),
+], ids=["axis-1", "shorter-condition", "negative-axis", "flattened", "flattened-short", "longer-condition"])
+def test_compress_matches_onnx_runtime(shape: tuple[int, ...], length: int, axis: int | None) -> None:
+    attrs = {} if axis is None else {"axis": axis}
+    model = one_node("Compress", {"x": (shape, TensorProto.FLOAT), "c": ((length,), TensorProto.BOOL)},
+                     TensorProto.FLOAT, **attrs)
+    module = WasmModel(convert_onnx(model).wasm)
+    rng = np.random.default_rng(len(shape) + length)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for condition in (rng.random(length) < 0.5, np.zeros(length, bool), np.ones(length, bool)):
+        feeds = {"x": x, "c": condition}
+        got, want = module.run(feeds)["y"], ort_run(model, feeds)[0]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_metadata_says_which_axes_each_run_decides_and_hosts_see_minus_one() -> None:
+    result = convert_onnx(one_node("NonZero", {"x": ((3, 4), TensorProto.FLOAT)}, TensorProto.INT64))
+    assert result.metadata.abi_version == RUN_TIME_SHAPES_ABI_VERSION
+    [spec] = result.metadata.outputs
+    assert (spec.shape, spec.run_time_axes) == ([2, 12], [1]) and spec.dims_offset is not None
+    assert Metadata.from_json(result.metadata.to_json()) == result.metadata
+    assert WasmModel(result.wasm).info.outputs[0].shape == [2, -1]
+
+
+def test_dims_past_the_largest_shape_spend_the_instance() -> None:
+    """A hostile module could write any dims: the runtime never reads past the slot, it faults the instance."""
+    result = convert_onnx(one_node("NonZero", {"x": ((3, 4), TensorProto.FLOAT)}, TensorProto.INT64))
+    module = WasmModel(result.wasm)
+    [spec] = module.metadata.outputs
+    assert spec.dims_offset is not None
+    module._view[spec.dims_offset:spec.dims_offset + 8].view(np.int32)[:] = [2, 99]  # what a module could write
+    with pytest.raises(ModelFault, match=r"wrote dims \[2, 99\] for output 'y', outside its largest shape"):
+        module._run_time_shape(spec)
+    with pytest.raises(ModelFault, match="unusable after an earlier fault"):
+        module.run({"x": np.ones((3, 4), np.float32)})
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"consumer": True}, r"node 'Relu_1' \(Relu\) reads 'y', whose shape is decided at run time"),
+    ({"wasi": True}, "the --wasi command form does not support yet"),
+], ids=["consumer", "wasi"])
+def test_what_cannot_take_a_run_time_shape_yet_is_refused_by_name(extra: dict[str, object], says: str) -> None:
+    nodes = [helper.make_node("NonZero", ["x"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.INT64, None)]
+    if extra.pop("consumer", False):
+        nodes.append(helper.make_node("Relu", ["y"], ["z"]))
+        outputs = [helper.make_tensor_value_info("z", TensorProto.INT64, None)]
+    graph = helper.make_graph(nodes, "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])], outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModel, match=says):
+        convert_onnx(model, **extra)  # type: ignore[arg-type]
+
+
+def test_a_run_time_batch_through_nonzero_is_refused_saying_why() -> None:
+    model = one_node("NonZero", {"x": (("N", 4), TensorProto.FLOAT)}, TensorProto.INT64)  # type: ignore[dict-item]
+    with pytest.raises(FrontendError, match="how many elements it outputs depends on the values of the whole batch"):
+        convert_onnx(model, max_batch=2)
+
+
+@requires_node
+def test_the_abi_example_in_node_reads_the_dims_too(tmp_path: Path) -> None:
+    """docs/abi.md's JavaScript example (tests/js/abi_run.mjs) takes version-2 modules: the output it writes is the
+    run's actual elements, as many bytes as the dims say."""
+    model = one_node("Compress", {"x": ((3, 4), TensorProto.FLOAT), "c": ((4,), TensorProto.BOOL)},
+                     TensorProto.FLOAT, axis=1)
+    wasm = convert_onnx(model, simd="plain").wasm
+    feeds = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "c": np.array([True, False, False, True])}
+    (got,) = run_in_node(wasm, feeds, tmp_path)
+    assert got == WasmModel(wasm).run(feeds)["y"].tobytes() == ort_run(model, feeds)[0].tobytes()
