@@ -1,5 +1,6 @@
 """Graph rewrites that remove work: BatchNormalization folded into the producing Conv or
-Gemm, and activations fused into the kernel that produces their input."""
+Gemm, SiLU written as Sigmoid + Mul made one Swish, and activations fused into the kernel that
+produces their input."""
 
 from __future__ import annotations
 
@@ -61,8 +62,31 @@ def fold_batchnorm(graph: Graph) -> int:
     return folded
 
 
-def fuse_activations(graph: Graph) -> int:
+def fuse_silu(graph: Graph) -> int:
+    """Sigmoid(x) whose only consumer is Mul(x, sigmoid) (either order) → one Swish(x) (alpha 1).
+
+    Exporters write SiLU (YOLO's and EfficientNet's activation) this way; as two kernels it is two
+    passes over memory and a buffer for the sigmoid, as one it is a single elementwise pass. The
+    Swish takes the Mul's place and name, so its output keeps its consumers."""
     fused = 0
+    for sigmoid in [n for n in graph.nodes if n.op_type == "Sigmoid" and not n.domain]:
+        x, s = sigmoid.inputs[0], sigmoid.outputs[0]
+        mul = _sole_consumer(graph, s)
+        if mul is None or mul.op_type != "Mul" or mul.domain or sorted(mul.inputs) != sorted([x, s]):
+            continue
+        if mul.guards != sigmoid.guards or activation_params(sigmoid, graph) is None:
+            continue
+        index = graph.nodes.index(mul)
+        graph.nodes[index] = Node("Swish", mul.name, [x], list(mul.outputs), {"alpha": 1.0}, guards=mul.guards)
+        graph.nodes.remove(sigmoid)
+        fused += 1
+    return fused
+
+
+def fuse_activations(graph: Graph) -> int:
+    """SiLU first (`fuse_silu`), then each activation into its producer's epilogue where it is the
+    producer's only consumer; returns how many nodes went."""
+    fused = fuse_silu(graph)
     for act in [n for n in graph.nodes if n.op_type in FUSABLE_ACTIVATIONS]:
         producer = graph.producer(act.inputs[0])
         if producer is None or producer.op_type not in FUSING_PRODUCERS or producer.activation is not None:
