@@ -77,7 +77,7 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
     f = ctx.f
     m, n, k = f.local(I32), f.local(I32), f.local(I32)
     pa, pb, pc, pbias = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
-    plan = gemm_plan(m_size, n_size, k_size)
+    plan = gemm_plan(m_size, n_size, k_size, constant_b=isinstance(b, np.ndarray))
     regions, k_len = plan.regions, plan.k_len
     if isinstance(b, np.ndarray):
         packed, starts = pack_columns(b, regions)
@@ -91,23 +91,31 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
         if kb:  # the last block may be shorter
             f.i32(k_len).i32(k_size).get(kb.start).op("i32.sub").get(kb.start).i32(k_size - k_len)
             f.op("i32.lt_s").op("select").set(kb.length)
-        for m_lo, m_hi, rows in plan.row_tiles:
-            if m_hi <= m_lo:
-                continue
-            with f.for_range(m, m_lo, m_hi, rows):
-                for index, (lo, count, width) in enumerate(regions):
-                    with f.for_range(n, lo, lo + count * width, width):
-                        if isinstance(b, np.ndarray):
-                            # pb = region + (n - lo) * K * 4 ; next k is one panel row further
-                            f.get(n).i32(lo).op("i32.sub").i32(k_size * 4).op("i32.mul").i32(b_sources[index])
-                            f.op("i32.add").set(pb)
-                            b_step = width
-                        else:
-                            _push(ctx, b.base)
-                            f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
-                            b_step = b.row
-                        _tile(ctx, Tile(rows, width, k_size, b_step, kb), m, n, k, pa, pb, pc, pbias, a, c, bias,
-                              alpha, node)
+        def tile(index: int, lo: int, rows: int, width: int) -> None:
+            if isinstance(b, np.ndarray):
+                # pb = region + (n - lo) * K * 4 ; next k is one panel row further
+                f.get(n).i32(lo).op("i32.sub").i32(k_size * 4).op("i32.mul").i32(b_sources[index])
+                f.op("i32.add").set(pb)
+                b_step = width
+            else:
+                _push(ctx, b.base)
+                f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
+                b_step = b.row
+            _tile(ctx, Tile(rows, width, k_size, b_step, kb), m, n, k, pa, pb, pc, pbias, a, c, bias, alpha, node)
+
+        row_tiles = [(m_lo, m_hi, rows) for m_lo, m_hi, rows in plan.row_tiles if m_hi > m_lo]
+        if plan.columns_outer:  # each B tile once from memory, then from L1 for every row tile
+            for index, (lo, count, width) in enumerate(regions):
+                with f.for_range(n, lo, lo + count * width, width):
+                    for m_lo, m_hi, rows in row_tiles:
+                        with f.for_range(m, m_lo, m_hi, rows):
+                            tile(index, lo, rows, width)
+        else:
+            for m_lo, m_hi, rows in row_tiles:
+                with f.for_range(m, m_lo, m_hi, rows):
+                    for index, (lo, count, width) in enumerate(regions):
+                        with f.for_range(n, lo, lo + count * width, width):
+                            tile(index, lo, rows, width)
 
 
 # Register tiles (lowering/gemm.py): ROWS x 8 (8 accumulators, 2 B vectors, the A values and a
