@@ -61,7 +61,7 @@ from wasinfer.artifact.convert import convert_onnx
 from wasinfer.artifact.metadata import Metadata, read_metadata
 from wasinfer.frontends import load_onnx
 from wasinfer.ir import Graph, Node
-from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
+from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.control import settle
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.shapes import fold_static_values
@@ -196,6 +196,7 @@ def profile_nodes(model: BenchModel, top: int) -> None:
     settle(graph)  # as convert does: Ifs inlined, values typed once folding made them computable
     lower_einsums(graph)
     fold_batchnorm(graph)
+    fold_conv_affine(graph)
     fuse_activations(graph)
     groups: dict[str, list[Node]] = {}
     for node in graph.nodes:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort, graph_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.frontends import load_onnx
 from wasinfer.ir import Graph
-from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations, plan_memory
+from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations, plan_memory
 
 
 def conv_bn_relu_model() -> helper.ModelProto:
@@ -137,3 +138,106 @@ def test_qdq_model_below_opset_19_folds_its_dequantized_weights(tmp_path: Path) 
     assert "QGemmInt8" in result.stats["ops"]  # type: ignore[operator]
     assert result.stats["folded"] >= len(weights) - 1  # type: ignore[operator]
     assert_matches_ort(model, samples[0])
+
+
+def _conv_chain(nodes: list[onnx.NodeProto], outputs: list[str], inits: dict[str, np.ndarray],
+                channels: int = 4) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, channels, 6, 7)).astype(np.float32)
+    return graph_model(nodes, {"x": x}, outputs, inits), {"x": x}
+
+
+def _weights(out: int, inp: int, k: int, seed: int = 7) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"w{k}": rng.standard_normal((out, inp, k, k)).astype(np.float32),
+            f"b{k}": rng.standard_normal(out).astype(np.float32)}
+
+
+@pytest.mark.parametrize("scale,shift", [
+    (np.array([1.7], np.float32), np.array([0.3], np.float32)),  # PP-OCRv4's learnable affine: scalars
+    (np.linspace(0.5, 2, 4, dtype=np.float32).reshape(4, 1, 1), np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)),
+])
+def test_mul_and_add_by_channel_constants_fold_into_the_conv_before_them(scale: np.ndarray,
+                                                                          shift: np.ndarray) -> None:
+    nodes = [helper.make_node("Conv", ["x", "w3", "b3"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Mul", ["s", "c"], ["m"]), helper.make_node("Add", ["m", "t"], ["y"])]
+    model, feeds = _conv_chain(nodes, ["y"], {**_weights(4, 4, 3), "s": scale, "t": shift})
+    graph = load_onnx(model).graph
+    assert fold_conv_affine(graph) == 2
+    assert [(n.op_type, n.outputs) for n in graph.nodes] == [("Conv", ["y"])]
+    assert_matches_ort(model, feeds)
+
+
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_mul_and_add_fold_into_an_unpadded_conv_after_them(group: int) -> None:
+    """Conv(x * s + t) = Conv'(x): weights scaled per input channel, sum(W * t) added to the bias."""
+    w = _weights(8, 4 // group, 1)
+    nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["t", "m"], ["a"]),
+             helper.make_node("Conv", ["a", "w1", "b1"], ["y"], group=group)]
+    model, feeds = _conv_chain(nodes, ["y"], {**w, "s": np.array([0.5, -1.5, 2.0, 0.25], np.float32).reshape(4, 1, 1),
+                                              "t": np.array([[[0.1]], [[-0.2]], [[0.3]], [[0.7]]], np.float32)})
+    graph = load_onnx(model).graph
+    assert fold_conv_affine(graph) == 2
+    assert [(n.op_type, n.inputs[0]) for n in graph.nodes] == [("Conv", "x")]
+    assert_matches_ort(model, feeds)
+
+
+def test_affine_stays_where_folding_would_be_wrong() -> None:
+    w3 = _weights(4, 4, 3)
+    spatial = np.random.default_rng(8).standard_normal((1, 1, 6, 7)).astype(np.float32)
+    cases = [
+        # before a padded Conv: the padding would be zeros of x * s + t, not of x
+        ([helper.make_node("Add", ["x", "t"], ["a"]), helper.make_node("Conv", ["a", "w3", "b3"], ["y"], pads=[1] * 4)],
+         ["y"]),
+        # the Conv's output has a second consumer
+        ([helper.make_node("Conv", ["x", "w3", "b3"], ["c"], pads=[1] * 4), helper.make_node("Mul", ["c", "s"], ["y"]),
+          helper.make_node("Relu", ["c"], ["r"])], ["y", "r"]),
+        # a constant that varies along a spatial axis is no per-channel affine
+        ([helper.make_node("Conv", ["x", "w3", "b3"], ["c"], pads=[1] * 4), helper.make_node("Mul", ["c", "p"], ["y"])],
+         ["y"]),
+    ]
+    for nodes, outputs in cases:
+        model, feeds = _conv_chain(nodes, outputs, {**w3, "t": np.array([0.5], np.float32),
+                                                    "s": np.array([2.0], np.float32), "p": spatial})
+        graph = load_onnx(model).graph
+        assert fold_conv_affine(graph) == 0, [n.op_type for n in graph.nodes]
+        assert_matches_ort(model, feeds)
+
+
+def test_weights_shared_by_two_convs_fold_into_copies() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="a"), helper.make_node("Mul", ["c", "s"], ["y"]),
+             helper.make_node("Conv", ["x", "w1", "b1"], ["z"], name="b")]
+    model, feeds = _conv_chain(nodes, ["y", "z"], {**_weights(4, 4, 1), "s": np.array([3.0], np.float32)})
+    graph = load_onnx(model).graph
+    assert fold_conv_affine(graph) == 1
+    assert graph.nodes[1].inputs[1:] == ["w1", "b1"] and graph.nodes[0].inputs[1] != "w1"
+    assert_matches_ort(model, feeds)
+
+
+@pytest.mark.parametrize("scale_op,factor", [("Div", 6.0), ("Mul", 1 / 6)])
+@pytest.mark.parametrize("order", ["x,clip", "clip,x"])
+def test_hard_swish_as_paddle_writes_it_is_one_hard_swish(scale_op: str, factor: float, order: str) -> None:
+    mul_inputs = ["x", "r"] if order == "x,clip" else ["r", "x"]
+    nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
+             helper.make_node("Mul", mul_inputs, ["m"]), helper.make_node(scale_op, ["m", "f"], ["y"])]
+    consts = {name: np.array(v, np.float32) for name, v in (("three", 3.0), ("zero", 0.0), ("six", 6.0),
+                                                            ("f", factor))}
+    model, feeds = _conv_chain(nodes, ["y"], consts)
+    feeds["x"] *= 4
+    graph = load_onnx(model).graph
+    assert fuse_activations(graph) == 3
+    assert [(n.op_type, n.inputs, n.outputs) for n in graph.nodes] == [("HardSwish", ["x"], ["y"])]
+    assert_matches_ort(model, feeds)
+
+
+def test_near_hard_swish_is_left_alone() -> None:
+    nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
+             helper.make_node("Mul", ["x", "r"], ["m"]), helper.make_node("Div", ["m", "f"], ["y"])]
+    for three, six, f in ((2.0, 6.0, 6.0), (3.0, 5.0, 6.0), (3.0, 6.0, 5.0)):
+        consts = {name: np.array(v, np.float32) for name, v in (("three", three), ("zero", 0.0), ("six", six),
+                                                                ("f", f))}
+        model, feeds = _conv_chain(nodes, ["y"], consts)
+        graph = load_onnx(model).graph
+        fuse_activations(graph)
+        assert "HardSwish" not in [n.op_type for n in graph.nodes]
+        assert_matches_ort(model, feeds)

@@ -16,7 +16,7 @@ from wasinfer.backends.wasm import ABI_VERSION, METADATA_SECTION, CompileOptions
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
-from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
+from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
@@ -65,6 +65,7 @@ def convert_model(
     folded += settle(graph)  # constant Ifs inlined, values typed once their shapes folded, refolded
     lower_einsums(graph)
     bn = fold_batchnorm(graph)
+    affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)
     encoding = quantize_weights(graph, weights)
     batch_axes = tensor_batch_axes(graph, loaded.batch_axes)
@@ -84,6 +85,7 @@ def convert_model(
     layout = compiled.layout
     stats: dict[str, object] = {
         "nodes_in": nodes_in, "kernels": len(graph.nodes), "folded": folded, "bn_folded": bn,
+        "affine_folded": affine,
         "activations_fused": fused, "params": graph.param_count(),
         "arena_bytes": compiled.arena_size, "arena_bytes_without_reuse": compiled.naive_arena_size,
         "ops": sorted({n.op_type for n in graph.nodes}),
