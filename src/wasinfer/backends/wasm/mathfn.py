@@ -24,6 +24,7 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 
 LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
             -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
 SQRT_HALF = 0.707106781186547524
+ROUND_MAGIC = 12582912.0  # 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer, kept in the low mantissa bits
 # erf(x) = x + x * P(x²) for |x| < 1;  erf(x) = 1 - exp(-x²) * Q(1/|x|) for 1 <= |x| <= 4
 ERF_SMALL = (7.933493907330558e-05, -0.0008034846396185458, 0.005191218573600054, -0.02685539983212948,
              0.11283625662326813, -0.3761262893676758, 0.12837916612625122)
@@ -78,18 +79,33 @@ def tanh_v128(f: Func, x: int) -> None:
     odd_rational(f, x, TANH_LIMIT, TANH_P, TANH_Q)
 
 
-def build_exp(f: Func) -> None:
-    x, n, r, p = 0, f.local(V128), f.local(V128), f.local(V128)
-    f.get(x).f32x4_const(-87.3).op("f32x4.max").f32x4_const(88.3).op("f32x4.min").set(x)
-    f.get(x).f32x4_const(LOG2E).op("f32x4.mul").op("f32x4.nearest").set(n)
+def exp_v128(f: Func, x: int) -> None:
+    """Push exp(x) (x's local is overwritten); NaN stays NaN, x is clamped to [-87.3, 88.3] (no
+    infinities, no subnormals).
+
+    The clamp is pmax/pmin (one instruction each on x86; f32x4.max/min take several for their NaN
+    and signed-zero rules, and NaN passes through pmax/pmin anyway). n = round(x log2 e) comes from
+    adding 1.5 * 2^23, which rounds to an integer (ties to even, as f32x4.nearest) and leaves n in
+    the low mantissa bits: subtracting it again gives n as a float, shifting its bits left by 23
+    gives n in the exponent field, which saves the float-to-int conversion (i32x4.trunc_sat is a
+    long sequence on x86). Bit for bit what nearest + trunc_sat gave."""
+    n, r, p, t = f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    f.get(x).f32x4_const(-87.3).op("f32x4.pmax").f32x4_const(88.3).op("f32x4.pmin").set(x)
+    f.get(x).f32x4_const(LOG2E).op("f32x4.mul").f32x4_const(ROUND_MAGIC).op("f32x4.add").set(t)
+    f.get(t).f32x4_const(ROUND_MAGIC).op("f32x4.sub").set(n)
     f.get(x).get(n).f32x4_const(LN2_HI).op("f32x4.mul").op("f32x4.sub")
     f.get(n).f32x4_const(LN2_LO).op("f32x4.mul").op("f32x4.sub").set(r)
     _horner(f, r, EXP_POLY, p)
     # p*r*r + r + 1
     f.get(p).get(r).op("f32x4.mul").get(r).op("f32x4.mul").get(r).op("f32x4.add").f32x4_const(1.0).op("f32x4.add")
-    # * 2^n built from the exponent bits
-    f.get(n).op("i32x4.trunc_sat_f32x4_s").i32(127).op("i32x4.splat").op("i32x4.add").i32(23).op("i32x4.shl")
+    # * 2^n: n sits in t's low bits, so (t << 23) + (127 << 23) is 2^n's bit pattern
+    f.get(t).i32(23).op("i32x4.shl").i32(127 << 23).op("i32x4.splat").op("i32x4.add")
     f.op("f32x4.mul")
+
+
+def build_exp(f: Func) -> None:
+    """The exp4 helper: `exp_v128` on the parameter, for kernels whose loops are large already."""
+    exp_v128(f, 0)
 
 
 def build_log(f: Func) -> None:

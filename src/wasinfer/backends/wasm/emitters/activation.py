@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from wasinfer.backends.wasm.context import Ctx
-from wasinfer.backends.wasm.mathfn import sigmoid_v128, tanh_v128
+from wasinfer.backends.wasm.mathfn import exp_v128, sigmoid_v128, tanh_v128
 from wasinfer.backends.wasm.writer import V128
 from wasinfer.ir import Node
 
@@ -66,7 +66,7 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
     elif op == "Reciprocal":
         f.f32x4_const(1.0).get(v).op("f32x4.div")
     elif op == "Exp":
-        f.get(v).call(ctx.helper("exp4"))
+        exp_v128(f, v)
     elif op == "Log":
         f.get(v).call(ctx.helper("log4"))
     elif op == "Round":  # ONNX rounds half to even, as f32x4.nearest does
