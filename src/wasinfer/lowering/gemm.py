@@ -143,11 +143,30 @@ def bias_strides(c_shape: tuple[int, ...]) -> tuple[int, int]:
     return padded[1] if padded[0] != 1 else 0, 1 if padded[1] != 1 else 0
 
 
+def a_panel_bytes(m_size: int, k_size: int) -> int:
+    """Scratch for a run-time A packed in panels (`pack_panels`' layout), padding rows included."""
+    return -(-m_size // PANEL) * PANEL * k_size * 4
+
+
 def gemm_scratch(node: Node, graph: Graph) -> int:
-    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n."""
-    if node.inputs[1] in graph.constants or not node.attr("transB", 0):
+    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n; a
+    product that walks columns outermost packs its run-time A in panels there (`columns_outer`)."""
+    a_shape = graph.info(node.inputs[0]).shape
+    m_size, k_size = (a_shape[1], a_shape[0]) if node.attr("transA", 0) else a_shape
+    if node.inputs[1] in graph.constants:
+        n_size = graph.constants[node.inputs[1]].shape[0 if node.attr("transB", 0) else 1]
+        return a_panel_bytes(m_size, k_size) if gemm_plan(m_size, n_size, k_size, True).columns_outer else 0
+    if not node.attr("transB", 0):
         return 0
     return graph.info(node.inputs[1]).nbytes
+
+
+def matmul_scratch(node: Node, graph: Graph) -> int:
+    """MatMul's A packed in panels where one product with a constant B walks columns outermost."""
+    pairs, m_size, n_size, k_size = matmul_batches(graph.info(node.inputs[0]).shape, graph.info(node.inputs[1]).shape)
+    if node.inputs[1] not in graph.constants or len(pairs) != 1:
+        return 0
+    return a_panel_bytes(m_size, k_size) if gemm_plan(m_size, n_size, k_size, True).columns_outer else 0
 
 
 def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int, int, int]:
@@ -163,6 +182,6 @@ def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[
     return pairs, m_size, n_size, k_size
 
 
-__all__ = ["GEMM_B_BUDGET", "GEMM_MIN_COLUMNS", "K_BLOCK", "PANEL", "ROWS", "GemmPlan", "bias_strides",
+__all__ = ["GEMM_B_BUDGET", "GEMM_MIN_COLUMNS", "K_BLOCK", "PANEL", "ROWS", "GemmPlan", "a_panel_bytes", "bias_strides",
            "column_block", "column_tiles", "columns_outer", "constant_bias", "gemm_plan", "gemm_scratch",
-           "matmul_batches", "pack_columns", "pack_panels"]
+           "matmul_batches", "matmul_scratch", "pack_columns", "pack_panels"]

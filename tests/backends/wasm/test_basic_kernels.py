@@ -11,6 +11,7 @@ import wasinfer.lowering.gemm as gemm
 from tests.parity import assert_matches_ort, graph_model, single_op_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
+from wasinfer.frontends import load_onnx
 from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
@@ -90,21 +91,33 @@ def test_clip_with_constant_bounds() -> None:
 
 
 @pytest.mark.parametrize("m,k,n", [(5, 9, 37), (9, 45, 13), (20, 64, 70), (13, 1030, 21)])
-@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+@pytest.mark.parametrize("op", ["Gemm", "Gemm-transA", "MatMul"])
 def test_gemm_columns_outer(monkeypatch: pytest.MonkeyPatch, op: str, m: int, k: int, n: int) -> None:
-    """A few rows against a constant B larger than the L2 budget walk B's column tiles outermost: odd M
-    (a short last row tile), N with an overlapping last tile, K in blocks (1030), Gemm's transB, alpha,
-    beta, bias and a fused activation."""
+    """A few rows against a constant B larger than the L2 budget walk B's column tiles outermost, A packed
+    in panels in scratch first: odd M (a short last row tile and padding rows), N with an overlapping last
+    tile, K in blocks (1030), transposed A, Gemm's transB, alpha, beta, bias and a fused activation."""
     monkeypatch.setattr(gemm, "GEMM_B_BUDGET", m * gemm.gemm_plan(m, n, k).k_len * 4)  # A's block just fits
     assert gemm.gemm_plan(m, n, k, constant_b=True).columns_outer
-    a = rand(m, k)
+    a = rand(k, m) if op == "Gemm-transA" else rand(m, k)
     if op == "MatMul":
         model = single_op_model("MatMul", {"a": a}, constants={"b": rand(k, n)})
     else:
-        nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["g"], transB=1, alpha=0.5, beta=2.0),
-                 helper.make_node("Tanh", ["g"], ["y"])]
+        nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=int(op == "Gemm-transA"), transB=1,
+                                  alpha=0.5, beta=2.0), helper.make_node("Tanh", ["g"], ["y"])]
         model = graph_model(nodes, {"a": a}, ["y"], {"b": rand(n, k), "c": rand(n)})
     assert_matches_ort(model, {"a": a}, rtol=1e-4, atol=2e-5)
+
+
+def test_columns_outer_packs_a_in_scratch() -> None:
+    """The scratch the memory planner reserves holds A's panels, padding rows included."""
+    a = rand(20, 1024)
+    cases = (("Gemm", {"b": rand(8210, 1024)}, {"transB": 1}), ("MatMul", {"b": rand(1024, 8210)}, {}))
+    for op, constants, attrs in cases:
+        graph = load_onnx(single_op_model(op, {"a": a}, constants=constants, **attrs)).graph
+        scratch = gemm.gemm_scratch if op == "Gemm" else gemm.matmul_scratch
+        assert scratch(graph.nodes[0], graph) == 20 * 1024 * 4
+    small = load_onnx(single_op_model("MatMul", {"a": rand(3, 8)}, constants={"b": rand(8, 5)})).graph
+    assert gemm.matmul_scratch(small.nodes[0], small) == 0
 
 
 def test_gemm_columns_outer_classifier_shape() -> None:
