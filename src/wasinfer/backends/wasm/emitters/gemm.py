@@ -6,7 +6,9 @@ B must be contiguous along n; A may have any strides (so transA is free), or be 
 lowering/gemm.py (`gemm_plan`): C in register tiles of 4 rows x 8 columns (8 f32x4 accumulators),
 the last rows as one shorter tile; a single row takes 16 columns. A last partial column tile
 overlaps the previous one instead of falling back to narrow tiles. Long K runs in blocks
-(K_BLOCK) that keep the tile's A in L1 and B's block in L2. This module renders that plan.
+(K_BLOCK) that keep the tile's A in L1 and B's block in L2. A few rows against a constant B too
+large for L2 (a classifier) go over column tiles outermost, A packed in panels in scratch, so B
+comes from memory once. This module renders that plan.
 
 What the micro-kernel costs was measured on Cranelift's x86-64 output (wasmtime 50):
 - f32.load + f32x4.splat is two instructions (vmovss, vbroadcastss): Cranelift cannot fold the
