@@ -241,3 +241,34 @@ def test_near_hard_swish_is_left_alone() -> None:
         fuse_activations(graph)
         assert "HardSwish" not in [n.op_type for n in graph.nodes]
         assert_matches_ort(model, feeds)
+
+
+def test_ppocr_block_with_a_run_time_batch() -> None:
+    """A PP-OCRv4-style block end to end with 3 samples of a run-time batch: depthwise Conv (padded),
+    learnable affine, hard-swish as Paddle writes it, learnable affine, pointwise Conv, affine, SiLU.
+    Every affine folds (the one before the padded depthwise Conv would not, so there is none), the
+    hard-swish and the SiLU become one kernel each: four kernels in all, two of them the Convs."""
+    rng = np.random.default_rng(9)
+    normal = rng.standard_normal
+    const = {"wd": normal((8, 1, 3, 3)).astype(np.float32), "bd": normal(8).astype(np.float32),
+             "wp": normal((6, 8, 1, 1)).astype(np.float32), "bp": normal(6).astype(np.float32),
+             "s1": np.array([1.4], np.float32), "t1": np.array([0.6], np.float32),
+             "s2": np.array([0.2], np.float32), "t2": np.array([3e-5], np.float32),
+             "s3": rng.uniform(0.5, 2, (6, 1, 1)).astype(np.float32), "t3": np.array([-0.1], np.float32),
+             "three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "wd", "bd"], ["d"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["s1", "d"], ["d1"]), helper.make_node("Add", ["d1", "t1"], ["d2"]),
+             helper.make_node("Add", ["d2", "three"], ["h1"]), helper.make_node("Clip", ["h1", "zero", "six"], ["h2"]),
+             helper.make_node("Mul", ["d2", "h2"], ["h3"]), helper.make_node("Div", ["h3", "six"], ["h"]),
+             helper.make_node("Mul", ["s2", "h"], ["a1"]), helper.make_node("Add", ["a1", "t2"], ["a"]),
+             helper.make_node("Conv", ["a", "wp", "bp"], ["p"]),
+             helper.make_node("Mul", ["p", "s3"], ["p1"]), helper.make_node("Add", ["t3", "p1"], ["p2"]),
+             helper.make_node("Sigmoid", ["p2"], ["g"]), helper.make_node("Mul", ["p2", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 9, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 9, 11])],
+                              [numpy_helper.from_array(v, n) for n, v in const.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = (rng.standard_normal((3, 8, 9, 11)) * 2).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, max_batch=3)
+    stats = convert_onnx(model, max_batch=3).stats
+    assert stats["ops"] == ["Conv", "HardSwish", "Swish"] and stats["kernels"] == 4 and stats["affine_folded"] == 6

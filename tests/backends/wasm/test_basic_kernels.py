@@ -108,6 +108,15 @@ def test_gemm_columns_outer(monkeypatch: pytest.MonkeyPatch, op: str, m: int, k:
     assert_matches_ort(model, {"a": a}, rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_few_rows_against_a_wide_constant_b(m: int) -> None:
+    """One row tile (16 columns for one row, 8 for two or three) over N = 8210, B read once either way."""
+    a = rand(m, 512)
+    assert not gemm.gemm_plan(m, 8210, 512, constant_b=True).columns_outer
+    model = single_op_model("Gemm", {"a": a}, constants={"b": rand(8210, 512) * 0.05, "c": rand(8210)}, transB=1)
+    assert_matches_ort(model, {"a": a})
+
+
 def test_columns_outer_packs_a_in_scratch() -> None:
     """The scratch the memory planner reserves holds A's panels, padding rows included."""
     a = rand(20, 1024)
