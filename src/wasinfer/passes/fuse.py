@@ -112,6 +112,50 @@ def _conv_weight_bias(graph: Graph, conv: Node) -> tuple[np.ndarray, np.ndarray]
     return weight, graph.constants[conv.inputs[2]].astype(np.float64) if has_bias else np.zeros(weight.shape[0])
 
 
+class _Uses:
+    """Which node produces and which nodes read each value, kept current as folds rewire the graph.
+    Graph.producer and Graph.consumers scan every node, which over every Mul and Add of a graph of
+    unrolled loops (up to 20,000 nodes) would be quadratic: minutes instead of milliseconds."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.dropped: set[int] = set()  # ids of the nodes that left
+        self.producer = {o: n for n in graph.nodes for o in n.outputs if o}
+        self.readers: dict[str, list[Node]] = {}
+        for node in graph.nodes:
+            for name in node.inputs:
+                if name:
+                    self.readers.setdefault(name, []).append(node)
+
+    def sole_reader(self, name: str) -> Node | None:
+        readers = self.readers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.graph.outputs else None
+
+    def drop(self, node: Node) -> None:
+        """`node` leaves the graph."""
+        for name in node.inputs:
+            if name:
+                self.readers[name].remove(node)
+        for name in node.outputs:
+            if self.producer.get(name) is node:
+                del self.producer[name]
+        self.graph.nodes.remove(node)
+        self.dropped.add(id(node))
+
+    def rewire(self, node: Node, inputs: list[str], outputs: list[str]) -> None:
+        """`node`'s inputs and outputs were `inputs` and `outputs` and are what it holds now."""
+        for name in inputs:
+            if name:
+                self.readers[name].remove(node)
+        for name in node.inputs:
+            if name:
+                self.readers.setdefault(name, []).append(node)
+        for name in outputs:
+            if self.producer.get(name) is node:
+                del self.producer[name]
+        self.producer.update((name, node) for name in node.outputs if name)
+
+
 def fold_conv_affine(graph: Graph) -> int:
     """Mul/Add by per-channel constants next to a Conv folded into its weights and bias.
 
@@ -120,24 +164,25 @@ def fold_conv_affine(graph: Graph) -> int:
     weights scaled per input channel and bias + sum(W * b): padding would pad x * s + b with zeros,
     which no choice of weights gives, so padded Convs keep theirs. PP-OCRv4's blocks put such a
     learnable affine (scalar scale and shift) on each side of every activation: 4 passes over
-    memory per block that run as none. Returns how many nodes went."""
-    folded = 0
-    changed = True
+    memory per block that run as none. Passes repeat until nothing folds (a Mul, then an Add,
+    before a Conv fold in two). Returns how many nodes went."""
+    uses = _Uses(graph)
+    folded, changed = 0, True
     while changed:
         changed = False
-        for node in list(graph.nodes):
-            if node.op_type not in ("Mul", "Add") or node not in graph.nodes:
-                continue
-            if _fold_after_conv(graph, node) or _fold_before_conv(graph, node):
+        for node in [n for n in graph.nodes if n.op_type in ("Mul", "Add") and not n.domain and len(n.inputs) == 2
+                     and any(i in graph.constants for i in n.inputs)]:
+            if id(node) not in uses.dropped and (
+                    _fold_after_conv(graph, node, uses) or _fold_before_conv(graph, node, uses)):
                 folded += 1
                 changed = True
     return folded
 
 
-def _fold_after_conv(graph: Graph, node: Node) -> bool:
+def _fold_after_conv(graph: Graph, node: Node, uses: _Uses) -> bool:
     for name in node.inputs:
-        conv = graph.producer(name)
-        if not _foldable_conv(graph, conv) or conv is None or _sole_consumer(graph, name) is not node:
+        conv = uses.producer.get(name)
+        if conv is None or not _foldable_conv(graph, conv) or uses.sole_reader(name) is not node:
             continue
         if conv.guards != node.guards:
             return False
@@ -152,16 +197,18 @@ def _fold_after_conv(graph: Graph, node: Node) -> bool:
             bias = bias * values
         else:
             bias = bias + values
+        inputs, outputs = list(conv.inputs), list(conv.outputs)
         _replace_conv_parameters(graph, conv, weight, bias)
         conv.outputs = [node.outputs[0]]
-        graph.nodes.remove(node)
+        uses.drop(node)
+        uses.rewire(conv, inputs, outputs)
         return True
     return False
 
 
-def _fold_before_conv(graph: Graph, node: Node) -> bool:
-    conv = _sole_consumer(graph, node.outputs[0])
-    if not _foldable_conv(graph, conv) or conv is None or conv.inputs[0] != node.outputs[0]:
+def _fold_before_conv(graph: Graph, node: Node, uses: _Uses) -> bool:
+    conv = uses.sole_reader(node.outputs[0])
+    if conv is None or not _foldable_conv(graph, conv) or conv.inputs[0] != node.outputs[0]:
         return False
     if conv.guards != node.guards or conv.inputs.count(node.outputs[0]) != 1:
         return False
@@ -182,9 +229,11 @@ def _fold_before_conv(graph: Graph, node: Node) -> bool:
         weight = weight * spread
     else:
         bias = bias + (weight * spread).reshape(out_channels, -1).sum(axis=1)
+    inputs, outputs = list(conv.inputs), list(conv.outputs)
     _replace_conv_parameters(graph, conv, weight, bias)
     conv.inputs[0] = variable
-    graph.nodes.remove(node)
+    uses.drop(node)
+    uses.rewire(conv, inputs, outputs)
     return True
 
 
@@ -197,15 +246,15 @@ def fuse_hard_swish(graph: Graph) -> int:
     """x * Clip(x + 3, 0, 6) / 6 (or * 1/6) → one HardSwish(x): hard-swish as Paddle exports it.
 
     Four kernels, three passes over memory once the Clip joins the Add, become one elementwise
-    pass (or none, where HardSwish joins the producer's epilogue)."""
+    pass. The Add 3 is looked for first: the consumer lookups scan the graph."""
     fused = 0
     for add in [n for n in graph.nodes if n.op_type == "Add" and not n.domain and n.activation is None]:
-        if add not in graph.nodes:
-            continue
         x = next((i for i, c in (add.inputs, add.inputs[::-1]) if _scalar(graph, c) == 3.0 and i not in
                   graph.constants), None) if len(add.inputs) == 2 else None
+        if x is None:
+            continue
         clip = _sole_consumer(graph, add.outputs[0])
-        if x is None or clip is None or clip.op_type != "Clip" or clip.domain:
+        if clip is None or clip.op_type != "Clip" or clip.domain:
             continue
         if activation_params(clip, graph) != {"min": 0.0, "max": 6.0}:
             continue
