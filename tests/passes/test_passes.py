@@ -231,6 +231,19 @@ def test_hard_swish_as_paddle_writes_it_is_one_hard_swish(scale_op: str, factor:
     assert_matches_ort(model, feeds)
 
 
+@pytest.mark.parametrize("alpha,fused", [(1 / 6, True), (0.2, False)])
+def test_x_times_its_hard_sigmoid_is_hard_swish(alpha: float, fused: bool) -> None:
+    """PyTorch writes hardswish as x * HardSigmoid(x, alpha=1/6) before opset 14; with ONNX's default
+    alpha 0.2 it is another function and stays two kernels."""
+    nodes = [helper.make_node("HardSigmoid", ["x"], ["g"], alpha=alpha), helper.make_node("Mul", ["g", "x"], ["y"])]
+    model, feeds = _conv_chain(nodes, ["y"], {})
+    feeds["x"] *= 4
+    graph = load_onnx(model).graph
+    assert fuse_activations(graph) == int(fused)
+    assert [n.op_type for n in graph.nodes] == (["HardSwish"] if fused else ["HardSigmoid", "Mul"])
+    assert_matches_ort(model, feeds)
+
+
 def test_near_hard_swish_is_left_alone() -> None:
     nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
              helper.make_node("Mul", ["x", "r"], ["m"]), helper.make_node("Div", ["m", "f"], ["y"])]

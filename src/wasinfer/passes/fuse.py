@@ -279,31 +279,47 @@ def fuse_hard_swish(graph: Graph) -> int:
     return fused
 
 
-def fuse_silu(graph: Graph) -> int:
-    """Sigmoid(x) whose only consumer is Mul(x, sigmoid) (either order) → one Swish(x) (alpha 1).
+def _gated_op(gate: Node, graph: Graph) -> tuple[str, dict[str, float]] | None:
+    """The one op that x * gate(x) is: SiLU (Sigmoid) is Swish with alpha 1, HardSigmoid with alpha
+    1/6 and beta 1/2 is HardSwish (PyTorch's export of hardswish before opset 14)."""
+    params = activation_params(gate, graph)
+    if params is None or gate.domain:
+        return None
+    if gate.op_type == "Sigmoid":
+        return "Swish", {"alpha": 1.0}
+    if gate.op_type == "HardSigmoid" and np.isclose(params["alpha"], 1 / 6, rtol=1e-6) and params["beta"] == 0.5:
+        return "HardSwish", {}
+    return None
 
-    Exporters write SiLU (YOLO's and EfficientNet's activation) this way; as two kernels it is two
-    passes over memory and a buffer for the sigmoid, as one it is a single elementwise pass. The
-    Swish takes the Mul's place and name, so its output keeps its consumers."""
+
+def fuse_self_gates(graph: Graph) -> int:
+    """x * Sigmoid(x) → Swish(x) (alpha 1), x * HardSigmoid(x) (alpha 1/6, beta 1/2) → HardSwish(x),
+    where the gate's only consumer is that Mul (either order).
+
+    Exporters write SiLU (YOLO's and EfficientNet's activation) and older hard-swish this way; as two
+    kernels it is two passes over memory and a buffer for the gate, as one a single elementwise
+    pass. The fused op takes the Mul's place and name, so its output keeps its consumers."""
     fused = 0
-    for sigmoid in [n for n in graph.nodes if n.op_type == "Sigmoid" and not n.domain]:
-        x, s = sigmoid.inputs[0], sigmoid.outputs[0]
+    for gate in [n for n in graph.nodes if n.op_type in ("Sigmoid", "HardSigmoid")]:
+        x, s = gate.inputs[0], gate.outputs[0]
         mul = _sole_consumer(graph, s)
         if mul is None or mul.op_type != "Mul" or mul.domain or sorted(mul.inputs) != sorted([x, s]):
             continue
-        if mul.guards != sigmoid.guards or activation_params(sigmoid, graph) is None:
+        replacement = _gated_op(gate, graph)
+        if mul.guards != gate.guards or replacement is None:
             continue
-        index = graph.nodes.index(mul)
-        graph.nodes[index] = Node("Swish", mul.name, [x], list(mul.outputs), {"alpha": 1.0}, guards=mul.guards)
-        graph.nodes.remove(sigmoid)
+        op, attrs = replacement
+        graph.nodes[graph.nodes.index(mul)] = Node(op, mul.name, [x], list(mul.outputs), attrs, guards=mul.guards)
+        graph.nodes.remove(gate)
         fused += 1
     return fused
 
 
 def fuse_activations(graph: Graph) -> int:
-    """SiLU and hard-swish first (`fuse_silu`, `fuse_hard_swish`), then each activation into its
-    producer's epilogue where it is the producer's only consumer; returns how many nodes went."""
-    fused = fuse_silu(graph) + fuse_hard_swish(graph)
+    """x times its own gate and Paddle's hard-swish first (`fuse_self_gates`, `fuse_hard_swish`), then
+    each activation into its producer's epilogue where it is the producer's only consumer; returns how
+    many nodes went."""
+    fused = fuse_self_gates(graph) + fuse_hard_swish(graph)
     for act in [n for n in graph.nodes if n.op_type in FUSABLE_ACTIVATIONS]:
         producer = graph.producer(act.inputs[0])
         if producer is None or producer.op_type not in FUSING_PRODUCERS or producer.activation is not None:
