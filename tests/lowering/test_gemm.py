@@ -53,6 +53,19 @@ def test_k_blocks_follow_k_block(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (plan.blocks, plan.k_len) == (3, 15)
 
 
+@pytest.mark.parametrize("m,n,k,outer", [
+    (20, 8210, 1024, True),  # ddddocr_rec's classifier: B's K block is 16 MiB, A's 40 KiB
+    (5, 1100, 64, True),  # two row tiles, B just past the budget
+    (1, 8210, 1024, False),  # one row: one row tile reads B once either way
+    (4, 8210, 1024, False),  # one row tile
+    (20, 64, 512, False),  # B fits in L2: rows outer reuse it from there
+    (4096, 8210, 512, False),  # A's block would not stay in L2 either
+])
+def test_columns_outer_for_few_rows_against_a_large_constant_b(m: int, n: int, k: int, outer: bool) -> None:
+    assert gemm_plan(m, n, k, constant_b=True).columns_outer is outer
+    assert not gemm_plan(m, n, k).columns_outer  # a run-time B is not packed per column tile
+
+
 @pytest.mark.parametrize("k,n", [(5, 37), (3, 8), (6, 21), (2, 3)])
 def test_pack_columns_layout(k: int, n: int) -> None:
     b = rng.standard_normal((k, n)).astype(np.float32)

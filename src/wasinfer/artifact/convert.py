@@ -22,7 +22,7 @@ from wasinfer.backends.wasm.compiler import abi_version
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
-from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
+from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
@@ -91,6 +91,7 @@ def convert_model(
     bound_run_time_shapes(graph)  # NonZero, Compress: their largest shape, and the axes each run decides
     lower_einsums(graph)
     bn = fold_batchnorm(graph)
+    affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)
     encoding = quantize_weights(graph, weights)
     try:
@@ -129,6 +130,7 @@ def convert_model(
     layout = compiled.layout
     stats: dict[str, object] = {
         "nodes_in": nodes_in, "kernels": len(graph.nodes), "folded": folded, "bn_folded": bn,
+        "affine_folded": affine,
         "activations_fused": fused, "params": graph.param_count(),
         "arena_bytes": compiled.arena_size, "arena_bytes_without_reuse": compiled.naive_arena_size,
         "ops": sorted({n.op_type for n in graph.nodes}),

@@ -5,7 +5,8 @@ tile), columns in runs of equal-width tiles (`column_tiles`: 8 wide, 16 for a si
 partial tile overlapping the one before), and K in blocks of at most K_BLOCK. Constant operands
 are laid out at compile time so the inner loop reads them contiguously: A in panels of PANEL
 rows (`pack_panels`), B per column run (`pack_columns`). Conv-sized products go over blocks of
-columns small enough to keep B's block in L2 (`column_block`).
+columns small enough to keep B's block in L2 (`column_block`); a few rows against a constant B
+too large for L2 go over column tiles outermost (`columns_outer`), so B is read once.
 
 The numbers were measured on Cranelift's x86-64 output (see backends/wasm/emitters/gemm.py):
 ROWS x 8 accumulators fit the 16 SIMD registers of x86-64.
@@ -77,6 +78,9 @@ class GemmPlan:
     blocks: int  # K blocks
     k_len: int  # k steps per block (the last may be shorter)
     regions: tuple[tuple[int, int, int], ...]  # column runs: (first column, tiles, width)
+    # column tiles outside the row tiles: each tile of a constant B is read from memory once and every
+    # row tile reuses it from L1 (`columns_outer`)
+    columns_outer: bool = False
 
     @property
     def row_tiles(self) -> tuple[tuple[int, int, int], ...]:
@@ -85,10 +89,25 @@ class GemmPlan:
         return (0, m_block, ROWS), (m_block, self.m_size, self.m_size - m_block)
 
 
-def gemm_plan(m_size: int, n_size: int, k_size: int) -> GemmPlan:
+def gemm_plan(m_size: int, n_size: int, k_size: int, constant_b: bool = False) -> GemmPlan:
     blocks = max(1, -(-k_size // K_BLOCK))
     regions = column_tiles(n_size, 1 if m_size == 1 else ROWS, overlap=blocks == 1)
-    return GemmPlan(m_size, n_size, k_size, blocks, -(-k_size // blocks), tuple(regions))
+    k_len = -(-k_size // blocks)
+    return GemmPlan(m_size, n_size, k_size, blocks, k_len, tuple(regions),
+                    constant_b and columns_outer(m_size, n_size, k_len))
+
+
+def columns_outer(m_size: int, n_size: int, k_len: int) -> bool:
+    """Whether a product with constant B walks column tiles outermost (inside the K blocks).
+
+    Rows outermost, every row tile streams B's whole block: from memory again for each tile once
+    the block is larger than L2 (a classifier's 1024 x 8210 weights, 16 MiB per K block, went
+    through 5 times for 20 rows: 6x ONNX Runtime, memory-bound). Columns outermost, B's tile
+    (k_len x 8 floats) is read once and stays in L1 while the row tiles pass over it; A's block
+    (every row, k_len columns) must then stay in L2 instead, so this is for a few rows and many
+    columns, the shape of a classifier or of a projection over a short sequence."""
+    row_tiles = -(-m_size // ROWS)
+    return row_tiles > 1 and k_len * n_size * 4 > GEMM_B_BUDGET and m_size * k_len * 4 <= GEMM_B_BUDGET
 
 
 def pack_columns(b: np.ndarray, regions: tuple[tuple[int, int, int], ...]) -> tuple[np.ndarray, list[int]]:
@@ -124,11 +143,30 @@ def bias_strides(c_shape: tuple[int, ...]) -> tuple[int, int]:
     return padded[1] if padded[0] != 1 else 0, 1 if padded[1] != 1 else 0
 
 
+def a_panel_bytes(m_size: int, k_size: int) -> int:
+    """Scratch for a run-time A packed in panels (`pack_panels`' layout), padding rows included."""
+    return -(-m_size // PANEL) * PANEL * k_size * 4
+
+
 def gemm_scratch(node: Node, graph: Graph) -> int:
-    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n."""
-    if node.inputs[1] in graph.constants or not node.attr("transB", 0):
+    """A run-time B with transB=1 is transposed into scratch first, so B is contiguous along n; a
+    product that walks columns outermost packs its run-time A in panels there (`columns_outer`)."""
+    a_shape = graph.info(node.inputs[0]).shape
+    m_size, k_size = (a_shape[1], a_shape[0]) if node.attr("transA", 0) else a_shape
+    if node.inputs[1] in graph.constants:
+        n_size = graph.constants[node.inputs[1]].shape[0 if node.attr("transB", 0) else 1]
+        return a_panel_bytes(m_size, k_size) if gemm_plan(m_size, n_size, k_size, True).columns_outer else 0
+    if not node.attr("transB", 0):
         return 0
     return graph.info(node.inputs[1]).nbytes
+
+
+def matmul_scratch(node: Node, graph: Graph) -> int:
+    """MatMul's A packed in panels where one product with a constant B walks columns outermost."""
+    pairs, m_size, n_size, k_size = matmul_batches(graph.info(node.inputs[0]).shape, graph.info(node.inputs[1]).shape)
+    if node.inputs[1] not in graph.constants or len(pairs) != 1:
+        return 0
+    return a_panel_bytes(m_size, k_size) if gemm_plan(m_size, n_size, k_size, True).columns_outer else 0
 
 
 def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int, int, int]:
@@ -144,6 +182,6 @@ def matmul_batches(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[
     return pairs, m_size, n_size, k_size
 
 
-__all__ = ["GEMM_B_BUDGET", "GEMM_MIN_COLUMNS", "K_BLOCK", "PANEL", "ROWS", "GemmPlan", "bias_strides",
-           "column_block", "column_tiles", "constant_bias", "gemm_plan", "gemm_scratch", "matmul_batches",
-           "pack_columns", "pack_panels"]
+__all__ = ["GEMM_B_BUDGET", "GEMM_MIN_COLUMNS", "K_BLOCK", "PANEL", "ROWS", "GemmPlan", "a_panel_bytes", "bias_strides",
+           "column_block", "column_tiles", "columns_outer", "constant_bias", "gemm_plan", "gemm_scratch",
+           "matmul_batches", "matmul_scratch", "pack_columns", "pack_panels"]

@@ -57,6 +57,10 @@ define("Gelu", fusion=Fusion.ACTIVATION, activation=_gelu, batch=elementwise)
 define("HardSigmoid", activation=_hard_sigmoid, batch=elementwise)
 define("HardSwish", activation=_hard_swish, batch=elementwise)
 define("Elu", activation=_alpha(1.0), batch=elementwise)
+# x * sigmoid(alpha * x) (opset 24); passes/fuse.py also makes one of each Sigmoid whose only consumer
+# multiplies its input by it (SiLU, as YOLO-style models write it), so SiLU is one pass over memory
+define("Swish", activation=_alpha(1.0), batch=elementwise,
+       summary="x * sigmoid(alpha * x); also a Sigmoid and the Mul of its input by it (SiLU, passes/fuse.py)")
 define("Selu", activation=_selu, batch=elementwise)
 for op in ("Abs", "Neg", "Sqrt", "Floor", "Ceil", "Reciprocal", "Exp", "Log", "Round", "Softsign", "Softplus",
            "Sign", "IsNaN", "IsInf", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh", "Acosh",

@@ -8,9 +8,10 @@ import pytest
 from onnx import helper
 
 import wasinfer.lowering.gemm as gemm
-from tests.parity import assert_matches_ort, single_op_model
+from tests.parity import assert_matches_ort, graph_model, single_op_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
+from wasinfer.frontends import load_onnx
 from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
@@ -87,6 +88,53 @@ def test_clip_with_constant_bounds() -> None:
     model = single_op_model("Clip", {"x": x}, constants={"lo": np.array(-1, np.float32),
                                                           "hi": np.array(0.5, np.float32)})
     assert_matches_ort(model, {"x": x})
+
+
+@pytest.mark.parametrize("m,k,n", [(5, 9, 37), (9, 45, 13), (20, 64, 70), (13, 1030, 21)])
+@pytest.mark.parametrize("op", ["Gemm", "Gemm-transA", "MatMul"])
+def test_gemm_columns_outer(monkeypatch: pytest.MonkeyPatch, op: str, m: int, k: int, n: int) -> None:
+    """A few rows against a constant B larger than the L2 budget walk B's column tiles outermost, A packed
+    in panels in scratch first: odd M (a short last row tile and padding rows), N with an overlapping last
+    tile, K in blocks (1030), transposed A, Gemm's transB, alpha, beta, bias and a fused activation."""
+    monkeypatch.setattr(gemm, "GEMM_B_BUDGET", m * gemm.gemm_plan(m, n, k).k_len * 4)  # A's block just fits
+    assert gemm.gemm_plan(m, n, k, constant_b=True).columns_outer
+    a = rand(k, m) if op == "Gemm-transA" else rand(m, k)
+    if op == "MatMul":
+        model = single_op_model("MatMul", {"a": a}, constants={"b": rand(k, n)})
+    else:
+        nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=int(op == "Gemm-transA"), transB=1,
+                                  alpha=0.5, beta=2.0), helper.make_node("Tanh", ["g"], ["y"])]
+        model = graph_model(nodes, {"a": a}, ["y"], {"b": rand(n, k), "c": rand(n)})
+    assert_matches_ort(model, {"a": a}, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_few_rows_against_a_wide_constant_b(m: int) -> None:
+    """One row tile (16 columns for one row, 8 for two or three) over N = 8210, B read once either way."""
+    a = rand(m, 512)
+    assert not gemm.gemm_plan(m, 8210, 512, constant_b=True).columns_outer
+    model = single_op_model("Gemm", {"a": a}, constants={"b": rand(8210, 512) * 0.05, "c": rand(8210)}, transB=1)
+    assert_matches_ort(model, {"a": a})
+
+
+def test_columns_outer_packs_a_in_scratch() -> None:
+    """The scratch the memory planner reserves holds A's panels, padding rows included."""
+    a = rand(20, 1024)
+    cases = (("Gemm", {"b": rand(8210, 1024)}, {"transB": 1}), ("MatMul", {"b": rand(1024, 8210)}, {}))
+    for op, constants, attrs in cases:
+        graph = load_onnx(single_op_model(op, {"a": a}, constants=constants, **attrs)).graph
+        scratch = gemm.gemm_scratch if op == "Gemm" else gemm.matmul_scratch
+        assert scratch(graph.nodes[0], graph) == 20 * 1024 * 4
+    small = load_onnx(single_op_model("MatMul", {"a": rand(3, 8)}, constants={"b": rand(8, 5)})).graph
+    assert gemm.matmul_scratch(small.nodes[0], small) == 0
+
+
+def test_gemm_columns_outer_classifier_shape() -> None:
+    """ddddocr_rec's classifier at its real size (no budget patched): 20 rows, K 1024 in two blocks, N 8210."""
+    a = rand(20, 1024)
+    model = single_op_model("Gemm", {"a": a}, constants={"b": rand(8210, 1024) * 0.05, "c": rand(8210)}, transB=1)
+    assert gemm.gemm_plan(20, 8210, 1024, constant_b=True).columns_outer
+    assert_matches_ort(model, {"a": a}, atol=5e-5)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 70, 37), (6, 45, 13), (9, 64, 6)])

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from wasinfer.backends.wasm.context import Ctx
+from wasinfer.backends.wasm.mathfn import exp_v128, sigmoid_v128, tanh_v128
 from wasinfer.backends.wasm.writer import V128
 from wasinfer.ir import Node
 
@@ -27,10 +28,17 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         f.get(v).get(v).f32x4_const(params["alpha"]).op("f32x4.mul")
         f.get(v).f32x4_const(0.0).op("f32x4.gt").op("v128.bitselect")
     elif op == "Sigmoid":
-        f.f32x4_const(1.0).f32x4_const(1.0).get(v).op("f32x4.neg").call(ctx.helper("exp4"))
-        f.op("f32x4.add").op("f32x4.div")
+        sigmoid_v128(f, v)
+    elif op == "Swish":  # x * sigmoid(alpha * x): the sigmoid works on a copy, x stays for the product
+        t = f.local(V128)
+        f.get(v).get(v)
+        if params["alpha"] != 1.0:
+            f.f32x4_const(params["alpha"]).op("f32x4.mul")
+        f.set(t)
+        sigmoid_v128(f, t)
+        f.op("f32x4.mul")
     elif op == "Tanh":
-        _tanh(ctx, v)
+        tanh_v128(f, v)
     elif op == "Erf":
         f.get(v).call(ctx.helper("erf4"))
     elif op == "Gelu":  # x/2 * (1 + erf(x/sqrt 2)), or with tanh(sqrt(2/pi) * (x + 0.044715 x^3))
@@ -39,7 +47,7 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
             t = f.local(V128)
             f.get(v).get(v).op("f32x4.mul").get(v).op("f32x4.mul").f32x4_const(0.044715).op("f32x4.mul")
             f.get(v).op("f32x4.add").f32x4_const(math.sqrt(2.0 / math.pi)).op("f32x4.mul").set(t)
-            _tanh(ctx, t)
+            tanh_v128(f, t)
         else:
             f.get(v).f32x4_const(math.sqrt(0.5)).op("f32x4.mul").call(ctx.helper("erf4"))
         f.op("f32x4.add").op("f32x4.mul")
@@ -58,7 +66,7 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
     elif op == "Reciprocal":
         f.f32x4_const(1.0).get(v).op("f32x4.div")
     elif op == "Exp":
-        f.get(v).call(ctx.helper("exp4"))
+        exp_v128(f, v)
     elif op == "Log":
         f.get(v).call(ctx.helper("log4"))
     elif op == "Round":  # ONNX rounds half to even, as f32x4.nearest does
@@ -83,15 +91,6 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         f.call(ctx.helper("log4")).op("f32x4.add")
     else:  # pragma: no cover - guarded by the registry
         raise KeyError(op)
-
-
-def _tanh(ctx: Ctx, v: int) -> None:
-    """Push tanh(v) = 1 - 2 / (exp(2v) + 1); tiny |v| keeps v itself so tanh(v) ~ v stays exact."""
-    f = ctx.f
-    t = f.local(V128)
-    f.f32x4_const(1.0).f32x4_const(2.0).get(v).get(v).op("f32x4.add").call(ctx.helper("exp4"))
-    f.f32x4_const(1.0).op("f32x4.add").op("f32x4.div").op("f32x4.sub").set(t)
-    f.get(v).get(t).get(v).op("f32x4.abs").f32x4_const(1e-3).op("f32x4.lt").op("v128.bitselect")
 
 
 def epilogue(ctx: Ctx, node: Node) -> None:

@@ -6,7 +6,9 @@ B must be contiguous along n; A may have any strides (so transA is free), or be 
 lowering/gemm.py (`gemm_plan`): C in register tiles of 4 rows x 8 columns (8 f32x4 accumulators),
 the last rows as one shorter tile; a single row takes 16 columns. A last partial column tile
 overlaps the previous one instead of falling back to narrow tiles. Long K runs in blocks
-(K_BLOCK) that keep the tile's A in L1 and B's block in L2. This module renders that plan.
+(K_BLOCK) that keep the tile's A in L1 and B's block in L2. A few rows against a constant B too
+large for L2 (a classifier) go over column tiles outermost, A packed in panels in scratch, so B
+comes from memory once. This module renders that plan.
 
 What the micro-kernel costs was measured on Cranelift's x86-64 output (wasmtime 50):
 - f32.load + f32x4.splat is two instructions (vmovss, vbroadcastss): Cranelift cannot fold the
@@ -42,6 +44,7 @@ from wasinfer.lowering.gemm import (
     gemm_plan,
     gemm_scratch,
     matmul_batches,
+    matmul_scratch,
     pack_columns,
 )
 
@@ -66,9 +69,15 @@ def _push(ctx: Ctx, base: Base) -> None:
 
 
 def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Operand | np.ndarray, c: Operand,
-              bias: Operand | None = None, alpha: float = 1.0, node: Node | None = None) -> None:
+              bias: Operand | None = None, alpha: float = 1.0, node: Node | None = None,
+              a_scratch: int | None = None) -> None:
     """Emit C = alpha*A@B + bias (+ activation). A constant B (a [K, N] array) is packed at
     compile time into panels [N/width][K][width], so the k loop reads B contiguously.
+
+    Where the plan walks columns outermost and `a_scratch` has room (`a_panel_bytes`), a run-time
+    A is first packed there in panels: every column tile reads all of A again, and its rows, one
+    row length apart, would compete for the same L1 sets (4 KiB apart for K = 1024) and take a
+    load and a broadcast per row and k where a panel takes one load and a shuffle.
 
     A long K is cut into blocks of at most K_BLOCK (a run-time loop outside the row and column
     loops): a tile's A values for one block stay in L1 and the block of B in L2 while every
@@ -77,7 +86,10 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
     f = ctx.f
     m, n, k = f.local(I32), f.local(I32), f.local(I32)
     pa, pb, pc, pbias = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
-    plan = gemm_plan(m_size, n_size, k_size)
+    plan = gemm_plan(m_size, n_size, k_size, constant_b=isinstance(b, np.ndarray))
+    if plan.columns_outer and a_scratch is not None and not a.panels:
+        _pack_a(ctx, a, m_size, k_size, a_scratch)
+        a = Operand(a_scratch, k_size, 1, panels=True)
     regions, k_len = plan.regions, plan.k_len
     if isinstance(b, np.ndarray):
         packed, starts = pack_columns(b, regions)
@@ -91,23 +103,46 @@ def emit_gemm(ctx: Ctx, m_size: int, n_size: int, k_size: int, a: Operand, b: Op
         if kb:  # the last block may be shorter
             f.i32(k_len).i32(k_size).get(kb.start).op("i32.sub").get(kb.start).i32(k_size - k_len)
             f.op("i32.lt_s").op("select").set(kb.length)
-        for m_lo, m_hi, rows in plan.row_tiles:
-            if m_hi <= m_lo:
-                continue
-            with f.for_range(m, m_lo, m_hi, rows):
-                for index, (lo, count, width) in enumerate(regions):
-                    with f.for_range(n, lo, lo + count * width, width):
-                        if isinstance(b, np.ndarray):
-                            # pb = region + (n - lo) * K * 4 ; next k is one panel row further
-                            f.get(n).i32(lo).op("i32.sub").i32(k_size * 4).op("i32.mul").i32(b_sources[index])
-                            f.op("i32.add").set(pb)
-                            b_step = width
-                        else:
-                            _push(ctx, b.base)
-                            f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
-                            b_step = b.row
-                        _tile(ctx, Tile(rows, width, k_size, b_step, kb), m, n, k, pa, pb, pc, pbias, a, c, bias,
-                              alpha, node)
+        def tile(index: int, lo: int, rows: int, width: int) -> None:
+            if isinstance(b, np.ndarray):
+                # pb = region + (n - lo) * K * 4 ; next k is one panel row further
+                f.get(n).i32(lo).op("i32.sub").i32(k_size * 4).op("i32.mul").i32(b_sources[index])
+                f.op("i32.add").set(pb)
+                b_step = width
+            else:
+                _push(ctx, b.base)
+                f.get(n).i32(4).op("i32.mul").op("i32.add").set(pb)
+                b_step = b.row
+            _tile(ctx, Tile(rows, width, k_size, b_step, kb), m, n, k, pa, pb, pc, pbias, a, c, bias, alpha, node)
+
+        row_tiles = [(m_lo, m_hi, rows) for m_lo, m_hi, rows in plan.row_tiles if m_hi > m_lo]
+        if plan.columns_outer:  # each B tile once from memory, then from L1 for every row tile
+            for index, (lo, count, width) in enumerate(regions):
+                with f.for_range(n, lo, lo + count * width, width):
+                    for m_lo, m_hi, rows in row_tiles:
+                        with f.for_range(m, m_lo, m_hi, rows):
+                            tile(index, lo, rows, width)
+        else:
+            for m_lo, m_hi, rows in row_tiles:
+                with f.for_range(m, m_lo, m_hi, rows):
+                    for index, (lo, count, width) in enumerate(regions):
+                        with f.for_range(n, lo, lo + count * width, width):
+                            tile(index, lo, rows, width)
+
+
+def _pack_a(ctx: Ctx, a: Operand, m_size: int, k_size: int, dst: int) -> None:
+    """A (any strides) → dst as [ceil(M/PANEL)][K][PANEL]: element (m, k) at ((m/4)*K + k)*4 + m%4.
+    Padding rows are left as they are: no tile reads their lanes."""
+    f = ctx.f
+    m, k, src, out = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    with f.for_range(m, 0, m_size):
+        _push(ctx, a.base)
+        f.get(m).i32(a.row * 4).op("i32.mul").op("i32.add").set(src)
+        f.get(m).i32(2).op("i32.shr_u").i32(k_size * PANEL * 4).op("i32.mul")
+        f.get(m).i32(PANEL - 1).op("i32.and").i32(4).op("i32.mul").op("i32.add").i32(dst).op("i32.add").set(out)
+        with f.for_range(k, 0, k_size):
+            f.get(out).get(src).mem("f32.load").mem("f32.store")
+            f.inc(src, a.col * 4).inc(out, PANEL * 4)
 
 
 # Register tiles (lowering/gemm.py): ROWS x 8 (8 accumulators, 2 B vectors, the A values and a
@@ -324,10 +359,11 @@ def emit_gemm_op(ctx: Ctx, node: Node) -> None:
         else:
             bias = Operand(ctx.addr(c_name), *bias_strides(c_shape), beta)
     out = Operand(ctx.addr(node.outputs[0]), n_size, 1)
-    emit_gemm(ctx, m_size, n_size, k_size, a, b, out, bias, alpha, node)
+    emit_gemm(ctx, m_size, n_size, k_size, a, b, out, bias, alpha, node,
+              a_scratch=ctx.scratch_addr if weights is not None else None)
 
 
-@kernel("MatMul", check=lambda node, graph: only_float32(node, graph))
+@kernel("MatMul", check=lambda node, graph: only_float32(node, graph), scratch=matmul_scratch)
 def emit_matmul(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     a_name, b_name = node.inputs
@@ -339,7 +375,7 @@ def emit_matmul(ctx: Ctx, node: Node) -> None:
         b: Operand | np.ndarray = (Operand(b_addr + pairs[0][1] * 4, n_size, 1) if weights is None
                                    else weights.astype(np.float32).reshape(k_size, n_size))
         emit_gemm(ctx, m_size, n_size, k_size, Operand(a_addr + pairs[0][0] * 4, k_size, 1), b,
-                  Operand(c_addr, n_size, 1), node=node)
+                  Operand(c_addr, n_size, 1), node=node, a_scratch=ctx.scratch_addr if weights is not None else None)
         return
     # One GEMM body in a run-time loop; a table gives each batch's A and B offsets (bytes).
     table = ctx.data(np.array([(a_addr + i * 4, b_addr + j * 4) for i, j in pairs], dtype=np.int32))

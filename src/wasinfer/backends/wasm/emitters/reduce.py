@@ -21,6 +21,7 @@ import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.layout import walk
+from wasinfer.backends.wasm.mathfn import exp_v128
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.layout import row_major
@@ -134,7 +135,9 @@ def _softmax_lines(ctx: Ctx, log: bool, x: int, y: int, segments: list[Segment],
 
     def exp_pass(width: int, k: int) -> None:
         _load(f, px, width, 16 * k)
-        f.get(line(vmax, k)).op("f32x4.sub").call(ctx.helper("exp4")).set(v)
+        f.get(line(vmax, k)).op("f32x4.sub").set(v)
+        exp_v128(f, v)  # inline: the pass is exp and a sum, a call per vector was a third of it
+        f.set(v)
         if not log:
             f.get(py).get(v)
             _store(f, width, 16 * k)

@@ -20,28 +20,39 @@ from wasinfer.ops import activation_params
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Abs", "Neg", "Sqrt", "Floor", "Ceil",
              "Reciprocal", "Exp", "Log", "Round", "Softsign", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
-             "Erf", "Gelu")
+             "Erf", "Gelu", "Swish")
 INTEGER_UNARY = {"Neg", "Abs", "Clip"}
+
+
+UNROLL = 2  # vectors per iteration of map_f32's main loop
 
 
 def map_f32(ctx: Ctx, src: int, dst: int, count: int, body_v128: Any) -> None:
     """dst[i] = body(src[i]) for i < count; the body transforms a v128 on the stack.
 
-    The tail (count % 4) runs the same body on a splatted lane, so both paths agree bit for bit.
-    """
+    The main loop does UNROLL vectors per iteration, addressed by one byte counter with src and
+    dst as the memory instructions' constant offsets: one add, compare and branch per two vectors
+    instead of an address computation and a back-edge per vector, and two independent chains of
+    math for the core to overlap (a sigmoid is one long dependency chain). Leftover vectors run
+    one at a time; the tail (count % 4) runs the same body on a splatted lane, so every path
+    agrees bit for bit. No vector is done twice: dst may be src (in place)."""
     f = ctx.f
     i = f.local(I32)
-    vec_end = count // 4 * 4
-    if vec_end:
-        with f.for_range(i, 0, vec_end * 4, 16):
-            f.addr(dst, i, 1).addr(src, i, 1).mem("v128.load")
+    vec_bytes = count // 4 * 16
+    main = vec_bytes // (16 * UNROLL) * 16 * UNROLL
+    for start, stop, unroll in ((0, main, UNROLL), (main, vec_bytes, 1)):
+        if stop <= start:
+            continue
+        with f.for_range(i, start, stop, 16 * unroll):
+            for u in range(unroll):
+                f.get(i).get(i).mem("v128.load", offset=src + 16 * u)
+                body_v128()
+                f.mem("v128.store", offset=dst + 16 * u)
+    if count * 4 > vec_bytes:
+        with f.for_range(i, vec_bytes, count * 4, 4):
+            f.get(i).get(i).mem("f32.load", offset=src).op("f32x4.splat")
             body_v128()
-            f.mem("v128.store")
-    if count > vec_end:
-        with f.for_range(i, vec_end * 4, count * 4, 4):
-            f.addr(dst, i, 1).addr(src, i, 1).mem("f32.load").op("f32x4.splat")
-            body_v128()
-            f.lane("f32x4.extract_lane", 0).mem("f32.store")
+            f.lane("f32x4.extract_lane", 0).mem("f32.store", offset=dst)
 
 
 def _check_unary(node: Node, graph: Graph) -> list[str]:
