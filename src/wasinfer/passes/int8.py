@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Graph, Node
-from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.ops.quantized import INT8_DOMAIN, QCONV_MAX_K, QCONV_MAX_TAPS
 from wasinfer.passes.control import infer_types
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -101,6 +101,23 @@ class _Match:
                 return None
         self.removed.append(dq)
         return np.ascontiguousarray(w), np.broadcast_to(scale.astype(np.float32).reshape(-1), (n_size,)).copy()
+
+    def conv_weight(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(w [M, C/g, *kernel] int8, w_scale [M] float32) of a Conv's input 1: a symmetric int8
+        constant, per tensor or per output channel (axis 0)."""
+        dq = self.dequantize_of(self.product.inputs[1])
+        if dq is None:
+            return None
+        w = self.graph.constants.get(dq.inputs[0])
+        scale = self.graph.constants.get(_arg(dq, 1))
+        zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int8)
+        if w is None or w.dtype != np.int8 or w.ndim not in (3, 4) or scale is None or zero is None \
+                or np.any(zero != 0) or int(dq.attr("block_size", 0)):
+            return None
+        if scale.size != 1 and (scale.size != w.shape[0] or int(dq.attr("axis", 1)) % w.ndim != 0):
+            return None
+        self.removed.append(dq)
+        return w, np.broadcast_to(scale.astype(np.float32).reshape(-1), (w.shape[0],)).copy()
 
     def bias(self, name: str, unit: np.ndarray) -> np.ndarray | None:
         """The bias as int32 multiples of `unit` (a_scale * w_scale, per column)."""
@@ -191,6 +208,51 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
     return fused
 
 
+def _fuse_conv(graph: Graph, node: Node) -> Node | None:
+    """The QConvInt8 node replacing Conv `node` and its QuantizeLinear, or None: the pattern does
+    not match, or the kernel cannot run it (more than QCONV_MAX_TAPS taps, K of QCONV_MAX_K or more)."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.activation is not None:
+        return None
+    x_name = node.inputs[0]
+    rank = len(graph.info(x_name).shape) if x_name in graph.tensors else 0
+    if rank not in (3, 4):
+        return None
+    match = _Match(graph, node)
+    activation, weight, requantize = match.activation(), match.conv_weight(), match.quantize()
+    if activation is None or weight is None or requantize is None:
+        return None
+    x_q, x_scale, x_zero = activation
+    w, w_scale = weight
+    q, y_scale, y_zero = requantize
+    groups = int(node.attr("group", 1))
+    kernel = node.attr("kernel_shape")
+    if w.ndim != rank or groups < 1 or graph.info(x_name).shape[1] != w.shape[1] * groups or w.shape[0] % groups \
+            or (kernel and tuple(kernel) != w.shape[2:]):
+        return None
+    taps = int(np.prod(w.shape[2:]))
+    if taps > QCONV_MAX_TAPS or w.shape[1] * taps >= QCONV_MAX_K:
+        return None
+    unit = (x_scale * w_scale).astype(np.float32)
+    bias = np.zeros(w.shape[0], np.int32)
+    if _arg(node, 2):
+        found = match.bias(_arg(node, 2), unit)
+        if found is None:
+            return None
+        bias = found
+    scale = (unit / y_scale).astype(np.float32)
+    if not np.all(np.isfinite(scale)):
+        return None
+    names = [f"{node.name}/int8/{part}" for part in ("w", "bias", "scale", "x_zero", "y_zero")]
+    for name, value in zip(names, (w, bias, scale, x_zero, y_zero), strict=True):
+        graph.add_constant(name, value)
+    fused = Node("QConvInt8", f"{node.name}/int8", [x_q, *names], [q.outputs[0]], dict(node.attrs),
+                 domain=INT8_DOMAIN, guards=node.guards)
+    graph.nodes[graph.nodes.index(node)] = fused
+    graph.nodes.remove(q)
+    _drop_unused(graph, match.removed)
+    return fused
+
+
 def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
     """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
     only they read (the fused node holds its own copies: stats count parameters once)."""
@@ -204,12 +266,12 @@ def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
 
 
 def fuse_int8_gemms(graph: Graph) -> int:
-    """Fuse every matching quantized MatMul/Gemm into QGemmInt8; returns how many.
+    """Fuse every matching quantized MatMul/Gemm into QGemmInt8 and Conv into QConvInt8; returns how many.
 
     It runs before constant folding (which would dequantize the int8 weights), so the values
     passes/quantized.py just wrote, and those of ONNX Runtime's contrib ops, may have no type
     yet: ONNX's shape inference gives them one first, where there is a candidate to fuse."""
-    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs
+    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm", "Conv") and n.inputs
                   and (producer := graph.producer(n.inputs[0])) is not None and producer.op_type == "DequantizeLinear"]
     if not candidates:
         return 0
@@ -217,7 +279,7 @@ def fuse_int8_gemms(graph: Graph) -> int:
         infer_types(graph)
     fused = 0
     for node in list(graph.nodes):
-        if node in graph.nodes and _fuse(graph, node) is not None:
+        if node in graph.nodes and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
             fused += 1
     return fused
 

@@ -206,6 +206,12 @@ class Func:
         self.code += b"\xfd" + uleb(13) + picked
         return self
 
+    def shuffle16(self, lanes: tuple[int, int, int, int, int, int, int, int]) -> Func:
+        """i8x16.shuffle picking 16-bit lanes 0-7 of the first operand, 8-15 of the second."""
+        picked = bytes(2 * lane + byte for lane in lanes for byte in range(2))
+        self.code += b"\xfd" + uleb(13) + picked
+        return self
+
     def f32x4_const(self, value: float) -> Func:
         return self.v128(struct.pack("<4f", value, value, value, value))
 

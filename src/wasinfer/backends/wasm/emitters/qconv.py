@@ -1,0 +1,273 @@
+"""QConvInt8: the int8 convolution with requantisation (passes/int8.py fuses it; lowering/qconv.py plans it).
+
+    acc[m, p] = sum_k w[m, k] * x_col[k, p] + bias[m] - x_zero * sum_k w[m, k]   (exact, i32)
+    y[m, p]   = saturate(nearest(float32(acc) * scale[m]) + y_zero)                (MLAS's requantisation)
+
+Per (sample, group): the column buffer of raw activation bytes is built in scratch (`_columns`:
+one row per input channel and tap, bulk copies of the rows a tap reads inside the input, x_zero
+where it reads padding), unless the conv is 1x1 unpadded with stride 1 and the input itself is
+the buffer; then each register tile of output channels x positions runs the k pairs
+(`_tile`). The requantisation is the GEMM's (emitters/qgemm.py), with one bias and multiplier
+per output channel: a row of the tile.
+
+The micro-kernel, per k pair of a PANEL x 8 tile: 2 `v128.load8x8` (rows k and k+1, eight
+positions widened to i16 in the load), 2 shuffles interleaving them into (x[k, p], x[k+1, p])
+pairs, 4 `v128.load32_splat` of the channels' weight pairs, 8 `i32x4.dot_i16x8_s` + 8
+`i32x4.add`: 64 multiply-adds.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.writer import I32, V128, Func
+from wasinfer.ir import Graph, Node
+from wasinfer.lowering.qconv import QConvPlan, fits, folded_bias, pack_weights, qconv_plan
+from wasinfer.lowering.window import window_problems
+from wasinfer.ops.quantized import INT8_DOMAIN
+
+QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
+LOW_PAIRS = (0, 8, 1, 9, 2, 10, 3, 11)  # i16 lanes of two loads interleaved: positions 0-3
+HIGH_PAIRS = (4, 12, 5, 13, 6, 14, 7, 15)  # positions 4-7
+
+
+def _check(node: Node, graph: Graph) -> list[str]:
+    if len(node.inputs) != 6 or not all(node.inputs) or len(node.outputs) != 1:
+        return ["expects inputs (x, w, bias, scale, x_zero, y_zero) and one output, as passes/int8.py writes it"]
+    x, w, bias, scale, x_zero, y_zero = node.inputs
+    y = node.outputs[0]
+    problems = []
+    if graph.info(x).dtype not in QUANTIZED or graph.info(y).dtype not in QUANTIZED:
+        problems.append("X and Y must be int8 or uint8")
+    for name, dtype in ((w, np.int8), (bias, np.int32), (scale, np.float32)):
+        if name not in graph.constants or graph.constants[name].dtype != dtype:
+            problems.append(f"{name!r} must be a {np.dtype(dtype).name} constant")
+    for zero, of in ((x_zero, x), (y_zero, y)):
+        value = graph.constants.get(zero)
+        if value is None or value.size != 1 or value.dtype != graph.info(of).dtype:
+            problems.append(f"zero point {zero!r} must be one constant of {of!r}'s dtype")
+    if problems:
+        return problems
+    x_shape, w_shape = graph.info(x).shape, graph.constants[w].shape
+    if len(x_shape) not in (3, 4) or len(w_shape) != len(x_shape):
+        return [f"input rank {len(x_shape)} / weight rank {len(w_shape)}: expected N, C and one or two spatial axes"]
+    problems += window_problems(node, len(x_shape) - 2)
+    groups = int(node.attr("group", 1))
+    if groups < 1 or x_shape[1] != w_shape[1] * groups or w_shape[0] % groups:
+        problems.append(f"group={groups} does not fit input channels {x_shape[1]} and weight shape {list(w_shape)}")
+    for name in (bias, scale):
+        if graph.constants[name].shape != (w_shape[0],):
+            problems.append(f"{name!r} must have one value per output channel ({w_shape[0]})")
+    if problems:
+        return problems
+    plan = qconv_plan(node, graph)
+    if not fits(plan):
+        return [f"{plan.taps} kernel taps and K = {plan.k_size} exceed the kernel's limits"]
+    expected = (plan.batch, plan.out_channels, *plan.window.out_dims[4 - len(x_shape):])
+    if graph.info(y).shape != expected:
+        problems.append(f"output shape {graph.info(y).shape} differs from the computed {expected}")
+    return problems
+
+
+def _scratch(node: Node, graph: Graph) -> int:
+    return qconv_plan(node, graph).scratch_bytes
+
+
+@kernel("QConvInt8", domain=INT8_DOMAIN, check=_check, scratch=_scratch)
+def emit_qconv(ctx: Ctx, node: Node) -> None:
+    f, graph = ctx.f, ctx.graph
+    plan = qconv_plan(node, graph)
+    x_name, w_name, bias_name, scale_name, x_zero_name, y_zero_name = node.inputs
+    x_dtype, y_dtype = ctx.info(x_name).dtype, ctx.info(node.outputs[0]).dtype
+    x_zero = int(graph.constants[x_zero_name].reshape(()))
+    y_zero = int(graph.constants[y_zero_name].reshape(()))
+    w = graph.constants[w_name]
+    weights = ctx.data(pack_weights(w, plan))
+    biases = ctx.data(folded_bias(w, graph.constants[bias_name], x_zero))
+    scales = ctx.data(graph.constants[scale_name].astype(np.float32))
+    info = np.iinfo(y_dtype)
+    requant = _Requant(float(info.min - y_zero), float(info.max - y_zero), y_zero, y_dtype.kind == "i",
+                       biases, scales)
+    sign = "s" if x_dtype.kind == "i" else "u"
+    x, y = ctx.addr(x_name), ctx.addr(node.outputs[0])
+
+    sample, group, xg, yg, wg, tg, cols = (f.local(I32) for _ in range(7))
+    with f.for_range(sample, 0, plan.batch), f.for_range(group, 0, plan.groups):
+        f.get(sample).i32(plan.groups).op("i32.mul").get(group).op("i32.add").set(tg)  # (sample, group) index
+        f.get(tg).i32(plan.group_in * plan.in_positions).op("i32.mul").i32(x).op("i32.add").set(xg)
+        f.get(tg).i32(plan.group_out * plan.positions).op("i32.mul").i32(y).op("i32.add").set(yg)
+        f.get(group).i32(plan.group_weight_bytes).op("i32.mul").i32(weights).op("i32.add").set(wg)
+        f.get(group).i32(plan.group_out * 4).op("i32.mul").set(tg)  # the group's first channel in the tables
+        if plan.direct:
+            f.get(xg).set(cols)
+        else:
+            _columns(f, plan, xg, ctx.scratch_addr, x_zero)
+            f.i32(ctx.scratch_addr).set(cols)
+        _product(f, plan, cols, wg, yg, tg, sign, requant)
+
+
+def _columns(f: Func, plan: QConvPlan, xg: int, scratch: int, x_zero: int) -> None:
+    """The group's column buffer in scratch: row (ci, tap) holds, for every output position,
+    the input byte that tap reads, or x_zero where it reads padding."""
+    win = plan.window
+    (out_h, out_w), in_w = win.out_dims, win.in_dims[1]
+    zero = x_zero & 0xFF
+    channel, src_c, dst_c, src, dst, row = (f.local(I32) for _ in range(6))
+    with f.for_range(channel, 0, plan.group_in):
+        f.get(channel).i32(plan.in_positions).op("i32.mul").get(xg).op("i32.add").set(src_c)
+        f.get(channel).i32(plan.taps * plan.row_bytes).op("i32.mul").i32(scratch).op("i32.add").set(dst_c)
+        for tap in range(plan.taps):
+            i, j = divmod(tap, win.kernel[1])
+            base = tap * plan.row_bytes
+            oh0, oh1 = win.valid(0, i, 0, out_h)
+            ow0, ow1 = win.valid(1, j, 0, out_w)
+            if oh1 <= oh0 or ow1 <= ow0:  # this tap reads only padding
+                f.get(dst_c).i32(base).op("i32.add").i32(zero).i32(plan.row_bytes).memory_fill()
+                continue
+            _fill(f, dst_c, base, zero, oh0 * out_w)  # rows above the input
+            _fill(f, dst_c, base + oh1 * out_w, zero, plan.row_bytes - oh1 * out_w)  # below, and the tile padding
+            first = win.source(0, i, oh0) * in_w + win.source(1, j, ow0)
+            f.get(src_c).i32(first).op("i32.add").set(src)
+            f.get(dst_c).i32(base + oh0 * out_w).op("i32.add").set(dst)
+            with f.for_range(row, oh0, oh1):
+                _fill(f, dst, 0, zero, ow0)
+                _copy_run(f, dst, ow0, src, ow1 - ow0, win.strides[1])
+                _fill(f, dst, ow1, zero, out_w - ow1)
+                f.inc(src, win.strides[0] * in_w).inc(dst, out_w)
+
+
+def _fill(f: Func, at: int, offset: int, byte: int, count: int) -> None:
+    """count bytes of `byte` from local `at` + offset."""
+    if count <= 0:
+        return
+    if count <= 8:
+        for index in range(count):
+            f.get(at).i32(byte).mem("i32.store8", offset=offset + index)
+        return
+    f.get(at).i32(offset).op("i32.add").i32(byte).i32(count).memory_fill()
+
+
+def _copy_run(f: Func, dst: int, offset: int, src: int, count: int, step: int) -> None:
+    """dst[offset + j] = src[j * step] for j < count (locals dst, src unchanged)."""
+    if step == 1 and count >= 16:  # 16-byte chunks, the last one overlapping the one before
+        for start in [*range(0, count - 15, 16), *([count - 16] if count % 16 else [])]:
+            f.get(dst).get(src).mem("v128.load", offset=start, align=0).mem("v128.store", offset=offset + start,
+                                                                          align=0)
+        return
+    if step == 1 and count >= 8:
+        for start in (0, count - 8):
+            f.get(dst).get(src).mem("i64.load", offset=start, align=0).mem("i64.store", offset=offset + start,
+                                                                         align=0)
+        return
+    for index in range(count):
+        f.get(dst).get(src).mem("i32.load8_u", offset=index * step).mem("i32.store8", offset=offset + index)
+
+
+class _Requant:
+    """The requantisation's constants: the clamp (shifted by y_zero), y_zero, the narrowing's
+    signedness, and the per-channel tables' addresses."""
+
+    def __init__(self, lo: float, hi: float, y_zero: int, signed: bool, biases: int, scales: int):
+        self.lo, self.hi, self.y_zero, self.signed = lo, hi, y_zero, signed
+        self.biases, self.scales = biases, scales
+
+
+def _product(f: Func, plan: QConvPlan, cols: int, wg: int, yg: int, tg: int, sign: str, rq: _Requant) -> None:
+    """Y[M/g, P] of one group: every register tile of output channels x positions."""
+    panel, tile, pw, pc, po, pt, end = (f.local(I32) for _ in range(7))
+    full_panels, rest_rows = divmod(plan.group_out, plan.panel)
+    panel_bytes = plan.k_pairs * plan.panel * 4
+
+    def row_block(rows: int) -> None:
+        def tile_at(first: int | None) -> None:
+            # pc: the tile's first column; po: y[panel * PANEL, first]; pw: the panel's weights; pt: its tables
+            if first is None:
+                f.get(tile).i32(plan.width).op("i32.mul").set(po)
+            else:
+                f.i32(first).set(po)
+            f.get(po).get(cols).op("i32.add").set(pc)
+            f.get(panel).i32(plan.panel * plan.positions).op("i32.mul").get(yg).op("i32.add").get(po)
+            f.op("i32.add").set(po)
+            f.get(panel).i32(panel_bytes).op("i32.mul").get(wg).op("i32.add").set(pw)
+            f.get(panel).i32(plan.panel * 4).op("i32.mul").get(tg).op("i32.add").set(pt)
+            _tile(f, plan, rows, pw, pc, po, pt, end, sign, rq)
+
+        with f.for_range(tile, 0, plan.regular):
+            tile_at(None)
+        for start in plan.starts[plan.regular:]:
+            tile_at(start)
+
+    if full_panels:
+        with f.for_range(panel, 0, full_panels):
+            row_block(plan.panel)
+    if rest_rows:
+        f.i32(full_panels).set(panel)
+        row_block(rest_rows)
+
+
+def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: int, end: int, sign: str,
+          rq: _Requant) -> None:
+    """One register tile: `rows` output channels (weights at pw) x `width` positions (columns at pc)."""
+    vectors = plan.width // 4
+    acc = [[f.local(V128) for _ in range(vectors)] for _ in range(rows)]
+    xv = [f.local(V128) for _ in range(vectors)]
+    lo, hi, splat = f.local(V128), f.local(V128), f.local(V128)
+    load = f"v128.load8x8_{sign}"
+
+    def k_pair(second: int) -> None:
+        """acc += the pair of rows at pc and pc + second (0: the row with itself, an odd K's last)."""
+        for half in range(vectors // 2):
+            f.get(pc).mem(load, offset=8 * half, align=0).set(lo)
+            f.get(pc).mem(load, offset=second + 8 * half, align=0).set(hi)
+            f.get(lo).get(hi).shuffle16(LOW_PAIRS).set(xv[2 * half])
+            f.get(lo).get(hi).shuffle16(HIGH_PAIRS).set(xv[2 * half + 1])
+        for r in range(rows):
+            f.get(pw).mem("v128.load32_splat", offset=4 * r, align=0).set(splat)
+            for v in range(vectors):
+                f.get(acc[r][v]).get(xv[v]).get(splat).op("i32x4.dot_i16x8_s").op("i32x4.add").set(acc[r][v])
+
+    for row in acc:
+        for v in row:
+            f.v128(bytes(16)).set(v)
+    whole = plan.k_size // 2
+    if whole:
+        f.get(pw).i32(whole * plan.panel * 4).op("i32.add").set(end)
+        with f.block(b"\x03"):
+            k_pair(plan.row_bytes)
+            f.inc(pw, plan.panel * 4).inc(pc, 2 * plan.row_bytes)
+            f.get(pw).get(end).op("i32.lt_u").br_if(0)
+    if plan.k_size % 2:
+        k_pair(0)
+    _store(f, plan, acc, po, pt, splat, rq)
+
+
+def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spare: int, rq: _Requant) -> None:
+    """Requantise each row (channel) of the tile with its bias and multiplier, narrow, store."""
+    narrow = "i8x16.narrow_i16x8_s" if rq.signed else "i8x16.narrow_i16x8_u"
+    for r, row in enumerate(acc):
+        f.get(pt).mem("v128.load32_splat", offset=rq.biases + 4 * r, align=0).set(spare)
+        for v in row:
+            f.get(v).get(spare).op("i32x4.add").op("f32x4.convert_i32x4_s")
+            f.get(pt).mem("v128.load32_splat", offset=rq.scales + 4 * r, align=0)
+            f.op("f32x4.mul").f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
+            f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").v128(_i32x4(rq.y_zero)).op("i32x4.add").set(v)
+        halves = []
+        for v in range(0, len(row), 2):  # i32 → i16 (in range: no saturation)
+            f.get(row[v]).get(row[v + 1]).op("i16x8.narrow_i32x4_s").set(row[v])
+            halves.append(row[v])
+        f.get(halves[0]).get(halves[-1]).op(narrow).set(spare)
+        offset = r * plan.positions
+        if plan.stored == 16:
+            f.get(po).get(spare).mem("v128.store", offset=offset, align=0)
+        elif plan.stored == 8:
+            f.get(po).get(spare).lane("i64x2.extract_lane", 0).mem("i64.store", offset=offset, align=0)
+        else:  # fewer positions than one tile
+            for column in range(plan.stored):
+                f.get(po).get(spare).lane("i8x16.extract_lane_u", column).mem("i32.store8", offset=offset + column)
+
+
+def _i32x4(value: int) -> bytes:
+    return struct.pack("<4i", value, value, value, value)
