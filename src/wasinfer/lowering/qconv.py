@@ -6,15 +6,17 @@ weights and a column buffer B of raw activation bytes, one row of P per (input c
 padding written as x_zero (the value 0 in x's quantization). A 1x1, stride-1, unpadded conv
 reads the input itself as B (`direct`). 1-D convs run as 2-D ones of height 1.
 
-The products run on `i32x4.dot_i16x8_s`, so K goes in pairs: per k pair the kernel loads eight
-positions of rows k and k+1 widened to i16 (`v128.load8x8_s`/`_u`, signed or not as x is),
-interleaves them into four (x[k, p], x[k+1, p]) lanes twice, and multiplies each by a splat of
-an output channel's weight pair (w[m, k], w[m, k+1]), packed at compile time as i16 pairs in
-panels of PANEL channels ([groups][panels][KP][PANEL] i32, `pack_weights`); an odd K's last
-step pairs row K-1 with itself against a zero weight. The activations are multiplied raw, not
-shifted by x_zero: the correction -x_zero * sum_k w[m, k] is folded into the bias at compile time
-(`folded_bias`), which leaves the inner loop nothing to subtract. Raw uint8 values and int8
-weights make i16 pair sums of at most 2 x 255 x 128, summed exactly in i32 for K < 65000 (QCONV_MAX_K).
+The products run on `i32x4.dot_i16x8_s`, so K goes in pairs. The rows are then interleaved per
+position tile into blocks of [KP][width][2] bytes (`block_bytes`): for each k pair, the tile's
+positions' (x[k, p], x[k+1, p]) byte pairs, which the kernel reads in order, eight bytes at a
+time widened to i16 by `v128.load8x8_s`/`_u` (signed or not as x is): four positions' pairs,
+the dot's operand as it stands. Each is multiplied by a splat of an output channel's weight
+pair (w[m, k], w[m, k+1]), packed at compile time as i16 pairs in panels of PANEL channels
+([groups][panels][KP][PANEL] i32, `pack_weights`); an odd K's last pair repeats row K-1 against
+a zero weight. The activations are multiplied raw, not shifted by x_zero: the correction
+-x_zero * sum_k w[m, k] is folded into the bias at compile time (`folded_bias`), which leaves the
+inner loop nothing to subtract. Raw uint8 values and int8 weights make i16 pair sums of at most
+2 x 255 x 128, summed exactly in i32 for K < 65000 (QCONV_MAX_K).
 
 Tiles: PANEL output channels x 8 positions (8 i32x4 accumulators), or 1 channel x 16 positions
 where a group has one output channel (depthwise). Position tiles start every `width` positions;
@@ -122,8 +124,18 @@ class QConvPlan:
         return self.panels * self.k_pairs * self.panel * 4
 
     @property
-    def scratch_bytes(self) -> int:
+    def rows_bytes(self) -> int:
+        """Scratch for the column buffer's rows (none when direct)."""
         return 0 if self.direct else self.k_size * self.row_bytes
+
+    @property
+    def block_bytes(self) -> int:
+        """One position tile's interleaved columns: [KP][width][2] bytes."""
+        return self.k_pairs * self.width * 2
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.rows_bytes + len(self.starts) * self.block_bytes
 
 
 def _plane(win: Window) -> Window:

@@ -30,8 +30,9 @@ from wasinfer.lowering.window import window_problems
 from wasinfer.ops.quantized import INT8_DOMAIN
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
-LOW_PAIRS = (0, 8, 1, 9, 2, 10, 3, 11)  # i16 lanes of two loads interleaved: positions 0-3
-HIGH_PAIRS = (4, 12, 5, 13, 6, 14, 7, 15)  # positions 4-7
+BYTE_PAIRS = tuple(i // 2 + 16 * (i % 2) for i in range(16))  # two rows' eight bytes, interleaved
+ROUNDER = 12582912.0  # 1.5 * 2^23
+ROUNDER_BITS = 0x4B400000  # its float32 bits
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
@@ -106,7 +107,9 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
         else:
             _columns(f, plan, xg, ctx.scratch_addr, x_zero)
             f.i32(ctx.scratch_addr).set(cols)
-        _product(f, plan, cols, wg, yg, tg, sign, requant)
+        blocks = ctx.scratch_addr + plan.rows_bytes
+        _interleave(f, plan, cols, blocks)
+        _product(f, plan, blocks, wg, yg, tg, sign, requant)
 
 
 def _columns(f: Func, plan: QConvPlan, xg: int, scratch: int, x_zero: int) -> None:
@@ -166,6 +169,39 @@ def _copy_run(f: Func, dst: int, offset: int, src: int, count: int, step: int) -
         f.get(dst).get(src).mem("i32.load8_u", offset=index * step).mem("i32.store8", offset=offset + index)
 
 
+def _interleave(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
+    """Each position tile's block: per k pair, rows k and k+1 of its positions, byte by byte."""
+    tile, src, dst, end = (f.local(I32) for _ in range(4))
+    low, high = f.local(V128), f.local(V128)
+    whole = plan.k_size // 2
+
+    def pair(second: int) -> None:
+        for half in range(plan.width // 8):
+            f.get(src).mem("v128.load64_zero", offset=8 * half, align=0).set(low)
+            f.get(src).mem("v128.load64_zero", offset=second + 8 * half, align=0).set(high)
+            f.get(dst).get(low).get(high).shuffle8(BYTE_PAIRS).mem("v128.store", offset=16 * half, align=0)
+
+    def block() -> None:
+        """The block at dst of the positions from src."""
+        if whole:
+            f.get(dst).i32(whole * plan.width * 2).op("i32.add").set(end)
+            with f.block(b"\x03"):
+                pair(plan.row_bytes)
+                f.inc(src, 2 * plan.row_bytes).inc(dst, plan.width * 2)
+                f.get(dst).get(end).op("i32.lt_u").br_if(0)
+        if plan.k_size % 2:
+            pair(0)
+
+    with f.for_range(tile, 0, plan.regular):
+        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
+        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
+        block()
+    for index in range(plan.regular, len(plan.starts)):
+        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
+        f.i32(blocks + index * plan.block_bytes).set(dst)
+        block()
+
+
 class _Requant:
     """The requantisation's constants: the clamp (shifted by y_zero), y_zero, the narrowing's
     signedness, and the per-channel tables' addresses."""
@@ -175,72 +211,74 @@ class _Requant:
         self.biases, self.scales = biases, scales
 
 
-def _product(f: Func, plan: QConvPlan, cols: int, wg: int, yg: int, tg: int, sign: str, rq: _Requant) -> None:
-    """Y[M/g, P] of one group: every register tile of output channels x positions."""
-    panel, tile, pw, pc, po, pt, end = (f.local(I32) for _ in range(7))
+def _product(f: Func, plan: QConvPlan, blocks: int, wg: int, yg: int, tg: int, sign: str, rq: _Requant) -> None:
+    """Y[M/g, P] of one group: every register tile of output channels x positions, the channels
+    innermost, so that a position tile's block serves every panel of weights from L1."""
+    panel, tile, block, first, pw, pc, po, pt, end = (f.local(I32) for _ in range(9))
     full_panels, rest_rows = divmod(plan.group_out, plan.panel)
     panel_bytes = plan.k_pairs * plan.panel * 4
 
-    def row_block(rows: int) -> None:
-        def tile_at(first: int | None) -> None:
-            # pc: the tile's first column; po: y[panel * PANEL, first]; pw: the panel's weights; pt: its tables
-            if first is None:
-                f.get(tile).i32(plan.width).op("i32.mul").set(po)
-            else:
-                f.i32(first).set(po)
-            f.get(po).get(cols).op("i32.add").set(pc)
-            f.get(panel).i32(plan.panel * plan.positions).op("i32.mul").get(yg).op("i32.add").get(po)
-            f.op("i32.add").set(po)
-            f.get(panel).i32(panel_bytes).op("i32.mul").get(wg).op("i32.add").set(pw)
-            f.get(panel).i32(plan.panel * 4).op("i32.mul").get(tg).op("i32.add").set(pt)
-            _tile(f, plan, rows, pw, pc, po, pt, end, sign, rq)
+    def one(rows: int) -> None:
+        """The tile of panel `panel` at position `first`, whose block is at `block`."""
+        f.get(block).set(pc)
+        f.get(panel).i32(plan.panel * plan.positions).op("i32.mul").get(yg).op("i32.add").get(first)
+        f.op("i32.add").set(po)
+        f.get(panel).i32(panel_bytes).op("i32.mul").get(wg).op("i32.add").set(pw)
+        f.get(panel).i32(plan.panel * 4).op("i32.mul").get(tg).op("i32.add").set(pt)
+        _tile(f, plan, rows, pw, pc, po, pt, end, sign, rq)
 
-        with f.for_range(tile, 0, plan.regular):
-            tile_at(None)
-        for start in plan.starts[plan.regular:]:
-            tile_at(start)
+    def column() -> None:
+        """Every panel of channels at the positions from `first`."""
+        if full_panels:
+            with f.for_range(panel, 0, full_panels):
+                one(plan.panel)
+        if rest_rows:
+            f.i32(full_panels).set(panel)
+            one(rest_rows)
 
-    if full_panels:
-        with f.for_range(panel, 0, full_panels):
-            row_block(plan.panel)
-    if rest_rows:
-        f.i32(full_panels).set(panel)
-        row_block(rest_rows)
+    with f.for_range(tile, 0, plan.regular):
+        f.get(tile).i32(plan.width).op("i32.mul").set(first)
+        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(block)
+        column()
+    for index in range(plan.regular, len(plan.starts)):
+        f.i32(plan.starts[index]).set(first)
+        f.i32(blocks + index * plan.block_bytes).set(block)
+        column()
 
 
 def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: int, end: int, sign: str,
           rq: _Requant) -> None:
-    """One register tile: `rows` output channels (weights at pw) x `width` positions (columns at pc)."""
+    """One register tile: `rows` output channels (weights at pw) x `width` positions (block at pc)."""
     vectors = plan.width // 4
     acc = [[f.local(V128) for _ in range(vectors)] for _ in range(rows)]
     xv = [f.local(V128) for _ in range(vectors)]
-    lo, hi, splat = f.local(V128), f.local(V128), f.local(V128)
+    splat = f.local(V128)
     load = f"v128.load8x8_{sign}"
+    step_w, step_x = plan.panel * 4, plan.width * 2
 
-    def k_pair(second: int) -> None:
-        """acc += the pair of rows at pc and pc + second (0: the row with itself, an odd K's last)."""
-        for half in range(vectors // 2):
-            f.get(pc).mem(load, offset=8 * half, align=0).set(lo)
-            f.get(pc).mem(load, offset=second + 8 * half, align=0).set(hi)
-            f.get(lo).get(hi).shuffle16(LOW_PAIRS).set(xv[2 * half])
-            f.get(lo).get(hi).shuffle16(HIGH_PAIRS).set(xv[2 * half + 1])
+    def k_pair(index: int) -> None:
+        """acc += the products of k pair `index` from pw / pc."""
+        for v in range(vectors):
+            f.get(pc).mem(load, offset=index * step_x + 8 * v, align=0).set(xv[v])
         for r in range(rows):
-            f.get(pw).mem("v128.load32_splat", offset=4 * r, align=0).set(splat)
+            f.get(pw).mem("v128.load32_splat", offset=index * step_w + 4 * r, align=0).set(splat)
             for v in range(vectors):
                 f.get(acc[r][v]).get(xv[v]).get(splat).op("i32x4.dot_i16x8_s").op("i32x4.add").set(acc[r][v])
 
     for row in acc:
         for v in row:
             f.v128(bytes(16)).set(v)
-    whole = plan.k_size // 2
-    if whole:
-        f.get(pw).i32(whole * plan.panel * 4).op("i32.add").set(end)
+    unroll = 2
+    loops, rest = divmod(plan.k_pairs, unroll)
+    if loops:
+        f.get(pw).i32(loops * unroll * step_w).op("i32.add").set(end)
         with f.block(b"\x03"):
-            k_pair(plan.row_bytes)
-            f.inc(pw, plan.panel * 4).inc(pc, 2 * plan.row_bytes)
+            for index in range(unroll):
+                k_pair(index)
+            f.inc(pw, unroll * step_w).inc(pc, unroll * step_x)
             f.get(pw).get(end).op("i32.lt_u").br_if(0)
-    if plan.k_size % 2:
-        k_pair(0)
+    for index in range(rest):
+        k_pair(index)
     _store(f, plan, acc, po, pt, splat, rq)
 
 
@@ -253,7 +291,9 @@ def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spa
             f.get(v).get(spare).op("i32x4.add").op("f32x4.convert_i32x4_s")
             f.get(pt).mem("v128.load32_splat", offset=rq.scales + 4 * r, align=0)
             f.op("f32x4.mul").f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
-            f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").v128(_i32x4(rq.y_zero)).op("i32x4.add").set(v)
+            # round half to even by adding 1.5 * 2^23 (|value| <= 255: the sum's unit is 1), whose
+            # bits minus those of 1.5 * 2^23 are then the integer; y_zero added in the same subtraction
+            f.f32x4_const(ROUNDER).op("f32x4.add").v128(_i32x4(ROUNDER_BITS - rq.y_zero)).op("i32x4.sub").set(v)
         halves = []
         for v in range(0, len(row), 2):  # i32 → i16 (in range: no saturation)
             f.get(row[v]).get(row[v + 1]).op("i16x8.narrow_i32x4_s").set(row[v])
