@@ -4,8 +4,12 @@
                                     [--cnns mobilenet_like,resnet_like] [--images 32,96]
 
 For each batch size of the MLP (a fixed leading dim, so the module runs the whole batch as one
-product), and for each CNN of tests/model_zoo.py at each image size (batch 1; the convs run as
-QConvInt8, the Gemm as QGemmInt8; uint8 activations, ONNX Runtime's choice for CNNs on x86):
+product), and for each CNN at each image size (batch 1; the convs run as QConvInt8, the Gemm as
+QGemmInt8; uint8 activations, ONNX Runtime's choice for CNNs on x86; the models first go through
+ONNX Runtime's quant_pre_process, as its quantization guide advises): mobilenet_v1_like (below:
+conv + Relu only, so int8 end to end) and tests/model_zoo.py's mobilenet_like and resnet_like
+(whose residual Adds and HardSwish keep the float path between DequantizeLinear and
+QuantizeLinear):
 - wasinfer int8: the QDQ model compiled (its products fused into QGemmInt8, passes/int8.py);
 - wasinfer float32: the float model it was quantized from;
 - ONNX Runtime on the same QDQ model (1 thread; it fuses the pattern into its own int8 kernels).
@@ -69,9 +73,44 @@ def mlp(sizes: list[int], batch: int, rng: np.random.Generator) -> onnx.ModelPro
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def mobilenet_v1_like(image: int, rng: np.random.Generator) -> onnx.ModelProto:
+    """MobileNetV1's shape at width 0.5, shortened: a 3x3 stride-2 stem, then depthwise 3x3 (stride
+    1 or 2) + pointwise 1x1 blocks, each conv with a bias and Relu, global average pool, Gemm.
+    Every conv is quantized and the quantizer absorbs each Relu, so the int8 module is the int8
+    kernels end to end (what the zoo's models are not: their Add and HardSwish stay float)."""
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def conv(x: str, c_in: int, c_out: int, kernel: int, stride: int, group: int) -> str:
+        name = f"c{len(nodes)}"
+        fan_in = c_in // group * kernel * kernel
+        inits.extend([numpy_helper.from_array(rng.normal(0, np.sqrt(2 / fan_in), (c_out, c_in // group, kernel, kernel))
+                                              .astype(np.float32), f"{name}_w"),
+                      numpy_helper.from_array(rng.normal(0, 0.1, c_out).astype(np.float32), f"{name}_b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], kernel_shape=[kernel, kernel],
+                                      strides=[stride, stride], pads=[kernel // 2] * 4, group=group))
+        nodes.append(helper.make_node("Relu", [name], [f"{name}_r"]))
+        return f"{name}_r"
+
+    x, channels = conv("image", 3, 16, 3, 2, 1), 16
+    for c_out, stride in ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2)):
+        x = conv(conv(x, channels, channels, 3, stride, channels), channels, c_out, 1, 1, 1)
+        channels = c_out
+    inits += [numpy_helper.from_array(rng.normal(0, 0.1, (10, channels)).astype(np.float32), "fc_w"),
+              numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["f"]),
+              helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "mobilenet_v1_like",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, image, image])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 def cnn(name: str, image: int) -> onnx.ModelProto:
-    """A tests/model_zoo.py CNN with its input fixed to [1, 3, image, image] (the zoo's are fully
-    convolutional up to a global pool, so any size runs)."""
+    """A CNN with its input fixed to [1, 3, image, image]: mobilenet_v1_like above, or a
+    tests/model_zoo.py one (fully convolutional up to a global pool, so any size runs)."""
+    if name == "mobilenet_v1_like":
+        return mobilenet_v1_like(image, np.random.default_rng(5))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tests import model_zoo
@@ -118,7 +157,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per batch size")
     parser.add_argument("--uninterruptible", action="store_true", help="modules compiled without interrupt checks")
-    parser.add_argument("--cnns", default="mobilenet_like,resnet_like", help="tests/model_zoo.py CNNs ('' for none)")
+    parser.add_argument("--cnns", default="mobilenet_v1_like,mobilenet_like,resnet_like",
+                        help="mobilenet_v1_like and tests/model_zoo.py CNNs ('' for none)")
     parser.add_argument("--images", default="32,96", help="the CNNs' image sizes")
     args = parser.parse_args()
     engine = make_engine(interruptible=not args.uninterruptible)
@@ -132,7 +172,7 @@ def main() -> None:
         print(one_batch(sizes, batch, rng, engine, args.seconds))
     cnns = [name for name in args.cnns.split(",") if name]
     if cnns:
-        print("\nCNNs of tests/model_zoo.py, static QDQ (uint8 activations, per-channel int8 weights), batch 1")
+        print("\nCNNs, static QDQ (uint8 activations, per-channel int8 weights), batch 1")
         print(f"{'model':>14} {'image':>5} {'wasm int8':>10} {'wasm f32':>10} {'ORT int8':>10} {'f32/int8':>9} "
               f"{'int8/ORT':>9} {'max diff (steps)':>16}")
     for name in cnns:

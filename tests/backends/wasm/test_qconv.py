@@ -62,9 +62,10 @@ def _quantize(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], tmp:
 
 
 def _steps(model: onnx.ModelProto, got: np.ndarray, want: np.ndarray) -> float:
-    """The largest difference in steps of the output's quantization (y_scale)."""
+    """The largest difference in steps of the output's quantization (y_scale): both are dequantized
+    integers, so a whole number of steps, up to float32 rounding."""
     y_scale = float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "y_scale")))
-    return float(np.abs(got.astype(np.float64) - want).max()) / y_scale
+    return float(np.rint(np.abs(got.astype(np.float64) - want).max() / y_scale))
 
 
 # x shape, out channels, kernel, attributes: odd channel counts and K, position tails, stride 2,
@@ -74,6 +75,8 @@ CASES: dict[str, tuple[tuple[int, ...], int, tuple[int, ...], dict[str, Any]]] =
     "3x3_first_layer": ((1, 3, 12, 12), 8, (3, 3), {"pads": [1, 1, 1, 1]}),
     "pointwise_odd": ((1, 17, 9, 7), 13, (1, 1), {}),
     "3x3_stride2": ((1, 8, 11, 11), 10, (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "stride2_rows_of_9": ((1, 3, 6, 18), 5, (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "stride2_wide_depthwise": ((1, 6, 5, 37), 6, (3, 3), {"group": 6, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "depthwise": ((1, 12, 10, 10), 12, (3, 3), {"group": 12, "pads": [1, 1, 1, 1]}),
     "depthwise_stride2": ((1, 9, 9, 9), 9, (3, 3), {"group": 9, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "depthwise_multiplier": ((1, 4, 8, 8), 8, (3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
@@ -81,6 +84,8 @@ CASES: dict[str, tuple[tuple[int, ...], int, tuple[int, ...], dict[str, Any]]] =
     "asymmetric_pads": ((2, 5, 7, 9), 6, (2, 3), {"pads": [0, 1, 2, 0]}),
     "one_d": ((1, 6, 30), 10, (5,), {"pads": [2, 2]}),
     "tiny_pointwise": ((1, 16, 2, 2), 10, (1, 1), {}),
+    "same_upper_stride2": ((1, 4, 10, 9), 5, (3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "one_d_strided_dilated": ((1, 3, 41), 7, (3,), {"strides": [3], "dilations": [2], "pads": [1, 0]}),
 }
 
 
@@ -144,20 +149,23 @@ def test_extreme_values_accumulate_exactly_and_saturate(x_dtype: type, y_dtype: 
 
 def test_a_quantized_cnn_runs_every_conv_in_int8(tmp_path: Path) -> None:
     """tests/model_zoo.py's mobilenet_like (pointwise, depthwise, stride 2), quantized static QDQ
-    per channel: every Conv is fused, and the output stays within one step of ONNX Runtime's."""
+    per channel: every Conv is fused, and the output stays within one step of ONNX Runtime's, for
+    one image and for a batch of three (its dynamic batch dim runs per sample)."""
     model = mobilenet_like()
-    shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
-    samples = [{model.graph.input[0].name: rng.random(shape, np.float32)} for _ in range(4)]
+    name = model.graph.input[0].name
+    samples = [{name: rng.random((3, 3, 32, 32), np.float32)} for _ in range(4)]
     quantized = _quantize(model, samples, tmp_path, True, QuantType.QUInt8)
-    result = convert_onnx(quantized)
+    result = convert_onnx(quantized, max_batch=4)
     ops = result.stats["ops"]
     assert "QConvInt8" in ops and "Conv" not in ops, ops  # type: ignore[operator]
     output = quantized.graph.output[0].name
     dq = next(n for n in quantized.graph.node if output in n.output)
     y_scale = float(numpy_helper.to_array(next(i for i in quantized.graph.initializer if i.name == dq.input[1])))
-    got = WasmModel(result.wasm).run(samples[0])[output]
-    want, = ort_run(quantized, samples[0])
-    assert float(np.abs(got - want).max()) / y_scale <= 1
+    module = WasmModel(result.wasm)
+    for feeds in ({name: samples[0][name][:1]}, samples[1]):
+        got = module.run(feeds)[output]
+        want, = ort_run(quantized, feeds)
+        assert got.shape == want.shape and np.rint(np.abs(got - want).max() / y_scale) <= 1
 
 
 def test_convs_the_kernel_cannot_express_keep_the_float_path(tmp_path: Path) -> None:

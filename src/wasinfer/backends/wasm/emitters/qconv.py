@@ -31,6 +31,8 @@ from wasinfer.ops.quantized import INT8_DOMAIN
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
 BYTE_PAIRS = tuple(i // 2 + 16 * (i % 2) for i in range(16))  # two rows' eight bytes, interleaved
+EVEN_BYTES = tuple(2 * i % 16 for i in range(16))  # bytes 0, 2, .. 14 (twice)
+ODD_BYTES = tuple(2 * i % 16 + 1 for i in range(16))  # bytes 1, 3, .. 15 (twice)
 ROUNDER = 12582912.0  # 1.5 * 2^23
 ROUNDER_BITS = 0x4B400000  # its float32 bits
 
@@ -165,6 +167,16 @@ def _copy_run(f: Func, dst: int, offset: int, src: int, count: int, step: int) -
             f.get(dst).get(src).mem("i64.load", offset=start, align=0).mem("i64.store", offset=offset + start,
                                                                          align=0)
         return
+    if step == 2 and count > 8:
+        # eight outputs from 16 bytes: the even ones of a load at 2 * start, except the last eight
+        # (overlapping), the odd ones of a load one byte earlier: no load reads past the run's last
+        # byte, nor before its first
+        for start in [*range(0, count - 8, 8), count - 8]:
+            back = 1 if start == count - 8 else 0
+            f.get(dst).get(src).mem("v128.load", offset=2 * start - back, align=0).v128(bytes(16))
+            f.shuffle8(ODD_BYTES if back else EVEN_BYTES)
+            f.lane("i64x2.extract_lane", 0).mem("i64.store", offset=offset + start, align=0)
+        return
     for index in range(count):
         f.get(dst).get(src).mem("i32.load8_u", offset=index * step).mem("i32.store8", offset=offset + index)
 
@@ -251,13 +263,19 @@ def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: in
     """One register tile: `rows` output channels (weights at pw) x `width` positions (block at pc)."""
     vectors = plan.width // 4
     acc = [[f.local(V128) for _ in range(vectors)] for _ in range(rows)]
-    xv = [f.local(V128) for _ in range(vectors)]
+    xv = [f.local(V128) for _ in range(vectors if rows > 1 else 0)]
     splat = f.local(V128)
     load = f"v128.load8x8_{sign}"
     step_w, step_x = plan.panel * 4, plan.width * 2
 
     def k_pair(index: int) -> None:
         """acc += the products of k pair `index` from pw / pc."""
+        if rows == 1:  # each position vector is used once: loaded as it is multiplied
+            f.get(pw).mem("v128.load32_splat", offset=index * step_w, align=0).set(splat)
+            for v in range(vectors):
+                f.get(acc[0][v]).get(pc).mem(load, offset=index * step_x + 8 * v, align=0).get(splat)
+                f.op("i32x4.dot_i16x8_s").op("i32x4.add").set(acc[0][v])
+            return
         for v in range(vectors):
             f.get(pc).mem(load, offset=index * step_x + 8 * v, align=0).set(xv[v])
         for r in range(rows):
@@ -294,19 +312,24 @@ def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spa
             # round half to even by adding 1.5 * 2^23 (|value| <= 255: the sum's unit is 1), whose
             # bits minus those of 1.5 * 2^23 are then the integer; y_zero added in the same subtraction
             f.f32x4_const(ROUNDER).op("f32x4.add").v128(_i32x4(ROUNDER_BITS - rq.y_zero)).op("i32x4.sub").set(v)
-        halves = []
         for v in range(0, len(row), 2):  # i32 → i16 (in range: no saturation)
             f.get(row[v]).get(row[v + 1]).op("i16x8.narrow_i32x4_s").set(row[v])
-            halves.append(row[v])
-        f.get(halves[0]).get(halves[-1]).op(narrow).set(spare)
         offset = r * plan.positions
-        if plan.stored == 16:
-            f.get(po).get(spare).mem("v128.store", offset=offset, align=0)
-        elif plan.stored == 8:
-            f.get(po).get(spare).lane("i64x2.extract_lane", 0).mem("i64.store", offset=offset, align=0)
-        else:  # fewer positions than one tile
-            for column in range(plan.stored):
-                f.get(po).get(spare).lane("i8x16.extract_lane_u", column).mem("i32.store8", offset=offset + column)
+        for chunk in range(0, plan.width, 16):  # 16 positions: two i16 vectors narrowed to one of bytes
+            low = row[chunk // 4]
+            high = row[chunk // 4 + 2] if chunk + 8 < plan.width else low
+            f.get(low).get(high).op(narrow).set(spare)
+            stored = min(plan.stored - chunk, 16)
+            if stored == 16:
+                f.get(po).get(spare).mem("v128.store", offset=offset + chunk, align=0)
+                continue
+            done = 0
+            if stored >= 8:
+                f.get(po).get(spare).lane("i64x2.extract_lane", 0).mem("i64.store", offset=offset + chunk, align=0)
+                done = 8
+            for column in range(done, max(stored, 0)):  # fewer positions than one tile
+                f.get(po).get(spare).lane("i8x16.extract_lane_u", column)
+                f.mem("i32.store8", offset=offset + chunk + column)
 
 
 def _i32x4(value: int) -> bytes:
