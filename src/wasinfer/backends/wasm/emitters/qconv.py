@@ -283,9 +283,10 @@ def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: in
             for v in range(vectors):
                 f.get(acc[r][v]).get(xv[v]).get(splat).op("i32x4.dot_i16x8_s").op("i32x4.add").set(acc[r][v])
 
-    for row in acc:
-        for v in row:
-            f.v128(bytes(16)).set(v)
+    for r, row in enumerate(acc):  # the accumulators start at the channel's (folded) bias
+        f.get(pt).mem("v128.load32_splat", offset=rq.biases + 4 * r, align=0).set(row[0])
+        for v in row[1:]:
+            f.get(row[0]).set(v)
     unroll = 2
     loops, rest = divmod(plan.k_pairs, unroll)
     if loops:
@@ -301,14 +302,13 @@ def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: in
 
 
 def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spare: int, rq: _Requant) -> None:
-    """Requantise each row (channel) of the tile with its bias and multiplier, narrow, store."""
+    """Requantise each row (channel) of the tile (its bias already in) with its multiplier, narrow, store."""
     narrow = "i8x16.narrow_i16x8_s" if rq.signed else "i8x16.narrow_i16x8_u"
     for r, row in enumerate(acc):
-        f.get(pt).mem("v128.load32_splat", offset=rq.biases + 4 * r, align=0).set(spare)
+        f.get(pt).mem("v128.load32_splat", offset=rq.scales + 4 * r, align=0).set(spare)
         for v in row:
-            f.get(v).get(spare).op("i32x4.add").op("f32x4.convert_i32x4_s")
-            f.get(pt).mem("v128.load32_splat", offset=rq.scales + 4 * r, align=0)
-            f.op("f32x4.mul").f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
+            f.get(v).op("f32x4.convert_i32x4_s").get(spare).op("f32x4.mul")
+            f.f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
             # round half to even by adding 1.5 * 2^23 (|value| <= 255: the sum's unit is 1), whose
             # bits minus those of 1.5 * 2^23 are then the integer; y_zero added in the same subtraction
             f.f32x4_const(ROUNDER).op("f32x4.add").v128(_i32x4(ROUNDER_BITS - rq.y_zero)).op("i32x4.sub").set(v)
