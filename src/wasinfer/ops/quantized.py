@@ -38,5 +38,6 @@ define("QGemmInt8", domain=INT8_DOMAIN, batch=_rows,
 define("QConvInt8", domain=INT8_DOMAIN, batch=spatial,
        summary="y = saturate(round(float(conv(x - x_zero, w) + bias) * scale) + y_zero): (u)int8 X "
                "[N, C, *spatial] (1-D or 2-D), int8 constant W [M, C/group, *kernel], int32 accumulation; inputs x, w, "
-               "bias (int32 [M]), scale (float32 [M]), x_zero, y_zero; Conv's attributes (strides, pads, dilations, "
-               "group, auto_pad); its output shape is Conv's (passes/int8.py)")
+               "bias (int32 [M]), scale (float32 [M]), x_zero, y_zero, optionally y_lo, y_hi (a fused Relu/Clip's "
+               "range); Conv's attributes (strides, pads, dilations, group, auto_pad); its output shape is Conv's "
+               "(passes/int8.py)")

@@ -15,9 +15,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+from tests.frontends import test_tflite_int8 as tflite_cases
 from tests.model_zoo import mobilenet_like
 from tests.parity import graph_model, ort_run
+from tests.tflite_builder import TfliteBuilder, run_litert
 from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.convert import convert_model
 from wasinfer.lowering.qconv import reference
 from wasinfer.runtime import WasmModel
 
@@ -179,3 +182,49 @@ def test_convs_the_kernel_cannot_express_keep_the_float_path(tmp_path: Path) -> 
     assert "QConvInt8" not in ops and "Conv" in ops, ops  # type: ignore[operator]
     got = WasmModel(result.wasm).run(samples[0])["y"]
     assert _steps(quantized, got, ort_run(quantized, samples[0])[0]) <= 1
+
+
+@pytest.mark.parametrize("case", ["conv", "conv_relu", "conv_relu6_valid_stride2", "depthwise"])
+def test_full_integer_tflite_convs_run_in_int8_and_match_litert(case: str, tmp_path: Path) -> None:
+    """A full-integer TFLite conv (int8: symmetric per-channel weights) reaches the fusion as
+    DequantizeLinear → Transpose (NHWC → NCHW) → Conv → Relu/Clip (its fused activation) →
+    QuantizeLinear: the Transpose moves to the integers, the activation becomes the output's
+    integer range, and the module stays within one step of LiteRT."""
+    b = TfliteBuilder()
+    outputs = tflite_cases.CASES[case](b, np.int8)
+    raw = b.build(outputs)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(raw)
+    result = convert_model(path)
+    assert set(result.stats["ops"]) == {"QConvInt8", "Transpose"}, result.stats["ops"]  # type: ignore[arg-type]
+    feeds = tflite_cases.feeds_for(b)
+    want, got = run_litert(raw, feeds), WasmModel(result.wasm).run(feeds)
+    name = b.tensors[outputs[0]].name
+    worst, _ = tflite_cases.steps_apart(name, want[name], got[name], 1.0)
+    assert worst <= 1
+
+
+def test_relu_and_transpose_around_a_qdq_conv_are_taken_in() -> None:
+    """x NHWC (int8) → DequantizeLinear → Transpose → Conv → Clip(0, 6) → QuantizeLinear (uint8)
+    and the same with Relu: one Transpose of the integers and one QConvInt8, within one step of
+    ONNX Runtime, which runs it as written."""
+    x = rng.integers(-128, 128, (1, 9, 11, 6)).astype(np.int8)
+    w = rng.integers(-127, 128, (7, 6, 3, 3)).astype(np.int8)
+    for clamp in ("Relu", "Clip"):
+        inits: dict[str, np.ndarray] = {
+            "w": w, "w_scale": rng.uniform(0.002, 0.01, 7).astype(np.float32), "x_scale": np.float32(0.05),
+            "x_zero": np.array(-3, np.int8), "y_scale": np.float32(0.02), "y_zero": np.array(20, np.uint8),
+            "lo": np.float32(0.0), "hi": np.float32(3.0)}
+        nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
+                 helper.make_node("Transpose", ["x_f"], ["x_nchw"], perm=[0, 3, 1, 2]),
+                 helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
+                 helper.make_node("Conv", ["x_nchw", "w_f"], ["p"], pads=[1, 1, 1, 1]),
+                 helper.make_node(clamp, ["p", "lo", "hi"] if clamp == "Clip" else ["p"], ["c"]),
+                 helper.make_node("QuantizeLinear", ["c", "y_scale", "y_zero"], ["y"])]
+        model = graph_model(nodes, {"x": x}, ["y"], inits)
+        result = convert_onnx(model)
+        assert sorted(result.stats["ops"]) == ["QConvInt8", "Transpose"], result.stats["ops"]  # type: ignore[arg-type]
+        got = WasmModel(result.wasm).run({"x": x})["y"]
+        want, = ort_run(model, {"x": x})
+        assert np.abs(got.astype(np.int32) - want).max() <= 1, clamp
+        assert got.min() == 20 and (clamp == "Relu" or got.max() == 20 + 150)  # the range: [Q(0), Q(3)]

@@ -3,6 +3,8 @@
     acc[m, p] = sum_k w[m, k] * x_col[k, p] + bias[m] - x_zero * sum_k w[m, k]   (exact, i32)
     y[m, p]   = saturate(nearest(float32(acc) * scale[m]) + y_zero)                (MLAS's requantisation)
 
+saturating to [y_lo, y_hi] where those inputs are given (a Relu or Clip the fusion took in).
+
 Per (sample, group): the column buffer of raw activation bytes is built in scratch (`_columns`:
 one row per input channel and tap, bulk copies of the rows a tap reads inside the input, x_zero
 where it reads padding), unless the conv is 1x1 unpadded with stride 1 and the input itself is
@@ -38,11 +40,16 @@ ROUNDER_BITS = 0x4B400000  # its float32 bits
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
-    if len(node.inputs) != 6 or not all(node.inputs) or len(node.outputs) != 1:
-        return ["expects inputs (x, w, bias, scale, x_zero, y_zero) and one output, as passes/int8.py writes it"]
-    x, w, bias, scale, x_zero, y_zero = node.inputs
+    if len(node.inputs) not in (6, 8) or not all(node.inputs) or len(node.outputs) != 1:
+        return ["expects inputs (x, w, bias, scale, x_zero, y_zero[, y_lo, y_hi]) and one output, as passes/int8.py "
+                "writes it"]
+    x, w, bias, scale, x_zero, y_zero = node.inputs[:6]
     y = node.outputs[0]
     problems = []
+    for bound in node.inputs[6:]:
+        value = graph.constants.get(bound)
+        if value is None or value.size != 1 or value.dtype != graph.info(y).dtype:
+            problems.append(f"output bound {bound!r} must be one constant of {y!r}'s dtype")
     if graph.info(x).dtype not in QUANTIZED or graph.info(y).dtype not in QUANTIZED:
         problems.append("X and Y must be int8 or uint8")
     for name, dtype in ((w, np.int8), (bias, np.int32), (scale, np.float32)):
@@ -83,7 +90,7 @@ def _scratch(node: Node, graph: Graph) -> int:
 def emit_qconv(ctx: Ctx, node: Node) -> None:
     f, graph = ctx.f, ctx.graph
     plan = qconv_plan(node, graph)
-    x_name, w_name, bias_name, scale_name, x_zero_name, y_zero_name = node.inputs
+    x_name, w_name, bias_name, scale_name, x_zero_name, y_zero_name = node.inputs[:6]
     x_dtype, y_dtype = ctx.info(x_name).dtype, ctx.info(node.outputs[0]).dtype
     x_zero = int(graph.constants[x_zero_name].reshape(()))
     y_zero = int(graph.constants[y_zero_name].reshape(()))
@@ -92,8 +99,9 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
     biases = ctx.data(folded_bias(w, graph.constants[bias_name], x_zero))
     scales = ctx.data(graph.constants[scale_name].astype(np.float32))
     info = np.iinfo(y_dtype)
-    requant = _Requant(float(info.min - y_zero), float(info.max - y_zero), y_zero, y_dtype.kind == "i",
-                       biases, scales)
+    lo, hi = (int(graph.constants[b].reshape(())) for b in node.inputs[6:]) if len(node.inputs) == 8 else (
+        info.min, info.max)
+    requant = _Requant(float(lo - y_zero), float(hi - y_zero), y_zero, y_dtype.kind == "i", biases, scales)
     sign = "s" if x_dtype.kind == "i" else "u"
     x, y = ctx.addr(x_name), ctx.addr(node.outputs[0])
 
