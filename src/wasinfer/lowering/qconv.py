@@ -4,7 +4,9 @@ Per (sample, group), the convolution is the product Y[M/g, P] = W[M/g, K] @ B[K,
 kernel taps, P = output positions, NCHW so Y's rows are the output planes) of the constant
 weights and a column buffer B of raw activation bytes, one row of P per (input channel, tap),
 padding written as x_zero (the value 0 in x's quantization). A 1x1, stride-1, unpadded conv
-reads the input itself as B (`direct`). 1-D convs run as 2-D ones of height 1.
+reads the input itself as B (`direct`). 1-D convs run as 2-D ones of height 1. A depthwise conv
+(undilated, stride 1 or 2 along the width, 8 outputs or more per row) has no column buffer: it
+slides over a padded copy of each input plane (`SlidingPlan`).
 
 The products run on `i32x4.dot_i16x8_s`, so K goes in pairs. The rows are then interleaved per
 position tile into blocks of [KP][width][2] bytes (`block_bytes`): for each k pair, the tile's
@@ -125,6 +127,22 @@ class QConvPlan:
         return self.panels * self.k_pairs * self.panel * 4
 
     @property
+    def sliding(self) -> bool:
+        """Depthwise (one input channel per group), undilated, stride 1 or 2 along the width and at
+        least 8 outputs per row: the sliding kernel (`SlidingPlan`), with no column buffer."""
+        w = self.window
+        return (self.group_in == 1 and self.groups > 1 and w.dilations == (1, 1) and w.strides[1] in (1, 2)
+                and w.out_dims[1] >= 8)
+
+    @property
+    def sliding_plan(self) -> SlidingPlan:
+        w = self.window
+        (kh, kw), (sh, sw) = w.kernel, w.strides
+        width = max(w.pad_begin[1] + w.in_dims[1], (w.out_dims[1] - 1) * sw + kw) + 16  # + one load's reach
+        height = max(w.pad_begin[0] + w.in_dims[0], (w.out_dims[0] - 1) * sh + kh)
+        return SlidingPlan(height, width, -(-kw // 2))
+
+    @property
     def rows_bytes(self) -> int:
         """Scratch for the column buffer's rows (none when direct)."""
         return 0 if self.direct else self.k_size * self.row_bytes
@@ -136,7 +154,40 @@ class QConvPlan:
 
     @property
     def scratch_bytes(self) -> int:
+        if self.sliding:
+            plane = self.sliding_plan
+            return plane.height * plane.width
         return self.rows_bytes + len(self.starts) * self.block_bytes
+
+
+@dataclass(frozen=True)
+class SlidingPlan:
+    """A depthwise conv's sliding kernel: each input plane copied into a padded plane of
+    height x width bytes (padding x_zero, written once per call; `width` leaves room for the
+    last load of a row), then every eight outputs of a row summed over the kernel's rows and
+    its taps in pairs, (w[i, j], w[i, j+1]) against adjacent input bytes:
+
+    - stride 1: `v128.load8x8` at the tap widens x[c+j .. c+j+7], whose lane pairs are
+      (x[c+j+2q], x[c+j+2q+1]): the dot gives outputs c, c+2, c+4, c+6; the same load one byte
+      on gives the odd outputs; the two are interleaved once, after the sums;
+    - stride 2: the pairs (x[2(c+q)+j], x[2(c+q)+j+1]) are adjacent already: two loads give
+      outputs c .. c+3 and c+4 .. c+7.
+
+    No column buffer and no shuffle in the sums; a kernel row of odd width pairs its last tap
+    with a zero weight. Weights: [M][kernel rows][pairs] i16 pairs (`pack_sliding_weights`)."""
+
+    height: int
+    width: int
+    pairs: int  # tap pairs per kernel row
+
+
+def pack_sliding_weights(w: np.ndarray, plan: QConvPlan) -> np.ndarray:
+    """W [M, 1, kh, kw] int8 as i16 [M][kh][pairs][2], an odd row's last pair (w, 0)."""
+    kh, kw = plan.window.kernel
+    pairs = plan.sliding_plan.pairs
+    padded = np.zeros((w.shape[0], kh, pairs * 2), np.int16)
+    padded[:, :, :kw] = w.reshape(w.shape[0], kh, kw)
+    return np.ascontiguousarray(padded).reshape(-1)
 
 
 def _plane(win: Window) -> Window:
@@ -204,5 +255,5 @@ def reference(x: np.ndarray, x_zero: int, w: np.ndarray, bias: np.ndarray, scale
     return out
 
 
-__all__ = ["PANEL", "QConvPlan", "fits", "folded_bias", "pack_weights", "qconv_plan",
-           "reference"]
+__all__ = ["PANEL", "QConvPlan", "SlidingPlan", "fits", "folded_bias", "pack_sliding_weights", "pack_weights",
+           "qconv_plan", "reference"]

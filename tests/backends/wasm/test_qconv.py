@@ -228,3 +228,35 @@ def test_relu_and_transpose_around_a_qdq_conv_are_taken_in() -> None:
         want, = ort_run(model, {"x": x})
         assert np.abs(got.astype(np.int32) - want).max() <= 1, clamp
         assert got.min() == 20 and (clamp == "Relu" or got.max() == 20 + 150)  # the range: [Q(0), Q(3)]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel,multiplier", [((3, 3), 1), ((5, 2), 2)], ids=["3x3", "5x2_x2"])
+def test_depthwise_sliding_kernel_is_exact(stride: int, kernel: tuple[int, int], multiplier: int) -> None:
+    """Depthwise convs with 8 or more outputs per row run the sliding kernel (no column buffer):
+    stride 1 (even and odd outputs summed apart, then interleaved) and 2, odd and even kernel
+    widths, a channel multiplier, asymmetric pads, a row length that is no multiple of 8 (the last
+    eight overlap), two samples: bit for bit the kernel's reference and ONNX Runtime."""
+    channels, pads = 5, (2, 1, 0, 2)
+    x = rng.integers(0, 256, (2, channels, 9, 21)).astype(np.uint8)
+    w = rng.integers(-128, 128, (channels * multiplier, 1, *kernel)).astype(np.int8)
+    w_scale = rng.uniform(0.001, 0.01, channels * multiplier).astype(np.float32)
+    x_scale, y_scale = np.float32(0.03), np.float32(0.05)
+    bias = rng.integers(-5000, 5000, channels * multiplier).astype(np.int32)
+    inits = {"w": w, "w_scale": w_scale, "x_scale": x_scale, "x_zero": np.array(117, np.uint8), "y_scale": y_scale,
+             "y_zero": np.array(-7, np.int8), "bias": bias, "bias_scale": (x_scale * w_scale).astype(np.float32)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
+             helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
+             helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], group=channels, strides=[stride, stride],
+                              pads=list(pads)),
+             helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y"], inits)
+    result = convert_onnx(model)
+    assert result.stats["ops"] == ["QConvInt8"]
+    got = WasmModel(result.wasm).run({"x": x})["y"]
+    multiplier_f = (x_scale * w_scale).astype(np.float32) / y_scale
+    want = reference(x, 117, w, bias, multiplier_f, -7, np.dtype(np.int8), strides=(stride, stride), pads=pads,
+                     groups=channels)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, ort_run(model, {"x": x})[0])

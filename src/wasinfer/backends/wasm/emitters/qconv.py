@@ -27,7 +27,15 @@ import numpy as np
 from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.qconv import QConvPlan, fits, folded_bias, pack_weights, qconv_plan
+from wasinfer.lowering.qconv import (
+    QConvPlan,
+    SlidingPlan,
+    fits,
+    folded_bias,
+    pack_sliding_weights,
+    pack_weights,
+    qconv_plan,
+)
 from wasinfer.lowering.window import window_problems
 from wasinfer.ops.quantized import INT8_DOMAIN
 
@@ -95,7 +103,6 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
     x_zero = int(graph.constants[x_zero_name].reshape(()))
     y_zero = int(graph.constants[y_zero_name].reshape(()))
     w = graph.constants[w_name]
-    weights = ctx.data(pack_weights(w, plan))
     biases = ctx.data(folded_bias(w, graph.constants[bias_name], x_zero))
     scales = ctx.data(graph.constants[scale_name].astype(np.float32))
     info = np.iinfo(y_dtype)
@@ -104,6 +111,10 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
     requant = _Requant(float(lo - y_zero), float(hi - y_zero), y_zero, y_dtype.kind == "i", biases, scales)
     sign = "s" if x_dtype.kind == "i" else "u"
     x, y = ctx.addr(x_name), ctx.addr(node.outputs[0])
+    if plan.sliding:
+        _sliding(f, plan, ctx.data(pack_sliding_weights(w, plan)), x, y, ctx.scratch_addr, x_zero, sign, requant)
+        return
+    weights = ctx.data(pack_weights(w, plan))
 
     sample, group, xg, yg, wg, tg, cols = (f.local(I32) for _ in range(7))
     with f.for_range(sample, 0, plan.batch), f.for_range(group, 0, plan.groups):
@@ -120,6 +131,84 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
         blocks = ctx.scratch_addr + plan.rows_bytes
         _interleave(f, plan, cols, blocks)
         _product(f, plan, blocks, wg, yg, tg, sign, requant)
+
+
+def _sliding(f: Func, plan: QConvPlan, weights: int, x: int, y: int, plane: int, x_zero: int, sign: str,
+             rq: _Requant) -> None:
+    """A depthwise conv by its sliding kernel (lowering/qconv.py `SlidingPlan`)."""
+    win, sp = plan.window, plan.sliding_plan
+    (out_h, out_w), (in_h, in_w) = win.out_dims, win.in_dims
+    (kh, _), (sh, sw) = win.kernel, win.strides
+    top, left = win.pad_begin
+    multiplier = plan.group_out
+    narrow = "i8x16.narrow_i16x8_s" if rq.signed else "i8x16.narrow_i16x8_u"
+    plane_in, out_c, flat, src, dst, row, column, pw, pt, po, pr, pc = (f.local(I32) for _ in range(12))
+    first, second, bias, scale = (f.local(V128) for _ in range(4))
+    f.i32(plane).i32(x_zero & 0xFF).i32(sp.height * sp.width).memory_fill()  # the padding, for every plane
+    with f.for_range(plane_in, 0, plan.batch * plan.channels):  # (sample, channel) planes
+        f.get(plane_in).i32(plan.in_positions).op("i32.mul").i32(x).op("i32.add").set(src)
+        f.i32(plane + top * sp.width + left).set(dst)
+        with f.for_range(row, 0, in_h):  # the input plane into the padded one
+            _copy_run(f, dst, 0, src, in_w, 1)
+            f.inc(src, in_w).inc(dst, sp.width)
+        with f.for_range(out_c, 0, multiplier):
+            # flat: the output plane; pt: its channel's table entry (bytes); pw: its weights
+            f.get(plane_in).i32(multiplier).op("i32.mul").get(out_c).op("i32.add").set(flat)
+            f.get(flat).i32(plan.positions).op("i32.mul").i32(y).op("i32.add").set(po)
+            f.get(flat).i32(plan.out_channels).op("i32.rem_u").i32(4).op("i32.mul").set(pt)
+            f.get(pt).i32(kh * sp.pairs).op("i32.mul").i32(weights).op("i32.add").set(pw)
+            f.get(pt).mem("v128.load32_splat", offset=rq.scales, align=0).set(scale)
+            f.get(pt).mem("v128.load32_splat", offset=rq.biases, align=0).set(bias)
+            f.i32(plane).set(pr)
+            with f.for_range(row, 0, out_h):
+                def eight(at: int | None) -> None:
+                    """Outputs `at` (None: column x 8) .. + 7 of this row, stored from po."""
+                    if at is None:
+                        f.get(column).i32(8 * sw).op("i32.mul").get(pr).op("i32.add").set(pc)
+                        f.get(column).i32(8).op("i32.mul").get(po).op("i32.add").set(dst)
+                    else:
+                        f.get(pr).i32(at * sw).op("i32.add").set(pc)
+                        f.get(po).i32(at).op("i32.add").set(dst)
+                    _eight(f, sp, kh, sw, pc, pw, sign, bias, first, second)
+                    _requantize(f, [first, second], scale, rq)
+                    f.get(first).get(second).op("i16x8.narrow_i32x4_s").set(first)
+                    f.get(dst).get(first).get(first).op(narrow).lane("i64x2.extract_lane", 0).mem("i64.store", align=0)
+
+                with f.for_range(column, 0, out_w // 8):
+                    eight(None)
+                if out_w % 8:
+                    eight(out_w - 8)
+                f.inc(pr, sh * sp.width).inc(po, out_w)
+
+
+def _eight(f: Func, sp: SlidingPlan, kh: int, sw: int, pc: int, pw: int, sign: str, bias: int, first: int,
+           second: int) -> None:
+    """first, second = bias + the sums of eight outputs from the window at pc: outputs 0-3 and 4-7
+    (stride 2), or the even and the odd ones, then interleaved (stride 1)."""
+    load = f"v128.load8x8_{sign}"
+    pair = f.local(V128)
+    f.get(bias).set(first).get(bias).set(second)
+    for i in range(kh):
+        for q in range(sp.pairs):
+            at = i * sp.width + 2 * q
+            weight = (i * sp.pairs + q) * 4
+            f.get(pw).mem("v128.load32_splat", offset=weight, align=0).set(pair)
+            for acc, offset in ((first, at), (second, at + (1 if sw == 1 else 8))):
+                f.get(acc).get(pc).mem(load, offset=offset, align=0).get(pair)
+                f.op("i32x4.dot_i16x8_s").op("i32x4.add").set(acc)
+    if sw == 1:  # even and odd outputs → 0-3, 4-7
+        f.get(first).get(second).shuffle32((0, 4, 1, 5)).get(first).get(second).shuffle32((2, 6, 3, 7))
+        f.set(second).set(first)
+
+
+def _requantize(f: Func, vectors: list[int], scale: int, rq: _Requant) -> None:
+    """Each i32x4 (its bias in) to the output's integers, in i32 lanes: MLAS's requantisation."""
+    for v in vectors:
+        f.get(v).op("f32x4.convert_i32x4_s").get(scale).op("f32x4.mul")
+        f.f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
+        # round half to even by adding 1.5 * 2^23 (|value| <= 255: the sum's unit is 1), whose
+        # bits minus those of 1.5 * 2^23 are then the integer; y_zero added in the same subtraction
+        f.f32x4_const(ROUNDER).op("f32x4.add").v128(_i32x4(ROUNDER_BITS - rq.y_zero)).op("i32x4.sub").set(v)
 
 
 def _columns(f: Func, plan: QConvPlan, xg: int, scratch: int, x_zero: int) -> None:
@@ -314,12 +403,7 @@ def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spa
     narrow = "i8x16.narrow_i16x8_s" if rq.signed else "i8x16.narrow_i16x8_u"
     for r, row in enumerate(acc):
         f.get(pt).mem("v128.load32_splat", offset=rq.scales + 4 * r, align=0).set(spare)
-        for v in row:
-            f.get(v).op("f32x4.convert_i32x4_s").get(spare).op("f32x4.mul")
-            f.f32x4_const(rq.lo).op("f32x4.max").f32x4_const(rq.hi).op("f32x4.min")
-            # round half to even by adding 1.5 * 2^23 (|value| <= 255: the sum's unit is 1), whose
-            # bits minus those of 1.5 * 2^23 are then the integer; y_zero added in the same subtraction
-            f.f32x4_const(ROUNDER).op("f32x4.add").v128(_i32x4(ROUNDER_BITS - rq.y_zero)).op("i32x4.sub").set(v)
+        _requantize(f, row, spare, rq)
         for v in range(0, len(row), 2):  # i32 → i16 (in range: no saturation)
             f.get(row[v]).get(row[v + 1]).op("i16x8.narrow_i32x4_s").set(row[v])
         offset = r * plan.positions
