@@ -21,8 +21,8 @@ inner loop nothing to subtract. Raw uint8 values and int8 weights make i16 pair 
 2 x 255 x 128, summed exactly in i32 for K < 65000 (QCONV_MAX_K).
 
 Tiles: PANEL output channels x 8 positions (8 i32x4 accumulators), or 1 channel x 32 positions
-where a group has one output channel (depthwise: K is small, so a wide tile spreads the tile's
-setup and the requantisation's constants over more positions). Position tiles start every `width` positions;
+where a group has one output channel (a depthwise conv the sliding kernel does not take: K is
+small, so a wide tile spreads the tile's setup over more positions). Position tiles start every `width` positions;
 a last partial tile overlaps the one before (recomputing a few positions bit for bit); fewer
 positions than one tile are padded in the column buffer and only P are stored.
 """

@@ -8,14 +8,15 @@ saturating to [y_lo, y_hi] where those inputs are given (a Relu or Clip the fusi
 Per (sample, group): the column buffer of raw activation bytes is built in scratch (`_columns`:
 one row per input channel and tap, bulk copies of the rows a tap reads inside the input, x_zero
 where it reads padding), unless the conv is 1x1 unpadded with stride 1 and the input itself is
-the buffer; then each register tile of output channels x positions runs the k pairs
-(`_tile`). The requantisation is the GEMM's (emitters/qgemm.py), with one bias and multiplier
-per output channel: a row of the tile.
+the buffer; its rows are interleaved per position tile into k-pair blocks (`_interleave`); then
+each register tile of output channels x positions runs the k pairs (`_tile`), the channel panels
+innermost. The requantisation is the GEMM's (emitters/qgemm.py), with one bias and multiplier per
+output channel: a row of the tile. Depthwise convs take the sliding kernel instead (`_sliding`).
 
-The micro-kernel, per k pair of a PANEL x 8 tile: 2 `v128.load8x8` (rows k and k+1, eight
-positions widened to i16 in the load), 2 shuffles interleaving them into (x[k, p], x[k+1, p])
-pairs, 4 `v128.load32_splat` of the channels' weight pairs, 8 `i32x4.dot_i16x8_s` + 8
-`i32x4.add`: 64 multiply-adds.
+The micro-kernel, per k pair of a PANEL x 8 tile: 2 `v128.load8x8` (the block's sixteen bytes:
+eight positions' (x[k, p], x[k+1, p]) pairs widened to i16 in the load), 4 `v128.load32_splat`
+of the channels' weight pairs, 8 `i32x4.dot_i16x8_s` + 8 `i32x4.add`: 64 multiply-adds (the k
+loop unrolled twice: unrolling a short K whole measured slower, 1.5x on a 32-channel pointwise conv).
 """
 
 from __future__ import annotations
