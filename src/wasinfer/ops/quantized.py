@@ -1,11 +1,13 @@
 """Quantized operators as ONNX Runtime's quantizer writes them (QOperator and dynamic formats), and
 its `com.microsoft` contrib ops: each is rewritten into DequantizeLinear, the float op and
 QuantizeLinear (passes/quantized.py) before any other pass, so their batch rules are those of
-the ops they become. QGemmInt8 (domain `wasinfer`) is the compiler's own: the int8 GEMM that
-passes/int8.py fuses DequantizeLinear → MatMul/Gemm → QuantizeLinear into."""
+the ops they become. QGemmInt8 and QConvInt8 (domain `wasinfer`) are the compiler's own: the int8
+GEMM and convolution that passes/int8.py fuses DequantizeLinear → MatMul/Gemm/Conv → QuantizeLinear
+into."""
 
 from __future__ import annotations
 
+from wasinfer.ops.batch import spatial
 from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
 for op in ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"):
@@ -25,9 +27,17 @@ def _rows(view: BatchView) -> BatchFlow:
     return view.same(view.first + (view.out_rank() or 0) - view.in_rank)
 
 
-# The integer kernels passes/int8.py fuses DequantizeLinear → MatMul/Gemm → QuantizeLinear into.
+# The integer kernels passes/int8.py fuses DequantizeLinear → MatMul/Gemm/Conv → QuantizeLinear into.
 INT8_DOMAIN = "wasinfer"
+QCONV_MAX_TAPS = 64  # kernel taps QConvInt8's column buffer copy unrolls; larger kernels keep the float path
+QCONV_MAX_K = 65000  # QConvInt8's reduction length whose i32 sums stay exact (2 x 255 x 128 per i16 pair)
 define("QGemmInt8", domain=INT8_DOMAIN, batch=_rows,
        summary="y = saturate(round(float(sum_k (a - a_zero) * w + bias) * scale) + y_zero): (u)int8 A, "
                "int8 constant W [K, N], int32 accumulation; inputs a, w, bias (int32 [N]), scale (float32 [N]), "
                "a_zero, y_zero (passes/int8.py)")
+define("QConvInt8", domain=INT8_DOMAIN, batch=spatial,
+       summary="y = saturate(round(float(conv(x - x_zero, w) + bias) * scale) + y_zero): (u)int8 X "
+               "[N, C, *spatial] (1-D or 2-D), int8 constant W [M, C/group, *kernel], int32 accumulation; inputs x, w, "
+               "bias (int32 [M]), scale (float32 [M]), x_zero, y_zero, optionally y_lo, y_hi (a fused Relu/Clip's "
+               "range); Conv's attributes (strides, pads, dilations, group, auto_pad); its output shape is Conv's "
+               "(passes/int8.py)")

@@ -1,4 +1,4 @@
-"""Quantized matrix products fused into one integer kernel: QDQ patterns → QGemmInt8.
+"""Quantized matrix products and convolutions fused into integer kernels: QDQ patterns → QGemmInt8, QConvInt8.
 
 ONNX Runtime's static QDQ models (and, after passes/quantized.py, its QOperator ones) compute a
 quantized layer as
@@ -32,14 +32,25 @@ What matches, and why the rest keeps the float path:
   most half a unit of a_scale * w_scale, far below an output step;
 - the product's only consumer is the QuantizeLinear, whose scale and zero point are constants
   of size one and whose output is int8 or uint8.
+
+Convolutions, `DequantizeLinear(x_q) , DequantizeLinear(w_q) → Conv (+ bias) → QuantizeLinear`,
+fuse into QConvInt8 (ops/quantized.py; lowering/qconv.py) on the same terms: a per-tensor (u)int8
+activation, a constant symmetric int8 weight [M, C/group, *kernel] (1-D or 2-D) with scales per
+tensor or per output channel (axis 0), the int32 bias. Two more shapes of the pattern fuse,
+as the TFLite frontend writes a full-integer model's convs: a Transpose between the activation's
+DequantizeLinear and the Conv (NHWC → NCHW) moves onto the integers, and a Relu or a Clip of
+constant bounds between the Conv and the QuantizeLinear (TFLite's fused activation) becomes the
+output's integer range, [Q(lo), Q(hi)] (Q the QuantizeLinear's own rounding: quantizing a clamped
+value is clamping the quantized one, Q being monotonic). Kernels of more than QCONV_MAX_TAPS taps
+keep the float path.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from wasinfer.ir import Graph, Node
-from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ops.quantized import INT8_DOMAIN, QCONV_MAX_K, QCONV_MAX_TAPS
 from wasinfer.passes.control import infer_types
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -61,6 +72,9 @@ class _Match:
     def __init__(self, graph: Graph, product: Node):
         self.graph, self.product = graph, product
         self.removed: list[Node] = []
+        self.transpose: Node | None = None  # a Transpose between the activation's DequantizeLinear and a Conv
+        self.clamp: Node | None = None  # a Relu or Clip between a Conv and its QuantizeLinear
+        self.bounds = (-np.inf, np.inf)  # the clamp's range
 
     def dequantize_of(self, name: str) -> Node | None:
         producer = self.graph.producer(name)
@@ -69,8 +83,15 @@ class _Match:
         return producer
 
     def activation(self) -> tuple[str, np.ndarray, np.ndarray] | None:
-        """(a_q, a_scale, a_zero) of input 0: a per-tensor (u)int8 DequantizeLinear."""
+        """(a_q, a_scale, a_zero) of input 0: a per-tensor (u)int8 DequantizeLinear; for a Conv also
+        one behind a Transpose (TFLite's NHWC → NCHW, which then moves to the integers)."""
         dq = self.dequantize_of(self.product.inputs[0])
+        if dq is None and self.product.op_type == "Conv":
+            transpose = self.graph.producer(self.product.inputs[0])
+            if transpose is not None and transpose.op_type == "Transpose" \
+                    and transpose.outputs[0] not in self.graph.outputs:
+                dq = self.dequantize_of(transpose.inputs[0])
+                self.transpose = transpose if dq is not None else None
         if dq is None:
             return None
         a_q = dq.inputs[0]
@@ -102,6 +123,23 @@ class _Match:
         self.removed.append(dq)
         return np.ascontiguousarray(w), np.broadcast_to(scale.astype(np.float32).reshape(-1), (n_size,)).copy()
 
+    def conv_weight(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(w [M, C/g, *kernel] int8, w_scale [M] float32) of a Conv's input 1: a symmetric int8
+        constant, per tensor or per output channel (axis 0)."""
+        dq = self.dequantize_of(self.product.inputs[1])
+        if dq is None:
+            return None
+        w = self.graph.constants.get(dq.inputs[0])
+        scale = self.graph.constants.get(_arg(dq, 1))
+        zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int8)
+        if w is None or w.dtype != np.int8 or w.ndim not in (3, 4) or scale is None or zero is None \
+                or np.any(zero != 0) or int(dq.attr("block_size", 0)):
+            return None
+        if scale.size != 1 and (scale.size != w.shape[0] or int(dq.attr("axis", 1)) % w.ndim != 0):
+            return None
+        self.removed.append(dq)
+        return w, np.broadcast_to(scale.astype(np.float32).reshape(-1), (w.shape[0],)).copy()
+
     def bias(self, name: str, unit: np.ndarray) -> np.ndarray | None:
         """The bias as int32 multiples of `unit` (a_scale * w_scale, per column)."""
         n_size = unit.size
@@ -130,13 +168,33 @@ class _Match:
             return None
         return rounded.astype(np.int32)
 
-    def quantize(self) -> tuple[Node, np.ndarray, np.ndarray] | None:
-        """(the QuantizeLinear, y_scale, y_zero) consuming the product, its only consumer."""
-        out = self.product.outputs[0]
-        consumers = self.graph.consumers(out)
-        if out in self.graph.outputs or len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+    def only_consumer(self, name: str) -> Node | None:
+        consumers = self.graph.consumers(name)
+        return consumers[0] if len(consumers) == 1 and name not in self.graph.outputs else None
+
+    def clamp_bounds(self, node: Node) -> tuple[float, float] | None:
+        """A Relu's range, or a Clip's (constant min/max inputs, or attributes before opset 11)."""
+        if node.op_type == "Relu":
+            return 0.0, float(np.inf)
+        lo, hi = (_scalar(self.graph, _arg(node, i)) for i in (1, 2))
+        if (_arg(node, 1) and lo is None) or (_arg(node, 2) and hi is None):
             return None
-        q = consumers[0]
+        return (float(lo) if lo is not None else float(node.attr("min", -np.inf)),
+                float(hi) if hi is not None else float(node.attr("max", np.inf)))
+
+    def quantize(self) -> tuple[Node, np.ndarray, np.ndarray] | None:
+        """(the QuantizeLinear, y_scale, y_zero) consuming the product, its only consumer; for a Conv
+        also one behind a Relu or a Clip of constant bounds (TFLite's fused activations), whose
+        range `bounds` holds."""
+        q = self.only_consumer(self.product.outputs[0])
+        if q is not None and q.op_type in ("Relu", "Clip") and self.product.op_type == "Conv":
+            bounds = self.clamp_bounds(q)
+            if bounds is None:
+                return None
+            self.clamp, self.bounds = q, bounds
+            q = self.only_consumer(q.outputs[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return None
         scale, zero = _scalar(self.graph, _arg(q, 1)), _scalar(self.graph, _arg(q, 2))
         y = q.outputs[0]
         if scale is None or (_arg(q, 2) and zero is None) or int(q.attr("precision", 0)):
@@ -191,6 +249,67 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
     return fused
 
 
+def _fuse_conv(graph: Graph, node: Node) -> Node | None:
+    """The QConvInt8 node replacing Conv `node` and its QuantizeLinear, or None: the pattern does
+    not match, or the kernel cannot run it (more than QCONV_MAX_TAPS taps, K of QCONV_MAX_K or more)."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.activation is not None:
+        return None
+    x_name = node.inputs[0]
+    rank = len(graph.info(x_name).shape) if x_name in graph.tensors else 0
+    if rank not in (3, 4):
+        return None
+    match = _Match(graph, node)
+    activation, weight, requantize = match.activation(), match.conv_weight(), match.quantize()
+    if activation is None or weight is None or requantize is None:
+        return None
+    x_q, x_scale, x_zero = activation
+    w, w_scale = weight
+    q, y_scale, y_zero = requantize
+    groups = int(node.attr("group", 1))
+    kernel = node.attr("kernel_shape")
+    if w.ndim != rank or groups < 1 or graph.info(x_name).shape[1] != w.shape[1] * groups or w.shape[0] % groups \
+            or (kernel and tuple(kernel) != w.shape[2:]):
+        return None
+    taps = int(np.prod(w.shape[2:]))
+    if taps > QCONV_MAX_TAPS or w.shape[1] * taps >= QCONV_MAX_K:
+        return None
+    unit = (x_scale * w_scale).astype(np.float32)
+    bias = np.zeros(w.shape[0], np.int32)
+    if _arg(node, 2):
+        found = match.bias(_arg(node, 2), unit)
+        if found is None:
+            return None
+        bias = found
+    scale = (unit / y_scale).astype(np.float32)
+    if not np.all(np.isfinite(scale)):
+        return None
+    parts: dict[str, np.ndarray] = {"w": w, "bias": bias, "scale": scale, "x_zero": x_zero, "y_zero": y_zero}
+    if match.clamp is not None:  # the Relu/Clip as the integer range its bounds quantize to
+        info = np.iinfo(y_zero.dtype)
+        ends = [np.clip(np.rint(np.float32(bound) / y_scale) + int(y_zero), info.min, info.max)
+                for bound in match.bounds]
+        parts.update(y_lo=np.array(ends[0], y_zero.dtype), y_hi=np.array(ends[1], y_zero.dtype))
+    names = [f"{node.name}/int8/{part}" for part in parts]
+    for name, value in zip(names, parts.values(), strict=True):
+        graph.add_constant(name, value)
+    at = graph.nodes.index(node)
+    if match.transpose is not None:  # transpose the integers instead
+        x_t = f"{match.transpose.outputs[0]}/int8"
+        graph.tensors[x_t] = TensorInfo(x_t, graph.info(x_q).dtype, graph.info(x_name).shape)
+        graph.nodes.insert(at, Node("Transpose", f"{x_t}/Transpose", [x_q], [x_t], dict(match.transpose.attrs),
+                                    guards=node.guards))
+        x_q, at = x_t, at + 1
+        match.removed.insert(0, match.transpose)
+    fused = Node("QConvInt8", f"{node.name}/int8", [x_q, *names], [q.outputs[0]], dict(node.attrs),
+                 domain=INT8_DOMAIN, guards=node.guards)
+    graph.nodes[at] = fused
+    graph.nodes.remove(q)
+    if match.clamp is not None:
+        graph.nodes.remove(match.clamp)
+    _drop_unused(graph, match.removed)
+    return fused
+
+
 def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
     """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
     only they read (the fused node holds its own copies: stats count parameters once)."""
@@ -204,20 +323,26 @@ def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
 
 
 def fuse_int8_gemms(graph: Graph) -> int:
-    """Fuse every matching quantized MatMul/Gemm into QGemmInt8; returns how many.
+    """Fuse every matching quantized MatMul/Gemm into QGemmInt8 and Conv into QConvInt8; returns how many.
 
     It runs before constant folding (which would dequantize the int8 weights), so the values
     passes/quantized.py just wrote, and those of ONNX Runtime's contrib ops, may have no type
     yet: ONNX's shape inference gives them one first, where there is a candidate to fuse."""
-    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs
-                  and (producer := graph.producer(n.inputs[0])) is not None and producer.op_type == "DequantizeLinear"]
+    def dequantized(name: str, through_transpose: bool) -> bool:
+        producer = graph.producer(name)
+        if producer is not None and producer.op_type == "Transpose" and through_transpose:
+            return dequantized(producer.inputs[0], False)
+        return producer is not None and producer.op_type == "DequantizeLinear"
+
+    candidates = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm", "Conv") and n.inputs
+                  and dequantized(n.inputs[0], n.op_type == "Conv")]
     if not candidates:
         return 0
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)
     fused = 0
     for node in list(graph.nodes):
-        if node in graph.nodes and _fuse(graph, node) is not None:
+        if node in graph.nodes and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
             fused += 1
     return fused
 

@@ -12,8 +12,9 @@ The results match ONNX Runtime within one quantization step of each output: it a
 int32 and requantizes with one float multiplier, the rewritten graph accumulates the same
 products in float32. This is the compatibility path: the model runs in float between its
 quantize and dequantize steps, so it is no faster than its float32 original. The matrix
-products among them then leave it: passes/int8.py fuses DequantizeLinear → MatMul/Gemm →
-QuantizeLinear (QLinearMatMul, QGemm and static QDQ products alike) into an int8 kernel.
+products and convolutions among them then leave it: passes/int8.py fuses DequantizeLinear →
+MatMul/Gemm/Conv → QuantizeLinear (QLinearMatMul, QGemm, QLinearConv and static QDQ products
+alike) into int8 kernels.
 """
 
 from __future__ import annotations
@@ -97,7 +98,13 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
         x = r.dequantize(_arg(node, 0), _arg(node, 1), _arg(node, 2))
         w = r.dequantize(_arg(node, 3), _arg(node, 4), _arg(node, 5), axis=0)
         inputs = [x, w]
-        if _arg(node, 8):  # int32 bias, scaled by x_scale * w_scale, zero point 0
+        scales = [graph.constants.get(_arg(node, i)) for i in (1, 4)]
+        if _arg(node, 8) and scales[0] is not None and scales[1] is not None:
+            # constant scales: the int32 bias as the DequantizeLinear QDQ models carry, which
+            # passes/int8.py adds exactly (as QGemm's below)
+            unit = (scales[0].astype(np.float32) * scales[1].astype(np.float32)).reshape(-1)
+            inputs.append(r.dequantize(_arg(node, 8), r.constant(unit.astype(np.float32)), "", axis=0))
+        elif _arg(node, 8):  # int32 bias, scaled by x_scale * w_scale, zero point 0
             bias = r.op("Cast", [_arg(node, 8)], FLOAT)
             inputs.append(r.op("Mul", [bias, r.op("Mul", [_arg(node, 1), _arg(node, 4)])]))
         y = r.op("Conv", inputs, _attrs(node, CONV_ATTRS))

@@ -92,6 +92,7 @@ MEMORY = {
     # 8 bytes widened to 8 i16 lanes in the load; 4 bytes splatted to every i32 lane
     "v128.load8x8_s": (b"\xfd" + uleb(1), 3), "v128.load8x8_u": (b"\xfd" + uleb(2), 3),
     "v128.load32_splat": (b"\xfd" + uleb(9), 2),
+    "v128.load64_zero": (b"\xfd" + uleb(93), 3),  # 8 bytes into the low half, the high half zero
 }
 
 SIMD = {
@@ -204,6 +205,12 @@ class Func:
         """i8x16.shuffle picking 32-bit lanes 0-3 of the first operand, 4-7 of the second."""
         picked = bytes(4 * lane + byte for lane in lanes for byte in range(4))
         self.code += b"\xfd" + uleb(13) + picked
+        return self
+
+    def shuffle8(self, lanes: tuple[int, ...]) -> Func:
+        """i8x16.shuffle: byte lanes 0-15 of the first operand, 16-31 of the second."""
+        assert len(lanes) == 16 and all(0 <= lane < 32 for lane in lanes)
+        self.code += b"\xfd" + uleb(13) + bytes(lanes)
         return self
 
     def f32x4_const(self, value: float) -> Func:
