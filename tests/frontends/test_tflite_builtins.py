@@ -468,7 +468,7 @@ def test_damaged_sparse_constant_is_a_frontend_error(tmp_path: Path, damage: str
     b = TfliteBuilder()
     dense = weights(4, 6) * (RNG.random((4, 6)) < 0.4)
     dense[0, 5] = 0.5  # a value in the last column: its index cannot fit the damaged [4, 5] (without one, the
-    # sparse data is a valid [4, 5] tensor and only the graph's shapes disagree: the test hung on the mask drawn)
+    # sparse data is a valid [4, 5] tensor and only the graph's shapes disagree: the outcome depended on the mask)
     outputs = densify(Sparse([DENSE, SPARSE_CSR]), dense)(b)
     raw_ok = b.build(outputs)
     assert raw_ok
