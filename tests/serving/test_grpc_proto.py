@@ -11,7 +11,14 @@ from grpc_tools import protoc
 from tritonclient.grpc import service_pb2
 
 from wasinfer.serving.errors import TooManyRequests
-from wasinfer.serving.grpc_api import SERVICE, ThreadShares, _pool, service_descriptor_set, service_methods
+from wasinfer.serving.grpc_api import (
+    SERVICE,
+    _pool,
+    client_address,
+    service_descriptor_set,
+    service_methods,
+    thread_shares,
+)
 
 
 def _fields(message: Any) -> dict[str, tuple[int, int, int, str]]:
@@ -69,7 +76,7 @@ def test_descriptors_are_compiled_once_into_the_cache(tmp_path: Path, monkeypatc
 def test_one_model_holds_at_most_its_share_of_the_grpc_threads() -> None:
     """A call keeps its thread while it waits for its model: past its share a model's calls are refused at
     once, and other models keep theirs."""
-    shares = ThreadShares(2)
+    shares = thread_shares(2)
     with shares.hold("loop"), shares.hold("loop"):
         with pytest.raises(TooManyRequests, match="model 'loop' already has 2 calls in progress"), shares.hold("loop"):
             pass
@@ -77,3 +84,9 @@ def test_one_model_holds_at_most_its_share_of_the_grpc_threads() -> None:
             pass
     with shares.hold("loop"), shares.hold("loop"):  # given back when the calls end
         pass
+
+
+@pytest.mark.parametrize(("peer", "client"), [
+    ("ipv4:127.0.0.1:50123", "127.0.0.1"), ("ipv6:[::1]:50123", "::1"), ("unix:/tmp/s", "unix:/tmp/s")])
+def test_a_client_is_its_address_whatever_its_port(peer: str, client: str) -> None:
+    assert client_address(peer) == client

@@ -12,7 +12,7 @@ Two thread pools, so that health never waits behind inference: the methods that 
 memory at once (CONTROL_METHODS: ServerLive, ServerReady, ModelReady, ServerMetadata,
 RepositoryIndex) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
 everything else on the main pool, whose threads may each wait for a model up to the request's
-deadline. One model's calls may hold at most half of the main pool's threads (`ThreadShares`;
+deadline. One model's calls may hold at most half of the main pool's threads (`thread_shares`;
 more get RESOURCE_EXHAUSTED at once), so a model whose calls all wait leaves threads for the
 others. ModelInfer's deadline is the client's (its gRPC deadline) or --deadline-ms, whichever is
 sooner: a call that waited past it in grpcio's queue, or waits past it for a free model
@@ -179,35 +179,42 @@ def _contents_array(values: Any, dtype: np.dtype) -> np.ndarray:
     return array
 
 
-class ThreadShares:
-    """How many of the main pool's threads each model's calls hold, with at most `limit` for one model.
+class CallCounts:
+    """Calls in progress per key (a model, a client address), at most `limit` for one key.
 
     A gRPC call keeps its thread while it waits for its model (up to its deadline), so without a
-    share a model whose runs loop would soon hold every thread, and other models' calls would
-    queue in grpcio's pool behind it."""
+    cap a model whose runs loop (thread_shares: per model) or a client that keeps calls open
+    (`--max-connections-per-client`: per client address) would soon hold every thread, and
+    everyone else's calls would queue in grpcio's pool behind them. A call over the cap is
+    refused at once with `refusal(key, held)`, a RESOURCE_EXHAUSTED."""
 
-    def __init__(self, limit: int):
-        self.limit = max(1, limit)
+    def __init__(self, limit: int, refusal: Callable[[str, int], ServingError]):
+        self.limit, self.refusal = max(1, limit), refusal
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @contextmanager
-    def hold(self, model: str) -> Iterator[None]:
+    def hold(self, key: str) -> Iterator[None]:
         with self._lock:
-            held = self._held.get(model, 0)
+            held = self._held.get(key, 0)
             if held >= self.limit:
-                raise TooManyRequests(f"model {model!r} already has {held} calls in progress, its share of the "
-                                      "server's gRPC threads; retry later")
-            self._held[model] = held + 1
+                raise self.refusal(key, held)
+            self._held[key] = held + 1
         try:
             yield
         finally:
             with self._lock:
-                left = self._held[model] - 1
+                left = self._held[key] - 1
                 if left:
-                    self._held[model] = left
+                    self._held[key] = left
                 else:
-                    del self._held[model]
+                    del self._held[key]
+
+
+def thread_shares(limit: int) -> CallCounts:
+    """The main pool's threads one model's calls may hold."""
+    return CallCounts(limit, lambda model, held: TooManyRequests(
+        f"model {model!r} already has {held} calls in progress, its share of the server's gRPC threads; retry later"))
 
 
 class Call(NamedTuple):
@@ -226,7 +233,7 @@ class InferenceServicer:
     def __init__(self, manager: ModelManager, metrics: Metrics, cache_dir: Path | None = None,
                  tokens: Tokens | None = None, not_ready: Callable[[], str] = lambda: "", workers: int = 8):
         self.manager, self.metrics, self.m = manager, metrics, messages(cache_dir)
-        self.shares = ThreadShares(workers // 2)  # of the main pool's `workers` threads, per model
+        self.shares = thread_shares(workers // 2)  # of the main pool's `workers` threads, per model
         self.not_ready = not_ready  # why the server must not take traffic (draining, no model yet); "" when it may
         tokens = tokens or Tokens()
         self.inference_token, self.management_token = tokens.inference, tokens.management
@@ -328,8 +335,8 @@ def client_address(peer: str) -> str:
     return peer  # unix sockets and the like: the whole string
 
 
-class ClientCalls:
-    """Calls in progress per client address, capped: the gRPC side of `--max-connections-per-client`.
+def client_calls(limit: int) -> CallCounts:
+    """The gRPC side of `--max-connections-per-client`: calls in progress per client address.
 
     Why calls, not connections: grpcio accepts connections in its core, with no hook to refuse one from
     Python, and HTTP/2 multiplexes any number of calls over one connection; what a client holds of the
@@ -337,37 +344,13 @@ class ClientCalls:
     at the cap gets RESOURCE_EXHAUSTED at once for its next call, as a REST client gets 429 for its next
     connection; health and metadata calls count too, since they also take threads.
     """
-
-    def __init__(self, limit: int):
-        self.limit = limit  # 0: no cap
-        self._lock = threading.Lock()
-        self._open: dict[str, int] = {}
-
-    @contextmanager
-    def hold(self, peer: str) -> Iterator[None]:
-        if not self.limit:
-            yield
-            return
-        client = client_address(peer)
-        with self._lock:
-            held = self._open.get(client, 0)
-            if held >= self.limit:
-                raise TooManyRequests(f"this client already has {held} calls in progress, the most one client "
-                                      f"may have (--max-connections-per-client); retry when one has finished")
-            self._open[client] = held + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                left = self._open[client] - 1
-                if left:
-                    self._open[client] = left
-                else:
-                    del self._open[client]
+    return CallCounts(limit, lambda client, held: TooManyRequests(
+        f"this client already has {held} calls in progress, the most one client may have "
+        "(--max-connections-per-client); retry when one has finished"))
 
 
 def _handler(name: str, method: Handler, message: Any,
-             clients: ClientCalls | None = None) -> Callable[[bytes, grpc.ServicerContext], Any]:
+             clients: CallCounts | None = None) -> Callable[[bytes, grpc.ServicerContext], Any]:
     """grpcio's (request bytes, context) handler around a servicer method: request id, token, errors, logs.
 
     The request is parsed here rather than by grpcio's request_deserializer, whose failure is
@@ -401,7 +384,7 @@ def _handler(name: str, method: Handler, message: Any,
         try:
             if failure is not None:
                 raise failure
-            with clients.hold(context.peer()) if clients is not None else nullcontext():
+            with clients.hold(client_address(context.peer())) if clients is not None else nullcontext():
                 return method(request, context, Call(request_id, authorization))
         except Exception as exc:  # every failure is a status with a message, and a log line
             failure = exc if isinstance(exc, ServingError) else Internal(
@@ -440,7 +423,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
     `handshake_timeout`: seconds a new connection has to complete its handshake; `idle_timeout`: a
     connection with no call for that long is closed (clients reconnect on their next call); None:
     grpcio's defaults (120 s, never). `max_calls_per_client`: calls in progress one client address may have
-    (ClientCalls; 0: no cap).
+    (client_calls; 0: no cap).
     """
     servicer = InferenceServicer(manager, metrics, cache_dir, tokens, not_ready, workers)
     limits = ([("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))] if handshake_timeout else []) + \
@@ -448,7 +431,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
     classes = servicer.m
     control = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="wasinfer-grpc-control")
     handlers = {}
-    clients = ClientCalls(max_calls_per_client) if max_calls_per_client else None
+    clients = client_calls(max_calls_per_client) if max_calls_per_client else None
     for name, (request, response) in service_methods(cache_dir).items():
         handle = _handler(name, getattr(servicer, name), classes[request], clients)
         if name in CONTROL_METHODS:

@@ -57,7 +57,7 @@ log = logging.getLogger("wasinfer.serving")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 # gRPC's main thread pool. A call holds its thread while it waits for its model (models run on threads of
 # their own), so waiting is what these threads mostly do: many cost little (they start as calls need them),
-# and one model's calls may hold half of them (grpc_api.ThreadShares) before more are refused.
+# and one model's calls may hold half of them (grpc_api.thread_shares) before more are refused.
 GRPC_WORKERS = 256
 GRACE_BEYOND_DEADLINE = 5.0  # the default grace period: the deadline plus this (a call may start just before stop)
 DEFAULT_GRACE = 30.0  # with no deadline
