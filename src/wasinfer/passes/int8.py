@@ -140,6 +140,20 @@ class _Match:
         self.removed.append(dq)
         return w, np.broadcast_to(scale.astype(np.float32).reshape(-1), (w.shape[0],)).copy()
 
+    def requantization(self, bias_name: str, a_scale: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray,
+                       channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The int32 bias (zeros without one) and the float32 multiplier per output channel, float32(a_scale *
+        w_scale) / y_scale as ONNX Runtime forms it; None when the bias does not fit or a multiplier is not finite."""
+        unit = (a_scale * w_scale).astype(np.float32)  # float32 products, as ONNX Runtime forms them
+        bias = np.zeros(channels, np.int32)
+        if bias_name:
+            found = self.bias(bias_name, unit)
+            if found is None:
+                return None
+            bias = found
+        scale = (unit / y_scale).astype(np.float32)
+        return (bias, scale) if np.all(np.isfinite(scale)) else None
+
     def bias(self, name: str, unit: np.ndarray) -> np.ndarray | None:
         """The bias as int32 multiples of `unit` (a_scale * w_scale, per column)."""
         n_size = unit.size
@@ -228,16 +242,10 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
     q, y_scale, y_zero = requantize
     if graph.info(a_name).shape[-1] != w.shape[0]:
         return None
-    unit = (a_scale * w_scale).astype(np.float32)  # float32 products, as ONNX Runtime forms them
-    bias = np.zeros(w.shape[1], np.int32)
-    if is_gemm and _arg(node, 2):
-        found = match.bias(_arg(node, 2), unit)
-        if found is None:
-            return None
-        bias = found
-    scale = (unit / y_scale).astype(np.float32)
-    if not np.all(np.isfinite(scale)):
+    requantized = match.requantization(_arg(node, 2) if is_gemm else "", a_scale, w_scale, y_scale, w.shape[1])
+    if requantized is None:
         return None
+    bias, scale = requantized
     names = [f"{node.name}/int8/{part}" for part in ("w", "bias", "scale", "a_zero", "y_zero")]
     for name, value in zip(names, (w, bias, scale, a_zero, y_zero), strict=True):
         graph.add_constant(name, value)
@@ -273,16 +281,10 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     taps = int(np.prod(w.shape[2:]))
     if taps > QCONV_MAX_TAPS or w.shape[1] * taps >= QCONV_MAX_K:
         return None
-    unit = (x_scale * w_scale).astype(np.float32)
-    bias = np.zeros(w.shape[0], np.int32)
-    if _arg(node, 2):
-        found = match.bias(_arg(node, 2), unit)
-        if found is None:
-            return None
-        bias = found
-    scale = (unit / y_scale).astype(np.float32)
-    if not np.all(np.isfinite(scale)):
+    requantized = match.requantization(_arg(node, 2), x_scale, w_scale, y_scale, w.shape[0])
+    if requantized is None:
         return None
+    bias, scale = requantized
     parts: dict[str, np.ndarray] = {"w": w, "bias": bias, "scale": scale, "x_zero": x_zero, "y_zero": y_zero}
     if match.clamp is not None:  # the Relu/Clip as the integer range its bounds quantize to
         info = np.iinfo(y_zero.dtype)
