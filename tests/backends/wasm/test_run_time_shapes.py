@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tests.artifact.engines import requires_node
+from tests.artifact.engines import NODE_PROBLEM, requires_node
 from tests.artifact.test_node_engine import run_in_node
+from tests.artifact.test_wasi import npy_stream, read_npy_stream, run_node_wasi, run_wasmtime_wasi
 from tests.parity import ort_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.metadata import Metadata
@@ -89,8 +90,7 @@ def test_dims_past_the_largest_shape_spend_the_instance() -> None:
 
 @pytest.mark.parametrize(("extra", "says"), [
     ({"consumer": True}, r"node 'Relu_1' \(Relu\) reads 'y', whose shape is decided at run time"),
-    ({"wasi": True}, "the --wasi command form does not support yet"),
-], ids=["consumer", "wasi"])
+], ids=["consumer"])
 def test_what_cannot_take_a_run_time_shape_yet_is_refused_by_name(extra: dict[str, object], says: str) -> None:
     nodes = [helper.make_node("NonZero", ["x"], ["y"])]
     outputs = [helper.make_tensor_value_info("y", TensorProto.INT64, None)]
@@ -119,3 +119,22 @@ def test_the_abi_example_in_node_reads_the_dims_too(tmp_path: Path) -> None:
     feeds = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "c": np.array([True, False, False, True])}
     (got,) = run_in_node(wasm, feeds, tmp_path)
     assert got == WasmModel(wasm).run(feeds)["y"].tobytes() == ort_run(model, feeds)[0].tobytes()
+
+
+@pytest.mark.parametrize("engine", ["wasmtime", "node"])
+def test_the_wasi_command_writes_each_run_s_shape_in_the_npy_header(engine: str, tmp_path: Path) -> None:
+    """The .npy header carries the dims the run wrote (space-padded to the largest's digits), and as many bytes
+    follow as they hold: numpy reads back exactly ONNX Runtime's output, for any count, none included."""
+    if engine == "node" and NODE_PROBLEM is not None:
+        pytest.skip(NODE_PROBLEM)
+    model = one_node("NonZero", {"x": ((4, 30), TensorProto.FLOAT)}, TensorProto.INT64)
+    wasm = convert_onnx(model, wasi=True).wasm
+    rng = np.random.default_rng(9)
+    for index, x in enumerate([(rng.random((4, 30)) < 0.3).astype(np.float32), np.zeros((4, 30), np.float32),
+                               np.ones((4, 30), np.float32)]):
+        run = run_wasmtime_wasi if engine == "wasmtime" else run_node_wasi
+        status, stdout, stderr = run(wasm, npy_stream(x), tmp_path / str(index))
+        assert status == 0, stderr
+        [got] = read_npy_stream(stdout, 1)
+        want = ort_run(model, {"x": x})[0]
+        assert got.shape == want.shape and np.array_equal(got, want)

@@ -132,10 +132,9 @@ def compile_graph(graph: Graph, options: CompileOptions,
     check_support(graph)
     batch = options.max_batch
     varying = [name for name in graph.outputs if name in graph.run_time_axes]
-    if varying and (batch > 1 or options.wasi):
-        raise UnsupportedModel([f"output {varying[0]!r} has a shape decided at run time, which "
-                                + ("--max-batch above 1" if batch > 1 else "the --wasi command form")
-                                + " does not support yet"])
+    if varying and batch > 1:
+        raise UnsupportedModel([f"output {varying[0]!r} has a shape decided at run time, which --max-batch above 1 "
+                                "does not support yet"])
     if batch > 1 and not any(name in options.batch_axes for name in graph.inputs):
         raise UnsupportedModel(["no input carries a run-time batch (a dynamic leading dim, or a dim named like "
                                 "one), so --max-batch must be 1"])
@@ -242,7 +241,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     module.export_func("wasinfer_run", run)
     if wasi_imports is not None:
         module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_axes, slots, run,
-                                                     wasi_imports, place_data, reserve))
+                                                     wasi_imports, place_data, reserve, dims))
 
     module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
     module.data = data

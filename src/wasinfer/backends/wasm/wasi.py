@@ -56,8 +56,10 @@ class StreamTensor:
     name: str
     address: int
     dtype: np.dtype
-    shape: tuple[int, ...]  # the 1 at batch_axis stands for N when batched
+    shape: tuple[int, ...]  # the 1 at batch_axis stands for N when batched; the largest at run-time axes
     batch_axis: int | None
+    run_time_axes: tuple[int, ...] = ()  # an output's axes that each run decides (ABI version 2)
+    dims_address: int = 0  # where the run writes the actual dims (int32 each), with run_time_axes
 
     @property
     def batched(self) -> bool:
@@ -72,8 +74,9 @@ class StreamTensor:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def header_text(self, lead: str) -> str:
-        """NumPy's header dict with the batch's dimension spelled `lead` (e.g. 'N') when batched."""
-        dims = [lead if axis == self.batch_axis else str(d) for axis, d in enumerate(self.shape)]
+        """NumPy's header dict with the batch's dimension, and each run-time one, spelled `lead` (e.g. 'N')."""
+        dims = [lead if axis == self.batch_axis or axis in self.run_time_axes else str(d)
+                for axis, d in enumerate(self.shape)]
         shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"  # Python's tuple repr
         return f"{{'descr': '{self.descr}', 'fortran_order': False, 'shape': {shape}, }}"
 
@@ -94,12 +97,15 @@ def npy_prefix(text_length: int) -> tuple[bytes, int]:
 
 def emit_wasi_start(module: Module, graph: Graph, max_batch: int, batch_axes: dict[str, int],
                     slots: dict[str, int], run: int, imports: WasiImports,
-                    place_data: Callable[[np.ndarray], int], reserve: Callable[[int], int]) -> int:
+                    place_data: Callable[[np.ndarray], int], reserve: Callable[[int], int],
+                    dims: dict[str, int]) -> int:
     """Add `_start` (and its helpers) to `module` and return its function index. `batch_axes`: the
-    inputs and outputs that carry the run-time batch, and on which axis (as in the metadata)."""
+    inputs and outputs that carry the run-time batch, and on which axis (as in the metadata); `dims`:
+    where each run writes the actual dims of the outputs whose shape it decides."""
     def tensor(name: str) -> StreamTensor:
         info = graph.info(name)
-        return StreamTensor(name, slots[name], info.dtype, info.shape, batch_axes.get(name))
+        return StreamTensor(name, slots[name], info.dtype, info.shape, batch_axes.get(name),
+                            graph.run_time_axes.get(name, ()) if name in dims else (), dims.get(name, 0))
 
     inputs = [tensor(n) for n in graph.inputs]
     outputs = [tensor(n) for n in graph.outputs]
@@ -415,17 +421,33 @@ class _StartBuilder:
         fail_header("batch size N differs from an earlier input's")
         f.get(v.at).set(v.batch)
 
+    def _push_dim(self, f: Func, spec: StreamTensor, axis: int, batch: int) -> None:
+        """This run's size of a varying axis: N on the batch axis, else the dim the run wrote."""
+        if axis == spec.batch_axis:
+            f.get(batch)
+        else:
+            f.i32(spec.dims_address + 4 * axis).mem("i32.load")
+
     def _write_output(self, f: Func, spec: StreamTensor, batch: int) -> None:
-        """The header is fixed at compile time except N, which is written into a space-padded copy."""
-        if spec.batched:
-            head, tail = (part.encode() for part in spec.header_text("\0").split("\0"))
-            prefix, total = npy_prefix(len(head) + len(str(self.max_batch)) + len(tail))
-            head_addr, head_len = self.string(prefix + head)
-            tail_addr, tail_len = self.string(tail)
+        """The header is fixed at compile time except N and the dims each run decides, which are written into a
+        space-padded copy; as many bytes follow as those dims hold."""
+        varying = sorted({*spec.run_time_axes, *([spec.batch_axis] if spec.batch_axis is not None else [])})
+        if varying:
+            pieces = [part.encode() for part in spec.header_text("\0").split("\0")]
+            digits = sum(len(str(self.max_batch if axis == spec.batch_axis else spec.shape[axis])) for axis in varying)
+            prefix, total = npy_prefix(sum(map(len, pieces)) + digits)
             buffer = self.reserve(total)
+            at = f.local(I32)
             f.i32(buffer).i32(SPACE).i32(total).memory_fill()
+            head_addr, head_len = self.string(prefix + pieces[0])
             f.i32(buffer).i32(head_addr).i32(head_len).memory_copy()
-            f.get(batch).i32(buffer + head_len).call(self.itoa).i32(tail_addr).i32(tail_len).memory_copy()
+            f.i32(buffer + head_len).set(at)
+            for axis, piece in zip(varying, pieces[1:], strict=True):
+                self._push_dim(f, spec, axis, batch)
+                f.get(at).call(self.itoa).set(at)
+                piece_addr, piece_len = self.string(piece)
+                f.get(at).i32(piece_addr).i32(piece_len).memory_copy()
+                f.get(at).i32(piece_len).op("i32.add").set(at)
             f.i32(buffer + total - 1).i32(NEWLINE).mem("i32.store8")
         else:
             text = spec.header_text("").encode()
@@ -433,10 +455,13 @@ class _StartBuilder:
             buffer, _ = self.string(prefix + text.ljust(total - len(prefix) - 1) + b"\n")
         f.i32(STDOUT).i32(buffer).i32(total).call(self.write_all)
         f.i32(STDOUT).i32(spec.address)
-        if spec.batched:
-            f.get(batch).i32(spec.sample_bytes).op("i32.mul")
-        else:
-            f.i32(spec.sample_bytes)
+        f.i32(spec.dtype.itemsize)
+        for axis, dim in enumerate(spec.shape):
+            if axis in varying:
+                self._push_dim(f, spec, axis, batch)
+            else:
+                f.i32(dim)
+            f.op("i32.mul")
         f.call(self.write_all).op("i32.or")
         with f.if_():
             self._emit_fail(f, [f"wasinfer: output {spec.name!r}: cannot write to stdout"], EXIT_IO)
