@@ -68,5 +68,7 @@ def _data_decides_size(view: BatchView) -> BatchFlow:
 
 define("NonZero", batch=_data_decides_size,
        summary="the indices of the nonzero elements, [rank, count]; count is decided at run time (ABI v2)")
+define("NonMaxSuppression", batch=_data_decides_size,
+       summary="[selected, 3] (batch, class, box) rows; how many are selected is decided at run time (ABI v2)")
 define("Compress", batch=_data_decides_size,
        summary="the slices where the condition holds; their count is decided at run time (ABI v2)")

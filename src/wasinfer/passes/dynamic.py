@@ -11,6 +11,8 @@ docs/abi.md, "Run-time output shapes"), so a node that consumes one is refused b
     NonZero(x)                 [rank(x), nnz]            nnz <= x.size
     Compress(x, c, axis=a)     x's shape, dim a = count  count <= min(len(c), x.shape[a])
     Compress(x, c)             [count]                   count <= min(len(c), x.size)
+    NonMaxSuppression(boxes [B, N, 4], scores [B, C, N], ...)
+                               [selected, 3]             selected <= B * C * N
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from wasinfer.ir import Graph, TensorInfo
 
-RUN_TIME_SHAPED = ("NonZero", "Compress")
+RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression")
 
 
 def bound_run_time_shapes(graph: Graph) -> int:
@@ -40,6 +42,11 @@ def bound_run_time_shapes(graph: Graph) -> int:
             shape: tuple[int, ...] = (len(source.shape), math.prod(source.shape))
             axes: tuple[int, ...] = (1,)
             dtype = "int64"
+        elif node.op_type == "NonMaxSuppression":
+            scores = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+            if scores is None or len(scores.shape) != 3:
+                continue
+            shape, axes, dtype = (math.prod(scores.shape), 3), (0,), "int64"
         else:
             condition = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
             if condition is None or len(condition.shape) != 1:

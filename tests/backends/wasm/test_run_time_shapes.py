@@ -138,3 +138,33 @@ def test_the_wasi_command_writes_each_run_s_shape_in_the_npy_header(engine: str,
         [got] = read_npy_stream(stdout, 1)
         want = ort_run(model, {"x": x})[0]
         assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def nms_model(center: int, optional: int) -> object:
+    """NonMaxSuppression over boxes [2, 40, 4] and scores [2, 3, 40], with the first `optional` of its three
+    optional inputs given (max per class, IoU threshold, score threshold) as run-time inputs."""
+    names = ["boxes", "scores", "max_per_class", "iou", "floor"][:2 + optional]
+    types = {"boxes": ((2, 40, 4), TensorProto.FLOAT), "scores": ((2, 3, 40), TensorProto.FLOAT),
+             "max_per_class": ((), TensorProto.INT64), "iou": ((), TensorProto.FLOAT), "floor": ((), TensorProto.FLOAT)}
+    return one_node("NonMaxSuppression", {n: types[n] for n in names}, TensorProto.INT64, center_point_box=center)
+
+
+@pytest.mark.parametrize("center", [0, 1], ids=["corners", "centres"])
+@pytest.mark.parametrize("optional", [0, 2, 3], ids=["no-limit", "limit-and-iou", "all"])
+def test_non_max_suppression_selects_what_onnx_runtime_selects(center: int, optional: int) -> None:
+    """Random overlapping boxes (corners in any order, or centres and sizes) and distinct scores: the same
+    (batch, class, box) rows in the same order, for limits and thresholds that keep few, some and all."""
+    model = nms_model(center, optional)
+    module = WasmModel(convert_onnx(model).wasm)
+    rng = np.random.default_rng(center * 10 + optional)
+    for limit, iou, floor in [(3, 0.5, 0.2), (40, 0.3, 0.0), (0, 0.5, 0.5), (-2, 0.7, 0.9), (10, 1.0, -1.0)]:
+        corners = rng.random((2, 40, 2, 2), np.float32)
+        boxes = corners.reshape(2, 40, 4) if center == 0 else \
+            np.concatenate([rng.random((2, 40, 2)), rng.random((2, 40, 2)) * 0.4], axis=2).astype(np.float32)
+        feeds = {"boxes": boxes, "scores": rng.permutation(240).reshape(2, 3, 40).astype(np.float32) / 240,
+                 "max_per_class": np.array(limit, np.int64), "iou": np.array(iou, np.float32),
+                 "floor": np.array(floor, np.float32)}
+        feeds = {name: feeds[name] for name in ["boxes", "scores", "max_per_class", "iou", "floor"][:2 + optional]}
+        got, want = module.run(feeds)["y"], ort_run(model, feeds)[0]
+        assert got.shape == want.shape, (limit, iou, floor, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want)
