@@ -13,6 +13,7 @@ docs/abi.md, "Run-time output shapes"), so a node that consumes one is refused b
     Compress(x, c)             [count]                   count <= min(len(c), x.size)
     NonMaxSuppression(boxes [B, N, 4], scores [B, C, N], ...)
                                [selected, 3]             selected <= B * C * N
+    TopK(x, k) with k a run-time input (opset 10 on): both outputs x's shape, dim axis = k <= x.shape[axis]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from wasinfer.ir import Graph, TensorInfo
 
-RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression")
+RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK")
 
 
 def bound_run_time_shapes(graph: Graph) -> int:
@@ -42,6 +43,17 @@ def bound_run_time_shapes(graph: Graph) -> int:
             shape: tuple[int, ...] = (len(source.shape), math.prod(source.shape))
             axes: tuple[int, ...] = (1,)
             dtype = "int64"
+        elif node.op_type == "TopK":
+            k = node.inputs[1] if len(node.inputs) > 1 else ""
+            if not k or k in graph.constants:
+                continue  # k fixed at compile time (an attribute before opset 10, or a constant): a static shape
+            axis = int(node.attr("axis", -1)) % max(len(source.shape), 1)
+            for output, element in zip(node.outputs[:2], (source.dtype, np.dtype(np.int64)), strict=False):
+                if output:
+                    graph.tensors[output] = TensorInfo(output, element, tuple(source.shape))
+                    graph.run_time_axes[output] = (axis,)
+            bounded += 1
+            continue
         elif node.op_type == "NonMaxSuppression":
             scores = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
             if scores is None or len(scores.shape) != 3:

@@ -168,3 +168,21 @@ def test_non_max_suppression_selects_what_onnx_runtime_selects(center: int, opti
         got, want = module.run(feeds)["y"], ort_run(model, feeds)[0]
         assert got.shape == want.shape, (limit, iou, floor, got.shape, want.shape)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_top_k_with_a_run_time_k_matches_onnx_runtime_for_every_k(largest: int) -> None:
+    """k as a run-time input: both outputs come back at this run's k (0 and the whole axis included), compactly."""
+    model = one_node("TopK", {"x": ((3, 7, 2), TensorProto.FLOAT), "k": ((1,), TensorProto.INT64)},
+                     TensorProto.FLOAT, axis=1, largest=largest)
+    model.graph.node[0].output.append("i")  # type: ignore[attr-defined]
+    model.graph.output.append(helper.make_tensor_value_info("i", TensorProto.INT64, None))  # type: ignore[attr-defined]
+    module = WasmModel(convert_onnx(model).wasm)
+    x = np.random.default_rng(largest).permutation(42).reshape(3, 7, 2).astype(np.float32)
+    for k in (0, 1, 3, 7):
+        feeds = {"x": x, "k": np.array([k], np.int64)}
+        got, want = module.run(feeds), ort_run(model, feeds)
+        np.testing.assert_array_equal(got["y"], want[0])
+        np.testing.assert_array_equal(got["i"], want[1])
+    with pytest.raises(ModelFault, match="unreachable"):  # k past the axis: ONNX Runtime fails the run too
+        module.run({"x": x, "k": np.array([8], np.int64)})

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
+from wasinfer.backends.wasm.emitters.indexing import _write_dims
 from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
@@ -134,8 +135,9 @@ def _check_topk(node: Node, graph: Graph) -> list[str]:
         return problems
     k = graph.info(node.outputs[0]).shape[axis % rank]
     given = _axis_value(node, graph, 1, k) if graph.opset >= 10 else int(node.attr("k", k))
-    if given is None:  # the output shape depends on its value
-        problems.append("k is computed at run time; it must be a compile-time constant (an initializer)")
+    if given is None:  # read at run time: the outputs' size along the axis is the run's (passes/dynamic.py)
+        if node.outputs[0] not in graph.run_time_axes:
+            problems.append("k is computed at run time and its outputs have no bounded run-time shape")
     elif given != k:
         problems.append(f"k={given} disagrees with the output's static size {k}")
     if k > info.shape[axis % rank]:
@@ -152,14 +154,29 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
     info = ctx.info(node.inputs[0])
     axis = topk_axis(node, ctx.graph)
     outer, n, inner = reduce_view(info.shape, axis)
-    k = ctx.info(node.outputs[0]).shape[axis]
+    k = ctx.info(node.outputs[0]).shape[axis]  # the largest k when it is read at run time
+    run_time = node.outputs[0] in ctx.graph.run_time_axes
+    kk = f.local(I32)  # this run's k
+    if run_time:  # an int64 of at most the axis's size, else this run traps (ONNX Runtime fails it too)
+        wide = f.local(I64)
+        f.i32(ctx.addr(node.inputs[1])).mem("i64.load", align=0).tee(wide).i64(0).op("i64.lt_s")
+        f.get(wide).i64(n).op("i64.gt_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        f.get(wide).op("i32.wrap_i64").set(kk)
+        for output in node.outputs[:2]:
+            if output:
+                _write_dims(ctx, Node("TopK", node.name, [], [output]), kk)
+    else:
+        f.i32(k).set(kk)
     if outer * inner * k == 0:
         return
     valtype, prefix, suffix = TOPK_TYPES[info.dtype]
     size = info.dtype.itemsize
     load, store = f"{prefix}.load", f"{prefix}.store"
     values, indices = ctx.scratch_addr, ctx.scratch_addr + k * size
-    o, i, j, px, count, pos = (f.local(I32) for _ in range(6))
+    o, i, j, px, count, pos, last = (f.local(I32) for _ in range(7))
+    f.get(kk).i32(1).op("i32.sub").i32(size).op("i32.mul").i32(values).op("i32.add").set(last)
     value, other = f.local(valtype), f.local(valtype)
     largest = bool(int(node.attr("largest", 1)))
 
@@ -177,18 +194,19 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
         with f.for_range(j, 0, n), f.block():  # br 0 here: on to the next element
             f.get(px).mem(load).set(value)
             f.inc(px, inner * size)
-            f.get(count).i32(k).op("i32.lt_s")
+            f.get(count).get(kk).op("i32.lt_s")
             with f.if_():
                 f.get(count).set(pos).inc(count)
                 f.else_()
-                f.i32(values + (k - 1) * size).mem(load).set(other)  # the last of the k best
+                f.get(kk).op("i32.eqz").br_if(1)  # k = 0: nothing is kept
+                f.get(last).mem(load).set(other)  # the last of the k best
                 beats()
                 f.op("i32.eqz").br_if(1)
-                f.i32(k - 1).set(pos)
+                f.get(kk).i32(1).op("i32.sub").set(pos)
             _shift(f, values, indices, pos, other, size, load, store, beats)
             f.get(pos).i32(size).op("i32.mul").get(value).mem(store, offset=values)
             f.get(pos).i32(4).op("i32.mul").get(j).mem("i32.store", offset=indices)
-        _copy_out(ctx, node, o, i, k, inner, size, load, store)
+        _copy_out(ctx, node, o, i, k, kk, inner, size, load, store)
 
 
 def _shift(f: Func, values: int, indices: int, pos: int, other: int, size: int, load: str, store: str,
@@ -205,14 +223,17 @@ def _shift(f: Func, values: int, indices: int, pos: int, other: int, size: int, 
         f.get(pos).i32(1).op("i32.sub").set(pos).br(0)
 
 
-def _copy_out(ctx: Ctx, node: Node, o: int, i: int, k: int, inner: int, size: int, load: str, store: str) -> None:
-    """values[t] → Values[o, t, i] and int64(indices[t]) → Indices[o, t, i] for t < k."""
+def _copy_out(ctx: Ctx, node: Node, o: int, i: int, k: int, kk: int, inner: int, size: int, load: str,
+              store: str) -> None:
+    """values[t] → Values[o, t, i] and int64(indices[t]) → Indices[o, t, i] for t < this run's k (the local `kk`;
+    the outputs are laid out for it, compactly, when k is read at run time)."""
     f = ctx.f
     values, indices = ctx.scratch_addr, ctx.scratch_addr + k * size
     t, pv, pi = f.local(I32), f.local(I32), f.local(I32)
-    f.get(o).i32(k * inner).op("i32.mul").get(i).op("i32.add").tee(pi).i32(size).op("i32.mul").set(pv)
+    f.get(o).get(kk).op("i32.mul").i32(inner).op("i32.mul").get(i).op("i32.add").tee(pi).i32(size).op("i32.mul")
+    f.set(pv)
     f.get(pi).i32(8).op("i32.mul").set(pi)
-    with f.for_range(t, 0, k):
+    with f.for_range(t, 0, ("local", kk)):
         f.get(pv).get(t).i32(size).op("i32.mul").mem(load, offset=values).mem(store, offset=ctx.addr(node.outputs[0]))
         if len(node.outputs) > 1 and node.outputs[1]:
             f.get(pi).get(t).i32(4).op("i32.mul").mem("i32.load", offset=indices)
