@@ -17,6 +17,7 @@ from wasinfer.lowering.window import (
     make_window,
     padded_dims,
     tap_nest,
+    tap_offsets,
     window_scratch,
 )
 
@@ -128,6 +129,20 @@ def test_tap_nest_unrolls_at_most_max_unroll_taps(kernel: tuple[int, ...], loope
         index = sum(i * step for i, (_, _, step) in zip(outer, nest.loops, strict=True))
         got |= {(base + offset, index + tap_index) for offset, tap_index in nest.unrolled}
     assert got == expected
+
+
+@pytest.mark.parametrize("in_dims,kernel,attrs", WINDOWS)
+def test_tap_offsets_address_each_tap_in_the_buffer_read(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                         attrs: dict[str, object]) -> None:
+    """Tap t of the window at output 0 reads buffer element (sum over axes of t * dilation * row stride):
+    the table lists them in row-major kernel order, the order of a depthwise weight's taps."""
+    win = window(in_dims, kernel, attrs)
+    buffer = np.arange(math.prod(padded_dims(win) or in_dims)).reshape(padded_dims(win) or in_dims)
+    starts = tuple(slice(0, (k - 1) * d + 1, d) for k, d in zip(kernel, win.dilations, strict=True))
+    expected = buffer[starts].reshape(-1) * 4
+    offsets = tap_offsets(win)
+    assert offsets.dtype == np.int32
+    np.testing.assert_array_equal(offsets, expected)
 
 
 @pytest.mark.parametrize("include_pad", [False, True])

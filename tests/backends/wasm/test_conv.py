@@ -245,6 +245,28 @@ def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: t
     assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 4, 24), (3, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # one block of 6 v128s per row
+    ((1, 2, 3, 61), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 2 blocks, 2 v128s, 1 overlapping
+    ((1, 2, 5, 7), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 1 v128 and 1 overlapping, multiplier 2
+    ((1, 2, 5, 3), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3: one output at a time
+    ((1, 2, 6, 40), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 16 + 4
+    ((1, 2, 5, 45), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2, "strides": [2, 2]}),  # 23: 16, 4, overlap
+    ((1, 3, 9, 33), (3, 1, 3, 3), {"pads": [2, 2, 2, 2], "group": 3, "dilations": [2, 2]}),
+    ((1, 4, 50), (4, 1, 7), {"pads": [3, 3], "group": 4}),  # 1-D
+    ((2, 2, 4, 30), (2, 1, 1, 9), {"pads": [0, 4, 0, 4], "group": 2}),  # batch 2, one kernel row
+    ((1, 2, 3, 90), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2}),  # 81 taps: more than unrolled
+    ((1, 2, 6, 27), (2, 1, 3, 3), {"group": 2, "strides": [1, 3]}),  # stride 3: one output at a time
+])
+def test_conv_depthwise_blocks(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """Rows in blocks of v128s with a run-time loop over the taps: full blocks, the v128s left, a last v128
+    overlapping the one before; rows too short for a v128 and strides above 2 keep one output per step."""
+    conv_case(x_shape, w_shape, **attrs)
+    conv_case(x_shape, w_shape, bias=False, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
 # ---- Winograd F(2x2, 3x3)
 
 WINOGRAD_CASES = [

@@ -193,6 +193,10 @@ class WindowOp:
 
     pad_bits = 0  # the f32 bit pattern of padding
     stride2_lanes = False  # push can load 4 outputs' inputs at stride 2 along the last axis (lanes=4)
+    # v128 outputs per step along a row, each its own accumulator (`push_block`). More than 1 only for an
+    # op whose outputs depend on their windows alone (no state in `finish`): a row's last block then
+    # ends at the row's end and recomputes, bit for bit, outputs the block before it stored.
+    vectors = 1
 
     def walks(self) -> list[Walk]:
         """Extra run-time values that advance with the outputs (their starts are set by start_plane)."""
@@ -211,6 +215,11 @@ class WindowOp:
     def finish(self, lanes: int) -> None:
         """After the output is stored: advance per-output state by `lanes` outputs."""
         return None
+
+    def push_block(self, taps: Taps, p: int, out: int, vectors: int) -> None:
+        """Compute and store `vectors` (1 to the class's `vectors`) v128 outputs at `out`: 4 * vectors
+        consecutive outputs of a row, the first one's window starting at `p`."""
+        raise NotImplementedError
 
 
 def emit_windows(ctx: Ctx, win: Window, x: int, y: int, planes: int, op: WindowOp, taps: Taps,
@@ -295,11 +304,36 @@ def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: 
         op.finish(lanes)
         f.inc(out, 4 * lanes).inc(p, 4 * lanes * stride)
 
-    if stride == 1 or (stride == 2 and op.stride2_lanes):
+    vectorised = stride == 1 or (stride == 2 and op.stride2_lanes)
+    if vectorised and op.vectors > 1 and size >= 4:
+        _blocks(f, size, stride, p, out, lambda vectors: op.push_block(taps, p, out, vectors), op.vectors)
+    elif vectorised:
         for_lanes(f, size, body)
     else:
         with f.for_range(counter, 0, size):
             body(1)
+
+
+def _blocks(f: Func, size: int, stride: int, p: int, out: int, block: Callable[[int], None], widest: int) -> None:
+    """A row of `size` (>= 4) outputs in blocks of `widest` v128s, then one block of as many whole v128s as
+    are left, then a last v128 that ends at the row's end when `size` is not a multiple of 4: it overlaps
+    the outputs before it and stores them again, bit for bit (they depend on their windows alone). No
+    scalar tail and at most two short blocks per row, so every output but a few runs in the widest block."""
+    counter = f.local(I32)
+    full, rest = divmod(size, 4 * widest)
+
+    def step(vectors: int, outputs: int) -> None:
+        block(vectors)
+        f.inc(out, 4 * outputs).inc(p, 4 * outputs * stride)
+
+    if full:
+        with f.for_range(counter, 0, full):
+            step(widest, 4 * widest)
+    if rest // 4:
+        step(rest // 4, rest // 4 * 4)
+    if rest % 4:  # back up to 4 outputs before the row's end
+        f.inc(out, -4 * (4 - rest % 4)).inc(p, -4 * (4 - rest % 4) * stride)
+        step(1, 4)
 
 
 # ---------------------------------------------------------------- pools
