@@ -38,6 +38,7 @@ from wasinfer.lowering.window import (
 )
 
 UNROLL_FLOATS = 16  # copies and fills up to this many floats are unrolled v128/f32 moves
+COPY_LOOP_FLOATS = 256  # unit-stride copies up to this many floats are a v128 loop: memory.copy calls the runtime
 NEG_INF_BITS = 0xFF800000
 NAN_BITS = 0x7FC00000
 
@@ -78,8 +79,21 @@ def emit_fill(f: Func, dst: Addr, count: int, bits: int = 0) -> None:
 
 
 def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> None:
-    """dst[j] = src[j * src_step] for j < count: memory.copy for long unit-stride runs."""
+    """dst[j] = src[j * src_step] for j < count (the two do not overlap): a v128 loop for unit-stride runs up to
+    COPY_LOOP_FLOATS, memory.copy (a call into the runtime, ~10 ns) for longer ones."""
     if count <= 0:
+        return
+    if src_step == 1 and UNROLL_FLOATS < count <= COPY_LOOP_FLOATS:  # 8 floats per step, then the rest
+        counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
+        push_addr(f, dst)
+        f.set(pd)
+        push_addr(f, src)
+        f.set(ps)
+        with f.for_range(counter, 0, count // 8):
+            for index in range(2):
+                f.get(pd).get(ps).mem("v128.load", offset=16 * index).mem("v128.store", offset=16 * index)
+            f.inc(pd, 32).inc(ps, 32)
+        emit_copy(f, (pd, 0), (ps, 0), count % 8)
         return
     if src_step == 1 and count > UNROLL_FLOATS:
         push_addr(f, dst)
