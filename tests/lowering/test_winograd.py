@@ -8,7 +8,15 @@ import pytest
 import wasinfer.lowering.winograd as winograd
 from wasinfer.lowering.gemm import PANEL
 from wasinfer.lowering.window import Window
-from wasinfer.lowering.winograd import tile_groups, transformed_weights, winograd_plan
+from wasinfer.lowering.winograd import (
+    POINTS_1D,
+    TILE_1D,
+    tile_groups,
+    toom_cook,
+    transformed_weights,
+    winograd_1d_plan,
+    winograd_plan,
+)
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)  # B^T
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)  # A^T
@@ -70,3 +78,56 @@ def test_tile_groups_cover_the_row_once_and_stop_at_an_odd_width(tw: int, wo: in
     assert covered == set(range(tw)) and max(starts) + 4 <= tw
     if wo is not None:  # the looped groups write all 8 of their columns: those must lie inside
         assert 8 * looped <= wo
+
+
+# ---- 1-D F(4, r)
+
+def window_1d(length: int, kernel: int, pad: int) -> Window:
+    return Window((length, 1), (length + 2 * pad - kernel + 1, 1), (kernel, 1), (1, 1), (1, 1), (pad, 0), (pad, 0))
+
+
+@pytest.mark.parametrize("r", sorted(POINTS_1D))
+def test_toom_cook_matrices_correlate(r: int) -> None:
+    """y = A^T [(G g) . (B^T d)] is the valid correlation of a tile's inputs with the kernel."""
+    rng = np.random.default_rng(r)
+    at, g_matrix, bt = toom_cook(TILE_1D, r, POINTS_1D[r])
+    assert at.shape == (TILE_1D, TILE_1D + r - 1) and g_matrix.shape == (TILE_1D + r - 1, r)
+    for _ in range(5):
+        d, g = rng.standard_normal(TILE_1D + r - 1), rng.standard_normal(r)
+        np.testing.assert_allclose(at @ ((g_matrix @ g) * (bt @ d)), np.correlate(d, g, "valid"), atol=1e-12)
+
+
+def test_1d_transformed_weights_give_the_direct_convolution() -> None:
+    rng = np.random.default_rng(1)
+    out_channels, channels = 6, 3
+    plan = winograd_1d_plan(window_1d(40, 5, 2), channels, out_channels)
+    g = rng.standard_normal((out_channels, channels, 5, 1)).astype(np.float32)
+    d = rng.standard_normal((channels, plan.alpha))
+    packed = plan.transformed_weights(g)
+    assert packed.shape == (plan.alpha, -(-out_channels // PANEL), channels, PANEL)
+    u = packed.transpose(0, 1, 3, 2).reshape(plan.alpha, -1, channels)[:, :out_channels]  # U[xi] as [M, C]
+    at, _, bt = plan.matrices()
+    for m in range(out_channels):
+        got = sum(at @ (u[:, m, c] * (bt @ d[c])) for c in range(channels))
+        direct = sum(np.correlate(d[c], g[m, c, :, 0].astype(np.float64), "valid") for c in range(channels))
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,kernel,pad,channels,out_channels", [
+    (512, 5, 0, 256, 512), (16000, 3, 1, 64, 64), (40, 3, 0, 16, 16), (61, 5, 2, 16, 20)])
+def test_1d_chunks_cover_every_output_once_within_the_budget(length: int, kernel: int, pad: int, channels: int,
+                                                             out_channels: int) -> None:
+    win = window_1d(length, kernel, pad)
+    plan = winograd_1d_plan(win, channels, out_channels)
+    assert plan.chunk_tiles % 4 == 0 and plan.tiles % 4 == 0 and TILE_1D * plan.tiles >= win.out_dims[0]
+    chunk_bytes = 4 * plan.alpha * (channels + out_channels) * plan.chunk_tiles
+    assert plan.chunk_tiles == 4 or chunk_bytes <= winograd.CHUNK_BYTES
+    tiles, outputs = [], 0
+    for first, count, repeat, written in plan.chunks():
+        assert count % 4 == 0 and count <= plan.chunk_tiles and written <= TILE_1D * count
+        for chunk in range(repeat):
+            tiles += range(first + chunk * count, first + (chunk + 1) * count)
+            outputs += written
+    assert tiles == list(range(plan.tiles)) and outputs == win.out_dims[0]
+    # P holds every tile's inputs: the last tile reads up to phase_length * TILE_1D padded inputs
+    assert TILE_1D * plan.phase_length >= TILE_1D * (plan.tiles - 1) + plan.alpha

@@ -97,5 +97,125 @@ def transformed_weights(weights: np.ndarray) -> np.ndarray:
     return np.stack([pack_panels(u[i, j]) for i in range(4) for j in range(4)])
 
 
-__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "WinogradPlan", "fits", "tile_groups",
-           "transformed_weights", "winograd_plan"]
+
+
+# ---- 1-D: F(n, r) along the one spatial axis of a convolution whose other spatial dims are 1
+
+# Outputs per tile and the finite interpolation points per kernel size (infinity is the last point): F(4, 3)
+# and F(4, 5), 6 and 8 multiplies per 4 outputs instead of 12 and 20. Points 0, +-1, +-2, +-1/2 keep the
+# transforms' coefficients small, so results stay within float32 rounding of the direct sum's tolerance.
+TILE_1D = 4
+POINTS_1D: dict[int, tuple[float, ...]] = {3: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, 0.5, -0.5)}
+
+
+def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T [n, a], G [a, r], B^T [a, a] (a = n + r - 1) of F(n, r): y = A^T [(G g) . (B^T d)] is the
+    correlation y[j] = sum_k g[k] d[j + k] of a tile's a inputs d with the kernel g. It is the transpose of
+    Toom-Cook's polynomial product c = V^-1 [(V_r g) . (V_n h)] (V: evaluation at the points, infinity
+    giving the leading coefficient), so A^T = V_n^T, G = V_r, B^T = V^-T."""
+    a = n + r - 1
+    assert len(points) == a - 1
+
+    def evaluation(columns: int) -> np.ndarray:
+        rows = [[float(p) ** k for k in range(columns)] for p in points]
+        return np.array([*rows, [0.0] * (columns - 1) + [1.0]])
+
+    return evaluation(n).T, evaluation(r), np.linalg.inv(evaluation(a)).T
+
+
+@dataclass(frozen=True)
+class Winograd1dPlan:
+    """One sample's 1-D Winograd convolution: an input of `length` along the axis, zero-padded by `pad` in front,
+    cut into tiles of TILE_1D outputs, their count rounded up to groups of 4 (one tile per lane). Scratch holds P
+    [C, TILE_1D, phase_length] (the padded input de-interleaved by phase, x_pad[j * TILE_1D + p] at [p, j], so a
+    tile element of 4 tiles is one v128 load), and for one chunk of `chunk_tiles` tiles V [a, C, chunk], M [a, M,
+    chunk] and one output row R: chunks keep V and M within CHUNK_BYTES however long the input."""
+
+    channels: int
+    out_channels: int
+    length: int
+    out_length: int
+    pad: int
+    kernel: int
+    chunk_tiles: int  # a multiple of 4
+
+    @property
+    def alpha(self) -> int:
+        return TILE_1D + self.kernel - 1
+
+    @property
+    def tiles(self) -> int:
+        return -(-self.out_length // (4 * TILE_1D)) * 4
+
+    @property
+    def phase_length(self) -> int:
+        return self.tiles + (self.alpha - 1) // TILE_1D
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * TILE_1D * self.phase_length
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 4 * self.alpha * self.channels * self.chunk_tiles
+
+    @property
+    def r_offset(self) -> int:
+        return self.m_offset + 4 * self.alpha * self.out_channels * self.chunk_tiles
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.r_offset + 4 * TILE_1D * self.chunk_tiles
+
+    def chunks(self) -> list[tuple[int, int, int, int]]:
+        """Runs of chunks: (first tile, tiles per chunk, chunks, outputs each writes). Whole chunks whose every
+        output exists run in a loop; one last chunk takes the tiles left, those past the output's end included."""
+        whole = self.out_length // (TILE_1D * self.chunk_tiles)
+        first = whole * self.chunk_tiles
+        runs = [(0, self.chunk_tiles, whole, TILE_1D * self.chunk_tiles)] if whole else []
+        if first < self.tiles:
+            runs.append((first, self.tiles - first, 1, self.out_length - TILE_1D * first))
+        return runs
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        """U[xi] = (G g)[xi] for each point, each [M, C] in the GEMM's panels, stacked."""
+        g = weights.astype(np.float64).reshape(self.out_channels, self.channels, self.kernel)
+        u = np.einsum("xk,mck->xmc", self.matrices()[1], g).astype(np.float32)
+        return np.stack([pack_panels(ux) for ux in u])
+
+
+def conv_axis(win: Window) -> int | None:
+    """The one spatial axis a 1-D convolution runs along: every other spatial dim 1, kernel 1, unpadded."""
+    axes = [a for a in range(win.rank) if win.in_dims[a] > 1 or win.kernel[a] > 1]
+    if len(axes) != 1:
+        return None
+    others_plain = all(win.in_dims[a] == win.out_dims[a] == 1 and not win.pad_begin[a] and not win.pad_end[a]
+                       for a in range(win.rank) if a != axes[0])
+    return axes[0] if others_plain else None
+
+
+def fits_1d(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
+    """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights,
+    enough channels and at least one group of 4 tiles' outputs."""
+    a = conv_axis(win)
+    return (a is not None and win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
+            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_CHANNELS
+            and win.out_dims[a] >= 4 * TILE_1D)
+
+
+def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan:
+    a = conv_axis(win)
+    assert a is not None
+    tiles = -(-win.out_dims[a] // (4 * TILE_1D)) * 4
+    alpha = TILE_1D + win.kernel[a] - 1
+    chunk = max(4, min(tiles, CHUNK_BYTES // (4 * alpha * (channels + out_channels)) // 4 * 4))
+    return Winograd1dPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a], win.kernel[a],
+                          chunk)
+
+
+__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D", "Winograd1dPlan", "WinogradPlan",
+           "conv_axis", "fits", "fits_1d", "tile_groups", "toom_cook", "transformed_weights", "winograd_1d_plan",
+           "winograd_plan"]

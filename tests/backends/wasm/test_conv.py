@@ -346,3 +346,76 @@ def test_conv_winograd_not_with_compressed_weights(weights: str) -> None:
     assert len(small.wasm) < len(plain.wasm) * 0.7  # Winograd's float32 U would not shrink
     got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
     assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))
+
+
+# ---- 1-D Winograd F(4, 3), F(4, 5)
+
+WINOGRAD_1D_CASES = [
+    ((1, 16, 40), (16, 16, 3), {}),  # 38 outputs: 10 tiles, rounded up to 12
+    ((1, 16, 61), (20, 16, 5), {"pads": [2, 2]}),  # 61 outputs, 16 tiles: one whole group past them
+    ((2, 17, 33), (18, 17, 5), {"pads": [4, 1]}),  # batch 2, odd channels, padding beyond the kernel's half
+    ((1, 16, 64, 1), (16, 16, 5, 1), {}),  # [C, L, 1]: magika's layout
+    ((1, 16, 1, 50), (24, 16, 1, 3), {"pads": [0, 1, 0, 0]}),  # along the last axis, padded in front only
+    ((1, 16, 20), (16, 16, 5), {"auto_pad": "SAME_UPPER"}),  # 20 outputs: 5 tiles, one group of 8
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_1D_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_1d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                          bias: bool) -> None:
+    """Lengths that leave partial tiles and groups, padding on either side, batch, [C, L, 1] and [C, 1, L]."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd_1d
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_tiles", [8, 12])
+def test_conv_winograd_1d_chunks(monkeypatch: pytest.MonkeyPatch, chunk_tiles: int) -> None:
+    """150 outputs, 40 tiles: whole chunks in a loop, then the tiles left (6 or 22 outputs) in a chunk of their own."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 8 * (16 + 20) * chunk_tiles)
+    x = rand(2, 16, 150)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(20, 16, 5), "b": rand(20)}, pads=[2, 2])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert plan.chunk_tiles == chunk_tiles and len(plan.chunks()) == 2
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Clip"])
+def test_conv_winograd_1d_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the GEMMs run in K blocks
+    x = rand(1, 40, 37)
+    model = conv_then(activation, x, rand(24, 40, 5) * 0.2, rand(24), pads=[2, 2])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 16, 40), (16, 16, 3), {"strides": [2]}),
+    ((1, 16, 40), (16, 16, 3), {"dilations": [2]}),
+    ((1, 16, 40), (16, 8, 3), {"group": 2}),
+    ((1, 16, 40), (16, 16, 7), {}),  # no points for 7 taps
+    ((1, 8, 40), (16, 8, 3), {}),  # too few channels
+    ((1, 16, 17), (16, 16, 3), {}),  # 15 outputs: not one whole group of tiles
+    ((1, 16, 4, 40), (16, 16, 1, 3), {}),  # two spatial axes
+])
+def test_conv_winograd_1d_only_where_it_applies(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                                attrs: dict[str, object]) -> None:
+    x = rand(*x_shape)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape)}, **attrs)
+    graph = load_onnx(model).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd_1d
+    assert_matches_ort(model, {"x": x})
+
+
+def test_conv_winograd_1d_not_with_compressed_weights() -> None:
+    x = rand(1, 16, 40)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(32, 16, 5), "b": rand(32)}, pads=[2, 2])
+    plain, small = convert_onnx(model), convert_onnx(model, weights="int8")
+    assert len(small.wasm) < len(plain.wasm) * 0.7
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < 0.2 * np.max(np.abs(want))

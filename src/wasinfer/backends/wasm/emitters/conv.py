@@ -17,11 +17,17 @@ Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the s
 when the weights are stored compressed (int8 / fp16): the transformed weights (16/9 as many)
 would have to be stored as float32.
 
+A 1-D conv (one spatial axis longer than 1) with a kernel of 3 or 5, stride 1, one group and constant
+weights runs as Winograd F(4, 3) / F(4, 5) (conv_winograd.py `emit_winograd_1d`): 2 and 2.5x fewer
+multiplies, in one GEMM per interpolation point.
+
 A depthwise conv (one input channel per group) has too little reuse for a GEMM (M = 1):
 it runs as a weighted sliding window instead, with pool.py's window machinery: each input
-plane is copied once into a zero-padded buffer, each tap's weight is splatted once per
-output plane, and four outputs are computed per v128 along a row of stride 1 or 2 (at stride 2
-a tap's four inputs are picked from two overlapping v128 loads by one shuffle).
+plane is copied once into a zero-padded buffer, and a row's outputs are computed in blocks of
+DEPTHWISE_VECTORS v128s, each its own accumulator, in a run-time loop over the taps (their
+offsets from a table) that splats one weight per step; at stride 2 a tap's four inputs are
+picked from two overlapping v128 loads by one shuffle. Rows narrower than 4 outputs and strides
+above 2 go one output per step with every tap unrolled.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.activation import epilogue
-from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd
+from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd, emit_winograd_1d
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm
 from wasinfer.backends.wasm.emitters.pool import (
     Addr,
@@ -87,6 +93,9 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
         return
     if plan.winograd:
         emit_winograd(ctx, node, plan.window, plan.batch, plan.winograd_plan())
+        return
+    if plan.winograd_1d:
+        emit_winograd_1d(ctx, node, plan.batch, plan.winograd_1d_plan())
         return
     win = plan.window
     in_size, positions = math.prod(win.in_dims), math.prod(win.out_dims)
