@@ -131,3 +131,22 @@ def test_1d_chunks_cover_every_output_once_within_the_budget(length: int, kernel
     assert tiles == list(range(plan.tiles)) and outputs == win.out_dims[0]
     # P holds every tile's inputs: the last tile reads up to phase_length * TILE_1D padded inputs
     assert TILE_1D * plan.phase_length >= TILE_1D * (plan.tiles - 1) + plan.alpha
+
+
+@pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [
+    ((74, 32), (3, 1), 0, 24, 24), ((3, 19, 4), (1, 3, 1), 1, 16, 16), ((2000, 16), (5, 1), 2, 64, 64)])
+def test_axis_chunks_cover_every_unit_once_within_the_budget(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                             pad: int, channels: int, out_channels: int) -> None:
+    a = kernel.index(max(kernel))
+    pads = tuple(pad if i == a else 0 for i in range(len(kernel)))
+    out_dims = tuple(n + 2 * p - k + 1 for n, p, k in zip(in_dims, pads, kernel, strict=True))
+    win = Window(in_dims, out_dims, kernel, (1,) * len(kernel), (1,) * len(kernel), pads, pads)
+    plan = winograd_1d_plan(win, channels, out_channels)
+    assert isinstance(plan, winograd.WinogradAxisPlan)
+    assert plan.tiles * TILE_1D >= out_dims[a] > (plan.tiles - 1) * TILE_1D
+    assert plan.padded_length >= TILE_1D * (plan.tiles - 1) + plan.alpha
+    chunk_bytes = 4 * plan.alpha * (channels + out_channels) * plan.post * plan.chunk_units
+    assert plan.chunk_units == 1 or chunk_bytes <= winograd.CHUNK_BYTES
+    units = [first + chunk * count + u for first, count, repeat in plan.chunks()
+             for chunk in range(repeat) for u in range(count)]
+    assert units == list(range(plan.pre * plan.tiles))

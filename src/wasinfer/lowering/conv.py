@@ -22,7 +22,15 @@ import numpy as np
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.gemm import pack_panels
 from wasinfer.lowering.window import Window, make_window, window_scratch
-from wasinfer.lowering.winograd import Winograd1dPlan, WinogradPlan, fits, fits_1d, winograd_1d_plan, winograd_plan
+from wasinfer.lowering.winograd import (
+    Winograd1dPlan,
+    WinogradAxisPlan,
+    WinogradPlan,
+    fits,
+    fits_1d,
+    winograd_1d_plan,
+    winograd_plan,
+)
 
 COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
 
@@ -77,7 +85,7 @@ class ConvPlan:
     def winograd_plan(self) -> WinogradPlan:
         return winograd_plan(self.window, self.channels, self.out_channels)
 
-    def winograd_1d_plan(self) -> Winograd1dPlan:
+    def winograd_1d_plan(self) -> Winograd1dPlan | WinogradAxisPlan:
         return winograd_1d_plan(self.window, self.channels, self.out_channels)
 
     @property

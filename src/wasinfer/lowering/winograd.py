@@ -10,6 +10,7 @@ values) would have to be stored as float32. Rendering: backends/wasm/emitters/co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,41 +182,118 @@ class Winograd1dPlan:
         return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
 
     def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
-        """U[xi] = (G g)[xi] for each point, each [M, C] in the GEMM's panels, stacked."""
-        g = weights.astype(np.float64).reshape(self.out_channels, self.channels, self.kernel)
-        u = np.einsum("xk,mck->xmc", self.matrices()[1], g).astype(np.float32)
-        return np.stack([pack_panels(ux) for ux in u])
+        return transformed_weights_1d(weights, self.kernel)
+
+
+@dataclass(frozen=True)
+class WinogradAxisPlan:
+    """F(4, r) along a spatial axis followed by `post` >= 4 positions (a [3, 1] kernel over [H, W]): per sample,
+    `pre` x `length` x `post` inputs per channel, zero-padded along the axis into P [C, pre, padded_length, post].
+    A unit is one (pre index, tile) pair with its `post` columns, 4 columns per v128, so a tile element of 4
+    columns is one v128 load from P and 4 outputs one v128 store into Y (no transposes); V [a, C, chunk x post]
+    and M [a, M, chunk x post] hold one chunk of `chunk_units` units."""
+
+    channels: int
+    out_channels: int
+    length: int
+    out_length: int
+    pad: int
+    kernel: int
+    pre: int
+    post: int
+    chunk_units: int
+
+    @property
+    def alpha(self) -> int:
+        return TILE_1D + self.kernel - 1
+
+    @property
+    def tiles(self) -> int:
+        return -(-self.out_length // TILE_1D)
+
+    @property
+    def units(self) -> int:
+        return self.pre * self.tiles
+
+    @property
+    def padded_length(self) -> int:
+        """Rows of P per pre index: the last tile reads up to row TILE_1D * (tiles - 1) + alpha."""
+        return TILE_1D * (self.tiles - 1) + self.alpha
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * self.pre * self.padded_length * self.post
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 4 * self.alpha * self.channels * self.chunk_units * self.post
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.m_offset + 4 * self.alpha * self.out_channels * self.chunk_units * self.post
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """Runs of chunks: (first unit, units per chunk, chunks); whole chunks in a loop, then the units left."""
+        whole, rest = divmod(self.units, self.chunk_units)
+        runs = [(0, self.chunk_units, whole)] if whole else []
+        return [*runs, (whole * self.chunk_units, rest, 1)] if rest else runs
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        return transformed_weights_1d(weights, self.kernel)
+
+
+def transformed_weights_1d(weights: np.ndarray, kernel: int) -> np.ndarray:
+    """U[xi] = (G g)[xi] for each point of F(4, kernel), each [M, C] in the GEMM's panels, stacked."""
+    g = weights.astype(np.float64).reshape(weights.shape[0], weights.shape[1], kernel)
+    u = np.einsum("xk,mck->xmc", toom_cook(TILE_1D, kernel, POINTS_1D[kernel])[1], g).astype(np.float32)
+    return np.stack([pack_panels(ux) for ux in u])
 
 
 def conv_axis(win: Window) -> int | None:
-    """The one spatial axis a 1-D convolution runs along: every other spatial dim 1, kernel 1, unpadded."""
-    axes = [a for a in range(win.rank) if win.in_dims[a] > 1 or win.kernel[a] > 1]
+    """The one spatial axis a 1-D convolution runs along; every other axis passes through (kernel 1, stride 1,
+    unpadded). A window with no kernel axis longer than 1 is a pointwise conv, not this."""
+    axes = [a for a in range(win.rank) if win.kernel[a] > 1]
     if len(axes) != 1:
         return None
-    others_plain = all(win.in_dims[a] == win.out_dims[a] == 1 and not win.pad_begin[a] and not win.pad_end[a]
-                       for a in range(win.rank) if a != axes[0])
-    return axes[0] if others_plain else None
+    through = all(win.in_dims[a] == win.out_dims[a] and win.strides[a] == 1 and not win.pad_begin[a]
+                  and not win.pad_end[a] for a in range(win.rank) if a != axes[0])
+    return axes[0] if through else None
 
 
 def fits_1d(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
-    """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights,
-    enough channels and at least one group of 4 tiles' outputs."""
+    """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights and
+    enough channels, that is either a sequence (every other dim 1; at least one group of 4 tiles' outputs) or
+    runs along an axis followed by at least 4 positions (at least 2 tiles)."""
     a = conv_axis(win)
-    return (a is not None and win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
-            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_CHANNELS
-            and win.out_dims[a] >= 4 * TILE_1D)
+    if a is None or not (win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
+                         and groups == 1 and constant_weights and channels >= MIN_CHANNELS
+                         and out_channels >= MIN_CHANNELS):
+        return False
+    pre, post = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:])
+    if post == 1 and pre == 1:
+        return win.out_dims[a] >= 4 * TILE_1D
+    return post >= 4 and win.out_dims[a] > TILE_1D
 
 
-def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan:
+def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan | WinogradAxisPlan:
     a = conv_axis(win)
     assert a is not None
-    tiles = -(-win.out_dims[a] // (4 * TILE_1D)) * 4
     alpha = TILE_1D + win.kernel[a] - 1
+    pre, post = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:])
+    if post > 1:
+        units = pre * -(-win.out_dims[a] // TILE_1D)
+        chunk = max(1, min(units, CHUNK_BYTES // (4 * alpha * (channels + out_channels) * post)))
+        return WinogradAxisPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a],
+                                win.kernel[a], pre, post, chunk)
+    tiles = -(-win.out_dims[a] // (4 * TILE_1D)) * 4
     chunk = max(4, min(tiles, CHUNK_BYTES // (4 * alpha * (channels + out_channels)) // 4 * 4))
     return Winograd1dPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a], win.kernel[a],
                           chunk)
 
 
-__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D", "Winograd1dPlan", "WinogradPlan",
-           "conv_axis", "fits", "fits_1d", "tile_groups", "toom_cook", "transformed_weights", "winograd_1d_plan",
-           "winograd_plan"]
+__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D", "Winograd1dPlan",
+           "WinogradAxisPlan", "WinogradPlan", "conv_axis", "fits", "fits_1d", "tile_groups", "toom_cook",
+           "transformed_weights", "transformed_weights_1d", "winograd_1d_plan", "winograd_plan"]

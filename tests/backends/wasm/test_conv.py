@@ -373,6 +373,42 @@ def test_conv_winograd_1d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], at
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 
+WINOGRAD_AXIS_CASES = [
+    ((1, 16, 18, 8), (16, 16, 3, 1), {}),  # 16 outputs along H: 4 whole tiles, 8 columns
+    ((1, 16, 19, 6), (20, 16, 3, 1), {"pads": [1, 0, 0, 0]}),  # 18 outputs: a last tile of 2; 6 columns: overlap
+    ((2, 17, 13, 5), (16, 17, 5, 1), {"pads": [2, 0, 3, 0]}),  # batch 2, 14 outputs, 5 columns, asymmetric pads
+    ((1, 16, 3, 11, 4), (16, 16, 1, 5, 1), {"pads": [0, 2, 0, 0, 2, 0]}),  # 3-D: 3 leading rows, 4 columns
+    ((1, 16, 9, 2, 3), (16, 16, 3, 1, 1), {}),  # 3-D: 6 positions after the axis
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_AXIS_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_along_an_axis(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                                     bias: bool) -> None:
+    """F(4, r) along an axis followed by 4 or more positions: whole and partial last tiles, overlapping columns,
+    padding, batch, leading rows."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert isinstance(conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan(), winograd.WinogradAxisPlan)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_units", [1, 4])
+def test_conv_winograd_along_an_axis_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk_units: int) -> None:
+    """3 rows x 5 tiles = 15 units: whole chunks in a loop (units crossing rows), then the units left."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 6 * (16 + 16) * 4 * chunk_units)
+    x = rand(1, 16, 3, 19, 4)
+    model = conv_then("Relu", x, rand(16, 16, 1, 3, 1), rand(16), pads=[0, 1, 0, 0, 0, 0])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert isinstance(plan, winograd.WinogradAxisPlan) and plan.chunk_units == chunk_units and plan.units == 15
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
 @pytest.mark.parametrize("chunk_tiles", [8, 12])
 def test_conv_winograd_1d_chunks(monkeypatch: pytest.MonkeyPatch, chunk_tiles: int) -> None:
     """150 outputs, 40 tiles: whole chunks in a loop, then the tiles left (6 or 22 outputs) in a chunk of their own."""
@@ -401,7 +437,11 @@ def test_conv_winograd_1d_fused_activation_and_k_blocks(monkeypatch: pytest.Monk
     ((1, 16, 40), (16, 16, 7), {}),  # no points for 7 taps
     ((1, 8, 40), (16, 8, 3), {}),  # too few channels
     ((1, 16, 17), (16, 16, 3), {}),  # 15 outputs: not one whole group of tiles
-    ((1, 16, 4, 40), (16, 16, 1, 3), {}),  # two spatial axes
+    ((1, 16, 4, 40), (16, 16, 1, 3), {}),  # along the last axis with rows before it
+    ((1, 16, 40, 3), (16, 16, 3, 1), {}),  # 3 positions after the axis
+    ((1, 16, 40, 8), (16, 16, 3, 3), {}),  # two kernel axes
+    ((1, 16, 40, 8), (16, 16, 3, 1), {"strides": [1, 2]}),  # the other axis strided
+    ((1, 16, 40, 8), (16, 16, 3, 1), {"pads": [1, 1, 1, 1]}),  # the other axis padded
 ])
 def test_conv_winograd_1d_only_where_it_applies(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
                                                 attrs: dict[str, object]) -> None:

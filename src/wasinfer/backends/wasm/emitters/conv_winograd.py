@@ -33,6 +33,7 @@ output on magika's 256 -> 512 channel, 5-tap conv), well inside ONNX Runtime's o
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -43,7 +44,14 @@ from wasinfer.backends.wasm.emitters.pool import emit_copy
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Node
 from wasinfer.lowering.window import Window
-from wasinfer.lowering.winograd import TILE_1D, Winograd1dPlan, WinogradPlan, tile_groups, transformed_weights
+from wasinfer.lowering.winograd import (
+    TILE_1D,
+    Winograd1dPlan,
+    WinogradAxisPlan,
+    WinogradPlan,
+    tile_groups,
+    transformed_weights,
+)
 
 
 def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, plan: WinogradPlan) -> None:
@@ -217,7 +225,33 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
 __all__ = ["emit_winograd"]
 
 
-def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> None:
+def _combine(ctx: Ctx, coefficients: np.ndarray, values: list[int]) -> None:
+    """Push sum_i coefficients[i] * values[i] (float32 coefficients; zeros skipped, +-1 as add/sub)."""
+    f = ctx.f
+    first = True
+    for coefficient, value in zip(coefficients.astype(np.float32).tolist(), values, strict=True):
+        if coefficient == 0:
+            continue
+        f.get(value)
+        if abs(coefficient) != 1 or (first and coefficient < 0):
+            f.f32x4_const(coefficient).op("f32x4.mul")
+            if not first:
+                f.op("f32x4.add")
+        elif not first:
+            f.op("f32x4.add" if coefficient > 0 else "f32x4.sub")
+        first = False
+    if first:
+        f.f32x4_const(0.0)
+
+
+def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan | WinogradAxisPlan) -> None:
+    if isinstance(plan, WinogradAxisPlan):
+        _emit_winograd_axis(ctx, node, batch, plan)
+    else:
+        _emit_winograd_sequence(ctx, node, batch, plan)
+
+
+def _emit_winograd_sequence(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> None:
     """A 1-D convolution as F(4, 3) or F(4, 5) (lowering/winograd.py `Winograd1dPlan`), per sample:
 
     1. the padded input de-interleaved by phase into P (a strided copy per channel and phase), so that
@@ -241,26 +275,12 @@ def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> 
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     sample, c, group, src, dst, xi, pu, pv, pm, chunk, tile0 = (f.local(I32) for _ in range(11))
+
+    def combine(coefficients: np.ndarray, values: list[int]) -> None:
+        _combine(ctx, coefficients, values)
     d = [f.local(V128) for _ in range(alpha)]
     r = [f.local(V128) for _ in range(TILE_1D)]
     bias_v = f.local(V128)
-
-    def combine(coefficients: np.ndarray, values: list[int]) -> None:
-        """Push sum_i coefficients[i] * values[i] (float32 coefficients; zeros skipped, +-1 as add/sub)."""
-        first = True
-        for coefficient, value in zip(coefficients.astype(np.float32).tolist(), values, strict=True):
-            if coefficient == 0:
-                continue
-            f.get(value)
-            if abs(coefficient) != 1 or (first and coefficient < 0):
-                f.f32x4_const(coefficient).op("f32x4.mul")
-                if not first:
-                    f.op("f32x4.add")
-            elif not first:
-                f.op("f32x4.add" if coefficient > 0 else "f32x4.sub")
-            first = False
-        if first:
-            f.f32x4_const(0.0)
 
     def run_chunk(tiles: int, outputs: int) -> None:
         """The chunk of `tiles` tiles from tile `tile0` (a local): steps 2-4."""
@@ -329,3 +349,102 @@ def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> 
             with f.for_range(chunk, 0, repeat):
                 f.get(chunk).i32(tiles).op("i32.mul").i32(first).op("i32.add").set(tile0)
                 run_chunk(tiles, outputs)
+
+
+def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan) -> None:
+    """F(4, r) along an axis followed by `post` >= 4 positions (lowering/winograd.py `WinogradAxisPlan`), per sample:
+
+    1. P = the input zero-padded along the axis (one copy per channel and pre index);
+    then per chunk of units (a pre index and a tile, with their `post` columns):
+    2. input transform, V[xi, c, unit, w] = (B^T d)[xi], 4 columns per v128 (d_i: one load from P);
+    3. a GEMM per point, M[xi] = U[xi] @ V[xi];
+    4. output transform, bias and the fused activation, stored straight into Y: output j of a unit's 4 columns is 4
+       consecutive outputs. The last tile of each pre index stores only the outputs that exist (a run-time test).
+    A `post` that is not a multiple of 4 ends each unit with 4 columns overlapping the ones before (the same values
+    written twice)."""
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    at, _, bt = plan.matrices()
+    channels, out_channels, alpha, post, tiles = plan.channels, plan.out_channels, plan.alpha, plan.post, plan.tiles
+    lp = plan.padded_length
+    p_base = ctx.scratch_addr
+    v_base, m_base = p_base + plan.v_offset, p_base + plan.m_offset
+    table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, row, unit, src, dst, xi, pu, pv, pm, chunk, unit0, tile, last, column = (f.local(I32) for _ in range(15))
+    d = [f.local(V128) for _ in range(alpha)]
+    bias_v = f.local(V128)
+    columns = [4 * g for g in range(post // 4)] + ([post - 4] if post % 4 else [])  # first column of each v128
+    partial = plan.out_length - TILE_1D * (tiles - 1)  # outputs of each pre index's last tile
+
+    def locate(u: int) -> None:
+        """row = unit0 + u div tiles (the pre index), tile = unit0 + u mod tiles, last = tile is the last one."""
+        f.get(unit0).get(u).op("i32.add").i32(tiles).op("i32.div_u").set(row)
+        f.get(unit0).get(u).op("i32.add").get(row).i32(tiles).op("i32.mul").op("i32.sub").set(tile)
+        f.get(tile).i32(tiles - 1).op("i32.eq").set(last)
+
+    def run_chunk(units: int) -> None:
+        width = units * post  # GEMM columns
+        # 2. V[xi, c, u, w..w+3] from d_i = P[c, row, 4 * tile + i, w..w+3]
+        with f.for_range(c, 0, channels), f.for_range(unit, 0, units):
+            locate(unit)
+            f.get(c).i32(plan.pre).op("i32.mul").get(row).op("i32.add").i32(lp).op("i32.mul")
+            f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 * post).op("i32.mul")
+            f.i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
+            f.i32(v_base).op("i32.add").set(dst)
+            for w in columns:
+                for i in range(alpha):
+                    f.get(src).mem("v128.load", offset=4 * (i * post + w)).set(d[i])
+                for point in range(alpha):
+                    f.get(dst)
+                    _combine(ctx, bt[point], d)
+                    f.mem("v128.store", offset=4 * (point * channels * width + w))
+        # 3. M[xi] = U[xi] @ V[xi]
+        with f.for_range(xi, 0, alpha):
+            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+            f.get(xi).i32(4 * channels * width).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * width).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, width, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), width, 1), Operand(("local", pm), width, 1), None, None)
+        # 4. Y[sample, m, row, 4 * tile + j, w..w+3] = (A^T m)[j] + bias
+        with f.for_range(c, 0, out_channels):
+            if bias is None:
+                f.f32x4_const(0.0).set(bias_v)
+            else:
+                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            with f.for_range(unit, 0, units):
+                locate(unit)
+                f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
+                f.i32(m_base).op("i32.add").set(src)
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(plan.pre).op("i32.mul")
+                f.get(row).op("i32.add").i32(plan.out_length).op("i32.mul")
+                f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 * post).op("i32.mul")
+                f.i32(y).op("i32.add").set(dst)
+                for w in columns:
+                    for i in range(alpha):
+                        f.get(src).mem("v128.load", offset=4 * (i * out_channels * width + w)).set(d[i])
+                    for j in range(TILE_1D):
+                        if j >= partial:  # output 4 * tile + j exists unless this is the last tile
+                            f.get(last).op("i32.eqz")
+                        with f.if_() if j >= partial else nullcontext():
+                            f.get(dst)
+                            _combine(ctx, at[j], d)
+                            f.get(bias_v).op("f32x4.add")
+                            epilogue(ctx, node)
+                            f.mem("v128.store", offset=4 * (j * post + w))
+
+    with f.for_range(sample, 0, batch):
+        # 1. P[c, row, pad + i, :] = x[sample, c, row, i, :]
+        f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
+        with f.for_range(column, 0, channels * plan.pre):
+            f.get(sample).i32(channels * plan.pre).op("i32.mul").get(column).op("i32.add")
+            f.i32(4 * plan.length * post).op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(column).i32(4 * lp * post).op("i32.mul").i32(p_base + 4 * plan.pad * post).op("i32.add").set(dst)
+            emit_copy(f, (dst, 0), (src, 0), min(plan.length, lp - plan.pad) * post)
+        for first, units, repeat in plan.chunks():
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(units).op("i32.mul").i32(first).op("i32.add").set(unit0)
+                run_chunk(units)
