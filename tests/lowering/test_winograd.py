@@ -101,6 +101,7 @@ def test_1d_transformed_weights_give_the_direct_convolution() -> None:
     rng = np.random.default_rng(1)
     out_channels, channels = 6, 3
     plan = winograd_1d_plan(window_1d(40, 5, 2), channels, out_channels)
+    assert isinstance(plan, winograd.Winograd1dPlan)
     g = rng.standard_normal((out_channels, channels, 5, 1)).astype(np.float32)
     d = rng.standard_normal((channels, plan.alpha))
     packed = plan.transformed_weights(g)
@@ -113,24 +114,28 @@ def test_1d_transformed_weights_give_the_direct_convolution() -> None:
         np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,kernel,pad,channels,out_channels", [
-    (512, 5, 0, 256, 512), (16000, 3, 1, 64, 64), (40, 3, 0, 16, 16), (61, 5, 2, 16, 20)])
-def test_1d_chunks_cover_every_output_once_within_the_budget(length: int, kernel: int, pad: int, channels: int,
-                                                             out_channels: int) -> None:
-    win = window_1d(length, kernel, pad)
+@pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [
+    ((512, 1), (5, 1), 0, 256, 512), ((1, 16000), (1, 3), 1, 64, 64), ((1, 40), (1, 3), 0, 16, 16),
+    ((1, 61), (1, 5), 2, 16, 20), ((74, 32), (1, 3), 1, 24, 24)])
+def test_1d_chunks_cover_every_group_once_within_the_budget(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                            pad: int, channels: int, out_channels: int) -> None:
+    a = kernel.index(max(kernel))
+    pads = tuple(pad if i == a else 0 for i in range(2))
+    out_dims = tuple(n + 2 * p - k + 1 for n, p, k in zip(in_dims, pads, kernel, strict=True))
+    win = Window(in_dims, out_dims, kernel, (1, 1), (1, 1), pads, pads)
     plan = winograd_1d_plan(win, channels, out_channels)
-    assert plan.chunk_tiles % 4 == 0 and plan.tiles % 4 == 0 and TILE_1D * plan.tiles >= win.out_dims[0]
-    chunk_bytes = 4 * plan.alpha * (channels + out_channels) * plan.chunk_tiles
-    assert plan.chunk_tiles == 4 or chunk_bytes <= winograd.CHUNK_BYTES
-    tiles, outputs = [], 0
-    for first, count, repeat, written in plan.chunks():
-        assert count % 4 == 0 and count <= plan.chunk_tiles and written <= TILE_1D * count
-        for chunk in range(repeat):
-            tiles += range(first + chunk * count, first + (chunk + 1) * count)
-            outputs += written
-    assert tiles == list(range(plan.tiles)) and outputs == win.out_dims[0]
-    # P holds every tile's inputs: the last tile reads up to phase_length * TILE_1D padded inputs
-    assert TILE_1D * plan.phase_length >= TILE_1D * (plan.tiles - 1) + plan.alpha
+    assert isinstance(plan, winograd.Winograd1dPlan)
+    out_length = out_dims[a]
+    assert plan.pre == (in_dims[0] if a == 1 else 1)
+    assert 16 * (plan.row_groups - 1) < out_length <= 16 * plan.row_groups
+    assert plan.last_outputs == out_length - 16 * (plan.row_groups - 1)
+    chunk_bytes = 16 * plan.alpha * (channels + out_channels) * plan.chunk_groups
+    assert plan.chunk_groups == 1 or chunk_bytes <= winograd.CHUNK_BYTES
+    groups = [first + chunk * count + g for first, count, repeat in plan.chunks()
+              for chunk in range(repeat) for g in range(count)]
+    assert groups == list(range(plan.pre * plan.row_groups))
+    # P holds every tile's inputs: a row's last tile reads up to phase_length * TILE_1D padded inputs
+    assert TILE_1D * plan.phase_length >= TILE_1D * (4 * plan.row_groups - 1) + plan.alpha
 
 
 @pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [

@@ -7,8 +7,9 @@ GEMM reads it from cache; tiles that read no padding along that axis form runs t
 copy of the code (`ConvPlan.tiles`). A 1x1, stride-1, unpadded conv needs no buffer (`direct`);
 a depthwise conv (one input channel per group) has too little reuse for a GEMM and runs as a
 weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
-uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and a 1-D one with a kernel
-of 3 or 5 as F(4, 3) / F(4, 5) (`winograd_1d`; both in lowering/winograd.py).
+uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and one along a single axis
+with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
+(`winograd_1d`; both in lowering/winograd.py).
 Constant weights are packed in the GEMM's panels, once per group (`packed_weights`).
 """
 
@@ -44,7 +45,7 @@ class ConvPlan:
     window: Window
     tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
     winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
-    winograd_1d: bool = False  # a 1-D conv, kernel 3 or 5, stride 1, constant weights: F(4, r)
+    winograd_1d: bool = False  # along one axis, kernel 3 or 5, stride 1, constant weights: F(4, r)
 
     @property
     def k_size(self) -> int:

@@ -126,11 +126,11 @@ def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np
 
 @dataclass(frozen=True)
 class Winograd1dPlan:
-    """One sample's 1-D Winograd convolution: an input of `length` along the axis, zero-padded by `pad` in front,
-    cut into tiles of TILE_1D outputs, their count rounded up to groups of 4 (one tile per lane). Scratch holds P
-    [C, TILE_1D, phase_length] (the padded input de-interleaved by phase, x_pad[j * TILE_1D + p] at [p, j], so a
-    tile element of 4 tiles is one v128 load), and for one chunk of `chunk_tiles` tiles V [a, C, chunk], M [a, M,
-    chunk] and one output row R: chunks keep V and M within CHUNK_BYTES however long the input."""
+    """F(4, r) along the last spatial axis, per sample: `pre` rows (1 for a sequence) of `length` inputs, each
+    zero-padded by `pad` in front and cut into tiles of TILE_1D outputs, a row's tiles rounded up to whole groups of
+    4 (one tile per lane). Scratch holds P [C, pre, TILE_1D, phase_length] (each row's padded inputs de-interleaved
+    by phase, x_pad[j * TILE_1D + p] at [p, j], so a tile element of 4 tiles is one v128 load), and for one chunk of
+    `chunk_groups` groups V [a, C, 4 x chunk], M [a, M, 4 x chunk] and R, the 16 outputs of a row's last group."""
 
     channels: int
     out_channels: int
@@ -138,45 +138,52 @@ class Winograd1dPlan:
     out_length: int
     pad: int
     kernel: int
-    chunk_tiles: int  # a multiple of 4
+    pre: int
+    chunk_groups: int
 
     @property
     def alpha(self) -> int:
         return TILE_1D + self.kernel - 1
 
     @property
-    def tiles(self) -> int:
-        return -(-self.out_length // (4 * TILE_1D)) * 4
+    def row_groups(self) -> int:
+        """Groups of 4 tiles per row."""
+        return -(-self.out_length // (4 * TILE_1D))
+
+    @property
+    def groups(self) -> int:
+        return self.pre * self.row_groups
+
+    @property
+    def last_outputs(self) -> int:
+        """Outputs of a row's last group that exist (1 to 16)."""
+        return self.out_length - 4 * TILE_1D * (self.row_groups - 1)
 
     @property
     def phase_length(self) -> int:
-        return self.tiles + (self.alpha - 1) // TILE_1D
+        return 4 * self.row_groups + (self.alpha - 1) // TILE_1D
 
     @property
     def v_offset(self) -> int:
-        return 4 * self.channels * TILE_1D * self.phase_length
+        return 4 * self.channels * self.pre * TILE_1D * self.phase_length
 
     @property
     def m_offset(self) -> int:
-        return self.v_offset + 4 * self.alpha * self.channels * self.chunk_tiles
+        return self.v_offset + 16 * self.alpha * self.channels * self.chunk_groups
 
     @property
     def r_offset(self) -> int:
-        return self.m_offset + 4 * self.alpha * self.out_channels * self.chunk_tiles
+        return self.m_offset + 16 * self.alpha * self.out_channels * self.chunk_groups
 
     @property
     def scratch_bytes(self) -> int:
-        return self.r_offset + 4 * TILE_1D * self.chunk_tiles
+        return self.r_offset + 4 * 4 * TILE_1D
 
-    def chunks(self) -> list[tuple[int, int, int, int]]:
-        """Runs of chunks: (first tile, tiles per chunk, chunks, outputs each writes). Whole chunks whose every
-        output exists run in a loop; one last chunk takes the tiles left, those past the output's end included."""
-        whole = self.out_length // (TILE_1D * self.chunk_tiles)
-        first = whole * self.chunk_tiles
-        runs = [(0, self.chunk_tiles, whole, TILE_1D * self.chunk_tiles)] if whole else []
-        if first < self.tiles:
-            runs.append((first, self.tiles - first, 1, self.out_length - TILE_1D * first))
-        return runs
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """Runs of chunks: (first group, groups per chunk, chunks); whole chunks in a loop, then the groups left."""
+        whole, rest = divmod(self.groups, self.chunk_groups)
+        runs = [(0, self.chunk_groups, whole)] if whole else []
+        return [*runs, (whole * self.chunk_groups, rest, 1)] if rest else runs
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
@@ -265,17 +272,17 @@ def conv_axis(win: Window) -> int | None:
 
 def fits_1d(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
     """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights and
-    enough channels, that is either a sequence (every other dim 1; at least one group of 4 tiles' outputs) or
-    runs along an axis followed by at least 4 positions (at least 2 tiles)."""
+    enough channels, along the last spatial axis (rows of outputs long enough that rounding them up to groups of
+    16 wastes at most a quarter) or along an axis followed by at least 4 positions (at least 2 tiles)."""
     a = conv_axis(win)
     if a is None or not (win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
                          and groups == 1 and constant_weights and channels >= MIN_CHANNELS
                          and out_channels >= MIN_CHANNELS):
         return False
-    pre, post = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:])
-    if post == 1 and pre == 1:
-        return win.out_dims[a] >= 4 * TILE_1D
-    return post >= 4 and win.out_dims[a] > TILE_1D
+    post, out_length = math.prod(win.in_dims[a + 1:]), win.out_dims[a]
+    if post == 1:  # rows rounded up to groups of 16 outputs: at most a third more than the row's
+        return 3 * 4 * TILE_1D * -(-out_length // (4 * TILE_1D)) <= 4 * out_length
+    return post >= 4 and out_length > TILE_1D
 
 
 def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan | WinogradAxisPlan:
@@ -288,10 +295,10 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
         chunk = max(1, min(units, CHUNK_BYTES // (4 * alpha * (channels + out_channels) * post)))
         return WinogradAxisPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a],
                                 win.kernel[a], pre, post, chunk)
-    tiles = -(-win.out_dims[a] // (4 * TILE_1D)) * 4
-    chunk = max(4, min(tiles, CHUNK_BYTES // (4 * alpha * (channels + out_channels)) // 4 * 4))
+    groups = pre * -(-win.out_dims[a] // (4 * TILE_1D))
+    chunk = max(1, min(groups, CHUNK_BYTES // (16 * alpha * (channels + out_channels))))
     return Winograd1dPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a], win.kernel[a],
-                          chunk)
+                          pre, chunk)
 
 
 __all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D", "Winograd1dPlan",

@@ -351,12 +351,15 @@ def test_conv_winograd_not_with_compressed_weights(weights: str) -> None:
 # ---- 1-D Winograd F(4, 3), F(4, 5)
 
 WINOGRAD_1D_CASES = [
-    ((1, 16, 40), (16, 16, 3), {}),  # 38 outputs: 10 tiles, rounded up to 12
-    ((1, 16, 61), (20, 16, 5), {"pads": [2, 2]}),  # 61 outputs, 16 tiles: one whole group past them
-    ((2, 17, 33), (18, 17, 5), {"pads": [4, 1]}),  # batch 2, odd channels, padding beyond the kernel's half
+    ((1, 16, 40), (16, 16, 3), {}),  # 38 outputs: 10 tiles, rounded up to 12; the last group's 6 outputs
+    ((1, 16, 61), (20, 16, 5), {"pads": [2, 2]}),  # 61 outputs, 16 tiles
+    ((2, 17, 40), (18, 17, 5), {"pads": [4, 1]}),  # batch 2, odd channels, padding beyond the kernel's half
     ((1, 16, 64, 1), (16, 16, 5, 1), {}),  # [C, L, 1]: magika's layout
     ((1, 16, 1, 50), (24, 16, 1, 3), {"pads": [0, 1, 0, 0]}),  # along the last axis, padded in front only
-    ((1, 16, 20), (16, 16, 5), {"auto_pad": "SAME_UPPER"}),  # 20 outputs: 5 tiles, one group of 8
+    ((1, 16, 24), (16, 16, 5), {"auto_pad": "SAME_UPPER"}),  # 24 outputs: 6 tiles, one group of 8
+    ((1, 16, 5, 32), (16, 16, 1, 3), {"pads": [0, 1, 0, 1]}),  # rows of 32 outputs: whole groups only
+    ((1, 16, 3, 40), (16, 16, 1, 5), {"pads": [0, 2, 0, 2]}),  # rows of 40: each row's last group writes 8
+    ((1, 16, 2, 3, 24), (16, 16, 1, 1, 3), {"pads": [0, 0, 0, 0, 0, 2]}),  # 3-D: 6 rows of 24 outputs
 ]
 
 
@@ -409,15 +412,22 @@ def test_conv_winograd_along_an_axis_in_chunks(monkeypatch: pytest.MonkeyPatch, 
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 
-@pytest.mark.parametrize("chunk_tiles", [8, 12])
-def test_conv_winograd_1d_chunks(monkeypatch: pytest.MonkeyPatch, chunk_tiles: int) -> None:
-    """150 outputs, 40 tiles: whole chunks in a loop, then the tiles left (6 or 22 outputs) in a chunk of their own."""
-    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 8 * (16 + 20) * chunk_tiles)
-    x = rand(2, 16, 150)
-    model = single_op_model("Conv", {"x": x}, constants={"w": rand(20, 16, 5), "b": rand(20)}, pads=[2, 2])
+@pytest.mark.parametrize("x_shape,w_shape,chunk_groups", [
+    ((2, 16, 150), (20, 16, 5), 4),  # 10 groups: 2 whole chunks, then 2 groups; the last group writes 6 outputs
+    ((2, 16, 150), (20, 16, 5), 3),
+    ((1, 16, 3, 40), (20, 16, 1, 5), 2),  # 3 rows of 3 groups: chunks cross rows
+])
+def test_conv_winograd_1d_chunks(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                 chunk_groups: int) -> None:
+    """Whole chunks in a loop, then the groups left in a chunk of their own."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 16 * 8 * (16 + 20) * chunk_groups)
+    x = rand(*x_shape)
+    pads = [0] * (len(x_shape) - 3) + [2]
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape), "b": rand(20)}, pads=pads + pads)
     graph = load_onnx(model).graph
     plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
-    assert plan.chunk_tiles == chunk_tiles and len(plan.chunks()) == 2
+    assert isinstance(plan, winograd.Winograd1dPlan) and plan.chunk_groups == chunk_groups
+    assert len(plan.chunks()) == 2
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 
@@ -436,8 +446,7 @@ def test_conv_winograd_1d_fused_activation_and_k_blocks(monkeypatch: pytest.Monk
     ((1, 16, 40), (16, 8, 3), {"group": 2}),
     ((1, 16, 40), (16, 16, 7), {}),  # no points for 7 taps
     ((1, 8, 40), (16, 8, 3), {}),  # too few channels
-    ((1, 16, 17), (16, 16, 3), {}),  # 15 outputs: not one whole group of tiles
-    ((1, 16, 4, 40), (16, 16, 1, 3), {}),  # along the last axis with rows before it
+    ((1, 16, 10), (16, 16, 3), {}),  # 8 outputs: a group of 16 would waste half
     ((1, 16, 40, 3), (16, 16, 3, 1), {}),  # 3 positions after the axis
     ((1, 16, 40, 8), (16, 16, 3, 3), {}),  # two kernel axes
     ((1, 16, 40, 8), (16, 16, 3, 1), {"strides": [1, 2]}),  # the other axis strided

@@ -17,9 +17,9 @@ Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the s
 when the weights are stored compressed (int8 / fp16): the transformed weights (16/9 as many)
 would have to be stored as float32.
 
-A 1-D conv (one spatial axis longer than 1) with a kernel of 3 or 5, stride 1, one group and constant
-weights runs as Winograd F(4, 3) / F(4, 5) (conv_winograd.py `emit_winograd_1d`): 2 and 2.5x fewer
-multiplies, in one GEMM per interpolation point.
+A conv along one axis (a sequence, a [1, 3] or [3, 1] kernel) with a kernel of 3 or 5 there, stride 1,
+one group and constant weights runs as Winograd F(4, 3) / F(4, 5) (conv_winograd.py `emit_winograd_1d`):
+2 and 2.5x fewer multiplies, in one GEMM per interpolation point.
 
 A depthwise conv (one input channel per group) has too little reuse for a GEMM (M = 1):
 it runs as a weighted sliding window instead, with pool.py's window machinery: each input

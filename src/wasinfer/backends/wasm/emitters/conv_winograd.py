@@ -22,12 +22,14 @@ of the direct sum (ONNX Runtime's own tolerance tests hold).
 When a conv qualifies, its tiles and chunks, the scratch layout and the transformed weights are
 planned in lowering/winograd.py; this module renders that plan.
 
-1-D convolutions (one spatial axis longer than 1: audio, byte sequences) with 3 or 5 taps run as
-F(4, 3) / F(4, 5) (`emit_winograd_1d`): tiles of 4 outputs from 6 / 8 inputs, 6 / 8 GEMMs instead of
-im2col's one with 3 / 5 times the depth. Their transforms come from the points 0, +-1, +-2, +-1/2
-(lowering/winograd.py `toom_cook`); coefficients such as 2/3 and 21/4 are not exact in float32, which
-puts results a few float32 roundings of the sum's magnitude from the direct sum (3e-6 of the largest
-output on magika's 256 -> 512 channel, 5-tap conv), well inside ONNX Runtime's own tolerances.
+Convolutions along one axis (audio and byte sequences, [1, 3] and [3, 1] kernels) with 3 or 5 taps run
+as F(4, 3) / F(4, 5) (`emit_winograd_1d`): tiles of 4 outputs from 6 / 8 inputs, 6 / 8 GEMMs instead of
+im2col's one with 3 / 5 times the depth. Along the last axis 4 tiles share a v128 (their outputs
+transposed on the way out); along an earlier axis 4 trailing positions do. Their transforms come
+from the points 0, +-1, +-2, +-1/2 (lowering/winograd.py `toom_cook`); coefficients such as 2/3 and
+21/4 are not exact in float32, which puts results a few float32 roundings of the sum's magnitude from
+the direct sum (3e-6 of the largest output on magika's 256 -> 512 channel, 5-tap conv), well inside
+ONNX Runtime's own tolerances.
 """
 
 from __future__ import annotations
@@ -252,103 +254,120 @@ def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan | Wi
 
 
 def _emit_winograd_sequence(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> None:
-    """A 1-D convolution as F(4, 3) or F(4, 5) (lowering/winograd.py `Winograd1dPlan`), per sample:
+    """F(4, 3) or F(4, 5) along the last spatial axis (lowering/winograd.py `Winograd1dPlan`), per sample:
 
-    1. the padded input de-interleaved by phase into P (a strided copy per channel and phase), so that
-       tile element i of 4 consecutive tiles is one v128 load;
-    then per chunk of tiles:
-    2. input transform, V[xi, c, t] = (B^T d)[xi], 4 tiles per v128;
+    1. each row's padded inputs de-interleaved by phase into P (a strided copy per channel, row and phase), so
+       that tile element i of 4 consecutive tiles is one v128 load;
+    then per chunk of groups of 4 tiles (a group's row and first tile found by division):
+    2. input transform, V[xi, c, 4g..4g+3] = (B^T d)[xi], 4 tiles per v128;
     3. a GEMM per point, M[xi] = U[xi] @ V[xi], in a run-time loop over the points;
-    4. per output channel: output transform, bias, the fused activation, the 4 outputs of 4 tiles
-       transposed into 16 consecutive ones in the row R, then the chunk's outputs copied from R into Y.
-    Tiles past the output's end (their count is rounded up to whole groups of 4) read zeros or inputs
-    no output needs, and are never copied out."""
+    4. per output channel and group: output transform, bias, the fused activation, the 4 outputs of 4 tiles
+       transposed into 16 consecutive ones, stored into Y; a row's last group, when fewer of its outputs exist,
+       into R, whose first outputs are then copied (a run-time test on the group).
+    Tiles past a row's end (its tiles are rounded up to whole groups) read zeros or inputs no output needs."""
     f = ctx.f
     weights = ctx.const(node.inputs[1])
     assert weights is not None
     at, _, bt = plan.matrices()
     channels, out_channels, alpha, phases = plan.channels, plan.out_channels, plan.alpha, TILE_1D
-    span = plan.phase_length
+    span, row_groups, rows = plan.phase_length, plan.row_groups, plan.pre
     p_base = ctx.scratch_addr
     v_base, m_base, r_base = p_base + plan.v_offset, p_base + plan.m_offset, p_base + plan.r_offset
     table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-    sample, c, group, src, dst, xi, pu, pv, pm, chunk, tile0 = (f.local(I32) for _ in range(11))
-
-    def combine(coefficients: np.ndarray, values: list[int]) -> None:
-        _combine(ctx, coefficients, values)
+    sample, c, group, src, dst, xi, pu, pv, pm, chunk, group0, row, tile, line = (f.local(I32) for _ in range(14))
     d = [f.local(V128) for _ in range(alpha)]
     r = [f.local(V128) for _ in range(TILE_1D)]
     bias_v = f.local(V128)
 
-    def run_chunk(tiles: int, outputs: int) -> None:
-        """The chunk of `tiles` tiles from tile `tile0` (a local): steps 2-4."""
-        # 2. V[xi, c, 4g..4g+3] = sum_i B^T[xi, i] d_i, d_i = P[c, i % 4, tile0 + 4g + i // 4 ...]
-        with f.for_range(c, 0, channels):
-            f.get(c).i32(4 * phases * span).op("i32.mul").get(tile0).i32(4).op("i32.mul").op("i32.add")
-            f.i32(p_base).op("i32.add").set(src)
-            f.get(c).i32(4 * tiles).op("i32.mul").i32(v_base).op("i32.add").set(dst)
-            with f.for_range(group, 0, tiles // 4):
-                for i in range(alpha):
-                    f.get(src).mem("v128.load", offset=4 * ((i % phases) * span + i // phases)).set(d[i])
-                for point in range(alpha):
-                    f.get(dst)
-                    combine(bt[point], d)
-                    f.mem("v128.store", offset=4 * point * channels * tiles)
-                f.inc(src, 16).inc(dst, 16)
+    def locate() -> None:
+        """row = (group0 + group) div row_groups, tile = 4 x its group within the row."""
+        f.get(group0).get(group).op("i32.add").i32(row_groups).op("i32.div_u").set(row)
+        f.get(group0).get(group).op("i32.add").get(row).i32(row_groups).op("i32.mul").op("i32.sub")
+        f.i32(4).op("i32.mul").set(tile)
+
+    def outputs(at_y: int, columns: int) -> None:
+        """Output transform of the group whose M columns (of `columns`) `src` points at; its 16 outputs stored
+        from `at_y`."""
+        for i in range(alpha):
+            f.get(src).mem("v128.load", offset=4 * i * out_channels * columns).set(d[i])
+        for j in range(TILE_1D):
+            _combine(ctx, at[j], d)
+            f.get(bias_v).op("f32x4.add")
+            epilogue(ctx, node)
+            f.set(r[j])
+        # r[j] holds output j of 4 tiles: transposed into their 16 outputs
+        for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
+            f.get(r[0]).get(r[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[0])
+            f.get(r[2]).get(r[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[1])
+            for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
+                f.get(at_y).get(d[0]).get(d[1]).shuffle32(lanes).mem("v128.store", offset=16 * (2 * half + k))
+
+    def run_chunk(groups: int) -> None:
+        """The chunk of `groups` groups from group `group0` (a local): steps 2-4."""
+        columns = 4 * groups
+        # 2. V[xi, c, 4g..4g+3] = sum_i B^T[xi, i] d_i, d_i = P[c, row, i % 4, tile + i // 4 ...]
+        with f.for_range(c, 0, channels), f.for_range(group, 0, groups):
+            locate()
+            f.get(c).i32(rows).op("i32.mul").get(row).op("i32.add").i32(4 * phases * span).op("i32.mul")
+            f.get(tile).i32(4).op("i32.mul").op("i32.add").i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(columns).op("i32.mul").get(group).i32(4).op("i32.mul").op("i32.add").i32(4).op("i32.mul")
+            f.i32(v_base).op("i32.add").set(dst)
+            for i in range(alpha):
+                f.get(src).mem("v128.load", offset=4 * ((i % phases) * span + i // phases)).set(d[i])
+            for point in range(alpha):
+                f.get(dst)
+                _combine(ctx, bt[point], d)
+                f.mem("v128.store", offset=4 * point * channels * columns)
         # 3. M[xi] = U[xi] @ V[xi]
         with f.for_range(xi, 0, alpha):
             f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
-            f.get(xi).i32(4 * channels * tiles).op("i32.mul").i32(v_base).op("i32.add").set(pv)
-            f.get(xi).i32(4 * out_channels * tiles).op("i32.mul").i32(m_base).op("i32.add").set(pm)
-            emit_blocked_gemm(ctx, out_channels, tiles, channels, Operand(("local", pu), channels, 1, panels=True),
-                              Operand(("local", pv), tiles, 1), Operand(("local", pm), tiles, 1), None, None)
-        # 4. R = the 4 outputs of every tile, in order; Y[sample, m, 4 * tile0 ...] = R's first `outputs`
+            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        # 4. Y[sample, m, row, tile * 4 ...]
         with f.for_range(c, 0, out_channels):
             if bias is None:
                 f.f32x4_const(0.0).set(bias_v)
             else:
                 f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
-            f.get(c).i32(4 * tiles).op("i32.mul").i32(m_base).op("i32.add").set(src)
-            f.i32(r_base).set(dst)
-            with f.for_range(group, 0, tiles // 4):
-                for i in range(alpha):
-                    f.get(src).mem("v128.load", offset=4 * i * out_channels * tiles).set(d[i])
-                for j in range(TILE_1D):
-                    combine(at[j], d)
-                    f.get(bias_v).op("f32x4.add")
-                    epilogue(ctx, node)
-                    f.set(r[j])
-                # r[j] holds output j of 4 tiles: transposed into their 16 outputs
-                for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
-                    f.get(r[0]).get(r[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[0])
-                    f.get(r[2]).get(r[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[1])
-                    for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
-                        f.get(dst).get(d[0]).get(d[1]).shuffle32(lanes).mem("v128.store", offset=16 * (2 * half + k))
-                f.inc(src, 16).inc(dst, 64)
-            f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(4 * plan.out_length)
-            f.op("i32.mul").get(tile0).i32(4 * TILE_1D).op("i32.mul").op("i32.add").i32(y).op("i32.add").set(dst)
-            f.i32(r_base).set(src)
-            emit_copy(f, (dst, 0), (src, 0), outputs)
+            with f.for_range(group, 0, groups):
+                locate()
+                f.get(c).i32(columns).op("i32.mul").get(group).i32(4).op("i32.mul").op("i32.add").i32(4).op("i32.mul")
+                f.i32(m_base).op("i32.add").set(src)
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(rows).op("i32.mul")
+                f.get(row).op("i32.add").i32(plan.out_length).op("i32.mul").get(tile).i32(TILE_1D).op("i32.mul")
+                f.op("i32.add").i32(4).op("i32.mul").i32(y).op("i32.add").set(dst)
+                if plan.last_outputs == 4 * TILE_1D:
+                    outputs(dst, columns)
+                else:
+                    f.get(tile).i32(4 * (row_groups - 1)).op("i32.eq")
+                    with f.if_():  # a row's last group: only its first outputs exist
+                        f.i32(r_base).set(line)
+                        outputs(line, columns)
+                        emit_copy(f, (dst, 0), (line, 0), plan.last_outputs)
+                        f.else_()
+                        outputs(dst, columns)
 
     with f.for_range(sample, 0, batch):
-        # 1. P[c, p, j] = x_pad[j * 4 + p]: zeros, then each phase's inputs inside the input
+        # 1. P[c, row, p, j] = x_pad[c, row, j * 4 + p]: zeros, then each phase's inputs inside the input
         f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
-        with f.for_range(c, 0, channels):
-            f.get(sample).i32(channels).op("i32.mul").get(c).op("i32.add").i32(4 * plan.length).op("i32.mul")
-            f.i32(x).op("i32.add").set(src)
-            f.get(c).i32(4 * phases * span).op("i32.mul").i32(p_base).op("i32.add").set(dst)
+        with f.for_range(line, 0, channels * rows):
+            f.get(sample).i32(channels * rows).op("i32.mul").get(line).op("i32.add").i32(4 * plan.length)
+            f.op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(line).i32(4 * phases * span).op("i32.mul").i32(p_base).op("i32.add").set(dst)
             for p in range(phases):
                 # j with 0 <= j * 4 + p - pad < length
                 lo = max(0, -(-(plan.pad - p) // phases))
                 hi = min(span, -(-(plan.length + plan.pad - p) // phases))
                 if hi > lo:
                     emit_copy(f, (dst, 4 * (p * span + lo)), (src, 4 * (lo * phases + p - plan.pad)), hi - lo, phases)
-        for first, tiles, repeat, outputs in plan.chunks():
+        for first, groups, repeat in plan.chunks():
             with f.for_range(chunk, 0, repeat):
-                f.get(chunk).i32(tiles).op("i32.mul").i32(first).op("i32.add").set(tile0)
-                run_chunk(tiles, outputs)
+                f.get(chunk).i32(groups).op("i32.mul").i32(first).op("i32.add").set(group0)
+                run_chunk(groups)
 
 
 def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan) -> None:
