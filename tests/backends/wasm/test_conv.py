@@ -257,10 +257,18 @@ def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: t
     ((2, 2, 4, 30), (2, 1, 1, 9), {"pads": [0, 4, 0, 4], "group": 2}),  # batch 2, one kernel row
     ((1, 2, 3, 90), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2}),  # 81 taps: more than unrolled
     ((1, 2, 6, 27), (2, 1, 3, 3), {"group": 2, "strides": [1, 3]}),  # stride 3: one output at a time
+    ((1, 2, 4, 26), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 24 + 2: the last block backs up 2
+    ((1, 3, 8, 7), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # rows of 2 v128s: 3 rows a block, 2 left
+    ((1, 2, 9, 4), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 1 v128: 6 rows a block, 3 left
+    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3 v128s: 2 rows a block, 1 left
+    ((1, 2, 2, 5), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 2 rows, fewer than a block holds
+    ((1, 2, 11, 17), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 9 wide
+    ((1, 2, 3, 6, 6), (2, 1, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1], "group": 2}),  # 3-D: row blocks per plane
 ])
 def test_conv_depthwise_blocks(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
-    """Rows in blocks of v128s with a run-time loop over the taps: full blocks, the v128s left, a last v128
-    overlapping the one before; rows too short for a v128 and strides above 2 keep one output per step."""
+    """Rows in blocks of v128s with a run-time loop over the taps: full blocks, then the v128s left, the last
+    one overlapping the one before; narrow rows several to a block; rows too short for a v128 and strides
+    above 2 keep one output per step."""
     conv_case(x_shape, w_shape, **attrs)
     conv_case(x_shape, w_shape, bias=False, **attrs)
     x = rand(*x_shape)

@@ -24,8 +24,8 @@ one group and constant weights runs as Winograd F(4, 3) / F(4, 5) (conv_winograd
 A depthwise conv (one input channel per group) has too little reuse for a GEMM (M = 1):
 it runs as a weighted sliding window instead, with pool.py's window machinery: each input
 plane is copied once into a zero-padded buffer, and a row's outputs are computed in blocks of
-DEPTHWISE_VECTORS v128s, each its own accumulator, in a run-time loop over the taps (their
-offsets from a table) that splats one weight per step; at stride 2 a tap's four inputs are
+DEPTHWISE_VECTORS v128s (narrow rows several to a block), each its own accumulator, in a run-time
+loop over the taps (their offsets from a table) that splats one weight per step; at stride 2 a tap's four inputs are
 picked from two overlapping v128 loads by one shuffle. Rows narrower than 4 outputs and strides
 above 2 go one output per step with every tap unrolled.
 """
@@ -241,36 +241,38 @@ class _Depthwise(WindowOp):
         f.get(self.acc)
         epilogue(self.ctx, self.node)
 
-    def push_block(self, taps: Taps, p: int, out: int, vectors: int) -> None:
-        """`vectors` v128s of a row at once, in a run-time loop over the taps (offsets from a table): each
+    def push_block(self, taps: Taps, p: int, out: int, columns: list[int], rows: int,
+                   row_steps: tuple[int, int]) -> None:
+        """rows x columns v128s at once, in a run-time loop over the taps (offsets from a table): each
         accumulator is its own dependency chain, so the adds of one tap overlap instead of waiting for the
         one before. Not unrolled over taps: Cranelift issues a loop body's loads first and their arithmetic
         at its end, so an unrolled body keeps every tap's input live at once and spills."""
         f = self.f
-        accs = self.accs[:vectors]
+        step = 8 if self.stride2 else 4  # input bytes per output along the row
+        places = [(r * row_steps[0] + c * step, r * row_steps[1] + c * 4) for r in range(rows) for c in columns]
+        accs = self.accs[:len(places)]
         for acc in accs:
             f.get(self.bias_v).set(acc)
-        span = 32 if self.stride2 else 16  # input bytes between consecutive v128s of outputs
         f.i32(self.offsets).set(self.tap).get(self.pw).set(self.tap_weight)
         with f.block(), f.block(b"\x03"):
             f.get(self.tap_weight).mem("f32.load").op("f32x4.splat").set(self.weight)
             f.get(self.tap).mem("i32.load").get(p).op("i32.add").set(self.at)
-            for v, acc in enumerate(accs):
+            for (source, _), acc in zip(places, accs, strict=True):
                 f.get(acc).get(self.at)
                 if self.stride2:  # inputs 0, 2, 4, 6 from inputs 0-3 and 3-6 (no read past 6)
-                    load_lanes(f, 4, v * span)
+                    load_lanes(f, 4, source)
                     f.get(self.at)
-                    load_lanes(f, 4, v * span + 12)
+                    load_lanes(f, 4, source + 12)
                     f.shuffle32((0, 2, 5, 7))
                 else:
-                    load_lanes(f, 4, v * span)
+                    load_lanes(f, 4, source)
                 f.get(self.weight).op("f32x4.mul").op("f32x4.add").set(acc)
             f.inc(self.tap, 4).inc(self.tap_weight, 4)
             f.get(self.tap).i32(self.offsets + 4 * self.taps).op("i32.lt_u").br_if(0)
-        for v, acc in enumerate(accs):
+        for (_, target), acc in zip(places, accs, strict=True):
             f.get(out).get(acc)
             epilogue(self.ctx, self.node)
-            f.mem("v128.store", offset=16 * v)
+            f.mem("v128.store", offset=target)
 
 
 def _emit_depthwise(ctx: Ctx, node: Node, plan: ConvPlan) -> None:

@@ -8,7 +8,8 @@ each input plane into a scratch buffer whose border holds the padding value (-in
 NaN when Indices are wanted, 0 otherwise; written once per call), so every window reads
 without bounds checks; unpadded ops read the input in place. Tap offsets are compile-time
 constants (memarg offsets), unrolled up to MAX_UNROLL taps. With a unit stride on the last
-axis four outputs are computed per v128.
+axis four outputs are computed per v128. An op may compute blocks of several v128s at once
+(`WindowOp.vectors`, depthwise Conv): a row's outputs in blocks, or several narrow rows per block.
 
 AveragePool divides by the per-axis product of counts computed at compile time, exactly
 as ONNX Runtime does: taps inside the input (count_include_pad=0), or inside the input
@@ -207,9 +208,10 @@ class WindowOp:
 
     pad_bits = 0  # the f32 bit pattern of padding
     stride2_lanes = False  # push can load 4 outputs' inputs at stride 2 along the last axis (lanes=4)
-    # v128 outputs per step along a row, each its own accumulator (`push_block`). More than 1 only for an
-    # op whose outputs depend on their windows alone (no state in `finish`): a row's last block then
-    # ends at the row's end and recomputes, bit for bit, outputs the block before it stored.
+    # v128 outputs per block (`push_block`), each its own accumulator; a block covers part of a row, or whole
+    # narrow rows (`block_rows`). More than 1 only for an op whose outputs depend on their windows alone (no
+    # state in `finish`): a row's last v128 then ends at the row's end and recomputes, bit for bit, outputs
+    # the one before it stored.
     vectors = 1
 
     def walks(self) -> list[Walk]:
@@ -230,9 +232,12 @@ class WindowOp:
         """After the output is stored: advance per-output state by `lanes` outputs."""
         return None
 
-    def push_block(self, taps: Taps, p: int, out: int, vectors: int) -> None:
-        """Compute and store `vectors` (1 to the class's `vectors`) v128 outputs at `out`: 4 * vectors
-        consecutive outputs of a row, the first one's window starting at `p`."""
+    def push_block(self, taps: Taps, p: int, out: int, columns: list[int], rows: int,
+                   row_steps: tuple[int, int]) -> None:
+        """Compute and store rows x columns (at most `vectors`) v128s of outputs: the 4 outputs from each of
+        `columns` (output offsets along the row) in each of `rows` consecutive rows, the first row's first
+        window starting at `p` and its first output at `out`; `row_steps` are the bytes between consecutive
+        rows' windows and outputs."""
         raise NotImplementedError
 
 
@@ -255,9 +260,11 @@ def emit_windows(ctx: Ctx, win: Window, x: int, y: int, planes: int, op: WindowO
         if padded is not None:
             _copy_in(f, win, padded, src, ctx.scratch_addr)
             f.i32(ctx.scratch_addr).set(src)
+        rows = block_rows(win, op)
+        in_row = pointer_steps[-2] if win.rank > 1 else 0
         with f.for_range(copy, 0, repeat):
             op.start_plane(in_plane, out_plane)
-            _rows(f, win, walks, lambda starts: _outputs(f, win, starts, out, taps, op))
+            _rows(f, win, walks, lambda starts, n: _outputs(f, win, starts, out, taps, op, n, in_row), rows)
             f.inc(out_plane)
 
 
@@ -284,18 +291,28 @@ def _copy_in(f: Func, win: Window, reads: tuple[int, ...], src: int, buffer: int
     level(0)
 
 
-def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int]], None]) -> None:
-    """Loop over the outputs' leading axes; `body` gets locals holding each walk at the row's first output."""
+def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int], int], None], rows: int = 1) -> None:
+    """Loop over the outputs' leading axes; `body` gets locals holding each walk at a row's first output, and how
+    many consecutive rows (along the last leading axis) it computes: `rows` at a time, then the rows left."""
     levels = [[f.local(I32) for _ in walks] for _ in range(win.rank - 1)]
     counters = [f.local(I32) for _ in range(win.rank - 1)]
 
     def level(a: int, current: list[int]) -> None:
         if a == win.rank - 1:
-            body(current)
+            body(current, 1)
             return
         mine = levels[a]
         for src, dst in zip(current, mine, strict=True):
             f.get(src).set(dst)
+        if a == win.rank - 2 and rows > 1:
+            full, rest = divmod(win.out_dims[a], rows)
+            with f.for_range(counters[a], 0, full):
+                body(mine, rows)
+                for local, (_, steps) in zip(mine, walks, strict=True):
+                    f.inc(local, steps[a] * rows)
+            if rest:
+                body(mine, rest)
+            return
         with f.for_range(counters[a], 0, win.out_dims[a]):
             level(a + 1, mine)
             for local, (_, steps) in zip(mine, walks, strict=True):
@@ -304,8 +321,31 @@ def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int]], N
     level(0, [start for start, _ in walks])
 
 
-def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: WindowOp) -> None:
-    """One row of outputs along the last axis: v128 at a time when the stride is 1."""
+def _vectorised(win: Window, op: WindowOp) -> bool:
+    stride = win.strides[-1]
+    return stride == 1 or (stride == 2 and op.stride2_lanes)
+
+
+def _columns(size: int) -> list[int]:
+    """First output of each v128 covering `size` (>= 4) outputs: every 4th, and one ending at the last output
+    when `size` is not a multiple of 4 (overlapping the one before)."""
+    return list(range(0, size - 3, 4)) + ([size - 4] if size % 4 else [])
+
+
+def block_rows(win: Window, op: WindowOp) -> int:
+    """Rows per block of a blocked op (`WindowOp.vectors` > 1): a row whose v128s fill at most half of the
+    accumulators shares its block with the rows after it, so each pass over the taps does more work."""
+    size = win.out_dims[-1]
+    if op.vectors == 1 or win.rank < 2 or size < 4 or not _vectorised(win, op):
+        return 1
+    per_row = len(_columns(size))
+    return min(win.out_dims[-2], op.vectors // per_row) if 2 * per_row <= op.vectors else 1
+
+
+def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: WindowOp, rows: int,
+             in_row: int) -> None:
+    """`rows` rows of outputs along the last axis (more than 1 only for blocks): v128 at a time when the stride is
+    1; `in_row` is the bytes between the windows of consecutive rows."""
     size, stride = win.out_dims[-1], win.strides[-1]
     p, counter = f.local(I32), f.local(I32)
     f.get(starts[0]).set(p)
@@ -318,36 +358,44 @@ def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: 
         op.finish(lanes)
         f.inc(out, 4 * lanes).inc(p, 4 * lanes * stride)
 
-    vectorised = stride == 1 or (stride == 2 and op.stride2_lanes)
-    if vectorised and op.vectors > 1 and size >= 4:
-        _blocks(f, size, stride, p, out, lambda vectors: op.push_block(taps, p, out, vectors), op.vectors)
-    elif vectorised:
+    if _vectorised(win, op) and op.vectors > 1 and size >= 4:
+        def block(columns: list[int], block_rows: int) -> None:
+            op.push_block(taps, p, out, columns, block_rows, (in_row, 4 * size))
+
+        _blocks(f, size, stride, p, out, block, op.vectors, rows)
+        if rows > 1:
+            f.inc(out, 4 * size * (rows - 1))
+    elif _vectorised(win, op):
         for_lanes(f, size, body)
     else:
         with f.for_range(counter, 0, size):
             body(1)
 
 
-def _blocks(f: Func, size: int, stride: int, p: int, out: int, block: Callable[[int], None], widest: int) -> None:
-    """A row of `size` (>= 4) outputs in blocks of `widest` v128s, then one block of as many whole v128s as
-    are left, then a last v128 that ends at the row's end when `size` is not a multiple of 4: it overlaps
-    the outputs before it and stores them again, bit for bit (they depend on their windows alone). No
-    scalar tail and at most two short blocks per row, so every output but a few runs in the widest block."""
+def _blocks(f: Func, size: int, stride: int, p: int, out: int, block: Callable[[list[int], int], None],
+            widest: int, rows: int) -> None:
+    """A row of `size` (>= 4) outputs in blocks of `widest` v128s, then one block of the v128s left, the last of
+    which ends at the row's end when `size` is not a multiple of 4: it overlaps the outputs before it and stores
+    them again, bit for bit (they depend on their windows alone). No scalar tail, at most one short block per
+    row. With `rows` > 1 the rows' every v128 is one block."""
     counter = f.local(I32)
-    full, rest = divmod(size, 4 * widest)
 
-    def step(vectors: int, outputs: int) -> None:
-        block(vectors)
+    def step(columns: list[int], outputs: int) -> None:
+        block(columns, rows)
         f.inc(out, 4 * outputs).inc(p, 4 * outputs * stride)
 
+    if rows > 1:
+        step(_columns(size), size)
+        return
+    full, rest = divmod(size, 4 * widest)
     if full:
         with f.for_range(counter, 0, full):
-            step(widest, 4 * widest)
-    if rest // 4:
-        step(rest // 4, rest // 4 * 4)
-    if rest % 4:  # back up to 4 outputs before the row's end
-        f.inc(out, -4 * (4 - rest % 4)).inc(p, -4 * (4 - rest % 4) * stride)
-        step(1, 4)
+            step(list(range(0, 4 * widest, 4)), 4 * widest)
+    if rest:
+        back = max(0, 4 - rest)  # fewer than 4 left: back up to 4 outputs before the row's end
+        if back:
+            f.inc(out, -4 * back).inc(p, -4 * back * stride)
+        step(_columns(rest + back), rest + back)
 
 
 # ---------------------------------------------------------------- pools
@@ -592,5 +640,5 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         f.inc(out, 4)
 
 
-__all__ = ["Addr", "Taps", "Walk", "WindowOp", "emit_copy", "emit_fill", "emit_windows", "for_lanes", "load_lanes",
-           "push_addr", "store_lanes"]
+__all__ = ["Addr", "Taps", "Walk", "WindowOp", "block_rows", "emit_copy", "emit_fill", "emit_windows", "for_lanes",
+           "load_lanes", "push_addr", "store_lanes"]
