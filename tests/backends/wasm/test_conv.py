@@ -55,6 +55,11 @@ def conv_case(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bias: bool = T
     ((2, 3, 6, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # batch of two
     ((1, 3, 224, 5), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),  # long unit-stride rows
     ((1, 3, 5, 70), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 3]}),  # long strided rows
+    ((1, 2, 4, 70), (3, 2, 3, 3), {"strides": [1, 2]}),  # stride-2 rows of 34: a loop of 4, then 4 overlapping
+    ((1, 3, 7, 40), (4, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 2]}),  # rows of 19 and 20 inside
+    ((1, 2, 5, 11), (3, 2, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # rows of 5 and 6: unrolled
+    ((1, 2, 6, 9), (3, 2, 1, 1), {"strides": [2, 2]}),  # 1x1 stride 2: rows of 5
+    ((1, 2, 3, 8), (3, 2, 1, 2), {"strides": [1, 2]}),  # rows of exactly 4
 ])
 def test_conv_2d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
     conv_case(x_shape, w_shape, **attrs)

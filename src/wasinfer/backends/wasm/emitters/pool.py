@@ -109,6 +109,9 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
             f.get(dst[0]).get(src[0]).mem("f32.load", offset=src[1] + 4 * index)
             f.mem("f32.store", offset=dst[1] + 4 * index)
         return
+    if src_step == 2 and count >= 4:
+        _copy_stride2(f, dst, src, count)
+        return
     unroll = 4
     if count > UNROLL_FLOATS:
         counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
@@ -122,6 +125,35 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
         _gather(f, (pd, 0), (ps, 0), count % unroll, src_step)
         return
     _gather(f, dst, src, count, src_step)
+
+
+def _copy_stride2(f: Func, dst: Addr, src: Addr, count: int) -> None:
+    """dst[j] = src[2j] for j < count (>= 4), 4 at a time: inputs 0-3 and 3-6 loaded, 0, 2, 4, 6 picked by one
+    shuffle (nothing past input 2 * count - 2 is read). A count that is not a multiple of 4 ends with 4 outputs
+    overlapping the ones before (the same values stored again)."""
+    def four(at_dst: Addr, at_src: Addr) -> None:
+        f.get(at_dst[0]).get(at_src[0]).mem("v128.load", offset=at_src[1])
+        f.get(at_src[0]).mem("v128.load", offset=at_src[1] + 12).shuffle32((0, 2, 5, 7))
+        f.mem("v128.store", offset=at_dst[1])
+
+    groups, rest = divmod(count, 4)
+    if count <= UNROLL_FLOATS:
+        for index in range(groups):
+            four((dst[0], dst[1] + 16 * index), (src[0], src[1] + 32 * index))
+        if rest:  # the last 4 outputs, ending at the last one
+            four((dst[0], dst[1] + 4 * (count - 4)), (src[0], src[1] + 8 * (count - 4)))
+        return
+    counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
+    push_addr(f, dst)
+    f.set(pd)
+    push_addr(f, src)
+    f.set(ps)
+    with f.for_range(counter, 0, groups):
+        four((pd, 0), (ps, 0))
+        f.inc(pd, 16).inc(ps, 32)
+    if rest:  # back from where the loop stopped to 4 outputs before the end
+        f.inc(pd, 4 * (rest - 4)).inc(ps, 8 * (rest - 4))
+        four((pd, 0), (ps, 0))
 
 
 def for_lanes(f: Func, count: int, body: Callable[[int], None]) -> None:
