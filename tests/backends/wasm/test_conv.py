@@ -109,7 +109,7 @@ def test_conv_runtime_weights_and_bias(group: int, w_shape: tuple[int, ...]) -> 
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,tile_rows", [
-    ((1, 3, 19, 20), (5, 3, 3, 3), {"pads": [1, 1, 2, 1]}, 3),
+    ((1, 3, 19, 20), (3, 3, 3, 3), {"pads": [1, 1, 2, 1]}, 3),  # 3 output channels: not Winograd
     ((1, 3, 23, 20), (4, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}, 2),
     ((1, 4, 17, 9), (6, 2, 3, 3), {"pads": [2, 0, 2, 0], "dilations": [2, 1], "group": 2}, 4),
     ((1, 3, 40), (5, 3, 9), {"pads": [2, 3]}, 7),
@@ -302,6 +302,7 @@ def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...]
                        attrs: dict[str, object], bias: bool, chunk_rows: int | None) -> None:
     """Odd sizes, padding, batch; tile rows in chunks (a run-time loop, a shorter last chunk, a cropped row)."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_OUT_CHANNELS", 1)
     if chunk_rows:
         tile_columns = -(-(x_shape[3] - 2 + sum(attrs.get("pads", [0, 0, 0, 0])[1::2])) // 2)  # type: ignore[index]
         monkeypatch.setattr(winograd, "CHUNK_BYTES", 64 * (x_shape[1] + w_shape[0]) * tile_columns * chunk_rows)
@@ -316,6 +317,7 @@ def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...]
 @pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
 def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_OUT_CHANNELS", 1)
     monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the 16 GEMMs run in K blocks
     x = rand(1, 40, 9, 10)
     model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
@@ -458,7 +460,8 @@ def test_conv_winograd_1d_fused_activation_and_k_blocks(monkeypatch: pytest.Monk
     ((1, 16, 40), (16, 16, 3), {"dilations": [2]}),
     ((1, 16, 40), (16, 8, 3), {"group": 2}),
     ((1, 16, 40), (16, 16, 7), {}),  # no points for 7 taps
-    ((1, 8, 40), (16, 8, 3), {}),  # too few channels
+    ((1, 1, 40), (16, 1, 3), {}),  # one input channel
+    ((1, 16, 40), (3, 16, 3), {}),  # 3 output channels
     ((1, 16, 10), (16, 16, 3), {}),  # 8 outputs: a group of 16 would waste half
     ((1, 16, 40, 3), (16, 16, 3, 1), {}),  # 3 positions after the axis
     ((1, 16, 40, 8), (16, 16, 3, 3), {}),  # two kernel axes
