@@ -139,7 +139,8 @@ def test_1d_chunks_cover_every_group_once_within_the_budget(in_dims: tuple[int, 
 
 
 @pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [
-    ((74, 32), (3, 1), 0, 24, 24), ((3, 19, 4), (1, 3, 1), 1, 16, 16), ((2000, 16), (5, 1), 2, 64, 64)])
+    ((74, 32), (3, 1), 0, 24, 24), ((3, 19, 4), (1, 3, 1), 1, 16, 16), ((2000, 16), (5, 1), 2, 64, 64),
+    ((30, 8), (1, 3), 1, 72, 72), ((5, 3, 9), (1, 1, 5), 0, 16, 16)])  # short last-axis rows: transposed
 def test_axis_chunks_cover_every_unit_once_within_the_budget(in_dims: tuple[int, ...], kernel: tuple[int, ...],
                                                              pad: int, channels: int, out_channels: int) -> None:
     a = kernel.index(max(kernel))
@@ -148,6 +149,9 @@ def test_axis_chunks_cover_every_unit_once_within_the_budget(in_dims: tuple[int,
     win = Window(in_dims, out_dims, kernel, (1,) * len(kernel), (1,) * len(kernel), pads, pads)
     plan = winograd_1d_plan(win, channels, out_channels)
     assert isinstance(plan, winograd.WinogradAxisPlan)
+    assert plan.transposed == (a == len(in_dims) - 1)
+    if plan.transposed:  # the rows before the axis are the vectorised positions
+        assert (plan.pre, plan.post) == (1, int(np.prod(in_dims[:-1])))
     assert plan.tiles * TILE_1D >= out_dims[a] > (plan.tiles - 1) * TILE_1D
     assert plan.padded_length >= TILE_1D * (plan.tiles - 1) + plan.alpha
     chunk_bytes = 4 * plan.alpha * (channels + out_channels) * plan.post * plan.chunk_units

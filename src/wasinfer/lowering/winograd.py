@@ -212,6 +212,9 @@ class WinogradAxisPlan:
     pre: int
     post: int
     chunk_units: int
+    # along the last axis with `post` rows before it (rows too short for Winograd1dPlan's groups): P holds the
+    # input transposed, [C, 1, padded_length, rows], and each v128 of outputs goes to 4 rows, lane by lane
+    transposed: bool = False
 
     @property
     def alpha(self) -> int:
@@ -275,17 +278,23 @@ def conv_axis(win: Window) -> int | None:
 
 def fits_1d(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
     """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights and
-    enough channels, along the last spatial axis (rows of outputs long enough that rounding them up to groups of
-    16 wastes at most a quarter) or along an axis followed by at least 4 positions (at least 2 tiles)."""
+    enough channels: along the last spatial axis (rows of outputs long enough that rounding them up to groups of
+    16 wastes at most a quarter, or at least 4 rows), or along an axis followed by at least 4 positions (at
+    least 2 tiles)."""
     a = conv_axis(win)
     if a is None or not (win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
                          and groups == 1 and constant_weights and channels >= MIN_CHANNELS
                          and out_channels >= MIN_OUT_CHANNELS):
         return False
-    post, out_length = math.prod(win.in_dims[a + 1:]), win.out_dims[a]
-    if post == 1:  # rows rounded up to groups of 16 outputs: at most a third more than the row's
-        return 3 * 4 * TILE_1D * -(-out_length // (4 * TILE_1D)) <= 4 * out_length
-    return post >= 4 and out_length > TILE_1D
+    pre, post, out_length = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:]), win.out_dims[a]
+    if post == 1 and _whole_groups(out_length):
+        return True
+    return (post >= 4 or (post == 1 and pre >= 4)) and out_length > TILE_1D
+
+
+def _whole_groups(out_length: int) -> bool:
+    """Rows rounded up to groups of 16 outputs (Winograd1dPlan) compute at most a third more than they keep."""
+    return 3 * 4 * TILE_1D * -(-out_length // (4 * TILE_1D)) <= 4 * out_length
 
 
 def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan | WinogradAxisPlan:
@@ -293,11 +302,14 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
     assert a is not None
     alpha = TILE_1D + win.kernel[a] - 1
     pre, post = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:])
+    transposed = post == 1 and not _whole_groups(win.out_dims[a])
+    if transposed:  # the rows before the axis take the trailing positions' place
+        pre, post = 1, pre
     if post > 1:
         units = pre * -(-win.out_dims[a] // TILE_1D)
         chunk = max(1, min(units, CHUNK_BYTES // (4 * alpha * (channels + out_channels) * post)))
         return WinogradAxisPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a],
-                                win.kernel[a], pre, post, chunk)
+                                win.kernel[a], pre, post, chunk, transposed)
     groups = pre * -(-win.out_dims[a] // (4 * TILE_1D))
     chunk = max(1, min(groups, CHUNK_BYTES // (16 * alpha * (channels + out_channels))))
     return Winograd1dPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a], win.kernel[a],

@@ -397,6 +397,11 @@ WINOGRAD_AXIS_CASES = [
     ((2, 17, 13, 5), (16, 17, 5, 1), {"pads": [2, 0, 3, 0]}),  # batch 2, 14 outputs, 5 columns, asymmetric pads
     ((1, 16, 3, 11, 4), (16, 16, 1, 5, 1), {"pads": [0, 2, 0, 0, 2, 0]}),  # 3-D: 3 leading rows, 4 columns
     ((1, 16, 9, 2, 3), (16, 16, 3, 1, 1), {}),  # 3-D: 6 positions after the axis
+    # along the last axis, rows too short for groups of 16 outputs: the rows take the trailing positions' place
+    ((1, 16, 8, 8), (16, 16, 1, 3), {"pads": [0, 1, 0, 1]}),  # 8 rows of 8 outputs
+    ((2, 17, 5, 9), (20, 17, 1, 5), {"pads": [0, 2, 0, 0]}),  # batch 2, 5 rows (overlap), 7 outputs (partial)
+    ((1, 16, 6, 22), (16, 16, 1, 3), {}),  # 20 outputs: 5 tiles
+    ((1, 16, 2, 3, 8), (16, 16, 1, 1, 3), {"pads": [0, 0, 1, 0, 0, 1]}),  # 3-D: 6 rows
 ]
 
 
@@ -411,6 +416,16 @@ def test_conv_winograd_along_an_axis(x_shape: tuple[int, ...], w_shape: tuple[in
     model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
     graph = load_onnx(model).graph
     assert isinstance(conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan(), winograd.WinogradAxisPlan)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+def test_conv_winograd_along_the_last_axis_transposed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 6 * (16 + 16) * 8)  # 1 unit (a tile of 8 rows) per chunk
+    x = rand(1, 16, 8, 9)  # 9 outputs a row: 3 tiles, one per chunk
+    model = conv_then("Relu", x, rand(16, 16, 1, 3), rand(16), pads=[0, 1, 0, 1])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert isinstance(plan, winograd.WinogradAxisPlan) and plan.transposed and plan.chunk_units == 1
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 

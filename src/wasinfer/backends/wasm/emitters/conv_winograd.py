@@ -25,7 +25,8 @@ planned in lowering/winograd.py; this module renders that plan.
 Convolutions along one axis (audio and byte sequences, [1, 3] and [3, 1] kernels) with 3 or 5 taps run
 as F(4, 3) / F(4, 5) (`emit_winograd_1d`): tiles of 4 outputs from 6 / 8 inputs, 6 / 8 GEMMs instead of
 im2col's one with 3 / 5 times the depth. Along the last axis 4 tiles share a v128 (their outputs
-transposed on the way out); along an earlier axis 4 trailing positions do. Their transforms come
+transposed on the way out); along an earlier axis 4 trailing positions do, and so do 4 rows of a
+last axis too short for groups of tiles (the input transposed on the way in). Their transforms come
 from the points 0, +-1, +-2, +-1/2 (lowering/winograd.py `toom_cook`); coefficients such as 2/3 and
 21/4 are not exact in float32, which puts results a few float32 roundings of the sum's magnitude from
 the direct sum (3e-6 of the largest output on magika's 256 -> 512 channel, 5-tap conv), well inside
@@ -380,7 +381,8 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
     4. output transform, bias and the fused activation, stored straight into Y: output j of a unit's 4 columns is 4
        consecutive outputs. The last tile of each pre index stores only the outputs that exist (a run-time test).
     A `post` that is not a multiple of 4 ends each unit with 4 columns overlapping the ones before (the same values
-    written twice)."""
+    written twice). Transposed (a last axis with `post` rows before it): P is filled by a strided copy per input
+    position, and each v128 of outputs is stored one float per row."""
     f = ctx.f
     weights = ctx.const(node.inputs[1])
     assert weights is not None
@@ -394,7 +396,7 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
     bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     sample, c, row, unit, src, dst, xi, pu, pv, pm, chunk, unit0, tile, last, column = (f.local(I32) for _ in range(15))
     d = [f.local(V128) for _ in range(alpha)]
-    bias_v = f.local(V128)
+    bias_v, result = f.local(V128), f.local(V128)
     columns = [4 * g for g in range(post // 4)] + ([post - 4] if post % 4 else [])  # first column of each v128
     partial = plan.out_length - TILE_1D * (tiles - 1)  # outputs of each pre index's last tile
 
@@ -438,10 +440,11 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
                 locate(unit)
                 f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
                 f.i32(m_base).op("i32.add").set(src)
+                # (sample, m, row) -> Y[sample, m, row, 4 * tile, 0]; transposed (1 row): Y[sample, m, 0, 4 * tile]
                 f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(plan.pre).op("i32.mul")
-                f.get(row).op("i32.add").i32(plan.out_length).op("i32.mul")
-                f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 * post).op("i32.mul")
-                f.i32(y).op("i32.add").set(dst)
+                f.get(row).op("i32.add").i32(plan.out_length * (post if plan.transposed else 1)).op("i32.mul")
+                f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 if plan.transposed else 4 * post)
+                f.op("i32.mul").i32(y).op("i32.add").set(dst)
                 for w in columns:
                     for i in range(alpha):
                         f.get(src).mem("v128.load", offset=4 * (i * out_channels * width + w)).set(d[i])
@@ -449,20 +452,30 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
                         if j >= partial:  # output 4 * tile + j exists unless this is the last tile
                             f.get(last).op("i32.eqz")
                         with f.if_() if j >= partial else nullcontext():
-                            f.get(dst)
                             _combine(ctx, at[j], d)
                             f.get(bias_v).op("f32x4.add")
                             epilogue(ctx, node)
-                            f.mem("v128.store", offset=4 * (j * post + w))
+                            f.set(result)
+                            if plan.transposed:  # output j of rows w..w+3: one float per row
+                                for lane in range(4):
+                                    f.get(dst).get(result).lane("f32x4.extract_lane", lane)
+                                    f.mem("f32.store", offset=4 * ((w + lane) * plan.out_length + j))
+                            else:
+                                f.get(dst).get(result).mem("v128.store", offset=4 * (j * post + w))
 
     with f.for_range(sample, 0, batch):
-        # 1. P[c, row, pad + i, :] = x[sample, c, row, i, :]
+        # 1. P[c, row, pad + i, :] = x[sample, c, row, i, :]; transposed: P[c, 0, pad + i, q] = x[sample, c, q, i]
         f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
         with f.for_range(column, 0, channels * plan.pre):
             f.get(sample).i32(channels * plan.pre).op("i32.mul").get(column).op("i32.add")
             f.i32(4 * plan.length * post).op("i32.mul").i32(x).op("i32.add").set(src)
             f.get(column).i32(4 * lp * post).op("i32.mul").i32(p_base + 4 * plan.pad * post).op("i32.add").set(dst)
-            emit_copy(f, (dst, 0), (src, 0), min(plan.length, lp - plan.pad) * post)
+            if plan.transposed:
+                with f.for_range(unit, 0, min(plan.length, lp - plan.pad)):
+                    emit_copy(f, (dst, 0), (src, 0), post, plan.length)
+                    f.inc(dst, 4 * post).inc(src, 4)
+            else:
+                emit_copy(f, (dst, 0), (src, 0), min(plan.length, lp - plan.pad) * post)
         for first, units, repeat in plan.chunks():
             with f.for_range(chunk, 0, repeat):
                 f.get(chunk).i32(units).op("i32.mul").i32(first).op("i32.add").set(unit0)
