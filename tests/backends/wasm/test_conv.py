@@ -280,6 +280,32 @@ def test_conv_depthwise_blocks(x_shape: tuple[int, ...], w_shape: tuple[int, ...
     assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
+@pytest.mark.parametrize("x_shape,w_shape", [
+    ((1, 64, 1, 1), (40, 64, 1, 1)),  # 40 outputs: 2 tiles of 16 and one overlapping
+    ((1, 37, 1, 1), (3, 37, 1, 1)),  # fewer outputs than a v128
+    ((2, 24, 1, 1), (21, 24, 1, 1)),  # batch 2
+    ((1, 1100, 1, 1), (20, 1100, 1, 1)),  # K in blocks: no overlapping tile
+    ((1, 16, 1), (33, 16, 1)),  # 1-D
+    ((1, 8, 1, 1, 1), (17, 8, 1, 1, 1)),  # 3-D
+])
+def test_conv_of_one_position_is_one_gemm_row(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
+    """A 1x1 conv of a 1x1 input (squeeze-excite, classifier heads) runs as x^T @ W^T, output channels as columns."""
+    conv_case(x_shape, w_shape)
+    conv_case(x_shape, w_shape, bias=False)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0])), {"x": x})
+
+
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_conv_of_one_position_keeps_compressed_weights_compressed(weights: str) -> None:
+    x = rand(1, 256, 1, 1)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(300, 256, 1, 1), "b": rand(300)})
+    plain, small = convert_onnx(model), convert_onnx(model, weights=weights)
+    assert len(small.wasm) < len(plain.wasm) * 0.7  # W^T packed per column run compresses like W
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))
+
+
 # ---- Winograd F(2x2, 3x3)
 
 WINOGRAD_CASES = [
