@@ -16,6 +16,7 @@ from wasinfer.lowering.window import (
     average_divisors,
     make_window,
     padded_dims,
+    padding_rows,
     tap_nest,
     tap_offsets,
     window_scratch,
@@ -143,6 +144,18 @@ def test_tap_offsets_address_each_tap_in_the_buffer_read(in_dims: tuple[int, ...
     offsets = tap_offsets(win)
     assert offsets.dtype == np.int32
     np.testing.assert_array_equal(offsets, expected)
+
+
+@pytest.mark.parametrize("in_dims,kernel,attrs,expected", [
+    ((2, 9), (5, 5), {"pads": [2, 2, 2, 2]}, 6),  # each of the 2 rows: 3 of 5 kernel rows in the padding
+    ((7, 9), (3, 3), {}, 0),
+    ((12, 10), (3, 3), {"pads": [1, 1, 1, 1]}, 2),  # the first and last rows' outer kernel rows
+    ((10, 13), (3, 3), {"dilations": [2, 3], "pads": [2, 0, 1, 4]}, 3),  # rows 0, 1 above, row 8 below
+    ((9, 8), (5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}, 4),  # 2 for the first row, 2 for the last
+])
+def test_padding_rows_count_kernel_rows_reading_padding(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                        attrs: dict[str, object], expected: int) -> None:
+    assert padding_rows(window(in_dims, kernel, attrs)) == expected
 
 
 @pytest.mark.parametrize("include_pad", [False, True])

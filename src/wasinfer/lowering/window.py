@@ -155,6 +155,13 @@ def tap_offsets(win: Window) -> np.ndarray:
                     dtype=np.int32)
 
 
+def padding_rows(win: Window) -> int:
+    """(output row, kernel row) pairs along axis 0 whose input row lies in the padding: the kernel rows a
+    kernel may skip, over the whole plane."""
+    return sum(not 0 <= r * win.strides[0] - win.pad_begin[0] + k * win.dilations[0] < win.in_dims[0]
+               for r in range(win.out_dims[0]) for k in range(win.kernel[0]))
+
+
 # ---------------------------------------------------------------- pools
 
 def pool_window(node: Node, graph: Graph) -> Window:
@@ -199,5 +206,5 @@ def average_divisors(win: Window, include_pad: bool) -> Divisors:
 
 
 __all__ = ["MAX_UNROLL", "Divisors", "TapNest", "Window", "average_divisors", "make_window", "padded_dims",
-           "pool_scratch", "pool_window", "tap_counts", "tap_nest", "tap_offsets", "window_problems",
+           "padding_rows", "pool_scratch", "pool_window", "tap_counts", "tap_nest", "tap_offsets", "window_problems",
            "window_scratch"]

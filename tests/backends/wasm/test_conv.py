@@ -16,8 +16,10 @@ import wasinfer.lowering.winograd as winograd
 from tests.parity import assert_matches_ort, ort_run, single_op_model
 from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.backends.wasm import UnsupportedModel
+from wasinfer.backends.wasm.emitters.conv import SKIP_WORTH
 from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
 from wasinfer.frontends import load_onnx
+from wasinfer.lowering.window import padding_rows
 from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
@@ -304,6 +306,27 @@ def test_conv_of_one_position_keeps_compressed_weights_compressed(weights: str) 
     assert len(small.wasm) < len(plain.wasm) * 0.7  # W^T packed per column run compresses like W
     got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
     assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 2, 30), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # 2 rows: 3 of 5 kernel rows skipped
+    ((1, 2, 1, 9), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 1 row
+    ((1, 2, 3, 7), (4, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # rows of 2 v128s: 3 rows a block
+    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [4, 1, 0, 1], "group": 2}),  # padding only above; whole padding rows
+    ((1, 2, 4, 16), (2, 1, 3, 3), {"pads": [1, 1, 6, 1], "group": 2}),  # whole padding rows below
+    ((1, 2, 4, 20), (2, 1, 3, 3), {"pads": [3, 1, 3, 1], "group": 2, "dilations": [2, 1]}),
+    ((1, 2, 6, 24), (2, 1, 5, 3), {"pads": [3, 1, 3, 1], "group": 2, "strides": [2, 1]}),
+    ((1, 2, 5, 33), (2, 1, 3, 3), {"pads": [2, 1, 2, 1], "group": 2, "strides": [2, 2]}),
+])
+def test_conv_depthwise_skips_padding_rows(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                           attrs: dict[str, object]) -> None:
+    """Blocks skip the kernel rows that read only padding for all their rows, none when every row reads padding."""
+    graph = load_onnx(single_op_model("Conv", {"x": rand(*x_shape)}, constants={"w": rand(*w_shape)}, **attrs)).graph
+    win = conv.conv_plan(graph.nodes[0], graph).window
+    assert padding_rows(win) >= SKIP_WORTH * win.out_dims[0] * win.kernel[0]
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
 # ---- Winograd F(2x2, 3x3)

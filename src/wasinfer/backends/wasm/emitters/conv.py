@@ -26,7 +26,8 @@ A depthwise conv (one input channel per group) has too little reuse for a GEMM (
 it runs as a weighted sliding window instead, with pool.py's window machinery: each input
 plane is copied once into a zero-padded buffer, and a row's outputs are computed in blocks of
 DEPTHWISE_VECTORS v128s (narrow rows several to a block), each its own accumulator, in a run-time
-loop over the taps (their offsets from a table) that splats one weight per step; at stride 2 a tap's four inputs are
+loop over the taps (their offsets from a table) that splats one weight per step and skips the
+kernel rows reading only padding rows (planes of a few rows); at stride 2 a tap's four inputs are
 picked from two overlapping v128 loads by one shuffle. Rows narrower than 4 outputs and strides
 above 2 go one output per step with every tap unrolled.
 """
@@ -45,6 +46,7 @@ from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm, emi
 from wasinfer.backends.wasm.emitters.pool import (
     Addr,
     Taps,
+    Walk,
     WindowOp,
     emit_copy,
     emit_fill,
@@ -56,7 +58,7 @@ from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.conv import ConvPlan, conv_plan, conv_scratch, packed_weights
 from wasinfer.lowering.layout import row_major
-from wasinfer.lowering.window import Window, tap_offsets, window_problems
+from wasinfer.lowering.window import Window, padding_rows, tap_offsets, window_problems
 
 # v128 outputs per step of a depthwise row, each its own accumulator chain: as many as fit x86-64's 16 SIMD
 # registers with the inputs of one tap (Cranelift loads them all before the arithmetic); at stride 2 each v128
@@ -206,6 +208,9 @@ def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, cha
             axis(0, offset, (pd, index * tile_size * 4), (ps, 0))
 
 
+SKIP_WORTH = 0.05  # share of a depthwise conv's kernel rows reading only padding above which blocks skip them
+
+
 class _Depthwise(WindowOp):
     """y = bias + sum over taps of weight * x, then the fused activation; weights are [M, 1, kernel]."""
 
@@ -228,6 +233,20 @@ class _Depthwise(WindowOp):
         # into a local once per output plane
         pushes = self.vectors == 1 or plan.window.out_dims[-1] < 4
         self.splats = [f.local(V128) for _ in range(self.taps)] if pushes and not taps.loops else []
+        # 2-D and padded along the rows: blocks skip the kernel rows that read only padding rows (a plane of 2
+        # rows with a 5x5 kernel: 3 of 5), where that is at least SKIP_WORTH of the taps (finding them costs a
+        # few instructions per block). `row_in`, the input row of a block's first window, walks with the rows.
+        win = self.win = plan.window
+        self.skips_rows = win.rank == 2 and padding_rows(win) >= SKIP_WORTH * win.out_dims[0] * win.kernel[0]
+        self.row_in, self.row_at = f.local(I32), f.local(I32)
+        self.first_tap, self.end_tap = f.local(I32), f.local(I32)
+
+    def walks(self) -> list[Walk]:
+        return [(self.row_in, (self.win.strides[0], 0))] if self.skips_rows else []
+
+    def start_row(self, starts: list[int]) -> None:
+        if self.skips_rows:
+            self.f.get(starts[1]).set(self.row_at)
 
     def start_plane(self, in_plane: int, out_plane: int) -> None:
         f = self.f
@@ -235,6 +254,8 @@ class _Depthwise(WindowOp):
         f.get(out_plane).get(out_plane).i32(self.out_channels).op("i32.div_u").i32(self.out_channels)
         f.op("i32.mul").op("i32.sub").set(self.channel)
         f.get(self.channel).i32(self.taps * 4).op("i32.mul").i32(self.weights).op("i32.add").set(self.pw)
+        if self.skips_rows:
+            f.i32(-self.win.pad_begin[0]).set(self.row_in)
         if self.bias is None:
             f.f32x4_const(0.0).set(self.bias_v)
         else:
@@ -279,8 +300,12 @@ class _Depthwise(WindowOp):
         accs = self.accs[:len(places)]
         for acc in accs:
             f.get(self.bias_v).set(acc)
-        f.i32(self.offsets).set(self.tap).get(self.pw).set(self.tap_weight)
-        with f.block(), f.block(b"\x03"):
+        self._tap_range(rows)
+        f.get(self.first_tap).i32(4).op("i32.mul").i32(self.offsets).op("i32.add").set(self.tap)
+        f.get(self.first_tap).i32(4).op("i32.mul").get(self.pw).op("i32.add").set(self.tap_weight)
+        f.get(self.end_tap).i32(4).op("i32.mul").i32(self.offsets).op("i32.add").set(self.end_tap)
+        f.get(self.tap).get(self.end_tap).op("i32.lt_u")
+        with f.if_(), f.block(b"\x03"):
             f.get(self.tap_weight).mem("f32.load").op("f32x4.splat").set(self.weight)
             f.get(self.tap).mem("i32.load").get(p).op("i32.add").set(self.at)
             for (source, _), acc in zip(places, accs, strict=True):
@@ -294,11 +319,31 @@ class _Depthwise(WindowOp):
                     load_lanes(f, 4, source)
                 f.get(self.weight).op("f32x4.mul").op("f32x4.add").set(acc)
             f.inc(self.tap, 4).inc(self.tap_weight, 4)
-            f.get(self.tap).i32(self.offsets + 4 * self.taps).op("i32.lt_u").br_if(0)
+            f.get(self.tap).get(self.end_tap).op("i32.lt_u").br_if(0)
         for (_, target), acc in zip(places, accs, strict=True):
             f.get(out).get(acc)
             epilogue(self.ctx, self.node)
             f.mem("v128.store", offset=target)
+
+
+    def _tap_range(self, rows: int) -> None:
+        """first_tap, end_tap: the taps of the kernel rows that read an input row for at least one of the block's
+        `rows` rows (the others read only the zero padding: skipped); every tap when the rows are not padded."""
+        f, win = self.f, self.win
+        if not self.skips_rows:
+            f.i32(0).set(self.first_tap).i32(self.taps).set(self.end_tap)
+            return
+        height, kernel_rows, dilation = win.in_dims[0], win.kernel[0], win.dilations[0]
+        per_row = self.taps // kernel_rows
+        # first kernel row inside for the block's last row: max(0, ceil(-(row_at + (rows - 1) * stride) / d))
+        f.i32(dilation - 1 - (rows - 1) * win.strides[0]).get(self.row_at).op("i32.sub")
+        f.i32(dilation).op("i32.div_s").set(self.first_tap)
+        f.get(self.first_tap).i32(0).get(self.first_tap).i32(0).op("i32.gt_s").op("select")
+        f.i32(per_row).op("i32.mul").set(self.first_tap)
+        # end for the block's first row: min(kernel rows, ceil((height - row_at) / d)), below 0 as 0
+        f.i32(height + dilation - 1).get(self.row_at).op("i32.sub").i32(dilation).op("i32.div_s").set(self.end_tap)
+        f.get(self.end_tap).i32(kernel_rows).get(self.end_tap).i32(kernel_rows).op("i32.lt_s").op("select")
+        f.i32(per_row).op("i32.mul").set(self.end_tap)
 
 
 def _emit_depthwise(ctx: Ctx, node: Node, plan: ConvPlan) -> None:
