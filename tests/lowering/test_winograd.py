@@ -159,3 +159,43 @@ def test_axis_chunks_cover_every_unit_once_within_the_budget(in_dims: tuple[int,
     units = [first + chunk * count + u for first, count, repeat in plan.chunks()
              for chunk in range(repeat) for u in range(count)]
     assert units == list(range(plan.pre * plan.tiles))
+
+
+# ---- F(4x4, 3x3)
+
+def test_44_transformed_weights_give_the_direct_convolution() -> None:
+    """A^T [U[c] . (B^T d B)] A summed over channels equals the 4x4 correlation of a 6x6 patch d with g."""
+    rng = np.random.default_rng(2)
+    out_channels, channels = 5, 3
+    plan = winograd.winograd_44_plan(window(16, 16), channels, out_channels)
+    g = rng.standard_normal((out_channels, channels, 3, 3)).astype(np.float32)
+    d = rng.standard_normal((channels, 6, 6))
+    packed = plan.transformed_weights(g)
+    assert packed.shape == (36, -(-out_channels // PANEL), channels, PANEL)
+    u = packed.transpose(0, 1, 3, 2).reshape(36, -1, channels)[:, :out_channels]
+    at, _, bt = plan.matrices()
+    assert np.array_equal(bt, np.round(bt))  # B^T, applied at run time, is exact in float32
+    for m in range(out_channels):
+        got = sum(at @ (u[:, m, c].reshape(6, 6) * (bt @ d[c] @ bt.T)) @ at.T for c in range(channels))
+        direct = np.array([[sum((g[m, c] * d[c, i:i + 3, j:j + 3]).sum() for c in range(channels))
+                            for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_h,out_w,applies", [(16, 16, True), (52, 52, True), (9, 30, True), (80, 120, True),
+                                                 (14, 14, False), (20, 20, False), (3, 64, False)])
+def test_44_where_rows_fill_groups_of_16(out_h: int, out_w: int, applies: bool) -> None:
+    assert winograd.fits_4x4(window(out_h, out_w)) == applies
+
+
+@pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(52, 52, 96, 96), (80, 120, 96, 24), (9, 30, 4, 4)])
+def test_44_runs_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, channels: int,
+                                                        out_channels: int) -> None:
+    plan = winograd.winograd_44_plan(window(out_h, out_w), channels, out_channels)
+    assert 4 * plan.tile_rows >= out_h > 4 * (plan.tile_rows - 1) and plan.last_rows == out_h - 4 * (plan.tile_rows - 1)
+    assert 16 * plan.groups >= out_w > 16 * (plan.groups - 1) and plan.last_columns == out_w - 16 * (plan.groups - 1)
+    assert plan.chunk_rows == 1 or 4 * 36 * (channels + out_channels) * plan.chunk_columns <= winograd.CHUNK_BYTES
+    rows = [first + chunk * count + r for first, count, repeat in plan.runs() for chunk in range(repeat)
+            for r in range(count)]
+    assert rows == list(range(plan.tile_rows))
+    assert 4 * plan.phase_length >= 16 * plan.groups + 2  # a last group's patches read 16 * groups + 2 columns

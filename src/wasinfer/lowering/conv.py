@@ -25,11 +25,14 @@ from wasinfer.lowering.gemm import pack_panels
 from wasinfer.lowering.window import Window, make_window, window_scratch
 from wasinfer.lowering.winograd import (
     Winograd1dPlan,
+    Winograd44Plan,
     WinogradAxisPlan,
     WinogradPlan,
     fits,
     fits_1d,
+    fits_4x4,
     winograd_1d_plan,
+    winograd_44_plan,
     winograd_plan,
 )
 
@@ -83,7 +86,10 @@ class ConvPlan:
                 runs.append((lo, hi, 1, inside))
         return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
 
-    def winograd_plan(self) -> WinogradPlan:
+    def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
+        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs, else F(2x2, 3x3)."""
+        if fits_4x4(self.window):
+            return winograd_44_plan(self.window, self.channels, self.out_channels)
         return winograd_plan(self.window, self.channels, self.out_channels)
 
     def winograd_1d_plan(self) -> Winograd1dPlan | WinogradAxisPlan:

@@ -6,6 +6,10 @@ sample, the zero-padded input P [C, Hp, Wp], the transformed input V [16, C, til
 CHUNK_BYTES. The weights are transformed (U = G g G^T) and packed in the GEMM's panels at
 compile time, which is why compressed (int8 / fp16) weights rule it out: U (16/9 as many
 values) would have to be stored as float32. Rendering: backends/wasm/emitters/conv_winograd.py.
+
+Rows of at least 16 outputs run as F(4x4, 3x3) instead (`Winograd44Plan`, 36 GEMMs for 4x4 tiles: 2.25
+multiplies per output instead of 4), and convolutions along one axis as F(4, 3) / F(4, 5)
+(`Winograd1dPlan`, `WinogradAxisPlan`); their transforms come from `toom_cook`.
 """
 
 from __future__ import annotations
@@ -82,6 +86,94 @@ def winograd_plan(win: Window, channels: int, out_channels: int) -> WinogradPlan
     return WinogradPlan(channels, out_channels, th, tw, chunk)
 
 
+@dataclass(frozen=True)
+class Winograd44Plan:
+    """F(4x4, 3x3) (Lavin & Gray's F(2x2, 3x3) with tiles of 4x4 outputs from 6x6 inputs: 36 multiplies per 16
+    outputs instead of 16 per 4), per sample. Tile columns are rounded up to groups of 4 (one tile per lane). P
+    [C, padded rows, 4, phase_length] holds the zero-padded input de-interleaved by column phase (padded[4j + p]
+    at [p, j]), so element (a, b) of a group's 4 patches is one v128 load; V [36, C, chunk] and M [36, M, chunk]
+    hold one chunk of tile rows; R is one row of a last group's 16 outputs."""
+
+    channels: int
+    out_channels: int
+    out_dims: tuple[int, int]
+    chunk_rows: int  # tile rows per chunk
+
+    @property
+    def tile_rows(self) -> int:
+        return -(-self.out_dims[0] // 4)
+
+    @property
+    def groups(self) -> int:
+        """Groups of 4 tiles (16 output columns) per tile row."""
+        return -(-self.out_dims[1] // 16)
+
+    @property
+    def last_columns(self) -> int:
+        return self.out_dims[1] - 16 * (self.groups - 1)
+
+    @property
+    def last_rows(self) -> int:
+        return self.out_dims[0] - 4 * (self.tile_rows - 1)
+
+    @property
+    def padded_rows(self) -> int:
+        return 4 * self.tile_rows + 2
+
+    @property
+    def phase_length(self) -> int:
+        return 4 * self.groups + 1
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * self.padded_rows * 4 * self.phase_length
+
+    @property
+    def chunk_columns(self) -> int:
+        """GEMM columns of a whole chunk: its tiles."""
+        return self.chunk_rows * 4 * self.groups
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 4 * 36 * self.channels * self.chunk_columns
+
+    @property
+    def r_offset(self) -> int:
+        return self.m_offset + 4 * 36 * self.out_channels * self.chunk_columns
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.r_offset + 4 * 16
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(first tile row, tile rows per chunk, chunks): whole chunks in a loop, then the tile rows left."""
+        whole, rest = divmod(self.tile_rows, self.chunk_rows)
+        runs = [(0, self.chunk_rows, whole)] if whole else []
+        return [*runs, (whole * self.chunk_rows, rest, 1)] if rest else runs
+
+    @staticmethod
+    def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(4, 3, POINTS_1D[3])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        """U[6i + j] = (G g G^T)[i, j], each [M, C] in the GEMM's panels, stacked."""
+        g = self.matrices()[1]
+        u = np.einsum("ia,mcab,jb->ijmc", g, weights.astype(np.float64), g).astype(np.float32)
+        return np.stack([pack_panels(u[i, j]) for i in range(6) for j in range(6)])
+
+
+def fits_4x4(win: Window) -> bool:
+    """Where F(2x2, 3x3) fits, F(4x4, 3x3) too when rows are at least 16 outputs wide and rounding them up to
+    groups of 16 computes at most a third more than they keep."""
+    return win.out_dims[1] >= 16 and 3 * 16 * -(-win.out_dims[1] // 16) <= 4 * win.out_dims[1] and win.out_dims[0] >= 4
+
+
+def winograd_44_plan(win: Window, channels: int, out_channels: int) -> Winograd44Plan:
+    groups = -(-win.out_dims[1] // 16)
+    chunk = max(1, min(-(-win.out_dims[0] // 4), CHUNK_BYTES // (4 * 36 * (channels + out_channels) * 4 * groups)))
+    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk)
+
+
 def tile_groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
     """Groups of 4 tiles in a tile row: how many lead it with the same code (a run-time loop), and the
     first tiles of the rest: a last partial group overlapping the one before, or (with `wo`, an odd
@@ -124,7 +216,13 @@ def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np
         rows = [[float(p) ** k for k in range(columns)] for p in points]
         return np.array([*rows, [0.0] * (columns - 1) + [1.0]])
 
-    return evaluation(n).T, evaluation(r), np.linalg.inv(evaluation(a)).T
+    bt, g = np.linalg.inv(evaluation(a)).T, evaluation(r)
+    # each row of B^T scaled to small integers (and G's row by the inverse): B^T runs on the data in float32 at
+    # run time, exactly; G runs once on the weights in float64
+    for i, row in enumerate(bt):
+        scale = next(k for k in range(1, 10_000) if np.allclose(row * k, np.round(row * k), atol=1e-9))
+        bt[i], g[i] = np.round(row * scale), g[i] / scale
+    return evaluation(n).T, g, bt
 
 
 @dataclass(frozen=True)
@@ -317,5 +415,6 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
 
 
 __all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D",
-           "Winograd1dPlan", "WinogradAxisPlan", "WinogradPlan", "conv_axis", "fits", "fits_1d", "tile_groups",
-           "toom_cook", "transformed_weights", "transformed_weights_1d", "winograd_1d_plan", "winograd_plan"]
+           "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan", "WinogradPlan", "conv_axis", "fits", "fits_1d",
+           "fits_4x4", "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d",
+           "winograd_1d_plan", "winograd_44_plan", "winograd_plan"]

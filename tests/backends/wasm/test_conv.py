@@ -363,6 +363,42 @@ def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...]
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 
+WINOGRAD_44_CASES = [
+    ((1, 4, 10, 16), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 10 rows: a last tile row of 2; one whole group
+    ((1, 5, 11, 32), (6, 5, 3, 3), {}),  # 9 rows: a last tile row of 1; 30 columns: a last group of 14
+    ((2, 3, 8, 24), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding, a last group of 8
+    ((1, 2, 6, 47), (4, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one, 47 columns
+    ((1, 3, 12, 24), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_44_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_4x4(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                           bias: bool) -> None:
+    """F(4x4, 3x3) where rows are 16 outputs or more: partial last tile rows and groups, padding, batch."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph)
+    assert plan.winograd and isinstance(plan.winograd_plan(), winograd.Winograd44Plan)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+def test_conv_winograd_4x4_chunks_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 tile rows in chunks of 2 (a loop of one, then the row left); 40 channels: the GEMMs run in K blocks."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 36 * (40 + 6) * 4 * 2 * 2)
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)
+    x = rand(1, 40, 12, 30)
+    model = conv_then("Clip", x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(plan, winograd.Winograd44Plan) and plan.chunk_rows == 2 and len(plan.runs()) == 2
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
 @pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
 def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)

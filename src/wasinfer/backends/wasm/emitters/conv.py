@@ -14,7 +14,8 @@ the GEMM reads it from cache; tiles that read no padding along that axis share o
 code in a run-time loop.
 
 A 3x3 stride-1 conv with constant weights and at least 2 input and 4 output channels runs as
-Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the same GEMM. Not
+Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the same GEMM; F(4x4, 3x3),
+4x fewer, where rows are at least 16 outputs wide. Not
 when the weights are stored compressed (int8 / fp16): the transformed weights (16/9 as many)
 would have to be stored as float32.
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.activation import epilogue
-from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd, emit_winograd_1d
+from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd, emit_winograd_1d, emit_winograd_44
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm, emit_gemm
 from wasinfer.backends.wasm.emitters.pool import (
     Addr,
@@ -59,6 +60,7 @@ from wasinfer.ir import Graph, Node
 from wasinfer.lowering.conv import ConvPlan, conv_plan, conv_scratch, packed_weights
 from wasinfer.lowering.layout import row_major
 from wasinfer.lowering.window import Window, padding_rows, tap_offsets, window_problems
+from wasinfer.lowering.winograd import Winograd44Plan
 
 # v128 outputs per step of a depthwise row, each its own accumulator chain: as many as fit x86-64's 16 SIMD
 # registers with the inputs of one tap (Cranelift loads them all before the arithmetic); at stride 2 each v128
@@ -97,7 +99,11 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
         _emit_depthwise(ctx, node, plan)
         return
     if plan.winograd:
-        emit_winograd(ctx, node, plan.window, plan.batch, plan.winograd_plan())
+        winograd_plan = plan.winograd_plan()
+        if isinstance(winograd_plan, Winograd44Plan):
+            emit_winograd_44(ctx, node, plan.window, plan.batch, winograd_plan)
+        else:
+            emit_winograd(ctx, node, plan.window, plan.batch, winograd_plan)
         return
     if plan.winograd_1d:
         emit_winograd_1d(ctx, node, plan.batch, plan.winograd_1d_plan())

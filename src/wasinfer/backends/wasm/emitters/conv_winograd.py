@@ -1,4 +1,4 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): 2.25x fewer multiplies; 1-D ones by F(4, r).
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) or F(4x4, 3x3); 1-D ones by F(4, r).
 
 Each 2x2 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, with d the tile's 4x4
 input patch and g the 3x3 kernel (Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -18,6 +18,11 @@ A tile row whose tile count is not a multiple of 4 ends with a group overlapping
 one (identical values written twice); an odd output width or height crops the last column or row.
 F(2x2, 3x3)'s transforms use only 0, +-1 and +-0.5, so results stay within float32 rounding
 of the direct sum (ONNX Runtime's own tolerance tests hold).
+
+Rows of at least 16 outputs run as F(4x4, 3x3) (`emit_winograd_44`): 6x6 patches, 36 GEMMs, 2.25
+multiplies per output instead of F(2x2, 3x3)'s 4, the input de-interleaved by column phase so a patch
+element of 4 tiles is one v128 load. Its B^T holds small integers (4, 5) and G the fractions (applied
+to the weights in float64), which puts results about 1e-5 of the largest output from the direct sum.
 
 When a conv qualifies, its tiles and chunks, the scratch layout and the transformed weights are
 planned in lowering/winograd.py; this module renders that plan.
@@ -50,6 +55,7 @@ from wasinfer.lowering.window import Window
 from wasinfer.lowering.winograd import (
     TILE_1D,
     Winograd1dPlan,
+    Winograd44Plan,
     WinogradAxisPlan,
     WinogradPlan,
     tile_groups,
@@ -480,3 +486,149 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
             with f.for_range(chunk, 0, repeat):
                 f.get(chunk).i32(units).op("i32.mul").i32(first).op("i32.add").set(unit0)
                 run_chunk(units)
+
+
+def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winograd44Plan) -> None:
+    """F(4x4, 3x3) (lowering/winograd.py `Winograd44Plan`), per sample:
+
+    1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase),
+       so that patch element (a, b) of a group of 4 tiles is one v128 load;
+    then per chunk of tile rows:
+    2. input transform, V[6i + j, c, t] = (B^T d B)[i, j], 4 tiles per v128 (B^T's entries are small integers);
+    3. the 36 GEMMs, M[xi] = U[xi] @ V[xi], in a run-time loop over xi;
+    4. per output channel, tile row and group: (A^T m A) + bias and the fused activation, 4x4 outputs of 4 tiles;
+       each output row's 4 v128s transposed into 16 consecutive outputs, stored into Y. A last tile row stores
+       only the rows that exist and a last group, when fewer of its columns exist, goes through R and a short
+       copy (run-time tests)."""
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    at, _, bt = plan.matrices()
+    channels, out_channels, groups = plan.channels, plan.out_channels, plan.groups
+    (h, w), (ho, wo) = win.in_dims, win.out_dims
+    hp, span = plan.padded_rows, plan.phase_length
+    p_base = ctx.scratch_addr
+    v_base, m_base, r_base = p_base + plan.v_offset, p_base + plan.m_offset, p_base + plan.r_offset
+    table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, row, group, src, dst, xi, pu, pv, pm, chunk, row0, line = (f.local(I32) for _ in range(13))
+    d = [[f.local(V128) for _ in range(6)] for _ in range(6)]
+    t = [[f.local(V128) for _ in range(6)] for _ in range(6)]
+    bias_v, out = f.local(V128), [[f.local(V128) for _ in range(4)] for _ in range(4)]
+    top, left = win.pad_begin
+
+    def run_chunk(rows: int) -> None:
+        """The chunk of `rows` tile rows from tile row `row0` (a local): steps 2-4."""
+        columns = rows * 4 * groups  # GEMM columns: the chunk's tiles
+        # 2. V[xi, c, (row, 4g..4g+3)]: d[a][b] = P[c, 4 * (row0 + row) + a, b % 4, 4g + b // 4 ...]
+        with f.for_range(c, 0, channels), f.for_range(row, 0, rows):
+            f.get(c).i32(hp).op("i32.mul").get(row0).get(row).op("i32.add").i32(4).op("i32.mul").op("i32.add")
+            f.i32(4 * 4 * span).op("i32.mul").i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
+            f.i32(4).op("i32.mul").i32(v_base).op("i32.add").set(dst)
+            with f.for_range(group, 0, groups):
+                for a in range(6):
+                    for b in range(6):
+                        f.get(src).mem("v128.load", offset=4 * ((4 * a + b % 4) * span + b // 4)).set(d[a][b])
+                for i in range(6):  # t = B^T d, column by column
+                    for b in range(6):
+                        _combine(ctx, bt[i], [d[a][b] for a in range(6)])
+                        f.set(t[i][b])
+                for i in range(6):  # V = t B, row by row
+                    for j in range(6):
+                        f.get(dst)
+                        _combine(ctx, bt[j], t[i])
+                        f.mem("v128.store", offset=4 * (6 * i + j) * channels * columns)
+                f.inc(src, 16).inc(dst, 16)
+        # 3. M[xi] = U[xi] @ V[xi]
+        with f.for_range(xi, 0, 36):
+            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        # 4. Y[sample, m, 4 * (row0 + row) + j, 16g ...]
+        with f.for_range(c, 0, out_channels):
+            if bias is None:
+                f.f32x4_const(0.0).set(bias_v)
+            else:
+                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            with f.for_range(row, 0, rows):
+                f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
+                f.i32(4).op("i32.mul").i32(m_base).op("i32.add").set(src)
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(ho).op("i32.mul")
+                f.get(row0).get(row).op("i32.add").i32(4).op("i32.mul").op("i32.add").i32(4 * wo).op("i32.mul")
+                f.i32(y).op("i32.add").set(dst)
+                with f.for_range(group, 0, groups):
+                    _output_tiles_44(ctx, node, plan, at, src, bias_v, d, t, out, columns)
+                    for j in range(4):
+                        _store_row_44(ctx, plan, out[j], d[0][:2], j, dst, row0, row, group, line, r_base)
+                    f.inc(src, 16).inc(dst, 64)
+
+    with f.for_range(sample, 0, batch):
+        # 1. P[c, top + i, p, j] = x[sample, c, i, 4j + p - left] inside the input, zeros elsewhere
+        f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
+        with f.for_range(c, 0, channels), f.for_range(row, 0, h):
+            f.get(sample).i32(channels).op("i32.mul").get(c).op("i32.add").i32(h).op("i32.mul").get(row)
+            f.op("i32.add").i32(4 * w).op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(c).i32(hp).op("i32.mul").get(row).op("i32.add").i32(4 * 4 * span).op("i32.mul")
+            f.i32(p_base + 4 * top * 4 * span).op("i32.add").set(dst)
+            for p in range(4):
+                lo = max(0, -(-(left - p) // 4))  # j with 0 <= 4j + p - left < w
+                hi = min(span, -(-(w + left - p) // 4))
+                if hi > lo:
+                    emit_copy(f, (dst, 4 * (p * span + lo)), (src, 4 * (4 * lo + p - left)), hi - lo, 4)
+        for first, rows, repeat in plan.runs():
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(rows).op("i32.mul").i32(first).op("i32.add").set(row0)
+                run_chunk(rows)
+
+
+def _output_tiles_44(ctx: Ctx, node: Node, plan: Winograd44Plan, at: np.ndarray, src: int, bias_v: int,
+                     m: list[list[int]], s: list[list[int]], out: list[list[int]], columns: int) -> None:
+    """out[j][k] = (A^T M A)[j, k] + bias, activated, for the 4 tiles whose M columns `src` points at."""
+    f = ctx.f
+    for a in range(6):
+        for b in range(6):
+            f.get(src).mem("v128.load", offset=4 * (6 * a + b) * plan.out_channels * columns).set(m[a][b])
+    for j in range(4):  # s = A^T M, column by column
+        for b in range(6):
+            _combine(ctx, at[j], [m[a][b] for a in range(6)])
+            f.set(s[j][b])
+    for j in range(4):
+        for k in range(4):
+            _combine(ctx, at[k], s[j])
+            f.get(bias_v).op("f32x4.add")
+            epilogue(ctx, node)
+            f.set(out[j][k])
+
+
+def _store_row_44(ctx: Ctx, plan: Winograd44Plan, row: list[int], pair: list[int], j: int, dst: int, row0: int,
+                  tile_row: int, group: int, line: int, r_base: int) -> None:
+    """Output row j of 4 tiles (row[k]: column k of each tile) transposed into 16 consecutive outputs from
+    `dst` + j rows; only where that row exists, and only the existing columns of a last group."""
+    f = ctx.f
+    wo = plan.out_dims[1]
+
+    def store(at: int, offset: int) -> None:
+        for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
+            f.get(row[0]).get(row[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[0])
+            f.get(row[2]).get(row[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[1])
+            for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
+                f.get(at).get(pair[0]).get(pair[1]).shuffle32(lanes)
+                f.mem("v128.store", offset=offset + 16 * (2 * half + k))
+
+    if j >= plan.last_rows:  # row 4 * tile row + j exists unless this is the last tile row
+        f.get(row0).get(tile_row).op("i32.add").i32(plan.tile_rows - 1).op("i32.ne")
+    with f.if_() if j >= plan.last_rows else nullcontext():
+        if plan.last_columns == 16:
+            store(dst, 4 * j * wo)
+        else:
+            f.get(group).i32(plan.groups - 1).op("i32.eq")
+            with f.if_():  # a last group: only its first columns exist
+                f.i32(r_base).set(line)
+                store(line, 0)
+                emit_copy(f, (dst, 4 * j * wo), (line, 0), plan.last_columns)
+                f.else_()
+                store(dst, 4 * j * wo)
