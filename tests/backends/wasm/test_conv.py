@@ -253,9 +253,9 @@ def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: t
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs", [
-    ((1, 3, 4, 24), (3, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # one block of 6 v128s per row
-    ((1, 2, 3, 61), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 2 blocks, 2 v128s, 1 overlapping
-    ((1, 2, 5, 7), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 1 v128 and 1 overlapping, multiplier 2
+    ((1, 3, 4, 24), (3, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # 6 v128s a row: a block of 4, one of 2
+    ((1, 2, 3, 61), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 3 blocks, then 3 v128s + 1 overlapping
+    ((1, 2, 5, 7), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 2 overlapping v128s a row, multiplier 2
     ((1, 2, 5, 3), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3: one output at a time
     ((1, 2, 6, 40), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 16 + 4
     ((1, 2, 5, 45), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2, "strides": [2, 2]}),  # 23: 16, 4, overlap
@@ -264,10 +264,10 @@ def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: t
     ((2, 2, 4, 30), (2, 1, 1, 9), {"pads": [0, 4, 0, 4], "group": 2}),  # batch 2, one kernel row
     ((1, 2, 3, 90), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2}),  # 81 taps: more than unrolled
     ((1, 2, 6, 27), (2, 1, 3, 3), {"group": 2, "strides": [1, 3]}),  # stride 3: one output at a time
-    ((1, 2, 4, 26), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 24 + 2: the last block backs up 2
-    ((1, 3, 8, 7), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # rows of 2 v128s: 3 rows a block, 2 left
-    ((1, 2, 9, 4), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 1 v128: 6 rows a block, 3 left
-    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3 v128s: 2 rows a block, 1 left
+    ((1, 2, 4, 18), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 16 + 2: the last block backs up 2
+    ((1, 3, 9, 7), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # rows of 2 v128s: 2 rows a block, 1 left
+    ((1, 2, 11, 4), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 1 v128: 4 rows a block, 3 left
+    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3 v128s: one row a block
     ((1, 2, 2, 5), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 2 rows, fewer than a block holds
     ((1, 2, 11, 17), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 9 wide
     ((1, 2, 3, 6, 6), (2, 1, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1], "group": 2}),  # 3-D: row blocks per plane
@@ -311,7 +311,7 @@ def test_conv_of_one_position_keeps_compressed_weights_compressed(weights: str) 
 @pytest.mark.parametrize("x_shape,w_shape,attrs", [
     ((1, 3, 2, 30), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # 2 rows: 3 of 5 kernel rows skipped
     ((1, 2, 1, 9), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 1 row
-    ((1, 2, 3, 7), (4, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # rows of 2 v128s: 3 rows a block
+    ((1, 2, 3, 7), (4, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # rows of 2 v128s: 2 rows a block, 1 left
     ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [4, 1, 0, 1], "group": 2}),  # padding only above; whole padding rows
     ((1, 2, 4, 16), (2, 1, 3, 3), {"pads": [1, 1, 6, 1], "group": 2}),  # whole padding rows below
     ((1, 2, 4, 20), (2, 1, 3, 3), {"pads": [3, 1, 3, 1], "group": 2, "dilations": [2, 1]}),
