@@ -282,20 +282,27 @@ def test_conv_depthwise_blocks(x_shape: tuple[int, ...], w_shape: tuple[int, ...
     assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
-@pytest.mark.parametrize("x_shape,w_shape", [
-    ((1, 64, 1, 1), (40, 64, 1, 1)),  # 40 outputs: 2 tiles of 16 and one overlapping
-    ((1, 37, 1, 1), (3, 37, 1, 1)),  # fewer outputs than a v128
-    ((2, 24, 1, 1), (21, 24, 1, 1)),  # batch 2
-    ((1, 1100, 1, 1), (20, 1100, 1, 1)),  # K in blocks: no overlapping tile
-    ((1, 16, 1), (33, 16, 1)),  # 1-D
-    ((1, 8, 1, 1, 1), (17, 8, 1, 1, 1)),  # 3-D
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 64, 1, 1), (40, 64, 1, 1), {}),  # 40 outputs: 2 tiles of 16 and one overlapping
+    ((1, 37, 1, 1), (3, 37, 1, 1), {}),  # fewer outputs than a v128
+    ((2, 24, 1, 1), (21, 24, 1, 1), {}),  # batch 2
+    ((1, 1100, 1, 1), (20, 1100, 1, 1), {}),  # K in blocks: no overlapping tile
+    ((1, 16, 1), (33, 16, 1), {}),  # 1-D
+    ((1, 8, 1, 1, 1), (17, 8, 1, 1, 1), {}),  # 3-D
+    ((1, 16, 3, 3), (40, 16, 3, 3), {}),  # a 3x3 kernel over a 3x3 input: its im2col column
+    ((2, 8, 1, 1), (24, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # batch 2, every tap but the centre in the padding
+    ((3, 64, 1), (20, 64, 3), {"pads": [1, 1]}),  # a sequence of one step (Silero VAD's)
+    ((1, 8, 5, 5), (12, 8, 3, 3), {"strides": [3, 3]}),
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"dilations": [2, 2]}),
 ])
-def test_conv_of_one_position_is_one_gemm_row(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
-    """A 1x1 conv of a 1x1 input (squeeze-excite, classifier heads) runs as x^T @ W^T, output channels as columns."""
-    conv_case(x_shape, w_shape)
-    conv_case(x_shape, w_shape, bias=False)
+def test_conv_of_one_position_is_one_gemm_row(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                              attrs: dict[str, object]) -> None:
+    """A conv with one output position (squeeze-excite, classifier heads) runs as col^T @ W^T, output channels as
+    columns, col the input itself or its one im2col column."""
+    conv_case(x_shape, w_shape, **attrs)
+    conv_case(x_shape, w_shape, bias=False, **attrs)
     x = rand(*x_shape)
-    assert_matches_ort(conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0])), {"x": x})
+    assert_matches_ort(conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
 @pytest.mark.parametrize("weights", ["fp16", "int8"])

@@ -7,8 +7,8 @@ offset the output range that reads inside the input is known at compile time: th
 carry no bounds checks, padding becomes explicit zero runs, and unit-stride rows are one
 memory.copy (or a few v128 moves). Which way a conv runs, its tiles of output rows and its
 packed weights are planned in lowering/conv.py; this module renders the plan. A 1x1,
-stride-1, unpadded conv needs no column buffer: B is the input itself; of a 1x1 input
-(squeeze-excite, classifier heads) it runs as one GEMM row, x^T @ W^T. The column buffer is
+stride-1, unpadded conv needs no column buffer: B is the input itself. A conv with one output
+position (squeeze-excite, classifier heads) runs as one GEMM row, col^T @ W^T. The column buffer is
 built and multiplied in tiles of output rows (spatial axis 0) of about COLUMN_BUDGET bytes, so
 the GEMM reads it from cache; tiles that read no padding along that axis share one copy of the
 code in a run-time loop.
@@ -113,7 +113,7 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
         return
     win = plan.window
     in_size, positions = math.prod(win.in_dims), math.prod(win.out_dims)
-    if plan.direct and positions == 1 and plan.groups == 1 and ctx.const(node.inputs[1]) is not None:
+    if positions == 1 and plan.groups == 1 and ctx.const(node.inputs[1]) is not None:
         _emit_one_position(ctx, node, plan)
         return
     group_in, group_out, k_size = plan.channels // plan.groups, plan.out_channels // plan.groups, plan.k_size
@@ -158,23 +158,29 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
 
 
 def _emit_one_position(ctx: Ctx, node: Node, plan: ConvPlan) -> None:
-    """A 1x1 conv of a 1x1 input (squeeze-excite, classifier heads) is a matrix-vector product: the GEMM's
-    Y[M, 1] = W @ x would be one column wide, a scalar tile per 4 rows. Transposed, Y^T[1, M] = x^T @ W^T is one
-    row of M columns: the GEMM's single-row tiles, 16 columns (output channels) per 4 v128 accumulators, with
-    W^T as a constant B packed per column run at compile time and the bias per column."""
+    """A conv with one output position (squeeze-excite and classifier 1x1 convs, a kernel over a sequence of one
+    step) is a matrix-vector product: the GEMM's Y[M, 1] = W @ col would be one column wide, a scalar tile per 4
+    rows. Transposed, Y^T[1, M] = col^T @ W^T is one row of M columns: the GEMM's single-row tiles, 16 columns
+    (output channels) per 4 v128 accumulators, with W^T as a constant B packed per column run at compile time and
+    the bias per column. col is the input itself for a 1x1 unpadded conv, else its one im2col column."""
     f = ctx.f
     weights = ctx.const(node.inputs[1])
     assert weights is not None
-    b = weights.astype(np.float32).reshape(plan.out_channels, plan.channels).T
+    b = weights.astype(np.float32).reshape(plan.out_channels, plan.k_size).T
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
     sample, px, py = f.local(I32), f.local(I32), f.local(I32)
     with f.for_range(sample, 0, plan.batch):
-        f.get(sample).i32(plan.channels * 4).op("i32.mul").i32(x).op("i32.add").set(px)
+        f.get(sample).i32(plan.channels * math.prod(plan.window.in_dims) * 4).op("i32.mul").i32(x).op("i32.add")
+        f.set(px)
         f.get(sample).i32(plan.out_channels * 4).op("i32.mul").i32(y).op("i32.add").set(py)
+        a = Operand(("local", px), plan.k_size, 1)
+        if not plan.direct:
+            _im2col(ctx, plan.window, (0, 1), px, ctx.scratch_addr, plan.channels)
+            a = Operand(ctx.scratch_addr, plan.k_size, 1)
         bias = Operand(ctx.addr(node.inputs[2]), 0, 1) if has_bias else None
-        emit_gemm(ctx, 1, plan.out_channels, plan.channels, Operand(("local", px), plan.channels, 1), b,
-                  Operand(("local", py), plan.out_channels, 1), bias, node=node)
+        emit_gemm(ctx, 1, plan.out_channels, plan.k_size, a, b, Operand(("local", py), plan.out_channels, 1), bias,
+                  node=node)
 
 
 def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, channels: int) -> None:
