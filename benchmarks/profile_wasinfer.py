@@ -62,8 +62,6 @@ from wasinfer.artifact.metadata import Metadata, read_metadata
 from wasinfer.frontends import load_onnx
 from wasinfer.ir import Graph, Node
 from wasinfer.passes import fold_batchnorm, fold_constants, fuse_activations
-from wasinfer.passes.control import settle
-from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.shapes import fold_static_values
 from wasinfer.runtime.wasm import CompiledCache, WasmModel, make_engine
 
@@ -193,8 +191,6 @@ def profile_nodes(model: BenchModel, top: int) -> None:
     graph = load_onnx(model.path, {k: v.shape for k, v in model.feeds.items()}).graph
     fold_static_values(graph)
     fold_constants(graph)
-    settle(graph)  # as convert: values typed once their shapes folded (a Reshape's target), refolded
-    lower_einsums(graph)
     fold_batchnorm(graph)
     fuse_activations(graph)
     groups: dict[str, list[Node]] = {}
