@@ -16,7 +16,9 @@ from wasinfer.lowering.window import (
     average_divisors,
     make_window,
     padded_dims,
+    padding_rows,
     tap_nest,
+    tap_offsets,
     window_scratch,
 )
 
@@ -128,6 +130,32 @@ def test_tap_nest_unrolls_at_most_max_unroll_taps(kernel: tuple[int, ...], loope
         index = sum(i * step for i, (_, _, step) in zip(outer, nest.loops, strict=True))
         got |= {(base + offset, index + tap_index) for offset, tap_index in nest.unrolled}
     assert got == expected
+
+
+@pytest.mark.parametrize("in_dims,kernel,attrs", WINDOWS)
+def test_tap_offsets_address_each_tap_in_the_buffer_read(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                         attrs: dict[str, object]) -> None:
+    """Tap t of the window at output 0 reads buffer element (sum over axes of t * dilation * row stride):
+    the table lists them in row-major kernel order, the order of a depthwise weight's taps."""
+    win = window(in_dims, kernel, attrs)
+    buffer = np.arange(math.prod(padded_dims(win) or in_dims)).reshape(padded_dims(win) or in_dims)
+    starts = tuple(slice(0, (k - 1) * d + 1, d) for k, d in zip(kernel, win.dilations, strict=True))
+    expected = buffer[starts].reshape(-1) * 4
+    offsets = tap_offsets(win)
+    assert offsets.dtype == np.int32
+    np.testing.assert_array_equal(offsets, expected)
+
+
+@pytest.mark.parametrize("in_dims,kernel,attrs,expected", [
+    ((2, 9), (5, 5), {"pads": [2, 2, 2, 2]}, 6),  # each of the 2 rows: 3 of 5 kernel rows in the padding
+    ((7, 9), (3, 3), {}, 0),
+    ((12, 10), (3, 3), {"pads": [1, 1, 1, 1]}, 2),  # the first and last rows' outer kernel rows
+    ((10, 13), (3, 3), {"dilations": [2, 3], "pads": [2, 0, 1, 4]}, 3),  # rows 0, 1 above, row 8 below
+    ((9, 8), (5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}, 4),  # 2 for the first row, 2 for the last
+])
+def test_padding_rows_count_kernel_rows_reading_padding(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                        attrs: dict[str, object], expected: int) -> None:
+    assert padding_rows(window(in_dims, kernel, attrs)) == expected
 
 
 @pytest.mark.parametrize("include_pad", [False, True])

@@ -8,7 +8,15 @@ import pytest
 import wasinfer.lowering.winograd as winograd
 from wasinfer.lowering.gemm import PANEL
 from wasinfer.lowering.window import Window
-from wasinfer.lowering.winograd import tile_groups, transformed_weights, winograd_plan
+from wasinfer.lowering.winograd import (
+    POINTS_1D,
+    TILE_1D,
+    tile_groups,
+    toom_cook,
+    transformed_weights,
+    winograd_1d_plan,
+    winograd_plan,
+)
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)  # B^T
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)  # A^T
@@ -70,3 +78,124 @@ def test_tile_groups_cover_the_row_once_and_stop_at_an_odd_width(tw: int, wo: in
     assert covered == set(range(tw)) and max(starts) + 4 <= tw
     if wo is not None:  # the looped groups write all 8 of their columns: those must lie inside
         assert 8 * looped <= wo
+
+
+# ---- 1-D F(4, r)
+
+def window_1d(length: int, kernel: int, pad: int) -> Window:
+    return Window((length, 1), (length + 2 * pad - kernel + 1, 1), (kernel, 1), (1, 1), (1, 1), (pad, 0), (pad, 0))
+
+
+@pytest.mark.parametrize("r", sorted(POINTS_1D))
+def test_toom_cook_matrices_correlate(r: int) -> None:
+    """y = A^T [(G g) . (B^T d)] is the valid correlation of a tile's inputs with the kernel."""
+    rng = np.random.default_rng(r)
+    at, g_matrix, bt = toom_cook(TILE_1D, r, POINTS_1D[r])
+    assert at.shape == (TILE_1D, TILE_1D + r - 1) and g_matrix.shape == (TILE_1D + r - 1, r)
+    for _ in range(5):
+        d, g = rng.standard_normal(TILE_1D + r - 1), rng.standard_normal(r)
+        np.testing.assert_allclose(at @ ((g_matrix @ g) * (bt @ d)), np.correlate(d, g, "valid"), atol=1e-12)
+
+
+def test_1d_transformed_weights_give_the_direct_convolution() -> None:
+    rng = np.random.default_rng(1)
+    out_channels, channels = 6, 3
+    plan = winograd_1d_plan(window_1d(40, 5, 2), channels, out_channels)
+    assert isinstance(plan, winograd.Winograd1dPlan)
+    g = rng.standard_normal((out_channels, channels, 5, 1)).astype(np.float32)
+    d = rng.standard_normal((channels, plan.alpha))
+    packed = plan.transformed_weights(g)
+    assert packed.shape == (plan.alpha, -(-out_channels // PANEL), channels, PANEL)
+    u = packed.transpose(0, 1, 3, 2).reshape(plan.alpha, -1, channels)[:, :out_channels]  # U[xi] as [M, C]
+    at, _, bt = plan.matrices()
+    for m in range(out_channels):
+        got = sum(at @ (u[:, m, c] * (bt @ d[c])) for c in range(channels))
+        direct = sum(np.correlate(d[c], g[m, c, :, 0].astype(np.float64), "valid") for c in range(channels))
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [
+    ((512, 1), (5, 1), 0, 256, 512), ((1, 16000), (1, 3), 1, 64, 64), ((1, 40), (1, 3), 0, 16, 16),
+    ((1, 61), (1, 5), 2, 16, 20), ((74, 32), (1, 3), 1, 24, 24)])
+def test_1d_chunks_cover_every_group_once_within_the_budget(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                            pad: int, channels: int, out_channels: int) -> None:
+    a = kernel.index(max(kernel))
+    pads = tuple(pad if i == a else 0 for i in range(2))
+    out_dims = tuple(n + 2 * p - k + 1 for n, p, k in zip(in_dims, pads, kernel, strict=True))
+    win = Window(in_dims, out_dims, kernel, (1, 1), (1, 1), pads, pads)
+    plan = winograd_1d_plan(win, channels, out_channels)
+    assert isinstance(plan, winograd.Winograd1dPlan)
+    out_length = out_dims[a]
+    assert plan.pre == (in_dims[0] if a == 1 else 1)
+    assert 16 * (plan.row_groups - 1) < out_length <= 16 * plan.row_groups
+    assert plan.last_outputs == out_length - 16 * (plan.row_groups - 1)
+    chunk_bytes = 16 * plan.alpha * (channels + out_channels) * plan.chunk_groups
+    assert plan.chunk_groups == 1 or chunk_bytes <= winograd.CHUNK_BYTES
+    groups = [first + chunk * count + g for first, count, repeat in plan.chunks()
+              for chunk in range(repeat) for g in range(count)]
+    assert groups == list(range(plan.pre * plan.row_groups))
+    # P holds every tile's inputs: a row's last tile reads up to phase_length * TILE_1D padded inputs
+    assert TILE_1D * plan.phase_length >= TILE_1D * (4 * plan.row_groups - 1) + plan.alpha
+
+
+@pytest.mark.parametrize("in_dims,kernel,pad,channels,out_channels", [
+    ((74, 32), (3, 1), 0, 24, 24), ((3, 19, 4), (1, 3, 1), 1, 16, 16), ((2000, 16), (5, 1), 2, 64, 64),
+    ((30, 8), (1, 3), 1, 72, 72), ((5, 3, 9), (1, 1, 5), 0, 16, 16)])  # short last-axis rows: transposed
+def test_axis_chunks_cover_every_unit_once_within_the_budget(in_dims: tuple[int, ...], kernel: tuple[int, ...],
+                                                             pad: int, channels: int, out_channels: int) -> None:
+    a = kernel.index(max(kernel))
+    pads = tuple(pad if i == a else 0 for i in range(len(kernel)))
+    out_dims = tuple(n + 2 * p - k + 1 for n, p, k in zip(in_dims, pads, kernel, strict=True))
+    win = Window(in_dims, out_dims, kernel, (1,) * len(kernel), (1,) * len(kernel), pads, pads)
+    plan = winograd_1d_plan(win, channels, out_channels)
+    assert isinstance(plan, winograd.WinogradAxisPlan)
+    assert plan.transposed == (a == len(in_dims) - 1)
+    if plan.transposed:  # the rows before the axis are the vectorised positions
+        assert (plan.pre, plan.post) == (1, int(np.prod(in_dims[:-1])))
+    assert plan.tiles * TILE_1D >= out_dims[a] > (plan.tiles - 1) * TILE_1D
+    assert plan.padded_length >= TILE_1D * (plan.tiles - 1) + plan.alpha
+    chunk_bytes = 4 * plan.alpha * (channels + out_channels) * plan.post * plan.chunk_units
+    assert plan.chunk_units == 1 or chunk_bytes <= winograd.CHUNK_BYTES
+    units = [first + chunk * count + u for first, count, repeat in plan.chunks()
+             for chunk in range(repeat) for u in range(count)]
+    assert units == list(range(plan.pre * plan.tiles))
+
+
+# ---- F(4x4, 3x3)
+
+def test_44_transformed_weights_give_the_direct_convolution() -> None:
+    """A^T [U[c] . (B^T d B)] A summed over channels equals the 4x4 correlation of a 6x6 patch d with g."""
+    rng = np.random.default_rng(2)
+    out_channels, channels = 5, 3
+    plan = winograd.winograd_44_plan(window(16, 16), channels, out_channels)
+    g = rng.standard_normal((out_channels, channels, 3, 3)).astype(np.float32)
+    d = rng.standard_normal((channels, 6, 6))
+    packed = plan.transformed_weights(g)
+    assert packed.shape == (36, -(-out_channels // PANEL), channels, PANEL)
+    u = packed.transpose(0, 1, 3, 2).reshape(36, -1, channels)[:, :out_channels]
+    at, _, bt = plan.matrices()
+    assert np.array_equal(bt, np.round(bt))  # B^T, applied at run time, is exact in float32
+    for m in range(out_channels):
+        got = sum(at @ (u[:, m, c].reshape(6, 6) * (bt @ d[c] @ bt.T)) @ at.T for c in range(channels))
+        direct = np.array([[sum((g[m, c] * d[c, i:i + 3, j:j + 3]).sum() for c in range(channels))
+                            for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_h,out_w,applies", [(16, 16, True), (52, 52, True), (9, 30, True), (80, 120, True),
+                                                 (14, 14, False), (20, 20, False), (3, 64, False)])
+def test_44_where_rows_fill_groups_of_16(out_h: int, out_w: int, applies: bool) -> None:
+    assert winograd.fits_4x4(window(out_h, out_w)) == applies
+
+
+@pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(52, 52, 96, 96), (80, 120, 96, 24), (9, 30, 4, 4)])
+def test_44_runs_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, channels: int,
+                                                        out_channels: int) -> None:
+    plan = winograd.winograd_44_plan(window(out_h, out_w), channels, out_channels)
+    assert 4 * plan.tile_rows >= out_h > 4 * (plan.tile_rows - 1) and plan.last_rows == out_h - 4 * (plan.tile_rows - 1)
+    assert 16 * plan.groups >= out_w > 16 * (plan.groups - 1) and plan.last_columns == out_w - 16 * (plan.groups - 1)
+    assert plan.chunk_rows == 1 or 4 * 36 * (channels + out_channels) * plan.chunk_columns <= winograd.CHUNK_BYTES
+    rows = [first + chunk * count + r for first, count, repeat in plan.runs() for chunk in range(repeat)
+            for r in range(count)]
+    assert rows == list(range(plan.tile_rows))
+    assert 4 * plan.phase_length >= 16 * plan.groups + 2  # a last group's patches read 16 * groups + 2 columns

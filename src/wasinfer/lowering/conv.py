@@ -1,4 +1,4 @@
-"""How a Conv runs: im2col + GEMM in tiles of output rows, a direct GEMM, a depthwise window, or Winograd.
+"""How a Conv runs: im2col + GEMM in tiles of output rows, a direct GEMM, a depthwise window, or Winograd (2-D or 1-D).
 
 For each (sample, group) the column buffer B[K, P] (K = C/g * prod(kernel), P = output
 positions) is built in scratch, then Y[Cout/g, P] = W[Cout/g, K] @ B. The buffer is built
@@ -7,7 +7,9 @@ GEMM reads it from cache; tiles that read no padding along that axis form runs t
 copy of the code (`ConvPlan.tiles`). A 1x1, stride-1, unpadded conv needs no buffer (`direct`);
 a depthwise conv (one input channel per group) has too little reuse for a GEMM and runs as a
 weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
-uncompressed weights and enough channels runs as Winograd F(2x2, 3x3) (lowering/winograd.py).
+uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and one along a single axis
+with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
+(`winograd_1d`; both in lowering/winograd.py).
 Constant weights are packed in the GEMM's panels, once per group (`packed_weights`).
 """
 
@@ -21,7 +23,18 @@ import numpy as np
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.gemm import pack_panels
 from wasinfer.lowering.window import Window, make_window, window_scratch
-from wasinfer.lowering.winograd import WinogradPlan, fits, winograd_plan
+from wasinfer.lowering.winograd import (
+    Winograd1dPlan,
+    Winograd44Plan,
+    WinogradAxisPlan,
+    WinogradPlan,
+    fits,
+    fits_1d,
+    fits_4x4,
+    winograd_1d_plan,
+    winograd_44_plan,
+    winograd_plan,
+)
 
 COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
 
@@ -35,6 +48,7 @@ class ConvPlan:
     window: Window
     tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
     winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
+    winograd_1d: bool = False  # along one axis, kernel 3 or 5, stride 1, constant weights: F(4, r)
 
     @property
     def k_size(self) -> int:
@@ -72,13 +86,21 @@ class ConvPlan:
                 runs.append((lo, hi, 1, inside))
         return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
 
-    def winograd_plan(self) -> WinogradPlan:
+    def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
+        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs, else F(2x2, 3x3)."""
+        if fits_4x4(self.window):
+            return winograd_44_plan(self.window, self.channels, self.out_channels)
         return winograd_plan(self.window, self.channels, self.out_channels)
+
+    def winograd_1d_plan(self) -> Winograd1dPlan | WinogradAxisPlan:
+        return winograd_1d_plan(self.window, self.channels, self.out_channels)
 
     @property
     def scratch_bytes(self) -> int:
         if self.winograd:
             return self.winograd_plan().scratch_bytes
+        if self.winograd_1d:
+            return self.winograd_1d_plan().scratch_bytes
         if self.depthwise:
             return window_scratch(self.window)
         return 0 if self.direct else self.k_size * self.tile_rows * self.row_size * 4
@@ -91,9 +113,11 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     groups = int(node.attr("group", 1))
     k_size = x_shape[1] // groups * math.prod(kernel_dims)
     row_bytes = k_size * math.prod(win.out_dims[1:]) * 4
+    # Winograd's transformed weights are float32: not for weights stored compressed (int8 / fp16)
+    transformable = node.inputs[1] not in graph.compressed and node.inputs[1] in graph.constants
     plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
-                    node.inputs[1] not in graph.compressed
-                    and fits(win, x_shape[1], w_shape[0], groups, node.inputs[1] in graph.constants))
+                    transformable and fits(win, x_shape[1], w_shape[0], groups, True),
+                    transformable and fits_1d(win, x_shape[1], w_shape[0], groups, True))
     if plan.direct:
         return plan
     return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))

@@ -145,6 +145,23 @@ def tap_nest(win: Window, index_steps: tuple[int, ...] | None = None) -> TapNest
     return TapNest(loops, unrolled)
 
 
+def tap_offsets(win: Window) -> np.ndarray:
+    """Byte offset of every tap from the window's first, in the buffer the windows read (the padded
+    copy, or the input itself), taps in row-major kernel order (a depthwise weight's order): the table
+    a kernel that loops over taps at run time reads."""
+    reads = padded_dims(win) or win.in_dims
+    byte_steps = [d * s * 4 for d, s in zip(win.dilations, row_major(reads), strict=True)]
+    return np.array([sum(i * s for i, s in zip(tap, byte_steps, strict=True)) for tap in np.ndindex(*win.kernel)],
+                    dtype=np.int32)
+
+
+def padding_rows(win: Window) -> int:
+    """(output row, kernel row) pairs along axis 0 whose input row lies in the padding: the kernel rows a
+    kernel may skip, over the whole plane."""
+    return sum(not 0 <= r * win.strides[0] - win.pad_begin[0] + k * win.dilations[0] < win.in_dims[0]
+               for r in range(win.out_dims[0]) for k in range(win.kernel[0]))
+
+
 # ---------------------------------------------------------------- pools
 
 def pool_window(node: Node, graph: Graph) -> Window:
@@ -189,5 +206,5 @@ def average_divisors(win: Window, include_pad: bool) -> Divisors:
 
 
 __all__ = ["MAX_UNROLL", "Divisors", "TapNest", "Window", "average_divisors", "make_window", "padded_dims",
-           "pool_scratch", "pool_window", "tap_counts", "tap_nest", "window_problems",
+           "padding_rows", "pool_scratch", "pool_window", "tap_counts", "tap_nest", "tap_offsets", "window_problems",
            "window_scratch"]

@@ -6,10 +6,16 @@ sample, the zero-padded input P [C, Hp, Wp], the transformed input V [16, C, til
 CHUNK_BYTES. The weights are transformed (U = G g G^T) and packed in the GEMM's panels at
 compile time, which is why compressed (int8 / fp16) weights rule it out: U (16/9 as many
 values) would have to be stored as float32. Rendering: backends/wasm/emitters/conv_winograd.py.
+
+Rows of at least 16 outputs run as F(4x4, 3x3) instead (`Winograd44Plan`, 36 GEMMs for 4x4 tiles: 2.25
+multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores), and
+convolutions along one axis as F(4, 3) / F(4, 5)
+(`Winograd1dPlan`, `WinogradAxisPlan`); their transforms come from `toom_cook`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +23,11 @@ import numpy as np
 from wasinfer.lowering.gemm import pack_panels
 from wasinfer.lowering.window import Window
 
-# Below these sizes the transforms cost more than the multiplies they save.
-MIN_CHANNELS = 16
+# Below these sizes the transforms cost more than the multiplies they save: with fewer than 4 output channels
+# the GEMMs run on short row tiles; measured on Cranelift's x86-64 output, 2 input and 4 output channels are
+# already 1.1-1.7x faster than im2col (a 12 -> 24 channel 3x3 conv on 208x208: 7.1 -> 3.9 ms).
+MIN_CHANNELS = 2
+MIN_OUT_CHANNELS = 4
 MIN_TILE_COLUMNS = 4  # a tile row needs one whole group of 4 tiles
 CHUNK_BYTES = 2**21  # transformed input and output of one chunk of tile rows
 
@@ -28,7 +37,7 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 def fits(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
     """3x3, stride 1, undilated, one group, constant weights, enough channels and tile columns."""
     return (win.rank == 2 and win.kernel == (3, 3) and win.strides == (1, 1) and win.dilations == (1, 1)
-            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_CHANNELS
+            and groups == 1 and constant_weights and channels >= MIN_CHANNELS and out_channels >= MIN_OUT_CHANNELS
             and -(-win.out_dims[1] // 2) >= MIN_TILE_COLUMNS)
 
 
@@ -78,6 +87,94 @@ def winograd_plan(win: Window, channels: int, out_channels: int) -> WinogradPlan
     return WinogradPlan(channels, out_channels, th, tw, chunk)
 
 
+@dataclass(frozen=True)
+class Winograd44Plan:
+    """F(4x4, 3x3) (Lavin & Gray's F(2x2, 3x3) with tiles of 4x4 outputs from 6x6 inputs: 36 multiplies per 16
+    outputs instead of 16 per 4), per sample. Tile columns are rounded up to groups of 4 (one tile per lane). P
+    [C, padded rows, 4, phase_length] holds the zero-padded input de-interleaved by column phase (padded[4j + p]
+    at [p, j]), so element (a, b) of a group's 4 patches is one v128 load; V [36, C, chunk] and M [36, M, chunk]
+    hold one chunk of tile rows; R is one row of a last group's 16 outputs."""
+
+    channels: int
+    out_channels: int
+    out_dims: tuple[int, int]
+    chunk_rows: int  # tile rows per chunk
+
+    @property
+    def tile_rows(self) -> int:
+        return -(-self.out_dims[0] // 4)
+
+    @property
+    def groups(self) -> int:
+        """Groups of 4 tiles (16 output columns) per tile row."""
+        return -(-self.out_dims[1] // 16)
+
+    @property
+    def last_columns(self) -> int:
+        return self.out_dims[1] - 16 * (self.groups - 1)
+
+    @property
+    def last_rows(self) -> int:
+        return self.out_dims[0] - 4 * (self.tile_rows - 1)
+
+    @property
+    def padded_rows(self) -> int:
+        return 4 * self.tile_rows + 2
+
+    @property
+    def phase_length(self) -> int:
+        return 4 * self.groups + 1
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * self.padded_rows * 4 * self.phase_length
+
+    @property
+    def chunk_columns(self) -> int:
+        """GEMM columns of a whole chunk: its tiles."""
+        return self.chunk_rows * 4 * self.groups
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 4 * 36 * self.channels * self.chunk_columns
+
+    @property
+    def r_offset(self) -> int:
+        return self.m_offset + 4 * 36 * self.out_channels * self.chunk_columns
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.r_offset + 4 * 16
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(first tile row, tile rows per chunk, chunks): whole chunks in a loop, then the tile rows left."""
+        whole, rest = divmod(self.tile_rows, self.chunk_rows)
+        runs = [(0, self.chunk_rows, whole)] if whole else []
+        return [*runs, (whole * self.chunk_rows, rest, 1)] if rest else runs
+
+    @staticmethod
+    def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(4, 3, POINTS_1D[3])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        """U[6i + j] = (G g G^T)[i, j], each [M, C] in the GEMM's panels, stacked."""
+        g = self.matrices()[1]
+        u = np.einsum("ia,mcab,jb->ijmc", g, weights.astype(np.float64), g).astype(np.float32)
+        return np.stack([pack_panels(u[i, j]) for i in range(6) for j in range(6)])
+
+
+def fits_4x4(win: Window) -> bool:
+    """Where F(2x2, 3x3) fits, F(4x4, 3x3) too when rows are at least 16 outputs wide and rounding them up to
+    groups of 16 computes at most a third more than they keep."""
+    return win.out_dims[1] >= 16 and 3 * 16 * -(-win.out_dims[1] // 16) <= 4 * win.out_dims[1] and win.out_dims[0] >= 4
+
+
+def winograd_44_plan(win: Window, channels: int, out_channels: int) -> Winograd44Plan:
+    groups = -(-win.out_dims[1] // 16)
+    chunk = max(1, min(-(-win.out_dims[0] // 4), CHUNK_BYTES // (4 * 36 * (channels + out_channels) * 4 * groups)))
+    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk)
+
+
 def tile_groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
     """Groups of 4 tiles in a tile row: how many lead it with the same code (a run-time loop), and the
     first tiles of the rest: a last partial group overlapping the one before, or (with `wo`, an odd
@@ -97,5 +194,228 @@ def transformed_weights(weights: np.ndarray) -> np.ndarray:
     return np.stack([pack_panels(u[i, j]) for i in range(4) for j in range(4)])
 
 
-__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_TILE_COLUMNS", "WinogradPlan", "fits", "tile_groups",
-           "transformed_weights", "winograd_plan"]
+
+
+# ---- 1-D: F(n, r) along the one spatial axis of a convolution whose other spatial dims are 1
+
+# Outputs per tile and the finite interpolation points per kernel size (infinity is the last point): F(4, 3)
+# and F(4, 5), 6 and 8 multiplies per 4 outputs instead of 12 and 20. Points 0, +-1, +-2, +-1/2 keep the
+# transforms' coefficients small, so results stay within float32 rounding of the direct sum's tolerance.
+TILE_1D = 4
+POINTS_1D: dict[int, tuple[float, ...]] = {3: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, 0.5, -0.5)}
+
+
+def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T [n, a], G [a, r], B^T [a, a] (a = n + r - 1) of F(n, r): y = A^T [(G g) . (B^T d)] is the
+    correlation y[j] = sum_k g[k] d[j + k] of a tile's a inputs d with the kernel g. It is the transpose of
+    Toom-Cook's polynomial product c = V^-1 [(V_r g) . (V_n h)] (V: evaluation at the points, infinity
+    giving the leading coefficient), so A^T = V_n^T, G = V_r, B^T = V^-T."""
+    a = n + r - 1
+    assert len(points) == a - 1
+
+    def evaluation(columns: int) -> np.ndarray:
+        rows = [[float(p) ** k for k in range(columns)] for p in points]
+        return np.array([*rows, [0.0] * (columns - 1) + [1.0]])
+
+    bt, g = np.linalg.inv(evaluation(a)).T, evaluation(r)
+    # each row of B^T scaled to small integers (and G's row by the inverse): B^T runs on the data in float32 at
+    # run time, exactly; G runs once on the weights in float64
+    for i, row in enumerate(bt):
+        scale = next(k for k in range(1, 10_000) if np.allclose(row * k, np.round(row * k), atol=1e-9))
+        bt[i], g[i] = np.round(row * scale), g[i] / scale
+    return evaluation(n).T, g, bt
+
+
+@dataclass(frozen=True)
+class Winograd1dPlan:
+    """F(4, r) along the last spatial axis, per sample: `pre` rows (1 for a sequence) of `length` inputs, each
+    zero-padded by `pad` in front and cut into tiles of TILE_1D outputs, a row's tiles rounded up to whole groups of
+    4 (one tile per lane). Scratch holds P [C, pre, TILE_1D, phase_length] (each row's padded inputs de-interleaved
+    by phase, x_pad[j * TILE_1D + p] at [p, j], so a tile element of 4 tiles is one v128 load), and for one chunk of
+    `chunk_groups` groups V [a, C, 4 x chunk], M [a, M, 4 x chunk] and R, the 16 outputs of a row's last group."""
+
+    channels: int
+    out_channels: int
+    length: int
+    out_length: int
+    pad: int
+    kernel: int
+    pre: int
+    chunk_groups: int
+
+    @property
+    def alpha(self) -> int:
+        return TILE_1D + self.kernel - 1
+
+    @property
+    def row_groups(self) -> int:
+        """Groups of 4 tiles per row."""
+        return -(-self.out_length // (4 * TILE_1D))
+
+    @property
+    def groups(self) -> int:
+        return self.pre * self.row_groups
+
+    @property
+    def last_outputs(self) -> int:
+        """Outputs of a row's last group that exist (1 to 16)."""
+        return self.out_length - 4 * TILE_1D * (self.row_groups - 1)
+
+    @property
+    def phase_length(self) -> int:
+        return 4 * self.row_groups + (self.alpha - 1) // TILE_1D
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * self.pre * TILE_1D * self.phase_length
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 16 * self.alpha * self.channels * self.chunk_groups
+
+    @property
+    def r_offset(self) -> int:
+        return self.m_offset + 16 * self.alpha * self.out_channels * self.chunk_groups
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.r_offset + 4 * 4 * TILE_1D
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """Runs of chunks: (first group, groups per chunk, chunks); whole chunks in a loop, then the groups left."""
+        whole, rest = divmod(self.groups, self.chunk_groups)
+        runs = [(0, self.chunk_groups, whole)] if whole else []
+        return [*runs, (whole * self.chunk_groups, rest, 1)] if rest else runs
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        return transformed_weights_1d(weights, self.kernel)
+
+
+@dataclass(frozen=True)
+class WinogradAxisPlan:
+    """F(4, r) along a spatial axis followed by `post` >= 4 positions (a [3, 1] kernel over [H, W]): per sample,
+    `pre` x `length` x `post` inputs per channel, zero-padded along the axis into P [C, pre, padded_length, post].
+    A unit is one (pre index, tile) pair with its `post` columns, 4 columns per v128, so a tile element of 4
+    columns is one v128 load from P and 4 outputs one v128 store into Y (no transposes); V [a, C, chunk x post]
+    and M [a, M, chunk x post] hold one chunk of `chunk_units` units."""
+
+    channels: int
+    out_channels: int
+    length: int
+    out_length: int
+    pad: int
+    kernel: int
+    pre: int
+    post: int
+    chunk_units: int
+    # along the last axis with `post` rows before it (rows too short for Winograd1dPlan's groups): P holds the
+    # input transposed, [C, 1, padded_length, rows], and each v128 of outputs goes to 4 rows, lane by lane
+    transposed: bool = False
+
+    @property
+    def alpha(self) -> int:
+        return TILE_1D + self.kernel - 1
+
+    @property
+    def tiles(self) -> int:
+        return -(-self.out_length // TILE_1D)
+
+    @property
+    def units(self) -> int:
+        return self.pre * self.tiles
+
+    @property
+    def padded_length(self) -> int:
+        """Rows of P per pre index: the last tile reads up to row TILE_1D * (tiles - 1) + alpha."""
+        return TILE_1D * (self.tiles - 1) + self.alpha
+
+    @property
+    def v_offset(self) -> int:
+        return 4 * self.channels * self.pre * self.padded_length * self.post
+
+    @property
+    def m_offset(self) -> int:
+        return self.v_offset + 4 * self.alpha * self.channels * self.chunk_units * self.post
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.m_offset + 4 * self.alpha * self.out_channels * self.chunk_units * self.post
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """Runs of chunks: (first unit, units per chunk, chunks); whole chunks in a loop, then the units left."""
+        whole, rest = divmod(self.units, self.chunk_units)
+        runs = [(0, self.chunk_units, whole)] if whole else []
+        return [*runs, (whole * self.chunk_units, rest, 1)] if rest else runs
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        return transformed_weights_1d(weights, self.kernel)
+
+
+def transformed_weights_1d(weights: np.ndarray, kernel: int) -> np.ndarray:
+    """U[xi] = (G g)[xi] for each point of F(4, kernel), each [M, C] in the GEMM's panels, stacked."""
+    g = weights.astype(np.float64).reshape(weights.shape[0], weights.shape[1], kernel)
+    u = np.einsum("xk,mck->xmc", toom_cook(TILE_1D, kernel, POINTS_1D[kernel])[1], g).astype(np.float32)
+    return np.stack([pack_panels(ux) for ux in u])
+
+
+def conv_axis(win: Window) -> int | None:
+    """The one spatial axis a 1-D convolution runs along; every other axis passes through (kernel 1, stride 1,
+    unpadded). A window with no kernel axis longer than 1 is a pointwise conv, not this."""
+    axes = [a for a in range(win.rank) if win.kernel[a] > 1]
+    if len(axes) != 1:
+        return None
+    through = all(win.in_dims[a] == win.out_dims[a] and win.strides[a] == 1 and not win.pad_begin[a]
+                  and not win.pad_end[a] for a in range(win.rank) if a != axes[0])
+    return axes[0] if through else None
+
+
+def fits_1d(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
+    """A 1-D convolution (conv_axis) with a kernel of 3 or 5, stride 1, undilated, one group, constant weights and
+    enough channels: along the last spatial axis (rows of outputs long enough that rounding them up to groups of
+    16 wastes at most a quarter, or at least 4 rows), or along an axis followed by at least 4 positions (at
+    least 2 tiles)."""
+    a = conv_axis(win)
+    if a is None or not (win.kernel[a] in POINTS_1D and win.strides[a] == 1 and win.dilations[a] == 1
+                         and groups == 1 and constant_weights and channels >= MIN_CHANNELS
+                         and out_channels >= MIN_OUT_CHANNELS):
+        return False
+    pre, post, out_length = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:]), win.out_dims[a]
+    if post == 1 and _whole_groups(out_length):
+        return True
+    return (post >= 4 or (post == 1 and pre >= 4)) and out_length > TILE_1D
+
+
+def _whole_groups(out_length: int) -> bool:
+    """Rows rounded up to groups of 16 outputs (Winograd1dPlan) compute at most a third more than they keep."""
+    return 3 * 4 * TILE_1D * -(-out_length // (4 * TILE_1D)) <= 4 * out_length
+
+
+def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1dPlan | WinogradAxisPlan:
+    a = conv_axis(win)
+    assert a is not None
+    alpha = TILE_1D + win.kernel[a] - 1
+    pre, post = math.prod(win.in_dims[:a]), math.prod(win.in_dims[a + 1:])
+    transposed = post == 1 and not _whole_groups(win.out_dims[a])
+    if transposed:  # the rows before the axis take the trailing positions' place
+        pre, post = 1, pre
+    if post > 1:
+        units = pre * -(-win.out_dims[a] // TILE_1D)
+        chunk = max(1, min(units, CHUNK_BYTES // (4 * alpha * (channels + out_channels) * post)))
+        return WinogradAxisPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a],
+                                win.kernel[a], pre, post, chunk, transposed)
+    groups = pre * -(-win.out_dims[a] // (4 * TILE_1D))
+    chunk = max(1, min(groups, CHUNK_BYTES // (16 * alpha * (channels + out_channels))))
+    return Winograd1dPlan(channels, out_channels, win.in_dims[a], win.out_dims[a], win.pad_begin[a], win.kernel[a],
+                          pre, chunk)
+
+
+__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D",
+           "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan", "WinogradPlan", "conv_axis", "fits", "fits_1d",
+           "fits_4x4", "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d",
+           "winograd_1d_plan", "winograd_44_plan", "winograd_plan"]

@@ -16,8 +16,10 @@ import wasinfer.lowering.winograd as winograd
 from tests.parity import assert_matches_ort, ort_run, single_op_model
 from wasinfer.artifact import convert_onnx, read_metadata
 from wasinfer.backends.wasm import UnsupportedModel
+from wasinfer.backends.wasm.emitters.conv import SKIP_WORTH
 from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
 from wasinfer.frontends import load_onnx
+from wasinfer.lowering.window import padding_rows
 from wasinfer.runtime import WasmModel
 
 rng = np.random.default_rng(0)
@@ -55,6 +57,11 @@ def conv_case(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bias: bool = T
     ((2, 3, 6, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # batch of two
     ((1, 3, 224, 5), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),  # long unit-stride rows
     ((1, 3, 5, 70), (2, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 3]}),  # long strided rows
+    ((1, 2, 4, 70), (3, 2, 3, 3), {"strides": [1, 2]}),  # stride-2 rows of 34: a loop of 4, then 4 overlapping
+    ((1, 3, 7, 40), (4, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 2]}),  # rows of 19 and 20 inside
+    ((1, 2, 5, 11), (3, 2, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # rows of 5 and 6: unrolled
+    ((1, 2, 6, 9), (3, 2, 1, 1), {"strides": [2, 2]}),  # 1x1 stride 2: rows of 5
+    ((1, 2, 3, 8), (3, 2, 1, 2), {"strides": [1, 2]}),  # rows of exactly 4
 ])
 def test_conv_2d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
     conv_case(x_shape, w_shape, **attrs)
@@ -104,7 +111,7 @@ def test_conv_runtime_weights_and_bias(group: int, w_shape: tuple[int, ...]) -> 
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,tile_rows", [
-    ((1, 3, 19, 20), (5, 3, 3, 3), {"pads": [1, 1, 2, 1]}, 3),
+    ((1, 3, 19, 20), (3, 3, 3, 3), {"pads": [1, 1, 2, 1]}, 3),  # 3 output channels: not Winograd
     ((1, 3, 23, 20), (4, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}, 2),
     ((1, 4, 17, 9), (6, 2, 3, 3), {"pads": [2, 0, 2, 0], "dilations": [2, 1], "group": 2}, 4),
     ((1, 3, 40), (5, 3, 9), {"pads": [2, 3]}, 7),
@@ -245,6 +252,90 @@ def test_conv_depthwise_stride_2_vectorised(x_shape: tuple[int, ...], w_shape: t
     assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
 
 
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 4, 24), (3, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # 6 v128s a row: a block of 4, one of 2
+    ((1, 2, 3, 61), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 3 blocks, then 3 v128s + 1 overlapping
+    ((1, 2, 5, 7), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 2 overlapping v128s a row, multiplier 2
+    ((1, 2, 5, 3), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3: one output at a time
+    ((1, 2, 6, 40), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 16 + 4
+    ((1, 2, 5, 45), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2, "strides": [2, 2]}),  # 23: 16, 4, overlap
+    ((1, 3, 9, 33), (3, 1, 3, 3), {"pads": [2, 2, 2, 2], "group": 3, "dilations": [2, 2]}),
+    ((1, 4, 50), (4, 1, 7), {"pads": [3, 3], "group": 4}),  # 1-D
+    ((2, 2, 4, 30), (2, 1, 1, 9), {"pads": [0, 4, 0, 4], "group": 2}),  # batch 2, one kernel row
+    ((1, 2, 3, 90), (2, 1, 9, 9), {"pads": [4, 4, 4, 4], "group": 2}),  # 81 taps: more than unrolled
+    ((1, 2, 6, 27), (2, 1, 3, 3), {"group": 2, "strides": [1, 3]}),  # stride 3: one output at a time
+    ((1, 2, 4, 18), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 16 + 2: the last block backs up 2
+    ((1, 3, 9, 7), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # rows of 2 v128s: 2 rows a block, 1 left
+    ((1, 2, 11, 4), (4, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 1 v128: 4 rows a block, 3 left
+    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # rows of 3 v128s: one row a block
+    ((1, 2, 2, 5), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2}),  # 2 rows, fewer than a block holds
+    ((1, 2, 11, 17), (2, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 2, "strides": [2, 2]}),  # stride 2: 9 wide
+    ((1, 2, 3, 6, 6), (2, 1, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1], "group": 2}),  # 3-D: row blocks per plane
+])
+def test_conv_depthwise_blocks(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object]) -> None:
+    """Rows in blocks of v128s with a run-time loop over the taps: full blocks, then the v128s left, the last
+    one overlapping the one before; narrow rows several to a block; rows too short for a v128 and strides
+    above 2 keep one output per step."""
+    conv_case(x_shape, w_shape, **attrs)
+    conv_case(x_shape, w_shape, bias=False, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 64, 1, 1), (40, 64, 1, 1), {}),  # 40 outputs: 2 tiles of 16 and one overlapping
+    ((1, 37, 1, 1), (3, 37, 1, 1), {}),  # fewer outputs than a v128
+    ((2, 24, 1, 1), (21, 24, 1, 1), {}),  # batch 2
+    ((1, 1100, 1, 1), (20, 1100, 1, 1), {}),  # K in blocks: no overlapping tile
+    ((1, 16, 1), (33, 16, 1), {}),  # 1-D
+    ((1, 8, 1, 1, 1), (17, 8, 1, 1, 1), {}),  # 3-D
+    ((1, 16, 3, 3), (40, 16, 3, 3), {}),  # a 3x3 kernel over a 3x3 input: its im2col column
+    ((2, 8, 1, 1), (24, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # batch 2, every tap but the centre in the padding
+    ((3, 64, 1), (20, 64, 3), {"pads": [1, 1]}),  # a sequence of one step (Silero VAD's)
+    ((1, 8, 5, 5), (12, 8, 3, 3), {"strides": [3, 3]}),
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"dilations": [2, 2]}),
+])
+def test_conv_of_one_position_is_one_gemm_row(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                              attrs: dict[str, object]) -> None:
+    """A conv with one output position (squeeze-excite, classifier heads) runs as col^T @ W^T, output channels as
+    columns, col the input itself or its one im2col column."""
+    conv_case(x_shape, w_shape, **attrs)
+    conv_case(x_shape, w_shape, bias=False, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Sigmoid", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_conv_of_one_position_keeps_compressed_weights_compressed(weights: str) -> None:
+    x = rand(1, 256, 1, 1)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(300, 256, 1, 1), "b": rand(300)})
+    plain, small = convert_onnx(model), convert_onnx(model, weights=weights)
+    assert len(small.wasm) < len(plain.wasm) * 0.7  # W^T packed per column run compresses like W
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 3, 2, 30), (3, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 3}),  # 2 rows: 3 of 5 kernel rows skipped
+    ((1, 2, 1, 9), (2, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # 1 row
+    ((1, 2, 3, 7), (4, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 2}),  # rows of 2 v128s: 2 rows a block, 1 left
+    ((1, 2, 5, 12), (2, 1, 3, 3), {"pads": [4, 1, 0, 1], "group": 2}),  # padding only above; whole padding rows
+    ((1, 2, 4, 16), (2, 1, 3, 3), {"pads": [1, 1, 6, 1], "group": 2}),  # whole padding rows below
+    ((1, 2, 4, 20), (2, 1, 3, 3), {"pads": [3, 1, 3, 1], "group": 2, "dilations": [2, 1]}),
+    ((1, 2, 6, 24), (2, 1, 5, 3), {"pads": [3, 1, 3, 1], "group": 2, "strides": [2, 1]}),
+    ((1, 2, 5, 33), (2, 1, 3, 3), {"pads": [2, 1, 2, 1], "group": 2, "strides": [2, 2]}),
+])
+def test_conv_depthwise_skips_padding_rows(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                           attrs: dict[str, object]) -> None:
+    """Blocks skip the kernel rows that read only padding for all their rows, none when every row reads padding."""
+    graph = load_onnx(single_op_model("Conv", {"x": rand(*x_shape)}, constants={"w": rand(*w_shape)}, **attrs)).graph
+    win = conv.conv_plan(graph.nodes[0], graph).window
+    assert padding_rows(win) >= SKIP_WORTH * win.out_dims[0] * win.kernel[0]
+    conv_case(x_shape, w_shape, **attrs)
+    x = rand(*x_shape)
+    assert_matches_ort(conv_then("Clip", x, rand(*w_shape), rand(w_shape[0]), **attrs), {"x": x})
+
+
 # ---- Winograd F(2x2, 3x3)
 
 WINOGRAD_CASES = [
@@ -267,6 +358,7 @@ def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...]
                        attrs: dict[str, object], bias: bool, chunk_rows: int | None) -> None:
     """Odd sizes, padding, batch; tile rows in chunks (a run-time loop, a shorter last chunk, a cropped row)."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_OUT_CHANNELS", 1)
     if chunk_rows:
         tile_columns = -(-(x_shape[3] - 2 + sum(attrs.get("pads", [0, 0, 0, 0])[1::2])) // 2)  # type: ignore[index]
         monkeypatch.setattr(winograd, "CHUNK_BYTES", 64 * (x_shape[1] + w_shape[0]) * tile_columns * chunk_rows)
@@ -278,9 +370,46 @@ def test_conv_winograd(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...]
     assert_matches_ort(model, {"x": x}, atol=1e-4)
 
 
+WINOGRAD_44_CASES = [
+    ((1, 4, 10, 16), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 10 rows: a last tile row of 2; one whole group
+    ((1, 5, 11, 32), (6, 5, 3, 3), {}),  # 9 rows: a last tile row of 1; 30 columns: a last group of 14
+    ((2, 3, 8, 24), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding, a last group of 8
+    ((1, 2, 6, 47), (4, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one, 47 columns
+    ((1, 3, 12, 24), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_44_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_4x4(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                           bias: bool) -> None:
+    """F(4x4, 3x3) where rows are 16 outputs or more: partial last tile rows and groups, padding, batch."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph)
+    assert plan.winograd and isinstance(plan.winograd_plan(), winograd.Winograd44Plan)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+def test_conv_winograd_4x4_chunks_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 tile rows in chunks of 2 (a loop of one, then the row left); 40 channels: the GEMMs run in K blocks."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 36 * (40 + 6) * 4 * 2 * 2)
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)
+    x = rand(1, 40, 12, 30)
+    model = conv_then("Clip", x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(plan, winograd.Winograd44Plan) and plan.chunk_rows == 2 and len(plan.runs()) == 2
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
 @pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid", "Clip"])
 def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_OUT_CHANNELS", 1)
     monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the 16 GEMMs run in K blocks
     x = rand(1, 40, 9, 10)
     model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
@@ -324,3 +453,141 @@ def test_conv_winograd_not_with_compressed_weights(weights: str) -> None:
     assert len(small.wasm) < len(plain.wasm) * 0.7  # Winograd's float32 U would not shrink
     got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
     assert np.max(np.abs(got - want)) < (0.02 if weights == "fp16" else 0.2) * np.max(np.abs(want))
+
+
+# ---- 1-D Winograd F(4, 3), F(4, 5)
+
+WINOGRAD_1D_CASES = [
+    ((1, 16, 40), (16, 16, 3), {}),  # 38 outputs: 10 tiles, rounded up to 12; the last group's 6 outputs
+    ((1, 16, 61), (20, 16, 5), {"pads": [2, 2]}),  # 61 outputs, 16 tiles
+    ((2, 17, 40), (18, 17, 5), {"pads": [4, 1]}),  # batch 2, odd channels, padding beyond the kernel's half
+    ((1, 16, 64, 1), (16, 16, 5, 1), {}),  # [C, L, 1]: magika's layout
+    ((1, 16, 1, 50), (24, 16, 1, 3), {"pads": [0, 1, 0, 0]}),  # along the last axis, padded in front only
+    ((1, 16, 24), (16, 16, 5), {"auto_pad": "SAME_UPPER"}),  # 24 outputs: 6 tiles, one group of 8
+    ((1, 16, 5, 32), (16, 16, 1, 3), {"pads": [0, 1, 0, 1]}),  # rows of 32 outputs: whole groups only
+    ((1, 16, 3, 40), (16, 16, 1, 5), {"pads": [0, 2, 0, 2]}),  # rows of 40: each row's last group writes 8
+    ((1, 16, 2, 3, 24), (16, 16, 1, 1, 3), {"pads": [0, 0, 0, 0, 0, 2]}),  # 3-D: 6 rows of 24 outputs
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_1D_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_1d(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                          bias: bool) -> None:
+    """Lengths that leave partial tiles and groups, padding on either side, batch, [C, L, 1] and [C, 1, L]."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert conv.conv_plan(graph.nodes[0], graph).winograd_1d
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+WINOGRAD_AXIS_CASES = [
+    ((1, 16, 18, 8), (16, 16, 3, 1), {}),  # 16 outputs along H: 4 whole tiles, 8 columns
+    ((1, 16, 19, 6), (20, 16, 3, 1), {"pads": [1, 0, 0, 0]}),  # 18 outputs: a last tile of 2; 6 columns: overlap
+    ((2, 17, 13, 5), (16, 17, 5, 1), {"pads": [2, 0, 3, 0]}),  # batch 2, 14 outputs, 5 columns, asymmetric pads
+    ((1, 16, 3, 11, 4), (16, 16, 1, 5, 1), {"pads": [0, 2, 0, 0, 2, 0]}),  # 3-D: 3 leading rows, 4 columns
+    ((1, 16, 9, 2, 3), (16, 16, 3, 1, 1), {}),  # 3-D: 6 positions after the axis
+    # along the last axis, rows too short for groups of 16 outputs: the rows take the trailing positions' place
+    ((1, 16, 8, 8), (16, 16, 1, 3), {"pads": [0, 1, 0, 1]}),  # 8 rows of 8 outputs
+    ((2, 17, 5, 9), (20, 17, 1, 5), {"pads": [0, 2, 0, 0]}),  # batch 2, 5 rows (overlap), 7 outputs (partial)
+    ((1, 16, 6, 22), (16, 16, 1, 3), {}),  # 20 outputs: 5 tiles
+    ((1, 16, 2, 3, 8), (16, 16, 1, 1, 3), {"pads": [0, 0, 1, 0, 0, 1]}),  # 3-D: 6 rows
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_AXIS_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_along_an_axis(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                                     bias: bool) -> None:
+    """F(4, r) along an axis followed by 4 or more positions: whole and partial last tiles, overlapping columns,
+    padding, batch, leading rows."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    assert isinstance(conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan(), winograd.WinogradAxisPlan)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+def test_conv_winograd_along_the_last_axis_transposed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 6 * (16 + 16) * 8)  # 1 unit (a tile of 8 rows) per chunk
+    x = rand(1, 16, 8, 9)  # 9 outputs a row: 3 tiles, one per chunk
+    model = conv_then("Relu", x, rand(16, 16, 1, 3), rand(16), pads=[0, 1, 0, 1])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert isinstance(plan, winograd.WinogradAxisPlan) and plan.transposed and plan.chunk_units == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_units", [1, 4])
+def test_conv_winograd_along_an_axis_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk_units: int) -> None:
+    """3 rows x 5 tiles = 15 units: whole chunks in a loop (units crossing rows), then the units left."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 6 * (16 + 16) * 4 * chunk_units)
+    x = rand(1, 16, 3, 19, 4)
+    model = conv_then("Relu", x, rand(16, 16, 1, 3, 1), rand(16), pads=[0, 1, 0, 0, 0, 0])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert isinstance(plan, winograd.WinogradAxisPlan) and plan.chunk_units == chunk_units and plan.units == 15
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,chunk_groups", [
+    ((2, 16, 150), (20, 16, 5), 4),  # 10 groups: 2 whole chunks, then 2 groups; the last group writes 6 outputs
+    ((2, 16, 150), (20, 16, 5), 3),
+    ((1, 16, 3, 40), (20, 16, 1, 5), 2),  # 3 rows of 3 groups: chunks cross rows
+])
+def test_conv_winograd_1d_chunks(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                 chunk_groups: int) -> None:
+    """Whole chunks in a loop, then the groups left in a chunk of their own."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 16 * 8 * (16 + 20) * chunk_groups)
+    x = rand(*x_shape)
+    pads = [0] * (len(x_shape) - 3) + [2]
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape), "b": rand(20)}, pads=pads + pads)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_1d_plan()
+    assert isinstance(plan, winograd.Winograd1dPlan) and plan.chunk_groups == chunk_groups
+    assert len(plan.chunks()) == 2
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Clip"])
+def test_conv_winograd_1d_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch, activation: str) -> None:
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the GEMMs run in K blocks
+    x = rand(1, 40, 37)
+    model = conv_then(activation, x, rand(24, 40, 5) * 0.2, rand(24), pads=[2, 2])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 16, 40), (16, 16, 3), {"strides": [2]}),
+    ((1, 16, 40), (16, 16, 3), {"dilations": [2]}),
+    ((1, 16, 40), (16, 8, 3), {"group": 2}),
+    ((1, 16, 40), (16, 16, 7), {}),  # no points for 7 taps
+    ((1, 1, 40), (16, 1, 3), {}),  # one input channel
+    ((1, 16, 40), (3, 16, 3), {}),  # 3 output channels
+    ((1, 16, 10), (16, 16, 3), {}),  # 8 outputs: a group of 16 would waste half
+    ((1, 16, 40, 3), (16, 16, 3, 1), {}),  # 3 positions after the axis
+    ((1, 16, 40, 8), (16, 16, 3, 3), {}),  # two kernel axes
+    ((1, 16, 40, 8), (16, 16, 3, 1), {"strides": [1, 2]}),  # the other axis strided
+    ((1, 16, 40, 8), (16, 16, 3, 1), {"pads": [1, 1, 1, 1]}),  # the other axis padded
+])
+def test_conv_winograd_1d_only_where_it_applies(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                                attrs: dict[str, object]) -> None:
+    x = rand(*x_shape)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape)}, **attrs)
+    graph = load_onnx(model).graph
+    assert not conv.conv_plan(graph.nodes[0], graph).winograd_1d
+    assert_matches_ort(model, {"x": x})
+
+
+def test_conv_winograd_1d_not_with_compressed_weights() -> None:
+    x = rand(1, 16, 40)
+    model = single_op_model("Conv", {"x": x}, constants={"w": rand(32, 16, 5), "b": rand(32)}, pads=[2, 2])
+    plain, small = convert_onnx(model), convert_onnx(model, weights="int8")
+    assert len(small.wasm) < len(plain.wasm) * 0.7
+    got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
+    assert np.max(np.abs(got - want)) < 0.2 * np.max(np.abs(want))

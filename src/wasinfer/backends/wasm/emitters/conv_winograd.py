@@ -1,4 +1,4 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): 2.25x fewer multiplies.
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) or F(4x4, 3x3); 1-D ones by F(4, r).
 
 Each 2x2 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, with d the tile's 4x4
 input patch and g the 3x3 kernel (Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -19,23 +19,48 @@ one (identical values written twice); an odd output width or height crops the la
 F(2x2, 3x3)'s transforms use only 0, +-1 and +-0.5, so results stay within float32 rounding
 of the direct sum (ONNX Runtime's own tolerance tests hold).
 
+Rows of at least 16 outputs run as F(4x4, 3x3) (`emit_winograd_44`): 6x6 patches, 36 GEMMs, 2.25
+multiplies per output instead of F(2x2, 3x3)'s 4, the input de-interleaved by column phase so a patch
+element of 4 tiles is one v128 load. Its B^T holds small integers (4, 5) and G the fractions (applied
+to the weights in float64), which puts results about 1e-5 of the largest output from the direct sum.
+
 When a conv qualifies, its tiles and chunks, the scratch layout and the transformed weights are
 planned in lowering/winograd.py; this module renders that plan.
+
+Convolutions along one axis (audio and byte sequences, [1, 3] and [3, 1] kernels) with 3 or 5 taps run
+as F(4, 3) / F(4, 5) (`emit_winograd_1d`): tiles of 4 outputs from 6 / 8 inputs, 6 / 8 GEMMs instead of
+im2col's one with 3 / 5 times the depth. Along the last axis 4 tiles share a v128 (their outputs
+transposed on the way out); along an earlier axis 4 trailing positions do, and so do 4 rows of a
+last axis too short for groups of tiles (the input transposed on the way in). Their transforms come
+from the points 0, +-1, +-2, +-1/2 (lowering/winograd.py `toom_cook`); coefficients such as 2/3 and
+21/4 are not exact in float32, which puts results a few float32 roundings of the sum's magnitude from
+the direct sum (3e-6 of the largest output on magika's 256 -> 512 channel, 5-tap conv), well inside
+ONNX Runtime's own tolerances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx
 from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm
+from wasinfer.backends.wasm.emitters.pool import emit_copy
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Node
 from wasinfer.lowering.window import Window
-from wasinfer.lowering.winograd import WinogradPlan, tile_groups, transformed_weights
+from wasinfer.lowering.winograd import (
+    TILE_1D,
+    Winograd1dPlan,
+    Winograd44Plan,
+    WinogradAxisPlan,
+    WinogradPlan,
+    tile_groups,
+    transformed_weights,
+)
 
 
 def emit_winograd(ctx: Ctx, node: Node, win: Window, batch: int, plan: WinogradPlan) -> None:
@@ -207,3 +232,403 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
 
 
 __all__ = ["emit_winograd"]
+
+
+def _combine(ctx: Ctx, coefficients: np.ndarray, values: list[int]) -> None:
+    """Push sum_i coefficients[i] * values[i] (float32 coefficients; zeros skipped, +-1 as add/sub)."""
+    f = ctx.f
+    first = True
+    for coefficient, value in zip(coefficients.astype(np.float32).tolist(), values, strict=True):
+        if coefficient == 0:
+            continue
+        f.get(value)
+        if abs(coefficient) != 1 or (first and coefficient < 0):
+            f.f32x4_const(coefficient).op("f32x4.mul")
+            if not first:
+                f.op("f32x4.add")
+        elif not first:
+            f.op("f32x4.add" if coefficient > 0 else "f32x4.sub")
+        first = False
+    if first:
+        f.f32x4_const(0.0)
+
+
+def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan | WinogradAxisPlan) -> None:
+    if isinstance(plan, WinogradAxisPlan):
+        _emit_winograd_axis(ctx, node, batch, plan)
+    else:
+        _emit_winograd_sequence(ctx, node, batch, plan)
+
+
+def _emit_winograd_sequence(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan) -> None:
+    """F(4, 3) or F(4, 5) along the last spatial axis (lowering/winograd.py `Winograd1dPlan`), per sample:
+
+    1. each row's padded inputs de-interleaved by phase into P (a strided copy per channel, row and phase), so
+       that tile element i of 4 consecutive tiles is one v128 load;
+    then per chunk of groups of 4 tiles (a group's row and first tile found by division):
+    2. input transform, V[xi, c, 4g..4g+3] = (B^T d)[xi], 4 tiles per v128;
+    3. a GEMM per point, M[xi] = U[xi] @ V[xi], in a run-time loop over the points;
+    4. per output channel and group: output transform, bias, the fused activation, the 4 outputs of 4 tiles
+       transposed into 16 consecutive ones, stored into Y; a row's last group, when fewer of its outputs exist,
+       into R, whose first outputs are then copied (a run-time test on the group).
+    Tiles past a row's end (its tiles are rounded up to whole groups) read zeros or inputs no output needs."""
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    at, _, bt = plan.matrices()
+    channels, out_channels, alpha, phases = plan.channels, plan.out_channels, plan.alpha, TILE_1D
+    span, row_groups, rows = plan.phase_length, plan.row_groups, plan.pre
+    p_base = ctx.scratch_addr
+    v_base, m_base, r_base = p_base + plan.v_offset, p_base + plan.m_offset, p_base + plan.r_offset
+    table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, group, src, dst, xi, pu, pv, pm, chunk, group0, row, tile, line = (f.local(I32) for _ in range(14))
+    d = [f.local(V128) for _ in range(alpha)]
+    r = [f.local(V128) for _ in range(TILE_1D)]
+    bias_v = f.local(V128)
+
+    def locate() -> None:
+        """row = (group0 + group) div row_groups, tile = 4 x its group within the row."""
+        f.get(group0).get(group).op("i32.add").i32(row_groups).op("i32.div_u").set(row)
+        f.get(group0).get(group).op("i32.add").get(row).i32(row_groups).op("i32.mul").op("i32.sub")
+        f.i32(4).op("i32.mul").set(tile)
+
+    def outputs(at_y: int, columns: int) -> None:
+        """Output transform of the group whose M columns (of `columns`) `src` points at; its 16 outputs stored
+        from `at_y`."""
+        for i in range(alpha):
+            f.get(src).mem("v128.load", offset=4 * i * out_channels * columns).set(d[i])
+        for j in range(TILE_1D):
+            _combine(ctx, at[j], d)
+            f.get(bias_v).op("f32x4.add")
+            epilogue(ctx, node)
+            f.set(r[j])
+        # r[j] holds output j of 4 tiles: transposed into their 16 outputs
+        for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
+            f.get(r[0]).get(r[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[0])
+            f.get(r[2]).get(r[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(d[1])
+            for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
+                f.get(at_y).get(d[0]).get(d[1]).shuffle32(lanes).mem("v128.store", offset=16 * (2 * half + k))
+
+    def run_chunk(groups: int) -> None:
+        """The chunk of `groups` groups from group `group0` (a local): steps 2-4."""
+        columns = 4 * groups
+        # 2. V[xi, c, 4g..4g+3] = sum_i B^T[xi, i] d_i, d_i = P[c, row, i % 4, tile + i // 4 ...]
+        with f.for_range(c, 0, channels), f.for_range(group, 0, groups):
+            locate()
+            f.get(c).i32(rows).op("i32.mul").get(row).op("i32.add").i32(4 * phases * span).op("i32.mul")
+            f.get(tile).i32(4).op("i32.mul").op("i32.add").i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(columns).op("i32.mul").get(group).i32(4).op("i32.mul").op("i32.add").i32(4).op("i32.mul")
+            f.i32(v_base).op("i32.add").set(dst)
+            for i in range(alpha):
+                f.get(src).mem("v128.load", offset=4 * ((i % phases) * span + i // phases)).set(d[i])
+            for point in range(alpha):
+                f.get(dst)
+                _combine(ctx, bt[point], d)
+                f.mem("v128.store", offset=4 * point * channels * columns)
+        # 3. M[xi] = U[xi] @ V[xi]
+        with f.for_range(xi, 0, alpha):
+            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        # 4. Y[sample, m, row, tile * 4 ...]
+        with f.for_range(c, 0, out_channels):
+            if bias is None:
+                f.f32x4_const(0.0).set(bias_v)
+            else:
+                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            with f.for_range(group, 0, groups):
+                locate()
+                f.get(c).i32(columns).op("i32.mul").get(group).i32(4).op("i32.mul").op("i32.add").i32(4).op("i32.mul")
+                f.i32(m_base).op("i32.add").set(src)
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(rows).op("i32.mul")
+                f.get(row).op("i32.add").i32(plan.out_length).op("i32.mul").get(tile).i32(TILE_1D).op("i32.mul")
+                f.op("i32.add").i32(4).op("i32.mul").i32(y).op("i32.add").set(dst)
+                if plan.last_outputs == 4 * TILE_1D:
+                    outputs(dst, columns)
+                else:
+                    f.get(tile).i32(4 * (row_groups - 1)).op("i32.eq")
+                    with f.if_():  # a row's last group: only its first outputs exist
+                        f.i32(r_base).set(line)
+                        outputs(line, columns)
+                        emit_copy(f, (dst, 0), (line, 0), plan.last_outputs)
+                        f.else_()
+                        outputs(dst, columns)
+
+    with f.for_range(sample, 0, batch):
+        # 1. P[c, row, p, j] = x_pad[c, row, j * 4 + p]: zeros, then each phase's inputs inside the input
+        f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
+        with f.for_range(line, 0, channels * rows):
+            f.get(sample).i32(channels * rows).op("i32.mul").get(line).op("i32.add").i32(4 * plan.length)
+            f.op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(line).i32(4 * phases * span).op("i32.mul").i32(p_base).op("i32.add").set(dst)
+            for p in range(phases):
+                # j with 0 <= j * 4 + p - pad < length
+                lo = max(0, -(-(plan.pad - p) // phases))
+                hi = min(span, -(-(plan.length + plan.pad - p) // phases))
+                if hi > lo:
+                    emit_copy(f, (dst, 4 * (p * span + lo)), (src, 4 * (lo * phases + p - plan.pad)), hi - lo, phases)
+        for first, groups, repeat in plan.chunks():
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(groups).op("i32.mul").i32(first).op("i32.add").set(group0)
+                run_chunk(groups)
+
+
+def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan) -> None:
+    """F(4, r) along an axis followed by `post` >= 4 positions (lowering/winograd.py `WinogradAxisPlan`), per sample:
+
+    1. P = the input zero-padded along the axis (one copy per channel and pre index);
+    then per chunk of units (a pre index and a tile, with their `post` columns):
+    2. input transform, V[xi, c, unit, w] = (B^T d)[xi], 4 columns per v128 (d_i: one load from P);
+    3. a GEMM per point, M[xi] = U[xi] @ V[xi];
+    4. output transform, bias and the fused activation, stored straight into Y: output j of a unit's 4 columns is 4
+       consecutive outputs. The last tile of each pre index stores only the outputs that exist (a run-time test).
+    A `post` that is not a multiple of 4 ends each unit with 4 columns overlapping the ones before (the same values
+    written twice). Transposed (a last axis with `post` rows before it): P is filled by a strided copy per input
+    position, and each v128 of outputs is stored one float per row."""
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    at, _, bt = plan.matrices()
+    channels, out_channels, alpha, post, tiles = plan.channels, plan.out_channels, plan.alpha, plan.post, plan.tiles
+    lp = plan.padded_length
+    p_base = ctx.scratch_addr
+    v_base, m_base = p_base + plan.v_offset, p_base + plan.m_offset
+    table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, row, unit, src, dst, xi, pu, pv, pm, chunk, unit0, tile, last, column = (f.local(I32) for _ in range(15))
+    d = [f.local(V128) for _ in range(alpha)]
+    bias_v, result = f.local(V128), f.local(V128)
+    columns = [4 * g for g in range(post // 4)] + ([post - 4] if post % 4 else [])  # first column of each v128
+    partial = plan.out_length - TILE_1D * (tiles - 1)  # outputs of each pre index's last tile
+
+    def locate(u: int) -> None:
+        """row = unit0 + u div tiles (the pre index), tile = unit0 + u mod tiles, last = tile is the last one."""
+        f.get(unit0).get(u).op("i32.add").i32(tiles).op("i32.div_u").set(row)
+        f.get(unit0).get(u).op("i32.add").get(row).i32(tiles).op("i32.mul").op("i32.sub").set(tile)
+        f.get(tile).i32(tiles - 1).op("i32.eq").set(last)
+
+    def run_chunk(units: int) -> None:
+        width = units * post  # GEMM columns
+        # 2. V[xi, c, u, w..w+3] from d_i = P[c, row, 4 * tile + i, w..w+3]
+        with f.for_range(c, 0, channels), f.for_range(unit, 0, units):
+            locate(unit)
+            f.get(c).i32(plan.pre).op("i32.mul").get(row).op("i32.add").i32(lp).op("i32.mul")
+            f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 * post).op("i32.mul")
+            f.i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
+            f.i32(v_base).op("i32.add").set(dst)
+            for w in columns:
+                for i in range(alpha):
+                    f.get(src).mem("v128.load", offset=4 * (i * post + w)).set(d[i])
+                for point in range(alpha):
+                    f.get(dst)
+                    _combine(ctx, bt[point], d)
+                    f.mem("v128.store", offset=4 * (point * channels * width + w))
+        # 3. M[xi] = U[xi] @ V[xi]
+        with f.for_range(xi, 0, alpha):
+            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+            f.get(xi).i32(4 * channels * width).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * width).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, width, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), width, 1), Operand(("local", pm), width, 1), None, None)
+        # 4. Y[sample, m, row, 4 * tile + j, w..w+3] = (A^T m)[j] + bias
+        with f.for_range(c, 0, out_channels):
+            if bias is None:
+                f.f32x4_const(0.0).set(bias_v)
+            else:
+                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            with f.for_range(unit, 0, units):
+                locate(unit)
+                f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
+                f.i32(m_base).op("i32.add").set(src)
+                # (sample, m, row) -> Y[sample, m, row, 4 * tile, 0]; transposed (1 row): Y[sample, m, 0, 4 * tile]
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(plan.pre).op("i32.mul")
+                f.get(row).op("i32.add").i32(plan.out_length * (post if plan.transposed else 1)).op("i32.mul")
+                f.get(tile).i32(TILE_1D).op("i32.mul").op("i32.add").i32(4 if plan.transposed else 4 * post)
+                f.op("i32.mul").i32(y).op("i32.add").set(dst)
+                for w in columns:
+                    for i in range(alpha):
+                        f.get(src).mem("v128.load", offset=4 * (i * out_channels * width + w)).set(d[i])
+                    for j in range(TILE_1D):
+                        if j >= partial:  # output 4 * tile + j exists unless this is the last tile
+                            f.get(last).op("i32.eqz")
+                        with f.if_() if j >= partial else nullcontext():
+                            _combine(ctx, at[j], d)
+                            f.get(bias_v).op("f32x4.add")
+                            epilogue(ctx, node)
+                            f.set(result)
+                            if plan.transposed:  # output j of rows w..w+3: one float per row
+                                for lane in range(4):
+                                    f.get(dst).get(result).lane("f32x4.extract_lane", lane)
+                                    f.mem("f32.store", offset=4 * ((w + lane) * plan.out_length + j))
+                            else:
+                                f.get(dst).get(result).mem("v128.store", offset=4 * (j * post + w))
+
+    with f.for_range(sample, 0, batch):
+        # 1. P[c, row, pad + i, :] = x[sample, c, row, i, :]; transposed: P[c, 0, pad + i, q] = x[sample, c, q, i]
+        f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
+        with f.for_range(column, 0, channels * plan.pre):
+            f.get(sample).i32(channels * plan.pre).op("i32.mul").get(column).op("i32.add")
+            f.i32(4 * plan.length * post).op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(column).i32(4 * lp * post).op("i32.mul").i32(p_base + 4 * plan.pad * post).op("i32.add").set(dst)
+            if plan.transposed:
+                with f.for_range(unit, 0, min(plan.length, lp - plan.pad)):
+                    emit_copy(f, (dst, 0), (src, 0), post, plan.length)
+                    f.inc(dst, 4 * post).inc(src, 4)
+            else:
+                emit_copy(f, (dst, 0), (src, 0), min(plan.length, lp - plan.pad) * post)
+        for first, units, repeat in plan.chunks():
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(units).op("i32.mul").i32(first).op("i32.add").set(unit0)
+                run_chunk(units)
+
+
+def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winograd44Plan) -> None:
+    """F(4x4, 3x3) (lowering/winograd.py `Winograd44Plan`), per sample:
+
+    1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase),
+       so that patch element (a, b) of a group of 4 tiles is one v128 load;
+    then per chunk of tile rows:
+    2. input transform, V[6i + j, c, t] = (B^T d B)[i, j], 4 tiles per v128 (B^T's entries are small integers);
+    3. the 36 GEMMs, M[xi] = U[xi] @ V[xi], in a run-time loop over xi;
+    4. per output channel, tile row and group: (A^T m A) + bias and the fused activation, 4x4 outputs of 4 tiles;
+       each output row's 4 v128s transposed into 16 consecutive outputs, stored into Y. A last tile row stores
+       only the rows that exist and a last group, when fewer of its columns exist, goes through R and a short
+       copy (run-time tests)."""
+    f = ctx.f
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    at, _, bt = plan.matrices()
+    channels, out_channels, groups = plan.channels, plan.out_channels, plan.groups
+    (h, w), (ho, wo) = win.in_dims, win.out_dims
+    hp, span = plan.padded_rows, plan.phase_length
+    p_base = ctx.scratch_addr
+    v_base, m_base, r_base = p_base + plan.v_offset, p_base + plan.m_offset, p_base + plan.r_offset
+    table = ctx.data(np.array([ctx.data(u) for u in plan.transformed_weights(weights)], np.int32))
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    bias = ctx.addr(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sample, c, row, group, src, dst, xi, pu, pv, pm, chunk, row0, line = (f.local(I32) for _ in range(13))
+    d = [[f.local(V128) for _ in range(6)] for _ in range(6)]
+    t = [[f.local(V128) for _ in range(6)] for _ in range(6)]
+    bias_v, out = f.local(V128), [[f.local(V128) for _ in range(4)] for _ in range(4)]
+    top, left = win.pad_begin
+
+    def run_chunk(rows: int) -> None:
+        """The chunk of `rows` tile rows from tile row `row0` (a local): steps 2-4."""
+        columns = rows * 4 * groups  # GEMM columns: the chunk's tiles
+        # 2. V[xi, c, (row, 4g..4g+3)]: d[a][b] = P[c, 4 * (row0 + row) + a, b % 4, 4g + b // 4 ...]
+        with f.for_range(c, 0, channels), f.for_range(row, 0, rows):
+            f.get(c).i32(hp).op("i32.mul").get(row0).get(row).op("i32.add").i32(4).op("i32.mul").op("i32.add")
+            f.i32(4 * 4 * span).op("i32.mul").i32(p_base).op("i32.add").set(src)
+            f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
+            f.i32(4).op("i32.mul").i32(v_base).op("i32.add").set(dst)
+            with f.for_range(group, 0, groups):
+                for a in range(6):
+                    for b in range(6):
+                        f.get(src).mem("v128.load", offset=4 * ((4 * a + b % 4) * span + b // 4)).set(d[a][b])
+                for i in range(6):  # t = B^T d, column by column
+                    for b in range(6):
+                        _combine(ctx, bt[i], [d[a][b] for a in range(6)])
+                        f.set(t[i][b])
+                for i in range(6):  # V = t B, row by row
+                    for j in range(6):
+                        f.get(dst)
+                        _combine(ctx, bt[j], t[i])
+                        f.mem("v128.store", offset=4 * (6 * i + j) * channels * columns)
+                f.inc(src, 16).inc(dst, 16)
+        # 3. M[xi] = U[xi] @ V[xi]
+        with f.for_range(xi, 0, 36):
+            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
+                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        # 4. Y[sample, m, 4 * (row0 + row) + j, 16g ...]
+        with f.for_range(c, 0, out_channels):
+            if bias is None:
+                f.f32x4_const(0.0).set(bias_v)
+            else:
+                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            with f.for_range(row, 0, rows):
+                f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
+                f.i32(4).op("i32.mul").i32(m_base).op("i32.add").set(src)
+                f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(ho).op("i32.mul")
+                f.get(row0).get(row).op("i32.add").i32(4).op("i32.mul").op("i32.add").i32(4 * wo).op("i32.mul")
+                f.i32(y).op("i32.add").set(dst)
+                with f.for_range(group, 0, groups):
+                    _output_tiles_44(ctx, node, plan, at, src, bias_v, d, t, out, columns)
+                    for j in range(4):
+                        _store_row_44(ctx, plan, out[j], d[0][:2], j, dst, row0, row, group, line, r_base)
+                    f.inc(src, 16).inc(dst, 64)
+
+    with f.for_range(sample, 0, batch):
+        # 1. P[c, top + i, p, j] = x[sample, c, i, 4j + p - left] inside the input, zeros elsewhere
+        f.i32(p_base).i32(0).i32(plan.v_offset).memory_fill()
+        with f.for_range(c, 0, channels), f.for_range(row, 0, h):
+            f.get(sample).i32(channels).op("i32.mul").get(c).op("i32.add").i32(h).op("i32.mul").get(row)
+            f.op("i32.add").i32(4 * w).op("i32.mul").i32(x).op("i32.add").set(src)
+            f.get(c).i32(hp).op("i32.mul").get(row).op("i32.add").i32(4 * 4 * span).op("i32.mul")
+            f.i32(p_base + 4 * top * 4 * span).op("i32.add").set(dst)
+            for p in range(4):
+                lo = max(0, -(-(left - p) // 4))  # j with 0 <= 4j + p - left < w
+                hi = min(span, -(-(w + left - p) // 4))
+                if hi > lo:
+                    emit_copy(f, (dst, 4 * (p * span + lo)), (src, 4 * (4 * lo + p - left)), hi - lo, 4)
+        for first, rows, repeat in plan.runs():
+            with f.for_range(chunk, 0, repeat):
+                f.get(chunk).i32(rows).op("i32.mul").i32(first).op("i32.add").set(row0)
+                run_chunk(rows)
+
+
+def _output_tiles_44(ctx: Ctx, node: Node, plan: Winograd44Plan, at: np.ndarray, src: int, bias_v: int,
+                     m: list[list[int]], s: list[list[int]], out: list[list[int]], columns: int) -> None:
+    """out[j][k] = (A^T M A)[j, k] + bias, activated, for the 4 tiles whose M columns `src` points at."""
+    f = ctx.f
+    for a in range(6):
+        for b in range(6):
+            f.get(src).mem("v128.load", offset=4 * (6 * a + b) * plan.out_channels * columns).set(m[a][b])
+    for j in range(4):  # s = A^T M, column by column
+        for b in range(6):
+            _combine(ctx, at[j], [m[a][b] for a in range(6)])
+            f.set(s[j][b])
+    for j in range(4):
+        for k in range(4):
+            _combine(ctx, at[k], s[j])
+            f.get(bias_v).op("f32x4.add")
+            epilogue(ctx, node)
+            f.set(out[j][k])
+
+
+def _store_row_44(ctx: Ctx, plan: Winograd44Plan, row: list[int], pair: list[int], j: int, dst: int, row0: int,
+                  tile_row: int, group: int, line: int, r_base: int) -> None:
+    """Output row j of 4 tiles (row[k]: column k of each tile) transposed into 16 consecutive outputs from
+    `dst` + j rows; only where that row exists, and only the existing columns of a last group."""
+    f = ctx.f
+    wo = plan.out_dims[1]
+
+    def store(at: int, offset: int) -> None:
+        for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
+            f.get(row[0]).get(row[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[0])
+            f.get(row[2]).get(row[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[1])
+            for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
+                f.get(at).get(pair[0]).get(pair[1]).shuffle32(lanes)
+                f.mem("v128.store", offset=offset + 16 * (2 * half + k))
+
+    if j >= plan.last_rows:  # row 4 * tile row + j exists unless this is the last tile row
+        f.get(row0).get(tile_row).op("i32.add").i32(plan.tile_rows - 1).op("i32.ne")
+    with f.if_() if j >= plan.last_rows else nullcontext():
+        if plan.last_columns == 16:
+            store(dst, 4 * j * wo)
+        else:
+            f.get(group).i32(plan.groups - 1).op("i32.eq")
+            with f.if_():  # a last group: only its first columns exist
+                f.i32(r_base).set(line)
+                store(line, 0)
+                emit_copy(f, (dst, 4 * j * wo), (line, 0), plan.last_columns)
+                f.else_()
+                store(dst, 4 * j * wo)

@@ -8,7 +8,8 @@ each input plane into a scratch buffer whose border holds the padding value (-in
 NaN when Indices are wanted, 0 otherwise; written once per call), so every window reads
 without bounds checks; unpadded ops read the input in place. Tap offsets are compile-time
 constants (memarg offsets), unrolled up to MAX_UNROLL taps. With a unit stride on the last
-axis four outputs are computed per v128.
+axis four outputs are computed per v128. An op may compute blocks of several v128s at once
+(`WindowOp.vectors`, depthwise Conv): a row's outputs in blocks, or several narrow rows per block.
 
 AveragePool divides by the per-axis product of counts computed at compile time, exactly
 as ONNX Runtime does: taps inside the input (count_include_pad=0), or inside the input
@@ -38,6 +39,7 @@ from wasinfer.lowering.window import (
 )
 
 UNROLL_FLOATS = 16  # copies and fills up to this many floats are unrolled v128/f32 moves
+COPY_LOOP_FLOATS = 256  # unit-stride copies up to this many floats are a v128 loop: memory.copy calls the runtime
 NEG_INF_BITS = 0xFF800000
 NAN_BITS = 0x7FC00000
 
@@ -78,8 +80,21 @@ def emit_fill(f: Func, dst: Addr, count: int, bits: int = 0) -> None:
 
 
 def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> None:
-    """dst[j] = src[j * src_step] for j < count: memory.copy for long unit-stride runs."""
+    """dst[j] = src[j * src_step] for j < count (the two do not overlap): a v128 loop for unit-stride runs up to
+    COPY_LOOP_FLOATS, memory.copy (a call into the runtime, ~10 ns) for longer ones."""
     if count <= 0:
+        return
+    if src_step == 1 and UNROLL_FLOATS < count <= COPY_LOOP_FLOATS:  # 8 floats per step, then the rest
+        counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
+        push_addr(f, dst)
+        f.set(pd)
+        push_addr(f, src)
+        f.set(ps)
+        with f.for_range(counter, 0, count // 8):
+            for index in range(2):
+                f.get(pd).get(ps).mem("v128.load", offset=16 * index).mem("v128.store", offset=16 * index)
+            f.inc(pd, 32).inc(ps, 32)
+        emit_copy(f, (pd, 0), (ps, 0), count % 8)
         return
     if src_step == 1 and count > UNROLL_FLOATS:
         push_addr(f, dst)
@@ -94,6 +109,9 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
             f.get(dst[0]).get(src[0]).mem("f32.load", offset=src[1] + 4 * index)
             f.mem("f32.store", offset=dst[1] + 4 * index)
         return
+    if src_step == 2 and count >= 4:
+        _copy_stride2(f, dst, src, count)
+        return
     unroll = 4
     if count > UNROLL_FLOATS:
         counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
@@ -107,6 +125,35 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
         _gather(f, (pd, 0), (ps, 0), count % unroll, src_step)
         return
     _gather(f, dst, src, count, src_step)
+
+
+def _copy_stride2(f: Func, dst: Addr, src: Addr, count: int) -> None:
+    """dst[j] = src[2j] for j < count (>= 4), 4 at a time: inputs 0-3 and 3-6 loaded, 0, 2, 4, 6 picked by one
+    shuffle (nothing past input 2 * count - 2 is read). A count that is not a multiple of 4 ends with 4 outputs
+    overlapping the ones before (the same values stored again)."""
+    def four(at_dst: Addr, at_src: Addr) -> None:
+        f.get(at_dst[0]).get(at_src[0]).mem("v128.load", offset=at_src[1])
+        f.get(at_src[0]).mem("v128.load", offset=at_src[1] + 12).shuffle32((0, 2, 5, 7))
+        f.mem("v128.store", offset=at_dst[1])
+
+    groups, rest = divmod(count, 4)
+    if count <= UNROLL_FLOATS:
+        for index in range(groups):
+            four((dst[0], dst[1] + 16 * index), (src[0], src[1] + 32 * index))
+        if rest:  # the last 4 outputs, ending at the last one
+            four((dst[0], dst[1] + 4 * (count - 4)), (src[0], src[1] + 8 * (count - 4)))
+        return
+    counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
+    push_addr(f, dst)
+    f.set(pd)
+    push_addr(f, src)
+    f.set(ps)
+    with f.for_range(counter, 0, groups):
+        four((pd, 0), (ps, 0))
+        f.inc(pd, 16).inc(ps, 32)
+    if rest:  # back from where the loop stopped to 4 outputs before the end
+        f.inc(pd, 4 * (rest - 4)).inc(ps, 8 * (rest - 4))
+        four((pd, 0), (ps, 0))
 
 
 def for_lanes(f: Func, count: int, body: Callable[[int], None]) -> None:
@@ -193,6 +240,11 @@ class WindowOp:
 
     pad_bits = 0  # the f32 bit pattern of padding
     stride2_lanes = False  # push can load 4 outputs' inputs at stride 2 along the last axis (lanes=4)
+    # v128 outputs per block (`push_block`), each its own accumulator; a block covers part of a row, or whole
+    # narrow rows (`block_rows`). More than 1 only for an op whose outputs depend on their windows alone (no
+    # state in `finish`): a row's last v128 then ends at the row's end and recomputes, bit for bit, outputs
+    # the one before it stored.
+    vectors = 1
 
     def walks(self) -> list[Walk]:
         """Extra run-time values that advance with the outputs (their starts are set by start_plane)."""
@@ -211,6 +263,14 @@ class WindowOp:
     def finish(self, lanes: int) -> None:
         """After the output is stored: advance per-output state by `lanes` outputs."""
         return None
+
+    def push_block(self, taps: Taps, p: int, out: int, columns: list[int], rows: int,
+                   row_steps: tuple[int, int]) -> None:
+        """Compute and store rows x columns (at most `vectors`) v128s of outputs: the 4 outputs from each of
+        `columns` (output offsets along the row) in each of `rows` consecutive rows, the first row's first
+        window starting at `p` and its first output at `out`; `row_steps` are the bytes between consecutive
+        rows' windows and outputs."""
+        raise NotImplementedError
 
 
 def emit_windows(ctx: Ctx, win: Window, x: int, y: int, planes: int, op: WindowOp, taps: Taps,
@@ -232,9 +292,11 @@ def emit_windows(ctx: Ctx, win: Window, x: int, y: int, planes: int, op: WindowO
         if padded is not None:
             _copy_in(f, win, padded, src, ctx.scratch_addr)
             f.i32(ctx.scratch_addr).set(src)
+        rows = block_rows(win, op)
+        in_row = pointer_steps[-2] if win.rank > 1 else 0
         with f.for_range(copy, 0, repeat):
             op.start_plane(in_plane, out_plane)
-            _rows(f, win, walks, lambda starts: _outputs(f, win, starts, out, taps, op))
+            _rows(f, win, walks, lambda starts, n: _outputs(f, win, starts, out, taps, op, n, in_row), rows)
             f.inc(out_plane)
 
 
@@ -261,18 +323,28 @@ def _copy_in(f: Func, win: Window, reads: tuple[int, ...], src: int, buffer: int
     level(0)
 
 
-def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int]], None]) -> None:
-    """Loop over the outputs' leading axes; `body` gets locals holding each walk at the row's first output."""
+def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int], int], None], rows: int = 1) -> None:
+    """Loop over the outputs' leading axes; `body` gets locals holding each walk at a row's first output, and how
+    many consecutive rows (along the last leading axis) it computes: `rows` at a time, then the rows left."""
     levels = [[f.local(I32) for _ in walks] for _ in range(win.rank - 1)]
     counters = [f.local(I32) for _ in range(win.rank - 1)]
 
     def level(a: int, current: list[int]) -> None:
         if a == win.rank - 1:
-            body(current)
+            body(current, 1)
             return
         mine = levels[a]
         for src, dst in zip(current, mine, strict=True):
             f.get(src).set(dst)
+        if a == win.rank - 2 and rows > 1:
+            full, rest = divmod(win.out_dims[a], rows)
+            with f.for_range(counters[a], 0, full):
+                body(mine, rows)
+                for local, (_, steps) in zip(mine, walks, strict=True):
+                    f.inc(local, steps[a] * rows)
+            if rest:
+                body(mine, rest)
+            return
         with f.for_range(counters[a], 0, win.out_dims[a]):
             level(a + 1, mine)
             for local, (_, steps) in zip(mine, walks, strict=True):
@@ -281,8 +353,31 @@ def _rows(f: Func, win: Window, walks: list[Walk], body: Callable[[list[int]], N
     level(0, [start for start, _ in walks])
 
 
-def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: WindowOp) -> None:
-    """One row of outputs along the last axis: v128 at a time when the stride is 1."""
+def _vectorised(win: Window, op: WindowOp) -> bool:
+    stride = win.strides[-1]
+    return stride == 1 or (stride == 2 and op.stride2_lanes)
+
+
+def _columns(size: int) -> list[int]:
+    """First output of each v128 covering `size` (>= 4) outputs: every 4th, and one ending at the last output
+    when `size` is not a multiple of 4 (overlapping the one before)."""
+    return list(range(0, size - 3, 4)) + ([size - 4] if size % 4 else [])
+
+
+def block_rows(win: Window, op: WindowOp) -> int:
+    """Rows per block of a blocked op (`WindowOp.vectors` > 1): a row whose v128s fill at most half of the
+    accumulators shares its block with the rows after it, so each pass over the taps does more work."""
+    size = win.out_dims[-1]
+    if op.vectors == 1 or win.rank < 2 or size < 4 or not _vectorised(win, op):
+        return 1
+    per_row = len(_columns(size))
+    return min(win.out_dims[-2], op.vectors // per_row) if 2 * per_row <= op.vectors else 1
+
+
+def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: WindowOp, rows: int,
+             in_row: int) -> None:
+    """`rows` rows of outputs along the last axis (more than 1 only for blocks): v128 at a time when the stride is
+    1; `in_row` is the bytes between the windows of consecutive rows."""
     size, stride = win.out_dims[-1], win.strides[-1]
     p, counter = f.local(I32), f.local(I32)
     f.get(starts[0]).set(p)
@@ -295,11 +390,44 @@ def _outputs(f: Func, win: Window, starts: list[int], out: int, taps: Taps, op: 
         op.finish(lanes)
         f.inc(out, 4 * lanes).inc(p, 4 * lanes * stride)
 
-    if stride == 1 or (stride == 2 and op.stride2_lanes):
+    if _vectorised(win, op) and op.vectors > 1 and size >= 4:
+        def block(columns: list[int], block_rows: int) -> None:
+            op.push_block(taps, p, out, columns, block_rows, (in_row, 4 * size))
+
+        _blocks(f, size, stride, p, out, block, op.vectors, rows)
+        if rows > 1:
+            f.inc(out, 4 * size * (rows - 1))
+    elif _vectorised(win, op):
         for_lanes(f, size, body)
     else:
         with f.for_range(counter, 0, size):
             body(1)
+
+
+def _blocks(f: Func, size: int, stride: int, p: int, out: int, block: Callable[[list[int], int], None],
+            widest: int, rows: int) -> None:
+    """A row of `size` (>= 4) outputs in blocks of `widest` v128s, then one block of the v128s left, the last of
+    which ends at the row's end when `size` is not a multiple of 4: it overlaps the outputs before it and stores
+    them again, bit for bit (they depend on their windows alone). No scalar tail, at most one short block per
+    row. With `rows` > 1 the rows' every v128 is one block."""
+    counter = f.local(I32)
+
+    def step(columns: list[int], outputs: int) -> None:
+        block(columns, rows)
+        f.inc(out, 4 * outputs).inc(p, 4 * outputs * stride)
+
+    if rows > 1:
+        step(_columns(size), size)
+        return
+    full, rest = divmod(size, 4 * widest)
+    if full:
+        with f.for_range(counter, 0, full):
+            step(list(range(0, 4 * widest, 4)), 4 * widest)
+    if rest:
+        back = max(0, 4 - rest)  # fewer than 4 left: back up to 4 outputs before the row's end
+        if back:
+            f.inc(out, -4 * back).inc(p, -4 * back * stride)
+        step(_columns(rest + back), rest + back)
 
 
 # ---------------------------------------------------------------- pools
@@ -544,5 +672,5 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         f.inc(out, 4)
 
 
-__all__ = ["Addr", "Taps", "Walk", "WindowOp", "emit_copy", "emit_fill", "emit_windows", "for_lanes", "load_lanes",
-           "push_addr", "store_lanes"]
+__all__ = ["Addr", "Taps", "Walk", "WindowOp", "block_rows", "emit_copy", "emit_fill", "emit_windows", "for_lanes",
+           "load_lanes", "push_addr", "store_lanes"]
