@@ -47,9 +47,10 @@ class Batcher:
     """Collects requests for one model and runs them in batches on `run` (blocking, thread-safe)."""
 
     def __init__(self, run: Callable[[Tensors], Tensors], max_batch: int, max_delay: float, workers: int,
-                 name: str, observe: Callable[[int, float], None] | None = None, demoter: Demoter | None = None):
+                 name: str, observe: Callable[[int, float], None] | None = None, demoter: Demoter | None = None,
+                 on_demoted: Callable[[], None] | None = None):
         self._run, self.max_batch, self.max_delay = run, max_batch, max_delay
-        self._name, self._demoter = name, demoter
+        self._name, self._demoter, self._on_demoted = name, demoter, on_demoted
         self._observe = observe  # (batch size in samples, seconds the oldest request waited)
         self._pending: deque[_Pending] = deque()
         self._queued_samples = 0
@@ -58,9 +59,14 @@ class Batcher:
         for number in range(max(1, workers)):
             self._start_worker(number)
 
-    def _start_worker(self, number: int) -> None:
-        threading.Thread(target=self._work, args=(number,), name=f"wasinfer-batch-{self._name}-{number}",
-                         daemon=True).start()
+    def _start_worker(self, number: int, demoted: bool = False) -> None:
+        """Start worker `number`; the successor of a demoted one through the demoter (which is not)."""
+        thread = threading.Thread(target=self._work, args=(number,), name=f"wasinfer-batch-{self._name}-{number}",
+                                  daemon=True)
+        if demoted and self._demoter is not None:
+            self._demoter.retire(thread)
+        else:
+            thread.start()
 
     def submit(self, inputs: Tensors, samples: int) -> Future[Tensors]:
         """Queue one request of `samples` samples (at most max_batch); its outputs arrive on the future."""
@@ -93,7 +99,9 @@ class Batcher:
             finally:
                 demoted = self._demoter.finished()
             if demoted:  # this thread stays at nice 19: a fresh one takes its place
-                self._start_worker(number)
+                self._start_worker(number, demoted=True)
+                if self._on_demoted is not None:
+                    self._on_demoted()
                 return
 
     def _next_batch(self) -> list[_Pending] | None:

@@ -239,14 +239,17 @@ class LoadedModel:
         # so that a long run's thread can be demoted (workers.py). No explicit shutdown: requests that
         # looked the version up just before it was dropped still run here, and the threads end once the
         # version is collected.
-        self._workers = ModelWorkers(settings.instance_count, f"{self.name}-{self.version}", demoter)
+        def demoted(name: str = self.name, version: str = self.version) -> None:  # holds no reference to self
+            metrics.demotion(name, version)
+
+        self._workers = ModelWorkers(settings.instance_count, f"{self.name}-{self.version}", demoter, demoted)
         self.batcher: Batcher | None = None
         can_batch = bool(inputs) and all(t.shape[:1] == [-1] for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
             self.batcher = Batcher(self._run, settings.max_batch or 64, settings.batching_delay_us / 1e6,
                                    settings.instance_count, f"{self.name}-{self.version}",
                                    lambda size, waited: metrics.batch(self.name, self.version, size, waited),
-                                   demoter)
+                                   demoter, demoted)
         self.metadata = {"name": self.name, "versions": self.versions, "platform": self.platform,
                          "inputs": [t.as_json() for t in inputs], "outputs": [t.as_json() for t in outputs]}
         self.metadata_json = orjson.dumps(self.metadata)

@@ -16,9 +16,11 @@ until its deadline; throttling a model whose runs keep hitting their deadline ac
 first ones have taken their cores for the whole deadline.
 
 A process without CAP_SYS_NICE cannot lower a thread's nice value again, so a demoted thread ends
-after its run and its pool starts a fresh one, at normal priority, for the next: a model whose one
-run was long does not stay slow. That is why models run only on threads of their own (a thread of
-grpcio's shared pool, once demoted, would slow whatever call it served next).
+after its run and a fresh one, at normal priority, takes its place: a model whose one run was long
+does not stay slow. A new thread inherits its creator's nice value, so the demoted thread cannot
+start its successor itself: the demoter's own thread, never demoted, starts it. And that is why
+models run only on threads of their own: a thread of grpcio's shared pool, once demoted, would
+slow whatever call it served next.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ class _Run:
 class Demoter:
     """Lowers to nice 19 the priority of each thread whose current run has lasted `after_seconds`.
 
-    A run is what a thread does between `started()` and `finished()`. One thread watches, started by
-    the first run and ended after IDLE_EXIT_SECONDS without one; it sleeps until the oldest run is due,
-    so short runs cost it nothing but a dictionary entry (a Python thread that woke every few
-    milliseconds would take the interpreter from the event loop that often). Linux only: elsewhere
+    A run is what a thread does between `started()` and `finished()`; a thread whose run was demoted
+    then calls `retire()` as it ends, with its successor. One thread watches the runs and starts those
+    successors; it is started by a run (at normal priority: a demoted thread starts no run), sleeps until
+    the oldest run is due, so that short runs cost it nothing but a dictionary entry (a Python thread
+    that woke every few milliseconds would take the interpreter from the event loop that often), and
+    ends after IDLE_EXIT_SECONDS with no run and no demoted thread left. Linux only: elsewhere
     setpriority() on a thread id is not per thread, and nothing is demoted."""
 
     def __init__(self, after_seconds: float):
@@ -64,6 +68,8 @@ class Demoter:
         self.demotions = 0  # runs demoted over the demoter's life
         self._changed = threading.Condition(threading.Lock())
         self._runs: dict[int, _Run] = {}  # by thread id: at most one run per thread at a time
+        self._demoted_threads = 0  # demoted and not yet retired: each may need a successor
+        self._successors: list[threading.Thread] = []  # to start at normal priority
         self._watching = False
         self._wakes_at = math.inf  # when the watching thread looks next
 
@@ -81,16 +87,29 @@ class Demoter:
                 self._changed.notify()
 
     def finished(self) -> bool:
-        """The calling thread's run ended: whether it was demoted (the thread then stays at nice 19)."""
-        if not self.enabled:
-            return False
+        """The calling thread's run ended: whether it was demoted (the thread must then `retire`)."""
         with self._changed:  # after this, the watching thread no longer knows the thread
             run = self._runs.pop(threading.get_native_id(), None)
         return run is not None and run.demoted
 
+    def retire(self, successor: threading.Thread | None) -> None:
+        """A demoted thread ends; `successor` (not started yet), if any, takes its place at normal priority."""
+        with self._changed:
+            self._demoted_threads -= 1
+            if successor is None:
+                return
+            if self._watching:  # it is, unless setpriority failed since (then no priority is lower anyway)
+                self._successors.append(successor)
+                self._changed.notify()
+                return
+        successor.start()
+
     def _watch(self) -> None:
         with self._changed:
             while self.enabled:
+                for successor in self._successors:
+                    successor.start()
+                self._successors.clear()
                 now = time.monotonic()
                 upcoming = math.inf
                 for run in self._runs.values():
@@ -103,7 +122,7 @@ class Demoter:
                 self._wakes_at = upcoming
                 if upcoming < math.inf:
                     self._changed.wait(upcoming - now)
-                elif not self._changed.wait(IDLE_EXIT_SECONDS) and self._wakes_at == math.inf:
+                elif not self._changed.wait(IDLE_EXIT_SECONDS) and not self._runs and not self._demoted_threads:
                     break  # nothing to watch for a while: a later run starts a new watcher
             self._watching = False
             self._wakes_at = math.inf
@@ -118,6 +137,7 @@ class Demoter:
                         "short ones", exc)
             return
         run.demoted = True
+        self._demoted_threads += 1
         self.demotions += 1
 
 
@@ -133,12 +153,13 @@ class ModelWorkers:
 
     `submit` queues a call and returns its future, which `cancel()` withdraws while the call is still
     queued. With a `Demoter`, each call is a run it watches, and a thread whose run was demoted ends
-    after it (the next call starts a fresh one). No explicit shutdown: once the pool is collected its
-    threads end, as ThreadPoolExecutor's do, so a version dropped while requests still ran on it
-    needs no one to close it."""
+    after it (the next call starts a fresh one) and tells `on_demoted`. No explicit shutdown: once the
+    pool is collected its threads end, as ThreadPoolExecutor's do, so a version dropped while requests
+    still ran on it needs no one to close it."""
 
-    def __init__(self, size: int, name: str, demoter: Demoter | None = None):
-        self._size, self._name, self._demoter = max(1, size), name, demoter
+    def __init__(self, size: int, name: str, demoter: Demoter | None = None,
+                 on_demoted: Callable[[], None] | None = None):
+        self._size, self._name, self._demoter, self._on_demoted = max(1, size), name, demoter, on_demoted
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # released by a thread that waits for a call
         self._lock = threading.Lock()
@@ -158,22 +179,30 @@ class ModelWorkers:
         """Threads alive or starting."""
         return self._threads
 
-    def _add_thread(self) -> None:
+    def _add_thread(self, demoted: bool = False) -> bool:
+        """Start a thread if there is room (whether there was); a demoted thread's successor, through the
+        demoter as the thread retires."""
         with self._lock:
             if self._threads >= self._size:
-                return
+                return False
             self._threads += 1
             number = self._started
             self._started += 1
-        threading.Thread(target=_work, args=(weakref.ref(self), self._calls, self._demoter),
-                         name=f"wasinfer-model-{self._name}_{number}", daemon=True).start()
+        thread = threading.Thread(target=_work, args=(weakref.ref(self), self._calls, self._demoter),
+                                  name=f"wasinfer-model-{self._name}_{number}", daemon=True)
+        if demoted and self._demoter is not None:
+            self._demoter.retire(thread)
+        else:
+            thread.start()
+        return True
 
     def _retire(self) -> None:
-        """A thread ends: if calls wait that no other thread will take, start its successor."""
+        """A demoted thread ends: if calls wait that no other thread will take, its successor takes them."""
         with self._lock:
             self._threads -= 1
-        if not self._calls.empty():
-            self._add_thread()
+        if self._calls.empty() or not self._add_thread(demoted=True):
+            assert self._demoter is not None
+            self._demoter.retire(None)
 
 
 def _work(pool_ref: weakref.ref[ModelWorkers], calls: queue.SimpleQueue[_Call | None],
@@ -202,9 +231,14 @@ def _work(pool_ref: weakref.ref[ModelWorkers], calls: queue.SimpleQueue[_Call | 
         pool = pool_ref()
         if pool is None:
             calls.put(None)
+            if demoted:
+                assert demoter is not None
+                demoter.retire(None)
             return
         if demoted:
             pool._retire()
+            if pool._on_demoted is not None:
+                pool._on_demoted()
             return
         pool._idle.release()
         del pool
