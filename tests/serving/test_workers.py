@@ -24,7 +24,7 @@ from wasinfer.serving.workers import DEMOTED_NICE, Demoter, ModelWorkers
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread priorities are Linux's")
 
-AFTER = 0.2  # the demoter's threshold here: far above what a short run takes even on a loaded machine
+AFTER = 0.1  # the demoter's threshold here, in CPU time: far above what a short run uses
 BOUND = 30.0  # seconds any wait here may take: only a hang comes near it
 X = np.array([[1, 2, 3, 4]], np.float32)
 
@@ -39,9 +39,9 @@ def base_nice() -> int:
 
 
 def whoami(hold: float = 0.0) -> tuple[int, int]:
-    """Run for `hold` seconds (the thread stays busy, as a wasm run does), then (thread id, its nice)."""
-    until = time.monotonic() + hold
-    while time.monotonic() < until:
+    """Use `hold` seconds of CPU time (busy, as a wasm run is), then (thread id, its nice)."""
+    until = time.thread_time() + hold
+    while time.thread_time() < until:
         pass
     me = threading.get_native_id()
     return me, nice_of(me)
@@ -60,6 +60,15 @@ def test_a_long_run_drops_to_nice_19_and_its_thread_gives_way_to_a_fresh_one() -
     assert demoted == [1] and workers.threads == 1
 
 
+def test_a_run_that_waits_rather_than_computes_is_not_demoted() -> None:
+    """The allowance is CPU time: a run kept off the cores (here asleep; on a loaded machine, preempted) for
+    longer than it has taken nothing from anyone, and demoting it would only slow the victim further."""
+    workers = ModelWorkers(1, "t", Demoter(AFTER))
+    first = workers.submit(whoami).result(BOUND)
+    workers.submit(time.sleep, 3 * AFTER).result(BOUND)
+    assert workers.submit(whoami).result(BOUND) == first == (first[0], base_nice())
+
+
 def test_a_demoted_thread_hands_queued_calls_to_its_successor() -> None:
     """The calls queued behind a long run all run (none is stranded when its thread ends), each at normal priority."""
     workers = ModelWorkers(1, "t", Demoter(AFTER))
@@ -68,6 +77,16 @@ def test_a_demoted_thread_hands_queued_calls_to_its_successor() -> None:
     assert results[0][1] == DEMOTED_NICE
     assert {nice for _, nice in results[1:]} == {base_nice()}
     assert len({thread for thread, _ in results[1:]}) == 1 and results[1][0] != results[0][0]
+
+
+def test_a_call_after_a_demoted_thread_ended_gets_a_thread() -> None:
+    """The thread took the long call straight after a short one, so it never waited in between: a count of
+    idle threads that it had bumped after the short one said a thread was free when none was, and the next
+    call waited for ever once the demoted thread had ended."""
+    workers = ModelWorkers(1, "t", Demoter(AFTER))
+    short, long = workers.submit(whoami), workers.submit(whoami, 3 * AFTER)
+    assert short.result(BOUND)[1] == base_nice() and long.result(BOUND)[1] == DEMOTED_NICE
+    assert workers.submit(whoami).result(10)[1] == base_nice()
 
 
 def test_without_a_demoter_a_long_run_keeps_its_priority() -> None:

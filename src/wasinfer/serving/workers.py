@@ -5,8 +5,11 @@ thread; but it could take the others' CPU. Two runs of a model that loops until 
 both cores of a 2-core machine busy for the whole deadline, and another model's 2 ms runs waited
 for the kernel to give them a core in turn: their p99 was 4x what it was alone.
 
-A `Demoter` watches the runs on these threads. Once a run has lasted `after_seconds` (the server's
---demote-after-ms), it lowers its thread's priority to nice 19 (Linux keeps a nice value per thread).
+A `Demoter` watches the runs on these threads. Once a run has used `after_seconds` of CPU time (the
+server's --demote-after-ms), it lowers its thread's priority to nice 19 (Linux keeps a nice value per
+thread). CPU time, not time since the run started: a short run that other work kept off the cores
+(on a loaded machine a 2 ms run can take 10 ms and more) has not taken anything from anyone, and
+demoting it would only slow the victim further.
 The kernel then gives a core to any normal-priority thread that wants one first (a nice-19 thread
 weighs 15 against 1024 for nice 0): the short runs of every model, the event loop, health checks and
 the gRPC threads go ahead of it. A long run on a machine with nothing else to do still gets every
@@ -47,20 +50,24 @@ IDLE_EXIT_SECONDS = 5.0  # the watching thread ends after this long with no run 
 @dataclass(eq=False)
 class _Run:
     thread_id: int  # the kernel's id of the thread running it
-    due: float  # time.monotonic() at which it is demoted
+    clock: int  # the thread's CPU-time clock
+    cpu_started: float  # that clock's reading when the run started
+    due: float  # time.monotonic() at which it may first have used its allowance: look then
     demoted: bool = False
 
 
 class Demoter:
-    """Lowers to nice 19 the priority of each thread whose current run has lasted `after_seconds`.
+    """Lowers to nice 19 the priority of each thread whose current run has used `after_seconds` of CPU time.
 
     A run is what a thread does between `started()` and `finished()`; a thread whose run was demoted
     then calls `retire()` as it ends, with its successor. One thread watches the runs and starts those
     successors; it is started by a run (at normal priority: a demoted thread starts no run), sleeps until
     the oldest run is due, so that short runs cost it nothing but a dictionary entry (a Python thread
     that woke every few milliseconds would take the interpreter from the event loop that often), and
-    ends after IDLE_EXIT_SECONDS with no run and no demoted thread left. Linux only: elsewhere
-    setpriority() on a thread id is not per thread, and nothing is demoted."""
+    ends after IDLE_EXIT_SECONDS with no run and no demoted thread left. A run cannot use CPU time
+    faster than time passes, so one that has used less than its allowance when due is looked at again
+    once it could have used the rest. Linux only: elsewhere setpriority() on a thread id is not per
+    thread, and nothing is demoted."""
 
     def __init__(self, after_seconds: float):
         self.after_seconds = after_seconds
@@ -77,7 +84,8 @@ class Demoter:
         """The calling thread starts a run."""
         if not self.enabled:
             return
-        run = _Run(threading.get_native_id(), time.monotonic() + self.after_seconds)
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+        run = _Run(threading.get_native_id(), clock, time.clock_gettime(clock), time.monotonic() + self.after_seconds)
         with self._changed:
             self._runs[run.thread_id] = run
             if not self._watching:
@@ -115,10 +123,13 @@ class Demoter:
                 for run in self._runs.values():
                     if run.demoted:
                         continue
-                    if run.due <= now:
-                        self._demote(run)
-                    else:
-                        upcoming = min(upcoming, run.due)
+                    if run.due <= now:  # registered, so its thread is alive and its clock valid
+                        left = self.after_seconds - (time.clock_gettime(run.clock) - run.cpu_started)
+                        if left <= 0:
+                            self._demote(run)
+                            continue
+                        run.due = now + left
+                    upcoming = min(upcoming, run.due)
                 self._wakes_at = upcoming
                 if upcoming < math.inf:
                     self._changed.wait(upcoming - now)
@@ -153,92 +164,84 @@ class ModelWorkers:
 
     `submit` queues a call and returns its future, which `cancel()` withdraws while the call is still
     queued. With a `Demoter`, each call is a run it watches, and a thread whose run was demoted ends
-    after it (the next call starts a fresh one) and tells `on_demoted`. No explicit shutdown: once the
-    pool is collected its threads end, as ThreadPoolExecutor's do, so a version dropped while requests
-    still ran on it needs no one to close it."""
+    after it (a fresh one takes the calls still queued) and tells `on_demoted`. No explicit shutdown:
+    once the pool is collected its threads end, as ThreadPoolExecutor's do, so a version dropped while
+    requests still ran on it needs no one to close it."""
 
     def __init__(self, size: int, name: str, demoter: Demoter | None = None,
                  on_demoted: Callable[[], None] | None = None):
-        self._size, self._name, self._demoter, self._on_demoted = max(1, size), name, demoter, on_demoted
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # released by a thread that waits for a call
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._started = 0  # threads started over the pool's life, for their names
-        weakref.finalize(self, self._calls.put, None)  # wakes a waiting thread, which finds the pool gone
+        self._shared = _Threads(max(1, size), name, demoter, on_demoted)
+        weakref.finalize(self, self._shared.calls.put, None)  # wakes a waiting thread, which passes it on
 
     def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        self._calls.put(_Call(future, function, args))
-        if not self._idle.acquire(blocking=False):
-            self._add_thread()
+        self._shared.calls.put(_Call(future, function, args))
+        self._shared.add_thread()
         return future
 
     @property
     def threads(self) -> int:
         """Threads alive or starting."""
-        return self._threads
-
-    def _add_thread(self, demoted: bool = False) -> bool:
-        """Start a thread if there is room (whether there was); a demoted thread's successor, through the
-        demoter as the thread retires."""
-        with self._lock:
-            if self._threads >= self._size:
-                return False
-            self._threads += 1
-            number = self._started
-            self._started += 1
-        thread = threading.Thread(target=_work, args=(weakref.ref(self), self._calls, self._demoter),
-                                  name=f"wasinfer-model-{self._name}_{number}", daemon=True)
-        if demoted and self._demoter is not None:
-            self._demoter.retire(thread)
-        else:
-            thread.start()
-        return True
-
-    def _retire(self) -> None:
-        """A demoted thread ends: if calls wait that no other thread will take, its successor takes them."""
-        with self._lock:
-            self._threads -= 1
-        if self._calls.empty() or not self._add_thread(demoted=True):
-            assert self._demoter is not None
-            self._demoter.retire(None)
+        return self._shared.threads
 
 
-def _work(pool_ref: weakref.ref[ModelWorkers], calls: queue.SimpleQueue[_Call | None],
-          demoter: Demoter | None) -> None:
-    """A worker thread: holds its pool only between calls, so that the pool can be collected."""
-    while True:
-        call = calls.get()
-        if call is None:  # the pool was collected: pass the word on to the next thread
-            calls.put(None)
-            return
-        demoted = False
-        if call.future.set_running_or_notify_cancel():  # False: withdrawn while it was queued
-            if demoter is not None:
-                demoter.started()
+class _Threads:
+    """What a pool's threads share with it; they hold this, never the pool, so that it can be collected.
+
+    `waiting` counts the threads blocked for a call, exactly (under `lock`): a thread taking a long call
+    stops counting at once, so a call queued behind it never waits for a thread that will not come."""
+
+    def __init__(self, size: int, name: str, demoter: Demoter | None, on_demoted: Callable[[], None] | None):
+        self.size, self.name, self.demoter, self.on_demoted = size, name, demoter, on_demoted
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads = self.waiting = self.started = 0
+
+    def add_thread(self, heir: bool = False) -> None:
+        """Start a thread if calls wait that no waiting thread will take and there is room for one; a demoted
+        thread's heir (`heir`) through the demoter, which is not demoted (a thread inherits its creator's nice)."""
+        with self.lock:
+            needed = self.calls.qsize() > self.waiting and self.threads < self.size
+            if needed:
+                self.threads += 1
+                number, self.started = self.started, self.started + 1
+        if heir:
+            assert self.demoter is not None
+            self.demoter.retire(threading.Thread(target=self.work, name=f"wasinfer-model-{self.name}_{number}",
+                                                 daemon=True) if needed else None)
+        elif needed:
+            threading.Thread(target=self.work, name=f"wasinfer-model-{self.name}_{number}", daemon=True).start()
+
+    def work(self) -> None:
+        """A worker thread's life: calls until its pool is collected, or until one of its runs is demoted."""
+        while True:
+            with self.lock:
+                self.waiting += 1
+            call = self.calls.get()
+            with self.lock:
+                self.waiting -= 1
+            if call is None:  # the pool was collected: pass the word on to the next thread
+                self.calls.put(None)
+                with self.lock:
+                    self.threads -= 1
+                return
+            if not call.future.set_running_or_notify_cancel():  # withdrawn while it was queued
+                continue
+            if self.demoter is not None:
+                self.demoter.started()
             try:
                 result = call.function(*call.args)
             except BaseException as exc:
-                if demoter is not None:
-                    demoted = demoter.finished()
+                demoted = self.demoter is not None and self.demoter.finished()
                 call.future.set_exception(exc)
             else:
-                if demoter is not None:
-                    demoted = demoter.finished()
+                demoted = self.demoter is not None and self.demoter.finished()
                 call.future.set_result(result)
-        del call
-        pool = pool_ref()
-        if pool is None:
-            calls.put(None)
-            if demoted:
-                assert demoter is not None
-                demoter.retire(None)
-            return
-        if demoted:
-            pool._retire()
-            if pool._on_demoted is not None:
-                pool._on_demoted()
-            return
-        pool._idle.release()
-        del pool
+            del call
+            if demoted:  # this thread stays at nice 19: it ends, and an heir takes what is queued
+                with self.lock:
+                    self.threads -= 1
+                self.add_thread(heir=True)
+                if self.on_demoted is not None:
+                    self.on_demoted()
+                return
