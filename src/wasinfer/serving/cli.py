@@ -84,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "models without the interruption checks (faster on compute-heavy models). ONNX Runtime "
                         "and TFLite runs cannot be stopped: the deadline bounds only their wait")
     parser.add_argument("--demote-after-ms", type=float, default=10.0, metavar="MS",
-                        help="a run on a model's threads that lasts this long drops to the lowest CPU priority "
-                        "(nice 19), so that shorter runs of every model, and health checks, go first while it "
-                        "finishes; on an otherwise idle machine it runs as fast as before. Default 10; 0: never "
+                        help="a run that has used this much CPU time drops to the lowest CPU priority (nice 19), "
+                        "so that shorter runs of every model, and health checks, go first while it finishes; on "
+                        "an otherwise idle machine it runs as fast as before. Default 10; 0: never "
                         "(docs/serving.md)")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "

@@ -456,7 +456,7 @@ class ModelManager:
                  memory_budget_bytes: int = 0, *, deadline_seconds: float | None = None,
                  memory_limit_bytes: int | None = None, demote_after_seconds: float | None = None):
         self.repository, self.metrics, self.pool_size = repository, metrics, pool_size
-        # Every model's runs past this yield the CPU to shorter ones (workers.py); None: never.
+        # Every model's runs that used this much CPU yield it to shorter ones (workers.py); None: never.
         self.demoter = Demoter(demote_after_seconds) if demote_after_seconds is not None else None
         # Per wasm call and per wasm instance (None: off); ONNX Runtime and LiteRT models have neither.
         self.deadline_seconds, self.memory_limit_bytes = deadline_seconds, memory_limit_bytes

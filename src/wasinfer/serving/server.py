@@ -98,8 +98,8 @@ class ServerConfig:
     # models speed (see make_engine), so None also compiles without them. ONNX Runtime (and LiteRT)
     # models run native code that cannot be interrupted this way: they have neither limit.
     deadline_seconds: float | None = 30.0
-    # A run on a model's threads past this many seconds gives way to shorter runs on the CPU (its thread
-    # drops to nice 19: workers.py); None: runs keep their priority however long they take.
+    # A run on a model's threads that has used this many seconds of CPU gives way to shorter runs (its
+    # thread drops to nice 19: workers.py); None: runs keep their priority however long they take.
     demote_after_seconds: float | None = DEFAULT_DEMOTE_AFTER
     instance_memory_bytes: int | None = 1 << 30
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.

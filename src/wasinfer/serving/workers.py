@@ -7,16 +7,16 @@ for the kernel to give them a core in turn: their p99 was 4x what it was alone.
 
 A `Demoter` watches the runs on these threads. Once a run has used `after_seconds` of CPU time (the
 server's --demote-after-ms), it lowers its thread's priority to nice 19 (Linux keeps a nice value per
-thread). CPU time, not time since the run started: a short run that other work kept off the cores
-(on a loaded machine a 2 ms run can take 10 ms and more) has not taken anything from anyone, and
-demoting it would only slow the victim further.
-The kernel then gives a core to any normal-priority thread that wants one first (a nice-19 thread
-weighs 15 against 1024 for nice 0): the short runs of every model, the event loop, health checks and
-the gRPC threads go ahead of it. A long run on a machine with nothing else to do still gets every
-core it can use, so nothing is lost when no one else waits. The alternatives measured worse: a cap on
-the slots a busy model may hold only acts when a run starts, and a run that loops holds its core
-until its deadline; throttling a model whose runs keep hitting their deadline acts only after the
-first ones have taken their cores for the whole deadline.
+thread). The kernel then gives a core to any normal-priority thread that wants one first (a nice-19
+thread weighs 15 against 1024 for nice 0): the short runs of every model, the event loop, health
+checks and the gRPC threads go ahead of it. A long run on a machine with nothing else to do still
+gets every core it can use, so nothing is lost when no one else waits. CPU time, not time since the
+run started: a short run that other work kept off the cores (on a loaded machine a 2 ms run can take
+10 ms and more) has taken nothing from anyone, and demoting it would only slow the victim further.
+
+The alternatives fall short by design: a cap on the slots a busy model may hold acts only when a run
+starts, and a run that loops holds its core until its deadline; throttling a model whose runs keep
+hitting their deadline acts only after the first ones have had the cores for a whole deadline.
 
 A process without CAP_SYS_NICE cannot lower a thread's nice value again, so a demoted thread ends
 after its run and a fresh one, at normal priority, takes its place: a model whose one run was long
