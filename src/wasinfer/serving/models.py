@@ -77,6 +77,11 @@ PLATFORMS = {"wasm": "wasinfer_wasm", "onnx": "onnxruntime_onnx", "tflite": "ten
 # A run expected to take less than this is cheaper on the calling (event-loop) thread than the
 # hand-off to a worker thread and back, which costs tens of microseconds of CPU on both sides.
 INLINE_SECONDS = 100e-6
+# A gRPC thread waits for its call's run anyway, so it runs the model itself when its runs are expected
+# to take less than this (capped like the event loop's: INLINE_DEADLINE_SECONDS): the hand-off to the
+# model's thread and back cost a 0.3 ms model a quarter of its gRPC throughput on 2 cores. Longer runs go
+# to the model's threads, where a run that turns out long can be demoted (workers.py).
+GRPC_INLINE_SECONDS = 0.001
 # A run on the event loop stalls every other REST request while it runs, so a wasm model run
 # there (or on a gRPC thread, which cannot be demoted: workers.py) gets this deadline instead of
 # its own: a hostile input (or a model that became slow) costs the loop at most this long once,
@@ -294,16 +299,16 @@ class LoadedModel:
         array = inputs.get(self._batched) if self._batched else None
         return int(array.shape[0]) if array is not None and array.ndim else 1
 
-    def is_quick(self, inputs: dict[str, np.ndarray]) -> bool:
-        """Whether this run is expected to be short enough to run on the caller's thread (the event loop, a
-        gRPC thread), and an instance is free for it at once."""
-        return (self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < INLINE_SECONDS
+    def is_quick(self, inputs: dict[str, np.ndarray], limit: float = INLINE_SECONDS) -> bool:
+        """Whether this run is expected to take under `limit`, short enough to run on the caller's thread (the
+        event loop, a gRPC thread), and an instance is free for it at once."""
+        return (self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < limit
                 and self.pool.has_idle())
 
-    def _run_quick(self, inputs: dict[str, np.ndarray], caller: str) -> dict[str, np.ndarray] | None:
+    def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float) -> dict[str, np.ndarray] | None:
         """A quick run on the caller's thread, stopped at the inline deadline; None when it must run on the
         version's threads instead (it is not quick, or it just ran past that deadline)."""
-        if not self.is_quick(inputs):
+        if not self.is_quick(inputs, limit):
             return None
         try:
             return self._run(inputs, self.inline_deadline)
@@ -337,7 +342,7 @@ class LoadedModel:
         a wasm run is stopped at the deadline and other runs finish."""
         self._admit()
         try:
-            outputs = self._run_quick(inputs, "a gRPC thread")
+            outputs = self._run_quick(inputs, "a gRPC thread", GRPC_INLINE_SECONDS)
             if outputs is not None:
                 return outputs
             future = self._submit(inputs, deadline)
@@ -356,7 +361,7 @@ class LoadedModel:
         """The same for the event loop: short runs inline, the rest on the version's threads or its batcher."""
         self._admit()
         try:
-            outputs = self._run_quick(inputs, "the event loop")
+            outputs = self._run_quick(inputs, "the event loop", INLINE_SECONDS)
             if outputs is not None:
                 return outputs
             future = self._submit(inputs, deadline)
