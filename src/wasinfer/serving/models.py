@@ -335,8 +335,9 @@ class LoadedModel:
             self._in_flight.release()
 
     def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
-        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it
-        and wait while it runs on the version's threads or its batcher's).
+        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it,
+        run a model whose runs take under GRPC_INLINE_SECONDS themselves, and otherwise wait while the
+        run goes to the version's threads or its batcher's).
 
         Still queued at its deadline, it is withdrawn and answered DEADLINE_EXCEEDED; once running,
         a wasm run is stopped at the deadline and other runs finish."""
