@@ -7,11 +7,16 @@ Each `Scenario` names one, the request that provokes it and the answers that req
 `phase` runs hostile clients (bounded in count and time, 127.0.0.1 only) against some scenarios
 while the probes run, then waits for every client; the tests assert that
 
-- the normal model's p99 under attack is at most max(2x its p99 alone, FLOOR_S): FLOOR_S is generous,
-  so that a loaded 2-core machine cannot fail it, and a tenth of what one shared inference executor
-  gave (the hostile model's deadline, DEADLINE_S, since the normal model's requests queued behind it);
-- health (REST /v2/health/live and /ready, gRPC ServerLive and ServerReady) answers within HEALTH_S
-  every time (a shared gRPC thread pool once made ServerLive wait for the looping runs);
+- the normal model's p99 while a model that loops until its deadline is hammered is at most issue 15's
+  2x its p99 alone, or its p99 alone plus NOISE_S where that is more (see NOISE_S), and the looping
+  runs were demoted (workers.py: without it they took both cores for their whole deadline, 4x);
+- health (REST /v2/health/live and /ready, gRPC ServerLive and ServerReady) has a p99 under
+  HEALTH_P99_S there and answers within HEALTH_S every time (a shared gRPC thread pool once made
+  ServerLive wait for the looping runs);
+- with every hostile model and client at once, the normal model's p99 is at most max(2x alone,
+  ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients there compete with both for
+  the interpreter (each of their requests is parsed, refused or run, then answered, in Python:
+  measured 10-40x and health p99s of 80-260 ms), which no CPU share of a model's runs gives back;
 - the server's RSS stays within RSS_GROWTH of where the phase started, and ends within RSS_RETAINED of it
   (the memory bomb writes every page it grows, so what a faulted instance held shows);
 - every hostile request got one of its scenario's answers: no hang, no dropped connection.
@@ -53,8 +58,14 @@ from tests.processes import output_lines, read_until
 pytestmark = pytest.mark.chaos
 
 DEADLINE_S = 10  # the server's --deadline-ms, in seconds: how long a looping run holds its instance
-FLOOR_S = 1.0  # the normal model's p99 bound under attack is max(2x its p99 alone, this)
-HEALTH_S = 1.0  # every health answer under attack, at most
+# What a 2-core machine shared with other work adds to a 2 ms request's p99 by itself, measured with the
+# looping model demoted (other processes, at load averages of 6-12, preempt the probe's threads): 3-45 ms
+# over its p99 alone, so 2x alone alone would fail now and then with nothing wrong in the server. The
+# looping model's demotion is asserted directly (wasinfer_demoted_runs_total), which no noise can pass.
+NOISE_S = 0.050
+ZOO_FLOOR_S = 1.0  # every hostile model and client at once: a tenth of what one shared executor gave (DEADLINE_S)
+HEALTH_P99_S = 0.100  # issue 15's target for health while the looping model is hammered, for its answers' p99
+HEALTH_S = 1.0  # every health answer under attack, at most (one of a few hundred may meet a loaded machine's stall)
 CAP_MB = 64  # --instance-memory-mb: the memory bomb stops here
 POOL = 2  # --pool-size: instances (and worker threads) per model
 RSS_GROWTH = 512 << 20  # a phase's peak over its start: bombs at the cap on every instance, and slack
@@ -345,13 +356,16 @@ def alone(served: Served, protocol: str) -> float:
         client.close()
 
 
-def assert_isolated(served: Served, observed: Observed, baseline: float, protocol: str) -> None:
-    bound = max(2 * baseline, FLOOR_S)
-    print(f"{protocol}: steady p99 alone {baseline * 1000:.1f} ms, under attack {p99(observed.steady) * 1000:.1f} ms "
-          f"(bound {bound * 1000:.0f} ms, {len(observed.steady)} requests); health max "
-          f"{max(observed.health) * 1000:.1f} ms over {len(observed.health)}; RSS {observed.rss[0] >> 20} → max "
-          f"{max(observed.rss) >> 20} → {observed.rss[-1] >> 20} MiB; {len(observed.hostile)} hostile requests")
-    assert p99(observed.steady) <= bound, f"the normal model's p99 rose to {p99(observed.steady):.3f} s"
+def assert_isolated(served: Served, observed: Observed, baseline: float, protocol: str, bound: float,
+                    health_p99: float) -> None:
+    under = p99(observed.steady)
+    print(f"{protocol}: steady p99 alone {baseline * 1000:.1f} ms, under attack {under * 1000:.1f} ms "
+          f"({under / baseline:.1f}x; bound {bound * 1000:.0f} ms, {len(observed.steady)} requests); health p99 "
+          f"{p99(observed.health) * 1000:.1f} ms, max {max(observed.health) * 1000:.1f} ms over "
+          f"{len(observed.health)}; RSS {observed.rss[0] >> 20} → max {max(observed.rss) >> 20} → "
+          f"{observed.rss[-1] >> 20} MiB; {len(observed.hostile)} hostile requests")
+    assert under <= bound, f"the normal model's p99 rose to {under:.3f} s ({under / baseline:.1f}x its p99 alone)"
+    assert p99(observed.health) <= health_p99, f"health checks' p99 rose to {p99(observed.health):.3f} s"
     assert max(observed.health) <= HEALTH_S, f"a health check took {max(observed.health):.3f} s"
     growth, retained = max(observed.rss) - observed.rss[0], observed.rss[-1] - observed.rss[0]
     assert growth <= RSS_GROWTH, f"RSS grew by {growth >> 20} MiB"
@@ -365,20 +379,42 @@ def assert_isolated(served: Served, observed: Observed, baseline: float, protoco
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_a_model_looping_until_its_deadline_leaves_other_models_and_health_alone(served: Served,
                                                                                   protocol: str) -> None:
-    """Issue 15 rows 2 and 3: clients on a model that loops until its deadline, more than its instances and more
-    than the gRPC threads one shared pool used to have (8 on 2 cores)."""
-    baseline = alone(served, protocol)
+    """Issue 15 rows 2 and 3 and its 2x target: clients on a model that loops until its deadline, more than its
+    instances and more than the gRPC threads one shared pool used to have (8 on 2 cores). Its runs are demoted
+    once they pass --demote-after-ms, so they leave the cores to the normal model's runs."""
+    baseline, demoted = alone(served, protocol), demoted_runs(served, "loop")
     observed = phase(served, [LOOP], protocol, per_scenario=HOSTILE_CLIENTS)
-    assert_isolated(served, observed, baseline, protocol)
+    assert_isolated(served, observed, baseline, protocol, max(2 * baseline, baseline + NOISE_S), HEALTH_P99_S)
+    # Every run that started looped until its deadline, and each was demoted; the counter moves as its thread ends.
+    assert wait_until(lambda: demoted_runs(served, "loop") - demoted >= POOL), demoted_runs(served, "loop") - demoted
+    assert demoted_runs(served, "steady") == 0
+
+
+def counter(served: Served, pattern: str) -> int:
+    """The value of the one counter sample in /metrics that `pattern` (a regex of its name and labels) matches."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.http_port}", timeout=CLIENT_TIMEOUT_S) as http:
+        metrics = http.get("/metrics").text
+    match = re.search(pattern + r" ([\d.]+)", metrics)
+    return int(float(match[1])) if match else 0
 
 
 def deadlines_answered(served: Served) -> int:
     """How many loop requests over gRPC the server has answered DEADLINE_EXCEEDED so far."""
-    with httpx.Client(base_url=f"http://127.0.0.1:{served.http_port}", timeout=CLIENT_TIMEOUT_S) as http:
-        metrics = http.get("/metrics").text
-    match = re.search(r'wasinfer_requests_total\{model="loop",outcome="deadline",protocol="grpc",version="1"\} '
-                      r"([\d.]+)", metrics)
-    return int(float(match[1])) if match else 0
+    return counter(served, r'wasinfer_requests_total\{model="loop",outcome="deadline",protocol="grpc",version="1"\}')
+
+
+def demoted_runs(served: Served, model: str) -> int:
+    """How many of the model's runs have been demoted (and have ended) so far."""
+    return counter(served, rf'wasinfer_demoted_runs_total\{{model="{model}",version="1"\}}')
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether `condition` holds within `seconds` (polled every 0.1 s: bounded)."""
+    for _ in range(int(seconds * 10)):
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
 
 
 def test_a_grpc_call_queued_past_its_deadline_is_answered_then_not_run(served: Served) -> None:
@@ -391,13 +427,9 @@ def test_a_grpc_call_queued_past_its_deadline_is_answered_then_not_run(served: S
     for _, _, message in observed.hostile:  # the server's answer, or the client library's if it came first
         stated = re.search(r"deadline of ([\d.]+) ms", message)
         assert stated is None or float(stated[1]) <= client_deadline * 1000, message
-    answered = before
-    for _ in range(50):  # bounded, 5 s: the server answers each call at its deadline, plus a stopped run's tick
-        answered = deadlines_answered(served)
-        if answered - before >= len(observed.hostile):
-            break
-        time.sleep(0.1)
-    assert answered - before == len(observed.hostile)
+    # The server answers each call at its deadline, plus a stopped run's tick.
+    assert wait_until(lambda: deadlines_answered(served) - before >= len(observed.hostile))
+    assert deadlines_answered(served) - before == len(observed.hostile)
     client = Client(served, "grpc")  # the model's instances are free again: no stale call kept them
     try:
         np.testing.assert_array_equal(grpc_infer(client.grpc, "loop", X, timeout=DEADLINE_S / 2), X)
@@ -427,6 +459,7 @@ def test_every_hostile_model_at_once_over_rest_and_grpc(served: Served) -> None:
     if errors:
         raise errors[0]
     for protocol, seen in observed.items():
-        assert_isolated(served, seen, baselines[protocol], protocol)
+        assert_isolated(served, seen, baselines[protocol], protocol, max(2 * baselines[protocol], ZOO_FLOOR_S),
+                        HEALTH_S)
         provoked = {s.name for s in attack if protocol in s.protocols}
         assert {s.name for s, _, _ in seen.hostile} == provoked  # every scenario was provoked

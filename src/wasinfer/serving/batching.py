@@ -12,7 +12,8 @@ only what queued up while the instances were busy, so batching costs nothing at 
 A request is never split across batches. If a batch fails, each of its requests is run
 again alone, so one bad request fails by itself and its neighbours still get their answers.
 A request whose future is cancelled while it waits (its caller's deadline passed) is dropped
-when a worker reaches it, never run.
+when a worker reaches it, never run. A worker whose batch ran long enough to be demoted
+(workers.py) hands its place to a fresh thread at normal priority and ends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from wasinfer.serving.workers import Demoter
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -44,16 +47,25 @@ class Batcher:
     """Collects requests for one model and runs them in batches on `run` (blocking, thread-safe)."""
 
     def __init__(self, run: Callable[[Tensors], Tensors], max_batch: int, max_delay: float, workers: int,
-                 name: str, observe: Callable[[int, float], None] | None = None):
+                 name: str, observe: Callable[[int, float], None] | None = None, demoter: Demoter | None = None,
+                 on_demoted: Callable[[], None] | None = None):
         self._run, self.max_batch, self.max_delay = run, max_batch, max_delay
+        self._name, self._demoter, self._on_demoted = name, demoter, on_demoted
         self._observe = observe  # (batch size in samples, seconds the oldest request waited)
         self._pending: deque[_Pending] = deque()
         self._queued_samples = 0
         self._ready = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"wasinfer-batch-{name}-{i}", daemon=True)
-                         for i in range(max(1, workers))]
-        for thread in self._threads:
+        for number in range(max(1, workers)):
+            self._start_worker(number)
+
+    def _start_worker(self, number: int, demoted: bool = False) -> None:
+        """Start worker `number`; the successor of a demoted one through the demoter (which is not)."""
+        thread = threading.Thread(target=self._work, args=(number,), name=f"wasinfer-batch-{self._name}-{number}",
+                                  daemon=True)
+        if demoted and self._demoter is not None:
+            self._demoter.retire(thread)
+        else:
             thread.start()
 
     def submit(self, inputs: Tensors, samples: int) -> Future[Tensors]:
@@ -73,12 +85,24 @@ class Batcher:
             self._closed = True
             self._ready.notify_all()
 
-    def _work(self) -> None:
+    def _work(self, number: int) -> None:
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._execute(batch)
+            if self._demoter is None:
+                self._execute(batch)
+                continue
+            self._demoter.started()
+            try:
+                self._execute(batch)
+            finally:
+                demoted = self._demoter.finished()
+            if demoted:  # this thread stays at nice 19: a fresh one takes its place
+                self._start_worker(number, demoted=True)
+                if self._on_demoted is not None:
+                    self._on_demoted()
+                return
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._ready:

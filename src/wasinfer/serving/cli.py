@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stopped (only that request fails). Default 30000; 0 turns it off, which also compiles "
                         "models without the interruption checks (faster on compute-heavy models). ONNX Runtime "
                         "and TFLite runs cannot be stopped: the deadline bounds only their wait")
+    parser.add_argument("--demote-after-ms", type=float, default=10.0, metavar="MS",
+                        help="a run that has used this much CPU time drops to the lowest CPU priority (nice 19), "
+                        "so that shorter runs of every model, and health checks, go first while it finishes; on "
+                        "an otherwise idle machine it runs as fast as before. Default 10; 0: never "
+                        "(docs/serving.md)")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "
                         "to load, one that grows past it fails its request (500 / INTERNAL). Default 1024; 0: no "
@@ -216,7 +221,8 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                                  args.max_concurrency, 0), ("--max-tensor-elements", args.max_tensor_elements, 1),
                                  ("--max-json-values", args.max_json_values, 1),
                                  ("--memory-budget-mb", args.memory_budget_mb, 0), ("--deadline-ms",
-                                 args.deadline_ms, 0), ("--instance-memory-mb", args.instance_memory_mb, 0),
+                                 args.deadline_ms, 0), ("--demote-after-ms", args.demote_after_ms, 0),
+                                 ("--instance-memory-mb", args.instance_memory_mb, 0),
                                  ("--shutdown-grace-s", args.shutdown_grace_s, 0), ("--drain-delay-s",
                                  args.drain_delay_s, 0), ("--header-timeout-s", args.header_timeout_s, 0),
                                  ("--idle-timeout-s", args.idle_timeout_s, 1),
@@ -268,6 +274,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           max_tensor_elements=args.max_tensor_elements, max_json_values=args.max_json_values,
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
+                          demote_after_seconds=args.demote_after_ms / 1000 if args.demote_after_ms else None,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
                           else None, desired_state=desired, fetcher=fetch_desired if desired else None,
                           canary=_canary_policy(args), shutdown_grace_seconds=args.shutdown_grace_s,

@@ -63,6 +63,7 @@ class Metrics(Collector):
         self._batch_sizes: dict[Labels, _Histogram] = {}
         self._queue_seconds: dict[Labels, _Histogram] = {}
         self._evictions: dict[Labels, int] = {}
+        self._demotions: dict[Labels, int] = {}
         self._updates: dict[Labels, int] = {}
         self._misses = 0  # requests that found their model not loaded and waited for the load
         self._update_seconds: dict[Labels, _Histogram] = {}
@@ -137,6 +138,10 @@ class Metrics(Collector):
         with self._lock:
             self._evictions[(model, version)] = self._evictions.get((model, version), 0) + 1
 
+    def demotion(self, model: str, version: str) -> None:
+        with self._lock:
+            self._demotions[(model, version)] = self._demotions.get((model, version), 0) + 1
+
     def model_version(self, model: str, serving: str, desired: str) -> None:
         """What a desired-state model serves against what it should: they differ while an update is
         pending, baking as a canary, or refused (the alert "stuck on an old version" reads this)."""
@@ -158,6 +163,7 @@ class Metrics(Collector):
                                               ("queue", self._queue_seconds),
                                               ("update", self._update_seconds))]
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
+            demotions = dict(self._demotions)
             misses, served = self._misses, sum(requests.values())
         family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
                                      "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
@@ -209,6 +215,12 @@ class Metrics(Collector):
         family = CounterMetricFamily("wasinfer_model_evictions", "Model versions evicted (least recently used) "
                                      "to fit the memory budget.", labels=["model", "version"])
         for labels, value in evictions.items():
+            family.add_metric(list(labels), value)
+        yield family
+        family = CounterMetricFamily("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished "
+                                     "at the lowest CPU priority, giving way to shorter runs.",
+                                     labels=["model", "version"])
+        for labels, value in demotions.items():
             family.add_metric(list(labels), value)
         yield family
         memory = GaugeMetricFamily("wasinfer_model_memory_bytes", "Memory held by a loaded model version: its "

@@ -7,12 +7,14 @@ two requests use two cores. An ONNX Runtime session is itself thread-safe, so it
 hands out the one session.
 
 Isolation: each loaded version has as many execution slots as instances (`instance_count`, by
-default one per core), and a run takes one first: a gRPC call on its own thread, a REST request
-on one of the version's own worker threads (one per slot). A model whose runs are slow or
-hostile fills its own slots and queue, never those of another model (Triton's instance groups).
-A request carries a `Deadline` (the server's --deadline-ms from when its model is ready, or a
-gRPC client's own if sooner): it waits for a slot at most until then and is answered
-DEADLINE_EXCEEDED without running, and a wasm run that starts gets only what is left of it.
+default one per core): its own worker threads (workers.py), one per slot, on which every run
+that is not short enough for the event loop runs, for REST and gRPC alike. A model whose runs
+are slow or hostile fills its own slots and queue, never those of another model (Triton's
+instance groups), and a run past --demote-after-ms gives way to shorter ones on the CPU (its
+thread's priority is lowered: workers.py). A request carries a `Deadline` (the server's
+--deadline-ms from when its model is ready, or a gRPC client's own if sooner): it waits for a
+slot at most until then and is answered DEADLINE_EXCEEDED without running, and a wasm run that
+starts gets only what is left of it.
 
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
@@ -32,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,6 +67,7 @@ from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ModelSettings, ServingDefaults, load_model_config, settings_for
 from wasinfer.serving.protocol import InferRequest, datatype_of
 from wasinfer.serving.repository import ModelVersion, Repository
+from wasinfer.serving.workers import Demoter, ModelWorkers
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -74,10 +77,16 @@ PLATFORMS = {"wasm": "wasinfer_wasm", "onnx": "onnxruntime_onnx", "tflite": "ten
 # A run expected to take less than this is cheaper on the calling (event-loop) thread than the
 # hand-off to a worker thread and back, which costs tens of microseconds of CPU on both sides.
 INLINE_SECONDS = 100e-6
+# A gRPC thread waits for its call's run anyway, so it runs the model itself when its runs are expected
+# to take less than this (capped like the event loop's: INLINE_DEADLINE_SECONDS): the hand-off to the
+# model's thread and back cost a 0.3 ms model a quarter of its gRPC throughput on 2 cores. Longer runs go
+# to the model's threads, where a run that turns out long can be demoted (workers.py).
+GRPC_INLINE_SECONDS = 0.001
 # A run on the event loop stalls every other REST request while it runs, so a wasm model run
-# there gets this deadline instead of its own: a hostile input (or a model that became slow)
-# costs the loop at most this long once, then the run is retried on a worker thread with the
-# full deadline and the model never runs on the loop again.
+# there (or on a gRPC thread, which cannot be demoted: workers.py) gets this deadline instead of
+# its own: a hostile input (or a model that became slow) costs the loop at most this long once,
+# then the run is retried on a worker thread with the full deadline and the model never runs
+# on the caller's thread again.
 INLINE_DEADLINE_SECONDS = 0.010
 
 
@@ -160,6 +169,10 @@ class InstancePool:
             else:
                 self._vacate()
 
+    def has_idle(self) -> bool:
+        """Whether a run could start now without waiting for another to end (a hint: others race for it)."""
+        return not self._idle.empty() or self.created + self._vacant < self._size
+
     def _vacate(self) -> None:
         with self._lock:
             self.created -= 1
@@ -206,7 +219,7 @@ class LoadedModel:
     def __init__(self, version: ModelVersion, all_versions: Sequence[int], inputs: list[TensorMeta],
                  outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int],
                  settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None,
-                 interruptible: bool = False):
+                 interruptible: bool = False, demoter: Demoter | None = None):
         self.name, self.version = version.name, str(version.version)
         self.path, self.platform = version.path, PLATFORMS[version.format]
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
@@ -226,20 +239,22 @@ class LoadedModel:
         self._file_bytes, self._instance_bytes = _size_of(version.path), instance_bytes
         # --max-concurrency: requests in flight (running or waiting), past which more get 429
         self._in_flight = threading.BoundedSemaphore(settings.max_concurrency) if settings.max_concurrency else None
-        # The version's execution slots, one per instance: a run takes one first (gRPC's threads run in
-        # theirs; REST's requests, on the event loop, go to threads of the version's own, one per slot,
-        # started as requests need them). No explicit shutdown: requests that looked the version up just
-        # before it was dropped still run here, and the threads end once the version is collected
-        # (ThreadPoolExecutor's weakref).
-        self._run_slots = threading.BoundedSemaphore(settings.instance_count)
-        self._workers = ThreadPoolExecutor(max_workers=settings.instance_count,
-                                           thread_name_prefix=f"wasinfer-model-{self.name}-{self.version}")
+        # The version's execution slots: threads of its own, one per instance, started as requests need
+        # them, for REST's requests (from the event loop) and gRPC's calls (whose threads wait here) alike,
+        # so that a long run's thread can be demoted (workers.py). No explicit shutdown: requests that
+        # looked the version up just before it was dropped still run here, and the threads end once the
+        # version is collected.
+        def demoted(name: str = self.name, version: str = self.version) -> None:  # holds no reference to self
+            metrics.demotion(name, version)
+
+        self._workers = ModelWorkers(settings.instance_count, f"{self.name}-{self.version}", demoter, demoted)
         self.batcher: Batcher | None = None
         can_batch = bool(inputs) and all(t.shape[:1] == [-1] for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
             self.batcher = Batcher(self._run, settings.max_batch or 64, settings.batching_delay_us / 1e6,
                                    settings.instance_count, f"{self.name}-{self.version}",
-                                   lambda size, waited: metrics.batch(self.name, self.version, size, waited))
+                                   lambda size, waited: metrics.batch(self.name, self.version, size, waited),
+                                   demoter, demoted)
         self.metadata = {"name": self.name, "versions": self.versions, "platform": self.platform,
                          "inputs": [t.as_json() for t in inputs], "outputs": [t.as_json() for t in outputs]}
         self.metadata_json = orjson.dumps(self.metadata)
@@ -284,9 +299,26 @@ class LoadedModel:
         array = inputs.get(self._batched) if self._batched else None
         return int(array.shape[0]) if array is not None and array.ndim else 1
 
-    def is_quick(self, inputs: dict[str, np.ndarray]) -> bool:
-        """Whether this run is expected to be short enough to run on the event loop itself."""
-        return self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < INLINE_SECONDS
+    def is_quick(self, inputs: dict[str, np.ndarray], limit: float = INLINE_SECONDS) -> bool:
+        """Whether this run is expected to take under `limit`, short enough to run on the caller's thread (the
+        event loop, a gRPC thread), and an instance is free for it at once."""
+        return (self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < limit
+                and self.pool.has_idle())
+
+    def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float) -> dict[str, np.ndarray] | None:
+        """A quick run on the caller's thread, stopped at the inline deadline; None when it must run on the
+        version's threads instead (it is not quick, or it just ran past that deadline)."""
+        if not self.is_quick(inputs, limit):
+            return None
+        try:
+            return self._run(inputs, self.inline_deadline)
+        except DeadlineExceeded:
+            if self.inline_deadline is None:
+                raise
+            self.inline = False
+            log.warning("model %s version %s ran past %g ms on %s; it runs on worker threads from now on",
+                        self.name, self.version, self.inline_deadline * 1000, caller)
+        return None
 
     def footprint(self) -> int:
         """Bytes this version holds now (an estimate: see __init__)."""
@@ -303,15 +335,18 @@ class LoadedModel:
             self._in_flight.release()
 
     def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
-        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it).
+        """Run one request, batched with others when the model batches (blocking; gRPC's threads call it,
+        run a model whose runs take under GRPC_INLINE_SECONDS themselves, and otherwise wait while the
+        run goes to the version's threads or its batcher's).
 
         Still queued at its deadline, it is withdrawn and answered DEADLINE_EXCEEDED; once running,
         a wasm run is stopped at the deadline and other runs finish."""
         self._admit()
         try:
-            if self.batcher is None:  # on this thread, in one of the version's slots: no hand-off
-                return self._run_in_slot(inputs, deadline)
-            future = self.batcher.submit(inputs, self._batch(inputs))
+            outputs = self._run_quick(inputs, "a gRPC thread", GRPC_INLINE_SECONDS)
+            if outputs is not None:
+                return outputs
+            future = self._submit(inputs, deadline)
             if deadline is not None:
                 try:
                     return future.result(timeout=max(0.0, deadline.remaining()))
@@ -327,15 +362,9 @@ class LoadedModel:
         """The same for the event loop: short runs inline, the rest on the version's threads or its batcher."""
         self._admit()
         try:
-            if self.is_quick(inputs):
-                try:
-                    return self._run(inputs, self.inline_deadline)
-                except DeadlineExceeded:
-                    if self.inline_deadline is None:
-                        raise
-                    self.inline = False
-                    log.warning("model %s version %s ran past %g ms on the event loop; it runs on worker threads "
-                                "from now on", self.name, self.version, self.inline_deadline * 1000)
+            outputs = self._run_quick(inputs, "the event loop", INLINE_SECONDS)
+            if outputs is not None:
+                return outputs
             future = self._submit(inputs, deadline)
             if deadline is None:
                 return await asyncio.wrap_future(future)
@@ -358,28 +387,21 @@ class LoadedModel:
         """Queue the run on the batcher or the version's own threads; the future can be cancelled while queued."""
         if self.batcher is not None:
             return self.batcher.submit(inputs, self._batch(inputs))
-        return self._workers.submit(self._run_in_slot, inputs, deadline)
+        future: Future[dict[str, np.ndarray]] = self._workers.submit(self._run_in_slot, inputs, deadline)
+        return future
 
     def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> dict[str, np.ndarray]:
-        """Run on this thread once one of the version's slots is free, waiting at most until the deadline;
-        a wasm run then gets only what is left of it."""
+        """Run on one of the version's threads (its slot); a wasm run gets only what is left of the deadline."""
         if deadline is None:
-            self._run_slots.acquire()
-        elif not self._run_slots.acquire(timeout=max(0.0, deadline.remaining())):
+            return self._run(inputs)
+        remaining = deadline.remaining()
+        if remaining <= 0:  # its withdrawal lost the race with this thread by a hair
             raise self._expired(deadline)
         try:
-            if deadline is None:
-                return self._run(inputs)
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                raise self._expired(deadline)
-            try:
-                return self._run(inputs, remaining if self.interruptible else None)
-            except DeadlineExceeded:
-                raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
-                                       f"{deadline.seconds * 1000:g} ms and was stopped") from None
-        finally:
-            self._run_slots.release()
+            return self._run(inputs, remaining if self.interruptible else None)
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
+                                   f"{deadline.seconds * 1000:g} ms and was stopped") from None
 
     def _expired(self, deadline: Deadline) -> DeadlineExceeded:
         return DeadlineExceeded(f"model {self.name!r} version {self.version}: the request waited for a free "
@@ -438,8 +460,10 @@ class ModelManager:
     def __init__(self, repository: Repository, metrics: Metrics, pool_size: int,
                  cache: CompiledCache | None = None, defaults: ServingDefaults | None = None,
                  memory_budget_bytes: int = 0, *, deadline_seconds: float | None = None,
-                 memory_limit_bytes: int | None = None):
+                 memory_limit_bytes: int | None = None, demote_after_seconds: float | None = None):
         self.repository, self.metrics, self.pool_size = repository, metrics, pool_size
+        # Every model's runs that used this much CPU yield it to shorter ones (workers.py); None: never.
+        self.demoter = Demoter(demote_after_seconds) if demote_after_seconds is not None else None
         # Per wasm call and per wasm instance (None: off); ONNX Runtime and LiteRT models have neither.
         self.deadline_seconds, self.memory_limit_bytes = deadline_seconds, memory_limit_bytes
         self.defaults = defaults or ServingDefaults(pool_size=pool_size)
@@ -627,7 +651,7 @@ class ModelManager:
         versions = sorted(self.repository.versions(target.name)) or [target.version]
         return LoadedModel(target, versions, [TensorMeta.of(s) for s in info.inputs],
                            [TensorMeta.of(s) for s in info.outputs], pool, self.metrics, stamp, settings,
-                           instance_bytes, inline_deadline, interruptible)
+                           instance_bytes, inline_deadline, interruptible, self.demoter)
 
     # --- the repository extension --------------------------------------------------------------
 

@@ -61,6 +61,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 GRPC_WORKERS = 256
 GRACE_BEYOND_DEADLINE = 5.0  # the default grace period: the deadline plus this (a call may start just before stop)
 DEFAULT_GRACE = 30.0  # with no deadline
+DEFAULT_DEMOTE_AFTER = 0.010  # a run this long is 5x the normal model's of the chaos suite, and rare in small models
 
 
 def default_pool_size() -> int:
@@ -97,6 +98,9 @@ class ServerConfig:
     # percent (see make_engine), so None also compiles without them. ONNX Runtime (and LiteRT)
     # models run native code that cannot be interrupted this way: they have neither limit.
     deadline_seconds: float | None = 30.0
+    # A run on a model's threads that has used this many seconds of CPU gives way to shorter runs (its
+    # thread drops to nice 19: workers.py); None: runs keep their priority however long they take.
+    demote_after_seconds: float | None = DEFAULT_DEMOTE_AFTER
     instance_memory_bytes: int | None = 1 << 30
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
     desired_state: Path | None = None
@@ -151,7 +155,8 @@ class Server:
         self.manager = ModelManager(Repository(config.model_repository), self.metrics, pool_size, cache,
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
-                                    memory_limit_bytes=config.instance_memory_bytes)
+                                    memory_limit_bytes=config.instance_memory_bytes,
+                                    demote_after_seconds=config.demote_after_seconds)
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
