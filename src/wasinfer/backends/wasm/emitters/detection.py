@@ -16,7 +16,7 @@ suits the few hundred candidates detection heads leave after their own score fil
 from __future__ import annotations
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.emitters.indexing import _check_run_time_shaped, _write_dims
+from wasinfer.backends.wasm.emitters.indexing import check_run_time_shaped, write_run_time_dims
 from wasinfer.backends.wasm.writer import F32, I32, Func
 from wasinfer.ir import Graph, Node
 
@@ -26,7 +26,7 @@ def _arg(node: Node, index: int) -> str:
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
-    problems = _check_run_time_shaped(node, graph)
+    problems = check_run_time_shaped(node, graph)
     boxes, scores = graph.info(node.inputs[0]), graph.info(node.inputs[1])
     if boxes.dtype.name != "float32" or scores.dtype.name != "float32":
         problems.append("boxes and scores must be float32")
@@ -160,4 +160,4 @@ def non_max_suppression(ctx: Ctx, node: Node) -> None:
                 f.get(s).get(best).op("i64.extend_i32_u").mem("i64.store", 16, align=0)
                 f.inc(count)
             f.br(0)
-    _write_dims(ctx, node, count)
+    write_run_time_dims(ctx, node, count)

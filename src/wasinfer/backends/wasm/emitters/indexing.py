@@ -398,7 +398,7 @@ def _nonzero_test(f: Func, dtype: np.dtype) -> None:
         f.mem(LOAD_STORE[dtype.itemsize][0], align=0).op("i32.eqz").op("i32.eqz")
 
 
-def _check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
+def check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
     problems = []
     if node.outputs[0] not in graph.run_time_axes:
         problems.append(f"its output {node.outputs[0]!r} has no bounded run-time shape (passes/dynamic.py)")
@@ -409,8 +409,9 @@ def _check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _write_dims(ctx: Ctx, node: Node, count: int) -> None:
-    """The output's actual dims (int32 each) where the runtime reads them; `count` the local holding the varying one."""
+def write_run_time_dims(ctx: Ctx, node: Node, count: int) -> None:
+    """The output's actual dims (int32 each) where the runtime reads them; `count` the local holding the varying one.
+    Shared by every kernel whose output shape a run decides (NonZero, Compress here; NonMaxSuppression, TopK)."""
     f, output = ctx.f, node.outputs[0]
     base = ctx.dims[output]
     varying = set(ctx.graph.run_time_axes[output])
@@ -423,7 +424,7 @@ def _write_dims(ctx: Ctx, node: Node, count: int) -> None:
         f.mem("i32.store")
 
 
-@kernel("NonZero", check=_check_run_time_shaped)
+@kernel("NonZero", check=check_run_time_shaped)
 def nonzero(ctx: Ctx, node: Node) -> None:
     """Count the nonzero elements, then write each one's coordinates as int64, [rank, count] row by row."""
     f = ctx.f
@@ -449,10 +450,10 @@ def nonzero(ctx: Ctx, node: Node) -> None:
                 f.get(rest).i32(stride).op("i32.div_u").op("i64.extend_i32_u").mem("i64.store", align=0)
                 f.get(rest).i32(stride).op("i32.rem_u").set(rest)
             f.inc(k)
-    _write_dims(ctx, node, count)
+    write_run_time_dims(ctx, node, count)
 
 
-@kernel("Compress", check=_check_run_time_shaped)
+@kernel("Compress", check=check_run_time_shaped)
 def compress(ctx: Ctx, node: Node) -> None:
     """Copy the slices along the axis (the flattened elements without one) whose condition holds, in order."""
     f = ctx.f
@@ -481,4 +482,4 @@ def compress(ctx: Ctx, node: Node) -> None:
                 f.i32(src).op("i32.add")
                 f.i32(inner).memory_copy()
                 f.get(dst).i32(inner).op("i32.add").set(dst)
-    _write_dims(ctx, node, count)
+    write_run_time_dims(ctx, node, count)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
-from wasinfer.backends.wasm.emitters.indexing import _write_dims
+from wasinfer.backends.wasm.emitters.indexing import write_run_time_dims
 from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
@@ -166,7 +166,7 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
         f.get(wide).op("i32.wrap_i64").set(kk)
         for output in node.outputs[:2]:
             if output:
-                _write_dims(ctx, Node("TopK", node.name, [], [output]), kk)
+                write_run_time_dims(ctx, Node("TopK", node.name, [], [output]), kk)
     else:
         f.i32(k).set(kk)
     if outer * inner * k == 0:
