@@ -181,10 +181,7 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
     looped, rest = tile_groups(tw, wo)
     group, qm, qy = (f.local(I32) for _ in range(3))
     with f.for_range(mch, 0, out_channels):
-        if bias is None:
-            f.f32x4_const(0.0).set(bias_v)
-        else:
-            f.get(mch).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+        _splat_bias(ctx, bias, mch, bias_v)
 
         def four_tiles(src: int, dst: int, start: int, rows: int, last: bool) -> None:
             """Tiles start..start+3 of a tile row; `rows` (1 or 2) output rows of it are inside the output;
@@ -232,6 +229,29 @@ def _output_transform(ctx: Ctx, node: Node, out_channels: int, n_rows: int, out_
 
 
 __all__ = ["emit_winograd"]
+
+
+def _splat_bias(ctx: Ctx, bias: int | None, channel: int, into: int) -> None:
+    """`into` = the output channel's bias (the local `channel`) in every lane, or zeros without a bias."""
+    f = ctx.f
+    if bias is None:
+        f.f32x4_const(0.0).set(into)
+    else:
+        f.get(channel).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(into)
+
+
+def _point_products(ctx: Ctx, points: int, table: int, v_base: int, m_base: int, channels: int, out_channels: int,
+                    columns: int, locals_: tuple[int, int, int, int]) -> None:
+    """M[xi] = U[xi] @ V[xi] for every transform point xi: U's panels found through `table`, V and M laid out
+    [point, channel, column] from `v_base` and `m_base`. `locals_`: the xi counter and the three pointers."""
+    f = ctx.f
+    xi, pu, pv, pm = locals_
+    with f.for_range(xi, 0, points):
+        f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
+        f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
+        f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
+        emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
+                          Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
 
 
 def _combine(ctx: Ctx, coefficients: np.ndarray, values: list[int]) -> None:
@@ -328,18 +348,10 @@ def _emit_winograd_sequence(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPl
                 _combine(ctx, bt[point], d)
                 f.mem("v128.store", offset=4 * point * channels * columns)
         # 3. M[xi] = U[xi] @ V[xi]
-        with f.for_range(xi, 0, alpha):
-            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
-            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
-            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
-            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
-                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        _point_products(ctx, alpha, table, v_base, m_base, channels, out_channels, columns, (xi, pu, pv, pm))
         # 4. Y[sample, m, row, tile * 4 ...]
         with f.for_range(c, 0, out_channels):
-            if bias is None:
-                f.f32x4_const(0.0).set(bias_v)
-            else:
-                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            _splat_bias(ctx, bias, c, bias_v)
             with f.for_range(group, 0, groups):
                 locate()
                 f.get(c).i32(columns).op("i32.mul").get(group).i32(4).op("i32.mul").op("i32.add").i32(4).op("i32.mul")
@@ -430,18 +442,10 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
                     _combine(ctx, bt[point], d)
                     f.mem("v128.store", offset=4 * (point * channels * width + w))
         # 3. M[xi] = U[xi] @ V[xi]
-        with f.for_range(xi, 0, alpha):
-            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
-            f.get(xi).i32(4 * channels * width).op("i32.mul").i32(v_base).op("i32.add").set(pv)
-            f.get(xi).i32(4 * out_channels * width).op("i32.mul").i32(m_base).op("i32.add").set(pm)
-            emit_blocked_gemm(ctx, out_channels, width, channels, Operand(("local", pu), channels, 1, panels=True),
-                              Operand(("local", pv), width, 1), Operand(("local", pm), width, 1), None, None)
+        _point_products(ctx, alpha, table, v_base, m_base, channels, out_channels, width, (xi, pu, pv, pm))
         # 4. Y[sample, m, row, 4 * tile + j, w..w+3] = (A^T m)[j] + bias
         with f.for_range(c, 0, out_channels):
-            if bias is None:
-                f.f32x4_const(0.0).set(bias_v)
-            else:
-                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            _splat_bias(ctx, bias, c, bias_v)
             with f.for_range(unit, 0, units):
                 locate(unit)
                 f.get(c).i32(units).op("i32.mul").get(unit).op("i32.add").i32(4 * post).op("i32.mul")
@@ -542,18 +546,10 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
                         f.mem("v128.store", offset=4 * (6 * i + j) * channels * columns)
                 f.inc(src, 16).inc(dst, 16)
         # 3. M[xi] = U[xi] @ V[xi]
-        with f.for_range(xi, 0, 36):
-            f.get(xi).i32(4).op("i32.mul").mem("i32.load", offset=table).set(pu)
-            f.get(xi).i32(4 * channels * columns).op("i32.mul").i32(v_base).op("i32.add").set(pv)
-            f.get(xi).i32(4 * out_channels * columns).op("i32.mul").i32(m_base).op("i32.add").set(pm)
-            emit_blocked_gemm(ctx, out_channels, columns, channels, Operand(("local", pu), channels, 1, panels=True),
-                              Operand(("local", pv), columns, 1), Operand(("local", pm), columns, 1), None, None)
+        _point_products(ctx, 36, table, v_base, m_base, channels, out_channels, columns, (xi, pu, pv, pm))
         # 4. Y[sample, m, 4 * (row0 + row) + j, 16g ...]
         with f.for_range(c, 0, out_channels):
-            if bias is None:
-                f.f32x4_const(0.0).set(bias_v)
-            else:
-                f.get(c).i32(4).op("i32.mul").mem("f32.load", offset=bias).op("f32x4.splat").set(bias_v)
+            _splat_bias(ctx, bias, c, bias_v)
             with f.for_range(row, 0, rows):
                 f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
                 f.i32(4).op("i32.mul").i32(m_base).op("i32.add").set(src)
