@@ -226,6 +226,13 @@ def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np
     return evaluation(n).T, g, bt
 
 
+def chunk_runs(total: int, per_chunk: int) -> list[tuple[int, int, int]]:
+    """(first, per chunk, chunks) runs covering `total` items: whole chunks of `per_chunk` (one loop), then the rest."""
+    whole, rest = divmod(total, per_chunk)
+    runs = [(0, per_chunk, whole)] if whole else []
+    return [*runs, (whole * per_chunk, rest, 1)] if rest else runs
+
+
 @dataclass(frozen=True)
 class Winograd1dPlan:
     """F(4, r) along the last spatial axis, per sample: `pre` rows (1 for a sequence) of `length` inputs, each
@@ -283,9 +290,7 @@ class Winograd1dPlan:
 
     def chunks(self) -> list[tuple[int, int, int]]:
         """Runs of chunks: (first group, groups per chunk, chunks); whole chunks in a loop, then the groups left."""
-        whole, rest = divmod(self.groups, self.chunk_groups)
-        runs = [(0, self.chunk_groups, whole)] if whole else []
-        return [*runs, (whole * self.chunk_groups, rest, 1)] if rest else runs
+        return chunk_runs(self.groups, self.chunk_groups)
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
@@ -346,9 +351,7 @@ class WinogradAxisPlan:
 
     def chunks(self) -> list[tuple[int, int, int]]:
         """Runs of chunks: (first unit, units per chunk, chunks); whole chunks in a loop, then the units left."""
-        whole, rest = divmod(self.units, self.chunk_units)
-        runs = [(0, self.chunk_units, whole)] if whole else []
-        return [*runs, (whole * self.chunk_units, rest, 1)] if rest else runs
+        return chunk_runs(self.units, self.chunk_units)
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
