@@ -233,8 +233,24 @@ def chunk_runs(total: int, per_chunk: int) -> list[tuple[int, int, int]]:
     return [*runs, (whole * per_chunk, rest, 1)] if rest else runs
 
 
+class _ToomCook1d:
+    """What the two 1-D plans share: F(TILE_1D, kernel)'s points, matrices and transformed weights."""
+
+    kernel: int
+
+    @property
+    def alpha(self) -> int:
+        return TILE_1D + self.kernel - 1
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
+
+    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
+        return transformed_weights_1d(weights, self.kernel)
+
+
 @dataclass(frozen=True)
-class Winograd1dPlan:
+class Winograd1dPlan(_ToomCook1d):
     """F(4, r) along the last spatial axis, per sample: `pre` rows (1 for a sequence) of `length` inputs, each
     zero-padded by `pad` in front and cut into tiles of TILE_1D outputs, a row's tiles rounded up to whole groups of
     4 (one tile per lane). Scratch holds P [C, pre, TILE_1D, phase_length] (each row's padded inputs de-interleaved
@@ -249,10 +265,6 @@ class Winograd1dPlan:
     kernel: int
     pre: int
     chunk_groups: int
-
-    @property
-    def alpha(self) -> int:
-        return TILE_1D + self.kernel - 1
 
     @property
     def row_groups(self) -> int:
@@ -292,15 +304,10 @@ class Winograd1dPlan:
         """Runs of chunks: (first group, groups per chunk, chunks); whole chunks in a loop, then the groups left."""
         return chunk_runs(self.groups, self.chunk_groups)
 
-    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
-
-    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
-        return transformed_weights_1d(weights, self.kernel)
 
 
 @dataclass(frozen=True)
-class WinogradAxisPlan:
+class WinogradAxisPlan(_ToomCook1d):
     """F(4, r) along a spatial axis followed by `post` >= 4 positions (a [3, 1] kernel over [H, W]): per sample,
     `pre` x `length` x `post` inputs per channel, zero-padded along the axis into P [C, pre, padded_length, post].
     A unit is one (pre index, tile) pair with its `post` columns, 4 columns per v128, so a tile element of 4
@@ -319,10 +326,6 @@ class WinogradAxisPlan:
     # along the last axis with `post` rows before it (rows too short for Winograd1dPlan's groups): P holds the
     # input transposed, [C, 1, padded_length, rows], and each v128 of outputs goes to 4 rows, lane by lane
     transposed: bool = False
-
-    @property
-    def alpha(self) -> int:
-        return TILE_1D + self.kernel - 1
 
     @property
     def tiles(self) -> int:
@@ -353,11 +356,6 @@ class WinogradAxisPlan:
         """Runs of chunks: (first unit, units per chunk, chunks); whole chunks in a loop, then the units left."""
         return chunk_runs(self.units, self.chunk_units)
 
-    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return toom_cook(TILE_1D, self.kernel, POINTS_1D[self.kernel])
-
-    def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
-        return transformed_weights_1d(weights, self.kernel)
 
 
 def transformed_weights_1d(weights: np.ndarray, kernel: int) -> np.ndarray:
