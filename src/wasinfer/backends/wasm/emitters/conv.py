@@ -53,7 +53,7 @@ from wasinfer.backends.wasm.emitters.pool import (
     emit_fill,
     emit_windows,
     load_lanes,
-    push_addr,
+    set_addr,
 )
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Graph, Node
@@ -208,10 +208,8 @@ def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, cha
             emit_copy(f, dst_at, src_at, hi - lo, win.strides[a])
             return
         counter, dl, sl = levels[a]
-        push_addr(f, dst_at)
-        f.set(dl)
-        push_addr(f, src_at)
-        f.set(sl)
+        set_addr(f, dl, dst_at)
+        set_addr(f, sl, src_at)
         with f.for_range(counter, 0, hi - lo):
             axis(a + 1, offset, (dl, 0), (sl, 0))
             f.inc(dl, block * 4).inc(sl, win.strides[a] * src_strides[a] * 4)

@@ -30,7 +30,7 @@ import math
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
-from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
+from wasinfer.backends.wasm.emitters.pool import Addr, set_addr
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.conv_transpose import TransposePlan, plan_problems, transpose_plan, transpose_scratch
@@ -155,10 +155,8 @@ def _scatter(f: Func, plan: TransposePlan, offset: tuple[int, ...], out: Addr, s
             _add_run(f, dst, source, count, plan.strides[a])
             return
         counter, dl, sl = f.local(I32), f.local(I32), f.local(I32)
-        push_addr(f, dst)
-        f.set(dl)
-        push_addr(f, source)
-        f.set(sl)
+        set_addr(f, dl, dst)
+        set_addr(f, sl, source)
         with f.for_range(counter, 0, count):
             level(a + 1, (dl, 0), (sl, 0))
             f.inc(dl, plan.strides[a] * out_strides[a] * 4).inc(sl, in_strides[a] * 4)
@@ -182,10 +180,8 @@ def _add_run(f: Func, dst: Addr, src: Addr, count: int, step: int) -> None:
             add(1, (dst[0], dst[1] + 4 * j * step), (src[0], src[1] + 4 * j))
         return
     counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
-    push_addr(f, dst)
-    f.set(pd)
-    push_addr(f, src)
-    f.set(ps)
+    set_addr(f, pd, dst)
+    set_addr(f, ps, src)
     unroll = 4  # four adds per iteration
     with f.for_range(counter, 0, count // (lanes * unroll)):
         for j in range(unroll):

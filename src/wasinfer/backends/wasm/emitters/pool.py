@@ -56,6 +56,12 @@ def push_addr(f: Func, addr: Addr) -> None:
         f.i32(addr[1]).op("i32.add")
 
 
+def set_addr(f: Func, local: int, addr: Addr) -> None:
+    """local = the address `addr` stands for (a base local plus a constant)."""
+    push_addr(f, addr)
+    f.set(local)
+
+
 def emit_fill(f: Func, dst: Addr, count: int, bits: int = 0) -> None:
     """dst[0:count] = the f32 with these bits; short runs are unrolled, zero runs use memory.fill."""
     if count <= 0:
@@ -66,8 +72,7 @@ def emit_fill(f: Func, dst: Addr, count: int, bits: int = 0) -> None:
         return
     if count > UNROLL_FLOATS:
         counter, ptr = f.local(I32), f.local(I32)
-        push_addr(f, dst)
-        f.set(ptr)
+        set_addr(f, ptr, dst)
         with f.for_range(counter, 0, count // 4):
             f.get(ptr).v128(bits.to_bytes(4, "little") * 4).mem("v128.store")
             f.inc(ptr, 16)
@@ -86,10 +91,8 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
         return
     if src_step == 1 and UNROLL_FLOATS < count <= COPY_LOOP_FLOATS:  # 8 floats per step, then the rest
         counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
-        push_addr(f, dst)
-        f.set(pd)
-        push_addr(f, src)
-        f.set(ps)
+        set_addr(f, pd, dst)
+        set_addr(f, ps, src)
         with f.for_range(counter, 0, count // 8):
             for index in range(2):
                 f.get(pd).get(ps).mem("v128.load", offset=16 * index).mem("v128.store", offset=16 * index)
@@ -115,10 +118,8 @@ def emit_copy(f: Func, dst: Addr, src: Addr, count: int, src_step: int = 1) -> N
     unroll = 4
     if count > UNROLL_FLOATS:
         counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
-        push_addr(f, dst)
-        f.set(pd)
-        push_addr(f, src)
-        f.set(ps)
+        set_addr(f, pd, dst)
+        set_addr(f, ps, src)
         with f.for_range(counter, 0, count // unroll):
             _gather(f, (pd, 0), (ps, 0), unroll, src_step)
             f.inc(pd, 4 * unroll).inc(ps, 4 * unroll * src_step)
@@ -144,10 +145,8 @@ def _copy_stride2(f: Func, dst: Addr, src: Addr, count: int) -> None:
             four((dst[0], dst[1] + 4 * (count - 4)), (src[0], src[1] + 8 * (count - 4)))
         return
     counter, pd, ps = f.local(I32), f.local(I32), f.local(I32)
-    push_addr(f, dst)
-    f.set(pd)
-    push_addr(f, src)
-    f.set(ps)
+    set_addr(f, pd, dst)
+    set_addr(f, ps, src)
     with f.for_range(counter, 0, groups):
         four((pd, 0), (ps, 0))
         f.inc(pd, 16).inc(ps, 32)
