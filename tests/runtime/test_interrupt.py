@@ -117,7 +117,7 @@ def test_a_set_flag_stops_any_loop(body: str) -> None:
     store, instance = _instance(f"""(module (memory 1)
       (func $again (return_call $again))
       (func (export "spin") {body}))""")
-    flag = interrupt_flag(instance, store)
+    flag = interrupt_flag(instance.exports(store), store)
     assert flag is not None and flag.value == 0
     flag.value = 1
     spin = instance.exports(store)["spin"]
@@ -158,7 +158,7 @@ def test_a_start_function_runs_when_the_host_says_and_under_its_deadline() -> No
     memory = instance.exports(store)["memory"]
     assert isinstance(memory, wasmtime.Memory) and START_EXPORT in instance.exports(store)
     assert memory.read(store, 0, 1) == b"\x00"  # not run at instantiation
-    run_start(instance, store)
+    run_start(instance.exports(store), store)
     assert memory.read(store, 0, 1) == b"\x07"
     assert INTERRUPT_EXPORT in instance.exports(store)
 

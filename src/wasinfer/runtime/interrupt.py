@@ -52,8 +52,12 @@ import math
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import wasmtime
+
+if TYPE_CHECKING:
+    from wasmtime._instance import InstanceExports  # what Instance.exports(store) returns
 
 from wasinfer.backends.wasm.writer import uleb
 
@@ -438,10 +442,10 @@ def interruptible(wasm: bytes) -> bytes:
     return _reassemble(wasm, payloads)
 
 
-def interrupt_flag(instance: wasmtime.Instance, store: wasmtime.Store) -> ctypes.c_int32 | None:
+def interrupt_flag(exports: InstanceExports, store: wasmtime.Store) -> ctypes.c_int32 | None:
     """The instance's interrupt flag (the first word of its `wasinfer:interrupt` memory), or None for a module
     that was not rewritten. Written by the watchdog only while a call of this instance is armed."""
-    memory = instance.exports(store).get(INTERRUPT_EXPORT)
+    memory = exports.get(INTERRUPT_EXPORT)
     if not isinstance(memory, wasmtime.Memory):
         return None
     address = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value
@@ -513,8 +517,8 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
-def run_start(instance: wasmtime.Instance, store: wasmtime.Store) -> None:
+def run_start(exports: InstanceExports, store: wasmtime.Store) -> None:
     """Run the module's start function, which the rewrite deferred, if it has one (callers arm a deadline first)."""
-    start = instance.exports(store).get(START_EXPORT)
+    start = exports.get(START_EXPORT)
     if isinstance(start, wasmtime.Func):
         start(store)

@@ -826,11 +826,12 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
             alarm = None
             try:
                 instance = linker.instantiate(store, module)
-                flag = interrupt_flag(instance, store)
+                exports = instance.exports(store)
+                flag = interrupt_flag(exports, store)
                 if deadline_at is not None and flag is not None:
                     alarm = WATCHDOG.arm(flag, deadline_at - time.monotonic())
-                run_start(instance, store)
-                start = instance.exports(store)["_start"]
+                run_start(exports, store)
+                start = exports["_start"]
                 assert isinstance(start, wasmtime.Func)
                 start(store)
             except wasmtime.ExitTrap as exc:

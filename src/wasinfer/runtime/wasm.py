@@ -290,12 +290,12 @@ class WasmModel:
         self._fired = False
         try:
             self.instance = instantiate(self.engine, self.store, module)  # a start function runs here if not rewritten
-            self._flag = interrupt_flag(self.instance, self.store)
-            self._call_with_deadline(deadline_seconds, run_start, self.instance, self.store)
+            exports = self.instance.exports(self.store)
+            self._flag = interrupt_flag(exports, self.store)
+            self._call_with_deadline(deadline_seconds, run_start, exports, self.store)
         except wasmtime.Trap as exc:  # the start function trapped or ran past the deadline
             self.store.close()  # what the start function allocated goes now, whoever keeps the exception
             raise self._fault_of(exc, "instantiation", deadline_seconds if self._fired else None) from exc
-        exports = self.instance.exports(self.store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
