@@ -73,18 +73,21 @@ def test_override_errors_are_specific() -> None:
         parse_shape_overrides(["x=a,b"])
 
 
-def test_a_leading_range_is_the_batch_and_other_ranges_are_refused() -> None:
-    """`1..MAX` on the leading dim says what --max-batch says; elsewhere a range needs run-time shapes."""
+def test_a_leading_range_is_the_batch_and_other_ranges_are_symbolic_dims() -> None:
+    """`1..MAX` on the leading dim says what --max-batch says; any other range is a symbolic dim, compiled at its
+    largest, whose range is kept by input and axis."""
     overrides = parse_shape_overrides(["x=1..8,3", "mask=1..8,5"])
     assert overrides.shapes == {"x": (1, 3), "mask": (1, 5)} and overrides.max_batch == 8
     assert overrides.batch_limit(None) == 8 and overrides.batch_limit(8) == 8
     assert parse_shape_overrides(["x=1,3"]).batch_limit(None) == 1
     with pytest.raises(FrontendError, match="disagree"):
         overrides.batch_limit(4)
-    with pytest.raises(FrontendError, match=r"axis 3 is a range \(32..1280\)"):
-        parse_shape_overrides(["x=1,3,48,32..1280"])
-    with pytest.raises(FrontendError, match=r"must be 1\.\.MAX"):
-        parse_shape_overrides(["x=2..8,3"])
+    symbolic = parse_shape_overrides(["x=1,3,48,32..1280", "y=2..8,3"])
+    assert symbolic.shapes == {"x": (1, 3, 48, 1280), "y": (8, 3)} and symbolic.max_batch is None
+    assert symbolic.ranges == {"x": {3: (32, 1280)}, "y": {0: (2, 8)}}
+    for bad in ("x=1,3,0..4", "x=1,3,9..4"):
+        with pytest.raises(FrontendError, match=r"MIN\.\.MAX with 1 <= MIN <= MAX"):
+            parse_shape_overrides([bad])
     with pytest.raises(FrontendError, match="different sizes"):
         parse_shape_overrides(["x=1..8,3", "y=1..4,3"])
     model = relu_model(["batch", 3])

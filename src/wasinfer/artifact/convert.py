@@ -18,10 +18,11 @@ from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
-from wasinfer.backends.wasm.compiler import abi_version
+from wasinfer.backends.wasm.compiler import abi_version, symbolic_axes
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
+from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
 from wasinfer.passes.dynamic import bound_run_time_shapes
@@ -30,6 +31,7 @@ from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
+from wasinfer.passes.symbolic import record_shape_values
 
 
 @dataclass
@@ -54,6 +56,7 @@ def convert_model(
     simd: str = "auto",
     quantize: str | None = None,
     calibration: Sequence[Feeds] = (),
+    input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -68,6 +71,9 @@ def convert_model(
     `quantize` "int8" quantizes an ONNX model statically first, calibrated on the `calibration` samples
     (artifact/calibrate.py: ONNX Runtime's quantizer), so that its layers run on the integer kernels; the
     metadata's source_sha256 stays the float model's.
+    `input_ranges` gives an input's axes a range (MIN, MAX) each run may take (--input-shape x=1,3,48,32..1280:
+    {"x": {3: (32, 1280)}}); `input_shapes` then holds MAX there. One module serves every size in the
+    ranges (ABI version 3, passes/symbolic.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
@@ -81,12 +87,16 @@ def convert_model(
     source_sha256 = None
     if quantize is not None:
         source, source_sha256 = _quantized(source, source_format, quantize, calibration)
-    loaded = _load(source, input_shapes, source_format)
+    loaded = _load(source, input_shapes, source_format, input_ranges)
     if source_sha256 is not None:
         loaded = dataclasses.replace(loaded, source_sha256=source_sha256)
     graph = loaded.graph
     nodes_in = len(graph.nodes)
-    folded = fold_static_values(graph) + fold_constants(graph)
+    folded = 0
+    if graph.symbols:  # shape arithmetic on symbolic dims, recorded before it folds at the largest dims
+        folded += fold_constants(graph)
+        record_shape_values(graph)
+    folded += fold_static_values(graph) + fold_constants(graph)
     folded += settle(graph)  # constant Ifs inlined, values typed once their shapes folded, refolded
     bound_run_time_shapes(graph)  # NonZero, Compress: their largest shape, and the axes each run decides
     lower_einsums(graph)
@@ -100,6 +110,8 @@ def convert_model(
         if max_batch > 1:
             raise
         batch_axes = {}  # one sample per run: every tensor keeps the shape it was compiled at, no batch axis
+    if graph.symbols and max_batch == 1:
+        batch_axes = {}  # symbolic dims: a batch comes as a range of its own axis (--input-shape x=1..8,...)
     options = CompileOptions(max_batch=max_batch, batch_axes=batch_axes, wasi=wasi, weights=encoding,
                              relaxed_simd=simd == "relaxed")
     variant_graph = copy.deepcopy(graph) if simd == "auto" else None  # compiling may change a graph's records
@@ -124,8 +136,12 @@ def convert_model(
         info = graph.info(tensor)
         dims = layout["dims"]
         assert isinstance(dims, dict)
+        symbolic = symbolic_axes(graph, tensor)
+        ranges = [[smallest(graph.extents[tensor][a], graph.symbols), largest(graph.extents[tensor][a], graph.symbols)]
+                  for a in symbolic]
         return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor],
-                          list(graph.run_time_axes.get(tensor, ())), dims.get(tensor))
+                          symbolic or list(graph.run_time_axes.get(tensor, ())), dims.get(tensor), ranges,
+                          [str(graph.extents[tensor][a]) for a in symbolic])
 
     layout = compiled.layout
     stats: dict[str, object] = {
@@ -150,7 +166,9 @@ def convert_model(
         memory_bytes=int(layout["memory_bytes"]),  # type: ignore[call-overload]
         compile_options={"max_batch": max_batch, "wasi": wasi, "weights": weights, "simd": simd_note,
                          "quantize": quantize, "calibration_samples": len(calibration) if quantize else 0,
-                         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}},
+                         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+                         "input_ranges": {k: {str(a): list(r) for a, r in v.items()} for k, v in
+                                          (input_ranges or {}).items()}},
         stats={k: v for k, v in stats.items() if k not in ("ops", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),
@@ -182,14 +200,14 @@ def _quantized(source: str | Path | onnx.ModelProto, source_format: str, quantiz
 
 
 def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None,
-          source_format: str) -> Loaded:
+          source_format: str, input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None) -> Loaded:
     """The frontend's IR, with a dynamic leading dim as the per-sample batch unless a node mixes
     samples along it (passes/control.py): then that dim must come from `input_shapes`."""
     def load(batch: bool) -> Loaded:
         if source_format == "tflite":
-            loaded = load_tflite(source, input_shapes, batch=batch)  # type: ignore[arg-type]
+            loaded = load_tflite(source, input_shapes, batch=batch, input_ranges=input_ranges)  # type: ignore[arg-type]
         else:
-            loaded = load_onnx(source, input_shapes, batch=batch)
+            loaded = load_onnx(source, input_shapes, batch=batch, input_ranges=input_ranges)
         decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
         fuse_int8_gemms(loaded.graph)  # before folding would dequantize the int8 weights
         return loaded

@@ -29,6 +29,10 @@ class TensorSlot:
     # address where each run writes the actual dims (int32 each); none in version-1 modules
     run_time_axes: list[int] = field(default_factory=list)
     dims_offset: int | None = None
+    # ABI version 3, symbolic dims: [smallest, largest] of each run-time axis, and its expression of the
+    # symbols (an input's run-time axes are its symbols; the host writes its actual dims at dims_offset)
+    ranges: list[list[int]] = field(default_factory=list)
+    symbolic_dims: list[str] = field(default_factory=list)
 
     @property
     def sample_bytes(self) -> int:
@@ -101,7 +105,7 @@ class Metadata:
 TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
                  "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
 _TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
-_OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset")  # ABI version 2
+_OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset", "ranges", "symbolic_dims")  # ABI versions 2 and 3
 
 
 def _is_count(value: Any) -> bool:
@@ -155,9 +159,16 @@ def _check_fields(data: dict[str, Any]) -> None:
             if (dims is None) != (not varying) or (dims is not None and not _is_count(dims)):
                 raise bad(f"{where}.dims_offset ({name!r})", dims,
                           "an integer >= 0 exactly when run_time_axes lists some axis")
-            if varying and (axis is not None or group == "inputs"):
-                raise bad(f"{where}.run_time_axes ({name!r})", varying, "no run-time axes on inputs or batched "
-                          "tensors")
+            ranges = tensor.get("ranges", [])
+            if ranges and (not isinstance(ranges, list) or len(ranges) != len(varying) or not all(
+                    isinstance(r, list) and len(r) == 2 and all(_is_count(v) for v in r)
+                    and r[0] <= r[1] <= shape[a] for r, a in zip(ranges, varying, strict=False))):
+                raise bad(f"{where}.ranges ({name!r})", ranges, "one [min, max] per run-time axis, max at most "
+                          "the shape's dim there")
+            if varying and axis is not None:
+                raise bad(f"{where}.run_time_axes ({name!r})", varying, "no run-time axes on batched tensors")
+            if varying and group == "inputs" and not ranges:
+                raise bad(f"{where}.ranges ({name!r})", ranges, "a [min, max] for each run-time axis of an input")
 
 
 def _check_slots(metadata: Metadata) -> None:

@@ -55,6 +55,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 wasi=args.wasi, weights=args.weights, simd=args.simd, quantize=args.quantize, calibration=samples,
+                input_ranges=overrides.ranges,
             )
     except UnsupportedModel as exc:
         errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")

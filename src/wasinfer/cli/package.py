@@ -43,8 +43,8 @@ def _module(args: argparse.Namespace) -> tuple[bytes, bool]:
     with progress:
         task = progress.add_task(path.name, total=None)
         result = convert_model(path, overrides.shapes, max_batch=overrides.batch_limit(args.max_batch),
-                               wasi=True, progress=lambda done, total: progress.update(task, completed=done,
-                                                                                       total=total))
+                               wasi=True, input_ranges=overrides.ranges,
+                               progress=lambda done, total: progress.update(task, completed=done, total=total))
     return result.wasm, True
 
 

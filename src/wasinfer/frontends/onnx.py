@@ -12,7 +12,7 @@ dim is fixed carries the batch where a dim has the batch's name (a recurrent sta
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from wasinfer.frontends.probe import probe_missing_shapes
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir.symbolic import Dim, Extent, is_static, symbol
 
 MIN_OPSET = 9
 
@@ -86,10 +87,12 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 @dataclass
 class ShapeOverrides:
-    """What --input-shape said: each input's dims, and the largest batch a leading `1..MAX` allows."""
+    """What --input-shape said: each input's dims (the largest of a range), the largest batch a leading
+    `1..MAX` allows, and the ranges of the other dims given as `MIN..MAX` (symbolic dims)."""
 
     shapes: dict[str, tuple[int, ...]]
     max_batch: int | None = None
+    ranges: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
 
     def batch_limit(self, max_batch: int | None) -> int:
         """The batch limit --max-batch and a leading 1..MAX give (they must agree); 1 without either."""
@@ -100,10 +103,11 @@ class ShapeOverrides:
 
 
 def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
-    """Parse `NAME=1,3,224,224` strings (as given to --input-shape). The leading dim may be a range
-    `1..MAX`: the run-time batch, up to MAX (what --max-batch says); a range anywhere else needs
-    run-time shapes, which the compiler does not have yet, and is refused saying so."""
+    """Parse `NAME=1,3,48,32..1280` strings (as given to --input-shape). A dim `MIN..MAX` is a range: on
+    the leading dim `1..MAX` is the run-time batch, up to MAX (what --max-batch says); anywhere else (or
+    a leading range that does not start at 1) it is a symbolic dim, which each run gives (ABI version 3)."""
     shapes: dict[str, tuple[int, ...]] = {}
+    ranges: dict[str, dict[int, tuple[int, int]]] = {}
     batches: set[int] = set()
     for spec in specs:
         name, sep, text = spec.rpartition("=")
@@ -120,26 +124,30 @@ def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
             except ValueError:
                 raise FrontendError(f"--input-shape {spec!r}: dimension {dim!r} is not an integer or a range "
                                     "MIN..MAX") from None
-            if axis:
-                raise FrontendError(f"--input-shape {spec!r}: axis {axis} is a range ({dim}); only the leading dim "
-                                    "(the run-time batch) takes one today, other dims need one size each")
-            if low_value != 1 or high_value < 1:
-                raise FrontendError(f"--input-shape {spec!r}: the batch range must be 1..MAX with MAX >= 1, got {dim}")
-            batches.add(high_value)
-            dims.append(1)
+            if not 1 <= low_value <= high_value:
+                raise FrontendError(f"--input-shape {spec!r}: the range {dim} must be MIN..MAX with 1 <= MIN <= MAX")
+            if axis == 0 and low_value == 1:
+                batches.add(high_value)
+                dims.append(1)
+            else:
+                ranges.setdefault(name, {})[axis] = (low_value, high_value)
+                dims.append(high_value)
         shapes[name] = tuple(dims)
     if len(batches) > 1:
         raise FrontendError(f"--input-shape: the inputs' batch ranges end at different sizes {sorted(batches)}")
-    return ShapeOverrides(shapes, batches.pop() if batches else None)
+    return ShapeOverrides(shapes, batches.pop() if batches else None, ranges)
 
 
 def load_onnx(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     batch: bool = True,
+    input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None,
 ) -> Loaded:
     """With `batch`, a dynamic leading dim is the run-time batch (compiled as 1, run per
-    sample); without, it is an ordinary dim, given in `input_shapes`."""
+    sample); without, it is an ordinary dim, given in `input_shapes`. An axis in `input_ranges`
+    is a symbol (ir/symbolic.py), compiled at the range's largest (which `input_shapes` gives): named
+    as the model names that dim, so that inputs sharing a dim name share the symbol, else `input.axis`."""
     if isinstance(source, onnx.ModelProto):
         raw = source.SerializeToString()
         model = onnx.load_from_string(raw)  # a copy: input dims are rewritten below
@@ -161,6 +169,8 @@ def load_onnx(
     graph_proto = model.graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
     batch_axes: dict[str, int] = {}
+    symbols: dict[str, tuple[int, int]] = {}
+    extents: dict[str, Extent] = {}
     fed = [v for v in graph_proto.input if v.name not in initializers]
     # the batch's name: the name of a dynamic leading dim (e.g. "batch"), where the model gives one
     batch_names = {d[0] for d in (tensor_dims(v.type) for v in fed) if d and isinstance(d[0], str) and d[0]}
@@ -190,6 +200,21 @@ def load_onnx(
                 batch_axes[value.name] = named[0]
         if value.name in batch_axes:
             fixed[batch_axes[value.name]] = 1
+        extent: list[Dim] = [d if isinstance(d, int) else 0 for d in fixed]
+        for axis, (low, high) in (input_ranges or {}).get(value.name, {}).items():
+            if axis >= len(dims) or axis == batch_axes.get(value.name):
+                continue  # the rank was checked above; the batch axis is not a symbol
+            have = dims[axis]
+            if isinstance(have, int):
+                raise FrontendError(f"--input-shape {value.name}: axis {axis} is fixed at {have} in the model, "
+                                    f"so it cannot take the range {low}..{high}")
+            name = have if isinstance(have, str) and have else f"{value.name}.{axis}"
+            if symbols.setdefault(name, (low, high)) != (low, high):
+                raise FrontendError(f"--input-shape {value.name}: axis {axis} is the model's dim {name!r}, which "
+                                    f"another input gives the range {symbols[name][0]}..{symbols[name][1]}")
+            extent[axis] = symbol(name)
+        if not is_static(extent):
+            extents[value.name] = tuple(extent)
         unknown = [axis for axis, d in enumerate(fixed) if not isinstance(d, int)]
         if unknown:
             raise FrontendError(
@@ -234,6 +259,7 @@ def load_onnx(
     )
     for name, array in initializers.items():
         graph.add_constant(name, array)
+    graph.symbols, graph.extents = symbols, extents
     # Declared output types win when inference leaves them unknown (common for ai.onnx.ml).
     for value in graph_proto.output:
         if value.name not in graph.tensors:

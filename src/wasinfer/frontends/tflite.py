@@ -1807,14 +1807,14 @@ def _rename_output(converter: _Converter, source: str, name: str) -> None:
 
 
 def load_tflite(source: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                batch: bool = True) -> Loaded:
+                batch: bool = True, input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None) -> Loaded:
     """A `.tflite` model as IR; `input_shapes` and the run-time batch work as in `load_onnx`."""
     try:
         raw = Path(source).read_bytes()
     except OSError as exc:
         raise FrontendError(f"cannot read {source}: {exc}") from exc
     proto = tflite_to_onnx(raw, str(source))
-    loaded = load_onnx(proto, input_shapes, batch=batch)
+    loaded = load_onnx(proto, input_shapes, batch=batch, input_ranges=input_ranges)
     loaded.graph.name = Path(source).stem
     return Loaded(loaded.graph, loaded.batch_axes, hashlib.sha256(raw).hexdigest())
 

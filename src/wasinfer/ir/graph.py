@@ -1,7 +1,9 @@
-"""Tensors, nodes and graphs with fully static shapes.
+"""Tensors, nodes and graphs; every shape static, or the largest of a symbolic one.
 
-Shapes are static by the time a graph reaches the IR: frontends specialise every dynamic
-dimension (the run-time batch is handled outside the graph, by running it per sample).
+Frontends specialise every dynamic dimension (the run-time batch is handled outside the graph, by
+running it per sample), except the ones given a range (`--input-shape x=1,3,48,32..1280`): those
+are symbols (ir/symbolic.py), each tensor's `TensorInfo.shape` is its largest, and
+`Graph.extents` holds the dims of the tensors that depend on a symbol.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from wasinfer.ir.symbolic import Extent
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,14 @@ class Graph:
     # values whose size along these axes is decided at run time by the data (NonZero, Compress:
     # passes/dynamic.py); their TensorInfo holds the largest shape, and each run writes the actual dims
     run_time_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # the symbols of --input-shape's ranges, each with its (smallest, largest) value
+    symbols: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the dims of every tensor that depends on a symbol (passes/symbolic.py); a tensor not here is static.
+    # Its buffer is laid out for its largest shape, and only the part inside its actual dims is meaningful
+    extents: dict[str, Extent] = field(default_factory=dict)
+    # integer tensors whose *values* are dims that depend on a symbol (Shape of such a tensor, and the
+    # arithmetic exporters do on it), recorded before folding makes them constants at the largest dims
+    shape_values: dict[str, Extent] = field(default_factory=dict)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

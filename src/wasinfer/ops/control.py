@@ -15,3 +15,6 @@ define("IfChoose", domain="wasinfer", role=Role.LOWERED,
 define("Refuse", domain="wasinfer", role=Role.KERNEL,
        summary="a branch of a run-time If that cannot run at the compiled shapes: the run stops there and "
                "returns the branch's error")
+define("Mask", domain="wasinfer", role=Role.KERNEL,
+       summary="fills a tensor past a symbolic dim, in place, before a kernel that reads across that axis "
+               "(0 where it adds, -inf where it takes a maximum: passes/symbolic.py)")

@@ -21,6 +21,7 @@ import numpy as np
 from onnx import defs, helper
 
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Extent
 
 
 class Role(enum.Enum):
@@ -91,6 +92,71 @@ class BatchView:
         return BatchFlow((None,) * len(self.node.outputs), why)
 
 
+@dataclass(frozen=True)
+class ExtentFlow:
+    """What a rule found: each output's dims (None: static, its TensorInfo shape), the symbolic values of
+    integer outputs that hold dims, the fills the inputs need past their actual dims
+    (input index, axis, value), or why a symbolic dim cannot go through the node."""
+
+    outputs: tuple[Extent | None, ...] = ()
+    values: tuple[Extent | None, ...] = ()
+    masks: tuple[tuple[int, int, float], ...] = ()
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtentView:
+    """What a rule sees: the node and the graph with the extents and symbolic values found so far."""
+
+    graph: Graph
+    node: Node
+
+    def extent(self, index: int) -> Extent:
+        name = self.node.inputs[index] if len(self.node.inputs) > index else ""
+        if not name:
+            return ()
+        found = self.graph.extents.get(name)
+        return found if found is not None else tuple(self.graph.info(name).shape)
+
+    def symbolic(self, index: int) -> bool:
+        name = self.node.inputs[index] if len(self.node.inputs) > index else ""
+        return bool(name) and name in self.graph.extents
+
+    def values(self, index: int) -> Extent | None:
+        """Input `index` as a flat tuple of dims: its symbolic values, or a constant's ints, else None."""
+        name = self.node.inputs[index] if len(self.node.inputs) > index else ""
+        if not name:
+            return None
+        if name in self.graph.shape_values:
+            return self.graph.shape_values[name]
+        value = self.graph.constants.get(name)
+        if value is None or not np.issubdtype(np.asarray(value).dtype, np.integer):
+            return None
+        return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+    def ints(self, index: int) -> list[int] | None:
+        """Input `index` as ints when they are known while compiling (a constant, or static dims), else None."""
+        found = self.values(index)
+        return [d for d in found if isinstance(d, int)] if found is not None and all(
+            isinstance(d, int) for d in found) else None
+
+    def attr(self, name: str) -> Any:
+        return attr(self.node, name, self.graph.opset)
+
+    @property
+    def rank(self) -> int:
+        return len(self.extent(0))
+
+    def out(self, *extents: Extent | None) -> ExtentFlow:
+        return ExtentFlow(tuple(extents))
+
+    def refuse(self, why: str) -> ExtentFlow:
+        return ExtentFlow(refused=why)
+
+
+ExtentRule = Callable[[ExtentView], ExtentFlow]
+
+
 BatchRule = Callable[[BatchView], BatchFlow]
 ActivationParams = Callable[[Node, Graph], dict[str, float] | None]
 
@@ -107,6 +173,8 @@ class OpDef:
     batch: BatchRule | None = None
     summary: str = ""
     family: str = ""  # the ops/ module that defines it (docs/ops.md groups by it)
+    # None: a symbolic dim (--input-shape MIN..MAX) cannot go through it yet (ops/extent.py)
+    extent: ExtentRule | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -118,10 +186,10 @@ REGISTRY: dict[tuple[str, str], OpDef] = {}
 
 def define(op_type: str, *, domain: str = "", role: Role = Role.KERNEL,
            fusion: Fusion = Fusion.NONE, activation: ActivationParams | None = None,
-           batch: BatchRule | None = None, summary: str = "") -> OpDef:
+           batch: BatchRule | None = None, summary: str = "", extent: ExtentRule | None = None) -> OpDef:
     """Register the one definition of an op (a second one for the same op is a mistake)."""
     family = str(sys._getframe(1).f_globals.get("__name__", "")).rsplit(".", 1)[-1]
-    op = OpDef(op_type, domain, role, fusion, activation, batch, summary, family)
+    op = OpDef(op_type, domain, role, fusion, activation, batch, summary, family, extent)
     if op.key in REGISTRY:
         raise ValueError(f"op {domain + '.' if domain else ''}{op_type} is defined twice")
     REGISTRY[op.key] = op

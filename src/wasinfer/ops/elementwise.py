@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Graph, Node
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import elementwise
 from wasinfer.ops.definition import ActivationParams, Fusion, define
 
@@ -48,35 +49,37 @@ def _clip(node: Node, graph: Graph) -> dict[str, float] | None:
 
 # activations a producing kernel may apply in its epilogue
 for op in ("Relu", "Sigmoid", "Tanh", "Erf"):
-    define(op, fusion=Fusion.ACTIVATION, batch=elementwise)
-define("LeakyRelu", fusion=Fusion.ACTIVATION, activation=_alpha(0.01), batch=elementwise)
-define("Clip", fusion=Fusion.ACTIVATION, activation=_clip, batch=elementwise)
-define("Gelu", fusion=Fusion.ACTIVATION, activation=_gelu, batch=elementwise)
+    define(op, fusion=Fusion.ACTIVATION, batch=elementwise, extent=ex.same)
+define("LeakyRelu", fusion=Fusion.ACTIVATION, activation=_alpha(0.01), batch=elementwise, extent=ex.same)
+define("Clip", fusion=Fusion.ACTIVATION, activation=_clip, batch=elementwise, extent=ex.broadcast)
+define("Gelu", fusion=Fusion.ACTIVATION, activation=_gelu, batch=elementwise, extent=ex.same)
 
 # other activations and unary math
-define("HardSigmoid", activation=_hard_sigmoid, batch=elementwise)
-define("HardSwish", activation=_hard_swish, batch=elementwise)
-define("Elu", activation=_alpha(1.0), batch=elementwise)
+define("HardSigmoid", activation=_hard_sigmoid, batch=elementwise, extent=ex.same)
+define("HardSwish", activation=_hard_swish, batch=elementwise, extent=ex.same)
+define("Elu", activation=_alpha(1.0), batch=elementwise, extent=ex.same)
 # x * sigmoid(alpha * x) (opset 24); passes/fuse.py also makes one of each Sigmoid whose only consumer
 # multiplies its input by it (SiLU, as YOLO-style models write it), so SiLU is one pass over memory
-define("Swish", activation=_alpha(1.0), batch=elementwise,
+define("Swish", activation=_alpha(1.0), batch=elementwise, extent=ex.same,
        summary="x * sigmoid(alpha * x); also a Sigmoid and the Mul of its input by it (SiLU, passes/fuse.py)")
-define("Selu", activation=_selu, batch=elementwise)
+define("Selu", activation=_selu, batch=elementwise, extent=ex.same)
 for op in ("Abs", "Neg", "Sqrt", "Floor", "Ceil", "Reciprocal", "Exp", "Log", "Round", "Softsign", "Softplus",
            "Sign", "IsNaN", "IsInf", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh", "Acosh",
            "Atanh", "Mish", "ThresholdedRelu", "Celu"):
-    define(op, batch=elementwise)
+    define(op, batch=elementwise, extent=ex.same)
 
 # arithmetic with broadcasting; Add and Sum may apply a fused activation
 for op in ("Add", "Sum"):
-    define(op, fusion=Fusion.PRODUCER, batch=elementwise)
+    define(op, fusion=Fusion.PRODUCER, batch=elementwise, extent=ex.broadcast)
 for op in ("Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Mean", "PRelu", "BitShift"):
-    define(op, batch=elementwise)
+    define(op, batch=elementwise, extent=ex.broadcast)
 
 # comparisons, logic, selection
 for op in ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not", "Where"):
-    define(op, batch=elementwise)
+    define(op, batch=elementwise, extent=ex.broadcast)
 
 # types, per-element quantisation, and Expand (broadcasting to a larger shape)
-for op in ("Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "Expand"):
-    define(op, batch=elementwise)
+define("Cast", batch=elementwise, extent=ex.identity)
+for op in ("CastLike", "QuantizeLinear", "DequantizeLinear"):
+    define(op, batch=elementwise, extent=ex.same)
+define("Expand", batch=elementwise, extent=ex.from_values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import along_axis, not_followed, per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, define
 
@@ -49,12 +50,12 @@ def _slice(view: BatchView) -> BatchFlow:
     return view.same(view.first)
 
 
-define("Transpose", batch=_transpose)
-define("Concat", batch=along_axis(0))
+define("Transpose", batch=_transpose, extent=ex.transpose)
+define("Concat", batch=along_axis(0), extent=ex.concat)
 define("Split", batch=along_axis(0))
-define("Gather", batch=_gather)
+define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
-define("Slice", batch=_slice)
+define("Slice", batch=_slice, extent=ex.slice_)
 define("Tile", batch=not_followed)
 define("Pad", batch=not_followed)
 

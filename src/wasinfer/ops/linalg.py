@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, Role, define
 
 
@@ -31,7 +32,7 @@ def _gemm(view: BatchView) -> BatchFlow:
     return view.same(0) if view.first == int(view.attr("transA")) else view.mixes("it contracts over the batch axis")
 
 
-define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul)
-define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm)
+define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul, extent=ex.matmul)
+define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm, extent=ex.gemm)
 define("Einsum", role=Role.LOWERED,
        summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")

@@ -3,14 +3,20 @@ that slide or normalise over the axes after the first two, so a batch must be ax
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import normalise_axis, spatial
 from wasinfer.ops.definition import Fusion, define
 
-define("Conv", fusion=Fusion.PRODUCER, batch=spatial)
+define("Conv", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.window(0.0))
 define("ConvTranspose", batch=spatial)
-for op in ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
+define("MaxPool", batch=spatial, extent=ex.window(ex.NEG_INF))
+define("AveragePool", batch=spatial, extent=ex.average_pool)
+define("GlobalMaxPool", batch=spatial, extent=ex.global_pool(ex.NEG_INF))
+define("GlobalAveragePool", batch=spatial, extent=ex.global_pool(0.0))
+for op in ("LpPool", "GlobalLpPool"):
     define(op, batch=spatial)
-define("BatchNormalization", fusion=Fusion.PRODUCER, batch=spatial)
-for op in ("InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"):
+define("BatchNormalization", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.same)
+define("LRN", batch=spatial, extent=ex.same)
+for op in ("InstanceNormalization", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"):
     define(op, batch=spatial)
-define("LayerNormalization", batch=normalise_axis)
+define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)

@@ -3,6 +3,7 @@ time axis would run the recurrence across samples."""
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, define
 
@@ -20,4 +21,4 @@ def _recurrent(view: BatchView) -> BatchFlow:
 
 
 for op in ("LSTM", "GRU", "RNN"):
-    define(op, batch=_recurrent)
+    define(op, batch=_recurrent, extent=ex.recurrent)

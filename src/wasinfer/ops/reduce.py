@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import along_axis, normalise_axis, per_sample, reduce
 from wasinfer.ops.definition import BatchFlow, BatchView, define
 
 for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
-    define(op, batch=reduce)
+    define(op, batch=reduce, extent=ex.reduce)
 
 for op in ("Softmax", "LogSoftmax"):
-    define(op, batch=normalise_axis)
+    define(op, batch=normalise_axis, extent=ex.along_axis(ex.NEG_INF))
 
 
 @per_sample
@@ -48,7 +49,7 @@ def _cumsum(view: BatchView) -> BatchFlow:
 
 
 define("Hardmax", batch=_hardmax)
-define("ArgMax", batch=_arg)
-define("ArgMin", batch=_arg)
+define("ArgMax", batch=_arg, extent=ex.arg)
+define("ArgMin", batch=_arg, extent=ex.arg)
 define("CumSum", batch=_cumsum)
 define("TopK", batch=along_axis(-1))

@@ -3,6 +3,7 @@ always evaluated at compile time."""
 
 from __future__ import annotations
 
+from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import elementwise, per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
@@ -41,12 +42,15 @@ def _squeeze(view: BatchView) -> BatchFlow:
     return view.same(position)
 
 
-define("Reshape", role=Role.VIEW, batch=_reshape)
-define("Flatten", role=Role.VIEW, batch=_reshape)
-define("Squeeze", role=Role.VIEW, batch=_squeeze)
-define("Unsqueeze", role=Role.VIEW, batch=_squeeze)
-define("Identity", role=Role.VIEW, batch=elementwise)
-define("Dropout", role=Role.VIEW, batch=elementwise)  # inference mode: the identity (and a constant mask)
+define("Reshape", role=Role.VIEW, batch=_reshape, extent=ex.reshape)
+define("Flatten", role=Role.VIEW, batch=_reshape, extent=ex.flatten)
+define("Squeeze", role=Role.VIEW, batch=_squeeze, extent=ex.squeeze)
+define("Unsqueeze", role=Role.VIEW, batch=_squeeze, extent=ex.squeeze)
+define("Identity", role=Role.VIEW, batch=elementwise, extent=ex.identity)
+# inference mode: the identity (and a constant mask)
+define("Dropout", role=Role.VIEW, batch=elementwise, extent=ex.identity)
 
-for op in ("Constant", "ConstantOfShape", "Shape", "Size"):
-    define(op, role=Role.COMPILE_TIME)
+define("Constant", role=Role.COMPILE_TIME)
+define("ConstantOfShape", role=Role.COMPILE_TIME, extent=ex.from_values)
+for op in ("Shape", "Size"):
+    define(op, role=Role.COMPILE_TIME, extent=ex.shape_of)

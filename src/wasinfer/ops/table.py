@@ -37,6 +37,12 @@ def _batch(op: OpDef) -> str:
     return (op.batch.__doc__ or op.batch.__name__).strip().splitlines()[0].rstrip(".")
 
 
+def _extent(op: OpDef) -> str:
+    if op.extent is None:
+        return "not yet"
+    return (op.extent.__doc__ or op.extent.__name__).strip().splitlines()[0].rstrip(".")
+
+
 def render(emitters: Mapping[tuple[str, str], str]) -> str:
     """Markdown: one table per ops/ module, one row per op; `emitters` maps (domain, op) to the
     file of the wasm emitter that runs it."""
@@ -52,7 +58,9 @@ def render(emitters: Mapping[tuple[str, str], str]) -> str:
         "by a subgraph), `lowered` (rewritten into other ops by a pass). *fusion*: `activation` (applied in",
         "the epilogue of the kernel that produces its",
         "input), `producer` (applies such an activation). *batch*: where the samples of a run-time batch go",
-        "through the op (docs/compiler.md, \"Dynamic dimensions\"). Defaults are those of ONNX "
+        "through the op (docs/compiler.md, \"Dynamic dimensions\"). *symbolic dims*: how a dim given as a range",
+        "(`--input-shape x=1,3,48,32..1280`) goes through the op (`src/wasinfer/ops/extent.py`); `not yet`: a",
+        "symbolic dim reaching it is refused by name. Defaults are those of ONNX "
         f"{onnx.__version__}'s newest opset.",
     ]
     for family, title in FAMILIES.items():
@@ -60,13 +68,13 @@ def render(emitters: Mapping[tuple[str, str], str]) -> str:
         if not ops:
             continue
         lines += ["", f"## {title}", "",
-                  "| op | role | fusion | emitter (or what replaces it) | batch | attribute defaults |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| op | role | fusion | emitter (or what replaces it) | batch | symbolic dims | attribute defaults |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for op in ops:
             defaults = schema_defaults(op.op_type, op.domain, onnx.defs.onnx_opset_version())
             shown = ", ".join(f"{k}={_value(v)}" for k, v in sorted(defaults.items()) if _value(v) != "[]")
             emitter = emitters.get(op.key)
             where = f"`{emitter}`" if emitter else ((op.summary or "—") if op.role is not Role.KERNEL else "none yet")
             lines.append(f"| {op.op_type} | {op.role.value} | {op.fusion.value or '—'} | {where} | {_batch(op)} | "
-                         f"{shown or '—'} |")
+                         f"{_extent(op)} | {shown or '—'} |")
     return "\n".join(lines) + "\n"

@@ -394,6 +394,9 @@ class WasmModel:
     def _batch_of(self, spec: TensorSlot, array: np.ndarray) -> int:
         expected = tuple(spec.shape)
         axis = spec.batch_axis
+        if spec.run_time_axes:  # symbolic dims (ABI version 3): each in its range, the others as compiled
+            self._check_symbolic(spec, array)
+            return 1
         if axis is not None:
             if array.ndim != len(expected) or any(
                     a != e for i, (a, e) in enumerate(zip(array.shape, expected, strict=True)) if i != axis):
@@ -404,6 +407,30 @@ class WasmModel:
         if tuple(array.shape) != expected:
             raise InputError(f"input {spec.name!r}: expected shape {list(expected)}, got {list(array.shape)}")
         return 1
+
+    @staticmethod
+    def _check_symbolic(spec: TensorSlot, array: np.ndarray) -> None:
+        ranges = dict(zip(spec.run_time_axes, spec.ranges, strict=False))
+        if array.ndim != len(spec.shape) or any(
+                a != e for i, (a, e) in enumerate(zip(array.shape, spec.shape, strict=True)) if i not in ranges):
+            wanted = ", ".join(f"{ranges[i][0]}..{ranges[i][1]}" if i in ranges else str(d)
+                               for i, d in enumerate(spec.shape))
+            raise InputError(f"input {spec.name!r}: expected shape [{wanted}], got {list(array.shape)}")
+        for axis, (low, high) in ranges.items():
+            if not low <= array.shape[axis] <= high:
+                raise InputError(f"input {spec.name!r}: axis {axis} is {array.shape[axis]}, outside its range "
+                                 f"{low}..{high}")
+
+    def _check_symbols_agree(self, arrays: list[np.ndarray]) -> None:
+        """Dims that are one symbol (inputs whose model names a dim alike) must be equal in a run."""
+        seen: dict[str, tuple[str, int, int]] = {}
+        for (spec, _), array in zip(self._inputs, arrays, strict=True):
+            for axis, name in zip(spec.run_time_axes, spec.symbolic_dims, strict=False):
+                size = int(array.shape[axis])
+                first = seen.setdefault(name, (spec.name, axis, size))
+                if first[2] != size:
+                    raise InputError(f"input {spec.name!r}: axis {axis} is {size}, but it is the dim {name!r} "
+                                     f"that input {first[0]!r} has as {first[2]} (axis {first[1]})")
 
     def run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
         """Check every input against the metadata before touching memory, then run the batch.
@@ -433,8 +460,12 @@ class WasmModel:
         batch = batches.pop() if batches else 1
         if not 1 <= batch <= self.metadata.max_batch:
             raise InputError(f"batch {batch} is outside 1..{self.metadata.max_batch} (compiled --max-batch)")
-        for (_, slot), array in zip(self._inputs, arrays, strict=True):
+        self._check_symbols_agree(arrays)
+        for (spec, slot), array in zip(self._inputs, arrays, strict=True):
             slot[:array.size] = array.reshape(-1)
+            if spec.dims_offset is not None:  # symbolic dims: the run reads the actual ones here
+                self._view[spec.dims_offset:spec.dims_offset + 4 * array.ndim] = \
+                    np.asarray(array.shape, np.int32).view(np.uint8)
         seconds = self.deadline_seconds if deadline_seconds is None or self.deadline_seconds is None \
             else deadline_seconds
         try:

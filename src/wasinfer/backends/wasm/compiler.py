@@ -5,6 +5,11 @@ Linear memory, from address 0:
 An input or output slot holds `max_batch` samples. `wasinfer_run(batch)` runs the graph once
 per sample: it copies sample s of each batched input into the arena, calls the node functions
 in order, and copies each output to its slot. With `max_batch == 1` inputs are read in place.
+
+With symbolic dims (ABI version 3, passes/symbolic.py) the host writes each such input's actual dims
+beside it; the run checks them against the ranges, copies the input from its packed layout into the
+arena's largest layout, runs the kernels over the largest dims, and copies each symbolic output back
+to a packed layout in its slot, with its actual dims (backends/wasm/dims.py).
 """
 
 from __future__ import annotations
@@ -21,18 +26,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import wasinfer.backends.wasm.emitters as kernels_pkg
-from wasinfer.backends.wasm.abi import ABI_VERSION, METADATA_SECTION, RUN_TIME_SHAPES_ABI_VERSION
+from wasinfer.backends.wasm.abi import (
+    ABI_VERSION,
+    METADATA_SECTION,
+    RUN_TIME_SHAPES_ABI_VERSION,
+    SYMBOLIC_DIMS_ABI_VERSION,
+)
 from wasinfer.backends.wasm.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
+from wasinfer.backends.wasm.dims import copy_between_layouts, push_dim
 from wasinfer.backends.wasm.mathfn import add_math_helpers
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
 from wasinfer.backends.wasm.writer import I32, Func, Module
 from wasinfer.ir import Graph, Node, UnsupportedModel
+from wasinfer.ir.symbolic import Expr
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
 from wasinfer.passes.dynamic import run_time_shape_problems
 from wasinfer.passes.quantize import WeightEncoding
+from wasinfer.passes.symbolic import infer_extents
 
 HEADER = 64
 PAGE = 65536
@@ -84,7 +97,7 @@ def emitter_files() -> dict[tuple[str, str], str]:
 
 
 def check_support(graph: Graph) -> None:
-    problems: list[str] = run_time_shape_problems(graph)
+    problems: list[str] = run_time_shape_problems(graph) + infer_extents(graph)
     for node in graph.nodes:
         unknown = [n for n in node.inputs if n and n not in graph.tensors]
         if unknown:
@@ -97,7 +110,7 @@ def check_support(graph: Graph) -> None:
                 continue
         if (node.domain, node.op_type) == REFUSE:
             continue  # no kernel: the run returns its code there (_emit_run)
-        if node.op_type in VIEW_OPS:
+        if node.op_type in VIEW_OPS and not node.domain:
             used = [o for o in node.outputs[1:] if o and (o in graph.outputs or graph.consumers(o))]
             if used:
                 problems.append(f"node {node.name!r} ({node.op_type}): output {used} (the mask) is not supported")
@@ -122,9 +135,17 @@ def check_support(graph: Graph) -> None:
 
 
 def abi_version(graph: Graph) -> int:
-    """ABI_VERSION, or RUN_TIME_SHAPES_ABI_VERSION when an output's shape is decided at run time: hosts that know only
-    version 1 then refuse the module instead of reading a wrong shape."""
+    """ABI_VERSION; RUN_TIME_SHAPES_ABI_VERSION when an output's shape is decided at run time; SYMBOLIC_DIMS_ABI_VERSION
+    when an input has symbolic dims (the host writes its actual dims): hosts that know only an earlier version then
+    refuse the module instead of reading or writing a wrong shape."""
+    if any(name in graph.extents for name in graph.inputs):
+        return SYMBOLIC_DIMS_ABI_VERSION
     return RUN_TIME_SHAPES_ABI_VERSION if any(name in graph.run_time_axes for name in graph.outputs) else ABI_VERSION
+
+
+def symbolic_axes(graph: Graph, name: str) -> list[int]:
+    """The axes of a tensor whose size each run decides from the inputs' actual dims."""
+    return [axis for axis, d in enumerate(graph.extents.get(name, ())) if isinstance(d, Expr)]
 
 
 def compile_graph(graph: Graph, options: CompileOptions,
@@ -135,6 +156,9 @@ def compile_graph(graph: Graph, options: CompileOptions,
     if varying and batch > 1:
         raise UnsupportedModel([f"output {varying[0]!r} has a shape decided at run time, which --max-batch above 1 "
                                 "does not support yet"])
+    if batch > 1 and graph.symbols:
+        raise UnsupportedModel(["symbolic dims (--input-shape MIN..MAX) with --max-batch above 1 are not supported "
+                                "yet; give the batch as a range of its own axis instead"])
     if batch > 1 and not any(name in options.batch_axes for name in graph.inputs):
         raise UnsupportedModel(["no input carries a run-time batch (a dynamic leading dim, or a dim named like "
                                 "one), so --max-batch must be 1"])
@@ -148,12 +172,20 @@ def compile_graph(graph: Graph, options: CompileOptions,
         slots[name] = cursor
         cursor = align(cursor + graph.info(name).nbytes * (batch if name in options.batch_axes else 1))
     # inputs without a batch (and every input of a batch-1 module) are read where the caller wrote them
-    in_place = {name for name in graph.inputs if batch == 1 or name not in options.batch_axes}
-    dims: dict[str, int] = {}  # outputs with a run-time shape: where each run writes their actual dims (ABI v2)
-    for name in graph.outputs:
-        if name in graph.run_time_axes and name not in dims:
+    # (symbolic inputs are copied into the arena's largest layout)
+    in_place = {name for name in graph.inputs
+                if (batch == 1 or name not in options.batch_axes) and name not in graph.extents}
+    # where each run writes an output's actual dims (ABI v2: a shape the data decides; v3: symbolic dims),
+    # and where the host writes a symbolic input's (v3)
+    dims: dict[str, int] = {}
+    for name in graph.inputs + graph.outputs:
+        if (name in graph.run_time_axes or name in graph.extents) and name not in dims:
             dims[name] = cursor
             cursor = align(cursor + 4 * len(graph.info(name).shape))
+    symbols: dict[str, int] = {}  # each symbol's value: where the host wrote the first input dim that is that symbol
+    for name in graph.inputs:
+        for axis in symbolic_axes(graph, name):
+            symbols.setdefault(str(graph.extents[name][axis]), dims[name] + 4 * axis)
 
     graph.compressed = set(options.weights.tensors) if options.weights is not None else set()
     scratch = {}
@@ -218,14 +250,15 @@ def compile_graph(graph: Graph, options: CompileOptions,
         spec = kernel_for(node)
         assert spec is not None
         ctx = Ctx(module, graph, func, address, place_data, helpers,
-                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd, dims=dims)
+                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd, dims=dims,
+                  symbols=symbols)
         ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
         spec.emit(ctx, node)
         node_funcs.append((func_index, node.guards))
         if progress:
             progress(index + 1, len(compute))
 
-    run = _emit_run(module, graph, options, slots, in_place, address, node_funcs)
+    run = _emit_run(module, graph, options, slots, in_place, address, node_funcs, dims, symbols)
     for name, value in (("wasinfer_abi_version", abi_version(graph)), ("wasinfer_max_batch", batch)):
         index, func = module.reserve([], [I32], name=name)
         func.i32(value)
@@ -261,14 +294,36 @@ def compile_graph(graph: Graph, options: CompileOptions,
     return Compiled(module.encode(), layout, plan.arena_size, plan.naive_size)
 
 
+def _check_dims(f: Func, graph: Graph, dims: dict[str, int], symbols: dict[str, int]) -> None:
+    """Return 1 unless every symbolic input's actual dims (written by the host) are in their ranges, its static
+    dims are the compiled ones, and the dims that are one symbol agree: the kernels' loops and the copies
+    between layouts then stay inside the buffers planned for the largest dims."""
+    for name in graph.inputs:
+        if name not in graph.extents:
+            continue
+        for axis, d in enumerate(graph.extents[name]):
+            f.i32(dims[name] + 4 * axis).mem("i32.load")
+            if isinstance(d, Expr):
+                low, high = graph.symbols[str(d)]
+                value = f.local(I32)
+                f.tee(value).i32(low).op("i32.lt_s").get(value).i32(high).op("i32.gt_s").op("i32.or")
+                f.get(value).i32(symbols[str(d)]).mem("i32.load").op("i32.ne").op("i32.or")
+            else:
+                f.i32(d).op("i32.ne")
+            with f.if_():
+                f.i32(1).op("return")
+
+
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
               in_place: set[str], address: Callable[[str], int],
-              node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]]) -> int:
+              node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]], dims: dict[str, int],
+              symbols: dict[str, int]) -> int:
     index, f = module.reserve([I32], [I32], name="wasinfer_run")
     sample = f.local(I32)
     f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
     with f.if_():
         f.i32(1).op("return")
+    _check_dims(f, graph, dims, symbols)
     def split(name: str) -> tuple[int, int]:
         """(outer elements, inner bytes) around a batched tensor's batch axis."""
         shape, axis = graph.info(name).shape, options.batch_axes[name]
@@ -309,7 +364,11 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
 
     with f.for_range(sample, 0, ("local", 0)):
         for name in graph.inputs:
-            if name not in in_place:
+            if name in graph.extents:  # max_batch is 1: from its packed layout into the largest
+                info = graph.info(name)
+                copy_between_layouts(f, slots[name], address(name), graph.extents[name], info.shape,
+                                     info.dtype.itemsize, symbols, to_packed=False)
+            elif name not in in_place:
                 copy_sample(name, into_slot=False)
         for guards, run_of_nodes in itertools.groupby(node_funcs, key=lambda pair: pair[1]):
             if not guards:
@@ -326,7 +385,15 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                 for func_index, _ in run_of_nodes:
                     call_or_refuse(func_index)
         for name in graph.outputs:
-            if name in options.batch_axes:
+            if name in graph.extents:
+                info = graph.info(name)
+                copy_between_layouts(f, slots[name], address(name), graph.extents[name], info.shape,
+                                     info.dtype.itemsize, symbols, to_packed=True)
+                for axis, d in enumerate(graph.extents[name]):
+                    f.i32(dims[name] + 4 * axis)
+                    push_dim(f, d, symbols)
+                    f.mem("i32.store")
+            elif name in options.batch_axes:
                 copy_sample(name, into_slot=True)
             else:  # the same value for every sample
                 f.i32(slots[name]).i32(address(name)).i32(graph.info(name).nbytes).memory_copy()

@@ -10,13 +10,15 @@ and the static graph:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from wasinfer.backends.wasm.writer import Func, Module
+from wasinfer.backends.wasm.dims import push_dim
+from wasinfer.backends.wasm.writer import V128, Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir.symbolic import mul
 from wasinfer.ops import REGISTRY as OP_DEFINITIONS
 
 Check = Callable[[Node, Graph], list[str]]
@@ -35,6 +37,8 @@ class Ctx:
     relaxed_simd: bool = False  # CompileOptions.relaxed_simd: kernels may use relaxed-SIMD opcodes (FMA)
     # where a value with a run-time shape (Graph.run_time_axes) gets its actual dims written, int32 each
     dims: dict[str, int] = field(default_factory=dict)
+    # where each symbol's value lies in memory during a run (backends/wasm/dims.py push_dim)
+    symbols: dict[str, int] = field(default_factory=dict)
 
     def addr(self, name: str) -> int:
         return self.addresses(name)
@@ -51,6 +55,17 @@ class Ctx:
 
     def helper(self, name: str) -> int:
         return self.helpers[name]
+
+    def run_time_count(self, name: str, axes: Sequence[int]) -> int | None:
+        """Where some of `axes` of tensor `name` are symbolic (ir/symbolic.py): a new v128 local holding, in
+        each lane, the run's count of elements over those axes (a mean's divisor); None where it is static."""
+        extent = self.graph.extents.get(name)
+        if extent is None or all(isinstance(extent[a], int) for a in axes):
+            return None
+        local = self.f.local(V128)
+        push_dim(self.f, mul(*(extent[a] for a in axes)), self.symbols)
+        self.f.op("f32.convert_i32_s").op("f32x4.splat").set(local)
+        return local
 
 
 @dataclass

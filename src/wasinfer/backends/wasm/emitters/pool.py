@@ -645,6 +645,7 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
     seed = float("-inf") if is_max else 0.0
     channel, p, out = f.local(I32), f.local(I32), f.local(I32)
     acc, tail = f.local(V128), f.local(V128)
+    divisor = ctx.run_time_count(node.inputs[0], range(2, len(shape)))  # symbolic dims: the run's count
     f.i32(ctx.addr(node.inputs[0])).set(p).i32(ctx.addr(node.outputs[0])).set(out)
     with f.for_range(channel, 0, channels):
         f.f32x4_const(seed).set(acc)
@@ -666,7 +667,7 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         if p_norm is not None:
             lp_root(ctx, p_norm)
         elif not is_max:
-            f.f32x4_const(float(size)).op("f32x4.div")
+            (f.f32x4_const(float(size)) if divisor is None else f.get(divisor)).op("f32x4.div")
         f.lane("f32x4.extract_lane", 0).mem("f32.store")
         f.inc(out, 4)
 

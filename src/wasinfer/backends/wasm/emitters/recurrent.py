@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.dims import dim_local
 from wasinfer.backends.wasm.emitters.activation import apply_v128
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.layout import emit_permute
 from wasinfer.backends.wasm.emitters.pool import for_lanes, load_lanes, store_lanes
 from wasinfer.backends.wasm.writer import I32, V128
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.recurrent import (
     Activation,
     constant_biases,
@@ -280,6 +282,15 @@ class _Emitter:
 
     # ------------------------------------------------------------ one direction
 
+    def run_time_length(self) -> int | None:
+        """A local with the run's sequence length where it is a symbolic dim (ops/extent.py), else None:
+        the steps past it are not run, so the final states are the last real step's."""
+        extent = self.ctx.graph.extents.get(self.node.inputs[0])
+        axis = 0 if self.spec.layout == 0 else 1
+        if extent is None or not isinstance(extent[axis], Expr):
+            return None
+        return dim_local(self.f, extent[axis], self.ctx.symbols)
+
     def direction(self, d: int) -> None:
         f, spec, s, gh, hidden = self.f, self.spec, self.s, self.gh, self.spec.hidden
         acts = spec.activations[d]
@@ -300,9 +311,10 @@ class _Emitter:
         first_cols = (0, 2 * hidden) if split else (0, gh)
         r_first = self.matrix(2, d, s.rt, first_cols)
         r_candidate = self.matrix(2, d, s.rt, (2 * hidden, gh)) if split else None
-        with f.for_range(step, 0, spec.seq):
+        seq = self.run_time_length()
+        with f.for_range(step, 0, spec.seq if seq is None else ("local", seq)):
             if spec.reverse[d]:
-                f.i32(spec.seq - 1).get(step).op("i32.sub").set(t)
+                (f.i32(spec.seq) if seq is None else f.get(seq)).i32(1).op("i32.sub").get(step).op("i32.sub").set(t)
             else:
                 f.get(step).set(t)
             emit_gemm(self.ctx, spec.batch, first_cols[1], hidden, h_state, r_first,

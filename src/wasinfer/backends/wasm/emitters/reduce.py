@@ -458,7 +458,7 @@ def emit_reduce(ctx: Ctx, node: Node) -> None:
         scalar = _IntegerFold(ctx, node.op_type, info.dtype, pin, pout, reduced)
         walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, info.dtype.itemsize, scalar.emit)
         return
-    fold = _Fold(ctx, node.op_type, count)
+    fold = _Fold(ctx, node.op_type, count, ctx.run_time_count(node.inputs[0], axes))
     if dims[-1][2]:  # innermost axis reduced: along lines
         walk(f, [s for s, _ in kept], [s for _, s in kept], out_strides, pin, pout, 4,
               lambda: fold.along(pin, pout, reduced))
@@ -470,8 +470,9 @@ def emit_reduce(ctx: Ctx, node: Node) -> None:
 class _Fold:
     """The float32 reduction of one op, emitted as passes over the reduced elements."""
 
-    def __init__(self, ctx: Ctx, op: str, count: int):
+    def __init__(self, ctx: Ctx, op: str, count: int, divisor: int | None = None):
         self.ctx, self.f, self.count = ctx, ctx.f, count
+        self.divisor = divisor  # a v128 local with the run's count, where symbolic dims decide it
         self.combine, self.transform, self.finish = REDUCTIONS[op]
         self.acc = [self.f.local(V128) for _ in range(STEP_VECTORS)]
         self.top = [self.f.local(V128) for _ in range(STEP_VECTORS)]  # LogSumExp's maxima
@@ -491,7 +492,7 @@ class _Fold:
         f = self.f
         f.get(reg)
         if self.finish == "mean":
-            f.f32x4_const(float(self.count)).op("f32x4.div")
+            (f.f32x4_const(float(self.count)) if self.divisor is None else f.get(self.divisor)).op("f32x4.div")
         elif self.finish == "sqrt":
             f.op("f32x4.sqrt")
         elif self.finish == "log":

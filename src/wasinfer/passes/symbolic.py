@@ -1,0 +1,119 @@
+"""Symbolic dims through the graph: every tensor's dims as expressions of --input-shape's ranges.
+
+Two walks over the nodes, in order, with each op's extent rule (ops/extent.py):
+
+- `record_shape_values`, before Shape nodes are folded: the symbolic *values* of the integer tensors
+  that hold dims (Shape → Gather → Concat → Reshape chains), kept in `Graph.shape_values` by name, so
+  that they survive the folding that turns them into constants at the largest dims;
+- `infer_extents`, after the other passes: the dims of every tensor (`Graph.extents`), the fills the
+  kernels that read across a symbolic axis need (inserted as `Mask` nodes just before them), and,
+  for every node a symbolic dim cannot go through yet, why (listed together by `check_support`).
+
+Each dim found is also checked against what the static passes computed: its largest value must be the
+tensor's shape (so memory planned for the largest holds it), and its smallest at least 1.
+"""
+
+from __future__ import annotations
+
+from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr, Extent, is_static, largest, show, smallest
+from wasinfer.ops import lookup
+from wasinfer.ops.definition import ExtentFlow, ExtentView
+
+MASK = ("wasinfer", "Mask")  # fill a tensor past its actual dim on one axis (attrs: axis, fill)
+
+# (op, input) pairs that read symbolic values as the dims of their output (ops/extent.py)
+_READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1)}
+
+
+def _touched(graph: Graph, node: Node) -> bool:
+    return any(n and (n in graph.extents or n in graph.shape_values) for n in node.inputs)
+
+
+def _apply(graph: Graph, node: Node) -> ExtentFlow:
+    op = lookup(node)
+    if op is None or op.extent is None:
+        return ExtentFlow(refused="a symbolic dim cannot go through this op yet")
+    try:
+        flow = op.extent(ExtentView(graph, node))
+    except (ValueError, IndexError, KeyError, TypeError) as exc:  # a shape the rule does not know how to read
+        return ExtentFlow(refused=f"its dims could not be followed ({exc})")
+    if flow.refused:
+        return flow
+    for index, name in enumerate(node.inputs):
+        if name in graph.shape_values and (node.op_type, index) not in _READS_DIMS \
+                and not any(v is not None for v in flow.values):
+            return ExtentFlow(refused=f"it computes with {name!r}, which holds dims decided by each run")
+    return flow
+
+
+def _record(graph: Graph, node: Node, flow: ExtentFlow, static: bool = False) -> None:
+    """Keep what the flow found; with `static` also the static dims (before folding some tensors have no
+    type yet, and a later rule needs their dims)."""
+    for name, extent in zip(node.outputs, flow.outputs, strict=False):
+        if name and extent is not None and (static or not is_static(extent)):
+            graph.extents[name] = extent
+    for name, values in zip(node.outputs, flow.values, strict=False):
+        if name and values is not None:  # static ones too, until record_shape_values is done: folding has
+            graph.shape_values[name] = values  # not made those constants yet
+
+
+def record_shape_values(graph: Graph) -> None:
+    """Follow the symbols as far as the rules go, to keep the symbolic values of shape arithmetic."""
+    inputs = {n: graph.extents[n] for n in graph.inputs if n in graph.extents}
+    for node in graph.nodes:
+        if _touched(graph, node):
+            flow = _apply(graph, node)
+            if not flow.refused:
+                _record(graph, node, flow, static=True)
+    graph.extents = inputs  # the extents themselves are found again after the other passes
+    graph.shape_values = {n: v for n, v in graph.shape_values.items() if not is_static(v)}
+
+
+def infer_extents(graph: Graph) -> list[str]:
+    """Fill `Graph.extents`, insert the Mask nodes, and return the problems (empty when every node can run)."""
+    if not graph.symbols:
+        return []
+    graph.nodes = [n for n in graph.nodes if (n.domain, n.op_type) != MASK]  # again from scratch
+    graph.extents = {n: graph.extents[n] for n in graph.inputs if n in graph.extents}
+    problems: list[str] = []
+    kept: list[Node] = []
+    for node in graph.nodes:
+        if not _touched(graph, node):
+            kept.append(node)
+            continue
+        flow = _apply(graph, node)
+        if flow.refused:
+            reads = [n for n in node.inputs if n in graph.extents]
+            where = f"reads {reads[0]!r} {show(graph.extents[reads[0]])}; " if reads else ""
+            problems.append(f"node {node.name!r} ({node.op_type}): {where}{flow.refused}")
+            kept.append(node)
+            continue
+        _record(graph, node, flow)
+        for index, axis, fill in flow.masks:
+            name = node.inputs[index]
+            if name in graph.extents and isinstance(graph.extents[name][axis], Expr):
+                kept.append(Node(MASK[1], f"{node.name}/mask_{index}_{axis}", [name], [],
+                                 {"axis": axis, "fill": fill}, domain=MASK[0], guards=node.guards))
+        kept.append(node)
+    graph.nodes = kept
+    for name, extent in graph.extents.items():
+        problems += _check(graph, name, extent)
+    return problems
+
+
+def _check(graph: Graph, name: str, extent: Extent) -> list[str]:
+    shape = graph.info(name).shape if name in graph.tensors else None
+    largest_dims = tuple(largest(d, graph.symbols) for d in extent)
+    if shape is not None and largest_dims != tuple(shape):
+        return [f"tensor {name!r}: its dims {show(extent)} are {list(largest_dims)} at the ranges' largest, but "
+                f"{list(shape)} when compiled there (a rule in wasinfer/ops/extent.py disagrees with shape inference)"]
+    empty = [str(d) for d in extent if smallest(d, graph.symbols) < 1]
+    if empty:
+        low = ", ".join(f"{s}={lo}" for s, (lo, _) in sorted(graph.symbols.items()))
+        return [f"tensor {name!r}: at the ranges' smallest ({low}) its dims {show(extent)} would be empty "
+                f"({', '.join(empty)}); raise the range's MIN"]
+    return []
+
+
+__all__ = ["MASK", "infer_extents", "record_shape_values"]
