@@ -126,7 +126,9 @@ def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
                                     "MIN..MAX") from None
             if not 1 <= low_value <= high_value:
                 raise FrontendError(f"--input-shape {spec!r}: the range {dim} must be MIN..MAX with 1 <= MIN <= MAX")
-            if axis == 0 and low_value == 1:
+            if low_value == high_value:  # one size: static, and compiled as specialised as any other dim
+                dims.append(low_value)
+            elif axis == 0 and low_value == 1:
                 batches.add(high_value)
                 dims.append(1)
             else:

@@ -14,6 +14,8 @@ to a packed layout in its slot, with its actual dims (backends/wasm/dims.py).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import itertools
 import json
@@ -38,8 +40,8 @@ from wasinfer.backends.wasm.mathfn import add_math_helpers
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
 from wasinfer.backends.wasm.writer import I32, Func, Module
-from wasinfer.ir import Graph, Node, UnsupportedModel
-from wasinfer.ir.symbolic import Expr
+from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
+from wasinfer.ir.symbolic import Expr, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
@@ -63,6 +65,48 @@ class CompileOptions:
     # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM and Conv; needs an engine with
     # relaxed SIMD (wasmtime: on by default; browsers: Chrome 114+), results differ in the last bits
     relaxed_simd: bool = False
+
+
+@dataclass
+class Bucket:
+    """One copy of the kernels: for the graph's largest sizes, or (symbolic dims) for smaller maxima of the
+    symbols, so that a small run does not pay for the largest (`bucket_envs`)."""
+
+    graph: Graph
+    address: Callable[[str], int]
+    funcs: list[tuple[int, tuple[tuple[str, bool], ...]]]  # (function, guards) per node, a Refuse as -code
+
+
+MAX_BUCKETS = 6
+
+
+def bucket_envs(symbols: dict[str, tuple[int, int]]) -> list[dict[str, int]]:
+    """The symbols' maxima of each bucket, largest first: the ranges' largest, then halved (rounded up) while
+    some symbol stays at or above its smallest; a run takes the smallest bucket holding its values, so its
+    kernels do at most about twice the work its own sizes need (down to the last bucket)."""
+    envs = [{name: high for name, (_, high) in symbols.items()}]
+    for k in range(1, MAX_BUCKETS):
+        env = {name: max(low, -(-high // 2**k)) for name, (low, high) in symbols.items()}
+        if env == envs[-1]:
+            break
+        envs.append(env)
+    return envs
+
+
+def specialise(graph: Graph, env: dict[str, int]) -> Graph:
+    """The graph with the symbols' maxima in `env`: each symbolic tensor's largest shape at those maxima (a
+    constant with symbolic dims, such as a ConstantOfShape folded at the largest, cut to it)."""
+    if all(env[name] == high for name, (_, high) in graph.symbols.items()):
+        return graph
+    tensors, constants = dict(graph.tensors), dict(graph.constants)
+    for name, extent in graph.extents.items():
+        shape = tuple(evaluate(d, env) for d in extent)
+        if name in tensors:
+            tensors[name] = TensorInfo(name, tensors[name].dtype, shape)
+        if name in constants:
+            constants[name] = np.ascontiguousarray(constants[name][tuple(slice(0, d) for d in shape)])
+    symbols = {name: (low, env[name]) for name, (low, _) in graph.symbols.items()}
+    return dataclasses.replace(graph, tensors=tensors, constants=constants, symbols=symbols)
 
 
 @dataclass
@@ -187,29 +231,41 @@ def compile_graph(graph: Graph, options: CompileOptions,
         for axis in symbolic_axes(graph, name):
             symbols.setdefault(str(graph.extents[name][axis]), dims[name] + 4 * axis)
 
-    graph.compressed = set(options.weights.tensors) if options.weights is not None else set()
-    scratch = {}
-    for node in graph.nodes:
-        spec = kernel_for(node)
-        if spec is not None and spec.scratch is not None:
-            scratch[node.name] = spec.scratch(node, graph)
-    plan = plan_memory(graph, scratch, pinned=in_place)
+    # symbolic dims: the kernels once per bucket of sizes, the run picks the smallest that holds its dims
+    buckets = [specialise(graph, env) for env in bucket_envs(graph.symbols)] if graph.symbols else [graph]
+    plans = []
+    for bucket in buckets:
+        bucket.compressed = set(options.weights.tensors) if options.weights is not None else set()
+        scratch = {}
+        for node in bucket.nodes:
+            spec = kernel_for(node)
+            if spec is not None and spec.scratch is not None:
+                scratch[node.name] = spec.scratch(node, bucket)
+        plans.append(plan_memory(bucket, scratch, pinned=in_place))
+    plan = plans[0]  # the largest bucket's (the graph as compiled): its sizes are what the layout reports
     arena = cursor
-    const_cursor = align(arena + plan.arena_size)
+    const_cursor = align(arena + max(p.arena_size for p in plans))
 
     module = Module()
     wasi_imports = declare_wasi_imports(module) if options.wasi else None
     helpers = add_math_helpers(module)
     data: list[tuple[int, bytes]] = []
     fills: list[tuple[int, int, int]] = []  # address, 32-bit words, bit pattern
-    placed: dict[str, int] = {}
+    placed: dict[tuple[str, int], int] = {}  # a constant (by name and array: a bucket may slice it) → address
+    same_bytes: dict[tuple[str, tuple[int, ...], bytes], int] = {}  # with buckets: one copy of equal kernel data
 
     weights = WeightStore(options.weights)
 
     def place_data(array: np.ndarray, hint: Hint | None = None) -> int:
         nonlocal const_cursor
         raw = np.ascontiguousarray(array)
+        if len(buckets) > 1:
+            key = (raw.dtype.str, raw.shape, hashlib.blake2b(raw.tobytes(), digest_size=16).digest())
+            if key in same_bytes:
+                return same_bytes[key]
         addr, const_cursor = const_cursor, align(const_cursor + raw.nbytes)
+        if len(buckets) > 1:
+            same_bytes[key] = addr
         words = raw.reshape(-1).view(np.uint32) if raw.dtype.itemsize == 4 else None
         if words is not None and words.size > 64 and np.all(words == words[0]):
             fills.append((addr, int(words.size), int(words[0])))  # uniform: written at start-up
@@ -225,40 +281,50 @@ def compile_graph(graph: Graph, options: CompileOptions,
         addr, const_cursor = const_cursor, align(const_cursor + nbytes)
         return addr
 
-    def address(name: str) -> int:
-        if name in graph.constants:
-            if name not in placed:
-                placed[name] = place_data(graph.constants[name], weights.natural(name))
-            return placed[name]
-        if name in in_place:
-            return slots[name]
-        root = plan.root(name)
-        if root in graph.constants:
-            return address(root)
-        if root in in_place:
-            return slots[root]
-        return arena + plan.offsets[root]
+    def addresses(bucket: Graph, bucket_plan: MemoryPlan) -> Callable[[str], int]:
+        def address(name: str) -> int:
+            if name in bucket.constants:
+                key = (name, id(bucket.constants[name]))
+                if key not in placed:
+                    placed[key] = place_data(bucket.constants[name], weights.natural(name))
+                return placed[key]
+            if name in in_place:
+                return slots[name]
+            root = bucket_plan.root(name)
+            if root in bucket.constants:
+                return address(root)
+            if root in in_place:
+                return slots[root]
+            return arena + bucket_plan.offsets[root]
+        return address
 
-    # function, guards; a Refuse node is its status code, negated: the run returns it there
-    node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]] = []
-    compute = [n for n in graph.nodes if n.op_type not in VIEW_OPS]
-    for index, node in enumerate(compute):
-        if (node.domain, node.op_type) == REFUSE:
-            node_funcs.append((-int(node.attrs["code"]), node.guards))
-            continue
-        func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120])
-        spec = kernel_for(node)
-        assert spec is not None
-        ctx = Ctx(module, graph, func, address, place_data, helpers,
-                  scratch_addr=arena + plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd, dims=dims,
-                  symbols=symbols)
-        ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
-        spec.emit(ctx, node)
-        node_funcs.append((func_index, node.guards))
-        if progress:
-            progress(index + 1, len(compute))
+    # per bucket: its graph, addresses, and (function, guards) per node; a Refuse node is its status code,
+    # negated: the run returns it there
+    emitted: list[Bucket] = []
+    total = sum(len([n for n in b.nodes if n.op_type not in VIEW_OPS]) for b in buckets)
+    for bucket, bucket_plan in zip(buckets, plans, strict=True):
+        address = addresses(bucket, bucket_plan)
+        node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]] = []
+        suffix = "" if len(buckets) == 1 else "@" + ",".join(f"{k}<={v[1]}" for k, v in sorted(bucket.symbols.items()))
+        for node in [n for n in bucket.nodes if n.op_type not in VIEW_OPS]:
+            if (node.domain, node.op_type) == REFUSE:
+                node_funcs.append((-int(node.attrs["code"]), node.guards))
+                continue
+            func_index, func = module.reserve([], [], name=f"{node.op_type}:{node.name}"[:120] + suffix)
+            spec = kernel_for(node)
+            assert spec is not None
+            ctx = Ctx(module, bucket, func, address, place_data, helpers,
+                      scratch_addr=arena + bucket_plan.scratch.get(node.name, 0), relaxed_simd=options.relaxed_simd,
+                      dims=dims, symbols=symbols)
+            ctx.place_data = weights.kernel_data(place_data, spec.emit, node, ctx)  # int8: knows packed weights
+            spec.emit(ctx, node)
+            node_funcs.append((func_index, node.guards))
+            if progress:
+                progress(sum(len(b.funcs) for b in emitted) + len(node_funcs), total)
+        emitted.append(Bucket(bucket, address, node_funcs))
+    address = emitted[0].address
 
-    run = _emit_run(module, graph, options, slots, in_place, address, node_funcs, dims, symbols)
+    run = _emit_run(module, graph, options, slots, in_place, emitted, dims, symbols)
     for name, value in (("wasinfer_abi_version", abi_version(graph)), ("wasinfer_max_batch", batch)):
         index, func = module.reserve([], [I32], name=name)
         func.i32(value)
@@ -315,15 +381,15 @@ def _check_dims(f: Func, graph: Graph, dims: dict[str, int], symbols: dict[str, 
 
 
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
-              in_place: set[str], address: Callable[[str], int],
-              node_funcs: list[tuple[int, tuple[tuple[str, bool], ...]]], dims: dict[str, int],
-              symbols: dict[str, int]) -> int:
+              in_place: set[str], buckets: list[Bucket], dims: dict[str, int], symbols: dict[str, int]) -> int:
     index, f = module.reserve([I32], [I32], name="wasinfer_run")
     sample = f.local(I32)
     f.get(0).i32(1).op("i32.lt_s").get(0).i32(options.max_batch).op("i32.gt_s").op("i32.or")
     with f.if_():
         f.i32(1).op("return")
     _check_dims(f, graph, dims, symbols)
+    address = buckets[0].address
+
     def split(name: str) -> tuple[int, int]:
         """(outer elements, inner bytes) around a batched tensor's batch axis."""
         shape, axis = graph.info(name).shape, options.batch_axes[name]
@@ -362,21 +428,23 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
         else:
             f.call(func_index)
 
-    with f.for_range(sample, 0, ("local", 0)):
+    def run_bucket(bucket: Bucket) -> None:
+        """One sample through one bucket's kernels: inputs in, nodes, outputs out (in that bucket's layouts)."""
+        at = bucket.address
         for name in graph.inputs:
             if name in graph.extents:  # max_batch is 1: from its packed layout into the largest
-                info = graph.info(name)
-                copy_between_layouts(f, slots[name], address(name), graph.extents[name], info.shape,
+                info = bucket.graph.info(name)
+                copy_between_layouts(f, slots[name], at(name), graph.extents[name], info.shape,
                                      info.dtype.itemsize, symbols, to_packed=False)
             elif name not in in_place:
                 copy_sample(name, into_slot=False)
-        for guards, run_of_nodes in itertools.groupby(node_funcs, key=lambda pair: pair[1]):
+        for guards, run_of_nodes in itertools.groupby(bucket.funcs, key=lambda pair: pair[1]):
             if not guards:
                 for func_index, _ in run_of_nodes:
                     call_or_refuse(func_index)
                 continue
             for position, (condition, value) in enumerate(guards):  # a branch of a run-time If
-                f.i32(address(condition)).mem("i32.load8_u", align=0)
+                f.i32(at(condition)).mem("i32.load8_u", align=0)
                 if not value:
                     f.op("i32.eqz")
                 if position:
@@ -386,8 +454,8 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
                     call_or_refuse(func_index)
         for name in graph.outputs:
             if name in graph.extents:
-                info = graph.info(name)
-                copy_between_layouts(f, slots[name], address(name), graph.extents[name], info.shape,
+                info = bucket.graph.info(name)
+                copy_between_layouts(f, slots[name], at(name), graph.extents[name], info.shape,
                                      info.dtype.itemsize, symbols, to_packed=True)
                 for axis, d in enumerate(graph.extents[name]):
                     f.i32(dims[name] + 4 * axis)
@@ -396,7 +464,22 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
             elif name in options.batch_axes:
                 copy_sample(name, into_slot=True)
             else:  # the same value for every sample
-                f.i32(slots[name]).i32(address(name)).i32(graph.info(name).nbytes).memory_copy()
+                f.i32(slots[name]).i32(at(name)).i32(graph.info(name).nbytes).memory_copy()
+
+    with f.for_range(sample, 0, ("local", 0)):
+        if len(buckets) == 1:
+            run_bucket(buckets[0])
+        else:
+            with f.block():
+                for bucket in reversed(buckets[1:]):  # the smallest bucket that holds every symbol's value
+                    for position, (symbol, (_, largest)) in enumerate(sorted(bucket.graph.symbols.items())):
+                        f.i32(symbols[symbol]).mem("i32.load").i32(largest).op("i32.le_s")
+                        if position:
+                            f.op("i32.and")
+                    with f.if_():
+                        run_bucket(bucket)
+                        f.br(1)
+                run_bucket(buckets[0])
     f.i32(0)
     return index
 

@@ -1,0 +1,159 @@
+"""Symbolic dims (--input-shape x=...,MIN..MAX): one module, every size in the range, ONNX Runtime's results."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.parity import ort_run
+from wasinfer.artifact import convert_onnx
+from wasinfer.ir import UnsupportedModel
+from wasinfer.runtime import InputError, WasmModel
+
+RNG = np.random.default_rng(7)
+
+
+def model(nodes: list[onnx.NodeProto], inputs: dict[str, list[int | str]], outputs: list[str],
+          inits: dict[str, np.ndarray] | None = None, opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "symbolic", [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, dims in inputs.items()],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(v, n) for n, v in (inits or {}).items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def weights(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def check_sizes(onnx_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                ranges: dict[str, dict[int, tuple[int, int]]], sizes: list[dict[str, tuple[int, ...]]],
+                atol: float = 2e-5) -> WasmModel:
+    """Compile once, then run every size against ONNX Runtime."""
+    result = convert_onnx(onnx_model, shapes, input_ranges=ranges, simd="plain")
+    assert result.metadata.abi_version == 3
+    wasm = WasmModel(result.wasm)
+    for size in [sizes[-1], *sizes]:  # the largest first: the smaller runs then meet what it left past their dims
+        feeds = {name: RNG.standard_normal(shape).astype(np.float32) for name, shape in size.items()}
+        want = ort_run(onnx_model, feeds)
+        got = wasm.run(feeds)
+        for output, expected in zip([o.name for o in onnx_model.graph.output], want, strict=True):
+            assert got[output].shape == expected.shape, (size, output)
+            np.testing.assert_allclose(got[output], expected, rtol=1e-4, atol=atol, err_msg=f"{size} {output}")
+    return wasm
+
+
+def test_a_conv_pool_softmax_stack_matches_at_every_width_and_refuses_widths_outside_the_range() -> None:
+    """Conv with right padding and stride 2, max pooling with padding after, softmax over the symbolic axis:
+    each reads across the symbolic axis, so each needs the part past the run's width filled (0 / -inf)."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 2], strides=[1, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 3], strides=[2, 1], pads=[0, 0, 0, 2]),
+             helper.make_node("Sub", ["p", "shift"], ["n"]),  # negatives: a 0 fill would win a max, -inf must
+             helper.make_node("Softmax", ["n"], ["y"], axis=3)]
+    onnx_model = model(nodes, {"x": [1, 3, 10, "W"]}, ["y"],
+                       {"w": weights(4, 3, 3, 3), "b": weights(4), "shift": np.full((1,), 5, np.float32)})
+    wasm = check_sizes(onnx_model, {"x": (1, 3, 10, 64)}, {"x": {3: (5, 64)}},
+                       [{"x": (1, 3, 10, w)} for w in (5, 6, 17, 40, 64)])
+    spec = wasm.metadata.inputs[0]
+    assert (spec.run_time_axes, spec.ranges, spec.symbolic_dims) == ([3], [[5, 64]], ["W"])
+    assert wasm.metadata.outputs[0].run_time_axes == [3]
+    for width in (4, 65):
+        with pytest.raises(InputError, match=rf"input 'x': axis 3 is {width}, outside its range 5\.\.64"):
+            wasm.run({"x": RNG.standard_normal((1, 3, 10, width)).astype(np.float32)})
+    with pytest.raises(InputError, match=r"expected shape \[1, 3, 10, 5\.\.64\]"):
+        wasm.run({"x": RNG.standard_normal((1, 3, 11, 20)).astype(np.float32)})
+
+
+def test_a_bidirectional_lstm_runs_for_the_runs_length() -> None:
+    """The reverse direction starts at the run's last step, and the final states are the last real step's."""
+    hidden, features = 6, 5
+    nodes = [helper.make_node("LSTM", ["x", "w", "r", "b"], ["y", "h", "c"], hidden_size=hidden,
+                              direction="bidirectional"),
+             helper.make_node("Transpose", ["y"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["t", "flat"], ["f"]),
+             helper.make_node("MatMul", ["f", "proj"], ["z"])]
+    onnx_model = model(nodes, {"x": ["T", 1, features]}, ["z", "h", "c"],
+                       {"w": weights(2, 4 * hidden, features), "r": weights(2, 4 * hidden, hidden),
+                        "b": weights(2, 8 * hidden), "flat": np.array([0, 1, -1], np.int64),
+                        "proj": weights(2 * hidden, 3)})
+    check_sizes(onnx_model, {"x": (30, 1, features)}, {"x": {0: (1, 30)}},
+                [{"x": (t, 1, features)} for t in (1, 2, 13, 30)])
+
+
+def test_attention_over_a_symbolic_sequence_fills_the_softmax_and_the_contraction() -> None:
+    """softmax(q k^T) v with the sequence symbolic: the softmax's axis gets -inf past the run's length, the
+    second product contracts over it and gets 0."""
+    d = 8
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+             helper.make_node("MatMul", ["x", "wv"], ["v"]), helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["a"], axis=-1),
+             helper.make_node("MatMul", ["a", "v"], ["y"]),
+             helper.make_node("ReduceMean", ["y"], ["m"], axes=[0], keepdims=0)]
+    onnx_model = model(nodes, {"x": ["T", d]}, ["y", "m"], {"wq": weights(d, d), "wk": weights(d, d),
+                                                            "wv": weights(d, d)}, opset=13)
+    check_sizes(onnx_model, {"x": (40, d)}, {"x": {0: (2, 40)}}, [{"x": (t, d)} for t in (2, 3, 21, 40)])
+
+
+def test_shape_arithmetic_on_a_symbolic_dim_reshapes_at_the_runs_size() -> None:
+    """x.view(n, c * h, w) as exporters write it: Shape → Gather → Mul → Concat → Reshape; then a global mean
+    over the symbolic axis divides by the run's count."""
+    index = {i: numpy_helper.from_array(np.array(i, np.int64), f"i{i}") for i in range(4)}
+    nodes = [helper.make_node("Constant", [], [f"k{i}"], value=index[i]) for i in range(4)]
+    nodes += [helper.make_node("Shape", ["x"], ["s"])]
+    nodes += [helper.make_node("Gather", ["s", f"k{i}"], [f"g{i}"], axis=0) for i in range(4)]
+    nodes += [helper.make_node("Mul", ["g1", "g2"], ["ch"]),
+              *[helper.make_node("Unsqueeze", [n, "axis0"], [f"u{n}"]) for n in ("g0", "ch", "g3")],
+              helper.make_node("Concat", ["ug0", "uch", "ug3"], ["target"], axis=0),
+              helper.make_node("Reshape", ["x", "target"], ["r"]),
+              helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+              helper.make_node("ReduceMean", ["t"], ["m"], axes=[1], keepdims=1),
+              helper.make_node("Sub", ["t", "m"], ["y"]),
+              helper.make_node("GlobalAveragePool", ["x"], ["gap"])]
+    onnx_model = model(nodes, {"x": [1, 2, 3, "W"]}, ["y", "gap"], {"axis0": np.array([0], np.int64)})
+    check_sizes(onnx_model, {"x": (1, 2, 3, 50)}, {"x": {3: (1, 50)}}, [{"x": (1, 2, 3, w)} for w in (1, 7, 50)])
+
+
+def test_inputs_that_share_a_dim_name_share_its_size() -> None:
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"])]
+    onnx_model = model(nodes, {"a": [1, "T"], "b": [1, "T"]}, ["y"])
+    wasm = check_sizes(onnx_model, {"a": (1, 9), "b": (1, 9)}, {"a": {1: (2, 9)}, "b": {1: (2, 9)}},
+                       [{"a": (1, 2), "b": (1, 2)}, {"a": (1, 9), "b": (1, 9)}])
+    with pytest.raises(InputError, match=r"input 'b': axis 1 is 5, but it is the dim 'T'"):
+        wasm.run({"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 5), np.float32)})
+
+
+def test_every_node_a_symbolic_dim_cannot_go_through_is_named_and_nothing_is_compiled() -> None:
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+             helper.make_node("Concat", ["x", "x"], ["c"], axis=3),
+             helper.make_node("InstanceNormalization", ["x", "scale", "bias"], ["n"])]
+    onnx_model = model(nodes, {"x": [1, 2, 3, "W"]}, ["f", "c", "n"],
+                       {"scale": weights(2), "bias": weights(2)})
+    with pytest.raises(UnsupportedModel) as raised:
+        convert_onnx(onnx_model, {"x": (1, 2, 3, 16)}, input_ranges={"x": {3: (2, 16)}})
+    problems = "\n".join(raised.value.problems)
+    assert "node 'Flatten_0' (Flatten)" in problems and "moves elements across a symbolic axis" in problems
+    assert "node 'Concat_1' (Concat)" in problems and "joins along a symbolic axis" in problems
+    assert "node 'InstanceNormalization_2'" in problems and "cannot go through this op yet" in problems
+
+
+def test_a_range_whose_smallest_empties_a_dim_is_refused_naming_the_minimum() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    onnx_model = model(nodes, {"x": [1, 1, "W"]}, ["y"], {"w": weights(1, 1, 5)})
+    with pytest.raises(UnsupportedModel, match=r"at the ranges' smallest \(W=2\).*raise the range's MIN"):
+        convert_onnx(onnx_model, {"x": (1, 1, 20)}, input_ranges={"x": {2: (2, 20)}})
+
+
+def test_a_range_of_one_size_is_a_static_dim() -> None:
+    """MIN == MAX compiles exactly as that fixed size does (ABI version 1, the same bytes)."""
+    from wasinfer.frontends import parse_shape_overrides
+
+    overrides = parse_shape_overrides(["x=1,1,16..16"])
+    assert overrides.ranges == {} and overrides.shapes == {"x": (1, 1, 16)}
+    onnx_model = model([helper.make_node("Conv", ["x", "w"], ["y"])], {"x": [1, 1, "W"]}, ["y"],
+                       {"w": weights(1, 1, 3)})
+    fixed = convert_onnx(onnx_model, {"x": (1, 1, 16)}, simd="plain")
+    ranged = convert_onnx(onnx_model, overrides.shapes, input_ranges=overrides.ranges, simd="plain")
+    assert ranged.metadata.abi_version == 1 and ranged.wasm[:-400] == fixed.wasm[:-400]
