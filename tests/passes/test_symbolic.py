@@ -157,3 +157,24 @@ def test_a_range_of_one_size_is_a_static_dim() -> None:
     fixed = convert_onnx(onnx_model, {"x": (1, 1, 16)}, simd="plain")
     ranged = convert_onnx(onnx_model, overrides.shapes, input_ranges=overrides.ranges, simd="plain")
     assert ranged.metadata.abi_version == 1 and ranged.wasm[:-400] == fixed.wasm[:-400]
+
+
+def test_a_range_of_multiples_lets_a_downsampled_map_meet_its_upsampled_copy() -> None:
+    """An FPN's `up(conv_stride2(x)) + x` is only defined at even widths; MIN..MAX:STEP says so, and the dims meet.
+    Without the step the compiler cannot tell, and names the node."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["d", "wt"], ["u"], strides=[2, 2]),
+             helper.make_node("Resize", ["d", "", "scales"], ["r"], mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+             helper.make_node("Add", ["r", "x"], ["s"]), helper.make_node("Add", ["s", "u"], ["y"])]
+    onnx_model = model(nodes, {"x": [1, 2, "H", "W"]}, ["y"],
+                       {"w": weights(2, 2, 3, 3), "wt": weights(2, 2, 2, 2),
+                        "scales": np.array([1, 1, 2, 2], np.float32)})
+    ranges = {"x": {2: (8, 40, 8), 3: (8, 40, 8)}}
+    wasm = check_sizes(onnx_model, {"x": (1, 2, 40, 40)}, ranges,
+                       [{"x": (1, 2, h, w)} for h, w in ((8, 8), (16, 40), (24, 32), (40, 40))])
+    assert wasm.metadata.inputs[0].steps == [8, 8]
+    with pytest.raises(InputError, match=r"axis 3 is 12, not a multiple of 8 \(its range is 8\.\.40:8\)"):
+        wasm.run({"x": np.zeros((1, 2, 8, 12), np.float32)})
+    with pytest.raises(UnsupportedModel, match=r"node 'Add_3' \(Add\).*axis 2 is"):
+        convert_onnx(onnx_model, {"x": (1, 2, 40, 40)}, input_ranges={"x": {2: (8, 40), 3: (8, 40)}})

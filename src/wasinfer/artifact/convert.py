@@ -18,7 +18,7 @@ from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
-from wasinfer.backends.wasm.compiler import abi_version, symbolic_axes
+from wasinfer.backends.wasm.compiler import abi_version, input_symbol, symbolic_axes
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
@@ -56,7 +56,7 @@ def convert_model(
     simd: str = "auto",
     quantize: str | None = None,
     calibration: Sequence[Feeds] = (),
-    input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None,
+    input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -71,9 +71,9 @@ def convert_model(
     `quantize` "int8" quantizes an ONNX model statically first, calibrated on the `calibration` samples
     (artifact/calibrate.py: ONNX Runtime's quantizer), so that its layers run on the integer kernels; the
     metadata's source_sha256 stays the float model's.
-    `input_ranges` gives an input's axes a range (MIN, MAX) each run may take (--input-shape x=1,3,48,32..1280:
-    {"x": {3: (32, 1280)}}); `input_shapes` then holds MAX there. One module serves every size in the
-    ranges (ABI version 3, passes/symbolic.py).
+    `input_ranges` gives an input's axes a range each run may take (--input-shape x=1,3,48,32..1280:
+    {"x": {3: (32, 1280)}}; (MIN, MAX, STEP) for the multiples of STEP); `input_shapes` then holds MAX there.
+    One module serves every size in the ranges (ABI version 3, passes/symbolic.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
@@ -137,11 +137,16 @@ def convert_model(
         dims = layout["dims"]
         assert isinstance(dims, dict)
         symbolic = symbolic_axes(graph, tensor)
-        ranges = [[smallest(graph.extents[tensor][a], graph.symbols), largest(graph.extents[tensor][a], graph.symbols)]
-                  for a in symbolic]
+        extent = graph.extents.get(tensor, ())
+        ranges = [[smallest(extent[a], graph.symbols), largest(extent[a], graph.symbols)] for a in symbolic]
+        if tensor in graph.inputs:  # an input's dim is a symbol (times a step): hosts match inputs by symbol
+            named = [input_symbol(extent[a]) for a in symbolic]
+            names, steps = [n for n, _ in named], [s for _, s in named] if any(s > 1 for _, s in named) else []
+        else:
+            names, steps = [str(extent[a]) for a in symbolic], []
         return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor],
-                          symbolic or list(graph.run_time_axes.get(tensor, ())), dims.get(tensor), ranges,
-                          [str(graph.extents[tensor][a]) for a in symbolic])
+                          symbolic or list(graph.run_time_axes.get(tensor, ())), dims.get(tensor), ranges, names,
+                          steps)
 
     layout = compiled.layout
     stats: dict[str, object] = {
@@ -200,7 +205,7 @@ def _quantized(source: str | Path | onnx.ModelProto, source_format: str, quantiz
 
 
 def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None,
-          source_format: str, input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None) -> Loaded:
+          source_format: str, input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None) -> Loaded:
     """The frontend's IR, with a dynamic leading dim as the per-sample batch unless a node mixes
     samples along it (passes/control.py): then that dim must come from `input_shapes`."""
     def load(batch: bool) -> Loaded:

@@ -33,6 +33,8 @@ class TensorSlot:
     # symbols (an input's run-time axes are its symbols; the host writes its actual dims at dims_offset)
     ranges: list[list[int]] = field(default_factory=list)
     symbolic_dims: list[str] = field(default_factory=list)
+    # an input's run-time axes that take only multiples of a step (--input-shape x=...,320..960:32); empty: 1
+    steps: list[int] = field(default_factory=list)
 
     @property
     def sample_bytes(self) -> int:
@@ -105,7 +107,7 @@ class Metadata:
 TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
                  "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
 _TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
-_OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset", "ranges", "symbolic_dims")  # ABI versions 2 and 3
+_OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset", "ranges", "symbolic_dims", "steps")  # ABI versions 2 and 3
 
 
 def _is_count(value: Any) -> bool:
@@ -165,6 +167,10 @@ def _check_fields(data: dict[str, Any]) -> None:
                     and r[0] <= r[1] <= shape[a] for r, a in zip(ranges, varying, strict=False))):
                 raise bad(f"{where}.ranges ({name!r})", ranges, "one [min, max] per run-time axis, max at most "
                           "the shape's dim there")
+            steps = tensor.get("steps", [])
+            if steps and (not isinstance(steps, list) or len(steps) != len(varying)
+                          or not all(_is_count(s) and s >= 1 for s in steps)):
+                raise bad(f"{where}.steps ({name!r})", steps, "one step >= 1 per run-time axis")
             if varying and axis is not None:
                 raise bad(f"{where}.run_time_axes ({name!r})", varying, "no run-time axes on batched tensors")
             if varying and group == "inputs" and not ranges:

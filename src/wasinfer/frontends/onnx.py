@@ -22,7 +22,10 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from wasinfer.frontends.probe import probe_missing_shapes
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.ir.symbolic import Dim, Extent, is_static, symbol
+from wasinfer.ir.symbolic import Dim, Extent, is_static, mul, symbol
+
+# a symbolic dim's range as --input-shape gives it: (MIN, MAX), or (MIN, MAX, STEP) for the multiples of STEP
+DimRange = tuple[int, ...]
 
 MIN_OPSET = 9
 
@@ -92,7 +95,7 @@ class ShapeOverrides:
 
     shapes: dict[str, tuple[int, ...]]
     max_batch: int | None = None
-    ranges: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    ranges: dict[str, dict[int, DimRange]] = field(default_factory=dict)
 
     def batch_limit(self, max_batch: int | None) -> int:
         """The batch limit --max-batch and a leading 1..MAX give (they must agree); 1 without either."""
@@ -105,9 +108,10 @@ class ShapeOverrides:
 def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
     """Parse `NAME=1,3,48,32..1280` strings (as given to --input-shape). A dim `MIN..MAX` is a range: on
     the leading dim `1..MAX` is the run-time batch, up to MAX (what --max-batch says); anywhere else (or
-    a leading range that does not start at 1) it is a symbolic dim, which each run gives (ABI version 3)."""
+    a leading range that does not start at 1) it is a symbolic dim, which each run gives (ABI version 3).
+    `MIN..MAX:STEP` takes only the multiples of STEP (a detector's input, a multiple of 32: `320..960:32`)."""
     shapes: dict[str, tuple[int, ...]] = {}
-    ranges: dict[str, dict[int, tuple[int, int]]] = {}
+    ranges: dict[str, dict[int, DimRange]] = {}
     batches: set[int] = set()
     for spec in specs:
         name, sep, text = spec.rpartition("=")
@@ -115,17 +119,25 @@ def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
             raise FrontendError(f"--input-shape {spec!r}: expected NAME=d0,d1,...")
         dims: list[int] = []
         for axis, dim in enumerate(d.strip() for d in text.split(",") if d.strip()):
-            low, dots, high = dim.partition("..")
+            low, dots, rest = dim.partition("..")
+            high, colon, step = rest.partition(":")
             try:
                 if not dots:
                     dims.append(int(dim))
                     continue
-                low_value, high_value = int(low), int(high)
+                low_value, high_value, step_value = int(low), int(high), int(step) if colon else 1
             except ValueError:
                 raise FrontendError(f"--input-shape {spec!r}: dimension {dim!r} is not an integer or a range "
-                                    "MIN..MAX") from None
+                                    "MIN..MAX (or MIN..MAX:STEP)") from None
             if not 1 <= low_value <= high_value:
                 raise FrontendError(f"--input-shape {spec!r}: the range {dim} must be MIN..MAX with 1 <= MIN <= MAX")
+            if step_value < 1 or low_value % step_value or high_value % step_value:
+                raise FrontendError(f"--input-shape {spec!r}: the range {dim} must have MIN and MAX multiples of "
+                                    "its STEP (>= 1)")
+            if step_value > 1:
+                ranges.setdefault(name, {})[axis] = (low_value, high_value, step_value)
+                dims.append(high_value)
+                continue
             if low_value == high_value:  # one size: static, and compiled as specialised as any other dim
                 dims.append(low_value)
             elif axis == 0 and low_value == 1:
@@ -144,7 +156,7 @@ def load_onnx(
     source: str | Path | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     batch: bool = True,
-    input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None,
+    input_ranges: dict[str, dict[int, DimRange]] | None = None,
 ) -> Loaded:
     """With `batch`, a dynamic leading dim is the run-time batch (compiled as 1, run per
     sample); without, it is an ordinary dim, given in `input_shapes`. An axis in `input_ranges`
@@ -172,6 +184,7 @@ def load_onnx(
     initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
     batch_axes: dict[str, int] = {}
     symbols: dict[str, tuple[int, int]] = {}
+    steps: dict[str, int] = {}
     extents: dict[str, Extent] = {}
     fed = [v for v in graph_proto.input if v.name not in initializers]
     # the batch's name: the name of a dynamic leading dim (e.g. "batch"), where the model gives one
@@ -203,7 +216,8 @@ def load_onnx(
         if value.name in batch_axes:
             fixed[batch_axes[value.name]] = 1
         extent: list[Dim] = [d if isinstance(d, int) else 0 for d in fixed]
-        for axis, (low, high) in (input_ranges or {}).get(value.name, {}).items():
+        for axis, given_range in (input_ranges or {}).get(value.name, {}).items():
+            low, high, step = (*given_range, 1)[:3]
             if axis >= len(dims) or axis == batch_axes.get(value.name):
                 continue  # the rank was checked above; the batch axis is not a symbol
             have = dims[axis]
@@ -211,10 +225,13 @@ def load_onnx(
                 raise FrontendError(f"--input-shape {value.name}: axis {axis} is fixed at {have} in the model, "
                                     f"so it cannot take the range {low}..{high}")
             name = have if isinstance(have, str) and have else f"{value.name}.{axis}"
-            if symbols.setdefault(name, (low, high)) != (low, high):
+            # a range of multiples of STEP is STEP times a symbol: convolutions that halve it and resizes that
+            # double it back then meet the same dim (ir/symbolic.py's affine form)
+            if symbols.setdefault(name, (low // step, high // step)) != (low // step, high // step) or \
+                    steps.setdefault(name, step) != step:
                 raise FrontendError(f"--input-shape {value.name}: axis {axis} is the model's dim {name!r}, which "
-                                    f"another input gives the range {symbols[name][0]}..{symbols[name][1]}")
-            extent[axis] = symbol(name)
+                                    "another input gives a different range")
+            extent[axis] = mul(symbol(name), step)
         if not is_static(extent):
             extents[value.name] = tuple(extent)
         unknown = [axis for axis, d in enumerate(fixed) if not isinstance(d, int)]

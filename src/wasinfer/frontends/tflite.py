@@ -1807,7 +1807,7 @@ def _rename_output(converter: _Converter, source: str, name: str) -> None:
 
 
 def load_tflite(source: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                batch: bool = True, input_ranges: dict[str, dict[int, tuple[int, int]]] | None = None) -> Loaded:
+                batch: bool = True, input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None) -> Loaded:
     """A `.tflite` model as IR; `input_shapes` and the run-time batch work as in `load_onnx`."""
     try:
         raw = Path(source).read_bytes()

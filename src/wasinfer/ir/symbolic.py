@@ -69,15 +69,53 @@ def evaluate(dim: Dim, env: Env) -> int:
     return min(values) if dim.op == "min" else max(values)
 
 
-def add(*terms: Dim) -> Dim:
-    flat: list[Dim] = []
-    for t in terms:  # (a + 1) + 2 is a + 3
-        flat.extend(t.args if isinstance(t, Expr) and t.op == "add" else (t,))  # type: ignore[arg-type]
-    constant = sum(t for t in flat if isinstance(t, int))
-    exprs = [t for t in flat if isinstance(t, Expr)]
-    if not exprs:
+Affine = tuple[dict[Expr, int], int]  # coefficient per atom (a symbol, or an expression that is not affine), constant
+
+
+def affine(dim: Dim) -> Affine:
+    """The dim as a sum of atoms times whole coefficients plus a constant: `(x + 3) * 2 // 2 - 1` is `x + 2`.
+
+    Dims are kept in this canonical form wherever they are affine, so two ways of computing the same dim
+    compare equal (a feature map upsampled by 2 meets the one it was downsampled from)."""
+    if isinstance(dim, int):
+        return {}, dim
+    if dim.op == "add":
+        coeffs: dict[Expr, int] = {}
+        constant = 0
+        for arg in dim.args:
+            inner, c = affine(arg)  # type: ignore[arg-type]
+            constant += c
+            for atom, k in inner.items():
+                coeffs[atom] = coeffs.get(atom, 0) + k
+        return coeffs, constant
+    if dim.op == "mul":
+        factors = [a for a in dim.args if not isinstance(a, int)]
+        if len(factors) == 1:
+            scale = math.prod(a for a in dim.args if isinstance(a, int))
+            inner, c = affine(factors[0])  # type: ignore[arg-type]
+            return {atom: k * scale for atom, k in inner.items()}, c * scale
+    return {dim: 1}, 0
+
+
+def from_affine(coeffs: dict[Expr, int], constant: int) -> Dim:
+    terms: list[Dim] = [atom if k == 1 else Expr("mul", (atom, k))
+                        for atom, k in sorted(coeffs.items(), key=lambda item: str(item[0])) if k]
+    if not terms:
         return constant
-    return Expr("add", (*exprs, constant)) if constant else (exprs[0] if len(exprs) == 1 else Expr("add", tuple(exprs)))
+    if len(terms) == 1 and not constant:
+        return terms[0]
+    return Expr("add", (*terms, constant) if constant else tuple(terms))
+
+
+def add(*terms: Dim) -> Dim:
+    coeffs: dict[Expr, int] = {}
+    constant = 0
+    for term in terms:
+        inner, c = affine(term)
+        constant += c
+        for atom, k in inner.items():
+            coeffs[atom] = coeffs.get(atom, 0) + k
+    return from_affine(coeffs, constant)
 
 
 def mul(*factors: Dim) -> Dim:
@@ -87,9 +125,11 @@ def mul(*factors: Dim) -> Dim:
     exprs = [f for f in factors if isinstance(f, Expr)]
     if not exprs or constant == 0:
         return constant
-    if constant == 1 and len(exprs) == 1:
-        return exprs[0]
-    return Expr("mul", (*exprs, constant) if constant != 1 else tuple(exprs))
+    if len(exprs) == 1:
+        coeffs, c = affine(exprs[0])
+        return from_affine({atom: k * constant for atom, k in coeffs.items()}, c * constant)
+    product = Expr("mul", tuple(sorted(exprs, key=str)))
+    return product if constant == 1 else from_affine({product: constant}, 0)
 
 
 def floordiv(dim: Dim, divisor: int) -> Dim:
@@ -97,7 +137,12 @@ def floordiv(dim: Dim, divisor: int) -> Dim:
         raise ValueError(f"a symbolic dim divided by {divisor}")
     if isinstance(dim, int):
         return dim // divisor
-    return dim if divisor == 1 else Expr("floordiv", (dim, divisor))
+    if divisor == 1:
+        return dim
+    coeffs, constant = affine(dim)
+    if all(k % divisor == 0 for k in coeffs.values()):  # (d * k + c) // d is k + c // d exactly
+        return from_affine({atom: k // divisor for atom, k in coeffs.items()}, constant // divisor)
+    return Expr("floordiv", (dim, divisor))
 
 
 def minimum(*dims: Dim) -> Dim:
@@ -124,5 +169,5 @@ def show(extent: Extent) -> str:
     return "[" + ", ".join(str(d) for d in extent) + "]"
 
 
-__all__ = ["Dim", "Env", "Expr", "Extent", "add", "evaluate", "floordiv", "is_static", "largest", "maximum",
-           "minimum", "mul", "show", "smallest", "symbol"]
+__all__ = ["Affine", "Dim", "Env", "Expr", "Extent", "add", "affine", "evaluate", "floordiv", "from_affine",
+           "is_static", "largest", "maximum", "minimum", "mul", "show", "smallest", "symbol"]

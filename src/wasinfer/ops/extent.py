@@ -149,6 +149,28 @@ def window(fill: float | None) -> ExtentRule:
     return rule
 
 
+def conv_transpose(view: ExtentView) -> ExtentFlow:
+    """Spatial axes symbolic: out = (x - 1) * stride + reach - pads + output_padding (filled with 0 past it)."""
+    extent = view.extent(0)
+    weights = view.graph.info(view.node.inputs[1]).shape  # [C_in, C_out / group, k...]
+    spatial = len(extent) - 2
+    if isinstance(extent[1], Expr):
+        return view.refuse("its channel axis is symbolic")
+    if view.node.attrs.get("output_shape") is not None or str(view.attr("auto_pad") or "NOTSET") != "NOTSET":
+        return view.refuse("output_shape or auto_pad over a symbolic axis (its padding depends on the run's size)")
+    kernel = list(view.attr("kernel_shape") or weights[2:])
+    strides = list(view.attr("strides") or [1] * spatial)
+    dilations = list(view.attr("dilations") or [1] * spatial)
+    pads = list(view.attr("pads") or [0] * (2 * spatial))
+    extra = list(view.attr("output_padding") or [0] * spatial)
+    dims: list[Dim] = [extent[0], weights[1] * int(view.attr("group") or 1)]
+    for i in range(spatial):
+        reach = dilations[i] * (kernel[i] - 1) + 1
+        dims.append(add(mul(add(extent[2 + i], -1), strides[i]), reach - pads[i] - pads[spatial + i] + extra[i]))
+    masks = tuple((0, 2 + i, 0.0) for i in range(spatial) if isinstance(extent[2 + i], Expr))
+    return ExtentFlow((tuple(dims),), masks=masks)
+
+
 def average_pool(view: ExtentView) -> ExtentFlow:
     """AveragePool: as `window`, filling with 0 where the padding counts (count_include_pad)."""
     counted = int(view.attr("count_include_pad") or 0)
@@ -426,6 +448,33 @@ def from_values(view: ExtentView) -> ExtentFlow:
     return view.refuse(found) if isinstance(found, str) else view.out(found)
 
 
+def resize(view: ExtentView) -> ExtentFlow:
+    """Nearest, asymmetric, floor, by whole factors: out[i] = x[i // k] never reads past the run's dim."""
+    extent = view.extent(0)
+    mode = (view.attr("mode") or "nearest", view.attr("coordinate_transformation_mode") or "half_pixel",
+            view.attr("nearest_mode") or "round_prefer_floor")
+    if mode != ("nearest", "asymmetric", "floor"):
+        return view.refuse(f"mode {mode[0]}, {mode[1]}, {mode[2]} over a symbolic axis (only nearest, asymmetric, "
+                           "floor: the others read across the run's edge)")
+    scales = view.graph.constants.get(view.node.inputs[2]) if len(view.node.inputs) > 2 and view.node.inputs[2] \
+        else None
+    factors: list[int] = []
+    if scales is not None and scales.size:
+        if not np.all(scales == np.round(scales)) or np.any(scales < 1):
+            return view.refuse(f"scales {scales.tolist()} that are not whole factors")
+        factors = [int(v) for v in scales]
+    else:
+        sizes = view.values(3)
+        if sizes is None:
+            return view.refuse("its sizes are computed at run time")
+        for d, size in zip(extent, sizes, strict=True):
+            factor = next((k for k in range(1, 65) if mul(d, k) == size), None)
+            if factor is None:
+                return view.refuse(f"size {size} that is not a whole multiple of {d}")
+            factors.append(factor)
+    return view.out(tuple(mul(d, k) for d, k in zip(extent, factors, strict=True)))
+
+
 def recurrent(view: ExtentView) -> ExtentFlow:
     """LSTM, GRU, RNN: the sequence axis may be symbolic (the recurrence runs for the run's length)."""
     x = view.extent(0)
@@ -443,6 +492,6 @@ def recurrent(view: ExtentView) -> ExtentFlow:
     return view.out(*outputs)
 
 
-__all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "flatten", "from_values",
+__all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
            "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "recurrent", "reduce", "reshape",
-           "same", "shape_of", "slice_", "squeeze", "transpose", "window"]
+           "resize", "same", "shape_of", "slice_", "squeeze", "transpose", "window"]

@@ -8,7 +8,7 @@ from wasinfer.ops.batch import normalise_axis, spatial
 from wasinfer.ops.definition import Fusion, define
 
 define("Conv", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.window(0.0))
-define("ConvTranspose", batch=spatial)
+define("ConvTranspose", batch=spatial, extent=ex.conv_transpose)
 define("MaxPool", batch=spatial, extent=ex.window(ex.NEG_INF))
 define("AveragePool", batch=spatial, extent=ex.average_pool)
 define("GlobalMaxPool", batch=spatial, extent=ex.global_pool(ex.NEG_INF))
@@ -17,6 +17,7 @@ for op in ("LpPool", "GlobalLpPool"):
     define(op, batch=spatial)
 define("BatchNormalization", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.same)
 define("LRN", batch=spatial, extent=ex.same)
-for op in ("InstanceNormalization", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"):
+define("Resize", batch=spatial, extent=ex.resize)
+for op in ("InstanceNormalization", "DepthToSpace", "SpaceToDepth", "Upsample"):
     define(op, batch=spatial)
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)

@@ -416,17 +416,21 @@ class WasmModel:
             wanted = ", ".join(f"{ranges[i][0]}..{ranges[i][1]}" if i in ranges else str(d)
                                for i, d in enumerate(spec.shape))
             raise InputError(f"input {spec.name!r}: expected shape [{wanted}], got {list(array.shape)}")
+        steps = dict(zip(spec.run_time_axes, spec.steps or [1] * len(spec.run_time_axes), strict=False))
         for axis, (low, high) in ranges.items():
             if not low <= array.shape[axis] <= high:
                 raise InputError(f"input {spec.name!r}: axis {axis} is {array.shape[axis]}, outside its range "
                                  f"{low}..{high}")
+            if array.shape[axis] % steps[axis]:
+                raise InputError(f"input {spec.name!r}: axis {axis} is {array.shape[axis]}, not a multiple of "
+                                 f"{steps[axis]} (its range is {low}..{high}:{steps[axis]})")
 
     def _check_symbols_agree(self, arrays: list[np.ndarray]) -> None:
         """Dims that are one symbol (inputs whose model names a dim alike) must be equal in a run."""
         seen: dict[str, tuple[str, int, int]] = {}
         for (spec, _), array in zip(self._inputs, arrays, strict=True):
             for axis, name in zip(spec.run_time_axes, spec.symbolic_dims, strict=False):
-                size = int(array.shape[axis])
+                size = int(array.shape[axis])  # (two dims that are one symbol have one step)
                 first = seen.setdefault(name, (spec.name, axis, size))
                 if first[2] != size:
                     raise InputError(f"input {spec.name!r}: axis {axis} is {size}, but it is the dim {name!r} "

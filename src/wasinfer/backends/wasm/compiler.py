@@ -41,7 +41,7 @@ from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
 from wasinfer.backends.wasm.writer import I32, Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
-from wasinfer.ir.symbolic import Expr, evaluate
+from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
@@ -187,6 +187,14 @@ def abi_version(graph: Graph) -> int:
     return RUN_TIME_SHAPES_ABI_VERSION if any(name in graph.run_time_axes for name in graph.outputs) else ABI_VERSION
 
 
+def input_symbol(dim: Dim) -> tuple[str, int]:
+    """The symbol an input's symbolic dim is, and its step (the dim is the symbol times the step)."""
+    coeffs, constant = affine(dim)
+    (atom, step), = coeffs.items()
+    assert atom.op == "sym" and constant == 0, dim
+    return str(atom.args[0]), step
+
+
 def symbolic_axes(graph: Graph, name: str) -> list[int]:
     """The axes of a tensor whose size each run decides from the inputs' actual dims."""
     return [axis for axis, d in enumerate(graph.extents.get(name, ())) if isinstance(d, Expr)]
@@ -226,10 +234,11 @@ def compile_graph(graph: Graph, options: CompileOptions,
         if (name in graph.run_time_axes or name in graph.extents) and name not in dims:
             dims[name] = cursor
             cursor = align(cursor + 4 * len(graph.info(name).shape))
-    symbols: dict[str, int] = {}  # each symbol's value: where the host wrote the first input dim that is that symbol
-    for name in graph.inputs:
-        for axis in symbolic_axes(graph, name):
-            symbols.setdefault(str(graph.extents[name][axis]), dims[name] + 4 * axis)
+    symbols: dict[str, int] = {}  # where each run keeps each symbol's value (_check_dims writes them)
+    for name in sorted(graph.symbols):
+        symbols[name] = cursor
+        cursor += 4
+    cursor = align(cursor)
 
     # symbolic dims: the kernels once per bucket of sizes, the run picks the smallest that holds its dims
     buckets = [specialise(graph, env) for env in bucket_envs(graph.symbols)] if graph.symbols else [graph]
@@ -361,23 +370,34 @@ def compile_graph(graph: Graph, options: CompileOptions,
 
 
 def _check_dims(f: Func, graph: Graph, dims: dict[str, int], symbols: dict[str, int]) -> None:
-    """Return 1 unless every symbolic input's actual dims (written by the host) are in their ranges, its static
-    dims are the compiled ones, and the dims that are one symbol agree: the kernels' loops and the copies
-    between layouts then stay inside the buffers planned for the largest dims."""
+    """Return 1 unless every symbolic input's actual dims (written by the host) are in their ranges (multiples of
+    their steps), its static dims are the compiled ones, and the dims that are one symbol agree; keep each
+    symbol's value. The kernels' loops and the copies between layouts then stay inside the buffers planned for
+    the largest dims."""
+    seen: set[str] = set()
     for name in graph.inputs:
         if name not in graph.extents:
             continue
         for axis, d in enumerate(graph.extents[name]):
             f.i32(dims[name] + 4 * axis).mem("i32.load")
-            if isinstance(d, Expr):
-                low, high = graph.symbols[str(d)]
-                value = f.local(I32)
-                f.tee(value).i32(low).op("i32.lt_s").get(value).i32(high).op("i32.gt_s").op("i32.or")
-                f.get(value).i32(symbols[str(d)]).mem("i32.load").op("i32.ne").op("i32.or")
-            else:
+            if not isinstance(d, Expr):
                 f.i32(d).op("i32.ne")
+                with f.if_():
+                    f.i32(1).op("return")
+                continue
+            symbol, step = input_symbol(d)
+            low, high = graph.symbols[symbol]
+            value = f.local(I32)
+            f.tee(value).i32(low * step).op("i32.lt_s").get(value).i32(high * step).op("i32.gt_s").op("i32.or")
+            if step > 1:
+                f.get(value).i32(step).op("i32.rem_s").op("i32.or")
+            if symbol in seen:
+                f.get(value).i32(step).op("i32.div_s").i32(symbols[symbol]).mem("i32.load").op("i32.ne").op("i32.or")
             with f.if_():
                 f.i32(1).op("return")
+            if symbol not in seen:
+                f.i32(symbols[symbol]).get(value).i32(step).op("i32.div_s").mem("i32.store")
+                seen.add(symbol)
 
 
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
