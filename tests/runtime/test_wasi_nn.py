@@ -174,6 +174,23 @@ def test_a_version_3_module_takes_dims_within_its_ranges_and_names_the_range_oth
         assert b"set_input: input 'x': " + says in result.stderr, result.stderr.decode()
 
 
+def test_a_version_3_module_s_inputs_that_share_a_dim_must_agree(tmp_path: Path) -> None:
+    """Two inputs whose model names a dim alike ("W") share its symbol: set alike they run (ONNX Runtime's result),
+    set unlike each passes set_input (each within its range) and compute answers invalid_argument, naming both."""
+    case = SymbolicCase()
+    (tmp_path / "masked.wasm").write_bytes(case.convert())
+    preload = Preload.parse(f"masked:wasinfer:cpu:{tmp_path / 'masked.wasm'}")
+    feeds = case.inputs(14, 30)
+    x, mask = feeds["x"], feeds["mask"]
+    got = ok(run_guest(guest_for(x, name="masked", more_inputs=[(mask.shape, mask.tobytes())]), preloads=[preload]))
+    want = ort_run(case.model, feeds)[0]
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+    narrow = np.ones((1, 1, 1, 29), np.float32)
+    result = run_guest(guest_for(x, name="masked", more_inputs=[(narrow.shape, narrow.tobytes())]), preloads=[preload])
+    failed_at(result, STEP_COMPUTE, NnErrno.INVALID_ARGUMENT)
+    assert b"input 'mask': axis 3 is 29, but it is the dim 'W' that input 'x' has as 30" in result.stderr
+
+
 def test_i32_inputs_and_fixed_dims(models: Path) -> None:
     x = np.arange(6, dtype=np.int32).reshape(2, 3)
     preload = Preload.parse(f"ints:onnx:cpu:{models / 'ints.onnx'}")
