@@ -17,8 +17,9 @@ import numpy as np
 import wasmtime
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-NAME, BUILDERS, GRAPH, CTX, WRITTEN, DIMS, TENSOR, DATA, OUT, MODEL = (
-    1024, 2048, 2100, 2104, 2108, 2200, 2300, 4096, 65536, 131072)
+NAME, BUILDERS, GRAPH, CTX, WRITTEN, DIMS, TENSOR, MORE, DATA, OUT, MODEL = (
+    1024, 2048, 2100, 2104, 2108, 2200, 2300, 2400, 4096, 65536, 131072)
+MORE_STRIDE = 96  # each further input's dims (at most 16) and tensor record, from MORE
 MAX_DATA, MAX_OUT = OUT - DATA, MODEL - OUT
 STEP_LOAD, STEP_INIT, STEP_SET, STEP_COMPUTE, STEP_GET = 1, 2, 3, 4, 5
 
@@ -51,17 +52,29 @@ def nn_guest(*, model: bytes | None = None, name: str | None = None, encoding: i
              out_index: int = 0, out_max: int = MAX_OUT, tensor: Sequence[int] | None = None,
              read_stdin: bool = False, load: Mapping[int, int] | None = None, init: Mapping[int, int] | None = None,
              set_input: Mapping[int, int] | None = None, compute: Mapping[int, int] | None = None,
-             get_output: Mapping[int, int] | None = None, builders: Sequence[tuple[int, int]] | None = None) -> bytes:
+             get_output: Mapping[int, int] | None = None, builders: Sequence[tuple[int, int]] | None = None,
+             more_inputs: Sequence[tuple[Sequence[int], bytes]] = ()) -> bytes:
     """A guest for one inference: `model` by bytes (with `encoding`, `target`) or `name` by load_by_name.
 
     With `read_stdin`, the input bytes come from stdin (len(data) of them, `data` itself unused).
     The overrides map an argument's position to a constant, e.g. `load={0: 0xFFFFFFF0}`.
+    `more_inputs`: the dims and data of inputs index + 1, index + 2, ..., set (as f32) after the first.
     """
-    assert len(data) <= MAX_DATA and (model is None) != (name is None)
+    at = DATA + -(-len(data) // 16) * 16  # where the further inputs' data go
+    assert at + sum(len(d) for _, d in more_inputs) <= OUT and (model is None) != (name is None)
+    assert (len(more_inputs) + 1) * MORE_STRIDE <= DATA - MORE
     segments = [(DIMS, struct.pack(f"<{len(dims)}I", *dims)),
                 (TENSOR, struct.pack("<5I", *(tensor or (DIMS, len(dims), tensor_type, DATA, len(data)))))]
     if not read_stdin and data:
         segments.append((DATA, data))
+    further = []  # (input index, tensor record address)
+    for position, (more_dims, more_data) in enumerate(more_inputs):
+        record = MORE + MORE_STRIDE * position
+        segments += [(record, struct.pack(f"<{len(more_dims)}I", *more_dims)),
+                     (record + 64, struct.pack("<5I", record, len(more_dims), tensor_type, at, len(more_data))),
+                     (at, more_data)]
+        further.append((index + 1 + position, record + 64))
+        at += -(-len(more_data) // 16) * 16
     body = ""
     if read_stdin:
         body += (f"  (i32.store (i32.const 0) (i32.const {DATA})) (i32.store (i32.const 4) (i32.const {len(data)}))\n"
@@ -80,6 +93,8 @@ def nn_guest(*, model: bytes | None = None, name: str | None = None, encoding: i
     context = f"(i32.load (i32.const {CTX}))"
     body += _call(STEP_INIT, "$init", [f"(i32.load (i32.const {GRAPH}))", f"(i32.const {CTX})"], init)
     body += _call(STEP_SET, "$set_input", [context, f"(i32.const {index})", f"(i32.const {TENSOR})"], set_input)
+    for more_index, record in further:
+        body += _call(STEP_SET, "$set_input", [context, f"(i32.const {more_index})", f"(i32.const {record})"], None)
     body += _call(STEP_COMPUTE, "$compute", [context], compute)
     body += _call(STEP_GET, "$get_output", [context, f"(i32.const {out_index})", f"(i32.const {OUT})",
                                             f"(i32.const {out_max})", f"(i32.const {WRITTEN})"], get_output)

@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import make_engine
 
 JS = Path(__file__).resolve().parents[1] / "js"
@@ -106,3 +107,40 @@ def fixed_case() -> Case:
 
 
 CASES = [mlp_case(), cnn_case(), fixed_case()]
+
+
+@dataclass
+class SymbolicCase:
+    """A model compiled with symbolic dims (ABI version 3): x [1, 3, H, W] with H in 12..16 and W in 8..100,
+    times a mask [1, 1, 1, W] (the same W: the model names both dims "W"), through a strided Conv to
+    z [1, 4, (H - 1) // 2 + 1, (W - 1) // 2 + 1] (dims that follow the symbols) and its mean over both, s [1, 4]
+    (static). Without the mask (`masked=False`) it has one input, as a one-input WASI-NN guest feeds."""
+
+    masked: bool = True
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        nodes = [helper.make_node("Conv", ["xm" if self.masked else "x", "w"], ["c"], pads=[1, 1, 1, 1],
+                                  strides=[2, 2]),
+                 helper.make_node("Relu", ["c"], ["z"]), helper.make_node("ReduceMean", ["z"], ["s"], axes=[2, 3],
+                                                                          keepdims=0)]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])]
+        if self.masked:
+            nodes.insert(0, helper.make_node("Mul", ["x", "mask"], ["xm"]))
+            inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, "W"]))
+        outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("z", "s")]
+        weight = np.random.default_rng(17).standard_normal((4, 3, 3, 3)).astype(np.float32)
+        return _model(nodes, inputs, outputs, {"w": weight})
+
+    def convert(self, **options: object) -> bytes:
+        shapes: dict[str, tuple[int, ...]] = {"x": (1, 3, 16, 100), "mask": (1, 1, 1, 100)}
+        ranges: dict[str, dict[int, tuple[int, int]]] = {"x": {2: (12, 16), 3: (8, 100)}, "mask": {3: (8, 100)}}
+        if not self.masked:
+            del shapes["mask"], ranges["mask"]
+        return convert_onnx(self.model, input_shapes=shapes, input_ranges=ranges, **options).wasm
+
+    def inputs(self, height: int, width: int) -> dict[str, np.ndarray]:
+        feeds = {"x": _rand(1, 3, height, width)}
+        if self.masked:
+            feeds["mask"] = _rand(1, 1, 1, width)
+        return feeds

@@ -17,7 +17,19 @@ import pytest
 import wasmtime
 from onnx import TensorProto, helper
 
-from tests.artifact.engines import CASES, JS, NODE, PLAIN, Case, mlp_case, node, requires_node
+from tests.artifact.engines import (
+    CASES,
+    JS,
+    NODE,
+    NODE_PROBLEM,
+    PLAIN,
+    Case,
+    SymbolicCase,
+    mlp_case,
+    node,
+    requires_node,
+)
+from tests.parity import ort_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import WasmModel
 
@@ -221,3 +233,55 @@ def test_a_batch_on_axis_1_streams_through_the_command_form(tmp_path: Path) -> N
     np.testing.assert_array_equal(score, want["score"])
     status, _, stderr = run_wasmtime_wasi(wasm, npy_stream(x, state[:, :2]), tmp_path / "mismatch")
     assert status == 2 and "batch size N differs" in stderr
+
+
+@pytest.mark.parametrize("engine", ["wasmtime", "node"])
+def test_symbolic_dims_take_each_size_the_header_gives(engine: str, tmp_path: Path) -> None:
+    """ABI version 3: an input's header may give any size within the ranges on its run-time axes; the output
+    whose dims follow them has the run's dims in its header, and the static one its own: ONNX Runtime's
+    results, bit for bit the ABI's."""
+    if engine == "node" and NODE_PROBLEM is not None:
+        pytest.skip(NODE_PROBLEM)
+    case = SymbolicCase()
+    wasm = case.convert(wasi=True)
+    reference = WasmModel(wasm, PLAIN)
+    run = run_wasmtime_wasi if engine == "wasmtime" else run_node_wasi
+    for height, width in ((12, 8), (13, 37), (16, 100)):  # the output's width takes 1, 2 and 2 digits
+        feeds = case.inputs(height, width)
+        status, stdout, stderr = run(wasm, npy_stream(*feeds.values()), tmp_path / str(width))
+        assert status == 0, stderr
+        got = read_npy_stream(stdout, 2)
+        for actual, want, same in zip(got, ort_run(case.model, feeds), reference.run(feeds).values(), strict=True):
+            assert actual.shape == want.shape == same.shape
+            np.testing.assert_allclose(actual, want, rtol=1e-4, atol=1e-5)
+            assert np.array_equal(actual.view(np.uint8), same.view(np.uint8))
+        assert got[0].shape == (1, 4, (height - 1) // 2 + 1, (width - 1) // 2 + 1)
+
+
+SYMBOLIC_MISFITS: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {
+    "width above": ((1, 3, 16, 101), (1, 1, 1, 101),
+                    "input 'x' (.npy 1 of 2 on stdin): axis 3 is outside its range 8..100; expected {'descr': '<f4', "
+                    "'fortran_order': False, 'shape': (1, 3, 12..16, 8..100), }, got {'descr': '<f4', 'fortran_order':"
+                    " False, 'shape': (1, 3, 16, 101), }"),
+    "width below": ((1, 3, 16, 7), (1, 1, 1, 7),
+                    "input 'x' (.npy 1 of 2 on stdin): axis 3 is outside its range 8..100"),
+    "height above": ((1, 3, 17, 50), (1, 1, 1, 50), "input 'x' (.npy 1 of 2 on stdin): axis 2 is outside its range "
+                                                    "12..16"),
+    "mask width above": ((1, 3, 16, 50), (1, 1, 1, 1000), "input 'mask' (.npy 2 of 2 on stdin): axis 3 is outside "
+                                                          "its range 8..100"),
+    "widths differ": ((1, 3, 16, 50), (1, 1, 1, 51), "input 'mask' (.npy 2 of 2 on stdin): axis 3 is the dim 'W', as "
+                                                     "axis 3 of input 'x' is, but their sizes differ"),
+    "fixed dim": ((1, 2, 16, 50), (1, 1, 1, 50), "input 'x' (.npy 1 of 2 on stdin): shape differs"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SYMBOLIC_MISFITS))
+def test_symbolic_dims_out_of_range_exit_2_naming_the_input_axis_and_range(kind: str, tmp_path: Path) -> None:
+    x, mask, message = SYMBOLIC_MISFITS[kind]
+    wasm = SymbolicCase().convert(wasi=True)
+    stdin = npy_stream(np.zeros(x, np.float32), np.zeros(mask, np.float32))
+    status, stdout, stderr = run_wasmtime_wasi(wasm, stdin, tmp_path)
+    assert (status, stdout) == (2, b"")
+    assert stderr.startswith(f"wasinfer: {message}"), stderr
+    if kind == "width above" and NODE_PROBLEM is None:
+        assert run_node_wasi(wasm, stdin, tmp_path / "node") == (2, b"", stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.artifact.engines import SymbolicCase
 from tests.hostile import bounded
 from tests.nn_guests import (
     DATA,
@@ -32,6 +33,7 @@ from tests.nn_guests import (
     nn_guest,
     wat_guest,
 )
+from tests.parity import ort_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import WasmModel
 from wasinfer.runtime.litert import LiteRtModel
@@ -147,6 +149,46 @@ def test_wasinfer_modules_by_autodetect_and_by_name(wasinfer_bytes: bytes, model
     # A batch over the module's compiled --max-batch is the guest's mistake, not a host failure.
     big = np.zeros((5, 4), np.float32)
     failed_at(run_guest(guest_for(big, name="dense"), preloads=[preload]), STEP_COMPUTE, NnErrno.INVALID_ARGUMENT)
+
+
+def test_a_version_3_module_takes_dims_within_its_ranges_and_names_the_range_otherwise(tmp_path: Path) -> None:
+    """ABI version 3: set_input takes any size within an input's ranges (the actual dims go to the module), the
+    output whose dims follow comes back packed for the run's dims, and a size outside a range is invalid_argument
+    at set_input, before the data is copied, saying which input, axis and range."""
+    case = SymbolicCase(masked=False)
+    wasm = case.convert()
+    (tmp_path / "symbolic.wasm").write_bytes(wasm)
+    preload = Preload.parse(f"symbolic:wasinfer:cpu:{tmp_path / 'symbolic.wasm'}")
+    for height, width in ((12, 8), (13, 37), (16, 100)):
+        x = case.inputs(height, width)["x"]
+        want = ort_run(case.model, {"x": x})
+        for index, expected in enumerate(want):  # z [1, 4, H', W'], then s [1, 4]
+            got = ok(run_guest(guest_for(x, name="symbolic", out_index=index), preloads=[preload]))
+            assert got.size == expected.size, f"output {index} at {height}x{width}: {got.size} values"
+            np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)
+    for shape, says in (((1, 3, 16, 101), b"axis 3 is 101, outside its range 8..100"),
+                        ((1, 3, 11, 50), b"axis 2 is 11, outside its range 12..16"),
+                        ((1, 4, 16, 50), b"expected shape [1, 3, 12..16, 8..100], got [1, 4, 16, 50]")):
+        result = run_guest(guest_for(np.zeros(shape, np.float32), name="symbolic"), preloads=[preload])
+        failed_at(result, STEP_SET, NnErrno.INVALID_ARGUMENT)
+        assert b"set_input: input 'x': " + says in result.stderr, result.stderr.decode()
+
+
+def test_a_version_3_module_s_inputs_that_share_a_dim_must_agree(tmp_path: Path) -> None:
+    """Two inputs whose model names a dim alike ("W") share its symbol: set alike they run (ONNX Runtime's result),
+    set unlike each passes set_input (each within its range) and compute answers invalid_argument, naming both."""
+    case = SymbolicCase()
+    (tmp_path / "masked.wasm").write_bytes(case.convert())
+    preload = Preload.parse(f"masked:wasinfer:cpu:{tmp_path / 'masked.wasm'}")
+    feeds = case.inputs(14, 30)
+    x, mask = feeds["x"], feeds["mask"]
+    got = ok(run_guest(guest_for(x, name="masked", more_inputs=[(mask.shape, mask.tobytes())]), preloads=[preload]))
+    want = ort_run(case.model, feeds)[0]
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+    narrow = np.ones((1, 1, 1, 29), np.float32)
+    result = run_guest(guest_for(x, name="masked", more_inputs=[(narrow.shape, narrow.tobytes())]), preloads=[preload])
+    failed_at(result, STEP_COMPUTE, NnErrno.INVALID_ARGUMENT)
+    assert b"input 'mask': axis 3 is 29, but it is the dim 'W' that input 'x' has as 30" in result.stderr
 
 
 def test_i32_inputs_and_fixed_dims(models: Path) -> None:

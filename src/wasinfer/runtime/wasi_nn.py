@@ -68,10 +68,14 @@ Errors, case by case (WasmEdge's choices where it makes one):
     has passed ............................................ runtime_error
 Every error also leaves a line starting `[WASI-NN]` on the guest's stderr, as WasmEdge logs one.
 
-Dims: one per model dim; a dim the model fixes must match, one it leaves dynamic takes any size.
+Dims: one per model dim; a dim the model fixes must match, one it leaves dynamic takes any size, except
+that a wasinfer module's symbolic dims (ABI version 3) take the sizes in their ranges (set_input answers
+invalid_argument, naming the input, the axis and the range, for any other), and dims that are one
+symbol must agree across inputs (compute answers invalid_argument).
 Data: raw little-endian bytes, exactly prod(dims) elements of the model's element type, which must be
 one of the tensor types above (a model whose input is int8 or bool cannot be fed). Outputs come back
-as the model's raw bytes, whatever their type.
+as the model's raw bytes, whatever their type, as many as the run's dims hold (packed for those dims
+where they follow symbolic ones).
 
 Limits. The guest's linear memory is capped (`memory_limit_bytes`: wasmtime's store limit; growing
 past it fails the grow, as in any runtime, and a guest that then traps is reported as hitting the
@@ -119,6 +123,7 @@ from wasinfer.runtime.wasm import (
     CompiledCache,
     WasmModel,
     _trap_reason,
+    check_symbolic_dims,
     compile_module,
     make_engine,
     model_info,
@@ -272,6 +277,9 @@ class _Graph:
     # (the guest's deadline left, read at each compute; memory cap) → a runner for one context
     new_runner: Callable[[Callable[[], float | None], int | None], Runner]
     context_bytes: int = 0  # host memory one context holds, about (NnLimits.max_context_bytes)
+    # what an input's dims must be beyond its TensorSpec's -1s: (input index, dims) → None, or InputError
+    # (a wasinfer module's symbolic dims take only their ranges), asked at set_input before the data is copied
+    check_dims: Callable[[int, tuple[int, ...]], None] | None = None
 
 
 @dataclass
@@ -368,9 +376,13 @@ def _wasinfer_graph(content: bytes, target: ExecutionTarget) -> _Graph:
         # each compute gets what is left of the guest's deadline, not a fresh one
         return lambda feeds: model.run(feeds, deadline_seconds=deadline_left())
 
+    def check_dims(index: int, dims: tuple[int, ...]) -> None:
+        if metadata.inputs[index].run_time_axes:  # symbolic dims (ABI version 3)
+            check_symbolic_dims(metadata.inputs[index], dims)
+
     inputs = model_info(metadata).inputs
     return _Graph("wasinfer", inputs, [s.name for s in metadata.outputs], runner,
-                  max(metadata.memory_bytes, metadata.arena_bytes))
+                  max(metadata.memory_bytes, metadata.arena_bytes), check_dims)
 
 
 def _is_wasinfer(content: bytes) -> bool:
@@ -610,6 +622,11 @@ class NnHost:
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: {dims_len} dims; at most {MAX_DIMS}")
         raw_dims = self._read(caller, dims_ptr, 4 * dims_len, "set_input: dims")
         dims = tuple(struct.unpack(f"<{dims_len}I", raw_dims))
+        if context.graph.check_dims is not None:  # first: its message says more (a symbolic dim's range)
+            try:
+                context.graph.check_dims(index, dims)
+            except InputError as exc:
+                raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: {exc}") from None
         if len(dims) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, dims,
                                                                                           strict=False)):
             raise NnError(NnErrno.INVALID_ARGUMENT, f"set_input: input {spec.name!r} takes dims {spec.shown()}, got "

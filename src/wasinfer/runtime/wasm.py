@@ -64,6 +64,25 @@ def model_info(metadata: Metadata) -> ModelInfo:
                      metadata.max_batch)
 
 
+def check_symbolic_dims(spec: TensorSlot, dims: tuple[int, ...]) -> None:
+    """An input with symbolic dims (ABI version 3): InputError unless `dims` are within its ranges on its run-time
+    axes and its compiled shape elsewhere. Every host of wasinfer modules asks this before it copies the values
+    (WasmModel.run, the WASI-NN host's set_input), so a wrong size is named, never run."""
+    ranges = dict(zip(spec.run_time_axes, spec.ranges, strict=False))
+    if len(dims) != len(spec.shape) or any(
+            a != e for i, (a, e) in enumerate(zip(dims, spec.shape, strict=True)) if i not in ranges):
+        wanted = ", ".join(f"{ranges[i][0]}..{ranges[i][1]}" if i in ranges else str(d)
+                           for i, d in enumerate(spec.shape))
+        raise InputError(f"input {spec.name!r}: expected shape [{wanted}], got {list(dims)}")
+    steps = dict(zip(spec.run_time_axes, spec.steps or [1] * len(spec.run_time_axes), strict=False))
+    for axis, (low, high) in ranges.items():
+        if not low <= dims[axis] <= high:
+            raise InputError(f"input {spec.name!r}: axis {axis} is {dims[axis]}, outside its range {low}..{high}")
+        if dims[axis] % steps[axis]:
+            raise InputError(f"input {spec.name!r}: axis {axis} is {dims[axis]}, not a multiple of {steps[axis]} "
+                             f"(its range is {low}..{high}:{steps[axis]})")
+
+
 def engine_tag(interruptible: bool = True, relaxed_simd: bool = True) -> str:
     """What compiled code depends on; part of every cache key, so code compiled with interrupt checks is never
     deserialised for an engine without them, nor code from before a change of the rewrite, nor one code
@@ -395,7 +414,7 @@ class WasmModel:
         expected = tuple(spec.shape)
         axis = spec.batch_axis
         if spec.run_time_axes:  # symbolic dims (ABI version 3): each in its range, the others as compiled
-            self._check_symbolic(spec, array)
+            check_symbolic_dims(spec, array.shape)
             return 1
         if axis is not None:
             if array.ndim != len(expected) or any(
@@ -407,23 +426,6 @@ class WasmModel:
         if tuple(array.shape) != expected:
             raise InputError(f"input {spec.name!r}: expected shape {list(expected)}, got {list(array.shape)}")
         return 1
-
-    @staticmethod
-    def _check_symbolic(spec: TensorSlot, array: np.ndarray) -> None:
-        ranges = dict(zip(spec.run_time_axes, spec.ranges, strict=False))
-        if array.ndim != len(spec.shape) or any(
-                a != e for i, (a, e) in enumerate(zip(array.shape, spec.shape, strict=True)) if i not in ranges):
-            wanted = ", ".join(f"{ranges[i][0]}..{ranges[i][1]}" if i in ranges else str(d)
-                               for i, d in enumerate(spec.shape))
-            raise InputError(f"input {spec.name!r}: expected shape [{wanted}], got {list(array.shape)}")
-        steps = dict(zip(spec.run_time_axes, spec.steps or [1] * len(spec.run_time_axes), strict=False))
-        for axis, (low, high) in ranges.items():
-            if not low <= array.shape[axis] <= high:
-                raise InputError(f"input {spec.name!r}: axis {axis} is {array.shape[axis]}, outside its range "
-                                 f"{low}..{high}")
-            if array.shape[axis] % steps[axis]:
-                raise InputError(f"input {spec.name!r}: axis {axis} is {array.shape[axis]}, not a multiple of "
-                                 f"{steps[axis]} (its range is {low}..{high}:{steps[axis]})")
 
     def _check_symbols_agree(self, arrays: list[np.ndarray]) -> None:
         """Dims that are one symbol (inputs whose model names a dim alike) must be equal in a run."""

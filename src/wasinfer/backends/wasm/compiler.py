@@ -348,8 +348,9 @@ def compile_graph(graph: Graph, options: CompileOptions,
         module.export_func(f"wasinfer_{kind}_ptr", index)
     module.export_func("wasinfer_run", run)
     if wasi_imports is not None:
+        decided = {name: symbolic_axes(graph, name) or list(graph.run_time_axes.get(name, ())) for name in dims}
         module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_axes, slots, run,
-                                                     wasi_imports, place_data, reserve, dims))
+                                                     wasi_imports, place_data, reserve, dims, decided))
 
     module.start = _emit_init(module, fills, weights.finish(module, reserve, data))
     module.data = data

@@ -9,6 +9,12 @@ The .npy reader is deliberately small: it reads the header into a buffer, NUL-te
 and looks for the `descr`, `fortran_order` and `shape` keys; the expected `descr` is known at
 compile time, so the dtype check is a byte comparison. Any mismatch prints the expected and
 the actual header on stderr and exits with status 2. The format is specified in docs/abi.md.
+
+An input with symbolic dims (ABI version 3) takes any size within its ranges on its run-time axes:
+`_start` checks each against its range, and dims that are one symbol against each other, with a
+message naming the input and the axis (the run would only answer 1), then writes the header's
+dims where the run reads them and reads as many values as they hold, packed. An output whose
+dims each run decides gets them in its header, from where the run wrote them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 
 from wasinfer.backends.wasm.writer import I32, Func, Module
 from wasinfer.ir import Graph
+from wasinfer.ir.symbolic import affine, largest, smallest
 
 WASI = "wasi_snapshot_preview1"
 NPY_MAGIC = b"\x93NUMPY"
@@ -58,8 +65,13 @@ class StreamTensor:
     dtype: np.dtype
     shape: tuple[int, ...]  # the 1 at batch_axis stands for N when batched; the largest at run-time axes
     batch_axis: int | None
-    run_time_axes: tuple[int, ...] = ()  # an output's axes that each run decides (ABI version 2)
-    dims_address: int = 0  # where the run writes the actual dims (int32 each), with run_time_axes
+    # the axes each run decides: an output's (ABI version 2, or dims that follow symbolic ones), a symbolic
+    # input's (version 3: the .npy header gives them)
+    run_time_axes: tuple[int, ...] = ()
+    dims_address: int = 0  # where the actual dims are (int32 each, every axis), with run_time_axes
+    ranges: tuple[tuple[int, int], ...] = ()  # an input's: (smallest, largest) of each run-time axis
+    symbols: tuple[str, ...] = ()  # an input's: the symbol of each run-time axis (alike names are one dim)
+    steps: tuple[int, ...] = ()  # an input's: each run-time axis takes only multiples of its step
 
     @property
     def batched(self) -> bool:
@@ -74,8 +86,11 @@ class StreamTensor:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def header_text(self, lead: str) -> str:
-        """NumPy's header dict with the batch's dimension, and each run-time one, spelled `lead` (e.g. 'N')."""
-        dims = [lead if axis == self.batch_axis or axis in self.run_time_axes else str(d)
+        """NumPy's header dict with the batch's dimension, and each run-time one, spelled `lead` (e.g. 'N');
+        an input's run-time dims as their ranges, `MIN..MAX` (what an error says the header may hold)."""
+        ranges = dict(zip(self.run_time_axes, self.ranges, strict=False))
+        dims = [f"{ranges[axis][0]}..{ranges[axis][1]}" if axis in ranges
+                else lead if axis == self.batch_axis or axis in self.run_time_axes else str(d)
                 for axis, d in enumerate(self.shape)]
         shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"  # Python's tuple repr
         return f"{{'descr': '{self.descr}', 'fortran_order': False, 'shape': {shape}, }}"
@@ -98,17 +113,23 @@ def npy_prefix(text_length: int) -> tuple[bytes, int]:
 def emit_wasi_start(module: Module, graph: Graph, max_batch: int, batch_axes: dict[str, int],
                     slots: dict[str, int], run: int, imports: WasiImports,
                     place_data: Callable[[np.ndarray], int], reserve: Callable[[int], int],
-                    dims: dict[str, int]) -> int:
+                    dims: dict[str, int], run_time_axes: dict[str, list[int]]) -> int:
     """Add `_start` (and its helpers) to `module` and return its function index. `batch_axes`: the
     inputs and outputs that carry the run-time batch, and on which axis (as in the metadata); `dims`:
-    where each run writes the actual dims of the outputs whose shape it decides."""
-    def tensor(name: str) -> StreamTensor:
+    where each run writes the actual dims of the outputs whose shape it decides, and reads a symbolic
+    input's; `run_time_axes`: the axes of each of those that a run decides (the metadata's)."""
+    def tensor(name: str, fed: bool) -> StreamTensor:
         info = graph.info(name)
-        return StreamTensor(name, slots[name], info.dtype, info.shape, batch_axes.get(name),
-                            graph.run_time_axes.get(name, ()) if name in dims else (), dims.get(name, 0))
+        axes = tuple(run_time_axes.get(name, ()))
+        extent = graph.extents.get(name, ()) if fed else ()  # an input's symbols; an output's dims are read back
+        return StreamTensor(name, slots[name], info.dtype, info.shape, batch_axes.get(name), axes, dims.get(name, 0),
+                            tuple((smallest(extent[a], graph.symbols), largest(extent[a], graph.symbols))
+                                  for a in axes if extent),
+                            tuple(str(extent[a]) for a in axes if extent),
+                            tuple(sum(affine(extent[a])[0].values()) for a in axes if extent))
 
-    inputs = [tensor(n) for n in graph.inputs]
-    outputs = [tensor(n) for n in graph.outputs]
+    inputs = [tensor(n, fed=True) for n in graph.inputs]
+    outputs = [tensor(n, fed=False) for n in graph.outputs]
     return _StartBuilder(module, imports, max_batch, place_data, reserve).emit(inputs, outputs, run, graph.run_errors)
 
 
@@ -301,8 +322,9 @@ class _StartBuilder:
         index, f = self.module.reserve([], [], name="_start")
         v = _InputLocals(status=f.local(I32), length=f.local(I32), at=f.local(I32), quote=f.local(I32),
                          batch=f.local(I32))
+        first: dict[str, tuple[str, int, int]] = {}  # each symbol's first input dim: input, axis, where its size is
         for position, spec in enumerate(inputs):
-            self._read_input(f, v, spec, position, len(inputs))
+            self._read_input(f, v, spec, position, len(inputs), first)
         batch = v.batch
         f.get(batch).i32(1).get(batch).op("select").set(batch)  # no batched input: run once
         f.get(batch).call(run).tee(v.status)
@@ -327,7 +349,8 @@ class _StartBuilder:
             f.i32(0).i32(0)
         f.i32(code).call(self.fail)
 
-    def _read_input(self, f: Func, v: _InputLocals, spec: StreamTensor, position: int, count: int) -> None:
+    def _read_input(self, f: Func, v: _InputLocals, spec: StreamTensor, position: int, count: int,
+                    first: dict[str, tuple[str, int, int]]) -> None:
         prefix = f"wasinfer: input {spec.name!r} (.npy {position + 1} of {count} on stdin): "
         bound = f" with 1 <= N <= {self.max_batch}" if spec.batched else ""
         expected = f"; expected {spec.header_text('N')}{bound}, got "
@@ -380,11 +403,17 @@ class _StartBuilder:
         fail_header("malformed .npy header (bad 'shape')")
         f.get(v.at).i32(len(spec.shape)).op("i32.ne")
         for axis, size in enumerate(spec.shape):
-            if axis != spec.batch_axis:
+            if axis != spec.batch_axis and axis not in spec.run_time_axes:
                 f.i32(self.dims + 4 * axis).mem("i32.load").i32(size).op("i32.ne").op("i32.or")
         fail_header("shape differs")
         if spec.batch_axis is not None:
             self._take_batch(f, v, spec.batch_axis, fail_header)
+        if spec.run_time_axes:
+            self._take_symbolic_dims(f, v, spec, first, fail_header)
+            f.i32(spec.address).i32(spec.dtype.itemsize)  # packed: as many values as the header's dims hold
+            for axis in range(len(spec.shape)):
+                f.i32(spec.dims_address + 4 * axis).mem("i32.load").op("i32.mul")
+        elif spec.batch_axis is not None:
             f.i32(spec.address).get(v.batch).i32(spec.sample_bytes).op("i32.mul")
         else:
             f.i32(spec.address).i32(spec.sample_bytes)
@@ -420,6 +449,29 @@ class _StartBuilder:
         f.get(v.batch).i32(0).op("i32.ne").get(v.at).get(v.batch).op("i32.ne").op("i32.and")
         fail_header("batch size N differs from an earlier input's")
         f.get(v.at).set(v.batch)
+
+    def _take_symbolic_dims(self, f: Func, v: _InputLocals, spec: StreamTensor,
+                            first: dict[str, tuple[str, int, int]], fail_header: Callable[[str], None]) -> None:
+        """An input's run-time dims (ABI version 3) from its header: each within its range; every dim of the
+        header written where the run reads them; each equal to the dims read before it that are the same symbol."""
+        for axis, (low, high) in zip(spec.run_time_axes, spec.ranges, strict=True):
+            f.i32(self.dims + 4 * axis).mem("i32.load").tee(v.at).i32(low).op("i32.lt_s")
+            f.get(v.at).i32(high).op("i32.gt_s").op("i32.or")
+            fail_header(f"axis {axis} is outside its range {low}..{high}")
+        for axis, step in zip(spec.run_time_axes, spec.steps, strict=False):
+            if step > 1:  # a range of multiples (MIN..MAX:STEP)
+                f.i32(self.dims + 4 * axis).mem("i32.load").i32(step).op("i32.rem_s")
+                fail_header(f"axis {axis} is not a multiple of {step}")
+        f.i32(spec.dims_address).i32(self.dims).i32(4 * len(spec.shape)).memory_copy()
+        for axis, symbol in zip(spec.run_time_axes, spec.symbols, strict=True):
+            here = spec.dims_address + 4 * axis
+            name, first_axis, address = first.setdefault(symbol, (spec.name, axis, here))
+            if address == here:
+                continue
+            f.i32(here).mem("i32.load").i32(address).mem("i32.load").op("i32.ne")
+            where = "this input" if name == spec.name else f"input {name!r}"
+            fail_header(f"axis {axis} is the dim {symbol!r}, as axis {first_axis} of {where} is, but their sizes "
+                        "differ")
 
     def _push_dim(self, f: Func, spec: StreamTensor, axis: int, batch: int) -> None:
         """This run's size of a varying axis: N on the batch axis, else the dim the run wrote."""
