@@ -53,12 +53,14 @@ DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "
 
 
 def model_info(metadata: Metadata) -> ModelInfo:
-    """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1."""
+    """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1, and each run-time
+    dim as -1 too, with its range where it has one (a symbolic dim, ABI version 3)."""
     def caller(slot: TensorSlot) -> TensorSpec:
         shape = slot.shape_for(-1)
-        for axis in slot.run_time_axes:  # decided by each run (ABI version 2)
+        for axis in slot.run_time_axes:  # decided by each run (ABI version 2) or a symbol's size (version 3)
             shape[axis] = -1
-        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis)
+        ranges = {axis: (low, high) for axis, (low, high) in zip(slot.run_time_axes, slot.ranges, strict=False)}
+        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis, ranges)
 
     return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
                      metadata.max_batch)
