@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wasinfer import __version__
-from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, signature, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 
@@ -76,6 +76,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(json.dumps(stats, default=str))
         return 0
     table = Table(title=f"{source.name} → {output}", show_header=False)
+    table.add_row("tensors", signature(result.metadata))
     table.add_row("ops", ", ".join(map(str, stats["ops"])))  # type: ignore[call-overload]
     table.add_row("nodes", f"{stats['nodes_in']} in ONNX → {stats['kernels']} kernels "
                   f"({stats['folded']} folded, {stats['bn_folded']} BN folded, {stats['activations_fused']} "
