@@ -20,6 +20,7 @@ from tests.parity import ort_run
 from tests.serving.conftest import SCALE, Repo, scale_model, start_server
 from wasinfer.artifact.convert import convert_model
 from wasinfer.serving import Server
+from wasinfer.serving.models import INLINE_SECONDS
 from wasinfer.serving.updater import smoke_inputs
 
 WIDTH_SIZES = (4, 17, 40)  # the range's smallest, one between, its largest
@@ -184,3 +185,14 @@ def test_the_warm_up_of_an_update_runs_each_symbolic_dim_at_its_smallest(server:
     assert {name: array.shape for name, array in feeds.items()} == {"a": (1, 2, 4), "b": (1, 2, 4)}
     assert model.infer(feeds)["y"].shape == (1, 4, 2)
 
+
+
+def test_a_large_size_does_not_run_on_the_event_loop_because_small_ones_were_quick(server: Server) -> None:
+    """A run's expected time scales with its sizes (10x the elements at W = 40 as at W = 4), as with a batch's
+    samples; it counted as one sample whatever its size, so a width-1280 line could be run inline on the event loop
+    because width-32 ones had been quick there, holding up every other REST request for about 40 times as long."""
+    model = server.manager.get("widths")
+    small, large = _pair(4), _pair(40)
+    model.infer(small)
+    model.sample_seconds = INLINE_SECONDS / 2  # what the small runs measured, made exact
+    assert model.is_quick(small) and not model.is_quick(large)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import random
 import threading
@@ -234,6 +235,10 @@ class LoadedModel:
         # as a range, ABI version 3) is a size of the one run, not a batch of samples that requests could merge.
         self._batched = next((t.name for t in inputs if t.spec.batch_axis == 0), None)
         self.sample_seconds = float("inf")  # moving average of a run's time per sample; unknown at first
+        # Symbolic dims: a run's cost grows with its sizes, so each input that has them counts its elements against
+        # those at the ranges' smallest (_samples); the smallest sizes are one "sample".
+        self._smallest = {t.name: math.prod(t.spec.ranges[a][0] if a in t.spec.ranges else d
+                                            for a, d in enumerate(t.shape)) for t in inputs if t.spec.ranges}
         self.last_used = time.monotonic()  # for least-recently-used eviction under the memory budget
         self.inline, self.inline_deadline = True, inline_deadline  # see INLINE_DEADLINE_SECONDS
         self.interruptible = interruptible  # a wasm run can be stopped at a request's deadline
@@ -302,10 +307,19 @@ class LoadedModel:
         array = inputs.get(self._batched) if self._batched else None
         return int(array.shape[0]) if array is not None and array.ndim else 1
 
+    def _samples(self, inputs: dict[str, np.ndarray]) -> float:
+        """A run's work in samples, what `sample_seconds` is per: its batch, or with symbolic dims how many times
+        the smallest sizes' elements its inputs have (a run at the largest of widths 32..1280 is 40 at the
+        smallest), so that a large size is not run on the event loop because small ones were quick there."""
+        if not self._smallest:
+            return self._batch(inputs)
+        sizes = [inputs[name].size / max(1, smallest) for name, smallest in self._smallest.items() if name in inputs]
+        return max([1.0, *sizes])
+
     def is_quick(self, inputs: dict[str, np.ndarray], limit: float = INLINE_SECONDS) -> bool:
         """Whether this run is expected to take under `limit`, short enough to run on the caller's thread (the
         event loop, a gRPC thread), and an instance is free for it at once."""
-        return (self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < limit
+        return (self.inline and self.batcher is None and self.sample_seconds * self._samples(inputs) < limit
                 and self.pool.has_idle())
 
     def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float) -> dict[str, np.ndarray] | None:
@@ -437,7 +451,7 @@ class LoadedModel:
             log.exception("model %s version %s failed", self.name, self.version)
             raise Internal(f"model {self.name!r} version {self.version} failed: {exc}") from None
         elapsed = time.perf_counter() - started
-        per_sample = elapsed / max(1, self._batch(inputs))
+        per_sample = elapsed / max(1, self._samples(inputs))
         previous = self.sample_seconds  # races between threads only blur the average
         self.sample_seconds = per_sample if previous == float("inf") else 0.8 * previous + 0.2 * per_sample
         self.metrics.inference(self.name, self.version, elapsed)
