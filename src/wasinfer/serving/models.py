@@ -231,8 +231,8 @@ class LoadedModel:
         self._input_types = {t.name: t.datatype for t in inputs}
         self._input_specs = {t.name: t.spec for t in inputs}
         self._output_names = {t.name for t in outputs}
-        # The input whose leading dim is the batch; a leading symbolic dim (--input-shape x=1..8,3,224,224 compiled
-        # as a range, ABI version 3) is a size of the one run, not a batch of samples that requests could merge.
+        # The input whose leading dim is the batch; a leading symbolic dim (--input-shape x=2..8,4, ABI version 3)
+        # is a size of the one run, not a batch of samples that requests could merge.
         self._batched = next((t.name for t in inputs if t.spec.batch_axis == 0), None)
         self.sample_seconds = float("inf")  # moving average of a run's time per sample; unknown at first
         # Symbolic dims: a run's cost grows with its sizes, so each input that has them counts its elements against
@@ -742,9 +742,8 @@ class ModelManager:
 
 
 def _legend(spec: TensorSpec) -> str:
-    """What the letters in `spec.shown()` stand for, as far as it has them. A symbolic dim's range (MIN..MAX) is
-    checked by the runtime, whose message names the input, the axis and the range, and which also checks that
-    the dims sharing a symbol agree across inputs (which this spec does not say)."""
+    """What the letters in `spec.shown()` stand for, as far as it has them. (A size outside a symbolic dim's range,
+    and sizes that disagree across inputs sharing a symbol, are the runtime's to refuse: InputError, a 400.)"""
     letters = [("N", "any batch size", spec.batch_axis is not None),
                ("?", "any size", any(d == -1 and a != spec.batch_axis and a not in spec.ranges
                                       for a, d in enumerate(spec.shape))),
