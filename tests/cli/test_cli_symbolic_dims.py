@@ -12,6 +12,7 @@ import pytest
 
 from tests.model_zoo import widths_model
 from tests.parity import ort_run
+from wasinfer.artifact.metadata import METADATA_SECTION, custom_section, read_custom_sections
 from wasinfer.cli.main import main
 
 SHAPES = ["--input-shape", "a=1,2,4..40", "--input-shape", "b=1,2,4..40"]
@@ -98,3 +99,26 @@ def test_models_show_gives_a_symbolic_dim_as_its_range(module: tuple[onnx.ModelP
     assert version["inputs"][0] == {"name": "a", "dtype": "float32", "shape": [1, 2, 40], "ranges": {"2": [4, 40]}}
     assert main(["models", "show", "widths"]) == 0
     assert "4..40]" in capsys.readouterr().out
+
+
+def test_dims_past_the_module_s_memory_are_refused_by_name(module: tuple[onnx.ModelProto, Path, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The metadata is the module author's word: with dims_offset past the linear memory every run failed on numpy's
+    "could not broadcast" (a 500 when served) instead of the load saying why; validate reports it, never writes
+    there."""
+    _, _, wasm = module
+    data = wasm.read_bytes()
+    raw = read_custom_sections(data)[METADATA_SECTION]
+    fields = json.loads(raw)
+    fields["inputs"][0]["dims_offset"] = 1 << 20
+    lying = tmp_path / "lying.wasm"
+    lying.write_bytes(data.replace(custom_section(METADATA_SECTION, raw),
+                                   custom_section(METADATA_SECTION, json.dumps(fields).encode()), 1))
+    assert main(["validate", str(lying), "--json"]) == 1
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)["checks"]}
+    agrees = checks["ABI agrees with metadata"]
+    assert not agrees["ok"] and "input 'a' dims end past linear memory (1048588 > 65536)" in agrees["detail"]
+    _, arguments = _feeds(tmp_path, 8, 8)
+    assert main(["run", str(lying), *arguments]) == 2
+    assert ("tensor 'a': its dims [1048576, 1048588) in the metadata end past the module's linear memory of 65536 "
+            "bytes") in " ".join(capsys.readouterr().err.split())

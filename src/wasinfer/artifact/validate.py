@@ -162,6 +162,9 @@ def validate(wasm_path: str | Path, reference: str | Path | None = None, samples
             end = spec.offset + spec.sample_bytes * spec.slot_samples(metadata.max_batch)
             if end > memory_bytes:
                 mismatches.append(f"{kind} {spec.name!r} slot ends past linear memory ({end} > {memory_bytes})")
+            dims_end = None if spec.dims_offset is None else spec.dims_offset + 4 * len(spec.shape)
+            if dims_end is not None and dims_end > memory_bytes:
+                mismatches.append(f"{kind} {spec.name!r} dims end past linear memory ({dims_end} > {memory_bytes})")
     if not report.add("ABI agrees with metadata", not mismatches, "; ".join(mismatches) or
                       f"ABI v{abi}, max batch {max_batch}, {memory_bytes:,} bytes of memory"):
         return report

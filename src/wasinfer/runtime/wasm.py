@@ -391,6 +391,10 @@ class WasmModel:
         if end > self._memory_bytes:  # the metadata checked itself against its memory_bytes, which may not be true
             raise ValueError(f"tensor {spec.name!r}: its slot [{spec.offset}, {end}) in the metadata ends past the "
                              f"module's linear memory of {self._memory_bytes} bytes")
+        dims_end = None if spec.dims_offset is None else spec.dims_offset + 4 * len(spec.shape)
+        if dims_end is not None and dims_end > self._memory_bytes:  # each run writes or reads its dims there
+            raise ValueError(f"tensor {spec.name!r}: its dims [{spec.dims_offset}, {dims_end}) in the metadata end "
+                             f"past the module's linear memory of {self._memory_bytes} bytes")
         return self._view[spec.offset:end].view(dtype)
 
     def _batch_of(self, spec: TensorSlot, array: np.ndarray) -> int:
