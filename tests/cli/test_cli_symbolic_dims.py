@@ -102,6 +102,10 @@ def test_validate_with_given_inputs_of_any_size_in_range(module: tuple[onnx.Mode
     assert main(["validate", str(wasm), "--reference", str(source), *arguments, "--json"]) == 0
     checks = json.loads(capsys.readouterr().out)["checks"]
     assert [c["ok"] for c in checks if c["name"].startswith("parity")] == [True]
+    _, arguments = _feeds(tmp_path, 50, 50)  # outside the range: exit 2 saying so (was a traceback)
+    assert main(["validate", str(wasm), "--reference", str(source), *arguments]) == 2
+    assert "the module refuses the inputs: input 'a': axis 2 is 50, outside its range 4..40" in " ".join(
+        capsys.readouterr().err.split())
 
 
 def test_models_show_gives_a_symbolic_dim_as_its_range(module: tuple[onnx.ModelProto, Path, Path], tmp_path: Path,

@@ -193,8 +193,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             message = f"{args.reference}: ONNX Runtime cannot load it: {exc}"
             errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
             return EXIT_BAD_INPUT
-    report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
-                      reference_runner=reference_runner)
+    try:
+        report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
+                          reference_runner=reference_runner)
+    except InputError as exc:  # --input's tensors do not fit the module (a size outside a symbolic dim's range)
+        errors.print(f"[red]error:[/] the module refuses the inputs: {escape(str(exc))}", soft_wrap=True)
+        return EXIT_BAD_INPUT
     _print_report(report, args.json)
     return 0 if report.ok else EXIT_FAILED
 
