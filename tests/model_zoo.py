@@ -12,6 +12,8 @@ before folding, Clip as Relu6, ...), with well under 2 MB of weights. Weights co
     if_model()             x [N, D] → y [N, D] (the branch taken depends on D)
     recurrent_model()      x [T, N, 8] (seq fixed) → GRU then LSTM states
     attention_block()      x [B, S, 16] → y [B, S, 16], one self-attention layer without shape subgraphs
+    widths_model()         a, b [1, 2, W] → y [1, 4, (W + 1) // 2]: W a symbolic dim the inputs share (WIDTHS)
+    rows_model()           x [R, 4] → y [R, 3]: R a leading symbolic dim, not a batch (ROWS)
 """
 
 from __future__ import annotations
@@ -335,3 +337,28 @@ def stateful_recurrent(seed: int = 21, hidden: int = 5, features: int = 4) -> on
          helper.make_tensor_value_info("next_state", TensorProto.FLOAT, [2, "batch", hidden])],
         [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def widths_model(seed: int = 22) -> onnx.ModelProto:
+    """Two inputs that share the symbolic dim W, as a model for symbolic input dims (ABI version 3):
+    a, b [1, 2, W] → y = Conv1d(a + b, stride 2) [1, 4, (W + 1) // 2]. WIDTHS compiles it for W in 4..40."""
+    b = _Builder(seed)
+    total = b.op("Add", ["a", "b"])
+    b.nodes.append(helper.make_node("Conv", [total, b.w((4, 2, 3)), b.w((4,), 0.1)], ["y"], kernel_shape=[3],
+                                    pads=[1, 1], strides=[2]))
+    return b.model("widths", [_float("a", [1, 2, "W"]), _float("b", [1, 2, "W"])], [_float("y", [1, 4, "T"])])
+
+
+# widths_model()'s convert arguments: input shapes at the largest W, and the range of W on each input's axis 2
+WIDTHS = ({"a": (1, 2, 40), "b": (1, 2, 40)}, {"a": {2: (4, 40)}, "b": {2: (4, 40)}})
+
+
+def rows_model(seed: int = 23) -> onnx.ModelProto:
+    """x [R, 4] → y = Relu(x @ w) [R, 3], whose leading dim compiled as a range (ROWS: 2..8) is a symbolic dim,
+    not a batch: the module runs all R rows at once, with max_batch 1."""
+    b = _Builder(seed)
+    b.nodes.append(helper.make_node("Relu", [b.op("MatMul", ["x", b.w((4, 3))])], ["y"]))
+    return b.model("rows", [_float("x", ["R", 4])], [_float("y", ["R", 3])])
+
+
+ROWS = ({"x": (8, 4)}, {"x": {0: (2, 8)}})

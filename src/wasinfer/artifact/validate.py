@@ -3,7 +3,9 @@ its source model computes?
 
 Checks, in order: the binary validates in wasmtime; the metadata section parses; the ABI
 exports exist with the documented signatures and agree with the metadata; and, given the
-source model, outputs match ONNX Runtime on random (or given) inputs.
+source model, outputs match ONNX Runtime on random (or given) inputs. A module with symbolic
+input dims (ABI version 3) serves every size in their ranges, so it is compared at several:
+each symbol at its range's smallest, at one size between and at its largest, each reported.
 """
 
 from __future__ import annotations
@@ -52,10 +54,15 @@ class Report:
         return ok
 
 
-def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
+                  sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs for a run of `batch` samples; a symbolic dim takes its size in `sizes` (by symbol), or
+    without one its largest (the compiled shape)."""
     feeds = {}
     for spec in metadata.inputs:
         shape = spec.shape_for(batch)
+        for axis, symbol in zip(spec.run_time_axes, spec.symbolic_dims, strict=False):
+            shape[axis] = (sizes or {}).get(symbol, shape[axis])
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -64,6 +71,29 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator) -> d
         else:
             feeds[spec.name] = rng.integers(0, 8, shape).astype(dtype)
     return feeds
+
+
+def symbol_ranges(metadata: Metadata) -> dict[str, tuple[int, int]]:
+    """Each symbol of a version-3 module's inputs with its range (where inputs that share it disagree, the sizes
+    every one of them takes); empty for a module without symbolic dims."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for spec in metadata.inputs:
+        for symbol, (low, high) in zip(spec.symbolic_dims, spec.ranges, strict=False):
+            known = ranges.get(symbol, (low, high))
+            ranges[symbol] = (max(low, known[0]), min(high, known[1]))
+    return ranges
+
+
+def sizes_to_compare(metadata: Metadata) -> list[dict[str, int]]:
+    """The symbols' sizes parity is checked at: all at their smallest, all between, all at their largest (fewer
+    where a range has fewer sizes); one empty set (the compiled shapes) for a module without symbolic dims."""
+    ranges = symbol_ranges(metadata)
+    sets: list[dict[str, int]] = []
+    for position in range(3):  # smallest, between, largest
+        sizes = {symbol: (low, (low + high) // 2, high)[position] for symbol, (low, high) in ranges.items()}
+        if sizes not in sets:
+            sets.append(sizes)
+    return sets
 
 
 def _valtype_names(types: list[wasmtime.ValType]) -> list[str]:
@@ -132,15 +162,39 @@ def validate(wasm_path: str | Path, reference: str | Path | None = None, samples
             end = spec.offset + spec.sample_bytes * spec.slot_samples(metadata.max_batch)
             if end > memory_bytes:
                 mismatches.append(f"{kind} {spec.name!r} slot ends past linear memory ({end} > {memory_bytes})")
+            dims_end = None if spec.dims_offset is None else spec.dims_offset + 4 * len(spec.shape)
+            if dims_end is not None and dims_end > memory_bytes:
+                mismatches.append(f"{kind} {spec.name!r} dims end past linear memory ({dims_end} > {memory_bytes})")
     if not report.add("ABI agrees with metadata", not mismatches, "; ".join(mismatches) or
                       f"ABI v{abi}, max batch {max_batch}, {memory_bytes:,} bytes of memory"):
         return report
     run_status = ex["wasinfer_run"](store, metadata.max_batch + 1)  # type: ignore[operator]
     report.add("run rejects a batch above the maximum", run_status != 0, f"wasinfer_run returned {run_status}")
+    if any(spec.ranges for spec in metadata.inputs):
+        status, detail = _run_past_a_range(store, memory, ex["wasinfer_run"], metadata)  # type: ignore[arg-type]
+        report.add("run rejects a symbolic dim outside its range", status == 1,
+                   f"{detail}: wasinfer_run returned {status}")
 
     if reference is not None and runner is not None and reference_runner is not None:
         _check_parity(report, runner, reference_runner, metadata, Path(reference), samples, given, seed)
     return report
+
+
+def _run_past_a_range(store: wasmtime.Store, memory: wasmtime.Memory, run: wasmtime.Func,
+                      metadata: Metadata) -> tuple[int, str]:
+    """wasinfer_run(1)'s status with every input's dims written at their largest but the first symbolic dim one
+    past its range, which docs/abi.md says returns 1 (nothing run); and what was written, for the report."""
+    first = next(spec for spec in metadata.inputs if spec.ranges)
+    for spec in metadata.inputs:
+        if spec.dims_offset is None:
+            continue
+        dims = list(spec.shape)
+        if spec is first:
+            dims[spec.run_time_axes[0]] = spec.ranges[0][1] + 1
+        memory.write(store, np.asarray(dims, "<i4").tobytes(), spec.dims_offset)
+    axis = first.run_time_axes[0]
+    status = run(store, 1)
+    return int(status), f"input {first.name!r} axis {axis} at {first.ranges[0][1] + 1}, past {first.ranges[0][1]}"
 
 
 def _check_parity(report: Report, runner: Runner, reference_runner: Runner, metadata: Metadata, reference: Path,
@@ -150,18 +204,31 @@ def _check_parity(report: Report, runner: Runner, reference_runner: Runner, meta
                "sha256 matches" if digest == metadata.source_sha256 else
                f"sha256 {digest[:12]}… != source {metadata.source_sha256[:12]}…")
     rng = np.random.default_rng(seed)
-    batches = [given] if given else [random_inputs(metadata, 1, rng) for _ in range(samples)]
-    if not given and metadata.max_batch > 1:
-        batches.append(random_inputs(metadata, metadata.max_batch, rng))
+    groups: list[tuple[str, list[dict[str, np.ndarray]]]] = [("", [given])] if given else []
+    for sizes in [] if given else sizes_to_compare(metadata):  # one group, the compiled shapes, without symbols
+        batches = [random_inputs(metadata, 1, rng, sizes) for _ in range(samples)]
+        if metadata.max_batch > 1:
+            batches.append(random_inputs(metadata, metadata.max_batch, rng, sizes))
+        groups.append((" at " + ", ".join(f"{symbol}={size}" for symbol, size in sizes.items()) if sizes else "",
+                       batches))
     quantized = metadata.compile_options.get("quantize")
     if quantized:  # --quantize int8: the float model is the reference, and the question is how far it moved
         names = [spec.name for spec in metadata.outputs]
+        batches = [feeds for _, group in groups for feeds in group]
         drops = accuracy_drop(runner, lambda feeds: [reference_runner(feeds)[name] for name in names], names,
                               batches)
         report.add(f"{quantized} module against the float model on {len(batches)} input sets (its accuracy drop; "
                    "a quantized module is not held to float32 parity)", True,
                    "; ".join(drop.describe() for drop in drops))
         return
+    for where, batches in groups:
+        _compare(report, runner, reference_runner, batches, where)
+
+
+def _compare(report: Report, runner: Runner, reference_runner: Runner, batches: list[dict[str, np.ndarray]],
+             where: str) -> None:
+    """One parity check: the module's outputs against the reference's on `batches`, `where` saying at which
+    symbolic sizes (empty: the compiled shapes, or the given inputs)."""
     worst: dict[str, float] = {}
     failures = []
     for feeds in batches:
@@ -174,5 +241,5 @@ def _check_parity(report: Report, runner: Runner, reference_runner: Runner, meta
             if got.shape != want.shape or not np.allclose(got, want, rtol=RTOL, atol=ATOL):
                 failures.append(f"{name}: max abs error {err:.3g} (shape {list(got.shape)} vs {list(want.shape)})")
     detail = ", ".join(f"{n} max|err| {e:.2g}" for n, e in worst.items())
-    report.add(f"parity with ONNX Runtime on {len(batches)} input sets (rtol {RTOL}, atol {ATOL})", not failures,
-               "; ".join(failures[:5]) or detail)
+    report.add(f"parity with ONNX Runtime{where} on {len(batches)} input sets (rtol {RTOL}, atol {ATOL})",
+               not failures, "; ".join(failures[:5]) or detail)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wasinfer import __version__
-from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, signature, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 
@@ -76,6 +76,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(json.dumps(stats, default=str))
         return 0
     table = Table(title=f"{source.name} → {output}", show_header=False)
+    table.add_row("tensors", signature(result.metadata))
     table.add_row("ops", ", ".join(map(str, stats["ops"])))  # type: ignore[call-overload]
     table.add_row("nodes", f"{stats['nodes_in']} in ONNX → {stats['kernels']} kernels "
                   f"({stats['folded']} folded, {stats['bn_folded']} BN folded, {stats['activations_fused']} "
@@ -192,8 +193,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             message = f"{args.reference}: ONNX Runtime cannot load it: {exc}"
             errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
             return EXIT_BAD_INPUT
-    report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
-                      reference_runner=reference_runner)
+    try:
+        report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
+                          reference_runner=reference_runner)
+    except InputError as exc:  # --input's tensors do not fit the module (a size outside a symbolic dim's range)
+        errors.print(f"[red]error:[/] the module refuses the inputs: {escape(str(exc))}", soft_wrap=True)
+        return EXIT_BAD_INPUT
     _print_report(report, args.json)
     return 0 if report.ok else EXIT_FAILED
 
@@ -260,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="fix the shape of an input with dynamic dims (repeatable); a dynamic leading dim is "
                    "the run-time batch and is compiled per sample: give it as a range 1..MAX (the same as "
-                   "--max-batch MAX) or as 1")
+                   "--max-batch MAX) or as 1; a range MIN..MAX on any other dim (x=1,3,48,32..1280), or on the "
+                   "leading one from above 1, is a symbolic dim: one module runs every size in it (ABI version 3)")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")

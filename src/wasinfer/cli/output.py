@@ -1,4 +1,5 @@
-"""What every `wasinfer` sub-command shares: where it prints, its exit codes, and the home directory.
+"""What every `wasinfer` sub-command shares: where it prints, its exit codes, the home directory, and how a module's
+tensors are shown.
 
 A module of its own so that each command module imports it and `main` imports the command modules,
 with no import running back up to `main`.
@@ -8,8 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+from wasinfer.runtime import model_info
+
+if TYPE_CHECKING:
+    from wasinfer.artifact.metadata import Metadata
+    from wasinfer.runtime import TensorSpec
 
 # Exit codes: 0 ok, 1 a failed check, 2 bad input or an unsupported model (nothing written).
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -19,3 +27,14 @@ errors = Console(stderr=True)
 
 def wasinfer_home() -> Path:
     return Path(os.environ.get("WASINFER_HOME", Path.home() / ".wasinfer"))
+
+
+def signature(metadata: Metadata) -> str:
+    """A module's tensors in one line, `x float32 [1, 3, 48, 32..1280] → y float32 [1, 4, 16..640]`: N for the
+    batch, a symbolic dim (ABI version 3) as its range, ? for a dim each run decides (runtime/base.py)."""
+    info = model_info(metadata)
+
+    def tensors(specs: list[TensorSpec]) -> str:
+        return ", ".join(f"{t.name} {t.dtype} {t.shown()}" for t in specs)
+
+    return f"{tensors(info.inputs)} → {tensors(info.outputs)}"

@@ -27,12 +27,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors, signature, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver, semver_key
 from wasinfer.registry.store import LocalStore, StoreError
 
 if TYPE_CHECKING:
+    from wasinfer.artifact.metadata import TensorSlot
     from wasinfer.registry.oci import OciClient
 
 Command = Callable[[argparse.Namespace], int]
@@ -230,8 +231,8 @@ def _summary(store: LocalStore, name: str, version: str) -> dict[str, Any]:
     accuracy = annotations.get(ANNOTATIONS["accuracy"])
     return {
         "version": info.version, "digest": info.digest, "size": info.size, "created": info.created,
-        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in metadata.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in metadata.outputs],
+        "inputs": [_tensor(t) for t in metadata.inputs], "outputs": [_tensor(t) for t in metadata.outputs],
+        "signature": signature(metadata),
         "ops": metadata.stats.get("nodes_in"), "kernels": metadata.stats.get("kernels"),
         "params": metadata.stats.get("params"), "max_batch": metadata.max_batch,
         "accuracy": float(accuracy) if accuracy is not None else None,
@@ -240,8 +241,13 @@ def _summary(store: LocalStore, name: str, version: str) -> dict[str, Any]:
     }
 
 
-def _shapes(tensors: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in tensors)
+def _tensor(slot: TensorSlot) -> dict[str, Any]:
+    """A tensor as `models show` reports it: its compiled shape (the largest, for a symbolic dim) and, where it has
+    symbolic dims (ABI version 3), the range of each, by axis."""
+    tensor: dict[str, Any] = {"name": slot.name, "dtype": slot.dtype, "shape": slot.shape}
+    if slot.ranges:
+        tensor["ranges"] = {str(axis): list(r) for axis, r in zip(slot.run_time_axes, slot.ranges, strict=False)}
+    return tensor
 
 
 @_reports_errors
@@ -309,7 +315,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for v in versions:
         table.add_row(v["version"], ", ".join(v["aliases"]), v["digest"].partition(":")[2][:12], f"{v['size']:,} B",
-                      f"{_shapes(v['inputs'])} → {_shapes(v['outputs'])}", str(v["ops"]),
+                      v["signature"], str(v["ops"]),
                       "" if v["accuracy"] is None else f"{v['accuracy']:.4g}")
     console.print(table)
     return 0

@@ -7,7 +7,7 @@ the compile options) stays in its own metadata section (wasinfer.artifact.metada
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -17,17 +17,28 @@ import numpy as np
 class TensorSpec:
     """One input or output as a caller sees it, whatever runs it: the numpy dtype's name ("object"
     for ONNX strings), the shape with -1 where a dim is left to run time (the batch's included),
-    and the axis that carries the run-time batch (None: the tensor has none)."""
+    the axis that carries the run-time batch (None: the tensor has none), and the range (smallest,
+    largest) of each run-time dim that has one: a wasinfer module's symbolic dims (ABI version 3),
+    which a run must keep inside, where a -1 without a range takes any size."""
 
     name: str
     dtype: str
     shape: list[int]
     batch_axis: int | None
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # axis → (min, max)
 
     def shown(self) -> str:
-        """The shape as errors print it: N for the batch, ? for any other run-time dim."""
-        dims = ("N" if axis == self.batch_axis else "?" if d == -1 else str(d) for axis, d in enumerate(self.shape))
-        return "[" + ", ".join(dims) + "]"
+        """The shape as errors and the CLI print it: N for the batch, MIN..MAX for a symbolic dim, ? for any
+        other run-time dim."""
+        def dim(axis: int, d: int) -> str:
+            if axis == self.batch_axis:
+                return "N"
+            if axis in self.ranges:
+                low, high = self.ranges[axis]
+                return f"{low}..{high}"
+            return "?" if d == -1 else str(d)
+
+        return "[" + ", ".join(dim(axis, d) for axis, d in enumerate(self.shape)) + "]"
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,14 @@ DEFAULT_CACHE = Path(os.environ.get("WASINFER_CACHE", Path.home() / ".cache" / "
 
 
 def model_info(metadata: Metadata) -> ModelInfo:
-    """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1."""
+    """A module's tensors as every backend describes them (runtime/base.py): the batch's dim as -1, and each run-time
+    dim as -1 too, with its range where it has one (a symbolic dim, ABI version 3)."""
     def caller(slot: TensorSlot) -> TensorSpec:
         shape = slot.shape_for(-1)
-        for axis in slot.run_time_axes:  # decided by each run (ABI version 2)
+        for axis in slot.run_time_axes:  # decided by each run (ABI version 2) or a symbol's size (version 3)
             shape[axis] = -1
-        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis)
+        ranges = {axis: (low, high) for axis, (low, high) in zip(slot.run_time_axes, slot.ranges, strict=False)}
+        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis, ranges)
 
     return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
                      metadata.max_batch)
@@ -408,6 +410,10 @@ class WasmModel:
         if end > self._memory_bytes:  # the metadata checked itself against its memory_bytes, which may not be true
             raise ValueError(f"tensor {spec.name!r}: its slot [{spec.offset}, {end}) in the metadata ends past the "
                              f"module's linear memory of {self._memory_bytes} bytes")
+        dims_end = None if spec.dims_offset is None else spec.dims_offset + 4 * len(spec.shape)
+        if dims_end is not None and dims_end > self._memory_bytes:  # each run writes or reads its dims there
+            raise ValueError(f"tensor {spec.name!r}: its dims [{spec.dims_offset}, {dims_end}) in the metadata end "
+                             f"past the module's linear memory of {self._memory_bytes} bytes")
         return self._view[spec.offset:end].view(dtype)
 
     def _batch_of(self, spec: TensorSlot, array: np.ndarray) -> int:

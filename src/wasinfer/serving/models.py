@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import random
 import threading
@@ -118,12 +119,13 @@ class Runner(Protocol):
 class TensorMeta:
     name: str
     datatype: str  # v2 name
-    shape: list[int]  # v2 metadata shape: -1 for the batch and other run-time dims
+    shape: list[int]  # v2 metadata shape: -1 for the batch and other run-time dims (KServe's "variable")
+    spec: TensorSpec  # the backend's own: which -1 is the batch, and a symbolic dim's range
 
     @classmethod
     def of(cls, spec: TensorSpec) -> TensorMeta:
         """A backend's tensor (runtime/base.py: -1 already stands for the batch and run-time dims)."""
-        return cls(spec.name, datatype_of(spec.dtype), list(spec.shape))
+        return cls(spec.name, datatype_of(spec.dtype), list(spec.shape), spec)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
@@ -227,10 +229,16 @@ class LoadedModel:
         self.versions = [str(v) for v in all_versions]
         self.pool, self.metrics, self.settings = pool, metrics, settings
         self._input_types = {t.name: t.datatype for t in inputs}
-        self._input_shapes = {t.name: t.shape for t in inputs}
+        self._input_specs = {t.name: t.spec for t in inputs}
         self._output_names = {t.name for t in outputs}
-        self._batched = next((t.name for t in inputs if t.shape[:1] == [-1]), None)
+        # The input whose leading dim is the batch; a leading symbolic dim (--input-shape x=2..8,4, ABI version 3)
+        # is a size of the one run, not a batch of samples that requests could merge.
+        self._batched = next((t.name for t in inputs if t.spec.batch_axis == 0), None)
         self.sample_seconds = float("inf")  # moving average of a run's time per sample; unknown at first
+        # Symbolic dims: a run's cost grows with its sizes, so each input that has them counts its elements against
+        # those at the ranges' smallest (_samples); the smallest sizes are one "sample".
+        self._smallest = {t.name: math.prod(t.spec.ranges[a][0] if a in t.spec.ranges else d
+                                            for a, d in enumerate(t.shape)) for t in inputs if t.spec.ranges}
         self.last_used = time.monotonic()  # for least-recently-used eviction under the memory budget
         self.inline, self.inline_deadline = True, inline_deadline  # see INLINE_DEADLINE_SECONDS
         self.interruptible = interruptible  # a wasm run can be stopped at a request's deadline
@@ -249,7 +257,7 @@ class LoadedModel:
 
         self._workers = ModelWorkers(settings.instance_count, f"{self.name}-{self.version}", demoter, demoted)
         self.batcher: Batcher | None = None
-        can_batch = bool(inputs) and all(t.shape[:1] == [-1] for t in (*inputs, *outputs))
+        can_batch = bool(inputs) and all(t.spec.batch_axis == 0 for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
             self.batcher = Batcher(self._run, settings.max_batch or 64, settings.batching_delay_us / 1e6,
                                    settings.instance_count, f"{self.name}-{self.version}",
@@ -278,15 +286,15 @@ class LoadedModel:
                                  f"{', '.join(repr(t.name) for t in self.outputs)}")
         limit, batches = self.settings.max_tensor_elements, set()
         for name, array in request.inputs.items():
-            expected = self._input_shapes[name]
+            spec = self._input_specs[name]
+            expected = spec.shape
             if array.ndim != len(expected) or any(e not in (-1, d) for e, d in zip(expected, array.shape, strict=True)):
-                wanted = "[" + ", ".join("N" if d == -1 else str(d) for d in expected) + "]"
-                raise BadRequest(f"input {name!r}: expected shape {wanted} (N: any size) for model {self.name!r}, "
-                                 f"got {list(array.shape)}")
+                raise BadRequest(f"input {name!r}: expected shape {spec.shown()}{_legend(spec)} for model "
+                                 f"{self.name!r}, got {list(array.shape)}")
             if array.size > limit:
                 raise BadRequest(f"input {name!r} has {array.size} elements; this server takes at most {limit} "
                                  "per tensor (--max-tensor-elements)")
-            if expected[:1] == [-1]:
+            if spec.batch_axis == 0:
                 batches.add(array.shape[0])
         if len(batches) > 1:
             raise BadRequest(f"model {self.name!r}: the inputs have different batch sizes {sorted(batches)}")
@@ -299,10 +307,19 @@ class LoadedModel:
         array = inputs.get(self._batched) if self._batched else None
         return int(array.shape[0]) if array is not None and array.ndim else 1
 
+    def _samples(self, inputs: dict[str, np.ndarray]) -> float:
+        """A run's work in samples, what `sample_seconds` is per: its batch, or with symbolic dims how many times
+        the smallest sizes' elements its inputs have (a run at the largest of widths 32..1280 is 40 at the
+        smallest), so that a large size is not run on the event loop because small ones were quick there."""
+        if not self._smallest:
+            return self._batch(inputs)
+        sizes = [inputs[name].size / max(1, smallest) for name, smallest in self._smallest.items() if name in inputs]
+        return max([1.0, *sizes])
+
     def is_quick(self, inputs: dict[str, np.ndarray], limit: float = INLINE_SECONDS) -> bool:
         """Whether this run is expected to take under `limit`, short enough to run on the caller's thread (the
         event loop, a gRPC thread), and an instance is free for it at once."""
-        return (self.inline and self.batcher is None and self.sample_seconds * self._batch(inputs) < limit
+        return (self.inline and self.batcher is None and self.sample_seconds * self._samples(inputs) < limit
                 and self.pool.has_idle())
 
     def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float) -> dict[str, np.ndarray] | None:
@@ -434,7 +451,7 @@ class LoadedModel:
             log.exception("model %s version %s failed", self.name, self.version)
             raise Internal(f"model {self.name!r} version {self.version} failed: {exc}") from None
         elapsed = time.perf_counter() - started
-        per_sample = elapsed / max(1, self._batch(inputs))
+        per_sample = elapsed / max(1, self._samples(inputs))
         previous = self.sample_seconds  # races between threads only blur the average
         self.sample_seconds = per_sample if previous == float("inf") else 0.8 * previous + 0.2 * per_sample
         self.metrics.inference(self.name, self.version, elapsed)
@@ -722,6 +739,17 @@ class ModelManager:
                                         "reason": record.reason}
         rows = [entries[key] for key in sorted(entries)]
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+
+
+def _legend(spec: TensorSpec) -> str:
+    """What the letters in `spec.shown()` stand for, as far as it has them. (A size outside a symbolic dim's range,
+    and sizes that disagree across inputs sharing a symbol, are the runtime's to refuse: InputError, a 400.)"""
+    letters = [("N", "any batch size", spec.batch_axis is not None),
+               ("?", "any size", any(d == -1 and a != spec.batch_axis and a not in spec.ranges
+                                      for a, d in enumerate(spec.shape))),
+               ("MIN..MAX", "a size in that range", bool(spec.ranges))]
+    said = [f"{letter}: {meaning}" for letter, meaning, shown in letters if shown]
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _size_of(path: Path) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 from wasinfer.artifact.metadata import read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import sha256_digest
+from wasinfer.runtime import TensorSpec
 from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
 from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
@@ -110,9 +111,13 @@ class UpdateStatus:
 
 
 def smoke_inputs(model: LoadedModel) -> dict[str, np.ndarray]:
-    """Zeros of every input's shape, batch 1: enough to instantiate and run every kernel once."""
-    return {t.name: np.zeros([1 if d < 0 else d for d in t.shape], numpy_dtype(t.datatype, t.name))
-            for t in model.inputs}
+    """Zeros of every input's shape, batch 1 and each symbolic dim at its smallest (1 may be outside its range):
+    enough to instantiate and run every kernel once."""
+    def size(spec: TensorSpec, axis: int, d: int) -> int:
+        return d if d >= 0 else spec.ranges[axis][0] if axis in spec.ranges else 1
+
+    return {t.name: np.zeros([size(t.spec, axis, d) for axis, d in enumerate(t.shape)],
+                             numpy_dtype(t.datatype, t.name)) for t in model.inputs}
 
 
 class ModelUpdater:
