@@ -73,24 +73,27 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
     return feeds
 
 
-def symbol_ranges(metadata: Metadata) -> dict[str, tuple[int, int]]:
-    """Each symbol of a version-3 module's inputs with its range (where inputs that share it disagree, the sizes
-    every one of them takes); empty for a module without symbolic dims."""
-    ranges: dict[str, tuple[int, int]] = {}
+def symbol_ranges(metadata: Metadata) -> dict[str, tuple[int, int, int]]:
+    """Each symbol of a version-3 module's inputs with its range and step (where inputs that share it disagree, the
+    sizes every one of them takes); empty for a module without symbolic dims."""
+    ranges: dict[str, tuple[int, int, int]] = {}
     for spec in metadata.inputs:
-        for symbol, (low, high) in zip(spec.symbolic_dims, spec.ranges, strict=False):
-            known = ranges.get(symbol, (low, high))
-            ranges[symbol] = (max(low, known[0]), min(high, known[1]))
+        steps = spec.steps or [1] * len(spec.ranges)
+        for symbol, (low, high), step in zip(spec.symbolic_dims, spec.ranges, steps, strict=False):
+            known = ranges.get(symbol, (low, high, step))
+            ranges[symbol] = (max(low, known[0]), min(high, known[1]), step)
     return ranges
 
 
 def sizes_to_compare(metadata: Metadata) -> list[dict[str, int]]:
-    """The symbols' sizes parity is checked at: all at their smallest, all between, all at their largest (fewer
+    """The symbols' sizes parity is checked at: all at their smallest, all between (a multiple of the step from the
+    smallest), all at their largest (fewer
     where a range has fewer sizes); one empty set (the compiled shapes) for a module without symbolic dims."""
     ranges = symbol_ranges(metadata)
     sets: list[dict[str, int]] = []
     for position in range(3):  # smallest, between, largest
-        sizes = {symbol: (low, (low + high) // 2, high)[position] for symbol, (low, high) in ranges.items()}
+        sizes = {symbol: (low, low + (high - low) // 2 // step * step, high)[position]
+                 for symbol, (low, high, step) in ranges.items()}
         if sizes not in sets:
             sets.append(sizes)
     return sets

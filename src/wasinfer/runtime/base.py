@@ -26,16 +26,18 @@ class TensorSpec:
     shape: list[int]
     batch_axis: int | None
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # axis → (min, max)
+    steps: dict[int, int] = field(default_factory=dict)  # axis → the step of a range of multiples (absent: 1)
 
     def shown(self) -> str:
-        """The shape as errors and the CLI print it: N for the batch, MIN..MAX for a symbolic dim, ? for any
+        """The shape as errors and the CLI print it: N for the batch, MIN..MAX[:STEP] for a symbolic dim, ? for any
         other run-time dim."""
         def dim(axis: int, d: int) -> str:
             if axis == self.batch_axis:
                 return "N"
             if axis in self.ranges:
                 low, high = self.ranges[axis]
-                return f"{low}..{high}"
+                step = self.steps.get(axis, 1)
+                return f"{low}..{high}" + (f":{step}" if step > 1 else "")
             return "?" if d == -1 else str(d)
 
         return "[" + ", ".join(dim(axis, d) for axis, d in enumerate(self.shape)) + "]"

@@ -60,7 +60,8 @@ def model_info(metadata: Metadata) -> ModelInfo:
         for axis in slot.run_time_axes:  # decided by each run (ABI version 2) or a symbol's size (version 3)
             shape[axis] = -1
         ranges = {axis: (low, high) for axis, (low, high) in zip(slot.run_time_axes, slot.ranges, strict=False)}
-        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis, ranges)
+        steps = {axis: step for axis, step in zip(slot.run_time_axes, slot.steps, strict=False) if step > 1}
+        return TensorSpec(slot.name, slot.dtype, shape, slot.batch_axis, ranges, steps)
 
     return ModelInfo(metadata.name, [caller(s) for s in metadata.inputs], [caller(s) for s in metadata.outputs],
                      metadata.max_batch)
