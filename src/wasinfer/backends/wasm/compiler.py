@@ -77,20 +77,30 @@ class Bucket:
     funcs: list[tuple[int, tuple[tuple[str, bool], ...]]]  # (function, guards) per node, a Refuse as -code
 
 
-MAX_BUCKETS = 6
+MAX_BUCKETS = 9  # kernels emitted at most this many times: 6 levels of one symbol, 3 x 3 for two, 2 x 2 x 2...
+MAX_LEVELS = 6
 
 
 def bucket_envs(symbols: dict[str, tuple[int, int]]) -> list[dict[str, int]]:
-    """The symbols' maxima of each bucket, largest first: the ranges' largest, then halved (rounded up) while
-    some symbol stays at or above its smallest; a run takes the smallest bucket holding its values, so its
-    kernels do at most about twice the work its own sizes need (down to the last bucket)."""
-    envs = [{name: high for name, (_, high) in symbols.items()}]
-    for k in range(1, MAX_BUCKETS):
-        env = {name: max(low, -(-high // 2**k)) for name, (low, high) in symbols.items()}
-        if env == envs[-1]:
-            break
-        envs.append(env)
-    return envs
+    """The symbols' maxima of each bucket, the largest first: each symbol at levels from its range's largest
+    down to its smallest in equal ratios (six levels for one symbol: 1280, 613, 294, 141, 67, 32 for 32..1280),
+    and every combination of those levels across the symbols (as many levels each as keep the combinations
+    within MAX_BUCKETS). A run takes the smallest bucket that holds its values, so along each symbol its
+    kernels do at most the ratio between two levels times the work its own sizes need (about 2x for one
+    symbol over a 40x range)."""
+    names = sorted(symbols)
+    per_symbol = max(1, min(MAX_LEVELS, int(round(MAX_BUCKETS ** (1 / max(len(names), 1)), 6))))
+    levels: list[list[int]] = []
+    for name in names:
+        low, high = symbols[name]
+        found: list[int] = []
+        for k in range(per_symbol):  # from the largest to the smallest in equal ratios
+            value = max(low, math.ceil(high * (low / high) ** (k / max(per_symbol - 1, 1)) - 1e-9))
+            if not found or value * 1.25 <= found[-1]:  # a bucket within 25% of the last is not worth its code
+                found.append(value)
+        levels.append(found)
+    envs = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels)]
+    return sorted(envs, key=lambda env: (-math.prod(env.values()), [-env[n] for n in names]))
 
 
 def specialise(graph: Graph, env: dict[str, int]) -> Graph:
@@ -492,7 +502,7 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
             run_bucket(buckets[0])
         else:
             with f.block():
-                for bucket in reversed(buckets[1:]):  # the smallest bucket that holds every symbol's value
+                for bucket in reversed(buckets[1:]):  # the smallest bucket (by its sizes' product) that holds them
                     for position, (symbol, (_, largest)) in enumerate(sorted(bucket.graph.symbols.items())):
                         f.i32(symbols[symbol]).mem("i32.load").i32(largest).op("i32.le_s")
                         if position:
