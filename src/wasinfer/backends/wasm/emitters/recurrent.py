@@ -314,7 +314,11 @@ class _Emitter:
         seq = self.run_time_length()
         with f.for_range(step, 0, spec.seq if seq is None else ("local", seq)):
             if spec.reverse[d]:
-                (f.i32(spec.seq) if seq is None else f.get(seq)).i32(1).op("i32.sub").get(step).op("i32.sub").set(t)
+                if seq is None:
+                    f.i32(spec.seq - 1)
+                else:
+                    f.get(seq).i32(1).op("i32.sub")
+                f.get(step).op("i32.sub").set(t)
             else:
                 f.get(step).set(t)
             emit_gemm(self.ctx, spec.batch, first_cols[1], hidden, h_state, r_first,
