@@ -24,7 +24,7 @@ from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
 from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
-from wasinfer.passes.control import batch_mixing, settle, tensor_batch_axes
+from wasinfer.passes.control import batch_mixing, infer_types, settle, tensor_batch_axes
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
@@ -98,7 +98,8 @@ def convert_model(
         record_shape_values(graph)
     folded += fold_static_values(graph) + fold_constants(graph)
     folded += settle(graph)  # constant Ifs inlined, values typed once their shapes folded, refolded
-    bound_run_time_shapes(graph)  # NonZero, Compress: their largest shape, and the axes each run decides
+    if bound_run_time_shapes(graph):  # NonZero, Compress...: their largest shape, and a symbol each run decides
+        infer_types(graph)  # what follows them, at that largest shape (passes/symbolic.py follows the symbol)
     lower_einsums(graph)
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
@@ -145,7 +146,7 @@ def convert_model(
         else:
             names, steps = [str(extent[a]) for a in symbolic], []
         return TensorSlot(tensor, info.dtype.name, list(info.shape), batch_axes.get(tensor), slots[tensor],
-                          symbolic or list(graph.run_time_axes.get(tensor, ())), dims.get(tensor), ranges, names,
+                          symbolic, dims.get(tensor), ranges, names,
                           steps)
 
     layout = compiled.layout

@@ -81,11 +81,11 @@ class Graph:
     # why a run is refused, by the Refuse nodes that say so (passes/control.py): the module's run
     # returns status 2 + the index here, and the runtime raises the message
     run_errors: list[str] = field(default_factory=list)
-    # values whose size along these axes is decided at run time by the data (NonZero, Compress:
-    # passes/dynamic.py); their TensorInfo holds the largest shape, and each run writes the actual dims
-    run_time_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    # the symbols of --input-shape's ranges, each with its (smallest, largest) value
+    # the symbols of --input-shape's ranges, each with its (smallest, largest) value; and those the data decides
     symbols: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # outputs whose size along an axis the data decides (NonZero's count, passes/dynamic.py), with their dims:
+    # that axis is a symbol of its own (in `symbols`, smallest 0), whose value the node's kernel writes
+    decided: dict[str, Extent] = field(default_factory=dict)
     # the dims of every tensor that depends on a symbol (passes/symbolic.py); a tensor not here is static.
     # Its buffer is laid out for its largest shape, and only the part inside its actual dims is meaningful
     extents: dict[str, Extent] = field(default_factory=dict)

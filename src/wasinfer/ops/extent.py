@@ -386,7 +386,8 @@ def gather(view: ExtentView) -> ExtentFlow:
         return ExtentFlow((indices,), (found,))
     if isinstance(data[axis], Expr):
         return view.refuse("it gathers along a symbolic axis")
-    return view.out(tuple(data[:axis]) + tuple(indices) + tuple(data[axis + 1:]))
+    masks = tuple((1, a, 0.0) for a, d in enumerate(indices) if isinstance(d, Expr))  # no index out of bounds
+    return ExtentFlow(view.out((*data[:axis], *indices, *data[axis + 1:])).outputs, masks=masks)
 
 
 def concat(view: ExtentView) -> ExtentFlow:

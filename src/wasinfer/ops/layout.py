@@ -71,5 +71,7 @@ define("NonZero", batch=_data_decides_size,
        summary="the indices of the nonzero elements, [rank, count]; count is decided at run time (ABI v2)")
 define("NonMaxSuppression", batch=_data_decides_size,
        summary="[selected, 3] (batch, class, box) rows; how many are selected is decided at run time (ABI v2)")
+define("Unique", batch=_data_decides_size,
+       summary="the distinct slices along an axis (elements without one), sorted; how many is decided at run time")
 define("Compress", batch=_data_decides_size,
        summary="the slices where the condition holds; their count is decided at run time (ABI v2)")

@@ -54,9 +54,11 @@ INFER_BY_VALUE = 4096
 
 def infer_types(graph: Graph) -> int:
     """Give every value without a static type one from ONNX shape inference over the graph;
-    returns how many were added. Types already known are kept."""
-    produced = {o for n in graph.nodes for o in n.outputs if o}
-    read = [i for n in graph.nodes for i in n.inputs if i] + graph.inputs
+    returns how many were added. Types already known are kept. The outputs whose size the data decides
+    (passes/dynamic.py) are fed at their largest shape, which ONNX's inference cannot know."""
+    nodes = [n for n in graph.nodes if not any(o in graph.decided for o in n.outputs)]
+    produced = {o for n in nodes for o in n.outputs if o}
+    read = [i for n in nodes for i in n.inputs if i] + graph.inputs
     inputs, initializers, seen = [], [], set()
     for name in read:
         if name in seen or name in produced:
@@ -68,9 +70,10 @@ def infer_types(graph: Graph) -> int:
         elif name in graph.tensors:
             info = graph.tensors[name]
             inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(info.dtype), info.shape))
-    protos = [node_proto(n) for n in graph.nodes]
-    outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in graph.outputs]
-    opsets = opset_ids(graph.opset, {n.domain for n in graph.nodes})
+    protos = [node_proto(n) for n in nodes]
+    outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in graph.outputs
+               if name not in graph.decided or name in seen]
+    opsets = opset_ids(graph.opset, {n.domain for n in nodes})
     model = helper.make_model(helper.make_graph(protos, graph.name, inputs, outputs, initializers),
                               opset_imports=opsets)
     try:

@@ -1,12 +1,12 @@
-"""Outputs whose shape the data decides: NonZero, Compress (ABI version 2's run-time output shapes).
+"""Outputs whose shape the data decides: NonZero, Compress, NonMaxSuppression, TopK with a run-time k.
 
 ONNX's inference leaves such an output's data-dependent dim unknown, so nothing downstream can be
-typed. Here each gets its largest possible shape, which memory is planned for, and the axes that
-vary are recorded (`Graph.run_time_axes`); its kernel writes the values compactly (as for the actual
-shape) and the actual dims beside them, and the runtime returns the tensor at those dims.
-
-So far such a value must be a graph output: the kernels that would read it take static shapes (see
-docs/abi.md, "Run-time output shapes"), so a node that consumes one is refused by name.
+typed. Here each gets its largest possible shape, which memory is planned for, and the dim that varies
+becomes a symbol of its own (`Graph.decided`: smallest 0, largest the bound below), as a range of
+--input-shape is one (ir/symbolic.py), except that the node's kernel writes its value during the run.
+Everything downstream then follows it with the extent rules (passes/symbolic.py): a Gather of the
+selected boxes, a Cast, a Slice of a static axis... and a graph output with it is returned at the run's
+dims (ABI version 2, or 3 with symbolic inputs).
 
     NonZero(x)                 [rank(x), nnz]            nnz <= x.size
     Compress(x, c, axis=a)     x's shape, dim a = count  count <= min(len(c), x.shape[a])
@@ -14,6 +14,8 @@ docs/abi.md, "Run-time output shapes"), so a node that consumes one is refused b
     NonMaxSuppression(boxes [B, N, 4], scores [B, C, N], ...)
                                [selected, 3]             selected <= B * C * N
     TopK(x, k) with k a run-time input (opset 10 on): both outputs x's shape, dim axis = k <= x.shape[axis]
+    Unique(x, axis=a)          Y x's shape, dim a = distinct <= x.shape[a] (or [distinct] without an axis);
+                               indices and counts [distinct], inverse_indices [x.shape[a]] (static)
 """
 
 from __future__ import annotations
@@ -23,8 +25,18 @@ import math
 import numpy as np
 
 from wasinfer.ir import Graph, TensorInfo
+from wasinfer.ir.symbolic import Dim, symbol
 
-RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK")
+RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK", "Unique")
+
+
+def _decide(graph: Graph, output: str, shape: tuple[int, ...], axes: tuple[int, ...], name: str) -> None:
+    """The output's dims: its largest shape with the symbol `name` (0..that size) on `axes`."""
+    extent: list[Dim] = list(shape)
+    for axis in axes:
+        graph.symbols[name] = (0, shape[axis])
+        extent[axis] = symbol(name)
+    graph.decided[output] = tuple(extent)
 
 
 def bound_run_time_shapes(graph: Graph) -> int:
@@ -51,7 +63,23 @@ def bound_run_time_shapes(graph: Graph) -> int:
             for output, element in zip(node.outputs[:2], (source.dtype, np.dtype(np.int64)), strict=False):
                 if output:
                     graph.tensors[output] = TensorInfo(output, element, tuple(source.shape))
-                    graph.run_time_axes[output] = (axis,)
+                    _decide(graph, output, tuple(source.shape), (axis,), f"{node.name}.k")
+            bounded += 1
+            continue
+        elif node.op_type == "Unique":
+            axis = node.attr("axis")
+            n = math.prod(source.shape) if axis is None else source.shape[int(axis) % len(source.shape)]
+            y_shape = (n,) if axis is None else tuple(source.shape)
+            name = f"{node.name}.count"
+            shapes = (y_shape, (n,), (n,), (n,))
+            for position, (out, dims) in enumerate(zip(node.outputs, shapes, strict=False)):
+                if not out:
+                    continue
+                graph.tensors[out] = TensorInfo(out, source.dtype if position == 0 else np.dtype(np.int64), dims)
+                if position == 2:  # inverse_indices: one per slice, a static shape
+                    continue
+                varying = (0,) if position or axis is None else (int(axis) % len(source.shape),)
+                _decide(graph, out, dims, varying, name)
             bounded += 1
             continue
         elif node.op_type == "NonMaxSuppression":
@@ -72,18 +100,6 @@ def bound_run_time_shapes(graph: Graph) -> int:
                 axes = (axis,)
             dtype = source.dtype.name
         graph.tensors[output] = TensorInfo(output, np.dtype(dtype), shape)
-        graph.run_time_axes[output] = axes
+        _decide(graph, output, shape, axes, f"{node.name}.count")
         bounded += 1
     return bounded
-
-
-def run_time_shape_problems(graph: Graph) -> list[str]:
-    """Where a value with a run-time shape is used by a node (only graph outputs may have one so far)."""
-    problems = []
-    for node in graph.nodes:
-        for name in node.inputs:
-            if name in graph.run_time_axes:
-                problems.append(f"node {node.name!r} ({node.op_type}) reads {name!r}, whose shape is decided at run "
-                                f"time by the data (axes {list(graph.run_time_axes[name])}); so far only a graph "
-                                "output may have a run-time shape")
-    return problems

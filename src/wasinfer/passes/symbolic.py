@@ -75,7 +75,7 @@ def infer_extents(graph: Graph) -> list[str]:
     if not graph.symbols:
         return []
     graph.nodes = [n for n in graph.nodes if (n.domain, n.op_type) != MASK]  # again from scratch
-    graph.extents = {n: graph.extents[n] for n in graph.inputs if n in graph.extents}
+    graph.extents = {n: graph.extents[n] for n in graph.inputs if n in graph.extents} | graph.decided
     problems: list[str] = []
     kept: list[Node] = []
     for node in graph.nodes:
@@ -108,7 +108,9 @@ def _check(graph: Graph, name: str, extent: Extent) -> list[str]:
     if shape is not None and largest_dims != tuple(shape):
         return [f"tensor {name!r}: its dims {show(extent)} are {list(largest_dims)} at the ranges' largest, but "
                 f"{list(shape)} when compiled there (a rule in wasinfer/ops/extent.py disagrees with shape inference)"]
-    empty = [str(d) for d in extent if smallest(d, graph.symbols) < 1]
+    decided = {name for name, (low, _) in graph.symbols.items() if low == 0}  # the data's counts may be 0
+    empty = [str(d) for d in extent
+             if smallest(d, graph.symbols) < (0 if isinstance(d, Expr) and d.symbols() & decided else 1)]
     if empty:
         low = ", ".join(f"{s}={lo}" for s, (lo, _) in sorted(graph.symbols.items()))
         return [f"tensor {name!r}: at the ranges' smallest ({low}) its dims {show(extent)} would be empty "

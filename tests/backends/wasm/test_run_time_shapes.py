@@ -1,5 +1,5 @@
 """Outputs whose shape each run decides (ABI version 2): NonZero and Compress against ONNX Runtime, the metadata
-and the runtime's reading of the dims, and the uses that are refused by name."""
+and the runtime's reading of the dims, what follows them, and the uses that are refused by name."""
 
 from __future__ import annotations
 
@@ -88,19 +88,55 @@ def test_dims_past_the_largest_shape_spend_the_instance() -> None:
         module.run({"x": np.ones((3, 4), np.float32)})
 
 
-@pytest.mark.parametrize(("extra", "says"), [
-    ({"consumer": True}, r"node 'Relu_1' \(Relu\) reads 'y', whose shape is decided at run time"),
-], ids=["consumer"])
-def test_what_cannot_take_a_run_time_shape_yet_is_refused_by_name(extra: dict[str, object], says: str) -> None:
-    nodes = [helper.make_node("NonZero", ["x"], ["y"])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.INT64, None)]
-    if extra.pop("consumer", False):
-        nodes.append(helper.make_node("Relu", ["y"], ["z"]))
-        outputs = [helper.make_tensor_value_info("z", TensorProto.INT64, None)]
-    graph = helper.make_graph(nodes, "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])], outputs)
+def test_what_follows_a_run_time_shape_runs_at_the_run_s_size() -> None:
+    """A detector's post-processing: NonMaxSuppression's selected rows, the box index column, the boxes gathered by
+    it, scaled. The count each run selects is a symbol the kernels after it read (the gathered indices past it are
+    filled with 0, so no index runs out of bounds), and the output comes back at the run's size."""
+    boxes, scores = 40, 3
+    index = helper.make_tensor("two", TensorProto.INT64, [], [2])
+    nodes = [helper.make_node("Constant", [], ["k"], value=index),
+             helper.make_node("NonMaxSuppression", ["b", "s", "limit", "iou"], ["sel"]),
+             helper.make_node("Gather", ["sel", "k"], ["which"], axis=1),
+             helper.make_node("Squeeze", ["b", "zero"], ["flat"]),
+             helper.make_node("Gather", ["flat", "which"], ["picked"], axis=0),
+             helper.make_node("Mul", ["picked", "scale"], ["y"]),
+             helper.make_node("Cast", ["which"], ["wf"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(
+        nodes, "post", [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, boxes, 4]),
+                        helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, scores, boxes])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("wf", TensorProto.FLOAT, None)],
+        [helper.make_tensor("limit", TensorProto.INT64, [1], [5]), helper.make_tensor("iou", TensorProto.FLOAT, [1],
+                                                                                       [0.3]),
+         helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+         helper.make_tensor("scale", TensorProto.FLOAT, [4], [2.0, 0.5, 2.0, 0.5])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedModel, match=says):
-        convert_onnx(model, **extra)  # type: ignore[arg-type]
+    result = convert_onnx(model)
+    assert result.metadata.abi_version == RUN_TIME_SHAPES_ABI_VERSION
+    assert [o.run_time_axes for o in result.metadata.outputs] == [[0], [0]]
+    module = WasmModel(result.wasm)
+    rng = np.random.default_rng(5)
+    counts = set()
+    for spread in (0.05, 1.0, 20.0, 0.05):  # crowded boxes select few, spread ones many; then few again
+        corners = rng.random((1, boxes, 2)).astype(np.float32) * spread
+        feeds = {"b": np.concatenate([corners, corners + 0.1], axis=2),
+                 "s": rng.random((1, scores, boxes)).astype(np.float32)}
+        want = ort_run(model, feeds)
+        got = module.run(feeds)
+        counts.add(want[0].shape[0])
+        for name, expected in zip(("y", "wf"), want, strict=True):
+            assert got[name].shape == expected.shape
+            np.testing.assert_allclose(got[name], expected, rtol=1e-6)
+    assert len(counts) > 1  # the runs selected different counts
+
+
+def test_what_cannot_follow_a_run_time_shape_yet_is_refused_by_name() -> None:
+    nodes = [helper.make_node("NonZero", ["x"], ["y"]), helper.make_node("Concat", ["y", "y"], ["z"], axis=1)]
+    graph = helper.make_graph(nodes, "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.INT64, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModel, match=r"node 'Concat_1' \(Concat\): reads 'y' .*joins along a symbolic axis"):
+        convert_onnx(model)
 
 
 def test_a_run_time_batch_through_nonzero_is_refused_saying_why() -> None:

@@ -45,7 +45,6 @@ from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
-from wasinfer.passes.dynamic import run_time_shape_problems
 from wasinfer.passes.quantize import WeightEncoding
 from wasinfer.passes.symbolic import infer_extents
 
@@ -103,9 +102,15 @@ def bucket_envs(symbols: dict[str, tuple[int, int]]) -> list[dict[str, int]]:
     return sorted(envs, key=lambda env: (-math.prod(env.values()), [-env[n] for n in names]))
 
 
+def decided_symbols(graph: Graph) -> set[str]:
+    """The symbols whose values kernels write during a run (passes/dynamic.py), not the inputs' ranges."""
+    return {str(d) for extent in graph.decided.values() for d in extent if isinstance(d, Expr)}
+
+
 def specialise(graph: Graph, env: dict[str, int]) -> Graph:
     """The graph with the symbols' maxima in `env`: each symbolic tensor's largest shape at those maxima (a
     constant with symbolic dims, such as a ConstantOfShape folded at the largest, cut to it)."""
+    env = {**{name: high for name, (_, high) in graph.symbols.items()}, **env}  # the data's counts: their largest
     if all(env[name] == high for name, (_, high) in graph.symbols.items()):
         return graph
     tensors, constants = dict(graph.tensors), dict(graph.constants)
@@ -151,7 +156,7 @@ def emitter_files() -> dict[tuple[str, str], str]:
 
 
 def check_support(graph: Graph) -> None:
-    problems: list[str] = run_time_shape_problems(graph) + infer_extents(graph)
+    problems: list[str] = infer_extents(graph)
     for node in graph.nodes:
         unknown = [n for n in node.inputs if n and n not in graph.tensors]
         if unknown:
@@ -194,7 +199,7 @@ def abi_version(graph: Graph) -> int:
     refuse the module instead of reading or writing a wrong shape."""
     if any(name in graph.extents for name in graph.inputs):
         return SYMBOLIC_DIMS_ABI_VERSION
-    return RUN_TIME_SHAPES_ABI_VERSION if any(name in graph.run_time_axes for name in graph.outputs) else ABI_VERSION
+    return RUN_TIME_SHAPES_ABI_VERSION if any(name in graph.extents for name in graph.outputs) else ABI_VERSION
 
 
 def input_symbol(dim: Dim) -> tuple[str, int]:
@@ -214,9 +219,9 @@ def compile_graph(graph: Graph, options: CompileOptions,
                   progress: Callable[[int, int], None] | None = None) -> Compiled:
     check_support(graph)
     batch = options.max_batch
-    varying = [name for name in graph.outputs if name in graph.run_time_axes]
-    if varying and batch > 1:
-        raise UnsupportedModel([f"output {varying[0]!r} has a shape decided at run time, which --max-batch above 1 "
+    if batch > 1 and graph.decided:
+        varying = next(iter(graph.decided))
+        raise UnsupportedModel([f"{varying!r} has a shape decided at run time by the data, which --max-batch above 1 "
                                 "does not support yet"])
     if batch > 1 and graph.symbols:
         raise UnsupportedModel(["symbolic dims (--input-shape MIN..MAX) with --max-batch above 1 are not supported "
@@ -241,7 +246,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
     # and where the host writes a symbolic input's (v3)
     dims: dict[str, int] = {}
     for name in graph.inputs + graph.outputs:
-        if (name in graph.run_time_axes or name in graph.extents) and name not in dims:
+        if name in graph.extents and name not in dims:
             dims[name] = cursor
             cursor = align(cursor + 4 * len(graph.info(name).shape))
     symbols: dict[str, int] = {}  # where each run keeps each symbol's value (_check_dims writes them)
@@ -251,7 +256,8 @@ def compile_graph(graph: Graph, options: CompileOptions,
     cursor = align(cursor)
 
     # symbolic dims: the kernels once per bucket of sizes, the run picks the smallest that holds its dims
-    buckets = [specialise(graph, env) for env in bucket_envs(graph.symbols)] if graph.symbols else [graph]
+    fed = {name: span for name, span in graph.symbols.items() if name not in decided_symbols(graph)}
+    buckets = [specialise(graph, env) for env in bucket_envs(fed)] if fed else [graph]
     plans = []
     for bucket in buckets:
         bucket.compressed = set(options.weights.tensors) if options.weights is not None else set()
@@ -358,7 +364,7 @@ def compile_graph(graph: Graph, options: CompileOptions,
         module.export_func(f"wasinfer_{kind}_ptr", index)
     module.export_func("wasinfer_run", run)
     if wasi_imports is not None:
-        decided = {name: symbolic_axes(graph, name) or list(graph.run_time_axes.get(name, ())) for name in dims}
+        decided = {name: symbolic_axes(graph, name) for name in dims}
         module.export_func("_start", emit_wasi_start(module, graph, batch, options.batch_axes, slots, run,
                                                      wasi_imports, place_data, reserve, dims, decided))
 

@@ -35,7 +35,7 @@ class Ctx:
     helpers: dict[str, int]
     scratch_addr: int = 0
     relaxed_simd: bool = False  # CompileOptions.relaxed_simd: kernels may use relaxed-SIMD opcodes (FMA)
-    # where a value with a run-time shape (Graph.run_time_axes) gets its actual dims written, int32 each
+    # where a graph input's or output's actual dims are (int32 each): written by the host or by the run
     dims: dict[str, int] = field(default_factory=dict)
     # where each symbol's value lies in memory during a run (backends/wasm/dims.py push_dim)
     symbols: dict[str, int] = field(default_factory=dict)

@@ -103,11 +103,12 @@ def copy_between_layouts(f: Func, packed: int, largest: int, extent: Sequence[Di
 
 
 def fill_past(f: Func, address: int, extent: Sequence[Dim], shape: Sequence[int], axis: int, bits: int,
-              symbols: Mapping[str, int]) -> None:
-    """Write the 32-bit pattern `bits` into every element of a float32 tensor (largest layout at `address`)
-    whose index on `axis` is at or past the actual dim there: for each index before the axis, the run
-    of elements from the actual dim to the largest, contiguous."""
-    outer, size, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]) * 4
+              symbols: Mapping[str, int], itemsize: int = 4) -> None:
+    """Write the 32-bit pattern `bits` into every element of a tensor (largest layout at `address`) whose index
+    on `axis` is at or past the actual dim there: for each index before the axis, the run of elements from the
+    actual dim to the largest, contiguous. Elements of other sizes than 4 bytes take only `bits` 0."""
+    assert itemsize == 4 or bits == 0
+    outer, size, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]) * itemsize
     start, end, at, o = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
     push_dim(f, extent[axis], symbols)
     f.i32(inner).op("i32.mul").set(start)  # bytes into each run where the fill starts
@@ -115,10 +116,13 @@ def fill_past(f: Func, address: int, extent: Sequence[Dim], shape: Sequence[int]
         f.get(o).i32(size * inner).op("i32.mul").i32(address).op("i32.add").tee(at)
         f.i32(size * inner).op("i32.add").set(end)
         f.get(at).get(start).op("i32.add").set(at)
-        with f.block(), f.block(b"\x03"):
-            f.get(at).get(end).op("i32.ge_u").br_if(1)
-            f.get(at).i32(bits).mem("i32.store")
-            f.inc(at, 4).br(0)
+        if bits == 0:
+            f.get(at).i32(0).get(end).get(at).op("i32.sub").memory_fill()
+        else:
+            with f.block(), f.block(b"\x03"):
+                f.get(at).get(end).op("i32.ge_u").br_if(1)
+                f.get(at).i32(bits).mem("i32.store")
+                f.inc(at, 4).br(0)
 
 
 __all__ = ["copy_between_layouts", "dim_local", "fill_past", "push_dim"]

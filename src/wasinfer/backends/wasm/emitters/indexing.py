@@ -8,8 +8,9 @@ repeated axes, Split's outputs and a Gather by an evenly spaced constant index l
 slices. Axes that stay contiguous are merged, so a row is one memory.copy whenever it can be.
 DepthToSpace and SpaceToDepth are a 6-D transpose between reshapes (`emit_permute`).
 
-NonZero and Compress write as many elements as the data decides, compactly (as for the actual shape),
-and the actual dims at `ctx.dims[output]` (ABI version 2, passes/dynamic.py).
+NonZero and Compress write as many elements as the data decides, laid out for their largest count (the
+largest layout every kernel reads, passes/symbolic.py), and that count as their output's symbol's value
+(passes/dynamic.py).
 
 Gather and GatherElements with indices that are not evenly spaced constants read the indices
 at run time (from the placed constant when they are one): a negative index wraps once, and an
@@ -33,6 +34,7 @@ from wasinfer.backends.wasm.emitters.layout import (
 )
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
 from wasinfer.lowering.layout import movable_problems, row_major
 
@@ -400,7 +402,7 @@ def _nonzero_test(f: Func, dtype: np.dtype) -> None:
 
 def check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
     problems = []
-    if node.outputs[0] not in graph.run_time_axes:
+    if node.outputs[0] not in graph.decided:
         problems.append(f"its output {node.outputs[0]!r} has no bounded run-time shape (passes/dynamic.py)")
     if graph.info(node.inputs[0]).dtype.itemsize not in (1, 2, 4, 8):
         problems.append(f"input dtype {graph.info(node.inputs[0]).dtype} is not supported")
@@ -410,18 +412,11 @@ def check_run_time_shaped(node: Node, graph: Graph) -> list[str]:
 
 
 def write_run_time_dims(ctx: Ctx, node: Node, count: int) -> None:
-    """The output's actual dims (int32 each) where the runtime reads them; `count` the local holding the varying one.
-    Shared by every kernel whose output shape a run decides (NonZero, Compress here; NonMaxSuppression, TopK)."""
-    f, output = ctx.f, node.outputs[0]
-    base = ctx.dims[output]
-    varying = set(ctx.graph.run_time_axes[output])
-    for axis, dim in enumerate(ctx.info(output).shape):
-        f.i32(base + 4 * axis)
-        if axis in varying:
-            f.get(count)
-        else:
-            f.i32(dim)
-        f.mem("i32.store")
+    """The run's value of the output's symbol (passes/dynamic.py), where the kernels after it and the copy of a
+    graph output read it; `count` the local holding it. Shared by every kernel whose output shape a run decides
+    (NonZero, Compress here; NonMaxSuppression, TopK)."""
+    name, = {str(d) for d in ctx.graph.decided[node.outputs[0]] if isinstance(d, Expr)}
+    ctx.f.i32(ctx.symbols[name]).get(count).mem("i32.store")
 
 
 @kernel("NonZero", check=check_run_time_shaped)
@@ -445,8 +440,8 @@ def nonzero(ctx: Ctx, node: Node) -> None:
         with f.if_():
             f.get(i).set(rest)
             for d, stride in enumerate(strides):
-                # out[d, k] = rest // stride; rest %= stride
-                f.get(count).i32(d).op("i32.mul").get(k).op("i32.add").i32(8).op("i32.mul").i32(dst).op("i32.add")
+                # out[d, k] = rest // stride; rest %= stride (rows as long as the largest count: its largest layout)
+                f.get(k).i32(8).op("i32.mul").i32(dst + d * size * 8).op("i32.add")
                 f.get(rest).i32(stride).op("i32.div_u").op("i64.extend_i32_u").mem("i64.store", align=0)
                 f.get(rest).i32(stride).op("i32.rem_u").set(rest)
             f.inc(k)
@@ -472,14 +467,18 @@ def compress(ctx: Ctx, node: Node) -> None:
     if taken:
         with f.for_range(j, 0, taken):
             f.get(count).addr(cond, j, 1).mem("i32.load8_u", align=0).op("i32.add").set(count)
+    largest = ctx.info(node.outputs[0]).shape[axis] if node.attr("axis") is not None else taken
     f.i32(out).set(dst)
     if taken and inner:
-        with f.for_range(o, 0, outer), f.for_range(j, 0, taken):
-            f.addr(cond, j, 1).mem("i32.load8_u", align=0)
-            with f.if_():
-                f.get(dst)
-                f.get(o).i32(n * inner).op("i32.mul").get(j).i32(inner).op("i32.mul").op("i32.add")
-                f.i32(src).op("i32.add")
-                f.i32(inner).memory_copy()
-                f.get(dst).i32(inner).op("i32.add").set(dst)
+        with f.for_range(o, 0, outer):
+            if outer > 1:  # each outer slice starts where the largest count would put it
+                f.get(o).i32(largest * inner).op("i32.mul").i32(out).op("i32.add").set(dst)
+            with f.for_range(j, 0, taken):
+                f.addr(cond, j, 1).mem("i32.load8_u", align=0)
+                with f.if_():
+                    f.get(dst)
+                    f.get(o).i32(n * inner).op("i32.mul").get(j).i32(inner).op("i32.mul").op("i32.add")
+                    f.i32(src).op("i32.add")
+                    f.i32(inner).memory_copy()
+                    f.get(dst).i32(inner).op("i32.add").set(dst)
     write_run_time_dims(ctx, node, count)

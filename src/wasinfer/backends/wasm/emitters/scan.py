@@ -136,7 +136,7 @@ def _check_topk(node: Node, graph: Graph) -> list[str]:
     k = graph.info(node.outputs[0]).shape[axis % rank]
     given = _axis_value(node, graph, 1, k) if graph.opset >= 10 else int(node.attr("k", k))
     if given is None:  # read at run time: the outputs' size along the axis is the run's (passes/dynamic.py)
-        if node.outputs[0] not in graph.run_time_axes:
+        if node.outputs[0] not in graph.decided:
             problems.append("k is computed at run time and its outputs have no bounded run-time shape")
     elif given != k:
         problems.append(f"k={given} disagrees with the output's static size {k}")
@@ -155,7 +155,7 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
     axis = topk_axis(node, ctx.graph)
     outer, n, inner = reduce_view(info.shape, axis)
     k = ctx.info(node.outputs[0]).shape[axis]  # the largest k when it is read at run time
-    run_time = node.outputs[0] in ctx.graph.run_time_axes
+    run_time = node.outputs[0] in ctx.graph.decided
     kk = f.local(I32)  # this run's k
     if run_time:  # an int64 of at most the axis's size, else this run traps (ONNX Runtime fails it too)
         wide = f.local(I64)
@@ -164,9 +164,7 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
         with f.if_():
             f.op("unreachable")
         f.get(wide).op("i32.wrap_i64").set(kk)
-        for output in node.outputs[:2]:
-            if output:
-                write_run_time_dims(ctx, Node("TopK", node.name, [], [output]), kk)
+        write_run_time_dims(ctx, Node("TopK", node.name, [], [node.outputs[0]]), kk)  # both outputs' symbol
     else:
         f.i32(k).set(kk)
     if outer * inner * k == 0:
@@ -206,7 +204,7 @@ def emit_topk(ctx: Ctx, node: Node) -> None:
             _shift(f, values, indices, pos, other, size, load, store, beats)
             f.get(pos).i32(size).op("i32.mul").get(value).mem(store, offset=values)
             f.get(pos).i32(4).op("i32.mul").get(j).mem("i32.store", offset=indices)
-        _copy_out(ctx, node, o, i, k, kk, inner, size, load, store)
+        _copy_out(ctx, node, o, i, k, kk, inner, size, load, store, run_time)
 
 
 def _shift(f: Func, values: int, indices: int, pos: int, other: int, size: int, load: str, store: str,
@@ -224,13 +222,15 @@ def _shift(f: Func, values: int, indices: int, pos: int, other: int, size: int, 
 
 
 def _copy_out(ctx: Ctx, node: Node, o: int, i: int, k: int, kk: int, inner: int, size: int, load: str,
-              store: str) -> None:
+              store: str, run_time: bool) -> None:
     """values[t] → Values[o, t, i] and int64(indices[t]) → Indices[o, t, i] for t < this run's k (the local `kk`;
-    the outputs are laid out for it, compactly, when k is read at run time)."""
+    the outputs are laid out for the largest k, `k`, when k is read at run time)."""
     f = ctx.f
     values, indices = ctx.scratch_addr, ctx.scratch_addr + k * size
     t, pv, pi = f.local(I32), f.local(I32), f.local(I32)
-    f.get(o).get(kk).op("i32.mul").i32(inner).op("i32.mul").get(i).op("i32.add").tee(pi).i32(size).op("i32.mul")
+    f.get(o)
+    (f.i32(k) if run_time else f.get(kk)).op("i32.mul")
+    f.i32(inner).op("i32.mul").get(i).op("i32.add").tee(pi).i32(size).op("i32.mul")
     f.set(pv)
     f.get(pi).i32(8).op("i32.mul").set(pi)
     with f.for_range(t, 0, ("local", kk)):

@@ -14,8 +14,8 @@ from wasinfer.ir import Graph, Node
 
 def _check(node: Node, graph: Graph) -> list[str]:
     name = node.inputs[0]
-    if graph.info(name).dtype != np.float32:
-        return [f"tensor {name!r}: only float32 tensors are filled past a symbolic dim"]
+    if graph.info(name).dtype != np.float32 and float(node.attrs["fill"]) != 0:
+        return [f"tensor {name!r}: only float32 tensors are filled with {node.attrs['fill']} past a symbolic dim"]
     return []
 
 
@@ -24,4 +24,4 @@ def emit_mask(ctx: Ctx, node: Node) -> None:
     name = node.inputs[0]
     bits = struct.unpack("<I", struct.pack("<f", float(node.attrs["fill"])))[0]
     fill_past(ctx.f, ctx.addr(name), ctx.graph.extents[name], ctx.info(name).shape, int(node.attrs["axis"]), bits,
-              ctx.symbols)
+              ctx.symbols, ctx.info(name).dtype.itemsize)
