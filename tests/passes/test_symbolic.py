@@ -178,3 +178,16 @@ def test_a_range_of_multiples_lets_a_downsampled_map_meet_its_upsampled_copy() -
         wasm.run({"x": np.zeros((1, 2, 8, 12), np.float32)})
     with pytest.raises(UnsupportedModel, match=r"node 'Add_3' \(Add\).*axis 2 is"):
         convert_onnx(onnx_model, {"x": (1, 2, 40, 40)}, input_ranges={"x": {2: (8, 40), 3: (8, 40)}})
+
+
+def test_a_node_that_computes_with_a_symbolic_dim_reads_it_from_the_run() -> None:
+    """x / width and x * sqrt(1 / width): the width is Shape(x)[3] cast to float, computed at run time rather than
+    folded at the range's largest."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "three"], ["w"], axis=0),
+             helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["x", "wf"], ["scaled"]),
+             helper.make_node("Reciprocal", ["wf"], ["inv"]), helper.make_node("Sqrt", ["inv"], ["root"]),
+             helper.make_node("Mul", ["scaled", "root"], ["y"])]
+    onnx_model = model(nodes, {"x": [1, 2, 3, "W"]}, ["y"], {"three": np.array(3, np.int64)})
+    check_sizes(onnx_model, {"x": (1, 2, 3, 30)}, {"x": {3: (2, 30)}}, [{"x": (1, 2, 3, w)} for w in (2, 11, 30)])

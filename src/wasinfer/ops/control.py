@@ -18,3 +18,6 @@ define("Refuse", domain="wasinfer", role=Role.KERNEL,
 define("Mask", domain="wasinfer", role=Role.KERNEL,
        summary="fills a tensor past a symbolic dim, in place, before a kernel that reads across that axis "
                "(0 where it adds, -inf where it takes a maximum: passes/symbolic.py)")
+define("Dims", domain="wasinfer", role=Role.KERNEL,
+       summary="dims that depend on symbolic dims, written as a tensor by each run, for a node that computes with "
+               "them (passes/symbolic.py)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import helper
 
 from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, mul, show
 from wasinfer.ops.definition import ExtentFlow, ExtentRule, ExtentView
@@ -358,8 +359,10 @@ def squeeze(view: ExtentView) -> ExtentFlow:
 
 
 def identity(view: ExtentView) -> ExtentFlow:
-    """The dims and the symbolic values pass through (Identity, Dropout, Cast)."""
-    values = view.values(0) if view.node.inputs[0] in view.graph.shape_values else None
+    """The dims and the symbolic values pass through (Identity, Dropout, a Cast to an integer type)."""
+    to = view.node.attrs.get("to")
+    to_integer = to is None or np.issubdtype(helper.tensor_dtype_to_np_dtype(int(to)), np.integer)
+    values = view.values(0) if view.node.inputs[0] in view.graph.shape_values and to_integer else None
     flow = view.out(view.extent(0), *(None,) * (len(view.node.outputs) - 1))
     return ExtentFlow(flow.outputs, (values,) if values else ())
 

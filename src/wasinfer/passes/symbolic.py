@@ -15,12 +15,15 @@ tensor's shape (so memory planned for the largest holds it), and its smallest at
 
 from __future__ import annotations
 
-from wasinfer.ir import Graph, Node
+import numpy as np
+
+from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Expr, Extent, is_static, largest, show, smallest
 from wasinfer.ops import lookup
 from wasinfer.ops.definition import ExtentFlow, ExtentView
 
 MASK = ("wasinfer", "Mask")  # fill a tensor past its actual dim on one axis (attrs: axis, fill)
+DIMS = ("wasinfer", "Dims")  # a tensor holding dims that depend on the symbols, written by each run (attrs: dims)
 
 # (op, input) pairs that read symbolic values as the dims of their output (ops/extent.py)
 _READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1)}
@@ -30,21 +33,47 @@ def _touched(graph: Graph, node: Node) -> bool:
     return any(n and (n in graph.extents or n in graph.shape_values) for n in node.inputs)
 
 
-def _apply(graph: Graph, node: Node) -> ExtentFlow:
+def _computes_with(graph: Graph, node: Node, flow: ExtentFlow) -> list[int]:
+    """The inputs holding symbolic dims that the node computes with, rather than carrying them on as dims."""
+    if any(v is not None for v in flow.values):
+        return []
+    return [index for index, name in enumerate(node.inputs)
+            if name in graph.shape_values and (node.op_type, index) not in _READS_DIMS]
+
+
+def _rule(graph: Graph, node: Node) -> ExtentFlow:
+    """The op's extent rule applied, or why it cannot be."""
     op = lookup(node)
     if op is None or op.extent is None:
         return ExtentFlow(refused="a symbolic dim cannot go through this op yet")
     try:
-        flow = op.extent(ExtentView(graph, node))
+        return op.extent(ExtentView(graph, node))
     except (ValueError, IndexError, KeyError, TypeError) as exc:  # a shape the rule does not know how to read
         return ExtentFlow(refused=f"its dims could not be followed ({exc})")
+
+
+def _apply(graph: Graph, node: Node) -> ExtentFlow:
+    flow = _rule(graph, node)
     if flow.refused:
         return flow
-    for index, name in enumerate(node.inputs):
-        if name in graph.shape_values and (node.op_type, index) not in _READS_DIMS \
-                and not any(v is not None for v in flow.values):
-            return ExtentFlow(refused=f"it computes with {name!r}, which holds dims decided by each run")
+    for index in _computes_with(graph, node, flow):
+        return ExtentFlow(refused=f"it computes with {node.inputs[index]!r}, which holds dims decided by each run")
     return flow
+
+
+def _materialise(graph: Graph, node: Node, index: int) -> Node:
+    """A Dims node that writes input `index`'s symbolic values at run time, which the node then reads instead
+    (a width cast to float to scale by, a sequence length in arithmetic the extent rules do not carry)."""
+    name = node.inputs[index]
+    values = graph.shape_values[name]
+    known = graph.tensors.get(name)
+    extent = graph.extents.get(name)
+    shape = known.shape if known is not None else tuple(largest(d, graph.symbols) for d in extent or (len(values),))
+    dtype = known.dtype if known is not None else np.dtype(np.int64)
+    fresh = f"{name}/run_time"
+    graph.tensors[fresh] = TensorInfo(fresh, dtype, tuple(shape))
+    node.inputs[index] = fresh
+    return Node(DIMS[1], f"{node.name}/dims_{index}", [], [fresh], {"dims": values}, domain=DIMS[0])
 
 
 def _record(graph: Graph, node: Node, flow: ExtentFlow, static: bool = False) -> None:
@@ -59,13 +88,22 @@ def _record(graph: Graph, node: Node, flow: ExtentFlow, static: bool = False) ->
 
 
 def record_shape_values(graph: Graph) -> None:
-    """Follow the symbols as far as the rules go, to keep the symbolic values of shape arithmetic."""
+    """Follow the symbols as far as the rules go, to keep the symbolic values of shape arithmetic; where a node
+    computes with such values (rather than carrying them on as dims), it reads them from a Dims node instead,
+    written at run time, so that folding never bakes in their values at the largest dims."""
     inputs = {n: graph.extents[n] for n in graph.inputs if n in graph.extents}
+    kept: list[Node] = []
     for node in graph.nodes:
         if _touched(graph, node):
+            flow = _rule(graph, node)
+            if not flow.refused:
+                for index in _computes_with(graph, node, flow):
+                    kept.append(_materialise(graph, node, index))
             flow = _apply(graph, node)
             if not flow.refused:
                 _record(graph, node, flow, static=True)
+        kept.append(node)
+    graph.nodes = kept
     graph.extents = inputs  # the extents themselves are found again after the other passes
     graph.shape_values = {n: v for n, v in graph.shape_values.items() if not is_static(v)}
 
@@ -118,4 +156,4 @@ def _check(graph: Graph, name: str, extent: Extent) -> list[str]:
     return []
 
 
-__all__ = ["MASK", "infer_extents", "record_shape_values"]
+__all__ = ["DIMS", "MASK", "infer_extents", "record_shape_values"]

@@ -1,5 +1,10 @@
-"""Mask: a tensor filled past its actual dim on one axis, in place (passes/symbolic.py inserts it before a
-kernel that reads across a symbolic axis: 0 where that kernel adds, -inf where it takes a maximum)."""
+"""Kernels of symbolic dims (passes/symbolic.py inserts both).
+
+Mask: a tensor filled past its actual dim on one axis, in place, before a kernel that reads across a symbolic
+axis (0 where that kernel adds, -inf where it takes a maximum).
+Dims: a tensor of dims that depend on the symbols (a Shape's values, arithmetic on them), written by each run
+for a node that computes with them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import struct
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.dims import fill_past
+from wasinfer.backends.wasm.dims import fill_past, push_dim
 from wasinfer.ir import Graph, Node
 
 
@@ -25,3 +30,28 @@ def emit_mask(ctx: Ctx, node: Node) -> None:
     bits = struct.unpack("<I", struct.pack("<f", float(node.attrs["fill"])))[0]
     fill_past(ctx.f, ctx.addr(name), ctx.graph.extents[name], ctx.info(name).shape, int(node.attrs["axis"]), bits,
               ctx.symbols, ctx.info(name).dtype.itemsize)
+
+
+# dtype → what turns the i32 dim on the stack into it, and its store
+DIM_STORES = {np.dtype(np.int64): ("i64.extend_i32_s", "i64.store"), np.dtype(np.int32): ("", "i32.store"),
+              np.dtype(np.float32): ("f32.convert_i32_s", "f32.store"),
+              np.dtype(np.float64): ("f64.convert_i32_s", "f64.store")}
+
+
+def _check_dims(node: Node, graph: Graph) -> list[str]:
+    out = graph.info(node.outputs[0])
+    if out.dtype not in DIM_STORES:
+        return [f"dims as {out.dtype} are not supported ({', '.join(map(str, DIM_STORES))})"]
+    return []
+
+
+@kernel("Dims", domain="wasinfer", check=_check_dims)
+def emit_dims(ctx: Ctx, node: Node) -> None:
+    out = ctx.info(node.outputs[0])
+    convert, store = DIM_STORES[out.dtype]
+    for k, dim in enumerate(node.attrs["dims"]):
+        ctx.f.i32(ctx.addr(node.outputs[0]) + k * out.dtype.itemsize)
+        push_dim(ctx.f, dim, ctx.symbols)
+        if convert:
+            ctx.f.op(convert)
+        ctx.f.mem(store, align=0)
