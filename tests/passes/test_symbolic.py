@@ -191,3 +191,51 @@ def test_a_node_that_computes_with_a_symbolic_dim_reads_it_from_the_run() -> Non
              helper.make_node("Mul", ["scaled", "root"], ["y"])]
     onnx_model = model(nodes, {"x": [1, 2, 3, "W"]}, ["y"], {"three": np.array(3, np.int64)})
     check_sizes(onnx_model, {"x": (1, 2, 3, 30)}, {"x": {3: (2, 30)}}, [{"x": (1, 2, 3, w)} for w in (2, 11, 30)])
+
+
+def test_a_loop_whose_trip_count_is_a_symbolic_dim_runs_that_many_times() -> None:
+    """for i in range(len(x)): acc = acc * 0.5 + x[i] — the trip count is Shape(x)[0]; unrolled to the range's
+    largest, each iteration runs only while i < the run's length."""
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["xs", "i"], ["row"], axis=0),
+         helper.make_node("Mul", ["acc", "half"], ["decayed"]),
+         helper.make_node("Add", ["decayed", "row"], ["acc_out"]),
+         helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    nodes = [helper.make_node("Identity", ["x"], ["xs"]),
+             helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "init"], ["y"], body=body)]
+    onnx_model = model(nodes, {"x": ["T", 4]}, ["y"],
+                       {"zero": np.array(0, np.int64), "init": np.zeros(4, np.float32)}, opset=13)
+    check_sizes(onnx_model, {"x": (12, 4)}, {"x": {0: (1, 12)}}, [{"x": (t, 4)} for t in (1, 5, 12)])
+
+
+def test_a_negative_index_along_a_symbolic_axis_counts_from_the_run_s_end() -> None:
+    """x[-1] and x[-2] of a sequence: the last rows of each run, not of the largest; an index that some sizes in
+    the range do not have is refused."""
+    nodes = [helper.make_node("Gather", ["x", "last"], ["a"], axis=0),
+             helper.make_node("Gather", ["x", "pair"], ["b"], axis=0), helper.make_node("Relu", ["b"], ["y"])]
+    onnx_model = model(nodes, {"x": ["T", 3]}, ["a", "y"],
+                       {"last": np.array(-1, np.int64), "pair": np.array([-2, 0], np.int64)})
+    check_sizes(onnx_model, {"x": (9, 3)}, {"x": {0: (2, 9)}}, [{"x": (t, 3)} for t in (2, 5, 9)])
+    with pytest.raises(UnsupportedModel, match=r"gathers index -2 along a symbolic axis as small as 1"):
+        convert_onnx(onnx_model, {"x": (9, 3)}, input_ranges={"x": {0: (1, 9)}})
+
+
+def test_a_scan_along_a_symbolic_axis_is_declined_by_name() -> None:
+    body = helper.make_graph([helper.make_node("Add", ["s", "row"], ["s_out"]),
+                              helper.make_node("Identity", ["s_out"], ["echo"])], "body",
+                             [helper.make_tensor_value_info("s", TensorProto.FLOAT, [3]),
+                              helper.make_tensor_value_info("row", TensorProto.FLOAT, [3])],
+                             [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [3]),
+                              helper.make_tensor_value_info("echo", TensorProto.FLOAT, [3])])
+    nodes = [helper.make_node("Scan", ["init", "x"], ["total", "partial"], body=body, num_scan_inputs=1)]
+    onnx_model = model(nodes, {"x": ["T", 3]}, ["total"], {"init": np.zeros(3, np.float32)}, opset=13)
+    with pytest.raises(UnsupportedModel, match=r"node 'Scan_0'.*it scans 'x' along a symbolic dim \(T\)"):
+        convert_onnx(onnx_model, {"x": (8, 3)}, input_ranges={"x": {0: (1, 8)}})

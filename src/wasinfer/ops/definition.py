@@ -102,6 +102,9 @@ class ExtentFlow:
     values: tuple[Extent | None, ...] = ()
     masks: tuple[tuple[int, int, float], ...] = ()
     refused: str | None = None
+    # inputs the node must read from a tensor each run writes (input index, its values): a negative index
+    # along a symbolic axis counts from the run's dim, not the largest
+    run_time_inputs: tuple[tuple[int, Extent], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from onnx import helper
 
-from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, mul, show
+from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, mul, show, smallest
 from wasinfer.ops.definition import ExtentFlow, ExtentRule, ExtentView
 
 NEG_INF = float("-inf")
@@ -387,10 +387,20 @@ def gather(view: ExtentView) -> ExtentFlow:
             return view.refuse("it picks dims at indices computed at run time")
         found = tuple(values[i] for i in picked)
         return ExtentFlow((indices,), (found,))
-    if isinstance(data[axis], Expr):
-        return view.refuse("it gathers along a symbolic axis")
+    dims = view.out((*data[:axis], *indices, *data[axis + 1:])).outputs
+    if isinstance(data[axis], Expr):  # constant indices, each inside every run's dim (a negative one from its end)
+        picked = view.ints(1)
+        if picked is None:
+            return view.refuse("it gathers along a symbolic axis at indices computed at run time")
+        low = smallest(data[axis], view.graph.symbols)
+        beyond = [k for k in picked if k >= low or -k > low]
+        if beyond and not view.node.guards:  # (in a guarded branch, such as a loop's later iterations, it may run)
+            return view.refuse(f"it gathers index {beyond[0]} along a symbolic axis as small as {low}")
+        if any(k < 0 for k in picked):
+            return ExtentFlow(dims, run_time_inputs=((1, tuple(add(data[axis], k) if k < 0 else k for k in picked)),))
+        return ExtentFlow(dims)
     masks = tuple((1, a, 0.0) for a, d in enumerate(indices) if isinstance(d, Expr))  # no index out of bounds
-    return ExtentFlow(view.out((*data[:axis], *indices, *data[axis + 1:])).outputs, masks=masks)
+    return ExtentFlow(dims, masks=masks)
 
 
 def concat(view: ExtentView) -> ExtentFlow:

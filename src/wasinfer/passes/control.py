@@ -55,8 +55,10 @@ INFER_BY_VALUE = 4096
 def infer_types(graph: Graph) -> int:
     """Give every value without a static type one from ONNX shape inference over the graph;
     returns how many were added. Types already known are kept. The outputs whose size the data decides
-    (passes/dynamic.py) are fed at their largest shape, which ONNX's inference cannot know."""
-    nodes = [n for n in graph.nodes if not any(o in graph.decided for o in n.outputs)]
+    (passes/dynamic.py) are fed at their largest shape, which ONNX's inference cannot know, as are the typed
+    outputs of the compiler's own nodes (domain wasinfer), which it does not know."""
+    nodes = [n for n in graph.nodes if not any(o in graph.decided for o in n.outputs)
+             and not (n.domain == "wasinfer" and all(o in graph.tensors for o in n.outputs if o))]
     produced = {o for n in nodes for o in n.outputs if o}
     read = [i for n in nodes for i in n.inputs if i] + graph.inputs
     inputs, initializers, seen = [], [], set()

@@ -30,10 +30,11 @@ def _proto_attr(value: Any) -> Any:
 
 
 def node_proto(node: Node) -> onnx.NodeProto:
-    """The IR node as ONNX again (its attributes; what passes learnt lives in typed fields, left out)."""
+    """The IR node as ONNX again (its attributes; what passes learnt lives in typed fields, left out). The
+    compiler's own nodes (domain wasinfer: Mask, Dims...) keep only their op: no ONNX tool knows them."""
+    attrs = {} if node.domain == "wasinfer" else node.attrs
     return helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name or None,
-                            domain=node.domain or None,
-                            **{k: _proto_attr(v) for k, v in node.attrs.items()})
+                            domain=node.domain or None, **{k: _proto_attr(v) for k, v in attrs.items()})
 
 
 def opset_ids(opset: int, domains: set[str]) -> list[onnx.OperatorSetIdProto]:

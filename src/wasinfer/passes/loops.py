@@ -8,8 +8,10 @@ iteration's loop-carried values; scan outputs are stacked with Unsqueeze and Con
 A Loop whose condition is computed at run time stops early only at run time: each iteration
 after that condition is first computed runs guarded by the running condition (as a branch of a
 run-time If does), and each loop-carried value is chosen by a Where between the iteration's
-result and the value before it. Its scan outputs would have a run-time length, so such a Loop
-with scan outputs is declined, as is one with a run-time trip count: both need run-time shapes.
+result and the value before it. A trip count that is a symbolic dim (a sequence's length, from
+--input-shape's ranges: passes/symbolic.py) is unrolled to its largest, each iteration guarded by
+`i < M` with M written by each run (a Dims node). Scan outputs of such loops would have a run-time
+length, so they are declined, as is a trip count the data decides.
 `UNROLL_LIMIT` bounds the nodes one loop may add.
 """
 
@@ -21,8 +23,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from wasinfer.ir import Graph, Node
+from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.passes.subgraph import choose, inline_subgraph
+from wasinfer.passes.symbolic import DIMS
 
 UNROLL_LIMIT = 20_000  # nodes an unrolled loop may add
 
@@ -100,6 +103,10 @@ def _scan(graph: Graph, node: Node) -> list[Node]:
         if name not in graph.tensors:
             raise _Declined(f"the shape of scan input {name!r} is not known")
         shape = graph.info(name).shape
+        extent = graph.extents.get(name)
+        if extent is not None and not isinstance(extent[axis % len(shape)], int):
+            raise _Declined(f"it scans {name!r} along a symbolic dim ({extent[axis % len(shape)]}), whose length "
+                            "each run decides: not yet")
         lengths.add(shape[axis % len(shape)])
     if len(lengths) != 1:
         raise _Declined(f"its scan inputs differ in length ({sorted(lengths)})")
@@ -160,8 +167,8 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
                         "run-time shapes")
     if trip not in graph.constants:
         raise _Declined(f"its trip count {trip!r} is computed at run time: only a constant one (or one that "
-                        "static shapes fold) is unrolled")
-    count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])
+                        "static shapes fold, or a symbolic dim) is unrolled")
+    count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
     _check_size(node, body, count)
     # the condition entering the next iteration: a known bool, or the name of a run-time one
     running: bool | str = True
@@ -170,9 +177,31 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     formals = [v.name for v in body.input]
     produced: list[list[str]] = [[] for _ in range(scans)]
     nodes: list[Node] = []
+    trip_at_run_time = ""
+    if trip in graph.shape_values:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
+        if scans:
+            raise _Declined("its trip count is a symbolic dim and it has scan outputs, whose length would then be "
+                            "decided by each run")
+        trip_at_run_time = f"{node.name}/trip"
+        graph.tensors[trip_at_run_time] = TensorInfo(trip_at_run_time, np.dtype(np.int64), ())
+        nodes.append(Node(DIMS[1], f"{node.name}/trip_dims", [], [trip_at_run_time],
+                          {"dims": graph.shape_values[trip][:1]}, domain=DIMS[0], guards=node.guards))
     for step in range(count):
         if running is False:
             break
+        if trip_at_run_time:  # running = running and step < M
+            below = f"{node.name}/{step}/below_trip"
+            graph.tensors[below] = TensorInfo(below, np.dtype(np.bool_), ())
+            nodes.append(Node("Less", f"{below}/less", [_constant(graph, f"{node.name}/iteration{step}", step,
+                                                                  np.int64), trip_at_run_time], [below],
+                              guards=node.guards))
+            if running is True:
+                running = below
+            else:
+                both = f"{node.name}/{step}/running_below"
+                graph.tensors[both] = TensorInfo(both, np.dtype(np.bool_), ())
+                nodes.append(Node("And", f"{both}/and", [str(running), below], [both], guards=node.guards))
+                running = both
         prefix = f"{node.name}/{step}/"
         if scans and not isinstance(running, bool):
             raise _Declined("it stops at a run-time condition and has scan outputs, whose length then needs "

@@ -61,16 +61,17 @@ def _apply(graph: Graph, node: Node) -> ExtentFlow:
     return flow
 
 
-def _materialise(graph: Graph, node: Node, index: int) -> Node:
-    """A Dims node that writes input `index`'s symbolic values at run time, which the node then reads instead
-    (a width cast to float to scale by, a sequence length in arithmetic the extent rules do not carry)."""
+def _materialise(graph: Graph, node: Node, index: int, values: Extent | None = None) -> Node:
+    """A Dims node that writes input `index`'s symbolic values (or `values`) at run time, which the node then
+    reads instead (a width cast to float to scale by, a sequence length in arithmetic the extent rules do not
+    carry, an index counted from the end of a symbolic axis)."""
     name = node.inputs[index]
-    values = graph.shape_values[name]
+    values = graph.shape_values[name] if values is None else values
     known = graph.tensors.get(name)
     extent = graph.extents.get(name)
     shape = known.shape if known is not None else tuple(largest(d, graph.symbols) for d in extent or (len(values),))
     dtype = known.dtype if known is not None else np.dtype(np.int64)
-    fresh = f"{name}/run_time"
+    fresh = f"{name}/run_time/{node.name}"
     graph.tensors[fresh] = TensorInfo(fresh, dtype, tuple(shape))
     node.inputs[index] = fresh
     return Node(DIMS[1], f"{node.name}/dims_{index}", [], [fresh], {"dims": values}, domain=DIMS[0])
@@ -91,7 +92,6 @@ def record_shape_values(graph: Graph) -> None:
     """Follow the symbols as far as the rules go, to keep the symbolic values of shape arithmetic; where a node
     computes with such values (rather than carrying them on as dims), it reads them from a Dims node instead,
     written at run time, so that folding never bakes in their values at the largest dims."""
-    inputs = {n: graph.extents[n] for n in graph.inputs if n in graph.extents}
     kept: list[Node] = []
     for node in graph.nodes:
         if _touched(graph, node):
@@ -104,7 +104,9 @@ def record_shape_values(graph: Graph) -> None:
                 _record(graph, node, flow, static=True)
         kept.append(node)
     graph.nodes = kept
-    graph.extents = inputs  # the extents themselves are found again after the other passes
+    # the extents are found again after the other passes; until then the symbolic ones say where a symbol goes
+    # (a Scan over one is declined: passes/loops.py)
+    graph.extents = {n: e for n, e in graph.extents.items() if not is_static(e)}
     graph.shape_values = {n: v for n, v in graph.shape_values.items() if not is_static(v)}
 
 
@@ -128,6 +130,8 @@ def infer_extents(graph: Graph) -> list[str]:
             kept.append(node)
             continue
         _record(graph, node, flow)
+        for index, values in flow.run_time_inputs:
+            kept.append(_materialise(graph, node, index, values))
         for index, axis, fill in flow.masks:
             name = node.inputs[index]
             if name in graph.extents and isinstance(graph.extents[name][axis], Expr):
