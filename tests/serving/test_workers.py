@@ -69,6 +69,33 @@ def test_a_run_that_waits_rather_than_computes_is_not_demoted() -> None:
     assert workers.submit(whoami).result(BOUND) == first == (first[0], base_nice())
 
 
+def test_building_an_instance_on_a_request_s_thread_does_not_count_as_its_run() -> None:
+    """An instance pool that grows builds the instance on the request's thread (the model's cold start): CPU time
+    in Demoter.not_counted() is not the run's, so a short run behind a slow build keeps its thread's priority,
+    while the same work outside it demotes the thread."""
+    from wasinfer.serving.models import InstancePool
+
+    demoter = Demoter(AFTER)
+
+    class Slow:
+        def __init__(self) -> None:
+            whoami(3 * AFTER)  # a build that uses three allowances of CPU time
+
+        def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"thread": np.array(whoami())}
+
+    pool = InstancePool(Slow, 2, demoter.not_counted)  # (the first instance is built here, outside any run)
+    workers = ModelWorkers(2, "t", demoter)
+    busy = pool._acquire()  # the first instance is taken: the next run builds the second on its thread
+    nice = workers.submit(pool.run, {}).result(BOUND)["thread"][1]
+    assert nice == base_nice() and demoter.demotions == 0
+    pool._idle.put(busy)
+    counted = InstancePool(Slow, 2)  # without the pause the same build demotes the run's thread
+    taken = counted._acquire()
+    assert workers.submit(counted.run, {}).result(BOUND)["thread"][1] == DEMOTED_NICE
+    counted._idle.put(taken)
+
+
 def test_a_demoted_thread_hands_queued_calls_to_its_successor() -> None:
     """The calls queued behind a long run all run (none is stranded when its thread ends), each at normal priority."""
     workers = ModelWorkers(1, "t", Demoter(AFTER))

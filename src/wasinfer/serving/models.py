@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,8 +142,11 @@ class InstancePool:
     built); live instances plus vacancies never exceed `size`.
     """
 
-    def __init__(self, factory: Callable[[], Runner], size: int):
+    def __init__(self, factory: Callable[[], Runner], size: int,
+                 not_counted: Callable[[], AbstractContextManager[None]] = nullcontext):
         self._factory, self._size = factory, max(1, size)
+        # around building an instance on a request's thread: the demoter does not count it (serving/workers.py)
+        self._not_counted = not_counted
         self._idle: queue.SimpleQueue[Runner | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle.put(factory())  # the first is part of the cold start: a failing model fails its load
@@ -202,7 +206,8 @@ class InstancePool:
     def _build(self) -> Runner:
         """A new instance for a slot already counted in `created`; on failure the slot becomes a vacancy."""
         try:
-            return self._factory()
+            with self._not_counted():
+                return self._factory()
         except BaseException:
             self._vacate()
             raise
@@ -664,7 +669,8 @@ class ModelManager:
 
             info = session.info
         settings = settings_for(config, self.defaults, compiled_max_batch)
-        pool = InstancePool(factory, settings.instance_count)
+        pool = InstancePool(factory, settings.instance_count,
+                            self.demoter.not_counted if self.demoter is not None else nullcontext)
         versions = sorted(self.repository.versions(target.name)) or [target.version]
         return LoadedModel(target, versions, [TensorMeta.of(s) for s in info.inputs],
                            [TensorMeta.of(s) for s in info.outputs], pool, self.metrics, stamp, settings,

@@ -36,8 +36,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ class _Run:
     cpu_started: float  # that clock's reading when the run started
     due: float  # time.monotonic() at which it may first have used its allowance: look then
     demoted: bool = False
+    paused: bool = False  # in `not_counted()`: not looked at
 
 
 class Demoter:
@@ -94,6 +96,29 @@ class Demoter:
             elif run.due < self._wakes_at:
                 self._changed.notify()
 
+    @contextmanager
+    def not_counted(self) -> Iterator[None]:
+        """CPU time the calling thread spends in this block is not its run's: building a model instance on a
+        request's thread (compiling or deserialising, instantiating) is the model's cold start, not a long run,
+        and must not demote a thread whose runs are short."""
+        run = self._runs.get(threading.get_native_id()) if self.enabled else None
+        if run is None:
+            yield
+            return
+        with self._changed:
+            run.paused = True
+        before = time.clock_gettime(run.clock)
+        try:
+            yield
+        finally:
+            with self._changed:
+                run.cpu_started += time.clock_gettime(run.clock) - before
+                run.paused = False
+                left = self.after_seconds - (time.clock_gettime(run.clock) - run.cpu_started)
+                run.due = time.monotonic() + max(left, 0.0)
+                if run.due < self._wakes_at:
+                    self._changed.notify()
+
     def finished(self) -> bool:
         """The calling thread's run ended: whether it was demoted (the thread must then `retire`)."""
         with self._changed:  # after this, the watching thread no longer knows the thread
@@ -121,7 +146,7 @@ class Demoter:
                 now = time.monotonic()
                 upcoming = math.inf
                 for run in self._runs.values():
-                    if run.demoted:
+                    if run.demoted or run.paused:
                         continue
                     if run.due <= now:  # registered, so its thread is alive and its clock valid
                         left = self.after_seconds - (time.clock_gettime(run.clock) - run.cpu_started)
