@@ -135,8 +135,8 @@ def render_section(report: dict[str, Any]) -> str:
         "(`--input-shape`, e.g. `x=1,3,48,32..1280`) and once per size with that size fixed; the symbolic module, "
         "the fixed one and ONNX Runtime take turns call by call at each size (p50). The symbolic module runs the "
         "smallest of its buckets of kernels that holds the run's sizes (levels from each range's largest to its "
-        "smallest in equal ratios, about 2x apart), so between two levels it does up to that ratio times the "
-        "work of a fixed module along each symbolic dim.",
+        "smallest in equal ratios: 8 for one symbol, 1.7x apart over 32..1280; 4 x 4 for two), so between two "
+        "levels it does up to that ratio times the work of a fixed module along each symbolic dim.",
         "",
         f"**Geomean over every size: symbolic / fixed {geomean(ratios_fixed):.2f}x, symbolic / ONNX Runtime "
         f"{geomean(ratios_ort):.2f}x.**",

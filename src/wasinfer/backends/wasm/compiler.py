@@ -76,17 +76,17 @@ class Bucket:
     funcs: list[tuple[int, tuple[tuple[str, bool], ...]]]  # (function, guards) per node, a Refuse as -code
 
 
-MAX_BUCKETS = 9  # kernels emitted at most this many times: 6 levels of one symbol, 3 x 3 for two, 2 x 2 x 2...
-MAX_LEVELS = 6
+MAX_BUCKETS = 16  # kernels emitted at most this many times: 8 levels of one symbol, 4 x 4 for two, 2 x 2 x 2...
+MAX_LEVELS = 8
 
 
 def bucket_envs(symbols: dict[str, tuple[int, int]]) -> list[dict[str, int]]:
     """The symbols' maxima of each bucket, the largest first: each symbol at levels from its range's largest
-    down to its smallest in equal ratios (six levels for one symbol: 1280, 613, 294, 141, 67, 32 for 32..1280),
-    and every combination of those levels across the symbols (as many levels each as keep the combinations
+    down to its smallest in equal ratios (eight for one symbol: 1280, 756, 447, 264, 156, 92, 55, 32 for
+    32..1280), and every combination of those levels across the symbols (as many levels each as keep the combinations
     within MAX_BUCKETS). A run takes the smallest bucket that holds its values, so along each symbol its
-    kernels do at most the ratio between two levels times the work its own sizes need (about 2x for one
-    symbol over a 40x range)."""
+    kernels do at most the ratio between two levels times the work its own sizes need (1.7x for one symbol
+    over a 40x range)."""
     names = sorted(symbols)
     per_symbol = max(1, min(MAX_LEVELS, int(round(MAX_BUCKETS ** (1 / max(len(names), 1)), 6))))
     levels: list[list[int]] = []
