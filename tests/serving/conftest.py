@@ -8,12 +8,14 @@ bounded waits, when the test ends.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from wasinfer.artifact import convert_onnx
@@ -76,6 +78,16 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo.root / "broken" / "3" / "model.wasm").write_bytes(b"\x00asm not really")
     (repo.root / "README.txt").write_text("not a model")
     return repo.root
+
+
+@contextmanager
+def grpc_client(server: Server) -> Iterator[grpcclient.InferenceServerClient]:
+    """tritonclient's gRPC client on the server's loopback port, closed afterwards."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def start_server(root: Path, **overrides: object) -> Server:

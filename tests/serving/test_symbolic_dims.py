@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.model_zoo import ROWS, WIDTHS, rows_model, widths_model
 from tests.parity import ort_run
-from tests.serving.conftest import SCALE, Repo, scale_model, start_server
+from tests.serving.conftest import SCALE, Repo, grpc_client, scale_model, start_server
 from wasinfer.artifact.convert import convert_model
 from wasinfer.serving import Server
 from wasinfer.serving.models import INLINE_SECONDS
@@ -52,11 +52,8 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def grpc(server: Server) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    try:
+    with grpc_client(server) as client:
         yield client
-    finally:
-        client.close()
 
 
 def _pair(width_a: int, width_b: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.serving.conftest import SCALE, Repo, scale_model, start_server
+from tests.serving.conftest import SCALE, Repo, grpc_client, scale_model, start_server
 from wasinfer.serving import Server
 
 
@@ -28,11 +28,8 @@ def http(server: Server) -> Iterator[httpclient.InferenceServerClient]:
 
 @pytest.fixture
 def grpc(server: Server) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    try:
+    with grpc_client(server) as client:
         yield client
-    finally:
-        client.close()
 
 
 def _pair_inputs(module: Any, a: np.ndarray, b: np.ndarray, binary: bool | None) -> list[Any]:
