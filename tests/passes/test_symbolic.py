@@ -239,3 +239,25 @@ def test_a_scan_along_a_symbolic_axis_is_declined_by_name() -> None:
     onnx_model = model(nodes, {"x": ["T", 3]}, ["total"], {"init": np.zeros(3, np.float32)}, opset=13)
     with pytest.raises(UnsupportedModel, match=r"node 'Scan_0'.*it scans 'x' along a symbolic dim \(T\)"):
         convert_onnx(onnx_model, {"x": (8, 3)}, input_ranges={"x": {0: (1, 8)}})
+
+
+def test_positions_up_to_a_symbolic_length_follow_the_run_and_a_fold_that_cannot_is_refused() -> None:
+    """Range(0, len(x)) of a transformer's position ids, gathered from an embedding table: folded at the largest
+    length, each value is its position, so every run's prefix is right. A sum over a symbolic dim of values folded
+    at the largest length would be right at that length only: refused by name."""
+    index = {i: numpy_helper.from_array(np.array(i, np.int64), f"i{i}") for i in (0, 1)}
+    nodes = [helper.make_node("Constant", [], [f"k{i}"], value=index[i]) for i in (0, 1)]
+    nodes += [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "k0"], ["n"], axis=0),
+              helper.make_node("Range", ["k0", "n", "k1"], ["positions"]),
+              helper.make_node("Gather", ["table", "positions"], ["embedded"], axis=0),
+              helper.make_node("Add", ["x", "embedded"], ["y"])]
+    onnx_model = model(nodes, {"x": ["T", 4]}, ["y"], {"table": weights(16, 4)}, opset=13)
+    check_sizes(onnx_model, {"x": (16, 4)}, {"x": {0: (1, 16)}}, [{"x": (t, 4)} for t in (1, 7, 16)])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["ones"],
+                              value=numpy_helper.from_array(np.ones(1, np.float32))),
+             helper.make_node("ReduceSum", ["ones", "axes"], ["count"], keepdims=0),
+             helper.make_node("Mul", ["x", "count"], ["y"])]
+    onnx_model = model(nodes, {"x": [2, "T"]}, ["y"], {"axes": np.array([1], np.int64)}, opset=13)
+    with pytest.raises(UnsupportedModel, match=r"node 'ReduceSum_2' \(ReduceSum\): it reads across a symbolic dim"):
+        convert_onnx(onnx_model, {"x": (2, 16)}, input_ranges={"x": {1: (1, 16)}})

@@ -92,6 +92,9 @@ class Graph:
     # integer tensors whose *values* are dims that depend on a symbol (Shape of such a tensor, and the
     # arithmetic exporters do on it), recorded before folding makes them constants at the largest dims
     shape_values: dict[str, Extent] = field(default_factory=dict)
+    # nodes that folding evaluates once, at the largest dims, although their values depend on the run's dims
+    # (a sum over a symbolic axis of a ConstantOfShape): refused by name (passes/symbolic.py)
+    fold_hazards: list[str] = field(default_factory=list)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

@@ -101,6 +101,8 @@ class ExtentFlow:
     outputs: tuple[Extent | None, ...] = ()
     values: tuple[Extent | None, ...] = ()
     masks: tuple[tuple[int, int, float], ...] = ()
+    # fills that keep reads in bounds (a Gather's indices past the run's count) rather than change any value
+    index_masks: tuple[tuple[int, int, float], ...] = ()
     refused: str | None = None
     # inputs the node must read from a tensor each run writes (input index, its values): a negative index
     # along a symbolic axis counts from the run's dim, not the largest

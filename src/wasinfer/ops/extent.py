@@ -400,7 +400,7 @@ def gather(view: ExtentView) -> ExtentFlow:
             return ExtentFlow(dims, run_time_inputs=((1, tuple(add(data[axis], k) if k < 0 else k for k in picked)),))
         return ExtentFlow(dims)
     masks = tuple((1, a, 0.0) for a, d in enumerate(indices) if isinstance(d, Expr))  # no index out of bounds
-    return ExtentFlow(dims, masks=masks)
+    return ExtentFlow(dims, index_masks=masks)
 
 
 def concat(view: ExtentView) -> ExtentFlow:
@@ -489,6 +489,14 @@ def resize(view: ExtentView) -> ExtentFlow:
     return view.out(tuple(mul(d, k) for d, k in zip(extent, factors, strict=True)))
 
 
+def range_(view: ExtentView) -> ExtentFlow:
+    """Range(start, limit, delta), limit symbolic: ceil((limit - start) / delta) values, each set by its position."""
+    start, limit, delta = view.ints(0), view.values(1), view.ints(2)
+    if start is None or limit is None or delta is None or delta[0] < 1:
+        return view.refuse("only a symbolic limit, with a constant start and a positive constant step, is followed")
+    return view.out((floordiv(add(limit[0], -start[0] + delta[0] - 1), delta[0]),))
+
+
 def recurrent(view: ExtentView) -> ExtentFlow:
     """LSTM, GRU, RNN: the sequence axis may be symbolic (the recurrence runs for the run's length)."""
     x = view.extent(0)
@@ -508,4 +516,4 @@ def recurrent(view: ExtentView) -> ExtentFlow:
 
 __all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
            "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "recurrent", "reduce", "reshape",
-           "resize", "same", "shape_of", "slice_", "squeeze", "transpose", "window"]
+           "range_", "resize", "same", "shape_of", "slice_", "squeeze", "transpose", "window"]

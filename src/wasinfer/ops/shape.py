@@ -51,6 +51,9 @@ define("Identity", role=Role.VIEW, batch=elementwise, extent=ex.identity)
 define("Dropout", role=Role.VIEW, batch=elementwise, extent=ex.identity)
 
 define("Constant", role=Role.COMPILE_TIME)
+define("Range", role=Role.COMPILE_TIME, extent=ex.range_,
+       summary="folded when its inputs are; a symbolic limit (a sequence's length) folds at its largest, each "
+               "value set by its position, and its dims follow the limit")
 define("ConstantOfShape", role=Role.COMPILE_TIME, extent=ex.from_values)
 for op in ("Shape", "Size"):
     define(op, role=Role.COMPILE_TIME, extent=ex.shape_of)

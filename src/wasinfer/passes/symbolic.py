@@ -26,7 +26,7 @@ MASK = ("wasinfer", "Mask")  # fill a tensor past its actual dim on one axis (at
 DIMS = ("wasinfer", "Dims")  # a tensor holding dims that depend on the symbols, written by each run (attrs: dims)
 
 # (op, input) pairs that read symbolic values as the dims of their output (ops/extent.py)
-_READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1)}
+_READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1), ("Range", 1)}
 
 
 def _touched(graph: Graph, node: Node) -> bool:
@@ -93,15 +93,25 @@ def record_shape_values(graph: Graph) -> None:
     computes with such values (rather than carrying them on as dims), it reads them from a Dims node instead,
     written at run time, so that folding never bakes in their values at the largest dims."""
     kept: list[Node] = []
+    folds = set(graph.constants)  # what folding will make constants: evaluated once, at the largest dims
+    graph.fold_hazards = []
     for node in graph.nodes:
+        folded = node.op_type in ("Shape", "Size") or all(n in folds for n in node.inputs if n)
         if _touched(graph, node):
             flow = _rule(graph, node)
             if not flow.refused:
                 for index in _computes_with(graph, node, flow):
                     kept.append(_materialise(graph, node, index))
+                    folded = False
             flow = _apply(graph, node)
             if not flow.refused:
                 _record(graph, node, flow, static=True)
+                if folded and (flow.masks or flow.run_time_inputs):  # its value would be the largest dims' only
+                    graph.fold_hazards.append(f"node {node.name!r} ({node.op_type}): it reads across a symbolic dim "
+                                              "of values known while compiling, which are folded at the ranges' "
+                                              "largest only")
+        if folded:
+            folds.update(o for o in node.outputs if o)
         kept.append(node)
     graph.nodes = kept
     # the extents are found again after the other passes; until then the symbolic ones say where a symbol goes
@@ -115,8 +125,11 @@ def infer_extents(graph: Graph) -> list[str]:
     if not graph.symbols:
         return []
     graph.nodes = [n for n in graph.nodes if (n.domain, n.op_type) != MASK]  # again from scratch
-    graph.extents = {n: graph.extents[n] for n in graph.inputs if n in graph.extents} | graph.decided
-    problems: list[str] = []
+    # the inputs' dims, the data's counts, and the constants folded at the largest dims whose every value is set
+    # by its position alone (a Range to a symbolic limit, a ConstantOfShape), which each bucket cuts to its size
+    graph.extents = ({n: graph.extents[n] for n in graph.inputs if n in graph.extents} | graph.decided
+                     | {n: e for n, e in graph.extents.items() if n in graph.constants})
+    problems: list[str] = list(graph.fold_hazards)
     kept: list[Node] = []
     for node in graph.nodes:
         if not _touched(graph, node):
@@ -132,7 +145,7 @@ def infer_extents(graph: Graph) -> list[str]:
         _record(graph, node, flow)
         for index, values in flow.run_time_inputs:
             kept.append(_materialise(graph, node, index, values))
-        for index, axis, fill in flow.masks:
+        for index, axis, fill in flow.masks + flow.index_masks:
             name = node.inputs[index]
             if name in graph.extents and isinstance(graph.extents[name][axis], Expr):
                 kept.append(Node(MASK[1], f"{node.name}/mask_{index}_{axis}", [name], [],
