@@ -261,3 +261,26 @@ def test_positions_up_to_a_symbolic_length_follow_the_run_and_a_fold_that_cannot
     onnx_model = model(nodes, {"x": [2, "T"]}, ["y"], {"axes": np.array([1], np.int64)}, opset=13)
     with pytest.raises(UnsupportedModel, match=r"node 'ReduceSum_2' \(ReduceSum\): it reads across a symbolic dim"):
         convert_onnx(onnx_model, {"x": (2, 16)}, input_ranges={"x": {1: (1, 16)}})
+
+
+def test_slices_of_a_symbolic_axis_from_a_fixed_start_and_splits_of_a_static_one() -> None:
+    """x[1:], x[:-2], x[2:5] along a sequence (the largest layout keeps each at its place), and a split of the
+    feature axis; a slice from the end (x[-3:]) starts where the run's dim decides: refused by name."""
+    def const(values: list[int]) -> np.ndarray:
+        return np.array(values, np.int64)
+
+    nodes = [helper.make_node("Slice", ["x", "one", "big", "zero"], ["tail"]),
+             helper.make_node("Slice", ["x", "zero", "minus2", "zero"], ["head"]),
+             helper.make_node("Slice", ["x", "two", "five", "zero"], ["mid"]),
+             helper.make_node("Split", ["x", "parts"], ["p0", "p1"], axis=1),
+             helper.make_node("ReduceSum", ["tail", "zero"], ["s0"], keepdims=1),
+             helper.make_node("Add", ["head", "s0"], ["y"]), helper.make_node("Mul", ["p0", "p0"], ["z"])]
+    onnx_model = model(nodes, {"x": ["T", 6]}, ["y", "mid", "z", "p1"],
+                       {"one": const([1]), "big": const([2**62]), "zero": const([0]), "minus2": const([-2]),
+                        "two": const([2]), "five": const([5]), "parts": const([2, 4])}, opset=13)
+    check_sizes(onnx_model, {"x": (12, 6)}, {"x": {0: (4, 12)}}, [{"x": (t, 6)} for t in (4, 5, 12)])
+    nodes = [helper.make_node("Slice", ["x", "minus3", "big", "zero"], ["y"])]
+    onnx_model = model(nodes, {"x": ["T", 6]}, ["y"], {"minus3": const([-3]), "big": const([2**62]),
+                                                       "zero": const([0])}, opset=13)
+    with pytest.raises(UnsupportedModel, match=r"node 'Slice_0' \(Slice\).*slices a symbolic axis from -3"):
+        convert_onnx(onnx_model, {"x": (12, 6)}, input_ranges={"x": {0: (4, 12)}})

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from onnx import helper
 
-from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, mul, show, smallest
+from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, minimum, mul, show, smallest
 from wasinfer.ops.definition import ExtentFlow, ExtentRule, ExtentView
 
 NEG_INF = float("-inf")
@@ -425,7 +425,7 @@ def concat(view: ExtentView) -> ExtentFlow:
 
 
 def slice_(view: ExtentView) -> ExtentFlow:
-    """Slices along static axes with constant bounds; symbolic values sliced the same way."""
+    """Constant bounds; a symbolic axis from a start >= 0 (to the end, to an end from the end, or to a fixed end)."""
     starts, ends, listed, steps = (view.ints(i) for i in range(1, 5))
     if view.node.inputs[0] in view.graph.shape_values:
         values = view.values(0)
@@ -434,20 +434,42 @@ def slice_(view: ExtentView) -> ExtentFlow:
         picked = values[slice(starts[0], ends[0], steps[0] if steps else 1)]
         return ExtentFlow(((len(picked),),), (picked,))
     extent = view.extent(0)
+    if "starts" in view.node.attrs:  # before opset 10: attributes
+        starts, ends = list(view.node.attrs["starts"]), list(view.node.attrs["ends"])
+        listed, steps = view.node.attrs.get("axes"), None
     if starts is None or ends is None:
         return view.refuse("its bounds are computed at run time")
     axes = [a % len(extent) for a in (listed or range(len(starts)))]
-    sliced = [a for k, a in enumerate(axes)
-              if not (starts[k] == 0 and ends[k] >= 2**31 - 1 and (not steps or steps[k] == 1))]
-    if any(isinstance(extent[a], Expr) for a in sliced):
-        return view.refuse("it slices a symbolic axis")
     dims = list(extent)
     for k, a in enumerate(axes):
-        if a in sliced:
-            size = dims[a]
-            assert isinstance(size, int)
-            dims[a] = len(range(*slice(starts[k], ends[k], steps[k] if steps else 1).indices(size)))
+        start, end, step = starts[k], ends[k], steps[k] if steps else 1
+        size = dims[a]
+        if isinstance(size, int):
+            dims[a] = len(range(*slice(start, end, step).indices(size)))
+        elif start == 0 and end >= 2**31 - 1 and step == 1:
+            continue  # all of it
+        elif step != 1 or start < 0:
+            return view.refuse(f"it slices a symbolic axis from {start} (step {step}): where it starts depends on "
+                               "the run's dim")
+        else:  # from a fixed start to the end, to an end counted from the end, or to a fixed end
+            stop = size if end >= 2**31 - 1 else add(size, end) if end < 0 else minimum(size, end)
+            dims[a] = add(stop, -start)
     return view.out(tuple(dims))
+
+
+def split(view: ExtentView) -> ExtentFlow:
+    """Splits along a static axis (the other dims, symbolic or not, go to every part)."""
+    extent = view.extent(0)
+    axis = int(view.attr("axis") or 0) % len(extent)
+    if isinstance(extent[axis], Expr):
+        return view.refuse("it splits a symbolic axis")
+    given = view.node.attrs.get("split") or (view.ints(1) if len(view.node.inputs) > 1 and view.node.inputs[1]
+                                               else None)
+    count = len(view.node.outputs)
+    size = extent[axis]
+    assert isinstance(size, int)
+    parts = list(given) if given else [-(-size // count)] * (count - 1) + [size - -(-size // count) * (count - 1)]
+    return view.out(*((*extent[:axis], part, *extent[axis + 1:]) for part in parts))
 
 
 def from_values(view: ExtentView) -> ExtentFlow:
@@ -516,4 +538,4 @@ def recurrent(view: ExtentView) -> ExtentFlow:
 
 __all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
            "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "recurrent", "reduce", "reshape",
-           "range_", "resize", "same", "shape_of", "slice_", "squeeze", "transpose", "window"]
+           "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "transpose", "window"]

@@ -52,7 +52,7 @@ def _slice(view: BatchView) -> BatchFlow:
 
 define("Transpose", batch=_transpose, extent=ex.transpose)
 define("Concat", batch=along_axis(0), extent=ex.concat)
-define("Split", batch=along_axis(0))
+define("Split", batch=along_axis(0), extent=ex.split)
 define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice, extent=ex.slice_)
