@@ -284,3 +284,16 @@ def test_slices_of_a_symbolic_axis_from_a_fixed_start_and_splits_of_a_static_one
                                                        "zero": const([0])}, opset=13)
     with pytest.raises(UnsupportedModel, match=r"node 'Slice_0' \(Slice\).*slices a symbolic axis from -3"):
         convert_onnx(onnx_model, {"x": (12, 6)}, input_ranges={"x": {0: (4, 12)}})
+
+
+def test_a_batch_range_beside_another_range_is_a_symbolic_dim_too() -> None:
+    """`x=1..4,2,10,8..40`: a batch of images of one width, any width: the batch is a symbol as the width is."""
+    from wasinfer.frontends import parse_shape_overrides
+
+    overrides = parse_shape_overrides(["x=1..4,2,10,8..40"])
+    assert overrides.max_batch is None and overrides.ranges == {"x": {3: (8, 40), 0: (1, 4)}}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["y"])]
+    onnx_model = model(nodes, {"x": ["N", 2, 10, "W"]}, ["y"], {"w": weights(3, 2, 3, 3)})
+    check_sizes(onnx_model, overrides.shapes, overrides.ranges,
+                [{"x": (n, 2, 10, w)} for n, w in ((1, 8), (3, 17), (4, 40))])

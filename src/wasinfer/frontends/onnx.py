@@ -108,7 +108,8 @@ class ShapeOverrides:
 def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
     """Parse `NAME=1,3,48,32..1280` strings (as given to --input-shape). A dim `MIN..MAX` is a range: on
     the leading dim `1..MAX` is the run-time batch, up to MAX (what --max-batch says); anywhere else (or
-    a leading range that does not start at 1) it is a symbolic dim, which each run gives (ABI version 3).
+    a leading range that does not start at 1) it is a symbolic dim, which each run gives (ABI version 3); so is a
+    leading `1..MAX` when another dim has a range (the batch is then one more symbolic dim).
     `MIN..MAX:STEP` takes only the multiples of STEP (a detector's input, a multiple of 32: `320..960:32`)."""
     shapes: dict[str, tuple[int, ...]] = {}
     ranges: dict[str, dict[int, DimRange]] = {}
@@ -149,6 +150,14 @@ def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
         shapes[name] = tuple(dims)
     if len(batches) > 1:
         raise FrontendError(f"--input-shape: the inputs' batch ranges end at different sizes {sorted(batches)}")
+    if batches and ranges:  # with symbolic dims, a leading 1..MAX is one of them: the graph runs on the whole batch
+        for name, dims in shapes.items():
+            spec = next(s for s in specs if s.rpartition("=")[0] == name)
+            leading = spec.rpartition("=")[2].split(",")[0].strip()
+            if leading.startswith("1.."):
+                ranges.setdefault(name, {})[0] = (1, int(leading[3:]))
+                shapes[name] = (int(leading[3:]), *dims[1:])
+        batches.clear()
     return ShapeOverrides(shapes, batches.pop() if batches else None, ranges)
 
 
