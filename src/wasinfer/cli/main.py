@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix the shape of an input with dynamic dims (repeatable); a dynamic leading dim is "
                    "the run-time batch and is compiled per sample: give it as a range 1..MAX (the same as "
                    "--max-batch MAX) or as 1; a range MIN..MAX on any other dim (x=1,3,48,32..1280), or on the "
-                   "leading one from above 1, is a symbolic dim: one module runs every size in it (ABI version 3)")
+                   "leading one from above 1 or beside another range, is a symbolic dim: one module runs every "
+                   "size in it (ABI version 3); MIN..MAX:STEP takes only the multiples of STEP (320..960:32)")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")
