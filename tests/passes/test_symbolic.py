@@ -297,3 +297,16 @@ def test_a_batch_range_beside_another_range_is_a_symbolic_dim_too() -> None:
     onnx_model = model(nodes, {"x": ["N", 2, 10, "W"]}, ["y"], {"w": weights(3, 2, 3, 3)})
     check_sizes(onnx_model, overrides.shapes, overrides.ranges,
                 [{"x": (n, 2, 10, w)} for n, w in ((1, 8), (3, 17), (4, 40))])
+
+
+def test_constant_padding_of_a_symbolic_axis_fills_the_part_past_the_run_s_dim_with_its_value() -> None:
+    """Pad(x, [0, 1, 0, 2], value 3) along a sequence: the two padded columns land right after the run's width;
+    reflect padding of a symbolic axis is refused by name."""
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"]), helper.make_node("Relu", ["p"], ["y"])]
+    onnx_model = model(nodes, {"x": [2, "W"]}, ["y"],
+                       {"pads": np.array([0, 1, 0, 2], np.int64), "value": np.array(3.0, np.float32)})
+    check_sizes(onnx_model, {"x": (2, 20)}, {"x": {1: (2, 20)}}, [{"x": (2, w)} for w in (2, 9, 20)])
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")]
+    onnx_model = model(nodes, {"x": [2, "W"]}, ["y"], {"pads": np.array([0, 1, 0, 2], np.int64)})
+    with pytest.raises(UnsupportedModel, match=r"node 'Pad_0' \(Pad\).*reflect padding"):
+        convert_onnx(onnx_model, {"x": (2, 20)}, input_ranges={"x": {1: (3, 20)}})

@@ -151,12 +151,12 @@ def parse_shape_overrides(specs: list[str]) -> ShapeOverrides:
     if len(batches) > 1:
         raise FrontendError(f"--input-shape: the inputs' batch ranges end at different sizes {sorted(batches)}")
     if batches and ranges:  # with symbolic dims, a leading 1..MAX is one of them: the graph runs on the whole batch
-        for name, dims in shapes.items():
+        for name, given in shapes.items():
             spec = next(s for s in specs if s.rpartition("=")[0] == name)
             leading = spec.rpartition("=")[2].split(",")[0].strip()
             if leading.startswith("1.."):
                 ranges.setdefault(name, {})[0] = (1, int(leading[3:]))
-                shapes[name] = (int(leading[3:]), *dims[1:])
+                shapes[name] = (int(leading[3:]), *given[1:])
         batches.clear()
     return ShapeOverrides(shapes, batches.pop() if batches else None, ranges)
 

@@ -457,6 +457,32 @@ def slice_(view: ExtentView) -> ExtentFlow:
     return view.out(tuple(dims))
 
 
+def pad(view: ExtentView) -> ExtentFlow:
+    """Constant padding; along a symbolic axis the part past the run's dim is filled with the pad value first."""
+    extent = view.extent(0)
+    rank = len(extent)
+    pads = view.node.attrs.get("pads") or view.ints(1)
+    if pads is None:
+        return view.refuse("its pads are computed at run time")
+    axes = view.ints(3) if len(view.node.inputs) > 3 and view.node.inputs[3] else None
+    axes = [a % rank for a in axes] if axes is not None else list(range(rank))
+    mode = str(view.attr("mode") or "constant")
+    value = view.graph.constants.get(view.node.inputs[2]) if len(view.node.inputs) > 2 and view.node.inputs[2] \
+        else np.asarray(view.node.attrs.get("value", 0.0))
+    if value is None:
+        return view.refuse("its value is computed at run time")
+    dims, masks = list(extent), []
+    for k, a in enumerate(axes):
+        begin, end = int(pads[k]), int(pads[len(axes) + k])
+        dims[a] = add(extent[a], begin + end)
+        if isinstance(extent[a], Expr) and (begin or end):
+            if mode != "constant" or begin < 0 or end < 0:
+                return view.refuse(f"{mode} padding (or cropping) of a symbolic axis")
+            if end:
+                masks.append((0, a, float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size else 0.0))
+    return ExtentFlow(view.out(tuple(dims)).outputs, masks=tuple(masks))
+
+
 def split(view: ExtentView) -> ExtentFlow:
     """Splits along a static axis (the other dims, symbolic or not, go to every part)."""
     extent = view.extent(0)
@@ -537,5 +563,5 @@ def recurrent(view: ExtentView) -> ExtentFlow:
 
 
 __all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
-           "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "recurrent", "reduce", "reshape",
+           "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "pad", "recurrent", "reduce", "reshape",
            "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "transpose", "window"]

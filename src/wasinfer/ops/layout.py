@@ -57,7 +57,7 @@ define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice, extent=ex.slice_)
 define("Tile", batch=not_followed)
-define("Pad", batch=not_followed)
+define("Pad", batch=not_followed, extent=ex.pad)
 
 
 def _data_decides_size(view: BatchView) -> BatchFlow:
