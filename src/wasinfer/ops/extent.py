@@ -404,7 +404,7 @@ def gather(view: ExtentView) -> ExtentFlow:
 
 
 def concat(view: ExtentView) -> ExtentFlow:
-    """Joins along a static axis (the others must agree); joins symbolic values (a Reshape's target)."""
+    """Joins along any axis (the others must agree): along a symbolic one, each part where the run's last ends."""
     names = [n for n in view.node.inputs if n]
     if any(n in view.graph.shape_values for n in names):
         parts = [view.values(i) for i, n in enumerate(view.node.inputs) if n]
@@ -414,13 +414,11 @@ def concat(view: ExtentView) -> ExtentFlow:
         return ExtentFlow(((len(joined),),), (joined,))
     extents = [view.extent(i) for i, n in enumerate(view.node.inputs) if n]
     axis = int(view.attr("axis")) % len(extents[0])
-    if any(isinstance(e[axis], Expr) for e in extents):
-        return view.refuse("it joins along a symbolic axis")
     others = {tuple(d for a, d in enumerate(e) if a != axis) for e in extents}
     if len(others) > 1:
         return view.refuse(f"its inputs' dims differ: {', '.join(show(e) for e in extents)}")
     first = list(extents[0])
-    first[axis] = sum(e[axis] for e in extents)  # type: ignore[misc]
+    first[axis] = add(*(e[axis] for e in extents))  # along a symbolic axis each part starts where the run's ends
     return view.out(tuple(first))
 
 

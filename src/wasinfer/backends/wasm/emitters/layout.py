@@ -14,9 +14,11 @@ import math
 from collections.abc import Callable
 
 from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
+from wasinfer.backends.wasm.dims import push_dim
 from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.layout import movable_problems, row_major
 
 # Element size → (load, store) moving one element bit for bit.
@@ -202,6 +204,27 @@ def _check_concat(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
+def _concat_run_time(ctx: Ctx, node: Node, names: list[str], axis: int) -> None:
+    """Along a symbolic axis (ops/extent.py): each input's part starts where the run's sizes of the inputs before
+    it end, so its offset and length are computed at run time; per outer index, one memory.copy per input."""
+    f, out = ctx.f, ctx.info(node.outputs[0])
+    size = out.dtype.itemsize
+    outer, inner = math.prod(out.shape[:axis]), math.prod(out.shape[axis + 1:]) * size
+    out_block = out.shape[axis] * inner
+    offset, length, o, pd, ps = f.local(I32), f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    f.i32(0).set(offset)
+    for name in names:
+        shape = ctx.info(name).shape
+        dim = ctx.graph.extents.get(name, tuple(shape))[axis]
+        push_dim(f, dim, ctx.symbols)
+        f.i32(inner).op("i32.mul").set(length)
+        f.i32(ctx.addr(node.outputs[0])).get(offset).op("i32.add").set(pd).i32(ctx.addr(name)).set(ps)
+        with f.for_range(o, 0, outer):
+            f.get(pd).get(ps).get(length).memory_copy()
+            f.inc(pd, out_block).inc(ps, shape[axis] * inner)
+        f.get(offset).get(length).op("i32.add").set(offset)
+
+
 @kernel("Concat", check=_check_concat)
 def emit_concat(ctx: Ctx, node: Node) -> None:
     """Viewed as (outer, axis..): each input contributes one contiguous block per outer index."""
@@ -211,9 +234,13 @@ def emit_concat(ctx: Ctx, node: Node) -> None:
     size = out.dtype.itemsize
     outer = math.prod(out.shape[:axis])
     out_block = math.prod(out.shape[axis:]) * size
+    names = [n for n in node.inputs if n]
+    if any(isinstance(ctx.graph.extents.get(n, (0,) * len(out.shape))[axis], Expr) for n in names):
+        _concat_run_time(ctx, node, names, axis)
+        return
     zero, pd, ps, counter = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
     offset = 0
-    for name in [n for n in node.inputs if n]:
+    for name in names:
         block = math.prod(ctx.info(name).shape[axis:]) * size
         src, dst = ctx.addr(name), ctx.addr(node.outputs[0]) + offset
         offset += block
