@@ -320,3 +320,24 @@ def test_a_concat_along_a_symbolic_axis_puts_each_part_where_the_run_s_last_ends
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     check_sizes(onnx_model, {"past": (2, 10, 3), "new": (2, 4, 3)}, {"past": {1: (1, 10)}, "new": {1: (1, 4)}},
                 [{"past": (2, p, 3), "new": (2, n, 3)} for p, n in ((1, 1), (7, 2), (10, 4), (3, 4))])
+
+
+def test_a_batch_a_node_mixes_runs_whole_as_a_symbolic_dim_when_a_larger_batch_is_asked_for() -> None:
+    """An LSTM over the leading dim (a sequence of windows, as Silero VAD's sequence model has it): running it per
+    sample would give each window a fresh state; with --max-batch 6 the leading dim is a symbolic dim 1..6."""
+    hidden = 4
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Unsqueeze", ["p", "one"], ["seq"]),
+             helper.make_node("LSTM", ["seq", "w", "r"], ["y", "h"], hidden_size=hidden),
+             helper.make_node("Squeeze", ["h", "zero"], ["state"])]
+    onnx_model = model(nodes, {"x": ["windows", 3]}, ["state"],
+                       {"pads": np.array([0, 1, 0, 0], np.int64), "one": np.array([1], np.int64),
+                        "zero": np.array([0], np.int64), "w": weights(1, 4 * hidden, 4),
+                        "r": weights(1, 4 * hidden, hidden)})
+    result = convert_onnx(onnx_model, {"x": (1, 3)}, max_batch=6, simd="plain")
+    assert result.metadata.max_batch == 1 and result.metadata.inputs[0].ranges == [[1, 6]]
+    wasm = WasmModel(result.wasm)
+    for windows in (1, 4, 6):
+        x = RNG.standard_normal((windows, 3)).astype(np.float32)
+        np.testing.assert_allclose(wasm.run({"x": x})["state"], ort_run(onnx_model, {"x": x})[0], rtol=1e-4,
+                                   atol=2e-5)

@@ -87,7 +87,7 @@ def convert_model(
     source_sha256 = None
     if quantize is not None:
         source, source_sha256 = _quantized(source, source_format, quantize, calibration)
-    loaded = _load(source, input_shapes, source_format, input_ranges)
+    loaded, max_batch, input_ranges = _load(source, input_shapes, source_format, input_ranges, max_batch)
     if source_sha256 is not None:
         loaded = dataclasses.replace(loaded, source_sha256=source_sha256)
     graph = loaded.graph
@@ -206,9 +206,12 @@ def _quantized(source: str | Path | onnx.ModelProto, source_format: str, quantiz
 
 
 def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None,
-          source_format: str, input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None) -> Loaded:
-    """The frontend's IR, with a dynamic leading dim as the per-sample batch unless a node mixes
-    samples along it (passes/control.py): then that dim must come from `input_shapes`."""
+          source_format: str, input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
+          max_batch: int = 1) -> tuple[Loaded, int, dict[str, dict[int, tuple[int, ...]]] | None]:
+    """The frontend's IR (and the max_batch and ranges it is compiled with), with a dynamic leading dim as the
+    per-sample batch unless a node mixes samples along it (passes/control.py). Then, with a batch above 1 asked
+    for, the whole batch runs at once, its size a symbolic dim 1..max_batch (passes/symbolic.py follows it, or
+    names the node it cannot go through); without, that dim must come from `input_shapes`."""
     def load(batch: bool) -> Loaded:
         if source_format == "tflite":
             loaded = load_tflite(source, input_shapes, batch=batch, input_ranges=input_ranges)  # type: ignore[arg-type]
@@ -221,12 +224,21 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
     loaded = load(batch=True)
     mixing = batch_mixing(loaded.graph, loaded.batch_axes) if loaded.batch_axes else []
     if not mixing:
-        return loaded
+        return loaded, max_batch, input_ranges
+    if max_batch > 1:  # the batch as a symbolic dim: the graph runs once over all of it
+        shapes, ranges = dict(input_shapes or {}), {k: dict(v) for k, v in (input_ranges or {}).items()}
+        for name, axis in loaded.batch_axes.items():
+            dims = list(loaded.graph.info(name).shape)
+            dims[axis] = max_batch
+            shapes[name] = tuple(dims)
+            ranges.setdefault(name, {})[axis] = (1, max_batch)
+        input_shapes, input_ranges = shapes, ranges
+        return load(batch=False), 1, ranges
     missing = [n for n in loaded.batch_axes if n not in (input_shapes or {})]
     if missing:
         raise FrontendError(f"the dynamic batch dim of {missing} cannot be a per-sample batch: "
                             f"{'; '.join(mixing[:3])}; give its size with --input-shape {missing[0]}=d0,d1,...")
-    return load(batch=False)
+    return load(batch=False), max_batch, input_ranges
 
 
 def convert_onnx(source: str | Path | onnx.ModelProto, *args: Any, **kwargs: Any) -> ConvertResult:

@@ -292,6 +292,8 @@ def load_onnx(
     for value in graph_proto.output:
         if value.name not in graph.tensors:
             dims = tensor_dims(value.type)
+            if dims is not None:  # a dim named as a symbol of --input-shape's ranges is its largest
+                dims = [symbols[d][1] * steps[d] if isinstance(d, str) and d in symbols else d for d in dims]
             if dims is not None and dims and not isinstance(dims[0], int):
                 dims[0] = 1
             if dims is not None and all(isinstance(d, int) for d in dims):

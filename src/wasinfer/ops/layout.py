@@ -57,7 +57,25 @@ define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice, extent=ex.slice_)
 define("Tile", batch=not_followed)
-define("Pad", batch=not_followed, extent=ex.pad)
+@per_sample
+def _pad(view: BatchView) -> BatchFlow:
+    """Any axis not padded.
+
+    Padding the batch axis adds samples; constant pads are needed to tell."""
+    pads = view.node.attrs.get("pads") or view.ints(1)
+    rank = view.in_rank or 1
+    if pads is None:
+        return view.none()
+    axes = view.ints(3) if len(view.node.inputs) > 3 and view.node.inputs[3] else list(range(rank))
+    if axes is None:
+        return view.none()
+    for k, axis in enumerate(axes):
+        if axis % rank == view.first and (pads[k] or pads[len(axes) + k]):
+            return view.mixes("it pads the batch axis")
+    return view.same(view.first)
+
+
+define("Pad", batch=_pad, extent=ex.pad)
 
 
 def _data_decides_size(view: BatchView) -> BatchFlow:
