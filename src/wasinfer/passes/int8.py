@@ -102,18 +102,26 @@ class _Match:
         self.removed.append(dq)
         return a_q, scale.astype(np.float32), (zero if zero is not None else np.zeros((), dtype)).astype(dtype)
 
-    def weight(self, trans_b: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        """(w [K, N] int8, w_scale [N] float32) of input 1: a symmetric int8 constant, per tensor or per column."""
+    def _symmetric_int8_weight(self, ranks: tuple[int, ...]) -> tuple[Node, np.ndarray, np.ndarray] | None:
+        """(its DequantizeLinear, w, scale) where input 1 is an int8 constant of one of `ranks`, dequantized with
+        zero point 0 and no blocks; the scale's shape is for the caller to check."""
         dq = self.dequantize_of(self.product.inputs[1])
         if dq is None:
             return None
         w = self.graph.constants.get(dq.inputs[0])
         scale = self.graph.constants.get(_arg(dq, 1))
         zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int8)
-        if w is None or w.dtype != np.int8 or w.ndim != 2 or scale is None or zero is None or np.any(zero != 0):
+        if w is None or w.dtype != np.int8 or w.ndim not in ranks or scale is None or zero is None \
+                or np.any(zero != 0) or int(dq.attr("block_size", 0)):
             return None
-        if int(dq.attr("block_size", 0)):
+        return dq, w, scale
+
+    def weight(self, trans_b: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """(w [K, N] int8, w_scale [N] float32) of input 1: a symmetric int8 constant, per tensor or per column."""
+        found = self._symmetric_int8_weight((2,))
+        if found is None:
             return None
+        dq, w, scale = found
         w = w.T if trans_b else w
         n_size = w.shape[1]
         if scale.size != 1:  # per channel: the channel must be the output column
@@ -126,15 +134,10 @@ class _Match:
     def conv_weight(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(w [M, C/g, *kernel] int8, w_scale [M] float32) of a Conv's input 1: a symmetric int8
         constant, per tensor or per output channel (axis 0)."""
-        dq = self.dequantize_of(self.product.inputs[1])
-        if dq is None:
+        found = self._symmetric_int8_weight((3, 4))
+        if found is None:
             return None
-        w = self.graph.constants.get(dq.inputs[0])
-        scale = self.graph.constants.get(_arg(dq, 1))
-        zero = self.graph.constants.get(_arg(dq, 2)) if _arg(dq, 2) else np.zeros(1, np.int8)
-        if w is None or w.dtype != np.int8 or w.ndim not in (3, 4) or scale is None or zero is None \
-                or np.any(zero != 0) or int(dq.attr("block_size", 0)):
-            return None
+        dq, w, scale = found
         if scale.size != 1 and (scale.size != w.shape[0] or int(dq.attr("axis", 1)) % w.ndim != 0):
             return None
         self.removed.append(dq)
