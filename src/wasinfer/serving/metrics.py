@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -30,6 +30,14 @@ COLD_START_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 
 Labels = tuple[str, ...]
 
+
+
+def _counters(name: str, doc: str, labels: list[str], values: Mapping[tuple[str, ...], float]) -> CounterMetricFamily:
+    """A counter family with one sample per label tuple in `values`."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for label_values, value in values.items():
+        family.add_metric(list(label_values), value)
+    return family
 
 class _Histogram:
     """Per-bucket (not cumulative) counts; the last slot is +Inf."""
@@ -165,13 +173,9 @@ class Metrics(Collector):
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
             demotions = dict(self._demotions)
             misses, served = self._misses, sum(requests.values())
-        family = CounterMetricFamily("wasinfer_requests", "Inference requests by model, version, protocol and "
-                                     "outcome (ok, or the error's: bad_request, not_found, unauthorized, too_large, "
-                                     "overloaded, unavailable, deadline, error).",
-                                     labels=["model", "version", "protocol", "outcome"])
-        for labels, value in requests.items():
-            family.add_metric(list(labels), value)
-        yield family
+        yield _counters("wasinfer_requests", "Inference requests by model, version, protocol and outcome (ok, or "
+                        "the error's: bad_request, not_found, unauthorized, too_large, overloaded, unavailable, "
+                        "deadline, error).", ["model", "version", "protocol", "outcome"], requests)
         docs = {
             "request": ("wasinfer_request_duration_seconds", ["model", "version", "protocol"],
                         "Latency of successful inference requests in the server, from the handler's start "
@@ -194,35 +198,20 @@ class Metrics(Collector):
             for labels, (buckets, total) in table.items():
                 histogram.add_metric(list(labels), buckets, total)
             yield histogram
-        family = CounterMetricFamily("wasinfer_cold_starts", "Model version loads (lazy, on a first request, or "
-                                     "through the repository API) by outcome (ok, error).",
-                                     labels=["model", "version", "outcome"])
-        for labels, value in cold_starts.items():
-            family.add_metric(list(labels), value)
-        yield family
+        yield _counters("wasinfer_cold_starts", "Model version loads (lazy, on a first request, or through the "
+                        "repository API) by outcome (ok, error).", ["model", "version", "outcome"], cold_starts)
         yield GaugeMetricFamily("wasinfer_models_loaded", "Model versions loaded and ready.", value=loaded)
         yield CounterMetricFamily("wasinfer_model_cache_misses", "Requests that found their model not loaded (never "
                                   "loaded, or evicted) and waited for its load.", value=misses)
         yield GaugeMetricFamily("wasinfer_model_cache_hit_ratio", "Share of inference requests since start whose "
                                 "model was already loaded: 1 - cache misses / requests.",
                                 value=1.0 - min(misses, served) / served if served else 1.0)
-        family = CounterMetricFamily("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new "
-                                     "version serves), failed (refused; the old version serves on), rollback.",
-                                     labels=["model", "outcome"])
-        for labels, value in updates.items():
-            family.add_metric(list(labels), value)
-        yield family
-        family = CounterMetricFamily("wasinfer_model_evictions", "Model versions evicted (least recently used) "
-                                     "to fit the memory budget.", labels=["model", "version"])
-        for labels, value in evictions.items():
-            family.add_metric(list(labels), value)
-        yield family
-        family = CounterMetricFamily("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished "
-                                     "at the lowest CPU priority, giving way to shorter runs.",
-                                     labels=["model", "version"])
-        for labels, value in demotions.items():
-            family.add_metric(list(labels), value)
-        yield family
+        yield _counters("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new version serves), "
+                        "failed (refused; the old version serves on), rollback.", ["model", "outcome"], updates)
+        yield _counters("wasinfer_model_evictions", "Model versions evicted (least recently used) to fit the memory "
+                        "budget.", ["model", "version"], evictions)
+        yield _counters("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished at the lowest CPU "
+                        "priority, giving way to shorter runs.", ["model", "version"], demotions)
         memory = GaugeMetricFamily("wasinfer_model_memory_bytes", "Memory held by a loaded model version: its "
                                    "file plus each instance's linear memory (an estimate for ONNX Runtime).",
                                    labels=["model", "version"])
