@@ -99,11 +99,12 @@ def record_shape_values(graph: Graph) -> None:
         folded = node.op_type in ("Shape", "Size") or all(n in folds for n in node.inputs if n)
         if _touched(graph, node):
             flow = _rule(graph, node)
-            if not flow.refused:
-                for index in _computes_with(graph, node, flow):
-                    kept.append(_materialise(graph, node, index))
-                    folded = False
-            flow = _apply(graph, node)
+            computed = [] if flow.refused else _computes_with(graph, node, flow)
+            for index in computed:
+                kept.append(_materialise(graph, node, index))
+                folded = False
+            if computed:  # the node now reads those from the Dims nodes: its rule again
+                flow = _rule(graph, node)
             if not flow.refused:
                 _record(graph, node, flow, static=True)
                 if folded and (flow.masks or flow.run_time_inputs):  # its value would be the largest dims' only
