@@ -9,7 +9,8 @@ a depthwise conv (one input channel per group) has too little reuse for a GEMM a
 weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
 uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and one along a single axis
 with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
-(`winograd_1d`; both in lowering/winograd.py).
+(`winograd_1d`; both in lowering/winograd.py). A 1-D conv whose constant filters are a window times the
+DFT's cosines and sines (a spectrogram) runs as FFTs (`stft`, lowering/dft.py).
 Constant weights are packed in the GEMM's panels, once per group (`packed_weights`).
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.dft import StftPlan, stft_plan
 from wasinfer.lowering.gemm import pack_panels
 from wasinfer.lowering.window import Window, make_window, window_scratch
 from wasinfer.lowering.winograd import (
@@ -49,6 +51,7 @@ class ConvPlan:
     tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
     winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
     winograd_1d: bool = False  # along one axis, kernel 3 or 5, stride 1, constant weights: F(4, r)
+    stft: StftPlan | None = None  # filters that are a windowed DFT: FFTs instead (lowering/dft.py)
 
     @property
     def k_size(self) -> int:
@@ -97,6 +100,8 @@ class ConvPlan:
 
     @property
     def scratch_bytes(self) -> int:
+        if self.stft is not None:
+            return self.stft.scratch_bytes
         if self.winograd:
             return self.winograd_plan().scratch_bytes
         if self.winograd_1d:
@@ -118,6 +123,11 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
                     transformable and fits(win, x_shape[1], w_shape[0], groups, True),
                     transformable and fits_1d(win, x_shape[1], w_shape[0], groups, True))
+    if transformable and len(win.in_dims) == 1:
+        plan = replace(plan, stft=stft_plan(tuple(x_shape), graph.constants[node.inputs[1]], win.strides,
+                                            win.dilations, win.pad_begin + win.pad_end, groups, win.out_dims[0]))
+        if plan.stft is not None:
+            return plan
     if plan.direct:
         return plan
     return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))

@@ -591,3 +591,50 @@ def test_conv_winograd_1d_not_with_compressed_weights() -> None:
     assert len(small.wasm) < len(plain.wasm) * 0.7
     got, want = WasmModel(small.wasm).run({"x": x})["y0"], ort_run(model, {"x": x})[0]
     assert np.max(np.abs(got - want)) < 0.2 * np.max(np.abs(want))
+
+
+def dft_conv(size: int, bins: int, layout: str) -> np.ndarray:
+    """Conv weights [C, 1, N] that are a Hann window times DFT rows (tests/lowering/test_dft.py's `dft_filters`)."""
+    from tests.lowering.test_dft import dft_filters
+    return dft_filters(size, bins, layout)
+
+
+@pytest.mark.parametrize("x_shape,size,bins,layout,hop,bias", [
+    ((1, 1, 16000), 512, 257, "real", 160, False),  # openWakeWord's mel front end: 97 frames, a partial group
+    ((1, 1, 16000), 512, 257, "imag", 160, False),
+    ((3, 1, 640), 256, 129, "both", 128, True),  # Silero VAD: real then imaginary parts, a batch
+    ((2, 1, 1000), 64, 40, "both", 16, False),  # fewer bins than N/2 + 1
+    ((1, 1, 300), 32, 32, "real", 7, True),  # bins past N/2 read the conjugate; stride not dividing anything
+    ((1, 1, 300), 16, 16, "imag", 3, False),  # the shortest frame that runs as an FFT
+    ((1, 1, 64), 64, 33, "real", 64, False),  # one frame
+])
+def test_conv_whose_filters_are_a_windowed_dft_runs_as_ffts_and_matches(
+        x_shape: tuple[int, ...], size: int, bins: int, layout: str, hop: int, bias: bool) -> None:
+    x = rand(*x_shape) * 1000  # audio at int16 scale, as openWakeWord feeds it
+    constants = {"w": dft_conv(size, bins, layout)}
+    if bias:
+        constants["b"] = rand(constants["w"].shape[0])
+    model = single_op_model("Conv", {"x": x}, constants=constants, strides=[hop])
+    graph = load_onnx(model).graph
+    node = next(n for n in graph.nodes if n.op_type == "Conv")
+    assert conv.conv_plan(node, graph).stft is not None
+    scale = float(np.abs(ort_run(model, {"x": x})[0]).max())
+    assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=2e-6 * scale)
+
+
+def test_a_dft_conv_s_fused_activation_and_a_symbolic_length_follow() -> None:
+    """A Relu fused into the FFT's stores, and one module for every signal length in a range (one FFT kernel per
+    bucket of lengths)."""
+    x = rand(1, 1, 2000) * 100
+    model = conv_then("Relu", x, dft_conv(128, 65, "both"), rand(130), strides=[32])
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-3)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "L"
+    for value in [*model.graph.value_info, *model.graph.output]:
+        value.type.tensor_type.ClearField("shape")
+    result = convert_onnx(model, {"x": (1, 1, 2000)}, input_ranges={"x": {2: (128, 2000)}})
+    wasm = WasmModel(result.wasm)
+    for length in (2000, 128, 777, 1500):
+        x = rand(1, 1, length) * 100
+        np.testing.assert_allclose(wasm.run({"x": x})["y"], ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-3,
+                                   err_msg=str(length))

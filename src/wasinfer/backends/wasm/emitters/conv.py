@@ -42,6 +42,7 @@ import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.activation import epilogue
+from wasinfer.backends.wasm.emitters.conv_dft import emit_stft
 from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd, emit_winograd_1d, emit_winograd_44
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm, emit_gemm
 from wasinfer.backends.wasm.emitters.pool import (
@@ -98,6 +99,9 @@ def _check_conv(node: Node, graph: Graph) -> list[str]:
 def emit_conv(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     plan = conv_plan(node, ctx.graph)
+    if plan.stft is not None:
+        emit_stft(ctx, node, plan.stft)
+        return
     if plan.depthwise:
         _emit_depthwise(ctx, node, plan)
         return
