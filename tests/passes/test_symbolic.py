@@ -263,7 +263,8 @@ def test_positions_up_to_a_symbolic_length_follow_the_run_and_a_fold_that_cannot
 
 def test_slices_of_a_symbolic_axis_from_a_fixed_start_and_splits_of_a_static_one() -> None:
     """x[1:], x[:-2], x[2:5] along a sequence (the largest layout keeps each at its place), and a split of the
-    feature axis; a slice from the end (x[-3:]) starts where the run's dim decides: refused by name."""
+    feature axis; x[-3:] and x[-5:-1] (the last frames) read from where the run's dim ends; x[-5:] of a sequence as
+    short as 4 would hold fewer than 5: refused by name."""
     def const(values: list[int]) -> np.ndarray:
         return np.array(values, np.int64)
 
@@ -277,10 +278,15 @@ def test_slices_of_a_symbolic_axis_from_a_fixed_start_and_splits_of_a_static_one
                        {"one": const([1]), "big": const([2**62]), "zero": const([0]), "minus2": const([-2]),
                         "two": const([2]), "five": const([5]), "parts": const([2, 4])}, opset=13)
     check_sizes(onnx_model, {"x": (12, 6)}, {"x": {0: (4, 12)}}, [{"x": (t, 6)} for t in (4, 5, 12)])
-    nodes = [helper.make_node("Slice", ["x", "minus3", "big", "zero"], ["y"])]
-    onnx_model = model(nodes, {"x": ["T", 6]}, ["y"], {"minus3": const([-3]), "big": const([2**62]),
-                                                       "zero": const([0])}, opset=13)
-    with pytest.raises(UnsupportedModel, match=r"node 'Slice_0' \(Slice\).*slices a symbolic axis from -3"):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),  # the slices read a kernel's output, not the input buffer
+             helper.make_node("Slice", ["r", "minus3", "big", "zero"], ["last"]),
+             helper.make_node("Slice", ["r", "minus5", "minus1", "zero"], ["before_last"])]
+    onnx_model = model(nodes, {"x": ["T", 6]}, ["last", "before_last"],
+                       {"minus3": const([-3]), "minus5": const([-5]), "minus1": const([-1]), "big": const([2**62]),
+                        "zero": const([0])}, opset=13)
+    check_sizes(onnx_model, {"x": (12, 6)}, {"x": {0: (5, 12)}}, [{"x": (t, 6)} for t in (5, 7, 12)])
+    with pytest.raises(UnsupportedModel, match=r"node 'Slice_2' \(Slice\).*slices from -5 along a symbolic axis "
+                                               r"as small as 4"):
         convert_onnx(onnx_model, {"x": (12, 6)}, input_ranges={"x": {0: (4, 12)}})
 
 

@@ -423,7 +423,8 @@ def concat(view: ExtentView) -> ExtentFlow:
 
 
 def slice_(view: ExtentView) -> ExtentFlow:
-    """Constant bounds; a symbolic axis from a start >= 0 (to the end, to an end from the end, or to a fixed end)."""
+    """Constant bounds; a symbolic axis from a start >= 0 (to the end, to an end from the end, or to a fixed end), or
+    from a start counted from its end (to the end or to an end counted from the end: a static length)."""
     starts, ends, listed, steps = (view.ints(i) for i in range(1, 5))
     if view.node.inputs[0] in view.graph.shape_values:
         values = view.values(0)
@@ -446,9 +447,18 @@ def slice_(view: ExtentView) -> ExtentFlow:
             dims[a] = len(range(*slice(start, end, step).indices(size)))
         elif start == 0 and end >= 2**31 - 1 and step == 1:
             continue  # all of it
+        elif step == 1 and start < 0 and (end >= 2**31 - 1 or start < end < 0):
+            # the last -start elements, or those between two positions counted from the end: a static length that
+            # the kernel reads from where the run's dim ends, when every run has that many
+            length = (0 if end >= 2**31 - 1 else end) - start
+            low = smallest(size, view.graph.symbols)
+            if low < -start:
+                return view.refuse(f"it slices from {start} along a symbolic axis as small as {low} (fewer elements "
+                                   "than the slice's start reaches back)")
+            dims[a] = length
         elif step != 1 or start < 0:
-            return view.refuse(f"it slices a symbolic axis from {start} (step {step}): where it starts depends on "
-                               "the run's dim")
+            return view.refuse(f"it slices a symbolic axis from {start} to {end} (step {step}): its length depends "
+                               "on the run's dim")
         else:  # from a fixed start to the end, to an end counted from the end, or to a fixed end
             stop = size if end >= 2**31 - 1 else add(size, end) if end < 0 else minimum(size, end)
             dims[a] = add(stop, -start)

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.dims import push_dim
 from wasinfer.backends.wasm.emitters.layout import (
     LOAD_STORE,
     copy_bytes,
@@ -44,14 +45,17 @@ INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
 # ---------------------------------------------------------------- strided copy
 
 def emit_copy(f: Func, dst: int, dst_strides: list[int], src: int, src_strides: list[int],
-              shape: tuple[int, ...], size: int) -> None:
+              shape: tuple[int, ...], size: int, src_shift: int | None = None) -> None:
     """dst[i·dst_strides] = src[i·src_strides] for every index i of `shape` (element strides, any
-    sign; `size`-byte elements)."""
+    sign; `size`-byte elements); `src_shift`: a local holding bytes added to `src` at run time."""
     if math.prod(shape) == 0:
         return
     dims, (ds, ss) = merge_axes(tuple(shape), [list(dst_strides), list(src_strides)])
     pin, pout = f.local(I32), f.local(I32)
-    f.i32(src).set(pin).i32(dst).set(pout)
+    f.i32(src)
+    if src_shift is not None:
+        f.get(src_shift).op("i32.add")
+    f.set(pin).i32(dst).set(pout)
 
     def row() -> None:
         count, dstep, sstep = dims[-1], ds[-1], ss[-1]
@@ -73,9 +77,9 @@ def emit_copy(f: Func, dst: int, dst_strides: list[int], src: int, src_strides: 
 
 
 def emit_gather_copy(f: Func, dst: int, src: int, shape: tuple[int, ...], src_strides: list[int],
-                     size: int) -> None:
+                     size: int, src_shift: int | None = None) -> None:
     """emit_copy into a contiguous output of `shape`."""
-    emit_copy(f, dst, list(row_major(shape)), src, src_strides, shape, size)
+    emit_copy(f, dst, list(row_major(shape)), src, src_strides, shape, size, src_shift)
 
 
 def push_index(f: Func, ptr: int, dtype: np.dtype[np.generic], bound: int) -> None:
@@ -163,15 +167,40 @@ def _check_slice(node: Node, graph: Graph) -> list[str]:
 
 @kernel("Slice", check=_check_slice)
 def emit_slice(ctx: Ctx, node: Node) -> None:
-    """Output index o on each axis reads input index start + o·step."""
-    info = ctx.info(node.inputs[0])
+    """Output index o on each axis reads input index start + o·step. Along a symbolic axis sliced from a start
+    counted from its end (ops/extent.py), the start moves with the run's dim: by (dim - largest dim) elements."""
+    f, info = ctx.f, ctx.info(node.inputs[0])
     plan = slice_plan(node, ctx.graph)
     assert not isinstance(plan, str)
     strides = row_major(info.shape)
     base = sum(r.start * s for r, s in zip(plan, strides, strict=True) if len(r))
     size = info.dtype.itemsize
-    emit_gather_copy(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]) + base * size,
-                     tuple(len(r) for r in plan), [r.step * s for r, s in zip(plan, strides, strict=True)], size)
+    shift = None
+    extent = ctx.graph.extents.get(node.inputs[0]) or ()
+    from_end = [a for a in _starts_from_end(node, ctx.graph) if a < len(extent) and isinstance(extent[a], Expr)]
+    if from_end:
+        shift = f.local(I32)
+        f.i32(0)
+        for axis in from_end:
+            push_dim(f, extent[axis], ctx.symbols)
+            f.i32(info.shape[axis]).op("i32.sub").i32(strides[axis] * size).op("i32.mul").op("i32.add")
+        f.set(shift)
+    emit_gather_copy(f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]) + base * size,
+                     tuple(len(r) for r in plan), [r.step * s for r, s in zip(plan, strides, strict=True)], size,
+                     shift)
+
+
+def _starts_from_end(node: Node, graph: Graph) -> list[int]:
+    """The axes a Slice starts on counting from the end (a negative start)."""
+    rank = len(graph.info(node.inputs[0]).shape)
+    if "starts" in node.attrs:
+        starts, axes = list(node.attrs["starts"]), node.attrs.get("axes")
+    else:
+        starts = [int(v) for v in np.asarray(graph.constants[node.inputs[1]]).reshape(-1)]
+        given = graph.constants.get(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+        axes = None if given is None else [int(v) for v in np.asarray(given).reshape(-1)]
+    return [int(a) % rank for a, start in zip(axes if axes is not None else range(len(starts)), starts, strict=True)
+            if start < 0]
 
 
 # ---------------------------------------------------------------- Gather
