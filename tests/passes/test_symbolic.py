@@ -304,16 +304,33 @@ def test_a_batch_range_beside_another_range_is_a_symbolic_dim_too() -> None:
 
 
 def test_constant_padding_of_a_symbolic_axis_fills_the_part_past_the_run_s_dim_with_its_value() -> None:
-    """Pad(x, [0, 1, 0, 2], value 3) along a sequence: the two padded columns land right after the run's width;
-    reflect padding of a symbolic axis is refused by name."""
+    """Pad(x, [0, 1, 0, 2], value 3) along a sequence: the two padded columns land right after the run's width."""
     nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"]), helper.make_node("Relu", ["p"], ["y"])]
     onnx_model = model(nodes, {"x": [2, "W"]}, ["y"],
                        {"pads": np.array([0, 1, 0, 2], np.int64), "value": np.array(3.0, np.float32)})
     check_sizes(onnx_model, {"x": (2, 20)}, {"x": {1: (2, 20)}}, [{"x": (2, w)} for w in (2, 9, 20)])
-    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")]
-    onnx_model = model(nodes, {"x": [2, "W"]}, ["y"], {"pads": np.array([0, 1, 0, 2], np.int64)})
-    with pytest.raises(UnsupportedModel, match=r"node 'Pad_0' \(Pad\).*reflect padding"):
-        convert_onnx(onnx_model, {"x": (2, 20)}, input_ranges={"x": {1: (3, 20)}})
+
+
+@pytest.mark.parametrize("mode,pads", [
+    ("reflect", [0, 3, 0, 5]),  # a few: unrolled copies
+    ("reflect", [0, 8, 0, 8]),  # torch.stft(center=True)'s n_fft / 2 on each side: a loop
+    ("edge", [0, 2, 0, 7]),
+    ("reflect", [2, 1, 1, 3]),  # both axes symbolic
+])
+def test_reflect_and_edge_padding_of_a_symbolic_axis_reflect_from_where_the_run_s_dim_ends(
+        mode: str, pads: list[int]) -> None:
+    """The end of a padded sequence copies from its run's last elements, not from the largest layout's; a pad
+    that would reflect more than the range's smallest run holds is refused by name."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Pad", ["r", "pads"], ["y"], mode=mode)]
+    two = pads[0] or pads[2]
+    onnx_model = model(nodes, {"x": ["H" if two else 3, "W"]}, ["y"], {"pads": np.array(pads, np.int64)})
+    ranges = {"x": {0: (9, 20), 1: (9, 30)} if two else {1: (9, 30)}}
+    shapes = [(9, 9), (13, 30), (20, 17)] if two else [(3, w) for w in (9, 16, 30)]
+    check_sizes(onnx_model, {"x": (20 if two else 3, 30)}, ranges, [{"x": shape} for shape in shapes])
+    with pytest.raises(UnsupportedModel, match=rf"node 'Pad_1' \(Pad\).*{mode} padding of \d+ along a symbolic axis "
+                                               r"as small as 2"):
+        convert_onnx(onnx_model, {"x": (20 if two else 3, 30)},
+                     input_ranges={"x": {a: (2, hi) for a, (_, hi) in ranges["x"].items()}})
 
 
 def test_a_concat_along_a_symbolic_axis_puts_each_part_where_the_run_s_last_ends() -> None:

@@ -466,7 +466,8 @@ def slice_(view: ExtentView) -> ExtentFlow:
 
 
 def pad(view: ExtentView) -> ExtentFlow:
-    """Constant padding; along a symbolic axis the part past the run's dim is filled with the pad value first."""
+    """Constant padding (along a symbolic axis the part past the run's dim is filled with the pad value first), and
+    reflect or edge padding of a symbolic axis (its end reflects from where the run's dim ends: emitters/pad.py)."""
     extent = view.extent(0)
     rank = len(extent)
     pads = view.node.attrs.get("pads") or view.ints(1)
@@ -484,9 +485,13 @@ def pad(view: ExtentView) -> ExtentFlow:
         begin, end = int(pads[k]), int(pads[len(axes) + k])
         dims[a] = add(extent[a], begin + end)
         if isinstance(extent[a], Expr) and (begin or end):
-            if mode != "constant" or begin < 0 or end < 0:
+            if mode not in ("constant", "reflect", "edge") or begin < 0 or end < 0:
                 return view.refuse(f"{mode} padding (or cropping) of a symbolic axis")
-            if end:
+            low = smallest(extent[a], view.graph.symbols)
+            if mode != "constant" and low <= max(begin, end):
+                return view.refuse(f"{mode} padding of {max(begin, end)} along a symbolic axis as small as {low} "
+                                   "(it would reflect more than the run holds)")
+            if end and mode == "constant":
                 masks.append((0, a, float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size else 0.0))
     return ExtentFlow(view.out(tuple(dims)).outputs, masks=tuple(masks))
 

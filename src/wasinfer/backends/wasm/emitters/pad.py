@@ -16,11 +16,13 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.dims import push_dim
 from wasinfer.backends.wasm.emitters.indexing import emit_copy
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes, walk
 from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
 from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Dim, Expr
 from wasinfer.lowering.elementwise import merge_axes
 from wasinfer.lowering.layout import movable_problems, row_major
 
@@ -174,6 +176,7 @@ def emit_pad(ctx: Ctx, node: Node) -> None:
               list(in_strides), tuple(inner), size)
     value, raw = _value_local(ctx, node, size, info.dtype) if mode == "constant" else (0, None)
     ptr = f.local(I32)
+    extent = ctx.graph.extents.get(node.inputs[0]) or tuple(info.shape)
     for axis in reversed(range(rank)):
         b, e, d = begin[axis], end[axis], inner[axis]
         if not (b or e) or math.prod(inner[:axis]) == 0:
@@ -184,17 +187,46 @@ def emit_pad(ctx: Ctx, node: Node) -> None:
         if not axis:
             dims, strides = [], []
 
-        def leaf(b: int = b, e: int = e, d: int = d, block: int = block) -> None:
+        run_time = isinstance(extent[axis], Expr)
+
+        def leaf(b: int = b, e: int = e, d: int = d, block: int = block, axis: int = axis,
+                 run_time: bool = run_time) -> None:
             if mode == "constant":
                 _fill(f, (ptr, 0), b * block // size, size, value, raw)
                 _fill(f, (ptr, (b + d) * block), e * block // size, size, value, raw)
                 return
             sources = np.pad(np.arange(d) + b, (b, e), mode=mode)
-            pairs = [(q, int(sources[q])) for q in [*range(b), *range(b + d, b + d + e)]]
+            ends = [] if run_time else [*range(b + d, b + d + e)]  # a symbolic axis's end: below
+            pairs = [(q, int(sources[q])) for q in [*range(b), *ends]]
             _copy_runs(f, ptr, _runs(pairs), block)
+            if run_time and e:
+                _run_time_end(ctx, extent[axis], ptr, b, e, block, mode)
 
         # one pointer walks the outer axes: `walk` gets it as both of its pointers, stepping once
         walk(f, dims, [0] * len(dims), [s * size for s in strides], ptr, ptr, 1, leaf)
+
+
+def _run_time_end(ctx: Ctx, dim: Dim, ptr: int, begin: int, end: int, block: int, mode: str) -> None:
+    """Reflect or edge padding after a symbolic axis whose run's dim is `dim`: position begin + dim + j copies
+    begin + dim - 2 - j (reflect) or begin + dim - 1 (edge). From base = begin + dim - 1 - end (>= 0: the extent
+    rule asks every run for more than `end` elements) both are fixed offsets."""
+    f = ctx.f
+    base, dst, src, counter = (f.local(I32) for _ in range(4))
+    f.get(ptr)
+    push_dim(f, dim, ctx.symbols)
+    f.i32(begin - 1 - end).op("i32.add").i32(block).op("i32.mul").op("i32.add").set(base)
+    source = (lambda j: end - 1 - j) if mode == "reflect" else (lambda j: end)
+    if end <= UNROLL_RUN:
+        for j in range(end):
+            copy_bytes(f, (base, (end + 1 + j) * block), (base, source(j) * block), block)
+        return
+    f.get(base).i32((end + 1) * block).op("i32.add").set(dst)
+    f.get(base).i32(source(0) * block).op("i32.add").set(src)
+    with f.for_range(counter, 0, end):
+        copy_bytes(f, (dst, 0), (src, 0), block)
+        f.inc(dst, block)
+        if mode == "reflect":
+            f.inc(src, -block)
 
 
 __all__ = ["pad_plan"]
