@@ -215,12 +215,25 @@ def along_axis(fill: float) -> ExtentRule:
 
 
 def layer_norm(view: ExtentView) -> ExtentFlow:
-    """Any axis before `axis` (a symbolic normalised axis is not yet supported)."""
+    """Any axis; over a symbolic one it runs as the ops it is made of (passes/symbolic.py `decompose_norm`),
+    unless its Mean or InvStdDev output is read."""
     extent = view.extent(0)
     axis = int(view.attr("axis")) % max(len(extent), 1)
-    if any(isinstance(d, Expr) for d in extent[axis:]):
-        return view.refuse("it normalises over a symbolic axis (its count is decided by the run)")
-    return view.out(*(extent,) * len(view.node.outputs))
+    outputs = [o for o in view.node.outputs[1:] if o]
+    if any(isinstance(d, Expr) for d in extent[axis:]) and any(
+            o in view.graph.outputs or view.graph.consumers(o) for o in outputs):
+        return view.refuse("it normalises over a symbolic axis, and its Mean or InvStdDev output is read")
+    stats = tuple(1 if a >= axis else d for a, d in enumerate(extent))
+    return view.out(extent, *(stats,) * len(outputs))
+
+
+def instance_norm(view: ExtentView) -> ExtentFlow:
+    """Any axis but the channels; over symbolic spatial axes it runs as the ops it is made of
+    (passes/symbolic.py `decompose_norm`)."""
+    extent = view.extent(0)
+    if len(extent) > 1 and isinstance(extent[1], Expr):
+        return view.refuse("its channel axis is symbolic")
+    return view.out(extent)
 
 
 def reduce(view: ExtentView) -> ExtentFlow:

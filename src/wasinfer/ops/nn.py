@@ -18,6 +18,7 @@ for op in ("LpPool", "GlobalLpPool"):
 define("BatchNormalization", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.same)
 define("LRN", batch=spatial, extent=ex.same)
 define("Resize", batch=spatial, extent=ex.resize)
-for op in ("InstanceNormalization", "DepthToSpace", "SpaceToDepth", "Upsample"):
+define("InstanceNormalization", batch=spatial, extent=ex.instance_norm)
+for op in ("DepthToSpace", "SpaceToDepth", "Upsample"):
     define(op, batch=spatial)
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)

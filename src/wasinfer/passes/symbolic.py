@@ -132,9 +132,15 @@ def infer_extents(graph: Graph) -> list[str]:
                      | {n: e for n, e in graph.extents.items() if n in graph.constants})
     problems: list[str] = list(graph.fold_hazards)
     kept: list[Node] = []
-    for node in graph.nodes:
+    pending = list(reversed(graph.nodes))
+    while pending:
+        node = pending.pop()
         if not _touched(graph, node):
             kept.append(node)
+            continue
+        parts = decompose_norm(graph, node)
+        if parts:  # its parts follow the symbols with their own rules
+            pending.extend(reversed(parts))
             continue
         flow = _apply(graph, node)
         if flow.refused:
@@ -156,6 +162,76 @@ def infer_extents(graph: Graph) -> list[str]:
     for name, extent in graph.extents.items():
         problems += _check(graph, name, extent)
     return problems
+
+
+def normalised_axes(graph: Graph, node: Node) -> list[int] | None:
+    """The axes InstanceNormalization or LayerNormalization normalises over; None for other ops, and for a
+    LayerNormalization whose Mean or InvStdDev output is read (its parts would not give those)."""
+    if node.domain or node.op_type not in ("InstanceNormalization", "LayerNormalization"):
+        return None
+    rank = len(graph.info(node.inputs[0]).shape)
+    if node.op_type == "InstanceNormalization":
+        return list(range(2, rank))
+    if any(o and (o in graph.outputs or graph.consumers(o)) for o in node.outputs[1:]):
+        return None
+    return list(range(int(node.attr("axis", -1)) % rank, rank))
+
+
+def decompose_norm(graph: Graph, node: Node) -> list[Node]:
+    """A normalisation over a symbolic axis as the ops it is made of, each with an extent rule:
+
+        mean = ReduceMean(x), d = x - mean, var = ReduceMean(d * d), y = d / sqrt(var + eps) * scale + bias
+
+    (the means over the normalised axes, kept). Each ReduceMean has the part past the run's dims filled with 0
+    and divides by the run's count, and the variance stays a second pass over the deviations, as the kernel's
+    is (emitters/norm.py). Empty where the node is anything else, or normalises over static axes only."""
+    axes = normalised_axes(graph, node)
+    extent = graph.extents.get(node.inputs[0])
+    if axes is None or extent is None or not any(isinstance(extent[a], Expr) for a in axes):
+        return []
+    x = graph.info(node.inputs[0])
+    reduced = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+    nodes: list[Node] = []
+
+    def add(op: str, inputs: list[str], shape: tuple[int, ...], output: str = "", **attrs: object) -> str:
+        name = output or f"{node.name}/{op.lower()}_{len(nodes)}"
+        if not output:
+            graph.tensors[name] = TensorInfo(name, x.dtype, shape)
+        nodes.append(Node(op, f"{node.name}/{op}_{len(nodes)}", inputs, [name], dict(attrs), guards=node.guards))
+        return name
+
+    def constant(what: str, value: np.ndarray) -> str:
+        name = f"{node.name}/{what}"
+        graph.add_constant(name, value)
+        return name
+
+    def mean(name: str) -> str:
+        if graph.opset >= 18:
+            return add("ReduceMean", [name, constant(f"axes_{len(nodes)}", np.array(axes, np.int64))], reduced,
+                       keepdims=1)
+        return add("ReduceMean", [name], reduced, axes=axes, keepdims=1)
+
+    def parameter(index: int) -> str:
+        """InstanceNormalization's [C] scale or bias as [C, 1, ...] (LayerNormalization's broadcast as given)."""
+        name = node.inputs[index]
+        if node.op_type == "LayerNormalization":
+            return name
+        shape = (graph.info(name).shape[0], *[1] * (len(x.shape) - 2))
+        value = graph.constants.get(name)
+        if value is not None:
+            return constant(f"param_{index}", value.reshape(shape))
+        return add("Reshape", [name, constant(f"shape_{index}", np.array(shape, np.int64))], shape)
+
+    deviation = add("Sub", [node.inputs[0], mean(node.inputs[0])], x.shape)
+    variance = mean(add("Mul", [deviation, deviation], x.shape))
+    eps = constant("epsilon", np.array(node.attr("epsilon", 1e-5), x.dtype))
+    std = add("Sqrt", [add("Add", [variance, eps], reduced)], reduced)
+    present = [i for i in (1, 2) if len(node.inputs) > i and node.inputs[i]]
+    y = add("Div", [deviation, std], x.shape, output=node.outputs[0] if not present else "")
+    for i in present:
+        y = add("Mul" if i == 1 else "Add", [y, parameter(i)], x.shape,
+                output=node.outputs[0] if i == present[-1] else "")
+    return nodes
 
 
 def _check(graph: Graph, name: str, extent: Extent) -> list[str]:
