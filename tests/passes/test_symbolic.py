@@ -212,6 +212,31 @@ def test_a_range_of_multiples_lets_a_downsampled_map_meet_its_upsampled_copy() -
         convert_onnx(onnx_model, {"x": (1, 2, 40, 40)}, input_ranges={"x": {2: (8, 40), 3: (8, 40)}})
 
 
+@pytest.mark.parametrize("mode,coordinates,nearest", [
+    ("linear", "half_pixel", "round_prefer_floor"),  # torch's bilinear upsampling
+    ("linear", "asymmetric", "floor"),
+    ("cubic", "pytorch_half_pixel", "floor"),
+    ("nearest", "half_pixel", "round_prefer_floor"),  # ONNX's default nearest
+    ("nearest", "asymmetric", "round_prefer_ceil"),  # rounds the last outputs onto the clamped edge
+])
+def test_a_resize_by_whole_factors_clamps_at_the_run_s_edge(mode: str, coordinates: str, nearest: str) -> None:
+    """A source index past the run's last element is clamped to it: the part past the run's dims is filled with
+    that element first, so the kernel (running over the largest layout) reads what clamping would."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Resize", ["r", "", "scales"], ["y"], mode=mode,
+                              coordinate_transformation_mode=coordinates, nearest_mode=nearest)]
+    onnx_model = model(nodes, {"x": [1, 2, "H", "W"]}, ["y"], {"scales": np.array([1, 1, 3, 2], np.float32)},
+                       opset=13)
+    check_sizes(onnx_model, {"x": (1, 2, 20, 24)}, {"x": {2: (3, 20), 3: (3, 24)}},
+                [{"x": (1, 2, h, w)} for h, w in ((3, 3), (11, 17), (20, 5), (20, 24))], atol=1e-5)
+    nodes[1] = helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="linear",
+                                coordinate_transformation_mode="align_corners")
+    onnx_model = model(nodes, {"x": [1, 2, "H", "W"]}, ["y"], {"scales": np.array([1, 1, 2, 2], np.float32)},
+                       opset=13)
+    with pytest.raises(UnsupportedModel, match=r"node 'Resize_1'.*align_corners over a symbolic axis"):
+        convert_onnx(onnx_model, {"x": (1, 2, 20, 24)}, input_ranges={"x": {2: (3, 20), 3: (3, 24)}})
+
+
 def test_a_node_that_computes_with_a_symbolic_dim_reads_it_from_the_run() -> None:
     """x / width and x * sqrt(1 / width): the width is Shape(x)[3] cast to float, computed at run time rather than
     folded at the range's largest."""

@@ -92,15 +92,18 @@ class BatchView:
         return BatchFlow((None,) * len(self.node.outputs), why)
 
 
+EDGE = "edge"  # a mask's fill: the last slab inside the run's dim, repeated (what an index clamped to it reads)
+
+
 @dataclass(frozen=True)
 class ExtentFlow:
     """What a rule found: each output's dims (None: static, its TensorInfo shape), the symbolic values of
     integer outputs that hold dims, the fills the inputs need past their actual dims
-    (input index, axis, value), or why a symbolic dim cannot go through the node."""
+    (input index, axis, value or EDGE), or why a symbolic dim cannot go through the node."""
 
     outputs: tuple[Extent | None, ...] = ()
     values: tuple[Extent | None, ...] = ()
-    masks: tuple[tuple[int, int, float], ...] = ()
+    masks: tuple[tuple[int, int, float | str], ...] = ()
     # fills that keep reads in bounds (a Gather's indices past the run's count) rather than change any value
     index_masks: tuple[tuple[int, int, float], ...] = ()
     refused: str | None = None

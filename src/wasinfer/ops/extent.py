@@ -25,7 +25,7 @@ import numpy as np
 from onnx import helper
 
 from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, minimum, mul, show, smallest
-from wasinfer.ops.definition import ExtentFlow, ExtentRule, ExtentView
+from wasinfer.ops.definition import EDGE, ExtentFlow, ExtentRule, ExtentView
 
 NEG_INF = float("-inf")
 
@@ -536,14 +536,21 @@ def from_values(view: ExtentView) -> ExtentFlow:
     return view.refuse(found) if isinstance(found, str) else view.out(found)
 
 
+RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "tf_half_pixel_for_nn")
+
+
 def resize(view: ExtentView) -> ExtentFlow:
-    """Nearest, asymmetric, floor, by whole factors: out[i] = x[i // k] never reads past the run's dim."""
+    """Upsampling by whole factors k, nearest, linear or cubic: output i's source coordinate is a function of i and
+    k alone in these coordinate modes, never of the dim (align_corners' is). Only where a source index is clamped
+    to the input's last element does the run's dim matter; the part past it is filled with that element first
+    (EDGE), so the kernel's reads past the run's edge get what clamping would. Nearest, asymmetric, floor
+    (out[i] = x[i // k]) never reads past it."""
     extent = view.extent(0)
     mode = (view.attr("mode") or "nearest", view.attr("coordinate_transformation_mode") or "half_pixel",
             view.attr("nearest_mode") or "round_prefer_floor")
-    if mode != ("nearest", "asymmetric", "floor"):
-        return view.refuse(f"mode {mode[0]}, {mode[1]}, {mode[2]} over a symbolic axis (only nearest, asymmetric, "
-                           "floor: the others read across the run's edge)")
+    if mode[1] not in RESIZE_COORDINATES:
+        return view.refuse(f"coordinate_transformation_mode {mode[1]} over a symbolic axis (its source coordinates "
+                           "depend on the run's size)")
     scales = view.graph.constants.get(view.node.inputs[2]) if len(view.node.inputs) > 2 and view.node.inputs[2] \
         else None
     factors: list[int] = []
@@ -560,7 +567,10 @@ def resize(view: ExtentView) -> ExtentFlow:
             if factor is None:
                 return view.refuse(f"size {size} that is not a whole multiple of {d}")
             factors.append(factor)
-    return view.out(tuple(mul(d, k) for d, k in zip(extent, factors, strict=True)))
+    clamps = mode != ("nearest", "asymmetric", "floor")
+    masks = tuple((0, a, EDGE) for a, (d, k) in enumerate(zip(extent, factors, strict=True))
+                  if clamps and k > 1 and isinstance(d, Expr))
+    return ExtentFlow(view.out(tuple(mul(d, k) for d, k in zip(extent, factors, strict=True))).outputs, masks=masks)
 
 
 def range_(view: ExtentView) -> ExtentFlow:

@@ -125,4 +125,22 @@ def fill_past(f: Func, address: int, extent: Sequence[Dim], shape: Sequence[int]
                 f.inc(at, 4).br(0)
 
 
-__all__ = ["copy_between_layouts", "dim_local", "fill_past", "push_dim"]
+def repeat_edge(f: Func, address: int, extent: Sequence[Dim], shape: Sequence[int], axis: int,
+                symbols: Mapping[str, int], itemsize: int) -> None:
+    """Copy the last slab inside the actual dim on `axis` (index dim - 1) over every slab past it, up to the
+    largest: what an index clamped to the run's edge would read (a linear Resize's right neighbour)."""
+    outer, size, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]) * itemsize
+    edge, at, end, o = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+    push_dim(f, extent[axis], symbols)
+    f.i32(inner).op("i32.mul").set(edge)  # bytes into each run where the first slab to write starts
+    with f.for_range(o, 0, outer):
+        f.get(o).i32(size * inner).op("i32.mul").i32(address).op("i32.add").tee(at)
+        f.i32(size * inner).op("i32.add").set(end)
+        f.get(at).get(edge).op("i32.add").set(at)
+        with f.block(), f.block(b"\x03"):
+            f.get(at).get(end).op("i32.ge_u").br_if(1)
+            f.get(at).get(at).i32(inner).op("i32.sub").i32(inner).memory_copy()
+            f.inc(at, inner).br(0)
+
+
+__all__ = ["copy_between_layouts", "dim_local", "fill_past", "push_dim", "repeat_edge"]

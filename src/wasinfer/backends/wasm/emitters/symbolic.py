@@ -1,7 +1,8 @@
 """Kernels of symbolic dims (passes/symbolic.py inserts both).
 
 Mask: a tensor filled past its actual dim on one axis, in place, before a kernel that reads across a symbolic
-axis (0 where that kernel adds, -inf where it takes a maximum).
+axis (0 where that kernel adds, -inf where it takes a maximum, or its last slab repeated, fill "edge", where the
+kernel would clamp an index to the edge: a Resize).
 Dims: a tensor of dims that depend on the symbols (a Shape's values, arithmetic on them), written by each run
 for a node that computes with them.
 """
@@ -13,12 +14,15 @@ import struct
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.dims import fill_past, push_dim
+from wasinfer.backends.wasm.dims import fill_past, push_dim, repeat_edge
 from wasinfer.ir import Graph, Node
+from wasinfer.ops.definition import EDGE
 
 
 def _check(node: Node, graph: Graph) -> list[str]:
     name = node.inputs[0]
+    if node.attrs["fill"] == EDGE:
+        return []
     if graph.info(name).dtype != np.float32 and float(node.attrs["fill"]) != 0:
         return [f"tensor {name!r}: only float32 tensors are filled with {node.attrs['fill']} past a symbolic dim"]
     return []
@@ -27,6 +31,10 @@ def _check(node: Node, graph: Graph) -> list[str]:
 @kernel("Mask", domain="wasinfer", check=_check)
 def emit_mask(ctx: Ctx, node: Node) -> None:
     name = node.inputs[0]
+    if node.attrs["fill"] == EDGE:
+        repeat_edge(ctx.f, ctx.addr(name), ctx.graph.extents[name], ctx.info(name).shape, int(node.attrs["axis"]),
+                    ctx.symbols, ctx.info(name).dtype.itemsize)
+        return
     bits = struct.unpack("<I", struct.pack("<f", float(node.attrs["fill"])))[0]
     fill_past(ctx.f, ctx.addr(name), ctx.graph.extents[name], ctx.info(name).shape, int(node.attrs["axis"]), bits,
               ctx.symbols, ctx.info(name).dtype.itemsize)
