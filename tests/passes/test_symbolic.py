@@ -349,6 +349,22 @@ def test_slices_of_a_symbolic_axis_from_a_fixed_start_and_splits_of_a_static_one
         convert_onnx(onnx_model, {"x": (12, 6)}, input_ranges={"x": {0: (4, 12)}})
 
 
+def test_a_position_table_sliced_to_the_sequence_s_length_follows_the_run() -> None:
+    """`x + table[:, :x.shape[1]]`: the Slice's end is a symbolic dim (Shape → Gather → Unsqueeze); an end that
+    may pass the table's length is refused by name."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["t"], axis=0),
+             helper.make_node("Unsqueeze", ["t", "zero"], ["end"]),
+             helper.make_node("Slice", ["table", "zero", "end", "axis1"], ["positions"]),
+             helper.make_node("Add", ["x", "positions"], ["y"])]
+    inits = {"table": weights(1, 64, 8), "one": np.array(1, np.int64), "zero": np.array([0], np.int64),
+             "axis1": np.array([1], np.int64)}
+    onnx_model = model(nodes, {"x": [1, "T", 8]}, ["y"], inits, opset=13)
+    check_sizes(onnx_model, {"x": (1, 40, 8)}, {"x": {1: (1, 40)}}, [{"x": (1, t, 8)} for t in (1, 17, 40)])
+    with pytest.raises(UnsupportedModel, match=r"node 'Slice_3' \(Slice\): .*to T \(only from 0, in steps of 1, of "
+                                               r"a static dim at least as long\)"):
+        convert_onnx(onnx_model, {"x": (1, 80, 8)}, input_ranges={"x": {1: (1, 80)}})
+
+
 def test_a_batch_range_beside_another_range_is_a_symbolic_dim_too() -> None:
     """`x=1..4,2,10,8..40`: a batch of images of one width, any width: the batch is a symbol as the width is."""
     from wasinfer.frontends import parse_shape_overrides

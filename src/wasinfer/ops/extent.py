@@ -24,7 +24,7 @@ import math
 import numpy as np
 from onnx import helper
 
-from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, minimum, mul, show, smallest
+from wasinfer.ir.symbolic import Dim, Expr, Extent, add, floordiv, is_static, largest, minimum, mul, show, smallest
 from wasinfer.ops.definition import EDGE, ExtentFlow, ExtentRule, ExtentView
 
 NEG_INF = float("-inf")
@@ -446,9 +446,15 @@ def slice_(view: ExtentView) -> ExtentFlow:
         picked = values[slice(starts[0], ends[0], steps[0] if steps else 1)]
         return ExtentFlow(((len(picked),),), (picked,))
     extent = view.extent(0)
+    run_ends: dict[int, Expr] = {}  # slice k ends at a symbolic dim: x[:, :y.shape[1]] (a position table)
     if "starts" in view.node.attrs:  # before opset 10: attributes
         starts, ends = list(view.node.attrs["starts"]), list(view.node.attrs["ends"])
         listed, steps = view.node.attrs.get("axes"), None
+    elif ends is None and starts is not None and view.values(2) is not None:
+        found = view.values(2)
+        assert found is not None
+        run_ends = {k: e for k, e in enumerate(found) if isinstance(e, Expr)}
+        ends = [largest(e, view.graph.symbols) if isinstance(e, Expr) else e for e in found]
     if starts is None or ends is None:
         return view.refuse("its bounds are computed at run time")
     axes = [a % len(extent) for a in (listed or range(len(starts)))]
@@ -456,7 +462,12 @@ def slice_(view: ExtentView) -> ExtentFlow:
     for k, a in enumerate(axes):
         start, end, step = starts[k], ends[k], steps[k] if steps else 1
         size = dims[a]
-        if isinstance(size, int):
+        if k in run_ends:
+            if not isinstance(size, int) or start != 0 or step != 1 or end > size:
+                return view.refuse(f"it slices {show(extent)} on axis {a} to {run_ends[k]} (only from 0, in steps of "
+                                   "1, of a static dim at least as long)")
+            dims[a] = run_ends[k]
+        elif isinstance(size, int):
             dims[a] = len(range(*slice(start, end, step).indices(size)))
         elif start == 0 and end >= 2**31 - 1 and step == 1:
             continue  # all of it

@@ -20,13 +20,14 @@ import numpy as np
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Expr, Extent, is_static, largest, show, smallest
 from wasinfer.ops import lookup
-from wasinfer.ops.definition import ExtentFlow, ExtentView
+from wasinfer.ops.definition import ExtentFlow, ExtentView, Role
 
 MASK = ("wasinfer", "Mask")  # fill a tensor past its actual dim on one axis (attrs: axis, fill)
 DIMS = ("wasinfer", "Dims")  # a tensor holding dims that depend on the symbols, written by each run (attrs: dims)
 
 # (op, input) pairs that read symbolic values as the dims of their output (ops/extent.py)
-_READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1), ("Range", 1)}
+_READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1), ("Range", 1),
+               ("Slice", 2)}
 
 
 def _touched(graph: Graph, node: Node) -> bool:
@@ -105,6 +106,10 @@ def record_shape_values(graph: Graph) -> None:
                 folded = False
             if computed:  # the node now reads those from the Dims nodes: its rule again
                 flow = _rule(graph, node)
+            op = lookup(node)
+            if flow.refused and folded and (op is None or op.role is not Role.INLINED):
+                # its value, folded at the ranges' largest, would hold for those only (control flow is unrolled)
+                graph.fold_hazards.append(f"node {node.name!r} ({node.op_type}): {flow.refused}")
             if not flow.refused:
                 _record(graph, node, flow, static=True)
                 if folded and (flow.masks or flow.run_time_inputs):  # its value would be the largest dims' only
