@@ -285,17 +285,54 @@ def test_a_negative_index_along_a_symbolic_axis_counts_from_the_run_s_end() -> N
         convert_onnx(onnx_model, {"x": (9, 3)}, input_ranges={"x": {0: (1, 9)}})
 
 
-def test_a_scan_along_a_symbolic_axis_is_declined_by_name() -> None:
+@pytest.mark.parametrize("backwards", [0, 1])
+def test_a_scan_along_a_symbolic_axis_runs_the_run_s_length(backwards: int) -> None:
+    """A running sum (its final state and every partial one) over a sequence of any length, forwards and backwards:
+    unrolled to the largest, each step guarded by i < T; the partial sums are the run's T, and a sum over them (a
+    reduction across the symbolic axis) sees only those. A scan output written in reverse is declined by name."""
     body = helper.make_graph([helper.make_node("Add", ["s", "row"], ["s_out"]),
                               helper.make_node("Identity", ["s_out"], ["echo"])], "body",
                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, [3]),
                               helper.make_tensor_value_info("row", TensorProto.FLOAT, [3])],
                              [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [3]),
                               helper.make_tensor_value_info("echo", TensorProto.FLOAT, [3])])
-    nodes = [helper.make_node("Scan", ["init", "x"], ["total", "partial"], body=body, num_scan_inputs=1)]
-    onnx_model = model(nodes, {"x": ["T", 3]}, ["total"], {"init": np.zeros(3, np.float32)}, opset=13)
-    with pytest.raises(UnsupportedModel, match=r"node 'Scan_0'.*it scans 'x' along a symbolic dim \(T\)"):
+    nodes = [helper.make_node("Scan", ["init", "x"], ["total", "partial"], body=body, num_scan_inputs=1,
+                              scan_input_directions=[backwards]),
+             helper.make_node("ReduceSum", ["partial", "axis0"], ["summed"], keepdims=0)]
+    inits = {"init": weights(3), "axis0": np.array([0], np.int64)}
+    onnx_model = model(nodes, {"x": ["T", 3]}, ["total", "partial", "summed"], inits, opset=13)
+    check_sizes(onnx_model, {"x": (8, 3)}, {"x": {0: (1, 8)}}, [{"x": (t, 3)} for t in (1, 5, 8)])
+    nodes[0] = helper.make_node("Scan", ["init", "x"], ["total", "partial"], body=body, num_scan_inputs=1,
+                                scan_output_directions=[1])
+    onnx_model = model(nodes, {"x": ["T", 3]}, ["total", "partial", "summed"], inits, opset=13)
+    with pytest.raises(UnsupportedModel, match=r"node 'Scan_0'.*writes a scan output in reverse"):
         convert_onnx(onnx_model, {"x": (8, 3)}, input_ranges={"x": {0: (1, 8)}})
+
+
+def test_a_loop_over_a_symbolic_length_collects_one_scan_output_per_iteration() -> None:
+    """for i in range(len(x)): acc = acc * 0.5 + x[i]; out.append(acc * 2) — scripted PyTorch's loop with a list of
+    per-step results: the stacked outputs are the run's T, then Softmax over them."""
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["xs", "i"], ["row"], axis=0),
+         helper.make_node("Mul", ["acc", "half"], ["decayed"]),
+         helper.make_node("Add", ["decayed", "row"], ["acc_out"]),
+         helper.make_node("Add", ["acc_out", "acc_out"], ["step_out"]),
+         helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("step_out", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    nodes = [helper.make_node("Identity", ["x"], ["xs"]),
+             helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "init"], ["y", "steps"], body=body),
+             helper.make_node("Softmax", ["steps"], ["p"], axis=0)]
+    onnx_model = model(nodes, {"x": ["T", 4]}, ["y", "steps", "p"],
+                       {"zero": np.array(0, np.int64), "init": np.zeros(4, np.float32)}, opset=13)
+    check_sizes(onnx_model, {"x": (12, 4)}, {"x": {0: (1, 12)}}, [{"x": (t, 4)} for t in (1, 5, 12)])
 
 
 def test_positions_up_to_a_symbolic_length_follow_the_run_and_a_fold_that_cannot_is_refused() -> None:

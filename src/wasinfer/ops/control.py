@@ -9,7 +9,8 @@ from wasinfer.ops.definition import Role, define
 define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the condition, when decided at run time")
 define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds; later iterations guarded by a "
                                           "run-time condition")
-define("Scan", role=Role.INLINED, summary="unrolled over the static length of its scan axis (opset 9 and later)")
+define("Scan", role=Role.INLINED, summary="unrolled over the length of its scan axis (opset 9 and later); a symbolic "
+                                          "one to its largest, later steps guarded by the run's length")
 define("IfChoose", domain="wasinfer", role=Role.LOWERED,
        summary="an output of a run-time If, a Where on its condition once both branches' types are known")
 define("Refuse", domain="wasinfer", role=Role.KERNEL,

@@ -10,8 +10,11 @@ after that condition is first computed runs guarded by the running condition (as
 run-time If does), and each loop-carried value is chosen by a Where between the iteration's
 result and the value before it. A trip count that is a symbolic dim (a sequence's length, from
 --input-shape's ranges: passes/symbolic.py) is unrolled to its largest, each iteration guarded by
-`i < M` with M written by each run (a Dims node). Scan outputs of such loops would have a run-time
-length, so they are declined, as is a trip count the data decides.
+`i < M` with M written by each run (a Dims node), and so is a Scan along a symbolic axis (its
+backward inputs read at indices counted from the run's end). Their scan outputs are stacked at the
+largest length and cut to the run's by a Slice whose end is that symbolic dim. Declined: scan outputs
+of a Loop whose condition the data decides (their length is then the data's), a Scan output written
+in reverse along a symbolic axis, and a trip count the data decides.
 `UNROLL_LIMIT` bounds the nodes one loop may add.
 """
 
@@ -24,6 +27,7 @@ import numpy as np
 import onnx
 
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir.symbolic import Dim, Expr
 from wasinfer.passes.subgraph import choose, inline_subgraph
 from wasinfer.passes.symbolic import DIMS
 
@@ -85,6 +89,40 @@ def _stack(graph: Graph, node: Node, parts: list[str], axis: int, output: str, t
     return nodes
 
 
+def _narrow(graph: Graph, node: Node, stacked: str, axis: int, length: int, run_length: Dim, output: str,
+            tag: str) -> list[Node]:
+    """`output` = `stacked` (its `length` iterations, the largest) cut to the run's `run_length` along `axis`: a
+    Slice whose end is that symbolic dim (ops/extent.py), so what follows reads the run's iterations only."""
+    ends = f"{node.name}/{tag}/run_length"
+    graph.add_constant(ends, np.array([length], np.int64))  # the largest, where the layout is planned
+    graph.shape_values[ends] = (run_length,)
+    starts = _constant(graph, f"{node.name}/{tag}/start", [0], np.int64)
+    axes = _constant(graph, f"{node.name}/{tag}/axis", [axis], np.int64)
+    return [Node("Slice", f"{node.name}/{tag}/narrow", [stacked, starts, ends, axes], [output], guards=node.guards)]
+
+
+def _run_trip(graph: Graph, node: Node, run_length: Dim) -> tuple[str, Node]:
+    """A tensor each run writes with the run's trip count (a Dims node), for the guards `i < M`."""
+    trip = f"{node.name}/trip"
+    graph.tensors[trip] = TensorInfo(trip, np.dtype(np.int64), ())
+    return trip, Node(DIMS[1], f"{node.name}/trip_dims", [], [trip], {"dims": (run_length,)}, domain=DIMS[0],
+                      guards=node.guards)
+
+
+def _below(graph: Graph, node: Node, step: int, trip: str, running: bool | str) -> tuple[str, list[Node]]:
+    """The condition `running and step < trip`, and the nodes that compute it."""
+    below = f"{node.name}/{step}/below_trip"
+    graph.tensors[below] = TensorInfo(below, np.dtype(np.bool_), ())
+    nodes = [Node("Less", f"{below}/less", [_constant(graph, f"{node.name}/iteration{step}", step, np.int64), trip],
+                  [below], guards=node.guards)]
+    if running is True:
+        return below, nodes
+    both = f"{node.name}/{step}/running_below"
+    graph.tensors[both] = TensorInfo(both, np.dtype(np.bool_), ())
+    nodes.append(Node("And", f"{both}/and", [str(running), below], [both], guards=node.guards))
+    return both, nodes
+
+
 def _ints(node: Node, key: str, count: int) -> list[int]:
     return [int(v) for v in node.attrs.get(key, [0] * count)]
 
@@ -98,39 +136,58 @@ def _scan(graph: Graph, node: Node) -> list[Node]:
     outputs = len(body.output) - states
     in_axes, in_directions = _ints(node, "scan_input_axes", scans), _ints(node, "scan_input_directions", scans)
     out_axes, out_directions = _ints(node, "scan_output_axes", outputs), _ints(node, "scan_output_directions", outputs)
-    lengths = set()
+    lengths, run_lengths = set(), set()
     for name, axis in zip(node.inputs[states:], in_axes, strict=True):
         if name not in graph.tensors:
             raise _Declined(f"the shape of scan input {name!r} is not known")
         shape = graph.info(name).shape
         extent = graph.extents.get(name)
-        if extent is not None and not isinstance(extent[axis % len(shape)], int):
-            raise _Declined(f"it scans {name!r} along a symbolic dim ({extent[axis % len(shape)]}), whose length "
-                            "each run decides: not yet")
+        run_lengths.add(extent[axis % len(shape)] if extent is not None else shape[axis % len(shape)])
         lengths.add(shape[axis % len(shape)])
-    if len(lengths) != 1:
-        raise _Declined(f"its scan inputs differ in length ({sorted(lengths)})")
-    length = lengths.pop()
+    if len(lengths) != 1 or len(run_lengths) != 1:
+        raise _Declined(f"its scan inputs differ in length ({sorted(map(str, run_lengths))})")
+    length, run_length = lengths.pop(), run_lengths.pop()
     _check_size(node, body, length)
+    nodes: list[Node] = []
+    trip = ""
+    if isinstance(run_length, Expr):  # a symbolic length: unrolled to the largest, each step guarded by i < L
+        if any(out_directions):
+            raise _Declined(f"it scans along a symbolic dim ({run_length}) and writes a scan output in reverse, "
+                            "whose positions would then depend on each run's length")
+        trip, dims = _run_trip(graph, node, run_length)
+        nodes.append(dims)
     formals = [v.name for v in body.input]
     state = list(node.inputs[:states])
     produced: list[list[str]] = [[] for _ in range(outputs)]
-    nodes: list[Node] = []
     for step in range(length):
         prefix = f"{node.name}/{step}/"
+        running: bool | str = True
+        if trip:
+            running, below = _below(graph, node, step, trip, True)
+            nodes += below
+        guard = () if running is True else ((str(running), True),)
         mapping = dict(zip(formals[:states], state, strict=True))
         for j, (name, axis, backwards) in enumerate(zip(node.inputs[states:], in_axes, in_directions, strict=True)):
-            index = _constant(graph, f"{node.name}/index{length - 1 - step if backwards else step}",
-                              length - 1 - step if backwards else step, np.int64)
+            # backwards along a symbolic axis: index -(step + 1) counts from the run's end (ops/extent.py gather)
+            at = (-(step + 1) if trip else length - 1 - step) if backwards else step
+            index = _constant(graph, f"{node.name}/index{at}", at, np.int64)
             sliced = f"{prefix}in{j}"
             nodes.append(Node("Gather", f"{prefix}slice{j}", [name, index], [sliced],
-                              {"axis": axis % len(graph.info(name).shape)}, guards=node.guards))
+                              {"axis": axis % len(graph.info(name).shape)}, guards=(*node.guards, *guard)))
             mapping[formals[states + j]] = sliced
         targets = [f"{prefix}state{i}" for i in range(states)] + [f"{prefix}out{k}" for k in range(outputs)]
         for inner in inline_subgraph(node, graph, body, prefix, targets, mapping):
-            inner.guards = (*node.guards, *inner.guards)
+            inner.guards = (*node.guards, *guard, *inner.guards)
             nodes.append(inner)
-        state = targets[:states]
+        if guard:  # a step past the run's length keeps the states from before
+            chosen = [f"{prefix}kept{i}" for i in range(states)]
+            for i, (new, old) in enumerate(zip(targets[:states], state, strict=True)):
+                nodes += choose(graph, str(running), new, old, chosen[i], f"{prefix}keep{i}", node.guards)
+                if old in graph.tensors:
+                    graph.tensors[chosen[i]] = replace(graph.info(old), name=chosen[i])
+            state = chosen
+        else:
+            state = targets[:states]
         for k in range(outputs):
             produced[k].append(targets[states + k])
     for i, name in enumerate(node.outputs[:states]):
@@ -141,19 +198,26 @@ def _scan(graph: Graph, node: Node) -> list[Node]:
             parts = produced[k][::-1] if out_directions[k] else produced[k]
             rank = len(graph.info(name).shape) if name in graph.tensors else None
             axis = out_axes[k] % rank if rank else out_axes[k]
-            nodes += _stack(graph, node, parts, axis, name, f"scan{k}")
+            if isinstance(run_length, Expr):
+                stacked = f"{name}/stacked"
+                nodes += _stack(graph, node, parts, axis, stacked, f"scan{k}")
+                nodes += _narrow(graph, node, stacked, axis, length, run_length, name, f"scan{k}")
+            else:
+                nodes += _stack(graph, node, parts, axis, name, f"scan{k}")
     return nodes
+
+
+def _source(nodes: list[Node], name: str) -> str:
+    """What `name` is an Identity of, through Identity nodes among `nodes` (itself where it is none)."""
+    producers = {o: n for n in nodes for o in n.outputs}
+    while (producer := producers.get(name)) is not None and producer.op_type == "Identity":
+        name = producer.inputs[0]
+    return name
 
 
 def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
     """`name`'s value when it is a constant, directly or through Identity nodes among `nodes`."""
-    producers = {o: n for n in nodes for o in n.outputs}
-    while name not in graph.constants:
-        producer = producers.get(name)
-        if producer is None or producer.op_type != "Identity":
-            return None
-        name = producer.inputs[0]
-    return graph.constants[name]
+    return graph.constants.get(_source(nodes, name))
 
 
 def _loop(graph: Graph, node: Node) -> list[Node]:
@@ -170,42 +234,30 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
                         "static shapes fold, or a symbolic dim) is unrolled")
     count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
     _check_size(node, body, count)
-    # the condition entering the next iteration: a known bool, or the name of a run-time one
+    # the condition entering the next iteration: a known bool, or the name of a run-time one; and whether the data
+    # decides it (else only the trip count does, and scan outputs have as many entries as the run's trip count)
     running: bool | str = True
     if first:
         running = bool(np.asarray(graph.constants[first]).reshape(-1)[0]) if first in graph.constants else first
+    data_decides = isinstance(running, str)
     formals = [v.name for v in body.input]
     produced: list[list[str]] = [[] for _ in range(scans)]
     nodes: list[Node] = []
     trip_at_run_time = ""
-    if trip in graph.shape_values:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
-        if scans:
-            raise _Declined("its trip count is a symbolic dim and it has scan outputs, whose length would then be "
-                            "decided by each run")
-        trip_at_run_time = f"{node.name}/trip"
-        graph.tensors[trip_at_run_time] = TensorInfo(trip_at_run_time, np.dtype(np.int64), ())
-        nodes.append(Node(DIMS[1], f"{node.name}/trip_dims", [], [trip_at_run_time],
-                          {"dims": graph.shape_values[trip][:1]}, domain=DIMS[0], guards=node.guards))
+    run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
+    if run_length is not None:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
+        trip_at_run_time, dims = _run_trip(graph, node, run_length)
+        nodes.append(dims)
     for step in range(count):
         if running is False:
             break
-        if trip_at_run_time:  # running = running and step < M
-            below = f"{node.name}/{step}/below_trip"
-            graph.tensors[below] = TensorInfo(below, np.dtype(np.bool_), ())
-            nodes.append(Node("Less", f"{below}/less", [_constant(graph, f"{node.name}/iteration{step}", step,
-                                                                  np.int64), trip_at_run_time], [below],
-                              guards=node.guards))
-            if running is True:
-                running = below
-            else:
-                both = f"{node.name}/{step}/running_below"
-                graph.tensors[both] = TensorInfo(both, np.dtype(np.bool_), ())
-                nodes.append(Node("And", f"{both}/and", [str(running), below], [both], guards=node.guards))
-                running = both
-        prefix = f"{node.name}/{step}/"
-        if scans and not isinstance(running, bool):
+        if trip_at_run_time:  # running = running and step < M (step < M alone where only M decides)
+            running, below = _below(graph, node, step, trip_at_run_time, running if data_decides else True)
+            nodes += below
+        if scans and data_decides:
             raise _Declined("it stops at a run-time condition and has scan outputs, whose length then needs "
                             "run-time shapes")
+        prefix = f"{node.name}/{step}/"
         condition_in = _constant(graph, f"{node.name}/true", True, np.bool_) if running is True else str(running)
         mapping = dict(zip(formals, [_constant(graph, f"{node.name}/iteration{step}", step, np.int64),
                                      condition_in, *carried], strict=True))
@@ -228,9 +280,13 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
         for k in range(scans):
             produced[k].append(targets[1 + len(carried) + k])
         known = _resolve(inner, graph, targets[0])
-        if known is not None and isinstance(running, bool):
-            running = bool(np.asarray(known).reshape(-1)[0])
-        elif isinstance(running, bool):
+        if _source(inner, targets[0]) == condition_in:
+            continue  # the body passes its condition on: it stays what it was
+        if known is not None:  # a constant condition: stop after this iteration, or stay as it was
+            running = running if bool(np.asarray(known).reshape(-1)[0]) else False
+            continue
+        data_decides = True
+        if isinstance(running, bool):
             running = targets[0]
         else:  # still running only if it was and the body says so
             both = f"{prefix}running"
@@ -240,6 +296,9 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
         if name:
             nodes.append(Node("Identity", f"{node.name}/final{j}", [carried[j]], [name], guards=node.guards))
     for k, name in enumerate(node.outputs[len(carried):]):
-        if name:
+        if name and run_length is not None:  # as many iterations as the run's M: cut to it
+            nodes += _stack(graph, node, produced[k], 0, f"{name}/stacked", f"scan{k}")
+            nodes += _narrow(graph, node, f"{name}/stacked", 0, count, run_length, name, f"scan{k}")
+        elif name:
             nodes += _stack(graph, node, produced[k], 0, name, f"scan{k}")
     return nodes
