@@ -31,6 +31,7 @@ from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
+from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
 
 
@@ -101,6 +102,7 @@ def convert_model(
     if bound_run_time_shapes(graph):  # NonZero, Compress...: their largest shape, and a symbol each run decides
         infer_types(graph)  # what follows them, at that largest shape (passes/symbolic.py follows the symbol)
     lower_einsums(graph)
+    lower_spectral(graph)
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)

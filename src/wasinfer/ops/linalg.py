@@ -36,3 +36,12 @@ define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul, extent=ex.matmul)
 define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm, extent=ex.gemm)
 define("Einsum", role=Role.LOWERED,
        summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")
+define("DFT", role=Role.LOWERED,
+       summary="one MatMul with a matrix of cosines and sines along its axis, real or complex, forward or inverse, "
+               "full or one-sided (passes/spectral.py)")
+define("STFT", role=Role.LOWERED,
+       summary="a real signal's frames as a Conv whose filters are the window times the DFT's rows, which runs as "
+               "FFTs for a power-of-two frame length (passes/spectral.py, lowering/dft.py)")
+for op in ("HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix"):
+    define(op, role=Role.COMPILE_TIME, summary="evaluated while compiling: its parameters (a size, bins, a sample "
+                                               "rate) are constants in exported models")

@@ -162,8 +162,8 @@ def lower_einsum(graph: Graph, node: Node) -> list[Node]:
 
 
 def lower_einsums(graph: Graph) -> int:
-    """Replace every Einsum by its lowering; one left in place carries the reason in its attrs
-    (`_unsupported`), which the compiler's support check reports."""
+    """Replace every Einsum by its lowering; one left in place carries the reason (`Node.declined`), which the
+    compiler's support check reports."""
     lowered, nodes = 0, []
     for node in graph.nodes:
         if node.op_type != "Einsum" or node.domain or not all(n in graph.tensors for n in node.inputs if n):

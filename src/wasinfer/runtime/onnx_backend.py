@@ -43,6 +43,9 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
     "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: the kernels unroll to the lengths
     "Loop": (0, 1),  # trip count and first condition: passes/loops.py unrolls to the count
+    "DFT": (1, 2), "STFT": (1, 3),  # dft_length and axis; frame_step and frame_length
+    **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},  # the window's size
+    "MelWeightMatrix": (0, 1, 2, 3, 4),
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }
