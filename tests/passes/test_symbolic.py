@@ -415,6 +415,20 @@ def test_a_batch_range_beside_another_range_is_a_symbolic_dim_too() -> None:
                 [{"x": (n, 2, 10, w)} for n, w in ((1, 8), (3, 17), (4, 40))])
 
 
+def test_max_batch_beside_a_range_makes_the_batch_a_symbolic_dim() -> None:
+    """`--max-batch 4 --input-shape x=1,2,10,8..40`: as `x=1..4,2,10,8..40`, one run over the whole batch."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["y"])]
+    onnx_model = model(nodes, {"x": ["N", 2, 10, "W"]}, ["y"], {"w": weights(3, 2, 3, 3)})
+    result = convert_onnx(onnx_model, {"x": (1, 2, 10, 40)}, input_ranges={"x": {3: (8, 40)}}, max_batch=4)
+    spec = result.metadata.inputs[0]
+    assert (spec.run_time_axes, spec.ranges) == ([0, 3], [[1, 4], [8, 40]])
+    wasm = WasmModel(result.wasm)
+    for shape in ((4, 2, 10, 40), (1, 2, 10, 8), (3, 2, 10, 21)):
+        x = RNG.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(wasm.run({"x": x})["y"], ort_run(onnx_model, {"x": x})[0], rtol=1e-4, atol=2e-5)
+
+
 def test_constant_padding_of_a_symbolic_axis_fills_the_part_past_the_run_s_dim_with_its_value() -> None:
     """Pad(x, [0, 1, 0, 2], value 3) along a sequence: the two padded columns land right after the run's width."""
     nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"]), helper.make_node("Relu", ["p"], ["y"])]

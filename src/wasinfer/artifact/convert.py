@@ -213,7 +213,8 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
     """The frontend's IR (and the max_batch and ranges it is compiled with), with a dynamic leading dim as the
     per-sample batch unless a node mixes samples along it (passes/control.py). Then, with a batch above 1 asked
     for, the whole batch runs at once, its size a symbolic dim 1..max_batch (passes/symbolic.py follows it, or
-    names the node it cannot go through); without, that dim must come from `input_shapes`."""
+    names the node it cannot go through); without, that dim must come from `input_shapes`. Beside other symbolic
+    dims (--input-shape ranges) a batch above 1 runs the same way, as one more symbolic dim."""
     def load(batch: bool) -> Loaded:
         if source_format == "tflite":
             loaded = load_tflite(source, input_shapes, batch=batch, input_ranges=input_ranges)  # type: ignore[arg-type]
@@ -225,9 +226,9 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
 
     loaded = load(batch=True)
     mixing = batch_mixing(loaded.graph, loaded.batch_axes) if loaded.batch_axes else []
-    if not mixing:
+    if not mixing and not (max_batch > 1 and input_ranges and loaded.batch_axes):
         return loaded, max_batch, input_ranges
-    if max_batch > 1:  # the batch as a symbolic dim: the graph runs once over all of it
+    if max_batch > 1:  # the batch as a symbolic dim (beside other ranges too): the graph runs once over all of it
         shapes, ranges = dict(input_shapes or {}), {k: dict(v) for k, v in (input_ranges or {}).items()}
         for name, axis in loaded.batch_axes.items():
             dims = list(loaded.graph.info(name).shape)
