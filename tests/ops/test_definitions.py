@@ -32,6 +32,14 @@ def test_every_op_the_compiler_accepts_has_one_definition() -> None:
     assert not missing
 
 
+def test_every_model_op_that_runs_says_where_a_batch_goes() -> None:
+    """No op of a model's domains runs without a batch rule: where a rule is missing, the batch analysis could not
+    tell a node that mixes samples from one that does not (the compiler's own nodes come after it)."""
+    missing = [key for key in supported_ops() if key in REGISTRY and key[0] != INT8_DOMAIN
+               and REGISTRY[key].role in (Role.KERNEL, Role.VIEW) and REGISTRY[key].batch is None]
+    assert not missing
+
+
 def test_definitions_name_real_onnx_ops() -> None:
     """Every definition of the ONNX domains names an op ONNX's schemas know (ONNX Runtime's own
     com.microsoft ops have no schema in the onnx package, nor do the compiler's own ops, which
