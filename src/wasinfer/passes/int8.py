@@ -256,7 +256,7 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
                  guards=node.guards)
     graph.nodes[graph.nodes.index(node)] = fused
     graph.nodes.remove(q)
-    _drop_unused(graph, match.removed)
+    drop_unused(graph, match.removed)
     return fused
 
 
@@ -311,11 +311,11 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     graph.nodes.remove(q)
     if match.clamp is not None:
         graph.nodes.remove(match.clamp)
-    _drop_unused(graph, match.removed)
+    drop_unused(graph, match.removed)
     return fused
 
 
-def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
+def drop_unused(graph: Graph, nodes: list[Node]) -> None:
     """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
     only they read (the fused node holds its own copies: stats count parameters once)."""
     for node in nodes:
@@ -352,4 +352,4 @@ def fuse_int8_gemms(graph: Graph) -> int:
     return fused
 
 
-__all__ = ["fuse_int8_gemms"]
+__all__ = ["QUANTIZED", "drop_unused", "fuse_int8_gemms"]
