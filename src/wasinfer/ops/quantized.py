@@ -73,3 +73,6 @@ define("QGlobalAveragePoolInt8", domain=INT8_DOMAIN, batch=spatial, extent=_glob
        summary="y[n, c] = saturate(round(float(sum(x[n, c]) - count * x_zero) * x_scale / (count * y_scale)) "
                "+ y_zero), the sum in int32; inputs x, x_scale, x_zero, y_scale, y_zero (constants but x) "
                "(passes/int8_islands.py)")
+define("QMaxPoolInt8", domain=INT8_DOMAIN, batch=spatial,
+       summary="MaxPool of (u)int8 X [N, C, H, W] (2-D; no Indices): max commutes with quantisation, so the "
+               "integers are pooled as they are; MaxPool's attributes (passes/int8_islands.py)")

@@ -10,7 +10,8 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
    Concat | Identity → QuantizeLinear` where every DequantizeLinear and the QuantizeLinear share one
    per-tensor scale and zero point (what the quantizer writes for them) moves the integers: the
    dequantised values are copied as they are, and quantising them again gives the integers back
-   (q = round((q - z) * s / s) + z exactly: the float error is far below half a step).
+   (q = round((q - z) * s / s) + z exactly: the float error is far below half a step). A Concat's
+   parts of other parameters are requantised first, each by a table (as ONNX Runtime's QLinearConcat).
 2. Unary islands as lookup tables (QLookupInt8). A QuantizeLinear whose input is computed, through
    element-wise float ops only, from DequantizeLinears of one (u)int8 tensor x (per-tensor constant
    scale and zero point; the path may pass through inner QuantizeLinear → DequantizeLinear pairs, as
@@ -20,8 +21,10 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
 3. Binary islands (QAddInt8, QMulInt8): `DQ(a), DQ(b) → Add | Mul → Q` with per-tensor constant
    parameters, numpy broadcasting (an SE block's per-channel scale): one pass over the integers,
    in float32 lanes, no float tensor in memory.
-4. `DQ(x) → GlobalAveragePool → Q` (QGlobalAveragePoolInt8): the sum in int32, requantised once
-   per channel, as ONNX Runtime's QLinearGlobalAveragePool.
+4. Pools. `DQ(x) → GlobalAveragePool → Q` (QGlobalAveragePoolInt8): the sum in int32, requantised
+   once per channel, as ONNX Runtime's QLinearGlobalAveragePool. A 2-D MaxPool between a
+   DequantizeLinear and a QuantizeLinear of one scale and zero point, or already on (u)int8 values
+   (QOperator models run it so), pools the integers (QMaxPoolInt8).
 
 DequantizeLinear nodes left without consumers go, with the constants only they read; one that
 something else still reads (a float output, an op no rule covers) stays for it.
@@ -34,7 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wasinfer.ir import Graph, Node
+from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.quantized import INT8_DOMAIN
 from wasinfer.passes.control import infer_types
 from wasinfer.passes.int8 import QUANTIZED, drop_unused
@@ -123,10 +126,19 @@ def _move(graph: Graph, node: Node) -> bool:
         return False
     q, p = quantized
     dqs = [f for f in found if f is not None]
-    if not all(_same(dq_p, p) for _, dq_p in dqs):
+    if not all(_same(dq_p, p) or (node.op_type == "Concat" and dq_p[1].dtype == p[1].dtype) for _, dq_p in dqs):
         return False
-    for i, (dq, _) in zip(data, dqs, strict=True):
+    for i, (dq, dq_p) in zip(data, dqs, strict=True):
         node.inputs[i] = dq.inputs[0]
+        if not _same(dq_p, p):  # a Concat part of other parameters: requantised by a table first, as QLinearConcat
+            x = np.arange(256, dtype=np.uint8).view(p[1].dtype)
+            table, part = f"{node.name}/int8/table{i}", f"{node.name}/int8/part{i}"
+            graph.add_constant(table, quantize(dequantize(x, dq_p), p))
+            graph.tensors[part] = TensorInfo(part, p[1].dtype, graph.info(dq.inputs[0]).shape)
+            graph.nodes.insert(graph.nodes.index(node), Node("QLookupInt8", f"{part}/QLookupInt8",
+                                                             [dq.inputs[0], table], [part], domain=INT8_DOMAIN,
+                                                             guards=node.guards))
+            node.inputs[i] = part
     node.outputs = [q.outputs[0]]
     graph.nodes.remove(q)
     drop_unused(graph, [dq for dq, _ in dqs])
@@ -359,14 +371,36 @@ def _fuse_global_pool(graph: Graph, node: Node) -> bool:
     return True
 
 
+def _fuse_max_pool(graph: Graph, node: Node) -> bool:
+    """A 2-D MaxPool (no Indices) of (u)int8 values, as QOperator models write it, or between a DequantizeLinear
+    and a QuantizeLinear of one scale and zero point: max commutes with the monotonic (de)quantisation."""
+    if node.op_type != "MaxPool" or node.domain not in ("", "ai.onnx") or node.activation is not None \
+            or any(node.outputs[1:]) or node.inputs[0] not in graph.tensors \
+            or len(graph.info(node.inputs[0]).shape) != 4:
+        return False
+    if graph.info(node.inputs[0]).dtype in QUANTIZED:  # already on the integers
+        graph.nodes[graph.nodes.index(node)] = Node("QMaxPoolInt8", f"{node.name}/int8", [node.inputs[0]],
+                                                    node.outputs[:1], dict(node.attrs), INT8_DOMAIN,
+                                                    guards=node.guards)
+        return True
+    found, quantized = _dq_of(graph, node.inputs[0]), _only_quantize(graph, node.outputs[0])
+    if found is None or quantized is None or not _same(found[1], quantized[1]):
+        return False
+    (dq, _), (q, _) = found, quantized
+    fused = Node("QMaxPoolInt8", f"{q.name}/int8", [dq.inputs[0]], [q.outputs[0]], dict(node.attrs), INT8_DOMAIN,
+                 guards=node.guards)
+    _remove(graph, q, fused, [node, dq])
+    return True
+
+
 def fuse_int8_islands(graph: Graph) -> int:
     """Move every matching island onto the integers (the module's docstring says which); returns how many."""
-    if not any(n.op_type == "DequantizeLinear" for n in graph.nodes):
+    if not any(n.op_type in ("DequantizeLinear", "MaxPool") for n in graph.nodes):
         return 0
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)  # what passes/quantized.py wrote has no type yet (as in passes/int8.py)
     fused = 0
-    for rule in (_move, _fuse_lookup, _fuse_binary, _fuse_global_pool):
+    for rule in (_move, _fuse_max_pool, _fuse_lookup, _fuse_binary, _fuse_global_pool):
         changed = True
         while changed:  # one island's rewrite can complete the next one's pattern
             changed = False

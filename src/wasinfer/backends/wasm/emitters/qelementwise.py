@@ -13,6 +13,8 @@
 - QGlobalAveragePoolInt8: per channel, sixteen bytes a step summed pairwise into i32 lanes
   (extadd_pairwise twice), then requantised once as MLAS's QLinearGlobalAveragePool does:
   float32(sum - count * x_zero) * (x_scale / (y_scale * count)), rounded, plus y_zero, saturated.
+- QMaxPoolInt8: 2-D MaxPool of the integers (max commutes with quantisation), sixteen columns at a
+  time over the kernel rows, then per output over the kernel columns.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.emitters.binary import Access, emit_elementwise
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.lowering.window import Window, padded_dims, pool_window, window_problems
 from wasinfer.ops.quantized import INT8_DOMAIN
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -201,3 +204,73 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         f.f32(float(scale)).op("f32.mul").op("f32.nearest").f32(_scalar(ctx, y_zero)).op("f32.add")
         f.f32(float(info.min)).op("f32.max").f32(float(info.max)).op("f32.min").op("i32.trunc_sat_f32_s")
         f.mem("i32.store8").inc(py, 1)
+
+
+# QMaxPoolInt8 -----------------------------------------------------------------------------------------------
+
+def _pool_layout(node: Node, graph: Graph) -> tuple[Window, int, int, int]:
+    """The window, the padded plane's rows, its row stride (room for 16-byte reads past the last
+    column), and where the row of vertical maxima starts in scratch (after the padded plane)."""
+    win = pool_window(node, graph)
+    rows, cols = padded_dims(win) or win.in_dims
+    stride = -(-cols // 16) * 16 + 16
+    return win, rows, stride, rows * stride
+
+
+def _check_max_pool(node: Node, graph: Graph) -> list[str]:
+    shape = graph.info(node.inputs[0]).shape
+    if graph.info(node.inputs[0]).dtype not in QUANTIZED or graph.info(node.outputs[0]).dtype != \
+            graph.info(node.inputs[0]).dtype:
+        return ["X and Y must both be int8 or both uint8"]
+    if len(shape) != 4 or not node.attr("kernel_shape"):
+        return ["X must be [N, C, H, W] and kernel_shape given"]
+    problems = window_problems(node, 2)
+    if not problems and graph.info(node.outputs[0]).shape != (*shape[:2], *pool_window(node, graph).out_dims):
+        problems.append(f"output shape {graph.info(node.outputs[0]).shape} differs from the computed one")
+    return problems
+
+
+def _max_pool_scratch(node: Node, graph: Graph) -> int:
+    _, _, stride, row = _pool_layout(node, graph)
+    return row + stride
+
+
+@kernel("QMaxPoolInt8", domain=INT8_DOMAIN, check=_check_max_pool, scratch=_max_pool_scratch)
+def emit_max_pool(ctx: Ctx, node: Node) -> None:
+    """Each plane is copied into a scratch plane whose border holds the type's minimum (filled once
+    per call), so no window needs a bounds check. Then per output row: the maxima over the kernel
+    rows, sixteen columns per step (i8x16.max), into a row buffer; and per output the maximum over
+    the kernel columns of that row."""
+    f = ctx.f
+    x, y = node.inputs[0], node.outputs[0]
+    shape, dtype = ctx.info(x).shape, ctx.info(x).dtype
+    sign = _sign(dtype)
+    win, _, stride, row_at = _pool_layout(node, ctx.graph)
+    (height, width), (out_h, out_w) = win.in_dims, win.out_dims
+    (sh, sw), (dh, dw), (kh, kw) = win.strides, win.dilations, win.kernel
+    plane, line, best = ctx.scratch_addr, ctx.scratch_addr + row_at, f.local(I32)
+    px, py, p, r, i, src = (f.local(I32) for _ in range(6))
+    f.i32(plane).i32(int(np.iinfo(dtype).min) & 255).i32(row_at).memory_fill()
+    f.i32(ctx.addr(x)).set(px).i32(ctx.addr(y)).set(py)
+    corner = plane + win.pad_begin[0] * stride + win.pad_begin[1]
+    with f.for_range(p, 0, shape[0] * shape[1]):
+        with f.for_range(r, 0, height):  # the plane's rows into the padded copy
+            f.get(r).i32(stride).op("i32.mul").i32(corner).op("i32.add").get(px).i32(width).memory_copy()
+            f.inc(px, width)
+        with f.for_range(r, 0, out_h):
+            f.get(r).i32(sh * stride).op("i32.mul").i32(plane).op("i32.add").set(src)
+            with f.for_range(i, 0, stride, 16):  # maxima over the kernel rows
+                f.i32(line).get(i).op("i32.add")
+                f.get(src).mem("v128.load", align=0)
+                for tap in range(1, kh):
+                    f.get(src).mem("v128.load", offset=tap * dh * stride, align=0).op(f"i8x16.max_{sign}")
+                f.mem("v128.store", align=0)
+                f.inc(src, 16)
+            f.i32(line).set(src)
+            with f.for_range(i, 0, out_w):  # then over the kernel columns
+                f.get(src).mem(f"i32.load8_{sign}").set(best)
+                for tap in range(1, kw):
+                    f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best)
+                    f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best).op("i32.gt_s").op("select").set(best)
+                f.get(py).get(best).mem("i32.store8")
+                f.inc(py, 1).inc(src, sw)
