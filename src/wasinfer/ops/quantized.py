@@ -33,6 +33,7 @@ def _rows(view: BatchView) -> BatchFlow:
 # The integer kernels passes/int8.py fuses DequantizeLinear → MatMul/Gemm/Conv → QuantizeLinear into.
 INT8_DOMAIN = "wasinfer"
 QCONV_MAX_TAPS = 64  # kernel taps QConvInt8's column buffer copy unrolls; larger kernels keep the float path
+MAX_SUMMED_ROWS = 128  # kernel rows QAveragePoolInt8 sums in i16 lanes (128 x 255 < 2^15); taller ones stay float
 QCONV_MAX_K = 65000  # QConvInt8's reduction length whose i32 sums stay exact (2 x 255 x 128 per i16 pair)
 define("QGemmInt8", domain=INT8_DOMAIN, batch=_rows,
        summary="y = saturate(round(float(sum_k (a - a_zero) * w + bias) * scale) + y_zero): (u)int8 A, "
@@ -76,3 +77,8 @@ define("QGlobalAveragePoolInt8", domain=INT8_DOMAIN, batch=spatial, extent=_glob
 define("QMaxPoolInt8", domain=INT8_DOMAIN, batch=spatial,
        summary="MaxPool of (u)int8 X [N, C, H, W] (2-D; no Indices): max commutes with quantisation, so the "
                "integers are pooled as they are; MaxPool's attributes (passes/int8_islands.py)")
+define("QAveragePoolInt8", domain=INT8_DOMAIN, batch=spatial,
+       summary="AveragePool of (u)int8 X [N, C, H, W] (2-D): the taps summed in integers, then y = saturate(round("
+               "float(sum - taps * x_zero) * x_scale / y_scale / divisor) + y_zero), the divisor AveragePool's; "
+               "inputs x, x_scale, x_zero, y_scale, y_zero (constants but x); AveragePool's attributes "
+               "(passes/int8_islands.py)")

@@ -7,8 +7,9 @@ a residual Add, an SE block's Mul, a pool, a Flatten. Each costs a dequantise an
 whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
 
 1. Data movement. `DequantizeLinear → Reshape | Flatten | Transpose | Squeeze | Unsqueeze | Slice |
-   Concat | Identity → QuantizeLinear` where every DequantizeLinear and the QuantizeLinear share one
-   per-tensor scale and zero point (what the quantizer writes for them) moves the integers: the
+   Concat | Identity | Expand | Tile | DepthToSpace | SpaceToDepth | Resize (nearest) → QuantizeLinear`
+   where every DequantizeLinear and the QuantizeLinear share one per-tensor scale and zero point
+   (what the quantizer writes for them) moves the integers: the
    dequantised values are copied as they are, and quantising them again gives the integers back
    (q = round((q - z) * s / s) + z exactly: the float error is far below half a step). A Concat's
    parts of other parameters are requantised first, each by a table (as ONNX Runtime's QLinearConcat).
@@ -22,7 +23,8 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
    parameters, numpy broadcasting (an SE block's per-channel scale): one pass over the integers,
    in float32 lanes, no float tensor in memory.
 4. Pools. `DQ(x) → GlobalAveragePool → Q` (QGlobalAveragePoolInt8): the sum in int32, requantised
-   once per channel, as ONNX Runtime's QLinearGlobalAveragePool. A 2-D MaxPool between a
+   once per channel, as ONNX Runtime's QLinearGlobalAveragePool; a 2-D AveragePool sums its taps
+   in integers and requantises each output once (QAveragePoolInt8). A 2-D MaxPool between a
    DequantizeLinear and a QuantizeLinear of one scale and zero point, or already on (u)int8 values
    (QOperator models run it so), pools the integers (QMaxPoolInt8).
 
@@ -38,14 +40,15 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.ops.quantized import INT8_DOMAIN, MAX_SUMMED_ROWS
 from wasinfer.passes.control import infer_types
 from wasinfer.passes.int8 import QUANTIZED, drop_unused
 
 Params = tuple[np.ndarray, np.ndarray]  # (scale float32 0-d, zero point 0-d of the integer dtype)
 
 # Ops that move or select elements without changing them: quantised values move as they are.
-MOVERS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Identity"}
+MOVERS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Identity", "Expand", "Tile",
+          "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"}  # Resize and Upsample in nearest mode only
 
 
 def _arg(node: Node, index: int) -> str:
@@ -119,6 +122,8 @@ def _move(graph: Graph, node: Node) -> bool:
     """Run a mover on the integers where its DequantizeLinear inputs and its QuantizeLinear agree."""
     if node.op_type not in MOVERS or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
         return False
+    if node.op_type in ("Resize", "Upsample") and str(node.attr("mode", "nearest")) != "nearest":
+        return False  # interpolation computes new values
     data = list(range(len(node.inputs))) if node.op_type == "Concat" else [0]
     found = [_dq_of(graph, node.inputs[i]) for i in data]
     quantized = _only_quantize(graph, node.outputs[0])
@@ -371,6 +376,26 @@ def _fuse_global_pool(graph: Graph, node: Node) -> bool:
     return True
 
 
+def _fuse_average_pool(graph: Graph, node: Node) -> bool:
+    """A 2-D AveragePool between a DequantizeLinear and a QuantizeLinear (QLinearAveragePool once
+    rewritten): the taps summed in integers, requantised once per output."""
+    if node.op_type != "AveragePool" or node.domain not in ("", "ai.onnx") or node.activation is not None \
+            or node.inputs[0] not in graph.tensors or len(graph.info(node.inputs[0]).shape) != 4 \
+            or int((node.attr("kernel_shape") or [MAX_SUMMED_ROWS + 1])[0]) > MAX_SUMMED_ROWS:
+        return False
+    found, quantized = _dq_of(graph, node.inputs[0]), _only_quantize(graph, node.outputs[0])
+    if found is None or quantized is None or found[1][1].dtype != quantized[1][1].dtype:
+        return False
+    (dq, x_p), (q, y_p) = found, quantized
+    names = [f"{q.name}/int8/{part}" for part in ("x_scale", "x_zero", "y_scale", "y_zero")]
+    for name, value in zip(names, (*x_p, *y_p), strict=True):
+        graph.add_constant(name, value)
+    fused = Node("QAveragePoolInt8", f"{q.name}/int8", [dq.inputs[0], *names], [q.outputs[0]], dict(node.attrs),
+                 INT8_DOMAIN, guards=node.guards)
+    _remove(graph, q, fused, [node, dq])
+    return True
+
+
 def _fuse_max_pool(graph: Graph, node: Node) -> bool:
     """A 2-D MaxPool (no Indices) of (u)int8 values, as QOperator models write it, or between a DequantizeLinear
     and a QuantizeLinear of one scale and zero point: max commutes with the monotonic (de)quantisation."""
@@ -400,7 +425,7 @@ def fuse_int8_islands(graph: Graph) -> int:
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)  # what passes/quantized.py wrote has no type yet (as in passes/int8.py)
     fused = 0
-    for rule in (_move, _fuse_max_pool, _fuse_lookup, _fuse_binary, _fuse_global_pool):
+    for rule in (_move, _fuse_max_pool, _fuse_lookup, _fuse_binary, _fuse_global_pool, _fuse_average_pool):
         changed = True
         while changed:  # one island's rewrite can complete the next one's pattern
             changed = False

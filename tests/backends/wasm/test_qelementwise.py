@@ -160,6 +160,27 @@ def test_data_movement_between_equal_parameters_moves_the_integers() -> None:
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+def test_nearest_resize_and_depth_to_space_move_the_integers(dtype: type) -> None:
+    """DQ → Resize (nearest, 2x) → Q → DQ → DepthToSpace → Q of one scale and zero point: both run
+    on the integers, equal to ONNX Runtime's; a linear Resize computes new values and stays float."""
+    x = _q(dtype, (1, 4, 5, 3))
+    params = {**_params("q", 0.1, 3 if dtype == np.int8 else 128, dtype), "scales": np.array([1, 1, 2, 2], np.float32)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "q_s", "q_z"], ["f"]),
+             helper.make_node("Resize", ["f", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("QuantizeLinear", ["r", "q_s", "q_z"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "q_s", "q_z"], ["rf"]),
+             helper.make_node("DepthToSpace", ["rf"], ["d"], blocksize=2),
+             helper.make_node("QuantizeLinear", ["d", "q_s", "q_z"], ["y"])]
+    counts, got, want = _run_both(graph_model(nodes, {"x": x}, ["y"], params), {"x": x})
+    assert counts == {"Resize": 1, "DepthToSpace": 1}, counts
+    np.testing.assert_array_equal(got, want)
+    nodes[1] = helper.make_node("Resize", ["f", "", "scales"], ["r"], mode="linear")
+    counts, got, want = _run_both(graph_model(nodes, {"x": x}, ["y"], params), {"x": x})
+    assert counts.get("Resize") == 1 and counts.get("QuantizeLinear") == 1, counts
+    assert np.abs(got.astype(np.int32) - want).max() <= 1
+
+
 class _Samples(CalibrationDataReader):
     def __init__(self, samples: list[dict[str, np.ndarray]]):
         self.left = iter(samples)
@@ -218,3 +239,32 @@ def test_onnx_runtime_quantized_islands_run_on_the_integers(quant_format: QuantF
     for feeds in samples[:2]:
         want, = ort_run(quantized, feeds)
         assert np.rint(np.abs(module.run(feeds)["y"] - want).max() / y_scale) <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+@pytest.mark.parametrize("attrs", [{"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+                                   {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+                                   {"kernel_shape": [2, 3], "pads": [0, 2, 1, 0], "ceil_mode": 1, "strides": [2, 3]},
+                                   {"kernel_shape": [7, 7], "strides": [1, 1]},
+                                   {"kernel_shape": [2, 2], "strides": [2, 2]}],
+                         ids=["same_pads", "count_pads", "asymmetric_ceil", "7x7", "2x2_stride2"])
+def test_average_pool_sums_the_integers(attrs: dict[str, object], dtype: type) -> None:
+    """DQ → AveragePool → Q, and com.microsoft QLinearAveragePool (rewritten into it): one
+    QAveragePoolInt8 summing the integers, padding read as the zero point, each output divided as
+    AveragePool divides (count_include_pad, ceil_mode's last window), within one step of ONNX Runtime."""
+    x = _q(dtype, (2, 3, 11, 37))
+    signed = dtype == np.int8
+    params = {**_params("x", 0.05, -9 if signed else 140, dtype), **_params("y", 0.02, 6 if signed else 120, dtype)}
+    qdq = graph_model([helper.make_node("DequantizeLinear", ["x", "x_s", "x_z"], ["f"]),
+                       helper.make_node("AveragePool", ["f"], ["p"], **attrs),
+                       helper.make_node("QuantizeLinear", ["p", "y_s", "y_z"], ["y"])], {"x": x}, ["y"], params)
+    contrib = helper.make_model(helper.make_graph(
+        [helper.make_node("QLinearAveragePool", ["x", "x_s", "x_z", "y_s", "y_z"], ["y"], domain="com.microsoft",
+                          **attrs)], "qlinear", [helper.make_tensor_value_info("x", qdq.graph.input[0].type.tensor_type
+                                                                               .elem_type, list(x.shape))],
+        [qdq.graph.output[0]], [numpy_helper.from_array(v, k) for k, v in params.items()]),
+        opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    for model in (qdq, contrib):
+        counts, got, want = _run_both(model, {"x": x})
+        assert counts == {"QAveragePoolInt8": 1}, counts
+        assert np.abs(got.astype(np.int32) - want).max() <= 1

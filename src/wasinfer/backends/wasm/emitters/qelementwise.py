@@ -2,8 +2,8 @@
 
 - QLookupInt8: y[i] = table[x[i] & 255], four elements per step (one i32 load of x's bytes, four
   byte loads from the 256-entry table, whose address is the load's offset, four byte stores).
-- QAddInt8 / QMulInt8: the broadcasting walker of emitters/binary.py over the (u)int8 operands
-  read as float32 lanes (four bytes widened per step): Add computes ra * a + rb * b + c with
+- QAddInt8 / QMulInt8: a broadcasting walk over the (u)int8 operands read as float32 lanes
+  (sixteen bytes widened per step): Add computes ra * a + rb * b + c with
   ra = a_scale / y_scale, rb = b_scale / y_scale and c = y_zero - ra * a_zero - rb * b_zero folded
   at compile time; Mul computes (a - a_zero) * (b - b_zero) * m + y_zero with
   m = a_scale * b_scale / y_scale. The sum is rounded with ties to even (f32x4.nearest) and
@@ -13,8 +13,10 @@
 - QGlobalAveragePoolInt8: per channel, sixteen bytes a step summed pairwise into i32 lanes
   (extadd_pairwise twice), then requantised once as MLAS's QLinearGlobalAveragePool does:
   float32(sum - count * x_zero) * (x_scale / (y_scale * count)), rounded, plus y_zero, saturated.
-- QMaxPoolInt8: 2-D MaxPool of the integers (max commutes with quantisation), sixteen columns at a
-  time over the kernel rows, then per output over the kernel columns.
+- QMaxPoolInt8, QAveragePoolInt8: 2-D pools over a padded copy of each plane, sixteen columns a
+  step over the kernel rows (i8x16.max; i16 sums), then per output over the kernel columns. Max
+  commutes with quantisation, so MaxPool runs on the integers as they are; AveragePool sums in
+  integers and requantises each output once, dividing as ONNX Runtime's AveragePool does.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.emitters.binary import Access, emit_elementwise
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.window import Window, padded_dims, pool_window, window_problems
-from wasinfer.ops.quantized import INT8_DOMAIN
+from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
+from wasinfer.lowering.window import Window, average_divisors, padded_dims, pool_window, window_problems
+from wasinfer.ops.quantized import INT8_DOMAIN, MAX_SUMMED_ROWS
 
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -93,27 +95,10 @@ def emit_lookup(ctx: Ctx, node: Node) -> None:
 
 # QAddInt8, QMulInt8 -----------------------------------------------------------------------------------------
 
-def _as_float(dtype: np.dtype) -> Access:  # type: ignore[type-arg]
-    """(u)int8 elements as float32 lanes: four bytes widened per vector step."""
-    sign = _sign(dtype)
-    return Access(1, 4,
-                  lambda f: f.mem("i32.load", align=0).op("i32x4.splat").op(f"i16x8.extend_low_i8x16_{sign}")
-                  .op(f"i32x4.extend_low_i16x8_{sign}").op("f32x4.convert_i32x4_s"),
-                  lambda f: f.mem(f"i32.load8_{sign}").op("f32.convert_i32_s").op("f32x4.splat"),
-                  lambda f: f, lambda f: f)
-
-
-def _requantized(f: Func, dtype: np.dtype) -> Access:  # type: ignore[type-arg]
-    """Float32 lanes stored as (u)int8: rounded with ties to even, narrowed with saturation."""
-    narrow = f.local(V128)
-
-    def to_bytes(g: Func) -> Func:
-        g.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").tee(narrow).get(narrow).op("i16x8.narrow_i32x4_s")
-        return g.tee(narrow).get(narrow).op(f"i8x16.narrow_i16x8_{_sign(dtype)}")
-
-    return Access(1, 4, lambda g: g, lambda g: g,
-                  lambda g: to_bytes(g).lane("i32x4.extract_lane", 0).mem("i32.store", align=0),
-                  lambda g: to_bytes(g).lane("i8x16.extract_lane_u", 0).mem("i32.store8"))
+def _widen(f: Func, raw: int, quarter: int, sign: str) -> None:
+    """Push bytes 4q..4q+3 of the v128 in `raw` as float32 lanes."""
+    f.get(raw).op(f"i16x8.extend_{'low' if quarter < 2 else 'high'}_i8x16_{sign}")
+    f.op(f"i32x4.extend_{'low' if quarter % 2 == 0 else 'high'}_i16x8_{sign}").op("f32x4.convert_i32x4_s")
 
 
 def _check_binary(node: Node, graph: Graph) -> list[str]:
@@ -131,30 +116,118 @@ def _check_binary(node: Node, graph: Graph) -> list[str]:
 
 @kernel("QAddInt8", "QMulInt8", domain=INT8_DOMAIN, check=_check_binary)
 def emit_binary(ctx: Ctx, node: Node) -> None:
+    """Each operand becomes a term (Add: ra * a and rb * b + c; Mul: a - a_zero and (b - b_zero) * m),
+    then the terms join (Add: +; Mul: *, then + y_zero). The output is walked as emitters/binary.py
+    walks it (broadcast axes merged, lowering/elementwise.py); the innermost axis goes sixteen elements
+    a step: one v128 load per operand widened to four float32 quarters, four rounded i32x4 narrowed
+    to one v128 store. An operand that broadcasts along that axis has its term computed once per row."""
     f = ctx.f
     a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.inputs
     y = node.outputs[0]
-    dtype = ctx.info(y).dtype
+    dtype, out_shape = ctx.info(y).dtype, ctx.info(y).shape
+    sign = _sign(dtype)
     sa, za, sb, zb, sy, zy = (_scalar(ctx, n) for n in (a_scale, a_zero, b_scale, b_zero, y_scale, y_zero))
-    other = f.local(V128)
-    combine: Callable[[], None]
+    terms: tuple[Callable[[], object], Callable[[], object]]
     if node.op_type == "QAddInt8":
         ra, rb = float(np.float32(sa) / np.float32(sy)), float(np.float32(sb) / np.float32(sy))
         c = float(np.float32(zy - ra * za - rb * zb))
+        terms = (lambda: f.f32x4_const(ra).op("f32x4.mul"),
+                 lambda: f.f32x4_const(rb).op("f32x4.mul").f32x4_const(c).op("f32x4.add"))
 
-        def combine() -> None:
-            f.f32x4_const(rb).op("f32x4.mul").set(other).f32x4_const(ra).op("f32x4.mul").get(other).op("f32x4.add")
-            f.f32x4_const(c).op("f32x4.add")
+        def join() -> None:
+            f.op("f32x4.add")
     else:
         m = float(np.float32(np.float32(sa) * np.float32(sb) / np.float32(sy)))
+        terms = (lambda: f.f32x4_const(za).op("f32x4.sub"),
+                 lambda: f.f32x4_const(zb).op("f32x4.sub").f32x4_const(m).op("f32x4.mul"))
 
-        def combine() -> None:
-            f.f32x4_const(zb).op("f32x4.sub").set(other).f32x4_const(za).op("f32x4.sub").get(other).op("f32x4.mul")
-            f.f32x4_const(m).op("f32x4.mul").f32x4_const(zy).op("f32x4.add")
+        def join() -> None:
+            f.op("f32x4.mul").f32x4_const(zy).op("f32x4.add")
 
-    emit_elementwise(ctx, (ctx.addr(y), ctx.info(y).shape, _requantized(f, dtype)),
-                     [(ctx.addr(a), ctx.info(a).shape, _as_float(dtype)),
-                      (ctx.addr(b), ctx.info(b).shape, _as_float(dtype))], combine)
+    shapes = (ctx.info(a).shape, ctx.info(b).shape, out_shape)
+    dims, strides = merge_axes(out_shape, [broadcast_strides(shape, out_shape) for shape in shapes])
+    outer, inner = dims[:-1], dims[-1]
+    ptrs = [f.local(I32) for _ in shapes]
+    for name, ptr in zip((a, b, y), ptrs, strict=True):
+        f.i32(ctx.addr(name)).set(ptr)
+    streams = [strides[k][-1] == 1 for k in (0, 1)]
+    raw, fixed = [f.local(V128) for _ in range(2)], [f.local(V128) for _ in range(2)]
+    parts = [f.local(V128) for _ in range(4)]
+
+    def scalar(k: int) -> None:
+        f.get(ptrs[k]).mem(f"i32.load8_{sign}").op("f32.convert_i32_s").op("f32x4.splat")
+
+    def value(k: int, quarter: int | None) -> None:
+        """Operand k's term: a streamed one from the quarter of its v128 (None: its one element), a
+        broadcast one as hoisted."""
+        if not streams[k]:
+            f.get(fixed[k])
+            return
+        if quarter is None:
+            scalar(k)
+        else:
+            _widen(f, raw[k], quarter, sign)
+        terms[k]()
+
+    def inner_loop() -> None:
+        i = f.local(I32)
+        saved = [f.local(I32) for _ in ptrs]
+        for ptr, keep in zip(ptrs, saved, strict=True):
+            f.get(ptr).set(keep)
+        for k in (0, 1):
+            if not streams[k]:
+                scalar(k)
+                terms[k]()
+                f.set(fixed[k])
+        vector = inner // 16 * 16
+        if vector:
+            with f.for_range(i, 0, vector, 16):
+                for k in (0, 1):
+                    if streams[k]:
+                        f.get(ptrs[k]).mem("v128.load", align=0).set(raw[k])
+                for quarter in range(4):
+                    for k in (0, 1):
+                        value(k, quarter)
+                    join()
+                    f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").set(parts[quarter])
+                f.get(ptrs[2]).get(parts[0]).get(parts[1]).op("i16x8.narrow_i32x4_s")
+                f.get(parts[2]).get(parts[3]).op("i16x8.narrow_i32x4_s").op(f"i8x16.narrow_i16x8_{sign}")
+                f.mem("v128.store", align=0)
+                for k, ptr in enumerate(ptrs):
+                    if k == 2 or streams[k]:
+                        f.inc(ptr, 16)
+        if inner > vector:
+            with f.for_range(i, vector, inner):
+                f.get(ptrs[2])
+                for k in (0, 1):
+                    value(k, None)
+                join()
+                f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").tee(parts[0]).get(parts[0])
+                f.op("i16x8.narrow_i32x4_s").tee(parts[0]).get(parts[0]).op(f"i8x16.narrow_i16x8_{sign}")
+                f.lane("i8x16.extract_lane_u", 0).mem("i32.store8")
+                for k, ptr in enumerate(ptrs):
+                    if k == 2 or streams[k]:
+                        f.inc(ptr, 1)
+        for ptr, keep in zip(ptrs, saved, strict=True):
+            f.get(keep).set(ptr)
+
+    def level(depth: int) -> None:
+        if depth == len(outer):
+            inner_loop()
+            return
+        counter = f.local(I32)
+        with f.for_range(counter, 0, outer[depth]):
+            saved = [f.local(I32) for _ in ptrs]
+            for ptr, keep in zip(ptrs, saved, strict=True):
+                f.get(ptr).set(keep)
+            level(depth + 1)
+            for ptr, keep, stride in zip(ptrs, saved, strides, strict=True):
+                f.get(keep)
+                if stride[depth]:
+                    f.i32(stride[depth]).op("i32.add")
+                f.set(ptr)
+
+    level(0)
 
 
 # QGlobalAveragePoolInt8 -------------------------------------------------------------------------------------
@@ -206,18 +279,18 @@ def emit_global_pool(ctx: Ctx, node: Node) -> None:
         f.mem("i32.store8").inc(py, 1)
 
 
-# QMaxPoolInt8 -----------------------------------------------------------------------------------------------
+# QMaxPoolInt8, QAveragePoolInt8 -----------------------------------------------------------------------------
 
-def _pool_layout(node: Node, graph: Graph) -> tuple[Window, int, int, int]:
-    """The window, the padded plane's rows, its row stride (room for 16-byte reads past the last
-    column), and where the row of vertical maxima starts in scratch (after the padded plane)."""
+def _pool_layout(node: Node, graph: Graph) -> tuple[Window, int, int]:
+    """The window, the padded plane's row stride (its columns rounded up to 16-byte steps) and its
+    size in bytes; the row buffer of the kernel-row reductions follows the plane in scratch."""
     win = pool_window(node, graph)
     rows, cols = padded_dims(win) or win.in_dims
-    stride = -(-cols // 16) * 16 + 16
-    return win, rows, stride, rows * stride
+    stride = -(-cols // 16) * 16
+    return win, stride, rows * stride
 
 
-def _check_max_pool(node: Node, graph: Graph) -> list[str]:
+def _check_window(node: Node, graph: Graph) -> list[str]:
     shape = graph.info(node.inputs[0]).shape
     if graph.info(node.inputs[0]).dtype not in QUANTIZED or graph.info(node.outputs[0]).dtype != \
             graph.info(node.inputs[0]).dtype:
@@ -230,27 +303,26 @@ def _check_max_pool(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-def _max_pool_scratch(node: Node, graph: Graph) -> int:
-    _, _, stride, row = _pool_layout(node, graph)
-    return row + stride
+def _pool_scratch(node: Node, graph: Graph) -> int:
+    _, stride, plane = _pool_layout(node, graph)
+    return plane + 2 * stride  # the row buffer: one i16 per column at most
 
 
-@kernel("QMaxPoolInt8", domain=INT8_DOMAIN, check=_check_max_pool, scratch=_max_pool_scratch)
-def emit_max_pool(ctx: Ctx, node: Node) -> None:
-    """Each plane is copied into a scratch plane whose border holds the type's minimum (filled once
-    per call), so no window needs a bounds check. Then per output row: the maxima over the kernel
-    rows, sixteen columns per step (i8x16.max), into a row buffer; and per output the maximum over
-    the kernel columns of that row."""
+def _emit_pool_rows(ctx: Ctx, node: Node, fill: int, vertical: Callable[[int, int, int], None],
+                    horizontal: Callable[[int, int, int], None]) -> None:
+    """Each plane is copied into a scratch plane whose border holds `fill` (written once per call), so
+    no window needs a bounds check. Then per output row r: `vertical(src, column, line)` reduces the
+    kernel rows of sixteen columns (src: their top-left byte, column: the local counting columns,
+    line: the row buffer's address), and `horizontal(r, line, y)` the kernel columns of the row buffer
+    into the output row (y: the local pointing at it)."""
     f = ctx.f
     x, y = node.inputs[0], node.outputs[0]
-    shape, dtype = ctx.info(x).shape, ctx.info(x).dtype
-    sign = _sign(dtype)
-    win, _, stride, row_at = _pool_layout(node, ctx.graph)
-    (height, width), (out_h, out_w) = win.in_dims, win.out_dims
-    (sh, sw), (dh, dw), (kh, kw) = win.strides, win.dilations, win.kernel
-    plane, line, best = ctx.scratch_addr, ctx.scratch_addr + row_at, f.local(I32)
+    shape = ctx.info(x).shape
+    win, stride, size = _pool_layout(node, ctx.graph)
+    (height, width), out_h = win.in_dims, win.out_dims[0]
+    plane, line = ctx.scratch_addr, ctx.scratch_addr + size
     px, py, p, r, i, src = (f.local(I32) for _ in range(6))
-    f.i32(plane).i32(int(np.iinfo(dtype).min) & 255).i32(row_at).memory_fill()
+    f.i32(plane).i32(fill & 255).i32(size).memory_fill()
     f.i32(ctx.addr(x)).set(px).i32(ctx.addr(y)).set(py)
     corner = plane + win.pad_begin[0] * stride + win.pad_begin[1]
     with f.for_range(p, 0, shape[0] * shape[1]):
@@ -258,19 +330,134 @@ def emit_max_pool(ctx: Ctx, node: Node) -> None:
             f.get(r).i32(stride).op("i32.mul").i32(corner).op("i32.add").get(px).i32(width).memory_copy()
             f.inc(px, width)
         with f.for_range(r, 0, out_h):
-            f.get(r).i32(sh * stride).op("i32.mul").i32(plane).op("i32.add").set(src)
-            with f.for_range(i, 0, stride, 16):  # maxima over the kernel rows
-                f.i32(line).get(i).op("i32.add")
-                f.get(src).mem("v128.load", align=0)
-                for tap in range(1, kh):
-                    f.get(src).mem("v128.load", offset=tap * dh * stride, align=0).op(f"i8x16.max_{sign}")
-                f.mem("v128.store", align=0)
+            f.get(r).i32(win.strides[0] * stride).op("i32.mul").i32(plane).op("i32.add").set(src)
+            with f.for_range(i, 0, stride, 16):
+                vertical(src, i, line)
                 f.inc(src, 16)
-            f.i32(line).set(src)
-            with f.for_range(i, 0, out_w):  # then over the kernel columns
-                f.get(src).mem(f"i32.load8_{sign}").set(best)
+            horizontal(r, line, py)
+
+
+@kernel("QMaxPoolInt8", domain=INT8_DOMAIN, check=_check_window, scratch=_pool_scratch)
+def emit_max_pool(ctx: Ctx, node: Node) -> None:
+    """The maxima over the kernel rows sixteen columns a step (i8x16.max), then per output over the
+    kernel columns; the border holds the type's minimum."""
+    f = ctx.f
+    dtype = ctx.info(node.inputs[0]).dtype
+    sign = _sign(dtype)
+    win, stride, _ = _pool_layout(node, ctx.graph)
+    (_, sw), (dh, dw), (kh, kw) = win.strides, win.dilations, win.kernel
+    best, src = f.local(I32), f.local(I32)
+    column = f.local(I32)
+
+    def vertical(top: int, i: int, line: int) -> None:
+        f.get(i).i32(line).op("i32.add")
+        f.get(top).mem("v128.load", align=0)
+        for tap in range(1, kh):
+            f.get(top).mem("v128.load", offset=tap * dh * stride, align=0).op(f"i8x16.max_{sign}")
+        f.mem("v128.store", align=0)
+
+    def horizontal(r: int, line: int, py: int) -> None:
+        f.i32(line).set(src)
+        with f.for_range(column, 0, win.out_dims[1]):
+            f.get(src).mem(f"i32.load8_{sign}").set(best)
+            for tap in range(1, kw):
+                f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best)
+                f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best).op("i32.gt_s").op("select").set(best)
+            f.get(py).get(best).mem("i32.store8")
+            f.inc(py, 1).inc(src, sw)
+
+    _emit_pool_rows(ctx, node, int(np.iinfo(dtype).min), vertical, horizontal)
+
+
+def _check_average_pool(node: Node, graph: Graph) -> list[str]:
+    if len(node.inputs) != 5 or not all(node.inputs) or len(node.outputs) != 1:
+        return ["expects inputs (x, x_scale, x_zero, y_scale, y_zero), as passes/int8_islands.py writes them"]
+    problems = _check_window(node, graph)
+    if problems:
+        return problems
+    _, x_scale, x_zero, y_scale, y_zero = node.inputs
+    dtype, f32 = graph.info(node.inputs[0]).dtype, np.dtype(np.float32)
+    if int(node.attr("kernel_shape")[0]) > MAX_SUMMED_ROWS:
+        problems.append(f"kernel of more than {MAX_SUMMED_ROWS} rows")
+    return problems + _constant_problems(graph, [(x_scale, f32), (y_scale, f32), (x_zero, dtype), (y_zero, dtype)])
+
+
+@kernel("QAveragePoolInt8", domain=INT8_DOMAIN, check=_check_average_pool, scratch=_pool_scratch)
+def emit_average_pool(ctx: Ctx, node: Node) -> None:
+    """The sums over the kernel rows sixteen columns a step, widened to i16 lanes, then per output
+    the sum over the kernel columns, requantised: float32(sum - taps * x_zero) * factor, rounded, plus
+    y_zero, saturated, where factor = x_scale / y_scale / divisor (a constant, or a table per output
+    where the divisors differ: AveragePool's count_include_pad, lowering/window.py). The border holds
+    x_zero, so padding adds nothing. With a unit column stride and sums that stay in i16 (at most
+    128 taps), eight outputs a step."""
+    f = ctx.f
+    x, x_scale, x_zero, y_scale, y_zero = node.inputs
+    dtype = ctx.info(x).dtype
+    sign, info = _sign(dtype), np.iinfo(dtype)
+    win, stride, _ = _pool_layout(node, ctx.graph)
+    (_, out_w), (_, sw), (dh, dw), (kh, kw) = win.out_dims, win.strides, win.dilations, win.kernel
+    zero_x, zero_y = int(_scalar(ctx, x_zero)), _scalar(ctx, y_zero)
+    ratio = float(np.float32(_scalar(ctx, x_scale)) / np.float32(_scalar(ctx, y_scale)))
+    divisors = average_divisors(win, bool(node.attr("count_include_pad", 0)))
+    factors = 0
+    if divisors.uniform is None:
+        counts = np.multiply.outer(divisors.rows.astype(np.float64), divisors.cols.astype(np.float64))
+        factors = ctx.data((ratio / counts).astype(np.float32).reshape(-1))
+    low, high, raw, vec = (f.local(V128) for _ in range(4))
+    src, pf, column = (f.local(I32) for _ in range(3))
+    vector = out_w // 8 * 8 if sw == 1 and kh * kw <= 128 else 0
+
+    def factor(lanes: int) -> None:
+        if divisors.uniform is not None:
+            f.f32(ratio / divisors.uniform)
+            if lanes > 1:
+                f.op("f32x4.splat")
+        else:
+            f.get(pf).mem("v128.load" if lanes > 1 else "f32.load", align=0)
+
+    def vertical(top: int, i: int, line: int) -> None:
+        for tap in range(kh):
+            f.get(top).mem("v128.load", offset=tap * dh * stride, align=0).set(raw)
+            for half, acc in (("low", low), ("high", high)):
+                f.get(raw).op(f"i16x8.extend_{half}_i8x16_{sign}")
+                if tap:
+                    f.get(acc).op("i16x8.add")
+                f.set(acc)
+        for offset, acc in ((0, low), (16, high)):
+            f.get(i).get(i).op("i32.add").i32(line).op("i32.add").get(acc).mem("v128.store", offset=offset, align=0)
+
+    def horizontal(r: int, line: int, py: int) -> None:
+        f.i32(line).set(src)
+        if divisors.uniform is None:
+            f.get(r).i32(4 * out_w).op("i32.mul").i32(factors).op("i32.add").set(pf)
+        if vector:
+            with f.for_range(column, 0, vector, 8):
+                f.get(src).mem("v128.load", align=0)
                 for tap in range(1, kw):
-                    f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best)
-                    f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best).op("i32.gt_s").op("select").set(best)
-                f.get(py).get(best).mem("i32.store8")
-                f.inc(py, 1).inc(src, sw)
+                    f.get(src).mem("v128.load", offset=2 * tap * dw, align=0).op("i16x8.add")
+                f.set(vec)
+                for half, acc in (("low", low), ("high", high)):
+                    f.get(vec).op(f"i32x4.extend_{half}_i16x8_s").i32(kh * kw * zero_x).op("i32x4.splat")
+                    f.op("i32x4.sub").op("f32x4.convert_i32x4_s")
+                    factor(4)
+                    f.op("f32x4.mul").op("f32x4.nearest").f32x4_const(zero_y).op("f32x4.add")
+                    f.op("i32x4.trunc_sat_f32x4_s").set(acc)
+                    if divisors.uniform is None:
+                        f.inc(pf, 16)
+                f.get(py).get(low).get(high).op("i16x8.narrow_i32x4_s").tee(vec).get(vec)
+                f.op(f"i8x16.narrow_i16x8_{sign}").lane("i64x2.extract_lane", 0).mem("i64.store", align=0)
+                f.inc(py, 8).inc(src, 16)
+        if out_w > vector:
+            with f.for_range(column, vector, out_w):
+                f.get(py).get(src).mem("i32.load16_s")
+                for tap in range(1, kw):
+                    f.get(src).mem("i32.load16_s", offset=2 * tap * dw).op("i32.add")
+                f.i32(kh * kw * zero_x).op("i32.sub").op("f32.convert_i32_s")
+                factor(1)
+                f.op("f32.mul").op("f32.nearest").f32(zero_y).op("f32.add")
+                f.f32(float(info.min)).op("f32.max").f32(float(info.max)).op("f32.min").op("i32.trunc_sat_f32_s")
+                f.mem("i32.store8").inc(py, 1).inc(src, 2 * sw)
+                if divisors.uniform is None:
+                    f.inc(pf, 4)
+
+    _emit_pool_rows(ctx, node, zero_x, vertical, horizontal)
