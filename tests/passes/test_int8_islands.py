@@ -15,7 +15,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from tests.model_zoo import mobilenet_like, resnet_like
-from tests.parity import ort_run
+from tests.parity import graph_model, ort_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.frontends.onnx import load_onnx
 from wasinfer.passes.control import infer_types
@@ -123,3 +123,24 @@ def test_quantized_zoo_cnns_run_int8_end_to_end(name: str, quant_format: QuantFo
         want, = ort_run(quantized, feeds)
         got = module.run(feeds)[quantized.graph.output[0].name]
         assert np.rint(np.abs(got - want).max() / _output_scale(quantized)) <= 1
+
+
+def test_a_long_chain_of_swish_islands_becomes_one_table() -> None:
+    """30 islands x * sigmoid(x), each quantized again (DQ → Sigmoid, Mul(DQ, ·) → Q → DQ → ...): every
+    Mul reads its island's input twice, so a walk that did not keep what it found would take 2^30 steps.
+    The chain is one function of the first tensor's 8 bits: one QLookupInt8, within one step of ONNX
+    Runtime on every value."""
+    nodes, inits = [], {"s": np.array(0.05, np.float32), "z": np.array(3, np.int8)}
+    x = "x"
+    for i in range(30):
+        nodes += [helper.make_node("DequantizeLinear", [x, "s", "z"], [f"f{i}"]),
+                  helper.make_node("Sigmoid", [f"f{i}"], [f"g{i}"]),
+                  helper.make_node("Mul", [f"f{i}", f"g{i}"], [f"m{i}"]),
+                  helper.make_node("QuantizeLinear", [f"m{i}", "s", "z"], [x := ("y" if i == 29 else f"q{i}")])]
+    values = np.arange(256, dtype=np.uint8).view(np.int8)
+    model = graph_model(nodes, {"x": values}, ["y"], inits)
+    result = convert_onnx(model)
+    assert result.stats["op_counts"] == {"QLookupInt8": 1}
+    got = WasmModel(result.wasm).run({"x": values})["y"]
+    want, = ort_run(model, {"x": values})
+    assert np.abs(got.astype(np.int32) - want).max() <= 1

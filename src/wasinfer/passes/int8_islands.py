@@ -210,10 +210,18 @@ class _Island:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.nodes: dict[int, Node] = {}  # every node the island reads through, by id
+        self._roots: dict[str, dict[str, int] | None] = {}
 
-    def roots(self, name: str, depth: int = 0) -> dict[str, int] | None:
+    def roots(self, name: str) -> dict[str, int] | None:
         """The (u)int8 tensors `name` is an element-wise function of, each with how many QuantizeLinear →
-        DequantizeLinear pairs lie between; {} for a constant of one element; None: not a function of one."""
+        DequantizeLinear pairs lie between; {} for a constant of one element; None: not a function of one.
+        Each value's answer is kept: a chain of diamonds (x * sigmoid(x) after x * sigmoid(x)...) reads
+        every value twice."""
+        if name not in self._roots:
+            self._roots[name] = self._find_roots(name)
+        return self._roots[name]
+
+    def _find_roots(self, name: str) -> dict[str, int] | None:
         graph = self.graph
         constant = graph.constants.get(name)
         if constant is not None:
@@ -222,11 +230,10 @@ class _Island:
             return None
         dq = _dq_of(graph, name)
         if dq is not None:
-            found = {dq[0].inputs[0]: depth}
+            found = {dq[0].inputs[0]: 0}
             inner = graph.producer(dq[0].inputs[0])
             if inner is not None and inner.op_type == "QuantizeLinear" and params(graph, inner) is not None:
-                deeper = self.roots(inner.inputs[0], depth + 1)
-                found.update(deeper or {})
+                found.update({root: depth + 1 for root, depth in (self.roots(inner.inputs[0]) or {}).items()})
             return found
         node = graph.producer(name)
         if node is None or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
@@ -245,13 +252,13 @@ class _Island:
             return None
         common: dict[str, int] | None = None
         for operand in inputs:
-            reached = self.roots(operand, depth)
+            reached = self.roots(operand)
             if reached is None:
                 return None
             if reached or graph.constants.get(operand) is None:
                 common = reached if common is None else {k: max(v, reached[k]) for k, v in common.items()
                                                          if k in reached}
-        return common if common is not None else None
+        return common
 
     def evaluate(self, name: str, root: str, x: np.ndarray, memo: dict[str, np.ndarray]) -> np.ndarray:
         """`name`'s values for each of the root's 256 values `x`, recording the nodes read through."""
