@@ -144,3 +144,23 @@ def test_a_long_chain_of_swish_islands_becomes_one_table() -> None:
     got = WasmModel(result.wasm).run({"x": values})["y"]
     want, = ort_run(model, {"x": values})
     assert np.abs(got.astype(np.int32) - want).max() <= 1
+
+
+def test_islands_whose_nodes_share_a_name_keep_their_own_tables() -> None:
+    """The frontend keeps node names as the model gives them, and they need not be unique (ONNX Runtime
+    refuses such a model; the compiler takes it): two islands whose QuantizeLinear nodes are both named
+    "q" (x → Sigmoid → y1, x → Tanh → y2) each keep their own table, named after the tensor they write."""
+    inits = {"s": np.array(0.05, np.float32), "z": np.array(0, np.int8), "t": np.array(1 / 128, np.float32)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["f"], name="dq"),
+             helper.make_node("Sigmoid", ["f"], ["g"], name="op"), helper.make_node("Tanh", ["f"], ["h"], name="op"),
+             helper.make_node("QuantizeLinear", ["g", "t", "z"], ["y1"], name="q"),
+             helper.make_node("QuantizeLinear", ["h", "t", "z"], ["y2"], name="q")]
+    values = np.arange(256, dtype=np.uint8).view(np.int8)
+    model = graph_model(nodes, {"x": values}, ["y1", "y2"], inits)
+    result = convert_onnx(model)
+    assert result.stats["op_counts"] == {"QLookupInt8": 2}
+    got = WasmModel(result.wasm).run({"x": values})
+    f = values.astype(np.float32) * np.float32(0.05)  # ONNX Runtime refuses the model: numpy says what it computes
+    for name, value in (("y1", 1 / (1 + np.exp(-f))), ("y2", np.tanh(f))):
+        want = np.clip(np.rint(value.astype(np.float32) * 128), -128, 127)
+        assert np.abs(got[name].astype(np.int32) - want).max() <= 1, name

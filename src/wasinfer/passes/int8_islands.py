@@ -108,6 +108,8 @@ def _only_quantize(graph: Graph, name: str) -> tuple[Node, Params] | None:
     return (consumers[0], found) if found is not None and consumers[0].inputs[0] == name else None
 
 
+# Constants a fusion adds are named after the tensor the island writes (unique, where node names need not be).
+
 def _remove(graph: Graph, quantize_node: Node, fused: Node, candidates: list[Node]) -> None:
     """Put `fused` where the QuantizeLinear was, then drop what no longer has a reader, consumers first."""
     graph.nodes[graph.nodes.index(quantize_node)] = fused
@@ -137,7 +139,7 @@ def _move(graph: Graph, node: Node) -> bool:
         node.inputs[i] = dq.inputs[0]
         if not _same(dq_p, p):  # a Concat part of other parameters: requantised by a table first, as QLinearConcat
             x = np.arange(256, dtype=np.uint8).view(p[1].dtype)
-            table, part = f"{node.name}/int8/table{i}", f"{node.name}/int8/part{i}"
+            table, part = f"{q.outputs[0]}/int8/table{i}", f"{q.outputs[0]}/int8/part{i}"
             graph.add_constant(table, quantize(dequantize(x, dq_p), p))
             graph.tensors[part] = TensorInfo(part, p[1].dtype, graph.info(dq.inputs[0]).shape)
             graph.nodes.insert(graph.nodes.index(node), Node("QLookupInt8", f"{part}/QLookupInt8",
@@ -331,7 +333,7 @@ def _fuse_lookup(graph: Graph, q: Node) -> bool:
     if found is None:
         return False
     root, table, nodes = found
-    name = f"{q.name}/int8/table"
+    name = f"{q.outputs[0]}/int8/table"
     graph.add_constant(name, table)
     fused = Node("QLookupInt8", f"{q.name}/int8", [root, name], [q.outputs[0]], domain=INT8_DOMAIN, guards=q.guards)
     _remove(graph, q, fused, nodes)
@@ -353,7 +355,7 @@ def _fuse_binary(graph: Graph, node: Node) -> bool:
         return False
     inputs: list[str] = []
     for part, dq, p in (("a", a_dq, a_p), ("b", b_dq, b_p), ("y", None, y_p)):
-        names = [f"{q.name}/int8/{part}_scale", f"{q.name}/int8/{part}_zero"]
+        names = [f"{q.outputs[0]}/int8/{part}_scale", f"{q.outputs[0]}/int8/{part}_zero"]
         graph.add_constant(names[0], p[0])
         graph.add_constant(names[1], p[1])
         inputs += ([dq.inputs[0]] if dq is not None else []) + names
@@ -374,7 +376,7 @@ def _fuse_global_pool(graph: Graph, node: Node) -> bool:
     (dq, x_p), (q, y_p) = found, quantized
     if x_p[1].dtype != y_p[1].dtype:
         return False
-    names = [f"{q.name}/int8/{part}" for part in ("x_scale", "x_zero", "y_scale", "y_zero")]
+    names = [f"{q.outputs[0]}/int8/{part}" for part in ("x_scale", "x_zero", "y_scale", "y_zero")]
     for name, value in zip(names, (*x_p, *y_p), strict=True):
         graph.add_constant(name, value)
     fused = Node("QGlobalAveragePoolInt8", f"{q.name}/int8", [dq.inputs[0], *names], [q.outputs[0]],
@@ -394,7 +396,7 @@ def _fuse_average_pool(graph: Graph, node: Node) -> bool:
     if found is None or quantized is None or found[1][1].dtype != quantized[1][1].dtype:
         return False
     (dq, x_p), (q, y_p) = found, quantized
-    names = [f"{q.name}/int8/{part}" for part in ("x_scale", "x_zero", "y_scale", "y_zero")]
+    names = [f"{q.outputs[0]}/int8/{part}" for part in ("x_scale", "x_zero", "y_scale", "y_zero")]
     for name, value in zip(names, (*x_p, *y_p), strict=True):
         graph.add_constant(name, value)
     fused = Node("QAveragePoolInt8", f"{q.name}/int8", [dq.inputs[0], *names], [q.outputs[0]], dict(node.attrs),
