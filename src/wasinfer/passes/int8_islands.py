@@ -9,16 +9,17 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
 1. Data movement. `DequantizeLinear → Reshape | Flatten | Transpose | Squeeze | Unsqueeze | Slice |
    Concat | Identity | Expand | Tile | DepthToSpace | SpaceToDepth | Resize (nearest) → QuantizeLinear`
    where every DequantizeLinear and the QuantizeLinear share one per-tensor scale and zero point
-   (what the quantizer writes for them) moves the integers: the
-   dequantised values are copied as they are, and quantising them again gives the integers back
-   (q = round((q - z) * s / s) + z exactly: the float error is far below half a step). A Concat's
-   parts of other parameters are requantised first, each by a table (as ONNX Runtime's QLinearConcat).
+   (what the quantizer writes for them) moves the integers: the dequantised values are copied as
+   they are, and quantising them again gives the integers back (q = round((q - z) * s / s) + z
+   exactly: the float error is far below half a step). A Concat's parts of other parameters are
+   requantised first, each by a table (as ONNX Runtime's QLinearConcat).
 2. Unary islands as lookup tables (QLookupInt8). A QuantizeLinear whose input is computed, through
    element-wise float ops only, from DequantizeLinears of one (u)int8 tensor x (per-tensor constant
    scale and zero point; the path may pass through inner QuantizeLinear → DequantizeLinear pairs, as
    ORT's quantizer writes HardSwish: `DQ(x) → HardSigmoid → Q → DQ`, then `Mul(DQ(x), ·) → Q`) is
    a function of x's 8 bits: it is evaluated here, in float32 as ONNX Runtime computes it, on all
-   256 values (`lookup_table`), and the island becomes one table lookup per element.
+   256 values (`lookup_table`), and the island becomes one table lookup per element. Tables come
+   before binary islands, and the last QuantizeLinear first, so HardSwish's Mul is in its table.
 3. Binary islands (QAddInt8, QMulInt8): `DQ(a), DQ(b) → Add | Mul → Q` with per-tensor constant
    parameters, numpy broadcasting (an SE block's per-channel scale): one pass over the integers,
    in float32 lanes, no float tensor in memory.
@@ -29,7 +30,8 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
    (QOperator models run it so), pools the integers (QMaxPoolInt8).
 
 DequantizeLinear nodes left without consumers go, with the constants only they read; one that
-something else still reads (a float output, an op no rule covers) stays for it.
+something else still reads (a float output, an op no rule covers) stays for it. The constants a
+fusion adds are named after the tensor the island writes (unique, where node names need not be).
 """
 
 from __future__ import annotations
@@ -107,8 +109,6 @@ def _only_quantize(graph: Graph, name: str) -> tuple[Node, Params] | None:
     found = params(graph, consumers[0])
     return (consumers[0], found) if found is not None and consumers[0].inputs[0] == name else None
 
-
-# Constants a fusion adds are named after the tensor the island writes (unique, where node names need not be).
 
 def _remove(graph: Graph, quantize_node: Node, fused: Node, candidates: list[Node]) -> None:
     """Put `fused` where the QuantizeLinear was, then drop what no longer has a reader, consumers first."""
