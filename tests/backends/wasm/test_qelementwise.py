@@ -122,8 +122,9 @@ def test_global_average_pool_sums_in_int32(shape: tuple[int, ...], dtype: type) 
 @pytest.mark.parametrize("attrs", [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
                                    {"kernel_shape": [2, 3], "pads": [0, 2, 1, 0], "ceil_mode": 1, "strides": [2, 3]},
                                    {"kernel_shape": [3, 2], "dilations": [2, 1]},
-                                   {"kernel_shape": [2, 2], "strides": [2, 2]}],
-                         ids=["resnet_stem", "asymmetric_ceil", "dilated", "plain"])
+                                   {"kernel_shape": [2, 2], "strides": [2, 2]},
+                                   {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2]}],
+                         ids=["resnet_stem", "asymmetric_ceil", "dilated", "plain", "spp_5x5"])
 def test_max_pool_of_the_integers_is_exact(attrs: dict[str, object], dtype: type) -> None:
     """MaxPool on (u)int8 values, as QOperator models run it, and between a DequantizeLinear and a
     QuantizeLinear of one scale and zero point: QMaxPoolInt8, equal to ONNX Runtime's, pads reading

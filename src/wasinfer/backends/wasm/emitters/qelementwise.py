@@ -342,8 +342,9 @@ def _emit_pool_rows(ctx: Ctx, node: Node, fill: int, vertical: Callable[[int, in
 
 @kernel("QMaxPoolInt8", domain=INT8_DOMAIN, check=_check_window, scratch=_pool_scratch)
 def emit_max_pool(ctx: Ctx, node: Node) -> None:
-    """The maxima over the kernel rows sixteen columns a step (i8x16.max), then per output over the
-    kernel columns; the border holds the type's minimum."""
+    """The maxima over the kernel rows sixteen columns a step (i8x16.max), then over the kernel
+    columns, sixteen outputs a step where the column stride is 1, else one at a time; the border
+    holds the type's minimum."""
     f = ctx.f
     dtype = ctx.info(node.inputs[0]).dtype
     sign = _sign(dtype)
@@ -359,9 +360,18 @@ def emit_max_pool(ctx: Ctx, node: Node) -> None:
             f.get(top).mem("v128.load", offset=tap * dh * stride, align=0).op(f"i8x16.max_{sign}")
         f.mem("v128.store", align=0)
 
+    out_w = win.out_dims[1]
+    vector = out_w // 16 * 16 if sw == 1 else 0
+
     def horizontal(r: int, line: int, py: int) -> None:
         f.i32(line).set(src)
-        with f.for_range(column, 0, win.out_dims[1]):
+        if vector:  # a unit column stride: sixteen outputs a step
+            with f.for_range(column, 0, vector, 16):
+                f.get(py).get(src).mem("v128.load", align=0)
+                for tap in range(1, kw):
+                    f.get(src).mem("v128.load", offset=tap * dw, align=0).op(f"i8x16.max_{sign}")
+                f.mem("v128.store", align=0).inc(py, 16).inc(src, 16)
+        with f.for_range(column, vector, out_w):
             f.get(src).mem(f"i32.load8_{sign}").set(best)
             for tap in range(1, kw):
                 f.get(src).mem(f"i32.load8_{sign}", offset=tap * dw).get(best)
