@@ -66,10 +66,11 @@ define("QLookupInt8", domain=INT8_DOMAIN, batch=elementwise, extent=ex.same,
 define("QAddInt8", domain=INT8_DOMAIN, batch=elementwise, extent=ex.broadcast,
        summary="y = saturate(round((a_scale * (a - a_zero) + b_scale * (b - b_zero)) / y_scale) + y_zero) with "
                "numpy broadcasting; inputs a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero (constants but "
-               "a and b), QLinearAdd's order (passes/int8_islands.py)")
+               "a and b), QLinearAdd's order, then optionally y_lo, y_hi (a fused Relu/Clip's range); a Sub is "
+               "an Add of b_scale negated (passes/int8_islands.py)")
 define("QMulInt8", domain=INT8_DOMAIN, batch=elementwise, extent=ex.broadcast,
        summary="y = saturate(round(a_scale * (a - a_zero) * b_scale * (b - b_zero) / y_scale) + y_zero) with "
-               "numpy broadcasting; QAddInt8's inputs (passes/int8_islands.py)")
+               "numpy broadcasting; QAddInt8's inputs, y_lo and y_hi too (passes/int8_islands.py)")
 define("QGlobalAveragePoolInt8", domain=INT8_DOMAIN, batch=spatial, extent=_global_pool,
        summary="y[n, c] = saturate(round(float(sum(x[n, c]) - count * x_zero) * x_scale / (count * y_scale)) "
                "+ y_zero), the sum in int32; inputs x, x_scale, x_zero, y_scale, y_zero (constants but x) "

@@ -12,7 +12,11 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
    (what the quantizer writes for them) moves the integers: the dequantised values are copied as
    they are, and quantising them again gives the integers back (q = round((q - z) * s / s) + z
    exactly: the float error is far below half a step). A Concat's parts of other parameters are
-   requantised first, each by a table (as ONNX Runtime's QLinearConcat).
+   requantised first, each by a table (as ONNX Runtime's QLinearConcat). Elsewhere a per-tensor
+   DequantizeLinear moves after a one-input mover (or a MaxPool, of a positive scale) and a
+   QuantizeLinear before one, both commuting with it: a full-integer TFLite model's
+   `DQ → Transpose → MaxPool → Transpose → Q` becomes `Transpose → DQ → MaxPool → Q → Transpose`,
+   and a QuantizeLinear that meets a DequantizeLinear of its own parameters goes with it.
 2. Unary islands as lookup tables (QLookupInt8). A QuantizeLinear whose input is computed, through
    element-wise float ops only, from DequantizeLinears of one (u)int8 tensor x (per-tensor constant
    scale and zero point; the path may pass through inner QuantizeLinear → DequantizeLinear pairs, as
@@ -20,9 +24,10 @@ whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
    a function of x's 8 bits: it is evaluated here, in float32 as ONNX Runtime computes it, on all
    256 values (`lookup_table`), and the island becomes one table lookup per element. Tables come
    before binary islands, and the last QuantizeLinear first, so HardSwish's Mul is in its table.
-3. Binary islands (QAddInt8, QMulInt8): `DQ(a), DQ(b) → Add | Mul → Q` with per-tensor constant
-   parameters, numpy broadcasting (an SE block's per-channel scale): one pass over the integers,
-   in float32 lanes, no float tensor in memory.
+3. Binary islands (QAddInt8, QMulInt8): `DQ(a), DQ(b) → Add | Sub | Mul → Q` with per-tensor
+   constant parameters, numpy broadcasting (an SE block's per-channel scale): one pass over the
+   integers, in float32 lanes, no float tensor in memory; a Relu or a Clip of constant bounds
+   before the QuantizeLinear (TFLite's fused activation) becomes the output's integer range.
 4. Pools. `DQ(x) → GlobalAveragePool → Q` (QGlobalAveragePoolInt8): the sum in int32, requantised
    once per channel, as ONNX Runtime's QLinearGlobalAveragePool; a 2-D AveragePool sums its taps
    in integers and requantises each output once (QAveragePoolInt8). A 2-D MaxPool between a
@@ -44,7 +49,7 @@ import numpy as np
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.quantized import INT8_DOMAIN, MAX_SUMMED_ROWS
 from wasinfer.passes.control import infer_types
-from wasinfer.passes.int8 import QUANTIZED, drop_unused
+from wasinfer.passes.int8 import QUANTIZED, drop_unused, integer_range, requantized_output
 
 Params = tuple[np.ndarray, np.ndarray]  # (scale float32 0-d, zero point 0-d of the integer dtype)
 
@@ -149,6 +154,75 @@ def _move(graph: Graph, node: Node) -> bool:
     node.outputs = [q.outputs[0]]
     graph.nodes.remove(q)
     drop_unused(graph, [dq for dq, _ in dqs])
+    return True
+
+
+def _movable(graph: Graph, node: Node, scale: np.ndarray) -> bool:
+    """A one-input mover (Resize in nearest mode), or a 2-D MaxPool without Indices where the scale is
+    positive: each commutes with a per-tensor (de)quantisation of that scale."""
+    if node.domain not in ("", "ai.onnx") or any(node.outputs[1:]) or node.activation is not None:
+        return False
+    if node.op_type == "MaxPool":
+        return float(scale) > 0 and node.inputs[0] in graph.tensors and len(graph.info(node.inputs[0]).shape) == 4
+    if node.op_type in ("Resize", "Upsample") and str(node.attr("mode", "nearest")) != "nearest":
+        return False
+    return node.op_type in MOVERS and node.op_type not in ("Concat", "Identity")  # an Identity costs nothing
+
+
+def _push_dequantize(graph: Graph, node: Node) -> bool:
+    """M(DQ(x)) → DQ(M(x)) for a mover or MaxPool M: M then moves the integers, and what reads its output
+    meets the DequantizeLinear (a QuantizeLinear, a pool, an island), as a full-integer TFLite model's
+    `DQ → Transpose → MaxPool → Transpose → Q` needs."""
+    found = _dq_of(graph, node.inputs[0]) if node.inputs else None
+    out = node.outputs[0] if node.outputs else ""
+    if found is None or out not in graph.tensors or not _movable(graph, node, found[1][0]):
+        return False
+    dq, p = found
+    moved = f"{out}/int8"
+    graph.tensors[moved] = TensorInfo(moved, p[1].dtype, graph.info(out).shape)
+    node.inputs[0], node.outputs = dq.inputs[0], [moved]
+    graph.nodes.insert(graph.nodes.index(node) + 1, Node("DequantizeLinear", f"{moved}/DequantizeLinear",
+                                                         [moved, *dq.inputs[1:]], [out], dict(dq.attrs),
+                                                         guards=node.guards))
+    drop_unused(graph, [dq])
+    return True
+
+
+def _pull_quantize(graph: Graph, q: Node) -> bool:
+    """Q(M(v)) → M(Q(v)) for a mover or MaxPool M whose output only the QuantizeLinear reads."""
+    p = params(graph, q) if q.op_type == "QuantizeLinear" else None
+    node = graph.producer(q.inputs[0]) if p is not None else None
+    if p is None or node is None or not node.inputs or not _movable(graph, node, p[0]) \
+            or q.inputs[0] in graph.outputs or len(graph.consumers(q.inputs[0])) != 1:
+        return False
+    v = node.inputs[0]
+    if v not in graph.tensors or graph.info(v).dtype != np.float32:
+        return False
+    quantized = f"{q.outputs[0]}/before/{node.op_type}"
+    graph.tensors[quantized] = TensorInfo(quantized, p[1].dtype, graph.info(v).shape)
+    graph.nodes.remove(q)
+    graph.nodes.insert(graph.nodes.index(node), Node("QuantizeLinear", f"{quantized}/QuantizeLinear",
+                                                     [v, *q.inputs[1:]], [quantized], dict(q.attrs),
+                                                     guards=q.guards))
+    node.inputs[0], node.outputs = quantized, [q.outputs[0]]
+    return True
+
+
+def _drop_requantize(graph: Graph, q: Node) -> bool:
+    """Q(DQ(x)) with the DequantizeLinear's own parameters is x: round((x - z) * s / s) + z = x. Its readers
+    read x instead (a graph output gets an Identity, which costs nothing)."""
+    p = params(graph, q) if q.op_type == "QuantizeLinear" else None
+    found = _dq_of(graph, q.inputs[0]) if p is not None else None
+    if p is None or found is None or not _same(found[1], p) or q.guards:
+        return False
+    x, y = found[0].inputs[0], q.outputs[0]
+    if y in graph.outputs:
+        graph.nodes[graph.nodes.index(q)] = Node("Identity", f"{y}/Identity", [x], [y])
+    else:
+        graph.nodes.remove(q)
+        for node in graph.nodes:
+            node.inputs = [x if name == y else name for name in node.inputs]
+    drop_unused(graph, [found[0]])
     return True
 
 
@@ -343,25 +417,34 @@ def _fuse_lookup(graph: Graph, q: Node) -> bool:
 # 3. binary islands -----------------------------------------------------------------------------------------
 
 def _fuse_binary(graph: Graph, node: Node) -> bool:
-    if node.op_type not in ("Add", "Mul") or node.domain not in ("", "ai.onnx") or node.activation is not None \
-            or len(node.inputs) != 2:
+    """`DQ(a), DQ(b) → Add | Sub | Mul (→ Relu | Clip) → Q`: QAddInt8 (Sub is an Add of b's scale negated) or
+    QMulInt8; a Relu or Clip of constant bounds (TFLite's fused activation) becomes the output's integer range."""
+    if node.op_type not in ("Add", "Sub", "Mul") or node.domain not in ("", "ai.onnx") \
+            or node.activation is not None or len(node.inputs) != 2:
         return False
     found = [_dq_of(graph, name) for name in node.inputs]
-    quantized = _only_quantize(graph, node.outputs[0])
-    if quantized is None or found[0] is None or found[1] is None:
+    output = requantized_output(graph, node)
+    y_p = params(graph, output[0]) if output is not None else None
+    if output is None or y_p is None or found[0] is None or found[1] is None:
         return False
-    (a_dq, a_p), (b_dq, b_p), (q, y_p) = found[0], found[1], quantized
+    (a_dq, a_p), (b_dq, b_p), (q, clamp, bounds) = found[0], found[1], output
     if not a_p[1].dtype == b_p[1].dtype == y_p[1].dtype:
         return False
+    if node.op_type == "Sub":
+        b_p = (-b_p[0], b_p[1])
     inputs: list[str] = []
     for part, dq, p in (("a", a_dq, a_p), ("b", b_dq, b_p), ("y", None, y_p)):
         names = [f"{q.outputs[0]}/int8/{part}_scale", f"{q.outputs[0]}/int8/{part}_zero"]
         graph.add_constant(names[0], p[0])
         graph.add_constant(names[1], p[1])
         inputs += ([dq.inputs[0]] if dq is not None else []) + names
-    fused = Node(f"Q{node.op_type}Int8", f"{q.name}/int8", inputs, [q.outputs[0]], domain=INT8_DOMAIN,
-                 guards=node.guards)
-    _remove(graph, q, fused, [node, a_dq, b_dq])
+    if clamp is not None:
+        for end, value in zip(("y_lo", "y_hi"), integer_range(bounds, *y_p), strict=True):
+            graph.add_constant(f"{q.outputs[0]}/int8/{end}", value)
+            inputs.append(f"{q.outputs[0]}/int8/{end}")
+    fused = Node("QMulInt8" if node.op_type == "Mul" else "QAddInt8", f"{q.name}/int8", inputs, [q.outputs[0]],
+                 domain=INT8_DOMAIN, guards=node.guards)
+    _remove(graph, q, fused, [n for n in (clamp, node, a_dq, b_dq) if n is not None])
     return True
 
 
@@ -434,7 +517,9 @@ def fuse_int8_islands(graph: Graph) -> int:
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)  # what passes/quantized.py wrote has no type yet (as in passes/int8.py)
     fused = 0
-    for rule in (_move, _fuse_max_pool, _fuse_lookup, _fuse_binary, _fuse_global_pool, _fuse_average_pool):
+    # whole sandwiches first (no QuantizeLinear left to drop), then the (de)quantisations moved past movers
+    for rule in (_move, _fuse_max_pool, _push_dequantize, _pull_quantize, _drop_requantize, _fuse_max_pool,
+                 _fuse_lookup, _fuse_binary, _fuse_global_pool, _fuse_average_pool):
         changed = True
         while changed:  # one island's rewrite can complete the next one's pattern
             changed = False

@@ -269,3 +269,68 @@ def test_average_pool_sums_the_integers(attrs: dict[str, object], dtype: type) -
         counts, got, want = _run_both(model, {"x": x})
         assert counts == {"QAveragePoolInt8": 1}, counts
         assert np.abs(got.astype(np.int32) - want).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+def test_pools_between_layout_transposes_run_on_the_integers(pool: str, dtype: type) -> None:
+    """`DQ → Transpose → pool → Transpose → Q`, as the TFLite frontend writes a full-integer NHWC pool:
+    the DequantizeLinear moves after the first Transpose and the QuantizeLinear before the second, so
+    the pool meets them and runs on the integers (the output's parameters differ from the input's:
+    the AveragePool requantises, the MaxPool needs equal ones and gets a table after it)."""
+    x = _q(dtype, (1, 9, 11, 6))
+    signed = dtype == np.int8
+    params = {**_params("x", 0.05, 3 if signed else 130, dtype), **_params("y", 0.04, -2 if signed else 120, dtype)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "x_s", "x_z"], ["f"]),
+             helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node(pool, ["t"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["p"], ["u"], perm=[0, 2, 3, 1]),
+             helper.make_node("QuantizeLinear", ["u", "y_s", "y_z"], ["y"])]
+    counts, got, want = _run_both(graph_model(nodes, {"x": x}, ["y"], params), {"x": x})
+    assert "DequantizeLinear" not in counts and "QuantizeLinear" not in counts, counts
+    assert counts.get(f"Q{pool}Int8") == 1 and counts.get("Transpose") == 2, counts
+    assert np.abs(got.astype(np.int32) - want).max() <= (0 if pool == "MaxPool" else 1)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+@pytest.mark.parametrize("op,clamp", [("Add", "Relu"), ("Sub", None), ("Sub", "Clip"), ("Mul", "Clip")])
+def test_sub_and_fused_activations_run_on_the_integers(op: str, clamp: str | None, dtype: type) -> None:
+    """`DQ(a), DQ(b) → Sub` (an Add of b's scale negated), and Add/Sub/Mul followed by a Relu or a Clip
+    (TFLite's fused activations) before the QuantizeLinear: one QAddInt8 / QMulInt8 whose output is
+    clamped to [Q(lo), Q(hi)], within one step of ONNX Runtime."""
+    signed = dtype == np.int8
+    inits = {**_params("a", 0.05, -3 if signed else 120, dtype), **_params("b", 0.02, 9 if signed else 131, dtype),
+             **_params("y", 0.03, 4 if signed else 125, dtype),
+             "lo": np.array(-0.7, np.float32), "hi": np.array(1.1, np.float32)}
+    nodes = [helper.make_node("DequantizeLinear", ["a", "a_s", "a_z"], ["a_f"]),
+             helper.make_node("DequantizeLinear", ["b", "b_s", "b_z"], ["b_f"]),
+             helper.make_node(op, ["a_f", "b_f"], ["c" if clamp else "v"])]
+    if clamp:
+        nodes.append(helper.make_node(clamp, ["c", "lo", "hi"] if clamp == "Clip" else ["c"], ["v"]))
+    nodes.append(helper.make_node("QuantizeLinear", ["v", "y_s", "y_z"], ["y"]))
+    feeds = {"a": _q(dtype, (2, 6, 5, 7)), "b": _q(dtype, (1, 6, 1, 7))}
+    counts, got, want = _run_both(graph_model(nodes, feeds, ["y"], inits), feeds)
+    assert counts == {"QMulInt8" if op == "Mul" else "QAddInt8": 1}, counts
+    assert np.abs(got.astype(np.int32) - want).max() <= 1
+    if clamp:  # the range's ends are reached
+        lo = {"Relu": 0.0, "Clip": -0.7}[clamp]
+        assert got.min() == np.clip(np.rint(np.float32(lo) / np.float32(0.03)) + int(inits["y_z"]),
+                                    np.iinfo(dtype).min, np.iinfo(dtype).max)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+def test_a_gemm_followed_by_relu_runs_in_int8_then_clamps(dtype: type) -> None:
+    """`DQ(a), DQ(w) → Gemm → Relu → Q` (a full-integer TFLite FULLY_CONNECTED with its fused Relu):
+    QGemmInt8, then a table clamping its integers to [Q(0), max], within one step of ONNX Runtime."""
+    a = _q(dtype, (3, 20))
+    w = rng.integers(-127, 128, (12, 20)).astype(np.int8)
+    inits = {**_params("a", 0.05, 2 if dtype == np.int8 else 128, dtype), "w": w,
+             "w_s": np.array(0.01, np.float32), **_params("y", 0.04, -5 if dtype == np.int8 else 100, dtype)}
+    nodes = [helper.make_node("DequantizeLinear", ["a", "a_s", "a_z"], ["a_f"]),
+             helper.make_node("DequantizeLinear", ["w", "w_s"], ["w_f"]),
+             helper.make_node("Gemm", ["a_f", "w_f"], ["g"], transB=1),
+             helper.make_node("Relu", ["g"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "y_s", "y_z"], ["y"])]
+    counts, got, want = _run_both(graph_model(nodes, {"a": a}, ["y"], inits), {"a": a})
+    assert counts == {"QGemmInt8": 1, "QLookupInt8": 1}, counts
+    assert np.abs(got.astype(np.int32) - want).max() <= 1 and got.min() == inits["y_z"]

@@ -8,7 +8,8 @@
   ra = a_scale / y_scale, rb = b_scale / y_scale and c = y_zero - ra * a_zero - rb * b_zero folded
   at compile time; Mul computes (a - a_zero) * (b - b_zero) * m + y_zero with
   m = a_scale * b_scale / y_scale. The sum is rounded with ties to even (f32x4.nearest) and
-  narrowed with saturation (i32 → i16 → (u)int8) on the way to memory. ONNX Runtime's QLinearAdd
+  narrowed with saturation (i32 → i16 → (u)int8) on the way to memory, then clamped to a fused
+  Relu/Clip's [y_lo, y_hi] where those inputs are given. ONNX Runtime's QLinearAdd
   uses fixed-point multipliers on x86 and QLinearMul float ones: the results differ from it at
   most where a value lies within float32 rounding of a half step, by one step.
 - QGlobalAveragePoolInt8: per channel, sixteen bytes a step summed pairwise into i32 lanes
@@ -105,16 +106,16 @@ def _widen(f: Func, raw: int, quarter: int, sign: str) -> None:
 
 
 def _check_binary(node: Node, graph: Graph) -> list[str]:
-    if len(node.inputs) != 8 or not all(node.inputs) or len(node.outputs) != 1:
-        return ["expects inputs (a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero), as passes/int8_islands.py "
-                "writes them"]
-    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.inputs
+    if len(node.inputs) not in (8, 10) or not all(node.inputs) or len(node.outputs) != 1:
+        return ["expects inputs (a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero[, y_lo, y_hi]), as "
+                "passes/int8_islands.py writes them"]
+    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.inputs[:8]
     dtype = graph.info(node.outputs[0]).dtype
     if dtype not in QUANTIZED or graph.info(a).dtype != dtype or graph.info(b).dtype != dtype:
         return ["A, B and Y must all be int8 or all uint8"]
     f32 = np.dtype(np.float32)
     return _constant_problems(graph, [(a_scale, f32), (b_scale, f32), (y_scale, f32), (a_zero, dtype),
-                                      (b_zero, dtype), (y_zero, dtype)])
+                                      (b_zero, dtype), (y_zero, dtype), *((n, dtype) for n in node.inputs[8:])])
 
 
 @kernel("QAddInt8", "QMulInt8", domain=INT8_DOMAIN, check=_check_binary)
@@ -125,10 +126,19 @@ def emit_binary(ctx: Ctx, node: Node) -> None:
     a step: one v128 load per operand widened to four float32 quarters, four rounded i32x4 narrowed
     to one v128 store. An operand that broadcasts along that axis has its term computed once per row."""
     f = ctx.f
-    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.inputs
+    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.inputs[:8]
     y = node.outputs[0]
     dtype, out_shape = ctx.info(y).dtype, ctx.info(y).shape
-    sign = _sign(dtype)
+    sign, info = _sign(dtype), np.iinfo(dtype)
+    lo, hi = (int(_scalar(ctx, n)) for n in node.inputs[8:]) if len(node.inputs) == 10 else (info.min, info.max)
+
+    def clamp() -> None:
+        """The fused Relu/Clip's range, on the sixteen narrowed bytes."""
+        if lo > info.min:
+            f.v128(bytes([lo & 255] * 16)).op(f"i8x16.max_{sign}")
+        if hi < info.max:
+            f.v128(bytes([hi & 255] * 16)).op(f"i8x16.min_{sign}")
+
     sa, za, sb, zb, sy, zy = (_scalar(ctx, n) for n in (a_scale, a_zero, b_scale, b_zero, y_scale, y_zero))
     terms: tuple[Callable[[], object], Callable[[], object]]
     if node.op_type == "QAddInt8":
@@ -195,6 +205,7 @@ def emit_binary(ctx: Ctx, node: Node) -> None:
                     f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").set(parts[quarter])
                 f.get(ptrs[2]).get(parts[0]).get(parts[1]).op("i16x8.narrow_i32x4_s")
                 f.get(parts[2]).get(parts[3]).op("i16x8.narrow_i32x4_s").op(f"i8x16.narrow_i16x8_{sign}")
+                clamp()
                 f.mem("v128.store", align=0)
                 for k, ptr in enumerate(ptrs):
                     if k == 2 or streams[k]:
@@ -207,6 +218,7 @@ def emit_binary(ctx: Ctx, node: Node) -> None:
                 join()
                 f.op("f32x4.nearest").op("i32x4.trunc_sat_f32x4_s").tee(parts[0]).get(parts[0])
                 f.op("i16x8.narrow_i32x4_s").tee(parts[0]).get(parts[0]).op(f"i8x16.narrow_i16x8_{sign}")
+                clamp()
                 f.lane("i8x16.extract_lane_u", 0).mem("i32.store8")
                 for k, ptr in enumerate(ptrs):
                     if k == 2 or streams[k]:
