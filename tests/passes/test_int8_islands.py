@@ -164,3 +164,23 @@ def test_islands_whose_nodes_share_a_name_keep_their_own_tables() -> None:
     for name, value in (("y1", 1 / (1 + np.exp(-f))), ("y2", np.tanh(f))):
         want = np.clip(np.rint(value.astype(np.float32) * 128), -128, 127)
         assert np.abs(got[name].astype(np.int32) - want).max() <= 1, name
+
+
+def test_hundreds_of_islands_in_a_row_compile_into_a_few_tables() -> None:
+    """300 islands in a row (DQ → Neg | Abs | LeakyRelu → Q each): the walk that builds a table stops after
+    MAX_ISLAND_VALUES values (it recursed past Python's stack, a RecursionError, before), so a few tables
+    stand for them all, equal to ONNX Runtime's result on every 8-bit value."""
+    nodes, inits = [], {"s": np.array(0.05, np.float32), "z": np.array(3, np.int8)}
+    x = "x"
+    for i in range(300):
+        op = ("Neg", "Abs", "LeakyRelu")[i % 3]
+        nodes += [helper.make_node("DequantizeLinear", [x, "s", "z"], [f"f{i}"]),
+                  helper.make_node(op, [f"f{i}"], [f"g{i}"]),
+                  helper.make_node("QuantizeLinear", [f"g{i}", "s", "z"], [x := ("y" if i == 299 else f"q{i}")])]
+    values = np.arange(256, dtype=np.uint8).view(np.int8)
+    model = graph_model(nodes, {"x": values}, ["y"], inits)
+    result = convert_onnx(model)
+    counts = result.stats["op_counts"]
+    assert isinstance(counts, dict) and set(counts) == {"QLookupInt8"} and counts["QLookupInt8"] <= 10, counts
+    got = WasmModel(result.wasm).run({"x": values})["y"]
+    np.testing.assert_array_equal(got, ort_run(model, {"x": values})[0])

@@ -275,16 +275,16 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
     y = q.outputs[0]
     written = y if match.clamp is None else f"{y}/unclamped"
     fused = Node("QGemmInt8", f"{node.name}/int8", [a_q, *names], [written], domain=INT8_DOMAIN, guards=node.guards)
-    graph.nodes[graph.nodes.index(node)] = fused
-    graph.nodes.remove(q)
+    graph.nodes[_at(graph, node)] = fused
+    del graph.nodes[_at(graph, q)]
     if match.clamp is not None:  # the Relu/Clip as a table that clamps the integers (QGemmInt8 has no range)
         lo, hi = integer_range(match.bounds, y_scale, y_zero)
         graph.tensors[written] = TensorInfo(written, y_zero.dtype, graph.info(y).shape)
         graph.add_constant(f"{y}/clamp", np.clip(np.arange(256, dtype=np.uint8).view(y_zero.dtype), lo, hi))
-        graph.nodes.insert(graph.nodes.index(fused) + 1, Node("QLookupInt8", f"{y}/clamp/QLookupInt8",
+        graph.nodes.insert(_at(graph, fused) + 1, Node("QLookupInt8", f"{y}/clamp/QLookupInt8",
                                                               [written, f"{y}/clamp"], [y], domain=INT8_DOMAIN,
                                                               guards=node.guards))
-        graph.nodes.remove(match.clamp)
+        del graph.nodes[_at(graph, match.clamp)]
     drop_unused(graph, match.removed)
     return fused
 
@@ -323,7 +323,7 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     names = [f"{node.name}/int8/{part}" for part in parts]
     for name, value in zip(names, parts.values(), strict=True):
         graph.add_constant(name, value)
-    at = graph.nodes.index(node)
+    at = _at(graph, node)
     if match.transpose is not None:  # transpose the integers instead
         x_t = f"{match.transpose.outputs[0]}/int8"
         graph.tensors[x_t] = TensorInfo(x_t, graph.info(x_q).dtype, graph.info(x_name).shape)
@@ -334,19 +334,32 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     fused = Node("QConvInt8", f"{node.name}/int8", [x_q, *names], [q.outputs[0]], dict(node.attrs),
                  domain=INT8_DOMAIN, guards=node.guards)
     graph.nodes[at] = fused
-    graph.nodes.remove(q)
+    del graph.nodes[_at(graph, q)]
     if match.clamp is not None:
-        graph.nodes.remove(match.clamp)
+        del graph.nodes[_at(graph, match.clamp)]
     drop_unused(graph, match.removed)
     return fused
+
+
+def index_of(graph: Graph, node: Node) -> int | None:
+    """Where `node` itself is in the graph (None: gone). By identity: a dataclass's == compares every
+    field, which made a long quantized graph's passes quadratic in their slowest part."""
+    return next((i for i, n in enumerate(graph.nodes) if n is node), None)
+
+
+def _at(graph: Graph, node: Node) -> int:
+    at = index_of(graph, node)
+    assert at is not None, node.name
+    return at
 
 
 def drop_unused(graph: Graph, nodes: list[Node]) -> None:
     """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
     only they read (the fused node holds its own copies: stats count parameters once)."""
     for node in nodes:
-        if node in graph.nodes and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
-            graph.nodes.remove(node)
+        at = index_of(graph, node)
+        if at is not None and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
+            del graph.nodes[at]
             for name in node.inputs:
                 if name in graph.constants and name not in graph.outputs and not graph.consumers(name):
                     del graph.constants[name]
@@ -373,9 +386,9 @@ def fuse_int8_gemms(graph: Graph) -> int:
         infer_types(graph)
     fused = 0
     for node in list(graph.nodes):
-        if node in graph.nodes and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
+        if index_of(graph, node) is not None and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
             fused += 1
     return fused
 
 
-__all__ = ["QUANTIZED", "drop_unused", "fuse_int8_gemms", "integer_range", "requantized_output"]
+__all__ = ["QUANTIZED", "drop_unused", "fuse_int8_gemms", "index_of", "integer_range", "requantized_output"]

@@ -49,7 +49,7 @@ import numpy as np
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.quantized import INT8_DOMAIN, MAX_SUMMED_ROWS
 from wasinfer.passes.control import infer_types
-from wasinfer.passes.int8 import QUANTIZED, drop_unused, integer_range, requantized_output
+from wasinfer.passes.int8 import QUANTIZED, drop_unused, index_of, integer_range, requantized_output
 
 Params = tuple[np.ndarray, np.ndarray]  # (scale float32 0-d, zero point 0-d of the integer dtype)
 
@@ -115,9 +115,15 @@ def _only_quantize(graph: Graph, name: str) -> tuple[Node, Params] | None:
     return (consumers[0], found) if found is not None and consumers[0].inputs[0] == name else None
 
 
+def _at(graph: Graph, node: Node) -> int:
+    at = index_of(graph, node)
+    assert at is not None, node.name
+    return at
+
+
 def _remove(graph: Graph, quantize_node: Node, fused: Node, candidates: list[Node]) -> None:
     """Put `fused` where the QuantizeLinear was, then drop what no longer has a reader, consumers first."""
-    graph.nodes[graph.nodes.index(quantize_node)] = fused
+    graph.nodes[_at(graph, quantize_node)] = fused
     order = {id(n): i for i, n in enumerate(graph.nodes)}
     drop_unused(graph, sorted({id(n): n for n in candidates if id(n) in order}.values(),
                               key=lambda n: -order[id(n)]))
@@ -147,12 +153,12 @@ def _move(graph: Graph, node: Node) -> bool:
             table, part = f"{q.outputs[0]}/int8/table{i}", f"{q.outputs[0]}/int8/part{i}"
             graph.add_constant(table, quantize(dequantize(x, dq_p), p))
             graph.tensors[part] = TensorInfo(part, p[1].dtype, graph.info(dq.inputs[0]).shape)
-            graph.nodes.insert(graph.nodes.index(node), Node("QLookupInt8", f"{part}/QLookupInt8",
+            graph.nodes.insert(_at(graph, node), Node("QLookupInt8", f"{part}/QLookupInt8",
                                                              [dq.inputs[0], table], [part], domain=INT8_DOMAIN,
                                                              guards=node.guards))
             node.inputs[i] = part
     node.outputs = [q.outputs[0]]
-    graph.nodes.remove(q)
+    del graph.nodes[_at(graph, q)]
     drop_unused(graph, [dq for dq, _ in dqs])
     return True
 
@@ -173,15 +179,17 @@ def _push_dequantize(graph: Graph, node: Node) -> bool:
     """M(DQ(x)) → DQ(M(x)) for a mover or MaxPool M: M then moves the integers, and what reads its output
     meets the DequantizeLinear (a QuantizeLinear, a pool, an island), as a full-integer TFLite model's
     `DQ → Transpose → MaxPool → Transpose → Q` needs."""
-    found = _dq_of(graph, node.inputs[0]) if node.inputs else None
-    out = node.outputs[0] if node.outputs else ""
+    if (node.op_type not in MOVERS and node.op_type != "MaxPool") or not node.inputs or not node.outputs:
+        return False
+    found = _dq_of(graph, node.inputs[0])
+    out = node.outputs[0]
     if found is None or out not in graph.tensors or not _movable(graph, node, found[1][0]):
         return False
     dq, p = found
     moved = f"{out}/int8"
     graph.tensors[moved] = TensorInfo(moved, p[1].dtype, graph.info(out).shape)
     node.inputs[0], node.outputs = dq.inputs[0], [moved]
-    graph.nodes.insert(graph.nodes.index(node) + 1, Node("DequantizeLinear", f"{moved}/DequantizeLinear",
+    graph.nodes.insert(_at(graph, node) + 1, Node("DequantizeLinear", f"{moved}/DequantizeLinear",
                                                          [moved, *dq.inputs[1:]], [out], dict(dq.attrs),
                                                          guards=node.guards))
     drop_unused(graph, [dq])
@@ -200,8 +208,8 @@ def _pull_quantize(graph: Graph, q: Node) -> bool:
         return False
     quantized = f"{q.outputs[0]}/before/{node.op_type}"
     graph.tensors[quantized] = TensorInfo(quantized, p[1].dtype, graph.info(v).shape)
-    graph.nodes.remove(q)
-    graph.nodes.insert(graph.nodes.index(node), Node("QuantizeLinear", f"{quantized}/QuantizeLinear",
+    del graph.nodes[_at(graph, q)]
+    graph.nodes.insert(_at(graph, node), Node("QuantizeLinear", f"{quantized}/QuantizeLinear",
                                                      [v, *q.inputs[1:]], [quantized], dict(q.attrs),
                                                      guards=q.guards))
     node.inputs[0], node.outputs = quantized, [q.outputs[0]]
@@ -217,9 +225,9 @@ def _drop_requantize(graph: Graph, q: Node) -> bool:
         return False
     x, y = found[0].inputs[0], q.outputs[0]
     if y in graph.outputs:
-        graph.nodes[graph.nodes.index(q)] = Node("Identity", f"{y}/Identity", [x], [y])
+        graph.nodes[_at(graph, q)] = Node("Identity", f"{y}/Identity", [x], [y])
     else:
-        graph.nodes.remove(q)
+        del graph.nodes[_at(graph, q)]
         for node in graph.nodes:
             node.inputs = [x if name == y else name for name in node.inputs]
     drop_unused(graph, [found[0]])
@@ -228,6 +236,7 @@ def _drop_requantize(graph: Graph, q: Node) -> bool:
 
 # 2. lookup tables ------------------------------------------------------------------------------------------
 
+MAX_ISLAND_VALUES = 128  # values one table's walk visits at most (its recursion depth)
 Unary = Callable[[np.ndarray, Node], np.ndarray]
 F32 = np.float32
 
@@ -292,9 +301,13 @@ class _Island:
         """The (u)int8 tensors `name` is an element-wise function of, each with how many QuantizeLinear →
         DequantizeLinear pairs lie between; {} for a constant of one element; None: not a function of one.
         Each value's answer is kept: a chain of diamonds (x * sigmoid(x) after x * sigmoid(x)...) reads
-        every value twice."""
+        every value twice. The walk stops after MAX_ISLAND_VALUES values (a chain of hundreds of islands
+        would otherwise recurse past Python's stack): the table then stands for the islands nearest the
+        QuantizeLinear."""
         if name not in self._roots:
-            self._roots[name] = self._find_roots(name)
+            self._roots[name] = None  # while it is being found, and for good once the walk is too long
+            if len(self._roots) <= MAX_ISLAND_VALUES:
+                self._roots[name] = self._find_roots(name)
         return self._roots[name]
 
     def _find_roots(self, name: str) -> dict[str, int] | None:
@@ -496,7 +509,7 @@ def _fuse_max_pool(graph: Graph, node: Node) -> bool:
             or len(graph.info(node.inputs[0]).shape) != 4:
         return False
     if graph.info(node.inputs[0]).dtype in QUANTIZED:  # already on the integers
-        graph.nodes[graph.nodes.index(node)] = Node("QMaxPoolInt8", f"{node.name}/int8", [node.inputs[0]],
+        graph.nodes[_at(graph, node)] = Node("QMaxPoolInt8", f"{node.name}/int8", [node.inputs[0]],
                                                     node.outputs[:1], dict(node.attrs), INT8_DOMAIN,
                                                     guards=node.guards)
         return True
@@ -512,8 +525,10 @@ def _fuse_max_pool(graph: Graph, node: Node) -> bool:
 
 def fuse_int8_islands(graph: Graph) -> int:
     """Move every matching island onto the integers (the module's docstring says which); returns how many."""
-    if not any(n.op_type in ("DequantizeLinear", "MaxPool") for n in graph.nodes):
-        return 0
+    if not any(n.op_type == "DequantizeLinear" or (n.op_type == "MaxPool" and n.inputs[0] in graph.tensors
+                                                   and graph.info(n.inputs[0]).dtype in QUANTIZED)
+               for n in graph.nodes):
+        return 0  # a float model: nothing to look for
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)  # what passes/quantized.py wrote has no type yet (as in passes/int8.py)
     fused = 0
@@ -523,11 +538,13 @@ def fuse_int8_islands(graph: Graph) -> int:
         changed = True
         while changed:  # one island's rewrite can complete the next one's pattern
             changed = False
+            alive = {id(n) for n in graph.nodes}  # by identity: == on nodes compares every field
             # last node first: a table then stands for the longest chain (HardSwish's Mul before its HardSigmoid)
             for node in list(reversed(graph.nodes)) if rule is _fuse_lookup else list(graph.nodes):
-                if node in graph.nodes and rule(graph, node):
+                if id(node) in alive and rule(graph, node):
                     fused += 1
                     changed = True
+                    alive = {id(n) for n in graph.nodes}
     return fused
 
 
