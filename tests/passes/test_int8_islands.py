@@ -184,3 +184,27 @@ def test_hundreds_of_islands_in_a_row_compile_into_a_few_tables() -> None:
     assert isinstance(counts, dict) and set(counts) == {"QLookupInt8"} and counts["QLookupInt8"] <= 10, counts
     got = WasmModel(result.wasm).run({"x": values})["y"]
     np.testing.assert_array_equal(got, ort_run(model, {"x": values})[0])
+
+
+def test_a_requantisation_read_inside_an_if_branch_keeps_its_name() -> None:
+    """y = Q(DQ(x)) of one scale and zero point is x itself; its readers read x instead, except where an
+    If branch names y from the outer scope: there y stays, an Identity of x, and each branch still finds
+    what it reads (ONNX Runtime aborts on this model: both branches must give x, as requantising x with
+    its own parameters does)."""
+    s, z = np.array(0.05, np.float32), np.array(3, np.int8)
+
+    def branch(name: str, read: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Identity", [read], [name])], name, [],
+                                 [helper.make_tensor_value_info(name, TensorProto.INT8, [4, 5])])
+
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["f"]),
+             helper.make_node("QuantizeLinear", ["f", "s", "z"], ["y"]),
+             helper.make_node("DequantizeLinear", ["y", "s", "z"], ["y_f"]),
+             helper.make_node("QuantizeLinear", ["y_f", "s", "z"], ["y2"]),
+             helper.make_node("If", ["c"], ["o"], then_branch=branch("t", "y"), else_branch=branch("e", "y2"))]
+    x = rng.integers(-128, 128, (4, 5)).astype(np.int8)
+    feeds = {"x": x, "c": np.array(True)}
+    module = WasmModel(convert_onnx(graph_model(nodes, feeds, ["o"], {"s": s, "z": z})).wasm)
+    for condition in (True, False):
+        feeds["c"] = np.array(condition)
+        np.testing.assert_array_equal(module.run(feeds)["o"], x)

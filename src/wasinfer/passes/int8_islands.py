@@ -45,6 +45,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import onnx
 
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.quantized import INT8_DOMAIN, MAX_SUMMED_ROWS
@@ -218,13 +219,15 @@ def _pull_quantize(graph: Graph, q: Node) -> bool:
 
 def _drop_requantize(graph: Graph, q: Node) -> bool:
     """Q(DQ(x)) with the DequantizeLinear's own parameters is x: round((x - z) * s / s) + z = x. Its readers
-    read x instead (a graph output gets an Identity, which costs nothing)."""
+    read x instead (a graph output, or a graph with If/Loop bodies that may read it by name, gets an
+    Identity, which costs nothing)."""
     p = params(graph, q) if q.op_type == "QuantizeLinear" else None
     found = _dq_of(graph, q.inputs[0]) if p is not None else None
     if p is None or found is None or not _same(found[1], p) or q.guards:
         return False
     x, y = found[0].inputs[0], q.outputs[0]
-    if y in graph.outputs:
+    subgraphs = any(isinstance(v, onnx.GraphProto) for n in graph.nodes for v in n.attrs.values())
+    if y in graph.outputs or subgraphs:  # a branch or loop body may name y from the outer scope
         graph.nodes[_at(graph, q)] = Node("Identity", f"{y}/Identity", [x], [y])
     else:
         del graph.nodes[_at(graph, q)]
