@@ -7,14 +7,16 @@ a residual Add, an SE block's Mul, a pool, a Flatten. Each costs a dequantise an
 whole tensor in float. `fuse_int8_islands` rewrites them, in this order:
 
 1. Data movement. `DequantizeLinear → Reshape | Flatten | Transpose | Squeeze | Unsqueeze | Slice |
-   Concat | Identity | Expand | Tile | DepthToSpace | SpaceToDepth | Resize (nearest) → QuantizeLinear`
+   Concat | Identity | Expand | Tile | DepthToSpace | SpaceToDepth | Gather | GatherElements | Pad |
+   Resize (nearest) → QuantizeLinear`
    where every DequantizeLinear and the QuantizeLinear share one per-tensor scale and zero point
    (what the quantizer writes for them) moves the integers: the dequantised values are copied as
    they are, and quantising them again gives the integers back (q = round((q - z) * s / s) + z
    exactly: the float error is far below half a step). A Concat's parts of other parameters are
    requantised first, each by a table (as ONNX Runtime's QLinearConcat). Elsewhere a per-tensor
    DequantizeLinear moves after a one-input mover (or a MaxPool, of a positive scale) and a
-   QuantizeLinear before one, both commuting with it: a full-integer TFLite model's
+   QuantizeLinear before one, both commuting with it (a DequantizeLinear also after a Split, one per
+   output): a full-integer TFLite model's
    `DQ → Transpose → MaxPool → Transpose → Q` becomes `Transpose → DQ → MaxPool → Q → Transpose`,
    and a QuantizeLinear that meets a DequantizeLinear of its own parameters goes with it.
 2. Unary islands as lookup tables (QLookupInt8). A QuantizeLinear whose input is computed, through
@@ -56,7 +58,8 @@ Params = tuple[np.ndarray, np.ndarray]  # (scale float32 0-d, zero point 0-d of 
 
 # Ops that move or select elements without changing them: quantised values move as they are.
 MOVERS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Identity", "Expand", "Tile",
-          "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"}  # Resize and Upsample in nearest mode only
+          "DepthToSpace", "SpaceToDepth", "Resize", "Upsample",  # Resize and Upsample in nearest mode only
+          "Gather", "GatherElements", "Pad"}  # Pad's constant as the integer it quantizes to (`_integer_pad`)
 
 
 def _arg(node: Node, index: int) -> str:
@@ -132,6 +135,28 @@ def _remove(graph: Graph, quantize_node: Node, fused: Node, candidates: list[Nod
 
 # 1. data movement ------------------------------------------------------------------------------------------
 
+def _integer_pad(graph: Graph, node: Node, p: Params, exact: bool) -> bool:
+    """Make a constant-mode Pad pad the integers with its value quantized by `p` (a new constant), as a mover on
+    the integers needs; False when that value is not known now, or (`exact`: a DequantizeLinear moved after the
+    Pad) when dequantizing it does not give the float value back. Anything but a Pad needs nothing."""
+    if node.op_type != "Pad" or str(node.attr("mode", "constant")) != "constant":
+        return True
+    name = _arg(node, 2)
+    value = graph.constants.get(name) if name else np.asarray(node.attr("value", 0.0), np.float32)
+    if value is None or value.size != 1 or value.dtype != np.float32:
+        return False
+    value = value.reshape(())
+    q = quantize(value, p)
+    if exact and dequantize(q, p) != value:
+        return False
+    if len(node.inputs) < 2:  # before opset 11: pads and value are attributes
+        node.attrs["value"] = int(q)
+        return True
+    padded = f"{node.outputs[0]}/int8/pad_value"
+    graph.add_constant(padded, q.reshape(()))
+    node.inputs = [*node.inputs[:2], padded, *node.inputs[3:]]
+    return True
+
 def _move(graph: Graph, node: Node) -> bool:
     """Run a mover on the integers where its DequantizeLinear inputs and its QuantizeLinear agree."""
     if node.op_type not in MOVERS or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
@@ -146,6 +171,8 @@ def _move(graph: Graph, node: Node) -> bool:
     q, p = quantized
     dqs = [f for f in found if f is not None]
     if not all(_same(dq_p, p) or (node.op_type == "Concat" and dq_p[1].dtype == p[1].dtype) for _, dq_p in dqs):
+        return False
+    if not _integer_pad(graph, node, p, exact=True):
         return False
     for i, (dq, dq_p) in zip(data, dqs, strict=True):
         node.inputs[i] = dq.inputs[0]
@@ -177,22 +204,28 @@ def _movable(graph: Graph, node: Node, scale: np.ndarray) -> bool:
 
 
 def _push_dequantize(graph: Graph, node: Node) -> bool:
-    """M(DQ(x)) → DQ(M(x)) for a mover or MaxPool M: M then moves the integers, and what reads its output
-    meets the DequantizeLinear (a QuantizeLinear, a pool, an island), as a full-integer TFLite model's
-    `DQ → Transpose → MaxPool → Transpose → Q` needs."""
-    if (node.op_type not in MOVERS and node.op_type != "MaxPool") or not node.inputs or not node.outputs:
+    """M(DQ(x)) → DQ(M(x)) for a mover or MaxPool M (a Split: one DequantizeLinear per output): M then moves
+    the integers, and what reads its output meets the DequantizeLinear (a QuantizeLinear, a pool, an island),
+    as a full-integer TFLite model's `DQ → Transpose → MaxPool → Transpose → Q` needs."""
+    split = node.op_type == "Split" and node.domain in ("", "ai.onnx")
+    if (node.op_type not in MOVERS and node.op_type != "MaxPool" and not split) or not node.inputs \
+            or not node.outputs:
         return False
     found = _dq_of(graph, node.inputs[0])
-    out = node.outputs[0]
-    if found is None or out not in graph.tensors or not _movable(graph, node, found[1][0]):
+    outs = [o for o in node.outputs if o] if split else node.outputs[:1]
+    if found is None or any(o not in graph.tensors for o in outs) \
+            or not (split or _movable(graph, node, found[1][0])):
         return False
     dq, p = found
-    moved = f"{out}/int8"
-    graph.tensors[moved] = TensorInfo(moved, p[1].dtype, graph.info(out).shape)
-    node.inputs[0], node.outputs = dq.inputs[0], [moved]
-    graph.nodes.insert(_at(graph, node) + 1, Node("DequantizeLinear", f"{moved}/DequantizeLinear",
-                                                         [moved, *dq.inputs[1:]], [out], dict(dq.attrs),
-                                                         guards=node.guards))
+    if not _integer_pad(graph, node, p, exact=True):
+        return False
+    node.inputs[0] = dq.inputs[0]
+    node.outputs = [f"{o}/int8" if o else "" for o in node.outputs] if split else [f"{outs[0]}/int8"]
+    for at, out in enumerate(outs, start=_at(graph, node) + 1):
+        moved = f"{out}/int8"
+        graph.tensors[moved] = TensorInfo(moved, p[1].dtype, graph.info(out).shape)
+        graph.nodes.insert(at, Node("DequantizeLinear", f"{moved}/DequantizeLinear", [moved, *dq.inputs[1:]],
+                                    [out], dict(dq.attrs), guards=node.guards))
     drop_unused(graph, [dq])
     return True
 
@@ -205,7 +238,7 @@ def _pull_quantize(graph: Graph, q: Node) -> bool:
             or q.inputs[0] in graph.outputs or len(graph.consumers(q.inputs[0])) != 1:
         return False
     v = node.inputs[0]
-    if v not in graph.tensors or graph.info(v).dtype != np.float32:
+    if v not in graph.tensors or graph.info(v).dtype != np.float32 or not _integer_pad(graph, node, p, exact=False):
         return False
     quantized = f"{q.outputs[0]}/before/{node.op_type}"
     graph.tensors[quantized] = TensorInfo(quantized, p[1].dtype, graph.info(v).shape)
@@ -240,6 +273,7 @@ def _drop_requantize(graph: Graph, q: Node) -> bool:
 # 2. lookup tables ------------------------------------------------------------------------------------------
 
 MAX_ISLAND_VALUES = 128  # values one table's walk visits at most (its recursion depth)
+MAX_ROUNDS = 4  # rounds of every rule over the graph
 Unary = Callable[[np.ndarray, Node], np.ndarray]
 F32 = np.float32
 
@@ -302,7 +336,8 @@ class _Island:
 
     def roots(self, name: str) -> dict[str, int] | None:
         """The (u)int8 tensors `name` is an element-wise function of, each with how many QuantizeLinear →
-        DequantizeLinear pairs lie between; {} for a constant of one element; None: not a function of one.
+        DequantizeLinear pairs lie between; {} for a value of one element computed from constants (a quantized
+        one dequantised); None: not a function of one tensor.
         Each value's answer is kept: a chain of diamonds (x * sigmoid(x) after x * sigmoid(x)...) reads
         every value twice. The walk stops after MAX_ISLAND_VALUES values (a chain of hundreds of islands
         would otherwise recurse past Python's stack): the table then stands for the islands nearest the
@@ -321,6 +356,8 @@ class _Island:
         if name not in graph.tensors or graph.info(name).dtype != np.float32:
             return None
         dq = _dq_of(graph, name)
+        if dq is not None and dq[0].inputs[0] in graph.constants:  # a quantized constant (TFLite's operands)
+            return {} if graph.constants[dq[0].inputs[0]].size == 1 else None
         if dq is not None:
             found = {dq[0].inputs[0]: 0}
             inner = graph.producer(dq[0].inputs[0])
@@ -342,15 +379,17 @@ class _Island:
             return None
         if len(inputs) not in (1, 2) or not all(inputs):
             return None
-        common: dict[str, int] | None = None
+        common: dict[str, int] | None = None  # None while every operand is a constant
         for operand in inputs:
             reached = self.roots(operand)
             if reached is None:
                 return None
-            if reached or graph.constants.get(operand) is None:
+            if reached:  # ({}: a constant, or a value computed from constants only)
                 common = reached if common is None else {k: max(v, reached[k]) for k, v in common.items()
                                                          if k in reached}
-        return common
+                if not common:
+                    return None  # functions of different tensors
+        return common if common is not None else {}
 
     def evaluate(self, name: str, root: str, x: np.ndarray, memo: dict[str, np.ndarray]) -> np.ndarray:
         """`name`'s values for each of the root's 256 values `x`, recording the nodes read through."""
@@ -365,7 +404,9 @@ class _Island:
         if node.op_type == "DequantizeLinear":
             p = params(graph, node)
             assert p is not None
-            if node.inputs[0] == root:
+            if node.inputs[0] in graph.constants:  # a quantized constant of one element
+                value = dequantize(graph.constants[node.inputs[0]].reshape(()), p)
+            elif node.inputs[0] == root:
                 value = dequantize(x, p)
             else:  # through an inner QuantizeLinear
                 inner = graph.producer(node.inputs[0])
@@ -534,20 +575,26 @@ def fuse_int8_islands(graph: Graph) -> int:
         return 0  # a float model: nothing to look for
     if any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o):
         infer_types(graph)  # what passes/quantized.py wrote has no type yet (as in passes/int8.py)
-    fused = 0
-    # whole sandwiches first (no QuantizeLinear left to drop), then the (de)quantisations moved past movers
-    for rule in (_move, _fuse_max_pool, _push_dequantize, _pull_quantize, _drop_requantize, _fuse_max_pool,
-                 _fuse_lookup, _fuse_binary, _fuse_global_pool, _fuse_average_pool):
-        changed = True
-        while changed:  # one island's rewrite can complete the next one's pattern
-            changed = False
-            alive = {id(n) for n in graph.nodes}  # by identity: == on nodes compares every field
-            # last node first: a table then stands for the longest chain (HardSwish's Mul before its HardSigmoid)
-            for node in list(reversed(graph.nodes)) if rule is _fuse_lookup else list(graph.nodes):
-                if id(node) in alive and rule(graph, node):
-                    fused += 1
-                    changed = True
-                    alive = {id(n) for n in graph.nodes}
+    fused, rounds = 0, 0
+    # whole sandwiches first (no QuantizeLinear left to drop), then the (de)quantisations moved past movers;
+    # again while a round changed something (a DequantizeLinear moved past an Unsqueeze meets a Concat), a
+    # few rounds at most: each rewrite takes a float op away or moves a (de)quantisation one op along
+    while rounds < MAX_ROUNDS:
+        fused_before, rounds = fused, rounds + 1
+        for rule in (_move, _fuse_max_pool, _push_dequantize, _pull_quantize, _drop_requantize, _fuse_lookup,
+                     _fuse_binary, _fuse_global_pool, _fuse_average_pool):
+            changed = True
+            while changed:  # one island's rewrite can complete the next one's pattern
+                changed = False
+                alive = {id(n) for n in graph.nodes}  # by identity: == on nodes compares every field
+                # last node first: a table then stands for the longest chain (HardSwish's Mul before its HardSigmoid)
+                for node in list(reversed(graph.nodes)) if rule is _fuse_lookup else list(graph.nodes):
+                    if id(node) in alive and rule(graph, node):
+                        fused += 1
+                        changed = True
+                        alive = {id(n) for n in graph.nodes}
+        if fused == fused_before:
+            break
     return fused
 
 

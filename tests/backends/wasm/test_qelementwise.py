@@ -334,3 +334,46 @@ def test_a_gemm_followed_by_relu_runs_in_int8_then_clamps(dtype: type) -> None:
     counts, got, want = _run_both(graph_model(nodes, {"a": a}, ["y"], inits), {"a": a})
     assert counts == {"QGemmInt8": 1, "QLookupInt8": 1}, counts
     assert np.abs(got.astype(np.int32) - want).max() <= 1 and got.min() == inits["y_z"]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8], ids=["s8", "u8"])
+def test_pad_gather_and_split_move_the_integers(dtype: type) -> None:
+    """`DQ → Pad (constant 0) → Gather → Split → Q, Q` (the second output requantised): the DequantizeLinear
+    moves past the Pad (padding with the zero point, which dequantises to 0 exactly), the Gather and the
+    Split (one per output), so no float op is left; a pad value that no integer dequantises to (0.13 at a
+    scale of 0.1) keeps the float path. Both equal ONNX Runtime's."""
+    x = _q(dtype, (1, 3, 4, 6))
+    z = 3 if dtype == np.int8 else 128
+    inits = {**_params("q", 0.1, z, dtype), **_params("r", 0.07, z - 1, dtype),
+             "pads": np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64), "zero": np.array(0.0, np.float32),
+             "odd": np.array(0.13, np.float32), "rows": np.array([5, 0, 2, 2], np.int64),
+             "halves": np.array([4, 4], np.int64)}
+    for value, float_left in (("zero", False), ("odd", True)):
+        nodes = [helper.make_node("DequantizeLinear", ["x", "q_s", "q_z"], ["f"]),
+                 helper.make_node("Pad", ["f", "pads", value], ["p"]),
+                 helper.make_node("Gather", ["p", "rows"], ["g"], axis=2),
+                 helper.make_node("Split", ["g", "halves"], ["a", "b"], axis=3),
+                 helper.make_node("QuantizeLinear", ["a", "q_s", "q_z"], ["y"]),
+                 helper.make_node("QuantizeLinear", ["b", "r_s", "r_z"], ["y2"])]
+        model = graph_model(nodes, {"x": x}, ["y", "y2"], inits)
+        result = convert_onnx(model)
+        counts = result.stats["op_counts"]
+        assert isinstance(counts, dict)
+        assert ("DequantizeLinear" in counts) == float_left, (value, counts)
+        got = WasmModel(result.wasm).run({"x": x})
+        for name, want in zip(("y", "y2"), ort_run(model, {"x": x}), strict=True):
+            np.testing.assert_array_equal(got[name], want, err_msg=f"{value} {name}")
+
+
+def test_a_quantized_scalar_constant_is_part_of_the_table() -> None:
+    """`Max(DQ(x), DQ(c))` with c a quantized constant of one element (TFLite's MAXIMUM with a constant
+    operand): c is dequantised at compile time, and the island is one table, equal to ONNX Runtime's."""
+    x = np.arange(256, dtype=np.uint8).view(np.int8)
+    inits = {**_params("q", 0.1, 3, np.int8), **_params("c", 0.05, 0, np.int8), "c": np.array(17, np.int8)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "q_s", "q_z"], ["f"]),
+             helper.make_node("DequantizeLinear", ["c", "c_s", "c_z"], ["g"]),
+             helper.make_node("Max", ["f", "g"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", "q_s", "q_z"], ["y"])]
+    counts, got, want = _run_both(graph_model(nodes, {"x": x}, ["y"], inits), {"x": x})
+    assert counts == {"QLookupInt8": 1}, counts
+    np.testing.assert_array_equal(got, want)
