@@ -281,9 +281,9 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
         lo, hi = integer_range(match.bounds, y_scale, y_zero)
         graph.tensors[written] = TensorInfo(written, y_zero.dtype, graph.info(y).shape)
         graph.add_constant(f"{y}/clamp", np.clip(np.arange(256, dtype=np.uint8).view(y_zero.dtype), lo, hi))
-        graph.nodes.insert(_at(graph, fused) + 1, Node("QLookupInt8", f"{y}/clamp/QLookupInt8",
-                                                              [written, f"{y}/clamp"], [y], domain=INT8_DOMAIN,
-                                                              guards=node.guards))
+        clamp = Node("QLookupInt8", f"{y}/clamp/QLookupInt8", [written, f"{y}/clamp"], [y], domain=INT8_DOMAIN,
+                     guards=node.guards)
+        graph.nodes.insert(_at(graph, fused) + 1, clamp)
         del graph.nodes[_at(graph, match.clamp)]
     drop_unused(graph, match.removed)
     return fused

@@ -181,9 +181,8 @@ def _move(graph: Graph, node: Node) -> bool:
             table, part = f"{q.outputs[0]}/int8/table{i}", f"{q.outputs[0]}/int8/part{i}"
             graph.add_constant(table, quantize(dequantize(x, dq_p), p))
             graph.tensors[part] = TensorInfo(part, p[1].dtype, graph.info(dq.inputs[0]).shape)
-            graph.nodes.insert(_at(graph, node), Node("QLookupInt8", f"{part}/QLookupInt8",
-                                                             [dq.inputs[0], table], [part], domain=INT8_DOMAIN,
-                                                             guards=node.guards))
+            graph.nodes.insert(_at(graph, node), Node("QLookupInt8", f"{part}/QLookupInt8", [dq.inputs[0], table],
+                                                      [part], domain=INT8_DOMAIN, guards=node.guards))
             node.inputs[i] = part
     node.outputs = [q.outputs[0]]
     del graph.nodes[_at(graph, q)]
@@ -243,9 +242,8 @@ def _pull_quantize(graph: Graph, q: Node) -> bool:
     quantized = f"{q.outputs[0]}/before/{node.op_type}"
     graph.tensors[quantized] = TensorInfo(quantized, p[1].dtype, graph.info(v).shape)
     del graph.nodes[_at(graph, q)]
-    graph.nodes.insert(_at(graph, node), Node("QuantizeLinear", f"{quantized}/QuantizeLinear",
-                                                     [v, *q.inputs[1:]], [quantized], dict(q.attrs),
-                                                     guards=q.guards))
+    graph.nodes.insert(_at(graph, node), Node("QuantizeLinear", f"{quantized}/QuantizeLinear", [v, *q.inputs[1:]],
+                                              [quantized], dict(q.attrs), guards=q.guards))
     node.inputs[0], node.outputs = quantized, [q.outputs[0]]
     return True
 
