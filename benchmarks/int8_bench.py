@@ -7,9 +7,8 @@ For each batch size of the MLP (a fixed leading dim, so the module runs the whol
 product), and for each CNN at each image size (batch 1; the convs run as QConvInt8, the Gemm as
 QGemmInt8; uint8 activations, ONNX Runtime's choice for CNNs on x86; the models first go through
 ONNX Runtime's quant_pre_process, as its quantization guide advises): mobilenet_v1_like (below:
-conv + Relu only, so int8 end to end) and tests/model_zoo.py's mobilenet_like and resnet_like
-(whose residual Adds and HardSwish keep the float path between DequantizeLinear and
-QuantizeLinear):
+conv + Relu only) and tests/model_zoo.py's mobilenet_like and resnet_like (whose HardSwish,
+residual Adds and pools run on passes/int8_islands.py's integer kernels):
 - wasinfer int8: the QDQ model compiled (its products fused into QGemmInt8, passes/int8.py);
 - wasinfer float32: the float model it was quantized from;
 - ONNX Runtime on the same QDQ model (1 thread; it fuses the pattern into its own int8 kernels).
@@ -77,7 +76,7 @@ def mobilenet_v1_like(image: int, rng: np.random.Generator) -> onnx.ModelProto:
     """MobileNetV1's shape at width 0.5, shortened: a 3x3 stride-2 stem, then depthwise 3x3 (stride
     1 or 2) + pointwise 1x1 blocks, each conv with a bias and Relu, global average pool, Gemm.
     Every conv is quantized and the quantizer absorbs each Relu, so the int8 module is the int8
-    kernels end to end (what the zoo's models are not: their Add and HardSwish stay float)."""
+    convolution kernels end to end, with no element-wise island between them."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
 

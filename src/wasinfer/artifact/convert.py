@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from wasinfer.passes.control import batch_mixing, infer_types, settle, tensor_ba
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
+from wasinfer.passes.int8_islands import fuse_int8_islands
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
@@ -158,6 +160,7 @@ def convert_model(
         "activations_fused": fused, "params": graph.param_count(),
         "arena_bytes": compiled.arena_size, "arena_bytes_without_reuse": compiled.naive_arena_size,
         "ops": sorted({n.op_type for n in graph.nodes}),
+        "op_counts": dict(sorted(Counter(n.op_type for n in graph.nodes).items())),  # what each op kind became
         **layout["weights"],  # type: ignore[dict-item]
     }
     source_name = name or (Path(source).stem if not isinstance(source, onnx.ModelProto) else graph.name)
@@ -177,7 +180,7 @@ def convert_model(
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
                          "input_ranges": {k: {str(a): list(r) for a, r in v.items()} for k, v in
                                           (input_ranges or {}).items()}},
-        stats={k: v for k, v in stats.items() if k not in ("ops", "weight_encoding")},
+        stats={k: v for k, v in stats.items() if k not in ("ops", "op_counts", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),
     )
@@ -222,6 +225,7 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
             loaded = load_onnx(source, input_shapes, batch=batch, input_ranges=input_ranges)
         decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
         fuse_int8_gemms(loaded.graph)  # before folding would dequantize the int8 weights
+        fuse_int8_islands(loaded.graph)  # what lies between the products, once they are integer kernels
         return loaded
 
     loaded = load(batch=True)

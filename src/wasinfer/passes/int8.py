@@ -31,7 +31,9 @@ What matches, and why the rest keeps the float path:
   constant bias (or one with another scale) is rounded to those integers, an error of at
   most half a unit of a_scale * w_scale, far below an output step;
 - the product's only consumer is the QuantizeLinear, whose scale and zero point are constants
-  of size one and whose output is int8 or uint8.
+  of size one and whose output is int8 or uint8; or a Relu or a Clip of constant bounds whose only
+  consumer is (TFLite's fused activations): its bounds become an integer range, [Q(lo), Q(hi)],
+  which QConvInt8 saturates to and a QGemmInt8 is followed by as a clamping table (QLookupInt8).
 
 Convolutions, `DequantizeLinear(x_q) , DequantizeLinear(w_q) → Conv (+ bias) → QuantizeLinear`,
 fuse into QConvInt8 (ops/quantized.py; lowering/qconv.py) on the same terms: a per-tensor (u)int8
@@ -200,11 +202,11 @@ class _Match:
                 float(hi) if hi is not None else float(node.attr("max", np.inf)))
 
     def quantize(self) -> tuple[Node, np.ndarray, np.ndarray] | None:
-        """(the QuantizeLinear, y_scale, y_zero) consuming the product, its only consumer; for a Conv
-        also one behind a Relu or a Clip of constant bounds (TFLite's fused activations), whose
-        range `bounds` holds."""
+        """(the QuantizeLinear, y_scale, y_zero) consuming the product, its only consumer; also one
+        behind a Relu or a Clip of constant bounds (TFLite's fused activations), whose range `bounds`
+        holds."""
         q = self.only_consumer(self.product.outputs[0])
-        if q is not None and q.op_type in ("Relu", "Clip") and self.product.op_type == "Conv":
+        if q is not None and q.op_type in ("Relu", "Clip"):
             bounds = self.clamp_bounds(q)
             if bounds is None:
                 return None
@@ -220,6 +222,24 @@ class _Match:
             return None
         dtype = self.graph.info(y).dtype
         return q, scale.astype(np.float32), (zero if zero is not None else np.zeros((), dtype)).astype(dtype)
+
+
+def integer_range(bounds: tuple[float, float], y_scale: np.ndarray,
+                  y_zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Relu's or Clip's bounds as the integers the QuantizeLinear after it maps them to: quantizing a
+    clamped value is clamping the quantized one (the QuantizeLinear is monotonic)."""
+    info = np.iinfo(y_zero.dtype)
+    lo, hi = (np.array(np.clip(np.rint(np.float32(bound) / y_scale) + int(y_zero), info.min, info.max), y_zero.dtype)
+              for bound in bounds)
+    return lo, hi
+
+
+def requantized_output(graph: Graph, product: Node) -> tuple[Node, Node | None, tuple[float, float]] | None:
+    """The QuantizeLinear that is `product`'s only consumer, possibly behind a Relu or a Clip of constant
+    bounds (which then comes second, with its bounds): where a fused kernel writes its integers."""
+    match = _Match(graph, product)
+    found = match.quantize()
+    return (found[0], match.clamp, match.bounds) if found is not None else None
 
 
 def _fuse(graph: Graph, node: Node) -> Node | None:
@@ -252,11 +272,20 @@ def _fuse(graph: Graph, node: Node) -> Node | None:
     names = [f"{node.name}/int8/{part}" for part in ("w", "bias", "scale", "a_zero", "y_zero")]
     for name, value in zip(names, (w, bias, scale, a_zero, y_zero), strict=True):
         graph.add_constant(name, value)
-    fused = Node("QGemmInt8", f"{node.name}/int8", [a_q, *names], [q.outputs[0]], domain=INT8_DOMAIN,
-                 guards=node.guards)
-    graph.nodes[graph.nodes.index(node)] = fused
-    graph.nodes.remove(q)
-    _drop_unused(graph, match.removed)
+    y = q.outputs[0]
+    written = y if match.clamp is None else f"{y}/unclamped"
+    fused = Node("QGemmInt8", f"{node.name}/int8", [a_q, *names], [written], domain=INT8_DOMAIN, guards=node.guards)
+    graph.nodes[_at(graph, node)] = fused
+    del graph.nodes[_at(graph, q)]
+    if match.clamp is not None:  # the Relu/Clip as a table that clamps the integers (QGemmInt8 has no range)
+        lo, hi = integer_range(match.bounds, y_scale, y_zero)
+        graph.tensors[written] = TensorInfo(written, y_zero.dtype, graph.info(y).shape)
+        graph.add_constant(f"{y}/clamp", np.clip(np.arange(256, dtype=np.uint8).view(y_zero.dtype), lo, hi))
+        clamp = Node("QLookupInt8", f"{y}/clamp/QLookupInt8", [written, f"{y}/clamp"], [y], domain=INT8_DOMAIN,
+                     guards=node.guards)
+        graph.nodes.insert(_at(graph, fused) + 1, clamp)
+        del graph.nodes[_at(graph, match.clamp)]
+    drop_unused(graph, match.removed)
     return fused
 
 
@@ -290,14 +319,11 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     bias, scale = requantized
     parts: dict[str, np.ndarray] = {"w": w, "bias": bias, "scale": scale, "x_zero": x_zero, "y_zero": y_zero}
     if match.clamp is not None:  # the Relu/Clip as the integer range its bounds quantize to
-        info = np.iinfo(y_zero.dtype)
-        ends = [np.clip(np.rint(np.float32(bound) / y_scale) + int(y_zero), info.min, info.max)
-                for bound in match.bounds]
-        parts.update(y_lo=np.array(ends[0], y_zero.dtype), y_hi=np.array(ends[1], y_zero.dtype))
+        parts["y_lo"], parts["y_hi"] = integer_range(match.bounds, y_scale, y_zero)
     names = [f"{node.name}/int8/{part}" for part in parts]
     for name, value in zip(names, parts.values(), strict=True):
         graph.add_constant(name, value)
-    at = graph.nodes.index(node)
+    at = _at(graph, node)
     if match.transpose is not None:  # transpose the integers instead
         x_t = f"{match.transpose.outputs[0]}/int8"
         graph.tensors[x_t] = TensorInfo(x_t, graph.info(x_q).dtype, graph.info(x_name).shape)
@@ -308,19 +334,32 @@ def _fuse_conv(graph: Graph, node: Node) -> Node | None:
     fused = Node("QConvInt8", f"{node.name}/int8", [x_q, *names], [q.outputs[0]], dict(node.attrs),
                  domain=INT8_DOMAIN, guards=node.guards)
     graph.nodes[at] = fused
-    graph.nodes.remove(q)
+    del graph.nodes[_at(graph, q)]
     if match.clamp is not None:
-        graph.nodes.remove(match.clamp)
-    _drop_unused(graph, match.removed)
+        del graph.nodes[_at(graph, match.clamp)]
+    drop_unused(graph, match.removed)
     return fused
 
 
-def _drop_unused(graph: Graph, nodes: list[Node]) -> None:
+def index_of(graph: Graph, node: Node) -> int | None:
+    """Where `node` itself is in the graph (None: gone). By identity: a dataclass's == compares every
+    field, which made a long quantized graph's passes quadratic in their slowest part."""
+    return next((i for i, n in enumerate(graph.nodes) if n is node), None)
+
+
+def _at(graph: Graph, node: Node) -> int:
+    at = index_of(graph, node)
+    assert at is not None, node.name
+    return at
+
+
+def drop_unused(graph: Graph, nodes: list[Node]) -> None:
     """Remove the DequantizeLinear nodes the fusion left without consumers, and the constants
     only they read (the fused node holds its own copies: stats count parameters once)."""
     for node in nodes:
-        if node in graph.nodes and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
-            graph.nodes.remove(node)
+        at = index_of(graph, node)
+        if at is not None and not any(o in graph.outputs or graph.consumers(o) for o in node.outputs if o):
+            del graph.nodes[at]
             for name in node.inputs:
                 if name in graph.constants and name not in graph.outputs and not graph.consumers(name):
                     del graph.constants[name]
@@ -347,9 +386,9 @@ def fuse_int8_gemms(graph: Graph) -> int:
         infer_types(graph)
     fused = 0
     for node in list(graph.nodes):
-        if node in graph.nodes and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
+        if index_of(graph, node) is not None and (_fuse(graph, node) or _fuse_conv(graph, node)) is not None:
             fused += 1
     return fused
 
 
-__all__ = ["fuse_int8_gemms"]
+__all__ = ["QUANTIZED", "drop_unused", "fuse_int8_gemms", "index_of", "integer_range", "requantized_output"]

@@ -2,8 +2,8 @@
 
 ONNX Runtime's `quantize_static` in QOperator format emits QLinearConv and QLinearMatMul (and,
 from the `com.microsoft` domain, QLinearAdd, QLinearMul, QLinearGlobalAveragePool,
-QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QGemm); `quantize_dynamic` emits
-DynamicQuantizeLinear with MatMulInteger or ConvInteger. Each is rewritten here into what it
+QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QGemm, QLinearSoftmax);
+`quantize_dynamic` emits DynamicQuantizeLinear with MatMulInteger or ConvInteger. Each is rewritten here into what it
 means: DequantizeLinear of its quantized inputs, the float op, QuantizeLinear of the result (or,
 for the *Integer ops, the product of the zero-point-shifted integers, exact in float32 up to 2^24
 and cast back to int32). Constant weights dequantize once, at compile time (passes/fold.py).
@@ -31,7 +31,7 @@ MS = "com.microsoft"
 QUANTIZED_OPS = {("", "QLinearConv"), ("", "QLinearMatMul"), ("", "MatMulInteger"), ("", "ConvInteger"),
                  ("", "DynamicQuantizeLinear"), *((MS, op) for op in (
                      "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
-                     "QLinearLeakyRelu", "QLinearConcat", "QGemm"))}
+                     "QLinearLeakyRelu", "QLinearConcat", "QGemm", "QLinearSoftmax"))}
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 FLOAT, INT32 = {"to": 1}, {"to": 6}  # Cast targets (TensorProto.FLOAT, TensorProto.INT32)
@@ -148,6 +148,14 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
         attrs = {"alpha": node.attrs.get("alpha", 0.01)} if float_op == "LeakyRelu" else (
             _attrs(node, POOL_ATTRS) if float_op == "AveragePool" else {})
         r.quantize(r.op(float_op, [x], attrs), _arg(node, 3), _arg(node, 4), out)
+    elif op == "QLinearSoftmax":  # (x, x_scale, x_zero, y_scale, y_zero); `opset` says which Softmax it is
+        axis = int(node.attrs.get("axis", -1))
+        rank = len(graph.info(_arg(node, 0)).shape) if _arg(node, 0) in graph.tensors else 0
+        if axis not in (-1, rank - 1):  # over the last axis every Softmax version computes the same
+            node.declined = f"axis={axis} (only the last axis is supported)"
+            return None
+        x = r.dequantize(_arg(node, 0), _arg(node, 1), _arg(node, 2))
+        r.quantize(r.op("Softmax", [x], {"axis": -1}), _arg(node, 3), _arg(node, 4), out)
     elif op == "QGemm":  # C: int32 with scale alpha * a_scale * b_scale; no y_scale: a float output
         alpha, trans_b = float(node.attrs.get("alpha", 1.0)), int(node.attrs.get("transB", 0))
         a = r.dequantize(_arg(node, 0), _arg(node, 1), _arg(node, 2))

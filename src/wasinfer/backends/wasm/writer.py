@@ -134,7 +134,10 @@ SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
              "i32x4.neg": 161, "i64x2.abs": 192, "i64x2.neg": 193, "i64x2.add": 206, "i64x2.sub": 209,
              "i64x2.mul": 213, "i64x2.extend_low_i32x4_u": 201,
              # integer kernels (emitters/qgemm.py): exact i16 pair products summed into i32 lanes
-             "i32x4.dot_i16x8_s": 186, "i8x16.narrow_i16x8_u": 102, "i16x8.narrow_i32x4_u": 134})
+             "i32x4.dot_i16x8_s": 186, "i8x16.narrow_i16x8_u": 102, "i16x8.narrow_i32x4_u": 134,
+             # sums of adjacent lanes, widened (emitters/qelementwise.py's pool)
+             "i16x8.extadd_pairwise_i8x16_s": 124, "i16x8.extadd_pairwise_i8x16_u": 125,
+             "i32x4.extadd_pairwise_i16x8_s": 126, "i32x4.extadd_pairwise_i16x8_u": 127})
 LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
                  "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
                  "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})
