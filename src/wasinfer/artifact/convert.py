@@ -20,6 +20,7 @@ from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, cust
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.backends.wasm.compiler import abi_version, input_symbol, symbolic_axes
+from wasinfer.fileio import atomic_write
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
@@ -39,9 +40,15 @@ from wasinfer.passes.symbolic import record_shape_values
 
 @dataclass
 class ConvertResult:
+    """A compiled module (`wasinfer.Module`): its bytes, its metadata, and what compiling it found."""
+
     wasm: bytes
     metadata: Metadata
     stats: dict[str, object] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Write the module to `path`, whole or not at all."""
+        atomic_write(Path(path), self.wasm)
 
 
 SIMD_CHOICES = ("auto", "plain", "relaxed")

@@ -397,6 +397,15 @@ class WasmModel:
     def info(self) -> ModelInfo:
         return model_info(self.metadata)
 
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """Each input's name, dtype and shape (-1 where each run decides a dim, with its range)."""
+        return self.info.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.info.outputs
+
     def input_names(self) -> list[str]:
         return [t.name for t in self.metadata.inputs]
 
