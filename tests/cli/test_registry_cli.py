@@ -118,6 +118,7 @@ def test_push_is_idempotent_and_versions_immutable(home: Path, modules: dict[str
     (["push", "{v1}", "scale:latest"], "semantic version"),
     (["push", "{v1}", "scale"], "must name a version"),
     (["push", "{v1}", "Scale:1.0.0"], "lowercase"),
+    (["pull", "https://host/scale:1.0.0", "-o", "{out}"], "https:// is not a registry reference"),
     (["push", "{junk}", "scale:1.0.0"], "not a wasinfer module"),
     (["push", "{missing}", "scale:1.0.0"], "no such file"),
     (["push", "{v1}", "scale:1.0.0", "--source", "{v1}"], "--source"),
@@ -186,6 +187,9 @@ def test_push_pull_promote_with_a_real_registry(home: Path, modules: dict[str, P
         out_file = tmp_path / "pulled.wasm"
         pulled = run_json(capsys, "pull", f"{ref}:1.0.0", "-o", str(out_file), "--plain-http")
         assert pulled["digest"] == pushed["digest"] and out_file.read_bytes() == modules["v1"].read_bytes()
+        # KServe's storageUri form names the same artifact
+        by_uri = run_json(capsys, "pull", f"oci://{ref}:1.0.0", "-o", str(tmp_path / "by_uri.wasm"), "--plain-http")
+        assert by_uri["digest"] == pushed["digest"] and (tmp_path / "by_uri.wasm").read_bytes() == out_file.read_bytes()
 
         promoted = run_json(capsys, "models", "promote", ref, "1.0.0", "--alias", "stable", "--plain-http")
         assert promoted["digest"] == pushed["digest"]

@@ -190,7 +190,8 @@ class ModelArtifact:
 
 @dataclass(frozen=True)
 class Reference:
-    """`[registry/]repository[:tag][@digest]`; no registry host means the local store."""
+    """`[oci://][registry/]repository[:tag][@digest]`; no registry host means the local store. The `oci://`
+    scheme (KServe's storageUri for OCI artifacts) names the same thing as the reference without it."""
 
     registry: str | None
     repository: str
@@ -199,7 +200,10 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str) -> Reference:
-        rest, _, digest = text.partition("@")
+        scheme, found, unscheme = text.partition("://")
+        if found and scheme.lower() != "oci":
+            raise ValueError(f"{text!r}: {scheme}:// is not a registry reference (oci://host/repository:tag is)")
+        rest, _, digest = (unscheme if found else text).partition("@")
         registry = None
         first, slash, remainder = rest.partition("/")
         # Docker's rule: the first component names a host if it has a dot or a port, or is localhost.
