@@ -14,7 +14,6 @@ from typing import Any
 
 import onnx
 
-from wasinfer import __version__
 from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.variants import attach_relaxed_code
@@ -36,6 +35,7 @@ from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
+from wasinfer.version import __version__
 
 
 @dataclass

@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wasinfer import __version__
 from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, signature, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
+from wasinfer.version import __version__
 
 if TYPE_CHECKING:
     from wasinfer.artifact.validate import Report

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wasinfer import __version__
 from wasinfer.artifact.metadata import Metadata, function_exports, read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import sha256_digest
+from wasinfer.version import __version__
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from wasinfer import __version__
 from wasinfer.deploy.values import Values
+from wasinfer.version import __version__
 
 APP = "wasinfer"
 MANAGED_BY = "wasinfer"  # the chart says "Helm" (.Release.Service)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.passes.subgraph import lower_each
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -164,16 +165,4 @@ def lower_einsum(graph: Graph, node: Node) -> list[Node]:
 def lower_einsums(graph: Graph) -> int:
     """Replace every Einsum by its lowering; one left in place carries the reason (`Node.declined`), which the
     compiler's support check reports."""
-    lowered, nodes = 0, []
-    for node in graph.nodes:
-        if node.op_type != "Einsum" or node.domain or not all(n in graph.tensors for n in node.inputs if n):
-            nodes.append(node)
-            continue
-        try:
-            nodes.extend(lower_einsum(graph, node))
-            lowered += 1
-        except EinsumError as exc:
-            node.declined = str(exc)
-            nodes.append(node)
-    graph.nodes = nodes
-    return lowered
+    return lower_each(graph, {"Einsum": lower_einsum}, EinsumError)

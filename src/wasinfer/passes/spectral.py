@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.passes.subgraph import lower_each
 
 
 class SpectralError(ValueError):
@@ -153,20 +154,7 @@ def lower_stft(graph: Graph, node: Node) -> list[Node]:
 
 def lower_spectral(graph: Graph) -> int:
     """Replace every DFT and STFT by its lowering; one left in place carries the reason (`Node.declined`)."""
-    lowered, nodes = 0, []
-    for node in graph.nodes:
-        lower = {"DFT": lower_dft, "STFT": lower_stft}.get(node.op_type) if not node.domain else None
-        if lower is None or not all(n in graph.tensors for n in node.inputs if n):
-            nodes.append(node)
-            continue
-        try:
-            nodes.extend(lower(graph, node))
-            lowered += 1
-        except SpectralError as exc:
-            node.declined = str(exc)
-            nodes.append(node)
-    graph.nodes = nodes
-    return lowered
+    return lower_each(graph, {"DFT": lower_dft, "STFT": lower_stft}, SpectralError)
 
 
 __all__ = ["dft_matrix", "lower_spectral"]

@@ -1,4 +1,5 @@
-"""Moving a subgraph (an If branch, a Loop or Scan body) into the outer graph.
+"""Moving a subgraph (an If branch, a Loop or Scan body) into the outer graph, and replacing a node by the nodes
+it is lowered to (`lower_each`).
 
 Its own values and initializers get a prefix (so two branches, or two inlined copies of one
 body, never clash), the values it reads from outer scopes keep their names, its formal inputs
@@ -7,6 +8,8 @@ Nested subgraphs that read a renamed value are renamed too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -82,3 +85,24 @@ def choose(graph: Graph, condition: str, when_true: str, when_false: str, output
     graph.tensors[view] = TensorInfo(view, np.dtype(np.bool_), (1,) * rank)
     return [Node("Reshape", f"{name}/view", [condition, shape], [view], guards=guards),
             Node("Where", f"{name}/choose", [view, when_true, when_false], [output], guards=guards)]
+
+
+def lower_each(graph: Graph, lowerings: Mapping[str, Callable[[Graph, Node], list[Node]]],
+               declined: type[Exception]) -> int:
+    """Replace every default-domain node whose op has a lowering (once its inputs are typed) by the nodes the
+    lowering returns; returns how many. One whose lowering raises `declined` stays, carrying the reason
+    (`Node.declined`), which the compiler's support check reports."""
+    lowered, nodes = 0, []
+    for node in graph.nodes:
+        lower = None if node.domain else lowerings.get(node.op_type)
+        if lower is None or not all(n in graph.tensors for n in node.inputs if n):
+            nodes.append(node)
+            continue
+        try:
+            nodes.extend(lower(graph, node))
+            lowered += 1
+        except declined as exc:
+            node.declined = str(exc)
+            nodes.append(node)
+    graph.nodes = nodes
+    return lowered

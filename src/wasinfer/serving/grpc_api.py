@@ -44,7 +44,6 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from wasinfer import __version__
 from wasinfer.fileio import atomic_write
 from wasinfer.serving.auth import Tokens, check_bearer
 from wasinfer.serving.errors import BadRequest, DeadlineExceeded, Internal, NotFound, ServingError, TooManyRequests
@@ -62,6 +61,7 @@ from wasinfer.serving.protocol import (
     encode_raw,
     numpy_dtype,
 )
+from wasinfer.version import __version__
 
 log = logging.getLogger("wasinfer.serving")
 

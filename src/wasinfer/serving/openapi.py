@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from wasinfer import __version__
 from wasinfer.serving.auth import Tokens
+from wasinfer.version import __version__
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -37,7 +37,6 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from wasinfer import __version__
 from wasinfer.serving.auth import Tokens, challenge, check_bearer
 from wasinfer.serving.errors import (
     BadRequest,
@@ -62,6 +61,7 @@ from wasinfer.serving.protocol import (
     encode_rest_response,
     parse_rest_request,
 )
+from wasinfer.version import __version__
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
