@@ -10,7 +10,9 @@ weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv w
 uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and one along a single axis
 with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
 (`winograd_1d`; both in lowering/winograd.py). A 1-D conv whose constant filters are a window times the
-DFT's cosines and sines (a spectrogram) runs as FFTs (`stft`, lowering/dft.py).
+DFT's cosines and sines (a spectrogram) runs as FFTs (`stft`, lowering/dft.py). A batch whose samples have
+few output positions each (a short sequence, a small map) runs as one GEMM over all of their columns
+(`merged_batch`), instead of a GEMM per sample too narrow for the register tiles.
 Constant weights are packed in the GEMM's panels, once per group (`packed_weights`).
 """
 
@@ -39,6 +41,11 @@ from wasinfer.lowering.winograd import (
 )
 
 COLUMN_BUDGET = 2**20  # column-buffer bytes per tile: about the size of L2
+# Per-sample outputs below this many positions make GEMMs too narrow for the register tiles (8 columns): the
+# samples' columns then go into one buffer and one GEMM (`merged_batch`). Measured on Silero VAD's 1-D convs
+# of 2 and 4 positions over a batch of 32.
+MERGE_POSITIONS = 16
+MERGE_BUDGET = 2**21  # column buffer and product of a merged batch, bytes at most
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class ConvPlan:
     winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
     winograd_1d: bool = False  # along one axis, kernel 3 or 5, stride 1, constant weights: F(4, r)
     stft: StftPlan | None = None  # filters that are a windowed DFT: FFTs instead (lowering/dft.py)
+    # every sample's columns in one buffer and one GEMM, its product then put in [batch, M, positions] order
+    merged_batch: bool = False
 
     @property
     def k_size(self) -> int:
@@ -99,9 +108,16 @@ class ConvPlan:
         return winograd_1d_plan(self.window, self.channels, self.out_channels)
 
     @property
+    def merged_columns(self) -> int:
+        """Columns of a merged batch's GEMM: every sample's output positions."""
+        return self.batch * math.prod(self.window.out_dims)
+
+    @property
     def scratch_bytes(self) -> int:
         if self.stft is not None:
             return self.stft.scratch_bytes
+        if self.merged_batch:  # the column buffer [K, batch * positions], then the product [M, batch * positions]
+            return (self.k_size + self.out_channels) * self.merged_columns * 4
         if self.winograd:
             return self.winograd_plan().scratch_bytes
         if self.winograd_1d:
@@ -128,6 +144,11 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
                                             win.dilations, win.pad_begin + win.pad_end, groups, win.out_dims[0]))
         if plan.stft is not None:
             return plan
+    positions = math.prod(win.out_dims)
+    if (groups == 1 and node.inputs[1] in graph.constants and not plan.depthwise and not plan.winograd
+            and not plan.winograd_1d and plan.batch > 1 and positions < MERGE_POSITIONS
+            and plan.batch * positions >= 8 and (k_size + w_shape[0]) * plan.batch * positions * 4 <= MERGE_BUDGET):
+        return replace(plan, merged_batch=True)
     if plan.direct:
         return plan
     return replace(plan, tile_rows=max(1, min(win.out_dims[0], COLUMN_BUDGET // max(row_bytes, 1))))

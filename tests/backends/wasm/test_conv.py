@@ -638,3 +638,22 @@ def test_a_dft_conv_s_fused_activation_and_a_symbolic_length_follow() -> None:
         x = rand(1, 1, length) * 100
         np.testing.assert_allclose(wasm.run({"x": x})["y"], ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-3,
                                    err_msg=str(length))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((32, 128, 4), (64, 128, 3), {"pads": [1, 1], "strides": [2]}),  # Silero VAD's windows: 2 positions each
+    ((32, 129, 4), (128, 129, 3), {"pads": [1, 1]}),
+    ((8, 16, 3, 3), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),  # small maps
+    ((16, 32, 1, 1), (20, 32, 1, 1), {}),  # one position each: a GEMM of 16 columns, not 16 GEMM rows
+    ((3, 5, 7), (6, 5, 3), {}),  # 5 positions x 3 samples: 15 columns, a partial tile
+])
+def test_a_batch_of_samples_with_few_positions_each_runs_as_one_gemm(x_shape: tuple[int, ...],
+                                                                     w_shape: tuple[int, ...],
+                                                                     attrs: dict[str, object]) -> None:
+    x = rand(*x_shape)
+    model = conv_then("Relu", x, rand(*w_shape), rand(w_shape[0]), **attrs)
+    graph = load_onnx(model).graph
+    node = next(n for n in graph.nodes if n.op_type == "Conv")
+    assert conv.conv_plan(node, graph).merged_batch
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x})

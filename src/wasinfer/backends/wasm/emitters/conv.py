@@ -45,6 +45,7 @@ from wasinfer.backends.wasm.emitters.activation import epilogue
 from wasinfer.backends.wasm.emitters.conv_dft import emit_stft
 from wasinfer.backends.wasm.emitters.conv_winograd import emit_winograd, emit_winograd_1d, emit_winograd_44
 from wasinfer.backends.wasm.emitters.gemm import Operand, emit_blocked_gemm, emit_gemm
+from wasinfer.backends.wasm.emitters.layout import emit_permute
 from wasinfer.backends.wasm.emitters.pool import (
     Addr,
     Taps,
@@ -114,6 +115,9 @@ def emit_conv(ctx: Ctx, node: Node) -> None:
         return
     if plan.winograd_1d:
         emit_winograd_1d(ctx, node, plan.batch, plan.winograd_1d_plan())
+        return
+    if plan.merged_batch:
+        _emit_merged_batch(ctx, node, plan)
         return
     win = plan.window
     in_size, positions = math.prod(win.in_dims), math.prod(win.out_dims)
@@ -187,12 +191,39 @@ def _emit_one_position(ctx: Ctx, node: Node, plan: ConvPlan) -> None:
                   node=node)
 
 
-def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, channels: int) -> None:
-    """col[c, kernel offset, tile positions] = x[c, source position] or 0 outside the input."""
+def _emit_merged_batch(ctx: Ctx, node: Node, plan: ConvPlan) -> None:
+    """Every sample's columns side by side, col[K, batch * positions] (sample b's at b * positions), one GEMM
+    Y'[M, batch * positions] = W @ col (bias and activation in its epilogue), then Y'[M, batch, positions] put
+    in Y's [batch, M, positions] order."""
+    f = ctx.f
+    positions, columns = math.prod(plan.window.out_dims), plan.merged_columns
+    col, product = ctx.scratch_addr, ctx.scratch_addr + plan.k_size * columns * 4
+    weights = ctx.const(node.inputs[1])
+    assert weights is not None
+    sample, px = f.local(I32), f.local(I32)
+    with f.for_range(sample, 0, plan.batch):
+        f.get(sample).i32(plan.channels * math.prod(plan.window.in_dims) * 4).op("i32.mul")
+        f.i32(ctx.addr(node.inputs[0])).op("i32.add").set(px)
+        base = f.local(I32)
+        f.get(sample).i32(positions * 4).op("i32.mul").i32(col).op("i32.add").set(base)
+        _im2col(ctx, plan.window, (0, plan.window.out_dims[0]), px, ("local", base), plan.channels, columns)
+    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+    bias = Operand(ctx.addr(node.inputs[2]), 1, 0) if has_bias else None
+    emit_blocked_gemm(ctx, plan.out_channels, columns, plan.k_size,
+                      Operand(ctx.data(packed_weights(weights, 1)), plan.k_size, 1, panels=True),
+                      Operand(col, columns, 1), Operand(product, columns, 1), bias, node)
+    emit_permute(f, ctx.addr(node.outputs[0]), product, (plan.out_channels, plan.batch, positions), [1, 0, 2], 4)
+
+
+def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int | tuple[str, int], channels: int,
+            row_stride: int | None = None) -> None:
+    """col[c, kernel offset, tile positions] = x[c, source position] or 0 outside the input; each of col's rows
+    (one per c and kernel offset) `row_stride` elements after the one before (default: the tile's positions)."""
     f = ctx.f
     tile_dims = (tile[1] - tile[0], *win.out_dims[1:])
     dst_strides, src_strides = row_major(tile_dims), row_major(win.in_dims)
     tile_size = math.prod(tile_dims)
+    stride = row_stride or tile_size
     offsets = list(itertools.product(*(range(k) for k in win.kernel)))
     channel, pd, ps = f.local(I32), f.local(I32), f.local(I32)
     levels = [(f.local(I32), f.local(I32), f.local(I32)) for _ in range(win.rank - 1)]
@@ -220,9 +251,14 @@ def _im2col(ctx: Ctx, win: Window, tile: tuple[int, int], px: int, col: int, cha
 
     with f.for_range(channel, 0, channels):
         f.get(channel).i32(math.prod(win.in_dims) * 4).op("i32.mul").get(px).op("i32.add").set(ps)
-        f.get(channel).i32(len(offsets) * tile_size * 4).op("i32.mul").i32(col).op("i32.add").set(pd)
+        f.get(channel).i32(len(offsets) * stride * 4).op("i32.mul")
+        if isinstance(col, int):
+            f.i32(col)
+        else:
+            f.get(col[1])
+        f.op("i32.add").set(pd)
         for index, offset in enumerate(offsets):
-            axis(0, offset, (pd, index * tile_size * 4), (ps, 0))
+            axis(0, offset, (pd, index * stride * 4), (ps, 0))
 
 
 SKIP_WORTH = 0.05  # share of a depthwise conv's kernel rows reading only padding above which blocks skip them
