@@ -115,6 +115,36 @@ def test_a_model_the_version_converter_cannot_upgrade_is_refused() -> None:
         load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)]))
 
 
+def scan8_model(lengths: bool = False) -> helper.ModelProto:
+    """Opset 8's Scan: a running sum and its partial sums, per sample of a batch of 2, one sequence backwards."""
+    body = helper.make_graph([helper.make_node("Add", ["s", "row"], ["s_out"]),
+                              helper.make_node("Mul", ["s_out", "row2"], ["step"])], "body",
+                             [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("s", "row", "row2")],
+                             [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("s_out", "step")])
+    node = helper.make_node("Scan", ["lens" if lengths else "", "init", "x", "z"], ["total", "steps"], body=body,
+                            num_scan_inputs=2, directions=[0, 1])
+    inputs = [helper.make_tensor_value_info("init", TensorProto.FLOAT, [2, 3]),
+              helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 3]),
+              helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 5, 3])]
+    if lengths:
+        inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, [2]))
+    graph = helper.make_graph([node], "scan8", inputs,
+                              [helper.make_tensor_value_info("total", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("steps", TensorProto.FLOAT, [2, 5, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+
+
+def test_an_opset_8_scan_runs_per_sample_of_its_batch_and_sequence_lengths_are_refused() -> None:
+    """Scan-8 (a batch axis before the sequence, `directions`) as one opset-9 Scan per sample; the rest of the
+    model goes through ONNX's version converter around it. A length per sample (sequence_lens) is refused."""
+    rng = np.random.default_rng(2)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32)
+             for name, shape in (("init", (2, 3)), ("x", (2, 5, 3)), ("z", (2, 5, 3)))}
+    assert_matches_ort(scan8_model(), feeds)
+    with pytest.raises(FrontendError, match="Scan at opset 8 with sequence_lens"):
+        load_onnx(scan8_model(lengths=True))
+
+
 def test_batched_run_matches_onnxruntime_sample_by_sample() -> None:
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     assert_matches_ort(relu_model(["N", 4]), {"x": x}, max_batch=8)

@@ -77,15 +77,70 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     so the kernels see one set of semantics."""
     if opset < 1:
         raise FrontendError(f"ONNX opset {opset} is not a valid opset")
-    if opset < 9 and any(node.op_type == "Scan" for node in model.graph.node):
-        # Scan-8 has a batch axis and sequence_lens; the converter's rewrite changes the graph's inputs
-        raise FrontendError(f"Scan at opset {opset} (with a batch axis and sequence_lens) is not supported; "
-                            "export the model at opset 9 or later")
+    scans = [node for node in model.graph.node if node.op_type == "Scan" and node.domain in ("", "ai.onnx")]
+    for node in scans:  # set aside: the converter's Scan 8 → 9 rewrite changes the graph's inputs
+        node.domain = _SCAN8
+    if scans:
+        model.opset_import.append(helper.make_opsetid(_SCAN8, 1))
     try:
-        return version_converter.convert_version(model, MIN_OPSET)
+        model = version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises RuntimeError / its own C++ errors
         raise FrontendError(f"ONNX opset {opset} is older than {MIN_OPSET} and ONNX's version converter "
                             f"cannot upgrade this model: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    if scans:
+        _expand_scan8(model)
+        kept = [o for o in model.opset_import if o.domain != _SCAN8]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return model
+
+
+_SCAN8 = "wasinfer.scan8"  # an opset-8 Scan while the rest of the model is upgraded
+
+
+def _expand_scan8(model: onnx.ModelProto) -> None:
+    """Scan-8 runs its body over axis 1 of each sample of a batch (axis 0): per sample, a Gather of its states
+    and sequences, an opset-9 Scan (whose directions are Scan-8's), and the results stacked back along axis 0.
+    Its optional sequence_lens (a length per sample, decided by the data) is refused by name."""
+    shapes: dict[str, list[int | str | None] | None] = {v.name: tensor_dims(v.type)
+                                                       for v in [*model.graph.input, *model.graph.value_info]}
+    shapes |= {i.name: [int(d) for d in i.dims] for i in model.graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.domain != _SCAN8:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        lens, *rest = node.input
+        if lens:
+            raise FrontendError(f"node {node.name!r}: Scan at opset 8 with sequence_lens (a length per sample) is "
+                                "not supported; export the model at opset 9 or later")
+        batch = (shapes.get(rest[0]) or [None])[0] if rest else None
+        if not isinstance(batch, int):
+            raise FrontendError(f"node {node.name!r}: Scan at opset 8 needs its batch (axis 0 of {rest[0]!r}) known "
+                                "while compiling; give it with --input-shape")
+        scans = int(attrs["num_scan_inputs"])
+        directions = list(attrs.get("directions", [0] * scans))
+        index = {b: f"{node.name}/sample{b}/index" for b in range(batch)}
+        nodes += [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(b, np.int64)))
+                  for b, name in index.items()]
+        per_sample: list[list[str]] = []
+        for b in range(batch):
+            inputs = [f"{name}/sample{b}" for name in rest]
+            nodes += [helper.make_node("Gather", [name, index[b]], [picked], axis=0)
+                      for name, picked in zip(rest, inputs, strict=True)]
+            outputs = [f"{name}/sample{b}" if name else "" for name in node.output]
+            nodes.append(helper.make_node("Scan", inputs, outputs, name=f"{node.name}/sample{b}", body=attrs["body"],
+                                          num_scan_inputs=scans, scan_input_directions=directions))
+            per_sample.append(outputs)
+        for k, name in enumerate(node.output):
+            if name:
+                parts = [f"{outputs[k]}/stacked" for outputs in per_sample]
+                nodes += [helper.make_node("Unsqueeze", [outputs[k]], [part], axes=[0])
+                          for outputs, part in zip(per_sample, parts, strict=True)]
+                nodes.append(helper.make_node("Concat", parts, [name], axis=0))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 @dataclass

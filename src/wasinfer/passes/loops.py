@@ -128,8 +128,6 @@ def _ints(node: Node, key: str, count: int) -> list[int]:
 
 
 def _scan(graph: Graph, node: Node) -> list[Node]:
-    if graph.opset < 9:
-        raise _Declined("Scan before opset 9 (with a batch axis and sequence_lens) is not supported")
     body: onnx.GraphProto = node.attrs["body"]
     scans = int(node.attrs["num_scan_inputs"])
     states = len(node.inputs) - scans
