@@ -2,10 +2,11 @@
 what the normal model's clients and the health checks see and sample what the server holds in memory.
 
 One `wasinfer serve` process (so its RSS is the server's alone) serves `steady`, a well-behaved module
-whose runs take about 2 ms (a small real model's cost), beside hostile modules from tests/hostile.py.
-Each `Scenario` names one, the request that provokes it and the answers that request may get. A
+whose requests take about 2 ms (a run of 0.5 ms: a small real model's cost), beside hostile modules
+from tests/hostile.py. Each `Scenario` names one, the request that provokes it and the answers that request may get. A
 `phase` runs hostile clients (bounded in count and time, 127.0.0.1 only) against some scenarios
-while the probes run, then waits for every client; the tests assert that
+while the probes (processes of their own: `Probe`) run, then waits for every client; the tests assert
+that
 
 - the normal model's p99 while a model that loops until its deadline is hammered is at most issue 15's
   2x its p99 alone, or its p99 alone plus NOISE_S where that is more (see NOISE_S), and the looping
@@ -13,10 +14,13 @@ while the probes run, then waits for every client; the tests assert that
 - health (REST /v2/health/live and /ready, gRPC ServerLive and ServerReady) has a p99 under
   HEALTH_P99_S there and answers within HEALTH_S every time (a shared gRPC thread pool once made
   ServerLive wait for the looping runs);
-- with every hostile model and client at once, the normal model's p99 is at most max(2x alone,
-  ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients there compete with both for
-  the interpreter (each of their requests is parsed, refused or run, then answered, in Python:
-  measured 10-40x and health p99s of 80-260 ms), which no CPU share of a model's runs gives back;
+- with every hostile model and client at once, the normal model's p99 is at most max(2x its p99 with the
+  same probes and no hostile client, ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients
+  there (about 1,000 requests in 3 s) and their models' runs take the cores and the interpreter that the
+  normal model's requests need (measured 37-120 ms, 10-50x, on a 2-core machine shared with other work),
+  which no CPU share of a model's runs gives back;
+- timing bounds get ATTEMPTS attempts, each with its own baseline (within_attempts); what is not timing
+  (memory, answers, demotions) is asserted on every attempt;
 - the server's RSS stays within RSS_GROWTH of where the phase started, and ends within RSS_RETAINED of it
   (the memory bomb writes every page it grows, so what a faulted instance held shows);
 - every hostile request got one of its scenario's answers: no hang, no dropped connection.
@@ -64,7 +68,9 @@ DEADLINE_S = 10  # the server's --deadline-ms, in seconds: how long a looping ru
 # looping model's demotion is asserted directly (wasinfer_demoted_runs_total), which no noise can pass.
 NOISE_S = 0.050
 ATTEMPTS = 3  # a timing bound must be broken this many times running to fail the test: see within_attempts
-ZOO_FLOOR_S = 1.0  # every hostile model and client at once: a tenth of what one shared executor gave (DEADLINE_S)
+# Every hostile model and client at once: measured 37-120 ms on a loaded 2-core machine, so 4x and more above
+# today's worst, and a twentieth of what one shared executor gave (DEADLINE_S).
+ZOO_FLOOR_S = 0.5
 HEALTH_P99_S = 0.100  # issue 15's target for health while the looping model is hammered, for its answers' p99
 HEALTH_S = 1.0  # every health answer under attack, at most (one of a few hundred may meet a loaded machine's stall)
 CAP_MB = 64  # --instance-memory-mb: the memory bomb stops here
