@@ -17,8 +17,8 @@ that
 - with every hostile model and client at once, the normal model's p99 is at most max(2x its p99 with the
   same probes and no hostile client, ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients
   there (about 1,000 requests in 3 s) and their models' runs take the cores and the interpreter that the
-  normal model's requests need (measured 37-120 ms, 10-50x, on a 2-core machine shared with other work),
-  which no CPU share of a model's runs gives back;
+  normal model's requests need (measured 37-120 ms, 3-14x, on a 2-core machine shared with other work),
+  which no CPU share of a model's runs gives back (docs/serving.md has the profile);
 - timing bounds get ATTEMPTS attempts, each with its own baseline (within_attempts); what is not timing
   (memory, answers, demotions) is asserted on every attempt;
 - the server's RSS stays within RSS_GROWTH of where the phase started, and ends within RSS_RETAINED of it
