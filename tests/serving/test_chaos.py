@@ -296,8 +296,17 @@ class Probe:
              key], cwd=Path(__file__).parents[2], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lines = output_lines(self.process)
 
+    def _line(self, timeout: float) -> list[str]:
+        """The probe's next line, split: it prints only "ready", then "took" and its times, or "failed" and why."""
+        return read_until(self.lines, "", timeout)[-1].split()
+
     def __enter__(self) -> Probe:
-        read_until(self.lines, "ready", timeout=PROBE_START_S)
+        try:
+            line = self._line(PROBE_START_S)
+            assert line == ["ready"], f"the {self.key} probe did not start: {' '.join(line)}"
+        except BaseException:
+            stop(self.process, grace=10)
+            raise
         return self
 
     def start(self, until: float) -> None:
@@ -307,9 +316,9 @@ class Probe:
 
     def took(self) -> list[float]:
         """Seconds each call took; fails the test with the probe's error if one failed."""
-        line = read_until(self.lines, "result", timeout=WINDOW_S + 2 * CLIENT_TIMEOUT_S)[-1].split()
-        assert line[1] == "took", f"the {self.key} probe failed: {' '.join(line[2:])}"
-        return [float(t) for t in line[2:]]
+        line = self._line(WINDOW_S + 2 * CLIENT_TIMEOUT_S)
+        assert line[0] == "took", f"the {self.key} probe failed: {' '.join(line)}"
+        return [float(t) for t in line[1:]]
 
     def __exit__(self, *exc: object) -> None:
         stop(self.process, grace=10)
@@ -324,9 +333,9 @@ def probe_main(protocol: str, http_port: int, grpc_port: int, key: str) -> None:
         print("ready", flush=True)
         until = float(sys.stdin.readline())
         took = timed(lambda: call(client), until)
-        print("result took", *took, flush=True)
+        print("took", *took, flush=True)
     except BaseException as exc:  # the test reports it
-        print("result failed", repr(exc).replace("\n", " "), flush=True)
+        print("failed", repr(exc).replace("\n", " "), flush=True)
     finally:
         client.close()
 
