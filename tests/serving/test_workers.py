@@ -99,9 +99,10 @@ def test_building_an_instance_on_a_request_s_thread_does_not_count_as_its_run() 
 
 def test_a_garbage_collection_during_a_run_does_not_count_as_its_run() -> None:
     """Python's cyclic collector runs on whichever thread allocates past its threshold, and a full collection of a
-    serving process takes 35-70 ms of CPU time: one that landed in the Python part of a normal model's 0.5 ms run,
-    before its wasm call released the interpreter to the demoter, demoted the run (the chaos suite's flake under the
-    full suite's load). The collection is left out of the run; the same CPU time spent by the run itself counts."""
+    serving process takes 35-70 ms of CPU time: one that lands in the Python part of a normal model's 0.5 ms run,
+    before its wasm call releases the interpreter to the demoter, demoted the run (the likely cause of the chaos
+    suite's flake under the full suite's load). The collection is left out of the run; the same CPU time spent by
+    the run itself counts."""
     garbage = [[] for _ in range(400_000)]  # tracked objects that every full collection visits
     started = time.thread_time()
     gc.collect()

@@ -17,8 +17,8 @@ run started: a short run that other work kept off the cores (on a loaded machine
 What a thread does for the process rather than for its run is not the run's either. Python's cyclic
 garbage collector runs on whichever thread happens to allocate the object that crosses its threshold, and a
 full collection of a serving process (70,000-120,000 tracked objects) takes 35-70 ms of CPU time; on a loaded
-machine, with cold caches, more. A collection that landed inside a 0.5 ms run of a normal model demoted it
-(the chaos suite's flake under the full test suite's load), so the demoter leaves out of a run the CPU time
+machine, with cold caches, more. One that lands inside a 0.5 ms run of a normal model demotes it (the likely
+cause of the chaos suite's flake under the full test suite's load), so the demoter leaves out of a run the CPU time
 its thread spends collecting (a `gc.callbacks` hook), as it leaves out building an instance (`not_counted`).
 
 The alternatives fall short by design: a cap on the slots a busy model may hold acts only when a run
