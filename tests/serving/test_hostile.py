@@ -88,9 +88,15 @@ def test_rest_hostile_requests_fail_alone(server: Server) -> None:
                 np.testing.assert_array_equal(np.reshape(response.json()["outputs"][0]["data"], (2, 4)), X * SCALE[1])
 
         def expect(model: str, x: np.ndarray, status: int, *messages: str) -> Callable[[], None]:
-            """The call fails with `status` and one of `messages` in its error."""
+            """The call fails with `status` and one of `messages` in its error; or, where the model's instances were
+            all busy failing (rebuilt after each fault) until the request's deadline, with that 504 (a loaded
+            machine's answer, which never holds back another model's request)."""
+            waited = f"model '{model}' version 1: the request waited for a free instance until its deadline of"
+
             def call() -> None:
                 response = http.post(f"/v2/models/{model}/infer", json=rest_request(x))
+                if response.status_code == 504 and waited in response.json()["error"]:
+                    return
                 assert response.status_code == status, response.text
                 assert any(message in response.json()["error"] for message in messages), response.text
             return call
@@ -99,9 +105,8 @@ def test_rest_hostile_requests_fail_alone(server: Server) -> None:
             assert http.post(f"/v2/repository/models/{model}/load").status_code == 200
         # Stopped mid-run, or (the third, while both instances loop) never run: answered at the deadline either way.
         deadline = f"model 'loop' version 1 ran past its deadline of {DEADLINE_MS} ms and was stopped"
-        queued = f"model 'loop' version 1: the request waited for a free instance until its deadline of {DEADLINE_MS}"
         run_together([normal] * 3
-                     + [expect("loop", NEGATIVE, 504, deadline, queued)] * ROUNDS
+                     + [expect("loop", NEGATIVE, 504, deadline)] * ROUNDS
                      + [expect("bomb", X, 500, f"up to the instance memory cap of {CAP} bytes")] * ROUNDS
                      + [expect("trap", X, 500, "wasm `unreachable` instruction executed")] * ROUNDS)
 
@@ -134,9 +139,13 @@ def test_grpc_hostile_requests_fail_alone(server: Server) -> None:
                 np.testing.assert_array_equal(infer("scale", X), X * SCALE[1])
 
         def expect(model: str, x: np.ndarray, status: str, message: str) -> Callable[[], None]:
+            """As over REST: `status` with `message`, or the deadline a request spent waiting for an instance."""
             def call() -> None:
                 with pytest.raises(InferenceServerException) as error:
                     infer(model, x)
+                if error.value.status() == "StatusCode.DEADLINE_EXCEEDED" and "waited for a free instance" in (
+                        error.value.message() or ""):
+                    return
                 assert error.value.status() == status
                 assert message in error.value.message()
             return call
