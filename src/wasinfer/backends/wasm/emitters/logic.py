@@ -1,4 +1,4 @@
-"""Comparison, logic, selection, Pow and Mod, all elementwise with numpy broadcasting.
+"""Comparison, logic, selection, IsNaN/IsInf, Pow and Mod, all elementwise with numpy broadcasting.
 
 Every op here runs on binary.emit_elementwise. A bool tensor (one byte, 0 or 1) meets
 wider operands as a mask: `mask_access(width)` loads `16 // width` bools as all-ones or
@@ -157,6 +157,38 @@ def emit_logic(ctx: Ctx, node: Node) -> None:
             f.op(LOGIC[node.op_type])
 
     emit_elementwise(ctx, _output(ctx, node, access), _operands(ctx, inputs, [access] * len(inputs)), combine)
+
+
+# ---------------------------------------------------------------- IsNaN, IsInf
+
+def _check_classify(node: Node, graph: Graph) -> list[str]:
+    problems = [] if graph.info(node.inputs[0]).dtype == np.float32 else [
+        f"tensor {node.inputs[0]!r} has dtype {graph.info(node.inputs[0]).dtype}, only float32 is supported"]
+    if node.op_type == "IsInf":
+        problems += [f"{name}={node.attr(name)!r} is not 0 or 1" for name in ("detect_negative", "detect_positive")
+                     if node.attr(name, 1) not in (0, 1)]
+    return problems
+
+
+@kernel("IsNaN", "IsInf", check=_check_classify)
+def emit_classify(ctx: Ctx, node: Node) -> None:
+    """Bools from float32: x != x (NaN), or x equal to +inf and/or -inf as detect_positive and
+    detect_negative ask (neither: all false)."""
+    f = ctx.f
+    wanted = [value for name, value in (("detect_positive", float("inf")), ("detect_negative", float("-inf")))
+              if node.attr(name, 1)]
+    x = f.local(V128)
+
+    def combine() -> None:
+        f.set(x)
+        if node.op_type == "IsNaN":
+            f.get(x).get(x).op("f32x4.ne")
+            return
+        f.v128(bytes(16))
+        for value in wanted:
+            f.get(x).f32x4_const(value).op("f32x4.eq").op("v128.or")
+
+    emit_elementwise(ctx, _output(ctx, node, mask_access(4)), _operands(ctx, node.inputs[:1], [F32]), combine)
 
 
 # ---------------------------------------------------------------- Where
