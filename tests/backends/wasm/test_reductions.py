@@ -1,4 +1,4 @@
-"""Reduce* over any axes, LayerNormalization, InstanceNormalization, CumSum, TopK and Range
+"""Reduce* over any axes, LayerNormalization, InstanceNormalization, CumSum, CumProd, Hardmax, TopK and Range
 against ONNX Runtime."""
 
 from __future__ import annotations
@@ -236,6 +236,34 @@ def test_cumsum_needs_a_constant_axis_unless_the_input_is_a_vector() -> None:
     assert_matches_ort(helper.make_model(vector, opset_imports=[helper.make_opsetid("", 14)]),
                        {"x": v, "axis": np.array(0, np.int64)})
     del x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("shape", [(9,), (3, 9), (2, 5, 6)])
+def test_cumprod_axes_exclusive_reverse(dtype: type, shape: tuple[int, ...]) -> None:
+    """Multiplies in order from one (exclusive starts with it), four lines per step where the axis is
+    not innermost; values near ±1 keep the products finite."""
+    x = (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2, shape)).astype(np.float32)
+    x = np.round(x * 2).astype(dtype) if np.issubdtype(dtype, np.integer) else x.astype(dtype)
+    for axis in (*range(len(shape)), -1):
+        for exclusive, reverse in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            model = single_op_model("CumProd", {"x": x}, constants={"axis": np.array(axis, np.int64)},
+                                    opset=26, exclusive=exclusive, reverse=reverse)
+            assert_matches_ort(model, {"x": x}, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- Hardmax
+
+@pytest.mark.parametrize("shape,axis,opset", [((5,), -1, 13), ((3, 7), 1, 13), ((3, 7), 0, 13),
+                                              ((2, 3, 5), 1, 13), ((2, 3, 5), 1, 11), ((2, 3, 5), 0, 11),
+                                              ((4, 1, 6), -1, 13)])
+def test_hardmax_marks_the_first_largest(shape: tuple[int, ...], axis: int, opset: int) -> None:
+    """Ties (values rounded to a few levels) mark the first; before opset 13 the axes from `axis` on
+    are one line."""
+    x = np.round(rand(*shape) * 2) / 2
+    if opset >= 13:  # ONNX Runtime's opset-11 Hardmax treats NaN otherwise (Eigen's maxCoeff), unspecified
+        x.reshape(-1)[1] = np.nan  # past a line's start never the largest; at its start, the line stays zeros
+    assert_matches_ort(single_op_model("Hardmax", {"x": x}, opset=opset, axis=axis), {"x": x}, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- TopK

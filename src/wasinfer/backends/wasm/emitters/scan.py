@@ -1,8 +1,9 @@
-"""Ops that walk a line in order: CumSum and TopK; and why Range has no kernel.
+"""Ops that walk a line in order: CumSum, CumProd and TopK; and why Range has no kernel.
 
-Both view their input as (outer, n, inner) around `axis`, as reduce.py does. CumSum keeps a
-running sum, four neighbouring lines at once (one per lane) for float32/int32 when the axis
-is not innermost, adding in order as ONNX Runtime does, so results match bit for bit.
+All view their input as (outer, n, inner) around `axis`, as reduce.py does. CumSum (CumProd)
+keeps a running sum (product), four neighbouring lines at once (one per lane) for float32/int32
+when the axis is not innermost, adding (multiplying) in order as ONNX Runtime does, so results
+match bit for bit.
 
 TopK keeps the best k values seen so far sorted in scratch and inserts each new element
 after the ones it does not beat: ties keep the lower index first, as the spec asks and
@@ -36,11 +37,13 @@ def _axis_value(node: Node, graph: Graph, index: int, default: int) -> int | Non
     return None if value is None else int(np.asarray(value).reshape(-1)[0])
 
 
-# ---------------------------------------------------------------- CumSum
+# ---------------------------------------------------------------- CumSum, CumProd
 
-# dtype → (scalar add, v128 add or "" when lanes are not vectorised)
+# dtype → (scalar add, v128 add or "" when lanes are not vectorised); CumProd multiplies
 CUMSUM_TYPES = {np.dtype(np.float32): ("f32.add", "f32x4.add"), np.dtype(np.int32): ("i32.add", "i32x4.add"),
                 np.dtype(np.int64): ("i64.add", ""), np.dtype(np.float64): ("f64.add", "")}
+CUMPROD_TYPES = {np.dtype(np.float32): ("f32.mul", "f32x4.mul"), np.dtype(np.int32): ("i32.mul", "i32x4.mul"),
+                 np.dtype(np.int64): ("i64.mul", ""), np.dtype(np.float64): ("f64.mul", "")}
 
 
 def _cumsum_axis(node: Node, graph: Graph) -> int | None:
@@ -64,9 +67,9 @@ def _check_cumsum(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-@kernel("CumSum", check=_check_cumsum)
+@kernel("CumSum", "CumProd", check=_check_cumsum)
 def emit_cumsum(ctx: Ctx, node: Node) -> None:
-    """y[j] = sum of x[i] for i <= j (i < j when exclusive; from the end when reverse)."""
+    """y[j] = sum (product) of x[i] for i <= j (i < j when exclusive; from the end when reverse)."""
     f = ctx.f
     info = ctx.info(node.inputs[0])
     axis = _cumsum_axis(node, ctx.graph)
@@ -75,7 +78,8 @@ def emit_cumsum(ctx: Ctx, node: Node) -> None:
     if outer * n * inner == 0:
         return
     size = info.dtype.itemsize
-    scalar_add, vector_add = CUMSUM_TYPES[info.dtype]
+    product = node.op_type == "CumProd"
+    scalar_add, vector_add = (CUMPROD_TYPES if product else CUMSUM_TYPES)[info.dtype]
     exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
     step = -inner * size if reverse else inner * size
     first = (n - 1) * inner * size if reverse else 0  # byte offset of the first element walked
@@ -83,13 +87,13 @@ def emit_cumsum(ctx: Ctx, node: Node) -> None:
     kind = scalar_add.split(".")[0]
 
     def line(lanes: int) -> None:
-        """The lines (o, i..i+lanes-1); the running sum starts at zero."""
+        """The lines (o, i..i+lanes-1); the running sum starts at zero, the product at one."""
         valtype = V128 if lanes == 4 else {"f32": F32, "f64": F64, "i32": I32, "i64": I64}[kind]
         acc, value = f.local(valtype), f.local(valtype)
         if lanes == 4:
-            f.v128(bytes(16))
+            f.v128(bytes(16) if not product else np.ones(4, info.dtype).tobytes())
         else:
-            {"f32": f.f32, "f64": f.f64, "i32": f.i32, "i64": f.i64}[kind](0)
+            {"f32": f.f32, "f64": f.f64, "i32": f.i32, "i64": f.i64}[kind](int(product))
         f.set(acc)
         f.get(o).i32(n * inner).op("i32.mul").get(i).op("i32.add").i32(size).op("i32.mul").i32(first).op("i32.add")
         f.tee(px).i32(ctx.addr(node.outputs[0])).op("i32.add").set(py)
