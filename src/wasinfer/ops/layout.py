@@ -103,6 +103,7 @@ define("EyeLike", batch=_eye_like)
 define("ReverseSequence", batch=_addressed)
 for op in ("GatherND", "ScatterND", "ScatterElements"):
     define(op, batch=_addressed)
+define("Scatter", batch=_addressed, summary="ScatterElements under its name before opset 11")
 @per_sample
 def _pad(view: BatchView) -> BatchFlow:
     """Any axis not padded.
