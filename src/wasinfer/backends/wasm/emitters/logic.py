@@ -1,4 +1,5 @@
-"""Comparison, logic, selection, IsNaN/IsInf, Pow and Mod, all elementwise with numpy broadcasting.
+"""Comparison, logic (on bools, and bitwise on integers), BitShift, selection, IsNaN/IsInf, Pow and
+Mod, all elementwise with numpy broadcasting.
 
 Every op here runs on binary.emit_elementwise. A bool tensor (one byte, 0 or 1) meets
 wider operands as a mask: `mask_access(width)` loads `16 // width` bools as all-ones or
@@ -155,6 +156,62 @@ def emit_logic(ctx: Ctx, node: Node) -> None:
             f.v128(ONES).op("v128.xor")
         else:
             f.op(LOGIC[node.op_type])
+
+    emit_elementwise(ctx, _output(ctx, node, access), _operands(ctx, inputs, [access] * len(inputs)), combine)
+
+
+# ---------------------------------------------------------------- bitwise logic, BitShift
+
+BITWISE = {"BitwiseAnd": "v128.and", "BitwiseOr": "v128.or", "BitwiseXor": "v128.xor"}
+
+
+def _check_bitwise(node: Node, graph: Graph) -> list[str]:
+    problems = check_same_dtype(node, graph, INTEGER_TYPES)
+    if node.op_type == "BitShift":
+        if node.attr("direction", "") not in ("LEFT", "RIGHT"):
+            problems.append(f"direction={node.attr('direction', '')!r} is not 'LEFT' or 'RIGHT'")
+        dtype = graph.info(node.inputs[0]).dtype
+        if dtype.kind == "i" and graph.opset < 28:
+            problems.append(f"BitShift on {dtype} is defined from opset 28 (the model's is {graph.opset})")
+    return problems
+
+
+@kernel(*BITWISE, "BitwiseNot", "BitShift", check=_check_bitwise)
+def emit_bitwise(ctx: Ctx, node: Node) -> None:
+    """And, Or, Xor and Not on the bits of any integer dtype, a vector at a time. BitShift shifts each
+    lane by its own amount, lane by lane (SIMD shifts take one amount for all). A signed right shift is
+    arithmetic. An amount outside [0, width) leaves what the sign fill alone gives (0, or -1 for a
+    negative x shifted right), as the spec says, where Wasm would take the amount modulo the width:
+    lanes narrower than 32 bits are shifted sign- or zero-extended, so the fill is right."""
+    f = ctx.f
+    dtype = ctx.info(node.outputs[0]).dtype
+    access = access_for(dtype)
+    inputs = node.inputs[:1] if node.op_type == "BitwiseNot" else node.inputs[:2]
+    bits = dtype.itemsize * 8
+    reg = "i64" if bits == 64 else "i32"
+    left = node.attr("direction", "") == "LEFT"
+    right = f"{reg}.shr_s" if dtype.kind == "i" else f"{reg}.shr_u"
+
+    def shifted(a: int, b: int) -> None:
+        const = f.i64 if reg == "i64" else f.i32
+        f.get(a).get(b).op(f"{reg}.shl" if left else right)
+        if left or dtype.kind == "u":
+            const(0)
+        else:  # the sign fill: x >> (width - 1) of the extended value
+            f.get(a)
+            const(bits - 1)
+            f.op(right)
+        f.get(b)
+        const(bits)
+        f.op(f"{reg}.lt_u").op("select")
+
+    def combine() -> None:
+        if node.op_type == "BitwiseNot":
+            f.op("v128.not")
+        elif node.op_type == "BitShift":
+            lanewise(f, dtype, shifted)
+        else:
+            f.op(BITWISE[node.op_type])
 
     emit_elementwise(ctx, _output(ctx, node, access), _operands(ctx, inputs, [access] * len(inputs)), combine)
 
