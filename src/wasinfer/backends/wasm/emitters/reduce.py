@@ -320,9 +320,9 @@ def _argmax_lanes(ctx: Ctx, node: Node, o: int, i: int, n: int, inner: int, comp
 @kernel("Hardmax", check=lambda node, graph: only_float32(node, graph))
 def emit_hardmax(ctx: Ctx, node: Node) -> None:
     """1.0 at the first largest element of each line, 0.0 elsewhere. Lines as Softmax's (2-D before
-    opset 13): the line is zeroed, then the best index found as ArgMax does it, and marked. NaN is as
-    in ONNX Runtime's opset-13 kernel: a NaN after the first element is never the largest, and a line
-    that starts with NaN stays all zeros (nothing compares greater than it)."""
+    opset 13): the line is zeroed, then the best index found as ArgMax does it, and marked. ONNX leaves
+    NaN unspecified (ONNX Runtime's answer depends on where it sits): here a NaN after the first element
+    is never the largest, and a line that starts with NaN stays all zeros (nothing compares greater)."""
     f = ctx.f
     outer, n, inner = softmax_view(node, ctx.graph)
     if outer * n * inner == 0:
