@@ -81,12 +81,21 @@ def _one_hot(view: BatchView) -> BatchFlow:
 
 
 def _addressed(view: BatchView) -> BatchFlow:
-    """Not the data's axes.
+    """Never.
 
     The indices address the data's leading axes (or a whole tensor), so a batch there mixes."""
     if view.first is None and not any(a is not None for a in view.axes[1:]):
         return view.none()
     return view.mixes("its indices address the batch axis of the data")
+
+
+def _reverse_sequence(view: BatchView) -> BatchFlow:
+    """Never.
+
+    One length per entry of `batch_axis` reverses the steps of `time_axis`: samples on either mix."""
+    if all(a is None for a in view.axes):
+        return view.none()
+    return view.mixes("its sequence lengths go with the entries of its batch axis")
 
 
 @per_sample
@@ -100,7 +109,7 @@ def _eye_like(view: BatchView) -> BatchFlow:
 define("Trilu", batch=_trilu)
 define("OneHot", batch=_one_hot)
 define("EyeLike", batch=_eye_like)
-define("ReverseSequence", batch=_addressed)
+define("ReverseSequence", batch=_reverse_sequence)
 for op in ("GatherND", "ScatterND", "ScatterElements"):
     define(op, batch=_addressed)
 define("Scatter", batch=_addressed, summary="ScatterElements under its name before opset 11")
