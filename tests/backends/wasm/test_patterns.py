@@ -167,3 +167,15 @@ def test_reverse_sequence_traps_on_a_length_outside_the_time_axis(bad: int) -> N
         wasm_run(model, {"x": x, "lens": lens})
 
 
+
+
+def test_a_causal_mask_per_sample_of_a_run_time_batch() -> None:
+    """Scores (N, 5, 5) → Trilu(lower) → Softmax: the batch leads, the triangle is per sample."""
+    nodes = [helper.make_node("Trilu", ["scores"], ["masked"], upper=0),
+             helper.make_node("Softmax", ["masked"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "causal", [helper.make_tensor_value_info("scores", TensorProto.FLOAT,
+                                                                              ["N", 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    scores = sample((4, 5, 5), np.float32) / 10
+    assert_matches_ort(model, {"scores": scores}, max_batch=4, rtol=1e-5, atol=1e-6)

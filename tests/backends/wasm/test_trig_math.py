@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort, single_op_model, wasm_run
 
@@ -119,3 +120,20 @@ def test_isnan_and_isinf_match_ort(op: str, attrs: dict[str, int], count: int) -
 def test_mean_of_broadcast_inputs_matches_ort(shapes: list[tuple[int, ...]]) -> None:
     feeds = {f"x{i}": rng.standard_normal(shape).astype(np.float32) for i, shape in enumerate(shapes)}
     assert_matches_ort(single_op_model("Mean", feeds), feeds, rtol=1e-6, atol=1e-7)
+
+
+def test_rotary_style_embedding_per_sample_of_a_run_time_batch() -> None:
+    """x (N, 6, 8): angles = positions times frequencies, then x * cos + rotate(x) * sin, as rotary
+    embeddings do, with the batch a run-time dim (each sample runs through the same module)."""
+    positions = np.arange(6, dtype=np.float32)[:, None] * 1000.0  # far from zero: the reduction matters
+    freqs = (1.0 / 10000 ** (np.arange(8) / 8)).astype(np.float32)
+    nodes = [helper.make_node("Mul", ["pos", "freq"], ["angle"]),
+             helper.make_node("Sin", ["angle"], ["s"]), helper.make_node("Cos", ["angle"], ["c"]),
+             helper.make_node("Mul", ["x", "c"], ["xc"]), helper.make_node("Neg", ["x"], ["nx"]),
+             helper.make_node("Mul", ["nx", "s"], ["xs"]), helper.make_node("Add", ["xc", "xs"], ["y"])]
+    graph = helper.make_graph(nodes, "rotary", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 8])],
+                              [numpy_helper.from_array(positions, "pos"), numpy_helper.from_array(freqs, "freq")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((3, 6, 8)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, max_batch=3, rtol=1e-5, atol=1e-6)
