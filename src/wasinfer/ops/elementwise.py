@@ -75,7 +75,8 @@ for op in ("Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Mean", "PRelu", "Bi
     define(op, batch=elementwise, extent=ex.broadcast)
 
 # comparisons, logic, selection
-for op in ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not", "Where"):
+for op in ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not", "Where",
+           "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"):
     define(op, batch=elementwise, extent=ex.broadcast)
 
 # types, per-element quantisation, and Expand (broadcasting to a larger shape)

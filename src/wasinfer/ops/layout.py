@@ -57,6 +57,62 @@ define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice, extent=ex.slice_)
 define("Tile", batch=not_followed)
+
+
+@per_sample
+def _trilu(view: BatchView) -> BatchFlow:
+    """Any axis but the last two.
+
+    Keeps or zeroes by row and column, the last two axes."""
+    if view.first is not None and view.first >= (view.in_rank or 0) - 2:
+        return view.mixes(f"its mask runs along axis {view.first}, the batch")
+    return view.same(view.first)
+
+
+def _one_hot(view: BatchView) -> BatchFlow:
+    """Where the indices have it, moved past the new axis.
+
+    The new depth axis goes in at `axis` of the output."""
+    if view.first is None:
+        return view.none()
+    out_rank = view.out_rank() or 0
+    axis = int(view.attr("axis")) % max(out_rank, 1)
+    return view.same(view.first + (axis <= view.first))
+
+
+def _addressed(view: BatchView) -> BatchFlow:
+    """Never.
+
+    The indices address the data's leading axes (or a whole tensor), so a batch there mixes."""
+    if view.first is None and not any(a is not None for a in view.axes[1:]):
+        return view.none()
+    return view.mixes("its indices address the batch axis of the data")
+
+
+def _reverse_sequence(view: BatchView) -> BatchFlow:
+    """Never.
+
+    One length per entry of `batch_axis` reverses the steps of `time_axis`: samples on either mix."""
+    if all(a is None for a in view.axes):
+        return view.none()
+    return view.mixes("its sequence lengths go with the entries of its batch axis")
+
+
+@per_sample
+def _eye_like(view: BatchView) -> BatchFlow:
+    """Never.
+
+    Its output is the identity of the input's whole shape, rows and columns together."""
+    return view.mixes(f"its diagonal runs across axis {view.first}, the batch")
+
+
+define("Trilu", batch=_trilu)
+define("OneHot", batch=_one_hot)
+define("EyeLike", batch=_eye_like)
+define("ReverseSequence", batch=_reverse_sequence)
+for op in ("GatherND", "ScatterND", "ScatterElements"):
+    define(op, batch=_addressed)
+define("Scatter", batch=_addressed, summary="ScatterElements under its name before opset 11")
 @per_sample
 def _pad(view: BatchView) -> BatchFlow:
     """Any axis not padded.

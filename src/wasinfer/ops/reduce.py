@@ -38,10 +38,10 @@ def _arg(view: BatchView) -> BatchFlow:
 def _cumsum(view: BatchView) -> BatchFlow:
     """Any axis but the scanned one.
 
-    The axis is the second input (not followed when computed at run time)."""
+    The axis is the second input; computed at run time, it may be the batch's."""
     found = view.ints(1)
     if found is None:
-        return view.none()
+        return view.mixes("its axis is computed at run time and may be the batch axis")
     axis = found[0] % max(view.in_rank or 1, 1)
     if axis == view.first:
         return view.mixes(f"it works along axis {axis}, the batch")
@@ -52,4 +52,6 @@ define("Hardmax", batch=_hardmax)
 define("ArgMax", batch=_arg, extent=ex.arg)
 define("ArgMin", batch=_arg, extent=ex.arg)
 define("CumSum", batch=_cumsum)
+define("CumProd", batch=_cumsum)
+define("LpNormalization", batch=along_axis(-1))
 define("TopK", batch=along_axis(-1))

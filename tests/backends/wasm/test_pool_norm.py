@@ -1,4 +1,5 @@
-"""Max/Average/Lp pools (and their Global forms), LRN and standalone BatchNormalization against ONNX Runtime."""
+"""Max/Average/Lp pools (and their Global forms), LRN, standalone BatchNormalization and LpNormalization
+against ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -181,3 +182,18 @@ def test_batchnorm_training_mode_is_refused() -> None:
                             training_mode=1)
     with pytest.raises(UnsupportedModel, match="training_mode"):
         convert_onnx(model)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("shape,axis", [((7,), 0), ((3, 5), -1), ((3, 5), 0), ((2, 3, 9), 1), ((2, 3, 9), 2)])
+def test_lp_normalization_matches_ort(p: int, shape: tuple[int, ...], axis: int) -> None:
+    """Along any axis; a line of zeros stays zeros (no NaN), as in ONNX Runtime."""
+    x = rand(*shape)
+    x.reshape(-1)[:shape[-1]] = 0.0
+    assert_matches_ort(single_op_model("LpNormalization", {"x": x}, axis=axis, p=p), {"x": x}, rtol=1e-6, atol=1e-7)
+
+
+def test_lp_normalization_refuses_p_3() -> None:
+    x = rand(2, 3)
+    with pytest.raises(UnsupportedModel, match="p=3 is not 1 or 2"):
+        convert_onnx(single_op_model("LpNormalization", {"x": x}, p=3))

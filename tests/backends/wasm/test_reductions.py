@@ -1,4 +1,4 @@
-"""Reduce* over any axes, LayerNormalization, InstanceNormalization, CumSum, TopK and Range
+"""Reduce* over any axes, LayerNormalization, InstanceNormalization, CumSum, CumProd, Hardmax, TopK and Range
 against ONNX Runtime."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from onnx.reference import ReferenceEvaluator
 from tests.parity import assert_matches_ort, ort_run, single_op_model, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
+from wasinfer.runtime import WasmModel
 from wasinfer.runtime.onnx_backend import WasinferBackend
 
 rng = np.random.default_rng(11)
@@ -221,21 +222,63 @@ def test_cumsum_axes_exclusive_reverse(dtype: type, shape: tuple[int, ...]) -> N
             assert_matches_ort(model, {"x": x}, rtol=1e-6, atol=1e-6)
 
 
-def test_cumsum_needs_a_constant_axis_unless_the_input_is_a_vector() -> None:
-    x = rand(3, 4)
-    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
-              helper.make_tensor_value_info("axis", TensorProto.INT64, [])]
-    graph = helper.make_graph([node], "c", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    with pytest.raises(UnsupportedModel, match="axis must be a constant"):
-        convert_onnx(model)
-    vector = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7]), inputs[1]],
-                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])])
-    v = rand(7)
-    assert_matches_ort(helper.make_model(vector, opset_imports=[helper.make_opsetid("", 14)]),
-                       {"x": v, "axis": np.array(0, np.int64)})
-    del x
+def runtime_axis_scan(op: str, shape: tuple[int, ...], axis_type: int = TensorProto.INT64) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x", "axis"], ["y"])
+    graph = helper.make_graph([node], "scan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                                               helper.make_tensor_value_info("axis", axis_type, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26 if op == "CumProd" else 14)])
+
+
+@pytest.mark.parametrize("op", ["CumSum", "CumProd"])
+def test_a_scan_axis_computed_at_run_time_is_read_by_the_run(op: str) -> None:
+    """One module serves every axis (a scan per axis, the run takes its own); negative axes count from
+    the end; an axis outside [-rank, rank) traps."""
+    x = rand(3, 4, 5)
+    model = runtime_axis_scan(op, (3, 4, 5))
+    module = WasmModel(convert_onnx(model).wasm)
+    for axis in (0, 1, 2, -1, -3):
+        feeds = {"x": x, "axis": np.array(axis, np.int64)}
+        np.testing.assert_allclose(module.run(feeds)["y"], ort_run(model, feeds)[0], rtol=1e-6, atol=1e-6)
+    for bad in (3, -4):
+        with pytest.raises(Exception, match=r"unreachable|trap"):
+            module.run({"x": x, "axis": np.array(bad, np.int64)})
+    vector = runtime_axis_scan(op, (7,), TensorProto.INT32)
+    assert_matches_ort(vector, {"x": rand(7), "axis": np.array(0, np.int32)})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("shape", [(9,), (3, 9), (2, 5, 6)])
+def test_cumprod_axes_exclusive_reverse(dtype: type, shape: tuple[int, ...]) -> None:
+    """Multiplies in order from one (exclusive starts with it), four lines per step where the axis is
+    not innermost; values near ±1 keep the products finite."""
+    x = (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2, shape)).astype(np.float32)
+    x = np.round(x * 2).astype(dtype) if np.issubdtype(dtype, np.integer) else x.astype(dtype)
+    for axis in (*range(len(shape)), -1):
+        for exclusive, reverse in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            model = single_op_model("CumProd", {"x": x}, constants={"axis": np.array(axis, np.int64)},
+                                    opset=26, exclusive=exclusive, reverse=reverse)
+            assert_matches_ort(model, {"x": x}, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- Hardmax
+
+@pytest.mark.parametrize("shape,axis,opset", [((5,), -1, 13), ((3, 7), 1, 13), ((3, 7), 0, 13),
+                                              ((2, 3, 5), 1, 13), ((2, 3, 5), 1, 11), ((2, 3, 5), 0, 11),
+                                              ((4, 1, 6), -1, 13)])
+def test_hardmax_marks_the_first_largest(shape: tuple[int, ...], axis: int, opset: int) -> None:
+    """Ties (values rounded to a few levels) mark the first; before opset 13 the axes from `axis` on
+    are one line."""
+    x = np.round(rand(*shape) * 2) / 2
+    assert_matches_ort(single_op_model("Hardmax", {"x": x}, opset=opset, axis=axis), {"x": x}, rtol=0, atol=0)
+
+
+def test_hardmax_never_marks_nan() -> None:
+    """ONNX leaves NaN unspecified, and ONNX Runtime's answer depends on where the NaN sits (Eigen's
+    maxCoeff); here a NaN is never the largest, and a line that starts with one stays zeros."""
+    x = np.array([[0.5, np.nan, -1.0, 1.5], [np.nan, 2.0, 3.0, 1.0], [1.0, 2.0, np.nan, 2.0]], np.float32)
+    got = wasm_run(single_op_model("Hardmax", {"x": x}, opset=13), {"x": x})[0]
+    np.testing.assert_array_equal(got, [[0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0]])
 
 
 # ---------------------------------------------------------------- TopK

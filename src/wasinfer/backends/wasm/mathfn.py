@@ -17,6 +17,8 @@ large Sigmoid). Absolute error ≤ 2.5e-7 (sigmoid) and ≤ 4e-7 (tanh); the out
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from wasinfer.backends.wasm.writer import V128, Func, Module
 
 LN2_HI, LN2_LO, LOG2E = 0.693359375, -2.12194440e-4, 1.44269504088896341
@@ -162,3 +164,204 @@ def add_math_helpers(module: Module) -> dict[str, int]:
     build_erf(func, helpers["exp4"])
     helpers["erf4"] = index
     return helpers
+
+
+# Trigonometric and hyperbolic functions (the Sin ... Atanh kernels), after Cephes' sinf, cosf, atanf, asinf,
+# sinhf, asinhf, acoshf and atanhf: a range reduction, then the same short polynomials, written for four lanes.
+# sin and cos reduce x by pi/2 in Cody-Waite's three parts: PIO2_1 has 8 significant bits and PIO2_2 11, so
+# j * PIO2_1 and j * PIO2_2 are exact for |j| < 2^13; |error| <= 8e-8 for |x| <= 1e4 and <= 1e-6 for |x| <= 1e5
+# (measured against float64), after which it grows (float32 holds x itself only to 0.004 there).
+TWO_OVER_PI = 0.636619772367581343
+PIO2_1, PIO2_2, PIO2_3 = 1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8
+SIN_POLY = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)  # sin r = r + r z P(z), z = r², |r| <= pi/4
+COS_POLY = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)  # cos r = 1 - z/2 + z² Q(z)
+ATAN_POLY = (8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1, -3.33329491539e-1)  # atan r = r + r z P(z)
+TAN_3PI_8, TAN_PI_8 = 2.414213562373095, 0.4142135623730950
+ASIN_POLY = (4.2163199048e-2, 2.4181311049e-2, 4.5470025998e-2, 7.4953002686e-2, 1.6666752422e-1)  # |w| <= 0.5
+SINH_POLY = (2.03721912945e-4, 8.33028376239e-3, 1.66667160211e-1)  # |x| < 1
+ASINH_POLY = (2.0122003309e-2, -4.2699340972e-2, 7.4847586088e-2, -1.6666288134e-1)  # |x| < 0.5
+ACOSH_POLY = (1.7596881071e-3, -7.5272886713e-3, 2.6454905019e-2, -1.1784741703e-1, 1.4142135263)  # x - 1 < 0.5
+ATANH_POLY = (1.81740078349e-1, 8.24370301058e-2, 1.46691431730e-1, 1.99782164500e-1, 3.33337300303e-1)
+HALF_PI, LN2 = 1.5707963267948966, 0.6931471805599453
+SIGN_BIT = 0x80000000
+
+
+def _odd_poly(f: Func, x: int, coeffs: tuple[float, ...]) -> None:
+    """Push x + x z P(z) with z = x² (the odd series every function below ends in)."""
+    z, p = f.local(V128), f.local(V128)
+    f.get(x).get(x).op("f32x4.mul").set(z)
+    _horner(f, z, coeffs, p)
+    f.get(p).get(z).op("f32x4.mul").get(x).op("f32x4.mul").get(x).op("f32x4.add")
+
+
+def _sign_of(f: Func, x: int) -> None:
+    """Push x's sign bit alone (to be or-ed or xor-ed into a result)."""
+    f.get(x).i32(SIGN_BIT).op("i32x4.splat").op("v128.and")
+
+
+def _quadrant(f: Func, x: int, r: int, j: int) -> None:
+    """r = x - j pi/2 in [-pi/4, pi/4], j = round(x 2/pi) as an integer in each i32 lane (the ROUND_MAGIC
+    addition leaves it in the low mantissa bits, as in exp_v128)."""
+    n = f.local(V128)
+    f.get(x).f32x4_const(TWO_OVER_PI).op("f32x4.mul").f32x4_const(ROUND_MAGIC).op("f32x4.add").set(j)
+    f.get(j).f32x4_const(ROUND_MAGIC).op("f32x4.sub").set(n)
+    f.get(x)
+    for part in (PIO2_1, PIO2_2, PIO2_3):
+        f.get(n).f32x4_const(part).op("f32x4.mul").op("f32x4.sub")
+    f.set(r)
+
+
+def _sin_cos_of_reduced(f: Func, r: int, s: int, c: int) -> None:
+    """s = sin r and c = cos r for |r| <= pi/4."""
+    z, p = f.local(V128), f.local(V128)
+    f.get(r).get(r).op("f32x4.mul").set(z)
+    _horner(f, z, SIN_POLY, p)
+    f.get(p).get(z).op("f32x4.mul").get(r).op("f32x4.mul").get(r).op("f32x4.add").set(s)
+    _horner(f, z, COS_POLY, p)
+    f.get(p).get(z).op("f32x4.mul").get(z).op("f32x4.mul").get(z).f32x4_const(0.5).op("f32x4.mul").op("f32x4.sub")
+    f.f32x4_const(1.0).op("f32x4.add").set(c)
+
+
+def _lane_bit(f: Func, j: int, bit: int) -> None:
+    """Push a mask of the lanes whose integer j has `bit` set."""
+    f.get(j).i32(bit).op("i32x4.splat").op("v128.and").v128(bytes(16)).op("i32x4.ne")
+
+
+def sin_cos_v128(f: Func, x: int, cos: bool) -> None:
+    """Push sin(x) or cos(x) (cos x = sin(x + pi/2): one more quadrant). The result is clamped to [-1, 1],
+    so that past the reduction's range (|x| > 1e5) it stays a sine's value; inf and NaN give NaN."""
+    r, j, s, c = f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    _quadrant(f, x, r, j)
+    if cos:
+        f.get(j).i32(1).op("i32x4.splat").op("i32x4.add").set(j)
+    _sin_cos_of_reduced(f, r, s, c)
+    f.get(c).get(s)
+    _lane_bit(f, j, 1)
+    f.op("v128.bitselect")  # odd quadrants take the cosine of r
+    f.get(j).i32(30).op("i32x4.shl").i32(SIGN_BIT).op("i32x4.splat").op("v128.and").op("v128.xor")  # quadrants 2, 3
+    f.f32x4_const(-1.0).op("f32x4.pmax").f32x4_const(1.0).op("f32x4.pmin")
+
+
+def tan_v128(f: Func, x: int) -> None:
+    """Push tan(x) = sin r / cos r, or -cos r / sin r in odd quadrants (the reduction of sin_cos_v128)."""
+    r, j, s, c = f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    _quadrant(f, x, r, j)
+    _sin_cos_of_reduced(f, r, s, c)
+    f.get(c).op("f32x4.neg").get(s).op("f32x4.div").get(s).get(c).op("f32x4.div")
+    _lane_bit(f, j, 1)
+    f.op("v128.bitselect")
+
+
+def atan_v128(f: Func, x: int) -> None:
+    """Push atan(x): |x| reduced to [0, tan(pi/8)] by atan a = pi/2 + atan(-1/a) (a > tan 3pi/8) or
+    pi/4 + atan((a-1)/(a+1)) (a > tan pi/8); the sign is x's. atan(±inf) = ±pi/2."""
+    a, big, mid, r, base = f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    f.get(x).op("f32x4.abs").set(a)
+    f.get(a).f32x4_const(TAN_3PI_8).op("f32x4.gt").set(big)
+    f.get(a).f32x4_const(TAN_PI_8).op("f32x4.gt").get(big).op("v128.andnot").set(mid)
+    f.f32x4_const(-1.0).get(a).op("f32x4.div")
+    f.get(a).f32x4_const(1.0).op("f32x4.sub").get(a).f32x4_const(1.0).op("f32x4.add").op("f32x4.div")
+    f.get(a).get(mid).op("v128.bitselect").get(big).op("v128.bitselect").set(r)
+    f.f32x4_const(HALF_PI).get(big).op("v128.and").f32x4_const(HALF_PI / 2).get(mid).op("v128.and")
+    f.op("v128.or").set(base)
+    _odd_poly(f, r, ATAN_POLY)
+    f.get(base).op("f32x4.add")
+    _sign_of(f, x)
+    f.op("v128.xor")
+
+
+def _asin_parts(f: Func, x: int, p: int, big: int) -> None:
+    """p = asin(w) for w = |x| (|x| <= 1/2) or w = sqrt((1 - |x|) / 2) (|x| > 1/2, where big is set);
+    |x| > 1 gives NaN (the square root of a negative)."""
+    a, z, w = f.local(V128), f.local(V128), f.local(V128)
+    f.get(x).op("f32x4.abs").set(a)
+    f.get(a).f32x4_const(0.5).op("f32x4.gt").set(big)
+    f.f32x4_const(1.0).get(a).op("f32x4.sub").f32x4_const(0.5).op("f32x4.mul").set(z)
+    f.get(z).op("f32x4.sqrt").get(a).get(big).op("v128.bitselect").set(w)
+    _odd_poly(f, w, ASIN_POLY)
+    f.set(p)
+
+
+def asin_v128(f: Func, x: int) -> None:
+    """Push asin(x) = w + w z P(z) near 0, pi/2 - 2 asin(sqrt((1 - |x|) / 2)) past |x| = 1/2."""
+    p, big = f.local(V128), f.local(V128)
+    _asin_parts(f, x, p, big)
+    f.f32x4_const(HALF_PI).get(p).get(p).op("f32x4.add").op("f32x4.sub").get(p).get(big).op("v128.bitselect")
+    _sign_of(f, x)
+    f.op("v128.or")
+
+
+def acos_v128(f: Func, x: int) -> None:
+    """Push acos(x): pi/2 - asin(x) near 0, 2 asin(sqrt((1 - x) / 2)) near 1 and pi minus that near -1 (no
+    cancellation next to ±1, where acos is small or near pi)."""
+    p, big, twice = f.local(V128), f.local(V128), f.local(V128)
+    _asin_parts(f, x, p, big)
+    f.get(p).get(p).op("f32x4.add").set(twice)
+    f.f32x4_const(2 * HALF_PI).get(twice).op("f32x4.sub").get(twice)
+    f.get(x).f32x4_const(0.0).op("f32x4.lt").op("v128.bitselect")
+    f.f32x4_const(HALF_PI).get(p)
+    _sign_of(f, x)
+    f.op("v128.or").op("f32x4.sub")
+    f.get(big).op("v128.bitselect")
+
+
+def sinh_cosh_v128(f: Func, x: int, exp: int, cosh: bool) -> None:
+    """Push sinh(x) or cosh(x) from h = exp(|x| / 2): h (h / 2) -/+ (1 / 2) / (h h), which overflows to inf
+    where the function does (exp's clamp is at 88, the square's at 176). sinh takes x + x z P(z) below 1
+    (no cancellation near 0) and x's sign."""
+    a, h = f.local(V128), f.local(V128)
+    f.get(x).op("f32x4.abs").set(a)
+    if not cosh:
+        _odd_poly(f, x, SINH_POLY)
+    f.get(a).f32x4_const(0.5).op("f32x4.mul").call(exp).set(h)
+    f.get(h).get(h).f32x4_const(0.5).op("f32x4.mul").op("f32x4.mul")
+    f.f32x4_const(0.5).get(h).get(h).op("f32x4.mul").op("f32x4.div")
+    f.op("f32x4.add" if cosh else "f32x4.sub")
+    if cosh:
+        return
+    _sign_of(f, x)
+    f.op("v128.or")
+    f.get(a).f32x4_const(1.0).op("f32x4.lt").op("v128.bitselect")
+
+
+def _log_large(f: Func, a: int, arg: Callable[[], object], log: int) -> None:
+    """Push log(arg(a)), or log(a) + ln 2 where a > 1500 (where a² + 1 or a² - 1 is a² in float32, and a²
+    may overflow)."""
+    huge = f.local(V128)
+    f.get(a).f32x4_const(1500.0).op("f32x4.gt").set(huge)
+    f.get(a)
+    arg()
+    f.get(huge).op("v128.bitselect").call(log)
+    f.f32x4_const(LN2).get(huge).op("v128.and").op("f32x4.add")
+
+
+def asinh_v128(f: Func, x: int, log: int) -> None:
+    """Push asinh(x) = sign(x) log(|x| + sqrt(x² + 1)), x + x z P(z) below 1/2."""
+    a = f.local(V128)
+    f.get(x).op("f32x4.abs").set(a)
+    _odd_poly(f, x, ASINH_POLY)
+    _log_large(f, a, lambda: f.get(a).get(a).get(a).op("f32x4.mul").f32x4_const(1.0).op("f32x4.add")
+               .op("f32x4.sqrt").op("f32x4.add"), log)
+    _sign_of(f, x)
+    f.op("v128.or")
+    f.get(a).f32x4_const(0.5).op("f32x4.lt").op("v128.bitselect")
+
+
+def acosh_v128(f: Func, x: int, log: int) -> None:
+    """Push acosh(x) = log(x + sqrt((x - 1)(x + 1))), sqrt(x - 1) P(x - 1) below 1.5; x < 1 gives NaN."""
+    z, p = f.local(V128), f.local(V128)
+    f.get(x).f32x4_const(1.0).op("f32x4.sub").set(z)
+    _horner(f, z, ACOSH_POLY, p)
+    f.get(p).get(z).op("f32x4.sqrt").op("f32x4.mul")
+    _log_large(f, x, lambda: f.get(x).get(z).get(x).f32x4_const(1.0).op("f32x4.add").op("f32x4.mul")
+               .op("f32x4.sqrt").op("f32x4.add"), log)
+    f.get(z).f32x4_const(0.5).op("f32x4.lt").op("v128.bitselect")
+    # x < 1 (z < 0) took the polynomial with sqrt(z) = NaN already; -inf and NaN pass through log as NaN
+
+
+def atanh_v128(f: Func, x: int, log: int) -> None:
+    """Push atanh(x) = log((1 + x) / (1 - x)) / 2, x + x z P(z) below 1/2; ±1 give ±inf, |x| > 1 NaN."""
+    _odd_poly(f, x, ATANH_POLY)
+    f.f32x4_const(1.0).get(x).op("f32x4.add").f32x4_const(1.0).get(x).op("f32x4.sub").op("f32x4.div").call(log)
+    f.f32x4_const(0.5).op("f32x4.mul")
+    f.get(x).op("f32x4.abs").f32x4_const(0.5).op("f32x4.lt").op("v128.bitselect")

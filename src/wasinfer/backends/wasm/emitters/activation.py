@@ -13,7 +13,20 @@ import math
 from typing import Any
 
 from wasinfer.backends.wasm.context import Ctx
-from wasinfer.backends.wasm.mathfn import exp_v128, sigmoid_v128, tanh_v128
+from wasinfer.backends.wasm.mathfn import (
+    acos_v128,
+    acosh_v128,
+    asin_v128,
+    asinh_v128,
+    atan_v128,
+    atanh_v128,
+    exp_v128,
+    sigmoid_v128,
+    sin_cos_v128,
+    sinh_cosh_v128,
+    tan_v128,
+    tanh_v128,
+)
 from wasinfer.backends.wasm.writer import V128
 from wasinfer.ir import Node
 
@@ -89,6 +102,28 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         f.get(v).f32x4_const(0.0).op("f32x4.pmax")
         f.f32x4_const(1.0).get(v).op("f32x4.abs").op("f32x4.neg").call(ctx.helper("exp4")).op("f32x4.add")
         f.call(ctx.helper("log4")).op("f32x4.add")
+    elif op in ("Sin", "Cos"):
+        sin_cos_v128(f, v, cos=op == "Cos")
+    elif op == "Tan":
+        tan_v128(f, v)
+    elif op == "Atan":
+        atan_v128(f, v)
+    elif op == "Asin":
+        asin_v128(f, v)
+    elif op == "Acos":
+        acos_v128(f, v)
+    elif op in ("Sinh", "Cosh"):
+        sinh_cosh_v128(f, v, ctx.helper("exp4"), cosh=op == "Cosh")
+    elif op == "Asinh":
+        asinh_v128(f, v, ctx.helper("log4"))
+    elif op == "Acosh":
+        acosh_v128(f, v, ctx.helper("log4"))
+    elif op == "Atanh":
+        atanh_v128(f, v, ctx.helper("log4"))
+    elif op == "Sign":  # 1 or -1, 0 for ±0 and NaN for NaN (as ONNX Runtime): three masks or-ed together
+        f.get(v).f32x4_const(0.0).op("f32x4.gt").f32x4_const(1.0).op("v128.and")
+        f.get(v).f32x4_const(0.0).op("f32x4.lt").f32x4_const(-1.0).op("v128.and").op("v128.or")
+        f.get(v).get(v).op("f32x4.ne").f32x4_const(float("nan")).op("v128.and").op("v128.or")
     else:  # pragma: no cover - guarded by the registry
         raise KeyError(op)
 

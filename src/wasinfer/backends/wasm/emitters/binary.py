@@ -1,4 +1,4 @@
-"""Elementwise ops with numpy broadcasting: Add, Sub, Mul, Div, Max, Min, Sum, PRelu.
+"""Elementwise ops with numpy broadcasting: Add, Sub, Mul, Div, Max, Min, Sum, Mean, PRelu.
 
 The output is walked in its own order; each operand has a stride per output axis (0 where it
 broadcasts). Axes that are contiguous for every tensor are merged first (the loop nest is
@@ -21,7 +21,7 @@ from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
 
-VECTOR_OP = {"Add": "f32x4.add", "Sum": "f32x4.add", "Sub": "f32x4.sub", "Mul": "f32x4.mul",
+VECTOR_OP = {"Add": "f32x4.add", "Sum": "f32x4.add", "Mean": "f32x4.add", "Sub": "f32x4.sub", "Mul": "f32x4.mul",
              "Div": "f32x4.div", "Max": "f32x4.max", "Min": "f32x4.min"}
 
 Emit = Callable[[Func], object]  # emits code; any return value (a chained Func) is ignored
@@ -155,7 +155,8 @@ def check_same_dtype(node: Node, graph: Graph, allowed: set[np.dtype]) -> list[s
 
 
 def _check_binary(node: Node, graph: Graph) -> list[str]:
-    problems = check_same_dtype(node, graph, {np.dtype(np.float32)} | INTEGER_TYPES)
+    float_only = node.op_type == "Mean"  # ONNX defines Mean on floats alone
+    problems = check_same_dtype(node, graph, {np.dtype(np.float32)} | (set() if float_only else INTEGER_TYPES))
     fused = node.activation
     if not problems and fused is not None and graph.info(node.outputs[0]).dtype != np.float32:
         problems.append(f"the fused {fused.op_type} applies to float32 only")
@@ -224,8 +225,11 @@ def _guarded_div(f: Func, reg: str, signed: bool, a: int, b: int) -> None:
     f.get(b).op(f"{reg}.eqz").op("select")
 
 
-@kernel("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", check=_check_binary)
+@kernel("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", check=_check_binary)
 def emit_binary(ctx: Ctx, node: Node) -> None:
+    """Two inputs in one pass; Sum, Max, Min and Mean of more fold into the output one input at a
+    time. Mean divides the sum by the count in the last pass (a division, as ONNX Runtime does, rather
+    than a multiplication by the reciprocal, which differs by an ulp)."""
     out = node.outputs[0]
     out_shape = ctx.info(out).shape
     dtype = ctx.info(out).dtype
@@ -240,12 +244,16 @@ def emit_binary(ctx: Ctx, node: Node) -> None:
         combine: Callable[[], None] = lambda: _apply(ctx, op)  # noqa: E731
     else:
         combine = lambda: integer_op(ctx.f, node.op_type, dtype)  # noqa: E731
+
+    def mean() -> None:
+        ctx.f.op("f32x4.add").f32x4_const(float(len(inputs))).op("f32x4.div")
+
     acc, acc_shape = inputs[0], ctx.info(inputs[0]).shape
     for index, other in enumerate(inputs[1:], start=1):
         last = index == len(inputs) - 1
         emit_elementwise(ctx, (ctx.addr(out), out_shape, access),
                          [(ctx.addr(acc), acc_shape, access), (ctx.addr(other), ctx.info(other).shape, access)],
-                         combine, node if last else None)
+                         mean if last and node.op_type == "Mean" else combine, node if last else None)
         acc, acc_shape = out, out_shape
 
 

@@ -1,4 +1,5 @@
-"""Comparison, logic, selection, Pow and Mod, all elementwise with numpy broadcasting.
+"""Comparison, logic (on bools, and bitwise on integers), BitShift, selection, IsNaN/IsInf, Pow and
+Mod, all elementwise with numpy broadcasting.
 
 Every op here runs on binary.emit_elementwise. A bool tensor (one byte, 0 or 1) meets
 wider operands as a mask: `mask_access(width)` loads `16 // width` bools as all-ones or
@@ -157,6 +158,94 @@ def emit_logic(ctx: Ctx, node: Node) -> None:
             f.op(LOGIC[node.op_type])
 
     emit_elementwise(ctx, _output(ctx, node, access), _operands(ctx, inputs, [access] * len(inputs)), combine)
+
+
+# ---------------------------------------------------------------- bitwise logic, BitShift
+
+BITWISE = {"BitwiseAnd": "v128.and", "BitwiseOr": "v128.or", "BitwiseXor": "v128.xor"}
+
+
+def _check_bitwise(node: Node, graph: Graph) -> list[str]:
+    problems = check_same_dtype(node, graph, INTEGER_TYPES)
+    if node.op_type == "BitShift":
+        if node.attr("direction", "") not in ("LEFT", "RIGHT"):
+            problems.append(f"direction={node.attr('direction', '')!r} is not 'LEFT' or 'RIGHT'")
+        dtype = graph.info(node.inputs[0]).dtype
+        if dtype.kind == "i" and graph.opset < 28:
+            problems.append(f"BitShift on {dtype} is defined from opset 28 (the model's is {graph.opset})")
+    return problems
+
+
+@kernel(*BITWISE, "BitwiseNot", "BitShift", check=_check_bitwise)
+def emit_bitwise(ctx: Ctx, node: Node) -> None:
+    """And, Or, Xor and Not on the bits of any integer dtype, a vector at a time. BitShift shifts each
+    lane by its own amount, lane by lane (SIMD shifts take one amount for all). A signed right shift is
+    arithmetic. An amount outside [0, width) leaves what the sign fill alone gives (0, or -1 for a
+    negative x shifted right), as the spec says, where Wasm would take the amount modulo the width:
+    lanes narrower than 32 bits are shifted sign- or zero-extended, so the fill is right."""
+    f = ctx.f
+    dtype = ctx.info(node.outputs[0]).dtype
+    access = access_for(dtype)
+    inputs = node.inputs[:1] if node.op_type == "BitwiseNot" else node.inputs[:2]
+    bits = dtype.itemsize * 8
+    reg = "i64" if bits == 64 else "i32"
+    left = node.attr("direction", "") == "LEFT"
+    right = f"{reg}.shr_s" if dtype.kind == "i" else f"{reg}.shr_u"
+
+    def shifted(a: int, b: int) -> None:
+        const = f.i64 if reg == "i64" else f.i32
+        f.get(a).get(b).op(f"{reg}.shl" if left else right)
+        if left or dtype.kind == "u":
+            const(0)
+        else:  # the sign fill: x >> (width - 1) of the extended value
+            f.get(a)
+            const(bits - 1)
+            f.op(right)
+        f.get(b)
+        const(bits)
+        f.op(f"{reg}.lt_u").op("select")
+
+    def combine() -> None:
+        if node.op_type == "BitwiseNot":
+            f.op("v128.not")
+        elif node.op_type == "BitShift":
+            lanewise(f, dtype, shifted)
+        else:
+            f.op(BITWISE[node.op_type])
+
+    emit_elementwise(ctx, _output(ctx, node, access), _operands(ctx, inputs, [access] * len(inputs)), combine)
+
+
+# ---------------------------------------------------------------- IsNaN, IsInf
+
+def _check_classify(node: Node, graph: Graph) -> list[str]:
+    problems = [] if graph.info(node.inputs[0]).dtype == np.float32 else [
+        f"tensor {node.inputs[0]!r} has dtype {graph.info(node.inputs[0]).dtype}, only float32 is supported"]
+    if node.op_type == "IsInf":
+        problems += [f"{name}={node.attr(name)!r} is not 0 or 1" for name in ("detect_negative", "detect_positive")
+                     if node.attr(name, 1) not in (0, 1)]
+    return problems
+
+
+@kernel("IsNaN", "IsInf", check=_check_classify)
+def emit_classify(ctx: Ctx, node: Node) -> None:
+    """Bools from float32: x != x (NaN), or x equal to +inf and/or -inf as detect_positive and
+    detect_negative ask (neither: all false)."""
+    f = ctx.f
+    wanted = [value for name, value in (("detect_positive", float("inf")), ("detect_negative", float("-inf")))
+              if node.attr(name, 1)]
+    x = f.local(V128)
+
+    def combine() -> None:
+        f.set(x)
+        if node.op_type == "IsNaN":
+            f.get(x).get(x).op("f32x4.ne")
+            return
+        f.v128(bytes(16))
+        for value in wanted:
+            f.get(x).f32x4_const(value).op("f32x4.eq").op("v128.or")
+
+    emit_elementwise(ctx, _output(ctx, node, mask_access(4)), _operands(ctx, node.inputs[:1], [F32]), combine)
 
 
 # ---------------------------------------------------------------- Where

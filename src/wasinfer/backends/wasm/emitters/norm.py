@@ -1,4 +1,5 @@
-"""LRN, inference-mode BatchNormalization, LayerNormalization and InstanceNormalization (float32).
+"""LRN, inference-mode BatchNormalization, LayerNormalization, InstanceNormalization and
+LpNormalization (float32).
 
 BatchNormalization is a per-channel affine y = x*s + t with s = scale/sqrt(var + eps) and
 t = bias - mean*s: computed at compile time from constant parameters (the usual case:
@@ -27,9 +28,10 @@ from wasinfer.backends.wasm.emitters.reduce import (
     Segment,
     horizontal,
     line_segments,
+    reduce_view,
     walk_segments,
 )
-from wasinfer.backends.wasm.writer import I32, V128, Func
+from wasinfer.backends.wasm.writer import F32, I32, V128, Func
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.norm import bn_params, bn_runtime, bn_scratch, bn_table
 
@@ -348,4 +350,53 @@ def emit_instancenorm(ctx: Ctx, node: Node) -> None:
         walk_segments(f, line_segments(size), [px, py], step)
 
 
-__all__ = ["emit_batchnorm", "emit_instancenorm", "emit_layernorm", "emit_lrn", "line_moments"]
+# ---------------------------------------------------------------- LpNormalization
+
+def _check_lp(node: Node, graph: Graph) -> list[str]:
+    problems = only_float32(node, graph)
+    rank = len(graph.info(node.inputs[0]).shape)
+    axis = int(node.attr("axis", -1))
+    if not -rank <= axis < max(rank, 1) or not rank:
+        problems.append(f"axis {axis} is out of range for rank {rank}")
+    if int(node.attr("p", 2)) not in (1, 2):
+        problems.append(f"p={node.attr('p')} is not 1 or 2")
+    return problems
+
+
+@kernel("LpNormalization", check=_check_lp)
+def emit_lp_normalization(ctx: Ctx, node: Node) -> None:
+    """y = x / |x|_p along `axis`, line by line (the sum of |x| or of x², in order, then its root);
+    a line whose norm is 0 gives zeros, as in ONNX Runtime, rather than NaN."""
+    f = ctx.f
+    shape = ctx.info(node.inputs[0]).shape
+    outer, n, inner = reduce_view(shape, int(node.attr("axis", -1)) % len(shape))
+    if outer * n * inner == 0:
+        return
+    square = int(node.attr("p", 2)) == 2
+    o, i, j, p, q = (f.local(I32) for _ in range(5))
+    norm, value = f.local(F32), f.local(F32)
+    step = inner * 4
+    with f.for_range(o, 0, outer), f.for_range(i, 0, inner):
+        f.get(o).i32(n * inner).op("i32.mul").get(i).op("i32.add").i32(4).op("i32.mul").set(q)
+        f.get(q).i32(ctx.addr(node.inputs[0])).op("i32.add").set(p)
+        f.f32(0.0).set(norm)
+        with f.for_range(j, 0, n):
+            f.get(norm).get(p).mem("f32.load")
+            if square:
+                f.tee(value).get(value).op("f32.mul")
+            else:
+                f.op("f32.abs")
+            f.op("f32.add").set(norm)
+            f.inc(p, step)
+        if square:
+            f.get(norm).op("f32.sqrt").set(norm)
+        f.get(q).i32(ctx.addr(node.inputs[0])).op("i32.add").set(p)
+        f.get(q).i32(ctx.addr(node.outputs[0])).op("i32.add").set(q)
+        with f.for_range(j, 0, n):
+            f.get(q).get(p).mem("f32.load").get(norm).op("f32.div").f32(0.0).get(norm).f32(0.0).op("f32.ne")
+            f.op("select").mem("f32.store")
+            f.inc(p, step).inc(q, step)
+
+
+__all__ = ["emit_batchnorm", "emit_instancenorm", "emit_layernorm", "emit_lp_normalization", "emit_lrn",
+           "line_moments"]

@@ -1,4 +1,4 @@
-"""Reductions: Softmax, LogSoftmax, ArgMax and ArgMin along one axis; ReduceSum, ReduceMean,
+"""Reductions: Softmax, LogSoftmax, Hardmax, ArgMax and ArgMin along one axis; ReduceSum, ReduceMean,
 ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum and
 ReduceLogSumExp over any set of axes.
 
@@ -313,6 +313,37 @@ def _argmax_lanes(ctx: Ctx, node: Node, o: int, i: int, n: int, inner: int, comp
     _store_index(f, ctx.addr(node.outputs[0]), o, i, inner)
     f.tee(p).get(best_index).op("i64x2.extend_low_i32x4_s").mem("v128.store")
     f.get(p).get(best_index).op("i64x2.extend_high_i32x4_s").mem("v128.store", offset=16)
+
+
+# ---------------------------------------------------------------- Hardmax
+
+@kernel("Hardmax", check=lambda node, graph: only_float32(node, graph))
+def emit_hardmax(ctx: Ctx, node: Node) -> None:
+    """1.0 at the first largest element of each line, 0.0 elsewhere. Lines as Softmax's (2-D before
+    opset 13): the line is zeroed, then the best index found as ArgMax does it, and marked. ONNX leaves
+    NaN unspecified (ONNX Runtime's answer depends on where it sits): here a NaN after the first element
+    is never the largest, and a line that starts with NaN stays all zeros (nothing compares greater)."""
+    f = ctx.f
+    outer, n, inner = softmax_view(node, ctx.graph)
+    if outer * n * inner == 0:
+        return
+    o, i, j, p, q, best_index = (f.local(I32) for _ in range(6))
+    best, value = f.local(F32), f.local(F32)
+    with f.for_range(o, 0, outer), f.for_range(i, 0, inner):
+        _line_start(f, ctx.addr(node.outputs[0]), o, i, n, inner, 4)
+        f.set(q)
+        with f.for_range(j, 0, n):
+            f.get(q).get(j).i32(inner * 4).op("i32.mul").op("i32.add").f32(0.0).mem("f32.store")
+        _line_start(f, ctx.addr(node.inputs[0]), o, i, n, inner, 4)
+        f.tee(p).mem("f32.load").set(best).i32(0).set(best_index)
+        with f.for_range(j, 1, n):
+            f.inc(p, inner * 4)
+            f.get(p).mem("f32.load").tee(value).get(best).op("f32.gt")
+            with f.if_():
+                f.get(value).set(best).get(j).set(best_index)
+        f.get(best).get(best).op("f32.eq")
+        with f.if_():
+            f.get(q).get(best_index).i32(inner * 4).op("i32.mul").op("i32.add").f32(1.0).mem("f32.store")
 
 
 # ---------------------------------------------------------------- ReduceSum, ReduceMean, ... over any axes

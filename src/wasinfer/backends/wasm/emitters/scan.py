@@ -1,8 +1,10 @@
-"""Ops that walk a line in order: CumSum and TopK; and why Range has no kernel.
+"""Ops that walk a line in order: CumSum, CumProd and TopK; and why Range has no kernel.
 
-Both view their input as (outer, n, inner) around `axis`, as reduce.py does. CumSum keeps a
-running sum, four neighbouring lines at once (one per lane) for float32/int32 when the axis
-is not innermost, adding in order as ONNX Runtime does, so results match bit for bit.
+All view their input as (outer, n, inner) around `axis`, as reduce.py does. CumSum (CumProd)
+keeps a running sum (product), four neighbouring lines at once (one per lane) for float32/int32
+when the axis is not innermost, adding (multiplying) in order as ONNX Runtime does, so results
+match bit for bit. Their axis may be computed at run time: one scan per possible axis is written,
+and the run takes the one its axis names.
 
 TopK keeps the best k values seen so far sorted in scratch and inserts each new element
 after the ones it does not beat: ties keep the lower index first, as the spec asks and
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
-from wasinfer.backends.wasm.emitters.indexing import write_run_time_dims
+from wasinfer.backends.wasm.emitters.indexing import INDEX_TYPES, push_index, write_run_time_dims
 from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
@@ -36,46 +38,71 @@ def _axis_value(node: Node, graph: Graph, index: int, default: int) -> int | Non
     return None if value is None else int(np.asarray(value).reshape(-1)[0])
 
 
-# ---------------------------------------------------------------- CumSum
+# ---------------------------------------------------------------- CumSum, CumProd
 
-# dtype → (scalar add, v128 add or "" when lanes are not vectorised)
+# dtype → (scalar add, v128 add or "" when lanes are not vectorised); CumProd multiplies
 CUMSUM_TYPES = {np.dtype(np.float32): ("f32.add", "f32x4.add"), np.dtype(np.int32): ("i32.add", "i32x4.add"),
                 np.dtype(np.int64): ("i64.add", ""), np.dtype(np.float64): ("f64.add", "")}
+CUMPROD_TYPES = {np.dtype(np.float32): ("f32.mul", "f32x4.mul"), np.dtype(np.int32): ("i32.mul", "i32x4.mul"),
+                 np.dtype(np.int64): ("i64.mul", ""), np.dtype(np.float64): ("f64.mul", "")}
 
 
 def _cumsum_axis(node: Node, graph: Graph) -> int | None:
-    """The axis; a run-time one is only known for a vector, whose one axis it must be."""
+    """The axis (non-negative); None when it is read at run time (a vector's is its one axis)."""
     rank = len(graph.info(node.inputs[0]).shape)
     axis = _axis_value(node, graph, 1, 0)
     if axis is None:
         return 0 if rank == 1 else None
-    return axis % rank if -rank <= axis < rank else None
+    return axis % rank if -rank <= axis < rank else axis
 
 
 def _check_cumsum(node: Node, graph: Graph) -> list[str]:
     problems = []
     dtype = graph.info(node.inputs[0]).dtype
+    rank = len(graph.info(node.inputs[0]).shape)
     if dtype not in CUMSUM_TYPES:
         problems.append(f"input dtype {dtype} is not supported (float32, float64, int32, int64)")
-    if not graph.info(node.inputs[0]).shape:
+    axis = _cumsum_axis(node, graph)
+    if not rank:
         problems.append("input must have at least one axis")
-    elif _cumsum_axis(node, graph) is None:
-        problems.append("axis must be a constant (an initializer) within the input's rank")
+    elif axis is None and graph.info(node.inputs[1]).dtype not in INDEX_TYPES:
+        problems.append(f"axis has dtype {graph.info(node.inputs[1]).dtype}; int32 or int64 expected")
+    elif axis is not None and not 0 <= axis < rank:
+        problems.append(f"axis {axis} is out of range for rank {rank}")
     return problems
 
 
-@kernel("CumSum", check=_check_cumsum)
+@kernel("CumSum", "CumProd", check=_check_cumsum)
 def emit_cumsum(ctx: Ctx, node: Node) -> None:
-    """y[j] = sum of x[i] for i <= j (i < j when exclusive; from the end when reverse)."""
+    """y[j] = sum (product) of x[i] for i <= j (i < j when exclusive; from the end when reverse).
+
+    An axis computed at run time is read first (negative counts from the end, outside [-rank, rank)
+    traps, as a Gather index does); the scan is written once per axis and the run takes its own."""
+    axis = _cumsum_axis(node, ctx.graph)
+    if axis is not None:
+        _emit_scan(ctx, node, axis)
+        return
+    f = ctx.f
+    rank = len(ctx.info(node.inputs[0]).shape)
+    ptr, chosen = f.local(I32), f.local(I32)
+    f.i32(ctx.addr(node.inputs[1])).set(ptr)
+    push_index(f, ptr, ctx.info(node.inputs[1]).dtype, rank)
+    f.set(chosen)
+    for candidate in range(rank):
+        f.get(chosen).i32(candidate).op("i32.eq")
+        with f.if_():
+            _emit_scan(ctx, node, candidate)
+
+
+def _emit_scan(ctx: Ctx, node: Node, axis: int) -> None:
     f = ctx.f
     info = ctx.info(node.inputs[0])
-    axis = _cumsum_axis(node, ctx.graph)
-    assert axis is not None
     outer, n, inner = reduce_view(info.shape, axis)
     if outer * n * inner == 0:
         return
     size = info.dtype.itemsize
-    scalar_add, vector_add = CUMSUM_TYPES[info.dtype]
+    product = node.op_type == "CumProd"
+    scalar_add, vector_add = (CUMPROD_TYPES if product else CUMSUM_TYPES)[info.dtype]
     exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
     step = -inner * size if reverse else inner * size
     first = (n - 1) * inner * size if reverse else 0  # byte offset of the first element walked
@@ -83,13 +110,13 @@ def emit_cumsum(ctx: Ctx, node: Node) -> None:
     kind = scalar_add.split(".")[0]
 
     def line(lanes: int) -> None:
-        """The lines (o, i..i+lanes-1); the running sum starts at zero."""
+        """The lines (o, i..i+lanes-1); the running sum starts at zero, the product at one."""
         valtype = V128 if lanes == 4 else {"f32": F32, "f64": F64, "i32": I32, "i64": I64}[kind]
         acc, value = f.local(valtype), f.local(valtype)
         if lanes == 4:
-            f.v128(bytes(16))
+            f.v128(bytes(16) if not product else np.ones(4, info.dtype).tobytes())
         else:
-            {"f32": f.f32, "f64": f.f64, "i32": f.i32, "i64": f.i64}[kind](0)
+            {"f32": f.f32, "f64": f.f64, "i32": f.i32, "i64": f.i64}[kind](int(product))
         f.set(acc)
         f.get(o).i32(n * inner).op("i32.mul").get(i).op("i32.add").i32(size).op("i32.mul").i32(first).op("i32.add")
         f.tee(px).i32(ctx.addr(node.outputs[0])).op("i32.add").set(py)

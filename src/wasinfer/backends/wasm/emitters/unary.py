@@ -1,5 +1,7 @@
-"""Elementwise unary ops on float32, vectorised 4 lanes at a time (Neg, Abs and Clip also on
-integers, and Clip with bounds computed at run time, through binary.emit_elementwise).
+"""Elementwise unary ops on float32, vectorised 4 lanes at a time (Neg, Abs, Sign and Clip also on
+integers, and Clip with bounds computed at run time, through binary.emit_elementwise). The
+trigonometric and hyperbolic functions are mathfn.py's, inline (sinh and cosh call exp4, the
+inverse hyperbolic functions log4).
 
 The float32 math itself is activation.py's `apply_v128`, which is also the fused-activation
 epilogue of Conv, Gemm, MatMul and Add.
@@ -20,8 +22,9 @@ from wasinfer.ops import activation_params
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Abs", "Neg", "Sqrt", "Floor", "Ceil",
              "Reciprocal", "Exp", "Log", "Round", "Softsign", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
-             "Erf", "Gelu", "Swish")
-INTEGER_UNARY = {"Neg", "Abs", "Clip"}
+             "Erf", "Gelu", "Swish", "Sign", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh",
+             "Acosh", "Atanh")
+INTEGER_UNARY = {"Neg", "Abs", "Clip", "Sign"}
 
 
 UNROLL = 2  # vectors per iteration of map_f32's main loop
@@ -82,8 +85,9 @@ def emit_unary(ctx: Ctx, node: Node) -> None:
 
 
 def _emit_integer_or_runtime_clip(ctx: Ctx, node: Node) -> None:
-    """Integer Neg/Abs/Clip, and Clip with run-time bounds: max(x, min) then min(.., max), where
-    either bound may be absent (NaN x stays NaN, as with the constant-bound Clip)."""
+    """Integer Neg/Abs/Sign/Clip, and Clip with run-time bounds: max(x, min) then min(.., max), where
+    either bound may be absent (NaN x stays NaN, as with the constant-bound Clip). An integer Sign is
+    (x < 0) - (x > 0) on the comparisons' all-ones masks, 0 - (x != 0) when unsigned."""
     f = ctx.f
     x, out = node.inputs[0], node.outputs[0]
     dtype = ctx.info(x).dtype
@@ -97,6 +101,14 @@ def _emit_integer_or_runtime_clip(ctx: Ctx, node: Node) -> None:
         elif node.op_type == "Abs":
             if dtype.kind == "i":
                 f.op(f"{shape}.abs")
+        elif node.op_type == "Sign":
+            x_mask, zero = f.local(V128), bytes(16)
+            f.set(x_mask)
+            if dtype.kind == "u":
+                f.get(x_mask).v128(zero).op(f"{shape}.ne").op(f"{shape}.neg")
+            else:
+                f.get(x_mask).v128(zero).op(f"{shape}.lt_s").get(x_mask).v128(zero).op(f"{shape}.gt_s")
+                f.op(f"{shape}.sub")
         else:
             held = [f.local(V128) for _ in bounds]
             for local in reversed(held):
