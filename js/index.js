@@ -16,13 +16,13 @@ const DTYPES = {
   uint64: [8, BigUint64Array], uint32: [4, Uint32Array], uint16: [2, Uint16Array], uint8: [1, Uint8Array],
   bool: [1, Uint8Array],
 };
-// What a caller's typed array says its dtype is (the name errors print for it).
-const DTYPE_OF = new Map([
-  [Float32Array, "float32"], [Float64Array, "float64"], [BigInt64Array, "int64"], [Int32Array, "int32"],
-  [Int16Array, "int16"], [Int8Array, "int8"], [BigUint64Array, "uint64"], [Uint32Array, "uint32"],
-  [Uint16Array, "uint16"], [Uint8Array, "uint8"], [Uint8ClampedArray, "uint8"],
-]);
-if (typeof Float16Array === "function") DTYPE_OF.set(Float16Array, "float16");
+// What a caller's typed array says its dtype is (the name errors print for it), by its class's name: a Node Buffer
+// is a Uint8Array, and an array from another realm (an iframe, a worker's message) is named as one from this one.
+const DTYPE_OF = {
+  Float32Array: "float32", Float64Array: "float64", BigInt64Array: "int64", Int32Array: "int32", Int16Array: "int16",
+  Int8Array: "int8", BigUint64Array: "uint64", Uint32Array: "uint32", Uint16Array: "uint16", Uint8Array: "uint8",
+  Uint8ClampedArray: "uint8", Float16Array: "float16",
+};
 
 /** An input that does not match the model (name, dtype, shape, batch): the Python runtime's InputError. */
 export class InputError extends Error {
@@ -162,6 +162,17 @@ function compileBytes(bytes, relaxed) {
   return WebAssembly.compile(relaxed ? selectRelaxedCode(bytes) : bytes);
 }
 
+/** `source` as an absolute URL: relative to the page in a browser; in Node, where there is no page, an Error that
+ * says to pass the file's bytes instead (Node's fetch takes no paths and no file: URLs). */
+function urlOf(source) {
+  try {
+    return new URL(source, globalThis.location?.href);
+  } catch {
+    throw new TypeError(`load() cannot fetch ${repr(String(source))}: not an absolute URL, and there is no page to ` +
+      "resolve it against (in Node, pass the file's bytes: load(await readFile(path)))");
+  }
+}
+
 /** A compiled module from whatever `load` takes. */
 function compileSource(source, relaxed) {
   if (source instanceof WebAssembly.Module) return source;
@@ -170,7 +181,7 @@ function compileSource(source, relaxed) {
     return compileBytes(new Uint8Array(source.buffer, source.byteOffset, source.byteLength), relaxed);
   }
   if (typeof Response === "function" && source instanceof Response) return compileResponse(source, relaxed);
-  if (typeof source === "string" || source instanceof URL) return fetch(source).then((r) => compileResponse(r, relaxed));
+  if (typeof source === "string" || source instanceof URL) return fetch(urlOf(source)).then((r) => compileResponse(r, relaxed));
   throw new TypeError("load() takes the module's bytes (ArrayBuffer, Uint8Array, Buffer), a Response, a URL or " +
     `a WebAssembly.Module, got ${source === null ? "null" : typeof source}`);
 }
@@ -290,7 +301,7 @@ export class Model {
     const batches = new Set();
     const specs = meta.inputs.map((spec) => {
       const { data, shape } = tensorOf(spec, inputs[spec.name]);
-      const got = DTYPE_OF.get(data.constructor);
+      const got = DTYPE_OF[data[Symbol.toStringTag]];
       if (!accepts(spec.dtype, got)) {
         throw new InputError(`input ${repr(spec.name)}: expected dtype ${spec.dtype}, got ${got}`);
       }

@@ -4,7 +4,7 @@
 //   const { probabilities } = await model.run({ input: { data, shape: [1, 64] } });
 import { InputError, ModelFault } from "./index.js";
 
-const ERRORS = { InputError, ModelFault, TypeError, RangeError };
+const ERRORS = { InputError, ModelFault, TypeError, RangeError, CompileError: WebAssembly.CompileError };
 
 /**
  * Load `source` (a URL, the module's bytes or a WebAssembly.Module: what postMessage can carry; a Response is read
@@ -13,12 +13,21 @@ const ERRORS = { InputError, ModelFault, TypeError, RangeError };
  */
 export async function createWorkerModel(source, options = {}) {
   const { worker: given, ...loadOptions } = options;
+  if (given === undefined && typeof Worker !== "function") {
+    throw new Error("createWorkerModel needs Web Workers, which this engine lacks: pass {worker}, a Worker-like " +
+      "object running worker-thread.js (in Node, a worker_threads Worker behind an adapter), or use load()");
+  }
   const worker = given ?? new Worker(new URL("./worker-thread.js", import.meta.url), { type: "module" });
   if (typeof Response === "function" && source instanceof Response) source = new Uint8Array(await source.arrayBuffer());
   if (typeof source === "string" && typeof location === "object") source = new URL(source, location.href).href;
   if (source instanceof URL) source = source.href;
   const model = new WorkerModel(worker);
-  Object.assign(model, await model.call({ op: "load", source, options: loadOptions }));
+  try {
+    Object.assign(model, await model.call({ op: "load", source, options: loadOptions }));
+  } catch (error) {
+    if (given === undefined) worker.terminate(); // a worker this call started goes with its failure
+    throw error;
+  }
   return model;
 }
 

@@ -51,5 +51,7 @@ test("what is not a wasinfer module is refused saying what it is", async () => {
   await assert.rejects(wasinfer.load(empty), /no wasinfer\.metadata section: not a wasinfer module/);
   await assert.rejects(wasinfer.load(42), { name: "TypeError", message: /load\(\) takes the module's bytes/ });
   await assert.rejects(wasinfer.load(new Uint8Array([1, 2, 3])), { name: "CompileError" });
+  await assert.rejects(wasinfer.load("model.wasm"),
+    { name: "TypeError", message: /cannot fetch 'model.wasm': not an absolute URL.*load\(await readFile\(path\)\)/ });
   assert.equal(wasinfer.selectRelaxedCode(empty), empty, "a module without the variant is returned as it is");
 });

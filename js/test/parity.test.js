@@ -71,7 +71,12 @@ test("parity with the Python runtime", { skip: SKIP }, async (t) => {
         await assert.rejects(model.run(feedsOf(feeds)), { name: "InputError", message });
       }
       // a refused run leaves the instance usable
-      if (entry.runs.length) assertSameOutputs(await model.run(feedsOf(entry.runs[0].feeds)), entry.runs[0].outputs, "after");
+      assertSameOutputs(await model.run(feedsOf(entry.runs[0].feeds)), entry.runs[0].outputs, "after a refusal");
+      for (const { feeds, message } of entry.faults) { // the trap's own words differ between engines
+        await assert.rejects(model.run(feedsOf(feeds)), (error) => error.name === "ModelFault" &&
+          error.message.startsWith(message.slice(0, message.indexOf("): ") + 3)));
+        assertSameOutputs(await model.run(feedsOf(entry.runs[0].feeds)), entry.runs[0].outputs, "after a fault");
+      }
       if (features().relaxedSimd) {
         const relaxed = await load(bytesOf(entry.file), { relaxedSimd: true });
         for (const [i, run] of entry.runs.entries()) {
@@ -80,6 +85,14 @@ test("parity with the Python runtime", { skip: SKIP }, async (t) => {
       }
     });
   }
+});
+
+test("a Node Buffer is taken as the Uint8Array it is", { skip: SKIP }, async () => {
+  const entry = manifest.modules.find((m) => m.name === "cnn");
+  const model = await load(bytesOf(entry.file));
+  const { file, shape } = entry.runs[0].feeds.x;
+  await assert.rejects(model.run({ x: { data: bytesOf(file), shape } }),
+    { name: "InputError", message: "input 'x': expected dtype float32, got uint8" });
 });
 
 test("the relaxed-SIMD variant is swapped in for the plain code", { skip: SKIP }, () => {
@@ -145,4 +158,15 @@ test("a worker runs the model with the same run, and refuses with the same error
       model.terminate();
     }
   }
+});
+
+test("a worker that cannot load the module says why", async () => {
+  const worker = nodeWorker();
+  try {
+    await assert.rejects(createWorkerModel(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]), { worker }),
+      { name: "Error", message: "no wasinfer.metadata section: not a wasinfer module" });
+  } finally {
+    worker.terminate();
+  }
+  await assert.rejects(createWorkerModel(new Uint8Array(8)), /createWorkerModel needs Web Workers/);
 });

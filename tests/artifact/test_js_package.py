@@ -1,9 +1,10 @@
 """The npm package in js/ against the Python runtime: the same modules, the same outputs, the same errors.
 
 Python compiles a few modules (a static CNN, one with symbolic dims and one whose symbolic dim takes only
-multiples, NonZero's and TopK's run-time output shapes, the demo digits model) and writes each with its inputs,
-wasmtime's outputs on the plain SIMD128 code and the messages of the InputErrors the runtime raises for bad
-inputs, as raw files and a manifest (js/test/parity.test.js reads it, named by WASINFER_PARITY). Then
+multiples, NonZero's and TopK's run-time output shapes, an If whose branch is refused at run time, the demo
+digits model) and writes each with its inputs, wasmtime's outputs on the plain SIMD128 code and the messages of
+the InputErrors the runtime raises for bad inputs (and of the ModelFault where the module traps), as raw files
+and a manifest (js/test/parity.test.js reads it, named by WASINFER_PARITY). Then
 `node --test` runs the package's own tests on them: outputs bit for bit, errors word for word.
 """
 
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.artifact.engines import JS, NODE, PLAIN, SymbolicCase, cnn_case, fixed_case, requires_node
+from tests.artifact.test_real_models import _branch_for_other_sizes
 from wasinfer.artifact import convert_onnx
-from wasinfer.runtime import InputError, WasmModel, make_engine
+from wasinfer.runtime import InputError, ModelFault, WasmModel, make_engine
 
 PACKAGE = JS.parents[1] / "js"
 RELAXED = make_engine(interruptible=False, relaxed_simd=True)
@@ -51,8 +54,18 @@ def _demo() -> tuple[bytes, list[Feeds]]:
         {"input": demo.x_test[:1]}, {"input": demo.x_test[1:9]}]
 
 
-def _modules() -> dict[str, tuple[bytes, list[Feeds], list[Feeds]]]:
-    """name → (module, good feeds, bad feeds): each bad one is refused by the runtime with an InputError."""
+@dataclass
+class Module:
+    """A module and what the JS test runs it on: feeds that run, feeds the runtime refuses with an InputError
+    (ours, or the module's own run_errors), and feeds on which the module traps (a ModelFault)."""
+
+    wasm: bytes
+    good: list[Feeds]
+    bad: list[Feeds] = field(default_factory=list)
+    faulty: list[Feeds] = field(default_factory=list)
+
+
+def _modules() -> dict[str, Module]:
     rng = np.random.default_rng(3)
     cnn = cnn_case()
     x = cnn.inputs(2)["x"]
@@ -64,23 +77,28 @@ def _modules() -> dict[str, tuple[bytes, list[Feeds], list[Feeds]]]:
                      {"values": TensorProto.FLOAT, "indices": TensorProto.INT64}, axis=1)
     sparse = rng.standard_normal((4, 6)).astype(np.float32) * (rng.random((4, 6)) < 0.3)
     ranks = rng.permutation(21).reshape(3, 7).astype(np.float32)
+    taken = np.abs(rng.standard_normal((2, 3))).astype(np.float32) + 0.1
     demo, digits = _demo()
     return {
-        "cnn": (convert_onnx(cnn.model, max_batch=cnn.max_batch).wasm, [cnn.inputs(1), cnn.inputs(4)], [
+        "cnn": Module(convert_onnx(cnn.model, max_batch=cnn.max_batch).wasm, [cnn.inputs(1), cnn.inputs(4)], [
             {}, {"x": x, "y": x}, {"x": x.astype(np.float64)}, {"x": x[0]}, {"x": cnn.inputs(4)["x"][:, :, :7]},
             {"x": np.concatenate([x, x, x])}]),
-        "fixed": (convert_onnx(fixed_case().model).wasm, [fixed_case().inputs(1)],
-                  [{"x": np.ones((3, 2), np.float32)}]),
-        "symbolic": (symbolic.convert(), [symbolic.inputs(16, 100), symbolic.inputs(12, 8), symbolic.inputs(13, 41)],
-                     [symbolic.inputs(16, 101), symbolic.inputs(11, 40),
-                      {"x": symbolic.inputs(12, 40)["x"], "mask": symbolic.inputs(12, 41)["mask"]},
-                      {"x": symbolic.inputs(12, 40)["x"][0], "mask": symbolic.inputs(12, 40)["mask"]}]),
-        "stepped": (stepped, [{"x": SymbolicCase(masked=False).inputs(12, 64)["x"]}],
-                    [{"x": SymbolicCase(masked=False).inputs(12, 40)["x"]}]),
-        "nonzero": (convert_onnx(nonzero).wasm, [{"x": sparse}, {"x": np.zeros((4, 6), np.float32)}], []),
-        "topk": (convert_onnx(topk).wasm, [{"x": ranks, "k": np.array([k], np.int64)} for k in (0, 3, 7)],
-                 [{"x": ranks, "k": np.array([3], np.int32)}]),
-        "digits": (demo, digits, []),
+        "fixed": Module(convert_onnx(fixed_case().model).wasm, [fixed_case().inputs(1)],
+                        [{"x": np.ones((3, 2), np.float32)}]),
+        "symbolic": Module(symbolic.convert(),
+                           [symbolic.inputs(16, 100), symbolic.inputs(12, 8), symbolic.inputs(13, 41)],
+                           [symbolic.inputs(16, 101), symbolic.inputs(11, 40),
+                            {"x": symbolic.inputs(12, 40)["x"], "mask": symbolic.inputs(12, 41)["mask"]},
+                            {"x": symbolic.inputs(12, 40)["x"][0], "mask": symbolic.inputs(12, 40)["mask"]}]),
+        "stepped": Module(stepped, [{"x": SymbolicCase(masked=False).inputs(12, 64)["x"]}],
+                          [{"x": SymbolicCase(masked=False).inputs(12, 40)["x"]}]),
+        "nonzero": Module(convert_onnx(nonzero).wasm, [{"x": sparse}, {"x": np.zeros((4, 6), np.float32)}]),
+        # k past the axis traps (`unreachable`), as ONNX Runtime fails such a run
+        "topk": Module(convert_onnx(topk).wasm, [{"x": ranks, "k": np.array([k], np.int64)} for k in (0, 3, 7)],
+                       [{"x": ranks, "k": np.array([3], np.int32)}], [{"x": ranks, "k": np.array([8], np.int64)}]),
+        # wasinfer_run returns 2 + i for inputs that take the If's branch written for other sizes: run_errors[i]
+        "branch": Module(convert_onnx(_branch_for_other_sizes(), {"x": (2, 3)}).wasm, [{"x": taken}], [{"x": -taken}]),
+        "digits": Module(demo, digits),
     }
 
 
@@ -94,8 +112,8 @@ def _tensors(directory: Path, prefix: str, arrays: dict[str, np.ndarray]) -> dic
     return described
 
 
-def _refusal(run: Callable[[Feeds], Any], feeds: Feeds) -> str:
-    with pytest.raises(InputError) as refused:
+def _refusal(run: Callable[[Feeds], Any], feeds: Feeds, error: type[Exception] = InputError) -> str:
+    with pytest.raises(error) as refused:
         run(feeds)
     return str(refused.value)
 
@@ -103,18 +121,21 @@ def _refusal(run: Callable[[Feeds], Any], feeds: Feeds) -> str:
 def write_parity_set(directory: Path) -> dict[str, Any]:
     """The modules, their inputs and wasmtime's outputs and errors under `directory`, listed in manifest.json."""
     manifest: dict[str, Any] = {"modules": []}
-    for name, (wasm, good, bad) in _modules().items():
-        (directory / f"{name}.wasm").write_bytes(wasm)
-        plain, relaxed = WasmModel(wasm, PLAIN), WasmModel(wasm, RELAXED)
+    for name, module in _modules().items():
+        (directory / f"{name}.wasm").write_bytes(module.wasm)
+        plain, relaxed = WasmModel(module.wasm, PLAIN), WasmModel(module.wasm, RELAXED)
         entry: dict[str, Any] = {
             "name": name, "file": f"{name}.wasm",
             "inputs": [vars(spec) for spec in plain.inputs], "outputs": [vars(spec) for spec in plain.outputs],
             "runs": [{"feeds": _tensors(directory, f"{name}-{i}-in", feeds),
                       "outputs": _tensors(directory, f"{name}-{i}-out", plain.run(feeds)),
                       "relaxed": _tensors(directory, f"{name}-{i}-relaxed", relaxed.run(feeds))}
-                     for i, feeds in enumerate(good)],
+                     for i, feeds in enumerate(module.good)],
             "errors": [{"feeds": _tensors(directory, f"{name}-{i}-bad", feeds), "message": _refusal(plain.run, feeds)}
-                       for i, feeds in enumerate(bad)]}
+                       for i, feeds in enumerate(module.bad)],
+            "faults": [{"feeds": _tensors(directory, f"{name}-{i}-faulty", feeds),
+                        "message": _refusal(WasmModel(module.wasm, PLAIN).run, feeds, ModelFault)}
+                       for i, feeds in enumerate(module.faulty)]}
         manifest["modules"].append(entry)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -150,7 +171,7 @@ def test_the_package_matches_the_python_runtime(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     counts = _summary(result)
     assert counts.get("fail") == 0 and counts.get("skipped") == 0, counts
-    assert "parity: 7 modules" in result.stdout, result.stdout[-3000:]
+    assert "parity: 8 modules" in result.stdout, result.stdout[-3000:]
 
 
 @requires_node
