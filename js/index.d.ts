@@ -69,6 +69,8 @@ export declare class Model {
   readonly inputs: TensorSpec[];
   readonly outputs: TensorSpec[];
   readonly metadata: Metadata;
+  /** A model of a compiled module (load() compiles first, then calls this). */
+  static instantiate(module: WebAssembly.Module): Promise<Model>;
   /**
    * Run on every input by name. Throws InputError (naming the input and what is wrong, in the words of
    * wasinfer's Python runtime) before anything runs, or ModelFault when the module traps.

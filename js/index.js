@@ -11,10 +11,9 @@ const ABI_VERSIONS = [1, 2, 3];
 // Each dtype of docs/abi.md, its element bytes, and the typed array that holds it. bool is one byte (0 or 1), so a
 // Uint8Array; float16 has no typed array before Float16Array, so its raw bits travel in a Uint16Array.
 const DTYPES = {
-  float32: [4, Float32Array], float64: [8, Float64Array], float16: [2, Uint16Array],
-  int64: [8, BigInt64Array], int32: [4, Int32Array], int16: [2, Int16Array], int8: [1, Int8Array],
-  uint64: [8, BigUint64Array], uint32: [4, Uint32Array], uint16: [2, Uint16Array], uint8: [1, Uint8Array],
-  bool: [1, Uint8Array],
+  bool: [1, Uint8Array], int8: [1, Int8Array], uint8: [1, Uint8Array], int16: [2, Int16Array],
+  uint16: [2, Uint16Array], float16: [2, Uint16Array], int32: [4, Int32Array], uint32: [4, Uint32Array],
+  float32: [4, Float32Array], int64: [8, BigInt64Array], uint64: [8, BigUint64Array], float64: [8, Float64Array],
 };
 // What a caller's typed array says its dtype is (the name errors print for it), by its class's name: a Node Buffer
 // is a Uint8Array, and an array from another realm (an iframe, a worker's message) is named as one from this one.
@@ -93,8 +92,14 @@ function readMetadata(module) {
   if (!ABI_VERSIONS.includes(meta.abi_version)) {
     throw new Error(`unsupported wasinfer ABI version ${meta.abi_version} (this package runs ${ABI_VERSIONS.join(", ")})`);
   }
-  for (const spec of [...meta.inputs, ...meta.outputs]) {
-    if (!(spec.dtype in DTYPES)) throw new Error(`tensor ${repr(spec.name)}: unknown dtype ${repr(String(spec.dtype))}`);
+  for (const group of ["inputs", "outputs"]) {
+    meta[group].forEach((spec, index) => { // a dtype no slot can hold (a string): as wasinfer's own readers say it
+      if (!Object.hasOwn(DTYPES, spec.dtype)) {
+        const value = typeof spec.dtype === "string" ? repr(spec.dtype) : JSON.stringify(spec.dtype);
+        throw new Error(`metadata field ${group}[${index}].dtype (${repr(spec.name)}) is ${value}: expected one of ` +
+          Object.keys(DTYPES).join(", "));
+      }
+    });
   }
   return meta;
 }
@@ -194,10 +199,7 @@ function compileSource(source, relaxed) {
 export async function load(source, options = {}) {
   assertSupported();
   const relaxed = Boolean(options.relaxedSimd) && features().relaxedSimd;
-  const module = await compileSource(source, relaxed);
-  const model = new Model(module, readMetadata(module));
-  await model.instance();
-  return model;
+  return Model.instantiate(await compileSource(source, relaxed));
 }
 
 /** One instance of a compiled module; `run` takes and returns tensors by name. */
@@ -219,20 +221,34 @@ export class Model {
     this.outputs = meta.outputs.map(callerSpec);
   }
 
+  /** A model of a compiled module, instantiated (its start function run) so that a module that cannot start fails
+   * here rather than at its first run. */
+  static async instantiate(module) {
+    const model = new Model(module, readMetadata(module));
+    await model.#exports();
+    return model;
+  }
+
   /** The metadata section as the module carries it (docs/abi.md, "The metadata section"). */
   get metadata() {
     return this.#meta;
   }
 
-  /** The instance's exports, instantiating first where there is none (the first run, or the run after a fault). */
-  async instance() {
+  /** The instance's exports, instantiating first where there is none (at load, or the run after a fault). */
+  async #exports() {
     if (this.#instance === null) {
       // A module built with --wasi imports three WASI functions for its _start; the ABI never calls them.
       const imports = {};
       for (const { module: from, name } of WebAssembly.Module.imports(this.#module)) {
         (imports[from] ??= {})[name] = () => { throw new Error(`${from}.${name} is not provided`); };
       }
-      const instance = await WebAssembly.instantiate(this.#module, imports);
+      let instance;
+      try {
+        instance = await WebAssembly.instantiate(this.#module, imports);
+      } catch (error) { // the start function, which writes the constants, trapped
+        if (!(error instanceof WebAssembly.RuntimeError)) throw error;
+        throw new ModelFault(`model ${repr(this.name)} trapped (instantiation): ${error.message}`);
+      }
       const abi = instance.exports;
       if (abi.wasinfer_abi_version() !== this.#meta.abi_version) {
         throw new Error(`model ${repr(this.name)}: wasinfer_abi_version() is ${abi.wasinfer_abi_version()} but its ` +
@@ -249,7 +265,7 @@ export class Model {
    * {name: {data, shape, dtype}} for every output, copied out of the module's memory.
    */
   async run(inputs) {
-    const abi = await this.instance();
+    const abi = await this.#exports();
     const { specs, batch } = this.#check(inputs);
     const memory = abi.memory.buffer;
     specs.forEach(({ spec, data, shape }, i) => {

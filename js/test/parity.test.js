@@ -87,6 +87,18 @@ test("parity with the Python runtime", { skip: SKIP }, async (t) => {
   }
 });
 
+test("modules the runtime refuses at load are refused in its words", { skip: SKIP }, async () => {
+  assert.equal(manifest.refused.length, 2);
+  for (const { file, error, message } of manifest.refused) {
+    if (error === "ModelFault") { // the trap's own words differ between engines
+      await assert.rejects(load(bytesOf(file)), (e) => e.name === "ModelFault" &&
+        e.message.startsWith(message.slice(0, message.indexOf("): ") + 3)));
+    } else {
+      await assert.rejects(load(bytesOf(file)), { name: "Error", message });
+    }
+  }
+});
+
 test("a Node Buffer is taken as the Uint8Array it is", { skip: SKIP }, async () => {
   const entry = manifest.modules.find((m) => m.name === "cnn");
   const model = await load(bytesOf(entry.file));

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper
 
 from tests.artifact.engines import JS, NODE, PLAIN, SymbolicCase, cnn_case, fixed_case, requires_node
 from tests.artifact.test_real_models import _branch_for_other_sizes
+from tests.hostile import string_input_module, trapping_start_module
 from wasinfer.artifact import convert_onnx
 from wasinfer.runtime import InputError, ModelFault, WasmModel, make_engine
 
@@ -137,6 +138,13 @@ def write_parity_set(directory: Path) -> dict[str, Any]:
                         "message": _refusal(WasmModel(module.wasm, PLAIN).run, feeds, ModelFault)}
                        for i, feeds in enumerate(module.faulty)]}
         manifest["modules"].append(entry)
+    # modules that no run should reach: the runtime's reason for refusing each at load
+    for name, wasm in (("strings", string_input_module()), ("trapstart", trapping_start_module())):
+        (directory / f"{name}.wasm").write_bytes(wasm)
+        with pytest.raises((ValueError, ModelFault)) as refused:
+            WasmModel(wasm, PLAIN)
+        manifest.setdefault("refused", []).append({"file": f"{name}.wasm", "error": type(refused.value).__name__,
+                                                   "message": str(refused.value)})
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
