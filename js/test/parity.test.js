@@ -99,13 +99,20 @@ test("modules the runtime refuses at load are refused in its words", { skip: SKI
   }
 });
 
-test("a Node Buffer is taken as the Uint8Array it is", { skip: SKIP }, async () => {
-  const entry = manifest.modules.find((m) => m.name === "cnn");
-  const model = await load(bytesOf(entry.file));
-  const { file, shape } = entry.runs[0].feeds.x;
-  await assert.rejects(model.run({ x: { data: bytesOf(file), shape } }),
-    { name: "InputError", message: "input 'x': expected dtype float32, got uint8" });
-});
+test("what only a JS caller can get wrong is named too: a Buffer, a bare array, data unlike its shape", { skip: SKIP },
+  async () => {
+    const entry = manifest.modules.find((m) => m.name === "cnn");
+    const model = await load(bytesOf(entry.file));
+    const { file, shape } = entry.runs[0].feeds.x;
+    const { data } = tensor(entry.runs[0].feeds.x);
+    const refused = async (x, message) => assert.rejects(model.run({ x }), { name: "InputError", message });
+    await refused({ data: bytesOf(file), shape }, "input 'x': expected dtype float32, got uint8");
+    await refused(data, "input 'x': expected {data, shape} with data a Float32Array (dtype float32), got " +
+      "Float32Array as the value");
+    await refused({ data: data.subarray(1), shape }, "input 'x': shape [1, 1, 8, 8] holds 64 values, got 63");
+    await refused({ data, shape: [1, 1, 8, 8.5] }, "input 'x': shape must be a list of non-negative integers, got " +
+      "[1,1,8,8.5]");
+  });
 
 test("the relaxed-SIMD variant is swapped in for the plain code", { skip: SKIP }, () => {
   const bytes = new Uint8Array(bytesOf("cnn.wasm"));
