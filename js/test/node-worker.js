@@ -1,9 +1,14 @@
-// worker-thread.js in a Node worker thread, for parity.test.js: Node's parentPort in place of a Web Worker's scope.
+// A Node worker thread dressed as a module Web Worker's global scope (what parity.test.js's nodeWorker starts):
+// addEventListener("message") and postMessage on the global over Node's parentPort, and a WorkerGlobalScope that
+// the global is an instance of. worker-thread.js is then imported exactly as a browser's worker runs it.
 import { parentPort } from "node:worker_threads";
 
-import { serve } from "../worker-thread.js";
+globalThis.WorkerGlobalScope = class WorkerGlobalScope {
+  static [Symbol.hasInstance](scope) {
+    return scope === globalThis;
+  }
+};
+globalThis.addEventListener = (type, listener) => parentPort.on(type, (data) => listener({ data }));
+globalThis.postMessage = (message, transfer) => parentPort.postMessage(message, transfer);
 
-serve({
-  addEventListener: (type, listener) => parentPort.on(type, (data) => listener({ data })),
-  postMessage: (message, transfer) => parentPort.postMessage(message, transfer),
-});
+await import("../worker-thread.js");

@@ -159,27 +159,29 @@ function nodeWorker() {
   };
 }
 
-test("a worker runs the model with the same run, and refuses with the same errors", { skip: SKIP }, async () => {
-  for (const entry of manifest.modules.filter((m) => ["digits", "symbolic", "cnn"].includes(m.name))) {
-    const model = await createWorkerModel(bytesOf(entry.file), { worker: nodeWorker() });
-    try {
-      assert.deepEqual(model.inputs, (await load(bytesOf(entry.file))).inputs);
-      for (const [i, run] of entry.runs.entries()) {
-        const feeds = feedsOf(run.feeds);
-        assertSameOutputs(await model.run(feeds, { transfer: i % 2 === 1 }), run.outputs, `${entry.name} worker run ${i}`);
-        const moved = Object.values(feeds).every((t) => t.data.buffer.byteLength === 0);
-        assert.equal(moved, i % 2 === 1, "inputs are moved with {transfer: true} only");
+// (bounded: a worker that never answers would leave its run pending for ever)
+test("a worker runs the model with the same run, and refuses with the same errors", { skip: SKIP, timeout: 60_000 },
+  async () => {
+    for (const entry of manifest.modules.filter((m) => ["digits", "symbolic", "cnn"].includes(m.name))) {
+      const model = await createWorkerModel(bytesOf(entry.file), { worker: nodeWorker() });
+      try {
+        assert.deepEqual(model.inputs, (await load(bytesOf(entry.file))).inputs);
+        for (const [i, run] of entry.runs.entries()) {
+          const feeds = feedsOf(run.feeds);
+          assertSameOutputs(await model.run(feeds, { transfer: i % 2 === 1 }), run.outputs, `${entry.name} worker run ${i}`);
+          const moved = Object.values(feeds).every((t) => t.data.buffer.byteLength === 0);
+          assert.equal(moved, i % 2 === 1, "inputs are moved with {transfer: true} only");
+        }
+        for (const { feeds, message } of entry.errors) {
+          await assert.rejects(model.run(feedsOf(feeds)), { name: "InputError", message });
+        }
+      } finally {
+        model.terminate();
       }
-      for (const { feeds, message } of entry.errors) {
-        await assert.rejects(model.run(feedsOf(feeds)), { name: "InputError", message });
-      }
-    } finally {
-      model.terminate();
     }
-  }
-});
+  });
 
-test("a worker that cannot load the module says why", async () => {
+test("a worker that cannot load the module says why", { timeout: 60_000 }, async () => {
   const worker = nodeWorker();
   try {
     await assert.rejects(createWorkerModel(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]), { worker }),
