@@ -144,6 +144,11 @@ def looping_start_module() -> bytes:
     return _module("loopstart", "(i32.const 0) (drop)", start_body="(loop $forever (br $forever))")
 
 
+def trapping_start_module() -> bytes:
+    """Never finishes instantiating: its start function traps."""
+    return _module("trapstart", "(i32.const 0) (drop)", start_body="(unreachable)")
+
+
 def trapping_module() -> bytes:
     """Traps on every run (an `unreachable` instruction), as a module with a bug would."""
     return _module("trap", "(unreachable)")
