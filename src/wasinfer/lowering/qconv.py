@@ -20,6 +20,21 @@ a zero weight. The activations are multiplied raw, not shifted by x_zero: the co
 inner loop nothing to subtract. Raw uint8 values and int8 weights make i16 pair sums of at most
 2 x 255 x 128, summed exactly in i32 for K < 65000 (QCONV_MAX_K).
 
+A second kernel runs the products on relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s`
+(emitters/qconv.py RELAXED_DOT, in the relaxed code variant only): four signed bytes times four
+7-bit bytes per i32 lane, added to the lane. The weights are its signed operand, made from the
+same packed i16 pairs once per call in scratch (`quad_weight_bytes`: two k pairs' sixteen bytes
+per panel become the panel's k quads in one shuffle), so that the data section stays the plain
+variant's, as attach_relaxed_code requires, and a channel's quad is splatted in its load. The
+activations are the 7-bit operand: each byte split when its tile's block is interleaved,
+x = l + 128 h (uint8) or l - 128 h (int8, two's complement), l = x & 127 and h = x >> 7 (0 or 1),
+so the block holds per k quad [2][width][4] bytes (the l bytes, then the h bytes) and every
+product is exact; the kernel sums l and h apart and joins them once per tile
+(acc_l +/- acc_h << 7). `block_bytes` and `scratch_bytes` make room for either kernel, so both
+builds have one memory layout. Two dots per four products is why it is off by default: where the
+engine lowers the dot to pmaddubsw + pmaddwd + paddd (wasmtime on x86-64), it does twice the
+multiplies of `i32x4.dot_i16x8_s` (docs/compiler.md "int8 on relaxed SIMD").
+
 Tiles: PANEL output channels x 8 positions (8 i32x4 accumulators), or 1 channel x 32 positions
 where a group has one output channel (a depthwise conv the sliding kernel does not take: K is
 small, so a wide tile spreads the tile's setup over more positions). Position tiles start every `width` positions;
@@ -148,16 +163,32 @@ class QConvPlan:
         return 0 if self.direct else self.k_size * self.row_bytes
 
     @property
+    def k_quads(self) -> int:
+        """Steps of the relaxed-SIMD kernel: four k at a time (its last one may hold a single pair)."""
+        return -(-self.k_pairs // 2)
+
+    @property
     def block_bytes(self) -> int:
-        """One position tile's interleaved columns: [KP][width][2] bytes."""
-        return self.k_pairs * self.width * 2
+        """Room for one position tile's interleaved columns in either code variant: the plain
+        kernel's [KP][width][2] bytes, or the relaxed kernel's [KQ][2][width][4] (each k quad's
+        low seven bits, then its top bits), the larger. One size for both, so that the two
+        builds share one memory layout (artifact/variants.py)."""
+        return max(self.k_pairs * self.width * 2, self.k_quads * self.width * 8)
+
+    @property
+    def quad_weight_bytes(self) -> int:
+        """The relaxed kernel's copy of the weights, made once per call from the packed i16 pairs:
+        [groups][panels][KQ][PANEL][4] bytes, each channel's k quad one `v128.load32_splat`."""
+        return self.groups * self.panels * self.k_quads * self.panel * 4
 
     @property
     def scratch_bytes(self) -> int:
+        """Column buffer, blocks and the relaxed kernel's weight quads: the same in both code
+        variants (the plain one leaves the quads' room unused)."""
         if self.sliding:
             plane = self.sliding_plan
             return plane.height * plane.width
-        return self.rows_bytes + len(self.starts) * self.block_bytes
+        return self.rows_bytes + len(self.starts) * self.block_bytes + self.quad_weight_bytes
 
 
 @dataclass(frozen=True)
