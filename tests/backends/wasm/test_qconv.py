@@ -357,9 +357,9 @@ def test_auto_carries_the_relaxed_dot_code_beside_the_plain_one(kernel: str, mon
     """The two builds share their data and memory layout (the relaxed kernels read the plain one's
     packed weights, the narrow kernel's tables are in both, scratch has room for every kernel's
     blocks), so `--simd auto` keeps the relaxed code (attach_relaxed_code would refuse it
-    otherwise), and an engine with relaxed SIMD and one without compute the same outputs: with the
-    split kernel turned on, and with 7-bit weights (`reduce_range`), which take the narrow kernel
-    by default."""
+    otherwise), and an engine with relaxed SIMD, one without and the serving one (whose interrupt
+    rewrite decodes the relaxed code) compute the same outputs: with the split kernel turned on,
+    and with 7-bit weights (`reduce_range`), which take the narrow kernel by default."""
     monkeypatch.setattr(qconv_emitter, "RELAXED_DOT", kernel == "split")
     model = mobilenet_like()
     name = model.graph.input[0].name
@@ -375,6 +375,8 @@ def test_auto_carries_the_relaxed_dot_code_beside_the_plain_one(kernel: str, mon
     with_dot = WasmModel(result.wasm).run(samples[0])[output]
     without = WasmModel(result.wasm, engine=make_engine(relaxed_simd=False)).run(samples[0])[output]
     np.testing.assert_array_equal(with_dot, without)
+    served = WasmModel(result.wasm, deadline_seconds=60).run(samples[0])[output]  # rewritten for deadlines
+    np.testing.assert_array_equal(served, without)
 
 
 def _int8_weights(model: onnx.ModelProto) -> np.ndarray:
