@@ -20,6 +20,26 @@ a zero weight. The activations are multiplied raw, not shifted by x_zero: the co
 inner loop nothing to subtract. Raw uint8 values and int8 weights make i16 pair sums of at most
 2 x 255 x 128, summed exactly in i32 for K < 65000 (QCONV_MAX_K).
 
+In the relaxed code variant, weights that fit 7 bits after a per-channel shift (`narrow_weights`:
+ONNX Runtime's `reduce_range` weights, mostly) run on relaxed SIMD's
+`i32x4.relaxed_dot_i8x16_i7x16_add_s` (four signed bytes times four 7-bit bytes per i32 lane,
+added to the lane) with the activations as the signed operand: one dot per four products,
+measured 1.06-1.56x the plain kernel on x86-64 (`NarrowWeights` has the algebra). Any other
+weights may take a second relaxed kernel (emitters/qconv.py RELAXED_DOT, off by default).
+Both make the weights into byte quads from the same packed i16 pairs, once per call in scratch
+(`quad_weight_bytes`: two k pairs' sixteen bytes per panel become the panel's k quads in one
+shuffle), so that the data section stays the plain variant's, as attach_relaxed_code requires,
+and a channel's quad is splatted in its load. In the second kernel the weights are the signed
+operand and the activations the 7-bit one: each byte split when its tile's block is interleaved,
+x = l + 128 h (uint8) or l - 128 h (int8, two's complement), l = x & 127 and h = x >> 7 (0 or 1),
+so the block holds per k quad [2][width][4] bytes (the l bytes, then the h bytes) and every
+product is exact; the kernel sums l and h apart and joins them once per tile
+(acc_l +/- acc_h << 7). `block_bytes` and `scratch_bytes` make room for either kernel, so both
+builds have one memory layout (the narrow kernel's per-channel tables are placed by both builds
+too). Two dots per four products is why the second kernel is off by default: where the
+engine lowers the dot to pmaddubsw + pmaddwd + paddd (wasmtime on x86-64), it does twice the
+multiplies of `i32x4.dot_i16x8_s` (docs/compiler.md "int8 on relaxed SIMD").
+
 Tiles: PANEL output channels x 8 positions (8 i32x4 accumulators), or 1 channel x 32 positions
 where a group has one output channel (a depthwise conv the sliding kernel does not take: K is
 small, so a wide tile spreads the tile's setup over more positions). Position tiles start every `width` positions;
@@ -148,16 +168,32 @@ class QConvPlan:
         return 0 if self.direct else self.k_size * self.row_bytes
 
     @property
+    def k_quads(self) -> int:
+        """Steps of the relaxed-SIMD kernel: four k at a time (its last one may hold a single pair)."""
+        return -(-self.k_pairs // 2)
+
+    @property
     def block_bytes(self) -> int:
-        """One position tile's interleaved columns: [KP][width][2] bytes."""
-        return self.k_pairs * self.width * 2
+        """Room for one position tile's interleaved columns in either code variant: the plain
+        kernel's [KP][width][2] bytes, or the relaxed kernel's [KQ][2][width][4] (each k quad's
+        low seven bits, then its top bits), the larger. One size for both, so that the two
+        builds share one memory layout (artifact/variants.py)."""
+        return max(self.k_pairs * self.width * 2, self.k_quads * self.width * 8)
+
+    @property
+    def quad_weight_bytes(self) -> int:
+        """The relaxed kernel's copy of the weights, made once per call from the packed i16 pairs:
+        [groups][panels][KQ][PANEL][4] bytes, each channel's k quad one `v128.load32_splat`."""
+        return self.groups * self.panels * self.k_quads * self.panel * 4
 
     @property
     def scratch_bytes(self) -> int:
+        """Column buffer, blocks and the relaxed kernel's weight quads: the same in both code
+        variants (the plain one leaves the quads' room unused)."""
         if self.sliding:
             plane = self.sliding_plan
             return plane.height * plane.width
-        return self.rows_bytes + len(self.starts) * self.block_bytes
+        return self.rows_bytes + len(self.starts) * self.block_bytes + self.quad_weight_bytes
 
 
 @dataclass(frozen=True)
@@ -223,6 +259,36 @@ def folded_bias(w: np.ndarray, bias: np.ndarray, x_zero: int) -> np.ndarray:
     return folded
 
 
+@dataclass(frozen=True)
+class NarrowWeights:
+    """Weights that fit relaxed SIMD's 7-bit operand after a per-channel shift: b = w - offset[m]
+    in 0..127 for every weight and for the zero padding (offset[m] = min(0, min_k w[m, k])), as
+    ONNX Runtime's `reduce_range` weights (-64..64) do unless a channel holds both -64 and 64.
+    The relaxed kernel then takes the activations as the signed operand (uint8 shifted to int8 by
+    x ^ 0x80, s = x - 128) and needs one dot per four products:
+        sum_k w x = sum_k b s + offset[m] * sum_k s + (128 * sum_k w for uint8)
+    `offsets` and `biases` (the folded bias plus that last term) are int32 per channel; `quad_offsets`
+    repeats each channel's offset four times per panel ([groups][panels][PANEL x 4] int8), what
+    `_weight_quads` subtracts from a panel's weight quads."""
+
+    offsets: np.ndarray
+    biases: np.ndarray
+    quad_offsets: np.ndarray
+
+
+def narrow_weights(w: np.ndarray, folded: np.ndarray, signed_x: bool, plan: QConvPlan) -> NarrowWeights | None:
+    """The shift that makes every channel's weights 7-bit, or None where a channel spans more than 128 values."""
+    flat = w.reshape(w.shape[0], -1).astype(np.int64)
+    offsets = np.minimum(flat.min(axis=1), 0)
+    if (np.maximum(flat.max(axis=1), 0) - offsets).max() > 127:
+        return None
+    biases = folded.astype(np.int64) + (0 if signed_x else 128 * flat.sum(axis=1))
+    padded = np.zeros((plan.groups, plan.panels * plan.panel), np.int8)
+    padded[:, :plan.group_out] = offsets.reshape(plan.groups, plan.group_out)
+    quad_offsets = np.repeat(padded, 4, axis=1).reshape(-1)
+    return NarrowWeights(offsets.astype(np.int32), biases.astype(np.int32), np.ascontiguousarray(quad_offsets))
+
+
 def fits(plan: QConvPlan) -> bool:
     """Whether the kernel runs this conv exactly (ops/quantized.py: QCONV_MAX_TAPS, QCONV_MAX_K)."""
     return plan.taps <= QCONV_MAX_TAPS and plan.k_size < QCONV_MAX_K and plan.positions > 0
@@ -255,5 +321,5 @@ def reference(x: np.ndarray, x_zero: int, w: np.ndarray, bias: np.ndarray, scale
     return out
 
 
-__all__ = ["PANEL", "QConvPlan", "SlidingPlan", "fits", "folded_bias", "pack_sliding_weights", "pack_weights",
-           "qconv_plan", "reference"]
+__all__ = ["PANEL", "NarrowWeights", "QConvPlan", "SlidingPlan", "fits", "folded_bias", "narrow_weights",
+           "pack_sliding_weights", "pack_weights", "qconv_plan", "reference"]

@@ -5,6 +5,7 @@ QDQ graphs with extreme values. Differences are counted in output quantization s
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,11 @@ from tests.parity import graph_model, ort_run
 from tests.tflite_builder import TfliteBuilder, run_litert
 from wasinfer.artifact import convert_onnx
 from wasinfer.artifact.convert import convert_model
+from wasinfer.artifact.metadata import read_metadata, sections
+from wasinfer.artifact.variants import has_relaxed_code, select_code
+from wasinfer.backends.wasm.emitters import qconv as qconv_emitter
 from wasinfer.lowering.qconv import reference
-from wasinfer.runtime import WasmModel
+from wasinfer.runtime import WasmModel, make_engine
 
 rng = np.random.default_rng(31)
 
@@ -53,12 +57,14 @@ def _conv(x_shape: tuple[int, ...], out_channels: int, kernel: tuple[int, ...], 
 
 
 def _quantize(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], tmp: Path, per_channel: bool,
-              activations: QuantType, quant_format: QuantFormat = QuantFormat.QDQ) -> onnx.ModelProto:
+              activations: QuantType, quant_format: QuantFormat = QuantFormat.QDQ,
+              reduce_range: bool = False) -> onnx.ModelProto:
     onnx.save(model, tmp / "float.onnx")
     logging.disable(logging.WARNING)  # the quantizer's advice to pre-process the model
     try:
         quantize_static(tmp / "float.onnx", tmp / "q.onnx", _Samples(samples), per_channel=per_channel,
-                        quant_format=quant_format, activation_type=activations, weight_type=QuantType.QInt8)
+                        quant_format=quant_format, activation_type=activations, weight_type=QuantType.QInt8,
+                        reduce_range=reduce_range)
     finally:
         logging.disable(logging.NOTSET)
     return onnx.load(tmp / "q.onnx")
@@ -260,3 +266,187 @@ def test_depthwise_sliding_kernel_is_exact(stride: int, kernel: tuple[int, int],
                      groups=channels)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, ort_run(model, {"x": x})[0])
+
+
+RELAXED_DOT_OP = b"\xfd\x93\x02"  # i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113)
+
+
+@pytest.fixture
+def relaxed_dot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relaxed code variant's convs on the 8-bit relaxed dot (emitters/qconv.py RELAXED_DOT)."""
+    monkeypatch.setattr(qconv_emitter, "RELAXED_DOT", True)
+
+
+def _plain_and_relaxed(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The model's output from its plain-SIMD build and from its relaxed one (which must use the dot)."""
+    plain, relaxed = convert_onnx(model, simd="plain"), convert_onnx(model, simd="relaxed")
+    assert "QConvInt8" in plain.stats["ops"], plain.stats["ops"]  # type: ignore[operator]
+    assert RELAXED_DOT_OP in relaxed.wasm and RELAXED_DOT_OP not in plain.wasm
+    output = model.graph.output[0].name
+    return WasmModel(plain.wasm).run(feeds)[output], WasmModel(relaxed.wasm).run(feeds)[output]
+
+
+# the GEMM-shaped convs (the relaxed dot's): a k quad's tail of 1, 2 and 3 rows, pointwise read in
+# place and through the column buffer, 1 and several panels of output channels with a partial last
+# one, position tails, a group of one output channel (1 x 32 tiles), stride 2, pads, dilation, 1-D
+RELAXED_CASES = {name: CASES[name] for name in ("3x3_first_layer", "pointwise_odd", "3x3_stride2", "stride2_rows_of_9",
+                                                "grouped_dilated", "asymmetric_pads", "one_d", "tiny_pointwise",
+                                                "same_upper_stride2")}
+RELAXED_CASES["depthwise_narrow"] = ((1, 6, 5, 3), 6, (3, 3), {"group": 6, "pads": [1, 1, 1, 1]})
+RELAXED_CASES["pointwise_k18"] = ((2, 18, 4, 5), 9, (1, 1), {})
+
+
+@pytest.mark.parametrize("activations,per_channel", [(QuantType.QUInt8, True), (QuantType.QInt8, False)],
+                         ids=["u8_per_channel", "s8_per_tensor"])
+def test_the_relaxed_dot_kernel_equals_the_plain_one_and_onnx_runtime(relaxed_dot: None, activations: QuantType,
+                                                                       per_channel: bool, tmp_path: Path) -> None:
+    """Models onnxruntime.quantization writes: the relaxed build's outputs are the plain build's
+    bit for bit and within one step of ONNX Runtime's."""
+    worst: dict[str, float] = {}
+    for name, (x_shape, out_channels, kernel, attrs) in RELAXED_CASES.items():
+        model = _conv(x_shape, out_channels, kernel, **attrs)
+        samples = [{"x": rng.random(x_shape, np.float32) * 2 - 0.5} for _ in range(3)]
+        quantized = _quantize(model, samples, tmp_path, per_channel, activations)
+        plain, relaxed = _plain_and_relaxed(quantized, samples[0])
+        np.testing.assert_array_equal(relaxed, plain, err_msg=name)
+        worst[name] = _steps(quantized, relaxed, ort_run(quantized, samples[0])[0])
+    assert max(worst.values()) <= 1, worst
+
+
+@pytest.mark.parametrize("x_dtype,y_dtype", [(np.int8, np.int8), (np.uint8, np.uint8), (np.uint8, np.int8)])
+@pytest.mark.parametrize("channels", [5, 6, 7, 16])
+def test_the_relaxed_dot_kernel_is_exact_at_the_extremes(relaxed_dot: None, x_dtype: type, y_dtype: type,
+                                                         channels: int) -> None:
+    """X at its range's ends (every byte's top bit set or not: both halves of the split) and W at
+    ±127/-128, K = 9 x channels (a last k quad of 1, 2, 3 rows or none), pads, stride 2, outputs
+    saturating both ways: the relaxed build equals the kernel's reference, the plain build and
+    ONNX Runtime, bit for bit."""
+    m = 11
+    info = np.iinfo(x_dtype)
+    x = rng.choice(np.array([info.min, info.max], x_dtype), (1, channels, 13, 10))
+    x[0, 0] = rng.integers(info.min, info.max + 1, (13, 10))
+    w = rng.choice(np.array([-128, 127, -127], np.int8), (m, channels, 3, 3))
+    w[0] = rng.integers(-128, 128, (channels, 3, 3))
+    x_zero = 3 if x_dtype == np.int8 else 131
+    y_zero = -5 if y_dtype == np.int8 else 122
+    x_scale, y_scale = np.float32(0.02), np.float32(0.3)
+    w_scale = rng.uniform(0.001, 0.01, m).astype(np.float32)
+    bias = rng.integers(-2**20, 2**20, m).astype(np.int32)
+    inits = {"w": w, "w_scale": w_scale, "x_scale": x_scale, "x_zero": np.array(x_zero, x_dtype),
+             "y_scale": y_scale, "y_zero": np.array(y_zero, y_dtype), "bias": bias,
+             "bias_scale": (x_scale * w_scale).astype(np.float32)}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
+             helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
+             helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=[2, 2], pads=[1, 2, 1, 0]),
+             helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y"], inits)
+    plain, relaxed = _plain_and_relaxed(model, {"x": x})
+    multiplier = (x_scale * w_scale).astype(np.float32) / y_scale
+    want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=(2, 2), pads=(1, 2, 1, 0))
+    np.testing.assert_array_equal(relaxed, want)
+    np.testing.assert_array_equal(plain, want)
+    info_y = np.iinfo(y_dtype)
+    assert (relaxed == info_y.min).any() and (relaxed == info_y.max).any()  # saturated both ways
+    np.testing.assert_array_equal(relaxed, ort_run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("kernel", ["split", "narrow"])
+def test_auto_carries_the_relaxed_dot_code_beside_the_plain_one(kernel: str, monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """The two builds share their data and memory layout (the relaxed kernels read the plain one's
+    packed weights, the narrow kernel's tables are in both, scratch has room for every kernel's
+    blocks), so `--simd auto` keeps the relaxed code (attach_relaxed_code would refuse it
+    otherwise), and an engine with relaxed SIMD, one without and the serving one (whose interrupt
+    rewrite decodes the relaxed code) compute the same outputs: with the split kernel turned on,
+    and with 7-bit weights (`reduce_range`), which take the narrow kernel by default."""
+    monkeypatch.setattr(qconv_emitter, "RELAXED_DOT", kernel == "split")
+    model = mobilenet_like()
+    name = model.graph.input[0].name
+    samples = [{name: rng.random((1, 3, 32, 32), np.float32)} for _ in range(3)]
+    quantized = _quantize(model, samples, tmp_path, True, QuantType.QUInt8, reduce_range=kernel == "narrow")
+    result = convert_onnx(quantized)
+    assert json.loads(read_metadata(result.wasm).to_json())["compile_options"]["simd"] == "auto"
+    assert has_relaxed_code(result.wasm)
+    code = {relaxed: next(payload for sid, payload in sections(select_code(result.wasm, relaxed)) if sid == 10)
+            for relaxed in (True, False)}
+    assert RELAXED_DOT_OP in code[True] and RELAXED_DOT_OP not in code[False]
+    output = quantized.graph.output[0].name
+    with_dot = WasmModel(result.wasm).run(samples[0])[output]
+    without = WasmModel(result.wasm, engine=make_engine(relaxed_simd=False)).run(samples[0])[output]
+    np.testing.assert_array_equal(with_dot, without)
+    served = WasmModel(result.wasm, deadline_seconds=60).run(samples[0])[output]  # rewritten for deadlines
+    np.testing.assert_array_equal(served, without)
+
+
+def _int8_weights(model: onnx.ModelProto) -> np.ndarray:
+    """The quantized conv weight of a one-conv model the quantizer wrote."""
+    found = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8 and
+             len(i.dims) >= 3]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize("activations,per_channel", [(QuantType.QUInt8, True), (QuantType.QInt8, True),
+                                                     (QuantType.QUInt8, False)],
+                         ids=["u8_per_channel", "s8_per_channel", "u8_per_tensor"])
+def test_seven_bit_weights_take_the_relaxed_dot_by_default(activations: QuantType, per_channel: bool,
+                                                           tmp_path: Path) -> None:
+    """ONNX Runtime's `reduce_range` weights (-64..64): where every channel's weights lie within
+    128 values (lowering/qconv.py narrow_weights), the relaxed build runs the narrow kernel (one
+    relaxed dot per four products) with RELAXED_DOT off; its outputs are the plain build's bit
+    for bit and within one step of ONNX Runtime's; a conv whose weights do not fit keeps the
+    plain kernel."""
+    used = 0
+    for name, (x_shape, out_channels, kernel, attrs) in RELAXED_CASES.items():
+        model = _conv(x_shape, out_channels, kernel, **attrs)
+        samples = [{"x": rng.random(x_shape, np.float32) * 2 - 0.5} for _ in range(3)]
+        quantized = _quantize(model, samples, tmp_path, per_channel, activations, reduce_range=True)
+        w = _int8_weights(quantized).reshape(out_channels, -1).astype(np.int64)
+        fits = (np.maximum(w.max(axis=1), 0) - np.minimum(w.min(axis=1), 0)).max() <= 127
+        relaxed = convert_onnx(quantized, simd="relaxed").wasm
+        assert (RELAXED_DOT_OP in relaxed) == fits, name
+        used += fits
+        got = WasmModel(relaxed).run(samples[0])["y"]
+        np.testing.assert_array_equal(got, WasmModel(convert_onnx(quantized, simd="plain").wasm).run(samples[0])["y"],
+                                      err_msg=name)
+        assert _steps(quantized, got, ort_run(quantized, samples[0])[0]) <= 1, name
+    assert used >= len(RELAXED_CASES) // 2, used  # most reduce_range weights fit
+
+
+@pytest.mark.parametrize("x_dtype,y_dtype", [(np.int8, np.int8), (np.uint8, np.uint8), (np.uint8, np.int8)])
+@pytest.mark.parametrize("window", [(-64, 63), (-10, 117), (3, 127), (-127, -3)])
+def test_the_narrow_kernel_is_exact_at_the_extremes(x_dtype: type, y_dtype: type, window: tuple[int, int]) -> None:
+    """7-bit weight windows at their ends (negative, positive only: the offset is 0 or the
+    channel's minimum), X at its range's ends, K = 9 x 6 (a last k quad of 2 rows) and a
+    pointwise K of 17 (1 row), pads, stride 2, outputs saturating both ways: bit for bit the
+    kernel's reference, the plain build and ONNX Runtime."""
+    for channels, kernel, pads, strides in ((6, (3, 3), (1, 2, 1, 0), (2, 2)), (17, (1, 1), (0, 0, 0, 0), (1, 1))):
+        m = 11
+        info = np.iinfo(x_dtype)
+        x = rng.choice(np.array([info.min, info.max], x_dtype), (1, channels, 13, 10))
+        x[0, 0] = rng.integers(info.min, info.max + 1, (13, 10))
+        w = rng.choice(np.array(window, np.int8), (m, channels, *kernel))
+        w[0] = rng.integers(window[0], window[1] + 1, (channels, *kernel))
+        x_zero = 3 if x_dtype == np.int8 else 131
+        y_zero = -5 if y_dtype == np.int8 else 122
+        x_scale, y_scale = np.float32(0.02), np.float32(0.3)
+        w_scale = rng.uniform(0.001, 0.01, m).astype(np.float32)
+        bias = rng.integers(-2**20, 2**20, m).astype(np.int32)
+        inits = {"w": w, "w_scale": w_scale, "x_scale": x_scale, "x_zero": np.array(x_zero, x_dtype),
+                 "y_scale": y_scale, "y_zero": np.array(y_zero, y_dtype), "bias": bias,
+                 "bias_scale": (x_scale * w_scale).astype(np.float32)}
+        nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
+                 helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
+                 helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
+                 helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=list(strides), pads=list(pads)),
+                 helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
+        model = graph_model(nodes, {"x": x}, ["y"], inits)
+        plain, relaxed = _plain_and_relaxed(model, {"x": x})
+        multiplier = (x_scale * w_scale).astype(np.float32) / y_scale
+        want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=strides, pads=pads)
+        np.testing.assert_array_equal(relaxed, want)
+        np.testing.assert_array_equal(plain, want)
+        np.testing.assert_array_equal(relaxed, ort_run(model, {"x": x})[0])
+        info_y = np.iinfo(y_dtype)
+        assert (relaxed == info_y.min).any() and (relaxed == info_y.max).any()  # saturated both ways

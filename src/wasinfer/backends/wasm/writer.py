@@ -93,6 +93,7 @@ MEMORY = {
     "v128.load8x8_s": (b"\xfd" + uleb(1), 3), "v128.load8x8_u": (b"\xfd" + uleb(2), 3),
     "v128.load32_splat": (b"\xfd" + uleb(9), 2),
     "v128.load64_zero": (b"\xfd" + uleb(93), 3),  # 8 bytes into the low half, the high half zero
+    "v128.load32_zero": (b"\xfd" + uleb(92), 2),  # 4 bytes into lane 0, the rest zero
 }
 
 SIMD = {
@@ -138,7 +139,10 @@ SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
              "i32x4.dot_i16x8_s": 186, "i8x16.narrow_i16x8_u": 102, "i16x8.narrow_i32x4_u": 134,
              # sums of adjacent lanes, widened (emitters/qelementwise.py's pool)
              "i16x8.extadd_pairwise_i8x16_s": 124, "i16x8.extadd_pairwise_i8x16_u": 125,
-             "i32x4.extadd_pairwise_i16x8_s": 126, "i32x4.extadd_pairwise_i16x8_u": 127})
+             "i32x4.extadd_pairwise_i16x8_s": 126, "i32x4.extadd_pairwise_i16x8_u": 127,
+             # relaxed SIMD's 8-bit dot (the int8 kernels' relaxed variant): per i32 lane, c + the four
+             # products of a's signed bytes and b's 7-bit ones; and the byte shift that splits b off
+             "i32x4.relaxed_dot_i8x16_i7x16_add_s": 0x113, "i8x16.shr_u": 109})
 LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
                  "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
                  "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})

@@ -17,6 +17,19 @@ The micro-kernel, per k pair of a PANEL x 8 tile: 2 `v128.load8x8` (the block's 
 eight positions' (x[k, p], x[k+1, p]) pairs widened to i16 in the load), 4 `v128.load32_splat`
 of the channels' weight pairs, 8 `i32x4.dot_i16x8_s` + 8 `i32x4.add`: 64 multiply-adds (the k
 loop unrolled twice: unrolling a short K whole measured slower, 1.5x on a 32-channel pointwise conv).
+
+The relaxed code variant runs the column-buffer convs on relaxed SIMD's 8-bit dot where it pays
+(lowering/qconv.py): the weights become byte quads in scratch once per call (`_weight_quads`),
+then
+- 7-bit weights (`narrow_weights`, e.g. ONNX Runtime's reduce_range): the blocks hold each k
+  quad's activations as int8 plus each position's sum (`_interleave_narrow`), and per k quad of a
+  PANEL x 8 tile: 2 loads, 4 `v128.load32_splat` of the channels' shifted quads and 8
+  `i32x4.relaxed_dot_i8x16_i7x16_add_s`, 128 multiply-adds (`_tile_narrow`); 1.06-1.56x the
+  plain kernel per conv on x86-64;
+- any other weights only with RELAXED_DOT: the activations split into l and h bytes
+  (`_interleave_split`, `_tile_relaxed`), two dots per four products, slower than the plain
+  kernel on x86-64 (see RELAXED_DOT).
+The sliding depthwise kernel has no relaxed form.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from wasinfer.lowering.qconv import (
     SlidingPlan,
     fits,
     folded_bias,
+    narrow_weights,
     pack_sliding_weights,
     pack_weights,
     qconv_plan,
@@ -44,6 +58,20 @@ QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
 BYTE_PAIRS = tuple(i // 2 + 16 * (i % 2) for i in range(16))  # two rows' eight bytes, interleaved
 EVEN_BYTES = tuple(2 * i % 16 for i in range(16))  # bytes 0, 2, .. 14 (twice)
 ODD_BYTES = tuple(2 * i % 16 + 1 for i in range(16))  # bytes 1, 3, .. 15 (twice)
+# two byte-pair vectors (rows 4q, 4q+1 and 4q+2, 4q+3 of eight positions) → each position's quad
+QUADS_LOW = tuple(2 * (i // 4) + i % 2 + 16 * (i % 4 // 2) for i in range(16))  # positions 0-3
+QUADS_HIGH = tuple(lane + 8 for lane in QUADS_LOW)  # positions 4-7
+# a panel's i16 weight pairs for k pairs 2q (first operand) and 2q+1 (second) → each channel's
+# four weights (w[4q] .. w[4q+3]) as bytes, channel after channel: the low byte of each i16
+PANEL_QUADS = tuple(4 * (i // 4) + 2 * (i % 2) + 16 * (i % 4 // 2) for i in range(16))
+# The relaxed code variant's convolutions of 8-bit weights on `i32x4.relaxed_dot_i8x16_i7x16_add_s`
+# (`_tile_relaxed`; 7-bit weights take `_tile_narrow` regardless).
+# Off: exact 8-bit activations need two of those dots per four products (l and h), and wasmtime
+# 51 lowers each to pmaddubsw + pmaddwd + paddd on x86-64 (no VNNI, even where the CPU has it),
+# two multiplies where `i32x4.dot_i16x8_s` needs one: measured 0.73-0.86x the plain kernel's speed
+# (docs/compiler.md "int8 on relaxed SIMD"). Meant for engines whose relaxed dot is one
+# instruction (aarch64's sdot, VNNI's vpdpbusd); the tests run it with this on.
+RELAXED_DOT = False
 ROUNDER = 12582912.0  # 1.5 * 2^23
 ROUNDER_BITS = 0x4B400000  # its float32 bits
 
@@ -104,7 +132,8 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
     x_zero = int(graph.constants[x_zero_name].reshape(()))
     y_zero = int(graph.constants[y_zero_name].reshape(()))
     w = graph.constants[w_name]
-    biases = ctx.data(folded_bias(w, graph.constants[bias_name], x_zero))
+    folded = folded_bias(w, graph.constants[bias_name], x_zero)
+    biases = ctx.data(folded)
     scales = ctx.data(graph.constants[scale_name].astype(np.float32))
     info = np.iinfo(y_dtype)
     lo, hi = (int(graph.constants[b].reshape(())) for b in node.inputs[6:]) if len(node.inputs) == 8 else (
@@ -116,22 +145,42 @@ def emit_qconv(ctx: Ctx, node: Node) -> None:
         _sliding(f, plan, ctx.data(pack_sliding_weights(w, plan)), x, y, ctx.scratch_addr, x_zero, sign, requant)
         return
     weights = ctx.data(pack_weights(w, plan))
+    blocks = ctx.scratch_addr + plan.rows_bytes
+    quads = blocks + len(plan.starts) * plan.block_bytes
+    shift = narrow_weights(w, folded, sign == "s", plan)
+    narrow: _Narrow | None = None
+    if shift is not None:  # placed in both builds, which must have the same data
+        narrow = _Narrow(ctx.data(shift.offsets), ctx.data(shift.biases), ctx.data(shift.quad_offsets))
+    kernel = "plain"
+    if ctx.relaxed_simd:
+        kernel = "narrow" if narrow is not None else "split" if RELAXED_DOT else "plain"
+    relaxed = kernel != "plain"
+    if relaxed:
+        _weight_quads(f, plan, weights, quads, narrow.quad_offsets if kernel == "narrow" and narrow else None)
 
     sample, group, xg, yg, wg, tg, cols = (f.local(I32) for _ in range(7))
     with f.for_range(sample, 0, plan.batch), f.for_range(group, 0, plan.groups):
         f.get(sample).i32(plan.groups).op("i32.mul").get(group).op("i32.add").set(tg)  # (sample, group) index
         f.get(tg).i32(plan.group_in * plan.in_positions).op("i32.mul").i32(x).op("i32.add").set(xg)
         f.get(tg).i32(plan.group_out * plan.positions).op("i32.mul").i32(y).op("i32.add").set(yg)
-        f.get(group).i32(plan.group_weight_bytes).op("i32.mul").i32(weights).op("i32.add").set(wg)
+        if relaxed:
+            f.get(group).i32(plan.panels * plan.k_quads * plan.panel * 4).op("i32.mul").i32(quads).op("i32.add")
+        else:
+            f.get(group).i32(plan.group_weight_bytes).op("i32.mul").i32(weights).op("i32.add")
+        f.set(wg)
         f.get(group).i32(plan.group_out * 4).op("i32.mul").set(tg)  # the group's first channel in the tables
         if plan.direct:
             f.get(xg).set(cols)
         else:
             _columns(f, plan, xg, ctx.scratch_addr, x_zero)
             f.i32(ctx.scratch_addr).set(cols)
-        blocks = ctx.scratch_addr + plan.rows_bytes
-        _interleave(f, plan, cols, blocks)
-        _product(f, plan, blocks, wg, yg, tg, sign, requant)
+        if kernel == "narrow":
+            _interleave_narrow(f, plan, cols, blocks, sign)
+        elif kernel == "split":
+            _interleave_split(f, plan, cols, blocks)
+        else:
+            _interleave(f, plan, cols, blocks)
+        _product(f, plan, blocks, wg, yg, tg, sign, requant, kernel, narrow)
 
 
 def _sliding(f: Func, plan: QConvPlan, weights: int, x: int, y: int, plane: int, x_zero: int, sign: str,
@@ -312,6 +361,151 @@ def _interleave(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
         block()
 
 
+def _weight_quads(f: Func, plan: QConvPlan, weights: int, quads: int, offsets: int | None) -> None:
+    """The packed i16 weight pairs ([groups][panels][KP][PANEL][2]) as bytes in k quads
+    ([groups][panels][KQ][PANEL][4], `quad_weight_bytes`); a lone last pair's quad ends in zeros.
+    With `offsets` (NarrowWeights.quad_offsets), each channel's offset subtracted: b = w - offset."""
+    flat, src, dst, end, at = (f.local(I32) for _ in range(5))
+    pair_bytes = plan.panel * 4  # one k pair of a panel
+    whole, single = divmod(plan.k_pairs, 2)
+
+    def shifted() -> None:
+        if offsets is not None:
+            f.get(at).mem("v128.load32_splat" if plan.panel == 1 else "v128.load", offset=offsets, align=0)
+            f.op("i8x16.sub")
+
+    def quad(lone: bool) -> None:
+        if plan.panel == 1:  # one channel: its pairs are consecutive i16
+            f.get(dst).get(src).mem("v128.load32_zero" if lone else "v128.load64_zero", align=0).v128(bytes(16))
+            f.shuffle8((0, 2, 4, 6) * 4)
+            shifted()
+            f.lane("i32x4.extract_lane", 0).mem("i32.store", align=0)
+            return
+        f.get(dst).get(src).mem("v128.load", align=0)  # k pair 2q, then 2q + 1: each i16's low byte
+        if lone:
+            f.v128(bytes(16))
+        else:
+            f.get(src).mem("v128.load", offset=pair_bytes, align=0)
+        f.shuffle8(PANEL_QUADS)
+        shifted()
+        f.mem("v128.store", align=0)
+
+    f.i32(weights).set(src)
+    f.i32(quads).set(dst)
+    with f.for_range(flat, 0, plan.groups * plan.panels):
+        f.get(flat).i32(plan.panel * 4).op("i32.mul").set(at)  # the panel's quad offsets
+        if whole:
+            f.get(src).i32(whole * 2 * pair_bytes).op("i32.add").set(end)
+            with f.block(b"\x03"):
+                quad(False)
+                f.inc(src, 2 * pair_bytes).inc(dst, pair_bytes)
+                f.get(src).get(end).op("i32.lt_u").br_if(0)
+        if single:
+            quad(True)
+            f.inc(src, pair_bytes).inc(dst, pair_bytes)
+
+
+def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
+    """The relaxed kernel's blocks: per k quad, the tile's positions' four bytes (rows 4q .. 4q+3;
+    rows past K repeat row K-1, against zero weights), as their low seven bits, then their top bits."""
+    tile, src, dst, end = (f.local(I32) for _ in range(4))
+    ab, cd, quad = f.local(V128), f.local(V128), f.local(V128)
+    whole, last = plan.k_size // 4, plan.k_size % 4
+    half_bytes = plan.width * 4  # a quad's l bytes, then as many h bytes
+
+    def quad_rows(rows_read: tuple[int, int, int, int]) -> None:
+        """One k quad from the rows at src + r * row_bytes for r in rows_read, to dst."""
+        for half in range(plan.width // 8):
+            for target, (first, second) in ((ab, rows_read[:2]), (cd, rows_read[2:])):
+                f.get(src).mem("v128.load64_zero", offset=first * plan.row_bytes + 8 * half, align=0)
+                f.get(src).mem("v128.load64_zero", offset=second * plan.row_bytes + 8 * half, align=0)
+                f.shuffle8(BYTE_PAIRS).set(target)
+            for part, lanes in enumerate((QUADS_LOW, QUADS_HIGH)):  # positions 8 half + 0-3, 4-7
+                f.get(ab).get(cd).shuffle8(lanes).set(quad)
+                at = 32 * half + 16 * part
+                f.get(dst).get(quad).v128(bytes([0x7F] * 16)).op("v128.and").mem("v128.store", offset=at, align=0)
+                f.get(dst).get(quad).i32(7).op("i8x16.shr_u").mem("v128.store", offset=half_bytes + at, align=0)
+
+    def block() -> None:
+        """The block at dst of the positions from src."""
+        if whole:
+            f.get(dst).i32(whole * plan.width * 8).op("i32.add").set(end)
+            with f.block(b"\x03"):
+                quad_rows((0, 1, 2, 3))
+                f.inc(src, 4 * plan.row_bytes).inc(dst, plan.width * 8)
+                f.get(dst).get(end).op("i32.lt_u").br_if(0)
+        if last:
+            quad_rows((0, min(1, last - 1), min(2, last - 1), last - 1))
+
+    with f.for_range(tile, 0, plan.regular):
+        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
+        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
+        block()
+    for index in range(plan.regular, len(plan.starts)):
+        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
+        f.i32(blocks + index * plan.block_bytes).set(dst)
+        block()
+
+
+def _interleave_narrow(f: Func, plan: QConvPlan, rows: int, blocks: int, sign: str) -> None:
+    """The narrow kernel's blocks: per k quad, the tile's positions' four bytes as int8 (uint8
+    shifted by x ^ 0x80), [KQ][width][4]; then each position's sum of them over every quad, i32,
+    which the kernel multiplies by the channel's weight offset. Rows past K repeat row K-1 (their
+    weights are 0, b = -offset: the sum counts them as the dots do)."""
+    tile, src, dst, end = (f.local(I32) for _ in range(4))
+    ab, cd, quad, ones = f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    sums = [f.local(V128) for _ in range(plan.width // 4)]
+    whole, last = plan.k_size // 4, plan.k_size % 4
+    f.v128(bytes([1] * 16)).set(ones)
+
+    def quad_rows(rows_read: tuple[int, int, int, int]) -> None:
+        for half in range(plan.width // 8):
+            for target, (first, second) in ((ab, rows_read[:2]), (cd, rows_read[2:])):
+                f.get(src).mem("v128.load64_zero", offset=first * plan.row_bytes + 8 * half, align=0)
+                f.get(src).mem("v128.load64_zero", offset=second * plan.row_bytes + 8 * half, align=0)
+                f.shuffle8(BYTE_PAIRS).set(target)
+            for part, lanes in enumerate((QUADS_LOW, QUADS_HIGH)):  # positions 8 half + 0-3, 4-7
+                f.get(ab).get(cd).shuffle8(lanes)
+                if sign == "u":
+                    f.v128(bytes([0x80] * 16)).op("v128.xor")
+                f.set(quad)
+                f.get(dst).get(quad).mem("v128.store", offset=32 * half + 16 * part, align=0)
+                total = sums[2 * half + part]
+                f.get(quad).get(ones).get(total).op("i32x4.relaxed_dot_i8x16_i7x16_add_s").set(total)
+
+    def block() -> None:
+        for total in sums:
+            f.v128(bytes(16)).set(total)
+        if whole:
+            f.get(dst).i32(whole * plan.width * 4).op("i32.add").set(end)
+            with f.block(b"\x03"):
+                quad_rows((0, 1, 2, 3))
+                f.inc(src, 4 * plan.row_bytes).inc(dst, plan.width * 4)
+                f.get(dst).get(end).op("i32.lt_u").br_if(0)
+        if last:
+            quad_rows((0, min(1, last - 1), min(2, last - 1), last - 1))
+            f.inc(dst, plan.width * 4)
+        for v, total in enumerate(sums):
+            f.get(dst).get(total).mem("v128.store", offset=16 * v, align=0)
+
+    with f.for_range(tile, 0, plan.regular):
+        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
+        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
+        block()
+    for index in range(plan.regular, len(plan.starts)):
+        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
+        f.i32(blocks + index * plan.block_bytes).set(dst)
+        block()
+
+
+class _Narrow:
+    """The narrow kernel's tables (lowering/qconv.py NarrowWeights): addresses of the per-channel
+    offsets and biases (i32, indexed as the requantisation's tables) and of the panels' quad offsets."""
+
+    def __init__(self, offsets: int, biases: int, quad_offsets: int):
+        self.offsets, self.biases, self.quad_offsets = offsets, biases, quad_offsets
+
+
 class _Requant:
     """The requantisation's constants: the clamp (shifted by y_zero), y_zero, the narrowing's
     signedness, and the per-channel tables' addresses."""
@@ -321,12 +515,13 @@ class _Requant:
         self.biases, self.scales = biases, scales
 
 
-def _product(f: Func, plan: QConvPlan, blocks: int, wg: int, yg: int, tg: int, sign: str, rq: _Requant) -> None:
+def _product(f: Func, plan: QConvPlan, blocks: int, wg: int, yg: int, tg: int, sign: str, rq: _Requant,
+             kernel: str, narrow: _Narrow | None) -> None:
     """Y[M/g, P] of one group: every register tile of output channels x positions, the channels
     innermost, so that a position tile's block serves every panel of weights from L1."""
     panel, tile, block, first, pw, pc, po, pt, end = (f.local(I32) for _ in range(9))
     full_panels, rest_rows = divmod(plan.group_out, plan.panel)
-    panel_bytes = plan.k_pairs * plan.panel * 4
+    panel_bytes = (plan.k_pairs if kernel == "plain" else plan.k_quads) * plan.panel * 4  # a panel's weights
 
     def one(rows: int) -> None:
         """The tile of panel `panel` at position `first`, whose block is at `block`."""
@@ -335,7 +530,12 @@ def _product(f: Func, plan: QConvPlan, blocks: int, wg: int, yg: int, tg: int, s
         f.op("i32.add").set(po)
         f.get(panel).i32(panel_bytes).op("i32.mul").get(wg).op("i32.add").set(pw)
         f.get(panel).i32(plan.panel * 4).op("i32.mul").get(tg).op("i32.add").set(pt)
-        _tile(f, plan, rows, pw, pc, po, pt, end, sign, rq)
+        if kernel == "narrow" and narrow is not None:
+            _tile_narrow(f, plan, rows, pw, pc, po, pt, end, rq, narrow)
+        elif kernel == "split":
+            _tile_relaxed(f, plan, rows, pw, pc, po, pt, end, sign, rq)
+        else:
+            _tile(f, plan, rows, pw, pc, po, pt, end, sign, rq)
 
     def column() -> None:
         """Every panel of channels at the positions from `first`."""
@@ -397,6 +597,101 @@ def _tile(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: in
     for index in range(rest):
         k_pair(index)
     _store(f, plan, acc, po, pt, splat, rq)
+
+
+def _tile_relaxed(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: int, end: int, sign: str,
+                  rq: _Requant) -> None:
+    """`_tile` on relaxed SIMD's 8-bit dot: per k quad, each channel's four weights (`_weight_quads`,
+    at pw) splatted in the load, times the block's l and h bytes into two accumulators per
+    (channel, four positions); joined, then stored.
+    The positions go in passes of `chunk` vectors, so that the 2 x rows x chunk accumulators, the
+    chunk's l and h vectors and the weights fit the 16 SIMD registers of x86-64."""
+    vectors = plan.width // 4
+    chunk = 2 if rows <= 2 else 1
+    final = [[f.local(V128) for _ in range(vectors)] for _ in range(rows)]
+    low = [[f.local(V128) for _ in range(chunk)] for _ in range(rows)]
+    high = [[f.local(V128) for _ in range(chunk)] for _ in range(rows)]
+    xl, xh = [f.local(V128) for _ in range(chunk)], [f.local(V128) for _ in range(chunk)]
+    splat = f.local(V128)
+    qw, qc = f.local(I32), f.local(I32)
+    step_w, step_x, half = plan.panel * 4, plan.width * 8, plan.width * 4
+    join = "i32x4.add" if sign == "u" else "i32x4.sub"  # x = l + 128 h (uint8), l - 128 h (int8)
+
+    def k_quad(first: int) -> None:
+        for v in range(chunk):
+            f.get(qc).mem("v128.load", offset=16 * (first + v), align=0).set(xl[v])
+            f.get(qc).mem("v128.load", offset=half + 16 * (first + v), align=0).set(xh[v])
+        for r in range(rows):
+            f.get(qw).mem("v128.load32_splat", offset=4 * r, align=0).set(splat)
+            for v in range(chunk):
+                for acc, x in ((low[r][v], xl[v]), (high[r][v], xh[v])):
+                    f.get(splat).get(x).get(acc).op("i32x4.relaxed_dot_i8x16_i7x16_add_s").set(acc)
+
+    for first in range(0, vectors, chunk):
+        for r in range(rows):  # l starts at the channel's (folded) bias, h at 0
+            f.get(pt).mem("v128.load32_splat", offset=rq.biases + 4 * r, align=0).set(low[r][0])
+            for v in range(chunk):
+                if v:
+                    f.get(low[r][0]).set(low[r][v])
+                f.v128(bytes(16)).set(high[r][v])
+        f.get(pw).set(qw)
+        f.get(pc).set(qc)
+        f.get(pw).i32(plan.k_quads * step_w).op("i32.add").set(end)
+        with f.block(b"\x03"):
+            k_quad(first)
+            f.inc(qw, step_w).inc(qc, step_x)
+            f.get(qw).get(end).op("i32.lt_u").br_if(0)
+        for r in range(rows):
+            for v in range(chunk):
+                f.get(low[r][v]).get(high[r][v]).i32(7).op("i32x4.shl").op(join).set(final[r][first + v])
+    _store(f, plan, final, po, pt, splat, rq)
+
+
+def _tile_narrow(f: Func, plan: QConvPlan, rows: int, pw: int, pc: int, po: int, pt: int, end: int, rq: _Requant,
+                 nw: _Narrow) -> None:
+    """`_tile` for 7-bit weights: per k quad, each channel's shifted weight quad (b, at pw) splatted
+    in the load, and the block's int8 activations (a, `_interleave_narrow`): one relaxed dot per
+    (channel, four positions), 16 products; then + offset x the positions' sums, and stored.
+    Passes of `chunk` position vectors keep the accumulators within x86-64's 16 SIMD registers."""
+    vectors = plan.width // 4
+    chunk = min(vectors, max(1, 8 // rows))
+    final = [[f.local(V128) for _ in range(vectors)] for _ in range(rows)]
+    xv = [f.local(V128) for _ in range(chunk if rows > 1 else 0)]
+    splat = f.local(V128)
+    qw, qc = f.local(I32), f.local(I32)
+    step_w, step_x = plan.panel * 4, plan.width * 4
+    dot = "i32x4.relaxed_dot_i8x16_i7x16_add_s"
+    for first in range(0, vectors, chunk):
+        acc = [row[first:first + chunk] for row in final]
+        for r, row in enumerate(acc):
+            f.get(pt).mem("v128.load32_splat", offset=nw.biases + 4 * r, align=0).set(row[0])
+            for v in row[1:]:
+                f.get(row[0]).set(v)
+        f.get(pw).set(qw)
+        f.get(pc).set(qc)
+        f.get(pw).i32(plan.k_quads * step_w).op("i32.add").set(end)
+        with f.block(b"\x03"):
+            if rows == 1:  # each position vector is used once: loaded as it is multiplied
+                f.get(qw).mem("v128.load32_splat", align=0).set(splat)
+                for v in range(chunk):
+                    f.get(qc).mem("v128.load", offset=16 * (first + v), align=0).get(splat).get(acc[0][v])
+                    f.op(dot).set(acc[0][v])
+            else:
+                for v in range(chunk):
+                    f.get(qc).mem("v128.load", offset=16 * (first + v), align=0).set(xv[v])
+                for r in range(rows):
+                    f.get(qw).mem("v128.load32_splat", offset=4 * r, align=0).set(splat)
+                    for v in range(chunk):
+                        f.get(xv[v]).get(splat).get(acc[r][v]).op(dot).set(acc[r][v])
+            f.inc(qw, step_w).inc(qc, step_x)
+            f.get(qw).get(end).op("i32.lt_u").br_if(0)
+        # qc is now the block's position sums
+        for r, row in enumerate(acc):
+            f.get(pt).mem("v128.load32_splat", offset=nw.offsets + 4 * r, align=0).set(splat)
+            for v, a in enumerate(row):
+                f.get(a).get(qc).mem("v128.load", offset=16 * (first + v), align=0).get(splat).op("i32x4.mul")
+                f.op("i32x4.add").set(a)
+    _store(f, plan, final, po, pt, splat, rq)
 
 
 def _store(f: Func, plan: QConvPlan, acc: list[list[int]], po: int, pt: int, spare: int, rq: _Requant) -> None:
