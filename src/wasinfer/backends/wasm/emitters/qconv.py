@@ -35,6 +35,7 @@ The sliding depthwise kernel has no relaxed form.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -405,16 +406,20 @@ def _weight_quads(f: Func, plan: QConvPlan, weights: int, quads: int, offsets: i
             f.inc(src, pair_bytes).inc(dst, pair_bytes)
 
 
-def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
-    """The relaxed kernel's blocks: per k quad, the tile's positions' four bytes (rows 4q .. 4q+3;
-    rows past K repeat row K-1, against zero weights), as their low seven bits, then their top bits."""
-    tile, src, dst, end = (f.local(I32) for _ in range(4))
+def _interleave_quads(f: Func, plan: QConvPlan, rows: int, blocks: int, dst: int, quad_bytes: int,
+                      store: Callable[[int, int], None], begin: Callable[[], None] = lambda: None,
+                      finish: Callable[[], None] = lambda: None) -> None:
+    """The relaxed kernels' blocks, per tile of positions: per k quad (rows 4q .. 4q+3; rows past K repeat row K-1,
+    against zero weights) the tile's positions' four bytes each, in v128s of four positions, which `store(quad,
+    vector)` writes relative to the local `dst` (the local `quad` holds them, `vector` is their index in the
+    quad's row of the tile); `quad_bytes` is how far dst moves per quad. `begin` and `finish` run before and after
+    each block (dst then past its last quad)."""
+    tile, src, end = (f.local(I32) for _ in range(3))
     ab, cd, quad = f.local(V128), f.local(V128), f.local(V128)
     whole, last = plan.k_size // 4, plan.k_size % 4
-    half_bytes = plan.width * 4  # a quad's l bytes, then as many h bytes
 
     def quad_rows(rows_read: tuple[int, int, int, int]) -> None:
-        """One k quad from the rows at src + r * row_bytes for r in rows_read, to dst."""
+        """One k quad from the rows at src + r * row_bytes for r in rows_read."""
         for half in range(plan.width // 8):
             for target, (first, second) in ((ab, rows_read[:2]), (cd, rows_read[2:])):
                 f.get(src).mem("v128.load64_zero", offset=first * plan.row_bytes + 8 * half, align=0)
@@ -422,20 +427,20 @@ def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
                 f.shuffle8(BYTE_PAIRS).set(target)
             for part, lanes in enumerate((QUADS_LOW, QUADS_HIGH)):  # positions 8 half + 0-3, 4-7
                 f.get(ab).get(cd).shuffle8(lanes).set(quad)
-                at = 32 * half + 16 * part
-                f.get(dst).get(quad).v128(bytes([0x7F] * 16)).op("v128.and").mem("v128.store", offset=at, align=0)
-                f.get(dst).get(quad).i32(7).op("i8x16.shr_u").mem("v128.store", offset=half_bytes + at, align=0)
+                store(quad, 2 * half + part)
 
     def block() -> None:
-        """The block at dst of the positions from src."""
+        begin()
         if whole:
-            f.get(dst).i32(whole * plan.width * 8).op("i32.add").set(end)
+            f.get(dst).i32(whole * quad_bytes).op("i32.add").set(end)
             with f.block(b"\x03"):
                 quad_rows((0, 1, 2, 3))
-                f.inc(src, 4 * plan.row_bytes).inc(dst, plan.width * 8)
+                f.inc(src, 4 * plan.row_bytes).inc(dst, quad_bytes)
                 f.get(dst).get(end).op("i32.lt_u").br_if(0)
         if last:
             quad_rows((0, min(1, last - 1), min(2, last - 1), last - 1))
+            f.inc(dst, quad_bytes)
+        finish()
 
     with f.for_range(tile, 0, plan.regular):
         f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
@@ -445,6 +450,19 @@ def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
         f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
         f.i32(blocks + index * plan.block_bytes).set(dst)
         block()
+
+
+def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
+    """The relaxed kernel's blocks: per k quad, the tile's positions' four bytes as their low seven bits, then
+    their top bits."""
+    half_bytes = plan.width * 4  # a quad's l bytes, then as many h bytes
+    dst = f.local(I32)
+
+    def store(quad: int, vector: int) -> None:
+        f.get(dst).get(quad).v128(bytes([0x7F] * 16)).op("v128.and").mem("v128.store", offset=16 * vector, align=0)
+        f.get(dst).get(quad).i32(7).op("i8x16.shr_u").mem("v128.store", offset=half_bytes + 16 * vector, align=0)
+
+    _interleave_quads(f, plan, rows, blocks, dst, plan.width * 8, store)
 
 
 def _interleave_narrow(f: Func, plan: QConvPlan, rows: int, blocks: int, sign: str) -> None:
@@ -452,50 +470,25 @@ def _interleave_narrow(f: Func, plan: QConvPlan, rows: int, blocks: int, sign: s
     shifted by x ^ 0x80), [KQ][width][4]; then each position's sum of them over every quad, i32,
     which the kernel multiplies by the channel's weight offset. Rows past K repeat row K-1 (their
     weights are 0, b = -offset: the sum counts them as the dots do)."""
-    tile, src, dst, end = (f.local(I32) for _ in range(4))
-    ab, cd, quad, ones = f.local(V128), f.local(V128), f.local(V128), f.local(V128)
+    dst, ones = f.local(I32), f.local(V128)
     sums = [f.local(V128) for _ in range(plan.width // 4)]
-    whole, last = plan.k_size // 4, plan.k_size % 4
     f.v128(bytes([1] * 16)).set(ones)
 
-    def quad_rows(rows_read: tuple[int, int, int, int]) -> None:
-        for half in range(plan.width // 8):
-            for target, (first, second) in ((ab, rows_read[:2]), (cd, rows_read[2:])):
-                f.get(src).mem("v128.load64_zero", offset=first * plan.row_bytes + 8 * half, align=0)
-                f.get(src).mem("v128.load64_zero", offset=second * plan.row_bytes + 8 * half, align=0)
-                f.shuffle8(BYTE_PAIRS).set(target)
-            for part, lanes in enumerate((QUADS_LOW, QUADS_HIGH)):  # positions 8 half + 0-3, 4-7
-                f.get(ab).get(cd).shuffle8(lanes)
-                if sign == "u":
-                    f.v128(bytes([0x80] * 16)).op("v128.xor")
-                f.set(quad)
-                f.get(dst).get(quad).mem("v128.store", offset=32 * half + 16 * part, align=0)
-                total = sums[2 * half + part]
-                f.get(quad).get(ones).get(total).op("i32x4.relaxed_dot_i8x16_i7x16_add_s").set(total)
+    def store(quad: int, vector: int) -> None:
+        if sign == "u":
+            f.get(quad).v128(bytes([0x80] * 16)).op("v128.xor").set(quad)
+        f.get(dst).get(quad).mem("v128.store", offset=16 * vector, align=0)
+        f.get(quad).get(ones).get(sums[vector]).op("i32x4.relaxed_dot_i8x16_i7x16_add_s").set(sums[vector])
 
-    def block() -> None:
+    def begin() -> None:
         for total in sums:
             f.v128(bytes(16)).set(total)
-        if whole:
-            f.get(dst).i32(whole * plan.width * 4).op("i32.add").set(end)
-            with f.block(b"\x03"):
-                quad_rows((0, 1, 2, 3))
-                f.inc(src, 4 * plan.row_bytes).inc(dst, plan.width * 4)
-                f.get(dst).get(end).op("i32.lt_u").br_if(0)
-        if last:
-            quad_rows((0, min(1, last - 1), min(2, last - 1), last - 1))
-            f.inc(dst, plan.width * 4)
+
+    def finish() -> None:
         for v, total in enumerate(sums):
             f.get(dst).get(total).mem("v128.store", offset=16 * v, align=0)
 
-    with f.for_range(tile, 0, plan.regular):
-        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
-        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
-        block()
-    for index in range(plan.regular, len(plan.starts)):
-        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
-        f.i32(blocks + index * plan.block_bytes).set(dst)
-        block()
+    _interleave_quads(f, plan, rows, blocks, dst, plan.width * 4, store, begin, finish)
 
 
 class _Narrow:
