@@ -329,9 +329,23 @@ def _copy_run(f: Func, dst: int, offset: int, src: int, count: int, step: int) -
         f.get(dst).get(src).mem("i32.load8_u", offset=index * step).mem("i32.store8", offset=offset + index)
 
 
+def _each_tile(f: Func, plan: QConvPlan, rows: int, blocks: int, src: int, dst: int, block: Callable[[], None]) -> None:
+    """`block()` for each tile of positions, with `src` at its first position's row bytes and `dst` at its block:
+    the regular tiles in a loop, the others (an overlapping last tile) one by one."""
+    tile = f.local(I32)
+    with f.for_range(tile, 0, plan.regular):
+        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
+        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
+        block()
+    for index in range(plan.regular, len(plan.starts)):
+        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
+        f.i32(blocks + index * plan.block_bytes).set(dst)
+        block()
+
+
 def _interleave(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
     """Each position tile's block: per k pair, rows k and k+1 of its positions, byte by byte."""
-    tile, src, dst, end = (f.local(I32) for _ in range(4))
+    src, dst, end = (f.local(I32) for _ in range(3))
     low, high = f.local(V128), f.local(V128)
     whole = plan.k_size // 2
 
@@ -352,14 +366,7 @@ def _interleave(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
         if plan.k_size % 2:
             pair(0)
 
-    with f.for_range(tile, 0, plan.regular):
-        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
-        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
-        block()
-    for index in range(plan.regular, len(plan.starts)):
-        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
-        f.i32(blocks + index * plan.block_bytes).set(dst)
-        block()
+    _each_tile(f, plan, rows, blocks, src, dst, block)
 
 
 def _weight_quads(f: Func, plan: QConvPlan, weights: int, quads: int, offsets: int | None) -> None:
@@ -414,7 +421,7 @@ def _interleave_quads(f: Func, plan: QConvPlan, rows: int, blocks: int, dst: int
     vector)` writes relative to the local `dst` (the local `quad` holds them, `vector` is their index in the
     quad's row of the tile); `quad_bytes` is how far dst moves per quad. `begin` and `finish` run before and after
     each block (dst then past its last quad)."""
-    tile, src, end = (f.local(I32) for _ in range(3))
+    src, end = f.local(I32), f.local(I32)
     ab, cd, quad = f.local(V128), f.local(V128), f.local(V128)
     whole, last = plan.k_size // 4, plan.k_size % 4
 
@@ -442,14 +449,7 @@ def _interleave_quads(f: Func, plan: QConvPlan, rows: int, blocks: int, dst: int
             f.inc(dst, quad_bytes)
         finish()
 
-    with f.for_range(tile, 0, plan.regular):
-        f.get(tile).i32(plan.width).op("i32.mul").get(rows).op("i32.add").set(src)
-        f.get(tile).i32(plan.block_bytes).op("i32.mul").i32(blocks).op("i32.add").set(dst)
-        block()
-    for index in range(plan.regular, len(plan.starts)):
-        f.get(rows).i32(plan.starts[index]).op("i32.add").set(src)
-        f.i32(blocks + index * plan.block_bytes).set(dst)
-        block()
+    _each_tile(f, plan, rows, blocks, src, dst, block)
 
 
 def _interleave_split(f: Func, plan: QConvPlan, rows: int, blocks: int) -> None:
