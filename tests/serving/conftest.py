@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnx
 import pytest
@@ -124,3 +125,19 @@ def writable_repo(tmp_path: Path) -> Repo:
     repo = Repo(tmp_path / "repo")
     repo.add_wasm("scale", 1, scale_model(SCALE[1]))
     return repo
+
+
+def health_check(grpc_port: int, service: str = "") -> str:
+    """grpc.health.v1.Health/Check as Kubernetes' gRPC probe sends it: the status's name, or the gRPC error code's."""
+    from wasinfer.serving.grpc_api import HEALTH_PROTO, messages
+
+    classes = messages(None, HEALTH_PROTO)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                    request_serializer=classes["HealthCheckRequest"].SerializeToString,
+                                    response_deserializer=classes["HealthCheckResponse"].FromString)
+        try:
+            response = check(classes["HealthCheckRequest"](service=service), timeout=10)
+        except grpc.RpcError as exc:
+            return str(exc.code().name)
+    return str(classes["HealthCheckResponse"].ServingStatus.Name(response.status))

@@ -33,7 +33,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.hostile import looping_module
 from tests.processes import output_lines, read_until
-from tests.serving.conftest import start_server
+from tests.serving.conftest import health_check, start_server
+from wasinfer.serving.grpc_api import SERVICE
 
 
 def _refuses_connections(port: int, timeout: float) -> bool:
@@ -220,6 +221,7 @@ def test_while_draining_readiness_is_503_and_keep_alive_connections_are_closed_a
             assert ready.status_code == 503 and "shutting down" in ready.json()["error"]
             assert ready.headers["connection"] == "close"
             assert not client.is_server_ready()  # gRPC says so too, and still answers meanwhile
+            assert health_check(running.grpc_port, SERVICE) == "NOT_SERVING"  # and Kubernetes' gRPC probe
             inferred = http.post("/v2/models/scale/versions/1/infer", content=BODY)  # still served
             assert inferred.status_code == 200 and inferred.headers["connection"] == "close"
     finally:

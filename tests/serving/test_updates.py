@@ -14,13 +14,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.hostile import trapping_module
-from tests.serving.conftest import SCALE, scale_model, start_server
+from tests.serving.conftest import SCALE, health_check, scale_model, start_server
 from tests.serving.test_desired import mount
 from wasinfer.artifact import convert_onnx
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 from wasinfer.registry.store import LocalStore
 from wasinfer.serving import Server
 from wasinfer.serving.desired import DesiredState
+from wasinfer.serving.grpc_api import SERVICE
 from wasinfer.serving.updater import ModelUpdater
 
 X = [[1.0, 1.0, 1.0, 1.0]]
@@ -150,12 +151,17 @@ def test_not_ready_until_the_desired_model_serves_and_live_throughout(tmp_path: 
             assert (f"not ready: model 'ai-model' is not served yet: cannot read model_path {module}"
                     in ready.json()["error"])
             assert not grpc.is_server_ready()
+            # Kubernetes' gRPC probes: live ("") but not ready (the inference service)
+            assert (health_check(server.grpc_port), health_check(server.grpc_port, SERVICE)) == ("SERVING",
+                                                                                                 "NOT_SERVING")
             place(module, MODULES[1])  # the update loop's next retry (backoff from 1 s) fetches it
             for _ in range(600):  # bounded, 30 s
                 if http.get("/v2/health/ready").status_code == 200:
                     break
                 threading.Event().wait(0.05)
             assert http.get("/v2/health/ready").status_code == 200 and grpc.is_server_ready()
+            assert health_check(server.grpc_port, SERVICE) == "SERVING"
+            assert health_check(server.grpc_port, "no.such.Service") == "NOT_FOUND"
             assert infer(http) == SCALE[1].tolist()
             place(module, trapping_module())  # a later failed update leaves the serving version, and readiness
             assert updater_of(server).apply(DesiredState(str(module), "v2.0.0")).state == "failed"

@@ -66,7 +66,9 @@ from wasinfer.version import __version__
 log = logging.getLogger("wasinfer.serving")
 
 PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
+HEALTH_PROTO = PROTO.with_name("health.proto")
 SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
 # Answered from memory, never blocking: these run on their own threads, never queued behind inference.
 CONTROL_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "RepositoryIndex"})
 CONTROL_WORKERS = 4
@@ -82,9 +84,9 @@ CONTENTS_FIELDS = {
 
 
 def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
-    """grpc_service.proto as a serialised FileDescriptorSet: from `cache_dir` when this .proto was
-    compiled before, else compiled by grpcio-tools' protoc (and kept there)."""
-    source = PROTO.read_bytes()
+    """grpc_service.proto and health.proto as a serialised FileDescriptorSet: from `cache_dir` when these
+    .protos were compiled before, else compiled by grpcio-tools' protoc (and kept there)."""
+    source = PROTO.read_bytes() + HEALTH_PROTO.read_bytes()
     cached = cache_dir / "proto" / f"grpc_service-{hashlib.sha256(source).hexdigest()[:16]}.pb" if cache_dir else None
     if cached is not None and cached.is_file():
         return cached.read_bytes()
@@ -92,7 +94,8 @@ def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="wasinfer-proto-") as tmp:
         out = Path(tmp) / "grpc_service.pb"
-        code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name])
+        code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name,
+                            HEALTH_PROTO.name])
         if code != 0:
             raise RuntimeError(f"protoc failed ({code}) on {PROTO}")
         data = out.read_bytes()
@@ -112,10 +115,37 @@ def _pool(cache_dir: Path | None = None) -> descriptor_pool.DescriptorPool:
     return pool
 
 
-def messages(cache_dir: Path | None = None) -> dict[str, Any]:
-    """The message classes of the service, by unqualified name, from the private pool."""
-    package = _pool(cache_dir).FindFileByName(PROTO.name)
+def messages(cache_dir: Path | None = None, proto: Path = PROTO) -> dict[str, Any]:
+    """The message classes of the service (or of `proto`'s), by unqualified name, from the private pool."""
+    package = _pool(cache_dir).FindFileByName(proto.name)
     return {name: message_factory.GetMessageClass(desc) for name, desc in package.message_types_by_name.items()}
+
+
+def health_handler(cache_dir: Path | None, not_ready: Callable[[], str],
+                   control: futures.ThreadPoolExecutor) -> grpc.GenericRpcHandler:
+    """grpc.health.v1.Health/Check, as Kubernetes' gRPC probes call it: the service "" is the server's liveness
+    (SERVING while it answers), "inference.GRPCInferenceService" its readiness (NOT_SERVING while `not_ready`
+    gives a reason: draining, a model it must serve not loaded yet); another name is NOT_FOUND, as the protocol
+    says. Answered from memory on the control threads, never behind inference."""
+    classes = messages(cache_dir, HEALTH_PROTO)
+    request_class, response_class = classes["HealthCheckRequest"], classes["HealthCheckResponse"]
+    serving, not_serving = (response_class.ServingStatus.Value(name) for name in ("SERVING", "NOT_SERVING"))
+
+    def check(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            service = request_class.FromString(raw).service
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a HealthCheckRequest: {exc}")
+        if service == "":
+            return response_class(status=serving)
+        if service == SERVICE:
+            return response_class(status=not_serving if not_ready() else serving)
+        context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service!r}: ask for '' (live) or {SERVICE!r} "
+                                                 "(ready)")
+
+    handler = grpc.unary_unary_rpc_method_handler(check, response_serializer=response_class.SerializeToString)
+    handler.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
+    return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": handler})
 
 
 def service_methods(cache_dir: Path | None = None) -> dict[str, tuple[str, str]]:
@@ -438,9 +468,10 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
             handle.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
         handlers[name] = grpc.unary_unary_rpc_method_handler(handle,
                                                              response_serializer=classes[response].SerializeToString)
+    health = health_handler(cache_dir, not_ready, control)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),
-        handlers=[grpc.method_handlers_generic_handler(SERVICE, handlers)],
+        handlers=[grpc.method_handlers_generic_handler(SERVICE, handlers), health],
         options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0), *limits],
     )
