@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +121,27 @@ def test_onnx_runtime_quantized_convs_run_in_int8_and_match(quant_format: QuantF
     assert max(worst.values()) <= 1, worst
 
 
-@pytest.mark.parametrize("x_dtype,y_dtype", [(np.int8, np.int8), (np.uint8, np.uint8), (np.uint8, np.int8)])
-def test_extreme_values_accumulate_exactly_and_saturate(x_dtype: type, y_dtype: type) -> None:
-    """X at its range's ends and W at ±127/-128 (the largest i16 pair sums the dot makes), an odd
-    K, pads (read as x_zero), stride 2, outputs saturating both ways: bit for bit the kernel's
-    reference (int64 sums, float32 requantisation) and ONNX Runtime."""
-    c, m = 7, 11
+@dataclass(frozen=True)
+class Extremes:
+    """A QDQ conv at its values' ends, as the extremes tests build it: the model, its input, and the kernel's
+    reference output (int64 sums, float32 requantisation)."""
+
+    model: onnx.ModelProto
+    x: np.ndarray
+    want: np.ndarray
+
+
+def extremes(rng: np.random.Generator, x_dtype: type, y_dtype: type, channels: int, w_values: tuple[int, ...],
+             w_first: tuple[int, int], kernel: tuple[int, int] = (3, 3), pads: tuple[int, ...] = (1, 2, 1, 0),
+             strides: tuple[int, int] = (2, 2)) -> Extremes:
+    """X at its range's ends (its first channel anywhere), W drawn from `w_values` (its first output channel
+    anywhere in [w_first[0], w_first[1])), 11 output channels, zero points off 0, a bias of any int32."""
+    m = 11
     info = np.iinfo(x_dtype)
-    x = rng.choice(np.array([info.min, info.max], x_dtype), (1, c, 13, 10))
+    x = rng.choice(np.array([info.min, info.max], x_dtype), (1, channels, 13, 10))
     x[0, 0] = rng.integers(info.min, info.max + 1, (13, 10))
-    w = rng.choice(np.array([-128, 127, -127], np.int8), (m, c, 3, 3))
-    w[0] = rng.integers(-128, 128, (c, 3, 3))
+    w = rng.choice(np.array(w_values, np.int8), (m, channels, *kernel))
+    w[0] = rng.integers(*w_first, (channels, *kernel))
     x_zero = 3 if x_dtype == np.int8 else 131
     y_zero = -5 if y_dtype == np.int8 else 122
     x_scale, y_scale = np.float32(0.02), np.float32(0.3)
@@ -142,18 +153,31 @@ def test_extreme_values_accumulate_exactly_and_saturate(x_dtype: type, y_dtype: 
     nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
              helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
              helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
-             helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=[2, 2], pads=[1, 2, 1, 0]),
+             helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=list(strides), pads=list(pads)),
              helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
-    model = graph_model(nodes, {"x": x}, ["y"], inits)
-    result = convert_onnx(model)
-    assert result.stats["ops"] == ["QConvInt8"]
-    got = WasmModel(result.wasm).run({"x": x})["y"]
     multiplier = (x_scale * w_scale).astype(np.float32) / y_scale
-    want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=(2, 2), pads=(1, 2, 1, 0))
-    np.testing.assert_array_equal(got, want)
-    info_y = np.iinfo(y_dtype)
-    assert (got == info_y.min).any() and (got == info_y.max).any()  # saturated both ways
-    np.testing.assert_array_equal(got, ort_run(model, {"x": x})[0])
+    want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=strides, pads=pads)
+    return Extremes(graph_model(nodes, {"x": x}, ["y"], inits), x, want)
+
+
+def saturates(y: np.ndarray) -> bool:
+    """Whether some outputs are at each end of their dtype's range."""
+    info = np.iinfo(y.dtype)
+    return bool((y == info.min).any() and (y == info.max).any())
+
+
+@pytest.mark.parametrize("x_dtype,y_dtype", [(np.int8, np.int8), (np.uint8, np.uint8), (np.uint8, np.int8)])
+def test_extreme_values_accumulate_exactly_and_saturate(x_dtype: type, y_dtype: type) -> None:
+    """X at its range's ends and W at ±127/-128 (the largest i16 pair sums the dot makes), an odd
+    K, pads (read as x_zero), stride 2, outputs saturating both ways: bit for bit the kernel's
+    reference (int64 sums, float32 requantisation) and ONNX Runtime."""
+    case = extremes(rng, x_dtype, y_dtype, 7, (-128, 127, -127), (-128, 128))
+    result = convert_onnx(case.model)
+    assert result.stats["ops"] == ["QConvInt8"]
+    got = WasmModel(result.wasm).run({"x": case.x})["y"]
+    np.testing.assert_array_equal(got, case.want)
+    assert saturates(got)
+    np.testing.assert_array_equal(got, ort_run(case.model, {"x": case.x})[0])
 
 
 def test_a_quantized_cnn_runs_every_conv_in_int8(tmp_path: Path) -> None:
@@ -321,35 +345,13 @@ def test_the_relaxed_dot_kernel_is_exact_at_the_extremes(relaxed_dot: None, x_dt
     ±127/-128, K = 9 x channels (a last k quad of 1, 2, 3 rows or none), pads, stride 2, outputs
     saturating both ways: the relaxed build equals the kernel's reference, the plain build and
     ONNX Runtime, bit for bit."""
-    m = 11
     rng = np.random.default_rng(channels)  # its own: the data (and whether it saturates) must not depend on test order
-    info = np.iinfo(x_dtype)
-    x = rng.choice(np.array([info.min, info.max], x_dtype), (1, channels, 13, 10))
-    x[0, 0] = rng.integers(info.min, info.max + 1, (13, 10))
-    w = rng.choice(np.array([-128, 127, -127], np.int8), (m, channels, 3, 3))
-    w[0] = rng.integers(-128, 128, (channels, 3, 3))
-    x_zero = 3 if x_dtype == np.int8 else 131
-    y_zero = -5 if y_dtype == np.int8 else 122
-    x_scale, y_scale = np.float32(0.02), np.float32(0.3)
-    w_scale = rng.uniform(0.001, 0.01, m).astype(np.float32)
-    bias = rng.integers(-2**20, 2**20, m).astype(np.int32)
-    inits = {"w": w, "w_scale": w_scale, "x_scale": x_scale, "x_zero": np.array(x_zero, x_dtype),
-             "y_scale": y_scale, "y_zero": np.array(y_zero, y_dtype), "bias": bias,
-             "bias_scale": (x_scale * w_scale).astype(np.float32)}
-    nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
-             helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
-             helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
-             helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=[2, 2], pads=[1, 2, 1, 0]),
-             helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
-    model = graph_model(nodes, {"x": x}, ["y"], inits)
-    plain, relaxed = _plain_and_relaxed(model, {"x": x})
-    multiplier = (x_scale * w_scale).astype(np.float32) / y_scale
-    want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=(2, 2), pads=(1, 2, 1, 0))
-    np.testing.assert_array_equal(relaxed, want)
-    np.testing.assert_array_equal(plain, want)
-    info_y = np.iinfo(y_dtype)
-    assert (relaxed == info_y.min).any() and (relaxed == info_y.max).any()  # saturated both ways
-    np.testing.assert_array_equal(relaxed, ort_run(model, {"x": x})[0])
+    case = extremes(rng, x_dtype, y_dtype, channels, (-128, 127, -127), (-128, 128))
+    plain, relaxed = _plain_and_relaxed(case.model, {"x": case.x})
+    np.testing.assert_array_equal(relaxed, case.want)
+    np.testing.assert_array_equal(plain, case.want)
+    assert saturates(relaxed)
+    np.testing.assert_array_equal(relaxed, ort_run(case.model, {"x": case.x})[0])
 
 
 @pytest.mark.parametrize("kernel", ["split", "narrow"])
@@ -424,31 +426,9 @@ def test_the_narrow_kernel_is_exact_at_the_extremes(x_dtype: type, y_dtype: type
     kernel's reference, the plain build and ONNX Runtime."""
     rng = np.random.default_rng(window[0] & 0xFF)  # its own: the data must not depend on test order
     for channels, kernel, pads, strides in ((6, (3, 3), (1, 2, 1, 0), (2, 2)), (17, (1, 1), (0, 0, 0, 0), (1, 1))):
-        m = 11
-        info = np.iinfo(x_dtype)
-        x = rng.choice(np.array([info.min, info.max], x_dtype), (1, channels, 13, 10))
-        x[0, 0] = rng.integers(info.min, info.max + 1, (13, 10))
-        w = rng.choice(np.array(window, np.int8), (m, channels, *kernel))
-        w[0] = rng.integers(window[0], window[1] + 1, (channels, *kernel))
-        x_zero = 3 if x_dtype == np.int8 else 131
-        y_zero = -5 if y_dtype == np.int8 else 122
-        x_scale, y_scale = np.float32(0.02), np.float32(0.3)
-        w_scale = rng.uniform(0.001, 0.01, m).astype(np.float32)
-        bias = rng.integers(-2**20, 2**20, m).astype(np.int32)
-        inits = {"w": w, "w_scale": w_scale, "x_scale": x_scale, "x_zero": np.array(x_zero, x_dtype),
-                 "y_scale": y_scale, "y_zero": np.array(y_zero, y_dtype), "bias": bias,
-                 "bias_scale": (x_scale * w_scale).astype(np.float32)}
-        nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_f"]),
-                 helper.make_node("DequantizeLinear", ["w", "w_scale"], ["w_f"], axis=0),
-                 helper.make_node("DequantizeLinear", ["bias", "bias_scale"], ["bias_f"], axis=0),
-                 helper.make_node("Conv", ["x_f", "w_f", "bias_f"], ["p"], strides=list(strides), pads=list(pads)),
-                 helper.make_node("QuantizeLinear", ["p", "y_scale", "y_zero"], ["y"])]
-        model = graph_model(nodes, {"x": x}, ["y"], inits)
-        plain, relaxed = _plain_and_relaxed(model, {"x": x})
-        multiplier = (x_scale * w_scale).astype(np.float32) / y_scale
-        want = reference(x, x_zero, w, bias, multiplier, y_zero, np.dtype(y_dtype), strides=strides, pads=pads)
-        np.testing.assert_array_equal(relaxed, want)
-        np.testing.assert_array_equal(plain, want)
-        np.testing.assert_array_equal(relaxed, ort_run(model, {"x": x})[0])
-        info_y = np.iinfo(y_dtype)
-        assert (relaxed == info_y.min).any() and (relaxed == info_y.max).any()  # saturated both ways
+        case = extremes(rng, x_dtype, y_dtype, channels, window, (window[0], window[1] + 1), kernel, pads, strides)
+        plain, relaxed = _plain_and_relaxed(case.model, {"x": case.x})
+        np.testing.assert_array_equal(relaxed, case.want)
+        np.testing.assert_array_equal(plain, case.want)
+        np.testing.assert_array_equal(relaxed, ort_run(case.model, {"x": case.x})[0])
+        assert saturates(relaxed)
