@@ -5,12 +5,16 @@ store blobs, the demo data — goes through `atomic_write`: a temp file in the s
 fsync, rename over the target, fsync of the directory (a rename is durable only once its
 directory is). Leftover temp files after a crash start with `prefix` and are the reader's to
 ignore or sweep.
+
+The file gets the mode any program's `open()` gives a new file: 0666 less the umask. (`tempfile.mkstemp`'s
+0600 made every module, manifest and cache entry unreadable to a pod or service running as another user
+of the same group, whatever the operator's umask said.)
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -25,8 +29,8 @@ def fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, data: bytes, prefix: str | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix if prefix is not None else f".{path.name}.",
-                               suffix=".tmp")
+    tmp = path.parent / f"{prefix if prefix is not None else f'.{path.name}.'}{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -34,6 +38,6 @@ def atomic_write(path: Path, data: bytes, prefix: str | None = None) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)

@@ -94,6 +94,29 @@ def test_bad_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_brackets_in_paths_are_printed_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich read `[v2]` in a path as markup and printed `/data/.onnx`: a user could not tell which file was meant."""
+    folder = tmp_path / "[v2]"
+    assert main(["convert", str(folder / "model.onnx")]) == 2
+    assert main(["validate", str(folder / "m.wasm")]) == 2
+    assert main(["run", str(folder / "m.wasm")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"{folder}{'/'}") == 3 and err.count("error:") == 3, err
+    mlp(tmp_path / "mlp.onnx")
+    assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(folder / "m.wasm")]) == 0
+    assert "[v2]" in capsys.readouterr().out  # the summary table's title names the output as it is
+
+
+def test_validate_input_needs_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--input gives the parity check's inputs: without --reference it was ignored without a word."""
+    mlp(tmp_path / "mlp.onnx")
+    assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "m.wasm")]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((1, 6), np.float32))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "m.wasm"), "--input", f"x={tmp_path / 'x.npy'}"]) == 2
+    assert "needs --reference" in capsys.readouterr().err
+
+
 def test_run_rejects_wrong_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mlp(tmp_path / "mlp.onnx")
     assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "m.wasm")]) == 0

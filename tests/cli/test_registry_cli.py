@@ -202,6 +202,43 @@ def test_push_pull_promote_with_a_real_registry(home: Path, modules: dict[str, P
         assert code == 2 and err.startswith("error:") and err.count("\n") == 1, err
 
 
+def test_a_v_prefixed_version_is_the_same_version_everywhere(home: Path, modules: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`push scale:v2.0.0` stores 2.0.0 (the seed's ConfigMap writes v1.0.0); pull, promote and delete of v2.0.0
+    then find it too (they said "no version 'v2.0.0'")."""
+    run_json(capsys, "push", str(modules["v1"]), "scale:v1.0.0")
+    run_json(capsys, "push", str(modules["v2"]), "scale:v2.0.0")
+    out_file = tmp_path / "v2.wasm"
+    assert run_json(capsys, "pull", "scale:v2.0.0", "-o", str(out_file))["version"] == "2.0.0"
+    assert out_file.read_bytes() == modules["v2"].read_bytes()
+    assert run_json(capsys, "models", "promote", "scale", "v1.0.0")["version"] == "1.0.0"
+    assert run_json(capsys, "models", "delete", "scale", "v2.0.0")["deleted"] is True
+    assert [v["version"] for v in run_json(capsys, "models", "show", "scale")["versions"]] == ["1.0.0"]
+
+
+def test_a_registry_pull_without_a_tag_takes_the_highest_release_and_the_env_asks_for_plain_http(
+        home: Path, modules: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push tags versions, never `latest`: a pull without a tag asked the registry for `latest` and found nothing.
+    It now takes `latest` where the repository has it, else the highest release. And $WASINFER_REGISTRY_PLAIN_HTTP,
+    which `serve` honoured, is honoured by push and pull too (they failed on TLS against a plain registry)."""
+    from tests.registry.registry_server import run_registry
+
+    with run_registry(tmp_path / "registry") as registry:
+        ref = f"{registry.address}/team/scale"
+        code, _, err = run(capsys, "push", str(modules["v1"]), f"{ref}:1.0.0")
+        last = err.splitlines()[-1]  # TLS to a plain-HTTP registry: refused, saying how to ask for plain HTTP
+        assert code == 2 and last.startswith("error:") and "WASINFER_REGISTRY_PLAIN_HTTP=1" in last, err
+        monkeypatch.setenv("WASINFER_REGISTRY_PLAIN_HTTP", "1")
+        run_json(capsys, "push", str(modules["v1"]), f"{ref}:1.0.0")
+        run_json(capsys, "push", str(modules["v2"]), f"{ref}:1.1.0")
+        run_json(capsys, "push", str(modules["v1"]), f"{ref}:2.0.0-rc1")
+        pulled = run_json(capsys, "pull", ref, "-o", str(tmp_path / "newest.wasm"))
+        assert pulled["version"] == "1.1.0" and (tmp_path / "newest.wasm").read_bytes() == modules["v2"].read_bytes()
+        run_json(capsys, "models", "promote", ref, "1.0.0", "--alias", "latest")
+        assert run_json(capsys, "pull", ref, "-o", str(tmp_path / "latest.wasm"))["version"] == "1.0.0"
+
+
 def test_signed_push_and_verified_pull_through_a_real_registry(home: Path, modules: dict[str, Path], tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:

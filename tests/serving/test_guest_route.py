@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.nn_guests import X, dense_onnx, echo_guest, looping_guest, nn_guest, wat_guest
+from tests.nn_guests import X, argv_preopen_guest, dense_onnx, echo_guest, looping_guest, nn_guest, wat_guest
 from tests.serving.conftest import MAX_BODY, start_server
 from wasinfer.cli.main import main
 from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
@@ -66,9 +66,33 @@ def test_a_guest_runs_its_model_on_the_request_body(client: httpx.Client, progra
     assert client.post("/v2/guests/echo/run", content=b"\x00hi\xff").content == b"\x00hi\xff"
 
 
-def test_the_exit_code_of_a_guest_that_exits_by_itself_is_a_header(client: httpx.Client) -> None:
+def test_a_guest_that_exits_with_another_code_than_0_is_422_with_the_code(client: httpx.Client) -> None:
+    """It was 200 with an empty body: success, to every client that checks only the status."""
     answer = client.post("/v2/guests/three/run", content=b"")
-    assert answer.status_code == 200 and answer.headers["x-guest-exit-code"] == "3"
+    assert answer.status_code == 422 and answer.headers["x-guest-exit-code"] == "3"
+    assert "guest 'three' exited with code 3" in answer.json()["error"]
+
+
+def test_a_guest_gets_the_command_line_its_flag_gives(repository: Path, programs: Path, tmp_path: Path) -> None:
+    """`--guest 'NAME=APP.wasm ARG...'`: the guest's argv is its name then the arguments (it had its name only).
+    argv.wasm exits 10 * argc + 8 (8: no preopened directory)."""
+    import argparse
+
+    from wasinfer.serving.cli import _guest_config, add_arguments
+
+    (tmp_path / "argv.wasm").write_bytes(argv_preopen_guest())
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model-repository", str(repository), "--guest",
+                                      f"argv={tmp_path / 'argv.wasm'} --top '5 7'", "--guest",
+                                      f"bare={tmp_path / 'argv.wasm'}"])
+    running = start_server(repository, guests=_guest_config(args, workers=1))
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{running.http_port}", timeout=30) as http:
+            assert http.post("/v2/guests/argv/run", content=b"").headers["x-guest-exit-code"] == "38"  # 3 args
+            assert http.post("/v2/guests/bare/run", content=b"").headers["x-guest-exit-code"] == "18"  # its name
+    finally:
+        running.stop(grace=2)
 
 
 def test_refusals(client: httpx.Client) -> None:
@@ -113,6 +137,7 @@ def test_servers_without_guests_have_no_guest_routes(shared_server: Server) -> N
 def test_serve_refuses_bad_guest_flags(tmp_path: Path, programs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "not.wasm").write_bytes(b"nope")
     for flags, says in ((["--guest", "echo"], "expected NAME=APP.wasm"),
+                        (["--guest", f"e={programs / 'echo.wasm'} 'unclosed"], "No closing quotation"),
                         (["--guest", f"x={tmp_path / 'absent.wasm'}"], "no such file"),
                         (["--guest", f"x={tmp_path / 'not.wasm'}"], "not a WebAssembly module"),
                         (["--nn-preload", f"a:onnx:cpu:{programs / 'dense.onnx'}"], "--nn-preload is for guests"),

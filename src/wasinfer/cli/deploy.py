@@ -11,9 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.markup import escape
-
-from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors
+from wasinfer.cli.output import EXIT_BAD_INPUT, console, error
 from wasinfer.deploy.render import Extras, default_extras, file_name, render, to_yaml
 from wasinfer.deploy.values import ValuesError, load, parse_set
 from wasinfer.fileio import atomic_write
@@ -35,10 +33,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         values = load([Path(v) for v in args.values or []], parse_set(args.set or []))
         extras = _extras(args)
     except ValuesError as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     except OSError as exc:
-        errors.print(f"[red]error:[/] {escape(f'{exc.filename}: {exc.strerror}')}", soft_wrap=True)
+        error(f'{exc.filename}: {exc.strerror}')
         return EXIT_BAD_INPUT
     manifests = render(values, extras)
     if args.output is None:
@@ -51,7 +49,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        errors.print(f"[red]error:[/] {escape(f'{directory}: {exc.strerror}')}", soft_wrap=True)
+        error(f'{directory}: {exc.strerror}')
         return EXIT_BAD_INPUT
     written = []
     for manifest in manifests:
@@ -87,10 +85,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         found = audit(objects, load_templates(policy / "templates"), load_constraints(policy / "constraints"),
                       namespace_labels=labels)
     except (ValuesError, GatekeeperError, yaml.YAMLError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     except OSError as exc:
-        errors.print(f"[red]error:[/] {escape(f'{exc.filename}: {exc.strerror}')}", soft_wrap=True)
+        error(f'{exc.filename}: {exc.strerror}')
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps([{"constraint": v.constraint, "object": v.object, "message": v.message} for v in found]))

@@ -11,9 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from rich.markup import escape
-
-from wasinfer.cli.output import EXIT_BAD_INPUT, errors
+from wasinfer.cli.output import EXIT_BAD_INPUT, error
 
 DEFAULT_MEMORY_MB = 1024
 
@@ -50,10 +48,10 @@ def cmd_run_guest(args: argparse.Namespace) -> int:
                            memory_limit_bytes=args.memory_mb << 20 if args.memory_mb else None,
                            deadline_seconds=args.timeout_s or None, env=env)
     except (GuestError, ValueError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     except OSError as exc:
-        errors.print(f"[red]error:[/] {escape(f'{exc.filename}: {exc.strerror}')}", soft_wrap=True)
+        error(f'{exc.filename}: {exc.strerror}')
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps({"exit_code": result.exit_code,

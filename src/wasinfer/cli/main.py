@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, signature, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, error, errors, signature, warning, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 from wasinfer.version import __version__
@@ -41,7 +41,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source = Path(args.model)
     output = Path(args.output) if args.output else source.with_suffix(".wasm")
     if not source.is_file():
-        errors.print(f"[red]error:[/] {source}: no such file")
+        error(f"{source}: no such file")
         return EXIT_BAD_INPUT
     progress = Progress(TextColumn("compiling {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=errors, transient=True, disable=args.json)
@@ -58,14 +58,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 input_ranges=overrides.ranges,
             )
     except UnsupportedModel as exc:
-        errors.print(f"[red]error:[/] {source} cannot be compiled; {len(exc.problems)} problem(s):")
+        error(f"{source} cannot be compiled; {len(exc.problems)} problem(s):")
         for problem in exc.problems:
             errors.print(f"  - {problem}", markup=False, highlight=False)
-        errors.print(f"nothing was written to {output}")
+        errors.print(f"nothing was written to {output}", markup=False, highlight=False)
         return EXIT_BAD_INPUT
     except (FrontendError, ValueError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        errors.print(f"nothing was written to {output}")
+        error(str(exc))
+        errors.print(f"nothing was written to {output}", markup=False, highlight=False)
         return EXIT_BAD_INPUT
     atomic_write(output, result.wasm)
     stats = dict(result.stats, onnx_bytes=source.stat().st_size, output=str(output))
@@ -75,7 +75,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, default=str))
         return 0
-    table = Table(title=f"{source.name} → {output}", show_header=False)
+    table = Table(title=escape(f"{source.name} → {output}"), show_header=False)
     table.add_row("tensors", signature(result.metadata))
     table.add_row("ops", ", ".join(map(str, stats["ops"])))  # type: ignore[call-overload]
     table.add_row("nodes", f"{stats['nodes_in']} in ONNX → {stats['kernels']} kernels "
@@ -136,8 +136,8 @@ def _quantization_drop(source: Path, wasm: bytes, samples: list[dict[str, np.nda
     try:
         return accuracy_drop(module.run, run_float, names, samples)
     except InputError as exc:
-        errors.print(f"[yellow]warning:[/] the calibration samples do not fit the compiled module, so the "
-                     f"quantization's effect was not measured: {escape(str(exc))}", soft_wrap=True)
+        warning(f"the calibration samples do not fit the compiled module, so the quantization's effect was not "
+                f"measured: {exc}")
         return []
 
 
@@ -163,7 +163,7 @@ def _print_report(report: Report, as_json: bool) -> None:
     table.add_column("result")
     table.add_column("detail")
     for check in report.checks:
-        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAILED[/]", check.detail)
+        table.add_row(escape(check.name), "[green]ok[/]" if check.ok else "[red]FAILED[/]", escape(check.detail))
     console.print(table)
 
 
@@ -172,12 +172,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     path = Path(args.model)
     if not path.is_file():
-        errors.print(f"[red]error:[/] {path}: no such file")
+        error(f"{path}: no such file")
+        return EXIT_BAD_INPUT
+    if args.input and not args.reference:
+        error("--input gives the inputs of the parity check with ONNX Runtime: it needs --reference MODEL.onnx")
         return EXIT_BAD_INPUT
     try:
         given = _load_inputs(args.input or []) or None
     except InputError as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     runner = reference_runner = None
     if args.reference:
@@ -186,18 +189,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             runner = WasmModel.from_file(path).run
         except Exception as exc:  # the report below says what is wrong with the module
-            errors.print(f"[yellow]warning:[/] cannot instantiate for parity: {escape(str(exc))}", soft_wrap=True)
+            warning(f"cannot instantiate for parity: {exc}")
         try:
             reference_runner = OnnxRuntimeModel(args.reference, threads=1, providers="cpu").run
         except Exception as exc:  # onnxruntime's own errors for a file it cannot load
             message = f"{args.reference}: ONNX Runtime cannot load it: {exc}"
-            errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+            error(message)
             return EXIT_BAD_INPUT
     try:
         report = validate(path, args.reference, samples=args.samples, given=given, runner=runner,
                           reference_runner=reference_runner)
     except InputError as exc:  # --input's tensors do not fit the module (a size outside a symbolic dim's range)
-        errors.print(f"[red]error:[/] the module refuses the inputs: {escape(str(exc))}", soft_wrap=True)
+        error(f"the module refuses the inputs: {exc}")
         return EXIT_BAD_INPUT
     _print_report(report, args.json)
     return 0 if report.ok else EXIT_FAILED
@@ -208,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
         outputs = model.run(_load_inputs(args.input or []))
     except (InputError, ValueError, FileNotFoundError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     out_dir = Path(args.output_dir) if args.output_dir else None
     for name, value in outputs.items():
@@ -227,7 +230,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         metadata = read_metadata(Path(args.model).read_bytes())
     except (OSError, ValueError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        error(str(exc))
         return EXIT_BAD_INPUT
     from dataclasses import asdict
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from wasinfer.runtime import model_info
 
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 console = Console()
 errors = Console(stderr=True)
+
+
+def error(message: str) -> None:
+    """`error: MESSAGE` on stderr, red on a terminal and plain text elsewhere. The message is text, never markup:
+    a path or a reference with brackets in it (`/data/[v2]/m.onnx`) is printed as it is, and one line stays one
+    line however long (a digest, a path) so that it can be copied."""
+    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def warning(message: str) -> None:
+    """`warning: MESSAGE` on stderr, as `error` prints."""
+    errors.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def wasinfer_home() -> Path:

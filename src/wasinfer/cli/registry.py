@@ -23,11 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from wasinfer.cli.output import EXIT_BAD_INPUT, console, errors, signature, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, console, error, errors, signature, warning, wasinfer_home
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, Reference, is_semver, semver_key
 from wasinfer.registry.store import LocalStore, StoreError
@@ -60,8 +59,8 @@ def _admit(artifact: ModelArtifact, mismatch: str | None = None) -> None:
 
 
 def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
-        errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    for text in warnings:
+        warning(text)
 
 
 # --- plumbing ------------------------------------------------------------------------------------
@@ -91,7 +90,7 @@ def _reports_errors(func: Command) -> Command:
         except Exception as exc:
             if not _is_user_error(exc):
                 raise
-            errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, however long
+            error(str(exc))
             return EXIT_BAD_INPUT
 
     return wrapper
@@ -106,15 +105,17 @@ def _parse_ref(text: str) -> Reference:
 
 def _client(ref: Reference, args: argparse.Namespace) -> OciClient:
     """A registry client for REF's host, with credentials from the flags, the environment or
-    Docker's config.json (in that order)."""
+    Docker's config.json (in that order), and plain HTTP where --plain-http or $WASINFER_REGISTRY_PLAIN_HTTP
+    asks for it (as `wasinfer serve` reads it)."""
     from wasinfer.registry.credentials import load_credentials
+    from wasinfer.registry.fetch import plain_http_from_env
     from wasinfer.registry.oci import OciClient
 
     assert ref.registry is not None
     password = sys.stdin.readline().rstrip("\r\n") if getattr(args, "password_stdin", False) else None
     username, password = load_credentials(ref.registry, getattr(args, "username", None), password)
-    return OciClient(ref.registry, plain_http=getattr(args, "plain_http", False), username=username,
-                     password=password)
+    plain_http = getattr(args, "plain_http", False) or plain_http_from_env()
+    return OciClient(ref.registry, plain_http=plain_http, username=username, password=password)
 
 
 @contextmanager
@@ -185,20 +186,14 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def cmd_pull(args: argparse.Namespace) -> int:
-    from wasinfer.registry.admission import reference_mismatch
+    from wasinfer.registry.fetch import pull_artifact, read_stored
 
     ref = _parse_ref(args.ref)
-    mismatch = None
     if ref.registry:
-        with _client(ref, args) as client:
-            with _transfer_progress(f"pulling {ref}", args.json) as report:
-                artifact = client.pull(ref.repository, ref.reference, report)
-            if ref.digest and artifact.digest() != ref.digest:
-                raise ValueError(f"{ref}: the registry returned {artifact.digest()}, not the digest asked for")
-            mismatch = reference_mismatch(artifact, ref.repository, ref.reference,
-                                          lambda version: client.tag_digest(ref.repository, version))
+        with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
+            artifact, mismatch = pull_artifact(client, ref, progress=report)
     else:
-        artifact = _store().get(ref.repository, ref.reference)
+        artifact, mismatch = read_stored(_store(), ref)
     _admit(artifact, mismatch)
     digest = artifact.digest()
     document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
@@ -387,7 +382,8 @@ REF_HELP = ("[registry/]name:version; without a registry host (a first component
 
 def _registry_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-http", action="store_true",
-                   help="speak plain HTTP to the registry (for registries without TLS, e.g. on loopback)")
+                   help="speak plain HTTP to the registry (for registries without TLS, e.g. on loopback; also "
+                   "$WASINFER_REGISTRY_PLAIN_HTTP=1)")
     p.add_argument("--username", metavar="U", help="registry user (default: $WASINFER_REGISTRY_USERNAME, then "
                    "Docker's config.json)")
     p.add_argument("--password-stdin", action="store_true",
@@ -413,7 +409,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("pull", help="fetch a model version to a file or into the local store",
                        description="Fetch the version REF names (a version, an alias such as stable, or @digest; "
-                       "default latest), verifying every blob's digest. With -o the module is written to FILE "
+                       "default: the latest tag, else the highest release), verifying every blob's digest. With -o the "
+                       "module is written to FILE "
                        "(atomically); without, a version from a registry goes into the local store.")
     p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
     p.add_argument("-o", "--output", metavar="FILE", help="write the .wasm module here")

@@ -15,7 +15,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, errors, wasinfer_home
+from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, error, wasinfer_home
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
 from wasinfer.registry.trust import (
@@ -34,7 +34,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     try:
         pair = generate_keys(directory, args.name)
     except (OSError, ValueError) as exc:  # FileExistsError included: never overwrite a key
-        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        error(str(exc))
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps({"key_id": pair.key_id, "private_key": str(pair.private_key),
@@ -93,7 +93,7 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         document = policy_input(artifact, verdict)
         decisions = evaluate(policy_dir, document, data)
     except (OSError, ValueError, TrustError, PolicyError) as exc:  # json.JSONDecodeError is a ValueError
-        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        error(str(exc))
         return EXIT_BAD_INPUT
     ok = allowed(decisions)
     if args.json:

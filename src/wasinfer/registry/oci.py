@@ -138,7 +138,8 @@ class OciClient:
         except httpx.TransportError as exc:
             hint = ""
             if not self.plain_http and (isinstance(exc.__context__, ssl.SSLError) or "SSL" in str(exc)):
-                hint = " (TLS handshake failed: if the registry serves plain http, use --plain-http)"
+                hint = (" (TLS handshake failed: if the registry serves plain http, use --plain-http or set "
+                        "WASINFER_REGISTRY_PLAIN_HTTP=1)")
             elif isinstance(exc, httpx.ConnectError):
                 hint = " (is the registry running, and is the address right?)"
             raise RegistryError(f"cannot connect to registry {self.registry} over {self._scheme}: {exc}{hint}") \

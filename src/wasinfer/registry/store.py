@@ -41,7 +41,14 @@ from typing import Any
 
 from wasinfer.artifact.metadata import Metadata
 from wasinfer.fileio import atomic_write, fsync_dir
-from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact, is_semver, semver_key, sha256_digest
+from wasinfer.registry.artifact import (
+    ANNOTATIONS,
+    ModelArtifact,
+    canonical_version,
+    is_semver,
+    semver_key,
+    sha256_digest,
+)
 
 BUSY_TIMEOUT_S = 30.0
 _TEMP_PREFIX = ".tmp-"
@@ -312,6 +319,7 @@ class LocalStore:
         points at it, unless `force`, which removes those aliases too."""
         if not is_semver(version):
             raise StoreError(f"{version!r} is not a version; delete takes the version itself, not an alias")
+        version = canonical_version(version)
         with self._transaction() as db:
             self._resolve(db, name, version)
             pointing = [a for (a,) in db.execute("SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias",
@@ -362,8 +370,8 @@ class LocalStore:
     def _resolve(self, db: sqlite3.Connection, name: str, ref: str) -> VersionInfo:
         columns = "SELECT name, version, digest, size, created FROM versions"
         self._require_model(db, name)
-        if is_semver(ref):
-            row = db.execute(f"{columns} WHERE name=? AND version=?", (name, ref)).fetchone()
+        if is_semver(ref):  # v1.2.3 is 1.2.3, as push stores it
+            row = db.execute(f"{columns} WHERE name=? AND version=?", (name, canonical_version(ref))).fetchone()
         elif _DIGEST.fullmatch(ref):
             row = db.execute(f"{columns} WHERE name=? AND digest=?", (name, ref)).fetchone()
         else:

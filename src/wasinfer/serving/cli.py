@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import signal
 import threading
 import time
@@ -153,9 +154,11 @@ def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
     guests = parser.add_argument_group(
         "WASI-NN guests", "WasmEdge-style WASI-NN programs, one fresh instance per request: POST "
         "/v2/guests/NAME/run with the program's stdin as the body answers its stdout (application/octet-stream) "
-        "and its exit code in X-Guest-Exit-Code; 504 past --guest-timeout-s, 500 if it traps. See docs/wasi-nn.md")
-    guests.add_argument("--guest", action="append", default=[], metavar="NAME=APP.wasm",
-                        help="serve the WASI command APP.wasm as NAME (repeatable)")
+        "and its exit code in X-Guest-Exit-Code; 422 if it exits with another code than 0, 504 past "
+        "--guest-timeout-s, 500 if it traps. See docs/wasi-nn.md")
+    guests.add_argument("--guest", action="append", default=[], metavar="'NAME=APP.wasm [ARG...]'",
+                        help="serve the WASI command APP.wasm as NAME, with the arguments after it (split as a shell "
+                        "would) as its command line, e.g. --guest 'classify=app.wasm --top 5' (repeatable)")
     guests.add_argument("--nn-preload", action="append", default=[], metavar="ALIAS:ENCODING:TARGET:PATH",
                         help="a model every guest may load with load_by_name(ALIAS), as WasmEdge's --nn-preload "
                         "(ENCODING onnx, tensorflowlite, autodetect or wasinfer; TARGET cpu, gpu, auto); repeatable")
@@ -177,19 +180,25 @@ def _guest_config(args: argparse.Namespace, workers: int) -> Any:
     if args.guest_memory_mb < 0 or args.guest_timeout_s < 0:
         raise ValueError("--guest-memory-mb and --guest-timeout-s must not be negative")
     guests: list[tuple[str, Path]] = []
+    arguments: dict[str, tuple[str, ...]] = {}
     for spec in args.guest:
-        name, sep, path = spec.partition("=")
+        try:
+            first, *rest = shlex.split(spec) or [""]
+        except ValueError as exc:  # an unclosed quote
+            raise ValueError(f"--guest {spec!r}: {exc}") from None
+        name, sep, path = first.partition("=")
         if not sep or not name or not path or "/" in name:
-            raise ValueError(f"--guest {spec!r}: expected NAME=APP.wasm (NAME without '/')")
+            raise ValueError(f"--guest {spec!r}: expected NAME=APP.wasm [ARG...] (NAME without '/')")
         if not Path(path).is_file():
             raise ValueError(f"--guest {name}: {path}: no such file")
         if name in dict(guests):
             raise ValueError(f"--guest {name}: given twice")
         compile_guest(Path(path))  # GuestError, a ValueError, for a module that cannot run here
         guests.append((name, Path(path)))
+        arguments[name] = tuple(rest)
     memory = args.guest_memory_mb << 20 if args.guest_memory_mb else None
     return GuestConfig(tuple(guests), parse_preloads(args.nn_preload), memory, args.guest_timeout_s or None,
-                       workers=workers)
+                       workers=workers, arguments=arguments)
 
 
 def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any] | None:

@@ -95,3 +95,16 @@ class TooManyRequests(ServingError):
     http_status = 429
     grpc_code = "RESOURCE_EXHAUSTED"
     outcome = "overloaded"
+
+
+class GuestRefused(ServingError):
+    """A WASI-NN guest program exited with a non-zero code: it refused or failed on the request's input
+    (guests.py). The code goes back in X-Guest-Exit-Code, the end of its stderr in the message."""
+
+    http_status = 422
+    grpc_code = "INVALID_ARGUMENT"  # guests are served over REST only
+    outcome = "bad_request"
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,11 +1,13 @@
 """WASI-NN guest programs served over REST: `POST /v2/guests/{name}/run`, one fresh guest per request.
 
 The request body is the guest's stdin; the answer is its stdout (application/octet-stream) with its
-exit code in `X-Guest-Exit-Code`. A guest that exits by itself answers 200 whatever its exit code
-(it is the program's answer, as a CGI script's would be); one the host had to stop answers like a
-model that did: 504 past its deadline, 500 after a trap or at its memory cap, each as the usual
-JSON {"error": ...} with the end of the guest's stderr. An unknown name is 404, a body over
---max-body-bytes 413, and more guests in flight than `max_in_flight` 429.
+exit code in `X-Guest-Exit-Code`. A guest that exits 0 answers 200. One that exits with another
+code refused or failed on what it was given (a command line's convention: 2 is a usage error), so
+it answers 422 with the code in the header and the end of its stderr in the usual JSON
+{"error": ...}: an empty 200 said "success" to every client that checks only the status. One the
+host had to stop answers like a model that did: 504 past its deadline, 500 after a trap or at its
+memory cap. Each guest's command line (after its program name) is the one `--guest` gives it. An
+unknown name is 404, a body over --max-body-bytes 413, and more guests in flight than `max_in_flight` 429.
 
 Why a fresh instance per request: a guest is a program with global state (and it may have died
 at its cap), so nothing of one request may reach the next; an instance costs little next to the
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wasinfer.runtime.wasi_nn import GuestResult, Preload, compile_guest, run_guest
@@ -39,6 +42,7 @@ class GuestConfig:
     deadline_seconds: float | None = 30.0
     workers: int = 2
     max_in_flight: int = 64  # running or queued; more are refused with 429
+    arguments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # a guest's argv after its name
 
 
 class GuestBusy(Exception):
@@ -65,7 +69,7 @@ class Guests:
 
     def run(self, name: str, stdin: bytes) -> GuestResult:
         """Run guest `name` (it must exist) with `stdin`; called on the guest executor."""
-        return run_guest(self.programs[name], (), self.config.preloads, stdin,
+        return run_guest(self.programs[name], self.config.arguments.get(name, ()), self.config.preloads, stdin,
                          memory_limit_bytes=self.config.memory_limit_bytes,
                          deadline_seconds=self.config.deadline_seconds, program_name=f"{name}.wasm")
 

@@ -41,6 +41,7 @@ from wasinfer.serving.auth import Tokens, challenge, check_bearer
 from wasinfer.serving.errors import (
     BadRequest,
     DeadlineExceeded,
+    GuestRefused,
     Internal,
     MethodNotAllowed,
     NotFound,
@@ -210,6 +211,9 @@ class RestApp:
             raise DeadlineExceeded(f"guest {name!r} ran past its deadline and was stopped: {stderr_tail(result)}")
         if result.fault is not None:
             raise Internal(f"guest {name!r} failed: {stderr_tail(result)}")
+        if result.exit_code != 0:
+            raise GuestRefused(f"guest {name!r} exited with code {result.exit_code}: {stderr_tail(result)}",
+                               result.exit_code)
         await _send(send, 200, result.stdout, head[4], b"application/octet-stream",
                     [(EXIT_CODE_HEADER, str(result.exit_code).encode())])
 
@@ -464,4 +468,6 @@ async def _error(send: Send, exc: ServingError, request_id: str) -> None:
         extra = [(b"allow", exc.allowed.encode())]
     elif isinstance(exc, Unauthorized):
         extra = [(b"www-authenticate", challenge(exc))]
+    elif isinstance(exc, GuestRefused):
+        extra = [(EXIT_CODE_HEADER, str(exc.exit_code).encode())]
     await _send(send, exc.http_status, orjson.dumps({"error": exc.message}), request_id, extra=extra)
