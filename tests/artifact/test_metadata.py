@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.hostile import echo_module, string_input_module
@@ -80,3 +81,26 @@ def test_metadata_that_claims_more_memory_than_the_module_has_fails_the_load() -
     with pytest.raises(ValueError, match=r"tensor 'x': its slot \[64, 16777280\) in the metadata ends past the "
                                          r"module's linear memory of 65536 bytes"):
         WasmModel(lying)
+
+
+def test_docs_abi_describes_every_metadata_key_and_compile_option() -> None:
+    """docs/abi.md is the contract other hosts read: a key the compiler writes and the page does not describe
+    (source_format's tflite, compile_options' weights and simd were) is a contract nobody can keep."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from tests.serving.conftest import scale_model
+    from wasinfer.artifact import convert_onnx
+    from wasinfer.artifact.metadata import Metadata, TensorSlot
+
+    page = (Path(__file__).parents[2] / "docs" / "abi.md").read_text()
+    table_keys = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", page, re.M))
+    documented = {key for pair in table_keys for key in pair if key}
+    assert {f.name for f in dataclasses.fields(Metadata)} <= documented
+    for slot_field in dataclasses.fields(TensorSlot):
+        assert f'"{slot_field.name}"' in page, f"tensor spec field {slot_field.name} is not in docs/abi.md"
+    options = convert_onnx(scale_model(np.ones(4, np.float32)), max_batch=2).metadata.compile_options
+    row = next(line for line in page.splitlines() if line.startswith("| `compile_options` |"))
+    assert not [key for key in options if f"`{key}`" not in row], row
+    assert "tflite" in next(line for line in page.splitlines() if line.startswith("| `source_format` |"))
