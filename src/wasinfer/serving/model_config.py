@@ -270,12 +270,12 @@ def config_type(datatype: str) -> str:
 
 def check_tensors(config: ModelConfig, kind: str, declared: Sequence[TensorConfig],
                   module: Sequence[tuple[str, str, Sequence[int]]], batched: bool) -> None:
-    """The config's inputs (or outputs) against the module's (name, v2 datatype, shape with -1 for run-time
-    sizes): names, datatypes and dims must agree, dims without the batch when `batched` (max_batch_size > 0).
+    """The config's inputs (or outputs) against the module's (name, v2 datatype, dims: its shape with -1 for
+    run-time sizes, without the batch when `batched`, max_batch_size > 0): names, datatypes and dims must agree.
     Inputs must all be declared when any is; outputs may be a subset, as in Triton."""
     if not declared:
         return
-    found = {name: (datatype, list(shape[1:] if batched else shape)) for name, datatype, shape in module}
+    found = {name: (datatype, list(shape)) for name, datatype, shape in module}
     names = [t.name for t in declared]
     unknown = [n for n in names if n not in found]
     missing = [n for n in found if n not in names] if kind == "input" else []
