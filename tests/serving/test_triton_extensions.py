@@ -183,6 +183,8 @@ def test_a_triton_config_pbtxt_is_honoured(writable_repo: Repo) -> None:
         assert config["instance_group"] == [{"name": "scale", "kind": "KIND_CPU", "count": 3}]
         assert config["version_policy"] == {"latest": {"num_versions": 1}}
         assert both.http.get_model_metadata("scale")["versions"] == ["2"]
+        assert [(m["version"], m["reason"]) for m in both.http.get_model_repository_index()] == [
+            ("1", "not served: its config's version_policy leaves it out"), ("2", "")]
 
         def ask(i: int) -> np.ndarray:
             with httpclient.InferenceServerClient(f"127.0.0.1:{both.server.http_port}", network_timeout=60) as own:

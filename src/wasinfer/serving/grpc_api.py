@@ -6,7 +6,7 @@ directly.
 
 Two thread pools, so that health never waits behind inference: the methods that answer from
 memory at once (CONTROL_METHODS: ServerLive, ServerReady, ModelReady, ServerMetadata,
-RepositoryIndex) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
+RepositoryIndex, ModelStatistics) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
 everything else on the main pool, whose threads may each wait for a model up to the request's
 deadline. One model's calls may hold at most half of the main pool's threads (`thread_shares`;
 more get RESOURCE_EXHAUSTED at once), so a model whose calls all wait leaves threads for the

@@ -848,8 +848,10 @@ class ModelManager:
         """Every version on disk with its state; loaded versions whose files went away too."""
         entries: dict[tuple[str, int], dict[str, str]] = {}
         for name in self.repository.model_names():
+            served = self._servable(name)
             for version in self.repository.versions(name):
-                reason = "unloaded" if name in self._unloaded else "not loaded yet (loads on first request)"
+                reason = "unloaded" if name in self._unloaded else "not loaded yet (loads on first request)" if \
+                    version in served else "not served: its config's version_policy leaves it out"
                 entries[(name, version)] = {"name": name, "version": str(version), "state": "UNAVAILABLE",
                                             "reason": reason}
         for (name, version), record in list(self._records.items()):
