@@ -99,14 +99,15 @@ class ModelConfig:
         return next((t.label_filename for t in self.outputs if t.name == output and t.label_filename), LABELS_FILE)
 
 
-def load_model_config(model_dir: Path) -> ModelConfig:
-    """The model's config.json or config.pbtxt, checked; neither is the empty config."""
+def load_model_config(model_dir: Path, cache_dir: Path | None = None) -> ModelConfig:
+    """The model's config.json or config.pbtxt, checked; neither is the empty config. `cache_dir`: where the
+    compiled .protos are kept (descriptors.py)."""
     json_path, pbtxt_path = model_dir / CONFIG_FILE, model_dir / PBTXT_FILE
     raw_json, raw_pbtxt = _read(json_path), _read(pbtxt_path)
     if raw_json is not None and raw_pbtxt is not None:
         raise ConfigError(f"{model_dir}: has both {CONFIG_FILE} and {PBTXT_FILE}; keep one")
     if raw_pbtxt is not None:
-        return parse_pbtxt(raw_pbtxt, str(pbtxt_path), model_dir.name)
+        return parse_pbtxt(raw_pbtxt, str(pbtxt_path), model_dir.name, cache_dir)
     if raw_json is None:
         return ModelConfig()
     try:
@@ -194,9 +195,9 @@ _UNKNOWN_FIELD = re.compile(r'^(\d+):(\d+) : Message type "inference\.(\w+)" has
 _V2_TYPES = {"TYPE_STRING": "BYTES"}
 
 
-def parse_pbtxt(text: bytes, where: str = PBTXT_FILE, model: str = "") -> ModelConfig:
+def parse_pbtxt(text: bytes, where: str = PBTXT_FILE, model: str = "", cache_dir: Path | None = None) -> ModelConfig:
     """A Triton config.pbtxt, parsed by protobuf's text format against inference.ModelConfig, then checked."""
-    classes = messages(None, MODEL_CONFIG_PROTO)
+    classes = messages(cache_dir, MODEL_CONFIG_PROTO)
     config = classes["ModelConfig"]()
     try:
         text_format.Parse(text.decode("utf-8", errors="replace"), config)

@@ -20,9 +20,10 @@ States per model version, as the repository index reports them: LOADING, READY, 
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
 version that is not loaded loads it and waits; one for a model unloaded through the
 repository API, or whose load failed, is refused with 503 until the next explicit load.
-A model's default version is the highest on disk when it is first requested; a version
-added later becomes the default at the next explicit load (which also reloads a version
-whose file was rewritten), as in Triton's explicit model control mode.
+A model's default version is the highest on disk (of those its config's version_policy serves)
+when it is first requested; a version added later becomes the default at the next explicit
+load (which also reloads a version whose file was rewritten), as in Triton's explicit model
+control mode.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from wasinfer.serving.errors import (
 )
 from wasinfer.serving.metrics import Metrics, Phases
 from wasinfer.serving.model_config import (
+    LABELS_FILE,
     ConfigError,
     ModelConfig,
     ModelSettings,
@@ -607,7 +609,7 @@ class ModelManager:
         if not versions:
             return versions
         try:
-            policy = load_model_config(self.repository.root / name).version_policy
+            policy = load_model_config(self.repository.root / name, self.cache.directory).version_policy
         except ConfigError:
             return versions
         if policy is None:
@@ -723,7 +725,7 @@ class ModelManager:
     def _open(self, target: ModelVersion) -> LoadedModel:
         info: ModelInfo
         stamp = file_stamp(target.path)
-        config = load_model_config(target.path.parent.parent)
+        config = load_model_config(target.path.parent.parent, self.cache.directory)
         compiled_max_batch: int | None = None
         instance_bytes = 0
         inline_deadline = None
@@ -885,7 +887,7 @@ def _labels(model_dir: Path, config: ModelConfig, outputs: list[str]) -> dict[st
         try:
             found[output] = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
-            if name != config.labels_file(""):  # named by the config: it must be there
+            if name != LABELS_FILE:  # named by the config: it must be there
                 raise ConfigError(f"{config.source}: output {output!r} label_filename {name!r}: no such file in "
                                   f"{model_dir}") from None
         except OSError as exc:
