@@ -129,7 +129,7 @@ def writable_repo(tmp_path: Path) -> Repo:
 
 def health_check(grpc_port: int, service: str = "") -> str:
     """grpc.health.v1.Health/Check as Kubernetes' gRPC probe sends it: the status's name, or the gRPC error code's."""
-    from wasinfer.serving.grpc_api import HEALTH_PROTO, messages
+    from wasinfer.serving.descriptors import HEALTH_PROTO, messages
 
     classes = messages(None, HEALTH_PROTO)
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:

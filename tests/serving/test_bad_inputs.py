@@ -21,7 +21,8 @@ import pytest
 
 from tests.serving.conftest import MAX_BODY, start_server
 from wasinfer.serving import Server
-from wasinfer.serving.grpc_api import SERVICE, messages
+from wasinfer.serving.descriptors import messages
+from wasinfer.serving.grpc_api import SERVICE
 
 MANAGEMENT_TOKEN = "table-management-token"
 M = messages()

@@ -31,7 +31,8 @@ import numpy as np
 
 from tests.processes import output_lines, read_until, stop
 from tests.serving.conftest import MAX_BODY, start_server
-from wasinfer.serving.grpc_api import SERVICE, messages
+from wasinfer.serving.descriptors import messages
+from wasinfer.serving.grpc_api import SERVICE
 
 VALUES = 28 * 1024 * 1024  # "1," each: 56 MiB
 SMALL = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}

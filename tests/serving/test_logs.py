@@ -20,7 +20,8 @@ import pytest
 from tests.processes import output_lines, read_until
 from tests.serving.conftest import start_server
 from wasinfer.serving import Server
-from wasinfer.serving.grpc_api import SERVICE, messages
+from wasinfer.serving.descriptors import messages
+from wasinfer.serving.grpc_api import SERVICE
 from wasinfer.serving.logs import JsonFormatter, TextFormatter, accept_request_id, configure, new_request_id
 
 WRONG_DATATYPE = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3, 4]}]}

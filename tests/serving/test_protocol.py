@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from wasinfer.serving.descriptors import messages
 from wasinfer.serving.errors import BadRequest
-from wasinfer.serving.grpc_api import decode_infer_request, messages
+from wasinfer.serving.grpc_api import decode_infer_request
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.models import INLINE_SECONDS, InstancePool, ModelManager
 from wasinfer.serving.protocol import (

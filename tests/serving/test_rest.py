@@ -292,7 +292,9 @@ def test_openapi_describes_every_route(server: Server) -> None:
         answered = ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/m", "/v2/models/m/versions/1",
                     "/v2/models/m/ready", "/v2/models/m/versions/1/ready", "/v2/models/m/infer",
                     "/v2/models/m/versions/1/infer", "/v2/repository/index", "/v2/repository/models/m/load",
-                    "/v2/repository/models/m/unload", "/v2/openapi.json", "/metrics"]
+                    "/v2/repository/models/m/unload", "/v2/openapi.json", "/metrics", "/v2/models/m/config",
+                    "/v2/models/m/versions/1/config", "/v2/models/stats", "/v2/models/m/stats",
+                    "/v2/models/m/versions/1/stats"]
         for route in answered:
             assert any(re.match(_route_pattern(p), route) for p in paths), route
         refs = re.findall(r'"\$ref":"#/components/schemas/([^"]+)"', json.dumps(document, separators=(",", ":")))

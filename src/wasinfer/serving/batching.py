@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wasinfer.serving.metrics import Phases
 from wasinfer.serving.workers import Demoter
 
 log = logging.getLogger("wasinfer.serving")
@@ -40,6 +41,7 @@ class _Pending:
     inputs: Tensors
     samples: int
     future: Future[Tensors]
+    phases: Phases | None = None  # its queue and the run that serves it, for the statistics
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -68,13 +70,14 @@ class Batcher:
         else:
             thread.start()
 
-    def submit(self, inputs: Tensors, samples: int) -> Future[Tensors]:
-        """Queue one request of `samples` samples (at most max_batch); its outputs arrive on the future."""
+    def submit(self, inputs: Tensors, samples: int, phases: Phases | None = None) -> Future[Tensors]:
+        """Queue one request of `samples` samples (at most max_batch); its outputs arrive on the future, and
+        the time it queued and the time of the run that served it in `phases`."""
         future: Future[Tensors] = Future()
         with self._ready:
             if self._closed:
                 raise RuntimeError("the model was unloaded")
-            self._pending.append(_Pending(inputs, samples, future))
+            self._pending.append(_Pending(inputs, samples, future, phases))
             self._queued_samples += samples
             self._ready.notify()
         return future
@@ -135,6 +138,9 @@ class Batcher:
         started = time.perf_counter()
         if self._observe is not None:
             self._observe(sum(item.samples for item in batch), started - batch[0].queued_at)
+        for item in batch:
+            if item.phases is not None:
+                item.phases.queue = started - item.queued_at
         if len(batch) == 1:
             self._settle(batch[0], lambda: self._run(batch[0].inputs))
             return
@@ -146,15 +152,23 @@ class Batcher:
             for item in batch:
                 self._settle(item, lambda item=item: self._run(item.inputs))  # type: ignore[misc]
             return
+        ran = time.perf_counter() - started
         start = 0
         for item in batch:
             end = start + item.samples
+            if item.phases is not None:
+                item.phases.infer = ran
             item.future.set_result({name: array[start:end] for name, array in outputs.items()})
             start = end
 
     @staticmethod
     def _settle(item: _Pending, compute: Callable[[], Tensors]) -> None:
+        started = time.perf_counter()
         try:
-            item.future.set_result(compute())
+            outputs = compute()
         except BaseException as exc:
             item.future.set_exception(exc)
+            return
+        if item.phases is not None:
+            item.phases.infer = time.perf_counter() - started
+        item.future.set_result(outputs)

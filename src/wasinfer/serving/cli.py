@@ -59,12 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-size", type=int, default=0, metavar="N",
                         help="instances per model, i.e. concurrent inferences per model: its own execution slots, "
                         "so a slow or hostile model never takes another's (default: one per core; a model's "
-                        "config.json \"instance_count\" overrides it). See docs/serving.md")
+                        "config.json \"instance_count\" or config.pbtxt instance_group overrides it). See "
+                        "docs/serving.md")
     parser.add_argument("--batch-delay-us", type=int, default=None, metavar="US",
                         help="turn on dynamic batching for every model that can batch: a batch runs when it is "
                         "full or its oldest request has waited US microseconds (0: batch only what queued while "
-                        "the instances were busy). Default: off, except for models whose config.json has "
-                        "\"dynamic_batching\"")
+                        "the instances were busy). Default: off, except for models whose config.json or "
+                        "config.pbtxt has dynamic_batching; never for one whose max_batch_size is 0")
     parser.add_argument("--max-concurrency", type=int, default=0, metavar="N",
                         help="requests in flight per model (running or queued); more get 429 / "
                         "RESOURCE_EXHAUSTED (default 0: unlimited; config.json \"max_concurrency\" overrides)")

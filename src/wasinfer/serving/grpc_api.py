@@ -1,16 +1,12 @@
 """The v2 gRPC front end: `inference.GRPCInferenceService` on grpcio's threaded server.
 
-The messages come from proto/grpc_service.proto, compiled by grpcio-tools' protoc at first use
-into a descriptor set, kept in the compiled-code cache ($WASINFER_HOME/cache/proto, keyed by the
-.proto's hash: protoc takes a third of a second, a cached set a millisecond), and loaded into a
-descriptor pool of our own. No generated code is committed, and none is imported into the
-default pool, where tritonclient registers the same `inference.*` names (a client and a server
-in one process, as in the tests, would collide there). Handlers run
-on grpcio's worker threads and call the blocking model manager directly.
+The messages come from proto/grpc_service.proto, compiled into a private descriptor pool
+(descriptors.py). Handlers run on grpcio's worker threads and call the blocking model manager
+directly.
 
 Two thread pools, so that health never waits behind inference: the methods that answer from
 memory at once (CONTROL_METHODS: ServerLive, ServerReady, ModelReady, ServerMetadata,
-RepositoryIndex) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
+RepositoryIndex, ModelStatistics) run on a small pool of their own (grpcio's per-handler `experimental_thread_pool`),
 everything else on the main pool, whose threads may each wait for a model up to the request's
 deadline. One model's calls may hold at most half of the main pool's threads (`thread_shares`;
 more get RESOURCE_EXHAUSTED at once), so a model whose calls all wait leaves threads for the
@@ -27,10 +23,7 @@ exception's text, when a handler has a bug.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,20 +34,21 @@ from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from wasinfer.fileio import atomic_write
 from wasinfer.serving.auth import Tokens, check_bearer
+from wasinfer.serving.descriptors import HEALTH_PROTO, _pool, messages
 from wasinfer.serving.errors import BadRequest, DeadlineExceeded, Internal, NotFound, ServingError, TooManyRequests
 from wasinfer.serving.logs import accept_request_id, new_request_id
-from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.metrics import Metrics, Phases
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
     EXTENSIONS,
     InferRequest,
     RequestedOutput,
     check_load_parameters,
+    class_count,
     datatype_of,
     decode_raw,
     element_count,
@@ -65,12 +59,11 @@ from wasinfer.version import __version__
 
 log = logging.getLogger("wasinfer.serving")
 
-PROTO = Path(__file__).parent / "proto" / "grpc_service.proto"
-HEALTH_PROTO = PROTO.with_name("health.proto")
 SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Answered from memory, never blocking: these run on their own threads, never queued behind inference.
-CONTROL_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "RepositoryIndex"})
+CONTROL_METHODS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "RepositoryIndex",
+                             "ModelStatistics"})
 CONTROL_WORKERS = 4
 # grpcio's time_remaining() for a call whose client set no deadline is ~9.2e18 s; anything this far off is none.
 NO_DEADLINE_SECONDS = 1e7
@@ -81,44 +74,6 @@ CONTENTS_FIELDS = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
-
-
-def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
-    """grpc_service.proto and health.proto as a serialised FileDescriptorSet: from `cache_dir` when these
-    .protos were compiled before, else compiled by grpcio-tools' protoc (and kept there)."""
-    source = PROTO.read_bytes() + HEALTH_PROTO.read_bytes()
-    cached = cache_dir / "proto" / f"grpc_service-{hashlib.sha256(source).hexdigest()[:16]}.pb" if cache_dir else None
-    if cached is not None and cached.is_file():
-        return cached.read_bytes()
-    from grpc_tools import protoc
-
-    with tempfile.TemporaryDirectory(prefix="wasinfer-proto-") as tmp:
-        out = Path(tmp) / "grpc_service.pb"
-        code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name,
-                            HEALTH_PROTO.name])
-        if code != 0:
-            raise RuntimeError(f"protoc failed ({code}) on {PROTO}")
-        data = out.read_bytes()
-    if cached is not None:
-        try:
-            atomic_write(cached, data)  # two servers starting at once never read half a file
-        except OSError as exc:  # a read-only cache costs the next start a protoc run, nothing more
-            log.warning("cannot cache the gRPC descriptors in %s: %s", cached.parent, exc)
-    return data
-
-
-@functools.cache
-def _pool(cache_dir: Path | None = None) -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    for file in descriptor_pb2.FileDescriptorSet.FromString(service_descriptor_set(cache_dir)).file:
-        pool.Add(file)
-    return pool
-
-
-def messages(cache_dir: Path | None = None, proto: Path = PROTO) -> dict[str, Any]:
-    """The message classes of the service (or of `proto`'s), by unqualified name, from the private pool."""
-    package = _pool(cache_dir).FindFileByName(proto.name)
-    return {name: message_factory.GetMessageClass(desc) for name, desc in package.message_types_by_name.items()}
 
 
 def health_handler(cache_dir: Path | None, not_ready: Callable[[], str],
@@ -170,8 +125,17 @@ def decode_infer_request(request: Any) -> InferRequest:
         else:
             inputs[name] = _decode_contents(name, datatype, shape, tensor.contents)
         datatypes[name] = datatype
-    outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
+    outputs = [RequestedOutput(o.name, True, _class_count(o)) for o in request.outputs] or None
     return InferRequest(inputs, datatypes, outputs, request.id)
+
+
+def _class_count(output: Any) -> int:
+    """An InferRequestedOutputTensor's classification parameter (tritonclient sends int64_param)."""
+    if "classification" not in output.parameters:
+        return 0
+    parameter = output.parameters["classification"]
+    choice = parameter.WhichOneof("parameter_choice")
+    return class_count(output.name, getattr(parameter, choice) if choice else None)
 
 
 def _decode_contents(name: str, datatype: str, shape: list[int], contents: Any) -> np.ndarray:
@@ -310,18 +274,34 @@ class InferenceServicer:
                 raise DeadlineExceeded(f"model {model.name!r} version {model.version}: the call waited for a server "
                                        "thread until its deadline passed and was not run")
             deadline = self.manager.deadline(left if left < NO_DEADLINE_SECONDS else None)
+            decoding = time.perf_counter()
             infer = decode_infer_request(request)
             model.check(infer)
+            phases = Phases(input=time.perf_counter() - decoding)
             with self.shares.hold(model.name):
-                outputs = model.infer(infer.inputs, deadline)
-            response = self._response(model, infer, outputs)
+                outputs = model.infer(infer.inputs, deadline, phases)
+            encoding = time.perf_counter()
+            response = self._response(model, infer, model.classified(infer, outputs))
+            phases.output = time.perf_counter() - encoding
         except Exception as exc:
             outcome = exc.outcome if isinstance(exc, ServingError) else Internal.outcome
             self.metrics.request(model.name if model else "", model.version if model else "", "grpc", outcome,
                                  time.perf_counter() - started)
             raise
-        self.metrics.request(model.name, model.version, "grpc", "ok", time.perf_counter() - started)
+        self.metrics.request(model.name, model.version, "grpc", "ok", time.perf_counter() - started, phases)
         return response
+
+    def ModelConfig(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        """The model configuration extension: the same configuration as REST's, as inference.ModelConfig."""
+        self._inference(call)
+        model = self.manager.get(request.name, request.version)
+        return json_format.ParseDict({"config": model.triton_config()}, self.m["ModelConfigResponse"]())
+
+    def ModelStatistics(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
+        """The statistics extension, from memory (no load): every model's, a model's versions', or one version's."""
+        self._inference(call)
+        stats = self.manager.statistics(request.name, request.version)
+        return json_format.ParseDict({"model_stats": stats}, self.m["ModelStatisticsResponse"]())
 
     def _response(self, model: LoadedModel, request: InferRequest, outputs: dict[str, np.ndarray]) -> Any:
         names = [o.name for o in request.outputs] if request.outputs else list(outputs)

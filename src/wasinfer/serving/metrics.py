@@ -7,13 +7,21 @@ a tenth of a small model's whole request. Exposition is still prometheus-client'
 
 Requests that name no known model (404s, bodies refused before the model is resolved) are
 counted with empty `model` and `version` labels, so a client cannot create series at will.
+
+The same counts answer Triton's statistics extension (`statistics`): one source for both, so
+/metrics and /v2/models/stats never disagree. A successful request also brings its `Phases`
+(decoding its tensors, waiting for a slot or a batch, the run that served it, encoding the
+answer), which only the statistics report.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -59,12 +67,31 @@ class _Histogram:
         return out
 
 
+@dataclass(slots=True)
+class Phases:
+    """Where one request's time went, in seconds: filled by the front end (input, output) and the model (queue,
+    infer: a dynamic batch's whole run for each of its requests). Written before the request's answer is made,
+    read after."""
+
+    input: float = 0.0
+    queue: float = 0.0
+    infer: float = 0.0
+    output: float = 0.0
+
+
+def _duration(count: int, seconds: float) -> dict[str, int]:
+    return {"count": count, "ns": round(seconds * 1e9)}
+
+
 class Metrics(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[Labels, int] = {}
         self._request_seconds: dict[Labels, _Histogram] = {}
-        self._inference_seconds: dict[Labels, _Histogram] = {}
+        self._inference_seconds: dict[Labels, _Histogram] = {}  # (model, version, samples in the run)
+        self._phases: dict[Labels, list[float]] = {}  # (model, version) → successful requests' Phases summed
+        self._failed_seconds: dict[Labels, float] = {}  # (model, version) → failed requests' time summed
+        self._last_success: dict[Labels, float] = {}  # (model, version) → time.time() of the last one
         self._cold_starts: dict[Labels, int] = {}
         self._cold_start_seconds: dict[Labels, _Histogram] = {}
         self._models_loaded = 0
@@ -91,17 +118,29 @@ class Metrics(Collector):
             histogram = table[key] = _Histogram(buckets)
         return histogram
 
-    def request(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
-        """One inference request ended; its latency counts only when it succeeded."""
+    def request(self, model: str, version: str, protocol: str, outcome: str, seconds: float,
+                phases: Phases | None = None) -> None:
+        """One inference request ended; its latency goes to the histogram only when it succeeded (a failure's,
+        to the statistics' fail duration), with its phases when it has them."""
         key = (model, version, protocol, outcome)
         with self._lock:
             self._requests[key] = self._requests.get(key, 0) + 1
-            if outcome == "ok":
-                self._histogram(self._request_seconds, key[:3], LATENCY_BUCKETS).observe(seconds)
+            if outcome != "ok":
+                self._failed_seconds[key[:2]] = self._failed_seconds.get(key[:2], 0.0) + seconds
+                return
+            self._histogram(self._request_seconds, key[:3], LATENCY_BUCKETS).observe(seconds)
+            self._last_success[key[:2]] = time.time()
+            if phases is not None:
+                sums = self._phases.setdefault(key[:2], [0.0, 0.0, 0.0, 0.0])
+                sums[0] += phases.input
+                sums[1] += phases.queue
+                sums[2] += phases.infer
+                sums[3] += phases.output
 
-    def inference(self, model: str, version: str, seconds: float) -> None:
+    def inference(self, model: str, version: str, seconds: float, samples: int = 1) -> None:
+        """One run of a model on `samples` samples (its batch)."""
         with self._lock:
-            self._histogram(self._inference_seconds, (model, version), LATENCY_BUCKETS).observe(seconds)
+            self._histogram(self._inference_seconds, (model, version, str(samples)), LATENCY_BUCKETS).observe(seconds)
 
     def cold_start(self, model: str, version: str, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -160,12 +199,48 @@ class Metrics(Collector):
         with self._lock:
             self._models_loaded += delta
 
+    def statistics(self, model: str, version: str) -> dict[str, Any]:
+        """Triton's statistics of one model version (its ModelStatistics, as JSON): requests over both protocols,
+        runs by batch size. The phases are those of successful requests, as Triton counts them; durations in ns."""
+        key = (model, version)
+        with self._lock:
+            ok = [h for (m, v, _protocol), h in self._request_seconds.items() if (m, v) == key]
+            succeeded, success_seconds = sum(sum(h.counts) for h in ok), sum(h.total for h in ok)
+            failed = sum(count for (m, v, _protocol, outcome), count in self._requests.items()
+                         if (m, v) == key and outcome != "ok")
+            phases = list(self._phases.get(key, [0.0, 0.0, 0.0, 0.0]))
+            runs = sorted((int(k[2]), sum(h.counts), h.total) for k, h in self._inference_seconds.items()
+                          if k[:2] == key)
+            failed_seconds, last = self._failed_seconds.get(key, 0.0), self._last_success.get(key)
+        return {
+            "name": model, "version": version, "last_inference": round(last * 1000) if last is not None else 0,
+            "inference_count": sum(size * count for size, count, _ in runs),
+            "execution_count": sum(count for _, count, _ in runs),
+            "inference_stats": {
+                "success": _duration(succeeded, success_seconds), "fail": _duration(failed, failed_seconds),
+                "queue": _duration(succeeded, phases[1]), "compute_input": _duration(succeeded, phases[0]),
+                "compute_infer": _duration(succeeded, phases[2]), "compute_output": _duration(succeeded, phases[3]),
+                "cache_hit": _duration(0, 0.0), "cache_miss": _duration(0, 0.0)},
+            "batch_stats": [{"batch_size": size, "compute_infer": _duration(count, seconds)}
+                            for size, count, seconds in runs],
+        }
+
+    def counted_versions(self) -> set[tuple[str, str]]:
+        """The (model, version)s with a request or a run counted."""
+        with self._lock:
+            return {(k[0], k[1]) for k in (*self._requests, *self._inference_seconds) if k[0]}
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             requests, cold_starts = dict(self._requests), dict(self._cold_starts)
+            inference: dict[Labels, _Histogram] = {}  # by (model, version): the runs of every batch size together
+            for (model, version, _samples), runs in self._inference_seconds.items():
+                merged = inference.setdefault((model, version), _Histogram(LATENCY_BUCKETS))
+                merged.counts = [a + b for a, b in zip(merged.counts, runs.counts, strict=True)]
+                merged.total += runs.total
             histograms = [(name, {k: (h.cumulative(), h.total) for k, h in table.items()})
                           for name, table in (("request", self._request_seconds),
-                                              ("inference", self._inference_seconds),
+                                              ("inference", inference),
                                               ("cold_start", self._cold_start_seconds),
                                               ("batch", self._batch_sizes),
                                               ("queue", self._queue_seconds),

@@ -20,9 +20,10 @@ States per model version, as the repository index reports them: LOADING, READY, 
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
 version that is not loaded loads it and waits; one for a model unloaded through the
 repository API, or whose load failed, is refused with 503 until the next explicit load.
-A model's default version is the highest on disk when it is first requested; a version
-added later becomes the default at the next explicit load (which also reloads a version
-whose file was rewritten), as in Triton's explicit model control mode.
+A model's default version is the highest on disk (of those its config's version_policy serves)
+when it is first requested; a version added later becomes the default at the next explicit
+load (which also reloads a version whose file was rewritten), as in Triton's explicit model
+control mode.
 """
 
 from __future__ import annotations
@@ -65,9 +66,19 @@ from wasinfer.serving.errors import (
     TooManyRequests,
     Unavailable,
 )
-from wasinfer.serving.metrics import Metrics
-from wasinfer.serving.model_config import ModelSettings, ServingDefaults, load_model_config, settings_for
-from wasinfer.serving.protocol import InferRequest, datatype_of
+from wasinfer.serving.metrics import Metrics, Phases
+from wasinfer.serving.model_config import (
+    LABELS_FILE,
+    ConfigError,
+    ModelConfig,
+    ModelSettings,
+    ServingDefaults,
+    check_tensors,
+    config_type,
+    load_model_config,
+    settings_for,
+)
+from wasinfer.serving.protocol import InferRequest, classify, datatype_of
 from wasinfer.serving.repository import ModelVersion, Repository
 from wasinfer.serving.workers import Demoter, ModelWorkers
 
@@ -76,6 +87,7 @@ log = logging.getLogger("wasinfer.serving")
 # Triton's names where it has one; it has no TFLite platform (its community TFLite backends are
 # backend-only), so that one is named like its tensorflow_graphdef and tensorflow_savedmodel.
 PLATFORMS = {"wasm": "wasinfer_wasm", "onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
+BACKENDS = {"wasm": "wasinfer", "onnx": "onnxruntime", "tflite": "tflite"}  # Triton's backend names, and ours
 # A run expected to take less than this is cheaper on the calling (event-loop) thread than the
 # hand-off to a worker thread and back, which costs tens of microseconds of CPU on both sides.
 INLINE_SECONDS = 100e-6
@@ -226,9 +238,13 @@ class LoadedModel:
     def __init__(self, version: ModelVersion, all_versions: Sequence[int], inputs: list[TensorMeta],
                  outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int],
                  settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None,
-                 interruptible: bool = False, demoter: Demoter | None = None):
+                 interruptible: bool = False, demoter: Demoter | None = None, config: ModelConfig | None = None,
+                 labels: dict[str, list[str]] | None = None):
         self.name, self.version = version.name, str(version.version)
         self.path, self.platform = version.path, PLATFORMS[version.format]
+        self.backend = BACKENDS[version.format]
+        self.config = config or ModelConfig()  # as its config.json or config.pbtxt gave it
+        self.labels = labels or {}  # output → its classes' labels (classification extension)
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
         self.inputs, self.outputs = inputs, outputs
         self.versions = [str(v) for v in all_versions]
@@ -236,6 +252,7 @@ class LoadedModel:
         self._input_types = {t.name: t.datatype for t in inputs}
         self._input_specs = {t.name: t.spec for t in inputs}
         self._output_names = {t.name for t in outputs}
+        self._output_types = {t.name: t.datatype for t in outputs}
         # The input whose leading dim is the batch; a leading symbolic dim (--input-shape x=2..8,4, ABI version 3)
         # is a size of the one run, not a batch of samples that requests could merge.
         self._batched = next((t.name for t in inputs if t.spec.batch_axis == 0), None)
@@ -264,13 +281,42 @@ class LoadedModel:
         self.batcher: Batcher | None = None
         can_batch = bool(inputs) and all(t.spec.batch_axis == 0 for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
-            self.batcher = Batcher(self._run, settings.max_batch or 64, settings.batching_delay_us / 1e6,
+            self.batcher = Batcher(self._run, settings.preferred_batch or settings.max_batch or 64,
+                                   settings.batching_delay_us / 1e6,
                                    settings.instance_count, f"{self.name}-{self.version}",
                                    lambda size, waited: metrics.batch(self.name, self.version, size, waited),
                                    demoter, demoted)
         self.metadata = {"name": self.name, "versions": self.versions, "platform": self.platform,
                          "inputs": [t.as_json() for t in inputs], "outputs": [t.as_json() for t in outputs]}
         self.metadata_json = orjson.dumps(self.metadata)
+        self.triton_config_json = orjson.dumps(self.triton_config())
+
+    def triton_config(self) -> dict[str, Any]:
+        """The configuration this version is served with, as Triton's model configuration extension answers it
+        (its ModelConfig in JSON): what the module, its config file and the server's flags make of it, never
+        a field we do not honour. Dims leave out the batch when max_batch_size > 0, as in Triton."""
+        batched = bool(self.settings.max_batch) and self.config.max_batch_size != 0 and all(
+            t.spec.batch_axis == 0 for t in (*self.inputs, *self.outputs))
+
+        def tensor(meta: TensorMeta) -> dict[str, Any]:
+            entry: dict[str, Any] = {"name": meta.name, "data_type": config_type(meta.datatype),
+                                     "dims": meta.shape[1:] if batched else meta.shape}
+            if meta.name in self.labels:
+                entry["label_filename"] = self.config.labels_file(meta.name)
+            return entry
+
+        policy = self.config.version_policy
+        config: dict[str, Any] = {
+            "name": self.name, "platform": self.platform, "backend": self.backend,
+            "version_policy": policy.as_json() if policy is not None else {"all": {}},
+            "max_batch_size": self.settings.max_batch if batched else 0,
+            "input": [tensor(t) for t in self.inputs], "output": [tensor(t) for t in self.outputs],
+            "instance_group": [{"name": self.name, "kind": "KIND_CPU", "count": self.settings.instance_count}]}
+        if self.batcher is not None:
+            config["dynamic_batching"] = {
+                "preferred_batch_size": [self.batcher.max_batch] if self.settings.preferred_batch else [],
+                "max_queue_delay_microseconds": self.settings.batching_delay_us}
+        return config
 
     def check(self, request: InferRequest) -> None:
         """Refuse, in v2 terms, what the backend would refuse in numpy terms (and what it would not see)."""
@@ -289,6 +335,9 @@ class LoadedModel:
             if output.name not in self._output_names:
                 raise BadRequest(f"model {self.name!r} has no output {output.name!r}; its outputs are "
                                  f"{', '.join(repr(t.name) for t in self.outputs)}")
+            if output.classification and self._output_types[output.name] == "BYTES":
+                raise BadRequest(f"output {output.name!r}: classification needs a numeric output; model "
+                                 f"{self.name!r} gives BYTES")
         limit, batches = self.settings.max_tensor_elements, set()
         for name, array in request.inputs.items():
             spec = self._input_specs[name]
@@ -327,13 +376,14 @@ class LoadedModel:
         return (self.inline and self.batcher is None and self.sample_seconds * self._samples(inputs) < limit
                 and self.pool.has_idle())
 
-    def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float) -> dict[str, np.ndarray] | None:
+    def _run_quick(self, inputs: dict[str, np.ndarray], caller: str, limit: float,
+                   phases: Phases | None = None) -> dict[str, np.ndarray] | None:
         """A quick run on the caller's thread, stopped at the inline deadline; None when it must run on the
         version's threads instead (it is not quick, or it just ran past that deadline)."""
         if not self.is_quick(inputs, limit):
             return None
         try:
-            return self._run(inputs, self.inline_deadline)
+            return self._run(inputs, self.inline_deadline, phases)
         except DeadlineExceeded:
             if self.inline_deadline is None:
                 raise
@@ -356,19 +406,21 @@ class LoadedModel:
         if self._in_flight is not None:
             self._in_flight.release()
 
-    def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
+    def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None,
+              phases: Phases | None = None) -> dict[str, np.ndarray]:
         """Run one request, batched with others when the model batches (blocking; gRPC's threads call it,
         run a model whose runs take under GRPC_INLINE_SECONDS themselves, and otherwise wait while the
         run goes to the version's threads or its batcher's).
 
         Still queued at its deadline, it is withdrawn and answered DEADLINE_EXCEEDED; once running,
-        a wasm run is stopped at the deadline and other runs finish."""
+        a wasm run is stopped at the deadline and other runs finish. `phases` gets the time it queued and the
+        time of the run that served it."""
         self._admit()
         try:
-            outputs = self._run_quick(inputs, "a gRPC thread", GRPC_INLINE_SECONDS)
+            outputs = self._run_quick(inputs, "a gRPC thread", GRPC_INLINE_SECONDS, phases)
             if outputs is not None:
                 return outputs
-            future = self._submit(inputs, deadline)
+            future = self._submit(inputs, deadline, phases)
             if deadline is not None:
                 try:
                     return future.result(timeout=max(0.0, deadline.remaining()))
@@ -379,15 +431,15 @@ class LoadedModel:
         finally:
             self._release()
 
-    async def infer_async(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
-                          ) -> dict[str, np.ndarray]:
+    async def infer_async(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None,
+                          phases: Phases | None = None) -> dict[str, np.ndarray]:
         """The same for the event loop: short runs inline, the rest on the version's threads or its batcher."""
         self._admit()
         try:
-            outputs = self._run_quick(inputs, "the event loop", INLINE_SECONDS)
+            outputs = self._run_quick(inputs, "the event loop", INLINE_SECONDS, phases)
             if outputs is not None:
                 return outputs
-            future = self._submit(inputs, deadline)
+            future = self._submit(inputs, deadline, phases)
             if deadline is None:
                 return await asyncio.wrap_future(future)
             # At the deadline, withdraw the run if it is still queued (a no-op once it runs): one timer,
@@ -405,22 +457,27 @@ class LoadedModel:
         finally:
             self._release()
 
-    def _submit(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> Future[dict[str, np.ndarray]]:
+    def _submit(self, inputs: dict[str, np.ndarray], deadline: Deadline | None,
+                phases: Phases | None = None) -> Future[dict[str, np.ndarray]]:
         """Queue the run on the batcher or the version's own threads; the future can be cancelled while queued."""
         if self.batcher is not None:
-            return self.batcher.submit(inputs, self._batch(inputs))
-        future: Future[dict[str, np.ndarray]] = self._workers.submit(self._run_in_slot, inputs, deadline)
+            return self.batcher.submit(inputs, self._batch(inputs), phases)
+        future: Future[dict[str, np.ndarray]] = self._workers.submit(self._run_in_slot, inputs, deadline, phases,
+                                                                     time.perf_counter())
         return future
 
-    def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None) -> dict[str, np.ndarray]:
+    def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None, phases: Phases | None = None,
+                     queued_at: float = 0.0) -> dict[str, np.ndarray]:
         """Run on one of the version's threads (its slot); a wasm run gets only what is left of the deadline."""
+        if phases is not None:
+            phases.queue = time.perf_counter() - queued_at
         if deadline is None:
-            return self._run(inputs)
+            return self._run(inputs, None, phases)
         remaining = deadline.remaining()
         if remaining <= 0:  # its withdrawal lost the race with this thread by a hair
             raise self._expired(deadline)
         try:
-            return self._run(inputs, remaining if self.interruptible else None)
+            return self._run(inputs, remaining if self.interruptible else None, phases)
         except DeadlineExceeded:
             raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
                                    f"{deadline.seconds * 1000:g} ms and was stopped") from None
@@ -435,8 +492,9 @@ class LoadedModel:
         if self.batcher is not None:
             self.batcher.close()
 
-    def _run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
-        """Run on a pooled instance (blocking)."""
+    def _run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None,
+             phases: Phases | None = None) -> dict[str, np.ndarray]:
+        """Run on a pooled instance (blocking); its time goes to `phases` (the batcher times its own runs)."""
         started = time.perf_counter()
         try:
             outputs = self.pool.run(inputs, deadline_seconds)
@@ -459,7 +517,22 @@ class LoadedModel:
         per_sample = elapsed / max(1, self._samples(inputs))
         previous = self.sample_seconds  # races between threads only blur the average
         self.sample_seconds = per_sample if previous == float("inf") else 0.8 * previous + 0.2 * per_sample
-        self.metrics.inference(self.name, self.version, elapsed)
+        self.metrics.inference(self.name, self.version, elapsed, self._batch(inputs))
+        if phases is not None:
+            phases.infer = elapsed
+        return outputs
+
+    def classified(self, request: InferRequest, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The classification extension: each output the request asks `classification: k` of becomes its top k
+        classes as BYTES "value:index[:label]" (per sample when the output is batched), as Triton answers."""
+        wanted = [o for o in request.outputs or () if o.classification]
+        if not wanted:
+            return outputs
+        outputs = dict(outputs)
+        batch_axes = {t.name: t.spec.batch_axis for t in self.outputs}
+        for output in wanted:
+            outputs[output.name] = classify(outputs[output.name], output.classification,
+                                            self.labels.get(output.name), batch_axes[output.name] == 0)
         return outputs
 
 
@@ -529,14 +602,36 @@ class ModelManager:
     def end_canary(self, name: str) -> None:
         self._canaries.pop(name, None)
 
-    def resolve(self, name: str, version: str) -> ModelVersion:
+    def _servable(self, name: str) -> dict[int, ModelVersion]:
+        """The model's versions on disk that its config's version_policy serves (every one, without a policy).
+        A config that cannot be read serves them all here: loading the version then fails, saying why."""
         versions = self.repository.versions(name)
         if not versions:
+            return versions
+        try:
+            policy = load_model_config(self.repository.root / name, self.cache.directory).version_policy
+        except ConfigError:
+            return versions
+        if policy is None:
+            return versions
+        served = set(policy.select(versions))
+        return {number: found for number, found in versions.items() if number in served}
+
+    def resolve(self, name: str, version: str) -> ModelVersion:
+        on_disk = self.repository.versions(name)
+        if not on_disk:
             raise NotFound(f"unknown model {name!r}")
+        versions = self._servable(name)
+        if not versions:
+            raise NotFound(f"model {name!r}: its version_policy serves none of the versions on disk "
+                           f"({', '.join(str(v) for v in on_disk)})")
         if not version:
             return versions[max(versions)]
         # No version has more than 18 digits (int64); more than 4,300 would be a ValueError from int() itself.
         number = int(version) if version.isascii() and version.isdigit() and len(version) <= 18 else -1
+        if number in on_disk and number not in versions:
+            raise NotFound(f"model {name!r} version {version} is not served: its version_policy serves "
+                           f"{', '.join(str(v) for v in versions)}")
         if number not in versions:
             raise NotFound(f"model {name!r} has no version {version!r}; it has "
                            f"{', '.join(str(v) for v in versions)}")
@@ -630,7 +725,7 @@ class ModelManager:
     def _open(self, target: ModelVersion) -> LoadedModel:
         info: ModelInfo
         stamp = file_stamp(target.path)
-        config = load_model_config(target.path.parent.parent)
+        config = load_model_config(target.path.parent.parent, self.cache.directory)
         compiled_max_batch: int | None = None
         instance_bytes = 0
         inline_deadline = None
@@ -669,12 +764,17 @@ class ModelManager:
 
             info = session.info
         settings = settings_for(config, self.defaults, compiled_max_batch)
+        inputs, outputs = [TensorMeta.of(s) for s in info.inputs], [TensorMeta.of(s) for s in info.outputs]
+        batched = bool(config.max_batch_size)  # Triton's dims leave the batch out then
+        for kind, declared, tensors in (("input", config.inputs, inputs), ("output", config.outputs, outputs)):
+            check_tensors(config, kind, declared, [(t.name, t.datatype, t.shape[1:] if batched and
+                                                    t.spec.batch_axis == 0 else t.shape) for t in tensors], batched)
+        labels = _labels(target.path.parent.parent, config, [t.name for t in outputs])
         pool = InstancePool(factory, settings.instance_count,
                             self.demoter.not_counted if self.demoter is not None else nullcontext)
-        versions = sorted(self.repository.versions(target.name)) or [target.version]
-        return LoadedModel(target, versions, [TensorMeta.of(s) for s in info.inputs],
-                           [TensorMeta.of(s) for s in info.outputs], pool, self.metrics, stamp, settings,
-                           instance_bytes, inline_deadline, interruptible, self.demoter)
+        versions = sorted(self._servable(target.name)) or [target.version]
+        return LoadedModel(target, versions, inputs, outputs, pool, self.metrics, stamp, settings,
+                           instance_bytes, inline_deadline, interruptible, self.demoter, config, labels)
 
     # --- the repository extension --------------------------------------------------------------
 
@@ -732,12 +832,28 @@ class ModelManager:
             record.model.close()
             self.metrics.model_loaded(-1)
 
+    def statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
+        """Triton's statistics (metrics.Metrics.statistics) of every model version loaded or counted, of a model's,
+        or of one version; from memory, never loading anything. An unknown model or version is NotFound."""
+        with self._lock:
+            known = {(n, str(v)) for (n, v), record in self._records.items() if record.model is not None}
+        known |= self.metrics.counted_versions()
+        if name:
+            known = {key for key in known if key[0] == name}
+            if version:
+                known = {(name, str(self.resolve(name, version).version))}
+            elif not known and not self.repository.versions(name):
+                raise NotFound(f"unknown model {name!r}")
+        return [self.metrics.statistics(n, v) for n, v in sorted(known, key=lambda key: (key[0], int(key[1])))]
+
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every version on disk with its state; loaded versions whose files went away too."""
         entries: dict[tuple[str, int], dict[str, str]] = {}
         for name in self.repository.model_names():
+            served = self._servable(name)
             for version in self.repository.versions(name):
-                reason = "unloaded" if name in self._unloaded else "not loaded yet (loads on first request)"
+                reason = "unloaded" if name in self._unloaded else "not loaded yet (loads on first request)" if \
+                    version in served else "not served: its config's version_policy leaves it out"
                 entries[(name, version)] = {"name": name, "version": str(version), "state": "UNAVAILABLE",
                                             "reason": reason}
         for (name, version), record in list(self._records.items()):
@@ -756,6 +872,27 @@ def _legend(spec: TensorSpec) -> str:
                ("MIN..MAX", "a size in that range", bool(spec.ranges))]
     said = [f"{letter}: {meaning}" for letter, meaning, shown in letters if shown]
     return f" ({'; '.join(said)})" if said else ""
+
+
+def _labels(model_dir: Path, config: ModelConfig, outputs: list[str]) -> dict[str, list[str]]:
+    """Each output's class labels, one a line, from its label_filename (which must exist) or the model's labels.txt
+    (if there is one): for the classification extension."""
+    found = {}
+    for output in outputs:
+        name = config.labels_file(output)
+        path = model_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConfigError(f"{config.source}: output {output!r} label_filename {name!r} must be a file in the "
+                              "model's directory")
+        try:
+            found[output] = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            if name != LABELS_FILE:  # named by the config: it must be there
+                raise ConfigError(f"{config.source}: output {output!r} label_filename {name!r}: no such file in "
+                                  f"{model_dir}") from None
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: output {output!r} labels {path}: cannot read it: {exc}") from None
+    return found
 
 
 def _size_of(path: Path) -> int:

@@ -69,7 +69,8 @@ SCHEMAS: dict[str, Any] = {
                        "header (binary tensor data extension) instead of data"}}},
     "RequestOutput": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string"},
-        "parameters": {**PARAMETERS, "description": "binary_data: return this output as raw bytes"}}},
+        "parameters": {**PARAMETERS, "description": "binary_data: return this output as raw bytes; "
+                       "classification: k, its top k classes as BYTES \"value:index[:label]\" instead"}}},
     "InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"}, "parameters": {**PARAMETERS, "description": "binary_data_output: return "
                                                 "outputs that are not listed as raw bytes"},
@@ -86,6 +87,25 @@ SCHEMAS: dict[str, Any] = {
         "name": {"type": "string"}, "version": {"type": "string"},
         "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"}}}},
     "RepositoryLoadRequest": {"type": "object", "properties": {"parameters": PARAMETERS}},
+    "ModelConfig": {"type": "object", "required": ["name", "platform", "max_batch_size", "input", "output"],
+                    "description": "Triton's model configuration (model_config.proto's ModelConfig in JSON), with "
+                                   "the fields wasinfer honours: dims leave the batch out when max_batch_size > 0",
+                    "properties": {
+                        "name": {"type": "string"}, "platform": {"type": "string"}, "backend": {"type": "string"},
+                        "version_policy": {"type": "object"}, "max_batch_size": {"type": "integer", "minimum": 0},
+                        "input": {"type": "array", "items": {"type": "object"}},
+                        "output": {"type": "array", "items": {"type": "object"}},
+                        "dynamic_batching": {"type": "object"},
+                        "instance_group": {"type": "array", "items": {"type": "object"}}}},
+    "Duration": {"type": "object", "required": ["count", "ns"], "properties": {
+        "count": {"type": "integer"}, "ns": {"type": "integer", "description": "cumulative nanoseconds"}}},
+    "ModelStatistics": {"type": "object", "required": ["model_stats"], "properties": {"model_stats": {
+        "type": "array", "items": {"type": "object", "required": ["name", "version"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "last_inference": {"type": "integer", "description": "ms since the epoch; 0: none yet"},
+            "inference_count": {"type": "integer"}, "execution_count": {"type": "integer"},
+            "inference_stats": {"type": "object", "additionalProperties": _ref("Duration")},
+            "batch_stats": {"type": "array", "items": {"type": "object"}}}}}}},
 }
 
 INFER = {
@@ -111,6 +131,12 @@ INFER = {
 MODEL_METADATA = {"get": {"summary": "Model metadata (loads the model if it is not loaded)",
                           "responses": {"200": _json(_ref("ModelMetadata"), "The model"), "404": ERRORS["404"],
                                         "503": ERRORS["503"]}}}
+MODEL_CONFIG = {"get": {"summary": "Model configuration, as Triton's (loads the model if it is not loaded)",
+                        "responses": {"200": _json(_ref("ModelConfig"), "The configuration it is served with"),
+                                      "404": ERRORS["404"], "503": ERRORS["503"]}}}
+MODEL_STATISTICS = {"get": {"summary": "Statistics, as Triton's statistics extension (never loads a model)",
+                            "responses": {"200": _json(_ref("ModelStatistics"), "Per model version"),
+                                          "404": ERRORS["404"]}}}
 MODEL_READY = {"get": {"summary": "Is the model loaded and ready (never loads it)",
                        "responses": {**EMPTY_OK, "404": ERRORS["404"], "503": ERRORS["503"]}}}
 
@@ -130,6 +156,11 @@ PATHS: dict[str, Any] = {
     "/v2/models/{model}/ready": _with(MODEL_PARAMS, MODEL_READY),
     "/v2/models/{model}/versions/{version}/ready": _with(VERSION_PARAMS, MODEL_READY),
     "/v2/models/{model}/infer": _with(MODEL_PARAMS, INFER),
+    "/v2/models/{model}/config": _with(MODEL_PARAMS, MODEL_CONFIG),
+    "/v2/models/{model}/versions/{version}/config": _with(VERSION_PARAMS, MODEL_CONFIG),
+    "/v2/models/stats": MODEL_STATISTICS,
+    "/v2/models/{model}/stats": _with(MODEL_PARAMS, MODEL_STATISTICS),
+    "/v2/models/{model}/versions/{version}/stats": _with(VERSION_PARAMS, MODEL_STATISTICS),
     "/v2/models/{model}/versions/{version}/infer": _with(VERSION_PARAMS, INFER),
     "/v2/repository/index": {"post": {
         "summary": "Every model version in the repository, with its state",

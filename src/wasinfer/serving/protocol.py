@@ -65,6 +65,7 @@ def element_count(shape: Sequence[int], tensor: str) -> int:
 class RequestedOutput:
     name: str
     binary: bool  # REST only: send this output in the binary tensor data extension
+    classification: int = 0  # the classification extension: its top k classes instead of the tensor; 0: the tensor
 
 
 @dataclass
@@ -291,7 +292,32 @@ def _requested_output(index: int, raw: Any, parameters: dict[str, Any]) -> Reque
     tensor = _object(raw, f"outputs[{index}]")
     name = _string(tensor, "name", f"outputs[{index}]")
     own = _object(tensor.get("parameters") or {}, f"output {name!r}: parameters")
-    return RequestedOutput(name, bool(own.get("binary_data", parameters.get("binary_data_output", False))))
+    return RequestedOutput(name, bool(own.get("binary_data", parameters.get("binary_data_output", False))),
+                           class_count(name, own.get("classification", 0)))
+
+
+def class_count(output: str, value: Any) -> int:
+    """The classification parameter of a requested output: a positive integer (0 or absent: none)."""
+    if type(value) is not int or value < 0:
+        raise BadRequest(f"output {output!r}: the classification parameter must be a positive integer (how many "
+                         f"classes), got {value!r}")
+    return value
+
+
+def classify(array: np.ndarray, k: int, labels: list[str] | None, batched: bool) -> np.ndarray:
+    """The top `k` classes of a numeric output as Triton's classification extension gives them: BYTES
+    "value:index" or "value:index:label", highest first (ties: the lower index first), the value as C's %f for
+    floats. A batched output gives k per sample ([batch, k]), any other the whole tensor's k ([k])."""
+    rows = array.reshape(array.shape[0], -1) if batched and array.ndim else array.reshape(1, -1)
+    k = min(k, rows.shape[1])
+    floats = rows.dtype.kind == "f"
+    result = np.empty((rows.shape[0], k), dtype=object)
+    for row, values in enumerate(rows):
+        for column, index in enumerate(np.argsort(-values.astype(np.float64), kind="stable")[:k]):
+            value = f"{float(values[index]):f}" if floats else str(int(values[index]))
+            label = labels[index] if labels is not None and index < len(labels) else ""
+            result[row, column] = f"{value}:{index}{':' + label if label else ''}".encode()
+    return result if batched and array.ndim else result.reshape(k)
 
 
 def encode_rest_response(model_name: str, version: str, request: InferRequest,
@@ -322,7 +348,7 @@ def encode_rest_response(model_name: str, version: str, request: InferRequest,
 
 # --- extensions ------------------------------------------------------------------------------
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
 
 def check_load_parameters(parameters: Any) -> None:

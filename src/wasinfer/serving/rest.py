@@ -53,7 +53,7 @@ from wasinfer.serving.errors import (
 )
 from wasinfer.serving.guests import EXIT_CODE_HEADER, GuestBusy, Guests, stderr_tail
 from wasinfer.serving.logs import accept_request_id, access_log, new_request_id
-from wasinfer.serving.metrics import Metrics
+from wasinfer.serving.metrics import Metrics, Phases
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
     DEFAULT_MAX_JSON_VALUES,
@@ -175,6 +175,8 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             return await _send(send, 200, SERVER_METADATA, head[4])
         first = rest[0]
+        if rest == ["models", "stats"]:  # every model's (a model named "stats" keeps /versions/N/stats)
+            return await self._statistics(scope, send, "", "")
         if first == "models" and len(rest) >= 2:
             return await self._model_route(scope, receive, send, rest[1], rest[2:])
         if first == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
@@ -225,7 +227,9 @@ class RestApp:
         if action == "infer":
             _allow(scope["method"], "POST")
             return await self._infer(scope, receive, send, name, version)
-        if action is None or action not in ("", "ready"):
+        if action == "stats":
+            return await self._statistics(scope, send, name, version)
+        if action is None or action not in ("", "ready", "config"):
             raise NotFound(f"no route {scope['path']}")
         _allow(scope["method"], "GET")
         head = _scan(scope)
@@ -234,9 +238,21 @@ class RestApp:
         if action == "":
             model = await self._model(name, version)
             return await _send(send, 200, model.metadata_json, head[4])
+        if action == "config":  # the model configuration extension
+            model = await self._model(name, version)
+            return await _send(send, 200, model.triton_config_json, head[4])
         if not self.manager.is_ready(name, version):
             raise Unavailable(f"model {name!r}{f' version {version}' if version else ''} is not ready")
         return await _send(send, 200, b"", head[4])
+
+    async def _statistics(self, scope: Scope, send: Send, name: str, version: str) -> None:
+        """GET /v2/models[/{name}[/versions/{v}]]/stats: Triton's statistics extension, from memory (no load)."""
+        _allow(scope["method"], "GET")
+        head = _scan(scope)
+        if self.inference_token is not None:
+            check_bearer(self.inference_token, head[3], "inference")
+        stats = self.manager.statistics(name, version)
+        return await _send(send, 200, orjson.dumps({"model_stats": stats}), head[4])
 
     async def _repository_route(self, scope: Scope, receive: Receive, send: Send, rest: list[str]) -> None:
         index = rest == ["index"]
@@ -280,6 +296,7 @@ class RestApp:
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
             deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
+            decoding = time.perf_counter()
             if len(body) <= PARSE_INLINE_BYTES:
                 request = parse_rest_request(body, header_length, self.max_json_values)
             else:
@@ -288,8 +305,12 @@ class RestApp:
             if request_id is None and request.id:
                 request_id = accept_request_id(request.id)
             model.check(request)
-            outputs = await model.infer_async(request.inputs, deadline)
-            payload, json_length = encode_rest_response(model.name, model.version, request, outputs)
+            phases = Phases(input=time.perf_counter() - decoding)
+            outputs = await model.infer_async(request.inputs, deadline, phases)
+            encoding = time.perf_counter()
+            payload, json_length = encode_rest_response(model.name, model.version, request,
+                                                        model.classified(request, outputs))
+            phases.output = time.perf_counter() - encoding
         except Exception as exc:  # answered and logged with the request's id
             request_id = request_id or new_request_id()
             failure = _serving_error(exc, request_id)
@@ -298,7 +319,7 @@ class RestApp:
             _log_failure(failure, exc, request_id, scope, model.name if model else name,
                          model.version if model else version or None, started)
             return await _error(send, failure, request_id)
-        self.metrics.request(model.name, model.version, "rest", "ok", time.perf_counter() - started)
+        self.metrics.request(model.name, model.version, "rest", "ok", time.perf_counter() - started, phases)
         if json_length is None:
             return await _send(send, 200, payload, request_id)
         await _send(send, 200, payload, request_id, b"application/octet-stream",
