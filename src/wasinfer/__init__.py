@@ -19,14 +19,14 @@ from wasinfer.version import __version__
 
 if TYPE_CHECKING:
     from wasinfer.api import compile, load
-    from wasinfer.artifact.convert import ConvertResult as Module
+    from wasinfer.artifact.module import ConvertResult as Module
     from wasinfer.ir import UnsupportedModel
     from wasinfer.runtime.base import InputError, ModelFault
     from wasinfer.runtime.wasm import WasmModel as Model
 
 # public name → (module, attribute)
 _PUBLIC = {"compile": ("wasinfer.api", "compile"), "load": ("wasinfer.api", "load"),
-           "Module": ("wasinfer.artifact.convert", "ConvertResult"), "Model": ("wasinfer.runtime.wasm", "WasmModel"),
+           "Module": ("wasinfer.artifact.module", "ConvertResult"), "Model": ("wasinfer.runtime.wasm", "WasmModel"),
            "UnsupportedModel": ("wasinfer.ir", "UnsupportedModel"),
            "InputError": ("wasinfer.runtime.base", "InputError"), "ModelFault": ("wasinfer.runtime.base", "ModelFault")}
 

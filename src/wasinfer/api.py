@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wasinfer.extras import missing_extra
+
 if TYPE_CHECKING:
     import onnx
 
-    from wasinfer.artifact.convert import ConvertResult
+    from wasinfer.artifact.module import ConvertResult
     from wasinfer.runtime.wasm import WasmModel
 
 # A dim: an int, a range (MIN, MAX) or (MIN, MAX, STEP), or the text --input-shape takes ("32..1280", "320..960:32").
@@ -58,8 +60,14 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
     """
-    from wasinfer.artifact.convert import convert_model
-    from wasinfer.frontends import parse_shape_overrides
+    try:
+        from wasinfer.artifact.convert import convert_model
+        from wasinfer.frontends import parse_shape_overrides
+    except ModuleNotFoundError as exc:  # the compiler extra is not installed: say which, as the CLI does
+        message = missing_extra(exc, "compiler")
+        if message is None:
+            raise
+        raise ImportError(f"wasinfer.compile: {message}", name=exc.name) from exc
 
     overrides = parse_shape_overrides([f"{name}={_shape_text(dims)}" for name, dims in (input_shapes or {}).items()])
     if isinstance(source, bytes):
@@ -82,7 +90,7 @@ def load(module: str | Path | bytes | ConvertResult, *, deadline_ms: float | Non
     again); `memory_limit_mb` caps the instance's memory. `model.inputs` / `model.outputs` describe the tensors
     (-1 where each run decides a dim, with its range); `model.run({name: array})` returns {name: array}, and
     raises `InputError` naming the input and what is wrong with it."""
-    from wasinfer.artifact.convert import ConvertResult
+    from wasinfer.artifact.module import ConvertResult
     from wasinfer.runtime.wasm import WasmModel
 
     deadline = None if deadline_ms is None else deadline_ms / 1000

@@ -73,10 +73,22 @@ def test_the_service_has_the_v2_methods() -> None:
         "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "ModelConfig", "ModelStatistics"}
 
 
-def test_descriptors_are_compiled_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_server_never_runs_protoc_on_the_shipped_protos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_protoc(args: list[str]) -> int:
+        raise AssertionError("protoc ran although the package ships the compiled descriptors")
+
+    monkeypatch.setattr(protoc, "main", no_protoc)
+    assert service_descriptor_set(tmp_path) and not (tmp_path / "proto").exists()
+
+
+def test_changed_protos_are_compiled_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source tree whose .protos changed since scripts/compile_protos.py ran (no shipped set by their hash)."""
+    import wasinfer.serving.descriptors as descriptors
+
+    monkeypatch.setattr(descriptors, "compiled_name", lambda: "grpc_service-edited.pb")
     compiled = service_descriptor_set(tmp_path)
     [cached] = (tmp_path / "proto").iterdir()
-    assert cached.read_bytes() == compiled and compiled == service_descriptor_set(None)
+    assert cached.name == "grpc_service-edited.pb" and cached.read_bytes() == compiled
 
     def no_protoc(args: list[str]) -> int:
         raise AssertionError("protoc ran although the descriptors were cached")
@@ -102,3 +114,13 @@ def test_one_model_holds_at_most_its_share_of_the_grpc_threads() -> None:
     ("ipv4:127.0.0.1:50123", "127.0.0.1"), ("ipv6:[::1]:50123", "::1"), ("unix:/tmp/s", "unix:/tmp/s")])
 def test_a_client_is_its_address_whatever_its_port(peer: str, client: str) -> None:
     assert client_address(peer) == client
+
+
+def test_the_shipped_descriptor_set_is_what_the_protos_compile_to() -> None:
+    """The server loads proto/grpc_service-<hash>.pb and never runs protoc (a wheel needs no grpcio-tools): it
+    must be there for these .protos, and be what protoc makes of them (scripts/compile_protos.py writes it)."""
+    from tests.scripts import load
+    from wasinfer.serving.descriptors import PROTO, compiled_name, service_descriptor_set
+
+    assert load("scripts/compile_protos.py").main(["--check"]) == 0
+    assert service_descriptor_set(None) == PROTO.with_name(compiled_name()).read_bytes()

@@ -8,7 +8,6 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import onnx
 
 from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
+from wasinfer.artifact.module import ConvertResult
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
 from wasinfer.backends.wasm.compiler import abi_version, input_symbol, symbolic_axes
-from wasinfer.fileio import atomic_write
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
@@ -36,20 +35,6 @@ from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
 from wasinfer.version import __version__
-
-
-@dataclass
-class ConvertResult:
-    """A compiled module (`wasinfer.Module`): its bytes, its metadata, and what compiling it found."""
-
-    wasm: bytes
-    metadata: Metadata
-    stats: dict[str, object] = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> None:
-        """Write the module to `path`, whole or not at all."""
-        atomic_write(Path(path), self.wasm)
-
 
 SIMD_CHOICES = ("auto", "plain", "relaxed")
 

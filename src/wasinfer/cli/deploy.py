@@ -10,15 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasinfer.cli.output import EXIT_BAD_INPUT, console, error
-from wasinfer.deploy.render import Extras, default_extras, file_name, render, to_yaml
-from wasinfer.deploy.values import ValuesError, load, parse_set
 from wasinfer.fileio import atomic_write
+
+if TYPE_CHECKING:
+    from wasinfer.deploy.render import Extras
+
+# wasinfer.deploy (PyYAML, regopy: the registry extra) is imported by the commands, so that `wasinfer --help`
+# and a base install do without it.
 
 
 def _extras(args: argparse.Namespace) -> Extras:
     """The monitoring files: given ones must exist; otherwise those of a source checkout, when there."""
+    from wasinfer.deploy.render import Extras, default_extras
+
     found = default_extras()
     dashboard, rules = found.dashboard, found.rules
     if args.dashboard:
@@ -29,6 +36,9 @@ def _extras(args: argparse.Namespace) -> Extras:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from wasinfer.deploy.render import file_name, render, to_yaml
+    from wasinfer.deploy.values import ValuesError, load, parse_set
+
     try:
         values = load([Path(v) for v in args.values or []], parse_set(args.set or []))
         extras = _extras(args)
@@ -74,6 +84,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import yaml
 
     from wasinfer.deploy.gatekeeper import DEFAULT_DIR, GatekeeperError, audit, load_constraints, load_templates
+    from wasinfer.deploy.render import render
+    from wasinfer.deploy.values import ValuesError, load, parse_set
 
     try:
         if args.files:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, error, errors, signature, warning, wasinfer_home
+from wasinfer.extras import missing_extra
 from wasinfer.fileio import atomic_write
 from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 from wasinfer.version import __version__
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 
 # The compiler, the ONNX frontend and validation (onnx, onnxruntime) are imported by the commands
 # that use them: `wasinfer serve`, `run` and `info` start without them (tens of MiB less resident).
+
+# The optional dependency group each command needs (wasinfer/extras.py); the others run on the base install.
+COMMAND_EXTRAS = {"convert": "compiler", "validate": "compiler", "demo": "demo", "serve": "serve",
+                  **{command: "registry" for command in ("push", "pull", "models", "keys", "policy", "package",
+                                                         "deploy")}}
+
 
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -362,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130
+    except ModuleNotFoundError as exc:  # an optional dependency group that is not installed
+        message = missing_extra(exc, COMMAND_EXTRAS.get(args.command))
+        if message is None:
+            raise
+        error(f"wasinfer {args.command}: {message}")
+        return EXIT_BAD_INPUT
     return code
 
 

@@ -10,26 +10,24 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from wasinfer.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, console, error, wasinfer_home
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
-from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
-from wasinfer.registry.trust import (
-    ENV_TRUST_KEYS,
-    TrustError,
-    TrustPolicy,
-    generate_keys,
-    load_private_key,
-    sign,
-    verify,
-)
+
+if TYPE_CHECKING:
+    from wasinfer.registry.trust import TrustPolicy
+
+# The signing (cryptography) and policy (regopy) modules are imported by the commands that use them: the
+# registry extra's dependencies, which `wasinfer --help` and a base install do without.
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from wasinfer.registry.trust import generate_keys
+
     directory = Path(args.dir) if args.dir else wasinfer_home() / "keys"
     try:
         pair = generate_keys(directory, args.name)
@@ -51,6 +49,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 def _artifact(args: argparse.Namespace) -> ModelArtifact:
     """The artifact a push of MODEL with these flags would make (signed when --signing-key is given)."""
     from wasinfer.artifact.metadata import read_metadata
+    from wasinfer.registry.trust import sign
 
     model = Path(args.model)
     wasm = model.read_bytes()
@@ -69,6 +68,8 @@ def _artifact(args: argparse.Namespace) -> ModelArtifact:
 def _trust(args: argparse.Namespace) -> TrustPolicy:
     """Keys from --trusted-keys (else $WASINFER_TRUST_KEYS), plus the signing key's own public half, so
     `--signing-key K` alone shows what a verifier trusting K would decide."""
+    from wasinfer.registry.trust import ENV_TRUST_KEYS, TrustPolicy, load_private_key
+
     paths = [Path(p) for p in args.trusted_keys or []]
     if not paths:
         paths = [Path(p) for p in os.environ.get(ENV_TRUST_KEYS, "").split(os.pathsep) if p.strip()]
@@ -79,6 +80,9 @@ def _trust(args: argparse.Namespace) -> TrustPolicy:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
+    from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
+    from wasinfer.registry.trust import TrustError, verify
+
     policy_dir = Path(args.policy_dir)
     if args.policy_dir == "default" and not policy_dir.exists():
         policy_dir = DEFAULT_POLICY_DIR

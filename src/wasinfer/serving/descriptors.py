@@ -1,12 +1,14 @@
 """The serving protocols' protobuf messages, compiled from proto/*.proto into a private descriptor pool.
 
 The .protos (grpc_service.proto, with Triton's model configuration in model_config.proto, and
-health.proto) are compiled by grpcio-tools' protoc at first use into a descriptor set, kept in
-the compiled-code cache ($WASINFER_HOME/cache/proto, keyed by the .protos' hash: protoc takes a
-third of a second, a cached set a millisecond), and loaded into a descriptor pool of our own. No
-generated code is committed, and none is imported into the default pool, where tritonclient
-registers the same `inference.*` names (a client and a server in one process, as in the tests,
-would collide there).
+health.proto) are compiled when the package is built: `python scripts/compile_protos.py` writes
+their descriptor set next to them as proto/grpc_service-<hash>.pb (the .protos' hash; a test
+checks it is there and current), which the wheel ships, so a server never runs protoc and needs
+no grpcio-tools. A source tree whose .protos changed since falls back to protoc (grpcio-tools, a
+development dependency), keeping what it made in the compiled-code cache ($WASINFER_HOME/cache/proto).
+The set is loaded into a descriptor pool of our own: no generated code, and nothing in the default
+pool, where tritonclient registers the same `inference.*` names (a client and a server in one
+process, as in the tests, would collide there).
 
 Its own module, below both the gRPC front end and the model configuration (which parses
 Triton's config.pbtxt against the same `inference.ModelConfig`), so neither imports the other.
@@ -33,13 +35,15 @@ HEALTH_PROTO = PROTO.with_name("health.proto")
 _SOURCES = (MODEL_CONFIG_PROTO, PROTO, HEALTH_PROTO)  # in import order
 
 
-def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
-    """The .protos as a serialised FileDescriptorSet: from `cache_dir` when these .protos were compiled before,
-    else compiled by grpcio-tools' protoc (and kept there)."""
+def compiled_name() -> str:
+    """The file name of these .protos' descriptor set: it changes with any byte of them."""
     source = b"".join(path.read_bytes() for path in _SOURCES)
-    cached = cache_dir / "proto" / f"grpc_service-{hashlib.sha256(source).hexdigest()[:16]}.pb" if cache_dir else None
-    if cached is not None and cached.is_file():
-        return cached.read_bytes()
+    return f"grpc_service-{hashlib.sha256(source).hexdigest()[:16]}.pb"
+
+
+def compile_protos() -> bytes:
+    """The .protos as a serialised FileDescriptorSet, compiled by grpcio-tools' protoc (a development and build
+    dependency: scripts/compile_protos.py runs this)."""
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory(prefix="wasinfer-proto-") as tmp:
@@ -48,7 +52,20 @@ def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
                             *(path.name for path in _SOURCES)])
         if code != 0:
             raise RuntimeError(f"protoc failed ({code}) on {PROTO.parent}")
-        data = out.read_bytes()
+        return out.read_bytes()
+
+
+def service_descriptor_set(cache_dir: Path | None = None) -> bytes:
+    """The .protos as a serialised FileDescriptorSet: the one built with the package, else (a source tree whose
+    .protos changed) one compiled before into `cache_dir`, else compiled now by protoc (and kept there)."""
+    name = compiled_name()
+    shipped = PROTO.with_name(name)
+    if shipped.is_file():
+        return shipped.read_bytes()
+    cached = cache_dir / "proto" / name if cache_dir else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
+    data = compile_protos()
     if cached is not None:
         try:
             atomic_write(cached, data)  # two servers starting at once never read half a file

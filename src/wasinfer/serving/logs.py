@@ -19,13 +19,12 @@ more than a small model's inference. Refused requests (4xx) log at INFO, unavail
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
-
-import orjson
 
 # The fields a request's log lines may carry (logging's `extra`), in the order JSON lines give them.
 REQUEST_FIELDS = ("request_id", "protocol", "method", "path", "model", "version", "status", "duration_ms")
@@ -78,7 +77,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return orjson.dumps(entry, default=str).decode()
+        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):
