@@ -9,10 +9,12 @@ the per-sample batch, which is wrong for ops that mix samples (reductions over a
 
 Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads,
 Resize scales, Reshape's shape...) as graph inputs, where exported models hold constants or
-shape subgraphs that fold. The compiler needs them at compile time (output shapes and index
-tables depend on them), so when a model is declined with such inputs run-time, the backend
-binds them to the values `run` is given, as initializers, and keeps one module per value —
-what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+shape subgraphs that fold. Some compile as they are, one module for every value (Reduce axes,
+Slice, Split sizes, Trilu's k, TopK's k: passes/dynamic.py); the others are needed at compile
+time (output shapes and index tables depend on them), so when a model is declined with such
+inputs run-time, the backend binds them to the values `run` is given, as initializers, and keeps
+one module per value — what `wasinfer convert` does for any constant. docs/conformance.md
+counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
