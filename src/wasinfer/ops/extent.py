@@ -547,6 +547,18 @@ def from_values(view: ExtentView) -> ExtentFlow:
     return view.refuse(found) if isinstance(found, str) else view.out(found)
 
 
+def tile(view: ExtentView) -> ExtentFlow:
+    """Tile(x, repeats): each dim times its repeat; x may be symbolic where its repeat is 1, a repeat symbolic (a
+    value of --input-values) where x's dim is static. Every element of the largest layout is x's at its index
+    modulo x's dim, so the kernel's copy at the largest holds each run's tiling in its corner."""
+    extent, repeats = view.extent(0), view.values(1)
+    if repeats is None:
+        return view.refuse("its repeats are computed at run time")
+    if any(isinstance(d, Expr) and r != 1 for d, r in zip(extent, repeats, strict=True)):
+        return view.refuse("a symbolic axis tiled more than once (its copies would start where each run's ends)")
+    return view.out(tuple(mul(d, r) for d, r in zip(extent, repeats, strict=True)))
+
+
 RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "tf_half_pixel_for_nn")
 
 
@@ -611,4 +623,4 @@ def recurrent(view: ExtentView) -> ExtentFlow:
 
 __all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
            "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "pad", "recurrent", "reduce", "reshape",
-           "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "transpose", "window"]
+           "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "tile", "transpose", "window"]
