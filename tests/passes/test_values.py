@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import wasinfer
 from tests.parity import ort_run
@@ -62,6 +62,29 @@ def test_one_module_tiles_by_every_declared_repeat_and_what_follows_runs_at_that
         feeds = {"x": x, "repeats": np.array(repeats, np.int64)}
         got, want = module.run(feeds)["y"], ort_run(source, feeds)[0]
         assert got.shape == want.shape, repeats
+        np.testing.assert_array_equal(got, want)
+
+
+def test_an_expand_to_declared_dims_and_a_range_to_a_declared_limit() -> None:
+    """Expand broadcasts its dims of 1 to the values; Range(2, limit, 3) is as long as the limit says."""
+    expand = model([helper.make_node("Expand", ["x", "shape"], ["y"])],
+                   {"x": (TensorProto.FLOAT, [1, 1]), "shape": (TensorProto.INT64, [2])}, {"y": TensorProto.FLOAT})
+    module = WasmModel(convert_onnx(expand, input_values={"shape": (1, 6)}).wasm)
+    for shape in ([1, 1], [3, 5], [6, 6]):
+        feeds = {"x": np.array([[7.0]], np.float32), "shape": np.array(shape, np.int64)}
+        np.testing.assert_array_equal(module.run(feeds)["y"], ort_run(expand, feeds)[0])
+    graph = helper.make_graph([helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
+                               helper.make_node("Neg", ["r"], ["y"])], "range",
+                              [helper.make_tensor_value_info("limit", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+                              [numpy_helper.from_array(np.array(2, np.int64), "start"),
+                               numpy_helper.from_array(np.array(3, np.int64), "delta")])
+    counting = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    module = WasmModel(convert_onnx(counting, input_values={"limit": (0, 40)}).wasm)
+    for limit in (0, 3, 4, 5, 20, 40):
+        feeds = {"limit": np.array(limit, np.int64)}
+        got, want = module.run(feeds)["y"], ort_run(counting, feeds)[0]
+        assert got.shape == want.shape, limit
         np.testing.assert_array_equal(got, want)
 
 
