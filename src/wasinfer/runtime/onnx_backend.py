@@ -126,13 +126,13 @@ class WasinferRep(BackendRep):
                 self.modules[None] = self._compile(model)
             except (UnsupportedModel, FrontendError):
                 params = parameter_inputs(model) if tensors_only else set()
+                if not params:
+                    raise
                 try:
                     self.modules[None] = self._compile(model, {name: VALUE_RANGE for name in params})
                     self.valued = params
                 except (UnsupportedModel, FrontendError, ValueError):
                     self.bound = params
-                    if not self.bound:
-                        raise
                     self.static = False
 
     def _compile(self, model: onnx.ModelProto, values: dict[str, tuple[int, int]] | None = None) -> WasmModel:
