@@ -495,6 +495,11 @@ def pad(view: ExtentView) -> ExtentFlow:
     extent = view.extent(0)
     rank = len(extent)
     pads = view.node.attrs.get("pads") or view.ints(1)
+    declared = view.values(1) if "pads" not in view.node.attrs else None
+    if pads is None and declared is not None and is_static(extent) and len(declared) == 2 * rank \
+            and not (len(view.node.inputs) > 3 and view.node.inputs[3]):
+        # pads whose values each run gives (--input-values): any mode, read by the kernel (emitters/pad.py)
+        return view.out(tuple(add(d, b, e) for d, b, e in zip(extent, declared[:rank], declared[rank:], strict=True)))
     if pads is None:
         return view.refuse("its pads are computed at run time")
     axes = view.ints(3) if len(view.node.inputs) > 3 and view.node.inputs[3] else None

@@ -7,8 +7,8 @@ of --input-shape is one (ir/symbolic.py), and the nodes read, while compiling, a
 largest in every element, whose symbolic values are those symbols (`Graph.shape_values`). The static passes
 therefore type everything at the largest (what memory is planned for), and the extent rules
 (passes/symbolic.py) follow the symbols to the dims they set: a ConstantOfShape folds at the largest and is
-cut to the run's dims, a Tile copies into its largest layout, and an output with such dims is returned at
-the run's (ABI version 2).
+cut to the run's dims, a Tile copies into its largest layout, a Pad's kernel reads its pads from the symbols
+(emitters/pad.py), and an output with such dims is returned at the run's (ABI version 2).
 
 Each run reads the input's values, refuses the run with a clear error naming the input and its range where
 one is outside it (`Graph.valued`: its status code, backends/wasm/compiler.py), and keeps each as its symbol's
@@ -26,7 +26,7 @@ from wasinfer.ir.symbolic import symbol
 MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 # (op, input) that read an input's values as dims, which the extent rules follow (ops/extent.py); a value read
 # anywhere else would be taken at its largest while compiling, so such a model is refused instead
-READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1)}
+READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
 
 
 def parse_input_values(specs: list[str]) -> dict[str, tuple[int, int]]:
@@ -72,8 +72,8 @@ def declare_input_values(graph: Graph, ranges: dict[str, tuple[int, int]]) -> No
         if elsewhere or name in graph.outputs:
             where = "; ".join(elsewhere) or "it is a graph output"
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
-                                    f"ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit); "
-                                    f"{where}"])
+                                    "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
+                                    f"a Pad's pads); {where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))
         for node in graph.nodes:

@@ -12,7 +12,7 @@ Resize scales, Reshape's shape...) as graph inputs, where exported models hold c
 shape subgraphs that fold. Some compile as they are, one module for every value (Reduce axes,
 Slice, Split sizes, Trilu's k, TopK's k: passes/dynamic.py). Where a model is declined with such
 inputs, the backend declares their values' range, one fixed range whatever the case's values
-(`VALUE_RANGE`, as `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Tile's
+(`VALUE_RANGE`, as `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's
 repeats), and compiles it once; a run with a value outside it, or a model declined that way too,
 binds the inputs to the values `run` is given, as initializers, and keeps one module per value —
 what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.

@@ -355,12 +355,35 @@ def test_pad_opset_9_attributes() -> None:
     assert_matches_ort(single_op_model("Pad", {"x": x}, opset=9, pads=[1, 0, 2, 3], value=-2.0), {"x": x})
 
 
-def test_pad_with_run_time_pads_is_refused() -> None:
+def test_pad_with_run_time_pads_is_refused_unless_their_range_is_declared() -> None:
     x = values((3, 4))
     model = single_op_model("Pad", {"x": x, "pads": ints(1, 1, 1, 1)}, opset=13)
     model.graph.output[0].type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, (5, 6)))
     with pytest.raises(UnsupportedModel, match="pads must be a compile-time constant"):
         convert_onnx(model)
+    convert_onnx(model, input_values={"pads": (0, 4)})
+
+
+DECLARED_PADS = [[0, 0, 0, 0], [1, 2, 0, 3], [2, 2, 2, 2], [0, 1, 1, 0], [5, 5, 5, 5], [-1, 0, 0, -1],
+                 [-1, -1, -1, -1]]
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+def test_pad_with_declared_pads_serves_every_pad_from_one_module(mode: str, dtype: type) -> None:
+    """--input-values pads=-1..5: one module for every pad in every mode (crops in constant mode, reflections
+    within the axis, as ONNX Runtime takes them), the value a run-time input."""
+    x = values((3, 4), dtype)
+    inputs = {"x": x, "pads": ints(0, 0, 0, 0)} | ({"value": np.array(7, dtype)} if mode == "constant" else {})
+    model = single_op_model("Pad", inputs, opset=13, mode=mode)
+    module = WasmModel(convert_onnx(model, input_values={"pads": (-1, 5)}).wasm)
+    for pads in DECLARED_PADS:
+        if (mode != "constant" and min(pads) < 0) or (mode == "reflect" and max(pads) >= 3):
+            continue  # ONNX Runtime refuses these
+        feeds = {**inputs, "pads": ints(*pads)}
+        got, want = module.run(feeds)["y0"], ort_run(model, feeds)[0]
+        assert got.shape == want.shape, (pads, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=str(pads))
 
 
 # ---------------------------------------------------------------- DepthToSpace, SpaceToDepth
