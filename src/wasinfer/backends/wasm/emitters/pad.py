@@ -270,16 +270,13 @@ def _source_index(f: Func, index: int, d: int, mode: str) -> None:
 def emit_pad_run_time(ctx: Ctx, node: Node) -> None:
     """Each output element inside the run's dims (input dim + begin + end, from the pads' symbols) from the input
     at its index less the begin pad, mapped into the axis by the mode; a negative output dim traps the run, as
-    ONNX Runtime fails it, and so does a mode other than constant along an empty axis."""
+    ONNX Runtime fails it, and so does padding an empty axis in a mode other than constant."""
     f = ctx.f
     info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
     shape, rank, size = info.shape, len(info.shape), info.dtype.itemsize
     pads = declared_pads(node, ctx.graph)
     assert pads is not None
     mode = node.attr("mode", "constant")
-    if mode != "constant" and 0 in shape:
-        f.op("unreachable")
-        return
     in_strides, out_strides = row_major(shape), row_major(out.shape)
     begins, counts = [f.local(I32) for _ in shape], [f.local(I32) for _ in shape]
     for j, d in enumerate(shape):
@@ -287,6 +284,8 @@ def emit_pad_run_time(ctx: Ctx, node: Node) -> None:
         f.tee(begins[j]).i32(d).op("i32.add")
         push_dim(f, pads[rank + j], ctx.symbols)
         f.op("i32.add").tee(counts[j]).i32(0).op("i32.lt_s")
+        if mode != "constant" and d == 0:  # nothing to copy an edge, a reflection or a wrap from
+            f.get(counts[j]).op("i32.or")
         with f.if_():
             f.op("unreachable")
     value = _value_local(ctx, node, size, info.dtype)[0] if mode == "constant" else -1
