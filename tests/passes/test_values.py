@@ -4,6 +4,7 @@ refused by name, and the ONNX backend compiling such parameters once instead of 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,18 @@ def test_the_command_line_declares_values(tmp_path: Path, capsys: pytest.Capture
     assert module.run({"shape": np.array([2, 7], np.int64)})["y"].shape == (2, 7)
     assert main(["convert", str(tmp_path / "fill.onnx"), "--input-values", "shape=1.5..16"]) == 2
     assert "expected NAME=MIN..MAX" in capsys.readouterr().err
+
+
+def test_validate_draws_declared_values_from_their_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate's random inputs keep a declared input inside its range (3..8 here: 0..2 would be refused), and the
+    module matches ONNX Runtime on them."""
+    onnx.save(tile(), tmp_path / "tile.onnx")
+    assert main(["convert", str(tmp_path / "tile.onnx"), "--input-values", "repeats=3..8"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "tile.wasm"), "--reference", str(tmp_path / "tile.onnx"),
+                 "--samples", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and all(check["ok"] for check in report["checks"])
 
 
 def test_the_backend_compiles_declared_values_once_and_binds_only_values_outside_them() -> None:
