@@ -50,12 +50,15 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
             input_shapes: Mapping[str, str | Sequence[Dim]] | None = None, max_batch: int | None = None,
             weights: str = "float32", simd: str = "auto", wasi: bool = False, quantize: str | None = None,
             calibration: Sequence[Mapping[str, np.ndarray]] = (),
+            input_values: Mapping[str, tuple[int, int] | str] | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """Compile an ONNX model (a path, its bytes or a ModelProto) or a TensorFlow Lite file into a module.
 
     `input_shapes` gives each dynamic input's dims, as `wasinfer convert --input-shape` does: a dim is an int, a
     range `(MIN, MAX)` / `(MIN, MAX, STEP)` or its text `"32..1280"` (one module for every size in it), and a
-    whole shape may be that command's text (`"1,3,48,32..1280"`). `max_batch`, `weights`, `simd`, `wasi`,
+    whole shape may be that command's text (`"1,3,48,32..1280"`). `input_values` gives the range of an integer
+    input's values where they set an output's size, as `--input-values` does: `{"repeats": (1, 8)}` or
+    `{"repeats": "1..8"}` (one module for every value in it). `max_batch`, `weights`, `simd`, `wasi`,
     `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
@@ -63,6 +66,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     try:
         from wasinfer.artifact.convert import convert_model
         from wasinfer.frontends import parse_shape_overrides
+        from wasinfer.passes.values import parse_input_values
     except ModuleNotFoundError as exc:  # the compiler extra is not installed: say which, as the CLI does
         message = missing_extra(exc, "compiler")
         if message is None:
@@ -70,13 +74,16 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
         raise ImportError(f"wasinfer.compile: {message}", name=exc.name) from exc
 
     overrides = parse_shape_overrides([f"{name}={_shape_text(dims)}" for name, dims in (input_shapes or {}).items()])
+    values = parse_input_values([f"{name}={span if isinstance(span, str) else '..'.join(map(str, span))}"
+                                 for name, span in (input_values or {}).items()])
     if isinstance(source, bytes):
         import onnx
 
         source = onnx.load_from_string(source)
     result = convert_model(source, overrides.shapes, max_batch=overrides.batch_limit(max_batch), progress=progress,
                            wasi=wasi, weights=weights, simd=simd, quantize=quantize,
-                           calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges)
+                           calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges,
+                           input_values=values)
     if output is not None:
         result.save(output)
     return result

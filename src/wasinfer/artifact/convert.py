@@ -34,6 +34,7 @@ from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
+from wasinfer.passes.values import declare_input_values
 from wasinfer.version import __version__
 
 SIMD_CHOICES = ("auto", "plain", "relaxed")
@@ -52,6 +53,7 @@ def convert_model(
     quantize: str | None = None,
     calibration: Sequence[Feeds] = (),
     input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
+    input_values: dict[str, tuple[int, int]] | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -69,6 +71,9 @@ def convert_model(
     `input_ranges` gives an input's axes a range each run may take (--input-shape x=1,3,48,32..1280:
     {"x": {3: (32, 1280)}}; (MIN, MAX, STEP) for the multiples of STEP); `input_shapes` then holds MAX there.
     One module serves every size in the ranges (ABI version 3, passes/symbolic.py).
+    `input_values` gives the range of an integer input's values where they set dims (--input-values
+    repeats=1..8: {"repeats": (1, 8)}; a ConstantOfShape's shape, a Tile's repeats): memory is planned for the
+    largest, and a run with a value outside the range is refused naming the input (passes/values.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
@@ -88,8 +93,10 @@ def convert_model(
     graph = loaded.graph
     nodes_in = len(graph.nodes)
     folded = 0
-    if graph.symbols:  # shape arithmetic on symbolic dims, recorded before it folds at the largest dims
+    if graph.symbols or input_values:  # shape arithmetic on symbolic dims, recorded before it folds at the largest
         folded += fold_constants(graph)
+        if input_values:  # each value a symbol; the nodes read a constant at the largest from here on
+            declare_input_values(graph, input_values)
         record_shape_values(graph)
     folded += fold_static_values(graph) + fold_constants(graph)
     folded += settle(graph)  # constant Ifs inlined, values typed once their shapes folded, refolded
@@ -171,7 +178,8 @@ def convert_model(
                          "quantize": quantize, "calibration_samples": len(calibration) if quantize else 0,
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
                          "input_ranges": {k: {str(a): list(r) for a, r in v.items()} for k, v in
-                                          (input_ranges or {}).items()}},
+                                          (input_ranges or {}).items()},
+                         **({"input_values": {k: list(v) for k, v in input_values.items()}} if input_values else {})},
         stats={k: v for k, v in stats.items() if k not in ("ops", "op_counts", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),

@@ -57,8 +57,10 @@ class Report:
 def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
                   sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Random inputs for a run of `batch` samples; a symbolic dim takes its size in `sizes` (by symbol), or
-    without one its largest (the compiled shape)."""
+    without one its largest (the compiled shape). Integers are 0..7, or the first 8 values of an input's
+    declared range (--input-values: any other would be refused)."""
     feeds = {}
+    declared = metadata.compile_options.get("input_values", {})
     for spec in metadata.inputs:
         shape = spec.shape_for(batch)
         for axis, symbol in zip(spec.run_time_axes, spec.symbolic_dims, strict=False):
@@ -69,7 +71,8 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
         elif dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
-            feeds[spec.name] = rng.integers(0, 8, shape).astype(dtype)
+            low, high = declared.get(spec.name, (0, 7))
+            feeds[spec.name] = rng.integers(low, min(high, low + 7) + 1, shape).astype(dtype)
     return feeds
 
 

@@ -44,6 +44,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from wasinfer.artifact.convert import convert_model
     from wasinfer.backends.wasm import UnsupportedModel
     from wasinfer.frontends import FrontendError, parse_shape_overrides
+    from wasinfer.passes.values import parse_input_values
 
     source = Path(args.model)
     output = Path(args.output) if args.output else source.with_suffix(".wasm")
@@ -55,6 +56,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         overrides = parse_shape_overrides(args.input_shape or [])
         max_batch = overrides.batch_limit(args.max_batch)
+        values = parse_input_values(args.input_values or [])
         samples = _calibration_samples(source, args.quantize, args.calibration)
         with progress:
             task = progress.add_task(source.name, total=None)
@@ -62,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 wasi=args.wasi, weights=args.weights, simd=args.simd, quantize=args.quantize, calibration=samples,
-                input_ranges=overrides.ranges,
+                input_ranges=overrides.ranges, input_values=values,
             )
     except UnsupportedModel as exc:
         error(f"{source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -278,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--max-batch MAX) or as 1; a range MIN..MAX on any other dim (x=1,3,48,32..1280), or on the "
                    "leading one from above 1 or beside another range, is a symbolic dim: one module runs every "
                    "size in it (ABI version 3); MIN..MAX:STEP takes only the multiples of STEP (320..960:32)")
+    p.add_argument("--input-values", action="append", metavar="NAME=MIN..MAX",
+                   help="the range of an int32/int64 input's values (repeatable), where they set an output's size "
+                   "(a ConstantOfShape's shape, a Tile's repeats, a Pad's pads): one module runs every value in "
+                   "it, memory is planned for MAX, and a run with a value outside it is refused naming the input")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")

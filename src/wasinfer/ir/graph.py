@@ -83,6 +83,9 @@ class Graph:
     run_errors: list[str] = field(default_factory=list)
     # the symbols of --input-shape's ranges, each with its (smallest, largest) value; and those the data decides
     symbols: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # inputs whose values are dims, declared with a range (--input-values, passes/values.py): (smallest, largest,
+    # the run's status code when a value is outside them); each element is a symbol each run reads
+    valued: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     # outputs whose size along an axis the data decides (NonZero's count, passes/dynamic.py), with their dims:
     # that axis is a symbol of its own (in `symbols`, smallest 0), whose value the node's kernel writes
     decided: dict[str, Extent] = field(default_factory=dict)

@@ -495,6 +495,11 @@ def pad(view: ExtentView) -> ExtentFlow:
     extent = view.extent(0)
     rank = len(extent)
     pads = view.node.attrs.get("pads") or view.ints(1)
+    declared = view.values(1) if "pads" not in view.node.attrs else None
+    if pads is None and declared is not None and is_static(extent) and len(declared) == 2 * rank \
+            and not (len(view.node.inputs) > 3 and view.node.inputs[3]):
+        # pads whose values each run gives (--input-values): any mode, read by the kernel (emitters/pad.py)
+        return view.out(tuple(add(d, b, e) for d, b, e in zip(extent, declared[:rank], declared[rank:], strict=True)))
     if pads is None:
         return view.refuse("its pads are computed at run time")
     axes = view.ints(3) if len(view.node.inputs) > 3 and view.node.inputs[3] else None
@@ -545,6 +550,18 @@ def from_values(view: ExtentView) -> ExtentFlow:
         return view.out(target)
     found = _broadcast([view.extent(0), target])
     return view.refuse(found) if isinstance(found, str) else view.out(found)
+
+
+def tile(view: ExtentView) -> ExtentFlow:
+    """Tile(x, repeats): each dim times its repeat; x may be symbolic where its repeat is 1, a repeat symbolic (a
+    value of --input-values) where x's dim is static. Every element of the largest layout is x's at its index
+    modulo x's dim, so the kernel's copy at the largest holds each run's tiling in its corner."""
+    extent, repeats = view.extent(0), view.values(1)
+    if repeats is None:
+        return view.refuse("its repeats are computed at run time")
+    if any(isinstance(d, Expr) and r != 1 for d, r in zip(extent, repeats, strict=True)):
+        return view.refuse("a symbolic axis tiled more than once (its copies would start where each run's ends)")
+    return view.out(tuple(mul(d, r) for d, r in zip(extent, repeats, strict=True)))
 
 
 RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "tf_half_pixel_for_nn")
@@ -611,4 +628,4 @@ def recurrent(view: ExtentView) -> ExtentFlow:
 
 __all__ = ["along_axis", "arg", "average_pool", "broadcast", "concat", "conv_transpose", "flatten", "from_values",
            "gather", "gemm", "global_pool", "identity", "layer_norm", "matmul", "pad", "recurrent", "reduce", "reshape",
-           "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "transpose", "window"]
+           "range_", "resize", "same", "shape_of", "slice_", "split", "squeeze", "tile", "transpose", "window"]

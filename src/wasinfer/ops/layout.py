@@ -56,7 +56,7 @@ define("Split", batch=along_axis(0), extent=ex.split)
 define("Gather", batch=_gather, extent=ex.gather)
 define("GatherElements", batch=along_axis(0))
 define("Slice", batch=_slice, extent=ex.slice_)
-define("Tile", batch=not_followed)
+define("Tile", batch=not_followed, extent=ex.tile)
 
 
 @per_sample

@@ -16,6 +16,19 @@ dims (ABI version 2, or 3 with symbolic inputs).
     TopK(x, k) with k a run-time input (opset 10 on): both outputs x's shape, dim axis = k <= x.shape[axis]
     Unique(x, axis=a)          Y x's shape, dim a = distinct <= x.shape[a] (or [distinct] without an axis);
                                indices and counts [distinct], inverse_indices [x.shape[a]] (static)
+
+Ops whose parameter is a run-time input (a graph input or computed, where exported models hold constants) take
+the same way, each output never larger than the input, so memory planned for the input's size holds every run:
+
+    Reduce*(x, axes)           keepdims: x's rank, dim j 1 or x.shape[j]; without: rank(x) - len(axes), dim j
+                               one of x.shape[j..j + len(axes)] (the axes input's length is static)
+    Slice(x, starts, ends, axes, steps)
+                               x's rank, each sliced dim <= x.shape[j] (every dim where the axes are run-time)
+    Split(x, split, axis=a)    each output x's shape, dim a its size <= x.shape[a] (their sum checked by the run)
+
+Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
+read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
+static. Where a parameter is a constant none of this applies: the static kernels run as they always did.
 """
 
 from __future__ import annotations
@@ -24,10 +37,13 @@ import math
 
 import numpy as np
 
-from wasinfer.ir import Graph, TensorInfo
-from wasinfer.ir.symbolic import Dim, symbol
+from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir.symbolic import Dim, is_static, largest, symbol
 
 RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK", "Unique")
+# Reduce* → the opset from which its axes are an input (an attribute before)
+AXES_INPUT = {"ReduceSum": 13, **{op: 18 for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                                                     "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")}}
 
 
 def _decide(graph: Graph, output: str, shape: tuple[int, ...], axes: tuple[int, ...], name: str) -> None:
@@ -37,6 +53,95 @@ def _decide(graph: Graph, output: str, shape: tuple[int, ...], axes: tuple[int, 
         graph.symbols[name] = (0, shape[axis])
         extent[axis] = symbol(name)
     graph.decided[output] = tuple(extent)
+
+
+def _vary(graph: Graph, name: str, values: list[int]) -> Dim:
+    """A dim that each run picks from `values` (the kernel writes which): static where they are all one value."""
+    low, high = min(values), max(values)
+    if low == high:
+        return low
+    graph.symbols[name] = (low, high)
+    return symbol(name)
+
+
+def run_time_parameter(graph: Graph, node: Node, index: int) -> TensorInfo | None:
+    """Input `index` when it is given and known only at run time (not a constant), with a static type."""
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if not name or name in graph.constants or name in graph.extents:
+        return None
+    return graph.tensors.get(name)
+
+
+def _type(graph: Graph, output: str, dtype: np.dtype, extent: tuple[Dim, ...]) -> None:
+    """The output's largest shape (what memory is planned for) and, where some dim varies, its dims."""
+    graph.tensors[output] = TensorInfo(output, dtype, tuple(largest(d, graph.symbols) for d in extent))
+    if not is_static(extent):
+        graph.decided[output] = extent
+
+
+def _reduce_axes(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Reduce* with run-time axes of a static length (1-D): its output's dims, each one chosen by the run."""
+    axes = run_time_parameter(graph, node, 1)
+    if graph.opset < AXES_INPUT[node.op_type] or axes is None or len(axes.shape) != 1:
+        return False
+    shape, count, keep = tuple(source.shape), axes.shape[0], int(node.attr("keepdims", 1))
+    if count == 0:  # always empty: the constant path (every axis, or none with noop_with_empty_axes)
+        node.inputs[1] = f"{node.name}/no_axes"
+        graph.add_constant(node.inputs[1], np.zeros(0, np.int64))
+        noop = bool(node.attr("noop_with_empty_axes", 0))
+        dims: tuple[Dim, ...] = shape if noop else ((1,) * len(shape) if keep else ())
+    elif keep:
+        dims = tuple(_vary(graph, f"{node.name}.d{j}", [1, d]) for j, d in enumerate(shape))
+    else:
+        dims = tuple(_vary(graph, f"{node.name}.d{k}", list(shape[k:k + count + 1]))
+                     for k in range(len(shape) - count))
+    _type(graph, node.outputs[0], source.dtype, dims)
+    return True
+
+
+def _slice(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Slice with run-time starts, ends, axes or steps: each dim it may slice is chosen by the run, up to x's."""
+    given = [i for i in (1, 2, 3, 4) if len(node.inputs) > i and node.inputs[i]]
+    if "starts" in node.attrs or not any(run_time_parameter(graph, node, i) for i in given):
+        return False
+    rank = len(source.shape)
+    axes = graph.constants.get(node.inputs[3]) if 3 in given else np.arange(graph.info(node.inputs[1]).shape[0])
+    sliced = set(range(rank)) if axes is None else {int(a) % rank for a in np.asarray(axes).reshape(-1)
+                                                    if -rank <= int(a) < rank}
+    dims = tuple(_vary(graph, f"{node.name}.d{j}", [0, d] if j in sliced else [d])
+                 for j, d in enumerate(source.shape))
+    _type(graph, node.outputs[0], source.dtype, dims)
+    return True
+
+
+def _split(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Split with run-time sizes (opset 13 on): each output's dim along the axis is its size, up to x's."""
+    sizes = run_time_parameter(graph, node, 1)
+    if graph.opset < 13 or sizes is None or not source.shape:
+        return False
+    axis = int(node.attr("axis", 0)) % len(source.shape)
+    for i, output in enumerate(node.outputs):
+        if output:
+            dims = tuple(_vary(graph, f"{node.name}.split{i}", [0, d]) if j == axis else d
+                         for j, d in enumerate(source.shape))
+            _type(graph, output, source.dtype, dims)
+    return True
+
+
+def bound_parameters(graph: Graph) -> int:
+    """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
+    bounded = 0
+    for node in graph.nodes:
+        source = graph.tensors.get(node.inputs[0]) if node.inputs and not node.domain else None
+        if source is None or node.inputs[0] in graph.extents:
+            continue  # a symbolic input (its dims a range) with a run-time parameter is not followed yet
+        if node.op_type in AXES_INPUT:
+            bounded += _reduce_axes(graph, node, source)
+        elif node.op_type == "Slice":
+            bounded += _slice(graph, node, source)
+        elif node.op_type == "Split":
+            bounded += _split(graph, node, source)
+    return bounded
 
 
 def bound_run_time_shapes(graph: Graph) -> int:
@@ -102,4 +207,4 @@ def bound_run_time_shapes(graph: Graph) -> int:
         graph.tensors[output] = TensorInfo(output, np.dtype(dtype), shape)
         _decide(graph, output, shape, axes, f"{node.name}.count")
         bounded += 1
-    return bounded
+    return bounded + bound_parameters(graph)

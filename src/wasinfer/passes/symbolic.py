@@ -27,7 +27,7 @@ DIMS = ("wasinfer", "Dims")  # a tensor holding dims that depend on the symbols,
 
 # (op, input) pairs that read symbolic values as the dims of their output (ops/extent.py)
 _READS_DIMS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Squeeze", 1), ("Unsqueeze", 1), ("Range", 1),
-               ("Slice", 2)}
+               ("Slice", 2), ("Tile", 1), ("Pad", 1)}
 
 
 def _touched(graph: Graph, node: Node) -> bool:

@@ -9,9 +9,12 @@ the per-sample batch, which is wrong for ops that mix samples (reductions over a
 
 Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads,
 Resize scales, Reshape's shape...) as graph inputs, where exported models hold constants or
-shape subgraphs that fold. The compiler needs them at compile time (output shapes and index
-tables depend on them), so when a model is declined with such inputs run-time, the backend
-binds them to the values `run` is given, as initializers, and keeps one module per value —
+shape subgraphs that fold. Some compile as they are, one module for every value (Reduce axes,
+Slice, Split sizes, Trilu's k, TopK's k: passes/dynamic.py). Where a model is declined with such
+inputs, the backend declares their values' range, one fixed range whatever the case's values
+(`VALUE_RANGE`, as `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's
+repeats), and compiles it once; a run with a value outside it, or a model declined that way too,
+binds the inputs to the values `run` is given, as initializers, and keeps one module per value —
 what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
@@ -35,6 +38,7 @@ from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB)
 
 # op → positions of inputs that are parameters: they decide output shapes, index tables or loop counts.
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
@@ -115,18 +119,25 @@ class WasinferRep(BackendRep):
         # Of the latest compile, for reports: wasinfer convert, wasmtime compile, module size.
         self.stats: dict[str, float] = {}
         self.bound: set[str] = set()  # parameter inputs bound to their values at run time
+        self.valued: set[str] = set()  # parameter inputs compiled with their values in VALUE_RANGE
+        self.by_value: dict[Signature, WasmModel] = {}  # runs with values outside it: bound, one module per value
         if self.static:
             try:
                 self.modules[None] = self._compile(model)
             except (UnsupportedModel, FrontendError):
-                self.bound = parameter_inputs(model) if tensors_only else set()
-                if not self.bound:
+                params = parameter_inputs(model) if tensors_only else set()
+                if not params:
                     raise
-                self.static = False
+                try:
+                    self.modules[None] = self._compile(model, {name: VALUE_RANGE for name in params})
+                    self.valued = params
+                except (UnsupportedModel, FrontendError, ValueError):
+                    self.bound = params
+                    self.static = False
 
-    def _compile(self, model: onnx.ModelProto) -> WasmModel:
+    def _compile(self, model: onnx.ModelProto, values: dict[str, tuple[int, int]] | None = None) -> WasmModel:
         started = time.perf_counter()
-        wasm = convert_onnx(model, max_batch=1).wasm
+        wasm = convert_onnx(model, max_batch=1, input_values=values or None).wasm
         converted = time.perf_counter()
         module = WasmModel(wasm)
         self.stats = {"convert_s": converted - started, "jit_s": time.perf_counter() - converted,
@@ -146,7 +157,16 @@ class WasinferRep(BackendRep):
         shapes = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
         return shapes + tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
 
+    def _outside_range(self, feeds: dict[str, np.ndarray]) -> bool:
+        low, high = VALUE_RANGE
+        return any(feeds[n].size and (feeds[n].min() < low or feeds[n].max() > high) for n in self.valued)
+
     def module_for(self, feeds: dict[str, np.ndarray]) -> WasmModel:
+        if self.static and self._outside_range(feeds):  # bound to this run's values instead
+            signature = tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.valued))
+            if signature not in self.by_value:
+                self.by_value[signature] = self._compile(_bind(self.model, {n: feeds[n] for n in self.valued}))
+            return self.by_value[signature]
         if self.static:
             return self.modules[None]
         signature = self._signature(feeds)
@@ -167,7 +187,8 @@ class WasinferRep(BackendRep):
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         feeds = self._feeds(inputs)
         module = self.module_for(feeds)
-        outputs = module.run({n: v for n, v in feeds.items() if n not in self.bound})
+        taken = {spec.name for spec in module.info.inputs}  # a bound input is no longer the module's
+        outputs = module.run({n: v for n, v in feeds.items() if n in taken})
         return namedtupledict("Outputs", self.output_names)(*[outputs[name] for name in self.output_names])
 
 

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
+from tests.parity import assert_matches_ort, graph_model, ort_run, single_op_model, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
+from wasinfer.runtime import WasmModel
 from wasinfer.runtime.base import ModelFault
+from wasinfer.runtime.onnx_backend import WasinferBackend
 
 rng = np.random.default_rng(5)
 
@@ -42,6 +44,7 @@ SLICES = [  # starts, ends, axes, steps (None: input left out)
     ([2], [2], [0], None),  # empty result
     ([0, 0, 0], [1, 1, 3], None, None),  # axes left out: the first len(starts)
     ([1], [4], [0], [2]),
+    ([-9], [-BIG], [0], [-1]),  # a start below the axis with a negative step: ONNX clamps it to 0 (one element)
 ]
 
 
@@ -70,12 +73,82 @@ def test_slice_opset_9_attributes() -> None:
     assert_matches_ort(model, {"x": x})
 
 
-def test_slice_with_run_time_starts_is_refused() -> None:
-    x = values((3, 8))
-    model = single_op_model("Slice", {"x": x, "starts": ints(1)}, constants={"ends": ints(3)})
-    model.graph.output[0].type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, (2, 8)))
-    with pytest.raises(UnsupportedModel, match="starts must be a compile-time constant"):
-        convert_onnx(model)
+def run_time_slice_model(x: np.ndarray, count: int, names: tuple[str, ...] = ("starts", "ends", "axes", "steps"),
+                         constants: dict[str, np.ndarray] | None = None) -> Any:
+    """Slice with `names` as graph inputs of `count` int64 values each, `constants` as initializers."""
+    constants = constants or {}
+    inputs = [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, [count]) for n in names if n not in constants]
+    graph = helper.make_graph([helper.make_node("Slice", ["x", *names], ["y"])], "slice", inputs,
+                              [helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(x.dtype), None)],
+                              [numpy_helper.from_array(v, n) for n, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_slice_with_run_time_starts_ends_axes_and_steps_serves_every_slice_from_one_module() -> None:
+    """All four parameters fed at run time: one module per length, run with every slice of the static table
+    (clamping, negative axes and steps, empty results)."""
+    x = values((5, 6, 11))
+    table = [*SLICES, ([3, 1], [1, 9], [-1, 0], [-1, 3])]
+    modules: dict[int, tuple[Any, Any]] = {}
+    for starts, ends, axes, steps in table:
+        count = len(starts)
+        if count not in modules:
+            model = run_time_slice_model(x, count)
+            modules[count] = model, WasmModel(convert_onnx(model).wasm)
+        model, module = modules[count]
+        feeds = {"x": x, "starts": ints(*starts), "ends": ints(*ends),
+                 "axes": ints(*(axes if axes is not None else range(count))),
+                 "steps": ints(*(steps if steps is not None else [1] * count))}
+        got, want = module.run(feeds)["y"], ort_run(model, feeds)[0]
+        assert got.shape == want.shape, (starts, ends, axes, steps, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want)
+    assert sorted(modules) == [1, 2, 3]
+
+
+def test_slice_with_run_time_starts_and_constant_axes_varies_only_those_axes() -> None:
+    """Constant axes and steps: only the sliced axes' dims vary (the metadata says which), for any dtype."""
+    x = values((4, 7, 3), np.int64)
+    model = run_time_slice_model(x, 1, constants={"axes": ints(1), "steps": ints(-2)})
+    result = convert_onnx(model)
+    assert result.metadata.outputs[0].run_time_axes == [1]
+    module = WasmModel(result.wasm)
+    for start, end in ((6, 0), (-1, -BIG), (BIG, 2), (0, 5)):
+        feeds = {"x": x, "starts": ints(start), "ends": ints(end)}
+        np.testing.assert_array_equal(module.run(feeds)["y"], ort_run(model, feeds)[0])
+
+
+def test_slice_with_run_time_int32_parameters_at_int32_s_ends() -> None:
+    x = values((5, 6))
+    names = ("starts", "ends", "axes", "steps")
+    graph = helper.make_graph([helper.make_node("Slice", ["x", *names], ["y"])], "slice",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)]
+                              + [helper.make_tensor_value_info(n, TensorProto.INT32, [1]) for n in names],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    module = WasmModel(convert_onnx(model).wasm)
+    for parameters in ((1, 4, 1, 2), (-1, -2**31, 0, -2), (2**31 - 1, 0, -1, -1), (0, 2**31 - 1, 1, 2**31 - 1)):
+        feeds = {"x": x, **{n: np.array([v], np.int32) for n, v in zip(names, parameters, strict=True)}}
+        np.testing.assert_array_equal(module.run(feeds)["y"], ort_run(model, feeds)[0], err_msg=str(parameters))
+
+
+@pytest.mark.parametrize(("axes", "steps"), [([0, 0], [1, 1]), ([2, 0], [1, 1]), ([-3, 1], [1, 1]), ([0, 1], [0, 1])],
+                         ids=["twice", "past", "before", "step-0"])
+def test_slice_with_bad_run_time_axes_or_a_zero_step_traps_the_run(axes: list[int], steps: list[int]) -> None:
+    x = values((3, 4))
+    module = WasmModel(convert_onnx(run_time_slice_model(x, 2)).wasm)
+    with pytest.raises(ModelFault, match=r"unreachable|trap"):
+        module.run({"x": x, "starts": ints(0, 0), "ends": ints(2, 2), "axes": ints(*axes), "steps": ints(*steps)})
+
+
+def test_the_backend_binds_no_run_time_slice_parameters() -> None:
+    x = values((5, 6))
+    model = run_time_slice_model(x, 1, ("starts", "ends"))
+    rep = WasinferBackend.prepare(model)
+    for start, end in ((0, 3), (-2, BIG), (4, 1)):
+        feeds = {"x": x, "starts": ints(start), "ends": ints(end)}
+        np.testing.assert_array_equal(rep.run(feeds)[0], ort_run(model, feeds)[0])
+    assert rep.bound == set() and len(rep.modules) == 1
 
 
 # ---------------------------------------------------------------- Gather
@@ -190,6 +263,41 @@ def test_split(opset: int, axis: int, split: list[int] | None, outputs: int, dty
     assert_matches_ort(model, {"x": x})
 
 
+def run_time_split_model(x: np.ndarray, outputs: int, axis: int) -> Any:
+    """Split with its sizes a graph input; the outputs' types left for the compiler to find."""
+    element = helper.np_dtype_to_tensor_dtype(x.dtype)
+    names = [f"y{i}" for i in range(outputs)]
+    graph = helper.make_graph([helper.make_node("Split", ["x", "split"], names, axis=axis)], "split",
+                              [helper.make_tensor_value_info("x", element, x.shape),
+                               helper.make_tensor_value_info("split", TensorProto.INT64, [outputs])],
+                              [helper.make_tensor_value_info(n, element, None) for n in names])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.bool_])
+def test_split_with_run_time_sizes_serves_every_split_from_one_module(axis: int, dtype: type) -> None:
+    x = values((4, 8, 6), dtype)
+    model = run_time_split_model(x, 3, axis)
+    module = WasmModel(convert_onnx(model).wasm)
+    n = x.shape[axis]
+    for sizes in ([1, 1, n - 2], [0, n, 0], [n, 0, 0], [n - 3, 2, 1]):
+        feeds = {"x": x, "split": ints(*sizes)}
+        got = module.run(feeds)
+        for i, want in enumerate(ort_run(model, feeds)):
+            assert got[f"y{i}"].shape == want.shape, (sizes, i)
+            np.testing.assert_array_equal(got[f"y{i}"], want)
+
+
+@pytest.mark.parametrize("sizes", [[1, 2, 2], [2, 2, 3], [-1, 3, 4], [7, -1, 0]],
+                         ids=["short", "long", "negative", "negative-last"])
+def test_split_sizes_that_do_not_add_up_trap_the_run(sizes: list[int]) -> None:
+    x = values((6, 2))
+    module = WasmModel(convert_onnx(run_time_split_model(x, 3, 0)).wasm)
+    with pytest.raises(ModelFault, match=r"unreachable|trap"):
+        module.run({"x": x, "split": ints(*sizes)})
+
+
 # ---------------------------------------------------------------- Pad
 
 PADS = [[1, 2, 0, 3], [0, 0, 2, 1], [3, 1, 3, 2], [0, 4, 0, 4]]
@@ -247,12 +355,35 @@ def test_pad_opset_9_attributes() -> None:
     assert_matches_ort(single_op_model("Pad", {"x": x}, opset=9, pads=[1, 0, 2, 3], value=-2.0), {"x": x})
 
 
-def test_pad_with_run_time_pads_is_refused() -> None:
+def test_pad_with_run_time_pads_is_refused_unless_their_range_is_declared() -> None:
     x = values((3, 4))
     model = single_op_model("Pad", {"x": x, "pads": ints(1, 1, 1, 1)}, opset=13)
     model.graph.output[0].type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, (5, 6)))
     with pytest.raises(UnsupportedModel, match="pads must be a compile-time constant"):
         convert_onnx(model)
+    convert_onnx(model, input_values={"pads": (0, 4)})
+
+
+DECLARED_PADS = [[0, 0, 0, 0], [1, 2, 0, 3], [2, 2, 2, 2], [0, 1, 1, 0], [5, 5, 5, 5], [-1, 0, 0, -1],
+                 [-1, -1, -1, -1]]
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+def test_pad_with_declared_pads_serves_every_pad_from_one_module(mode: str, dtype: type) -> None:
+    """--input-values pads=-1..5: one module for every pad in every mode (crops in constant mode, reflections
+    within the axis, as ONNX Runtime takes them), the value a run-time input."""
+    x = values((3, 4), dtype)
+    inputs = {"x": x, "pads": ints(0, 0, 0, 0)} | ({"value": np.array(7, dtype)} if mode == "constant" else {})
+    model = single_op_model("Pad", inputs, opset=13, mode=mode)
+    module = WasmModel(convert_onnx(model, input_values={"pads": (-1, 5)}).wasm)
+    for pads in DECLARED_PADS:
+        if (mode != "constant" and min(pads) < 0) or (mode == "reflect" and max(pads) >= 3):
+            continue  # ONNX Runtime refuses these
+        feeds = {**inputs, "pads": ints(*pads)}
+        got, want = module.run(feeds)["y0"], ort_run(model, feeds)[0]
+        assert got.shape == want.shape, (pads, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=str(pads))
 
 
 # ---------------------------------------------------------------- DepthToSpace, SpaceToDepth

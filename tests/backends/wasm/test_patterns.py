@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
+from tests.parity import assert_matches_ort, graph_model, ort_run, single_op_model, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.runtime import WasmModel
@@ -65,11 +65,16 @@ def test_a_causal_mask_of_a_long_sequence_costs_no_mask_in_the_module() -> None:
     np.testing.assert_array_equal(WasmModel(wasm).run({"x": x})["y0"], np.tril(x))
 
 
-def test_trilu_with_a_run_time_k_is_declined_by_name() -> None:
-    x = sample((4, 4), np.float32)
-    model = single_op_model("Trilu", {"x": x, "k": np.array(1, np.int64)}, opset=14)
-    with pytest.raises(UnsupportedModel, match="k is computed at run time"):
-        convert_onnx(model)
+@pytest.mark.parametrize("upper", [0, 1])
+@pytest.mark.parametrize("shape", [(5, 7), (2, 7, 5)])
+def test_trilu_with_a_run_time_k_serves_every_k_from_one_module(shape: tuple[int, ...], upper: int) -> None:
+    """k a graph input: one module, read by each run, k from far below the matrix to far past it (int64's ends)."""
+    x = sample(shape, np.float32)
+    model = single_op_model("Trilu", {"x": x, "k": np.array(0, np.int64)}, opset=14, upper=upper)
+    module = WasmModel(convert_onnx(model).wasm)
+    for k in (-2**63, -9, -6, -5, -1, 0, 1, 3, 6, 7, 8, 2**63 - 1):
+        feeds = {"x": x, "k": np.array(k, np.int64)}
+        np.testing.assert_array_equal(module.run(feeds)["y0"], ort_run(model, feeds)[0], err_msg=f"k={k}")
 
 
 # ---------------------------------------------------------------- EyeLike

@@ -39,7 +39,7 @@ from wasinfer.backends.wasm.dims import copy_between_layouts, push_dim
 from wasinfer.backends.wasm.mathfn import add_math_helpers
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
-from wasinfer.backends.wasm.writer import I32, Func, Module
+from wasinfer.backends.wasm.writer import I32, I64, Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
@@ -47,6 +47,7 @@ from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.control import REFUSE
 from wasinfer.passes.quantize import WeightEncoding
 from wasinfer.passes.symbolic import infer_extents
+from wasinfer.passes.values import value_symbol
 
 HEADER = 64
 PAGE = 65536
@@ -105,6 +106,12 @@ def bucket_envs(symbols: dict[str, tuple[int, int]]) -> list[dict[str, int]]:
 def decided_symbols(graph: Graph) -> set[str]:
     """The symbols whose values kernels write during a run (passes/dynamic.py), not the inputs' ranges."""
     return {str(d) for extent in graph.decided.values() for d in extent if isinstance(d, Expr)}
+
+
+def value_symbols(graph: Graph) -> set[str]:
+    """The symbols that are an input's values (--input-values, passes/values.py): their kernels run at the largest
+    (one bucket), as a value may be 0 and a bucket of empty tensors is not worth its code."""
+    return {value_symbol(name, index) for name in graph.valued for index in range(graph.info(name).size)}
 
 
 def specialise(graph: Graph, env: dict[str, int]) -> Graph:
@@ -256,7 +263,8 @@ def compile_graph(graph: Graph, options: CompileOptions,
     cursor = align(cursor)
 
     # symbolic dims: the kernels once per bucket of sizes, the run picks the smallest that holds its dims
-    fed = {name: span for name, span in graph.symbols.items() if name not in decided_symbols(graph)}
+    fed = {name: span for name, span in graph.symbols.items()
+           if name not in decided_symbols(graph) | value_symbols(graph)}
     buckets = [specialise(graph, env) for env in bucket_envs(fed)] if fed else [graph]
     plans = []
     for bucket in buckets:
@@ -417,6 +425,23 @@ def _check_dims(f: Func, graph: Graph, dims: dict[str, int], symbols: dict[str, 
                 seen.add(symbol)
 
 
+def _check_values(f: Func, graph: Graph, slots: dict[str, int], symbols: dict[str, int]) -> None:
+    """Return an input's status code unless each of its values (--input-values) is in its declared range; keep each
+    as its symbol's value (they set dims the kernels and the copies of outputs read)."""
+    for name, (low, high, code) in graph.valued.items():
+        info = graph.info(name)
+        load, wide = ("i64.load", True) if info.dtype == np.int64 else ("i32.load", False)
+        value = f.local(I64)
+        for index in range(info.size):
+            f.i32(slots[name] + index * info.dtype.itemsize).mem(load, align=0)
+            if not wide:
+                f.op("i64.extend_i32_s")
+            f.tee(value).i64(low).op("i64.lt_s").get(value).i64(high).op("i64.gt_s").op("i32.or")
+            with f.if_():
+                f.i32(code).op("return")
+            f.i32(symbols[value_symbol(name, index)]).get(value).op("i32.wrap_i64").mem("i32.store")
+
+
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],
               in_place: set[str], buckets: list[Bucket], dims: dict[str, int], symbols: dict[str, int]) -> int:
     index, f = module.reserve([I32], [I32], name="wasinfer_run")
@@ -425,6 +450,7 @@ def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict
     with f.if_():
         f.i32(1).op("return")
     _check_dims(f, graph, dims, symbols)
+    _check_values(f, graph, slots, symbols)
     address = buckets[0].address
 
     def split(name: str) -> tuple[int, int]:

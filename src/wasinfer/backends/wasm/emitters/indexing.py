@@ -12,6 +12,11 @@ NonZero and Compress write as many elements as the data decides, laid out for th
 largest layout every kernel reads, passes/symbolic.py), and that count as their output's symbol's value
 (passes/dynamic.py).
 
+Slice with run-time starts, ends, axes or steps, and Split with run-time sizes, read them each run (one
+module for every value): they clamp as ONNX says, write each output dim that varies as its symbol's value
+(passes/dynamic.py), and copy into the output's largest layout, x's own shape; an axis out of range or
+named twice, a step of 0, or split sizes that are negative or do not add up to the axis trap the run.
+
 Gather and GatherElements with indices that are not evenly spaced constants read the indices
 at run time (from the placed constant when they are one): a negative index wraps once, and an
 index outside [-n, n) executes `unreachable` rather than read outside the tensor.
@@ -117,8 +122,9 @@ def _axis_problems(node: Node, rank: int, default: int = 0) -> list[str]:
 def slice_plan(node: Node, graph: Graph) -> list[range] | str:
     """Per input axis, the input indices the output takes; or why they are unknown.
 
-    Python's `slice.indices` clamps exactly as ONNX specifies (negative starts/ends count from
-    the end; out-of-range values clamp to [0, d] for positive steps and [-1, d-1] for negative).
+    Python's `slice.indices` clamps as ONNX specifies (negative starts/ends count from the end;
+    out-of-range values clamp to [0, d] for positive steps and [-1, d-1] for negative), except a
+    start still below 0 with a negative step, which ONNX clamps to 0 (one element) and Python to -1.
     """
     shape = graph.info(node.inputs[0]).shape
     rank = len(shape)
@@ -151,11 +157,15 @@ def slice_plan(node: Node, graph: Graph) -> list[range] | str:
             return "a step of 0 is not allowed"
         axis %= rank
         seen.add(axis)
+        if step < 0 and start < -shape[axis]:  # ONNX clamps it to 0, where Python's slice would go to -1 (none)
+            start = -shape[axis]
         plan[axis] = range(*slice(start, end, step).indices(shape[axis]))
     return plan
 
 
 def _check_slice(node: Node, graph: Graph) -> list[str]:
+    if run_time_slice(node, graph):
+        return movable_problems(node, graph) + _check_run_time_slice(node, graph)
     plan = slice_plan(node, graph)
     problems = movable_problems(node, graph)
     if isinstance(plan, str):
@@ -165,10 +175,13 @@ def _check_slice(node: Node, graph: Graph) -> list[str]:
     return problems
 
 
-@kernel("Slice", check=_check_slice)
+@kernel("Slice", check=_check_slice, scratch=lambda node, graph: _slice_scratch(node, graph))  # 0: constants
 def emit_slice(ctx: Ctx, node: Node) -> None:
     """Output index o on each axis reads input index start + o·step. Along a symbolic axis sliced from a start
     counted from its end (ops/extent.py), the start moves with the run's dim: by (dim - largest dim) elements."""
+    if run_time_slice(node, ctx.graph):
+        emit_run_time_slice(ctx, node)
+        return
     f, info = ctx.f, ctx.info(node.inputs[0])
     plan = slice_plan(node, ctx.graph)
     assert not isinstance(plan, str)
@@ -350,10 +363,13 @@ def emit_tile(ctx: Ctx, node: Node) -> None:
 def _check_split(node: Node, graph: Graph) -> list[str]:
     shape = graph.info(node.inputs[0]).shape
     problems = movable_problems(node, graph) + _axis_problems(node, len(shape))
-    problems += _runtime_parameter(node, graph, 1, "split")
+    if not run_time_split(node, graph):
+        problems += _runtime_parameter(node, graph, 1, "split")
     if problems:
         return problems
     axis = _axis(node, len(shape))
+    if run_time_split(node, graph):
+        return _check_run_time_split(node, graph)
     sizes = [graph.info(o).shape[axis] for o in node.outputs if o]
     if len(node.outputs) != len([o for o in node.outputs if o]) or sum(sizes) != shape[axis]:
         problems.append(f"output sizes {sizes} along axis {axis} do not add up to {shape[axis]}")
@@ -364,6 +380,9 @@ def _check_split(node: Node, graph: Graph) -> list[str]:
 def emit_split(ctx: Ctx, node: Node) -> None:
     """Each output is a slice along `axis`; its size there comes from its (static) shape, so
     the split attribute or input, num_outputs and an equal split all read the same."""
+    if run_time_split(node, ctx.graph):
+        emit_run_time_split(ctx, node)
+        return
     data = ctx.info(node.inputs[0])
     axis = _axis(node, len(data.shape))
     strides = row_major(data.shape)
@@ -373,6 +392,218 @@ def emit_split(ctx: Ctx, node: Node) -> None:
         emit_gather_copy(ctx.f, ctx.addr(name), ctx.addr(node.inputs[0]) + offset * strides[axis] * data.dtype.itemsize,
                          shape, list(strides), data.dtype.itemsize)
         offset += shape[axis]
+
+
+# ---------------------------------------------------------------- Slice and Split with run-time parameters
+
+PARAMETER_LOADS = {np.dtype(np.int64): ("i64.load", ""), np.dtype(np.int32): ("i32.load", "i64.extend_i32_s")}
+STEP_LIMIT = 1 << 30  # a run-time step is clamped to this: a longer one takes one element of any axis anyway
+
+
+def _given(node: Node, index: int) -> str:
+    return node.inputs[index] if len(node.inputs) > index else ""
+
+
+def run_time_slice(node: Node, graph: Graph) -> bool:
+    """Some of Slice's starts, ends, axes or steps are known only at run time (passes/dynamic.py typed its
+    output for them)."""
+    return "starts" not in node.attrs and any(
+        _given(node, i) and _given(node, i) not in graph.constants for i in (1, 2, 3, 4))
+
+
+def _check_run_time_slice(node: Node, graph: Graph) -> list[str]:
+    problems = []
+    if node.inputs[0] in graph.extents:
+        problems.append("run-time starts, ends, axes or steps over an input with symbolic dims are not supported")
+    lengths = {graph.info(_given(node, i)).shape for i in (1, 2, 3, 4) if _given(node, i)}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        problems.append(f"starts, ends, axes and steps must be 1-D of one length, not {sorted(lengths)}")
+    elif not _given(node, 3) and next(iter(lengths))[0] > len(graph.info(node.inputs[0]).shape):
+        problems.append(f"{next(iter(lengths))[0]} starts for an input of rank {len(graph.info(node.inputs[0]).shape)}")
+    for i in (1, 2, 3, 4):
+        if _given(node, i) and graph.info(_given(node, i)).dtype not in PARAMETER_LOADS:
+            problems.append(f"input {i} has dtype {graph.info(_given(node, i)).dtype}; int32 or int64 expected")
+    if graph.info(node.inputs[0]).dtype.itemsize not in (1, 2, 4, 8):
+        problems.append(f"input dtype {graph.info(node.inputs[0]).dtype} is not supported")
+    return problems
+
+
+def _load_parameter(ctx: Ctx, node: Node, index: int, position: int, into: int) -> None:
+    """Element `position` of input `index` (int32 or int64) into the i64 local `into`."""
+    name = node.inputs[index]
+    dtype = ctx.info(name).dtype
+    load, widen = PARAMETER_LOADS[dtype]
+    ctx.f.i32(ctx.addr(name) + position * dtype.itemsize).mem(load, align=0)
+    if widen:
+        ctx.f.op(widen)
+    ctx.f.set(into)
+
+
+def _clamp64(f: Func, value: int, low: int | tuple[str, int], high: int | tuple[str, int]) -> None:
+    """value = min(max(value, low), high), all i64; a bound is a constant or ("local", index)."""
+    for bound, compare in ((low, "i64.lt_s"), (high, "i64.gt_s")):
+        def push(bound: int | tuple[str, int] = bound) -> None:
+            if isinstance(bound, int):
+                f.i64(bound)
+            else:
+                f.get(bound[1])
+        push()
+        f.get(value).get(value)
+        push()
+        f.op(compare).op("select").set(value)
+
+
+def _trap_if(f: Func) -> None:
+    """Execute `unreachable` where the i32 on the stack is nonzero."""
+    with f.if_():
+        f.op("unreachable")
+
+
+def emit_run_time_slice(ctx: Ctx, node: Node) -> None:
+    """Per axis: the start, step and count this run's values give (defaults 0, 1, the dim), kept in scratch as
+    i32s (the axes may be run-time too), then the output's dims, then one strided element copy over them."""
+    f = ctx.f
+    info = ctx.info(node.inputs[0])
+    shape, rank = info.shape, len(info.shape)
+    count = ctx.info(node.inputs[1]).shape[0]
+    table = ctx.scratch_addr  # [start, step, count] per axis
+    dims = ctx.data(np.array(shape or (1,), np.int32))
+    for axis, d in enumerate(shape):
+        for slot, value in enumerate((0, 1, d)):
+            f.i32(table + 12 * axis + 4 * slot).i32(value).mem("i32.store")
+    seen, axis, d = f.local(I32), f.local(I32), f.local(I64)
+    start, end, step, length, wide = (f.local(I64) for _ in range(5))
+    f.i32(0).set(seen)
+    for i in range(count):
+        if _given(node, 3):  # the axis, in range and not seen before
+            _load_parameter(ctx, node, 3, i, wide)
+            f.get(wide).i64(-rank).op("i64.lt_s").get(wide).i64(rank).op("i64.ge_s").op("i32.or")
+            _trap_if(f)
+            f.get(wide).op("i32.wrap_i64").set(axis)
+            f.get(axis).get(axis).i32(31).op("i32.shr_s").i32(rank).op("i32.and").op("i32.add").set(axis)
+        else:
+            f.i32(i).set(axis)
+        f.get(seen).i32(1).get(axis).op("i32.shl").op("i32.and")
+        _trap_if(f)
+        f.get(seen).i32(1).get(axis).op("i32.shl").op("i32.or").set(seen)
+        f.get(axis).i32(4).op("i32.mul").i32(dims).op("i32.add").mem("i32.load").op("i64.extend_i32_s").set(d)
+        if _given(node, 4):
+            _load_parameter(ctx, node, 4, i, step)
+            f.get(step).op("i64.eqz")
+            _trap_if(f)
+        else:
+            f.i64(1).set(step)
+        _load_parameter(ctx, node, 1, i, start)
+        _load_parameter(ctx, node, 2, i, end)
+        for value in (start, end):  # counted from the end when negative, then clamped as the step's sign says
+            f.get(value).get(d).op("i64.add").get(value).get(value).i64(0).op("i64.lt_s").op("select").set(value)
+        f.get(d).i64(1).op("i64.sub").set(wide)  # d - 1
+        f.get(step).i64(0).op("i64.gt_s")
+        with f.if_():
+            _clamp64(f, start, 0, ("local", d))
+            _clamp64(f, end, 0, ("local", d))
+            # count = (end - start - 1) / step + 1 where end > start (no overflow for any step)
+            f.get(end).get(start).op("i64.sub").i64(1).op("i64.sub").get(step).op("i64.div_s").i64(1).op("i64.add")
+            f.i64(0).get(end).get(start).op("i64.gt_s").op("select").set(length)
+            f.else_()  # a negative step: start in [0, d - 1], end in [-1, d - 1], count = (start - end - 1) / -step + 1
+            _clamp64(f, start, 0, ("local", wide))
+            _clamp64(f, end, -1, ("local", wide))
+            f.get(start).get(end).op("i64.sub").i64(1).op("i64.sub").i64(0).get(step).op("i64.sub").op("i64.div_s")
+            f.i64(1).op("i64.add").i64(0).get(start).get(end).op("i64.gt_s").op("select").set(length)
+        _clamp64(f, step, -STEP_LIMIT, STEP_LIMIT)
+        for slot, value in enumerate((start, step, length)):
+            f.get(axis).i32(12).op("i32.mul").i32(table + 4 * slot).op("i32.add").get(value).op("i32.wrap_i64")
+            f.mem("i32.store")
+    extent = ctx.graph.decided.get(node.outputs[0], tuple(shape))
+    for j, dim in enumerate(extent):
+        if isinstance(dim, Expr):
+            f.i32(ctx.symbols[str(dim)]).i32(table + 12 * j + 8).mem("i32.load").mem("i32.store")
+    _strided_copy(ctx, node, table)
+
+
+def _strided_copy(ctx: Ctx, node: Node, table: int) -> None:
+    """out[o] = x[start + o * step] on every axis, for o below the axis's count: the output in x's layout."""
+    f = ctx.f
+    info = ctx.info(node.inputs[0])
+    shape, size = info.shape, info.dtype.itemsize
+    strides = row_major(shape)
+    pin, pout = f.local(I32), f.local(I32)
+    counts = [f.local(I32) for _ in shape]
+    moves = [f.local(I32) for _ in shape]
+    f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
+    for j in range(len(shape)):
+        f.i32(table + 12 * j + 8).mem("i32.load").set(counts[j])
+        f.i32(table + 12 * j + 4).mem("i32.load").i32(strides[j] * size).op("i32.mul").set(moves[j])
+        f.get(pin).i32(table + 12 * j).mem("i32.load").i32(strides[j] * size).op("i32.mul").op("i32.add").set(pin)
+    load, store = LOAD_STORE[size]
+
+    def level(j: int) -> None:
+        if j == len(shape):
+            f.get(pout).get(pin).mem(load, align=0).mem(store, align=0)
+            return
+        saved_in, saved_out, counter = f.local(I32), f.local(I32), f.local(I32)
+        f.get(pin).set(saved_in).get(pout).set(saved_out)
+        with f.for_range(counter, 0, ("local", counts[j])):
+            level(j + 1)
+            f.inc(pin, by_local=moves[j]).inc(pout, strides[j] * size)
+        f.get(saved_in).set(pin).get(saved_out).set(pout)
+
+    level(0)
+
+
+def _slice_scratch(node: Node, graph: Graph) -> int:
+    return 12 * len(graph.info(node.inputs[0]).shape) if run_time_slice(node, graph) else 0
+
+
+def run_time_split(node: Node, graph: Graph) -> bool:
+    """Split's sizes are an input known only at run time (opset 13 on)."""
+    name = _given(node, 1)
+    return graph.opset >= 13 and bool(name) and name not in graph.constants
+
+
+def _check_run_time_split(node: Node, graph: Graph) -> list[str]:
+    sizes = graph.info(node.inputs[1])
+    problems = []
+    if node.inputs[0] in graph.extents:
+        problems.append("run-time split sizes over an input with symbolic dims are not supported")
+    if sizes.dtype != np.int64 or sizes.shape != (len(node.outputs),):
+        problems.append(f"split must be int64 [{len(node.outputs)}] (one size per output), not "
+                        f"{sizes.dtype} {list(sizes.shape)}")
+    return problems
+
+
+def emit_run_time_split(ctx: Ctx, node: Node) -> None:
+    """Each output's size along the axis from this run's split (negative ones, or a sum other than the axis's,
+    trap), written as its dim; then each outer slice's run copied into the output's largest layout (x's)."""
+    f = ctx.f
+    info = ctx.info(node.inputs[0])
+    axis = _axis(node, len(info.shape))
+    outer, n = math.prod(info.shape[:axis]), info.shape[axis]
+    inner = math.prod(info.shape[axis + 1:]) * info.dtype.itemsize
+    wide, total = f.local(I64), f.local(I64)
+    sizes = [f.local(I32) for _ in node.outputs]
+    f.i64(0).set(total)
+    for i, local in enumerate(sizes):
+        f.i32(ctx.addr(node.inputs[1]) + 8 * i).mem("i64.load", align=0).tee(wide).i64(0).op("i64.lt_s")
+        f.get(wide).i64(n).op("i64.gt_s").op("i32.or")
+        _trap_if(f)
+        f.get(wide).op("i32.wrap_i64").set(local)
+        f.get(total).get(wide).op("i64.add").set(total)
+    f.get(total).i64(n).op("i64.ne")
+    _trap_if(f)
+    offset, o = f.local(I32), f.local(I32)
+    f.i32(0).set(offset)
+    for name, local in zip(node.outputs, sizes, strict=True):
+        dim = ctx.graph.decided[name][axis] if name in ctx.graph.decided else 0
+        if isinstance(dim, Expr):
+            f.i32(ctx.symbols[str(dim)]).get(local).mem("i32.store")
+        if name and outer and inner:
+            with f.for_range(o, 0, outer):  # out[o, :size] = x[o, offset:offset + size]
+                f.get(o).i32(n * inner).op("i32.mul").i32(ctx.addr(name)).op("i32.add")
+                f.get(o).i32(n).op("i32.mul").get(offset).op("i32.add").i32(inner).op("i32.mul")
+                f.i32(ctx.addr(node.inputs[0])).op("i32.add")
+                f.get(local).i32(inner).op("i32.mul").memory_copy()
+        f.get(offset).get(local).op("i32.add").set(offset)
 
 
 # ---------------------------------------------------------------- DepthToSpace, SpaceToDepth

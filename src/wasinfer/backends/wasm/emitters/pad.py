@@ -7,6 +7,11 @@ the whole output on the axes after k — a contiguous block per position on k, s
 either filled (constant mode) or copied from a block of the output that is already complete
 (the other modes; which one comes from `np.pad` on an index vector, as ONNX's reference does).
 Neighbouring positions that copy neighbouring sources go as one run.
+
+Pads whose values each run gives (declared with --input-values: passes/values.py) take one scalar kernel
+instead (`emit_pad_run_time`): every output element inside the run's dims reads the input at its index less
+the begin pad, mapped into the axis as the mode says (the pad value outside it, clamped, reflected or wrapped,
+as np.pad does), so any pads, negative ones (a crop) included, in any mode, come from one module.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes, walk
 from wasinfer.backends.wasm.emitters.pool import Addr, push_addr
 from wasinfer.backends.wasm.writer import I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.ir.symbolic import Dim, Expr
+from wasinfer.ir.symbolic import Dim, Expr, Extent, is_static
 from wasinfer.lowering.elementwise import merge_axes
 from wasinfer.lowering.layout import movable_problems, row_major
 
@@ -64,11 +69,24 @@ def pad_plan(node: Node, graph: Graph) -> tuple[list[int], list[int]] | str:
     return begin, end
 
 
+def declared_pads(node: Node, graph: Graph) -> Extent | None:
+    """The pads' symbolic values where each run gives them (--input-values), else None."""
+    name = node.inputs[1] if len(node.inputs) > 1 and "pads" not in node.attrs else ""
+    values = graph.shape_values.get(name) if name else None
+    return values if values is not None and not is_static(values) else None
+
+
 def _check_pad(node: Node, graph: Graph) -> list[str]:
     problems = movable_problems(node, graph)
     mode = node.attr("mode", "constant")
     if mode not in MODES:
         problems.append(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    if declared_pads(node, graph) is not None:
+        if len(node.inputs) > 3 and node.inputs[3]:
+            problems.append("declared pads with an axes input are not supported")
+        if graph.info(node.inputs[0]).dtype.itemsize not in (1, 2, 4, 8) or node.inputs[0] in graph.extents:
+            problems.append("declared pads need a static input of 1, 2, 4 or 8-byte elements")
+        return problems
     plan = pad_plan(node, graph)
     if isinstance(plan, str):
         return [*problems, plan]
@@ -158,6 +176,9 @@ def _copy_runs(f: Func, ptr: int, runs: list[tuple[int, int, int, int]], block: 
 
 @kernel("Pad", check=_check_pad)
 def emit_pad(ctx: Ctx, node: Node) -> None:
+    if declared_pads(node, ctx.graph) is not None:
+        emit_pad_run_time(ctx, node)
+        return
     f = ctx.f
     info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
     if out.size == 0:
@@ -227,6 +248,83 @@ def _run_time_end(ctx: Ctx, dim: Dim, ptr: int, begin: int, end: int, block: int
         f.inc(dst, block)
         if mode == "reflect":
             f.inc(src, -block)
+
+
+def _source_index(f: Func, index: int, d: int, mode: str) -> None:
+    """Map the i32 local `index` (output position less the begin pad) into [0, d) as the mode says, in place;
+    constant mode leaves it (the caller writes the value where it is outside)."""
+    if mode == "edge":  # clamp
+        f.i32(0).get(index).get(index).i32(0).op("i32.lt_s").op("select").set(index)
+        f.i32(d - 1).get(index).get(index).i32(d - 1).op("i32.gt_s").op("select").set(index)
+    elif mode == "wrap":  # index mod d, never negative
+        f.get(index).i32(d).op("i32.rem_s").i32(d).op("i32.add").i32(d).op("i32.rem_s").set(index)
+    elif mode == "reflect":  # np.pad's reflection: period 2 (d - 1), the second half mirrored
+        if d == 1:
+            f.i32(0).set(index)
+            return
+        period = 2 * (d - 1)
+        f.get(index).i32(period).op("i32.rem_s").i32(period).op("i32.add").i32(period).op("i32.rem_s").set(index)
+        f.i32(period).get(index).op("i32.sub").get(index).get(index).i32(d).op("i32.ge_s").op("select").set(index)
+
+
+def emit_pad_run_time(ctx: Ctx, node: Node) -> None:
+    """Each output element inside the run's dims (input dim + begin + end, from the pads' symbols) from the input
+    at its index less the begin pad, mapped into the axis by the mode; a negative output dim traps the run, as
+    ONNX Runtime fails it, and so does padding an empty axis in a mode other than constant."""
+    f = ctx.f
+    info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    shape, rank, size = info.shape, len(info.shape), info.dtype.itemsize
+    pads = declared_pads(node, ctx.graph)
+    assert pads is not None
+    mode = node.attr("mode", "constant")
+    in_strides, out_strides = row_major(shape), row_major(out.shape)
+    begins, counts = [f.local(I32) for _ in shape], [f.local(I32) for _ in shape]
+    for j, d in enumerate(shape):
+        push_dim(f, pads[j], ctx.symbols)
+        f.tee(begins[j]).i32(d).op("i32.add")
+        push_dim(f, pads[rank + j], ctx.symbols)
+        f.op("i32.add").tee(counts[j]).i32(0).op("i32.lt_s")
+        if mode != "constant" and d == 0:  # nothing to copy an edge, a reflection or a wrap from
+            f.get(counts[j]).op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+    value = _value_local(ctx, node, size, info.dtype)[0] if mode == "constant" else -1
+    load, store = LOAD_STORE[size]
+    pout = f.local(I32)
+    f.i32(ctx.addr(node.outputs[0])).set(pout)
+
+    def level(j: int, src: int, outside: int | None) -> None:
+        if j == rank:
+            f.get(pout)
+            if outside is None:
+                f.get(src).mem(load, align=0)
+            else:
+                f.get(outside)
+                with f.if_(blocktype={8: I64}.get(size, I32)):
+                    f.get(value)
+                    f.else_()
+                    f.get(src).mem(load, align=0)
+            f.mem(store, align=0)
+            return
+        counter, index, here, saved = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+        flag = f.local(I32) if mode == "constant" else None
+        f.get(pout).set(saved)
+        with f.for_range(counter, 0, ("local", counts[j])):
+            f.get(counter).get(begins[j]).op("i32.sub").set(index)
+            _source_index(f, index, shape[j], mode)
+            f.get(src).get(index).i32(in_strides[j] * size).op("i32.mul").op("i32.add").set(here)
+            if flag is not None:  # outside the input on this axis or an earlier one
+                f.get(index).i32(0).op("i32.lt_s").get(index).i32(shape[j]).op("i32.ge_s").op("i32.or")
+                if outside is not None:
+                    f.get(outside).op("i32.or")
+                f.set(flag)
+            level(j + 1, here, flag)
+            f.inc(pout, out_strides[j] * size)
+        f.get(saved).set(pout)
+
+    base = f.local(I32)
+    f.i32(ctx.addr(node.inputs[0])).set(base)
+    level(0, base, None)
 
 
 __all__ = ["pad_plan"]

@@ -1,9 +1,10 @@
 """Ops whose output follows a pattern of positions: Trilu, EyeLike, OneHot and ReverseSequence, for any
 whole-byte dtype (elements moved or written as bits, as indexing.py moves them).
 
-Trilu keeps a triangle of each matrix. Its k is a compile-time constant (causal masks write one), so
-each row is one copy of its kept run and one fill of zeros, their lengths a clamp of the row index:
-no mask in memory, whatever the sequence length. EyeLike writes ones on a diagonal of zeros. OneHot
+Trilu keeps a triangle of each matrix: each row is one copy of its kept run and one fill of zeros, their
+lengths a clamp of the row index: no mask in memory, whatever the sequence length. Its k is usually a
+compile-time constant (causal masks write one); a run-time k is read and clamped once per run, so one
+module serves every k. EyeLike writes ones on a diagonal of zeros. OneHot
 compares each run-time index with every position of the new axis (depth is a constant: it sets the
 output's shape; the two values may be computed at run time). ReverseSequence copies each (batch, time) block
 from its mirrored time step; a length outside [0, time steps] traps, as an out-of-range Gather does.
@@ -54,15 +55,21 @@ def _check_trilu(node: Node, graph: Graph) -> list[str]:
     problems = movable_problems(node, graph)
     if len(graph.info(node.inputs[0]).shape) < 2:
         problems.append(f"input has rank {len(graph.info(node.inputs[0]).shape)}; Trilu needs at least 2")
-    if len(node.inputs) > 1 and node.inputs[1] and _constant(node, graph, 1) is None:
-        problems.append("k is computed at run time; only a constant k (an initializer) is supported")
+    if _run_time_k(node, graph) and graph.info(node.inputs[1]).dtype != np.int64:
+        problems.append(f"k has dtype {graph.info(node.inputs[1]).dtype}; int64 expected")
     return problems
+
+
+def _run_time_k(node: Node, graph: Graph) -> bool:
+    """k is a run-time input (a graph input, or computed): read from memory by each run."""
+    return len(node.inputs) > 1 and bool(node.inputs[1]) and _constant(node, graph, 1) is None
 
 
 @kernel("Trilu", check=_check_trilu)
 def emit_trilu(ctx: Ctx, node: Node) -> None:
     """Row i of each matrix keeps columns j <= i + k (lower) or j >= i + k (upper): the split point
-    t = clamp(i + k (+ 1 when lower), 0, columns) is worked out per row, then one copy and one fill."""
+    t = clamp(i + k (+ 1 when lower), 0, columns) is worked out per row, then one copy and one fill. A run-time
+    k is clamped to [-rows, columns] once, in 64 bits, so any int64 k gives the constant k's rows."""
     f = ctx.f
     info = ctx.info(node.inputs[0])
     *batch, rows, columns = info.shape
@@ -74,10 +81,22 @@ def emit_trilu(ctx: Ctx, node: Node) -> None:
     shift = max(min(k + (0 if upper else 1), columns), -rows)  # clamped at compile time: any int64 k
     size, row_bytes = info.dtype.itemsize, columns * info.dtype.itemsize
     pin, pout, r, t, split, rest = (f.local(I32) for _ in range(6))
+    run_time = f.local(I32) if _run_time_k(node, ctx.graph) else None
+    if run_time is not None:  # the shift: clamp(k, -rows - 1, columns) (+ 1), of the k this run reads
+        wide = f.local(I64)
+        f.i32(ctx.addr(node.inputs[1])).mem("i64.load", align=0).set(wide)
+        f.i64(-rows - 1).get(wide).get(wide).i64(-rows - 1).op("i64.lt_s").op("select").set(wide)
+        f.i64(columns).get(wide).get(wide).i64(columns).op("i64.gt_s").op("select").op("i32.wrap_i64")
+        f.i32(0 if upper else 1).op("i32.add").set(run_time)
     f.i32(ctx.addr(node.inputs[0])).set(pin).i32(ctx.addr(node.outputs[0])).set(pout)
     with f.for_range(r, 0, math.prod(batch) * rows):
         # t = clamp(r % rows + shift, 0, columns), in bytes
-        f.get(r).i32(rows).op("i32.rem_u").i32(shift).op("i32.add").set(t)
+        f.get(r).i32(rows).op("i32.rem_u")
+        if run_time is None:
+            f.i32(shift)
+        else:
+            f.get(run_time)
+        f.op("i32.add").set(t)
         f.i32(0).get(t).get(t).i32(0).op("i32.lt_s").op("select").set(t)
         f.i32(columns).get(t).get(t).i32(columns).op("i32.gt_s").op("select").i32(size).op("i32.mul").set(split)
         f.i32(row_bytes).get(split).op("i32.sub").set(rest)

@@ -8,6 +8,12 @@ inner = 1 a line's elements share a v128; otherwise neighbouring lines do, one p
 no reduction crosses lanes. The Reduce* ops merge neighbouring kept and reduced axes and do
 the same with the innermost one: lanes across neighbouring outputs when it is kept, along
 the contiguous run (lanes combined at the end) when it is reduced.
+
+Reduce* whose axes are a run-time input (one module for every set of axes: passes/dynamic.py gives each output
+dim a symbol of its own) run one scalar kernel instead: it reads the axes into a mask (an axis out of range or
+repeated traps the run, as a bad Gather index does), writes the output's dims, and folds every input element
+into the output element its kept indices name (`emit_reduce_run_time_axes`). These are rare in real models,
+where axes are constants and take the kernels above.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from wasinfer.backends.wasm.emitters.layout import walk
 from wasinfer.backends.wasm.mathfn import exp_v128
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Dim, Expr
 from wasinfer.lowering.layout import row_major
 
 LANE0 = np.array([-1, 0, 0, 0], np.int32).tobytes()
@@ -419,6 +426,8 @@ def _check_reduce(node: Node, graph: Graph) -> list[str]:
         if not allowed:
             problems.append(f"input dtype {dtype} is not supported (float32; int32/int64 for ReduceSum, ReduceProd, "
                             "ReduceMax and ReduceMin; bool for ReduceMax and ReduceMin)")
+    if run_time_axes(node, graph):
+        return problems + _check_run_time_axes(node, graph)
     axes = reduced_axes(node, graph)
     if isinstance(axes, str):
         problems.append(axes)
@@ -458,7 +467,7 @@ def _walk_reduced(f: Func, dims: list[tuple[int, int]], ptr: int, size: int, lea
     level(0)
 
 
-@kernel(*REDUCE_OPS, check=_check_reduce)
+@kernel(*REDUCE_OPS, check=_check_reduce, scratch=lambda node, graph: _run_time_scratch(node, graph))  # 0: static axes
 def emit_reduce(ctx: Ctx, node: Node) -> None:
     """Any set of axes, walked as strides: the input is viewed as merged kept and reduced axes.
 
@@ -467,6 +476,9 @@ def emit_reduce(ctx: Ctx, node: Node) -> None:
     folds its contiguous innermost run 16 floats at a time into 4 accumulators, whose lanes
     are combined at the end. Integer and bool inputs go element by element.
     """
+    if run_time_axes(node, ctx.graph):
+        emit_reduce_run_time_axes(ctx, node)
+        return
     f = ctx.f
     info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
     axes = reduced_axes(node, ctx.graph)
@@ -634,3 +646,214 @@ class _IntegerFold:
 
         _walk_reduced(f, self.reduced, self.q, self.size, leaf)
         f.get(self.pout).get(self.acc).mem(self.store)
+
+
+# ---------------------------------------------------------------- Reduce* over run-time axes
+
+def run_time_axes(node: Node, graph: Graph) -> bool:
+    """The axes are an input known only at run time (passes/dynamic.py typed the output for them)."""
+    name = node.inputs[1] if len(node.inputs) > 1 else ""
+    return graph.opset >= _axes_input_opset(node.op_type) and bool(name) and name not in graph.constants
+
+
+def _check_run_time_axes(node: Node, graph: Graph) -> list[str]:
+    x, axes = graph.info(node.inputs[0]), graph.info(node.inputs[1])
+    problems = []
+    if node.inputs[0] in graph.extents:
+        problems.append("axes computed at run time over an input with symbolic dims are not supported")
+    if axes.dtype != np.int64 or len(axes.shape) != 1:
+        problems.append(f"axes must be a 1-D int64 tensor, not {axes.dtype} {list(axes.shape)}")
+    elif axes.shape[0] > len(x.shape):
+        problems.append(f"{axes.shape[0]} axes for an input of rank {len(x.shape)}")
+    if node.outputs[0] not in graph.tensors or len(x.shape) > 31:
+        problems.append("its output has no bounded run-time shape (passes/dynamic.py)")
+    return problems
+
+
+def _run_time_scratch(node: Node, graph: Graph) -> int:
+    """LogSumExp over run-time axes keeps each output's sum of exponentials beside its maximum."""
+    if node.op_type != "ReduceLogSumExp" or not run_time_axes(node, graph):
+        return 0
+    return graph.info(node.outputs[0]).size * 4
+
+
+def _read_axes(f: Func, address: int, count: int, rank: int) -> int:
+    """A local with bit j set for each axis j the int64 axes at `address` name (negative ones count from the
+    end); an axis outside [-rank, rank) or named twice executes `unreachable`."""
+    mask, axis = f.local(I32), f.local(I64)
+    position = f.local(I32)
+    f.i32(0).set(mask)
+    for i in range(count):
+        f.i32(address + 8 * i).mem("i64.load", align=0).set(axis)
+        f.get(axis).i64(-rank).op("i64.lt_s").get(axis).i64(rank).op("i64.ge_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        f.get(axis).op("i32.wrap_i64").set(position)
+        f.get(position).get(position).i32(31).op("i32.shr_s").i32(rank).op("i32.and").op("i32.add").set(position)
+        f.i32(1).get(position).op("i32.shl").set(position)  # now the axis's bit
+        f.get(mask).get(position).op("i32.and")
+        with f.if_():
+            f.op("unreachable")
+        f.get(mask).get(position).op("i32.or").set(mask)
+    return mask
+
+
+def _is_reduced(f: Func, mask: int, axis: int) -> Func:
+    """Push 1 where the mask has `axis`, else 0."""
+    return f.get(mask).i32(axis).op("i32.shr_u").i32(1).op("i32.and")
+
+
+def _write_symbol(ctx: Ctx, dim: Dim, value: Callable[[], object]) -> None:
+    """Store the i32 `value` pushes as the run's value of `dim`, where it is a symbol (a static dim is known)."""
+    if isinstance(dim, Expr):
+        ctx.f.i32(ctx.symbols[str(dim)])
+        value()
+        ctx.f.mem("i32.store")
+
+
+def _pick(f: Func, when_set: int, otherwise: int, flag: int) -> None:
+    """Push `when_set` where the local `flag` is nonzero, else `otherwise`."""
+    f.i32(when_set).i32(otherwise).get(flag).op("select")
+
+
+def _output_strides(ctx: Ctx, node: Node, mask: int) -> list[int]:
+    """Per input axis, a local with the output element stride its index moves (0 where it is reduced), in the
+    output's largest layout; and each output dim's symbol written on the way."""
+    f = ctx.f
+    shape = ctx.info(node.inputs[0]).shape
+    out = ctx.info(node.outputs[0])
+    extent = ctx.graph.decided.get(node.outputs[0], tuple(out.shape))
+    largest = row_major(out.shape)
+    strides = [f.local(I32) for _ in shape]
+    if int(node.attr("keepdims", 1)):
+        for j, d in enumerate(shape):
+            _is_reduced(f, mask, j).set(strides[j])
+            _write_symbol(ctx, extent[j], partial(_pick, f, 1, d, strides[j]))
+            f.i32(0).i32(largest[j]).get(strides[j]).op("select").set(strides[j])
+        return strides
+    count = len(shape) - len(out.shape)  # how many axes each run reduces
+    kept = f.local(I32)  # the kept axes before this one: its output axis
+    f.i32(0).set(kept)
+    for j, d in enumerate(shape):
+        f.i32(0).set(strides[j])
+        _is_reduced(f, mask, j).op("i32.eqz")
+        with f.if_():
+            for k in range(max(0, j - count), min(j, len(out.shape) - 1) + 1):
+                f.get(kept).i32(k).op("i32.eq")
+                with f.if_():
+                    f.i32(largest[k]).set(strides[j])
+                    _write_symbol(ctx, extent[k], partial(f.i32, d))
+            f.inc(kept)
+    return strides
+
+
+def _fold_element(f: Func, op: str, kind: str, transformed: bool, top: int | None, exp: int) -> None:
+    """[accumulator, element] on the stack → folded: the op's per-element part (for float32), then its fold."""
+    combine, transform, _ = REDUCTIONS[op]
+    if kind == "f32":
+        if transformed and transform == "abs":
+            f.op("f32.abs")
+        elif transformed and transform == "square":
+            value = f.local(F32)
+            f.tee(value).get(value).op("f32.mul")
+        elif transformed and transform == "exp":
+            assert top is not None
+            f.get(top).mem("f32.load").op("f32.sub").op("f32x4.splat").call(exp).lane("f32x4.extract_lane", 0)
+        f.op({SUM: "f32.add", PROD: "f32.mul", MAX: "f32.max", MIN: "f32.min"}[combine if transformed else MAX])
+        return
+    if op in ("ReduceSum", "ReduceProd"):
+        f.op(f"{kind}.add" if op == "ReduceSum" else f"{kind}.mul")
+        return
+    valtype = I64 if kind == "i64" else I32
+    acc, value = f.local(valtype), f.local(valtype)  # select(value, acc, value beats acc)
+    f.set(value).set(acc).get(value).get(acc).get(value).get(acc)
+    f.op(f"{kind}.gt_s" if op == "ReduceMax" else f"{kind}.lt_s").op("select")
+
+
+def emit_reduce_run_time_axes(ctx: Ctx, node: Node) -> None:
+    """Read the axes, write the output's dims, fill the output (its largest layout) with the fold's identity,
+    fold every input element into the output element at its kept indices, then finish each output (a mean
+    divides by the run's count; L2 takes the root, LogSum the log; LogSumExp folds exp(x - max) after a max
+    pass, into scratch)."""
+    f = ctx.f
+    info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    shape, dtype = info.shape, info.dtype
+    kind = "f32" if dtype == np.float32 else INTEGER_TYPES[dtype]
+    size = dtype.itemsize
+    load, store = ("i32.load8_u", "i32.store8") if dtype == np.bool_ else (f"{kind}.load", f"{kind}.store")
+    mask = _read_axes(f, ctx.addr(node.inputs[1]), ctx.info(node.inputs[1]).shape[0], len(shape))
+    strides = _output_strides(ctx, node, mask)
+    x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
+    pin, pout, i = f.local(I32), f.local(I32), f.local(I32)
+    exp = ctx.helper("exp4")
+    log_sum_exp = node.op_type == "ReduceLogSumExp"
+
+    def fill(address: int, value: float) -> None:
+        with f.for_range(i, 0, out.size):
+            f.addr(address, i, size)
+            if kind == "f32":
+                f.f32(value)
+            elif kind == "i64":
+                f.i64(int(value))
+            else:
+                f.i32(int(value))
+            f.mem(store, align=0)
+
+    def fold(into: int, transformed: bool) -> None:
+        """Every input element into its output element at `into` (the output, or the scratch beside it)."""
+        top = f.local(I32) if transformed and log_sum_exp else None
+        f.i32(x).set(pin).i32(into).set(pout)
+
+        def level(axis: int) -> None:
+            if axis == len(shape):
+                if top is not None:
+                    f.get(pout).i32(y - into).op("i32.add").set(top)
+                f.get(pout).get(pout).mem(load, align=0).get(pin).mem(load, align=0)
+                _fold_element(f, node.op_type, kind, transformed, top, exp)
+                f.mem(store, align=0).inc(pin, size)
+                return
+            saved, counter = f.local(I32), f.local(I32)
+            f.get(pout).set(saved)
+            with f.for_range(counter, 0, shape[axis]):
+                level(axis + 1)
+                f.get(pout).get(strides[axis]).i32(size).op("i32.mul").op("i32.add").set(pout)
+            f.get(saved).set(pout)
+
+        level(0)
+
+    combine, _, finish = REDUCTIONS[node.op_type]
+    if kind != "f32":
+        fill(y, integer_identity(node.op_type, dtype))
+        fold(y, transformed=False)
+        return
+    fill(y, (MAX if log_sum_exp else combine).identity)
+    fold(y, transformed=not log_sum_exp)
+    if log_sum_exp:  # the max pass is done: the sums of exp(x - max) into scratch
+        fill(ctx.scratch_addr, 0.0)
+        fold(ctx.scratch_addr, transformed=True)
+    count = f.local(I32)
+    if finish == "mean":  # the run's count of reduced elements (at least 1: a mean of none is 0)
+        f.i32(1).set(count)
+        for j, d in enumerate(shape):
+            f.get(count).i32(d).i32(1)
+            _is_reduced(f, mask, j)
+            f.op("select").op("i32.mul").set(count)
+        f.i32(1).get(count).get(count).op("i32.eqz").op("select").set(count)
+    if not finish:
+        return
+    with f.for_range(i, 0, out.size):
+        f.addr(y, i, 4)
+        if log_sum_exp:
+            f.addr(ctx.scratch_addr, i, 4)
+        else:
+            f.addr(y, i, 4)
+        f.mem("f32.load")
+        if finish == "mean":
+            f.get(count).op("f32.convert_i32_u").op("f32.div")
+        elif finish == "sqrt":
+            f.op("f32.sqrt")
+        else:
+            f.op("f32x4.splat").call(ctx.helper("log4")).lane("f32x4.extract_lane", 0)
+            if log_sum_exp:
+                f.addr(y, i, 4).mem("f32.load").op("f32.add")
+        f.mem("f32.store")
