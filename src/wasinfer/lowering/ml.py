@@ -38,4 +38,25 @@ def tree_scratch(node: Node, graph: Graph) -> int:
     return float_scratch(node, graph) + max(outputs, 1) * 8
 
 
-__all__ = ["feature_rows", "float_scratch", "linear_classifier_scratch", "tree_scratch"]
+def svm_vectors(node: Node) -> int:
+    """Support vectors of an SVM node (0: the liblinear form, coefficients against the features)."""
+    if node.op_type == "SVMRegressor":
+        return int(node.attr("n_supports", 0))
+    return sum(int(v) for v in node.attr("vectors_per_class", []))
+
+
+def svm_scratch(node: Node, graph: Graph) -> int:
+    """The float32 copy, the kernel values of every row ([N, vectors]), then for a classifier each
+    row's pairwise decision values ([N, pairs]), its votes and, with probabilities, the pairwise
+    probability matrix, libsvm's Q matrix and Q p (coupling the pairs into class probabilities)."""
+    n, _ = feature_rows(graph, node.inputs[0])
+    size = float_scratch(node, graph) + n * svm_vectors(node) * 4
+    if node.op_type == "SVMClassifier":
+        classes = len(node.attr("classlabels_ints", []) or node.attr("classlabels_strings", []))
+        size += n * (classes * (classes - 1) // 2) * 4 + classes * 4
+        if node.attr("prob_a"):
+            size += (2 * classes * classes + classes) * 4
+    return size
+
+
+__all__ = ["feature_rows", "float_scratch", "linear_classifier_scratch", "svm_scratch", "svm_vectors", "tree_scratch"]

@@ -21,5 +21,5 @@ def rows(view: BatchView) -> BatchFlow:
 
 
 for op in ("LinearClassifier", "LinearRegressor", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Scaler",
-           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor"):
+           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor"):
     define(op, domain=ML, batch=rows)

@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import Normalizer, StandardScaler  # noqa: E402
-from sklearn.svm import LinearSVC  # noqa: E402
+from sklearn.svm import SVC, SVR, LinearSVC, NuSVC, NuSVR, OneClassSVM  # noqa: E402
 
 ML_OPSET = 3
 SEED_SALT = int(os.environ.get("WASINFER_TEST_SEED", "0"))  # vary it to fuzz the random models further
@@ -51,7 +51,10 @@ def split(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def export(model: Any, features: int) -> onnx.ModelProto:
-    options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    # an SVC without probabilities has no predict_proba, yet skl2onnx gives it the zipmap option
+    zipmap = hasattr(model, "predict_proba") or isinstance(final, (SVC, NuSVC))
+    options = {id(model): {"zipmap": False}} if zipmap else None
     return convert_sklearn(model, initial_types=[("input", FloatTensorType([None, features]))],
                            options=options, target_opset=TARGET_OPSET)
 
@@ -61,6 +64,7 @@ def assert_sklearn_parity(model: Any, dataset: str) -> None:
     x_train, x_test, y_train, _ = split(dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True), deprecated in scikit-learn 1.9
         model.fit(x_train, y_train)
     onx = export(model, x_train.shape[1])
     module = WasmModel(convert_onnx(onx, max_batch=len(x_test)).wasm)
@@ -105,6 +109,86 @@ def test_sklearn_classifier(name: str, make: Any, dataset: str) -> None:
 @pytest.mark.parametrize("name,make,dataset", REGRESSORS, ids=[r[0] for r in REGRESSORS])
 def test_sklearn_regressor(name: str, make: Any, dataset: str) -> None:
     assert_sklearn_parity(make(), dataset)
+
+
+KERNELS = ["rbf", "linear", "poly", "sigmoid"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("probability", [True, False], ids=["probability", "decision"])
+@pytest.mark.parametrize("dataset", ["iris", "breast_cancer"])
+def test_svc_pipeline(kernel: str, probability: bool, dataset: str) -> None:
+    """SVMClassifier: one-vs-one votes for the label; Platt-scaled pairs coupled into class
+    probabilities (iris: three classes, breast_cancer: binary), or the raw decision values."""
+    assert_sklearn_parity(make_pipeline(StandardScaler(), SVC(kernel=kernel, probability=probability,
+                                                              random_state=0)), dataset)
+
+
+def test_svc_with_ten_classes_and_nu_svc() -> None:
+    """45 pairs of classes coupled into 10 probabilities; NuSVC exports as the same op."""
+    assert_sklearn_parity(make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)), "digits")
+    assert_sklearn_parity(make_pipeline(StandardScaler(), NuSVC(nu=0.3, kernel="poly", random_state=0)), "iris")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_svr_pipeline(kernel: str) -> None:
+    assert_sklearn_parity(make_pipeline(StandardScaler(), SVR(kernel=kernel, C=10.0)), "diabetes")
+
+
+def test_nu_svr_and_one_class_svm() -> None:
+    """NuSVR is SVMRegressor; OneClassSVM its one_class form, whose scores are then signed."""
+    assert_sklearn_parity(make_pipeline(StandardScaler(), NuSVR(nu=0.4)), "diabetes")
+    x_train, x_test, _, _ = split("diabetes")
+    model = make_pipeline(StandardScaler(), OneClassSVM(nu=0.2)).fit(x_train)
+    onx = export(model, x_train.shape[1])
+    assert "SVMRegressor" in [n.op_type for n in onx.graph.node]
+    assert_matches_ort(onx, {"input": x_test}, max_batch=len(x_test))
+
+
+def svm_classifier(classes: int, transform: str = "NONE", probability: bool = False,
+                   **extra: Any) -> onnx.ModelProto:
+    """A random RBF SVMClassifier over 4 features, 3 support vectors per class (an `extra` of None
+    leaves the attribute out)."""
+    pairs = classes * (classes - 1) // 2
+    attrs: dict[str, Any] = {
+        "classlabels_ints": [10 * c for c in range(classes)], "vectors_per_class": [3] * classes,
+        "support_vectors": rng.normal(size=classes * 3 * 4).tolist(), "kernel_type": "RBF",
+        "kernel_params": [0.3, 0.0, 3.0], "coefficients": rng.normal(size=(classes - 1) * classes * 3).tolist(),
+        "rho": rng.normal(size=pairs).tolist(), "post_transform": transform}
+    if probability:
+        attrs |= {"prob_a": rng.uniform(-3, -1, pairs).tolist(), "prob_b": rng.normal(size=pairs).tolist()}
+    width = classes if probability else (pairs if classes > 2 else 2)
+    return ml_model("SVMClassifier", {"x": rng.normal(size=(20, 4)).astype(np.float32)},
+                    {"label": (TensorProto.INT64, [20]), "scores": (TensorProto.FLOAT, [20, width])},
+                    **{k: v for k, v in (attrs | extra).items() if v is not None})
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
+@pytest.mark.parametrize("probability", [True, False], ids=["probability", "decision"])
+def test_svm_classifier_transforms_and_layouts(classes: int, transform: str, probability: bool) -> None:
+    """ONNX Runtime's layouts: [-d, d] (NONE) or [1 - d, d] for a binary decision, the transform
+    over the pairwise values or over the coupled probabilities, labels other than 0..C-1."""
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    assert_matches_ort(svm_classifier(classes, transform, probability), {"x": x})
+
+
+def test_svm_classifier_int64_input() -> None:
+    model = svm_classifier(3, probability=True)
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    assert_matches_ort(model, {"x": rng.integers(-2, 3, size=(20, 4)).astype(np.int64)})
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"post_transform": "PROBIT"}, "PROBIT on a binary classifier"),
+    ({"kernel_type": "POLY", "kernel_params": [0.3, 0.0, 2.5]}, "POLY degree of 2.5"),
+    ({"rho": [0.0]}, "rho must have one value per pair"),
+    ({"vectors_per_class": None, "coefficients": [0.0] * 12}, "liblinear form"),
+    ({"support_vectors": [0.0] * 5}, "support_vectors has 5 values"),
+])
+def test_svm_classifier_refusals_name_the_problem(extra: dict[str, Any], match: str) -> None:
+    with pytest.raises(UnsupportedModel, match=match):
+        convert_onnx(svm_classifier(2 if "PROBIT" in str(extra) else 3, **extra))
 
 
 def test_zipmap_is_refused_with_advice() -> None:

@@ -49,7 +49,7 @@ def _dtype(graph: Graph, name: str) -> np.dtype:
     return np.dtype(graph.info(name).dtype)
 
 
-def _check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: int = 2) -> list[str]:
+def check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: int = 2) -> list[str]:
     info = graph.info(node.inputs[0])
     problems = []
     if np.dtype(info.dtype) not in [np.dtype(d) for d in dtypes]:
@@ -60,12 +60,12 @@ def _check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: i
     return problems
 
 
-def _check_transform(node: Node) -> list[str]:
+def check_transform(node: Node) -> list[str]:
     kind = node.attr("post_transform", "NONE")
     return [] if kind in TRANSFORMS else [f"post_transform {kind!r} is not one of {', '.join(TRANSFORMS)}"]
 
 
-def _check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
+def check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
     if not name:
         return []
     info = graph.info(name)
@@ -77,7 +77,7 @@ def _check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
     return problems
 
 
-def _float_input(ctx: Ctx, node: Node) -> int:
+def float_input(ctx: Ctx, node: Node) -> int:
     """Address of input 0 as float32: in place, or converted into the start of the scratch."""
     name = node.inputs[0]
     dtype = _dtype(ctx.graph, name)
@@ -103,7 +103,7 @@ def _log(ctx: Ctx) -> None:
     ctx.f.op("f32x4.splat").call(ctx.helper("log4")).lane("f32x4.extract_lane", 0)
 
 
-def _logistic(ctx: Ctx) -> None:
+def logistic(ctx: Ctx) -> None:
     """f32 → 1 / (1 + exp(-|x|)), mirrored for x < 0 (ONNX Runtime's ComputeLogistic)."""
     f = ctx.f
     x, v = f.local(F32), f.local(F32)
@@ -192,7 +192,7 @@ def _softmax_row(ctx: Ctx, row: int, count: int, skip_zeros: bool) -> None:
 def transform_row(ctx: Ctx, kind: str, row: int, count: int) -> None:
     """Apply a post_transform in place to `count` scores at the address in local `row`."""
     if kind == "LOGISTIC":
-        _map_row(ctx, row, count, _logistic)
+        _map_row(ctx, row, count, logistic)
     elif kind == "PROBIT":
         _map_row(ctx, row, count, _probit)
     elif kind in ("SOFTMAX", "SOFTMAX_ZERO"):
@@ -227,7 +227,7 @@ def _argmax_label(ctx: Ctx, scores: int, count: int, labels: int, has: int | Non
 # ---------------------------------------------------------------- linear models
 
 def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64)) + _check_transform(node)
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64)) + check_transform(node)
     if problems:
         return problems
     n, features = feature_rows(graph, node.inputs[0])
@@ -247,9 +247,9 @@ def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
     if second and node.attr("post_transform", "NONE") == "PROBIT":
         problems.append("PROBIT on a one-row binary classifier is not supported (ONNX Runtime leaves half "
                         "of the scores unwritten)")
-    problems += _check_output(graph, node.outputs[0], n, np.int64)
+    problems += check_output(graph, node.outputs[0], n, np.int64)
     if len(node.outputs) > 1:
-        problems += _check_output(graph, node.outputs[1], n * (2 if second else classes), np.float32)
+        problems += check_output(graph, node.outputs[1], n * (2 if second else classes), np.float32)
     return problems
 
 
@@ -263,7 +263,7 @@ def emit_linear_classifier(ctx: Ctx, node: Node) -> None:
     weights = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(classes, features)
     labels = [int(v) for v in node.attr("classlabels_ints", [])]
     kind = node.attr("post_transform", "NONE")
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     emit_gemm(ctx, n, classes, features, Operand(x, features, 1), np.ascontiguousarray(weights.T),
               Operand(scores, classes, 1), Operand(ctx.data(intercepts), 0, 1))
@@ -294,7 +294,7 @@ def _complement_pair(ctx: Ctx, dst: int, score: int, kind: str) -> None:
     p = f.local(F32)
     f.get(score)
     if kind == "LOGISTIC":
-        _logistic(ctx)
+        logistic(ctx)
     f.set(p)
     f.get(dst).f32(1.0).get(p).op("f32.sub").mem("f32.store").get(dst).get(p).mem("f32.store", offset=4)
 
@@ -313,7 +313,7 @@ def _linear_scores(ctx: Ctx, src: int, dst: int, classes: int, second: bool, kin
 
 
 def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32,)) + _check_transform(node)
+    problems = check_input(node, graph, (np.float32,)) + check_transform(node)
     if problems:
         return problems
     n, features = feature_rows(graph, node.inputs[0])
@@ -321,7 +321,7 @@ def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
     if len(node.attr("coefficients", [])) != targets * features:
         problems.append(f"expected {targets * features} coefficients ({targets} targets x {features} features), "
                         f"got {len(node.attr('coefficients', []))}")
-    return problems + _check_output(graph, node.outputs[0], n * targets, np.float32)
+    return problems + check_output(graph, node.outputs[0], n * targets, np.float32)
 
 
 @kernel("LinearRegressor", domain=ML, check=_check_linear_regressor)
@@ -347,11 +347,11 @@ def emit_linear_regressor(ctx: Ctx, node: Node) -> None:
 # ---------------------------------------------------------------- feature transforms
 
 def _check_normalizer(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64))
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64))
     if node.attr("norm", "MAX") not in ("MAX", "L1", "L2"):
         problems.append(f"norm {node.attr('norm')!r} is not one of MAX, L1, L2")
     info = graph.info(node.inputs[0])
-    return problems + (_check_output(graph, node.outputs[0], info.size, np.float32) if not problems else [])
+    return problems + (check_output(graph, node.outputs[0], info.size, np.float32) if not problems else [])
 
 
 @kernel("Normalizer", domain=ML, check=_check_normalizer, scratch=float_scratch)
@@ -360,7 +360,7 @@ def emit_normalizer(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     n, features = feature_rows(ctx.graph, node.inputs[0])
     norm = node.attr("norm", "MAX")
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     out = ctx.addr(node.outputs[0])
     row, total = f.local(I32), f.local(F32)
     with f.for_range(row, 0, n):
@@ -402,7 +402,7 @@ def _feature_table(values: list[float], shape: tuple[int, ...], dtype: type) -> 
 
 
 def _check_scaler(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64), max_rank=8)
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64), max_rank=8)
     if problems:
         return problems
     shape = graph.info(node.inputs[0]).shape
@@ -410,14 +410,14 @@ def _check_scaler(node: Node, graph: Graph) -> list[str]:
     scale, offset = node.attr("scale", []), node.attr("offset", [])
     if not scale or len(scale) != len(offset) or len(scale) not in (1, stride):
         problems.append(f"scale and offset must both have 1 or {stride} values, got {len(scale)} and {len(offset)}")
-    return problems + _check_output(graph, node.outputs[0], graph.info(node.inputs[0]).size, np.float32)
+    return problems + check_output(graph, node.outputs[0], graph.info(node.inputs[0]).size, np.float32)
 
 
 @kernel("Scaler", domain=ML, check=_check_scaler, scratch=float_scratch)
 def emit_scaler(ctx: Ctx, node: Node) -> None:
     """Y = (X - offset) * scale, per feature or with one value for all."""
     shape = ctx.info(node.inputs[0]).shape
-    x, out = _float_input(ctx, node), ctx.addr(node.outputs[0])
+    x, out = float_input(ctx, node), ctx.addr(node.outputs[0])
     offset = ctx.data(_feature_table(node.attr("offset"), shape, np.float32))
     scale = ctx.data(_feature_table(node.attr("scale"), shape, np.float32))
     emit_broadcast(ctx, out, shape, x, shape, offset, shape, lambda: _op(ctx, "f32x4.sub"), None)
@@ -429,7 +429,7 @@ def _op(ctx: Ctx, name: str) -> None:
 
 
 def _check_binarizer(node: Node, graph: Graph) -> list[str]:
-    return _check_input(node, graph, (np.float32,), max_rank=8)
+    return check_input(node, graph, (np.float32,), max_rank=8)
 
 
 @kernel("Binarizer", domain=ML, check=_check_binarizer)
@@ -441,7 +441,7 @@ def emit_binarizer(ctx: Ctx, node: Node) -> None:
 
 
 def _check_imputer(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.int64), max_rank=8)
+    problems = check_input(node, graph, (np.float32, np.int64), max_rank=8)
     if problems:
         return problems
     floats, ints = node.attr("imputed_value_floats", []), node.attr("imputed_value_int64s", [])
@@ -502,7 +502,7 @@ def _check_array_feature_extractor(node: Node, graph: Graph) -> list[str]:
         problems.append(f"constant indices {value.tolist()} are out of range for a last axis of {data.shape[-1]}")
     if not problems:
         outer = int(np.prod(data.shape[:-1], dtype=np.int64))
-        problems += _check_output(graph, node.outputs[0], outer * indices.size, data.dtype.type)
+        problems += check_output(graph, node.outputs[0], outer * indices.size, data.dtype.type)
     return problems
 
 
@@ -725,7 +725,7 @@ def _update(ctx: Ctx, aggregate: str, has_offset: int) -> Callable[[int, int], N
 
 
 def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.int32, np.int64)) + _check_transform(node)
+    problems = check_input(node, graph, (np.float32, np.int32, np.int64)) + check_transform(node)
     problems += [f"{name} (double-precision attributes) is not supported" for name in DOUBLE_ATTRS
                  if node.attr(name) is not None]
     if problems:
@@ -750,7 +750,7 @@ def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     n, _ = feature_rows(graph, node.inputs[0])
-    return _check_output(graph, node.outputs[0], n * targets, np.float32)
+    return check_output(graph, node.outputs[0], n * targets, np.float32)
 
 
 @kernel("TreeEnsembleRegressor", domain=ML, check=_check_tree_regressor, scratch=tree_scratch)
@@ -762,7 +762,7 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
     kind = node.attr("post_transform", "NONE")
     base = [float(v) for v in node.attr("base_values", [])]
     forest = build_forest(node, features, targets, "target", first_weight_only=targets == 1)
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     out = ctx.addr(node.outputs[0])
     row = f.local(I32)
@@ -846,9 +846,9 @@ def _check_tree_classifier(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     n, _ = feature_rows(graph, node.inputs[0])
-    problems += _check_output(graph, node.outputs[0], n, np.int64)
+    problems += check_output(graph, node.outputs[0], n, np.int64)
     if len(node.outputs) > 1:
-        problems += _check_output(graph, node.outputs[1], n * len(labels), np.float32)
+        problems += check_output(graph, node.outputs[1], n * len(labels), np.float32)
     return problems
 
 
@@ -859,7 +859,7 @@ def emit_tree_classifier(ctx: Ctx, node: Node) -> None:
     labels, _, _ = _classifier_facts(node)
     classes = len(labels)
     forest = build_forest(node, features, classes, "class", first_weight_only=False)
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     label_out = node.outputs[0]
     z_out = node.outputs[1] if len(node.outputs) > 1 else ""
@@ -945,14 +945,15 @@ def _one_binary_score(ctx: Ctx, z_row: int, e0: int, binary: bool, positive: boo
     elif binary or not has_base:  # "mixed weights": [-s, s], through the logistic when asked
         f.get(z_row).get(e0).op("f32.neg")
         if kind == "LOGISTIC":
-            _logistic(ctx)
+            logistic(ctx)
         f.mem("f32.store")
         f.get(z_row).get(e0)
         if kind == "LOGISTIC":
-            _logistic(ctx)
+            logistic(ctx)
         f.mem("f32.store", offset=4)
     else:  # ONNX Runtime writes only the first score (the check refuses models that get here)
         f.get(z_row).get(e0).mem("f32.store").get(z_row).f32(0.0).mem("f32.store", offset=4)
 
 
-__all__ = ["Forest", "build_forest", "transform_row"]
+__all__ = ["Forest", "build_forest", "check_input", "check_output", "check_transform", "float_input", "logistic",
+           "transform_row"]
