@@ -21,5 +21,6 @@ def rows(view: BatchView) -> BatchFlow:
 
 
 for op in ("LinearClassifier", "LinearRegressor", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Scaler",
-           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor"):
+           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor",
+           "TreeEnsemble"):
     define(op, domain=ML, batch=rows)

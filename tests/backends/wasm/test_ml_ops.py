@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.parity import assert_matches_ort, ort_run
+from tests.parity import assert_matches_ort, ort_run, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm import UnsupportedModel
 from wasinfer.runtime import WasmModel
@@ -214,7 +214,8 @@ def test_string_labels_are_refused_clearly(make: Any) -> None:
 # ---------------------------------------------------------------- single ops
 
 def ml_model(op: str, inputs: dict[str, np.ndarray], outputs: dict[str, tuple[int, list[int | None]]],
-             constants: dict[str, np.ndarray] | None = None, batched: bool = False, **attrs: Any) -> onnx.ModelProto:
+             constants: dict[str, np.ndarray] | None = None, batched: bool = False, ml_opset: int = ML_OPSET,
+             **attrs: Any) -> onnx.ModelProto:
     """A one-node ai.onnx.ml model; outputs are declared since most ML ops have no shape inference.
     `batched` leaves the leading input dimension dynamic (the module's run-time batch)."""
     constants = constants or {}
@@ -227,7 +228,7 @@ def ml_model(op: str, inputs: dict[str, np.ndarray], outputs: dict[str, tuple[in
         [helper.make_tensor_value_info(n, elem, shape) for n, (elem, shape) in outputs.items()],
         [onnx.numpy_helper.from_array(v, n) for n, v in constants.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15),
-                                                    helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
+                                                    helper.make_opsetid("ai.onnx.ml", ml_opset)])
 
 
 rng = np.random.default_rng(0)
@@ -408,6 +409,134 @@ def test_tree_with_a_cycle_is_refused() -> None:
                      nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 2, 0],
                      target_treeids=[0], target_nodeids=[2], target_ids=[0], target_weights=[1.0])
     with pytest.raises(UnsupportedModel, match="cycle"):
+        convert_onnx(model)
+
+
+def as_tree_ensemble(v3: dict[str, Any]) -> dict[str, Any]:
+    """TreeEnsembleRegressor attributes (one weight per leaf) as opset 5 TreeEnsemble's: branches
+    and leaves in arrays of their own, children indexing one or the other."""
+    keys = list(zip(v3["nodes_treeids"], v3["nodes_nodeids"], strict=True))
+    modes = v3["nodes_modes"]
+    branches = [i for i, m in enumerate(modes) if m != "LEAF"]
+    leaves = [i for i, m in enumerate(modes) if m == "LEAF"]
+    branch_at = {keys[i]: k for k, i in enumerate(branches)}
+    leaf_at = {keys[i]: k for k, i in enumerate(leaves)}
+    weight = {(t, n): (target, w) for t, n, target, w in zip(v3["target_treeids"], v3["target_nodeids"],
+                                                              v3["target_ids"], v3["target_weights"], strict=True)}
+    names = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"]
+
+    def child(i: int, side: str) -> tuple[int, int]:
+        key = (v3["nodes_treeids"][i], v3[f"nodes_{side}nodeids"][i])
+        return (leaf_at[key], 1) if key in leaf_at else (branch_at[key], 0)
+
+    true, false = [child(i, "true") for i in branches], [child(i, "false") for i in branches]
+    return {
+        "nodes_modes": onnx.numpy_helper.from_array(np.asarray([names.index(modes[i]) for i in branches], np.uint8)),
+        "nodes_featureids": [v3["nodes_featureids"][i] for i in branches],
+        "nodes_splits": onnx.numpy_helper.from_array(np.asarray([v3["nodes_values"][i] for i in branches],
+                                                                np.float32)),
+        "nodes_truenodeids": [c for c, _ in true], "nodes_trueleafs": [leaf for _, leaf in true],
+        "nodes_falsenodeids": [c for c, _ in false], "nodes_falseleafs": [leaf for _, leaf in false],
+        "leaf_targetids": [weight[keys[i]][0] for i in leaves],
+        "leaf_weights": onnx.numpy_helper.from_array(np.asarray([weight[keys[i]][1] for i in leaves], np.float32)),
+        "tree_roots": sorted({branch_at[k] for k in keys if k[1] == 0 and k in branch_at}),
+    }
+
+
+def test_tree_ensemble_from_a_fitted_forest() -> None:
+    """A scikit-learn forest's TreeEnsembleRegressor rewritten as opset 5's TreeEnsemble gives ONNX
+    Runtime's numbers, and the same numbers as the op it came from."""
+    x_train, x_test, y_train, _ = split("diabetes")
+    model = RandomForestRegressor(20, max_depth=8, random_state=0).fit(x_train, y_train)
+    onx = export(model, x_train.shape[1])
+    (tree,) = [n for n in onx.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    v3 = {a.name: helper.get_attribute_value(a) for a in tree.attribute}
+    v3["nodes_modes"] = [m.decode() for m in v3["nodes_modes"]]
+    v5 = ml_model("TreeEnsemble", {"input": x_test}, {"y": (TensorProto.FLOAT, [len(x_test), 1])}, ml_opset=5,
+                  n_targets=1, aggregate_function=1, **as_tree_ensemble(v3))
+    assert_matches_ort(v5, {"input": x_test})
+    np.testing.assert_allclose(wasm_run(v5, {"input": x_test})[0], ort_run(onx, {"input": x_test})[0],
+                               rtol=1e-5, atol=1e-4)
+
+
+def random_v5_trees(trees: int, features: int, targets: int, depth: int = 4) -> dict[str, Any]:
+    """Random opset 5 trees over GRID with every mode, set membership included (sets of 1 to 3 of
+    GRID's whole values 0, 1, 2: ONNX Runtime refuses other values and answers differently from
+    ONNX's reference for negative ones), each leaf weighting one random target."""
+    nodes: dict[str, list[Any]] = {k: [] for k in ("modes", "featureids", "splits", "truenodeids", "trueleafs",
+                                                   "falsenodeids", "falseleafs", "missing")}
+    leaf_targets: list[int] = []
+    leaf_weights: list[float] = []
+    members: list[float] = []
+    roots = []
+
+    def grow(level: int) -> tuple[int, int]:
+        if level >= depth or (level >= 2 and rng.random() < 0.3):
+            leaf_targets.append(int(rng.integers(targets)))
+            leaf_weights.append(float(rng.normal()))
+            return len(leaf_targets) - 1, 1
+        me = len(nodes["modes"])
+        mode = int(rng.integers(7))
+        for key, value in (("modes", mode), ("featureids", int(rng.integers(features))),
+                           ("splits", float(rng.choice(GRID))), ("missing", int(rng.random() < 0.3))):
+            nodes[key].append(value)
+        if mode == 6:
+            members.extend([*rng.choice([0.0, 1.0, 2.0], size=int(rng.integers(1, 4)), replace=False).tolist(),
+                            float("nan")])
+        for side in ("true", "false"):
+            nodes[f"{side}nodeids"].append(0)
+            nodes[f"{side}leafs"].append(0)
+        for side in ("true", "false"):
+            index, leaf = grow(level + 1)
+            nodes[f"{side}nodeids"][me], nodes[f"{side}leafs"][me] = index, leaf
+        return me, 0
+
+    for _ in range(trees):
+        roots.append(grow(0)[0])
+    return {"nodes_modes": onnx.numpy_helper.from_array(np.asarray(nodes["modes"], np.uint8)),
+            "nodes_splits": onnx.numpy_helper.from_array(np.asarray(nodes["splits"], np.float32)),
+            "nodes_missing_value_tracks_true": nodes["missing"],
+            **{f"nodes_{k}": nodes[k] for k in ("featureids", "truenodeids", "trueleafs", "falsenodeids",
+                                                 "falseleafs")},
+            "membership_values": onnx.numpy_helper.from_array(np.asarray(members, np.float32)),
+            "leaf_targetids": leaf_targets,
+            "leaf_weights": onnx.numpy_helper.from_array(np.asarray(leaf_weights, np.float32)),
+            "tree_roots": roots}
+
+
+@pytest.mark.parametrize("aggregate", [0, 1, 2, 3])
+@pytest.mark.parametrize("targets,transform", [(1, 0), (3, 0), (3, 1), (3, 2), (3, 3)])
+def test_tree_ensemble_set_membership_modes_and_aggregates(aggregate: int, targets: int, transform: int) -> None:
+    """post_transform follows ONNX's numbering (1 SOFTMAX, 2 LOGISTIC); ONNX Runtime reads 1 as
+    LOGISTIC and 2 as SOFTMAX (its own enum's order), so its answer for the other number is the reference."""
+    x = grid_input(40, 5)
+    trees = random_v5_trees(6, 5, targets)
+
+    def model(post_transform: int) -> onnx.ModelProto:
+        return ml_model("TreeEnsemble", {"x": x}, {"y": (TensorProto.FLOAT, [40, targets])}, ml_opset=5,
+                        n_targets=targets, aggregate_function=aggregate, post_transform=post_transform, **trees)
+
+    want = ort_run(model({1: 2, 2: 1}.get(transform, transform)), {"x": x})[0]
+    np.testing.assert_allclose(wasm_run(model(transform), {"x": x})[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"tree_roots": [99]}, "tree_roots must be non-empty node indices"),
+    ({"membership_values": onnx.numpy_helper.from_array(np.asarray([], np.float32))}, "no values in membership"),
+    ({"nodes_truenodeids": [0, 0]}, "cycle through node 0"),
+])
+def test_tree_ensemble_refusals_name_the_problem(change: dict[str, Any], match: str) -> None:
+    attrs = {"nodes_modes": onnx.numpy_helper.from_array(np.asarray([6, 0], np.uint8)),
+             "nodes_splits": onnx.numpy_helper.from_array(np.asarray([0.0, 1.0], np.float32)),
+             "nodes_featureids": [0, 1], "nodes_truenodeids": [1, 0], "nodes_trueleafs": [0, 1],
+             "nodes_falsenodeids": [1, 2], "nodes_falseleafs": [1, 1],
+             "membership_values": onnx.numpy_helper.from_array(np.asarray([1.0, 2.0, np.nan], np.float32)),
+             "leaf_targetids": [0, 0, 0], "tree_roots": [0],
+             "leaf_weights": onnx.numpy_helper.from_array(np.asarray([1.0, 2.0, 3.0], np.float32))}
+    x = grid_input(3, 2)
+    model = ml_model("TreeEnsemble", {"x": x}, {"y": (TensorProto.FLOAT, [3, 1])}, ml_opset=5, n_targets=1,
+                     **(attrs | change))
+    with pytest.raises(UnsupportedModel, match=match):
         convert_onnx(model)
 
 

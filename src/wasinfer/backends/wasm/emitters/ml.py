@@ -26,7 +26,13 @@ from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.unary import map_f32
 from wasinfer.backends.wasm.writer import F32, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.ml import feature_rows, float_scratch, linear_classifier_scratch, tree_scratch
+from wasinfer.lowering.ml import (
+    feature_rows,
+    float_scratch,
+    linear_classifier_scratch,
+    tree_ensemble_as_regressor,
+    tree_scratch,
+)
 
 ML = "ai.onnx.ml"
 UNSUPPORTED_HINTS[(ML, "ZipMap")] = "export with options={'zipmap': False}"
@@ -778,6 +784,28 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
             _finish_targets(ctx, scores, dst, targets, aggregate, base if len(base) == targets else [],
                             len(forest.roots))
             transform_row(ctx, kind, dst, targets)
+
+
+def _check_tree_ensemble(node: Node, graph: Graph) -> list[str]:
+    """TreeEnsemble (opset 5): its float32 input, then the TreeEnsembleRegressor it unrolls to."""
+    problems = check_input(node, graph, (np.float32,))
+    for name in ("aggregate_function", "post_transform"):
+        choices = AGGREGATES if name == "aggregate_function" else TRANSFORMS
+        if not 0 <= int(node.attr(name, 0)) < len(choices):
+            problems.append(f"{name} {node.attr(name)} is not 0 to {len(choices) - 1}")
+    if problems:
+        return problems
+    try:
+        return _check_tree_regressor(tree_ensemble_as_regressor(node), graph)
+    except ValueError as exc:
+        return [str(exc)]
+
+
+@kernel("TreeEnsemble", domain=ML, check=_check_tree_ensemble, scratch=tree_scratch)
+def emit_tree_ensemble(ctx: Ctx, node: Node) -> None:
+    """Opset 5's single tree op is a regressor over n_targets (classifiers add an ArgMax after it):
+    the same kernel, once its sets are unrolled into BRANCH_EQ chains."""
+    emit_tree_regressor(ctx, tree_ensemble_as_regressor(node))
 
 
 def _finish_one_target(ctx: Ctx, scores: int, dst: int, aggregate: str, origin: float, trees: int,
