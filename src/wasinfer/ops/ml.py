@@ -3,7 +3,7 @@ is one sample, scored on its own, so a batch on axis 0 stays on axis 0 of every 
 
 from __future__ import annotations
 
-from wasinfer.ops.batch import per_sample
+from wasinfer.ops.batch import elementwise, per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, define
 
 ML = "ai.onnx.ml"
@@ -22,5 +22,7 @@ def rows(view: BatchView) -> BatchFlow:
 
 for op in ("LinearClassifier", "LinearRegressor", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Scaler",
            "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor",
-           "TreeEnsemble"):
+           "TreeEnsemble", "OneHotEncoder"):
     define(op, domain=ML, batch=rows)
+
+define("LabelEncoder", domain=ML, batch=elementwise)  # one value in, one value out, whatever the shape

@@ -22,7 +22,7 @@ sklearn = pytest.importorskip("sklearn")
 skl2onnx = pytest.importorskip("skl2onnx")
 
 from skl2onnx import convert_sklearn  # noqa: E402
-from skl2onnx.common.data_types import FloatTensorType  # noqa: E402
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris  # noqa: E402
 from sklearn.ensemble import (  # noqa: E402
     GradientBoostingClassifier,
@@ -35,7 +35,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import Normalizer, StandardScaler  # noqa: E402
+from sklearn.preprocessing import LabelEncoder, Normalizer, OneHotEncoder, StandardScaler  # noqa: E402
 from sklearn.svm import SVC, SVR, LinearSVC, NuSVC, NuSVR, OneClassSVM  # noqa: E402
 
 ML_OPSET = 3
@@ -189,6 +189,117 @@ def test_svm_classifier_int64_input() -> None:
 def test_svm_classifier_refusals_name_the_problem(extra: dict[str, Any], match: str) -> None:
     with pytest.raises(UnsupportedModel, match=match):
         convert_onnx(svm_classifier(2 if "PROBIT" in str(extra) else 3, **extra))
+
+
+def categorical(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three integer-coded categorical columns (3, 5 and 7 categories, codes not 0..n-1) and a label
+    that depends on them."""
+    codes = ([1, 4, 9], [-2, 0, 3, 5, 8], [10, 11, 12, 13, 14, 15, 16])
+    columns = [rng.choice(np.asarray(c), size=rows) for c in codes]
+    x = np.stack(columns, axis=1).astype(np.int64)
+    return x, ((x[:, 0] == 4) ^ (x[:, 1] > 2) ^ (x[:, 2] % 3 == 0)).astype(np.int64)
+
+
+def test_one_hot_encoder_pipeline_on_integer_categories() -> None:
+    """OneHotEncoder (one per column, int64 categories) then a logistic regression; a category
+    never seen in training (handle_unknown='ignore') is all zeros."""
+    x, y = categorical(200)
+    model = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=500)).fit(x, y)
+    onx = convert_sklearn(model, initial_types=[("input", Int64TensorType([None, 3]))],
+                          options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
+    assert "OneHotEncoder" in [n.op_type for n in onx.graph.node]
+    test, _ = categorical(50)
+    test[:5, 1] = 7  # unseen
+    assert_matches_ort(onx, {"input": test}, max_batch=len(test))
+
+
+def test_label_encoder_on_integer_labels() -> None:
+    encoder = LabelEncoder().fit(np.asarray([30, 10, 20, 40, 10], dtype=np.int64))
+    onx = convert_sklearn(encoder, initial_types=[("input", Int64TensorType([None]))], target_opset=TARGET_OPSET)
+    assert [n.op_type for n in onx.graph.node] == ["LabelEncoder"]
+    labels = np.asarray([10, 20, 30, 40, 50, -1], dtype=np.int64)  # 50 and -1: the default
+    assert_matches_ort(onx, {"input": labels}, max_batch=len(labels))
+
+
+def test_string_categories_are_refused_by_name() -> None:
+    x = np.asarray([["red"], ["green"], ["blue"], ["green"]])
+    model = make_pipeline(OneHotEncoder(), LogisticRegression()).fit(x, [0, 1, 0, 1])
+    onx = convert_sklearn(model, initial_types=[("input", StringTensorType([None, 1]))],
+                          options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
+    with pytest.raises(UnsupportedModel, match=r"OneHotEncoder\): string categories \(cats_strings\) .*no string"):
+        convert_onnx(onx)
+    mapper = ml_model("CategoryMapper", {"x": np.asarray(["a", "b"], dtype=object)},
+                      {"y": (TensorProto.INT64, [2])}, cats_strings=["a", "b"], cats_int64s=[1, 2])
+    with pytest.raises(UnsupportedModel, match=r"CategoryMapper is not supported; it maps strings .* before the model"):
+        convert_onnx(mapper)
+    encoder = ml_model("LabelEncoder", {"x": np.asarray([1, 2], dtype=np.int64)},
+                       {"y": (TensorProto.STRING, [2])}, keys_int64s=[1, 2], values_strings=["a", "b"])
+    with pytest.raises(UnsupportedModel, match="string keys or values"):
+        convert_onnx(encoder)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("zeros", [1, 0])
+def test_one_hot_encoder(dtype: type, zeros: int) -> None:
+    """Floats are truncated to int64 before the lookup, as ONNX Runtime casts them."""
+    x = rng.choice(np.asarray([-3, 0, 2, 5, 7]), size=(6, 2)).astype(dtype)
+    if dtype in (np.float32, np.float64):
+        x = x + np.asarray(rng.choice([0.0, 0.25, 0.75], size=x.shape), dtype=dtype) * np.sign(x)
+    categories = [-3, 0, 2, 5, 7] if zeros == 0 else [7, 2, 11]
+
+    def model(values: np.ndarray) -> onnx.ModelProto:
+        return ml_model("OneHotEncoder", {"x": values}, {"y": (TensorProto.FLOAT, [6, 2, len(categories)])},
+                        cats_int64s=categories, zeros=zeros)
+
+    # ONNX Runtime has no int32 kernel: the same values as int64 are the reference
+    want = ort_run(model(x.astype(np.int64) if dtype == np.int32 else x), {"x": x.astype(np.int64)
+                                                                         if dtype == np.int32 else x})[0]
+    np.testing.assert_array_equal(wasm_run(model(x), {"x": x})[0], want)
+
+
+def test_one_hot_encoder_unknown_category_with_zeros_0_traps() -> None:
+    x = np.asarray([[1], [4]], dtype=np.int64)
+    model = ml_model("OneHotEncoder", {"x": x}, {"y": (TensorProto.FLOAT, [2, 1, 2])}, cats_int64s=[1, 2], zeros=0)
+    with pytest.raises(Exception, match=r"unreachable|trap"):
+        WasmModel(convert_onnx(model).wasm).run({"x": x})
+    with pytest.raises(UnsupportedModel, match=r"cats_int64s lists \[1\] more than once"):
+        convert_onnx(ml_model("OneHotEncoder", {"x": x}, {"y": (TensorProto.FLOAT, [2, 1, 3])},
+                              cats_int64s=[1, 2, 1]))
+
+
+@pytest.mark.parametrize("keys,values,attrs", [
+    (np.int64, np.int64, {}), (np.int64, np.float32, {"default_float": 0.5}), (np.float32, np.int64, {}),
+    (np.float32, np.float32, {"default_float": -7.0}), (np.int64, np.int64, {"default_int64": 99})])
+@pytest.mark.parametrize("opset", [2, 4])
+def test_label_encoder(keys: type, values: type, attrs: dict[str, Any], opset: int) -> None:
+    """Numbers to numbers, keys as lists (opset 2) or tensors (opset 4, where a NaN key matches NaN)."""
+    key_list = np.asarray([3, -1, 8, 0, 5], dtype=keys)
+    if keys == np.float32:
+        key_list = np.asarray([3.5, -1.0, np.nan if opset == 4 else 2.5, 0.0, 5.25], dtype=np.float32)
+    value_list = np.asarray([10, 20, 30, 40, 50], dtype=values)
+    x = rng.choice(np.r_[key_list, np.asarray([7, 2, np.nan if keys == np.float32 else 1], dtype=keys)],
+                   size=(4, 5)).astype(keys)
+    names = {np.dtype(np.int64): "int64s", np.dtype(np.float32): "floats"}
+    if opset == 4:
+        tables = {"keys_tensor": onnx.numpy_helper.from_array(key_list),
+                  "values_tensor": onnx.numpy_helper.from_array(value_list)}
+        default = next(iter(attrs.values()), None)
+        if default is not None:
+            tables["default_tensor"] = onnx.numpy_helper.from_array(np.asarray([default], dtype=values))
+    else:
+        tables = {f"keys_{names[np.dtype(keys)]}": key_list.tolist(),
+                  f"values_{names[np.dtype(values)]}": value_list.tolist()} | attrs
+    model = ml_model("LabelEncoder", {"x": x}, {"y": (helper.np_dtype_to_tensor_dtype(np.dtype(values)), [4, 5])},
+                     ml_opset=opset, **tables)
+    assert_matches_ort(model, {"x": x})
+
+
+def test_label_encoder_nan_key_in_a_list_is_refused() -> None:
+    x = np.asarray([1.0, np.nan], dtype=np.float32)
+    model = ml_model("LabelEncoder", {"x": x}, {"y": (TensorProto.INT64, [2])}, ml_opset=2,
+                     keys_floats=[1.0, float("nan")], values_int64s=[1, 2])
+    with pytest.raises(UnsupportedModel, match="NaN key in keys_floats"):
+        convert_onnx(model)
 
 
 def test_zipmap_is_refused_with_advice() -> None:
