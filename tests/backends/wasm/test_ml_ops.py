@@ -302,11 +302,50 @@ def test_label_encoder_nan_key_in_a_list_is_refused() -> None:
         convert_onnx(model)
 
 
+GRADIENT_BOOSTING = [("xgboost", "XGBClassifier", "breast_cancer"), ("xgboost", "XGBClassifier", "iris"),
+                     ("xgboost", "XGBRegressor", "diabetes"), ("lightgbm", "LGBMClassifier", "breast_cancer"),
+                     ("lightgbm", "LGBMClassifier", "iris"), ("lightgbm", "LGBMRegressor", "diabetes")]
+
+
+@pytest.mark.parametrize("library,estimator,dataset", GRADIENT_BOOSTING,
+                         ids=[f"{e}-{d}" for _, e, d in GRADIENT_BOOSTING])
+def test_xgboost_and_lightgbm_through_onnxmltools(library: str, estimator: str, dataset: str) -> None:
+    """Boosted trees from the libraries themselves, converted by onnxmltools: the tree kernel gives
+    ONNX Runtime's labels and scores (LightGBM's binary and multiclass post-processing included)."""
+    module = pytest.importorskip(library)
+    onnxmltools = pytest.importorskip("onnxmltools")
+    from onnxmltools.convert.common.data_types import FloatTensorType as MLFloatTensorType
+
+    x_train, x_test, y_train, _ = split(dataset)
+    model = getattr(module, estimator)(n_estimators=30, max_depth=5,
+                                       **({"verbose": -1} if library == "lightgbm" else {})).fit(x_train, y_train)
+    convert = onnxmltools.convert_lightgbm if library == "lightgbm" else onnxmltools.convert_xgboost
+    options = {"zipmap": False} if library == "lightgbm" and estimator.endswith("Classifier") else {}
+    onx = convert(model, initial_types=[("input", MLFloatTensorType([None, x_train.shape[1]]))], target_opset=15,
+                  **options)
+    assert_matches_ort(onx, {"input": x_test}, max_batch=len(x_test))
+
+
+def test_lightgbm_zipmap_refusal_names_its_option() -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    onnxmltools = pytest.importorskip("onnxmltools")
+    from onnxmltools.convert.common.data_types import FloatTensorType as MLFloatTensorType
+
+    x_train, _, y_train, _ = split("iris")
+    model = lightgbm.LGBMClassifier(n_estimators=3, verbose=-1).fit(x_train, y_train)
+    onx = onnxmltools.convert_lightgbm(model, initial_types=[("input", MLFloatTensorType([None, 4]))], target_opset=15)
+    with pytest.raises(UnsupportedModel, match=r"ZipMap is not supported;.*convert_lightgbm takes zipmap=False"):
+        convert_onnx(onx)
+
+
 def test_zipmap_is_refused_with_advice() -> None:
+    """ZipMap's sequence of maps has no tensor form: the refusal names the node, why, and the option."""
     x_train, _, y_train, _ = split("iris")
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
     onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))], target_opset=TARGET_OPSET)
-    with pytest.raises(UnsupportedModel, match=r"ZipMap is not supported; export with options=\{'zipmap': False\}"):
+    (zipmap,) = [n.name for n in onx.graph.node if n.op_type == "ZipMap"]
+    with pytest.raises(UnsupportedModel, match=rf"node '{zipmap}': op ai.onnx.ml.ZipMap is not supported; its output "
+                                               r"is a sequence of maps.*options=\{'zipmap': False\}"):
         convert_onnx(onx)
 
 

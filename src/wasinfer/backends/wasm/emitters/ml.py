@@ -35,7 +35,10 @@ from wasinfer.lowering.ml import (
 )
 
 ML = "ai.onnx.ml"
-UNSUPPORTED_HINTS[(ML, "ZipMap")] = "export with options={'zipmap': False}"
+UNSUPPORTED_HINTS[(ML, "ZipMap")] = (
+    "its output is a sequence of maps, which a module cannot return: export the probabilities as a tensor "
+    "with options={'zipmap': False} (skl2onnx's convert_sklearn; onnxmltools' convert_lightgbm takes "
+    "zipmap=False)")
 
 TRANSFORMS = ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT")
 F32_LOWEST = float(np.finfo(np.float32).min)
