@@ -401,9 +401,10 @@ def grid_input(rows: int, features: int, nan_fraction: float = 0.1) -> np.ndarra
 
 
 def random_trees(trees: int, features: int, outputs: int, modes: list[str], depth: int = 4,
-                 track_missing: bool = True, targets: list[int] | None = None, weights: str = "mixed",
+                 track_missing: bool | str = True, targets: list[int] | None = None, weights: str = "mixed",
                  leaf_outputs: str = "some") -> dict[str, Any]:
-    """Random binary trees as TreeEnsemble* attributes (without the class_/target_ prefix)."""
+    """Random binary trees as TreeEnsemble* attributes (without the class_/target_ prefix); about
+    30% of branches send NaN to their true child, or all of them with track_missing="all"."""
     columns: dict[str, list[Any]] = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "modes",
                                                       "truenodeids", "falsenodeids", "missing")}
     leaves: dict[str, list[Any]] = {k: [] for k in ("treeids", "nodeids", "ids", "weights")}
@@ -419,7 +420,8 @@ def random_trees(trees: int, features: int, outputs: int, modes: list[str], dept
             for key, value in zip(("treeids", "nodeids", "featureids", "values", "modes", "missing"),
                                   (tree, me, int(rng.integers(features)), float(rng.choice(GRID)),
                                    str(rng.choice(modes)) if branch else "LEAF",
-                                   int(track_missing and rng.random() < 0.3)), strict=True):
+                                   int(track_missing == "all" or (track_missing and rng.random() < 0.3))),
+                                  strict=True):
                 columns[key].append(value)
             columns["truenodeids"].append(0)
             columns["falsenodeids"].append(0)
@@ -452,10 +454,13 @@ MIXED_MODES = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ"
 
 
 @pytest.mark.parametrize("modes,track", [(["BRANCH_LEQ"], False), (["BRANCH_LT"], True), (["BRANCH_NEQ"], False),
-                                         (MIXED_MODES, False), (MIXED_MODES, True)])
+                                         (MIXED_MODES, False), (MIXED_MODES, True), (["BRANCH_LEQ"], "all"),
+                                         (["BRANCH_GT"], "all"), (["BRANCH_NEQ"], "all"), (["BRANCH_EQ"], "all")])
 @pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN", "MAX"])
 @pytest.mark.parametrize("targets", [1, 3])
-def test_tree_regressor_modes_and_aggregates(modes: list[str], track: bool, aggregate: str, targets: int) -> None:
+def test_tree_regressor_modes_and_aggregates(modes: list[str], track: bool | str, aggregate: str, targets: int) -> None:
+    """Every mode, NaN sent either way: one comparison for all branches (its complement, picking the
+    false child, where every branch sends NaN to its true child, as LightGBM's do) or the per-node mask."""
     x = grid_input(40, 5)
     forest = random_trees(6, 5, targets, modes, track_missing=track)
     model = ml_model("TreeEnsembleRegressor", {"x": x}, {"y": (TensorProto.FLOAT, [40, targets])},

@@ -10,7 +10,11 @@ LinearClassifier's multi_class attribute has no effect in ONNX Runtime, nor here
 
 Tree ensembles are data, not code: every node is one 16-byte record in a data segment
 and one Wasm loop walks all trees, so a forest of thousands of trees compiles to the same
-few hundred bytes of code.
+few hundred bytes of code. A walk is a chain of dependent loads (the node, its feature, the
+next node), so the loop walks WALKS trees at once, each step advancing all of them without a
+branch: a leaf's children are itself, so a walk that has arrived stays put while the others go
+on, and the loop ends at the first step where every walk stood on a leaf. The core overlaps the
+independent chains where a single walk would wait on each load in turn.
 """
 
 from __future__ import annotations
@@ -547,10 +551,17 @@ BRANCH_MASKS = {"BRANCH_LEQ": 0b0011, "BRANCH_LT": 0b0001, "BRANCH_GTE": 0b0110,
                 "BRANCH_EQ": 0b0010, "BRANCH_NEQ": 0b1101}
 BRANCH_OPS = {"BRANCH_LEQ": "f32.le", "BRANCH_LT": "f32.lt", "BRANCH_GTE": "f32.ge", "BRANCH_GT": "f32.gt",
               "BRANCH_EQ": "f32.eq", "BRANCH_NEQ": "f32.ne"}
+# where every branch has one mode and sends NaN to its true child (LightGBM's forests): the
+# comparison that is false for NaN, picking the false child, so one instruction decides
+TRACKED_OPS = {"BRANCH_LEQ": ("f32.gt", True), "BRANCH_LT": ("f32.ge", True), "BRANCH_GTE": ("f32.lt", True),
+               "BRANCH_GT": ("f32.le", True), "BRANCH_NEQ": ("f32.ne", False)}
 NODE_BYTES = 16
 AGGREGATES = ("SUM", "AVERAGE", "MIN", "MAX")
 DOUBLE_ATTRS = ("nodes_values_as_tensor", "nodes_hitrates_as_tensor", "base_values_as_tensor",
                 "class_weights_as_tensor", "target_weights_as_tensor")
+
+
+WALKS = 8  # trees walked side by side; the roots are padded to a multiple with an empty tree
 
 
 @dataclass
@@ -558,14 +569,18 @@ class Forest:
     """The node records, tree roots and leaf weights of an ensemble, ready for data segments.
 
     nodes: int32 [n, 4]; a branch is (mask | feature << 4, threshold bits, true, false) with
-    children as byte offsets into the records; a leaf is (0, 0, first weight byte offset,
-    weight count). weights: int32 [w, 2] of (output byte offset, value bits).
+    children as byte offsets into the records; a leaf is (0, byte offset of its weight block,
+    itself, itself), so that walking on from a leaf stays there. The last record is an empty
+    leaf, the root of the trees that pad `roots` to a multiple of WALKS. weights: int32, per
+    leaf a block [count, (output byte offset, value bits) x count].
     """
 
     nodes: np.ndarray
     roots: np.ndarray
     weights: np.ndarray
     compare: str | None  # the one comparison every branch uses, when there is one
+    trees: int  # without the padding
+    swap: bool = False  # compare picks the false child (every branch sends NaN to its true child)
 
 
 def _ints(node: Node, name: str) -> np.ndarray:
@@ -617,17 +632,26 @@ def build_forest(node: Node, features: int, outputs: int, prefix: str, first_wei
     roots = np.flatnonzero(np.r_[True, trees[1:] != trees[:-1]])
     _check_acyclic(records, leaf.tolist(), roots.tolist())
     table = _leaf_weights(node, index, leaf, values, records, outputs, prefix, first_weight_only)
-    plain = {m for m, b, t in zip(modes, branch, tracks, strict=True) if b and not t}
-    compare = BRANCH_OPS[plain.pop()] if len(plain) == 1 and not tracks.any() else None
+    # the empty leaf (its block is the table's last entry: a count of 0) roots the padding trees
+    records = np.r_[records, np.asarray([[0, (table.size - 1) * 4, 0, 0]], dtype=np.int32)]
+    leaves = np.r_[np.flatnonzero(leaf), count]
+    records[leaves, 2] = records[leaves, 3] = leaves * NODE_BYTES
+    padded = np.r_[roots, np.full(-roots.size % WALKS, count)]
+    used = {m for m, b in zip(modes, branch, strict=True) if b}
+    compare, swap = None, False
     if not branch.any():
         compare = "f32.le"  # only leaves: never compared
-    return Forest(records, (roots * NODE_BYTES).astype(np.int32), table, compare)
+    elif len(used) == 1 and not tracks.any():
+        compare = BRANCH_OPS[next(iter(used))]
+    elif len(used) == 1 and tracks[branch].all() and next(iter(used)) in TRACKED_OPS:
+        compare, swap = TRACKED_OPS[next(iter(used))]
+    return Forest(records, (padded * NODE_BYTES).astype(np.int32), table, compare, roots.size, swap)
 
 
 def _leaf_weights(node: Node, index: dict[tuple[int, int], int], leaf: np.ndarray, values: np.ndarray,
                   records: np.ndarray, outputs: int, prefix: str, first_weight_only: bool) -> np.ndarray:
-    """The (output byte offset, value bits) table, grouped by leaf in attribute order; fills
-    each leaf record's (first weight byte offset, weight count)."""
+    """The weight blocks, one per leaf: its count, then (output byte offset, value bits) per
+    weight in attribute order; fills each leaf record's block offset."""
     trees, ids, out = (_ints(node, f"{prefix}_{key}") for key in ("treeids", "nodeids", "ids"))
     weights = np.asarray(node.attr(f"{prefix}_weights", []), dtype=np.float32).reshape(-1)
     if not trees.size == ids.size == out.size == weights.size:
@@ -650,12 +674,16 @@ def _leaf_weights(node: Node, index: dict[tuple[int, int], int], leaf: np.ndarra
         order = np.argsort(owner, kind="stable")
         owner, out, weights = owner[order], out[order], weights[order]
     counts = np.bincount(owner, minlength=leaf.size)
-    starts = np.cumsum(counts) - counts
-    records[leaf, 2] = starts[leaf] * 8
-    records[leaf, 3] = counts[leaf]
-    if not owner.size:
-        return np.zeros((1, 2), dtype=np.int32)
-    return np.stack([(out * 4).astype(np.int32), weights.view(np.int32)], axis=1)
+    sizes = np.where(leaf, 1 + 2 * counts, 0)
+    starts = np.cumsum(sizes) - sizes
+    records[leaf, 1] = starts[leaf] * 4
+    table = np.zeros(int(sizes.sum()) + 1, dtype=np.int32)  # + the empty leaf's block
+    table[starts[leaf]] = counts[leaf]
+    rank = np.arange(owner.size) - np.searchsorted(owner, owner)  # position among its leaf's weights
+    at = starts[owner] + 1 + 2 * rank
+    table[at] = (out * 4).astype(np.int32)
+    table[at + 1] = weights.astype(np.float32).view(np.int32)
+    return table
 
 
 def _check_acyclic(records: np.ndarray, leaf: list[bool], roots: list[int]) -> None:
@@ -683,37 +711,45 @@ def _check_acyclic(records: np.ndarray, leaf: list[bool], roots: list[int]) -> N
 
 
 def _walk_forest(ctx: Ctx, forest: Forest, x: int, scores: int, update: Callable[[int, int], None]) -> None:
-    """Walk every tree from the row of features at the address in local `x`; for each weight of
-    the leaf reached, call update(score address local, value local)."""
+    """Walk every tree from the row of features at the address in local `x`, WALKS trees at a
+    time; for each weight of each leaf reached, in tree order, call update(score address local,
+    value local)."""
     f = ctx.f
     nodes, roots, weights = ctx.data(forest.nodes), ctx.data(forest.roots), ctx.data(forest.weights)
-    tree, p, head, k, end, target = (f.local(I32) for _ in range(6))
+    group, busy, head, k, end, target = (f.local(I32) for _ in range(6))
     value, feature, threshold = f.local(F32), f.local(F32), f.local(F32)
-    with f.for_range(tree, 0, len(forest.roots)):
-        f.get(tree).i32(4).op("i32.mul").mem("i32.load", offset=roots).i32(nodes).op("i32.add").set(p)
-        with f.block(), f.block(b"\x03"):
-            f.get(p).mem("i32.load").tee(head).i32(15).op("i32.and").op("i32.eqz").br_if(1)
-            f.get(head).i32(2).op("i32.shr_u").i32(-4).op("i32.and").get(x).op("i32.add").mem("f32.load")
-            f.set(feature).get(p).mem("f32.load", offset=4).set(threshold)
-            f.get(p).mem("i32.load", offset=8).get(p).mem("i32.load", offset=12)
-            if forest.compare is not None:
-                f.get(feature).get(threshold).op(forest.compare)
-            else:  # (mask >> where) & 1 with where = [x == t] + 2 [x > t] + 3 [x is NaN]
-                f.get(head)
-                f.get(feature).get(threshold).op("f32.eq")
-                f.get(feature).get(threshold).op("f32.gt").i32(1).op("i32.shl").op("i32.add")
-                f.get(feature).get(feature).op("f32.ne").i32(3).op("i32.mul").op("i32.add")
-                f.op("i32.shr_u").i32(1).op("i32.and")
-            f.op("select").i32(nodes).op("i32.add").set(p).br(0)
-        # p is the leaf: its weights are [start, start + count * 8) in the weight table
-        f.get(p).mem("i32.load", offset=8).i32(weights).op("i32.add").tee(k)
-        f.get(p).mem("i32.load", offset=12).i32(8).op("i32.mul").op("i32.add").set(end)
-        with f.block(), f.block(b"\x03"):
-            f.get(k).get(end).op("i32.ge_u").br_if(1)
-            f.get(k).mem("i32.load").i32(scores).op("i32.add").set(target)
-            f.get(k).mem("f32.load", offset=4).set(value)
-            update(target, value)
-            f.inc(k, 8).br(0)
+    walks = [f.local(I32) for _ in range(WALKS)]
+    with f.for_range(group, 0, forest.roots.size * 4, WALKS * 4):
+        for g, p in enumerate(walks):
+            f.get(group).mem("i32.load", offset=roots + 4 * g).i32(nodes).op("i32.add").set(p)
+        with f.block(b"\x03"):  # one step of every walk; again while some walk stood on a branch
+            f.i32(0).set(busy)
+            for p in walks:
+                f.get(p).mem("i32.load").tee(head).get(busy).op("i32.or").set(busy)
+                f.get(head).i32(2).op("i32.shr_u").i32(-4).op("i32.and").get(x).op("i32.add").mem("f32.load")
+                f.set(feature).get(p).mem("f32.load", offset=4).set(threshold)
+                true, false = (12, 8) if forest.swap else (8, 12)
+                f.get(p).mem("i32.load", offset=true).get(p).mem("i32.load", offset=false)
+                if forest.compare is not None:
+                    f.get(feature).get(threshold).op(forest.compare)
+                else:  # (mask >> where) & 1 with where = [x == t] + 2 [x > t] + 3 [x is NaN]
+                    f.get(head)
+                    f.get(feature).get(threshold).op("f32.eq")
+                    f.get(feature).get(threshold).op("f32.gt").i32(1).op("i32.shl").op("i32.add")
+                    f.get(feature).get(feature).op("f32.ne").i32(3).op("i32.mul").op("i32.add")
+                    f.op("i32.shr_u").i32(1).op("i32.and")
+                f.op("select").i32(nodes).op("i32.add").set(p)
+            f.get(busy).br_if(0)
+        for p in walks:  # each p is a leaf: its block is [count, (output offset, value) x count]
+            f.get(p).mem("i32.load", offset=4).i32(weights).op("i32.add").tee(k).mem("i32.load")
+            f.i32(8).op("i32.mul").get(k).op("i32.add").i32(4).op("i32.add").set(end)
+            f.inc(k, 4)
+            with f.block(), f.block(b"\x03"):
+                f.get(k).get(end).op("i32.ge_u").br_if(1)
+                f.get(k).mem("i32.load").i32(scores).op("i32.add").set(target)
+                f.get(k).mem("f32.load", offset=4).set(value)
+                update(target, value)
+                f.inc(k, 8).br(0)
 
 
 def _update(ctx: Ctx, aggregate: str, has_offset: int) -> Callable[[int, int], None]:
@@ -782,10 +818,10 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
         dst = _row_pointer(f, out, row, targets * 4)
         if targets == 1:
             _finish_one_target(ctx, scores, dst, aggregate, base[0] if len(base) == 1 else 0.0,
-                               len(forest.roots), kind)
+                               forest.trees, kind)
         else:
             _finish_targets(ctx, scores, dst, targets, aggregate, base if len(base) == targets else [],
-                            len(forest.roots))
+                            forest.trees)
             transform_row(ctx, kind, dst, targets)
 
 
@@ -986,5 +1022,5 @@ def _one_binary_score(ctx: Ctx, z_row: int, e0: int, binary: bool, positive: boo
         f.get(z_row).get(e0).mem("f32.store").get(z_row).f32(0.0).mem("f32.store", offset=4)
 
 
-__all__ = ["Forest", "build_forest", "check_input", "check_output", "check_transform", "float_input", "logistic",
-           "transform_row"]
+__all__ = ["WALKS", "Forest", "build_forest", "check_input", "check_output", "check_transform", "float_input",
+           "logistic", "transform_row"]
