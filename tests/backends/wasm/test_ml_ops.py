@@ -23,10 +23,13 @@ skl2onnx = pytest.importorskip("skl2onnx")
 
 from skl2onnx import convert_sklearn  # noqa: E402
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType  # noqa: E402
+from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris  # noqa: E402
 from sklearn.ensemble import (  # noqa: E402
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -91,6 +94,9 @@ CLASSIFIERS = [
     ("gradient_boosting_binary", lambda: GradientBoostingClassifier(n_estimators=15, random_state=0),
      "breast_cancer"),
     ("pipeline", lambda: make_pipeline(StandardScaler(), Normalizer(), LogisticRegression(max_iter=1000)), "iris"),
+    ("hist_gradient_boosting", lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0), "iris"),
+    ("hist_gradient_boosting_binary", lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0),
+     "breast_cancer"),
 ]
 REGRESSORS = [
     ("linear", lambda: LinearRegression(), "diabetes"),
@@ -98,6 +104,7 @@ REGRESSORS = [
     ("gradient_boosting", lambda: GradientBoostingRegressor(n_estimators=20, random_state=0), "diabetes"),
     ("mlp", lambda: MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0), "diabetes"),
     ("pipeline", lambda: make_pipeline(StandardScaler(), LinearRegression()), "diabetes"),
+    ("hist_gradient_boosting", lambda: HistGradientBoostingRegressor(max_iter=20, random_state=0), "diabetes"),
 ]
 
 
@@ -211,6 +218,24 @@ def test_one_hot_encoder_pipeline_on_integer_categories() -> None:
     test, _ = categorical(50)
     test[:5, 1] = 7  # unseen
     assert_matches_ort(onx, {"input": test}, max_batch=len(test))
+
+
+@pytest.mark.parametrize("make", [lambda: LogisticRegression(max_iter=500),
+                                  lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0)],
+                         ids=["logistic", "hist_gradient_boosting"])
+def test_column_transformer_scaling_numbers_and_encoding_integer_categories(make: Any) -> None:
+    """A tabular pipeline as users write it: StandardScaler on the numeric columns, OneHotEncoder on
+    the integer-coded ones (float input, cast to int64 by the exporter), then a classifier."""
+    x = np.c_[rng.normal(size=(300, 2)), rng.choice([1, 4, 9], size=300),
+              rng.choice([0, 2, 3, 5], size=300)].astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 2] == 4) ^ (x[:, 3] > 2)).astype(np.int64)
+    columns = ColumnTransformer([("numbers", StandardScaler(), [0, 1]),
+                                 ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), [2, 3])])
+    model = make_pipeline(columns, make()).fit(x, y)
+    onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))],
+                          options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
+    assert {"Scaler", "OneHotEncoder"} <= {n.op_type for n in onx.graph.node}
+    assert_matches_ort(onx, {"input": x}, max_batch=len(x))
 
 
 def test_label_encoder_on_integer_labels() -> None:
