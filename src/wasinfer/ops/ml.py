@@ -22,7 +22,16 @@ def rows(view: BatchView) -> BatchFlow:
 
 for op in ("LinearClassifier", "LinearRegressor", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Scaler",
            "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor",
-           "TreeEnsemble", "OneHotEncoder"):
+           "TreeEnsemble"):
     define(op, domain=ML, batch=rows)
+
+
+@per_sample
+def values(view: BatchView) -> BatchFlow:
+    """Keeps its axis: each value becomes a vector along a new last axis."""
+    return view.same(view.first)
+
+
+define("OneHotEncoder", domain=ML, batch=values)
 
 define("LabelEncoder", domain=ML, batch=elementwise)  # one value in, one value out, whatever the shape

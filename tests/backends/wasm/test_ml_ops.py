@@ -282,6 +282,14 @@ def test_one_hot_encoder(dtype: type, zeros: int) -> None:
     np.testing.assert_array_equal(wasm_run(model(x), {"x": x})[0], want)
 
 
+def test_one_hot_encoder_batches_a_vector_of_values() -> None:
+    """[N] values become [N, categories]: the batch stays on axis 0 (a run-time batch up to 16)."""
+    x = np.asarray([7, 2, 5, 11, 2], dtype=np.int64)
+    model = ml_model("OneHotEncoder", {"x": x}, {"y": (TensorProto.FLOAT, [None, 3])}, batched=True,
+                     cats_int64s=[7, 2, 11])
+    assert_matches_ort(model, {"x": x}, max_batch=16)
+
+
 def test_one_hot_encoder_unknown_category_with_zeros_0_traps() -> None:
     x = np.asarray([[1], [4]], dtype=np.int64)
     model = ml_model("OneHotEncoder", {"x": x}, {"y": (TensorProto.FLOAT, [2, 1, 2])}, cats_int64s=[1, 2], zeros=0)
