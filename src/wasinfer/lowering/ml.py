@@ -40,6 +40,12 @@ def tree_scratch(node: Node, graph: Graph) -> int:
     return float_scratch(node, graph) + max(outputs, 1) * 8
 
 
+def tree_ensemble_scratch(node: Node, graph: Graph) -> int:
+    """TreeEnsemble's: the tree kernel's, then float32 scores to widen when the output is float64."""
+    output = graph.info(node.outputs[0])
+    return tree_scratch(node, graph) + (output.size * 4 if np.dtype(output.dtype) == np.float64 else 0)
+
+
 def svm_vectors(node: Node) -> int:
     """Support vectors of an SVM node (0: the liblinear form, coefficients against the features)."""
     if node.op_type == "SVMRegressor":
@@ -189,4 +195,4 @@ def _unroll_tree(tree: int, root: int, columns: dict[str, np.ndarray], modes: np
 
 
 __all__ = ["feature_rows", "float_scratch", "linear_classifier_scratch", "svm_scratch", "svm_vectors",
-           "tree_ensemble_as_regressor", "tree_scratch"]
+           "tree_ensemble_as_regressor", "tree_ensemble_scratch", "tree_scratch"]

@@ -708,6 +708,20 @@ def test_tree_ensemble_set_membership_modes_and_aggregates(aggregate: int, targe
     np.testing.assert_allclose(wasm_run(model(transform), {"x": x})[0], want, rtol=1e-4, atol=1e-5)
 
 
+def test_tree_ensemble_in_float64() -> None:
+    """A float64 TreeEnsemble (splits, weights, input and output) runs in float32 and widens its
+    scores: on values float32 holds exactly, ONNX Runtime's float64 answer within float32 rounding."""
+    x = grid_input(40, 5).astype(np.float64)
+    trees = random_v5_trees(6, 5, 2)
+    for name in ("nodes_splits", "leaf_weights", "membership_values"):
+        trees[name] = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(trees[name]).astype(np.float64))
+    model = ml_model("TreeEnsemble", {"x": x}, {"y": (TensorProto.DOUBLE, [40, 2])}, ml_opset=5, n_targets=2,
+                     **trees)
+    got, want = wasm_run(model, {"x": x})[0], ort_run(model, {"x": x})[0]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("change,match", [
     ({"tree_roots": [99]}, "tree_roots must be non-empty node indices"),
     ({"membership_values": onnx.numpy_helper.from_array(np.asarray([], np.float32))}, "no values in membership"),

@@ -35,6 +35,7 @@ from wasinfer.lowering.ml import (
     float_scratch,
     linear_classifier_scratch,
     tree_ensemble_as_regressor,
+    tree_ensemble_scratch,
     tree_scratch,
 )
 
@@ -769,8 +770,9 @@ def _update(ctx: Ctx, aggregate: str, has_offset: int) -> Callable[[int, int], N
     return fold
 
 
-def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> list[str]:
-    problems = check_input(node, graph, (np.float32, np.int32, np.int64)) + check_transform(node)
+def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int,
+                       inputs: tuple[type, ...] = (np.float32, np.int32, np.int64)) -> list[str]:
+    problems = check_input(node, graph, inputs) + check_transform(node)
     problems += [f"{name} (double-precision attributes) is not supported" for name in DOUBLE_ATTRS
                  if node.attr(name) is not None]
     if problems:
@@ -783,9 +785,11 @@ def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> l
     return problems
 
 
-def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
+def _check_tree_regressor(node: Node, graph: Graph, dtype: type = np.float32,
+                          inputs: tuple[type, ...] = (np.float32, np.int32, np.int64)) -> list[str]:
+    """`dtype` is the output's (TreeEnsemble's float64 form writes float64)."""
     targets = int(node.attr("n_targets", 1))
-    problems = _check_tree_common(node, graph, "target", targets)
+    problems = _check_tree_common(node, graph, "target", targets, inputs)
     if node.attr("aggregate_function", "SUM") not in AGGREGATES:
         problems.append(f"aggregate_function {node.attr('aggregate_function')!r} is not one of {AGGREGATES}")
     if targets < 1:
@@ -795,11 +799,16 @@ def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     n, _ = feature_rows(graph, node.inputs[0])
-    return check_output(graph, node.outputs[0], n * targets, np.float32)
+    return check_output(graph, node.outputs[0], n * targets, dtype)
 
 
 @kernel("TreeEnsembleRegressor", domain=ML, check=_check_tree_regressor, scratch=tree_scratch)
 def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
+    _emit_regressor(ctx, node, ctx.addr(node.outputs[0]))
+
+
+def _emit_regressor(ctx: Ctx, node: Node, out: int) -> None:
+    """Each row's float32 scores into `out`."""
     f = ctx.f
     n, features = feature_rows(ctx.graph, node.inputs[0])
     targets = int(node.attr("n_targets", 1))
@@ -809,7 +818,6 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
     forest = build_forest(node, features, targets, "target", first_weight_only=targets == 1)
     x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
-    out = ctx.addr(node.outputs[0])
     row = f.local(I32)
     with f.for_range(row, 0, n):
         f.i32(scores).i32(0).i32(targets * 8).memory_fill()
@@ -826,8 +834,9 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
 
 
 def _check_tree_ensemble(node: Node, graph: Graph) -> list[str]:
-    """TreeEnsemble (opset 5): its float32 input, then the TreeEnsembleRegressor it unrolls to."""
-    problems = check_input(node, graph, (np.float32,))
+    """TreeEnsemble (opset 5): its float32 or float64 input, then the TreeEnsembleRegressor it
+    unrolls to, writing the input's dtype."""
+    problems = check_input(node, graph, (np.float32, np.float64))
     for name in ("aggregate_function", "post_transform"):
         choices = AGGREGATES if name == "aggregate_function" else TRANSFORMS
         if not 0 <= int(node.attr(name, 0)) < len(choices):
@@ -835,16 +844,28 @@ def _check_tree_ensemble(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     try:
-        return _check_tree_regressor(tree_ensemble_as_regressor(node), graph)
+        dtype = _dtype(graph, node.inputs[0]).type
+        return _check_tree_regressor(tree_ensemble_as_regressor(node), graph, dtype, (dtype,))
     except ValueError as exc:
         return [str(exc)]
 
 
-@kernel("TreeEnsemble", domain=ML, check=_check_tree_ensemble, scratch=tree_scratch)
+@kernel("TreeEnsemble", domain=ML, check=_check_tree_ensemble, scratch=tree_ensemble_scratch)
 def emit_tree_ensemble(ctx: Ctx, node: Node) -> None:
     """Opset 5's single tree op is a regressor over n_targets (classifiers add an ArgMax after it):
-    the same kernel, once its sets are unrolled into BRANCH_EQ chains."""
-    emit_tree_regressor(ctx, tree_ensemble_as_regressor(node))
+    the same kernel, once its sets are unrolled into BRANCH_EQ chains. A float64 model runs in
+    float32 (its input, splits and weights rounded to float32, as the tree kernel reads them),
+    then widens the scores into its float64 output."""
+    regressor = tree_ensemble_as_regressor(node)
+    if _dtype(ctx.graph, node.outputs[0]) != np.float64:
+        _emit_regressor(ctx, regressor, ctx.addr(node.outputs[0]))
+        return
+    narrow = ctx.scratch_addr + tree_scratch(node, ctx.graph)
+    _emit_regressor(ctx, regressor, narrow)
+    f, i = ctx.f, ctx.f.local(I32)
+    with f.for_range(i, 0, ctx.info(node.outputs[0]).size):
+        f.get(i).i32(8).op("i32.mul").get(i).i32(4).op("i32.mul").mem("f32.load", offset=narrow)
+        f.op("f64.promote_f32").mem("f64.store", offset=ctx.addr(node.outputs[0]))
 
 
 def _finish_one_target(ctx: Ctx, scores: int, dst: int, aggregate: str, origin: float, trees: int,
