@@ -68,8 +68,9 @@ def assert_sklearn_parity(model: Any, dataset: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True), deprecated in scikit-learn 1.9
+        warnings.simplefilter("ignore", DeprecationWarning)  # skl2onnx's HistGradientBoosting converter's bools
         model.fit(x_train, y_train)
-    onx = export(model, x_train.shape[1])
+        onx = export(model, x_train.shape[1])
     module = WasmModel(convert_onnx(onx, max_batch=len(x_test)).wasm)
     got = module.run({"input": x_test})
     want = ort_run(onx, {"input": x_test})
@@ -232,8 +233,10 @@ def test_column_transformer_scaling_numbers_and_encoding_integer_categories(make
     columns = ColumnTransformer([("numbers", StandardScaler(), [0, 1]),
                                  ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), [2, 3])])
     model = make_pipeline(columns, make()).fit(x, y)
-    onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))],
-                          options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # skl2onnx's HistGradientBoosting converter's bools
+        onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))],
+                              options={id(model): {"zipmap": False}}, target_opset=TARGET_OPSET)
     assert {"Scaler", "OneHotEncoder"} <= {n.op_type for n in onx.graph.node}
     assert_matches_ort(onx, {"input": x}, max_batch=len(x))
 
