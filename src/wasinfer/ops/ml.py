@@ -3,7 +3,7 @@ is one sample, scored on its own, so a batch on axis 0 stays on axis 0 of every 
 
 from __future__ import annotations
 
-from wasinfer.ops.batch import per_sample
+from wasinfer.ops.batch import elementwise, per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, define
 
 ML = "ai.onnx.ml"
@@ -21,5 +21,17 @@ def rows(view: BatchView) -> BatchFlow:
 
 
 for op in ("LinearClassifier", "LinearRegressor", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Scaler",
-           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor"):
+           "Normalizer", "Binarizer", "Imputer", "ArrayFeatureExtractor", "SVMClassifier", "SVMRegressor",
+           "TreeEnsemble"):
     define(op, domain=ML, batch=rows)
+
+
+@per_sample
+def values(view: BatchView) -> BatchFlow:
+    """Keeps its axis: each value becomes a vector along a new last axis."""
+    return view.same(view.first)
+
+
+define("OneHotEncoder", domain=ML, batch=values)
+
+define("LabelEncoder", domain=ML, batch=elementwise)  # one value in, one value out, whatever the shape

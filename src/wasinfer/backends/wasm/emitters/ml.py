@@ -10,7 +10,11 @@ LinearClassifier's multi_class attribute has no effect in ONNX Runtime, nor here
 
 Tree ensembles are data, not code: every node is one 16-byte record in a data segment
 and one Wasm loop walks all trees, so a forest of thousands of trees compiles to the same
-few hundred bytes of code.
+few hundred bytes of code. A walk is a chain of dependent loads (the node, its feature, the
+next node), so the loop walks WALKS trees at once, each step advancing all of them without a
+branch: a leaf's children are itself, so a walk that has arrived stays put while the others go
+on, and the loop ends at the first step where every walk stood on a leaf. The core overlaps the
+independent chains where a single walk would wait on each load in turn.
 """
 
 from __future__ import annotations
@@ -26,10 +30,20 @@ from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.unary import map_f32
 from wasinfer.backends.wasm.writer import F32, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.ml import feature_rows, float_scratch, linear_classifier_scratch, tree_scratch
+from wasinfer.lowering.ml import (
+    feature_rows,
+    float_scratch,
+    linear_classifier_scratch,
+    tree_ensemble_as_regressor,
+    tree_ensemble_scratch,
+    tree_scratch,
+)
 
 ML = "ai.onnx.ml"
-UNSUPPORTED_HINTS[(ML, "ZipMap")] = "export with options={'zipmap': False}"
+UNSUPPORTED_HINTS[(ML, "ZipMap")] = (
+    "its output is a sequence of maps, which a module cannot return: export the probabilities as a tensor "
+    "with options={'zipmap': False} (skl2onnx's convert_sklearn; onnxmltools' convert_lightgbm takes "
+    "zipmap=False)")
 
 TRANSFORMS = ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT")
 F32_LOWEST = float(np.finfo(np.float32).min)
@@ -49,7 +63,7 @@ def _dtype(graph: Graph, name: str) -> np.dtype:
     return np.dtype(graph.info(name).dtype)
 
 
-def _check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: int = 2) -> list[str]:
+def check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: int = 2) -> list[str]:
     info = graph.info(node.inputs[0])
     problems = []
     if np.dtype(info.dtype) not in [np.dtype(d) for d in dtypes]:
@@ -60,12 +74,12 @@ def _check_input(node: Node, graph: Graph, dtypes: tuple[type, ...], max_rank: i
     return problems
 
 
-def _check_transform(node: Node) -> list[str]:
+def check_transform(node: Node) -> list[str]:
     kind = node.attr("post_transform", "NONE")
     return [] if kind in TRANSFORMS else [f"post_transform {kind!r} is not one of {', '.join(TRANSFORMS)}"]
 
 
-def _check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
+def check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
     if not name:
         return []
     info = graph.info(name)
@@ -77,7 +91,7 @@ def _check_output(graph: Graph, name: str, size: int, dtype: type) -> list[str]:
     return problems
 
 
-def _float_input(ctx: Ctx, node: Node) -> int:
+def float_input(ctx: Ctx, node: Node) -> int:
     """Address of input 0 as float32: in place, or converted into the start of the scratch."""
     name = node.inputs[0]
     dtype = _dtype(ctx.graph, name)
@@ -103,7 +117,7 @@ def _log(ctx: Ctx) -> None:
     ctx.f.op("f32x4.splat").call(ctx.helper("log4")).lane("f32x4.extract_lane", 0)
 
 
-def _logistic(ctx: Ctx) -> None:
+def logistic(ctx: Ctx) -> None:
     """f32 → 1 / (1 + exp(-|x|)), mirrored for x < 0 (ONNX Runtime's ComputeLogistic)."""
     f = ctx.f
     x, v = f.local(F32), f.local(F32)
@@ -192,7 +206,7 @@ def _softmax_row(ctx: Ctx, row: int, count: int, skip_zeros: bool) -> None:
 def transform_row(ctx: Ctx, kind: str, row: int, count: int) -> None:
     """Apply a post_transform in place to `count` scores at the address in local `row`."""
     if kind == "LOGISTIC":
-        _map_row(ctx, row, count, _logistic)
+        _map_row(ctx, row, count, logistic)
     elif kind == "PROBIT":
         _map_row(ctx, row, count, _probit)
     elif kind in ("SOFTMAX", "SOFTMAX_ZERO"):
@@ -227,7 +241,7 @@ def _argmax_label(ctx: Ctx, scores: int, count: int, labels: int, has: int | Non
 # ---------------------------------------------------------------- linear models
 
 def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64)) + _check_transform(node)
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64)) + check_transform(node)
     if problems:
         return problems
     n, features = feature_rows(graph, node.inputs[0])
@@ -247,9 +261,9 @@ def _check_linear_classifier(node: Node, graph: Graph) -> list[str]:
     if second and node.attr("post_transform", "NONE") == "PROBIT":
         problems.append("PROBIT on a one-row binary classifier is not supported (ONNX Runtime leaves half "
                         "of the scores unwritten)")
-    problems += _check_output(graph, node.outputs[0], n, np.int64)
+    problems += check_output(graph, node.outputs[0], n, np.int64)
     if len(node.outputs) > 1:
-        problems += _check_output(graph, node.outputs[1], n * (2 if second else classes), np.float32)
+        problems += check_output(graph, node.outputs[1], n * (2 if second else classes), np.float32)
     return problems
 
 
@@ -263,7 +277,7 @@ def emit_linear_classifier(ctx: Ctx, node: Node) -> None:
     weights = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(classes, features)
     labels = [int(v) for v in node.attr("classlabels_ints", [])]
     kind = node.attr("post_transform", "NONE")
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     emit_gemm(ctx, n, classes, features, Operand(x, features, 1), np.ascontiguousarray(weights.T),
               Operand(scores, classes, 1), Operand(ctx.data(intercepts), 0, 1))
@@ -294,7 +308,7 @@ def _complement_pair(ctx: Ctx, dst: int, score: int, kind: str) -> None:
     p = f.local(F32)
     f.get(score)
     if kind == "LOGISTIC":
-        _logistic(ctx)
+        logistic(ctx)
     f.set(p)
     f.get(dst).f32(1.0).get(p).op("f32.sub").mem("f32.store").get(dst).get(p).mem("f32.store", offset=4)
 
@@ -313,7 +327,7 @@ def _linear_scores(ctx: Ctx, src: int, dst: int, classes: int, second: bool, kin
 
 
 def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32,)) + _check_transform(node)
+    problems = check_input(node, graph, (np.float32,)) + check_transform(node)
     if problems:
         return problems
     n, features = feature_rows(graph, node.inputs[0])
@@ -321,7 +335,7 @@ def _check_linear_regressor(node: Node, graph: Graph) -> list[str]:
     if len(node.attr("coefficients", [])) != targets * features:
         problems.append(f"expected {targets * features} coefficients ({targets} targets x {features} features), "
                         f"got {len(node.attr('coefficients', []))}")
-    return problems + _check_output(graph, node.outputs[0], n * targets, np.float32)
+    return problems + check_output(graph, node.outputs[0], n * targets, np.float32)
 
 
 @kernel("LinearRegressor", domain=ML, check=_check_linear_regressor)
@@ -347,11 +361,11 @@ def emit_linear_regressor(ctx: Ctx, node: Node) -> None:
 # ---------------------------------------------------------------- feature transforms
 
 def _check_normalizer(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64))
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64))
     if node.attr("norm", "MAX") not in ("MAX", "L1", "L2"):
         problems.append(f"norm {node.attr('norm')!r} is not one of MAX, L1, L2")
     info = graph.info(node.inputs[0])
-    return problems + (_check_output(graph, node.outputs[0], info.size, np.float32) if not problems else [])
+    return problems + (check_output(graph, node.outputs[0], info.size, np.float32) if not problems else [])
 
 
 @kernel("Normalizer", domain=ML, check=_check_normalizer, scratch=float_scratch)
@@ -360,7 +374,7 @@ def emit_normalizer(ctx: Ctx, node: Node) -> None:
     f = ctx.f
     n, features = feature_rows(ctx.graph, node.inputs[0])
     norm = node.attr("norm", "MAX")
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     out = ctx.addr(node.outputs[0])
     row, total = f.local(I32), f.local(F32)
     with f.for_range(row, 0, n):
@@ -402,7 +416,7 @@ def _feature_table(values: list[float], shape: tuple[int, ...], dtype: type) -> 
 
 
 def _check_scaler(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.float64, np.int32, np.int64), max_rank=8)
+    problems = check_input(node, graph, (np.float32, np.float64, np.int32, np.int64), max_rank=8)
     if problems:
         return problems
     shape = graph.info(node.inputs[0]).shape
@@ -410,14 +424,14 @@ def _check_scaler(node: Node, graph: Graph) -> list[str]:
     scale, offset = node.attr("scale", []), node.attr("offset", [])
     if not scale or len(scale) != len(offset) or len(scale) not in (1, stride):
         problems.append(f"scale and offset must both have 1 or {stride} values, got {len(scale)} and {len(offset)}")
-    return problems + _check_output(graph, node.outputs[0], graph.info(node.inputs[0]).size, np.float32)
+    return problems + check_output(graph, node.outputs[0], graph.info(node.inputs[0]).size, np.float32)
 
 
 @kernel("Scaler", domain=ML, check=_check_scaler, scratch=float_scratch)
 def emit_scaler(ctx: Ctx, node: Node) -> None:
     """Y = (X - offset) * scale, per feature or with one value for all."""
     shape = ctx.info(node.inputs[0]).shape
-    x, out = _float_input(ctx, node), ctx.addr(node.outputs[0])
+    x, out = float_input(ctx, node), ctx.addr(node.outputs[0])
     offset = ctx.data(_feature_table(node.attr("offset"), shape, np.float32))
     scale = ctx.data(_feature_table(node.attr("scale"), shape, np.float32))
     emit_broadcast(ctx, out, shape, x, shape, offset, shape, lambda: _op(ctx, "f32x4.sub"), None)
@@ -429,7 +443,7 @@ def _op(ctx: Ctx, name: str) -> None:
 
 
 def _check_binarizer(node: Node, graph: Graph) -> list[str]:
-    return _check_input(node, graph, (np.float32,), max_rank=8)
+    return check_input(node, graph, (np.float32,), max_rank=8)
 
 
 @kernel("Binarizer", domain=ML, check=_check_binarizer)
@@ -441,7 +455,7 @@ def emit_binarizer(ctx: Ctx, node: Node) -> None:
 
 
 def _check_imputer(node: Node, graph: Graph) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.int64), max_rank=8)
+    problems = check_input(node, graph, (np.float32, np.int64), max_rank=8)
     if problems:
         return problems
     floats, ints = node.attr("imputed_value_floats", []), node.attr("imputed_value_int64s", [])
@@ -502,7 +516,7 @@ def _check_array_feature_extractor(node: Node, graph: Graph) -> list[str]:
         problems.append(f"constant indices {value.tolist()} are out of range for a last axis of {data.shape[-1]}")
     if not problems:
         outer = int(np.prod(data.shape[:-1], dtype=np.int64))
-        problems += _check_output(graph, node.outputs[0], outer * indices.size, data.dtype.type)
+        problems += check_output(graph, node.outputs[0], outer * indices.size, data.dtype.type)
     return problems
 
 
@@ -538,10 +552,17 @@ BRANCH_MASKS = {"BRANCH_LEQ": 0b0011, "BRANCH_LT": 0b0001, "BRANCH_GTE": 0b0110,
                 "BRANCH_EQ": 0b0010, "BRANCH_NEQ": 0b1101}
 BRANCH_OPS = {"BRANCH_LEQ": "f32.le", "BRANCH_LT": "f32.lt", "BRANCH_GTE": "f32.ge", "BRANCH_GT": "f32.gt",
               "BRANCH_EQ": "f32.eq", "BRANCH_NEQ": "f32.ne"}
+# where every branch has one mode and sends NaN to its true child (LightGBM's forests): the
+# comparison that is false for NaN, picking the false child, so one instruction decides
+TRACKED_OPS = {"BRANCH_LEQ": ("f32.gt", True), "BRANCH_LT": ("f32.ge", True), "BRANCH_GTE": ("f32.lt", True),
+               "BRANCH_GT": ("f32.le", True), "BRANCH_NEQ": ("f32.ne", False)}
 NODE_BYTES = 16
 AGGREGATES = ("SUM", "AVERAGE", "MIN", "MAX")
 DOUBLE_ATTRS = ("nodes_values_as_tensor", "nodes_hitrates_as_tensor", "base_values_as_tensor",
                 "class_weights_as_tensor", "target_weights_as_tensor")
+
+
+WALKS = 8  # trees walked side by side; the roots are padded to a multiple with an empty tree
 
 
 @dataclass
@@ -549,14 +570,18 @@ class Forest:
     """The node records, tree roots and leaf weights of an ensemble, ready for data segments.
 
     nodes: int32 [n, 4]; a branch is (mask | feature << 4, threshold bits, true, false) with
-    children as byte offsets into the records; a leaf is (0, 0, first weight byte offset,
-    weight count). weights: int32 [w, 2] of (output byte offset, value bits).
+    children as byte offsets into the records; a leaf is (0, byte offset of its weight block,
+    itself, itself), so that walking on from a leaf stays there. The last record is an empty
+    leaf, the root of the trees that pad `roots` to a multiple of WALKS. weights: int32, per
+    leaf a block [count, (output byte offset, value bits) x count].
     """
 
     nodes: np.ndarray
     roots: np.ndarray
     weights: np.ndarray
     compare: str | None  # the one comparison every branch uses, when there is one
+    trees: int  # without the padding
+    swap: bool = False  # compare picks the false child (every branch sends NaN to its true child)
 
 
 def _ints(node: Node, name: str) -> np.ndarray:
@@ -608,17 +633,26 @@ def build_forest(node: Node, features: int, outputs: int, prefix: str, first_wei
     roots = np.flatnonzero(np.r_[True, trees[1:] != trees[:-1]])
     _check_acyclic(records, leaf.tolist(), roots.tolist())
     table = _leaf_weights(node, index, leaf, values, records, outputs, prefix, first_weight_only)
-    plain = {m for m, b, t in zip(modes, branch, tracks, strict=True) if b and not t}
-    compare = BRANCH_OPS[plain.pop()] if len(plain) == 1 and not tracks.any() else None
+    # the empty leaf (its block is the table's last entry: a count of 0) roots the padding trees
+    records = np.r_[records, np.asarray([[0, (table.size - 1) * 4, 0, 0]], dtype=np.int32)]
+    leaves = np.r_[np.flatnonzero(leaf), count]
+    records[leaves, 2] = records[leaves, 3] = leaves * NODE_BYTES
+    padded = np.r_[roots, np.full(-roots.size % WALKS, count)]
+    used = {m for m, b in zip(modes, branch, strict=True) if b}
+    compare, swap = None, False
     if not branch.any():
         compare = "f32.le"  # only leaves: never compared
-    return Forest(records, (roots * NODE_BYTES).astype(np.int32), table, compare)
+    elif len(used) == 1 and not tracks.any():
+        compare = BRANCH_OPS[next(iter(used))]
+    elif len(used) == 1 and tracks[branch].all() and next(iter(used)) in TRACKED_OPS:
+        compare, swap = TRACKED_OPS[next(iter(used))]
+    return Forest(records, (padded * NODE_BYTES).astype(np.int32), table, compare, roots.size, swap)
 
 
 def _leaf_weights(node: Node, index: dict[tuple[int, int], int], leaf: np.ndarray, values: np.ndarray,
                   records: np.ndarray, outputs: int, prefix: str, first_weight_only: bool) -> np.ndarray:
-    """The (output byte offset, value bits) table, grouped by leaf in attribute order; fills
-    each leaf record's (first weight byte offset, weight count)."""
+    """The weight blocks, one per leaf: its count, then (output byte offset, value bits) per
+    weight in attribute order; fills each leaf record's block offset."""
     trees, ids, out = (_ints(node, f"{prefix}_{key}") for key in ("treeids", "nodeids", "ids"))
     weights = np.asarray(node.attr(f"{prefix}_weights", []), dtype=np.float32).reshape(-1)
     if not trees.size == ids.size == out.size == weights.size:
@@ -641,12 +675,16 @@ def _leaf_weights(node: Node, index: dict[tuple[int, int], int], leaf: np.ndarra
         order = np.argsort(owner, kind="stable")
         owner, out, weights = owner[order], out[order], weights[order]
     counts = np.bincount(owner, minlength=leaf.size)
-    starts = np.cumsum(counts) - counts
-    records[leaf, 2] = starts[leaf] * 8
-    records[leaf, 3] = counts[leaf]
-    if not owner.size:
-        return np.zeros((1, 2), dtype=np.int32)
-    return np.stack([(out * 4).astype(np.int32), weights.view(np.int32)], axis=1)
+    sizes = np.where(leaf, 1 + 2 * counts, 0)
+    starts = np.cumsum(sizes) - sizes
+    records[leaf, 1] = starts[leaf] * 4
+    table = np.zeros(int(sizes.sum()) + 1, dtype=np.int32)  # + the empty leaf's block
+    table[starts[leaf]] = counts[leaf]
+    rank = np.arange(owner.size) - np.searchsorted(owner, owner)  # position among its leaf's weights
+    at = starts[owner] + 1 + 2 * rank
+    table[at] = (out * 4).astype(np.int32)
+    table[at + 1] = weights.astype(np.float32).view(np.int32)
+    return table
 
 
 def _check_acyclic(records: np.ndarray, leaf: list[bool], roots: list[int]) -> None:
@@ -674,37 +712,45 @@ def _check_acyclic(records: np.ndarray, leaf: list[bool], roots: list[int]) -> N
 
 
 def _walk_forest(ctx: Ctx, forest: Forest, x: int, scores: int, update: Callable[[int, int], None]) -> None:
-    """Walk every tree from the row of features at the address in local `x`; for each weight of
-    the leaf reached, call update(score address local, value local)."""
+    """Walk every tree from the row of features at the address in local `x`, WALKS trees at a
+    time; for each weight of each leaf reached, in tree order, call update(score address local,
+    value local)."""
     f = ctx.f
     nodes, roots, weights = ctx.data(forest.nodes), ctx.data(forest.roots), ctx.data(forest.weights)
-    tree, p, head, k, end, target = (f.local(I32) for _ in range(6))
+    group, busy, head, k, end, target = (f.local(I32) for _ in range(6))
     value, feature, threshold = f.local(F32), f.local(F32), f.local(F32)
-    with f.for_range(tree, 0, len(forest.roots)):
-        f.get(tree).i32(4).op("i32.mul").mem("i32.load", offset=roots).i32(nodes).op("i32.add").set(p)
-        with f.block(), f.block(b"\x03"):
-            f.get(p).mem("i32.load").tee(head).i32(15).op("i32.and").op("i32.eqz").br_if(1)
-            f.get(head).i32(2).op("i32.shr_u").i32(-4).op("i32.and").get(x).op("i32.add").mem("f32.load")
-            f.set(feature).get(p).mem("f32.load", offset=4).set(threshold)
-            f.get(p).mem("i32.load", offset=8).get(p).mem("i32.load", offset=12)
-            if forest.compare is not None:
-                f.get(feature).get(threshold).op(forest.compare)
-            else:  # (mask >> where) & 1 with where = [x == t] + 2 [x > t] + 3 [x is NaN]
-                f.get(head)
-                f.get(feature).get(threshold).op("f32.eq")
-                f.get(feature).get(threshold).op("f32.gt").i32(1).op("i32.shl").op("i32.add")
-                f.get(feature).get(feature).op("f32.ne").i32(3).op("i32.mul").op("i32.add")
-                f.op("i32.shr_u").i32(1).op("i32.and")
-            f.op("select").i32(nodes).op("i32.add").set(p).br(0)
-        # p is the leaf: its weights are [start, start + count * 8) in the weight table
-        f.get(p).mem("i32.load", offset=8).i32(weights).op("i32.add").tee(k)
-        f.get(p).mem("i32.load", offset=12).i32(8).op("i32.mul").op("i32.add").set(end)
-        with f.block(), f.block(b"\x03"):
-            f.get(k).get(end).op("i32.ge_u").br_if(1)
-            f.get(k).mem("i32.load").i32(scores).op("i32.add").set(target)
-            f.get(k).mem("f32.load", offset=4).set(value)
-            update(target, value)
-            f.inc(k, 8).br(0)
+    walks = [f.local(I32) for _ in range(WALKS)]
+    with f.for_range(group, 0, forest.roots.size * 4, WALKS * 4):
+        for g, p in enumerate(walks):
+            f.get(group).mem("i32.load", offset=roots + 4 * g).i32(nodes).op("i32.add").set(p)
+        with f.block(b"\x03"):  # one step of every walk; again while some walk stood on a branch
+            f.i32(0).set(busy)
+            for p in walks:
+                f.get(p).mem("i32.load").tee(head).get(busy).op("i32.or").set(busy)
+                f.get(head).i32(2).op("i32.shr_u").i32(-4).op("i32.and").get(x).op("i32.add").mem("f32.load")
+                f.set(feature).get(p).mem("f32.load", offset=4).set(threshold)
+                true, false = (12, 8) if forest.swap else (8, 12)
+                f.get(p).mem("i32.load", offset=true).get(p).mem("i32.load", offset=false)
+                if forest.compare is not None:
+                    f.get(feature).get(threshold).op(forest.compare)
+                else:  # (mask >> where) & 1 with where = [x == t] + 2 [x > t] + 3 [x is NaN]
+                    f.get(head)
+                    f.get(feature).get(threshold).op("f32.eq")
+                    f.get(feature).get(threshold).op("f32.gt").i32(1).op("i32.shl").op("i32.add")
+                    f.get(feature).get(feature).op("f32.ne").i32(3).op("i32.mul").op("i32.add")
+                    f.op("i32.shr_u").i32(1).op("i32.and")
+                f.op("select").i32(nodes).op("i32.add").set(p)
+            f.get(busy).br_if(0)
+        for p in walks:  # each p is a leaf: its block is [count, (output offset, value) x count]
+            f.get(p).mem("i32.load", offset=4).i32(weights).op("i32.add").tee(k).mem("i32.load")
+            f.i32(8).op("i32.mul").get(k).op("i32.add").i32(4).op("i32.add").set(end)
+            f.inc(k, 4)
+            with f.block(), f.block(b"\x03"):
+                f.get(k).get(end).op("i32.ge_u").br_if(1)
+                f.get(k).mem("i32.load").i32(scores).op("i32.add").set(target)
+                f.get(k).mem("f32.load", offset=4).set(value)
+                update(target, value)
+                f.inc(k, 8).br(0)
 
 
 def _update(ctx: Ctx, aggregate: str, has_offset: int) -> Callable[[int, int], None]:
@@ -724,8 +770,9 @@ def _update(ctx: Ctx, aggregate: str, has_offset: int) -> Callable[[int, int], N
     return fold
 
 
-def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> list[str]:
-    problems = _check_input(node, graph, (np.float32, np.int32, np.int64)) + _check_transform(node)
+def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int,
+                       inputs: tuple[type, ...] = (np.float32, np.int32, np.int64)) -> list[str]:
+    problems = check_input(node, graph, inputs) + check_transform(node)
     problems += [f"{name} (double-precision attributes) is not supported" for name in DOUBLE_ATTRS
                  if node.attr(name) is not None]
     if problems:
@@ -738,9 +785,11 @@ def _check_tree_common(node: Node, graph: Graph, prefix: str, outputs: int) -> l
     return problems
 
 
-def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
+def _check_tree_regressor(node: Node, graph: Graph, dtype: type = np.float32,
+                          inputs: tuple[type, ...] = (np.float32, np.int32, np.int64)) -> list[str]:
+    """`dtype` is the output's (TreeEnsemble's float64 form writes float64)."""
     targets = int(node.attr("n_targets", 1))
-    problems = _check_tree_common(node, graph, "target", targets)
+    problems = _check_tree_common(node, graph, "target", targets, inputs)
     if node.attr("aggregate_function", "SUM") not in AGGREGATES:
         problems.append(f"aggregate_function {node.attr('aggregate_function')!r} is not one of {AGGREGATES}")
     if targets < 1:
@@ -750,11 +799,16 @@ def _check_tree_regressor(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     n, _ = feature_rows(graph, node.inputs[0])
-    return _check_output(graph, node.outputs[0], n * targets, np.float32)
+    return check_output(graph, node.outputs[0], n * targets, dtype)
 
 
 @kernel("TreeEnsembleRegressor", domain=ML, check=_check_tree_regressor, scratch=tree_scratch)
 def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
+    _emit_regressor(ctx, node, ctx.addr(node.outputs[0]))
+
+
+def _emit_regressor(ctx: Ctx, node: Node, out: int) -> None:
+    """Each row's float32 scores into `out`."""
     f = ctx.f
     n, features = feature_rows(ctx.graph, node.inputs[0])
     targets = int(node.attr("n_targets", 1))
@@ -762,9 +816,8 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
     kind = node.attr("post_transform", "NONE")
     base = [float(v) for v in node.attr("base_values", [])]
     forest = build_forest(node, features, targets, "target", first_weight_only=targets == 1)
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
-    out = ctx.addr(node.outputs[0])
     row = f.local(I32)
     with f.for_range(row, 0, n):
         f.i32(scores).i32(0).i32(targets * 8).memory_fill()
@@ -773,11 +826,46 @@ def emit_tree_regressor(ctx: Ctx, node: Node) -> None:
         dst = _row_pointer(f, out, row, targets * 4)
         if targets == 1:
             _finish_one_target(ctx, scores, dst, aggregate, base[0] if len(base) == 1 else 0.0,
-                               len(forest.roots), kind)
+                               forest.trees, kind)
         else:
             _finish_targets(ctx, scores, dst, targets, aggregate, base if len(base) == targets else [],
-                            len(forest.roots))
+                            forest.trees)
             transform_row(ctx, kind, dst, targets)
+
+
+def _check_tree_ensemble(node: Node, graph: Graph) -> list[str]:
+    """TreeEnsemble (opset 5): its float32 or float64 input, then the TreeEnsembleRegressor it
+    unrolls to, writing the input's dtype."""
+    problems = check_input(node, graph, (np.float32, np.float64))
+    for name in ("aggregate_function", "post_transform"):
+        choices = AGGREGATES if name == "aggregate_function" else TRANSFORMS
+        if not 0 <= int(node.attr(name, 0)) < len(choices):
+            problems.append(f"{name} {node.attr(name)} is not 0 to {len(choices) - 1}")
+    if problems:
+        return problems
+    try:
+        dtype = _dtype(graph, node.inputs[0]).type
+        return _check_tree_regressor(tree_ensemble_as_regressor(node), graph, dtype, (dtype,))
+    except ValueError as exc:
+        return [str(exc)]
+
+
+@kernel("TreeEnsemble", domain=ML, check=_check_tree_ensemble, scratch=tree_ensemble_scratch)
+def emit_tree_ensemble(ctx: Ctx, node: Node) -> None:
+    """Opset 5's single tree op is a regressor over n_targets (classifiers add an ArgMax after it):
+    the same kernel, once its sets are unrolled into BRANCH_EQ chains. A float64 model runs in
+    float32 (its input, splits and weights rounded to float32, as the tree kernel reads them),
+    then widens the scores into its float64 output."""
+    regressor = tree_ensemble_as_regressor(node)
+    if _dtype(ctx.graph, node.outputs[0]) != np.float64:
+        _emit_regressor(ctx, regressor, ctx.addr(node.outputs[0]))
+        return
+    narrow = ctx.scratch_addr + tree_scratch(node, ctx.graph)
+    _emit_regressor(ctx, regressor, narrow)
+    f, i = ctx.f, ctx.f.local(I32)
+    with f.for_range(i, 0, ctx.info(node.outputs[0]).size):
+        f.get(i).i32(8).op("i32.mul").get(i).i32(4).op("i32.mul").mem("f32.load", offset=narrow)
+        f.op("f64.promote_f32").mem("f64.store", offset=ctx.addr(node.outputs[0]))
 
 
 def _finish_one_target(ctx: Ctx, scores: int, dst: int, aggregate: str, origin: float, trees: int,
@@ -846,9 +934,9 @@ def _check_tree_classifier(node: Node, graph: Graph) -> list[str]:
     if problems:
         return problems
     n, _ = feature_rows(graph, node.inputs[0])
-    problems += _check_output(graph, node.outputs[0], n, np.int64)
+    problems += check_output(graph, node.outputs[0], n, np.int64)
     if len(node.outputs) > 1:
-        problems += _check_output(graph, node.outputs[1], n * len(labels), np.float32)
+        problems += check_output(graph, node.outputs[1], n * len(labels), np.float32)
     return problems
 
 
@@ -859,7 +947,7 @@ def emit_tree_classifier(ctx: Ctx, node: Node) -> None:
     labels, _, _ = _classifier_facts(node)
     classes = len(labels)
     forest = build_forest(node, features, classes, "class", first_weight_only=False)
-    x = _float_input(ctx, node)
+    x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
     label_out = node.outputs[0]
     z_out = node.outputs[1] if len(node.outputs) > 1 else ""
@@ -945,14 +1033,15 @@ def _one_binary_score(ctx: Ctx, z_row: int, e0: int, binary: bool, positive: boo
     elif binary or not has_base:  # "mixed weights": [-s, s], through the logistic when asked
         f.get(z_row).get(e0).op("f32.neg")
         if kind == "LOGISTIC":
-            _logistic(ctx)
+            logistic(ctx)
         f.mem("f32.store")
         f.get(z_row).get(e0)
         if kind == "LOGISTIC":
-            _logistic(ctx)
+            logistic(ctx)
         f.mem("f32.store", offset=4)
     else:  # ONNX Runtime writes only the first score (the check refuses models that get here)
         f.get(z_row).get(e0).mem("f32.store").get(z_row).f32(0.0).mem("f32.store", offset=4)
 
 
-__all__ = ["Forest", "build_forest", "transform_row"]
+__all__ = ["WALKS", "Forest", "build_forest", "check_input", "check_output", "check_transform", "float_input",
+           "logistic", "transform_row"]
