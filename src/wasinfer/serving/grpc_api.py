@@ -355,12 +355,14 @@ class InferenceServicer:
         self._management(call)
         self._check_repository(request.repository_name)
         check_load_parameters(request.parameters)
+        self.manager.check_repository_api("load", request.model_name)
         self.manager.load(request.model_name)
         return self.m["RepositoryModelLoadResponse"]()
 
     def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         self._management(call)
         self._check_repository(request.repository_name)
+        self.manager.check_repository_api("unload", request.model_name)
         self.manager.unload(request.model_name)
         return self.m["RepositoryModelUnloadResponse"]()
 
