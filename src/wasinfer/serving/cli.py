@@ -356,7 +356,8 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     if server.updates is not None:
         status, name = server.updates.updater.status, server.updates.updater.name
         console.print(f"  model {name!r} from {server.updates.watcher.current.model_path}: "
-                      + (f"serving {status.label} (version {status.version})" if status.state == "serving"
+                      + (f"serving {status.label} as version {status.served_as} (repository directory {status.version})"
+                         if status.state == "serving"
                          else f"not serving yet: {status.reason}"), markup=False, highlight=False, soft_wrap=True)
     for name, reason in server.load_failures.items():  # --exit-on-error false
         console.print(f"  model {name!r} failed to load (unavailable): {reason}", markup=False, highlight=False,
@@ -438,7 +439,8 @@ def fetch_desired(state: DesiredState) -> Fetched:
         artifact = fetch_artifact(path, state.model_version)
     except Exception as exc:  # a registry outage, a refusal, a missing version: the serving version stays
         raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
-    return Fetched(artifact.wasm, sha256_digest(artifact.wasm), state.model_version or artifact.version)
+    served = state.model_version or artifact.version
+    return Fetched(artifact.wasm, sha256_digest(artifact.wasm), served, served)
 
 
 def _canary_policy(args: argparse.Namespace) -> CanaryPolicy | None:
