@@ -73,6 +73,7 @@ from wasinfer.serving.model_config import (
     ModelConfig,
     ModelSettings,
     ServingDefaults,
+    TensorConfig,
     check_tensors,
     config_type,
     load_model_config,
@@ -249,6 +250,11 @@ class LoadedModel:
         self.labels = labels or {}  # output → its classes' labels (classification extension)
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
         self.inputs, self.outputs = inputs, outputs
+        # Triton's reshape: name → (the other side's shape without the batch, whether a batch dim leads), for the
+        # inputs (to the module's shape, before the run) and the outputs (to the client's dims, after it)
+        leads = {t.name: t.spec.batch_axis == 0 for t in (*inputs, *outputs)}
+        self._to_module = {t.name: (t.reshape, leads[t.name]) for t in self.config.inputs if t.reshape is not None}
+        self._to_client = {t.name: (t.dims, leads[t.name]) for t in self.config.outputs if t.reshape is not None}
         self.versions = list(all_versions)
         self.pool, self.metrics, self.settings = pool, metrics, settings
         self._input_types = {t.name: t.datatype for t in inputs}
@@ -300,9 +306,16 @@ class LoadedModel:
         batched = bool(self.settings.max_batch) and self.config.max_batch_size != 0 and all(
             t.spec.batch_axis == 0 for t in (*self.inputs, *self.outputs))
 
+        declared = {t.name: t for t in (*self.config.inputs, *self.config.outputs)}
+
         def tensor(meta: TensorMeta) -> dict[str, Any]:
             entry: dict[str, Any] = {"name": meta.name, "data_type": config_type(meta.datatype),
                                      "dims": meta.shape[1:] if batched else meta.shape}
+            given = declared.get(meta.name)
+            if given is not None and given.format not in ("", "FORMAT_NONE"):
+                entry["format"] = given.format
+            if given is not None and given.reshape is not None:
+                entry["reshape"] = {"shape": list(given.reshape)}
             if meta.name in self.labels:
                 entry["label_filename"] = self.config.labels_file(meta.name)
             return entry
@@ -499,7 +512,10 @@ class LoadedModel:
         """Run on a pooled instance (blocking); its time goes to `phases` (the batcher times its own runs)."""
         started = time.perf_counter()
         try:
-            outputs = self.pool.run(inputs, deadline_seconds)
+            outputs = self.pool.run(_reshaped(inputs, self._to_module) if self._to_module else inputs,
+                                    deadline_seconds)
+            if self._to_client:
+                outputs = _reshaped(outputs, self._to_client)
         except InputError as exc:
             raise BadRequest(f"model {self.name!r} version {self.version}: {exc}") from None
         except ServingError:
@@ -784,6 +800,10 @@ class ModelManager:
         for kind, declared, tensors in (("input", config.inputs, inputs), ("output", config.outputs, outputs)):
             check_tensors(config, kind, declared, [(t.name, t.datatype, t.shape[1:] if batched and
                                                     t.spec.batch_axis == 0 else t.shape) for t in tensors], batched)
+        # a reshaped tensor is served with the config's dims: what clients send and get (metadata, checks)
+        reshaped = {t.name: t for t in (*config.inputs, *config.outputs) if t.reshape is not None}
+        inputs, outputs = ([_as_client_sees(t, reshaped.get(t.name), batched) for t in tensors]
+                           for tensors in (inputs, outputs))
         labels = _labels(target.path.parent.parent, config, [t.name for t in outputs])
         pool = InstancePool(factory, settings.instance_count,
                             self.demoter.not_counted if self.demoter is not None else nullcontext)
@@ -905,6 +925,32 @@ class ModelManager:
                                         "reason": record.reason}
         rows = [entries[key] for key in sorted(entries)]
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+
+
+def _as_client_sees(meta: TensorMeta, declared: TensorConfig | None, batched: bool) -> TensorMeta:
+    """A tensor its config reshapes, as clients see it: the config's dims, after the batch when it has one."""
+    if declared is None or declared.reshape is None:
+        return meta
+    lead = [-1] if batched and meta.spec.batch_axis == 0 else []
+    shape = [*lead, *declared.dims]
+    return TensorMeta(meta.name, meta.datatype, shape, TensorSpec(meta.name, meta.spec.dtype, shape,
+                                                                  0 if lead else None))
+
+
+def _reshaped(tensors: dict[str, np.ndarray], shapes: dict[str, tuple[tuple[int, ...], bool]]) -> dict[str, np.ndarray]:
+    """Triton's reshape: each named tensor to its shape (after its batch dim when one leads); the rest as they are.
+    The checks before the run made the sizes agree; a -1 in dims that does not divide is the request's error."""
+    reshaped = dict(tensors)
+    for name, (shape, lead) in shapes.items():
+        array = tensors.get(name)
+        if array is None:
+            continue
+        try:
+            reshaped[name] = array.reshape((*array.shape[:1], *shape) if lead else shape)
+        except ValueError:
+            raise BadRequest(f"tensor {name!r} of shape {list(array.shape)} cannot be reshaped to "
+                             f"{list(shape)} (its config's reshape)") from None
+    return reshaped
 
 
 def _names(versions: Iterable[ModelVersion]) -> list[str]:
