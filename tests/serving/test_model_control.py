@@ -156,3 +156,13 @@ def test_a_version_directory_that_is_not_a_number_is_reported(writable_repo: Rep
     print(warnings)
     assert len(warnings) == 1  # once, not on every read
     assert str(writable_repo.root / "scale" / "v1") in warnings[0] and "is not a version" in warnings[0]
+
+
+def test_serve_refuses_load_model_outside_explicit_and_a_bad_exit_on_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["serve", "--model-repository", str(tmp_path), "--http-port", "0", "--grpc-port", "-1"]
+    assert main([*base, "--load-model", "scale"]) == 2
+    assert "--load-model needs --model-control-mode explicit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--exit-on-error", "maybe"])
+    assert "'maybe' is not true or false" in capsys.readouterr().err

@@ -18,8 +18,10 @@ starts gets only what is left of it.
 
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
-version that is not loaded loads it and waits; one for a model unloaded through the
-repository API, or whose load failed, is refused with 503 until the next explicit load.
+version that is not loaded loads it and waits in the lazy model control mode, and is refused with
+503 in the others, where only start-up, the repository API and the poller load (control.py);
+one for a model unloaded through the repository API, or whose load failed, is refused with 503
+until the next explicit load.
 A model's default version is the highest on disk (of those its config's version_policy serves)
 when it is first requested; a version added later becomes the default at the next explicit
 load (which also reloads a version whose file was rewritten), as in Triton's explicit model
