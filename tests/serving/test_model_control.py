@@ -166,3 +166,40 @@ def test_serve_refuses_load_model_outside_explicit_and_a_bad_exit_on_error(
     with pytest.raises(SystemExit):
         main([*base, "--exit-on-error", "maybe"])
     assert "'maybe' is not true or false" in capsys.readouterr().err
+
+
+def test_a_desired_state_s_model_is_left_to_its_updater(tmp_path: Path, writable_repo: Repo) -> None:
+    """poll loads every model but the one a desired state keeps: its updater decides which version serves. A canary
+    installed as a new directory must keep its share of the traffic, not become the default at the next poll."""
+    from wasinfer.artifact import convert_onnx
+    from wasinfer.serving.desired import DesiredState
+    from wasinfer.serving.updater import CanaryPolicy
+
+    module = tmp_path / "ai-model.wasm"
+    module.write_bytes(convert_onnx(scale_model(SCALE[2]), max_batch=8, name="ai-model").wasm)
+    desired = tmp_path / "desired.json"
+    desired.write_text(f'{{"model_path": "{module}", "model_version": "2.0.0", "model_update_interval": "1h"}}')
+    server = start_server(writable_repo.root, desired_state=desired, model_control_mode="poll",
+                          repository_poll_seconds=0.05, canary=CanaryPolicy(percent=50, bake_seconds=600))
+    try:
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+        try:
+            assert http.is_model_ready("scale")  # loaded at start-up, as poll does
+            np.testing.assert_array_equal(_infer_scale(http, "ai-model"), SCALE[2][None])
+            third = np.array([5, 6, 7, 8], np.float32)
+            module.write_bytes(convert_onnx(scale_model(third), max_batch=8, name="ai-model").wasm)
+            assert server.updates is not None
+            assert server.updates.updater.apply(DesiredState(str(module), "3.0.0")).state == "canary"
+            time.sleep(0.5)  # ten polls
+            seen = {tuple(_infer_scale(http, "ai-model")[0].tolist()) for _ in range(40)}
+            print(seen)
+            assert seen == {tuple(SCALE[2].tolist()), tuple(third.tolist())}  # half each, not all the canary's
+        finally:
+            http.close()
+    finally:
+        server.stop(grace=2)
+
+
+def test_a_memory_budget_needs_the_lazy_mode(writable_repo: Repo) -> None:
+    with pytest.raises(ValueError, match="needs --model-control-mode lazy"):
+        start_server(writable_repo.root, model_control_mode="none", memory_budget_bytes=1 << 20)

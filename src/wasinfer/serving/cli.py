@@ -278,6 +278,10 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     if args.load_model and args.model_control_mode != "explicit":
         errors.print("[red]error:[/] --load-model needs --model-control-mode explicit", markup=True)
         return EXIT_BAD_INPUT
+    if args.memory_budget_mb and args.model_control_mode != "lazy":
+        errors.print("[red]error:[/] --memory-budget-mb evicts models that their next request loads again: it needs "
+                     "--model-control-mode lazy", markup=True)
+        return EXIT_BAD_INPUT
     if args.repository_poll_secs <= 0:
         errors.print("[red]error:[/] --repository-poll-secs must be more than 0", markup=True)
         return EXIT_BAD_INPUT

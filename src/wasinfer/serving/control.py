@@ -15,6 +15,11 @@ mode, and `/v2/models/X/ready` is true once its load has finished. A model that 
 start-up load stops the start (`StartupError`, which `wasinfer serve` turns into exit 2 naming the
 model and the reason) unless `exit_on_error` is off (Triton's `--exit-on-error=false`): the server
 then starts, and the model is UNAVAILABLE with its reason in the repository index.
+
+The model a `--desired-state` keeps (updater.py) is left to its updater in every mode: it decides
+which of its versions serves (after a warm-up, maybe through a canary), so neither start-up nor
+the poller loads it. A memory budget evicts models that their next request loads again, so it
+needs the lazy mode (server.py refuses it with the others).
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ class StartupError(Exception):
     """A model that must load at start-up did not (or a --load-model names no model)."""
 
 
-def startup_models(manager: ModelManager, mode: str, load_models: tuple[str, ...]) -> list[str]:
-    """The models the mode loads at start-up, in order; StartupError for a --load-model that names none."""
+def startup_models(manager: ModelManager, mode: str, load_models: tuple[str, ...],
+                   skip: frozenset[str] = frozenset()) -> list[str]:
+    """The models the mode loads at start-up, in order, but those in `skip` (a desired state's); StartupError for a
+    --load-model that names none."""
     if mode == "lazy":
         return []
-    available = manager.repository.model_names()
+    available = [name for name in manager.repository.model_names() if name not in skip]
     if mode in ("none", "poll") or ALL_MODELS in load_models:
         return available
     unknown = [name for name in load_models if name not in available]
@@ -52,11 +59,11 @@ def startup_models(manager: ModelManager, mode: str, load_models: tuple[str, ...
 
 
 def load_at_startup(manager: ModelManager, mode: str, load_models: tuple[str, ...] = (),
-                    exit_on_error: bool = True) -> dict[str, str]:
+                    exit_on_error: bool = True, skip: frozenset[str] = frozenset()) -> dict[str, str]:
     """Load what the mode says, one model after the other; returns the failures (model → reason). With
     `exit_on_error`, the first failure is a StartupError naming the model and the reason instead."""
     failed: dict[str, str] = {}
-    for name in startup_models(manager, mode, load_models):
+    for name in startup_models(manager, mode, load_models, skip):
         try:
             manager.load(name)
         except ServingError as exc:
@@ -83,9 +90,10 @@ class RepositoryPoller:
     One daemon thread; a model that fails to load is logged once per change of its files (not retried on
     every poll), and keeps whatever version served before only if its files did not change."""
 
-    def __init__(self, manager: ModelManager, seconds: float = DEFAULT_POLL_SECONDS):
-        self.manager, self.seconds = manager, seconds
-        self._seen = {name: snapshot(manager, name) for name in manager.repository.model_names()}
+    def __init__(self, manager: ModelManager, seconds: float = DEFAULT_POLL_SECONDS,
+                 skip: frozenset[str] = frozenset()):
+        self.manager, self.seconds, self.skip = manager, seconds, skip  # skip: a desired state's model
+        self._seen = self._current()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasinfer-poll", daemon=True)
 
@@ -97,6 +105,10 @@ class RepositoryPoller:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _current(self) -> dict[str, tuple[tuple[int, str, tuple[int, int], str], ...]]:
+        return {name: snapshot(self.manager, name) for name in self.manager.repository.model_names()
+                if name not in self.skip}
+
     def _run(self) -> None:
         while not self._stop.wait(self.seconds):
             try:
@@ -106,7 +118,7 @@ class RepositoryPoller:
 
     def poll(self) -> None:
         """One pass: what changed since the last is loaded or unloaded now."""
-        current = {name: snapshot(self.manager, name) for name in self.manager.repository.model_names()}
+        current = self._current()
         for name in sorted(set(self._seen) - set(current)):
             try:
                 self.manager.unload(name)

@@ -174,6 +174,9 @@ class Server:
                                     lazy=config.model_control_mode == "lazy", control_mode=config.model_control_mode)
         if config.model_control_mode not in MODES:
             raise ValueError(f"model control mode {config.model_control_mode!r}: one of {', '.join(MODES)}")
+        if config.memory_budget_bytes and config.model_control_mode != "lazy":
+            raise ValueError("a memory budget evicts models that their next request loads again: it needs "
+                             f"--model-control-mode lazy, not {config.model_control_mode}")
         self.poller: RepositoryPoller | None = None
         self.load_failures: dict[str, str] = {}  # model → why its start-up load failed (exit_on_error off)
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
@@ -217,15 +220,16 @@ class Server:
                                    config.fetcher or fetch_file, canary=config.canary)
             self.updates = DesiredStateLoop(watcher, updater).start()
         # Before the ports open: a client never sees a model "not loaded" that start-up is about to load.
+        skip = frozenset({self.updates.updater.name}) if self.updates is not None else frozenset()
         try:
             self.load_failures = load_at_startup(self.manager, config.model_control_mode, config.load_models,
-                                                 config.exit_on_error)
+                                                 config.exit_on_error, skip)
         except StartupError:
             if self.updates is not None:
                 self.updates.stop()
             raise
         if config.model_control_mode == "poll":
-            self.poller = RepositoryPoller(self.manager, config.repository_poll_seconds).start()
+            self.poller = RepositoryPoller(self.manager, config.repository_poll_seconds, skip).start()
         tls = None
         if config.tls_cert is not None and config.tls_key is not None:
             check_tls_files(config.tls_cert, config.tls_key)
