@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from wasinfer.serving.errors import ServingError
-from wasinfer.serving.models import ModelManager, file_stamp
+
+if TYPE_CHECKING:  # `wasinfer serve --help` reads MODES without the serve extra's modules (models.py needs them)
+    from wasinfer.serving.models import ModelManager
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -78,6 +81,8 @@ def load_at_startup(manager: ModelManager, mode: str, load_models: tuple[str, ..
 
 def snapshot(manager: ModelManager, name: str) -> tuple[tuple[int, str, tuple[int, int], str], ...]:
     """What tells that a model's versions changed: each version's number, file, the file's stamp, and name."""
+    from wasinfer.serving.models import file_stamp
+
     return tuple((v.version, v.path.name, file_stamp(v.path), v.version_name)
                  for v in manager.repository.versions(name).values())
 
