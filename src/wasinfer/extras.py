@@ -21,7 +21,8 @@ from __future__ import annotations
 EXTRA_OF_MODULE = {
     "onnx": "compiler", "onnxruntime": "compiler", "tflite": "compiler",
     "httpx": "registry", "cryptography": "registry", "regopy": "registry", "yaml": "registry",
-    "uvicorn": "serve", "orjson": "serve", "grpc": "serve", "google": "serve", "prometheus_client": "serve",
+    "uvicorn": "serve", "orjson": "serve", "grpc": "serve", "grpc_reflection": "serve", "google": "serve",
+    "prometheus_client": "serve",
     "ai_edge_litert": "litert",
     "sklearn": "demo", "skl2onnx": "demo",
 }

@@ -51,9 +51,10 @@ def test_rollout_and_rollback_under_load_fail_no_request(tmp_path: Path) -> None
     prometheus = report["prometheus"]
     if sim.PROMETHEUS_BINARY.exists():
         assert prometheus["status"] == "ok", prometheus
-        # Repository versions: 1 = v1.0.0, 2 = v1.1.0, 3 = v1.0.0 installed again by the rollback.
-        assert prometheus["serving_version"]["before_rollout"] == ["1", "1", "1"]
-        assert prometheus["serving_version"]["after_rollback"] == ["3", "3", "3"]
+        # Versions are served under the desired state's names (repository directories 1 = v1.0.0, 2 = v1.1.0, 3 =
+        # v1.0.0 installed again by the rollback, the same bytes under the same name).
+        assert prometheus["serving_version"]["before_rollout"] == ["v1.0.0"] * 3
+        assert prometheus["serving_version"]["after_rollback"] == ["v1.0.0"] * 3
         assert all(prometheus["updates"].get(f"node{n}/ok") == 3 for n in range(3)), prometheus["updates"]
         assert all(t is not None for t in prometheus["traffic_switched_s"]["rollout"])
         info = prometheus["model_version_info"]

@@ -211,8 +211,11 @@ def test_a_triton_config_pbtxt_is_honoured(writable_repo: Repo) -> None:
 
 @pytest.mark.parametrize(("pbtxt", "message"), [
     ('optimization { cuda { graphs: true } }', r"config.pbtxt:1: field 'optimization' of ModelConfig is not supported"),
-    ('input [ { name: "x" data_type: TYPE_FP32 dims: [4] reshape { shape: [1, 4] } } ]',
-     r"field 'reshape' of ModelInput is not supported"),
+    ('input [ { name: "x" data_type: TYPE_FP32 dims: [4] is_shape_tensor: true } ]',
+     r"field 'is_shape_tensor' of ModelInput is not supported"),
+    ('input [ { name: "x" data_type: TYPE_FP32 dims: [4] reshape { shape: [1, 5] } } ]',
+     r"input 'x': dims \[4\] \(4 elements\) cannot be reshaped to \[1, 5\] \(5 elements\)"),
+    ('input [ { name: "x" data_type: TYPE_FP32 format: FORMAT_NCWH dims: [4] } ]', r"not a valid Triton model"),
     ('instance_group [ { count: 1 kind: KIND_GPU } ]', r"instance_group\[0\] kind KIND_GPU is not supported"),
     ('platform: "tensorrt_plan"', r"platform 'tensorrt_plan' is not one wasinfer serves"),
     ('backend: "python"', r"backend 'python' is not one wasinfer serves"),

@@ -171,6 +171,54 @@ def test_not_ready_until_the_desired_model_serves_and_live_throughout(tmp_path: 
         server.stop(grace=2)
 
 
+def test_a_desired_version_is_served_under_its_own_name(tmp_path: Path, desired: tuple[Path, Path]) -> None:
+    """A desired model_version "1.1.0" is served as version "1.1.0" (metadata, routes, metrics, statistics, status),
+    not as the repository directory's "1", which stays on disk with the name in its `version` file."""
+    module, config = desired
+    config.write_text(json.dumps({"model_path": str(module), "model_version": "1.1.0", "model_update_interval": "1h"}))
+    server = start_server(tmp_path / "repository", desired_state=config)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        updater = updater_of(server)
+        assert updater.status.served_as == "1.1.0" and updater.status.version == 1
+        directory = tmp_path / "repository" / "ai-model" / "1"
+        assert (directory / "version").read_text() == "1.1.0\n"
+        metadata = http.get("/v2/models/ai-model").json()
+        print(metadata["versions"])
+        assert metadata["versions"] == ["1.1.0"]
+        assert client.get_model_metadata("ai-model", as_json=True)["versions"] == ["1.1.0"]
+        assert http.get("/v2/models/ai-model/versions/1.1.0/ready").status_code == 200
+        answer = http.post("/v2/models/ai-model/versions/1.1.0/infer",
+                           json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
+        print(answer.status_code, answer.json()["model_version"])
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1.1.0"
+        assert infer(http) == SCALE[1].tolist()
+        metrics = http.get("/metrics").text
+        assert 'model="ai-model",protocol="rest",version="1.1.0"' in metrics.replace('outcome="ok",', "")
+        stats = http.get("/v2/models/ai-model/versions/1.1.0/stats").json()["model_stats"]
+        assert [(s["name"], s["version"]) for s in stats] == [("ai-model", "1.1.0")]
+        assert [row["version"] for row in http.post("/v2/repository/index").json()] == ["1.1.0"]
+        # the next desired version gets its own name; the same name for new bytes is told apart with "+N"
+        place(module, MODULES[2])
+        assert updater.apply(DesiredState(str(module), "1.2.0")).served_as == "1.2.0"
+        assert http.get("/v2/models/ai-model").json()["versions"] == ["1.1.0", "1.2.0"]
+        assert client.infer("ai-model", _grpc_x(), model_version="1.2.0").get_response().model_version == "1.2.0"
+        place(module, MODULES[1])
+        assert updater.apply(DesiredState(str(module), "1.2.0")).served_as == "1.2.0+3"
+        assert infer(http) == SCALE[1].tolist()
+        client.close()
+        http.close()
+    finally:
+        server.stop(grace=2)
+
+
+def _grpc_x() -> list[grpcclient.InferInput]:
+    tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.asarray(X, np.float32))
+    return [tensor]
+
+
 def test_rollback_serves_the_previous_version_in_one_step(tmp_path: Path, desired: tuple[Path, Path]) -> None:
     module, config = desired
     server = start_server(tmp_path / "repository", desired_state=config)

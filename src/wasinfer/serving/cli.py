@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
     _add_connection_arguments(parser)
     _add_guest_arguments(parser)
+    _add_control_arguments(parser)
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
                         "the built-in digits demo, compiled into $WASINFER_HOME/repository")
@@ -151,6 +152,39 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                              "behind a proxy every client has the proxy's address")
 
 
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    from wasinfer.serving.control import DEFAULT_MODE, DEFAULT_POLL_SECONDS, MODES
+
+    control = parser.add_argument_group(
+        "model control", "When models load, as Triton's options: lazy (the default here) loads a model on its first "
+        "request; none (Triton's default) loads every model at start-up, before the ports open; explicit loads the "
+        "--load-model names at start-up and the rest through the repository API; poll is none, then follows the "
+        "repository on disk. Outside lazy a request never loads a model (503 until it is loaded), and a model "
+        "that fails its start-up load stops the start (exit 2 naming it) unless --exit-on-error false. "
+        "See docs/serving.md")
+    control.add_argument("--model-control-mode", choices=MODES, default=DEFAULT_MODE,
+                         help=f"default {DEFAULT_MODE}")
+    control.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                         help="with --model-control-mode explicit: load NAME at start-up ('*': every model); "
+                         "repeatable")
+    control.add_argument("--exit-on-error", type=_boolean, default=True, metavar="true|false",
+                         help="exit (code 2) when a model fails its start-up load (default true); false: start "
+                         "anyway, the model unavailable with its reason in the repository index")
+    control.add_argument("--repository-poll-secs", type=float, default=DEFAULT_POLL_SECONDS, metavar="S",
+                         help=f"with --model-control-mode poll: how often the repository is read (default "
+                         f"{DEFAULT_POLL_SECONDS:g})")
+
+
+def _boolean(value: str) -> bool:
+    """Triton's spelling of a flag's value: --exit-on-error=false."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
 def _add_guest_arguments(parser: argparse.ArgumentParser) -> None:
     guests = parser.add_argument_group(
         "WASI-NN guests", "WasmEdge-style WASI-NN programs, one fresh instance per request: POST "
@@ -223,6 +257,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
+    from wasinfer.serving.control import StartupError
     from wasinfer.serving.demo import DEMO_MODEL, curl_command, prepare_demo_repository
     from wasinfer.serving.desired import DesiredStateError
     from wasinfer.serving.server import Server, ServerConfig
@@ -240,6 +275,16 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         if value is not None and value < minimum:
             errors.print(f"[red]error:[/] {flag} must be at least {minimum}, got {value}", markup=True)
             return EXIT_BAD_INPUT
+    if args.load_model and args.model_control_mode != "explicit":
+        errors.print("[red]error:[/] --load-model needs --model-control-mode explicit", markup=True)
+        return EXIT_BAD_INPUT
+    if args.memory_budget_mb and args.model_control_mode != "lazy":
+        errors.print("[red]error:[/] --memory-budget-mb evicts models that their next request loads again: it needs "
+                     "--model-control-mode lazy", markup=True)
+        return EXIT_BAD_INPUT
+    if args.repository_poll_secs <= 0:
+        errors.print("[red]error:[/] --repository-poll-secs must be more than 0", markup=True)
+        return EXIT_BAD_INPUT
     secured = _security_config(args, errors)
     if secured is None:
         return EXIT_BAD_INPUT
@@ -290,7 +335,9 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           canary=_canary_policy(args), shutdown_grace_seconds=args.shutdown_grace_s,
                           drain_delay_seconds=args.drain_delay_s, header_timeout_seconds=args.header_timeout_s or None,
                           idle_timeout_seconds=args.idle_timeout_s,
-                          max_connections_per_client=args.max_connections_per_client)
+                          max_connections_per_client=args.max_connections_per_client,
+                          model_control_mode=args.model_control_mode, load_models=tuple(args.load_model),
+                          exit_on_error=args.exit_on_error, repository_poll_seconds=args.repository_poll_secs)
     config = dataclasses.replace(config, **secured, guests=guests)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
@@ -302,17 +349,23 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         restore()
         errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
         return EXIT_BAD_INPUT
-    except DesiredStateError as exc:
+    except (DesiredStateError, StartupError) as exc:
         restore()
-        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        errors.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     authority = f"[{args.host}]" if ":" in args.host else args.host
     console.print(f"wasinfer serving {repository}", markup=False, highlight=False, soft_wrap=True)
     if server.updates is not None:
         status, name = server.updates.updater.status, server.updates.updater.name
         console.print(f"  model {name!r} from {server.updates.watcher.current.model_path}: "
-                      + (f"serving {status.label} (version {status.version})" if status.state == "serving"
+                      + (f"serving {status.label} as version {status.served_as} (repository directory {status.version})"
+                         if status.state == "serving"
                          else f"not serving yet: {status.reason}"), markup=False, highlight=False, soft_wrap=True)
+    for name, reason in server.load_failures.items():  # --exit-on-error false
+        console.print(f"  model {name!r} failed to load (unavailable): {reason}", markup=False, highlight=False,
+                      soft_wrap=True)
     scheme = "https" if config.tls_cert else "http"
     console.print(f"  REST  {scheme}://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
                   "/metrics)", markup=False, highlight=False, soft_wrap=True)
@@ -390,7 +443,8 @@ def fetch_desired(state: DesiredState) -> Fetched:
         artifact = fetch_artifact(path, state.model_version)
     except Exception as exc:  # a registry outage, a refusal, a missing version: the serving version stays
         raise UpdateError(f"{path}@{state.model_version or 'latest'}: {exc}") from None
-    return Fetched(artifact.wasm, sha256_digest(artifact.wasm), state.model_version or artifact.version)
+    served = state.model_version or artifact.version
+    return Fetched(artifact.wasm, sha256_digest(artifact.wasm), served, served)
 
 
 def _canary_policy(args: argparse.Namespace) -> CanaryPolicy | None:

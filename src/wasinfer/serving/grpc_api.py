@@ -19,10 +19,15 @@ metadata, else ModelInfer's "id", else a new one; answered as `x-request-id` tra
 the bearer token from `authorization` metadata for the methods that need one (auth.py), a log
 line per refused or failed call, and INTERNAL with the request id, not grpcio's UNKNOWN with the
 exception's text, when a handler has a bug.
+
+Server reflection (grpc.reflection.v1alpha.ServerReflection, grpcio-reflection's servicer) lists
+the three services and serves their descriptors from the same private pool, so `grpcurl -plaintext
+HOST:PORT list` and `describe` work without the .protos at hand.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -34,11 +39,11 @@ from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format
 from google.protobuf.message import DecodeError
 
 from wasinfer.serving.auth import Tokens, check_bearer
-from wasinfer.serving.descriptors import HEALTH_PROTO, _pool, messages
+from wasinfer.serving.descriptors import HEALTH_PROTO, _pool, messages, service_descriptor_set
 from wasinfer.serving.errors import BadRequest, DeadlineExceeded, Internal, NotFound, ServingError, TooManyRequests
 from wasinfer.serving.logs import accept_request_id, new_request_id
 from wasinfer.serving.metrics import Metrics, Phases
@@ -101,6 +106,31 @@ def health_handler(cache_dir: Path | None, not_ready: Callable[[], str],
     handler = grpc.unary_unary_rpc_method_handler(check, response_serializer=response_class.SerializeToString)
     handler.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
     return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": handler})
+
+
+@functools.cache
+def reflection_pool(cache_dir: Path | None = None) -> descriptor_pool.DescriptorPool:
+    """The services' descriptors and reflection's own, for the reflection servicer: a pool of its own, since
+    the shared private pool (descriptors.py) must not depend on grpcio-reflection, and the default pool holds
+    tritonclient's `inference.*` when a client shares the process (the tests)."""
+    from grpc_reflection.v1alpha import reflection_pb2  # type: ignore[import-untyped]  # no stubs
+
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(service_descriptor_set(cache_dir)).file:
+        pool.Add(file)
+    own = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(own)
+    pool.Add(own)
+    return pool
+
+
+def add_reflection(server: grpc.Server, cache_dir: Path | None = None) -> None:
+    """grpc.reflection.v1alpha.ServerReflection for `grpcurl list` / `describe`: the inference service, health
+    and reflection itself."""
+    from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
+
+    reflection.enable_server_reflection((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server,
+                                        pool=reflection_pool(cache_dir))
 
 
 def service_methods(cache_dir: Path | None = None) -> dict[str, tuple[str, str]]:
@@ -325,12 +355,14 @@ class InferenceServicer:
         self._management(call)
         self._check_repository(request.repository_name)
         check_load_parameters(request.parameters)
+        self.manager.check_repository_api("load", request.model_name)
         self.manager.load(request.model_name)
         return self.m["RepositoryModelLoadResponse"]()
 
     def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext, call: Call) -> Any:
         self._management(call)
         self._check_repository(request.repository_name)
+        self.manager.check_repository_api("unload", request.model_name)
         self.manager.unload(request.model_name)
         return self.m["RepositoryModelUnloadResponse"]()
 
@@ -455,6 +487,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
         options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0), *limits],
     )
+    add_reflection(server, cache_dir)
     try:
         if tls is None:
             port = server.add_insecure_port(address)

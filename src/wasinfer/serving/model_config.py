@@ -2,10 +2,12 @@
 
 A Triton model repository keeps them in `config.pbtxt`, protobuf text format of Triton's
 `inference.ModelConfig`; it is parsed with protobuf's own text format against that message as
-proto/model_config.proto declares it, which holds only the fields wasinfer honours. A field it
-does not declare (`optimization`, `sequence_batching`, an input's `reshape` ...) is refused by
-name instead of being ignored: a config that asks for what we do not do must not load as if it
-had not asked. The same fields in JSON, with two of our own, make `config.json`:
+proto/model_config.proto declares it, which holds only the fields wasinfer honours (so that a
+config from Triton's own example repositories, such as densenet_onnx's with its inputs' `format`
+and `reshape`, serves unchanged). A field it does not declare (`optimization`,
+`sequence_batching`, an input's `is_shape_tensor` ...) is refused by name instead of being
+ignored: a config that asks for what we do not do must not load as if it had not asked. The
+same fields in JSON, with two of our own, make `config.json`:
 
     {
       "max_batch_size": 16,                     # largest batch a dynamic batch may form; 0: not batched
@@ -21,6 +23,7 @@ version loads, so an edit takes effect at the next explicit load.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +59,13 @@ class TensorConfig:
     datatype: str  # v2 name ("FP32", "BYTES"); "" when the entry gives none
     dims: tuple[int, ...]  # without the batch when max_batch_size > 0; -1: a size known at run time
     label_filename: str = ""  # outputs: labels for the classification extension
+    reshape: tuple[int, ...] | None = None  # the model's own shape (without the batch, like dims); None: dims
+    format: str = ""  # inputs: FORMAT_NONE, FORMAT_NCHW or FORMAT_NHWC (informational, as in Triton)
+
+    @property
+    def model_dims(self) -> tuple[int, ...]:
+        """The shape the model's tensor has (without the batch when max_batch_size > 0): reshape's, else dims."""
+        return self.reshape if self.reshape is not None else self.dims
 
 
 @dataclass(frozen=True)
@@ -261,7 +271,19 @@ def _tensor(tensor: Any, where: str, kind: str) -> TensorConfig:
         raise ConfigError(f"{where}: an {kind} has no name")
     type_name = tensor.DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_number[tensor.data_type].name
     datatype = "" if type_name == "TYPE_INVALID" else _V2_TYPES.get(type_name, type_name.removeprefix("TYPE_"))
-    return TensorConfig(tensor.name, datatype, tuple(tensor.dims), getattr(tensor, "label_filename", ""))
+    reshape = tuple(tensor.reshape.shape) if tensor.HasField("reshape") else None
+    dims = tuple(tensor.dims)
+    if reshape is not None:
+        if any(d < 1 for d in reshape) or any(d < -1 or d == 0 for d in dims):
+            raise ConfigError(f"{where}: {kind} {tensor.name!r}: reshape {list(reshape)} must be sizes >= 1 and dims "
+                              f"{list(dims)} sizes >= 1 or -1")
+        if -1 not in dims and math.prod(dims) != math.prod(reshape):
+            raise ConfigError(f"{where}: {kind} {tensor.name!r}: dims {list(dims)} ({math.prod(dims)} elements) "
+                              f"cannot be reshaped to {list(reshape)} ({math.prod(reshape)} elements)")
+    layout = ""
+    if kind == "input":
+        layout = tensor.DESCRIPTOR.fields_by_name["format"].enum_type.values_by_number[tensor.format].name
+    return TensorConfig(tensor.name, datatype, dims, getattr(tensor, "label_filename", ""), reshape, layout)
 
 
 def config_type(datatype: str) -> str:
@@ -290,9 +312,15 @@ def check_tensors(config: ModelConfig, kind: str, declared: Sequence[TensorConfi
         if tensor.datatype and tensor.datatype != datatype:
             raise ConfigError(f"{config.source}: {kind}[{index}] ({tensor.name!r}) data_type "
                               f"{config_type(tensor.datatype)} is not the module's {config_type(datatype)}")
-        if list(tensor.dims) != dims:
+        batch = " (without the batch: max_batch_size > 0)" if batched else ""
+        if tensor.reshape is None and list(tensor.dims) != dims:
             raise ConfigError(f"{config.source}: {kind}[{index}] ({tensor.name!r}) dims {list(tensor.dims)} are not "
-                              f"the module's {dims}{' (without the batch: max_batch_size > 0)' if batched else ''}")
+                              f"the module's {dims}{batch}")
+        # reshape names the module's shape; a size the module leaves to run time (-1) takes the one reshape gives
+        if tensor.reshape is not None and (len(tensor.reshape) != len(dims) or any(
+                d not in (-1, r) for r, d in zip(tensor.reshape, dims, strict=False))):
+            raise ConfigError(f"{config.source}: {kind}[{index}] ({tensor.name!r}) reshape {list(tensor.reshape)} is "
+                              f"not the module's shape {dims}{batch}")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ starts gets only what is left of it.
 
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
-version that is not loaded loads it and waits; one for a model unloaded through the
-repository API, or whose load failed, is refused with 503 until the next explicit load.
+version that is not loaded loads it and waits in the lazy model control mode, and is refused with
+503 in the others, where only start-up, the repository API and the poller load (control.py);
+one for a model unloaded through the repository API, or whose load failed, is refused with 503
+until the next explicit load.
 A model's default version is the highest on disk (of those its config's version_policy serves)
 when it is first requested; a version added later becomes the default at the next explicit
 load (which also reloads a version whose file was rewritten), as in Triton's explicit model
@@ -35,7 +37,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -74,6 +76,7 @@ from wasinfer.serving.model_config import (
     ModelConfig,
     ModelSettings,
     ServingDefaults,
+    TensorConfig,
     check_tensors,
     config_type,
     load_model_config,
@@ -236,19 +239,26 @@ class LoadedModel:
     runs going than it has instances, and never takes a thread another model needs.
     """
 
-    def __init__(self, version: ModelVersion, all_versions: Sequence[int], inputs: list[TensorMeta],
+    def __init__(self, version: ModelVersion, all_versions: Sequence[str], inputs: list[TensorMeta],
                  outputs: list[TensorMeta], pool: InstancePool, metrics: Metrics, stamp: tuple[int, int],
                  settings: ModelSettings, instance_bytes: int = 0, inline_deadline: float | None = None,
                  interruptible: bool = False, demoter: Demoter | None = None, config: ModelConfig | None = None,
                  labels: dict[str, list[str]] | None = None):
-        self.name, self.version = version.name, str(version.version)
+        # `version` is the name clients use (a desired state's "1.1.0", else the directory's number), `number` the
+        # directory's
+        self.name, self.version, self.number = version.name, version.version_name, version.version
         self.path, self.platform = version.path, PLATFORMS[version.format]
         self.backend = BACKENDS[version.format]
         self.config = config or ModelConfig()  # as its config.json or config.pbtxt gave it
         self.labels = labels or {}  # output → its classes' labels (classification extension)
         self.stamp = stamp  # of the file as it was before it was read: a rewrite during the load shows
         self.inputs, self.outputs = inputs, outputs
-        self.versions = [str(v) for v in all_versions]
+        # Triton's reshape: name → (the other side's shape without the batch, whether a batch dim leads), for the
+        # inputs (to the module's shape, before the run) and the outputs (to the client's dims, after it)
+        leads = {t.name: t.spec.batch_axis == 0 for t in (*inputs, *outputs)}
+        self._to_module = {t.name: (t.reshape, leads[t.name]) for t in self.config.inputs if t.reshape is not None}
+        self._to_client = {t.name: (t.dims, leads[t.name]) for t in self.config.outputs if t.reshape is not None}
+        self.versions = list(all_versions)
         self.pool, self.metrics, self.settings = pool, metrics, settings
         self._input_types = {t.name: t.datatype for t in inputs}
         self._input_specs = {t.name: t.spec for t in inputs}
@@ -299,9 +309,16 @@ class LoadedModel:
         batched = bool(self.settings.max_batch) and self.config.max_batch_size != 0 and all(
             t.spec.batch_axis == 0 for t in (*self.inputs, *self.outputs))
 
+        declared = {t.name: t for t in (*self.config.inputs, *self.config.outputs)}
+
         def tensor(meta: TensorMeta) -> dict[str, Any]:
             entry: dict[str, Any] = {"name": meta.name, "data_type": config_type(meta.datatype),
                                      "dims": meta.shape[1:] if batched else meta.shape}
+            given = declared.get(meta.name)
+            if given is not None and given.format not in ("", "FORMAT_NONE"):
+                entry["format"] = given.format
+            if given is not None and given.reshape is not None:
+                entry["reshape"] = {"shape": list(given.reshape)}
             if meta.name in self.labels:
                 entry["label_filename"] = self.config.labels_file(meta.name)
             return entry
@@ -498,7 +515,10 @@ class LoadedModel:
         """Run on a pooled instance (blocking); its time goes to `phases` (the batcher times its own runs)."""
         started = time.perf_counter()
         try:
-            outputs = self.pool.run(inputs, deadline_seconds)
+            outputs = self.pool.run(_reshaped(inputs, self._to_module) if self._to_module else inputs,
+                                    deadline_seconds)
+            if self._to_client:
+                outputs = _reshaped(outputs, self._to_client)
         except InputError as exc:
             raise BadRequest(f"model {self.name!r} version {self.version}: {exc}") from None
         except ServingError:
@@ -569,8 +589,12 @@ class ModelManager:
     def __init__(self, repository: Repository, metrics: Metrics, pool_size: int,
                  cache: CompiledCache | None = None, defaults: ServingDefaults | None = None,
                  memory_budget_bytes: int = 0, *, deadline_seconds: float | None = None,
-                 memory_limit_bytes: int | None = None, demote_after_seconds: float | None = None):
+                 memory_limit_bytes: int | None = None, demote_after_seconds: float | None = None,
+                 lazy: bool = True, control_mode: str = "lazy"):
         self.repository, self.metrics, self.pool_size = repository, metrics, pool_size
+        # lazy: a request for a version that is not loaded loads it (and waits); otherwise only start-up, the
+        # repository API or the poller load (control.py), and such a request is 503 naming `control_mode`.
+        self.lazy, self.control_mode = lazy, control_mode
         # Every model's runs that used this much CPU yield it to shorter ones (workers.py); None: never.
         self.demoter = Demoter(demote_after_seconds) if demote_after_seconds is not None else None
         # Per wasm call and per wasm instance (None: off); ONNX Runtime and LiteRT models have neither.
@@ -641,14 +665,17 @@ class ModelManager:
                            f"({', '.join(str(v) for v in on_disk)})")
         if not version:
             return versions[max(versions)]
+        named = [found for found in versions.values() if found.named == version]
+        if named:  # a version's name (its `version` file): the newest directory of that name
+            return named[-1]
         # No version has more than 18 digits (int64); more than 4,300 would be a ValueError from int() itself.
         number = int(version) if version.isascii() and version.isdigit() and len(version) <= 18 else -1
         if number in on_disk and number not in versions:
             raise NotFound(f"model {name!r} version {version} is not served: its version_policy serves "
-                           f"{', '.join(str(v) for v in versions)}")
+                           f"{', '.join(_names(versions.values()))}")
         if number not in versions:
             raise NotFound(f"model {name!r} has no version {version!r}; it has "
-                           f"{', '.join(str(v) for v in versions)}")
+                           f"{', '.join(_names(versions.values()))}")
         return versions[number]
 
     def get(self, name: str, version: str = "") -> LoadedModel:
@@ -659,6 +686,11 @@ class ModelManager:
         if name in self._unloaded and self.repository.versions(name):
             raise Unavailable(f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load")
         target = self.resolve(name, version)
+        if not self.lazy and (name, target.version) not in self._records:
+            raise Unavailable(f"model {name!r} version {target.version_name} is not loaded (--model-control-mode "
+                              f"{self.control_mode} loads models at start-up"
+                              + (f"; load it with POST /v2/repository/models/{name}/load)" if
+                                 self.control_mode == "explicit" else ")"))
         self.metrics.cache_miss()
         model = self._load(target)
         with self._lock:
@@ -690,16 +722,17 @@ class ModelManager:
         else:
             record.done.wait()
         if record.model is None:
-            raise Unavailable(f"model {target.name!r} version {target.version} is not available: {record.reason}")
+            raise Unavailable(f"model {target.name!r} version {target.version_name} is not available: "
+                              f"{record.reason}")
         return record.model
 
     def _build(self, target: ModelVersion, record: _Record) -> None:
         started = time.perf_counter()
-        label = str(target.version)
+        label = target.version_name
         try:
             model = self._open(target)
         except Exception as exc:  # any failure of a model file is that model's, not the server's
-            log.warning("loading model %s version %s from %s failed: %s", target.name, target.version,
+            log.warning("loading model %s version %s from %s failed: %s", target.name, label,
                         target.path, exc)
             record.state, record.reason = "UNAVAILABLE", f"load failed: {exc}"
             self.metrics.cold_start(target.name, label, "error", time.perf_counter() - started)
@@ -729,11 +762,11 @@ class ModelManager:
                      key[1], model.footprint(), self.memory_budget_bytes)
             total -= model.footprint()
             self._drop(key)
-            self.metrics.eviction(key[0], str(key[1]))
+            self.metrics.eviction(key[0], model.version)
 
     def memory_by_model(self) -> dict[tuple[str, str], int]:
         """Bytes held per loaded (model, version), for the metrics."""
-        return {(name, str(version)): record.model.footprint() for (name, version), record
+        return {(name, record.model.version): record.model.footprint() for (name, _), record
                 in list(self._records.items()) if record.model is not None}
 
     def _open(self, target: ModelVersion) -> LoadedModel:
@@ -785,32 +818,59 @@ class ModelManager:
         for kind, declared, tensors in (("input", config.inputs, inputs), ("output", config.outputs, outputs)):
             check_tensors(config, kind, declared, [(t.name, t.datatype, t.shape[1:] if batched and
                                                     t.spec.batch_axis == 0 else t.shape) for t in tensors], batched)
+        # a reshaped tensor is served with the config's dims: what clients send and get (metadata, checks)
+        reshaped = {t.name: t for t in (*config.inputs, *config.outputs) if t.reshape is not None}
+        inputs, outputs = ([_as_client_sees(t, reshaped.get(t.name), batched) for t in tensors]
+                           for tensors in (inputs, outputs))
         labels = _labels(target.path.parent.parent, config, [t.name for t in outputs])
         pool = InstancePool(factory, settings.instance_count,
                             self.demoter.not_counted if self.demoter is not None else nullcontext)
-        versions = sorted(self._servable(target.name)) or [target.version]
+        versions = _names(self._servable(target.name).values()) or [target.version_name]
         return LoadedModel(target, versions, inputs, outputs, pool, self.metrics, stamp, settings,
                            instance_bytes, inline_deadline, interruptible, self.demoter, config, labels)
 
     # --- the repository extension --------------------------------------------------------------
 
     def load(self, name: str) -> LoadedModel:
-        """Load (or reload, if its file changed) the model's highest version and make it the default."""
+        """Load (or reload, if its file changed) the model's highest version and make it the default. Without lazy
+        loading, also every other version its version_policy serves (a request cannot load one), and versions it
+        no longer serves are dropped. A version that fails is Unavailable, naming why."""
         target = self.resolve(name, "")
-        key = (name, target.version)
+        servable = self._servable(name)
+        others = [] if self.lazy else [found for number, found in servable.items() if number != target.version]
         with self._lock:
             self._unloaded.discard(name)
-            record = self._records.get(key)
-            if record is not None and record.model is not None and (
-                    record.model.path != target.path or record.model.stamp != file_stamp(target.path)):
-                self._drop(key)
-            elif record is not None and record.state == "UNAVAILABLE":
-                del self._records[key]
+            for found in (*others, target):
+                self._forget_if_stale(found)
+            if not self.lazy:
+                for key in [key for key in self._records if key[0] == name and key[1] not in servable]:
+                    self._drop(key)
             self._ready.pop((name, ""), None)
+        for found in others:
+            self._load(found)
         model = self._load(target)
         with self._lock:
             self._ready[(name, "")] = model
         return model
+
+    def _forget_if_stale(self, found: ModelVersion) -> None:
+        """Drop a loaded version whose file was rewritten, forget a failed load (lock held): the next load is anew."""
+        key = (found.name, found.version)
+        record = self._records.get(key)
+        if record is not None and record.model is not None and (
+                record.model.path != found.path or record.model.stamp != file_stamp(found.path)
+                or record.model.version != found.version_name):
+            self._drop(key)
+        elif record is not None and record.state == "UNAVAILABLE":
+            del self._records[key]
+
+    def check_repository_api(self, action: str, name: str) -> None:
+        """The repository API's load and unload, refused where the control mode owns loading (as in Triton)."""
+        if self.control_mode in ("none", "poll"):
+            raise BadRequest(f"cannot {action} model {name!r}: with --model-control-mode {self.control_mode} the "
+                             "server " + ("loads every model at start-up" if self.control_mode == "none" else
+                                          "follows the repository on disk") + "; explicit load and unload need "
+                             "--model-control-mode explicit (or lazy)")
 
     # --- updates: load a candidate beside the serving version, then swap in one step -------------
 
@@ -842,7 +902,7 @@ class ModelManager:
         """Forget a version (lock held). Requests already running on it finish on their instances."""
         record = self._records.pop(key)
         for alias in [alias for alias, model in self._ready.items() if alias[0] == key[0]
-                      and model.version == str(key[1])]:
+                      and model.number == key[1]]:
             del self._ready[alias]
         if record.model is not None:
             record.model.close()
@@ -852,31 +912,68 @@ class ModelManager:
         """Triton's statistics (metrics.Metrics.statistics) of every model version loaded or counted, of a model's,
         or of one version; from memory, never loading anything. An unknown model or version is NotFound."""
         with self._lock:
-            known = {(n, str(v)) for (n, v), record in self._records.items() if record.model is not None}
+            known = {(n, record.model.version) for (n, _), record in self._records.items() if record.model is not None}
         known |= self.metrics.counted_versions()
         if name:
             known = {key for key in known if key[0] == name}
             if version:
-                known = {(name, str(self.resolve(name, version).version))}
+                known = {(name, self.resolve(name, version).version_name)}
             elif not known and not self.repository.versions(name):
                 raise NotFound(f"unknown model {name!r}")
-        return [self.metrics.statistics(n, v) for n, v in sorted(known, key=lambda key: (key[0], int(key[1])))]
+        # numbers in order, then names ("1.1.0") in theirs
+        return [self.metrics.statistics(n, v) for n, v in sorted(known, key=lambda key: (
+            key[0], not key[1].isdigit(), int(key[1]) if key[1].isdigit() and len(key[1]) <= 18 else 0, key[1]))]
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every version on disk with its state; loaded versions whose files went away too."""
         entries: dict[tuple[str, int], dict[str, str]] = {}
+        not_loaded = "not loaded yet (loads on first request)" if self.lazy else \
+            f"not loaded (--model-control-mode {self.control_mode})"
         for name in self.repository.model_names():
             served = self._servable(name)
-            for version in self.repository.versions(name):
-                reason = "unloaded" if name in self._unloaded else "not loaded yet (loads on first request)" if \
+            for version, found in self.repository.versions(name).items():
+                reason = "unloaded" if name in self._unloaded else not_loaded if \
                     version in served else "not served: its config's version_policy leaves it out"
-                entries[(name, version)] = {"name": name, "version": str(version), "state": "UNAVAILABLE",
+                entries[(name, version)] = {"name": name, "version": found.version_name, "state": "UNAVAILABLE",
                                             "reason": reason}
         for (name, version), record in list(self._records.items()):
-            entries[(name, version)] = {"name": name, "version": str(version), "state": record.state,
+            shown = record.model.version if record.model is not None else entries.get(
+                (name, version), {}).get("version", str(version))
+            entries[(name, version)] = {"name": name, "version": shown, "state": record.state,
                                         "reason": record.reason}
         rows = [entries[key] for key in sorted(entries)]
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+
+
+def _as_client_sees(meta: TensorMeta, declared: TensorConfig | None, batched: bool) -> TensorMeta:
+    """A tensor its config reshapes, as clients see it: the config's dims, after the batch when it has one."""
+    if declared is None or declared.reshape is None:
+        return meta
+    lead = [-1] if batched and meta.spec.batch_axis == 0 else []
+    shape = [*lead, *declared.dims]
+    return TensorMeta(meta.name, meta.datatype, shape, TensorSpec(meta.name, meta.spec.dtype, shape,
+                                                                  0 if lead else None))
+
+
+def _reshaped(tensors: dict[str, np.ndarray], shapes: dict[str, tuple[tuple[int, ...], bool]]) -> dict[str, np.ndarray]:
+    """Triton's reshape: each named tensor to its shape (after its batch dim when one leads); the rest as they are.
+    The checks before the run made the sizes agree; a -1 in dims that does not divide is the request's error."""
+    reshaped = dict(tensors)
+    for name, (shape, lead) in shapes.items():
+        array = tensors.get(name)
+        if array is None:
+            continue
+        try:
+            reshaped[name] = array.reshape((*array.shape[:1], *shape) if lead else shape)
+        except ValueError:
+            raise BadRequest(f"tensor {name!r} of shape {list(array.shape)} cannot be reshaped to "
+                             f"{list(shape)} (its config's reshape)") from None
+    return reshaped
+
+
+def _names(versions: Iterable[ModelVersion]) -> list[str]:
+    """The versions' names as clients see them, in the directories' order, each once."""
+    return list(dict.fromkeys(found.version_name for found in versions))
 
 
 def _legend(spec: TensorSpec) -> str:

@@ -31,7 +31,8 @@ ERRORS = {
     "404": _json(_ref("Error"), "Unknown model or version"),
     "413": _json(_ref("Error"), "Body over --max-body-bytes, or JSON with more values than --max-json-values"),
     "429": _json(_ref("Error"), "The model has --max-concurrency requests in flight; retry later"),
-    "503": _json(_ref("Error"), "Model unloaded, or its load failed"),
+    "503": _json(_ref("Error"), "Model unloaded, its load failed, or not loaded (a --model-control-mode other "
+                 "than lazy: requests never load models)"),
 }
 MODEL_FAILED = {"500": _json(_ref("Error"), "The model failed on a valid request (the server log has the details, "
                              "under the answer's X-Request-ID)"),
@@ -128,10 +129,11 @@ INFER = {
             **MODEL_FAILED},
     }
 }
-MODEL_METADATA = {"get": {"summary": "Model metadata (loads the model if it is not loaded)",
+MODEL_METADATA = {"get": {"summary": "Model metadata (in the lazy model control mode, loads the model first)",
                           "responses": {"200": _json(_ref("ModelMetadata"), "The model"), "404": ERRORS["404"],
                                         "503": ERRORS["503"]}}}
-MODEL_CONFIG = {"get": {"summary": "Model configuration, as Triton's (loads the model if it is not loaded)",
+MODEL_CONFIG = {"get": {"summary": "Model configuration, as Triton's (in the lazy model control mode, loads the "
+                                   "model first)",
                         "responses": {"200": _json(_ref("ModelConfig"), "The configuration it is served with"),
                                       "404": ERRORS["404"], "503": ERRORS["503"]}}}
 MODEL_STATISTICS = {"get": {"summary": "Statistics, as Triton's statistics extension (never loads a model)",

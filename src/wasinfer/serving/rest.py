@@ -270,6 +270,7 @@ class RestApp:
         if not isinstance(parameters, dict):
             raise BadRequest("\"parameters\" must be a JSON object")
         loop = asyncio.get_running_loop()
+        self.manager.check_repository_api(rest[2], rest[1])
         if rest[2] == "load":
             check_load_parameters(parameters)
             await loop.run_in_executor(self.load_executor, self.manager.load, rest[1])

@@ -31,6 +31,14 @@ import uvicorn
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
 from wasinfer.serving.connections import DEFAULT_HEADER_TIMEOUT, ConnectionLimits, guarded_protocol
+from wasinfer.serving.control import (
+    DEFAULT_MODE,
+    DEFAULT_POLL_SECONDS,
+    MODES,
+    RepositoryPoller,
+    StartupError,
+    load_at_startup,
+)
 from wasinfer.serving.desired import DesiredStateWatcher
 from wasinfer.serving.guests import GuestConfig, Guests
 from wasinfer.serving.metrics import Metrics
@@ -118,6 +126,12 @@ class ServerConfig:
     header_timeout_seconds: float | None = DEFAULT_HEADER_TIMEOUT
     idle_timeout_seconds: float = 5.0
     max_connections_per_client: int = 0
+    # Model control (control.py): when models load; --load-model's names (explicit); whether a model that fails its
+    # start-up load stops the start; how often the poll mode reads the repository.
+    model_control_mode: str = DEFAULT_MODE
+    load_models: tuple[str, ...] = ()
+    exit_on_error: bool = True
+    repository_poll_seconds: float = DEFAULT_POLL_SECONDS
 
     def grace(self) -> float:
         """Seconds requests in flight get to finish on stop: by default longer than any wasm call may run."""
@@ -156,7 +170,15 @@ class Server:
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
                                     memory_limit_bytes=config.instance_memory_bytes,
-                                    demote_after_seconds=config.demote_after_seconds)
+                                    demote_after_seconds=config.demote_after_seconds,
+                                    lazy=config.model_control_mode == "lazy", control_mode=config.model_control_mode)
+        if config.model_control_mode not in MODES:
+            raise ValueError(f"model control mode {config.model_control_mode!r}: one of {', '.join(MODES)}")
+        if config.memory_budget_bytes and config.model_control_mode != "lazy":
+            raise ValueError("a memory budget evicts models that their next request loads again: it needs "
+                             f"--model-control-mode lazy, not {config.model_control_mode}")
+        self.poller: RepositoryPoller | None = None
+        self.load_failures: dict[str, str] = {}  # model → why its start-up load failed (exit_on_error off)
         self.load_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wasinfer-load")
         self.tokens = Tokens.of(config.inference_token, config.management_token)
         if (config.tls_cert is None) != (config.tls_key is None):
@@ -178,8 +200,8 @@ class Server:
         Not while it drains (stop()). With --desired-state it is ready once its model serves a version,
         as in the seed (a probe that said ready while nothing is served would route traffic to a pod that
         can only fail it); a later update that fails leaves the serving version, and readiness, as they
-        are. Without one, models load on their first request, so the server is ready as soon as it
-        listens. Liveness never waits."""
+        are. Without one, the models the control mode loads at start-up have loaded before the ports open
+        (control.py), so the server is ready as soon as it listens. Liveness never waits."""
         if self.draining.is_set():
             return "the server is shutting down"
         if self.updates is None:
@@ -197,6 +219,17 @@ class Server:
             updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path),
                                    config.fetcher or fetch_file, canary=config.canary)
             self.updates = DesiredStateLoop(watcher, updater).start()
+        # Before the ports open: a client never sees a model "not loaded" that start-up is about to load.
+        skip = frozenset({self.updates.updater.name}) if self.updates is not None else frozenset()
+        try:
+            self.load_failures = load_at_startup(self.manager, config.model_control_mode, config.load_models,
+                                                 config.exit_on_error, skip)
+        except StartupError:
+            if self.updates is not None:
+                self.updates.stop()
+            raise
+        if config.model_control_mode == "poll":
+            self.poller = RepositoryPoller(self.manager, config.repository_poll_seconds, skip).start()
         tls = None
         if config.tls_cert is not None and config.tls_key is not None:
             check_tls_files(config.tls_cert, config.tls_key)
@@ -269,6 +302,8 @@ class Server:
             time.sleep(self.config.drain_delay_seconds)
         if self.updates is not None:
             self.updates.stop()
+        if self.poller is not None:
+            self.poller.stop()
         ends = time.monotonic() + grace + 1
         grpc_stopped = None
         if self._grpc is not None:

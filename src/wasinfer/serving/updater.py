@@ -1,7 +1,9 @@
 """Keeps one served model at its desired version: fetch → check → compile (cached) → warm up → swap → drain.
 
 The new version is written into the model repository as the next integer version (a temp
-directory renamed into place, so the repository never shows half a module), loaded beside the
+directory renamed into place, so the repository never shows half a module), with the desired
+state's version in its `version` file (repository.py), so that it is served under that name
+("1.1.0", not "2"); loaded beside the
 serving one, and warmed up with a smoke inference. Only then does it become the default, in one
 step (`ModelManager.make_default`); the old version is dropped after the swap, and requests
 already running on it finish there. Any failure before the swap leaves the old version serving,
@@ -34,6 +36,7 @@ from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
 from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import numpy_dtype
+from wasinfer.serving.repository import VERSION_FILE, VERSION_NAME
 
 log = logging.getLogger("wasinfer.serving")
 
@@ -43,6 +46,7 @@ class Fetched:
     wasm: bytes
     digest: str  # sha256:<hex> of the module
     label: str  # what the operator asked for, for logs and status ("v1.0.0", a file name)
+    version: str = ""  # the version's name to serve it under (the desired or the registry's version); "": none
 
 
 Fetcher = Callable[[DesiredState], Fetched]
@@ -63,7 +67,7 @@ def fetch_file(state: DesiredState) -> Fetched:
         read_metadata(wasm)
     except ValueError as exc:
         raise UpdateError(f"{path} is not a wasinfer module: {exc}") from None
-    return Fetched(wasm, sha256_digest(wasm), state.model_version or path.name)
+    return Fetched(wasm, sha256_digest(wasm), state.model_version or path.name, state.model_version or "")
 
 
 def model_name_of(model_path: str) -> str:
@@ -108,6 +112,7 @@ class UpdateStatus:
     digest: str = ""
     label: str = ""
     reason: str = ""
+    served_as: str = ""  # the serving version's name as clients see it ("1.1.0"; its number without a name)
 
 
 def smoke_inputs(model: LoadedModel) -> dict[str, np.ndarray]:
@@ -134,6 +139,31 @@ class ModelUpdater:
 
     def _versions(self) -> list[int]:
         return sorted(self.manager.repository.versions(self.name))
+
+    def _served_as(self, version: int | None) -> str:
+        """A repository version's name as clients and the metrics see it (repository.py's `version` file)."""
+        found = self.manager.repository.versions(self.name).get(version) if version is not None else None
+        return found.version_name if found is not None else str(version)
+
+    def _name_for(self, fetched: Fetched, version: int) -> str:
+        """The name to serve a new version under: the desired one. Another version on disk of that name with other
+        bytes (the same version name for a new module) makes it "NAME+N" (N its directory's number, semver's build
+        metadata), so that two different modules are never one version in the metrics a canary is judged by; the
+        same bytes again (a rollback by desired state) keep the name. "" for no name or an unusable one."""
+        if not fetched.version or VERSION_NAME.fullmatch(fetched.version) is None:
+            if fetched.version:
+                log.warning("model %s: desired version %r is not a version name; version %d is served as its "
+                            "number", self.name, fetched.version, version)
+            return ""
+        for found in self.manager.repository.versions(self.name).values():
+            if found.version_name == fetched.version:
+                try:
+                    same = sha256_digest(found.path.read_bytes()) == fetched.digest
+                except OSError:
+                    same = False
+                if not same:
+                    return f"{fetched.version[:56]}+{version}"
+        return fetched.version
 
     def apply(self, state: DesiredState) -> UpdateStatus:
         """Bring the model to `state`; a no-op when the fetched module is the one serving."""
@@ -176,12 +206,13 @@ class ModelUpdater:
         policy = self.canary_policy
         assert policy is not None
         model = self._warmed(version, fetched.label)
-        stable = str(self.status.version)
+        stable = self._served_as(self.status.version)
         self._canary = _Canary(model, version, fetched.digest, fetched.label, time.monotonic(),
-                               self.metrics.health(self.name, str(version)), self.metrics.health(self.name, stable))
+                               self.metrics.health(self.name, model.version), self.metrics.health(self.name, stable))
         self.manager.start_canary(self.name, model, policy.percent / 100)
         self.status = UpdateStatus("canary", self.status.version, self.status.digest, self.status.label,
-                                   f"{fetched.label} (version {version}) takes {policy.percent:g}% of the traffic")
+                                   f"{fetched.label} (version {version}) takes {policy.percent:g}% of the traffic",
+                                   self.status.served_as)
         log.info("model %s: canary %s (version %d) takes %g%% of the traffic for %g s", self.name, fetched.label,
                  version, policy.percent, policy.bake_seconds)
 
@@ -215,11 +246,11 @@ class ModelUpdater:
         def since(now: tuple[int, int, list[int]], base: tuple[int, int, list[int]]) -> tuple[int, int, list[int]]:
             return now[0] - base[0], now[1] - base[1], [a - b for a, b in zip(now[2], base[2], strict=True)]
 
-        requests, failures, buckets = since(self.metrics.health(self.name, str(canary.version)), canary.candidate_base)
+        requests, failures, buckets = since(self.metrics.health(self.name, canary.model.version), canary.candidate_base)
         if failures > policy.max_error_rate * max(requests, policy.min_requests):
             return (f"it failed {failures} of {requests} requests, over the {policy.max_error_rate:.1%} allowed "
                     f"(over at least {policy.min_requests})")
-        stable = since(self.metrics.health(self.name, str(self.status.version)), canary.stable_base)
+        stable = since(self.metrics.health(self.name, self._served_as(self.status.version)), canary.stable_base)
         if sum(buckets) >= policy.min_requests and sum(stable[2]) >= policy.min_requests:
             mine, theirs = quantile(buckets, 0.99), quantile(stable[2], 0.99)
             if mine > policy.max_p99_factor * theirs:
@@ -279,6 +310,9 @@ class ModelUpdater:
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.directory))
         try:
             atomic_write(staging / "model.wasm", fetched.wasm)
+            named = self._name_for(fetched, version)
+            if named:
+                atomic_write(staging / VERSION_FILE, f"{named}\n".encode())
             os.rename(staging, self.directory / str(version))
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -303,7 +337,7 @@ class ModelUpdater:
         self.manager.make_default(self.name, model)
         if previous is not None and previous != version:
             self.manager.drop_version(self.name, previous)  # drain: requests on it finish there
-        self.status = UpdateStatus("serving", version, digest, label)
+        self.status = UpdateStatus("serving", version, digest, label, served_as=model.version)
         self._prune()
 
     def _prune(self) -> None:
@@ -315,7 +349,8 @@ class ModelUpdater:
                   f"version {self.status.version} keeps serving" if self.status.version else "nothing is served",
                   reason)
         self.metrics.update(self.name, "failed", 0.0)
-        self.status = UpdateStatus("failed", self.status.version, self.status.digest, self.status.label, reason)
+        self.status = UpdateStatus("failed", self.status.version, self.status.digest, self.status.label, reason,
+                                   self.status.served_as)
 
 
 class DesiredStateLoop:
