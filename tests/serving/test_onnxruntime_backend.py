@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -44,6 +46,47 @@ def test_string_tensors_and_files(tmp_path: object) -> None:
     assert model.info.name == "strings" and model.info.inputs[0].dtype == "object"
     assert model.info.inputs[0].batch_axis is None
     assert model.run({"s": np.array(["a", "b"], dtype=object)})["t"].tolist() == ["a", "b"]
+
+
+def strings_model() -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Identity", ["s"], ["t"])], "strings",
+                              [helper.make_tensor_value_info("s", TensorProto.STRING, [2])],
+                              [helper.make_tensor_value_info("t", TensorProto.STRING, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_bytes_elements_are_text_not_their_repr() -> None:
+    """The protocols hand BYTES tensors over as bytes; ONNX Runtime turned b"hello" into "b'hello'"."""
+    model = OnnxRuntimeModel(strings_model().SerializeToString())
+    assert model.run({"s": np.array([b"hello", "w\u00f6rld".encode()], dtype=object)})["t"].tolist() == [
+        "hello", "w\u00f6rld"]
+    assert model.run({"s": np.array([b"a", b"bc"])})["t"].tolist() == ["a", "bc"]  # numpy's fixed-size bytes
+    with pytest.raises(InputError, match="input 's': a string tensor holds UTF-8 text"):
+        model.run({"s": np.array([b"\xff", b"x"], dtype=object)})
+
+
+def test_a_served_string_model_answers_the_strings_it_was_given(tmp_path: Path) -> None:
+    """Triton's simple_identity, over REST (JSON) and gRPC (tritonclient) through a real server."""
+    import httpx
+    import tritonclient.grpc as grpcclient
+
+    from tests.serving.conftest import start_server
+
+    (tmp_path / "identity" / "1").mkdir(parents=True)
+    onnx.save(strings_model(), tmp_path / "identity" / "1" / "model.onnx")
+    server = start_server(tmp_path)
+    try:
+        body = {"inputs": [{"name": "s", "shape": [2], "datatype": "BYTES", "data": ["hello", "x y"]}]}
+        answer = httpx.post(f"http://127.0.0.1:{server.http_port}/v2/models/identity/infer", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == ["hello", "x y"], answer.text
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        tensor = grpcclient.InferInput("s", [2], "BYTES")
+        tensor.set_data_from_numpy(np.array([b"hello", b"again"], dtype=object))
+        result = client.infer("identity", [tensor]).as_numpy("t")
+        assert result is not None and result.tolist() == [b"hello", b"again"]
+        client.close()
+    finally:
+        server.stop(grace=2)
 
 
 def test_non_tensor_outputs_are_refused_at_load() -> None:

@@ -124,6 +124,22 @@ class OnnxRuntimeModel:
         for spec in self.info.inputs:
             array = np.asarray(inputs[spec.name])
             self._check(spec, array)
-            feeds[spec.name] = array
+            feeds[spec.name] = _as_text(spec.name, array) if spec.dtype == "object" else array
         results = self.session.run(None, feeds, run_options)
         return {spec.name: np.asarray(value) for spec, value in zip(self.info.outputs, results, strict=True)}
+
+
+def _as_text(name: str, array: np.ndarray) -> np.ndarray:
+    """A string tensor as ONNX Runtime takes it: Python str elements. It turns a bytes element into the text of
+    its repr (b"hello" became "b'hello'"), and the protocols hand BYTES tensors over as bytes; ONNX strings are
+    UTF-8, so bytes that are not are refused naming the input."""
+    if array.dtype.kind == "U":
+        return array.astype(object)
+    if array.dtype.kind == "S" or any(isinstance(item, bytes) for item in array.flat):
+        try:
+            return np.array([item.decode("utf-8") if isinstance(item, bytes) else item for item in array.flat],
+                            dtype=object).reshape(array.shape)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"input {name!r}: a string tensor holds UTF-8 text; element bytes are not UTF-8 "
+                             f"({exc.reason} at byte {exc.start})") from None
+    return array
