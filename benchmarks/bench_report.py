@@ -90,3 +90,14 @@ def publish(report: dict[str, Any], chosen: Path | None, default: Path, full: bo
         write_doc(section(report), begin, end, doc_path)
         return f"wrote {out} and {doc_path}"
     return f"wrote {out}; docs/performance.md untouched (not a full run; --doc forces it)"
+
+
+def render_saved(path: Path, section: Callable[[dict[str, Any]], str], begin: str, end: str, doc: bool,
+                 doc_path: Path) -> dict[str, Any]:
+    """--render: print the section of a saved run's JSON and, with --doc, write it into the doc; returns the run."""
+    report: dict[str, Any] = json.loads(path.read_text())
+    text = section(report)
+    print(text)
+    if doc:
+        write_doc(text, begin, end, doc_path)
+    return report

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_report import add_output_arguments, machine, md_table, publish
+from bench_report import add_output_arguments, machine, md_table, publish, render_saved
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "footprint_bench.json"
@@ -140,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
-    report = json.loads((args.out or RESULTS).read_text()) if args.render else measure()
+    if args.render:
+        render_saved(args.out or RESULTS, section, BEGIN, END, bool(args.doc), DOC)
+        return 0
+    report = measure()
     print(section(report))
-    if not args.render or args.doc:
-        print(publish(report, args.out, RESULTS, True, args.doc, section, BEGIN, END, DOC))
+    print(publish(report, args.out, RESULTS, True, args.doc, section, BEGIN, END, DOC))
     return 0
 
 

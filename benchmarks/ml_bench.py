@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, render_saved
 from symbolic_bench import geomean, p50_turns
 from wasinfer.artifact.convert import convert_onnx
 from wasinfer.runtime.wasm import WasmModel
@@ -196,12 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
-        import json
-
-        report = json.loads((args.out or RESULTS).read_text())
-        print(render_section(report))
-        if args.doc:
-            write_doc(render_section(report), BEGIN, END, DOC)
+        render_saved(args.out or RESULTS, render_section, BEGIN, END, bool(args.doc), DOC)
         return 0
     chosen = [c for c in CASES if not args.models or c.name in args.models.split(",")]
     batches = [int(b) for b in args.batches.split(",") if b]

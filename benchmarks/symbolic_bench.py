@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 
 import real_models
-from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
+from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, render_saved
 from wasinfer.artifact.convert import convert_onnx
 from wasinfer.runtime.wasm import WasmModel
 
@@ -169,12 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
-        import json
-
-        report = json.loads((args.out or RESULTS).read_text())
-        print(render_section(report))
-        if args.doc:
-            write_doc(render_section(report), BEGIN, END, DOC)
+        render_saved(args.out or RESULTS, render_section, BEGIN, END, bool(args.doc), DOC)
         return 0
     cache = real_models.cache_dir(args.cache)
     chosen = [c for c in CASES if not args.models or c.model in args.models.split(",")]
