@@ -17,6 +17,7 @@ REWRITTEN = {
     "BiasAdd": "two Adds",
     "FusedMatMul": "Transpose of the last two axes (transA/transB), MatMul, Mul by alpha",
     "FusedConv": "Conv, Add of Z, its activation (Relu, Tanh, Sigmoid, LeakyRelu, Clip, HardSigmoid)",
+    "FusedGemm": "Gemm, its activation (as FusedConv's)",
     "SkipLayerNormalization": "Adds (skip, bias), then LayerNormalization",
     "SimplifiedLayerNormalization": "RMS norm: ReduceMean of squares, Add, Sqrt, Div, Mul (also in the default "
                                     "domain, where ONNX Runtime registers it)",

@@ -44,9 +44,13 @@ class ContribError(ValueError):
     """An attribute or input of a contrib op that the rewrite does not support (kept as the node's reason)."""
 
 
+class _Untyped(ContribError):
+    """An input whose type the rewrite needs is not known yet: the node waits for the next round."""
+
+
 def _info(graph: Graph, name: str) -> TensorInfo:
     if name not in graph.tensors:
-        raise ContribError(f"the type of {name!r} is unknown")
+        raise _Untyped(f"the type of its input {name!r} could not be inferred")
     return graph.info(name)
 
 
@@ -177,15 +181,8 @@ def _fused_matmul(r: Rewrite, node: Node) -> None:
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-def _fused_conv(r: Rewrite, node: Node) -> None:
-    """Conv, plus Z (the sum input), then the activation: what ONNX Runtime's FusedConv computes."""
-    activation = str(node.attr("activation", "") or "")
-    params = [float(p) for p in node.attr("activation_params", []) or []]
-    y = r.op("Conv", [arg(node, 0), arg(node, 1)] + ([arg(node, 2)] if arg(node, 2) else []),
-             {k: v for k, v in node.attrs.items() if k in CONV_ATTRS})
-    if arg(node, 3):
-        y = r.op("Add", [y, arg(node, 3)])
-    out = node.outputs[0]
+def _activation(r: Rewrite, y: str, activation: str, params: list[float], out: str) -> None:
+    """The activation a fused Conv or Gemm applies to its result (ONNX Runtime's names and parameter order)."""
     if not activation:
         r.op("Identity", [y], output=out)
     elif activation in ("Relu", "Tanh", "Sigmoid"):
@@ -201,7 +198,25 @@ def _fused_conv(r: Rewrite, node: Node) -> None:
         else:
             r.op("Clip", [y], {"min": params[0], "max": params[1]}, out)
     else:
-        raise ContribError(f"activation={activation!r} (with activation_params={params}) is not supported")
+        raise ContribError(f"activation={activation!r} (with parameters {params}) is not supported")
+
+
+def _fused_conv(r: Rewrite, node: Node) -> None:
+    """Conv, plus Z (the sum input), then the activation: what ONNX Runtime's FusedConv computes."""
+    y = r.op("Conv", [arg(node, 0), arg(node, 1)] + ([arg(node, 2)] if arg(node, 2) else []),
+             {k: v for k, v in node.attrs.items() if k in CONV_ATTRS})
+    if arg(node, 3):
+        y = r.op("Add", [y, arg(node, 3)])
+    params = [float(p) for p in node.attr("activation_params", []) or []]
+    _activation(r, y, str(node.attr("activation", "") or ""), params, node.outputs[0])
+
+
+def _fused_gemm(r: Rewrite, node: Node) -> None:
+    """Gemm, then the activation (its parameters activation_alpha, activation_beta)."""
+    y = r.op("Gemm", [name for name in node.inputs[:3]],
+             {k: v for k, v in node.attrs.items() if k in ("alpha", "beta", "transA", "transB")})
+    params = [float(node.attrs[k]) for k in ("activation_alpha", "activation_beta") if k in node.attrs]
+    _activation(r, y, str(node.attr("activation", "") or ""), params, node.outputs[0])
 
 
 # ---------------------------------------------------------------------------------------- normalisations
@@ -538,7 +553,7 @@ def _function_body(graph: Graph, node: Node) -> onnx.FunctionProto:
 def expand_function(graph: Graph, node: Node) -> list[Node]:
     """The nodes of the op's ONNX function body for this node: its formal inputs and outputs renamed to the node's,
     its own values prefixed with the node's name, attributes that refer to the node's taken from it (or from the
-    schema's defaults), its Identity nodes between its own values made aliases."""
+    schema's defaults)."""
     body = _function_body(graph, node)
     schema = defs.get_schema(node.op_type, graph.opset)
     defaults = {name: a.default_value for name, a in schema.attributes.items() if a.default_value.type}
@@ -550,9 +565,6 @@ def expand_function(graph: Graph, node: Node) -> list[Node]:
 
     nodes = []
     for index, inner in enumerate(body.node):
-        if inner.op_type == "Identity" and not inner.domain and inner.output[0] not in names:
-            names[inner.output[0]] = renamed(inner.input[0])  # an alias: folding keeps Identity, so a constant
-            continue  # passed through one would stay a run-time value (and a shape computed from it unknown)
         attrs = {}
         for a in inner.attribute:
             if a.ref_attr_name:
@@ -579,6 +591,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
     "BiasAdd": _bias_add,
     "FusedMatMul": _fused_matmul,
     "FusedConv": _fused_conv,
+    "FusedGemm": _fused_gemm,
     "SkipLayerNormalization": _skip_layer_norm,
     "SimplifiedLayerNormalization": _simplified_layer_norm,
     "SkipSimplifiedLayerNormalization": _skip_simplified_layer_norm,
@@ -591,9 +604,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
 
 
 def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
-    """The nodes that replace `node`, or None where it is none of these ops or its inputs are not typed yet."""
-    if any(name and name not in graph.tensors for name in node.inputs):
-        return None
+    """The nodes that replace `node`, or None where it is none of these ops."""
     if node.domain in ("", "ai.onnx") and node.op_type in FUNCTION_OPS:
         return expand_function(graph, node)
     # ONNX Runtime registers SimplifiedLayerNormalization in the default domain
@@ -610,17 +621,26 @@ def decompose_contrib(graph: Graph) -> int:
     """Rewrite every contrib op and ONNX composite op into standard ops (module docstring); returns how many. One
     that cannot be rewritten stays, with its reason in `Node.declined`."""
     rewritten = 0
+    waiting: dict[str, str] = {}  # node name → the type it waits for
     for _ in range(ROUNDS):
         kept: list[Node] = []
         done = 0
+        waiting.clear()
         for node in graph.nodes:
             if node.declined:
                 kept.append(node)
                 continue
+            constants = set(graph.constants)
             try:
                 nodes = _rewrite(graph, node)
             except (ContribError, defs.SchemaError) as exc:
-                node.declined = str(exc)
+                for name in set(graph.constants) - constants:  # what the abandoned rewrite added
+                    del graph.constants[name]
+                    graph.tensors.pop(name, None)
+                if isinstance(exc, _Untyped):
+                    waiting[node.name] = str(exc)
+                else:
+                    node.declined = str(exc)
                 nodes = None
             if nodes is None:
                 kept.append(node)
@@ -632,4 +652,7 @@ def decompose_contrib(graph: Graph) -> int:
             break
         rewritten += done
         infer_types(graph)
+    for node in graph.nodes:  # still waiting once nothing changes: the reason is the unknown type
+        if node.name in waiting and not node.declined:
+            node.declined = waiting[node.name]
     return rewritten
