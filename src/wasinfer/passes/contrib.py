@@ -290,17 +290,18 @@ def _padding_bias(r: Rewrite, node: Node, mask: str, batch: int, length: int, to
     if len(shape) == 1 and shape[0] in (batch, 2 * batch):
         dtype = _info(r.graph, mask).dtype.type
         keys = _const(r, np.arange(total).reshape(1, total), dtype)
-        bounds = _reshape(r, mask, [shape[0] // batch, batch, 1])
-        end = r.op("Gather", [bounds, _const(r, 0, np.int64)], {"axis": 0})
+        # [B, 1] (0 copies the batch, so a per-sample batch goes through), or ends and starts [2, B, 1]
+        bounds = _reshape(r, mask, [0, 1] if shape[0] == batch else [2, -1, 1])
+        end = r.op("Gather", [bounds, _const(r, 0, np.int64)], {"axis": 0}) if shape[0] != batch else bounds
         valid = r.op("Less", [keys, end])
         if shape[0] == 2 * batch:
             start = r.op("Gather", [bounds, _const(r, 1, np.int64)], {"axis": 0})
             valid = r.op("And", [valid, r.op("Not", [r.op("Less", [keys, start])])])
-        return _reshape(r, r.op("Where", [valid, zero, blocked]), [batch, 1, 1, total])
+        return _reshape(r, r.op("Where", [valid, zero, blocked]), [0, 1, 1, total])
     if len(shape) in (2, 3) and shape[0] == batch and shape[-1] == total and (len(shape) == 2 or shape[1] == length):
         cleared = r.op("Equal", [mask, r.constant(np.zeros((), _info(r.graph, mask).dtype))])
         rows = 1 if len(shape) == 2 else length
-        return _reshape(r, r.op("Where", [cleared, blocked, zero]), [batch, 1, rows, total])
+        return _reshape(r, r.op("Where", [cleared, blocked, zero]), [0, 1, rows, total])
     raise ContribError(f"a mask of shape {list(shape)} is not supported (lengths [B], ends and starts [2B], or a 0/1 "
                        "mask [B, T] or [B, S, T])")
 
@@ -373,7 +374,7 @@ def _attention(r: Rewrite, node: Node) -> None:
                      float(node.attr("mask_filter_value", -10000.0)))
     present = node.outputs[1] if len(node.outputs) > 1 else ""
     if present:
-        stacked = [_reshape(r, x, [1, batch, heads, lengths[2] + lengths[3], sizes[1] // heads]) for x in (k4, v4)]
+        stacked = [_reshape(r, x, [1, -1, heads, lengths[2] + lengths[3], sizes[1] // heads]) for x in (k4, v4)]
         r.op("Concat", stacked, {"axis": 0}, present)
 
 
@@ -430,12 +431,11 @@ def _rotary(r: Rewrite, node: Node) -> None:
         heads = heads or shape[2] // (2 * half)
         if heads < 1 or shape[2] % heads:
             raise ContribError(f"num_heads={heads} does not divide the hidden size {shape[2]}")
-        batch, length, size = shape[0], shape[1], shape[2] // heads
-        view = [batch, length, heads, size]
-        x4 = _reshape(r, x, view)
+        length, size = shape[1], shape[2] // heads
+        x4 = _reshape(r, x, [0, 0, heads, size])  # 0 copies a dim: a per-sample batch goes through
     elif len(shape) == 4:
-        batch, heads, length, size = shape
-        view, x4 = list(shape), x
+        _, heads, length, size = shape
+        x4 = x
     else:
         raise ContribError(f"an input of rank {len(shape)} is not supported (3 or 4)")
     if rotated != 2 * half or rotated > size:
@@ -445,13 +445,10 @@ def _rotary(r: Rewrite, node: Node) -> None:
     if len(pos_shape) == 1 and pos_shape[0] == 1:  # one offset: positions offset .. offset + S - 1 for every row
         steps = r.constant(np.arange(length, dtype=_info(r.graph, positions).dtype).reshape(1, length))
         positions = r.op("Add", [_reshape(r, positions, [1, 1]), steps])
-        rows = 1
-    elif len(pos_shape) == 2:
-        rows = pos_shape[0]
-    else:
+    elif len(pos_shape) != 2:
         raise ContribError(f"position_ids of shape {list(pos_shape)} are not supported ([B, S] or [1])")
-    # the caches as [rows, S, 1, R/2] beside [B, S, N, D], or [rows, 1, S, R/2] beside [B, N, S, D]
-    cache_view = [rows, length, 1, half] if len(shape) == 3 else [rows, 1, length, half]
+    # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
+    cache_view = [0, 0, 1, half] if len(shape) == 3 else [0, 1, length, half]
     cos, sin = (_reshape(r, r.op("Gather", [c, positions], {"axis": 0}), cache_view) for c in (cos_cache, sin_cache))
     last = 3
     if int(node.attr("interleaved", 0)):
@@ -463,14 +460,17 @@ def _rotary(r: Rewrite, node: Node) -> None:
     real = r.op("Sub", [r.op("Mul", [x1, cos]), r.op("Mul", [x2, sin])])
     imaginary = r.op("Add", [r.op("Mul", [x2, cos]), r.op("Mul", [x1, sin])])
     if int(node.attr("interleaved", 0)):
-        pairs = [_reshape(r, part, [*view[:3], half, 1]) for part in (real, imaginary)]
-        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [*view[:3], rotated])]
+        pairs = [_reshape(r, part, [0, 0, 0, half, 1]) for part in (real, imaginary)]
+        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [0, 0, 0, rotated])]
     else:
         parts = [real, imaginary]
     if rotated < size:
         parts.append(r.op("Gather", [x4, _const(r, np.arange(rotated, size), np.int64)], {"axis": last}))
     joined = r.op("Concat", parts, {"axis": last})
-    _reshape(r, joined, list(shape), node.outputs[0])
+    if len(shape) == 3:
+        _reshape(r, joined, [0, 0, shape[2]], node.outputs[0])
+    else:
+        r.op("Identity", [joined], output=node.outputs[0])
 
 
 # ---------------------------------------------------------------------------------------- N-bit weights
