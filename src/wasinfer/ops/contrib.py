@@ -30,6 +30,6 @@ REWRITTEN = {
     "MatMulNBits": "the weights dequantized from their packed bits (folded at compile time), then MatMul",
 }
 for op, into in REWRITTEN.items():
-    define(op, domain=MS, role=Role.LOWERED, summary=f"rewritten into {into} (passes/contrib.py)")
+    define(op, domain=MS, role=Role.LOWERED, summary=f"com.microsoft: rewritten into {into} (passes/contrib.py)")
 for op in ("Attention", "RotaryEmbedding", "RMSNormalization", "SwiGLU"):
-    define(op, role=Role.LOWERED, summary="expanded into its ONNX function body (passes/contrib.py)")
+    define(op, role=Role.LOWERED, summary="ONNX (opset 23+): expanded into its function body (passes/contrib.py)")
