@@ -118,8 +118,11 @@ def test_layer_norms(opset: int) -> None:
                             ["y", "", "", "sum"], domain=MS)
     feeds2 = {"x": x, "skip2d": _rand(rng, S, H)}  # a skip without the batch, broadcast
     assert_matches_ort(contrib_model([node], feeds2, ["y", "sum"], {"gamma": gamma, "bias": bias}, opset), feeds2)
-    # ONNX Runtime registers SimplifiedLayerNormalization in the default domain
+    # ONNX Runtime registers SimplifiedLayerNormalization, and LayerNormalization before opset 17, in the
+    # default domain: the contrib LayerNormalization runs as ONNX's
     assert_matches_ort(_one("SimplifiedLayerNormalization", {"x": x}, {"gamma": gamma}, opset=opset, domain="",
+                            epsilon=1e-6), {"x": x})
+    assert_matches_ort(_one("LayerNormalization", {"x": x}, {"gamma": gamma, "beta": beta}, opset=opset, domain="",
                             epsilon=1e-6), {"x": x})
 
 
