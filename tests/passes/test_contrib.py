@@ -19,6 +19,7 @@ from tests.parity import assert_matches_ort, graph_model, ort_run, wasm_run
 from wasinfer.artifact import convert_onnx
 from wasinfer.ir import UnsupportedModel
 from wasinfer.passes.contrib import dequantize_nbits
+from wasinfer.runtime import WasmModel
 
 MS = "com.microsoft"
 B, S, H, N = 2, 5, 16, 4
@@ -395,3 +396,44 @@ def test_bias_gelu_then_matmul_at_opset_17() -> None:
     nodes = [helper.make_node("BiasGelu", ["x", "bias"], ["g"], domain=MS),
              helper.make_node("MatMul", ["g", "w"], ["y"])]
     assert_matches_ort(contrib_model(nodes, feeds, ["y"], {"bias": _rand(rng, H), "w": _rand(rng, H, 8)}), feeds)
+
+
+def test_fused_bert_with_a_sequence_range() -> None:
+    """--input-shape input_ids=1,2..7: the masks and positions of the rewritten EmbedLayerNormalization and
+    Attention follow the run's length (built from its shape, not at the largest); one module, two lengths."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    original = transformer_encoder(fusable=True)
+    options = FusionOptions("bert")
+    options.enable_shape_inference = False
+    optimized = optimize_model(original, model_type="bert", num_heads=4, hidden_size=32, opt_level=0,
+                               optimization_options=options)
+    with tempfile.TemporaryDirectory() as folder:
+        optimized.save_model_to_file(str(Path(folder) / "fused.onnx"))
+        fused = onnx.load(str(Path(folder) / "fused.onnx"))
+    ranges = {"input_ids": {1: (2, 7)}, "attention_mask": {1: (2, 7)}}
+    module = WasmModel(convert_onnx(fused, input_shapes=BERT_SHAPES, input_ranges=ranges).wasm)
+    for length in (3, 7):
+        feeds = {"input_ids": BERT_FEEDS["input_ids"][:1, :length],
+                 "attention_mask": np.array([[1] * (length - 1) + [0]], np.int64)}
+        got = module.run(feeds)
+        for name, want in zip(("hidden", "pooled"), ort_run(original, feeds), strict=True):
+            assert got[name].shape == want.shape
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+
+
+def test_causal_attention_with_a_sequence_range() -> None:
+    """A unidirectional Attention with a lengths mask_index over a symbolic sequence: the causal mask is built at
+    the run's length."""
+    rng = np.random.default_rng(17)
+    inits = {"w": _rand(rng, H, 3 * H) * 0.3, "b": _rand(rng, 3 * H)}
+    feeds = {"x": _rand(rng, 1, 7, H), "lengths": np.array([6], np.int32)}
+    node = helper.make_node("Attention", ["x", "w", "b", "lengths"], ["y"], domain=MS, num_heads=N, unidirectional=1)
+    model = contrib_model([node], feeds, ["y"], inits)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[1].dim_param = "S"
+    module = WasmModel(convert_onnx(model, input_shapes={"x": (1, 7, H)}, input_ranges={"x": {1: (2, 7)}}).wasm)
+    for length in (3, 7):
+        run = {"x": feeds["x"][:, :length], "lengths": np.array([length - 1], np.int32)}
+        np.testing.assert_allclose(module.run(run)["y"], ort_run(model, run)[0], rtol=1e-4, atol=1e-5)

@@ -82,6 +82,25 @@ def _reshape(r: Rewrite, x: str, shape: list[int], output: str | None = None) ->
     return r.op("Reshape", [x, _const(r, shape, np.int64)], output=output)
 
 
+def _unsqueeze(r: Rewrite, x: str, axes: list[int]) -> str:
+    """Unsqueeze; its axes an input from opset 13, an attribute before."""
+    if r.graph.opset >= 13:
+        return r.op("Unsqueeze", [x, _const(r, axes, np.int64)])
+    return r.op("Unsqueeze", [x], {"axes": axes})
+
+
+def _count(r: Rewrite, x: str, axis: int, dtype: type = np.int64) -> str:
+    """0, 1, ..., x.shape[axis] - 1, computed from x's shape: it folds while compiling, and a dim given as a range
+    (--input-shape) goes through it as through the Range(0, Shape(x)[axis]) exporters write."""
+    if r.graph.opset < 11:
+        raise ContribError(f"opset {r.graph.opset} is below 11 (Range) and is not supported")
+    size = r.op("Gather", [r.op("Shape", [x]), _const(r, axis, np.int64)], {"axis": 0})
+    steps = r.op("Range", [_const(r, 0, np.int64), size, _const(r, 1, np.int64)])
+    if np.dtype(dtype) == np.int64:
+        return steps
+    return r.op("Cast", [steps], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(dtype))})
+
+
 def _gelu(r: Rewrite, x: str, approximate: str, output: str) -> str:
     return _like(r.graph, r.op("Gelu", [x], {"approximate": approximate}, output), r.node.inputs[0])
 
@@ -253,7 +272,7 @@ def _embed_layer_norm(r: Rewrite, node: Node) -> None:
     if positions:
         placed = r.op("Gather", [position, positions], {"axis": 0})
     else:
-        placed = r.op("Gather", [position, _const(r, np.arange(length), np.int64)], {"axis": 0})
+        placed = r.op("Gather", [position, _count(r, ids, 1)], {"axis": 0})
     total = r.op("Add", [total, placed])
     if segments and segment:
         total = r.op("Add", [total, r.op("Gather", [segment, segments], {"axis": 0})])
@@ -282,26 +301,26 @@ def _heads(r: Rewrite, x: str, heads: int, perm: list[int]) -> str:
     return r.op("Transpose", [_reshape(r, x, [0, 0, heads, -1])], {"perm": perm})
 
 
-def _padding_bias(r: Rewrite, node: Node, mask: str, batch: int, length: int, total: int, filter_value: float) -> str:
-    """An additive [B, 1, S or 1, T] bias from a mask in one of ONNX Runtime's forms: lengths [B] (right padding),
-    ends then starts [2B] (left padding), a raw 0/1 mask [B, T] or [B, S, T]; others are refused by name."""
+def _padding_bias(r: Rewrite, mask: str, scores: str, sizes: tuple[int, int, int], filter_value: float) -> str:
+    """An additive [B, 1, S or 1, T] bias for `scores` [B, N, S, T] (`sizes` B, S, T) from a mask in one of ONNX
+    Runtime's forms: lengths [B] (right padding), ends then starts [2B] (left padding), a raw 0/1 mask [B, T] or
+    [B, S, T]; others are refused by name."""
     shape = _shape(r.graph, mask)
+    batch, length, total = sizes
     zero, blocked = _const(r, 0.0), _const(r, filter_value)
     if len(shape) == 1 and shape[0] in (batch, 2 * batch):
-        dtype = _info(r.graph, mask).dtype.type
-        keys = _const(r, np.arange(total).reshape(1, total), dtype)
-        # [B, 1] (0 copies the batch, so a per-sample batch goes through), or ends and starts [2, B, 1]
-        bounds = _reshape(r, mask, [0, 1] if shape[0] == batch else [2, -1, 1])
+        keys = _count(r, scores, 3, _info(r.graph, mask).dtype.type)
+        # [B, 1], or ends and starts [2, B, 1]
+        bounds = _unsqueeze(r, mask, [1]) if shape[0] == batch else _reshape(r, mask, [2, -1, 1])
         end = r.op("Gather", [bounds, _const(r, 0, np.int64)], {"axis": 0}) if shape[0] != batch else bounds
         valid = r.op("Less", [keys, end])
         if shape[0] == 2 * batch:
             start = r.op("Gather", [bounds, _const(r, 1, np.int64)], {"axis": 0})
             valid = r.op("And", [valid, r.op("Not", [r.op("Less", [keys, start])])])
-        return _reshape(r, r.op("Where", [valid, zero, blocked]), [0, 1, 1, total])
+        return _unsqueeze(r, r.op("Where", [valid, zero, blocked]), [1, 2])
     if len(shape) in (2, 3) and shape[0] == batch and shape[-1] == total and (len(shape) == 2 or shape[1] == length):
         cleared = r.op("Equal", [mask, r.constant(np.zeros((), _info(r.graph, mask).dtype))])
-        rows = 1 if len(shape) == 2 else length
-        return _reshape(r, r.op("Where", [cleared, blocked, zero]), [0, 1, rows, total])
+        return _unsqueeze(r, r.op("Where", [cleared, blocked, zero]), [1, 2] if len(shape) == 2 else [1])
     raise ContribError(f"a mask of shape {list(shape)} is not supported (lengths [B], ends and starts [2B], or a 0/1 "
                        "mask [B, T] or [B, S, T])")
 
@@ -320,12 +339,15 @@ def _attend(r: Rewrite, node: Node, q: str, k: str, v: str, heads: int, lengths:
         v4 = r.op("Concat", [past[1], v4], {"axis": 2})
     total = past_length + kv_length
     scores = r.op("MatMul", [q4, r.op("Transpose", [k4], {"perm": [0, 1, 3, 2]})])
-    if int(node.attr("unidirectional", 0)):
-        rows, keys = np.arange(length)[:, None], np.arange(total)[None, :]
-        causal = np.where(keys > rows + past_length, np.finfo(np.float32).min, np.float32(0.0))
-        scores = r.op("Add", [scores, _const(r, causal.reshape(1, 1, length, total))])
+    if int(node.attr("unidirectional", 0)):  # query i (at P + i) sees keys 0 .. P + i
+        rows = _unsqueeze(r, _count(r, scores, 2), [1])
+        if past_length:
+            rows = r.op("Add", [rows, _const(r, past_length, np.int64)])
+        later = r.op("Greater", [_count(r, scores, 3), rows])
+        causal = r.op("Where", [later, _const(r, float(np.finfo(np.float32).min)), _const(r, 0.0)])
+        scores = r.op("Add", [scores, causal])
     if mask:
-        scores = r.op("Add", [scores, _padding_bias(r, node, mask, batch, length, total, filter_value)])
+        scores = r.op("Add", [scores, _padding_bias(r, mask, scores, (batch, length, total), filter_value)])
     if bias:
         scores = r.op("Add", [scores, bias])
     context = r.op("MatMul", [r.op("Softmax", [scores], {"axis": -1}), v4])
@@ -374,7 +396,7 @@ def _attention(r: Rewrite, node: Node) -> None:
                      float(node.attr("mask_filter_value", -10000.0)))
     present = node.outputs[1] if len(node.outputs) > 1 else ""
     if present:
-        stacked = [_reshape(r, x, [1, -1, heads, lengths[2] + lengths[3], sizes[1] // heads]) for x in (k4, v4)]
+        stacked = [_unsqueeze(r, x, [0]) for x in (k4, v4)]
         r.op("Concat", stacked, {"axis": 0}, present)
 
 
@@ -431,10 +453,10 @@ def _rotary(r: Rewrite, node: Node) -> None:
         heads = heads or shape[2] // (2 * half)
         if heads < 1 or shape[2] % heads:
             raise ContribError(f"num_heads={heads} does not divide the hidden size {shape[2]}")
-        length, size = shape[1], shape[2] // heads
+        size = shape[2] // heads
         x4 = _reshape(r, x, [0, 0, heads, size])  # 0 copies a dim: a per-sample batch goes through
     elif len(shape) == 4:
-        _, heads, length, size = shape
+        _, heads, _, size = shape
         x4 = x
     else:
         raise ContribError(f"an input of rank {len(shape)} is not supported (3 or 4)")
@@ -443,13 +465,13 @@ def _rotary(r: Rewrite, node: Node) -> None:
                            f"size {size}")
     pos_shape = _shape(r.graph, positions)
     if len(pos_shape) == 1 and pos_shape[0] == 1:  # one offset: positions offset .. offset + S - 1 for every row
-        steps = r.constant(np.arange(length, dtype=_info(r.graph, positions).dtype).reshape(1, length))
-        positions = r.op("Add", [_reshape(r, positions, [1, 1]), steps])
+        steps = _count(r, x, 1 if len(shape) == 3 else 2, _info(r.graph, positions).dtype.type)
+        positions = _unsqueeze(r, r.op("Add", [steps, positions]), [0])
     elif len(pos_shape) != 2:
         raise ContribError(f"position_ids of shape {list(pos_shape)} are not supported ([B, S] or [1])")
     # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
-    cache_view = [0, 0, 1, half] if len(shape) == 3 else [0, 1, length, half]
-    cos, sin = (_reshape(r, r.op("Gather", [c, positions], {"axis": 0}), cache_view) for c in (cos_cache, sin_cache))
+    cos, sin = (_unsqueeze(r, r.op("Gather", [c, positions], {"axis": 0}), [2 if len(shape) == 3 else 1])
+                for c in (cos_cache, sin_cache))
     last = 3
     if int(node.attr("interleaved", 0)):
         first, second = np.arange(0, rotated, 2), np.arange(1, rotated, 2)
