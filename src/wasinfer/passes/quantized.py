@@ -3,9 +3,10 @@
 ONNX Runtime's `quantize_static` in QOperator format emits QLinearConv and QLinearMatMul (and,
 from the `com.microsoft` domain, QLinearAdd, QLinearMul, QLinearGlobalAveragePool,
 QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QGemm, QLinearSoftmax);
-`quantize_dynamic` emits DynamicQuantizeLinear with MatMulInteger or ConvInteger. Each is rewritten here into what it
-means: DequantizeLinear of its quantized inputs, the float op, QuantizeLinear of the result (or,
-for the *Integer ops, the product of the zero-point-shifted integers, exact in float32 up to 2^24
+`quantize_dynamic` emits DynamicQuantizeLinear with MatMulInteger or ConvInteger, which ONNX Runtime's
+session optimiser fuses into DynamicQuantizeMatMul and MatMulIntegerToFloat (`com.microsoft`). Each is
+rewritten here into what it means: DequantizeLinear of its quantized inputs, the float op, QuantizeLinear of
+the result (or, for the *Integer ops, the product of the zero-point-shifted integers, exact in float32 up to 2^24
 and cast back to int32). Constant weights dequantize once, at compile time (passes/fold.py).
 
 The results match ONNX Runtime within one quantization step of each output: it accumulates in
@@ -31,7 +32,8 @@ MS = "com.microsoft"
 QUANTIZED_OPS = {("", "QLinearConv"), ("", "QLinearMatMul"), ("", "MatMulInteger"), ("", "ConvInteger"),
                  ("", "DynamicQuantizeLinear"), *((MS, op) for op in (
                      "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
-                     "QLinearLeakyRelu", "QLinearConcat", "QGemm", "QLinearSoftmax"))}
+                     "QLinearLeakyRelu", "QLinearConcat", "QGemm", "QLinearSoftmax", "DynamicQuantizeMatMul",
+                     "MatMulIntegerToFloat"))}
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 FLOAT, INT32 = {"to": 1}, {"to": 6}  # Cast targets (TensorProto.FLOAT, TensorProto.INT32)
@@ -125,16 +127,22 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
         product = r.op("Conv", [r.shifted(arg(node, 0), arg(node, 2)), w], _attrs(node, CONV_ATTRS))
         r.op("Cast", [product], INT32, out)
     elif op == "DynamicQuantizeLinear":
-        # scale = (max(x, 0) - min(x, 0)) / 255, zero = saturate(round(-min / scale)), y = Q(x) as uint8
-        zero_f = r.constant(np.array(0.0, np.float32))
-        low = r.op("Min", [r.op("ReduceMin", [arg(node, 0)], {"keepdims": 0}), zero_f])
-        high = r.op("Max", [r.op("ReduceMax", [arg(node, 0)], {"keepdims": 0}), zero_f])
-        scale = r.op("Div", [r.op("Sub", [high, low]), r.constant(np.array(255.0, np.float32))],
-                     output=node.outputs[1])
-        zero = r.op("Clip", [r.op("Round", [r.op("Div", [r.op("Neg", [low]), scale])]), zero_f,
-                             r.constant(np.array(255.0, np.float32))])
-        zero = r.op("Cast", [zero], {"to": 2}, node.outputs[2])  # uint8
-        r.quantize(arg(node, 0), scale, zero, out)
+        _dynamic_quantize(r, arg(node, 0), out, node.outputs[1], node.outputs[2])
+    elif op in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
+        # ONNX Runtime's optimiser fuses DynamicQuantizeLinear → MatMulInteger → Cast → Mul (→ Add) into these:
+        # (A, B, b_scale, b_zero, bias) with A quantized as DynamicQuantizeLinear does, or (A, B, a_scale, b_scale,
+        # a_zero, b_zero, bias) with A quantized already; float32 Y = dequantized A x dequantized B (+ bias)
+        if op == "DynamicQuantizeMatMul":
+            a = r.dequantize(*_dynamic_quantize(r, arg(node, 0), r.value(), r.value(), r.value()))
+            b_scale, b_zero, bias = arg(node, 2), arg(node, 3), arg(node, 4)
+        else:
+            a = r.dequantize(arg(node, 0), arg(node, 2), arg(node, 4))
+            b_scale, b_zero, bias = arg(node, 3), arg(node, 5), arg(node, 6)
+        product = r.op("MatMul", [a, r.dequantize(arg(node, 1), b_scale, b_zero, axis=-1)])
+        if bias:
+            r.op("Add", [product, bias], output=out)
+        else:
+            r.op("Identity", [product], output=out)
     elif op in ("QLinearAdd", "QLinearMul"):
         a = r.dequantize(arg(node, 0), arg(node, 1), arg(node, 2))
         b = r.dequantize(arg(node, 3), arg(node, 4), arg(node, 5))
@@ -181,6 +189,19 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
                  for i in range(2, len(node.inputs), 3)]
         r.quantize(r.op("Concat", parts, {"axis": node.attrs["axis"]}), arg(node, 0), arg(node, 1), out)
     return r.nodes
+
+
+def _dynamic_quantize(r: Rewrite, x: str, y: str, y_scale: str, y_zero: str) -> tuple[str, str, str]:
+    """DynamicQuantizeLinear: scale = (max(x, 0) - min(x, 0)) / 255, zero = saturate(round(-min / scale)),
+    y = Q(x) as uint8; returns (y, y_scale, y_zero)."""
+    zero_f = r.constant(np.array(0.0, np.float32))
+    low = r.op("Min", [r.op("ReduceMin", [x], {"keepdims": 0}), zero_f])
+    high = r.op("Max", [r.op("ReduceMax", [x], {"keepdims": 0}), zero_f])
+    scale = r.op("Div", [r.op("Sub", [high, low]), r.constant(np.array(255.0, np.float32))], output=y_scale)
+    zero = r.op("Clip", [r.op("Round", [r.op("Div", [r.op("Neg", [low]), scale])]), zero_f,
+                         r.constant(np.array(255.0, np.float32))])
+    zero = r.op("Cast", [zero], {"to": 2}, y_zero)  # uint8
+    return r.quantize(x, scale, zero, y), scale, zero
 
 
 def decompose_quantized(graph: Graph) -> int:
