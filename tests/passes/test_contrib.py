@@ -437,3 +437,13 @@ def test_causal_attention_with_a_sequence_range() -> None:
     for length in (3, 7):
         run = {"x": feeds["x"][:, :length], "lengths": np.array([length - 1], np.int32)}
         np.testing.assert_allclose(module.run(run)["y"], ort_run(model, run)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_two_contrib_nodes_the_frontend_names_alike() -> None:
+    """The values a rewrite adds (FusedMatMul's alpha) are named under its node's name: a node named
+    "FusedMatMul_1" and an unnamed one at index 1 (which the frontend names "FusedMatMul_1") keep theirs apart."""
+    rng = np.random.default_rng(18)
+    feeds = {"a": _rand(rng, 4, 6)}
+    nodes = [helper.make_node("FusedMatMul", ["a", "w1"], ["h"], name="FusedMatMul_1", domain=MS, alpha=0.5),
+             helper.make_node("FusedMatMul", ["h", "w2"], ["y"], domain=MS, alpha=3.0)]
+    assert_matches_ort(contrib_model(nodes, feeds, ["y"], {"w1": _rand(rng, 6, 5), "w2": _rand(rng, 5, 3)}), feeds)

@@ -23,6 +23,7 @@ ops compute.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -625,15 +626,27 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
 }
 
 
+def _unique(graph: Graph, node: Node) -> Node:
+    """The node under a name no value of the graph starts with: the values a rewrite adds are named under its
+    node's, and two nodes of one name (a model may give it twice) must not share them."""
+    name, count = node.name, 0
+    while any(value.startswith(f"{name}/") for value in graph.tensors):
+        count += 1
+        name = f"{node.name}~{count}"
+    return node if name == node.name else dataclasses.replace(node, name=name)
+
+
 def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
     """The nodes that replace `node`, or None where it is none of these ops."""
-    if node.domain in ("", "ai.onnx") and node.op_type in FUNCTION_OPS:
-        return expand_function(graph, node)
+    default = node.domain in ("", "ai.onnx")
+    if default and node.op_type in FUNCTION_OPS:
+        return expand_function(graph, _unique(graph, node))
     # ONNX Runtime registers SimplifiedLayerNormalization in the default domain
-    contrib = node.domain == MS or (not node.domain and node.op_type == "SimplifiedLayerNormalization")
+    contrib = node.domain == MS or (default and node.op_type == "SimplifiedLayerNormalization")
     rewrite = _REWRITES.get(node.op_type) if contrib else None
     if rewrite is None:
         return None
+    node = _unique(graph, node)
     r = Rewrite(graph, node)
     rewrite(r, node)
     return r.nodes
