@@ -447,3 +447,43 @@ def test_two_contrib_nodes_the_frontend_names_alike() -> None:
     nodes = [helper.make_node("FusedMatMul", ["a", "w1"], ["h"], name="FusedMatMul_1", domain=MS, alpha=0.5),
              helper.make_node("FusedMatMul", ["h", "w2"], ["y"], domain=MS, alpha=3.0)]
     assert_matches_ort(contrib_model(nodes, feeds, ["y"], {"w1": _rand(rng, 6, 5), "w2": _rand(rng, 5, 3)}), feeds)
+
+
+def _nbits_model(k: int, n: int, block: int, zero_points: bool, rows: tuple[int, ...], seed: int = 19,
+                 bias: bool = True) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    blocks = -(-k // block)
+    inits = {"b": rng.integers(0, 256, (n, blocks, block // 2)).astype(np.uint8),
+             "scales": (rng.random(n * blocks).astype(np.float32) + 0.1) * 0.1}
+    names = ["b", "scales"]
+    if zero_points:
+        inits["zero_points"] = rng.integers(0, 256, (n, -(-blocks // 2))).astype(np.uint8)
+        names.append("zero_points")
+    if bias:
+        names += [""] * (4 - len(names)) + ["bias"]  # zero_points and g_idx left out
+        inits["bias"] = _rand(rng, n)
+    feeds = {"a": _rand(rng, *rows, k)}
+    node = helper.make_node("MatMulNBits", ["a", *names], ["y"], domain=MS, K=k, N=n, bits=4, block_size=block)
+    return contrib_model([node], feeds, ["y"], inits), feeds
+
+
+@pytest.mark.parametrize(("k", "n", "block", "zero_points", "rows"), [
+    (40, 6, 16, True, (2, 3)), (64, 8, 32, False, (1,)), (256, 13, 64, True, (5,)), (128, 4, 128, False, (1, 1)),
+    (96, 1, 32, True, (3,))])
+def test_matmul_nbits_kernel_runs_4_bit_weights_packed(k: int, n: int, block: int, zero_points: bool,
+                                                      rows: tuple[int, ...]) -> None:
+    """The 4-bit kernel (lowering/nbits.py): K past whole blocks, N past whole groups of four (and one column),
+    rows in batch dims, default or packed zero points; ONNX Runtime's results."""
+    model, feeds = _nbits_model(k, n, block, zero_points, rows)
+    result = convert_onnx(model)
+    assert result.stats["ops"] == ["MatMulNBits"], result.stats["ops"]  # the kernel, no MatMul of floats
+    assert_matches_ort(model, feeds, atol=1e-4)
+
+
+def test_matmul_nbits_module_keeps_the_weights_at_4_bits() -> None:
+    """1024 x 512 weights: 256 KiB at 4 bits, 2 MiB as float32; the module holds the former."""
+    model, feeds = _nbits_model(1024, 512, 32, True, (1,), bias=False)
+    result = convert_onnx(model)
+    assert len(result.wasm) < 512 * 1024, len(result.wasm)
+    got = WasmModel(result.wasm).run(feeds)["y"]
+    np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=1e-4, atol=1e-3)

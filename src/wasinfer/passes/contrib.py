@@ -11,7 +11,8 @@ ONNX's function bodies define its own composite ops (and passes/quantized.py the
   input types, so they mean exactly what the standard says (the body's shape arithmetic folds at compile time);
 - each contrib op into the ops its ONNX Runtime kernel computes (`_REWRITES`), the constant weights folded
   into the form the kernels want at compile time (Attention's packed QKV weights split per projection with the
-  scale folded into Q's; MatMulNBits' packed N-bit weights dequantized to float32: docs/compiler.md).
+  scale folded into Q's). MatMulNBits' 4-bit weights run packed on its own kernel (lowering/nbits.py); other
+  widths are dequantized to float32 while compiling.
 
 A rewrite needs its inputs' types (ranks, sizes), which ONNX's shape inference cannot give past a contrib op,
 so the rewrites run in rounds: those whose inputs are typed, then inference over the rewritten graph, until
@@ -32,7 +33,7 @@ from onnx import defs, helper
 
 from wasinfer.frontends.onnx import attr_value
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.ops.contrib import MS
+from wasinfer.ops.contrib import MS, int4_problems
 from wasinfer.passes.control import infer_types
 from wasinfer.passes.quantized import Rewrite, arg
 
@@ -527,7 +528,8 @@ def dequantize_nbits(packed: np.ndarray, scales: np.ndarray, zero_points: np.nda
 
 
 def _matmul_nbits(r: Rewrite, node: Node) -> None:
-    """The weights dequantized to float32 while compiling (so the module carries K x N floats), then MatMul."""
+    """What its 4-bit kernel does not run (ops/contrib.py `int4_problems`: 2 or 8 bits, float zero points, symbolic
+    dims): the weights dequantized to float32 while compiling (the module carries K x N floats), then MatMul."""
     bits, block_size = int(node.attr("bits", 4)), int(node.attr("block_size", 0))
     k, n = int(node.attr("K", 0)), int(node.attr("N", 0))
     if bits not in (2, 4, 8):
@@ -646,6 +648,12 @@ def _rewrite(graph: Graph, node: Node) -> list[Node] | None:
     rewrite = _REWRITES.get(node.op_type) if contrib else None
     if rewrite is None:
         return None
+    if node.op_type == "MatMulNBits" and not int4_problems(node, graph):  # its kernel runs the packed weights
+        if node.outputs[0] in graph.tensors:
+            return None
+        a = _info(graph, node.inputs[0])
+        graph.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], a.dtype, (*a.shape[:-1], int(node.attr("N"))))
+        return [node]  # typed now (ONNX's inference does not know it): what follows it can be
     node = _unique(graph, node)
     r = Rewrite(graph, node)
     rewrite(r, node)

@@ -97,11 +97,13 @@ def infer_types(graph: Graph) -> int:
 
 
 def _known_at(node: Node, opset: int) -> bool:
-    """Whether ONNX's inference knows the node's op at the default domain's `opset`."""
-    if node.domain:
-        return True  # ai.onnx.ml and the others are read at their own versions (opset_ids)
+    """Whether ONNX's inference knows the node's op: at the default domain's `opset`, or in another domain at all
+    (ai.onnx.ml is read at its own version: opset_ids); not ONNX Runtime's com.microsoft ops."""
     try:
-        defs.get_schema(node.op_type, opset)
+        if node.domain:
+            defs.get_schema(node.op_type, domain=node.domain)
+        else:
+            defs.get_schema(node.op_type, opset)
     except defs.SchemaError:
         return False
     return True
