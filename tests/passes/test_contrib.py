@@ -487,3 +487,12 @@ def test_matmul_nbits_module_keeps_the_weights_at_4_bits() -> None:
     assert len(result.wasm) < 512 * 1024, len(result.wasm)
     got = WasmModel(result.wasm).run(feeds)["y"]
     np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=1e-4, atol=1e-3)
+
+
+def test_matmul_nbits_kernel_per_sample_batch() -> None:
+    """A dynamic batch runs the 4-bit kernel once per sample (its batch rule: A's rows)."""
+    model, _ = _nbits_model(64, 6, 32, True, (1, 3))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    feeds = {"a": _rand(np.random.default_rng(20), 2, 3, 64)}
+    assert_matches_ort(model, feeds, atol=1e-4, max_batch=2)
