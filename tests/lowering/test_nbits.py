@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wasinfer.lowering.nbits import Int4Plan, pack_int4, reference, unpack_codes
+from wasinfer.lowering.nbits import WIDTH, Int4Plan, pack_int4, reference, unpack_codes
 from wasinfer.passes.contrib import dequantize_nbits
 
 
@@ -26,6 +26,6 @@ def test_packed_weights_compute_the_dequantized_product(k: int, n: int, block: i
     a = rng.standard_normal((3, k)).astype(np.float32)
     plan = Int4Plan(k, n, block)
     codes, table, scaled_zeros, biases = pack_int4(plan, packed, scales, zeros, bias)
-    assert codes.shape == (plan.groups, blocks, block // 2, 4) and codes.dtype == np.uint8  # 4 bits a weight
+    assert codes.shape == (plan.groups, blocks, block // 2, WIDTH) and codes.dtype == np.uint8  # 4 bits a weight
     want = a @ dequantize_nbits(packed, scales, zeros, k, n, 4, block) + bias
     np.testing.assert_allclose(reference(plan, a, codes, table, scaled_zeros, biases), want, rtol=1e-5, atol=1e-4)
