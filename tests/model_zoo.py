@@ -166,7 +166,7 @@ def crnn(seed: int = 2, classes: int = 11, hidden: int = 16) -> onnx.ModelProto:
 
 
 def transformer_encoder(seed: int = 3, vocab: int = 64, d_model: int = 32, heads: int = 4, layers: int = 2,
-                        ffn: int = 64, max_len: int = 32) -> onnx.ModelProto:
+                        ffn: int = 64, max_len: int = 32, fusable: bool = False) -> onnx.ModelProto:
     """A BERT-style encoder as PyTorch exports it. Token embedding (Gather with int64 ids), a
     segment embedding of ConstantOfShape(Shape(ids)) zeros, position ids from Range(0,
     Shape(ids)[1]); LayerNormalization; `layers` blocks of multi-head self-attention whose
@@ -174,7 +174,9 @@ def transformer_encoder(seed: int = 3, vocab: int = 64, d_model: int = 32, heads
     applied by Add of (1 - mask) * -10000 (even layers) or by Where (odd layers), Softmax,
     output projection, residual + LayerNormalization, an Erf-based GELU MLP, residual +
     LayerNormalization; a tanh pooler on the first token. Inputs `input_ids` and
-    `attention_mask` [B, S] int64 (B and S dynamic) → `hidden` [B, S, d], `pooled` [B, d]."""
+    `attention_mask` [B, S] int64 (B and S dynamic) → `hidden` [B, S, d], `pooled` [B, d].
+    `fusable`: the mask as PyTorch's BERT exports it (two Unsqueezes, the Add form in every layer), which
+    ONNX Runtime's transformer optimiser fuses into EmbedLayerNormalization and Attention."""
     b = _Builder(seed)
     head_dim = d_model // heads
 
@@ -197,7 +199,10 @@ def transformer_encoder(seed: int = 3, vocab: int = 64, d_model: int = 32, heads
         return b.op("LayerNormalization", [v, gamma, beta], axis=-1, epsilon=1e-12)
 
     x = layer_norm(x)
-    mask = b.op("Unsqueeze", ["attention_mask", i64(1, 2)])  # [B, 1, 1, S]
+    if fusable:
+        mask = b.op("Unsqueeze", [b.op("Unsqueeze", ["attention_mask", i64(1)]), i64(2)])  # [B, 1, 1, S]
+    else:
+        mask = b.op("Unsqueeze", ["attention_mask", i64(1, 2)])
     mask_f = b.op("Cast", [mask], to=TensorProto.FLOAT)
     additive = b.op("Mul", [b.op("Sub", [b.const(np.array(1.0, np.float32)), mask_f]),
                             b.const(np.array(-10000.0, np.float32))])
@@ -213,7 +218,7 @@ def transformer_encoder(seed: int = 3, vocab: int = 64, d_model: int = 32, heads
         k = heads_of(b.linear(x, d_model, d_model), [0, 2, 3, 1])  # [B, h, dh, S]
         v = heads_of(b.linear(x, d_model, d_model), [0, 2, 1, 3])
         scores = b.op("Div", [b.op("MatMul", [q, k]), b.const(np.array(math.sqrt(head_dim), np.float32))])
-        if index % 2 == 0:
+        if index % 2 == 0 or fusable:
             scores = b.op("Add", [scores, additive])
         else:
             scores = b.op("Where", [padded, b.const(np.array(-10000.0, np.float32)), scores])

@@ -89,3 +89,26 @@ def test_onnx_runtime_quantized_models_compile_and_match(make: object, how: str,
         # within one int8 step of the output's range (measured: equal, or 2.4e-7 apart)
         step = float(np.abs(want).max()) / 127 + 1e-6
         np.testing.assert_allclose(got, want, rtol=0, atol=step)
+
+
+def test_dynamic_quantization_fused_by_onnx_runtime_sessions(tmp_path: Path) -> None:
+    """A dynamically quantized encoder as ONNX Runtime's session optimiser (extended level) writes it: its
+    MatMulInteger products fused into com.microsoft DynamicQuantizeMatMul and MatMulIntegerToFloat."""
+    import onnxruntime as ort
+
+    from tests.model_zoo import transformer_encoder
+
+    quantized = _quantized(transformer_encoder(), "dynamic", [], tmp_path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    fused = onnx.load(tmp_path / "fused.onnx")
+    ops = {n.op_type for n in fused.graph.node}
+    assert {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"} <= ops, ops
+    feeds = {"input_ids": rng.integers(0, 64, (2, 7)).astype(np.int64),
+             "attention_mask": np.array([[1] * 7, [1] * 5 + [0] * 2], np.int64)}
+    want = ort_run(fused, feeds)
+    got = wasm_run(fused, feeds, max_batch=2, input_shapes={"input_ids": (1, 7), "attention_mask": (1, 7)})
+    for expected, actual in zip(want, got, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)

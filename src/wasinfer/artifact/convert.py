@@ -24,6 +24,7 @@ from wasinfer.frontends.tflite import is_tflite, load_tflite
 from wasinfer.ir import UnsupportedModel
 from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
+from wasinfer.passes.contrib import decompose_contrib
 from wasinfer.passes.control import batch_mixing, infer_types, settle, tensor_batch_axes
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
@@ -224,6 +225,7 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
         else:
             loaded = load_onnx(source, input_shapes, batch=batch, input_ranges=input_ranges)
         decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
+        decompose_contrib(loaded.graph)  # the same for ONNX Runtime's contrib ops and ONNX's composite ops
         fuse_int8_gemms(loaded.graph)  # before folding would dequantize the int8 weights
         fuse_int8_islands(loaded.graph)  # what lies between the products, once they are integer kernels
         return loaded

@@ -1,7 +1,7 @@
 """One definition per op: what it is, separate from how a backend runs it.
 
 Each family module (`elementwise`, `shape`, `nn`, `linalg`, `reduce`, `layout`, `recurrent`,
-`control`, `ml`) registers one `OpDef` per op with `define`: its role (kernel, view, evaluated
+`control`, `ml`, `quantized`, `contrib`) registers one `OpDef` per op with `define`: its role (kernel, view, evaluated
 at compile time, inlined), its part in activation fusion (with the activation's parameters),
 and its batch rule; attribute defaults are ONNX's own at the model's opset (`attr`). Passes
 read these facts from here (memory planning the views, fusion the roles, `batch_mixing` the
@@ -14,6 +14,7 @@ import numpy as np
 
 from wasinfer.ir import Graph, Node
 from wasinfer.ops import (  # noqa: F401
+    contrib,
     control,
     elementwise,
     layout,

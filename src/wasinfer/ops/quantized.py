@@ -16,7 +16,8 @@ from wasinfer.ops.definition import BatchFlow, BatchView, ExtentFlow, ExtentView
 for op in ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"):
     define(op, role=Role.LOWERED, summary="rewritten into DequantizeLinear, the float op, QuantizeLinear")
 for op in ("QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid",
-           "QLinearLeakyRelu", "QLinearConcat", "QGemm", "QLinearSoftmax"):
+           "QLinearLeakyRelu", "QLinearConcat", "QGemm", "QLinearSoftmax", "DynamicQuantizeMatMul",
+           "MatMulIntegerToFloat"):
     define(op, domain="com.microsoft", role=Role.LOWERED,
            summary="rewritten into DequantizeLinear, the float op, QuantizeLinear")
 

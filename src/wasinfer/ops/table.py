@@ -19,6 +19,7 @@ FAMILIES = {
     "recurrent": "Recurrent layers",
     "control": "Control flow",
     "ml": "Classical ML (ai.onnx.ml)",
+    "contrib": "Transformer ops: ONNX Runtime's com.microsoft contrib ops, ONNX's composite ops",
     "quantized": "Quantized operators (QOperator, dynamic, com.microsoft) and the int8 kernels (wasinfer)",
 }
 

@@ -31,7 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import defs, helper, numpy_helper, shape_inference
 
 from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
@@ -56,9 +56,11 @@ def infer_types(graph: Graph) -> int:
     """Give every value without a static type one from ONNX shape inference over the graph;
     returns how many were added. Types already known are kept. The outputs whose size the data decides
     (passes/dynamic.py) are fed at their largest shape, which ONNX's inference cannot know, as are the typed
-    outputs of the compiler's own nodes (domain wasinfer), which it does not know."""
+    outputs of the compiler's own nodes (domain wasinfer), which it does not know, and those of ops it does not know
+    at the model's opset (a Gelu that passes/contrib.py wrote into an opset-17 model)."""
     nodes = [n for n in graph.nodes if not any(o in graph.decided for o in n.outputs)
-             and not (n.domain == "wasinfer" and all(o in graph.tensors for o in n.outputs if o))]
+             and not ((n.domain == "wasinfer" or not _known_at(n, graph.opset))
+                      and all(o in graph.tensors for o in n.outputs if o))]
     produced = {o for n in nodes for o in n.outputs if o}
     read = [i for n in nodes for i in n.inputs if i] + graph.inputs
     inputs, initializers, seen = [], [], set()
@@ -92,6 +94,19 @@ def infer_types(graph: Graph) -> int:
         graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(int(d) for d in dims))  # type: ignore[arg-type]
         added += 1
     return added
+
+
+def _known_at(node: Node, opset: int) -> bool:
+    """Whether ONNX's inference knows the node's op: at the default domain's `opset`, or in another domain at all
+    (ai.onnx.ml is read at its own version: opset_ids); not ONNX Runtime's com.microsoft ops."""
+    try:
+        if node.domain:
+            defs.get_schema(node.op_type, domain=node.domain)
+        else:
+            defs.get_schema(node.op_type, opset)
+    except defs.SchemaError:
+        return False
+    return True
 
 
 def inline_constant_ifs(graph: Graph) -> int:

@@ -19,8 +19,10 @@ from onnx.reference import ReferenceEvaluator
 
 from wasinfer.ir import Graph, Node
 
-# Ops that are views or metadata: folding them would copy weights for nothing.
+# Ops that are views or metadata: folding them would copy weights for nothing. A small constant (shape
+# arithmetic: a function body's axis passed through an Identity) is folded, so what reads it folds too.
 NEVER_FOLD = {"Identity", "Dropout"}
+SMALL_VIEW = 64  # elements
 
 
 def _proto_attr(value: Any) -> Any:
@@ -73,7 +75,9 @@ def fold_constants(graph: Graph) -> int:
     for node in graph.nodes:
         present = [name for name in node.inputs if name]
         has_subgraph = any(isinstance(v, onnx.GraphProto) for v in node.attrs.values())
-        if node.op_type in NEVER_FOLD or has_subgraph or not all(name in graph.constants for name in present):
+        large = any(graph.constants[name].size > SMALL_VIEW for name in present if name in graph.constants)
+        if (node.op_type in NEVER_FOLD and large) or has_subgraph or \
+                not all(name in graph.constants for name in present):
             kept.append(node)
             continue
         if node.op_type == "Constant":
