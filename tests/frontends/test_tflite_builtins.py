@@ -217,7 +217,7 @@ CASES: dict[str, Case] = {
     # elementwise, unary
     **{k.lower(): unary(k, [2, 7, 3]) for k in ("ABS", "NEG", "EXP", "CEIL", "FLOOR", "TANH", "LOGISTIC", "RELU",
                                                  "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "HARD_SWISH", "ELU",
-                                                 "SQUARE", "ROUND")},
+                                                 "SQUARE", "ROUND", "SIN", "COS", "SIGN")},
     "leaky_relu": unary("LEAKY_RELU", [3, 5], Alpha=0.15),
     "gelu": unary("GELU", [3, 5]),
     "gelu_tanh": unary("GELU", [3, 5], Approximate=True),
@@ -384,7 +384,7 @@ def test_status_table_names_real_builtins_and_is_current() -> None:
     assert {name for name, status, _ in rows if status != "declined"} == SUPPORTED
     module = load("scripts/tflite_table.py")
     assert module.main(["--check"]) == 0, "docs/conformance.md is stale: run python scripts/tflite_table.py"
-    assert "| SIN | declined | no kernel in the compiler |" in module.DOC.read_text()
+    assert "| ATAN2 | declined | no kernel in the compiler |" in module.DOC.read_text()
 
 
 def test_run_time_batch(tmp_path: Path) -> None:
@@ -608,8 +608,8 @@ def test_unsupported_builtins_name_index_op_and_output(tmp_path: Path) -> None:
     b = TfliteBuilder()
     x = b.input([2, 5])
     y = b.op("ADD", [x, x])
-    sin = b.tensor([2, 5], name="sine")
-    b.op("SIN", [y], outputs=[sin])
+    sin = b.tensor([2, 5], name="angle")
+    b.op("ATAN2", [y, x], outputs=[sin])
     overlap = b.tensor([1, 4, 6, 1], name="unpooled")
     img = b.input([1, 3, 3, 1])
     b.op("CUSTOM:MaxUnpooling2D", [img, img], outputs=[overlap], custom=pool_params(SAME, (1, 1), (2, 2)))
@@ -617,7 +617,7 @@ def test_unsupported_builtins_name_index_op_and_output(tmp_path: Path) -> None:
     b.op("CUSTOM:MyOwnOp", [img], outputs=[odd])
     problems = declined(tmp_path, b, [sin, overlap, odd])
     assert len(problems) == 3
-    assert problems[0].startswith("operator 1 (SIN, output 'sine')") and "not supported" in problems[0]
+    assert problems[0].startswith("operator 1 (ATAN2, output 'angle')") and "not supported" in problems[0]
     assert problems[1].startswith("operator 2 (CUSTOM:MaxUnpooling2D, output 'unpooled')")
     assert "overlapping windows" in problems[1]
     assert problems[2].startswith("operator 3 (CUSTOM:MyOwnOp, output 'mystery')") and "not supported" in problems[2]

@@ -91,7 +91,7 @@ _A = tflite.ActivationFunctionType
 UNARY = {"RELU": "Relu", "LOGISTIC": "Sigmoid", "TANH": "Tanh", "HARD_SWISH": "HardSwish", "EXP": "Exp",
          "LOG": "Log", "ABS": "Abs", "NEG": "Neg", "SQRT": "Sqrt", "FLOOR": "Floor", "CEIL": "Ceil", "ELU": "Elu",
          "RELU6": "Clip", "RELU_N1_TO_1": "Clip", "RELU_0_TO_1": "Clip", "LEAKY_RELU": "LeakyRelu",
-         "ROUND": "Round"}
+         "ROUND": "Round", "SIN": "Sin", "COS": "Cos", "SIGN": "Sign"}
 CLIP_RANGES = {"RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)}
 BINARY = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div", "MAXIMUM": "Max", "MINIMUM": "Min",
           "PRELU": "PRelu"}
@@ -209,7 +209,7 @@ MAPPINGS: dict[str, tuple[str, str]] = {
 _NO_KERNEL = "no kernel in the compiler"
 _GROUPS: dict[str, tuple[str, ...]] = {
     "quantization-aware training's op: convert the model with full-integer quantization": ("FAKE_QUANT",),
-    _NO_KERNEL: ("SIN", "COS", "SIGN", "ATAN2", "BITCAST", "BITWISE_XOR", "RIGHT_SHIFT", "SEGMENT_SUM",
+    _NO_KERNEL: ("ATAN2", "BITCAST", "BITWISE_XOR", "RIGHT_SHIFT", "SEGMENT_SUM",
                  "UNSORTED_SEGMENT_PROD", "UNSORTED_SEGMENT_MAX", "UNSORTED_SEGMENT_SUM", "UNSORTED_SEGMENT_MIN",
                  "SCATTER_ND", "CONV_3D", "CONV_3D_TRANSPOSE", "DYNAMIC_UPDATE_SLICE", "REVERSE_SEQUENCE"),
     "integer (ids) model inputs are not supported": ("EMBEDDING_LOOKUP",),
