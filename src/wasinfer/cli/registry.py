@@ -17,8 +17,9 @@ import argparse
 import functools
 import json
 import math
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from wasinfer.registry.store import LocalStore, StoreError
 
 if TYPE_CHECKING:
     from wasinfer.artifact.metadata import TensorSlot
+    from wasinfer.registry.admission import Signed
     from wasinfer.registry.oci import OciClient
 
 Command = Callable[[argparse.Namespace], int]
@@ -41,21 +43,25 @@ SOURCE_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
 # --- hooks for the trust module ------------------------------------------------------------------
 
-def _sign_and_admit(artifact: ModelArtifact) -> ModelArtifact:
+def _sign_and_admit(artifact: ModelArtifact) -> Signed:
     """Push: sign with $WASINFER_SIGNING_KEY when set, then the same gate as pull and load (admission.py)."""
     from wasinfer.registry.admission import admit, sign_if_configured
 
-    artifact = sign_if_configured(artifact)
-    _warn(admit(artifact).warnings)
-    return artifact
+    signed = sign_if_configured(artifact)
+    _warn(signed.warnings)
+    _warn(admit(signed.artifact, signatures=signed.signatures).warnings)
+    return signed
 
 
-def _admit(artifact: ModelArtifact, mismatch: str | None = None) -> None:
-    """Pull: a digest-verified artifact must also pass the signature check and the policies, and be what
-    its reference asked for (`mismatch`: admission.reference_mismatch)."""
+def _admit(artifact: ModelArtifact, mismatch: str | None = None, signatures: Sequence[bytes] = ()) -> bytes | None:
+    """Pull: a digest-verified artifact must also pass the signature check (its model-signing bundles, else
+    the legacy annotations) and the policies, and be what its reference asked for (`mismatch`:
+    admission.reference_mismatch). Returns the bundle the verdict rests on, if any."""
     from wasinfer.registry.admission import admit
 
-    _warn(admit(artifact, mismatch=mismatch).warnings)
+    admission = admit(artifact, mismatch=mismatch, signatures=signatures)
+    _warn(admission.warnings)
+    return admission.bundle
 
 
 def _warn(warnings: list[str]) -> None:
@@ -170,35 +176,50 @@ def cmd_push(args: argparse.Namespace) -> int:
                                              annotations)
     except ValueError as exc:
         raise ValueError(f"{path} is not a wasinfer module: {exc}") from None
-    artifact = _sign_and_admit(artifact)
+    signed = _sign_and_admit(artifact)
+    artifact = signed.artifact
+    referrers: list[str] = []
     if ref.registry:
+        from wasinfer.registry.modelsign import BUNDLE_MEDIA_TYPE
+
         with _client(ref, args) as client, _transfer_progress(f"pushing {ref}", args.json) as report:
             digest = client.push(ref.repository, ref.tag, artifact, report)
+            # the model first, then its signatures: a referrer's subject must exist
+            referrers = [client.push_referrer(ref.repository, digest, BUNDLE_MEDIA_TYPE, bundle)
+                         for bundle in signed.signatures]
         where = ref.registry
     else:
-        digest = _store().put(artifact)
+        digest = _store().put(artifact, signed.signatures)
         where = "local store"
-    _emit(args, {"reference": str(ref), "digest": digest, "store": where,
+    _emit(args, {"reference": str(ref), "digest": digest, "store": where, "signatures": referrers,
                  "size": sum(len(b) for b in artifact.blobs().values()) + len(artifact.manifest())},
-          f"pushed {ref} to the {where}: {digest}" if not ref.registry else f"pushed {ref}: {digest}")
+          (f"pushed {ref} to the {where}: {digest}" if not ref.registry else f"pushed {ref}: {digest}")
+          + (f" (signed: model-signing bundle {', '.join(referrers)})" if referrers
+             else " (signed: model-signing bundle)" if signed.signatures else ""))
     return 0
 
 
 @_reports_errors
 def cmd_pull(args: argparse.Namespace) -> int:
-    from wasinfer.registry.fetch import pull_artifact, read_stored
+    from wasinfer.registry.fetch import pull_artifact, read_stored, registry_signatures, stored_signatures
 
     ref = _parse_ref(args.ref)
     if ref.registry:
         with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
             artifact, mismatch = pull_artifact(client, ref, progress=report)
+            signatures = registry_signatures(client, ref.repository, artifact.digest())
     else:
         artifact, mismatch = read_stored(_store(), ref)
-    _admit(artifact, mismatch)
+        signatures = stored_signatures(_store(), artifact)
+    bundle = _admit(artifact, mismatch, signatures)
     digest = artifact.digest()
     document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
                                 "digest": digest}
-    if args.output:
+    if args.output and (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):
+        files = _write_model_directory(Path(args.output), artifact, bundle)
+        document["output"], document["files"] = args.output, files
+        text = f"pulled {ref} ({artifact.version}, {digest}) into {args.output}: {', '.join(files)}"
+    elif args.output:
         output = Path(args.output)
         atomic_write(output, artifact.wasm)
         document["output"] = str(output)
@@ -207,7 +228,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if not artifact.name or not is_semver(artifact.version):
             raise ValueError(f"{ref}: the artifact has no wasinfer name/version annotations, so it cannot go "
                              "into the local store; use -o FILE")
-        _store().put(artifact)
+        _store().put(artifact, signatures)
         document["store"] = "local store"
         text = f"pulled {ref} into the local store as {artifact.name}:{artifact.version} ({digest})"
     else:
@@ -215,6 +236,19 @@ def cmd_pull(args: argparse.Namespace) -> int:
         text = f"{artifact.name}:{artifact.version} is in the local store already ({digest}); -o FILE writes it out"
     _emit(args, document, text)
     return 0
+
+
+def _write_model_directory(directory: Path, artifact: ModelArtifact, bundle: bytes | None) -> list[str]:
+    """`pull -o DIR/`: the signed files (model.wasm, the source model) and the model-signing bundle as
+    model.sig, which is what `model_signing verify ... DIR --signature DIR/model.sig` checks."""
+    from wasinfer.registry.modelsign import SIGNATURE_FILE, model_files
+
+    files = model_files(artifact)
+    if bundle is not None:
+        files[SIGNATURE_FILE] = bundle
+    for name, data in files.items():
+        atomic_write(directory / name, data)
+    return list(files)
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -413,7 +447,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                        "module is written to FILE "
                        "(atomically); without, a version from a registry goes into the local store.")
     p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the .wasm module here")
+    p.add_argument("-o", "--output", metavar="FILE|DIR/",
+                   help="write the .wasm module to FILE; or, to a directory (one that exists, or a path ending in /), "
+                   "the signed files (model.wasm, the source model) and the model-signing bundle as model.sig, "
+                   "which `model_signing verify` checks as it is")
     _registry_arguments(p)
     p.set_defaults(func=cmd_pull)
 
