@@ -34,7 +34,7 @@ from wasinfer.registry.store import LocalStore, StoreError
 
 if TYPE_CHECKING:
     from wasinfer.artifact.metadata import TensorSlot
-    from wasinfer.registry.admission import Signed
+    from wasinfer.registry.admission import Admission, Signed
     from wasinfer.registry.oci import OciClient
 
 Command = Callable[[argparse.Namespace], int]
@@ -53,15 +53,15 @@ def _sign_and_admit(artifact: ModelArtifact) -> Signed:
     return signed
 
 
-def _admit(artifact: ModelArtifact, mismatch: str | None = None, signatures: Sequence[bytes] = ()) -> bytes | None:
+def _admit(artifact: ModelArtifact, mismatch: str | None = None, signatures: Sequence[bytes] = ()) -> Admission:
     """Pull: a digest-verified artifact must also pass the signature check (its model-signing bundles, else
     the legacy annotations) and the policies, and be what its reference asked for (`mismatch`:
-    admission.reference_mismatch). Returns the bundle the verdict rests on, if any."""
+    admission.reference_mismatch)."""
     from wasinfer.registry.admission import admit
 
     admission = admit(artifact, mismatch=mismatch, signatures=signatures)
     _warn(admission.warnings)
-    return admission.bundle
+    return admission
 
 
 def _warn(warnings: list[str]) -> None:
@@ -211,12 +211,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
     else:
         artifact, mismatch = read_stored(_store(), ref)
         signatures = stored_signatures(_store(), artifact)
-    bundle = _admit(artifact, mismatch, signatures)
+    admission = _admit(artifact, mismatch, signatures)
     digest = artifact.digest()
+    verdict = admission.verdict
     document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
-                                "digest": digest}
+                                "digest": digest, "signature": {"verified": verdict.verified, "signer": verdict.signer,
+                                                                "reason": verdict.reason}}
     if args.output and (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):
-        files = _write_model_directory(Path(args.output), artifact, bundle)
+        files = _write_model_directory(Path(args.output), artifact, admission.bundle)
         document["output"], document["files"] = args.output, files
         text = f"pulled {ref} ({artifact.version}, {digest}) into {args.output}: {', '.join(files)}"
     elif args.output:

@@ -90,8 +90,8 @@ def _trust(args: argparse.Namespace) -> TrustPolicy:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
-    from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
     from wasinfer.registry.admission import judge
+    from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
     from wasinfer.registry.trust import TrustError
 
     policy_dir = Path(args.policy_dir)
