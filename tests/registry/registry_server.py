@@ -9,7 +9,8 @@ the end. Auth variants, each the registry's own implementation:
   that does `$2b$`, which Debian's does), else from `htpasswd -B` (apache2-utils); the test
   skips, saying so, when none is available. Cost 4 keeps each request's check cheap.
 - `token`: the registry trusts a certificate made here with `openssl`; a small token server
-  (http.server, loopback) checks basic credentials and issues RS256 JWTs, signed with
+  (http.server, loopback) checks basic credentials (GET) or an identity token (POST, the OAuth2
+  refresh-token grant Docker uses for `<token>` logins) and issues RS256 JWTs, signed with
   `openssl dgst`, whose `kid` is the libtrust fingerprint of that key, as Distribution expects.
 
 The config is written as JSON, which the registry's YAML parser reads, so no YAML library is needed.
@@ -183,6 +184,8 @@ class TokenServer:
     users: dict[str, str]
     realm: str = ""
     requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    identity_tokens: dict[str, str] = field(default_factory=dict)  # OAuth2 refresh token → user
+    grants: list[str] = field(default_factory=list)  # the grant_type of each POST (OAuth2) token request
 
     def __post_init__(self) -> None:
         self.key = self.directory / "token.key"
@@ -287,6 +290,21 @@ def run_token_server(directory: Path, users: dict[str, str]) -> Iterator[TokenSe
             # Anonymous callers get a token with no access, as Docker Hub-like servers do.
             token = tokens.sign(user or "", scopes if user is not None else [])
             self._answer(200, {"token": token, "access_token": token, "expires_in": 600})
+
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            grant = form.get("grant_type", [""])[0]
+            tokens.grants.append(grant)
+            scopes = form.get("scope", [""])[0].split()
+            user = tokens.identity_tokens.get(form.get("refresh_token", [""])[0])
+            tokens.requests.append((user, scopes))
+            if grant != "refresh_token" or user is None:
+                self._answer(401, {"error": "invalid_grant"})
+                return
+            if form.get("service") != [SERVICE]:
+                self._answer(400, {"error": f"unknown service {form.get('service')}"})
+                return
+            self._answer(200, {"access_token": tokens.sign(user, scopes), "expires_in": 600})
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()

@@ -20,6 +20,9 @@ raising. What is here is the part of the spec a model needs, checked against Doc
 - a 401 is answered once per request: with `Basic` the client sends the username and password
   (and keeps sending them), with `Bearer realm=…,service=…,scope=…` it fetches a token from the
   realm (with those credentials if it has them, else anonymously) and keeps it for that scope.
+  A username of `<token>` means the password is an identity token (a Docker credential helper's
+  answer for OAuth2 logins): it is traded for the scope's token by the OAuth2 refresh-token
+  grant (a POST to the realm), as Docker does, and never sent as Basic.
 
 A client is not thread-safe; use one per thread.
 """
@@ -44,6 +47,7 @@ from wasinfer.registry.artifact import (
     ModelArtifact,
     sha256_digest,
 )
+from wasinfer.registry.credentials import IDENTITY_TOKEN_USERNAME
 
 Progress = Callable[[int, int], None]
 
@@ -175,7 +179,7 @@ class OciClient:
             scheme, params_ = _challenge(response.headers.get("WWW-Authenticate", ""))
             response.close()
             if scheme == "basic":
-                if self._auth is None or self._use_basic:
+                if self._auth is None or self._use_basic or self._auth[0] == IDENTITY_TOKEN_USERNAME:
                     break
                 self._use_basic = True
             elif scheme == "bearer" and "realm" in params_:
@@ -206,9 +210,16 @@ class OciClient:
         request = self._http.build_request("GET", realm, params=params)
         if self._auth is not None:
             request.headers["Authorization"] = _basic_header(*self._auth)
+        if self._auth is not None and self._auth[0] == IDENTITY_TOKEN_USERNAME:
+            # OAuth2: the identity token is a refresh token; the scopes go space-separated, as Docker sends them
+            form = {"grant_type": "refresh_token", "refresh_token": self._auth[1], "client_id": "wasinfer",
+                    "scope": challenge.get("scope", ""), **({"service": challenge["service"]}
+                                                           if challenge.get("service") else {})}
+            request = self._http.build_request("POST", realm, data=form)
         response = self._send(request)
         if response.status_code != 200:
-            who = f"user {self._auth[0]!r}" if self._auth is not None else "anonymous access"
+            who = (("an identity token" if self._auth[0] == IDENTITY_TOKEN_USERNAME else f"user {self._auth[0]!r}")
+                   if self._auth is not None else "anonymous access")
             raise RegistryError(f"token server {realm} refused {who} for scope {challenge.get('scope', '')!r}: "
                                 f"HTTP {response.status_code} {response.text[:200].strip()}",
                                 response.status_code)
