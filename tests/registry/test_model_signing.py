@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.registry.registry_server import Registry, run_registry
+from tests.registry.registry_server import Registry, run_referrers_proxy, run_registry
 from tests.serving.conftest import scale_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.cli.main import main
@@ -332,3 +332,43 @@ def test_legacy_signatures_are_read_with_a_warning_and_a_model_with_both_is_judg
         client.push_referrer("team/scale", digest, BUNDLE_MEDIA_TYPE, sign_bundle(both, current.private_key))
     code, _, err = run(capsys, "pull", f"{ref}:3.0.0", "-o", str(tmp_path / "both.wasm"))
     assert code == 0 and "legacy" not in err, err
+
+
+def test_a_registry_with_the_referrers_api_gets_no_fallback_tag_and_is_asked_through_the_api(
+        home: Path, modules: dict[str, Path], registry: Registry, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = generate_keys(tmp_path / "keys", "ci", kind="model-signing")
+    monkeypatch.setenv("WASINFER_SIGNING_KEY", str(keys.private_key))
+    monkeypatch.setenv("WASINFER_TRUST_KEYS", str(keys.public_key))
+    with run_referrers_proxy(registry.address) as (address, seen):
+        pushed = run_json(capsys, "push", str(modules["v1"]), f"{address}/team/scale:1.0.0")
+        monkeypatch.delenv("WASINFER_SIGNING_KEY")
+        pulled = run_json(capsys, "pull", f"{address}/team/scale:1.0.0", "-o", str(tmp_path / "m.wasm"))
+    assert pulled["signature"]["verified"] and pulled["digest"] == pushed["digest"]
+    assert f"GET /v2/team/scale/referrers/{pushed['digest']}?artifactType=" \
+           f"{BUNDLE_MEDIA_TYPE.replace('/', '%2F').replace('+', '%2B')}" in seen
+    with OciClient(registry.address, plain_http=True) as client:
+        assert client.tags("team/scale", referrers=True) == ["1.0.0"]  # the registry indexes; no sha256-<hex> tag
+
+
+def test_the_local_store_keeps_a_version_s_signatures_until_the_version_goes(
+        home: Path, modules: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = generate_keys(tmp_path / "keys", "ci", kind="model-signing")
+    monkeypatch.setenv("WASINFER_SIGNING_KEY", str(keys.private_key))
+    monkeypatch.setenv("WASINFER_TRUST_KEYS", str(keys.public_key))
+    run_json(capsys, "push", str(modules["v1"]), "scale:1.0.0", "--source", str(modules["v1_onnx"]))
+    monkeypatch.delenv("WASINFER_SIGNING_KEY")
+    store = LocalStore(home / "store")
+    [bundle] = store.signatures("scale", "1.0.0")
+    pulled = run_json(capsys, "pull", "scale:1.0.0", "-o", str(tmp_path / "out") + "/")
+    assert pulled["signature"]["verified"] and (tmp_path / "out" / "model.sig").read_bytes() == bundle
+    assert fetch_artifact("scale", "1.0.0").version == "1.0.0"  # the server's path reads them from the store
+
+    artifact = store.get("scale", "1.0.0")  # a second signature added to the same version later, as referrers are
+    other = generate_keys(tmp_path / "keys", "other", kind="model-signing")
+    store.put(artifact, [sign_bundle(artifact, other.private_key)])
+    assert len(store.signatures("scale", "1.0.0")) == 2
+    assert store.gc() == (0, 0)  # signatures are referenced blobs
+    store.delete("scale", "1.0.0")
+    assert store.gc()[0] == 6  # manifest, config, module, source, two signatures
