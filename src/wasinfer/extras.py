@@ -5,8 +5,8 @@
 that needs one says which, instead of a traceback ending in "No module named 'onnx'":
 
     compiler  onnx, onnxruntime, tflite     convert, validate, wasinfer.compile, ONNX models served as they are
-    registry  httpx, cryptography, regopy, PyYAML
-                                            push, pull, models, keys, policy, package, deploy
+    registry  httpx, cryptography, regopy, PyYAML, model-signing (and pyOpenSSL, which it imports)
+                                            push, pull, sign, models, keys, policy, package, deploy
     serve     the registry extra + uvicorn, orjson, grpcio, protobuf, prometheus-client
                                             wasinfer serve
     litert    ai-edge-litert                .tflite models served as they are (by LiteRT)
@@ -21,6 +21,7 @@ from __future__ import annotations
 EXTRA_OF_MODULE = {
     "onnx": "compiler", "onnxruntime": "compiler", "tflite": "compiler",
     "httpx": "registry", "cryptography": "registry", "regopy": "registry", "yaml": "registry",
+    "model_signing": "registry", "OpenSSL": "registry",
     "uvicorn": "serve", "orjson": "serve", "grpc": "serve", "google": "serve", "prometheus_client": "serve",
     "ai_edge_litert": "litert",
     "sklearn": "demo", "skl2onnx": "demo",

@@ -372,3 +372,30 @@ def test_the_local_store_keeps_a_version_s_signatures_until_the_version_goes(
     assert store.gc() == (0, 0)  # signatures are referenced blobs
     store.delete("scale", "1.0.0")
     assert store.gc()[0] == 6  # manifest, config, module, source, two signatures
+
+
+def test_sign_attaches_the_standard_signature_to_a_legacy_signed_version_without_changing_it(
+        home: Path, modules: dict[str, Path], registry: Registry, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    legacy = generate_keys(tmp_path / "old", "old", kind="ed25519")
+    current = generate_keys(tmp_path / "new", "new", kind="model-signing")
+    ref = f"{registry.address}/team/scale"
+    monkeypatch.setenv("WASINFER_SIGNING_KEY", str(legacy.private_key))
+    pushed = run_json(capsys, "push", str(modules["v1"]), f"{ref}:1.0.0")
+    local = run_json(capsys, "push", str(modules["v1"]), "scale:1.0.0")
+    code, _, err = run(capsys, "sign", f"{ref}:1.0.0")
+    assert code == 2 and "a model-signing (P-256) key" in err  # the legacy key cannot make a bundle
+
+    monkeypatch.setenv("WASINFER_SIGNING_KEY", str(current.private_key))
+    signed = run_json(capsys, "sign", f"{ref}:1.0.0")
+    assert signed["digest"] == pushed["digest"] and signed["signature"].startswith("sha256:")
+    assert run_json(capsys, "sign", "scale:1.0.0")["digest"] == local["digest"]
+    monkeypatch.delenv("WASINFER_SIGNING_KEY")
+    # Verifiers that trust only the new key now accept both, judged by the bundle: no legacy warning.
+    monkeypatch.setenv("WASINFER_TRUST_KEYS", str(current.public_key))
+    for reference in (f"{ref}:1.0.0", "scale:1.0.0"):
+        code, out, err = run(capsys, "pull", reference, "-o", str(tmp_path / "m.wasm"), "--json")
+        assert code == 0 and "legacy" not in err, err
+        assert json.loads(out)["signature"]["verified"] is True
+    with OciClient(registry.address, plain_http=True) as client:  # the manifest kept its bytes and its tag
+        assert client.resolve("team/scale", "1.0.0") == pushed["digest"]

@@ -253,6 +253,48 @@ def _write_model_directory(directory: Path, artifact: ModelArtifact, bundle: byt
     return list(files)
 
 
+@_reports_errors
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Attach a model-signing bundle to a version already published: how a version signed the legacy way (or
+    not at all) gets the standard signature without new bytes, as versions are immutable."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from wasinfer.registry.fetch import pull_artifact, read_stored
+    from wasinfer.registry.modelsign import BUNDLE_MEDIA_TYPE, sign_bundle
+    from wasinfer.registry.trust import (
+        ENV_SIGNING_KEY,
+        load_any_private_key,
+        signing_certificate_from_env,
+        signing_key_from_env,
+    )
+
+    ref = _parse_ref(args.ref)
+    key = signing_key_from_env()
+    if key is None or isinstance(load_any_private_key(key), Ed25519PrivateKey):
+        raise ValueError(f"sign needs {ENV_SIGNING_KEY} set to a model-signing (P-256) key: "
+                         "`wasinfer keys generate --kind model-signing`")
+    certificate = signing_certificate_from_env()
+    if ref.registry:
+        with _client(ref, args) as client:
+            artifact, mismatch = pull_artifact(client, ref)
+            if mismatch is not None:  # the bundle would vouch for the name and version the manifest claims
+                raise ValueError(f"not signing {ref}: {mismatch}")
+            referrer = client.push_referrer(ref.repository, artifact.digest(), BUNDLE_MEDIA_TYPE,
+                                            sign_bundle(artifact, key, certificate))
+    else:
+        store = _store()
+        artifact, mismatch = read_stored(store, ref)
+        if mismatch is not None:
+            raise ValueError(f"not signing {ref}: {mismatch}")
+        store.put(artifact, [sign_bundle(artifact, key, certificate)])
+        referrer = None
+    _emit(args, {"reference": str(ref), "name": artifact.name, "version": artifact.version,
+                 "digest": artifact.digest(), "signature": referrer},
+          f"signed {artifact.name}:{artifact.version} ({artifact.digest()})"
+          + (f": model-signing bundle {referrer}" if referrer else ": model-signing bundle in the local store"))
+    return 0
+
+
 # --- models --------------------------------------------------------------------------------------
 
 def _summary(store: LocalStore, name: str, version: str) -> dict[str, Any]:
@@ -455,6 +497,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "which `model_signing verify` checks as it is")
     _registry_arguments(p)
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("sign", help="attach a model-signing bundle to a published version",
+                       description="Sign the version REF names (in a registry or the local store) with "
+                       "$WASINFER_SIGNING_KEY (a P-256 key; with $WASINFER_SIGNING_CERT, certificate-based) and "
+                       "attach the bundle to it, as push does: a referrer in a registry, beside the version in the "
+                       "local store. The version's bytes and digest do not change: this is how a version signed "
+                       "the legacy way gets the standard signature.")
+    p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
+    _registry_arguments(p)
+    p.set_defaults(func=cmd_sign)
 
     models = sub.add_parser("models", help="list, inspect, promote, roll back, delete models in the local store",
                             description="Manage the local store ($WASINFER_HOME/store): versions and aliases "
