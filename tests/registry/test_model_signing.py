@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -399,3 +400,27 @@ def test_sign_attaches_the_standard_signature_to_a_legacy_signed_version_without
         assert json.loads(out)["signature"]["verified"] is True
     with OciClient(registry.address, plain_http=True) as client:  # the manifest kept its bytes and its tag
         assert client.resolve("team/scale", "1.0.0") == pushed["digest"]
+
+
+def test_keyless_and_malformed_bundles_are_refused_naming_why_not_crashed(modules: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    keys = generate_keys(tmp_path / "keys", "ci", kind="model-signing")
+    artifact = ModelArtifact.from_module(modules["v1"].read_bytes(), "team/scale", "1.0.0")
+    bundle = json.loads(sign_bundle(artifact, keys.private_key))
+    # A keyless (Sigstore Fulcio) bundle carries a short-lived certificate and transparency log entries instead.
+    keyless = {**bundle, "verificationMaterial": {"certificate": {"rawBytes": "MIIB"}, "tlogEntries": []}}
+    forged = {**bundle, "dsseEnvelope": {**bundle["dsseEnvelope"],
+                                         "signatures": [{"sig": bundle["dsseEnvelope"]["signatures"][0]["sig"][:-8]
+                                                         + "AAAAAAA=", "keyid": ""}]}}
+    trust = TrustPolicy.from_paths("require", [keys.public_key])
+    for document, says in ((keyless, "Sigstore's keyless signing (an OIDC identity): not verifiable offline"),
+                           (forged, "model signature by trusted key"),
+                           (b"{not json", "malformed model-signing bundle: not JSON"),
+                           ({"mediaType": "x"}, "malformed model-signing bundle: not a model-signing bundle")):
+        raw = document if isinstance(document, bytes) else json.dumps(document).encode()
+        with pytest.raises(Refused, match=re.escape(says)) as refused:
+            admit(artifact, trust, signatures=[raw], use_env_policy=False)
+        print(refused.value)
+    # Under warn the same bundles are accepted, and the reason says why they did not verify.
+    assert not admit(artifact, TrustPolicy.from_paths("warn", [keys.public_key]), signatures=[b"{not json"],
+                     use_env_policy=False).verdict.verified

@@ -40,8 +40,9 @@ from wasinfer.registry.trust import (
 
 LEGACY_SIGNATURE_WARNING = (
     "signed only with the legacy Ed25519 annotation signature (dev.wasinfer.signature), which is read until "
-    "wasinfer 0.2 and refused from 0.3: re-sign with OpenSSF model signing (`wasinfer keys generate --kind "
-    "model-signing`, then push with WASINFER_SIGNING_KEY set to that key; verifiers trust its .pub)")
+    "wasinfer 0.2 and ignored from 0.3 (the model then counts as unsigned): re-sign with OpenSSF model signing "
+    "(`wasinfer keys generate --kind model-signing`, then `wasinfer sign REF` with WASINFER_SIGNING_KEY set to "
+    "that key; verifiers trust its .pub)")
 LEGACY_SIGNING_KEY_WARNING = (
     f"{ENV_SIGNING_KEY} is an Ed25519 key: push made the legacy annotation signature, which verifiers refuse "
     "from wasinfer 0.3; generate a model-signing key (`wasinfer keys generate --kind model-signing`) instead")
