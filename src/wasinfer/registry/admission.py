@@ -44,7 +44,7 @@ LEGACY_SIGNATURE_WARNING = (
     "(`wasinfer keys generate --kind model-signing`, then `wasinfer sign REF` with WASINFER_SIGNING_KEY set to "
     "that key; verifiers trust its .pub)")
 LEGACY_SIGNING_KEY_WARNING = (
-    f"{ENV_SIGNING_KEY} is an Ed25519 key: push made the legacy annotation signature, which verifiers refuse "
+    f"{ENV_SIGNING_KEY} is an Ed25519 key: push made the legacy annotation signature, which verifiers ignore "
     "from wasinfer 0.3; generate a model-signing key (`wasinfer keys generate --kind model-signing`) instead")
 
 
