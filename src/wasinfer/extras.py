@@ -21,10 +21,10 @@ from __future__ import annotations
 EXTRA_OF_MODULE = {
     "onnx": "compiler", "onnxruntime": "compiler", "tflite": "compiler",
     "httpx": "registry", "cryptography": "registry", "regopy": "registry", "yaml": "registry",
-    "model_signing": "registry", "OpenSSL": "registry",
     "uvicorn": "serve", "orjson": "serve", "grpc": "serve", "google": "serve", "prometheus_client": "serve",
     "ai_edge_litert": "litert",
     "sklearn": "demo", "skl2onnx": "demo",
+    "model_signing": "registry", "OpenSSL": "registry",  # OpenSSF model signing (pyOpenSSL: its import)
 }
 
 
