@@ -5,8 +5,8 @@
 that needs one says which, instead of a traceback ending in "No module named 'onnx'":
 
     compiler  onnx, onnxruntime, tflite     convert, validate, wasinfer.compile, ONNX models served as they are
-    registry  httpx, cryptography, regopy, PyYAML
-                                            push, pull, models, keys, policy, package, deploy
+    registry  httpx, cryptography, regopy, PyYAML, model-signing (and pyOpenSSL, which it imports)
+                                            push, pull, sign, models, keys, policy, package, deploy
     serve     the registry extra + uvicorn, orjson, grpcio, protobuf, prometheus-client
                                             wasinfer serve
     litert    ai-edge-litert                .tflite models served as they are (by LiteRT)
@@ -25,6 +25,7 @@ EXTRA_OF_MODULE = {
     "prometheus_client": "serve",
     "ai_edge_litert": "litert",
     "sklearn": "demo", "skl2onnx": "demo",
+    "model_signing": "registry", "OpenSSL": "registry",  # OpenSSF model signing (pyOpenSSL: its import)
 }
 
 

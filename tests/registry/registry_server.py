@@ -9,7 +9,8 @@ the end. Auth variants, each the registry's own implementation:
   that does `$2b$`, which Debian's does), else from `htpasswd -B` (apache2-utils); the test
   skips, saying so, when none is available. Cost 4 keeps each request's check cheap.
 - `token`: the registry trusts a certificate made here with `openssl`; a small token server
-  (http.server, loopback) checks basic credentials and issues RS256 JWTs, signed with
+  (http.server, loopback) checks basic credentials (GET) or an identity token (POST, the OAuth2
+  refresh-token grant Docker uses for `<token>` logins) and issues RS256 JWTs, signed with
   `openssl dgst`, whose `kid` is the libtrust fingerprint of that key, as Distribution expects.
 
 The config is written as JSON, which the registry's YAML parser reads, so no YAML library is needed.
@@ -183,6 +184,8 @@ class TokenServer:
     users: dict[str, str]
     realm: str = ""
     requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    identity_tokens: dict[str, str] = field(default_factory=dict)  # OAuth2 refresh token → user
+    grants: list[str] = field(default_factory=list)  # the grant_type of each POST (OAuth2) token request
 
     def __post_init__(self) -> None:
         self.key = self.directory / "token.key"
@@ -288,6 +291,21 @@ def run_token_server(directory: Path, users: dict[str, str]) -> Iterator[TokenSe
             token = tokens.sign(user or "", scopes if user is not None else [])
             self._answer(200, {"token": token, "access_token": token, "expires_in": 600})
 
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            grant = form.get("grant_type", [""])[0]
+            tokens.grants.append(grant)
+            scopes = form.get("scope", [""])[0].split()
+            user = tokens.identity_tokens.get(form.get("refresh_token", [""])[0])
+            tokens.requests.append((user, scopes))
+            if grant != "refresh_token" or user is None:
+                self._answer(401, {"error": "invalid_grant"})
+                return
+            if form.get("service") != [SERVICE]:
+                self._answer(400, {"error": f"unknown service {form.get('service')}"})
+                return
+            self._answer(200, {"access_token": tokens.sign(user, scopes), "expires_in": 600})
+
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -302,6 +320,87 @@ def run_token_server(directory: Path, users: dict[str, str]) -> Iterator[TokenSe
     thread.start()
     try:
         yield tokens
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def run_referrers_proxy(upstream: str) -> Iterator[tuple[str, list[str]]]:
+    """A loopback front for a registry that adds the OCI 1.1 referrers API it lacks (as registries that have it
+    answer): a manifest put with a `subject` gets the `OCI-Subject` header back and is recorded, and
+    `GET /v2/<name>/referrers/<digest>` answers an image index of the recorded referrers (filtered by
+    `artifactType`, saying so in OCI-Filters-Applied). Every other request goes through unchanged. Yields its
+    address and the "METHOD path" of each request it served."""
+    seen: list[str] = []
+    referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _forward(self, method: str) -> None:
+            seen.append(f"{method} {self.path}")
+            url = urlparse(self.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method in ("PUT", "POST",
+                                                                                            "PATCH") else b""
+            parts = url.path.split("/")
+            if method == "GET" and len(parts) > 4 and parts[-2] == "referrers":
+                name, digest = "/".join(parts[2:-2]), parts[-1]
+                wanted = parse_qs(url.query).get("artifactType", [None])[0]
+                found = [d for d in referrers.get((name, digest), []) if wanted is None or d["artifactType"] == wanted]
+                index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                    "manifests": found}).encode()
+                extra = {"Content-Type": "application/vnd.oci.image.index.v1+json",
+                         **({"OCI-Filters-Applied": "artifactType"} if wanted else {})}
+                self._answer(200, extra, index)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            response = httpx.request(method, f"http://{upstream}{self.path}", headers=headers, content=body,
+                                     timeout=10.0)
+            out = {k: v for k, v in response.headers.items()
+                   if k.lower() in ("content-type", "docker-content-digest", "location", "range", "www-authenticate")}
+            if method == "PUT" and "/manifests/" in url.path and response.status_code == 201:
+                document = json.loads(body)
+                if isinstance(document.get("subject"), dict):
+                    name = "/".join(parts[2:parts.index("manifests")])
+                    subject = document["subject"]["digest"]
+                    referrers.setdefault((name, subject), []).append({
+                        "mediaType": document["mediaType"], "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                        "size": len(body), "artifactType": document.get("artifactType")})
+                    out["OCI-Subject"] = subject
+            self._answer(response.status_code, out, b"" if method == "HEAD" else response.content,
+                         len(response.content) if method == "HEAD" else None)
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes, length: int | None = None) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._forward("GET")
+
+        def do_HEAD(self) -> None:
+            self._forward("HEAD")
+
+        def do_PUT(self) -> None:
+            self._forward("PUT")
+
+        def do_POST(self) -> None:
+            self._forward("POST")
+
+        def do_PATCH(self) -> None:
+            self._forward("PATCH")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()

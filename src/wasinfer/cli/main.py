@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 # The optional dependency group each command needs (wasinfer/extras.py); the others run on the base install.
 COMMAND_EXTRAS = {"convert": "compiler", "validate": "compiler", "demo": "demo", "serve": "serve",
-                  **{command: "registry" for command in ("push", "pull", "models", "keys", "policy", "package",
-                                                         "deploy")}}
+                  **{command: "registry" for command in ("push", "pull", "sign", "models", "keys", "policy",
+                                                         "package", "deploy")}}
 
 
 def _fmt_bytes(n: float) -> str:
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
     from wasinfer.cli.registry import add_commands as add_registry_commands
 
-    add_registry_commands(sub)  # push, pull, models
+    add_registry_commands(sub)  # push, pull, sign, models
     from wasinfer.cli.trust import add_commands as add_trust_commands
 
     add_trust_commands(sub)  # keys, policy

@@ -17,8 +17,9 @@ import argparse
 import functools
 import json
 import math
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from wasinfer.registry.store import LocalStore, StoreError
 
 if TYPE_CHECKING:
     from wasinfer.artifact.metadata import TensorSlot
+    from wasinfer.registry.admission import Admission, Signed
     from wasinfer.registry.oci import OciClient
 
 Command = Callable[[argparse.Namespace], int]
@@ -41,21 +43,25 @@ SOURCE_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
 # --- hooks for the trust module ------------------------------------------------------------------
 
-def _sign_and_admit(artifact: ModelArtifact) -> ModelArtifact:
+def _sign_and_admit(artifact: ModelArtifact) -> Signed:
     """Push: sign with $WASINFER_SIGNING_KEY when set, then the same gate as pull and load (admission.py)."""
     from wasinfer.registry.admission import admit, sign_if_configured
 
-    artifact = sign_if_configured(artifact)
-    _warn(admit(artifact).warnings)
-    return artifact
+    signed = sign_if_configured(artifact)
+    _warn(signed.warnings)
+    _warn(admit(signed.artifact, signatures=signed.signatures).warnings)
+    return signed
 
 
-def _admit(artifact: ModelArtifact, mismatch: str | None = None) -> None:
-    """Pull: a digest-verified artifact must also pass the signature check and the policies, and be what
-    its reference asked for (`mismatch`: admission.reference_mismatch)."""
+def _admit(artifact: ModelArtifact, mismatch: str | None = None, signatures: Sequence[bytes] = ()) -> Admission:
+    """Pull: a digest-verified artifact must also pass the signature check (its model-signing bundles, else
+    the legacy annotations) and the policies, and be what its reference asked for (`mismatch`:
+    admission.reference_mismatch)."""
     from wasinfer.registry.admission import admit
 
-    _warn(admit(artifact, mismatch=mismatch).warnings)
+    admission = admit(artifact, mismatch=mismatch, signatures=signatures)
+    _warn(admission.warnings)
+    return admission
 
 
 def _warn(warnings: list[str]) -> None:
@@ -170,35 +176,52 @@ def cmd_push(args: argparse.Namespace) -> int:
                                              annotations)
     except ValueError as exc:
         raise ValueError(f"{path} is not a wasinfer module: {exc}") from None
-    artifact = _sign_and_admit(artifact)
+    signed = _sign_and_admit(artifact)
+    artifact = signed.artifact
+    referrers: list[str] = []
     if ref.registry:
+        from wasinfer.registry.modelsign import BUNDLE_MEDIA_TYPE
+
         with _client(ref, args) as client, _transfer_progress(f"pushing {ref}", args.json) as report:
             digest = client.push(ref.repository, ref.tag, artifact, report)
+            # the model first, then its signatures: a referrer's subject must exist
+            referrers = [client.push_referrer(ref.repository, digest, BUNDLE_MEDIA_TYPE, bundle)
+                         for bundle in signed.signatures]
         where = ref.registry
     else:
-        digest = _store().put(artifact)
+        digest = _store().put(artifact, signed.signatures)
         where = "local store"
-    _emit(args, {"reference": str(ref), "digest": digest, "store": where,
+    _emit(args, {"reference": str(ref), "digest": digest, "store": where, "signatures": referrers,
                  "size": sum(len(b) for b in artifact.blobs().values()) + len(artifact.manifest())},
-          f"pushed {ref} to the {where}: {digest}" if not ref.registry else f"pushed {ref}: {digest}")
+          (f"pushed {ref} to the {where}: {digest}" if not ref.registry else f"pushed {ref}: {digest}")
+          + (f" (signed: model-signing bundle {', '.join(referrers)})" if referrers
+             else " (signed: model-signing bundle)" if signed.signatures else ""))
     return 0
 
 
 @_reports_errors
 def cmd_pull(args: argparse.Namespace) -> int:
-    from wasinfer.registry.fetch import pull_artifact, read_stored
+    from wasinfer.registry.fetch import pull_artifact, read_stored, registry_signatures, stored_signatures
 
     ref = _parse_ref(args.ref)
     if ref.registry:
         with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
             artifact, mismatch = pull_artifact(client, ref, progress=report)
+            signatures = registry_signatures(client, ref.repository, artifact.digest())
     else:
         artifact, mismatch = read_stored(_store(), ref)
-    _admit(artifact, mismatch)
+        signatures = stored_signatures(_store(), artifact)
+    admission = _admit(artifact, mismatch, signatures)
     digest = artifact.digest()
+    verdict = admission.verdict
     document: dict[str, Any] = {"reference": str(ref), "name": artifact.name, "version": artifact.version,
-                                "digest": digest}
-    if args.output:
+                                "digest": digest, "signature": {"verified": verdict.verified, "signer": verdict.signer,
+                                                                "reason": verdict.reason}}
+    if args.output and (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):
+        files = _write_model_directory(Path(args.output), artifact, admission.bundle)
+        document["output"], document["files"] = args.output, files
+        text = f"pulled {ref} ({artifact.version}, {digest}) into {args.output}: {', '.join(files)}"
+    elif args.output:
         output = Path(args.output)
         atomic_write(output, artifact.wasm)
         document["output"] = str(output)
@@ -207,13 +230,68 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if not artifact.name or not is_semver(artifact.version):
             raise ValueError(f"{ref}: the artifact has no wasinfer name/version annotations, so it cannot go "
                              "into the local store; use -o FILE")
-        _store().put(artifact)
+        _store().put(artifact, signatures)
         document["store"] = "local store"
         text = f"pulled {ref} into the local store as {artifact.name}:{artifact.version} ({digest})"
     else:
         document["store"] = "local store"
         text = f"{artifact.name}:{artifact.version} is in the local store already ({digest}); -o FILE writes it out"
     _emit(args, document, text)
+    return 0
+
+
+def _write_model_directory(directory: Path, artifact: ModelArtifact, bundle: bytes | None) -> list[str]:
+    """`pull -o DIR/`: the signed files (model.wasm, the source model) and the model-signing bundle as
+    model.sig, which is what `model_signing verify ... DIR --signature DIR/model.sig` checks."""
+    from wasinfer.registry.modelsign import SIGNATURE_FILE, model_files
+
+    files = model_files(artifact)
+    if bundle is not None:
+        files[SIGNATURE_FILE] = bundle
+    for name, data in files.items():
+        atomic_write(directory / name, data)
+    return list(files)
+
+
+@_reports_errors
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Attach a model-signing bundle to a version already published: how a version signed the legacy way (or
+    not at all) gets the standard signature without new bytes, as versions are immutable."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from wasinfer.registry.fetch import pull_artifact, read_stored
+    from wasinfer.registry.modelsign import BUNDLE_MEDIA_TYPE, sign_bundle
+    from wasinfer.registry.trust import (
+        ENV_SIGNING_KEY,
+        load_any_private_key,
+        signing_certificate_from_env,
+        signing_key_from_env,
+    )
+
+    ref = _parse_ref(args.ref)
+    key = signing_key_from_env()
+    if key is None or isinstance(load_any_private_key(key), Ed25519PrivateKey):
+        raise ValueError(f"sign needs {ENV_SIGNING_KEY} set to a model-signing (P-256) key: "
+                         "`wasinfer keys generate --kind model-signing`")
+    certificate = signing_certificate_from_env()
+    if ref.registry:
+        with _client(ref, args) as client:
+            artifact, mismatch = pull_artifact(client, ref)
+            if mismatch is not None:  # the bundle would vouch for the name and version the manifest claims
+                raise ValueError(f"not signing {ref}: {mismatch}")
+            referrer = client.push_referrer(ref.repository, artifact.digest(), BUNDLE_MEDIA_TYPE,
+                                            sign_bundle(artifact, key, certificate))
+    else:
+        store = _store()
+        artifact, mismatch = read_stored(store, ref)
+        if mismatch is not None:
+            raise ValueError(f"not signing {ref}: {mismatch}")
+        store.put(artifact, [sign_bundle(artifact, key, certificate)])
+        referrer = None
+    _emit(args, {"reference": str(ref), "name": artifact.name, "version": artifact.version,
+                 "digest": artifact.digest(), "signature": referrer},
+          f"signed {artifact.name}:{artifact.version} ({artifact.digest()})"
+          + (f": model-signing bundle {referrer}" if referrer else ": model-signing bundle in the local store"))
     return 0
 
 
@@ -413,9 +491,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                        "module is written to FILE "
                        "(atomically); without, a version from a registry goes into the local store.")
     p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the .wasm module here")
+    p.add_argument("-o", "--output", metavar="FILE|DIR/",
+                   help="write the .wasm module to FILE; or, to a directory (one that exists, or a path ending in /), "
+                   "the signed files (model.wasm, the source model) and the model-signing bundle as model.sig, "
+                   "which `model_signing verify` checks as it is")
     _registry_arguments(p)
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("sign", help="attach a model-signing bundle to a published version",
+                       description="Sign the version REF names (in a registry or the local store) with "
+                       "$WASINFER_SIGNING_KEY (a P-256 key; with $WASINFER_SIGNING_CERT, certificate-based) and "
+                       "attach the bundle to it, as push does: a referrer in a registry, beside the version in the "
+                       "local store. The version's bytes and digest do not change: this is how a version signed "
+                       "the legacy way gets the standard signature.")
+    p.add_argument("ref", metavar="REF", help=REF_HELP + "; the tag may be a version or an alias")
+    _registry_arguments(p)
+    p.set_defaults(func=cmd_sign)
 
     models = sub.add_parser("models", help="list, inspect, promote, roll back, delete models in the local store",
                             description="Manage the local store ($WASINFER_HOME/store): versions and aliases "

@@ -21,6 +21,8 @@ from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 if TYPE_CHECKING:
     from wasinfer.registry.trust import TrustPolicy
 
+KEY_KINDS = ("model-signing", "ed25519")  # trust.KEY_KINDS, repeated so `--help` imports no cryptography
+
 # The signing (cryptography) and policy (regopy) modules are imported by the commands that use them: the
 # registry extra's dependencies, which `wasinfer --help` and a base install do without.
 
@@ -30,7 +32,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir) if args.dir else wasinfer_home() / "keys"
     try:
-        pair = generate_keys(directory, args.name)
+        pair = generate_keys(directory, args.name, args.kind)
     except (OSError, ValueError) as exc:  # FileExistsError included: never overwrite a key
         error(str(exc))
         return EXIT_BAD_INPUT
@@ -46,10 +48,14 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _artifact(args: argparse.Namespace) -> ModelArtifact:
-    """The artifact a push of MODEL with these flags would make (signed when --signing-key is given)."""
+def _artifact(args: argparse.Namespace) -> tuple[ModelArtifact, list[bytes]]:
+    """The artifact a push of MODEL with these flags would make and its model-signing bundles (signed when
+    --signing-key is given: a bundle with a P-256 key, the legacy annotations with an Ed25519 key)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from wasinfer.artifact.metadata import read_metadata
-    from wasinfer.registry.trust import sign
+    from wasinfer.registry.modelsign import sign_bundle
+    from wasinfer.registry.trust import load_any_private_key, sign
 
     model = Path(args.model)
     wasm = model.read_bytes()
@@ -60,28 +66,33 @@ def _artifact(args: argparse.Namespace) -> ModelArtifact:
         annotations[ANNOTATIONS["accuracy"]] = str(args.accuracy)
     artifact = ModelArtifact.from_module(wasm, args.name or metadata.name or model.stem, args.version, source=source,
                                          source_format=metadata.source_format or "onnx", annotations=annotations)
-    if args.signing_key:
-        artifact = sign(artifact, Path(args.signing_key))
-    return artifact
+    if not args.signing_key:
+        return artifact, []
+    key = Path(args.signing_key)
+    if isinstance(load_any_private_key(key), Ed25519PrivateKey):
+        return sign(artifact, key), []
+    return artifact, [sign_bundle(artifact, key)]
 
 
 def _trust(args: argparse.Namespace) -> TrustPolicy:
     """Keys from --trusted-keys (else $WASINFER_TRUST_KEYS), plus the signing key's own public half, so
     `--signing-key K` alone shows what a verifier trusting K would decide."""
-    from wasinfer.registry.trust import ENV_TRUST_KEYS, TrustPolicy, load_private_key
+    from wasinfer.registry.trust import ENV_TRUST_CA, ENV_TRUST_KEYS, TrustPolicy, load_any_private_key
 
     paths = [Path(p) for p in args.trusted_keys or []]
     if not paths:
         paths = [Path(p) for p in os.environ.get(ENV_TRUST_KEYS, "").split(os.pathsep) if p.strip()]
-    policy = TrustPolicy.from_paths("warn", paths)
+    cas = [Path(p) for p in os.environ.get(ENV_TRUST_CA, "").split(os.pathsep) if p.strip()]
+    policy = TrustPolicy.from_paths("warn", paths, cas)
     if args.signing_key:
-        policy.add_key(load_private_key(Path(args.signing_key)).public_key())
+        policy.add_key(load_any_private_key(Path(args.signing_key)).public_key())
     return policy
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
+    from wasinfer.registry.admission import judge
     from wasinfer.registry.policy import DEFAULT_POLICY_DIR, PolicyError, allowed, evaluate, policy_input
-    from wasinfer.registry.trust import TrustError, verify
+    from wasinfer.registry.trust import TrustError
 
     policy_dir = Path(args.policy_dir)
     if args.policy_dir == "default" and not policy_dir.exists():
@@ -92,8 +103,8 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
             data = json.loads(Path(args.data).read_text())
             if not isinstance(data, dict):
                 raise ValueError(f"--data {args.data}: must hold a JSON object")
-        artifact = _artifact(args)
-        verdict = verify(artifact, _trust(args))
+        artifact, signatures = _artifact(args)
+        verdict = judge(artifact, signatures, _trust(args))[0]
         document = policy_input(artifact, verdict)
         decisions = evaluate(policy_dir, document, data)
     except (OSError, ValueError, TrustError, PolicyError) as exc:  # json.JSONDecodeError is a ValueError
@@ -123,14 +134,20 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add `keys` and `policy` to the main parser's subcommands."""
-    keys = sub.add_parser("keys", help="manage signing keys", description="Manage Ed25519 signing keys.")
+    keys = sub.add_parser("keys", help="manage signing keys",
+                          description="Manage signing keys: P-256 (OpenSSF model signing) or Ed25519 (legacy).")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     p = keys_sub.add_parser("generate", help="create a signing key pair",
-                            description="Create an Ed25519 key pair: NAME.key (PKCS#8 PEM, mode 0600; set "
+                            description="Create a key pair: NAME.key (PKCS#8 PEM, mode 0600; set "
                             "WASINFER_SIGNING_KEY to it to sign on push) and NAME.pub (give it to verifiers: "
-                            "WASINFER_TRUST_KEYS). Never overwrites an existing key.")
+                            "WASINFER_TRUST_KEYS). --kind model-signing (the default) makes a P-256 key, whose "
+                            "signatures are OpenSSF model-signing bundles that `model_signing verify key` also "
+                            "checks; --kind ed25519 the legacy annotation signature's key, read until wasinfer 0.2. "
+                            "Never overwrites an existing key.")
     p.add_argument("--dir", metavar="DIR", help="where to write the keys (default $WASINFER_HOME/keys)")
     p.add_argument("--name", default="wasinfer", help="file name stem (default wasinfer)")
+    p.add_argument("--kind", choices=KEY_KINDS, default=KEY_KINDS[0],
+                   help="model-signing: a P-256 key for OpenSSF model signing (default); ed25519: the legacy kind")
     p.add_argument("--json", action="store_true", help="print the key id and paths as JSON")
     p.set_defaults(func=cmd_keys_generate)
 

@@ -4,7 +4,8 @@
 reference: `registry-host/repository[:tag]` or a local store name, with `model_version` (a
 version or an alias) choosing the tag. Every fetched artifact passes `admission.admit` —
 signature, then policy — before the server sees a byte of it, so a refused version never
-replaces the one serving.
+replaces the one serving. Its signatures come with it: the registry's referrers of the
+manifest (the referrers API, else the tag schema's index) or the store's signatures of the version.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def pull_artifact(client: OciClient, ref: Reference, version: str | None = None,
     return artifact, mismatch
 
 
+def registry_signatures(client: OciClient, repository: str, digest: str) -> list[bytes]:
+    """The model-signing bundles attached to the manifest `digest` in `repository`, each blob digest-verified."""
+    from wasinfer.registry.modelsign import BUNDLE_MEDIA_TYPE
+
+    return [bundle for descriptor in client.referrers(repository, digest, BUNDLE_MEDIA_TYPE)
+            for bundle in client.referrer_blobs(repository, descriptor, BUNDLE_MEDIA_TYPE)]
+
+
+def stored_signatures(store: LocalStore, artifact: ModelArtifact) -> list[bytes]:
+    """The bundles the local store keeps for `artifact`'s version ([] for one it does not hold)."""
+    try:
+        return store.signatures(artifact.name, artifact.version)
+    except NotFoundError:
+        return []
+
+
 def read_stored(store: LocalStore, ref: Reference, version: str | None = None) -> tuple[ModelArtifact, str | None]:
     """The artifact `ref` (or `version`) names in the local store, and what `reference_mismatch` says of it."""
     wanted = ref.reference if ref.digest else (version or ref.reference)
@@ -96,7 +113,10 @@ def fetch_artifact(model_path: str, version: str | None) -> ModelArtifact:
         with OciClient(ref.registry, plain_http=plain_http_from_env(), username=username,
                        password=password) as client:
             artifact, mismatch = pull_artifact(client, ref, version)
+            signatures = registry_signatures(client, ref.repository, artifact.digest())
     else:
-        artifact, mismatch = read_stored(LocalStore(), ref, version)
-    admit(artifact, mismatch=mismatch)
+        store = LocalStore()
+        artifact, mismatch = read_stored(store, ref, version)
+        signatures = stored_signatures(store, artifact)
+    admit(artifact, mismatch=mismatch, signatures=signatures)
     return artifact

@@ -11,9 +11,18 @@ raising. What is here is the part of the spec a model needs, checked against Doc
   version whose blobs are missing;
 - a pull checks the manifest against Docker-Content-Digest and against the digest it was asked
   for, and every blob against its descriptor, before anything is returned;
+- a signature (or any other artifact about a model) is attached as a referrer: its own manifest
+  whose `subject` is the model manifest's descriptor, found with `GET /v2/<name>/referrers/<digest>`;
+  where the registry lacks that API (it answers 404, as Docker Distribution 2.8 does; or a push gets
+  no `OCI-Subject` header back), the OCI 1.1 referrers tag schema stands in: the tag
+  `sha256-<hex of the subject digest>` holds an image index listing the referrers, updated on push
+  and read on pull, so tools following the spec find each other's signatures either way;
 - a 401 is answered once per request: with `Basic` the client sends the username and password
   (and keeps sending them), with `Bearer realm=…,service=…,scope=…` it fetches a token from the
   realm (with those credentials if it has them, else anonymously) and keeps it for that scope.
+  A username of `<token>` means the password is an identity token (a Docker credential helper's
+  answer for OAuth2 logins): it is traded for the scope's token by the OAuth2 refresh-token
+  grant (a POST to the realm), as Docker does, and never sent as Basic.
 
 A client is not thread-safe; use one per thread.
 """
@@ -38,6 +47,7 @@ from wasinfer.registry.artifact import (
     ModelArtifact,
     sha256_digest,
 )
+from wasinfer.registry.credentials import IDENTITY_TOKEN_USERNAME
 
 Progress = Callable[[int, int], None]
 
@@ -47,8 +57,12 @@ DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 # How many pages of a tag list to follow before deciding the registry's Link headers loop.
 MAX_TAG_PAGES = 10_000
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _MODEL_LAYER_TYPES = {WASM_MEDIA_TYPE, *SOURCE_MEDIA_TYPES.values()}
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"  # the config of an artifact that needs none
+EMPTY_BLOB = b"{}"
 
 
 class RegistryError(Exception):
@@ -165,7 +179,7 @@ class OciClient:
             scheme, params_ = _challenge(response.headers.get("WWW-Authenticate", ""))
             response.close()
             if scheme == "basic":
-                if self._auth is None or self._use_basic:
+                if self._auth is None or self._use_basic or self._auth[0] == IDENTITY_TOKEN_USERNAME:
                     break
                 self._use_basic = True
             elif scheme == "bearer" and "realm" in params_:
@@ -196,9 +210,16 @@ class OciClient:
         request = self._http.build_request("GET", realm, params=params)
         if self._auth is not None:
             request.headers["Authorization"] = _basic_header(*self._auth)
+        if self._auth is not None and self._auth[0] == IDENTITY_TOKEN_USERNAME:
+            # OAuth2: the identity token is a refresh token; the scopes go space-separated, as Docker sends them
+            form = {"grant_type": "refresh_token", "refresh_token": self._auth[1], "client_id": "wasinfer",
+                    "scope": challenge.get("scope", ""), **({"service": challenge["service"]}
+                                                           if challenge.get("service") else {})}
+            request = self._http.build_request("POST", realm, data=form)
         response = self._send(request)
         if response.status_code != 200:
-            who = f"user {self._auth[0]!r}" if self._auth is not None else "anonymous access"
+            who = (("an identity token" if self._auth[0] == IDENTITY_TOKEN_USERNAME else f"user {self._auth[0]!r}")
+                   if self._auth is not None else "anonymous access")
             raise RegistryError(f"token server {realm} refused {who} for scope {challenge.get('scope', '')!r}: "
                                 f"HTTP {response.status_code} {response.text[:200].strip()}",
                                 response.status_code)
@@ -224,10 +245,10 @@ class OciClient:
     def _manifest_url(self, repository: str, reference: str) -> str:
         return f"/v2/{repository}/manifests/{reference}"
 
-    def _get_manifest(self, repository: str, reference: str) -> bytes:
+    def _get_manifest(self, repository: str, reference: str, accept: str = MANIFEST_MEDIA_TYPE) -> bytes:
         """The manifest's bytes, checked against the registry's digest header and a digest reference."""
         response = self._request("GET", self._manifest_url(repository, reference), repository,
-                                 headers={"Accept": MANIFEST_MEDIA_TYPE}, stream=True)
+                                 headers={"Accept": accept}, stream=True)
         try:
             if response.status_code == 404:
                 raise self._not_found(response, repository, reference)
@@ -256,6 +277,11 @@ class OciClient:
         return error
 
     def _put_manifest(self, repository: str, reference: str, manifest: bytes, media_type: str) -> str:
+        return self._put_manifest_response(repository, reference, manifest, media_type)[0]
+
+    def _put_manifest_response(self, repository: str, reference: str, manifest: bytes,
+                               media_type: str) -> tuple[str, httpx.Headers]:
+        """Put a manifest; returns its digest and the response's headers (OCI-Subject tells of referrers support)."""
         response = self._request("PUT", self._manifest_url(repository, reference), repository,
                                  headers={"Content-Type": media_type}, content=manifest)
         if response.status_code not in (200, 201):
@@ -265,7 +291,7 @@ class OciClient:
         if stored is not None and stored != digest:
             raise RegistryError(f"{repository}:{reference}: the registry stored the manifest as {stored}, "
                                 f"not {digest} (it changed the bytes)")
-        return digest
+        return digest, response.headers
 
     def resolve(self, repository: str, reference: str) -> str:
         """The manifest digest a tag (or digest) names now, from a HEAD (no body is transferred)."""
@@ -315,14 +341,17 @@ class OciClient:
         if response.status_code not in (200, 202):
             raise self._fail(response, f"cannot delete {repository}@{digest}")
 
-    def tags(self, repository: str, page_size: int | None = None) -> list[str]:
-        """Every tag of the repository, following the Link header from page to page."""
+    def tags(self, repository: str, page_size: int | None = None, referrers: bool = False) -> list[str]:
+        """Every tag of the repository, following the Link header from page to page.
+
+        The referrers tag schema's `sha256-<hex>` tags name signature indexes, not versions or aliases;
+        they are left out unless `referrers`."""
         url: str | None = f"/v2/{repository}/tags/list"
         params = {"n": str(page_size)} if page_size else None
         out: list[str] = []
         for _ in range(MAX_TAG_PAGES):
             if url is None:
-                return out
+                return out if referrers else [tag for tag in out if not _REFERRERS_TAG.fullmatch(tag)]
             response = self._request("GET", url, repository, params=params)
             if response.status_code == 404:
                 raise self._fail(response, f"no such repository {repository} in {self.registry}")
@@ -450,3 +479,109 @@ class OciClient:
             return ModelArtifact.from_manifest(manifest, blobs)
         except ValueError as exc:
             raise RegistryError(f"{repository}:{reference}: {exc}") from exc
+
+    # -- referrers (OCI 1.1) ------------------------------------------------------------------
+
+    @staticmethod
+    def referrers_tag(digest: str) -> str:
+        """The tag schema's tag for a subject: `sha256:<hex>` → `sha256-<hex>`."""
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"{digest!r} is not a sha256 digest")
+        return digest.replace(":", "-")
+
+    def push_referrer(self, repository: str, subject_digest: str, artifact_type: str, blob: bytes,
+                      annotations: dict[str, str] | None = None) -> str:
+        """Attach `blob` (of media type `artifact_type`) to the manifest `subject_digest` names; returns the
+        referrer manifest's digest.
+
+        The referrer is an image manifest with `artifactType`, the empty config, `blob` as its one layer
+        and `subject` pointing at the model. It is put by digest (no tag of its own). A registry with the
+        referrers API says so with an `OCI-Subject` header; without it, the referrer is also listed in the
+        index under the tag schema's tag, which is read, extended and put back. Two pushers racing on that
+        index can lose one entry (the spec's known limit of the fallback); pushing the signature again
+        restores it, as entries are keyed by digest.
+        """
+        subject_manifest = self._get_manifest(repository, subject_digest)
+        try:
+            subject_type = json.loads(subject_manifest).get("mediaType") or MANIFEST_MEDIA_TYPE
+        except (ValueError, AttributeError):
+            subject_type = MANIFEST_MEDIA_TYPE
+        empty_digest, blob_digest = sha256_digest(EMPTY_BLOB), sha256_digest(blob)
+        empty = {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": len(EMPTY_BLOB)}
+        layer = {"mediaType": artifact_type, "digest": blob_digest, "size": len(blob)}
+        document: dict[str, Any] = {
+            "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": artifact_type,
+            "config": empty, "layers": [layer],
+            "subject": {"mediaType": subject_type, "digest": subject_digest, "size": len(subject_manifest)},
+        }
+        if annotations:
+            document["annotations"] = dict(annotations)
+        manifest = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        digest = sha256_digest(manifest)
+        for needed, data in ((empty_digest, EMPTY_BLOB), (blob_digest, blob)):
+            if not self._blob_exists(repository, needed):
+                self._upload(repository, needed, data, lambda n: None)
+        _, headers = self._put_manifest_response(repository, digest, manifest, MANIFEST_MEDIA_TYPE)
+        if headers.get("OCI-Subject") == subject_digest:
+            return digest  # the registry indexes referrers itself
+        descriptor = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": len(manifest),
+                      "artifactType": artifact_type, **({"annotations": dict(annotations)} if annotations else {})}
+        tag = self.referrers_tag(subject_digest)
+        entries = [d for d in self._fallback_index(repository, subject_digest) if d.get("digest") != digest]
+        index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [*entries, descriptor]}
+        self._put_manifest(repository, tag, json.dumps(index, separators=(",", ":")).encode(), INDEX_MEDIA_TYPE)
+        return digest
+
+    def _fallback_index(self, repository: str, subject_digest: str) -> list[dict[str, Any]]:
+        """The descriptors the tag schema's index lists for `subject_digest` ([] when there is no such tag)."""
+        try:
+            raw = self._get_manifest(repository, self.referrers_tag(subject_digest), INDEX_MEDIA_TYPE)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return self._index_entries(raw, f"{repository}:{self.referrers_tag(subject_digest)}")
+
+    @staticmethod
+    def _index_entries(raw: bytes, where: str) -> list[dict[str, Any]]:
+        try:
+            manifests = json.loads(raw).get("manifests") or []
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{where}: the referrers index is not JSON: {exc}") from None
+        if not isinstance(manifests, list):
+            raise RegistryError(f"{where}: the referrers index has no list of manifests")
+        return [d for d in manifests if isinstance(d, dict)]
+
+    def referrers(self, repository: str, subject_digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """The descriptors of the manifests that refer to `subject_digest` (of `artifact_type`, when given):
+        from the referrers API, else (404) from the tag schema's index."""
+        if not _DIGEST.fullmatch(subject_digest):
+            raise ValueError(f"{subject_digest!r} is not a sha256 digest")
+        params = {"artifactType": artifact_type} if artifact_type else None
+        response = self._request("GET", f"/v2/{repository}/referrers/{subject_digest}", repository,
+                                 headers={"Accept": INDEX_MEDIA_TYPE}, params=params)
+        if response.status_code == 200:
+            entries = self._index_entries(response.content, f"{repository} referrers of {subject_digest}")
+        elif response.status_code == 404:
+            entries = self._fallback_index(repository, subject_digest)
+        else:
+            raise self._fail(response, f"cannot list the referrers of {repository}@{subject_digest}")
+        # a registry may ignore the filter (it says so with OCI-Filters-Applied): filter here either way
+        return [d for d in entries if artifact_type is None or d.get("artifactType") == artifact_type]
+
+    def referrer_blobs(self, repository: str, descriptor: dict[str, Any], artifact_type: str) -> list[bytes]:
+        """The layers of type `artifact_type` of the referrer `descriptor` names, each verified against its digest.
+
+        The referrer's manifest must name the subject it was listed for only by the listing; what it holds
+        is judged by the caller (a signature verifies or not), so a stray entry cannot do more than fail.
+        """
+        digest = str(descriptor.get("digest"))
+        if not _DIGEST.fullmatch(digest):
+            raise RegistryError(f"{repository}: a referrer with a bad descriptor {descriptor!r}")
+        raw = self._get_manifest(repository, digest)
+        try:
+            layers = json.loads(raw).get("layers") or []
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{repository}@{digest}: the referrer's manifest is not JSON: {exc}") from None
+        return [self._get_blob(repository, layer, lambda n: None) for layer in layers
+                if isinstance(layer, dict) and layer.get("mediaType") == artifact_type]

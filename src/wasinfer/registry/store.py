@@ -6,7 +6,9 @@ Layout under `root` (default `$WASINFER_HOME/store`):
                          manifest itself, byte for byte what an OCI registry holds for the same
                          version (so one digest names a version here and there)
     index.db             SQLite: models, versions (manifest digest, size, created), the blobs each
-                         version references, aliases and the history of every alias change
+                         version references, its signatures (model-signing bundles, kept as blobs:
+                         what a registry attaches as referrers), aliases and the history of every
+                         alias change
     lock                 an advisory file lock: puts hold it shared, `gc` exclusive
 
 Why it is shaped this way:
@@ -32,7 +34,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +72,12 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS version_blobs (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (name, version, digest)
+);
+CREATE TABLE IF NOT EXISTS signatures (
     name TEXT NOT NULL,
     version TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -214,12 +222,14 @@ class LocalStore:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def put(self, artifact: ModelArtifact) -> str:
-        """Store a version (name and version from its annotations); returns the manifest digest.
+    def put(self, artifact: ModelArtifact, signatures: Sequence[bytes] = ()) -> str:
+        """Store a version (name and version from its annotations) and its `signatures` (model-signing
+        bundles); returns the manifest digest.
 
         The same artifact again changes nothing in the index but rewrites any blob that is missing or
-        damaged (the repair for a CorruptedBlobError); a different artifact under an existing
-        version is refused.
+        damaged (the repair for a CorruptedBlobError), and adds signatures it did not have (a version
+        may be signed after it was published, as a registry's referrers may be added); a different
+        artifact under an existing version is refused.
         """
         name, version = artifact.name, artifact.version
         self._check_name(name)
@@ -233,11 +243,15 @@ class LocalStore:
         blobs = artifact.blobs()
         size = len(manifest) + sum(len(b) for b in blobs.values())
         created = artifact.annotations.get(ANNOTATIONS["created"]) or _now()
+        signature_digests = [sha256_digest(bundle) for bundle in signatures]
         with self._file_lock(exclusive=False):
-            for blob_digest, data in blobs.items():
+            for blob_digest, data in [*blobs.items(), *zip(signature_digests, signatures, strict=True)]:
                 self._write_blob(blob_digest, data)
             self._write_blob(digest, manifest)
             if existing is not None:  # the same version again: the writes above repaired any damaged blob
+                if signature_digests:
+                    with self._transaction() as db:
+                        self._add_signatures(db, name, version, signature_digests)
                 return digest
             _before_index_commit()
             with self._transaction() as db:
@@ -250,7 +264,23 @@ class LocalStore:
                            (name, version, digest, size, created))
                 db.executemany("INSERT OR IGNORE INTO version_blobs (name, version, digest) VALUES (?, ?, ?)",
                                [(name, version, d) for d in [digest, *blobs]])
+                self._add_signatures(db, name, version, signature_digests)
         return digest
+
+    @staticmethod
+    def _add_signatures(db: sqlite3.Connection, name: str, version: str, digests: list[str]) -> None:
+        """Index signature blobs (already written) for a version; version_blobs keeps them from `gc`."""
+        rows = [(name, version, d) for d in digests]
+        db.executemany("INSERT OR IGNORE INTO signatures (name, version, digest) VALUES (?, ?, ?)", rows)
+        db.executemany("INSERT OR IGNORE INTO version_blobs (name, version, digest) VALUES (?, ?, ?)", rows)
+
+    def signatures(self, name: str, version_or_alias: str) -> list[bytes]:
+        """The signature bundles stored for a version (each verified against its digest), in digest order."""
+        info = self.resolve(name, version_or_alias)
+        with self._db() as db:
+            digests = [d for (d,) in db.execute("SELECT digest FROM signatures WHERE name=? AND version=? "
+                                                "ORDER BY digest", (name, info.version))]
+        return [self._read_blob(d) for d in digests]
 
     @staticmethod
     def _same_or_refuse(existing: VersionInfo, digest: str) -> str:
@@ -330,6 +360,7 @@ class LocalStore:
             db.execute("DELETE FROM aliases WHERE name=? AND version=?", (name, version))
             db.execute("DELETE FROM alias_history WHERE name=? AND version=?", (name, version))
             db.execute("DELETE FROM version_blobs WHERE name=? AND version=?", (name, version))
+            db.execute("DELETE FROM signatures WHERE name=? AND version=?", (name, version))
             db.execute("DELETE FROM versions WHERE name=? AND version=?", (name, version))
             if db.execute("SELECT 1 FROM versions WHERE name=?", (name,)).fetchone() is None:
                 db.execute("DELETE FROM aliases WHERE name=?", (name,))

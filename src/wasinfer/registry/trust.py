@@ -1,6 +1,12 @@
-"""Signatures on model versions: Ed25519 keys, signing, and verification against trusted keys.
+"""Signatures on model versions: keys, the legacy Ed25519 annotation signature, and the trust policy.
 
-A signature covers `ModelArtifact.signed_payload()` — the config and layer digests plus every
+Two kinds of signature exist. The standard one is an OpenSSF model-signing bundle (modelsign.py),
+made with a P-256 key (`wasinfer keys generate --kind model-signing`) or a key and its certificate,
+and attached to the model through the OCI referrers API; other tools (`model_signing verify`,
+cosign-style referrer discovery) read it too. The legacy one, described next, is wasinfer's own and
+is read for one more release only (admission.py warns where it is all a model has).
+
+The legacy signature covers `ModelArtifact.signed_payload()` — the config and layer digests plus every
 annotation except `signer` and `signature` — so changing any blob (module, metadata, source) or
 any other annotation (name, version, accuracy, source digest, ...) after signing makes the
 signature fail. It is verifiable offline: all a verifier needs is the signer's public key.
@@ -11,21 +17,33 @@ without any wasinfer tooling:
     <name>.key   the private key, PKCS#8 PEM, mode 0600 (never leaves the machine that signs)
     <name>.pub   the public key, SubjectPublicKeyInfo PEM (what verifiers trust)
 
-A key id is the first 16 hex digits of the SHA-256 of the raw 32-byte public key; it is what the
-`signer` annotation carries, so a verifier picks the right trusted key without trying them all.
+The same files hold either an Ed25519 key (legacy) or a P-256 key (model signing); the key in the
+file says which. An Ed25519 key id is the first 16 hex digits of the SHA-256 of the raw 32-byte
+public key (what the `signer` annotation carries); a P-256 key is found by the SHA-256 of its PEM,
+the `hint` model-signing writes into a bundle's verification material, and shown by its first 16
+hex digits; so in both cases a verifier picks the right trusted key without trying them all.
 
 Configuration (read by `signing_key_from_env` and `trust_policy_from_env`, used by push, pull
 and load):
 
-    WASINFER_SIGNING_KEY  path of a private key: push signs with it (unset: push does not sign)
+    WASINFER_SIGNING_KEY  path of a private key: push signs with it (unset: push does not sign).
+                          A P-256 key makes a model-signing bundle; an Ed25519 key the legacy
+                          annotation signature (deprecated).
+    WASINFER_SIGNING_CERT the certificate of WASINFER_SIGNING_KEY (PEM): the bundle then carries it
+                          and verifiers check it against their trusted CAs instead of a key
+    WASINFER_SIGNING_CHAIN intermediate certificates (PEM files, os.pathsep separated) that lead
+                          from WASINFER_SIGNING_CERT to a CA; they travel in the bundle
     WASINFER_TRUST_KEYS   trusted public keys: a directory (every *.pub in it) or a .pub file,
-                          several separated by os.pathsep (":" on Linux)
+                          several separated by os.pathsep (":" on Linux); Ed25519 or P-256
+    WASINFER_TRUST_CA     trusted CA certificates (PEM files, each may hold several), os.pathsep
+                          separated: a certificate-signed bundle verifies when its chain ends at one
     WASINFER_TRUST_MODE   require | warn | off. require: an unsigned model, one signed by a key
-                          that is not trusted, or one whose signature does not match is refused.
+                          or certificate that is not trusted, or one whose signature does not
+                          match is refused.
                           warn: it is accepted and the reason is reported. off: accepted silently.
-                          Default: require when WASINFER_TRUST_KEYS is set (configuring keys means
-                          you want them enforced), else warn (so an unconfigured install still runs
-                          unsigned models, but says so).
+                          Default: require when WASINFER_TRUST_KEYS or WASINFER_TRUST_CA is set
+                          (configuring trust means you want it enforced), else warn (so an
+                          unconfigured install still runs unsigned models, but says so).
 """
 
 from __future__ import annotations
@@ -40,8 +58,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
@@ -49,13 +69,19 @@ from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 ENV_SIGNING_KEY = "WASINFER_SIGNING_KEY"
 ENV_TRUST_KEYS = "WASINFER_TRUST_KEYS"
 ENV_TRUST_MODE = "WASINFER_TRUST_MODE"
+ENV_TRUST_CA = "WASINFER_TRUST_CA"
+ENV_SIGNING_CERT = "WASINFER_SIGNING_CERT"
+ENV_SIGNING_CHAIN = "WASINFER_SIGNING_CHAIN"
 MODES = ("require", "warn", "off")
+KEY_KINDS = ("model-signing", "ed25519")  # the first is the default of `keys generate`
 KEY_ID_HEX_DIGITS = 16
 _KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 
 class TrustError(Exception):
-    """A key or trust setting that cannot be used (unreadable, not Ed25519, bad mode); the message says which."""
+    """A key or trust setting that cannot be used (unreadable, not Ed25519 or P-256, bad mode); the message
+    says which."""
+
 
 
 @dataclass(frozen=True)
@@ -71,8 +97,17 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_DIGITS]
 
 
-def generate_keys(directory: Path, name: str = "wasinfer") -> KeyPair:
-    """Write a new Ed25519 key pair as `<name>.key` (0600) and `<name>.pub` in `directory`.
+def ec_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    """A P-256 key's id: the SHA-256 of its SubjectPublicKeyInfo PEM, as model-signing's bundle `hint` is."""
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(pem).hexdigest()
+
+
+def generate_keys(directory: Path, name: str = "wasinfer", kind: str = "ed25519") -> KeyPair:
+    """Write a new key pair as `<name>.key` (0600) and `<name>.pub` in `directory`.
+
+    `kind` "model-signing" makes a P-256 key (what model-signing's key-based bundles use), "ed25519"
+    the legacy kind.
 
     Refuses to overwrite either file: replacing a signing key by accident would orphan every
     model signed with it, and nothing could tell the new key from the old one by its file name.
@@ -84,7 +119,10 @@ def generate_keys(directory: Path, name: str = "wasinfer") -> KeyPair:
     for path in (private_path, public_path):
         if path.exists():
             raise FileExistsError(f"{path} already exists; refusing to overwrite a key (choose another --name)")
-    private = Ed25519PrivateKey.generate()
+    if kind not in KEY_KINDS:
+        raise ValueError(f"key kind {kind!r}: use one of {', '.join(KEY_KINDS)}")
+    private: Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
+        Ed25519PrivateKey.generate() if kind == "ed25519" else ec.generate_private_key(ec.SECP256R1()))
     private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
     public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
@@ -103,31 +141,64 @@ def generate_keys(directory: Path, name: str = "wasinfer") -> KeyPair:
         os.write(fd, public_pem)
     finally:
         os.close(fd)
-    return KeyPair(private_path, public_path, key_id(private.public_key()))
+    public = private.public_key()
+    return KeyPair(private_path, public_path,
+                   key_id(public) if isinstance(public, Ed25519PublicKey) else ec_key_id(public)[:KEY_ID_HEX_DIGITS])
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
+def load_any_private_key(path: Path) -> Ed25519PrivateKey | ec.EllipticCurvePrivateKey:
+    """An Ed25519 (legacy) or P-256 (model signing) private key; anything else is a TrustError naming the file."""
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
         raise TrustError(f"signing key {path}: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
         raise TrustError(f"signing key {path}: not an unencrypted PEM private key ({exc})") from None
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise TrustError(f"signing key {path}: a {type(key).__name__}, not an Ed25519 or P-256 key")
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key (the legacy signature's); a P-256 key here is refused, naming the file."""
+    key = load_any_private_key(path)
     if not isinstance(key, Ed25519PrivateKey):
-        raise TrustError(f"signing key {path}: a {type(key).__name__}, not an Ed25519 key")
+        raise TrustError(f"signing key {path}: a P-256 key (model signing), not an Ed25519 key")
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_any_public_key(path: Path) -> Ed25519PublicKey | ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
         raise TrustError(f"public key {path}: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
         raise TrustError(f"public key {path}: not a PEM public key ({exc})") from None
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise TrustError(f"public key {path}: a {type(key).__name__}, not an Ed25519 or P-256 key")
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = load_any_public_key(path)
     if not isinstance(key, Ed25519PublicKey):
-        raise TrustError(f"public key {path}: a {type(key).__name__}, not an Ed25519 key")
+        raise TrustError(f"public key {path}: a P-256 key (model signing), not an Ed25519 key")
     return key
+
+
+def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (a CA bundle may hold several); none, or unreadable, is a TrustError."""
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise TrustError(f"{what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise TrustError(f"{what} {path}: not PEM certificates ({exc})") from None
+    return certificates
 
 
 def sign(artifact: ModelArtifact, private_key_path: Path) -> ModelArtifact:
@@ -148,18 +219,23 @@ class TrustPolicy:
     """Which keys are trusted and what happens to a model that no trusted key verifies."""
 
     mode: str = "require"
-    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # by key id
+    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # legacy Ed25519 keys, by key id
+    ec_keys: dict[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)  # P-256 keys, by ec_key_id
+    cas: list[x509.Certificate] = field(default_factory=list)  # trusted CAs for certificate-signed bundles
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise TrustError(f"trust mode {self.mode!r} is not one of {', '.join(MODES)}")
 
     @classmethod
-    def from_paths(cls, mode: str = "require", paths: Iterable[Path] = ()) -> TrustPolicy:
-        """A policy trusting every key in `paths` (directories: each *.pub in them; files: that key)."""
+    def from_paths(cls, mode: str = "require", paths: Iterable[Path] = (), cas: Iterable[Path] = ()) -> TrustPolicy:
+        """A policy trusting every key in `paths` (directories: each *.pub in them; files: that key) and
+        every CA certificate in the PEM files `cas`."""
         policy = cls(mode)
         for path in paths:
             policy.trust(path)
+        for path in cas:
+            policy.cas += load_certificates(path, "trusted CA")
         return policy
 
     def trust(self, path: Path) -> None:
@@ -167,13 +243,17 @@ class TrustPolicy:
         a silently ignored key would turn into "unknown key" refusals that are hard to trace."""
         if path.is_dir():
             for pub in sorted(path.glob("*.pub")):
-                self.add_key(load_public_key(pub))
+                self.add_key(load_any_public_key(pub))
         elif path.is_file():
-            self.add_key(load_public_key(path))
+            self.add_key(load_any_public_key(path))
         else:
             raise TrustError(f"trusted keys: {path} is neither a directory nor a file")
 
-    def add_key(self, public_key: Ed25519PublicKey) -> str:
+    def add_key(self, public_key: Ed25519PublicKey | ec.EllipticCurvePublicKey) -> str:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            kid = ec_key_id(public_key)
+            self.ec_keys[kid] = public_key
+            return kid
         kid = key_id(public_key)
         self.keys[kid] = public_key
         return kid
@@ -246,10 +326,35 @@ def signing_key_from_env() -> Path | None:
     return path
 
 
+def _env_paths(name: str) -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
+
+
+@dataclass(frozen=True)
+class CertificateSigner:
+    """A certificate-based model-signing identity: the certificate of the signing key and the chain to a CA."""
+
+    certificate: Path
+    chain: tuple[Path, ...] = ()
+
+
+def signing_certificate_from_env() -> CertificateSigner | None:
+    """$WASINFER_SIGNING_CERT (and $WASINFER_SIGNING_CHAIN), or None when unset; a missing file is an error."""
+    value = os.environ.get(ENV_SIGNING_CERT, "").strip()
+    if not value:
+        return None
+    certificate = Path(value).expanduser()
+    chain = tuple(_env_paths(ENV_SIGNING_CHAIN))
+    for path, name in [(certificate, ENV_SIGNING_CERT), *((p, ENV_SIGNING_CHAIN) for p in chain)]:
+        if not path.is_file():
+            raise TrustError(f"{name}: {path}: no such file")
+    return CertificateSigner(certificate, chain)
+
+
 def trust_policy_from_env() -> TrustPolicy:
-    """The trust policy from $WASINFER_TRUST_KEYS and $WASINFER_TRUST_MODE (see the module docstring)."""
-    keys = [Path(p).expanduser() for p in os.environ.get(ENV_TRUST_KEYS, "").split(os.pathsep) if p.strip()]
-    mode = os.environ.get(ENV_TRUST_MODE, "").strip().lower() or ("require" if keys else "warn")
+    """The trust policy from $WASINFER_TRUST_KEYS, $WASINFER_TRUST_CA and $WASINFER_TRUST_MODE (module docstring)."""
+    keys, cas = _env_paths(ENV_TRUST_KEYS), _env_paths(ENV_TRUST_CA)
+    mode = os.environ.get(ENV_TRUST_MODE, "").strip().lower() or ("require" if keys or cas else "warn")
     if mode not in MODES:
         raise TrustError(f"{ENV_TRUST_MODE}={mode}: use one of {', '.join(MODES)}")
-    return TrustPolicy.from_paths(mode, keys)
+    return TrustPolicy.from_paths(mode, keys, cas)
