@@ -92,12 +92,14 @@ def test_the_console_lists_the_models_runs_a_test_inference_and_shows_the_traffi
         # the traffic table follows /metrics: requests made elsewhere show up as a rate
         headers = {"Authorization": "Bearer inference-secret"}
         body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]}
-        scrapes = int(page.evaluate("document.body.dataset.scrapes"))
         for _ in range(30):
             assert http.post("/v2/models/scale/versions/2/infer", json=body, headers=headers).status_code == 200
-        _wait_for(page, "(n) => Number(document.body.dataset.scrapes) > n", scrapes)  # the scrape after them
-        cells = page.evaluate("""() => Object.fromEntries([...document.querySelector(
-            '#traffic tr[data-model="scale"]').cells].map((c, i) => [c.className || i, c.textContent]))""")
+        # a scrape that began before the last request may still land: wait for one that counts them all
+        cells = _wait_for(page, """() => {
+            const row = document.querySelector('#traffic tr[data-model="scale"]');
+            const cells = row && Object.fromEntries([...row.cells].map((c, i) => [c.className || i, c.textContent]));
+            return cells?.count === "32" && cells;
+        }""")
         # the form's two (one refused), then ours
         assert float(cells["rate"]) > 0 and cells["count"] == "32" and cells["error"] == "1"
         assert re.fullmatch(r"[\d.]+ (µs|ms)", cells["p50"]) and re.fullmatch(r"[\d.]+ (µs|ms)", cells["p99"])

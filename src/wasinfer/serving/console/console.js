@@ -91,18 +91,21 @@ function traffic(families) {
 const ms = (seconds) => (Number.isNaN(seconds) ? "–" : seconds < 0.001 ? `${(seconds * 1e6).toFixed(0)} µs`
   : `${(seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1)} ms`);
 
-let previous = null; // the last scrape: {at, rows}, for rates and the window's quantiles
+const WINDOW_MS = 10_000; // rates and quantiles are over the scrapes of about the last 10 s
+const history = []; // earlier scrapes, oldest first: {at, rows}
 
 function showTraffic(rows, at) {
   const body = $("traffic").tBodies[0];
   body.replaceChildren();
+  while (history.length > 1 && at - history[1].at >= WINDOW_MS) history.shift();
+  const previous = history[0]; // the oldest scrape still in the window
   const seconds = previous ? (at - previous.at) / 1000 : 0;
   for (const [key, now] of [...rows].sort(([a], [b]) => a.localeCompare(b))) {
     const before = previous?.rows.get(key);
     const count = now.ok + now.failed;
-    // a version absent from the last scrape had no requests then
+    // a version absent from that scrape had no requests then
     const rate = seconds > 0 ? (count - (before ? before.ok + before.failed : 0)) / seconds : NaN;
-    // quantiles over the requests since the last scrape, or since the start when none came in between
+    // quantiles over the requests in the window, or since the start when none came in it
     let buckets = [...now.buckets].sort(([a], [b]) => a - b);
     if (before) {
       const windowed = buckets.map(([le, c]) => [le, c - (before.buckets.get(le) ?? 0)]);
@@ -118,10 +121,11 @@ function showTraffic(rows, at) {
     cell(row, String(count), "count");
     cell(row, String(now.failed), now.failed ? "error" : "");
   }
-  $("traffic-note").textContent = rows.size ? `from /metrics every ${EVERY_MS / 1000} s; latency is the server's, ` +
-    "request in to answer out, over the last interval (since the start when it had no request)"
+  $("traffic-note").textContent = rows.size ? `from /metrics every ${EVERY_MS / 1000} s, over the last ` +
+    `${WINDOW_MS / 1000} s; latency is the server's, request in to answer out (since the start when the last ` +
+    `${WINDOW_MS / 1000} s had no request)`
     : "no inference requests yet";
-  previous = { at, rows };
+  history.push({ at, rows });
 }
 
 function showDesired(families) {
