@@ -147,6 +147,10 @@ def run_model(model: Any, workdir: Path, base: str, seconds: float, ort_dist: Pa
             continue
         row[runtime] = {"first_ms": result["first_ms"], "inputs_ms": result["inputs_ms"],
                         "p50_ms": statistics.median(result["latency_ms"]), "runs": len(result["latency_ms"]),
+                        # the first result's parts: the runtime's import, the model's load, the first run
+                        "parts_ms": [result["phases"]["imported"] - result["inputs_ms"],
+                                     result["phases"]["loaded"] - result["phases"]["imported"],
+                                     result["first_ms"] - result["phases"]["loaded"]],
                         "bytes": result["bytes"], "outputs": result["outputs"], "shapes": result["shapes"]}
         print(f"  {model.name:16} {runtime:8} first result {fmt_ms(result['first_ms'] - result['inputs_ms']):>9} "
               f"after the inputs, p50 {fmt_ms(row[runtime]['p50_ms']):>9}, "
@@ -195,9 +199,11 @@ def render_section(report: dict[str, Any]) -> str:
         f"{m['loadavg_1min']} at the start, {report.get('loadavg_end', '?')} at the end; {report['browser']}). "
         "Each cell is one cold page in a fresh headless Chromium: the page imports its runtime and loads the "
         "model only then. *First result* counts from the end of the inputs' download (the same for both) to the "
-        "first output: the runtime's download and compilation, the model's download and compilation (wasinfer: "
-        "`WebAssembly.compileStreaming` of the module; onnxruntime-web: its 14 MB Wasm, then session creation "
-        "from the .onnx) and the first run. *p50* is over warm runs after it on the page's thread "
+        "first output, in brackets its parts in ms: the runtime's import (wasinfer: its JavaScript; "
+        "onnxruntime-web: its JavaScript, its 14 MB Wasm is fetched and compiled in the next part), the model's "
+        "load (wasinfer: `WebAssembly.compileStreaming` of the module and its instantiation; onnxruntime-web: "
+        "its runtime's Wasm, then session creation from the .onnx) and the first run. *p50* is over warm runs "
+        "after it on the page's thread "
         f"(≥ {MIN_ITERS} samples, up to {report['seconds']} s; a sample times calls back to back for about 5 "
         "ms, as Chromium rounds its clock to 100 µs). *Bytes* are resource timing's transferSize over "
         "loopback, runtime + model. onnxruntime-web 1.30.0, `ort.wasm.min.mjs`, wasm backend, `numThreads = 1`. "
@@ -218,7 +224,7 @@ def render_section(report: dict[str, Any]) -> str:
                               fmt_ms(mine.get("p50_ms")), fmt_ms(peer.get("p50_ms")),
                               "; ".join(filter(None, [mine.get("error", ""), peer.get("error", "")]))])
         a, b, c, d = _first(ours), _first(theirs), _sent(ours), _sent(theirs)
-        rows.append([row["name"], fmt_ms(a), fmt_ms(b), f"{b / a:.1f}x" if a and b else "-",
+        rows.append([row["name"], _with_parts(ours), _with_parts(theirs), f"{b / a:.1f}x" if a and b else "-",
                      fmt_ms(ours.get("p50_ms")), fmt_ms(theirs.get("p50_ms")),
                      f"{c / 2**20:.2f} MiB" if c else "-", f"{d / 2**20:.2f} MiB" if d else "-",
                      f"{d / c:.1f}x" if c and d else "-",
@@ -262,6 +268,14 @@ def _targets(report: dict[str, Any]) -> list[str]:
 def _first(cell: dict[str, Any]) -> float | None:
     """Time to the first result, the inputs' download (or read) left out."""
     return cell["first_ms"] - cell["inputs_ms"] if "first_ms" in cell else None
+
+
+def _with_parts(cell: dict[str, Any]) -> str:
+    """The first result, and its parts where the run has them: import + load + first run."""
+    shown = fmt_ms(_first(cell))
+    if "parts_ms" in cell:
+        shown += f" ({' + '.join(f'{part:.0f}' for part in cell['parts_ms'])})"
+    return shown
 
 
 def _sent(cell: dict[str, Any]) -> int | None:

@@ -2,7 +2,7 @@
 // (a wasinfer module or the .onnx for onnxruntime-web) and its inputs (raw files); the page imports its runtime only
 // now, so the runtime's download, compilation and the model's are all inside "first result", which is counted from
 // navigation start (performance.now()'s origin). Then the same inputs run again, warm, for the per-inference times.
-// window.benchResult: {first_ms, inputs_ms, latency_ms: [...], outputs: {name: [first values]}, shapes: {name: [...]}}.
+// window.benchResult: {first_ms, inputs_ms, phases: {imported, loaded}, latency_ms: [...], outputs: {name: [first values]}, shapes: {name: [...]}}.
 const params = new URLSearchParams(location.search);
 const RUNTIME = params.get("runtime");
 const TYPED = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array };
@@ -37,9 +37,13 @@ async function sample(run, min, max, seconds) {
 
 const head = (data) => Array.from(data.subarray(0, 64), Number);
 
+const phases = {}; // when each step ended, ms since navigation start
+
 async function wasinfer(job, inputs) {
   const { load } = await import("/index.js");
+  phases.imported = performance.now();
   const model = await load(job.model);
+  phases.loaded = performance.now();
   const feeds = Object.fromEntries(Object.entries(inputs).map(([n, { data, shape }]) => [n, { data, shape }]));
   const outputs = await model.run(feeds);
   return [outputs, () => model.run(feeds)];
@@ -47,11 +51,13 @@ async function wasinfer(job, inputs) {
 
 async function onnxruntime(job, inputs) {
   const ort = await import("/ort/ort.wasm.min.mjs");
+  phases.imported = performance.now();
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.proxy = false;
   ort.env.wasm.wasmPaths = "/ort/";
   const session = await ort.InferenceSession.create(job.model, { executionProviders: ["wasm"],
     graphOptimizationLevel: "all", executionMode: "sequential" });
+  phases.loaded = performance.now();
   const feeds = Object.fromEntries(Object.entries(inputs).map(([n, { data, shape, dtype }]) =>
     [n, new ort.Tensor(dtype, data, shape)]));
   const outputs = await session.run(feeds);
@@ -65,7 +71,7 @@ async function measure() {
   const [outputs, again] = await (RUNTIME === "ort" ? onnxruntime : wasinfer)(job, inputs);
   const firstMs = performance.now();
   const latency = await sample(again, job.min_iters, job.max_iters, job.seconds);
-  return { first_ms: firstMs, inputs_ms: inputsMs, latency_ms: latency,
+  return { first_ms: firstMs, inputs_ms: inputsMs, phases, latency_ms: latency,
     outputs: Object.fromEntries(Object.entries(outputs).map(([n, t]) => [n, head(t.data)])),
     shapes: Object.fromEntries(Object.entries(outputs).map(([n, t]) => [n, Array.from(t.shape ?? t.dims)])) };
 }
