@@ -248,6 +248,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.web:
+        from wasinfer.cli.webdemo import run_web_demo
+
+        return run_web_demo(wasinfer_home(), console, args.host, args.port)
     from wasinfer.cli.demo import run_demo
 
     return run_demo(wasinfer_home(), console)
@@ -335,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build, convert, validate and run the built-in digits model",
                        description="Train the built-in demo (an MLP on scikit-learn's bundled digits), export "
                        "it to ONNX, compile it, validate it against ONNX Runtime and classify the test split. "
-                       "Files go to $WASINFER_HOME/demo (default ~/.wasinfer/demo).")
+                       "Files go to $WASINFER_HOME/demo (default ~/.wasinfer/demo). With --web, serve a page "
+                       "instead where a digit drawn on a canvas is classified in the browser by the same module.")
+    p.add_argument("--web", action="store_true", help="serve the browser demo (js/demo/) and the module until Ctrl+C")
+    p.add_argument("--host", default="127.0.0.1", help="address of the --web page (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port of the --web page (default 8090; 0 picks one)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="serve models over KServe v2 REST and gRPC",

@@ -38,6 +38,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from wasinfer.serving.auth import Tokens, challenge, check_bearer
+from wasinfer.serving.console import console_file, is_console_path
 from wasinfer.serving.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -158,6 +159,10 @@ class RestApp:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, parts = scope["method"], scope["path"].split("/")
+        if is_console_path(scope["path"]):  # the web console: static, as open as /metrics (console/)
+            _allow(method, "GET")
+            body, content_type = console_file(scope["path"])
+            return await _send(send, 200, body, "", content_type)
         if parts[-1] == "":
             parts.pop()
         if len(parts) < 2 or parts[0] != "":

@@ -1,0 +1,78 @@
+// The package's parity cases in a browser: the set tests/artifact/test_js_package.py writes (manifest.json, the
+// modules, their inputs, the Python runtime's outputs and error messages), served under ?parity= (default
+// /parity/). Every run's outputs must equal Python's byte for byte, on the page's thread (load) and in a Web Worker
+// (createWorkerModel), and every refused input must be refused in the runtime's words. The result is
+// window.parityResult: {modules, runs, failures: [...]}; parity.test.js checks the same in Node.
+import { features, load } from "../index.js";
+import { createWorkerModel } from "../worker.js";
+
+const BASE = new URLSearchParams(location.search).get("parity") ?? "/parity/";
+const TYPED = {
+  float32: Float32Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array,
+  bool: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array, uint32: Uint32Array,
+};
+
+async function bytesOf(file) {
+  const response = await fetch(BASE + file);
+  if (!response.ok) throw new Error(`${file}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function feedsOf(described) {
+  const feeds = {};
+  for (const [name, { file, dtype, shape }] of Object.entries(described)) {
+    feeds[name] = { data: new TYPED[dtype]((await bytesOf(file)).buffer), shape };
+  }
+  return feeds;
+}
+
+/** What differs between outputs and the manifest's (names, dtypes, shapes, bytes); [] when nothing does. */
+async function differences(got, want, label) {
+  const found = [];
+  if (JSON.stringify(Object.keys(got)) !== JSON.stringify(Object.keys(want))) found.push(`${label}: output names`);
+  for (const [name, { file, dtype, shape }] of Object.entries(want)) {
+    const tensor = got[name];
+    if (!tensor) continue;
+    if (tensor.dtype !== dtype) found.push(`${label} ${name}: dtype ${tensor.dtype}, expected ${dtype}`);
+    if (JSON.stringify(tensor.shape) !== JSON.stringify(shape)) found.push(`${label} ${name}: shape [${tensor.shape}], expected [${shape}]`);
+    const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength);
+    const expected = await bytesOf(file);
+    if (bytes.length !== expected.length || bytes.some((b, i) => b !== expected[i])) found.push(`${label} ${name}: bytes differ`);
+  }
+  return found;
+}
+
+async function check() {
+  const manifest = await (await fetch(BASE + "manifest.json")).json();
+  const result = { modules: 0, runs: 0, refusals: 0, failures: [], features: features(), names: [] };
+  for (const entry of manifest.modules) {
+    const wasm = await bytesOf(entry.file);
+    for (const [where, model] of [["page", await load(wasm)], ["worker", await createWorkerModel(wasm.slice())]]) {
+      for (const [i, run] of entry.runs.entries()) {
+        const outputs = await model.run(await feedsOf(run.feeds));
+        result.failures.push(...await differences(outputs, run.outputs, `${entry.name} ${where} run ${i}`));
+        result.runs += 1;
+      }
+      for (const [i, { feeds, message }] of entry.errors.entries()) {
+        try {
+          await model.run(await feedsOf(feeds));
+          result.failures.push(`${entry.name} ${where} bad input ${i}: ran, expected "${message}"`);
+        } catch (error) {
+          if (error.name !== "InputError" || error.message !== message) {
+            result.failures.push(`${entry.name} ${where} bad input ${i}: ${error.name} "${error.message}", expected "${message}"`);
+          }
+          result.refusals += 1;
+        }
+      }
+      model.terminate?.();
+    }
+    result.modules += 1;
+    result.names.push(entry.name);
+  }
+  return result;
+}
+
+window.parityResult = check().catch((error) => ({ failures: [`the check itself failed: ${error.stack ?? error}`] }));
+window.parityResult.then((result) => {
+  document.getElementById("log").textContent = JSON.stringify(result, null, 1);
+});
