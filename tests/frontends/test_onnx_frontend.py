@@ -148,3 +148,20 @@ def test_an_opset_8_scan_runs_per_sample_of_its_batch_and_sequence_lengths_are_r
 def test_batched_run_matches_onnxruntime_sample_by_sample() -> None:
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     assert_matches_ort(relu_model(["N", 4]), {"x": x}, max_batch=8)
+
+
+def test_a_declared_output_dim_is_a_guess_that_the_graphs_own_types_replace() -> None:
+    """ONNX's inference cannot follow a ReduceProd of a Shape, so the frontend took the output's declared [n] with n
+    as 1 (a batch, as ai.onnx.ml classifiers declare it): the module returned 1 value of 24. Silero VAD's sequence
+    model declares its [sequence_length] output so and returned 1 probability of 32. Once folding makes the
+    reshape target constant, the graph's own types replace the guess."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ReduceProd", ["s"], ["p"], keepdims=1),
+             helper.make_node("Reshape", ["x", "p"], ["y"])]
+    graph = helper.make_graph(nodes, "flatten", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert load_onnx(model).graph.guessed == {"y"}  # what the frontend alone can say
+    result = convert_onnx(model)
+    assert [t.shape for t in result.metadata.outputs] == [[24]]
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    np.testing.assert_array_equal(WasmModel(result.wasm).run({"x": x})["y"], x.ravel())

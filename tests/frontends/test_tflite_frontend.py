@@ -83,13 +83,14 @@ def test_fp16_weights_are_float32_constants() -> None:
 
 
 def unsupported_model(path: Path) -> Path:
-    """x → SIN → SIGN: two builtins the compiler has no kernel for."""
+    """x → ATAN2 → BITCAST: two builtins the compiler has no kernel for."""
     b = TfliteBuilder()
-    sine = b.op("SIN", [b.input([1, 8], name="x")])
-    b.tensors[sine].name = "Sin"
-    sign = b.op("SIGN", [sine])
-    b.tensors[sign].name = "Sign"
-    path.write_bytes(b.build([sign]))
+    x = b.input([1, 8], name="x")
+    angle = b.op("ATAN2", [x, x])
+    b.tensors[angle].name = "Atan2"
+    bits = b.op("BITCAST", [angle])
+    b.tensors[bits].name = "Bitcast"
+    path.write_bytes(b.build([bits]))
     return path
 
 
@@ -98,8 +99,8 @@ def test_unsupported_ops_are_all_listed(tmp_path: Path) -> None:
         convert_model(unsupported_model(tmp_path / "unsupported_ops.tflite"))
     problems = caught.value.problems
     assert len(problems) == 2
-    assert problems[0].startswith("operator 0 (SIN, output 'Sin')") and "not supported" in problems[0]
-    assert problems[1].startswith("operator 1 (SIGN, output 'Sign')") and "not supported" in problems[1]
+    assert problems[0].startswith("operator 0 (ATAN2, output 'Atan2')") and "not supported" in problems[0]
+    assert problems[1].startswith("operator 1 (BITCAST, output 'Bitcast')") and "not supported" in problems[1]
 
 
 def test_dynamic_range_model_is_declined(tmp_path: Path) -> None:
@@ -155,4 +156,4 @@ def test_cli_converts_tflite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     bad = unsupported_model(tmp_path / "unsupported_ops.tflite")
     assert main(["convert", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "SIN" in err and "SIGN" in err and not (tmp_path / "unsupported_ops.wasm").exists()
+    assert "ATAN2" in err and "BITCAST" in err and not (tmp_path / "unsupported_ops.wasm").exists()

@@ -351,6 +351,7 @@ def load_onnx(
                 dims = [symbols[d][1] * steps[d] if isinstance(d, str) and d in symbols else d for d in dims]
             if dims is not None and dims and not isinstance(dims[0], int):
                 dims[0] = 1
+                graph.guessed.add(value.name)
             if dims is not None and all(isinstance(d, int) for d in dims):
                 dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
                 graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(dims))  # type: ignore[arg-type]

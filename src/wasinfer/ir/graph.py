@@ -89,6 +89,11 @@ class Graph:
     # outputs whose size along an axis the data decides (NonZero's count, passes/dynamic.py), with their dims:
     # that axis is a symbol of its own (in `symbols`, smallest 0), whose value the node's kernel writes
     decided: dict[str, Extent] = field(default_factory=dict)
+    # outputs typed from the model's declaration because ONNX's inference gave them none, a named leading dim
+    # taken as 1 (a batch, as ai.onnx.ml's classifiers declare it): a guess, which passes/control.py's
+    # infer_types replaces once the graph's own types give the output one (Silero VAD declares its
+    # [sequence_length] output so, 32 on a 32-window input)
+    guessed: set[str] = field(default_factory=set)
     # the dims of every tensor that depends on a symbol (passes/symbolic.py); a tensor not here is static.
     # Its buffer is laid out for its largest shape, and only the part inside its actual dims is meaningful
     extents: dict[str, Extent] = field(default_factory=dict)

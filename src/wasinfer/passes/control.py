@@ -54,7 +54,8 @@ INFER_BY_VALUE = 4096
 
 def infer_types(graph: Graph) -> int:
     """Give every value without a static type one from ONNX shape inference over the graph;
-    returns how many were added. Types already known are kept. The outputs whose size the data decides
+    returns how many were added. Types already known are kept, but for an output's guessed from its declaration
+    (`Graph.guessed`), which the graph's own inference replaces. The outputs whose size the data decides
     (passes/dynamic.py) are fed at their largest shape, which ONNX's inference cannot know, as are the typed
     outputs of the compiler's own nodes (domain wasinfer), which it does not know, and those of ops it does not know
     at the model's opset (a Gelu that passes/contrib.py wrote into an opset-17 model)."""
@@ -88,10 +89,12 @@ def infer_types(graph: Graph) -> int:
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = tensor_dims(value.type)
         elem = value.type.tensor_type.elem_type
-        if value.name in graph.tensors or dims is None or not elem or not all(isinstance(d, int) for d in dims):
+        known = value.name in graph.tensors and value.name not in graph.guessed
+        if known or dims is None or not elem or not all(isinstance(d, int) for d in dims):
             continue
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
         graph.tensors[value.name] = TensorInfo(value.name, dtype, tuple(int(d) for d in dims))  # type: ignore[arg-type]
+        graph.guessed.discard(value.name)
         added += 1
     return added
 
@@ -257,7 +260,7 @@ def settle(graph: Graph, rounds: int = 16) -> int:
     changed = 0
     for _ in range(rounds):
         inlined = inline_constant_ifs(graph) or unroll_loops(graph) or inline_runtime_ifs(graph)
-        untyped = any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
+        untyped = bool(graph.guessed) or any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
         typed = infer_types(graph) if inlined or untyped else 0
         resolved = resolve_choices(graph)
         if not inlined and not typed and not resolved:
