@@ -21,4 +21,9 @@ define("Resize", batch=spatial, extent=ex.resize)
 define("InstanceNormalization", batch=spatial, extent=ex.instance_norm)
 for op in ("DepthToSpace", "SpaceToDepth", "Upsample"):
     define(op, batch=spatial)
+define("GridSample", batch=spatial,
+       summary="samples each channel at the grid's points: nearest, linear (any rank), cubic (2-D); zeros, border or "
+               "reflection padding")
+define("AffineGrid", batch=spatial, summary="the sampling grid of a batch of affine transforms (2-D and 3-D); "
+                                            "size must be a constant")
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)
