@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import normalise_axis, spatial
-from wasinfer.ops.definition import Fusion, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, define
+
+
+def _picks_samples(view: BatchView) -> BatchFlow:
+    """Never.
+
+    Each region's batch index picks the sample it pools from: regions and samples are not paired."""
+    if all(a is None for a in view.axes):
+        return view.none()
+    return view.mixes("its batch indices pick which sample each region reads")
+
 
 define("Conv", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.window(0.0))
 define("ConvTranspose", batch=spatial, extent=ex.conv_transpose)
@@ -26,4 +36,6 @@ define("GridSample", batch=spatial,
                "reflection padding")
 define("AffineGrid", batch=spatial, summary="the sampling grid of a batch of affine transforms (2-D and 3-D); "
                                             "size must be a constant")
+define("RoiAlign", batch=_picks_samples,
+       summary="avg or max over each region's bins, sampling_ratio 0 adaptive to the region read at run time")
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)
