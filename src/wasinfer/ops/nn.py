@@ -38,4 +38,8 @@ define("AffineGrid", batch=spatial, summary="the sampling grid of a batch of aff
                                             "size must be a constant")
 define("RoiAlign", batch=_picks_samples,
        summary="avg or max over each region's bins, sampling_ratio 0 adaptive to the region read at run time")
+define("MaxUnpool", batch=spatial,
+       summary="each input element written where its run-time index says, over the whole output; zeros elsewhere")
+define("Col2Im", batch=spatial, summary="sums each column element into its image position (fold); image_shape and "
+                                        "block_shape must be constants")
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)
