@@ -25,6 +25,7 @@ from wasinfer.ir import UnsupportedModel
 from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.control import batch_mixing, infer_types, settle, tensor_batch_axes
+from wasinfer.passes.crop import lower_crops
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
@@ -104,6 +105,7 @@ def convert_model(
         infer_types(graph)  # what follows them, at that largest shape (passes/symbolic.py follows the symbol)
     lower_einsums(graph)
     lower_spectral(graph)
+    lower_crops(graph)
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import along_axis, not_followed, per_sample
-from wasinfer.ops.definition import BatchFlow, BatchView, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
 
 @per_sample
@@ -132,6 +132,8 @@ def _pad(view: BatchView) -> BatchFlow:
 
 
 define("Pad", batch=_pad, extent=ex.pad)
+define("CenterCropPad", role=Role.LOWERED,
+       summary="a Slice and a zero Pad around the centre of each listed axis; the shape a constant (passes/crop.py)")
 
 
 def _data_decides_size(view: BatchView) -> BatchFlow:
