@@ -30,6 +30,7 @@ from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.int8_islands import fuse_int8_islands
+from wasinfer.passes.losses import lower_losses
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
@@ -106,6 +107,7 @@ def convert_model(
     lower_einsums(graph)
     lower_spectral(graph)
     lower_crops(graph)
+    lower_losses(graph)
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)
