@@ -63,7 +63,7 @@ def test_an_op_is_defined_once_and_an_emitter_needs_a_definition() -> None:
 
 
 def test_roles_and_fusion_sets() -> None:
-    assert {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"} == VIEW_OPS
+    assert {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "BitCast"} == VIEW_OPS
     assert {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "HannWindow", "HammingWindow", "BlackmanWindow",
             "MelWeightMatrix"} == COMPILE_TIME_OPS
     assert REGISTRY[("", "If")].role is Role.INLINED
