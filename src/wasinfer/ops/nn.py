@@ -18,6 +18,8 @@ def _picks_samples(view: BatchView) -> BatchFlow:
 
 
 define("Conv", fusion=Fusion.PRODUCER, batch=spatial, extent=ex.window(0.0))
+define("DeformConv", batch=spatial, summary="2-D; each tap sampled bilinearly at its run-time offset, times the "
+                                            "mask; groups and offset groups")
 define("ConvTranspose", batch=spatial, extent=ex.conv_transpose)
 define("MaxPool", batch=spatial, extent=ex.window(ex.NEG_INF))
 define("AveragePool", batch=spatial, extent=ex.average_pool)

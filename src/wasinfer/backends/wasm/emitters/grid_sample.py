@@ -108,7 +108,7 @@ def _cubic_weights(f: Func, t: int) -> list[int]:
     return weights
 
 
-def _axis_taps(f: Func, s: Sampling, v: int, size: int, stride: int) -> list[tuple[int, int | None]]:
+def axis_taps(f: Func, s: Sampling, v: int, size: int, stride: int) -> list[tuple[int, int | None]]:
     """The taps of one axis at coordinate v: (byte offset local, weight local or None for 1)."""
     low, high = _borders(size, s.align_corners)
     first = f.local(I32)
@@ -196,13 +196,13 @@ def emit_grid_sample(ctx: Ctx, node: Node) -> None:
                     f.f32(0.5).op("f32.mul").f32(size - 1.0).op("f32.mul").set(v)
                 else:  # x = ((g + 1) * d - 1) / 2
                     f.f32(float(size)).op("f32.mul").f32(1.0).op("f32.sub").f32(0.5).op("f32.mul").set(v)
-                taps.append(_axis_taps(f, s, v, size, strides[a]))
-            corners = _corners(f, taps)
+                taps.append(axis_taps(f, s, v, size, strides[a]))
+            weighted = corners(f, taps)
             f.get(x_n).set(pin)
             f.get(y_n).get(p).i32(4).op("i32.mul").op("i32.add").set(pout)
             with f.for_range(c, 0, channels):
                 f.get(pout)
-                for k, (offset, weight) in enumerate(corners):
+                for k, (offset, weight) in enumerate(weighted):
                     f.get(pin).get(offset).op("i32.add").mem("f32.load")
                     if weight is not None:
                         f.get(weight).op("f32.mul")
@@ -214,7 +214,7 @@ def emit_grid_sample(ctx: Ctx, node: Node) -> None:
         f.inc(x_n, channels * plane * 4).inc(y_n, channels * points * 4)
 
 
-def _corners(f: Func, taps: list[list[tuple[int, int | None]]]) -> list[tuple[int, int | None]]:
+def corners(f: Func, taps: list[list[tuple[int, int | None]]]) -> list[tuple[int, int | None]]:
     """Every combination of one tap per axis: its offset (the sum) and weight (the product)."""
     if len(taps) == 1:
         return taps[0]
@@ -300,4 +300,4 @@ def _affine_points(f: Func, thetas: list[list[int]], coords: list[int], counters
         _affine_points(f, thetas, coords, counters, tables, dims, pout, axis + 1)
 
 
-__all__ = ["base_coordinates", "emit_affine_grid", "emit_grid_sample"]
+__all__ = ["Sampling", "axis_taps", "base_coordinates", "corners", "emit_affine_grid", "emit_grid_sample"]
