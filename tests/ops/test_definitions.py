@@ -125,6 +125,18 @@ def test_batch_rules() -> None:
     assert _flow(Node("Tile", "t", ["x"], ["y"]), g, 0) == ((None,), None)
 
 
+def test_batch_rules_of_the_spatial_ops() -> None:
+    g = _graph({"x": (4, 3, 8, 8), "grid": (4, 5, 5, 2), "rois": (7, 4), "i": (7,), "cache": (4, 2, 9, 3),
+                "upd": (4, 2, 1, 3), "mats": (4, 3, 3), "d": (4,)})
+    assert _flow(Node("GridSample", "s", ["x", "grid"], ["y"]), g, 0, 0) == ((0,), None)
+    assert "pick which sample" in str(_flow(Node("RoiAlign", "r", ["x", "rois", "i"], ["y"]), g, 0, None, None)[1])
+    assert _flow(Node("RoiAlign", "r", ["x", "rois", "i"], ["y"]), g, None, None, None) == ((None,), None)
+    assert _flow(Node("TensorScatter", "t", ["cache", "upd"], ["y"]), g, 0, 0) == ((0,), None)
+    assert "axis 0, not axis 1" in str(_flow(Node("TensorScatter", "t", ["cache", "upd"], ["y"]), g, 1, 1)[1])
+    assert _flow(Node("Det", "d", ["mats"], ["d"]), g, 0) == ((0,), None)
+    assert "matrices run along axis 1" in str(_flow(Node("Det", "d", ["mats"], ["d"]), g, 1)[1])
+
+
 def test_activation_parameters_come_from_the_definition() -> None:
     g = _graph({"x": (4,)}, {"lo": np.array(-1.0, np.float32)})
     assert activation_params(Node("LeakyRelu", "l", ["x"], ["y"]), g) == {"alpha": 0.01}
