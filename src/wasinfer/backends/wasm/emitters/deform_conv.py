@@ -4,8 +4,8 @@
 Two steps per sample. The columns first: for each offset group, kernel tap and output position, the tap's
 point (its place plus the offset read at run time) gives four bilinear taps (emitters/grid_sample.py's, zero
 outside the input) and their weights, times the mask; every channel of the offset group then writes its sampled
-value into a [C * kH * kW, oH * oW] matrix in scratch. Then each group's product with its weights, four output
-positions per v128, plus the bias.
+value into a [C * kH * kW, oH * oW] matrix in scratch. Then each group's product with its weights, plus the bias,
+through the GEMM that Conv's columns go through.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
+from wasinfer.backends.wasm.emitters.gemm import Operand, emit_gemm
 from wasinfer.backends.wasm.emitters.grid_sample import Sampling, axis_taps, corners
-from wasinfer.backends.wasm.writer import F32, I32, V128, Func
+from wasinfer.backends.wasm.writer import F32, I32, Func
 from wasinfer.ir import Graph, Node
 
 BILINEAR = Sampling("linear", "zeros", True)  # points in pixels: the coordinate is the pixel index itself
@@ -136,43 +137,17 @@ def _columns(f: Func, cols: int, x_n: int, offsets_n: int, mask_n: int | None, i
 
 def _product(ctx: Ctx, cols: int, out_n: int, weights: str, bias: str, out_channels: int, group: int, depth: int,
              positions: int) -> None:
-    """out[oc, p] = bias[oc] + sum_r W[oc, r] * cols[group(oc) * depth + r, p], four positions per v128."""
+    """out[g] = W[g] @ cols[g] + bias[g]: each group's [out / group, depth] weights times its [depth, positions]
+    columns, through the GEMM Conv's columns go through (emitters/gemm.py)."""
     f = ctx.f
-    w_addr = ctx.addr(weights)
     per_group = out_channels // group
-    oc, p, r = f.local(I32), f.local(I32), f.local(I32)
-    prow, pw, pout = f.local(I32), f.local(I32), f.local(I32)
-    acc = f.local(V128)
-    vec_end = positions // 4 * 4
-    with f.for_range(oc, 0, out_channels):
-        for start, stop, lanes in ((0, vec_end, 4), (vec_end, positions, 1)):
-            if stop <= start:
-                continue
-            with f.for_range(p, start, stop, lanes):
-                if bias:
-                    f.i32(ctx.addr(bias)).get(oc).i32(4).op("i32.mul").op("i32.add").mem("f32.load")
-                    f.op("f32x4.splat")
-                else:
-                    f.f32x4_const(0.0)
-                f.set(acc)
-                # the group's rows of the columns, from this position
-                f.get(oc).i32(per_group).op("i32.div_u").i32(depth * positions * 4).op("i32.mul")
-                f.get(p).i32(4).op("i32.mul").op("i32.add").i32(cols).op("i32.add").set(prow)
-                f.get(oc).i32(depth * 4).op("i32.mul").i32(w_addr).op("i32.add").set(pw)
-                with f.for_range(r, 0, depth):
-                    f.get(acc).get(pw).mem("f32.load").op("f32x4.splat")
-                    if lanes == 4:
-                        f.get(prow).mem("v128.load", align=0)
-                    else:
-                        f.get(prow).mem("f32.load").op("f32x4.splat")
-                    f.op("f32x4.mul").op("f32x4.add").set(acc)
-                    f.inc(pw, 4).inc(prow, positions * 4)
-                f.get(oc).i32(positions).op("i32.mul").get(p).op("i32.add").i32(4).op("i32.mul").get(out_n)
-                f.op("i32.add").set(pout)
-                if lanes == 4:
-                    f.get(pout).get(acc).mem("v128.store", align=0)
-                else:
-                    f.get(pout).get(acc).lane("f32x4.extract_lane", 0).mem("f32.store")
+    pout = f.local(I32)
+    for g in range(group):
+        f.get(out_n).i32(g * per_group * positions * 4).op("i32.add").set(pout)
+        a = Operand(ctx.addr(weights) + g * per_group * depth * 4, depth, 1)
+        b = Operand(cols + g * depth * positions * 4, positions, 1)
+        row_bias = Operand(ctx.addr(bias) + g * per_group * 4, 1, 0) if bias else None
+        emit_gemm(ctx, per_group, positions, depth, a, b, Operand(("local", pout), positions, 1), row_bias)
 
 
 __all__ = ["emit_deform_conv"]
