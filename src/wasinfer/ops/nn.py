@@ -44,4 +44,6 @@ define("MaxUnpool", batch=spatial,
        summary="each input element written where its run-time index says, over the whole output; zeros elsewhere")
 define("Col2Im", batch=spatial, summary="sums each column element into its image position (fold); image_shape and "
                                         "block_shape must be constants")
+define("MaxRoiPool", batch=_picks_samples,
+       summary="the maximum of each bin of each region read at run time, corners rounded (Fast R-CNN)")
 define("LayerNormalization", batch=normalise_axis, extent=ex.layer_norm)
