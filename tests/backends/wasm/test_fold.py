@@ -107,3 +107,15 @@ def test_col2im_refusals_name_what_is_wrong() -> None:
                                                                "block": np.array([2, 2], np.int64)}, opset=18)
     with pytest.raises(UnsupportedModel, match=r"input of shape \[1, 4, 15\] is not \[N, C \* 4, 16\]"):
         wasm_run(model, {"x": wrong})
+
+
+def test_max_unpool_output_shape_must_be_a_constant() -> None:
+    """A run-time output_shape would set a shape the module was not compiled for: refused by name."""
+    x = np.ones((1, 1, 2, 2), np.float32)
+    indices = np.array([0, 3, 12, 15], np.int64).reshape(x.shape)
+    shape = np.array([1, 1, 5, 5], np.int64)
+    model = single_op_model("MaxUnpool", {"x": x, "i": indices, "shape": shape}, opset=11, kernel_shape=[2, 2],
+                            strides=[2, 2])
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 1, 5, 5]))
+    with pytest.raises(UnsupportedModel, match=r"'MaxUnpool_0'.*output_shape 'shape' is computed at run time"):
+        wasm_run(model, {"x": x, "i": indices, "shape": shape})

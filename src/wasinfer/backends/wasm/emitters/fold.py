@@ -5,8 +5,9 @@ MaxUnpool zeroes its output and writes each input element where its index says, 
 over the whole output tensor, as MaxPool's Indices count (batch and channels included); any whole-byte
 dtype moves as bits. With an output_shape (the pool's input had an odd size) the indices count over that
 shape, as ONNX Runtime and PyTorch count them: the pool's input's layout. (ONNX's reference counts them over
-the shape the pool's attributes infer and pastes that into the output's corner; the backend suite's
-with_output_shape case expects that, which no exported pool produces.) An index outside the output traps.
+the shape the pool's attributes infer and pastes that into the output's corner, which no exported pool
+produces.) The output_shape must be a constant: exported models compute it from the pool's input's Shape,
+which folds. An index outside the output traps.
 
 Col2Im sums each column element into the image position its block offset and block position give, positions
 in the padding skipped: per axis a constant table of image index (or -1) for every (block offset, block
@@ -40,6 +41,15 @@ def _check_max_unpool(node: Node, graph: Graph) -> list[str]:
     if graph.info(node.inputs[1]).shape != graph.info(node.inputs[0]).shape:
         problems.append(f"indices of shape {list(graph.info(node.inputs[1]).shape)} do not match the input's "
                         f"{list(graph.info(node.inputs[0]).shape)}")
+    shape_input = node.inputs[2] if len(node.inputs) > 2 else ""
+    if shape_input:  # exported models compute it from the pool's input's Shape, which folds
+        value = graph.constants.get(shape_input)
+        out = list(graph.info(node.outputs[0]).shape)
+        if value is None:
+            problems.append(f"output_shape {shape_input!r} is computed at run time; it sets the output's shape, "
+                            "so it must be a constant")
+        elif [int(v) for v in np.asarray(value).reshape(-1)] != out:
+            problems.append(f"output_shape {np.asarray(value).tolist()} differs from the output's shape {out}")
     return problems
 
 
