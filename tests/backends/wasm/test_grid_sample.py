@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 
 from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
 from wasinfer.backends.wasm.compiler import UnsupportedModel
@@ -103,6 +103,11 @@ def test_unsupported_attributes_and_dtypes_are_refused_by_name() -> None:
     with pytest.raises(UnsupportedModel, match="only float32"):
         wasm_run(model, {"x": doubles, "grid": grid.astype(np.float64)})
     theta = rng.standard_normal((1, 2, 3)).astype(np.float32)
-    model = single_op_model("AffineGrid", {"theta": theta, "size": np.array([1, 1, 4, 4], np.int64)}, opset=20)
+    feeds = {"theta": theta, "size": np.array([1, 1, 4, 4], np.int64)}
+    model = single_op_model("AffineGrid", feeds, opset=20)
     with pytest.raises(UnsupportedModel, match=r"'AffineGrid_0' \(AffineGrid\): cannot infer the shape"):
-        wasm_run(model, {"theta": theta, "size": np.array([1, 1, 4, 4], np.int64)})
+        wasm_run(model, feeds)
+    # with the output's type written into the model, a run-time size would be ignored: refused by name
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 4, 4, 2]))
+    with pytest.raises(UnsupportedModel, match="size 'size' is computed at run time"):
+        wasm_run(model, feeds)

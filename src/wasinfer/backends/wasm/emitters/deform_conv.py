@@ -41,8 +41,12 @@ def _check_deform_conv(node: Node, graph: Graph) -> list[str]:
         problems.append(f"kernel_shape {kernel_shape} does not match the weights' {list(w[2:])}")
     offset = graph.info(node.inputs[2]).shape
     taps = math.prod(w[2:])
-    if len(offset) != 4 or offset[1] != offset_group * 2 * taps:
-        problems.append(f"offset of shape {list(offset)} is not [N, {offset_group * 2 * taps}, oH, oW]")
+    strides, dilations = list(node.attr("strides", [1, 1])), list(node.attr("dilations", [1, 1]))
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    out = [(x[2 + a] + pads[a] + pads[2 + a] - dilations[a] * (w[2 + a] - 1) - 1) // strides[a] + 1 for a in range(2)]
+    if len(offset) != 4 or list(offset) != [x[0], offset_group * 2 * taps, *out]:
+        problems.append(f"offset of shape {list(offset)} is not [{x[0]}, {offset_group * 2 * taps}, {out[0]}, "
+                        f"{out[1]}] for this input, kernel, strides, pads and dilations")
     return problems
 
 

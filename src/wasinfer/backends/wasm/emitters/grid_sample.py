@@ -241,7 +241,10 @@ def corners(f: Func, taps: list[list[tuple[int, int | None]]]) -> list[tuple[int
 
 def _check_affine_grid(node: Node, graph: Graph) -> list[str]:
     problems = only_float32(node, graph, [node.inputs[0], node.outputs[0]])
-    theta = graph.info(node.inputs[0]).shape  # (a run-time size leaves the output's shape unknown: refused before)
+    theta = graph.info(node.inputs[0]).shape
+    if graph.constants.get(node.inputs[1]) is None:  # the output's type alone would be trusted, whatever size runs
+        problems.append(f"size {node.inputs[1]!r} is computed at run time; it sets the output's shape, "
+                        "so it must be a constant")
     if len(theta) != 3 or theta[1] not in (2, 3) or theta[2] != theta[1] + 1:
         problems.append(f"theta has shape {list(theta)}; [N, 2, 3] or [N, 3, 4] expected")
     return problems

@@ -37,6 +37,10 @@ def _check_roi_align(node: Node, graph: Graph) -> list[str]:
         problems.append(f"coordinate_transformation_mode {coordinates!r} is not one of {list(COORDINATES)}")
     if len(graph.info(node.inputs[0]).shape) != 4:
         problems.append(f"input has rank {len(graph.info(node.inputs[0]).shape)}; RoiAlign's is 4 (NCHW)")
+    regions, index_shape = graph.info(node.inputs[1]).shape, graph.info(node.inputs[2]).shape
+    if len(regions) != 2 or regions[1] != 4 or tuple(index_shape) != (regions[0],):
+        problems.append(f"rois of shape {list(regions)} and batch_indices of shape {list(index_shape)} are not "
+                        "[R, 4] and [R]")
     indices = graph.info(node.inputs[2]).dtype
     if indices not in (np.int64, np.int32):
         problems.append(f"batch_indices has dtype {indices}; int64 expected")
