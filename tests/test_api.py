@@ -58,8 +58,8 @@ def test_compile_then_load_then_run_in_three_lines(tmp_path: Path, width: object
 
 
 def test_what_cannot_compile_is_listed_and_nothing_is_written(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Det", ["x"], ["d"]), helper.make_node("Bernoulli", ["x"], ["b"])],
-                              "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+    nodes = [helper.make_node("RandomUniformLike", ["x"], ["d"]), helper.make_node("Bernoulli", ["x"], ["b"])]
+    graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "db"])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     with pytest.raises(wasinfer.UnsupportedModel) as raised:

@@ -59,10 +59,10 @@ def test_dynamic_dims_are_pinned_per_input_shape() -> None:
 
 
 def test_unsupported_ops_raise_in_prepare() -> None:
-    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+    graph = helper.make_graph([helper.make_node("RandomUniformLike", ["x"], ["y"])], "random",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
-    with pytest.raises(UnsupportedModel, match="Det"):
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])])
+    with pytest.raises(UnsupportedModel, match="RandomUniformLike"):
         WasinferBackend.prepare(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
 
 

@@ -63,7 +63,7 @@ def test_an_op_is_defined_once_and_an_emitter_needs_a_definition() -> None:
 
 
 def test_roles_and_fusion_sets() -> None:
-    assert {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"} == VIEW_OPS
+    assert {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "BitCast"} == VIEW_OPS
     assert {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "HannWindow", "HammingWindow", "BlackmanWindow",
             "MelWeightMatrix"} == COMPILE_TIME_OPS
     assert REGISTRY[("", "If")].role is Role.INLINED
@@ -123,6 +123,18 @@ def test_batch_rules() -> None:
     assert _flow(lstm, seq, 1, None, None) == ((2, 1, 1), None)
     assert "time axis" in str(_flow(lstm, seq, 0, None, None)[1])
     assert _flow(Node("Tile", "t", ["x"], ["y"]), g, 0) == ((None,), None)
+
+
+def test_batch_rules_of_the_spatial_ops() -> None:
+    g = _graph({"x": (4, 3, 8, 8), "grid": (4, 5, 5, 2), "rois": (7, 4), "i": (7,), "cache": (4, 2, 9, 3),
+                "upd": (4, 2, 1, 3), "mats": (4, 3, 3), "d": (4,)})
+    assert _flow(Node("GridSample", "s", ["x", "grid"], ["y"]), g, 0, 0) == ((0,), None)
+    assert "pick which sample" in str(_flow(Node("RoiAlign", "r", ["x", "rois", "i"], ["y"]), g, 0, None, None)[1])
+    assert _flow(Node("RoiAlign", "r", ["x", "rois", "i"], ["y"]), g, None, None, None) == ((None,), None)
+    assert _flow(Node("TensorScatter", "t", ["cache", "upd"], ["y"]), g, 0, 0) == ((0,), None)
+    assert "axis 0, not axis 1" in str(_flow(Node("TensorScatter", "t", ["cache", "upd"], ["y"]), g, 1, 1)[1])
+    assert _flow(Node("Det", "d", ["mats"], ["d"]), g, 0) == ((0,), None)
+    assert "matrices run along axis 1" in str(_flow(Node("Det", "d", ["mats"], ["d"]), g, 1)[1])
 
 
 def test_activation_parameters_come_from_the_definition() -> None:

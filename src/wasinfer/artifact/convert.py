@@ -26,10 +26,12 @@ from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.contrib import decompose_contrib
 from wasinfer.passes.control import batch_mixing, infer_types, settle, tensor_batch_axes
+from wasinfer.passes.crop import lower_crops
 from wasinfer.passes.dynamic import bound_run_time_shapes
 from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.int8_islands import fuse_int8_islands
+from wasinfer.passes.losses import lower_losses
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
@@ -105,6 +107,8 @@ def convert_model(
         infer_types(graph)  # what follows them, at that largest shape (passes/symbolic.py follows the symbol)
     lower_einsums(graph)
     lower_spectral(graph)
+    lower_crops(graph)
+    lower_losses(graph)
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)

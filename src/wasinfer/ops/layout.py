@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import along_axis, not_followed, per_sample
-from wasinfer.ops.definition import BatchFlow, BatchView, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
 
 @per_sample
@@ -113,6 +113,20 @@ define("ReverseSequence", batch=_reverse_sequence)
 for op in ("GatherND", "ScatterND", "ScatterElements"):
     define(op, batch=_addressed)
 define("Scatter", batch=_addressed, summary="ScatterElements under its name before opset 11")
+
+
+@per_sample
+def _cache_update(view: BatchView) -> BatchFlow:
+    """Axis 0 only.
+
+    Each sample's write index places its own update in its own cache."""
+    if view.first != 0:
+        return view.mixes(f"its write indices go with axis 0, not axis {view.first}")
+    return view.same(0)
+
+
+define("TensorScatter", batch=_cache_update,
+       summary="a KV cache's update written at each sample's run-time write index, linear or circular")
 @per_sample
 def _pad(view: BatchView) -> BatchFlow:
     """Any axis not padded.
@@ -132,6 +146,8 @@ def _pad(view: BatchView) -> BatchFlow:
 
 
 define("Pad", batch=_pad, extent=ex.pad)
+define("CenterCropPad", role=Role.LOWERED,
+       summary="a Slice and a zero Pad around the centre of each listed axis; the shape a constant (passes/crop.py)")
 
 
 def _data_decides_size(view: BatchView) -> BatchFlow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wasinfer.ops import extent as ex
+from wasinfer.ops.batch import per_sample
 from wasinfer.ops.definition import BatchFlow, BatchView, Fusion, Role, define
 
 
@@ -34,6 +35,20 @@ def _gemm(view: BatchView) -> BatchFlow:
 
 define("MatMul", fusion=Fusion.PRODUCER, batch=_matmul, extent=ex.matmul)
 define("Gemm", fusion=Fusion.PRODUCER, batch=_gemm, extent=ex.gemm)
+
+
+@per_sample
+def _det(view: BatchView) -> BatchFlow:
+    """Any axis but the last two, which drop out.
+
+    One determinant per matrix of the last two axes."""
+    rank = view.in_rank or 0
+    if view.first is not None and view.first >= rank - 2:
+        return view.mixes(f"its matrices run along axis {view.first}, the batch")
+    return view.same(view.first)
+
+
+define("Det", batch=_det, summary="float32, LU decomposition with partial pivoting per matrix")
 define("Einsum", role=Role.LOWERED,
        summary="lowered to Transpose, Reshape, batched MatMul and ReduceSum (passes/einsum.py)")
 define("DFT", role=Role.LOWERED,

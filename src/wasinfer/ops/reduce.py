@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wasinfer.ops import extent as ex
 from wasinfer.ops.batch import along_axis, normalise_axis, per_sample, reduce
-from wasinfer.ops.definition import BatchFlow, BatchView, define
+from wasinfer.ops.definition import BatchFlow, BatchView, Role, define
 
 for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
@@ -55,3 +55,6 @@ define("CumSum", batch=_cumsum)
 define("CumProd", batch=_cumsum)
 define("LpNormalization", batch=along_axis(-1))
 define("TopK", batch=along_axis(-1))
+for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"):
+    define(op, role=Role.LOWERED, summary="the picked log-probabilities (after a LogSoftmax for the cross entropy) "
+                                          "weighted, ignore_index masked, summed or averaged (passes/losses.py)")

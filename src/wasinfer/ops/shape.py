@@ -49,6 +49,8 @@ define("Unsqueeze", role=Role.VIEW, batch=_squeeze, extent=ex.squeeze)
 define("Identity", role=Role.VIEW, batch=elementwise, extent=ex.identity)
 # inference mode: the identity (and a constant mask)
 define("Dropout", role=Role.VIEW, batch=elementwise, extent=ex.identity)
+define("BitCast", role=Role.VIEW, batch=elementwise, extent=ex.identity,
+       summary="the same bytes read as another type of the same width: no code, the output aliases the input")
 
 define("Constant", role=Role.COMPILE_TIME)
 define("Range", role=Role.COMPILE_TIME, extent=ex.range_,

@@ -50,6 +50,7 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "DFT": (1, 2), "STFT": (1, 3),  # dft_length and axis; frame_step and frame_length
     **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},  # the window's size
     "MelWeightMatrix": (0, 1, 2, 3, 4),
+    "AffineGrid": (1,), "Col2Im": (1, 2),  # the grid's size; the image and block shapes
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }
