@@ -49,6 +49,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"tag": "0.2.0", "pullPolicy": "Always"},
         "model": {"cacheEnabled": False, "version": "stable"},
         "podDisruptionBudget": {"maxUnavailable": 2},
+        "config": {"watch": True},
     },
     "elsewhere": {
         "runtimeClass": {"create": False, "handler": "crun"},

@@ -35,7 +35,7 @@ from wasinfer import __version__
 from wasinfer.cli.main import build_parser, main
 from wasinfer.deploy.render import Extras, KubeVersionError, default_extras, parse_kube_version, render, to_yaml
 from wasinfer.deploy.values import DEFAULTS, ValuesError, load, merge, parse_set
-from wasinfer.serving.desired import DesiredState, DesiredStateWatcher, load_desired
+from wasinfer.serving.desired import ConfigMapRef, DesiredState, DesiredStateWatcher, desired_source, load_desired
 
 # Oldest supported (the preStop sleep action is on by default from 1.30) and newest the package ships.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -43,7 +43,7 @@ EVERYTHING = {"batch": {"enabled": True}, "monitor": {"enabled": True}, "prometh
               "imagePullSecrets": ["edge-registry"], "nodeSelector": {"kubernetes.io/arch": "arm64"},
               "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
               "runtimeClass": {"nodeSelector": {"wasm.runtime/wasmedge": "true"}},
-              "server": {"extraArgs": ["--canary-percent", "10"]}}
+              "server": {"extraArgs": ["--canary-percent", "10"]}, "config": {"watch": True}}
 
 
 def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -134,6 +134,25 @@ def test_an_older_cluster_gets_the_api_versions_it_serves_and_the_servers_own_dr
     # no sleep asked for, no drain added
     [container] = pod_spec(render(load(overrides={"preStopSleepSeconds": 0}), kube=(1, 20)))["containers"]
     assert "--drain-delay-s" not in container["args"] and "lifecycle" not in container
+
+
+def test_config_watch_reads_the_configmap_through_the_api_with_a_role_for_it_alone() -> None:
+    objects = by_kind(render(load(overrides={"config": {"watch": True}})))
+    [container] = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
+    # the kubelet expands $(POD_NAMESPACE) from the env the container declares
+    [namespace] = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    expanded = args.desired_state.replace("$(POD_NAMESPACE)", "edge-site")
+    assert desired_source(expanded) == ConfigMapRef("edge-site", "ai-model-config")
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+    assert "model-config" not in {v["name"] for v in pod["volumes"]}  # no mounted copy to disagree with
+    [rule] = objects["Role"]["rules"]
+    assert rule == {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["ai-model-config"],
+                    "verbs": ["get", "list", "watch"]}
+    assert objects["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "ai-inference-service"}]
+    assert not {"ServiceAccount", "Role", "RoleBinding"} & set(by_kind(render(load())))
 
 
 def test_kube_versions_are_read_as_kubectl_prints_them() -> None:

@@ -10,6 +10,9 @@ Why the objects look as they do:
 - The server reads its model version from the mounted ConfigMap directory (`--desired-state`),
   which Kubernetes updates in place by swapping the `..data` symlink; the server polls it and
   swaps models without a restart, so no checksum annotation forces a rollout on a config change.
+  The kubelet refreshes that volume only on its sync period (a minute or more), so `config.watch`
+  has the server watch the ConfigMap through the API instead (`k8s://NAMESPACE/NAME`, the namespace
+  from the downward API): a ServiceAccount whose Role may get, list and watch that one ConfigMap.
 - The pod runs under the `wasmedge` RuntimeClass (the seed's runtimeClassName). crun with WasmEdge
   runs an ordinary image as an ordinary container, so the Python server image runs there too, and a
   Wasm image (the batch Job's) runs as Wasm.
@@ -44,6 +47,7 @@ APP = "wasinfer"
 MANAGED_BY = "wasinfer"  # the chart says "Helm" (.Release.Service)
 STATE_DIR = "/var/lib/wasinfer"  # $WASINFER_HOME: fetched model versions and the compiled-code cache
 DASHBOARD_KEY = "wasinfer-dashboard.json"
+NAMESPACE_ENV = "POD_NAMESPACE"  # config.watch: the pod's namespace (downward API), for k8s://NAMESPACE/NAME
 VARIANT_ANNOTATION = "module.wasm.image/variant"
 VARIANT = "compat-smart"  # crun: Wasm only for a .wasm entrypoint; the image of `wasinfer package` carries it too
 Manifest = dict[str, Any]
@@ -137,13 +141,20 @@ def config_map(values: Values, managed_by: str) -> Manifest:
                      "cache_enabled": "true" if model["cacheEnabled"] else "false"}}
 
 
+def desired_state_arg(values: Values) -> str:
+    """The mounted ConfigMap's directory, or with config.watch the ConfigMap through the API (the kubelet
+    expands $(POD_NAMESPACE) from the container's env)."""
+    config = values["config"]
+    return f"k8s://$({NAMESPACE_ENV})/{config['name']}" if config["watch"] else config["mountPath"]
+
+
 def server_args(values: Values, kube: KubeVersion = CURRENT_KUBE_VERSION) -> list[str]:
     """The server's flags; where the cluster has no preStop sleep action, the server's own drain delay instead."""
     server = values["server"]
     drain = ["--drain-delay-s", str(values["preStopSleepSeconds"])] if (
         values["preStopSleepSeconds"] and kube < SLEEP_ACTION_FROM) else []
     return ["--host", "0.0.0.0", "--http-port", str(server["httpPort"]), "--grpc-port", str(server["grpcPort"]),
-            "--desired-state", values["config"]["mountPath"], "--log-format", server["logFormat"],
+            "--desired-state", desired_state_arg(values), "--log-format", server["logFormat"],
             *drain, *server["extraArgs"]]
 
 
@@ -177,14 +188,21 @@ def deployment(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE
             container[f"{probe}Probe"] = copy.deepcopy(values["probes"][probe])
     if values["preStopSleepSeconds"] and kube >= SLEEP_ACTION_FROM:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": values["preStopSleepSeconds"]}}}
+    watch = values["config"]["watch"]
+    if watch:
+        container["env"].append({"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
     container["securityContext"] = copy.deepcopy(values["securityContext"])
+    config_mount = [] if watch else [{"name": "model-config", "mountPath": values["config"]["mountPath"],
+                                      "readOnly": True}]
     container["volumeMounts"] = [
-        {"name": "model-config", "mountPath": values["config"]["mountPath"], "readOnly": True},
+        *config_mount,
         {"name": "models", "mountPath": values["modelVolume"]["mountPath"], "readOnly": True},
         {"name": "state", "mountPath": STATE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     pod: Manifest = {"runtimeClassName": values["runtimeClass"]["name"]}
+    if watch:
+        pod["serviceAccountName"] = values["name"]
     if values["imagePullSecrets"]:
         pod["imagePullSecrets"] = _pull_secrets(values)
     pod["securityContext"] = copy.deepcopy(values["podSecurityContext"])
@@ -193,8 +211,9 @@ def deployment(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE
         if values[key]:
             pod[key] = copy.deepcopy(values[key])
     pod["containers"] = [container]
-    pod["volumes"] = [{"name": "model-config", "configMap": {"name": values["config"]["name"]}},
-                      _model_volume(values), {"name": "state", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    config_volume = [] if watch else [{"name": "model-config", "configMap": {"name": values["config"]["name"]}}]
+    pod["volumes"] = [*config_volume, _model_volume(values), {"name": "state", "emptyDir": {}},
+                      {"name": "tmp", "emptyDir": {}}]
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(server["httpPort"]),
                    "prometheus.io/path": "/metrics", **values["podAnnotations"]}
     return {
@@ -212,6 +231,18 @@ def deployment(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE
             },
         },
     }
+
+
+def access(values: Values, managed_by: str) -> list[Manifest]:
+    """config.watch: the servers' ServiceAccount, allowed to get, list and watch the one ConfigMap (nothing else)."""
+    name, meta = values["name"], _meta(values["name"], values, "server", managed_by)
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": copy.deepcopy(meta),
+             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [values["config"]["name"]],
+                        "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": copy.deepcopy(meta),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name}]}]
 
 
 def service(values: Values, managed_by: str) -> Manifest:
@@ -318,6 +349,8 @@ def _objects(values: Values, extras: Extras, managed_by: str, kube: KubeVersion)
     if values["runtimeClass"]["create"]:
         yield runtime_class(values, managed_by)
     yield config_map(values, managed_by)
+    if values["config"]["watch"]:
+        yield from access(values, managed_by)
     if values["dashboard"]["enabled"] and extras.dashboard is not None:
         yield dashboard(values, managed_by, extras.dashboard)
     yield service(values, managed_by)
