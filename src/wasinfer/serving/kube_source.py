@@ -95,6 +95,7 @@ class ConfigMapWatcher(DesiredSource):
         self._latest: object = _NOTHING  # the newest event's data, not yet checked
         self._watch: Any = None  # the kubernetes Watch in progress (close() stops it)
         self.watch_requests = 0  # watches ended so far (expired, 410, failed or closed): for tests
+        self.gone = 0  # of which ended with 410 Gone (the object read again)
         found = self._get()  # unreachable, forbidden or missing at start: the caller's error to report
         self.current = self._state(found.data)
         self._version = _resource_version(found, "")
@@ -172,6 +173,7 @@ class ConfigMapWatcher(DesiredSource):
                 status = getattr(exc, "status", None)
                 failed = True
                 if status == 410:  # the version we watch from is compacted away: GET and watch again, at once
+                    self.gone += 1
                     log.info("%s: watch expired (410 Gone); reading the ConfigMap again", self.ref)
                     continue
                 reason = self._refusal(exc) if status is not None else str(exc)
