@@ -133,9 +133,9 @@ class ConfigMapWatcher(DesiredSource):
             data, self._latest = self._latest, _NOTHING
         if data is _NOTHING:
             return False
-        if data is None:
+        if not isinstance(data, dict):  # None: the ConfigMap was deleted
             return self._offer(self._deleted)
-        return self._offer(lambda: self._state(data))  # type: ignore[arg-type]
+        return self._offer(lambda: self._state(data))
 
     def _deleted(self) -> DesiredState:
         raise DesiredStateError(f"{self.ref} was deleted")
@@ -157,7 +157,7 @@ class ConfigMapWatcher(DesiredSource):
             self._latest = dict(data) if data is not None else None
 
     def _run(self) -> None:
-        backoff, failed, last_failure = FIRST_RETRY_SECONDS, False, ""
+        backoff, failed, last_failure, gone_again = FIRST_RETRY_SECONDS, False, "", False
         while not self._stopped.is_set():
             try:
                 if failed:  # events may have been missed: start again from the object as it is now
@@ -166,14 +166,15 @@ class ConfigMapWatcher(DesiredSource):
                     self._version = _resource_version(found, self._version)
                     failed = False
                 self._watch_once()
-                backoff, last_failure = FIRST_RETRY_SECONDS, ""
+                backoff, last_failure, gone_again = FIRST_RETRY_SECONDS, "", False
             except Exception as exc:
                 if self._stopped.is_set():
                     return
                 status = getattr(exc, "status", None)
                 failed = True
-                if status == 410:  # the version we watch from is compacted away: GET and watch again, at once
+                if status == 410 and not gone_again:  # our version was compacted away: GET and watch again, at once
                     self.gone += 1
+                    gone_again = True  # a second 410 in a row backs off like any failure
                     log.info("%s: watch expired (410 Gone); reading the ConfigMap again", self.ref)
                     continue
                 reason = self._refusal(exc) if status is not None else str(exc)
