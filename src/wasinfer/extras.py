@@ -7,8 +7,8 @@ that needs one says which, instead of a traceback ending in "No module named 'on
     compiler  onnx, onnxruntime, tflite     convert, validate, wasinfer.compile, ONNX models served as they are
     registry  httpx, cryptography, regopy, PyYAML, model-signing (and pyOpenSSL, which it imports)
                                             push, pull, sign, models, keys, policy, package, deploy
-    serve     the registry extra + uvicorn, orjson, grpcio, protobuf, prometheus-client
-                                            wasinfer serve
+    serve     the registry extra + uvicorn, orjson, grpcio, protobuf, prometheus-client, kubernetes
+                                            wasinfer serve (kubernetes: --desired-state k8s://)
     litert    ai-edge-litert                .tflite models served as they are (by LiteRT)
     demo      the compiler and serve extras + scikit-learn, skl2onnx
                                             wasinfer demo, make demo
@@ -22,7 +22,7 @@ EXTRA_OF_MODULE = {
     "onnx": "compiler", "onnxruntime": "compiler", "tflite": "compiler",
     "httpx": "registry", "cryptography": "registry", "regopy": "registry", "yaml": "registry",
     "uvicorn": "serve", "orjson": "serve", "grpc": "serve", "grpc_reflection": "serve", "google": "serve",
-    "prometheus_client": "serve",
+    "prometheus_client": "serve", "kubernetes": "serve",
     "ai_edge_litert": "litert",
     "sklearn": "demo", "skl2onnx": "demo",
     "model_signing": "registry", "OpenSSL": "registry",  # OpenSSF model signing (pyOpenSSL: its import)

@@ -3,7 +3,8 @@
 So the chart's templates are rendered and checked on every machine, Helm or not: actions with
 `{{-`/`-}}` trimming, comments, if/else, with, range, define/include, pipelines, field chains on
 `.` and `$`, and the functions quote, default, toYaml, toJson, indent, nindent, dict, and, or,
-not, eq, ne, plus .Files.Get. Anything else raises TemplateError, so a chart that outgrows this
+not, eq, ne, semverCompare (one comparison, as the chart's ">=1.23-0"), plus .Files.Get and
+.Capabilities.KubeVersion. Anything else raises TemplateError, so a chart that outgrows this
 subset fails loudly here (and the real-Helm test still covers it where helm is installed).
 """
 
@@ -24,6 +25,8 @@ class TemplateError(ValueError):
 
 
 _ACTION = re.compile(r"\{\{(- )?(.*?)( -)?\}\}", re.DOTALL)
+_SEMVER = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[-+].*)?")
+_CONSTRAINT = re.compile(r"(>=|<=|>|<|=|!=)?\s*(.+)")
 _TOKEN = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\(|\)|\||\$[A-Za-z0-9_.]*|\.[A-Za-z0-9_.]*|-?\d+|[A-Za-z_][A-Za-z0-9_]*)')
 
 
@@ -113,6 +116,24 @@ def _to_yaml(value: Any) -> str:
     return _go_string(value)
 
 
+def _semver(text: str) -> tuple[int, int, int]:
+    """major.minor.patch of a version as Kubernetes reports it (v1.29.3-k3s1); pre-releases compare as releases."""
+    match = _SEMVER.fullmatch(text.strip())
+    if match is None:
+        raise TemplateError(f"semverCompare: {text!r} is not a version")
+    return int(match[1]), int(match[2] or 0), int(match[3] or 0)
+
+
+def _semver_compare(constraint: str, version: str) -> bool:
+    """Sprig's semverCompare for one comparison (no ranges, ||, ~ or ^: they raise)."""
+    match = _CONSTRAINT.fullmatch(constraint.strip())
+    if match is None or any(c in constraint for c in "|,~^*xX "):
+        raise TemplateError(f"semverCompare constraint {constraint!r} is outside this subset")
+    left, right = _semver(version), _semver(match[2])
+    return {">=": left >= right, "<=": left <= right, ">": left > right, "<": left < right, "=": left == right,
+            "!=": left != right, None: left == right}[match[1]]
+
+
 class Files:
     """The chart's .Files: Get returns a file's text, or "" when it is not there (as Helm does)."""
 
@@ -138,9 +159,15 @@ class Chart:
                 if node.kind == "define":
                     self.defines[json.loads(node.text)] = node.body
 
-    def render(self, values: dict[str, Any], release: str = "wasinfer") -> dict[str, str]:
-        """Each template's output, by file name (the _ files only define)."""
+    def render(self, values: dict[str, Any], release: str = "wasinfer", kube_version: str = "v1.30.0"
+               ) -> dict[str, str]:
+        """Each template's output, by file name (the _ files only define); `kube_version` as `helm template
+        --kube-version` sets .Capabilities.KubeVersion."""
+        major, minor, _ = _semver(kube_version)
+        capabilities = {"KubeVersion": {"Version": kube_version, "GitVersion": kube_version, "Major": str(major),
+                                        "Minor": str(minor)}}
         root = {"Values": values, "Release": {"Name": release, "Namespace": "default", "Service": "Helm"},
+                "Capabilities": capabilities,
                 "Chart": {"Name": self.meta["name"], "Version": self.meta["version"],
                           "AppVersion": self.meta.get("appVersion", "")},
                 "Files": Files(self.directory)}
@@ -278,15 +305,17 @@ class Chart:
             "not": lambda v: not _truthy(v),
             "eq": lambda a, *b: any(a == x for x in b),
             "ne": lambda a, b: a != b,
+            "semverCompare": _semver_compare,
         }
         if name not in functions:
             raise TemplateError(f"function {name!r} is outside this subset")
         return functions[name]
 
 
-def render_chart(directory: Path, values: dict[str, Any], release: str = "wasinfer") -> list[dict[str, Any]]:
+def render_chart(directory: Path, values: dict[str, Any], release: str = "wasinfer",
+                 kube_version: str = "v1.30.0") -> list[dict[str, Any]]:
     """The chart's objects, parsed, in template-file order (empty documents dropped, as Helm does)."""
     objects: list[dict[str, Any]] = []
-    for text in Chart(directory).render(values, release).values():
+    for text in Chart(directory).render(values, release, kube_version).values():
         objects.extend(document for document in yaml.safe_load_all(text) if document)
     return objects

@@ -61,3 +61,34 @@ def test_rollout_and_rollback_under_load_fail_no_request(tmp_path: Path) -> None
         if info["status"] == "ok":  # where the server exports the label its desired state names
             assert info["serving"] == {"rollout": ["v1.1.0"] * 3, "rollback": ["v1.0.0"] * 3}, info
             assert all(t is not None for phase in ("rollout", "rollback") for t in info["switched_s"][phase]), info
+
+
+@pytest.mark.k8s
+@pytest.mark.xdist_group("k8s")
+def test_the_control_plane_run_converges_and_reaches_every_watcher(tmp_path: Path) -> None:
+    """cluster_sim.py --control-plane, bounded: 2 servers watching through a real API server, 2 rounds, and the
+    fan-out to 20 watch streams; its section renders from the result."""
+    sim = _cluster_sim()
+    plane_sim = load("benchmarks/control_plane_sim.py")
+    from tests.k8s.plane import CannotBuild, ensure_binaries
+    from wasinfer.artifact import convert_onnx
+
+    try:
+        ensure_binaries()
+    except CannotBuild as exc:
+        pytest.skip(str(exc))
+    modules = {}
+    for label in (sim.OLD, sim.NEW):
+        path = tmp_path / "models" / label / f"{sim.SERVED}.wasm"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(convert_onnx(sim.mlp_onnx(sim.WEIGHT_SEED[label]), max_batch=8, name=sim.SERVED).wasm)
+        modules[label] = path
+    settings = plane_sim.PlaneSettings(servers=2, rounds=2, watchers=20, fanout_rounds=2)
+    result = plane_sim.run(settings, tmp_path, modules, sim.Versions([sim.OLD, sim.NEW]), sim.BODY)
+    assert result["status"] == "ok", result
+    servers, fanout = result["servers"], result["fanout"]
+    assert servers["converged"] and servers["failed"] == 0 and servers["requests"] > 0, servers
+    assert [r["to"] for r in servers["rounds"]] == [sim.NEW, sim.OLD]
+    assert fanout["complete_rounds"] == 2 and all(r["delivered"] == 20 for r in fanout["rounds"]), fanout
+    lines = "\n".join(sim.control_plane_lines({"date": "today", "control_plane": result}))
+    assert "### Through a real API server" in lines and "failed requests: **0**" in lines

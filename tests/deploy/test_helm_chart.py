@@ -3,7 +3,8 @@
 Two renderers of the templates: tests/deploy/gotemplate.py (a small Go-template subset, always
 there) and the real `helm template` when a helm binary is on PATH or in $WASINFER_HELM (skipped
 otherwise, with the reason). Both are compared with deploy render's objects as parsed data, for
-several value sets, and the chart's values.yaml / values.schema.json / appVersion are held to
+several value sets and Kubernetes versions (.Capabilities.KubeVersion against `--kube-version`: each side
+of every version boundary the objects have), and the chart's values.yaml / values.schema.json / appVersion are held to
 wasinfer.deploy.values and wasinfer.__version__.
 """
 
@@ -21,12 +22,14 @@ import yaml
 
 from tests.deploy.gotemplate import render_chart
 from wasinfer import __version__
-from wasinfer.deploy.render import default_extras, render
+from wasinfer.deploy.render import default_extras, parse_kube_version, render
 from wasinfer.deploy.values import DEFAULTS, json_schema, load
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "wasinfer"
 RELEASE = "edge"
+# 1.20: v2beta2 HPA, v1beta1 PDB; 1.21: policy/v1; 1.23: autoscaling/v2; 1.29 vs 1.30: the preStop sleep action.
+KUBE_VERSIONS = ("v1.20.2", "v1.21.0", "v1.23.0", "v1.29.3-k3s1", "v1.30.0")
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -46,6 +49,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"tag": "0.2.0", "pullPolicy": "Always"},
         "model": {"cacheEnabled": False, "version": "stable"},
         "podDisruptionBudget": {"maxUnavailable": 2},
+        "config": {"watch": True},
     },
     "elsewhere": {
         "runtimeClass": {"create": False, "handler": "crun"},
@@ -60,8 +64,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _expected(values: dict[str, Any]) -> dict[tuple[str, str], Any]:
-    return _keyed(render(load(overrides={**values, "instance": RELEASE}), default_extras(), managed_by="Helm"))
+def _expected(values: dict[str, Any], kube_version: str = "v1.30.0") -> dict[tuple[str, str], Any]:
+    return _keyed(render(load(overrides={**values, "instance": RELEASE}), default_extras(), managed_by="Helm",
+                         kube=parse_kube_version(kube_version)))
 
 
 def _keyed(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
@@ -97,10 +102,28 @@ def test_monitoring_files_are_links_to_the_one_copy() -> None:
         assert link.resolve() == target.resolve()
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_the_templates_render_the_same_objects(name: str) -> None:
-    rendered = _keyed(render_chart(CHART, _chart_values(VALUE_SETS[name]), release=RELEASE))
-    assert rendered == _expected(VALUE_SETS[name])
+def test_the_templates_render_the_same_objects(name: str, kube_version: str) -> None:
+    rendered = _keyed(render_chart(CHART, _chart_values(VALUE_SETS[name]), release=RELEASE,
+                                   kube_version=kube_version))
+    assert rendered == _expected(VALUE_SETS[name], kube_version)
+
+
+def test_the_kube_versions_render_differently() -> None:
+    """The versions above do reach both sides of each choice (else the equality above proves little)."""
+    seen = {}
+    for kube_version in KUBE_VERSIONS:
+        objects = _expected({}, kube_version)
+        [container] = objects[("Deployment", "ai-inference-service")]["spec"]["template"]["spec"]["containers"]
+        seen[kube_version] = (objects[("HorizontalPodAutoscaler", "ai-inference-service")]["apiVersion"],
+                              objects[("PodDisruptionBudget", "ai-inference-service")]["apiVersion"],
+                              "lifecycle" in container, "--drain-delay-s" in container["args"])
+    assert seen == {"v1.20.2": ("autoscaling/v2beta2", "policy/v1beta1", False, True),
+                    "v1.21.0": ("autoscaling/v2beta2", "policy/v1", False, True),
+                    "v1.23.0": ("autoscaling/v2", "policy/v1", False, True),
+                    "v1.29.3-k3s1": ("autoscaling/v2", "policy/v1", False, True),
+                    "v1.30.0": ("autoscaling/v2", "policy/v1", True, False)}
 
 
 def test_the_subset_renderer_fails_loudly_outside_its_subset(tmp_path: Path) -> None:
@@ -123,21 +146,24 @@ def _helm() -> str:
     return helm
 
 
-def _helm_template(helm: str, values: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _helm_template(helm: str, values: dict[str, Any], tmp_path: Path, kube_version: str = "v1.30.0"
+                   ) -> subprocess.CompletedProcess[str]:
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(values))
     env = dict(os.environ, HELM_CACHE_HOME=str(tmp_path / "cache"), HELM_CONFIG_HOME=str(tmp_path / "config"),
                HELM_DATA_HOME=str(tmp_path / "data"))
-    return subprocess.run([helm, "template", RELEASE, str(CHART), "-f", str(values_file)],
+    return subprocess.run([helm, "template", RELEASE, str(CHART), "-f", str(values_file),
+                           "--kube-version", kube_version],
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_helm_template_renders_the_same_objects(name: str, tmp_path: Path) -> None:
-    result = _helm_template(_helm(), {**VALUE_SETS[name], "instance": RELEASE}, tmp_path)
+def test_helm_template_renders_the_same_objects(name: str, kube_version: str, tmp_path: Path) -> None:
+    result = _helm_template(_helm(), {**VALUE_SETS[name], "instance": RELEASE}, tmp_path, kube_version)
     assert result.returncode == 0, result.stderr
     objects = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert _keyed(objects) == _expected(VALUE_SETS[name])
+    assert _keyed(objects) == _expected(VALUE_SETS[name], kube_version)
 
 
 def test_helm_refuses_unknown_values_and_lints_clean(tmp_path: Path) -> None:

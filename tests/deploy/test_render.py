@@ -33,9 +33,9 @@ from tests.processes import output_lines, read_until
 from tests.serving.test_desired import mount
 from wasinfer import __version__
 from wasinfer.cli.main import build_parser, main
-from wasinfer.deploy.render import Extras, default_extras, render, to_yaml
+from wasinfer.deploy.render import Extras, KubeVersionError, default_extras, parse_kube_version, render, to_yaml
 from wasinfer.deploy.values import DEFAULTS, ValuesError, load, merge, parse_set
-from wasinfer.serving.desired import DesiredState, DesiredStateWatcher, load_desired
+from wasinfer.serving.desired import ConfigMapRef, DesiredState, DesiredStateWatcher, desired_source, load_desired
 
 # Oldest supported (the preStop sleep action is on by default from 1.30) and newest the package ships.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -43,7 +43,7 @@ EVERYTHING = {"batch": {"enabled": True}, "monitor": {"enabled": True}, "prometh
               "imagePullSecrets": ["edge-registry"], "nodeSelector": {"kubernetes.io/arch": "arm64"},
               "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
               "runtimeClass": {"nodeSelector": {"wasm.runtime/wasmedge": "true"}},
-              "server": {"extraArgs": ["--canary-percent", "10"]}}
+              "server": {"extraArgs": ["--canary-percent", "10"]}, "config": {"watch": True}}
 
 
 def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -114,6 +114,54 @@ def test_everything_rendered_is_admitted_by_the_gatekeeper_constraints() -> None
     manifests = render(load(overrides=EVERYTHING), default_extras())
     assert {"Deployment", "Job"} <= {m["kind"] for m in manifests}
     assert gatekeeper.audit(manifests, namespace_labels={"wasinfer.io/inference": "enabled"}) == []
+
+
+def test_an_older_cluster_gets_the_api_versions_it_serves_and_the_servers_own_drain() -> None:
+    """1.25 is the oldest the schema package ships: no preStop sleep action there (from 1.30), so the server
+    drains itself for the same seconds; 1.20 (checked by a real API server in tests/deploy/test_k8s_apiserver.py)
+    gets the beta HPA and PDB."""
+    for overrides in ({}, EVERYTHING):
+        old = render(load(overrides=overrides), default_extras(), kube=parse_kube_version("v1.25.16"))
+        [container] = pod_spec(old)["containers"]
+        assert "lifecycle" not in container
+        args = build_parser().parse_args(container["command"][1:] + container["args"])
+        assert args.drain_delay_s == DEFAULTS["preStopSleepSeconds"] == 5
+        for manifest in (m for m in old if not m["apiVersion"].startswith("monitoring.coreos.com/")):
+            kubernetes_validate.validate(manifest, "1.25.0", strict=True)
+    objects = by_kind(render(load(), kube=parse_kube_version("1.20")))
+    assert objects["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2beta2"
+    assert objects["PodDisruptionBudget"]["apiVersion"] == "policy/v1beta1"
+    # no sleep asked for, no drain added
+    [container] = pod_spec(render(load(overrides={"preStopSleepSeconds": 0}), kube=(1, 20)))["containers"]
+    assert "--drain-delay-s" not in container["args"] and "lifecycle" not in container
+
+
+def test_config_watch_reads_the_configmap_through_the_api_with_a_role_for_it_alone() -> None:
+    objects = by_kind(render(load(overrides={"config": {"watch": True}})))
+    [container] = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
+    # the kubelet expands $(POD_NAMESPACE) from the env the container declares
+    [namespace] = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    expanded = args.desired_state.replace("$(POD_NAMESPACE)", "edge-site")
+    assert desired_source(expanded) == ConfigMapRef("edge-site", "ai-model-config")
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+    assert "model-config" not in {v["name"] for v in pod["volumes"]}  # no mounted copy to disagree with
+    [rule] = objects["Role"]["rules"]
+    assert rule == {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["ai-model-config"],
+                    "verbs": ["get", "list", "watch"]}
+    assert objects["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "ai-inference-service"}]
+    assert not {"ServiceAccount", "Role", "RoleBinding"} & set(by_kind(render(load())))
+
+
+def test_kube_versions_are_read_as_kubectl_prints_them() -> None:
+    assert [parse_kube_version(text) for text in ("1.20", "v1.20.2", "1.27+", "v1.29.3-k3s1", "v1.30.0+k3s1")] == [
+        (1, 20), (1, 20), (1, 27), (1, 29), (1, 30)]
+    for bad, match in (("banana", "not a Kubernetes version"), ("1", "not a Kubernetes version"),
+                       ("1.19", "1.20 or later")):
+        with pytest.raises(KubeVersionError, match=match):
+            parse_kube_version(bad)
 
 
 def test_the_validator_would_catch_a_mistake() -> None:
@@ -317,6 +365,15 @@ def test_cli_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["deploy", "render", "--rules", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+    assert main(["deploy", "render", "--kube-version", "1.16"]) == 2
+    assert "1.20 or later" in capsys.readouterr().err
+
+
+def test_cli_renders_for_the_kube_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "render", "--kube-version", "v1.20.2"]) == 0
+    objects = by_kind(list(yaml.safe_load_all(capsys.readouterr().out)))
+    assert objects["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2beta2"
+    assert "--drain-delay-s" in objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_to_yaml_round_trips_multiline_strings() -> None:

@@ -36,24 +36,26 @@ def _extras(args: argparse.Namespace) -> Extras:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from wasinfer.deploy.render import file_name, render, to_yaml
+    from wasinfer.deploy import render as rendering
     from wasinfer.deploy.values import ValuesError, load, parse_set
 
     try:
         values = load([Path(v) for v in args.values or []], parse_set(args.set or []))
         extras = _extras(args)
-    except ValuesError as exc:
+        kube = rendering.parse_kube_version(args.kube_version) if args.kube_version else \
+            rendering.CURRENT_KUBE_VERSION
+    except (ValuesError, rendering.KubeVersionError) as exc:
         error(str(exc))
         return EXIT_BAD_INPUT
     except OSError as exc:
         error(f'{exc.filename}: {exc.strerror}')
         return EXIT_BAD_INPUT
-    manifests = render(values, extras)
+    manifests = rendering.render(values, extras, kube=kube)
     if args.output is None:
         if args.json:
             print(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
         else:
-            print(to_yaml(manifests), end="")
+            print(rendering.to_yaml(manifests), end="")
         return 0
     directory = Path(args.output)
     try:
@@ -63,13 +65,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     written = []
     for manifest in manifests:
-        name = file_name(manifest)
+        name = rendering.file_name(manifest)
         if args.json:
             path = directory / (name.removesuffix(".yaml") + ".json")
             atomic_write(path, (json.dumps(manifest, indent=2) + "\n").encode())
         else:
             path = directory / name
-            atomic_write(path, to_yaml([manifest]).encode())
+            atomic_write(path, rendering.to_yaml([manifest]).encode())
         written.append(str(path))
     if args.json:
         print(json.dumps({"files": written}))
@@ -140,6 +142,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default: deploy/prometheus/wasinfer-rules.yaml of a source checkout, when there)")
     p.add_argument("--json", action="store_true", help="JSON instead of YAML: a v1 List on stdout, or one .json "
                    "file per object with --output (and the list of files written on stdout)")
+    p.add_argument("--kube-version", metavar="X.Y", help="the cluster's Kubernetes version (1.20 or later; as "
+                   "`kubectl version` prints it, v1.20.2 works too): API versions and fields it serves, as the chart "
+                   "does through .Capabilities.KubeVersion - autoscaling/v2beta2 before 1.23, policy/v1beta1 on "
+                   "1.20, and before 1.30 the server's --drain-delay-s instead of the preStop sleep action "
+                   "(default: 1.30, which serves the newest form of each)")
     p.set_defaults(func=cmd_render)
 
     p = dsub.add_parser(

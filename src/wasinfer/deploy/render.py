@@ -10,6 +10,9 @@ Why the objects look as they do:
 - The server reads its model version from the mounted ConfigMap directory (`--desired-state`),
   which Kubernetes updates in place by swapping the `..data` symlink; the server polls it and
   swaps models without a restart, so no checksum annotation forces a rollout on a config change.
+  The kubelet refreshes that volume only on its sync period (a minute or more), so `config.watch`
+  has the server watch the ConfigMap through the API instead (`k8s://NAMESPACE/NAME`, the namespace
+  from the downward API): a ServiceAccount whose Role may get, list and watch that one ConfigMap.
 - The pod runs under the `wasmedge` RuntimeClass (the seed's runtimeClassName). crun with WasmEdge
   runs an ordinary image as an ordinary container, so the Python server image runs there too, and a
   Wasm image (the batch Job's) runs as Wasm.
@@ -17,11 +20,19 @@ Why the objects look as they do:
   cache) and /tmp are emptyDirs, so the cache survives container restarts within a pod.
 - On SIGTERM the server stops listening and drains in-flight requests; the preStop sleep runs first
   so that endpoints controllers and kube-proxy stop sending traffic before the listener closes.
+- The objects are rendered for one Kubernetes version (`--kube-version`, Helm's
+  .Capabilities.KubeVersion in the chart), because an API server refuses what it does not serve:
+  1.20-1.22 serve the HorizontalPodAutoscaler only as autoscaling/v2beta2, 1.20 the
+  PodDisruptionBudget only as policy/v1beta1, and before 1.30 the preStop `sleep` action does not
+  exist (alpha behind a gate in 1.29). There the server drains itself (`--drain-delay-s`, the same
+  seconds: readiness answers 503 while it keeps serving), rather than a preStop `exec` of `sleep`,
+  which would need a shell and a sleep binary in the server's image.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +47,35 @@ APP = "wasinfer"
 MANAGED_BY = "wasinfer"  # the chart says "Helm" (.Release.Service)
 STATE_DIR = "/var/lib/wasinfer"  # $WASINFER_HOME: fetched model versions and the compiled-code cache
 DASHBOARD_KEY = "wasinfer-dashboard.json"
+NAMESPACE_ENV = "POD_NAMESPACE"  # config.watch: the pod's namespace (downward API), for k8s://NAMESPACE/NAME
 VARIANT_ANNOTATION = "module.wasm.image/variant"
 VARIANT = "compat-smart"  # crun: Wasm only for a .wasm entrypoint; the image of `wasinfer package` carries it too
 Manifest = dict[str, Any]
+KubeVersion = tuple[int, int]  # (major, minor)
+
+OLDEST_KUBE_VERSION: KubeVersion = (1, 20)  # RuntimeClass node.k8s.io/v1 and startupProbe are GA from 1.20
+# The default: the oldest version that serves everything below in its newest form (the preStop sleep action).
+CURRENT_KUBE_VERSION: KubeVersion = (1, 30)
+HPA_V2_FROM: KubeVersion = (1, 23)  # autoscaling/v2 GA; v2beta2 is gone from 1.26
+PDB_V1_FROM: KubeVersion = (1, 21)  # policy/v1 GA; v1beta1 is gone from 1.25
+SLEEP_ACTION_FROM: KubeVersion = (1, 30)  # lifecycle.preStop.sleep on by default (PodLifecycleSleepAction beta)
+_KUBE_VERSION = re.compile(r"v?(\d+)\.(\d+)\+?(?:\.\d+)?(?:[-+].*)?")
+
+
+class KubeVersionError(ValueError):
+    """--kube-version is not a version, or one older than the objects can be rendered for."""
+
+
+def parse_kube_version(text: str) -> KubeVersion:
+    """"1.20", "v1.20.2", "1.27+" (as EKS/GKE report their minor) or "v1.29.3-k3s1": the major and minor."""
+    match = _KUBE_VERSION.fullmatch(text.strip())
+    if match is None:
+        raise KubeVersionError(f"--kube-version {text!r} is not a Kubernetes version (like 1.20 or v1.29.3)")
+    version = (int(match[1]), int(match[2]))
+    if version < OLDEST_KUBE_VERSION:
+        raise KubeVersionError(f"--kube-version {text}: the objects need Kubernetes "
+                               f"{'.'.join(map(str, OLDEST_KUBE_VERSION))} or later (RuntimeClass node.k8s.io/v1)")
+    return version
 
 
 @dataclass(frozen=True)
@@ -104,11 +141,21 @@ def config_map(values: Values, managed_by: str) -> Manifest:
                      "cache_enabled": "true" if model["cacheEnabled"] else "false"}}
 
 
-def server_args(values: Values) -> list[str]:
+def desired_state_arg(values: Values) -> str:
+    """The mounted ConfigMap's directory, or with config.watch the ConfigMap through the API (the kubelet
+    expands $(POD_NAMESPACE) from the container's env)."""
+    config = values["config"]
+    return f"k8s://$({NAMESPACE_ENV})/{config['name']}" if config["watch"] else config["mountPath"]
+
+
+def server_args(values: Values, kube: KubeVersion = CURRENT_KUBE_VERSION) -> list[str]:
+    """The server's flags; where the cluster has no preStop sleep action, the server's own drain delay instead."""
     server = values["server"]
+    drain = ["--drain-delay-s", str(values["preStopSleepSeconds"])] if (
+        values["preStopSleepSeconds"] and kube < SLEEP_ACTION_FROM) else []
     return ["--host", "0.0.0.0", "--http-port", str(server["httpPort"]), "--grpc-port", str(server["grpcPort"]),
-            "--desired-state", values["config"]["mountPath"], "--log-format", server["logFormat"],
-            *server["extraArgs"]]
+            "--desired-state", desired_state_arg(values), "--log-format", server["logFormat"],
+            *drain, *server["extraArgs"]]
 
 
 def _pull_secrets(values: Values) -> list[dict[str, str]]:
@@ -122,14 +169,14 @@ def _model_volume(values: Values) -> Manifest:
     return {"name": "models", **source}
 
 
-def deployment(values: Values, managed_by: str) -> Manifest:
+def deployment(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE_VERSION) -> Manifest:
     server = values["server"]
     container: Manifest = {
         "name": values["name"],
         "image": image_reference(values["image"]),
         "imagePullPolicy": values["image"]["pullPolicy"],
         "command": ["wasinfer", "serve"],
-        "args": server_args(values),
+        "args": server_args(values, kube),
         "ports": [{"name": "http", "containerPort": server["httpPort"], "protocol": "TCP"},
                   {"name": "grpc", "containerPort": server["grpcPort"], "protocol": "TCP"}],
         "env": [{"name": "MODEL_PATH", "value": values["model"]["path"]},
@@ -139,16 +186,23 @@ def deployment(values: Values, managed_by: str) -> Manifest:
     for probe in ("startup", "liveness", "readiness"):
         if values["probes"][probe]:
             container[f"{probe}Probe"] = copy.deepcopy(values["probes"][probe])
-    if values["preStopSleepSeconds"]:
+    if values["preStopSleepSeconds"] and kube >= SLEEP_ACTION_FROM:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": values["preStopSleepSeconds"]}}}
+    watch = values["config"]["watch"]
+    if watch:
+        container["env"].append({"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
     container["securityContext"] = copy.deepcopy(values["securityContext"])
+    config_mount = [] if watch else [{"name": "model-config", "mountPath": values["config"]["mountPath"],
+                                      "readOnly": True}]
     container["volumeMounts"] = [
-        {"name": "model-config", "mountPath": values["config"]["mountPath"], "readOnly": True},
+        *config_mount,
         {"name": "models", "mountPath": values["modelVolume"]["mountPath"], "readOnly": True},
         {"name": "state", "mountPath": STATE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     pod: Manifest = {"runtimeClassName": values["runtimeClass"]["name"]}
+    if watch:
+        pod["serviceAccountName"] = values["name"]
     if values["imagePullSecrets"]:
         pod["imagePullSecrets"] = _pull_secrets(values)
     pod["securityContext"] = copy.deepcopy(values["podSecurityContext"])
@@ -157,8 +211,9 @@ def deployment(values: Values, managed_by: str) -> Manifest:
         if values[key]:
             pod[key] = copy.deepcopy(values[key])
     pod["containers"] = [container]
-    pod["volumes"] = [{"name": "model-config", "configMap": {"name": values["config"]["name"]}},
-                      _model_volume(values), {"name": "state", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    config_volume = [] if watch else [{"name": "model-config", "configMap": {"name": values["config"]["name"]}}]
+    pod["volumes"] = [*config_volume, _model_volume(values), {"name": "state", "emptyDir": {}},
+                      {"name": "tmp", "emptyDir": {}}]
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(server["httpPort"]),
                    "prometheus.io/path": "/metrics", **values["podAnnotations"]}
     return {
@@ -178,6 +233,18 @@ def deployment(values: Values, managed_by: str) -> Manifest:
     }
 
 
+def access(values: Values, managed_by: str) -> list[Manifest]:
+    """config.watch: the servers' ServiceAccount, allowed to get, list and watch the one ConfigMap (nothing else)."""
+    name, meta = values["name"], _meta(values["name"], values, "server", managed_by)
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": copy.deepcopy(meta),
+             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [values["config"]["name"]],
+                        "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": copy.deepcopy(meta),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name}]}]
+
+
 def service(values: Values, managed_by: str) -> Manifest:
     """http carries REST, the OpenAPI document and /metrics (one port); grpc the v2 gRPC service."""
     server = values["server"]
@@ -189,22 +256,26 @@ def service(values: Values, managed_by: str) -> Manifest:
                                 "appProtocol": "kubernetes.io/h2c"}]}}
 
 
-def autoscaler(values: Values, managed_by: str) -> Manifest:
+def autoscaler(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE_VERSION) -> Manifest:
+    """autoscaling/v2beta2 where v2 is not served yet: the same fields for Resource metrics."""
     scaling = values["autoscaling"]
     metrics = []
     for resource, key in (("cpu", "targetCPUUtilizationPercentage"), ("memory", "targetMemoryUtilizationPercentage")):
         if scaling[key]:
             metrics.append({"type": "Resource", "resource": {"name": resource, "target": {
                 "type": "Utilization", "averageUtilization": scaling[key]}}})
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+    return {"apiVersion": "autoscaling/v2" if kube >= HPA_V2_FROM else "autoscaling/v2beta2",
+            "kind": "HorizontalPodAutoscaler",
             "metadata": _meta(values["name"], values, "server", managed_by),
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": values["name"]},
                      "minReplicas": scaling["minReplicas"], "maxReplicas": scaling["maxReplicas"],
                      "metrics": metrics}}
 
 
-def disruption_budget(values: Values, managed_by: str) -> Manifest:
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+def disruption_budget(values: Values, managed_by: str, kube: KubeVersion = CURRENT_KUBE_VERSION) -> Manifest:
+    """policy/v1beta1 on 1.20: the same fields (an empty selector means no pods there, all pods in v1; ours
+    is never empty)."""
+    return {"apiVersion": "policy/v1" if kube >= PDB_V1_FROM else "policy/v1beta1", "kind": "PodDisruptionBudget",
             "metadata": _meta(values["name"], values, "server", managed_by),
             "spec": {"maxUnavailable": values["podDisruptionBudget"]["maxUnavailable"],
                      "selector": {"matchLabels": selector(values, "server")}}}
@@ -266,24 +337,28 @@ def batch_job(values: Values, managed_by: str) -> Manifest:
                                   "spec": pod}}}
 
 
-def render(values: Values, extras: Extras | None = None, managed_by: str = MANAGED_BY) -> list[Manifest]:
-    """Every object the values enable, in the order `kubectl apply` wants them (classes and config first)."""
+def render(values: Values, extras: Extras | None = None, managed_by: str = MANAGED_BY,
+           kube: KubeVersion = CURRENT_KUBE_VERSION) -> list[Manifest]:
+    """Every object the values enable, in the order `kubectl apply` wants them (classes and config first),
+    in the API versions and fields Kubernetes `kube` serves."""
     extras = extras if extras is not None else Extras()
-    return list(_objects(values, extras, managed_by))
+    return list(_objects(values, extras, managed_by, kube))
 
 
-def _objects(values: Values, extras: Extras, managed_by: str) -> Iterator[Manifest]:
+def _objects(values: Values, extras: Extras, managed_by: str, kube: KubeVersion) -> Iterator[Manifest]:
     if values["runtimeClass"]["create"]:
         yield runtime_class(values, managed_by)
     yield config_map(values, managed_by)
+    if values["config"]["watch"]:
+        yield from access(values, managed_by)
     if values["dashboard"]["enabled"] and extras.dashboard is not None:
         yield dashboard(values, managed_by, extras.dashboard)
     yield service(values, managed_by)
-    yield deployment(values, managed_by)
+    yield deployment(values, managed_by, kube)
     if values["autoscaling"]["enabled"]:
-        yield autoscaler(values, managed_by)
+        yield autoscaler(values, managed_by, kube)
     if values["podDisruptionBudget"]["enabled"]:
-        yield disruption_budget(values, managed_by)
+        yield disruption_budget(values, managed_by, kube)
     if values["monitor"]["enabled"]:
         yield monitor(values, managed_by)
     if values["prometheusRule"]["enabled"] and extras.rules is not None:

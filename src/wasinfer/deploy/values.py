@@ -44,7 +44,7 @@ DEFAULTS: Values = {
     "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}},
     "model": {"path": "/models/ai-model.wasm", "version": "v1.0.0", "updateInterval": "5m", "cacheEnabled": True},
     "modelVolume": {"mountPath": "/models", "claimName": "ai-models", "source": {}},
-    "config": {"name": "ai-model-config", "mountPath": "/etc/wasinfer/desired"},
+    "config": {"name": "ai-model-config", "mountPath": "/etc/wasinfer/desired", "watch": False},
     "server": {"httpPort": 8000, "grpcPort": 8001, "logFormat": "json", "extraArgs": []},
     "podAnnotations": {},
     "podLabels": {},

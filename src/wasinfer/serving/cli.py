@@ -35,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--desired-state", metavar="PATH", default=os.environ.get("WASINFER_DESIRED_STATE"),
                         help="serve one model kept at the version a config says, in the seed's ConfigMap keys "
                         "(model_path, model_version, model_update_interval, cache_enabled; MODEL_PATH in the "
-                        "environment wins): a mounted ConfigMap directory, a ConfigMap manifest, or a YAML/JSON "
-                        "mapping. Changes apply without a restart; a version that fails its warm-up is refused "
+                        "environment wins): a mounted ConfigMap directory, a ConfigMap manifest, a YAML/JSON "
+                        "mapping, or k8s://NAMESPACE/CONFIGMAP: the ConfigMap watched through the Kubernetes API "
+                        "(a change arrives within a second, not at the kubelet's next volume sync; the pod's service "
+                        "account, else $KUBECONFIG or ~/.kube/config). Changes apply without a restart; a version "
+                        "that fails its warm-up is refused "
                         "and the old one keeps serving. Also $WASINFER_DESIRED_STATE")
     canary = parser.add_argument_group(
         "canary (with --desired-state)", "A new version first takes a share of the default-version traffic for a "
@@ -259,7 +262,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
     from wasinfer.serving.control import StartupError
     from wasinfer.serving.demo import DEMO_MODEL, curl_command, prepare_demo_repository
-    from wasinfer.serving.desired import DesiredStateError
+    from wasinfer.serving.desired import DesiredStateError, desired_source
     from wasinfer.serving.server import Server, ServerConfig
 
     for flag, value, minimum in (("--batch-delay-us", args.batch_delay_us, 0), ("--max-concurrency",
@@ -306,8 +309,14 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         errors.print("[red]error:[/] canary settings out of range: --canary-percent 0-100, --canary-bake-seconds >= 0, "
                      "--canary-max-error-rate 0-1, --canary-max-p99-factor > 0", markup=True)
         return EXIT_BAD_INPUT
-    desired = Path(args.desired_state) if args.desired_state else None
-    if desired is not None and not desired.exists():
+    try:
+        desired = desired_source(args.desired_state) if args.desired_state else None
+    except DesiredStateError as exc:
+        from rich.markup import escape
+
+        errors.print(f"[red]error:[/] --desired-state {escape(str(exc))}", markup=True)
+        return EXIT_BAD_INPUT
+    if isinstance(desired, Path) and not desired.exists():
         errors.print(f"[red]error:[/] --desired-state {desired}: no such file or directory", markup=True)
         return EXIT_BAD_INPUT
     if desired is not None and not args.model_repository:  # its versions live beside the demo, not in it

@@ -14,6 +14,11 @@ atomically through its `..data` symlink), the ConfigMap manifest itself (YAML), 
 or JSON mapping of the same keys. Kubernetes updates a mounted ConfigMap in place, so the watch
 polls a cheap fingerprint of the source and applies a change without a restart; a source that
 becomes unreadable or invalid keeps the last good state (and says why in the log).
+
+The kubelet refreshes a mounted ConfigMap on its own sync period (a minute or more), so
+`k8s://NAMESPACE/NAME` names the ConfigMap itself, watched through the API server
+(serving/kube_source.py): a change reaches every server within a second. Both sources are a
+`DesiredSource`: the update loop polls `check()` and reads `current`, whatever the source is.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,10 @@ log = logging.getLogger("wasinfer.serving")
 KEYS = ("model_path", "model_version", "model_update_interval", "cache_enabled")
 DEFAULT_UPDATE_INTERVAL = 300.0  # the seed's "5m"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+KUBE_SCHEME = "k8s://"
+# A namespace is a DNS-1123 label, a ConfigMap's name a DNS-1123 subdomain (what the API server accepts).
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class DesiredStateError(ValueError):
@@ -46,6 +55,28 @@ class DesiredState:
     model_version: str | None = None
     update_interval: float = DEFAULT_UPDATE_INTERVAL  # seconds
     cache_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ConfigMapRef:
+    """`k8s://NAMESPACE/NAME`: a ConfigMap read and watched through the Kubernetes API."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{KUBE_SCHEME}{self.namespace}/{self.name}"
+
+
+def desired_source(text: str) -> Path | ConfigMapRef:
+    """--desired-state's argument: `k8s://NAMESPACE/NAME`, else a path (checked when it is read)."""
+    if not text.startswith(KUBE_SCHEME):
+        return Path(text)
+    namespace, _, name = text[len(KUBE_SCHEME):].partition("/")
+    if not _NAMESPACE.fullmatch(namespace) or not _OBJECT_NAME.fullmatch(name):
+        raise DesiredStateError(f"{text!r}: expected {KUBE_SCHEME}NAMESPACE/CONFIGMAP, both lower-case DNS names "
+                                "(as ai-serving/ai-model-config)")
+    return ConfigMapRef(namespace, name)
 
 
 def parse_duration(text: str) -> float:
@@ -133,27 +164,27 @@ def fingerprint(source: Path) -> tuple[Any, ...]:
         return (("unreadable", str(exc)),)
 
 
-class DesiredStateWatcher:
-    """Tells when the source holds a new valid state; `check` is one cheap poll (the update loop calls it).
+class DesiredSource:
+    """Where the desired state comes from: `current` is the last good state, `check` one cheap poll.
 
-    Polling, not inotify: a ConfigMap update is a symlink swap of a directory, which inotify
-    watches of the files miss, and the poll costs a few stat calls.
+    A source whose new content is invalid keeps the last good state and says why, once per reason.
     """
 
-    def __init__(self, source: Path, environ: Mapping[str, str] | None = None):
-        self.source, self.environ = source, environ
-        self.current = load_desired(source, environ)  # a bad source at start is the caller's error to report
-        self.last_error: str | None = None
-        self._stamp = fingerprint(source)
+    poll_seconds = 1.0  # how often the update loop calls check()
+    current: DesiredState
+    last_error: str | None = None
 
     def check(self) -> bool:
         """True when the source changed into a new valid state, now `current`; an invalid one keeps the last good."""
-        stamp = fingerprint(self.source)
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop watching (the update loop's stop() calls it)."""
+
+    def _offer(self, read: Callable[[], DesiredState]) -> bool:
+        """Adopt what `read` returns when it is valid and new (check()'s common end)."""
         try:
-            state = load_desired(self.source, self.environ)
+            state = read()
         except DesiredStateError as exc:
             if str(exc) != self.last_error:
                 log.warning("desired state not applied, keeping the last good one: %s", exc)
@@ -165,3 +196,23 @@ class DesiredStateWatcher:
         log.info("desired state changed: %s", state)
         self.current = state
         return True
+
+
+class DesiredStateWatcher(DesiredSource):
+    """A file or a mounted ConfigMap directory, polled.
+
+    Polling, not inotify: a ConfigMap update is a symlink swap of a directory, which inotify
+    watches of the files miss, and the poll costs a few stat calls.
+    """
+
+    def __init__(self, source: Path, environ: Mapping[str, str] | None = None):
+        self.source, self.environ = source, environ
+        self.current = load_desired(source, environ)  # a bad source at start is the caller's error to report
+        self._stamp = fingerprint(source)
+
+    def check(self) -> bool:
+        stamp = fingerprint(self.source)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return self._offer(lambda: load_desired(self.source, self.environ))

@@ -39,8 +39,9 @@ from wasinfer.serving.control import (
     StartupError,
     load_at_startup,
 )
-from wasinfer.serving.desired import DesiredStateWatcher
+from wasinfer.serving.desired import ConfigMapRef
 from wasinfer.serving.guests import GuestConfig, Guests
+from wasinfer.serving.kube_source import open_source
 from wasinfer.serving.metrics import Metrics
 from wasinfer.serving.model_config import ServingDefaults
 from wasinfer.serving.models import ModelManager
@@ -111,7 +112,7 @@ class ServerConfig:
     demote_after_seconds: float | None = DEFAULT_DEMOTE_AFTER
     instance_memory_bytes: int | None = 1 << 30
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
-    desired_state: Path | None = None
+    desired_state: Path | ConfigMapRef | None = None  # a file or mounted directory; k8s://: the API
     fetcher: Fetcher | None = None  # where a desired version comes from; None: model_path is a file
     canary: CanaryPolicy | None = None  # new versions bake on a share of the traffic first; None: swap at once
     guests: GuestConfig | None = None  # WASI-NN guest programs at /v2/guests/{name}/run (guests.py); None: none
@@ -215,7 +216,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         config = self.config
         if config.desired_state is not None:  # serve the desired version before the ports open
-            watcher = DesiredStateWatcher(config.desired_state)
+            watcher = open_source(config.desired_state)
             updater = ModelUpdater(self.manager, self.metrics, model_name_of(watcher.current.model_path),
                                    config.fetcher or fetch_file, canary=config.canary)
             self.updates = DesiredStateLoop(watcher, updater).start()

@@ -32,7 +32,7 @@ from wasinfer.artifact.metadata import read_metadata
 from wasinfer.fileio import atomic_write
 from wasinfer.registry.artifact import sha256_digest
 from wasinfer.runtime import TensorSpec
-from wasinfer.serving.desired import DesiredState, DesiredStateWatcher
+from wasinfer.serving.desired import DesiredSource, DesiredState
 from wasinfer.serving.metrics import Metrics, quantile
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import numpy_dtype
@@ -363,8 +363,9 @@ class DesiredStateLoop:
 
     FIRST_RETRY_SECONDS = 1.0
 
-    def __init__(self, watcher: DesiredStateWatcher, updater: ModelUpdater, poll_seconds: float = 1.0):
-        self.watcher, self.updater, self.poll_seconds = watcher, updater, poll_seconds
+    def __init__(self, watcher: DesiredSource, updater: ModelUpdater, poll_seconds: float | None = None):
+        self.watcher, self.updater = watcher, updater
+        self.poll_seconds = watcher.poll_seconds if poll_seconds is None else poll_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasinfer-updates", daemon=True)
         self._due = 0.0
@@ -387,6 +388,7 @@ class DesiredStateLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self.watcher.close()
         if self._thread.is_alive():
             self._thread.join(self.poll_seconds + 5)
 

@@ -23,3 +23,30 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{ .image.repository }}:{{ .image.tag | default .root.Chart.AppVersion }}
 {{- end -}}
 {{- end }}
+
+{{/* What the cluster serves (.Capabilities.KubeVersion: the server's with `helm install`, --kube-version with
+     `helm template`), the same choices as `wasinfer deploy render --kube-version`. The version, not
+     .Capabilities.APIVersions: `helm template` lists every API version its client knows, whatever --kube-version. */}}
+{{- define "wasinfer.hpaApiVersion" -}}
+{{- if semverCompare ">=1.23-0" .Capabilities.KubeVersion.Version -}}
+autoscaling/v2
+{{- else -}}
+autoscaling/v2beta2
+{{- end -}}
+{{- end }}
+
+{{- define "wasinfer.pdbApiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
+{{- end }}
+
+{{/* "true" where the preStop sleep action is on by default (1.30); elsewhere the server drains itself
+     (--drain-delay-s), which needs no shell in the image. */}}
+{{- define "wasinfer.sleepAction" -}}
+{{- if semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version -}}
+true
+{{- end -}}
+{{- end }}
