@@ -39,7 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the plane lives with the tests that use it: tests/k8s/plane.py
 
-from tests.k8s.plane import CannotBuild, ControlPlane, control_plane  # noqa: E402
+from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries  # noqa: E402
 
 NAMESPACE, CONFIGMAP = "sim", "ai-model-config"
 
@@ -218,6 +218,7 @@ def run(settings: PlaneSettings, workdir: Path, modules: dict[str, Path], versio
         ) -> dict[str, Any]:
     """Both measurements on one plane (etcd and the API server only: no pods are needed); or why not."""
     try:
+        ensure_binaries(build=True)  # a benchmark may build (and fetch Debian's source package); tests never do
         with control_plane(workdir / "plane", controllers=False) as plane:
             client = _Client(plane)
             first = next(iter(modules))

@@ -9,9 +9,11 @@ and stop.sh run the processes (each under `timeout`, so none outlives a crashed 
 more than K8S_LIFETIME seconds); fake_kubelet.py is the kubelet stand-in. docs/deploy.md, "A real
 control plane in the tests", says how to run them by hand.
 
-`ensure_binaries` raises CannotBuild only where the build is impossible here (build.sh exits 3: Go or
-etcd cannot be installed: not root, no apt), which the tests turn into a skip; any other build failure
-is an AssertionError. benchmarks/cluster_sim.py --control-plane uses the same plane.
+The tests never build or fetch anything themselves (the build downloads Debian's source package):
+.ci/run runs build.sh before the suite, as it installs the Debian packages other tests need, and
+`ensure_binaries` raises CannotBuild, which the tests turn into a skip naming the command, where the
+binaries or etcd are absent. benchmarks/cluster_sim.py --control-plane builds them on first use
+(`build=True`) and uses the same plane.
 """
 
 from __future__ import annotations
@@ -41,8 +43,17 @@ class CannotBuild(RuntimeError):
     """build.sh cannot install what it needs here (the message has its reason)."""
 
 
-def ensure_binaries() -> Path:
-    """$K8S_CACHE/bin with the four binaries, built on first use (cached between runs)."""
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+def ensure_binaries(build: bool = False) -> Path:
+    """$K8S_CACHE/bin with the four binaries; with `build`, built first where missing (cached between runs)."""
+    if not build:
+        missing = [b for b in BINARIES if not os.access(CACHE / "bin" / b, os.X_OK)]
+        if missing or not _on_path("etcd"):
+            raise CannotBuild(f"no {', '.join(missing) or 'etcd'} (built into {CACHE}/bin by tests/k8s/build.sh, "
+                              "which .ci/run runs before the suite; etcd from Debian's etcd-server)")
+        return CACHE / "bin"
     log = CACHE / "build.log"
     CACHE.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
@@ -53,6 +64,10 @@ def ensure_binaries() -> Path:
         raise CannotBuild(f"cannot build kube-apiserver here (tests/k8s/build.sh): {tail.strip()}")
     assert result.returncode == 0, f"tests/k8s/build.sh failed ({log}):\n{tail}"
     return CACHE / "bin"
+
+
+def _on_path(command: str) -> bool:
+    return any(os.access(Path(d) / command, os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep) if d)
 
 
 def _free_port_run(count: int) -> int:
