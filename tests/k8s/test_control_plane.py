@@ -41,7 +41,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.deploy.gotemplate import render_chart
-from tests.k8s.plane import CannotBuild, ControlPlane, control_plane
+from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries
 from tests.processes import output_lines, read_until, stop
 from wasinfer.deploy.gatekeeper import load_constraints, load_templates
 from wasinfer.deploy.render import default_extras, parse_kube_version, render
@@ -277,6 +277,10 @@ def test_the_configmap_watcher_follows_updates_across_expiry_410_and_deletion(tm
     etcd makes the API server answer a resumed watch with 410 Gone, as after a long disconnection."""
     from wasinfer.serving.kube_source import ConfigMapWatcher
 
+    try:
+        ensure_binaries()
+    except CannotBuild as exc:
+        pytest.skip(str(exc))
     v1, v2 = tmp_path / "v1.0.0" / "ai-model.wasm", tmp_path / "v1.1.0" / "ai-model.wasm"
     with control_plane(tmp_path / "plane", controllers=False,
                        apiserver_args="--watch-cache-sizes=configmaps#0") as plane:
