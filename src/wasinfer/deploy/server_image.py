@@ -409,8 +409,9 @@ def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None
     if lock_bytes is None:
         raise ValueError(f"{lock}: no such lock file: `wasinfer package --server --fetch --update-lock` writes it")
     packages = parse_lock(lock_bytes.decode(), str(lock))
+    debian = debian_layer(packages, debs, run)
     dependencies, own, wheel_names = python_layers(wheels, run)
-    tars = [debian_layer(packages, debs, run), dependencies, own]
+    tars = [debian, dependencies, own]
     own_version = next(name.split("-")[1] for name in wheel_names if name.startswith("wasinfer-"))
     labels = {
         TITLE: IMAGE_NAME,
