@@ -243,7 +243,8 @@ def rootfs(layout: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture()
-def served(rootfs: Path, layout: tuple[Path, str]) -> Iterator[tuple[str, str]]:
+def served(rootfs: Path, layout: tuple[Path, str]) -> Iterator[tuple[str, str, int]]:
+    """`wasinfer serve` as the image's config starts it (Entrypoint, User, Env), on loopback: (REST, gRPC, pid)."""
     if os.geteuid() != 0:
         pytest.skip("chroot needs root (a container runtime would run the image; none is here)")
     tools = [shutil.which(tool) for tool in ("unshare", "sh", "mount", "chroot")]
@@ -255,11 +256,12 @@ def served(rootfs: Path, layout: tuple[Path, str]) -> Iterator[tuple[str, str]]:
     env = dict(entry.split("=", 1) for entry in config["Env"])
     user = config["User"]
     # /dev and /proc as a runtime mounts them, in a mount namespace of the server's own (gone when it exits).
+    # No --fork: sh, chroot and the server are one process, the one the test stops.
     # The host's tools by absolute path: the environment is the image's, whose PATH has none of them.
     script = (f'{mount} --rbind /dev "$1/dev" && {mount} -t proc proc "$1/proc" && root=$1 && user=$2 && '
               f'shift 2 && exec {chroot} --userspec="$user" "$root" "$@"')
     server = subprocess.Popen(
-        [unshare, "--mount", "--fork", sh, "-c", script, "sh", str(rootfs), user, *config["Entrypoint"],
+        [unshare, "--mount", sh, "-c", script, "sh", str(rootfs), user, *config["Entrypoint"],
          "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--model-repository", "/models"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "COLUMNS": "200"},
         cwd=str(rootfs))
@@ -268,15 +270,18 @@ def served(rootfs: Path, layout: tuple[Path, str]) -> Iterator[tuple[str, str]]:
         rest = re.search(r"REST  (http://127\.0\.0\.1:\d+)/v2", printed)
         grpc = re.search(r"gRPC  (127\.0\.0\.1:\d+)", printed)
         assert rest and grpc, printed
-        yield rest[1], grpc[1]
+        yield rest[1], grpc[1], server.pid
     finally:
         stop(server, 30)
 
 
 @requires_cache
-def test_the_image_serves_a_model_as_its_non_root_user_under_chroot(served: tuple[str, str],
+def test_the_image_serves_a_model_as_its_non_root_user_under_chroot(served: tuple[str, str, int],
                                                                     rootfs: Path) -> None:
-    rest, grpc = served
+    rest, grpc, pid = served
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert f"Uid:\t{USER_ID}\t{USER_ID}\t" in status and f"Gid:\t{USER_ID}\t{USER_ID}\t" in status
+    assert Path(f"/proc/{pid}/root").resolve() == rootfs.resolve()  # chroot: the image's tree is its /
     with httpx.Client(base_url=rest, timeout=60) as client:
         assert client.get("/v2/health/ready").status_code == 200
         answer = client.post("/v2/models/double/infer", json={"inputs": [
