@@ -32,6 +32,9 @@ from wasinfer.artifact import convert_onnx
 from wasinfer.cli.main import main
 from wasinfer.deploy.render import STATE_DIR, deployment
 from wasinfer.deploy.server_image import (
+    CMD,
+    ENTRYPOINT,
+    ENV,
     IMAGE_NAME,
     ROOTS,
     SCRIPT_ONLY,
@@ -146,6 +149,19 @@ def test_the_chart_and_render_run_this_image_as_its_user_with_its_entrypoint() -
     assert container["command"] == ["wasinfer", "serve"]  # the image's Entrypoint, found on its PATH
     assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == USER_ID
     assert {"name": "WASINFER_HOME", "value": STATE_DIR} in container["env"]
+
+
+def test_the_dockerfile_gives_the_same_entrypoint_user_env_and_ports_as_the_daemonless_build() -> None:
+    """The Dockerfile cannot be built here (no daemon): its instructions are held to the same config instead."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.split("FROM gcr.io/distroless/python3-debian12:nonroot", 1)[1]  # the runtime stage
+    instructions = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in final.splitlines()
+                    if line and not line.startswith("#") and line.split(None, 1)[0].isupper()}
+    assert json.loads(instructions["ENTRYPOINT"]) == list(ENTRYPOINT)
+    assert json.loads(instructions["CMD"]) == list(CMD)
+    assert instructions["ENV"].split() == list(ENV)
+    assert instructions["USER"] == f"{USER_ID}:{USER_ID}" and instructions["WORKDIR"] == STATE_DIR
+    assert instructions["EXPOSE"].split() == ["8000", "8001"]
 
 
 # --- the image -------------------------------------------------------------------------------------

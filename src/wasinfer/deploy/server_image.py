@@ -68,6 +68,12 @@ PYTHON = "/usr/bin/python3.11"
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
 USER_ID = 65532  # distroless' nonroot, and the chart's runAsUser / runAsGroup / fsGroup
 HTTP_PORT, GRPC_PORT = 8000, 8001
+# The chart's container command is the same ["wasinfer", "serve"], with its own args; the Dockerfile has these too.
+ENTRYPOINT = ("wasinfer", "serve")
+CMD = ("--host", "0.0.0.0", "--model-repository", "/models")
+ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={STATE_DIR}", f"WASINFER_HOME={STATE_DIR}",
+       "PYTHONDONTWRITEBYTECODE=1",  # the root filesystem is read-only in the pod, and bytecode would vary
+       "PYTHONUNBUFFERED=1", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt")
 # pip takes manylinux platforms literally: every glibc bookworm satisfies (2.36 down to 2.17), and the old names.
 PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)), "manylinux2014_x86_64",
              "manylinux2010_x86_64", "manylinux1_x86_64")
@@ -431,11 +437,9 @@ def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None
         "os": "linux",
         "config": {
             "User": f"{USER_ID}:{USER_ID}",
-            "Entrypoint": ["wasinfer", "serve"],
-            "Cmd": ["--host", "0.0.0.0", "--model-repository", "/models"],
-            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={STATE_DIR}", f"WASINFER_HOME={STATE_DIR}",
-                    "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1",
-                    "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+            "Entrypoint": list(ENTRYPOINT),
+            "Cmd": list(CMD),
+            "Env": list(ENV),
             "ExposedPorts": {f"{HTTP_PORT}/tcp": {}, f"{GRPC_PORT}/tcp": {}},
             "WorkingDir": STATE_DIR,
             "Labels": labels,
