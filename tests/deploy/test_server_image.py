@@ -28,6 +28,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.processes import output_lines, read_until, stop
+from tests.registry.registry_server import run_registry
 from wasinfer.artifact import convert_onnx
 from wasinfer.cli.main import main
 from wasinfer.deploy.render import STATE_DIR, deployment
@@ -39,7 +40,6 @@ from wasinfer.deploy.server_image import (
     ROOTS,
     SCRIPT_ONLY,
     USER_ID,
-    build_server_image,
     closure,
     parse_lock,
 )
@@ -139,6 +139,20 @@ def test_an_empty_cache_is_refused_naming_the_missing_package_and_the_command_th
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (a Debian machine)")
+def test_fetch_with_a_version_the_archive_no_longer_has_says_to_update_the_lock(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """apt refuses the version from its lists, before any download: the message names the way out."""
+    lock = tmp_path / "debian.lock"
+    lock.write_text(f"libc6 0.0-0 amd64 {'0' * 64}\n")
+    code, _, err = run(capsys, "package", "--server", "--fetch", "--lock", str(lock), "--debs", str(tmp_path / "d"),
+                       "--wheels", str(tmp_path / "w"), "--source", str(ROOT))
+    err = " ".join(err.split())
+    assert code == 2
+    assert "Version '0.0-0' for 'libc6' was not found" in err and "run again with --update-lock" in err
+    assert lock.read_text() == f"libc6 0.0-0 amd64 {'0' * 64}\n"  # only --update-lock rewrites it
+
+
 def test_the_chart_and_render_run_this_image_as_its_user_with_its_entrypoint() -> None:
     values = defaults()
     assert values["image"]["repository"].endswith(f"/{IMAGE_NAME}")
@@ -221,12 +235,23 @@ def test_the_layers_are_deterministic_tars_with_the_runtime_the_dependencies_and
 
 
 @requires_cache
-def test_the_same_inputs_build_the_same_digest(layout: tuple[Path, str]) -> None:
+@requires_skopeo
+def test_the_same_inputs_build_the_same_digest_which_a_push_keeps(layout: tuple[Path, str],
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                                  ) -> None:
+    """A second build, pushed to Debian's docker-registry on loopback: the registry holds the layout's digest."""
     _, digest = layout
-    again = build_server_image(DEBS, WHEELS, LOCK, version=TAG, revision="0" * 40)
-    assert again.digest == digest
-    other = build_server_image(DEBS, WHEELS, LOCK, version=TAG, revision="1" * 40)
-    assert other.digest != digest and other.layers == again.layers  # only the label differs
+    with run_registry(tmp_path / "registry") as registry:
+        ref = f"{registry.address}/{IMAGE_NAME}"  # no tag: the image's version, as the chart's default tag is
+        code, out, _ = run(capsys, "package", "--server", "--image", ref, "--plain-http", "--version", TAG,
+                           "--json", *_cache_args())
+        assert code == 0
+        pushed = json.loads(out)
+        assert (pushed["digest"], pushed["image"]) == (digest, f"{ref}:{TAG}")
+        assert SKOPEO is not None
+        raw = subprocess.run([SKOPEO, "inspect", "--tls-verify=false", "--raw", f"docker://{ref}:{TAG}"],
+                             capture_output=True, check=True, timeout=120).stdout
+        assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digest
 
 
 # --- the image, run ----------------------------------------------------------------------------------

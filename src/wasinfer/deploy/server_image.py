@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,15 +90,21 @@ DEBIAN_PACKAGES = "dev.wasinfer.debian.packages"  # name=version, comma-separate
 WHEELS = "dev.wasinfer.wheels"  # name-version of each wheel in layers 2 and 3, comma-separated
 SOURCE_URL = "https://github.com/wasinfer/wasinfer"
 
-Runner = Callable[[Sequence[str]], str]
+class ToolFailed(OSError):
+    """apt, dpkg-deb or pip failed, or gave what the lock does not allow: the CLI prints it in one line."""
 
 
-def _run(argv: Sequence[str]) -> str:
+def _run_bytes(argv: Sequence[str], cwd: Path | None = None) -> bytes:
     """A build tool's stdout; its stderr in the error when it fails."""
-    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    done = subprocess.run(list(argv), capture_output=True, check=False, cwd=cwd)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])} ... failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        stderr = done.stderr.decode(errors="replace").strip()[-2000:]
+        raise ToolFailed(f"{' '.join(argv[:3])} ... failed ({done.returncode}): {stderr}")
     return done.stdout
+
+
+def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
+    return _run_bytes(argv, cwd).decode()
 
 
 # --- the lock ------------------------------------------------------------------------------------
@@ -138,14 +144,14 @@ def parse_lock(text: str, where: str = "debian.lock") -> list[DebianPackage]:
 
 # --- fetching the inputs (the only step that uses the network) --------------------------------------
 
-def closure(roots: Sequence[str], run: Runner = _run) -> list[str]:
+def closure(roots: Sequence[str]) -> list[str]:
     """The runtime closure of `roots` as apt resolves it: Depends and Pre-Depends, first alternatives.
 
     `apt-cache depends --recurse` lists every alternative; apt installs the first one that exists, so
     the walk follows that one only (media-types, not mime-support and its perl). A virtual package
     stands for its first provider.
     """
-    text = run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+    text = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
                 "--no-breaks", "--no-replaces", "--no-enhances", *roots])
     groups: dict[str, list[list[str]]] = {}
     providers: dict[str, list[str]] = {}
@@ -184,14 +190,13 @@ def closure(roots: Sequence[str], run: Runner = _run) -> list[str]:
     return sorted(wanted)
 
 
-def _deb_fields(path: Path, run: Runner) -> tuple[str, str, str]:
-    out = run(["dpkg-deb", "--show", "--showformat=${Package} ${Version} ${Architecture}\n", str(path)])
+def _deb_fields(path: Path) -> tuple[str, str, str]:
+    out = _run(["dpkg-deb", "--show", "--showformat=${Package} ${Version} ${Architecture}\n", str(path)])
     name, version, architecture = out.split()
     return name, version, architecture
 
 
-def fetch(debs: Path, wheels: Path, lock: Path, source: Path, update_lock: bool = False,
-          run: Runner = _run) -> list[DebianPackage]:
+def fetch(debs: Path, wheels: Path, lock: Path, source: Path, update_lock: bool = False) -> list[DebianPackage]:
     """Fill the cache: the lock's .debs into `debs`, the wheels of `wasinfer[serve]` and wasinfer's into `wheels`.
 
     With `update_lock` (or no lock yet) the closure is computed again and the lock rewritten with the
@@ -203,31 +208,31 @@ def fetch(debs: Path, wheels: Path, lock: Path, source: Path, update_lock: bool 
     for stale in [*debs.glob("*.deb"), *wheels.glob("*.whl")]:
         stale.unlink()
     pinned = None if update_lock or not lock.is_file() else parse_lock(lock.read_text(), str(lock))
-    wanted = [f"{p.name}={p.version}" for p in pinned] if pinned else closure(ROOTS, run)
+    wanted = [f"{p.name}={p.version}" for p in pinned] if pinned else closure(ROOTS)
     try:
-        run(["sh", "-c", 'cd "$1" && shift && exec apt-get download -q "$@"', "apt-get", str(debs), *wanted])
-    except RuntimeError as exc:
+        _run(["apt-get", "download", "-q", *wanted], cwd=debs)
+    except ToolFailed as exc:
         if pinned:
-            raise RuntimeError(f"{exc}\nthe archive no longer has a locked version: run again with --update-lock "
-                               f"to lock what apt has now, and commit {lock}") from None
+            raise ToolFailed(f"{exc}; the archive no longer has a locked version: run again with --update-lock "
+                             f"to lock what apt has now, and commit {lock}") from None
         raise
     found = []
     for path in sorted(debs.glob("*.deb")):
-        name, version, architecture = _deb_fields(path, run)
+        name, version, architecture = _deb_fields(path)
         found.append(DebianPackage(name, version, architecture, hashlib.sha256(path.read_bytes()).hexdigest()))
     if pinned:
         changed = sorted(set(pinned) - set(found))
         if changed:
-            raise RuntimeError(f"downloaded .debs differ from {lock}: {', '.join(p.name for p in changed)}")
+            raise ToolFailed(f"downloaded .debs differ from {lock}: {', '.join(p.name for p in changed)}")
     else:
         atomic_write(lock, format_lock(found).encode())
     with tempfile.TemporaryDirectory() as scratch:
-        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch,
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch,
              str(source)])
         (built,) = Path(scratch).glob("wasinfer-*.whl")
         target = wheels / built.name
         target.write_bytes(built.read_bytes())
-    run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *WHEEL_TARGET, f"{target}[serve]"])
+    _run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *WHEEL_TARGET, f"{target}[serve]"])
     return found
 
 
@@ -278,7 +283,7 @@ def _index_debs(debs: Path) -> dict[str, Path]:
     return {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in sorted(debs.glob("*.deb"))}
 
 
-def debian_layer(packages: Sequence[DebianPackage], debs: Path, run: Runner = _run) -> bytes:
+def debian_layer(packages: Sequence[DebianPackage], debs: Path) -> bytes:
     """Layer 1: the locked packages' files, the user, the CA bundle and the dpkg status records."""
     by_digest = _index_debs(debs)
     entries: dict[str, _Entry] = {}
@@ -287,10 +292,10 @@ def debian_layer(packages: Sequence[DebianPackage], debs: Path, run: Runner = _r
         if path is None:
             raise ValueError(f"--debs {debs}: no .deb of {package.name} {package.version} (sha256 "
                              f"{package.sha256[:12]}...): run `wasinfer package --server --fetch` to fill the cache")
-        control = run(["dpkg-deb", "--field", str(path)])
+        control = _run(["dpkg-deb", "--field", str(path)])
         entries[f"var/lib/dpkg/status.d/{package.name}"] = _file(f"var/lib/dpkg/status.d/{package.name}",
                                                                  control.encode())
-        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(path)], capture_output=True, check=True).stdout
+        data = _run_bytes(["dpkg-deb", "--fsys-tarfile", str(path)])
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
                 name = os.path.normpath(member.name).lstrip("./")
@@ -335,10 +340,10 @@ def _tree_layer(root: Path) -> bytes:
     return _tar(entries)
 
 
-def _pip_install(wheels: Sequence[Path], stage: Path, run: Runner) -> None:
+def _pip_install(wheels: Sequence[Path], stage: Path) -> None:
     """Install wheels for the image's Python, not this one's; --isolated: no user config, no index, no bytecode."""
     target = stage / SITE_PACKAGES
-    run([sys.executable, "-m", "pip", "--isolated", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+    _run([sys.executable, "-m", "pip", "--isolated", "install", "-q", "--no-index", "--no-deps", "--no-compile",
          "--disable-pip-version-check", "--target", str(target), *WHEEL_TARGET, *map(str, wheels)])
     scripts = target / "bin"  # pip's console scripts, with this machine's interpreter in their shebangs
     if scripts.is_dir():
@@ -356,7 +361,7 @@ sys.exit(main())
 """
 
 
-def python_layers(wheels: Path, run: Runner = _run) -> tuple[bytes, bytes, list[str]]:
+def python_layers(wheels: Path) -> tuple[bytes, bytes, list[str]]:
     """Layers 2 (dependencies) and 3 (wasinfer and its console script), and the name-version of each wheel."""
     found = sorted(wheels.glob("*.whl"))
     own = [path for path in found if path.name.startswith("wasinfer-")]
@@ -368,8 +373,8 @@ def python_layers(wheels: Path, run: Runner = _run) -> tuple[bytes, bytes, list[
         raise ValueError(f"--wheels {wheels}: no dependency wheels: run `wasinfer package --server --fetch`")
     with tempfile.TemporaryDirectory() as scratch:
         stage2, stage3 = Path(scratch) / "deps", Path(scratch) / "wasinfer"
-        _pip_install(dependencies, stage2, run)
-        _pip_install(own, stage3, run)
+        _pip_install(dependencies, stage2)
+        _pip_install(own, stage3)
         script = stage3 / "usr" / "local" / "bin" / "wasinfer"
         script.parent.mkdir(parents=True)
         script.write_text(CONSOLE_SCRIPT)
@@ -398,25 +403,26 @@ class ServerImage:
 
     @property
     def size(self) -> int:
-        """Bytes a pull transfers: what the install-size table reports."""
+        """Bytes a pull transfers (config, compressed layers, manifest)."""
         return len(self.config) + sum(map(len, self.layers)) + len(self.manifest)
 
 
 def git_revision(source: Path) -> str | None:
+    """The commit checked out in `source`, for the revision label; None outside a git checkout."""
     done = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
 def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None = None,
-                       revision: str | None = None, run: Runner = _run) -> ServerImage:
+                       revision: str | None = None) -> ServerImage:
     """The image from the cache (never the network): the same cache, lock, version and revision, the same digest."""
     lock_bytes = lock.read_bytes() if lock.is_file() else None
     if lock_bytes is None:
         raise ValueError(f"{lock}: no such lock file: `wasinfer package --server --fetch --update-lock` writes it")
     packages = parse_lock(lock_bytes.decode(), str(lock))
-    debian = debian_layer(packages, debs, run)
-    dependencies, own, wheel_names = python_layers(wheels, run)
+    debian = debian_layer(packages, debs)
+    dependencies, own, wheel_names = python_layers(wheels)
     tars = [debian, dependencies, own]
     own_version = next(name.split("-")[1] for name in wheel_names if name.startswith("wasinfer-"))
     labels = {
