@@ -6,7 +6,8 @@
 # Entrypoint, Env and ports, so the Helm chart runs either. This file is not built by the test suite
 # (no daemon there); the daemonless build is, and is what CI checks.
 #
-#     docker build -t REGISTRY/wasinfer-server:0.1.0 --build-arg VERSION=0.1.0 .
+#     docker build -t REGISTRY/wasinfer-server:0.1.0 --build-arg VERSION=0.1.0 \
+#         --build-arg REVISION=$(git rev-parse HEAD) --build-arg SOURCE_URL=$(git remote get-url origin) .
 
 # Build stage: the wheels for bookworm's Python 3.11, installed into a staging root.
 FROM debian:bookworm-slim AS build
@@ -28,6 +29,8 @@ RUN python3.11 -m pip wheel --no-deps -w /wheels . \
 # Runtime stage: distroless' Debian 12 Python (the same /usr/bin/python3.11), user nonroot = 65532, no shell.
 FROM gcr.io/distroless/python3-debian12:nonroot
 ARG VERSION=0.1.0
+ARG REVISION=
+ARG SOURCE_URL=
 COPY --from=build /stage/usr/local /usr/local
 COPY --from=build /stage/models /models
 COPY --from=build --chown=65532:65532 /stage/var/lib/wasinfer /var/lib/wasinfer
@@ -39,7 +42,8 @@ ENV PATH=/usr/local/bin:/usr/bin:/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 LABEL org.opencontainers.image.title=wasinfer-server \
       org.opencontainers.image.version=$VERSION \
-      org.opencontainers.image.source=https://github.com/wasinfer/wasinfer
+      org.opencontainers.image.revision=$REVISION \
+      org.opencontainers.image.source=$SOURCE_URL
 USER 65532:65532
 WORKDIR /var/lib/wasinfer
 EXPOSE 8000 8001

@@ -57,6 +57,7 @@ requires_cache = pytest.mark.skipif(
            "it) and dpkg-deb")
 requires_skopeo = pytest.mark.skipif(SKOPEO is None, reason="needs Debian's skopeo package (.ci/run installs it)")
 TAG = "test"
+SOURCE_URL = "https://git.example.com/wasinfer.git"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -66,7 +67,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def _cache_args() -> list[str]:
-    return ["--debs", str(DEBS), "--wheels", str(WHEELS), "--lock", str(LOCK), "--revision", "0" * 40]
+    return ["--debs", str(DEBS), "--wheels", str(WHEELS), "--lock", str(LOCK), "--revision", "0" * 40,
+            "--source-url", SOURCE_URL]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,18 @@ def test_fetch_with_a_version_the_archive_no_longer_has_says_to_update_the_lock(
     assert lock.read_text() == f"libc6 0.0-0 amd64 {'0' * 64}\n"  # only --update-lock rewrites it
 
 
+def test_fetch_refuses_a_source_that_is_not_wasinfer_before_touching_the_cache(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "debs").mkdir()
+    kept = tmp_path / "debs" / "kept.deb"
+    kept.write_bytes(b"not fetched by this run")
+    code, _, err = run(capsys, "package", "--server", "--fetch", "--source", str(tmp_path), "--debs",
+                       str(tmp_path / "debs"), "--wheels", str(tmp_path / "wheels"), "--lock", str(LOCK))
+    assert code == 2
+    assert f"--source {tmp_path}: not a wasinfer source tree" in " ".join(err.split())
+    assert kept.is_file()
+
+
 def test_the_chart_and_render_run_this_image_as_its_user_with_its_entrypoint() -> None:
     values = defaults()
     assert values["image"]["repository"].endswith(f"/{IMAGE_NAME}")
@@ -201,7 +215,7 @@ def test_skopeo_reads_the_config_user_entrypoint_ports_and_labels(layout: tuple[
     lock = LOCK.read_bytes()
     assert labels["org.opencontainers.image.version"] == TAG
     assert labels["org.opencontainers.image.revision"] == "0" * 40
-    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.source"] == SOURCE_URL
     assert labels["dev.wasinfer.debian.lock.digest"] == f"sha256:{hashlib.sha256(lock).hexdigest()}"
     assert labels["dev.wasinfer.debian.packages"].split(",") == [
         f"{p.name}={p.version}" for p in parse_lock(lock.decode())]

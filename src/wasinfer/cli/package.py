@@ -88,7 +88,7 @@ def _publish(args: argparse.Namespace, image: OciImage, ref: Reference | None, t
 def _server_image(args: argparse.Namespace) -> int:
     """`package --server`: fill the cache (--fetch) and/or build the server image from it."""
     from wasinfer.deploy.image import VERSION
-    from wasinfer.deploy.server_image import build_server_image, fetch, git_revision
+    from wasinfer.deploy.server_image import build_server_image, fetch, git_origin, git_revision
 
     if args.model is not None:
         raise ValueError(f"--server builds the server's image, which holds no model: leave out {args.model!r}")
@@ -109,8 +109,10 @@ def _server_image(args: argparse.Namespace) -> int:
             _emit(args, document, f"fetched {len(packages)} .debs into {debs} and "
                   f"{document['fetched']['wheels']} wheels into {wheels} ({lock})")
             return 0
+    source = Path(args.source)
     image = build_server_image(debs, wheels, lock, version=args.version,
-                               revision=args.revision or git_revision(Path(args.source)))
+                               revision=args.revision or git_revision(source),
+                               source_url=args.source_url or git_origin(source))
     tag = (ref.tag if ref else None) or image.labels[VERSION]
     document.update({"digest": image.digest, "size": image.size, "tag": tag})
     done = _publish(args, image, ref, tag, document)
@@ -166,7 +168,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--output", "-o", metavar="DIR", help="write an OCI image layout here (new, empty or an "
                    "existing layout; other tags are kept): `skopeo copy oci:DIR:TAG ...` reads it")
     p.add_argument("--version", metavar="V", help="the version recorded in the image's annotations (default: the "
-                   "tag, when it is a semantic version)")
+                   "tag, when it is a semantic version; with --server, the wasinfer wheel's version)")
     p.add_argument("--name", help="the model name recorded in the annotations (default: the module's)")
     p.add_argument("--max-batch", type=int, metavar="N", help="for a source model: largest batch (default 1)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
@@ -192,5 +194,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         help="the wasinfer source tree --fetch builds the wheel from (default .)")
     server.add_argument("--revision", metavar="REV",
                         help="the org.opencontainers.image.revision label (default: git rev-parse HEAD in --source)")
+    server.add_argument("--source-url", metavar="URL",
+                        help="the org.opencontainers.image.source label (default: the origin remote of --source; "
+                        "none without one)")
     _registry_arguments(p)
     p.set_defaults(func=cmd_package)

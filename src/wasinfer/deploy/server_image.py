@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -88,7 +90,6 @@ REVISION = "org.opencontainers.image.revision"
 LOCK_DIGEST = "dev.wasinfer.debian.lock.digest"  # sha256:<hex> of deploy/image/debian.lock
 DEBIAN_PACKAGES = "dev.wasinfer.debian.packages"  # name=version, comma-separated, in lock order
 WHEELS = "dev.wasinfer.wheels"  # name-version of each wheel in layers 2 and 3, comma-separated
-SOURCE_URL = "https://github.com/wasinfer/wasinfer"
 
 class ToolFailed(OSError):
     """apt, dpkg-deb or pip failed, or gave what the lock does not allow: the CLI prints it in one line."""
@@ -203,6 +204,8 @@ def fetch(debs: Path, wheels: Path, lock: Path, source: Path, update_lock: bool 
     versions apt has now; otherwise each package is downloaded at the lock's version and must match
     its SHA-256. The .deb and .whl files already in the directories are replaced.
     """
+    if not (source / "pyproject.toml").is_file() or not (source / "src" / "wasinfer").is_dir():
+        raise ValueError(f"--source {source}: not a wasinfer source tree (pyproject.toml and src/wasinfer/)")
     debs.mkdir(parents=True, exist_ok=True)
     wheels.mkdir(parents=True, exist_ok=True)
     for stale in [*debs.glob("*.deb"), *wheels.glob("*.whl")]:
@@ -226,14 +229,26 @@ def fetch(debs: Path, wheels: Path, lock: Path, source: Path, update_lock: bool 
             raise ToolFailed(f"downloaded .debs differ from {lock}: {', '.join(p.name for p in changed)}")
     else:
         atomic_write(lock, format_lock(found).encode())
-    with tempfile.TemporaryDirectory() as scratch:
-        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch,
-             str(source)])
-        (built,) = Path(scratch).glob("wasinfer-*.whl")
-        target = wheels / built.name
-        target.write_bytes(built.read_bytes())
+    target = _build_wheel(source, wheels)
     _run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *WHEEL_TARGET, f"{target}[serve]"])
     return found
+
+
+def _build_wheel(source: Path, wheels: Path) -> Path:
+    """`pip wheel --no-deps` of a clean copy of the source (what the Dockerfile copies too).
+
+    In the checkout itself setuptools would reuse its build/ directory, where a module deleted from
+    src/ lives on and would go into the wheel; the copy also leaves the checkout as it was.
+    """
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree, out = Path(scratch) / "src-tree", Path(scratch) / "out"
+        shutil.copytree(source / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(source / name, tree / name)
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(tree)])
+        (built,) = out.glob("wasinfer-*.whl")
+        return Path(shutil.copy2(built, wheels / built.name))
 
 
 # --- the layers ----------------------------------------------------------------------------------
@@ -407,16 +422,24 @@ class ServerImage:
         return len(self.config) + sum(map(len, self.layers)) + len(self.manifest)
 
 
+def _git(source: Path, *argv: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(source), *argv], capture_output=True, text=True, check=False)
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
 def git_revision(source: Path) -> str | None:
     """The commit checked out in `source`, for the revision label; None outside a git checkout."""
-    done = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
+    return _git(source, "rev-parse", "HEAD")
+
+
+def git_origin(source: Path) -> str | None:
+    """The `origin` remote's URL of `source`, for the source label; None when there is none (no URL is made up)."""
+    return _git(source, "remote", "get-url", "origin")
 
 
 def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None = None,
-                       revision: str | None = None) -> ServerImage:
-    """The image from the cache (never the network): the same cache, lock, version and revision, the same digest."""
+                       revision: str | None = None, source_url: str | None = None) -> ServerImage:
+    """The image from the cache (never the network): the same cache, lock and labels, the same digest."""
     lock_bytes = lock.read_bytes() if lock.is_file() else None
     if lock_bytes is None:
         raise ValueError(f"{lock}: no such lock file: `wasinfer package --server --fetch --update-lock` writes it")
@@ -429,7 +452,6 @@ def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None
         TITLE: IMAGE_NAME,
         DESCRIPTION: "wasinfer serve: KServe v2 REST (8000) and gRPC (8001) inference server for WebAssembly models",
         VERSION: version or own_version,
-        SOURCE: SOURCE_URL,
         PACKAGER: f"wasinfer {__version__}",
         LOCK_DIGEST: sha256_digest(lock_bytes),
         DEBIAN_PACKAGES: ",".join(f"{p.name}={p.version}" for p in packages),
@@ -437,6 +459,8 @@ def build_server_image(debs: Path, wheels: Path, lock: Path, version: str | None
     }
     if revision:
         labels[REVISION] = revision
+    if source_url:
+        labels[SOURCE] = source_url
     layers = tuple(gzip.compress(tar, compresslevel=6, mtime=0) for tar in tars)
     config = canonical_json({
         "architecture": "amd64",
