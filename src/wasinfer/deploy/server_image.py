@@ -355,11 +355,23 @@ def _tree_layer(root: Path) -> bytes:
     return _tar(entries)
 
 
+def _wheel_requirement(wheel: Path) -> str:
+    """name==version of a wheel file (PEP 427 names: distribution-version-...)."""
+    name, version = wheel.name.split("-")[:2]
+    return f"{name}=={version}"
+
+
 def _pip_install(wheels: Sequence[Path], stage: Path) -> None:
-    """Install wheels for the image's Python, not this one's; --isolated: no user config, no index, no bytecode."""
+    """Install wheels for the image's Python, not this one's; --isolated: no user config, no index, no bytecode.
+
+    By name from --find-links, not by path: a wheel installed by path gets a direct_url.json naming
+    the path and the wheel file's hash, which would make the image depend on where the cache is
+    and on the zip's timestamps.
+    """
     target = stage / SITE_PACKAGES
     _run([sys.executable, "-m", "pip", "--isolated", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-         "--disable-pip-version-check", "--target", str(target), *WHEEL_TARGET, *map(str, wheels)])
+         "--disable-pip-version-check", "--find-links", str(wheels[0].parent), "--target", str(target),
+         *WHEEL_TARGET, *map(_wheel_requirement, wheels)])
     scripts = target / "bin"  # pip's console scripts, with this machine's interpreter in their shebangs
     if scripts.is_dir():
         for script in scripts.iterdir():
