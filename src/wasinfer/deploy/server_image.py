@@ -156,21 +156,24 @@ def closure(roots: Sequence[str]) -> list[str]:
                 "--no-breaks", "--no-replaces", "--no-enhances", *roots])
     groups: dict[str, list[list[str]]] = {}
     providers: dict[str, list[str]] = {}
-    current, alternatives = "", False
+    current, dependency, alternatives = "", "", False
     for line in text.splitlines():
         if not line.startswith(" "):
-            current, alternatives = line.strip(), False
+            current, dependency, alternatives = line.strip(), "", False
             groups.setdefault(current, [])
             continue
         match = re.match(r"^ (\|| )(PreDepends|Depends): (\S+)", line)
         if match:
+            dependency = match[3]
             if alternatives:
-                groups[current][-1].append(match[3])
+                groups[current][-1].append(dependency)
             else:
-                groups[current].append([match[3]])
+                groups[current].append([dependency])
             alternatives = match[1] == "|"
-        elif line.startswith("    ") and current.startswith("<"):
-            providers.setdefault(current, []).append(line.strip())
+        elif line.startswith("    ") and dependency.startswith("<"):  # a virtual dependency's providers
+            providers.setdefault(dependency, []).append(line.strip())
+        else:
+            dependency = ""  # Recommends and the like, when asked for, end a dependency's provider list
 
     def real(name: str) -> str | None:
         if name.startswith("<"):
