@@ -154,12 +154,14 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `package` on the top-level `wasinfer` parser."""
-    p = sub.add_parser("package", help="build an OCI container image of a model for crun+WasmEdge / Wasm shims",
+    p = sub.add_parser("package", help="build an OCI container image of a model for crun+WasmEdge / Wasm shims, "
+                       "or (--server) of the server itself",
                        description="Build a container image whose only file is the model's WASI command form "
                        "(/model.wasm, the entrypoint: .npy inputs on stdin, .npy outputs on stdout), for K3s nodes "
                        "that run Wasm with crun+WasmEdge or containerd's Wasm shims (RuntimeClass wasmedge), and "
                        "push it to a registry and/or write it as an OCI image layout. The image is reproducible: "
-                       "the same module and tag give the same digest. docs/deploy.md describes the image.")
+                       "the same module and tag give the same digest. docs/deploy.md describes the image. With "
+                       "--server, build the image of `wasinfer serve` itself instead, the one the Helm chart runs.")
     p.add_argument("model", metavar="MODEL", nargs="?",
                    help="a module built with `wasinfer convert --wasi`, or a source model (.onnx/.tflite), which is "
                    "compiled with --wasi first; a module without the WASI _start is refused (none with --server)")
