@@ -2,8 +2,9 @@
 Debian's `skopeo`, built twice to the same digest, and run: its layers unpacked into a root filesystem where
 `wasinfer serve` starts under chroot as user 65532 and answers the host on loopback.
 
-No container runtime runs here, so chroot stands in for one: a mount namespace (`unshare --mount`) with
-/dev and /proc, the image's user and its Env, nothing from the host's Python. The cache comes from
+No container runtime runs here, so chroot stands in for one: a mount namespace (`unshare --mount`) with the
+image's tree read-only, empty writable $WASINFER_HOME and /tmp (the Deployment's emptyDirs), /dev and /proc,
+the image's user and its Env, nothing from the host's Python. The cache comes from
 `wasinfer package --server --fetch`, which .ci/run runs; without it the image tests skip, saying so.
 """
 
@@ -314,11 +315,16 @@ def served(rootfs: Path, layout: tuple[Path, str]) -> Iterator[tuple[str, str, i
     config = json.loads(_blob(directory, _manifest(directory, digest)["config"]["digest"]))["config"]
     env = dict(entry.split("=", 1) for entry in config["Env"])
     user = config["User"]
-    # /dev and /proc as a runtime mounts them, in a mount namespace of the server's own (gone when it exits).
-    # No --fork: sh, chroot and the server are one process, the one the test stops.
-    # The host's tools by absolute path: the environment is the image's, whose PATH has none of them.
-    script = (f'{mount} --rbind /dev "$1/dev" && {mount} -t proc proc "$1/proc" && root=$1 && user=$2 && '
-              f'shift 2 && exec {chroot} --userspec="$user" "$root" "$@"')
+    # The pod's filesystem, in a mount namespace of the server's own (gone when it exits): the image's tree
+    # read-only (readOnlyRootFilesystem), empty writable directories at $WASINFER_HOME and /tmp (the
+    # Deployment's emptyDirs), /dev and /proc as a runtime mounts them. No --fork: sh, chroot and the server
+    # are one process, the one the test stops. The host's tools by absolute path: the environment is the
+    # image's, whose PATH has none of them.
+    state = STATE_DIR.strip("/")
+    script = (f'root=$1 && user=$2 && shift 2 && {mount} --bind "$root" "$root" && '
+              f'{mount} -o remount,bind,ro "$root" && {mount} -t tmpfs -o mode=0777 state "$root/{state}" && '
+              f'{mount} -t tmpfs -o mode=1777 tmp "$root/tmp" && {mount} --rbind /dev "$root/dev" && '
+              f'{mount} -t proc proc "$root/proc" && exec {chroot} --userspec="$user" "$root" "$@"')
     server = subprocess.Popen(
         [unshare, "--mount", sh, "-c", script, "sh", str(rootfs), user, *config["Entrypoint"],
          "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--model-repository", "/models"],
@@ -354,7 +360,11 @@ def test_the_image_serves_a_model_as_its_non_root_user_under_chroot(served: tupl
         assert client.is_server_ready() and client.is_model_ready("double")
     finally:
         client.close()
-    # What the server wrote went to $WASINFER_HOME, as the image's user: the rest of the tree is root's.
-    written = list((rootfs / STATE_DIR.strip("/")).rglob("*"))
-    print("written to $WASINFER_HOME:", sorted(str(p.relative_to(rootfs)) for p in written))
-    assert written and all(path.stat().st_uid == USER_ID for path in written)
+    # The server wrote its compiled-code cache to $WASINFER_HOME (seen through its own root), as its user,
+    # and nothing into the image's tree, which was read-only to it.
+    state = Path(f"/proc/{pid}/root") / STATE_DIR.strip("/")
+    written = list(state.rglob("*"))
+    print("written to $WASINFER_HOME:", sorted(str(path.relative_to(state)) for path in written))
+    assert any(path.suffix == ".cwasm" for path in written)
+    assert all(path.stat().st_uid == USER_ID for path in written)
+    assert not list((rootfs / STATE_DIR.strip("/")).iterdir())
