@@ -68,7 +68,7 @@ def test_defaults_are_the_seeds_deployment_and_configmap() -> None:
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
                                       "limits": {"cpu": "2000m", "memory": "2Gi"}}
     assert {"name": "MODEL_PATH", "value": "/models/ai-model.wasm"} in container["env"]
-    assert container["image"] == f"registry.example.com/ai-inference-service:{__version__}"
+    assert container["image"] == f"registry.example.com/wasinfer-server:{__version__}"
     assert objects["ConfigMap/ai-model-config"]["data"] == {
         "model_path": "/models/ai-model.wasm", "model_version": "v1.0.0", "model_update_interval": "5m",
         "cache_enabled": "true"}

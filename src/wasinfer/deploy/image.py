@@ -34,7 +34,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wasinfer.artifact.metadata import Metadata, function_exports, read_metadata
 from wasinfer.fileio import atomic_write
@@ -71,7 +71,8 @@ class NotACommand(ValueError):
     """The module has no WASI `_start`: a container runtime would have nothing to call."""
 
 
-def _canonical_json(document: dict[str, Any]) -> bytes:
+def canonical_json(document: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces: the same document is always the same bytes, so the same digest."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -136,14 +137,14 @@ def build_image(wasm: bytes, version: str | None = None, name: str | None = None
         annotations[SOURCE_DIGEST] = f"sha256:{metadata.source_sha256}"
     if version:
         annotations[VERSION] = version
-    config = _canonical_json({
+    config = canonical_json({
         "architecture": ARCHITECTURE,
         "os": OS,
         "config": {"Entrypoint": [ENTRYPOINT], "Labels": annotations},
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(tar)]},
         "history": [{"created_by": f"wasinfer {__version__} package"}],
     })
-    manifest = _canonical_json({
+    manifest = canonical_json({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config), "size": len(config)},
@@ -153,7 +154,19 @@ def build_image(wasm: bytes, version: str | None = None, name: str | None = None
     return WasmImage(config, layer, manifest, annotations)
 
 
-def write_layout(image: WasmImage, directory: Path, tag: str) -> None:
+class OciImage(Protocol):
+    """What a layout or a push needs of an image: this module's WasmImage and server_image.ServerImage."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def manifest(self) -> bytes: ...
+
+    def blobs(self) -> dict[str, bytes]: ...
+
+
+def write_layout(image: OciImage, directory: Path, tag: str) -> None:
     """Write (or add to) an OCI image layout, which `skopeo copy oci:DIR:TAG ...` and Podman read.
 
     An existing layout keeps its other tags; the entry for `tag` is replaced. A directory that is
@@ -180,7 +193,7 @@ def write_layout(image: WasmImage, directory: Path, tag: str) -> None:
     entry = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": image.digest, "size": len(image.manifest),
              "annotations": {REF_NAME: tag}}
     manifests = [m for m in manifests if (m.get("annotations") or {}).get(REF_NAME) != tag] + [entry]
-    atomic_write(marker, _canonical_json({"imageLayoutVersion": "1.0.0"}))
-    atomic_write(index_path, _canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+    atomic_write(marker, canonical_json({"imageLayoutVersion": "1.0.0"}))
+    atomic_write(index_path, canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
                                               "manifests": manifests}))
 

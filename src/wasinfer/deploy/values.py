@@ -37,7 +37,7 @@ DEFAULTS: Values = {
     "name": "ai-inference-service",
     "instance": "wasinfer",
     "runtimeClass": {"create": True, "name": "wasmedge", "handler": "wasmedge", "nodeSelector": {}},
-    "image": {"repository": "registry.example.com/ai-inference-service", "tag": "", "digest": "",
+    "image": {"repository": "registry.example.com/wasinfer-server", "tag": "", "digest": "",
               "pullPolicy": "IfNotPresent"},
     "imagePullSecrets": [],
     "replicas": 50,
