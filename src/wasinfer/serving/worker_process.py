@@ -1,0 +1,77 @@
+"""One worker process of `wasinfer serve --workers N` (supervisor.py): `python -m wasinfer.serving.worker_process`.
+
+It reads its WorkerSpec (pickled) from stdin, serves as one `Server` would, and writes READY_LINE to stdout once
+it does. SIGTERM and SIGINT drain it as they drain a single-process server; SIGUSR1 retires it for a rolling
+restart (it keeps answering for RETIRE_SECONDS with every answer closing its connection, readiness unchanged,
+then drains). The end of stdin means the supervisor is gone, however it went: the worker then drains too, so a
+killed supervisor never leaves workers serving on their own.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+from dataclasses import replace
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+
+from wasinfer.serving.cli import EXIT_BAD_INPUT, catch_stop_signals, exit_even_if_work_is_stuck
+from wasinfer.serving.control import StartupError
+from wasinfer.serving.desired import DesiredStateError
+from wasinfer.serving.logs import configure as configure_logs
+from wasinfer.serving.server import Server
+from wasinfer.serving.supervisor import READY_LINE, RETIRE_SECONDS, WorkerSpec
+
+
+def main() -> int:
+    spec: WorkerSpec = pickle.load(sys.stdin.buffer)
+    errors = Console(stderr=True)
+    configure_logs(spec.log_format, spec.log_level)
+    stop, restore = catch_stop_signals()
+    retire = threading.Event()
+
+    def retired(signum: int, frame: FrameType | None) -> None:
+        retire.set()
+        stop.set()
+
+    signal.signal(signal.SIGUSR1, retired)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's to act on (a rolling restart), not ours
+    threading.Thread(target=_stop_when_orphaned, args=(stop,), name="wasinfer-supervisor-watch", daemon=True).start()
+    server = Server(replace(spec.config, worker_tag=f"{spec.index}/{os.getpid()}"))
+    try:
+        server.start(timeout=60)
+    except (OSError, DesiredStateError, StartupError, RuntimeError) as exc:
+        restore()
+        errors.print(f"[red]error:[/] worker {spec.index}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        server.metrics.unshare()
+        return EXIT_BAD_INPUT
+    sys.stdout.buffer.write(READY_LINE)
+    sys.stdout.buffer.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        restore()
+    if retire.is_set():
+        server.stop(drain_delay=RETIRE_SECONDS, keep_ready=True)
+    else:
+        server.stop()
+    exit_even_if_work_is_stuck(errors)
+    return 0
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """Block on stdin, which the supervisor holds open; its end is the supervisor's. (os.read: a daemon thread
+    blocked in the buffered reader would hold its lock while the interpreter exits, which aborts the exit.)"""
+    while os.read(sys.stdin.fileno(), 65536):
+        pass
+    stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
