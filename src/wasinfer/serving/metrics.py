@@ -49,7 +49,8 @@ COLD_START_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 Labels = tuple[str, ...]
 SHARE_SECONDS = 0.5  # how stale another worker's part of the node's /metrics may be
 # Tables summed over workers: label tuple → a count (or seconds); _last_success takes the latest instead.
-_SUMMED = ("_requests", "_failed_seconds", "_cold_starts", "_evictions", "_demotions", "_updates")
+_SUMMED = ("_requests", "_failed_seconds", "_cold_starts", "_evictions", "_demotions", "_updates",
+           "_fetches")
 _HISTOGRAMS = ("_request_seconds", "_inference_seconds", "_cold_start_seconds", "_batch_sizes", "_queue_seconds",
                "_update_seconds")
 
@@ -115,6 +116,7 @@ class Metrics(Collector):
         self._evictions: dict[Labels, int] = {}
         self._demotions: dict[Labels, int] = {}
         self._updates: dict[Labels, int] = {}
+        self._fetches: dict[Labels, int] = {}  # (model,) → desired-state fetches this process made
         self._misses = 0  # requests that found their model not loaded and waited for the load
         self._update_seconds: dict[Labels, _Histogram] = {}
         # Set by the model manager: bytes held per (model, version), read at scrape time, and its budget.
@@ -178,6 +180,11 @@ class Metrics(Collector):
             self._updates[(model, outcome)] = self._updates.get((model, outcome), 0) + 1
             if outcome == "ok":
                 self._histogram(self._update_seconds, (model,), COLD_START_BUCKETS).observe(seconds)
+
+    def fetch(self, model: str) -> None:
+        """A desired-state fetch (a registry pull, a file read) was made, not reused from another worker's."""
+        with self._lock:
+            self._fetches[(model,)] = self._fetches.get((model,), 0) + 1
 
     def health(self, model: str, version: str) -> tuple[int, int, list[int]]:
         """(requests, failures the model caused — errors and deadlines —, per-bucket latency counts of the
@@ -267,6 +274,7 @@ class Metrics(Collector):
                                               ("queue", self._queue_seconds),
                                               ("update", self._update_seconds))]
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
+            fetches = dict(self._fetches)
             demotions = dict(self._demotions)
             misses, served = self._misses, sum(requests.values())
         yield _counters("wasinfer_requests", "Inference requests by model, version, protocol and outcome (ok, or "
@@ -304,6 +312,9 @@ class Metrics(Collector):
                                 value=1.0 - min(misses, served) / served if served else 1.0)
         yield _counters("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new version serves), "
                         "failed (refused; the old version serves on), rollback.", ["model", "outcome"], updates)
+        yield _counters("wasinfer_model_fetches", "Desired-state fetches (a registry pull, a file read); the worker "
+                        "processes of a node reuse each other's, one fetch per version and update interval.",
+                        ["model"], fetches)
         yield _counters("wasinfer_model_evictions", "Model versions evicted (least recently used) to fit the memory "
                         "budget.", ["model", "version"], evictions)
         yield _counters("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished at the lowest CPU "
@@ -336,6 +347,11 @@ class Metrics(Collector):
         """Count this process as one worker of a node whose workers share `directory` (see the module's docstring);
         /metrics and the statistics report the node from now on. `unshare()` writes the last snapshot."""
         self._shared = _Shared(self, Path(directory))
+
+    def publish(self) -> None:
+        """Write this worker's snapshot now (it is ready: what its start counted is the node's at once)."""
+        if self._shared is not None:
+            self._shared.write()
 
     def unshare(self) -> None:
         if self._shared is not None:
@@ -424,11 +440,11 @@ class _Shared:
         self.metrics, self.directory = metrics, directory
         self.path = directory / f"{os.getpid()}.json"
         self._stop = threading.Event()
-        self._write()
+        self.write()
         self._thread = threading.Thread(target=self._run, name="wasinfer-metrics-share", daemon=True)
         self._thread.start()
 
-    def _write(self) -> None:
+    def write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(self.metrics.snapshot()))
         os.replace(tmp, self.path)  # readers see the old snapshot or the new one, never part
@@ -436,7 +452,7 @@ class _Shared:
     def _run(self) -> None:
         while not self._stop.wait(SHARE_SECONDS):
             try:
-                self._write()
+                self.write()
             except OSError:  # the directory went with the supervisor: nothing left to share with
                 return
 
@@ -444,10 +460,10 @@ class _Shared:
         self._stop.set()
         self._thread.join(5)
         with contextlib.suppress(OSError):  # the directory went with the supervisor
-            self._write()
+            self.write()
 
     def node(self) -> Metrics:
-        self._write()
+        self.write()
         live: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
         for path in self.directory.glob("*.json"):

@@ -214,7 +214,9 @@ class ModelUpdater:
                     return Fetched(wasm, record["digest"], record["label"], record["name"]), version
         except (OSError, ValueError, KeyError, TypeError):
             pass  # none yet, or its version pruned or refused since: fetch
-        return self.fetch(state), None
+        fetched = self.fetch(state)
+        self.metrics.fetch(self.name)
+        return fetched, None
 
     def _record_fetch(self, state: DesiredState, fetched: Fetched, version: int) -> None:
         record = {"state": [state.model_path, state.model_version], "fetched_at": time.time(), "pid": os.getpid(),

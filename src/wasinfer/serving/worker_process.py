@@ -50,6 +50,7 @@ def main() -> int:
         errors.print(f"[red]error:[/] worker {spec.index}: {escape(str(exc))}", highlight=False, soft_wrap=True)
         server.metrics.unshare()
         return EXIT_BAD_INPUT
+    server.metrics.publish()
     sys.stdout.buffer.write(READY_LINE)
     sys.stdout.buffer.flush()
     try:
