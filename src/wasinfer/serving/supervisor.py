@@ -158,8 +158,8 @@ class Supervisor:
         log.info("%d worker processes serving (pids %s)", self.count, " ".join(map(str, self.pids)))
 
     def _spawn(self, index: int) -> _Worker:
-        """A worker process in a process group of its own: a signal to the supervisor's group (Ctrl+C in a terminal,
-        a SIGHUP) reaches the supervisor alone, which decides what the workers get."""
+        """A worker process, in the supervisor's process group (tools that account for or signal the group see the
+        node); it ignores SIGINT and SIGHUP, which a terminal sends the whole group: the supervisor decides."""
         assert self._http is not None and self._metrics_dir is not None
         fd = self._http.fileno()
         config = replace(worker_config(self.config, self.count), http_fd=fd, grpc_port=self.grpc_port or None,
@@ -167,7 +167,7 @@ class Supervisor:
         if self.config.grpc_port is None:
             config = replace(config, grpc_port=None)
         process = subprocess.Popen([sys.executable, "-m", "wasinfer.serving.worker_process"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, pass_fds=(fd,), process_group=0)
+                                   stdout=subprocess.PIPE, pass_fds=(fd,))
         worker = _Worker(index, process, time.monotonic())
         assert process.stdin is not None and process.stdout is not None
         # The pipe stays open: its end (the supervisor gone, however it went) tells the worker to stop.

@@ -1,7 +1,8 @@
 """One worker process of `wasinfer serve --workers N` (supervisor.py): `python -m wasinfer.serving.worker_process`.
 
 It reads its WorkerSpec (pickled) from stdin, serves as one `Server` would, and writes READY_LINE to stdout once
-it does. SIGTERM and SIGINT drain it as they drain a single-process server; SIGUSR1 retires it for a rolling
+it does. SIGTERM drains it as it drains a single-process server (SIGINT and SIGHUP, which a terminal sends the
+whole process group, are left to the supervisor); SIGUSR1 retires it for a rolling
 restart (it keeps answering for RETIRE_SECONDS with every answer closing its connection, readiness unchanged,
 then drains). The end of stdin means the supervisor is gone, however it went: the worker then drains too, so a
 killed supervisor never leaves workers serving on their own.
@@ -20,7 +21,7 @@ from types import FrameType
 from rich.console import Console
 from rich.markup import escape
 
-from wasinfer.serving.cli import EXIT_BAD_INPUT, catch_stop_signals, exit_even_if_work_is_stuck
+from wasinfer.serving.cli import EXIT_BAD_INPUT, exit_even_if_work_is_stuck
 from wasinfer.serving.control import StartupError
 from wasinfer.serving.desired import DesiredStateError
 from wasinfer.serving.logs import configure as configure_logs
@@ -32,32 +33,30 @@ def main() -> int:
     spec: WorkerSpec = pickle.load(sys.stdin.buffer)
     errors = Console(stderr=True)
     configure_logs(spec.log_format, spec.log_level)
-    stop, restore = catch_stop_signals()
-    retire = threading.Event()
+    stop, retire = threading.Event(), threading.Event()
 
     def retired(signum: int, frame: FrameType | None) -> None:
         retire.set()
         stop.set()
 
+    # Caught from before the ports open, as in a single-process server; handlers stay until the process exits.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGUSR1, retired)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's to act on (a rolling restart), not ours
+    for sent_to_the_group in (signal.SIGINT, signal.SIGHUP):  # Ctrl+C, a hang-up: the supervisor's to act on
+        signal.signal(sent_to_the_group, signal.SIG_IGN)
     threading.Thread(target=_stop_when_orphaned, args=(stop,), name="wasinfer-supervisor-watch", daemon=True).start()
     server = Server(replace(spec.config, worker_tag=f"{spec.index}/{os.getpid()}"))
     try:
         server.start(timeout=60)
     except (OSError, DesiredStateError, StartupError, RuntimeError) as exc:
-        restore()
         errors.print(f"[red]error:[/] worker {spec.index}: {escape(str(exc))}", highlight=False, soft_wrap=True)
         server.metrics.unshare()
         return EXIT_BAD_INPUT
     server.metrics.publish()
     sys.stdout.buffer.write(READY_LINE)
     sys.stdout.buffer.flush()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        restore()
+    while not stop.wait(0.5):
+        pass
     if retire.is_set():
         server.stop(drain_delay=RETIRE_SECONDS, keep_ready=True)
     else:
