@@ -49,7 +49,7 @@ class Node:
 
 @contextmanager
 def serve(home: Path, *args: str, workers: int = 2) -> Iterator[Node]:
-    env = dict(os.environ, WASINFER_HOME=str(home), COLUMNS="200")
+    env = dict(os.environ, WASINFER_HOME=str(home), COLUMNS="200", TMPDIR=str(home.parent))  # the metrics dir
     process = subprocess.Popen(
         [sys.executable, "-m", "wasinfer.cli.main", "serve", "--workers", str(workers), "--http-port", "0",
          "--grpc-port", "0", "--pool-size", "1", *args],
@@ -303,3 +303,43 @@ def test_a_desired_version_is_fetched_and_installed_once_for_the_node(tmp_path: 
         assert wait_for(counted, 10)  # the first worker's start (the second resumed what it installed), both to 2.0.0
         assert metric(httpx.get(node.url("/metrics"), timeout=10).text, fetches) == 2
         assert sorted(p.name for p in (home / "desired" / "ai-model").iterdir()) == ["1", "2"]
+
+
+def test_workers_stop_when_their_supervisor_is_killed(repository: Path, tmp_path: Path) -> None:
+    with serve(tmp_path / "home", "--model-repository", str(repository)) as node:
+        node.process.send_signal(signal.SIGKILL)  # no drain, no signal to the workers: only their stdin ends
+        node.process.wait(timeout=10)
+
+        def gone() -> bool:
+            return not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in node.pids)
+
+        assert wait_for(gone, 60), f"workers {node.pids} outlived their supervisor"
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (Z: a zombie, exited and waiting for its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+@pytest.mark.parametrize(("workers", "said"), [("0", "--workers must be at least 1, got 0"),
+                                               ("many", "--workers 'many': a number of processes, or auto")])
+def test_a_bad_worker_count_is_refused_naming_it(repository: Path, tmp_path: Path, workers: str, said: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(repository),
+                           "--workers", workers, "--http-port", "0", "--grpc-port", "-1"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200"))
+    assert done.returncode == 2
+    assert said in done.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_reason(repository: Path, tmp_path: Path) -> None:
+    """--model-control-mode none loads every model before the ports open; `broken` is not a module."""
+    done = subprocess.run([sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(repository),
+                           "--workers", "2", "--model-control-mode", "none", "--http-port", "0", "--grpc-port", "0"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200"))
+    assert done.returncode == 2, done.stderr
+    assert "broken" in done.stderr and "while starting" in done.stderr, done.stderr
