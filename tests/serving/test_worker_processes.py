@@ -343,3 +343,16 @@ def test_a_worker_that_cannot_start_stops_the_start_with_its_reason(repository: 
                           env=dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200"))
     assert done.returncode == 2, done.stderr
     assert "broken" in done.stderr and "while starting" in done.stderr, done.stderr
+
+
+def test_the_node_s_memory_budget_and_instances_are_split_between_the_workers(repository: Path) -> None:
+    from wasinfer.serving import ServerConfig
+    from wasinfer.serving.server import default_pool_size
+    from wasinfer.serving.supervisor import worker_config, workers_for
+
+    node = ServerConfig(repository, memory_budget_bytes=1000 << 20, pool_size=0)
+    each = worker_config(node, 4)
+    assert each.memory_budget_bytes == 250 << 20
+    assert each.pool_size == max(1, default_pool_size() // 4)
+    assert worker_config(ServerConfig(repository, pool_size=3), 4).pool_size == 3  # --pool-size is per worker
+    assert workers_for("auto") == default_pool_size() and workers_for("3") == 3

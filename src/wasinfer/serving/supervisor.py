@@ -171,8 +171,11 @@ class Supervisor:
         worker = _Worker(index, process, time.monotonic())
         assert process.stdin is not None and process.stdout is not None
         # The pipe stays open: its end (the supervisor gone, however it went) tells the worker to stop.
-        process.stdin.write(pickle.dumps(WorkerSpec(config, index, self.log_format, self.log_level)))
-        process.stdin.flush()
+        try:
+            process.stdin.write(pickle.dumps(WorkerSpec(config, index, self.log_format, self.log_level)))
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died at once: _wait_ready reports its exit code
         threading.Thread(target=_read_ready, args=(process.stdout, worker.ready), daemon=True,
                          name=f"wasinfer-worker-{index}-ready").start()
         return worker
@@ -201,8 +204,8 @@ class Supervisor:
             self._bury(worker)
             if self._stopping.is_set() or worker.retired:
                 return
-            # A clean exit nobody asked for here is a signal sent to the whole process group (Ctrl+C in a
-            # terminal): the supervisor has it too, and is about to stop.
+            # A clean exit nobody asked for here is a SIGTERM sent to the whole process group (`kill -TERM -PGID`,
+            # a tool stopping the server's group): the supervisor has it too, and is about to stop.
             if code == 0 and self._stopping.wait(CLEAN_EXIT_WAIT):
                 return
             lived = time.monotonic() - worker.started
@@ -213,7 +216,11 @@ class Supervisor:
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, MAX_BACKOFF)
-            replacement = self._spawn(worker.index)
+            try:
+                replacement = self._spawn(worker.index)
+            except OSError as exc:  # no process to be had (out of memory, of pids): try again after the backoff
+                log.error("cannot start worker %d: %s", worker.index, exc)
+                continue
             try:
                 self._wait_ready(replacement, time.monotonic() + 120)
             except StartupFailed as exc:
