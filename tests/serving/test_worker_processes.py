@@ -7,6 +7,7 @@ Every server listens on 127.0.0.1 with ports the OS picks; every loop is bounded
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -94,6 +95,24 @@ def wait_for(check: object, seconds: float) -> bool:
     return False
 
 
+def connections_to(pid: int, port: int) -> int:
+    """Established TCP connections on local `port` whose socket the process `pid` holds (/proc; grpcio's accepted
+    sockets are IPv6 ones with v4-mapped addresses, so tcp6 too)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in (Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 + Path("/proc/net/tcp6").read_text().splitlines()[1:]):
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
+        count += local_port == port and state == "01" and inode in inodes  # 01: ESTABLISHED
+    return count
+
+
 def test_requests_spread_over_both_workers_and_metrics_count_the_node(repository: Path, tmp_path: Path) -> None:
     with serve(tmp_path / "home", "--model-repository", str(repository)) as node:
         answered: dict[str, int] = {}
@@ -106,13 +125,25 @@ def test_requests_spread_over_both_workers_and_metrics_count_the_node(repository
         print("REST requests per worker:", answered)
         assert {int(tag.split("/")[1]) for tag in answered} == set(node.pids)  # index/pid of each worker
         sent = sum(answered.values())
-        for _ in range(6):  # gRPC, on channels of their own (SO_REUSEPORT spreads connections, not calls)
-            with grpcclient.InferenceServerClient(f"127.0.0.1:{node.grpc_port}") as client:
+        # gRPC: SO_REUSEPORT spreads connections (not calls); channels of their own, each its own connection (grpcio
+        # otherwise shares one between channels to the same address), held open until both workers have some.
+        clients = []
+        try:
+            for _ in range(16):
+                client = grpcclient.InferenceServerClient(f"127.0.0.1:{node.grpc_port}",
+                                                          channel_args=[("grpc.use_local_subchannel_pool", 1)])
+                clients.append(client)
                 x = grpcclient.InferInput("x", [1, 4], "FP32")
                 x.set_data_from_numpy(np.array([[1, 2, 3, 4]], np.float32))
                 assert client.infer("scale", [x], model_version="1").as_numpy("y").tolist() == [[1, 4, 9, 16]]
+            spread = {pid: connections_to(pid, node.grpc_port) for pid in node.pids}
+            print("gRPC connections per worker:", spread)
+            assert sum(spread.values()) == 16 and all(spread.values()), spread  # all on one: 1 in 32768
+        finally:
+            for client in clients:
+                client.close()
         # Whichever worker answers /metrics, it reports both workers' requests (the other's within SHARE_SECONDS).
-        assert wait_for(lambda: node_requests(node) == sent and node_requests(node, "grpc") == 6, 10), \
+        assert wait_for(lambda: node_requests(node) == sent and node_requests(node, "grpc") == 16, 10), \
             httpx.get(node.url("/metrics")).text
         for _ in range(4):
             text = httpx.get(node.url("/metrics"), timeout=10).text
@@ -120,7 +151,7 @@ def test_requests_spread_over_both_workers_and_metrics_count_the_node(repository
             assert metric(text, "wasinfer_workers") == 2
             assert metric(text, "wasinfer_models_loaded") == 2  # the model, once in each worker
         stats = httpx.get(node.url("/v2/models/scale/versions/1/stats"), timeout=10).json()["model_stats"]
-        assert stats[0]["inference_stats"]["success"]["count"] == sent + 6
+        assert stats[0]["inference_stats"]["success"]["count"] == sent + 16
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(repository: Path, tmp_path: Path) -> None:
