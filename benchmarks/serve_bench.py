@@ -100,6 +100,7 @@ class Settings:
     pin: bool = False
     mlserver_workers: int = 0
     wrk_timeout_s: float = 5.0
+    workers: int = 1  # wasinfer serve --workers (worker processes)
 
 
 FULL = Settings()
@@ -639,7 +640,8 @@ def run(settings: Settings, groups: set[str], fixed_rate: float | None, do_rate:
     if groups & {"wasinfer", "binary"}:
         port = free_port()
         servers["wasinfer"] = ServerProcess(
-            "wasinfer", [python, "-m", "wasinfer.cli.main", "serve", "--http-port", str(port), "--grpc-port", "-1"],
+            "wasinfer", [python, "-m", "wasinfer.cli.main", "serve", "--http-port", str(port), "--grpc-port", "-1",
+                         "--workers", str(settings.workers)],
             port, "/v2/health/ready", workdir, workdir / "wasinfer.log", env)
         if "wasinfer" in groups:
             columns.append(Column("wasinfer", "wasinfer", "wasinfer", "wasinfer", "JSON", DIGITS, json_body, None,
@@ -1197,6 +1199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="servers on all cores but the last, wrk and the open-loop generator on the last "
                         "(default: no pinning, everything shares every core)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="wasinfer's worker processes (serve --workers; default 1). On a machine with as many "
+                        "cores as workers the load generator shares their cores unless --pin")
     parser.add_argument("--mlserver-workers", type=int, default=0,
                         help="MLServer's parallel_workers (default 0: inference in its server process, its fastest "
                         "here; MLServer's own default is 1)")
@@ -1227,7 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("wrk is not installed: it drives every column. Install it with `apt-get install -y wrk` "
                       "(Debian's package).")
         return 2
-    settings = replace(QUICK if args.quick else FULL, mlserver_workers=args.mlserver_workers, pin=args.pin)
+    settings = replace(QUICK if args.quick else FULL, mlserver_workers=args.mlserver_workers, pin=args.pin,
+                       workers=args.workers)
     overrides = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
                  "connections": args.connections, "threads": args.threads, "batch_connections": args.batch_connections}
     settings = replace(settings, **{k: val for k, val in overrides.items() if val is not None})
@@ -1242,7 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     finish(report)
     full = (not args.quick and groups == set(GROUPS) and all(x is None for x in overrides.values())
-            and args.rate is None and not args.no_rate)
+            and args.workers == 1 and args.rate is None and not args.no_rate)
     print_tables(report)
     written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
     console.print(written, markup=False, highlight=False, soft_wrap=True)

@@ -9,12 +9,19 @@ ignore or sweep.
 The file gets the mode any program's `open()` gives a new file: 0666 less the umask. (`tempfile.mkstemp`'s
 0600 made every module, manifest and cache entry unreadable to a pod or service running as another user
 of the same group, whatever the operator's umask said.)
+
+Work that several processes of one node must do once (compile a module into the cache, fetch and
+install a desired version) runs under `file_lock`: an flock on a file beside the result, which the
+kernel drops when its holder dies, so a crash never leaves the others waiting.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,3 +48,17 @@ def atomic_write(path: Path, data: bytes, prefix: str | None = None) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def file_lock(path: Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on `path` (created if missing) for the block: exclusive, or shared with other shared holders.
+    Processes queue on it; the kernel releases it when the holder's file is closed or the holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.serving.conftest import SCALE, Repo, pair_model, scale_model, start_server
+from wasinfer.serving.models import ModelManager
 
 
 def _scale_body(rows: int = 1) -> dict[str, object]:
@@ -62,6 +64,30 @@ def test_a_tensor_over_max_tensor_elements_is_refused(writable_repo: Repo) -> No
 def _state(server_port: int, name: str) -> str:
     rows = httpx.post(f"http://127.0.0.1:{server_port}/v2/repository/index", json={}).json()
     return next(row["state"] for row in rows if row["name"] == name)
+
+
+def test_a_load_that_evicts_releases_its_waiting_requests_before_the_evicted_version_is_freed(
+        tmp_path: Path) -> None:
+    """Freeing an evicted version (its stores and memories) and logging it are system calls, each a GIL hand-over
+    that may wait behind the event loop: they come after the requests waiting for the new load are released."""
+    repo = Repo(tmp_path)
+    for name in ("a", "b"):
+        repo.add_wasm(name, 1, scale_model(SCALE[1]))
+    server = start_server(tmp_path, pool_size=1, memory_budget_bytes=1)  # room for one model: each load evicts
+    try:
+        evicted = server.manager.get("a", "1")
+        released_when_freed: list[bool] = []
+
+        def freed(manager: ModelManager = server.manager) -> None:  # a's last reference went
+            record = manager._records.get(("b", 1))
+            released_when_freed.append(record is not None and record.done.is_set())
+
+        weakref.finalize(evicted, freed)
+        del evicted
+        assert server.manager.get("b", "1").name == "b"  # loads b, evicting a
+        assert released_when_freed == [True]
+    finally:
+        server.stop(grace=2)
 
 
 def test_models_over_the_memory_budget_are_evicted_least_recently_used_first(tmp_path: Path) -> None:

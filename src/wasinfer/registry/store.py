@@ -29,7 +29,6 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinfer.artifact.metadata import Metadata
-from wasinfer.fileio import atomic_write, fsync_dir
+from wasinfer.fileio import atomic_write, file_lock, fsync_dir
 from wasinfer.registry.artifact import (
     ANNOTATIONS,
     ModelArtifact,
@@ -178,12 +177,8 @@ class LocalStore:
     @contextmanager
     def _file_lock(self, exclusive: bool) -> Iterator[None]:
         """Puts share it, gc takes it alone; the kernel drops it when a process dies."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with file_lock(self._lock_path, exclusive):
             yield
-        finally:
-            os.close(fd)
 
     def _blob_path(self, digest: str) -> Path:
         if not _DIGEST.fullmatch(digest):

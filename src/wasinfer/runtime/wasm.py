@@ -29,7 +29,7 @@ import wasmtime
 
 from wasinfer.artifact.metadata import Metadata, TensorSlot, read_metadata
 from wasinfer.artifact.variants import select_code
-from wasinfer.fileio import atomic_write
+from wasinfer.fileio import atomic_write, file_lock
 from wasinfer.runtime.base import (
     DeadlineExceeded,
     InputError,
@@ -170,15 +170,29 @@ class CompiledCache:
         if self.directory is None:
             return compile_module(engine, wasm)
         path = self.directory / f"{self.key(wasm, tag_of(engine))}.cwasm"
-        if path.exists():
-            try:
-                return wasmtime.Module.deserialize_file(engine, str(path))
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # stale or corrupt: recompile below
-        module = compile_module(engine, wasm)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, bytes(module.serialize()))
+        module = self._deserialize(engine, path)
+        if module is not None:
+            return module
+        # Worker processes of one node (serve --workers) start the same models at once: the first compiles,
+        # the others wait for its file and map it, so a module is compiled once per node, not once per worker.
+        with file_lock(path.with_suffix(".lock")):
+            module = self._deserialize(engine, path)
+            if module is not None:
+                return module
+            module = compile_module(engine, wasm)
+            atomic_write(path, bytes(module.serialize()))
         return module
+
+    @staticmethod
+    def _deserialize(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
+        """The cached module, mapped from its file; None when there is none (a stale or corrupt one is removed)."""
+        if not path.exists():
+            return None
+        try:
+            return wasmtime.Module.deserialize_file(engine, str(path))
+        except wasmtime.WasmtimeError:
+            path.unlink(missing_ok=True)
+            return None
 
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
         if self.directory is not None:

@@ -19,6 +19,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from wasinfer.serving.desired import DesiredState
+    from wasinfer.serving.server import ServerConfig
     from wasinfer.serving.updater import CanaryPolicy, Fetched
 
 EXIT_BAD_INPUT = 2
@@ -52,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest share of failed requests, 0-1 (default 0.01)")
     canary.add_argument("--canary-max-p99-factor", type=float, default=2.0, metavar="F",
                         help="largest p99 as a multiple of the serving version's (default 2)")
+    parser.add_argument("--workers", default="1", metavar="N|auto",
+                        help="worker processes, each a whole server on the same ports (REST: one shared listening "
+                        "socket; gRPC: SO_REUSEPORT), for the cores one process cannot use: auto is one per core. "
+                        "The compiled-code cache, one desired-state fetch per version, /metrics and "
+                        "--memory-budget-mb are the node's; SIGHUP restarts the workers one at a time. Default 1 "
+                        "(one process, no supervisor). See docs/serving.md")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=8000, metavar="PORT",
                         help="REST port (default 8000; 0 picks a free one)")
@@ -81,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "runs, so large tensors belong in the binary tensor data extension (default 1048576)")
     parser.add_argument("--memory-budget-mb", type=int, default=0, metavar="MB",
                         help="memory for loaded models; loading one over it evicts the least recently used "
-                        "(their next request reloads them). Default 0: no budget")
+                        "(their next request reloads them). With --workers, the node's, split evenly between them. "
+                        "Default 0: no budget")
     parser.add_argument("--deadline-ms", type=int, default=30_000, metavar="MS",
                         help="every request's deadline, from its arrival, not counting its model's cold start "
                         "(gRPC: the client's own deadline when sooner): a request still waiting for its model's "
@@ -261,7 +269,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
 
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
     from wasinfer.serving.control import StartupError
-    from wasinfer.serving.demo import DEMO_MODEL, curl_command, prepare_demo_repository
+    from wasinfer.serving.demo import prepare_demo_repository
     from wasinfer.serving.desired import DesiredStateError, desired_source
     from wasinfer.serving.server import Server, ServerConfig
 
@@ -292,8 +300,10 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     if secured is None:
         return EXIT_BAD_INPUT
     from wasinfer.serving.server import default_pool_size
+    from wasinfer.serving.supervisor import workers_for
 
     try:
+        workers = workers_for(args.workers)
         guests = _guest_config(args, args.pool_size or default_pool_size())
     except ValueError as exc:
         from rich.markup import escape
@@ -348,10 +358,12 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           model_control_mode=args.model_control_mode, load_models=tuple(args.load_model),
                           exit_on_error=args.exit_on_error, repository_poll_seconds=args.repository_poll_secs)
     config = dataclasses.replace(config, **secured, guests=guests)
+    if workers > 1:
+        return _run_workers(config, workers, args, console, errors, example)
     server = Server(config)
     # Caught from before the ports open: a SIGTERM that comes as soon as the server answers must
     # drain it, not kill the process mid-request.
-    stop, restore = _catch_stop_signals()
+    stop, restore = catch_stop_signals()
     try:
         server.start()
     except OSError as exc:
@@ -364,7 +376,6 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
 
         errors.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    authority = f"[{args.host}]" if ":" in args.host else args.host
     console.print(f"wasinfer serving {repository}", markup=False, highlight=False, soft_wrap=True)
     if server.updates is not None:
         status, name = server.updates.updater.status, server.updates.updater.name
@@ -375,39 +386,85 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     for name, reason in server.load_failures.items():  # --exit-on-error false
         console.print(f"  model {name!r} failed to load (unavailable): {reason}", markup=False, highlight=False,
                       soft_wrap=True)
-    scheme = "https" if config.tls_cert else "http"
-    console.print(f"  REST  {scheme}://{authority}:{server.http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
-                  "/metrics)", markup=False, highlight=False, soft_wrap=True)
-    if guests is not None:
-        console.print(f"  WASI-NN guests: POST {scheme}://{authority}:{server.http_port}/v2/guests/{{"
-                      f"{','.join(name for name, _ in guests.guests)}}}/run", markup=False, highlight=False,
-                      soft_wrap=True)
-    if config.grpc_port is not None:
-        console.print(f"  gRPC  {authority}:{server.grpc_port}  (inference.GRPCInferenceService"
-                      f"{', TLS' if config.tls_cert else ''})", markup=False,
-                      highlight=False, soft_wrap=True)
-    if example is not None:
-        request, label = example
-        console.print(f"\nTry it (a held-out handwritten {label}; the answer's \"data\" is the predicted digit):",
-                      markup=False, highlight=False, soft_wrap=True)
-        print(curl_command(args.host, server.http_port, DEMO_MODEL, request, cacert=args.tls_cert,
-                           token_file=args.inference_token_file, token_env=secured["inference_token"] is not None),
-              flush=True)
-    console.print("Press Ctrl+C to stop.", markup=False, highlight=False, soft_wrap=True)
+    _announce(config, args, server.http_port, server.grpc_port, console, example,
+              secured["inference_token"] is not None)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         restore()
     server.stop()
-    _exit_even_if_work_is_stuck(errors)
+    exit_even_if_work_is_stuck(errors)
     return 0
+
+
+def _announce(config: ServerConfig, args: argparse.Namespace, http_port: int, grpc_port: int, console: Console,
+              example: tuple[Any, int] | None, token_env: bool) -> None:
+    """Where the server listens (and, for the demo, a request to try), then how to stop it."""
+    from wasinfer.serving.demo import DEMO_MODEL, curl_command
+
+    guests = config.guests
+    authority = f"[{args.host}]" if ":" in args.host else args.host
+    scheme = "https" if config.tls_cert else "http"
+    console.print(f"  REST  {scheme}://{authority}:{http_port}/v2  (OpenAPI: /v2/openapi.json, metrics: "
+                  "/metrics)", markup=False, highlight=False, soft_wrap=True)
+    if guests is not None:
+        console.print(f"  WASI-NN guests: POST {scheme}://{authority}:{http_port}/v2/guests/{{"
+                      f"{','.join(name for name, _ in guests.guests)}}}/run", markup=False, highlight=False,
+                      soft_wrap=True)
+    if config.grpc_port is not None:
+        console.print(f"  gRPC  {authority}:{grpc_port}  (inference.GRPCInferenceService"
+                      f"{', TLS' if config.tls_cert else ''})", markup=False,
+                      highlight=False, soft_wrap=True)
+    if example is not None:
+        request, label = example
+        console.print(f"\nTry it (a held-out handwritten {label}; the answer's \"data\" is the predicted digit):",
+                      markup=False, highlight=False, soft_wrap=True)
+        print(curl_command(args.host, http_port, DEMO_MODEL, request, cacert=args.tls_cert,
+                           token_file=args.inference_token_file, token_env=token_env), flush=True)
+    console.print("Press Ctrl+C to stop.", markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_workers(config: ServerConfig, workers: int, args: argparse.Namespace, console: Console, errors: Console,
+                 example: tuple[Any, int] | None) -> int:
+    """--workers N: the supervisor (supervisor.py) until SIGINT/SIGTERM; SIGHUP restarts the workers in turn."""
+    from rich.markup import escape
+
+    from wasinfer.serving.supervisor import StartupFailed, Supervisor
+
+    supervisor = Supervisor(config, workers, args.log_format, args.log_level)
+    stop, restore = catch_stop_signals()
+    hup = threading.Event()
+    previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())
+    try:
+        try:
+            supervisor.start()
+        except OSError as exc:
+            errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
+            return EXIT_BAD_INPUT
+        except StartupFailed as exc:  # the worker has said why on stderr
+            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return exc.code if exc.code > 0 else 1
+        console.print(f"wasinfer serving {config.model_repository} with {workers} worker processes (pids "
+                      f"{' '.join(map(str, supervisor.pids))}; SIGHUP restarts them one at a time)", markup=False,
+                      highlight=False, soft_wrap=True)
+        _announce(config, args, supervisor.http_port, supervisor.grpc_port, console, example,
+                  config.inference_token is not None)
+        while not stop.wait(0.5):
+            if hup.is_set():
+                hup.clear()
+                threading.Thread(target=supervisor.rolling_restart, name="wasinfer-rolling-restart",
+                                 daemon=True).start()
+    finally:
+        restore()
+        signal.signal(signal.SIGHUP, previous_hup)
+    return supervisor.stop()
 
 
 STUCK_EXIT_SECONDS = 5.0
 
 
-def _exit_even_if_work_is_stuck(errors: Console) -> None:
+def exit_even_if_work_is_stuck(errors: Console) -> None:
     """Python waits for worker threads before it exits, and a call that cannot be interrupted (ONNX Runtime,
     a wasm model with --deadline-ms 0) may never return: past the grace period the server is done, so a daemon
     thread ends the process STUCK_EXIT_SECONDS later if the exit is still waiting then (exit code 1)."""
@@ -422,7 +479,7 @@ def _exit_even_if_work_is_stuck(errors: Console) -> None:
     threading.Thread(target=force, name="wasinfer-exit", daemon=True).start()
 
 
-def _catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
+def catch_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
     """SIGINT and SIGTERM set the event from now on; the callable puts the previous handlers back."""
     stop = threading.Event()
 

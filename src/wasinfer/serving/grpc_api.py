@@ -456,7 +456,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
                       max_message_bytes: int, cache_dir: Path | None = None, tokens: Tokens | None = None,
                       tls: tuple[bytes, bytes] | None = None, not_ready: Callable[[], str] = lambda: "",
                       handshake_timeout: float | None = None, idle_timeout: float | None = None,
-                      max_calls_per_client: int = 0) -> tuple[grpc.Server, int]:
+                      max_calls_per_client: int = 0, reuse_port: bool = False) -> tuple[grpc.Server, int]:
     """A started-to-be server bound to `address` (port 0: any free one); returns it and its port.
 
     `workers` threads serve inference and the other methods that may wait; CONTROL_METHODS get
@@ -465,7 +465,8 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
     `handshake_timeout`: seconds a new connection has to complete its handshake; `idle_timeout`: a
     connection with no call for that long is closed (clients reconnect on their next call); None:
     grpcio's defaults (120 s, never). `max_calls_per_client`: calls in progress one client address may have
-    (client_calls; 0: no cap).
+    (client_calls; 0: no cap). `reuse_port`: bind with SO_REUSEPORT, beside the other worker processes of a node
+    (serve --workers), which share the port's connections; otherwise a port already taken is an error.
     """
     servicer = InferenceServicer(manager, metrics, cache_dir, tokens, not_ready, workers)
     limits = ([("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))] if handshake_timeout else []) + \
@@ -485,7 +486,7 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),
         handlers=[grpc.method_handlers_generic_handler(SERVICE, handlers), health],
         options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0), *limits],
+                 ("grpc.so_reuseport", int(reuse_port)), *limits],
     )
     add_reflection(server, cache_dir)
     try:

@@ -12,17 +12,27 @@ The same counts answer Triton's statistics extension (`statistics`): one source 
 /metrics and /v2/models/stats never disagree. A successful request also brings its `Phases`
 (decoding its tensors, waiting for a slot or a batch, the run that served it, encoding the
 answer), which only the statistics report.
+
+Worker processes (serve --workers) count in their own Metrics and share them through a directory
+(`share`): each writes a snapshot of its tables there every SHARE_SECONDS and when it stops, and
+whichever worker answers /metrics or the statistics merges every snapshot, its own fresh, into
+the node's figures: counters and histograms are summed over every worker that ever ran (a dead
+one's last snapshot stays, so the node's counters never go down), gauges over the live ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
@@ -37,6 +47,12 @@ COLD_START_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
                       5.0, 10.0, 30.0, 60.0)
 
 Labels = tuple[str, ...]
+SHARE_SECONDS = 0.5  # how stale another worker's part of the node's /metrics may be
+# Tables summed over workers: label tuple → a count (or seconds); _last_success takes the latest instead.
+_SUMMED = ("_requests", "_failed_seconds", "_cold_starts", "_evictions", "_demotions", "_updates",
+           "_fetches")
+_HISTOGRAMS = ("_request_seconds", "_inference_seconds", "_cold_start_seconds", "_batch_sizes", "_queue_seconds",
+               "_update_seconds")
 
 
 
@@ -84,7 +100,7 @@ def _duration(count: int, seconds: float) -> dict[str, int]:
 
 
 class Metrics(Collector):
-    def __init__(self) -> None:
+    def __init__(self, process_collector: bool = True) -> None:
         self._lock = threading.Lock()
         self._requests: dict[Labels, int] = {}
         self._request_seconds: dict[Labels, _Histogram] = {}
@@ -100,6 +116,7 @@ class Metrics(Collector):
         self._evictions: dict[Labels, int] = {}
         self._demotions: dict[Labels, int] = {}
         self._updates: dict[Labels, int] = {}
+        self._fetches: dict[Labels, int] = {}  # (model,) → desired-state fetches this process made
         self._misses = 0  # requests that found their model not loaded and waited for the load
         self._update_seconds: dict[Labels, _Histogram] = {}
         # Set by the model manager: bytes held per (model, version), read at scrape time, and its budget.
@@ -109,7 +126,9 @@ class Metrics(Collector):
         self._versions: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends, for the alerts
+        if process_collector:  # process_resident_memory_bytes and friends, for the alerts
+            ProcessCollector(registry=self.registry)
+        self._shared: _Shared | None = None  # set by share(): this worker's part of the node's metrics
 
     @staticmethod
     def _histogram(table: dict[Labels, _Histogram], key: Labels, buckets: tuple[float, ...]) -> _Histogram:
@@ -162,6 +181,11 @@ class Metrics(Collector):
             if outcome == "ok":
                 self._histogram(self._update_seconds, (model,), COLD_START_BUCKETS).observe(seconds)
 
+    def fetch(self, model: str) -> None:
+        """A desired-state fetch (a registry pull, a file read) was made, not reused from another worker's."""
+        with self._lock:
+            self._fetches[(model,)] = self._fetches.get((model,), 0) + 1
+
     def health(self, model: str, version: str) -> tuple[int, int, list[int]]:
         """(requests, failures the model caused — errors and deadlines —, per-bucket latency counts of the
         successful ones), summed over both protocols: what a canary is judged on, as deltas between two calls."""
@@ -202,6 +226,8 @@ class Metrics(Collector):
     def statistics(self, model: str, version: str) -> dict[str, Any]:
         """Triton's statistics of one model version (its ModelStatistics, as JSON): requests over both protocols,
         runs by batch size. The phases are those of successful requests, as Triton counts them; durations in ns."""
+        if self._shared is not None:
+            return self._shared.node().statistics(model, version)
         key = (model, version)
         with self._lock:
             ok = [h for (m, v, _protocol), h in self._request_seconds.items() if (m, v) == key]
@@ -227,6 +253,8 @@ class Metrics(Collector):
 
     def counted_versions(self) -> set[tuple[str, str]]:
         """The (model, version)s with a request or a run counted."""
+        if self._shared is not None:
+            return self._shared.node().counted_versions()
         with self._lock:
             return {(k[0], k[1]) for k in (*self._requests, *self._inference_seconds) if k[0]}
 
@@ -246,6 +274,7 @@ class Metrics(Collector):
                                               ("queue", self._queue_seconds),
                                               ("update", self._update_seconds))]
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
+            fetches = dict(self._fetches)
             demotions = dict(self._demotions)
             misses, served = self._misses, sum(requests.values())
         yield _counters("wasinfer_requests", "Inference requests by model, version, protocol and outcome (ok, or "
@@ -283,6 +312,9 @@ class Metrics(Collector):
                                 value=1.0 - min(misses, served) / served if served else 1.0)
         yield _counters("wasinfer_model_updates", "Desired-state updates by outcome: ok (the new version serves), "
                         "failed (refused; the old version serves on), rollback.", ["model", "outcome"], updates)
+        yield _counters("wasinfer_model_fetches", "Desired-state fetches (a registry pull, a file read); the worker "
+                        "processes of a node reuse each other's, one fetch per version and update interval.",
+                        ["model"], fetches)
         yield _counters("wasinfer_model_evictions", "Model versions evicted (least recently used) to fit the memory "
                         "budget.", ["model", "version"], evictions)
         yield _counters("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished at the lowest CPU "
@@ -305,7 +337,142 @@ class Metrics(Collector):
         yield info
 
     def exposition(self) -> bytes:
+        if self._shared is not None:
+            return generate_latest(self._shared.node().registry)
         return generate_latest(self.registry)
+
+    # --- worker processes: the node's metrics -------------------------------------------------------
+
+    def share(self, directory: Path) -> None:
+        """Count this process as one worker of a node whose workers share `directory` (see the module's docstring);
+        /metrics and the statistics report the node from now on. `unshare()` writes the last snapshot."""
+        self._shared = _Shared(self, Path(directory))
+
+    def publish(self) -> None:
+        """Write this worker's snapshot now (it is ready: what its start counted is the node's at once)."""
+        if self._shared is not None:
+            self._shared.write()
+
+    def unshare(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's tables as JSON-able data (see merge), with its memory and CPU time."""
+        with self._lock:
+            data: dict[str, Any] = {name: [[*k, v] for k, v in getattr(self, name).items()] for name in _SUMMED}
+            data["_last_success"] = [[*k, v] for k, v in self._last_success.items()]
+            data["_phases"] = [[*k, *v] for k, v in self._phases.items()]
+            for name in _HISTOGRAMS:
+                data[name] = [[list(k), h.counts, h.total] for k, h in getattr(self, name).items()]
+            data["misses"], data["loaded"] = self._misses, self._models_loaded
+            data["versions"] = dict(self._versions)
+        data["memory"] = [[*k, v] for k, v in (self.memory_source() if self.memory_source else {}).items()]
+        data["budget"] = self.memory_budget_bytes
+        data["process"] = {sample.name: sample.value for family in ProcessCollector(registry=None).collect()
+                           for sample in family.samples}
+        return data
+
+    @classmethod
+    def merge(cls, live: list[dict[str, Any]], dead: list[dict[str, Any]]) -> Metrics:
+        """The node's metrics from its workers' snapshots: counters and histograms of all of them, gauges (models
+        loaded, memory, budget, versions served, resident memory) of the live ones."""
+        node = cls(process_collector=False)  # _NodeProcess sums the workers' instead
+        memory: dict[tuple[str, str], int] = {}
+        process: dict[str, float] = {"process_resident_memory_bytes": 0.0, "process_cpu_seconds_total": 0.0,
+                                     "process_open_fds": 0.0}
+        for data in (*live, *dead):
+            for name in _SUMMED:
+                table = getattr(node, name)
+                for *labels, value in data[name]:
+                    table[tuple(labels)] = table.get(tuple(labels), 0) + value
+            for *labels, value in data["_last_success"]:
+                node._last_success[tuple(labels)] = max(node._last_success.get(tuple(labels), 0.0), value)
+            for model, version, *sums in data["_phases"]:
+                merged = node._phases.setdefault((model, version), [0.0, 0.0, 0.0, 0.0])
+                merged[:] = [a + b for a, b in zip(merged, sums, strict=True)]
+            for name in _HISTOGRAMS:
+                table = getattr(node, name)
+                buckets = COLD_START_BUCKETS if name in ("_cold_start_seconds", "_update_seconds") else \
+                    BATCH_BUCKETS if name == "_batch_sizes" else LATENCY_BUCKETS
+                for labels, counts, total in data[name]:
+                    histogram = cls._histogram(table, tuple(labels), buckets)
+                    histogram.counts = [a + b for a, b in zip(histogram.counts, counts, strict=True)]
+                    histogram.total += total
+            node._misses += data["misses"]
+            process["process_cpu_seconds_total"] += data["process"].get("process_cpu_seconds_total", 0.0)
+        for data in live:
+            node._models_loaded += data["loaded"]
+            node._versions.update({model: (serving, desired) for model, (serving, desired) in data["versions"].items()})
+            for model, version, size in data["memory"]:
+                memory[(model, version)] = memory.get((model, version), 0) + size
+            node.memory_budget_bytes += data["budget"]
+            for name in ("process_resident_memory_bytes", "process_open_fds"):
+                process[name] += data["process"].get(name, 0.0)
+        node.memory_source = lambda: memory
+        node.registry.register(_NodeProcess(process, len(live)))
+        return node
+
+
+class _NodeProcess(Collector):
+    """The node's process figures, summed over its workers (live ones for the gauges), and how many are live."""
+
+    def __init__(self, process: dict[str, float], workers: int):
+        self.process, self.workers = process, workers
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("process_cpu_seconds", "CPU time of every worker process, summed.",
+                                  value=self.process["process_cpu_seconds_total"])
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory of the live worker processes, "
+                                "summed (pages they share, such as mapped compiled code, count once per worker).",
+                                value=self.process["process_resident_memory_bytes"])
+        yield GaugeMetricFamily("process_open_fds", "Open file descriptors of the live worker processes, summed.",
+                                value=self.process["process_open_fds"])
+        yield GaugeMetricFamily("wasinfer_workers", "Worker processes serving (serve --workers).", value=self.workers)
+
+
+class _Shared:
+    """One worker's side of the node's metrics: its snapshot file, rewritten every SHARE_SECONDS by a thread
+    (and before each merge), and the merge of every worker's file. A file named dead-PID.json is a worker
+    that has exited (the supervisor renames it): its counters count, its gauges do not."""
+
+    def __init__(self, metrics: Metrics, directory: Path):
+        self.metrics, self.directory = metrics, directory
+        self.path = directory / f"{os.getpid()}.json"
+        self._stop = threading.Event()
+        self.write()
+        self._thread = threading.Thread(target=self._run, name="wasinfer-metrics-share", daemon=True)
+        self._thread.start()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.metrics.snapshot()))
+        os.replace(tmp, self.path)  # readers see the old snapshot or the new one, never part
+
+    def _run(self) -> None:
+        while not self._stop.wait(SHARE_SECONDS):
+            try:
+                self.write()
+            except OSError:  # the directory went with the supervisor: nothing left to share with
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(OSError):  # the directory went with the supervisor
+            self.write()
+
+    def node(self) -> Metrics:
+        self.write()
+        live: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        for path in self.directory.glob("*.json"):
+            try:
+                data = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # renamed or removed since the listing
+            (dead if path.name.startswith("dead-") else live).append(data)
+        return Metrics.merge(live, dead)
 
 
 def quantile(buckets: list[int], q: float) -> float:

@@ -729,6 +729,7 @@ class ModelManager:
     def _build(self, target: ModelVersion, record: _Record) -> None:
         started = time.perf_counter()
         label = target.version_name
+        evicted: list[tuple[tuple[str, int], LoadedModel]] = []
         try:
             model = self._open(target)
         except Exception as exc:  # any failure of a model file is that model's, not the server's
@@ -743,26 +744,34 @@ class ModelManager:
                 if self._records.get((target.name, target.version)) is record:  # not unloaded meanwhile
                     self._ready[(target.name, label)] = model
                     self.metrics.model_loaded(+1)
-                    self._fit_budget(keep=(target.name, target.version))
+                    evicted = self._fit_budget(keep=(target.name, target.version))
         finally:
             record.done.set()
+        # Only now, with the requests that waited for this load on their way: logging the evictions and freeing
+        # the evicted versions (their instances' stores and memories go with the last reference, as this returns)
+        # take system calls, each of which hands the GIL over and may wait for it behind the event loop.
+        for key, dropped in evicted:
+            log.info("evicted model %s version %s (%d bytes) to fit the memory budget of %d bytes", key[0], key[1],
+                     dropped.footprint(), self.memory_budget_bytes)
 
-    def _fit_budget(self, keep: tuple[str, int]) -> None:
-        """Evict least-recently-used ready versions (lock held) until the loaded total fits the budget."""
+    def _fit_budget(self, keep: tuple[str, int]) -> list[tuple[tuple[str, int], LoadedModel]]:
+        """Evict least-recently-used ready versions (lock held) until the loaded total fits the budget; the
+        evicted, for the caller to let go of (and log) once it has released the requests waiting for it."""
         if not self.memory_budget_bytes:
-            return
+            return []
         loaded = {key: r.model for key, r in self._records.items() if r.model is not None}
         total = sum(model.footprint() for model in loaded.values())
+        evicted = []
         for key, model in sorted(loaded.items(), key=lambda item: item[1].last_used):
             if total <= self.memory_budget_bytes:
                 break
             if key == keep:
                 continue
-            log.info("evicting model %s version %s (%d bytes) to fit the memory budget of %d bytes", key[0],
-                     key[1], model.footprint(), self.memory_budget_bytes)
             total -= model.footprint()
             self._drop(key)
             self.metrics.eviction(key[0], model.version)
+            evicted.append((key, model))
+        return evicted
 
     def memory_by_model(self) -> dict[tuple[str, str], int]:
         """Bytes held per loaded (model, version), for the metrics."""

@@ -20,11 +20,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -48,7 +49,7 @@ from wasinfer.serving.models import ModelManager
 from wasinfer.serving.openapi import document_json
 from wasinfer.serving.protocol import DEFAULT_MAX_JSON_VALUES
 from wasinfer.serving.repository import Repository
-from wasinfer.serving.rest import RestApp
+from wasinfer.serving.rest import Receive, RestApp, Scope, Send
 from wasinfer.serving.updater import (
     CanaryPolicy,
     DesiredStateLoop,
@@ -133,6 +134,13 @@ class ServerConfig:
     load_models: tuple[str, ...] = ()
     exit_on_error: bool = True
     repository_poll_seconds: float = DEFAULT_POLL_SECONDS
+    # One worker process of a node (supervisor.py): REST on the supervisor's listening socket (this inherited
+    # descriptor) instead of binding, gRPC bound beside the other workers (SO_REUSEPORT), the metrics shared with
+    # them through metrics_dir, and every REST answer naming the worker in X-Wasinfer-Worker. None/"": one process.
+    http_fd: int | None = None
+    grpc_reuse_port: bool = False
+    metrics_dir: Path | None = None
+    worker_tag: str = ""
 
     def grace(self) -> float:
         """Seconds requests in flight get to finish on stop: by default longer than any wasm call may run."""
@@ -145,7 +153,8 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) for REST, inheritable (the supervisor hands it to its workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -158,11 +167,29 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class WorkerTagged:
+    """The REST app with X-Wasinfer-Worker on every answer: which worker process of the node answered (its index
+    and pid), for a client or a test that wants to know. Only worker processes wrap their app in it."""
+
+    def __init__(self, app: RestApp, tag: str):
+        self.app, self.header = app, (b"x-wasinfer-worker", tag.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], self.header]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
 class Server:
     def __init__(self, config: ServerConfig):
         self.config = config
         pool_size = config.pool_size or default_pool_size()
         self.metrics = Metrics()
+        if config.metrics_dir is not None:
+            self.metrics.share(config.metrics_dir)
         cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
         defaults = ServingDefaults(pool_size=pool_size, batching_delay_us=config.batch_delay_us,
                                    max_concurrency=config.max_concurrency,
@@ -186,6 +213,7 @@ class Server:
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         self.guests = Guests(config.guests) if config.guests is not None and config.guests.guests else None
         self.draining = threading.Event()  # set by stop(): readiness answers 503 / not ready from then on
+        self._ready_while_draining = False  # stop(keep_ready=True): a worker retired by a rolling restart
         self.app = RestApp(self.manager, self.metrics, self.load_executor, config.max_body_bytes,
                            document_json(self.tokens), self.tokens, config.access_log, guests=self.guests,
                            not_ready=self.not_ready, max_json_values=config.max_json_values)
@@ -203,7 +231,7 @@ class Server:
         can only fail it); a later update that fails leaves the serving version, and readiness, as they
         are. Without one, the models the control mode loads at start-up have loaded before the ports open
         (control.py), so the server is ready as soon as it listens. Liveness never waits."""
-        if self.draining.is_set():
+        if self.draining.is_set() and not self._ready_while_draining:
             return "the server is shutting down"
         if self.updates is None:
             return ""
@@ -235,7 +263,10 @@ class Server:
         if config.tls_cert is not None and config.tls_key is not None:
             check_tls_files(config.tls_cert, config.tls_key)
             tls = (Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes())
-        sock = _listen(config.host, config.http_port)
+        if config.http_fd is None:
+            sock = bind_socket(config.host, config.http_port)
+        else:  # the supervisor's socket: every worker accepts from its one queue (supervisor.py)
+            sock = socket.socket(fileno=config.http_fd)
         self.http_port = sock.getsockname()[1]
         if config.grpc_port is not None:
             from wasinfer.serving.grpc_api import build_grpc_server
@@ -246,7 +277,8 @@ class Server:
                     workers=GRPC_WORKERS,
                     max_message_bytes=config.max_body_bytes, cache_dir=config.cache_dir, tokens=self.tokens, tls=tls,
                     not_ready=self.not_ready, handshake_timeout=config.header_timeout_seconds,
-                    idle_timeout=config.idle_timeout_seconds, max_calls_per_client=config.max_connections_per_client)
+                    idle_timeout=config.idle_timeout_seconds, max_calls_per_client=config.max_connections_per_client,
+                    reuse_port=config.grpc_reuse_port)
             except OSError:
                 sock.close()
                 raise
@@ -259,7 +291,8 @@ class Server:
         # and connection cap of connections.py.
         limits = ConnectionLimits(header_timeout=config.header_timeout_seconds or None,
                                   max_per_client=config.max_connections_per_client)
-        uv_config = uvicorn.Config(self.app, http=guarded_protocol(limits, self.draining), lifespan="off",
+        app = self.app if not config.worker_tag else WorkerTagged(self.app, config.worker_tag)
+        uv_config = uvicorn.Config(app, http=guarded_protocol(limits, self.draining), lifespan="off",
                                    access_log=False, proxy_headers=False, log_level="warning", log_config=None,
                                    timeout_keep_alive=math.ceil(config.idle_timeout_seconds),
                                    timeout_graceful_shutdown=math.ceil(config.grace()), server_header=False,
@@ -291,16 +324,20 @@ class Server:
                 raise RuntimeError(f"the HTTP server did not start within {timeout} s")
             time.sleep(0.005)
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: float | None = None, drain_delay: float | None = None, keep_ready: bool = False) -> None:
         """Drain, then stop: see the module's docstring. `grace`: seconds for the requests in flight (default:
         the config's grace()); REST and gRPC drain side by side, so the whole stop takes at most the drain
-        delay plus `grace` (and a second)."""
+        delay plus `grace` (and a second). `drain_delay` (default: the config's) and `keep_ready` are for a
+        worker that a rolling restart retires while the others serve on: readiness stays as it is, and for the
+        delay it keeps answering, each answer closing its connection, so keep-alive clients move to another."""
         grace = self.config.grace() if grace is None else grace
+        drain_delay = self.config.drain_delay_seconds if drain_delay is None else drain_delay
+        self._ready_while_draining = keep_ready
         self.draining.set()
-        if self.config.drain_delay_seconds > 0 and self._thread is not None:
-            log.info("draining: readiness answers 503 for %g s before new connections are refused",
-                     self.config.drain_delay_seconds)
-            time.sleep(self.config.drain_delay_seconds)
+        if drain_delay > 0 and self._thread is not None:
+            log.info("draining: %s for %g s before new connections are refused",
+                     "answers close their connections" if keep_ready else "readiness answers 503", drain_delay)
+            time.sleep(drain_delay)
         if self.updates is not None:
             self.updates.stop()
         if self.poller is not None:
@@ -322,6 +359,7 @@ class Server:
         self.app.parse_executor.shutdown(wait=False, cancel_futures=True)
         if self.guests is not None:
             self.guests.close()
+        self.metrics.unshare()  # the last counts, for the node's /metrics after this worker exits
 
     def __enter__(self) -> Server:
         self.start()

@@ -10,12 +10,17 @@ already running on it finish there. Any failure before the swap leaves the old v
 removes the candidate, and is reported (log, `wasinfer_model_updates_total{outcome="failed"}`,
 `status`). The last `keep` versions stay on disk, so `rollback` is one load and one swap.
 
+The worker processes of one node (`serve --workers`) each run an updater over the same repository
+directory: an update runs under a file lock there, and a state one worker has fetched and installed
+is served by the others from disk (one fetch and one install per version for the node).
+
 Where the bytes come from is a `Fetcher`: a module file today (the seed's `model_path:
 /models/ai-model.wasm`); the local store and OCI registries plug in the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from wasinfer.artifact.metadata import read_metadata
-from wasinfer.fileio import atomic_write
+from wasinfer.fileio import atomic_write, file_lock
 from wasinfer.registry.artifact import sha256_digest
 from wasinfer.runtime import TensorSpec
 from wasinfer.serving.desired import DesiredSource, DesiredState
@@ -39,6 +44,12 @@ from wasinfer.serving.protocol import numpy_dtype
 from wasinfer.serving.repository import VERSION_FILE, VERSION_NAME
 
 log = logging.getLogger("wasinfer.serving")
+
+# Beside the model's directory (".NAME" + these; the repository lists no dot names): the lock the node's worker
+# processes take to update it one at a time, and the last fetch (which state, when, by which process, installed as
+# which version), for the others to reuse (ModelUpdater._fetch_once).
+NODE_LOCK = ".update.lock"
+FETCH_RECORD = ".fetched.json"
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,8 @@ class ModelUpdater:
         self.manager, self.metrics, self.name, self.fetch, self.keep = manager, metrics, name, fetch, max(2, keep)
         self.canary_policy = canary
         self.directory = manager.repository.root / name
+        self.node_lock = manager.repository.root / f".{name}{NODE_LOCK}"
+        self.fetch_record = manager.repository.root / f".{name}{FETCH_RECORD}"
         self.status = UpdateStatus()
         self._lock = threading.Lock()  # one update at a time
         self._canary: _Canary | None = None
@@ -178,7 +191,42 @@ class ModelUpdater:
     def _apply(self, state: DesiredState) -> UpdateStatus:
         started = time.perf_counter()
         try:
-            fetched = self.fetch(state)
+            with file_lock(self.node_lock):  # one worker process of the node at a time
+                return self._apply_locked(state, started)
+        except OSError as exc:
+            self._failed(f"cannot lock {self.node_lock}: {exc}")
+            return self.status
+
+    def _fetch_once(self, state: DesiredState) -> tuple[Fetched, int | None]:
+        """The desired module and the repository version already holding it (None: not installed yet).
+
+        The worker processes of a node (serve --workers) each keep the model at its desired state; the first to
+        apply a state fetches and installs it and notes that in the fetch record, and the others, within the state's
+        update interval, serve what it installed instead of fetching the same bytes again. A process never reuses its
+        own record: alone, it fetches as often as it did before workers existed."""
+        try:
+            record = json.loads(self.fetch_record.read_text())
+            fresh = time.time() - float(record["fetched_at"]) < state.update_interval
+            if fresh and record["pid"] != os.getpid() and record["state"] == [state.model_path, state.model_version]:
+                version = int(record["version"])
+                wasm = (self.directory / str(version) / "model.wasm").read_bytes()
+                if sha256_digest(wasm) == record["digest"]:
+                    return Fetched(wasm, record["digest"], record["label"], record["name"]), version
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or its version pruned or refused since: fetch
+        fetched = self.fetch(state)
+        self.metrics.fetch(self.name)
+        return fetched, None
+
+    def _record_fetch(self, state: DesiredState, fetched: Fetched, version: int) -> None:
+        record = {"state": [state.model_path, state.model_version], "fetched_at": time.time(), "pid": os.getpid(),
+                  "version": version,
+                  "digest": fetched.digest, "label": fetched.label, "name": fetched.version}
+        atomic_write(self.fetch_record, json.dumps(record).encode())
+
+    def _apply_locked(self, state: DesiredState, started: float) -> UpdateStatus:
+        try:
+            fetched, installed = self._fetch_once(state)
             self._desired = fetched.label
             if fetched.digest == self.status.digest and self.status.state == "serving":
                 return self.status
@@ -188,7 +236,9 @@ class ModelUpdater:
                 raise UpdateError(f"{fetched.label} ({fetched.digest}) was rolled back by its canary; the "
                                   "desired state has to name another version")
             self._abandon_canary()
-            version = self._install(fetched)
+            version = installed if installed is not None else self._install(fetched)
+            if installed is None:
+                self._record_fetch(state, fetched, version)
             if self.canary_policy is not None and self.status.version is not None:
                 self._start_canary(version, fetched)
                 return self.status
@@ -271,7 +321,7 @@ class ModelUpdater:
         An update killed midway leaves at most a staging directory (removed here) or a version that
         was never warmed up (tried here like any other, and removed if it fails), never half a module.
         """
-        with self._lock:
+        with self._lock, file_lock(self.node_lock):  # not another worker's staging in progress
             if self.directory.is_dir():
                 for stale in self.directory.glob(".incoming-*"):
                     shutil.rmtree(stale, ignore_errors=True)
