@@ -17,6 +17,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY js ./js
 RUN python3.11 -m pip wheel --no-deps -w /wheels . \
  && python3.11 -m pip install --break-system-packages --no-compile --only-binary=:all: \
         --target /stage/usr/local/lib/python3.11/dist-packages "$(ls /wheels/wasinfer-*.whl)[serve]" \

@@ -247,6 +247,8 @@ def _build_wheel(source: Path, wheels: Path) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         tree, out = Path(scratch) / "src-tree", Path(scratch) / "out"
         shutil.copytree(source / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        # the npm package's files, which the wheel carries as data files (`wasinfer demo --web` serves them)
+        shutil.copytree(source / "js", tree / "js", ignore=shutil.ignore_patterns("node_modules", "test"))
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(source / name, tree / name)
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(tree)])
