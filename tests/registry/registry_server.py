@@ -250,15 +250,8 @@ def run_paginating_proxy(upstream: str) -> Iterator[tuple[str, list[str]]]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with _serving(Handler) as address:
+        yield address, seen
 
 
 @contextmanager
@@ -396,11 +389,18 @@ def run_referrers_proxy(upstream: str) -> Iterator[tuple[str, list[str]]]:
         def do_PATCH(self) -> None:
             self._forward("PATCH")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with _serving(Handler) as address:
+        yield address, seen
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` answering on 127.0.0.1 from a thread of its own, at the address the block gets; stopped on leaving."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
+        yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

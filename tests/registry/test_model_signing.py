@@ -15,7 +15,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -25,10 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.cli.test_registry_cli import run, run_json
 from tests.registry.registry_server import Registry, run_referrers_proxy, run_registry
 from tests.serving.conftest import scale_model
 from wasinfer.artifact import convert_onnx
-from wasinfer.cli.main import main
 from wasinfer.registry.admission import LEGACY_SIGNATURE_WARNING, Refused, admit
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 from wasinfer.registry.fetch import PLAIN_HTTP_ENV, fetch_artifact
@@ -65,18 +64,6 @@ def modules(tmp_path: Path) -> dict[str, Path]:
 def registry(tmp_path: Path) -> Iterator[Registry]:
     with run_registry(tmp_path / "registry") as running:
         yield running
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 # -- a test CA, made with cryptography ----------------------------------------------------------------
