@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.registry.registry_server import Registry, TokenServer, bcrypt_entry, run_registry, run_token_server
+from tests.registry.registry_server import Registry, TokenServer, run_registry, run_token_server
 from tests.serving.conftest import scale_model
 from wasinfer.artifact import convert_onnx
 from wasinfer.cli.main import main
@@ -81,17 +81,6 @@ def module(tmp_path: Path) -> Path:
     path = tmp_path / "scale.wasm"
     path.write_bytes(convert_onnx(scale_model(np.full(4, 1.0, np.float32)), max_batch=2, name="scale").wasm)
     return path
-
-
-@pytest.fixture
-def basic_registry(tmp_path: Path) -> Iterator[Registry]:
-    entry = bcrypt_entry("alice", "s3cret")
-    if entry is None:
-        pytest.skip("no bcrypt hasher here (the bcrypt package, Python's crypt module, or apache2-utils' htpasswd)")
-    (tmp_path / "htpasswd").write_text(entry + "\n")
-    with run_registry(tmp_path / "registry",
-                      {"htpasswd": {"realm": "wasinfer-test", "path": str(tmp_path / "htpasswd")}}) as running:
-        yield running
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -14,7 +14,6 @@ import pytest
 from tests.registry.registry_server import (
     Registry,
     TokenServer,
-    bcrypt_entry,
     free_port,
     run_paginating_proxy,
     run_registry,
@@ -210,17 +209,6 @@ def test_unreachable_registry_and_https_to_a_plain_http_registry(registry: Regis
 
 
 # -- htpasswd (basic auth) --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def basic_registry(tmp_path: Path) -> Iterator[Registry]:
-    entry = bcrypt_entry("alice", "s3cret")
-    if entry is None:
-        pytest.skip("no bcrypt hasher here (the bcrypt package, Python's crypt module, or apache2-utils' htpasswd)")
-    (tmp_path / "htpasswd").write_text(entry + "\n")
-    with run_registry(tmp_path / "registry",
-                      {"htpasswd": {"realm": "wasinfer-test", "path": str(tmp_path / "htpasswd")}}) as running:
-        yield running
 
 
 def test_basic_auth(basic_registry: Registry, artifact: ModelArtifact) -> None:

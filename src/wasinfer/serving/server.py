@@ -153,17 +153,18 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) for REST, inheritable (the supervisor hands it to its workers)."""
+def bind_socket(host: str, port: int, option: int = socket.SO_REUSEADDR, inheritable: bool = True) -> socket.socket:
+    """A TCP socket bound to (host, port) with `option` set: for REST, SO_REUSEADDR and inheritable (the supervisor
+    hands it to its workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, option, 1)
     try:
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
+    sock.set_inheritable(inheritable)
     return sock
 
 

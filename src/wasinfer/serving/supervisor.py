@@ -316,15 +316,7 @@ class Supervisor:
 def _hold_port(host: str, port: int) -> socket.socket:
     """The gRPC port, bound with SO_REUSEPORT and not listening: the workers' listening sockets share it, and it
     stays the node's (port 0 picks one) while they come and go."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return bind_socket(host, port, socket.SO_REUSEPORT, inheritable=False)
 
 
 def _read_ready(stdout: IO[bytes], ready: threading.Event) -> None:
