@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +210,66 @@ def test_both_protocols_report_metrics(repository: Path) -> None:
         http.close()
         grpc.close()
         running.stop(grace=2)
+
+
+# Every public method of both tritonclient.InferenceServerClient classes, and how this test calls it. A method
+# tritonclient adds later fails test_every_client_method_is_audited until it is listed here.
+EXTENSION_CALLS: dict[str, Any] = {
+    "get_trace_settings": lambda c: c.get_trace_settings(),
+    "update_trace_settings": lambda c: c.update_trace_settings(settings={"trace_level": ["OFF"]}),
+    "get_log_settings": lambda c: c.get_log_settings(),
+    "update_log_settings": lambda c: c.update_log_settings(settings={"log_verbose_level": 0}),
+    "get_system_shared_memory_status": lambda c: c.get_system_shared_memory_status(),
+    "register_system_shared_memory": lambda c: c.register_system_shared_memory("region", "/wasinfer", 16),
+    "unregister_system_shared_memory": lambda c: c.unregister_system_shared_memory(),
+    "get_cuda_shared_memory_status": lambda c: c.get_cuda_shared_memory_status(),
+    "register_cuda_shared_memory": lambda c: c.register_cuda_shared_memory("region", b"\0" * 64, 0, 16),
+    "unregister_cuda_shared_memory": lambda c: c.unregister_cuda_shared_memory(),
+}
+WORKING = {"is_server_live", "is_server_ready", "is_model_ready", "get_server_metadata", "get_model_metadata",
+           "get_model_config", "get_model_repository_index", "get_inference_statistics", "load_model",
+           "unload_model", "infer", "async_infer"}  # tested above and in test_triton_extensions.py
+LOCAL = {"close", "plugin", "register_plugin", "unregister_plugin", "generate_request_body", "parse_response_body",
+         "start_stream", "stop_stream", "async_stream_infer"}  # no request of their own (streams: below)
+
+
+@pytest.mark.parametrize("module", [grpcclient, httpclient], ids=["grpc", "http"])
+def test_every_client_method_is_audited(module: Any) -> None:
+    import inspect
+
+    methods = {name for name, _ in inspect.getmembers(module.InferenceServerClient, inspect.isfunction)
+               if not name.startswith("_")}
+    assert methods <= WORKING | LOCAL | set(EXTENSION_CALLS), methods - WORKING - LOCAL - set(EXTENSION_CALLS)
+
+
+@pytest.mark.parametrize("method", sorted(EXTENSION_CALLS))
+def test_an_extension_wasinfer_lacks_is_unimplemented_by_name_over_both_protocols(
+        method: str, http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient) -> None:
+    """Triton's trace, logging and shared-memory extensions: perf_analyzer and tritonclient users get
+    UNIMPLEMENTED (gRPC) / 501 (REST) saying which extension wasinfer lacks and which it has, not "Method not
+    found!" or a 404 for a route. The CUDA registration is refused by the client itself without a GPU."""
+    for client, unimplemented in ((grpc, "StatusCode.UNIMPLEMENTED"), (http, "501")):
+        with pytest.raises(Exception) as caught:
+            EXTENSION_CALLS[method](client)
+        text = str(caught.value)
+        if method == "register_cuda_shared_memory" and unimplemented not in text:
+            continue  # tritonclient checks the raw handle before it sends anything
+        assert unimplemented in text and "extension is not supported by wasinfer" in text, text
+        assert "model_configuration" in text  # and it lists the extensions there are
+
+
+def test_a_stream_is_unimplemented_by_name(grpc: grpcclient.InferenceServerClient) -> None:
+    import time
+
+    answers: list[Any] = []
+    grpc.start_stream(callback=lambda result, error: answers.append(error))
+    tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+    # the server may end the stream before the request goes out: the callback says why
+    with contextlib.suppress(InferenceServerException):
+        grpc.async_stream_infer("scale", [tensor])
+    deadline = time.monotonic() + 20
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grpc.stop_stream()
+    assert answers and "UNIMPLEMENTED" in str(answers[0]) and "streaming (ModelStreamInfer)" in str(answers[0])

@@ -108,3 +108,11 @@ class GuestRefused(ServingError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NotImplementedExtension(ServingError):
+    """A Triton extension wasinfer does not have (trace, logging, shared memory): 501 / UNIMPLEMENTED, naming it."""
+
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
+    outcome = "bad_request"

@@ -50,6 +50,8 @@ from wasinfer.serving.metrics import Metrics, Phases
 from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
     EXTENSIONS,
+    STREAMING_METHODS,
+    UNSUPPORTED_EXTENSIONS,
     InferRequest,
     RequestedOutput,
     check_load_parameters,
@@ -59,6 +61,7 @@ from wasinfer.serving.protocol import (
     element_count,
     encode_raw,
     numpy_dtype,
+    unsupported_extension,
 )
 from wasinfer.version import __version__
 
@@ -131,6 +134,20 @@ def add_reflection(server: grpc.Server, cache_dir: Path | None = None) -> None:
 
     reflection.enable_server_reflection((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server,
                                         pool=reflection_pool(cache_dir))
+
+
+def _unsupported_handler(extension: str, control: futures.ThreadPoolExecutor,
+                         stream: bool = False) -> grpc.RpcMethodHandler:
+    """A method of a Triton extension wasinfer does not have: UNIMPLEMENTED naming the extension (grpcio's own
+    answer, "Method not found!", says nothing a user can act on). Answered on the control threads."""
+
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, unsupported_extension(extension))
+
+    handler = (grpc.stream_stream_rpc_method_handler(refuse) if stream
+               else grpc.unary_unary_rpc_method_handler(refuse))
+    handler.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
+    return handler
 
 
 def service_methods(cache_dir: Path | None = None) -> dict[str, tuple[str, str]]:
@@ -481,6 +498,9 @@ def build_grpc_server(manager: ModelManager, metrics: Metrics, address: str, wor
             handle.experimental_thread_pool = control  # type: ignore[attr-defined]  # grpcio picks it per method
         handlers[name] = grpc.unary_unary_rpc_method_handler(handle,
                                                              response_serializer=classes[response].SerializeToString)
+    for extension, (methods, _) in UNSUPPORTED_EXTENSIONS.items():
+        for name in methods:
+            handlers[name] = _unsupported_handler(extension, control, stream=name in STREAMING_METHODS)
     health = health_handler(cache_dir, not_ready, control)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasinfer-grpc"),

@@ -349,6 +349,24 @@ def encode_rest_response(model_name: str, version: str, request: InferRequest,
 # --- extensions ------------------------------------------------------------------------------
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
+# Triton's extensions wasinfer does not have, by the gRPC method or REST route (under /v2) that belongs to each:
+# a client (tritonclient, perf_analyzer) gets UNIMPLEMENTED / 501 naming the extension, not "method not found"
+UNSUPPORTED_EXTENSIONS = {
+    "trace": (("TraceSetting",), ("trace",)),
+    "logging": (("LogSettings",), ("logging",)),
+    "system shared memory": (("SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister"),
+                             ("systemsharedmemory",)),
+    "CUDA shared memory": (("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister"),
+                           ("cudasharedmemory",)),
+    "streaming (ModelStreamInfer)": (("ModelStreamInfer",), ()),
+}
+STREAMING_METHODS = frozenset({"ModelStreamInfer"})  # bidirectional streams: refused as one
+
+
+def unsupported_extension(extension: str) -> str:
+    """What a call of an extension wasinfer does not have is answered."""
+    return (f"Triton's {extension} extension is not supported by wasinfer; the server's extensions are "
+            f"{', '.join(EXTENSIONS)} (docs/serving.md)")
 
 
 def check_load_parameters(parameters: Any) -> None:

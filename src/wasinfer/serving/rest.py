@@ -46,6 +46,7 @@ from wasinfer.serving.errors import (
     Internal,
     MethodNotAllowed,
     NotFound,
+    NotImplementedExtension,
     ServingError,
     TooLarge,
     TooManyRequests,
@@ -59,9 +60,11 @@ from wasinfer.serving.models import LoadedModel, ModelManager
 from wasinfer.serving.protocol import (
     DEFAULT_MAX_JSON_VALUES,
     EXTENSIONS,
+    UNSUPPORTED_EXTENSIONS,
     check_load_parameters,
     encode_rest_response,
     parse_rest_request,
+    unsupported_extension,
 )
 from wasinfer.version import __version__
 
@@ -197,6 +200,9 @@ class RestApp:
             return await _send(send, 200, self.openapi, _scan(scope)[4])
         if first == "guests" and self.guests is not None and len(rest) == 3 and rest[2] == "run":
             return await self._guest(scope, receive, send, rest[1])
+        for extension, (_, routes) in UNSUPPORTED_EXTENSIONS.items():
+            if first in routes:
+                raise NotImplementedExtension(unsupported_extension(extension))
         raise NotFound(f"no route {scope['path']}")
 
     async def _guest(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
