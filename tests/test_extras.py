@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.serving.conftest import scale_model
@@ -61,3 +62,35 @@ def test_compile_without_the_compiler_names_the_extra(tmp_path: Path) -> None:
     ran = base_install("import wasinfer\ntry:\n    wasinfer.compile('model.onnx')\nexcept ImportError as exc:\n"
                        "    print(exc)", tmp_path)
     assert "pip install 'wasinfer[compiler]'" in ran.stdout, ran.stderr
+
+
+def test_a_served_model_whose_backend_extra_is_missing_fails_alone_naming_it(tmp_path: Path) -> None:
+    """A server without onnxruntime (the compiler extra) serving a model.onnx beside a module: the ONNX model is
+    unavailable saying which extra serves it; the module serves."""
+    repository = tmp_path / "repository"
+    (repository / "onnx" / "1").mkdir(parents=True)
+    onnx.save(scale_model(np.full(4, 2.0, np.float32)), repository / "onnx" / "1" / "model.onnx")
+    (repository / "wasm" / "1").mkdir(parents=True)
+    (repository / "wasm" / "1" / "model.wasm").write_bytes(convert_onnx(scale_model(np.full(4, 3.0, np.float32))).wasm)
+    code = f"""import sys
+sys.modules['onnxruntime'] = None
+import httpx
+from pathlib import Path
+from wasinfer.serving import Server, ServerConfig
+server = Server(ServerConfig(Path({str(repository)!r}), host='127.0.0.1', http_port=0, grpc_port=None))
+server.start(timeout=20)
+try:
+    body = {{'inputs': [{{'name': 'x', 'shape': [1, 4], 'datatype': 'FP32', 'data': [1, 1, 1, 1]}}]}}
+    for name in ('onnx', 'wasm'):
+        answer = httpx.post(f'http://127.0.0.1:{{server.http_port}}/v2/models/{{name}}/infer', json=body, timeout=30)
+        print(name, answer.status_code, answer.text)
+finally:
+    server.stop(grace=1)
+"""
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "WASINFER_HOME": str(tmp_path / "home"),
+                              "PYTHONPATH": ":".join(sys.path)})
+    lines = dict(line.split(" ", 1) for line in ran.stdout.splitlines() if line.startswith(("onnx ", "wasm ")))
+    assert lines["onnx"].startswith("503") and "model.onnx of model 'onnx'" in lines["onnx"], ran.stdout + ran.stderr
+    assert "pip install 'wasinfer[compiler]'" in lines["onnx"]
+    assert lines["wasm"].startswith("200") and "[3.0,3.0,3.0,3.0]" in lines["wasm"].replace(" ", "")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wasinfer.extras import missing_extra
+from wasinfer.extras import extra_needed
 
 if TYPE_CHECKING:
     import onnx
@@ -63,15 +63,10 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
     """
-    try:
+    with extra_needed("compiler", "wasinfer.compile"):  # say which extra is missing, as the CLI does
         from wasinfer.artifact.convert import convert_model
         from wasinfer.frontends import parse_shape_overrides
         from wasinfer.passes.values import parse_input_values
-    except ModuleNotFoundError as exc:  # the compiler extra is not installed: say which, as the CLI does
-        message = missing_extra(exc, "compiler")
-        if message is None:
-            raise
-        raise ImportError(f"wasinfer.compile: {message}", name=exc.name) from exc
 
     overrides = parse_shape_overrides([f"{name}={_shape_text(dims)}" for name, dims in (input_shapes or {}).items()])
     values = parse_input_values([f"{name}={span if isinstance(span, str) else '..'.join(map(str, span))}"

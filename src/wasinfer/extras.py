@@ -17,6 +17,9 @@ that needs one says which, instead of a traceback ending in "No module named 'on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 # top-level module → the extra that installs it
 EXTRA_OF_MODULE = {
     "onnx": "compiler", "onnxruntime": "compiler", "tflite": "compiler",
@@ -40,3 +43,18 @@ def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> str | N
     extra = extra or EXTRA_OF_MODULE[top]
     return f"this needs the {extra!r} extra, which is not installed (no module {top!r}): " \
            f"pip install 'wasinfer[{extra}]'"
+
+
+@contextmanager
+def extra_needed(extra: str, what: str, error: type[Exception] = ImportError) -> Iterator[None]:
+    """Imports an extra brings, inside the block: where one is missing, `error("WHAT: this needs the 'EXTRA'
+    extra ...")` instead of the bare ModuleNotFoundError (any other failure to import goes through as it is)."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc, extra)
+        if message is None:
+            raise
+        if issubclass(error, ImportError):
+            raise error(f"{what}: {message}", name=exc.name) from exc
+        raise error(f"{what}: {message}") from None

@@ -37,9 +37,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from wasinfer.extras import missing_extra
+from wasinfer.extras import extra_needed
 from wasinfer.runtime import (
     CompiledCache,
     InputError,
@@ -565,19 +565,6 @@ class _Record:
     model: LoadedModel | None = None
 
 
-@contextmanager
-def _needs_extra(extra: str, target: ModelVersion) -> Iterator[None]:
-    """Import a backend that an extra brings: a model whose backend is not installed fails its own load, saying
-    which extra serves it (the server and its other models carry on)."""
-    try:
-        yield
-    except ModuleNotFoundError as exc:
-        message = missing_extra(exc, extra)
-        if message is None:
-            raise
-        raise RuntimeError(f"{target.path.name} of model {target.name!r}: {message}") from None
-
-
 class ModelManager:
     """Which model versions are loaded, loading them on first use or on request.
 
@@ -800,7 +787,8 @@ class ModelManager:
 
             info = model_info(compiled[1])
         elif target.format == "tflite":
-            with _needs_extra("litert", target):
+            # a model whose backend is not installed fails its own load, naming the extra; the others carry on
+            with extra_needed("litert", f"{target.path.name} of model {target.name!r}", RuntimeError):
                 from wasinfer.runtime.litert import LiteRtModel
 
             # An interpreter is not thread-safe: each pooled instance gets its own (sharing the bytes).
@@ -812,7 +800,8 @@ class ModelManager:
 
             info = template.info
         else:
-            with _needs_extra("compiler", target):
+            # a model whose backend is not installed fails its own load, naming the extra; the others carry on
+            with extra_needed("compiler", f"{target.path.name} of model {target.name!r}", RuntimeError):
                 from wasinfer.runtime.onnxruntime import OnnxRuntimeModel
 
             session = OnnxRuntimeModel(target.path, name=target.name)
