@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import pytest
 
-from tests.serving.conftest import scale_model
-from wasinfer.artifact import convert_onnx
+from tests.serving.conftest import write_scale_versions
 from wasinfer.cli.main import main
 from wasinfer.registry.artifact import sha256_digest
 from wasinfer.registry.store import LocalStore
@@ -26,12 +23,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def modules(tmp_path: Path) -> dict[str, Path]:
     """Two versions' worth of modules (different bytes), the source model, and a non-module."""
-    out = {}
-    for key, scale in (("v1", 1.0), ("v2", 2.0)):
-        model = scale_model(np.full(4, scale, np.float32))
-        onnx.save(model, tmp_path / f"{key}.onnx")
-        (tmp_path / f"{key}.wasm").write_bytes(convert_onnx(model, max_batch=2, name="scale").wasm)
-        out[key], out[f"{key}_onnx"] = tmp_path / f"{key}.wasm", tmp_path / f"{key}.onnx"
+    out = write_scale_versions(tmp_path)
     (tmp_path / "junk.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00")
     out["junk"] = tmp_path / "junk.wasm"
     return out

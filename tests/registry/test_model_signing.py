@@ -16,8 +16,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,8 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.cli.test_registry_cli import run, run_json
 from tests.registry.registry_server import Registry, run_referrers_proxy, run_registry
-from tests.serving.conftest import scale_model
-from wasinfer.artifact import convert_onnx
+from tests.serving.conftest import write_scale_versions
 from wasinfer.registry.admission import LEGACY_SIGNATURE_WARNING, Refused, admit
 from wasinfer.registry.artifact import ANNOTATIONS, ModelArtifact
 from wasinfer.registry.fetch import PLAIN_HTTP_ENV, fetch_artifact
@@ -51,12 +48,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def modules(tmp_path: Path) -> dict[str, Path]:
-    out = {}
-    for key, scale in (("v1", 1.0), ("v2", 2.0)):
-        model = scale_model(np.full(4, scale, np.float32))
-        onnx.save(model, tmp_path / f"{key}.onnx")
-        (tmp_path / f"{key}.wasm").write_bytes(convert_onnx(model, max_batch=2, name="scale").wasm)
-        out[key], out[f"{key}_onnx"] = tmp_path / f"{key}.wasm", tmp_path / f"{key}.onnx"
+    out = write_scale_versions(tmp_path)
     return out
 
 

@@ -36,6 +36,18 @@ def scale_model(scale: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def write_scale_versions(directory: Path) -> dict[str, Path]:
+    """Two versions of the scale model (x * 1 and x * 2: different module bytes), each as `vN.wasm` and its
+    source `vN.onnx` in `directory`: what the registry and signing tests push, pull and compare."""
+    out = {}
+    for key, scale in (("v1", 1.0), ("v2", 2.0)):
+        model = scale_model(np.full(4, scale, np.float32))
+        onnx.save(model, directory / f"{key}.onnx")
+        (directory / f"{key}.wasm").write_bytes(convert_onnx(model, max_batch=2, name="scale").wasm)
+        out[key], out[f"{key}_onnx"] = directory / f"{key}.wasm", directory / f"{key}.onnx"
+    return out
+
+
 def pair_model() -> onnx.ModelProto:
     """Two inputs, two outputs: sum = a + b, product = a * b (FP32 [N, 3])."""
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in ("a", "b")]
