@@ -219,3 +219,25 @@ def test_loop_whose_trip_count_static_shapes_fold() -> None:
              helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)]
     model = _model(nodes, {"x": [3, 2]}, ["y"], {"zero": np.array(0, np.int64)})
     assert_matches_ort(model, {"x": rng.normal(size=(3, 2)).astype(np.float32)})
+
+
+def test_a_loop_over_a_symbolic_length_that_its_condition_stops_returns_the_steps_it_ran() -> None:
+    """for i in range(len(x)): acc += x[i]; out.append(acc); stop once sum(acc) >= 10 — over a sequence of 1..12 rows:
+    the steps it runs are the shorter of the run's length and where the sum crosses 10, one module for all."""
+    body = _body([helper.make_node("Gather", ["x", "i"], ["row"], axis=0),
+                  helper.make_node("Add", ["acc_in", "row"], ["acc_out"]),
+                  helper.make_node("ReduceSum", ["acc_out"], ["total"], keepdims=0),
+                  helper.make_node("Less", ["total", "limit"], ["c_out"]),
+                  helper.make_node("Identity", ["acc_out"], ["each"])],
+                 [("i", TensorProto.INT64), ("c_in", TensorProto.BOOL), ("acc_in", FLOAT)],
+                 [("c_out", TensorProto.BOOL), ("acc_out", FLOAT), ("each", FLOAT)])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "init"], ["acc", "steps"], body=body, name="sums")]
+    model = _model(nodes, {"x": ["T", 4]}, ["acc", "steps"],
+                   {"zero": np.array(0, np.int64), "init": np.zeros(4, np.float32),
+                    "limit": np.array(10.0, np.float32)}, opset=13)
+    result = convert_onnx(model, {"x": (12, 4)}, input_ranges={"x": {0: (1, 12)}}, simd="plain")
+    assert result.metadata.abi_version == 3
+    wasm = WasmModel(result.wasm)
+    rows = [np.full((t, 4), 0.5, np.float32) for t in (12, 3, 7, 1)]  # the sum crosses 10 at the 5th row
+    assert _matches_ort_at_each(model, wasm, [{"x": x} for x in rows]) == [5, 3, 5, 1]
