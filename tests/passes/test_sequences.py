@@ -121,3 +121,24 @@ def test_what_is_no_compile_time_list_is_refused_with_the_reason() -> None:
                      ["y"], opset=18)
     with pytest.raises(UnsupportedModel, match=r"'get'.*reads an empty optional"):
         convert_onnx(nothing)
+
+
+def test_a_list_appended_to_in_an_unrolled_loop() -> None:
+    """Scripted PyTorch's `out = []; for i in range(len(x)): out.append(x[i] * x[i]); torch.stack(out)`: a Loop
+    carrying a sequence, unrolled (passes/loops.py), then folded like any other list."""
+    element = helper.make_sequence_type_proto(helper.make_tensor_type_proto(FLOAT, [3]))
+    body = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["row"], axis=0),
+                              helper.make_node("Mul", ["row", "row"], ["square"]),
+                              helper.make_node("SequenceInsert", ["list_in", "square"], ["list_out"]),
+                              helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                              helper.make_value_info("list_in", element)],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                              helper.make_value_info("list_out", element)])
+    nodes = [helper.make_node("SequenceEmpty", [], ["empty"], dtype=FLOAT), helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "empty"], ["rows"], body=body),
+             helper.make_node("ConcatFromSequence", ["rows"], ["y"], axis=0, new_axis=1)]
+    model = _model(nodes, {"x": (FLOAT, [4, 3])}, ["y"], {"zero": np.array(0, np.int64)}, opset=13)
+    assert_matches_ort(model, {"x": _floats(4, 3)})
