@@ -3,6 +3,9 @@ constants, that the data decides up to a bound, or that a declared input sets; s
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -10,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort, ort_run
 from wasinfer.artifact import convert_onnx
+from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime import InputError, WasmModel
 
@@ -177,6 +181,21 @@ def test_a_trip_count_from_a_declared_input_runs_each_count_and_refuses_one_past
     assert _matches_ort_at_each(model, wasm, runs) == [8, 1, 4, 6]
     with pytest.raises(InputError, match=r"input 'n': its values must lie in 0..7 .*trip count of Loop 'sums'"):
         wasm.run({"x": x, "n": np.array(8, np.int64)})
+
+
+def test_the_command_line_declares_a_trip_count_s_range_and_validate_draws_inside_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """wasinfer convert --input-values n=2..6 for M = n + 1; validate's random n stay in 2..6, and the module's scan
+    output matches ONNX Runtime's at each run's length."""
+    model = _summing_loop([helper.make_node("Add", ["n", "one"], ["m"])],
+                          {"x": (FLOAT, [3]), "n": (TensorProto.INT64, [])})
+    onnx.save(model, tmp_path / "sums.onnx")
+    assert main(["convert", str(tmp_path / "sums.onnx"), "--input-values", "n=2..6"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "sums.wasm"), "--reference", str(tmp_path / "sums.onnx"),
+                 "--samples", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and all(check["ok"] for check in report["checks"])
 
 
 def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() -> None:
