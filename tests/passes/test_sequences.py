@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort
 from wasinfer.artifact import convert_onnx
+from wasinfer.frontends.onnx import FrontendError
 from wasinfer.ir import UnsupportedModel
 
 rng = np.random.default_rng(5)
@@ -99,7 +100,7 @@ def test_optionals_known_while_compiling() -> None:
 
 def test_what_is_no_compile_time_list_is_refused_with_the_reason() -> None:
     """A position read at run time, a sequence returned by the graph, a piece of run-time sizes read, an empty
-    optional read: each names the node and why."""
+    optional read: each names the node and why; a sequence the graph takes as an input names the input."""
     at = _model([helper.make_node("SequenceConstruct", ["a", "b"], ["s"], name="pair"),
                  helper.make_node("SequenceAt", ["s", "i"], ["y"], name="pick")],
                 {"a": (FLOAT, [2]), "b": (FLOAT, [2]), "i": (TensorProto.INT64, [])}, ["y"])
@@ -121,6 +122,12 @@ def test_what_is_no_compile_time_list_is_refused_with_the_reason() -> None:
                      ["y"], opset=18)
     with pytest.raises(UnsupportedModel, match=r"'get'.*reads an empty optional"):
         convert_onnx(nothing)
+    taken = helper.make_model(helper.make_graph(
+        [helper.make_node("SequenceLength", ["s"], ["n"])], "taken",
+        [helper.make_value_info("s", helper.make_sequence_type_proto(helper.make_tensor_type_proto(FLOAT, [2])))],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [])]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(FrontendError, match=r"input 's' is a sequence: a module's inputs are tensors"):
+        convert_onnx(taken)
 
 
 def test_a_list_appended_to_in_an_unrolled_loop() -> None:
