@@ -57,9 +57,10 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     `input_shapes` gives each dynamic input's dims, as `wasinfer convert --input-shape` does: a dim is an int, a
     range `(MIN, MAX)` / `(MIN, MAX, STEP)` or its text `"32..1280"` (one module for every size in it), and a
     whole shape may be that command's text (`"1,3,48,32..1280"`). `input_values` gives the range of an integer
-    input's values where they set an output's size, as `--input-values` does: `{"repeats": (1, 8)}` or
-    `{"repeats": "1..8"}` (one module for every value in it). `max_batch`, `weights`, `simd`, `wasi`,
-    `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
+    input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
+    `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it). `max_batch`, `weights`,
+    `simd`, `wasi`, `quantize` and `calibration` are the command's options of the same names (`wasinfer convert
+    --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
     """

@@ -1,15 +1,21 @@
-"""Loop and Scan unrolled at compile time (passes/loops.py), checked against ONNX Runtime."""
+"""Loop and Scan unrolled at compile time (passes/loops.py), checked against ONNX Runtime: trip counts that are
+constants, that the data decides up to a bound, or that a declared input sets; scan outputs at the run's length."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.parity import assert_matches_ort
+from tests.parity import assert_matches_ort, ort_run
 from wasinfer.artifact import convert_onnx
+from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
+from wasinfer.runtime import InputError, WasmModel
 
 rng = np.random.default_rng(11)
 FLOAT = TensorProto.FLOAT
@@ -96,11 +102,130 @@ def test_loop_that_stops_at_a_run_time_condition(start: float) -> None:
     assert_matches_ort(model, {"v0": np.full(4, start / 4, np.float32)})
 
 
-def test_loops_that_need_run_time_shapes_are_refused_with_the_reason() -> None:
-    with pytest.raises(UnsupportedModel, match=r"'halve'.*trip count .* computed at run time"):
+def _matches_ort_at_each(model: onnx.ModelProto, wasm: WasmModel, runs: list[dict[str, np.ndarray]]) -> list[int]:
+    """Run each feed through the one module and ONNX Runtime; returns each run's last output's length (a scan
+    output's). A loop of no iterations gives its scan outputs at [0, *the body's shape] as ONNX says; ONNX Runtime
+    gives [0] there (it cannot type a body it never ran), which is all that differs then."""
+    lengths = []
+    for feeds in runs:
+        got = wasm.run(feeds)
+        for output, want in zip([o.name for o in model.graph.output], ort_run(model, feeds), strict=True):
+            if want.shape == (0,) and got[output].shape[:1] == (0,):
+                continue
+            assert got[output].shape == want.shape, (feeds, output, got[output].shape, want.shape)
+            np.testing.assert_allclose(got[output], want, rtol=1e-5, atol=1e-6, err_msg=f"{feeds} {output}")
+        lengths.append(len(got[model.graph.output[-1].name]))
+    return lengths
+
+
+def test_scan_outputs_of_a_loop_that_stops_at_a_run_time_condition_have_the_run_s_length() -> None:
+    """One module: the halvings the data asks for (2, 5, or all 8) are the scan output's length, returned at the run's
+    dims (ABI 2); no iteration gives [0, 4] (ONNX Runtime gives [0] there: it cannot type a body it never ran)."""
+    model = _halving_loop(np.array(8, np.int64), scan_output=True)
+    result = convert_onnx(model, simd="plain")
+    assert result.metadata.abi_version == 2
+    assert [o.shape for o in result.metadata.outputs] == [[4], [8, 4]]  # planned for the most iterations
+    wasm = WasmModel(result.wasm)
+    runs = [{"v0": np.full(4, start / 4, np.float32)} for start in (3.0, 20.0, 1000.0, 20.0)]
+    assert _matches_ort_at_each(model, wasm, runs) == [2, 5, 8, 5]
+    assert wasm.run({"v0": np.full(4, 0.5 / 4, np.float32)})["each"].shape == (0, 4)
+
+
+def _summing_loop(trip_count: list[onnx.NodeProto], inputs: dict[str, tuple[int, list[int]]],
+                  opset: int = 13) -> onnx.ModelProto:
+    """acc = acc * x + i and a scan output of each acc, for the trip count `m` that `trip_count` computes."""
+    body = _body([helper.make_node("Mul", ["acc_in", "x"], ["product"]),
+                  helper.make_node("Cast", ["i"], ["step"], to=FLOAT),
+                  helper.make_node("Add", ["product", "step"], ["acc_out"]),
+                  helper.make_node("Identity", ["acc_out"], ["each"]),
+                  helper.make_node("Identity", ["c_in"], ["c_out"])],
+                 [("i", TensorProto.INT64), ("c_in", TensorProto.BOOL), ("acc_in", FLOAT)],
+                 [("c_out", TensorProto.BOOL), ("acc_out", FLOAT), ("each", FLOAT)])
+    nodes = [*trip_count, helper.make_node("Loop", ["m", "", "x"], ["acc", "steps"], body=body, name="sums")]
+    graph = helper.make_graph(nodes, "loops", [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()],
+                              [helper.make_tensor_value_info(n, FLOAT, None) for n in ("acc", "steps")],
+                              [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                               numpy_helper.from_array(np.array(1, np.int64), "one")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_a_trip_count_the_data_decides_is_unrolled_to_its_largest_value() -> None:
+    """M = how many of x's 6 values are positive (ReduceSum of a Cast of a Greater): at most 6, whatever the data
+    (passes/bounds.py), so one module runs every count from 0 to 6, and the scan output has M rows."""
+    count = [helper.make_node("Greater", ["x", "zero"], ["positive"]),
+             helper.make_node("Cast", ["positive"], ["ones"], to=TensorProto.INT64),
+             helper.make_node("ReduceSum", ["ones"], ["m"], keepdims=0)]
+    model = _summing_loop(count, {"x": (FLOAT, [6])})
+    result = convert_onnx(model, simd="plain")
+    assert [o.shape for o in result.metadata.outputs] == [[6], [6, 6]]
+    wasm = WasmModel(result.wasm)
+    signs = [[1, 1, 1, 1, 1, 1], [1, -1, 1, -1, -1, 1], [-1] * 6, [-1, -1, -1, -1, -1, 1], [1, 1, -1, 1, 1, 1]]
+    runs = [{"x": (np.array(s) * rng.uniform(0.5, 1.5, 6)).astype(np.float32)} for s in signs]
+    assert _matches_ort_at_each(model, wasm, runs) == [6, 3, 0, 1, 5]
+
+
+def test_a_trip_count_from_a_declared_input_runs_each_count_and_refuses_one_past_the_range() -> None:
+    """M = n + 1 with n an input: no bound of its own, so the compiler asks for its range by name; declared
+    (--input-values n=0..7) one module runs every n in it, and a run with n = 8 is refused naming the input, the range
+    and the Loop."""
+    model = _summing_loop([helper.make_node("Add", ["n", "one"], ["m"])],
+                          {"x": (FLOAT, [3]), "n": (TensorProto.INT64, [])})
+    with pytest.raises(UnsupportedModel, match=r"'sums'.*trip count 'm' is computed at run time and has no largest "
+                                               r"value.*declare the range of 'n' with --input-values NAME=MIN..MAX"):
+        convert_onnx(model)
+    result = convert_onnx(model, simd="plain", input_values={"n": (0, 7)})
+    assert result.metadata.outputs[1].shape == [8, 3]
+    wasm = WasmModel(result.wasm)
+    x = rng.uniform(0.5, 1.2, 3).astype(np.float32)
+    runs = [{"x": x, "n": np.array(n, np.int64)} for n in (7, 0, 3, 5)]
+    assert _matches_ort_at_each(model, wasm, runs) == [8, 1, 4, 6]
+    with pytest.raises(InputError, match=r"input 'n': its values must lie in 0..7 .*trip count of Loop 'sums'"):
+        wasm.run({"x": x, "n": np.array(8, np.int64)})
+
+
+def test_the_command_line_declares_a_trip_count_s_range_and_validate_draws_inside_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """wasinfer convert --input-values n=2..6 for M = n + 1; validate's random n stay in 2..6, and the module's scan
+    output matches ONNX Runtime's at each run's length."""
+    model = _summing_loop([helper.make_node("Add", ["n", "one"], ["m"])],
+                          {"x": (FLOAT, [3]), "n": (TensorProto.INT64, [])})
+    onnx.save(model, tmp_path / "sums.onnx")
+    assert main(["convert", str(tmp_path / "sums.onnx"), "--input-values", "n=2..6"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "sums.wasm"), "--reference", str(tmp_path / "sums.onnx"),
+                 "--samples", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and all(check["ok"] for check in report["checks"])
+
+
+def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() -> None:
+    """Range as ONNX defines it in its own ops (the backend suite's test_range_*_expanded): a Loop of
+    ceil((limit - start) / delta) iterations, each carrying start + i * delta, stopped by a run-time condition. With
+    the three inputs' ranges declared the count is at most 20, and one module gives every range in them."""
+    body = onnx.defs.get_schema("Range", 11).function_body
+    graph = helper.make_graph(list(body.node), "range",
+                              [helper.make_tensor_value_info(n, TensorProto.INT32, []) for n in body.input],
+                              [helper.make_tensor_value_info("output", TensorProto.INT32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    result = convert_onnx(model, simd="plain", input_values={"start": (-10, 10), "limit": (-10, 10), "delta": (-3, -1)})
+    assert result.metadata.outputs[0].shape == [20]
+    wasm = WasmModel(result.wasm)
+    cases = [(10, 6, -3), (10, -10, -1), (3, 5, -1), (10, -10, -3), (-4, -9, -2)]
+    runs = [{n: np.array(v, np.int32) for n, v in zip(("start", "limit", "delta"), case, strict=True)}
+            for case in cases]
+    assert _matches_ort_at_each(model, wasm, runs) == [2, 20, 0, 7, 3]
+
+
+def test_loops_the_compiler_cannot_bound_are_refused_with_the_reason() -> None:
+    """A trip count cast from a float input has no range to declare (floats cannot be): refused naming the loop and
+    the input; a Loop without a trip count at all, naming what it needs."""
+    with pytest.raises(UnsupportedModel, match=r"'halve'.*trip count 'trips_cast' is computed at run time and has no "
+                                               r"largest value.*'trips_in'"):
         convert_onnx(_halving_loop(None))
-    with pytest.raises(UnsupportedModel, match=r"'halve'.*run-time condition and has scan outputs"):
-        convert_onnx(_halving_loop(np.array(8, np.int64), scan_output=True))
+    endless = _halving_loop(np.array(8, np.int64))
+    endless.graph.node[-1].input[0] = ""
+    with pytest.raises(UnsupportedModel, match=r"'halve'.*without a trip count .*give it a trip count"):
+        convert_onnx(endless)
 
 
 def test_loop_whose_trip_count_static_shapes_fold() -> None:
@@ -113,3 +238,25 @@ def test_loop_whose_trip_count_static_shapes_fold() -> None:
              helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)]
     model = _model(nodes, {"x": [3, 2]}, ["y"], {"zero": np.array(0, np.int64)})
     assert_matches_ort(model, {"x": rng.normal(size=(3, 2)).astype(np.float32)})
+
+
+def test_a_loop_over_a_symbolic_length_that_its_condition_stops_returns_the_steps_it_ran() -> None:
+    """for i in range(len(x)): acc += x[i]; out.append(acc); stop once sum(acc) >= 10 — over a sequence of 1..12 rows:
+    the steps it runs are the shorter of the run's length and where the sum crosses 10, one module for all."""
+    body = _body([helper.make_node("Gather", ["x", "i"], ["row"], axis=0),
+                  helper.make_node("Add", ["acc_in", "row"], ["acc_out"]),
+                  helper.make_node("ReduceSum", ["acc_out"], ["total"], keepdims=0),
+                  helper.make_node("Less", ["total", "limit"], ["c_out"]),
+                  helper.make_node("Identity", ["acc_out"], ["each"])],
+                 [("i", TensorProto.INT64), ("c_in", TensorProto.BOOL), ("acc_in", FLOAT)],
+                 [("c_out", TensorProto.BOOL), ("acc_out", FLOAT), ("each", FLOAT)])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Loop", ["n", "", "init"], ["acc", "steps"], body=body, name="sums")]
+    model = _model(nodes, {"x": ["T", 4]}, ["acc", "steps"],
+                   {"zero": np.array(0, np.int64), "init": np.zeros(4, np.float32),
+                    "limit": np.array(10.0, np.float32)}, opset=13)
+    result = convert_onnx(model, {"x": (12, 4)}, input_ranges={"x": {0: (1, 12)}}, simd="plain")
+    assert result.metadata.abi_version == 3
+    wasm = WasmModel(result.wasm)
+    rows = [np.full((t, 4), 0.5, np.float32) for t in (12, 3, 7, 1)]  # the sum crosses 10 at the 5th row
+    assert _matches_ort_at_each(model, wasm, [{"x": x} for x in rows]) == [5, 3, 5, 1]

@@ -76,7 +76,8 @@ def convert_model(
     One module serves every size in the ranges (ABI version 3, passes/symbolic.py).
     `input_values` gives the range of an integer input's values where they set dims (--input-values
     repeats=1..8: {"repeats": (1, 8)}; a ConstantOfShape's shape, a Tile's repeats): memory is planned for the
-    largest, and a run with a value outside the range is refused naming the input (passes/values.py).
+    largest, and a run with a value outside the range is refused naming the input (passes/values.py); where a Loop's
+    trip count is computed from them, the range bounds the count it is unrolled to (passes/loops.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")

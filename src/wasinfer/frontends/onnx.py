@@ -255,6 +255,13 @@ def load_onnx(
     batch_names = {d[0] for d in (tensor_dims(v.type) for v in fed) if d and isinstance(d[0], str) and d[0]}
     for value in fed:
         dims = tensor_dims(value.type)
+        kind = value.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):  # passes/sequences.py folds sequences built inside the graph only
+            what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map"}.get(
+                kind, f"a {kind.removesuffix('_type')}")
+            raise FrontendError(f"input {value.name!r} is {what}: a module's inputs are tensors (sequences and "
+                                "optionals are compiled where the graph builds them, their length known while "
+                                "compiling)")
         if dims is None:
             raise FrontendError(f"input {value.name!r} has no shape; give --input-shape {value.name}=...")
         if value.name in overrides:

@@ -1,8 +1,8 @@
 """One definition per op: what it is, separate from how a backend runs it.
 
 Each family module (`elementwise`, `shape`, `nn`, `linalg`, `reduce`, `layout`, `recurrent`,
-`control`, `ml`, `quantized`, `contrib`) registers one `OpDef` per op with `define`: its role (kernel, view, evaluated
-at compile time, inlined), its part in activation fusion (with the activation's parameters),
+`control`, `sequence`, `ml`, `quantized`, `contrib`) registers one `OpDef` per op with `define`: its role
+(kernel, view, evaluated at compile time, inlined), its part in activation fusion (with the activation's parameters),
 and its batch rule; attribute defaults are ONNX's own at the model's opset (`attr`). Passes
 read these facts from here (memory planning the views, fusion the roles, `batch_mixing` the
 batch rules); a backend registers an emitter for the ops it runs. Adding an op is one
@@ -24,6 +24,7 @@ from wasinfer.ops import (  # noqa: F401
     quantized,
     recurrent,
     reduce,
+    sequence,
     shape,
 )
 from wasinfer.ops.definition import (

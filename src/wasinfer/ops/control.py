@@ -1,14 +1,15 @@
 """Control flow, replaced by the nodes it runs while compiling (passes/control.py, passes/loops.py):
 an `If` by its taken branch (both branches, guarded, when decided at run time); a `Loop` or
-`Scan` whose trip count is known once shapes are static by one copy of its body per iteration."""
+`Scan` by one copy of its body per iteration, as many as its trip count is at most."""
 
 from __future__ import annotations
 
 from wasinfer.ops.definition import Role, define
 
 define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the condition, when decided at run time")
-define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds; later iterations guarded by a "
-                                          "run-time condition")
+define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds, or to its largest value when the "
+                                          "data decides it; later iterations guarded by the run's count and "
+                                          "condition")
 define("Scan", role=Role.INLINED, summary="unrolled over the length of its scan axis (opset 9 and later); a symbolic "
                                           "one to its largest, later steps guarded by the run's length")
 define("IfChoose", domain="wasinfer", role=Role.LOWERED,

@@ -18,6 +18,7 @@ FAMILIES = {
     "layout": "Moving and picking elements",
     "recurrent": "Recurrent layers",
     "control": "Control flow",
+    "sequence": "Sequences and optionals, folded while compiling",
     "ml": "Classical ML (ai.onnx.ml)",
     "contrib": "Transformer ops: ONNX Runtime's com.microsoft contrib ops, ONNX's composite ops",
     "quantized": "Quantized operators (QOperator, dynamic, com.microsoft) and the int8 kernels (wasinfer)",

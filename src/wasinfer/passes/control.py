@@ -38,6 +38,7 @@ from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ops import BatchFlow, BatchView, batch_flow
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.loops import unroll_loops
+from wasinfer.passes.sequences import fold_sequences
 from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.subgraph import choose, inline_subgraph
 
@@ -259,7 +260,8 @@ def settle(graph: Graph, rounds: int = 16) -> int:
     nodes were inlined or folded."""
     changed = 0
     for _ in range(rounds):
-        inlined = inline_constant_ifs(graph) or unroll_loops(graph) or inline_runtime_ifs(graph)
+        inlined = (inline_constant_ifs(graph) or unroll_loops(graph) or fold_sequences(graph)
+                   or inline_runtime_ifs(graph))
         untyped = bool(graph.guessed) or any(o not in graph.tensors for n in graph.nodes for o in n.outputs if o)
         typed = infer_types(graph) if inlined or untyped else 0
         resolved = resolve_choices(graph)

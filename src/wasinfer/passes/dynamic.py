@@ -26,6 +26,9 @@ the same way, each output never larger than the input, so memory planned for the
                                x's rank, each sliced dim <= x.shape[j] (every dim where the axes are run-time)
     Split(x, split, axis=a)    each output x's shape, dim a its size <= x.shape[a] (their sum checked by the run)
 
+(A Loop whose run decides how many iterations it does cuts each scan output to that count with such a Slice:
+passes/loops.py.)
+
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
 static. Where a parameter is a constant none of this applies: the static kernels run as they always did.

@@ -18,10 +18,12 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from wasinfer.ir import Graph, Node
+from wasinfer.passes.sequences import OPTIONAL_OPS, SEQUENCE_OPS
 
 # Ops that are views or metadata: folding them would copy weights for nothing. A small constant (shape
 # arithmetic: a function body's axis passed through an Identity) is folded, so what reads it folds too.
 NEVER_FOLD = {"Identity", "Dropout"}
+LISTS = SEQUENCE_OPS | OPTIONAL_OPS  # their values are lists (passes/sequences.py), which the evaluator gives as such
 SMALL_VIEW = 64  # elements
 
 
@@ -76,7 +78,7 @@ def fold_constants(graph: Graph) -> int:
         present = [name for name in node.inputs if name]
         has_subgraph = any(isinstance(v, onnx.GraphProto) for v in node.attrs.values())
         large = any(graph.constants[name].size > SMALL_VIEW for name in present if name in graph.constants)
-        if (node.op_type in NEVER_FOLD and large) or has_subgraph or \
+        if (node.op_type in NEVER_FOLD and large) or has_subgraph or node.op_type in LISTS or \
                 not all(name in graph.constants for name in present):
             kept.append(node)
             continue

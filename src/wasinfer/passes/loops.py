@@ -1,4 +1,4 @@
-"""Loop and Scan whose trip counts are known at compile time, unrolled into the graph.
+"""Loop and Scan whose trip counts are known at compile time, or bounded, unrolled into the graph.
 
 Shapes are static, so a Scan's iteration count (the length of its scan axis) is known, and so
 is a Loop's once its trip count M folds to a constant (exporters compute it from shapes). Each
@@ -12,14 +12,23 @@ result and the value before it. A trip count that is a symbolic dim (a sequence'
 --input-shape's ranges: passes/symbolic.py) is unrolled to its largest, each iteration guarded by
 `i < M` with M written by each run (a Dims node), and so is a Scan along a symbolic axis (its
 backward inputs read at indices counted from the run's end). Their scan outputs are stacked at the
-largest length and cut to the run's by a Slice whose end is that symbolic dim. Declined: scan outputs
-of a Loop whose condition the data decides (their length is then the data's), a Scan output written
-in reverse along a symbolic axis, and a trip count the data decides.
+largest length and cut to the run's by a Slice whose end is that symbolic dim.
+
+A trip count the data decides (computed from inputs, as ONNX's Range body computes
+`ceil((limit - start) / delta)`) is unrolled to its largest value, found by interval arithmetic over the
+nodes that compute it (passes/bounds.py: constants, symbolic dims, bools, inputs declared with
+--input-values), each iteration guarded by `i < M` read from M itself; with no largest value the Loop is
+declined naming the inputs to declare. The scan outputs of a Loop that stops when the run says so (its
+condition, or such an M) are stacked at the most iterations and cut to the count the run did (the steps
+whose guard held, always the first ones) by a Slice whose end is that count: a dim the run decides
+(passes/dynamic.py), returned at the run's dims. Declined: a Loop without a trip count, a Scan output
+written in reverse along a symbolic axis, a scan output of a Loop that can do no iteration.
 `UNROLL_LIMIT` bounds the nodes one loop may add.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +37,7 @@ import onnx
 
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Dim, Expr
+from wasinfer.passes.bounds import inputs_it_reads, value_range
 from wasinfer.passes.subgraph import choose, inline_subgraph
 from wasinfer.passes.symbolic import DIMS
 
@@ -112,13 +122,13 @@ def _run_trip(graph: Graph, node: Node, run_length: Dim) -> tuple[str, Node]:
 def _below(graph: Graph, node: Node, step: int, trip: str, running: bool | str) -> tuple[str, list[Node]]:
     """The condition `running and step < trip`, and the nodes that compute it."""
     below = f"{node.name}/{step}/below_trip"
-    graph.tensors[below] = TensorInfo(below, np.dtype(np.bool_), ())
+    shape = graph.info(trip).shape if trip in graph.tensors else ()  # a trip count of shape [1] gives a [1]
+    graph.tensors[below] = TensorInfo(below, np.dtype(np.bool_), shape)
     nodes = [Node("Less", f"{below}/less", [_constant(graph, f"{node.name}/iteration{step}", step, np.int64), trip],
                   [below], guards=node.guards)]
     if running is True:
         return below, nodes
     both = f"{node.name}/{step}/running_below"
-    graph.tensors[both] = TensorInfo(both, np.dtype(np.bool_), ())
     nodes.append(Node("And", f"{both}/and", [str(running), below], [both], guards=node.guards))
     return both, nodes
 
@@ -218,6 +228,57 @@ def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
     return graph.constants.get(_source(nodes, name))
 
 
+def _trip_bound(graph: Graph, node: Node, trip: str) -> int:
+    """The most iterations a trip count computed at run time allows: the largest value it can hold
+    (passes/bounds.py). Declined, naming the inputs to declare a range for, where it has none."""
+    found = value_range(graph, trip)
+    if found is not None and not math.isinf(found[1]):
+        return max(0, math.floor(found[1]))
+    inputs = inputs_it_reads(graph, trip)
+    declare = (f"declare the range of {', '.join(repr(n) for n in inputs)} with --input-values NAME=MIN..MAX (an "
+               "integer input's smallest and largest value)" if inputs else "compute it from values whose range is "
+               "known (constants, dims, inputs declared with --input-values NAME=MIN..MAX)")
+    raise _Declined(f"its trip count {trip!r} is computed at run time and has no largest value the compiler can "
+                    f"find, which the loop would be unrolled to: {declare}")
+
+
+def _iterations(graph: Graph, node: Node, ran: list[bool | str]) -> tuple[str, list[Node]]:
+    """An int64 [1] tensor holding how many iterations the run did: the steps whose guard held (`ran`, each True
+    or the name of its running condition), which are always the first ones (a loop never resumes)."""
+    nodes: list[Node] = []
+    flags = []
+    one = _constant(graph, f"{node.name}/one", [1], np.int64)
+    for step, running in enumerate(ran):
+        if running is True:
+            flags.append(_constant(graph, f"{node.name}/always", [True], np.bool_))
+            continue
+        flag = f"{node.name}/{step}/ran"
+        graph.tensors[flag] = TensorInfo(flag, np.dtype(np.bool_), (1,))
+        nodes.append(Node("Reshape", f"{flag}/view", [str(running), one], [flag], guards=node.guards))
+        flags.append(flag)
+    names = [f"{node.name}/ran", f"{node.name}/ran_count", f"{node.name}/iterations"]
+    for name, (dtype, shape) in zip(names, [(np.bool_, (len(ran),)), (np.int64, (len(ran),)), (np.int64, (1,))],
+                                    strict=True):
+        graph.tensors[name] = TensorInfo(name, np.dtype(dtype), shape)
+    nodes += [Node("Concat", f"{names[0]}/concat", flags, [names[0]], {"axis": 0}, guards=node.guards),
+              Node("Cast", f"{names[1]}/cast", [names[0]], [names[1]], {"to": onnx.TensorProto.INT64},
+                   guards=node.guards),
+              Node("ReduceSum", f"{names[2]}/sum", [names[1]], [names[2]], {"keepdims": 1}, guards=node.guards)]
+    return names[2], nodes
+
+
+def _cut(graph: Graph, node: Node, stacked: str, iterations: str, output: str, tag: str) -> list[Node]:
+    """`output` = `stacked` (one entry per unrolled iteration) cut to the run's `iterations` along axis 0: a Slice
+    whose end is a run-time value, so its length is a dim the run decides (passes/dynamic.py), up to the bound."""
+    if graph.opset < 10:
+        raise _Declined("the run decides how many iterations it does, and a scan output cut to their count needs a "
+                        "Slice with run-time ends (opset 10 and later)")
+    starts = _constant(graph, f"{node.name}/{tag}/start", [0], np.int64)
+    axes = _constant(graph, f"{node.name}/{tag}/axis", [0], np.int64)
+    return [Node("Slice", f"{node.name}/{tag}/cut", [stacked, starts, iterations, axes], [output],
+                 guards=node.guards)]
+
+
 def _loop(graph: Graph, node: Node) -> list[Node]:
     body: onnx.GraphProto = node.attrs["body"]
     trip = node.inputs[0] if node.inputs else ""
@@ -225,12 +286,19 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     carried = list(node.inputs[2:])
     scans = len(body.output) - 1 - len(carried)
     if not trip:
-        raise _Declined("a Loop without a trip count runs until a run-time condition: its length needs "
-                        "run-time shapes")
-    if trip not in graph.constants:
-        raise _Declined(f"its trip count {trip!r} is computed at run time: only a constant one (or one that "
-                        "static shapes fold, or a symbolic dim) is unrolled")
-    count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
+        raise _Declined("a Loop without a trip count runs until a run-time condition: give it a trip count (the most "
+                        "iterations it may run), which it is unrolled to")
+    nodes: list[Node] = []
+    trip_at_run_time = ""  # the tensor holding each run's trip count, for the guards i < M
+    run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
+    if trip not in graph.constants:  # computed from the data: unrolled to its largest value
+        count = _trip_bound(graph, node, trip)
+        trip_at_run_time = trip
+    else:
+        count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
+        if run_length is not None:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
+            trip_at_run_time, dims = _run_trip(graph, node, run_length)
+            nodes.append(dims)
     _check_size(node, body, count)
     # the condition entering the next iteration: a known bool, or the name of a run-time one; and whether the data
     # decides it (else only the trip count does, and scan outputs have as many entries as the run's trip count)
@@ -240,21 +308,14 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     data_decides = isinstance(running, str)
     formals = [v.name for v in body.input]
     produced: list[list[str]] = [[] for _ in range(scans)]
-    nodes: list[Node] = []
-    trip_at_run_time = ""
-    run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
-    if run_length is not None:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
-        trip_at_run_time, dims = _run_trip(graph, node, run_length)
-        nodes.append(dims)
+    ran: list[bool | str] = []  # each unrolled iteration's guard: True, or the name of its running condition
     for step in range(count):
         if running is False:
             break
         if trip_at_run_time:  # running = running and step < M (step < M alone where only M decides)
             running, below = _below(graph, node, step, trip_at_run_time, running if data_decides else True)
             nodes += below
-        if scans and data_decides:
-            raise _Declined("it stops at a run-time condition and has scan outputs, whose length then needs "
-                            "run-time shapes")
+        ran.append(running)
         prefix = f"{node.name}/{step}/"
         condition_in = _constant(graph, f"{node.name}/true", True, np.bool_) if running is True else str(running)
         mapping = dict(zip(formals, [_constant(graph, f"{node.name}/iteration{step}", step, np.int64),
@@ -293,10 +354,19 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     for j, name in enumerate(node.outputs[:len(carried)]):
         if name:
             nodes.append(Node("Identity", f"{node.name}/final{j}", [carried[j]], [name], guards=node.guards))
+    iterations = ""
     for k, name in enumerate(node.outputs[len(carried):]):
-        if name and run_length is not None:  # as many iterations as the run's M: cut to it
+        if not name:
+            continue
+        if run_length is not None and not data_decides:  # as many iterations as the run's M: cut to it
             nodes += _stack(graph, node, produced[k], 0, f"{name}/stacked", f"scan{k}")
             nodes += _narrow(graph, node, f"{name}/stacked", 0, count, run_length, name, f"scan{k}")
-        elif name:
+        elif any(r is not True for r in ran):  # the run decides how many: cut to the count it did
+            if not iterations:
+                iterations, counted = _iterations(graph, node, ran)
+                nodes += counted
+            nodes += _stack(graph, node, produced[k], 0, f"{name}/stacked", f"scan{k}")
+            nodes += _cut(graph, node, f"{name}/stacked", iterations, name, f"scan{k}")
+        else:
             nodes += _stack(graph, node, produced[k], 0, name, f"scan{k}")
     return nodes

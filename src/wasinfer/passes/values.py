@@ -14,6 +14,11 @@ Each run reads the input's values, refuses the run with a clear error naming the
 one is outside it (`Graph.valued`: its status code, backends/wasm/compiler.py), and keeps each as its symbol's
 value. Where a value decides something no rule can follow (a value computed with, rather than read as a dim),
 the node is refused by name, as for any symbolic dim.
+
+An input that sets a Loop's trip count (`--input-values steps=0..32`), directly or through arithmetic on the way
+to it (a Cast, an Add, a Min...: passes/bounds.py's rules), is read as it is, as data, by every node that reads it:
+its declared range is what bounds the count, which the Loop is unrolled to (passes/loops.py), and the run checks
+it as above, its error naming the Loop.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from wasinfer.ir import Graph, UnsupportedModel
 from wasinfer.ir.symbolic import symbol
+from wasinfer.passes.bounds import FOLLOWED
 
 MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 # (op, input) that read an input's values as dims, which the extent rules follow (ops/extent.py); a value read
@@ -66,6 +72,10 @@ def declare_input_values(graph: Graph, ranges: dict[str, tuple[int, int]]) -> No
                              f"to {MAX_ELEMENTS} values in one axis can be declared")
         if not np.iinfo(info.dtype).min <= low <= high <= np.iinfo(info.dtype).max:
             raise ValueError(f"--input-values {name}: {low}..{high} does not fit {info.dtype}")
+        loops = _trip_counts(graph, name)
+        if loops:  # data that sets how often loops run: read as it is, its range bounds them (passes/bounds.py)
+            _declare_range(graph, name, low, high, f"; it sets the trip count of Loop {', '.join(map(repr, loops))}")
+            continue
         elsewhere = [f"node {node.name!r} ({node.op_type}) reads it as input {index}" for node in graph.nodes
                      for index, n in enumerate(node.inputs)
                      if n == name and ((node.op_type, index) not in READS_VALUES_AS_DIMS or node.domain)]
@@ -73,19 +83,14 @@ def declare_input_values(graph: Graph, ranges: dict[str, tuple[int, int]]) -> No
             where = "; ".join(elsewhere) or "it is a graph output"
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
                                     "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
-                                    f"a Pad's pads); {where}"])
+                                    f"a Pad's pads) or a Loop's trip count; {where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))
         for node in graph.nodes:
             node.inputs = [largest if n == name else n for n in node.inputs]
         _forget_types_after(graph, largest)
-        names = [value_symbol(name, i) for i in range(info.size)]
-        for element in names:
-            graph.symbols[element] = (low, high)
+        names = _declare_range(graph, name, low, high)
         graph.shape_values[largest] = tuple(symbol(element) for element in names)
-        graph.run_errors.append(f"input {name!r}: its values must lie in {low}..{high} (declared with "
-                                f"--input-values {name}={low}..{high})")
-        graph.valued[name] = (low, high, len(graph.run_errors) + 1)  # its status code: 2 + its error's index
 
 
 def _forget_types_after(graph: Graph, name: str) -> None:
@@ -98,6 +103,37 @@ def _forget_types_after(graph: Graph, name: str) -> None:
                 if output:
                     reached.add(output)
                     graph.tensors.pop(output, None)
+
+
+def _declare_range(graph: Graph, name: str, low: int, high: int, why: str = "") -> list[str]:
+    """Each element of input `name` a symbol with the range, which each run checks (its error last in
+    `Graph.run_errors`) and keeps as the symbol's value; returns the symbols."""
+    names = [value_symbol(name, i) for i in range(graph.info(name).size)]
+    for element in names:
+        graph.symbols[element] = (low, high)
+    graph.run_errors.append(f"input {name!r}: its values must lie in {low}..{high} (declared with "
+                            f"--input-values {name}={low}..{high}{why})")
+    graph.valued[name] = (low, high, len(graph.run_errors) + 1)  # its status code: 2 + its error's index
+    return names
+
+
+def _trip_counts(graph: Graph, name: str) -> list[str]:
+    """The Loops whose trip count is computed from input `name`, directly or through the arithmetic
+    passes/bounds.py follows (its other readers read it as the data it is)."""
+    loops: list[str] = []
+    seen, pending = {name}, [name]
+    while pending:
+        value = pending.pop()
+        for node in graph.consumers(value):
+            if node.domain:
+                continue
+            if node.op_type == "Loop" and node.inputs[0] == value and node.name not in loops:
+                loops.append(node.name)
+            elif node.op_type in FOLLOWED:
+                fresh = [o for o in node.outputs if o and o not in seen]
+                seen.update(fresh)
+                pending += fresh
+    return loops
 
 
 __all__ = ["declare_input_values", "parse_input_values", "value_symbol"]

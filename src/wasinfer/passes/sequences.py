@@ -1,0 +1,304 @@
+"""Sequences and optionals whose contents are known while compiling, folded away before lowering.
+
+A module's values are tensors of static types, so a sequence is a list of tensors that compiling keeps track of
+(by name), not a value of its own: SequenceConstruct, SequenceEmpty, SequenceInsert and SequenceErase build the
+list, SequenceAt reads one of its tensors (an Identity), SequenceLength is a constant, SplitToSequence is one
+Slice per piece (a Squeeze after each without keepdims), ConcatFromSequence a Concat (an Unsqueeze of each first
+with new_axis), and SequenceMap one inlined copy of its body per element (passes/subgraph.py), whose outputs are
+lists again. An Optional is a tensor or nothing, known while compiling: OptionalHasElement is a constant and
+OptionalGetElement an Identity (ONNX's own tensor input to them, from opset 18, is a present optional).
+
+Each of those needs what it decides to be a constant once shapes are static: the positions, the split sizes
+(SplitToSequence's count is its split input's length or the axis's size; sizes read at run time are fine while no
+element is read). What a list cannot be is refused with the reason: a position computed at run time, a sequence
+read by another op (a Loop carrying it, an If returning it) or returned by the graph (the module's outputs are
+tensors), an empty optional read. Either every sequence op of the graph folds, or none does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from wasinfer.ir import Graph, Node
+from wasinfer.passes.subgraph import inline_subgraph
+
+SEQUENCE_OPS = frozenset({"SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceAt",
+                          "SequenceLength", "SplitToSequence", "ConcatFromSequence", "SequenceMap"})
+OPTIONAL_OPS = frozenset({"Optional", "OptionalHasElement", "OptionalGetElement"})
+
+
+class _Refused(Exception):
+    """Why the graph's sequences stay (the compiler then names the node with this reason)."""
+
+
+@dataclass
+class _Lists:
+    """The sequences and optionals found so far, and the nodes folding them gives."""
+
+    graph: Graph
+    sequences: dict[str, list[str]] = field(default_factory=dict)  # a sequence → its tensors, in order
+    optionals: dict[str, str | None] = field(default_factory=dict)  # an optional → its tensor, or None (empty)
+    makers: dict[str, list[Node] | str] = field(default_factory=dict)  # a piece → its nodes (or why it has none)
+    nodes: list[Node] = field(default_factory=list)
+
+    def sequence(self, name: str, node: Node) -> list[str]:
+        if name not in self.sequences:
+            raise _Refused(f"its input {name!r} is not a sequence built in the graph (a sequence input's length "
+                           "is not known while compiling)")
+        return self.sequences[name]
+
+    def read(self, name: str) -> str:
+        """A tensor of a sequence, read: the nodes that make it (a SplitToSequence's piece) go in first."""
+        made = self.makers.pop(name, None)
+        if isinstance(made, str):
+            raise _Refused(made)
+        if made is not None:
+            self.nodes += made
+            for piece in [p for p, m in self.makers.items() if m is made]:  # one Split makes them all
+                del self.makers[piece]
+        return name
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        if name not in self.graph.constants:
+            self.graph.add_constant(name, value)
+        return name
+
+
+def _position(graph: Graph, node: Node, index: int, length: int, default: int, inserting: bool = False) -> int:
+    """Input `index` (a position in a sequence of `length`, negative from the end) as a constant, or `default`."""
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if not name:
+        return default
+    if name not in graph.constants:
+        raise _Refused(f"its position {name!r} is computed at run time; a sequence is a list of tensors known while "
+                       "compiling, so its positions must be constants")
+    position = int(np.asarray(graph.constants[name]).reshape(-1)[0])
+    top = length if inserting else length - 1
+    if not -length <= position <= top:
+        raise _Refused(f"position {position} is outside a sequence of {length}")
+    return position + length if position < 0 else position
+
+
+def fold_sequences(graph: Graph) -> int:
+    """Fold every sequence and optional op away (all of them, or none, the first that cannot carrying the reason);
+    returns how many nodes were folded."""
+    if not any(not n.domain and n.op_type in SEQUENCE_OPS | OPTIONAL_OPS for n in graph.nodes):
+        return 0
+    lists = _Lists(graph)
+    before = set(graph.constants)  # what folding adds is dropped again where it is refused
+    pending = deque(graph.nodes)
+    folded = 0
+    while pending:
+        node = pending.popleft()
+        if node.domain or node.op_type not in SEQUENCE_OPS | OPTIONAL_OPS:
+            read = [n for n in node.inputs if n in lists.sequences or n in lists.optionals]
+            if read and node.op_type == "Identity":
+                _alias(lists, node)
+                folded += 1
+                continue
+            if read:
+                return _refuse(graph, node, f"it reads {read[0]!r}, a sequence or optional, which compiling keeps as "
+                               "a list of tensors: only the sequence and optional ops can read it", before)
+            try:
+                for name in node.inputs:
+                    if name:
+                        lists.read(name)
+            except _Refused as why:
+                return _refuse(graph, node, str(why), before)
+            lists.nodes.append(node)
+            continue
+        try:
+            inlined = _fold(lists, node)
+        except _Refused as why:
+            return _refuse(graph, node, str(why), before)
+        pending.extendleft(reversed(inlined))
+        folded += 1
+    returned = [n for n in graph.outputs if n in lists.sequences or n in lists.optionals]
+    if returned:
+        producer = next(n for n in graph.nodes if returned[0] in n.outputs)
+        return _refuse(graph, producer, f"the graph returns {returned[0]!r}, a sequence or optional: a module's "
+                       "outputs are tensors", before)
+    graph.nodes = lists.nodes
+    return folded
+
+
+def _refuse(graph: Graph, node: Node, why: str, before: set[str]) -> int:
+    """Leave the graph as it was, each sequence and optional op carrying why (the compiler's support check
+    reports it at whichever it names first)."""
+    for name in set(graph.constants) - before:
+        del graph.constants[name]
+        graph.tensors.pop(name, None)
+    reason = (f"sequences and optionals are folded while compiling, and node {node.name!r} ({node.op_type}) "
+              f"cannot be: {why}")
+    for each in graph.nodes:
+        if not each.domain and each.op_type in SEQUENCE_OPS | OPTIONAL_OPS:
+            each.declined = reason
+    node.declined = reason
+    return 0
+
+
+def _alias(lists: _Lists, node: Node) -> None:
+    source, target = node.inputs[0], node.outputs[0]
+    if source in lists.sequences:
+        lists.sequences[target] = list(lists.sequences[source])
+    else:
+        lists.optionals[target] = lists.optionals[source]
+
+
+def _fold(lists: _Lists, node: Node) -> list[Node]:
+    """Record what the node makes of the lists; returns the nodes of a SequenceMap's inlined bodies, to fold next."""
+    graph, op, out = lists.graph, node.op_type, node.outputs[0]
+    if op == "Optional":
+        lists.optionals[out] = node.inputs[0] if node.inputs and node.inputs[0] else None
+    elif op in ("OptionalHasElement", "OptionalGetElement"):
+        given = node.inputs[0] if node.inputs else ""
+        element = lists.optionals.get(given, given or None)  # a tensor (or a sequence) itself: a present one
+        if op == "OptionalHasElement":
+            lists.constant(out, np.array(element is not None))
+        elif element is None:
+            raise _Refused("it reads an empty optional (ONNX fails such a run)")
+        elif element in lists.sequences:
+            lists.sequences[out] = list(lists.sequences[element])
+        else:
+            lists.nodes.append(Node("Identity", node.name, [lists.read(element)], [out], guards=node.guards))
+    elif op == "SequenceEmpty":
+        lists.sequences[out] = []
+    elif op == "SequenceConstruct":
+        lists.sequences[out] = list(node.inputs)
+    elif op == "SequenceInsert":
+        items = list(lists.sequence(node.inputs[0], node))
+        items.insert(_position(graph, node, 2, len(items), len(items), inserting=True), node.inputs[1])
+        lists.sequences[out] = items
+    elif op == "SequenceErase":
+        items = list(lists.sequence(node.inputs[0], node))
+        if not items:
+            raise _Refused("it erases from an empty sequence")
+        del items[_position(graph, node, 1, len(items), len(items) - 1)]
+        lists.sequences[out] = items
+    elif op == "SequenceAt":
+        items = lists.sequence(node.inputs[0], node)
+        if not items:
+            raise _Refused("it reads from an empty sequence")
+        element = items[_position(graph, node, 1, len(items), 0)]
+        lists.nodes.append(Node("Identity", node.name, [lists.read(element)], [out], guards=node.guards))
+    elif op == "SequenceLength":
+        lists.constant(out, np.array(len(lists.sequence(node.inputs[0], node)), np.int64))
+    elif op == "SplitToSequence":
+        _split(lists, node)
+    elif op == "ConcatFromSequence":
+        _concat(lists, node)
+    else:
+        return _map(lists, node)
+    return []
+
+
+def _split(lists: _Lists, node: Node) -> None:
+    """One Slice per piece, made only once a piece is read (the pieces of run-time sizes cannot be)."""
+    graph, source = lists.graph, node.inputs[0]
+    if source not in graph.tensors:
+        raise _Refused(f"the shape of {source!r} is not known")
+    shape = graph.info(source).shape
+    axis = int(node.attr("axis", 0)) % len(shape)
+    split = node.inputs[1] if len(node.inputs) > 1 else ""
+    if split and split not in graph.constants:
+        if split not in graph.tensors or len(graph.info(split).shape) != 1:
+            raise _Refused(f"its split {split!r} is computed at run time and not a vector of a known length, so "
+                           "the sequence's length is not known while compiling")
+        pieces = [f"{node.name}/piece{i}" for i in range(graph.info(split).shape[0])]
+        lists.sequences[node.outputs[0]] = pieces
+        why = (f"node {node.name!r} (SplitToSequence): its split sizes {split!r} are computed at run time, so "
+               "its pieces have no static shape to read them at")
+        lists.makers.update({piece: why for piece in pieces})
+        return
+    if not split:
+        sizes = [1] * shape[axis]
+    else:
+        value = np.asarray(graph.constants[split]).astype(np.int64)
+        if value.ndim == 0:
+            chunk = max(int(value), 1)
+            sizes = [min(chunk, shape[axis] - start) for start in range(0, shape[axis], chunk)]
+        else:
+            sizes = [int(s) for s in value]
+    if sum(sizes) != shape[axis] or any(s < 0 for s in sizes):
+        raise _Refused(f"its split sizes {sizes} do not add up to the axis's {shape[axis]}")
+    squeeze = not split and not int(node.attr("keepdims", 1))
+    made: list[Node] = []
+    pieces = []
+    start = 0
+    for i, size in enumerate(sizes):
+        piece = f"{node.name}/piece{i}"
+        sliced = f"{piece}/slice" if squeeze else piece
+        made.append(_slice(lists, node, source, sliced, axis, start, start + size))
+        if squeeze:
+            made.append(_axes_node(lists, node, "Squeeze", sliced, piece, axis))
+        pieces.append(piece)
+        start += size
+    lists.sequences[node.outputs[0]] = pieces
+    lists.makers.update({piece: made for piece in pieces})
+
+
+def _slice(lists: _Lists, node: Node, source: str, output: str, axis: int, start: int, end: int) -> Node:
+    if lists.graph.opset < 10:
+        return Node("Slice", f"{output}/node", [source], [output], {"starts": [start], "ends": [end], "axes": [axis]},
+                    guards=node.guards)
+    inputs = [source, *(lists.constant(f"{node.name}/{what}{value}", np.array([value], np.int64))
+                        for what, value in (("at", start), ("at", end), ("axis", axis)))]
+    return Node("Slice", f"{output}/node", inputs, [output], guards=node.guards)
+
+
+def _axes_node(lists: _Lists, node: Node, op: str, source: str, output: str, axis: int) -> Node:
+    """A Squeeze or Unsqueeze of one axis, its axes an attribute or (opset 13 on) an input."""
+    if lists.graph.opset < 13:
+        return Node(op, f"{output}/{op.lower()}", [source], [output], {"axes": [axis]}, guards=node.guards)
+    axes = lists.constant(f"{node.name}/axis{axis}", np.array([axis], np.int64))
+    return Node(op, f"{output}/{op.lower()}", [source, axes], [output], guards=node.guards)
+
+
+def _concat(lists: _Lists, node: Node) -> None:
+    items = [lists.read(n) for n in lists.sequence(node.inputs[0], node)]
+    if not items:
+        raise _Refused("it concatenates an empty sequence (ONNX fails such a run)")
+    axis = int(node.attr("axis"))  # with new_axis a negative one counts in the output's rank, as Unsqueeze's does
+    if node.attr("new_axis", 0):
+        expanded = []
+        for i, item in enumerate(items):
+            name = f"{node.name}/item{i}"
+            lists.nodes.append(_axes_node(lists, node, "Unsqueeze", item, name, axis))
+            expanded.append(name)
+        items = expanded
+    lists.nodes.append(Node("Concat", node.name, items, [node.outputs[0]], {"axis": axis}, guards=node.guards))
+
+
+def _map(lists: _Lists, node: Node) -> list[Node]:
+    """SequenceMap: its body once per element of its first input (a sequence), reading element i of each sequence
+    input and each tensor input whole; each output is the sequence of the copies' outputs."""
+    body: onnx.GraphProto = node.attrs["body"]
+    first = lists.sequence(node.inputs[0], node)
+    others = [lists.sequences.get(n) for n in node.inputs[1:]]
+    if any(items is not None and len(items) != len(first) for items in others):
+        raise _Refused("its sequences differ in length")
+    formals = [v.name for v in body.input]
+    nodes: list[Node] = []
+    outputs: list[list[str]] = [[] for _ in node.outputs]
+    for i, element in enumerate(first):
+        actuals = [element, *(items[i] if items is not None else name
+                              for items, name in zip(others, node.inputs[1:], strict=True))]
+        prefix = f"{node.name}/{i}/"
+        targets = [f"{prefix}out{k}" for k in range(len(node.outputs))]
+        for inner in inline_subgraph(node, lists.graph, body, prefix, targets,
+                                     dict(zip(formals, actuals, strict=True))):
+            inner.guards = (*node.guards, *inner.guards)
+            nodes.append(inner)
+        for k, target in enumerate(targets):
+            outputs[k].append(target)
+    for name, items in zip(node.outputs, outputs, strict=True):
+        if name:
+            lists.sequences[name] = items
+    return nodes
+
+
+__all__ = ["OPTIONAL_OPS", "SEQUENCE_OPS", "fold_sequences"]
