@@ -4,7 +4,7 @@
 export type DType =
   | "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8"
   | "uint64" | "uint32" | "uint16" | "uint8" | "bool"
-  | "float8_e4m3fn" | "float8_e4m3fnuz" | "float8_e5m2" | "float8_e5m2fnuz" | "float4_e2m1fn"
+  | "float8_e4m3fn" | "float8_e4m3fnuz" | "float8_e5m2" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn"
   | "int4" | "uint4" | "int2" | "uint2";
 
 /** The typed arrays tensors travel in: int64/uint64 as BigInt64Array/BigUint64Array, bool as Uint8Array (0 or 1),

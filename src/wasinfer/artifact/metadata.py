@@ -110,7 +110,7 @@ class Metadata:
 # low bits, a float8/float4 byte its bit pattern (docs/abi.md). KServe v2 has datatypes for the first 13 only.
 TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
                  "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
-                 "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1,
+                 "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1,
                  "float4_e2m1fn": 1, "int4": 1, "uint4": 1, "int2": 1, "uint2": 1}
 _TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
 _OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset", "ranges", "symbolic_dims", "steps")  # ABI versions 2 and 3

@@ -16,7 +16,8 @@ from wasinfer.ir import Graph, Node
 
 # numpy's missing types, one element in whole bytes each (docs/abi.md): moved as the integers of their size
 NARROW = {np.dtype(t) for t in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
-                                ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz, ml_dtypes.float4_e2m1fn,
+                                ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz, ml_dtypes.float8_e8m0fnu,
+                                ml_dtypes.float4_e2m1fn,
                                 ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2)}
 MOVABLE = {np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
                                  np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128)} | NARROW

@@ -11,6 +11,8 @@ from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
 from tests.parity import single_op_model, wasm_run
+from wasinfer.artifact import convert_onnx
+from wasinfer.backends.wasm.compiler import UnsupportedModel
 
 FLOAT8 = {ml_dtypes.float8_e4m3fn: TensorProto.FLOAT8E4M3FN, ml_dtypes.float8_e4m3fnuz: TensorProto.FLOAT8E4M3FNUZ,
           ml_dtypes.float8_e5m2: TensorProto.FLOAT8E5M2, ml_dtypes.float8_e5m2fnuz: TensorProto.FLOAT8E5M2FNUZ}
@@ -146,3 +148,24 @@ def test_castlike_to_a_float8_with_saturate_off() -> None:
     model = single_op_model("CastLike", {"x": x}, constants={"like": like}, opset=21, saturate=0)
     (want,) = ReferenceEvaluator(model).run(None, {"x": x})
     same_values(wasm_run(model, {"x": x})[0], np.asarray(want))
+
+
+@pytest.mark.parametrize("round_mode", ["up", "down", "nearest"])
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_float8e8m0_from_float32_and_float16_by_round_mode(round_mode: str, saturate: int) -> None:
+    """An exponent alone: from the float32's bits, rounded up, down or to nearest, saturating at 2^127 or not."""
+    check_cast(probes(), TensorProto.FLOAT8E8M0, opset=24, saturate=saturate, round_mode=round_mode)
+    check_cast(np.arange(65536, dtype=np.uint16).view(np.float16), TensorProto.FLOAT8E8M0, opset=24,
+               saturate=saturate, round_mode=round_mode)
+
+
+def test_every_float8e8m0_pattern_decodes_exactly() -> None:
+    patterns = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu)
+    for to in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE):
+        check_cast(patterns, to, opset=24)
+
+
+def test_an_unknown_round_mode_is_refused_by_name() -> None:
+    x = np.ones(3, np.float32)
+    with pytest.raises(UnsupportedModel, match="round_mode 'sideways' is not one of up, down, nearest"):
+        convert_onnx(single_op_model("Cast", {"x": x}, opset=24, to=TensorProto.FLOAT8E8M0, round_mode="sideways"))

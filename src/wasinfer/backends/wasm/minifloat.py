@@ -155,4 +155,39 @@ def emit_encode(f: Func, fmt: Minifloat, saturate: bool) -> None:
         f.get(code).get(sign).op("i32.xor")
 
 
-__all__ = ["FLOAT8", "FORMATS", "Minifloat", "emit_decode", "emit_encode"]
+# float8e8m0 (opset 24, microscaling's scale type): an exponent alone, 2^(code - 127), no sign; 0xFF is NaN.
+E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
+ROUND_MODES = ("up", "down", "nearest")
+
+
+def emit_decode_e8m0(f: Func) -> None:
+    """An e8m0 code (an i32) on the stack → its value, an f32: 2^(code - 127) (code 0: 2^-127, a float32
+    subnormal), NaN for 0xFF."""
+    code = f.local(I32)
+    f.tee(code).i32(23).op("i32.shl").i32(0x00400000).get(code).op("select")  # [code << 23, 2^-127, code]
+    f.op("f32.reinterpret_i32").f32(math.nan).get(code).i32(0xFF).op("i32.ne").op("select")
+
+
+def emit_encode_e8m0(f: Func, round_mode: str, saturate: bool) -> None:
+    """An f32 on the stack → its e8m0 code, as ONNX's reference (onnx.numpy_helper.to_float8e8m0) computes it
+    from the float32's bits: the biased exponent, plus one when `round_mode` rounds up ("up": any mantissa
+    bit; "nearest": the guard bit with a round, sticky or odd-exponent bit; "down": never) unless that would
+    pass 0xFE with `saturate`. NaN and infinity give 0xFF; the sign is ignored."""
+    bits, exponent = f.local(I32), f.local(I32)
+    f.op("i32.reinterpret_f32").tee(bits).i32(23).op("i32.shr_u").i32(0xFF).op("i32.and").set(exponent)
+    if round_mode == "down":
+        f.i32(0)
+    elif round_mode == "up":
+        f.get(bits).i32(0x7FFFFF).op("i32.and").i32(0).op("i32.ne")
+    else:  # guard and (round or sticky or "lsb", which the reference takes as exponent > 0)
+        f.get(bits).i32(0x400000).op("i32.and").i32(0).op("i32.ne")
+        f.get(bits).i32(0x3FFFFF).op("i32.and").i32(0).op("i32.ne").get(exponent).i32(0).op("i32.gt_u")
+        f.op("i32.or").op("i32.and")
+    if saturate:  # no step past the largest exponent
+        f.get(exponent).i32(0xFE).op("i32.ne").op("i32.and")
+    f.get(exponent).op("i32.add").i32(0xFF).op("i32.and")
+    f.i32(0xFF).get(exponent).i32(0xFF).op("i32.ne").op("select")  # [code, 0xFF, finite?]
+
+
+__all__ = ["E8M0", "FLOAT8", "FORMATS", "ROUND_MODES", "Minifloat", "emit_decode", "emit_decode_e8m0",
+           "emit_encode", "emit_encode_e8m0"]

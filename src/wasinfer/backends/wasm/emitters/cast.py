@@ -13,7 +13,9 @@ decoded to its exact float32 value, and a value is encoded from float64 (an f32,
 widened exactly first) rounding to nearest even once, with `saturate` (opset 19, float8 targets
 only; default 1) deciding what an out-of-range value becomes (backends/wasm/minifloat.py). The 4-
 and 2-bit integers are one per byte (docs/abi.md): their low bits, sign-extended when signed.
-Refused: strings, and float8e8m0 (its `round_mode`).
+float8e8m0 (opset 24, an exponent alone) is decoded exactly and encoded from the float32 value's
+bits with Cast's `round_mode` (up, down, nearest) and `saturate`, as ONNX's reference does. Strings
+are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ import ml_dtypes
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
-from wasinfer.backends.wasm.minifloat import FLOAT8, FORMATS, emit_decode, emit_encode
+from wasinfer.backends.wasm.minifloat import (
+    E8M0,
+    FLOAT8,
+    FORMATS,
+    ROUND_MODES,
+    emit_decode,
+    emit_decode_e8m0,
+    emit_encode,
+    emit_encode_e8m0,
+)
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
 
@@ -94,7 +105,7 @@ NARROW_INTS = {np.dtype(ml_dtypes.int4): (4, np.dtype(np.int8)), np.dtype(ml_dty
 
 
 def _dtype_problem(dtype: np.dtype) -> str | None:  # type: ignore[type-arg]
-    if dtype in KINDS or dtype in FORMATS or dtype in NARROW_INTS:
+    if dtype in KINDS or dtype in FORMATS or dtype in NARROW_INTS or dtype == E8M0:
         return None
     name = "string" if dtype.kind in "OUS" else str(dtype)
     return f"dtype {name} is not supported"
@@ -102,7 +113,12 @@ def _dtype_problem(dtype: np.dtype) -> str | None:  # type: ignore[type-arg]
 
 def _check_cast(node: Node, graph: Graph) -> list[str]:
     dtypes = [graph.info(node.inputs[0]).dtype, graph.info(node.outputs[0]).dtype]
-    return [p for p in {_dtype_problem(d) for d in dtypes} if p]
+    problems = [p for p in {_dtype_problem(d) for d in dtypes} if p]
+    mode = node.attr("round_mode", "up")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ROUND_MODES:
+        problems.append(f"round_mode {mode!r} is not one of {', '.join(ROUND_MODES)}")
+    return problems
 
 
 def _convert_op(s: Kind, d: Kind) -> str:
@@ -140,6 +156,10 @@ def _load(f: Func, dtype: np.dtype) -> np.dtype:  # type: ignore[type-arg]
         f.mem("i32.load16_u" if dtype.itemsize == 2 else "i32.load8_u")
         emit_decode(f, FORMATS[dtype])
         return np.dtype(np.float32)
+    if dtype == E8M0:
+        f.mem("i32.load8_u")
+        emit_decode_e8m0(f)
+        return np.dtype(np.float32)
     if dtype in NARROW_INTS:
         bits, wide = NARROW_INTS[dtype]
         f.mem("i32.load8_u")
@@ -150,9 +170,14 @@ def _load(f: Func, dtype: np.dtype) -> np.dtype:  # type: ignore[type-arg]
     return dtype
 
 
-def _store_value(f: Func, src: np.dtype, dst: np.dtype, saturate: bool) -> None:  # type: ignore[type-arg]
+def _store_value(f: Func, src: np.dtype, dst: np.dtype, saturate: bool,  # type: ignore[type-arg]
+                 round_mode: str = "up") -> None:
     """Turn the loaded value of dtype `src` (a plain one) into `dst`'s element and store it."""
-    if dst in FORMATS:
+    if dst == E8M0:  # from the value as a float32, as ONNX's reference converts
+        emit_convert(f, src, np.dtype(np.float32))
+        emit_encode_e8m0(f, round_mode, saturate)
+        f.mem("i32.store8")
+    elif dst in FORMATS:
         s = KINDS[src]
         if s.reg == "f32":
             f.op("f64.promote_f32")
@@ -196,9 +221,11 @@ def emit_cast(ctx: Ctx, node: Node) -> None:
                     f.get(pd).get(v).ops(*ops).mem("v128.store", offset=16 * index)
                 f.inc(ps, 16).inc(pd, 16 * len(parts))
     saturate = bool(node.attr("saturate", 1))
+    mode = node.attr("round_mode", "up")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if count > done:
         with f.for_range(i, done, count):
             f.get(pd).get(ps)
             loaded = _load(f, src_type)
-            _store_value(f, loaded, dst_type, saturate)
+            _store_value(f, loaded, dst_type, saturate, mode)
             f.inc(ps, src_type.itemsize).inc(pd, dst_type.itemsize)
