@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import ml_dtypes
 import numpy as np
+import onnx
 import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
@@ -22,7 +24,7 @@ X = np.array([[1.5, -0.0078125, 3.0e38, 65280.0], [1e-30, -2.0, 0.1015625, -3.0]
 RAW = np.array([[1.5, -0.0078125, 3.0e38, 65280.0], [np.inf, -2.0, 0.1015625, -np.inf]], np.float32).astype(BF16)
 
 
-def flip_model() -> object:
+def flip_model() -> onnx.ModelProto:
     """Transpose then Cast to float32 and back: y is x's transpose (bfloat16), z the same in float32."""
     nodes = [helper.make_node("Transpose", ["x"], ["y"]),
              helper.make_node("Cast", ["y"], ["z"], to=TensorProto.FLOAT)]
@@ -33,9 +35,9 @@ def flip_model() -> object:
 
 
 @pytest.fixture
-def server(tmp_path: object) -> Iterator[Server]:
-    repo = Repo(tmp_path / "repo")  # type: ignore[operator]
-    repo.add_wasm("flip", 1, flip_model(), max_batch=1)  # type: ignore[arg-type]
+def server(tmp_path: Path) -> Iterator[Server]:
+    repo = Repo(tmp_path / "repo")
+    repo.add_wasm("flip", 1, flip_model(), max_batch=1)
     running = start_server(repo.root)
     try:
         yield running
@@ -83,3 +85,21 @@ def test_bf16_over_grpc(server: Server) -> None:
         assert result.as_numpy("y").astype(np.float32).tolist() == RAW.T.astype(np.float32).tolist()
         np.testing.assert_array_equal(result.as_numpy("z"), RAW.T.astype(np.float32))
         assert result.get_output("y").datatype == "BF16"
+
+
+def test_a_float8_output_has_no_kserve_datatype_and_its_model_is_not_served(tmp_path: Path) -> None:
+    """KServe v2 has no float8 datatype: the model's load fails naming the dtype, and requests get a 503 saying so."""
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)], "f8",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [2])])
+    repo = Repo(tmp_path / "repo")
+    repo.add_wasm("f8", 1, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), max_batch=1)
+    running = start_server(repo.root)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{running.http_port}", timeout=20) as http:
+            answer = http.post("/v2/models/f8/infer", content=json.dumps({"inputs": [
+                {"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}))
+        assert answer.status_code == 503
+        assert "float8_e4m3fn has no KServe v2 datatype" in answer.json()["error"]
+    finally:
+        running.stop(grace=2)
