@@ -2,11 +2,14 @@
 
 /** The dtypes of the ABI, named as NumPy names them. */
 export type DType =
-  | "float32" | "float64" | "float16" | "int64" | "int32" | "int16" | "int8"
-  | "uint64" | "uint32" | "uint16" | "uint8" | "bool";
+  | "float32" | "float64" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8"
+  | "uint64" | "uint32" | "uint16" | "uint8" | "bool"
+  | "float8_e4m3fn" | "float8_e4m3fnuz" | "float8_e5m2" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn"
+  | "int4" | "uint4" | "int2" | "uint2";
 
 /** The typed arrays tensors travel in: int64/uint64 as BigInt64Array/BigUint64Array, bool as Uint8Array (0 or 1),
- * float16 as its raw bits in a Uint16Array (or a Float16Array where the engine has one, as an input). */
+ * float16 as its raw bits in a Uint16Array (or a Float16Array where the engine has one, as an input), bfloat16 as
+ * its raw bits in a Uint16Array, the float8/float4 and 4-/2-bit integer types one element per byte in a Uint8Array. */
 export type TypedArray =
   | Float32Array | Float64Array | BigInt64Array | BigUint64Array | Int32Array | Int16Array | Int8Array
   | Uint32Array | Uint16Array | Uint8Array | Uint8ClampedArray;

@@ -9,12 +9,21 @@ const RELAXED_CODE_SECTION = "wasinfer.relaxed_code"; // a second code section, 
 const ABI_VERSIONS = [1, 2, 3];
 
 // Each dtype of docs/abi.md, its element bytes, and the typed array that holds it. bool is one byte (0 or 1), so a
-// Uint8Array; float16 has no typed array before Float16Array, so its raw bits travel in a Uint16Array.
+// Uint8Array; float16 has no typed array before Float16Array, so its raw bits travel in a Uint16Array, as do
+// bfloat16's; the float8/float4 bit patterns and the 4- and 2-bit integers (one per byte) travel in a Uint8Array.
 const DTYPES = {
   bool: [1, Uint8Array], int8: [1, Int8Array], uint8: [1, Uint8Array], int16: [2, Int16Array],
-  uint16: [2, Uint16Array], float16: [2, Uint16Array], int32: [4, Int32Array], uint32: [4, Uint32Array],
-  float32: [4, Float32Array], int64: [8, BigInt64Array], uint64: [8, BigUint64Array], float64: [8, Float64Array],
+  uint16: [2, Uint16Array], float16: [2, Uint16Array], bfloat16: [2, Uint16Array], int32: [4, Int32Array],
+  uint32: [4, Uint32Array], float32: [4, Float32Array], int64: [8, BigInt64Array], uint64: [8, BigUint64Array],
+  float64: [8, Float64Array], float8_e4m3fn: [1, Uint8Array], float8_e4m3fnuz: [1, Uint8Array],
+  float8_e5m2: [1, Uint8Array], float8_e5m2fnuz: [1, Uint8Array], float8_e8m0fnu: [1, Uint8Array],
+  float4_e2m1fn: [1, Uint8Array],
+  int4: [1, Uint8Array], uint4: [1, Uint8Array], int2: [1, Uint8Array], uint2: [1, Uint8Array],
 };
+// The dtypes whose raw bits travel in another dtype's typed array (the caller's array then says that dtype).
+const RAW_BITS = { float16: "uint16", bfloat16: "uint16", float8_e4m3fn: "uint8", float8_e4m3fnuz: "uint8",
+  float8_e5m2: "uint8", float8_e5m2fnuz: "uint8", float8_e8m0fnu: "uint8", float4_e2m1fn: "uint8", int4: "uint8", uint4: "uint8",
+  int2: "uint8", uint2: "uint8" };
 // What a caller's typed array says its dtype is (the name errors print for it), by its class's name: a Node Buffer
 // is a Uint8Array, and an array from another realm (an iframe, a worker's message) is named as one from this one.
 const DTYPE_OF = {
@@ -354,9 +363,10 @@ function tensorOf(spec, value) {
   return { data, shape };
 }
 
-/** Whether a typed array of dtype `got` holds a `wanted` tensor: its own, bool as bytes, float16 as raw bits. */
+/** Whether a typed array of dtype `got` holds a `wanted` tensor: its own, bool as bytes, float16, bfloat16 and the
+ * narrow types as raw bits. */
 const accepts = (wanted, got) => got === wanted || (wanted === "bool" && got === "uint8") ||
-  (wanted === "float16" && got === "uint16");
+  RAW_BITS[wanted] === got;
 
 /** The tensor's shape in a run of `count` samples. */
 function shapeFor(spec, count) {

@@ -18,6 +18,7 @@ const manifest = DIRECTORY ? JSON.parse(readFileSync(join(DIRECTORY, "manifest.j
 const TYPED = {
   float32: Float32Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array,
   bool: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array, uint32: Uint32Array,
+  bfloat16: Uint16Array, float8_e4m3fn: Uint8Array, int4: Uint8Array,
 };
 
 const bytesOf = (file) => readFileSync(join(DIRECTORY, file));

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -80,6 +81,7 @@ def _modules() -> dict[str, Module]:
     ranks = rng.permutation(21).reshape(3, 7).astype(np.float32)
     taken = np.abs(rng.standard_normal((2, 3))).astype(np.float32) + 0.1
     demo, digits = _demo()
+    halves = (rng.standard_normal((2, 5)) * 6).astype(ml_dtypes.bfloat16)
     return {
         "cnn": Module(convert_onnx(cnn.model, max_batch=cnn.max_batch).wasm, [cnn.inputs(1), cnn.inputs(4)], [
             {}, {"x": x, "y": x}, {"x": x.astype(np.float64)}, {"x": x[0]}, {"x": cnn.inputs(4)["x"][:, :, :7]},
@@ -100,7 +102,20 @@ def _modules() -> dict[str, Module]:
         # wasinfer_run returns 2 + i for inputs that take the If's branch written for other sizes: run_errors[i]
         "branch": Module(convert_onnx(_branch_for_other_sizes(), {"x": (2, 3)}).wasm, [{"x": taken}], [{"x": -taken}]),
         "digits": Module(demo, digits),
+        # bfloat16 in (raw bits in a Uint16Array), float8 and int4 out (one per byte in a Uint8Array)
+        "narrow": Module(convert_onnx(_narrow_model()).wasm, [{"x": halves}], [{"x": halves.astype(np.float32)}]),
     }
+
+
+def _narrow_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Transpose", ["x"], ["t"]),
+             helper.make_node("Cast", ["t"], ["f8"], to=TensorProto.FLOAT8E4M3FN),
+             helper.make_node("Cast", ["x"], ["i4"], to=TensorProto.INT4)]
+    graph = helper.make_graph(nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 5])],
+                              [helper.make_tensor_value_info("t", TensorProto.BFLOAT16, [5, 2]),
+                               helper.make_tensor_value_info("f8", TensorProto.FLOAT8E4M3FN, [5, 2]),
+                               helper.make_tensor_value_info("i4", TensorProto.INT4, [2, 5])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
 def _tensors(directory: Path, prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
@@ -179,7 +194,7 @@ def test_the_package_matches_the_python_runtime(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     counts = _summary(result)
     assert counts.get("fail") == 0 and counts.get("skipped") == 0, counts
-    assert "parity: 8 modules" in result.stdout, result.stdout[-3000:]
+    assert "parity: 9 modules" in result.stdout, result.stdout[-3000:]
 
 
 @requires_node

@@ -285,3 +285,23 @@ def test_symbolic_dims_out_of_range_exit_2_naming_the_input_axis_and_range(kind:
     assert stderr.startswith(f"wasinfer: {message}"), stderr
     if kind == "width above" and NODE_PROBLEM is None:
         assert run_node_wasi(wasm, stdin, tmp_path / "node") == (2, b"", stderr)
+
+
+def test_bfloat16_and_float8_stream_as_numpy_writes_them(tmp_path: Path) -> None:
+    """The ml_dtypes types have no .npy descr of their own: np.save writes raw bytes ('<V2', '<V1'), which the
+    module reads and writes as they are, so the arrays come back as bytes to view as their type."""
+    import ml_dtypes
+
+    nodes = [helper.make_node("Transpose", ["x"], ["y"]), helper.make_node("Cast", ["x"], ["z"],
+                                                                           to=TensorProto.FLOAT8E4M3FN)]
+    graph = helper.make_graph(nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3, 2]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT8E4M3FN, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.array([[1.5, -2.0, 300.0], [0.0078125, -0.5, 7.0]], np.float32).astype(ml_dtypes.bfloat16)
+    status, out, err = run_wasmtime_wasi(convert_onnx(model, wasi=True).wasm, npy_stream(x), tmp_path)
+    assert status == 0, err
+    y, z = read_npy_stream(out, 2)
+    assert (y.dtype.kind, y.dtype.itemsize, z.dtype.itemsize) == ("V", 2, 1)
+    assert y.tobytes() == x.T.copy().tobytes()
+    assert z.tobytes() == x.astype(np.float32).astype(ml_dtypes.float8_e4m3fn).tobytes()

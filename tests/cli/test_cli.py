@@ -151,3 +151,25 @@ def test_transformer_with_dynamic_dims_through_the_cli(tmp_path: Path, capsys: p
     assert main(["validate", str(wasm), "--reference", str(tmp_path / "encoder.onnx"), "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "parity with ONNX Runtime" in out and "FAILED" not in out
+
+
+def test_run_reads_and_writes_bfloat16_npy_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """np.save writes a bfloat16 array as raw '<V2' bytes: run reads such an input as the model's bfloat16 (a
+    float16 one, the wrong type, is still refused) and saves its outputs the same way."""
+    import ml_dtypes
+
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "neg",
+                              [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "neg.onnx")
+    assert main(["convert", str(tmp_path / "neg.onnx"), "-o", str(tmp_path / "neg.wasm")]) == 0
+    x = np.array([[1.5, -2.0, 0.0], [3e38, -0.125, 7.0]], np.float32).astype(ml_dtypes.bfloat16)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(tmp_path / "neg.wasm"), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir",
+                 str(tmp_path / "out")]) == 0
+    assert "y: bfloat16 [2, 3]" in capsys.readouterr().out
+    y = np.load(tmp_path / "out" / "y.npy")
+    assert y.tobytes() == (-x.astype(np.float32)).astype(ml_dtypes.bfloat16).tobytes()
+    np.save(tmp_path / "h.npy", x.astype(np.float16))
+    assert main(["run", str(tmp_path / "neg.wasm"), "--input", f"x={tmp_path / 'h.npy'}"]) == 2
+    assert "expected dtype bfloat16, got float16" in capsys.readouterr().err

@@ -5,8 +5,8 @@
 // with run-time dims (ABI 3: symbolic dims) is given with this run's dims, e.g. x.bin:1,3,48,320.
 import { readFileSync, writeFileSync } from "node:fs";
 
-const ITEM_BYTES = { float32: 4, float64: 8, float16: 2, int64: 8, int32: 4, int16: 2, int8: 1,
-                     uint64: 8, uint32: 4, uint16: 2, uint8: 1, bool: 1 };
+const ITEM_BYTES = { float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1,
+                     uint64: 8, uint32: 4, uint16: 2, uint8: 1, bool: 1 };  // the narrow types (docs above): 1
 const [wasmPath, ...inputPaths] = process.argv.slice(2);
 
 const module = await WebAssembly.compile(readFileSync(wasmPath));
@@ -23,7 +23,7 @@ const version = abi.wasinfer_abi_version();  // 2: some output's shape is decide
 if (![1, 2, 3].includes(version)) throw new Error(`unsupported wasinfer ABI version ${version}`);
 
 const elements = (shape) => shape.reduce((a, b) => a * b, 1);
-const sampleBytes = (t) => elements(t.shape) * ITEM_BYTES[t.dtype];
+const sampleBytes = (t) => elements(t.shape) * (ITEM_BYTES[t.dtype] ?? 1);
 // ABI 2 and 3: a tensor's dims this run (int32 each, at dims_offset) where it has run-time axes
 const dimsAt = (t) => new Int32Array(abi.memory.buffer, t.dims_offset, t.shape.length);
 const shapeOf = (t) => t.dims_offset == null ? t.shape : Array.from(dimsAt(t));
@@ -45,6 +45,6 @@ meta.inputs.forEach((t, i) => {
 const status = abi.wasinfer_run(batch);
 if (status !== 0) throw new Error(`wasinfer_run returned ${status}`);
 meta.outputs.forEach((t, i) => {
-  const bytes = (t.batch_axis !== null ? batch : 1) * elements(shapeOf(t)) * ITEM_BYTES[t.dtype];
+  const bytes = (t.batch_axis !== null ? batch : 1) * elements(shapeOf(t)) * (ITEM_BYTES[t.dtype] ?? 1);
   writeFileSync(`output${i}.bin`, new Uint8Array(abi.memory.buffer, abi.wasinfer_output_ptr(i), bytes));
 });

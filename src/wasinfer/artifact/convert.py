@@ -17,7 +17,7 @@ from wasinfer.artifact.calibrate import Feeds, quantize_static
 from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.module import ConvertResult
 from wasinfer.artifact.variants import attach_relaxed_code
-from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph
+from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph, kernel_takes
 from wasinfer.backends.wasm.compiler import abi_version, input_symbol, symbolic_axes
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
@@ -38,6 +38,7 @@ from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
 from wasinfer.passes.values import declare_input_values
+from wasinfer.passes.widen import widen_half_floats
 from wasinfer.version import __version__
 
 SIMD_CHOICES = ("auto", "plain", "relaxed")
@@ -113,6 +114,7 @@ def convert_model(
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)
+    widen_half_floats(graph, kernel_takes)  # float16/bfloat16 ops the kernels take only in float32
     encoding = quantize_weights(graph, weights)
     try:
         batch_axes = tensor_batch_axes(graph, loaded.batch_axes)

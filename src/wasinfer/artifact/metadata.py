@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import ml_dtypes  # noqa: F401  # registers bfloat16, the float8 types, int4... by name with numpy
+
 from wasinfer.backends.wasm import METADATA_SECTION
 from wasinfer.backends.wasm.writer import name_bytes, uleb
 
@@ -102,10 +104,14 @@ class Metadata:
         return metadata
 
 
-# The element types a module's tensors may have, with their bytes per element: numpy's names, each with a
-# KServe v2 datatype and a fixed size in linear memory. Strings and objects have neither.
-TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
-                 "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
+# The element types a module's tensors may have, with their bytes per element: numpy's names (ml_dtypes' for
+# bfloat16 and the narrow types), each with a fixed size in linear memory. Strings and objects have none. The
+# narrow types take one byte per element, as ml_dtypes holds them: an int4/uint4/int2/uint2 byte is the value's
+# low bits, a float8/float4 byte its bit pattern (docs/abi.md). KServe v2 has datatypes for the first 13 only.
+TENSOR_DTYPES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
+                 "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
+                 "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1,
+                 "float4_e2m1fn": 1, "int4": 1, "uint4": 1, "int2": 1, "uint2": 1}
 _TENSOR_FIELDS = ("name", "dtype", "shape", "batch_axis", "offset")
 _OPTIONAL_TENSOR_FIELDS = ("run_time_axes", "dims_offset", "ranges", "symbolic_dims", "steps")  # ABI versions 2 and 3
 

@@ -150,16 +150,22 @@ def _quantization_drop(source: Path, wasm: bytes, samples: list[dict[str, np.nda
         return []
 
 
-def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+def _load_inputs(specs: list[str], dtypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """NAME=FILE.npy each. np.save writes the ml_dtypes types (bfloat16, float8, ...) as raw bytes ('<V2',
+    '<V1'), which np.load gives back as such: an input the model takes in such a type (`dtypes`) is read as it."""
     inputs = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
         if not sep:
             raise InputError(f"--input {spec!r}: expected NAME=FILE.npy")
         try:
-            inputs[name] = np.load(file, allow_pickle=False)
+            array = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(f"--input {name}: cannot read {file}: {exc}") from exc
+        wanted = np.dtype((dtypes or {}).get(name, array.dtype))
+        if array.dtype.kind == "V" and not array.dtype.names and wanted.itemsize == array.dtype.itemsize:
+            array = array.view(wanted)
+        inputs[name] = array
     return inputs
 
 
@@ -218,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
-        outputs = model.run(_load_inputs(args.input or []))
+        outputs = model.run(_load_inputs(args.input or [], {spec.name: spec.dtype for spec in model.inputs}))
     except (InputError, ValueError, FileNotFoundError) as exc:
         error(str(exc))
         return EXIT_BAD_INPUT

@@ -76,7 +76,7 @@ CONTROL_WORKERS = 4
 # grpcio's time_remaining() for a call whose client set no deadline is ~9.2e18 s; anything this far off is none.
 NO_DEADLINE_SECONDS = 1e7
 
-# Which InferTensorContents field carries each datatype (FP16 has none: raw contents only).
+# Which InferTensorContents field carries each datatype (FP16 and BF16 have none: raw contents only).
 CONTENTS_FIELDS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",

@@ -47,7 +47,7 @@ VERSION_PARAMS = [*MODEL_PARAMS, {"name": "version", "in": "path", "required": T
 TENSOR_DATA = {"description": "Row-major tensor data, flat or nested as the shape",
                "type": "array", "items": {}}
 DATATYPE = {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                                       "INT64", "FP16", "FP32", "FP64", "BYTES"]}
+                                       "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"]}
 PARAMETERS = {"type": "object", "additionalProperties": {"type": ["boolean", "integer", "number", "string"]}}
 
 SCHEMAS: dict[str, Any] = {

@@ -14,17 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import orjson
 
 from wasinfer.serving.errors import BadRequest, TooLarge
 
-# v2 datatype ↔ numpy dtype. BYTES is an object array of bytes.
+# v2 datatype ↔ numpy dtype. BYTES is an object array of bytes; BF16 is ml_dtypes' bfloat16 (numpy has none),
+# numbers in JSON, 2 raw bytes each (the upper half of a float32's bits).
+BF16 = np.dtype(ml_dtypes.bfloat16)
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
     "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
+    "BF16": BF16, "BYTES": np.dtype(object),
 }
 # Keyed by dtype object (native byte order on every platform that runs wasm): dtype.name is slow.
 _BY_DTYPE = {np.dtype(dtype.name): name for name, dtype in DATATYPES.items()}
@@ -161,7 +164,7 @@ def _numbers(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -> np.n
             if type(item) not in (int, float, bool):
                 raise BadRequest(f"input {name!r}: {datatype} data must be JSON numbers"
                                  f"{' or true/false' if datatype == 'BOOL' else ''}; got {_json_kind(item)}")
-    if dtype.kind in "fb" or (found.dtype.kind in "iub" and _fits(found, dtype)):
+    if dtype.kind in "fb" or dtype == BF16 or (found.dtype.kind in "iub" and _fits(found, dtype)):
         return found.astype(dtype, copy=False)
     return np.asarray(data, dtype=dtype)  # out of range, or floats for integers: numpy's own conversion decides
 
@@ -187,6 +190,8 @@ def json_data(array: np.ndarray) -> Any:
     flat = array.reshape(-1)
     if array.dtype.kind in "OUS":
         return [item.decode(errors="replace") if isinstance(item, bytes) else str(item) for item in flat]
+    if array.dtype == BF16:  # JSON numbers: float32 holds every bfloat16 exactly
+        return flat.astype(np.float32)
     return flat
 
 

@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Any
 from wasinfer.backends.wasm.abi import ABI_VERSION, METADATA_SECTION
 
 if TYPE_CHECKING:
-    from wasinfer.backends.wasm.compiler import Compiled, CompileOptions, UnsupportedModel, compile_graph, supported_ops
+    from wasinfer.backends.wasm.compiler import (
+        Compiled,
+        CompileOptions,
+        UnsupportedModel,
+        compile_graph,
+        kernel_takes,
+        supported_ops,
+    )
 
 __all__ = ["ABI_VERSION", "METADATA_SECTION", "CompileOptions", "Compiled", "UnsupportedModel", "compile_graph",
-           "supported_ops"]
-_COMPILER = {"Compiled", "CompileOptions", "UnsupportedModel", "compile_graph", "supported_ops"}
+           "kernel_takes", "supported_ops"]
+_COMPILER = {"Compiled", "CompileOptions", "UnsupportedModel", "compile_graph", "kernel_takes", "supported_ops"}
 
 
 def __getattr__(name: str) -> Any:

@@ -149,6 +149,18 @@ def kernel_for(node: Node) -> Kernel | None:
     return REGISTRY.get((normal_domain(node.domain), node.op_type))
 
 
+def kernel_takes(node: Node, graph: Graph) -> bool:
+    """Whether the node's kernel runs it with its tensors' dtypes as they are (its check finds nothing); a view,
+    and a node without a kernel, count as taking them (a view moves any dtype; the missing kernel is named
+    later). passes/widen.py asks this of nodes with float16/bfloat16 tensors."""
+    spec = kernel_for(node)
+    if spec is None or spec.check is None or (node.op_type in VIEW_OPS and not node.domain):
+        return True
+    if any(n and n not in graph.tensors for n in node.inputs + node.outputs):
+        return True
+    return not spec.check(node, graph)
+
+
 def supported_ops() -> list[tuple[str, str]]:
     """(domain, op) pairs the compiler accepts: kernels, views, and compile-time-only ops."""
     _load_kernels()

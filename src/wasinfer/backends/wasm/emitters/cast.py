@@ -1,21 +1,41 @@
-"""Cast and CastLike between bool, (u)int8..64, float32 and float64, with ONNX's rules.
+"""Cast and CastLike between bool, (u)int2..64, float4e2m1, the float8 types, float16, bfloat16,
+float32 and float64, with ONNX's rules.
 
 float → integer truncates toward zero; out-of-range values saturate (ONNX leaves them
 undefined), except that 8- and 16-bit targets keep the low bits of the 32-bit result, as a
-C cast does. x → bool is x != 0 (so NaN is true). Casts that only reinterpret bits
+C cast does, and so do the 4- and 2-bit ones (as ml_dtypes, ONNX's reference, does: int → int4
+wraps). x → bool is x != 0 (so NaN is true). Casts that only reinterpret bits
 (int8 ↔ uint8, int32 ↔ uint32, bool → uint8, ...) are a memory.copy; float32 ↔ int32 and
-the widenings of (u)int8, bool and int32 go a v128 at a time. `saturate` (opset 19)
-concerns only the float8 types, which are refused along with float16, bfloat16, the
-2- and 4-bit types and strings.
+the widenings of (u)int8, bool and int32 go a v128 at a time.
+
+The narrow floats (float16, bfloat16, float8, float4e2m1) have no Wasm conversion: an element is
+decoded to its exact float32 value, and a value is encoded from float64 (an f32, or an integer,
+widened exactly first) rounding to nearest even once, with `saturate` (opset 19, float8 targets
+only; default 1) deciding what an out-of-range value becomes (backends/wasm/minifloat.py). The 4-
+and 2-bit integers are one per byte (docs/abi.md): their low bits, sign-extended when signed.
+float8e8m0 (opset 24, an exponent alone) is decoded exactly and encoded from the float32 value's
+bits with Cast's `round_mode` (up, down, nearest) and `saturate`, as ONNX's reference does. Strings
+are refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.minifloat import (
+    E8M0,
+    FLOAT8,
+    FORMATS,
+    ROUND_MODES,
+    emit_decode,
+    emit_decode_e8m0,
+    emit_encode,
+    emit_encode_e8m0,
+)
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
 
@@ -79,21 +99,26 @@ VECTOR: dict[tuple[np.dtype, np.dtype], tuple[tuple[str, ...], ...]] = {  # type
     (np.dtype(np.bool_), np.dtype(np.float32)): _widen("u"),
     (np.dtype(np.int8), np.dtype(np.float32)): _widen("s"),
 }
-MINIFLOATS = ("float8", "float4")
+# The 4- and 2-bit integers, one per byte: how many bits, and the wider integer they behave as.
+NARROW_INTS = {np.dtype(ml_dtypes.int4): (4, np.dtype(np.int8)), np.dtype(ml_dtypes.uint4): (4, np.dtype(np.uint8)),
+               np.dtype(ml_dtypes.int2): (2, np.dtype(np.int8)), np.dtype(ml_dtypes.uint2): (2, np.dtype(np.uint8))}
 
 
 def _dtype_problem(dtype: np.dtype) -> str | None:  # type: ignore[type-arg]
-    if dtype in KINDS:
+    if dtype in KINDS or dtype in FORMATS or dtype in NARROW_INTS or dtype == E8M0:
         return None
-    name = "string" if dtype.kind == "O" else str(dtype)
-    if name.startswith(MINIFLOATS):
-        return f"dtype {name} is not supported (float8/float4 types, and `saturate` which concerns only them)"
+    name = "string" if dtype.kind in "OUS" else str(dtype)
     return f"dtype {name} is not supported"
 
 
 def _check_cast(node: Node, graph: Graph) -> list[str]:
     dtypes = [graph.info(node.inputs[0]).dtype, graph.info(node.outputs[0]).dtype]
-    return [p for p in {_dtype_problem(d) for d in dtypes} if p]
+    problems = [p for p in {_dtype_problem(d) for d in dtypes} if p]
+    mode = node.attr("round_mode", "up")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ROUND_MODES:
+        problems.append(f"round_mode {mode!r} is not one of {', '.join(ROUND_MODES)}")
+    return problems
 
 
 def _convert_op(s: Kind, d: Kind) -> str:
@@ -124,6 +149,51 @@ def _bit_copy(src: np.dtype, dst: np.dtype) -> bool:  # type: ignore[type-arg]
                            and dst != np.bool_))
 
 
+def _load(f: Func, dtype: np.dtype) -> np.dtype:  # type: ignore[type-arg]
+    """Load the element at the address on the stack as the value it stands for; returns the dtype whose
+    value that is (float32 for a narrow float, (u)int8 for a narrow integer, else `dtype` itself)."""
+    if dtype in FORMATS:
+        f.mem("i32.load16_u" if dtype.itemsize == 2 else "i32.load8_u")
+        emit_decode(f, FORMATS[dtype])
+        return np.dtype(np.float32)
+    if dtype == E8M0:
+        f.mem("i32.load8_u")
+        emit_decode_e8m0(f)
+        return np.dtype(np.float32)
+    if dtype in NARROW_INTS:
+        bits, wide = NARROW_INTS[dtype]
+        f.mem("i32.load8_u")
+        if wide == np.int8:  # sign-extend the low bits
+            f.i32(32 - bits).op("i32.shl").i32(32 - bits).op("i32.shr_s")
+        return wide
+    f.mem(KINDS[dtype].load)
+    return dtype
+
+
+def _store_value(f: Func, src: np.dtype, dst: np.dtype, saturate: bool,  # type: ignore[type-arg]
+                 round_mode: str = "up") -> None:
+    """Turn the loaded value of dtype `src` (a plain one) into `dst`'s element and store it."""
+    if dst == E8M0:  # from the value as a float32, as ONNX's reference converts
+        emit_convert(f, src, np.dtype(np.float32))
+        emit_encode_e8m0(f, round_mode, saturate)
+        f.mem("i32.store8")
+    elif dst in FORMATS:
+        s = KINDS[src]
+        if s.reg == "f32":
+            f.op("f64.promote_f32")
+        elif s.reg != "f64":
+            f.op(f"f64.convert_{s.reg}_{'u' if s.unsigned else 's'}")
+        emit_encode(f, FORMATS[dst], saturate and dst in FLOAT8)
+        f.mem("i32.store16" if dst.itemsize == 2 else "i32.store8")
+    elif dst in NARROW_INTS:  # the low bits of the 32-bit result, as for 8-bit targets
+        bits, _ = NARROW_INTS[dst]
+        emit_convert(f, src, np.dtype(np.int32))
+        f.i32((1 << bits) - 1).op("i32.and").mem("i32.store8")
+    else:
+        emit_convert(f, src, dst)
+        f.mem(KINDS[dst].store)
+
+
 @kernel("Cast", "CastLike", check=_check_cast)
 def emit_cast(ctx: Ctx, node: Node) -> None:
     """CastLike's target is its second input's dtype, which the output already carries."""
@@ -150,9 +220,12 @@ def emit_cast(ctx: Ctx, node: Node) -> None:
                 for index, ops in enumerate(parts):
                     f.get(pd).get(v).ops(*ops).mem("v128.store", offset=16 * index)
                 f.inc(ps, 16).inc(pd, 16 * len(parts))
+    saturate = bool(node.attr("saturate", 1))
+    mode = node.attr("round_mode", "up")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if count > done:
         with f.for_range(i, done, count):
-            f.get(pd).get(ps).mem(KINDS[src_type].load)
-            emit_convert(f, src_type, dst_type)
-            f.mem(KINDS[dst_type].store)
+            f.get(pd).get(ps)
+            loaded = _load(f, src_type)
+            _store_value(f, loaded, dst_type, saturate, mode)
             f.inc(ps, src_type.itemsize).inc(pd, dst_type.itemsize)

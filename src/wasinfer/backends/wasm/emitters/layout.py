@@ -1,9 +1,9 @@
 """Data movement: Transpose and Concat, for any plain dtype (moved by element size).
 
 Neither op looks at values, so one code path serves every numpy dtype whose elements are
-whole bytes: bool, (u)int8..64, float16/32/64, complex64/128. Strings, and the ml_dtypes
-types (bfloat16, float8, packed 2- and 4-bit integers), are refused (lowering/layout.py's
-`MOVABLE`). ConstantOfShape has no
+whole bytes: bool, (u)int8..64, float16/32/64, complex64/128, and the ml_dtypes types as
+modules hold them (bfloat16; float8, float4, 2- and 4-bit integers one per byte). Strings are
+refused (lowering/layout.py's `MOVABLE`). ConstantOfShape has no
 kernel: it is evaluated at compile time whenever its shape input is known then
 (passes/shapes.py, passes/fold.py), and a hint explains the rest.
 """

@@ -15,6 +15,7 @@ it is the outputs' symbol (passes/dynamic.py), and Y is laid out for the largest
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
@@ -23,11 +24,19 @@ from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import I32, Func
 from wasinfer.ir import Graph, Node
 
-# dtype → (load, equal, less than)
+# dtype → (load, equal, less than); bfloat16 is compared as the float32 its bits are the upper half of
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 ELEMENTS = {np.dtype(np.float32): ("f32.load", "f32.eq", "f32.lt"),
             np.dtype(np.float64): ("f64.load", "f64.eq", "f64.lt"),
             np.dtype(np.int32): ("i32.load", "i32.eq", "i32.lt_s"),
-            np.dtype(np.int64): ("i64.load", "i64.eq", "i64.lt_s")}
+            np.dtype(np.int64): ("i64.load", "i64.eq", "i64.lt_s"),
+            BFLOAT16: ("i32.load16_u", "f32.eq", "f32.lt")}
+
+
+def _element(f: Func, pointer: int, dtype: np.dtype) -> Func:  # type: ignore[type-arg]
+    """Push the element at `pointer` (a local) as the value it is compared as."""
+    f.get(pointer).mem(ELEMENTS[dtype][0], align=0)
+    return f.i32(16).op("i32.shl").op("f32.reinterpret_i32") if dtype == BFLOAT16 else f
 
 
 def _view(node: Node, graph: Graph) -> tuple[int, int, int]:
@@ -57,7 +66,7 @@ def _comparison(ctx: Ctx, node: Node, less: bool) -> int:
     """A function (a, b) -> i32 over slices a and b: 1 when they are equal (or, with `less`, when a comes first)."""
     x = ctx.info(node.inputs[0])
     outer, n, inner = _view(node, ctx.graph)
-    load, equal, lower = ELEMENTS[x.dtype]
+    _, equal, lower = ELEMENTS[x.dtype]
     size, base = x.dtype.itemsize, ctx.addr(node.inputs[0])
     index, f = ctx.module.reserve([I32, I32], [I32], name=f"unique_{'less' if less else 'equal'}:{node.name}"[:120])
     o, i, pa, pb = f.local(I32), f.local(I32), f.local(I32), f.local(I32)
@@ -66,14 +75,14 @@ def _comparison(ctx: Ctx, node: Node, less: bool) -> int:
             f.get(o).i32(n).op("i32.mul").get(slice_).op("i32.add").i32(inner).op("i32.mul").get(i).op("i32.add")
             f.i32(size).op("i32.mul").i32(base).op("i32.add").set(pointer)
         if less:
-            f.get(pa).mem(load, align=0).get(pb).mem(load, align=0).op(lower)
+            _element(_element(f, pa, x.dtype), pb, x.dtype).op(lower)
             with f.if_():
                 f.i32(1).op("return")
-            f.get(pb).mem(load, align=0).get(pa).mem(load, align=0).op(lower)
+            _element(_element(f, pb, x.dtype), pa, x.dtype).op(lower)
             with f.if_():
                 f.i32(0).op("return")
         else:
-            f.get(pa).mem(load, align=0).get(pb).mem(load, align=0).op(equal).op("i32.eqz")
+            _element(_element(f, pa, x.dtype), pb, x.dtype).op(equal).op("i32.eqz")
             with f.if_():
                 f.i32(0).op("return")
     f.i32(0 if less else 1)
