@@ -11,10 +11,11 @@ Why the objects look as they do (KServe's conventions, docs/deploy.md "KServe"):
   /v2/models/NAME/infer is the InferenceService's own path, as with KServe's built-in v2 runtimes; a
   directory laid out as a Triton-style repository (<name>/<version>/model.wasm) is served as it is.
 - `oci://` URIs: a wasinfer model in a registry is an OCI *artifact* (a model.wasm layer, the source
-  model, a signature referrer), not a container image, so KServe's Modelcars (which run the image as a
-  sidecar and read its /models) cannot serve it. KServe hands a URI to the ClusterStorageContainer that
-  claims its prefix, where Modelcars are off (KServe's default), and `wasinfer pull URI DIR` takes exactly
-  the two arguments KServe passes: it verifies digests and signatures as everywhere else.
+  model, a signature referrer), not a container image, so KServe's own OCI modes (Modelcars, `native`,
+  `fetch`: each reads an image's /models) cannot serve it. KServe hands a plain oci:// URI to the
+  ClusterStorageContainer that claims its prefix where no OCI mode is configured (KServe's default), and
+  `wasinfer pull URI DIR` takes exactly the two arguments KServe passes: it verifies digests and
+  signatures as everywhere else.
 - KServe routes HTTP to the runtime container's one declared port, 8080 (Knative allows one), and by
   its convention gRPC to 8081; both speak the Open Inference Protocol v2 (`protocolVersions` v2,
   grpc-v2). /metrics is on the HTTP port, named for KServe's metrics aggregation by the
