@@ -239,6 +239,11 @@ def test_kserves_flow_oci_storage_uri_pulled_then_served_under_the_services_name
         stop(process, grace=20)
 
 
+def test_pull_takes_a_directory_or_o_not_both(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pull", "oci://registry.example.com/team/scale:1.0.0", "models", "-o", "model.wasm"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
 def test_model_name_needs_a_repository_and_a_valid_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model-name", "digits", "--http-port", "0"]) == 2
     assert "--model-repository" in capsys.readouterr().err
