@@ -130,9 +130,12 @@ def section(report: dict[str, Any]) -> str:
         "",
         *md_table(["install", "command", "site-packages", "of all"], rows),
         "",
-        "`wasinfer serve` from the `[serve]` venv with the digits demo module, after one answered request. RSS "
-        "counts every mapped page the process touched, shared libraries included (numpy's ~16 MiB, grpcio's "
-        "~21 MiB: imported only when gRPC is served); PSS divides shared pages among the processes mapping them.",
+        "`wasinfer serve` from the `[serve]` venv with the digits demo module, after one answered request: "
+        "REST and gRPC first, on an empty compiled-code cache (a new pod's start), then REST only, on the cache "
+        "the first left. RSS counts every mapped page the process touched, shared libraries included (numpy's "
+        "~16 MiB, grpcio's ~10 MiB: imported only when gRPC is served); PSS divides shared pages among the "
+        "processes mapping them. Where the rest goes, and what was cut: \"Where a server's memory goes\" "
+        "below.",
         "",
         *md_table(["server", "RSS", "PSS"], server),
     ])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,10 @@ from wasinfer.cli.output import EXIT_BAD_INPUT, console, error
 from wasinfer.fileio import atomic_write
 
 if TYPE_CHECKING:
-    from wasinfer.deploy.render import Extras
+    from wasinfer.deploy.render import Extras, Manifest
+    from wasinfer.deploy.values import Values
+
+_ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # an InferenceService's name: a DNS-1035 label
 
 # wasinfer.deploy (PyYAML, regopy: the registry extra) is imported by the commands, so that `wasinfer --help`
 # and a base install do without it.
@@ -50,7 +54,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     except OSError as exc:
         error(f'{exc.filename}: {exc.strerror}')
         return EXIT_BAD_INPUT
-    manifests = rendering.render(values, extras, kube=kube)
+    if args.kserve_runtime:
+        try:
+            manifests = _kserve_manifests(values, args)
+        except ValueError as exc:
+            error(str(exc))
+            return EXIT_BAD_INPUT
+    elif args.cluster or args.inference_service:
+        error("--cluster and --inference-service go with --kserve-runtime")
+        return EXIT_BAD_INPUT
+    else:
+        manifests = rendering.render(values, extras, kube=kube)
     if args.output is None:
         if args.json:
             print(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
@@ -79,6 +93,23 @@ def cmd_render(args: argparse.Namespace) -> int:
         for path_text in written:
             console.print(path_text, markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def _kserve_manifests(values: Values, args: argparse.Namespace) -> list[Manifest]:
+    """--kserve-runtime: the KServe objects, with an InferenceService per --inference-service NAME=URI."""
+    from wasinfer.deploy.kserve import OCI_PREFIX, render_kserve
+    from wasinfer.registry.artifact import Reference
+
+    services = []
+    for item in args.inference_service or []:
+        name, equals, uri = item.partition("=")
+        if not equals or not _ISVC_NAME.fullmatch(name) or not uri:
+            raise ValueError(f"--inference-service {item!r}: NAME=STORAGE_URI, NAME a DNS label (lowercase letters, "
+                             "digits and '-', starting with a letter, at most 63)")
+        if uri.startswith(OCI_PREFIX):
+            Reference.parse(uri)  # the storage container's `wasinfer pull` would refuse it in the pod
+        services.append((name, uri))
+    return render_kserve(values, cluster=args.cluster, services=services)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -147,6 +178,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "does through .Capabilities.KubeVersion - autoscaling/v2beta2 before 1.23, policy/v1beta1 on "
                    "1.20, and before 1.30 the server's --drain-delay-s instead of the preStop sleep action "
                    "(default: 1.30, which serves the newest form of each)")
+    kserve = p.add_argument_group(
+        "KServe", "wasinfer as a KServe serving runtime (docs/deploy.md \"KServe\"): instead of the objects above, "
+        "a ServingRuntime named wasinfer that runs `wasinfer serve` on KServe's /mnt/models for InferenceServices "
+        "of model format wasm (auto-selected), onnx or tflite (by runtime: wasinfer), Open Inference Protocol v2 "
+        "over REST (8080) and gRPC (8081); and a ClusterStorageContainer that fetches storageUri oci://... with "
+        "`wasinfer pull`. The image, resources, security context, pull secrets and scheduling come from the values")
+    kserve.add_argument("--kserve-runtime", action="store_true", help="render the KServe objects")
+    kserve.add_argument("--cluster", action="store_true", help="a ClusterServingRuntime (for every namespace) "
+                        "instead of a ServingRuntime in the namespace it is applied to")
+    kserve.add_argument("--inference-service", action="append", metavar="NAME=STORAGE_URI",
+                        help="also an InferenceService NAME of model format wasm on the runtime, e.g. "
+                        "digits=oci://registry.example.com/models/digits:1.0.0 (repeatable)")
     p.set_defaults(func=cmd_render)
 
     p = dsub.add_parser(

@@ -203,6 +203,10 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     from wasinfer.registry.fetch import pull_artifact, read_stored, registry_signatures, stored_signatures
 
+    if args.destination is not None:
+        if args.output:
+            raise ValueError(f"pull: -o {args.output} and the directory {args.destination}: give one of them")
+        args.output = args.destination.rstrip("/") + "/"
     ref = _parse_ref(args.ref)
     if ref.registry:
         with _client(ref, args) as client, _transfer_progress(f"pulling {ref}", args.json) as report:
@@ -495,6 +499,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="write the .wasm module to FILE; or, to a directory (one that exists, or a path ending in /), "
                    "the signed files (model.wasm, the source model) and the model-signing bundle as model.sig, "
                    "which `model_signing verify` checks as it is")
+    p.add_argument("destination", nargs="?", metavar="DIR",
+                   help="the same as -o DIR/: how KServe calls a storage initializer (the storageUri, then "
+                   "/mnt/models), so that `wasinfer pull` is one for oci:// (docs/deploy.md \"KServe\")")
     _registry_arguments(p)
     p.set_defaults(func=cmd_pull)
 

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", metavar="DIR",
                         help="models as DIR/<name>/<version>/model.wasm (or model.onnx, model.tflite); default: "
                         "the built-in digits demo, compiled into $WASINFER_HOME/repository")
+    parser.add_argument("--model-name", metavar="NAME",
+                        help="serve a --model-repository DIR that holds one model's files itself (DIR/model.wasm, "
+                        "model.onnx or model.tflite, and its config.pbtxt or config.json) as model NAME, version 1: "
+                        "KServe's model directory (/mnt/models, the files of the InferenceService's storageUri), "
+                        "with the InferenceService's name. A DIR laid out as a repository is served as it is")
     parser.add_argument("--desired-state", metavar="PATH", default=os.environ.get("WASINFER_DESIRED_STATE"),
                         help="serve one model kept at the version a config says, in the seed's ConfigMap keys "
                         "(model_path, model_version, model_update_interval, cache_enabled; MODEL_PATH in the "
@@ -286,6 +291,10 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         if value is not None and value < minimum:
             errors.print(f"[red]error:[/] {flag} must be at least {minimum}, got {value}", markup=True)
             return EXIT_BAD_INPUT
+    if args.model_name and not args.model_repository:
+        errors.print("[red]error:[/] --model-name names the model of a --model-repository DIR that holds one model's "
+                     "files (KServe's /mnt/models): give that DIR", markup=True)
+        return EXIT_BAD_INPUT
     if args.load_model and args.model_control_mode != "explicit":
         errors.print("[red]error:[/] --load-model needs --model-control-mode explicit", markup=True)
         return EXIT_BAD_INPUT
@@ -337,6 +346,16 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         if not repository.is_dir():
             errors.print(f"[red]error:[/] {repository}: not a directory", markup=True)
             return EXIT_BAD_INPUT
+        from wasinfer.serving.repository import holds_model, single_model_repository
+
+        if args.model_name and holds_model(repository):
+            try:
+                repository = single_model_repository(repository, args.model_name, home / "model-name")
+            except ValueError as exc:
+                from rich.markup import escape
+
+                errors.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+                return EXIT_BAD_INPUT
     else:
         with console.status("preparing the demo model (trained and compiled on first use)"):
             repository, request, label = prepare_demo_repository(home)

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 log = logging.getLogger("wasinfer.serving")
 
 KEYS = ("model_path", "model_version", "model_update_interval", "cache_enabled")
@@ -126,6 +124,8 @@ def _read_mapping(source: Path) -> dict[str, Any]:
     if source.is_dir():  # a mounted ConfigMap: one file per key; Kubernetes' own entries start with ".."
         return {entry.name: entry.read_text() for entry in sorted(source.iterdir())
                 if not entry.name.startswith(".") and entry.is_file()}
+    import yaml  # here, not at the top: a server without a YAML desired state never needs it (~0.7 MiB resident)
+
     text, kind = source.read_text(), "JSON" if source.suffix == ".json" else "YAML"
     try:
         document = json.loads(text) if kind == "JSON" else yaml.safe_load(text)

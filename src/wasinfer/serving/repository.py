@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,37 @@ class Repository:
                             "64); version %s is served as its number", path, text[:80], directory.name)
             return ""
         return text
+
+
+CONFIG_FILES = ("config.pbtxt", "config.json")  # a model's configuration, beside its version directories
+
+
+def holds_model(directory: Path) -> bool:
+    """Whether `directory` holds a model file itself (a KServe model directory) rather than a repository's
+    <name>/<version>/ layout."""
+    return any((directory / file).is_file() for file in MODEL_FILES)
+
+
+def single_model_repository(directory: Path, name: str, root: Path) -> Path:
+    """A repository at `root` in which `directory` is version 1 of model `name`: how `serve --model-name`
+    serves KServe's model directory (/mnt/models: the files of the storageUri, model.wasm at its top, with the
+    InferenceService's name on the command line, not in the path). The version directory is a link to
+    `directory`, so nothing is copied and the storage's files stay where KServe mounted them; the model's
+    configuration (config.pbtxt / config.json) is linked one level up, where the repository reads it.
+
+    Built anew on every start: the root is the server's own (under $WASINFER_HOME), never the storage."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"--model-name {name!r}: a model name is letters, digits, '_', '.' and '-' (not starting "
+                         "with '.' or '-'), at most 255 characters")
+    if not holds_model(directory):
+        raise ValueError(f"{directory}: no {', '.join(MODEL_FILES[:-1])} or {MODEL_FILES[-1]} in it to serve as "
+                         f"model {name}")
+    model = root / name
+    if root.exists():  # the links of an earlier start; rmtree unlinks a link, never what it points at
+        shutil.rmtree(root)
+    model.mkdir(parents=True)
+    (model / "1").symlink_to(directory.resolve(), target_is_directory=True)
+    for config in CONFIG_FILES:
+        if (directory / config).is_file():
+            (model / config).symlink_to((directory / config).resolve())
+    return root

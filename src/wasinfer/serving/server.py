@@ -191,7 +191,9 @@ class Server:
         self.metrics = Metrics()
         if config.metrics_dir is not None:
             self.metrics.share(config.metrics_dir)
-        cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
+        # A module the cache lacks is compiled by a child process: the server only maps compiled code, and
+        # Cranelift never takes its memory (runtime/wasm.py CompiledCache)
+        cache = CompiledCache(config.cache_dir, compile_apart=True) if config.cache_dir is not None else None
         defaults = ServingDefaults(pool_size=pool_size, batching_delay_us=config.batch_delay_us,
                                    max_concurrency=config.max_concurrency,
                                    max_tensor_elements=config.max_tensor_elements)
@@ -293,7 +295,9 @@ class Server:
         limits = ConnectionLimits(header_timeout=config.header_timeout_seconds or None,
                                   max_per_client=config.max_connections_per_client)
         app = self.app if not config.worker_tag else WorkerTagged(self.app, config.worker_tag)
-        uv_config = uvicorn.Config(app, http=guarded_protocol(limits, self.draining), lifespan="off",
+        # ws="none": the API has no WebSocket route, and uvicorn's default imports the websockets package (~2 MiB
+        # of the server's resident memory, docs/performance.md "Install size and server memory")
+        uv_config = uvicorn.Config(app, http=guarded_protocol(limits, self.draining), ws="none", lifespan="off",
                                    access_log=False, proxy_headers=False, log_level="warning", log_config=None,
                                    timeout_keep_alive=math.ceil(config.idle_timeout_seconds),
                                    timeout_graceful_shutdown=math.ceil(config.grace()), server_header=False,
