@@ -50,34 +50,3 @@ def test_loads_racing_on_an_empty_cache_compile_the_module_once(tmp_path: Path,
     for module in modules:
         model = WasmModel(b"", engine, compiled=(module, read_metadata(wasm)))
         np.testing.assert_array_equal(model.run({"x": np.ones((1, 4), np.float32)})["y"], [SCALE[1]])
-
-
-@pytest.mark.parametrize(("interruptible", "relaxed_simd"), [(True, True), (False, False)])
-def test_compile_apart_compiles_in_a_child_process_and_maps_its_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interruptible: bool, relaxed_simd: bool) -> None:
-    """The server's cache: a module it lacks is compiled by a child process for the same engine settings, never in
-    this process (whose memory then holds no Cranelift), and the child's file is mapped and runs the model."""
-    wasm = convert_onnx(scale_model(SCALE[1]), max_batch=4, name="scale").wasm
-
-    def refused(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
-        raise AssertionError("compiled in the serving process")
-
-    monkeypatch.setattr(wasm_runtime, "compile_module", refused)
-    engine = make_engine(interruptible, relaxed_simd)
-    module = CompiledCache(tmp_path / "cache", compile_apart=True).load(engine, wasm)
-    [compiled] = (tmp_path / "cache").glob("*.cwasm")
-    assert compiled.name == f"{CompiledCache().key(wasm, wasm_runtime.tag_of(engine))}.cwasm"
-    model = WasmModel(b"", engine, compiled=(module, read_metadata(wasm)))
-    np.testing.assert_array_equal(model.run({"x": np.ones((1, 4), np.float32)})["y"], [SCALE[1]])
-
-
-def test_compile_apart_says_why_a_broken_module_does_not_compile_as_before(tmp_path: Path) -> None:
-    """The child fails; the module is compiled here after all, for wasmtime's own error, and nothing is cached."""
-    engine = make_engine()
-    broken = b"\x00asm\x01\x00\x00\x00\x01\x05"  # a type section cut short
-    with pytest.raises(wasmtime.WasmtimeError) as here:
-        CompiledCache(None).load(engine, broken)
-    with pytest.raises(wasmtime.WasmtimeError) as apart:
-        CompiledCache(tmp_path / "cache", compile_apart=True).load(engine, broken)
-    assert str(apart.value) == str(here.value)
-    assert not list((tmp_path / "cache").glob("*.cwasm"))

@@ -61,6 +61,6 @@ def test_serving_a_wasm_model_imports_no_compiler_and_nothing_it_does_not_use(re
     modules = set(seen["modules"])
     assert "grpc" in modules and "wasmtime" in modules  # it did serve gRPC and run the module
     assert sorted(modules.intersection(NOT_IMPORTED)) == []
-    # the module was compiled for the server's cache (by a child process: runtime/wasm.py compile_apart)
+    # the module was compiled into the server's cache
     assert list((tmp_path / "home" / "cache").glob("*.cwasm"))
 

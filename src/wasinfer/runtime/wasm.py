@@ -156,23 +156,6 @@ def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
     return wasmtime.Module(engine, wasm)
 
 
-def compile_in_child(wasm: bytes, tag: str, path: Path) -> bool:
-    """Compile `wasm` for the engine `tag` names in a child process (`python -m wasinfer.runtime.compile_apart`)
-    that writes the compiled module to `path`; whether it did. The child imports this same wasinfer (its
-    directory first on PYTHONPATH), so the code and the engine settings are this process's."""
-    import subprocess
-    import sys
-
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run([sys.executable, "-m", "wasinfer.runtime.compile_apart", tag, str(path)], input=wasm,
-                              capture_output=True, env=env, check=False)
-    except OSError:
-        return False
-    return done.returncode == 0 and path.is_file()
-
-
 WASM_PAGE = 65536
 # Table elements one store may hold. wasinfer modules have no tables and compiled programs' function tables
 # hold hundreds to thousands of entries, but without a cap a module's table.grow takes host memory outside
@@ -194,14 +177,8 @@ class CompiledCache:
     start from a file neither reads nor hashes the .wasm: it is one mmap plus instantiation.
     """
 
-    def __init__(self, directory: Path | None = DEFAULT_CACHE, compile_apart: bool = False):
-        """`compile_apart`: a module not in the cache is compiled by a child process (compile_apart.py), which
-        writes it here, and this process maps it from the file like any cached module. Cranelift's code and
-        its allocations (about 8 MiB of a server's resident memory: docs/performance.md "Install size and
-        server memory") then never enter this process. For long-lived servers; where the child cannot run or
-        fails, the module is compiled here as before (and its error, for a broken module, said from here)."""
+    def __init__(self, directory: Path | None = DEFAULT_CACHE):
         self.directory = directory
-        self.compile_apart = compile_apart and directory is not None
 
     def key(self, wasm: bytes, tag: str = ENGINE_TAG) -> str:
         return hashlib.sha256(wasm + f"|{tag}".encode()).hexdigest()
@@ -219,10 +196,6 @@ class CompiledCache:
             module = self._deserialize(engine, path)
             if module is not None:
                 return module
-            if self.compile_apart and compile_in_child(wasm, tag_of(engine), path):
-                module = self._deserialize(engine, path)
-                if module is not None:
-                    return module
             module = compile_module(engine, wasm)
             atomic_write(path, bytes(module.serialize()))
         return module

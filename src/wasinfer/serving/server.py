@@ -191,9 +191,7 @@ class Server:
         self.metrics = Metrics()
         if config.metrics_dir is not None:
             self.metrics.share(config.metrics_dir)
-        # A module the cache lacks is compiled by a child process: the server only maps compiled code, and
-        # Cranelift never takes its memory (runtime/wasm.py CompiledCache)
-        cache = CompiledCache(config.cache_dir, compile_apart=True) if config.cache_dir is not None else None
+        cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
         defaults = ServingDefaults(pool_size=pool_size, batching_delay_us=config.batch_delay_us,
                                    max_concurrency=config.max_concurrency,
                                    max_tensor_elements=config.max_tensor_elements)
