@@ -142,12 +142,12 @@ SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
              "i32x4.extadd_pairwise_i16x8_s": 126, "i32x4.extadd_pairwise_i16x8_u": 127,
              # relaxed SIMD's 8-bit dot (the int8 kernels' relaxed variant): per i32 lane, c + the four
              # products of a's signed bytes and b's 7-bit ones; and the byte shift that splits b off
-             "i32x4.relaxed_dot_i8x16_i7x16_add_s": 0x113, "i8x16.shr_u": 109,
-             # relaxed SIMD's a * b + c, one FMA where the host has one (the float kernels' relaxed variant)
-             "f32x4.relaxed_madd": 0x105})
+             "i32x4.relaxed_dot_i8x16_i7x16_add_s": 0x113, "i8x16.shr_u": 109})
 LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
                  "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
                  "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})
+# relaxed SIMD's a * b + c, one FMA where the host has one (the float kernels' relaxed variant: GEMM, sigmoid, tanh)
+SIMD.update({"f32x4.relaxed_madd": 0x105})
 
 
 @dataclass
