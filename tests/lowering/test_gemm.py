@@ -66,6 +66,21 @@ def test_columns_outer_for_few_rows_against_a_large_constant_b(m: int, n: int, k
     assert not gemm_plan(m, n, k).columns_outer  # a run-time B is not packed per column tile
 
 
+@pytest.mark.parametrize("m,n,k,blocks", [
+    (20, 8210, 1024, 1),  # ddddocr_rec's classifier: A (80 KiB) stays in L2, so K is not cut
+    (20, 8210, 4096, 8),  # A too large for L2 whole: K blocks of 512 keep A's block there
+    (20, 64, 1024, 2),  # B fits in L2, rows outermost: K blocks as before
+])
+def test_columns_outer_cuts_k_only_where_a_does_not_fit(m: int, n: int, k: int, blocks: int) -> None:
+    plan = gemm_plan(m, n, k, constant_b=True)
+    assert plan.blocks == blocks and plan.k_len == -(-k // blocks)
+    assert plan.columns_outer is (n == 8210)
+    counts = np.zeros(n, int)
+    for lo, tiles, width in plan.regions:
+        counts[lo:lo + tiles * width] += 1
+    assert counts.min() == 1 and (blocks == 1 or counts.max() == 1)  # overlapping tiles only without K blocks
+
+
 @pytest.mark.parametrize("k,n", [(5, 37), (3, 8), (6, 21), (2, 3)])
 def test_pack_columns_layout(k: int, n: int) -> None:
     b = rng.standard_normal((k, n)).astype(np.float32)

@@ -301,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wasi", action="store_true", help="also export a WASI _start (npy on stdin → npy on stdout)")
     p.add_argument("--simd", choices=["auto", "plain", "relaxed"], default="auto",
                    help="auto (default): plain SIMD128 code, which every engine runs with the same results, plus a "
-                   "variant with relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul (about 10%% faster there; "
-                   "results differ in the last bits) that wasinfer's runtime runs instead; plain: only the first "
-                   "(a smaller file); relaxed: only the second (the engine must have relaxed SIMD: wasmtime and "
-                   "Chrome 114+ do, Firefox and Safari not by default)")
+                   "variant with relaxed SIMD's fused multiply-add in Conv/Gemm/MatMul and sigmoid/tanh (10-40%% "
+                   "faster there; results differ in the last bits) that wasinfer's runtime runs instead; plain: only "
+                   "the first (a smaller file); relaxed: only the second (the engine must have relaxed SIMD: wasmtime "
+                   "and Chrome 114+ do, Firefox and Safari not by default)")
     smaller = p.add_mutually_exclusive_group()
     smaller.add_argument("--quantize", choices=["int8"],
                          help="quantize an ONNX model statically with ONNX Runtime's quantizer (QDQ, int8 weights "

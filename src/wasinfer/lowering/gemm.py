@@ -2,7 +2,8 @@
 
 The plan of one product (`gemm_plan`): rows of C in tiles of ROWS (the last rows as one shorter
 tile), columns in runs of equal-width tiles (`column_tiles`: 8 wide, 16 for a single row, a last
-partial tile overlapping the one before), and K in blocks of at most K_BLOCK. Constant operands
+partial tile overlapping the one before), and K in blocks of at most K_BLOCK (one block where the
+column tiles go outermost and all of A stays in L2). Constant operands
 are laid out at compile time so the inner loop reads them contiguously: A in panels of PANEL
 rows (`pack_panels`), B per column run (`pack_columns`). Conv-sized products go over blocks of
 columns small enough to keep B's block in L2 (`column_block`); a few rows against a constant B
@@ -90,6 +91,13 @@ class GemmPlan:
 
 
 def gemm_plan(m_size: int, n_size: int, k_size: int, constant_b: bool = False) -> GemmPlan:
+    if constant_b and k_size > K_BLOCK and columns_outer(m_size, n_size, k_size):
+        # Columns outermost with all of A in L2, K blocks buy nothing: they only made each block read half of
+        # every B tile (16 KiB runs with 16 KiB gaps through a classifier's 33.6 MB) and store and reload C's
+        # partial sums. One block: each B tile is one sequential run, from L2 for the row tiles after the
+        # first (ddddocr_rec's 20 x 1024 x 8210 Gemm: 11.2 -> 9.5 ms).
+        return GemmPlan(m_size, n_size, k_size, 1, k_size,
+                        tuple(column_tiles(n_size, 1 if m_size == 1 else ROWS)), columns_outer=True)
     blocks = max(1, -(-k_size // K_BLOCK))
     regions = column_tiles(n_size, 1 if m_size == 1 else ROWS, overlap=blocks == 1)
     k_len = -(-k_size // blocks)
@@ -105,7 +113,8 @@ def columns_outer(m_size: int, n_size: int, k_len: int) -> bool:
     through 5 times for 20 rows: 6x ONNX Runtime, memory-bound). Columns outermost, B's tile
     (k_len x 8 floats) is read once and stays in L1 while the row tiles pass over it; A's block
     (every row, k_len columns) must then stay in L2 instead, so this is for a few rows and many
-    columns, the shape of a classifier or of a projection over a short sequence."""
+    columns, the shape of a classifier or of a projection over a short sequence. Where all of A fits
+    that budget, `gemm_plan` does not cut K at all."""
     row_tiles = -(-m_size // ROWS)
     return row_tiles > 1 and k_len * n_size * 4 > GEMM_B_BUDGET and m_size * k_len * 4 <= GEMM_B_BUDGET
 

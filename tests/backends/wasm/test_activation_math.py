@@ -9,8 +9,11 @@ from onnx import helper
 
 from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
 from wasinfer.artifact import convert_onnx
+from wasinfer.artifact.variants import select_code
 from wasinfer.backends.wasm.context import Ctx
 from wasinfer.backends.wasm.emitters import unary
+from wasinfer.backends.wasm.emitters.gemm import RELAXED_MADD
+from wasinfer.runtime import WasmModel, make_engine
 
 rng = np.random.default_rng(3)
 
@@ -100,3 +103,24 @@ def test_unrolled_loop_keeps_every_path(monkeypatch: pytest.MonkeyPatch) -> None
     x = np.clip(spread(43), -20, 20)
     for op in ("Sigmoid", "Relu", "Exp"):
         assert_matches_ort(single_op_model(op, {"x": x}), {"x": x})
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh", "Swish"])
+def test_rational_math_fused_in_the_relaxed_variant(op: str) -> None:
+    """The relaxed code variant takes each Horner step of the rational sigmoid and tanh as one
+    f32x4.relaxed_madd (an FMA on this host: Sigmoid 265 -> 183 us, Swish 283 -> 213 us on 96 x 52 x 52);
+    the plain code keeps mul + add. Both match float64 (the relaxed one a little closer)."""
+    x = spread(1027)
+    model = single_op_model(op, {"x": x}, opset=24 if op == "Swish" else 13)
+    result = convert_onnx(model)
+    assert RELAXED_MADD in select_code(result.wasm, relaxed=True)
+    assert RELAXED_MADD not in convert_onnx(model, simd="plain").wasm
+    wide = x.astype(np.float64)
+    sigmoid = 0.5 * (1 + np.tanh(wide / 2))
+    with np.errstate(invalid="ignore"):  # Swish(-inf) = -inf * 0: NaN, as the kernel gives it
+        exact = {"Sigmoid": sigmoid, "Tanh": np.tanh(wide), "Swish": wide * sigmoid}[op]
+    for relaxed in (False, True):
+        got = WasmModel(result.wasm, make_engine(interruptible=False, relaxed_simd=relaxed)).run({"x": x})["y0"]
+        # Swish: sigmoid's absolute error (< 2e-7) times |x| up to 18, where the clamp takes over
+        np.testing.assert_allclose(got, exact, rtol=2e-6, atol=4e-6 if op == "Swish" else 5e-7,
+                                   err_msg=f"relaxed={relaxed}")

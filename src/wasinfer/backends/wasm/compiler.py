@@ -62,8 +62,8 @@ class CompileOptions:
     batch_axes: dict[str, int] = field(default_factory=dict)
     wasi: bool = False  # also a WASI command: `_start` reads .npy inputs on stdin (backends/wasm/wasi.py)
     weights: WeightEncoding | None = None  # int8 / fp16 weight storage (passes/quantize.py)
-    # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM and Conv; needs an engine with
-    # relaxed SIMD (wasmtime: on by default; browsers: Chrome 114+), results differ in the last bits
+    # f32x4.relaxed_madd (one FMA on hosts that have it) in GEMM, Conv and the rational sigmoid/tanh; needs an
+    # engine with relaxed SIMD (wasmtime: on by default; browsers: Chrome 114+), results differ in the last bits
     relaxed_simd: bool = False
 
 

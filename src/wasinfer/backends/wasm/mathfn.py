@@ -52,12 +52,15 @@ def _horner(f: Func, x: int, coeffs: tuple[float, ...], acc: int) -> None:
         f.get(acc).get(x).op("f32x4.mul").f32x4_const(c).op("f32x4.add").set(acc)
 
 
-def odd_rational(f: Func, x: int, limit: float, p: tuple[float, ...], q: tuple[float, ...]) -> None:
+def odd_rational(f: Func, x: int, limit: float, p: tuple[float, ...], q: tuple[float, ...],
+                 fused: bool = False) -> None:
     """Push x P(x²) / Q(x²) with x clamped to [-limit, limit] (in place: x's local is overwritten).
 
     pmin/pmax clamp in one instruction each (f32x4.min/max cost several on x86 for their NaN and
     signed-zero rules) and keep NaN: pmax(NaN, c) is NaN. Both polynomials are evaluated side by
-    side, so their multiplies and adds overlap."""
+    side, so their multiplies and adds overlap. `fused` (the relaxed code variant) makes each Horner
+    step one f32x4.relaxed_madd: an FMA where the host has one, 9 instructions fewer per vector for
+    sigmoid, 10 for tanh, of about 30 (and one rounding less per step)."""
     x2, num, den = f.local(V128), f.local(V128), f.local(V128)
     f.get(x).f32x4_const(-limit).op("f32x4.pmax").f32x4_const(limit).op("f32x4.pmin").set(x)
     f.get(x).get(x).op("f32x4.mul").set(x2)
@@ -66,19 +69,22 @@ def odd_rational(f: Func, x: int, limit: float, p: tuple[float, ...], q: tuple[f
     for step in range(1, max(len(p), len(q))):
         for coeffs, acc in ((p, num), (q, den)):
             if step < len(coeffs):
-                f.get(acc).get(x2).op("f32x4.mul").f32x4_const(coeffs[step]).op("f32x4.add").set(acc)
+                if fused:
+                    f.get(acc).get(x2).f32x4_const(coeffs[step]).op("f32x4.relaxed_madd").set(acc)
+                else:
+                    f.get(acc).get(x2).op("f32x4.mul").f32x4_const(coeffs[step]).op("f32x4.add").set(acc)
     f.get(num).get(x).op("f32x4.mul").get(den).op("f32x4.div")
 
 
-def sigmoid_v128(f: Func, x: int) -> None:
-    """Push sigmoid(x), in [0, 1]; x's local is overwritten."""
-    odd_rational(f, x, SIGMOID_LIMIT, SIGMOID_P, SIGMOID_Q)
+def sigmoid_v128(f: Func, x: int, fused: bool = False) -> None:
+    """Push sigmoid(x), in [0, 1]; x's local is overwritten (`fused`: see `odd_rational`)."""
+    odd_rational(f, x, SIGMOID_LIMIT, SIGMOID_P, SIGMOID_Q, fused)
     f.f32x4_const(0.5).op("f32x4.add").f32x4_const(0.0).op("f32x4.pmax").f32x4_const(1.0).op("f32x4.pmin")
 
 
-def tanh_v128(f: Func, x: int) -> None:
-    """Push tanh(x), in [-1, 1]; x's local is overwritten."""
-    odd_rational(f, x, TANH_LIMIT, TANH_P, TANH_Q)
+def tanh_v128(f: Func, x: int, fused: bool = False) -> None:
+    """Push tanh(x), in [-1, 1]; x's local is overwritten (`fused`: see `odd_rational`)."""
+    odd_rational(f, x, TANH_LIMIT, TANH_P, TANH_Q, fused)
 
 
 def exp_v128(f: Func, x: int) -> None:

@@ -149,6 +149,8 @@ PLAIN.update({"f64.nearest": b"\x9e", "f64.min": b"\xa4", "f32.copysign": b"\x98
 LANE_OPS.update({"i8x16.extract_lane_s": 21, "i8x16.extract_lane_u": 22, "i8x16.replace_lane": 23,
                  "i16x8.extract_lane_s": 24, "i16x8.extract_lane_u": 25, "i16x8.replace_lane": 26,
                  "i32x4.replace_lane": 28, "i64x2.extract_lane": 29, "i64x2.replace_lane": 30})
+# relaxed SIMD's a * b + c, one FMA where the host has one (the float kernels' relaxed variant: GEMM, sigmoid, tanh)
+SIMD.update({"f32x4.relaxed_madd": 0x105})
 
 
 @dataclass

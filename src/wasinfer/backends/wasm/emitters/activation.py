@@ -3,8 +3,9 @@
 `apply_v128` transforms the v128 on top of the stack in place. Conv, Gemm, MatMul, Add and the
 normalisations call `epilogue` on each result vector, so an activation that passes/fuse.py folded
 into its producer (`Node.activation`) costs no separate pass over memory; the recurrent kernels
-apply their gate functions with it. It lives apart from unary.py and binary.py so that every
-kernel can use it without importing another kernel module.
+apply their gate functions with it. In the relaxed code variant (`Ctx.relaxed_simd`) the rational
+sigmoid and tanh take one FMA per Horner step (mathfn.py `odd_rational`). It lives apart from
+unary.py and binary.py so that every kernel can use it without importing another kernel module.
 """
 
 from __future__ import annotations
@@ -41,17 +42,17 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         f.get(v).get(v).f32x4_const(params["alpha"]).op("f32x4.mul")
         f.get(v).f32x4_const(0.0).op("f32x4.gt").op("v128.bitselect")
     elif op == "Sigmoid":
-        sigmoid_v128(f, v)
+        sigmoid_v128(f, v, ctx.relaxed_simd)
     elif op == "Swish":  # x * sigmoid(alpha * x): the sigmoid works on a copy, x stays for the product
         t = f.local(V128)
         f.get(v).get(v)
         if params["alpha"] != 1.0:
             f.f32x4_const(params["alpha"]).op("f32x4.mul")
         f.set(t)
-        sigmoid_v128(f, t)
+        sigmoid_v128(f, t, ctx.relaxed_simd)
         f.op("f32x4.mul")
     elif op == "Tanh":
-        tanh_v128(f, v)
+        tanh_v128(f, v, ctx.relaxed_simd)
     elif op == "Erf":
         f.get(v).call(ctx.helper("erf4"))
     elif op == "Gelu":  # x/2 * (1 + erf(x/sqrt 2)), or with tanh(sqrt(2/pi) * (x + 0.044715 x^3))
@@ -60,7 +61,7 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
             t = f.local(V128)
             f.get(v).get(v).op("f32x4.mul").get(v).op("f32x4.mul").f32x4_const(0.044715).op("f32x4.mul")
             f.get(v).op("f32x4.add").f32x4_const(math.sqrt(2.0 / math.pi)).op("f32x4.mul").set(t)
-            tanh_v128(f, t)
+            tanh_v128(f, t, ctx.relaxed_simd)
         else:
             f.get(v).f32x4_const(math.sqrt(0.5)).op("f32x4.mul").call(ctx.helper("erf4"))
         f.op("f32x4.add").op("f32x4.mul")

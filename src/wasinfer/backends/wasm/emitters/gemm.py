@@ -147,7 +147,7 @@ def _pack_a(ctx: Ctx, a: Operand, m_size: int, k_size: int, dst: int) -> None:
 
 # Register tiles (lowering/gemm.py): ROWS x 8 (8 accumulators, 2 B vectors, the A values and a
 # splat) fit the 16 SIMD registers of x86-64; a single row takes 16 columns (4 accumulators, 4 B vectors).
-RELAXED_MADD = b"\xfd" + uleb(0x105)  # f32x4.relaxed_madd(a, b, c) = a * b + c, fused or not
+RELAXED_MADD = b"\xfd" + uleb(0x105)  # f32x4.relaxed_madd(a, b, c) = a * b + c, fused or not: its bytes
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,7 @@ def _madd(ctx: Ctx, acc: int, x: int, y: int) -> None:
     """acc += x * y: f32x4.relaxed_madd (one FMA where the host has one) when allowed, else mul + add."""
     f = ctx.f
     if ctx.relaxed_simd:
-        f.get(x).get(y).get(acc)
-        f.code += RELAXED_MADD
+        f.get(x).get(y).get(acc).op("f32x4.relaxed_madd")
     else:
         f.get(acc).get(x).get(y).op("f32x4.mul").op("f32x4.add")
     f.set(acc)

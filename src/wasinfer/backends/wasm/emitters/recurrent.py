@@ -1,7 +1,8 @@
 """Recurrent layers: LSTM, GRU and RNN (forward, reverse, bidirectional; layout 0 and 1).
 
 Per direction, the input projection of every time step is one GEMM up front
-(XW = X @ W^T + bias, rows in X's memory order), then each step runs a small GEMM of the
+(XW = X @ W^T + bias, rows in X's memory order; X packed in panels in scratch where that GEMM walks
+W's columns outermost, as Gemm's classifier shapes do), then each step runs a small GEMM of the
 hidden state against R^T and an elementwise pass over the gates, a v128 at a time with a
 splatted tail. Gate orders and formulas follow ONNX (W: LSTM iofc, GRU zrh; P: iof):
 
@@ -38,6 +39,7 @@ from wasinfer.lowering.recurrent import (
     constant_biases,
     gate_columns,
     optional_input,
+    projection_panel_bytes,
     recurrent_scratch,
     recurrent_spec,
     scratch_layout,
@@ -301,7 +303,8 @@ class _Emitter:
         xw_bias, hr_bias = self.biases(d)
         rows = spec.seq * spec.batch
         emit_gemm(self.ctx, rows, gh, spec.input, Operand(self.ctx.addr(self.node.inputs[0]), spec.input, 1),
-                  self.matrix(1, d, s.wt, (0, gh)), Operand(self.at(s.xw), gh, 1), xw_bias)
+                  self.matrix(1, d, s.wt, (0, gh)), Operand(self.at(s.xw), gh, 1), xw_bias,
+                  a_scratch=self.at(s.xa) if projection_panel_bytes(spec, self.node, self.ctx.graph) else None)
         self.init_state(5, d, s.h)
         if spec.op == "LSTM":
             self.init_state(6, d, s.c)
