@@ -10,6 +10,7 @@ const BASE = new URLSearchParams(location.search).get("parity") ?? "/parity/";
 const TYPED = {
   float32: Float32Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array,
   bool: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array, uint32: Uint32Array,
+  bfloat16: Uint16Array, float8_e4m3fn: Uint8Array, int4: Uint8Array,
 };
 
 async function bytesOf(file) {
