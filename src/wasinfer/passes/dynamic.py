@@ -26,6 +26,14 @@ the same way, each output never larger than the input, so memory planned for the
                                x's rank, each sliced dim <= x.shape[j] (every dim where the axes are run-time)
     Split(x, split, axis=a)    each output x's shape, dim a its size <= x.shape[a] (their sum checked by the run)
 
+A Resize's (or Upsample's) scales or sizes may make its output larger than its input, so they need a declared range
+(--input-values scales=0.5..4, sizes=1..64: `Graph.read_values`, passes/values.py); the output is planned for the
+largest the range allows:
+
+    Resize(x, roi, scales)     each resized dim a: trunc(scale * x.shape[a]) <= trunc(MAX * x.shape[a])
+    Resize(x, roi, '', sizes)  stretch: sizes[i] <= MAX; not_larger / not_smaller: trunc(c * x.shape[a] + 0.5) with
+                               c <= max over the axes of MAX / x.shape[b]
+
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
 static. Where a parameter is a constant none of this applies: the static kernels run as they always did.
@@ -128,6 +136,40 @@ def _split(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def resize_parameters(graph: Graph, node: Node) -> tuple[str, str] | None:
+    """("scales" or "sizes", the input's name) where a Resize's or Upsample's scales or sizes are a run-time input
+    with a declared range (its kernel then reads them: emitters/resize_run_time.py), else None."""
+    legacy = node.op_type == "Upsample" or graph.opset < 11
+    for kind, index in ((("scales", 1),) if legacy else (("scales", 2), ("sizes", 3))):
+        name = node.inputs[index] if len(node.inputs) > index else ""
+        if name and name in graph.read_values and run_time_parameter(graph, node, index) is not None:
+            return kind, name
+    return None
+
+
+def _resize(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Resize or Upsample with declared run-time scales or sizes: each resized dim chosen by the run, up to the
+    largest its range allows."""
+    found = resize_parameters(graph, node)
+    if found is None or not source.shape or 0 in source.shape:
+        return False
+    kind, name = found
+    shape, rank = tuple(source.shape), len(source.shape)
+    axes = [int(a) % rank for a in node.attr("axes")] if node.attr("axes") is not None else list(range(rank))
+    low, high = graph.read_values[name][:2]
+    policy = str(node.attr("keep_aspect_ratio_policy", "stretch"))
+    if kind == "scales":
+        bounds = {a: (max(0, int(low * shape[a])), max(0, int(high * shape[a]))) for a in axes}
+    elif policy == "stretch":
+        bounds = {a: (max(0, int(low)), max(0, int(high))) for a in axes}
+    else:
+        common = max(high / shape[a] for a in axes)
+        bounds = {a: (0, max(0, int(common * shape[a] + 0.5))) for a in axes}
+    dims = tuple(_vary(graph, f"{node.name}.d{j}", list(bounds[j])) if j in bounds else d for j, d in enumerate(shape))
+    _type(graph, node.outputs[0], source.dtype, dims)
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -141,6 +183,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _slice(graph, node, source)
         elif node.op_type == "Split":
             bounded += _split(graph, node, source)
+        elif node.op_type in ("Resize", "Upsample"):
+            bounded += _resize(graph, node, source)
     return bounded
 
 

@@ -10,6 +10,8 @@ each output row is a weighted sum of source rows, four floats per v128. The inne
 (inner == 1) is a scalar weighted gather; a nearest-neighbour integer upscale there (the
 common 2x of detectors and segmenters) repeats each element k times, and along outer axes
 it is row copies. Nearest copies move elements bit for bit, so they serve any dtype.
+
+Where a run gives the roi, scales or sizes, emitters/resize_run_time.py computes the taps during the run.
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ import math
 
 from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes
+from wasinfer.backends.wasm.emitters.resize_run_time import emit_resize_run_time
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.resize import AxisPass, plan_problems, resize_plan, resize_scratch, tap_table
+from wasinfer.lowering.resize import (
+    AxisPass,
+    plan_problems,
+    resize_plan,
+    resize_scratch,
+    takes_run_time_path,
+    tap_table,
+)
 
 # ---------------------------------------------------------------- code
 
@@ -30,6 +40,9 @@ def _check_resize(node: Node, graph: Graph) -> list[str]:
 
 @kernel("Resize", "Upsample", check=_check_resize, scratch=resize_scratch)
 def emit_resize(ctx: Ctx, node: Node) -> None:
+    if takes_run_time_path(node, ctx.graph):  # roi, scales or sizes read by each run
+        emit_resize_run_time(ctx, node)
+        return
     plan = resize_plan(node, ctx.graph)
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     if math.prod(plan.out_shape) == 0:
