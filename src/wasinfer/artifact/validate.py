@@ -68,7 +68,8 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
             shape[axis] = (sizes or {}).get(symbol, shape[axis])
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f" and spec.name in declared:  # a Resize's scales: inside their range
-            feeds[spec.name] = rng.uniform(*declared[spec.name], shape).astype(dtype)
+            low, high = declared[spec.name]
+            feeds[spec.name] = rng.uniform(float(low), float(high), shape).astype(dtype)
         elif dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
