@@ -33,6 +33,8 @@ largest the range allows:
     Resize(x, roi, scales)     each resized dim a: trunc(scale * x.shape[a]) <= trunc(MAX * x.shape[a])
     Resize(x, roi, '', sizes)  stretch: sizes[i] <= MAX; not_larger / not_smaller: trunc(c * x.shape[a] + 0.5) with
                                c <= max over the axes of MAX / x.shape[b]
+    OneHot(indices, depth, values, axis=a)
+                               indices' shape with trunc(depth) <= MAX inserted at a
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -170,6 +172,23 @@ def _resize(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def _one_hot(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """OneHot with a declared run-time depth: the new axis's dim is the run's depth, up to the range's largest."""
+    depth = node.inputs[1] if len(node.inputs) > 2 else ""
+    values = graph.tensors.get(node.inputs[2]) if len(node.inputs) > 2 else None
+    if depth not in graph.read_values or run_time_parameter(graph, node, 1) is None or values is None:
+        return False
+    low, high = graph.read_values[depth][:2]
+    rank = len(source.shape) + 1
+    axis = int(node.attr("axis", -1))
+    if not -rank <= axis < rank:
+        return False  # the kernel's check names it
+    dims: list[Dim] = list(source.shape)
+    dims.insert(axis % rank, _vary(graph, f"{node.name}.depth", [max(0, int(low)), max(0, int(high))]))
+    _type(graph, node.outputs[0], values.dtype, tuple(dims))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -185,6 +204,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _split(graph, node, source)
         elif node.op_type in ("Resize", "Upsample"):
             bounded += _resize(graph, node, source)
+        elif node.op_type == "OneHot":
+            bounded += _one_hot(graph, node, source)
     return bounded
 
 
