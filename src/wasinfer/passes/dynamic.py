@@ -35,6 +35,8 @@ largest the range allows:
                                c <= max over the axes of MAX / x.shape[b]
     OneHot(indices, depth, values, axis=a)
                                indices' shape with trunc(depth) <= MAX inserted at a
+    HannWindow(size), HammingWindow(size), BlackmanWindow(size)
+                               [size], size <= MAX
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -46,11 +48,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import TensorProto, helper
 
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Dim, is_static, largest, symbol
 
 RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK", "Unique")
+WINDOWS = ("HannWindow", "HammingWindow", "BlackmanWindow")
 # Reduce* → the opset from which its axes are an input (an attribute before)
 AXES_INPUT = {"ReduceSum": 13, **{op: 18 for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                                                      "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")}}
@@ -189,6 +193,17 @@ def _one_hot(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def _window(graph: Graph, node: Node) -> bool:
+    """A Hann, Hamming or Blackman window with a declared run-time size: [size], up to the range's largest."""
+    size = node.inputs[0]
+    if size not in graph.read_values or run_time_parameter(graph, node, 0) is None:
+        return False
+    high = max(0, int(graph.read_values[size][1]))
+    dtype = helper.tensor_dtype_to_np_dtype(int(node.attr("output_datatype", TensorProto.FLOAT)))
+    _type(graph, node.outputs[0], dtype, (_vary(graph, f"{node.name}.size", [0, high]),))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -206,6 +221,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _resize(graph, node, source)
         elif node.op_type == "OneHot":
             bounded += _one_hot(graph, node, source)
+        elif node.op_type in WINDOWS:
+            bounded += _window(graph, node)
     return bounded
 
 
