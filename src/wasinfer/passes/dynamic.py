@@ -37,6 +37,7 @@ largest the range allows:
                                indices' shape with trunc(depth) <= MAX inserted at a
     HannWindow(size), HammingWindow(size), BlackmanWindow(size)
                                [size], size <= MAX
+    AffineGrid(theta, size)    [N, (D,) H, W, 2 or 3], each spatial size <= MAX
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -204,6 +205,19 @@ def _window(graph: Graph, node: Node) -> bool:
     return True
 
 
+def _affine_grid(graph: Graph, node: Node, theta: TensorInfo) -> bool:
+    """AffineGrid with a declared run-time size [N, C, (D,) H, W]: [N, (D,) H, W, rank], each spatial dim up to the
+    range's largest (N is theta's, which the run checks)."""
+    size = node.inputs[1] if len(node.inputs) > 1 else ""
+    if size not in graph.read_values or run_time_parameter(graph, node, 1) is None or len(theta.shape) != 3:
+        return False
+    high = max(0, int(graph.read_values[size][1]))
+    rank = theta.shape[1]
+    spatial = tuple(_vary(graph, f"{node.name}.d{j}", [0, high]) for j in range(rank))
+    _type(graph, node.outputs[0], theta.dtype, (theta.shape[0], *spatial, rank))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -223,6 +237,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _one_hot(graph, node, source)
         elif node.op_type in WINDOWS:
             bounded += _window(graph, node)
+        elif node.op_type == "AffineGrid":
+            bounded += _affine_grid(graph, node, source)
     return bounded
 
 
