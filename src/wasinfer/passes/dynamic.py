@@ -38,6 +38,8 @@ largest the range allows:
     HannWindow(size), HammingWindow(size), BlackmanWindow(size)
                                [size], size <= MAX
     AffineGrid(theta, size)    [N, (D,) H, W, 2 or 3], each spatial size <= MAX
+    Col2Im(x [N, C * B, L], image_shape, block_shape)
+                               [N, C, *image_shape], C <= C * B, each image size <= MAX
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -218,6 +220,31 @@ def _affine_grid(graph: Graph, node: Node, theta: TensorInfo) -> bool:
     return True
 
 
+def _col2im(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Col2Im with image_shape or block_shape declared run-time inputs (the other one a constant or declared too):
+    [N, C, *image], C = the columns / the block's size (up to all the columns), each image dim up to the range's
+    largest."""
+    image, block = node.inputs[1:3] if len(node.inputs) > 2 else ("", "")
+    shapes = (image, block)
+    if (not any(n in graph.read_values and run_time_parameter(graph, node, i + 1) is not None
+                for i, n in enumerate(shapes))
+            or not all(n in graph.read_values or n in graph.constants for n in shapes) or len(source.shape) != 3):
+        return False
+    batch, columns, _ = source.shape
+    rank = graph.info(image).size
+    if image in graph.constants:
+        dims: list[Dim] = [int(v) for v in np.asarray(graph.constants[image]).reshape(-1)]
+    else:
+        high = max(0, int(graph.read_values[image][1]))
+        dims = [_vary(graph, f"{node.name}.d{j}", [0, high]) for j in range(rank)]
+    if block in graph.constants:
+        channels: Dim = columns // max(1, math.prod(int(v) for v in np.asarray(graph.constants[block]).reshape(-1)))
+    else:
+        channels = _vary(graph, f"{node.name}.channels", [min(1, columns), columns])
+    _type(graph, node.outputs[0], source.dtype, (batch, channels, *dims))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -239,6 +266,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _window(graph, node)
         elif node.op_type == "AffineGrid":
             bounded += _affine_grid(graph, node, source)
+        elif node.op_type == "Col2Im":
+            bounded += _col2im(graph, node, source)
     return bounded
 
 

@@ -18,10 +18,11 @@ the node is refused by name, as for any symbolic dim.
 Some kernels compute with the values themselves, not only size by them: a Resize's scales (floats) or sizes set
 both its output's dims and where each output samples the input, a OneHot's depth (often a float) its new axis and
 where negative indices count from, a Hann, Hamming or Blackman window's size its length and every value, an
-AffineGrid's size its grid. Such an input (`READS_VALUES_AT_RUN_TIME`) stays a run-time input
-(`Graph.read_values`): no symbols, no constant; the run checks its range the same way, and the op's own pass types
-its output at the largest the range allows, each varying dim a symbol its kernel writes (passes/dynamic.py). Its
-range may be of floats (`scales=0.25..4`) where the input is a float tensor.
+AffineGrid's size its grid, a Col2Im's image and block shapes its output and where each column element goes. Such
+an input (`READS_VALUES_AT_RUN_TIME`) stays a run-time input (`Graph.read_values`): no symbols, no constant; the
+run checks its range the same way, and the op's own pass types its output at the largest the range allows, each
+varying dim a symbol its kernel writes (passes/dynamic.py). Its range may be of floats (`scales=0.25..4`) where
+the input is a float tensor.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
-                            ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1)}
+                            ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
+                            ("Col2Im", 1), ("Col2Im", 2)}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
 Range = tuple[int, int] | tuple[float, float]
 
@@ -101,8 +103,8 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
             elsewhere = [f"node {node!r} ({op}) reads it as input {i}" for op, i, node, domain in reads
                          if (op, i) not in READS_VALUES_AT_RUN_TIME or domain] or ["it is a graph output"]
             raise UnsupportedModel([f"--input-values {name}: a kernel reads its values at run time (a Resize's roi, "
-                                    "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size), so it "
-                                    f"can be read there only; {'; '.join(elsewhere)}"])
+                                    "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's "
+                                    f"shapes), so it can be read there only; {'; '.join(elsewhere)}"])
         if isinstance(low, float) or isinstance(high, float):
             raise ValueError(f"--input-values {name}={low}..{high}: expected NAME=MIN..MAX with integers, as input "
                              f"{name!r} sets dims")
@@ -122,7 +124,7 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
                                     "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
                                     f"a Pad's pads) or where a kernel reads them (a Resize's roi, scales or sizes, a "
-                                    f"OneHot's depth, a window's or an AffineGrid's size); "
+                                    f"OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes); "
                                     f"{where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))
