@@ -7,15 +7,16 @@ and compiles then, keeping one module per input-shape signature. Pinning in the 
 than passing `input_shapes` keeps a dynamic leading dim a real dim: the frontend would make it
 the per-sample batch, which is wrong for ops that mix samples (reductions over axis 0, ...).
 
-Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads,
-Resize scales, Reshape's shape...) as graph inputs, where exported models hold constants or
-shape subgraphs that fold. Some compile as they are, one module for every value (Reduce axes,
-Slice, Split sizes, Trilu's k, TopK's k: passes/dynamic.py). Where a model is declined with such
-inputs, the backend declares their values' range, one fixed range whatever the case's values
-(`VALUE_RANGE`, as `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's
-repeats), and compiles it once; a run with a value outside it, or a model declined that way too,
-binds the inputs to the values `run` is given, as initializers, and keeps one module per value —
-what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads, Resize scales,
+Reshape's shape...) as graph inputs, where exported models hold constants or shape subgraphs that fold. Some
+compile as they are, one module for every value (Reduce axes, Slice, Split sizes, Trilu's k, TopK's k:
+passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
+fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
+ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
+roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes), and compiles it once; a run with a
+value outside it, or a model declined that way too, binds the inputs to the values `run` is given, as
+initializers, and keeps one module per value — what `wasinfer convert` does for any constant. docs/conformance.md
+counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
@@ -38,7 +39,8 @@ from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
-VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB)
+VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB;
+# a Resize's float scales too: 16x on every axis)
 
 # op → positions of inputs that are parameters: they decide output shapes, index tables or loop counts.
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
