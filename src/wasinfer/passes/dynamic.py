@@ -40,6 +40,7 @@ largest the range allows:
     AffineGrid(theta, size)    [N, (D,) H, W, 2 or 3], each spatial size <= MAX
     Col2Im(x [N, C * B, L], image_shape, block_shape)
                                [N, C, *image_shape], C <= C * B, each image size <= MAX
+    Range(start, limit, delta) [count], count <= the most ceil((limit - start) / delta) over the ranges
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -53,7 +54,7 @@ import math
 import numpy as np
 from onnx import TensorProto, helper
 
-from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, is_static, largest, symbol
 
 RUN_TIME_SHAPED = ("NonZero", "Compress", "NonMaxSuppression", "TopK", "Unique")
@@ -245,6 +246,48 @@ def _col2im(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+MAX_RANGE_COUNT = 1 << 24  # values a Range with run-time bounds may be planned for
+
+
+def _span(graph: Graph, name: str) -> tuple[float, float] | None:
+    """The smallest and largest value a Range's start, limit or delta may take: a constant's, or a declared range."""
+    if name in graph.read_values:
+        return graph.read_values[name][:2]
+    if name in graph.constants and np.asarray(graph.constants[name]).size == 1:
+        value = float(np.asarray(graph.constants[name]).reshape(-1)[0])
+        return value, value
+    return None
+
+
+def _range(graph: Graph, node: Node) -> bool:
+    """Range with a declared run-time start or delta (and limit): [count], count = max(ceil((limit - start) /
+    delta), 0) up to its largest over the ranges. An integer delta is at least 1 in size (0 traps the run); a
+    float one must be declared away from 0, else no count bounds it."""
+    if not any(n in graph.read_values and run_time_parameter(graph, node, i) is not None
+               for i, n in enumerate(node.inputs[:3])):
+        return False
+    spans = [_span(graph, n) for n in node.inputs[:3]]
+    if node.outputs[0] in graph.decided:
+        return False
+    undeclared = [n for n, span in zip(node.inputs[:3], spans, strict=True) if span is None]
+    if undeclared:
+        raise UnsupportedModel([f"node {node.name!r} (Range): {undeclared} computed at run time with no declared "
+                                "range (--input-values NAME=MIN..MAX) beside the bounds that have one"])
+    (s0, s1), (l0, l1), (d0, d1) = spans  # type: ignore[misc]
+    integer = graph.info(node.inputs[0]).dtype.kind in "iu"
+    if not integer and d0 <= 0 <= d1:
+        raise UnsupportedModel([f"node {node.name!r} (Range): delta's declared range {d0:g}..{d1:g} includes 0, so "
+                                "nothing bounds how many values a run makes; declare it above or below 0"])
+    up = (l1 - s0) / (max(d0, 1) if integer else d0) if d1 > 0 else 0  # the most, going up then down
+    down = (s1 - l0) / (max(-d1, 1) if integer else -d1) if d0 < 0 else 0
+    count = max(0, math.ceil(max(up, down)))
+    if count > MAX_RANGE_COUNT:
+        raise UnsupportedModel([f"node {node.name!r} (Range): its declared ranges allow {count} values, more than "
+                                f"{MAX_RANGE_COUNT}"])
+    _type(graph, node.outputs[0], graph.info(node.inputs[0]).dtype, (_vary(graph, f"{node.name}.count", [0, count]),))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -268,6 +311,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _affine_grid(graph, node, source)
         elif node.op_type == "Col2Im":
             bounded += _col2im(graph, node, source)
+        elif node.op_type == "Range":
+            bounded += _range(graph, node)
     return bounded
 
 

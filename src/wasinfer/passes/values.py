@@ -38,6 +38,7 @@ MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
+                            ("Range", 0), ("Range", 2), ("Range", -1),  # -1: its limit, with either of those
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
                             ("Col2Im", 1), ("Col2Im", 2)}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -80,9 +81,11 @@ def value_symbol(name: str, index: int) -> str:
 
 
 def _reads(graph: Graph, name: str) -> list[tuple[str, int, str, str]]:
-    """(op, input position, node name, domain) of every node that reads `name`."""
-    return [(node.op_type, index, node.name, node.domain) for node in graph.nodes
-            for index, n in enumerate(node.inputs) if n == name]
+    """(op, input position, node name, domain) of every node that reads `name`; a Range's limit counts as read
+    at run time (position -1) where the Range's start or delta is not a constant: its kernel reads all three."""
+    return [(node.op_type, -1 if (node.op_type, index) == ("Range", 1) and any(
+                n not in graph.constants for n in node.inputs[0:3:2]) else index, node.name, node.domain)
+            for node in graph.nodes for index, n in enumerate(node.inputs) if n == name]
 
 
 def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
@@ -104,7 +107,8 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
                          if (op, i) not in READS_VALUES_AT_RUN_TIME or domain] or ["it is a graph output"]
             raise UnsupportedModel([f"--input-values {name}: a kernel reads its values at run time (a Resize's roi, "
                                     "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's "
-                                    f"shapes), so it can be read there only; {'; '.join(elsewhere)}"])
+                                    f"shapes, a Range's bounds), so it can be read there only; "
+                                    f"{'; '.join(elsewhere)}"])
         if isinstance(low, float) or isinstance(high, float):
             raise ValueError(f"--input-values {name}={low}..{high}: expected NAME=MIN..MAX with integers, as input "
                              f"{name!r} sets dims")
@@ -124,7 +128,8 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
                                     "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
                                     f"a Pad's pads) or where a kernel reads them (a Resize's roi, scales or sizes, a "
-                                    f"OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes); "
+                                    f"OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's "
+                                    f"start and delta); "
                                     f"{where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))

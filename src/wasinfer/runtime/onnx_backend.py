@@ -13,10 +13,10 @@ compile as they are, one module for every value (Reduce axes, Slice, Split sizes
 passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
 fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
 ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
-roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes), and compiles it once; a run with a
-value outside it, or a model declined that way too, binds the inputs to the values `run` is given, as
-initializers, and keeps one module per value — what `wasinfer convert` does for any constant. docs/conformance.md
-counts those cases.
+roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds: `value_range`),
+and compiles it once; a run with a value outside it, or a model declined that way too, binds the inputs to the
+values `run` is given, as initializers, and keeps one module per value — what `wasinfer convert` does for any
+constant. docs/conformance.md counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
@@ -56,6 +56,23 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }
+
+
+# where VALUE_RANGE does not fit what reads the input: a Range's bounds may be negative (an integer delta of 0
+# traps the run), and a float delta is declared away from 0 so that the count has a bound
+RANGE_BOUNDS = (-16, 16)
+FLOAT_DELTA = (1 / 16, 16.0)
+
+
+def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[float, float]:
+    """The fixed range the backend declares for parameter input `name`, by what reads it (never by a case's
+    values)."""
+    floats = {v.name for v in model.graph.input
+              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)}
+    for node in model.graph.node:
+        if node.op_type == "Range" and node.domain in ("", "ai.onnx") and name in node.input[:3]:
+            return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
+    return VALUE_RANGE
 
 
 def parameter_inputs(model: onnx.ModelProto) -> set[str]:
@@ -132,13 +149,14 @@ class WasinferRep(BackendRep):
                 if not params:
                     raise
                 try:
-                    self.modules[None] = self._compile(model, {name: VALUE_RANGE for name in params})
+                    self.modules[None] = self._compile(model, {name: value_range(model, name) for name in params})
                     self.valued = params
                 except (UnsupportedModel, FrontendError, ValueError):
                     self.bound = params
                     self.static = False
 
-    def _compile(self, model: onnx.ModelProto, values: dict[str, tuple[int, int]] | None = None) -> WasmModel:
+    def _compile(self, model: onnx.ModelProto,
+                 values: dict[str, tuple[int, int] | tuple[float, float]] | None = None) -> WasmModel:
         started = time.perf_counter()
         wasm = convert_onnx(model, max_batch=1, input_values=values or None).wasm
         converted = time.perf_counter()
@@ -161,8 +179,9 @@ class WasinferRep(BackendRep):
         return shapes + tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
 
     def _outside_range(self, feeds: dict[str, np.ndarray]) -> bool:
-        low, high = VALUE_RANGE
-        return any(feeds[n].size and (feeds[n].min() < low or feeds[n].max() > high) for n in self.valued)
+        ranges = {n: value_range(self.model, n) for n in self.valued}
+        return any(feeds[n].size and (feeds[n].min() < ranges[n][0] or feeds[n].max() > ranges[n][1])
+                   for n in self.valued)
 
     def module_for(self, feeds: dict[str, np.ndarray]) -> WasmModel:
         if self.static and self._outside_range(feeds):  # bound to this run's values instead
