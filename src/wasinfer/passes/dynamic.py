@@ -41,6 +41,8 @@ largest the range allows:
     Col2Im(x [N, C * B, L], image_shape, block_shape)
                                [N, C, *image_shape], C <= C * B, each image size <= MAX
     Range(start, limit, delta) [count], count <= the most ceil((limit - start) / delta) over the ranges
+    Expand(x, shape), x with a dim other than 1
+                               broadcast: such a dim stays (the value 1 or it), a dim of 1 or a new one <= MAX
 
 Each such dim is a symbol of its own (`{node}.d{j}`, `{node}.split{i}`), written by the node's kernel once it has
 read the parameter (emitters reduce.py, indexing.py); a dim that every value of the parameter leaves alone stays
@@ -288,6 +290,27 @@ def _range(graph: Graph, node: Node) -> bool:
     return True
 
 
+def expand_axes(source: tuple[int, ...], count: int) -> list[tuple[int | None, int | None]]:
+    """Per output axis of an Expand of `source` by a shape of `count` values: (the input's dim, or None where the
+    input has no such axis; the shape value's index, or None where the shape has none), right-aligned."""
+    rank = max(len(source), count)
+    return [(source[j - rank + len(source)] if j >= rank - len(source) else None,
+             j - rank + count if j >= rank - count else None) for j in range(rank)]
+
+
+def _expand(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Expand with a declared run-time shape against a dim other than 1 (passes/values.py): that dim stays (the
+    value must be 1 or it, which the kernel checks), a dim of 1 or a new one is the value, up to its largest."""
+    shape = node.inputs[1] if len(node.inputs) > 1 else ""
+    if shape not in graph.read_values or run_time_parameter(graph, node, 1) is None:
+        return False
+    low, high = (max(0, int(v)) for v in graph.read_values[shape][:2])
+    dims = tuple(d if index is None or (d is not None and d != 1) else _vary(graph, f"{node.name}.d{j}", [low, high])
+                 for j, (d, index) in enumerate(expand_axes(tuple(source.shape), graph.info(shape).size)))
+    _type(graph, node.outputs[0], source.dtype, dims)  # type: ignore[arg-type]
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -313,6 +336,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _col2im(graph, node, source)
         elif node.op_type == "Range":
             bounded += _range(graph, node)
+        elif node.op_type == "Expand":
+            bounded += _expand(graph, node, source)
     return bounded
 
 

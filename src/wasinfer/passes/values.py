@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wasinfer.ir import Graph, UnsupportedModel
+from wasinfer.ir import Graph, Node, UnsupportedModel
 from wasinfer.ir.symbolic import symbol
 
 MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
@@ -38,7 +38,7 @@ MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
-                            ("Range", 0), ("Range", 2), ("Range", -1),  # -1: its limit, with either of those
+                            ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2: _position
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
                             ("Col2Im", 1), ("Col2Im", 2)}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -81,11 +81,21 @@ def value_symbol(name: str, index: int) -> str:
 
 
 def _reads(graph: Graph, name: str) -> list[tuple[str, int, str, str]]:
-    """(op, input position, node name, domain) of every node that reads `name`; a Range's limit counts as read
-    at run time (position -1) where the Range's start or delta is not a constant: its kernel reads all three."""
-    return [(node.op_type, -1 if (node.op_type, index) == ("Range", 1) and any(
-                n not in graph.constants for n in node.inputs[0:3:2]) else index, node.name, node.domain)
+    """(op, input position, node name, domain) of every node that reads `name` (`_position`)."""
+    return [(node.op_type, _position(graph, node, index), node.name, node.domain)
             for node in graph.nodes for index, n in enumerate(node.inputs) if n == name]
+
+
+def _position(graph: Graph, node: Node, index: int) -> int:
+    """The input's position, or a negative one where the node's kernel reads a value that is otherwise a dim: -1 a
+    Range's limit beside a run-time start or delta, -2 an Expand's shape against a dim other than 1 (the value must
+    be 1 or that dim, which the kernel checks; the dims path would plan for the largest value there)."""
+    if (node.op_type, index) == ("Range", 1) and any(n not in graph.constants for n in node.inputs[0:3:2]):
+        return -1
+    data = graph.tensors.get(node.inputs[0])
+    if (node.op_type, index) == ("Expand", 1) and data is not None and any(d != 1 for d in data.shape):
+        return -2
+    return index
 
 
 def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
@@ -107,8 +117,8 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
                          if (op, i) not in READS_VALUES_AT_RUN_TIME or domain] or ["it is a graph output"]
             raise UnsupportedModel([f"--input-values {name}: a kernel reads its values at run time (a Resize's roi, "
                                     "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's "
-                                    f"shapes, a Range's bounds), so it can be read there only; "
-                                    f"{'; '.join(elsewhere)}"])
+                                    "shapes, a Range's bounds, an Expand's shape against a dim other than 1), so it "
+                                    f"can be read there only; {'; '.join(elsewhere)}"])
         if isinstance(low, float) or isinstance(high, float):
             raise ValueError(f"--input-values {name}={low}..{high}: expected NAME=MIN..MAX with integers, as input "
                              f"{name!r} sets dims")

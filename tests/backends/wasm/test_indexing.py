@@ -431,3 +431,30 @@ def test_big_outputs_take_loops_not_tables(op: str, constants: dict[str, np.ndar
     model = single_op_model(op, {"x": x}, constants=constants, **attrs)
     assert_matches_ort(model, {"x": x})
     assert len(convert_onnx(model, simd="plain").wasm) < 6000 + 8 * sum(c.size for c in constants.values())
+
+
+@pytest.mark.parametrize(("data_shape", "count"), [((3, 1), 3), ((3, 1), 2), ((2, 1, 4), 4), ((5,), 2)])
+def test_expand_with_a_declared_shape_against_dims_other_than_1(data_shape: tuple[int, ...], count: int) -> None:
+    """The shape declared 0..6 each: a dim other than 1 stays (its value 1 or the dim), a dim of 1 or a new one is
+    the run's value; several shapes through one module against ONNX Runtime, a value that does not broadcast
+    traps the run."""
+    graph = helper.make_graph([helper.make_node("Expand", ["x", "shape"], ["y"])], "expand",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(data_shape)),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [count])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    module = WasmModel(convert_onnx(model, input_values={"shape": (0, 6)}).wasm)
+    x = np.random.default_rng(8).standard_normal(data_shape).astype(np.float32)
+    rank = max(len(data_shape), count)
+    aligned = [None] * (rank - len(data_shape)) + list(data_shape)
+    for seed in range(4):
+        choices = np.random.default_rng(seed)
+        shape = [int(choices.choice([1, d])) if d not in (None, 1) else int(choices.integers(0, 7))
+                 for d in aligned[rank - count:]]
+        feeds = {"x": x, "shape": np.array(shape, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, shape
+        np.testing.assert_array_equal(got, want)
+    wrong = [2 if d not in (None, 1, 2) else 1 for d in aligned[rank - count:]]  # 2 against a 3, 4 or 5
+    with pytest.raises(ModelFault, match="unreachable"):
+        module.run({"x": x, "shape": np.array(wrong, np.int64)})
