@@ -41,6 +41,7 @@ largest the range allows:
     Col2Im(x [N, C * B, L], image_shape, block_shape)
                                [N, C, *image_shape], C <= C * B, each image size <= MAX
     Range(start, limit, delta) [count], count <= the most ceil((limit - start) / delta) over the ranges
+    Pad(x, pads, value, axes)  each axis the pads may apply to: d + 2 * MIN .. d + 2 * MAX
     Expand(x, shape), x with a dim other than 1
                                broadcast: such a dim stays (the value 1 or it), a dim of 1 or a new one <= MAX
 
@@ -311,6 +312,24 @@ def _expand(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def _pad(graph: Graph, node: Node, source: TensorInfo) -> bool:
+    """Pad with declared run-time pads and an axes input (constant, or declared too): each axis the pads may
+    apply to is d + begin + end, from d + 2 * the least pad (at least 0) to d + 2 * the most."""
+    pads, axes = (node.inputs[1], node.inputs[3]) if len(node.inputs) > 3 and "pads" not in node.attrs else ("", "")
+    if not axes or pads not in graph.read_values or run_time_parameter(graph, node, 1) is None:
+        return False
+    if axes not in graph.read_values and axes not in graph.constants:
+        return False
+    rank = len(source.shape)
+    low, high = (int(v) for v in graph.read_values[pads][:2])
+    padded = (set(range(rank)) if axes not in graph.constants else
+              {int(a) % rank for a in np.asarray(graph.constants[axes]).reshape(-1) if -rank <= int(a) < rank})
+    dims = tuple(_vary(graph, f"{node.name}.d{j}", [max(0, d + 2 * low), max(0, d + 2 * high)]) if j in padded
+                 else d for j, d in enumerate(source.shape))
+    _type(graph, node.outputs[0], source.dtype, dims)
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -338,6 +357,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _range(graph, node)
         elif node.op_type == "Expand":
             bounded += _expand(graph, node, source)
+        elif node.op_type == "Pad":
+            bounded += _pad(graph, node, source)
     return bounded
 
 

@@ -38,7 +38,8 @@ MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
-                            ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2: _position
+                            ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2, -3: _position
+                            ("Pad", -3), ("Pad", 3),
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
                             ("Col2Im", 1), ("Col2Im", 2)}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -89,9 +90,12 @@ def _reads(graph: Graph, name: str) -> list[tuple[str, int, str, str]]:
 def _position(graph: Graph, node: Node, index: int) -> int:
     """The input's position, or a negative one where the node's kernel reads a value that is otherwise a dim: -1 a
     Range's limit beside a run-time start or delta, -2 an Expand's shape against a dim other than 1 (the value must
-    be 1 or that dim, which the kernel checks; the dims path would plan for the largest value there)."""
+    be 1 or that dim, which the kernel checks; the dims path would plan for the largest value there), -3 a Pad's
+    pads beside an axes input."""
     if (node.op_type, index) == ("Range", 1) and any(n not in graph.constants for n in node.inputs[0:3:2]):
         return -1
+    if (node.op_type, index) == ("Pad", 1) and len(node.inputs) > 3 and node.inputs[3]:
+        return -3  # pads with an axes input: the kernel reads which axis each pad is for
     data = graph.tensors.get(node.inputs[0])
     if (node.op_type, index) == ("Expand", 1) and data is not None and any(d != 1 for d in data.shape):
         return -2

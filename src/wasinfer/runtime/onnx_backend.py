@@ -58,8 +58,8 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
 }
 
 
-# where VALUE_RANGE does not fit what reads the input: a Range's bounds may be negative (an integer delta of 0
-# traps the run), and a float delta is declared away from 0 so that the count has a bound
+# where VALUE_RANGE does not fit what reads the input: a Range's bounds and a Pad's axes may be negative (an
+# integer delta of 0 traps the run), and a float delta is declared away from 0 so that the count has a bound
 RANGE_BOUNDS = (-16, 16)
 FLOAT_DELTA = (1 / 16, 16.0)
 
@@ -72,6 +72,8 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
     for node in model.graph.node:
         if node.op_type == "Range" and node.domain in ("", "ai.onnx") and name in node.input[:3]:
             return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
+        if node.op_type == "Pad" and node.domain in ("", "ai.onnx") and name in node.input[3:4]:
+            return RANGE_BOUNDS  # axes, counted from the end when negative
     return VALUE_RANGE
 
 

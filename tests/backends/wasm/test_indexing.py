@@ -458,3 +458,32 @@ def test_expand_with_a_declared_shape_against_dims_other_than_1(data_shape: tupl
     wrong = [2 if d not in (None, 1, 2) else 1 for d in aligned[rank - count:]]  # 2 against a 3, 4 or 5
     with pytest.raises(ModelFault, match="unreachable"):
         module.run({"x": x, "shape": np.array(wrong, np.int64)})
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("constant_axes", [True, False])
+def test_pad_with_declared_pads_and_an_axes_input(mode: str, constant_axes: bool) -> None:
+    """Pads declared 0..3 beside an axes input (a constant, or declared -4..3 too): the kernel reads which axis
+    each pad is for; several pads (and axes) through one module against ONNX Runtime; an axis named twice traps."""
+    x = np.random.default_rng(5).standard_normal((3, 4, 5, 6)).astype(np.float32)  # reflect: pads below each dim
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5, 6]),
+              helper.make_tensor_value_info("pads", TensorProto.INT64, [4])]
+    inits = [numpy_helper.from_array(np.array([1, -1], np.int64), "axes")] if constant_axes else []
+    if not constant_axes:
+        inputs.append(helper.make_tensor_value_info("axes", TensorProto.INT64, [2]))
+    graph = helper.make_graph([helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], mode=mode)], "pad",
+                              inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    ranges = {"pads": (0, 3)} if constant_axes else {"pads": (0, 3), "axes": (-4, 3)}
+    module = WasmModel(convert_onnx(model, input_values=ranges).wasm)
+    cases = [([0, 2, 0, 2], [1, -1]), ([2, 1, 1, 2], [1, 3]), ([0, 0, 0, 0], [0, 2]), ([1, 2, 2, 1], [-2, 0])]
+    for pads, axes in cases if not constant_axes else [(p, [1, -1]) for p, _ in cases]:
+        feeds = {"x": x, "pads": np.array(pads, np.int64)}
+        if not constant_axes:
+            feeds["axes"] = np.array(axes, np.int64)
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (pads, axes)
+        np.testing.assert_array_equal(got, want)
+    if not constant_axes:
+        with pytest.raises(ModelFault, match="unreachable"):  # axis 1 twice
+            module.run({"x": x, "pads": np.array([1, 1, 1, 1], np.int64), "axes": np.array([1, -3], np.int64)})
