@@ -25,8 +25,9 @@ STORES = {"int32": ("i32.wrap_i64", "i32.store"), "int64": ("", "i64.store"),
 
 def _check_range(node: Node, graph: Graph) -> list[str]:
     if node.outputs[0] not in graph.decided:  # every other Range folds while compiling
-        return ["its start or delta is computed at run time; constants (or a run-time input with its values' range "
-                "declared, --input-values NAME=MIN..MAX) are supported (they set the output's length)"]
+        return ["it is evaluated at compile time when start, limit and delta are constants; here they are run-time "
+                "values, and its output length depends on them: declare their ranges (--input-values NAME=MIN..MAX) "
+                "for one module that serves every value"]
     dtype = graph.info(node.inputs[0]).dtype
     problems = [] if dtype.name in LOADS else [f"dtype {dtype} with run-time bounds: int32, int64, float32 or "
                                                 "float64 only"]
