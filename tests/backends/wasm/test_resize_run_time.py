@@ -191,3 +191,30 @@ def test_the_command_line_declares_float_scales_and_validate_draws_them(tmp_path
                  "--samples", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and all(check["ok"] for check in report["checks"])
+
+
+@pytest.mark.parametrize(("mode", "coordinate", "extra"), [
+    ("linear", "half_pixel_symmetric", {}), ("cubic", "half_pixel_symmetric", {"antialias": 1}),
+    ("nearest", "half_pixel", {"nearest_mode": "round_prefer_ceil"}), ("cubic", "pytorch_half_pixel", {}),
+    ("linear", "align_corners", {"exclude_outside": 1}), ("nearest", "asymmetric", {"nearest_mode": "floor"})])
+def test_run_time_scales_give_what_the_static_kernel_gives(mode: str, coordinate: str,
+                                                           extra: dict[str, object]) -> None:
+    """The run-time kernel picks the taps as ONNX's reference does, as the static kernel's tables hold them, also
+    where a coordinate is a rounding away from a whole number (7 -> 9 at 1.4036785 with half_pixel_symmetric: x =
+    3.0000000000000004, whose neighbours the reference takes as 2 and 3): against a module compiled with each
+    scale as a constant, and the reference."""
+    model = resize((2, 3, 5, 7), "scales", 4, mode=mode, coordinate_transformation_mode=coordinate, **extra)
+    module = compiled(model, scales=SCALES)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    draws = np.random.default_rng(21).uniform(0.3, 3.5, (3, 2))
+    for scales in ([1, 1, 1, 1.4036785364151], *([1, 1, *pair] for pair in draws)):
+        s = np.array(scales, np.float32)
+        static = onnx.ModelProto()
+        static.CopyFrom(model)
+        del static.graph.input[1]
+        static.graph.initializer.append(onnx.numpy_helper.from_array(s, "scales"))
+        want = WasmModel(convert_onnx(static).wasm).run({"x": x})["y"]
+        got = module.run({"x": x, "scales": s})["y"]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=str(scales))
+        check(module, model, {"x": x, "scales": s}, by_reference=True)

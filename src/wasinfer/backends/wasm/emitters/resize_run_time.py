@@ -7,9 +7,11 @@ size, or trunc(c * n + 0.5) with the aspect-ratio policy's common scale c), writ
 output is laid out for the largest, passes/dynamic.py); then, one axis at a time, outermost first, for each
 output position its source coordinate (every coordinate_transformation_mode), and its taps: the nearest
 index (every nearest_mode), or the linear or cubic filter's taps around it (widened by 1/scale when
-antialiasing a downscale), as `axis_matrix` derives them. The neighbours of a coordinate x are the taps
-ceil(x) - 1 + i, weighted by the filter at (index - x) times the scale where antialiasing, zeroed outside the
-input with exclude_outside, normalised where antialias or exclude_outside asks.
+antialiasing a downscale), as `axis_matrix` derives them: the taps are the input indices nearest x (found as
+ONNX's reference finds them, in float64, so that a coordinate a rounding away from a whole number picks the
+same ones), tap i from the left neighbour weighted by the filter at (i - ratio), ratio = x - floor(x) (1 where
+x is whole), times the scale where antialiasing, zeroed outside the input with exclude_outside, normalised
+where antialias or exclude_outside asks.
 
 Passing outermost first keeps every row a pass moves static: the axes after the one it resizes are not resized
 yet. The outer axes before it loop over the run's dims. Nearest moves rows bit for bit (any dtype); linear and
@@ -201,24 +203,42 @@ def _emit_coordinate(ctx: Ctx, plan: RunTimeResize, a: int, o: int, x: int, scal
     f.set(x)
 
 
+def _emit_ratio(f: Func, x: int, ratio: int) -> None:
+    """ratio = x - floor(x), or 1 where x is whole: the left neighbour is preferred (axis_matrix)."""
+    f.get(x).get(x).op("f64.floor").op("f64.sub").set(ratio)
+    f.f64(1.0).get(ratio).get(ratio).f64(0.0).op("f64.eq").op("select").set(ratio)
+
+
+def _emit_neighbours(f: Func, x: int, taps: int, first: int) -> None:
+    """first = the first of the `taps` (even) input indices nearest x, ties to the smaller, exactly as ONNX's
+    reference rounds them (_get_neighbor_idxes: x + taps / 2 in float64, which may round a tiny fraction away)."""
+    half, padded, p = f.local(I32), f.local(F64), f.local(F64)
+    f.get(taps).i32(1).op("i32.shr_s").set(half)
+    f.get(x).get(half).op("f64.convert_i32_s").op("f64.add").tee(padded).op("f64.floor").set(p)
+    # p - taps / 2 when padded is whole, else one more; then less the pad (taps / 2)
+    f.get(p).op("i32.trunc_sat_f64_s").get(half).op("i32.sub")
+    f.get(padded).get(p).op("f64.ne").op("i32.add").get(half).op("i32.sub").set(first)
+
+
 def _emit_nearest_index(f: Func, plan: RunTimeResize, x: int, scale: int, index: int) -> None:
-    """index = the input element nearest x as the node's nearest_mode rounds (not clamped yet)."""
+    """index = the input element nearest x as the node's nearest_mode rounds (not clamped yet): of the two
+    neighbours, the second where the ratio is whole or the mode rounds it up (axis_matrix's nearest coefficients)."""
     mode = plan.interp.nearest
     if mode == "simple":  # Resize-10, Upsample: ceil when downsampling, else truncate
         f.get(x).op("f64.ceil").get(x).op("f64.trunc").get(scale).f64(1.0).op("f64.lt").op("select")
         f.op("i32.trunc_sat_f64_s").set(index)
         return
-    floor, ratio = f.local(F64), f.local(F64)
-    f.get(x).op("f64.floor").tee(floor).op("i32.trunc_sat_f64_s")
-    f.get(x).get(floor).op("f64.sub").set(ratio)
+    ratio, taps = f.local(F64), f.local(I32)
+    _emit_ratio(f, x, ratio)
+    f.i32(2).set(taps)
+    _emit_neighbours(f, x, taps, index)
+    f.get(index).get(ratio).f64(1.0).op("f64.eq")
     if mode == "round_prefer_floor":
-        f.get(ratio).f64(0.5).op("f64.gt")
+        f.get(ratio).f64(0.5).op("f64.gt").op("i32.or")
     elif mode == "round_prefer_ceil":
-        f.get(ratio).f64(0.5).op("f64.ge")
+        f.get(ratio).f64(0.5).op("f64.ge").op("i32.or")
     elif mode == "ceil":
-        f.get(ratio).f64(0.0).op("f64.gt")
-    else:
-        f.i32(0)
+        f.i32(1).op("i32.or")
     f.op("i32.add").set(index)
 
 
@@ -232,11 +252,11 @@ def _outside(f: Func, index: int, n_in: int) -> None:
     f.get(index).i32(0).op("i32.lt_s").get(index).i32(n_in).op("i32.ge_s").op("i32.or")
 
 
-def _emit_weight(f: Func, plan: RunTimeResize, index: int, x: int, narrow: int, n_in: int) -> None:
-    """Push the filter's weight (f64) of tap `index` for coordinate x: kernel(narrow * (index - x)), 0 outside the
-    input with exclude_outside."""
+def _emit_weight(f: Func, plan: RunTimeResize, offset: int, ratio: int, narrow: int, index: int, n_in: int) -> None:
+    """Push the filter's weight (f64) of the tap at `offset` i from the coordinate's left neighbour, input element
+    `index`: kernel(narrow * (i - ratio)), 0 outside the input with exclude_outside."""
     d = f.local(F64)
-    f.get(index).op("f64.convert_i32_s").get(x).op("f64.sub").get(narrow).op("f64.mul").op("f64.abs").set(d)
+    f.get(offset).op("f64.convert_i32_s").get(ratio).op("f64.sub").get(narrow).op("f64.mul").op("f64.abs").set(d)
     if plan.interp.mode == "linear":  # clip(1 - |d|, 0, 1)
         f.f64(1.0).get(d).op("f64.sub").f64(0.0).op("f64.max").f64(1.0).op("f64.min")
     else:
@@ -333,7 +353,8 @@ def _filter_rows(ctx: Ctx, plan: RunTimeResize, levels: list[Level], x: int, sca
     _blocks(f, levels, dst_row, dst_row, lambda _, d: _fill_row(f, d, value, inner))
     f.get(outside).op("i32.eqz")
     with f.if_():
-        narrow, first, taps, tap = f.local(F64), f.local(I32), f.local(I32), f.local(I32)
+        narrow, start, first, taps, tap = f.local(F64), f.local(I32), f.local(I32), f.local(I32), f.local(I32)
+        ratio, offset = f.local(F64), f.local(I32)
         support = SUPPORT[interp.mode]
         if interp.antialias:  # the filter widened by 1 / scale when downsampling: taps from floor(-support / s) + 1
             f.get(scale).f64(1.0).op("f64.min").set(narrow)
@@ -341,24 +362,26 @@ def _filter_rows(ctx: Ctx, plan: RunTimeResize, levels: list[Level], x: int, sca
         else:
             f.f64(1.0).set(narrow)
             f.i32(1 - support)
-        f.set(first)  # the first tap's offset i (the taps run to 1 - i: 2 - 2i of them) ...
-        f.i32(2).get(first).i32(2).op("i32.mul").op("i32.sub").set(taps)
-        # ... from ceil(x) - 1, so that tap i is the input element ceil(x) - 1 + i
-        f.get(x).op("f64.ceil").op("i32.trunc_sat_f64_s").i32(1).op("i32.sub").get(first).op("i32.add").set(first)
+        f.set(start)  # the first tap's offset i from the left neighbour (the taps run to 1 - i: 2 - 2i of them)
+        f.i32(2).get(start).i32(2).op("i32.mul").op("i32.sub").set(taps)
+        _emit_ratio(f, x, ratio)
+        _emit_neighbours(f, x, taps, first)
         total = f.local(F64)
         f.f64(1.0).set(total)
         if interp.antialias or interp.exclude_outside:  # normalised by the sum of the weights
             f.f64(0.0).set(total)
             with f.for_range(tap, 0, ("local", taps)):
                 f.get(first).get(tap).op("i32.add").set(index)
+                f.get(start).get(tap).op("i32.add").set(offset)
                 f.get(total)
-                _emit_weight(f, plan, index, x, narrow, n_in)
+                _emit_weight(f, plan, offset, ratio, narrow, index, n_in)
                 f.op("f64.add").set(total)
             f.f64(1.0).get(total).get(total).f64(0.0).op("f64.eq").op("select").set(total)
         weight, splat = f.local(F64), f.local(V128)
         with f.for_range(tap, 0, ("local", taps)):
             f.get(first).get(tap).op("i32.add").set(index)
-            _emit_weight(f, plan, index, x, narrow, n_in)
+            f.get(start).get(tap).op("i32.add").set(offset)
+            _emit_weight(f, plan, offset, ratio, narrow, index, n_in)
             f.get(total).op("f64.div").tee(weight).f64(0.0).op("f64.ne")
             with f.if_():
                 f.get(weight).op("f32.demote_f64").op("f32x4.splat").set(splat)
