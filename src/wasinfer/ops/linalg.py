@@ -62,4 +62,6 @@ for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
                                                "models); a run-time size with its range declared (--input-values) "
                                                "runs a kernel")
 define("MelWeightMatrix", role=Role.COMPILE_TIME, summary="evaluated while compiling: its parameters (bins, a DFT "
-                                                          "length, a sample rate) are constants in exported models")
+                                                          "length, a sample rate) are constants in exported models; "
+                                                          "run-time ones with their ranges declared (--input-values) "
+                                                          "run a kernel")

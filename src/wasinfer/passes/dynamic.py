@@ -42,6 +42,8 @@ largest the range allows:
                                [N, C, *image_shape], C <= C * B, each image size <= MAX
     Range(start, limit, delta) [count], count <= the most ceil((limit - start) / delta) over the ranges
     Pad(x, pads, value, axes)  each axis the pads may apply to: d + 2 * MIN .. d + 2 * MAX
+    MelWeightMatrix(num_mel_bins, dft_length, ...)
+                               [dft_length // 2 + 1, num_mel_bins], each up to its range's largest
     Expand(x, shape), x with a dim other than 1
                                broadcast: such a dim stays (the value 1 or it), a dim of 1 or a new one <= MAX
 
@@ -330,6 +332,26 @@ def _pad(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def _mel_weight_matrix(graph: Graph, node: Node) -> bool:
+    """MelWeightMatrix with declared run-time parameters (the others constants): [dft_length // 2 + 1,
+    num_mel_bins], each up to the largest its range allows."""
+    given = node.inputs[:5]
+    if len(given) < 5 or not any(n in graph.read_values and run_time_parameter(graph, node, i) is not None
+                                 for i, n in enumerate(given)):
+        return False
+    spans = [_span(graph, n) for n in given]
+    undeclared = [n for n, span in zip(given, spans, strict=True) if span is None]
+    if undeclared:
+        raise UnsupportedModel([f"node {node.name!r} (MelWeightMatrix): {undeclared} computed at run time with no "
+                                "declared range (--input-values NAME=MIN..MAX) beside the parameters that have one"])
+    (b0, b1), (d0, d1) = spans[0], spans[1]  # type: ignore[misc]
+    rows = _vary(graph, f"{node.name}.rows", [max(0, int(d0)) // 2 + 1, max(0, int(d1)) // 2 + 1])
+    columns = _vary(graph, f"{node.name}.bins", [max(0, int(b0)), max(0, int(b1))])
+    dtype = helper.tensor_dtype_to_np_dtype(int(node.attr("output_datatype", TensorProto.FLOAT)))
+    _type(graph, node.outputs[0], dtype, (rows, columns))
+    return True
+
+
 def bound_parameters(graph: Graph) -> int:
     """Type the outputs of the ops whose parameters are run-time inputs (above); returns how many."""
     bounded = 0
@@ -359,6 +381,8 @@ def bound_parameters(graph: Graph) -> int:
             bounded += _expand(graph, node, source)
         elif node.op_type == "Pad":
             bounded += _pad(graph, node, source)
+        elif node.op_type == "MelWeightMatrix":
+            bounded += _mel_weight_matrix(graph, node)
     return bounded
 
 

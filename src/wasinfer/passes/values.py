@@ -41,7 +41,7 @@ READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsam
                             ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2, -3: _position
                             ("Pad", -3), ("Pad", 3),
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
-                            ("Col2Im", 1), ("Col2Im", 2)}
+                            ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5))}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
 Range = tuple[int, int] | tuple[float, float]
 

@@ -13,10 +13,10 @@ compile as they are, one module for every value (Reduce axes, Slice, Split sizes
 passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
 fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
 ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
-roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds: `value_range`),
-and compiles it once; a run with a value outside it, or a model declined that way too, binds the inputs to the
-values `run` is given, as initializers, and keeps one module per value — what `wasinfer convert` does for any
-constant. docs/conformance.md counts those cases.
+roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
+MelWeightMatrix's parameters: `value_range`), and compiles it once; a run with a value outside it, or a model
+declined that way too, binds the inputs to the values `run` is given, as initializers, and keeps one module per
+value — what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
@@ -62,6 +62,9 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
 # integer delta of 0 traps the run), and a float delta is declared away from 0 so that the count has a bound
 RANGE_BOUNDS = (-16, 16)
 FLOAT_DELTA = (1 / 16, 16.0)
+# MelWeightMatrix: bins, DFT length, sample rate, lower and upper edge (hertz): what audio front ends use
+MEL_RANGES: tuple[tuple[int, int] | tuple[float, float], ...] = ((1, 128), (1, 1024), (1, 96000), (0.0, 48000.0),
+                                                                (0.0, 48000.0))
 
 
 def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[float, float]:
@@ -74,6 +77,8 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
             return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
         if node.op_type == "Pad" and node.domain in ("", "ai.onnx") and name in node.input[3:4]:
             return RANGE_BOUNDS  # axes, counted from the end when negative
+        if node.op_type == "MelWeightMatrix" and node.domain in ("", "ai.onnx") and name in node.input[:5]:
+            return MEL_RANGES[list(node.input).index(name)]
     return VALUE_RANGE
 
 
