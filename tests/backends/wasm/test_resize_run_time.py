@@ -20,7 +20,7 @@ from wasinfer.artifact import convert_onnx
 from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime import WasmModel
-from wasinfer.runtime.base import InputError
+from wasinfer.runtime.base import InputError, ModelFault
 from wasinfer.runtime.onnx_backend import WasinferBackend
 
 rng = np.random.default_rng(14)
@@ -218,3 +218,15 @@ def test_run_time_scales_give_what_the_static_kernel_gives(mode: str, coordinate
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=str(scales))
         check(module, model, {"x": x, "scales": s}, by_reference=True)
+
+
+def test_undeclared_run_time_sizes_must_be_the_declared_output_shape() -> None:
+    """Without a declared range, run-time sizes are read from the model's static output shape (as ONNX's backend
+    cases declare it): a run whose sizes differ traps, where it silently got that shape's output."""
+    model = resize((1, 1, 2, 2), "sizes", 4, mode="nearest", declared=[1, 1, 4, 4])
+    module = WasmModel(convert_onnx(model).wasm)
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    feeds = {"x": x, "sizes": np.array([1, 1, 4, 4], np.int64)}
+    np.testing.assert_array_equal(module.run(feeds)["y"], ort_run(model, feeds)[0])
+    with pytest.raises(ModelFault, match="unreachable"):
+        module.run({"x": x, "sizes": np.array([1, 1, 6, 6], np.int64)})
