@@ -47,7 +47,7 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,), "Tile": (1,),
     "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "CumSum": (1,), "Split": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
-    "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: the kernels unroll to the lengths
+    "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: each run's must be seq_length (emitters/recurrent.py)
     "Loop": (0, 1),  # trip count and first condition: passes/loops.py unrolls to the count
     "DFT": (1, 2), "STFT": (1, 3),  # dft_length and axis; frame_step and frame_length
     **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},  # the window's size
