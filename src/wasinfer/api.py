@@ -50,7 +50,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
             input_shapes: Mapping[str, str | Sequence[Dim]] | None = None, max_batch: int | None = None,
             weights: str = "float32", simd: str = "auto", wasi: bool = False, quantize: str | None = None,
             calibration: Sequence[Mapping[str, np.ndarray]] = (),
-            input_values: Mapping[str, tuple[int, int] | str] | None = None,
+            input_values: Mapping[str, tuple[int, int] | tuple[float, float] | str] | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """Compile an ONNX model (a path, its bytes or a ModelProto) or a TensorFlow Lite file into a module.
 
@@ -58,9 +58,9 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     range `(MIN, MAX)` / `(MIN, MAX, STEP)` or its text `"32..1280"` (one module for every size in it), and a
     whole shape may be that command's text (`"1,3,48,32..1280"`). `input_values` gives the range of an integer
     input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
-    `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it). `max_batch`, `weights`,
-    `simd`, `wasi`, `quantize` and `calibration` are the command's options of the same names (`wasinfer convert
-    --help`).
+    `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it), or of a float input's values
+    that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `max_batch`, `weights`, `simd`, `wasi`,
+    `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
     """

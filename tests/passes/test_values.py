@@ -115,6 +115,15 @@ def test_bad_value_ranges_are_refused_saying_what_is_expected(spec: str, message
         parse_input_values([spec])
 
 
+def test_ranges_are_integers_unless_a_bound_is_not() -> None:
+    """`scales=0.5..4` is a float range (for an input a kernel reads), `repeats=1..8` stays integers."""
+    ranges = parse_input_values(["scales=0.5..4", "repeats=1..8", "roi=-1..1e1"])
+    assert ranges == {"scales": (0.5, 4.0), "repeats": (1, 8), "roi": (-1.0, 10.0)}
+    assert all(isinstance(v, int) for v in ranges["repeats"]) and isinstance(ranges["scales"][1], float)
+    with pytest.raises(ValueError, match=r"expected NAME=MIN..MAX"):
+        parse_input_values(["scales=0.5..inf"])
+
+
 def test_only_small_integer_inputs_of_the_model_can_be_declared() -> None:
     with pytest.raises(ValueError, match="has no input 'shape'"):
         convert_onnx(tile(), input_values={"shape": (1, 4)})

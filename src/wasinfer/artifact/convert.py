@@ -37,7 +37,7 @@ from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.passes.symbolic import record_shape_values
-from wasinfer.passes.values import declare_input_values
+from wasinfer.passes.values import Range, declare_input_values
 from wasinfer.passes.widen import widen_half_floats
 from wasinfer.version import __version__
 
@@ -57,7 +57,7 @@ def convert_model(
     quantize: str | None = None,
     calibration: Sequence[Feeds] = (),
     input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
-    input_values: dict[str, tuple[int, int]] | None = None,
+    input_values: dict[str, Range] | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -76,9 +76,10 @@ def convert_model(
     {"x": {3: (32, 1280)}}; (MIN, MAX, STEP) for the multiples of STEP); `input_shapes` then holds MAX there.
     One module serves every size in the ranges (ABI version 3, passes/symbolic.py).
     `input_values` gives the range of an integer input's values where they set dims (--input-values
-    repeats=1..8: {"repeats": (1, 8)}; a ConstantOfShape's shape, a Tile's repeats): memory is planned for the
-    largest, and a run with a value outside the range is refused naming the input (passes/values.py); where a Loop's
-    trip count is computed from them, the range bounds the count it is unrolled to (passes/loops.py).
+    repeats=1..8: {"repeats": (1, 8)}; a ConstantOfShape's shape, a Tile's repeats), or of the values a kernel
+    computes with (a Resize's scales, floats: {"scales": (0.5, 4.0)}): memory is planned for the largest, and a
+    run with a value outside the range is refused naming the input (passes/values.py); where a Loop's trip count
+    is computed from them, the range bounds the count it is unrolled to (passes/loops.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")

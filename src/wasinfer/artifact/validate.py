@@ -58,7 +58,8 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
                   sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Random inputs for a run of `batch` samples; a symbolic dim takes its size in `sizes` (by symbol), or
     without one its largest (the compiled shape). Integers are 0..7, or the first 8 values of an input's
-    declared range (--input-values: any other would be refused)."""
+    declared range (--input-values: any other would be refused); a float input with a declared range is uniform
+    in it."""
     feeds = {}
     declared = metadata.compile_options.get("input_values", {})
     for spec in metadata.inputs:
@@ -66,7 +67,10 @@ def random_inputs(metadata: Metadata, batch: int, rng: np.random.Generator,
         for axis, symbol in zip(spec.run_time_axes, spec.symbolic_dims, strict=False):
             shape[axis] = (sizes or {}).get(symbol, shape[axis])
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
+        if dtype.kind == "f" and spec.name in declared:  # a Resize's scales: inside their range
+            low, high = declared[spec.name]
+            feeds[spec.name] = rng.uniform(float(low), float(high), shape).astype(dtype)
+        elif dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)

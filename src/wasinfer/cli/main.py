@@ -293,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-values", action="append", metavar="NAME=MIN..MAX",
                    help="the range of an int32/int64 input's values (repeatable), where they set an output's size "
                    "(a ConstantOfShape's shape, a Tile's repeats, a Pad's pads) or a Loop's trip count is computed "
-                   "from them: one module runs every value in it, memory is planned for MAX, and a run with a "
-                   "value outside it is refused naming the input")
+                   "from them, or of a float input's values a kernel reads (a Resize's scales=0.5..4, its sizes): "
+                   "one module runs every value in it, memory is planned for MAX, and a run with a value outside it "
+                   "is refused naming the input")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")

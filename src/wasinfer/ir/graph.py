@@ -86,6 +86,9 @@ class Graph:
     # inputs whose values are dims, declared with a range (--input-values, passes/values.py): (smallest, largest,
     # the run's status code when a value is outside them); each element is a symbol each run reads
     valued: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # inputs whose values a kernel computes with at run time (a Resize's scales or sizes, passes/values.py), declared
+    # with a range: (smallest, largest, the run's status code when a value is outside them); no symbols
+    read_values: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     # outputs whose size along an axis the data decides (NonZero's count, passes/dynamic.py), with their dims:
     # that axis is a symbol of its own (in `symbols`, smallest 0), whose value the node's kernel writes
     decided: dict[str, Extent] = field(default_factory=dict)

@@ -110,9 +110,10 @@ def recurrent_spec(node: Node, graph: Graph) -> RecurrentSpec:
             problems.append(f"input {index} has shape {graph.info(name).shape}, expected {list(shape)}")
     if seq_lens:
         lengths = graph.constants.get(seq_lens)
-        if lengths is None:
-            problems.append("sequence_lens computed at run time is not supported (only a constant equal to "
-                            "seq_length for every batch entry)")
+        if lengths is None:  # each run's lengths are checked to be seq_length (emitters/recurrent.py)
+            if graph.info(seq_lens).dtype not in (np.int32, np.int64) or graph.info(seq_lens).size != batch:
+                problems.append(f"sequence_lens must be {batch} int32 values, not {graph.info(seq_lens).size} "
+                                f"{graph.info(seq_lens).dtype}")
         elif not np.all(np.asarray(lengths) == seq):
             problems.append(f"sequence_lens {np.asarray(lengths).tolist()} shorter than seq_length {seq} "
                             "is not supported (padded sequences)")

@@ -15,9 +15,13 @@ to `asymmetric` coordinates and picks floor when upsampling, ceil when downsampl
 is followed here (the reference evaluator only defines Upsample's integer nearest case,
 where both agree), as is its formula for Resize-11's tf_half_pixel_for_nn.
 
-The tables need scales (and roi, for tf_crop_and_resize) at compile time; a node whose
-scales arrive at run time is declined. Sizes arriving at run time must equal the static
-output shape, so with the default keep_aspect_ratio_policy they are read from it.
+The tables need scales (and roi, for tf_crop_and_resize) at compile time. Scales or sizes that
+arrive at run time with a declared range (--input-values scales=0.5..4: passes/dynamic.py types the
+output at the largest the range allows, each resized dim a symbol the run writes), or a roi that
+arrives at run time, take `RunTimeResize` instead: the kernel reads them and computes each output's
+source coordinate and taps itself (emitters/resize_run_time.py), one axis at a time, outermost first.
+Undeclared run-time scales are declined; undeclared run-time sizes must equal the static output
+shape, so with the default keep_aspect_ratio_policy they are read from it.
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Extent
 from wasinfer.lowering.layout import movable_problems
 from wasinfer.passes import align
+from wasinfer.passes.dynamic import resize_parameters
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
                     "tf_crop_and_resize", "tf_half_pixel_for_nn")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 ASPECT_POLICIES = ("stretch", "not_larger", "not_smaller")
-SCALES_AT_RUN_TIME = "scales must be a compile-time constant: the interpolation weights depend on its values"
+SCALES_AT_RUN_TIME = ("scales must be a compile-time constant, or a run-time input with its values' range declared "
+                      "(--input-values NAME=MIN..MAX): the output's size depends on its values")
 
 
 # ---------------------------------------------------------------- coefficients (as the reference)
@@ -247,12 +254,8 @@ def _interp(node: Node, graph: Graph) -> Interp:
     )
 
 
-def plan_problems(node: Node, graph: Graph) -> tuple[list[str], ResizePlan | None]:
-    x_info = graph.info(node.inputs[0])
-    rank = len(x_info.shape)
-    if rank == 0:
-        return ["a scalar input has no axes to resize"], None
-    interp = _interp(node, graph)
+def _mode_problems(node: Node, graph: Graph, interp: Interp) -> list[str]:
+    """What neither path supports: modes, dtypes, the policy."""
     problems = []
     if interp.mode not in MODES:
         problems.append(f"mode={interp.mode!r} is not one of {', '.join(MODES)}")
@@ -270,6 +273,19 @@ def plan_problems(node: Node, graph: Graph) -> tuple[list[str], ResizePlan | Non
     policy = str(node.attr("keep_aspect_ratio_policy", "stretch"))
     if policy not in ASPECT_POLICIES:
         problems.append(f"keep_aspect_ratio_policy={policy!r} is not supported")
+    return problems
+
+
+def plan_problems(node: Node, graph: Graph) -> tuple[list[str], ResizePlan | None]:
+    x_info = graph.info(node.inputs[0])
+    rank = len(x_info.shape)
+    if rank == 0:
+        return ["a scalar input has no axes to resize"], None
+    if takes_run_time_path(node, graph):
+        return run_time_problems(node, graph), None
+    interp = _interp(node, graph)
+    problems = _mode_problems(node, graph, interp)
+    policy = str(node.attr("keep_aspect_ratio_policy", "stretch"))
     axes = [int(a) % rank for a in node.attr("axes")] if node.attr("axes") is not None else list(range(rank))
     if len(set(axes)) != len(axes):
         problems.append(f"axes {node.attr('axes')} repeat an axis")
@@ -369,9 +385,148 @@ def tap_table(p: AxisPass, row_bytes: int) -> np.ndarray:
 
 def resize_scratch(node: Node, graph: Graph) -> int:
     """The two buffers between axis passes (none with a single pass)."""
+    if graph.info(node.inputs[0]).shape and takes_run_time_path(node, graph):
+        return sum(run_time_resize(node, graph).buffers()) if not run_time_problems(node, graph) else 0
     plan = plan_problems(node, graph)[1]
     return sum(plan.buffers()) if plan is not None else 0
 
 
-__all__ = ["AxisPass", "Interp", "ResizePlan", "axis_matrix", "plan_problems", "resize_plan", "resize_scratch",
-           "source_coords", "sparse_pass", "tap_table"]
+# ---------------------------------------------------------------- parameters read at run time
+
+@dataclass(frozen=True)
+class Parameter:
+    """Where a kernel finds a parameter's values: a run-time input (`name`, read with `dtype`), or `values` known
+    while compiling."""
+
+    name: str | None
+    dtype: np.dtype | None
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunTimeResize:
+    """A Resize whose roi, scales or sizes some run gives: each resized axis's scale and output dim are computed by
+    the kernel, then its source coordinates and taps, per output position."""
+
+    interp: Interp
+    axes: tuple[int, ...]  # as the node lists them: the order of the scales, sizes and roi values
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]  # the largest (what memory is planned for)
+    out_extent: Extent  # the output's dims: a symbol the kernel writes on each axis a run decides
+    itemsize: int
+    scales: Parameter | None  # one of scales and sizes
+    sizes: Parameter | None
+    roi: Parameter | None  # tf_crop_and_resize only
+    policy: str
+
+    def order(self) -> list[int]:
+        """The axes in the order the passes resize them: outermost first, so every pass moves whole rows of the
+        axes not resized yet, whose dims are static."""
+        return sorted(self.axes)
+
+    def layouts(self) -> list[tuple[int, ...]]:
+        """The (largest) shape of the tensor before each pass, then the output's."""
+        shapes = [self.in_shape]
+        for axis in self.order():
+            shape = list(shapes[-1])
+            shape[axis] = self.out_shape[axis]
+            shapes.append(tuple(shape))
+        return shapes
+
+    def buffers(self) -> tuple[int, int]:
+        """Bytes of the two scratch buffers that intermediate results alternate between."""
+        sizes = [math.prod(s) * self.itemsize for s in self.layouts()[1:-1]]
+        return align(max(sizes[0::2], default=0)), align(max(sizes[1::2], default=0))
+
+
+def takes_run_time_path(node: Node, graph: Graph) -> bool:
+    """Scales or sizes declared run-time inputs, or a run-time roi for tf_crop_and_resize."""
+    if resize_parameters(graph, node) is not None:
+        return True
+    legacy = node.op_type == "Upsample" or graph.opset < 11
+    roi = node.inputs[1] if not legacy and len(node.inputs) > 1 else ""
+    return (bool(roi) and roi not in graph.constants and _interp(node, graph).coordinate == "tf_crop_and_resize"
+            and roi in graph.tensors)
+
+
+def _parameter(graph: Graph, name: str) -> Parameter:
+    if name in graph.constants:
+        return Parameter(None, None, tuple(float(v) for v in np.asarray(graph.constants[name]).reshape(-1)))
+    return Parameter(name, graph.info(name).dtype)
+
+
+def run_time_problems(node: Node, graph: Graph) -> list[str]:
+    """Why `run_time_resize` cannot be built (empty when it can)."""
+    x_info = graph.info(node.inputs[0])
+    interp = _interp(node, graph)
+    problems = _mode_problems(node, graph, interp)
+    if node.inputs[0] in graph.extents:
+        problems.append("run-time scales, sizes or roi need a static input")
+    if 0 in x_info.shape:
+        problems.append("resizing an empty tensor is not supported")
+    if interp.coordinate == "tf_crop_and_resize" and x_info.dtype != np.float32:
+        problems.append(f"tf_crop_and_resize with a run-time roi, scales or sizes supports float32 only, "
+                        f"not {x_info.dtype}")
+    if problems:
+        return problems
+    try:
+        run_time_resize(node, graph)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def run_time_resize(node: Node, graph: Graph) -> RunTimeResize:
+    """The node's run-time form; ValueError naming what does not fit."""
+    x_info = graph.info(node.inputs[0])
+    rank = len(x_info.shape)
+    interp = _interp(node, graph)
+    axes = tuple(int(a) % rank for a in node.attr("axes")) if node.attr("axes") is not None else tuple(range(rank))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axes {node.attr('axes')} repeat an axis")
+    legacy = node.op_type == "Upsample" or graph.opset < 11
+    given = {kind: node.inputs[i] for kind, i in ((("scales", 1),) if legacy else
+                                                   (("roi", 1), ("scales", 2), ("sizes", 3)))
+             if len(node.inputs) > i and node.inputs[i]}
+    out = graph.info(node.outputs[0])
+    declared = resize_parameters(graph, node)
+    scales = _parameter(graph, given["scales"]) if "scales" in given else None
+    sizes = _parameter(graph, given["sizes"]) if "sizes" in given else None
+    if scales is not None and scales.name is None and not scales.values:
+        scales = None  # an empty constant: sizes are given instead
+    if declared is None and sizes is not None and sizes.name is not None:  # undeclared: the output's static dims
+        if str(node.attr("keep_aspect_ratio_policy", "stretch")) != "stretch":
+            raise ValueError("sizes must be a compile-time constant, or a run-time input with its values' range "
+                             "declared (--input-values NAME=MIN..MAX), with keep_aspect_ratio_policy="
+                             f"{node.attr('keep_aspect_ratio_policy')!r}")
+        sizes = Parameter(None, None, tuple(float(out.shape[a]) for a in axes))
+    if (scales is None) == (sizes is None):
+        raise ValueError("exactly one of scales and sizes must be given")
+    if scales is not None and scales.name is not None and declared is None:
+        raise ValueError(SCALES_AT_RUN_TIME)
+    for kind, parameter, dtypes in (("scales", scales, ("float32", "float64")), ("sizes", sizes, ("int64", "int32"))):
+        if parameter is None:
+            continue
+        count = graph.info(parameter.name).size if parameter.name is not None else len(parameter.values)
+        if count != len(axes):
+            raise ValueError(f"{kind} has {count} values for {len(axes)} axes")
+        if parameter.dtype is not None and parameter.dtype.name not in dtypes:
+            raise ValueError(f"{kind} has dtype {parameter.dtype}; a run-time {kind} is one of {', '.join(dtypes)}")
+    roi = None
+    if interp.coordinate == "tf_crop_and_resize":
+        if "roi" not in given:
+            raise ValueError(f"tf_crop_and_resize needs a roi of {2 * len(axes)} values")
+        roi = _parameter(graph, given["roi"])
+        count = graph.info(roi.name).size if roi.name is not None else len(roi.values)
+        if count != 2 * len(axes):
+            raise ValueError(f"tf_crop_and_resize needs a roi of {2 * len(axes)} values, not {count}")
+        if roi.dtype is not None and roi.dtype.name not in ("float32", "float64"):
+            raise ValueError(f"roi has dtype {roi.dtype}; a run-time roi is float32 or float64")
+    extent = graph.decided.get(node.outputs[0], tuple(out.shape))
+    return RunTimeResize(interp, axes, tuple(x_info.shape), tuple(out.shape), extent, x_info.dtype.itemsize,
+                         scales, sizes, roi, str(node.attr("keep_aspect_ratio_policy", "stretch")))
+
+
+__all__ = ["AxisPass", "Interp", "Parameter", "ResizePlan", "RunTimeResize", "axis_matrix", "plan_problems",
+           "resize_plan", "resize_scratch", "run_time_problems", "run_time_resize", "source_coords", "sparse_pass",
+           "tap_table", "takes_run_time_path"]

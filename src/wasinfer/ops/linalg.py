@@ -57,6 +57,11 @@ define("DFT", role=Role.LOWERED,
 define("STFT", role=Role.LOWERED,
        summary="a real signal's frames as a Conv whose filters are the window times the DFT's rows, which runs as "
                "FFTs for a power-of-two frame length (passes/spectral.py, lowering/dft.py)")
-for op in ("HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix"):
-    define(op, role=Role.COMPILE_TIME, summary="evaluated while compiling: its parameters (a size, bins, a sample "
-                                               "rate) are constants in exported models")
+for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
+    define(op, role=Role.COMPILE_TIME, summary="evaluated while compiling (its size is a constant in exported "
+                                               "models); a run-time size with its range declared (--input-values) "
+                                               "runs a kernel")
+define("MelWeightMatrix", role=Role.COMPILE_TIME, summary="evaluated while compiling: its parameters (bins, a DFT "
+                                                          "length, a sample rate) are constants in exported models; "
+                                                          "run-time ones with their ranges declared (--input-values) "
+                                                          "run a kernel")

@@ -55,7 +55,8 @@ define("BitCast", role=Role.VIEW, batch=elementwise, extent=ex.identity,
 define("Constant", role=Role.COMPILE_TIME)
 define("Range", role=Role.COMPILE_TIME, extent=ex.range_,
        summary="folded when its inputs are; a symbolic limit (a sequence's length) folds at its largest, each "
-               "value set by its position, and its dims follow the limit")
+               "value set by its position, and its dims follow the limit; a run-time start or delta with its "
+               "range declared (--input-values) runs a kernel")
 define("ConstantOfShape", role=Role.COMPILE_TIME, extent=ex.from_values)
 for op in ("Shape", "Size"):
     define(op, role=Role.COMPILE_TIME, extent=ex.shape_of)

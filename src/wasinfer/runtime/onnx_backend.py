@@ -7,15 +7,16 @@ and compiles then, keeping one module per input-shape signature. Pinning in the 
 than passing `input_shapes` keeps a dynamic leading dim a real dim: the frontend would make it
 the per-sample batch, which is wrong for ops that mix samples (reductions over axis 0, ...).
 
-Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads,
-Resize scales, Reshape's shape...) as graph inputs, where exported models hold constants or
-shape subgraphs that fold. Some compile as they are, one module for every value (Reduce axes,
-Slice, Split sizes, Trilu's k, TopK's k: passes/dynamic.py). Where a model is declined with such
-inputs, the backend declares their values' range, one fixed range whatever the case's values
-(`VALUE_RANGE`, as `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's
-repeats), and compiles it once; a run with a value outside it, or a model declined that way too,
-binds the inputs to the values `run` is given, as initializers, and keeps one module per value —
-what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads, Resize scales,
+Reshape's shape...) as graph inputs, where exported models hold constants or shape subgraphs that fold. Some
+compile as they are, one module for every value (Reduce axes, Slice, Split sizes, Trilu's k, TopK's k:
+passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
+fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
+ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
+roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
+MelWeightMatrix's parameters: `value_range`), and compiles it once; a run with a value outside it, or a model
+declined that way too, binds the inputs to the values `run` is given, as initializers, and keeps one module per
+value — what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
@@ -38,14 +39,15 @@ from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
-VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB)
+VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB;
+# a Resize's float scales too: 16x on every axis)
 
 # op → positions of inputs that are parameters: they decide output shapes, index tables or loop counts.
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,), "Tile": (1,),
     "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "CumSum": (1,), "Split": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "OneHot": (1,), "Trilu": (1,), "CenterCropPad": (1,),
-    "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: the kernels unroll to the lengths
+    "LSTM": (4,), "GRU": (4,), "RNN": (4,),  # sequence_lens: each run's must be seq_length (emitters/recurrent.py)
     "Loop": (0, 1),  # trip count and first condition: passes/loops.py unrolls to the count
     "DFT": (1, 2), "STFT": (1, 3),  # dft_length and axis; frame_step and frame_length
     **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},  # the window's size
@@ -54,6 +56,30 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }
+
+
+# where VALUE_RANGE does not fit what reads the input: a Range's bounds and a Pad's axes may be negative (an
+# integer delta of 0 traps the run), and a float delta is declared away from 0 so that the count has a bound
+RANGE_BOUNDS = (-16, 16)
+FLOAT_DELTA = (1 / 16, 16.0)
+# MelWeightMatrix: bins, DFT length, sample rate, lower and upper edge (hertz): what audio front ends use
+MEL_RANGES: tuple[tuple[int, int] | tuple[float, float], ...] = ((1, 128), (1, 1024), (1, 96000), (0.0, 48000.0),
+                                                                (0.0, 48000.0))
+
+
+def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[float, float]:
+    """The fixed range the backend declares for parameter input `name`, by what reads it (never by a case's
+    values)."""
+    floats = {v.name for v in model.graph.input
+              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)}
+    for node in model.graph.node:
+        if node.op_type == "Range" and node.domain in ("", "ai.onnx") and name in node.input[:3]:
+            return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
+        if node.op_type == "Pad" and node.domain in ("", "ai.onnx") and name in node.input[3:4]:
+            return RANGE_BOUNDS  # axes, counted from the end when negative
+        if node.op_type == "MelWeightMatrix" and node.domain in ("", "ai.onnx") and name in node.input[:5]:
+            return MEL_RANGES[list(node.input).index(name)]
+    return VALUE_RANGE
 
 
 def parameter_inputs(model: onnx.ModelProto) -> set[str]:
@@ -130,13 +156,14 @@ class WasinferRep(BackendRep):
                 if not params:
                     raise
                 try:
-                    self.modules[None] = self._compile(model, {name: VALUE_RANGE for name in params})
+                    self.modules[None] = self._compile(model, {name: value_range(model, name) for name in params})
                     self.valued = params
                 except (UnsupportedModel, FrontendError, ValueError):
                     self.bound = params
                     self.static = False
 
-    def _compile(self, model: onnx.ModelProto, values: dict[str, tuple[int, int]] | None = None) -> WasmModel:
+    def _compile(self, model: onnx.ModelProto,
+                 values: dict[str, tuple[int, int] | tuple[float, float]] | None = None) -> WasmModel:
         started = time.perf_counter()
         wasm = convert_onnx(model, max_batch=1, input_values=values or None).wasm
         converted = time.perf_counter()
@@ -159,8 +186,9 @@ class WasinferRep(BackendRep):
         return shapes + tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
 
     def _outside_range(self, feeds: dict[str, np.ndarray]) -> bool:
-        low, high = VALUE_RANGE
-        return any(feeds[n].size and (feeds[n].min() < low or feeds[n].max() > high) for n in self.valued)
+        ranges = {n: value_range(self.model, n) for n in self.valued}
+        return any(feeds[n].size and (feeds[n].min() < ranges[n][0] or feeds[n].max() > ranges[n][1])
+                   for n in self.valued)
 
     def module_for(self, feeds: dict[str, np.ndarray]) -> WasmModel:
         if self.static and self._outside_range(feeds):  # bound to this run's values instead

@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
+from tests.parity import assert_matches_ort, graph_model, ort_run, single_op_model, wasm_run
+from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
-from wasinfer.runtime import ModelFault
+from wasinfer.runtime import ModelFault, WasmModel
 
 rng = np.random.default_rng(11)
 
@@ -119,3 +120,35 @@ def test_max_unpool_output_shape_must_be_a_constant() -> None:
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 1, 5, 5]))
     with pytest.raises(UnsupportedModel, match=r"'MaxUnpool_0'.*output_shape 'shape' is computed at run time"):
         wasm_run(model, {"x": x, "i": indices, "shape": shape})
+
+
+@pytest.mark.parametrize("attrs", [{}, {"strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [1, 2]}])
+def test_col2im_with_declared_run_time_shapes_serves_every_shape(attrs: dict[str, list[int]]) -> None:
+    """image_shape and block_shape fed at run time, declared 1..9: one module folds one input [1, 12, 20] as
+    several (image, block) pairs that fit it (3, 2, 1 channels), against ONNX Runtime; a pair that does not fit
+    the input traps the run."""
+    graph = helper.make_graph(
+        [helper.make_node("Col2Im", ["x", "image", "block"], ["y"], **attrs)], "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 20]),
+         helper.make_tensor_value_info("image", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("block", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    module = WasmModel(convert_onnx(model, input_values={"image": (1, 9), "block": (1, 9)}).wasm)
+    x = rng.standard_normal((1, 12, 20)).astype(np.float32)
+    strides, pads, dilations = attrs.get("strides", [1, 1]), attrs.get("pads", [0] * 4), attrs.get("dilations", [1, 1])
+    found = 0
+    for image in ([5, 6], [4, 8], [9, 3], [6, 6], [8, 4], [7, 5]):
+        for block in ([2, 2], [1, 4], [3, 2], [1, 1], [2, 3], [4, 3], [6, 1]):
+            positions = [(image[a] + pads[a] + pads[2 + a] - dilations[a] * (block[a] - 1) - 1) // strides[a] + 1
+                         for a in range(2)]
+            if 12 % (block[0] * block[1]) or positions[0] * positions[1] != 20 or min(positions) < 1:
+                continue
+            feeds = {"x": x, "image": np.array(image, np.int64), "block": np.array(block, np.int64)}
+            want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+            assert got.shape == want.shape, (image, block)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            found += 1
+    assert found >= 3  # several shapes through the one module
+    with pytest.raises(ModelFault, match="unreachable"):  # 5 x 5 blocks of 2 x 2: 16 positions, not 20
+        module.run({"x": x, "image": np.array([5, 5], np.int64), "block": np.array([2, 2], np.int64)})

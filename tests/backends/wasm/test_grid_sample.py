@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tests.parity import assert_matches_ort, graph_model, single_op_model, wasm_run
+from tests.parity import assert_matches_ort, graph_model, ort_run, single_op_model, wasm_run
+from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
+from wasinfer.runtime import WasmModel
+from wasinfer.runtime.base import InputError, ModelFault
 
 rng = np.random.default_rng(16)
 OPSET16_MODES = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}
@@ -111,3 +114,29 @@ def test_unsupported_attributes_and_dtypes_are_refused_by_name() -> None:
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 4, 4, 2]))
     with pytest.raises(UnsupportedModel, match="size 'size' is computed at run time"):
         wasm_run(model, feeds)
+
+
+@pytest.mark.parametrize("align", [0, 1])
+@pytest.mark.parametrize("rank", [2, 3])
+def test_affine_grid_with_a_declared_run_time_size_serves_every_size(rank: int, align: int) -> None:
+    """One module, the size's values declared 0..9: grids of several sizes (a one-position axis included) against
+    ONNX Runtime; a size whose batch is not theta's traps the run, one past the range is refused naming it."""
+    batch = 2
+    graph = helper.make_graph(
+        [helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=align)], "affine",
+        [helper.make_tensor_value_info("theta", TensorProto.FLOAT, [batch, rank, rank + 1]),
+         helper.make_tensor_value_info("size", TensorProto.INT64, [rank + 2])],
+        [helper.make_tensor_value_info("grid", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    module = WasmModel(convert_onnx(model, input_values={"size": (0, 9)}).wasm)
+    theta = np.random.default_rng(3).standard_normal((batch, rank, rank + 1)).astype(np.float32)
+    spatial = [(5, 6), (1, 9), (9, 2)] if rank == 2 else [(2, 3, 4), (9, 1, 5), (3, 3, 3)]
+    for dims in spatial:
+        feeds = {"theta": theta, "size": np.array([batch, 3, *dims], np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["grid"]
+        assert got.shape == want.shape == (batch, *dims, rank)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match=r"input 'size': its values must lie in 0..9"):
+        module.run({"theta": theta, "size": np.array([batch, 3, *spatial[0][:-1], 10], np.int64)})
+    with pytest.raises(ModelFault, match="unreachable"):  # size[0] is not theta's batch (the instance is spent)
+        module.run({"theta": theta, "size": np.array([batch + 1, 3, *spatial[0]], np.int64)})

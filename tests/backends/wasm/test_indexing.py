@@ -431,3 +431,59 @@ def test_big_outputs_take_loops_not_tables(op: str, constants: dict[str, np.ndar
     model = single_op_model(op, {"x": x}, constants=constants, **attrs)
     assert_matches_ort(model, {"x": x})
     assert len(convert_onnx(model, simd="plain").wasm) < 6000 + 8 * sum(c.size for c in constants.values())
+
+
+@pytest.mark.parametrize(("data_shape", "count"), [((3, 1), 3), ((3, 1), 2), ((2, 1, 4), 4), ((5,), 2)])
+def test_expand_with_a_declared_shape_against_dims_other_than_1(data_shape: tuple[int, ...], count: int) -> None:
+    """The shape declared 0..6 each: a dim other than 1 stays (its value 1 or the dim), a dim of 1 or a new one is
+    the run's value; several shapes through one module against ONNX Runtime, a value that does not broadcast
+    traps the run."""
+    graph = helper.make_graph([helper.make_node("Expand", ["x", "shape"], ["y"])], "expand",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(data_shape)),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [count])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    module = WasmModel(convert_onnx(model, input_values={"shape": (0, 6)}).wasm)
+    x = np.random.default_rng(8).standard_normal(data_shape).astype(np.float32)
+    rank = max(len(data_shape), count)
+    aligned = [None] * (rank - len(data_shape)) + list(data_shape)
+    for seed in range(4):
+        choices = np.random.default_rng(seed)
+        shape = [int(choices.choice([1, d])) if d not in (None, 1) else int(choices.integers(0, 7))
+                 for d in aligned[rank - count:]]
+        feeds = {"x": x, "shape": np.array(shape, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, shape
+        np.testing.assert_array_equal(got, want)
+    wrong = [2 if d not in (None, 1, 2) else 1 for d in aligned[rank - count:]]  # 2 against a 3, 4 or 5
+    with pytest.raises(ModelFault, match="unreachable"):
+        module.run({"x": x, "shape": np.array(wrong, np.int64)})
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("constant_axes", [True, False])
+def test_pad_with_declared_pads_and_an_axes_input(mode: str, constant_axes: bool) -> None:
+    """Pads declared 0..3 beside an axes input (a constant, or declared -4..3 too): the kernel reads which axis
+    each pad is for; several pads (and axes) through one module against ONNX Runtime; an axis named twice traps."""
+    x = np.random.default_rng(5).standard_normal((3, 4, 5, 6)).astype(np.float32)  # reflect: pads below each dim
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5, 6]),
+              helper.make_tensor_value_info("pads", TensorProto.INT64, [4])]
+    inits = [numpy_helper.from_array(np.array([1, -1], np.int64), "axes")] if constant_axes else []
+    if not constant_axes:
+        inputs.append(helper.make_tensor_value_info("axes", TensorProto.INT64, [2]))
+    graph = helper.make_graph([helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], mode=mode)], "pad",
+                              inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    ranges = {"pads": (0, 3)} if constant_axes else {"pads": (0, 3), "axes": (-4, 3)}
+    module = WasmModel(convert_onnx(model, input_values=ranges).wasm)
+    cases = [([0, 2, 0, 2], [1, -1]), ([2, 1, 1, 2], [1, 3]), ([0, 0, 0, 0], [0, 2]), ([1, 2, 2, 1], [-2, 0])]
+    for pads, axes in cases if not constant_axes else [(p, [1, -1]) for p, _ in cases]:
+        feeds = {"x": x, "pads": np.array(pads, np.int64)}
+        if not constant_axes:
+            feeds["axes"] = np.array(axes, np.int64)
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (pads, axes)
+        np.testing.assert_array_equal(got, want)
+    if not constant_axes:
+        with pytest.raises(ModelFault, match="unreachable"):  # axis 1 twice
+            module.run({"x": x, "pads": np.array([1, 1, 1, 1], np.int64), "axes": np.array([1, -3], np.int64)})

@@ -15,6 +15,7 @@ from tests.parity import assert_matches_ort, graph_model, ort_run, single_op_mod
 from wasinfer.artifact import convert_onnx
 from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.runtime import WasmModel
+from wasinfer.runtime.base import InputError
 
 rng = np.random.default_rng(18)
 DTYPES = [np.float32, np.int64, np.int32, np.uint8, np.int16, np.float64, np.bool_]
@@ -145,8 +146,48 @@ def test_one_hot_with_a_run_time_depth_is_declined_by_name() -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
         [onnx.numpy_helper.from_array(np.array([0, 1], np.float32), "values")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    with pytest.raises(UnsupportedModel, match="depth is computed at run time"):
+    with pytest.raises(UnsupportedModel, match=r"depth is computed at run time.*--input-values"):
         convert_onnx(model)
+
+
+def run_time_depth_model(axis: int, depth_type: int, shape: list[int]) -> onnx.ModelProto:
+    """OneHot whose depth is a graph input (a float, as ONNX's cases feed it, or an int64); the output's shape
+    left to the compiler."""
+    graph = helper.make_graph(
+        [helper.make_node("OneHot", ["indices", "depth", "values"], ["y"], axis=axis)], "one_hot",
+        [helper.make_tensor_value_info("indices", TensorProto.INT64, shape),
+         helper.make_tensor_value_info("depth", depth_type, []),
+         helper.make_tensor_value_info("values", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+@pytest.mark.parametrize("depth_type", [TensorProto.FLOAT, TensorProto.INT64])
+@pytest.mark.parametrize("shape,axis", [([5], -1), ([3, 4], 1), ([3, 4], 0), ([2, 3, 2], -2)])
+def test_one_hot_with_a_declared_run_time_depth_serves_every_depth(depth_type: int, shape: list[int],
+                                                                   axis: int) -> None:
+    """One module (depth declared 1..12) at depths 1, 3, 7.9 (truncated to 7, as the spec casts it) and 12,
+    negative and out-of-range indices included: a float depth against ONNX Runtime (the reference evaluator takes
+    np.arange(7.9), 8 classes), an int64 one against the reference (ORT has no such kernel)."""
+    model = run_time_depth_model(axis, depth_type, shape)
+    module = WasmModel(convert_onnx(model, input_values={"depth": (1, 12)}).wasm)
+    dtype = helper.tensor_dtype_to_np_dtype(depth_type)
+    for depth in (3, 1, 7.9 if depth_type == TensorProto.FLOAT else 7, 12):
+        indices = rng.integers(-14, 14, shape).astype(np.int64)
+        feeds = {"indices": indices, "depth": np.array(depth, dtype), "values": np.array([-1.5, 4], np.float32)}
+        want = (ort_run(model, feeds) if depth_type == TensorProto.FLOAT else
+                ReferenceEvaluator(model).run(None, feeds))[0]
+        got = module.run(feeds)["y"]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_one_hot_depth_outside_its_declared_range_is_refused_naming_the_input() -> None:
+    module = WasmModel(convert_onnx(run_time_depth_model(-1, TensorProto.FLOAT, [3]),
+                                    input_values={"depth": (1, 12)}).wasm)
+    feeds = {"indices": np.array([0, 1, 2], np.int64), "values": np.array([0, 1], np.float32)}
+    with pytest.raises(InputError, match=r"input 'depth': its values must lie in 1..12"):
+        module.run({**feeds, "depth": np.array(13, np.float32)})
 
 
 # ---------------------------------------------------------------- ReverseSequence

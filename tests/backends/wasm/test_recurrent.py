@@ -16,6 +16,7 @@ from wasinfer.backends.wasm.compiler import UnsupportedModel
 from wasinfer.frontends import load_onnx
 from wasinfer.lowering.gemm import gemm_plan
 from wasinfer.lowering.recurrent import projection_panel_bytes, recurrent_spec
+from wasinfer.runtime import ModelFault, WasmModel
 
 rng = np.random.default_rng(11)
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -167,6 +168,24 @@ def test_full_sequence_lens_and_long_sequence() -> None:
     model, feeds = recurrent_model("GRU", seq=40, batch=3, seq_lens=np.full(3, 40, np.int32), hidden=16,
                                    input_size=10)
     assert_matches_ort(model, feeds, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_run_time_sequence_lens_are_checked_by_each_run(op: str) -> None:
+    """sequence_lens fed at run time compiles as it is (no binding): lengths of seq_length for every batch entry
+    run as without them, against ONNX Runtime; shorter ones (padded sequences, which a constant may not hold
+    either) trap the run."""
+    model, feeds = recurrent_model(op, seq_lens=np.full(2, 5, np.int32))
+    lens = model.graph.initializer.pop(next(i for i, t in enumerate(model.graph.initializer) if t.name == "L"))
+    model.graph.input.append(helper.make_tensor_value_info("L", TensorProto.INT32, [2]))
+    feeds["L"] = numpy_helper.to_array(lens)
+    module = WasmModel(convert_onnx(model).wasm)
+    want = ort_run(model, feeds)
+    got = module.run(feeds)
+    for output, expected in zip([o.name for o in model.graph.output], want, strict=True):
+        np.testing.assert_allclose(got[output], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelFault, match="unreachable"):
+        module.run({**feeds, "L": np.array([5, 3], np.int32)})
 
 
 def test_unsupported_configurations_are_declined() -> None:

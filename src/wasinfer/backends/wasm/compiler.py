@@ -39,7 +39,7 @@ from wasinfer.backends.wasm.dims import copy_between_layouts, push_dim
 from wasinfer.backends.wasm.mathfn import add_math_helpers
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
-from wasinfer.backends.wasm.writer import I32, I64, Func, Module
+from wasinfer.backends.wasm.writer import F64, I32, I64, Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
@@ -452,6 +452,20 @@ def _check_values(f: Func, graph: Graph, slots: dict[str, int], symbols: dict[st
             with f.if_():
                 f.i32(code).op("return")
             f.i32(symbols[value_symbol(name, index)]).get(value).op("i32.wrap_i64").mem("i32.store")
+    for name, (lowest, highest, code) in graph.read_values.items():  # read by kernels: checked only, as f64
+        info = graph.info(name)
+        load, widen = {"float32": ("f32.load", "f64.promote_f32"), "float64": ("f64.load", ""),
+                       "int32": ("i32.load", "f64.convert_i32_s"), "int64": ("i64.load", "f64.convert_i64_s")}[
+            info.dtype.name]
+        number = f.local(F64)
+        for index in range(info.size):
+            f.i32(slots[name] + index * info.dtype.itemsize).mem(load, align=0)
+            if widen:
+                f.op(widen)
+            # outside, or NaN: not (lowest <= value <= highest)
+            f.tee(number).f64(lowest).op("f64.ge").get(number).f64(highest).op("f64.le").op("i32.and").op("i32.eqz")
+            with f.if_():
+                f.i32(code).op("return")
 
 
 def _emit_run(module: Module, graph: Graph, options: CompileOptions, slots: dict[str, int],

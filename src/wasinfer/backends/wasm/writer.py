@@ -124,6 +124,8 @@ PLAIN.update({"i64.ne": b"\x52", "i64.lt_u": b"\x54", "i64.gt_u": b"\x56", "i64.
               "f64.abs": b"\x99", "f64.trunc": b"\x9d", "f64.add": b"\xa0", "f64.sub": b"\xa1",
               "f64.mul": b"\xa2", "f64.div": b"\xa3", "f64.copysign": b"\xa6", "i64.shr_u": b"\x88",
               "i64.shl": b"\x86", "i64.shr_s": b"\x87"})
+PLAIN.update({"f64.ceil": b"\x9b", "f64.floor": b"\x9c", "f64.neg": b"\x9a", "f64.min": b"\xa4", "f64.max": b"\xa5",
+              "f64.nearest": b"\x9e", "i64.reinterpret_f64": b"\xbd", "f64.reinterpret_i64": b"\xbf"})
 SIMD.update({"i8x16.splat": 15, "i16x8.splat": 16, "i64x2.splat": 18,
              **{f"{shape}.{cmp}": base + k for shape, base in (("i8x16", 35), ("i16x8", 45), ("i32x4", 55))
                 for k, cmp in enumerate(("eq", "ne", "lt_s", "lt_u", "gt_s", "gt_u", "le_s", "le_u", "ge_s", "ge_u"))},

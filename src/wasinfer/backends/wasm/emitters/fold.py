@@ -12,6 +12,11 @@ which folds. An index outside the output traps.
 Col2Im sums each column element into the image position its block offset and block position give, positions
 in the padding skipped: per axis a constant table of image index (or -1) for every (block offset, block
 position), and nested loops over the offsets and positions; the column walks in order, one element per step.
+Where a run gives image_shape or block_shape (declared with --input-values, passes/values.py), the kernel reads
+them, checks that the block divides the columns and that the blocks' positions are the input's count (the run
+traps otherwise, as ONNX Runtime fails it), writes the channel and image dims to their symbols (the output laid
+out for the largest: all the columns as channels, the range's largest image), and computes each image index
+from the run's geometry in the same nested loops, their counts the run's.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE
 from wasinfer.backends.wasm.writer import I32, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.layout import movable_problems
 
 # ---------------------------------------------------------------- MaxUnpool
@@ -97,11 +103,30 @@ def _col2im_geometry(node: Node, image: list[int], block: list[int]) -> tuple[li
     return dilations, pads[:rank], strides, positions
 
 
+def _run_time_shapes(node: Node, graph: Graph) -> bool:
+    """image_shape or block_shape read by each run (declared), the other a constant or declared too."""
+    given = node.inputs[1:3]
+    return (any(n in graph.read_values for n in given)
+            and all(n in graph.read_values or n in graph.constants for n in given))
+
+
 def _check_col2im(node: Node, graph: Graph) -> list[str]:
     problems = only_float32(node, graph, [node.inputs[0], node.outputs[0]])
+    if _run_time_shapes(node, graph):
+        rank = graph.info(node.inputs[1]).size
+        problems += [f"{name!r} has dtype {graph.info(name).dtype}, not int64" for name in node.inputs[1:3]
+                     if graph.info(name).dtype != np.int64]
+        if graph.info(node.inputs[2]).size != rank or len(graph.info(node.inputs[0]).shape) != 3:
+            problems.append("block_shape must have image_shape's length, and the input be [N, C * block, L]")
+        for name in ("dilations", "pads", "strides"):
+            value = node.attr(name)
+            if value is not None and len(value) != (2 * rank if name == "pads" else rank):
+                problems.append(f"{name} {list(value)} does not match image_shape's {rank} dims")
+        return problems
     found = _constants(node, graph)
     if found is None:
-        return [*problems, "image_shape and block_shape are computed at run time; they must be constants"]
+        return [*problems, "image_shape and block_shape are computed at run time; they must be constants, or "
+                           "run-time inputs with their values' range declared (--input-values NAME=MIN..MAX)"]
     image, block = found
     rank = len(image)
     for name in ("dilations", "pads", "strides"):
@@ -121,6 +146,9 @@ def _check_col2im(node: Node, graph: Graph) -> list[str]:
 @kernel("Col2Im", check=_check_col2im)
 def emit_col2im(ctx: Ctx, node: Node) -> None:
     f = ctx.f
+    if _run_time_shapes(node, ctx.graph):
+        _emit_col2im_run_time(ctx, node)
+        return
     found = _constants(node, ctx.graph)
     assert found is not None
     image, block = found
@@ -177,6 +205,102 @@ def _block_positions(f: Func, tables: list[int], offsets: list[int], image: list
             f.inc(pcol, 4)
         else:
             _block_positions(f, tables, offsets, image, block, positions, plane, pcol, axis + 1, index)
+
+
+def _push_shape_value(ctx: Ctx, name: str, index: int) -> None:
+    """Push element `index` of image_shape or block_shape as an i32: a constant's, or read from the input."""
+    value = ctx.graph.constants.get(name)
+    if value is not None:
+        ctx.f.i32(int(np.asarray(value).reshape(-1)[index]))
+    else:
+        ctx.f.i32(ctx.addr(name) + 8 * index).mem("i64.load").op("i32.wrap_i64")
+
+
+def _trap_if(f: Func) -> None:
+    with f.if_():
+        f.op("unreachable")
+
+
+def _emit_col2im_run_time(ctx: Ctx, node: Node) -> None:
+    """Col2Im with the run's image_shape and block_shape (see the module's docstring)."""
+    f = ctx.f
+    batch, columns, count = ctx.info(node.inputs[0]).shape
+    out_shape = ctx.info(node.outputs[0]).shape  # [N, columns, *the largest image]
+    largest = list(out_shape[2:])
+    rank = len(largest)
+    extent = ctx.graph.decided.get(node.outputs[0], out_shape)
+    dilations = list(node.attr("dilations", [1] * rank))
+    pads = list(node.attr("pads", [0] * 2 * rank))
+    strides = list(node.attr("strides", [1] * rank))
+    image, block, positions = ([f.local(I32) for _ in range(rank)] for _ in range(3))
+    area, channels = f.local(I32), f.local(I32)
+    f.i32(1).set(area)
+    for a in range(rank):
+        _push_shape_value(ctx, node.inputs[1], a)
+        f.tee(image[a]).i32(0).op("i32.lt_s").get(image[a]).i32(largest[a]).op("i32.gt_s").op("i32.or")
+        _push_shape_value(ctx, node.inputs[2], a)
+        f.tee(block[a]).i32(1).op("i32.lt_s").op("i32.or")
+        _trap_if(f)
+        # (image + pads - dilation (block - 1) - 1) // stride + 1 blocks along the axis (floor: may be below 0)
+        f.get(image[a]).i32(pads[a] + pads[rank + a] - 1 + dilations[a]).op("i32.add")
+        f.get(block[a]).i32(dilations[a]).op("i32.mul").op("i32.sub").set(positions[a])
+        f.get(positions[a]).i32(strides[a]).op("i32.div_s")
+        f.get(positions[a]).i32(strides[a]).op("i32.rem_s").i32(0).op("i32.ne")
+        f.get(positions[a]).i32(0).op("i32.lt_s").op("i32.and").op("i32.sub").i32(1).op("i32.add").set(positions[a])
+        f.get(area).get(block[a]).op("i32.mul").set(area)
+    # the block divides the columns, and the blocks' positions are the input's count
+    f.i32(columns).get(area).op("i32.rem_u").i32(0).op("i32.ne").i32(1)
+    for a in range(rank):
+        f.get(positions[a]).op("i32.mul")
+    f.i32(count).op("i32.ne").op("i32.or")
+    for a in range(rank):
+        f.get(positions[a]).i32(0).op("i32.lt_s").op("i32.or")
+    _trap_if(f)
+    f.i32(columns).get(area).op("i32.div_u").set(channels)
+    for dim, value in ((extent[1], channels), *zip(extent[2:], image, strict=True)):
+        if isinstance(dim, Expr):
+            f.i32(ctx.symbols[str(dim)]).get(value).mem("i32.store")
+    out = ctx.addr(node.outputs[0])
+    f.i32(out).i32(0).i32(math.prod(out_shape) * 4).memory_fill()
+    image_strides = [math.prod(largest[a + 1:]) for a in range(rank)]
+    n, c, plane, pcol = (f.local(I32) for _ in range(4))
+    offsets = [f.local(I32) for _ in range(rank)]
+    f.i32(ctx.addr(node.inputs[0])).set(pcol)
+    with f.for_range(n, 0, batch), f.for_range(c, 0, ("local", channels)):
+        f.get(n).i32(columns).op("i32.mul").get(c).op("i32.add").i32(math.prod(largest) * 4).op("i32.mul")
+        f.i32(out).op("i32.add").set(plane)
+
+        def positions_loop(axis: int = 0, above: int | None = None) -> None:
+            position, index = f.local(I32), f.local(I32)
+            with f.for_range(position, 0, ("local", positions[axis])):
+                f.get(position).i32(strides[axis]).op("i32.mul").i32(pads[axis]).op("i32.sub")
+                f.get(offsets[axis]).i32(dilations[axis]).op("i32.mul").op("i32.add").set(index)
+                # -1 where this axis's index (or an earlier one's) is in the padding
+                f.get(index).i32(image_strides[axis]).op("i32.mul")
+                if above is not None:
+                    f.get(above).op("i32.add")
+                f.i32(-1)
+                f.get(index).i32(0).op("i32.ge_s").get(index).get(image[axis]).op("i32.lt_s").op("i32.and")
+                if above is not None:
+                    f.get(above).i32(0).op("i32.ge_s").op("i32.and")
+                f.op("select").set(index)
+                if axis == rank - 1:
+                    f.get(index).i32(0).op("i32.ge_s")
+                    with f.if_():
+                        f.get(index).i32(4).op("i32.mul").get(plane).op("i32.add").tee(index)
+                        f.get(index).mem("f32.load").get(pcol).mem("f32.load").op("f32.add").mem("f32.store")
+                    f.inc(pcol, 4)
+                else:
+                    positions_loop(axis + 1, index)
+
+        def offsets_loop(axis: int = 0) -> None:
+            if axis == rank:
+                positions_loop()
+                return
+            with f.for_range(offsets[axis], 0, ("local", block[axis])):
+                offsets_loop(axis + 1)
+
+        offsets_loop()
 
 
 __all__ = ["emit_col2im", "emit_max_unpool"]

@@ -1,12 +1,14 @@
 """GridSample and AffineGrid: the two halves of a spatial transformer (and of optical-flow warps).
 
-AffineGrid writes, for every output point, theta times the point's normalised coordinates (x first: the
-last axis), the coordinates a constant table per axis. GridSample reads, for every output point, its
-normalised coordinates from the grid and samples every channel of the input there. The coordinates,
-taps and weights of a point are worked out once, then one pass over the channels sums weight x element:
-per axis, the taps' element offsets and weights with the padding applied to each tap (zeros: a weight of
-0 at offset 0, so no read leaves the tensor; border: clamped; reflection: mirrored, then clamped), and
-their products over the axes (2 corners per axis for linear, 4 for cubic, 1 for nearest).
+AffineGrid writes, for every output point, theta times the point's normalised coordinates (x first: the last
+axis), the coordinates a constant table per axis; where a run gives the size (declared with --input-values,
+passes/values.py), the kernel reads it, writes each spatial dim to its symbol (the output laid out for the
+range's largest) and computes each coordinate as the table would hold it. GridSample reads, for every output
+point, its normalised coordinates from the grid and samples every channel of the input there. The coordinates,
+taps and weights of a point are worked out once, then one pass over the channels sums weight x element: per
+axis, the taps' element offsets and weights with the padding applied to each tap (zeros: a weight of 0 at
+offset 0, so no read leaves the tensor; border: clamped; reflection: mirrored, then clamped), and their
+products over the axes (2 corners per axis for linear, 4 for cubic, 1 for nearest).
 
 The arithmetic is PyTorch's, as ONNX Runtime and ONNX's reference implement it: for nearest and linear the
 coordinate is clamped or reflected first when it lies outside the borders (-0.5 and d - 0.5, or 0 and d - 1
@@ -26,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel, only_float32
-from wasinfer.backends.wasm.writer import F32, I32, Func
+from wasinfer.backends.wasm.writer import F32, F64, I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 
 MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest", "bicubic": "cubic", "cubic": "cubic"}
 PADDINGS = ("zeros", "border", "reflection")
@@ -242,9 +245,13 @@ def corners(f: Func, taps: list[list[tuple[int, int | None]]]) -> list[tuple[int
 def _check_affine_grid(node: Node, graph: Graph) -> list[str]:
     problems = only_float32(node, graph, [node.inputs[0], node.outputs[0]])
     theta = graph.info(node.inputs[0]).shape
-    if graph.constants.get(node.inputs[1]) is None:  # the output's type alone would be trusted, whatever size runs
-        problems.append(f"size {node.inputs[1]!r} is computed at run time; it sets the output's shape, "
-                        "so it must be a constant")
+    if graph.constants.get(node.inputs[1]) is None and node.inputs[1] not in graph.read_values:
+        # the output's type alone would be trusted, whatever size runs
+        problems.append(f"size {node.inputs[1]!r} is computed at run time; it sets the output's shape, so it must be "
+                        "a constant, or a run-time input with its values' range declared (--input-values "
+                        "NAME=MIN..MAX)")
+    elif node.inputs[1] in graph.read_values and graph.info(node.inputs[1]).dtype != np.int64:
+        problems.append(f"size has dtype {graph.info(node.inputs[1]).dtype}, not int64")
     if len(theta) != 3 or theta[1] not in (2, 3) or theta[2] != theta[1] + 1:
         problems.append(f"theta has shape {list(theta)}; [N, 2, 3] or [N, 3, 4] expected")
     return problems
@@ -271,6 +278,9 @@ def emit_affine_grid(ctx: Ctx, node: Node) -> None:
     if math.prod(out_shape) == 0:
         return
     align = bool(node.attr("align_corners", 0))
+    if ctx.graph.constants.get(node.inputs[1]) is None:  # declared: read by each run
+        _emit_affine_grid_run_time(ctx, node, align)
+        return
     tables = [ctx.data(base_coordinates(d, align)) for d in dims]
     n = f.local(I32)
     ptheta, pout = f.local(I32), f.local(I32)
@@ -284,6 +294,85 @@ def emit_affine_grid(ctx: Ctx, node: Node) -> None:
                 f.get(ptheta).mem("f32.load", offset=4 * (j * (rank + 1) + i)).set(local)
         _affine_points(f, thetas, coords, counters, tables, dims, pout, 0)
         f.inc(ptheta, 4 * rank * (rank + 1))
+
+
+def _emit_affine_grid_run_time(ctx: Ctx, node: Node, align: bool) -> None:
+    """AffineGrid with the size a run gives: size[0] must be theta's batch and each spatial size at most the
+    largest the output is laid out for (else the run traps); each coordinate computed as `base_coordinates` does,
+    in float64, from the run's size."""
+    f = ctx.f
+    theta_shape, out_shape = ctx.info(node.inputs[0]).shape, ctx.info(node.outputs[0]).shape
+    batch, rank = theta_shape[0], theta_shape[1]
+    largest = list(out_shape[1:-1])
+    extent = ctx.graph.decided.get(node.outputs[0], out_shape)
+    size_at = ctx.addr(node.inputs[1])
+    f.i32(size_at).mem("i64.load").i64(batch).op("i64.ne")
+    with f.if_():
+        f.op("unreachable")
+    dims, wide = [f.local(I32) for _ in largest], f.local(I64)
+    for axis, (dim, bound) in enumerate(zip(dims, largest, strict=True)):
+        f.i32(size_at + 8 * (2 + axis)).mem("i64.load").tee(wide).i64(0).op("i64.lt_s")
+        f.get(wide).i64(bound).op("i64.gt_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        f.get(wide).op("i32.wrap_i64").set(dim)
+        if isinstance(extent[1 + axis], Expr):
+            f.i32(ctx.symbols[str(extent[1 + axis])]).get(dim).mem("i32.store")
+    n, ptheta = f.local(I32), f.local(I32)
+    thetas = [[f.local(F32) for _ in range(rank + 1)] for _ in range(rank)]
+    coords = [f.local(F32) for _ in range(rank)]
+    counters = [f.local(I32) for _ in range(rank)]
+    f.i32(ctx.addr(node.inputs[0])).set(ptheta)
+    with f.for_range(n, 0, batch):
+        for j, row in enumerate(thetas):
+            for i, local in enumerate(row):
+                f.get(ptheta).mem("f32.load", offset=4 * (j * (rank + 1) + i)).set(local)
+        _affine_points_run_time(f, (thetas, coords, counters), dims, largest, (ctx.addr(node.outputs[0]), n), align)
+        f.inc(ptheta, 4 * rank * (rank + 1))
+
+
+def _push_coordinate(f: Func, index: int, dim: int, align: bool) -> None:
+    """Push position `index`'s normalised coordinate on an axis of `dim` positions (f32), as `base_coordinates`:
+    (2 i + 1) / d - 1, or -1 + i * 2 / (d - 1) with align_corners (1 on a one-position axis)."""
+    if not align:
+        f.get(index).op("f64.convert_i32_s").f64(2.0).op("f64.mul").f64(1.0).op("f64.add")
+        f.get(dim).op("f64.convert_i32_s").op("f64.div").f64(1.0).op("f64.sub").op("f32.demote_f64")
+        return
+    f.get(dim).i32(1).op("i32.gt_s")
+    with f.if_(blocktype=F32):
+        f.get(index).get(dim).i32(1).op("i32.sub").op("i32.eq")
+        with f.if_(blocktype=F64):  # linspace ends exactly at 1
+            f.f64(1.0)
+            f.else_()
+            f.get(index).op("f64.convert_i32_s").f64(2.0).get(dim).i32(1).op("i32.sub").op("f64.convert_i32_s")
+            f.op("f64.div").op("f64.mul").f64(-1.0).op("f64.add")
+        f.op("f32.demote_f64")
+        f.else_()
+        f.f32(1.0)
+
+
+def _affine_points_run_time(f: Func, state: tuple[list[list[int]], list[int], list[int]], dims: list[int],
+                            largest: list[int], output: tuple[int, int], align: bool, axis: int = 0) -> None:
+    """Nested loops over the run's spatial dims; each point written where the largest layout puts it."""
+    thetas, coords, counters = state
+    rank = len(dims)
+    if axis == rank:
+        address, n = output
+        pout = f.local(I32)
+        f.get(n)
+        for a in range(rank):
+            f.i32(largest[a]).op("i32.mul").get(counters[a]).op("i32.add")
+        f.i32(4 * rank).op("i32.mul").i32(address).op("i32.add").set(pout)
+        for j, row in enumerate(thetas):
+            f.get(pout).get(row[rank])
+            for i in range(rank):  # component i of the point is data axis rank - 1 - i
+                f.get(row[i]).get(coords[rank - 1 - i]).op("f32.mul").op("f32.add")
+            f.mem("f32.store", offset=4 * j)
+        return
+    with f.for_range(counters[axis], 0, ("local", dims[axis])):
+        _push_coordinate(f, counters[axis], dims[axis], align)
+        f.set(coords[axis])
+        _affine_points_run_time(f, state, dims, largest, output, align, axis + 1)
 
 
 def _affine_points(f: Func, thetas: list[list[int]], coords: list[int], counters: list[int], tables: list[int],

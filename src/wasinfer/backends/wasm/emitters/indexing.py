@@ -43,6 +43,7 @@ from wasinfer.ir import Graph, Node
 from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.elementwise import broadcast_strides, merge_axes
 from wasinfer.lowering.layout import movable_problems, row_major
+from wasinfer.passes.dynamic import expand_axes
 
 INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
@@ -324,8 +325,13 @@ def _runtime_parameter(node: Node, graph: Graph, index: int, label: str) -> list
 
 
 def _check_shaped(node: Node, graph: Graph) -> list[str]:
-    """Expand and Tile: the output shape (known statically) says everything the kernel needs."""
+    """Expand and Tile: the output shape (known statically) says everything the kernel needs; an Expand whose
+    declared shape each run reads (passes/dynamic.py) takes `emit_expand_run_time`."""
     problems = movable_problems(node, graph)
+    if node.op_type == "Expand" and node.inputs[1] in graph.read_values:
+        if graph.info(node.inputs[1]).dtype != np.int64:
+            problems.append(f"shape has dtype {graph.info(node.inputs[1]).dtype}, not int64")
+        return problems
     problems += _runtime_parameter(node, graph, 1, "shape" if node.op_type == "Expand" else "repeats")
     data, out = graph.info(node.inputs[0]).shape, graph.info(node.outputs[0]).shape
     if node.op_type == "Tile" and (len(data) != len(out) or any(
@@ -337,9 +343,63 @@ def _check_shaped(node: Node, graph: Graph) -> list[str]:
 @kernel("Expand", check=_check_shaped)
 def emit_expand(ctx: Ctx, node: Node) -> None:
     """Broadcast: stride 0 on the axes the input repeats."""
+    if node.inputs[1] in ctx.graph.read_values:
+        emit_expand_run_time(ctx, node)
+        return
     data, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
     emit_gather_copy(ctx.f, ctx.addr(node.outputs[0]), ctx.addr(node.inputs[0]), out.shape,
                      broadcast_strides(data.shape, out.shape), data.dtype.itemsize)
+
+
+def emit_expand_run_time(ctx: Ctx, node: Node) -> None:
+    """Expand by the shape a run gives: each value read; against a dim other than 1 it must be 1 or that dim (the
+    run traps otherwise, as ONNX Runtime fails it), elsewhere it is the output's dim, written to its symbol; then
+    every element inside the run's dims from the input (stride 0 where it broadcasts), into the largest layout."""
+    f = ctx.f
+    data, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    extent = ctx.graph.decided.get(node.outputs[0], out.shape)
+    size = data.dtype.itemsize
+    in_strides, out_strides = row_major(data.shape), row_major(out.shape)
+    counts: list[int | tuple[str, int]] = []
+    steps: list[int] = []
+    value = f.local(I64)
+    for j, (d, index) in enumerate(expand_axes(tuple(data.shape), ctx.info(node.inputs[1]).size)):
+        axis = j - len(out.shape) + len(data.shape)
+        steps.append(in_strides[axis] * size if d is not None and d != 1 else 0)
+        if index is None:
+            counts.append(out.shape[j])
+            continue
+        f.i32(ctx.addr(node.inputs[1]) + 8 * index).mem("i64.load").set(value)
+        if d is not None and d != 1:  # 1 or d
+            f.get(value).i64(1).op("i64.ne").get(value).i64(d).op("i64.ne").op("i32.and")
+            counts.append(d)
+        else:
+            f.get(value).i64(0).op("i64.lt_s").get(value).i64(out.shape[j]).op("i64.gt_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        if d is None or d == 1:
+            local = f.local(I32)
+            f.get(value).op("i32.wrap_i64").set(local)
+            counts.append(("local", local))
+            if isinstance(extent[j], Expr):
+                f.i32(ctx.symbols[str(extent[j])]).get(local).mem("i32.store")
+    load, store = LOAD_STORE[size]
+
+    def level(j: int, src: int, dst: int) -> None:
+        if j == len(counts):
+            f.get(dst).get(src).mem(load, align=0).mem(store, align=0)
+            return
+        counter, s, d = f.local(I32), f.local(I32), f.local(I32)
+        f.get(src).set(s).get(dst).set(d)
+        with f.for_range(counter, 0, counts[j]):
+            level(j + 1, s, d)
+            if steps[j]:
+                f.inc(s, steps[j])
+            f.inc(d, out_strides[j] * size)
+
+    src, dst = f.local(I32), f.local(I32)
+    f.i32(ctx.addr(node.inputs[0])).set(src).i32(ctx.addr(node.outputs[0])).set(dst)
+    level(0, src, dst)
 
 
 @kernel("Tile", check=_check_shaped)

@@ -9,7 +9,8 @@ either filled (constant mode) or copied from a block of the output that is alrea
 Neighbouring positions that copy neighbouring sources go as one run.
 
 Pads whose values each run gives (declared with --input-values: passes/values.py) take one scalar kernel
-instead (`emit_pad_run_time`): every output element inside the run's dims reads the input at its index less
+instead (`emit_pad_run_time`; with an axes input, constant or declared too, the kernel reads the pads and the
+axes they apply to, `read_pads`): every output element inside the run's dims reads the input at its index less
 the begin pad, mapped into the axis as the mode says (the pad value outside it, clamped, reflected or wrapped,
 as np.pad does), so any pads, negative ones (a crop) included, in any mode, come from one module.
 """
@@ -81,6 +82,14 @@ def _check_pad(node: Node, graph: Graph) -> list[str]:
     mode = node.attr("mode", "constant")
     if mode not in MODES:
         problems.append(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    if reads_pads(node, graph):
+        problems += [f"{name!r} has dtype {graph.info(name).dtype}, not int64" for name in node.inputs[1:4:2]
+                     if graph.info(name).dtype != np.int64]
+        if graph.info(node.inputs[0]).dtype.itemsize not in (1, 2, 4, 8) or node.inputs[0] in graph.extents:
+            problems.append("run-time pads need a static input of 1, 2, 4 or 8-byte elements")
+        if graph.info(node.inputs[1]).size != 2 * graph.info(node.inputs[3]).size:
+            problems.append(f"{graph.info(node.inputs[1]).size} pads for {graph.info(node.inputs[3]).size} axes")
+        return problems
     if declared_pads(node, graph) is not None:
         if len(node.inputs) > 3 and node.inputs[3]:
             problems.append("declared pads with an axes input are not supported")
@@ -176,7 +185,7 @@ def _copy_runs(f: Func, ptr: int, runs: list[tuple[int, int, int, int]], block: 
 
 @kernel("Pad", check=_check_pad)
 def emit_pad(ctx: Ctx, node: Node) -> None:
-    if declared_pads(node, ctx.graph) is not None:
+    if declared_pads(node, ctx.graph) is not None or reads_pads(node, ctx.graph):
         emit_pad_run_time(ctx, node)
         return
     f = ctx.f
@@ -275,15 +284,20 @@ def emit_pad_run_time(ctx: Ctx, node: Node) -> None:
     info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
     shape, rank, size = info.shape, len(info.shape), info.dtype.itemsize
     pads = declared_pads(node, ctx.graph)
-    assert pads is not None
     mode = node.attr("mode", "constant")
     in_strides, out_strides = row_major(shape), row_major(out.shape)
     begins, counts = [f.local(I32) for _ in shape], [f.local(I32) for _ in shape]
+    if pads is None:  # read with the axes they apply to (`read_pads`)
+        read_pads(ctx, node, begins, counts)
     for j, d in enumerate(shape):
-        push_dim(f, pads[j], ctx.symbols)
-        f.tee(begins[j]).i32(d).op("i32.add")
-        push_dim(f, pads[rank + j], ctx.symbols)
-        f.op("i32.add").tee(counts[j]).i32(0).op("i32.lt_s")
+        if pads is not None:
+            push_dim(f, pads[j], ctx.symbols)
+            f.tee(begins[j]).i32(d).op("i32.add")
+            push_dim(f, pads[rank + j], ctx.symbols)
+            f.op("i32.add").tee(counts[j])
+        else:
+            f.get(counts[j])
+        f.i32(0).op("i32.lt_s")
         if mode != "constant" and d == 0:  # nothing to copy an edge, a reflection or a wrap from
             f.get(counts[j]).op("i32.or")
         with f.if_():
@@ -327,4 +341,52 @@ def emit_pad_run_time(ctx: Ctx, node: Node) -> None:
     level(0, base, None)
 
 
-__all__ = ["pad_plan"]
+def read_pads(ctx: Ctx, node: Node, begins: list[int], counts: list[int]) -> None:
+    """Pads read by each run with the axes they apply to (a constant or a run-time axes input, declared with
+    --input-values: passes/values.py): begins[j] and counts[j] (the output's dim) of every input axis j, each
+    dim checked against the largest the output is laid out for and written to its symbol. An axis out of range
+    or named twice traps the run, as ONNX Runtime fails it."""
+    f = ctx.f
+    info, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    shape, rank = info.shape, len(info.shape)
+    axes_name = node.inputs[3]
+    constant = ctx.graph.constants.get(axes_name)
+    n = ctx.info(axes_name).size
+    ends, hits, axis = [f.local(I32) for _ in shape], [f.local(I32) for _ in shape], f.local(I32)
+    for j in range(rank):
+        f.i32(0).set(begins[j]).i32(0).set(ends[j]).i32(0).set(hits[j])
+    pads_at = ctx.addr(node.inputs[1])
+    for i in range(n):
+        if constant is not None:
+            f.i32(int(np.asarray(constant).reshape(-1)[i]))
+        else:
+            f.i32(ctx.addr(axes_name) + 8 * i).mem("i64.load").op("i32.wrap_i64")
+        f.set(axis)  # counted from the end when negative
+        f.get(axis).i32(rank).op("i32.add").get(axis).get(axis).i32(0).op("i32.lt_s").op("select").set(axis)
+        f.get(axis).i32(0).op("i32.lt_s").get(axis).i32(rank).op("i32.ge_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        for j in range(rank):  # the pads go to axis j where axes[i] is j
+            for target, position in ((begins[j], i), (ends[j], n + i)):
+                f.get(target).i32(pads_at + 8 * position).mem("i64.load").op("i32.wrap_i64").i32(0)
+                f.get(axis).i32(j).op("i32.eq").op("select").op("i32.add").set(target)
+            f.get(hits[j]).get(axis).i32(j).op("i32.eq").op("i32.add").set(hits[j])
+    extent = ctx.graph.decided.get(node.outputs[0], out.shape)
+    for j, d in enumerate(shape):
+        f.get(begins[j]).i32(d).op("i32.add").get(ends[j]).op("i32.add").set(counts[j])
+        f.get(hits[j]).i32(1).op("i32.gt_s").get(counts[j]).i32(out.shape[j]).op("i32.gt_s").op("i32.or")
+        with f.if_():
+            f.op("unreachable")
+        if isinstance(extent[j], Expr):
+            f.i32(ctx.symbols[str(extent[j])]).get(counts[j]).mem("i32.store")
+
+
+def reads_pads(node: Node, graph: Graph) -> bool:
+    """Pads and axes that each run gives (declared), rather than pads' symbols: the axes input is present."""
+    pads = node.inputs[1] if len(node.inputs) > 1 and "pads" not in node.attrs else ""
+    axes = node.inputs[3] if len(node.inputs) > 3 else ""
+    return bool(pads) and pads in graph.read_values and bool(axes) and (axes in graph.read_values
+                                                                      or axes in graph.constants)
+
+
+__all__ = ["pad_plan", "reads_pads"]

@@ -5,14 +5,18 @@ Trilu keeps a triangle of each matrix: each row is one copy of its kept run and 
 lengths a clamp of the row index: no mask in memory, whatever the sequence length. Its k is usually a
 compile-time constant (causal masks write one); a run-time k is read and clamped once per run, so one
 module serves every k. EyeLike writes ones on a diagonal of zeros. OneHot
-compares each run-time index with every position of the new axis (depth is a constant: it sets the
-output's shape; the two values may be computed at run time). ReverseSequence copies each (batch, time) block
+compares each run-time index with every position of the new axis (the two values may be computed at run
+time). Its depth sets the new axis's dim: a constant, or a run-time input with its range declared
+(--input-values depth=1..1000, passes/values.py), which the kernel reads, truncates as ONNX Runtime does,
+and writes to that dim's symbol (a negative depth traps the run); the output is then laid out for the
+range's largest. ReverseSequence copies each (batch, time) block
 from its mirrored time step; a length outside [0, time steps] traps, as an out-of-range Gather does.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,6 +24,7 @@ from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
+from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.layout import movable_problems, row_major
 
 INDEX_LOAD = {np.dtype(np.int32): ("i32.load", "i64.extend_i32_s"), np.dtype(np.int64): ("i64.load", None),
@@ -152,9 +157,13 @@ def _check_one_hot(node: Node, graph: Graph) -> list[str]:
     indices = graph.info(node.inputs[0])
     if indices.dtype not in INDEX_LOAD:
         problems.append(f"indices have dtype {indices.dtype}; {', '.join(str(d) for d in INDEX_LOAD)} are supported")
-    if _constant(node, graph, 1) is None:
-        problems.append("depth is computed at run time; only a constant depth (an initializer) is supported "
-                        "(it sets the output's shape)")
+    if _constant(node, graph, 1) is None and node.inputs[1] not in graph.read_values:
+        problems.append("depth is computed at run time; a constant depth (an initializer), or a run-time input with "
+                        "its values' range declared (--input-values NAME=MIN..MAX), is supported (it sets the "
+                        "output's shape)")
+    elif _constant(node, graph, 1) is None and graph.info(node.inputs[1]).dtype not in INDEX_LOAD:
+        problems.append(f"depth has dtype {graph.info(node.inputs[1]).dtype}; a run-time depth is one of "
+                        f"{', '.join(str(d) for d in INDEX_LOAD)}")
     if graph.info(node.inputs[2]).size != 2:
         problems.append(f"values has {graph.info(node.inputs[2]).size} elements, not 2 (off, on)")
     rank = len(graph.info(node.outputs[0]).shape)
@@ -189,6 +198,9 @@ def emit_one_hot(ctx: Ctx, node: Node) -> None:
 
     o, d, i, pout, pin, row = (f.local(I32) for _ in range(6))
     v = f.local(I64)
+    if _constant(node, ctx.graph, 1) is None:  # declared: read and checked by each run
+        _one_hot_run_time(ctx, node, axis, push_value)
+        return
     f.i32(ctx.addr(node.outputs[0])).set(pout).i32(ctx.addr(node.inputs[0])).set(row)
     with f.for_range(o, 0, outer):
         with f.for_range(d, 0, depth):
@@ -204,6 +216,45 @@ def emit_one_hot(ctx: Ctx, node: Node) -> None:
                 f.get(d).op("i64.extend_i32_s").op("i64.eq").op("select").mem(store, align=0)
                 f.inc(pout, size).inc(pin, isize)
         f.inc(row, inner * isize)
+
+
+def _one_hot_run_time(ctx: Ctx, node: Node, axis: int, push_value: Callable[[int], None]) -> None:
+    """OneHot with the depth a run gives: read (truncated to an integer), checked against the largest the output
+    is laid out for, written to the new axis's symbol; then as above, over the run's depth."""
+    f = ctx.f
+    indices, out = ctx.info(node.inputs[0]), ctx.info(node.outputs[0])
+    largest = out.shape[axis]
+    outer, inner = math.prod(out.shape[:axis]), math.prod(out.shape[axis + 1:])
+    size, isize = out.dtype.itemsize, indices.dtype.itemsize
+    load, widen = INDEX_LOAD[indices.dtype]
+    store = LOAD_STORE[size][1]
+    o, d, i, count, pout, pin, block = (f.local(I32) for _ in range(7))
+    v, depth = f.local(I64), f.local(I64)
+    load_depth, widen_depth = INDEX_LOAD[ctx.info(node.inputs[1]).dtype]
+    f.i32(ctx.addr(node.inputs[1])).mem(load_depth, align=0)
+    if widen_depth:
+        f.op(widen_depth)
+    f.tee(depth).i64(0).op("i64.lt_s").get(depth).i64(largest).op("i64.gt_s").op("i32.or")
+    with f.if_():
+        f.op("unreachable")
+    f.get(depth).op("i32.wrap_i64").set(count)
+    dim = ctx.graph.decided.get(node.outputs[0], out.shape)[axis]
+    if isinstance(dim, Expr):
+        f.i32(ctx.symbols[str(dim)]).get(count).mem("i32.store")
+    f.i32(ctx.addr(node.outputs[0])).set(block).i32(ctx.addr(node.inputs[0])).set(pin)
+    with f.for_range(o, 0, outer):
+        f.get(block).set(pout)
+        with f.for_range(d, 0, ("local", count)), f.for_range(i, 0, inner):
+            f.get(pout)
+            push_value(1)
+            push_value(0)
+            f.get(pin).get(i).i32(isize).op("i32.mul").op("i32.add").mem(load, align=0)
+            if widen:
+                f.op(widen)
+            f.set(v).get(v).get(depth).i64(0).get(v).i64(0).op("i64.lt_s").op("select").op("i64.add")
+            f.get(d).op("i64.extend_i32_s").op("i64.eq").op("select").mem(store, align=0)
+            f.inc(pout, size)
+        f.inc(block, largest * inner * size).inc(pin, inner * isize)  # blocks laid out for the largest depth
 
 
 # ---------------------------------------------------------------- ReverseSequence

@@ -347,8 +347,27 @@ class _Emitter:
 @kernel("LSTM", "GRU", "RNN", check=_check, scratch=recurrent_scratch)
 def emit_recurrent(ctx: Ctx, node: Node) -> None:
     emitter = _Emitter(ctx, node)
+    _check_run_time_lengths(ctx, node, emitter.spec.seq)
     for d in range(emitter.spec.dirs):
         emitter.direction(d)
+
+
+def _check_run_time_lengths(ctx: Ctx, node: Node, seq: int) -> None:
+    """A sequence_lens each run gives must be seq_length for every batch entry, as a constant one must (padded
+    sequences are not run): the run traps otherwise."""
+    name = optional_input(node, 4)
+    if not name or ctx.const(name) is not None:
+        return
+    f, info = ctx.f, ctx.info(name)
+    wide = info.dtype == np.int64
+    f.i32(0)
+    for b in range(info.size):
+        f.i32(ctx.addr(name) + info.dtype.itemsize * b).mem("i64.load" if wide else "i32.load")
+        if not wide:
+            f.op("i64.extend_i32_s")
+        f.i64(seq).op("i64.ne").op("i32.or")
+    with f.if_():
+        f.op("unreachable")
 
 
 __all__ = ["emit_recurrent"]

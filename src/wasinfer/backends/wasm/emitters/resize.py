@@ -10,17 +10,30 @@ each output row is a weighted sum of source rows, four floats per v128. The inne
 (inner == 1) is a scalar weighted gather; a nearest-neighbour integer upscale there (the
 common 2x of detectors and segmenters) repeats each element k times, and along outer axes
 it is row copies. Nearest copies move elements bit for bit, so they serve any dtype.
+
+Where a run gives the roi, scales or sizes, emitters/resize_run_time.py computes the taps during the run.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes
+from wasinfer.backends.wasm.emitters.resize_run_time import emit_resize_run_time
 from wasinfer.backends.wasm.writer import I32, V128, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.lowering.resize import AxisPass, plan_problems, resize_plan, resize_scratch, tap_table
+from wasinfer.lowering.resize import (
+    AxisPass,
+    ResizePlan,
+    plan_problems,
+    resize_plan,
+    resize_scratch,
+    takes_run_time_path,
+    tap_table,
+)
 
 # ---------------------------------------------------------------- code
 
@@ -30,7 +43,11 @@ def _check_resize(node: Node, graph: Graph) -> list[str]:
 
 @kernel("Resize", "Upsample", check=_check_resize, scratch=resize_scratch)
 def emit_resize(ctx: Ctx, node: Node) -> None:
+    if takes_run_time_path(node, ctx.graph):  # roi, scales or sizes read by each run
+        emit_resize_run_time(ctx, node)
+        return
     plan = resize_plan(node, ctx.graph)
+    _check_run_time_sizes(ctx, node, plan)
     x, y = ctx.addr(node.inputs[0]), ctx.addr(node.outputs[0])
     if math.prod(plan.out_shape) == 0:
         return
@@ -47,6 +64,26 @@ def emit_resize(ctx: Ctx, node: Node) -> None:
         outer, inner = math.prod(shape[:p.axis]), math.prod(shape[p.axis + 1:])
         _emit_pass(ctx, p, src, dst, outer, inner, plan.itemsize)
         src = dst
+
+
+def _check_run_time_sizes(ctx: Ctx, node: Node, plan: ResizePlan) -> None:
+    """Run-time sizes without a declared range were read from the static output shape (lowering/resize.py): trap
+    a run whose sizes differ, which would otherwise get that shape's output silently."""
+    sizes = node.inputs[3] if len(node.inputs) > 3 and node.op_type == "Resize" and ctx.graph.opset >= 11 else ""
+    if not sizes or sizes in ctx.graph.constants:
+        return
+    rank = len(plan.in_shape)
+    axes = [int(a) % rank for a in node.attr("axes")] if node.attr("axes") is not None else list(range(rank))
+    f = ctx.f
+    wide = ctx.info(sizes).dtype == np.int64
+    f.i32(0)
+    for i, a in enumerate(axes):
+        f.i32(ctx.addr(sizes) + (8 if wide else 4) * i).mem("i64.load" if wide else "i32.load")
+        if not wide:
+            f.op("i64.extend_i32_s")
+        f.i64(plan.out_shape[a]).op("i64.ne").op("i32.or")
+    with f.if_():
+        f.op("unreachable")
 
 
 def _emit_pass(ctx: Ctx, p: AxisPass, src: int, dst: int, outer: int, inner: int, size: int) -> None:

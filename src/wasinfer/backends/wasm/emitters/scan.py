@@ -17,16 +17,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wasinfer.backends.wasm.context import UNSUPPORTED_HINTS, Ctx, kernel
+from wasinfer.backends.wasm.context import Ctx, kernel
 from wasinfer.backends.wasm.emitters.indexing import INDEX_TYPES, push_index, write_run_time_dims
 from wasinfer.backends.wasm.emitters.reduce import reduce_view
 from wasinfer.backends.wasm.writer import F32, F64, I32, I64, V128, Func
 from wasinfer.ir import Graph, Node
 from wasinfer.lowering.scan import topk_axis, topk_scratch
-
-UNSUPPORTED_HINTS[("", "Range")] = (
-    "it is evaluated at compile time when start, limit and delta are constants; here they are run-time "
-    "values, and its output length depends on them, which static shapes cannot express")
 
 
 def _axis_value(node: Node, graph: Graph, index: int, default: int) -> int | None:
