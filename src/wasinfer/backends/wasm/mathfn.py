@@ -83,8 +83,18 @@ def sigmoid_v128(f: Func, x: int, fused: bool = False) -> None:
 
 
 def tanh_v128(f: Func, x: int, fused: bool = False) -> None:
-    """Push tanh(x), in [-1, 1]; x's local is overwritten (`fused`: see `odd_rational`)."""
+    """Push tanh(x), in [-1, 1]; x's local is overwritten (`fused`: see `odd_rational`).
+
+    Fused, the rational is 2 ulp short of ±1 at the clamp (0.99999976, where the plain code's roundings reach 1
+    exactly), so tanh(20) would not be 1 and 1 + tanh(x) (a tanh-approximated GELU far left of 0) would not be 0:
+    a clamped x gives ±1 itself."""
     odd_rational(f, x, TANH_LIMIT, TANH_P, TANH_Q, fused)
+    if fused:
+        rational = f.local(V128)
+        f.set(rational)
+        f.get(x).f32x4_const(-0.0).op("v128.and").f32x4_const(1.0).op("v128.or")  # ±1, x's sign
+        f.get(rational)
+        f.get(x).op("f32x4.abs").f32x4_const(TANH_LIMIT).op("f32x4.eq").op("v128.bitselect")
 
 
 def exp_v128(f: Func, x: int) -> None:
