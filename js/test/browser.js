@@ -5,7 +5,9 @@
 // variant (load(..., {relaxedSimd: true})), an engine with relaxed SIMD runs it, within RELAXED_TOLERANCE of
 // wasmtime's relaxed outputs (fused multiply-adds may round differently; how many runs are bit-equal is counted),
 // and an engine without runs the plain code, bit-equal to the plain outputs. The result is window.parityResult:
-// {modules, runs, refusals, relaxed, failures: [...]}; parity.test.js checks the same in Node.
+// {modules, runs, refusals, faults, refusedAtLoad, relaxed, failures: [...]}; parity.test.js checks the same in
+// Node. A module that traps must fail its run with a ModelFault and run again after it; the modules the runtime
+// refuses at load must be refused in its words.
 import { features, load } from "../index.js";
 import { createWorkerModel } from "../worker.js";
 
@@ -75,7 +77,8 @@ async function closeness(got, want, label, found) {
 
 async function check() {
   const manifest = await (await fetch(BASE + "manifest.json")).json();
-  const result = { modules: 0, runs: 0, refusals: 0, failures: [], features: features(), names: [] };
+  const result = { modules: 0, runs: 0, refusals: 0, faults: 0, refusedAtLoad: 0, failures: [], features: features(),
+    names: [] };
   // the relaxed variant asked for: what ran (the variant, or the plain code where the engine lacks relaxed SIMD)
   result.relaxed = { ran: features().relaxedSimd ? "relaxed" : "plain", runs: 0, bitEqual: 0, largestDifference: 0 };
   for (const entry of manifest.modules) {
@@ -97,6 +100,19 @@ async function check() {
           result.refusals += 1;
         }
       }
+      for (const [i, { feeds, message }] of (entry.faults ?? []).entries()) { // a trap's own words differ by engine
+        const label = `${entry.name} ${where} fault ${i}`;
+        try {
+          await model.run(await feedsOf(feeds));
+          result.failures.push(`${label}: ran, expected a ModelFault "${message}"`);
+        } catch (error) {
+          if (!isFault(error, message)) result.failures.push(`${label}: ${error.name} "${error.message}", expected "${message}"`);
+          result.faults += 1;
+        }
+        // the next run gets a fresh instance
+        const outputs = await model.run(await feedsOf(entry.runs[0].feeds));
+        result.failures.push(...await differences(outputs, entry.runs[0].outputs, `${label}, the run after`));
+      }
       model.terminate?.();
     }
     const relaxed = await load(wasm, { relaxedSimd: true });
@@ -117,8 +133,25 @@ async function check() {
     result.modules += 1;
     result.names.push(entry.name);
   }
+  // modules that no run should reach: refused at load, in the runtime's words (a trap's own words aside)
+  for (const { file, error: kind, message } of manifest.refused ?? []) {
+    for (const [where, loader] of [["page", load], ["worker", createWorkerModel]]) {
+      try {
+        (await loader(await bytesOf(file))).terminate?.();
+        result.failures.push(`${file} ${where}: loaded, expected ${kind} "${message}"`);
+      } catch (error) {
+        const same = kind === "ModelFault" ? isFault(error, message) : error.name === "Error" && error.message === message;
+        if (!same) result.failures.push(`${file} ${where}: ${error.name} "${error.message}", expected "${message}"`);
+        result.refusedAtLoad += 1;
+      }
+    }
+  }
   return result;
 }
+
+/** A ModelFault saying what the runtime's does up to the trap's own words ("model 'x' trapped (wasinfer_run): "). */
+const isFault = (error, message) => error.name === "ModelFault" &&
+  error.message.startsWith(message.slice(0, message.indexOf("): ") + 3));
 
 window.parityResult = check().catch((error) => ({ failures: [`the check itself failed: ${error.stack ?? error}`] }));
 window.parityResult.then((result) => {

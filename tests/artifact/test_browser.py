@@ -113,7 +113,8 @@ def test_a_digit_drawn_with_the_mouse_becomes_an_8x8_input_and_a_prediction(brow
 def test_the_package_s_parity_cases_run_in_the_browser_as_in_python(browser: Browser,
                                                                      parity: tuple[Path, dict[str, Any]]) -> None:
     """test_js_package.py's modules (static conv, symbolic dims, run-time output shapes, ...) on the page's thread
-    and in a Web Worker: outputs byte for byte, refusals word for word. Asked for the relaxed-SIMD variant, an
+    and in a Web Worker: outputs byte for byte, refusals word for word, a trap a ModelFault after which the next
+    run works, the modules the runtime refuses refused at load. Asked for the relaxed-SIMD variant, an
     engine with relaxed SIMD runs it (within the fused multiply-add's tolerance of wasmtime's relaxed outputs) and
     one without runs the plain code (bit for bit)."""
     directory, manifest = parity
@@ -126,15 +127,63 @@ def test_the_package_s_parity_cases_run_in_the_browser_as_in_python(browser: Bro
     assert {"cnn", "symbolic", "nonzero", "topk"} <= set(result["names"])
     runs = sum(len(m["runs"]) for m in manifest["modules"])
     assert result["runs"] == 2 * runs and result["refusals"] == 2 * sum(len(m["errors"]) for m in manifest["modules"])
+    assert result["faults"] == 2 * sum(len(m["faults"]) for m in manifest["modules"]) > 0
+    assert result["refusedAtLoad"] == 2 * len(manifest["refused"]) > 0
     assert result["features"] == {"simd": True, "relaxedSimd": RELAXED_SIMD[browser.name]}
     relaxed = result["relaxed"]
     assert relaxed["runs"] == runs
     if relaxed["ran"] == "plain":
         assert relaxed["bitEqual"] == runs  # the plain code ran: wasmtime's plain outputs, bit for bit
     print(f"\n{browser.version}: {result['modules']} modules, {result['runs']} runs bit-equal and "
-          f"{result['refusals']} refusals word for word (page and worker); features {result['features']}; "
+          f"{result['refusals']} refusals word for word, {result['faults']} traps as ModelFaults, "
+          f"{result['refusedAtLoad']} modules refused at load (page and worker); features {result['features']}; "
           f"relaxed variant asked for: the {relaxed['ran']} code ran, {relaxed['bitEqual']}/{runs} runs bit-equal "
           f"to wasmtime's, largest relative difference {relaxed['largestDifference']:.2g}")
+
+
+LOAD_EACH_WAY = """async ([urls, pixels]) => {
+  const { load } = await import("/index.js");
+  const sources = {
+    "URL served as application/wasm (compileStreaming)": () => urls.wasm,
+    "URL served as application/octet-stream": () => urls.bin,
+    "URL object": () => new URL(urls.wasm, location.href),
+    "Response": () => fetch(urls.wasm),
+    "ArrayBuffer": async () => (await fetch(urls.bin)).arrayBuffer(),
+    "relaxed variant asked for, from a URL": () => urls.wasm,
+  };
+  const answers = {};
+  for (const [way, source] of Object.entries(sources)) {
+    const model = await load(await source(), { relaxedSimd: way.startsWith("relaxed") });
+    const outputs = await model.run({ [model.inputs[0].name]: { data: Float32Array.from(pixels), shape: [1, 64] } });
+    answers[way] = Array.from(outputs.probabilities.data);
+  }
+  const types = {};
+  for (const url of [urls.wasm, urls.bin]) types[url] = (await fetch(url)).headers.get("content-type");
+  return { answers, types };
+}"""
+
+
+def test_a_module_loads_from_every_kind_of_source_streamed_or_not(browser: Browser, demo: Demo,
+                                                                 tmp_path: Path) -> None:
+    """load() from a URL served as application/wasm (compiled while it downloads), from one served as something
+    else (read whole, then compiled: compileStreaming would refuse it), from a URL object, a Response and the
+    bytes; the same probabilities each way, wasmtime's bit for bit."""
+    octets = tmp_path / "digits.bin"
+    octets.write_bytes(demo.module.read_bytes())
+    urls = {"wasm": MODEL_URL, "bin": "/models/digits.bin"}
+    python = WasmModel(demo.module.read_bytes(), PLAIN).run({"input": demo.x_test[:1]})
+    with serving(demo_mounts(demo.module) | {urls["bin"]: octets}) as site, browser.new_page() as page:
+        page.goto(site.url + DEMO_PAGE)
+        seen = page.evaluate(LOAD_EACH_WAY, [urls, demo.x_test[0].tolist()])
+        assert page.problems == []
+    assert seen["types"] == {urls["wasm"]: "application/wasm", urls["bin"]: "application/octet-stream"}
+    assert len(seen["answers"]) == 6
+    for way, probabilities in seen["answers"].items():
+        got = np.array(probabilities, np.float64).astype(np.float32)
+        if way.startswith("relaxed") and RELAXED_SIMD[browser.name]:  # the fused multiply-add's rounding
+            assert np.allclose(got, python["probabilities"][0], rtol=1e-5, atol=1e-5), way
+        else:
+            assert np.array_equal(got.view(np.uint32), python["probabilities"][0].view(np.uint32)), way
 
 
 @pytest.mark.parametrize("name", BROWSERS)
