@@ -12,8 +12,9 @@ No browser is ever downloaded (Playwright's own builds come from a CDN): each dr
   listens on no TCP port.
 
 `launch(name)` starts one browser; its `new_page()` opens a fresh page, closed after the block. Tests take the
-`browser` fixture: parametrised over the three and scoped to the test module, a module launches each browser
-once; each skips saying what is missing where its browser is absent (.ci/run installs them all).
+`browser` fixture (a conftest.py imports it for its directory): parametrised over the three and scoped to the
+test module, a module launches each browser once; each skips saying what is missing where its browser is absent
+(.ci/run installs them all).
 
 A page (`BrowserPage`) is what a test drives: `goto(url)`, `evaluate(function, argument)` (a JavaScript function's
 source, called with the argument, its promise awaited; values cross as JSON, a float32 widened to a double and
@@ -38,7 +39,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -412,6 +413,7 @@ def _launch_firefox(simd: bool) -> Iterator[Browser]:
             said = read_until(output_lines(process), "WebDriver BiDi listening on ", LAUNCH_TIMEOUT_S)[-1]
             url = said.split("listening on ", 1)[1].strip()
             assert url.startswith("ws://127.0.0.1:"), said  # the remote agent listens on loopback only
+            from websockets.exceptions import ConnectionClosed
             from websockets.sync.client import connect
 
             with connect(url + "/session", max_size=None, open_timeout=LAUNCH_TIMEOUT_S) as socket:
@@ -419,10 +421,8 @@ def _launch_firefox(simd: bool) -> Iterator[Browser]:
                 session = bidi.call("session.new", {"capabilities": {}})
                 bidi.call("session.subscribe", {"events": ["log.entryAdded"]})
                 yield _Firefox(bidi, f"Firefox {session['capabilities']['browserVersion']}")
-                try:
+                with suppress(BrowserError, ConnectionClosed):  # it may close the connection before it answers
                     bidi.call("browser.close", {})
-                except Exception:  # noqa: BLE001 (the connection may close before the answer: it is closing)
-                    pass
         finally:
             stop(process, CLOSE_GRACE_S)
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.artifact.engines import PLAIN
 from tests.artifact.test_js_package import write_parity_set
-from tests.browser import BROWSERS, Browser, BrowserName, browser, launch  # noqa: F401 (browser: a fixture)
+from tests.browser import BROWSERS, Browser, BrowserName, launch
 from wasinfer.cli.webdemo import DEMO_PAGE, MODEL_URL, demo_mounts, js_package_dir, serving
 from wasinfer.registry.demo import load_test_split
 from wasinfer.runtime import WasmModel
