@@ -128,9 +128,16 @@ class BrowserPage(ABC):
     def problems(self) -> list[str]:
         """Console errors ("console: ...") and uncaught exceptions ("uncaught: ...") of the pages opened so far."""
 
-    @abstractmethod
     def goto(self, url: str) -> None:
-        """Load `url` and wait for its load event (the page's module scripts have run)."""
+        """Load `url` and wait for its load event (the page's module scripts have run). Each driver's own wait is
+        not quite that everywhere (WebKitWebDriver's navigation has been seen to answer before the page's module
+        script had run, on a loaded machine), so the page's readyState is waited for too."""
+        self._navigate(url)
+        self.wait_for("() => document.readyState === 'complete'")
+
+    @abstractmethod
+    def _navigate(self, url: str) -> None:
+        """The driver's navigation to `url`."""
 
     @abstractmethod
     def evaluate(self, function: str, argument: Any = None) -> Any:
@@ -211,7 +218,7 @@ class _PlaywrightPage(BrowserPage):
     def problems(self) -> list[str]:
         return list(self._problems)
 
-    def goto(self, url: str) -> None:
+    def _navigate(self, url: str) -> None:
         self._page.goto(url)
 
     def evaluate(self, function: str, argument: Any = None) -> Any:
@@ -347,7 +354,7 @@ class _FirefoxPage(BrowserPage):
                 found.append(f"{kind}: {entry.get('text')}")
         return found
 
-    def goto(self, url: str) -> None:
+    def _navigate(self, url: str) -> None:
         self._bidi.call("browsingContext.navigate", {"context": self._context, "url": url, "wait": "complete"})
 
     def evaluate(self, function: str, argument: Any = None) -> Any:
@@ -472,7 +479,7 @@ class _WebKitPage(BrowserPage):
     def problems(self) -> list[str]:
         return self._earlier + (self.evaluate("() => window.__wasinferProblems ?? []") or [])
 
-    def goto(self, url: str) -> None:
+    def _navigate(self, url: str) -> None:
         self._earlier = self.problems
         self._driver.call("POST", "/url", {"url": url})
         self.evaluate(_WATCH)
