@@ -18,7 +18,7 @@ test module, a module launches each browser once; each skips saying what is miss
 
 A page (`BrowserPage`) is what a test drives: `goto(url)`, `evaluate(function, argument)` (a JavaScript function's
 source, called with the argument, its promise awaited; values cross as JSON, a float32 widened to a double and
-back exactly), `wait_for(condition, argument)` (polled in the page, bounded by PAGE_TIMEOUT_MS),
+back exactly), `wait_for(condition, argument)` (polled in the page, bounded by the launch's `timeout_ms`),
 `text_content(selector)`, `drag(points)` (a mouse stroke), `screenshot(path)`, and `problems`: the page's console
 errors and uncaught exceptions, for the test to assert on. WebDriver classic has no log, so in WebKit `problems`
 is what a listener installed when the page has loaded sees (uncaught errors and unhandled rejections from then
@@ -118,6 +118,8 @@ class BrowserError(RuntimeError):
 class BrowserPage(ABC):
     """One page of a launched browser, driven the same way in each (see the module's docstring)."""
 
+    timeout_ms = PAGE_TIMEOUT_MS  # the longest wait of the page's own: wait_for's, and a promise `evaluate` awaits
+
     @property
     @abstractmethod
     def url(self) -> str:
@@ -153,14 +155,14 @@ class BrowserPage(ABC):
 
     def wait_for(self, condition: str, argument: Any = None) -> Any:
         """Poll the JavaScript function `condition(argument)` in the page until its value is truthy; that value.
-        A page that never gets there fails the wait after PAGE_TIMEOUT_MS."""
+        A page that never gets there fails the wait after `timeout_ms`."""
         return self.evaluate(f"""async (argument) => {{
             const condition = ({condition});
-            const deadline = performance.now() + {PAGE_TIMEOUT_MS};
+            const deadline = performance.now() + {self.timeout_ms};
             for (;;) {{
                 const value = await condition(argument);
                 if (value) return value;
-                if (performance.now() > deadline) throw new Error("waited {PAGE_TIMEOUT_MS} ms for " + condition);
+                if (performance.now() > deadline) throw new Error("waited {self.timeout_ms} ms for " + condition);
                 await new Promise((resolve) => setTimeout(resolve, 50));
             }}
         }}""", argument)
@@ -201,10 +203,11 @@ def _in_page(function: str) -> str:
 
 
 class _PlaywrightPage(BrowserPage):
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, timeout_ms: int) -> None:
         self._page = page
         self._problems: list[str] = []
-        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        self.timeout_ms = timeout_ms
+        page.set_default_timeout(timeout_ms)
         page.on("pageerror", lambda error: self._problems.append(f"uncaught: {error}"))
         page.on("console", lambda message: self._problems.append(f"console: {message.text}")
                 if message.type == "error" else None)
@@ -245,21 +248,22 @@ class _PlaywrightPage(BrowserPage):
 class _Chromium(Browser):
     name: BrowserName = "chromium"
 
-    def __init__(self, browser: Any) -> None:
+    def __init__(self, browser: Any, timeout_ms: int) -> None:
         self._browser = browser
+        self._timeout_ms = timeout_ms
         self.version = f"Chromium {browser.version}"
 
     @contextmanager
     def new_page(self) -> Iterator[BrowserPage]:
         context = self._browser.new_context()  # its own cache and storage: a cold page
         try:
-            yield _PlaywrightPage(context.new_page())
+            yield _PlaywrightPage(context.new_page(), self._timeout_ms)
         finally:
             context.close()
 
 
 @contextmanager
-def _launch_chromium(simd: bool) -> Iterator[Browser]:
+def _launch_chromium(simd: bool, timeout_ms: int) -> Iterator[Browser]:
     if not simd:
         pytest.skip(NO_SIMD_SWITCH.format("V8"))
     from playwright.sync_api import sync_playwright
@@ -267,7 +271,7 @@ def _launch_chromium(simd: bool) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
-            yield _Chromium(browser)
+            yield _Chromium(browser, timeout_ms)
         finally:
             browser.close()
 
@@ -299,8 +303,9 @@ def chromium_page(**context_options: Any) -> Iterator[Any]:
 class _Bidi:
     """A WebDriver BiDi connection: a command waits for the answer with its id; events met on the way are kept."""
 
-    def __init__(self, socket: Any) -> None:  # websockets.sync.client.ClientConnection
+    def __init__(self, socket: Any, timeout_ms: int) -> None:  # socket: websockets.sync.client.ClientConnection
         self._socket = socket
+        self._timeout_ms = 2 * timeout_ms  # past any wait of the page's own
         self._next = 0
         self.events: list[dict[str, Any]] = []
 
@@ -308,12 +313,12 @@ class _Bidi:
         self._next += 1
         ask = self._next
         self._socket.send(json.dumps({"id": ask, "method": method, "params": params}))
-        deadline = time.monotonic() + 2 * PAGE_TIMEOUT_MS / 1000  # past any wait of the page's own
+        deadline = time.monotonic() + self._timeout_ms / 1000
         while True:
             try:
                 message = json.loads(self._socket.recv(timeout=max(0.0, deadline - time.monotonic())))
             except TimeoutError:
-                raise BrowserError(f"Firefox did not answer {method} within {2 * PAGE_TIMEOUT_MS} ms") from None
+                raise BrowserError(f"Firefox did not answer {method} within {self._timeout_ms} ms") from None
             if message.get("type") == "event":
                 self.events.append(message)
             elif message.get("id") == ask:
@@ -332,8 +337,9 @@ class _Bidi:
 
 
 class _FirefoxPage(BrowserPage):
-    def __init__(self, bidi: _Bidi, context: str) -> None:
+    def __init__(self, bidi: _Bidi, context: str, timeout_ms: int) -> None:
         self._bidi = bidi
+        self.timeout_ms = timeout_ms
         self._context = context
         self._first_event = len(bidi.events)
 
@@ -386,8 +392,9 @@ def _mouse_stroke(points: Sequence[tuple[float, float]]) -> dict[str, Any]:
 class _Firefox(Browser):
     name: BrowserName = "firefox"
 
-    def __init__(self, bidi: _Bidi, version: str) -> None:
+    def __init__(self, bidi: _Bidi, version: str, timeout_ms: int) -> None:
         self._bidi = bidi
+        self._timeout_ms = timeout_ms
         self.version = version
 
     @contextmanager
@@ -397,7 +404,7 @@ class _Firefox(Browser):
         try:
             context = self._bidi.call("browsingContext.create", {"type": "tab", "userContext": user_context})
             try:
-                yield _FirefoxPage(self._bidi, context["context"])
+                yield _FirefoxPage(self._bidi, context["context"], self._timeout_ms)
             finally:
                 self._bidi.call("browsingContext.close", {"context": context["context"]})
         finally:
@@ -405,7 +412,7 @@ class _Firefox(Browser):
 
 
 @contextmanager
-def _launch_firefox(simd: bool) -> Iterator[Browser]:
+def _launch_firefox(simd: bool, timeout_ms: int) -> Iterator[Browser]:
     if not simd:
         pytest.skip(NO_SIMD_SWITCH.format("SpiderMonkey"))
     with tempfile.TemporaryDirectory(prefix="wasinfer-firefox-") as profile:
@@ -424,10 +431,10 @@ def _launch_firefox(simd: bool) -> Iterator[Browser]:
             from websockets.sync.client import connect
 
             with connect(url + "/session", max_size=None, open_timeout=LAUNCH_TIMEOUT_S) as socket:
-                bidi = _Bidi(socket)
+                bidi = _Bidi(socket, timeout_ms)
                 session = bidi.call("session.new", {"capabilities": {}})
                 bidi.call("session.subscribe", {"events": ["log.entryAdded"]})
-                yield _Firefox(bidi, f"Firefox {session['capabilities']['browserVersion']}")
+                yield _Firefox(bidi, f"Firefox {session['capabilities']['browserVersion']}", timeout_ms)
                 with suppress(BrowserError, ConnectionClosed):  # it may close the connection before it answers
                     bidi.call("browser.close", {})
         finally:
@@ -440,9 +447,10 @@ def _launch_firefox(simd: bool) -> Iterator[Browser]:
 class _WebDriver:
     """A W3C WebDriver session over HTTP: each command's value, or a BrowserError with the driver's words."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, timeout_ms: int) -> None:
         # past any wait of the page's own (the session's script timeout is 2x the page's)
-        self.http = httpx.Client(base_url=base_url, timeout=3 * PAGE_TIMEOUT_MS / 1000)
+        self.timeout_ms = timeout_ms
+        self.http = httpx.Client(base_url=base_url, timeout=3 * timeout_ms / 1000)
         self.session = ""
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -468,6 +476,7 @@ _WATCH = """() => {
 class _WebKitPage(BrowserPage):
     def __init__(self, driver: _WebDriver) -> None:
         self._driver = driver
+        self.timeout_ms = driver.timeout_ms
         self._earlier: list[str] = []  # the problems of the documents this page has left
 
     @property
@@ -536,13 +545,13 @@ def _xvfb() -> Iterator[str]:
 
 
 @contextmanager
-def _launch_webkit(simd: bool) -> Iterator[Browser]:
+def _launch_webkit(simd: bool, timeout_ms: int) -> Iterator[Browser]:
     with _xvfb() as display:
         port = free_port()
         env = os.environ | {"DISPLAY": display} | ({} if simd else NO_SIMD_JSC_ENV)
         process = subprocess.Popen([str(WEBKIT_DRIVER), f"--port={port}", "--host=127.0.0.1"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        driver = _WebDriver(f"http://127.0.0.1:{port}")
+        driver = _WebDriver(f"http://127.0.0.1:{port}", timeout_ms)
         try:
             deadline = time.monotonic() + LAUNCH_TIMEOUT_S
             while True:
@@ -556,7 +565,7 @@ def _launch_webkit(simd: bool) -> Iterator[Browser]:
             session = driver.call("POST", "/session", {"capabilities": {}})
             driver.session = session["sessionId"]
             try:
-                driver.call("POST", "/timeouts", {"script": 2 * PAGE_TIMEOUT_MS, "pageLoad": PAGE_TIMEOUT_MS})
+                driver.call("POST", "/timeouts", {"script": 2 * timeout_ms, "pageLoad": timeout_ms})
                 capabilities = session["capabilities"]
                 yield _WebKit(driver, f"WebKitGTK {capabilities['browserVersion']} ({capabilities['browserName']})")
             finally:
@@ -570,14 +579,15 @@ def _launch_webkit(simd: bool) -> Iterator[Browser]:
 
 
 @contextmanager
-def launch(name: BrowserName, *, simd: bool = True) -> Iterator[Browser]:
+def launch(name: BrowserName, *, simd: bool = True, timeout_ms: int = PAGE_TIMEOUT_MS) -> Iterator[Browser]:
     """Start browser `name` (skipping the test, saying why, where it is absent) and close it after the block.
-    `simd=False`: an engine with WebAssembly SIMD128 switched off, where it has such a switch (else a skip)."""
+    `simd=False`: an engine with WebAssembly SIMD128 switched off, where it has such a switch (else a skip).
+    `timeout_ms`: the longest wait of a page's own (a benchmark's large model may need more than a test's)."""
     problem = browser_problem(name)
     if problem is not None:
         pytest.skip(problem)
     starts = {"chromium": _launch_chromium, "firefox": _launch_firefox, "webkit": _launch_webkit}
-    with starts[name](simd) as browser:
+    with starts[name](simd, timeout_ms) as browser:
         yield browser
 
 
