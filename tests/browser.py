@@ -227,8 +227,11 @@ class _PlaywrightPage(BrowserPage):
     def evaluate(self, function: str, argument: Any = None) -> Any:
         from playwright.sync_api import Error
 
+        bound = 2 * self.timeout_ms  # Playwright's evaluate has no timeout of its own: the page's race bounds it
+        bounded = f"""(json) => Promise.race([({_in_page(function)})(json), new Promise((_, reject) => setTimeout(
+            () => reject(new Error("no answer within {bound} ms")), {bound}))])"""
         try:
-            answer = self._page.evaluate(_in_page(function), json.dumps(argument))
+            answer = self._page.evaluate(bounded, json.dumps(argument))
         except Error as error:
             raise BrowserError(error.message) from None
         return None if answer is None else json.loads(answer)

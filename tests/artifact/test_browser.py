@@ -186,6 +186,43 @@ def test_a_module_loads_from_every_kind_of_source_streamed_or_not(browser: Brows
             assert np.array_equal(got.view(np.uint32), python["probabilities"][0].view(np.uint32)), way
 
 
+# a module worker's script served as text/plain: Chromium and Firefox refuse to run it, WebKit runs it
+RUNS_A_TEXT_PLAIN_WORKER = {"chromium": False, "firefox": False, "webkit": True}
+
+
+def test_a_worker_whose_script_did_not_load_is_named_with_what_to_check(browser: Browser, demo: Demo,
+                                                                          tmp_path: Path) -> None:
+    """The demo page's worker (wasinfer/worker-thread) missing, or served as text/plain: the browser's error event
+    carries no message (a bare Event, in every engine), so the package names the script and the two likely causes
+    instead of "[object Event]"; a later call fails at once with the same error rather than waiting for ever."""
+    as_text = tmp_path / "worker-thread.txt"
+    as_text.write_bytes((js_package_dir() / "worker-thread.js").read_bytes())
+    shown = {}
+    for case, script in (("missing", tmp_path / "absent.js"), ("text/plain", as_text)):
+        with serving(demo_mounts(demo.module) | {"/worker-thread.js": script}) as site, browser.new_page() as page:
+            page.goto(site.url + DEMO_PAGE)
+            shown[case] = page.wait_for("() => document.body.dataset.state !== undefined && "
+                                        "[document.body.dataset.state, document.getElementById('status').textContent]")
+            if case == "missing":
+                again = page.evaluate("""async () => {
+                    const model = new (await import("/worker.js")).WorkerModel(new Worker("/worker-thread.js",
+                        { type: "module" }), "/worker-thread.js");
+                    const answer = (call) => Promise.race([call.catch((error) => error.message),
+                        new Promise((resolve) => setTimeout(() => resolve("no answer within 20 s"), 20_000))]);
+                    return [await answer(model.call({ op: "run" })), await answer(model.call({ op: "run" }))];
+                }""")
+                url = site.url
+    failed = (f"the model did not load: the wasinfer worker failed: its script {url}/worker-thread.js did not load "
+              "(missing, or not served with a JavaScript MIME type such as text/javascript, which module workers need)")
+    assert shown["missing"] == ["failed", failed]
+    assert again[0] == again[1] == failed.removeprefix("the model did not load: ").replace(url, "")
+    if RUNS_A_TEXT_PLAIN_WORKER[browser.name]:
+        assert shown["text/plain"][0] == "ready", shown
+    else:
+        assert shown["text/plain"] == ["failed", failed.replace(url, site.url)]
+    print(f"\n{browser.version}, the worker's script missing: {shown['missing'][1]}")
+
+
 @pytest.mark.parametrize("name", BROWSERS)
 def test_an_engine_without_simd128_is_refused_saying_so(name: BrowserName, demo: Demo) -> None:
     """An engine with SIMD128 switched off, as Safari before 16.4 (JavaScriptCore's option; V8 and SpiderMonkey
