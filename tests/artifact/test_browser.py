@@ -24,6 +24,9 @@ from wasinfer.registry.demo import load_test_split
 from wasinfer.runtime import WasmModel
 from wasinfer.serving.demo import DEMO_MODEL, prepare_demo_repository
 
+# one xdist worker runs the module (make test's --dist loadgroup), so each browser is launched once for it
+pytestmark = pytest.mark.xdist_group("browsers")
+
 HELD_OUT = 60  # digits of the test split the page classifies one by one
 # what load() says in an engine without SIMD128 (js/index.js: assertSupported), which the demo page shows
 NO_SIMD = "this JavaScript engine lacks WebAssembly SIMD128 (fixed-width SIMD), which every wasinfer module uses"
