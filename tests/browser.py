@@ -39,7 +39,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,9 +131,9 @@ class BrowserPage(ABC):
         """Console errors ("console: ...") and uncaught exceptions ("uncaught: ...") of the pages opened so far."""
 
     def goto(self, url: str) -> None:
-        """Load `url` and wait for its load event (the page's module scripts have run). Each driver's own wait is
-        not quite that everywhere (WebKitWebDriver's navigation has been seen to answer before the page's module
-        script had run, on a loaded machine), so the page's readyState is waited for too."""
+        """Load `url` and wait for its load event (the page's module scripts have run). A driver's own wait is its
+        idea of loaded (once, on a loaded machine, the demo page's module script had not yet run when one answered),
+        so the page's readyState is waited for too."""
         self._navigate(url)
         self.wait_for("() => document.readyState === 'complete'")
 
@@ -189,13 +189,13 @@ class Browser(ABC):
     version: str
 
     @abstractmethod
-    def new_page(self) -> Any:  # a context manager of a BrowserPage (contextmanager's type)
+    def new_page(self) -> AbstractContextManager[BrowserPage]:
         """A fresh page, closed (and forgotten) after the `with` block."""
 
 
 def _in_page(function: str) -> str:
     """An async function of one JSON string that calls `function` on its value and answers its value as JSON:
-    the same crossing for both WebDriver drivers, whose own value encodings differ."""
+    the same crossing in the three drivers, whose own value encodings differ."""
     return f"async (json) => JSON.stringify(await ({function})(JSON.parse(json)))"
 
 
