@@ -1,4 +1,5 @@
-"""The browser side by side: wasinfer's npm package and onnxruntime-web (wasm backend, 1 thread) in headless Chromium.
+"""The browser side by side: wasinfer's npm package and onnxruntime-web (wasm backend, 1 thread) in headless Chromium
+(or Firefox or WebKit: `--browser`, driven as the tests drive them, tests/browser.py).
 
 For each model of the real set (benchmarks/real_models.py, from its cache), compiled here with wasinfer's compiler,
 a fresh browser (nothing cached) opens a page (benchmarks/browser/bench.html) that imports its runtime and loads
@@ -19,6 +20,7 @@ bytes column is what the first-result column would add.
 
     python benchmarks/browser_bench.py                 # every real model; writes docs/performance.md's section
     python benchmarks/browser_bench.py --models magika,silero_vad --seconds 1
+    python benchmarks/browser_bench.py --browser firefox  # its own results file; the doc's section is Chromium's
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ from wasinfer.artifact.convert import convert_onnx
 from wasinfer.cli.webdemo import js_package_dir, serving
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the browsers' drivers live with the tests that use them: tests/browser.py
+from tests.browser import BROWSERS, BrowserName, browser_problem, launch  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "browser_bench.json"
 SCREENSHOT = ROOT / "benchmarks" / "results" / "browser_demo.png"
 DOC = ROOT / "docs" / "performance.md"
@@ -77,22 +83,14 @@ def _bytes(entries: list[dict[str, Any]]) -> dict[str, int]:
     return kinds
 
 
-def _cold_page(base: str, runtime: str, job: str) -> dict[str, Any]:
+def _cold_page(base: str, runtime: str, job: str, browser: BrowserName) -> dict[str, Any]:
     """One measurement in a browser of its own (a cold HTTP cache and no compiled code kept)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            page.goto(f"{base}/page/bench.html?runtime={runtime}&job={job}")
-            result: dict[str, Any] = page.evaluate("window.benchResult")
-            result["bytes"] = _bytes(page.evaluate("""() => performance.getEntriesByType('resource')
-                .map((e) => ({name: e.name, transferSize: e.transferSize}))"""))
-            return result
-        finally:
-            browser.close()
+    with launch(browser, timeout_ms=PAGE_TIMEOUT_MS) as launched, launched.new_page() as page:
+        page.goto(f"{base}/page/bench.html?runtime={runtime}&job={job}")
+        result: dict[str, Any] = page.evaluate("() => window.benchResult")
+        result["bytes"] = _bytes(page.evaluate("""() => performance.getEntriesByType('resource')
+            .map((e) => ({name: e.name, transferSize: e.transferSize}))"""))
+        return result
 
 
 def _node_cell(runtime: str, job: Path, workdir: Path, ort_dist: Path) -> dict[str, Any]:
@@ -121,7 +119,8 @@ def _agreement(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     return f"shapes differ: {'; '.join(shapes)}" if shapes else f"{worst:.1e}"
 
 
-def run_model(model: Any, workdir: Path, base: str, seconds: float, ort_dist: Path) -> dict[str, Any]:
+def run_model(model: Any, workdir: Path, base: str, seconds: float, ort_dist: Path,
+              browser: BrowserName = "chromium") -> dict[str, Any]:
     row: dict[str, Any] = {"name": model.name, "about": model.about}
     started = time.perf_counter()
     try:
@@ -141,7 +140,7 @@ def run_model(model: Any, workdir: Path, base: str, seconds: float, ort_dist: Pa
         suffix = "wasm" if runtime == "wasinfer" else "onnx"
         job.write_text(json.dumps({"model": f"/bench/models/{model.name}.{suffix}", "inputs": inputs,
                                    "min_iters": MIN_ITERS, "max_iters": MAX_ITERS, "seconds": seconds}))
-        result = _cold_page(base, runtime, f"/bench/{job.name}")
+        result = _cold_page(base, runtime, f"/bench/{job.name}", browser)
         if "error" in result:
             row[runtime] = {"error": result["error"].splitlines()[0][:200]}
             continue
@@ -167,27 +166,22 @@ def run_model(model: Any, workdir: Path, base: str, seconds: float, ort_dist: Pa
     return row
 
 
-def demo_screenshot(workdir: Path) -> Path:
+def demo_screenshot(workdir: Path, browser: BrowserName = "chromium") -> Path:
     """The digits demo page after classifying one held-out digit, kept beside the results."""
-    from playwright.sync_api import sync_playwright
-
     from wasinfer.cli.webdemo import DEMO_PAGE, demo_mounts
     from wasinfer.registry.demo import load_test_split
     from wasinfer.serving.demo import DEMO_MODEL, prepare_demo_repository
 
     repository, _, _ = prepare_demo_repository(workdir / "home")
     x_test, _ = load_test_split(workdir / "home" / "demo")
-    with serving(demo_mounts(repository / DEMO_MODEL / "1" / "model.wasm")) as site, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(site.url + DEMO_PAGE)
-            page.evaluate("(pixels) => window.wasinferDemo.classify(pixels)", x_test[0].tolist())
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
-    return SCREENSHOT
+    screenshot = SCREENSHOT if browser == "chromium" else SCREENSHOT.with_stem(f"{SCREENSHOT.stem}_{browser}")
+    with serving(demo_mounts(repository / DEMO_MODEL / "1" / "model.wasm")) as site, \
+            launch(browser) as launched, launched.new_page() as page:
+        page.goto(site.url + DEMO_PAGE)
+        page.evaluate("(pixels) => window.wasinferDemo.classify(pixels)", x_test[0].tolist())
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(screenshot)
+    return screenshot
 
 
 def render_section(report: dict[str, Any]) -> str:
@@ -197,7 +191,8 @@ def render_section(report: dict[str, Any]) -> str:
         "",
         f"`python benchmarks/browser_bench.py` ({report['date']}; {m['nproc']} cores, {m['cpu']}; load average "
         f"{m['loadavg_1min']} at the start, {report.get('loadavg_end', '?')} at the end; {report['browser']}). "
-        "Each cell is one cold page in a fresh headless Chromium: the page imports its runtime and loads the "
+        f"Each cell is one cold page in a fresh headless {report['browser'].split()[0]}: the page imports its "
+        "runtime and loads the "
         "model only then. *First result* counts from the end of the inputs' download (the same for both) to the "
         "first output, in brackets its parts in ms: the runtime's import (wasinfer: its JavaScript; "
         "onnxruntime-web: its JavaScript, its 14 MB Wasm is fetched and compiled in the next part), the model's "
@@ -205,8 +200,9 @@ def render_section(report: dict[str, Any]) -> str:
         "its runtime's Wasm, then session creation from the .onnx) and the first run. *p50* is over warm runs "
         "after it on the page's thread "
         f"(≥ {MIN_ITERS} samples, up to {report['seconds']} s; a sample times calls back to back for about 5 "
-        "ms, as Chromium rounds its clock to 100 µs). *Bytes* are resource timing's transferSize over "
-        "loopback, runtime + model. onnxruntime-web 1.30.0, `ort.wasm.min.mjs`, wasm backend, `numThreads = 1`. "
+        "ms, as browsers round their clocks: Chromium to 100 µs, Firefox to 1 ms). *Bytes* are resource "
+        "timing's transferSize over loopback, runtime + model. onnxruntime-web 1.30.0, `ort.wasm.min.mjs`, "
+        "wasm backend, `numThreads = 1`. "
         "*diff*: the largest difference between the two runtimes' first 64 values of each output, relative to "
         "their scale, or the outputs whose shapes differ.",
         "",
@@ -289,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="warm runs' time budget per cell (default 3)")
     parser.add_argument("--cache", type=Path, default=None, help="real-model cache (see real_models.py)")
     parser.add_argument("--ort-dist", type=Path, default=ORT_DIST, help="onnxruntime-web's dist/ directory")
+    parser.add_argument("--browser", choices=BROWSERS, default="chromium",
+                        help="the browser (default chromium, whose run docs/performance.md shows; another's results "
+                             "go to browser_bench_<browser>.json, and to the doc only with --doc)")
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
@@ -301,29 +300,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no onnxruntime-web in {args.ort_dist}: run `npm ci` in benchmarks/node, or pass --ort-dist",
               file=sys.stderr)
         return 2
+    problem = browser_problem(args.browser)
+    if problem is not None:
+        print(f"no {args.browser}: {problem}", file=sys.stderr)
+        return 2
     wanted = [w for w in args.models.split(",") if w]
     with tempfile.TemporaryDirectory(prefix="browser-bench-") as scratch:
         workdir = Path(scratch)
         models, missing = real_set(wanted or None, workdir, args.cache)
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-            version = f"Chromium {browser.version}"
-            browser.close()
+        with launch(args.browser) as launched:
+            version = launched.version
         report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                                   "browser": version, "seconds": args.seconds, "missing": missing, "models": []}
         mounts = {"/": js_package_dir(), "/ort/": args.ort_dist, "/bench/": workdir,
                   "/page/": ROOT / "benchmarks" / "browser"}
         with serving(mounts) as site:
             for model in models:
-                report["models"].append(run_model(model, workdir, site.url, args.seconds, args.ort_dist))
+                report["models"].append(run_model(model, workdir, site.url, args.seconds, args.ort_dist,
+                                                  args.browser))
         report["loadavg_end"] = machine()["loadavg_1min"]
         full = not wanted
         if full or args.doc:  # beside the figures it goes with
-            print(f"demo page screenshot: {demo_screenshot(workdir)}")
+            print(f"demo page screenshot: {demo_screenshot(workdir, args.browser)}")
     print(render_section(report))
-    print(publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC))
+    chromium = args.browser == "chromium"  # the doc's section is Chromium's run unless --doc says otherwise
+    results = RESULTS if chromium else RESULTS.with_stem(f"{RESULTS.stem}_{args.browser}")
+    doc = args.doc if chromium or args.doc else False
+    print(publish(report, args.out, results, full, doc, render_section, BEGIN, END, DOC))
     return 0
 
 

@@ -17,11 +17,12 @@ export async function createWorkerModel(source, options = {}) {
     throw new Error("createWorkerModel needs Web Workers, which this engine lacks: pass {worker}, a Worker-like " +
       "object running worker-thread.js (in Node, a worker_threads Worker behind an adapter), or use load()");
   }
-  const worker = given ?? new Worker(new URL("./worker-thread.js", import.meta.url), { type: "module" });
+  const script = given === undefined ? new URL("./worker-thread.js", import.meta.url).href : undefined;
+  const worker = given ?? new Worker(script, { type: "module" });
   if (typeof Response === "function" && source instanceof Response) source = new Uint8Array(await source.arrayBuffer());
   if (typeof source === "string" && typeof location === "object") source = new URL(source, location.href).href;
   if (source instanceof URL) source = source.href;
-  const model = new WorkerModel(worker);
+  const model = new WorkerModel(worker, script);
   try {
     Object.assign(model, await model.call({ op: "load", source, options: loadOptions }));
   } catch (error) {
@@ -36,8 +37,10 @@ export class WorkerModel {
   #worker;
   #pending = new Map(); // request id → [resolve, reject]
   #next = 0;
+  #failure = null; // the worker's failure: every later call fails with it at once rather than waiting for ever
 
-  constructor(worker) {
+  /** `script`: the worker's script URL, named when the worker fails to start. */
+  constructor(worker, script = "worker-thread.js") {
     this.#worker = worker;
     worker.addEventListener("message", ({ data }) => {
       const [resolve, reject] = this.#pending.get(data.id) ?? [];
@@ -45,15 +48,21 @@ export class WorkerModel {
       if (data.ok) resolve?.(data.value);
       else reject?.(new (ERRORS[data.error.name] ?? Error)(data.error.message));
     });
-    worker.addEventListener("error", (event) => { // the worker itself failed (its script did not load): every call fails
-      const error = new Error(`the wasinfer worker failed: ${event?.message ?? event}`);
-      for (const [, reject] of this.#pending.values()) reject(error);
+    worker.addEventListener("error", (event) => { // the worker itself failed: every call fails
+      // An uncaught error in the worker has a message. A script that did not load has none, in every browser (a
+      // bare Event): it was missing, or not JavaScript to the browser, which refuses a module worker served with
+      // another MIME type (Chromium, Firefox; WebKit runs it).
+      const why = event?.message || `its script ${script} did not load (missing, or not served with a JavaScript ` +
+        "MIME type such as text/javascript, which module workers need)";
+      this.#failure = new Error(`the wasinfer worker failed: ${why}`);
+      for (const [, reject] of this.#pending.values()) reject(this.#failure);
       this.#pending.clear();
     });
   }
 
   /** Post one request; its answer, or its error rebuilt as the class the worker threw (InputError, ...). */
   call(request, transfer = []) {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, [resolve, reject]);
