@@ -19,7 +19,7 @@ import pytest
 
 from tests.artifact.engines import PLAIN
 from tests.artifact.test_js_package import write_parity_set
-from tests.browser import BROWSERS, Browser, BrowserName, launch
+from tests.browser import SIMD_SWITCHABLE, Browser, BrowserName, launch
 from wasinfer.cli.webdemo import DEMO_PAGE, MODEL_URL, demo_mounts, js_package_dir, serving
 from wasinfer.registry.demo import load_test_split
 from wasinfer.runtime import WasmModel
@@ -234,11 +234,12 @@ def test_a_worker_whose_script_did_not_load_is_named_with_what_to_check(browser:
     print(f"\n{browser.version}, the worker's script missing: {shown['missing'][1]}")
 
 
-@pytest.mark.parametrize("name", BROWSERS)
+@pytest.mark.parametrize("name", SIMD_SWITCHABLE)
 def test_an_engine_without_simd128_is_refused_saying_so(name: BrowserName, demo: Demo) -> None:
     """An engine with SIMD128 switched off, as Safari before 16.4 (JavaScriptCore's option; V8 and SpiderMonkey
-    have no such switch, and skip saying so): features() says so, load() refuses with the error naming what is
-    missing and which engines have it (not a CompileError), and the demo page shows that error from its worker."""
+    have no such switch any more: tests/browser.py SIMD_SWITCHABLE): features() says so, load() refuses with the
+    error naming what is missing and which engines have it (not a CompileError), and the demo page shows that
+    error from its worker."""
     with launch(name, simd=False) as engine, serving(demo_mounts(demo.module)) as site, engine.new_page() as page:
         page.goto(site.url + DEMO_PAGE)
         status = page.wait_for("() => document.body.dataset.state === 'failed' && "
