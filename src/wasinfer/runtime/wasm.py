@@ -211,11 +211,23 @@ class CompiledCache:
             path.unlink(missing_ok=True)
             return None
 
+    def _file_entry(self, engine: wasmtime.Engine, path: Path) -> Path:
+        """The stat-keyed record of a module file (its digest and metadata), valid while the file is unchanged."""
+        assert self.directory is not None
+        st = path.stat()
+        stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag_of(engine)}".encode())
+        return self.directory / f"file-{stat_key.hexdigest()}.json"
+
+    def has_file(self, engine: wasmtime.Engine, path: Path) -> bool:
+        """Whether `load_file` would map compiled code rather than compile (a stat and an exists: no reading)."""
+        try:
+            return self.directory is not None and self._file_entry(engine, path).exists()
+        except OSError:
+            return False
+
     def load_file(self, engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, Metadata]:
         if self.directory is not None:
-            st = path.stat()
-            stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag_of(engine)}".encode())
-            entry = self.directory / f"file-{stat_key.hexdigest()}.json"
+            entry = self._file_entry(engine, path)
             if entry.exists():
                 try:
                     record = json.loads(entry.read_text())

@@ -291,6 +291,8 @@ class RestApp:
 
     async def _model(self, name: str, version: str) -> LoadedModel:
         model = self.manager.lookup(name, version)
+        if model is None and self.manager.loads_quickly(name, version):
+            model = self.manager.get(name, version)  # a millisecond or two, here rather than behind the GIL
         if model is None:  # not loaded yet: load it, and this request waits for the load
             model = await asyncio.get_running_loop().run_in_executor(self.load_executor, self.manager.get, name,
                                                                      version)
