@@ -62,18 +62,18 @@ class _TempDirs:
         return Path(tempfile.mkdtemp(prefix=name, dir=self.root))
 
 
-def served(root: Path) -> Iterator[chaos.Served]:
-    """The chaos suite's server (its fixture's generator), with this tree's sources first for it and the probes."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT),
+def served(root: Path, sources: Path) -> Iterator[chaos.Served]:
+    """The chaos suite's server (its fixture's generator) running wasinfer from `sources`, the probes from this tree."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(sources), str(ROOT),
                                                 *filter(None, [os.environ.get("PYTHONPATH")])])
     return chaos.served.__wrapped__(_TempDirs(root))  # type: ignore[attr-defined, no-any-return]
 
 
-def measure(names: list[str], protocols: list[str], rounds: int) -> list[dict[str, Any]]:
+def measure(names: list[str], protocols: list[str], rounds: int, sources: Path) -> list[dict[str, Any]]:
     """One row per scenario and protocol, with every round's alone, hammered and health p99 (seconds)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="hostile-bench-") as tmp:
-        server = served(Path(tmp))
+        server = served(Path(tmp), sources)
         current = next(server)
         try:
             for name in names:
@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="after", help="the run's name in the JSON and the section (default "
                         "after); a run replaces the earlier one of its label")
     parser.add_argument("--note", default="", help="a sentence about the run, shown under its label")
+    parser.add_argument("--sources", type=Path, default=ROOT / "src", help="the wasinfer package's parent directory "
+                        "that the server runs (default: this tree's src; e.g. an export of an earlier commit's src, "
+                        "`git archive COMMIT src | tar -x -C DIR`, for a before-and-after)")
+    parser.add_argument("--commit", default="", help="the commit --sources came from, for the section (default: "
+                        "this tree's HEAD)")
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.render:
@@ -161,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenarios or MODELS
     full = names == MODELS and protocols == PROTOCOLS and args.rounds == 3
     before = machine()
-    rows = measure(names, protocols, args.rounds)
+    rows = measure(names, protocols, args.rounds, args.sources.resolve())
     out = results_path(args.out, RESULTS, full)
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-    commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()
+    commit = args.commit or os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()
     report["runs"][args.label] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                   "wasinfer": wasinfer.__version__, "commit": commit, "machine": before,
                                   "loadavg_after": round(os.getloadavg()[0], 2), "note": args.note, "rows": rows}
