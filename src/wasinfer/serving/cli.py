@@ -105,11 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "an otherwise idle machine it runs as fast as before. Default 10; 0: never "
                         "(docs/serving.md)")
     parser.add_argument("--fault-breaker", default=BreakerSettings().shown(), metavar="SPEC",
-                        help="refuse a model's requests at once (503 / UNAVAILABLE, naming the faults) for OPEN-MS "
-                        "once FAULTS of its last RUNS runs trapped, exhausted their stack, hit their memory cap or "
-                        "ran past their deadline; then let one trial request through, which closes the breaker if "
-                        "it succeeds and opens it again for twice as long (up to MAX-OPEN-MS) if it faults. SPEC: "
-                        "'off', or any of faults=FAULTS,runs=RUNS,open-ms=OPEN-MS,max-open-ms=MAX-OPEN-MS (default "
+                        help="refuse a model's requests without running them (503 / UNAVAILABLE naming the faults, "
+                        "answered after HOLD-MS so that clients retrying in a loop slow down) for OPEN-MS once "
+                        "FAULTS of its last RUNS runs trapped, exhausted their stack, hit their memory cap or ran "
+                        "past their deadline; then let one trial request through, which closes the breaker if it "
+                        "succeeds and opens it again for twice as long (up to MAX-OPEN-MS) if it faults. SPEC: "
+                        "'off', or any of faults=FAULTS,runs=RUNS,open-ms=OPEN-MS,max-open-ms=MAX-OPEN-MS,"
+                        "hold-ms=HOLD-MS (default "
                         f"{BreakerSettings().shown()}; config.json \"fault_breaker\" overrides). See docs/serving.md")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "
