@@ -66,6 +66,8 @@ def served(root: Path, sources: Path) -> Iterator[chaos.Served]:
     """The chaos suite's server (its fixture's generator) running wasinfer from `sources`, the probes from this tree."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(sources), str(ROOT),
                                                 *filter(None, [os.environ.get("PYTHONPATH")])])
+    if not (sources / "wasinfer" / "serving" / "breaker.py").exists():  # from before the fault breaker: its config
+        chaos.LOOP_CONFIG = ""  # (which turns the looping model's off) would not load there
     return chaos.served.__wrapped__(_TempDirs(root))  # type: ignore[attr-defined, no-any-return]
 
 
@@ -114,7 +116,7 @@ def ratios(row: dict[str, Any]) -> list[float]:
 
 def render_section(report: dict[str, Any]) -> str:
     header = ["scenario", "protocol", "run", "hammered/alone per round", "p99 alone → hammered (ms)",
-              "health p99, worst", "hostile answers a round", "server CPU a round"]
+              "health p99, worst", "hostile answers, all rounds", "server CPU per round"]
     cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for label, run in report["runs"].items():
         for row in run["rows"]:
@@ -131,7 +133,7 @@ def render_section(report: dict[str, Any]) -> str:
             rows.append([scenario, protocol, label, ", ".join(f"{x:.2f}x" for x in ratios(row)),
                          ", ".join(f"{r['alone_s'] * 1000:.1f} → {r['hammered_s'] * 1000:.1f}" for r in rounds),
                          f"{max(r['health_s'] for r in rounds) * 1000:.0f} ms",
-                         ", ".join(f"{count // len(rounds)} {status}" for status, count in answers.items()),
+                         ", ".join(f"{count} {status}" for status, count in sorted(answers.items())),
                          " / ".join(f"{r['server_cpu_s']:.1f} s" for r in rounds if "server_cpu_s" in r) or "-"])
     runs = [f"**{label}:** {run['date']}, wasinfer {run['wasinfer']} (`{run['commit']}`), {run['machine']['nproc']} "
             f"cores ({run['machine']['cpu']}), Python {run['machine']['python']}; 1-minute load average "
