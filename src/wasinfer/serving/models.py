@@ -434,7 +434,7 @@ class LoadedModel:
                                   "requests in flight, its limit (--max-concurrency); retry later")
         return trial
 
-    def _release(self, trial: bool) -> None:
+    def _release(self, trial: bool = False) -> None:
         if self._in_flight is not None:
             self._in_flight.release()
         if trial:
