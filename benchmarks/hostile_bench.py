@@ -135,7 +135,7 @@ def render_section(report: dict[str, Any]) -> str:
                          f"{max(r['health_s'] for r in rounds) * 1000:.0f} ms",
                          ", ".join(f"{count} {status}" for status, count in sorted(answers.items())),
                          " / ".join(f"{r['server_cpu_s']:.1f} s" for r in rounds if "server_cpu_s" in r) or "-"])
-    runs = [f"**{label}:** {run['date']}, wasinfer {run['wasinfer']} (`{run['commit']}`), {run['machine']['nproc']} "
+    runs = [f"- **{label}:** {run['date']}, wasinfer {run['wasinfer']} (`{run['commit']}`), {run['machine']['nproc']} "
             f"cores ({run['machine']['cpu']}), Python {run['machine']['python']}; 1-minute load average "
             f"{run['machine']['loadavg_1min']} before, {run['loadavg_after']} after. {run.get('note', '')}".rstrip()
             for label, run in report["runs"].items()]

@@ -140,8 +140,8 @@ class BreakerOpen(Unavailable):
     a timer and over gRPC a thread of the model's share of the pool: a client that retries in a closed loop,
     as a hostile one does whatever Retry-After says, then sends ten requests a second instead of a thousand.
     Answered at once, refusals cost the server little each (0.2-0.6 ms), but the flood of them took the
-    interpreter and the cores from the normal model as the faults had: its p99 still rose 3-14x on 2 cores
-    under a trapping model's 12 clients, against 1-4x with the hold (docs/performance.md)."""
+    interpreter and the cores from the normal model as the faults had: its p99 still rose 2.7-14x on 2 cores
+    under a trapping model's 12 clients, against 0.7-2.0x with the hold (docs/performance.md)."""
 
     def __init__(self, message: str, retry_after: float, hold: float):
         super().__init__(message)
