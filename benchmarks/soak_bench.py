@@ -92,7 +92,8 @@ QUICK = Settings(minutes=1.0, good_clients=3, hostile_clients=1, slowloris=10, s
 # What each kind of request must be answered; anything else is unexpected.
 EXPECTED: dict[str, set[int]] = {
     "good": {200}, "bad_json": {400}, "oversized": {413}, "too_many_values": {413}, "string_data": {400},
-    "unknown_model": {404}, "long_name": {404}, "long_version": {404}, "deadline": {504}, "trap": {500},
+    # 503: the model's fault breaker is open (most of its recent runs faulted: docs/serving.md)
+    "unknown_model": {404}, "long_name": {404}, "long_version": {404}, "deadline": {504, 503}, "trap": {500, 503},
     "pool": {200, 503}, "unload": {200}, "load": {200}, "update": {200},
 }
 

@@ -82,6 +82,13 @@ def test_missing_repository_is_a_usage_error(tmp_path: Path, capsys: pytest.Capt
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_a_fault_breaker_that_is_not_one_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model-repository", str(tmp_path), "--http-port", "0", "--fault-breaker",
+                 "faults=20,runs=10"]) == 2
+    assert "--fault-breaker 'faults=20,runs=10': faults and runs must be integers with 1 <= faults <= runs" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_port_in_use_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol: str) -> None:
     with socket.socket() as taken:

@@ -389,7 +389,8 @@ def test_a_served_memory_bomb_costs_at_most_its_cap_per_instance(tmp_path: Path)
                PYTHONPATH=os.pathsep.join(sys.path))
     process = subprocess.Popen(
         [sys.executable, "-m", "wasinfer.cli.main", "serve", "--model-repository", str(tmp_path / "repository"),
-         "--http-port", "0", "--grpc-port", "0", "--instance-memory-mb", str(cap_mb), "--pool-size", str(instances)],
+         "--http-port", "0", "--grpc-port", "0", "--instance-memory-mb", str(cap_mb), "--pool-size", str(instances),
+         "--fault-breaker", "off"],  # every one of the faults must run (the breaker would refuse the 6th on)
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         output = "".join(read_until(output_lines(process), "Press Ctrl+C", timeout=60))

@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve a model repository (DIR/<name>/<version>/model.wasm, model.onnx or "
                        "model.tflite, run by wasmtime, ONNX Runtime or LiteRT; optional DIR/<name>/config.pbtxt, "
                        "Triton's model configuration, or config.json with its max_batch_size, dynamic_batching and "
-                       "instance_group, plus instance_count and max_concurrency) over "
+                       "instance_group, plus instance_count, max_concurrency and fault_breaker) over "
                        "the KServe Open Inference Protocol v2, REST and gRPC, with Prometheus metrics at /metrics. "
                        "Models load on their first request. With no repository, serves the built-in digits demo "
                        "and prints a curl command to try it.")

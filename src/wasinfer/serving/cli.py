@@ -26,6 +26,8 @@ EXIT_BAD_INPUT = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wasinfer.serving.breaker import BreakerSettings
+
     _add_security_and_log_arguments(parser)  # argument groups: listed after the options below in --help
     _add_connection_arguments(parser)
     _add_guest_arguments(parser)
@@ -107,6 +109,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "so that shorter runs of every model, and health checks, go first while it finishes; on "
                         "an otherwise idle machine it runs as fast as before. Default 10; 0: never "
                         "(docs/serving.md)")
+    parser.add_argument("--fault-breaker", default=BreakerSettings().shown(), metavar="SPEC",
+                        help="refuse a model's requests without running them (503 / UNAVAILABLE naming the faults, "
+                        "answered after HOLD-MS so that clients retrying in a loop slow down) for OPEN-MS once "
+                        "FAULTS of its last RUNS runs trapped, exhausted their stack, hit their memory cap or ran "
+                        "past their deadline; then let one trial request through, which closes the breaker if it "
+                        "succeeds and opens it again for twice as long (up to MAX-OPEN-MS) if it faults. SPEC: "
+                        "'off', or any of faults=FAULTS,runs=RUNS,open-ms=OPEN-MS,max-open-ms=MAX-OPEN-MS,"
+                        "hold-ms=HOLD-MS (default "
+                        f"{BreakerSettings().shown()}; config.json \"fault_breaker\" overrides). See docs/serving.md")
     parser.add_argument("--instance-memory-mb", type=int, default=1024, metavar="MB",
                         help="most linear memory one wasm model instance may have: a model that needs more fails "
                         "to load, one that grows past it fails its request (500 / INTERNAL). Default 1024; 0: no "
@@ -273,6 +284,7 @@ def _security_config(args: argparse.Namespace, errors: Console) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, home: Path, console: Console, errors: Console) -> int:
+    from wasinfer.serving.breaker import BreakerConfigError, BreakerSettings
     from wasinfer.serving.control import StartupError
     from wasinfer.serving.demo import prepare_demo_repository
     from wasinfer.serving.desired import DesiredStateError, desired_source
@@ -301,6 +313,11 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
     if args.memory_budget_mb and args.model_control_mode != "lazy":
         errors.print("[red]error:[/] --memory-budget-mb evicts models that their next request loads again: it needs "
                      "--model-control-mode lazy", markup=True)
+        return EXIT_BAD_INPUT
+    try:
+        fault_breaker = BreakerSettings.parse(args.fault_breaker)
+    except BreakerConfigError as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     if args.repository_poll_secs <= 0:
         errors.print("[red]error:[/] --repository-poll-secs must be more than 0", markup=True)
@@ -368,6 +385,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
                           memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
                           deadline_seconds=args.deadline_ms / 1000 if args.deadline_ms else None,
                           demote_after_seconds=args.demote_after_ms / 1000 if args.demote_after_ms else None,
+                          fault_breaker=fault_breaker,
                           instance_memory_bytes=args.instance_memory_mb * 1024 * 1024 if args.instance_memory_mb
                           else None, desired_state=desired, fetcher=fetch_desired if desired else None,
                           canary=_canary_policy(args), shutdown_grace_seconds=args.shutdown_grace_s,

@@ -43,6 +43,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format
 from google.protobuf.message import DecodeError
 
 from wasinfer.serving.auth import Tokens, check_bearer
+from wasinfer.serving.breaker import BreakerOpen
 from wasinfer.serving.descriptors import HEALTH_PROTO, _pool, messages, service_descriptor_set
 from wasinfer.serving.errors import BadRequest, DeadlineExceeded, Internal, NotFound, ServingError, TooManyRequests
 from wasinfer.serving.logs import accept_request_id, new_request_id
@@ -316,6 +317,12 @@ class InferenceServicer:
         try:
             self._inference(call)  # in here, so refused calls are counted like any other outcome
             model = self.manager.get(request.model_name, request.model_version)
+            try:
+                model.breaker.check()  # a model refused by its fault breaker: before the request is decoded
+            except BreakerOpen as refused:
+                with self.shares.hold(model.name):
+                    time.sleep(refused.hold)
+                raise
             left = context.time_remaining()  # the client's deadline
             if left <= 0:
                 raise DeadlineExceeded(f"model {model.name!r} version {model.version}: the call waited for a server "
@@ -457,8 +464,9 @@ def _handler(name: str, method: Handler, message: Any,
 def _log_failure(name: str, request: Any, failure: ServingError, cause: Exception, request_id: str,
                  started: float) -> None:
     code = grpc.StatusCode[failure.grpc_code]
+    # a fault breaker's refusals are refused requests (its opening was logged once, as a warning)
     level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.WARNING if \
-        code == grpc.StatusCode.UNAVAILABLE else logging.INFO
+        code == grpc.StatusCode.UNAVAILABLE and not isinstance(failure, BreakerOpen) else logging.INFO
     if not log.isEnabledFor(level):
         return
     model = getattr(request, "model_name", None) or getattr(request, "name", None) or None

@@ -49,8 +49,8 @@ COLD_START_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 Labels = tuple[str, ...]
 SHARE_SECONDS = 0.5  # how stale another worker's part of the node's /metrics may be
 # Tables summed over workers: label tuple → a count (or seconds); _last_success takes the latest instead.
-_SUMMED = ("_requests", "_failed_seconds", "_cold_starts", "_evictions", "_demotions", "_updates",
-           "_fetches")
+_SUMMED = ("_requests", "_failed_seconds", "_cold_starts", "_evictions", "_demotions", "_breaker_openings",
+           "_updates", "_fetches")
 _HISTOGRAMS = ("_request_seconds", "_inference_seconds", "_cold_start_seconds", "_batch_sizes", "_queue_seconds",
                "_update_seconds")
 
@@ -115,6 +115,7 @@ class Metrics(Collector):
         self._queue_seconds: dict[Labels, _Histogram] = {}
         self._evictions: dict[Labels, int] = {}
         self._demotions: dict[Labels, int] = {}
+        self._breaker_openings: dict[Labels, int] = {}
         self._updates: dict[Labels, int] = {}
         self._fetches: dict[Labels, int] = {}  # (model,) → desired-state fetches this process made
         self._misses = 0  # requests that found their model not loaded and waited for the load
@@ -213,6 +214,10 @@ class Metrics(Collector):
         with self._lock:
             self._demotions[(model, version)] = self._demotions.get((model, version), 0) + 1
 
+    def breaker_opened(self, model: str, version: str) -> None:
+        with self._lock:
+            self._breaker_openings[(model, version)] = self._breaker_openings.get((model, version), 0) + 1
+
     def model_version(self, model: str, serving: str, desired: str) -> None:
         """What a desired-state model serves against what it should: they differ while an update is
         pending, baking as a canary, or refused (the alert "stuck on an old version" reads this)."""
@@ -275,7 +280,7 @@ class Metrics(Collector):
                                               ("update", self._update_seconds))]
             loaded, evictions, updates = self._models_loaded, dict(self._evictions), dict(self._updates)
             fetches = dict(self._fetches)
-            demotions = dict(self._demotions)
+            demotions, breaker_openings = dict(self._demotions), dict(self._breaker_openings)
             misses, served = self._misses, sum(requests.values())
         yield _counters("wasinfer_requests", "Inference requests by model, version, protocol and outcome (ok, or "
                         "the error's: bad_request, not_found, unauthorized, too_large, overloaded, unavailable, "
@@ -319,6 +324,9 @@ class Metrics(Collector):
                         "budget.", ["model", "version"], evictions)
         yield _counters("wasinfer_demoted_runs", "Runs that lasted --demote-after-ms and finished at the lowest CPU "
                         "priority, giving way to shorter runs.", ["model", "version"], demotions)
+        yield _counters("wasinfer_fault_breaker_openings", "Times a model version's fault breaker opened (most of its "
+                        "recent runs faulted, or its trial run did): its requests were then refused with 503 / "
+                        "UNAVAILABLE for a while (--fault-breaker).", ["model", "version"], breaker_openings)
         memory = GaugeMetricFamily("wasinfer_model_memory_bytes", "Memory held by a loaded model version: its "
                                    "file plus each instance's linear memory (an estimate for ONNX Runtime).",
                                    labels=["model", "version"])

@@ -13,7 +13,8 @@ same fields in JSON, with two of our own, make `config.json`:
       "max_batch_size": 16,                     # largest batch a dynamic batch may form; 0: not batched
       "dynamic_batching": {"max_queue_delay_microseconds": 2000},
       "instance_count": 2,                      # concurrent runs (instances); or Triton's "instance_group"
-      "max_concurrency": 64                     # requests in flight (running + queued); more get 429
+      "max_concurrency": 64,                    # requests in flight (running + queued); more get 429
+      "fault_breaker": {"faults": 5, "runs": 10, "open_ms": 1000, "max_open_ms": 30000}   # or false: off
     }
 
 Every field is optional; the server's command-line defaults fill the gaps. A model has one of
@@ -33,12 +34,14 @@ from typing import Any
 import orjson
 from google.protobuf import text_format
 
+from wasinfer.serving.breaker import DEFAULT_BREAKER, BreakerConfigError, BreakerSettings
 from wasinfer.serving.descriptors import MODEL_CONFIG_PROTO, messages
 
 CONFIG_FILE = "config.json"
 PBTXT_FILE = "config.pbtxt"
 LABELS_FILE = "labels.txt"  # the labels of a model whose config names none (classification extension)
-_FIELDS = {"max_batch_size", "dynamic_batching", "instance_count", "instance_group", "max_concurrency"}
+_FIELDS = {"max_batch_size", "dynamic_batching", "instance_count", "instance_group", "max_concurrency",
+           "fault_breaker"}
 _BATCHING_FIELDS = {"max_queue_delay_microseconds"}
 _GROUP_FIELDS = {"name", "kind", "count"}
 _KINDS = ("KIND_AUTO", "KIND_CPU")  # wasinfer's instances run on the CPU
@@ -102,6 +105,7 @@ class ModelConfig:
     inputs: tuple[TensorConfig, ...] = ()  # empty: not declared (the module's own are served)
     outputs: tuple[TensorConfig, ...] = ()
     version_policy: VersionPolicy | None = None  # None: every version on disk is served
+    fault_breaker: BreakerSettings | None = None  # None: the server's --fault-breaker (breaker.py)
     source: str = CONFIG_FILE  # the file it came from, for messages
 
     def labels_file(self, output: str) -> str:
@@ -162,8 +166,15 @@ def parse_model_config(data: Any, where: str = CONFIG_FILE) -> ModelConfig:
         if count is not None:
             raise ConfigError(f"{where}: give \"instance_count\" or \"instance_group\", not both")
         count = _json_groups(data["instance_group"], where)
+    breaker = None
+    if "fault_breaker" in data:
+        try:
+            breaker = BreakerSettings.from_json(data["fault_breaker"], where)
+        except BreakerConfigError as exc:
+            raise ConfigError(str(exc)) from None
     return ModelConfig(max_batch_size=max_batch, batching_delay_us=delay, instance_count=count,
-                       max_concurrency=_integer(data, "max_concurrency", where, minimum=1), source=where)
+                       max_concurrency=_integer(data, "max_concurrency", where, minimum=1), fault_breaker=breaker,
+                       source=where)
 
 
 def _json_groups(groups: Any, where: str) -> int:
@@ -331,6 +342,7 @@ class ServingDefaults:
     batching_delay_us: int | None = None  # --batch-delay-us: dynamic batching for every model that can batch
     max_concurrency: int = 0  # per model, requests in flight; 0: unlimited
     max_tensor_elements: int = 1 << 24  # per input tensor; bigger ones are refused before they reach a model
+    fault_breaker: BreakerSettings = DEFAULT_BREAKER  # --fault-breaker
 
 
 @dataclass(frozen=True)
@@ -343,6 +355,7 @@ class ModelSettings:
     preferred_batch: int | None  # a dynamic batch runs once this many samples are queued; None: max_batch
     max_concurrency: int
     max_tensor_elements: int
+    fault_breaker: BreakerSettings = DEFAULT_BREAKER
 
 
 def settings_for(config: ModelConfig, defaults: ServingDefaults, compiled_max_batch: int | None) -> ModelSettings:
@@ -359,4 +372,6 @@ def settings_for(config: ModelConfig, defaults: ServingDefaults, compiled_max_ba
     return ModelSettings(instance_count=config.instance_count or defaults.pool_size, max_batch=max_batch,
                          batching_delay_us=delay, preferred_batch=max(config.preferred_batch_sizes, default=None),
                          max_concurrency=config.max_concurrency or defaults.max_concurrency,
-                         max_tensor_elements=defaults.max_tensor_elements)
+                         max_tensor_elements=defaults.max_tensor_elements,
+                         fault_breaker=defaults.fault_breaker if config.fault_breaker is None
+                         else config.fault_breaker)

@@ -14,7 +14,9 @@ instance groups), and a run past --demote-after-ms gives way to shorter ones on 
 thread's priority is lowered: workers.py). A request carries a `Deadline` (the server's
 --deadline-ms from when its model is ready, or a gRPC client's own if sooner): it waits for a
 slot at most until then and is answered DEADLINE_EXCEEDED without running, and a wasm run that
-starts gets only what is left of it.
+starts gets only what is left of it. A version whose recent runs mostly fault (traps, stack, memory cap,
+deadline) has its requests refused for a while by its fault breaker (breaker.py), which spares the
+server (and every other model) the cost of running and rebuilding it over and over.
 
 States per model version, as the repository index reports them: LOADING, READY, and
 UNAVAILABLE with a reason (not loaded yet, unloaded, or its load failed). A request for a
@@ -51,6 +53,7 @@ from wasinfer.extras import extra_needed
 from wasinfer.runtime import (
     CompiledCache,
     InputError,
+    MemoryLimitExceeded,
     ModelFault,
     ModelInfo,
     TensorSpec,
@@ -60,6 +63,7 @@ from wasinfer.runtime import (
 )
 from wasinfer.runtime import DeadlineExceeded as RunDeadlineExceeded
 from wasinfer.serving.batching import Batcher
+from wasinfer.serving.breaker import FaultBreaker
 from wasinfer.serving.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -292,6 +296,11 @@ class LoadedModel:
             metrics.demotion(name, version)
 
         self._workers = ModelWorkers(settings.instance_count, f"{self.name}-{self.version}", demoter, demoted)
+
+        def opened(name: str = self.name, version: str = self.version) -> None:
+            metrics.breaker_opened(name, version)
+
+        self.breaker = FaultBreaker(settings.fault_breaker, self.name, self.version, opened)
         self.batcher: Batcher | None = None
         can_batch = bool(inputs) and all(t.spec.batch_axis == 0 for t in (*inputs, *outputs))
         if settings.batching_delay_us is not None and can_batch and (settings.max_batch or 2) > 1:
@@ -404,7 +413,7 @@ class LoadedModel:
         if not self.is_quick(inputs, limit):
             return None
         try:
-            return self._run(inputs, self.inline_deadline, phases)
+            return self._run(inputs, self.inline_deadline, phases, inline=True)
         except DeadlineExceeded:
             if self.inline_deadline is None:
                 raise
@@ -417,15 +426,22 @@ class LoadedModel:
         """Bytes this version holds now (an estimate: see __init__)."""
         return self._file_bytes + self._instance_bytes * self.pool.created
 
-    def _admit(self) -> None:
+    def _admit(self) -> bool:
+        """Take the request in, or refuse it (its breaker, --max-concurrency); True when it is its breaker's trial."""
         self.last_used = time.monotonic()
+        trial = self.breaker.admit()
         if self._in_flight is not None and not self._in_flight.acquire(blocking=False):
+            if trial:
+                self.breaker.trial_ended()
             raise TooManyRequests(f"model {self.name!r} version {self.version} has {self.settings.max_concurrency} "
                                   "requests in flight, its limit (--max-concurrency); retry later")
+        return trial
 
-    def _release(self) -> None:
+    def _release(self, trial: bool = False) -> None:
         if self._in_flight is not None:
             self._in_flight.release()
+        if trial:
+            self.breaker.trial_ended()
 
     def infer(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None,
               phases: Phases | None = None) -> dict[str, np.ndarray]:
@@ -436,12 +452,12 @@ class LoadedModel:
         Still queued at its deadline, it is withdrawn and answered DEADLINE_EXCEEDED; once running,
         a wasm run is stopped at the deadline and other runs finish. `phases` gets the time it queued and the
         time of the run that served it."""
-        self._admit()
+        trial = self._admit()
         try:
             outputs = self._run_quick(inputs, "a gRPC thread", GRPC_INLINE_SECONDS, phases)
             if outputs is not None:
                 return outputs
-            future = self._submit(inputs, deadline, phases)
+            future = self._submit(inputs, deadline, phases, trial)
             if deadline is not None:
                 try:
                     return future.result(timeout=max(0.0, deadline.remaining()))
@@ -450,17 +466,17 @@ class LoadedModel:
                         raise self._expired(deadline) from None
             return future.result()
         finally:
-            self._release()
+            self._release(trial)
 
     async def infer_async(self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None,
                           phases: Phases | None = None) -> dict[str, np.ndarray]:
         """The same for the event loop: short runs inline, the rest on the version's threads or its batcher."""
-        self._admit()
+        trial = self._admit()
         try:
             outputs = self._run_quick(inputs, "the event loop", INLINE_SECONDS, phases)
             if outputs is not None:
                 return outputs
-            future = self._submit(inputs, deadline, phases)
+            future = self._submit(inputs, deadline, phases, trial)
             if deadline is None:
                 return await asyncio.wrap_future(future)
             # At the deadline, withdraw the run if it is still queued (a no-op once it runs): one timer,
@@ -476,22 +492,24 @@ class LoadedModel:
             finally:
                 timer.cancel()
         finally:
-            self._release()
+            self._release(trial)
 
     def _submit(self, inputs: dict[str, np.ndarray], deadline: Deadline | None,
-                phases: Phases | None = None) -> Future[dict[str, np.ndarray]]:
+                phases: Phases | None = None, trial: bool = False) -> Future[dict[str, np.ndarray]]:
         """Queue the run on the batcher or the version's own threads; the future can be cancelled while queued."""
         if self.batcher is not None:
             return self.batcher.submit(inputs, self._batch(inputs), phases)
         future: Future[dict[str, np.ndarray]] = self._workers.submit(self._run_in_slot, inputs, deadline, phases,
-                                                                     time.perf_counter())
+                                                                     time.perf_counter(), trial)
         return future
 
     def _run_in_slot(self, inputs: dict[str, np.ndarray], deadline: Deadline | None, phases: Phases | None = None,
-                     queued_at: float = 0.0) -> dict[str, np.ndarray]:
-        """Run on one of the version's threads (its slot); a wasm run gets only what is left of the deadline."""
+                     queued_at: float = 0.0, trial: bool = False) -> dict[str, np.ndarray]:
+        """Run on one of the version's threads (its slot); a wasm run gets only what is left of the deadline, and
+        none if the version's fault breaker opened while the request queued (unless it is the breaker's trial)."""
         if phases is not None:
             phases.queue = time.perf_counter() - queued_at
+        self.breaker.may_run(trial)
         if deadline is None:
             return self._run(inputs, None, phases)
         remaining = deadline.remaining()
@@ -514,8 +532,10 @@ class LoadedModel:
             self.batcher.close()
 
     def _run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None,
-             phases: Phases | None = None) -> dict[str, np.ndarray]:
-        """Run on a pooled instance (blocking); its time goes to `phases` (the batcher times its own runs)."""
+             phases: Phases | None = None, inline: bool = False) -> dict[str, np.ndarray]:
+        """Run on a pooled instance (blocking); its time goes to `phases` (the batcher times its own runs). Its
+        outcome goes to the version's fault breaker, except a run stopped at the event loop's short deadline
+        (`inline`), which runs again on the version's threads."""
         started = time.perf_counter()
         try:
             outputs = self.pool.run(_reshaped(inputs, self._to_module) if self._to_module else inputs,
@@ -529,15 +549,19 @@ class LoadedModel:
         # The module's own failures: expected of untrusted code, already logged by the pool in one
         # line, and no traceback of ours would explain them.
         except RunDeadlineExceeded as exc:
+            if not inline:
+                self.breaker.faulted("ran past its deadline", str(exc))
             raise DeadlineExceeded(f"model {self.name!r} version {self.version} ran past its deadline of "
                                    f"{exc.deadline_seconds * 1000:g} ms and was stopped") from None
         except ModelFault as exc:
+            self.breaker.faulted(_fault_kind(exc), str(exc))
             raise Internal(f"model {self.name!r} version {self.version} failed and its instance was discarded: "
                            f"{exc}") from None
         except Exception as exc:
             log.exception("model %s version %s failed", self.name, self.version)
             raise Internal(f"model {self.name!r} version {self.version} failed: {exc}") from None
         elapsed = time.perf_counter() - started
+        self.breaker.succeeded()
         per_sample = elapsed / max(1, self._samples(inputs))
         previous = self.sample_seconds  # races between threads only blur the average
         self.sample_seconds = per_sample if previous == float("inf") else 0.8 * previous + 0.2 * per_sample
@@ -711,11 +735,19 @@ class ModelManager:
 
     def is_ready(self, name: str, version: str = "") -> bool:
         """Readiness without loading: a probe must not trigger cold starts."""
-        if self.lookup(name, version) is not None:
-            return True
-        target = self.resolve(name, version)
-        record = self._records.get((name, target.version))
-        return record is not None and record.state == "READY"
+        return not self.unready_reason(name, version)
+
+    def unready_reason(self, name: str, version: str = "") -> str:
+        """Why the version is not ready, "" when it is: not loaded (without loading it: a probe must not trigger
+        cold starts), or its fault breaker refuses its requests."""
+        model = self.lookup(name, version)
+        if model is None:
+            target = self.resolve(name, version)
+            record = self._records.get((name, target.version))
+            model = record.model if record is not None and record.state == "READY" else None
+        if model is None:
+            return "not loaded"
+        return model.breaker.unready_reason()
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -964,6 +996,15 @@ class ModelManager:
                                         "reason": record.reason}
         rows = [entries[key] for key in sorted(entries)]
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+
+
+def _fault_kind(fault: ModelFault) -> str:
+    """A fault other than a deadline, in the words the fault breaker's refusals list faults by."""
+    if isinstance(fault, MemoryLimitExceeded):
+        return "hit its memory cap"
+    if "stack" in str(fault).lower():  # wasmtime's "call stack exhausted"
+        return "exhausted its stack"
+    return "trapped"
 
 
 def _as_client_sees(meta: TensorMeta, declared: TensorConfig | None, batched: bool) -> TensorMeta:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -38,6 +39,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from wasinfer.serving.auth import Tokens, challenge, check_bearer
+from wasinfer.serving.breaker import BreakerOpen
 from wasinfer.serving.console import console_file, is_console_path
 from wasinfer.serving.errors import (
     BadRequest,
@@ -252,8 +254,9 @@ class RestApp:
         if action == "config":  # the model configuration extension
             model = await self._model(name, version)
             return await _send(send, 200, model.triton_config_json, head[4])
-        if not self.manager.is_ready(name, version):
-            raise Unavailable(f"model {name!r}{f' version {version}' if version else ''} is not ready")
+        reason = self.manager.unready_reason(name, version)
+        if reason:
+            raise Unavailable(f"model {name!r}{f' version {version}' if version else ''} is not ready: {reason}")
         return await _send(send, 200, b"", head[4])
 
     async def _statistics(self, scope: Scope, send: Send, name: str, version: str) -> None:
@@ -309,6 +312,7 @@ class RestApp:
                 check_bearer(self.inference_token, head[3], "inference")
             body, header_length = await self._body(receive, head)
             model = self.manager.lookup(name, version) or await self._model(name, version)
+            model.breaker.check()  # a model refused by its fault breaker: before the body is parsed
             deadline = self.manager.deadline()  # from here: a cold start is not the request's to pay for
             decoding = time.perf_counter()
             if len(body) <= PARSE_INLINE_BYTES:
@@ -328,6 +332,8 @@ class RestApp:
         except Exception as exc:  # answered and logged with the request's id
             request_id = request_id or new_request_id()
             failure = _serving_error(exc, request_id)
+            if isinstance(failure, BreakerOpen):
+                await asyncio.sleep(failure.hold)
             self.metrics.request(model.name if model else "", model.version if model else "", "rest",
                                  failure.outcome, time.perf_counter() - started)
             _log_failure(failure, exc, request_id, scope, model.name if model else name,
@@ -416,7 +422,9 @@ def _log_failure(failure: ServingError, cause: Exception, request_id: str, scope
     """One line per refused or failed request: INFO for the client's errors, WARNING or ERROR for ours
     (with the traceback when the cause was not a ServingError, i.e. a bug)."""
     status = failure.http_status
-    level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
+    # a fault breaker's refusals are refused requests (its opening was logged once, as a warning)
+    level = logging.INFO if status < 500 or isinstance(failure, BreakerOpen) else logging.WARNING if status == 503 \
+        else logging.ERROR
     if not log.isEnabledFor(level):
         return
     if model is None:
@@ -505,4 +513,6 @@ async def _error(send: Send, exc: ServingError, request_id: str) -> None:
         extra = [(b"www-authenticate", challenge(exc))]
     elif isinstance(exc, GuestRefused):
         extra = [(EXIT_CODE_HEADER, str(exc.exit_code).encode())]
+    elif isinstance(exc, BreakerOpen):
+        extra = [(b"retry-after", str(math.ceil(exc.retry_after)).encode())]
     await _send(send, exc.http_status, orjson.dumps({"error": exc.message}), request_id, extra=extra)

@@ -31,6 +31,7 @@ import uvicorn
 
 from wasinfer.runtime import CompiledCache
 from wasinfer.serving.auth import Tokens, check_tls_files
+from wasinfer.serving.breaker import DEFAULT_BREAKER, BreakerSettings
 from wasinfer.serving.connections import DEFAULT_HEADER_TIMEOUT, ConnectionLimits, guarded_protocol
 from wasinfer.serving.control import (
     DEFAULT_MODE,
@@ -111,6 +112,8 @@ class ServerConfig:
     # A run on a model's threads that has used this many seconds of CPU gives way to shorter runs (its
     # thread drops to nice 19: workers.py); None: runs keep their priority however long they take.
     demote_after_seconds: float | None = DEFAULT_DEMOTE_AFTER
+    # A model whose recent runs mostly fault is refused for a while (breaker.py); config.json's "fault_breaker" wins.
+    fault_breaker: BreakerSettings = DEFAULT_BREAKER
     instance_memory_bytes: int | None = 1 << 30
     # The seed's ConfigMap (desired.py): one model kept at its desired version, updated in place.
     desired_state: Path | ConfigMapRef | None = None  # a file or mounted directory; k8s://: the API
@@ -194,7 +197,8 @@ class Server:
         cache = CompiledCache(config.cache_dir) if config.cache_dir is not None else None
         defaults = ServingDefaults(pool_size=pool_size, batching_delay_us=config.batch_delay_us,
                                    max_concurrency=config.max_concurrency,
-                                   max_tensor_elements=config.max_tensor_elements)
+                                   max_tensor_elements=config.max_tensor_elements,
+                                   fault_breaker=config.fault_breaker)
         self.manager = ModelManager(Repository(config.model_repository), self.metrics, pool_size, cache,
                                     defaults=defaults, memory_budget_bytes=config.memory_budget_bytes,
                                     deadline_seconds=config.deadline_seconds,
