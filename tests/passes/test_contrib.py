@@ -200,6 +200,72 @@ def test_rotary_embedding(interleaved: int, partial: bool) -> None:
     assert_matches_ort(contrib_model([node], feeds, ["y"], caches), feeds)
 
 
+GQA_D = 16  # ONNX Runtime's kernel wants heads of a multiple of 16 for rotary
+
+
+def _gqa(rng: np.random.Generator, batch: int, length: int, past: int, kv_heads: int, packed: bool,
+         rotary: bool, seqlens: list[int] | None = None, total: int | None = None,
+         **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A GroupQueryAttention of N query heads over `kv_heads` key/value heads, typed by ONNX Runtime: a prompt
+    (past 0: no past inputs) or `length` steps after a past of `past`; total_sequence_length a graph input."""
+    width = N * GQA_D
+    kv_width = kv_heads * GQA_D
+    feeds = {"query": _rand(rng, batch, length, width + (2 * kv_width if packed else 0))}
+    if not packed:
+        feeds |= {"key": _rand(rng, batch, length, kv_width), "value": _rand(rng, batch, length, kv_width)}
+    if past:
+        feeds |= {"past_key": _rand(rng, batch, kv_heads, past, GQA_D),
+                  "past_value": _rand(rng, batch, kv_heads, past, GQA_D)}
+    total = past + length if total is None else total
+    feeds |= {"seqlens_k": np.array(seqlens or [total - 1] * batch, np.int32),
+              "total_sequence_length": np.array(total, np.int32)}
+    inits = {"cos": np.cos(rng.random((32, 8)) * 3).astype(np.float32),
+             "sin": np.sin(rng.random((32, 8)) * 3).astype(np.float32)} if rotary else {}
+    names = ["query", "" if packed else "key", "" if packed else "value", "past_key" if past else "",
+             "past_value" if past else "", "seqlens_k", "total_sequence_length", *inits]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"],
+                            name="gqa", domain=MS, num_heads=N, kv_num_heads=kv_heads, do_rotary=int(rotary),
+                            **attrs)
+    return contrib_model([node], feeds, ["y", "present_key", "present_value"], inits), feeds
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention_prompt_and_decode(kv_heads: int, packed: bool, rotary: bool) -> None:
+    """A prompt of 5 (no past) and one decoding step after a past of 5; 4 query heads on 2 (or 1) key/value
+    heads, packed QKV or not, with rotary embedding or not: output and present key/value as ONNX Runtime's."""
+    rng = np.random.default_rng(21)
+    model, feeds = _gqa(rng, B, S, 0, kv_heads, packed, rotary)
+    assert_matches_ort(model, feeds)
+    model, feeds = _gqa(rng, B, 1, S, kv_heads, packed, rotary)
+    assert_matches_ort(model, feeds)
+
+
+def test_group_query_attention_padded_batch_window_softcap() -> None:
+    """A decoding step of a batch whose first row's past is shorter (seqlens_k 2 of a cache of 5: its step goes at
+    2, zeros after), interleaved rotary at each row's position; a local window of 2 and softcap on a prompt;
+    smooth softmax on a next prompt (3 steps after a past of 4)."""
+    rng = np.random.default_rng(22)
+    model, feeds = _gqa(rng, B, 1, S, 2, False, True, seqlens=[2, 5], rotary_interleaved=1)
+    assert_matches_ort(model, feeds)
+    model, feeds = _gqa(rng, B, 7, 0, 2, True, False, local_window_size=2, softcap=2.0, scale=0.4)
+    assert_matches_ort(model, feeds)
+    model, feeds = _gqa(rng, 1, 3, 4, 1, False, True, smooth_softmax=1)
+    assert_matches_ort(model, feeds)
+
+
+def test_group_query_attention_refuses_another_present_at_run_time() -> None:
+    """Compiled for a present of past + new steps, a run whose total_sequence_length asks for a shared buffer's
+    (the past's own length) is refused naming the node; the same module serves the run it was compiled for."""
+    rng = np.random.default_rng(23)
+    model, feeds = _gqa(rng, B, 1, S, 2, False, False)
+    module = WasmModel(convert_onnx(model).wasm)
+    np.testing.assert_allclose(module.run(feeds)["y"], ort_run(model, feeds)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"node 'gqa' \(GroupQueryAttention\).*total_sequence_length"):
+        module.run(feeds | {"total_sequence_length": np.array(S, np.int32)})
+
+
 def test_embed_layer_normalization() -> None:
     """Word, position and segment embeddings, LayerNormalization; mask_index and the sum before the norm."""
     rng = np.random.default_rng(11)

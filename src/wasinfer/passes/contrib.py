@@ -34,7 +34,7 @@ from onnx import defs, helper
 from wasinfer.frontends.onnx import attr_value
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.contrib import MS, int4_problems
-from wasinfer.passes.control import infer_types
+from wasinfer.passes.control import REFUSE, infer_types
 from wasinfer.passes.quantized import Rewrite, arg
 
 FUNCTION_OPS = frozenset({"Attention", "RotaryEmbedding", "RMSNormalization", "SwiGLU"})
@@ -438,6 +438,173 @@ def _multi_head_attention(r: Rewrite, node: Node) -> None:
             r.op("Identity", [value], output=wanted)
 
 
+MS_ONLY_INPUTS = ((9, "position_ids"), (10, "attention_bias"), (11, "head_sink"))
+
+
+def _gqa_split(r: Rewrite, node: Node, heads: int, kv_heads: int) -> tuple[str, str, str, int]:
+    """Query, key and value [B, S, heads * D] / [B, S, kv_heads * D] and the head size D, from separate inputs or
+    one packed QKV (key and value left out: [B, S, (heads + 2 kv_heads) * D], sliced while compiling)."""
+    query, key, value = arg(node, 0), arg(node, 1), arg(node, 2)
+    shape = _shape(r.graph, query)
+    if len(shape) != 3:
+        raise ContribError(f"a query of rank {len(shape)} is not supported ([B, S, hidden])")
+    width = shape[2]
+    if key or value:
+        if not (key and value):
+            raise ContribError("key and value must both be given, or both left out (packed QKV)")
+        size = width // heads
+        if width % heads or _shape(r.graph, key)[2] != kv_heads * size or _shape(r.graph, value)[2] != kv_heads * size:
+            raise ContribError(f"num_heads={heads}, kv_num_heads={kv_heads} do not split a query of {width} and "
+                               f"keys and values of {_shape(r.graph, key)[2]}, {_shape(r.graph, value)[2]}")
+        return query, key, value, size
+    size = width // (heads + 2 * kv_heads)
+    if width % (heads + 2 * kv_heads):
+        raise ContribError(f"a packed QKV of {width} is not (num_heads + 2 kv_num_heads) = "
+                           f"{heads + 2 * kv_heads} heads of one size")
+    edges = [0, heads * size, (heads + kv_heads) * size, width]
+    parts = [r.op("Slice", [query, _const(r, [edges[i]], np.int64), _const(r, [edges[i + 1]], np.int64),
+                            _const(r, [2], np.int64)]) for i in range(3)]
+    return parts[0], parts[1], parts[2], size
+
+
+def _gqa_cache(r: Rewrite, past: str, new: str, positions: str | None) -> str:
+    """present [B, N_kv, P + S, D]: the past then the new steps (BNSH). With one new step per row and `positions`
+    [B, 1, 1, 1] (where each row's step goes: seqlens_k, for rows padded to a shorter past), a row keeps its past
+    before its position, its new step there and zeros after, as ONNX Runtime writes it."""
+    if not past:
+        return new
+    joined = r.op("Concat", [past, new], {"axis": 2})
+    if positions is None:
+        return joined
+    column = _unsqueeze(r, _count(r, joined, 2), [1])  # [P + 1, 1] beside [B, 1, 1, 1]
+    at = r.op("Where", [r.op("Equal", [column, positions]), new, _const(r, 0.0)])
+    return r.op("Where", [r.op("Less", [column, positions]), joined, at])
+
+
+def _group_query_attention(r: Rewrite, node: Node) -> None:
+    """ONNX Runtime's GroupQueryAttention (Llama/Phi/Qwen-style decoders): num_heads query heads share
+    kv_num_heads key/value heads, keys and values appended to a past cache (BNSH), attention causal over the
+    past and new steps (and within local_window_size), rotary embedding of Q and K from cos/sin caches.
+
+    The run-time parts are followed where they set no shape: seqlens_k (each row's total length - 1) places a
+    decoding step of a row whose past is shorter (a padded batch) and sets its positions and mask. Where they
+    would set a shape, the compiled one is kept and a run that asks for another is refused: present's length is
+    the past's plus the new steps' (ONNX Runtime's max(total_sequence_length, P) with no shared buffer), so a
+    total_sequence_length of another value (a shared past/present buffer) stops the run with an error naming the
+    node (at compile time where it is a constant); several new steps after a past are one row's next prompt
+    (ONNX Runtime's batch of 1), appended where its past ends."""
+    _not_float32(r.graph, node)
+    for index, name in MS_ONLY_INPUTS:
+        if arg(node, index):
+            raise ContribError(f"input {name} is not supported")
+    if int(node.attr("qk_output", 0)):
+        raise ContribError(f"qk_output={node.attr('qk_output')} is not supported")
+    _unused(r.graph, node, 3)
+    heads, kv_heads = int(node.attr("num_heads", 0)), int(node.attr("kv_num_heads", 0))
+    if heads < 1 or kv_heads < 1 or heads % kv_heads:
+        raise ContribError(f"num_heads={heads} is not a multiple of kv_num_heads={kv_heads}")
+    group = heads // kv_heads
+    q, k, v, size = _gqa_split(r, node, heads, kv_heads)
+    batch, length, _ = _shape(r.graph, arg(node, 0))
+    past_key, past_value, seqlens, total = arg(node, 3), arg(node, 4), arg(node, 5), arg(node, 6)
+    if bool(past_key) != bool(past_value):
+        raise ContribError("past_key and past_value must both be given, or both left out")
+    if not seqlens or not total:
+        raise ContribError("inputs seqlens_k and total_sequence_length are required")
+    past_length = 0
+    if past_key:
+        shape = _shape(r.graph, past_key)
+        if len(shape) != 4 or shape[1] != kv_heads or shape[3] != size or _shape(r.graph, past_value) != shape:
+            raise ContribError(f"past_key {list(shape)} and past_value {list(_shape(r.graph, past_value))} are not "
+                               f"[B, kv_num_heads={kv_heads}, P, {size}] (BNSH)")
+        past_length = shape[2]
+        if length > 1 and batch != 1:
+            raise ContribError(f"{length} new steps after a past need a batch of 1 (ONNX Runtime's rule), not {batch}")
+    expected = past_length + length
+    known = r.graph.constants.get(total)
+    if known is not None and (known.size != 1 or int(known.reshape(-1)[0]) != expected):
+        raise ContribError(f"total_sequence_length={known.reshape(-1).tolist()} is not the past's {past_length} + "
+                           f"the {length} new steps (a shared past/present buffer is not supported)")
+
+    # each row's past length: seqlens_k for one new step (rows padded to a shorter past), the past's otherwise
+    per_row = None
+    if length == 1 and past_key:
+        steps = r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64})
+        last = r.op("Gather", [r.op("Shape", [past_key]), _const(r, 2, np.int64)], {"axis": 0})
+        per_row = r.op("Min", [r.op("Max", [steps, _const(r, 0, np.int64)]), last])
+        start = _reshape(r, per_row, [-1, 1])  # [B, 1]
+    elif past_key:
+        start = r.op("Gather", [r.op("Shape", [past_key]), _const(r, 2, np.int64)], {"axis": 0})
+    else:
+        start = _const(r, 0, np.int64)
+    positions = _unsqueeze(r, r.op("Add", [_count(r, q, 1), start]), [0]) if per_row is None else \
+        r.op("Add", [_count(r, q, 1), start])  # [1 or B, S]: where each new step sits
+    # typed by hand, as ONNX's inference cannot size a Range: the RotaryEmbedding rewritten next round reads it
+    r.graph.tensors[positions] = TensorInfo(positions, np.dtype(np.int64), (batch if per_row else 1, length))
+
+    if int(node.attr("do_rotary", 0)):
+        cos, sin = arg(node, 7), arg(node, 8)
+        if not cos or not sin:
+            raise ContribError("do_rotary=1 without cos_cache and sin_cache")
+        attrs = {"interleaved": int(node.attr("rotary_interleaved", 0)),
+                 "rotary_embedding_dim": 2 * _shape(r.graph, cos)[1]}
+        rotated = []
+        for x, count in ((q, heads), (k, kv_heads)):  # rewritten in the next round (it needs x's type)
+            out = r.value()
+            r.nodes.append(Node("RotaryEmbedding", f"{out}/RotaryEmbedding", [x, positions, cos, sin], [out],
+                                attrs | {"num_heads": count}, MS, guards=r.node.guards))
+            rotated.append(out)
+        q, k = rotated
+
+    scale = float(node.attr("scale", 0.0) or 1.0 / np.sqrt(size))
+    q = r.op("Mul", [q, _const(r, scale)])
+    q5 = r.op("Transpose", [_reshape(r, q, [0, 0, kv_heads, group, size])], {"perm": [0, 2, 3, 1, 4]})
+    k4, v4 = (_heads(r, x, kv_heads, [0, 2, 1, 3]) for x in (k, v))  # [B, N_kv, S, D]
+    cache_at = _reshape(r, per_row, [-1, 1, 1, 1]) if per_row is not None else None
+    present_k, present_v = (_gqa_cache(r, past, new, cache_at) for past, new in ((past_key, k4), (past_value, v4)))
+    keys = _count(r, present_k, 2)  # [T]
+
+    query_at = _unsqueeze(r, positions, [1, 2, 4])  # [1 or B, 1, 1, S, 1]
+    blocked = r.op("Greater", [keys, query_at])
+    window = int(node.attr("local_window_size", -1))
+    if window > 0:  # each step sees `window` keys, itself and the window - 1 before it, as ONNX Runtime counts them
+        first = r.op("Sub", [query_at, _const(r, window - 1, np.int64)])
+        blocked = r.op("Or", [blocked, r.op("Less", [keys, first])])
+    scores = r.op("MatMul", [q5, _unsqueeze(r, r.op("Transpose", [present_k], {"perm": [0, 1, 3, 2]}), [2])])
+    softcap = float(node.attr("softcap", 0.0))
+    if softcap > 0:
+        scores = r.op("Mul", [r.op("Tanh", [r.op("Div", [scores, _const(r, softcap)])]), _const(r, softcap)])
+    scores = r.op("Add", [scores, r.op("Where", [blocked, _const(r, float(np.finfo(np.float32).min)),
+                                                 _const(r, 0.0)])])
+    if int(node.attr("smooth_softmax", 0)):  # one more logit of 0 in every row's softmax, dropped after
+        zero = r.op("Mul", [r.op("Slice", [scores, _const(r, [0], np.int64), _const(r, [1], np.int64),
+                                           _const(r, [-1], np.int64)]), _const(r, 0.0)])
+        weights = r.op("Softmax", [r.op("Concat", [zero, scores], {"axis": -1})], {"axis": -1})
+        weights = r.op("Slice", [weights, _const(r, [1], np.int64), _const(r, [np.iinfo(np.int64).max], np.int64),
+                                 _const(r, [-1], np.int64)])
+    else:
+        weights = r.op("Softmax", [scores], {"axis": -1})
+    context = r.op("MatMul", [weights, _unsqueeze(r, present_v, [2])])  # [B, N_kv, group, S, D]
+    _reshape(r, r.op("Transpose", [context], {"perm": [0, 3, 1, 2, 4]}), [0, 0, heads * size], node.outputs[0])
+    for index, value in ((1, present_k), (2, present_v)):
+        wanted = node.outputs[index] if len(node.outputs) > index else ""
+        if wanted:
+            r.op("Identity", [value], output=wanted)
+    if known is None:  # checked at run time: a Refuse guarded by the check stops a run that asks for another present
+        present_length = r.op("Gather", [r.op("Shape", [present_k]), _const(r, 2, np.int64)], {"axis": 0})
+        asked = _reshape(r, r.op("Cast", [total], {"to": onnx.TensorProto.INT64}), [1])
+        wrong = r.op("Not", [r.op("Equal", [asked, present_length])])
+        if length > 1 and past_key:  # a next prompt must start where the past ends
+            ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1, np.int64)])
+            wrong = r.op("Or", [wrong, r.op("Not", [r.op("Equal", [ends, present_length])])])
+        r.graph.run_errors.append(
+            f"node {node.name!r} (GroupQueryAttention) was compiled for a present of the past's {past_length} + "
+            f"{length} new steps; this run's total_sequence_length (or seqlens_k) asks for another (a shared "
+            "past/present buffer, or a next prompt that does not start where the past ends)")
+        r.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(r.graph.run_errors) + 1},
+                            REFUSE[0], guards=(*r.node.guards, (wrong, True))))
+
+
 def _rotary(r: Rewrite, node: Node) -> None:
     """ONNX Runtime's RotaryEmbedding: x [B, S, N*D] or [B, N, S, D]; cos/sin caches [max, R/2] gathered at
     position_ids [B, S] (or from one offset [1]); the first R of each head's D rotated, as halves or interleaved."""
@@ -623,6 +790,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
     "Attention": _attention,
     "MultiHeadAttention": _multi_head_attention,
     "RotaryEmbedding": _rotary,
+    "GroupQueryAttention": _group_query_attention,
     "EmbedLayerNormalization": _embed_layer_norm,
     "MatMulNBits": _matmul_nbits,
 }
