@@ -766,6 +766,29 @@ def test_linear_classifier(classes: int, labels: list[int], transform: str, dtyp
     assert_matches_ort(model, {"x": x}, max_batch=len(x), atol=2e-5 if transform == "PROBIT" else 1e-5)
 
 
+@pytest.mark.parametrize("features", [3, 8, 31])
+@pytest.mark.parametrize("classes", [2, 16, 17])
+@pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX"])
+def test_linear_classifier_row_dots(features: int, classes: int, transform: str) -> None:
+    """The per-row dot products (up to 16 classes; 17 take the GEMM): no whole group of four features, no
+    leftover ones, both; 7 rows, so the scores transformed four lanes at a time end in a partial vector. A NaN
+    in a row's last feature, or its first, stays in that row, as in ONNX Runtime's."""
+    x = rng.normal(size=(7, features)).astype(np.float32)
+    x[2, -1] = np.nan
+    x[5, 0] = np.nan
+    model = ml_model("LinearClassifier", {"x": x},
+                     {"label": (TensorProto.INT64, [7]), "scores": (TensorProto.FLOAT, [7, classes])},
+                     coefficients=rng.normal(size=classes * features).tolist(),
+                     intercepts=rng.normal(size=classes).tolist(), classlabels_ints=list(range(10, 10 + classes)),
+                     post_transform=transform)
+    want = ort_run(model, {"x": x})
+    got = wasm_run(model, {"x": x})
+    finite = np.isfinite(x).all(axis=1)
+    np.testing.assert_array_equal(got[0][finite], want[0][finite])  # a NaN row's label is ONNX Runtime's own pick
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    assert np.isnan(got[1][~finite]).all() and not np.isnan(got[1][finite]).any()
+
+
 @pytest.mark.parametrize("targets,intercepts", [(1, True), (3, True), (3, False)])
 @pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"])
 def test_linear_regressor(targets: int, intercepts: bool, transform: str) -> None:
