@@ -181,6 +181,19 @@ def test_svm_classifier_transforms_and_layouts(classes: int, transform: str, pro
     assert_matches_ort(svm_classifier(classes, transform, probability), {"x": x})
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("probability", [True, False], ids=["probability", "decision"])
+def test_svm_linear_kernel_folds_its_vectors(classes: int, probability: bool) -> None:
+    """A LINEAR kernel's support vectors folded into one weight vector per pair while compiling (and an
+    SVMRegressor's into one): ONNX Runtime's decision values, probabilities and labels, from a sum over vectors."""
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    assert_matches_ort(svm_classifier(classes, probability=probability, kernel_type="LINEAR"), {"x": x})
+    regressor = ml_model("SVMRegressor", {"x": x}, {"y": (TensorProto.FLOAT, [20, 1])}, kernel_type="LINEAR",
+                         support_vectors=rng.normal(size=5 * 4).tolist(), n_supports=5,
+                         kernel_params=[0.1, 0.0, 3.0], coefficients=rng.normal(size=5).tolist(), rho=[0.4])
+    assert_matches_ort(regressor, {"x": x})
+
+
 def test_svm_classifier_int64_input() -> None:
     model = svm_classifier(3, probability=True)
     model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64

@@ -288,9 +288,10 @@ def emit_row_dots(ctx: Ctx, x: int, n: int, features: int, weights: np.ndarray, 
             f.mem("f32.store", offset=4 * c)
 
 
-def _linear_products(ctx: Ctx, n: int, features: int, x: int, weights: np.ndarray, bias: np.ndarray | None,
+def linear_products(ctx: Ctx, n: int, features: int, x: int, weights: np.ndarray, bias: np.ndarray | None,
                      out: int) -> None:
-    """out = x weights^T + bias: per-row dot products for a few outputs, the GEMM for more."""
+    """out [n, outputs] = x [n, features] weights^T + bias: per-row dot products for a few outputs, the GEMM for
+    more."""
     if weights.shape[0] <= ROW_DOT_OUTPUTS:
         emit_row_dots(ctx, x, n, features, weights, bias, out)
         return
@@ -371,7 +372,7 @@ def emit_linear_classifier(ctx: Ctx, node: Node) -> None:
     kind = node.attr("post_transform", "NONE")
     x = float_input(ctx, node)
     scores = ctx.scratch_addr + float_scratch(node, ctx.graph)
-    _linear_products(ctx, n, features, x, weights, intercepts, scores)
+    linear_products(ctx, n, features, x, weights, intercepts, scores)
     label_out = node.outputs[0]
     z_out = node.outputs[1] if len(node.outputs) > 1 else ""
     second = classes == 1 and len(labels) == 2
@@ -447,7 +448,7 @@ def emit_linear_regressor(ctx: Ctx, node: Node) -> None:
     weights = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(targets, features)
     intercepts = np.asarray(node.attr("intercepts", []), dtype=np.float32)
     out = ctx.addr(node.outputs[0])
-    _linear_products(ctx, n, features, ctx.addr(node.inputs[0]), weights,
+    linear_products(ctx, n, features, ctx.addr(node.inputs[0]), weights,
                      intercepts if intercepts.size == targets else None, out)
     kind = node.attr("post_transform", "NONE")
     if targets == 1 and kind != "PROBIT":
