@@ -76,6 +76,26 @@ def test_bias_add() -> None:
     np.testing.assert_allclose(got, x + bias + skip, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(("axis", "bias_shape", "inner"), [(3, (B, 1, 1, S), 1), (-1, (N, S, S), 0),
+                                                          (2, (1, N, S, S), 0)])
+def test_bias_softmax(axis: int, bias_shape: tuple[int, ...], inner: int) -> None:
+    """Softmax(data + bias): a padding mask broadcast over heads and queries (inner), a bias without the batch
+    (outer), and the axis before last, which softmaxes the last two axes together (ONNX Runtime runs BiasSoftmax
+    on GPUs only: numpy is the reference)."""
+    rng = np.random.default_rng(24)
+    x, bias = _rand(rng, B, N, S, S), _rand(rng, *bias_shape)
+    node = helper.make_node("BiasSoftmax", ["x", "bias"], ["y"], domain=MS, axis=axis, is_inner_broadcast=inner)
+    model = helper.make_model(helper.make_graph(
+        [node], "bias_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(bias, "bias")]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    total = (x + bias).reshape(B, N, -1) if axis == 2 else x + bias
+    want = np.exp(total - total.max(-1, keepdims=True))
+    want = (want / want.sum(-1, keepdims=True)).reshape(x.shape)
+    np.testing.assert_allclose(wasm_run(model, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+
+
 def test_fused_matmul_and_gemm() -> None:
     rng = np.random.default_rng(2)
     a, b = _rand(rng, 3, 4, 6), _rand(rng, 3, 5, 4)

@@ -21,6 +21,7 @@ REWRITTEN = {
     "BiasGelu": "Add, then Gelu (erf)",
     "QuickGelu": "Swish (x * sigmoid(alpha * x))",
     "BiasAdd": "two Adds",
+    "BiasSoftmax": "Add (numpy broadcasting, either is_inner_broadcast form), Softmax over the axes from axis on",
     "FusedMatMul": "Transpose of the last two axes (transA/transB), MatMul, Mul by alpha",
     "FusedConv": "Conv, Add of Z, its activation (Relu, Tanh, Sigmoid, LeakyRelu, Clip, HardSigmoid)",
     "FusedGemm": "Gemm, its activation (as FusedConv's)",

@@ -173,6 +173,23 @@ def _bias_add(r: Rewrite, node: Node) -> None:
     r.op("Add", [r.op("Add", [arg(node, 0), arg(node, 1)]), arg(node, 2)], output=node.outputs[0])
 
 
+def _bias_softmax(r: Rewrite, node: Node) -> None:
+    """Softmax(data + bias) over the axes from `axis` on (ONNX Runtime fuses Add + Softmax into it, its kernels
+    on GPUs only): the bias broadcasts as the Add did, numpy's way, either form of is_inner_broadcast (ones on
+    the axes before the softmax's, or leading ones); an inner softmax axis is a Flatten, Softmax, Reshape."""
+    shape = _shape(r.graph, arg(node, 0))
+    axis = int(node.attr("axis", 1))
+    axis = axis + len(shape) if axis < 0 else axis
+    if not 0 <= axis < len(shape):
+        raise ContribError(f"axis={node.attr('axis', 1)} is outside the input's rank {len(shape)}")
+    total = _like(r.graph, r.op("Add", [arg(node, 0), arg(node, 1)]), arg(node, 0))
+    if axis == len(shape) - 1:
+        r.op("Softmax", [total], {"axis": -1}, node.outputs[0])
+        return
+    rows = r.op("Softmax", [r.op("Flatten", [total], {"axis": axis})], {"axis": -1})
+    r.op("Reshape", [rows, r.op("Shape", [total])], output=node.outputs[0])
+
+
 # ---------------------------------------------------------------------------------------- products
 
 
@@ -781,6 +798,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
     "BiasGelu": _bias_gelu,
     "QuickGelu": _quick_gelu,
     "BiasAdd": _bias_add,
+    "BiasSoftmax": _bias_softmax,
     "FusedMatMul": _fused_matmul,
     "FusedConv": _fused_conv,
     "FusedGemm": _fused_gemm,
