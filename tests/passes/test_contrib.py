@@ -275,6 +275,25 @@ def test_group_query_attention_padded_batch_window_softcap() -> None:
     assert_matches_ort(model, feeds)
 
 
+def test_group_query_attention_one_module_for_every_cache_length() -> None:
+    """A decoding step whose past is given as a range (--input-shape past_key=2,2,1..6,16): one module serves a
+    cache of 3 and of 6 (rotary at each row's position, a padded row), present key/value at the run's length."""
+    rng = np.random.default_rng(25)
+    model, feeds = _gqa(rng, B, 1, 6, 2, False, True, seqlens=[4, 6])
+    for value in [*model.graph.input[3:5], *model.graph.output[1:]]:
+        value.type.tensor_type.shape.dim[2].dim_param = "P" if value.name.startswith("past") else "T"
+    shapes = {name: (B, 2, 6, GQA_D) for name in ("past_key", "past_value")}
+    module = WasmModel(convert_onnx(model, input_shapes=shapes,
+                                    input_ranges={name: {2: (1, 6)} for name in shapes}).wasm)
+    for past in (3, 6):
+        run = feeds | {name: feeds[name][:, :, :past] for name in shapes} | {
+            "seqlens_k": np.array([past - 2, past], np.int32), "total_sequence_length": np.array(past + 1, np.int32)}
+        got = module.run(run)
+        for name, want in zip(("y", "present_key", "present_value"), ort_run(model, run), strict=True):
+            assert got[name].shape == want.shape, name
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_group_query_attention_refuses_another_present_at_run_time() -> None:
     """Compiled for a present of past + new steps, a run whose total_sequence_length asks for a shared buffer's
     (the past's own length) is refused naming the node; the same module serves the run it was compiled for."""

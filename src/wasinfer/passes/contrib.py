@@ -543,41 +543,38 @@ def _group_query_attention(r: Rewrite, node: Node) -> None:
         raise ContribError(f"total_sequence_length={known.reshape(-1).tolist()} is not the past's {past_length} + "
                            f"the {length} new steps (a shared past/present buffer is not supported)")
 
-    # each row's past length: seqlens_k for one new step (rows padded to a shorter past), the past's otherwise
+    # each row's past length, ONNX Runtime's seqlens_k + 1 - S (read from the data, not the past's shape, so a past
+    # length given as a range is followed): a decoding step goes there (rows padded to a shorter past); a next
+    # prompt must start where the past ends (checked below); positions and the mask count from it
     per_row = None
-    if length == 1 and past_key:
-        steps = r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64})
-        last = r.op("Gather", [r.op("Shape", [past_key]), _const(r, 2, np.int64)], {"axis": 0})
-        per_row = r.op("Min", [r.op("Max", [steps, _const(r, 0, np.int64)]), last])
-        start = _reshape(r, per_row, [-1, 1])  # [B, 1]
-    elif past_key:
-        start = r.op("Gather", [r.op("Shape", [past_key]), _const(r, 2, np.int64)], {"axis": 0})
+    if past_key:
+        ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1 - length, np.int64)])
+        per_row = r.op("Max", [ends, _const(r, 0, np.int64)])
+        positions = _reshape(r, per_row, [-1, 1])  # [B, 1]: no Range, which ONNX's inference cannot size
+        if length > 1:
+            positions = r.op("Add", [_count(r, q, 1), positions])  # [B, S]
     else:
-        start = _const(r, 0, np.int64)
-    positions = _unsqueeze(r, r.op("Add", [_count(r, q, 1), start]), [0]) if per_row is None else \
-        r.op("Add", [_count(r, q, 1), start])  # [1 or B, S]: where each new step sits
-    # typed by hand, as ONNX's inference cannot size a Range: the RotaryEmbedding rewritten next round reads it
-    r.graph.tensors[positions] = TensorInfo(positions, np.dtype(np.int64), (batch if per_row else 1, length))
+        positions = _unsqueeze(r, _count(r, q, 1), [0])  # [1, S]
+    if length > 1:  # typed by hand, as ONNX's inference cannot size the Range: the rotated Q and K follow it
+        r.graph.tensors[positions] = TensorInfo(positions, np.dtype(np.int64), (batch if past_key else 1, length))
 
     if int(node.attr("do_rotary", 0)):
         cos, sin = arg(node, 7), arg(node, 8)
         if not cos or not sin:
             raise ContribError("do_rotary=1 without cos_cache and sin_cache")
-        attrs = {"interleaved": int(node.attr("rotary_interleaved", 0)),
-                 "rotary_embedding_dim": 2 * _shape(r.graph, cos)[1]}
-        rotated = []
-        for x, count in ((q, heads), (k, kv_heads)):  # rewritten in the next round (it needs x's type)
-            out = r.value()
-            r.nodes.append(Node("RotaryEmbedding", f"{out}/RotaryEmbedding", [x, positions, cos, sin], [out],
-                                attrs | {"num_heads": count}, MS, guards=r.node.guards))
-            rotated.append(out)
-        q, k = rotated
+        rotated = 2 * _shape(r.graph, cos)[1]
+        if rotated > size or _shape(r.graph, sin) != _shape(r.graph, cos):
+            raise ContribError(f"cos_cache {list(_shape(r.graph, cos))} and sin_cache {list(_shape(r.graph, sin))} "
+                               f"do not rotate heads of {size}")
+        q, k = (_reshape(r, _rotate(r, _reshape(r, x, [0, 0, count, size]), positions, (cos, sin), rotated, size,
+                                    int(node.attr("rotary_interleaved", 0)), 2), [0, 0, count * size])
+                for x, count in ((q, heads), (k, kv_heads)))
 
     scale = float(node.attr("scale", 0.0) or 1.0 / np.sqrt(size))
     q = r.op("Mul", [q, _const(r, scale)])
     q5 = r.op("Transpose", [_reshape(r, q, [0, 0, kv_heads, group, size])], {"perm": [0, 2, 3, 1, 4]})
     k4, v4 = (_heads(r, x, kv_heads, [0, 2, 1, 3]) for x in (k, v))  # [B, N_kv, S, D]
-    cache_at = _reshape(r, per_row, [-1, 1, 1, 1]) if per_row is not None else None
+    cache_at = _reshape(r, per_row, [-1, 1, 1, 1]) if per_row is not None and length == 1 else None
     present_k, present_v = (_gqa_cache(r, past, new, cache_at) for past, new in ((past_key, k4), (past_value, v4)))
     keys = _count(r, present_k, 2)  # [T]
 
@@ -615,11 +612,37 @@ def _group_query_attention(r: Rewrite, node: Node) -> None:
             ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1, np.int64)])
             wrong = r.op("Or", [wrong, r.op("Not", [r.op("Equal", [ends, present_length])])])
         r.graph.run_errors.append(
-            f"node {node.name!r} (GroupQueryAttention) was compiled for a present of the past's {past_length} + "
-            f"{length} new steps; this run's total_sequence_length (or seqlens_k) asks for another (a shared "
-            "past/present buffer, or a next prompt that does not start where the past ends)")
+            f"node {node.name!r} (GroupQueryAttention) was compiled for a present as long as the past and the "
+            f"{length} new step(s) together; this run's total_sequence_length (or seqlens_k) asks for another (a "
+            "shared past/present buffer, or a next prompt that does not start where the past ends)")
         r.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(r.graph.run_errors) + 1},
                             REFUSE[0], guards=(*r.node.guards, (wrong, True))))
+
+
+def _rotate(r: Rewrite, x4: str, positions: str, caches: tuple[str, str], rotated: int, size: int,
+            interleaved: int, heads_axis: int) -> str:
+    """x4 [B, S, N, D] (heads_axis 2) or [B, N, S, D] (heads_axis 1) with the first `rotated` of each head's D
+    rotated by the cos/sin caches [max, rotated / 2] at `positions` [B or 1, S], as halves or interleaved pairs."""
+    half = rotated // 2
+    # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
+    cos, sin = (_unsqueeze(r, r.op("Gather", [c, positions], {"axis": 0}), [heads_axis]) for c in caches)
+    last = 3
+    if interleaved:
+        first, second = np.arange(0, rotated, 2), np.arange(1, rotated, 2)
+    else:
+        first, second = np.arange(half), np.arange(half, rotated)
+    x1 = r.op("Gather", [x4, _const(r, first, np.int64)], {"axis": last})
+    x2 = r.op("Gather", [x4, _const(r, second, np.int64)], {"axis": last})
+    real = r.op("Sub", [r.op("Mul", [x1, cos]), r.op("Mul", [x2, sin])])
+    imaginary = r.op("Add", [r.op("Mul", [x2, cos]), r.op("Mul", [x1, sin])])
+    if interleaved:
+        pairs = [_reshape(r, part, [0, 0, 0, half, 1]) for part in (real, imaginary)]
+        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [0, 0, 0, rotated])]
+    else:
+        parts = [real, imaginary]
+    if rotated < size:
+        parts.append(r.op("Gather", [x4, _const(r, np.arange(rotated, size), np.int64)], {"axis": last}))
+    return r.op("Concat", parts, {"axis": last})
 
 
 def _rotary(r: Rewrite, node: Node) -> None:
@@ -655,26 +678,8 @@ def _rotary(r: Rewrite, node: Node) -> None:
         positions = _unsqueeze(r, r.op("Add", [steps, positions]), [0])
     elif len(pos_shape) != 2:
         raise ContribError(f"position_ids of shape {list(pos_shape)} are not supported ([B, S] or [1])")
-    # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
-    cos, sin = (_unsqueeze(r, r.op("Gather", [c, positions], {"axis": 0}), [2 if len(shape) == 3 else 1])
-                for c in (cos_cache, sin_cache))
-    last = 3
-    if int(node.attr("interleaved", 0)):
-        first, second = np.arange(0, rotated, 2), np.arange(1, rotated, 2)
-    else:
-        first, second = np.arange(half), np.arange(half, rotated)
-    x1 = r.op("Gather", [x4, _const(r, first, np.int64)], {"axis": last})
-    x2 = r.op("Gather", [x4, _const(r, second, np.int64)], {"axis": last})
-    real = r.op("Sub", [r.op("Mul", [x1, cos]), r.op("Mul", [x2, sin])])
-    imaginary = r.op("Add", [r.op("Mul", [x2, cos]), r.op("Mul", [x1, sin])])
-    if int(node.attr("interleaved", 0)):
-        pairs = [_reshape(r, part, [0, 0, 0, half, 1]) for part in (real, imaginary)]
-        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [0, 0, 0, rotated])]
-    else:
-        parts = [real, imaginary]
-    if rotated < size:
-        parts.append(r.op("Gather", [x4, _const(r, np.arange(rotated, size), np.int64)], {"axis": last}))
-    joined = r.op("Concat", parts, {"axis": last})
+    joined = _rotate(r, x4, positions, (cos_cache, sin_cache), rotated, size, int(node.attr("interleaved", 0)),
+                     2 if len(shape) == 3 else 1)
     if len(shape) == 3:
         _reshape(r, joined, [0, 0, shape[2]], node.outputs[0])
     else:
