@@ -294,6 +294,26 @@ def test_group_query_attention_one_module_for_every_cache_length() -> None:
             np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_group_query_attention_prompt_with_a_sequence_range() -> None:
+    """A prompt of packed QKV with rotary and the sequence given as a range (--input-shape query=1,1..7,128):
+    one module for prompts of 3 and 7, its mask and positions at the run's length."""
+    rng = np.random.default_rng(26)
+    model, feeds = _gqa(rng, 1, 7, 0, 2, True, True)
+    for value in [model.graph.input[0], model.graph.output[0]]:
+        value.type.tensor_type.shape.dim[1].dim_param = "S"
+    for value in model.graph.output[1:]:
+        value.type.tensor_type.shape.dim[2].dim_param = "S"
+    module = WasmModel(convert_onnx(model, input_shapes={"query": feeds["query"].shape},
+                                    input_ranges={"query": {1: (1, 7)}}).wasm)
+    for length in (3, 7):
+        run = feeds | {"query": feeds["query"][:, :length], "seqlens_k": np.array([length - 1], np.int32),
+                       "total_sequence_length": np.array(length, np.int32)}
+        got = module.run(run)
+        for name, want in zip(("y", "present_key", "present_value"), ort_run(model, run), strict=True):
+            assert got[name].shape == want.shape, name
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_group_query_attention_refuses_another_present_at_run_time() -> None:
     """Compiled for a present of past + new steps, a run whose total_sequence_length asks for a shared buffer's
     (the past's own length) is refused naming the node; the same module serves the run it was compiled for."""
