@@ -264,11 +264,15 @@ def test_group_query_attention_prompt_and_decode(kv_heads: int, packed: bool, ro
 
 def test_group_query_attention_padded_batch_window_softcap() -> None:
     """A decoding step of a batch whose first row's past is shorter (seqlens_k 2 of a cache of 5: its step goes at
-    2, zeros after), interleaved rotary at each row's position; a local window of 2 and softcap on a prompt;
-    smooth softmax on a next prompt (3 steps after a past of 4)."""
+    2, zeros after), interleaved rotary at each row's position, also as a run-time batch; a local window of 2 and
+    softcap on a prompt; smooth softmax on a next prompt (3 steps after a past of 4)."""
     rng = np.random.default_rng(22)
     model, feeds = _gqa(rng, B, 1, S, 2, False, True, seqlens=[2, 5], rotary_interleaved=1)
     assert_matches_ort(model, feeds)
+    for value in [*model.graph.input, *model.graph.output]:  # the same as a run-time batch of up to 2
+        if value.name != "total_sequence_length":
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    assert_matches_ort(model, feeds, max_batch=2)
     model, feeds = _gqa(rng, B, 7, 0, 2, True, False, local_window_size=2, softcap=2.0, scale=0.4)
     assert_matches_ort(model, feeds)
     model, feeds = _gqa(rng, 1, 3, 4, 1, False, True, smooth_softmax=1)

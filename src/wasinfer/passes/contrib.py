@@ -550,7 +550,7 @@ def _group_query_attention(r: Rewrite, node: Node) -> None:
     if past_key:
         ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1 - length, np.int64)])
         per_row = r.op("Max", [ends, _const(r, 0, np.int64)])
-        positions = _reshape(r, per_row, [-1, 1])  # [B, 1]: no Range, which ONNX's inference cannot size
+        positions = _unsqueeze(r, per_row, [1])  # [B, 1]: no Range, which ONNX's inference cannot size
         if length > 1:
             positions = r.op("Add", [_count(r, q, 1), positions])  # [B, S]
     else:
@@ -574,7 +574,7 @@ def _group_query_attention(r: Rewrite, node: Node) -> None:
     q = r.op("Mul", [q, _const(r, scale)])
     q5 = r.op("Transpose", [_reshape(r, q, [0, 0, kv_heads, group, size])], {"perm": [0, 2, 3, 1, 4]})
     k4, v4 = (_heads(r, x, kv_heads, [0, 2, 1, 3]) for x in (k, v))  # [B, N_kv, S, D]
-    cache_at = _reshape(r, per_row, [-1, 1, 1, 1]) if per_row is not None and length == 1 else None
+    cache_at = _unsqueeze(r, per_row, [1, 2, 3]) if per_row is not None and length == 1 else None
     present_k, present_v = (_gqa_cache(r, past, new, cache_at) for past, new in ((past_key, k4), (past_value, v4)))
     keys = _count(r, present_k, 2)  # [T]
 
