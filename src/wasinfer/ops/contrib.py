@@ -31,9 +31,7 @@ REWRITTEN = {
     "SkipSimplifiedLayerNormalization": "Adds (skip, bias), then the RMS norm",
     "Attention": "MatMul of the packed QKV weights, per-head MatMul, mask as an additive bias, Softmax, MatMul",
     "MultiHeadAttention": "bias Add, per-head MatMul, mask as an additive bias, Softmax, MatMul",
-    "GroupQueryAttention": "per-head MatMul of each group of query heads by its shared key/value head, the past "
-                           "and new steps concatenated (a padded row's step placed at its seqlens_k by Where), "
-                           "causal (and local-window) mask as an additive bias, Softmax, MatMul; RotaryEmbedding",
+    "GroupQueryAttention": "grouped heads' MatMuls over the past + new steps, causal mask, Softmax, MatMul",
     "RotaryEmbedding": "Gather of the cos/sin caches by position, Mul and Add of the two halves",
     "EmbedLayerNormalization": "Gathers of the word, position and segment embeddings, Adds, LayerNormalization; "
                                "mask_index as a ReduceSum of the mask",
