@@ -376,6 +376,19 @@ def test_dequantize_nbits_unpacks_low_bits_first() -> None:
     assert weights[:4, 0].tolist() == [-3.5, -3.0, -3.5, -3.0]
 
 
+def test_group_query_attention_constant_total_for_another_present_is_refused_by_name() -> None:
+    """A constant total_sequence_length that is not the past's length + the new steps (a shared past/present
+    buffer of 8 with 3 steps in it) is refused while compiling, naming the node and the value."""
+    rng = np.random.default_rng(28)
+    model, _ = _gqa(rng, 1, 1, 8, 2, False, False)
+    graph = model.graph
+    total = next(i for i in graph.input if i.name == "total_sequence_length")
+    graph.input.remove(total)
+    graph.initializer.append(numpy_helper.from_array(np.array(4, np.int32), "total_sequence_length"))
+    with pytest.raises(UnsupportedModel, match=r"node 'gqa'.*total_sequence_length=\[4\] is not the past's 8 \+"):
+        convert_onnx(model)
+
+
 # ---------------------------------------------------------------------------------------- ONNX's composite ops
 
 
