@@ -249,7 +249,7 @@ def _hsum(f: Func, acc: int) -> None:
     f.get(acc).lane("f32x4.extract_lane", 2).get(acc).lane("f32x4.extract_lane", 3).op("f32.add").op("f32.add")
 
 
-def emit_row_dots(ctx: Ctx, x: int, n: int, features: int, weights: np.ndarray, bias: np.ndarray | None,
+def _row_dots(ctx: Ctx, x: int, n: int, features: int, weights: np.ndarray, bias: np.ndarray | None,
                   out: int) -> None:
     """out[row, c] = x[row] . weights[c] (+ bias[c]) for a few outputs c: each row's features four at a time,
     every output's f32x4 accumulator beside the others, so one load of x serves them all. A GEMM tiles along
@@ -293,7 +293,7 @@ def linear_products(ctx: Ctx, n: int, features: int, x: int, weights: np.ndarray
     """out [n, outputs] = x [n, features] weights^T + bias: per-row dot products for a few outputs, the GEMM for
     more."""
     if weights.shape[0] <= ROW_DOT_OUTPUTS:
-        emit_row_dots(ctx, x, n, features, weights, bias, out)
+        _row_dots(ctx, x, n, features, weights, bias, out)
         return
     emit_gemm(ctx, n, weights.shape[0], features, Operand(x, features, 1), np.ascontiguousarray(weights.T),
               Operand(out, weights.shape[0], 1), Operand(ctx.data(bias), 0, 1) if bias is not None else None)
