@@ -76,6 +76,26 @@ def test_bias_add() -> None:
     np.testing.assert_allclose(got, x + bias + skip, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(("axis", "bias_shape", "inner"), [(3, (B, 1, 1, S), 1), (-1, (N, S, S), 0),
+                                                          (2, (1, N, S, S), 0)])
+def test_bias_softmax(axis: int, bias_shape: tuple[int, ...], inner: int) -> None:
+    """Softmax(data + bias): a padding mask broadcast over heads and queries (inner), a bias without the batch
+    (outer), and the axis before last, which softmaxes the last two axes together (ONNX Runtime runs BiasSoftmax
+    on GPUs only: numpy is the reference)."""
+    rng = np.random.default_rng(24)
+    x, bias = _rand(rng, B, N, S, S), _rand(rng, *bias_shape)
+    node = helper.make_node("BiasSoftmax", ["x", "bias"], ["y"], domain=MS, axis=axis, is_inner_broadcast=inner)
+    model = helper.make_model(helper.make_graph(
+        [node], "bias_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(bias, "bias")]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    total = (x + bias).reshape(B, N, -1) if axis == 2 else x + bias
+    want = np.exp(total - total.max(-1, keepdims=True))
+    want = (want / want.sum(-1, keepdims=True)).reshape(x.shape)
+    np.testing.assert_allclose(wasm_run(model, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+
+
 def test_fused_matmul_and_gemm() -> None:
     rng = np.random.default_rng(2)
     a, b = _rand(rng, 3, 4, 6), _rand(rng, 3, 5, 4)
@@ -200,6 +220,115 @@ def test_rotary_embedding(interleaved: int, partial: bool) -> None:
     assert_matches_ort(contrib_model([node], feeds, ["y"], caches), feeds)
 
 
+GQA_D = 16  # ONNX Runtime's kernel wants heads of a multiple of 16 for rotary
+
+
+def _gqa(rng: np.random.Generator, batch: int, length: int, past: int, kv_heads: int, packed: bool,
+         rotary: bool, seqlens: list[int] | None = None, total: int | None = None,
+         **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A GroupQueryAttention of N query heads over `kv_heads` key/value heads, typed by ONNX Runtime: a prompt
+    (past 0: no past inputs) or `length` steps after a past of `past`; total_sequence_length a graph input."""
+    width = N * GQA_D
+    kv_width = kv_heads * GQA_D
+    feeds = {"query": _rand(rng, batch, length, width + (2 * kv_width if packed else 0))}
+    if not packed:
+        feeds |= {"key": _rand(rng, batch, length, kv_width), "value": _rand(rng, batch, length, kv_width)}
+    if past:
+        feeds |= {"past_key": _rand(rng, batch, kv_heads, past, GQA_D),
+                  "past_value": _rand(rng, batch, kv_heads, past, GQA_D)}
+    total = past + length if total is None else total
+    feeds |= {"seqlens_k": np.array(seqlens or [total - 1] * batch, np.int32),
+              "total_sequence_length": np.array(total, np.int32)}
+    inits = {"cos": np.cos(rng.random((32, 8)) * 3).astype(np.float32),
+             "sin": np.sin(rng.random((32, 8)) * 3).astype(np.float32)} if rotary else {}
+    names = ["query", "" if packed else "key", "" if packed else "value", "past_key" if past else "",
+             "past_value" if past else "", "seqlens_k", "total_sequence_length", *inits]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"],
+                            name="gqa", domain=MS, num_heads=N, kv_num_heads=kv_heads, do_rotary=int(rotary),
+                            **attrs)
+    return contrib_model([node], feeds, ["y", "present_key", "present_value"], inits), feeds
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention_prompt_and_decode(kv_heads: int, packed: bool, rotary: bool) -> None:
+    """A prompt of 5 (no past) and one decoding step after a past of 5; 4 query heads on 2 (or 1) key/value
+    heads, packed QKV or not, with rotary embedding or not: output and present key/value as ONNX Runtime's."""
+    rng = np.random.default_rng(21)
+    model, feeds = _gqa(rng, B, S, 0, kv_heads, packed, rotary)
+    assert_matches_ort(model, feeds)
+    model, feeds = _gqa(rng, B, 1, S, kv_heads, packed, rotary)
+    assert_matches_ort(model, feeds)
+
+
+def test_group_query_attention_padded_batch_window_softcap() -> None:
+    """A decoding step of a batch whose first row's past is shorter (seqlens_k 2 of a cache of 5: its step goes at
+    2, zeros after), interleaved rotary at each row's position, also as a run-time batch; a local window of 2 and
+    softcap on a prompt; smooth softmax on a next prompt (3 steps after a past of 4)."""
+    rng = np.random.default_rng(22)
+    model, feeds = _gqa(rng, B, 1, S, 2, False, True, seqlens=[2, 5], rotary_interleaved=1)
+    assert_matches_ort(model, feeds)
+    for value in [*model.graph.input, *model.graph.output]:  # the same as a run-time batch of up to 2
+        if value.name != "total_sequence_length":
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    assert_matches_ort(model, feeds, max_batch=2)
+    model, feeds = _gqa(rng, B, 7, 0, 2, True, False, local_window_size=2, softcap=2.0, scale=0.4)
+    assert_matches_ort(model, feeds)
+    model, feeds = _gqa(rng, 1, 3, 4, 1, False, True, smooth_softmax=1)
+    assert_matches_ort(model, feeds)
+
+
+def test_group_query_attention_one_module_for_every_cache_length() -> None:
+    """A decoding step whose past is given as a range (--input-shape past_key=2,2,1..6,16): one module serves a
+    cache of 3 and of 6 (rotary at each row's position, a padded row), present key/value at the run's length."""
+    rng = np.random.default_rng(25)
+    model, feeds = _gqa(rng, B, 1, 6, 2, False, True, seqlens=[4, 6])
+    for value in [*model.graph.input[3:5], *model.graph.output[1:]]:
+        value.type.tensor_type.shape.dim[2].dim_param = "P" if value.name.startswith("past") else "T"
+    shapes = {name: (B, 2, 6, GQA_D) for name in ("past_key", "past_value")}
+    module = WasmModel(convert_onnx(model, input_shapes=shapes,
+                                    input_ranges={name: {2: (1, 6)} for name in shapes}).wasm)
+    for past in (3, 6):
+        run = feeds | {name: feeds[name][:, :, :past] for name in shapes} | {
+            "seqlens_k": np.array([past - 2, past], np.int32), "total_sequence_length": np.array(past + 1, np.int32)}
+        got = module.run(run)
+        for name, want in zip(("y", "present_key", "present_value"), ort_run(model, run), strict=True):
+            assert got[name].shape == want.shape, name
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_group_query_attention_prompt_with_a_sequence_range() -> None:
+    """A prompt of packed QKV with rotary and the sequence given as a range (--input-shape query=1,1..7,128):
+    one module for prompts of 3 and 7, its mask and positions at the run's length."""
+    rng = np.random.default_rng(26)
+    model, feeds = _gqa(rng, 1, 7, 0, 2, True, True)
+    for value in [model.graph.input[0], model.graph.output[0]]:
+        value.type.tensor_type.shape.dim[1].dim_param = "S"
+    for value in model.graph.output[1:]:
+        value.type.tensor_type.shape.dim[2].dim_param = "S"
+    module = WasmModel(convert_onnx(model, input_shapes={"query": feeds["query"].shape},
+                                    input_ranges={"query": {1: (1, 7)}}).wasm)
+    for length in (3, 7):
+        run = feeds | {"query": feeds["query"][:, :length], "seqlens_k": np.array([length - 1], np.int32),
+                       "total_sequence_length": np.array(length, np.int32)}
+        got = module.run(run)
+        for name, want in zip(("y", "present_key", "present_value"), ort_run(model, run), strict=True):
+            assert got[name].shape == want.shape, name
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_group_query_attention_refuses_another_present_at_run_time() -> None:
+    """Compiled for a present of past + new steps, a run whose total_sequence_length asks for a shared buffer's
+    (the past's own length) is refused naming the node; the same module serves the run it was compiled for."""
+    rng = np.random.default_rng(23)
+    model, feeds = _gqa(rng, B, 1, S, 2, False, False)
+    module = WasmModel(convert_onnx(model).wasm)
+    np.testing.assert_allclose(module.run(feeds)["y"], ort_run(model, feeds)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"node 'gqa' \(GroupQueryAttention\).*total_sequence_length"):
+        module.run(feeds | {"total_sequence_length": np.array(S, np.int32)})
+
+
 def test_embed_layer_normalization() -> None:
     """Word, position and segment embeddings, LayerNormalization; mask_index and the sum before the norm."""
     rng = np.random.default_rng(11)
@@ -245,6 +374,19 @@ def test_dequantize_nbits_unpacks_low_bits_first() -> None:
     weights = dequantize_nbits(packed, np.array([0.5], np.float32), None, k=16, n=1, bits=4, block_size=16)
     assert weights.shape == (16, 1)
     assert weights[:4, 0].tolist() == [-3.5, -3.0, -3.5, -3.0]
+
+
+def test_group_query_attention_constant_total_for_another_present_is_refused_by_name() -> None:
+    """A constant total_sequence_length that is not the past's length + the new steps (a shared past/present
+    buffer of 8 with 3 steps in it) is refused while compiling, naming the node and the value."""
+    rng = np.random.default_rng(28)
+    model, _ = _gqa(rng, 1, 1, 8, 2, False, False)
+    graph = model.graph
+    total = next(i for i in graph.input if i.name == "total_sequence_length")
+    graph.input.remove(total)
+    graph.initializer.append(numpy_helper.from_array(np.array(4, np.int32), "total_sequence_length"))
+    with pytest.raises(UnsupportedModel, match=r"node 'gqa'.*total_sequence_length=\[4\] is not the past's 8 \+"):
+        convert_onnx(model)
 
 
 # ---------------------------------------------------------------------------------------- ONNX's composite ops

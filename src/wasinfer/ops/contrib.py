@@ -21,6 +21,7 @@ REWRITTEN = {
     "BiasGelu": "Add, then Gelu (erf)",
     "QuickGelu": "Swish (x * sigmoid(alpha * x))",
     "BiasAdd": "two Adds",
+    "BiasSoftmax": "Add (numpy broadcasting, either is_inner_broadcast form), Softmax over the axes from axis on",
     "FusedMatMul": "Transpose of the last two axes (transA/transB), MatMul, Mul by alpha",
     "FusedConv": "Conv, Add of Z, its activation (Relu, Tanh, Sigmoid, LeakyRelu, Clip, HardSigmoid)",
     "FusedGemm": "Gemm, its activation (as FusedConv's)",
@@ -30,6 +31,7 @@ REWRITTEN = {
     "SkipSimplifiedLayerNormalization": "Adds (skip, bias), then the RMS norm",
     "Attention": "MatMul of the packed QKV weights, per-head MatMul, mask as an additive bias, Softmax, MatMul",
     "MultiHeadAttention": "bias Add, per-head MatMul, mask as an additive bias, Softmax, MatMul",
+    "GroupQueryAttention": "grouped heads' MatMuls over the past + new steps, causal mask, Softmax, MatMul",
     "RotaryEmbedding": "Gather of the cos/sin caches by position, Mul and Add of the two halves",
     "EmbedLayerNormalization": "Gathers of the word, position and segment embeddings, Adds, LayerNormalization; "
                                "mask_index as a ReduceSum of the mask",

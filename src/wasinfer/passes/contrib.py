@@ -34,7 +34,7 @@ from onnx import defs, helper
 from wasinfer.frontends.onnx import attr_value
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.contrib import MS, int4_problems
-from wasinfer.passes.control import infer_types
+from wasinfer.passes.control import REFUSE, infer_types
 from wasinfer.passes.quantized import Rewrite, arg
 
 FUNCTION_OPS = frozenset({"Attention", "RotaryEmbedding", "RMSNormalization", "SwiGLU"})
@@ -171,6 +171,23 @@ def _quick_gelu(r: Rewrite, node: Node) -> None:
 
 def _bias_add(r: Rewrite, node: Node) -> None:
     r.op("Add", [r.op("Add", [arg(node, 0), arg(node, 1)]), arg(node, 2)], output=node.outputs[0])
+
+
+def _bias_softmax(r: Rewrite, node: Node) -> None:
+    """Softmax(data + bias) over the axes from `axis` on (ONNX Runtime fuses Add + Softmax into it, its kernels
+    on GPUs only): the bias broadcasts as the Add did, numpy's way, either form of is_inner_broadcast (ones on
+    the axes before the softmax's, or leading ones); an inner softmax axis is a Flatten, Softmax, Reshape."""
+    shape = _shape(r.graph, arg(node, 0))
+    axis = int(node.attr("axis", 1))
+    axis = axis + len(shape) if axis < 0 else axis
+    if not 0 <= axis < len(shape):
+        raise ContribError(f"axis={node.attr('axis', 1)} is outside the input's rank {len(shape)}")
+    total = _like(r.graph, r.op("Add", [arg(node, 0), arg(node, 1)]), arg(node, 0))
+    if axis == len(shape) - 1:
+        r.op("Softmax", [total], {"axis": -1}, node.outputs[0])
+        return
+    rows = r.op("Softmax", [r.op("Flatten", [total], {"axis": axis})], {"axis": -1})
+    r.op("Reshape", [rows, r.op("Shape", [total])], output=node.outputs[0])
 
 
 # ---------------------------------------------------------------------------------------- products
@@ -438,6 +455,196 @@ def _multi_head_attention(r: Rewrite, node: Node) -> None:
             r.op("Identity", [value], output=wanted)
 
 
+MS_ONLY_INPUTS = ((9, "position_ids"), (10, "attention_bias"), (11, "head_sink"))
+
+
+def _gqa_split(r: Rewrite, node: Node, heads: int, kv_heads: int) -> tuple[str, str, str, int]:
+    """Query, key and value [B, S, heads * D] / [B, S, kv_heads * D] and the head size D, from separate inputs or
+    one packed QKV (key and value left out: [B, S, (heads + 2 kv_heads) * D], sliced while compiling)."""
+    query, key, value = arg(node, 0), arg(node, 1), arg(node, 2)
+    shape = _shape(r.graph, query)
+    if len(shape) != 3:
+        raise ContribError(f"a query of rank {len(shape)} is not supported ([B, S, hidden])")
+    width = shape[2]
+    if key or value:
+        if not (key and value):
+            raise ContribError("key and value must both be given, or both left out (packed QKV)")
+        size = width // heads
+        if width % heads or _shape(r.graph, key)[2] != kv_heads * size or _shape(r.graph, value)[2] != kv_heads * size:
+            raise ContribError(f"num_heads={heads}, kv_num_heads={kv_heads} do not split a query of {width} and "
+                               f"keys and values of {_shape(r.graph, key)[2]}, {_shape(r.graph, value)[2]}")
+        return query, key, value, size
+    size = width // (heads + 2 * kv_heads)
+    if width % (heads + 2 * kv_heads):
+        raise ContribError(f"a packed QKV of {width} is not (num_heads + 2 kv_num_heads) = "
+                           f"{heads + 2 * kv_heads} heads of one size")
+    edges = [0, heads * size, (heads + kv_heads) * size, width]
+    parts = [r.op("Slice", [query, _const(r, [edges[i]], np.int64), _const(r, [edges[i + 1]], np.int64),
+                            _const(r, [2], np.int64)]) for i in range(3)]
+    return parts[0], parts[1], parts[2], size
+
+
+def _gqa_cache(r: Rewrite, past: str, new: str, positions: str | None) -> str:
+    """present [B, N_kv, P + S, D]: the past then the new steps (BNSH). With one new step per row and `positions`
+    [B, 1, 1, 1] (where each row's step goes: seqlens_k, for rows padded to a shorter past), a row keeps its past
+    before its position, its new step there and zeros after, as ONNX Runtime writes it."""
+    if not past:
+        return new
+    joined = r.op("Concat", [past, new], {"axis": 2})
+    if positions is None:
+        return joined
+    column = _unsqueeze(r, _count(r, joined, 2), [1])  # [P + 1, 1] beside [B, 1, 1, 1]
+    at = r.op("Where", [r.op("Equal", [column, positions]), new, _const(r, 0.0)])
+    return r.op("Where", [r.op("Less", [column, positions]), joined, at])
+
+
+def _group_query_attention(r: Rewrite, node: Node) -> None:
+    """ONNX Runtime's GroupQueryAttention (Llama/Phi/Qwen-style decoders): num_heads query heads share
+    kv_num_heads key/value heads, keys and values appended to a past cache (BNSH), attention causal over the
+    past and new steps (and within local_window_size), rotary embedding of Q and K from cos/sin caches.
+
+    The run-time parts are followed where they set no shape: seqlens_k (each row's total length - 1) places a
+    decoding step of a row whose past is shorter (a padded batch) and sets its positions and mask. Where they
+    would set a shape, the compiled one is kept and a run that asks for another is refused: present's length is
+    the past's plus the new steps' (ONNX Runtime's max(total_sequence_length, P) with no shared buffer), so a
+    total_sequence_length of another value (a shared past/present buffer) stops the run with an error naming the
+    node (at compile time where it is a constant); several new steps after a past are one row's next prompt
+    (ONNX Runtime's batch of 1), appended where its past ends."""
+    _not_float32(r.graph, node)
+    for index, name in MS_ONLY_INPUTS:
+        if arg(node, index):
+            raise ContribError(f"input {name} is not supported")
+    if int(node.attr("qk_output", 0)):
+        raise ContribError(f"qk_output={node.attr('qk_output')} is not supported")
+    _unused(r.graph, node, 3)
+    heads, kv_heads = int(node.attr("num_heads", 0)), int(node.attr("kv_num_heads", 0))
+    if heads < 1 or kv_heads < 1 or heads % kv_heads:
+        raise ContribError(f"num_heads={heads} is not a multiple of kv_num_heads={kv_heads}")
+    group = heads // kv_heads
+    q, k, v, size = _gqa_split(r, node, heads, kv_heads)
+    batch, length, _ = _shape(r.graph, arg(node, 0))
+    past_key, past_value, seqlens, total = arg(node, 3), arg(node, 4), arg(node, 5), arg(node, 6)
+    if bool(past_key) != bool(past_value):
+        raise ContribError("past_key and past_value must both be given, or both left out")
+    if not seqlens or not total:
+        raise ContribError("inputs seqlens_k and total_sequence_length are required")
+    past_length = 0
+    if past_key:
+        shape = _shape(r.graph, past_key)
+        if len(shape) != 4 or shape[1] != kv_heads or shape[3] != size or _shape(r.graph, past_value) != shape:
+            raise ContribError(f"past_key {list(shape)} and past_value {list(_shape(r.graph, past_value))} are not "
+                               f"[B, kv_num_heads={kv_heads}, P, {size}] (BNSH)")
+        past_length = shape[2]
+        if length > 1 and batch != 1:
+            raise ContribError(f"{length} new steps after a past need a batch of 1 (ONNX Runtime's rule), not {batch}")
+    expected = past_length + length
+    known = r.graph.constants.get(total)
+    if known is not None and (known.size != 1 or int(known.reshape(-1)[0]) != expected):
+        raise ContribError(f"total_sequence_length={known.reshape(-1).tolist()} is not the past's {past_length} + "
+                           f"the {length} new steps (a shared past/present buffer is not supported)")
+
+    # each row's past length, ONNX Runtime's seqlens_k + 1 - S (read from the data, not the past's shape, so a past
+    # length given as a range is followed): a decoding step goes there (rows padded to a shorter past); a next
+    # prompt must start where the past ends (checked below); positions and the mask count from it
+    per_row = None
+    if past_key:
+        ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1 - length, np.int64)])
+        per_row = r.op("Max", [ends, _const(r, 0, np.int64)])
+        positions = _unsqueeze(r, per_row, [1])  # [B, 1]: no Range, which ONNX's inference cannot size
+        if length > 1:
+            positions = r.op("Add", [_count(r, q, 1), positions])  # [B, S]
+    else:
+        positions = _unsqueeze(r, _count(r, q, 1), [0])  # [1, S]
+    if length > 1:  # typed by hand, as ONNX's inference cannot size the Range: the rotated Q and K follow it
+        r.graph.tensors[positions] = TensorInfo(positions, np.dtype(np.int64), (batch if past_key else 1, length))
+
+    if int(node.attr("do_rotary", 0)):
+        cos, sin = arg(node, 7), arg(node, 8)
+        if not cos or not sin:
+            raise ContribError("do_rotary=1 without cos_cache and sin_cache")
+        rotated = 2 * _shape(r.graph, cos)[1]
+        if rotated > size or _shape(r.graph, sin) != _shape(r.graph, cos):
+            raise ContribError(f"cos_cache {list(_shape(r.graph, cos))} and sin_cache {list(_shape(r.graph, sin))} "
+                               f"do not rotate heads of {size}")
+        q, k = (_reshape(r, _rotate(r, _reshape(r, x, [0, 0, count, size]), positions, (cos, sin), rotated, size,
+                                    int(node.attr("rotary_interleaved", 0)), 2), [0, 0, count * size])
+                for x, count in ((q, heads), (k, kv_heads)))
+
+    scale = float(node.attr("scale", 0.0) or 1.0 / np.sqrt(size))
+    q = r.op("Mul", [q, _const(r, scale)])
+    q5 = r.op("Transpose", [_reshape(r, q, [0, 0, kv_heads, group, size])], {"perm": [0, 2, 3, 1, 4]})
+    k4, v4 = (_heads(r, x, kv_heads, [0, 2, 1, 3]) for x in (k, v))  # [B, N_kv, S, D]
+    cache_at = _unsqueeze(r, per_row, [1, 2, 3]) if per_row is not None and length == 1 else None
+    present_k, present_v = (_gqa_cache(r, past, new, cache_at) for past, new in ((past_key, k4), (past_value, v4)))
+    keys = _count(r, present_k, 2)  # [T]
+
+    query_at = _unsqueeze(r, positions, [1, 2, 4])  # [1 or B, 1, 1, S, 1]
+    blocked = r.op("Greater", [keys, query_at])
+    window = int(node.attr("local_window_size", -1))
+    if window > 0:  # each step sees `window` keys, itself and the window - 1 before it, as ONNX Runtime counts them
+        first = r.op("Sub", [query_at, _const(r, window - 1, np.int64)])
+        blocked = r.op("Or", [blocked, r.op("Less", [keys, first])])
+    scores = r.op("MatMul", [q5, _unsqueeze(r, r.op("Transpose", [present_k], {"perm": [0, 1, 3, 2]}), [2])])
+    softcap = float(node.attr("softcap", 0.0))
+    if softcap > 0:
+        scores = r.op("Mul", [r.op("Tanh", [r.op("Div", [scores, _const(r, softcap)])]), _const(r, softcap)])
+    scores = r.op("Add", [scores, r.op("Where", [blocked, _const(r, float(np.finfo(np.float32).min)),
+                                                 _const(r, 0.0)])])
+    if int(node.attr("smooth_softmax", 0)):  # one more logit of 0 in every row's softmax, dropped after
+        zero = r.op("Mul", [r.op("Slice", [scores, _const(r, [0], np.int64), _const(r, [1], np.int64),
+                                           _const(r, [-1], np.int64)]), _const(r, 0.0)])
+        weights = r.op("Softmax", [r.op("Concat", [zero, scores], {"axis": -1})], {"axis": -1})
+        weights = r.op("Slice", [weights, _const(r, [1], np.int64), _const(r, [np.iinfo(np.int64).max], np.int64),
+                                 _const(r, [-1], np.int64)])
+    else:
+        weights = r.op("Softmax", [scores], {"axis": -1})
+    context = r.op("MatMul", [weights, _unsqueeze(r, present_v, [2])])  # [B, N_kv, group, S, D]
+    _reshape(r, r.op("Transpose", [context], {"perm": [0, 3, 1, 2, 4]}), [0, 0, heads * size], node.outputs[0])
+    for index, value in ((1, present_k), (2, present_v)):
+        wanted = node.outputs[index] if len(node.outputs) > index else ""
+        if wanted:
+            r.op("Identity", [value], output=wanted)
+    if known is None:  # checked at run time: a Refuse guarded by the check stops a run that asks for another present
+        present_length = r.op("Gather", [r.op("Shape", [present_k]), _const(r, 2, np.int64)], {"axis": 0})
+        asked = _reshape(r, r.op("Cast", [total], {"to": onnx.TensorProto.INT64}), [1])
+        wrong = r.op("Not", [r.op("Equal", [asked, present_length])])
+        if length > 1 and past_key:  # a next prompt must start where the past ends
+            ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1, np.int64)])
+            wrong = r.op("Or", [wrong, r.op("Not", [r.op("Equal", [ends, present_length])])])
+        r.graph.run_errors.append(
+            f"node {node.name!r} (GroupQueryAttention) was compiled for a present as long as the past and the "
+            f"{length} new step(s) together; this run's total_sequence_length (or seqlens_k) asks for another (a "
+            "shared past/present buffer, or a next prompt that does not start where the past ends)")
+        r.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(r.graph.run_errors) + 1},
+                            REFUSE[0], guards=(*r.node.guards, (wrong, True))))
+
+
+def _rotate(r: Rewrite, x4: str, positions: str, caches: tuple[str, str], rotated: int, size: int,
+            interleaved: int, heads_axis: int) -> str:
+    """x4 [B, S, N, D] (heads_axis 2) or [B, N, S, D] (heads_axis 1) with the first `rotated` of each head's D
+    rotated by the cos/sin caches [max, rotated / 2] at `positions` [B or 1, S], as halves or interleaved pairs."""
+    half = rotated // 2
+    # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
+    cos, sin = (_unsqueeze(r, r.op("Gather", [c, positions], {"axis": 0}), [heads_axis]) for c in caches)
+    last = 3
+    if interleaved:
+        first, second = np.arange(0, rotated, 2), np.arange(1, rotated, 2)
+    else:
+        first, second = np.arange(half), np.arange(half, rotated)
+    x1 = r.op("Gather", [x4, _const(r, first, np.int64)], {"axis": last})
+    x2 = r.op("Gather", [x4, _const(r, second, np.int64)], {"axis": last})
+    real = r.op("Sub", [r.op("Mul", [x1, cos]), r.op("Mul", [x2, sin])])
+    imaginary = r.op("Add", [r.op("Mul", [x2, cos]), r.op("Mul", [x1, sin])])
+    if interleaved:
+        pairs = [_reshape(r, part, [0, 0, 0, half, 1]) for part in (real, imaginary)]
+        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [0, 0, 0, rotated])]
+    else:
+        parts = [real, imaginary]
+    if rotated < size:
+        parts.append(r.op("Gather", [x4, _const(r, np.arange(rotated, size), np.int64)], {"axis": last}))
+    return r.op("Concat", parts, {"axis": last})
+
+
 def _rotary(r: Rewrite, node: Node) -> None:
     """ONNX Runtime's RotaryEmbedding: x [B, S, N*D] or [B, N, S, D]; cos/sin caches [max, R/2] gathered at
     position_ids [B, S] (or from one offset [1]); the first R of each head's D rotated, as halves or interleaved."""
@@ -471,26 +678,8 @@ def _rotary(r: Rewrite, node: Node) -> None:
         positions = _unsqueeze(r, r.op("Add", [steps, positions]), [0])
     elif len(pos_shape) != 2:
         raise ContribError(f"position_ids of shape {list(pos_shape)} are not supported ([B, S] or [1])")
-    # the caches as [B or 1, S, 1, R/2] beside [B, S, N, D], or [B or 1, 1, S, R/2] beside [B, N, S, D]
-    cos, sin = (_unsqueeze(r, r.op("Gather", [c, positions], {"axis": 0}), [2 if len(shape) == 3 else 1])
-                for c in (cos_cache, sin_cache))
-    last = 3
-    if int(node.attr("interleaved", 0)):
-        first, second = np.arange(0, rotated, 2), np.arange(1, rotated, 2)
-    else:
-        first, second = np.arange(half), np.arange(half, rotated)
-    x1 = r.op("Gather", [x4, _const(r, first, np.int64)], {"axis": last})
-    x2 = r.op("Gather", [x4, _const(r, second, np.int64)], {"axis": last})
-    real = r.op("Sub", [r.op("Mul", [x1, cos]), r.op("Mul", [x2, sin])])
-    imaginary = r.op("Add", [r.op("Mul", [x2, cos]), r.op("Mul", [x1, sin])])
-    if int(node.attr("interleaved", 0)):
-        pairs = [_reshape(r, part, [0, 0, 0, half, 1]) for part in (real, imaginary)]
-        parts = [_reshape(r, r.op("Concat", pairs, {"axis": 4}), [0, 0, 0, rotated])]
-    else:
-        parts = [real, imaginary]
-    if rotated < size:
-        parts.append(r.op("Gather", [x4, _const(r, np.arange(rotated, size), np.int64)], {"axis": last}))
-    joined = r.op("Concat", parts, {"axis": last})
+    joined = _rotate(r, x4, positions, (cos_cache, sin_cache), rotated, size, int(node.attr("interleaved", 0)),
+                     2 if len(shape) == 3 else 1)
     if len(shape) == 3:
         _reshape(r, joined, [0, 0, shape[2]], node.outputs[0])
     else:
@@ -614,6 +803,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
     "BiasGelu": _bias_gelu,
     "QuickGelu": _quick_gelu,
     "BiasAdd": _bias_add,
+    "BiasSoftmax": _bias_softmax,
     "FusedMatMul": _fused_matmul,
     "FusedConv": _fused_conv,
     "FusedGemm": _fused_gemm,
@@ -623,6 +813,7 @@ _REWRITES: dict[str, Callable[[Rewrite, Node], None]] = {
     "Attention": _attention,
     "MultiHeadAttention": _multi_head_attention,
     "RotaryEmbedding": _rotary,
+    "GroupQueryAttention": _group_query_attention,
     "EmbedLayerNormalization": _embed_layer_norm,
     "MatMulNBits": _matmul_nbits,
 }

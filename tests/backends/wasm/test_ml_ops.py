@@ -181,6 +181,19 @@ def test_svm_classifier_transforms_and_layouts(classes: int, transform: str, pro
     assert_matches_ort(svm_classifier(classes, transform, probability), {"x": x})
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("probability", [True, False], ids=["probability", "decision"])
+def test_svm_linear_kernel_folds_its_vectors(classes: int, probability: bool) -> None:
+    """A LINEAR kernel's support vectors folded into one weight vector per pair while compiling (and an
+    SVMRegressor's into one): ONNX Runtime's decision values, probabilities and labels, from a sum over vectors."""
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    assert_matches_ort(svm_classifier(classes, probability=probability, kernel_type="LINEAR"), {"x": x})
+    regressor = ml_model("SVMRegressor", {"x": x}, {"y": (TensorProto.FLOAT, [20, 1])}, kernel_type="LINEAR",
+                         support_vectors=rng.normal(size=5 * 4).tolist(), n_supports=5,
+                         kernel_params=[0.1, 0.0, 3.0], coefficients=rng.normal(size=5).tolist(), rho=[0.4])
+    assert_matches_ort(regressor, {"x": x})
+
+
 def test_svm_classifier_int64_input() -> None:
     model = svm_classifier(3, probability=True)
     model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
@@ -764,6 +777,29 @@ def test_linear_classifier(classes: int, labels: list[int], transform: str, dtyp
     # PROBIT's closed-form erfinv takes log((1 - y)(1 + y)), which cancels near p = 0.5: there the
     # module's float32 log and ONNX Runtime's differ by up to 2e-5 (each ~1e-5 from the exact value)
     assert_matches_ort(model, {"x": x}, max_batch=len(x), atol=2e-5 if transform == "PROBIT" else 1e-5)
+
+
+@pytest.mark.parametrize("features", [3, 8, 31])
+@pytest.mark.parametrize("classes", [2, 16, 17])
+@pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX"])
+def test_linear_classifier_row_dots(features: int, classes: int, transform: str) -> None:
+    """The per-row dot products (up to 16 classes; 17 take the GEMM): no whole group of four features, no
+    leftover ones, both; 7 rows, so the scores transformed four lanes at a time end in a partial vector. A NaN
+    in a row's last feature, or its first, stays in that row, as in ONNX Runtime's."""
+    x = rng.normal(size=(7, features)).astype(np.float32)
+    x[2, -1] = np.nan
+    x[5, 0] = np.nan
+    model = ml_model("LinearClassifier", {"x": x},
+                     {"label": (TensorProto.INT64, [7]), "scores": (TensorProto.FLOAT, [7, classes])},
+                     coefficients=rng.normal(size=classes * features).tolist(),
+                     intercepts=rng.normal(size=classes).tolist(), classlabels_ints=list(range(10, 10 + classes)),
+                     post_transform=transform)
+    want = ort_run(model, {"x": x})
+    got = wasm_run(model, {"x": x})
+    finite = np.isfinite(x).all(axis=1)
+    np.testing.assert_array_equal(got[0][finite], want[0][finite])  # a NaN row's label is ONNX Runtime's own pick
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    assert np.isnan(got[1][~finite]).all() and not np.isnan(got[1][finite]).any()
 
 
 @pytest.mark.parametrize("targets,intercepts", [(1, True), (3, True), (3, False)])

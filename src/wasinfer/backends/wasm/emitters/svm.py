@@ -1,14 +1,17 @@
 """ai.onnx.ml SVMClassifier and SVMRegressor: what scikit-learn's SVC, NuSVC, SVR, NuSVR and
 OneClassSVM become through skl2onnx.
 
-Both ops first compute one kernel value per support vector for each row (LINEAR, POLY and
-SIGMOID as one GEMM against the support vectors, RBF as squared distances), then combine the
-kernel values with the dual coefficients. The classifier's one-vs-one decision values are a
-second GEMM: the coefficient of each support vector for each pair of classes is a constant
-[vectors, pairs] matrix (zero where the vector belongs to neither class), so the pairwise sums
-libsvm loops over become one product. Each row's pairs then vote for a class, and with Platt's
-prob_a/prob_b the pairwise probabilities are coupled into class probabilities by libsvm's
-iterative method (Wu, Lin and Weng 2004), in float32 and in ONNX Runtime's order of operations.
+Both ops first compute one kernel value per support vector for each row (POLY and SIGMOID as
+one GEMM against the support vectors, RBF as squared distances), then combine the kernel values
+with the dual coefficients. A LINEAR kernel's sum of coefficient * (x . vector) is x . (the sum of
+coefficient * vector), so its vectors are folded while compiling into one weight vector per output
+and each row takes a few dot products (ml.py's `linear_products`), not one per vector. The
+classifier's one-vs-one decision values are otherwise a second GEMM: the coefficient of each
+support vector for each pair of classes is a constant [vectors, pairs] matrix (zero where the
+vector belongs to neither class), so the pairwise sums libsvm loops over become one product.
+Each row's pairs then vote for a class, and with Platt's prob_a/prob_b the pairwise probabilities
+are coupled into class probabilities by libsvm's iterative method (Wu, Lin and Weng 2004), in
+float32 and in ONNX Runtime's order of operations.
 
 ONNX Runtime's CPU kernels are the parity reference, so their layouts are kept: without
 probabilities a binary classifier writes [-d, d] under NONE, [logistic(-d), logistic(d)] under
@@ -27,6 +30,7 @@ from wasinfer.backends.wasm.emitters.ml import (
     check_output,
     check_transform,
     float_input,
+    linear_products,
     logistic,
     transform_row,
 )
@@ -212,6 +216,15 @@ def _pair_coefficients(node: Node) -> np.ndarray:
     return table
 
 
+def _folded(node: Node, coefficients: np.ndarray) -> np.ndarray:
+    """[outputs, features]: a LINEAR kernel's sum over support vectors of coefficient * (x . vector) is x . (the
+    sum of coefficient * vector), so the vectors fold into one weight vector per output while compiling (in
+    float64, then rounded once): one dot product per row and output instead of one per vector (a linear SVC
+    fitted on breast_cancer keeps dozens). `coefficients` is [vectors, outputs]."""
+    support = np.asarray(node.attr("support_vectors"), dtype=np.float64).reshape(svm_vectors(node), -1)
+    return np.ascontiguousarray((coefficients.astype(np.float64).T @ support).astype(np.float32))
+
+
 @kernel("SVMClassifier", domain=ML, check=_check_svm_classifier, scratch=svm_scratch)
 def emit_svm_classifier(ctx: Ctx, node: Node) -> None:
     """Kernel values, pairwise decision values (a GEMM), then per row the votes, the label and the scores."""
@@ -223,10 +236,15 @@ def emit_svm_classifier(ctx: Ctx, node: Node) -> None:
     kernels = ctx.scratch_addr + float_scratch(node, ctx.graph)
     decisions = kernels + n * vectors * 4
     votes = decisions + n * len(pairs) * 4
-    _emit_kernel_values(ctx, node, x, kernels)
     rho = np.asarray(node.attr("rho")[:len(pairs)], dtype=np.float32)
-    emit_gemm(ctx, n, len(pairs), vectors, Operand(kernels, vectors, 1), _pair_coefficients(node),
-              Operand(decisions, len(pairs), 1), Operand(ctx.data(rho), 0, 1))
+    coefficients = _pair_coefficients(node)  # [vectors, pairs]
+    if node.attr("kernel_type", "LINEAR") == "LINEAR":  # each pair's vectors folded into one weight vector
+        linear_products(ctx, n, feature_rows(ctx.graph, node.inputs[0])[1], x, _folded(node, coefficients), rho,
+                        decisions)
+    else:
+        _emit_kernel_values(ctx, node, x, kernels)  # the GEMM sums the vectors in order, as ONNX Runtime does
+        emit_gemm(ctx, n, len(pairs), vectors, Operand(kernels, vectors, 1), coefficients,
+                  Operand(decisions, len(pairs), 1), Operand(ctx.data(rho), 0, 1))
     # (i, j) of each pair as byte offsets into the votes, then into the C x C probability matrix
     pair_table = ctx.data(np.asarray([(4 * i, 4 * j, 4 * (i * classes + j), 4 * (j * classes + i))
                                       for i, j in pairs], dtype=np.int32))
@@ -439,15 +457,19 @@ def emit_svm_regressor(ctx: Ctx, node: Node) -> None:
     vectors = svm_vectors(node)
     coefficients = np.asarray(node.attr("coefficients"), dtype=np.float32).reshape(-1, 1)
     rho = float(node.attr("rho")[0])
-    bias = Operand(ctx.data(np.asarray([rho], np.float32)), 0, 1) if rho != 0 else None
+    bias = np.asarray([rho], np.float32) if rho != 0 else None
     out = ctx.addr(node.outputs[0])
-    if vectors:
+    x = float_input(ctx, node)
+    if vectors and node.attr("kernel_type", "LINEAR") == "LINEAR":
+        linear_products(ctx, n, features, x, _folded(node, coefficients), bias, out)
+    elif vectors:  # the kernel values' sum cancels (an SVR's terms are far larger than its result): the GEMM
+        # sums them in order, as ONNX Runtime does, where dot products four lanes apart would round differently
         kernels = ctx.scratch_addr + float_scratch(node, ctx.graph)
-        _emit_kernel_values(ctx, node, float_input(ctx, node), kernels)
-        emit_gemm(ctx, n, 1, vectors, Operand(kernels, vectors, 1), coefficients, Operand(out, 1, 1), bias)
+        _emit_kernel_values(ctx, node, x, kernels)
+        emit_gemm(ctx, n, 1, vectors, Operand(kernels, vectors, 1), coefficients, Operand(out, 1, 1),
+                  Operand(ctx.data(bias), 0, 1) if bias is not None else None)
     else:
-        emit_gemm(ctx, n, 1, features, Operand(float_input(ctx, node), features, 1), coefficients,
-                  Operand(out, 1, 1), bias)
+        linear_products(ctx, n, features, x, coefficients.T, bias, out)
     if int(node.attr("one_class", 0)):
         map_f32(ctx, out, out, n, lambda: f.f32x4_const(0.0).op("f32x4.gt").f32x4_const(2.0).op("v128.and")
                 .f32x4_const(-1.0).op("f32x4.add"))
