@@ -533,7 +533,10 @@ def render(cases: list[Case], results: dict[str, Result], elapsed: float, jobs: 
         lines += ["## Node cases of other ops that fail (rather than being declined)", "",
                   "An op without a kernel should be declined with a reason; these crash or compute a wrong result",
                   "instead (frontend, pass or runtime bugs, not kernel bugs).", ""]
-        lines += [f"- `{r.key.split('/', 1)[1]}` — {r.reason}" for r in failing_others]
+        for r in failing_others:
+            name = r.key.split("/", 1)[1]
+            known = f" ({EXPECTED_OUTPUT_NOISE[name]})" if name in EXPECTED_OUTPUT_NOISE else ""
+            lines.append(f"- `{name}` — {r.reason}{known}")
         lines.append("")
     rest = [op for op in others if op not in passing_others]
     if rest:
@@ -541,6 +544,15 @@ def render(cases: list[Case], results: dict[str, Result], elapsed: float, jobs: 
                   ", ".join(f"{op or '?'} ({len(ops[op][0]) + len(ops[op][1])})" for op in rest), ""]
     lines += render_models(cases, results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+# Failing cases whose expected output, not wasinfer's, is off: what is known about it, printed beside the failure
+# (the case still counts as failed).
+_IFFT_NOISE = ("the case's expected output is numpy 2's ifft of complex64 data, computed in float32: where the "
+               "true result is 0 it holds 1.9e-7 of rounding noise, over the case's atol of 1e-7; wasinfer's output "
+               "is within float32 rounding of the float64 ifft everywhere (tests/passes/test_spectral.py), and ONNX "
+               "Runtime misses the same expected output by 1.9e-5")
+EXPECTED_OUTPUT_NOISE = {"test_dft_inverse": _IFFT_NOISE, "test_dft_inverse_opset19": _IFFT_NOISE}
 
 
 def render_models(cases: list[Case], results: dict[str, Result]) -> list[str]:
