@@ -105,7 +105,9 @@ def test_gemm_columns_outer(monkeypatch: pytest.MonkeyPatch, op: str, m: int, k:
         nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=int(op == "Gemm-transA"), transB=1,
                                   alpha=0.5, beta=2.0), helper.make_node("Tanh", ["g"], ["y"])]
         model = graph_model(nodes, {"a": a}, ["y"], {"b": rand(n, k), "c": rand(n)})
-    assert_matches_ort(model, {"a": a}, rtol=1e-4, atol=2e-5)
+    # sums of K products of N(0, 1) values, added in another order than ONNX Runtime's: their rounding grows as
+    # sqrt(K) (K = 1030: a value near 0 once missed 2e-5 by 0.9e-5, with the module's rng drawn in another order)
+    assert_matches_ort(model, {"a": a}, rtol=1e-4, atol=2e-5 * max(1.0, (k / 64) ** 0.5))
 
 
 @pytest.mark.parametrize("m", [1, 2, 3])
