@@ -243,10 +243,12 @@ def test_strided_transformed_weights_sum_over_channels_and_repeat_tap_1() -> Non
 
 
 @pytest.mark.parametrize("window_,channels,groups,applies", [
-    (strided_window(26, 26), 16, 1, True),  # 13 x 13 outputs: one group of 16 columns, 13 kept
-    (strided_window(24, 24), 16, 1, True),  # 12 outputs: a third more computed than kept, the limit
-    (strided_window(22, 22), 16, 1, False),  # 11 outputs: more than a third wasted
-    (strided_window(40, 40), 16, 1, False),  # 20 outputs: two groups for 20
+    (strided_window(66, 26), 16, 1, True),  # 33 x 13 outputs: 9 tile rows of one group of 16 columns, 13 kept
+    (strided_window(80, 24), 16, 1, True),  # 12 outputs a row: a third more computed than kept, the limit
+    (strided_window(80, 22), 16, 1, False),  # 11 outputs a row: more than a third wasted
+    (strided_window(80, 40), 16, 1, False),  # 20 outputs a row: two groups for 20
+    (strided_window(26, 26), 192, 1, False),  # 13 x 13 outputs: 16 tiles, too few for U's 4x weights
+    (strided_window(52, 52), 96, 1, True),  # 26 x 26: 56 tiles
     (strided_window(208, 208), 24, 1, True),
     (strided_window(208, 208), 3, 1, False),  # a 3-channel stem: transforms cost more than they save
     (strided_window(52, 52), 16, 2, False),  # grouped

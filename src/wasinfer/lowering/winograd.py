@@ -41,6 +41,10 @@ STRIDED_CHUNK_BYTES = 2**19
 # Fewer input channels leave the stride-2 plan's transforms (81 values in and out per tile and channel) costing more
 # than the products they save: 3-channel stems (orientation, ppocr_det, ppocr_cls) measured 2-4% slower whole.
 MIN_STRIDED_CHANNELS = 16
+# Tiles (GEMM columns) per sample below which a stride-2 plan's transformed weights, 4x the conv's, are read for too
+# few columns: ddddocr_det's 13 x 13-output convs (16 tiles; 384 x 192 x 36 floats of U, 10.6 MB) measured 0.8-0.9x
+# im2col alone but nothing in the whole model, where U comes from memory rather than cache, and 12 MB more module.
+MIN_STRIDED_TILES = 32
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -210,12 +214,15 @@ def fits_4x4(win: Window) -> bool:
 
 
 def fits_strided(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
-    """3x3, stride 2, undilated, one group, constant weights, enough channels, at least 4 output rows and rows
-    that rounding up to groups of 16 outputs grows by at most a third (13 outputs and up)."""
-    return (win.rank == 2 and win.kernel == (3, 3) and win.strides == (2, 2) and win.dilations == (1, 1)
+    """3x3, stride 2, undilated, one group, constant weights, enough channels, rows that rounding up to groups of
+    16 outputs grows by at most a third (12 outputs and up) and enough tiles of 4x4 outputs."""
+    if not (win.rank == 2 and win.kernel == (3, 3) and win.strides == (2, 2) and win.dilations == (1, 1)
             and groups == 1 and constant_weights and channels >= MIN_STRIDED_CHANNELS
-            and out_channels >= MIN_OUT_CHANNELS
-            and 3 * 16 * -(-win.out_dims[1] // 16) <= 4 * win.out_dims[1] and win.out_dims[0] >= 4)
+            and out_channels >= MIN_OUT_CHANNELS):
+        return False
+    groups_of_16 = -(-win.out_dims[1] // 16)
+    return 3 * 16 * groups_of_16 <= 4 * win.out_dims[1] and -(-win.out_dims[0] // 4) * 4 * groups_of_16 >= \
+        MIN_STRIDED_TILES
 
 
 def winograd_44_plan(win: Window, channels: int, out_channels: int) -> Winograd44Plan:
@@ -469,7 +476,8 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
                           pre, chunk)
 
 
-__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_STRIDED_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D",
+__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_STRIDED_CHANNELS", "MIN_STRIDED_TILES",
+           "MIN_TILE_COLUMNS", "POINTS_1D",
            "STRIDED_CHUNK_BYTES", "STRIDED_POINTS", "TILE_1D", "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan",
            "WinogradPlan", "conv_axis", "fits", "fits_1d", "fits_4x4", "fits_strided", "strided_matrices",
            "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d", "winograd_1d_plan",

@@ -660,10 +660,10 @@ def test_a_batch_of_samples_with_few_positions_each_runs_as_one_gemm(x_shape: tu
 
 
 STRIDED_CASES = [
-    ((1, 16, 26, 26), (8, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # 13x13: a last tile row of 1
-    ((1, 17, 21, 49), (6, 17, 3, 3), {"pads": [0, 1, 1, 0], "strides": [2, 2]}),  # odd sizes, asymmetric: 10 x 24
+    ((1, 16, 66, 26), (8, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # 33 x 13: a last tile row of 1
+    ((1, 17, 33, 49), (6, 17, 3, 3), {"pads": [0, 1, 1, 0], "strides": [2, 2]}),  # odd sizes, asymmetric: 16 x 24
     ((1, 16, 34, 50), (5, 16, 3, 3), {"strides": [2, 2]}),  # unpadded: the last input row and column read by no patch
-    ((2, 16, 16, 32), (4, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # batch of two, 8 x 16
+    ((2, 16, 64, 32), (4, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # batch of two, 32 x 16
     ((1, 16, 24, 46), (6, 16, 3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 2]}),  # padding beyond one
     ((1, 16, 26, 48), (7, 16, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),  # pads (0, 1): 13 x 24
 ]

@@ -23,6 +23,10 @@ Rows of at least 16 outputs run as F(4x4, 3x3) (`emit_winograd_44`): 6x6 patches
 multiplies per output instead of F(2x2, 3x3)'s 4, the input de-interleaved by column phase so a patch
 element of 4 tiles is one v128 load. Its B^T holds small integers (4, 5) and G the fractions (applied
 to the weights in float64), which puts results about 1e-5 of the largest output from the direct sum.
+A 3x3 stride-2 conv runs on the same emitter with 9x9 patches 8 inputs apart (8 column phases, 81 GEMMs):
+along each axis the even inputs go through F(4, 2) with taps 0 and 2, the odd ones straight to tap 1's
+points (lowering/winograd.py `strided_matrices`); those rows of B^T copy an input row, so the input
+transform loads such a row where it stores it instead of holding it through the column pass.
 
 When a conv qualifies, its tiles and chunks, the scratch layout and the transformed weights are
 planned in lowering/winograd.py; this module renders that plan.
@@ -506,11 +510,12 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
 def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winograd44Plan) -> None:
     """F(4x4, 3x3) (lowering/winograd.py `Winograd44Plan`), per sample:
 
-    1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase),
-       so that patch element (a, b) of a group of 4 tiles is one v128 load;
+    1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase;
+       stride 8 at a conv stride of 2), so that patch element (a, b) of a group of 4 tiles is one v128 load;
     then per chunk of tile rows:
-    2. input transform, V[6i + j, c, t] = (B^T d B)[i, j], 4 tiles per v128 (B^T's entries are small integers);
-    3. the 36 GEMMs, M[xi] = U[xi] @ V[xi], in a run-time loop over xi;
+    2. input transform, V[alpha i + j, c, t] = (B^T d B)[i, j], 4 tiles per v128 (B^T's entries are small
+       integers), a column of patches at a time;
+    3. the 36 (81) GEMMs, M[xi] = U[xi] @ V[xi], in a run-time loop over xi;
     4. per output channel, tile row and group: (A^T m A) + bias and the fused activation, 4x4 outputs of 4 tiles;
        each output row's 4 v128s transposed into 16 consecutive outputs, stored into Y. A last tile row stores
        only the rows that exist and a last group, when fewer of its columns exist, goes through R and a short
