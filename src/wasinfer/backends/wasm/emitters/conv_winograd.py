@@ -554,13 +554,23 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
                 def load(a: int, b: int) -> None:
                     f.get(src).mem("v128.load", offset=4 * ((step * a + b % step) * span + b // step)).set(d[a][b])
 
-                for b in range(alpha):  # t = B^T d, column by column as each column is loaded (fewer live vectors)
-                    for a in sorted({int(a) for i in range(alpha) if i not in copied for a in np.flatnonzero(bt[i])}):
-                        load(a, b)
+                if plan.stride == 1:  # every element loaded, then t = B^T d (the order measured fastest here)
+                    for a in range(alpha):
+                        for b in range(alpha):
+                            load(a, b)
                     for i in range(alpha):
-                        if i not in copied:
+                        for b in range(alpha):
                             _combine(ctx, bt[i], [d[a][b] for a in range(alpha)])
                             f.set(t[i][b])
+                else:  # t = B^T d column by column as each column is loaded: 81 values would not stay in registers
+                    needed = sorted({int(a) for i in range(alpha) if i not in copied for a in np.flatnonzero(bt[i])})
+                    for b in range(alpha):
+                        for a in needed:
+                            load(a, b)
+                        for i in range(alpha):
+                            if i not in copied:
+                                _combine(ctx, bt[i], [d[a][b] for a in range(alpha)])
+                                f.set(t[i][b])
                 for i in range(alpha):  # V = t B, row by row; a row of B^T that copies an input row loads it here
                     if i in copied:
                         for b in range(alpha):
@@ -612,12 +622,25 @@ def _output_tiles_44(ctx: Ctx, node: Node, plan: Winograd44Plan, at: np.ndarray,
     """out[j][k] = (A^T M A)[j, k] + bias, activated, for the 4 tiles whose M columns `src` points at."""
     f = ctx.f
     alpha = plan.alpha
-    for b in range(alpha):  # s = A^T M, column by column as each column is loaded (fewer live vectors)
+
+    def load(a: int, b: int) -> None:
+        f.get(src).mem("v128.load", offset=4 * (alpha * a + b) * plan.out_channels * columns).set(m[a][b])
+
+    if plan.stride == 1:  # all of M's 36 values loaded first (measured 1-2% faster on ppocr_det than by column)
         for a in range(alpha):
-            f.get(src).mem("v128.load", offset=4 * (alpha * a + b) * plan.out_channels * columns).set(m[a][b])
+            for b in range(alpha):
+                load(a, b)
         for j in range(4):
-            _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
-            f.set(s[j][b])
+            for b in range(alpha):
+                _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
+                f.set(s[j][b])
+    else:  # stride 2's 81: s = A^T M a column at a time
+        for b in range(alpha):
+            for a in range(alpha):
+                load(a, b)
+            for j in range(4):
+                _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
+                f.set(s[j][b])
     for j in range(4):
         for k in range(4):
             _combine(ctx, at[k], s[j])
