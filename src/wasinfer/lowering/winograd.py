@@ -36,7 +36,7 @@ MIN_OUT_CHANNELS = 4
 MIN_TILE_COLUMNS = 4  # a tile row needs one whole group of 4 tiles
 CHUNK_BYTES = 2**21  # transformed input and output of one chunk of tile rows
 # A stride-2 plan's chunks: its 81 products per tile make 2.25x the V and M of F(4x4, 3x3); chunks within L2-sized
-# budgets measured 5-10% faster than within CHUNK_BYTES on ddddocr_det's 48 -> 96 and 96 -> 192 channel convs.
+# budgets measured 4-7% faster than within CHUNK_BYTES on ddddocr_det's 48 -> 96 and 96 -> 192 channel convs.
 STRIDED_CHUNK_BYTES = 2**19
 # Fewer input channels leave the stride-2 plan's transforms (81 values in and out per tile and channel) costing more
 # than the products they save: 3-channel stems (orientation, ppocr_det, ppocr_cls) measured 2-4% slower whole.
