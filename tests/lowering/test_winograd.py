@@ -199,3 +199,78 @@ def test_44_runs_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, 
             for r in range(count)]
     assert rows == list(range(plan.tile_rows))
     assert 4 * plan.phase_length >= 16 * plan.groups + 2  # a last group's patches read 16 * groups + 2 columns
+
+
+# ---- F(4x4, 3x3) at stride 2: even inputs through F(4, 2), odd ones through the middle tap
+
+def strided_window(in_h: int, in_w: int, pads: tuple[int, int, int, int] = (1, 1, 1, 1)) -> Window:
+    out_h, out_w = (in_h + pads[0] + pads[2] - 3) // 2 + 1, (in_w + pads[1] + pads[3] - 3) // 2 + 1
+    return Window((in_h, in_w), (out_h, out_w), (3, 3), (2, 2), (1, 1), pads[:2], pads[2:])
+
+
+def test_strided_matrices_give_the_stride_2_correlation() -> None:
+    """A^T [(G g G^T) . (B^T d B)] A is the 4x4 stride-2 correlation of a 9x9 patch d with a 3x3 kernel g, and
+    B^T (applied at run time) holds small integers, exact in float32."""
+    at, g, bt = winograd.strided_matrices()
+    assert at.shape == (4, 9) and g.shape == (9, 3) and bt.shape == (9, 9)
+    assert np.array_equal(bt, np.round(bt)) and np.abs(bt).max() <= 3
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        w, d = rng.standard_normal((3, 3)), rng.standard_normal((9, 9))
+        direct = np.array([[(w * d[2 * i:2 * i + 3, 2 * j:2 * j + 3]).sum() for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_strided_transformed_weights_sum_over_channels_and_repeat_tap_1() -> None:
+    """The plan's 81 packed U[xi] give the direct stride-2 conv summed over channels; only 36 of them differ (the
+    middle tap's rows and columns repeat), which is all a module stores."""
+    rng = np.random.default_rng(4)
+    out_channels, channels = 5, 16
+    plan = winograd.winograd_44_plan(strided_window(32, 32), channels, out_channels)
+    assert plan.stride == 2 and plan.points == 81 and (plan.alpha, plan.step) == (9, 8)
+    g = rng.standard_normal((out_channels, channels, 3, 3)).astype(np.float32)
+    d = rng.standard_normal((channels, 9, 9))
+    packed = plan.transformed_weights(g)
+    assert packed.shape == (81, -(-out_channels // PANEL), channels, PANEL)
+    assert len({u.tobytes() for u in packed}) == 36
+    u = packed.transpose(0, 1, 3, 2).reshape(81, -1, channels)[:, :out_channels]
+    at, _, bt = plan.matrices()
+    for m in range(out_channels):
+        got = sum(at @ (u[:, m, c].reshape(9, 9) * (bt @ d[c] @ bt.T)) @ at.T for c in range(channels))
+        direct = np.array([[sum((g[m, c] * d[c, 2 * i:2 * i + 3, 2 * j:2 * j + 3]).sum() for c in range(channels))
+                            for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window_,channels,groups,applies", [
+    (strided_window(66, 26), 16, 1, True),  # 33 x 13 outputs: 9 tile rows of one group of 16 columns, 13 kept
+    (strided_window(80, 24), 16, 1, True),  # 12 outputs a row: a third more computed than kept, the limit
+    (strided_window(80, 22), 16, 1, False),  # 11 outputs a row: more than a third wasted
+    (strided_window(80, 40), 16, 1, False),  # 20 outputs a row: two groups for 20
+    (strided_window(26, 26), 192, 1, False),  # 13 x 13 outputs: 16 tiles, too few for U's 4x weights
+    (strided_window(52, 52), 96, 1, True),  # 26 x 26: 56 tiles
+    (strided_window(208, 208), 24, 1, True),
+    (strided_window(208, 208), 3, 1, False),  # a 3-channel stem: transforms cost more than they save
+    (strided_window(52, 52), 16, 2, False),  # grouped
+    (strided_window(6, 52), 16, 1, False),  # 3 output rows
+    (Window((52, 52), (26, 52), (3, 3), (2, 1), (1, 1), (1, 1), (1, 1)), 16, 1, False),  # stride (2, 1)
+    (Window((52, 52), (25, 25), (3, 3), (2, 2), (2, 2), (1, 1), (1, 1)), 16, 1, False),  # dilated
+])
+def test_where_the_stride_2_plan_applies(window_: Window, channels: int, groups: int, applies: bool) -> None:
+    assert winograd.fits_strided(window_, channels, 32, groups, True) == applies
+    assert not winograd.fits_strided(window_, channels, 32, groups, False)  # run-time weights: never
+
+
+@pytest.mark.parametrize("in_h,in_w,channels,out_channels", [(208, 208, 24, 48), (26, 26, 192, 384), (34, 50, 16, 8)])
+def test_strided_runs_cover_every_tile_row_within_the_budget(in_h: int, in_w: int, channels: int,
+                                                             out_channels: int) -> None:
+    win = strided_window(in_h, in_w, (0, 0, 0, 0))
+    plan = winograd.winograd_44_plan(win, channels, out_channels)
+    assert plan.chunk_rows == 1 or 4 * 81 * (channels + out_channels) * plan.chunk_columns <= \
+        winograd.STRIDED_CHUNK_BYTES
+    rows = [first + chunk * count + r for first, count, repeat in plan.runs() for chunk in range(repeat)
+            for r in range(count)]
+    assert rows == list(range(plan.tile_rows))
+    # every patch reads inside P: 9 rows from 8 * tile row, 9 columns from 8 * tile (8 phases of phase_length)
+    assert plan.padded_rows == 8 * (plan.tile_rows - 1) + 9
+    assert 8 * plan.phase_length >= 8 * (4 * plan.groups - 1) + 9

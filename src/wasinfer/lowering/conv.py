@@ -7,7 +7,8 @@ GEMM reads it from cache; tiles that read no padding along that axis form runs t
 copy of the code (`ConvPlan.tiles`). A 1x1, stride-1, unpadded conv needs no buffer (`direct`);
 a depthwise conv (one input channel per group) has too little reuse for a GEMM and runs as a
 weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
-uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), and one along a single axis
+uncompressed weights and enough channels runs as Winograd F(2x2, 3x3) (a 3x3 stride-2 one as F(4x4, 3x3) over
+its even and odd inputs, `Winograd44Plan(stride=2)`), and one along a single axis
 with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
 (`winograd_1d`; both in lowering/winograd.py). A 1-D conv whose constant filters are a window times the
 DFT's cosines and sines (a spectrogram) runs as FFTs (`stft`, lowering/dft.py). A batch whose samples have
@@ -35,6 +36,7 @@ from wasinfer.lowering.winograd import (
     fits,
     fits_1d,
     fits_4x4,
+    fits_strided,
     winograd_1d_plan,
     winograd_44_plan,
     winograd_plan,
@@ -56,7 +58,7 @@ class ConvPlan:
     groups: int
     window: Window
     tile_rows: int  # output rows (spatial axis 0) per column-buffer tile
-    winograd: bool = False  # 3x3 stride 1 with constant weights: lowering/winograd.py
+    winograd: bool = False  # 3x3 stride 1 or 2 with constant weights: lowering/winograd.py
     winograd_1d: bool = False  # along one axis, kernel 3 or 5, stride 1, constant weights: F(4, r)
     stft: StftPlan | None = None  # filters that are a windowed DFT: FFTs instead (lowering/dft.py)
     # every sample's columns in one buffer and one GEMM, its product then put in [batch, M, positions] order
@@ -99,8 +101,9 @@ class ConvPlan:
         return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
 
     def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
-        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs, else F(2x2, 3x3)."""
-        if fits_4x4(self.window):
+        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs (at stride 2 always), else
+        F(2x2, 3x3)."""
+        if self.window.strides != (1, 1) or fits_4x4(self.window):
             return winograd_44_plan(self.window, self.channels, self.out_channels)
         return winograd_plan(self.window, self.channels, self.out_channels)
 
@@ -137,7 +140,8 @@ def conv_plan(node: Node, graph: Graph) -> ConvPlan:
     # Winograd's transformed weights are float32: not for weights stored compressed (int8 / fp16)
     transformable = node.inputs[1] not in graph.compressed and node.inputs[1] in graph.constants
     plan = ConvPlan(x_shape[0], x_shape[1], w_shape[0], groups, win, win.out_dims[0],
-                    transformable and fits(win, x_shape[1], w_shape[0], groups, True),
+                    transformable and (fits(win, x_shape[1], w_shape[0], groups, True)
+                                       or fits_strided(win, x_shape[1], w_shape[0], groups, True)),
                     transformable and fits_1d(win, x_shape[1], w_shape[0], groups, True))
     if transformable and len(win.in_dims) == 1:
         plan = replace(plan, stft=stft_plan(tuple(x_shape), graph.constants[node.inputs[1]], win.strides,

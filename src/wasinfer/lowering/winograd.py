@@ -11,6 +11,11 @@ Rows of at least 16 outputs run as F(4x4, 3x3) instead (`Winograd44Plan`, 36 GEM
 multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores), and
 convolutions along one axis as F(4, 3) / F(4, 5)
 (`Winograd1dPlan`, `WinogradAxisPlan`); their transforms come from `toom_cook`.
+
+A 3x3 stride-2 conv runs on the same plan with `stride=2` (`strided_matrices`): along each axis its 4
+outputs read 9 inputs, the even ones through the kernel's taps 0 and 2 (F(4, 2): 5 products) and the odd
+ones through tap 1 (4 products), so a tile is 9 x 9 = 81 products per channel where im2col makes 16 x 9 =
+144. Of its 81 transformed weight matrices only 36 differ (tap 1's rows repeat), which the module stores.
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ MIN_CHANNELS = 2
 MIN_OUT_CHANNELS = 4
 MIN_TILE_COLUMNS = 4  # a tile row needs one whole group of 4 tiles
 CHUNK_BYTES = 2**21  # transformed input and output of one chunk of tile rows
+# A stride-2 plan's chunks: its 81 products per tile make 2.25x the V and M of F(4x4, 3x3); chunks within L2-sized
+# budgets measured 4-7% faster than within CHUNK_BYTES on ddddocr_det's 48 -> 96 and 96 -> 192 channel convs.
+STRIDED_CHUNK_BYTES = 2**19
+# Fewer input channels leave the stride-2 plan's transforms (81 values in and out per tile and channel) costing more
+# than the products they save: 3-channel stems (orientation, ppocr_det, ppocr_cls) measured 2-4% slower whole.
+MIN_STRIDED_CHANNELS = 16
+# Tiles (GEMM columns) per sample below which a stride-2 plan's transformed weights, 4x the conv's, are read for too
+# few columns: ddddocr_det's 13 x 13-output convs (16 tiles; 384 x 192 x 36 floats of U, 10.6 MB) measured 0.8-0.9x
+# im2col alone but nothing in the whole model, where U comes from memory rather than cache, and 12 MB more module.
+MIN_STRIDED_TILES = 32
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -91,14 +106,31 @@ def winograd_plan(win: Window, channels: int, out_channels: int) -> WinogradPlan
 class Winograd44Plan:
     """F(4x4, 3x3) (Lavin & Gray's F(2x2, 3x3) with tiles of 4x4 outputs from 6x6 inputs: 36 multiplies per 16
     outputs instead of 16 per 4), per sample. Tile columns are rounded up to groups of 4 (one tile per lane). P
-    [C, padded rows, 4, phase_length] holds the zero-padded input de-interleaved by column phase (padded[4j + p]
-    at [p, j]), so element (a, b) of a group's 4 patches is one v128 load; V [36, C, chunk] and M [36, M, chunk]
-    hold one chunk of tile rows; R is one row of a last group's 16 outputs."""
+    [C, padded rows, step, phase_length] holds the zero-padded input de-interleaved by column phase
+    (padded[step * j + p] at [p, j]), so element (a, b) of a group's 4 patches is one v128 load; V [alpha^2, C,
+    chunk] and M [alpha^2, M, chunk] hold one chunk of tile rows; R is one row of a last group's 16 outputs.
+    With `stride` 2, tiles are 9x9 patches 8 inputs apart (`strided_matrices`)."""
 
     channels: int
     out_channels: int
     out_dims: tuple[int, int]
     chunk_rows: int  # tile rows per chunk
+    stride: int = 1
+
+    @property
+    def step(self) -> int:
+        """Input rows (and columns) from one tile to the next: the column phases of P."""
+        return 4 * self.stride
+
+    @property
+    def alpha(self) -> int:
+        """Patch side: 6 inputs for 4 outputs at stride 1, 9 at stride 2."""
+        return 6 if self.stride == 1 else 9
+
+    @property
+    def points(self) -> int:
+        """Transform points, one GEMM each."""
+        return self.alpha * self.alpha
 
     @property
     def tile_rows(self) -> int:
@@ -119,15 +151,15 @@ class Winograd44Plan:
 
     @property
     def padded_rows(self) -> int:
-        return 4 * self.tile_rows + 2
+        return self.step * (self.tile_rows - 1) + self.alpha
 
     @property
     def phase_length(self) -> int:
-        return 4 * self.groups + 1
+        return 4 * self.groups + (self.alpha - 1) // self.step
 
     @property
     def v_offset(self) -> int:
-        return 4 * self.channels * self.padded_rows * 4 * self.phase_length
+        return 4 * self.channels * self.padded_rows * self.step * self.phase_length
 
     @property
     def chunk_columns(self) -> int:
@@ -136,11 +168,11 @@ class Winograd44Plan:
 
     @property
     def m_offset(self) -> int:
-        return self.v_offset + 4 * 36 * self.channels * self.chunk_columns
+        return self.v_offset + 4 * self.points * self.channels * self.chunk_columns
 
     @property
     def r_offset(self) -> int:
-        return self.m_offset + 4 * 36 * self.out_channels * self.chunk_columns
+        return self.m_offset + 4 * self.points * self.out_channels * self.chunk_columns
 
     @property
     def scratch_bytes(self) -> int:
@@ -152,15 +184,27 @@ class Winograd44Plan:
         runs = [(0, self.chunk_rows, whole)] if whole else []
         return [*runs, (whole * self.chunk_rows, rest, 1)] if rest else runs
 
-    @staticmethod
-    def matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return toom_cook(4, 3, POINTS_1D[3])
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return toom_cook(4, 3, POINTS_1D[3]) if self.stride == 1 else strided_matrices()
 
     def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
-        """U[6i + j] = (G g G^T)[i, j], each [M, C] in the GEMM's panels, stacked."""
+        """U[alpha i + j] = (G g G^T)[i, j], each [M, C] in the GEMM's panels, stacked."""
         g = self.matrices()[1]
         u = np.einsum("ia,mcab,jb->ijmc", g, weights.astype(np.float64), g).astype(np.float32)
-        return np.stack([pack_panels(u[i, j]) for i in range(6) for j in range(6)])
+        return np.stack([pack_panels(u[i, j]) for i in range(self.alpha) for j in range(self.alpha)])
+
+
+def strided_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T [4, 9], G [9, 3], B^T [9, 9] of 4 outputs of a 3-tap, stride-2 correlation y[j] = sum_k g[k] d[2j + k]
+    from 9 inputs d: points 0-4 are F(4, 2) (points 0, +-1, 2) on the even inputs with taps 0 and 2, points 5-8
+    the odd inputs d[2j + 1] with tap 1 (no transform): y = A^T [(G g) . (B^T d)] as for F(n, r)."""
+    at2, g2, bt2 = toom_cook(4, 2, STRIDED_POINTS)
+    at, g, bt = np.zeros((4, 9)), np.zeros((9, 3)), np.zeros((9, 9))
+    at[:, :5], at[:, 5:] = at2, np.eye(4)
+    g[:5, 0], g[:5, 2], g[5:, 1] = g2[:, 0], g2[:, 1], 1.0
+    bt[:5, 0::2] = bt2
+    bt[5:, 1::2] = np.eye(4)
+    return at, g, bt
 
 
 def fits_4x4(win: Window) -> bool:
@@ -169,10 +213,25 @@ def fits_4x4(win: Window) -> bool:
     return win.out_dims[1] >= 16 and 3 * 16 * -(-win.out_dims[1] // 16) <= 4 * win.out_dims[1] and win.out_dims[0] >= 4
 
 
+def fits_strided(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:
+    """3x3, stride 2, undilated, one group, constant weights, enough channels, rows that rounding up to groups of
+    16 outputs grows by at most a third (12 outputs and up) and enough tiles of 4x4 outputs."""
+    if not (win.rank == 2 and win.kernel == (3, 3) and win.strides == (2, 2) and win.dilations == (1, 1)
+            and groups == 1 and constant_weights and channels >= MIN_STRIDED_CHANNELS
+            and out_channels >= MIN_OUT_CHANNELS):
+        return False
+    groups_of_16 = -(-win.out_dims[1] // 16)
+    return 3 * 16 * groups_of_16 <= 4 * win.out_dims[1] and -(-win.out_dims[0] // 4) * 4 * groups_of_16 >= \
+        MIN_STRIDED_TILES
+
+
 def winograd_44_plan(win: Window, channels: int, out_channels: int) -> Winograd44Plan:
+    """F(4x4, 3x3) at the window's stride (1 or 2), chunks of tile rows within CHUNK_BYTES."""
+    stride = win.strides[0]
+    points, budget = (36, CHUNK_BYTES) if stride == 1 else (81, STRIDED_CHUNK_BYTES)
     groups = -(-win.out_dims[1] // 16)
-    chunk = max(1, min(-(-win.out_dims[0] // 4), CHUNK_BYTES // (4 * 36 * (channels + out_channels) * 4 * groups)))
-    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk)
+    chunk = max(1, min(-(-win.out_dims[0] // 4), budget // (4 * points * (channels + out_channels) * 4 * groups)))
+    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk, stride)
 
 
 def tile_groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
@@ -203,6 +262,7 @@ def transformed_weights(weights: np.ndarray) -> np.ndarray:
 # transforms' coefficients small, so results stay within float32 rounding of the direct sum's tolerance.
 TILE_1D = 4
 POINTS_1D: dict[int, tuple[float, ...]] = {3: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, 0.5, -0.5)}
+STRIDED_POINTS = (0, 1, -1, 2)  # F(4, 2) of a stride-2 conv's even taps (`strided_matrices`)
 
 
 def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -416,7 +476,9 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
                           pre, chunk)
 
 
-__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_TILE_COLUMNS", "POINTS_1D", "TILE_1D",
-           "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan", "WinogradPlan", "conv_axis", "fits", "fits_1d",
-           "fits_4x4", "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d",
-           "winograd_1d_plan", "winograd_44_plan", "winograd_plan"]
+__all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_STRIDED_CHANNELS", "MIN_STRIDED_TILES",
+           "MIN_TILE_COLUMNS", "POINTS_1D",
+           "STRIDED_CHUNK_BYTES", "STRIDED_POINTS", "TILE_1D", "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan",
+           "WinogradPlan", "conv_axis", "fits", "fits_1d", "fits_4x4", "fits_strided", "strided_matrices",
+           "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d", "winograd_1d_plan",
+           "winograd_44_plan", "winograd_plan"]

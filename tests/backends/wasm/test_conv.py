@@ -657,3 +657,59 @@ def test_a_batch_of_samples_with_few_positions_each_runs_as_one_gemm(x_shape: tu
     assert conv.conv_plan(node, graph).merged_batch
     assert convert_onnx(model).stats["activations_fused"] == 1
     assert_matches_ort(model, {"x": x})
+
+
+STRIDED_CASES = [
+    ((1, 16, 66, 26), (8, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # 33 x 13: a last tile row of 1
+    ((1, 17, 33, 49), (6, 17, 3, 3), {"pads": [0, 1, 1, 0], "strides": [2, 2]}),  # odd sizes, asymmetric: 16 x 24
+    ((1, 16, 34, 50), (5, 16, 3, 3), {"strides": [2, 2]}),  # unpadded: the last input row and column read by no patch
+    ((2, 16, 64, 32), (4, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # batch of two, 32 x 16
+    ((1, 16, 24, 46), (6, 16, 3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 2]}),  # padding beyond one
+    ((1, 16, 26, 48), (7, 16, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),  # pads (0, 1): 13 x 24
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", STRIDED_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_stride_2_winograd(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                                bias: bool) -> None:
+    """3x3 stride-2 convs as F(4x4, 3x3) over even and odd inputs: odd and even sizes, padding 0 to 2, batch."""
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph)
+    assert plan.winograd and plan.winograd_plan() == winograd.winograd_44_plan(plan.window, x_shape[1], w_shape[0])
+    assert plan.winograd_plan().stride == 2
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Clip"])
+def test_conv_stride_2_winograd_chunks_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch,
+                                                               activation: str) -> None:
+    """7 tile rows in chunks of 2 (a loop of 3, then the row left); 40 channels: the 81 GEMMs run in K blocks; the
+    activation fused into the output transform; the relaxed-SIMD variant too."""
+    monkeypatch.setattr(winograd, "STRIDED_CHUNK_BYTES", 4 * 81 * (40 + 6) * 4 * 2 * 2)
+    monkeypatch.setattr(gemm, "K_BLOCK", 16)
+    x = rand(1, 40, 55, 60)
+    model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1], strides=[2, 2])
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(plan, winograd.Winograd44Plan) and plan.stride == 2
+    assert plan.chunk_rows == 2 and [repeat for _, _, repeat in plan.runs()] == [3, 1]
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    relaxed = convert_onnx(model, simd="relaxed").wasm
+    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_conv_stride_2_stems_and_depthwise_keep_their_paths() -> None:
+    """A 3-channel stem stays on im2col and a depthwise stride-2 conv on its window; both still match."""
+    for x_shape, w_shape, group in [((1, 3, 64, 64), (16, 3, 3, 3), 1), ((1, 16, 32, 32), (16, 1, 3, 3), 16)]:
+        x = rand(*x_shape)
+        model = single_op_model("Conv", {"x": x}, constants={"w": rand(*w_shape), "b": rand(w_shape[0])},
+                                pads=[1, 1, 1, 1], strides=[2, 2], group=group)
+        graph = load_onnx(model).graph
+        assert not conv.conv_plan(graph.nodes[0], graph).winograd
+        assert_matches_ort(model, {"x": x}, atol=1e-4)

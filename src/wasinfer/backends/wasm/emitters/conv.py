@@ -15,7 +15,8 @@ code in a run-time loop.
 
 A 3x3 stride-1 conv with constant weights and at least 2 input and 4 output channels runs as
 Winograd F(2x2, 3x3) instead (conv_winograd.py): 2.25x fewer multiplies in the same GEMM; F(4x4, 3x3),
-4x fewer, where rows are at least 16 outputs wide. Not
+4x fewer, where rows are at least 16 outputs wide; a 3x3 stride-2 conv with 16 or more input channels as F(4x4, 3x3)
+over its even and odd inputs, 81 products per tile where im2col takes 144. Not
 when the weights are stored compressed (int8 / fp16): the transformed weights (16/9 as many)
 would have to be stored as float32.
 
