@@ -34,7 +34,11 @@ def conv_case(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bias: bool = T
     constants = {"w": rand(*w_shape)}
     if bias:
         constants["b"] = rand(w_shape[0])
-    assert_matches_ort(single_op_model("Conv", {"x": x}, constants=constants, **attrs), {"x": x})
+    # each output sums K = (channels per group) x taps products, in another order than ONNX Runtime's: the
+    # rounding grows as sqrt(K) (K = 576 missed atol 1e-5 once, with the module's rng drawn in another order)
+    taps = int(np.prod(w_shape[1:]))
+    assert_matches_ort(single_op_model("Conv", {"x": x}, constants=constants, **attrs), {"x": x},
+                       atol=1e-5 * max(1.0, (taps / 64) ** 0.5))
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs", [
