@@ -388,13 +388,23 @@ WINOGRAD_44_CASES = [
 def test_conv_winograd_4x4(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
                            bias: bool) -> None:
     """F(4x4, 3x3) where rows are 16 outputs or more: partial last tile rows and groups, padding, batch."""
+    plan = winograd_44_case(x_shape, w_shape, attrs, bias)
+    assert plan.stride == 1
+
+
+def winograd_44_case(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
+                     bias: bool) -> winograd.Winograd44Plan:
+    """A Conv that must take F(4x4, 3x3), checked against ONNX Runtime; its plan."""
     x = rand(*x_shape)
     constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
     model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
     graph = load_onnx(model).graph
     plan = conv.conv_plan(graph.nodes[0], graph)
-    assert plan.winograd and isinstance(plan.winograd_plan(), winograd.Winograd44Plan)
+    found = plan.winograd_plan() if plan.winograd else None
+    assert isinstance(found, winograd.Winograd44Plan)
+    assert found == winograd.winograd_44_plan(plan.window, x_shape[1], w_shape[0])
     assert_matches_ort(model, {"x": x}, atol=1e-4)
+    return found
 
 
 def test_conv_winograd_4x4_chunks_activation_and_k_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -678,14 +688,7 @@ STRIDED_CASES = [
 def test_conv_stride_2_winograd(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, object],
                                 bias: bool) -> None:
     """3x3 stride-2 convs as F(4x4, 3x3) over even and odd inputs: odd and even sizes, padding 0 to 2, batch."""
-    x = rand(*x_shape)
-    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
-    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
-    graph = load_onnx(model).graph
-    plan = conv.conv_plan(graph.nodes[0], graph)
-    assert plan.winograd and plan.winograd_plan() == winograd.winograd_44_plan(plan.window, x_shape[1], w_shape[0])
-    assert plan.winograd_plan().stride == 2
-    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    assert winograd_44_case(x_shape, w_shape, attrs, bias).stride == 2
 
 
 @pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Clip"])
