@@ -1029,11 +1029,12 @@ def notes_for(report: dict[str, Any]) -> list[str]:
         zipf, probe = models.get("zipf") or {}, models.get("probe") or {}
         cold = models.get("zipf_cold_start") or {}
         if cold.get("count") and probe.get("server", {}).get("count"):
-            notes.append(f"The same loads take longer under traffic (server p99 {fmt_q(cold['p99'])}) than in the "
-                         f"sequential probe (server p99 {fmt_q(probe['server']['p99'])}): the closed-loop clients keep "
-                         "the server's event-loop thread busy, and a load runs on another thread of the same process, "
-                         "which must win the GIL back (Python hands it over every 5 ms) at each step it takes in "
-                         "Python. That is the likely cause, not measured apart here.")
+            notes.append(f"Cold starts under traffic: server p99 {fmt_q(cold['p99'])}, in the sequential probe "
+                         f"{fmt_q(probe['server']['p99'])}. These reload modules under 5 MiB whose compiled code is "
+                         "cached, which the server does on the request's own thread (ModelManager.loads_quickly): on "
+                         "a load thread each step handed the GIL over and waited behind the busy event loop to get "
+                         "it back (Python hands it over every 5 ms), p99 24-44 ms in the runs before it. The loop "
+                         "is then busy for the load's 1-2 ms, which the other requests' latency carries.")
         if zipf.get("errors"):
             notes.append(f"{zipf['errors']} requests of the Zipf load failed: {zipf.get('statuses')}.")
     updates = report.get("updates") or {}
