@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from wasinfer.backends.wasm.writer import I32, Func
+from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir.symbolic import Dim, Expr
 
 
@@ -50,6 +50,25 @@ def push_dim(f: Func, dim: Dim, symbols: Mapping[str, int]) -> None:
         f.set(second)
         f.get(first).get(second).get(first).get(second).op("i32.lt_s" if dim.op == "min" else "i32.gt_s")
         f.op("select")
+
+
+def read_count(f: Func, address: int, load: str, widen: str | None, largest: int, dim: Dim,
+               symbols: Mapping[str, int]) -> tuple[int, int]:
+    """A count a run gives in a scalar input (a OneHot's depth, a window's size), read at `address` with `load` and
+    widened to i64 by `widen` (None: it is i64): the run traps unless it lies in 0..largest (what the output is
+    laid out for), and where the output's dim is a symbol (`dim`), the count is written as its value. Returns
+    (i64 local, i32 local) holding it."""
+    wide, count = f.local(I64), f.local(I32)
+    f.i32(address).mem(load, align=0)
+    if widen:
+        f.op(widen)
+    f.tee(wide).i64(0).op("i64.lt_s").get(wide).i64(largest).op("i64.gt_s").op("i32.or")
+    with f.if_():
+        f.op("unreachable")
+    f.get(wide).op("i32.wrap_i64").set(count)
+    if isinstance(dim, Expr):
+        f.i32(symbols[str(dim)]).get(count).mem("i32.store")
+    return wide, count
 
 
 def dim_local(f: Func, dim: Dim, symbols: Mapping[str, int]) -> int:

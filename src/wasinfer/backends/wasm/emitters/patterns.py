@@ -21,10 +21,10 @@ from collections.abc import Callable
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.dims import read_count
 from wasinfer.backends.wasm.emitters.layout import LOAD_STORE, copy_bytes
 from wasinfer.backends.wasm.writer import I32, I64, Func
 from wasinfer.ir import Graph, Node
-from wasinfer.ir.symbolic import Expr
 from wasinfer.lowering.layout import movable_problems, row_major
 
 INDEX_LOAD = {np.dtype(np.int32): ("i32.load", "i64.extend_i32_s"), np.dtype(np.int64): ("i64.load", None),
@@ -228,19 +228,10 @@ def _one_hot_run_time(ctx: Ctx, node: Node, axis: int, push_value: Callable[[int
     size, isize = out.dtype.itemsize, indices.dtype.itemsize
     load, widen = INDEX_LOAD[indices.dtype]
     store = LOAD_STORE[size][1]
-    o, d, i, count, pout, pin, block = (f.local(I32) for _ in range(7))
-    v, depth = f.local(I64), f.local(I64)
-    load_depth, widen_depth = INDEX_LOAD[ctx.info(node.inputs[1]).dtype]
-    f.i32(ctx.addr(node.inputs[1])).mem(load_depth, align=0)
-    if widen_depth:
-        f.op(widen_depth)
-    f.tee(depth).i64(0).op("i64.lt_s").get(depth).i64(largest).op("i64.gt_s").op("i32.or")
-    with f.if_():
-        f.op("unreachable")
-    f.get(depth).op("i32.wrap_i64").set(count)
-    dim = ctx.graph.decided.get(node.outputs[0], out.shape)[axis]
-    if isinstance(dim, Expr):
-        f.i32(ctx.symbols[str(dim)]).get(count).mem("i32.store")
+    o, d, i, pout, pin, block = (f.local(I32) for _ in range(6))
+    v = f.local(I64)
+    depth, count = read_count(f, ctx.addr(node.inputs[1]), *INDEX_LOAD[ctx.info(node.inputs[1]).dtype], largest,
+                              ctx.graph.decided.get(node.outputs[0], out.shape)[axis], ctx.symbols)
     f.i32(ctx.addr(node.outputs[0])).set(block).i32(ctx.addr(node.inputs[0])).set(pin)
     with f.for_range(o, 0, outer):
         f.get(block).set(pout)

@@ -15,10 +15,10 @@ import math
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.dims import read_count
 from wasinfer.backends.wasm.mathfn import sin_cos_v128
-from wasinfer.backends.wasm.writer import F64, I32, I64, V128
+from wasinfer.backends.wasm.writer import F64, I32, V128
 from wasinfer.ir import Graph, Node
-from wasinfer.ir.symbolic import Expr
 
 # a0, a1, a2 of a0 + a1 cos(2 pi n / N) + a2 cos(4 pi n / N)
 COEFFICIENTS = {"HannWindow": (0.5, -0.5, 0.0), "HammingWindow": (25 / 46, -(21 / 46), 0.0),
@@ -46,18 +46,9 @@ def emit_window(ctx: Ctx, node: Node) -> None:
     out = ctx.info(node.outputs[0])
     largest = out.shape[0]
     a0, a1, a2 = COEFFICIENTS[node.op_type]
-    size, count, n = f.local(I64), f.local(I32), f.local(I32)
-    load, widen = SIZE_LOAD[ctx.info(node.inputs[0]).dtype]
-    f.i32(ctx.addr(node.inputs[0])).mem(load, align=0)
-    if widen:
-        f.op(widen)
-    f.tee(size).i64(0).op("i64.lt_s").get(size).i64(largest).op("i64.gt_s").op("i32.or")
-    with f.if_():
-        f.op("unreachable")
-    f.get(size).op("i32.wrap_i64").set(count)
-    dim = ctx.graph.decided.get(node.outputs[0], out.shape)[0]
-    if isinstance(dim, Expr):
-        f.i32(ctx.symbols[str(dim)]).get(count).mem("i32.store")
+    n = f.local(I32)
+    _, count = read_count(f, ctx.addr(node.inputs[0]), *SIZE_LOAD[ctx.info(node.inputs[0]).dtype], largest,
+                          ctx.graph.decided.get(node.outputs[0], out.shape)[0], ctx.symbols)
     step = f.local(F64)  # 2 pi / N, in float64 before the float32 cosines
     f.f64(2 * math.pi).get(count).i32(0 if int(node.attr("periodic", 1)) else 1).op("i32.sub")
     f.op("f64.convert_i32_s").op("f64.div").set(step)
