@@ -32,8 +32,12 @@ def _get(url: str) -> tuple[int, str, bytes]:
 
 def test_demo_web_serves_the_page_the_package_and_the_module_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = dict(os.environ, WASINFER_HOME=str(tmp_path / "home"), COLUMNS="200")
+    # Ctrl+C as a terminal sends it to a foreground command, whose SIGINT is at its default: a test run started in
+    # the background by a non-interactive shell (`make test &`) hands its children SIGINT ignored, and Python then
+    # turns no SIGINT into KeyboardInterrupt
     process = subprocess.Popen([sys.executable, "-m", "wasinfer.cli.main", "demo", "--web", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         printed = "".join(read_until(output_lines(process), "Ctrl+C", timeout=120))
         match = re.search(r"(http://127\.0\.0\.1:\d+)/demo/", printed)
