@@ -3,7 +3,6 @@ constants, that the data decides up to a bound, or that a declared input sets; s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.parity import assert_matches_ort, ort_run
+from tests.passes.test_values import convert_then_validate
 from wasinfer.artifact import convert_onnx
-from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime import InputError, WasmModel
 
@@ -190,12 +189,7 @@ def test_the_command_line_declares_a_trip_count_s_range_and_validate_draws_insid
     model = _summing_loop([helper.make_node("Add", ["n", "one"], ["m"])],
                           {"x": (FLOAT, [3]), "n": (TensorProto.INT64, [])})
     onnx.save(model, tmp_path / "sums.onnx")
-    assert main(["convert", str(tmp_path / "sums.onnx"), "--input-values", "n=2..6"]) == 0
-    capsys.readouterr()
-    assert main(["validate", str(tmp_path / "sums.wasm"), "--reference", str(tmp_path / "sums.onnx"),
-                 "--samples", "4", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and all(check["ok"] for check in report["checks"])
+    convert_then_validate(capsys, tmp_path / "sums.onnx", "n=2..6", samples=4)
 
 
 def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() -> None:

@@ -144,10 +144,16 @@ def test_validate_draws_declared_values_from_their_range(tmp_path: Path, capsys:
     """validate's random inputs keep a declared input inside its range (3..8 here: 0..2 would be refused), and the
     module matches ONNX Runtime on them."""
     onnx.save(tile(), tmp_path / "tile.onnx")
-    assert main(["convert", str(tmp_path / "tile.onnx"), "--input-values", "repeats=3..8"]) == 0
+    convert_then_validate(capsys, tmp_path / "tile.onnx", "repeats=3..8", samples=3)
+
+
+def convert_then_validate(capsys: pytest.CaptureFixture[str], source: Path, values: str, samples: int) -> None:
+    """`wasinfer convert SOURCE --input-values VALUES`, then `wasinfer validate` of the module against SOURCE on
+    `samples` random inputs (drawn inside the declared ranges): every check passes."""
+    assert main(["convert", str(source), "--input-values", values]) == 0
     capsys.readouterr()
-    assert main(["validate", str(tmp_path / "tile.wasm"), "--reference", str(tmp_path / "tile.onnx"),
-                 "--samples", "3", "--json"]) == 0
+    assert main(["validate", str(source.with_suffix(".wasm")), "--reference", str(source),
+                 "--samples", str(samples), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and all(check["ok"] for check in report["checks"])
 
