@@ -54,9 +54,10 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -146,17 +147,29 @@ def generate_keys(directory: Path, name: str = "wasinfer", kind: str = "ed25519"
                    key_id(public) if isinstance(public, Ed25519PublicKey) else ec_key_id(public)[:KEY_ID_HEX_DIGITS])
 
 
+Loaded = TypeVar("Loaded")
+
+
+def _load_pem_key(path: Path, what: str, loader: Callable[[bytes], Loaded], form: str) -> Loaded:
+    """The key in a PEM file, read by `loader`; unreadable or malformed is a TrustError naming the file."""
+    try:
+        return loader(path.read_bytes())
+    except OSError as exc:
+        raise TrustError(f"{what} {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise TrustError(f"{what} {path}: not {form} ({exc})") from None
+
+
+def _is_p256(key: object) -> bool:
+    curve = getattr(key, "curve", None)
+    return isinstance(curve, ec.SECP256R1)
+
+
 def load_any_private_key(path: Path) -> Ed25519PrivateKey | ec.EllipticCurvePrivateKey:
     """An Ed25519 (legacy) or P-256 (model signing) private key; anything else is a TrustError naming the file."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise TrustError(f"signing key {path}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise TrustError(f"signing key {path}: not an unencrypted PEM private key ({exc})") from None
-    if isinstance(key, Ed25519PrivateKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+    key = _load_pem_key(path, "signing key", lambda data: serialization.load_pem_private_key(data, password=None),
+                        "an unencrypted PEM private key")
+    if isinstance(key, Ed25519PrivateKey) or (isinstance(key, ec.EllipticCurvePrivateKey) and _is_p256(key)):
         return key
     raise TrustError(f"signing key {path}: a {type(key).__name__}, not an Ed25519 or P-256 key")
 
@@ -170,15 +183,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_any_public_key(path: Path) -> Ed25519PublicKey | ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise TrustError(f"public key {path}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise TrustError(f"public key {path}: not a PEM public key ({exc})") from None
-    if isinstance(key, Ed25519PublicKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+    """An Ed25519 (legacy) or P-256 (model signing) public key; anything else is a TrustError naming the file."""
+    key = _load_pem_key(path, "public key", serialization.load_pem_public_key, "a PEM public key")
+    if isinstance(key, Ed25519PublicKey) or (isinstance(key, ec.EllipticCurvePublicKey) and _is_p256(key)):
         return key
     raise TrustError(f"public key {path}: a {type(key).__name__}, not an Ed25519 or P-256 key")
 
@@ -192,13 +199,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
     """Every certificate in a PEM file (a CA bundle may hold several); none, or unreadable, is a TrustError."""
-    try:
-        certificates = x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as exc:
-        raise TrustError(f"{what} {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise TrustError(f"{what} {path}: not PEM certificates ({exc})") from None
-    return certificates
+    return _load_pem_key(path, what, x509.load_pem_x509_certificates, "PEM certificates")
 
 
 def sign(artifact: ModelArtifact, private_key_path: Path) -> ModelArtifact:
