@@ -165,10 +165,11 @@ def test_narrow_dtypes_go_through_the_plan_bit_for_bit() -> None:
     model = WasmModel(convert_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
                                    max_batch=4).wasm)
     for batch in (2, 2, 3, 2):
-        inputs = {"a": RNG.integers(0, 256, (batch, 3)).astype(np.uint8),
-                  "b": RNG.integers(-128, 128, (batch, 3)).astype(np.int8),
-                  "c": RNG.standard_normal((batch, 3)).astype(np.float16), "d": RNG.random((batch, 3)) < 0.5,
-                  "e": RNG.integers(-2**40, 2**40, (batch, 3))}
+        inputs: dict[str, np.ndarray] = {
+            "a": RNG.integers(0, 256, (batch, 3)).astype(np.uint8),
+            "b": RNG.integers(-128, 128, (batch, 3)).astype(np.int8),
+            "c": RNG.standard_normal((batch, 3)).astype(np.float16), "d": RNG.random((batch, 3)) < 0.5,
+            "e": RNG.integers(-2**40, 2**40, (batch, 3))}
         got = model.run(inputs)
         for name in "abc":
             np.testing.assert_array_equal(got[f"f{name}"], inputs[name].astype(np.float32))
