@@ -41,6 +41,7 @@ from wasinfer.runtime.interrupt import (
     INTERRUPT_EXPORT,
     REWRITE_TAG,
     WATCHDOG,
+    Alarm,
     interrupt_flag,
     interruptible,
     run_start,
@@ -407,11 +408,13 @@ class WasmModel:
                     f"than the instance memory cap of {memory_limit_bytes} bytes")
         set_store_limits(self.store, memory_limit_bytes)
         self._flag: ctypes.c_int32 | None = None
+        self._alarm: Alarm | None = None  # the flag's, armed for each call under a deadline
         self._fired = False
         try:
             self.instance = instantiate(self.engine, self.store, module)  # a start function runs here if not rewritten
             exports = self.instance.exports(self.store)
             self._flag = interrupt_flag(exports, self.store)
+            self._alarm = None if self._flag is None else Alarm(self._flag)
             self._call_with_deadline(deadline_seconds, run_start, exports, self.store)
         except wasmtime.Trap as exc:  # the start function trapped or ran past the deadline
             self.store.close()  # what the start function allocated goes now, whoever keeps the exception
@@ -451,13 +454,13 @@ class WasmModel:
         """`call(*args)` with the watchdog armed for `seconds` (None: no deadline); `_fired` then says whether
         the flag was set, so that a trap is known to be the deadline's (the check's `unreachable`)."""
         self._fired = False
-        if seconds is None or self._flag is None:
+        if seconds is None or self._alarm is None:
             return call(*args)
-        alarm = WATCHDOG.arm(self._flag, seconds)
+        WATCHDOG.arm(self._alarm, seconds)
         try:
             return call(*args)
         finally:
-            self._fired = WATCHDOG.disarm(alarm)  # before anything may close the store
+            self._fired = WATCHDOG.disarm(self._alarm)  # before anything may close the store
 
     def _fault_of(self, exc: wasmtime.Trap | wasmtime.WasmtimeError, during: str,
                   deadline: float | None = None) -> ModelFault:
