@@ -145,7 +145,7 @@ def test_limits_leave_a_normal_model_bit_identical() -> None:
     wasm = convert_onnx(mlp_model(), max_batch=8).wasm
     plain = WasmModel(wasm)
     limited = WasmModel(wasm, make_engine(), deadline_seconds=5.0, memory_limit_bytes=CAP)
-    assert limited._run._ffi is not None and limited._flag is not None  # the fast call path, with its interrupt flag
+    assert limited._run._raw is not None and limited._flag is not None  # the fast call path, with its interrupt flag
     rng = np.random.default_rng(3)
     for batch in (1, 3, 8):
         x = rng.standard_normal((batch, 16)).astype(np.float32)

@@ -27,11 +27,13 @@ The only writer is the host. A module can still spend its deadline inside one ho
 which the host bounds itself; and, as with any deadline, work between two checks runs to its end (the
 longest such stretch without a loop is a function's straight-line code, and bulk memory ops are chunked).
 
-**The watchdog** (`Watchdog`, one per process) keeps the armed calls in a heap by deadline and sleeps
-until the earliest; it writes a flag only while its call is armed, under the same lock that disarms it,
-so the host never writes into an instance's memory after its call returned (when the store may be gone).
-It wakes only when a deadline passes, or when a call is armed earlier than anything it waits for (after
-an idle spell): about twice per deadline period under steady load, never per call.
+**The watchdog** (`Watchdog`, one per process) keeps each instance's alarm (`Alarm`, armed for one call at a
+time) in a heap by deadline and sleeps until the earliest; it writes a flag only while its call is armed,
+under the same lock that disarms it, so the host never writes into an instance's memory after its call
+returned (when the store may be gone). An alarm already in the heap for no later than a new call's deadline
+is not pushed again: when its entry comes up and the alarm is armed for later, the watchdog pushes it for
+then. It wakes only when an entry comes up, or when a call is armed earlier than anything it waits for
+(after an idle spell): about once per deadline period per busy instance, never per call.
 
 The rewrite has to find every instruction, so it decodes every function body (MVP, sign extension,
 saturating conversions, bulk memory, reference types, SIMD and relaxed SIMD, tail calls: what wasinfer's
@@ -454,12 +456,18 @@ def interrupt_flag(exports: InstanceExports, store: wasmtime.Store) -> ctypes.c_
 
 
 class Alarm:
-    """One armed call: whose flag to set, when, and whether it was set."""
+    """One instance's deadline, armed for each of its calls in turn: whose flag to set, when, and whether it was
+    set. An instance keeps one for its life, so arming a call allocates nothing and pushes nothing onto the
+    watchdog's heap while the alarm is already there for a time no later than the call's deadline."""
 
-    __slots__ = ("at", "fired", "flag", "live")
+    __slots__ = ("at", "entry", "entry_at", "fired", "flag", "heap", "live")
 
-    def __init__(self, flag: ctypes.c_int32, at: float):
-        self.flag, self.at, self.live, self.fired = flag, at, True, False
+    def __init__(self, flag: ctypes.c_int32):
+        self.flag, self.at, self.live, self.fired = flag, math.inf, False, False
+        # its current entry in the watchdog's heap, if any: the heap (a forked child's watchdog starts a new one,
+        # without the parent's entries), the entry's order number and when it comes up
+        self.heap: list[tuple[float, int, Alarm]] | None = None
+        self.entry, self.entry_at = -1, math.inf
 
 
 class Watchdog:
@@ -468,6 +476,14 @@ class Watchdog:
     `arm` before a call, `disarm` after it returns or traps (always, and before the instance's store may be
     closed); `disarm` says whether the flag was set, which is how a trap is known to be the deadline's.
     The thread starts with the first alarm, is a daemon, and is started again in a forked child.
+
+    Each alarm has at most one current entry in the heap. Arming pushes one only where the alarm has none,
+    or has one for later than this call's deadline (the older entry is then stale, and dropped when it comes
+    up); otherwise the current entry comes up no later than the deadline, and the watchdog, finding the
+    alarm armed for later, pushes it again for then. So a call under a 30 s deadline costs a lock, a clock
+    read and a few stores (arm + disarm 0.68 us here, against 1.33 us with a new Alarm pushed per call),
+    and the heap holds about one entry per instance, not one per call of the last deadline period (80,000
+    entries after as many calls).
     """
 
     def __init__(self) -> None:
@@ -475,41 +491,59 @@ class Watchdog:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._wakeup = threading.Condition(threading.Lock())
+        # arm and disarm take the lock itself: a Condition's `with` is two more Python calls per call
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._alarms: list[tuple[float, int, Alarm]] = []
-        self._order = itertools.count()  # ties in the heap never compare two alarms
+        self._order = itertools.count()  # ties in the heap never compare two alarms; names an alarm's entry
         self._wake_at = math.inf  # when the thread means to wake next (inf: it waits to be told)
         self._thread: threading.Thread | None = None
 
-    def arm(self, flag: ctypes.c_int32, seconds: float) -> Alarm:
-        """Clear `flag` and have it set `seconds` from now, unless `disarm` comes first."""
-        flag.value = 0
-        alarm = Alarm(flag, time.monotonic() + seconds)
-        with self._wakeup:
-            heapq.heappush(self._alarms, (alarm.at, next(self._order), alarm))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="wasinfer-watchdog", daemon=True)
-                self._thread.start()
-            elif alarm.at < self._wake_at:
-                self._wakeup.notify()
+    def arm(self, alarm: Alarm, seconds: float) -> Alarm:
+        """Clear the alarm's flag and have it set `seconds` from now, unless `disarm` comes first."""
+        alarm.flag.value = 0
+        at = time.monotonic() + seconds
+        with self._lock:
+            alarm.at, alarm.live, alarm.fired = at, True, False
+            if alarm.heap is not self._alarms or at < alarm.entry_at:
+                self._push(alarm, at)
         return alarm
 
     def disarm(self, alarm: Alarm) -> bool:
-        """After this the flag is not written again for `alarm`; True if it was set (the call ran past its deadline)."""
-        with self._wakeup:
+        """After this the flag is not written again for `alarm`'s call; True if it was set (the call ran past its
+        deadline). Disarming twice is harmless."""
+        with self._lock:
             alarm.live = False
             return alarm.fired
+
+    def _push(self, alarm: Alarm, at: float) -> None:
+        """A new current entry for `alarm` at `at` (under the lock); wake the thread if it sleeps past it."""
+        entry = next(self._order)
+        alarm.heap, alarm.entry, alarm.entry_at = self._alarms, entry, at
+        heapq.heappush(self._alarms, (at, entry, alarm))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="wasinfer-watchdog", daemon=True)
+            self._thread.start()
+        elif at < self._wake_at:
+            self._wakeup.notify()
 
     def _watch(self) -> None:
         with self._wakeup:
             while True:
                 now = time.monotonic()
                 alarms = self._alarms
-                while alarms and (alarms[0][0] <= now or not alarms[0][2].live):
-                    alarm = heapq.heappop(alarms)[2]
-                    if alarm.live:
+                while alarms and alarms[0][0] <= now:
+                    _, entry, alarm = heapq.heappop(alarms)
+                    if entry != alarm.entry:
+                        continue  # stale: the alarm was pushed again for earlier than this
+                    alarm.heap = None
+                    if not alarm.live:
+                        continue
+                    if alarm.at <= now:
                         alarm.flag.value = 1
                         alarm.fired = True
+                    else:  # armed again since, for later: come back then
+                        self._push(alarm, alarm.at)
                 self._wake_at = alarms[0][0] if alarms else math.inf
                 self._wakeup.wait(None if not alarms else self._wake_at - now)
 

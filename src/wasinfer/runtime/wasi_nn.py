@@ -117,7 +117,7 @@ import wasmtime
 from wasmtime import _ffi
 
 from wasinfer.runtime.base import InputError, ModelFault, TensorSpec
-from wasinfer.runtime.interrupt import WATCHDOG, UnverifiableModule, interrupt_flag, run_start
+from wasinfer.runtime.interrupt import WATCHDOG, Alarm, UnverifiableModule, interrupt_flag, run_start
 from wasinfer.runtime.wasm import (
     WASM_PAGE,
     CompiledCache,
@@ -846,7 +846,7 @@ def run_guest(wasm: bytes | Path, args: Sequence[str] = (), preloads: Sequence[P
                 exports = instance.exports(store)
                 flag = interrupt_flag(exports, store)
                 if deadline_at is not None and flag is not None:
-                    alarm = WATCHDOG.arm(flag, deadline_at - time.monotonic())
+                    alarm = WATCHDOG.arm(Alarm(flag), deadline_at - time.monotonic())
                 run_start(exports, store)
                 start = exports["_start"]
                 assert isinstance(start, wasmtime.Func)
