@@ -625,20 +625,48 @@ def finish(report: dict[str, Any]) -> None:
     report["notes"] = notes
 
 
+def _pull_fanout(plane: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest concurrent-pull round of --control-plane's registry fan-out in which every pull succeeded."""
+    levels = [level for level in (plane.get("registry_fanout") or {}).get("levels", []) if level["failed"] == 0]
+    return max(levels, key=lambda level: level["clients"], default=None)
+
+
 def _watch_extrapolation(report: dict[str, Any], fan_out: float, update_s: float | None) -> list[dict[str, Any]]:
-    """With --control-plane's figures: the same convergence through the API watch instead of the kubelet."""
+    """With --control-plane's figures: the registry fan-out as measured with concurrent pulls, and the convergence
+    through the API watch instead of the kubelet."""
     plane = report.get("control_plane") or {}
-    if plane.get("status") != "ok" or plane["fanout"]["all_delivered"]["p50_s"] is None:
+    if plane.get("status") != "ok" or "cluster" not in plane or plane["fanout"]["all_delivered"]["p50_s"] is None:
         return []
+    lines = []
+    pulls = _pull_fanout(plane)
+    pull_s, pull_how = fan_out, f"{fan_out:.2f} s, the raw-GET arithmetic above"
+    if pulls is not None:
+        if pulls["clients"] >= SEED_NODES:
+            pull_s = pulls["all_s"] * SEED_NODES / pulls["clients"]
+            pull_how = f"{fmt_s(pull_s)}, measured with {pulls['clients']} concurrent pulls"
+        else:
+            pull_s = SEED_NODES / pulls["pulls_per_s"]
+            pull_how = f"{fmt_s(pull_s)}: {SEED_NODES} / {pulls['pulls_per_s']:,.0f} pulls/s at {pulls['clients']}"
+        lines.append({
+            "what": f"registry fan-out, simulated: {pulls['clients']} nodes pull the new version at once",
+            "arithmetic": f"measured (--control-plane): {pulls['clients']} clients, each on its own connection, each "
+            f"a whole pull with its digests checked, started together: the last done after {fmt_s(pulls['all_s'])} "
+            f"({pulls['pulls_per_s']:,.0f} pulls/s, {pulls['module_bytes_per_s'] / 2**20:,.0f} MiB/s of module, one "
+            f"registry sharing {report['machine']['nproc']} cores with its clients)"
+            + ("" if pulls["clients"] >= SEED_NODES else f"; {SEED_NODES} nodes at that rate: "
+               f"{SEED_NODES} / {pulls['pulls_per_s']:,.0f} = {fmt_s(pull_s)}"),
+            "value": pull_s})
     watch = plane["fanout"]["all_delivered"]["p50_s"]
     server = plane["servers"]["latency"]["max_s"] or 0.0
-    return [{"what": "convergence of every node after a ConfigMap change, through the API watch (config.watch)",
-             "arithmetic": f"the watch event at all {plane['fanout']['watchers']} watchers (measured here: "
-             f"{fmt_s(watch)} p50, one API server and its watchers on {report['machine']['nproc']} cores) + the "
-             f"registry fan-out ({fan_out:.2f} s, above) + the slowest node's update "
-             f"({fmt_s(update_s)}; through the API here, fetch from a local file: {fmt_s(server)} at most) = "
-             f"{watch + fan_out + (update_s or 0.0):.1f} s, instead of the kubelet's minute",
-             "value": watch + fan_out + (update_s or 0.0)}]
+    lines.append({
+        "what": "convergence of every node after a ConfigMap change, through the API watch (config.watch)",
+        "arithmetic": f"the watch event at all {plane['fanout']['watchers']} watchers (measured: {fmt_s(watch)} "
+        f"p50, one API server and its watchers on {report['machine']['nproc']} cores) + the registry fan-out to "
+        f"{SEED_NODES} nodes ({pull_how}) + the slowest node's update ({fmt_s(update_s)}, the mounted nodes' mean; "
+        f"through the API on {len(plane['cluster']['nodes'])} nodes, watch and pull over the bridge included: "
+        f"{fmt_s(server)} at most) = {fmt_s(watch + pull_s + (update_s or 0.0))}, instead of the kubelet's minute",
+        "value": watch + pull_s + (update_s or 0.0)})
+    return lines
 
 
 def fmt_s(seconds: float | None) -> str:
@@ -815,36 +843,91 @@ def control_plane_lines(report: dict[str, Any]) -> list[str]:
         return []
     if plane.get("status") != "ok":
         return ["### Through a real API server", "", f"Not run: {plane.get('reason')}.", ""]
-    servers, fanout = plane["servers"], plane["fanout"]
-    lat, every = servers["latency"], fanout["all_delivered"]
+    if "cluster" not in plane:
+        return ["### Through a real API server", "", "The stored figures come from an earlier form of "
+                "`--control-plane` (servers on 127.0.0.1): run `python benchmarks/cluster_sim.py --control-plane` "
+                "again.", ""]
+    cluster, servers, fanout, pulls = plane["cluster"], plane["servers"], plane["fanout"], plane["registry_fanout"]
+    settings, net = plane["settings"], plane["network"]
+    nodes = len(cluster["nodes"])
+    lat, every, window = servers["latency"], fanout["all_delivered"], servers["window"]
     per_round = [r["all_s"] for r in fanout["rounds"]]
+    met = servers["converged"] and (lat["max_s"] or 99) <= 2
+    after = {p["name"]: p for p in cluster["pods_after"]}
+    pod_rows = [[p["name"], p["node"], f"{p['phase']}, {'ready' if p['ready'] else 'not ready'}",
+                 f"{after.get(p['name'], {}).get('phase', 'gone')}, "
+                 f"{'ready' if after.get(p['name'], {}).get('ready') else 'not ready'}", str(p["pod_ip"])]
+                for p in cluster["pods_before"]]
+    round_rows = [[f"{number + 1}: to {r['to']}", " / ".join(fmt_s(t) for t in r["per_node_s"]),
+                   f"**{fmt_s(r['max_s'])}**", str(r["stale_answers"])]
+                  for number, r in enumerate(servers["rounds"])]
+    pull_rows = [[str(level["clients"]), f"{level['pulled']} / {level['failed']}", fmt_s(level["all_s"]),
+                  fmt_s(level["p50_s"]), f"{level['pulls_per_s']:,.0f}/s",
+                  f"{level['module_bytes_per_s'] / 2**20:,.0f} MiB/s"] for level in pulls["levels"]]
+    module_kib = max((level["module_bytes"] for level in pulls["levels"]), default=0) / 1024
     return [
         "### Through a real API server",
         "",
-        f"`python benchmarks/cluster_sim.py --control-plane` ({plane.get('date', report['date'])}): a real "
-        f"kube-apiserver ({plane.get('kube_version') or 'v1.20.2'}, built from Debian's source package, with etcd, "
-        "on 127.0.0.1: tests/k8s) instead of mounted directories, sharing this machine's cores with everything "
-        f"else below (and with other work: 1-minute load average {plane.get('loadavg_1min', '?')} before, "
-        f"{plane.get('loadavg_1min_after', '?')} after).",
+        f"`python benchmarks/cluster_sim.py --control-plane --nodes {nodes}` ({plane.get('date', report['date'])}, "
+        f"{plane.get('seconds', 0):.0f} s): a real Kubernetes control plane ({plane.get('kube_version') or 'v1.20.2'}"
+        ": kube-apiserver, etcd, controller-manager and scheduler built from Debian's source package, tests/k8s), the "
+        f"API server listening on the bridge's address {net['host_address']}, sharing this machine's cores with "
+        f"everything else below (and with other work: 1-minute load average {plane.get('loadavg_1min', '?')} "
+        f"before, {plane.get('loadavg_1min_after', '?')} after).",
         "",
-        f"**Servers.** {servers['servers']} `wasinfer serve --desired-state k8s://sim/ai-model-config` processes "
-        "watching the one ConfigMap, each under a closed loop of one request at a time; "
-        f"{len(servers['rounds'])} rounds each patch the ConfigMap to the other version (`model_version` and "
-        "`model_path`, a module file per version on this machine). From the patch to each server's first answer "
-        f"with the new version's output, over {servers['servers']} servers x {len(servers['rounds'])} rounds: "
-        f"p50 {fmt_s(lat['p50_s'])}, p90 {fmt_s(lat['p90_s'])}, max **{fmt_s(lat['max_s'])}** (target: every "
-        f"server within 2 s: {'met' if servers['converged'] and (lat['max_s'] or 99) <= 2 else 'not met'}); "
-        f"failed requests: **{servers['failed']}** of {servers['requests']:,}. This includes the watch event, the "
-        "server's fetch (a local file), compile, warm-up and swap; the mounted-directory nodes above add their "
-        "1 s poll instead, and a real kubelet its sync period (a minute or more) before that.",
+        f"**Cluster.** {nodes} Node objects (`fake-node-1` … `fake-node-{nodes}`: Ready, {cluster['nodes'][0]['cpu']} "
+        f"CPUs, {cluster['nodes'][0]['memory']}, {cluster['nodes'][0]['pods']} pods; each with its network "
+        f"namespace's address on {net['subnet']} as InternalIP). `deploy render --kube-version 1.20` of the "
+        f"Deployment ({nodes} replicas, `config.watch`, the model a reference to the registry on the bridge, a "
+        "required pod anti-affinity on the hostname) with its ConfigMap, ServiceAccount, Role, RoleBinding, Service "
+        "and PodDisruptionBudget, applied with `kubectl apply --server-side`: the ReplicaSet's pods were bound one "
+        f"to each node {fmt_s(cluster['scheduled_s'])} after the apply. Each pod's container (command, arguments "
+        "and environment as the API server holds them) runs as a `wasinfer serve --desired-state "
+        "k8s://sim/ai-model-config` process in the network namespace of the pod's node, on port 8000 of the node's "
+        "address, with the rendered Role's service-account token as its only credentials, and pulls the module "
+        "from Debian's docker-registry on the bridge's address; every server was ready "
+        f"{fmt_s(cluster['servers_ready_s'])} after the apply. The fake kubelet then marked the pods Running, each "
+        f"with its node's address as pod IP (every pod ready {fmt_s(cluster['running_s'])} after the apply); the "
+        "Service's endpoints: " + ", ".join(cluster["endpoints"]) + ". The pods as the API server sees them, before "
+        "and after the updates:",
         "",
-        f"**Fan-out.** {fanout['watchers']} watch streams on the ConfigMap (as {fanout['watchers']} nodes' servers "
-        f"would hold), from one asyncio client, opened in {fanout['connect_s']:.1f} s; {len(fanout['rounds'])} "
-        f"patches. From each patch to its arrival at the last of the {fanout['watchers']} watchers: p50 "
-        f"**{fmt_s(every['p50_s'])}**, max {fmt_s(every['max_s'])} ({fanout['complete_rounds']} of "
+        *md_table(["pod", "node", "before", "after", "pod IP"], pod_rows),
+        "",
+        f"**Updates.** {len(servers['rounds'])} patches of the ConfigMap's `model_version` through the API server, "
+        f"alternating {NEW} and {OLD} (both pushed to the registry beforehand), under an open-loop round-robin load "
+        f"from the host side of the bridge at {servers['rate_rps']:.0f} requests/s ({settings['rate_per_node']:g} "
+        "per node), each answer checked against both versions' outputs. Per node (fake-node-1 / … ), from the "
+        "patch to its first answer with the new version's output: the watch event, the pull over the bridge, "
+        "compile, warm-up and swap:",
+        "",
+        *md_table(["round", "per node (first new answer)", "max", "stale answers"], round_rows),
+        "",
+        f"Over {nodes} nodes x {len(servers['rounds'])} rounds: p50 {fmt_s(lat['p50_s'])}, p90 "
+        f"{fmt_s(lat['p90_s'])}, max **{fmt_s(lat['max_s'])}** (target: every node within 2 s: "
+        f"{'met' if met else 'not met'}). Failed requests: **{servers['failed']}** of {servers['requests']:,} "
+        f"(shed by the generator: {servers['shed']}); latency over the rounds p50 {fmt_ms(window['p50_ms'])}, p99 "
+        f"{fmt_ms(window['p99_ms'])}. The nodes counted " + " / ".join(
+            f"{ok} ok, {bad} failed" for ok, bad in zip(servers["updates_ok"], servers["updates_failed"],
+                                                        strict=True)) + " updates.",
+        "",
+        f"**Watch fan-out.** {fanout['watchers']} watch streams on the ConfigMap (as {fanout['watchers']} nodes' "
+        f"servers would hold), from one asyncio client on the host side, opened in {fanout['connect_s']:.1f} s; "
+        f"{len(fanout['rounds'])} patches. From each patch to its arrival at the last of the {fanout['watchers']} "
+        f"watchers: p50 **{fmt_s(every['p50_s'])}**, max {fmt_s(every['max_s'])} ({fanout['complete_rounds']} of "
         f"{len(fanout['rounds'])} rounds reached every watcher; per round: "
         + ", ".join(fmt_s(v) for v in per_round) + f"). The client that reads the {fanout['watchers']} streams runs on "
         "the same cores as the API server and etcd, so this is an upper bound for the API server's own fan-out.",
+        "",
+        f"**Registry fan-out.** K clients each start one whole pull of {NEW} ({module_kib:.0f} KiB module) at the "
+        "same moment, each on a connection of its own as K nodes would (the manifest, then the config and the "
+        "module, every digest checked), from one asyncio client on the host side of the bridge; the registry is "
+        "the one above, on the bridge's address, with the servers and the plane stopped:",
+        "",
+        *md_table(["concurrent pulls", "pulled / failed", "all done in", "p50 per pull", "pulls", "module bytes"],
+                  pull_rows),
+        "",
+        "The puller and the registry share the cores, so these rates are lower bounds for a registry with cores of "
+        "its own.",
         "",
     ]
 
@@ -880,7 +963,7 @@ def control_plane_main(args: argparse.Namespace) -> int:
     overrides = {"nodes": args.nodes, "watchers": args.watchers,
                  "pull_clients": tuple(args.pull_clients) if args.pull_clients else None}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    load_before = round(os.getloadavg()[0], 2)
+    load_before, started = round(os.getloadavg()[0], 2), time.perf_counter()
     try:
         with terminated_cleanly(), tempfile.TemporaryDirectory(prefix="cluster-sim-k8s-") as tmp:
             result = run_plane(settings, Path(tmp), modules_of([OLD, NEW]), Versions([OLD, NEW]))
@@ -890,8 +973,8 @@ def control_plane_main(args: argparse.Namespace) -> int:
     if result["status"] != "ok":
         console.print(f"skipped: {result['reason']}", markup=False, highlight=False, soft_wrap=True)
         return 0
-    result.update(date=time.strftime("%Y-%m-%d"), loadavg_1min=load_before, loadavg_1min_after=round(
-        os.getloadavg()[0], 2))
+    result.update(date=time.strftime("%Y-%m-%d"), seconds=time.perf_counter() - started, loadavg_1min=load_before,
+                  loadavg_1min_after=round(os.getloadavg()[0], 2))
     stored_path = args.out or RESULTS
     if not stored_path.exists():
         console.print(json.dumps(result, indent=1, default=float), markup=False, highlight=False, soft_wrap=True)
