@@ -34,12 +34,18 @@ docs/performance.md (only the text between its marker comments).
     python benchmarks/cluster_sim.py --quick            # shorter windows (under a minute); writes *.partial.json
     python benchmarks/cluster_sim.py --network loopback # processes on 127.0.0.1 even where namespaces work
     python benchmarks/cluster_sim.py --render --doc     # measure nothing: redo the tables and section from the JSON
-    python benchmarks/cluster_sim.py --control-plane    # add the real API server's figures to the last full run
+    python benchmarks/cluster_sim.py --control-plane --nodes 6  # the cluster on a real API server (below)
 
-`--control-plane` (control_plane_sim.py) runs the update through a real kube-apiserver v1.20.2 instead of
-mounted directories: N servers watching one ConfigMap (`k8s://`), and 500 watch streams on it, as 500 nodes'
-would be; the figures join the stored full run's JSON and its section ("Through a real API server"), and the
-500-node arithmetic uses them. The plane is tests/k8s's (built once, ~8 minutes, cached in ~/.cache/k8s-1.20).
+`--control-plane` (control_plane_sim.py) runs the cluster on a real Kubernetes control plane (kube-apiserver,
+etcd, controller-manager and scheduler v1.20.2: tests/k8s's, built once, ~8 minutes, cached in
+~/.cache/k8s-1.20) instead of mounted directories: N fake Nodes, the rendered Deployment's pods bound one to
+each, each pod's container run as a `wasinfer serve --desired-state k8s://sim/ai-model-config` process in its
+node's network namespace (the API server and the registry on the bridge's address), the fake kubelet marking
+the pods Running; ConfigMap patches under open-loop load (per-node convergence, failed requests, the pods as the
+API server sees them); then the fan-out at the seed's scale, simulated: 500 watch streams on the ConfigMap and
+up to 500 concurrent pulls of the new module from the one registry. The figures join the stored full run's JSON
+and its section ("Through a real API server"), and the 500-node arithmetic uses them. Needs root and `ip netns`
+(it says why and measures nothing otherwise); Ctrl+C or SIGTERM stops every process and removes every namespace.
 
 Setup: Debian's `docker-registry` (required) and `prometheus` (optional): `apt-get install -y docker-registry
 prometheus`. Namespaces need root and iproute2.
