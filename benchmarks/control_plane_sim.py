@@ -149,8 +149,16 @@ class _Client:
         return sorted(views, key=lambda v: str(v["node"]))
 
     def endpoints(self) -> list[str]:
-        """The Service's ready addresses (the endpoints controller's view of the Running pods)."""
-        found = self.api.read_namespaced_endpoints(DEPLOYMENT, NAMESPACE)
+        """The Service's ready addresses (the endpoints controller's view of the Running pods); none before the
+        controller has made the object."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = self.api.read_namespaced_endpoints(DEPLOYMENT, NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
         return sorted(a.ip for subset in found.subsets or [] for a in subset.addresses or [])
 
 
@@ -323,6 +331,12 @@ def _one_per_node(pods: list[Any], nodes: int) -> list[Any] | None:
     return bound if len(bound) == nodes and len({p.spec.node_name for p in bound}) == nodes else None
 
 
+def _every_endpoint(client: _Client, nodes: int) -> list[str] | None:
+    """The Service's addresses, once there are `nodes` of them; else None."""
+    found = client.endpoints()
+    return found if len(found) == nodes else None
+
+
 def _stop_kubelet(kubelet: subprocess.Popen[str] | None) -> None:
     if kubelet is not None and kubelet.poll() is None:
         kubelet.terminate()
@@ -387,8 +401,8 @@ def run(settings: PlaneSettings, workdir: Path, modules: dict[str, bytes], versi
                 settings.settle_timeout_s)
             cluster["running_s"] = time.perf_counter() - applied
             cluster["pods_before"] = client.pod_views()
-            cluster["endpoints"] = _wait("the Service's endpoints", lambda: client.endpoints() if len(
-                client.endpoints()) == settings.nodes else None, 60)
+            cluster["endpoints"] = _wait("the Service's endpoints", lambda: _every_endpoint(client, settings.nodes),
+                                         60)
             result["servers"] = measure_rounds(client, servers, settings, versions)
             cluster["pods_after"] = client.pod_views()
             result["cluster"] = cluster
