@@ -521,13 +521,18 @@ async def _pull_together(host: str, port: int, repository: str, reference: str, 
             "module_bytes_per_s": sum(b for _, b in ok) / elapsed}
 
 
-def registry_fanout(address: str, repository: str, reference: str, levels: list[int]) -> dict[str, Any]:
+def registry_fanout(registry: HostProcess, repository: str, reference: str, levels: list[int]) -> dict[str, Any]:
     """For each K in `levels`: K clients start one whole pull each at the same moment, each on its own connection
     (as K nodes told of a new version at once), from one asyncio client on this machine; the time until the last
     one has every byte checked, and the rate that makes. The client shares the cores with the registry, so the
-    rates are lower bounds for a registry with cores of its own."""
-    host, port = address.rsplit(":", 1)
+    rates are lower bounds for a registry with cores of its own; the CPU seconds each side spent say which one
+    bounded them."""
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_pull_together(host, int(port), repository, reference, 1))  # warm: the registry's first read
-        rounds = [runner.run(_pull_together(host, int(port), repository, reference, k)) for k in levels]
+        runner.run(_pull_together(registry.host, registry.port, repository, reference, 1))  # the first read warm
+        rounds = []
+        for clients in levels:
+            registry_cpu, client_cpu = registry.cpu_seconds(), time.process_time()
+            level = runner.run(_pull_together(registry.host, registry.port, repository, reference, clients))
+            rounds.append({**level, "registry_cpu_s": registry.cpu_seconds() - registry_cpu,
+                           "client_cpu_s": time.process_time() - client_cpu})
     return {"repository": repository, "reference": reference, "levels": rounds}

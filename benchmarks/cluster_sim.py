@@ -842,6 +842,14 @@ def render_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _updates_counted(ok: list[int], failed: list[int]) -> str:
+    """What the nodes' update counters said, in one phrase when they all agree."""
+    if len(set(ok)) == 1 and len(set(failed)) == 1:
+        return f"Every node counted {ok[0]} updates ok, {failed[0]} failed."
+    return "The nodes counted " + " / ".join(f"{a} ok, {b} failed" for a, b in zip(ok, failed, strict=True)) + \
+        " updates."
+
+
 def control_plane_lines(report: dict[str, Any]) -> list[str]:
     """The "Through a real API server" subsection, when --control-plane has run (else nothing)."""
     plane = report.get("control_plane")
@@ -869,7 +877,9 @@ def control_plane_lines(report: dict[str, Any]) -> list[str]:
                   for number, r in enumerate(servers["rounds"])]
     pull_rows = [[str(level["clients"]), f"{level['pulled']} / {level['failed']}", fmt_s(level["all_s"]),
                   fmt_s(level["p50_s"]), f"{level['pulls_per_s']:,.0f}/s",
-                  f"{level['module_bytes_per_s'] / 2**20:,.0f} MiB/s"] for level in pulls["levels"]]
+                  f"{level['module_bytes_per_s'] / 2**20:,.0f} MiB/s",
+                  f"{level.get('registry_cpu_s', 0):.2f} s / {level.get('client_cpu_s', 0):.2f} s"]
+                 for level in pulls["levels"]]
     module_kib = max((level["module_bytes"] for level in pulls["levels"]), default=0) / 1024
     return [
         "### Through a real API server",
@@ -912,9 +922,9 @@ def control_plane_lines(report: dict[str, Any]) -> list[str]:
         f"{fmt_s(lat['p90_s'])}, max **{fmt_s(lat['max_s'])}** (target: every node within 2 s: "
         f"{'met' if met else 'not met'}). Failed requests: **{servers['failed']}** of {servers['requests']:,} "
         f"(shed by the generator: {servers['shed']}); latency over the rounds p50 {fmt_ms(window['p50_ms'])}, p99 "
-        f"{fmt_ms(window['p99_ms'])}. The nodes counted " + " / ".join(
-            f"{ok} ok, {bad} failed" for ok, bad in zip(servers["updates_ok"], servers["updates_failed"],
-                                                        strict=True)) + " updates.",
+        f"{fmt_ms(window['p99_ms'])} (every node pulls, compiles and warms up the new version at the same moment, "
+        f"{nodes} nodes, the load generator and the plane on {plane.get('nproc', '?')} cores). "
+        + _updates_counted(servers["updates_ok"], servers["updates_failed"]),
         "",
         f"**Watch fan-out.** {fanout['watchers']} watch streams on the ConfigMap (as {fanout['watchers']} nodes' "
         f"servers would hold), from one asyncio client on the host side, opened in {fanout['connect_s']:.1f} s; "
@@ -929,11 +939,12 @@ def control_plane_lines(report: dict[str, Any]) -> list[str]:
         "module, every digest checked), from one asyncio client on the host side of the bridge; the registry is "
         "the one above, on the bridge's address, with the servers and the plane stopped:",
         "",
-        *md_table(["concurrent pulls", "pulled / failed", "all done in", "p50 per pull", "pulls", "module bytes"],
-                  pull_rows),
+        *md_table(["concurrent pulls", "pulled / failed", "all done in", "p50 per pull", "pulls", "module bytes",
+                   "CPU: registry / puller"], pull_rows),
         "",
-        "The puller and the registry share the cores, so these rates are lower bounds for a registry with cores of "
-        "its own.",
+        "The puller and the registry share the cores (and the machine's other work), so these rates are lower "
+        "bounds for a registry with cores of its own; the CPU column says how much of the round each side spent "
+        "computing.",
         "",
     ]
 

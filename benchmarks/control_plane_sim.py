@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -365,7 +366,7 @@ def run(settings: PlaneSettings, workdir: Path, modules: dict[str, bytes], versi
         net = namespace_network(settings.nodes)
     except OSError as exc:
         return {"status": "n/a", "reason": f"the nodes need network namespaces: {exc}"}
-    result: dict[str, Any] = {"status": "ok", "settings": asdict(settings), "network": {
+    result: dict[str, Any] = {"status": "ok", "settings": asdict(settings), "nproc": os.cpu_count(), "network": {
         "subnet": net.subnet, "host_address": net.host_address, "nodes": net.node_addresses}}
     processes: list[HostProcess] = []
     servers: list[HostProcess] = []
@@ -412,7 +413,7 @@ def run(settings: PlaneSettings, workdir: Path, modules: dict[str, bytes], versi
             version = subprocess.run([str(plane.kubectl_path), "version", "--short"], capture_output=True,
                                      text=True, env=plane.env, timeout=30).stdout.strip().splitlines()
             result["kube_version"] = version[-1].split(":")[-1].strip() if version else None
-        result["registry_fanout"] = registry_fanout(address, REPOSITORY, NEW, list(settings.pull_clients))
+        result["registry_fanout"] = registry_fanout(registry, REPOSITORY, NEW, list(settings.pull_clients))
     finally:
         stop_all(servers)
         _stop_kubelet(kubelet)

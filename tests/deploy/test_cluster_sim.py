@@ -103,4 +103,4 @@ def test_the_control_plane_cluster_converges_under_load_and_reaches_every_watche
     assert [(p["clients"], p["pulled"], p["failed"]) for p in pulls] == [(1, 1, 0), (8, 8, 0)], pulls
     assert all(p["module_bytes"] > 50_000 for p in pulls), pulls
     lines = "\n".join(sim.control_plane_lines({"date": "today", "control_plane": result}))
-    assert "### Through a real API server" in lines and "failed requests: **0**" in lines
+    assert "### Through a real API server" in lines and "Failed requests: **0**" in lines
