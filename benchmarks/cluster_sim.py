@@ -658,7 +658,9 @@ def _watch_extrapolation(report: dict[str, Any], fan_out: float, update_s: float
             "arithmetic": f"measured (--control-plane): {pulls['clients']} clients, each on its own connection, each "
             f"a whole pull with its digests checked, started together: the last done after {fmt_s(pulls['all_s'])} "
             f"({pulls['pulls_per_s']:,.0f} pulls/s, {pulls['module_bytes_per_s'] / 2**20:,.0f} MiB/s of module, one "
-            f"registry sharing {report['machine']['nproc']} cores with its clients)"
+            f"registry sharing {plane.get('nproc', '?')} cores with its clients and the machine's other work; the "
+            f"registry's CPU for them: {pulls.get('registry_cpu_s', 0):.2f} s, "
+            f"{pulls.get('registry_cpu_s', 0) / pulls['clients'] * 1000:.1f} ms per pull)"
             + ("" if pulls["clients"] >= SEED_NODES else f"; {SEED_NODES} nodes at that rate: "
                f"{SEED_NODES} / {pulls['pulls_per_s']:,.0f} = {fmt_s(pull_s)}"),
             "value": pull_s})
