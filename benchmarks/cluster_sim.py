@@ -34,12 +34,18 @@ docs/performance.md (only the text between its marker comments).
     python benchmarks/cluster_sim.py --quick            # shorter windows (under a minute); writes *.partial.json
     python benchmarks/cluster_sim.py --network loopback # processes on 127.0.0.1 even where namespaces work
     python benchmarks/cluster_sim.py --render --doc     # measure nothing: redo the tables and section from the JSON
-    python benchmarks/cluster_sim.py --control-plane    # add the real API server's figures to the last full run
+    python benchmarks/cluster_sim.py --control-plane --nodes 6  # the cluster on a real API server (below)
 
-`--control-plane` (control_plane_sim.py) runs the update through a real kube-apiserver v1.20.2 instead of
-mounted directories: N servers watching one ConfigMap (`k8s://`), and 500 watch streams on it, as 500 nodes'
-would be; the figures join the stored full run's JSON and its section ("Through a real API server"), and the
-500-node arithmetic uses them. The plane is tests/k8s's (built once, ~8 minutes, cached in ~/.cache/k8s-1.20).
+`--control-plane` (control_plane_sim.py) runs the cluster on a real Kubernetes control plane (kube-apiserver,
+etcd, controller-manager and scheduler v1.20.2: tests/k8s's, built once, ~8 minutes, cached in
+~/.cache/k8s-1.20) instead of mounted directories: N fake Nodes, the rendered Deployment's pods bound one to
+each, each pod's container run as a `wasinfer serve --desired-state k8s://sim/ai-model-config` process in its
+node's network namespace (the API server and the registry on the bridge's address), the fake kubelet marking
+the pods Running; ConfigMap patches under open-loop load (per-node convergence, failed requests, the pods as the
+API server sees them); then the fan-out at the seed's scale, simulated: 500 watch streams on the ConfigMap and
+up to 500 concurrent pulls of the new module from the one registry. The figures join the stored full run's JSON
+and its section ("Through a real API server"), and the 500-node arithmetic uses them. Needs root and `ip netns`
+(it says why and measures nothing otherwise); Ctrl+C or SIGTERM stops every process and removes every namespace.
 
 Setup: Debian's `docker-registry` (required) and `prometheus` (optional): `apt-get install -y docker-registry
 prometheus`. Namespaces need root and iproute2.
@@ -53,15 +59,11 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -73,35 +75,44 @@ from rich.console import Console
 from rich.table import Table
 
 from bench_report import add_output_arguments, fmt_ms, machine, md_table, publish, write_doc
+from cluster_parts import (
+    NEW,
+    NODE_PORT,
+    OLD,
+    REPOSITORY,
+    SERVED,
+    WEIGHT_SEED,
+    HostProcess,
+    Network,
+    OpenLoad,
+    Versions,
+    configmap,
+    convergence,
+    make_network,
+    measure_capacity,
+    registry_process,
+    scrape,
+    start_all,
+    terminated_cleanly,
+    wait_converged,
+    window_stats,
+)
 from lifecycle_bench import (
-    BODY,
     REGISTRY_BINARY,
-    SAMPLE,
-    Connection,
     event_loop_factory,
     mlp_onnx,
-    mlp_reference,
-    raw_post,
-    registry_command,
-    registry_env,
     total,
 )
-from serve_bench import ServerProcess, free_port
+from serve_bench import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "cluster_sim.json"
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- cluster_sim:begin -->", "<!-- cluster_sim:end -->"
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
-REPOSITORY = "edge/ai-model"  # served as "ai-model", the seed's /models/ai-model.wasm
-SERVED = "ai-model"
-OLD, NEW = "v1.0.0", "v1.1.0"  # the seed's spelling, in the ConfigMap and as the registry tags
-WEIGHT_SEED = {OLD: 20_000, NEW: 20_001}
 SEED_NODES, SEED_PODS, SEED_DAILY_INFERENCES, SEED_POD_CPU_LIMIT = 500, 5000, 100_000_000, 2.0
 SEED_LATENCY_MS = 100.0  # the seed: "延迟 < 100ms"
 SWAP_P99_FACTOR = 2.0  # as lifecycle_bench judges updates: p99 while swapping within 2x the steady p99
-NETNS_PREFIX = "wasinfer-sim-"
-NODE_PORT = 8000  # every node's port inside its own namespace, as pods all listen on the same port
 console = Console(width=None if sys.stdout.isatty() else 200)
 
 
@@ -127,178 +138,6 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(capacity_s=3.0, window_s=3.0, pulls=16, blob_get_s=1.0)
 
-
-# --- the network: one namespace per node, or loopback ---------------------------------------------------------------
-
-
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=False)
-    if done.returncode != 0:
-        raise OSError(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_namespaces() -> list[str]:
-    """Namespaces (and bridges) an earlier run of this script left behind when it was killed: their pid is gone."""
-    removed: list[str] = []
-    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20, check=False)
-    for line in done.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if not name.startswith(NETNS_PREFIX):
-            continue
-        pid = name[len(NETNS_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                _ip("netns", "del", name)
-                removed.append(name)
-                with contextlib.suppress(OSError):
-                    _ip("link", "del", f"wsb{pid}")
-    return removed
-
-
-@dataclass
-class Network:
-    """Where the nodes listen and where the host-side services (registry) listen, and how a node is started."""
-
-    mode: str  # "netns" or "loopback"
-    host_address: str
-    node_addresses: list[str]
-    reason: str = ""  # why loopback, when namespaces were asked for
-    namespaces: list[str] = field(default_factory=list)
-    bridge: str = ""
-    subnet: str = ""
-
-    def wrap(self, index: int, command: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.namespaces[index], *command] if self.mode == "netns" else command
-
-    def close(self) -> None:
-        for name in self.namespaces:  # deleting a namespace deletes its end of the veth pair, and so the pair
-            with contextlib.suppress(OSError):
-                _ip("netns", "del", name)
-        if self.bridge:
-            with contextlib.suppress(OSError):
-                _ip("link", "del", self.bridge)
-        self.namespaces, self.bridge = [], ""
-
-
-def _free_subnet() -> int:
-    """A third octet X with 10.250.X.0/24 on no interface or route here."""
-    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=20, check=False).stdout
-    used += subprocess.run(["ip", "route"], capture_output=True, text=True, timeout=20, check=False).stdout
-    start = os.getpid() % 250
-    for k in range(250):
-        octet = (start + k) % 250 + 1
-        if f"10.250.{octet}." not in used:
-            return octet
-    raise OSError("no free 10.250.x.0/24 subnet")
-
-
-def namespace_network(nodes: int) -> Network:
-    """A bridge with 10.250.X.1 for the host's services and one namespace per node at 10.250.X.(2+i).
-
-    Only this machine sees the subnet: the bridge has no uplink and nothing routes it anywhere."""
-    pid = os.getpid()
-    octet = _free_subnet()
-    net = Network("netns", f"10.250.{octet}.1", [f"10.250.{octet}.{2 + i}" for i in range(nodes)],
-                  subnet=f"10.250.{octet}.0/24")
-    try:
-        net.bridge = f"wsb{pid}"[:15]
-        _ip("link", "add", net.bridge, "type", "bridge")
-        _ip("addr", "add", f"{net.host_address}/24", "dev", net.bridge)
-        _ip("link", "set", net.bridge, "up")
-        for i, address in enumerate(net.node_addresses):
-            name, host_end, node_end = f"{NETNS_PREFIX}{pid}-{i}", f"wsv{pid}h{i}"[:15], f"wsv{pid}n{i}"[:15]
-            _ip("netns", "add", name)
-            net.namespaces.append(name)
-            _ip("link", "add", host_end, "type", "veth", "peer", "name", node_end)
-            _ip("link", "set", node_end, "netns", name)
-            _ip("link", "set", host_end, "master", net.bridge)
-            _ip("link", "set", host_end, "up")
-            _ip("-n", name, "addr", "add", f"{address}/24", "dev", node_end)
-            _ip("-n", name, "link", "set", node_end, "up")
-            _ip("-n", name, "link", "set", "lo", "up")
-    except OSError:
-        net.close()
-        raise
-    return net
-
-
-def loopback_network(nodes: int, reason: str = "") -> Network:
-    return Network("loopback", "127.0.0.1", ["127.0.0.1"] * nodes, reason=reason)
-
-
-def make_network(nodes: int, wanted: str) -> Network:
-    """Namespaces when asked for (or, with "auto", when root and iproute2 allow them); else loopback, saying why."""
-    if wanted == "loopback":
-        return loopback_network(nodes, "asked for (--network loopback)")
-    problem = ""
-    if os.geteuid() != 0:
-        problem = "not root (network namespaces need CAP_NET_ADMIN)"
-    elif shutil.which("ip") is None:
-        problem = "no `ip` (iproute2)"
-    if not problem:
-        remove_stale_namespaces()
-        try:
-            return namespace_network(nodes)
-        except OSError as exc:
-            problem = f"namespaces unavailable: {exc}"
-    if wanted == "netns":
-        raise SystemExit(f"error: --network netns: {problem}")
-    return loopback_network(nodes, problem)
-
-
-# --- processes ------------------------------------------------------------------------------------------------------
-
-
-class HostProcess(ServerProcess):
-    """serve_bench's ServerProcess (own process group, log file, group CPU), readiness checked on any address."""
-
-    def __init__(self, name: str, command: list[str], host: str, port: int, ready_path: str, cwd: Path,
-                 env: dict[str, str] | None = None):
-        super().__init__(name, command, port, ready_path, cwd, cwd / f"{name}.log", env)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def wait_ready(self, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return f"{self.name} exited with code {self.proc.returncode}: {self.log_tail()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return None
-            time.sleep(0.2)
-        return f"{self.name} was not ready within {timeout:.0f} s: {self.log_tail()}"
-
-
-def start_all(processes: list[HostProcess], timeout: float = 120) -> None:
-    for process in processes:
-        process.start(None)
-    for process in processes:
-        problem = process.wait_ready(timeout)
-        if problem is not None:
-            raise RuntimeError(problem)
-
-
-def registry_process(workdir: Path, host: str) -> HostProcess:
-    """Debian's docker-registry on `host`, storage in the work directory (lifecycle_bench's configuration)."""
-    directory, port = workdir / "registry", free_port()
-    process = HostProcess("docker-registry", registry_command(directory, host, port), host, port, "/v2/", directory)
-    process.env = registry_env()
-    return process
 
 
 def prometheus_process(workdir: Path, targets: list[str], interval_s: float) -> HostProcess:
@@ -352,172 +191,8 @@ def mount_configmap(directory: Path, data: dict[str, str]) -> None:
         shutil.rmtree(directory / old, ignore_errors=True)
 
 
-def configmap(model_path: str, model_version: str, settings: Settings) -> dict[str, str]:
-    return {"model_path": model_path, "model_version": model_version,
-            "model_update_interval": settings.update_interval, "cache_enabled": "true"}
-
-
-# --- load -----------------------------------------------------------------------------------------------------------
-
-
-class Versions:
-    """Tells which version answered, by the output: each version has its own weights, so its own answer."""
-
-    def __init__(self, labels: list[str]):
-        self.labels = labels
-        self.expected = np.stack([mlp_reference(WEIGHT_SEED[label], SAMPLE).reshape(-1) for label in labels])
-
-    def of(self, body: bytes) -> int:
-        """The index of the version whose output this is, or -1."""
-        try:
-            data = np.asarray(json.loads(body)["outputs"][0]["data"], dtype=np.float32).reshape(-1)
-            close = np.all(np.abs(self.expected - data) <= 1e-4 + 1e-4 * np.abs(self.expected), axis=1)
-        except (KeyError, IndexError, ValueError, TypeError):
-            return -1
-        hits = np.flatnonzero(close)
-        return int(hits[0]) if len(hits) else -1
-
-
-def _percentiles(latencies: list[float]) -> dict[str, float | None]:
-    values = np.asarray(latencies) * 1000
-    return {"p50_ms": float(np.percentile(values, 50)) if len(values) else None,
-            "p99_ms": float(np.percentile(values, 99)) if len(values) else None}
-
-
-async def _capacity(targets: list[tuple[str, int]], per_node: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop clients, `per_node` per node, each posting as fast as its node answers."""
-    counts = [0] * len(targets)
-    failures = [0] * len(targets)
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def client(node: int) -> None:
-        host, port = targets[node]
-        connection, raw = Connection(port, timeout=30.0, host=host), raw_post(port, SERVED, host)
-        try:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                status, _ = await connection.post(raw)
-                latencies.append(time.perf_counter() - started)
-                if status == 200:
-                    counts[node] += 1
-                else:
-                    failures[node] += 1
-        finally:
-            connection.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client(n) for n in range(len(targets)) for _ in range(per_node)))
-    elapsed = time.perf_counter() - began
-    return {"seconds": elapsed, "per_node_rps": [c / elapsed for c in counts], "total_rps": sum(counts) / elapsed,
-            "failed": sum(failures), "requests": sum(counts) + sum(failures), **_percentiles(latencies)}
-
-
-def measure_capacity(targets: list[tuple[str, int]], per_node: int, seconds: float) -> dict[str, Any]:
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(_capacity(targets, per_node, seconds))
-
-
-@dataclass
-class Record:
-    scheduled: float  # perf_counter time the request was due (open loop)
-    done: float
-    node: int
-    status: int
-    version: int  # Versions index, -1 for none (a failure)
-
-
-class OpenLoad:
-    """Requests at a fixed rate, round-robin over the nodes, on a thread of its own until stopped (bounded anyway).
-
-    Open loop: request i is due at start + i / rate whatever happened to the ones before, and its latency counts
-    from then, so a stall shows in the latencies instead of slowing the load down. Each node has a pool of
-    keep-alive connections; a request that finds its node's queue full (the node is far behind) is counted as
-    shed by the generator, apart from the server's failures."""
-
-    def __init__(self, targets: list[tuple[str, int]], rate: float, versions: Versions, limit_s: float,
-                 connections_per_node: int = 8, queue_limit: int = 512):
-        self.targets, self.rate, self.versions, self.limit_s = targets, rate, versions, limit_s
-        self.connections_per_node, self.queue_limit = connections_per_node, queue_limit
-        self.records: list[Record] = []
-        self.failures: Counter[str] = Counter()
-        self.shed = 0
-        self.latest = [-1] * len(targets)  # the version each node answered last
-        self.started = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="open-load", daemon=True)
-
-    def _main(self) -> None:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(self._run())
-
-    def start(self) -> OpenLoad:
-        self.started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        queues: list[asyncio.Queue[float]] = [asyncio.Queue(self.queue_limit) for _ in self.targets]
-
-        async def worker(node: int) -> None:
-            host, port = self.targets[node]
-            connection, raw = Connection(port, timeout=30.0, host=host), raw_post(port, SERVED, host)
-            try:
-                while True:
-                    due = await queues[node].get()
-                    status, body = await connection.post(raw)
-                    done = time.perf_counter()
-                    seen = self.versions.of(body) if status == 200 else -1
-                    if status != 200:
-                        self.failures[f"node{node}: {status or 'transport'}: "
-                                      f"{body[:100].decode(errors='replace')}"] += 1
-                    elif seen < 0:
-                        self.failures[f"node{node}: an answer that is no version's output"] += 1
-                    else:
-                        self.latest[node] = seen
-                    self.records.append(Record(due, done, node, status, seen))
-                    queues[node].task_done()
-            finally:
-                connection.close()
-
-        workers = [asyncio.create_task(worker(n)) for n in range(len(self.targets))
-                   for _ in range(self.connections_per_node)]
-        deadline = self.started + self.limit_s
-        for index in range(10**9):
-            due = self.started + index / self.rate
-            if self._stop.is_set() or due > deadline:
-                break
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                queues[index % len(self.targets)].put_nowait(due)
-            except asyncio.QueueFull:
-                self.shed += 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(q.join() for q in queues)), 30)
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-
 
 # --- metrics: the nodes' own, and Prometheus --------------------------------------------------------------------------
-
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(url: str) -> Samples:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    response = httpx.get(url + "/metrics", timeout=30)
-    response.raise_for_status()
-    return [(s.name, dict(s.labels), float(s.value))
-            for family in text_string_to_metric_families(response.text) for s in family.samples]
 
 
 class Prometheus:
@@ -569,42 +244,6 @@ class Marks:
     def mark(self, name: str) -> None:
         self.perf[name], self.wall[name] = time.perf_counter(), time.time()
 
-
-def wait_converged(load: OpenLoad, target: int, timeout: float) -> bool:
-    """Until every node's latest answer is `target`'s output (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(v == target for v in load.latest):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def convergence(records: list[Record], nodes: int, since: float, until: float, target: int) -> dict[str, Any]:
-    """Per node: seconds from `since` to its first answer with `target`'s output, and how many requests due after
-    that answer (and before `until`, the next round) still got another version (0 when the swap is clean)."""
-    per_node: list[float | None] = []
-    stale = 0
-    for node in range(nodes):
-        mine = [r for r in records if r.node == node and since - 5 <= r.scheduled < until]
-        first = min((r.done for r in mine if r.version == target and r.done >= since), default=None)
-        per_node.append(None if first is None else first - since)
-        if first is not None:
-            stale += sum(1 for r in mine if r.scheduled > first and r.status == 200 and r.version != target)
-    done = [t for t in per_node if t is not None]
-    return {"per_node_s": per_node, "max_s": max(done) if len(done) == nodes else None,
-            "first_s": min(done) if done else None, "converged": len(done) == nodes, "stale_answers": stale}
-
-
-def window_stats(records: list[Record], nodes: int, start: float, end: float) -> dict[str, Any]:
-    """Requests due inside [start, end): latency percentiles of the successful ones, failures, throughput."""
-    rows = [r for r in records if start <= r.scheduled < end]
-    seconds = max(end - start, 1e-9)
-    ok = [r for r in rows if r.status == 200 and r.version >= 0]
-    return {"seconds": end - start, "requests": len(rows), "failed": len(rows) - len(ok),
-            "total_rps": len(ok) / seconds,
-            "per_node_rps": [sum(1 for r in ok if r.node == n) / seconds for n in range(nodes)],
-            **_percentiles([r.done - r.scheduled for r in ok])}
 
 
 async def _blob_gets(host: str, port: int, path: str, connections: int, seconds: float) -> tuple[int, int, float]:
@@ -791,7 +430,7 @@ def run(settings: Settings, workdir: Path, network: str = "auto", with_prometheu
         model_path = f"{address}/{REPOSITORY}"
         config_dirs = [workdir / f"configmap-node{i}" for i in range(settings.nodes)]
         for directory in config_dirs:
-            mount_configmap(directory, configmap(model_path, OLD, settings))
+            mount_configmap(directory, configmap(model_path, OLD, settings.update_interval))
         nodes = [node_process(net, i, workdir, config_dirs[i]) for i in range(settings.nodes)]
         processes += nodes
         started = time.perf_counter()
@@ -838,7 +477,7 @@ def run(settings: Settings, workdir: Path, network: str = "auto", with_prometheu
                 push_s = time.perf_counter() - began
             marks.mark(phase)
             for directory in config_dirs:  # every node's mount at once, as if the kubelets all synced together
-                mount_configmap(directory, configmap(model_path, label, settings))
+                mount_configmap(directory, configmap(model_path, label, settings.update_interval))
             converged = wait_converged(load, versions.labels.index(label), settings.converge_timeout_s)
             marks.mark(settled)
             rounds[phase] = {"version": label, "push_s": push_s, "converged_before_timeout": converged}
@@ -992,20 +631,50 @@ def finish(report: dict[str, Any]) -> None:
     report["notes"] = notes
 
 
+def _pull_fanout(plane: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest concurrent-pull round of --control-plane's registry fan-out in which every pull succeeded."""
+    levels = [level for level in (plane.get("registry_fanout") or {}).get("levels", []) if level["failed"] == 0]
+    return max(levels, key=lambda level: level["clients"], default=None)
+
+
 def _watch_extrapolation(report: dict[str, Any], fan_out: float, update_s: float | None) -> list[dict[str, Any]]:
-    """With --control-plane's figures: the same convergence through the API watch instead of the kubelet."""
+    """With --control-plane's figures: the registry fan-out as measured with concurrent pulls, and the convergence
+    through the API watch instead of the kubelet."""
     plane = report.get("control_plane") or {}
-    if plane.get("status") != "ok" or plane["fanout"]["all_delivered"]["p50_s"] is None:
+    if plane.get("status") != "ok" or "cluster" not in plane or plane["fanout"]["all_delivered"]["p50_s"] is None:
         return []
+    lines = []
+    pulls = _pull_fanout(plane)
+    pull_s, pull_how = fan_out, f"{fan_out:.2f} s, the raw-GET arithmetic above"
+    if pulls is not None:
+        if pulls["clients"] >= SEED_NODES:
+            pull_s = pulls["all_s"] * SEED_NODES / pulls["clients"]
+            pull_how = f"{fmt_s(pull_s)}, measured with {pulls['clients']} concurrent pulls"
+        else:
+            pull_s = SEED_NODES / pulls["pulls_per_s"]
+            pull_how = f"{fmt_s(pull_s)}: {SEED_NODES} / {pulls['pulls_per_s']:,.0f} pulls/s at {pulls['clients']}"
+        lines.append({
+            "what": f"registry fan-out, simulated: {pulls['clients']} nodes pull the new version at once",
+            "arithmetic": f"measured (--control-plane): {pulls['clients']} clients, each on its own connection, each "
+            f"a whole pull with its digests checked, started together: the last done after {fmt_s(pulls['all_s'])} "
+            f"({pulls['pulls_per_s']:,.0f} pulls/s, {pulls['module_bytes_per_s'] / 2**20:,.0f} MiB/s of module, one "
+            f"registry sharing {plane.get('nproc', '?')} cores with its clients and the machine's other work; the "
+            f"registry's CPU for them: {pulls.get('registry_cpu_s', 0):.2f} s, "
+            f"{pulls.get('registry_cpu_s', 0) / pulls['clients'] * 1000:.1f} ms per pull)"
+            + ("" if pulls["clients"] >= SEED_NODES else f"; {SEED_NODES} nodes at that rate: "
+               f"{SEED_NODES} / {pulls['pulls_per_s']:,.0f} = {fmt_s(pull_s)}"),
+            "value": pull_s})
     watch = plane["fanout"]["all_delivered"]["p50_s"]
     server = plane["servers"]["latency"]["max_s"] or 0.0
-    return [{"what": "convergence of every node after a ConfigMap change, through the API watch (config.watch)",
-             "arithmetic": f"the watch event at all {plane['fanout']['watchers']} watchers (measured here: "
-             f"{fmt_s(watch)} p50, one API server and its watchers on {report['machine']['nproc']} cores) + the "
-             f"registry fan-out ({fan_out:.2f} s, above) + the slowest node's update "
-             f"({fmt_s(update_s)}; through the API here, fetch from a local file: {fmt_s(server)} at most) = "
-             f"{watch + fan_out + (update_s or 0.0):.1f} s, instead of the kubelet's minute",
-             "value": watch + fan_out + (update_s or 0.0)}]
+    lines.append({
+        "what": "convergence of every node after a ConfigMap change, through the API watch (config.watch)",
+        "arithmetic": f"the watch event at all {plane['fanout']['watchers']} watchers (measured: {fmt_s(watch)} "
+        f"p50, one API server and its watchers on {report['machine']['nproc']} cores) + the registry fan-out to "
+        f"{SEED_NODES} nodes ({pull_how}) + the slowest node's update ({fmt_s(update_s)}, the mounted nodes' mean; "
+        f"through the API on {len(plane['cluster']['nodes'])} nodes, watch and pull over the bridge included: "
+        f"{fmt_s(server)} at most) = {fmt_s(watch + pull_s + (update_s or 0.0))}, instead of the kubelet's minute",
+        "value": watch + pull_s + (update_s or 0.0)})
+    return lines
 
 
 def fmt_s(seconds: float | None) -> str:
@@ -1175,6 +844,14 @@ def render_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _updates_counted(ok: list[int], failed: list[int]) -> str:
+    """What the nodes' update counters said, in one phrase when they all agree."""
+    if len(set(ok)) == 1 and len(set(failed)) == 1:
+        return f"Every node counted {ok[0]} updates ok, {failed[0]} failed."
+    return "The nodes counted " + " / ".join(f"{a} ok, {b} failed" for a, b in zip(ok, failed, strict=True)) + \
+        " updates."
+
+
 def control_plane_lines(report: dict[str, Any]) -> list[str]:
     """The "Through a real API server" subsection, when --control-plane has run (else nothing)."""
     plane = report.get("control_plane")
@@ -1182,36 +859,94 @@ def control_plane_lines(report: dict[str, Any]) -> list[str]:
         return []
     if plane.get("status") != "ok":
         return ["### Through a real API server", "", f"Not run: {plane.get('reason')}.", ""]
-    servers, fanout = plane["servers"], plane["fanout"]
-    lat, every = servers["latency"], fanout["all_delivered"]
+    if "cluster" not in plane:
+        return ["### Through a real API server", "", "The stored figures come from an earlier form of "
+                "`--control-plane` (servers on 127.0.0.1): run `python benchmarks/cluster_sim.py --control-plane` "
+                "again.", ""]
+    cluster, servers, fanout, pulls = plane["cluster"], plane["servers"], plane["fanout"], plane["registry_fanout"]
+    settings, net = plane["settings"], plane["network"]
+    nodes = len(cluster["nodes"])
+    lat, every, window = servers["latency"], fanout["all_delivered"], servers["window"]
     per_round = [r["all_s"] for r in fanout["rounds"]]
+    met = servers["converged"] and (lat["max_s"] or 99) <= 2
+    after = {p["name"]: p for p in cluster["pods_after"]}
+    pod_rows = [[p["name"], p["node"], f"{p['phase']}, {'ready' if p['ready'] else 'not ready'}",
+                 f"{after.get(p['name'], {}).get('phase', 'gone')}, "
+                 f"{'ready' if after.get(p['name'], {}).get('ready') else 'not ready'}", str(p["pod_ip"])]
+                for p in cluster["pods_before"]]
+    round_rows = [[f"{number + 1}: to {r['to']}", " / ".join(fmt_s(t) for t in r["per_node_s"]),
+                   f"**{fmt_s(r['max_s'])}**", str(r["stale_answers"])]
+                  for number, r in enumerate(servers["rounds"])]
+    pull_rows = [[str(level["clients"]), f"{level['pulled']} / {level['failed']}", fmt_s(level["all_s"]),
+                  fmt_s(level["p50_s"]), f"{level['pulls_per_s']:,.0f}/s",
+                  f"{level['module_bytes_per_s'] / 2**20:,.0f} MiB/s",
+                  f"{level.get('registry_cpu_s', 0):.2f} s / {level.get('client_cpu_s', 0):.2f} s"]
+                 for level in pulls["levels"]]
+    module_kib = max((level["module_bytes"] for level in pulls["levels"]), default=0) / 1024
     return [
         "### Through a real API server",
         "",
-        f"`python benchmarks/cluster_sim.py --control-plane` ({plane.get('date', report['date'])}): a real "
-        f"kube-apiserver ({plane.get('kube_version') or 'v1.20.2'}, built from Debian's source package, with etcd, "
-        "on 127.0.0.1: tests/k8s) instead of mounted directories, sharing this machine's cores with everything "
-        f"else below (and with other work: 1-minute load average {plane.get('loadavg_1min', '?')} before, "
-        f"{plane.get('loadavg_1min_after', '?')} after).",
+        f"`python benchmarks/cluster_sim.py --control-plane --nodes {nodes}` ({plane.get('date', report['date'])}, "
+        f"{plane.get('seconds', 0):.0f} s): a real Kubernetes control plane ({plane.get('kube_version') or 'v1.20.2'}"
+        ": kube-apiserver, etcd, controller-manager and scheduler built from Debian's source package, tests/k8s), the "
+        f"API server listening on the bridge's address {net['host_address']}, sharing this machine's cores with "
+        f"everything else below (and with other work: 1-minute load average {plane.get('loadavg_1min', '?')} "
+        f"before, {plane.get('loadavg_1min_after', '?')} after).",
         "",
-        f"**Servers.** {servers['servers']} `wasinfer serve --desired-state k8s://sim/ai-model-config` processes "
-        "watching the one ConfigMap, each under a closed loop of one request at a time; "
-        f"{len(servers['rounds'])} rounds each patch the ConfigMap to the other version (`model_version` and "
-        "`model_path`, a module file per version on this machine). From the patch to each server's first answer "
-        f"with the new version's output, over {servers['servers']} servers x {len(servers['rounds'])} rounds: "
-        f"p50 {fmt_s(lat['p50_s'])}, p90 {fmt_s(lat['p90_s'])}, max **{fmt_s(lat['max_s'])}** (target: every "
-        f"server within 2 s: {'met' if servers['converged'] and (lat['max_s'] or 99) <= 2 else 'not met'}); "
-        f"failed requests: **{servers['failed']}** of {servers['requests']:,}. This includes the watch event, the "
-        "server's fetch (a local file), compile, warm-up and swap; the mounted-directory nodes above add their "
-        "1 s poll instead, and a real kubelet its sync period (a minute or more) before that.",
+        f"**Cluster.** {nodes} Node objects (`fake-node-1` … `fake-node-{nodes}`: Ready, {cluster['nodes'][0]['cpu']} "
+        f"CPUs, {cluster['nodes'][0]['memory']}, {cluster['nodes'][0]['pods']} pods; each with its network "
+        f"namespace's address on {net['subnet']} as InternalIP). `deploy render --kube-version 1.20` of the "
+        f"Deployment ({nodes} replicas, `config.watch`, the model a reference to the registry on the bridge, a "
+        "required pod anti-affinity on the hostname) with its ConfigMap, ServiceAccount, Role, RoleBinding, Service "
+        "and PodDisruptionBudget, applied with `kubectl apply --server-side`: the ReplicaSet's pods were bound one "
+        f"to each node {fmt_s(cluster['scheduled_s'])} after the apply. Each pod's container (command, arguments "
+        "and environment as the API server holds them) runs as a `wasinfer serve --desired-state "
+        "k8s://sim/ai-model-config` process in the network namespace of the pod's node, on port 8000 of the node's "
+        "address, with the rendered Role's service-account token as its only credentials, and pulls the module "
+        "from Debian's docker-registry on the bridge's address; every server was ready "
+        f"{fmt_s(cluster['servers_ready_s'])} after the apply. The fake kubelet then marked the pods Running, each "
+        f"with its node's address as pod IP (every pod ready {fmt_s(cluster['running_s'])} after the apply); the "
+        "Service's endpoints: " + ", ".join(cluster["endpoints"]) + ". The pods as the API server sees them, before "
+        "and after the updates:",
         "",
-        f"**Fan-out.** {fanout['watchers']} watch streams on the ConfigMap (as {fanout['watchers']} nodes' servers "
-        f"would hold), from one asyncio client, opened in {fanout['connect_s']:.1f} s; {len(fanout['rounds'])} "
-        f"patches. From each patch to its arrival at the last of the {fanout['watchers']} watchers: p50 "
-        f"**{fmt_s(every['p50_s'])}**, max {fmt_s(every['max_s'])} ({fanout['complete_rounds']} of "
+        *md_table(["pod", "node", "before", "after", "pod IP"], pod_rows),
+        "",
+        f"**Updates.** {len(servers['rounds'])} patches of the ConfigMap's `model_version` through the API server, "
+        f"alternating {NEW} and {OLD} (both pushed to the registry beforehand), under an open-loop round-robin load "
+        f"from the host side of the bridge at {servers['rate_rps']:.0f} requests/s ({settings['rate_per_node']:g} "
+        "per node), each answer checked against both versions' outputs. Per node (fake-node-1 / … ), from the "
+        "patch to its first answer with the new version's output: the watch event, the pull over the bridge, "
+        "compile, warm-up and swap:",
+        "",
+        *md_table(["round", "per node (first new answer)", "max", "stale answers"], round_rows),
+        "",
+        f"Over {nodes} nodes x {len(servers['rounds'])} rounds: p50 {fmt_s(lat['p50_s'])}, p90 "
+        f"{fmt_s(lat['p90_s'])}, max **{fmt_s(lat['max_s'])}** (target: every node within 2 s: "
+        f"{'met' if met else 'not met'}). Failed requests: **{servers['failed']}** of {servers['requests']:,} "
+        f"(shed by the generator: {servers['shed']}); latency over the rounds p50 {fmt_ms(window['p50_ms'])}, p99 "
+        f"{fmt_ms(window['p99_ms'])} (every node pulls, compiles and warms up the new version at the same moment, "
+        f"{nodes} nodes, the load generator and the plane on {plane.get('nproc', '?')} cores). "
+        + _updates_counted(servers["updates_ok"], servers["updates_failed"]),
+        "",
+        f"**Watch fan-out.** {fanout['watchers']} watch streams on the ConfigMap (as {fanout['watchers']} nodes' "
+        f"servers would hold), from one asyncio client on the host side, opened in {fanout['connect_s']:.1f} s; "
+        f"{len(fanout['rounds'])} patches. From each patch to its arrival at the last of the {fanout['watchers']} "
+        f"watchers: p50 **{fmt_s(every['p50_s'])}**, max {fmt_s(every['max_s'])} ({fanout['complete_rounds']} of "
         f"{len(fanout['rounds'])} rounds reached every watcher; per round: "
         + ", ".join(fmt_s(v) for v in per_round) + f"). The client that reads the {fanout['watchers']} streams runs on "
         "the same cores as the API server and etcd, so this is an upper bound for the API server's own fan-out.",
+        "",
+        f"**Registry fan-out.** K clients each start one whole pull of {NEW} ({module_kib:.0f} KiB module) at the "
+        "same moment, each on a connection of its own as K nodes would (the manifest, then the config and the "
+        "module, every digest checked), from one asyncio client on the host side of the bridge; the registry is "
+        "the one above, on the bridge's address, with the servers and the plane stopped:",
+        "",
+        *md_table(["concurrent pulls", "pulled / failed", "all done in", "p50 per pull", "pulls", "module bytes",
+                   "CPU: registry / puller"], pull_rows),
+        "",
+        "The puller and the registry share the cores (and the machine's other work), so these rates are lower "
+        "bounds for a registry with cores of its own; the CPU column says how much of the round each side spent "
+        "computing.",
         "",
     ]
 
@@ -1237,38 +972,28 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
-@contextlib.contextmanager
-def terminated_cleanly() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the nodes and remove the namespaces."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def control_plane_main(args: argparse.Namespace) -> int:
-    from control_plane_sim import QUICK_PLANE, PlaneSettings
+    from control_plane_sim import QUICK_PLANE, PlaneSettings, modules_of
     from control_plane_sim import run as run_plane
-    from wasinfer.artifact import convert_onnx
 
     settings = QUICK_PLANE if args.quick else PlaneSettings()
-    if args.watchers:
-        settings = replace(settings, watchers=args.watchers)
-    with terminated_cleanly(), tempfile.TemporaryDirectory(prefix="cluster-sim-k8s-") as tmp:
-        modules = {}
-        for label in (OLD, NEW):
-            path = Path(tmp) / "models" / label / f"{SERVED}.wasm"
-            path.parent.mkdir(parents=True)
-            path.write_bytes(convert_onnx(mlp_onnx(WEIGHT_SEED[label]), max_batch=8, name=SERVED).wasm)
-            modules[label] = path
-        load_before = round(os.getloadavg()[0], 2)
-        result = run_plane(settings, Path(tmp), modules, Versions([OLD, NEW]), BODY)
-    result.update(date=time.strftime("%Y-%m-%d"), loadavg_1min=load_before, loadavg_1min_after=round(
-        os.getloadavg()[0], 2))
+    overrides = {"nodes": args.nodes, "watchers": args.watchers,
+                 "pull_clients": tuple(args.pull_clients) if args.pull_clients else None}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    load_before, started = round(os.getloadavg()[0], 2), time.perf_counter()
+    try:
+        with terminated_cleanly(), tempfile.TemporaryDirectory(prefix="cluster-sim-k8s-") as tmp:
+            result = run_plane(settings, Path(tmp), modules_of([OLD, NEW]), Versions([OLD, NEW]))
+    except KeyboardInterrupt:
+        console.print("interrupted: every node, namespace and plane process stopped", markup=False)
+        return 130
+    if result["status"] != "ok":
+        console.print(f"skipped: {result['reason']}", markup=False, highlight=False, soft_wrap=True)
+        return 0
+    result.update(date=time.strftime("%Y-%m-%d"), seconds=time.perf_counter() - started, loadavg_1min=load_before,
+                  loadavg_1min_after=round(os.getloadavg()[0], 2))
     stored_path = args.out or RESULTS
     if not stored_path.exists():
         console.print(json.dumps(result, indent=1, default=float), markup=False, highlight=False, soft_wrap=True)
@@ -1279,7 +1004,7 @@ def control_plane_main(args: argparse.Namespace) -> int:
     finish(report)
     print_tables(report)
     console.print("\n".join(control_plane_lines(report)), markup=False, highlight=False, soft_wrap=True)
-    full = not args.quick and not args.watchers and not report.get("quick")
+    full = not args.quick and not args.watchers and not args.pull_clients and not report.get("quick")
     written = publish(report, args.out, RESULTS, full, args.doc, render_section, BEGIN, END, DOC)
     console.print(written, markup=False, highlight=False, soft_wrap=True)
     return 0
@@ -1297,13 +1022,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-share", type=float, help=f"offered rate as a share of the measured capacity "
                         f"(default {FULL.load_share:g})")
     parser.add_argument("--control-plane", action="store_true",
-                        help="run the update through a real kube-apiserver instead (control_plane_sim.py): N servers "
-                        "watching one ConfigMap and the fan-out to --watchers watch streams; the figures join the "
-                        "stored full run's JSON and doc section")
-    parser.add_argument("--watchers", type=int, help="watch streams for the fan-out (default 500, quick 100)")
+                        help="run the cluster on a real kube-apiserver instead (control_plane_sim.py): --nodes fake "
+                        "Nodes, the rendered Deployment's pods run as servers in the nodes' network namespaces, "
+                        "updates by ConfigMap patches under load, and the fan-out to --watchers watch streams and "
+                        "--pull-clients registry pulls; the figures join the stored full run's JSON and doc section")
+    parser.add_argument("--nodes", type=int, help="--control-plane: nodes, one server pod each (default 3, quick 2)")
+    parser.add_argument("--watchers", type=int, help="--control-plane: watch streams for the fan-out (default 500, "
+                        "quick 100)")
+    parser.add_argument("--pull-clients", type=int, nargs="+", metavar="K",
+                        help="--control-plane: concurrent registry pulls, one round per K (default 1 10 50 100 250 "
+                        "500, quick 1 10 50)")
     add_output_arguments(parser, RESULTS, ROOT)
     args = parser.parse_args(argv)
     if args.control_plane:
+        if args.nodes is not None and not 1 <= args.nodes <= 200:
+            parser.error("--nodes must be in 1..200 (one /24 holds the nodes' addresses)")
+        if any(k < 1 for k in args.pull_clients or []) or (args.watchers is not None and args.watchers < 1):
+            parser.error("--watchers and --pull-clients must be positive")
         return control_plane_main(args)
     if args.window is not None and args.window <= 0:
         parser.error("--window must be positive")

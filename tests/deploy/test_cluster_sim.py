@@ -65,30 +65,42 @@ def test_rollout_and_rollback_under_load_fail_no_request(tmp_path: Path) -> None
 
 @pytest.mark.k8s
 @pytest.mark.xdist_group("k8s")
-def test_the_control_plane_run_converges_and_reaches_every_watcher(tmp_path: Path) -> None:
-    """cluster_sim.py --control-plane, bounded: 2 servers watching through a real API server, 2 rounds, and the
-    fan-out to 20 watch streams; its section renders from the result."""
+def test_the_control_plane_cluster_converges_under_load_and_reaches_every_watcher_and_puller(tmp_path: Path) -> None:
+    """cluster_sim.py --control-plane, bounded: 2 fake Nodes on a real API server, the rendered Deployment's 2 pods
+    run as servers in the nodes' network namespaces, 2 ConfigMap patches under load, the fan-out to 20 watch streams
+    and to 8 concurrent registry pulls; its section renders from the result."""
     sim = _cluster_sim()
     plane_sim = load("benchmarks/control_plane_sim.py")
     from tests.k8s.plane import CannotBuild, ensure_binaries
-    from wasinfer.artifact import convert_onnx
 
     try:
         ensure_binaries()
     except CannotBuild as exc:
         pytest.skip(str(exc))
-    modules = {}
-    for label in (sim.OLD, sim.NEW):
-        path = tmp_path / "models" / label / f"{sim.SERVED}.wasm"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(convert_onnx(sim.mlp_onnx(sim.WEIGHT_SEED[label]), max_batch=8, name=sim.SERVED).wasm)
-        modules[label] = path
-    settings = plane_sim.PlaneSettings(servers=2, rounds=2, watchers=20, fanout_rounds=2)
-    result = plane_sim.run(settings, tmp_path, modules, sim.Versions([sim.OLD, sim.NEW]), sim.BODY)
+    problem = load("benchmarks/cluster_parts.py").namespaces_problem()
+    if problem:
+        pytest.skip(f"the nodes need network namespaces: {problem}")
+    settings = plane_sim.PlaneSettings(nodes=2, rounds=2, rate_per_node=40.0, settle_s=1.0, watchers=20,
+                                       fanout_rounds=2, pull_clients=(1, 8))
+    result = plane_sim.run(settings, tmp_path, plane_sim.modules_of([sim.OLD, sim.NEW]),
+                           sim.Versions([sim.OLD, sim.NEW]))
     assert result["status"] == "ok", result
-    servers, fanout = result["servers"], result["fanout"]
-    assert servers["converged"] and servers["failed"] == 0 and servers["requests"] > 0, servers
+    cluster, servers = result["cluster"], result["servers"]
+    addresses = result["network"]["nodes"]
+    assert [n["name"] for n in cluster["nodes"]] == ["fake-node-1", "fake-node-2"]
+    for pods in (cluster["pods_before"], cluster["pods_after"]):  # one Running pod per node, its IP the node's
+        assert [(p["node"], p["phase"], p["ready"], p["pod_ip"]) for p in pods] == [
+            ("fake-node-1", "Running", True, addresses[0]), ("fake-node-2", "Running", True, addresses[1])], pods
+    assert cluster["endpoints"] == sorted(addresses)
+    assert servers["failed"] == 0 and servers["shed"] == 0, servers["failure_kinds"]
+    assert servers["requests"] > 0 and servers["converged"], servers["rounds"]
     assert [r["to"] for r in servers["rounds"]] == [sim.NEW, sim.OLD]
+    assert all(r["stale_answers"] == 0 and None not in r["per_node_s"] for r in servers["rounds"]), servers["rounds"]
+    assert servers["updates_ok"] == [2, 2] and servers["updates_failed"] == [0, 0], servers
+    fanout = result["fanout"]
     assert fanout["complete_rounds"] == 2 and all(r["delivered"] == 20 for r in fanout["rounds"]), fanout
+    pulls = result["registry_fanout"]["levels"]
+    assert [(p["clients"], p["pulled"], p["failed"]) for p in pulls] == [(1, 1, 0), (8, 8, 0)], pulls
+    assert all(p["module_bytes"] > 50_000 for p in pulls), pulls
     lines = "\n".join(sim.control_plane_lines({"date": "today", "control_plane": result}))
-    assert "### Through a real API server" in lines and "failed requests: **0**" in lines
+    assert "### Through a real API server" in lines and "Failed requests: **0**" in lines

@@ -18,11 +18,13 @@ binaries or etcd are absent. benchmarks/cluster_sim.py --control-plane builds th
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,20 +128,42 @@ class ControlPlane:
         self.kubectl("create", "namespace", name)
         return name
 
-    def fake_kubelet(self, seconds: int) -> subprocess.Popen[str]:
-        """Marks pods on fake-node-* Running for `seconds` seconds (fake_kubelet.py), then exits by itself."""
-        return subprocess.Popen([sys.executable, str(HERE / "fake_kubelet.py"), "--seconds", str(seconds)],
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path, timeout: float = 60) -> Path:
+        """A kubeconfig with the service account's token (what a pod's mounted token gives its server), written to
+        `path`: the token controller's Secret, waited for (bounded)."""
+        deadline = time.monotonic() + timeout
+        while not (secrets := self.get("serviceaccount", account, "-n", namespace).get("secrets")):
+            assert time.monotonic() < deadline, f"no token for {namespace}/{account} within {timeout} s"
+            time.sleep(1)
+        secret = self.get("secret", secrets[0]["name"], "-n", namespace)
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"], "current-context": "server",
+            "contexts": [{"name": "server", "context": {"cluster": admin["clusters"][0]["name"], "user": account,
+                                                         "namespace": namespace}}],
+            "users": [{"name": account, "user": {"token": token}}]}))
+        return path
+
+    def fake_kubelet(self, seconds: int, pod_ips: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Marks pods on fake-node-* Running for `seconds` seconds (fake_kubelet.py), then exits by itself;
+        `pod_ips`: node name → the IP its pods get."""
+        ips = [f"--pod-ip={node}={address}" for node, address in (pod_ips or {}).items()]
+        return subprocess.Popen([sys.executable, str(HERE / "fake_kubelet.py"), "--seconds", str(seconds), *ips],
                                 env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @contextmanager
-def control_plane(run_dir: Path, controllers: bool = True, apiserver_args: str = "") -> Iterator[ControlPlane]:
+def control_plane(run_dir: Path, controllers: bool = True, apiserver_args: str = "",
+                  address: str = "127.0.0.1") -> Iterator[ControlPlane]:
     """Start a plane with its state in `run_dir`; stop it (by PID) on leaving, however the block ends.
-    Without `controllers`: etcd and the API server only (objects, watches; no pods)."""
+    Without `controllers`: etcd and the API server only (objects, watches; no pods). `address`: the one address
+    the API server listens on (its certificate names it), e.g. a private bridge's for clients in namespaces."""
     bin_dir = ensure_binaries()
     base = _free_port_run(5)  # etcd client + peer, apiserver, controller-manager, scheduler
     env = dict(os.environ, K8S_CACHE=str(CACHE), K8S_RUN=str(run_dir), ETCD_PORT=str(base), API_PORT=str(base + 2),
-               K8S_LIFETIME=str(LIFETIME), CONTROLLERS="1" if controllers else "0", K8S_APISERVER_ARGS=apiserver_args)
+               K8S_LIFETIME=str(LIFETIME), CONTROLLERS="1" if controllers else "0", K8S_APISERVER_ARGS=apiserver_args,
+               API_ADDRESS=address)
     try:
         started = subprocess.run(["bash", str(HERE / "start.sh")], capture_output=True, text=True, env=env,
                                  timeout=START_TIMEOUT)

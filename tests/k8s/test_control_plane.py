@@ -19,7 +19,6 @@ Marked `k8s`: the binaries are built on first use (tests/k8s/build.sh, about 8 m
 
 from __future__ import annotations
 
-import base64
 import copy
 import http.client
 import json
@@ -232,20 +231,6 @@ def _scale_model(path: Path, scale: float) -> None:
     path.write_bytes(convert_onnx(model, max_batch=4, name="ai-model").wasm)
 
 
-def _service_account_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig with the service account's token: what the pod's mounted token gives the server."""
-    secret_name = _wait("the service account's token", lambda: (plane.get("serviceaccount", account, "-n", namespace)
-                                                                 .get("secrets") or [{}])[0].get("name"), 60)
-    token = base64.b64decode(plane.get("secret", secret_name, "-n", namespace)["data"]["token"]).decode()
-    admin = yaml.safe_load(plane.kubeconfig.read_text())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"], "current-context": "server",
-        "contexts": [{"name": "server", "context": {"cluster": admin["clusters"][0]["name"], "user": account,
-                                                     "namespace": namespace}}],
-        "users": [{"name": account, "user": {"token": token}}]}))
-    return path
-
-
 def _set_configmap(plane: ControlPlane, namespace: str, data: dict[str, str]) -> None:
     from wasinfer.serving.kube_source import core_api
 
@@ -366,7 +351,7 @@ def test_servers_watching_one_configmap_serve_its_update_within_2_s_without_a_fa
     _scale_model(v1, 1.0)
     _scale_model(v2, 2.0)
     _watch_namespace(plane, "serving", v1)
-    kubeconfig = _service_account_kubeconfig(plane, "serving", "ai-inference-service", tmp_path / "sa.kubeconfig")
+    kubeconfig = plane.service_account_kubeconfig("serving", "ai-inference-service", tmp_path / "sa.kubeconfig")
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "WASINFER_DESIRED_STATE")}
     env.update(KUBECONFIG=str(kubeconfig), COLUMNS="200")
 
