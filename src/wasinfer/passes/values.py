@@ -49,6 +49,7 @@ READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsam
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
                             ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5))}
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
+HALF_VALUES = ("float16", "bfloat16")  # declared only where Ranges alone read them
 Range = tuple[int, int] | tuple[float, float]
 
 
@@ -164,12 +165,14 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
 
 
 def _declare_read_at_run_time(graph: Graph, name: str, span: Range) -> None:
-    """Keep `name` a run-time input whose values each run checks against `span` (`Graph.read_values`)."""
+    """Keep `name` a run-time input whose values each run checks against `span` (`Graph.read_values`). A float16 or
+    bfloat16 input can be declared where only Ranges read it (their kernel decodes the bits: emitters/arange.py)."""
     info = graph.info(name)
     low, high = span
-    if info.dtype not in (*FLOAT_VALUES, np.dtype(np.int64), np.dtype(np.int32)):
+    half = info.dtype.name in HALF_VALUES and all(op == "Range" for op, _, _, _ in _reads(graph, name))
+    if info.dtype not in (*FLOAT_VALUES, np.dtype(np.int64), np.dtype(np.int32)) and not half:
         raise ValueError(f"--input-values {name}: input {name!r} has dtype {info.dtype}; declared values are int32, "
-                         "int64, float32 or float64")
+                         "int64, float32 or float64 (float16 and bfloat16 too for a Range's bounds)")
     if info.dtype.kind == "i" and not (float(low).is_integer() and float(high).is_integer()):
         raise ValueError(f"--input-values {name}: {low}..{high} are not integers, as input {name!r} ({info.dtype}) is")
     if len(info.shape) > 1 or info.size > MAX_ELEMENTS:

@@ -71,7 +71,8 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
     """The fixed range the backend declares for parameter input `name`, by what reads it (never by a case's
     values)."""
     floats = {v.name for v in model.graph.input
-              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)}
+              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                                  onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)}
     for node in model.graph.node:
         if node.op_type == "Range" and node.domain in ("", "ai.onnx") and name in node.input[:3]:
             return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
