@@ -41,7 +41,8 @@ from wasinfer.passes.bounds import FOLLOWED
 MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 # (op, input) that read an input's values as dims, which the extent rules follow (ops/extent.py); a value read
 # anywhere else would be taken at its largest while compiling, so such a model is refused instead
-READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
+READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1),
+                        ("CenterCropPad", 1)}  # passes/crop.py: one Pad of the pads the values give
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
                             ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2, -3: _position
@@ -152,9 +153,9 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
             where = "; ".join(elsewhere) or "it is a graph output"
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
                                     "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
-                                    "a Pad's pads), a Loop's trip count, or where a kernel reads them (a Resize's roi, "
-                                    "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's "
-                                    f"shapes, a Range's start and delta); {where}"])
+                                    "a Pad's pads, a CenterCropPad's shape), a Loop's trip count, or where a kernel "
+                                    "reads them (a Resize's roi, scales or sizes, a OneHot's depth, a window's or an "
+                                    f"AffineGrid's size, a Col2Im's shapes, a Range's start and delta); {where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))
         for node in graph.nodes:
