@@ -14,6 +14,7 @@ from wasinfer.ir import UnsupportedModel
 from wasinfer.lowering.conv import conv_plan
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.runtime import WasmModel
+from wasinfer.runtime.base import InputError
 
 RNG = np.random.default_rng(3)
 
@@ -104,3 +105,26 @@ def test_the_backend_suites_inverse_dft_is_exact_to_float32(opset: int) -> None:
     suite = np.fft.ifft(ramp.astype(np.complex64), axis=0)  # what the backend suite expects
     if suite.dtype == np.complex64:  # numpy >= 2 (numpy 1 computes it in complex128, and the case passes)
         assert np.abs(suite.imag[5] - exact.imag[5]).max() > 1e-7
+
+
+@pytest.mark.parametrize("inverse,onesided,shape", [(0, 0, (2, 6, 8, 1)), (0, 1, (2, 6, 8, 1)), (1, 1, (2, 5, 4, 2)),
+                                                    (1, 0, (3, 6, 6, 2))])
+def test_a_run_time_axis_serves_every_axis_from_one_module(inverse: int, onesided: int,
+                                                           shape: tuple[int, ...]) -> None:
+    """The axis an input (it was refused, and the backend suite's cases bound it): one module runs the DFT along
+    whichever axis each run names, positive or negative, each output at its own shape where the axes give different
+    ones (an rfft's bins, an irfft's length), as ONNX Runtime does; an axis out of range (or the last one, the real
+    and imaginary parts) is refused naming the node."""
+    x = RNG.standard_normal(shape).astype(np.float32)
+    node = helper.make_node("DFT", ["x", "", "axis"], ["y"], name="dft", inverse=inverse, onesided=onesided)
+    model = one_node(node, {"x": x}, {}, 20)
+    model.graph.input.append(helper.make_tensor_value_info("axis", TensorProto.INT64, []))
+    module = WasmModel(convert_onnx(model).wasm)
+    for axis in (1, 2, 0, -2, -3, -4):
+        feeds = {"x": x, "axis": np.array(axis, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (axis, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()), err_msg=f"{axis}")
+    for axis in (3, -1, 4, -5):
+        with pytest.raises(InputError, match=r"node 'dft' \(DFT\): its axis must lie in -4..-2 or 0..2"):
+            module.run({"x": x, "axis": np.array(axis, np.int64)})

@@ -140,6 +140,13 @@ def _slice(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def type_run_time_slice(graph: Graph, node: Node) -> None:
+    """Type a Slice that a later pass writes with run-time starts or ends (a DFT's run-time axis cut to the run's
+    shape: passes/spectral.py) as `bound_parameters` types one in the model."""
+    if not _slice(graph, node, graph.info(node.inputs[0])):
+        raise ValueError(f"node {node.name!r} (Slice) has no run-time parameter")
+
+
 def _split(graph: Graph, node: Node, source: TensorInfo) -> bool:
     """Split with run-time sizes (opset 13 on): each output's dim along the axis is its size, up to x's."""
     sizes = run_time_parameter(graph, node, 1)

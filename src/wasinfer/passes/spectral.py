@@ -11,8 +11,10 @@ and lowering/dft.py then runs that Conv as FFTs where N is a power of two. A DFT
 complex, forward or inverse, full or one-sided (ONNX's `onesided`: an rfft, or an irfft from the bins
 0..N/2), is one matrix product with a [n_in · c, n_out · 2] matrix of cosines and sines built here
 (c = 1 for a real input, 2 for a complex one), the axis moved next to the complex one first and back after.
-A window computed at run time makes the filters a run-time product (a Conv with run-time weights). What is
-left out (a complex STFT signal, a frame step or length computed at run time) keeps the node, with the reason.
+A window computed at run time makes the filters a run-time product (a Conv with run-time weights), and an axis
+computed at run time one such product per axis it may name, each guarded by the run's axis (`_dft_run_time_axis`).
+What is left out (a complex STFT signal, a frame step or length or a dft_length computed at run time) keeps the
+node, with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.passes.subgraph import lower_each
+from wasinfer.passes.control import REFUSE
+from wasinfer.passes.dynamic import type_run_time_slice
+from wasinfer.passes.subgraph import choose, lower_each
 
 
 class SpectralError(ValueError):
@@ -37,17 +41,20 @@ def _scalar(graph: Graph, node: Node, index: int, what: str) -> int | None:
 
 
 class _Nodes:
-    """The nodes of one lowering, named after the node they replace."""
+    """The nodes of one lowering, named after the node they replace; each runs under `guards` (the node's own, and a
+    run-time axis's condition for the nodes of the DFT along that axis)."""
 
     def __init__(self, graph: Graph, node: Node):
         self.graph, self.node, self.nodes = graph, node, list[Node]()
+        self.guards = node.guards
 
-    def add(self, op: str, inputs: list[str], shape: tuple[int, ...], output: str = "", **attrs: object) -> str:
+    def add(self, op: str, inputs: list[str], shape: tuple[int, ...], output: str = "",
+            dtype: type = np.float32, **attrs: object) -> str:
         name = output or f"{self.node.name}/{op.lower()}_{len(self.nodes)}"
         if not output:
-            self.graph.tensors[name] = TensorInfo(name, np.dtype(np.float32), shape)
+            self.graph.tensors[name] = TensorInfo(name, np.dtype(dtype), shape)
         self.nodes.append(Node(op, f"{self.node.name}/{op}_{len(self.nodes)}", inputs, [name], dict(attrs),
-                               guards=self.node.guards))
+                               guards=self.guards))
         return name
 
     def constant(self, what: str, value: np.ndarray) -> str:
@@ -89,37 +96,114 @@ def dft_matrix(n_in: int, complex_in: bool, size: int, n_out: int, inverse: bool
     return (matrix / size if inverse else matrix).astype(np.float32)
 
 
-def lower_dft(graph: Graph, node: Node) -> list[Node]:
+def _dft_along(graph: Graph, node: Node, b: _Nodes, axis: int, output: str) -> tuple[str, tuple[int, ...]]:
+    """The node's DFT along one axis as b's nodes, into `output` (a new tensor where it is ""): (its name, shape)."""
     x = graph.info(node.inputs[0])
     rank = len(x.shape)
-    if x.dtype != np.float32 or rank < 2 or x.shape[-1] not in (1, 2):
-        raise SpectralError(f"its input {list(x.shape)} {x.dtype} is not float32 [..., n, 1 or 2]")
-    axis_input = _scalar(graph, node, 2, "axis") if graph.opset >= 20 else None
-    axis = (axis_input if axis_input is not None else int(node.attr("axis", 1 if graph.opset < 20 else -2))) % rank
-    if axis == rank - 1:
-        raise SpectralError("its axis is the last one (the real and imaginary parts)")
     inverse, onesided = bool(node.attr("inverse", 0)), bool(node.attr("onesided", 0))
     n_in = x.shape[axis]
     given = _scalar(graph, node, 1, "dft_length")
     size = given if given is not None else (2 * (n_in - 1) if inverse and onesided else n_in)
     n_out = size // 2 + 1 if onesided and not inverse else size
     parts = 1 if inverse and onesided else 2
-    out = graph.info(node.outputs[0]).shape if node.outputs[0] in graph.tensors else None
-    b = _Nodes(graph, node)
     perm = [a for a in range(rank - 1) if a != axis] + [axis, rank - 1]
     moved = b.transpose(node.inputs[0], perm)
     outer = tuple(x.shape[a] for a in perm[:-2])
     flat = b.reshape(moved, (*outer, n_in * x.shape[-1]))
-    product = b.add("MatMul", [flat, b.constant("dft", dft_matrix(n_in, x.shape[-1] == 2, size, n_out, inverse,
-                                                                  onesided))], (*outer, n_out * parts))
+    product = b.add("MatMul", [flat, b.constant(f"dft_{axis}", dft_matrix(n_in, x.shape[-1] == 2, size, n_out,
+                                                                          inverse, onesided))],
+                    (*outer, n_out * parts))
     spectrum = b.reshape(product, (*outer, n_out, parts))
     back = [perm.index(a) for a in range(rank)]
-    b.transpose(spectrum, back, output=node.outputs[0])
-    expected = (*(n_out if a == axis else d for a, d in enumerate(x.shape[:-1])), parts)
+    result = b.transpose(spectrum, back, output=output)
+    return result, (*(n_out if a == axis else d for a, d in enumerate(x.shape[:-1])), parts)
+
+
+def lower_dft(graph: Graph, node: Node) -> list[Node]:
+    x = graph.info(node.inputs[0])
+    rank = len(x.shape)
+    if x.dtype != np.float32 or rank < 2 or x.shape[-1] not in (1, 2):
+        raise SpectralError(f"its input {list(x.shape)} {x.dtype} is not float32 [..., n, 1 or 2]")
+    if graph.opset >= 20 and len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in graph.constants:
+        return _dft_run_time_axis(graph, node)
+    axis_input = _scalar(graph, node, 2, "axis") if graph.opset >= 20 else None
+    axis = (axis_input if axis_input is not None else int(node.attr("axis", 1 if graph.opset < 20 else -2))) % rank
+    if axis == rank - 1:
+        raise SpectralError("its axis is the last one (the real and imaginary parts)")
+    out = graph.info(node.outputs[0]).shape if node.outputs[0] in graph.tensors else None
+    b = _Nodes(graph, node)
+    _, expected = _dft_along(graph, node, b, axis, node.outputs[0])
     if out is not None and out != expected:
         raise SpectralError(f"its output {list(out)} differs from the computed {list(expected)}")
     graph.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], np.dtype(np.float32), expected)
     return b.nodes
+
+
+def _dft_run_time_axis(graph: Graph, node: Node) -> list[Node]:
+    """A DFT whose axis each run gives (opset 20's axis input): the DFT along every axis it may name (0..r - 2, or
+    -r..-2), each guarded by the run's axis being that one, so only that one runs, and the output chosen by Where.
+    Where the axes give outputs of different shapes (an rfft's n // 2 + 1 bins), each is padded to the largest and
+    the choice cut to the run's shape by a Slice whose ends are chosen the same way: its dims the run decides
+    (passes/dynamic.py). Any other axis stops the run with an error naming the node (`Graph.run_errors`)."""
+    x = graph.info(node.inputs[0])
+    rank = len(x.shape)
+    axis = graph.info(node.inputs[2])
+    if axis.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or axis.size != 1:
+        raise SpectralError(f"its axis is a run-time {axis.dtype} {list(axis.shape)}, not one int32 or int64")
+    b = _Nodes(graph, node)
+
+    def equal(value: int) -> str:
+        constant = b.constant(f"axis_{value}", np.full(axis.shape, value, axis.dtype))
+        return b.add("Equal", [node.inputs[2], constant], axis.shape, dtype=np.bool_)
+
+    takes = [b.add("Or", [equal(k), equal(k - rank)], axis.shape, dtype=np.bool_) for k in range(rank - 1)]
+    valid = takes[0]
+    for taken in takes[1:]:
+        valid = b.add("Or", [valid, taken], axis.shape, dtype=np.bool_)
+    graph.run_errors.append(f"node {node.name!r} (DFT): its axis must lie in -{rank}..-2 or 0..{rank - 2} for an "
+                            f"input of rank {rank}")
+    b.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(graph.run_errors) + 1},
+                        domain=REFUSE[0], guards=(*node.guards, (valid, False))))
+    spectra = []
+    for k, taken in enumerate(takes):
+        b.guards = (*node.guards, (taken, True))
+        spectra.append(_dft_along(graph, node, b, k, ""))
+    b.guards = node.guards
+    shapes = [shape for _, shape in spectra]
+    full = tuple(max(dims) for dims in zip(*shapes, strict=True))
+    varying = [a for a in range(rank) if len({shape[a] for shape in shapes}) > 1]
+    if varying:  # each padded to the largest (where its axis runs), the choice cut to the run's shape
+        padded: list[tuple[str, tuple[int, ...]]] = []
+        for (name, shape), taken in zip(spectra, takes, strict=True):
+            b.guards = (*node.guards, (taken, True))
+            pads = b.constant(f"pads_{len(padded)}", np.array([0] * rank + [f - d for f, d in zip(full, shape,
+                                                                                                  strict=True)],
+                                                              np.int64))
+            padded.append((b.add("Pad", [name, pads], full, mode="constant"), shape))
+        b.guards = node.guards
+        spectra = padded
+    chosen = spectra[0][0]
+    for k in range(1, len(spectra)):
+        last = k == len(spectra) - 1 and not varying
+        target = node.outputs[0] if last else f"{node.name}/chosen_{k}"
+        graph.tensors[target] = TensorInfo(target, np.dtype(np.float32), full)
+        b.nodes += choose(graph, takes[k], spectra[k][0], chosen, target, f"{node.name}/choose_{k}", node.guards)
+        chosen = target
+    if not varying:
+        return b.nodes
+    ends = b.constant("ends_0", np.array([shapes[0][a] for a in varying], np.int64))
+    for k in range(1, len(shapes)):
+        target = f"{node.name}/ends_chosen_{k}"
+        graph.tensors[target] = TensorInfo(target, np.dtype(np.int64), (len(varying),))
+        b.nodes += choose(graph, takes[k], b.constant(f"ends_{k}", np.array([shapes[k][a] for a in varying],
+                                                                             np.int64)),
+                          ends, target, f"{node.name}/choose_ends_{k}", node.guards)
+        ends = target
+    starts = b.constant("starts", np.zeros(len(varying), np.int64))
+    axes = b.constant("axes", np.array(varying, np.int64))
+    cut = Node("Slice", f"{node.name}/Slice", [chosen, starts, ends, axes], [node.outputs[0]], guards=node.guards)
+    type_run_time_slice(graph, cut)
+    return [*b.nodes, cut]
 
 
 def lower_stft(graph: Graph, node: Node) -> list[Node]:
