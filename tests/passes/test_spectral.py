@@ -73,16 +73,37 @@ def test_an_stft_is_a_conv_whose_filters_are_the_window_times_the_dft(frame: int
     matches(model, {"signal": signal}, atol=1e-5)
 
 
-def test_an_stft_with_a_run_time_window_runs_on_run_time_filters_and_a_run_time_step_is_named() -> None:
+def test_an_stft_with_a_run_time_window_runs_on_run_time_filters() -> None:
     signal = RNG.standard_normal((1, 256, 1)).astype(np.float32)
     window = RNG.uniform(0.5, 1, 32).astype(np.float32)
     node = helper.make_node("STFT", ["signal", "step", "window"], ["y"], onesided=0)
     model = one_node(node, {"signal": signal, "window": window}, {"step": np.array(16, np.int64)}, 17)
     matches(model, {"signal": signal, "window": window}, atol=1e-5)
-    model = one_node(node, {"signal": signal, "window": window, "step": np.array(16, np.int64)}, {}, 17)
-    model.graph.input[2].type.tensor_type.elem_type = TensorProto.INT64
-    with pytest.raises(UnsupportedModel, match=r"node 'STFT_0'?.*its frame_step is computed at run time"):
-        convert_onnx(model)
+
+
+@pytest.mark.parametrize("window", ["run-time", "constant", "none"])
+def test_a_run_time_frame_step_serves_every_step_from_one_module(window: str) -> None:
+    """frame_step an input (it was refused, and the backend suite's test_stft_with_window bound it): one module
+    takes every step, each output with that step's frame count, as ONNX Runtime computes it; a step below 1 is
+    refused naming the node."""
+    signal = RNG.standard_normal((2, 200, 1)).astype(np.float32)
+    values = {"window": RNG.uniform(0.5, 1, 32).astype(np.float32)}
+    inputs = ["signal", "step", "window" if window != "none" else ""] + (["length"] if window == "none" else [])
+    node = helper.make_node("STFT", inputs, ["y"], name="stft")
+    constants = {"window": values["window"]} if window == "constant" else \
+        {"length": np.array(32, np.int64)} if window == "none" else {}
+    fed = {"signal": signal, **({"window": values["window"]} if window == "run-time" else {})}
+    model = one_node(node, fed, constants, 17)
+    model.graph.input.append(helper.make_tensor_value_info("step", TensorProto.INT64, []))
+    module = WasmModel(convert_onnx(model).wasm)
+    for step in (8, 1, 13, 32, 200):
+        feeds = {**fed, "step": np.array(step, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (step, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()), err_msg=f"{step}")
+    for step in (0, -4):
+        with pytest.raises(InputError, match=r"node 'stft' \(STFT\): its frame_step must be at least 1"):
+            module.run({**fed, "step": np.array(step, np.int64)})
 
 
 @pytest.mark.parametrize("opset", [19, 20])
@@ -128,3 +149,13 @@ def test_a_run_time_axis_serves_every_axis_from_one_module(inverse: int, oneside
     for axis in (3, -1, 4, -5):
         with pytest.raises(InputError, match=r"node 'dft' \(DFT\): its axis must lie in -4..-2 or 0..2"):
             module.run({"x": x, "axis": np.array(axis, np.int64)})
+
+
+def test_a_run_time_frame_length_is_refused_by_name() -> None:
+    """frame_length sets the transform's size (the DFT's basis, the bins): still a constant."""
+    signal = RNG.standard_normal((1, 64, 1)).astype(np.float32)
+    node = helper.make_node("STFT", ["signal", "step", "", "length"], ["y"], name="stft")
+    model = one_node(node, {"signal": signal}, {"step": np.array(8, np.int64)}, 17)
+    model.graph.input.append(helper.make_tensor_value_info("length", TensorProto.INT64, []))
+    with pytest.raises(UnsupportedModel, match=r"node 'stft'.*its frame_length is computed at run time"):
+        convert_onnx(model)

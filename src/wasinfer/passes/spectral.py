@@ -12,9 +12,10 @@ complex, forward or inverse, full or one-sided (ONNX's `onesided`: an rfft, or a
 0..N/2), is one matrix product with a [n_in · c, n_out · 2] matrix of cosines and sines built here
 (c = 1 for a real input, 2 for a complex one), the axis moved next to the complex one first and back after.
 A window computed at run time makes the filters a run-time product (a Conv with run-time weights), and an axis
-computed at run time one such product per axis it may name, each guarded by the run's axis (`_dft_run_time_axis`).
-What is left out (a complex STFT signal, a frame step or length or a dft_length computed at run time) keeps the
-node, with the reason.
+computed at run time one such product per axis it may name, each guarded by the run's axis (`_dft_run_time_axis`);
+a frame step computed at run time runs the Conv at stride 1 and keeps every step-th frame (`_every_step_frame`).
+What is left out (a complex STFT signal, a frame length or a dft_length computed at run time: they set the
+transform's size) keeps the node, with the reason.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def lower_stft(graph: Graph, node: Node) -> list[Node]:
     x = graph.info(node.inputs[0])
     if x.dtype != np.float32 or len(x.shape) != 3 or x.shape[2] != 1:
         raise SpectralError(f"its signal {list(x.shape)} {x.dtype} is not a real float32 [batch, length, 1]")
-    step = _scalar(graph, node, 1, "frame_step")
+    run_time_step = bool(node.inputs[1]) and node.inputs[1] not in graph.constants
+    step = 1 if run_time_step else _scalar(graph, node, 1, "frame_step")
     window_name = node.inputs[2] if len(node.inputs) > 2 else ""
     length = _scalar(graph, node, 3, "frame_length")
     size = length if length is not None else (graph.info(window_name).size if window_name else 0)
@@ -219,6 +221,8 @@ def lower_stft(graph: Graph, node: Node) -> list[Node]:
     bins = size // 2 + 1 if int(node.attr("onesided", 1)) else size
     batch, signal = x.shape[0], x.shape[1]
     frames = (signal - size) // step + 1
+    if frames < 1:
+        raise SpectralError(f"its frame of {size} is longer than the signal's {signal} samples")
     angle = 2 * np.pi * np.outer(np.arange(bins), np.arange(size)) / size
     rows = np.concatenate([np.cos(angle), -np.sin(angle)])[:, None, :]
     b = _Nodes(graph, node)
@@ -231,9 +235,34 @@ def lower_stft(graph: Graph, node: Node) -> list[Node]:
     wave = b.reshape(node.inputs[0], (batch, 1, signal))
     conv = b.add("Conv", [wave, filters], (batch, 2 * bins, frames), kernel_shape=[size], strides=[step])
     parts = b.reshape(conv, (batch, 2, bins, frames))
+    if run_time_step:
+        return _every_step_frame(graph, node, b, b.transpose(parts, [0, 3, 2, 1]))
     b.transpose(parts, [0, 3, 2, 1], output=node.outputs[0])
     graph.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], np.dtype(np.float32), (batch, frames, bins, 2))
     return b.nodes
+
+
+def _every_step_frame(graph: Graph, node: Node, b: _Nodes, frames: str) -> list[Node]:
+    """An STFT whose frame_step each run gives: its frames at every sample (the Conv at stride 1, `frames`
+    [B, T1, F, 2]), then every step-th of them, a Slice of run-time steps whose frame count (T1 - 1) // step + 1, the
+    count at that stride, the run decides (passes/dynamic.py). The Conv does step times the work of the strided one;
+    in exchange one module serves every step. A step below 1 stops the run with an error naming the node."""
+    step = graph.info(node.inputs[1])
+    if step.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or step.size != 1:
+        raise SpectralError(f"its frame_step is a run-time {step.dtype} {list(step.shape)}, not one int32 or int64")
+    one = b.constant("step_1", np.full(step.shape, 1, step.dtype))
+    below = b.add("Less", [node.inputs[1], one], step.shape, dtype=np.bool_)
+    graph.run_errors.append(f"node {node.name!r} (STFT): its frame_step must be at least 1")
+    b.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(graph.run_errors) + 1},
+                        domain=REFUSE[0], guards=(*node.guards, (below, True))))
+    steps = b.add("Reshape", [node.inputs[1], b.constant("step_shape", np.array([1], np.int64))], (1,),
+                  dtype=step.dtype.type)
+    total = graph.info(frames).shape[1]
+    bounds = [b.constant(what, np.array([value], step.dtype)) for what, value in
+              (("starts", 0), ("ends", total), ("axes", 1))]
+    cut = Node("Slice", f"{node.name}/Slice", [frames, *bounds, steps], [node.outputs[0]], guards=node.guards)
+    type_run_time_slice(graph, cut)
+    return [*b.nodes, cut]
 
 
 def lower_spectral(graph: Graph) -> int:
