@@ -210,6 +210,48 @@ def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() 
     assert _matches_ort_at_each(model, wasm, runs) == [2, 20, 0, 7, 3]
 
 
+def test_iterations_past_what_the_body_holds_stop_the_run_naming_the_loop() -> None:
+    """ONNX's test_loop11: each iteration adds element i of a five-element constant, so a sixth would make the
+    carried sum empty, which no compiled shape holds (ONNX Runtime fails such a run too). With the trip count declared
+    0..12 the Loop is unrolled to five iterations, every count up to 5 and a run-time condition give ONNX Runtime's
+    result from one module, and a count of 6..12 is refused naming the Loop and the iteration (the whole model was
+    refused, and the backend suite's case bound the trip count to its value); 13 is outside the declared range."""
+    body = _body([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                  helper.make_node("Add", ["i", "one"], ["end"]),
+                  helper.make_node("Unsqueeze", ["i", "zero"], ["first"]),
+                  helper.make_node("Unsqueeze", ["end", "zero"], ["last"]),
+                  helper.make_node("Slice", ["x", "first", "last"], ["element"]),
+                  helper.make_node("Add", ["y_in", "element"], ["y_out"]),
+                  helper.make_node("Identity", ["y_out"], ["scan_out"])],
+                 [("i", TensorProto.INT64), ("cond_in", TensorProto.BOOL), ("y_in", FLOAT)],
+                 [("cond_out", TensorProto.BOOL), ("y_out", FLOAT), ("scan_out", FLOAT)],
+                 {"x": np.arange(1, 6, dtype=np.float32), "one": np.array(1, np.int64),
+                  "zero": np.array([0], np.int64)})
+    graph = helper.make_graph([helper.make_node("Loop", ["trip", "cond", "y"], ["res_y", "res_scan"], name="sums",
+                                                body=body)], "loop11",
+                              [helper.make_tensor_value_info("trip", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                               helper.make_tensor_value_info("y", FLOAT, [1])],
+                              [helper.make_tensor_value_info(n, FLOAT, None) for n in ("res_y", "res_scan")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wasm = WasmModel(convert_onnx(model, simd="plain", input_values={"trip": (0, 12)}).wasm)
+    y = np.array([-2.0], np.float32)
+    for trip in (5, 3, 1):
+        feeds = {"trip": np.array(trip, np.int64), "cond": np.array(True), "y": y}
+        got = wasm.run(feeds)
+        for name, want in zip(("res_y", "res_scan"), ort_run(model, feeds), strict=True):
+            assert got[name].shape == want.shape, (trip, name)
+            np.testing.assert_allclose(got[name], want, rtol=1e-6)
+    for trip, cond in ((0, True), (4, False)):  # no iteration: [0, 1] as ONNX says (ONNX Runtime returns [0])
+        got = wasm.run({"trip": np.array(trip, np.int64), "cond": np.array(cond), "y": y})
+        assert got["res_scan"].shape == (0, 1) and got["res_y"].tolist() == [-2.0]
+    for trip in (6, 12):
+        with pytest.raises(InputError, match=r"node 'sums' \(Loop\): iteration 5 cannot run at the compiled shapes"):
+            wasm.run({"trip": np.array(trip, np.int64), "cond": np.array(True), "y": y})
+    with pytest.raises(InputError, match=r"input 'trip': its values must lie in 0..12"):
+        wasm.run({"trip": np.array(13, np.int64), "cond": np.array(True), "y": y})
+
+
 def test_loops_the_compiler_cannot_bound_are_refused_with_the_reason() -> None:
     """A trip count cast from a float input has no range to declare (floats cannot be): refused naming the loop and
     the input; a Loop without a trip count at all, naming what it needs."""

@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.ir import Graph, Node, TensorInfo
-from wasinfer.passes.control import REFUSE
 from wasinfer.passes.dynamic import type_run_time_slice
-from wasinfer.passes.subgraph import choose, lower_each
+from wasinfer.passes.subgraph import choose, lower_each, refusal
 
 
 class SpectralError(ValueError):
@@ -161,10 +160,8 @@ def _dft_run_time_axis(graph: Graph, node: Node) -> list[Node]:
     valid = takes[0]
     for taken in takes[1:]:
         valid = b.add("Or", [valid, taken], axis.shape, dtype=np.bool_)
-    graph.run_errors.append(f"node {node.name!r} (DFT): its axis must lie in -{rank}..-2 or 0..{rank - 2} for an "
-                            f"input of rank {rank}")
-    b.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(graph.run_errors) + 1},
-                        domain=REFUSE[0], guards=(*node.guards, (valid, False))))
+    b.nodes.append(refusal(graph, f"{node.name}/refuse", f"node {node.name!r} (DFT): its axis must lie in -{rank}..-2 "
+                           f"or 0..{rank - 2} for an input of rank {rank}", (*node.guards, (valid, False))))
     spectra = []
     for k, taken in enumerate(takes):
         b.guards = (*node.guards, (taken, True))
@@ -252,9 +249,8 @@ def _every_step_frame(graph: Graph, node: Node, b: _Nodes, frames: str) -> list[
         raise SpectralError(f"its frame_step is a run-time {step.dtype} {list(step.shape)}, not one int32 or int64")
     one = b.constant("step_1", np.full(step.shape, 1, step.dtype))
     below = b.add("Less", [node.inputs[1], one], step.shape, dtype=np.bool_)
-    graph.run_errors.append(f"node {node.name!r} (STFT): its frame_step must be at least 1")
-    b.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(graph.run_errors) + 1},
-                        domain=REFUSE[0], guards=(*node.guards, (below, True))))
+    b.nodes.append(refusal(graph, f"{node.name}/refuse", f"node {node.name!r} (STFT): its frame_step must be at "
+                           "least 1", (*node.guards, (below, True))))
     steps = b.add("Reshape", [node.inputs[1], b.constant("step_shape", np.array([1], np.int64))], (1,),
                   dtype=step.dtype.type)
     total = graph.info(frames).shape[1]

@@ -83,6 +83,13 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
     return VALUE_RANGE
 
 
+def declared_ranges(model: onnx.ModelProto, params: set[str]) -> dict[str, tuple[int, int] | tuple[float, float]]:
+    """The ranges the backend declares for parameter inputs, as `wasinfer convert --input-values` would: none for a
+    bool (a Loop's first condition is read at run time as it is; a bool has no range to declare)."""
+    bools = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.BOOL}
+    return {name: value_range(model, name) for name in sorted(params - bools)}
+
+
 def parameter_inputs(model: onnx.ModelProto) -> set[str]:
     """Graph inputs read only at parameter positions."""
     fed = {v.name for v in _graph_inputs(model)}
@@ -157,7 +164,7 @@ class WasinferRep(BackendRep):
                 if not params:
                     raise
                 try:
-                    self.modules[None] = self._compile(model, {name: value_range(model, name) for name in params})
+                    self.modules[None] = self._compile(model, declared_ranges(model, params))
                     self.valued = params
                 except (UnsupportedModel, FrontendError, ValueError):
                     self.bound = params

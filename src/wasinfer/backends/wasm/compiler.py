@@ -45,8 +45,8 @@ from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
-from wasinfer.passes.control import REFUSE
 from wasinfer.passes.quantize import WeightEncoding
+from wasinfer.passes.subgraph import REFUSE
 from wasinfer.passes.symbolic import infer_extents
 from wasinfer.passes.values import value_symbol
 
