@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import wasinfer
 from tests.parity import assert_matches_ort, ort_run
 from tests.passes.test_values import convert_then_validate
 from wasinfer.artifact import convert_onnx
@@ -208,6 +209,32 @@ def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() 
     runs = [{n: np.array(v, np.int32) for n, v in zip(("start", "limit", "delta"), case, strict=True)}
             for case in cases]
     assert _matches_ort_at_each(model, wasm, runs) == [2, 20, 0, 7, 3]
+
+
+def test_a_declared_most_iterations_unrolls_a_trip_count_with_no_bound() -> None:
+    """Range as its function body over float inputs (the backend suite's test_range_float_type_positive_delta_expanded)
+    with nothing declared: a delta near 0 makes the count unbounded, so the Loop is refused naming it and the way out;
+    with --max-iterations 40 (`wasinfer.compile(max_iterations=40)`) one module gives ONNX Runtime's range for every
+    start, limit and delta, up or down, and a run that needs more than 40 values (or a delta of 0) is refused naming
+    the Loop."""
+    body = onnx.defs.get_schema("Range", 11).function_body
+    graph = helper.make_graph(list(body.node), "range",
+                              [helper.make_tensor_value_info(n, FLOAT, []) for n in body.input],
+                              [helper.make_tensor_value_info("output", FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    with pytest.raises(UnsupportedModel, match=r"trip count .* has no largest value.*--max-iterations N"):
+        convert_onnx(model)
+    result = wasinfer.compile(model, simd="plain", max_iterations=40)
+    assert result.metadata.outputs[0].shape == [40] and result.metadata.compile_options["max_iterations"] == 40
+    wasm = WasmModel(result.wasm)
+    cases = [(1.0, 5.0, 2.0), (-3.5, 4.0, 0.25), (10.0, 6.0, -3.0), (0.5, 0.6, 0.3), (4.0, -1.0, 1.0), (0.0, 40.0, 1.0)]
+    runs = [{n: np.array(v, np.float32) for n, v in zip(("start", "limit", "delta"), case, strict=True)}
+            for case in cases]
+    assert _matches_ort_at_each(model, wasm, runs) == [2, 30, 2, 1, 0, 40]
+    for start, limit, delta in ((0.0, 41.0, 1.0), (0.0, 1.0, 0.0)):
+        with pytest.raises(InputError, match=r"node '.*' \(Loop\): this run's trip count is above the 40 iterations"):
+            wasm.run({"start": np.array(start, np.float32), "limit": np.array(limit, np.float32),
+                      "delta": np.array(delta, np.float32)})
 
 
 def test_iterations_past_what_the_body_holds_stop_the_run_naming_the_loop() -> None:

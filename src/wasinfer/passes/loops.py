@@ -233,18 +233,22 @@ def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
     return graph.constants.get(_source(nodes, name))
 
 
-def _trip_bound(graph: Graph, node: Node, trip: str) -> int:
+def _trip_bound(graph: Graph, node: Node, trip: str) -> tuple[int, bool]:
     """The most iterations a trip count computed at run time allows: the largest value it can hold
-    (passes/bounds.py). Declined, naming the inputs to declare a range for, where it has none."""
+    (passes/bounds.py), or else the declared `Graph.max_iterations`, which each run must then check (the second
+    value: True). Declined, naming the inputs to declare a range for, where it has neither."""
     found = value_range(graph, trip)
     if found is not None and not math.isinf(found[1]):
-        return max(0, math.floor(found[1]))
+        return max(0, math.floor(found[1])), False
+    if graph.max_iterations is not None:
+        return graph.max_iterations, True
     inputs = inputs_it_reads(graph, trip)
     declare = (f"declare the range of {', '.join(repr(n) for n in inputs)} with --input-values NAME=MIN..MAX (an "
                "integer input's smallest and largest value)" if inputs else "compute it from values whose range is "
                "known (constants, dims, inputs declared with --input-values NAME=MIN..MAX)")
     raise _Declined(f"its trip count {trip!r} is computed at run time and has no largest value the compiler can "
-                    f"find, which the loop would be unrolled to: {declare}")
+                    f"find, which the loop would be unrolled to: {declare}, or give the most iterations a run may do "
+                    "with --max-iterations N")
 
 
 def _iterations(graph: Graph, node: Node, ran: list[bool | str]) -> tuple[str, list[Node]]:
@@ -285,6 +289,17 @@ def _cut(graph: Graph, node: Node, stacked: str, iterations: str, output: str, t
 
 
 SMALL = 4096  # elements: the constants an iteration's shape check folds or feeds by value (indices, not weights)
+
+
+def _refuse_above(graph: Graph, node: Node, trip: str, count: int) -> list[Node]:
+    """The nodes that stop a run whose trip count is above `count` (--max-iterations), naming the Loop."""
+    limit, above = f"{node.name}/max_iterations", f"{node.name}/above_max_iterations"
+    graph.add_constant(limit, np.array(count, graph.info(trip).dtype))
+    graph.tensors[above] = TensorInfo(above, np.dtype(np.bool_), graph.info(trip).shape)
+    return [Node("Greater", f"{above}/greater", [trip, limit], [above], guards=node.guards),
+            refusal(graph, f"{node.name}/refuse_above", f"node {node.name!r} (Loop): this run's trip count is above "
+                    f"the {count} iterations it was compiled for (--max-iterations {count})",
+                    (*node.guards, (above, True)))]
 
 
 def _keeps_shapes(graph: Graph, inner: list[Node], before: list[str], after: list[str]) -> bool:
@@ -357,8 +372,10 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     trip_at_run_time = ""  # the tensor holding each run's trip count, for the guards i < M
     run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
     if trip not in graph.constants:  # computed from the data: unrolled to its largest value
-        count = _trip_bound(graph, node, trip)
+        count, checked = _trip_bound(graph, node, trip)
         trip_at_run_time = trip
+        if checked:  # a declared maximum, not a bound: a run whose trip count is above it stops
+            nodes += _refuse_above(graph, node, trip, count)
     else:
         count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
         if run_length is not None:  # M is a symbolic dim: read each run's, every iteration guarded by i < M

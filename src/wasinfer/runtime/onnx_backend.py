@@ -39,6 +39,9 @@ from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+# a Loop whose trip count has no bound the compiler can find (ONNX's Range as its function body) is unrolled to this
+# many iterations, as `wasinfer convert --max-iterations 64` does; a run with more is refused naming the Loop
+MAX_ITERATIONS = 64
 VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB;
 # a Resize's float scales too: 16x on every axis)
 
@@ -173,7 +176,7 @@ class WasinferRep(BackendRep):
     def _compile(self, model: onnx.ModelProto,
                  values: dict[str, tuple[int, int] | tuple[float, float]] | None = None) -> WasmModel:
         started = time.perf_counter()
-        wasm = convert_onnx(model, max_batch=1, input_values=values or None).wasm
+        wasm = convert_onnx(model, max_batch=1, input_values=values or None, max_iterations=MAX_ITERATIONS).wasm
         converted = time.perf_counter()
         module = WasmModel(wasm)
         self.stats = {"convert_s": converted - started, "jit_s": time.perf_counter() - converted,
