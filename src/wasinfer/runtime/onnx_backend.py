@@ -10,13 +10,16 @@ the per-sample batch, which is wrong for ops that mix samples (reductions over a
 Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads, Resize scales,
 Reshape's shape...) as graph inputs, where exported models hold constants or shape subgraphs that fold. Some
 compile as they are, one module for every value (Reduce axes, Slice, Split sizes, Trilu's k, TopK's k:
-passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
-fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
-ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
-roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
-MelWeightMatrix's parameters: `value_range`), and compiles it once; a run with a value outside it, or a model
-declined that way too, binds the inputs to the values `run` is given, as initializers, and keeps one module per
-value — what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+passes/dynamic.py; a DFT's axis, an STFT's frame_step: passes/spectral.py). Where a model is declined with such
+inputs, the backend declares their values' range, one fixed range whatever the case's values (`VALUE_RANGE`, as
+`wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's repeats, a CenterCropPad's
+shape, a Loop's trip count; and the values kernels read: a Resize's scales, sizes and roi, a OneHot's depth, a
+window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a MelWeightMatrix's parameters:
+`value_range`; none for a bool, a Loop's first condition, which runs as it is: `declared_ranges`), and compiles it
+once; a run with a value outside it, or a model declined that way too, binds the inputs to the values `run` is
+given, as initializers, and keeps one module per value — what `wasinfer convert` does for any constant.
+docs/conformance.md counts those cases. Every compile declares at most `MAX_ITERATIONS` iterations for a Loop whose
+trip count has no bound (ONNX's Range as its function body), as `wasinfer convert --max-iterations` does.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
