@@ -436,12 +436,9 @@ def by_op(cases: list[Case], results: dict[str, Result]) -> dict[str, tuple[list
     return ops
 
 
-# why a parameter is still bound, by op: what no run-time path can serve yet
-BOUND_REASONS = {
-    "STFT": "its frame_length is an input: it sets the transform's size (the DFT's cosines and sines, the Conv's "
-            "filters and the number of bins, an output dim), built while compiling (passes/spectral.py); a "
-            "run-time frame_step alone compiles as it is",
-}
+# why a parameter is still bound, by op: what no run-time path can serve yet (none today: every node case with
+# parameter inputs compiles as it is or declared; a case that regresses is listed with the default reason)
+BOUND_REASONS: dict[str, str] = {}
 
 
 def _bound_notes(cases: list[Case], results: dict[str, Result]) -> list[str]:
@@ -481,7 +478,8 @@ def render(cases: list[Case], results: dict[str, Result], elapsed: float, jobs: 
         "  Pad's pads, a Resize's scales, sizes and roi, a OneHot's depth, a window's or an AffineGrid's size, a",
         "  Col2Im's shapes, a CenterCropPad's shape, a Range's bounds (float16 and bfloat16 too; a float delta",
         "  1/16..16, away from 0), an Expand's shape, a Pad's axes, MelWeightMatrix's parameters, a Loop's trip",
-        "  count; an LSTM's sequence_lens is checked by each run; docs/compiler.md), and a Loop whose trip count",
+        "  count, an STFT's frame_length (one transform per length); an LSTM's sequence_lens is checked by each",
+        "  run; docs/compiler.md), and a Loop whose trip count",
         "  has no bound (ONNX's Range as its function body) with at most 64 iterations, as --max-iterations 64",
         "  does. The others are needed at compile time (below), so the backend binds such inputs to the values a",
         "  case runs with (one module per value; `wasinfer.runtime.onnx_backend`), which `wasinfer convert` cannot",

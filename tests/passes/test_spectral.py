@@ -151,11 +151,34 @@ def test_a_run_time_axis_serves_every_axis_from_one_module(inverse: int, oneside
             module.run({"x": x, "axis": np.array(axis, np.int64)})
 
 
-def test_a_run_time_frame_length_is_refused_by_name() -> None:
-    """frame_length sets the transform's size (the DFT's basis, the bins): still a constant."""
-    signal = RNG.standard_normal((1, 64, 1)).astype(np.float32)
+@pytest.mark.parametrize("step_input", [False, True])
+def test_a_declared_frame_length_serves_every_length_from_one_module(step_input: bool) -> None:
+    """frame_length an input sets the transform's size: undeclared it is refused by name, asking for its range;
+    declared (--input-values length=6..20) one module carries a transform per length and gives ONNX Runtime's frames
+    and bins for each, with a constant or a run-time frame_step (the backend suite's test_stft bound both); a length
+    outside the range is refused naming the input, one longer than the signal naming the node."""
+    signal = RNG.standard_normal((2, 18, 1)).astype(np.float32)
     node = helper.make_node("STFT", ["signal", "step", "", "length"], ["y"], name="stft")
-    model = one_node(node, {"signal": signal}, {"step": np.array(8, np.int64)}, 17)
-    model.graph.input.append(helper.make_tensor_value_info("length", TensorProto.INT64, []))
-    with pytest.raises(UnsupportedModel, match=r"node 'stft'.*its frame_length is computed at run time"):
-        convert_onnx(model)
+    model = one_node(node, {"signal": signal}, {} if step_input else {"step": np.array(3, np.int64)}, 17)
+    for name in ("length", "step") if step_input else ("length",):
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
+    with pytest.raises(UnsupportedModel, match=r"node 'stft'.*its frame_length is computed at run time.*declare its "
+                                               r"range"):
+        convert_onnx(model, input_values={"step": (1, 8)} if step_input else None)
+    declared = {"length": (6, 20), **({"step": (0, 8)} if step_input else {})}
+    module = WasmModel(convert_onnx(model, input_values=declared).wasm)
+    fed = {"signal": signal}
+    for length, step in ((6, 3), (16, 2), (9, 5), (18, 1), (7, 8)):
+        feeds = {**fed, "length": np.array(length, np.int64), **({"step": np.array(step, np.int64)} if step_input
+                                                                 else {})}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        if not step_input:
+            assert got.shape[1] == (18 - length) // 3 + 1
+        assert got.shape == want.shape, (length, step, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+    with pytest.raises(InputError, match=r"input 'length': its values must lie in 6..20"):
+        module.run({**fed, "length": np.array(21, np.int64), **({"step": np.array(1, np.int64)} if step_input
+                                                                else {})})
+    with pytest.raises(InputError, match=r"node 'stft' \(STFT\): its frame_length must lie in 6..18"):
+        module.run({**fed, "length": np.array(19, np.int64), **({"step": np.array(1, np.int64)} if step_input
+                                                                else {})})

@@ -13,9 +13,10 @@ complex, forward or inverse, full or one-sided (ONNX's `onesided`: an rfft, or a
 (c = 1 for a real input, 2 for a complex one), the axis moved next to the complex one first and back after.
 A window computed at run time makes the filters a run-time product (a Conv with run-time weights), and an axis
 computed at run time one such product per axis it may name, each guarded by the run's axis (`_dft_run_time_axis`);
-a frame step computed at run time runs the Conv at stride 1 and keeps every step-th frame (`_every_step_frame`).
-What is left out (a complex STFT signal, a frame length or a dft_length computed at run time: they set the
-transform's size) keeps the node, with the reason.
+a frame step computed at run time runs the Conv at stride 1 and keeps every step-th frame (`_steps`), and a frame
+length whose range is declared one Conv per length, each guarded by the run's length (`_every_length`). What is left
+out (a complex STFT signal, an undeclared frame length, a dft_length computed at run time: they set the transform's
+size) keeps the node, with the reason.
 """
 
 from __future__ import annotations
@@ -141,67 +142,86 @@ def lower_dft(graph: Graph, node: Node) -> list[Node]:
 
 def _dft_run_time_axis(graph: Graph, node: Node) -> list[Node]:
     """A DFT whose axis each run gives (opset 20's axis input): the DFT along every axis it may name (0..r - 2, or
-    -r..-2), each guarded by the run's axis being that one, so only that one runs, and the output chosen by Where.
-    Where the axes give outputs of different shapes (an rfft's n // 2 + 1 bins), each is padded to the largest and
-    the choice cut to the run's shape by a Slice whose ends are chosen the same way: its dims the run decides
-    (passes/dynamic.py). Any other axis stops the run with an error naming the node (`Graph.run_errors`)."""
+    -r..-2), each guarded by the run's axis being that one, so only that one runs, and the output chosen by the run
+    (`_chosen`). Any other axis stops the run with an error naming the node (`Graph.run_errors`)."""
     x = graph.info(node.inputs[0])
     rank = len(x.shape)
     axis = graph.info(node.inputs[2])
     if axis.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or axis.size != 1:
         raise SpectralError(f"its axis is a run-time {axis.dtype} {list(axis.shape)}, not one int32 or int64")
     b = _Nodes(graph, node)
-
-    def equal(value: int) -> str:
-        constant = b.constant(f"axis_{value}", np.full(axis.shape, value, axis.dtype))
-        return b.add("Equal", [node.inputs[2], constant], axis.shape, dtype=np.bool_)
-
-    takes = [b.add("Or", [equal(k), equal(k - rank)], axis.shape, dtype=np.bool_) for k in range(rank - 1)]
-    valid = takes[0]
-    for taken in takes[1:]:
-        valid = b.add("Or", [valid, taken], axis.shape, dtype=np.bool_)
+    takes = [b.add("Or", [_equals(b, node.inputs[2], k), _equals(b, node.inputs[2], k - rank)], axis.shape,
+                   dtype=np.bool_) for k in range(rank - 1)]
     b.nodes.append(refusal(graph, f"{node.name}/refuse", f"node {node.name!r} (DFT): its axis must lie in -{rank}..-2 "
-                           f"or 0..{rank - 2} for an input of rank {rank}", (*node.guards, (valid, False))))
+                           f"or 0..{rank - 2} for an input of rank {rank}", (*node.guards, (_any(b, takes), False))))
     spectra = []
     for k, taken in enumerate(takes):
         b.guards = (*node.guards, (taken, True))
         spectra.append(_dft_along(graph, node, b, k, ""))
     b.guards = node.guards
-    shapes = [shape for _, shape in spectra]
+    return _chosen(graph, node, b, spectra, takes)
+
+
+def _equals(b: _Nodes, name: str, value: int) -> str:
+    """A bool: whether the run's one-element int `name` is `value`."""
+    info = b.graph.info(name)
+    constant = b.constant(f"{name}_is_{value}", np.full(info.shape, value, info.dtype))
+    return b.add("Equal", [name, constant], info.shape, dtype=np.bool_)
+
+
+def _any(b: _Nodes, flags: list[str]) -> str:
+    found = flags[0]
+    for flag in flags[1:]:
+        found = b.add("Or", [found, flag], b.graph.info(flag).shape, dtype=np.bool_)
+    return found
+
+
+def _chosen(graph: Graph, node: Node, b: _Nodes, results: list[tuple[str, tuple[int, ...]]], takes: list[str],
+            steps: str = "") -> list[Node]:
+    """The node's output: the one of `results` (name, shape) whose condition in `takes` held in the run (each
+    computed under it), chosen by Where. Where they differ in shape (an rfft's bins along each axis, each frame
+    length's frames and bins), each is padded to the largest and the choice cut to the run's shape by a Slice whose
+    ends are chosen the same way, dims the run decides (passes/dynamic.py); `steps`, an int64 [1] tensor, is that
+    Slice's run-time step along axis 1 (an STFT's frame_step over frames taken at every sample)."""
+    shapes = [shape for _, shape in results]
+    rank = len(shapes[0])
     full = tuple(max(dims) for dims in zip(*shapes, strict=True))
     varying = [a for a in range(rank) if len({shape[a] for shape in shapes}) > 1]
-    if varying:  # each padded to the largest (where its axis runs), the choice cut to the run's shape
-        padded: list[tuple[str, tuple[int, ...]]] = []
-        for (name, shape), taken in zip(spectra, takes, strict=True):
-            b.guards = (*node.guards, (taken, True))
-            pads = b.constant(f"pads_{len(padded)}", np.array([0] * rank + [f - d for f, d in zip(full, shape,
-                                                                                                  strict=True)],
-                                                              np.int64))
-            padded.append((b.add("Pad", [name, pads], full, mode="constant"), shape))
+    cut_axes = sorted({*varying, *([1] if steps else [])})
+    names = [name for name, _ in results]
+    if varying:  # each padded to the largest, where it runs
+        for k, (name, shape) in enumerate(results):
+            b.guards = (*node.guards, (takes[k], True))
+            pads = np.array([0] * rank + [f - d for f, d in zip(full, shape, strict=True)], np.int64)
+            names[k] = b.add("Pad", [name, b.constant(f"pads_{k}", pads)], full, mode="constant")
         b.guards = node.guards
-        spectra = padded
-    chosen = spectra[0][0]
-    for k in range(1, len(spectra)):
-        last = k == len(spectra) - 1 and not varying
-        target = node.outputs[0] if last else f"{node.name}/chosen_{k}"
+    chosen = names[0]
+    for k in range(1, len(names)):
+        target = node.outputs[0] if k == len(names) - 1 and not cut_axes else f"{node.name}/chosen_{k}"
         graph.tensors[target] = TensorInfo(target, np.dtype(np.float32), full)
-        b.nodes += choose(graph, takes[k], spectra[k][0], chosen, target, f"{node.name}/choose_{k}", node.guards)
+        b.nodes += choose(graph, takes[k], names[k], chosen, target, f"{node.name}/choose_{k}", node.guards)
         chosen = target
-    if not varying:
+    if not cut_axes:
         return b.nodes
-    ends = b.constant("ends_0", np.array([shapes[0][a] for a in varying], np.int64))
+    ends = b.constant("ends_0", np.array([shapes[0][a] for a in cut_axes], np.int64))
     for k in range(1, len(shapes)):
         target = f"{node.name}/ends_chosen_{k}"
-        graph.tensors[target] = TensorInfo(target, np.dtype(np.int64), (len(varying),))
-        b.nodes += choose(graph, takes[k], b.constant(f"ends_{k}", np.array([shapes[k][a] for a in varying],
-                                                                             np.int64)),
-                          ends, target, f"{node.name}/choose_ends_{k}", node.guards)
+        graph.tensors[target] = TensorInfo(target, np.dtype(np.int64), (len(cut_axes),))
+        each = b.constant(f"ends_{k}", np.array([shapes[k][a] for a in cut_axes], np.int64))
+        b.nodes += choose(graph, takes[k], each, ends, target, f"{node.name}/choose_ends_{k}", node.guards)
         ends = target
-    starts = b.constant("starts", np.zeros(len(varying), np.int64))
-    axes = b.constant("axes", np.array(varying, np.int64))
-    cut = Node("Slice", f"{node.name}/Slice", [chosen, starts, ends, axes], [node.outputs[0]], guards=node.guards)
+    bounds = [chosen, b.constant("starts", np.zeros(len(cut_axes), np.int64)), ends,
+              b.constant("axes", np.array(cut_axes, np.int64))]
+    if steps:  # the run's step along axis 1, 1 along the others
+        parts = [steps if a == 1 else b.constant(f"step_{a}", np.ones(1, np.int64)) for a in cut_axes]
+        bounds.append(parts[0] if len(parts) == 1 else
+                      b.add("Concat", parts, (len(parts),), dtype=np.int64, axis=0))
+    cut = Node("Slice", f"{node.name}/Slice", bounds, [node.outputs[0]], guards=node.guards)
     type_run_time_slice(graph, cut)
     return [*b.nodes, cut]
+
+
+MAX_FRAME_LENGTHS = 64  # transforms one STFT with a run-time frame_length may carry, one per length in its range
 
 
 def lower_stft(graph: Graph, node: Node) -> list[Node]:
@@ -211,54 +231,96 @@ def lower_stft(graph: Graph, node: Node) -> list[Node]:
     run_time_step = bool(node.inputs[1]) and node.inputs[1] not in graph.constants
     step = 1 if run_time_step else _scalar(graph, node, 1, "frame_step")
     window_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    if len(node.inputs) > 3 and node.inputs[3] and node.inputs[3] not in graph.constants:
+        return _every_length(graph, node, step)
     length = _scalar(graph, node, 3, "frame_length")
     size = length if length is not None else (graph.info(window_name).size if window_name else 0)
     if step is None or step < 1 or size < 1 or (window_name and graph.info(window_name).size != size):
         raise SpectralError("its frame_step, window and frame_length do not give one frame length and a step")
-    bins = size // 2 + 1 if int(node.attr("onesided", 1)) else size
-    batch, signal = x.shape[0], x.shape[1]
-    frames = (signal - size) // step + 1
-    if frames < 1:
-        raise SpectralError(f"its frame of {size} is longer than the signal's {signal} samples")
-    angle = 2 * np.pi * np.outer(np.arange(bins), np.arange(size)) / size
-    rows = np.concatenate([np.cos(angle), -np.sin(angle)])[:, None, :]
+    if size > x.shape[1]:
+        raise SpectralError(f"its frame of {size} is longer than the signal's {x.shape[1]} samples")
     b = _Nodes(graph, node)
-    window = graph.constants.get(window_name) if window_name else np.ones(size)
-    if window is not None:  # the filters are constants: a power-of-two frame length then runs as FFTs
-        filters = b.constant("filters", (np.asarray(window, np.float64).reshape(-1) * rows).astype(np.float32))
-    else:  # a window computed at run time: the filters are, too (a Conv with run-time weights)
-        filters = b.add("Mul", [b.reshape(window_name, (1, 1, size)), b.constant("rows", rows.astype(np.float32))],
-                        rows.shape)
-    wave = b.reshape(node.inputs[0], (batch, 1, signal))
-    conv = b.add("Conv", [wave, filters], (batch, 2 * bins, frames), kernel_shape=[size], strides=[step])
-    parts = b.reshape(conv, (batch, 2, bins, frames))
     if run_time_step:
-        return _every_step_frame(graph, node, b, b.transpose(parts, [0, 3, 2, 1]))
-    b.transpose(parts, [0, 3, 2, 1], output=node.outputs[0])
-    graph.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], np.dtype(np.float32), (batch, frames, bins, 2))
+        return _chosen(graph, node, b, [_framed(graph, node, b, size, 1, window_name)], [], _steps(graph, node, b))
+    _, shape = _framed(graph, node, b, size, step, window_name, output=node.outputs[0])
+    graph.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], np.dtype(np.float32), shape)
     return b.nodes
 
 
-def _every_step_frame(graph: Graph, node: Node, b: _Nodes, frames: str) -> list[Node]:
-    """An STFT whose frame_step each run gives: its frames at every sample (the Conv at stride 1, `frames`
-    [B, T1, F, 2]), then every step-th of them, a Slice of run-time steps whose frame count (T1 - 1) // step + 1, the
-    count at that stride, the run decides (passes/dynamic.py). The Conv does step times the work of the strided one;
-    in exchange one module serves every step. A step below 1 stops the run with an error naming the node."""
+def _framed(graph: Graph, node: Node, b: _Nodes, size: int, step: int, window_name: str,
+            output: str = "") -> tuple[str, tuple[int, ...]]:
+    """The STFT of frames of `size` every `step` samples as b's nodes, [B, T, F, 2]: (its name, its shape)."""
+    x = graph.info(node.inputs[0])
+    bins = size // 2 + 1 if int(node.attr("onesided", 1)) else size
+    batch, signal = x.shape[0], x.shape[1]
+    frames = (signal - size) // step + 1
+    angle = 2 * np.pi * np.outer(np.arange(bins), np.arange(size)) / size
+    rows = np.concatenate([np.cos(angle), -np.sin(angle)])[:, None, :]
+    window = graph.constants.get(window_name) if window_name else np.ones(size)
+    if window is not None:  # the filters are constants: a power-of-two frame length then runs as FFTs
+        filters = b.constant(f"filters_{size}", (np.asarray(window, np.float64).reshape(-1) * rows)
+                             .astype(np.float32))
+    else:  # a window computed at run time: the filters are, too (a Conv with run-time weights)
+        filters = b.add("Mul", [b.reshape(window_name, (1, 1, size)),
+                                b.constant(f"rows_{size}", rows.astype(np.float32))], rows.shape)
+    wave = b.reshape(node.inputs[0], (batch, 1, signal))
+    conv = b.add("Conv", [wave, filters], (batch, 2 * bins, frames), kernel_shape=[size], strides=[step])
+    parts = b.reshape(conv, (batch, 2, bins, frames))
+    return b.transpose(parts, [0, 3, 2, 1], output=output), (batch, frames, bins, 2)
+
+
+def _steps(graph: Graph, node: Node, b: _Nodes) -> str:
+    """An STFT's run-time frame_step as an int64 [1] Slice step over frames taken at every sample (the Conv at
+    stride 1: step times the strided one's work, in exchange for one module for every step); a step below 1 stops
+    the run with an error naming the node."""
     step = graph.info(node.inputs[1])
     if step.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or step.size != 1:
         raise SpectralError(f"its frame_step is a run-time {step.dtype} {list(step.shape)}, not one int32 or int64")
     one = b.constant("step_1", np.full(step.shape, 1, step.dtype))
     below = b.add("Less", [node.inputs[1], one], step.shape, dtype=np.bool_)
-    b.nodes.append(refusal(graph, f"{node.name}/refuse", f"node {node.name!r} (STFT): its frame_step must be at "
+    b.nodes.append(refusal(graph, f"{node.name}/refuse_step", f"node {node.name!r} (STFT): its frame_step must be at "
                            "least 1", (*node.guards, (below, True))))
     steps = b.add("Reshape", [node.inputs[1], b.constant("step_shape", np.array([1], np.int64))], (1,),
                   dtype=step.dtype.type)
-    total = graph.info(frames).shape[1]
-    bounds = [b.constant(what, np.array([value], step.dtype)) for what, value in
-              (("starts", 0), ("ends", total), ("axes", 1))]
-    cut = Node("Slice", f"{node.name}/Slice", [frames, *bounds, steps], [node.outputs[0]], guards=node.guards)
-    type_run_time_slice(graph, cut)
-    return [*b.nodes, cut]
+    return steps if step.dtype == np.int64 else b.add("Cast", [steps], (1,), dtype=np.int64, to=7)
+
+
+def _every_length(graph: Graph, node: Node, step: int | None) -> list[Node]:
+    """An STFT whose frame_length each run gives, its range declared (--input-values length=MIN..MAX:
+    `Graph.read_values`, checked by each run): the length sets the transform's size, so there is one Conv per length
+    in the range (at most `MAX_FRAME_LENGTHS`), each guarded by the run's length being that one, as a run-time DFT
+    axis is, and the output, frames and bins, chosen by the run (`_chosen`). A length no frame of the signal fits
+    stops the run naming the node."""
+    x = graph.info(node.inputs[0])
+    signal, name = x.shape[1], node.inputs[3]
+    if name not in graph.read_values:
+        raise SpectralError("its frame_length is computed at run time: it sets the transform's size, so declare its "
+                            "range (--input-values NAME=MIN..MAX) for one transform per length in it")
+    if len(node.inputs) > 2 and node.inputs[2]:
+        raise SpectralError("its frame_length is computed at run time beside a window, whose size is the frame length: "
+                            "give the window alone")
+    length = graph.info(name)
+    if length.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or length.size != 1:
+        raise SpectralError(f"its frame_length is a run-time {length.dtype} {list(length.shape)}, not one int")
+    if step is None or step < 1:
+        raise SpectralError("its frame_step is not a positive constant or a run-time input")
+    low, high = graph.read_values[name][:2]
+    sizes = list(range(max(int(low), 1), min(int(high), signal) + 1))
+    if not sizes or len(sizes) > MAX_FRAME_LENGTHS:
+        raise SpectralError(f"its frame_length's declared range {low:g}..{high:g} gives {len(sizes)} lengths that fit "
+                            f"the signal's {signal} samples: one to {MAX_FRAME_LENGTHS} transforms can be compiled")
+    b = _Nodes(graph, node)
+    takes = [_equals(b, name, size) for size in sizes]
+    b.nodes.append(refusal(graph, f"{node.name}/refuse_length", f"node {node.name!r} (STFT): its frame_length must "
+                           f"lie in {sizes[0]}..{sizes[-1]} (a frame of at most the signal's {signal} samples)",
+                           (*node.guards, (_any(b, takes), False))))
+    run_time_step = node.inputs[1] not in graph.constants
+    results = []
+    for size, taken in zip(sizes, takes, strict=True):
+        b.guards = (*node.guards, (taken, True))
+        results.append(_framed(graph, node, b, size, step, ""))
+    b.guards = node.guards
+    return _chosen(graph, node, b, results, takes, _steps(graph, node, b) if run_time_step else "")
 
 
 def lower_spectral(graph: Graph) -> int:

@@ -48,7 +48,8 @@ READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsam
                             ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2, -3: _position
                             ("Pad", -3), ("Pad", 3),
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
-                            ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5))}
+                            ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5)),
+                            ("STFT", 1), ("STFT", 3)}  # frame_step, frame_length: passes/spectral.py
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
 HALF_VALUES = ("float16", "bfloat16")  # declared only where Ranges alone read them
 Range = tuple[int, int] | tuple[float, float]

@@ -13,11 +13,12 @@ compile as they are, one module for every value (Reduce axes, Slice, Split sizes
 passes/dynamic.py; a DFT's axis, an STFT's frame_step: passes/spectral.py). Where a model is declined with such
 inputs, the backend declares their values' range, one fixed range whatever the case's values (`VALUE_RANGE`, as
 `wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's repeats, a CenterCropPad's
-shape, a Loop's trip count; and the values kernels read: a Resize's scales, sizes and roi, a OneHot's depth, a
-window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a MelWeightMatrix's parameters:
-`value_range`; none for a bool, a Loop's first condition, which runs as it is: `declared_ranges`), and compiles it
-once; a run with a value outside it, or a model declined that way too, binds the inputs to the values `run` is
-given, as initializers, and keeps one module per value — what `wasinfer convert` does for any constant.
+shape, a Loop's trip count; and the values kernels read: an STFT's frame_length and frame_step, a Resize's
+scales, sizes and roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
+MelWeightMatrix's parameters: `value_range`; none for a bool, a Loop's first condition, which runs as it is:
+`declared_ranges`), and compiles it once; a run with a value outside it, or a model declined that way too, binds the
+inputs to the values `run` is given, as initializers, and keeps one module per value — what `wasinfer convert` does
+for any constant.
 docs/conformance.md counts those cases. Every compile declares at most `MAX_ITERATIONS` iterations for a Loop whose
 trip count has no bound (ONNX's Range as its function body), as `wasinfer convert --max-iterations` does.
 
