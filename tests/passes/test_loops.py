@@ -14,6 +14,7 @@ import wasinfer
 from tests.parity import assert_matches_ort, ort_run
 from tests.passes.test_values import convert_then_validate
 from wasinfer.artifact import convert_onnx
+from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime import InputError, WasmModel
 
@@ -211,17 +212,22 @@ def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() 
     assert _matches_ort_at_each(model, wasm, runs) == [2, 20, 0, 7, 3]
 
 
-def test_a_declared_most_iterations_unrolls_a_trip_count_with_no_bound() -> None:
-    """Range as its function body over float inputs (the backend suite's test_range_float_type_positive_delta_expanded)
-    with nothing declared: a delta near 0 makes the count unbounded, so the Loop is refused naming it and the way out;
-    with --max-iterations 40 (`wasinfer.compile(max_iterations=40)`) one module gives ONNX Runtime's range for every
-    start, limit and delta, up or down, and a run that needs more than 40 values (or a delta of 0) is refused naming
-    the Loop."""
+def _float_range_body() -> onnx.ModelProto:
+    """ONNX's Range as its function body over float inputs (the backend suite's
+    test_range_float_type_positive_delta_expanded)."""
     body = onnx.defs.get_schema("Range", 11).function_body
     graph = helper.make_graph(list(body.node), "range",
                               [helper.make_tensor_value_info(n, FLOAT, []) for n in body.input],
                               [helper.make_tensor_value_info("output", FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def test_a_declared_most_iterations_unrolls_a_trip_count_with_no_bound() -> None:
+    """Range as its function body over float inputs with nothing declared: a delta near 0 makes the count unbounded,
+    so the Loop is refused naming it and the way out; with --max-iterations 40 (`wasinfer.compile(max_iterations=40)`)
+    one module gives ONNX Runtime's range for every start, limit and delta, up or down, and a run that needs more than
+    40 values (or a delta of 0) is refused naming the Loop."""
+    model = _float_range_body()
     with pytest.raises(UnsupportedModel, match=r"trip count .* has no largest value.*--max-iterations N"):
         convert_onnx(model)
     result = wasinfer.compile(model, simd="plain", max_iterations=40)
@@ -235,6 +241,19 @@ def test_a_declared_most_iterations_unrolls_a_trip_count_with_no_bound() -> None
         with pytest.raises(InputError, match=r"node '.*' \(Loop\): this run's trip count is above the 40 iterations"):
             wasm.run({"start": np.array(start, np.float32), "limit": np.array(limit, np.float32),
                       "delta": np.array(delta, np.float32)})
+
+
+def test_the_command_line_declares_the_most_iterations(tmp_path: Path) -> None:
+    """wasinfer convert refuses the float Range body (exit status 2) and compiles it with --max-iterations 30."""
+    onnx.save(_float_range_body(), tmp_path / "range.onnx")
+    assert main(["convert", str(tmp_path / "range.onnx"), "-o", str(tmp_path / "none.wasm")]) == 2
+    assert not (tmp_path / "none.wasm").exists()
+    assert main(["convert", str(tmp_path / "range.onnx"), "--max-iterations", "30"]) == 0
+    wasm = WasmModel((tmp_path / "range.wasm").read_bytes())
+    got = wasm.run({n: np.array(v, np.float32) for n, v in (("start", 2.0), ("limit", 9.0), ("delta", 2.5))})
+    np.testing.assert_allclose(got["output"], [2.0, 4.5, 7.0])
+    with pytest.raises(InputError, match=r"above the 30 iterations it was compiled for \(--max-iterations 30\)"):
+        wasm.run({n: np.array(v, np.float32) for n, v in (("start", 0.0), ("limit", 31.0), ("delta", 1.0))})
 
 
 def test_iterations_past_what_the_body_holds_stop_the_run_naming_the_loop() -> None:
