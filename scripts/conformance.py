@@ -66,7 +66,7 @@ EDGE_MODEL_OPS = (
     "ReduceLogSumExp", "Shape", "Range", "CumSum", "TopK", "LayerNormalization", "InstanceNormalization", "MatMul",
     "Einsum", "LSTM", "GRU", "DepthToSpace", "SpaceToDepth", "QuantizeLinear", "DequantizeLinear", "If")
 # How the ops of that set without a kernel of their own are handled.
-HANDLED_WITHOUT_KERNEL = {"Shape": "folded (static shapes)", "Range": "folded (constant inputs)",
+HANDLED_WITHOUT_KERNEL = {"Shape": "folded (static shapes)", "Range": "folded, or a kernel (run-time bounds)",
                           "Einsum": "lowered to MatMul etc.", "If": "inlined (constant condition)"}
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 MISSING_OP = re.compile(r"op (\S+) is not supported")
@@ -436,6 +436,19 @@ def by_op(cases: list[Case], results: dict[str, Result]) -> dict[str, tuple[list
     return ops
 
 
+# why a parameter is still bound, by op: what no run-time path can serve yet (none today: every node case with
+# parameter inputs compiles as it is or declared; a case that regresses is listed with the default reason)
+BOUND_REASONS: dict[str, str] = {}
+
+
+def _bound_notes(cases: list[Case], results: dict[str, Result]) -> list[str]:
+    """One line per passing node case that needed its parameters bound, with the reason."""
+    bound = [(c, results[c.key]) for c in cases
+             if c.kind == "node" and c.key in results and results[c.key].status == "passed" and results[c.key].bound]
+    return [f"  - `{c.name}` ({', '.join(r.bound)}): {BOUND_REASONS.get(c.op, 'no run-time path for it yet')}"
+            for c, r in bound]
+
+
 def _bound(results: Iterable[Result]) -> int:
     """Passing cases that needed parameter inputs bound to their values (see the doc's header)."""
     return sum(1 for r in results if r.status == "passed" and r.bound)
@@ -460,15 +473,19 @@ def render(cases: list[Case], results: dict[str, Result], elapsed: float, jobs: 
         "- Many node cases feed an op's parameters (Pad pads, Resize scales, Range bounds, Reduce axes, Slice",
         "  starts...) as graph inputs, where exported models hold constants or shape subgraphs that fold. Where",
         "  the op allows it the model compiles as it is, one module for every value (Reduce axes, Slice, Split",
-        "  sizes, Trilu k, TopK k), or with the values' range declared (0..16, as --input-values does: a",
-        "  ConstantOfShape's shape, a Tile's repeats, a Pad's pads, a Resize's scales, sizes and roi, a OneHot's",
-        "  depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, an Expand's shape, a",
-        "  Pad's axes, MelWeightMatrix's parameters; an LSTM's sequence_lens is checked by each run;",
-        "  docs/compiler.md); the others are needed at compile time (a float16 Range, STFT's frame_step:",
-        "  docs/compiler.md says why), so the backend binds",
-        "  such inputs to the values a case runs with (one module per value; `wasinfer.runtime.onnx_backend`),",
-        "  which `wasinfer convert` cannot do for a model's real inputs.",
+        "  sizes, Trilu k, TopK k, a DFT's axis, an STFT's frame_step, a Loop's first condition), or with the",
+        "  values' range declared (0..16, as --input-values does: a ConstantOfShape's shape, a Tile's repeats, a",
+        "  Pad's pads, a Resize's scales, sizes and roi, a OneHot's depth, a window's or an AffineGrid's size, a",
+        "  Col2Im's shapes, a CenterCropPad's shape, a Range's bounds (float16 and bfloat16 too; a float delta",
+        "  1/16..16, away from 0), an Expand's shape, a Pad's axes, MelWeightMatrix's parameters, a Loop's trip",
+        "  count, an STFT's frame_length (one transform per length); an LSTM's sequence_lens is checked by each",
+        "  run; docs/compiler.md), and a Loop whose trip count",
+        "  has no bound (ONNX's Range as its function body) with at most 64 iterations, as --max-iterations 64",
+        "  does. The others are needed at compile time (below), so the backend binds such inputs to the values a",
+        "  case runs with (one module per value; `wasinfer.runtime.onnx_backend`), which `wasinfer convert` cannot",
+        "  do for a model's real inputs.",
         f"  Such passes are counted apart (`of those passed: bound`): {_bound(node)} of the passing node cases.",
+        *_bound_notes(cases, results),
         "",
         "## Summary",
         "",

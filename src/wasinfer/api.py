@@ -51,6 +51,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
             weights: str = "float32", simd: str = "auto", wasi: bool = False, quantize: str | None = None,
             calibration: Sequence[Mapping[str, np.ndarray]] = (),
             input_values: Mapping[str, tuple[int, int] | tuple[float, float] | str] | None = None,
+            max_iterations: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """Compile an ONNX model (a path, its bytes or a ModelProto) or a TensorFlow Lite file into a module.
 
@@ -60,7 +61,8 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
     `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it), or of a float input's values
     that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `max_batch`, `weights`, `simd`, `wasi`,
-    `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
+    `quantize`, `calibration` and `max_iterations` are the command's options of the same names (`wasinfer convert
+    --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
     """
@@ -79,7 +81,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     result = convert_model(source, overrides.shapes, max_batch=overrides.batch_limit(max_batch), progress=progress,
                            wasi=wasi, weights=weights, simd=simd, quantize=quantize,
                            calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges,
-                           input_values=values)
+                           input_values=values, max_iterations=max_iterations)
     if output is not None:
         result.save(output)
     return result

@@ -10,9 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import wasinfer
 from tests.parity import assert_matches_ort, ort_run
 from tests.passes.test_values import convert_then_validate
 from wasinfer.artifact import convert_onnx
+from wasinfer.cli.main import main
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime import InputError, WasmModel
 
@@ -208,6 +210,92 @@ def test_onnx_s_range_function_body_runs_every_declared_start_limit_and_delta() 
     runs = [{n: np.array(v, np.int32) for n, v in zip(("start", "limit", "delta"), case, strict=True)}
             for case in cases]
     assert _matches_ort_at_each(model, wasm, runs) == [2, 20, 0, 7, 3]
+
+
+def _float_range_body() -> onnx.ModelProto:
+    """ONNX's Range as its function body over float inputs (the backend suite's
+    test_range_float_type_positive_delta_expanded)."""
+    body = onnx.defs.get_schema("Range", 11).function_body
+    graph = helper.make_graph(list(body.node), "range",
+                              [helper.make_tensor_value_info(n, FLOAT, []) for n in body.input],
+                              [helper.make_tensor_value_info("output", FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def test_a_declared_most_iterations_unrolls_a_trip_count_with_no_bound() -> None:
+    """Range as its function body over float inputs with nothing declared: a delta near 0 makes the count unbounded,
+    so the Loop is refused naming it and the way out; with --max-iterations 40 (`wasinfer.compile(max_iterations=40)`)
+    one module gives ONNX Runtime's range for every start, limit and delta, up or down, and a run that needs more than
+    40 values (or a delta of 0) is refused naming the Loop."""
+    model = _float_range_body()
+    with pytest.raises(UnsupportedModel, match=r"trip count .* has no largest value.*--max-iterations N"):
+        convert_onnx(model)
+    result = wasinfer.compile(model, simd="plain", max_iterations=40)
+    assert result.metadata.outputs[0].shape == [40] and result.metadata.compile_options["max_iterations"] == 40
+    wasm = WasmModel(result.wasm)
+    cases = [(1.0, 5.0, 2.0), (-3.5, 4.0, 0.25), (10.0, 6.0, -3.0), (0.5, 0.6, 0.3), (4.0, -1.0, 1.0), (0.0, 40.0, 1.0)]
+    runs = [{n: np.array(v, np.float32) for n, v in zip(("start", "limit", "delta"), case, strict=True)}
+            for case in cases]
+    assert _matches_ort_at_each(model, wasm, runs) == [2, 30, 2, 1, 0, 40]
+    for start, limit, delta in ((0.0, 41.0, 1.0), (0.0, 1.0, 0.0)):
+        with pytest.raises(InputError, match=r"node '.*' \(Loop\): this run's trip count is above the 40 iterations"):
+            wasm.run({"start": np.array(start, np.float32), "limit": np.array(limit, np.float32),
+                      "delta": np.array(delta, np.float32)})
+
+
+def test_the_command_line_declares_the_most_iterations(tmp_path: Path) -> None:
+    """wasinfer convert refuses the float Range body (exit status 2) and compiles it with --max-iterations 30."""
+    onnx.save(_float_range_body(), tmp_path / "range.onnx")
+    assert main(["convert", str(tmp_path / "range.onnx"), "-o", str(tmp_path / "none.wasm")]) == 2
+    assert not (tmp_path / "none.wasm").exists()
+    assert main(["convert", str(tmp_path / "range.onnx"), "--max-iterations", "30"]) == 0
+    wasm = WasmModel((tmp_path / "range.wasm").read_bytes())
+    got = wasm.run({n: np.array(v, np.float32) for n, v in (("start", 2.0), ("limit", 9.0), ("delta", 2.5))})
+    np.testing.assert_allclose(got["output"], [2.0, 4.5, 7.0])
+    with pytest.raises(InputError, match=r"above the 30 iterations it was compiled for \(--max-iterations 30\)"):
+        wasm.run({n: np.array(v, np.float32) for n, v in (("start", 0.0), ("limit", 31.0), ("delta", 1.0))})
+
+
+def test_iterations_past_what_the_body_holds_stop_the_run_naming_the_loop() -> None:
+    """ONNX's test_loop11: each iteration adds element i of a five-element constant, so a sixth would make the
+    carried sum empty, which no compiled shape holds (ONNX Runtime fails such a run too). With the trip count declared
+    0..12 the Loop is unrolled to five iterations, every count up to 5 and a run-time condition give ONNX Runtime's
+    result from one module, and a count of 6..12 is refused naming the Loop and the iteration (the whole model was
+    refused, and the backend suite's case bound the trip count to its value); 13 is outside the declared range."""
+    body = _body([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                  helper.make_node("Add", ["i", "one"], ["end"]),
+                  helper.make_node("Unsqueeze", ["i", "zero"], ["first"]),
+                  helper.make_node("Unsqueeze", ["end", "zero"], ["last"]),
+                  helper.make_node("Slice", ["x", "first", "last"], ["element"]),
+                  helper.make_node("Add", ["y_in", "element"], ["y_out"]),
+                  helper.make_node("Identity", ["y_out"], ["scan_out"])],
+                 [("i", TensorProto.INT64), ("cond_in", TensorProto.BOOL), ("y_in", FLOAT)],
+                 [("cond_out", TensorProto.BOOL), ("y_out", FLOAT), ("scan_out", FLOAT)],
+                 {"x": np.arange(1, 6, dtype=np.float32), "one": np.array(1, np.int64),
+                  "zero": np.array([0], np.int64)})
+    graph = helper.make_graph([helper.make_node("Loop", ["trip", "cond", "y"], ["res_y", "res_scan"], name="sums",
+                                                body=body)], "loop11",
+                              [helper.make_tensor_value_info("trip", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                               helper.make_tensor_value_info("y", FLOAT, [1])],
+                              [helper.make_tensor_value_info(n, FLOAT, None) for n in ("res_y", "res_scan")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wasm = WasmModel(convert_onnx(model, simd="plain", input_values={"trip": (0, 12)}).wasm)
+    y = np.array([-2.0], np.float32)
+    for trip in (5, 3, 1):
+        feeds = {"trip": np.array(trip, np.int64), "cond": np.array(True), "y": y}
+        got = wasm.run(feeds)
+        for name, want in zip(("res_y", "res_scan"), ort_run(model, feeds), strict=True):
+            assert got[name].shape == want.shape, (trip, name)
+            np.testing.assert_allclose(got[name], want, rtol=1e-6)
+    for trip, cond in ((0, True), (4, False)):  # no iteration: [0, 1] as ONNX says (ONNX Runtime returns [0])
+        got = wasm.run({"trip": np.array(trip, np.int64), "cond": np.array(cond), "y": y})
+        assert got["res_scan"].shape == (0, 1) and got["res_y"].tolist() == [-2.0]
+    for trip in (6, 12):
+        with pytest.raises(InputError, match=r"node 'sums' \(Loop\): iteration 5 cannot run at the compiled shapes"):
+            wasm.run({"trip": np.array(trip, np.int64), "cond": np.array(True), "y": y})
+    with pytest.raises(InputError, match=r"input 'trip': its values must lie in 0..12"):
+        wasm.run({"trip": np.array(13, np.int64), "cond": np.array(True), "y": y})
 
 
 def test_loops_the_compiler_cannot_bound_are_refused_with_the_reason() -> None:

@@ -14,6 +14,7 @@ from wasinfer.ir import UnsupportedModel
 from wasinfer.lowering.conv import conv_plan
 from wasinfer.passes.spectral import lower_spectral
 from wasinfer.runtime import WasmModel
+from wasinfer.runtime.base import InputError
 
 RNG = np.random.default_rng(3)
 
@@ -72,16 +73,37 @@ def test_an_stft_is_a_conv_whose_filters_are_the_window_times_the_dft(frame: int
     matches(model, {"signal": signal}, atol=1e-5)
 
 
-def test_an_stft_with_a_run_time_window_runs_on_run_time_filters_and_a_run_time_step_is_named() -> None:
+def test_an_stft_with_a_run_time_window_runs_on_run_time_filters() -> None:
     signal = RNG.standard_normal((1, 256, 1)).astype(np.float32)
     window = RNG.uniform(0.5, 1, 32).astype(np.float32)
     node = helper.make_node("STFT", ["signal", "step", "window"], ["y"], onesided=0)
     model = one_node(node, {"signal": signal, "window": window}, {"step": np.array(16, np.int64)}, 17)
     matches(model, {"signal": signal, "window": window}, atol=1e-5)
-    model = one_node(node, {"signal": signal, "window": window, "step": np.array(16, np.int64)}, {}, 17)
-    model.graph.input[2].type.tensor_type.elem_type = TensorProto.INT64
-    with pytest.raises(UnsupportedModel, match=r"node 'STFT_0'?.*its frame_step is computed at run time"):
-        convert_onnx(model)
+
+
+@pytest.mark.parametrize("window", ["run-time", "constant", "none"])
+def test_a_run_time_frame_step_serves_every_step_from_one_module(window: str) -> None:
+    """frame_step an input (it was refused, and the backend suite's test_stft_with_window bound it): one module
+    takes every step, each output with that step's frame count, as ONNX Runtime computes it; a step below 1 is
+    refused naming the node."""
+    signal = RNG.standard_normal((2, 200, 1)).astype(np.float32)
+    values = {"window": RNG.uniform(0.5, 1, 32).astype(np.float32)}
+    inputs = ["signal", "step", "window" if window != "none" else ""] + (["length"] if window == "none" else [])
+    node = helper.make_node("STFT", inputs, ["y"], name="stft")
+    constants = {"window": values["window"]} if window == "constant" else \
+        {"length": np.array(32, np.int64)} if window == "none" else {}
+    fed = {"signal": signal, **({"window": values["window"]} if window == "run-time" else {})}
+    model = one_node(node, fed, constants, 17)
+    model.graph.input.append(helper.make_tensor_value_info("step", TensorProto.INT64, []))
+    module = WasmModel(convert_onnx(model).wasm)
+    for step in (8, 1, 13, 32, 200):
+        feeds = {**fed, "step": np.array(step, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (step, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()), err_msg=f"{step}")
+    for step in (0, -4):
+        with pytest.raises(InputError, match=r"node 'stft' \(STFT\): its frame_step must be at least 1"):
+            module.run({**fed, "step": np.array(step, np.int64)})
 
 
 @pytest.mark.parametrize("opset", [19, 20])
@@ -104,3 +126,59 @@ def test_the_backend_suites_inverse_dft_is_exact_to_float32(opset: int) -> None:
     suite = np.fft.ifft(ramp.astype(np.complex64), axis=0)  # what the backend suite expects
     if suite.dtype == np.complex64:  # numpy >= 2 (numpy 1 computes it in complex128, and the case passes)
         assert np.abs(suite.imag[5] - exact.imag[5]).max() > 1e-7
+
+
+@pytest.mark.parametrize("inverse,onesided,shape", [(0, 0, (2, 6, 8, 1)), (0, 1, (2, 6, 8, 1)), (1, 1, (2, 5, 4, 2)),
+                                                    (1, 0, (3, 6, 6, 2))])
+def test_a_run_time_axis_serves_every_axis_from_one_module(inverse: int, onesided: int,
+                                                           shape: tuple[int, ...]) -> None:
+    """The axis an input (it was refused, and the backend suite's cases bound it): one module runs the DFT along
+    whichever axis each run names, positive or negative, each output at its own shape where the axes give different
+    ones (an rfft's bins, an irfft's length), as ONNX Runtime does; an axis out of range (or the last one, the real
+    and imaginary parts) is refused naming the node."""
+    x = RNG.standard_normal(shape).astype(np.float32)
+    node = helper.make_node("DFT", ["x", "", "axis"], ["y"], name="dft", inverse=inverse, onesided=onesided)
+    model = one_node(node, {"x": x}, {}, 20)
+    model.graph.input.append(helper.make_tensor_value_info("axis", TensorProto.INT64, []))
+    module = WasmModel(convert_onnx(model).wasm)
+    for axis in (1, 2, 0, -2, -3, -4):
+        feeds = {"x": x, "axis": np.array(axis, np.int64)}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        assert got.shape == want.shape, (axis, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()), err_msg=f"{axis}")
+    for axis in (3, -1, 4, -5):
+        with pytest.raises(InputError, match=r"node 'dft' \(DFT\): its axis must lie in -4..-2 or 0..2"):
+            module.run({"x": x, "axis": np.array(axis, np.int64)})
+
+
+@pytest.mark.parametrize("step_input", [False, True])
+def test_a_declared_frame_length_serves_every_length_from_one_module(step_input: bool) -> None:
+    """frame_length an input sets the transform's size: undeclared it is refused by name, asking for its range;
+    declared (--input-values length=6..20) one module carries a transform per length and gives ONNX Runtime's frames
+    and bins for each, with a constant or a run-time frame_step (the backend suite's test_stft bound both); a length
+    outside the range is refused naming the input, one longer than the signal naming the node."""
+    signal = RNG.standard_normal((2, 18, 1)).astype(np.float32)
+    node = helper.make_node("STFT", ["signal", "step", "", "length"], ["y"], name="stft")
+    model = one_node(node, {"signal": signal}, {} if step_input else {"step": np.array(3, np.int64)}, 17)
+    for name in ("length", "step") if step_input else ("length",):
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
+    with pytest.raises(UnsupportedModel, match=r"node 'stft'.*its frame_length is computed at run time.*declare its "
+                                               r"range"):
+        convert_onnx(model, input_values={"step": (1, 8)} if step_input else None)
+    declared = {"length": (6, 20), **({"step": (0, 8)} if step_input else {})}
+    module = WasmModel(convert_onnx(model, input_values=declared).wasm)
+    fed = {"signal": signal}
+    for length, step in ((6, 3), (16, 2), (9, 5), (18, 1), (7, 8)):
+        feeds = {**fed, "length": np.array(length, np.int64), **({"step": np.array(step, np.int64)} if step_input
+                                                                 else {})}
+        want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
+        if not step_input:
+            assert got.shape[1] == (18 - length) // 3 + 1
+        assert got.shape == want.shape, (length, step, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+    with pytest.raises(InputError, match=r"input 'length': its values must lie in 6..20"):
+        module.run({**fed, "length": np.array(21, np.int64), **({"step": np.array(1, np.int64)} if step_input
+                                                                else {})})
+    with pytest.raises(InputError, match=r"node 'stft' \(STFT\): its frame_length must lie in 6..18"):
+        module.run({**fed, "length": np.array(19, np.int64), **({"step": np.array(1, np.int64)} if step_input
+                                                                else {})})

@@ -58,6 +58,7 @@ def convert_model(
     calibration: Sequence[Feeds] = (),
     input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
     input_values: dict[str, Range] | None = None,
+    max_iterations: int | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -80,11 +81,16 @@ def convert_model(
     computes with (a Resize's scales, floats: {"scales": (0.5, 4.0)}): memory is planned for the largest, and a
     run with a value outside the range is refused naming the input (passes/values.py); where a Loop's trip count
     is computed from them, the range bounds the count it is unrolled to (passes/loops.py).
+    `max_iterations` is the most iterations a Loop whose trip count has no bound the compiler can find may run
+    (ONNX's Range as its function body, with a float delta): it is unrolled to that many, and a run whose trip
+    count is above it is refused naming the Loop.
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
     if max_batch < 1:
         raise ValueError("--max-batch must be at least 1")
+    if max_iterations is not None and max_iterations < 1:
+        raise ValueError("--max-iterations must be at least 1")
     started = time.perf_counter()
     if source_format is None:
         source_format = "tflite" if not isinstance(source, onnx.ModelProto) and is_tflite(source) else "onnx"
@@ -97,6 +103,7 @@ def convert_model(
     if source_sha256 is not None:
         loaded = dataclasses.replace(loaded, source_sha256=source_sha256)
     graph = loaded.graph
+    graph.max_iterations = max_iterations
     nodes_in = len(graph.nodes)
     folded = 0
     if graph.symbols or input_values:  # shape arithmetic on symbolic dims, recorded before it folds at the largest
@@ -188,7 +195,8 @@ def convert_model(
                          "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
                          "input_ranges": {k: {str(a): list(r) for a, r in v.items()} for k, v in
                                           (input_ranges or {}).items()},
-                         **({"input_values": {k: list(v) for k, v in input_values.items()}} if input_values else {})},
+                         **({"input_values": {k: list(v) for k, v in input_values.items()}} if input_values else {}),
+                         **({"max_iterations": max_iterations} if max_iterations is not None else {})},
         stats={k: v for k, v in stats.items() if k not in ("ops", "op_counts", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),

@@ -64,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 source, overrides.shapes, max_batch=max_batch,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 wasi=args.wasi, weights=args.weights, simd=args.simd, quantize=args.quantize, calibration=samples,
-                input_ranges=overrides.ranges, input_values=values,
+                input_ranges=overrides.ranges, input_values=values, max_iterations=args.max_iterations,
             )
     except UnsupportedModel as exc:
         error(f"{source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "from them, or of a float input's values a kernel reads (a Resize's scales=0.5..4, its sizes): "
                    "one module runs every value in it, memory is planned for MAX, and a run with a value outside it "
                    "is refused naming the input")
+    p.add_argument("--max-iterations", type=int, default=None, metavar="N",
+                   help="the most iterations a Loop whose trip count has no bound the compiler can find may run "
+                   "(ONNX's Range as its function body, with a float delta): it is unrolled to N, and a run whose "
+                   "trip count is above N is refused naming the Loop")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")

@@ -89,6 +89,9 @@ class Graph:
     # inputs whose values a kernel computes with at run time (a Resize's scales or sizes, passes/values.py), declared
     # with a range: (smallest, largest, the run's status code when a value is outside them); no symbols
     read_values: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    # the most iterations a Loop whose trip count has no bound the compiler can find may run (--max-iterations):
+    # it is unrolled to that many, and a run whose trip count is above it is refused naming the Loop (passes/loops.py)
+    max_iterations: int | None = None
     # outputs whose size along an axis the data decides (NonZero's count, passes/dynamic.py), with their dims:
     # that axis is a symbol of its own (in `symbols`, smallest 0), whose value the node's kernel writes
     decided: dict[str, Extent] = field(default_factory=dict)

@@ -34,8 +34,9 @@ from onnx import defs, helper
 from wasinfer.frontends.onnx import attr_value
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ops.contrib import MS, int4_problems
-from wasinfer.passes.control import REFUSE, infer_types
+from wasinfer.passes.control import infer_types
 from wasinfer.passes.quantized import Rewrite, arg
+from wasinfer.passes.subgraph import refusal
 
 FUNCTION_OPS = frozenset({"Attention", "RotaryEmbedding", "RMSNormalization", "SwiGLU"})
 ROUNDS = 64  # each round rewrites at least one node, and a transformer has a few per layer
@@ -611,12 +612,12 @@ def _group_query_attention(r: Rewrite, node: Node) -> None:
         if length > 1 and past_key:  # a next prompt must start where the past ends
             ends = r.op("Add", [r.op("Cast", [seqlens], {"to": onnx.TensorProto.INT64}), _const(r, 1, np.int64)])
             wrong = r.op("Or", [wrong, r.op("Not", [r.op("Equal", [ends, present_length])])])
-        r.graph.run_errors.append(
+        r.nodes.append(refusal(
+            r.graph, f"{node.name}/refuse",
             f"node {node.name!r} (GroupQueryAttention) was compiled for a present as long as the past and the "
             f"{length} new step(s) together; this run's total_sequence_length (or seqlens_k) asks for another (a "
-            "shared past/present buffer, or a next prompt that does not start where the past ends)")
-        r.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": len(r.graph.run_errors) + 1},
-                            REFUSE[0], guards=(*r.node.guards, (wrong, True))))
+            "shared past/present buffer, or a next prompt that does not start where the past ends)",
+            (*r.node.guards, (wrong, True))))
 
 
 def _rotate(r: Rewrite, x4: str, positions: str, caches: tuple[str, str], rotated: int, size: int,

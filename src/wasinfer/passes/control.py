@@ -40,7 +40,7 @@ from wasinfer.passes.fold import constant_value, fold_constants, node_proto, ops
 from wasinfer.passes.loops import unroll_loops
 from wasinfer.passes.sequences import fold_sequences
 from wasinfer.passes.shapes import fold_static_values
-from wasinfer.passes.subgraph import choose, inline_subgraph
+from wasinfer.passes.subgraph import choose, inline_subgraph, refusal
 
 # What the compiler says about an If it cannot compile (kept in the node, as passes/einsum.py does).
 UNTYPED_BRANCHES = (
@@ -200,9 +200,6 @@ def resolve_choices(graph: Graph, final: bool = False) -> int:
     return resolved
 
 
-REFUSE = ("wasinfer", "Refuse")  # a branch that cannot run at the compiled shapes: the run stops with an error
-
-
 def refuse_untypable_branches(graph: Graph) -> int:
     """A run-time If one of whose branches cannot be typed at the compiled shapes keeps the other branch
     only; taking the first stops the run with an error (a Refuse node, guarded by that side of the
@@ -232,8 +229,6 @@ def refuse_untypable_branches(graph: Graph) -> int:
         condition = outputs[0].inputs[0]
         message = (f"node {if_name!r} (If) takes its {side} branch, which cannot run at the compiled input shapes "
                    f"(ONNX Runtime fails such a run too); compile with the input shapes that branch expects")
-        graph.run_errors.append(message)
-        code = len(graph.run_errors) + 1  # status 0 is success, 1 a batch out of range
         prefix = f"{if_name}/{side}/"
         kept: list[Node] = []
         for node in graph.nodes:
@@ -241,8 +236,7 @@ def refuse_untypable_branches(graph: Graph) -> int:
                 continue  # the branch's own nodes: never run
             if any(node is output for output in outputs):
                 if node is outputs[0]:
-                    kept.append(Node(REFUSE[1], f"{if_name}/refuse", [], [], {"code": code}, domain=REFUSE[0],
-                                     guards=(*node.guards, (condition, taken))))
+                    kept.append(refusal(graph, f"{if_name}/refuse", message, (*node.guards, (condition, taken))))
                 value = node.inputs[keep]
                 graph.tensors[node.outputs[0]] = replace(graph.tensors[value], name=node.outputs[0])
                 kept.append(Node("Identity", node.name, [value], node.outputs, guards=node.guards))

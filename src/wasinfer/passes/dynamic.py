@@ -140,6 +140,13 @@ def _slice(graph: Graph, node: Node, source: TensorInfo) -> bool:
     return True
 
 
+def type_run_time_slice(graph: Graph, node: Node) -> None:
+    """Type a Slice that a later pass writes with run-time starts or ends (a DFT's run-time axis cut to the run's
+    shape: passes/spectral.py) as `bound_parameters` types one in the model."""
+    if not _slice(graph, node, graph.info(node.inputs[0])):
+        raise ValueError(f"node {node.name!r} (Slice) has no run-time parameter")
+
+
 def _split(graph: Graph, node: Node, source: TensorInfo) -> bool:
     """Split with run-time sizes (opset 13 on): each output's dim along the axis is its size, up to x's."""
     sizes = run_time_parameter(graph, node, 1)
@@ -452,4 +459,21 @@ def bound_run_time_shapes(graph: Graph) -> int:
         graph.tensors[output] = TensorInfo(output, np.dtype(dtype), shape)
         _decide(graph, output, shape, axes, f"{node.name}.count")
         bounded += 1
-    return bounded + bound_parameters(graph)
+    bounded += bound_parameters(graph)
+    _guess_downstream(graph)
+    return bounded
+
+
+def _guess_downstream(graph: Graph) -> None:
+    """Mark the types of what follows a decided output as guesses (`Graph.guessed`), for infer_types to replace
+    from that output's largest shape. A graph output after it may carry the shape the model declares, one example
+    run's (the backend suite's ReduceL2 body declares [3, 2, 1] after a ReduceSum of run-time axes), which the
+    frontend kept because ONNX's inference could not type it; kept, it would disagree with the extent rules."""
+    after = set(graph.decided)
+    for node in graph.nodes:
+        if any(name in after for name in node.inputs) and not any(o in graph.decided for o in node.outputs):
+            for output in node.outputs:
+                if output:
+                    after.add(output)
+                    if output in graph.tensors:
+                        graph.guessed.add(output)

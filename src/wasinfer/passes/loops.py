@@ -18,8 +18,10 @@ A trip count the data decides (computed from inputs, as ONNX's Range body comput
 `ceil((limit - start) / delta)`) is unrolled to its largest value, found by interval arithmetic over the
 nodes that compute it (passes/bounds.py: constants, symbolic dims, bools, inputs declared with
 --input-values), each iteration guarded by `i < M` read from M itself; with no largest value the Loop is
-declined naming the inputs to declare. The scan outputs of a Loop that stops when the run says so (its
-condition, or such an M) are stacked at the most iterations and cut to the count the run did (the steps
+declined naming the inputs to declare. An iteration up to that value that would change a loop-carried value's
+shape (a body that indexes past what it holds) is not unrolled: a run that reaches it stops with an error naming the
+Loop (`_keeps_shapes`, a Refuse node: passes/subgraph.py). The scan outputs of a Loop that stops when the run
+says so (its condition, or such an M) are stacked at the most iterations and cut to the count the run did (the steps
 whose guard held, always the first ones) by a Slice whose end is that count: a dim the run decides
 (passes/dynamic.py), returned at the run's dims. Declined: a Loop without a trip count, a Scan output
 written in reverse along a symbolic axis, a scan output of a Loop that can do no iteration.
@@ -34,11 +36,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper, shape_inference
 
+from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Dim, Expr
 from wasinfer.passes.bounds import inputs_it_reads, value_range
-from wasinfer.passes.subgraph import choose, inline_subgraph
+from wasinfer.passes.fold import constant_value, evaluate, node_proto, opset_ids
+from wasinfer.passes.subgraph import choose, inline_subgraph, refusal
 from wasinfer.passes.symbolic import DIMS
 
 UNROLL_LIMIT = 20_000  # nodes an unrolled loop may add
@@ -228,18 +233,22 @@ def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
     return graph.constants.get(_source(nodes, name))
 
 
-def _trip_bound(graph: Graph, node: Node, trip: str) -> int:
+def _trip_bound(graph: Graph, node: Node, trip: str) -> tuple[int, bool]:
     """The most iterations a trip count computed at run time allows: the largest value it can hold
-    (passes/bounds.py). Declined, naming the inputs to declare a range for, where it has none."""
+    (passes/bounds.py), or else the declared `Graph.max_iterations`, which each run must then check (the second
+    value: True). Declined, naming the inputs to declare a range for, where it has neither."""
     found = value_range(graph, trip)
     if found is not None and not math.isinf(found[1]):
-        return max(0, math.floor(found[1]))
+        return max(0, math.floor(found[1])), False
+    if graph.max_iterations is not None:
+        return graph.max_iterations, True
     inputs = inputs_it_reads(graph, trip)
     declare = (f"declare the range of {', '.join(repr(n) for n in inputs)} with --input-values NAME=MIN..MAX (an "
                "integer input's smallest and largest value)" if inputs else "compute it from values whose range is "
                "known (constants, dims, inputs declared with --input-values NAME=MIN..MAX)")
     raise _Declined(f"its trip count {trip!r} is computed at run time and has no largest value the compiler can "
-                    f"find, which the loop would be unrolled to: {declare}")
+                    f"find, which the loop would be unrolled to: {declare}, or give the most iterations a run may do "
+                    "with --max-iterations N")
 
 
 def _iterations(graph: Graph, node: Node, ran: list[bool | str]) -> tuple[str, list[Node]]:
@@ -279,6 +288,77 @@ def _cut(graph: Graph, node: Node, stacked: str, iterations: str, output: str, t
                  guards=node.guards)]
 
 
+SMALL = 4096  # elements: the constants an iteration's shape check folds or feeds by value (indices, not weights)
+
+
+def _refuse_above(graph: Graph, node: Node, trip: str, count: int) -> list[Node]:
+    """The nodes that stop a run whose trip count is above `count` (--max-iterations), naming the Loop."""
+    limit, above = f"{node.name}/max_iterations", f"{node.name}/above_max_iterations"
+    graph.add_constant(limit, np.array(count, graph.info(trip).dtype))
+    graph.tensors[above] = TensorInfo(above, np.dtype(np.bool_), graph.info(trip).shape)
+    return [Node("Greater", f"{above}/greater", [trip, limit], [above], guards=node.guards),
+            refusal(graph, f"{node.name}/refuse_above", f"node {node.name!r} (Loop): this run's trip count is above "
+                    f"the {count} iterations it was compiled for (--max-iterations {count})",
+                    (*node.guards, (above, True)))]
+
+
+def _keeps_shapes(graph: Graph, inner: list[Node], before: list[str], after: list[str]) -> bool:
+    """Whether one inlined iteration gives each loop-carried value the shape it came in with. Unrolled to a run-time
+    trip count's largest, a body may index past what it holds (ONNX's test_loop11 adds the iteration's element of
+    five: a sixth iteration's Slice is empty, and so is its sum); such an iteration is not a valid computation at the
+    compiled shapes, as in ONNX Runtime, where it fails the run. Its small constant nodes are folded first (the
+    iteration's number reaching a Slice's bounds), then ONNX's inference types the rest. Unknown types count as
+    kept."""
+    known: dict[str, np.ndarray] = {}
+    rest: list[Node] = []
+    for node in inner:
+        values = [known.get(n, graph.constants.get(n)) if n else None for n in node.inputs]
+        small = all(v is not None and v.size <= SMALL and v.dtype != object
+                    for n, v in zip(node.inputs, values, strict=True) if n)
+        nested = any(isinstance(v, onnx.GraphProto) for v in node.attrs.values())
+        if not node.domain and (node.op_type == "Constant" or (small and not nested)):
+            try:
+                results = ([constant_value(node)] if node.op_type == "Constant" else
+                           evaluate(node, values, graph.opset))
+            except Exception:  # what the reference cannot evaluate here is typed by inference below
+                rest.append(node)
+                continue
+            known.update((n, np.asarray(v)) for n, v in zip(node.outputs, results, strict=False) if n)
+            continue
+        rest.append(node)
+    produced = {o for n in rest for o in n.outputs if o}
+    inputs: list[onnx.ValueInfoProto] = []
+    initializers: list[onnx.TensorProto] = []
+    seen: set[str] = set()
+    for name in (i for n in rest for i in n.inputs if i and i not in produced):
+        if name in seen:
+            continue
+        seen.add(name)
+        value = known.get(name, graph.constants.get(name))
+        if value is not None and value.size <= SMALL:
+            initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        elif name in graph.tensors:
+            info = graph.tensors[name]
+            inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(info.dtype), info.shape))
+    outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in after if n in produced]
+    model = helper.make_model(helper.make_graph([node_proto(n) for n in rest], "iteration", inputs, outputs,
+                                                initializers),
+                              opset_imports=opset_ids(graph.opset, {n.domain for n in rest}))
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # what inference cannot type, the compiler names later
+        return True
+    shapes: dict[str, tuple[object, ...]] = {v.name: tuple(typed) for v in inferred.graph.output
+                                             if (typed := tensor_dims(v.type)) is not None}
+    shapes.update((n, tuple(v.shape)) for n, v in known.items())
+    for old, new in zip(before, after, strict=True):
+        found = shapes.get(new)
+        if old in graph.tensors and found is not None and all(isinstance(d, int) for d in found) \
+                and found != tuple(graph.tensors[old].shape):
+            return False
+    return True
+
+
 def _loop(graph: Graph, node: Node) -> list[Node]:
     body: onnx.GraphProto = node.attrs["body"]
     trip = node.inputs[0] if node.inputs else ""
@@ -292,8 +372,10 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     trip_at_run_time = ""  # the tensor holding each run's trip count, for the guards i < M
     run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
     if trip not in graph.constants:  # computed from the data: unrolled to its largest value
-        count = _trip_bound(graph, node, trip)
+        count, checked = _trip_bound(graph, node, trip)
         trip_at_run_time = trip
+        if checked:  # a declared maximum, not a bound: a run whose trip count is above it stops
+            nodes += _refuse_above(graph, node, trip, count)
     else:
         count = int(np.asarray(graph.constants[trip]).reshape(-1)[0])  # a symbolic dim's largest
         if run_length is not None:  # M is a symbolic dim: read each run's, every iteration guarded by i < M
@@ -324,6 +406,13 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
                    *(f"{prefix}scan{k}" for k in range(scans))]
         guard = () if isinstance(running, bool) else ((running, True),)
         inner = inline_subgraph(node, graph, body, prefix, targets, mapping)
+        if trip_at_run_time and not _keeps_shapes(graph, inner, carried, targets[1:1 + len(carried)]):
+            # this iteration cannot run at the compiled shapes: a run that reaches it stops with an error
+            nodes.append(refusal(graph, f"{prefix}refuse", f"node {node.name!r} (Loop): iteration {step} cannot run "
+                                 "at the compiled shapes (its body changes a loop-carried value's shape there), so a "
+                                 f"run may do at most {step} iterations", (*node.guards, (str(running), True))))
+            ran.pop()
+            break
         for each in inner:
             each.guards = (*node.guards, *guard, *each.guards)
         nodes += inner

@@ -87,6 +87,18 @@ def choose(graph: Graph, condition: str, when_true: str, when_false: str, output
             Node("Where", f"{name}/choose", [view, when_true, when_false], [output], guards=guards)]
 
 
+REFUSE = ("wasinfer", "Refuse")  # what cannot run at the compiled shapes or values: the run stops with an error
+
+
+def refusal(graph: Graph, name: str, message: str, guards: tuple[tuple[str, bool], ...]) -> Node:
+    """A Refuse node that stops the run where its guards hold, with status 2 + i and `message` as the metadata's
+    `run_errors[i]` (an InputError, a 400 when served): an If's branch, a Loop's iteration, or an op's parameter that
+    cannot run at the compiled shapes (passes/control.py, loops.py, spectral.py)."""
+    graph.run_errors.append(message)
+    code = len(graph.run_errors) + 1  # status 0 is success, 1 a batch out of range
+    return Node(REFUSE[1], name, [], [], {"code": code}, domain=REFUSE[0], guards=guards)
+
+
 def lower_each(graph: Graph, lowerings: Mapping[str, Callable[[Graph, Node], list[Node]]],
                declined: type[Exception]) -> int:
     """Replace every default-domain node whose op has a lowering (once its inputs are typed) by the nodes the

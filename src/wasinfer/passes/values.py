@@ -41,14 +41,17 @@ from wasinfer.passes.bounds import FOLLOWED
 MAX_ELEMENTS = 16  # values per declared input: shapes and repeats, not data
 # (op, input) that read an input's values as dims, which the extent rules follow (ops/extent.py); a value read
 # anywhere else would be taken at its largest while compiling, so such a model is refused instead
-READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1)}
+READS_VALUES_AS_DIMS = {("ConstantOfShape", 0), ("Tile", 1), ("Expand", 1), ("Range", 1), ("Pad", 1),
+                        ("CenterCropPad", 1)}  # passes/crop.py: one Pad of the pads the values give
 # (op, input) whose kernel reads the values at run time and computes with them (roi, scales, sizes)
 READS_VALUES_AT_RUN_TIME = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1), ("OneHot", 1),
                             ("Range", 0), ("Range", 2), ("Range", -1), ("Expand", -2),  # -1, -2, -3: _position
                             ("Pad", -3), ("Pad", 3),
                             ("HannWindow", 0), ("HammingWindow", 0), ("BlackmanWindow", 0), ("AffineGrid", 1),
-                            ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5))}
+                            ("Col2Im", 1), ("Col2Im", 2), *(("MelWeightMatrix", i) for i in range(5)),
+                            ("STFT", 1), ("STFT", 3)}  # frame_step, frame_length: passes/spectral.py
 FLOAT_VALUES = (np.dtype(np.float32), np.dtype(np.float64))
+HALF_VALUES = ("float16", "bfloat16")  # declared only where Ranges alone read them
 Range = tuple[int, int] | tuple[float, float]
 
 
@@ -151,9 +154,9 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
             where = "; ".join(elsewhere) or "it is a graph output"
             raise UnsupportedModel([f"--input-values {name}: its values can be declared where they set dims only (a "
                                     "ConstantOfShape's shape, a Tile's repeats, an Expand's shape, a Range's limit, "
-                                    "a Pad's pads), a Loop's trip count, or where a kernel reads them (a Resize's roi, "
-                                    "scales or sizes, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's "
-                                    f"shapes, a Range's start and delta); {where}"])
+                                    "a Pad's pads, a CenterCropPad's shape), a Loop's trip count, or where a kernel "
+                                    "reads them (a Resize's roi, scales or sizes, a OneHot's depth, a window's or an "
+                                    f"AffineGrid's size, a Col2Im's shapes, a Range's start and delta); {where}"])
         largest = f"{name}/largest"
         graph.add_constant(largest, np.full(info.shape, high, info.dtype))
         for node in graph.nodes:
@@ -164,12 +167,14 @@ def declare_input_values(graph: Graph, ranges: dict[str, Range]) -> None:
 
 
 def _declare_read_at_run_time(graph: Graph, name: str, span: Range) -> None:
-    """Keep `name` a run-time input whose values each run checks against `span` (`Graph.read_values`)."""
+    """Keep `name` a run-time input whose values each run checks against `span` (`Graph.read_values`). A float16 or
+    bfloat16 input can be declared where only Ranges read it (their kernel decodes the bits: emitters/arange.py)."""
     info = graph.info(name)
     low, high = span
-    if info.dtype not in (*FLOAT_VALUES, np.dtype(np.int64), np.dtype(np.int32)):
+    half = info.dtype.name in HALF_VALUES and all(op == "Range" for op, _, _, _ in _reads(graph, name))
+    if info.dtype not in (*FLOAT_VALUES, np.dtype(np.int64), np.dtype(np.int32)) and not half:
         raise ValueError(f"--input-values {name}: input {name!r} has dtype {info.dtype}; declared values are int32, "
-                         "int64, float32 or float64")
+                         "int64, float32 or float64 (float16 and bfloat16 too for a Range's bounds)")
     if info.dtype.kind == "i" and not (float(low).is_integer() and float(high).is_integer()):
         raise ValueError(f"--input-values {name}: {low}..{high} are not integers, as input {name!r} ({info.dtype}) is")
     if len(info.shape) > 1 or info.size > MAX_ELEMENTS:

@@ -10,13 +10,17 @@ the per-sample batch, which is wrong for ops that mix samples (reductions over a
 Parameter inputs: ONNX's node cases often feed an op's parameters (Slice starts, Pad pads, Resize scales,
 Reshape's shape...) as graph inputs, where exported models hold constants or shape subgraphs that fold. Some
 compile as they are, one module for every value (Reduce axes, Slice, Split sizes, Trilu's k, TopK's k:
-passes/dynamic.py). Where a model is declined with such inputs, the backend declares their values' range, one
-fixed range whatever the case's values (`VALUE_RANGE`, as `wasinfer convert --input-values` does: a
-ConstantOfShape's shape, a Pad's pads, a Tile's repeats; and the values kernels read: a Resize's scales, sizes and
-roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
-MelWeightMatrix's parameters: `value_range`), and compiles it once; a run with a value outside it, or a model
-declined that way too, binds the inputs to the values `run` is given, as initializers, and keeps one module per
-value — what `wasinfer convert` does for any constant. docs/conformance.md counts those cases.
+passes/dynamic.py; a DFT's axis, an STFT's frame_step: passes/spectral.py). Where a model is declined with such
+inputs, the backend declares their values' range, one fixed range whatever the case's values (`VALUE_RANGE`, as
+`wasinfer convert --input-values` does: a ConstantOfShape's shape, a Pad's pads, a Tile's repeats, a CenterCropPad's
+shape, a Loop's trip count; and the values kernels read: an STFT's frame_length and frame_step, a Resize's
+scales, sizes and roi, a OneHot's depth, a window's or an AffineGrid's size, a Col2Im's shapes, a Range's bounds, a
+MelWeightMatrix's parameters: `value_range`; none for a bool, a Loop's first condition, which runs as it is:
+`declared_ranges`), and compiles it once; a run with a value outside it, or a model declined that way too, binds the
+inputs to the values `run` is given, as initializers, and keeps one module per value — what `wasinfer convert` does
+for any constant.
+docs/conformance.md counts those cases. Every compile declares at most `MAX_ITERATIONS` iterations for a Loop whose
+trip count has no bound (ONNX's Range as its function body), as `wasinfer convert --max-iterations` does.
 
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
@@ -39,6 +43,9 @@ from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
 
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+# a Loop whose trip count has no bound the compiler can find (ONNX's Range as its function body) is unrolled to this
+# many iterations, as `wasinfer convert --max-iterations 64` does; a run with more is refused naming the Loop
+MAX_ITERATIONS = 64
 VALUE_RANGE = (0, 16)  # each element of a parameter input compiled as a declared value (a rank-4 Tile: 30 MiB;
 # a Resize's float scales too: 16x on every axis)
 
@@ -71,7 +78,8 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
     """The fixed range the backend declares for parameter input `name`, by what reads it (never by a case's
     values)."""
     floats = {v.name for v in model.graph.input
-              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)}
+              if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                                  onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)}
     for node in model.graph.node:
         if node.op_type == "Range" and node.domain in ("", "ai.onnx") and name in node.input[:3]:
             return FLOAT_DELTA if name == node.input[2] and name in floats else RANGE_BOUNDS
@@ -80,6 +88,13 @@ def value_range(model: onnx.ModelProto, name: str) -> tuple[int, int] | tuple[fl
         if node.op_type == "MelWeightMatrix" and node.domain in ("", "ai.onnx") and name in node.input[:5]:
             return MEL_RANGES[list(node.input).index(name)]
     return VALUE_RANGE
+
+
+def declared_ranges(model: onnx.ModelProto, params: set[str]) -> dict[str, tuple[int, int] | tuple[float, float]]:
+    """The ranges the backend declares for parameter inputs, as `wasinfer convert --input-values` would: none for a
+    bool (a Loop's first condition is read at run time as it is; a bool has no range to declare)."""
+    bools = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.BOOL}
+    return {name: value_range(model, name) for name in sorted(params - bools)}
 
 
 def parameter_inputs(model: onnx.ModelProto) -> set[str]:
@@ -156,7 +171,7 @@ class WasinferRep(BackendRep):
                 if not params:
                     raise
                 try:
-                    self.modules[None] = self._compile(model, {name: value_range(model, name) for name in params})
+                    self.modules[None] = self._compile(model, declared_ranges(model, params))
                     self.valued = params
                 except (UnsupportedModel, FrontendError, ValueError):
                     self.bound = params
@@ -165,7 +180,7 @@ class WasinferRep(BackendRep):
     def _compile(self, model: onnx.ModelProto,
                  values: dict[str, tuple[int, int] | tuple[float, float]] | None = None) -> WasmModel:
         started = time.perf_counter()
-        wasm = convert_onnx(model, max_batch=1, input_values=values or None).wasm
+        wasm = convert_onnx(model, max_batch=1, input_values=values or None, max_iterations=MAX_ITERATIONS).wasm
         converted = time.perf_counter()
         module = WasmModel(wasm)
         self.stats = {"convert_s": converted - started, "jit_s": time.perf_counter() - converted,

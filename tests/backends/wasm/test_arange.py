@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 from tests.parity import ort_run
 from wasinfer.artifact import convert_onnx
@@ -15,11 +16,11 @@ from wasinfer.runtime import ModelFault, WasmModel
 from wasinfer.runtime.base import InputError
 
 
-def range_model(dtype: int) -> onnx.ModelProto:
+def range_model(dtype: int, opset: int = 11) -> onnx.ModelProto:
     graph = helper.make_graph([helper.make_node("Range", ["start", "limit", "delta"], ["y"])], "range",
                               [helper.make_tensor_value_info(n, dtype, []) for n in ("start", "limit", "delta")],
                               [helper.make_tensor_value_info("y", dtype, None)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 @pytest.mark.parametrize("dtype", [TensorProto.INT32, TensorProto.INT64])
@@ -52,6 +53,28 @@ def test_float_bounds_with_a_delta_declared_away_from_zero() -> None:
         want, got = ort_run(model, feeds)[0], module.run(feeds)["y"]
         assert got.shape == want.shape, (start, limit, delta)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_half_float_bounds_are_read_at_run_time(dtype: int) -> None:
+    """float16 and bfloat16 bounds (no Wasm load for either: decoded from their bits) serve every value from one
+    module, each value rounded once to the type, exactly as ONNX's reference computes it (ONNX Runtime has no
+    float16 Range); a bound outside its declared range is refused naming the input (they were bound to their
+    values, one module each)."""
+    model = range_model(dtype, opset=27)
+    module = WasmModel(convert_onnx(model, input_values={"start": (-8.0, 8.0), "limit": (-8.0, 8.0),
+                                                         "delta": (0.0625, 4.0)}).wasm)
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    reference = ReferenceEvaluator(model)
+    for start, limit, delta in ((1.0, 5.0, 2.0), (-8.0, 8.0, 0.0625), (-2.3, 7.1, 0.37), (0.1, 0.2, 0.3),
+                                (3.0, -1.0, 1.0), (-7.7, 6.9, 0.111)):
+        feeds = {"start": np.array(start, np_type), "limit": np.array(limit, np_type),
+                 "delta": np.array(delta, np_type)}
+        want, got = reference.run(None, feeds)[0], module.run(feeds)["y"]
+        assert got.dtype == want.dtype and got.shape == want.shape, (start, limit, delta)
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    with pytest.raises(InputError, match=r"input 'delta': its values must lie in 0.0625..4"):
+        module.run({"start": np.array(0, np_type), "limit": np.array(1, np_type), "delta": np.array(8, np_type)})
 
 
 def test_a_float_delta_whose_range_holds_zero_or_an_undeclared_bound_is_refused_saying_why() -> None:

@@ -37,6 +37,7 @@ from wasinfer.backends.wasm.abi import (
 from wasinfer.backends.wasm.context import REGISTRY, UNSUPPORTED_HINTS, Ctx, Kernel
 from wasinfer.backends.wasm.dims import copy_between_layouts, push_dim
 from wasinfer.backends.wasm.mathfn import add_math_helpers
+from wasinfer.backends.wasm.minifloat import emit_load_f64
 from wasinfer.backends.wasm.wasi import declare_wasi_imports, emit_wasi_start
 from wasinfer.backends.wasm.weights import SPILL, Hint, WeightStore
 from wasinfer.backends.wasm.writer import F64, I32, I64, Func, Module
@@ -44,8 +45,8 @@ from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
 from wasinfer.passes import MemoryPlan, align, plan_memory
-from wasinfer.passes.control import REFUSE
 from wasinfer.passes.quantize import WeightEncoding
+from wasinfer.passes.subgraph import REFUSE
 from wasinfer.passes.symbolic import infer_extents
 from wasinfer.passes.values import value_symbol
 
@@ -455,11 +456,15 @@ def _check_values(f: Func, graph: Graph, slots: dict[str, int], symbols: dict[st
     for name, (lowest, highest, code) in graph.read_values.items():  # read by kernels: checked only, as f64
         info = graph.info(name)
         load, widen = {"float32": ("f32.load", "f64.promote_f32"), "float64": ("f64.load", ""),
-                       "int32": ("i32.load", "f64.convert_i32_s"), "int64": ("i64.load", "f64.convert_i64_s")}[
-            info.dtype.name]
+                       "int32": ("i32.load", "f64.convert_i32_s"), "int64": ("i64.load", "f64.convert_i64_s"),
+                       "float16": ("", ""), "bfloat16": ("", "")}[info.dtype.name]
         number = f.local(F64)
         for index in range(info.size):
-            f.i32(slots[name] + index * info.dtype.itemsize).mem(load, align=0)
+            f.i32(slots[name] + index * info.dtype.itemsize)
+            if not load:  # a Range's float16 or bfloat16 bounds: decoded from their bits
+                emit_load_f64(f, info.dtype)
+            else:
+                f.mem(load, align=0)
             if widen:
                 f.op(widen)
             # outside, or NaN: not (lowest <= value <= highest)

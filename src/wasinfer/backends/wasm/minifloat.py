@@ -155,6 +155,22 @@ def emit_encode(f: Func, fmt: Minifloat, saturate: bool) -> None:
         f.get(code).get(sign).op("i32.xor")
 
 
+def emit_load_f64(f: Func, dtype: np.dtype) -> None:  # type: ignore[type-arg]
+    """The element of narrow float `dtype` at the address on the stack → its value as an f64 (exact): what a kernel
+    that computes in float64 with a run-time parameter of that type (a Range's bounds) reads, and what a declared
+    range is checked against."""
+    f.mem("i32.load16_u" if dtype.itemsize == 2 else "i32.load8_u", align=0)
+    emit_decode(f, FORMATS[dtype])
+    f.op("f64.promote_f32")
+
+
+def emit_store_f64(f: Func, dtype: np.dtype) -> None:  # type: ignore[type-arg]
+    """Store the f64 on the stack, rounded once to nearest even, as an element of narrow float `dtype` at the
+    address beneath it."""
+    emit_encode(f, FORMATS[dtype], saturate=False)
+    f.mem("i32.store16" if dtype.itemsize == 2 else "i32.store8", align=0)
+
+
 # float8e8m0 (opset 24, microscaling's scale type): an exponent alone, 2^(code - 127), no sign; 0xFF is NaN.
 E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
 ROUND_MODES = ("up", "down", "nearest")
@@ -190,4 +206,4 @@ def emit_encode_e8m0(f: Func, round_mode: str, saturate: bool) -> None:
 
 
 __all__ = ["E8M0", "FLOAT8", "FORMATS", "ROUND_MODES", "Minifloat", "emit_decode", "emit_decode_e8m0",
-           "emit_encode", "emit_encode_e8m0"]
+           "emit_encode", "emit_encode_e8m0", "emit_load_f64", "emit_store_f64"]

@@ -6,6 +6,9 @@ declared (--input-values, passes/values.py), passes/dynamic.py plans the output 
 allow and this kernel reads the three, counts max(ceil((limit - start) / delta), 0) — in integers for an integer
 Range, in float64 as numpy's arange does for a float one — writes the count to the output's symbol and the
 values start + i * delta. A delta of 0, or a count past the plan, traps the run, as ONNX Runtime fails it.
+A float16 or bfloat16 Range computes in float64 too, each value rounded once to its type, as ONNX's reference
+computes it (numpy's arange over the bounds as Python floats); there is no float16 load or store in Wasm, so its
+bounds are decoded from their bits and its values encoded (backends/wasm/minifloat.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from wasinfer.backends.wasm.context import Ctx, kernel
+from wasinfer.backends.wasm.minifloat import FORMATS, emit_load_f64, emit_store_f64
 from wasinfer.backends.wasm.writer import F64, I32, I64
 from wasinfer.ir import Graph, Node
 from wasinfer.ir.symbolic import Expr
@@ -29,8 +33,9 @@ def _check_range(node: Node, graph: Graph) -> list[str]:
                 "values, and its output length depends on them: declare their ranges (--input-values NAME=MIN..MAX) "
                 "for one module that serves every value"]
     dtype = graph.info(node.inputs[0]).dtype
-    problems = [] if dtype.name in LOADS else [f"dtype {dtype} with run-time bounds: int32, int64, float32 or "
-                                                "float64 only"]
+    known = dtype.name in LOADS or dtype.name in ("float16", "bfloat16")
+    problems = [] if known else [f"dtype {dtype} with run-time bounds: int32, int64, float16, bfloat16, float32 "
+                                 "or float64 only"]
     return problems + [f"{name!r} has dtype {graph.info(name).dtype}, not the start's {dtype}"
                        for name in node.inputs[1:3] if graph.info(name).dtype != dtype]
 
@@ -45,6 +50,9 @@ def _push(ctx: Ctx, name: str) -> None:
             ctx.f.i64(int(number))
         else:
             ctx.f.f64(float(number))
+        return
+    if dtype in FORMATS:  # float16, bfloat16
+        emit_load_f64(ctx.f.i32(ctx.addr(name)), dtype)
         return
     load, widen = LOADS[dtype.name]
     ctx.f.i32(ctx.addr(name)).mem(load, align=0)
@@ -90,16 +98,20 @@ def emit_range(ctx: Ctx, node: Node) -> None:
     dim = ctx.graph.decided[node.outputs[0]][0]
     if isinstance(dim, Expr):
         f.i32(ctx.symbols[str(dim)]).get(count).mem("i32.store")
-    narrow, store = STORES[out.dtype.name]
+    half = out.dtype in FORMATS
+    narrow, store = ("", "") if half else STORES[out.dtype.name]
     size = out.dtype.itemsize
     with f.for_range(index, 0, ("local", count)):
         f.get(index).i32(size).op("i32.mul").i32(ctx.addr(node.outputs[0])).op("i32.add")
         f.get(start).get(index)
         f.op("i64.extend_i32_s" if integer else "f64.convert_i32_s").get(delta)
         f.op("i64.mul" if integer else "f64.mul").op("i64.add" if integer else "f64.add")
-        if narrow:
-            f.op(narrow)
-        f.mem(store, align=0)
+        if half:
+            emit_store_f64(f, out.dtype)
+        else:
+            if narrow:
+                f.op(narrow)
+            f.mem(store, align=0)
 
 
 __all__ = ["emit_range"]
