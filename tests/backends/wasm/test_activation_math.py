@@ -131,7 +131,7 @@ def test_rational_math_fused_in_the_relaxed_variant(op: str) -> None:
 
 
 def test_swish_sigmoid_has_no_clamp_at_one_and_stays_within_two_ulp() -> None:
-    """Swish leaves out its sigmoid's clamp at 1 (one pmin per vector less: 220 -> 188 us on 96 x 52 x 52): the
+    """Swish leaves out its sigmoid's clamp at 1 (one pmin per vector less: 213 -> 193 us on 96 x 52 x 52): the
     rational reaches 1 + 1 ulp for a few hundred x in [16.4, 18], so over every float32 there and its negatives
     (both code variants) x * sigmoid(x) stays within 2 ulp of float64's, and a large negative x still gives 0."""
     pmin = b"\xfd" + uleb(SIMD["f32x4.pmin"])

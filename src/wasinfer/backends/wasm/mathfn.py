@@ -81,7 +81,7 @@ def sigmoid_v128(f: Func, x: int, fused: bool = False, at_most_one: bool = True)
 
     Without `at_most_one` the clamp at 1 is left out: the rational reaches 1 + 1 ulp for a few hundred x in
     [16.4, 18] (and never more), which Swish's product x * sigmoid(x) keeps within 2 ulp of x. One pmin and its
-    constant less per vector: Swish on [1, 96, 52, 52] 220 -> 188 us here. The clamp at 0 stays (a large negative
+    constant less per vector: Swish on [1, 96, 52, 52] 213 -> 193 us here. The clamp at 0 stays (a large negative
     x gives 0, not a tiny value of the wrong sign)."""
     odd_rational(f, x, SIGMOID_LIMIT, SIGMOID_P, SIGMOID_Q, fused)
     f.f32x4_const(0.5).op("f32x4.add").f32x4_const(0.0).op("f32x4.pmax")
