@@ -101,8 +101,8 @@ class ConvPlan:
         return [(lo, hi, repeat) for lo, hi, repeat, _ in runs]
 
     def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
-        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs or its products fewer enough (at
-        stride 2 always), else F(2x2, 3x3)."""
+        """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs or, on a small map, where it computes
+        few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3)."""
         if self.window.strides != (1, 1) or fits_4x4(self.window, self.out_channels):
             return winograd_44_plan(self.window, self.channels, self.out_channels)
         return winograd_plan(self.window, self.channels, self.out_channels)
