@@ -92,6 +92,22 @@ def test_tiles_cover_the_rows_and_share_code_only_when_inside(monkeypatch: pytes
     assert any(repeat > 1 for _, _, repeat in plan.tiles())  # the inner tiles do share code
 
 
+@pytest.mark.parametrize("out_channels,one_tile", [(56, True), (48, False)])
+def test_weights_that_outweigh_the_column_buffer_make_one_tile(monkeypatch: pytest.MonkeyPatch, out_channels: int,
+                                                               one_tile: bool) -> None:
+    """Up to twice the budget, a conv whose weights are at least its whole column buffer (K x 49 positions here:
+    56 output channels, not 48) builds it in one tile instead of streaming the weights once per tile; ddddocr_det's
+    3x3 stride-2 convs at 13 x 13 split 11 + 2 rows before."""
+    graph = conv_graph((1, 24, 13, 13), (out_channels, 24, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2])
+    whole = 24 * 9 * 49 * 4
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", whole * 3 // 5)  # 4 of the 7 output rows
+    plan = conv_plan(graph.nodes[0], graph)
+    assert plan.tiles() == ([(0, 7, 1)] if one_tile else [(0, 4, 1), (4, 7, 1)])
+    assert plan.scratch_bytes == (whole if one_tile else whole * 4 // 7)
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", whole // 2 - 1)  # over twice the budget: tiles again
+    assert conv_plan(graph.nodes[0], graph).tile_rows < 7
+
+
 @pytest.mark.parametrize("out_channels,groups", [(6, 1), (8, 2), (9, 3)])
 def test_packed_weights_are_per_group_panels(out_channels: int, groups: int) -> None:
     w = rng.standard_normal((out_channels, 2, 3, 3)).astype(np.float32)

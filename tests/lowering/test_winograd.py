@@ -183,9 +183,21 @@ def test_44_transformed_weights_give_the_direct_convolution() -> None:
 
 
 @pytest.mark.parametrize("out_h,out_w,applies", [(16, 16, True), (52, 52, True), (9, 30, True), (80, 120, True),
-                                                 (14, 14, False), (20, 20, False), (3, 64, False)])
+                                                 (20, 20, False), (3, 64, False), (11, 11, False)])
 def test_44_where_rows_fill_groups_of_16(out_h: int, out_w: int, applies: bool) -> None:
-    assert winograd.fits_4x4(window(out_h, out_w)) == applies
+    assert winograd.fits_4x4(window(out_h, out_w), 96) == applies
+
+
+@pytest.mark.parametrize("out_h,out_w,out_channels,applies", [
+    (13, 13, 96, True),  # 16 x 16 computed: 36 x 16 = 576 products against F(2x2)'s 16 x 49 = 784
+    (14, 14, 48, True), (12, 12, 512, True), (10, 15, 96, True), (8, 12, 48, True), (4, 15, 96, True),
+    (14, 14, 32, False), (10, 15, 24, False),  # too few output channels for its transforms
+    (20, 20, 96, False),  # 1440 against 1600 products: over 3/4
+    (8, 11, 96, False),  # under 12 columns
+])
+def test_44_on_small_maps_where_its_products_are_at_most_three_quarters(out_h: int, out_w: int, out_channels: int,
+                                                                       applies: bool) -> None:
+    assert winograd.fits_4x4(window(out_h, out_w), out_channels) == applies
 
 
 @pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(52, 52, 96, 96), (80, 120, 96, 24), (9, 30, 4, 4)])

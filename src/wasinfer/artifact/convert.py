@@ -32,6 +32,7 @@ from wasinfer.passes.einsum import lower_einsums
 from wasinfer.passes.int8 import fuse_int8_gemms
 from wasinfer.passes.int8_islands import fuse_int8_islands
 from wasinfer.passes.losses import lower_losses
+from wasinfer.passes.pools import cascade_max_pools
 from wasinfer.passes.quantize import quantize_weights
 from wasinfer.passes.quantized import decompose_quantized
 from wasinfer.passes.shapes import fold_static_values
@@ -122,6 +123,7 @@ def convert_model(
     bn = fold_batchnorm(graph)
     affine = fold_conv_affine(graph)
     fused = fuse_activations(graph)
+    cascade_max_pools(graph)  # SPP's 5/9/13 max pools as 5, 5 over it, 5 over that
     widen_half_floats(graph, kernel_takes)  # float16/bfloat16 ops the kernels take only in float32
     encoding = quantize_weights(graph, weights)
     try:

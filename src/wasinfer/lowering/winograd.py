@@ -45,6 +45,9 @@ MIN_STRIDED_CHANNELS = 16
 # few columns: ddddocr_det's 13 x 13-output convs (16 tiles; 384 x 192 x 36 floats of U, 10.6 MB) measured 0.8-0.9x
 # im2col alone but nothing in the whole model, where U comes from memory rather than cache, and 12 MB more module.
 MIN_STRIDED_TILES = 32
+# Output channels from which a small map (`fits_4x4`) takes F(4x4, 3x3) for its fewer products: with 24 and 32 its
+# larger transforms ate the gain (1.00-1.02x F(2x2, 3x3) alone on 10 x 15 and 14 x 14), from 48 on 0.65-0.83x.
+SMALL_MAP_OUT_CHANNELS = 48
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -207,10 +210,22 @@ def strided_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return at, g, bt
 
 
-def fits_4x4(win: Window) -> bool:
+def fits_4x4(win: Window, out_channels: int) -> bool:
     """Where F(2x2, 3x3) fits, F(4x4, 3x3) too when rows are at least 16 outputs wide and rounding them up to
-    groups of 16 computes at most a third more than they keep."""
-    return win.out_dims[1] >= 16 and 3 * 16 * -(-win.out_dims[1] // 16) <= 4 * win.out_dims[1] and win.out_dims[0] >= 4
+    groups of 16 computes at most a third more than they keep. On a small map (rows of 12 to 15 outputs, or wider
+    ones that round up by more), with SMALL_MAP_OUT_CHANNELS or more, also where its products (36 per tile of 4x4,
+    rows and columns rounded up to tiles and groups) are at most 3/4 of F(2x2)'s (16 per tile of 2x2), the ratio the
+    column rule allows: alone, 13 x 13 (16 x 16 computed, 0.73 of F(2x2)'s products) at 96 and 192 channels in 0.76-
+    0.83x F(2x2)'s time (ddddocr_det's SPP-side and head convs), 14 x 14 256 -> 256 0.65x, 12 x 12 512 -> 512
+    0.83x; with 24 or 32 output channels, 1.00-1.02x."""
+    rows, columns = win.out_dims
+    if rows < 4:
+        return False
+    if columns >= 16 and 3 * 16 * -(-columns // 16) <= 4 * columns:
+        return True
+    products_44 = 36 * -(-rows // 4) * 4 * -(-columns // 16)
+    products_22 = 16 * -(-rows // 2) * -(-columns // 2)
+    return columns >= 12 and out_channels >= SMALL_MAP_OUT_CHANNELS and 4 * products_44 <= 3 * products_22
 
 
 def fits_strided(win: Window, channels: int, out_channels: int, groups: int, constant_weights: bool) -> bool:

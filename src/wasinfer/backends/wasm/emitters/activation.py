@@ -49,7 +49,7 @@ def apply_v128(ctx: Ctx, op: str, params: dict[str, Any]) -> None:
         if params["alpha"] != 1.0:
             f.f32x4_const(params["alpha"]).op("f32x4.mul")
         f.set(t)
-        sigmoid_v128(f, t, ctx.relaxed_simd)
+        sigmoid_v128(f, t, ctx.relaxed_simd, at_most_one=False)  # 1 + 1 ulp at most: x's product stays in 2 ulp
         f.op("f32x4.mul")
     elif op == "Tanh":
         tanh_v128(f, v, ctx.relaxed_simd)
