@@ -17,8 +17,10 @@ modules of tests/hostile.py. For each scenario, protocol and round it measures
 and reports hammered/alone and hammered/probes per round: issue 15 wants at most 2x, and health under 100 ms.
 The hostile clients are threads of this process, on the server's machine, which an attacker's are not: each
 costs 50 ms of CPU to build (its TLS context; they are built and connected before the window) and 1.2 ms per
-REST request (0.5 ms over gRPC). They run at nice 19 (`--hostile-nice`), so that their CPU is taken from what the
-probes and the server leave rather than from them; the server's work for their requests keeps its priority.
+REST request (0.5 ms over gRPC). `--hostile-nice 19` runs them at the lowest priority, so that their CPU is taken
+from what the probes and the server leave; the server's work for their requests keeps its own. It is not the
+default: on a machine that other work keeps busy, clients at nice 19 get fewer turns and send half as many
+requests (trap over REST: 150-190 a round against 330-340 at nice 0), a weaker attack.
 The machine has to be quiet for the figures to mean anything (other work preempts the probes): the section
 records the load average before and after each run. Runs are kept by `--label` ("before", "after" a change),
 so the section shows them side by side.
@@ -167,8 +169,8 @@ def render_section(report: dict[str, Any]) -> str:
         "(2 ms a request) beside hostile ones; each row hammers one hostile model with 12 closed-loop clients for "
         "3 s while two probe processes time the normal model's requests and the health checks, each in a closed "
         "loop (the looping model has its fault breaker off there, as in the chaos suite). Per round: the normal "
-        "model's p99 then over its p99 alone just before (issue 15's target: at most "
-        f"{TARGET:g}x), against two baselines: *alone*, one client of the normal model and nothing else; *probes*, "
+        "model's p99 then, over each of two baselines measured just before it (issue 15's target: at most "
+        f"{TARGET:g}x): *alone*, one client of the normal model and nothing else; *probes*, "
         "the same two probe processes as the hammered phase with no hostile client, so that the ratio is the "
         "hostile model's alone (the health probe's closed loop takes the cores and the event loop too: the normal "
         "model's p99 with it is often well above its p99 alone). Then the worst round's health p99 (target: under "
@@ -177,9 +179,10 @@ def render_section(report: dict[str, Any]) -> str:
         "are threads of the benchmark's process on the server's machine, which a real attacker's are not: their "
         "own CPU (1.2 ms per REST request in httpx, 0.5 ms over gRPC, and 50 ms to build each client) competes "
         "with the probes and the server for the 2 cores. Each run's line says how its clients ran: the benchmark now "
-        "builds and connects them before the window and runs them at nice 19 (`--hostile-nice`), so that they "
-        "take only what the probes and the server leave; the server's work for their requests keeps its own "
-        "priority. The figures hold on a quiet machine only: other work preempts the probes.",
+        "builds and connects them before the window (as the probes' connections are), at the probes' priority "
+        "unless `--hostile-nice` says otherwise (at nice 19 they take only what the probes and the server leave, "
+        "and on a busy machine send half as many requests). The figures hold on a quiet machine only: other work "
+        "preempts the probes.",
         "",
         *runs,
         "",
@@ -196,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="after", help="the run's name in the JSON and the section (default "
                         "after); a run replaces the earlier one of its label")
     parser.add_argument("--note", default="", help="a sentence about the run, shown under its label")
-    parser.add_argument("--hostile-nice", type=int, default=19, choices=range(20), metavar="N",
-                        help="the hostile clients' threads run at this nice value (default 19: their CPU stands for "
-                        "an attacker's own machine's, and takes only what the probes and the server leave; 0: as "
-                        "the chaos suite runs them, competing with the probes)")
+    parser.add_argument("--hostile-nice", type=int, default=0, choices=range(20), metavar="N",
+                        help="the hostile clients' threads run at this nice value (default 0: the probes' priority, "
+                        "as the chaos suite runs them; 19: their CPU, which stands for an attacker's own machine's, "
+                        "takes only what the probes and the server leave, but on a busy machine they then send "
+                        "fewer requests)")
     parser.add_argument("--sources", type=Path, default=ROOT / "src", help="the wasinfer package's parent directory "
                         "that the server runs (default: this tree's src; e.g. an export of an earlier commit's src, "
                         "`git archive COMMIT src | tar -x -C DIR`, for a before-and-after)")

@@ -375,8 +375,9 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
 
     `hostile_nice`: the hostile clients' threads run at this nice value (Linux keeps one per thread). The suite
     keeps 0, so its clients' own CPU (1.2 ms per REST request in httpx, 0.5 ms over gRPC) competes with the probes
-    and the server on the test machine's cores; benchmarks/hostile_bench.py gives 19, as an attacker's CPU is its
-    own machine's: the server's work for their requests still runs at its own priority."""
+    and the server on the test machine's cores, as an attacker's does not; benchmarks/hostile_bench.py
+    --hostile-nice 19 leaves them only what the probes and the server do not use (the server's work for their
+    requests keeps its own priority)."""
     until = 0.0  # set once the probes' connections are warm
     rss, stop = [served.rss()], threading.Event()
     hostile: list[tuple[Scenario, str, str]] = []
