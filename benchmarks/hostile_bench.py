@@ -20,7 +20,7 @@ costs 50 ms of CPU to build (its TLS context; they are built and connected befor
 REST request (0.5 ms over gRPC). `--hostile-nice 19` runs them at the lowest priority, so that their CPU is taken
 from what the probes and the server leave; the server's work for their requests keeps its own. It is not the
 default: on a machine that other work keeps busy, clients at nice 19 get fewer turns and send half as many
-requests (trap over REST: 150-190 a round against 330-340 at nice 0), a weaker attack.
+requests (trap over REST: 150-195 a round against 330-350 at nice 0), a weaker attack.
 The machine has to be quiet for the figures to mean anything (other work preempts the probes): the section
 records the load average before and after each run. Runs are kept by `--label` ("before", "after" a change),
 so the section shows them side by side.
