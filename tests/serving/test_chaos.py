@@ -411,9 +411,9 @@ def phase(served: Served, attack: list[Scenario], protocol: str, per_scenario: i
     # probes and the server for its first 0.6 s, which no server could give back (benchmarks/hostile_bench.py).
     clients = [(s, served.client(protocol)) for s in attack if protocol in s.protocols for _ in range(per_scenario)]
     try:
-        for _, client in clients:
-            client.connect()
         with Probe(served, protocol, "steady") as steady, Probe(served, protocol, "health") as health:
+            for _, client in clients:  # once the probes are ready: within the server's keep-alive time-out
+                client.connect()
             until = time.monotonic() + WINDOW_S
             attackers = [threading.Thread(target=run(attacker(s, client)), daemon=True) for s, client in clients]
             for thread in attackers:
