@@ -221,7 +221,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
+def _module_error(path: Path) -> str | None:
+    """What makes PATH no module to run or read, as the one line convert and validate print (a missing file, or
+    a model given where its compiled module was meant), or None."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    with path.open("rb") as file:
+        if file.read(4) != b"\0asm":
+            return f"{path}: not a WebAssembly module (a source model? compile it first: wasinfer convert {path})"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if problem := _module_error(Path(args.model)):
+        error(problem)
+        return EXIT_BAD_INPUT
     try:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
         outputs = model.run(_load_inputs(args.input or [], {spec.name: spec.dtype for spec in model.inputs}))
@@ -242,6 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from wasinfer.artifact import read_metadata
 
+    if problem := _module_error(Path(args.model)):
+        error(problem)
+        return EXIT_BAD_INPUT
     try:
         metadata = read_metadata(Path(args.model).read_bytes())
     except (OSError, ValueError) as exc:
@@ -272,14 +289,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wasinfer",
-        description="Compile ONNX models into self-contained WebAssembly modules, check them, run them.",
+        description="Compile ONNX and TensorFlow Lite models into self-contained WebAssembly modules, check\n"
+        "and run them, publish them to a registry, and serve them over KServe v2 REST and gRPC.\n"
+        "`wasinfer COMMAND --help` describes each command.",
+        epilog="examples:\n"
+        "  wasinfer demo                                     the built-in digits model, end to end\n"
+        "  wasinfer convert model.onnx -o model.wasm         compile (--input-shape for dynamic dims)\n"
+        "  wasinfer run model.wasm --input x=x.npy           run once on .npy inputs\n"
+        "  wasinfer serve --model-repository models/         REST on 127.0.0.1:8000, gRPC on :8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"wasinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="compile MODEL.onnx or MODEL.tflite into a .wasm module",
                        description="Compile an ONNX model (opsets before 9 are upgraded by ONNX's version converter) "
-                       "or a float32 TensorFlow Lite model into one self-contained WebAssembly module: code, weights "
+                       "or a TensorFlow Lite model (float32, or full-integer int8/uint8) into one self-contained "
+                       "WebAssembly module: code, weights "
                        "and metadata. Exit code 2 lists every unsupported op; nothing is written then. "
                        "docs/compiler.md describes the pipeline.")
     p.add_argument("model", help="the .onnx or .tflite file (told apart by content)")
