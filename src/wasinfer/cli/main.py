@@ -307,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a TensorFlow Lite model (float32, or full-integer int8/uint8) into one self-contained "
                        "WebAssembly module: code, weights "
                        "and metadata. Exit code 2 lists every unsupported op; nothing is written then. "
-                       "docs/compiler.md describes the pipeline.")
+                       "docs/compiler.md describes the pipeline.",
+                       epilog="Examples: wasinfer convert model.onnx -o model.wasm; wasinfer convert rec.onnx "
+                       "--input-shape x=1,3,48,32..1280 (every width 32 to 1280); wasinfer convert model.onnx "
+                       "--input-shape x=1..8,3,224,224 (a batch of up to 8); wasinfer convert model.onnx --quantize "
+                       "int8 --calibration samples/")
     p.add_argument("model", help="the .onnx or .tflite file (told apart by content)")
     p.add_argument("-o", "--output", help="output .wasm path (default: MODEL.wasm next to the model)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
@@ -351,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a module's structure, ABI and (with --reference) parity",
                        description="Check that a module validates, carries wasinfer metadata, exports the "
-                       "documented ABI consistently, and - with --reference - matches ONNX Runtime.")
+                       "documented ABI consistently, and - with --reference - matches ONNX Runtime. Exit code 1 "
+                       "when a check fails, 2 for a file that cannot be read.",
+                       epilog="Example: wasinfer validate model.wasm --reference model.onnx --samples 16")
     p.add_argument("model", help="the .wasm module")
     p.add_argument("--reference", metavar="MODEL.onnx", help="the source model to compare against")
     p.add_argument("--samples", type=int, default=8, metavar="K", help="random input sets to compare (default 8)")
@@ -360,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a module on .npy inputs",
-                       description="Run a module once on the given inputs and print (or save) its outputs.")
+                       description="Run a module once on the given inputs and print (or save) its outputs. "
+                       "Its compiled machine code is cached ($WASINFER_CACHE, default ~/.cache/wasinfer/compiled), "
+                       "so later runs skip compiling.",
+                       epilog="Example: wasinfer run model.wasm --input x=x.npy --output-dir out/ (writes out/NAME.npy "
+                       "for each output; `wasinfer info model.wasm` lists the input names, dtypes and shapes)")
     p.add_argument("model", help="the .wasm module")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input tensor (repeatable)")
     p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
