@@ -420,8 +420,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` names, `models show` and `deploy render` included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _command_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args: Any = build_parser().parse_args(argv)
+    parser = build_parser()
+    args: Any
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so its usage line shows what it takes (not `wasinfer COMMAND`)
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
