@@ -60,10 +60,10 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
     `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it), or of a float input's values
     that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `max_batch`, `weights`, `simd`, `wasi`,
-    `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`);
-    `calibration` is its directory of .npy/.npz samples or the samples themselves, `[{input: array}, ...]`.
+    `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
-    every problem (nothing is produced then), `ValueError` for a bad option.
+    every problem (nothing is produced then), `ValueError` for a bad option. `calibration` is the command's
+    directory of .npy/.npz samples, or the samples themselves: `[{input: array}, ...]`.
     """
     with extra_needed("compiler", "wasinfer.compile"):  # say which extra is missing, as the CLI does
         from wasinfer.artifact.convert import convert_model
