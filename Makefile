@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test-fast: lint
-	$(BIN)/pytest -n 2 --dist loadgroup -q -m "not slow"
+	$(BIN)/pytest -n 2 --dist loadgroup -q -m "not slow and not chaos and not k8s"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

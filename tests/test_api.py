@@ -67,6 +67,25 @@ def test_what_cannot_compile_is_listed_and_nothing_is_written(tmp_path: Path) ->
     assert len(raised.value.problems) == 2 and not (tmp_path / "bad.wasm").exists()
 
 
+def test_calibration_is_the_directory_convert_takes_or_the_samples_themselves(tmp_path: Path) -> None:
+    """README: `compile` takes convert's options as keywords; `calibration="samples/"` was read as a list of
+    samples (one per character) and failed with "dictionary update sequence element #0 has length 1"."""
+    from tests.artifact.test_calibrate import mlp, samples
+
+    calibration = samples(8)
+    (tmp_path / "samples").mkdir()
+    for index, sample in enumerate(calibration):
+        np.save(tmp_path / "samples" / f"{index}.npy", sample["x"])
+    model = mlp()
+    from_directory = wasinfer.compile(model, quantize="int8", calibration=str(tmp_path / "samples"))
+    from_path = wasinfer.compile(model, quantize="int8", calibration=tmp_path / "samples")
+    assert from_directory.wasm == from_path.wasm == wasinfer.compile(model, quantize="int8",
+                                                                      calibration=calibration).wasm
+    assert from_directory.metadata.compile_options["calibration_samples"] == 8
+    with pytest.raises(ValueError, match="not a directory"):
+        wasinfer.compile(model, quantize="int8", calibration=str(tmp_path / "missing"))
+
+
 def test_a_deadline_stops_a_run_that_never_ends_and_a_memory_limit_refuses_what_does_not_fit() -> None:
     model = wasinfer.load(looping_module(), deadline_ms=200)
     x = np.ones((1, 4), np.float32)

@@ -49,7 +49,7 @@ def _shape_text(dims: str | Sequence[Dim]) -> str:
 def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | None = None, *,
             input_shapes: Mapping[str, str | Sequence[Dim]] | None = None, max_batch: int | None = None,
             weights: str = "float32", simd: str = "auto", wasi: bool = False, quantize: str | None = None,
-            calibration: Sequence[Mapping[str, np.ndarray]] = (),
+            calibration: Sequence[Mapping[str, np.ndarray]] | str | Path = (),
             input_values: Mapping[str, tuple[int, int] | tuple[float, float] | str] | None = None,
             max_iterations: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
@@ -64,7 +64,8 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     `quantize`, `calibration` and `max_iterations` are the command's options of the same names (`wasinfer convert
     --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
-    every problem (nothing is produced then), `ValueError` for a bad option.
+    every problem (nothing is produced then), `ValueError` for a bad option. `calibration` is the command's
+    directory of .npy/.npz samples, or the samples themselves: `[{input: array}, ...]`.
     """
     with extra_needed("compiler", "wasinfer.compile"):  # say which extra is missing, as the CLI does
         from wasinfer.artifact.convert import convert_model
@@ -78,6 +79,8 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
         import onnx
 
         source = onnx.load_from_string(source)
+    if isinstance(calibration, str | Path):  # a directory, as `--calibration DIR` (a str would read as samples)
+        calibration = _read_calibration(source, Path(calibration))
     result = convert_model(source, overrides.shapes, max_batch=overrides.batch_limit(max_batch), progress=progress,
                            wasi=wasi, weights=weights, simd=simd, quantize=quantize,
                            calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges,
@@ -85,6 +88,16 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     if output is not None:
         result.save(output)
     return result
+
+
+def _read_calibration(source: str | Path | onnx.ModelProto, directory: Path) -> list[dict[str, np.ndarray]]:
+    """The samples in `directory`, by the model's input names, as `--calibration DIR` reads them."""
+    import onnx
+
+    from wasinfer.artifact.calibrate import model_inputs, read_samples
+
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
+    return read_samples(directory, model_inputs(model))
 
 
 def load(module: str | Path | bytes | ConvertResult, *, deadline_ms: float | None = None,

@@ -94,6 +94,34 @@ def test_bad_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_run_and_info_name_a_missing_file_or_a_source_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run`/`info` said `[Errno 2] No such file or directory` and `not a WebAssembly binary (bad magic)` without the
+    path: a new user who passed model.onnx instead of model.wasm was not told which file or what to do."""
+    model = tmp_path / "mlp.onnx"
+    mlp(model)
+    for command in ("run", "info"):
+        assert main([command, str(tmp_path / "missing.wasm")]) == 2
+        assert main([command, str(model)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {tmp_path / 'missing.wasm'}: no such file",
+                   f"error: {model}: not a WebAssembly module (a source model? compile it first: wasinfer convert "
+                   f"{model})"] * 2
+
+
+@pytest.mark.parametrize(("argv", "usage"), [
+    (["run", "m.wasm", "x.npy"], "usage: wasinfer run [-h] [--input NAME=FILE.npy]"),
+    (["models", "show", "digits", "--nope"], "usage: wasinfer models show")])
+def test_a_stray_argument_is_refused_with_the_command_s_own_usage(
+        argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`wasinfer run m.wasm x.npy` (the input without --input) printed the top-level `usage: wasinfer COMMAND ...`,
+    which does not say how the command takes its inputs."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith(usage), err
+    assert f"error: unrecognized arguments: {argv[-1]}" in err
+
+
 def test_brackets_in_paths_are_printed_as_they_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Rich read `[v2]` in a path as markup and printed `/data/.onnx`: a user could not tell which file was meant."""
     folder = tmp_path / "[v2]"

@@ -573,3 +573,15 @@ def test_cli_audit_passes_the_rendered_deployment_and_names_a_violation(
     found = json.loads(capsys.readouterr().out)
     assert {v["constraint"] for v in found} >= {"wasinfer-resources", "wasinfer-allowed-registries"}
     assert main(["deploy", "audit", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_cli_audit_checks_the_directory_render_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`deploy render -o manifests/` then `deploy audit manifests/`: it said `manifests: Is a directory`."""
+    from wasinfer.cli.main import main
+
+    assert main(["deploy", "render", "--set", "runtimeClass.name=runc", "-o", str(tmp_path / "manifests")]) == 0
+    written = len(list((tmp_path / "manifests").iterdir()))
+    capsys.readouterr()
+    assert main(["deploy", "audit", str(tmp_path / "manifests")]) == 1
+    out = capsys.readouterr().out
+    assert 'runtimeClassName "runc" is not allowed' in out and f"{written} objects, 1 violations" in out

@@ -69,6 +69,13 @@ def test_override_errors_are_specific() -> None:
         load_onnx(relu_model([2, 3]), {"nope": (1,)})
     with pytest.raises(FrontendError, match="NAME=d0"):
         parse_shape_overrides(["1,2,3"])
+
+
+def test_a_misspelt_input_name_is_what_the_error_names() -> None:
+    """`--input-shape X=...` for a model whose dynamic input is `x`: the error names the unknown `X` and the
+    model's inputs, rather than asking for the shape of `x` that the user believes was given."""
+    with pytest.raises(FrontendError, match=r"unknown inputs: \['X'\]; the model's inputs are \['x'\]"):
+        load_onnx(relu_model(["batch", "len"]), {"X": (1, 7)})
     with pytest.raises(FrontendError, match="not an integer or a range"):
         parse_shape_overrides(["x=a,b"])
 

@@ -400,6 +400,11 @@ def test_keyless_and_malformed_bundles_are_refused_naming_why_not_crashed(module
         with pytest.raises(Refused, match=re.escape(says)) as refused:
             admit(artifact, trust, signatures=[raw], use_env_policy=False)
         print(refused.value)
+    # A key nobody trusts, with no trusted keys configured at all: one sentence saying so (it read "not among no
+    # trusted P-256 keys are configured").
+    untrusted = admit(artifact, TrustPolicy("warn"), signatures=[json.dumps(bundle).encode()], use_env_policy=False)
+    assert untrusted.verdict.reason == (f"model signature: signed by unknown key {keys.key_id}: no trusted P-256 "
+                                        "keys are configured (WASINFER_TRUST_KEYS)")
     # Under warn the same bundles are accepted, and the reason says why they did not verify.
     assert not admit(artifact, TrustPolicy.from_paths("warn", [keys.public_key]), signatures=[b"{not json"],
                      use_env_policy=False).verdict.verified

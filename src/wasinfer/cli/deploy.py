@@ -112,6 +112,16 @@ def _kserve_manifests(values: Values, args: argparse.Namespace) -> list[Manifest
     return render_kserve(values, cluster=args.cluster, services=services)
 
 
+def _manifest_files(names: list[str]) -> list[Path]:
+    """Each name as given, a directory as its .yaml/.yml/.json files in name order: what `render -o DIR` wrote is
+    audited as `audit DIR`."""
+    paths: list[Path] = []
+    for name in map(Path, names):
+        paths.extend(sorted(p for p in name.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+                     if name.is_dir() else [name])
+    return paths
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Gatekeeper's decision on each object, evaluated here (regopy) before anything reaches a cluster."""
     import yaml
@@ -122,7 +132,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     try:
         if args.files:
-            objects = [doc for name in args.files for doc in yaml.safe_load_all(Path(name).read_text()) if doc]
+            objects = [doc for path in _manifest_files(args.files) for doc in yaml.safe_load_all(path.read_text())
+                       if doc]
         else:
             objects = render(load([Path(v) for v in args.values or []], parse_set(args.set or [])), _extras(args))
         policy = Path(args.policy) if args.policy else DEFAULT_DIR
@@ -198,7 +209,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "objects `deploy render` makes from the given values, or on YAML files: runtime class, resource requests "
         "and limits, allowed registries for images and models, models pinned by digest or signed. Prints each "
         "violation; exit 1 when there is any, 2 for bad input.")
-    p.add_argument("files", nargs="*", metavar="FILE", help="multi-document YAML to check instead of rendering")
+    p.add_argument("files", nargs="*", metavar="FILE|DIR", help="multi-document YAML (or JSON) to check instead of "
+                   "rendering; a directory: its .yaml, .yml and .json files, as `deploy render -o DIR` writes them")
     p.add_argument("-f", "--values", action="append", metavar="FILE", help="values files, as for render")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one value, as for render")
     p.add_argument("--policy", metavar="DIR", help="a directory with templates/ and constraints/ (default: "

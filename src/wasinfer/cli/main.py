@@ -221,7 +221,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
+def _module_error(path: Path) -> str | None:
+    """What makes PATH no module to run or read, as the one line convert and validate print (a missing file, or
+    a model given where its compiled module was meant), or None."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    with path.open("rb") as file:
+        if file.read(4) != b"\0asm":
+            return f"{path}: not a WebAssembly module (a source model? compile it first: wasinfer convert {path})"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if problem := _module_error(Path(args.model)):
+        error(problem)
+        return EXIT_BAD_INPUT
     try:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
         outputs = model.run(_load_inputs(args.input or [], {spec.name: spec.dtype for spec in model.inputs}))
@@ -242,6 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from wasinfer.artifact import read_metadata
 
+    if problem := _module_error(Path(args.model)):
+        error(problem)
+        return EXIT_BAD_INPUT
     try:
         metadata = read_metadata(Path(args.model).read_bytes())
     except (OSError, ValueError) as exc:
@@ -272,16 +289,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wasinfer",
-        description="Compile ONNX models into self-contained WebAssembly modules, check them, run them.",
+        description="Compile ONNX and TensorFlow Lite models into self-contained WebAssembly modules, check\n"
+        "and run them, publish them to a registry, and serve them over KServe v2 REST and gRPC.\n"
+        "`wasinfer COMMAND --help` describes each command.",
+        epilog="examples:\n"
+        "  wasinfer demo                                     the built-in digits model, end to end\n"
+        "  wasinfer convert model.onnx -o model.wasm         compile (--input-shape for dynamic dims)\n"
+        "  wasinfer run model.wasm --input x=x.npy           run once on .npy inputs\n"
+        "  wasinfer serve --model-repository models/         REST on 127.0.0.1:8000, gRPC on :8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"wasinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="compile MODEL.onnx or MODEL.tflite into a .wasm module",
                        description="Compile an ONNX model (opsets before 9 are upgraded by ONNX's version converter) "
-                       "or a float32 TensorFlow Lite model into one self-contained WebAssembly module: code, weights "
+                       "or a TensorFlow Lite model (float32, or full-integer int8/uint8) into one self-contained "
+                       "WebAssembly module: code, weights "
                        "and metadata. Exit code 2 lists every unsupported op; nothing is written then. "
-                       "docs/compiler.md describes the pipeline.")
+                       "docs/compiler.md describes the pipeline.",
+                       epilog="Examples: wasinfer convert model.onnx -o model.wasm; wasinfer convert rec.onnx "
+                       "--input-shape x=1,3,48,32..1280 (every width 32 to 1280); wasinfer convert model.onnx "
+                       "--input-shape x=1..8,3,224,224 (a batch of up to 8); wasinfer convert model.onnx --quantize "
+                       "int8 --calibration samples/")
     p.add_argument("model", help="the .onnx or .tflite file (told apart by content)")
     p.add_argument("-o", "--output", help="output .wasm path (default: MODEL.wasm next to the model)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
@@ -329,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a module's structure, ABI and (with --reference) parity",
                        description="Check that a module validates, carries wasinfer metadata, exports the "
-                       "documented ABI consistently, and - with --reference - matches ONNX Runtime.")
+                       "documented ABI consistently, and - with --reference - matches ONNX Runtime. Exit code 1 "
+                       "when a check fails, 2 for a file that cannot be read.",
+                       epilog="Example: wasinfer validate model.wasm --reference model.onnx --samples 16")
     p.add_argument("model", help="the .wasm module")
     p.add_argument("--reference", metavar="MODEL.onnx", help="the source model to compare against")
     p.add_argument("--samples", type=int, default=8, metavar="K", help="random input sets to compare (default 8)")
@@ -338,7 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a module on .npy inputs",
-                       description="Run a module once on the given inputs and print (or save) its outputs.")
+                       description="Run a module once on the given inputs and print (or save) its outputs. "
+                       "Its compiled machine code is cached ($WASINFER_CACHE, default ~/.cache/wasinfer/compiled), "
+                       "so later runs skip compiling.",
+                       epilog="Example: wasinfer run model.wasm --input x=x.npy --output-dir out/ (writes out/NAME.npy "
+                       "for each output; `wasinfer info model.wasm` lists the input names, dtypes and shapes)")
     p.add_argument("model", help="the .wasm module")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input tensor (repeatable)")
     p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
@@ -388,8 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` names, `models show` and `deploy render` included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _command_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args: Any = build_parser().parse_args(argv)
+    parser = build_parser()
+    args: Any
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so its usage line shows what it takes (not `wasinfer COMMAND`)
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

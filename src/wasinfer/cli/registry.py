@@ -517,7 +517,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     models = sub.add_parser("models", help="list, inspect, promote, roll back, delete models in the local store",
                             description="Manage the local store ($WASINFER_HOME/store): versions and aliases "
-                            "(stable, canary, latest; latest is the highest release unless set).")
+                            "(stable, canary, latest; latest is the highest release unless set). `show`, `promote` "
+                            "and `rollback` also take registry/name: a registry's versions and alias tags.")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     p = msub.add_parser("list", help="every model with its versions and aliases",

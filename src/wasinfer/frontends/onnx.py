@@ -251,6 +251,11 @@ def load_onnx(
     steps: dict[str, int] = {}
     extents: dict[str, Extent] = {}
     fed = [v for v in graph_proto.input if v.name not in initializers]
+    # checked before any input's own shape, so a misspelt name is what the error names (not the real input's
+    # dynamic dims that the misspelt override meant to fix)
+    if unknown_names := sorted(set(overrides) - {v.name for v in fed}):
+        raise FrontendError(f"--input-shape names unknown inputs: {unknown_names}; the model's inputs are "
+                            f"{[v.name for v in fed]}")
     # the batch's name: the name of a dynamic leading dim (e.g. "batch"), where the model gives one
     batch_names = {d[0] for d in (tensor_dims(v.type) for v in fed) if d and isinstance(d[0], str) and d[0]}
     for value in fed:
@@ -314,8 +319,6 @@ def load_onnx(
         for dim, size in zip(shape_proto.dim, fixed, strict=True):
             dim.Clear()
             dim.dim_value = int(size)  # type: ignore[arg-type]
-    if overrides:
-        raise FrontendError(f"--input-shape names unknown inputs: {sorted(overrides)}")
 
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)

@@ -160,9 +160,9 @@ def verify_bundle(artifact: ModelArtifact, bundle: bytes, policy: TrustPolicy) -
             signer = hint[:16] or "(no key hint)"
             key = policy.ec_keys.get(hint)
             if key is None:
-                known = (f"the {len(policy.ec_keys)} trusted P-256 key(s)" if policy.ec_keys
+                known = (f"not among the {len(policy.ec_keys)} trusted P-256 key(s)" if policy.ec_keys
                          else f"no trusted P-256 keys are configured ({ENV_TRUST_KEYS})")
-                return BundleCheck(False, signer, f"model signature: signed by unknown key {signer}: not among {known}")
+                return BundleCheck(False, signer, f"model signature: signed by unknown key {signer}: {known}")
             trusted.write_bytes(key.public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
             config.use_elliptic_key_verifier(public_key=trusted)

@@ -290,8 +290,9 @@ def _check(artifact: ModelArtifact, keys: dict[str, Ed25519PublicKey]) -> tuple[
         return False, signer, "malformed signature: not base64"
     public = keys.get(signer)
     if public is None:
-        known = f"the {len(keys)} trusted key(s)" if keys else f"no trusted keys are configured ({ENV_TRUST_KEYS})"
-        return False, signer, f"signed by unknown key {signer}: not among {known}"
+        known = (f"not among the {len(keys)} trusted key(s)" if keys
+                 else f"no trusted keys are configured ({ENV_TRUST_KEYS})")
+        return False, signer, f"signed by unknown key {signer}: {known}"
     try:
         public.verify(raw, artifact.signed_payload())
     except InvalidSignature:

@@ -405,7 +405,7 @@ def run(args: argparse.Namespace, home: Path, console: Console, errors: Console)
         server.start()
     except OSError as exc:
         restore()
-        errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
+        errors.print(f"[red]error:[/] cannot listen on {args.host} (REST port {args.http_port}, gRPC port {args.grpc_port}): {' '.join(str(exc).split())}", markup=True, soft_wrap=True)  # noqa: E501
         return EXIT_BAD_INPUT
     except (DesiredStateError, StartupError) as exc:
         restore()
@@ -477,7 +477,7 @@ def _run_workers(config: ServerConfig, workers: int, args: argparse.Namespace, c
         try:
             supervisor.start()
         except OSError as exc:
-            errors.print(f"[red]error:[/] cannot listen on {args.host}: {exc}", markup=True)
+            errors.print(f"[red]error:[/] cannot listen on {args.host} (REST port {args.http_port}, gRPC port {args.grpc_port}): {' '.join(str(exc).split())}", markup=True, soft_wrap=True)  # noqa: E501
             return EXIT_BAD_INPUT
         except StartupFailed as exc:  # the worker has said why on stderr
             errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
