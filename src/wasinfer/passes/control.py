@@ -36,6 +36,7 @@ from onnx import defs, helper, numpy_helper, shape_inference
 from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ops import BatchFlow, BatchView, batch_flow
+from wasinfer.ops.control import REFUSE as REFUSE  # where the backend and contrib.py read it
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.loops import unroll_loops
 from wasinfer.passes.sequences import fold_sequences
@@ -200,7 +201,6 @@ def resolve_choices(graph: Graph, final: bool = False) -> int:
     return resolved
 
 
-REFUSE = ("wasinfer", "Refuse")  # a branch that cannot run at the compiled shapes: the run stops with an error
 
 
 def refuse_untypable_branches(graph: Graph) -> int:

@@ -11,8 +11,17 @@ OptionalGetElement an Identity (ONNX's own tensor input to them, from opset 18, 
 Each of those needs what it decides to be a constant once shapes are static: the positions, the split sizes
 (SplitToSequence's count is its split input's length or the axis's size; sizes read at run time are fine while no
 element is read). What a list cannot be is refused with the reason: a position computed at run time, a sequence
-read by another op (a Loop carrying it, an If returning it) or returned by the graph (the module's outputs are
-tensors), an empty optional read. Either every sequence op of the graph folds, or none does.
+read by another op (a Loop carrying it, an If returning it), an empty optional read. Either every sequence op of the
+graph folds, or none does.
+
+Sequence and optional graph inputs (frontends/lists.py) are lists of the tensors that carry them. Two things about
+them are known only at run time, and each is a tensor the lists keep beside the elements: a sequence's count where
+--sequence gives it a range (SequenceLength is that tensor; SequenceAt at a constant position reads its slot, a run
+whose count does not reach it refused by a Refuse node; returning it returns the slots and the count; the ops that
+would move elements by it are refused, naming it), and an optional input's "present" flag (OptionalHasElement is
+that flag; OptionalGetElement its element, a run where it is absent refused, as ONNX fails it). A sequence or optional
+the graph returns becomes tensor outputs, `NAME.0`..., `NAME.count`, `NAME.present`, `NAME.value`, recorded as the
+graph's `list_outputs` (ListValue), which the metadata lists and the runtime reassembles into lists and None.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from wasinfer.ir import Graph, Node
+from wasinfer.ir import Graph, ListValue, Node, TensorInfo
+from wasinfer.ops.control import REFUSE
 from wasinfer.passes.subgraph import inline_subgraph
 
 SEQUENCE_OPS = frozenset({"SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceAt",
@@ -44,12 +54,31 @@ class _Lists:
     optionals: dict[str, str | None] = field(default_factory=dict)  # an optional → its tensor, or None (empty)
     makers: dict[str, list[Node] | str] = field(default_factory=dict)  # a piece → its nodes (or why it has none)
     nodes: list[Node] = field(default_factory=list)
+    # a sequence whose count each run decides → the int64 scalar tensor holding it, and its (smallest, largest)
+    counts: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    # an optional whose presence each run decides → the bool scalar tensor holding it
+    present: dict[str, str] = field(default_factory=dict)
 
-    def sequence(self, name: str, node: Node) -> list[str]:
+    def sequence(self, name: str, node: Node, moves: bool = True) -> list[str]:
+        """The tensors of sequence `name`; `moves`: the node's result depends on which of them the run holds,
+        which a count decided at run time cannot say while compiling."""
         if name not in self.sequences:
-            raise _Refused(f"its input {name!r} is not a sequence built in the graph (a sequence input's length "
-                           "is not known while compiling)")
+            raise _Refused(f"its input {name!r} is not a sequence (a sequence input needs its count declared: "
+                           "--sequence)")
+        if moves and name in self.counts:
+            tensor, low, high = self.counts[name]
+            raise _Refused(f"{name!r} holds {low}..{high} tensors, a count each run decides ({tensor!r}): "
+                           "SequenceLength, SequenceAt at a constant position and returning it take such a "
+                           f"sequence; declare a fixed count (--sequence NAME=N..N) for {node.op_type}")
         return self.sequences[name]
+
+    def refuse_unless(self, flag: str, node: Node, message: str, holds: bool = False) -> None:
+        """A Refuse node that stops the run where bool scalar `flag` is false (true with `holds`): the run's
+        status is then 2 + i, and the metadata's run_errors[i] the message."""
+        self.graph.run_errors.append(message)
+        code = len(self.graph.run_errors) + 1  # status 0 is success, 1 a batch out of range
+        self.nodes.append(Node(REFUSE[1], f"{node.name}/refuse", [], [], {"code": code}, domain=REFUSE[0],
+                               guards=(*node.guards, (flag, holds))))
 
     def read(self, name: str) -> str:
         """A tensor of a sequence, read: the nodes that make it (a SplitToSequence's piece) go in first."""
@@ -89,6 +118,12 @@ def fold_sequences(graph: Graph) -> int:
     if not any(not n.domain and n.op_type in SEQUENCE_OPS | OPTIONAL_OPS for n in graph.nodes):
         return 0
     lists = _Lists(graph)
+    for listed in graph.list_inputs:  # what each run decides about an input: the tensors that hold it
+        if listed.count is not None and listed.counts is not None:
+            lists.counts[listed.sequence_name] = (listed.count, *listed.counts)
+            _check_count(lists, listed.name, listed.count, *listed.counts)
+        if isinstance(listed.present, str):
+            lists.present[listed.name] = listed.present
     before = set(graph.constants)  # what folding adds is dropped again where it is refused
     pending = deque(graph.nodes)
     folded = 0
@@ -117,13 +152,46 @@ def fold_sequences(graph: Graph) -> int:
             return _refuse(graph, node, str(why), before)
         pending.extendleft(reversed(inlined))
         folded += 1
-    returned = [n for n in graph.outputs if n in lists.sequences or n in lists.optionals]
-    if returned:
-        producer = next(n for n in graph.nodes if returned[0] in n.outputs)
-        return _refuse(graph, producer, f"the graph returns {returned[0]!r}, a sequence or optional: a module's "
-                       "outputs are tensors", before)
+    outputs: list[str] = []
+    for name in graph.outputs:
+        if name in lists.sequences or name in lists.optionals:
+            listed = _returned(lists, name)
+            graph.list_outputs.append(listed)
+            outputs += [t for t in (listed.present, *listed.elements, listed.count) if isinstance(t, str)]
+        else:
+            outputs.append(name)
+    graph.outputs = outputs
     graph.nodes = lists.nodes
     return folded
+
+
+def _returned(lists: _Lists, name: str) -> ListValue:
+    """A sequence or optional the graph returns, as the tensors that carry it (Identity nodes naming them after it:
+    `NAME.0`..., `NAME.count` where each run decides the count, `NAME.present` where it decides the presence,
+    `NAME.value` for an optional's tensor)."""
+    def carry(source: str, target: str) -> str:
+        lists.nodes.append(Node("Identity", f"{target}/output", [lists.read(source)], [target]))
+        if source in lists.graph.tensors:
+            info = lists.graph.info(source)
+            lists.graph.tensors[target] = TensorInfo(target, info.dtype, info.shape)
+        return target
+
+    def sequence(source: str, kind: str, present: str | bool | None) -> ListValue:
+        elements = tuple(carry(item, f"{name}.{i}") for i, item in enumerate(lists.sequences[source]))
+        counted = lists.counts.get(source)
+        count = None if counted is None else carry(counted[0], f"{name}.count")
+        return ListValue(name, kind, elements, count, present)
+
+    if name in lists.sequences:
+        return sequence(name, "sequence", None)
+    element = lists.optionals[name]
+    flag = lists.present.get(name)
+    present: str | bool = element is not None if flag is None else carry(flag, f"{name}.present")
+    if element is None:
+        return ListValue(name, "optional", (), present=False)
+    if element in lists.sequences:
+        return sequence(element, "optional_sequence", present)
+    return ListValue(name, "optional", (carry(element, f"{name}.value"),), present=present)
 
 
 def _refuse(graph: Graph, node: Node, why: str, before: set[str]) -> int:
@@ -145,8 +213,12 @@ def _alias(lists: _Lists, node: Node) -> None:
     source, target = node.inputs[0], node.outputs[0]
     if source in lists.sequences:
         lists.sequences[target] = list(lists.sequences[source])
+        if source in lists.counts:
+            lists.counts[target] = lists.counts[source]
     else:
         lists.optionals[target] = lists.optionals[source]
+        if source in lists.present:
+            lists.present[target] = lists.present[source]
 
 
 def _fold(lists: _Lists, node: Node) -> list[Node]:
@@ -157,14 +229,21 @@ def _fold(lists: _Lists, node: Node) -> list[Node]:
     elif op in ("OptionalHasElement", "OptionalGetElement"):
         given = node.inputs[0] if node.inputs else ""
         element = lists.optionals.get(given, given or None)  # a tensor (or a sequence) itself: a present one
-        if op == "OptionalHasElement":
+        flag = lists.present.get(given)
+        if op == "OptionalHasElement" and flag is not None:  # an input's: each run says
+            lists.nodes.append(Node("Identity", node.name, [flag], [out], guards=node.guards))
+        elif op == "OptionalHasElement":
             lists.constant(out, np.array(element is not None))
         elif element is None:
             raise _Refused("it reads an empty optional (ONNX fails such a run)")
-        elif element in lists.sequences:
-            lists.sequences[out] = list(lists.sequences[element])
         else:
-            lists.nodes.append(Node("Identity", node.name, [lists.read(element)], [out], guards=node.guards))
+            if flag is not None:
+                lists.refuse_unless(flag, node, f"node {node.name!r} (OptionalGetElement) reads {given!r}, which "
+                                    "this run gives absent (ONNX fails such a run)")
+            if element in lists.sequences:
+                _alias(lists, Node("Identity", node.name, [element], [out]))
+            else:
+                lists.nodes.append(Node("Identity", node.name, [lists.read(element)], [out], guards=node.guards))
     elif op == "SequenceEmpty":
         lists.sequences[out] = []
     elif op == "SequenceConstruct":
@@ -180,13 +259,20 @@ def _fold(lists: _Lists, node: Node) -> list[Node]:
         del items[_position(graph, node, 1, len(items), len(items) - 1)]
         lists.sequences[out] = items
     elif op == "SequenceAt":
-        items = lists.sequence(node.inputs[0], node)
+        items = lists.sequence(node.inputs[0], node, moves=False)
         if not items:
             raise _Refused("it reads from an empty sequence")
-        element = items[_position(graph, node, 1, len(items), 0)]
+        position = _position(graph, node, 1, len(items), 0)
+        if node.inputs[0] in lists.counts:
+            _reaches(lists, node, position)
+        element = items[position]
         lists.nodes.append(Node("Identity", node.name, [lists.read(element)], [out], guards=node.guards))
     elif op == "SequenceLength":
-        lists.constant(out, np.array(len(lists.sequence(node.inputs[0], node)), np.int64))
+        counted = lists.counts.get(node.inputs[0])
+        if counted is not None:  # an input's count, given by each run
+            lists.nodes.append(Node("Identity", node.name, [counted[0]], [out], guards=node.guards))
+        else:
+            lists.constant(out, np.array(len(lists.sequence(node.inputs[0], node)), np.int64))
     elif op == "SplitToSequence":
         _split(lists, node)
     elif op == "ConcatFromSequence":
@@ -194,6 +280,40 @@ def _fold(lists: _Lists, node: Node) -> list[Node]:
     else:
         return _map(lists, node)
     return []
+
+
+def _check_count(lists: _Lists, name: str, count: str, low: int, high: int) -> None:
+    """A run whose count for sequence input `name` is outside its declared range stops before anything reads the
+    slots (a host that is not wasinfer's runtime may write any count)."""
+    least = lists.constant(f"{name}.count/min", np.array(low, np.int64))
+    most = lists.constant(f"{name}.count/max", np.array(high, np.int64))
+    for flag, operands in ((f"{name}.count/below", [count, least]), (f"{name}.count/above", [most, count])):
+        check = Node("Less", flag, operands, [flag])
+        lists.nodes.append(check)
+        lists.graph.tensors[flag] = TensorInfo(flag, np.dtype(bool), ())
+        lists.refuse_unless(flag, check, f"input {name!r}: a sequence of {low}..{high} tensors (compiled "
+                            f"--sequence {name}={low}..{high}); this run's count {count!r} is outside that", holds=True)
+
+
+def _reaches(lists: _Lists, node: Node, position: int) -> None:
+    """SequenceAt at a constant position of a sequence whose count each run decides: the slot is read, and a
+    run whose count does not reach it is refused (ONNX fails it); from the end (a negative position) the slot
+    depends on the count, which is refused while compiling."""
+    sequence = node.inputs[0]
+    count, low, _ = lists.counts[sequence]
+    given = np.asarray(lists.graph.constants[node.inputs[1]]).reshape(-1)[0] if len(node.inputs) > 1 and \
+        node.inputs[1] else 0
+    if given < 0:
+        raise _Refused(f"its position {int(given)} counts from the end of {sequence!r}, whose count each run decides "
+                       f"({count!r}); read it from the front, or declare a fixed count (--sequence NAME=N..N)")
+    if position < low:
+        return  # every run holds it
+    at = lists.constant(f"{node.name}/position", np.array(position, np.int64))
+    reaches = f"{node.name}/reaches"
+    lists.nodes.append(Node("Less", f"{reaches}/node", [at, count], [reaches], guards=node.guards))
+    lists.graph.tensors[reaches] = TensorInfo(reaches, np.dtype(bool), ())
+    lists.refuse_unless(reaches, node, f"node {node.name!r} (SequenceAt) reads position {position} of {sequence!r}, "
+                        "which this run gives fewer tensors (ONNX fails such a run)")
 
 
 def _split(lists: _Lists, node: Node) -> None:

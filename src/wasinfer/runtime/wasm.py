@@ -46,6 +46,7 @@ from wasinfer.runtime.interrupt import (
     interruptible,
     run_start,
 )
+from wasinfer.runtime.lists import pack, unpack
 
 T = TypeVar("T")
 
@@ -556,8 +557,19 @@ class WasmModel:
                     raise InputError(f"input {spec.name!r}: axis {axis} is {size}, but it is the dim {name!r} "
                                      f"that input {first[0]!r} has as {first[2]} (axis {first[1]})")
 
-    def run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, Any], deadline_seconds: float | None = None) -> dict[str, Any]:
         """Check every input against the metadata before touching memory, then run the batch.
+
+        A sequence input or output (docs/abi.md, "Sequences and optionals") is a list of arrays, an optional one
+        an array (or a list) or None: runtime/lists.py puts them into the tensors that carry them and back.
+        """
+        if self.metadata.list_inputs or self.metadata.list_outputs:
+            return unpack(self.metadata, self.run_tensors(pack(self.metadata, inputs), deadline_seconds))
+        return self.run_tensors(inputs, deadline_seconds)
+
+    def run_tensors(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None
+                    ) -> dict[str, np.ndarray]:
+        """`run` on the module's own tensors (a sequence's elements and count each by its own name).
 
         `deadline_seconds` replaces the instance's deadline for this call, where it has one (the
         server gives runs on its event loop a short one). Inputs of the last call's names, dtypes and
