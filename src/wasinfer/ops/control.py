@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from wasinfer.ops.definition import Role, define
 
+CHOOSE = ("wasinfer", "IfChoose")  # an output of a run-time If until its branches' types are known
 REFUSE = ("wasinfer", "Refuse")  # (domain, op): a run that reaches it (its guards hold) stops with an error
 
 define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the condition, when decided at run time")

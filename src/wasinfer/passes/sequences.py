@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from wasinfer.ir import Graph, ListValue, Node, TensorInfo
-from wasinfer.ops.control import REFUSE
+from wasinfer.ops.control import CHOOSE, REFUSE
 from wasinfer.passes.subgraph import inline_subgraph
 
 SEQUENCE_OPS = frozenset({"SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceAt",
@@ -117,6 +117,7 @@ def fold_sequences(graph: Graph) -> int:
     returns how many nodes were folded."""
     if not any(not n.domain and n.op_type in SEQUENCE_OPS | OPTIONAL_OPS for n in graph.nodes):
         return 0
+    before = (set(graph.constants), len(graph.run_errors))  # what folding adds is dropped again where it is refused
     lists = _Lists(graph)
     for listed in graph.list_inputs:  # what each run decides about an input: the tensors that hold it
         if listed.count is not None and listed.counts is not None:
@@ -124,7 +125,6 @@ def fold_sequences(graph: Graph) -> int:
             _check_count(lists, listed.name, listed.count, *listed.counts)
         if isinstance(listed.present, str):
             lists.present[listed.name] = listed.present
-    before = set(graph.constants)  # what folding adds is dropped again where it is refused
     pending = deque(graph.nodes)
     folded = 0
     while pending:
@@ -133,6 +133,13 @@ def fold_sequences(graph: Graph) -> int:
             read = [n for n in node.inputs if n in lists.sequences or n in lists.optionals]
             if read and node.op_type == "Identity":
                 _alias(lists, node)
+                folded += 1
+                continue
+            if read and (node.domain, node.op_type) == CHOOSE:
+                try:
+                    _choose(lists, node, *node.inputs, node.outputs[0])
+                except _Refused as why:
+                    return _refuse(graph, node, str(why), before)
                 folded += 1
                 continue
             if read:
@@ -155,7 +162,10 @@ def fold_sequences(graph: Graph) -> int:
     outputs: list[str] = []
     for name in graph.outputs:
         if name in lists.sequences or name in lists.optionals:
-            listed = _returned(lists, name)
+            try:
+                listed = _returned(lists, name)
+            except _Refused as why:
+                return _refuse(graph, graph.producer(name) or graph.nodes[-1], str(why), before)
             graph.list_outputs.append(listed)
             outputs += [t for t in (listed.present, *listed.elements, listed.count) if isinstance(t, str)]
         else:
@@ -163,6 +173,56 @@ def fold_sequences(graph: Graph) -> int:
     graph.outputs = outputs
     graph.nodes = lists.nodes
     return folded
+
+
+def _choose(lists: _Lists, node: Node, condition: str, then: str, other: str, out: str) -> None:
+    """An output of an If decided at run time whose branches give lists: each element an IfChoose of the two
+    branches' (passes/control.py makes it a Where once typed: the two must agree in type and shape); where one
+    branch's list is longer, its extra elements as they are, and the count an IfChoose of the two counts (so a run
+    reads only the taken branch's). An optional: the same for its element, its presence chosen alike."""
+    def pick(first: str, second: str, target: str) -> str:
+        lists.nodes.append(Node(CHOOSE[1], f"{target}/choose", [condition, lists.read(first), lists.read(second)],
+                                [target], domain=CHOOSE[0], guards=node.guards))
+        return target
+
+    def known(value: str | bool | int, target: str) -> str:
+        if isinstance(value, str):
+            return value
+        return lists.constant(target, np.array(value, np.int64 if not isinstance(value, bool) else np.bool_))
+
+    if then in lists.optionals or other in lists.optionals:
+        if not (then in lists.optionals and other in lists.optionals):
+            raise _Refused(f"its branches give {out!r} an optional and a value of another type")
+        first, second = lists.optionals[then], lists.optionals[other]
+        flags = [lists.present.get(then, first is not None), lists.present.get(other, second is not None)]
+        if flags[0] == flags[1] and isinstance(flags[0], bool):
+            pass
+        else:
+            lists.present[out] = pick(known(flags[0], f"{out}/then/present"), known(flags[1], f"{out}/else/present"),
+                                      f"{out}/present")
+        if first is None or second is None:
+            lists.optionals[out] = first or second
+        elif first in lists.sequences and second in lists.sequences:
+            _choose(lists, node, condition, first, second, f"{out}/element")
+            lists.optionals[out] = f"{out}/element"
+        else:
+            lists.optionals[out] = pick(first, second, f"{out}/element")
+        return
+    if not (then in lists.sequences and other in lists.sequences):
+        raise _Refused(f"its branches give {out!r} a sequence and a value of another type")
+    first, second = lists.sequences[then], lists.sequences[other]
+    elements = [pick(a, b, f"{out}/{i}") for i, (a, b) in enumerate(zip(first, second, strict=False))]
+    longer = first if len(first) > len(second) else second
+    elements += longer[len(elements):]  # read only by runs that take that branch, whose count reaches them
+    lists.sequences[out] = elements
+    counts = [lists.counts.get(then), lists.counts.get(other)]
+    if counts == [None, None] and len(first) == len(second):
+        return
+    ranges = [(c[1], c[2]) if c else (len(items), len(items)) for c, items in zip(counts, (first, second),
+                                                                                   strict=True)]
+    tensors = [c[0] if c else len(items) for c, items in zip(counts, (first, second), strict=True)]
+    count = pick(known(tensors[0], f"{out}/then/count"), known(tensors[1], f"{out}/else/count"), f"{out}/count")
+    lists.counts[out] = (count, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
 
 def _returned(lists: _Lists, name: str) -> ListValue:
@@ -194,19 +254,32 @@ def _returned(lists: _Lists, name: str) -> ListValue:
     return ListValue(name, "optional", (carry(element, f"{name}.value"),), present=present)
 
 
-def _refuse(graph: Graph, node: Node, why: str, before: set[str]) -> int:
+def _refuse(graph: Graph, node: Node, why: str, before: tuple[set[str], int]) -> int:
     """Leave the graph as it was, each sequence and optional op carrying why (the compiler's support check
-    reports it at whichever it names first)."""
-    for name in set(graph.constants) - before:
+    reports it at whichever it names first), except what folding learned for good: a SequenceLength or
+    OptionalHasElement that became a constant is one whatever follows (a Loop's trip count, folded so, lets
+    passes/loops.py unroll the Loop that carried the refusing sequence, and a later round fold it). Returns how
+    many of those it kept."""
+    constants, errors = before
+    facts = {n.outputs[0]: n for n in graph.nodes if not n.domain and n.op_type in ("SequenceLength",
+                                                                                    "OptionalHasElement")
+             and n.outputs[0] in graph.constants and n.outputs[0] not in constants}
+    for name in set(graph.constants) - constants - set(facts):
         del graph.constants[name]
         graph.tensors.pop(name, None)
+    del graph.run_errors[errors:]  # the Refuse nodes that said them are not in the graph
+    graph.nodes = [n for n in graph.nodes if not any(n is fact for fact in facts.values())]
+    for loop in graph.nodes:  # declined by passes/loops.py while its trip count was a sequence's length: look again
+        if loop.op_type == "Loop" and not loop.domain and loop.inputs[0] in facts:
+            loop.declined = None
     reason = (f"sequences and optionals are folded while compiling, and node {node.name!r} ({node.op_type}) "
               f"cannot be: {why}")
     for each in graph.nodes:
         if not each.domain and each.op_type in SEQUENCE_OPS | OPTIONAL_OPS:
             each.declined = reason
-    node.declined = reason
-    return 0
+    if node.domain or node.op_type not in ("Loop", "Scan", "If"):  # control flow may still be unrolled or inlined
+        node.declined = reason
+    return len(facts)
 
 
 def _alias(lists: _Lists, node: Node) -> None:
