@@ -137,7 +137,7 @@ def fold_sequences(graph: Graph) -> int:
                 continue
             if read and (node.domain, node.op_type) == CHOOSE:
                 try:
-                    _choose(lists, node, *node.inputs, node.outputs[0])
+                    _choose(lists, node, node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0])
                 except _Refused as why:
                     return _refuse(graph, node, str(why), before)
                 folded += 1
@@ -210,17 +210,16 @@ def _choose(lists: _Lists, node: Node, condition: str, then: str, other: str, ou
         return
     if not (then in lists.sequences and other in lists.sequences):
         raise _Refused(f"its branches give {out!r} a sequence and a value of another type")
-    first, second = lists.sequences[then], lists.sequences[other]
-    elements = [pick(a, b, f"{out}/{i}") for i, (a, b) in enumerate(zip(first, second, strict=False))]
-    longer = first if len(first) > len(second) else second
+    items = lists.sequences[then], lists.sequences[other]
+    elements = [pick(a, b, f"{out}/{i}") for i, (a, b) in enumerate(zip(*items, strict=False))]
+    longer = max(items, key=len)
     elements += longer[len(elements):]  # read only by runs that take that branch, whose count reaches them
     lists.sequences[out] = elements
     counts = [lists.counts.get(then), lists.counts.get(other)]
-    if counts == [None, None] and len(first) == len(second):
+    if counts == [None, None] and len(items[0]) == len(items[1]):
         return
-    ranges = [(c[1], c[2]) if c else (len(items), len(items)) for c, items in zip(counts, (first, second),
-                                                                                   strict=True)]
-    tensors = [c[0] if c else len(items) for c, items in zip(counts, (first, second), strict=True)]
+    ranges = [(c[1], c[2]) if c else (len(side), len(side)) for c, side in zip(counts, items, strict=True)]
+    tensors = [c[0] if c else len(side) for c, side in zip(counts, items, strict=True)]
     count = pick(known(tensors[0], f"{out}/then/count"), known(tensors[1], f"{out}/else/count"), f"{out}/count")
     lists.counts[out] = (count, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
