@@ -359,12 +359,13 @@ def _check_count(lists: _Lists, name: str, count: str, low: int, high: int) -> N
     slots (a host that is not wasinfer's runtime may write any count)."""
     least = lists.constant(f"{name}.count/min", np.array(low, np.int64))
     most = lists.constant(f"{name}.count/max", np.array(high, np.int64))
-    for flag, operands in ((f"{name}.count/below", [count, least]), (f"{name}.count/above", [most, count])):
+    for side, operands in (("fewer", [count, least]), ("more", [most, count])):
+        flag = f"{name}.count/{side}"
         check = Node("Less", flag, operands, [flag])
         lists.nodes.append(check)
         lists.graph.tensors[flag] = TensorInfo(flag, np.dtype(bool), ())
         lists.refuse_unless(flag, check, f"input {name!r}: a sequence of {low}..{high} tensors (compiled "
-                            f"--sequence {name}={low}..{high}); this run's count {count!r} is outside that", holds=True)
+                            f"--sequence {name}={low}..{high}); this run's count ({count!r}) gives {side}", holds=True)
 
 
 def _reaches(lists: _Lists, node: Node, position: int) -> None:
