@@ -51,6 +51,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
             weights: str = "float32", simd: str = "auto", wasi: bool = False, quantize: str | None = None,
             calibration: Sequence[Mapping[str, np.ndarray]] = (),
             input_values: Mapping[str, tuple[int, int] | tuple[float, float] | str] | None = None,
+            sequences: Mapping[str, int | tuple[int, int] | str] | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """Compile an ONNX model (a path, its bytes or a ModelProto) or a TensorFlow Lite file into a module.
 
@@ -59,7 +60,9 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     whole shape may be that command's text (`"1,3,48,32..1280"`). `input_values` gives the range of an integer
     input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
     `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it), or of a float input's values
-    that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `max_batch`, `weights`, `simd`, `wasi`,
+    that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `sequences` gives the count of a sequence
+    input's tensors, as `--sequence` does: `{"s": 3}` (0..3), `{"s": (1, 3)}` or `{"s": "1..3"}`; the module then
+    takes a list of arrays for it (docs/abi.md, "Sequences and optionals"). `max_batch`, `weights`, `simd`, `wasi`,
     `quantize` and `calibration` are the command's options of the same names (`wasinfer convert --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
     every problem (nothing is produced then), `ValueError` for a bad option.
@@ -67,11 +70,14 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     with extra_needed("compiler", "wasinfer.compile"):  # say which extra is missing, as the CLI does
         from wasinfer.artifact.convert import convert_model
         from wasinfer.frontends import parse_shape_overrides
+        from wasinfer.frontends.lists import parse_sequence_counts
         from wasinfer.passes.values import parse_input_values
 
     overrides = parse_shape_overrides([f"{name}={_shape_text(dims)}" for name, dims in (input_shapes or {}).items()])
     values = parse_input_values([f"{name}={span if isinstance(span, str) else '..'.join(map(str, span))}"
                                  for name, span in (input_values or {}).items()])
+    counts = parse_sequence_counts([f"{name}={span if isinstance(span, (str, int)) else '..'.join(map(str, span))}"
+                                    for name, span in (sequences or {}).items()])
     if isinstance(source, bytes):
         import onnx
 
@@ -79,7 +85,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     result = convert_model(source, overrides.shapes, max_batch=overrides.batch_limit(max_batch), progress=progress,
                            wasi=wasi, weights=weights, simd=simd, quantize=quantize,
                            calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges,
-                           input_values=values)
+                           input_values=values, sequences=counts or None)
     if output is not None:
         result.save(output)
     return result
