@@ -346,3 +346,36 @@ def test_a_sequence_input_needs_its_count_and_a_count_each_run_decides_moves_not
                           {"s": _sequence_type([2])}, {"y": helper.make_tensor_type_proto(FLOAT, [None])})
     with pytest.raises(UnsupportedModel, match=r"'join'.*'s' holds 1..3 tensors, a count each run decides"):
         convert_onnx(joined, sequences={"s": (1, 3)})
+
+
+def test_a_loop_carries_an_optional_sequence_input_it_fills_when_absent() -> None:
+    """ONNX's test_loop16_seq_none pattern: the first iteration's If asks whether the optional input is present
+    (each run says) and starts from [0.0] if not; later iterations carry the sequence they built, which is never an
+    optional (its OptionalHasElement folds to true, so their Ifs are inlined as constant ones)."""
+    from wasinfer.runtime.wasm import WasmModel
+
+    floats = helper.make_sequence_type_proto(helper.make_tensor_type_proto(FLOAT, None))
+    maybe = helper.make_optional_type_proto(floats)
+    start = helper.make_graph([helper.make_node("Constant", [], ["zero_f"], value=numpy_helper.from_array(
+        np.array(0, np.float32))), helper.make_node("SequenceConstruct", ["zero_f"], ["fresh"])], "fresh", [],
+        [helper.make_value_info("fresh", floats)])
+    given = helper.make_graph([helper.make_node("OptionalGetElement", ["opt_in"], ["kept"])], "given", [],
+                              [helper.make_value_info("kept", floats)])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("OptionalHasElement", ["opt_in"], ["has"]), helper.make_node("Not", ["has"], ["none"]),
+         helper.make_node("If", ["none"], ["seq"], then_branch=start, else_branch=given),
+         helper.make_node("Add", ["i", "one"], ["end"]), helper.make_node("Unsqueeze", ["end", "axes"], ["ends"]),
+         helper.make_node("Slice", ["x", "starts", "ends"], ["part"]),
+         helper.make_node("SequenceInsert", ["seq", "part"], ["seq_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), helper.make_value_info("opt_in", maybe)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_value_info("seq_out", floats)])
+    model = _typed_model([helper.make_node("Loop", ["trips", "yes", "o"], ["built"], body=body)],
+                         {"o": maybe, "x": helper.make_tensor_type_proto(FLOAT, [3])}, {"built": floats},
+                         {"trips": np.array(3, np.int64), "yes": np.array(True), "one": np.array(1, np.int64),
+                          "axes": np.array([0], np.int64), "starts": np.array([0], np.int64)})
+    module = WasmModel(convert_onnx(model, sequences={"o": (1, 1)}, input_shapes={"o": ()}).wasm)
+    x = _floats(3)
+    for seed, first in ((None, np.array(0, np.float32)), ([np.array(7, np.float32)], np.array(7, np.float32))):
+        _assert_same(module.run({"o": seed, "x": x})["built"], [first, x[:1], x[:2], x[:3]])

@@ -126,6 +126,7 @@ def _element(name: str, type_proto: onnx.TypeProto, overrides: dict[str, tuple[i
     if owner in overrides and name not in overrides:
         overrides[name] = overrides[owner]
     if not value.type.tensor_type.HasField("shape") and name in overrides:  # of any shape: --input-shape's rank
+        value.type.tensor_type.shape.SetInParent()  # (a scalar's has no dims)
         for _ in overrides[name]:
             value.type.tensor_type.shape.dim.add()
     return value

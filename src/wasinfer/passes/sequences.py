@@ -117,6 +117,9 @@ def fold_sequences(graph: Graph) -> int:
     returns how many nodes were folded."""
     if not any(not n.domain and n.op_type in SEQUENCE_OPS | OPTIONAL_OPS for n in graph.nodes):
         return 0
+    present = _fold_presence(graph)
+    if present:
+        return present
     before = (set(graph.constants), len(graph.run_errors))  # what folding adds is dropped again where it is refused
     lists = _Lists(graph)
     for listed in graph.list_inputs:  # what each run decides about an input: the tensors that hold it
@@ -352,6 +355,29 @@ def _fold(lists: _Lists, node: Node) -> list[Node]:
     else:
         return _map(lists, node)
     return []
+
+
+# ops whose output may be an optional: what they give is known only once the lists are folded
+MAY_BE_OPTIONAL = frozenset({"Optional", "Identity", "If", "Loop", "Scan", "SequenceAt", "SequenceMap"})
+
+
+def _fold_presence(graph: Graph) -> int:
+    """OptionalHasElement of a value that cannot be an optional (a sequence an op builds, a tensor an op computes,
+    a constant) is true, whatever else the fold finds: folded first, on its own, so that the If it decides is
+    inlined as a constant one (a Loop body's `If(Not(OptionalHasElement(carried)))`, whose later iterations carry
+    a built sequence, and only the first an optional input whose presence each run gives). Returns how many."""
+    made = {o: n for n in graph.nodes for o in n.outputs if o}
+    folded = []
+    for node in graph.nodes:
+        if node.domain or node.op_type != "OptionalHasElement" or not node.inputs or not node.inputs[0]:
+            continue
+        producer = made.get(node.inputs[0])
+        if node.inputs[0] in graph.constants or (producer is not None and not producer.domain
+                                                  and producer.op_type not in MAY_BE_OPTIONAL):
+            graph.add_constant(node.outputs[0], np.array(True))
+            folded.append(node)
+    graph.nodes = [n for n in graph.nodes if not any(n is f for f in folded)]
+    return len(folded)
 
 
 def _check_count(lists: _Lists, name: str, count: str, low: int, high: int) -> None:
