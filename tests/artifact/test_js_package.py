@@ -2,10 +2,10 @@
 
 Python compiles a few modules (a static CNN, one with symbolic dims and one whose symbolic dim takes only
 multiples, NonZero's and TopK's run-time output shapes, an If whose branch is refused at run time, the demo
-digits model, a sequence input fed as the tensors that carry it) and writes each with its inputs, wasmtime's outputs on the plain SIMD128 code and the messages of
-the InputErrors the runtime raises for bad inputs (and of the ModelFault where the module traps), as raw files
-and a manifest (js/test/parity.test.js reads it, named by WASINFER_PARITY). Then
-`node --test` runs the package's own tests on them: outputs bit for bit, errors word for word.
+digits model, a sequence input fed as the tensors that carry it) and writes each with its inputs, wasmtime's
+outputs on the plain SIMD128 code and the messages of the InputErrors the runtime raises for bad inputs (and of
+the ModelFault where the module traps), as raw files and a manifest (js/test/parity.test.js reads it, named by
+WASINFER_PARITY). Then `node --test` runs the package's own tests on them: outputs bit for bit, errors word for word.
 """
 
 from __future__ import annotations

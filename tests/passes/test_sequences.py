@@ -189,13 +189,14 @@ def test_one_module_takes_sequences_of_every_count_and_element_length_in_range()
              helper.make_node("ReduceSum", ["first"], ["total"], keepdims=0),
              helper.make_node("SequenceAt", ["s", "one"], ["second"]), helper.make_node("Neg", ["second"], ["neg"]),
              helper.make_node("Identity", ["s"], ["back"])]
-    model = _typed_model(nodes, {"s": _sequence_type([None])},
+    model = _typed_model(nodes, {"s": _sequence_type(["N"])},  # as exporters write it: each element's N its own
                          {"n": helper.make_tensor_type_proto(TensorProto.INT64, []),
                           "total": helper.make_tensor_type_proto(FLOAT, []),
                           "neg": helper.make_tensor_type_proto(FLOAT, [None]), "back": _sequence_type([None])},
                          {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)})
     result = convert_onnx(model, sequences={"s": (2, 4)}, input_shapes={"s": (8,)}, input_ranges={"s": {0: (1, 8)}})
     assert [t.name for t in result.metadata.inputs] == ["s.0", "s.1", "s.2", "s.3", "s.count"]
+    assert [t.symbolic_dims for t in result.metadata.inputs[:2]] == [["s.0.0"], ["s.1.0"]]
     assert [(s.name, s.kind, s.count) for s in result.metadata.list_outputs] == [("back", "sequence", "back.count")]
     module, reference = WasmModel(result.wasm), ReferenceEvaluator(model)
     for sizes in [(3, 5), (1, 8, 2), (8, 8, 8, 1)]:

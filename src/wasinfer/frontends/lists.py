@@ -118,11 +118,15 @@ def expand_list_inputs(model: onnx.ModelProto, counts: dict[str, tuple[int, int]
 
 def _element(name: str, type_proto: onnx.TypeProto, overrides: dict[str, tuple[int, ...]],
              owner: str) -> onnx.ValueInfoProto:
-    """An element's tensor input, of the sequence's (optional's) element type; --input-shape for the owner is
-    each element's unless one is given for the element itself."""
+    """An element's tensor input, of the sequence's (optional's) element type, its named dims unnamed: each
+    element's are its own symbols (`s.1.0`), not one size for every element; --input-shape for the owner is each
+    element's unless one is given for the element itself."""
     value = onnx.ValueInfoProto()
     value.name = name
     value.type.CopyFrom(type_proto)
+    for dim in value.type.tensor_type.shape.dim:  # each element's own dims (the model's `N` is not one size for all)
+        if dim.HasField("dim_param"):
+            dim.ClearField("dim_param")
     if owner in overrides and name not in overrides:
         overrides[name] = overrides[owner]
     if not value.type.tensor_type.HasField("shape") and name in overrides:  # of any shape: --input-shape's rank
