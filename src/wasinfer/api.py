@@ -97,8 +97,9 @@ def load(module: str | Path | bytes | ConvertResult, *, deadline_ms: float | Non
 
     `deadline_ms` bounds every run (a run past it raises `ModelFault`, and the instance is then spent: load
     again); `memory_limit_mb` caps the instance's memory. `model.inputs` / `model.outputs` describe the tensors
-    (-1 where each run decides a dim, with its range); `model.run({name: array})` returns {name: array}, and
-    raises `InputError` naming the input and what is wrong with it."""
+    (-1 where each run decides a dim, with its range); `model.run({name: array})` returns {name: array} (a sequence
+    in or out is a list of arrays, an optional an array or None), and raises `InputError` naming the input and what
+    is wrong with it."""
     from wasinfer.artifact.module import ConvertResult
     from wasinfer.runtime.wasm import WasmModel
 

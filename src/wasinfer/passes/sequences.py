@@ -198,9 +198,7 @@ def _choose(lists: _Lists, node: Node, condition: str, then: str, other: str, ou
             raise _Refused(f"its branches give {out!r} an optional and a value of another type")
         first, second = lists.optionals[then], lists.optionals[other]
         flags = [lists.present.get(then, first is not None), lists.present.get(other, second is not None)]
-        if flags[0] == flags[1] and isinstance(flags[0], bool):
-            pass
-        else:
+        if not (flags[0] == flags[1] and isinstance(flags[0], bool)):  # else known: present (or absent) either way
             lists.present[out] = pick(known(flags[0], f"{out}/then/present"), known(flags[1], f"{out}/else/present"),
                                       f"{out}/present")
         if first is None or second is None:
