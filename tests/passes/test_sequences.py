@@ -380,3 +380,29 @@ def test_a_loop_carries_an_optional_sequence_input_it_fills_when_absent() -> Non
     x = _floats(3)
     for seed, first in ((None, np.array(0, np.float32)), ([np.array(7, np.float32)], np.array(7, np.float32))):
         _assert_same(module.run({"o": seed, "x": x})["built"], [first, x[:1], x[:2], x[:3]])
+
+
+def test_appending_to_a_sequence_whose_count_each_run_decides() -> None:
+    """SequenceInsert at the end of a --sequence s=1..3 input, twice: slot k takes the new tensor where the run's
+    count is k (a Where on the count), so one module appends after 1, 2 or 3 tensors; the returned sequence and its
+    length against the reference evaluator. A new tensor of another shape than the slots is refused naming why."""
+    from onnx.reference import ReferenceEvaluator
+
+    from wasinfer.runtime.wasm import WasmModel
+
+    pairs = _sequence_type([2])
+    nodes = [helper.make_node("Neg", ["x"], ["negated"]), helper.make_node("SequenceInsert", ["s", "x"], ["s2"]),
+             helper.make_node("SequenceInsert", ["s2", "negated"], ["s3"]),
+             helper.make_node("SequenceLength", ["s3"], ["n"])]
+    model = _typed_model(nodes, {"s": pairs, "x": helper.make_tensor_type_proto(FLOAT, [2])},
+                         {"s3": pairs, "n": helper.make_tensor_type_proto(TensorProto.INT64, [])})
+    module, reference = WasmModel(convert_onnx(model, sequences={"s": (1, 3)}).wasm), ReferenceEvaluator(model)
+    for count in (1, 2, 3):
+        given = {"s": [_floats(2) for _ in range(count)], "x": _floats(2)}
+        got = module.run(given)
+        for name, want in zip(["s3", "n"], reference.run(None, given), strict=True):
+            _assert_same(got[name], want)
+    longer = _typed_model([helper.make_node("SequenceInsert", ["s", "x"], ["s2"], name="append")],
+                          {"s": pairs, "x": helper.make_tensor_type_proto(FLOAT, [3])}, {"s2": _sequence_type([None])})
+    with pytest.raises(UnsupportedModel, match=r"'append'.*must have the new tensor's type and shape; they differ"):
+        convert_onnx(longer, sequences={"s": (1, 3)})

@@ -17,11 +17,12 @@ graph folds, or none does.
 Sequence and optional graph inputs (frontends/lists.py) are lists of the tensors that carry them. Two things about
 them are known only at run time, and each is a tensor the lists keep beside the elements: a sequence's count where
 --sequence gives it a range (SequenceLength is that tensor; SequenceAt at a constant position reads its slot, a run
-whose count does not reach it refused by a Refuse node; returning it returns the slots and the count; the ops that
-would move elements by it are refused, naming it), and an optional input's "present" flag (OptionalHasElement is
-that flag; OptionalGetElement its element, a run where it is absent refused, as ONNX fails it). A sequence or optional
-the graph returns becomes tensor outputs, `NAME.0`..., `NAME.count`, `NAME.present`, `NAME.value`, recorded as the
-graph's `list_outputs` (ListValue), which the metadata lists and the runtime reassembles into lists and None.
+whose count does not reach it refused by a Refuse node; SequenceInsert at the end writes the slot the count names;
+returning it returns the slots and the count; the ops that would move elements by it are refused, naming it), and
+an optional input's "present" flag (OptionalHasElement is that flag; OptionalGetElement its element, a run where it
+is absent refused, as ONNX fails it). A sequence or optional the graph returns becomes tensor outputs, `NAME.0`...,
+`NAME.count`, `NAME.present`, `NAME.value`, recorded as the graph's `list_outputs` (ListValue), which the metadata
+lists and the runtime reassembles into lists and None.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class _Lists:
         if moves and name in self.counts:
             tensor, low, high = self.counts[name]
             raise _Refused(f"{name!r} holds {low}..{high} tensors, a count each run decides ({tensor!r}): "
-                           "SequenceLength, SequenceAt at a constant position and returning it take such a "
-                           f"sequence; declare a fixed count (--sequence NAME=N..N) for {node.op_type}")
+                           "SequenceLength, SequenceAt at a constant position, SequenceInsert at the end and "
+                           "returning it take such a sequence; declare a fixed count (--sequence NAME=N..N) for "
+                           f"{node.op_type}")
         return self.sequences[name]
 
     def refuse_unless(self, flag: str, node: Node, message: str, holds: bool = False) -> None:
@@ -321,6 +323,8 @@ def _fold(lists: _Lists, node: Node) -> list[Node]:
         lists.sequences[out] = []
     elif op == "SequenceConstruct":
         lists.sequences[out] = list(node.inputs)
+    elif op == "SequenceInsert" and node.inputs[0] in lists.counts and not (len(node.inputs) > 2 and node.inputs[2]):
+        _append(lists, node)
     elif op == "SequenceInsert":
         items = list(lists.sequence(node.inputs[0], node))
         items.insert(_position(graph, node, 2, len(items), len(items), inserting=True), node.inputs[1])
@@ -376,6 +380,37 @@ def _fold_presence(graph: Graph) -> int:
             folded.append(node)
     graph.nodes = [n for n in graph.nodes if not any(n is f for f in folded)]
     return len(folded)
+
+
+def _append(lists: _Lists, node: Node) -> None:
+    """SequenceInsert at the end of a sequence whose count each run decides (a list appended to): slot k of the
+    result is the new tensor where the run's count is k, else what it was (a Where, so the new tensor must have the
+    slots' type and shape), one more slot at the end, and the count plus one."""
+    source, new, out = node.inputs[0], node.inputs[1], node.outputs[0]
+    items = lists.sequences[source]
+    count, low, high = lists.counts[source]
+    kinds = {(lists.graph.info(t).dtype, lists.graph.info(t).shape) for t in (new, *items[low:])
+             if t in lists.graph.tensors}
+    if len(kinds) > 1:
+        raise _Refused(f"it appends to {source!r}, whose count each run decides, so each slot from {low} on is chosen "
+                       "by the count and must have the new tensor's type and shape; they differ "
+                       f"({sorted(str(k) for k in kinds)})")
+    elements = list(items[:low])  # present on every run
+    for k in range(low, high):
+        at = lists.constant(f"{out}/slot{k}", np.array(k, np.int64))
+        here = f"{out}/at{k}"
+        lists.nodes.append(Node("Equal", f"{here}/node", [count, at], [here], guards=node.guards))
+        lists.graph.tensors[here] = TensorInfo(here, np.dtype(bool), ())
+        lists.nodes.append(Node(CHOOSE[1], f"{out}/{k}/choose", [here, lists.read(new), lists.read(items[k])],
+                                [f"{out}/{k}"], domain=CHOOSE[0], guards=node.guards))
+        elements.append(f"{out}/{k}")
+    elements.append(lists.read(new))  # the last slot: the run's when its count was the most
+    one = lists.constant(f"{out}/one", np.array(1, np.int64))
+    total = f"{out}/count"
+    lists.nodes.append(Node("Add", f"{total}/node", [count, one], [total], guards=node.guards))
+    lists.graph.tensors[total] = TensorInfo(total, np.dtype(np.int64), ())
+    lists.sequences[out] = elements
+    lists.counts[out] = (total, low + 1, high + 1)
 
 
 def _check_count(lists: _Lists, name: str, count: str, low: int, high: int) -> None:
