@@ -569,7 +569,12 @@ _IFFT_NOISE = ("the case's expected output is numpy 2's ifft of complex64 data, 
                "true result is 0 it holds 1.9e-7 of rounding noise, over the case's atol of 1e-7; wasinfer's output "
                "is within float32 rounding of the float64 ifft everywhere (tests/passes/test_spectral.py), and ONNX "
                "Runtime misses the same expected output by 1.9e-5")
-EXPECTED_OUTPUT_NOISE = {"test_dft_inverse": _IFFT_NOISE, "test_dft_inverse_opset19": _IFFT_NOISE}
+_SCALAR_ELEMENT = ("onnx's Runner.assert_similar_outputs compares a sequence's elements by calling itself on each, "
+                   "which takes len() of a 0-d array (the first element, 0.0) and raises TypeError whatever the "
+                   "backend returns; wasinfer's six tensors equal the expected ones (tests/passes/test_sequences.py "
+                   "runs this Loop against ONNX's reference evaluator)")
+EXPECTED_OUTPUT_NOISE = {"test_dft_inverse": _IFFT_NOISE, "test_dft_inverse_opset19": _IFFT_NOISE,
+                         "test_loop16_seq_none": _SCALAR_ELEMENT}
 
 
 def render_models(cases: list[Case], results: dict[str, Result]) -> list[str]:

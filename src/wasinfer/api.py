@@ -52,6 +52,7 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
             calibration: Sequence[Mapping[str, np.ndarray]] | str | Path = (),
             input_values: Mapping[str, tuple[int, int] | tuple[float, float] | str] | None = None,
             max_iterations: int | None = None,
+            sequences: Mapping[str, int | tuple[int, int] | str] | None = None,
             progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """Compile an ONNX model (a path, its bytes or a ModelProto) or a TensorFlow Lite file into a module.
 
@@ -60,7 +61,9 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     whole shape may be that command's text (`"1,3,48,32..1280"`). `input_values` gives the range of an integer
     input's values where they set an output's size or a Loop's trip count, as `--input-values` does:
     `{"repeats": (1, 8)}` or `{"repeats": "1..8"}` (one module for every value in it), or of a float input's values
-    that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `max_batch`, `weights`, `simd`, `wasi`,
+    that a kernel reads (a Resize's scales: `{"scales": (0.5, 4.0)}`). `sequences` gives the count of a sequence
+    input's tensors, as `--sequence` does: `{"s": 3}` (0..3), `{"s": (1, 3)}` or `{"s": "1..3"}`; the module then
+    takes a list of arrays for it (docs/abi.md, "Sequences and optionals"). `max_batch`, `weights`, `simd`, `wasi`,
     `quantize`, `calibration` and `max_iterations` are the command's options of the same names (`wasinfer convert
     --help`).
     With `output`, the module is also written there (whole, or not at all). Raises `UnsupportedModel` listing
@@ -70,11 +73,14 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     with extra_needed("compiler", "wasinfer.compile"):  # say which extra is missing, as the CLI does
         from wasinfer.artifact.convert import convert_model
         from wasinfer.frontends import parse_shape_overrides
+        from wasinfer.frontends.lists import parse_sequence_counts
         from wasinfer.passes.values import parse_input_values
 
     overrides = parse_shape_overrides([f"{name}={_shape_text(dims)}" for name, dims in (input_shapes or {}).items()])
     values = parse_input_values([f"{name}={span if isinstance(span, str) else '..'.join(map(str, span))}"
                                  for name, span in (input_values or {}).items()])
+    counts = parse_sequence_counts([f"{name}={span if isinstance(span, (str, int)) else '..'.join(map(str, span))}"
+                                    for name, span in (sequences or {}).items()])
     if isinstance(source, bytes):
         import onnx
 
@@ -84,7 +90,8 @@ def compile(source: str | Path | bytes | onnx.ModelProto, output: str | Path | N
     result = convert_model(source, overrides.shapes, max_batch=overrides.batch_limit(max_batch), progress=progress,
                            wasi=wasi, weights=weights, simd=simd, quantize=quantize,
                            calibration=[dict(sample) for sample in calibration], input_ranges=overrides.ranges,
-                           input_values=values, max_iterations=max_iterations)
+                           input_values=values, max_iterations=max_iterations,
+                           sequences=counts or None)
     if output is not None:
         result.save(output)
     return result
@@ -106,8 +113,9 @@ def load(module: str | Path | bytes | ConvertResult, *, deadline_ms: float | Non
 
     `deadline_ms` bounds every run (a run past it raises `ModelFault`, and the instance is then spent: load
     again); `memory_limit_mb` caps the instance's memory. `model.inputs` / `model.outputs` describe the tensors
-    (-1 where each run decides a dim, with its range); `model.run({name: array})` returns {name: array}, and
-    raises `InputError` naming the input and what is wrong with it."""
+    (-1 where each run decides a dim, with its range); `model.run({name: array})` returns {name: array} (a sequence
+    in or out is a list of arrays, an optional an array or None), and raises `InputError` naming the input and what
+    is wrong with it."""
     from wasinfer.artifact.module import ConvertResult
     from wasinfer.runtime.wasm import WasmModel
 

@@ -2,10 +2,10 @@
 
 Python compiles a few modules (a static CNN, one with symbolic dims and one whose symbolic dim takes only
 multiples, NonZero's and TopK's run-time output shapes, an If whose branch is refused at run time, the demo
-digits model) and writes each with its inputs, wasmtime's outputs on the plain SIMD128 code and the messages of
-the InputErrors the runtime raises for bad inputs (and of the ModelFault where the module traps), as raw files
-and a manifest (js/test/parity.test.js reads it, named by WASINFER_PARITY). Then
-`node --test` runs the package's own tests on them: outputs bit for bit, errors word for word.
+digits model, a sequence input fed as the tensors that carry it) and writes each with its inputs, wasmtime's
+outputs on the plain SIMD128 code and the messages of the InputErrors the runtime raises for bad inputs (and of
+the ModelFault where the module traps), as raw files and a manifest (js/test/parity.test.js reads it, named by
+WASINFER_PARITY). Then `node --test` runs the package's own tests on them: outputs bit for bit, errors word for word.
 """
 
 from __future__ import annotations
@@ -104,7 +104,29 @@ def _modules() -> dict[str, Module]:
         "digits": Module(demo, digits),
         # bfloat16 in (raw bits in a Uint16Array), float8 and int4 out (one per byte in a Uint8Array)
         "narrow": Module(convert_onnx(_narrow_model()).wasm, [{"x": halves}], [{"x": halves.astype(np.float32)}]),
+        # a sequence input (--sequence s=1..3): the package feeds the tensors that carry it (docs/abi.md), and a
+        # count outside the range is the module's own run error, in the same words
+        "sequence": Module(convert_onnx(_sequence_model(), sequences={"s": (1, 3)}).wasm,
+                           [_sequence_feeds(rng, 1), _sequence_feeds(rng, 3)], [_sequence_feeds(rng, 4)]),
     }
+
+
+def _sequence_model() -> onnx.ModelProto:
+    """SequenceLength and the first element of a sequence input: tensor outputs."""
+    elements = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["s"], ["n"]),
+                               helper.make_node("SequenceAt", ["s", "zero"], ["first"])], "sequence",
+                              [helper.make_value_info("s", elements)],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("first", TensorProto.FLOAT, [2])],
+                              [onnx.numpy_helper.from_array(np.array(0, np.int64), "zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _sequence_feeds(rng: np.random.Generator, count: int) -> Feeds:
+    """The carrying tensors of a sequence of `count` tensors: three element slots and the count."""
+    return {**{f"s.{i}": rng.standard_normal(2).astype(np.float32) for i in range(3)},
+            "s.count": np.array(count, np.int64)}
 
 
 def _narrow_model() -> onnx.ModelProto:
@@ -194,7 +216,7 @@ def test_the_package_matches_the_python_runtime(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     counts = _summary(result)
     assert counts.get("fail") == 0 and counts.get("skipped") == 0, counts
-    assert "parity: 9 modules" in result.stdout, result.stdout[-3000:]
+    assert "parity: 10 modules" in result.stdout, result.stdout[-3000:]
 
 
 @requires_node

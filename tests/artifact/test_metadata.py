@@ -48,10 +48,14 @@ def edit(change: Callable[[dict[str, Any]], None]) -> bytes:
     (lambda m: m.update(inputs={"x": 1}), r"inputs is \{'x': 1\}: expected a list"),
     (lambda m: m.pop("outputs"), r"field outputs is missing"),
     (lambda m: m.update(run_errors=["ok", 3]), r"run_errors is \['ok', 3\]: expected a list of strings"),
+    (lambda m: m.update(list_inputs=[{"name": "s", "kind": "sequence", "elements": ["x", "nowhere"]}]),
+     r"list_inputs\[0\] \('s'\): its elements, count and present must name tensors of the module's inputs"),
+    (lambda m: m.update(list_outputs=[{"name": "o", "kind": "map", "elements": ["y"]}]),
+     r"list_outputs\[0\] is .*expected an object with a name and a kind"),
 ], ids=["object-dtype", "unknown-dtype", "negative-dim", "shape-string", "batch-axis", "batch-axis-not-1",
         "negative-offset",
         "slot-past-memory", "overflowing-shape", "no-name", "empty-name", "max-batch", "memory-bytes", "inputs-dict",
-        "no-outputs", "run-errors"])
+        "no-outputs", "run-errors", "list-element-unknown", "list-kind"])
 def test_each_unusable_field_is_named(change: Callable[[dict[str, Any]], None], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         Metadata.from_json(edit(change))
@@ -60,6 +64,13 @@ def test_each_unusable_field_is_named(change: Callable[[dict[str, Any]], None], 
 def test_well_formed_metadata_reads_back_unchanged() -> None:
     metadata = read_metadata(echo_module())
     assert Metadata.from_json(metadata.to_json()) == metadata
+    assert b"list_inputs" not in metadata.to_json()  # a module of tensors only writes no list keys (bytes unchanged)
+    listed = json.loads(metadata.to_json())
+    listed["list_outputs"] = [{"name": "ys", "kind": "sequence", "elements": ["y"], "count": None, "present": None,
+                               "counts": None}]
+    sequences = Metadata.from_json(json.dumps(listed).encode())
+    assert [s.elements for s in sequences.list_outputs] == [["y"]]
+    assert Metadata.from_json(sequences.to_json()) == sequences
     with pytest.raises(ValueError, match="not JSON"):
         Metadata.from_json(b"{")
     with pytest.raises(ValueError, match="expected a JSON object, got list"):

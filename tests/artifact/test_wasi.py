@@ -305,3 +305,26 @@ def test_bfloat16_and_float8_stream_as_numpy_writes_them(tmp_path: Path) -> None
     assert (y.dtype.kind, y.dtype.itemsize, z.dtype.itemsize) == ("V", 2, 1)
     assert y.tobytes() == x.T.copy().tobytes()
     assert z.tobytes() == x.astype(np.float32).astype(ml_dtypes.float8_e4m3fn).tobytes()
+
+
+def test_a_sequence_input_and_output_stream_as_the_tensors_that_carry_them(tmp_path: Path) -> None:
+    """--sequence s=1..3 --wasi: stdin holds the element slots and the count, one .npy each in metadata order,
+    stdout the returned sequence's slots and count (the first `count` are the run's, docs/abi.md); a count out of
+    range ends with status 2 and the input's run error."""
+    elements = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["s"], ["n"]),
+                               helper.make_node("Identity", ["s"], ["back"])], "seq",
+                              [helper.make_value_info("s", elements)],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, []),
+                               helper.make_value_info("back", elements)])
+    result = convert_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                          sequences={"s": (1, 3)}, wasi=True)
+    assert [t.name for t in result.metadata.outputs] == ["n", "back.0", "back.1", "back.2", "back.count"]
+    slots = [np.full(2, i, np.float32) for i in range(3)]
+    status, stdout, stderr = run_wasmtime_wasi(result.wasm, npy_stream(*slots, np.array(2, np.int64)), tmp_path)
+    assert status == 0, stderr
+    n, *back, count = read_npy_stream(stdout, 5)
+    assert n == 2 and count == 2
+    np.testing.assert_array_equal(back[:2], slots[:2])
+    status, _, stderr = run_wasmtime_wasi(result.wasm, npy_stream(*slots, np.array(4, np.int64)), tmp_path / "bad")
+    assert status == 2 and "input 's': a sequence of 1..3 tensors" in stderr, stderr

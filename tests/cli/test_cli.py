@@ -145,6 +145,33 @@ def test_validate_input_needs_reference(tmp_path: Path, capsys: pytest.CaptureFi
     assert "needs --reference" in capsys.readouterr().err
 
 
+def test_a_sequence_model_through_convert_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sequence s=1..3: run takes the sequence as an .npz of its tensors, prints and saves the returned sequence
+    (DIR/NAME.npz) and its length; a count outside the range is refused naming the input (exit 2)."""
+    elements = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["s"], ["n"]),
+                               helper.make_node("Identity", ["s"], ["back"])], "seq",
+                              [helper.make_value_info("s", elements)],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, []),
+                               helper.make_value_info("back", elements)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "seq.onnx")
+    wasm = tmp_path / "seq.wasm"
+    assert main(["convert", str(tmp_path / "seq.onnx"), "-o", str(wasm)]) == 2
+    assert "give the most tensors it may hold with --sequence s=MAX" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "seq.onnx"), "-o", str(wasm), "--sequence", "s=1..3"]) == 0
+    tensors = [np.array([1, 2], np.float32), np.array([3, 4], np.float32)]
+    np.savez(tmp_path / "s.npz", *tensors)
+    assert main(["run", str(wasm), "--input", f"s={tmp_path / 's.npz'}", "--output-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "back: a sequence of 2" in out and "back[1]: float32 [2] [3., 4.]" in out
+    with np.load(tmp_path / "o" / "back.npz") as saved:
+        assert [saved[k].tolist() for k in saved.files] == [[1, 2], [3, 4]]
+    assert np.load(tmp_path / "o" / "n.npy") == 2
+    np.savez(tmp_path / "s.npz", *tensors, *tensors)
+    assert main(["run", str(wasm), "--input", f"s={tmp_path / 's.npz'}"]) == 2
+    assert "input 's': a sequence of 1..3 tensors" in capsys.readouterr().err
+
+
 def test_run_rejects_wrong_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mlp(tmp_path / "mlp.onnx")
     assert main(["convert", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "m.wasm")]) == 0

@@ -411,3 +411,30 @@ def test_a_served_memory_bomb_costs_at_most_its_cap_per_instance(tmp_path: Path)
     # Each fault's instance is freed as it fails: at most a cap per live instance may stay (measured: 0 MiB);
     # before, a fault's whole cap stayed until the collector ran (measured: 320 of the 12 x 64 MiB).
     assert grown < (cap_mb << 20) * instances, f"{faults} faults grew the server by {grown >> 20} MiB"
+
+
+def test_a_module_with_a_sequence_input_fails_its_load_naming_it(tmp_path: Path) -> None:
+    """KServe v2 has tensors only: a module whose input is a sequence (carried by its element and count tensors,
+    docs/abi.md) fails its load with a 503 naming the input and why, never serving its private tensors."""
+    from onnx import TensorProto, helper
+
+    from wasinfer.artifact import convert_onnx
+
+    elements = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["s"], ["n"])], "seq",
+                              [helper.make_value_info("s", elements)],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "lists" / "1" / "model.wasm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(convert_onnx(model, sequences={"s": (1, 3)}).wasm)
+    server = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
+            load = http.post("/v2/repository/models/lists/load")
+            assert load.status_code == 503, load.text
+            assert "load failed: input 's' is a sequence, which KServe v2 has no datatype for" in load.text
+            response = http.post("/v2/models/lists/infer", json=rest_request(X))
+            assert response.status_code == 503 and "input 's' is a sequence" in response.json()["error"]
+    finally:
+        server.stop(grace=2)

@@ -14,14 +14,14 @@ from typing import Any
 import onnx
 
 from wasinfer.artifact.calibrate import Feeds, quantize_static
-from wasinfer.artifact.metadata import TENSOR_DTYPES, Metadata, TensorSlot, custom_section
+from wasinfer.artifact.metadata import TENSOR_DTYPES, ListSlot, Metadata, TensorSlot, custom_section
 from wasinfer.artifact.module import ConvertResult
 from wasinfer.artifact.variants import attach_relaxed_code
 from wasinfer.backends.wasm import METADATA_SECTION, CompileOptions, compile_graph, kernel_takes
 from wasinfer.backends.wasm.compiler import abi_version, input_symbol, symbolic_axes
 from wasinfer.frontends import FrontendError, Loaded, load_onnx
 from wasinfer.frontends.tflite import is_tflite, load_tflite
-from wasinfer.ir import UnsupportedModel
+from wasinfer.ir import ListValue, UnsupportedModel
 from wasinfer.ir.symbolic import largest, smallest
 from wasinfer.passes import fold_batchnorm, fold_constants, fold_conv_affine, fuse_activations
 from wasinfer.passes.contrib import decompose_contrib
@@ -60,6 +60,7 @@ def convert_model(
     input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
     input_values: dict[str, Range] | None = None,
     max_iterations: int | None = None,
+    sequences: dict[str, tuple[int, int]] | None = None,
 ) -> ConvertResult:
     """Compile an ONNX or TFLite model into a self-contained module. Raises before producing anything.
 
@@ -85,6 +86,8 @@ def convert_model(
     `max_iterations` is the most iterations a Loop whose trip count has no bound the compiler can find may run
     (ONNX's Range as its function body, with a float delta): it is unrolled to that many, and a run whose trip
     count is above it is refused naming the Loop.
+    `sequences` gives a sequence input's count, (MIN, MAX) tensors (--sequence x=MIN..MAX; (N, N) for exactly N):
+    its elements are MAX tensor inputs, with an int64 count each run gives where MIN < MAX (frontends/lists.py).
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd {simd!r}: expected one of {', '.join(SIMD_CHOICES)}")
@@ -100,7 +103,7 @@ def convert_model(
     source_sha256 = None
     if quantize is not None:
         source, source_sha256 = _quantized(source, source_format, quantize, calibration)
-    loaded, max_batch, input_ranges = _load(source, input_shapes, source_format, input_ranges, max_batch)
+    loaded, max_batch, input_ranges = _load(source, input_shapes, source_format, input_ranges, max_batch, sequences)
     if source_sha256 is not None:
         loaded = dataclasses.replace(loaded, source_sha256=source_sha256)
     graph = loaded.graph
@@ -202,6 +205,8 @@ def convert_model(
         stats={k: v for k, v in stats.items() if k not in ("ops", "op_counts", "weight_encoding")},
         weight_encoding=weights,
         run_errors=list(graph.run_errors),
+        list_inputs=[list_slot(v) for v in graph.list_inputs],
+        list_outputs=[list_slot(v) for v in graph.list_outputs],
     )
     wasm = code + custom_section(METADATA_SECTION, metadata.to_json())
     stats["seconds"] = time.perf_counter() - started
@@ -231,7 +236,8 @@ def _quantized(source: str | Path | onnx.ModelProto, source_format: str, quantiz
 
 def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None,
           source_format: str, input_ranges: dict[str, dict[int, tuple[int, ...]]] | None = None,
-          max_batch: int = 1) -> tuple[Loaded, int, dict[str, dict[int, tuple[int, ...]]] | None]:
+          max_batch: int = 1, sequences: dict[str, tuple[int, int]] | None = None,
+          ) -> tuple[Loaded, int, dict[str, dict[int, tuple[int, ...]]] | None]:
     """The frontend's IR (and the max_batch and ranges it is compiled with), with a dynamic leading dim as the
     per-sample batch unless a node mixes samples along it (passes/control.py). Then, with a batch above 1 asked
     for, the whole batch runs at once, its size a symbolic dim 1..max_batch (passes/symbolic.py follows it, or
@@ -239,9 +245,11 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
     dims (--input-shape ranges) a batch above 1 runs the same way, as one more symbolic dim."""
     def load(batch: bool) -> Loaded:
         if source_format == "tflite":
+            if sequences:
+                raise FrontendError(f"--sequence {sorted(sequences)[0]}: a TFLite model has no sequence inputs")
             loaded = load_tflite(source, input_shapes, batch=batch, input_ranges=input_ranges)  # type: ignore[arg-type]
         else:
-            loaded = load_onnx(source, input_shapes, batch=batch, input_ranges=input_ranges)
+            loaded = load_onnx(source, input_shapes, batch=batch, input_ranges=input_ranges, sequences=sequences)
         decompose_quantized(loaded.graph)  # before the batch analysis, which then sees what they compute
         decompose_contrib(loaded.graph)  # the same for ONNX Runtime's contrib ops and ONNX's composite ops
         fuse_int8_gemms(loaded.graph)  # before folding would dequantize the int8 weights
@@ -266,6 +274,11 @@ def _load(source: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[in
         raise FrontendError(f"the dynamic batch dim of {missing} cannot be a per-sample batch: "
                             f"{'; '.join(mixing[:3])}; give its size with --input-shape {missing[0]}=d0,d1,...")
     return load(batch=False), max_batch, input_ranges
+
+
+def list_slot(value: ListValue) -> ListSlot:
+    return ListSlot(value.name, value.kind, list(value.elements), value.count, value.present,
+                    None if value.counts is None else list(value.counts))
 
 
 def convert_onnx(source: str | Path | onnx.ModelProto, *args: Any, **kwargs: Any) -> ConvertResult:

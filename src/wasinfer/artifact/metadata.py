@@ -58,6 +58,22 @@ class TensorSlot:
 
 
 @dataclass
+class ListSlot:
+    """A sequence- or optional-typed input or output (ir.ListValue), as the metadata writes it: the names of the
+    tensors that carry it, each an ordinary input or output slot (docs/abi.md, "Sequences and optionals")."""
+
+    name: str
+    kind: str  # "sequence", "optional" (of a tensor) or "optional_sequence"
+    elements: list[str]  # a sequence's element tensors, at most as many as it holds (an optional's one)
+    count: str | None = None  # the int64 scalar tensor of a sequence's count each run; None: len(elements)
+    present: str | bool | None = None  # an optional's bool scalar tensor, or true / false where it is known
+    counts: list[int] | None = None  # an input sequence's [smallest, largest] count
+
+
+LIST_KINDS = ("sequence", "optional", "optional_sequence")
+
+
+@dataclass
 class Metadata:
     name: str
     inputs: list[TensorSlot]
@@ -75,9 +91,17 @@ class Metadata:
     # wasinfer_run's status 2 + i means run_errors[i] (a branch that cannot run at the compiled shapes)
     run_errors: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    # sequence- and optional-typed inputs and outputs, by the tensors that carry them; absent when none (a module of
+    # tensors only writes the same metadata as before they existed)
+    list_inputs: list[ListSlot] = field(default_factory=list)
+    list_outputs: list[ListSlot] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, indent=None, separators=(",", ":")).encode()
+        data = asdict(self)
+        for key in ("list_inputs", "list_outputs"):
+            if not data[key]:
+                del data[key]
+        return json.dumps(data, sort_keys=True, indent=None, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Metadata:
@@ -98,6 +122,8 @@ class Metadata:
                           for t in data["inputs"]]
         data["outputs"] = [TensorSlot(**{k: t[k] for k in _TENSOR_FIELDS + _OPTIONAL_TENSOR_FIELDS if k in t})
                            for t in data["outputs"]]
+        for key, tensors in (("list_inputs", data["inputs"]), ("list_outputs", data["outputs"])):
+            data[key] = _list_slots(data.get(key, []), key, {t.name for t in tensors})
         known = {f.name for f in fields(cls)}
         metadata = cls(**{k: v for k, v in data.items() if k in known})  # readers ignore unknown keys
         _check_slots(metadata)
@@ -181,6 +207,31 @@ def _check_fields(data: dict[str, Any]) -> None:
                 raise bad(f"{where}.run_time_axes ({name!r})", varying, "no run-time axes on batched tensors")
             if varying and group == "inputs" and not ranges:
                 raise bad(f"{where}.ranges ({name!r})", ranges, "a [min, max] for each run-time axis of an input")
+
+
+def _list_slots(value: Any, key: str, tensors: set[str]) -> list[ListSlot]:
+    """A list_inputs / list_outputs field, each naming tensors of its side (ValueError naming what is wrong)."""
+    if not isinstance(value, list):
+        raise ValueError(f"metadata field {key} is {value!r}: expected a list of objects")
+    slots = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or item.get("kind") not in LIST_KINDS:
+            raise ValueError(f"metadata field {where} is {item!r}: expected an object with a name and a kind "
+                             f"({', '.join(LIST_KINDS)})")
+        elements, count, present = item.get("elements"), item.get("count"), item.get("present")
+        named = [*(elements if isinstance(elements, list) else [None]),
+                 *([count] if count is not None else []), *([present] if isinstance(present, str) else [])]
+        if not all(isinstance(n, str) and n in tensors for n in named) or not isinstance(present, (str, bool,
+                                                                                                  type(None))):
+            raise ValueError(f"metadata field {where} ({item['name']!r}): its elements, count and present must name "
+                             f"tensors of the module's {key.removeprefix('list_')}")
+        counts = item.get("counts")
+        if counts is not None and (not isinstance(counts, list) or len(counts) != 2
+                                   or not all(_is_count(c) for c in counts) or counts[0] > counts[1]):
+            raise ValueError(f"metadata field {where}.counts ({item['name']!r}) is {counts!r}: expected [min, max]")
+        slots.append(ListSlot(item["name"], item["kind"], list(elements), count, present, counts))  # type: ignore[arg-type]
+    return slots
 
 
 def _check_slots(metadata: Metadata) -> None:

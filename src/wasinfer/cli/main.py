@@ -21,6 +21,7 @@ from wasinfer.runtime import CompiledCache, InputError, WasmModel, make_engine
 from wasinfer.version import __version__
 
 if TYPE_CHECKING:
+    from wasinfer.artifact.metadata import Metadata
     from wasinfer.artifact.validate import Report
 
 # The compiler, the ONNX frontend and validation (onnx, onnxruntime) are imported by the commands
@@ -44,6 +45,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from wasinfer.artifact.convert import convert_model
     from wasinfer.backends.wasm import UnsupportedModel
     from wasinfer.frontends import FrontendError, parse_shape_overrides
+    from wasinfer.frontends.lists import parse_sequence_counts
     from wasinfer.passes.values import parse_input_values
 
     source = Path(args.model)
@@ -57,6 +59,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         overrides = parse_shape_overrides(args.input_shape or [])
         max_batch = overrides.batch_limit(args.max_batch)
         values = parse_input_values(args.input_values or [])
+        sequences = parse_sequence_counts(args.sequence or [])
         samples = _calibration_samples(source, args.quantize, args.calibration)
         with progress:
             task = progress.add_task(source.name, total=None)
@@ -65,6 +68,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
                 wasi=args.wasi, weights=args.weights, simd=args.simd, quantize=args.quantize, calibration=samples,
                 input_ranges=overrides.ranges, input_values=values, max_iterations=args.max_iterations,
+                sequences=sequences or None,
             )
     except UnsupportedModel as exc:
         error(f"{source} cannot be compiled; {len(exc.problems)} problem(s):")
@@ -232,25 +236,71 @@ def _module_error(path: Path) -> str | None:
     return None
 
 
+def _load_lists(specs: list[str], metadata: Metadata) -> tuple[list[str], dict[str, Any]]:
+    """The sequence and optional inputs among `--input` specs: NAME=FILE.npz holds a sequence's tensors in order
+    (`np.savez(f, *tensors)`), NAME=FILE.npy an optional's tensor; an optional not given is absent (None).
+    Returns the other specs and these values."""
+    listed = {slot.name: slot for slot in metadata.list_inputs}
+    rest: list[str] = []
+    values: dict[str, Any] = {}
+    for spec in specs:
+        name, _, file = spec.partition("=")
+        if name not in listed:
+            rest.append(spec)
+            continue
+        dtypes = {t.name: t.dtype for t in metadata.inputs}
+        element = listed[name].elements[0] if listed[name].elements else ""
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                if not isinstance(archive, np.lib.npyio.NpzFile):
+                    values[name] = np.asarray(archive)
+                    continue
+                keys = sorted(archive.files, key=lambda k: int(k.removeprefix("arr_")) if k.startswith("arr_") else 0)
+                values[name] = [archive[k].astype(dtypes.get(element, archive[k].dtype), copy=False) for k in keys]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--input {name}: cannot read {file}: {exc}") from exc
+    for slot in metadata.list_inputs:
+        if slot.kind != "sequence" and slot.name not in values:
+            values[slot.name] = None  # an optional not given: absent
+    return rest, values
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if problem := _module_error(Path(args.model)):
         error(problem)
         return EXIT_BAD_INPUT
     try:
         model = WasmModel.from_file(args.model, cache=CompiledCache())
-        outputs = model.run(_load_inputs(args.input or [], {spec.name: spec.dtype for spec in model.inputs}))
+        specs, lists = _load_lists(args.input or [], model.metadata)
+        outputs = model.run({**_load_inputs(specs, {spec.name: spec.dtype for spec in model.inputs}), **lists})
     except (InputError, ValueError, FileNotFoundError) as exc:
         error(str(exc))
         return EXIT_BAD_INPUT
     out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     for name, value in outputs.items():
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            np.save(out_dir / f"{name.replace('/', '_')}.npy", value)
-        preview = np.array2string(value.reshape(-1)[:10], precision=4, separator=", ")
-        console.print(f"{name}: {value.dtype} {list(value.shape)} {preview}{' …' if value.size > 10 else ''}",
-                      markup=False, highlight=False)
+        path = None if out_dir is None else out_dir / name.replace("/", "_")
+        if value is None:  # an absent optional
+            console.print(f"{name}: absent", markup=False, highlight=False)
+            continue
+        if isinstance(value, list):  # a sequence: NAME.npz, its tensors in order
+            if path is not None:
+                np.savez(path.with_suffix(".npz"), *value)
+            console.print(f"{name}: a sequence of {len(value)}", markup=False, highlight=False)
+            for index, element in enumerate(value):
+                _print_tensor(f"{name}[{index}]", element)
+            continue
+        if path is not None:
+            np.save(path.with_suffix(".npy"), value)
+        _print_tensor(name, value)
     return 0
+
+
+def _print_tensor(name: str, value: np.ndarray) -> None:
+    preview = np.array2string(value.reshape(-1)[:10], precision=4, separator=", ")
+    console.print(f"{name}: {value.dtype} {list(value.shape)} {preview}{' …' if value.size > 10 else ''}",
+                  markup=False, highlight=False)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -330,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the most iterations a Loop whose trip count has no bound the compiler can find may run "
                    "(ONNX's Range as its function body, with a float delta): it is unrolled to N, and a run whose "
                    "trip count is above N is refused naming the Loop")
+    p.add_argument("--sequence", action="append", metavar="NAME=MAX",
+                   help="the most tensors a sequence input may hold (repeatable): MAX, or MIN..MAX, or N..N for "
+                   "exactly N; each is a tensor slot of the module (its dims from the model or --input-shape NAME=..., "
+                   "which gives every element's) and, where the count varies, each run gives it (docs/abi.md)")
     p.add_argument("--max-batch", type=int, default=None, metavar="N",
                    help="largest batch wasinfer_run accepts (default 1, or the MAX of an input's 1..MAX); needs a "
                    "dynamic leading dim")
@@ -376,8 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Example: wasinfer run model.wasm --input x=x.npy --output-dir out/ (writes out/NAME.npy "
                        "for each output; `wasinfer info model.wasm` lists the input names, dtypes and shapes)")
     p.add_argument("model", help="the .wasm module")
-    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input tensor (repeatable)")
-    p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input tensor (repeatable); a sequence input as FILE.npz, its tensors in order "
+                   "(np.savez(f, *tensors)); an optional input not given is absent")
+    p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy (a sequence: DIR/NAME.npz)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("info", help="print a module's metadata", description="Print the metadata section as JSON.")

@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
+from wasinfer.frontends.lists import ListInputError, expand_list_inputs
 from wasinfer.frontends.probe import probe_missing_shapes
-from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ir import Graph, ListValue, Node, TensorInfo
 from wasinfer.ir.symbolic import Dim, Extent, is_static, mul, symbol
 
 # a symbolic dim's range as --input-shape gives it: (MIN, MAX), or (MIN, MAX, STEP) for the multiples of STEP
@@ -221,11 +222,14 @@ def load_onnx(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     batch: bool = True,
     input_ranges: dict[str, dict[int, DimRange]] | None = None,
+    sequences: dict[str, tuple[int, int]] | None = None,
 ) -> Loaded:
     """With `batch`, a dynamic leading dim is the run-time batch (compiled as 1, run per
     sample); without, it is an ordinary dim, given in `input_shapes`. An axis in `input_ranges`
     is a symbol (ir/symbolic.py), compiled at the range's largest (which `input_shapes` gives): named
-    as the model names that dim, so that inputs sharing a dim name share the symbol, else `input.axis`."""
+    as the model names that dim, so that inputs sharing a dim name share the symbol, else `input.axis`.
+    Sequence and optional inputs become the tensors that carry them (frontends/lists.py), a sequence's count
+    declared in `sequences` ((MIN, MAX) tensors, as --sequence gives it)."""
     if isinstance(source, onnx.ModelProto):
         raw = source.SerializeToString()
         model = onnx.load_from_string(raw)  # a copy: input dims are rewritten below
@@ -244,6 +248,17 @@ def load_onnx(
     if opset < MIN_OPSET:
         model, opset = _upgrade(model, opset), MIN_OPSET
 
+    try:
+        list_inputs: list[ListValue] = expand_list_inputs(model, dict(sequences or {}), overrides)
+    except ListInputError as exc:
+        raise FrontendError(str(exc)) from None
+    if input_ranges and list_inputs:  # a sequence's ranges are each element's
+        input_ranges = dict(input_ranges)
+        for listed in list_inputs:
+            for element in listed.elements:
+                if listed.name in input_ranges and element not in input_ranges:
+                    input_ranges[element] = input_ranges[listed.name]
+            input_ranges.pop(listed.name, None)
     graph_proto = model.graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph_proto.initializer}
     batch_axes: dict[str, int] = {}
@@ -261,12 +276,9 @@ def load_onnx(
     for value in fed:
         dims = tensor_dims(value.type)
         kind = value.type.WhichOneof("value")
-        if kind not in (None, "tensor_type"):  # passes/sequences.py folds sequences built inside the graph only
-            what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map"}.get(
-                kind, f"a {kind.removesuffix('_type')}")
-            raise FrontendError(f"input {value.name!r} is {what}: a module's inputs are tensors (sequences and "
-                                "optionals are compiled where the graph builds them, their length known while "
-                                "compiling)")
+        if kind not in (None, "tensor_type"):  # frontends/lists.py carried sequences and optionals by tensors
+            raise FrontendError(f"input {value.name!r} is a {kind.removesuffix('_type')}: a module's inputs are "
+                                "tensors, sequences and optionals")
         if dims is None:
             raise FrontendError(f"input {value.name!r} has no shape; give --input-shape {value.name}=...")
         if value.name in overrides:
@@ -353,6 +365,7 @@ def load_onnx(
     for name, array in initializers.items():
         graph.add_constant(name, array)
     graph.symbols, graph.extents = symbols, extents
+    graph.list_inputs = list_inputs
     # Declared output types win when inference leaves them unknown (common for ai.onnx.ml).
     for value in graph_proto.output:
         if value.name not in graph.tensors:

@@ -1,5 +1,5 @@
 """The one model representation every frontend produces and every pass rewrites."""
 
-from wasinfer.ir.graph import Activation, Graph, Node, TensorInfo, UnsupportedModel
+from wasinfer.ir.graph import Activation, Graph, ListValue, Node, TensorInfo, UnsupportedModel
 
-__all__ = ["Activation", "Graph", "Node", "TensorInfo", "UnsupportedModel"]
+__all__ = ["Activation", "Graph", "ListValue", "Node", "TensorInfo", "UnsupportedModel"]

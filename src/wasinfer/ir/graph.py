@@ -64,6 +64,31 @@ class Node:
         return self.attrs.get(key, default)
 
 
+@dataclass(frozen=True)
+class ListValue:
+    """A sequence- or optional-typed graph input or output, carried by tensors (frontends/lists.py makes an
+    input's, passes/sequences.py an output's): a module's slots are tensors, so a sequence is its elements' tensors,
+    at most as many as it may hold, and a count, and an optional is its element and a "present" flag.
+
+    `kind`: "sequence", "optional" (of a tensor) or "optional_sequence". `elements`: the tensors, in order (a
+    sequence's first `count` hold its elements this run; an optional's one, or a sequence's). `count`: the int64
+    scalar tensor holding a sequence's count each run, or None where it is len(elements) on every run. `present`:
+    an optional's bool scalar tensor holding whether it is present this run, or True / False where the compiler
+    knows (None for a sequence). `counts`: an input's declared (smallest, largest) count."""
+
+    name: str
+    kind: str
+    elements: tuple[str, ...]
+    count: str | None = None
+    present: str | bool | None = None
+    counts: tuple[int, int] | None = None
+
+    @property
+    def sequence_name(self) -> str:
+        """The value that is the sequence itself: the input, or what an optional input holds."""
+        return f"{self.name}/sequence" if self.kind == "optional_sequence" else self.name
+
+
 @dataclass
 class Graph:
     """A static dataflow graph. `tensors` holds the type of every value, constants included."""
@@ -109,6 +134,10 @@ class Graph:
     # nodes that folding evaluates once, at the largest dims, although their values depend on the run's dims
     # (a sum over a symbolic axis of a ConstantOfShape): refused by name (passes/symbolic.py)
     fold_hazards: list[str] = field(default_factory=list)
+    # sequence- and optional-typed inputs and outputs (ListValue), in graph order: `inputs` and `outputs` hold the
+    # tensors that carry them, in their place
+    list_inputs: list[ListValue] = field(default_factory=list)
+    list_outputs: list[ListValue] = field(default_factory=list)
 
     def info(self, name: str) -> TensorInfo:
         return self.tensors[name]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from wasinfer.ops.definition import Role, define
 
+CHOOSE = ("wasinfer", "IfChoose")  # an output of a run-time If until its branches' types are known
+REFUSE = ("wasinfer", "Refuse")  # (domain, op): a run that reaches it (its guards hold) stops with an error
+
 define("If", role=Role.INLINED, summary="the taken branch; both, guarded by the condition, when decided at run time")
 define("Loop", role=Role.INLINED, summary="unrolled when its trip count folds, or to its largest value when the "
                                           "data decides it; later iterations guarded by the run's count and "

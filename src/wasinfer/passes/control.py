@@ -36,6 +36,8 @@ from onnx import defs, helper, numpy_helper, shape_inference
 from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ops import BatchFlow, BatchView, batch_flow
+from wasinfer.ops.control import CHOOSE as CHOOSE  # where other passes and the backend read them
+from wasinfer.ops.control import REFUSE as REFUSE
 from wasinfer.passes.fold import constant_value, fold_constants, node_proto, opset_ids
 from wasinfer.passes.loops import unroll_loops
 from wasinfer.passes.sequences import fold_sequences
@@ -129,7 +131,6 @@ def inline_constant_ifs(graph: Graph) -> int:
     return inlined
 
 
-CHOOSE = ("wasinfer", "IfChoose")  # an output of a run-time If until its branches' types are known
 
 
 def inline_runtime_ifs(graph: Graph) -> int:
@@ -146,9 +147,9 @@ def inline_runtime_ifs(graph: Graph) -> int:
         condition = graph.tensors.get(node.inputs[0])
         if condition is None or condition.dtype != np.bool_ or condition.size != 1:
             node.declined = NOT_A_CONDITION
-        elif any(value.type.WhichOneof("value") not in (None, "tensor_type")
+        elif any(value.type.WhichOneof("value") not in (None, "tensor_type", "sequence_type", "optional_type")
                  for key in ("then_branch", "else_branch") for value in node.attrs[key].output):
-            node.declined = UNTYPED_BRANCHES  # sequences, optionals: not tensors
+            node.declined = UNTYPED_BRANCHES  # maps: not tensors (passes/sequences.py chooses between lists)
         if node.declined is not None:
             kept.append(node)
             continue

@@ -22,6 +22,11 @@ for any constant.
 docs/conformance.md counts those cases. Every compile declares at most `MAX_ITERATIONS` iterations for a Loop whose
 trip count has no bound (ONNX's Range as its function body), as `wasinfer convert --max-iterations` does.
 
+Sequence and optional inputs (a list of arrays, an array or None) are passed through: a model with one is compiled
+per signature, as dynamic dims are, each sequence declared with the count it is given (`sequences`, as `wasinfer
+convert --sequence x=N..N` does) and each element's shape pinned (`input_shapes` of `x.0`, `x.1`...); the module
+returns sequences as lists and absent optionals as None (runtime/lists.py).
+
 Compile errors (`UnsupportedModel`, `FrontendError`) propagate unchanged.
 """
 
@@ -37,7 +42,7 @@ from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
 from wasinfer.artifact import convert_onnx
-from wasinfer.frontends.onnx import FrontendError
+from wasinfer.frontends.onnx import FrontendError, tensor_dims
 from wasinfer.ir import UnsupportedModel
 from wasinfer.runtime.base import InputError
 from wasinfer.runtime.wasm import WasmModel
@@ -60,6 +65,8 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},  # the window's size
     "MelWeightMatrix": (0, 1, 2, 3, 4),
     "AffineGrid": (1,), "Col2Im": (1, 2),  # the grid's size; the image and block shapes
+    # which tensors of a sequence, and how it is split: compiled into the lists (passes/sequences.py)
+    "SequenceAt": (1,), "SequenceInsert": (2,), "SequenceErase": (1,), "SplitToSequence": (1,),
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
 }
@@ -146,6 +153,28 @@ def _pin_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> o
     return pinned
 
 
+def _list_options(types: dict[str, onnx.TypeProto], feeds: dict[str, Any]
+                  ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]]]:
+    """The counts (`sequences`) and element shapes (`input_shapes`) to compile the sequence and optional inputs
+    `types` at, for the values `feeds` gives them: each sequence exactly as long as given, each element (and an
+    absent optional's, whose slot nothing reads) at its given shape."""
+    counts: dict[str, tuple[int, int]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, type_proto in types.items():
+        value = feeds.get(name)
+        inner = type_proto.optional_type.elem_type if type_proto.HasField("optional_type") else type_proto
+        if inner.HasField("sequence_type"):
+            items = list(value) if value is not None else []
+            counts[name] = (len(items), len(items))
+            shapes |= {f"{name}.{i}": tuple(np.asarray(a).shape) for i, a in enumerate(items)}
+        elif value is not None:
+            shapes[f"{name}.value"] = tuple(np.asarray(value).shape)
+        else:  # absent: its declared shape, unknown dims 1
+            dims = tensor_dims(inner) or []
+            shapes[f"{name}.value"] = tuple(d if isinstance(d, int) else 1 for d in dims)
+    return counts, shapes
+
+
 class WasinferRep(BackendRep):
     """A prepared model: one compiled module per input-shape signature (one when static)."""
 
@@ -154,9 +183,11 @@ class WasinferRep(BackendRep):
         self.model = model
         self.input_names = [v.name for v in inputs]
         self.output_names = [v.name for v in model.graph.output]
-        # A sequence or map input is not compilable whatever the shapes: let the frontend say so now.
+        # sequences and optionals: compiled for the counts and shapes each run gives (a map: the frontend says no)
+        self.lists = {v.name: v.type for v in inputs if v.type.WhichOneof("value") in ("sequence_type",
+                                                                                      "optional_type")}
         tensors_only = all(v.type.HasField("tensor_type") for v in inputs)
-        self.static = not tensors_only or not any(_is_dynamic(v) for v in inputs)
+        self.static = not self.lists and (not tensors_only or not any(_is_dynamic(v) for v in inputs))
         self.modules: dict[Signature | None, WasmModel] = {}
         # Of the latest compile, for reports: wasinfer convert, wasmtime compile, module size.
         self.stats: dict[str, float] = {}
@@ -178,26 +209,48 @@ class WasinferRep(BackendRep):
                     self.static = False
 
     def _compile(self, model: onnx.ModelProto,
-                 values: dict[str, tuple[int, int] | tuple[float, float]] | None = None) -> WasmModel:
+                 values: dict[str, tuple[int, int] | tuple[float, float]] | None = None,
+                 feeds: dict[str, Any] | None = None) -> WasmModel:
         started = time.perf_counter()
-        wasm = convert_onnx(model, max_batch=1, input_values=values or None, max_iterations=MAX_ITERATIONS).wasm
+        sequences, shapes = _list_options(self.lists, feeds or {})
+        wasm = convert_onnx(model, max_batch=1, input_values=values or None, max_iterations=MAX_ITERATIONS,
+                            sequences=sequences or None,
+                            input_shapes=shapes or None).wasm
         converted = time.perf_counter()
         module = WasmModel(wasm)
         self.stats = {"convert_s": converted - started, "jit_s": time.perf_counter() - converted,
                       "wasm_bytes": len(wasm)}
         return module
 
-    def _feeds(self, inputs: Any) -> dict[str, np.ndarray]:
+    def _feeds(self, inputs: Any) -> dict[str, Any]:
+        def value(name: str, given: Any) -> Any:
+            if name in self.lists:  # a list of arrays, an array or None
+                return given if given is None or isinstance(given, (list, tuple)) else np.asarray(given)
+            return np.asarray(given)
+
         if isinstance(inputs, dict):
-            return {name: np.asarray(value) for name, value in inputs.items()}
+            return {name: value(name, given) for name, given in inputs.items()}
         values = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
         if len(values) != len(self.input_names):
             raise InputError(f"expected {len(self.input_names)} inputs {self.input_names}, got {len(values)}")
-        return {name: np.asarray(value) for name, value in zip(self.input_names, values, strict=True)}
+        return {name: value(name, given) for name, given in zip(self.input_names, values, strict=True)}
 
-    def _signature(self, feeds: dict[str, np.ndarray]) -> Signature:
-        """Input shapes and dtypes, and the values of the bound parameter inputs."""
-        shapes = tuple((n, tuple(int(d) for d in a.shape), a.dtype.str) for n, a in sorted(feeds.items()))
+    def _signature(self, feeds: dict[str, Any]) -> Signature:
+        """Input shapes and dtypes (a sequence's count and its elements', an optional's presence), and the values
+        of the bound parameter inputs."""
+        def shape(value: Any) -> tuple[int, ...]:
+            if value is None:
+                return (-1,)
+            if isinstance(value, (list, tuple)):
+                return (len(value), *(d for a in value for d in (-2, *np.asarray(a).shape)))
+            return tuple(int(d) for d in value.shape)
+
+        def dtype(value: Any) -> str:
+            if isinstance(value, (list, tuple)):
+                return "list:" + ",".join(np.asarray(a).dtype.str for a in value)
+            return "none" if value is None else str(value.dtype.str)
+
+        shapes = tuple((n, shape(a), dtype(a)) for n, a in sorted(feeds.items()))
         return shapes + tuple((n, tuple(feeds[n].reshape(-1).tolist()), "value") for n in sorted(self.bound))
 
     def _outside_range(self, feeds: dict[str, np.ndarray]) -> bool:
@@ -215,15 +268,16 @@ class WasinferRep(BackendRep):
             return self.modules[None]
         signature = self._signature(feeds)
         if signature not in self.modules:
-            shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
+            shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()
+                      if name not in self.lists}
             model = _pin_shapes(self.model, shapes)
             try:
-                module = self._compile(model)
+                module = self._compile(model, feeds=feeds)
             except (UnsupportedModel, FrontendError):
                 self.bound = self.bound or parameter_inputs(model)
                 if not self.bound:
                     raise
-                module = self._compile(_bind(model, {n: feeds[n] for n in self.bound}))
+                module = self._compile(_bind(model, {n: feeds[n] for n in self.bound}), feeds=feeds)
                 signature = self._signature(feeds)  # now with the bound values in it
             self.modules[signature] = module
         return self.modules[signature]
@@ -232,6 +286,7 @@ class WasinferRep(BackendRep):
         feeds = self._feeds(inputs)
         module = self.module_for(feeds)
         taken = {spec.name for spec in module.info.inputs}  # a bound input is no longer the module's
+        taken |= {slot.name for slot in module.metadata.list_inputs}
         outputs = module.run({n: v for n, v in feeds.items() if n in taken})
         return namedtupledict("Outputs", self.output_names)(*[outputs[name] for name in self.output_names])
 

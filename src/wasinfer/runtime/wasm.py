@@ -46,6 +46,7 @@ from wasinfer.runtime.interrupt import (
     interruptible,
     run_start,
 )
+from wasinfer.runtime.lists import pack, unpack
 
 T = TypeVar("T")
 
@@ -433,6 +434,7 @@ class WasmModel:
         self._inputs = [(spec, self._slot(spec)) for spec in self.metadata.inputs]
         self._outputs = [(spec, self._slot(spec)) for spec in self.metadata.outputs]
         self._plan: RunPlan | None = None  # the last call's, for the next call with the same shapes
+        self._carries_lists = bool(self.metadata.list_inputs or self.metadata.list_outputs)
 
     @classmethod
     def from_file(cls, path: str | Path, cache: CompiledCache | None = None, engine: wasmtime.Engine | None = None,
@@ -556,13 +558,20 @@ class WasmModel:
                     raise InputError(f"input {spec.name!r}: axis {axis} is {size}, but it is the dim {name!r} "
                                      f"that input {first[0]!r} has as {first[2]} (axis {first[1]})")
 
-    def run(self, inputs: dict[str, np.ndarray], deadline_seconds: float | None = None) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, Any], deadline_seconds: float | None = None, *,
+            tensors: bool = False) -> dict[str, Any]:
         """Check every input against the metadata before touching memory, then run the batch.
+
+        A sequence input or output (docs/abi.md, "Sequences and optionals") is a list of arrays, an optional one
+        an array (or a list) or None: runtime/lists.py puts them into the tensors that carry them and back; with
+        `tensors`, the inputs and outputs are those tensors themselves, each by its own name (`x.0`, `x.count`).
 
         `deadline_seconds` replaces the instance's deadline for this call, where it has one (the
         server gives runs on its event loop a short one). Inputs of the last call's names, dtypes and
         shapes take its plan (RunPlan) and skip the checks they passed then; the outputs are copies,
         never views of linear memory, so a later run leaves them as they were."""
+        if self._carries_lists and not tensors:
+            return unpack(self.metadata, self.run(pack(self.metadata, inputs), deadline_seconds, tensors=True))
         if self._fault is not None:
             raise ModelFault(f"this instance is unusable after an earlier fault: {self._fault}")
         plan = self._plan

@@ -49,6 +49,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from wasinfer.artifact.metadata import Metadata
 from wasinfer.extras import extra_needed
 from wasinfer.runtime import (
     CompiledCache,
@@ -113,6 +114,16 @@ INLINE_DEADLINE_SECONDS = 0.010
 # A module under this size whose compiled code is cached loads on the request's thread (`loads_quickly`):
 # mapping the code and instantiating take 1-2 ms there (the seed's models and our demos are well under it).
 QUICK_LOAD_BYTES = 5 << 20
+
+
+def refuse_lists(metadata: Metadata) -> None:
+    """A module with a sequence- or optional-typed input or output fails its load, naming it: KServe v2 has tensors
+    only, and serving the tensors that carry it (docs/abi.md) would hand clients a module's private layout."""
+    for side, slots in (("input", metadata.list_inputs), ("output", metadata.list_outputs)):
+        for slot in slots:
+            what = "a sequence" if slot.kind == "sequence" else "an optional"
+            raise ValueError(f"{side} {slot.name!r} is {what}, which KServe v2 has no datatype for (its tensors only): "
+                             "such a module runs from Python (WasmModel.run), `wasinfer run` or its ABI, not served")
 
 
 @dataclass(frozen=True)
@@ -830,6 +841,7 @@ class ModelManager:
         interruptible = False
         if target.format == "wasm":
             compiled = self.cache.load_file(self.engine, target.path)
+            refuse_lists(compiled[1])
             compiled_max_batch, instance_bytes = compiled[1].max_batch, compiled[1].memory_bytes
             engine = self.engine
             if self.deadline_seconds is not None:
