@@ -436,9 +436,17 @@ def by_op(cases: list[Case], results: dict[str, Result]) -> dict[str, tuple[list
     return ops
 
 
-# why a parameter is still bound, by op: what no run-time path can serve yet (none today: every node case with
-# parameter inputs compiles as it is or declared; a case that regresses is listed with the default reason)
-BOUND_REASONS: dict[str, str] = {}
+# why a parameter is still bound, by op: what no run-time path can serve yet (a case that regresses is listed with
+# the default reason)
+BOUND_REASONS: dict[str, str] = {
+    "Loop": "its body appends a tensor of a different shape each iteration to a sequence, and with a run-time trip "
+            "count each slot of that sequence would have to hold any iteration's tensor (passes/sequences.py "
+            "chooses a slot by the run's count, so all must agree in shape)",
+    "SequenceInsert": "a position read at run time would choose which slot each tensor moves to; only the end of "
+                      "the list (no position) follows a run-time count",
+    "SplitToSequence": "a scalar split read at run time decides how many pieces there are (a sequence whose count "
+                       "the run decides is built only by appending at its end); a vector of sizes runs as it is",
+}
 
 
 def _bound_notes(cases: list[Case], results: dict[str, Result]) -> list[str]:

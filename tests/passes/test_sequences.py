@@ -100,19 +100,13 @@ def test_optionals_known_while_compiling() -> None:
 
 
 def test_what_is_no_compile_time_list_is_refused_with_the_reason() -> None:
-    """A position read at run time, a piece of run-time sizes read, an empty optional read: each names the node and
-    why; a sequence the graph takes as an input without a declared count names the input and the option."""
+    """A position read at run time, an empty optional read: each names the node and why; a sequence the graph
+    takes as an input without a declared count names the input and the option."""
     at = _model([helper.make_node("SequenceConstruct", ["a", "b"], ["s"], name="pair"),
                  helper.make_node("SequenceAt", ["s", "i"], ["y"], name="pick")],
                 {"a": (FLOAT, [2]), "b": (FLOAT, [2]), "i": (TensorProto.INT64, [])}, ["y"])
     with pytest.raises(UnsupportedModel, match=r"'pick'.*position 'i' is computed at run time"):
         convert_onnx(at)
-    sizes = _model([helper.make_node("SplitToSequence", ["x", "sizes"], ["s"], axis=0, name="split"),
-                    helper.make_node("SequenceAt", ["s", "zero"], ["y"], name="first")],
-                   {"x": (FLOAT, [4, 2]), "sizes": (TensorProto.INT64, [2])}, ["y"], {"zero": np.array(0, np.int64)})
-    with pytest.raises(UnsupportedModel, match=r"'first'.*'split' \(SplitToSequence\): its split sizes 'sizes' are "
-                                               r"computed at run time"):
-        convert_onnx(sizes)
     empty = helper.make_tensor_type_proto(FLOAT, [2])  # the element's type: an Optional of none
     nothing = _model([helper.make_node("Optional", [], ["none"], type=empty),
                       helper.make_node("OptionalGetElement", ["none"], ["y"], name="get")], {"x": (FLOAT, [2])},
@@ -126,6 +120,31 @@ def test_what_is_no_compile_time_list_is_refused_with_the_reason() -> None:
     with pytest.raises(FrontendError, match=r"input 's' is a sequence: give the most tensors it may hold with "
                                             r"--sequence s=MAX"):
         convert_onnx(taken)
+
+
+def test_pieces_of_split_sizes_read_at_run_time() -> None:
+    """SplitToSequence of a vector of sizes the run gives: one Split of run-time sizes makes every piece, each at
+    its run's shape, read by SequenceAt and returned as the sequence itself (ONNX's test_split_to_sequence_2)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from wasinfer.runtime.wasm import WasmModel
+
+    floats = helper.make_sequence_type_proto(helper.make_tensor_type_proto(FLOAT, None))
+    model = _typed_model([helper.make_node("SplitToSequence", ["x", "sizes"], ["pieces"], axis=0, name="split"),
+                          helper.make_node("SequenceAt", ["pieces", "zero"], ["first"])],
+                         {"x": helper.make_tensor_type_proto(FLOAT, [6, 2]),
+                          "sizes": helper.make_tensor_type_proto(TensorProto.INT64, [3])},
+                         {"first": helper.make_tensor_type_proto(FLOAT, None), "pieces": floats},
+                         {"zero": np.array(0, np.int64)})
+    module = WasmModel(convert_onnx(model).wasm)
+    x = _floats(6, 2)
+    for sizes in ([1, 2, 3], [6, 0, 0], [0, 4, 2], [2, 2, 2]):
+        feeds = {"x": x, "sizes": np.array(sizes, np.int64)}
+        got = module.run(feeds)
+        want = ReferenceEvaluator(model).run(None, feeds)
+        _assert_same(got["first"], want[0])
+        _assert_same(got["pieces"], want[1])
+        assert [len(piece) for piece in got["pieces"]] == sizes
 
 
 def test_a_list_appended_to_in_an_unrolled_loop() -> None:

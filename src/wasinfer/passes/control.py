@@ -261,7 +261,10 @@ def settle(graph: Graph, rounds: int = 16) -> int:
         typed = infer_types(graph) if inlined or untyped else 0
         resolved = resolve_choices(graph)
         if not inlined and not typed and not resolved:
-            break
+            # nothing else folds: a Loop whose trip count has no bound unrolls to the declared --max-iterations
+            inlined = graph.max_iterations is not None and unroll_loops(graph, at_most_declared=True)
+            if not inlined:
+                break
         changed += inlined + resolved + fold_static_values(graph) + fold_constants(graph)
     if refuse_untypable_branches(graph):  # what follows the refused Ifs can be typed now
         changed += infer_types(graph) + resolve_choices(graph) + fold_static_values(graph) + fold_constants(graph)

@@ -41,6 +41,7 @@ from onnx import helper, numpy_helper, shape_inference
 from wasinfer.frontends.onnx import tensor_dims
 from wasinfer.ir import Graph, Node, TensorInfo
 from wasinfer.ir.symbolic import Dim, Expr
+from wasinfer.ops.control import CHOOSE
 from wasinfer.passes.bounds import inputs_it_reads, value_range
 from wasinfer.passes.fold import constant_value, evaluate, node_proto, opset_ids
 from wasinfer.passes.subgraph import choose, inline_subgraph, refusal
@@ -53,8 +54,15 @@ class _Declined(Exception):
     """Why a loop stays in the graph (the compiler then names it with this reason)."""
 
 
-def unroll_loops(graph: Graph) -> int:
-    """Unroll every Loop and Scan that can be (one pass); returns how many."""
+class _NoBound(_Declined):
+    """A trip count with no largest value found yet: with a declared Graph.max_iterations the loop waits for
+    `unroll_loops(graph, at_most_declared=True)`, settle's last resort once nothing else folds (a SequenceLength
+    folds to its list's count only after the sequences do, and then the loop unrolls exactly)."""
+
+
+def unroll_loops(graph: Graph, at_most_declared: bool = False) -> int:
+    """Unroll every Loop and Scan that can be (one pass); returns how many. A Loop whose trip count has no bound
+    unrolls to the declared Graph.max_iterations only `at_most_declared` (_NoBound)."""
     kept: list[Node] = []
     unrolled = 0
     for node in graph.nodes:
@@ -62,7 +70,12 @@ def unroll_loops(graph: Graph) -> int:
             kept.append(node)
             continue
         try:
-            nodes = _scan(graph, node) if node.op_type == "Scan" else _loop(graph, node)
+            nodes = _scan(graph, node) if node.op_type == "Scan" else _loop(graph, node, at_most_declared)
+        except _NoBound as why:
+            if graph.max_iterations is None:
+                node.declined = str(why)
+            kept.append(node)
+            continue
         except _Declined as why:
             node.declined = str(why)
             kept.append(node)
@@ -233,20 +246,20 @@ def _resolve(nodes: list[Node], graph: Graph, name: str) -> np.ndarray | None:
     return graph.constants.get(_source(nodes, name))
 
 
-def _trip_bound(graph: Graph, node: Node, trip: str) -> tuple[int, bool]:
+def _trip_bound(graph: Graph, node: Node, trip: str, at_most_declared: bool) -> tuple[int, bool]:
     """The most iterations a trip count computed at run time allows: the largest value it can hold
     (passes/bounds.py), or else the declared `Graph.max_iterations`, which each run must then check (the second
     value: True). Declined, naming the inputs to declare a range for, where it has neither."""
     found = value_range(graph, trip)
     if found is not None and not math.isinf(found[1]):
         return max(0, math.floor(found[1])), False
-    if graph.max_iterations is not None:
+    if graph.max_iterations is not None and at_most_declared:
         return graph.max_iterations, True
     inputs = inputs_it_reads(graph, trip)
     declare = (f"declare the range of {', '.join(repr(n) for n in inputs)} with --input-values NAME=MIN..MAX (an "
                "integer input's smallest and largest value)" if inputs else "compute it from values whose range is "
                "known (constants, dims, inputs declared with --input-values NAME=MIN..MAX)")
-    raise _Declined(f"its trip count {trip!r} is computed at run time and has no largest value the compiler can "
+    raise _NoBound(f"its trip count {trip!r} is computed at run time and has no largest value the compiler can "
                     f"find, which the loop would be unrolled to: {declare}, or give the most iterations a run may do "
                     "with --max-iterations N")
 
@@ -359,7 +372,7 @@ def _keeps_shapes(graph: Graph, inner: list[Node], before: list[str], after: lis
     return True
 
 
-def _loop(graph: Graph, node: Node) -> list[Node]:
+def _loop(graph: Graph, node: Node, at_most_declared: bool = False) -> list[Node]:
     body: onnx.GraphProto = node.attrs["body"]
     trip = node.inputs[0] if node.inputs else ""
     first = node.inputs[1] if len(node.inputs) > 1 else ""
@@ -372,7 +385,7 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
     trip_at_run_time = ""  # the tensor holding each run's trip count, for the guards i < M
     run_length = graph.shape_values[trip][0] if trip in graph.shape_values else None
     if trip not in graph.constants:  # computed from the data: unrolled to its largest value
-        count, checked = _trip_bound(graph, node, trip)
+        count, checked = _trip_bound(graph, node, trip, at_most_declared)
         trip_at_run_time = trip
         if checked:  # a declared maximum, not a bound: a run whose trip count is above it stops
             nodes += _refuse_above(graph, node, trip, count)
@@ -419,6 +432,12 @@ def _loop(graph: Graph, node: Node) -> list[Node]:
         if guard:  # skipped iterations keep the values from before
             chosen = [f"{prefix}kept{j}" for j in range(len(carried))]
             for j, (new, old) in enumerate(zip(targets[1:1 + len(carried)], carried, strict=True)):
+                if not any(name in graph.tensors for name in (new, old)):
+                    # not a typed tensor (a sequence, or typed only once its body folds): an IfChoose, a Where once
+                    # typed (passes/control.py) or a choice between two lists (passes/sequences.py)
+                    nodes.append(Node(CHOOSE[1], f"{prefix}keep{j}", [str(running), new, old], [chosen[j]],
+                                      domain=CHOOSE[0], guards=node.guards))
+                    continue
                 nodes += choose(graph, str(running), new, old, chosen[j], f"{prefix}keep{j}", node.guards)
                 if old in graph.tensors:  # a carried value keeps its type from one iteration to the next
                     graph.tensors[chosen[j]] = replace(graph.info(old), name=chosen[j])

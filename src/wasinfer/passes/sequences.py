@@ -460,11 +460,11 @@ def _split(lists: _Lists, node: Node) -> None:
         if split not in graph.tensors or len(graph.info(split).shape) != 1:
             raise _Refused(f"its split {split!r} is computed at run time and not a vector of a known length, so "
                            "the sequence's length is not known while compiling")
+        # one Split of run-time sizes makes every piece, each at the shape its run gives (passes/dynamic.py)
         pieces = [f"{node.name}/piece{i}" for i in range(graph.info(split).shape[0])]
         lists.sequences[node.outputs[0]] = pieces
-        why = (f"node {node.name!r} (SplitToSequence): its split sizes {split!r} are computed at run time, so "
-               "its pieces have no static shape to read them at")
-        lists.makers.update({piece: why for piece in pieces})
+        split_node = [Node("Split", f"{node.name}/split", [source, split], pieces, {"axis": axis}, guards=node.guards)]
+        lists.makers.update({piece: split_node for piece in pieces})
         return
     if not split:
         sizes = [1] * shape[axis]

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from wasinfer.frontends.onnx import attr_value
 from wasinfer.ir import Graph, Node, TensorInfo
+from wasinfer.ops.control import REFUSE
 
 
 def _rename_subgraph(graph: onnx.GraphProto, rename: dict[str, str]) -> None:
@@ -85,9 +86,6 @@ def choose(graph: Graph, condition: str, when_true: str, when_false: str, output
     graph.tensors[view] = TensorInfo(view, np.dtype(np.bool_), (1,) * rank)
     return [Node("Reshape", f"{name}/view", [condition, shape], [view], guards=guards),
             Node("Where", f"{name}/choose", [view, when_true, when_false], [output], guards=guards)]
-
-
-REFUSE = ("wasinfer", "Refuse")  # what cannot run at the compiled shapes or values: the run stops with an error
 
 
 def refusal(graph: Graph, name: str, message: str, guards: tuple[tuple[str, bool], ...]) -> Node:

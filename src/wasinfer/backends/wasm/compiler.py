@@ -44,9 +44,9 @@ from wasinfer.backends.wasm.writer import F64, I32, I64, Func, Module
 from wasinfer.ir import Graph, Node, TensorInfo, UnsupportedModel
 from wasinfer.ir.symbolic import Dim, Expr, affine, evaluate
 from wasinfer.ops import COMPILE_TIME_OPS, VIEW_OPS, normal_domain
+from wasinfer.ops.control import REFUSE
 from wasinfer.passes import MemoryPlan, align, plan_memory
 from wasinfer.passes.quantize import WeightEncoding
-from wasinfer.passes.subgraph import REFUSE
 from wasinfer.passes.symbolic import infer_extents
 from wasinfer.passes.values import value_symbol
 
