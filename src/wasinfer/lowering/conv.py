@@ -36,6 +36,7 @@ from wasinfer.lowering.winograd import (
     fits,
     fits_1d,
     fits_4x4,
+    fits_6x6,
     fits_strided,
     winograd_1d_plan,
     winograd_44_plan,
@@ -104,7 +105,8 @@ class ConvPlan:
         """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs or, on a small map, where it computes
         few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3)."""
         if self.window.strides != (1, 1) or fits_4x4(self.window, self.out_channels):
-            return winograd_44_plan(self.window, self.channels, self.out_channels)
+            tile = 6 if self.window.strides == (1, 1) and fits_6x6(self.window, self.out_channels) else 4
+            return winograd_44_plan(self.window, self.channels, self.out_channels, tile)
         return winograd_plan(self.window, self.channels, self.out_channels)
 
     def winograd_1d_plan(self) -> Winograd1dPlan | WinogradAxisPlan:

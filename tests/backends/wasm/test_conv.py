@@ -766,3 +766,31 @@ def test_conv_stride_2_stems_and_depthwise_keep_their_paths() -> None:
         graph = load_onnx(model).graph
         assert not conv.conv_plan(graph.nodes[0], graph).winograd
         assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+WINOGRAD_66_CASES = [
+    ((1, 4, 14, 26), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 14 rows: a last tile row of 2; 26: a last group of 2
+    ((1, 5, 15, 50), (6, 5, 3, 3), {}),  # 13 rows: a last tile row of 1; 48 columns: two whole groups
+    ((2, 3, 8, 31), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding, a last group of 7
+    ((1, 2, 6, 47), (4, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one, 49 columns: a last group of 1
+    ((1, 3, 12, 24), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),  # 12 x 24: whole tiles, one whole group
+    ((1, 3, 9, 25), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # 9 rows: a last tile row of 3; 25 columns
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_66_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_6x6(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                           attrs: dict[str, object], bias: bool) -> None:
+    """F(6x6, 3x3) (the chooser opened to every size): partial last tile rows (1 to 5 of 6) and groups of 24
+    columns (1 to 23 of them), padding, batch."""
+    monkeypatch.setattr(winograd, "SIX_BY_SIX_OUT_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "SIX_BY_SIX_PRODUCTS", 10.0)
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph)
+    found = plan.winograd_plan() if plan.winograd else None
+    assert isinstance(found, winograd.Winograd44Plan) and (found.tile, found.alpha, found.stride) == (6, 8, 1)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
