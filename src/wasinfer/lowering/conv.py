@@ -103,9 +103,10 @@ class ConvPlan:
 
     def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
         """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs or, on a small map, where it computes
-        few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3)."""
+        few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3); at stride 1, F(6x6, 3x3) on the same
+        plan where its fewer products outweigh its larger transforms (`fits_6x6`)."""
         if self.window.strides != (1, 1) or fits_4x4(self.window, self.out_channels):
-            tile = 6 if self.window.strides == (1, 1) and fits_6x6(self.window, self.out_channels) else 4
+            tile = 6 if self.window.strides == (1, 1) and fits_6x6(self.window, self.channels, self.out_channels) else 4
             return winograd_44_plan(self.window, self.channels, self.out_channels, tile)
         return winograd_plan(self.window, self.channels, self.out_channels)
 

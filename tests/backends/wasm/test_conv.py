@@ -784,8 +784,7 @@ def test_conv_winograd_6x6(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, 
                            attrs: dict[str, object], bias: bool) -> None:
     """F(6x6, 3x3) (the chooser opened to every size): partial last tile rows (1 to 5 of 6) and groups of 24
     columns (1 to 23 of them), padding, batch."""
-    monkeypatch.setattr(winograd, "SIX_BY_SIX_OUT_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "SIX_BY_SIX_PRODUCTS", 10.0)
+    monkeypatch.setattr(winograd, "SIX_BY_SIX_GAIN", -1e9)
     x = rand(*x_shape)
     constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
     model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
