@@ -48,9 +48,12 @@ MIN_STRIDED_TILES = 32
 # Output channels from which a small map (`fits_4x4`) takes F(4x4, 3x3) for its fewer products: with 24 and 32 its
 # larger transforms ate the gain (1.00-1.02x F(2x2, 3x3) alone on 10 x 15 and 14 x 14), from 48 on 0.65-0.83x.
 SMALL_MAP_OUT_CHANNELS = 48
-# F(6x6, 3x3) (`fits_6x6`) where the share of products it saves times C M / (C + M) is at least this: measured
-# 3.7-4.9 at 0.83-0.89x F(4x4, 3x3)'s time, 1.3-1.8 at 1.03-1.15x.
+# F(6x6, 3x3) (`fits_6x6`) where the share of products it saves times C M / (C + M) is at least this (measured
+# 3.7-8.8 at 0.77-0.95x F(4x4, 3x3)'s time, 1.3-1.8 at 1.02-1.4x), and C M at most SIX_BY_SIX_WEIGHTS: its 64 C M
+# transformed weights (4 MiB at 128 x 128) are read again for every chunk of tile rows, and 128 -> 256 or 256 -> 256
+# channels measured 1.06-1.10x.
 SIX_BY_SIX_GAIN = 3.0
+SIX_BY_SIX_WEIGHTS = 128 * 128
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -254,17 +257,21 @@ def fits_strided(win: Window, channels: int, out_channels: int, groups: int, con
 def fits_6x6(win: Window, channels: int, out_channels: int) -> bool:
     """Where F(4x4, 3x3) fits at stride 1, F(6x6, 3x3) instead where the share of products it saves (64 per tile of
     6x6 against 36 per tile of 4x4, rows and columns rounded up to tiles and to groups of 24 and 16 columns) times
-    C M / (C + M) (the GEMMs' work per unit of transform work, which grows with the channels) is at least
-    SIX_BY_SIX_GAIN. Measured alone (least thread CPU time, F(6x6) / F(4x4)): 52 x 52 96 -> 96 (saves 7.7%, gain
-    3.7) 0.89x, 80 x 120 96 -> 24 (22%, 4.2) 0.83x, 104 x 104 64 -> 64 (12%, 3.9) 0.89x, 52 x 52 128 -> 128 (7.7%,
-    4.9) 0.87x; but 52 x 52 48 -> 48 (7.7%, 1.8) 1.03x, 40 x 60 96 -> 24 (7%, 1.3) 1.14x, 104 x 104 24 -> 24 (12%,
-    1.5) 1.15x, 208 x 208 12 -> 24 (17%, 1.3) 1.08x, and maps whose rows are too short for groups of 24 (26 x 26:
-    more products) 1.3-1.75x."""
+    C M / (C + M) (the GEMMs' work per unit of transform work) is at least SIX_BY_SIX_GAIN, and its transformed
+    weights (64 C M floats) are at most SIX_BY_SIX_WEIGHTS. Measured alone (least thread CPU time per run, F(6x6) /
+    F(4x4), several runs on a loaded 2-core machine): 52 x 52 96 -> 96 (saves 7.7%, gain 3.7) 0.77-0.93x, 80 x 120
+    96 -> 24 (22%, 4.2) 0.83-0.88x, 104 x 104 64 -> 64 (12%, 3.9) 0.89-0.95x, 112 x 112 128 -> 128 (14%, 8.8) 0.89x,
+    224 x 224 64 -> 64 (14%, 4.4) 0.87-0.92x, 52 x 52 128 -> 128 (7.7%, 4.9) 0.87-1.03x; but 52 x 52 48 -> 48 (7.7%,
+    1.8) 1.02-1.08x, 40 x 60 96 -> 24 (7%, 1.3) 1.1-1.4x, 104 x 104 24 -> 24 (12%, 1.5) 1.15-1.3x, 208 x 208
+    12 -> 24 (17%, 1.3) 1.07-1.2x; 56 x 56 128 -> 256 and 256 -> 256 (gain 4.1 and 6.1, 8 and 16 MiB of
+    transformed weights, read again for every chunk) 1.06-1.10x; maps whose rows are too short for groups of 24
+    (26 x 26, 20 x 30: more products) 1.3-2.7x."""
     rows, columns = win.out_dims
     products_66 = 64 * -(-rows // 6) * 4 * -(-columns // 24)
     products_44 = 36 * -(-rows // 4) * 4 * -(-columns // 16)
     saved = 1 - products_66 / products_44
-    return saved * channels * out_channels / (channels + out_channels) >= SIX_BY_SIX_GAIN
+    return (saved * channels * out_channels / (channels + out_channels) >= SIX_BY_SIX_GAIN
+            and channels * out_channels <= SIX_BY_SIX_WEIGHTS)
 
 
 def winograd_44_plan(win: Window, channels: int, out_channels: int, tile: int = 4) -> Winograd44Plan:
@@ -522,7 +529,7 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
 
 
 __all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_STRIDED_CHANNELS", "MIN_STRIDED_TILES",
-           "MIN_TILE_COLUMNS", "POINTS_1D", "POINTS_6X6", "SIX_BY_SIX_GAIN",
+           "MIN_TILE_COLUMNS", "POINTS_1D", "POINTS_6X6", "SIX_BY_SIX_GAIN", "SIX_BY_SIX_WEIGHTS",
            "STRIDED_CHUNK_BYTES", "STRIDED_POINTS", "TILE_1D", "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan",
            "WinogradPlan", "conv_axis", "fits", "fits_1d", "fits_4x4", "fits_6x6", "fits_strided", "strided_matrices",
            "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d", "winograd_1d_plan",
