@@ -793,3 +793,20 @@ def test_conv_winograd_6x6(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, 
     found = plan.winograd_plan() if plan.winograd else None
     assert isinstance(found, winograd.Winograd44Plan) and (found.tile, found.alpha, found.stride) == (6, 8, 1)
     assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid"])
+def test_conv_winograd_6x6_at_52_by_52_with_its_activation(activation: str) -> None:
+    """ddddocr_det's 96 -> 96 conv at 52 x 52 takes F(6x6, 3x3) by default (`fits_6x6`), its activation fused, within
+    the parity tolerance of ONNX Runtime; its 48 -> 48 conv at the same size keeps F(4x4, 3x3)."""
+    x = rand(1, 96, 52, 52)
+    model = conv_then(activation, x, rand(96, 96, 3, 3) / 10, rand(96), pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    found = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(found, winograd.Winograd44Plan) and found.tile == 6
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    narrow = conv_then(activation, rand(1, 48, 52, 52), rand(48, 48, 3, 3) / 10, rand(48), pads=[1, 1, 1, 1])
+    graph = load_onnx(narrow).graph
+    kept = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(kept, winograd.Winograd44Plan) and kept.tile == 4
