@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 
@@ -308,7 +309,7 @@ def _paired_rows(ctx: Ctx, matrix: np.ndarray, values: list[int], put: Callable[
                 put(i + 1, lambda: f.get(spare[0]).get(spare[1]).op("f32x4.sub"))
                 i += 2
                 continue
-        put(i, lambda i=i: _combine(ctx, matrix[i], values))  # type: ignore[misc]
+        put(i, partial(_combine, ctx, matrix[i], values))
         i += 1
 
 
@@ -627,7 +628,7 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
                         for b in range(alpha):
                             _combine(ctx, bt[i], [d[a][b] for a in range(alpha)])
                             f.set(t[i][b])
-                else:  # t = B^T d column by column as each column is loaded: 64 or 81 values would not stay in registers
+                else:  # t = B^T d column by column as each column is loaded: 81 values would not stay in registers
                     needed = sorted({int(a) for i in range(alpha) if i not in copied for a in np.flatnonzero(bt[i])})
                     for b in range(alpha):
                         for a in needed:
