@@ -8,7 +8,10 @@ compile time, which is why compressed (int8 / fp16) weights rule it out: U (16/9
 values) would have to be stored as float32. Rendering: backends/wasm/emitters/conv_winograd.py.
 
 Rows of at least 16 outputs run as F(4x4, 3x3) instead (`Winograd44Plan`, 36 GEMMs for 4x4 tiles: 2.25
-multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores), and
+multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores); wide maps with
+enough channels as F(6x6, 3x3) on the same plan (`tile=6`, `fits_6x6`: 64 GEMMs for 6x6 tiles, 1.78 multiplies
+per output, U 64/9 = 7.1x the weights, points 0, +-1, +-2, +-1/2 and infinity to keep float32 error near
+F(4x4)'s), and
 convolutions along one axis as F(4, 3) / F(4, 5)
 (`Winograd1dPlan`, `WinogradAxisPlan`); their transforms come from `toom_cook`.
 

@@ -1,4 +1,5 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) or F(4x4, 3x3); 1-D ones by F(4, r).
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3), F(4x4, 3x3) or F(6x6, 3x3); 1-D ones by
+F(4, r).
 
 Each 2x2 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, with d the tile's 4x4
 input patch and g the 3x3 kernel (Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -23,6 +24,10 @@ Rows of at least 16 outputs run as F(4x4, 3x3) (`emit_winograd_44`): 6x6 patches
 multiplies per output instead of F(2x2, 3x3)'s 4, the input de-interleaved by column phase so a patch
 element of 4 tiles is one v128 load. Its B^T holds small integers (4, 5) and G the fractions (applied
 to the weights in float64), which puts results about 1e-5 of the largest output from the direct sum.
+F(6x6, 3x3) runs on the same emitter (8x8 patches 6 inputs apart, 64 GEMMs, groups of 24 output columns: each
+output row's 6 v128s shuffled into 24 consecutive outputs); its B^T rows and A^T columns for the points +-p come
+in pairs, computed as e + o and e - o (`_paired_rows`, `_column_pairs`), and its results lie about 1e-5 of the
+largest output from the direct sum.
 A 3x3 stride-2 conv runs on the same emitter with 9x9 patches 8 inputs apart (8 column phases, 81 GEMMs):
 along each axis the even inputs go through F(4, 2) with taps 0 and 2, the odd ones straight to tap 1's
 points (lowering/winograd.py `strided_matrices`); those rows of B^T copy an input row, so the input
@@ -558,7 +563,8 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
 
 
 def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winograd44Plan) -> None:
-    """F(4x4, 3x3) (lowering/winograd.py `Winograd44Plan`), per sample:
+    """F(4x4, 3x3), or F(n x n, 3x3) for the plan's tile n (6: 8x8 patches, 64 GEMMs, 24 outputs per group)
+    (lowering/winograd.py `Winograd44Plan`), per sample:
 
     1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase;
        stride 8 at a conv stride of 2), so that patch element (a, b) of a group of 4 tiles is one v128 load;
