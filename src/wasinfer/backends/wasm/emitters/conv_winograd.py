@@ -592,7 +592,7 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
     d = [[f.local(V128) for _ in range(alpha)] for _ in range(alpha)]
     t = [[f.local(V128) for _ in range(alpha)] for _ in range(alpha)]
     bias_v, out = f.local(V128), [[f.local(V128) for _ in range(n)] for _ in range(n)]
-    spare = [f.local(V128), f.local(V128)]
+    spare = [f.local(V128), f.local(V128)] if alpha == 8 else []  # e and o of `_paired_rows`
     top, left = win.pad_begin
     # rows of B^T that pick one input row as it is (stride 2's odd rows): no column pass for them
     copied = {i: int(np.flatnonzero(row)[0]) for i, row in enumerate(bt)
