@@ -7,8 +7,9 @@ GEMM reads it from cache; tiles that read no padding along that axis form runs t
 copy of the code (`ConvPlan.tiles`). A 1x1, stride-1, unpadded conv needs no buffer (`direct`);
 a depthwise conv (one input channel per group) has too little reuse for a GEMM and runs as a
 weighted sliding window (`depthwise`, lowering/window.py); a 3x3 stride-1 conv with constant,
-uncompressed weights and enough channels runs as Winograd F(2x2, 3x3) (a 3x3 stride-2 one as F(4x4, 3x3) over
-its even and odd inputs, `Winograd44Plan(stride=2)`), and one along a single axis
+uncompressed weights and enough channels runs as Winograd F(2x2, 3x3), F(4x4, 3x3) or F(6x6, 3x3) by its map and
+channels (`ConvPlan.winograd_plan`; a 3x3 stride-2 one as F(4x4, 3x3) over its even and odd inputs,
+`Winograd44Plan(stride=2)`), and one along a single axis
 with a kernel of 3 or 5 there (a sequence, a [1, 3] or [3, 1] kernel) as F(4, 3) / F(4, 5)
 (`winograd_1d`; both in lowering/winograd.py). A 1-D conv whose constant filters are a window times the
 DFT's cosines and sines (a spectrogram) runs as FFTs (`stft`, lowering/dft.py). A batch whose samples have
@@ -36,6 +37,7 @@ from wasinfer.lowering.winograd import (
     fits,
     fits_1d,
     fits_4x4,
+    fits_6x6,
     fits_strided,
     winograd_1d_plan,
     winograd_44_plan,
@@ -102,9 +104,11 @@ class ConvPlan:
 
     def winograd_plan(self) -> WinogradPlan | Winograd44Plan:
         """F(4x4, 3x3) where rows are wide enough for its groups of 16 outputs or, on a small map, where it computes
-        few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3)."""
+        few enough products (`fits_4x4`; at stride 2 always), else F(2x2, 3x3); at stride 1, F(6x6, 3x3) on the same
+        plan where its fewer products outweigh its larger transforms (`fits_6x6`)."""
         if self.window.strides != (1, 1) or fits_4x4(self.window, self.out_channels):
-            return winograd_44_plan(self.window, self.channels, self.out_channels)
+            tile = 6 if self.window.strides == (1, 1) and fits_6x6(self.window, self.channels, self.out_channels) else 4
+            return winograd_44_plan(self.window, self.channels, self.out_channels, tile)
         return winograd_plan(self.window, self.channels, self.out_channels)
 
     def winograd_1d_plan(self) -> Winograd1dPlan | WinogradAxisPlan:

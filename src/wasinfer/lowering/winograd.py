@@ -8,7 +8,10 @@ compile time, which is why compressed (int8 / fp16) weights rule it out: U (16/9
 values) would have to be stored as float32. Rendering: backends/wasm/emitters/conv_winograd.py.
 
 Rows of at least 16 outputs run as F(4x4, 3x3) instead (`Winograd44Plan`, 36 GEMMs for 4x4 tiles: 2.25
-multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores), and
+multiplies per output instead of 4; its U is 36/9 = 4x the weights, which the module stores); wide maps with
+enough channels as F(6x6, 3x3) on the same plan (`tile=6`, `fits_6x6`: 64 GEMMs for 6x6 tiles, 1.78 multiplies
+per output, U 64/9 = 7.1x the weights, points 0, +-1, +-2, +-1/2 and infinity to keep float32 error near
+F(4x4)'s), and
 convolutions along one axis as F(4, 3) / F(4, 5)
 (`Winograd1dPlan`, `WinogradAxisPlan`); their transforms come from `toom_cook`.
 
@@ -48,6 +51,12 @@ MIN_STRIDED_TILES = 32
 # Output channels from which a small map (`fits_4x4`) takes F(4x4, 3x3) for its fewer products: with 24 and 32 its
 # larger transforms ate the gain (1.00-1.02x F(2x2, 3x3) alone on 10 x 15 and 14 x 14), from 48 on 0.65-0.83x.
 SMALL_MAP_OUT_CHANNELS = 48
+# F(6x6, 3x3) (`fits_6x6`) where the share of products it saves times C M / (C + M) is at least this (measured
+# 3.7-8.8 at 0.77-0.95x F(4x4, 3x3)'s time, 1.3-1.8 at 1.02-1.4x), and C M at most SIX_BY_SIX_WEIGHTS: its 64 C M
+# transformed weights (4 MiB at 128 x 128) are read again for every chunk of tile rows, and 128 -> 256 or 256 -> 256
+# channels measured 1.06-1.10x.
+SIX_BY_SIX_GAIN = 3.0
+SIX_BY_SIX_WEIGHTS = 128 * 128
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
@@ -119,16 +128,22 @@ class Winograd44Plan:
     out_dims: tuple[int, int]
     chunk_rows: int  # tile rows per chunk
     stride: int = 1
+    tile: int = 4  # outputs per tile side: 4, or 6 for F(6x6, 3x3) (stride 1 only; `fits_6x6`)
 
     @property
     def step(self) -> int:
         """Input rows (and columns) from one tile to the next: the column phases of P."""
-        return 4 * self.stride
+        return self.tile * self.stride
 
     @property
     def alpha(self) -> int:
-        """Patch side: 6 inputs for 4 outputs at stride 1, 9 at stride 2."""
-        return 6 if self.stride == 1 else 9
+        """Patch side: tile + 2 inputs at stride 1 (6, or 8 for F(6x6, 3x3)), 9 at stride 2."""
+        return self.tile + 2 if self.stride == 1 else 9
+
+    @property
+    def group_columns(self) -> int:
+        """Output columns of a group of 4 tiles: 16, or 24 for F(6x6, 3x3)."""
+        return 4 * self.tile
 
     @property
     def points(self) -> int:
@@ -137,20 +152,20 @@ class Winograd44Plan:
 
     @property
     def tile_rows(self) -> int:
-        return -(-self.out_dims[0] // 4)
+        return -(-self.out_dims[0] // self.tile)
 
     @property
     def groups(self) -> int:
-        """Groups of 4 tiles (16 output columns) per tile row."""
-        return -(-self.out_dims[1] // 16)
+        """Groups of 4 tiles (group_columns output columns) per tile row."""
+        return -(-self.out_dims[1] // self.group_columns)
 
     @property
     def last_columns(self) -> int:
-        return self.out_dims[1] - 16 * (self.groups - 1)
+        return self.out_dims[1] - self.group_columns * (self.groups - 1)
 
     @property
     def last_rows(self) -> int:
-        return self.out_dims[0] - 4 * (self.tile_rows - 1)
+        return self.out_dims[0] - self.tile * (self.tile_rows - 1)
 
     @property
     def padded_rows(self) -> int:
@@ -179,7 +194,7 @@ class Winograd44Plan:
 
     @property
     def scratch_bytes(self) -> int:
-        return self.r_offset + 4 * 16
+        return self.r_offset + 4 * self.group_columns
 
     def runs(self) -> list[tuple[int, int, int]]:
         """(first tile row, tile rows per chunk, chunks): whole chunks in a loop, then the tile rows left."""
@@ -188,7 +203,9 @@ class Winograd44Plan:
         return [*runs, (whole * self.chunk_rows, rest, 1)] if rest else runs
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return toom_cook(4, 3, POINTS_1D[3]) if self.stride == 1 else strided_matrices()
+        if self.stride == 2:
+            return strided_matrices()
+        return toom_cook(self.tile, 3, POINTS_1D[3] if self.tile == 4 else POINTS_6X6)
 
     def transformed_weights(self, weights: np.ndarray) -> np.ndarray:
         """U[alpha i + j] = (G g G^T)[i, j], each [M, C] in the GEMM's panels, stacked."""
@@ -240,13 +257,34 @@ def fits_strided(win: Window, channels: int, out_channels: int, groups: int, con
         MIN_STRIDED_TILES
 
 
-def winograd_44_plan(win: Window, channels: int, out_channels: int) -> Winograd44Plan:
-    """F(4x4, 3x3) at the window's stride (1 or 2), chunks of tile rows within CHUNK_BYTES."""
+def fits_6x6(win: Window, channels: int, out_channels: int) -> bool:
+    """Where F(4x4, 3x3) fits at stride 1, F(6x6, 3x3) instead where the share of products it saves (64 per tile of
+    6x6 against 36 per tile of 4x4, rows and columns rounded up to tiles and to groups of 24 and 16 columns) times
+    C M / (C + M) (the GEMMs' work per unit of transform work) is at least SIX_BY_SIX_GAIN, and its transformed
+    weights (64 C M floats) are at most SIX_BY_SIX_WEIGHTS. Measured alone (least thread CPU time per run, F(6x6) /
+    F(4x4), several runs on a loaded 2-core machine): 52 x 52 96 -> 96 (saves 7.7%, gain 3.7) 0.77-0.93x, 80 x 120
+    96 -> 24 (22%, 4.2) 0.83-0.88x, 104 x 104 64 -> 64 (12%, 3.9) 0.89-0.95x, 112 x 112 128 -> 128 (14%, 8.8) 0.89x,
+    224 x 224 64 -> 64 (14%, 4.4) 0.87-0.92x, 52 x 52 128 -> 128 (7.7%, 4.9) 0.87-1.03x; but 52 x 52 48 -> 48 (7.7%,
+    1.8) 1.02-1.08x, 40 x 60 96 -> 24 (7%, 1.3) 1.1-1.4x, 104 x 104 24 -> 24 (12%, 1.5) 1.15-1.3x, 208 x 208
+    12 -> 24 (17%, 1.3) 1.07-1.2x; 56 x 56 128 -> 256 and 256 -> 256 (gain 4.1 and 6.1, 8 and 16 MiB of
+    transformed weights, read again for every chunk) 1.06-1.10x; maps whose rows are too short for groups of 24
+    (26 x 26, 20 x 30: more products) 1.3-2.7x."""
+    rows, columns = win.out_dims
+    products_66 = 64 * -(-rows // 6) * 4 * -(-columns // 24)
+    products_44 = 36 * -(-rows // 4) * 4 * -(-columns // 16)
+    saved = 1 - products_66 / products_44
+    return (saved * channels * out_channels / (channels + out_channels) >= SIX_BY_SIX_GAIN
+            and channels * out_channels <= SIX_BY_SIX_WEIGHTS)
+
+
+def winograd_44_plan(win: Window, channels: int, out_channels: int, tile: int = 4) -> Winograd44Plan:
+    """F(4x4, 3x3) at the window's stride (1 or 2), or F(6x6, 3x3) (`tile` 6, stride 1), chunks of tile rows
+    within CHUNK_BYTES."""
     stride = win.strides[0]
-    points, budget = (36, CHUNK_BYTES) if stride == 1 else (81, STRIDED_CHUNK_BYTES)
-    groups = -(-win.out_dims[1] // 16)
-    chunk = max(1, min(-(-win.out_dims[0] // 4), budget // (4 * points * (channels + out_channels) * 4 * groups)))
-    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk, stride)
+    points, budget = ((tile + 2) ** 2, CHUNK_BYTES) if stride == 1 else (81, STRIDED_CHUNK_BYTES)
+    groups = -(-win.out_dims[1] // (4 * tile))
+    chunk = max(1, min(-(-win.out_dims[0] // tile), budget // (4 * points * (channels + out_channels) * 4 * groups)))
+    return Winograd44Plan(channels, out_channels, (win.out_dims[0], win.out_dims[1]), chunk, stride, tile)
 
 
 def tile_groups(tw: int, wo: int | None = None) -> tuple[int, list[int]]:
@@ -278,6 +316,8 @@ def transformed_weights(weights: np.ndarray) -> np.ndarray:
 TILE_1D = 4
 POINTS_1D: dict[int, tuple[float, ...]] = {3: (0, 1, -1, 2, -2), 5: (0, 1, -1, 2, -2, 0.5, -0.5)}
 STRIDED_POINTS = (0, 1, -1, 2)  # F(4, 2) of a stride-2 conv's even taps (`strided_matrices`)
+# F(6x6, 3x3)'s points (Lavin & Gray's): the smallest-magnitude set for 8 points, the same as F(4, 5)'s
+POINTS_6X6 = (0, 1, -1, 2, -2, 0.5, -0.5)
 
 
 def toom_cook(n: int, r: int, points: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -492,8 +532,8 @@ def winograd_1d_plan(win: Window, channels: int, out_channels: int) -> Winograd1
 
 
 __all__ = ["CHUNK_BYTES", "MIN_CHANNELS", "MIN_OUT_CHANNELS", "MIN_STRIDED_CHANNELS", "MIN_STRIDED_TILES",
-           "MIN_TILE_COLUMNS", "POINTS_1D",
+           "MIN_TILE_COLUMNS", "POINTS_1D", "POINTS_6X6", "SIX_BY_SIX_GAIN", "SIX_BY_SIX_WEIGHTS",
            "STRIDED_CHUNK_BYTES", "STRIDED_POINTS", "TILE_1D", "Winograd1dPlan", "Winograd44Plan", "WinogradAxisPlan",
-           "WinogradPlan", "conv_axis", "fits", "fits_1d", "fits_4x4", "fits_strided", "strided_matrices",
+           "WinogradPlan", "conv_axis", "fits", "fits_1d", "fits_4x4", "fits_6x6", "fits_strided", "strided_matrices",
            "tile_groups", "toom_cook", "transformed_weights", "transformed_weights_1d", "winograd_1d_plan",
            "winograd_44_plan", "winograd_plan"]

@@ -766,3 +766,51 @@ def test_conv_stride_2_stems_and_depthwise_keep_their_paths() -> None:
         graph = load_onnx(model).graph
         assert not conv.conv_plan(graph.nodes[0], graph).winograd
         assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+WINOGRAD_66_CASES = [
+    ((1, 4, 14, 26), (5, 4, 3, 3), {"pads": [1, 1, 1, 1]}),  # 14 rows: a last tile row of 2; 26: a last group of 2
+    ((1, 5, 15, 50), (6, 5, 3, 3), {}),  # 13 rows: a last tile row of 1; 48 columns: two whole groups
+    ((2, 3, 8, 31), (7, 3, 3, 3), {"pads": [0, 2, 1, 0]}),  # batch 2, asymmetric padding, a last group of 7
+    ((1, 2, 6, 47), (4, 2, 3, 3), {"pads": [2, 1, 2, 1]}),  # padding beyond one, 49 columns: a last group of 1
+    ((1, 3, 12, 24), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),  # 12 x 24: whole tiles, one whole group
+    ((1, 3, 9, 25), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # 9 rows: a last tile row of 3; 25 columns
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", WINOGRAD_66_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_6x6(monkeypatch: pytest.MonkeyPatch, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                           attrs: dict[str, object], bias: bool) -> None:
+    """F(6x6, 3x3) (the chooser opened to every size): partial last tile rows (1 to 5 of 6) and groups of 24
+    columns (1 to 23 of them), padding, batch."""
+    monkeypatch.setattr(winograd, "SIX_BY_SIX_GAIN", -1e9)
+    x = rand(*x_shape)
+    constants = {"w": rand(*w_shape), **({"b": rand(w_shape[0])} if bias else {})}
+    model = single_op_model("Conv", {"x": x}, constants=constants, **attrs)
+    graph = load_onnx(model).graph
+    plan = conv.conv_plan(graph.nodes[0], graph)
+    found = plan.winograd_plan() if plan.winograd else None
+    assert isinstance(found, winograd.Winograd44Plan) and (found.tile, found.alpha, found.stride) == (6, 8, 1)
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid"])
+def test_conv_winograd_6x6_at_52_by_52_with_its_activation(activation: str) -> None:
+    """ddddocr_det's 96 -> 96 conv at 52 x 52 takes F(6x6, 3x3) by default (`fits_6x6`), its activation fused, within
+    the parity tolerance of ONNX Runtime; its 48 -> 48 conv at the same size keeps F(4x4, 3x3). The weights are
+    He-scaled (std sqrt(2 / 9C)), as a trained layer's are: outputs up to about 8, errors 0.45-0.53 of the tolerance
+    (F(4x4) 0.27-0.38); with twice that std (outputs up to 15) F(6x6)'s reach 0.8-1.05 of atol = rtol = 1e-4, F(4x4)'s
+    0.55-0.75 (docs/performance.md)."""
+    x = rand(1, 96, 52, 52)
+    he = np.float32(np.sqrt(2 / (9 * 96)))
+    model = conv_then(activation, x, rand(96, 96, 3, 3) * he, rand(96), pads=[1, 1, 1, 1])
+    graph = load_onnx(model).graph
+    found = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(found, winograd.Winograd44Plan) and found.tile == 6
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    narrow = conv_then(activation, rand(1, 48, 52, 52), rand(48, 48, 3, 3) / 10, rand(48), pads=[1, 1, 1, 1])
+    graph = load_onnx(narrow).graph
+    kept = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
+    assert isinstance(kept, winograd.Winograd44Plan) and kept.tile == 4

@@ -1,4 +1,5 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) or F(4x4, 3x3); 1-D ones by F(4, r).
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3), F(4x4, 3x3) or F(6x6, 3x3); 1-D ones by
+F(4, r).
 
 Each 2x2 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, with d the tile's 4x4
 input patch and g the 3x3 kernel (Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -23,6 +24,10 @@ Rows of at least 16 outputs run as F(4x4, 3x3) (`emit_winograd_44`): 6x6 patches
 multiplies per output instead of F(2x2, 3x3)'s 4, the input de-interleaved by column phase so a patch
 element of 4 tiles is one v128 load. Its B^T holds small integers (4, 5) and G the fractions (applied
 to the weights in float64), which puts results about 1e-5 of the largest output from the direct sum.
+F(6x6, 3x3) runs on the same emitter (8x8 patches 6 inputs apart, 64 GEMMs, groups of 24 output columns: each
+output row's 6 v128s shuffled into 24 consecutive outputs); its B^T rows and A^T columns for the points +-p come
+in pairs, computed as e + o and e - o (`_paired_rows`, `_column_pairs`), and its results lie about 1e-5 of the
+largest output from the direct sum.
 A 3x3 stride-2 conv runs on the same emitter with 9x9 patches 8 inputs apart (8 column phases, 81 GEMMs):
 along each axis the even inputs go through F(4, 2) with taps 0 and 2, the odd ones straight to tap 1's
 points (lowering/winograd.py `strided_matrices`); those rows of B^T copy an input row, so the input
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 
@@ -288,6 +294,55 @@ def _combine(ctx: Ctx, coefficients: np.ndarray, values: list[int]) -> None:
         f.f32x4_const(0.0)
 
 
+def _paired_rows(ctx: Ctx, matrix: np.ndarray, values: list[int], put: Callable[[int, Callable[[], object]], None],
+                 spare: list[int]) -> None:
+    """put(i, push) for each row i of matrix @ values, `push` leaving that row's value on the stack. Two adjacent
+    rows u, w whose halves e = (u + w) / 2 and o = (u - w) / 2 have no coefficient in common (F(6x6)'s B^T rows 1-2,
+    3-4, 5-6: the even and odd powers of +-p) are computed as e + o and e - o, e and o once each in `spare`: about
+    half the multiplies and adds of the rows one by one."""
+    f = ctx.f
+    i = 0
+    while i < len(matrix):
+        if i + 1 < len(matrix):
+            even, odd = (matrix[i] + matrix[i + 1]) / 2, (matrix[i] - matrix[i + 1]) / 2
+            if np.any(even) and np.any(odd) and not np.any(even * odd):
+                _combine(ctx, even, values)
+                f.set(spare[0])
+                _combine(ctx, odd, values)
+                f.set(spare[1])
+                put(i, lambda: f.get(spare[0]).get(spare[1]).op("f32x4.add"))
+                put(i + 1, lambda: f.get(spare[0]).get(spare[1]).op("f32x4.sub"))
+                i += 2
+                continue
+        put(i, partial(_combine, ctx, matrix[i], values))
+        i += 1
+
+
+def _column_pairs(matrix: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Adjacent columns (a, a + 1) whose coefficients are equal or opposite in every row (F(6x6)'s A^T: points +-p),
+    by their first column, and the matrix over (sum, difference) values in their place (`_pair_up`)."""
+    paired, pairs, a = matrix.copy(), [], 0
+    while a + 1 < matrix.shape[1]:
+        u, w = matrix[:, a], matrix[:, a + 1]
+        same, opposite = u == w, u == -w
+        if np.all(same | opposite) and np.any(u[same]) and np.any(u[opposite & ~same]):
+            pairs.append(a)
+            paired[:, a], paired[:, a + 1] = np.where(same, u, 0), np.where(same, 0, u)
+            a += 2
+        else:
+            a += 1
+    return pairs, paired
+
+
+def _pair_up(ctx: Ctx, pairs: list[int], values: list[int]) -> None:
+    """values[a], values[a + 1] = their sum and difference, in place, for each pair from `_column_pairs`."""
+    f = ctx.f
+    for a in pairs:
+        f.get(values[a]).get(values[a + 1]).op("f32x4.add")
+        f.get(values[a]).get(values[a + 1]).op("f32x4.sub")
+        f.set(values[a + 1]).set(values[a])
+
+
 def emit_winograd_1d(ctx: Ctx, node: Node, batch: int, plan: Winograd1dPlan | WinogradAxisPlan) -> None:
     if isinstance(plan, WinogradAxisPlan):
         _emit_winograd_axis(ctx, node, batch, plan)
@@ -508,7 +563,8 @@ def _emit_winograd_axis(ctx: Ctx, node: Node, batch: int, plan: WinogradAxisPlan
 
 
 def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winograd44Plan) -> None:
-    """F(4x4, 3x3) (lowering/winograd.py `Winograd44Plan`), per sample:
+    """F(4x4, 3x3), or F(n x n, 3x3) for the plan's tile n (6: 8x8 patches, 64 GEMMs, 24 outputs per group)
+    (lowering/winograd.py `Winograd44Plan`), per sample:
 
     1. the zero-padded input de-interleaved by column phase into P (a stride-4 copy per channel, row and phase;
        stride 8 at a conv stride of 2), so that patch element (a, b) of a group of 4 tiles is one v128 load;
@@ -526,7 +582,7 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
     at, _, bt = plan.matrices()
     channels, out_channels, groups = plan.channels, plan.out_channels, plan.groups
     (h, w), (ho, wo) = win.in_dims, win.out_dims
-    hp, span, alpha, step = plan.padded_rows, plan.phase_length, plan.alpha, plan.step
+    hp, span, alpha, step, n = plan.padded_rows, plan.phase_length, plan.alpha, plan.step, plan.tile
     p_base = ctx.scratch_addr
     v_base, m_base, r_base = p_base + plan.v_offset, p_base + plan.m_offset, p_base + plan.r_offset
     table = _place_each(ctx, plan.transformed_weights(weights))
@@ -535,7 +591,8 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
     sample, c, row, group, src, dst, xi, pu, pv, pm, chunk, row0, line = (f.local(I32) for _ in range(13))
     d = [[f.local(V128) for _ in range(alpha)] for _ in range(alpha)]
     t = [[f.local(V128) for _ in range(alpha)] for _ in range(alpha)]
-    bias_v, out = f.local(V128), [[f.local(V128) for _ in range(4)] for _ in range(4)]
+    bias_v, out = f.local(V128), [[f.local(V128) for _ in range(n)] for _ in range(n)]
+    spare = [f.local(V128), f.local(V128)] if alpha == 8 else []  # e and o of `_paired_rows`
     top, left = win.pad_begin
     # rows of B^T that pick one input row as it is (stride 2's odd rows): no column pass for them
     copied = {i: int(np.flatnonzero(row)[0]) for i, row in enumerate(bt)
@@ -554,7 +611,22 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
                 def load(a: int, b: int) -> None:
                     f.get(src).mem("v128.load", offset=4 * ((step * a + b % step) * span + b // step)).set(d[a][b])
 
-                if plan.stride == 1:  # every element loaded, then t = B^T d (the order measured fastest here)
+                if alpha == 8:  # F(6x6): t = B^T d column by column, then V = t B row by row, rows paired
+                    for b in range(alpha):
+                        for a in range(alpha):
+                            load(a, b)
+
+                        def keep(i: int, push: Callable[[], object], b: int = b) -> None:
+                            push()
+                            f.set(t[i][b])
+                        _paired_rows(ctx, bt, [d[a][b] for a in range(alpha)], keep, spare)
+                    for i in range(alpha):
+                        def put(j: int, push: Callable[[], object], i: int = i) -> None:
+                            f.get(dst)
+                            push()
+                            f.mem("v128.store", offset=4 * (alpha * i + j) * channels * columns)
+                        _paired_rows(ctx, bt, t[i], put, spare)
+                elif alpha == 6:  # every element loaded, then t = B^T d (the order measured fastest here)
                     for a in range(alpha):
                         for b in range(alpha):
                             load(a, b)
@@ -582,20 +654,20 @@ def emit_winograd_44(ctx: Ctx, node: Node, win: Window, batch: int, plan: Winogr
                 f.inc(src, 16).inc(dst, 16)
         # 3. M[xi] = U[xi] @ V[xi]
         _point_products(ctx, plan.points, table, v_base, m_base, channels, out_channels, columns, (xi, pu, pv, pm))
-        # 4. Y[sample, m, 4 * (row0 + row) + j, 16g ...]
+        # 4. Y[sample, m, n * (row0 + row) + j, 4n g ...]
         with f.for_range(c, 0, out_channels):
             _splat_bias(ctx, bias, c, bias_v)
             with f.for_range(row, 0, rows):
                 f.get(c).i32(columns).op("i32.mul").get(row).i32(4 * groups).op("i32.mul").op("i32.add")
                 f.i32(4).op("i32.mul").i32(m_base).op("i32.add").set(src)
                 f.get(sample).i32(out_channels).op("i32.mul").get(c).op("i32.add").i32(ho).op("i32.mul")
-                f.get(row0).get(row).op("i32.add").i32(4).op("i32.mul").op("i32.add").i32(4 * wo).op("i32.mul")
+                f.get(row0).get(row).op("i32.add").i32(n).op("i32.mul").op("i32.add").i32(4 * wo).op("i32.mul")
                 f.i32(y).op("i32.add").set(dst)
                 with f.for_range(group, 0, groups):
                     _output_tiles_44(ctx, node, plan, at, src, bias_v, d, t, out, columns)
-                    for j in range(4):
-                        _store_row_44(ctx, plan, out[j], d[0][:2], j, dst, row0, row, group, line, r_base)
-                    f.inc(src, 16).inc(dst, 64)
+                    for j in range(n):
+                        _store_row_44(ctx, plan, out[j], d[0][:6], j, dst, row0, row, group, line, r_base)
+                    f.inc(src, 16).inc(dst, 4 * plan.group_columns)
 
     with f.for_range(sample, 0, batch):
         # 1. P[c, top + i, p, j] = x[sample, c, i, step * j + p - left] inside the input, zeros elsewhere (at
@@ -626,48 +698,77 @@ def _output_tiles_44(ctx: Ctx, node: Node, plan: Winograd44Plan, at: np.ndarray,
     def load(a: int, b: int) -> None:
         f.get(src).mem("v128.load", offset=4 * (alpha * a + b) * plan.out_channels * columns).set(m[a][b])
 
-    if plan.stride == 1:  # all of M's 36 values loaded first (measured 1-2% faster on ppocr_det than by column)
-        for a in range(alpha):
-            for b in range(alpha):
-                load(a, b)
-        for j in range(4):
-            for b in range(alpha):
-                _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
-                f.set(s[j][b])
-    else:  # stride 2's 81: s = A^T M a column at a time
+    n = plan.tile
+    if alpha == 8:  # F(6x6): A^T's columns in pairs of equal or opposite coefficients, summed and subtracted first
+        pairs, at = _column_pairs(at)
         for b in range(alpha):
             for a in range(alpha):
                 load(a, b)
-            for j in range(4):
+            _pair_up(ctx, pairs, [m[a][b] for a in range(alpha)])
+            for j in range(n):
                 _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
                 f.set(s[j][b])
-    for j in range(4):
-        for k in range(4):
+        for j in range(n):
+            _pair_up(ctx, pairs, s[j])
+    elif alpha == 6:  # all of M's 36 values loaded first (measured 1-2% faster on ppocr_det than by column)
+        for a in range(alpha):
+            for b in range(alpha):
+                load(a, b)
+        for j in range(n):
+            for b in range(alpha):
+                _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
+                f.set(s[j][b])
+    else:  # F(6x6)'s 64 and stride 2's 81: s = A^T M a column at a time
+        for b in range(alpha):
+            for a in range(alpha):
+                load(a, b)
+            for j in range(n):
+                _combine(ctx, at[j], [m[a][b] for a in range(alpha)])
+                f.set(s[j][b])
+    for j in range(n):
+        for k in range(n):
             _combine(ctx, at[k], s[j])
             f.get(bias_v).op("f32x4.add")
             epilogue(ctx, node)
             f.set(out[j][k])
 
 
-def _store_row_44(ctx: Ctx, plan: Winograd44Plan, row: list[int], pair: list[int], j: int, dst: int, row0: int,
+def _store_row_44(ctx: Ctx, plan: Winograd44Plan, row: list[int], spare: list[int], j: int, dst: int, row0: int,
                   tile_row: int, group: int, line: int, r_base: int) -> None:
-    """Output row j of 4 tiles (row[k]: column k of each tile) transposed into 16 consecutive outputs from
-    `dst` + j rows; only where that row exists, and only the existing columns of a last group."""
+    """Output row j of 4 tiles (row[k]: column k of each tile) transposed into 16 (24) consecutive outputs from
+    `dst` + j rows; only where that row exists, and only the existing columns of a last group. `spare`: 6 locals."""
     f = ctx.f
     wo = plan.out_dims[1]
 
     def store(at: int, offset: int) -> None:
-        for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
-            f.get(row[0]).get(row[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[0])
-            f.get(row[2]).get(row[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[1])
-            for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
-                f.get(at).get(pair[0]).get(pair[1]).shuffle32(lanes)
-                f.mem("v128.store", offset=offset + 16 * (2 * half + k))
+        if plan.tile == 4:
+            pair = spare[:2]
+            for half, (lo, hi) in enumerate(((0, 1), (2, 3))):
+                f.get(row[0]).get(row[1]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[0])
+                f.get(row[2]).get(row[3]).shuffle32((lo, lo + 4, hi, hi + 4)).set(pair[1])
+                for k, lanes in enumerate(((0, 1, 4, 5), (2, 3, 6, 7))):
+                    f.get(at).get(pair[0]).get(pair[1]).shuffle32(lanes)
+                    f.mem("v128.store", offset=offset + 16 * (2 * half + k))
+            return
+        # F(6x6): columns 0-3 of the 4 tiles transposed into each tile's first 4 outputs (q[t]), columns 4-5
+        # paired (e: tiles 0 and 1, o: tiles 2 and 3); the 24 outputs are q0, e0 q1, q1 e1, q2, ...
+        q, e, o = spare[:4], spare[4], spare[5]
+        f.get(row[0]).get(row[1]).shuffle32((0, 4, 1, 5)).set(q[0])  # t0c0 t0c1 t1c0 t1c1
+        f.get(row[2]).get(row[3]).shuffle32((0, 4, 1, 5)).set(q[1])  # t0c2 t0c3 t1c2 t1c3
+        f.get(row[0]).get(row[1]).shuffle32((2, 6, 3, 7)).set(q[2])  # t2c0 t2c1 t3c0 t3c1
+        f.get(row[2]).get(row[3]).shuffle32((2, 6, 3, 7)).set(q[3])  # t2c2 t2c3 t3c2 t3c3
+        f.get(row[4]).get(row[5]).shuffle32((0, 4, 1, 5)).set(e)  # t0c4 t0c5 t1c4 t1c5
+        f.get(row[4]).get(row[5]).shuffle32((2, 6, 3, 7)).set(o)  # t2c4 t2c5 t3c4 t3c5
+        for k, (first, second, lanes) in enumerate((
+                (q[0], q[1], (0, 1, 4, 5)), (e, q[0], (0, 1, 6, 7)), (q[1], e, (2, 3, 6, 7)),
+                (q[2], q[3], (0, 1, 4, 5)), (o, q[2], (0, 1, 6, 7)), (q[3], o, (2, 3, 6, 7)))):
+            f.get(at).get(first).get(second).shuffle32(lanes)
+            f.mem("v128.store", offset=offset + 16 * k)
 
-    if j >= plan.last_rows:  # row 4 * tile row + j exists unless this is the last tile row
+    if j >= plan.last_rows:  # row n * tile row + j exists unless this is the last tile row
         f.get(row0).get(tile_row).op("i32.add").i32(plan.tile_rows - 1).op("i32.ne")
     with f.if_() if j >= plan.last_rows else nullcontext():
-        if plan.last_columns == 16:
+        if plan.last_columns == plan.group_columns:
             store(dst, 4 * j * wo)
         else:
             f.get(group).i32(plan.groups - 1).op("i32.eq")
