@@ -44,7 +44,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import orjson
@@ -362,6 +362,42 @@ class LoadedModel:
 
     def check(self, request: InferRequest) -> None:
         """Refuse, in v2 terms, what the backend would refuse in numpy terms (and what it would not see)."""
+        if request.datatypes != self._input_types:  # one comparison where every input is there with its datatype
+            self._check_inputs(request)
+        for output in request.outputs or ():
+            if output.name not in self._output_names:
+                raise BadRequest(f"model {self.name!r} has no output {output.name!r}; its outputs are "
+                                 f"{', '.join(repr(t.name) for t in self.outputs)}")
+            if output.classification and self._output_types[output.name] == "BYTES":
+                raise BadRequest(f"output {output.name!r}: classification needs a numeric output; model "
+                                 f"{self.name!r} gives BYTES")
+        limit, batches = self.settings.max_tensor_elements, set()
+        for name, array in request.inputs.items():
+            spec = self._input_specs[name]
+            expected, shape = spec.shape, array.shape
+            if len(shape) != len(expected):
+                self._wrong_shape(name, spec, shape)
+            for want, dim in zip(expected, shape, strict=True):  # a plain loop: any() over a generator costs more
+                if want != dim and want != -1:
+                    self._wrong_shape(name, spec, shape)
+            if array.size > limit:
+                raise BadRequest(f"input {name!r} has {array.size} elements; this server takes at most {limit} "
+                                 "per tensor (--max-tensor-elements)")
+            if spec.batch_axis == 0:
+                batches.add(shape[0])
+        if len(batches) > 1:
+            raise BadRequest(f"model {self.name!r}: the inputs have different batch sizes {sorted(batches)}")
+        max_batch = self.settings.max_batch
+        if batches and max_batch is not None and not 1 <= max(batches) <= max_batch:
+            raise BadRequest(f"model {self.name!r} version {self.version}: batch {max(batches)} is outside "
+                             f"1..{max_batch} (its max_batch_size)")
+
+    def _wrong_shape(self, name: str, spec: TensorSpec, shape: tuple[int, ...]) -> NoReturn:
+        raise BadRequest(f"input {name!r}: expected shape {spec.shown()}{_legend(spec)} for model "
+                         f"{self.name!r}, got {list(shape)}")
+
+    def _check_inputs(self, request: InferRequest) -> None:
+        """The request's inputs are not the model's, by name or datatype: say which."""
         missing = [name for name in self._input_types if name not in request.datatypes]
         extra = [name for name in request.datatypes if name not in self._input_types]
         if missing or extra:
@@ -373,31 +409,6 @@ class LoadedModel:
             if datatype != self._input_types[name]:
                 raise BadRequest(f"input {name!r}: model {self.name!r} expects datatype "
                                  f"{self._input_types[name]}, got {datatype}")
-        for output in request.outputs or ():
-            if output.name not in self._output_names:
-                raise BadRequest(f"model {self.name!r} has no output {output.name!r}; its outputs are "
-                                 f"{', '.join(repr(t.name) for t in self.outputs)}")
-            if output.classification and self._output_types[output.name] == "BYTES":
-                raise BadRequest(f"output {output.name!r}: classification needs a numeric output; model "
-                                 f"{self.name!r} gives BYTES")
-        limit, batches = self.settings.max_tensor_elements, set()
-        for name, array in request.inputs.items():
-            spec = self._input_specs[name]
-            expected = spec.shape
-            if array.ndim != len(expected) or any(e not in (-1, d) for e, d in zip(expected, array.shape, strict=True)):
-                raise BadRequest(f"input {name!r}: expected shape {spec.shown()}{_legend(spec)} for model "
-                                 f"{self.name!r}, got {list(array.shape)}")
-            if array.size > limit:
-                raise BadRequest(f"input {name!r} has {array.size} elements; this server takes at most {limit} "
-                                 "per tensor (--max-tensor-elements)")
-            if spec.batch_axis == 0:
-                batches.add(array.shape[0])
-        if len(batches) > 1:
-            raise BadRequest(f"model {self.name!r}: the inputs have different batch sizes {sorted(batches)}")
-        max_batch = self.settings.max_batch
-        if batches and max_batch is not None and not 1 <= max(batches) <= max_batch:
-            raise BadRequest(f"model {self.name!r} version {self.version}: batch {max(batches)} is outside "
-                             f"1..{max_batch} (its max_batch_size)")
 
     def _batch(self, inputs: dict[str, np.ndarray]) -> int:
         array = inputs.get(self._batched) if self._batched else None
