@@ -256,9 +256,12 @@ def parse_rest_request(body: bytes, header_length: int | None,
     datatypes: dict[str, str] = {}
     position = 0
     for index, raw in enumerate(raw_inputs):
-        tensor = _object(raw, f"inputs[{index}]")
-        name = _string(tensor, "name", f"inputs[{index}]")
-        datatype = _string(tensor, "datatype", f"input {name!r}")
+        tensor = _object(raw, f"inputs[{index}]") if type(raw) is not dict else raw
+        name, datatype = tensor.get("name"), tensor.get("datatype")
+        if type(name) is not str:  # the messages' f-strings are built only when one is sent
+            name = _string(tensor, "name", f"inputs[{index}]")
+        if type(datatype) is not str:
+            datatype = _string(tensor, "datatype", f"input {name!r}")
         shape = tensor.get("shape")
         if not isinstance(shape, list):
             raise BadRequest(f"input {name!r}: \"shape\" must be a list of integers")
@@ -268,7 +271,8 @@ def parse_rest_request(body: bytes, header_length: int | None,
                 break
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
-        size = _object(tensor.get("parameters") or {}, f"input {name!r}: parameters").get("binary_data_size")
+        own = tensor.get("parameters")
+        size = _object(own, f"input {name!r}: parameters").get("binary_data_size") if own else None
         if size is not None:
             if type(size) is not int or size < 0 or position + size > len(binary):
                 raise BadRequest(f"input {name!r}: binary_data_size {size} does not fit the {len(binary)} "
@@ -296,7 +300,10 @@ def parse_rest_request(body: bytes, header_length: int | None,
 def _requested_output(index: int, raw: Any, parameters: dict[str, Any]) -> RequestedOutput:
     tensor = _object(raw, f"outputs[{index}]")
     name = _string(tensor, "name", f"outputs[{index}]")
-    own = _object(tensor.get("parameters") or {}, f"output {name!r}: parameters")
+    own = tensor.get("parameters")
+    if not own:  # the common {"name": ...}: no f-strings to build for messages that are not sent
+        return RequestedOutput(name, bool(parameters.get("binary_data_output", False)))
+    own = _object(own, f"output {name!r}: parameters")
     return RequestedOutput(name, bool(own.get("binary_data", parameters.get("binary_data_output", False))),
                            class_count(name, own.get("classification", 0)))
 
