@@ -91,3 +91,15 @@ def test_case_still_passes(key: str) -> None:
     registered = case.kind != "node" or case.op in conformance.registered_ops()
     note = "" if registered else f" (op {case.op} has no kernel: a view, or folded at compile time)"
     assert result.status == "passed", f"{key}{note}: {result.status}: {result.reason}"
+
+
+def test_sequences_with_0d_tensors_are_compared_element_by_element() -> None:
+    """onnx's own comparison calls len() on a sequence's 0-d tensors and raises TypeError (test_loop16_seq_none);
+    the harness's `similar` compares what it cannot, with the same tolerances, and still tells a difference."""
+    similar = harness().similar
+    sequence = [np.array(0.0, np.float32), np.array([1.0, 2.0], np.float32)]
+    assert similar([sequence], [[s.copy() for s in sequence]], 1e-3, 1e-7)
+    assert not similar([sequence], [[np.array(0.5, np.float32), sequence[1]]], 1e-3, 1e-7)
+    assert not similar([sequence], [sequence[:1]], 1e-3, 1e-7)
+    assert not similar([sequence], [[sequence[0], sequence[1].astype(np.float64)]], 1e-3, 1e-7)
+    assert similar([None], [None], 1e-3, 1e-7) and not similar([None], [sequence[0]], 1e-3, 1e-7)
