@@ -146,6 +146,15 @@ def test_conv_one_tile_where_the_weights_outweigh_the_buffer(monkeypatch: pytest
     assert_matches_ort(conv_then("Sigmoid", x, w, b, pads=[1, 1, 1, 1], strides=[2, 2]), {"x": x})
 
 
+def assert_fused_and_matching_in_both_variants(model: onnx.ModelProto, x: np.ndarray) -> None:
+    """The conv's activation fused into it, and the plain and relaxed-SIMD code both within 1e-4 of ONNX Runtime."""
+    assert convert_onnx(model).stats["activations_fused"] == 1
+    assert_matches_ort(model, {"x": x}, atol=1e-4)
+    relaxed = convert_onnx(model, simd="relaxed").wasm
+    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
 def conv_then(activation: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs: object) -> onnx.ModelProto:
     act_inputs = ["c"]
     constants = [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")]
@@ -471,11 +480,7 @@ def test_conv_winograd_fused_activation_and_k_blocks(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(gemm, "K_BLOCK", 16)  # 40 channels: the 16 GEMMs run in K blocks
     x = rand(1, 40, 9, 10)
     model = conv_then(activation, x, rand(6, 40, 3, 3) * 0.2, rand(6), pads=[1, 1, 1, 1])
-    assert convert_onnx(model).stats["activations_fused"] == 1
-    assert_matches_ort(model, {"x": x}, atol=1e-4)
-    relaxed = convert_onnx(model, simd="relaxed").wasm
-    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
-                               rtol=1e-4, atol=1e-4)
+    assert_fused_and_matching_in_both_variants(model, x)
 
 
 def test_conv_winograd_at_its_default_sizes() -> None:
@@ -750,11 +755,7 @@ def test_conv_stride_2_winograd_chunks_activation_and_k_blocks(monkeypatch: pyte
     plan = conv.conv_plan(graph.nodes[0], graph).winograd_plan()
     assert isinstance(plan, winograd.Winograd44Plan) and plan.stride == 2
     assert plan.chunk_rows == 2 and [repeat for _, _, repeat in plan.runs()] == [3, 1]
-    assert convert_onnx(model).stats["activations_fused"] == 1
-    assert_matches_ort(model, {"x": x}, atol=1e-4)
-    relaxed = convert_onnx(model, simd="relaxed").wasm
-    np.testing.assert_allclose(WasmModel(relaxed).run({"x": x})["y"], ort_run(model, {"x": x})[0],
-                               rtol=1e-4, atol=1e-4)
+    assert_fused_and_matching_in_both_variants(model, x)
 
 
 def test_conv_stride_2_stems_and_depthwise_keep_their_paths() -> None:
