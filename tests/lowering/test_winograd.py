@@ -200,17 +200,24 @@ def test_44_on_small_maps_where_its_products_are_at_most_three_quarters(out_h: i
     assert winograd.fits_4x4(window(out_h, out_w), out_channels) == applies
 
 
-@pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(52, 52, 96, 96), (80, 120, 96, 24), (9, 30, 4, 4)])
-def test_44_runs_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, channels: int,
-                                                        out_channels: int) -> None:
-    plan = winograd.winograd_44_plan(window(out_h, out_w), channels, out_channels)
-    assert 4 * plan.tile_rows >= out_h > 4 * (plan.tile_rows - 1) and plan.last_rows == out_h - 4 * (plan.tile_rows - 1)
-    assert 16 * plan.groups >= out_w > 16 * (plan.groups - 1) and plan.last_columns == out_w - 16 * (plan.groups - 1)
-    assert plan.chunk_rows == 1 or 4 * 36 * (channels + out_channels) * plan.chunk_columns <= winograd.CHUNK_BYTES
+@pytest.mark.parametrize("tile,out_h,out_w,channels,out_channels", [
+    (4, 52, 52, 96, 96), (4, 80, 120, 96, 24), (4, 9, 30, 4, 4),
+    (6, 52, 52, 96, 96), (6, 80, 120, 96, 24), (6, 13, 47, 4, 4)])
+def test_44_and_66_runs_cover_every_tile_row_within_the_budget(tile: int, out_h: int, out_w: int, channels: int,
+                                                               out_channels: int) -> None:
+    """F(4x4) and F(6x6): tiles of `tile` rows, groups of 4 * tile columns, (tile + 2)^2 transformed points."""
+    plan = winograd.winograd_44_plan(window(out_h, out_w), channels, out_channels, tile=tile)
+    group, points = 4 * tile, (tile + 2) ** 2
+    assert tile * plan.tile_rows >= out_h > tile * (plan.tile_rows - 1)
+    assert plan.last_rows == out_h - tile * (plan.tile_rows - 1)
+    assert group * plan.groups >= out_w > group * (plan.groups - 1)
+    assert plan.last_columns == out_w - group * (plan.groups - 1)
+    assert plan.chunk_rows == 1 or 4 * points * (channels + out_channels) * plan.chunk_columns <= winograd.CHUNK_BYTES
     rows = [first + chunk * count + r for first, count, repeat in plan.runs() for chunk in range(repeat)
             for r in range(count)]
     assert rows == list(range(plan.tile_rows))
-    assert 4 * plan.phase_length >= 16 * plan.groups + 2  # a last group's patches read 16 * groups + 2 columns
+    assert tile * plan.phase_length >= group * plan.groups + 2  # a last group's patches read group * groups + 2 columns
+    assert plan.padded_rows == tile * plan.tile_rows + 2
 
 
 # ---- F(6x6, 3x3): the same plan with tiles of 6x6 outputs
@@ -250,20 +257,6 @@ def test_66_transformed_weights_give_the_direct_convolution_within_float32_round
 def test_66_where_its_fewer_products_outweigh_its_transforms(out_h: int, out_w: int, channels: int, out_channels: int,
                                                               applies: bool) -> None:
     assert winograd.fits_6x6(window(out_h, out_w), channels, out_channels) == applies
-
-
-@pytest.mark.parametrize("out_h,out_w,channels,out_channels", [(52, 52, 96, 96), (80, 120, 96, 24), (13, 47, 4, 4)])
-def test_66_runs_cover_every_tile_row_within_the_budget(out_h: int, out_w: int, channels: int,
-                                                        out_channels: int) -> None:
-    plan = winograd.winograd_44_plan(window(out_h, out_w), channels, out_channels, tile=6)
-    assert 6 * plan.tile_rows >= out_h > 6 * (plan.tile_rows - 1) and plan.last_rows == out_h - 6 * (plan.tile_rows - 1)
-    assert 24 * plan.groups >= out_w > 24 * (plan.groups - 1) and plan.last_columns == out_w - 24 * (plan.groups - 1)
-    assert plan.chunk_rows == 1 or 4 * 64 * (channels + out_channels) * plan.chunk_columns <= winograd.CHUNK_BYTES
-    rows = [first + chunk * count + r for first, count, repeat in plan.runs() for chunk in range(repeat)
-            for r in range(count)]
-    assert rows == list(range(plan.tile_rows))
-    assert 6 * plan.phase_length >= 24 * plan.groups + 2  # a last group's patches read 24 * groups + 2 columns
-    assert plan.padded_rows == 6 * plan.tile_rows + 2
 
 
 # ---- F(4x4, 3x3) at stride 2: even inputs through F(4, 2), odd ones through the middle tap
