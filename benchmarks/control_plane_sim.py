@@ -35,6 +35,7 @@ the figures are upper bounds for a cluster whose parts have cores of their own. 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -77,7 +78,7 @@ from lifecycle_bench import mlp_onnx, total
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the plane lives with the tests that use it: tests/k8s/plane.py
 
-from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries  # noqa: E402
+from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries, wait_for  # noqa: E402
 
 NAMESPACE, CONFIGMAP, DEPLOYMENT = "sim", "ai-model-config", "ai-inference-service"
 NODE_PREFIX = "fake-node-"  # the nodes whose pods the fake kubelet marks Running
@@ -110,14 +111,7 @@ def _distribution(seconds: list[float]) -> dict[str, float | None]:
             "p99_s": float(np.percentile(values, 99)), "max_s": float(values.max()), "mean_s": float(values.mean())}
 
 
-def _wait(what: str, condition: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise RuntimeError(f"{what}: not within {timeout:.0f} s")
+_wait = functools.partial(wait_for, every=0.25)  # the plane settles in seconds: look four times a second
 
 
 class _Client:

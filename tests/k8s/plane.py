@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,18 @@ BUILD_TIMEOUT = 3600  # ~8 min on 2 idle cores; several times that on a loaded m
 START_TIMEOUT = 240
 LIFETIME = 1800  # no process of a plane lives longer than this, whatever happens to the test session
 CANNOT_BUILD = 3  # build.sh's exit status when a prerequisite cannot be installed
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    """`condition()`'s first truthy value, asked every `every` seconds; TimeoutError naming `what` after `timeout`
+    (the API server's controllers, the fake kubelet and the servers all settle in their own time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not within {timeout:g} s")
 
 
 class CannotBuild(RuntimeError):

@@ -40,7 +40,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.deploy.gotemplate import render_chart
-from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries
+from tests.k8s.plane import CannotBuild, ControlPlane, control_plane, ensure_binaries, wait_for
 from tests.processes import output_lines, read_until, stop
 from wasinfer.deploy.gatekeeper import load_constraints, load_templates
 from wasinfer.deploy.render import default_extras, parse_kube_version, render
@@ -70,13 +70,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def _wait(what: str, condition: Any, timeout: float = SETTLE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout} s")
+    return wait_for(what, condition, timeout)
 
 
 def _running_workload(plane: ControlPlane, namespace: str, replicas: int) -> None:
