@@ -184,6 +184,16 @@ def _block_offsets(f: Func, offsets: list[int], block: list[int], axis: int, inn
         _block_offsets(f, offsets, block, axis + 1, inner)
 
 
+def _add_column_value(f: Func, index: int, plane: int, pcol: int) -> None:
+    """image[plane + index] += the column value at pcol where `index` is inside the image (it is -1 in the
+    padding), then on to the next column value."""
+    f.get(index).i32(0).op("i32.ge_s")
+    with f.if_():
+        f.get(index).i32(4).op("i32.mul").get(plane).op("i32.add").tee(index)
+        f.get(index).mem("f32.load").get(pcol).mem("f32.load").op("f32.add").mem("f32.store")
+    f.inc(pcol, 4)
+
+
 def _block_positions(f: Func, tables: list[int], offsets: list[int], image: list[int], block: list[int],
                      positions: list[int], plane: int, pcol: int, axis: int, above: int | None) -> None:
     """Nested loops over the block positions: each axis's image index from its table (skipped at -1), the
@@ -198,11 +208,7 @@ def _block_positions(f: Func, tables: list[int], offsets: list[int], image: list
             f.get(index).i32(0).op("i32.ge_s").get(above).i32(0).op("i32.ge_s").op("i32.and")
             f.op("select").set(index)  # -1 once any axis so far is in the padding
         if axis == len(image) - 1:
-            f.get(index).i32(0).op("i32.ge_s")
-            with f.if_():
-                f.get(index).i32(4).op("i32.mul").get(plane).op("i32.add").tee(index)
-                f.get(index).mem("f32.load").get(pcol).mem("f32.load").op("f32.add").mem("f32.store")
-            f.inc(pcol, 4)
+            _add_column_value(f, index, plane, pcol)
         else:
             _block_positions(f, tables, offsets, image, block, positions, plane, pcol, axis + 1, index)
 
@@ -285,11 +291,7 @@ def _emit_col2im_run_time(ctx: Ctx, node: Node) -> None:
                     f.get(above).i32(0).op("i32.ge_s").op("i32.and")
                 f.op("select").set(index)
                 if axis == rank - 1:
-                    f.get(index).i32(0).op("i32.ge_s")
-                    with f.if_():
-                        f.get(index).i32(4).op("i32.mul").get(plane).op("i32.add").tee(index)
-                        f.get(index).mem("f32.load").get(pcol).mem("f32.load").op("f32.add").mem("f32.store")
-                    f.inc(pcol, 4)
+                    _add_column_value(f, index, plane, pcol)
                 else:
                     positions_loop(axis + 1, index)
 
